@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// berth CLI entry point. The TypeScript sources compile to dist/ (npm install runs `prepare`).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const main = join(root, 'dist', 'shared', 'cli', 'main.js');
+if (!existsSync(main)) {
+  process.stderr.write('berth: compiled sources not found (dist/). Run `npm install` or `npm run build` first.\n');
+  process.exit(1);
+}
+const { main: run } = await import(main);
+await run(process.argv.slice(2));

@@ -1,0 +1,76 @@
+/** Minimal flag parsing shared by every berth subcommand: flags > BERTH_* env > defaults. */
+export interface ParsedArgs {
+  flags: Map<string, string | true>;
+  positional: string[];
+}
+
+export function parseArgs(argv: string[]): ParsedArgs {
+  const flags = new Map<string, string | true>();
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-h') { flags.set('help', true); continue; }
+    if (!a.startsWith('--')) { positional.push(a); continue; }
+    const eq = a.indexOf('=');
+    if (eq !== -1) { flags.set(a.slice(2, eq), a.slice(eq + 1)); continue; }
+    const name = a.slice(2);
+    const next = argv[i + 1];
+    if (next !== undefined && !next.startsWith('--')) { flags.set(name, next); i++; } else flags.set(name, true);
+  }
+  return { flags, positional };
+}
+
+export class UsageError extends Error {}
+
+export interface OptionSpec {
+  /** flag name without dashes, e.g. "listen" */
+  name: string;
+  /** environment variable consulted when the flag is absent, e.g. BERTH_PROXY_LISTEN */
+  env?: string;
+  default?: string;
+  boolean?: boolean;
+  help: string;
+}
+
+export function resolveOptions(args: ParsedArgs, specs: OptionSpec[], env = process.env): Record<string, string | undefined> {
+  const known = new Set(specs.map((s) => s.name).concat('help'));
+  for (const k of args.flags.keys()) if (!known.has(k)) throw new UsageError(`unknown flag --${k}`);
+  const out: Record<string, string | undefined> = {};
+  for (const s of specs) {
+    const f = args.flags.get(s.name);
+    if (f === true && !s.boolean) throw new UsageError(`--${s.name} needs a value`);
+    if (f !== undefined) out[s.name] = f === true ? 'true' : f;
+    else if (s.env && env[s.env] !== undefined && env[s.env] !== '') out[s.name] = env[s.env];
+    else out[s.name] = s.default;
+  }
+  return out;
+}
+
+export function formatHelp(usage: string, description: string, specs: OptionSpec[]): string {
+  const lines = [`Usage: ${usage}`, '', description, '', 'Options:'];
+  for (const s of specs) {
+    const flag = `  --${s.name}${s.boolean ? '' : ' VALUE'}`;
+    const extra = [s.env ? `env ${s.env}` : '', s.default !== undefined ? `default ${s.default}` : ''].filter(Boolean).join(', ');
+    lines.push(`${flag.padEnd(28)} ${s.help}${extra ? ` (${extra})` : ''}`);
+  }
+  lines.push(`  ${'--help'.padEnd(26)} show this help`);
+  return lines.join('\n') + '\n';
+}
+
+/** "HOST:PORT" or ":PORT" or "PORT" → {host, port}. */
+export function parseListen(value: string, flag: string): { host: string; port: number } {
+  let host = '0.0.0.0';
+  let portStr = value;
+  if (value.startsWith('[')) {
+    const close = value.indexOf(']');
+    host = value.slice(1, close);
+    portStr = value.slice(close + 2);
+  } else if (value.includes(':')) {
+    const i = value.lastIndexOf(':');
+    host = value.slice(0, i) || '0.0.0.0';
+    portStr = value.slice(i + 1);
+  }
+  const port = Number(portStr);
+  if (!/^\d+$/.test(portStr) || port < 0 || port > 65535) throw new UsageError(`--${flag} "${value}" must be HOST:PORT`);
+  return { host, port };
+}

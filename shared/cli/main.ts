@@ -1,0 +1,44 @@
+import { UsageError } from './args.js';
+
+const COMMANDS: Record<string, { module: string; summary: string }> = {
+  proxy: { module: '../../proxy/cli.js', summary: 'run the edge proxy (data plane)' },
+  'control-plane': { module: '../../control-plane/cli.js', summary: 'run the control plane API' },
+  up: { module: '../../control-plane/up.js', summary: 'run control plane and proxy together on embedded defaults' },
+};
+
+function topHelp(): string {
+  const lines = ['berth — Cloud Run on your own machines', '', 'Usage: berth <command> [options]', '', 'Commands:'];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(16)} ${c.summary}`);
+  lines.push('', 'Run `berth <command> --help` for the options of one command.');
+  return lines.join('\n') + '\n';
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(topHelp());
+    return;
+  }
+  const entry = COMMANDS[cmd];
+  if (!entry) {
+    process.stderr.write(`berth: unknown command "${cmd}"\n\n${topHelp()}`);
+    process.exit(2);
+  }
+  let mod: { run(argv: string[]): Promise<void> };
+  try {
+    mod = await import(entry.module);
+  } catch (e) {
+    process.stderr.write(`berth: command "${cmd}" is not available in this build: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  try {
+    await mod.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`berth ${cmd}: ${e.message}\nRun \`berth ${cmd} --help\` for usage.\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`berth ${cmd}: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,76 @@
+import { domainToASCII } from 'node:url';
+
+/**
+ * Normalise a hostname the way every part of berth compares them:
+ * lower-case; scheme, userinfo, port, path, query, trailing slash and trailing dot removed;
+ * IDN converted to punycode. Returns '' when nothing usable is left.
+ *
+ * Fast path: a Host header that is already lower-case ASCII without port or trailing dot
+ * is returned as-is without allocating.
+ */
+export function normalizeHost(raw: string): string {
+  const len = raw.length;
+  let clean = len > 0;
+  for (let i = 0; i < len; i++) {
+    const c = raw.charCodeAt(i);
+    // a-z 0-9 - . _  are fine; anything else needs the slow path
+    if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || (c === 46 && i !== len - 1) || c === 95)) {
+      clean = false;
+      break;
+    }
+  }
+  if (clean) return raw;
+  return normalizeHostSlow(raw);
+}
+
+function normalizeHostSlow(raw: string): string {
+  let s = raw.trim();
+  // scheme
+  const schemeIdx = s.indexOf('://');
+  if (schemeIdx !== -1 && schemeIdx < 16) s = s.slice(schemeIdx + 3);
+  // path, query, fragment
+  let end = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) { end = i; break; }
+  }
+  s = s.slice(0, end);
+  // userinfo
+  const at = s.lastIndexOf('@');
+  if (at !== -1) s = s.slice(at + 1);
+  // port (IPv6 literal in brackets keeps its colons)
+  if (s.startsWith('[')) {
+    const close = s.indexOf(']');
+    s = close === -1 ? s : s.slice(0, close + 1);
+  } else {
+    const colon = s.indexOf(':');
+    if (colon !== -1) s = s.slice(0, colon);
+  }
+  while (s.endsWith('.')) s = s.slice(0, -1);
+  if (s.length === 0) return '';
+  s = s.toLowerCase();
+  if (s.startsWith('[')) return s;
+  let ascii = true;
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 127) { ascii = false; break; }
+  if (ascii) return s;
+  // Wildcard labels are kept out of the IDN conversion.
+  if (s.startsWith('*.')) {
+    const rest = domainToASCII(s.slice(2));
+    return rest ? '*.' + rest : '';
+  }
+  return domainToASCII(s);
+}
+
+/** A hostname pattern as accepted in route tables and app_hostname: exact or `*.suffix`. */
+export function isValidHostPattern(h: string): boolean {
+  if (h.length === 0 || h.length > 253) return false;
+  const body = h.startsWith('*.') ? h.slice(2) : h;
+  if (body.length === 0) return false;
+  if (body.startsWith('[') && body.endsWith(']')) return true; // IPv6 literal
+  const labels = body.split('.');
+  for (const l of labels) {
+    if (l.length === 0 || l.length > 63) return false;
+    if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/.test(l)) return false;
+  }
+  return true;
+}

@@ -1,0 +1,108 @@
+/**
+ * The route table: the contract between control plane and proxy (see README "Route table").
+ * JSON Schema used by the proxy on every ingress (file, PUT /routes, control-plane push)
+ * and by the control plane before it publishes a table.
+ */
+export type BalancingPolicy = 'round_robin' | 'least_request' | 'weighted';
+
+export interface EndpointSpec {
+  id: string;
+  address: string; // host:port
+  weight?: number;
+}
+
+export interface RouteSpec {
+  id: string;
+  hosts: string[];
+  endpoints: EndpointSpec[];
+  policy?: BalancingPolicy;
+  circuitBreaker?: { consecutiveFailures?: number; openMs?: number; failOn5xx?: boolean };
+  fallbackCache?: { ttlMs?: number; maxEntries?: number; maxBytes?: number; enabled?: boolean };
+  timeouts?: { connectMs?: number; headersMs?: number; idleMs?: number };
+  retry?: { attempts?: number };
+}
+
+export interface RouteTableSpec {
+  version: number;
+  routes: RouteSpec[];
+}
+
+export const DEFAULTS = {
+  policy: 'round_robin' as BalancingPolicy,
+  circuitBreaker: { consecutiveFailures: 3, openMs: 15_000, failOn5xx: false },
+  fallbackCache: { ttlMs: 10_000, maxEntries: 1000, maxBytes: 16 * 1024 * 1024, enabled: true },
+  timeouts: { connectMs: 2_000, headersMs: 30_000, idleMs: 60_000 },
+  retry: { attempts: 1 },
+};
+
+export const routeTableSchema = {
+  $id: 'berth/route-table',
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'routes'],
+  properties: {
+    version: { type: 'integer', minimum: 0 },
+    generatedAt: { type: 'string' },
+    routes: {
+      type: 'array',
+      maxItems: 200_000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'hosts', 'endpoints'],
+        properties: {
+          id: { type: 'string', minLength: 1, maxLength: 200 },
+          hosts: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 300 } },
+          endpoints: {
+            type: 'array',
+            maxItems: 1000,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['id', 'address'],
+              properties: {
+                id: { type: 'string', minLength: 1, maxLength: 200 },
+                address: { type: 'string', minLength: 3, maxLength: 300 },
+                weight: { type: 'integer', minimum: 0, maximum: 1000 },
+              },
+            },
+          },
+          policy: { enum: ['round_robin', 'least_request', 'weighted'] },
+          circuitBreaker: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              consecutiveFailures: { type: 'integer', minimum: 1, maximum: 1000 },
+              openMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+              failOn5xx: { type: 'boolean' },
+            },
+          },
+          fallbackCache: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              enabled: { type: 'boolean' },
+              ttlMs: { type: 'integer', minimum: 0, maximum: 86_400_000 },
+              maxEntries: { type: 'integer', minimum: 1, maximum: 1_000_000 },
+              maxBytes: { type: 'integer', minimum: 1, maximum: 1_073_741_824 },
+            },
+          },
+          timeouts: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              connectMs: { type: 'integer', minimum: 1, maximum: 600_000 },
+              headersMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+              idleMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+            },
+          },
+          retry: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { attempts: { type: 'integer', minimum: 0, maximum: 5 } },
+          },
+        },
+      },
+    },
+  },
+} as const;

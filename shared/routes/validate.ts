@@ -1,0 +1,95 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import { isValidHostPattern, normalizeHost } from '../hostname.js';
+import { routeTableSchema, type RouteTableSpec } from './schema.js';
+
+const ajv = new Ajv({ allErrors: false, strict: false });
+const check = ajv.compile(routeTableSchema);
+
+export class RouteTableError extends Error {
+  constructor(message: string, readonly field: string) {
+    super(message);
+    this.name = 'RouteTableError';
+  }
+}
+
+function describe(err: ErrorObject): RouteTableError {
+  const field = err.instancePath ? err.instancePath.slice(1).replace(/\//g, '.') : '(root)';
+  let msg = err.message ?? 'is invalid';
+  if (err.keyword === 'additionalProperties') {
+    msg = `has unknown property "${(err.params as { additionalProperty: string }).additionalProperty}"`;
+  } else if (err.keyword === 'enum') {
+    msg = `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  }
+  return new RouteTableError(`${field} ${msg}`, field);
+}
+
+/** Parse "host:port" / "[v6]:port". Returns null when it is not a usable upstream address. */
+export function parseAddress(address: string): { host: string; port: number } | null {
+  let host: string;
+  let portStr: string;
+  if (address.startsWith('[')) {
+    const close = address.indexOf(']');
+    if (close === -1 || address[close + 1] !== ':') return null;
+    host = address.slice(1, close);
+    portStr = address.slice(close + 2);
+  } else {
+    const colon = address.lastIndexOf(':');
+    if (colon <= 0) return null;
+    host = address.slice(0, colon);
+    portStr = address.slice(colon + 1);
+    if (host.includes(':')) return null;
+  }
+  if (!/^\d{1,5}$/.test(portStr)) return null;
+  const port = Number(portStr);
+  if (port < 1 || port > 65535) return null;
+  if (!/^[A-Za-z0-9._:-]+$/.test(host)) return null;
+  return { host, port };
+}
+
+/**
+ * Validate a parsed route table whole. Throws RouteTableError naming the first bad field.
+ * Returns the table with hostnames normalised.
+ */
+export function validateRouteTable(input: unknown): RouteTableSpec {
+  if (!check(input)) throw describe(check.errors![0]);
+  const table = input as unknown as RouteTableSpec;
+  const seenHosts = new Map<string, string>();
+  const seenIds = new Set<string>();
+  table.routes.forEach((route, ri) => {
+    if (seenIds.has(route.id)) throw new RouteTableError(`routes.${ri}.id "${route.id}" is used by another route`, `routes.${ri}.id`);
+    seenIds.add(route.id);
+    route.hosts = route.hosts.map((h, hi) => {
+      const wildcard = h.trim().startsWith('*.');
+      const n = wildcard ? '*.' + normalizeHost(h.trim().slice(2)) : normalizeHost(h);
+      if (!isValidHostPattern(n)) {
+        throw new RouteTableError(`routes.${ri}.hosts.${hi} "${h}" is not a valid hostname or *.wildcard`, `routes.${ri}.hosts.${hi}`);
+      }
+      const other = seenHosts.get(n);
+      if (other !== undefined) {
+        throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other}"`, `routes.${ri}.hosts.${hi}`);
+      }
+      seenHosts.set(n, route.id);
+      return n;
+    });
+    const epIds = new Set<string>();
+    route.endpoints.forEach((ep, ei) => {
+      if (!parseAddress(ep.address)) {
+        throw new RouteTableError(`routes.${ri}.endpoints.${ei}.address "${ep.address}" must be host:port with a port 1-65535`, `routes.${ri}.endpoints.${ei}.address`);
+      }
+      if (epIds.has(ep.id)) throw new RouteTableError(`routes.${ri}.endpoints.${ei}.id "${ep.id}" is duplicated in this route`, `routes.${ri}.endpoints.${ei}.id`);
+      epIds.add(ep.id);
+    });
+  });
+  return table;
+}
+
+/** Parse JSON text and validate. JSON syntax errors become RouteTableError too. */
+export function parseRouteTable(text: string): RouteTableSpec {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new RouteTableError(`route table is not valid JSON: ${(e as Error).message}`, '(root)');
+  }
+  return validateRouteTable(parsed);
+}
