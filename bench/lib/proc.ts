@@ -1,0 +1,258 @@
+/**
+ * Child-process bookkeeping for the benchmarks: spawn (optionally pinned with taskset),
+ * make sure everything we started dies with us (normal exit, error, SIGINT/SIGTERM),
+ * and read CPU time / RSS of a process tree from /proc.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+
+export interface Tracked {
+  name: string;
+  pid: number;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  /** true once the process has exited */
+  dead: boolean;
+  logFile?: string;
+}
+
+const tracked = new Set<Tracked>();
+let handlersInstalled = false;
+
+function haveBinary(bin: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+}
+
+const binCache = new Map<string, boolean>();
+export function which(bin: string): boolean {
+  let v = binCache.get(bin);
+  if (v === undefined) {
+    v = haveBinary(bin);
+    binCache.set(bin, v);
+  }
+  return v;
+}
+
+/** CPU placement: proxy under test on one core, load generator + upstream on another. */
+export interface Pinning {
+  enabled: boolean;
+  proxyCpu: string;
+  loadCpu: string;
+  reason: string;
+}
+
+export function choosePinning(): Pinning {
+  const n = availableParallelism();
+  if (process.env.BENCH_PIN === '0') return { enabled: false, proxyCpu: '', loadCpu: '', reason: 'disabled by BENCH_PIN=0' };
+  if (n < 2) return { enabled: false, proxyCpu: '', loadCpu: '', reason: `only ${n} CPU` };
+  if (!which('taskset')) return { enabled: false, proxyCpu: '', loadCpu: '', reason: 'taskset not installed' };
+  const proxyCpu = process.env.BENCH_PROXY_CPU ?? '0';
+  const loadCpu = process.env.BENCH_LOAD_CPU ?? '1';
+  return { enabled: true, proxyCpu, loadCpu, reason: `proxy on CPU ${proxyCpu}, load generator + upstream on CPU ${loadCpu}` };
+}
+
+export interface SpawnOpts {
+  name: string;
+  cpu?: string; // taskset -c list; '' or undefined = not pinned
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  logFile?: string; // stdout+stderr go here (appended); otherwise ignored
+  captureStdout?: boolean; // pipe stdout (for the load generator)
+}
+
+export function spawnTracked(cmd: string, args: string[], opts: SpawnOpts): Tracked {
+  installHandlers();
+  let file = cmd;
+  let argv = args;
+  if (opts.cpu) {
+    file = 'taskset';
+    argv = ['-c', opts.cpu, cmd, ...args];
+  }
+  let fd: number | undefined;
+  if (opts.logFile) fd = openSync(opts.logFile, 'a');
+  const stdout = opts.captureStdout ? 'pipe' : fd ?? 'ignore';
+  const child = spawn(file, argv, {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    // own process group, so that killing the group also takes nginx workers etc.
+    detached: true,
+    stdio: ['ignore', stdout, fd ?? 'ignore'],
+  });
+  if (fd !== undefined) closeSync(fd);
+  if (child.pid === undefined) throw new Error(`could not start ${opts.name} (${cmd})`);
+  const t: Tracked = {
+    name: opts.name,
+    pid: child.pid,
+    child,
+    dead: false,
+    logFile: opts.logFile,
+    exited: new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        t.dead = true;
+        tracked.delete(t);
+        resolve(code ?? (signal ? -1 : null));
+      });
+      child.on('error', () => {
+        t.dead = true;
+        tracked.delete(t);
+        resolve(-1);
+      });
+    }),
+  };
+  tracked.add(t);
+  return t;
+}
+
+function signalGroup(t: Tracked, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-t.pid, sig);
+  } catch {
+    try {
+      process.kill(t.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`. */
+export async function stop(t: Tracked, graceMs = 2000): Promise<void> {
+  if (t.dead) return;
+  signalGroup(t, 'SIGTERM');
+  const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
+  if ((await Promise.race([t.exited, timer])) === 'timeout') {
+    signalGroup(t, 'SIGKILL');
+    await t.exited;
+  }
+}
+
+export async function stopAll(): Promise<void> {
+  await Promise.all([...tracked].map((t) => stop(t)));
+}
+
+function killAllSync(): void {
+  for (const t of tracked) signalGroup(t, 'SIGKILL');
+  tracked.clear();
+}
+
+const exitHooks: Array<() => void> = [];
+/** Synchronous cleanup to run on any exit (temp dirs). */
+export function onExit(fn: () => void): void {
+  exitHooks.push(fn);
+}
+
+function installHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', () => {
+    killAllSync();
+    for (const h of exitHooks.splice(0)) {
+      try {
+        h();
+      } catch {
+        /* best effort */
+      }
+    }
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      process.stderr.write(`\nbench: ${sig}, stopping all benchmark processes\n`);
+      process.exit(130);
+    });
+  }
+}
+
+// ---------------------------------------------------------------- /proc readers
+
+/** The process and all its descendants (through /proc/PID/task/TID/children). */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop()!;
+    out.push(p);
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        const kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim();
+        if (kids) for (const k of kids.split(/\s+/)) stack.push(Number(k));
+      } catch {
+        /* raced with exit */
+      }
+    }
+  }
+  return out;
+}
+
+let clkTck = 0;
+function ticksPerSecond(): number {
+  if (!clkTck) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    clkTck = Number(r.stdout?.trim()) || 100;
+  }
+  return clkTck;
+}
+
+/** User+system CPU seconds of one process (all its threads). */
+function cpuSecondsOf(pid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    // after the comm field: state is f[0]; utime = field 14 → f[11], stime = 15 → f[12]
+    return (Number(f[11]) + Number(f[12])) / ticksPerSecond();
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds consumed by a process tree (threads included: worker threads count). */
+export function treeCpuSeconds(pid: number): number {
+  let sum = 0;
+  for (const p of processTree(pid)) sum += cpuSecondsOf(p);
+  return sum;
+}
+
+function statusKb(pid: number, key: string): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(s);
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Sum of VmRSS over the process tree, in kB. */
+export function treeRssKb(pid: number): number {
+  let sum = 0;
+  for (const p of processTree(pid)) sum += statusKb(p, 'VmRSS');
+  return sum;
+}
+
+/** Samples tree RSS every `everyMs` until stopped; returns the peak (kB). */
+export function rssSampler(pid: number, everyMs = 200): { stop(): number } {
+  let peak = treeRssKb(pid);
+  const timer = setInterval(() => {
+    const v = treeRssKb(pid);
+    if (v > peak) peak = v;
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      const v = treeRssKb(pid);
+      if (v > peak) peak = v;
+      return peak;
+    },
+  };
+}
+
+/** Pin the calling process (the benchmark driver) so it does not steal the proxy's core. */
+export function pinSelf(cpu: string): void {
+  spawnSync('taskset', ['-apc', cpu, String(process.pid)], { stdio: 'ignore' });
+}
