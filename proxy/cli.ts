@@ -1,0 +1,66 @@
+import { resolve } from 'node:path';
+import { formatHelp, parseArgs, parseListen, resolveOptions, UsageError, type OptionSpec } from '../shared/cli/args.js';
+import { createLogger } from '../shared/logging.js';
+import { parseAccessLogRate } from './server/access-log.js';
+import { startProxy } from './proxy.js';
+
+const OPTIONS: OptionSpec[] = [
+  { name: 'listen', env: 'BERTH_PROXY_LISTEN', default: '0.0.0.0:8080', help: 'address for client traffic' },
+  { name: 'admin', env: 'BERTH_PROXY_ADMIN', default: '127.0.0.1:9901', help: 'admin listener (/healthz /readyz /metrics /routes /stats)' },
+  { name: 'admin-token', env: 'BERTH_ADMIN_TOKEN', help: 'bearer token for the admin listener (required when it is not loopback)' },
+  { name: 'routes', env: 'BERTH_ROUTES', help: 'route table JSON file, hot-reloaded when it changes' },
+  { name: 'control-plane', env: 'BERTH_CONTROL_PLANE_URL', help: 'control plane URL to subscribe to for route tables' },
+  { name: 'token', env: 'BERTH_PROXY_TOKEN', help: 'proxy token for the control plane' },
+  { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'where the last control-plane table is persisted' },
+  { name: 'workers', env: 'BERTH_PROXY_WORKERS', default: '1', help: 'uWS listeners on worker threads sharing the port' },
+  { name: 'access-log', env: 'BERTH_ACCESS_LOG', default: 'on', help: 'on, off, or a sampling rate such as 0.01' },
+  { name: 'upstream-connections', env: 'BERTH_UPSTREAM_CONNECTIONS', default: '256', help: 'max keep-alive connections per upstream endpoint' },
+];
+
+const USAGE = 'berth proxy --listen HOST:PORT --admin HOST:PORT (--routes FILE | --control-plane URL --token T) [--workers N]';
+
+export async function run(argv: string[]): Promise<void> {
+  const args = parseArgs(argv);
+  if (args.flags.has('help')) {
+    process.stdout.write(formatHelp(USAGE, 'The berth edge proxy: routes by hostname to upstream endpoints.', OPTIONS));
+    return;
+  }
+  const o = resolveOptions(args, OPTIONS);
+  const listen = parseListen(o.listen!, 'listen');
+  const admin = parseListen(o.admin!, 'admin');
+  const workers = Number(o.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError('--workers must be an integer 1-64');
+  const conns = Number(o['upstream-connections']);
+  if (!Number.isInteger(conns) || conns < 1) throw new UsageError('--upstream-connections must be a positive integer');
+  let rate: number;
+  try {
+    rate = parseAccessLogRate(o['access-log']);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (!o.routes && !o['control-plane']) throw new UsageError('give a route table source: --routes FILE or --control-plane URL --token T');
+  const logger = createLogger('berth-proxy');
+  let handle;
+  try {
+    handle = await startProxy({
+      listenHost: listen.host, listenPort: listen.port, adminHost: admin.host, adminPort: admin.port,
+      adminToken: o['admin-token'], routesFile: o.routes, controlPlaneUrl: o['control-plane'], token: o.token,
+      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, logger,
+    });
+  } catch (e) {
+    logger.fatal({ err: (e as Error).message }, 'proxy failed to start');
+    logger.flush();
+    process.stderr.write(`berth proxy: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  let closing = false;
+  const shutdown = (sig: string) => {
+    if (closing) return;
+    closing = true;
+    logger.info({ signal: sig }, 'shutting down: draining in-flight requests');
+    void handle.close().then(() => { logger.flush(); process.exit(0); });
+    setTimeout(() => process.exit(1), 10_000).unref();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}

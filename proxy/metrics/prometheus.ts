@@ -1,0 +1,127 @@
+import { LATENCY_BUCKETS, type RouteStats } from './route-stats.js';
+import { globalStats } from './route-stats.js';
+import type { EndpointRegistry } from '../upstream/endpoint.js';
+import type { RouteTable } from '../routing/table.js';
+
+/** A snapshot of one thread's counters: plain data, safe to post between worker threads. */
+export interface StatsSnapshot {
+  global: typeof globalStats;
+  routes: Array<{
+    id: string; requests: number; inflight: number; byClass: number[]; errors: number; fallbackHits: number;
+    retries: number; buckets: number[]; sum: number; count: number; cacheEntries: number; cacheBytes: number;
+  }>;
+  endpoints: Array<{ address: string; inflight: number; requests: number; failures: number; state: string; opens: number }>;
+}
+
+export function snapshot(stats: Iterable<RouteStats>, table: RouteTable | null, registry: EndpointRegistry): StatsSnapshot {
+  const now = Date.now();
+  const caches = new Map<string, { size: number; bytes: number }>();
+  if (table) for (const r of table.routes) caches.set(r.id, { size: r.cache.size, bytes: r.cache.bytes });
+  return {
+    global: { ...globalStats },
+    routes: [...stats].map((s) => ({
+      id: s.id, requests: s.requests, inflight: s.inflight, byClass: [...s.byClass], errors: s.errors,
+      fallbackHits: s.fallbackHits, retries: s.retries, buckets: [...s.latencyBuckets], sum: s.latencySum,
+      count: s.latencyCount, cacheEntries: caches.get(s.id)?.size ?? 0, cacheBytes: caches.get(s.id)?.bytes ?? 0,
+    })),
+    endpoints: [...registry.byAddress.values()].map((e) => ({
+      address: e.address, inflight: e.inflight, requests: e.requests, failures: e.failures,
+      state: e.breaker.stateName(now), opens: e.breaker.opens,
+    })),
+  };
+}
+
+/** Merge snapshots of several worker threads (sum counters; breaker state: worst wins). */
+export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
+  if (snaps.length === 1) return snaps[0];
+  const out: StatsSnapshot = { global: { requests: 0, noRoute: 0, badRequest: 0, notReady: 0, inflight: 0 }, routes: [], endpoints: [] };
+  const routes = new Map<string, StatsSnapshot['routes'][number]>();
+  const eps = new Map<string, StatsSnapshot['endpoints'][number]>();
+  const rank: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
+  for (const s of snaps) {
+    for (const k of Object.keys(out.global) as Array<keyof typeof globalStats>) out.global[k] += s.global[k];
+    for (const r of s.routes) {
+      const m = routes.get(r.id);
+      if (!m) { routes.set(r.id, { ...r, byClass: [...r.byClass], buckets: [...r.buckets] }); continue; }
+      m.requests += r.requests; m.inflight += r.inflight; m.errors += r.errors; m.fallbackHits += r.fallbackHits;
+      m.retries += r.retries; m.sum += r.sum; m.count += r.count; m.cacheEntries += r.cacheEntries; m.cacheBytes += r.cacheBytes;
+      r.byClass.forEach((v, i) => (m.byClass[i] += v));
+      r.buckets.forEach((v, i) => (m.buckets[i] += v));
+    }
+    for (const e of s.endpoints) {
+      const m = eps.get(e.address);
+      if (!m) { eps.set(e.address, { ...e }); continue; }
+      m.inflight += e.inflight; m.requests += e.requests; m.failures += e.failures; m.opens += e.opens;
+      if (rank[e.state] > rank[m.state]) m.state = e.state;
+    }
+  }
+  out.routes = [...routes.values()];
+  out.endpoints = [...eps.values()];
+  return out;
+}
+
+function esc(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null): string {
+  const L: string[] = [];
+  const classes = ['', '1xx', '2xx', '3xx', '4xx', '5xx'];
+  L.push('# HELP berth_proxy_requests_total Requests by route and response status class.');
+  L.push('# TYPE berth_proxy_requests_total counter');
+  for (const r of s.routes) {
+    for (let c = 1; c <= 5; c++) L.push(`berth_proxy_requests_total{route="${esc(r.id)}",class="${classes[c]}"} ${r.byClass[c]}`);
+    if (r.byClass[0] > 0 || r.byClass.length > 6) L.push(`berth_proxy_requests_total{route="${esc(r.id)}",class="other"} ${r.byClass[0]}`);
+  }
+  L.push('# HELP berth_proxy_unrouted_requests_total Requests answered before routing, by reason.');
+  L.push('# TYPE berth_proxy_unrouted_requests_total counter');
+  L.push(`berth_proxy_unrouted_requests_total{reason="no_route"} ${s.global.noRoute}`);
+  L.push(`berth_proxy_unrouted_requests_total{reason="missing_host"} ${s.global.badRequest}`);
+  L.push(`berth_proxy_unrouted_requests_total{reason="not_ready"} ${s.global.notReady}`);
+  L.push('# HELP berth_proxy_inflight_requests Requests being proxied now.');
+  L.push('# TYPE berth_proxy_inflight_requests gauge');
+  for (const r of s.routes) L.push(`berth_proxy_inflight_requests{route="${esc(r.id)}"} ${r.inflight}`);
+  L.push('# HELP berth_proxy_proxy_errors_total Proxy-generated errors (502/503/504, truncations) by route.');
+  L.push('# TYPE berth_proxy_proxy_errors_total counter');
+  for (const r of s.routes) L.push(`berth_proxy_proxy_errors_total{route="${esc(r.id)}"} ${r.errors}`);
+  L.push('# HELP berth_proxy_retries_total Requests retried on another endpoint after a connect failure.');
+  L.push('# TYPE berth_proxy_retries_total counter');
+  for (const r of s.routes) L.push(`berth_proxy_retries_total{route="${esc(r.id)}"} ${r.retries}`);
+  L.push('# HELP berth_proxy_fallback_hits_total Responses served from the fallback cache.');
+  L.push('# TYPE berth_proxy_fallback_hits_total counter');
+  for (const r of s.routes) L.push(`berth_proxy_fallback_hits_total{route="${esc(r.id)}"} ${r.fallbackHits}`);
+  L.push('# HELP berth_proxy_fallback_cache_entries Entries held by the fallback cache.');
+  L.push('# TYPE berth_proxy_fallback_cache_entries gauge');
+  for (const r of s.routes) L.push(`berth_proxy_fallback_cache_entries{route="${esc(r.id)}"} ${r.cacheEntries}`);
+  L.push('# HELP berth_proxy_upstream_latency_seconds Upstream request latency (dispatch to last byte).');
+  L.push('# TYPE berth_proxy_upstream_latency_seconds histogram');
+  for (const r of s.routes) {
+    let acc = 0;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+      acc += r.buckets[i];
+      L.push(`berth_proxy_upstream_latency_seconds_bucket{route="${esc(r.id)}",le="${LATENCY_BUCKETS[i]}"} ${acc}`);
+    }
+    acc += r.buckets[LATENCY_BUCKETS.length];
+    L.push(`berth_proxy_upstream_latency_seconds_bucket{route="${esc(r.id)}",le="+Inf"} ${acc}`);
+    L.push(`berth_proxy_upstream_latency_seconds_sum{route="${esc(r.id)}"} ${r.sum}`);
+    L.push(`berth_proxy_upstream_latency_seconds_count{route="${esc(r.id)}"} ${r.count}`);
+  }
+  L.push('# HELP berth_proxy_endpoint_circuit_state Circuit breaker state per endpoint (0 closed, 1 open, 2 half_open).');
+  L.push('# TYPE berth_proxy_endpoint_circuit_state gauge');
+  const code: Record<string, number> = { closed: 0, open: 1, half_open: 2 };
+  for (const e of s.endpoints) L.push(`berth_proxy_endpoint_circuit_state{endpoint="${esc(e.address)}"} ${code[e.state]}`);
+  L.push('# HELP berth_proxy_endpoint_inflight_requests In-flight requests per endpoint.');
+  L.push('# TYPE berth_proxy_endpoint_inflight_requests gauge');
+  for (const e of s.endpoints) L.push(`berth_proxy_endpoint_inflight_requests{endpoint="${esc(e.address)}"} ${e.inflight}`);
+  L.push('# HELP berth_proxy_endpoint_failures_total Failed upstream attempts per endpoint.');
+  L.push('# TYPE berth_proxy_endpoint_failures_total counter');
+  for (const e of s.endpoints) L.push(`berth_proxy_endpoint_failures_total{endpoint="${esc(e.address)}"} ${e.failures}`);
+  L.push('# HELP berth_proxy_route_table_version Version of the route table being served.');
+  L.push('# TYPE berth_proxy_route_table_version gauge');
+  L.push(`berth_proxy_route_table_version ${tableVersion ?? -1}`);
+  const mem = process.memoryUsage();
+  L.push('# HELP process_resident_memory_bytes Resident memory size in bytes.');
+  L.push('# TYPE process_resident_memory_bytes gauge');
+  L.push(`process_resident_memory_bytes ${mem.rss}`);
+  return L.join('\n') + '\n';
+}

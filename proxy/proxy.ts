@@ -1,0 +1,128 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import type { RouteTableSpec } from '../shared/routes/schema.js';
+import type { Logger } from '../shared/logging.js';
+import { createAdminServer } from './admin/server.js';
+import { merge, type StatsSnapshot } from './metrics/prometheus.js';
+import { DataPlane } from './server/data-plane.js';
+import { ControlPlaneSource } from './sync/control-plane-source.js';
+import { FileSource } from './sync/file-source.js';
+import { loadTable, saveTable } from './sync/persist.js';
+import { WorkerPool } from './workers/pool.js';
+
+export interface ProxyOptions {
+  listenHost: string;
+  listenPort: number;
+  adminHost: string;
+  adminPort: number;
+  adminToken?: string;
+  routesFile?: string;
+  controlPlaneUrl?: string;
+  token?: string;
+  dataDir: string;
+  workers: number;
+  accessLogRate: number;
+  upstreamConnections: number;
+  logger: Logger;
+}
+
+export interface ProxyHandle {
+  port: number;
+  adminPort: number;
+  apply(spec: RouteTableSpec, source: string): Promise<{ version: number; routes: number; ms: number }>;
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
+  const log = o.logger;
+  if (!LOOPBACK.has(o.adminHost) && !o.adminHost.startsWith('127.') && !o.adminToken) {
+    throw new Error(`the admin listener on ${o.adminHost} is not loopback: set --admin-token (or BERTH_ADMIN_TOKEN)`);
+  }
+  if (o.controlPlaneUrl && !o.token) throw new Error('--control-plane needs --token (or BERTH_PROXY_TOKEN)');
+  if (o.routesFile && o.controlPlaneUrl) throw new Error('use either --routes or --control-plane, not both');
+
+  // Data plane: in this thread for one worker, on worker threads otherwise.
+  let plane: DataPlane | null = null;
+  let pool: WorkerPool | null = null;
+  let port: number;
+  if (o.workers <= 1) {
+    plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
+    port = await plane.listen(o.listenHost, o.listenPort);
+  } else {
+    pool = new WorkerPool();
+    port = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
+  }
+
+  let current: RouteTableSpec | null = null;
+  let source = 'none';
+  let applyChain: Promise<unknown> = Promise.resolve();
+  const persistFile = join(o.dataDir, 'proxy-routes.json');
+
+  const apply = (spec: RouteTableSpec, from: string) => {
+    // Serialise applies so tables land in the order they arrived.
+    const p = applyChain.then(async () => {
+      const r = plane ? plane.apply(spec) : await pool!.apply(spec);
+      current = spec;
+      source = from;
+      log.info({ version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from }, 'route table applied');
+      if (from === 'control-plane') await saveTable(persistFile, spec).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
+      return r;
+    });
+    applyChain = p.catch(() => {});
+    return p;
+  };
+
+  let fileSource: FileSource | null = null;
+  let cpSource: ControlPlaneSource | null = null;
+  if (o.routesFile) {
+    fileSource = new FileSource(o.routesFile, async (t) => { await apply(t, 'file'); }, (e) => log.error({ err: e.message }, 'route file'));
+    await fileSource.start();
+  } else if (o.controlPlaneUrl) {
+    const saved = await loadTable(persistFile).catch((e: Error) => {
+      log.error({ err: e.message, file: persistFile }, 'persisted route table is invalid; ignoring it');
+      return null;
+    });
+    if (saved) {
+      await apply(saved, 'persisted');
+      log.info({ version: saved.version, file: persistFile }, 'serving the persisted route table until the control plane answers');
+    }
+    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t) => { await apply(t, 'control-plane'); }, log);
+    cpSource.start();
+  }
+
+  const stats = async (): Promise<StatsSnapshot> => (plane ? plane.snapshot() : merge(await pool!.stats()));
+  const admin: Server = createAdminServer({
+    ready: () => current !== null,
+    table: () => current,
+    apply,
+    stats,
+    status: () => ({
+      tableVersion: current?.version ?? null,
+      source,
+      workers: Math.max(1, o.workers),
+      controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError } : null,
+    }),
+  }, o.adminToken);
+  admin.listen(o.adminPort, o.adminHost);
+  await once(admin, 'listening');
+  const adminPort = (admin.address() as AddressInfo).port;
+  log.info({ listen: `${o.listenHost}:${port}`, admin: `${o.adminHost}:${adminPort}`, workers: Math.max(1, o.workers) }, 'berth proxy listening');
+
+  return {
+    port,
+    adminPort,
+    apply,
+    async close() {
+      fileSource?.stop();
+      cpSource?.stop();
+      admin.close();
+      admin.closeAllConnections();
+      if (plane) await plane.close();
+      if (pool) await pool.close();
+    },
+  };
+}

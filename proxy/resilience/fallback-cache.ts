@@ -1,0 +1,82 @@
+import { LRUCache } from 'lru-cache';
+
+/** A stored response: status 200, filtered headers (flat name/value list) and the whole body. */
+export interface CachedResponse {
+  headers: string[];
+  body: Buffer;
+  storedAt: number;
+}
+
+export interface FallbackCacheConfig {
+  enabled: boolean;
+  ttlMs: number;
+  maxEntries: number;
+  maxBytes: number;
+}
+
+/** Largest single body kept; bigger responses are streamed but never cached. */
+export const MAX_ENTRY_BYTES = 1024 * 1024;
+
+/**
+ * Last successful GET response per host+path(+query) for one route, bounded by entries and bytes,
+ * expiring after ttlMs. Served only when no endpoint can take a request.
+ * Refreshes of a still-young entry are skipped (at most one per ttl/10, capped at 1 s) so the
+ * hot path does not pay a copy per request for a response it already holds.
+ */
+export class FallbackCache {
+  private lru: LRUCache<string, CachedResponse> | null = null;
+  private readonly refreshMs: number;
+  hits = 0;
+  stores = 0;
+
+  constructor(readonly config: FallbackCacheConfig) {
+    this.refreshMs = Math.min(1000, Math.floor(config.ttlMs / 10));
+  }
+
+  private cache(): LRUCache<string, CachedResponse> {
+    // Created lazily: a 10,000-route table must not allocate 10,000 caches up front.
+    if (this.lru === null) {
+      this.lru = new LRUCache<string, CachedResponse>({
+        max: this.config.maxEntries,
+        maxSize: this.config.maxBytes,
+        sizeCalculation: (v, k) => v.body.length + k.length + 64 + v.headers.reduce((a, h) => a + h.length, 0),
+        ttl: this.config.ttlMs,
+        ttlAutopurge: false,
+        allowStale: false,
+      });
+    }
+    return this.lru;
+  }
+
+  /** Should a fresh response for `key` be captured? (false when the entry is young enough) */
+  wants(key: string, now: number): boolean {
+    if (!this.config.enabled || this.config.ttlMs === 0) return false;
+    if (this.lru === null) return true;
+    const e = this.lru.get(key);
+    return e === undefined || now - e.storedAt >= this.refreshMs;
+  }
+
+  store(key: string, value: CachedResponse): void {
+    if (value.body.length > MAX_ENTRY_BYTES || value.body.length > this.config.maxBytes) return;
+    this.cache().set(key, value);
+    this.stores++;
+  }
+
+  get(key: string): CachedResponse | undefined {
+    if (this.lru === null) return undefined;
+    return this.lru.get(key);
+  }
+
+  get size(): number {
+    return this.lru === null ? 0 : this.lru.size;
+  }
+
+  get bytes(): number {
+    return this.lru === null ? 0 : this.lru.calculatedSize;
+  }
+
+  sameConfig(c: FallbackCacheConfig): boolean {
+    const a = this.config;
+    return a.enabled === c.enabled && a.ttlMs === c.ttlMs && a.maxEntries === c.maxEntries && a.maxBytes === c.maxBytes;
+  }
+}

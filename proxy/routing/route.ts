@@ -1,0 +1,18 @@
+import type { Balancer, Target } from '../balancing/target.js';
+import type { FallbackCache } from '../resilience/fallback-cache.js';
+import type { RouteStats } from '../metrics/route-stats.js';
+
+/** A route ready for the hot path: hosts resolved, balancer built, settings flattened. */
+export interface Route {
+  readonly id: string;
+  readonly hosts: string[];
+  readonly targets: Target[];
+  readonly balancer: Balancer;
+  readonly cache: FallbackCache;
+  readonly stats: RouteStats;
+  readonly failOn5xx: boolean;
+  readonly headersTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  /** extra attempts on another endpoint after a connect failure (idempotent, bodiless requests) */
+  readonly retries: number;
+}

@@ -1,0 +1,104 @@
+import { DEFAULTS, type RouteSpec, type RouteTableSpec } from '../../shared/routes/schema.js';
+import { createBalancer } from '../balancing/index.js';
+import type { Target } from '../balancing/target.js';
+import { RouteStats } from '../metrics/route-stats.js';
+import { FallbackCache, type FallbackCacheConfig } from '../resilience/fallback-cache.js';
+import type { EndpointRegistry } from '../upstream/endpoint.js';
+import type { Route } from './route.js';
+
+/**
+ * An immutable compiled route table. Lookup: exact host first, then the longest `*.` wildcard
+ * suffix (any depth: `*.example.com` matches `a.b.example.com`, not `example.com`).
+ */
+export class RouteTable {
+  constructor(
+    readonly version: number,
+    readonly spec: RouteTableSpec,
+    readonly routes: Route[],
+    private readonly exact: Map<string, Route>,
+    private readonly wildcard: Map<string, Route>,
+  ) {}
+
+  /** `host` must already be normalised. */
+  lookup(host: string): Route | undefined {
+    const r = this.exact.get(host);
+    if (r !== undefined) return r;
+    if (this.wildcard.size === 0) return undefined;
+    let i = host.indexOf('.');
+    while (i !== -1) {
+      const w = this.wildcard.get(host.slice(i + 1));
+      if (w !== undefined) return w;
+      i = host.indexOf('.', i + 1);
+    }
+    return undefined;
+  }
+}
+
+/** State that outlives one table: stats and caches by route id. */
+export class RouteState {
+  readonly stats = new Map<string, RouteStats>();
+  readonly caches = new Map<string, FallbackCache>();
+  generation = 0;
+}
+
+function cacheConfig(spec: RouteSpec): FallbackCacheConfig {
+  const c = spec.fallbackCache ?? {};
+  const d = DEFAULTS.fallbackCache;
+  return {
+    enabled: c.enabled ?? d.enabled,
+    ttlMs: c.ttlMs ?? d.ttlMs,
+    maxEntries: c.maxEntries ?? d.maxEntries,
+    maxBytes: c.maxBytes ?? d.maxBytes,
+  };
+}
+
+/** Compile a validated spec. Endpoints are shared through the registry (pools survive swaps). */
+export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegistry, state: RouteState): RouteTable {
+  const generation = ++state.generation;
+  const exact = new Map<string, Route>();
+  const wildcard = new Map<string, Route>();
+  const routes: Route[] = [];
+  const liveIds = new Set<string>();
+  for (const rs of spec.routes) {
+    const cb = { ...DEFAULTS.circuitBreaker, ...rs.circuitBreaker };
+    const to = { ...DEFAULTS.timeouts, ...rs.timeouts };
+    const targets: Target[] = rs.endpoints.map((e) => ({
+      id: e.id,
+      endpoint: registry.get(e.address, cb.consecutiveFailures, cb.openMs, to.connectMs, generation),
+      weight: e.weight ?? 1,
+      current: 0,
+    }));
+    let stats = state.stats.get(rs.id);
+    if (stats === undefined) {
+      stats = new RouteStats(rs.id);
+      state.stats.set(rs.id, stats);
+    }
+    const cc = cacheConfig(rs);
+    let cache = state.caches.get(rs.id);
+    if (cache === undefined || !cache.sameConfig(cc)) {
+      cache = new FallbackCache(cc);
+      state.caches.set(rs.id, cache);
+    }
+    liveIds.add(rs.id);
+    const route: Route = {
+      id: rs.id,
+      hosts: rs.hosts,
+      targets,
+      balancer: createBalancer(rs.policy ?? DEFAULTS.policy, targets),
+      cache,
+      stats,
+      failOn5xx: cb.failOn5xx,
+      headersTimeoutMs: to.headersMs,
+      idleTimeoutMs: to.idleMs,
+      retries: rs.retry?.attempts ?? DEFAULTS.retry.attempts,
+    };
+    routes.push(route);
+    for (const h of rs.hosts) {
+      if (h.startsWith('*.')) wildcard.set(h.slice(2), route);
+      else exact.set(h, route);
+    }
+  }
+  // Caches of removed routes are dropped; stats stay (counters must be monotonic for Prometheus).
+  for (const id of state.caches.keys()) if (!liveIds.has(id)) state.caches.delete(id);
+  return new RouteTable(spec.version, spec, routes, exact, wildcard);
+}

@@ -1,0 +1,82 @@
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import type { Logger } from '../../shared/logging.js';
+import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
+import { globalStats } from '../metrics/route-stats.js';
+import { compileRouteTable, RouteState } from '../routing/table.js';
+import { EndpointRegistry } from '../upstream/endpoint.js';
+import { AccessLog } from './access-log.js';
+import { handleRequest, runtime } from './exchange.js';
+import { loadUws } from './uws.js';
+
+export interface DataPlaneOptions {
+  logger: Logger;
+  accessLogRate: number;
+  upstreamConnections: number;
+  keepAliveTimeoutMs?: number;
+}
+
+/** One uWS listener and its route table. One per thread (`--workers N` runs N of them). */
+export class DataPlane {
+  readonly registry: EndpointRegistry;
+  readonly state = new RouteState();
+  private app: TemplatedApp | null = null;
+  private listenSocket: us_listen_socket | null = null;
+  private readonly uws = loadUws();
+  port = 0;
+
+  constructor(private readonly opts: DataPlaneOptions) {
+    this.registry = new EndpointRegistry({
+      connections: opts.upstreamConnections,
+      keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 30_000,
+      connectMs: 2000,
+    });
+    runtime.accessLog = opts.accessLogRate > 0 ? new AccessLog(opts.logger.child({ log: 'access' }), opts.accessLogRate) : null;
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    const app = this.uws.App();
+    app.any('/*', handleRequest);
+    this.app = app;
+    return new Promise((resolve, reject) => {
+      app.listen(host, port, (token) => {
+        if (!token) {
+          reject(new Error(`could not listen on ${host}:${port} (address in use or not permitted)`));
+          return;
+        }
+        this.listenSocket = token;
+        this.port = this.uws.us_socket_local_port(token);
+        resolve(this.port);
+      });
+    });
+  }
+
+  /** Swap in a validated table. In-flight requests keep the route objects they started with. */
+  apply(spec: RouteTableSpec): { version: number; routes: number; ms: number } {
+    const t0 = performance.now();
+    const table = compileRouteTable(spec, this.registry, this.state);
+    runtime.table = table;
+    this.registry.sweep(this.state.generation);
+    return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };
+  }
+
+  get tableVersion(): number | null {
+    return runtime.table?.version ?? null;
+  }
+
+  snapshot(): StatsSnapshot {
+    return snapshot(this.state.stats.values(), runtime.table, this.registry);
+  }
+
+  /** Stop accepting, let in-flight requests finish (bounded), then close upstream pools. */
+  async close(drainMs = 5000): Promise<void> {
+    if (this.listenSocket) {
+      this.uws.us_listen_socket_close(this.listenSocket);
+      this.listenSocket = null;
+    }
+    const deadline = Date.now() + drainMs;
+    while (globalStats.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    this.app = null;
+    await this.registry.closeAll();
+  }
+}

@@ -1,0 +1,602 @@
+/**
+ * The hot path: one client request forwarded to one upstream (plus at most `retries` extra
+ * connect attempts). The Exchange object is itself the undici dispatch handler (legacy
+ * callback API: raw header Buffers, boolean backpressure), so a request allocates the exchange,
+ * its header array, the dispatch options and one abort closure — nothing per chunk.
+ *
+ * uWS rules respected here: every write outside a uWS callback is corked (module-level
+ * trampolines, no closures), the response is never touched after onAborted or after it ended,
+ * and request body chunks are copied exactly once.
+ */
+import { Readable } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Dispatcher } from 'undici';
+import { normalizeHost } from '../../shared/hostname.js';
+import { globalStats } from '../metrics/route-stats.js';
+import type { CachedResponse } from '../resilience/fallback-cache.js';
+import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
+import type { Route } from '../routing/route.js';
+import type { RouteTable } from '../routing/table.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import type { AccessLog } from './access-log.js';
+import {
+  H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_DROP, H_SET_COOKIE, H_TRANSFER_ENCODING,
+  classifyName, connectionTokens, forbidsStore, parseLength, statusLine,
+} from './headers.js';
+import { newRequestId, validRequestId } from './request-id.js';
+
+/** Per-thread proxy state read by the hot path. Swapping `table` is atomic. */
+export const runtime: { table: RouteTable | null; accessLog: AccessLog | null; via: string } = {
+  table: null,
+  accessLog: null,
+  via: '1.1 berth',
+};
+
+// ---- request header handling -------------------------------------------------------------
+
+const R_PASS = 0, R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_RID = 9;
+const requestHeaderClass = new Map<string, number>([
+  ['connection', R_CONNECTION], ['keep-alive', R_DROP], ['te', R_DROP], ['trailer', R_DROP],
+  ['transfer-encoding', R_TE], ['upgrade', R_DROP], ['content-length', R_CL], ['host', R_HOST],
+  ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
+  ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_RID], ['expect', R_DROP],
+]);
+
+let collecting: Exchange | null = null;
+function collectHeader(name: string, value: string): void {
+  const ex = collecting!;
+  const c = requestHeaderClass.get(name);
+  if (c === undefined) {
+    if (name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-')) return;
+    ex.headers.push(name, value);
+    return;
+  }
+  switch (c) {
+    case R_PASS: ex.headers.push(name, value); return;
+    case R_DROP: case R_RID: return;
+    case R_CONNECTION: ex.connection = value; return;
+    case R_TE: ex.chunkedIn = true; return;
+    case R_CL: ex.contentLengthIn = value; ex.headers.push(name, value); return;
+    case R_HOST: return; // re-added below (path-based access rewrites it)
+    case R_XFF: ex.xff = value; return;
+    case R_VIA: ex.via = value; return;
+    case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
+  }
+}
+
+// ---- cork trampolines (no per-call closures) ---------------------------------------------
+
+let cur: Exchange;
+let curChunk: Buffer;
+function corkedHeadOnly(): void { cur.writeHead(); }
+function corkedData(): void { cur.writeData(curChunk); }
+function corkedComplete(): void { cur.writeComplete(); }
+
+let errRes: HttpResponse;
+let errStatus = 0, errCode = '', errId = '', errMsg = '', errHead = false;
+function corkedError(): void {
+  errRes.writeStatus(statusLine(errStatus));
+  errRes.writeHeader('content-type', 'text/plain; charset=utf-8');
+  errRes.writeHeader('x-berth-error', errCode);
+  errRes.writeHeader('x-request-id', errId);
+  errRes.writeHeader('cache-control', 'no-store');
+  if (errHead) errRes.endWithoutBody();
+  else errRes.end(`${errStatus} ${errCode}: ${errMsg}\nrequest-id: ${errId}\n`);
+}
+
+/** Answer with a proxy-generated error. Safe inside or outside a uWS callback. */
+export function sendError(res: HttpResponse, status: number, code: string, requestId: string, message: string, head = false): void {
+  errRes = res; errStatus = status; errCode = code; errId = requestId; errMsg = message; errHead = head;
+  res.cork(corkedError);
+}
+
+// Response heads whose body has not arrived in the same tick are flushed together.
+const pendingHeads: Exchange[] = [];
+let flushScheduled = false;
+function flushHeads(): void {
+  flushScheduled = false;
+  for (let i = 0; i < pendingHeads.length; i++) {
+    const ex = pendingHeads[i];
+    if (ex.headPending && !ex.aborted && !ex.resDone) {
+      cur = ex;
+      ex.res.cork(corkedHeadOnly);
+    }
+  }
+  pendingHeads.length = 0;
+}
+
+/** Errors worth another endpoint: nothing reached the upstream. */
+function isConnectError(code: string | undefined): boolean {
+  return code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH' ||
+    code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Request body: uWS chunks copied once into a Readable with backpressure back to the socket. */
+class BodyStream extends Readable {
+  paused = false;
+  constructor(private readonly ex: Exchange) {
+    super({ highWaterMark: 64 * 1024 });
+  }
+  override _read(): void {
+    if (this.paused) {
+      this.paused = false;
+      if (!this.ex.aborted) this.ex.res.resume();
+    }
+  }
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  // request
+  readonly headers: string[] = [];
+  connection = '';
+  chunkedIn = false;
+  contentLengthIn = '';
+  xff = '';
+  via = '';
+  hasAuth = false;
+  body: BodyStream | null = null;
+  // progress
+  aborted = false;
+  resDone = false;
+  finished = false;
+  gotHeaders = false;
+  headPending = false;
+  upstreamDone = false;
+  backpressured = false;
+  writableHooked = false;
+  attempts = 0;
+  endpoint: Endpoint | null = null;
+  failedEndpoint: Endpoint | null = null;
+  abortUpstream: ((err?: Error) => void) | null = null;
+  resumeUpstream: (() => void) | null = null;
+  t0 = 0;
+  // response
+  status = 0;
+  statusText = '';
+  rawHeaders: Buffer[] | null = null;
+  contentLength = -1;
+  noBody = false;
+  dropNames: string[] | null = null;
+  pendingChunk: Buffer | null = null;
+  pendingBase = 0;
+  // fallback capture
+  capture: Buffer[] | null = null;
+  captureBytes = 0;
+  reason = '';
+
+  constructor(
+    readonly res: HttpResponse,
+    readonly route: Route,
+    readonly method: string,
+    readonly path: string,
+    readonly host: string,
+    readonly requestId: string,
+  ) {}
+
+  // ---- dispatch --------------------------------------------------------------------------
+
+  attempt(): void {
+    const now = Date.now();
+    const target = this.route.balancer.pick(now, this.failedEndpoint);
+    if (target === null) {
+      this.noEndpoint();
+      return;
+    }
+    const ep = target.endpoint;
+    ep.breaker.acquire(now);
+    this.endpoint = ep;
+    ep.inflight++;
+    ep.requests++;
+    this.attempts++;
+    this.t0 = performance.now();
+    ep.getPool().dispatch({
+      path: this.path,
+      method: this.method as Dispatcher.HttpMethod,
+      headers: this.headers,
+      body: this.body,
+      headersTimeout: this.route.headersTimeoutMs,
+      bodyTimeout: this.route.idleTimeoutMs,
+    }, this);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortUpstream = abort;
+    if (this.aborted) abort(new Error('client aborted'));
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    const ep = this.endpoint!;
+    if (status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
+    else ep.breaker.onSuccess();
+    if (status < 200) return true; // informational: wait for the final response
+    this.gotHeaders = true;
+    this.status = status;
+    this.statusText = statusText;
+    this.resumeUpstream = resume;
+    if (this.aborted) return false;
+    this.rawHeaders = rawHeaders;
+    let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i];
+      const len = name.length;
+      // cheap pre-filter: the interesting names have these lengths
+      if (len !== 14 && len !== 10 && len !== 13 && len !== 17) continue;
+      const c = classifyName(name);
+      if (c === H_CONTENT_LENGTH) this.contentLength = parseLength(rawHeaders[i + 1]);
+      else if (c === H_SET_COOKIE) cacheable = false;
+      else if (c === H_CACHE_CONTROL) { if (forbidsStore(rawHeaders[i + 1].toString('latin1'))) cacheable = false; }
+      else if (c === H_CONNECTION) {
+        const toks = connectionTokens(rawHeaders[i + 1].toString('latin1'));
+        if (toks.length > 0) this.dropNames = toks;
+      } else if (c === H_TRANSFER_ENCODING) this.contentLength = -1;
+    }
+    this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
+    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.cacheKey(), Date.now())) {
+      this.capture = [];
+    }
+    // The head is written together with the first body chunk (or the end) when they arrive in
+    // this tick — one syscall for small responses; otherwise a batched flush on setImmediate.
+    this.headPending = true;
+    pendingHeads.push(this);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flushHeads);
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.aborted || this.resDone) return !this.aborted;
+    if (this.capture !== null) {
+      this.captureBytes += chunk.length;
+      if (this.captureBytes > MAX_ENTRY_BYTES) this.capture = null;
+      else this.capture.push(chunk);
+    }
+    cur = this;
+    curChunk = chunk;
+    this.res.cork(corkedData);
+    return !this.backpressured;
+  }
+
+  onComplete(_trailers: unknown): void {
+    this.upstreamDone = true;
+    const ep = this.endpoint!;
+    ep.inflight--;
+    this.route.stats.observeLatency((performance.now() - this.t0) / 1000);
+    if (this.aborted) return;
+    if (this.capture !== null && (this.contentLength < 0 || this.captureBytes === this.contentLength)) {
+      this.storeFallback();
+    }
+    if (this.resDone) return;
+    cur = this;
+    this.res.cork(corkedComplete);
+  }
+
+  onError(err: Error): void {
+    if (process.env.BERTH_DEBUG_ERR) console.error("onError", err);
+    const ep = this.endpoint;
+    const code = (err as { code?: string }).code;
+    if (ep !== null) {
+      ep.inflight--;
+      if (this.aborted) ep.breaker.onNeutral();
+      else if (!this.gotHeaders || code !== 'UND_ERR_ABORTED') {
+        ep.failures++;
+        ep.breaker.onFailure(Date.now());
+      }
+    }
+    this.abortUpstream = null;
+    if (this.aborted) {
+      this.destroyBody();
+      return;
+    }
+    if (!this.gotHeaders) {
+      // Nothing sent to the client yet: retry elsewhere, fall back, or answer with an error.
+      const connectFail = isConnectError(code);
+      const resetBeforeHeaders = (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && IDEMPOTENT.has(this.method);
+      if ((connectFail || resetBeforeHeaders) && this.body === null && this.attempts <= this.route.retries) {
+        this.failedEndpoint = ep;
+        this.route.stats.retries++;
+        this.attempt();
+        return;
+      }
+      this.destroyBody();
+      if (connectFail && this.serveFallback()) return;
+      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+        this.fail(504, 'upstream_timeout', code === 'UND_ERR_CONNECT_TIMEOUT' ? 'upstream did not accept the connection in time' : 'upstream did not answer in time');
+      } else if (connectFail) {
+        this.fail(502, 'upstream_connect_failed', `could not connect to upstream (${code})`);
+      } else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
+        this.fail(400, 'bad_request_body', 'request body length does not match Content-Length');
+      } else {
+        this.fail(502, 'upstream_error', `upstream failed: ${code ?? err.message}`);
+      }
+      return;
+    }
+    // Failure mid-body: the status line is gone; the only honest signal is closing the connection.
+    this.destroyBody();
+    this.reason = code === 'UND_ERR_BODY_TIMEOUT' ? 'upstream_idle_timeout' : 'upstream_reset';
+    this.finish(this.status);
+    if (!this.resDone) {
+      this.resDone = true;
+      this.res.close();
+    }
+  }
+
+  // ---- writing the client response (always inside cork) --------------------------------
+
+  writeHead(): void {
+    this.headPending = false;
+    const res = this.res;
+    res.writeStatus(statusLine(this.status, this.statusText));
+    const raw = this.rawHeaders!;
+    const drop = this.dropNames;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i];
+      const c = classifyName(name);
+      if (c !== 0) continue; // hop-by-hop, content-length (uWS writes it), date, x-request-id
+      if (drop !== null && drop.includes(name.toString('latin1').toLowerCase())) continue;
+      res.writeHeader(name, raw[i + 1]);
+    }
+    res.writeHeader('x-request-id', this.requestId);
+    if (this.noBody) {
+      this.resDone = true;
+      if (this.method === 'HEAD' && this.contentLength >= 0) res.endWithoutBody(this.contentLength);
+      else res.endWithoutBody();
+      this.finish(this.status);
+    } else if (this.contentLength === 0) {
+      this.resDone = true;
+      res.end();
+      this.finish(this.status);
+    }
+  }
+
+  writeData(chunk: Buffer): void {
+    if (this.headPending) this.writeHead();
+    if (this.resDone) return;
+    const res = this.res;
+    if (this.contentLength >= 0) {
+      const base = res.getWriteOffset();
+      const [ok, done] = res.tryEnd(chunk, this.contentLength);
+      if (done) {
+        this.resDone = true;
+        this.finish(this.status);
+      } else if (!ok) {
+        this.pendingChunk = chunk;
+        this.pendingBase = base;
+        this.backpressure();
+      }
+    } else if (!res.write(chunk)) {
+      this.backpressure();
+    }
+  }
+
+  writeComplete(): void {
+    if (this.headPending) this.writeHead();
+    if (this.resDone) return;
+    if (this.contentLength < 0) {
+      // chunked: uWS buffers the terminating chunk even under backpressure
+      this.resDone = true;
+      this.res.end();
+      this.finish(this.status);
+    } else if (this.pendingChunk === null) {
+      // upstream sent fewer bytes than it announced: the client must not mistake it for complete
+      this.reason = 'upstream_truncated';
+      this.resDone = true;
+      this.finish(this.status);
+      this.res.close();
+    }
+    // else: onWritable finishes the pending chunk, which completes the response
+  }
+
+  private backpressure(): void {
+    this.backpressured = true;
+    if (!this.writableHooked) {
+      this.writableHooked = true;
+      this.res.onWritable((offset) => this.onWritable(offset));
+    }
+  }
+
+  private onWritable(offset: number): boolean {
+    if (this.aborted || this.resDone) return true;
+    const p = this.pendingChunk;
+    if (p !== null) {
+      const [ok, done] = this.res.tryEnd(p.subarray(offset - this.pendingBase), this.contentLength);
+      if (done) {
+        this.pendingChunk = null;
+        this.resDone = true;
+        this.finish(this.status);
+        return true;
+      }
+      if (!ok) return false;
+      this.pendingChunk = null;
+    }
+    this.backpressured = false;
+    if (!this.upstreamDone && this.resumeUpstream !== null) this.resumeUpstream();
+    return true;
+  }
+
+  // ---- outcomes -------------------------------------------------------------------------
+
+  onClientAborted(): void {
+    this.aborted = true;
+    if (this.abortUpstream !== null) this.abortUpstream(new Error('client aborted'));
+    this.destroyBody();
+    if (!this.finished) {
+      this.reason = 'client_aborted';
+      this.finish(499);
+    }
+  }
+
+  cacheKey(): string {
+    return this.host + this.path;
+  }
+
+  private storeFallback(): void {
+    const chunks = this.capture!;
+    this.capture = null;
+    const raw = this.rawHeaders!;
+    const headers: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      if (classifyName(raw[i]) !== 0) continue;
+      headers.push(raw[i].toString('latin1'), raw[i + 1].toString('latin1'));
+    }
+    const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.captureBytes);
+    const entry: CachedResponse = { headers, body, storedAt: Date.now() };
+    this.route.cache.store(this.cacheKey(), entry);
+  }
+
+  /** Serve the last good response when no endpoint can answer. Returns false when there is none. */
+  private serveFallback(): boolean {
+    if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth) return false;
+    const hit = this.route.cache.get(this.cacheKey());
+    if (hit === undefined) return false;
+    this.route.cache.hits++;
+    this.route.stats.fallbackHits++;
+    fallbackEntry = hit;
+    cur = this;
+    this.reason = 'fallback';
+    this.res.cork(corkedFallback);
+    return true;
+  }
+
+  writeFallback(hit: CachedResponse): void {
+    const res = this.res;
+    res.writeStatus('200 OK');
+    const h = hit.headers;
+    for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i], h[i + 1]);
+    res.writeHeader('x-berth-fallback', 'hit');
+    res.writeHeader('age', String(Math.floor((Date.now() - hit.storedAt) / 1000)));
+    res.writeHeader('x-request-id', this.requestId);
+    this.resDone = true;
+    if (this.method === 'HEAD') res.endWithoutBody(hit.body.length);
+    else res.end(hit.body);
+    this.finish(200);
+  }
+
+  private noEndpoint(): void {
+    this.destroyBody();
+    if (this.serveFallback()) return;
+    const all = this.route.targets.length;
+    this.fail(503, 'no_available_endpoint', all === 0
+      ? `route "${this.route.id}" has no endpoints`
+      : `all ${all} endpoint(s) of route "${this.route.id}" are unavailable (circuit open)`);
+  }
+
+  private fail(status: number, code: string, message: string): void {
+    this.reason = code;
+    this.resDone = true;
+    sendError(this.res, status, code, this.requestId, message, this.method === 'HEAD');
+    this.finish(status);
+  }
+
+  private destroyBody(): void {
+    const b = this.body;
+    if (b !== null && !b.destroyed) b.destroy();
+  }
+
+  finish(status: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    const s = this.route.stats;
+    s.inflight--;
+    globalStats.inflight--;
+    s.byClass[(status / 100) | 0]++;
+    if (this.reason !== '' && this.reason !== 'fallback') s.errors++;
+    const log = runtime.accessLog;
+    if (log !== null && log.sample()) {
+      log.write(this.requestId, this.method, this.host, this.path, status, this.route.id,
+        this.endpoint === null ? '' : this.endpoint.address, this.t0 === 0 ? 0 : performance.now() - this.t0, this.reason);
+    }
+  }
+}
+
+let fallbackEntry: CachedResponse;
+function corkedFallback(): void { cur.writeFallback(fallbackEntry); }
+
+// ---- the uWS entry point ------------------------------------------------------------------
+
+function logRejected(requestId: string, method: string, host: string, path: string, status: number, reason: string): void {
+  const log = runtime.accessLog;
+  if (log !== null && log.sample()) log.write(requestId, method, host, path, status, '', '', 0, reason);
+}
+
+export function handleRequest(res: HttpResponse, req: HttpRequest): void {
+  globalStats.requests++;
+  const method = req.getCaseSensitiveMethod();
+  let path = req.getUrl();
+  const query = req.getQuery();
+  let rawHost = req.getHeader('host');
+  // Path-based access for people without DNS: /apps/{host}/{path}
+  if (path.length > 6 && path.charCodeAt(1) === 97 && path.startsWith('/apps/')) {
+    const slash = path.indexOf('/', 6);
+    rawHost = slash === -1 ? path.slice(6) : path.slice(6, slash);
+    path = slash === -1 ? '/' : path.slice(slash);
+  }
+  const ridIn = req.getHeader('x-request-id');
+  const requestId = ridIn !== '' && validRequestId(ridIn) ? ridIn : newRequestId();
+  const table = runtime.table;
+  const head = method === 'HEAD';
+  if (table === null) {
+    globalStats.notReady++;
+    sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet', head);
+    logRejected(requestId, method, rawHost, path, 503, 'not_ready');
+    return;
+  }
+  const host = normalizeHost(rawHost);
+  if (host === '') {
+    globalStats.badRequest++;
+    sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)', head);
+    logRejected(requestId, method, rawHost, path, 400, 'missing_host');
+    return;
+  }
+  const route = table.lookup(host);
+  if (route === undefined) {
+    globalStats.noRoute++;
+    sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`, head);
+    logRejected(requestId, method, host, path, 404, 'no_route');
+    return;
+  }
+  const ex = new Exchange(res, route, method, query ? path + '?' + query : path, host, requestId);
+  collecting = ex;
+  req.forEach(collectHeader);
+  collecting = null;
+  const h = ex.headers;
+  if (ex.connection !== '') {
+    const toks = connectionTokens(ex.connection);
+    for (let i = h.length - 2; i >= 0 && toks.length > 0; i -= 2) {
+      if (toks.includes(h[i])) h.splice(i, 2);
+    }
+  }
+  const ip = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
+  h.push(
+    'host', rawHost,
+    'x-forwarded-for', ex.xff === '' ? ip : ex.xff + ', ' + ip,
+    'x-forwarded-host', rawHost,
+    'x-forwarded-proto', 'http',
+    'via', ex.via === '' ? runtime.via : ex.via + ', ' + runtime.via,
+    'x-request-id', requestId,
+  );
+  route.stats.requests++;
+  route.stats.inflight++;
+  globalStats.inflight++;
+  res.onAborted(() => ex.onClientAborted());
+  if (ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0')) {
+    const body = new BodyStream(ex);
+    ex.body = body;
+    res.onData((ab, isLast) => {
+      if (ab.byteLength > 0) {
+        const copy = Buffer.allocUnsafe(ab.byteLength);
+        copy.set(new Uint8Array(ab));
+        if (!body.push(copy) && !isLast) {
+          body.paused = true;
+          res.pause();
+        }
+      }
+      if (isLast) body.push(null);
+    });
+  }
+  ex.attempt();
+}

@@ -1,0 +1,106 @@
+import { request } from 'undici';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import { parseRouteTable } from '../../shared/routes/validate.js';
+import type { Logger } from '../../shared/logging.js';
+
+/**
+ * Subscribes to the control plane's `GET /v1/routes/watch` (Server-Sent Events; each `routes`
+ * event carries a full table). Reconnects with jittered exponential backoff; while disconnected
+ * the proxy keeps serving whatever it has.
+ */
+export class ControlPlaneSource {
+  private stopped = false;
+  private abort: AbortController | null = null;
+  private attempt = 0;
+  connected = false;
+  lastVersion: number | null = null;
+  lastError = '';
+
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token: string,
+    private readonly onTable: (t: RouteTableSpec) => Promise<void>,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.connectOnce();
+        this.lastError = 'stream ended';
+      } catch (e) {
+        if (this.stopped) return;
+        this.lastError = (e as Error).message;
+      }
+      this.connected = false;
+      if (this.stopped) return;
+      const base = Math.min(30_000, 500 * 2 ** Math.min(this.attempt, 6));
+      const delay = base / 2 + Math.random() * (base / 2);
+      this.attempt++;
+      this.logger.warn({ err: this.lastError, retryInMs: Math.round(delay) }, 'control plane watch disconnected; serving the last table');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  private async connectOnce(): Promise<void> {
+    this.abort = new AbortController();
+    const url = new URL('/v1/routes/watch', this.baseUrl);
+    const res = await request(url, {
+      method: 'GET',
+      headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream' },
+      signal: this.abort.signal,
+      headersTimeout: 10_000,
+      bodyTimeout: 0,
+    });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '');
+      throw new Error(`watch answered ${res.statusCode}: ${text.slice(0, 200)}`);
+    }
+    this.connected = true;
+    this.logger.info({ url: url.href }, 'subscribed to control plane route updates');
+    let buf = '';
+    let event = 'message';
+    let data: string[] = [];
+    res.body.setEncoding('utf8');
+    for await (const chunk of res.body as AsyncIterable<string>) {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        let line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.endsWith('\r')) line = line.slice(0, -1);
+        if (line === '') {
+          if (data.length > 0 && (event === 'routes' || event === 'message')) await this.deliver(data.join('\n'));
+          event = 'message';
+          data = [];
+        } else if (line.startsWith(':')) {
+          // comment / heartbeat
+        } else if (line.startsWith('event:')) {
+          event = line.slice(6).trim();
+        } else if (line.startsWith('data:')) {
+          data.push(line.slice(5).replace(/^ /, ''));
+        }
+      }
+    }
+  }
+
+  private async deliver(text: string): Promise<void> {
+    try {
+      const spec = parseRouteTable(text);
+      this.attempt = 0;
+      this.lastVersion = spec.version;
+      await this.onTable(spec);
+    } catch (e) {
+      this.logger.error({ err: (e as Error).message }, 'control plane sent an invalid route table; keeping the current one');
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.abort?.abort();
+  }
+}

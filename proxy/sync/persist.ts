@@ -1,0 +1,22 @@
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import { parseRouteTable } from '../../shared/routes/validate.js';
+
+/** Last table received from the control plane, kept on disk so a restarted proxy serves at once. */
+export async function saveTable(file: string, spec: RouteTableSpec): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(spec));
+  await rename(tmp, file);
+}
+
+export async function loadTable(file: string): Promise<RouteTableSpec | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return null;
+  }
+  return parseRouteTable(text);
+}

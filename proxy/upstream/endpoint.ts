@@ -1,0 +1,102 @@
+import { Pool } from 'undici';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+
+export interface PoolOptions {
+  connections: number;
+  keepAliveTimeoutMs: number;
+  connectMs: number;
+}
+
+/**
+ * Runtime state of one upstream address, shared by every route table that names it:
+ * the undici connection pool, the circuit breaker, in-flight and request counters.
+ * Keyed by address so pools and breaker state survive route-table swaps.
+ */
+export class Endpoint {
+  readonly origin: string;
+  pool: Pool | null = null;
+  inflight = 0;
+  requests = 0;
+  failures = 0;
+  readonly breaker: CircuitBreaker;
+  /** generation of the last table that referenced this endpoint */
+  generation = 0;
+  private connectMs: number;
+
+  constructor(readonly address: string, threshold: number, openMs: number, private poolOpts: PoolOptions) {
+    this.origin = 'http://' + address;
+    this.breaker = new CircuitBreaker(threshold, openMs);
+    this.connectMs = poolOpts.connectMs;
+  }
+
+  configure(threshold: number, openMs: number, connectMs: number): void {
+    this.breaker.threshold = threshold;
+    this.breaker.openMs = openMs;
+    if (connectMs !== this.connectMs) {
+      // connect timeout is a pool property: new connections use a new pool; the old one drains.
+      this.connectMs = connectMs;
+      const old = this.pool;
+      this.pool = null;
+      if (old) void old.close().catch(() => {});
+    }
+  }
+
+  getPool(): Pool {
+    let p = this.pool;
+    if (p === null) {
+      p = new Pool(this.origin, {
+        connections: this.poolOpts.connections,
+        pipelining: 1,
+        keepAliveTimeout: this.poolOpts.keepAliveTimeoutMs,
+        keepAliveMaxTimeout: 600_000,
+        connectTimeout: this.connectMs,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        strictContentLength: false,
+      });
+      this.pool = p;
+    }
+    return p;
+  }
+
+  /** Close the pool gracefully: queued and in-flight requests finish first. */
+  async close(): Promise<void> {
+    const p = this.pool;
+    this.pool = null;
+    if (p) await p.close().catch(() => {});
+  }
+}
+
+/** Address → Endpoint registry living for the whole process. */
+export class EndpointRegistry {
+  readonly byAddress = new Map<string, Endpoint>();
+  constructor(private poolOpts: PoolOptions) {}
+
+  get(address: string, threshold: number, openMs: number, connectMs: number, generation: number): Endpoint {
+    let ep = this.byAddress.get(address);
+    if (ep === undefined) {
+      ep = new Endpoint(address, threshold, openMs, { ...this.poolOpts, connectMs });
+      this.byAddress.set(address, ep);
+    } else {
+      ep.configure(threshold, openMs, connectMs);
+    }
+    ep.generation = generation;
+    return ep;
+  }
+
+  /** Close pools of endpoints no table references any more (in-flight requests finish first). */
+  sweep(generation: number): void {
+    for (const [addr, ep] of this.byAddress) {
+      if (ep.generation !== generation) {
+        this.byAddress.delete(addr);
+        void ep.close();
+      }
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.byAddress.values()];
+    this.byAddress.clear();
+    await Promise.all(all.map((e) => e.close()));
+  }
+}

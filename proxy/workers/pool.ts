@@ -1,0 +1,74 @@
+import { Worker } from 'node:worker_threads';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import type { StatsSnapshot } from '../metrics/prometheus.js';
+
+export interface WorkerInit {
+  host: string;
+  port: number;
+  accessLogRate: number;
+  upstreamConnections: number;
+}
+
+type Msg =
+  | { type: 'listening'; port: number }
+  | { type: 'error'; message: string }
+  | { type: 'applied'; seq: number; version: number; routes: number; ms: number }
+  | { type: 'stats'; seq: number; stats: StatsSnapshot }
+  | { type: 'closed' };
+
+/**
+ * N data planes on worker threads sharing one port (uWS listens with SO_REUSEPORT, the kernel
+ * spreads connections). The main thread owns the table and posts it to every worker.
+ */
+export class WorkerPool {
+  private workers: Worker[] = [];
+  private seq = 0;
+  private waiters = new Map<string, (m: Msg) => void>();
+
+  async start(n: number, init: WorkerInit): Promise<number> {
+    const url = new URL('./worker.js', import.meta.url);
+    let port = init.port;
+    for (let i = 0; i < n; i++) {
+      const w = new Worker(url, { workerData: { ...init, port, index: i } });
+      this.workers.push(w);
+      w.on('message', (m: Msg) => this.onMessage(i, m));
+      w.on('error', (e) => { process.stderr.write(`berth proxy worker ${i} crashed: ${e.stack}\n`); process.exit(1); });
+      port = await new Promise<number>((resolve, reject) => {
+        this.waiters.set(`${i}:listen`, (m) => (m.type === 'listening' ? resolve(m.port) : reject(new Error((m as { message: string }).message))));
+      });
+    }
+    return port;
+  }
+
+  private onMessage(i: number, m: Msg): void {
+    const key = m.type === 'listening' || m.type === 'error' ? `${i}:listen` : m.type === 'closed' ? `${i}:closed` : `${i}:${m.seq}`;
+    const w = this.waiters.get(key);
+    if (w) { this.waiters.delete(key); w(m); }
+  }
+
+  private request<T extends Msg>(i: number, msg: object): Promise<T> {
+    const seq = ++this.seq;
+    return new Promise((resolve) => {
+      this.waiters.set(`${i}:${seq}`, (m) => resolve(m as T));
+      this.workers[i].postMessage({ ...msg, seq });
+    });
+  }
+
+  async apply(spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
+    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'applied' }>>(i, { type: 'apply', spec })));
+    return { version: res[0].version, routes: res[0].routes, ms: Math.max(...res.map((r) => r.ms)) };
+  }
+
+  async stats(): Promise<StatsSnapshot[]> {
+    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'stats' }>>(i, { type: 'stats' })));
+    return res.map((r) => r.stats);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w, i) => new Promise<void>((resolve) => {
+      const t = setTimeout(() => { void w.terminate(); resolve(); }, 7000);
+      this.waiters.set(`${i}:closed`, () => { clearTimeout(t); void w.terminate(); resolve(); });
+      w.postMessage({ type: 'close' });
+    })));
+  }
+}

@@ -1,0 +1,25 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { createLogger } from '../../shared/logging.js';
+import { DataPlane } from '../server/data-plane.js';
+import type { WorkerInit } from './pool.js';
+
+const init = workerData as WorkerInit & { index: number };
+const logger = createLogger('berth-proxy').child({ worker: init.index });
+const plane = new DataPlane({ logger, accessLogRate: init.accessLogRate, upstreamConnections: init.upstreamConnections });
+const port = parentPort!;
+
+plane.listen(init.host, init.port).then(
+  (p) => port.postMessage({ type: 'listening', port: p }),
+  (e: Error) => port.postMessage({ type: 'error', message: e.message }),
+);
+
+port.on('message', (m: { type: string; seq: number; spec?: never }) => {
+  if (m.type === 'apply') {
+    const r = plane.apply(m.spec!);
+    port.postMessage({ type: 'applied', seq: m.seq, ...r });
+  } else if (m.type === 'stats') {
+    port.postMessage({ type: 'stats', seq: m.seq, stats: plane.snapshot() });
+  } else if (m.type === 'close') {
+    void plane.close().then(() => port.postMessage({ type: 'closed' }));
+  }
+});
