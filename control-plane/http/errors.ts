@@ -1,0 +1,72 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+/**
+ * An error that maps to an API response:
+ * `{"error":{"code":"snake_case","message":"…","requestId":"…"}}` with `status`.
+ */
+export class ApiError extends Error {
+  constructor(
+    public readonly status: number,
+    public readonly code: string,
+    message: string,
+    public readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export const badRequest = (message: string, code = 'invalid_request') => new ApiError(400, code, message);
+export const notFound = (what = 'resource') => new ApiError(404, 'not_found', `${what} not found`);
+export const conflict = (message: string, code = 'conflict') => new ApiError(409, code, message);
+export const unauthorized = (message = 'authentication required') => new ApiError(401, 'unauthorized', message);
+
+export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  return reply.code(status).type('application/json; charset=utf-8').send({ error: { code, message, requestId: String(reply.request.id) } });
+}
+
+const CODES: Record<number, string> = {
+  400: 'invalid_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed',
+  406: 'not_acceptable', 409: 'conflict', 413: 'payload_too_large', 415: 'unsupported_media_type', 429: 'too_many_requests',
+};
+
+function validationMessage(err: FastifyError): string {
+  const v = err.validation?.[0];
+  if (!v) return err.message;
+  const where = err.validationContext ?? 'body';
+  const path = v.instancePath ? v.instancePath.replace(/^\//, '').replace(/\//g, '.') : '';
+  const params = v.params as Record<string, unknown>;
+  if (v.keyword === 'required') return `${where}.${params.missingProperty} is required`;
+  if (v.keyword === 'additionalProperties') return `${where}${path ? '.' + path : ''}: unknown field "${params.additionalProperty}"`;
+  return `${where}${path ? '.' + path : ''} ${v.message ?? 'is invalid'}`;
+}
+
+/** Installs the error handler, the 404 handler and the x-request-id response header. */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', String(req.id));
+  });
+  app.setNotFoundHandler((req: FastifyRequest, reply: FastifyReply) => {
+    sendError(reply, 404, 'not_found', `no route for ${req.method} ${req.url.split('?')[0]}`);
+  });
+  app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
+    if (err instanceof ApiError) {
+      for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
+      return sendError(reply, err.status, err.code, err.message);
+    }
+    const fe = err as FastifyError;
+    if (fe.validation) return sendError(reply, 400, 'invalid_request', validationMessage(fe));
+    const status = fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 600 ? fe.statusCode : 500;
+    if (status >= 500) {
+      req.log.error({ err }, 'request failed');
+      return sendError(reply, status, 'internal_error', 'internal server error');
+    }
+    return sendError(reply, status, CODES[status] ?? 'invalid_request', fe.message);
+  });
+}
+
+const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Keep a sane incoming x-request-id, otherwise make one. */
+export function genRequestId(header: string | string[] | undefined, fallback: () => string): string {
+  const v = Array.isArray(header) ? header[0] : header;
+  return v && SAFE_ID.test(v) ? v : fallback();
+}

@@ -1,0 +1,192 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../../shared/logging.js';
+import { withTransaction, type Db } from '../db/pool.js';
+import { recordEvent, type EventRelay } from '../events/outbox.js';
+import type { Metrics } from '../http/metrics.js';
+import type { Runtime } from '../runtime/docker.js';
+import { BuildLog } from './build-log.js';
+import type { ImageRow } from './repo.js';
+
+export const buildDir = (dataDir: string, userId: number, imageId: number) => join(dataDir, 'builds', String(userId), String(imageId));
+export const contextDir = (dataDir: string, userId: number, imageId: number) => join(buildDir(dataDir, userId, imageId), 'context');
+
+export interface BuildQueueOptions {
+  db: Db;
+  runtime: Runtime;
+  events: EventRelay;
+  metrics: Metrics;
+  log: Logger;
+  dataDir: string;
+  concurrency: number;
+  maxLogBytes: number;
+  timeoutMs: number;
+}
+
+/**
+ * Runs image builds in the background, at most `concurrency` at once, in FIFO order.
+ * Each build: claim the row, stream output into a BuildLog (persisted every second), then in one
+ * transaction set ready/build_failed and write the matching event.
+ */
+export class BuildQueue {
+  private waiting: number[] = [];
+  private running = new Map<number, { abort: AbortController; done: Promise<void> }>();
+  private logs = new Map<number, BuildLog>();
+  private closed = false;
+
+  constructor(private readonly o: BuildQueueOptions) {}
+
+  /** Live log of a queued or running build in this process. */
+  liveLog(imageId: number): BuildLog | undefined {
+    return this.logs.get(imageId);
+  }
+
+  enqueue(imageId: number): void {
+    if (this.closed || this.logs.has(imageId)) return;
+    this.logs.set(imageId, new BuildLog(this.o.maxLogBytes, 'berth: build queued\n'));
+    this.waiting.push(imageId);
+    this.o.metrics.buildsQueued.set(this.waiting.length);
+    this.pump();
+  }
+
+  /** Abort a queued or running build (image deleted); resolves when it has stopped. */
+  async cancel(imageId: number, reason: string): Promise<void> {
+    const i = this.waiting.indexOf(imageId);
+    if (i !== -1) {
+      this.waiting.splice(i, 1);
+      this.o.metrics.buildsQueued.set(this.waiting.length);
+      this.logs.get(imageId)?.end('cancelled');
+      this.logs.delete(imageId);
+    }
+    const r = this.running.get(imageId);
+    if (r) {
+      r.abort.abort(reason);
+      await r.done;
+    }
+  }
+
+  /**
+   * After a restart: builds that were running when the previous process died are marked
+   * build_failed with the reason in their logs; builds that never started are queued again.
+   */
+  async recover(): Promise<{ failed: number; requeued: number }> {
+    const { rows } = await this.o.db.query<ImageRow>(`SELECT * FROM images WHERE status = 'building' ORDER BY id`);
+    let failed = 0;
+    let requeued = 0;
+    for (const img of rows) {
+      const ctx = contextDir(this.o.dataDir, img.user_id, img.id);
+      if (img.build_started_at === null && existsSync(join(ctx, 'Dockerfile'))) {
+        this.enqueue(img.id);
+        requeued++;
+        continue;
+      }
+      const reason = img.build_started_at === null
+        ? 'build context is missing after a control plane restart; upload the source again'
+        : 'build was interrupted by a control plane restart; upload the source again to rebuild';
+      const logs = `${img.build_logs}${img.build_logs && !img.build_logs.endsWith('\n') ? '\n' : ''}berth: BUILD FAILED: ${reason}\n`;
+      if (await this.finish(img.id, 'build_failed', reason, null, logs, img.build_logs_truncated, { recovered: true })) failed++;
+    }
+    if (failed || requeued) this.o.log.warn({ failed, requeued }, 'recovered builds left over from a previous run');
+    return { failed, requeued };
+  }
+
+  /** Stop taking work, abort running builds (they are marked build_failed), wait for them. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const id of this.waiting) this.logs.get(id)?.end('building');
+    this.waiting = [];
+    const all = [...this.running.values()];
+    for (const r of all) r.abort.abort('control plane shutting down');
+    await Promise.all(all.map((r) => r.done));
+  }
+
+  get stats() {
+    return { running: this.running.size, queued: this.waiting.length };
+  }
+
+  private pump(): void {
+    while (!this.closed && this.running.size < this.o.concurrency && this.waiting.length) {
+      const id = this.waiting.shift()!;
+      this.o.metrics.buildsQueued.set(this.waiting.length);
+      const abort = new AbortController();
+      const done = this.run(id, abort).catch((e) => this.o.log.error({ err: e, imageId: id }, 'build bookkeeping failed')).finally(() => {
+        this.running.delete(id);
+        this.logs.delete(id);
+        this.o.metrics.buildsRunning.set(this.running.size);
+        this.pump();
+      });
+      this.running.set(id, { abort, done });
+      this.o.metrics.buildsRunning.set(this.running.size);
+    }
+  }
+
+  private async run(imageId: number, abort: AbortController): Promise<void> {
+    const log = this.logs.get(imageId)!;
+    const { rows } = await this.o.db.query<ImageRow>(
+      `UPDATE images SET build_started_at = now(), updated_at = now() WHERE id = $1 AND status = 'building' RETURNING *`, [imageId]);
+    const img = rows[0];
+    if (!img) { log.end('cancelled'); return; }
+    const blog = this.o.log.child({ imageId, userId: img.user_id });
+    const started = Date.now();
+    log.append(`berth: building ${img.docker_image} (Docker at ${this.o.runtime.endpoint})\n`);
+    const flush = setInterval(() => {
+      if (!log.dirty) return;
+      log.dirty = false;
+      this.o.db.query(`UPDATE images SET build_logs = $2, build_logs_truncated = $3 WHERE id = $1 AND status = 'building'`, [imageId, log.text(), log.truncated])
+        .catch((e) => blog.warn({ err: e }, 'could not store build logs'));
+    }, 1000);
+    const timeout = setTimeout(() => abort.abort(`build timed out after ${Math.round(this.o.timeoutMs / 1000)}s`), this.o.timeoutMs);
+    let status: 'ready' | 'build_failed';
+    let reason: string | null = null;
+    let dockerId: string | null = null;
+    try {
+      const res = await this.o.runtime.buildImage({
+        contextDir: contextDir(this.o.dataDir, img.user_id, img.id),
+        tag: img.docker_image,
+        labels: { 'berth.managed': 'true', 'berth.user': String(img.user_id), 'berth.image': String(img.id), 'berth.app_hostname': img.app_hostname },
+        onOutput: (t) => log.append(t),
+        signal: abort.signal,
+      });
+      dockerId = res.imageId;
+      status = 'ready';
+      log.append(`berth: build succeeded: ${img.docker_image} (${dockerId})\n`);
+    } catch (e) {
+      status = 'build_failed';
+      reason = abort.signal.aborted && typeof abort.signal.reason === 'string' ? `build aborted: ${abort.signal.reason}` : (e as Error).message;
+      log.append(`berth: BUILD FAILED: ${reason}\n`);
+    } finally {
+      clearInterval(flush);
+      clearTimeout(timeout);
+    }
+    const secs = (Date.now() - started) / 1000;
+    this.o.metrics.builds.inc({ result: status });
+    this.o.metrics.buildDuration.observe({ result: status }, secs);
+    const stored = await this.finish(imageId, status, reason, dockerId, log.text(), log.truncated, { duration_ms: Math.round(secs * 1000) });
+    if (!stored && dockerId) {
+      // deleted while building: do not leave the image behind
+      await this.o.runtime.removeImage(img.docker_image).catch(() => {});
+    }
+    blog.info({ status, reason, seconds: secs }, 'build finished');
+    log.end(status);
+  }
+
+  /** building → ready | build_failed with its event, in one transaction. False when the row is gone or no longer building. */
+  private async finish(imageId: number, status: 'ready' | 'build_failed', reason: string | null, dockerId: string | null, logs: string, truncated: boolean, payload: Record<string, unknown>): Promise<boolean> {
+    const ok = await withTransaction(this.o.db, async (c) => {
+      const { rows } = await c.query<ImageRow>(
+        `UPDATE images SET status = $2, status_reason = $3, docker_image_id = $4, build_logs = $5, build_logs_truncated = $6,
+           build_finished_at = now(), updated_at = now()
+         WHERE id = $1 AND status = 'building' RETURNING *`, [imageId, status, reason, dockerId, logs, truncated]);
+      const img = rows[0];
+      if (!img) return false;
+      await recordEvent(c, {
+        type: status === 'ready' ? 'image.ready' : 'image.build_failed',
+        userId: img.user_id, imageId: img.id, appHostname: img.app_hostname,
+        payload: { status, reason, docker_image: img.docker_image, docker_image_id: dockerId, ...payload },
+      });
+      return true;
+    });
+    if (ok) this.o.events.nudge();
+    return ok;
+  }
+}

@@ -1,0 +1,94 @@
+import { Ajv } from 'ajv';
+import { isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
+import { ApiError, badRequest } from '../http/errors.js';
+
+/**
+ * The multipart fields of POST /api/images, validated by a JSON schema (ajv coerces the
+ * strings multipart delivers), then parsed further: hostname normalisation, CPU and memory.
+ */
+export const imageFieldsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'app_hostname'],
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9]+(?:[._-][a-z0-9]+)*$' },
+    tag: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*$', default: 'latest' },
+    app_hostname: { type: 'string', minLength: 1, maxLength: 300 },
+    container_port: { type: 'integer', minimum: 1, maximum: 65535, default: 8080 },
+    min_instances: { type: 'integer', minimum: 0, maximum: 100, default: 1 },
+    max_instances: { type: 'integer', minimum: 1, maximum: 100 },
+    cpu_limit: { type: 'string', maxLength: 16, pattern: '^(?:\\d+(?:\\.\\d+)?|\\d+m)$' },
+    memory_limit: { type: 'string', maxLength: 16, pattern: '^\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgGtT](?:[iI]?[bB])?)?$' },
+  },
+} as const;
+
+const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: true });
+const validate = ajv.compile(imageFieldsSchema);
+
+const FIELD_HELP: Record<string, string> = {
+  name: 'lower-case letters and digits, separated by single ".", "_" or "-" (a Docker repository name)',
+  tag: 'letters, digits, "_", "." and "-", not starting with "." or "-" (a Docker tag)',
+  cpu_limit: 'a number of CPUs like "0.5" or "2", or millicores like "500m"',
+  memory_limit: 'a size like "512m", "1g", "256Mi" or a byte count',
+};
+
+export interface ImageFields {
+  name: string;
+  tag: string;
+  app_hostname: string;
+  container_port: number;
+  min_instances: number;
+  max_instances: number;
+  cpu_limit: number | null;
+  memory_limit: string | null;
+  memory_limit_bytes: number | null;
+}
+
+/** Validate and normalise; throws ApiError 400 naming the field. */
+export function parseImageFields(raw: Record<string, string>): ImageFields {
+  const data: Record<string, unknown> = { ...raw };
+  if (!validate(data)) {
+    const e = validate.errors![0];
+    const field = e.instancePath.replace(/^\//, '') || (e.params as { missingProperty?: string }).missingProperty || '';
+    if (e.keyword === 'required') throw badRequest(`field "${field}" is required`);
+    if (e.keyword === 'additionalProperties') throw badRequest(`unknown field "${(e.params as { additionalProperty: string }).additionalProperty}"`);
+    if (e.keyword === 'pattern' && FIELD_HELP[field]) throw badRequest(`field "${field}" must be ${FIELD_HELP[field]}`);
+    throw badRequest(`field "${field}" ${e.message}`);
+  }
+  const host = normalizeHost(String(data.app_hostname));
+  if (!host || !isValidHostPattern(host)) throw badRequest(`field "app_hostname": "${data.app_hostname}" is not a valid hostname`);
+  const min = data.min_instances as number;
+  const max = (data.max_instances as number | undefined) ?? Math.max(min, 1);
+  if (min > max) throw badRequest(`min_instances (${min}) must not exceed max_instances (${max})`);
+  const cpu = data.cpu_limit === undefined ? null : parseCpu(String(data.cpu_limit));
+  const mem = data.memory_limit === undefined ? null : parseMemory(String(data.memory_limit));
+  return {
+    name: String(data.name),
+    tag: String(data.tag),
+    app_hostname: host,
+    container_port: data.container_port as number,
+    min_instances: min,
+    max_instances: max,
+    cpu_limit: cpu,
+    memory_limit: mem?.text ?? null,
+    memory_limit_bytes: mem?.bytes ?? null,
+  };
+}
+
+/** "0.5" → 0.5 CPUs, "500m" → 0.5. Between 0.01 and 256. */
+export function parseCpu(s: string): number {
+  const v = s.endsWith('m') ? Number(s.slice(0, -1)) / 1000 : Number(s);
+  if (!Number.isFinite(v) || v < 0.01 || v > 256) throw badRequest(`field "cpu_limit": "${s}" must be between 0.01 and 256 CPUs`);
+  return Math.round(v * 1000) / 1000;
+}
+
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+/** "512m", "512Mi", "1g", "1.5G", "1048576" → bytes (binary units). Between 6 MiB (Docker's minimum) and 1 TiB. */
+export function parseMemory(s: string): { bytes: number; text: string } {
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt])?(?:i?b)?$/i.exec(s.trim());
+  if (!m) throw badRequest(`field "memory_limit" must be ${FIELD_HELP.memory_limit}`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const bytes = Math.floor(Number(m[1]) * UNITS[unit]);
+  if (bytes < 6 * 1024 ** 2 || bytes > 1024 ** 4) throw new ApiError(400, 'invalid_request', `field "memory_limit": "${s}" must be between 6m and 1t`);
+  return { bytes, text: `${m[1]}${unit || 'b'}` };
+}

@@ -1,0 +1,203 @@
+import { lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import multipart from '@fastify/multipart';
+import { isUniqueViolation, withTransaction } from '../db/pool.js';
+import { recordEvent } from '../events/outbox.js';
+import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
+import { ArchiveError, extractArchive } from './archive/extract.js';
+import { BuildQueue, buildDir, contextDir } from './build-queue.js';
+import { parseImageFields } from './fields.js';
+import { dockerRef, getImage, hostnameTaken, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
+import { receiveUpload } from './upload.js';
+import { DockerUnavailableError } from '../runtime/docker.js';
+
+const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const;
+type IdReq = { Params: { id: number } };
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    builds: BuildQueue;
+  }
+}
+
+/** Images: upload → extract → build queue; listing, logs (with live follow), deletion. */
+export default async function imagesPlugin(app: FastifyInstance): Promise<void> {
+  const cfg = app.config;
+  await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: 4096, parts: 22 } });
+
+  const load = async (req: FastifyRequest<IdReq>): Promise<ImageRow> => {
+    const img = await getImage(app.db, req.user!.id, req.params.id);
+    if (!img) throw notFound('image');
+    return img;
+  };
+
+  app.post('/api/images', { preHandler: app.authenticate }, async (req, reply) => {
+    const userId = req.user!.id;
+    const upload = await receiveUpload(req, join(cfg.dataDir, 'uploads'), cfg.maxUploadBytes);
+    const staging = join(cfg.dataDir, 'builds', String(userId), `.staging-${randomUUID()}`);
+    try {
+      const fields = parseImageFields(upload.fields);
+      if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
+      if (await hostnameTaken(app.db, fields.app_hostname)) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
+      try {
+        await extractArchive(upload.file, join(staging, 'context'), { maxEntries: cfg.maxArchiveEntries, maxBytes: cfg.maxArchiveBytes });
+      } catch (e) {
+        if (e instanceof ArchiveError) throw new ApiError(400, 'invalid_archive', e.message);
+        throw e;
+      }
+      const df = await lstat(join(staging, 'context', 'Dockerfile')).catch(() => undefined);
+      if (!df?.isFile()) throw new ApiError(400, 'dockerfile_missing', 'the archive has no Dockerfile at its root (a regular file named exactly "Dockerfile")');
+      await upload.cleanup();
+
+      const { rows: [{ id }] } = await app.db.query<{ id: number }>(`SELECT nextval('images_id_seq')::bigint AS id`);
+      const final = buildDir(cfg.dataDir, userId, id);
+      await mkdir(final, { recursive: true });
+      await rename(join(staging, 'context'), contextDir(cfg.dataDir, userId, id));
+      let img: ImageRow;
+      try {
+        img = await withTransaction(app.db, async (c) => {
+          const { rows } = await c.query<ImageRow>(
+            `INSERT INTO images (id, user_id, name, tag, app_hostname, container_port, min_instances, max_instances,
+               cpu_limit, memory_limit, memory_limit_bytes, status, docker_image)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'building',$12) RETURNING *`,
+            [id, userId, fields.name, fields.tag, fields.app_hostname, fields.container_port, fields.min_instances, fields.max_instances,
+              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag)]);
+          await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image } });
+          return rows[0];
+        });
+      } catch (e) {
+        await rm(final, { recursive: true, force: true });
+        if (isUniqueViolation(e, 'images_app_hostname_key')) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
+        throw e;
+      }
+      app.events.nudge();
+      app.builds.enqueue(img.id);
+      req.log.info({ imageId: img.id, app_hostname: img.app_hostname }, 'image uploaded; build queued');
+      return reply.code(201).send(publicImage(img));
+    } finally {
+      await upload.cleanup();
+      await rm(staging, { recursive: true, force: true });
+    }
+  });
+
+  app.get('/api/images', { preHandler: app.authenticate }, async (req) => {
+    return { images: (await listImages(app.db, req.user!.id)).map(publicImage) };
+  });
+
+  app.get('/api/images/with-containers', { preHandler: app.authenticate }, async (req) => {
+    const images = await listImages(app.db, req.user!.id);
+    const containers = await listContainers(app.db, req.user!.id, images.map((i) => i.id));
+    return {
+      images: images.map((i) => ({ ...publicImage(i), containers: containers.filter((c) => c.image_id === i.id).map(publicContainer) })),
+    };
+  });
+
+  app.get<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
+    return publicImage(await load(req));
+  });
+
+  app.get<IdReq>('/api/images/:id/containers', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
+    const img = await load(req);
+    return { containers: (await listContainers(app.db, req.user!.id, [img.id])).map(publicContainer) };
+  });
+
+  app.get<IdReq & { Querystring: { follow?: string } }>('/api/images/:id/build-logs', {
+    preHandler: app.authenticate,
+    schema: { params: idParams, querystring: { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['0', '1', 'true', 'false', ''] } } } },
+  }, async (req, reply) => {
+    const img = await load(req);
+    const live = app.builds.liveLog(img.id);
+    if (req.query.follow !== '1' && req.query.follow !== 'true' && req.query.follow !== '') {
+      return { image_id: img.id, status: img.status, logs: live ? live.text() : img.build_logs, truncated: live ? live.truncated : img.build_logs_truncated };
+    }
+    return followLogs(app, req, reply, img);
+  });
+
+  app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req, reply) => {
+    const img = await load(req);
+    const { rows } = await app.db.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [img.id]);
+    if (rows[0].n > 0) throw conflict(`image ${img.id} still has ${rows[0].n} container(s); delete them first`, 'image_in_use');
+    await app.builds.cancel(img.id, 'image deleted');
+    try {
+      await app.runtime.removeImage(img.docker_image);
+    } catch (e) {
+      if (img.status === 'ready') {
+        const msg = e instanceof DockerUnavailableError ? e.message : `could not remove Docker image ${img.docker_image}: ${(e as Error).message}`;
+        throw new ApiError(503, 'docker_unavailable', msg);
+      }
+      req.log.warn({ err: e }, 'could not remove the Docker image of a failed build');
+    }
+    const deleted = await withTransaction(app.db, async (c) => {
+      const res = await c.query('DELETE FROM images WHERE id = $1 AND user_id = $2', [img.id, img.user_id]);
+      if (!res.rowCount) return false;
+      await recordEvent(c, { type: 'image.deleted', userId: img.user_id, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image } });
+      return true;
+    }).catch((e) => {
+      if ((e as { code?: string }).code === '23503') throw conflict(`image ${img.id} still has containers; delete them first`, 'image_in_use');
+      throw e;
+    });
+    if (!deleted) throw notFound('image');
+    app.events.nudge();
+    await rm(buildDir(cfg.dataDir, img.user_id, img.id), { recursive: true, force: true });
+    return reply.code(204).send();
+  });
+}
+
+/** SSE: the log so far, then live output until the build ends (`event: end` with the status). */
+async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow): Promise<void> {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+    connection: 'keep-alive',
+    'x-request-id': String(req.id),
+  });
+  const send = (event: string, data: unknown) => { if (!res.destroyed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
+  let closed = false;
+  const cleanups: (() => void)[] = [];
+  const finish = (status: string) => {
+    if (closed) return;
+    closed = true;
+    for (const c of cleanups) c();
+    send('end', { status });
+    res.end();
+  };
+  req.raw.on('close', () => { closed = true; for (const c of cleanups) c(); });
+  const heartbeat = setInterval(() => { if (!res.destroyed) res.write(': keep-alive\n\n'); }, 15_000);
+  cleanups.push(() => clearInterval(heartbeat));
+
+  const live = app.builds.liveLog(img.id);
+  if (live && live.ended === undefined) {
+    // snapshot and subscription happen in the same tick: nothing is lost or repeated
+    send('log', { text: live.text() });
+    cleanups.push(live.subscribe((t) => send('log', { text: t }), async (status) => {
+      if (status === 'cancelled' || status === 'building') return finish(status);
+      finish(status);
+    }));
+    return;
+  }
+  // Not building in this process: send what is stored; if another process is still building it, poll.
+  let sent = img.build_logs;
+  send('log', { text: sent });
+  if (img.status !== 'building') return finish(img.status);
+  const poll = setInterval(async () => {
+    try {
+      const cur = await getImage(app.db, img.user_id, img.id);
+      if (!cur) return finish('deleted');
+      if (cur.build_logs.startsWith(sent)) { if (cur.build_logs.length > sent.length) send('log', { text: cur.build_logs.slice(sent.length) }); }
+      else send('log', { text: cur.build_logs });
+      sent = cur.build_logs;
+      const l = app.builds.liveLog(img.id);
+      if (cur.status !== 'building') finish(cur.status);
+      else if (l && l.ended === undefined) {
+        clearInterval(poll);
+        cleanups.push(l.subscribe((t) => send('log', { text: t }), (s) => finish(s)));
+      }
+    } catch { /* transient db error: try again */ }
+  }, 1000);
+  cleanups.push(() => clearInterval(poll));
+}

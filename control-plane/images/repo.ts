@@ -1,0 +1,102 @@
+import type { Queryable } from '../db/pool.js';
+
+export type ImageStatus = 'building' | 'ready' | 'build_failed';
+
+export interface ImageRow {
+  id: number;
+  user_id: number;
+  name: string;
+  tag: string;
+  app_hostname: string;
+  container_port: number;
+  min_instances: number;
+  max_instances: number;
+  cpu_limit: number | null;
+  memory_limit: string | null;
+  memory_limit_bytes: number | null;
+  status: ImageStatus;
+  status_reason: string | null;
+  docker_image: string;
+  docker_image_id: string | null;
+  build_logs: string;
+  build_logs_truncated: boolean;
+  build_started_at: Date | null;
+  build_finished_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
+
+/** The API shape of an image (DESIGN.md field names; no build logs). */
+export function publicImage(r: ImageRow) {
+  return {
+    id: r.id,
+    user_id: r.user_id,
+    name: r.name,
+    tag: r.tag,
+    app_hostname: r.app_hostname,
+    container_port: r.container_port,
+    min_instances: r.min_instances,
+    max_instances: r.max_instances,
+    cpu_limit: r.cpu_limit,
+    memory_limit: r.memory_limit,
+    memory_limit_bytes: r.memory_limit_bytes,
+    status: r.status,
+    status_reason: r.status_reason,
+    docker_image: r.docker_image,
+    docker_image_id: r.docker_image_id,
+    build_logs_truncated: r.build_logs_truncated,
+    build_started_at: iso(r.build_started_at),
+    build_finished_at: iso(r.build_finished_at),
+    created_at: iso(r.created_at),
+    updated_at: iso(r.updated_at),
+  };
+}
+
+export interface ContainerRow {
+  id: number;
+  user_id: number;
+  image_id: number;
+  docker_id: string | null;
+  name: string | null;
+  status: string;
+  health: string;
+  host_port: number | null;
+  internal_port: number | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export function publicContainer(c: ContainerRow) {
+  return {
+    id: c.id, image_id: c.image_id, name: c.name, status: c.status, health: c.health,
+    host_port: c.host_port, internal_port: c.internal_port, created_at: iso(c.created_at), updated_at: iso(c.updated_at),
+  };
+}
+
+/** Docker reference for an image: berth-u{user}-i{image}:{tag}. */
+export const dockerRef = (userId: number, imageId: number, tag: string) => `berth-u${userId}-i${imageId}:${tag}`;
+
+/** An image of this user, or undefined (also for another user's image: callers answer 404). */
+export async function getImage(q: Queryable, userId: number, id: number): Promise<ImageRow | undefined> {
+  const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2', [id, userId]);
+  return rows[0];
+}
+
+export async function listImages(q: Queryable, userId: number): Promise<ImageRow[]> {
+  const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE user_id = $1 ORDER BY id', [userId]);
+  return rows;
+}
+
+export async function listContainers(q: Queryable, userId: number, imageIds?: number[]): Promise<ContainerRow[]> {
+  const { rows } = imageIds
+    ? await q.query<ContainerRow>('SELECT * FROM containers WHERE user_id = $1 AND image_id = ANY($2::bigint[]) ORDER BY id', [userId, imageIds])
+    : await q.query<ContainerRow>('SELECT * FROM containers WHERE user_id = $1 ORDER BY id', [userId]);
+  return rows;
+}
+
+export async function hostnameTaken(q: Queryable, host: string): Promise<boolean> {
+  const { rows } = await q.query('SELECT 1 FROM images WHERE app_hostname = $1', [host]);
+  return rows.length > 0;
+}

@@ -1,0 +1,166 @@
+import Docker from 'dockerode';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import tarStream from 'tar-stream';
+import type { Logger } from '../../shared/logging.js';
+import { isTransientDockerError, withRetry } from './retry.js';
+
+/**
+ * The only module that talks to Docker. Everything here retries transient daemon errors with
+ * backoff and turns an unreachable daemon into a clear DockerUnavailableError quickly.
+ * (Issue 4 adds container lifecycle functions next to buildImage.)
+ */
+
+export class DockerUnavailableError extends Error {}
+export class BuildError extends Error {}
+
+export interface BuildImageOptions {
+  /** Directory holding the build context with a Dockerfile at its root. */
+  contextDir: string;
+  /** Full reference, e.g. berth-u1-i2:latest */
+  tag: string;
+  labels: Record<string, string>;
+  /** Called with each chunk of build output as it arrives. */
+  onOutput: (text: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface Runtime {
+  readonly docker: Docker;
+  /** Human-readable daemon address, for messages. */
+  readonly endpoint: string;
+  /** Resolves when the daemon answers; DockerUnavailableError otherwise (after brief retries). */
+  ping(): Promise<void>;
+  /** Build an image from a context directory; resolves with the image id, BuildError on a failed build. */
+  buildImage(opts: BuildImageOptions): Promise<{ imageId: string }>;
+  /** Remove an image by reference; a missing image is not an error. */
+  removeImage(ref: string): Promise<void>;
+}
+
+export function dockerOptions(dockerHost: string | undefined): { opts: Docker.DockerOptions | undefined; endpoint: string } {
+  const h = dockerHost ?? process.env.DOCKER_HOST;
+  if (!h) return { opts: { socketPath: '/var/run/docker.sock' }, endpoint: 'unix:///var/run/docker.sock' };
+  if (h.startsWith('unix://')) return { opts: { socketPath: h.slice('unix://'.length) }, endpoint: h };
+  if (h.startsWith('/')) return { opts: { socketPath: h }, endpoint: `unix://${h}` };
+  const u = new URL(h.replace(/^tcp:/, 'http:'));
+  return { opts: { host: u.hostname, port: Number(u.port || 2375), protocol: u.protocol === 'https:' ? 'https' : 'http' }, endpoint: h };
+}
+
+export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number }): Runtime {
+  const { opts: dopts, endpoint } = dockerOptions(opts.dockerHost);
+  const docker = new Docker(dopts);
+  const log = opts.log.child({ component: 'runtime' });
+  const pingTimeoutMs = opts.pingTimeoutMs ?? 5000;
+
+  const retrying = <T>(what: string, fn: () => Promise<T>, signal?: AbortSignal) =>
+    withRetry(fn, {
+      attempts: 4,
+      baseMs: 250,
+      isTransient: isTransientDockerError,
+      signal,
+      onRetry: (e, attempt, delay) => log.warn({ err: (e as Error).message, attempt, delayMs: Math.round(delay) }, `docker ${what} failed; retrying`),
+    });
+
+  async function ping(): Promise<void> {
+    try {
+      await retrying('ping', async () => {
+        const ac = new AbortController();
+        const t = setTimeout(() => ac.abort(), pingTimeoutMs);
+        try { await (docker.ping as (o: object) => Promise<unknown>)({ abortSignal: ac.signal }); } finally { clearTimeout(t); }
+      });
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      const why = err.name === 'AbortError' ? `no answer within ${pingTimeoutMs}ms` : err.message;
+      throw new DockerUnavailableError(`Docker daemon unreachable at ${endpoint}: ${why}`);
+    }
+  }
+
+  async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
+    await ping();
+    const stream = (await retrying('build', () =>
+      docker.buildImage(packDirectory(b.contextDir) as unknown as NodeJS.ReadableStream, {
+        t: b.tag,
+        labels: b.labels,
+        rm: true,
+        forcerm: true,
+        pull: false,
+        abortSignal: b.signal,
+      } as Docker.ImageBuildOptions), b.signal)) as Readable;
+    let imageId: string | undefined;
+    let failure: string | undefined;
+    let buf = '';
+    const handleLine = (line: string) => {
+      if (!line.trim()) return;
+      let msg: { stream?: string; status?: string; progress?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string } };
+      try { msg = JSON.parse(line); } catch { b.onOutput(line + '\n'); return; }
+      if (msg.stream) b.onOutput(msg.stream);
+      else if (msg.status) b.onOutput(`${msg.status}${msg.progress ? ' ' + msg.progress : ''}\n`);
+      if (msg.aux?.ID) imageId = msg.aux.ID;
+      if (msg.error || msg.errorDetail) {
+        failure = msg.errorDetail?.message ?? msg.error ?? 'build failed';
+        b.onOutput(`ERROR: ${failure}\n`);
+      }
+    };
+    await new Promise<void>((resolve, reject) => {
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n')) !== -1) { handleLine(buf.slice(0, i)); buf = buf.slice(i + 1); }
+      });
+      stream.on('end', () => { handleLine(buf); resolve(); });
+      stream.on('error', reject);
+      stream.on('close', () => { if (!stream.readableEnded) reject(b.signal?.aborted ? new BuildError('build aborted') : new BuildError('connection to the Docker daemon closed during the build')); });
+    }).catch((e: Error) => {
+      if (b.signal?.aborted) throw new BuildError(typeof b.signal.reason === 'string' ? b.signal.reason : 'build aborted');
+      throw e instanceof BuildError ? e : new BuildError(`build stream failed: ${e.message}`);
+    });
+    if (failure) throw new BuildError(failure);
+    if (!imageId) {
+      const info = await retrying('inspect', () => docker.getImage(b.tag).inspect());
+      imageId = info.Id;
+    }
+    return { imageId };
+  }
+
+  async function removeImage(ref: string): Promise<void> {
+    try {
+      await retrying('remove image', () => docker.getImage(ref).remove({ force: true }));
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return;
+      throw e;
+    }
+  }
+
+  return { docker, endpoint, ping, buildImage, removeImage };
+}
+
+/** A tar stream of a directory (files, directories, symlinks as links), read lazily. */
+export function packDirectory(root: string): tarStream.Pack {
+  const pack = tarStream.pack();
+  const walk = async (rel: string): Promise<void> => {
+    const dir = join(root, rel);
+    const names = (await readdir(dir)).sort();
+    for (const name of names) {
+      const r = rel ? `${rel}/${name}` : name;
+      const abs = join(root, r);
+      const st = await lstat(abs);
+      const header = { name: r, mode: st.mode & 0o7777, mtime: st.mtime, uid: 0, gid: 0 };
+      if (st.isDirectory()) {
+        pack.entry({ ...header, type: 'directory' });
+        await walk(r);
+      } else if (st.isSymbolicLink()) {
+        pack.entry({ ...header, type: 'symlink', linkname: await readlink(abs) });
+      } else if (st.isFile()) {
+        await new Promise<void>((resolve, reject) => {
+          const entry = pack.entry({ ...header, type: 'file', size: st.size }, (err) => (err ? reject(err) : resolve()));
+          createReadStream(abs).on('error', reject).pipe(entry);
+        });
+      }
+    }
+  };
+  walk('').then(() => pack.finalize(), (e) => pack.destroy(e as Error));
+  return pack;
+}

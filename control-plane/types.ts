@@ -1,0 +1,31 @@
+/** Fastify decorations shared by every control-plane module. */
+import type { preHandlerAsyncHookHandler } from 'fastify';
+import type {} from '@fastify/cookie';
+import type { Db } from './db/pool.js';
+import type { ResolvedConfig } from './config.js';
+import type { Metrics } from './http/metrics.js';
+import type { EventRelay } from './events/outbox.js';
+import type { Runtime } from './runtime/docker.js';
+
+export interface AuthUser {
+  id: number;
+  email: string;
+  username: string | null;
+  /** how this request authenticated */
+  via: 'session' | 'api_token';
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    db: Db;
+    config: ResolvedConfig;
+    metrics: Metrics;
+    events: EventRelay;
+    runtime: Runtime;
+    /** preHandler: 401 unless the request carries a valid session JWT (Bearer or cookie) or API token. */
+    authenticate: preHandlerAsyncHookHandler;
+  }
+  interface FastifyRequest {
+    user?: AuthUser;
+  }
+}
