@@ -116,24 +116,62 @@ function signalGroup(t: Tracked, sig: NodeJS.Signals): void {
   }
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`. */
-export async function stop(t: Tracked, graceMs = 2000): Promise<void> {
+function signalLeader(t: Tracked, sig: NodeJS.Signals): void {
+  try {
+    process.kill(t.pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+/**
+ * SIGTERM to the process we started (nginx's master then stops and reaps its own workers, so no
+ * zombies are left behind), then SIGKILL to its whole process group after `graceMs`.
+ */
+export async function stop(t: Tracked, graceMs = 3000): Promise<void> {
   if (t.dead) return;
-  signalGroup(t, 'SIGTERM');
+  signalLeader(t, 'SIGTERM');
   const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
   if ((await Promise.race([t.exited, timer])) === 'timeout') {
     signalGroup(t, 'SIGKILL');
     await t.exited;
   }
+  // anything of its group still around (a worker that outlived its master)
+  signalGroup(t, 'SIGKILL');
 }
 
 export async function stopAll(): Promise<void> {
   await Promise.all([...tracked].map((t) => stop(t)));
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** On exit we cannot await: SIGTERM the leaders, wait synchronously (≤ 3 s), SIGKILL the rest. */
 function killAllSync(): void {
-  for (const t of tracked) signalGroup(t, 'SIGKILL');
+  const all = [...tracked];
   tracked.clear();
+  for (const t of all) signalLeader(t, 'SIGTERM');
+  const sab = new Int32Array(new SharedArrayBuffer(4));
+  const until = Date.now() + 3000;
+  // a zombie (exited, not yet reaped by us) still answers kill(pid, 0): check /proc state too
+  const running = (pid: number) => {
+    if (!alive(pid)) return false;
+    try {
+      const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  while (Date.now() < until && all.some((t) => running(t.pid))) Atomics.wait(sab, 0, 0, 50);
+  for (const t of all) signalGroup(t, 'SIGKILL');
 }
 
 const exitHooks: Array<() => void> = [];
@@ -154,6 +192,10 @@ function installHandlers(): void {
         /* best effort */
       }
     }
+  });
+  process.on('unhandledRejection', (e) => {
+    process.stderr.write(`bench: unhandled rejection: ${(e as Error)?.stack ?? e}\n`);
+    process.exit(1);
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {

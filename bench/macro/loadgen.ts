@@ -3,7 +3,7 @@
  * than any proxy here) and autocannon (npm fallback; it saturates near 25k req/s on one
  * core, so ratios against fast targets are capped by the tool, not the target).
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { spawnTracked, which } from '../lib/proc.js';
@@ -53,6 +53,14 @@ done = function(summary, latency, requests)
 end
 `;
 
+function lastLine(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-3).join(' | ');
+  } catch {
+    return '';
+  }
+}
+
 function collect(t: ReturnType<typeof spawnTracked>): Promise<{ code: number | null; out: string }> {
   let out = '';
   t.child.stdout?.setEncoding('utf8');
@@ -64,14 +72,16 @@ async function runWrk(o: LoadOpts): Promise<LoadResult> {
   const script = join(o.workDir, 'report.lua');
   writeFileSync(script, WRK_LUA);
   const url = `http://127.0.0.1:${o.port}${o.path}`;
+  const errFile = join(o.workDir, 'wrk.err');
+  writeFileSync(errFile, '');
   const t = spawnTracked(
     'wrk',
     ['-t1', `-c${o.connections}`, `-d${o.durationS}s`, '--timeout', '5s', '-H', `Host: ${o.host}`, '-s', script, url],
-    { name: 'wrk', cpu: o.cpu, captureStdout: true, logFile: join(o.workDir, 'wrk.err') },
+    { name: 'wrk', cpu: o.cpu, captureStdout: true, logFile: errFile },
   );
   const { code, out } = await collect(t);
   const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-  if (!line) throw new Error(`wrk exited ${code} without a report:\n${out.slice(-500)}`);
+  if (!line) throw new Error(`wrk exited ${code} without a report: ${lastLine(errFile)} ${out.slice(-300)}`.trim());
   const j = JSON.parse(line.slice('BENCHJSON '.length)) as Record<string, number>;
   const durationS = j.duration_us / 1e6;
   const errors = j.connect + j.read + j.write + j.status + j.timeout;
@@ -92,14 +102,16 @@ async function runAutocannon(o: LoadOpts): Promise<LoadResult> {
   const require = createRequire(import.meta.url);
   const bin = join(require.resolve('autocannon/package.json'), '..', 'autocannon.js');
   const url = `http://127.0.0.1:${o.port}${o.path}`;
+  const errFile = join(o.workDir, 'autocannon.err');
+  writeFileSync(errFile, '');
   const t = spawnTracked(
     process.execPath,
     [bin, '-c', String(o.connections), '-d', String(o.durationS), '-j', '-H', `host=${o.host}`, url],
-    { name: 'autocannon', cpu: o.cpu, captureStdout: true, logFile: join(o.workDir, 'autocannon.err') },
+    { name: 'autocannon', cpu: o.cpu, captureStdout: true, logFile: errFile },
   );
   const { code, out } = await collect(t);
   const start = out.indexOf('{');
-  if (start === -1) throw new Error(`autocannon exited ${code} without a report:\n${out.slice(-500)}`);
+  if (start === -1) throw new Error(`autocannon exited ${code} without a report: ${lastLine(errFile)} ${out.slice(-300)}`.trim());
   const j = JSON.parse(out.slice(start)) as {
     requests: { total: number };
     latency: { p50: number; p99: number };
