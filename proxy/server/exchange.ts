@@ -21,7 +21,7 @@ import type { RouteTable } from '../routing/table.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { AccessLog } from './access-log.js';
 import {
-  H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_DROP, H_SET_COOKIE, H_TRANSFER_ENCODING,
+  H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING,
   classifyName, connectionTokens, forbidsStore, parseLength, statusLine,
 } from './headers.js';
 import { newRequestId, validRequestId } from './request-id.js';
@@ -336,7 +336,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i];
       const c = classifyName(name);
-      if (c !== 0) continue; // hop-by-hop, content-length (uWS writes it), date, x-request-id
+      // hop-by-hop, content-length (uWS writes it), date, x-request-id
+      if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL) continue;
       if (drop !== null && drop.includes(name.toString('latin1').toLowerCase())) continue;
       res.writeHeader(name, raw[i + 1]);
     }
@@ -440,7 +441,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const raw = this.rawHeaders!;
     const headers: string[] = [];
     for (let i = 0; i < raw.length; i += 2) {
-      if (classifyName(raw[i]) !== 0) continue;
+      const c = classifyName(raw[i]);
+      if (c !== H_PASS && c !== H_CACHE_CONTROL) continue;
       headers.push(raw[i].toString('latin1'), raw[i + 1].toString('latin1'));
     }
     const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.captureBytes);

@@ -1,0 +1,162 @@
+/**
+ * Test harness for the proxy: real upstream node:http servers on loopback, the real proxy
+ * started through bin/berth.js as a child process, plain undici/net clients.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { request } from 'undici';
+
+export const ROOT = join(import.meta.dirname, '..', '..');
+
+export interface Upstream {
+  server: Server;
+  port: number;
+  address: string;
+  hits: number;
+  close(): Promise<void>;
+}
+
+/** A real HTTP upstream. The default handler answers `name` and echoes request info as JSON. */
+export async function startUpstream(name: string, handler?: (req: IncomingMessage, res: ServerResponse, up: Upstream) => void, port = 0): Promise<Upstream> {
+  const up = { hits: 0 } as Upstream;
+  const server = createServer((req, res) => {
+    up.hits++;
+    if (handler) return handler(req, res, up);
+    let n = 0;
+    req.on('data', (c: Buffer) => (n += c.length));
+    req.on('end', () => {
+      const body = JSON.stringify({ name, method: req.method, url: req.url, bytes: n, headers: req.headers });
+      res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name });
+      res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  up.server = server;
+  up.port = (server.address() as AddressInfo).port;
+  up.address = `127.0.0.1:${up.port}`;
+  up.close = () => new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+  return up;
+}
+
+export interface ProxyProc {
+  proc: ChildProcess;
+  port: number;
+  adminPort: number;
+  url: string;
+  admin: string;
+  dir: string;
+  routesFile: string;
+  logs: () => string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  return once(s, 'listening').then(() => {
+    const p = (s.address() as AddressInfo).port;
+    s.close();
+    return p;
+  });
+}
+
+export async function waitFor(fn: () => Promise<boolean> | boolean, timeoutMs = 10_000, stepMs = 50): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await fn()) return;
+    } catch { /* not yet */ }
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Start `berth proxy` with a routes file (table object written to a temp dir) or extra args. */
+export async function startProxy(table: object | null, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ProxyProc> {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-proxy-test-'));
+  const routesFile = join(dir, 'routes.json');
+  const port = await freePort();
+  const adminPort = await freePort();
+  const args = [join(ROOT, 'bin', 'berth.js'), 'proxy', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, '--data-dir', dir, ...extraArgs];
+  if (table) {
+    writeFileSync(routesFile, JSON.stringify(table));
+    args.push('--routes', routesFile);
+  }
+  let out = '';
+  const proc = spawn(process.execPath, args, { env: { ...process.env, BERTH_ACCESS_LOG: 'off', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  proc.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const p: ProxyProc = {
+    proc, port, adminPort, dir, routesFile,
+    url: `http://127.0.0.1:${port}`,
+    admin: `http://127.0.0.1:${adminPort}`,
+    logs: () => out,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
+      const [code] = await once(proc, 'exit');
+      clearTimeout(t);
+      rmSync(dir, { recursive: true, force: true });
+      return code as number | null;
+    },
+  };
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`proxy exited: ${out}`);
+    const r = await request(`${p.admin}/healthz`);
+    await r.body.dump();
+    return r.statusCode === 200;
+  }, 15_000).catch((e) => {
+    proc.kill('SIGKILL');
+    throw new Error(`proxy did not start: ${(e as Error).message}\n${out}`);
+  });
+  return p;
+}
+
+export interface Resp {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** One request through the proxy with a Host header. */
+export async function get(p: ProxyProc, host: string, path = '/', opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Resp> {
+  const r = await request(`${p.url}${path}`, {
+    method: (opts.method ?? 'GET') as 'GET',
+    headers: { host, ...opts.headers },
+    body: opts.body,
+  });
+  const body = await r.body.text();
+  return { status: r.statusCode, headers: r.headers, body };
+}
+
+export async function putRoutes(p: ProxyProc, table: unknown): Promise<Resp> {
+  const r = await request(`${p.admin}/routes`, { method: 'PUT', body: typeof table === 'string' ? table : JSON.stringify(table), headers: { 'content-type': 'application/json' } });
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
+}
+
+export function table(routes: object[], version = 1): { version: number; routes: object[] } {
+  return { version, routes };
+}
+
+export function route(id: string, hosts: string[], addresses: string[], extra: object = {}): object {
+  return { id, hosts, endpoints: addresses.map((a, i) => ({ id: `${id}-e${i}`, address: a })), ...extra };
+}
+
+/** VmRSS of a process in bytes (Linux). */
+export async function rss(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  const s = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(s);
+  return m ? Number(m[1]) * 1024 : 0;
+}

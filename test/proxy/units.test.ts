@@ -1,0 +1,170 @@
+import { describe, expect, it } from 'vitest';
+import { normalizeHost } from '../../shared/hostname.js';
+import { parseRouteTable, RouteTableError, validateRouteTable } from '../../shared/routes/validate.js';
+import { CircuitBreaker } from '../../proxy/resilience/circuit-breaker.js';
+import { RoundRobin } from '../../proxy/balancing/round-robin.js';
+import { Weighted } from '../../proxy/balancing/weighted.js';
+import { LeastRequest } from '../../proxy/balancing/least-request.js';
+import type { Target } from '../../proxy/balancing/target.js';
+import { Endpoint } from '../../proxy/upstream/endpoint.js';
+import { compileRouteTable, RouteState } from '../../proxy/routing/table.js';
+import { EndpointRegistry } from '../../proxy/upstream/endpoint.js';
+import { FallbackCache } from '../../proxy/resilience/fallback-cache.js';
+
+const poolOpts = { connections: 1, keepAliveTimeoutMs: 1000, connectMs: 1000 };
+function targets(weights: number[]): Target[] {
+  return weights.map((w, i) => ({ id: `e${i}`, endpoint: new Endpoint(`127.0.0.1:${1000 + i}`, 3, 1000, poolOpts), weight: w, current: 0 }));
+}
+
+describe('hostname normalisation', () => {
+  it.each([
+    ['shop.example.com', 'shop.example.com'],
+    ['Shop.Example.COM:8080', 'shop.example.com'],
+    ['https://shop.example.com/', 'shop.example.com'],
+    ['http://user@Shop.example.com:80/a/b?c=d#e', 'shop.example.com'],
+    ['shop.example.com.', 'shop.example.com'],
+    ['bücher.example', 'xn--bcher-kva.example'],
+    ['[::1]:8080', '[::1]'],
+    ['', ''],
+  ])('%s → %s', (input, out) => {
+    expect(normalizeHost(input)).toBe(out);
+  });
+});
+
+describe('route table validation', () => {
+  const ok = { version: 1, routes: [{ id: 'a', hosts: ['A.example.com'], endpoints: [{ id: 'e', address: '127.0.0.1:80' }] }] };
+  it('normalises hosts', () => {
+    expect(validateRouteTable(structuredClone(ok)).routes[0].hosts).toEqual(['a.example.com']);
+  });
+  it.each([
+    [{ routes: [] }, '(root) must have required property \'version\''],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x'], endpoints: [{ id: 'e', address: 'nope' }] }] }, 'routes.0.endpoints.0.address'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x'], endpoints: [{ id: 'e', address: '1.2.3.4:99999' }] }] }, 'routes.0.endpoints.0.address'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x'], endpoints: [], policy: 'random' }] }, 'routes.0.policy must be one of'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['bad host!'], endpoints: [] }] }, 'routes.0.hosts.0'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: [] }, { id: 'b', hosts: ['X.com'], endpoints: [] }] }, 'routes.1.hosts.0 "x.com" is already served by route "a"'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: [], circuitBreaker: { consecutiveFailures: 0 } }] }, 'routes.0.circuitBreaker.consecutiveFailures'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: [], extra: 1 }] }, 'routes.0 has unknown property "extra"'],
+  ])('rejects %j naming the field', (input, msg) => {
+    expect(() => validateRouteTable(input)).toThrow(RouteTableError);
+    expect(() => validateRouteTable(input)).toThrow(msg);
+  });
+  it('rejects invalid JSON', () => {
+    expect(() => parseRouteTable('{"version":')).toThrow(/not valid JSON/);
+  });
+});
+
+describe('circuit breaker', () => {
+  it('opens after N consecutive failures, admits one probe after openMs, closes on success', () => {
+    const b = new CircuitBreaker(3, 1000);
+    b.onFailure(0); b.onFailure(0);
+    expect(b.admits(0)).toBe(true);
+    b.onSuccess(); // resets the count
+    b.onFailure(1); b.onFailure(2); b.onFailure(3);
+    expect(b.stateName(3)).toBe('open');
+    expect(b.admits(500)).toBe(false);
+    expect(b.admits(1003)).toBe(true);
+    b.acquire(1003);
+    expect(b.stateName(1003)).toBe('half_open');
+    expect(b.admits(1004)).toBe(false); // only one probe
+    b.onSuccess();
+    expect(b.stateName(1005)).toBe('closed');
+  });
+  it('a failed probe re-opens', () => {
+    const b = new CircuitBreaker(1, 100);
+    b.onFailure(0);
+    b.acquire(100);
+    b.onFailure(100);
+    expect(b.admits(150)).toBe(false);
+    expect(b.admits(200)).toBe(true);
+  });
+  it('a neutral outcome releases the probe', () => {
+    const b = new CircuitBreaker(1, 100);
+    b.onFailure(0);
+    b.acquire(100);
+    b.onNeutral();
+    expect(b.admits(101)).toBe(true);
+  });
+});
+
+describe('balancers', () => {
+  it('round robin is even and deterministic, skipping open breakers', () => {
+    const t = targets([1, 1, 1]);
+    const rr = new RoundRobin(t);
+    expect(Array.from({ length: 6 }, () => rr.pick(0, null)!.id)).toEqual(['e0', 'e1', 'e2', 'e0', 'e1', 'e2']);
+    t[1].endpoint.breaker.onFailure(0); t[1].endpoint.breaker.onFailure(0); t[1].endpoint.breaker.onFailure(0);
+    expect(Array.from({ length: 4 }, () => rr.pick(1, null)!.id)).toEqual(['e0', 'e2', 'e0', 'e2']);
+    expect(rr.pick(1, t[0].endpoint)!.id).toBe('e2');
+  });
+  it('weighted is smooth (5,1,1 → a a b a c a a)', () => {
+    const w = new Weighted(targets([5, 1, 1]));
+    expect(Array.from({ length: 7 }, () => w.pick(0, null)!.id).join(' ')).toBe('e0 e0 e1 e0 e2 e0 e0');
+  });
+  it('weighted skips weight 0 and unavailable endpoints', () => {
+    const t = targets([0, 2, 1]);
+    const w = new Weighted(t);
+    const picks = Array.from({ length: 30 }, () => w.pick(0, null)!.id);
+    expect(picks.filter((p) => p === 'e0')).toHaveLength(0);
+    expect(picks.filter((p) => p === 'e1')).toHaveLength(20);
+  });
+  it('least request prefers the endpoint with fewer in-flight requests', () => {
+    const t = targets([1, 1]);
+    t[0].endpoint.inflight = 10;
+    const lr = new LeastRequest(t);
+    const picks = Array.from({ length: 100 }, () => lr.pick(0, null)!.id);
+    expect(picks.every((p) => p === 'e1')).toBe(true);
+  });
+  it('least request spreads over many endpoints and returns null when none is available', () => {
+    const t = targets([1, 1, 1, 1]);
+    const lr = new LeastRequest(t);
+    const seen = new Set(Array.from({ length: 200 }, () => lr.pick(0, null)!.id));
+    expect(seen.size).toBe(4);
+    for (const x of t) { x.endpoint.breaker.onFailure(0); x.endpoint.breaker.onFailure(0); x.endpoint.breaker.onFailure(0); }
+    expect(lr.pick(1, null)).toBeNull();
+  });
+});
+
+describe('route lookup', () => {
+  const reg = new EndpointRegistry(poolOpts);
+  const spec = validateRouteTable({
+    version: 3,
+    routes: [
+      { id: 'exact', hosts: ['a.example.com'], endpoints: [] },
+      { id: 'wide', hosts: ['*.example.com'], endpoints: [] },
+      { id: 'narrow', hosts: ['*.b.example.com'], endpoints: [] },
+    ],
+  });
+  const t = compileRouteTable(spec, reg, new RouteState());
+  it('exact first, then the longest wildcard suffix', () => {
+    expect(t.lookup('a.example.com')!.id).toBe('exact');
+    expect(t.lookup('x.example.com')!.id).toBe('wide');
+    expect(t.lookup('x.y.example.com')!.id).toBe('wide');
+    expect(t.lookup('x.b.example.com')!.id).toBe('narrow');
+    expect(t.lookup('example.com')).toBeUndefined();
+    expect(t.lookup('other.org')).toBeUndefined();
+  });
+  it('keeps endpoints (pools, breakers) across compiles by address', () => {
+    const state = new RouteState();
+    const s1 = validateRouteTable({ version: 1, routes: [{ id: 'r', hosts: ['h'], endpoints: [{ id: 'e', address: '127.0.0.1:9' }] }] });
+    const t1 = compileRouteTable(s1, reg, state);
+    const s2 = validateRouteTable({ version: 2, routes: [{ id: 'r', hosts: ['h'], endpoints: [{ id: 'x', address: '127.0.0.1:9' }] }] });
+    const t2 = compileRouteTable(s2, reg, state);
+    expect(t2.routes[0].targets[0].endpoint).toBe(t1.routes[0].targets[0].endpoint);
+    expect(t2.routes[0].stats).toBe(t1.routes[0].stats);
+  });
+});
+
+describe('fallback cache', () => {
+  it('is bounded by entries and bytes and expires', async () => {
+    const c = new FallbackCache({ enabled: true, ttlMs: 50, maxEntries: 2, maxBytes: 10_000 });
+    const v = (n: number) => ({ headers: [], body: Buffer.alloc(n), storedAt: Date.now() });
+    c.store('a', v(10)); c.store('b', v(10)); c.store('c', v(10));
+    expect(c.size).toBe(2);
+    expect(c.get('a')).toBeUndefined();
+    c.store('big', v(20_000));
+    expect(c.get('big')).toBeUndefined();
+    expect(c.bytes).toBeLessThanOrEqual(10_000);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(c.get('c')).toBeUndefined();
+  });
+});
