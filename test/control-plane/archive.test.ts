@@ -1,0 +1,169 @@
+import { existsSync } from 'node:fs';
+import { lstat, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ArchiveError, detectFormat, extractArchive } from '../../control-plane/images/archive/extract.js';
+import { makeTar, makeTgz, makeZip, type TarEntry } from '../helpers/archives.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const LIMITS = { maxEntries: 50, maxBytes: 64 * 1024 };
+let root: string;
+let cleanup: () => Promise<void>;
+let n = 0;
+
+beforeAll(async () => { ({ dir: root, cleanup } = await tempDir('berth-archive-')); });
+afterAll(async () => { await cleanup(); });
+
+/** Write `buf` to a file, extract it into a fresh dir under `root/case-N/ctx`; returns the dir. */
+async function extract(buf: Buffer, limits = LIMITS): Promise<string> {
+  const dir = join(root, `case-${++n}`);
+  const file = join(root, `upload-${n}`);
+  await writeFile(file, buf);
+  await extractArchive(file, join(dir, 'ctx'), limits);
+  return join(dir, 'ctx');
+}
+
+async function rejects(buf: Buffer, match: RegExp, limits = LIMITS): Promise<void> {
+  const p = extract(buf, limits);
+  await expect(p).rejects.toBeInstanceOf(ArchiveError);
+  await expect(p).rejects.toThrow(match);
+}
+
+/** Nothing may appear next to the extraction dir (which is where ../ attacks aim). */
+async function nothingEscaped(): Promise<void> {
+  const dir = join(root, `case-${n}`);
+  expect((await readdir(dir)).sort()).toEqual(['ctx']);
+  expect(existsSync('/tmp/berth-pwned')).toBe(false);
+}
+
+const ok: TarEntry[] = [
+  { name: 'Dockerfile', content: 'FROM scratch\n' },
+  { name: 'src/', type: 'directory' },
+  { name: 'src/app.sh', content: 'echo hi\n', mode: 0o755 },
+  { name: 'src/link', type: 'symlink', linkname: 'app.sh' },
+  { name: 'src/hard', type: 'link', linkname: 'src/app.sh' },
+];
+
+describe('archive formats (detected by content)', () => {
+  it('extracts tar with files, dirs, internal symlinks and hard links', async () => {
+    const ctx = await extract(await makeTar(ok));
+    expect(await readFile(join(ctx, 'Dockerfile'), 'utf8')).toBe('FROM scratch\n');
+    expect((await lstat(join(ctx, 'src/app.sh'))).mode & 0o111).not.toBe(0);
+    expect(await readlink(join(ctx, 'src/link'))).toBe('app.sh');
+    expect(await readFile(join(ctx, 'src/hard'), 'utf8')).toBe('echo hi\n');
+  });
+
+  it('extracts tar.gz', async () => {
+    const ctx = await extract(await makeTgz(ok));
+    expect(await readFile(join(ctx, 'src/app.sh'), 'utf8')).toBe('echo hi\n');
+  });
+
+  it('extracts zip (stored and deflated) including a ./ prefix', async () => {
+    const ctx = await extract(makeZip([
+      { name: './Dockerfile', content: 'FROM scratch\n' },
+      { name: 'a/', mode: 0o040755 },
+      { name: 'a/b.txt', content: 'x'.repeat(1000), deflate: true },
+      { name: 'a/l', content: 'b.txt', mode: 0o120777 },
+    ]));
+    expect(await readFile(join(ctx, 'Dockerfile'), 'utf8')).toBe('FROM scratch\n');
+    expect(await readFile(join(ctx, 'a/b.txt'), 'utf8')).toBe('x'.repeat(1000));
+    expect(await readlink(join(ctx, 'a/l'))).toBe('b.txt');
+  });
+
+  it('detects by magic bytes, not by name', async () => {
+    const f = join(root, 'looks-like.zip');
+    await writeFile(f, await makeTgz(ok));
+    expect(await detectFormat(f)).toBe('tar.gz');
+    await writeFile(f, await makeTar(ok));
+    expect(await detectFormat(f)).toBe('tar');
+    await writeFile(f, makeZip([{ name: 'Dockerfile', content: 'x' }]));
+    expect(await detectFormat(f)).toBe('zip');
+  });
+
+  it('rejects something that is not an archive, and a gzip that is not a tar', async () => {
+    await rejects(Buffer.from('just some text, definitely not an archive'.repeat(20)), /not a zip, tar or tar.gz/);
+    await rejects((await import('node:zlib')).gzipSync(Buffer.from('plain text inside gzip'.repeat(40))), /invalid tar.gz archive/);
+    await rejects(Buffer.alloc(0), /empty/);
+  });
+});
+
+describe('archive attacks are rejected with the entry named', () => {
+  it('absolute path (tar, zip)', async () => {
+    await rejects(await makeTar([{ name: '/tmp/berth-pwned', content: 'x' }]), /"\/tmp\/berth-pwned": absolute path/);
+    await nothingEscaped();
+    await rejects(makeZip([{ name: '/tmp/berth-pwned', content: 'x' }]), /"\/tmp\/berth-pwned": absolute path/);
+    await rejects(makeZip([{ name: 'C:\\evil.txt', content: 'x' }]), /"C:\\evil.txt": absolute path/);
+  });
+
+  it('.. traversal / zip-slip (tar, tgz, zip, backslashes)', async () => {
+    await rejects(await makeTar([{ name: 'Dockerfile', content: 'x' }, { name: '../escaped.txt', content: 'x' }]), /"\.\.\/escaped.txt": "\.\." path traversal/);
+    await nothingEscaped();
+    await rejects(await makeTgz([{ name: 'a/../../escaped.txt', content: 'x' }]), /"a\/\.\.\/\.\.\/escaped.txt"/);
+    await nothingEscaped();
+    await rejects(makeZip([{ name: '../../escaped.txt', content: 'x' }]), /"\.\.\/\.\.\/escaped.txt": "\.\." path traversal/);
+    await nothingEscaped();
+    await rejects(makeZip([{ name: '..\\escaped.txt', content: 'x' }]), /path traversal/);
+    await nothingEscaped();
+  });
+
+  it('symlinks pointing outside (absolute, relative, zip)', async () => {
+    await rejects(await makeTar([{ name: 'etc', type: 'symlink', linkname: '/etc' }]), /"etc": link to absolute path "\/etc"/);
+    await rejects(await makeTar([{ name: 'a/up', type: 'symlink', linkname: '../../..' }]), /"a\/up": link target "\.\.\/\.\.\/\.\." points outside/);
+    await rejects(makeZip([{ name: 'passwd', content: '/etc/passwd', mode: 0o120777 }]), /"passwd": link to absolute path/);
+    await rejects(makeZip([{ name: 'x/y', content: '../../../../tmp', mode: 0o120777 }]), /"x\/y": link target .* points outside/);
+  });
+
+  it('symlink chains that escape through another link are caught', async () => {
+    // sub/l -> .. is the root (fine on its own); esc -> sub/l/.. looks like "sub" lexically but is the parent of the root
+    await rejects(await makeTar([
+      { name: 'sub/', type: 'directory' },
+      { name: 'sub/l', type: 'symlink', linkname: '..' },
+      { name: 'esc', type: 'symlink', linkname: 'sub/l/..' },
+      { name: 'esc/berth-pwned', content: 'x' },
+    ]), /"esc\/berth-pwned": goes through a link that points outside|"esc": link .* resolves outside/);
+    await nothingEscaped();
+  });
+
+  it('a file written over a planted symlink does not follow it', async () => {
+    const ctx = await extract(await makeTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'target.txt', content: 'original' },
+      { name: 'x', type: 'symlink', linkname: 'target.txt' },
+      { name: 'x', content: 'replaced' },
+    ]));
+    expect(await readFile(join(ctx, 'target.txt'), 'utf8')).toBe('original');
+    expect(await readFile(join(ctx, 'x'), 'utf8')).toBe('replaced');
+    expect((await lstat(join(ctx, 'x'))).isSymbolicLink()).toBe(false);
+  });
+
+  it('hard links pointing outside', async () => {
+    await rejects(await makeTar([{ name: 'h', type: 'link', linkname: '/etc/passwd' }]), /"h": hard link to "\/etc\/passwd" points outside/);
+    await rejects(await makeTar([{ name: 'h', type: 'link', linkname: '../../etc/passwd' }]), /"h": hard link to .* points outside/);
+    await rejects(await makeTar([{ name: 'h', type: 'link', linkname: 'missing' }]), /"h": hard link target "missing" is not a file/);
+  });
+
+  it('device files and fifos (tar, zip)', async () => {
+    await rejects(await makeTar([{ name: 'dev/null', type: 'character-device' }]), /"dev\/null": device files/);
+    await rejects(await makeTar([{ name: 'disk', type: 'block-device' }]), /"disk": device files/);
+    await rejects(await makeTar([{ name: 'pipe', type: 'fifo' }]), /"pipe": device files and fifos/);
+    await rejects(makeZip([{ name: 'null', content: '', mode: 0o020644 }]), /"null": device files/);
+  });
+
+  it('too many entries (tar counts as it goes, zip from its directory)', async () => {
+    const many = Array.from({ length: 60 }, (_, i) => ({ name: `f${i}`, content: 'x' }));
+    await rejects(await makeTar(many), /"f50": archive has more than 50 entries/);
+    await rejects(makeZip(many), /archive has 60 entries, more than 50/);
+  });
+
+  it('too many bytes: a zip bomb and a big tar', async () => {
+    // 1 MiB of zeros deflates to ~1 KiB: the declared and the real size are both over the limit
+    const bomb = makeZip([{ name: 'Dockerfile', content: 'x' }, { name: 'zeros.bin', content: Buffer.alloc(1024 * 1024), deflate: true }]);
+    expect(bomb.length).toBeLessThan(10_000);
+    await rejects(bomb, /"zeros.bin": archive expands to more than 65536 bytes/);
+    await rejects(await makeTgz([{ name: 'a', content: Buffer.alloc(40_000) }, { name: 'b', content: Buffer.alloc(40_000) }]), /"b": archive expands to more than 65536 bytes/);
+  });
+
+  it('names with NUL bytes', async () => {
+    await rejects(makeZip([{ name: 'a\0b', content: 'x' }]), /NUL byte/);
+  });
+});

@@ -1,0 +1,244 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { migrate } from '../../control-plane/db/migrate.js';
+import { createPool } from '../../control-plane/db/pool.js';
+import { Api } from '../helpers/api.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let pg: TestPostgres;
+let cp: ControlPlane;
+let api: Api;
+let data: { dir: string; cleanup(): Promise<void> };
+let dbUrl: string;
+
+beforeAll(async () => {
+  pg = await startTestPostgres();
+  data = await tempDir();
+  dbUrl = await pg.createDatabase();
+  cp = await startControlPlane({
+    port: 0, dataDir: data.dir, databaseUrl: dbUrl, quiet: true, env: 'development',
+    loginRateLimit: { perAccountMax: 3, perAccountWindowMs: 60_000, perIpMax: 1000 },
+  });
+  api = new Api(cp.url);
+});
+
+afterAll(async () => {
+  await cp?.close();
+  await pg?.stop();
+  await data?.cleanup();
+});
+
+describe('process endpoints', () => {
+  it('healthz, readyz, metrics', async () => {
+    expect((await api.get('/healthz')).body).toEqual({ status: 'ok' });
+    const ready = await api.get('/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.body.checks.database).toBe('ok');
+    await api.get('/api/nope');
+    const m = await api.get('/metrics');
+    expect(m.status).toBe(200);
+    expect(m.text).toContain('berth_cp_http_requests_total{method="GET",route="/readyz",status="200"} 1');
+    expect(m.text).toContain('berth_cp_db_pool_total');
+    expect(m.text).toContain('berth_cp_builds_running');
+  });
+
+  it('errors use the contract format with the request id, and keep an incoming x-request-id', async () => {
+    const r = await api.req('GET', '/api/does-not-exist', { headers: { 'x-request-id': 'abc-123' } });
+    expect(r.status).toBe(404);
+    expect(r.body).toEqual({ error: { code: 'not_found', message: expect.any(String), requestId: 'abc-123' } });
+    expect(r.headers.get('x-request-id')).toBe('abc-123');
+    const bad = await api.req('POST', '/api/auth/login', { body: '{not json', headers: { 'content-type': 'application/json' } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('invalid_request');
+    expect(bad.body.error.requestId).toBe(bad.headers.get('x-request-id'));
+  });
+
+  it('migrations are safe to run again and concurrently', async () => {
+    const url = await pg.createDatabase();
+    const a = createPool(url, 2);
+    const b = createPool(url, 2);
+    try {
+      const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
+      expect([...ra, ...rb].sort()).toEqual([1]); // exactly one of them applied it
+      expect(await migrate(a)).toEqual([]);
+      const { rows } = await a.query('SELECT count(*)::int AS n FROM schema_migrations');
+      expect(rows[0].n).toBe(1);
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+});
+
+describe('accounts', () => {
+  it('seeds the default user when the table is empty (not in production) and it can log in', async () => {
+    const r = await api.post('/api/auth/login', { email: 'example@gmail.com', password: 'example123' });
+    expect(r.status).toBe(200);
+    expect(r.body.user.email).toBe('example@gmail.com');
+  });
+
+  it('does not seed the default user in production', async () => {
+    const d = await tempDir();
+    const prod = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: await pg.createDatabase(), quiet: true, env: 'production' });
+    try {
+      const r = await new Api(prod.url).post('/api/auth/login', { email: 'example@gmail.com', password: 'example123' });
+      expect(r.status).toBe(401);
+      const { rows } = await prod.db.query('SELECT count(*)::int AS n FROM users');
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await prod.close();
+      await d.cleanup();
+    }
+  });
+
+  it('signup → 201 {user, token}; the token works; password stored as argon2id', async () => {
+    const r = await api.req('POST', '/api/auth/signup', { json: { email: 'Alice@Example.com', password: 'alice-password', username: 'alice' } });
+    expect(r.status).toBe(201);
+    expect(r.body.user).toMatchObject({ email: 'alice@example.com', username: 'alice', id: expect.any(Number) });
+    expect(r.body.user.password_hash).toBeUndefined();
+    expect(typeof r.body.token).toBe('string');
+    const me = await api.withToken(r.body.token).get('/api/auth/me');
+    expect(me.status).toBe(200);
+    expect(me.body.user.email).toBe('alice@example.com');
+    const { rows } = await cp.db.query('SELECT password_hash FROM users WHERE email = $1', ['alice@example.com']);
+    expect(rows[0].password_hash).toMatch(/^\$argon2id\$/);
+  });
+
+  it('signup errors: duplicate email (any case) 409, duplicate username 409, invalid input 400', async () => {
+    await api.signup('dup@example.com', 'password-1', 'dupuser');
+    const dup = await api.req('POST', '/api/auth/signup', { json: { email: 'DUP@example.com', password: 'password-1' }, token: null });
+    expect(dup.status).toBe(409);
+    expect(dup.body.error.code).toBe('email_taken');
+    const dupName = await api.req('POST', '/api/auth/signup', { json: { email: 'other@example.com', password: 'password-1', username: 'DupUser' }, token: null });
+    expect(dupName.status).toBe(409);
+    for (const body of [
+      { email: 'not-an-email', password: 'password-1' },
+      { email: 'a@b.co', password: 'short' },
+      { email: 'a@b.co' },
+      { email: 'a@b.co', password: 'password-1', admin: true },
+      { email: 'a@b.co', password: 'password-1', username: 'bad name!' },
+    ]) {
+      const r = await api.req('POST', '/api/auth/signup', { json: body, token: null });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.body.error.code).toBe('invalid_request');
+    }
+  });
+
+  it('login sets an HttpOnly SameSite=Lax cookie that authenticates; logout clears it', async () => {
+    await api.signup('cookie@example.com', 'cookie-password');
+    const r = await api.post('/api/auth/login', { email: 'cookie@example.com', password: 'cookie-password' });
+    expect(r.status).toBe(200);
+    const setCookie = r.headers.get('set-cookie')!;
+    expect(setCookie).toMatch(/^berth_session=/);
+    expect(setCookie).toMatch(/HttpOnly/i);
+    expect(setCookie).toMatch(/SameSite=Lax/i);
+    const cookie = setCookie.split(';')[0];
+    const me = await api.req('GET', '/api/auth/me', { headers: { cookie }, token: null });
+    expect(me.status).toBe(200);
+    expect(me.body.user.email).toBe('cookie@example.com');
+    const out = await api.req('POST', '/api/auth/logout', { headers: { cookie }, token: null });
+    expect(out.status).toBe(204);
+    expect(out.headers.get('set-cookie')).toMatch(/berth_session=;.*Expires=Thu, 01 Jan 1970/i);
+  });
+
+  it('rejects wrong passwords, unknown accounts, missing, garbage and forged tokens', async () => {
+    await api.signup('bob@example.com', 'bob-password');
+    expect((await api.post('/api/auth/login', { email: 'bob@example.com', password: 'nope-nope' })).status).toBe(401);
+    expect((await api.post('/api/auth/login', { email: 'nobody@example.com', password: 'whatever1' })).body.error.code).toBe('invalid_credentials');
+    expect((await api.req('GET', '/api/auth/me', { token: null })).status).toBe(401);
+    expect((await api.withToken('garbage').get('/api/auth/me')).status).toBe(401);
+    expect((await api.req('GET', '/api/auth/me', { headers: { authorization: 'Basic Ym9iOng=' }, token: null })).status).toBe(401);
+    expect((await api.req('GET', '/api/auth/me', { headers: { cookie: 'berth_session=forged' }, token: null })).status).toBe(401);
+    // a JWT signed with another key
+    const { SignJWT } = await import('jose');
+    const forged = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('1').setIssuer('berth').setAudience('berth-api').setExpirationTime('1h').sign(new TextEncoder().encode('x'.repeat(48)));
+    expect((await api.withToken(forged).get('/api/auth/me')).status).toBe(401);
+  });
+
+  it('rate limits login per account with 429 and Retry-After; success is still blocked until the window ends', async () => {
+    await api.signup('carol@example.com', 'carol-password');
+    for (let i = 0; i < 3; i++) expect((await api.post('/api/auth/login', { email: 'carol@example.com', password: 'wrong-wrong' })).status).toBe(401);
+    const limited = await api.post('/api/auth/login', { email: 'Carol@example.com', password: 'carol-password' });
+    expect(limited.status).toBe(429);
+    expect(limited.body.error.code).toBe('too_many_requests');
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    // other accounts are unaffected
+    expect((await api.post('/api/auth/login', { email: 'bob@example.com', password: 'bob-password' })).status).toBe(200);
+  });
+
+  it('rate limits login per IP', async () => {
+    const d = await tempDir();
+    const strict = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: dbUrl, quiet: true, seedDefaultUser: false, loginRateLimit: { perIpMax: 4, perIpWindowMs: 60_000 } });
+    try {
+      const s = new Api(strict.url);
+      const codes: number[] = [];
+      for (let i = 0; i < 6; i++) codes.push((await s.post('/api/auth/login', { email: `user${i}@example.com`, password: 'whatever1' })).status);
+      expect(codes).toEqual([401, 401, 401, 401, 429, 429]);
+    } finally {
+      await strict.close();
+      await d.cleanup();
+    }
+  });
+
+  it('sessions survive a restart: the JWT key is generated once into the data dir', async () => {
+    const d = await tempDir();
+    const url = await pg.createDatabase();
+    const first = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: url, quiet: true });
+    const user = await new Api(first.url).signup('restart@example.com');
+    await first.close();
+    const second = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: url, quiet: true });
+    try {
+      expect((await new Api(second.url, user.token).get('/api/auth/me')).status).toBe(200);
+    } finally {
+      await second.close();
+      await d.cleanup();
+    }
+  });
+});
+
+describe('API tokens', () => {
+  it('create (shown once), use, list (no secret), revoke', async () => {
+    const dave = await api.signup('dave@example.com');
+    const created = await dave.post('/api/auth/tokens', { name: 'ci' });
+    expect(created.status).toBe(201);
+    expect(created.body.token).toMatch(/^berth_/);
+    const script = api.withToken(created.body.token);
+    const me = await script.get('/api/auth/me');
+    expect(me.status).toBe(200);
+    expect(me.body).toMatchObject({ user: { email: 'dave@example.com' }, auth: 'api_token' });
+    const list = await dave.get('/api/auth/tokens');
+    expect(list.body.tokens).toHaveLength(1);
+    expect(list.body.tokens[0]).toMatchObject({ id: created.body.id, name: 'ci', prefix: created.body.token.slice(0, 12) });
+    expect(list.body.tokens[0].token).toBeUndefined();
+    expect(list.body.tokens[0].last_used_at).not.toBeNull();
+    const { rows } = await cp.db.query('SELECT token_hash FROM api_tokens WHERE id = $1', [created.body.id]);
+    expect(rows[0].token_hash).not.toContain(created.body.token);
+    expect(rows[0].token_hash).toMatch(/^[0-9a-f]{64}$/);
+    expect((await dave.del(`/api/auth/tokens/${created.body.id}`)).status).toBe(204);
+    expect((await script.get('/api/auth/me')).status).toBe(401);
+    expect((await dave.get('/api/auth/tokens')).body.tokens).toHaveLength(0);
+    expect((await dave.del(`/api/auth/tokens/${created.body.id}`)).status).toBe(404);
+  });
+
+  it("another user's token id answers 404 and stays valid; bad input 400", async () => {
+    const erin = await api.signup('erin@example.com');
+    const frank = await api.signup('frank@example.com');
+    const t = await erin.post('/api/auth/tokens', { name: 'erin-token', expires_in_days: 30 });
+    expect(t.body.expires_at).not.toBeNull();
+    const r = await frank.del(`/api/auth/tokens/${t.body.id}`);
+    expect(r.status).toBe(404);
+    expect(r.body.error.code).toBe('not_found');
+    expect((await api.withToken(t.body.token).get('/api/auth/me')).status).toBe(200);
+    expect((await erin.post('/api/auth/tokens', {})).status).toBe(400);
+    expect((await erin.post('/api/auth/tokens', { name: 'x', expires_in_days: 0 })).status).toBe(400);
+    expect((await erin.del('/api/auth/tokens/abc')).status).toBe(400);
+  });
+
+  it('expired tokens are refused', async () => {
+    const gina = await api.signup('gina@example.com');
+    const t = await gina.post('/api/auth/tokens', { name: 'short' });
+    await cp.db.query(`UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1`, [t.body.id]);
+    expect((await api.withToken(t.body.token).get('/api/auth/me')).status).toBe(401);
+  });
+});

@@ -1,0 +1,80 @@
+import Docker from 'dockerode';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import tarStream from 'tar-stream';
+import { describe, it } from 'vitest';
+
+/**
+ * Docker for tests. A suite that needs Docker is skipped, with the reason printed, when no daemon
+ * answers — unless BERTH_REQUIRE_DOCKER=1 (CI), in which case it fails.
+ */
+
+export const BASE_IMAGE = 'berth-test/busybox:1';
+export const docker = new Docker(process.env.DOCKER_HOST?.startsWith('unix://') ? { socketPath: process.env.DOCKER_HOST.slice(7) } : undefined);
+export const dockerRequired = process.env.BERTH_REQUIRE_DOCKER === '1';
+
+const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+/** Applets linked in the base image (busybox-static provides them all). */
+const APPLETS = ['sh', 'httpd', 'sleep', 'echo', 'cat', 'ls', 'true', 'false', 'wget', 'env', 'seq', 'yes', 'head'];
+
+let status: Promise<{ ok: boolean; reason: string }> | undefined;
+
+/** Is a daemon reachable and is the local base image available (built on first call)? */
+export function dockerStatus(): Promise<{ ok: boolean; reason: string }> {
+  status ??= (async () => {
+    try {
+      const ac = new AbortController();
+      const t = setTimeout(() => ac.abort(), 3000);
+      try { await (docker.ping as (o: object) => Promise<unknown>)({ abortSignal: ac.signal }); } finally { clearTimeout(t); }
+    } catch (e) {
+      return { ok: false, reason: `no Docker daemon reachable (${(e as Error).message}); start dockerd or run .ci/run` };
+    }
+    try {
+      await ensureBaseImage();
+    } catch (e) {
+      return { ok: false, reason: `could not create ${BASE_IMAGE}: ${(e as Error).message}` };
+    }
+    return { ok: true, reason: '' };
+  })();
+  return status;
+}
+
+/**
+ * `describe` that runs only with Docker. Without a daemon: skipped with a printed reason, or a
+ * failing test when BERTH_REQUIRE_DOCKER=1.
+ */
+export async function describeWithDocker(name: string, fn: () => void): Promise<void> {
+  const s = await dockerStatus();
+  if (s.ok) { describe(name, fn); return; }
+  if (dockerRequired) {
+    describe(name, () => { it('requires Docker (BERTH_REQUIRE_DOCKER=1)', () => { throw new Error(s.reason); }); });
+    return;
+  }
+  process.stderr.write(`[skip] ${name}: ${s.reason}\n`);
+  describe.skip(`${name} (skipped: ${s.reason})`, fn);
+}
+
+/**
+ * Build the base image `berth-test/busybox:1` from the host's static busybox (no registry
+ * needed): /bin/busybox plus applet symlinks, imported as a single-layer image. Idempotent.
+ */
+export async function ensureBaseImage(): Promise<void> {
+  try {
+    await docker.getImage(BASE_IMAGE).inspect();
+    return;
+  } catch (e) {
+    if ((e as { statusCode?: number }).statusCode !== 404) throw e;
+  }
+  if (!BUSYBOX) throw new Error('busybox not found: apt-get install -y busybox-static');
+  const bin = await readFile(BUSYBOX);
+  const pack = tarStream.pack();
+  pack.entry({ name: 'bin', type: 'directory', mode: 0o755 });
+  pack.entry({ name: 'bin/busybox', mode: 0o755, size: bin.length }, bin);
+  for (const a of APPLETS) pack.entry({ name: `bin/${a}`, type: 'symlink', linkname: 'busybox', mode: 0o777 });
+  for (const d of ['www', 'tmp', 'etc']) pack.entry({ name: d, type: 'directory', mode: d === 'tmp' ? 0o1777 : 0o755 });
+  pack.finalize();
+  const [repo, tag] = BASE_IMAGE.split(':');
+  const stream = await docker.importImage(pack as unknown as NodeJS.ReadableStream, { repo, tag });
+  await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve())));
+  await docker.getImage(BASE_IMAGE).inspect();
+}

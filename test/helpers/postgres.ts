@@ -1,0 +1,40 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import pg from 'pg';
+import { pino } from 'pino';
+import { startEmbeddedPostgres } from '../../control-plane/db/embedded.js';
+import { tempDir } from './tmp.js';
+
+export interface TestPostgres {
+  /** URL of the server's default database */
+  url: string;
+  /** A new empty database on this server; returns its URL. */
+  createDatabase(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * One real embedded PostgreSQL per test file (about a second to start). Use `createDatabase()`
+ * to give each control plane in the file its own empty database.
+ * DATABASE_URL in the environment is ignored on purpose: tests never touch a real database.
+ */
+export async function startTestPostgres(): Promise<TestPostgres> {
+  const tmp = await tempDir('berth-pg-');
+  const handle = await startEmbeddedPostgres(join(tmp.dir, 'pg'), pino({ level: 'silent' }));
+  return {
+    url: handle.url,
+    async createDatabase() {
+      const name = `t_${randomBytes(6).toString('hex')}`;
+      const c = new pg.Client({ connectionString: handle.url });
+      await c.connect();
+      try { await c.query(`CREATE DATABASE ${name}`); } finally { await c.end(); }
+      const u = new URL(handle.url);
+      u.pathname = `/${name}`;
+      return u.toString();
+    },
+    async stop() {
+      await handle.stop();
+      await tmp.cleanup();
+    },
+  };
+}
