@@ -16,12 +16,13 @@
  *   BENCH_BERTH_ARGS="…"           extra args for `berth proxy`
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fmt, median, ratio, table } from '../lib/format.js';
 import { httpRequest, sleep } from '../lib/net.js';
 import { choosePinning, onExit, pinSelf, rssSampler, stopAll, treeCpuSeconds, which, type Pinning, type Tracked } from '../lib/proc.js';
+import { summariseProfile, type ProfileSummary } from './profile.js';
 import { chooseLoadgen, runLoad, type LoadResult, type LoadgenKind } from './loadgen.js';
 import {
   HOST_RR,
@@ -107,6 +108,7 @@ export interface MacroReport {
   conn1k?: { connections: number; durationS: number; entries: Array<EntrySummary & { idleRssMb?: number }> } | { skipped: string };
   routes10k?: Record<string, unknown>;
   targets?: Array<{ target: string; status: 'PASS' | 'FAIL' | 'n/a'; measured: string }>;
+  profile?: Array<Omit<ProfileSummary, 'text'>>;
   text: string;
 }
 
@@ -266,14 +268,19 @@ export async function runMacro(): Promise<MacroReport> {
   say(`   load average at start: ${loadavg().map((x) => x.toFixed(2)).join(' ')} (${cpus().length} CPUs) — other work on this machine adds noise`);
 
   const report: MacroReport = { config, environment, scenarios: [], text: '' };
+  let berthProfileDir: string | undefined;
   try {
     const upstream: Upstream = await startUpstream(dir, loadCpu);
     environment.upstream = upstream.kind === 'nginx' ? 'nginx static (1 worker)' : 'bare uWebSockets.js';
     say(`   upstream: ${environment.upstream} on ports ${upstream.ports.join(', ')}`);
 
     const proxies: ProxyTarget[] = [];
+    const recordProfileDir = (p: ProxyTarget) => {
+      berthProfileDir = p.profileDir;
+      return p;
+    };
     const want = (id: string) => targetIds.includes(id);
-    if (want('berth')) proxies.push(await startBerth(dir, upstream.ports, proxyCpu));
+    if (want('berth')) proxies.push(recordProfileDir(await startBerth(dir, upstream.ports, proxyCpu)));
     if (want('nginx')) proxies.push(await startNginxProxy(dir, upstream.ports, proxyCpu));
     if (want('fastify-http-proxy')) proxies.push(await startNodePeer(dir, 'fastify-http-proxy', upstream.ports, proxyCpu));
     if (want('http-proxy')) proxies.push(await startNodePeer(dir, 'http-proxy', upstream.ports, proxyCpu));
@@ -383,6 +390,23 @@ export async function runMacro(): Promise<MacroReport> {
     report.targets = checkTargets(report, say);
   } finally {
     await stopAll();
+  }
+  const prof = berthProfileDir;
+  if (prof) {
+    // berth wrote its profile when it exited on SIGTERM (stopAll above)
+    const files = existsSync(prof) ? readdirSync(prof).filter((f) => f.endsWith('.cpuprofile')) : [];
+    say();
+    if (files.length === 0) say(`-- profile: no .cpuprofile in ${prof} (did berth exit cleanly on SIGTERM?)`);
+    else {
+      const measured = report.scenarios.filter((s) => s.entries.some((e) => e.id === 'berth' && !e.unavailable));
+      const perReq = measured.length === 1 && !scenarioIds.includes('conn1k') && !scenarioIds.includes('routes10k')
+        ? measured[0].entries.find((e) => e.id === 'berth')?.cpuUsPerReq
+        : undefined;
+      say(`-- profile of berth (${perReq === undefined ? 'all scenarios mixed; run one scenario, e.g. BENCH_SCENARIOS=small, for µs/req' : `scenario ${measured[0].id}`})`);
+      const summaries = files.map((f) => summariseProfile(join(prof, f), perReq));
+      for (const sm of summaries) say(sm.text);
+      report.profile = summaries.map(({ text: _t, ...rest }) => rest);
+    }
   }
   environment.loadavgEnd = loadavg();
   say();

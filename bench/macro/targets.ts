@@ -33,6 +33,8 @@ export interface ProxyTarget {
   unavailable?: string;
   /** berth only */
   adminPort?: number;
+  /** berth with BENCH_PROFILE=1: where --cpu-prof writes */
+  profileDir?: string;
   notes?: string;
 }
 
@@ -200,7 +202,18 @@ export async function startBerth(dir: string, ports: number[], cpu: string | und
       notes.push(`extra args: ${extra}`);
     }
     t.notes = notes.join(', ');
-    t.proc = spawnTracked(process.execPath, args, {
+    const nodeArgs = (process.env.BENCH_BERTH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    if (process.env.BENCH_PROFILE === '1') {
+      t.profileDir = join(repoRoot, '.bench-out', 'profiles', new Date().toISOString().replace(/[:.]/g, '-'));
+      mkdirSync(t.profileDir, { recursive: true });
+      nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${t.profileDir}`);
+      notes.push('PROFILING (--cpu-prof): numbers include profiler overhead');
+      t.notes = notes.join(', ');
+    } else if (nodeArgs.length) {
+      notes.push(`node ${nodeArgs.join(' ')}`);
+      t.notes = notes.join(', ');
+    }
+    t.proc = spawnTracked(process.execPath, [...nodeArgs, ...args], {
       name: 'berth',
       cpu,
       cwd: dir,
