@@ -265,6 +265,9 @@ export async function runMacro(): Promise<MacroReport> {
   const config = { durationS, rounds, warmupS, connections, scenarios: scenarioIds, targets: targetIds, conn1kS, conn1kC };
 
   say(`== macro: ${lg.kind} (${lg.reason}), c=${connections}, ${durationS}s × ${rounds} round(s), warm-up ${warmupS}s; ${pin.enabled ? 'pinned: ' : 'NOT pinned: '}${pin.reason}`);
+  if (lg.kind === 'autocannon') {
+    say('   WARNING: autocannon saturates near 25k req/s on one core and reports latency in whole ms: fast rows (direct, nginx) are capped by the tool; install wrk for ratios');
+  }
   say(`   load average at start: ${loadavg().map((x) => x.toFixed(2)).join(' ')} (${cpus().length} CPUs) — other work on this machine adds noise`);
 
   const report: MacroReport = { config, environment, scenarios: [], text: '' };
