@@ -6,7 +6,7 @@ import { pino, type Logger, type LoggerOptions } from 'pino';
  */
 export function createLogger(name: string, opts: LoggerOptions = {}): Logger {
   const level = process.env.BERTH_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info';
-  const dest = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  const dest = pino.destination({ dest: 1, sync: false, minLength: 0 });
   const logger = pino({ name, level, base: { pid: process.pid }, ...opts }, dest);
   const flush = () => { try { dest.flushSync(); } catch { /* closing */ } };
   process.once('beforeExit', flush);
