@@ -39,9 +39,9 @@ export async function receiveUpload(req: FastifyRequest, uploadDir: string, maxB
   } catch (e) {
     await cleanup();
     const err = e as { code?: string; statusCode?: number };
-    if (err.code === 'FST_REQ_FILE_TOO_LARGE' || err.statusCode === 413) throw tooLarge(maxBytes);
-    if (err.code === 'FST_FILES_LIMIT') throw badRequest('send exactly one file');
+    if (err.code === 'FST_FILES_LIMIT') throw badRequest('send exactly one file, as the "file" field');
     if (err.code === 'FST_PARTS_LIMIT' || err.code === 'FST_FIELDS_LIMIT') throw badRequest('too many form fields');
+    if (err.code === 'FST_REQ_FILE_TOO_LARGE' || err.statusCode === 413) throw tooLarge(maxBytes);
     if (e instanceof ApiError) throw e;
     if (err.statusCode && err.statusCode < 500) throw badRequest(`malformed multipart body: ${(e as Error).message}`);
     throw e;

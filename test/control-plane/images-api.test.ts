@@ -1,0 +1,257 @@
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { Api } from '../helpers/api.js';
+import { appFiles, makeTar, makeTgz, makeZip } from '../helpers/archives.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/**
+ * The image API without a Docker daemon: this control plane points at a socket that does not
+ * exist, so every build fails fast with a clear message — which is itself under test.
+ */
+let pg: TestPostgres;
+let cp: ControlPlane;
+let api: Api;
+let alice: Api;
+let bob: Api;
+let data: { dir: string; cleanup(): Promise<void> };
+let app: Buffer;
+let seq = 0;
+const host = () => `app${++seq}.example.com`;
+
+beforeAll(async () => {
+  pg = await startTestPostgres();
+  data = await tempDir();
+  cp = await startControlPlane({
+    port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false,
+    dockerHost: 'unix:///nonexistent/docker.sock', maxUploadBytes: 64 * 1024, maxArchiveEntries: 100, maxArchiveBytes: 256 * 1024,
+  });
+  api = new Api(cp.url);
+  alice = await api.signup('alice@example.com');
+  bob = await api.signup('bob@example.com');
+  app = await makeTar(appFiles());
+});
+
+afterAll(async () => {
+  await cp?.close();
+  await pg?.stop();
+  await data?.cleanup();
+});
+
+describe('upload validation', () => {
+  it('needs authentication', async () => {
+    const r = await api.upload({ name: 'x', app_hostname: host() }, app);
+    expect(r.status).toBe(401);
+  });
+
+  it('accepts a valid upload: 201 building, normalised hostname, parsed limits, Docker tag', async () => {
+    const r = await alice.upload({
+      name: 'shop', tag: 'v1', app_hostname: 'https://Shop.Example.COM:8443/', container_port: 3000,
+      min_instances: 1, max_instances: 3, cpu_limit: '0.5', memory_limit: '512m',
+    }, app, 'whatever.bin');
+    expect(r.status, r.text).toBe(201);
+    expect(r.body).toMatchObject({
+      name: 'shop', tag: 'v1', app_hostname: 'shop.example.com', container_port: 3000, min_instances: 1, max_instances: 3,
+      cpu_limit: 0.5, memory_limit: '512m', memory_limit_bytes: 512 * 1024 * 1024, status: 'building',
+    });
+    expect(r.body.docker_image).toBe(`berth-u${r.body.user_id}-i${r.body.id}:v1`);
+    expect(existsSync(join(data.dir, 'builds', String(r.body.user_id), String(r.body.id), 'context', 'Dockerfile'))).toBe(true);
+    // uploads are not kept once extracted
+    expect(await readdir(join(data.dir, 'uploads'))).toEqual([]);
+  });
+
+  it('defaults: tag latest, port 8080, 1 instance; cpu in millicores, memory in Mi/G', async () => {
+    const r = await alice.upload({ name: 'defaults', app_hostname: host(), cpu_limit: '250m', memory_limit: '1.5G' }, app);
+    expect(r.status, r.text).toBe(201);
+    expect(r.body).toMatchObject({ tag: 'latest', container_port: 8080, min_instances: 1, max_instances: 1, cpu_limit: 0.25, memory_limit_bytes: 1.5 * 1024 ** 3 });
+  });
+
+  const bad: [string, Record<string, string | number>, RegExp][] = [
+    ['missing name', { app_hostname: 'x1.example.com' }, /"name" is required/],
+    ['missing app_hostname', { name: 'a' }, /"app_hostname" is required/],
+    ['unknown field', { name: 'a', app_hostname: 'x2.example.com', evil: 1 }, /unknown field "evil"/],
+    ['upper-case name', { name: 'MyApp', app_hostname: 'x3.example.com' }, /"name" must be lower-case/],
+    ['name with slash', { name: 'a/b', app_hostname: 'x4.example.com' }, /"name"/],
+    ['tag with colon', { name: 'a', tag: 'v1:evil', app_hostname: 'x5.example.com' }, /"tag" must be/],
+    ['tag starting with dot', { name: 'a', tag: '.hidden', app_hostname: 'x6.example.com' }, /"tag"/],
+    ['bad hostname', { name: 'a', app_hostname: 'not a host!' }, /"app_hostname"/],
+    ['empty hostname after normalising', { name: 'a', app_hostname: 'https://' }, /"app_hostname"/],
+    ['port 0', { name: 'a', app_hostname: 'x7.example.com', container_port: 0 }, /"container_port" must be >= 1/],
+    ['port 65536', { name: 'a', app_hostname: 'x8.example.com', container_port: 65536 }, /"container_port" must be <= 65535/],
+    ['port not a number', { name: 'a', app_hostname: 'x9.example.com', container_port: 'http' }, /"container_port" must be integer/],
+    ['min > max', { name: 'a', app_hostname: 'x10.example.com', min_instances: 3, max_instances: 2 }, /min_instances \(3\) must not exceed max_instances \(2\)/],
+    ['negative min', { name: 'a', app_hostname: 'x11.example.com', min_instances: -1 }, /"min_instances"/],
+    ['cpu garbage', { name: 'a', app_hostname: 'x12.example.com', cpu_limit: 'lots' }, /"cpu_limit" must be a number of CPUs/],
+    ['cpu zero', { name: 'a', app_hostname: 'x13.example.com', cpu_limit: '0' }, /"cpu_limit": "0" must be between/],
+    ['memory garbage', { name: 'a', app_hostname: 'x14.example.com', memory_limit: '12 parsecs' }, /"memory_limit" must be a size/],
+    ['memory too small', { name: 'a', app_hostname: 'x15.example.com', memory_limit: '1k' }, /"memory_limit": "1k" must be between/],
+  ];
+  for (const [label, fields, msg] of bad) {
+    it(`400 for ${label}`, async () => {
+      const r = await alice.upload(fields, app);
+      expect(r.status, r.text).toBe(400);
+      expect(r.body.error.code).toBe('invalid_request');
+      expect(r.body.error.message).toMatch(msg);
+    });
+  }
+
+  it('400 without a file; 415 when not multipart; 400 for a second file or a misnamed file', async () => {
+    const r = await alice.upload({ name: 'nofile', app_hostname: host() });
+    expect(r.status).toBe(400);
+    expect(r.body.error.message).toMatch(/"file" is required/);
+    const j = await alice.post('/api/images', { name: 'x' });
+    expect(j.status).toBe(415);
+    const form = new FormData();
+    form.append('name', 'two');
+    form.append('app_hostname', host());
+    form.append('file', new Blob([new Uint8Array(app)]), 'a.tar');
+    form.append('file', new Blob([new Uint8Array(app)]), 'b.tar');
+    expect((await alice.req('POST', '/api/images', { body: form })).status).toBe(400);
+    const misnamed = new FormData();
+    misnamed.append('name', 'mis');
+    misnamed.append('app_hostname', host());
+    misnamed.append('source', new Blob([new Uint8Array(app)]), 'a.tar');
+    const m = await alice.req('POST', '/api/images', { body: misnamed });
+    expect(m.status).toBe(400);
+    expect(m.body.error.message).toMatch(/"source"/);
+  });
+
+  it('413 past the upload size limit, nothing left on disk', async () => {
+    const big = await makeTar([...appFiles(), { name: 'big.bin', content: Buffer.alloc(200 * 1024, 1) }]);
+    const r = await alice.upload({ name: 'big', app_hostname: host() }, big);
+    expect(r.status).toBe(413);
+    expect(r.body.error.code).toBe('payload_too_large');
+    expect(await readdir(join(data.dir, 'uploads'))).toEqual([]);
+  });
+
+  it('400 for archive attacks, naming the entry; nothing is stored', async () => {
+    const before = (await alice.get('/api/images')).body.images.length;
+    const cases: [Buffer, RegExp][] = [
+      [await makeTar([...appFiles(), { name: '../../etc/cron.d/evil', content: 'x' }]), /"\.\.\/\.\.\/etc\/cron.d\/evil"/],
+      [makeZip([{ name: 'Dockerfile', content: 'FROM x' }, { name: '/etc/passwd', content: 'x' }]), /"\/etc\/passwd": absolute path/],
+      [await makeTgz([...appFiles(), { name: 'www/root', type: 'symlink', linkname: '/' }]), /"www\/root": link to absolute path/],
+      [await makeTar([...appFiles(), { name: 'shadow', type: 'link', linkname: '/etc/shadow' }]), /"shadow": hard link/],
+      [await makeTar([...appFiles(), { name: 'dev/sda', type: 'block-device' }]), /"dev\/sda": device files/],
+      [await makeTar(Array.from({ length: 101 }, (_, i) => ({ name: `f${i}`, content: '' }))), /more than 100 entries/],
+      [makeZip([{ name: 'Dockerfile', content: 'FROM x' }, { name: 'bomb', content: Buffer.alloc(4 * 1024 * 1024), deflate: true }]), /"bomb": archive expands to more than/],
+      [Buffer.from('%PDF-1.4 not an archive at all'), /not a zip, tar or tar.gz/],
+    ];
+    for (const [buf, msg] of cases) {
+      const r = await alice.upload({ name: 'attack', app_hostname: host() }, buf);
+      expect(r.status, r.text).toBe(400);
+      expect(r.body.error.code).toBe('invalid_archive');
+      expect(r.body.error.message).toMatch(msg);
+    }
+    expect((await alice.get('/api/images')).body.images.length).toBe(before);
+    const userDir = join(data.dir, 'builds', String((await alice.get('/api/auth/me')).body.user.id));
+    if (existsSync(userDir)) expect((await readdir(userDir)).filter((n) => n.startsWith('.staging'))).toEqual([]);
+  });
+
+  it('400 when the Dockerfile is not at the root (or is not a regular file)', async () => {
+    const nested = await makeTar([{ name: 'src/Dockerfile', content: 'FROM x' }]);
+    const r = await alice.upload({ name: 'nodf', app_hostname: host() }, nested);
+    expect(r.status).toBe(400);
+    expect(r.body.error.code).toBe('dockerfile_missing');
+    const linked = await makeTar([{ name: 'real', content: 'FROM x' }, { name: 'Dockerfile', type: 'symlink', linkname: 'real' }]);
+    expect((await alice.upload({ name: 'nodf', app_hostname: host() }, linked)).body.error.code).toBe('dockerfile_missing');
+  });
+
+  it('app_hostname is unique across users after normalisation (409)', async () => {
+    expect((await alice.upload({ name: 'uniq', app_hostname: 'unique.example.com' }, app)).status).toBe(201);
+    const r = await bob.upload({ name: 'uniq', app_hostname: 'UNIQUE.example.com.' }, app);
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe('hostname_taken');
+    // concurrent uploads of one new hostname: exactly one wins
+    const both = await Promise.all([alice.upload({ name: 'race', app_hostname: 'race.example.com' }, app), bob.upload({ name: 'race', app_hostname: 'race.example.com' }, app)]);
+    expect(both.map((x) => x.status).sort()).toEqual([201, 409]);
+  });
+});
+
+describe('builds without a reachable Docker daemon', () => {
+  it('fail quickly with a clear message in status_reason and logs', async () => {
+    const r = await alice.upload({ name: 'nodocker', app_hostname: host() }, app);
+    const t0 = Date.now();
+    const img = await alice.waitForBuild(r.body.id, 20_000);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(img.status).toBe('build_failed');
+    expect(img.status_reason).toMatch(/Docker daemon unreachable at unix:\/\/\/nonexistent\/docker.sock/);
+    const logs = await alice.get(`/api/images/${r.body.id}/build-logs`);
+    expect(logs.body.logs).toMatch(/BUILD FAILED: Docker daemon unreachable/);
+    const m = await api.get('/metrics');
+    expect(m.text).toMatch(/berth_cp_builds_total\{result="build_failed"\} \d+/);
+  });
+});
+
+describe('isolation between users', () => {
+  it("another user's image answers 404 everywhere and never appears in lists", async () => {
+    const r = await alice.upload({ name: 'private', app_hostname: host() }, app);
+    const id = r.body.id;
+    await alice.waitForBuild(id, 20_000);
+    for (const path of [`/api/images/${id}`, `/api/images/${id}/build-logs`, `/api/images/${id}/build-logs?follow=1`, `/api/images/${id}/containers`]) {
+      const x = await bob.get(path);
+      expect(x.status, path).toBe(404);
+      expect(x.body.error.code).toBe('not_found');
+      expect(x.text).not.toContain('private');
+    }
+    expect((await bob.del(`/api/images/${id}`)).status).toBe(404);
+    expect((await alice.get(`/api/images/${id}`)).status).toBe(200);
+    expect((await bob.get('/api/images')).body.images.map((i: { id: number }) => i.id)).not.toContain(id);
+    expect((await bob.get('/api/images/with-containers')).body.images.map((i: { id: number }) => i.id)).not.toContain(id);
+    const bobEvents = (await bob.get('/api/events')).body.events;
+    expect(bobEvents.every((e: { image_id: number }) => e.image_id !== id)).toBe(true);
+    expect((await bob.get('/api/images/999999')).status).toBe(404);
+    expect((await bob.get('/api/images/abc')).status).toBe(400);
+  });
+});
+
+describe('listing, events, deletion', () => {
+  it('with-containers embeds containers; DELETE is 409 while containers exist, then 204 with an event', async () => {
+    const r = await alice.upload({ name: 'del', app_hostname: 'del.example.com' }, app);
+    const id = r.body.id;
+    await alice.waitForBuild(id, 20_000);
+    const me = (await alice.get('/api/auth/me')).body.user;
+    await cp.db.query(`INSERT INTO containers (user_id, image_id, status, internal_port) VALUES ($1, $2, 'running', 8080)`, [me.id, id]);
+    const wc = (await alice.get('/api/images/with-containers')).body.images.find((i: { id: number }) => i.id === id);
+    expect(wc.containers).toHaveLength(1);
+    expect(wc.containers[0]).toMatchObject({ image_id: id, status: 'running', internal_port: 8080 });
+    expect((await alice.get(`/api/images/${id}/containers`)).body.containers).toHaveLength(1);
+    const conflict = await alice.del(`/api/images/${id}`);
+    expect(conflict.status).toBe(409);
+    expect(conflict.body.error.code).toBe('image_in_use');
+    await cp.db.query('DELETE FROM containers WHERE image_id = $1', [id]);
+    expect((await alice.del(`/api/images/${id}`)).status).toBe(204);
+    expect((await alice.get(`/api/images/${id}`)).status).toBe(404);
+    expect(existsSync(join(data.dir, 'builds', String(me.id), String(id)))).toBe(false);
+    // the hostname is free again
+    expect((await bob.upload({ name: 'del', app_hostname: 'del.example.com' }, app)).status).toBe(201);
+
+    const ev = (await alice.get('/api/events?after=0&limit=1000')).body.events.filter((e: { image_id: number }) => e.image_id === id);
+    expect(ev.map((e: { type: string }) => e.type)).toEqual(['image.building', 'image.build_failed', 'image.deleted']);
+    expect(ev.every((e: { app_hostname: string; user_id: number }) => e.app_hostname === 'del.example.com' && e.user_id === me.id)).toBe(true);
+  });
+
+  it('events paginate with after= and are delivered to in-process subscribers', async () => {
+    const seen: string[] = [];
+    const unsubscribe = cp.events.subscribe((e) => { seen.push(`${e.type}:${e.image_id}`); });
+    const r = await alice.upload({ name: 'ev', app_hostname: host() }, app);
+    await alice.waitForBuild(r.body.id, 20_000);
+    const all = (await alice.get('/api/events')).body;
+    const last = all.next_after;
+    expect(last).toBeGreaterThan(0);
+    const page = await alice.get(`/api/events?after=${last - 1}`);
+    expect(page.body.events).toHaveLength(1);
+    expect(page.body.events[0].id).toBe(last);
+    expect((await alice.get(`/api/events?after=${last}`)).body.events).toEqual([]);
+    expect((await alice.get('/api/events?after=-1')).status).toBe(400);
+    const deadline = Date.now() + 5000;
+    while (!seen.includes(`image.build_failed:${r.body.id}`) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    unsubscribe();
+    expect(seen).toContain(`image.building:${r.body.id}`);
+    expect(seen).toContain(`image.build_failed:${r.body.id}`);
+    const { rows } = await cp.db.query('SELECT count(*)::int AS n FROM events WHERE image_id = $1 AND published_at IS NULL', [r.body.id]);
+    expect(rows[0].n).toBe(0);
+  });
+});
