@@ -10,6 +10,7 @@ import { DataPlane } from './server/data-plane.js';
 import { ControlPlaneSource } from './sync/control-plane-source.js';
 import { FileSource } from './sync/file-source.js';
 import { loadTable, saveTable } from './sync/persist.js';
+import { Reporter } from './sync/reporter.js';
 import { WorkerPool } from './workers/pool.js';
 
 export interface ProxyOptions {
@@ -69,12 +70,21 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       current = spec;
       source = from;
       log.info({ version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from }, 'route table applied');
-      if (from === 'control-plane') await saveTable(persistFile, spec).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
+      if (from === 'control-plane') {
+        reporter?.send();
+        await saveTable(persistFile, spec).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
+      }
       return r;
     });
     applyChain = p.catch(() => {});
     return p;
   };
+
+  const stats = async (): Promise<StatsSnapshot> => (plane ? plane.snapshot() : merge(await pool!.stats()));
+  const reporter: Reporter | null = o.controlPlaneUrl
+    ? new Reporter(o.controlPlaneUrl, o.token!, async () => ({ tableVersion: current?.version ?? null, stats: await stats() }), log)
+    : null;
+  reporter?.start();
 
   let fileSource: FileSource | null = null;
   let cpSource: ControlPlaneSource | null = null;
@@ -94,7 +104,6 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     cpSource.start();
   }
 
-  const stats = async (): Promise<StatsSnapshot> => (plane ? plane.snapshot() : merge(await pool!.stats()));
   const admin: Server = createAdminServer({
     ready: () => current !== null,
     table: () => current,
@@ -104,7 +113,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       tableVersion: current?.version ?? null,
       source,
       workers: Math.max(1, o.workers),
-      controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError } : null,
+      controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError, proxyId: reporter!.proxyId } : null,
     }),
   }, o.adminToken);
   admin.listen(o.adminPort, o.adminHost);
@@ -119,6 +128,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     async close() {
       fileSource?.stop();
       cpSource?.stop();
+      reporter?.stop();
       admin.close();
       admin.closeAllConnections();
       if (plane) await plane.close();

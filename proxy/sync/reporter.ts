@@ -1,0 +1,73 @@
+import { hostname } from 'node:os';
+import { request } from 'undici';
+import type { Logger } from '../../shared/logging.js';
+import type { StatsSnapshot } from '../metrics/prometheus.js';
+
+/**
+ * Reports this proxy's view back to the control plane: the table version it serves (an ack the
+ * control plane waits for before stopping a removed container) and per-route / per-endpoint
+ * request and in-flight counts (for draining, autoscaling and billing).
+ * Sent right after every applied control-plane table and every `intervalMs`.
+ */
+export class Reporter {
+  readonly proxyId = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  private timer: NodeJS.Timeout | null = null;
+  private sending = false;
+  private again = false;
+
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token: string,
+    private readonly collect: () => Promise<{ tableVersion: number | null; stats: StatsSnapshot }>,
+    private readonly logger: Logger,
+    private readonly intervalMs = 5000,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.send(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Send now (coalesced: at most one request in flight, one queued). */
+  send(): void {
+    if (this.sending) {
+      this.again = true;
+      return;
+    }
+    this.sending = true;
+    void this.post().finally(() => {
+      this.sending = false;
+      if (this.again) {
+        this.again = false;
+        this.send();
+      }
+    });
+  }
+
+  private async post(): Promise<void> {
+    try {
+      const { tableVersion, stats } = await this.collect();
+      const body = JSON.stringify({
+        proxyId: this.proxyId,
+        tableVersion,
+        routes: stats.routes.map((r) => ({ id: r.id, requests: r.requests, inflight: r.inflight })),
+        endpoints: stats.endpoints.map((e) => ({ address: e.address, inflight: e.inflight, requests: e.requests, state: e.state })),
+      });
+      const res = await request(new URL('/v1/proxy/report', this.baseUrl), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
+        body,
+        headersTimeout: 5000,
+        bodyTimeout: 5000,
+      });
+      await res.body.dump();
+      if (res.statusCode >= 400 && res.statusCode !== 404) this.logger.warn({ status: res.statusCode }, 'control plane refused the proxy report');
+    } catch (e) {
+      this.logger.debug({ err: (e as Error).message }, 'proxy report not delivered');
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,104 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { createServer, type ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { get, route, startProxy, startUpstream, table, waitFor, type ProxyProc } from './harness.js';
+
+/**
+ * The proxy's control-plane subscription against a real SSE server on loopback speaking the
+ * /v1/routes/watch protocol (the control plane's own implementation is tested in test/e2e).
+ */
+function sseServer(token: string) {
+  const clients = new Set<ServerResponse>();
+  const reports: Array<{ proxyId: string; tableVersion: number | null }> = [];
+  let current = '';
+  const server = createServer((req, res) => {
+    if (req.headers.authorization !== `Bearer ${token}`) { res.writeHead(401); res.end('{"error":{"code":"unauthorized"}}'); return; }
+    if (req.url === '/v1/routes/watch') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': hello\n\n');
+      if (current) res.write(`event: routes\ndata: ${current}\n\n`);
+      clients.add(res);
+      res.on('close', () => clients.delete(res));
+      return;
+    }
+    if (req.url === '/v1/proxy/report') {
+      let b = '';
+      req.on('data', (c) => (b += c));
+      req.on('end', () => { reports.push(JSON.parse(b)); res.writeHead(204); res.end(); });
+      return;
+    }
+    res.writeHead(404); res.end();
+  });
+  return {
+    server, reports,
+    publish(t: object) {
+      current = JSON.stringify(t);
+      for (const c of clients) c.write(`event: routes\ndata: ${current}\n\n`);
+    },
+    publishRaw(s: string) { for (const c of clients) c.write(s); },
+    async listen(port = 0) { server.listen(port, '127.0.0.1'); await once(server, 'listening'); return (server.address() as AddressInfo).port; },
+    async close() { for (const c of clients) c.destroy(); server.closeAllConnections(); await new Promise((r) => server.close(r)); },
+  };
+}
+
+const procs: ProxyProc[] = [];
+afterAll(async () => { for (const p of procs) await p.stop(); });
+
+describe('control-plane subscription', () => {
+  it('applies pushed tables, reports back, survives the control plane going away, and restarts from the persisted table', async () => {
+    const a = await startUpstream('a');
+    const b = await startUpstream('b');
+    const cp = sseServer('tok');
+    const cpPort = await cp.listen();
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+    try {
+      cp.publish(table([route('img-1', ['app.test'], [a.address])], 100));
+      const args = ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir];
+      const p = await startProxy(null, args);
+      procs.push(p);
+      await waitFor(async () => (await get(p, 'app.test')).status === 200);
+      expect(JSON.parse((await get(p, 'app.test')).body).name).toBe('a');
+      await waitFor(() => cp.reports.some((r) => r.tableVersion === 100));
+
+      // a change is pushed: applied within a moment
+      cp.publish(table([route('img-1', ['app.test'], [b.address])], 101));
+      await waitFor(async () => JSON.parse((await get(p, 'app.test')).body).name === 'b', 3000);
+      await waitFor(() => cp.reports.some((r) => r.tableVersion === 101));
+
+      // an invalid table is ignored
+      cp.publishRaw('event: routes\ndata: {"version": 102, "routes": [{"id": 1}]}\n\n');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(JSON.parse((await get(p, 'app.test')).body).name).toBe('b');
+
+      // control plane gone: the proxy keeps serving the last table
+      await cp.close();
+      for (let i = 0; i < 5; i++) expect((await get(p, 'app.test')).status).toBe(200);
+
+      // proxy restarted while the control plane is down: serves the persisted table
+      await p.stop();
+      const p2 = await startProxy(null, args);
+      procs.push(p2);
+      await waitFor(async () => (await get(p2, 'app.test')).status === 200, 5000);
+      expect(JSON.parse((await get(p2, 'app.test')).body).name).toBe('b');
+
+      // control plane back on the same port: the proxy reconnects and takes new tables
+      const cp2 = sseServer('tok');
+      await cp2.listen(cpPort);
+      cp2.publish(table([route('img-1', ['app.test'], [a.address])], 103));
+      await waitFor(async () => JSON.parse((await get(p2, 'app.test')).body).name === 'a', 15_000);
+      await cp2.close();
+    } finally {
+      await a.close();
+      await b.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('refuses to start with --control-plane but no token', async () => {
+    await expect(startProxy(null, ['--control-plane', 'http://127.0.0.1:1'])).rejects.toThrow(/--token/);
+  });
+});
