@@ -19,19 +19,21 @@ export class BuildLog {
     if (!text) return;
     this.chunks.push(text);
     this.size += Buffer.byteLength(text);
-    while (this.size > this.cap && this.chunks.length > 1) {
-      const c = this.chunks.shift()!;
-      const n = Buffer.byteLength(c);
-      this.size -= n;
-      this.cutBytes += n;
-    }
-    if (this.size > this.cap) {
-      // one huge chunk: keep its tail
-      const only = Buffer.from(this.chunks[0]);
-      const keep = only.subarray(only.length - this.cap).toString();
-      this.cutBytes += only.length - Buffer.byteLength(keep);
-      this.chunks[0] = keep;
-      this.size = Buffer.byteLength(keep);
+    // drop whole chunks from the head, then trim the first kept one so exactly `cap` bytes remain
+    while (this.size > this.cap) {
+      const head = Buffer.from(this.chunks[0]);
+      const excess = this.size - this.cap;
+      if (head.length <= excess) {
+        this.chunks.shift();
+        this.size -= head.length;
+        this.cutBytes += head.length;
+      } else {
+        let start = excess;
+        while (start < head.length && (head[start] & 0xc0) === 0x80) start++; // keep UTF-8 characters whole
+        this.chunks[0] = head.subarray(start).toString();
+        this.size -= start;
+        this.cutBytes += start;
+      }
     }
     this.dirty = true;
     for (const l of this.listeners) l(text);

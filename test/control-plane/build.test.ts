@@ -1,0 +1,165 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { Api } from '../helpers/api.js';
+import { appFiles, makeTar, makeTgz, makeZip } from '../helpers/archives.js';
+import { describeWithDocker, docker } from '../helpers/docker.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let pg: TestPostgres;
+let cp: ControlPlane;
+let alice: Api;
+let data: { dir: string; cleanup(): Promise<void> };
+const made: string[] = [];
+let seq = 0;
+const host = () => `build${++seq}-${process.pid}.example.com`;
+
+/** Parse an SSE response body into events. */
+async function readSse(res: Response, onEvent?: (ev: string, data: any) => void): Promise<{ event: string; data: any }[]> {
+  const out: { event: string; data: any }[] = [];
+  const dec = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += dec.decode(chunk, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) !== -1) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      let event = 'message';
+      let data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event: ')) event = line.slice(7);
+        else if (line.startsWith('data: ')) data += line.slice(6);
+      }
+      if (!data) continue;
+      const parsed = JSON.parse(data);
+      out.push({ event, data: parsed });
+      onEvent?.(event, parsed);
+    }
+  }
+  return out;
+}
+
+await describeWithDocker('image builds with a real Docker daemon', () => {
+  beforeAll(async () => {
+    pg = await startTestPostgres();
+    data = await tempDir();
+    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096 });
+    alice = await new Api(cp.url).signup('builder@example.com');
+  });
+
+  afterAll(async () => {
+    await cp?.close();
+    for (const ref of made) await docker.getImage(ref).remove({ force: true }).catch(() => {});
+    await pg?.stop();
+    await data?.cleanup();
+  });
+
+  it('builds a tar.gz upload: ready, tagged and labelled in Docker, logs stored, event written', async () => {
+    const r = await alice.upload({ name: 'web', tag: 'v1', app_hostname: host() }, await makeTgz(appFiles({ extraDockerfile: 'RUN echo "marker-from-run-step"\n' })));
+    expect(r.status, r.text).toBe(201);
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status, img.status_reason).toBe('ready');
+    expect(img.docker_image_id).toMatch(/^sha256:/);
+    const info = await docker.getImage(img.docker_image).inspect();
+    expect(info.Id).toBe(img.docker_image_id);
+    expect(info.RepoTags).toContain(`berth-u${img.user_id}-i${img.id}:v1`);
+    expect(info.Config.Labels).toMatchObject({ 'berth.managed': 'true', 'berth.user': String(img.user_id), 'berth.image': String(img.id) });
+    const logs = await alice.get(`/api/images/${img.id}/build-logs`);
+    expect(logs.body).toMatchObject({ image_id: img.id, status: 'ready', truncated: false });
+    expect(logs.body.logs).toContain('marker-from-run-step');
+    expect(logs.body.logs).toContain('Successfully tagged');
+    const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id);
+    expect(ev.map((e: any) => e.type)).toEqual(['image.building', 'image.ready']);
+    expect(ev[1].payload.docker_image_id).toBe(img.docker_image_id);
+  });
+
+  it('builds zip uploads too (the format comes from the content)', async () => {
+    const zip = makeZip(appFiles().filter((e) => e.type !== 'directory').map((e) => ({ name: e.name, content: e.content as string })));
+    const r = await alice.upload({ name: 'zipped', app_hostname: host() }, zip, 'source.tar');
+    made.push(r.body.docker_image);
+    expect((await alice.waitForBuild(r.body.id)).status).toBe('ready');
+  });
+
+  it('a failing build is build_failed and its logs say why', async () => {
+    const r = await alice.upload({ name: 'broken', app_hostname: host() }, await makeTar([
+      { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nRUN echo "about to fail" && exit 3\n' },
+    ]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status).toBe('build_failed');
+    expect(img.status_reason).toMatch(/returned a non-zero code: 3/);
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs;
+    expect(logs).toContain('about to fail');
+    expect(logs).toMatch(/BUILD FAILED: .*non-zero code: 3/);
+    const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id);
+    expect(ev.map((e: any) => e.type)).toEqual(['image.building', 'image.build_failed']);
+    expect(ev[1].payload.reason).toMatch(/non-zero code: 3/);
+  });
+
+  it('a Dockerfile whose base image is not available fails with the Docker error', async () => {
+    const r = await alice.upload({ name: 'nobase', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: 'FROM berth-test/does-not-exist:0\n' }]));
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status).toBe('build_failed');
+    expect((await alice.get(`/api/images/${img.id}/build-logs`)).body.logs).toMatch(/berth-test\/does-not-exist/);
+  });
+
+  it('?follow=1 streams output live over SSE until the build ends', async () => {
+    const df = 'FROM berth-test/busybox:1\nRUN echo "first-line" && sleep 2 && echo "second-line"\nRUN echo "third-line"\n';
+    const r = await alice.upload({ name: 'slow', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: df }]));
+    made.push(r.body.docker_image);
+    const res = await fetch(`${cp.url}/api/images/${r.body.id}/build-logs?follow=1`, { headers: { authorization: `Bearer ${alice.token}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const arrivals: { text: string; at: number }[] = [];
+    const events = await readSse(res, (ev, d) => { if (ev === 'log') arrivals.push({ text: d.text, at: Date.now() }); });
+    const last = events[events.length - 1];
+    expect(last).toEqual({ event: 'end', data: { status: 'ready' } });
+    const all = arrivals.map((a) => a.text).join('');
+    expect(all).toMatch(/first-line[\s\S]*second-line[\s\S]*third-line/);
+    // live, not one dump at the end: first-line arrived well before third-line
+    const first = arrivals.find((a) => a.text.includes('first-line'))!;
+    const third = arrivals.find((a) => a.text.includes('third-line'))!;
+    expect(third.at - first.at).toBeGreaterThan(1000);
+    // following a finished build returns the stored log and ends at once
+    const again = await readSse(await fetch(`${cp.url}/api/images/${r.body.id}/build-logs?follow=1`, { headers: { authorization: `Bearer ${alice.token}` } }));
+    expect(again.map((e) => e.event)).toEqual(['log', 'end']);
+    expect(again[0].data.text).toContain('third-line');
+  });
+
+  it('caps stored build output, keeping the tail and saying it was cut', async () => {
+    const df = 'FROM berth-test/busybox:1\nRUN for i in $(seq 1 400); do echo "noisy line $i ................................"; done\n';
+    const r = await alice.upload({ name: 'noisy', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: df }]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status).toBe('ready');
+    expect(img.build_logs_truncated).toBe(true);
+    const logs = await alice.get(`/api/images/${img.id}/build-logs`);
+    expect(logs.body.truncated).toBe(true);
+    expect(logs.body.logs).toMatch(/^\[berth: \d+ bytes of earlier build output were cut/);
+    expect(logs.body.logs).toContain('noisy line 400');
+    expect(logs.body.logs).not.toContain('noisy line 1 ');
+    expect(Buffer.byteLength(logs.body.logs)).toBeLessThan(4096 + 200);
+  });
+
+  it('DELETE removes the Docker image and the stored context', async () => {
+    const r = await alice.upload({ name: 'gone', app_hostname: host() }, await makeTar(appFiles()));
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status).toBe('ready');
+    const ctx = join(data.dir, 'builds', String(img.user_id), String(img.id));
+    expect(existsSync(ctx)).toBe(true);
+    expect((await alice.del(`/api/images/${img.id}`)).status).toBe(204);
+    await expect(docker.getImage(img.docker_image).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    expect(existsSync(ctx)).toBe(false);
+  });
+
+  it('metrics count builds and durations', async () => {
+    const m = await fetch(`${cp.url}/metrics`).then((x) => x.text());
+    expect(m).toMatch(/berth_cp_builds_total\{result="ready"\} [1-9]/);
+    expect(m).toMatch(/berth_cp_builds_total\{result="build_failed"\} [1-9]/);
+    expect(m).toMatch(/berth_cp_build_duration_seconds_count\{result="ready"\} [1-9]/);
+  });
+});
