@@ -298,3 +298,17 @@ export function rssSampler(pid: number, everyMs = 200): { stop(): number } {
 export function pinSelf(cpu: string): void {
   spawnSync('taskset', ['-apc', cpu, String(process.pid)], { stdio: 'ignore' });
 }
+
+/** Busy and total jiffies of one CPU from /proc/stat (busy = everything but idle + iowait). */
+export function cpuJiffies(cpu: string): { busy: number; total: number } | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+    if (!line) return null;
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user nice system idle iowait irq softirq steal
+    const idle = (v[3] ?? 0) + (v[4] ?? 0);
+    return { busy: total - idle, total };
+  } catch {
+    return null;
+  }
+}

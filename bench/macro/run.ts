@@ -21,7 +21,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fmt, median, ratio, table } from '../lib/format.js';
 import { httpRequest, sleep } from '../lib/net.js';
-import { choosePinning, onExit, pinSelf, rssSampler, stopAll, treeCpuSeconds, which, type Pinning, type Tracked } from '../lib/proc.js';
+import { choosePinning, cpuJiffies, onExit, pinSelf, rssSampler, stopAll, treeCpuSeconds, which, type Pinning, type Tracked } from '../lib/proc.js';
 import { summariseProfile, type ProfileSummary } from './profile.js';
 import { chooseLoadgen, runLoad, type LoadResult, type LoadgenKind } from './loadgen.js';
 import {
@@ -76,6 +76,8 @@ export interface RunSample extends LoadResult {
   cpuUsPerReq: number;
   cpuUtil: number;
   peakRssMb: number;
+  /** fraction of the proxy's core busy with other processes during the run (NaN unpinned) */
+  otherLoad: number;
 }
 
 export interface EntrySummary {
@@ -90,6 +92,7 @@ export interface EntrySummary {
   cpuUsPerReq?: number;
   cpuUtil?: number;
   peakRssMb?: number;
+  otherLoad?: number;
   errors?: number;
   errorDetail?: string;
   samples: RunSample[];
@@ -115,15 +118,20 @@ export interface MacroReport {
 async function measure(
   e: Entry,
   lg: LoadgenKind,
-  o: { host: string; path: string; connections: number; durationS: number; cpu?: string; workDir: string },
+  o: { host: string; path: string; connections: number; durationS: number; cpu?: string; workDir: string; proxyCore?: string },
   round: number,
 ): Promise<RunSample> {
   const pid = e.proc?.pid;
+  const core = o.proxyCore;
+  const j0 = core !== undefined && e.id !== 'direct' ? cpuJiffies(core) : null;
   const cpu0 = pid ? treeCpuSeconds(pid) : 0;
   const sampler = pid ? rssSampler(pid) : undefined;
-  const r = await runLoad(lg, { port: e.port, ...o });
+  const r = await runLoad(lg, { port: e.port, host: o.host, path: o.path, connections: o.connections, durationS: o.durationS, cpu: o.cpu, workDir: o.workDir });
   const cpuS = pid ? treeCpuSeconds(pid) - cpu0 : NaN;
   const peak = sampler ? sampler.stop() : NaN;
+  const j1 = j0 && core !== undefined ? cpuJiffies(core) : null;
+  // share of the proxy's core used by anything but the proxy: other jobs on a shared machine
+  const coreBusy = j0 && j1 && j1.total > j0.total ? (j1.busy - j0.busy) / (j1.total - j0.total) : NaN;
   if (e.proc?.dead) throw new Error(`${e.label} died during the run`);
   return {
     ...r,
@@ -132,6 +140,7 @@ async function measure(
     cpuUsPerReq: r.requests > 0 ? (cpuS * 1e6) / r.requests : NaN,
     cpuUtil: cpuS / r.durationS,
     peakRssMb: peak / 1024,
+    otherLoad: Number.isFinite(coreBusy) ? Math.max(0, coreBusy - cpuS / r.durationS) : NaN,
   };
 }
 
@@ -150,6 +159,7 @@ function summarise(e: Entry, samples: RunSample[]): EntrySummary {
     cpuUsPerReq: median(samples.map((s) => s.cpuUsPerReq)),
     cpuUtil: median(samples.map((s) => s.cpuUtil)),
     peakRssMb: Math.max(...samples.map((s) => s.peakRssMb)),
+    otherLoad: median(samples.map((s) => s.otherLoad)),
     errors: samples.reduce((a, s) => a + s.errors, 0),
     errorDetail: details.join('; '),
     samples,
@@ -186,11 +196,12 @@ function scenarioTable(sc: ScenarioReport): string {
       fmt(x.peakRssMb, 1),
       x.id === 'direct' ? '' : ratio(x.peakRssMb, direct?.peakRssMb),
       isNgx ? '' : ratio(x.peakRssMb, ngx?.peakRssMb),
+      x.id === 'direct' || x.otherLoad === undefined || !Number.isFinite(x.otherLoad) ? '' : `${fmt(x.otherLoad * 100)}%`,
       x.errors ? `${x.errors} (${x.errorDetail})` : '0',
     ]);
   }
   return table(
-    ['target', 'req/s', 'spread', '×direct', '×nginx', 'p50 ms', '×direct', '×nginx', 'p99 ms', '×direct', '×nginx', 'CPU µs/req', '×direct', '×nginx', 'CPU', 'RSS MB', '×direct', '×nginx', 'errors'],
+    ['target', 'req/s', 'spread', '×direct', '×nginx', 'p50 ms', '×direct', '×nginx', 'p99 ms', '×direct', '×nginx', 'CPU µs/req', '×direct', '×nginx', 'CPU', 'RSS MB', '×direct', '×nginx', 'noise', 'errors'],
     rows,
   );
 }
@@ -298,7 +309,7 @@ export async function runMacro(): Promise<MacroReport> {
     for (const sc of SCENARIOS.filter((s) => scenarioIds.includes(s.id))) {
       say();
       say(`-- scenario ${sc.id}: ${sc.title}; Host: ${sc.host}, GET ${sc.path}`);
-      const base = { host: sc.host, path: sc.path, connections, cpu: loadCpu, workDir: dir };
+      const base = { host: sc.host, path: sc.path, connections, cpu: loadCpu, workDir: dir, proxyCore: proxyCpu };
       if (warmupS > 0) {
         for (const e of live) {
           if (e.unavailable) continue;
@@ -338,6 +349,7 @@ export async function runMacro(): Promise<MacroReport> {
     }
     if (report.scenarios.length) {
       say('   spread = half the min–max range of req/s across rounds; CPU = proxy CPU time ÷ wall time (100% = one core saturated);');
+      say('   noise = share of the proxy\'s core used by OTHER processes during the run (shared machine); rows with high noise are not comparable;');
       say('   the direct row\'s CPU µs/req and RSS are the origin server\'s own, so ×direct there reads "proxy cost vs origin cost".');
     }
 
@@ -558,6 +570,11 @@ function checkTargets(report: MacroReport, say: (s?: string) => void): MacroRepo
   if (rows.length) {
     say();
     say('-- targets from issue #2 (single run on a shared machine; differences < 15 % are noise)');
+    const noise = report.scenarios.flatMap((s) => s.entries.filter((e) => e.id !== 'direct' && e.otherLoad !== undefined && Number.isFinite(e.otherLoad)).map((e) => e.otherLoad!));
+    const worst = noise.length ? Math.max(...noise) : NaN;
+    if (worst > 0.1) {
+      say(`   WARNING: other processes used up to ${fmt(worst * 100)}% of the proxy's core during these runs (column "noise"): PASS/FAIL below is not reliable; rerun on a quiet machine`);
+    }
     say(table(['target', 'status', 'measured'], rows.map((r) => [r.target, r.status, r.measured]), 3));
   }
   return rows;
