@@ -41,6 +41,30 @@ export interface ControlPlaneOptions {
   logLevel?: string;
   /** Silence logs (tests). */
   quiet?: boolean;
+  /** Bearer token proxies use for /v1/routes/watch and /v1/proxy/report; unset → generated into DATA_DIR/proxy-token. */
+  proxyToken?: string;
+  /** Host address container ports are published on (default 127.0.0.1). */
+  publishHost?: string;
+  /** Address proxies and health checks use to reach published ports (default: publishHost, 127.0.0.1 for 0.0.0.0). */
+  endpointHost?: string;
+  /** Active health checks: interval, timeout, consecutive results to flip state (defaults 1000 / 1000 / 1 / 2). */
+  health?: { intervalMs?: number; timeoutMs?: number; healthyThreshold?: number; unhealthyThreshold?: number };
+  /** Reconcile loop period (default 3000 ms; Docker events trigger it sooner). */
+  reconcileIntervalMs?: number;
+  /** Labelled containers unknown to the database are removed once older than this (default 10 s). */
+  orphanGraceMs?: number;
+  /** Graceful stop: wait this long at most for proxies to ack the new table and drain (default 5000 ms). */
+  drainTimeoutMs?: number;
+  /** Extra wait after the ack when a proxy does not report in-flight counts for the endpoint (default 500 ms). */
+  drainGraceMs?: number;
+  /** SIGTERM → SIGKILL delay for `docker stop` (default 10 s). */
+  stopTimeoutSec?: number;
+  /** Coalescing window for route-table pushes (default 50 ms). */
+  routeDebounceMs?: number;
+  /** Kafka brokers for the container-lifecycle relay (default: KAFKA_BROKERS, comma separated). */
+  kafkaBrokers?: string[];
+  /** Consul agent address host:port or URL (default: CONSUL_HTTP_ADDR). */
+  consulAddr?: string;
 }
 
 export interface ResolvedConfig {
@@ -65,6 +89,18 @@ export interface ResolvedConfig {
   seedDefaultUser: boolean;
   logLevel: string;
   quiet: boolean;
+  proxyToken: string | undefined;
+  publishHost: string;
+  endpointHost: string;
+  health: { intervalMs: number; timeoutMs: number; healthyThreshold: number; unhealthyThreshold: number };
+  reconcileIntervalMs: number;
+  orphanGraceMs: number;
+  drainTimeoutMs: number;
+  drainGraceMs: number;
+  stopTimeoutSec: number;
+  routeDebounceMs: number;
+  kafkaBrokers: string[];
+  consulAddr: string | undefined;
 }
 
 export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
@@ -97,5 +133,22 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     seedDefaultUser: o.seedDefaultUser ?? true,
     logLevel: o.logLevel ?? process.env.BERTH_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info',
     quiet: o.quiet ?? false,
+    proxyToken: o.proxyToken || undefined,
+    publishHost: o.publishHost ?? '127.0.0.1',
+    endpointHost: o.endpointHost ?? (!o.publishHost || o.publishHost === '0.0.0.0' ? '127.0.0.1' : o.publishHost),
+    health: {
+      intervalMs: o.health?.intervalMs ?? 1000,
+      timeoutMs: o.health?.timeoutMs ?? 1000,
+      healthyThreshold: Math.max(1, o.health?.healthyThreshold ?? 1),
+      unhealthyThreshold: Math.max(1, o.health?.unhealthyThreshold ?? 2),
+    },
+    reconcileIntervalMs: o.reconcileIntervalMs ?? 3000,
+    orphanGraceMs: o.orphanGraceMs ?? 10_000,
+    drainTimeoutMs: o.drainTimeoutMs ?? 5000,
+    drainGraceMs: o.drainGraceMs ?? 500,
+    stopTimeoutSec: o.stopTimeoutSec ?? 10,
+    routeDebounceMs: o.routeDebounceMs ?? 50,
+    kafkaBrokers: o.kafkaBrokers ?? (process.env.KAFKA_BROKERS ? process.env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : []),
+    consulAddr: o.consulAddr ?? (process.env.CONSUL_HTTP_ADDR || undefined),
   };
 }

@@ -19,6 +19,7 @@ export const imageFieldsSchema = {
     max_instances: { type: 'integer', minimum: 1, maximum: 100 },
     cpu_limit: { type: 'string', maxLength: 16, pattern: '^(?:\\d+(?:\\.\\d+)?|\\d+m)$' },
     memory_limit: { type: 'string', maxLength: 16, pattern: '^\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgGtT](?:[iI]?[bB])?)?$' },
+    health_path: { type: 'string', minLength: 1, maxLength: 256, pattern: '^/[\\x21-\\x7e]*$' },
   },
 } as const;
 
@@ -30,6 +31,7 @@ const FIELD_HELP: Record<string, string> = {
   tag: 'letters, digits, "_", "." and "-", not starting with "." or "-" (a Docker tag)',
   cpu_limit: 'a number of CPUs like "0.5" or "2", or millicores like "500m"',
   memory_limit: 'a size like "512m", "1g", "256Mi" or a byte count',
+  health_path: 'an absolute URL path like "/healthz" (no spaces)',
 };
 
 export interface ImageFields {
@@ -42,6 +44,8 @@ export interface ImageFields {
   cpu_limit: number | null;
   memory_limit: string | null;
   memory_limit_bytes: number | null;
+  /** HTTP health-check path; null → TCP connect check */
+  health_path: string | null;
 }
 
 /** Validate and normalise; throws ApiError 400 naming the field. */
@@ -72,6 +76,7 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
     cpu_limit: cpu,
     memory_limit: mem?.text ?? null,
     memory_limit_bytes: mem?.bytes ?? null,
+    health_path: data.health_path === undefined ? null : String(data.health_path),
   };
 }
 

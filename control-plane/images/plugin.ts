@@ -60,10 +60,10 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
         img = await withTransaction(app.db, async (c) => {
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, container_port, min_instances, max_instances,
-               cpu_limit, memory_limit, memory_limit_bytes, status, docker_image)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'building',$12) RETURNING *`,
+               cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'building',$12,$13) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, fields.container_port, fields.min_instances, fields.max_instances,
-              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag)]);
+              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag), fields.health_path]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image } });
           return rows[0];
         });

@@ -14,6 +14,8 @@ export interface ImageRow {
   cpu_limit: number | null;
   memory_limit: string | null;
   memory_limit_bytes: number | null;
+  /** HTTP path for health checks; null → TCP connect */
+  health_path: string | null;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
@@ -42,6 +44,7 @@ export function publicImage(r: ImageRow) {
     cpu_limit: r.cpu_limit,
     memory_limit: r.memory_limit,
     memory_limit_bytes: r.memory_limit_bytes,
+    health_path: r.health_path ?? null,
     status: r.status,
     status_reason: r.status_reason,
     docker_image: r.docker_image,
@@ -60,18 +63,31 @@ export interface ContainerRow {
   image_id: number;
   docker_id: string | null;
   name: string | null;
-  status: string;
-  health: string;
+  status: 'creating' | 'running' | 'stopping' | 'stopped' | 'exited' | 'failed';
+  health: 'unknown' | 'healthy' | 'unhealthy';
   host_port: number | null;
   internal_port: number | null;
+  /** what the user (or min_instances) wants: the reconcile loop drives status towards it */
+  desired: 'running' | 'stopped';
+  status_reason: string | null;
+  container_ip: string | null;
+  exit_code: number | null;
+  restart_count: number;
+  started_at: Date | null;
+  stopped_at: Date | null;
+  health_checked_at: Date | null;
+  healthy_at: Date | null;
   created_at: Date;
   updated_at: Date;
 }
 
 export function publicContainer(c: ContainerRow) {
   return {
-    id: c.id, image_id: c.image_id, name: c.name, status: c.status, health: c.health,
-    host_port: c.host_port, internal_port: c.internal_port, created_at: iso(c.created_at), updated_at: iso(c.updated_at),
+    id: c.id, user_id: c.user_id, image_id: c.image_id, name: c.name, docker_id: c.docker_id,
+    status: c.status, desired: c.desired, health: c.health, status_reason: c.status_reason,
+    host_port: c.host_port, internal_port: c.internal_port, exit_code: c.exit_code, restart_count: c.restart_count,
+    started_at: iso(c.started_at), stopped_at: iso(c.stopped_at), health_checked_at: iso(c.health_checked_at),
+    created_at: iso(c.created_at), updated_at: iso(c.updated_at),
   };
 }
 

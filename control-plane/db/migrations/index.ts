@@ -4,6 +4,7 @@
  * (They are TypeScript modules rather than .sql files so that `tsc` ships them in dist/.)
  */
 import { sql as m001 } from './001_init.js';
+import { sql as m002 } from './002_containers.js';
 
 export interface Migration {
   version: number;
@@ -13,4 +14,5 @@ export interface Migration {
 
 export const migrations: Migration[] = [
   { version: 1, name: '001_init', sql: m001 },
+  { version: 2, name: '002_containers', sql: m002 },
 ];

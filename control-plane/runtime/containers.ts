@@ -1,0 +1,256 @@
+import type Docker from 'dockerode';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../../shared/logging.js';
+import { DockerUnavailableError, type Runtime } from './docker.js';
+import { isTransientDockerError, withRetry } from './retry.js';
+
+/**
+ * Container lifecycle on Docker (the runtime module stays the only dockerode user).
+ * Transient daemon errors are retried with exponential backoff and jitter; a daemon that cannot
+ * be reached becomes DockerUnavailableError; other failures become ContainerRuntimeError with
+ * Docker's own message (bad image, name taken, invalid limits...).
+ */
+
+export class ContainerRuntimeError extends Error {
+  constructor(message: string, readonly statusCode?: number) {
+    super(message);
+  }
+}
+
+export interface CreateContainerOptions {
+  name: string;
+  image: string;
+  labels: Record<string, string>;
+  env: Record<string, string>;
+  /** The port the app listens on inside the container (published as tcp). */
+  containerPort: number;
+  /** Host address the port is published on (default 127.0.0.1). */
+  publishHost: string;
+  /** Host port; 0/undefined lets Docker choose a free one. */
+  hostPort?: number;
+  /** CPUs (0.5 = half a core). */
+  cpus?: number | null;
+  memoryBytes?: number | null;
+}
+
+export interface ContainerState {
+  dockerId: string;
+  name: string;
+  running: boolean;
+  /** Docker's state word: created, running, exited, dead, ... */
+  state: string;
+  exitCode: number | null;
+  oomKilled: boolean;
+  hostPort: number | null;
+  ip: string | null;
+  labels: Record<string, string>;
+  startedAt: string | null;
+}
+
+export interface ManagedContainer {
+  dockerId: string;
+  names: string[];
+  state: string;
+  labels: Record<string, string>;
+  /** unix seconds */
+  created: number;
+}
+
+export interface DockerEvent {
+  action: string;
+  dockerId: string;
+  labels: Record<string, string>;
+}
+
+export interface ContainerRuntime {
+  create(o: CreateContainerOptions): Promise<string>;
+  start(dockerId: string): Promise<void>;
+  /** SIGTERM, then SIGKILL after `timeoutSec`. Stopping a stopped container is fine. */
+  stop(dockerId: string, timeoutSec: number): Promise<void>;
+  /** Force-remove; a missing container is not an error. */
+  remove(dockerId: string): Promise<void>;
+  /** Current state, or null when Docker does not know the container. */
+  inspect(dockerId: string, containerPort?: number): Promise<ContainerState | null>;
+  /** Containers (running or not) carrying every label given (`key=value` or `key`). */
+  listByLabel(labels: string[]): Promise<ManagedContainer[]>;
+  /**
+   * Follow Docker's event stream for containers with the label; reconnects with backoff until
+   * the returned function is called.
+   */
+  watchEvents(label: string, onEvent: (e: DockerEvent) => void): () => void;
+}
+
+const status = (e: unknown) => (e as { statusCode?: number }).statusCode;
+
+export function createContainerRuntime(runtime: Runtime, parentLog: Logger): ContainerRuntime {
+  const docker = runtime.docker;
+  const log = parentLog.child({ component: 'runtime.containers' });
+
+  async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await withRetry(fn, {
+        attempts: 5,
+        baseMs: 200,
+        maxMs: 3000,
+        isTransient: isTransientDockerError,
+        onRetry: (e, attempt, delay) => log.warn({ err: (e as Error).message, attempt, delayMs: Math.round(delay) }, `docker ${what} failed; retrying`),
+      });
+    } catch (e) {
+      if (isTransientDockerError(e)) throw new DockerUnavailableError(`Docker daemon unreachable at ${runtime.endpoint} (${what}): ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
+  const dockerMessage = (e: unknown) => {
+    const err = e as { json?: { message?: string }; message?: string };
+    return err.json?.message ?? err.message ?? String(e);
+  };
+
+  async function create(o: CreateContainerOptions): Promise<string> {
+    const portKey = `${o.containerPort}/tcp`;
+    const hostConfig: Docker.HostConfig = {
+      PortBindings: { [portKey]: [{ HostIp: o.publishHost, HostPort: o.hostPort ? String(o.hostPort) : '' }] },
+      RestartPolicy: { Name: 'no' },
+      Init: false,
+    };
+    if (o.cpus) hostConfig.NanoCpus = Math.round(o.cpus * 1e9);
+    if (o.memoryBytes) { hostConfig.Memory = o.memoryBytes; hostConfig.MemorySwap = o.memoryBytes; }
+    const spec: Docker.ContainerCreateOptions = {
+      name: o.name,
+      Image: o.image,
+      Labels: o.labels,
+      Env: Object.entries(o.env).map(([k, v]) => `${k}=${v}`),
+      ExposedPorts: { [portKey]: {} },
+      HostConfig: hostConfig,
+    };
+    try {
+      const c = await call('create', () => docker.createContainer(spec));
+      return c.id;
+    } catch (e) {
+      if (e instanceof DockerUnavailableError) throw e;
+      if (status(e) === 409) {
+        // A container with this name exists: a previous attempt that died before we stored its id.
+        const existing = await inspect(o.name).catch(() => null);
+        if (existing && existing.labels['berth.managed'] === 'true' && existing.labels['berth.container'] === o.labels['berth.container']) {
+          await remove(existing.dockerId);
+          const c = await call('create', () => docker.createContainer(spec));
+          return c.id;
+        }
+      }
+      throw new ContainerRuntimeError(`could not create container ${o.name} from ${o.image}: ${dockerMessage(e)}`, status(e));
+    }
+  }
+
+  async function start(id: string): Promise<void> {
+    try {
+      await call('start', () => docker.getContainer(id).start());
+    } catch (e) {
+      if (status(e) === 304) return; // already started
+      if (e instanceof DockerUnavailableError) throw e;
+      throw new ContainerRuntimeError(`could not start container ${id.slice(0, 12)}: ${dockerMessage(e)}`, status(e));
+    }
+  }
+
+  async function stop(id: string, timeoutSec: number): Promise<void> {
+    try {
+      await call('stop', () => docker.getContainer(id).stop({ t: timeoutSec }));
+    } catch (e) {
+      if (status(e) === 304 || status(e) === 404) return; // already stopped / gone
+      if (e instanceof DockerUnavailableError) throw e;
+      throw new ContainerRuntimeError(`could not stop container ${id.slice(0, 12)}: ${dockerMessage(e)}`, status(e));
+    }
+  }
+
+  async function remove(id: string): Promise<void> {
+    try {
+      await call('remove', () => docker.getContainer(id).remove({ force: true, v: true }));
+    } catch (e) {
+      if (status(e) === 404) return;
+      // 409 "removal already in progress" is as good as done
+      if (status(e) === 409 && /already in progress/i.test(dockerMessage(e))) return;
+      if (e instanceof DockerUnavailableError) throw e;
+      throw new ContainerRuntimeError(`could not remove container ${id.slice(0, 12)}: ${dockerMessage(e)}`, status(e));
+    }
+  }
+
+  async function inspect(id: string, containerPort?: number): Promise<ContainerState | null> {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await call('inspect', () => docker.getContainer(id).inspect());
+    } catch (e) {
+      if (status(e) === 404) return null;
+      throw e;
+    }
+    const ports = info.NetworkSettings?.Ports ?? {};
+    const key = containerPort ? `${containerPort}/tcp` : Object.keys(ports)[0];
+    const binding = key ? ports[key]?.find((b) => b.HostIp === '127.0.0.1' || b.HostIp === '0.0.0.0' || b.HostIp === '') ?? ports[key]?.[0] : undefined;
+    const nets = Object.values(info.NetworkSettings?.Networks ?? {});
+    const ip = (info.NetworkSettings as { IPAddress?: string } | undefined)?.IPAddress || nets.find((n) => n.IPAddress)?.IPAddress || null;
+    return {
+      dockerId: info.Id,
+      name: info.Name.replace(/^\//, ''),
+      running: info.State.Running,
+      state: info.State.Status,
+      exitCode: info.State.Running ? null : info.State.ExitCode,
+      oomKilled: info.State.OOMKilled,
+      hostPort: binding?.HostPort ? Number(binding.HostPort) : null,
+      ip: ip || null,
+      labels: info.Config.Labels ?? {},
+      startedAt: info.State.StartedAt ?? null,
+    };
+  }
+
+  async function listByLabel(labels: string[]): Promise<ManagedContainer[]> {
+    const list = await call('list', () => docker.listContainers({ all: true, filters: JSON.stringify({ label: labels }) }));
+    return list.map((c) => ({ dockerId: c.Id, names: c.Names.map((n) => n.replace(/^\//, '')), state: c.State, labels: c.Labels ?? {}, created: c.Created }));
+  }
+
+  function watchEvents(label: string, onEvent: (e: DockerEvent) => void): () => void {
+    let stopped = false;
+    let stream: Readable | undefined;
+    let attempt = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const connect = async () => {
+      if (stopped) return;
+      try {
+        stream = (await docker.getEvents({ filters: JSON.stringify({ type: ['container'], label: [label] }) })) as unknown as Readable;
+      } catch (e) {
+        return retry(e);
+      }
+      if (stopped) { stream.destroy(); return; }
+      attempt = 0;
+      let buf = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n')) !== -1) {
+          const line = buf.slice(0, i).trim();
+          buf = buf.slice(i + 1);
+          if (!line) continue;
+          try {
+            const ev = JSON.parse(line) as { Action?: string; status?: string; id?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
+            onEvent({ action: ev.Action ?? ev.status ?? '', dockerId: ev.Actor?.ID ?? ev.id ?? '', labels: ev.Actor?.Attributes ?? {} });
+          } catch { /* partial or foreign line */ }
+        }
+      });
+      stream.on('error', () => {});
+      stream.on('close', () => retry(new Error('event stream closed')));
+    };
+    const retry = (e: unknown) => {
+      if (stopped) return;
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt++, 6)) * (0.5 + Math.random() / 2);
+      log.debug({ err: (e as Error).message, retryInMs: Math.round(delay) }, 'docker event stream unavailable; retrying');
+      timer = setTimeout(() => void connect(), delay);
+      timer.unref();
+    };
+    void connect();
+    return () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      stream?.destroy();
+    };
+  }
+
+  return { create, start, stop, remove, inspect, listByLabel, watchEvents };
+}
