@@ -22,7 +22,7 @@ import type { Endpoint } from '../upstream/endpoint.js';
 import type { AccessLog } from './access-log.js';
 import {
   H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING,
-  classifyName, connectionTokens, forbidsStore, parseLength, statusLine,
+  classifyName, connectionTokens, forbidsStore, plainConnection, parseLength, statusLine,
 } from './headers.js';
 import { newRequestId, validRequestId } from './request-id.js';
 
@@ -220,15 +220,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.rawHeaders = rawHeaders;
     let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth;
     for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i];
-      const len = name.length;
-      // cheap pre-filter: the interesting names have these lengths
-      if (len !== 14 && len !== 10 && len !== 13 && len !== 17) continue;
-      const c = classifyName(name);
+      const c = classifyName(rawHeaders[i]);
+      if (c === H_PASS) continue;
       if (c === H_CONTENT_LENGTH) this.contentLength = parseLength(rawHeaders[i + 1]);
       else if (c === H_SET_COOKIE) cacheable = false;
       else if (c === H_CACHE_CONTROL) { if (forbidsStore(rawHeaders[i + 1].toString('latin1'))) cacheable = false; }
-      else if (c === H_CONNECTION) {
+      else if (c === H_CONNECTION && !plainConnection(rawHeaders[i + 1])) {
         const toks = connectionTokens(rawHeaders[i + 1].toString('latin1'));
         if (toks.length > 0) this.dropNames = toks;
       } else if (c === H_TRANSFER_ENCODING) this.contentLength = -1;

@@ -10,7 +10,7 @@ export const H_SET_COOKIE = 4;
 export const H_CACHE_CONTROL = 5;
 export const H_TRANSFER_ENCODING = 6;
 
-const byName = new Map<string, number>([
+const NAMES: Array<[string, number]> = [
   ['connection', H_CONNECTION],
   ['keep-alive', H_DROP],
   ['te', H_DROP],
@@ -24,28 +24,48 @@ const byName = new Map<string, number>([
   ['date', H_DROP],
   // the proxy sets its own request id on the response
   ['x-request-id', H_DROP],
-]);
+];
+const byName = new Map<string, number>(NAMES);
 
-/** Lengths of names in the table, to skip the string conversion for most headers. */
-const interesting = new Uint8Array(32);
-for (const k of byName.keys()) interesting[k.length] = 1;
+/** Candidate names by length, as byte arrays, to classify Buffers without allocating strings. */
+const byLength: Array<Array<[Uint8Array, number]>> = [];
+for (const [n, c] of NAMES) {
+  (byLength[n.length] ??= []).push([Buffer.from(n, 'latin1'), c]);
+}
 
-/** Classify an upstream response header name given as a Buffer. */
+/** ASCII case-insensitive equality of a header-name Buffer with a lower-case name. */
+function eqLower(buf: Buffer, name: Uint8Array): boolean {
+  for (let i = 0; i < name.length; i++) {
+    let b = buf[i];
+    if (b >= 65 && b <= 90) b |= 0x20;
+    if (b !== name[i]) return false;
+  }
+  return true;
+}
+
+const PROXY_ = Buffer.from('proxy-', 'latin1');
+
+/** Classify an upstream response header name given as a Buffer (no allocation). */
 export function classifyName(name: Buffer): number {
   const len = name.length;
-  // proxy-* (Proxy-Connection, Proxy-Authenticate, ...)
-  if (len > 6 && (name[0] | 0x20) === 0x70 && (name[5] === 0x2d) && name.toString('latin1', 0, 6).toLowerCase() === 'proxy-') return H_DROP;
-  if (len >= 32 || interesting[len] === 0) return H_PASS;
-  const c = byName.get(name.toString('latin1', 0, len).toLowerCase());
-  return c === undefined ? H_PASS : c;
+  if (len > 6 && name[5] === 0x2d && eqLower(name, PROXY_)) return H_DROP; // proxy-*
+  const cands = byLength[len];
+  if (cands === undefined) return H_PASS;
+  for (let i = 0; i < cands.length; i++) if (eqLower(name, cands[i][0])) return cands[i][1];
+  return H_PASS;
 }
 
 /** Classify a request header name from uWS (already lower-case). */
 export function classifyRequestName(name: string): number {
   if (name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-')) return H_DROP;
-  if (name.length >= 32 || interesting[name.length] === 0) return H_PASS;
+  if (byLength[name.length] === undefined) return H_PASS;
   const c = byName.get(name);
   return c === undefined ? H_PASS : c;
+}
+
+/** Is a Connection value just "keep-alive" or "close" (the usual case: nothing else to drop)? */
+export function plainConnection(v: Buffer): boolean {
+  return (v.length === 10 && (v[0] | 0x20) === 0x6b && v[4] === 0x2d) || (v.length === 5 && (v[0] | 0x20) === 0x63);
 }
 
 /** Parse "close, X-Foo" → ['x-foo'] (names other than close/keep-alive that must be dropped). */
