@@ -172,6 +172,7 @@ async function extractZip(file: string, w: Writer): Promise<void> {
 
 async function extractTar(file: string, gzip: boolean, w: Writer): Promise<void> {
   const extract = tarStream.extract();
+  let rejected: ArchiveError | undefined; // the reason we stopped, preferred over the stream errors it causes
   const done = new Promise<void>((resolve, reject) => {
     extract.on('entry', (header, stream, next) => {
       (async () => {
@@ -200,7 +201,11 @@ async function extractTar(file: string, gzip: boolean, w: Writer): Promise<void>
             break; // metadata entries (pax, gnu) are handled by tar-stream; others carry nothing to extract
         }
         stream.resume();
-      })().then(() => next(), (e) => { stream.resume(); extract.destroy(e as Error); });
+      })().then(() => next(), (e) => {
+        if (e instanceof ArchiveError) rejected ??= e;
+        stream.resume();
+        extract.destroy(e as Error);
+      });
     });
     extract.on('finish', resolve);
     extract.on('error', reject);
@@ -212,6 +217,7 @@ async function extractTar(file: string, gzip: boolean, w: Writer): Promise<void>
       done,
     ]);
   } catch (e) {
+    if (rejected) throw rejected;
     if (e instanceof ArchiveError) throw e;
     throw new ArchiveError(`invalid ${gzip ? 'tar.gz' : 'tar'} archive: ${(e as Error).message}`);
   }
