@@ -14,7 +14,7 @@ export class RouteStats {
   errors = 0;
   fallbackHits = 0;
   retries = 0;
-  readonly latencyBuckets = new Float64Array(LATENCY_BUCKETS.length + 1);
+  readonly latencyBuckets: number[] = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
   latencySum = 0;
   latencyCount = 0;
 

@@ -60,11 +60,14 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
   const routes: Route[] = [];
   const liveIds = new Set<string>();
   for (const rs of spec.routes) {
-    const cb = { ...DEFAULTS.circuitBreaker, ...rs.circuitBreaker };
-    const to = { ...DEFAULTS.timeouts, ...rs.timeouts };
+    const cbs = rs.circuitBreaker;
+    const tos = rs.timeouts;
+    const threshold = cbs?.consecutiveFailures ?? DEFAULTS.circuitBreaker.consecutiveFailures;
+    const openMs = cbs?.openMs ?? DEFAULTS.circuitBreaker.openMs;
+    const connectMs = tos?.connectMs ?? DEFAULTS.timeouts.connectMs;
     const targets: Target[] = rs.endpoints.map((e) => ({
       id: e.id,
-      endpoint: registry.get(e.address, cb.consecutiveFailures, cb.openMs, to.connectMs, generation),
+      endpoint: registry.get(e.address, threshold, openMs, connectMs, generation),
       weight: e.weight ?? 1,
       current: 0,
     }));
@@ -87,9 +90,9 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       balancer: createBalancer(rs.policy ?? DEFAULTS.policy, targets),
       cache,
       stats,
-      failOn5xx: cb.failOn5xx,
-      headersTimeoutMs: to.headersMs,
-      idleTimeoutMs: to.idleMs,
+      failOn5xx: cbs?.failOn5xx ?? DEFAULTS.circuitBreaker.failOn5xx,
+      headersTimeoutMs: tos?.headersMs ?? DEFAULTS.timeouts.headersMs,
+      idleTimeoutMs: tos?.idleMs ?? DEFAULTS.timeouts.idleMs,
       retries: rs.retry?.attempts ?? DEFAULTS.retry.attempts,
     };
     routes.push(route);

@@ -523,6 +523,23 @@ function logRejected(requestId: string, method: string, host: string, path: stri
 }
 
 export function handleRequest(res: HttpResponse, req: HttpRequest): void {
+  try {
+    route(res, req);
+  } catch (e) {
+    // A bug must cost one request, not the process. (try/catch is free in optimised code.)
+    internalError(res, e as Error);
+  }
+}
+
+let internalErrors = 0;
+function internalError(res: HttpResponse, e: Error): void {
+  if (++internalErrors <= 10 || internalErrors % 1000 === 0) process.stderr.write(`berth proxy: internal error #${internalErrors}: ${e.stack}\n`);
+  try {
+    sendError(res, 500, 'internal_error', newRequestId(), 'the proxy failed to handle this request');
+  } catch { /* response already gone */ }
+}
+
+function route(res: HttpResponse, req: HttpRequest): void {
   globalStats.requests++;
   const method = req.getCaseSensitiveMethod();
   let path = req.getUrl();
