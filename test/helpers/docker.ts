@@ -58,9 +58,9 @@ export async function describeWithDocker(name: string, fn: () => void): Promise<
  * Build the base image `berth-test/busybox:1` from the host's static busybox (no registry
  * needed): /bin/busybox plus applet symlinks, imported as a single-layer image. Idempotent.
  */
-export async function ensureBaseImage(): Promise<void> {
+export async function ensureBaseImage(ref = BASE_IMAGE): Promise<void> {
   try {
-    await docker.getImage(BASE_IMAGE).inspect();
+    await docker.getImage(ref).inspect();
     return;
   } catch (e) {
     if ((e as { statusCode?: number }).statusCode !== 404) throw e;
@@ -73,8 +73,8 @@ export async function ensureBaseImage(): Promise<void> {
   for (const a of APPLETS) pack.entry({ name: `bin/${a}`, type: 'symlink', linkname: 'busybox', mode: 0o777 });
   for (const d of ['www', 'tmp', 'etc']) pack.entry({ name: d, type: 'directory', mode: d === 'tmp' ? 0o1777 : 0o755 });
   pack.finalize();
-  const [repo, tag] = BASE_IMAGE.split(':');
+  const [repo, tag] = ref.split(':');
   const stream = await docker.importImage(pack as unknown as NodeJS.ReadableStream, { repo, tag });
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve())));
-  await docker.getImage(BASE_IMAGE).inspect();
+  await docker.getImage(ref).inspect();
 }
