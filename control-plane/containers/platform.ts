@@ -1,0 +1,106 @@
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from '../../shared/logging.js';
+import fp from '../http/fp.js';
+import { createContainerRuntime, type ContainerRuntime } from '../runtime/containers.js';
+import { RouteHub } from '../discovery/hub.js';
+import { ProxyRegistry } from '../discovery/proxies.js';
+import discoveryPlugin from '../discovery/plugin.js';
+import { HealthChecker } from '../health/checker.js';
+import { Leadership } from '../reconcile/leader.js';
+import { Reconciler } from '../reconcile/reconciler.js';
+import { KafkaRelay } from '../relay/kafka.js';
+import { ConsulSync } from '../relay/consul.js';
+import containerRoutes from './routes.js';
+import { ContainerService } from './service.js';
+
+/** Everything issue 4 adds, reachable as `app.platform` (tests and `berth up` use it). */
+export interface Platform {
+  clusterId: string;
+  proxyToken: string;
+  runtime: ContainerRuntime;
+  hub: RouteHub;
+  proxies: ProxyRegistry;
+  service: ContainerService;
+  health: HealthChecker;
+  leader: Leadership;
+  reconciler: Reconciler;
+  kafka: KafkaRelay | undefined;
+  consul: ConsulSync | undefined;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    platform: Platform;
+  }
+}
+
+/** The proxy token: configured, else read from (or generated once into) DATA_DIR/proxy-token. */
+export async function loadProxyToken(configured: string | undefined, dataDir: string): Promise<{ token: string; file?: string }> {
+  if (configured) return { token: configured };
+  const file = join(dataDir, 'proxy-token');
+  const existing = await readFile(file, 'utf8').then((s) => s.trim(), () => '');
+  if (existing) return { token: existing, file };
+  const token = `bpt_${randomBytes(24).toString('base64url')}`;
+  await writeFile(file, token + '\n', { mode: 0o600 });
+  return { token, file };
+}
+
+/**
+ * Containers, health checks, discovery and route push, reconcile loop, relays. Loops start when
+ * the app is ready and stop when it closes (before the database pool ends).
+ */
+async function platformPlugin(app: FastifyInstance): Promise<void> {
+  const cfg = app.config;
+  const log = app.log as unknown as Logger;
+  const { rows: [{ value: clusterId }] } = await app.db.query<{ value: string }>(`SELECT value FROM berth_settings WHERE key = 'cluster_id'`);
+  const { token: proxyToken, file: tokenFile } = await loadProxyToken(cfg.proxyToken, cfg.dataDir);
+  if (tokenFile) log.info({ file: tokenFile }, 'proxy token (BERTH_PROXY_TOKEN) read from the data directory');
+
+  const runtime = createContainerRuntime(app.runtime, log);
+  const hub = new RouteHub(app.db, cfg.endpointHost, log.child({ component: 'routes' }), cfg.routeDebounceMs);
+  const proxies = new ProxyRegistry();
+  const leader = new Leadership(app.db, log);
+  let health: HealthChecker | undefined;
+  let consul: ConsulSync | undefined;
+  const service = new ContainerService({
+    db: app.db, runtime, events: app.events, hub, proxies, config: cfg, log, clusterId,
+    onStarted: (c) => health?.kick(c.id),
+  });
+  health = new HealthChecker(app.db, cfg.health, cfg.endpointHost, async (id, h, detail) => {
+    const row = await service.setHealth(id, h, detail);
+    if (row) consul?.schedule();
+  }, log.child({ component: 'health' }), 200, () => leader.isLeader);
+  const reconciler = new Reconciler({ db: app.db, runtime, service, leader, config: cfg, log, clusterId });
+  const kafka = cfg.kafkaBrokers.length ? new KafkaRelay(app.db, cfg.kafkaBrokers, log.child({ component: 'kafka' })) : undefined;
+  consul = cfg.consulAddr ? new ConsulSync(app.db, cfg.consulAddr, cfg.endpointHost, log.child({ component: 'consul' }), 5000, () => leader.isLeader) : undefined;
+  // stopped/deleted containers leave Consul right away too
+  if (consul) hub.subscribe(() => consul?.schedule());
+  if (kafka) app.events.subscribe(() => kafka.nudge());
+
+  app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul } satisfies Platform);
+
+  await app.register(containerRoutes, { service });
+  await app.register(discoveryPlugin, { hub, proxies, proxyToken });
+
+  app.addHook('onReady', async () => {
+    await hub.start();
+    await leader.start();
+    health!.start();
+    reconciler.start();
+    kafka?.start();
+    consul?.start();
+  });
+  app.addHook('onClose', async () => {
+    health!.stop();
+    await reconciler.stop();
+    await kafka?.stop();
+    await consul?.stop();
+    hub.stop();
+    await leader.stop();
+  });
+}
+
+export default fp(platformPlugin, 'berth-platform');

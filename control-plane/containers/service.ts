@@ -1,0 +1,367 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../shared/logging.js';
+import type { ResolvedConfig } from '../config.js';
+import { withTransaction, type Db, type DbClient, type Queryable } from '../db/pool.js';
+import { recordEvent, type EventRelay } from '../events/outbox.js';
+import { ApiError, conflict, notFound } from '../http/errors.js';
+import type { ContainerRow, ImageRow } from '../images/repo.js';
+import { DockerUnavailableError } from '../runtime/docker.js';
+import { ContainerRuntimeError, type ContainerRuntime } from '../runtime/containers.js';
+import type { RouteHub } from '../discovery/hub.js';
+import type { ProxyRegistry } from '../discovery/proxies.js';
+import { endpointAddress } from '../discovery/route-table.js';
+
+/** One operation per container at a time, in this process. */
+export class KeyedMutex {
+  private tails = new Map<number, Promise<unknown>>();
+  isLocked(key: number): boolean {
+    return this.tails.has(key);
+  }
+  run<T>(key: number, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const p = prev.catch(() => {}).then(fn);
+    const tail = p.catch(() => {});
+    this.tails.set(key, tail);
+    void tail.then(() => { if (this.tails.get(key) === tail) this.tails.delete(key); });
+    return p;
+  }
+}
+
+export interface ContainerServiceDeps {
+  db: Db;
+  runtime: ContainerRuntime;
+  events: EventRelay;
+  hub: RouteHub;
+  proxies: ProxyRegistry;
+  config: ResolvedConfig;
+  log: Logger;
+  clusterId: string;
+  /** called when a container starts running (the health checker probes it at once) */
+  onStarted?: (c: ContainerRow) => void;
+}
+
+const shortId = () => randomBytes(4).toString('hex');
+export const containerName = (userId: number, imageId: number) => `berth-u${userId}-i${imageId}-${shortId()}`;
+
+/** Docker errors → API errors: daemon away is 503, anything else Docker refused is 502 with its message. */
+export function dockerApiError(e: unknown): ApiError {
+  if (e instanceof DockerUnavailableError) return new ApiError(503, 'docker_unavailable', e.message);
+  if (e instanceof ContainerRuntimeError) return new ApiError(502, 'docker_error', e.message);
+  return new ApiError(500, 'internal_error', (e as Error).message);
+}
+
+export async function getContainer(q: Queryable, userId: number, id: number): Promise<ContainerRow | undefined> {
+  const { rows } = await q.query<ContainerRow>('SELECT * FROM containers WHERE id = $1 AND user_id = $2', [id, userId]);
+  return rows[0];
+}
+
+async function imageOf(q: Queryable, c: ContainerRow): Promise<ImageRow> {
+  const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE id = $1', [c.image_id]);
+  if (!rows[0]) throw new Error(`image ${c.image_id} of container ${c.id} is gone`);
+  return rows[0];
+}
+
+/**
+ * Container lifecycle: database row first (with its event, same transaction), then Docker, then
+ * the row again. Stop and delete are graceful: the container leaves the route table, every live
+ * proxy acknowledges the new table and drains its in-flight requests (bounded), then Docker
+ * stops it.
+ */
+export class ContainerService {
+  readonly locks = new KeyedMutex();
+  private readonly log: Logger;
+
+  constructor(private readonly d: ContainerServiceDeps) {
+    this.log = d.log.child({ component: 'containers' });
+  }
+
+  private eventFor(type: string, c: ContainerRow, img: Pick<ImageRow, 'app_hostname'>, extra: Record<string, unknown> = {}) {
+    return {
+      type, userId: c.user_id, imageId: c.image_id, containerId: c.id, appHostname: img.app_hostname,
+      payload: { container_name: c.name, docker_id: c.docker_id, host_port: c.host_port, internal_port: c.internal_port, status: c.status, health: c.health, ...extra },
+    };
+  }
+
+  private changed(): void {
+    this.d.events.nudge();
+    this.d.hub.schedule();
+  }
+
+  labels(c: Pick<ContainerRow, 'id' | 'user_id' | 'image_id'>, img: ImageRow): Record<string, string> {
+    return {
+      'berth.managed': 'true',
+      'berth.user': String(c.user_id),
+      'berth.image': String(c.image_id),
+      'berth.container': String(c.id),
+      'berth.app_hostname': img.app_hostname,
+      'berth.cluster': this.d.clusterId,
+    };
+  }
+
+  /**
+   * Create `count` containers of an image (409 when the image is not ready or the count would
+   * pass max_instances). Rows and `container.created` events commit first; then each container
+   * is created and started in Docker. Containers Docker refuses are marked failed (the reconcile
+   * loop retries them); when none started, the Docker error is the API error.
+   */
+  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean } = {}): Promise<ContainerRow[]> {
+    const { img, rows } = await withTransaction(this.d.db, async (tx) => {
+      const { rows: [img] } = await tx.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [imageId, userId]);
+      if (!img) throw notFound('image');
+      if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}, not ready: containers can only run built images`, 'image_not_ready');
+      const { rows: [{ n }] } = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [img.id]);
+      let want = count;
+      if (n + count > img.max_instances) {
+        if (!opts.cap) throw conflict(`image ${img.id} has ${n} of max_instances ${img.max_instances} containers; ${count} more would pass it`, 'max_instances_exceeded');
+        want = Math.max(0, img.max_instances - n);
+      }
+      const out: ContainerRow[] = [];
+      for (let i = 0; i < want; i++) {
+        const { rows: [c] } = await tx.query<ContainerRow>(
+          `INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired)
+           VALUES ($1, $2, $3, 'creating', 'unknown', $4, 'running') RETURNING *`,
+          [img.user_id, img.id, containerName(img.user_id, img.id), img.container_port]);
+        await recordEvent(tx, this.eventFor('container.created', c, img));
+        out.push(c);
+      }
+      return { img, rows: out };
+    });
+    if (rows.length) this.changed();
+    const results = await Promise.allSettled(rows.map((c) => this.locks.run(c.id, () => this.launch(c, img))));
+    const ok = results.filter((r): r is PromiseFulfilledResult<ContainerRow> => r.status === 'fulfilled').map((r) => r.value);
+    if (rows.length && ok.length === 0) throw dockerApiError((results[0] as PromiseRejectedResult).reason);
+    const { rows: fresh } = await this.d.db.query<ContainerRow>('SELECT * FROM containers WHERE id = ANY($1::bigint[]) ORDER BY id', [rows.map((r) => r.id)]);
+    return fresh;
+  }
+
+  /**
+   * Create and start the Docker container of a `creating` row; the row becomes `running`
+   * (health unknown until the first check passes) or `failed` with the reason.
+   */
+  private async launch(c: ContainerRow, img: ImageRow): Promise<ContainerRow> {
+    let dockerId: string | null = null;
+    try {
+      dockerId = await this.d.runtime.create({
+        name: c.name!, image: img.docker_image, labels: this.labels(c, img),
+        env: { PORT: String(img.container_port) }, containerPort: img.container_port, publishHost: this.d.config.publishHost,
+        cpus: img.cpu_limit, memoryBytes: img.memory_limit_bytes,
+      });
+      await this.d.db.query('UPDATE containers SET docker_id = $2, updated_at = now() WHERE id = $1', [c.id, dockerId]);
+      await this.d.runtime.start(dockerId);
+      return await this.markStarted(c.id, dockerId, img);
+    } catch (e) {
+      const reason = (e as Error).message;
+      this.log.warn({ containerId: c.id, err: reason }, 'container failed to start');
+      if (dockerId) await this.d.runtime.remove(dockerId).catch(() => {});
+      await withTransaction(this.d.db, async (tx) => {
+        const { rows: [row] } = await tx.query<ContainerRow>(
+          `UPDATE containers SET status = 'failed', health = 'unknown', status_reason = $2, docker_id = NULL, host_port = NULL,
+             stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id, reason]);
+        if (row) await recordEvent(tx, this.eventFor('container.failed', row, img, { reason }));
+      });
+      this.changed();
+      throw e;
+    }
+  }
+
+  /** After `docker start`: read the published port, mark running, write container.started. */
+  private async markStarted(id: number, dockerId: string, img: ImageRow): Promise<ContainerRow> {
+    const st = await this.d.runtime.inspect(dockerId, img.container_port);
+    if (!st) throw new ContainerRuntimeError(`container ${dockerId.slice(0, 12)} vanished right after it started`);
+    if (!st.running) throw new ContainerRuntimeError(`container exited at once (exit code ${st.exitCode}${st.oomKilled ? ', out of memory' : ''})`);
+    if (!st.hostPort) throw new ContainerRuntimeError(`Docker published no host port for ${img.container_port}/tcp`);
+    const row = await withTransaction(this.d.db, async (tx) => {
+      const { rows: [row] } = await tx.query<ContainerRow>(
+        `UPDATE containers SET status = 'running', health = 'unknown', status_reason = NULL, docker_id = $2, host_port = $3,
+           container_ip = $4, exit_code = NULL, started_at = now(), stopped_at = NULL, updated_at = now()
+         WHERE id = $1 RETURNING *`, [id, dockerId, st.hostPort, st.ip]);
+      if (!row) throw new ContainerRuntimeError(`container ${id} was deleted while starting`);
+      await recordEvent(tx, this.eventFor('container.started', row, img));
+      return row;
+    });
+    this.changed();
+    this.d.onStarted?.(row);
+    this.log.info({ containerId: id, dockerId: dockerId.slice(0, 12), hostPort: st.hostPort }, 'container running');
+    return row;
+  }
+
+  /**
+   * Take a container out of every proxy's table, then wait (bounded by drainTimeoutMs) until
+   * every live proxy acknowledges that table and has no request in flight to it.
+   */
+  async drain(c: ContainerRow): Promise<void> {
+    if (c.host_port === null) return;
+    const address = endpointAddress(this.d.config.endpointHost, c.host_port);
+    const version = await this.d.hub.refresh();
+    const r = await this.d.proxies.waitDrained(version, address, this.d.config.drainTimeoutMs);
+    if (r.proxies === 0 && this.d.hub.subscriberCount > 0) {
+      // proxies are subscribed but none reports: give them the grace period to apply and drain
+      await new Promise((res) => setTimeout(res, this.d.config.drainGraceMs * 2));
+    } else if (r.drained && this.d.config.drainGraceMs > 0) {
+      // a proxy drops an endpoint from its report once no table references it: its last
+      // requests may still be finishing
+      await new Promise((res) => setTimeout(res, this.d.config.drainGraceMs));
+    }
+    this.log.info({ containerId: c.id, address, version, ...r }, r.drained ? 'proxies drained the container' : 'drain timed out; stopping anyway');
+  }
+
+  /** Graceful stop (409 when already stopped). */
+  async stop(userId: number, id: number): Promise<ContainerRow> {
+    const first = await getContainer(this.d.db, userId, id);
+    if (!first) throw notFound('container');
+    return this.locks.run(id, async () => {
+      const c = await getContainer(this.d.db, userId, id);
+      if (!c) throw notFound('container');
+      if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'stopping' || c.status === 'exited' || c.status === 'failed')) {
+        throw conflict(`container ${id} is already ${c.status}`, 'already_stopped');
+      }
+      return this.stopLocked(c, 'api');
+    });
+  }
+
+  /** Stop with the row lock held: stopping → drain → docker stop → stopped + container.stopped. */
+  async stopLocked(c: ContainerRow, reason: string): Promise<ContainerRow> {
+    const img = await imageOf(this.d.db, c);
+    await this.d.db.query(`UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, updated_at = now() WHERE id = $1`, [c.id]);
+    if (c.status === 'running') await this.drain(c);
+    if (c.docker_id) {
+      try { await this.d.runtime.stop(c.docker_id, this.d.config.stopTimeoutSec); } catch (e) { throw dockerApiError(e); }
+    }
+    const row = await withTransaction(this.d.db, async (tx) => {
+      const { rows: [row] } = await tx.query<ContainerRow>(
+        `UPDATE containers SET status = 'stopped', health = 'unknown', desired = 'stopped', host_port = NULL, container_ip = NULL,
+           stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id]);
+      if (row) await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason }));
+      return row;
+    });
+    this.changed();
+    return row;
+  }
+
+  /** Start a stopped (or failed) container (409 when already running or starting). */
+  async start(userId: number, id: number): Promise<ContainerRow> {
+    const first = await getContainer(this.d.db, userId, id);
+    if (!first) throw notFound('container');
+    return this.locks.run(id, async () => {
+      const c = await getContainer(this.d.db, userId, id);
+      if (!c) throw notFound('container');
+      if (c.status === 'running' || c.status === 'creating' || (c.status === 'stopping' && c.desired === 'running')) {
+        throw conflict(`container ${id} is already ${c.status}`, 'already_running');
+      }
+      const img = await imageOf(this.d.db, c);
+      if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}`, 'image_not_ready');
+      await this.d.db.query(`UPDATE containers SET desired = 'running', status = 'creating', status_reason = NULL, updated_at = now() WHERE id = $1`, [c.id]);
+      try {
+        if (c.docker_id && (await this.d.runtime.inspect(c.docker_id))) {
+          try {
+            await this.d.runtime.start(c.docker_id);
+            return await this.markStarted(c.id, c.docker_id, img);
+          } catch (e) {
+            if (e instanceof DockerUnavailableError) throw e;
+            // the old container cannot run again (port taken, exited at once...): make a new one
+            await this.d.runtime.remove(c.docker_id).catch(() => {});
+          }
+        }
+        const fresh = await this.renew(c, img);
+        return await this.launch(fresh, img);
+      } catch (e) {
+        if (e instanceof ApiError) throw e;
+        throw dockerApiError(e);
+      }
+    });
+  }
+
+  /** A new Docker name for a row whose old container is gone or unusable. */
+  private async renew(c: ContainerRow, img: ImageRow, q: Queryable = this.d.db): Promise<ContainerRow> {
+    const { rows: [row] } = await q.query<ContainerRow>(
+      `UPDATE containers SET name = $2, docker_id = NULL, host_port = NULL, container_ip = NULL, status = 'creating', health = 'unknown',
+         updated_at = now() WHERE id = $1 RETURNING *`, [c.id, containerName(img.user_id, img.id)]);
+    if (!row) throw notFound('container');
+    return row;
+  }
+
+  /** Graceful delete: drain, remove from Docker, delete the row with container.deleted. */
+  async remove(userId: number, id: number): Promise<void> {
+    const first = await getContainer(this.d.db, userId, id);
+    if (!first) throw notFound('container');
+    await this.locks.run(id, async () => {
+      const c = await getContainer(this.d.db, userId, id);
+      if (!c) throw notFound('container');
+      await this.removeLocked(c, 'api');
+    });
+  }
+
+  async removeLocked(c: ContainerRow, reason: string): Promise<void> {
+    const img = await imageOf(this.d.db, c);
+    await this.d.db.query(`UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, updated_at = now() WHERE id = $1`, [c.id]);
+    if (c.status === 'running') await this.drain(c);
+    if (c.docker_id) {
+      try {
+        if (c.status === 'running') await this.d.runtime.stop(c.docker_id, this.d.config.stopTimeoutSec);
+        await this.d.runtime.remove(c.docker_id);
+      } catch (e) { throw dockerApiError(e); }
+    }
+    await withTransaction(this.d.db, async (tx) => {
+      const res = await tx.query('DELETE FROM containers WHERE id = $1', [c.id]);
+      if (res.rowCount) await recordEvent(tx, this.eventFor('container.deleted', c, img, { reason }));
+    });
+    this.changed();
+  }
+
+  /**
+   * Reconcile: the container of a row that should run died (exited, OOM, killed, vanished).
+   * Records container.stopped (with the exit code), then replaces it with a fresh Docker
+   * container under the same row id (container.replaced, then container.started).
+   */
+  async markDied(c: ContainerRow, why: { reason: string; exitCode: number | null }): Promise<ContainerRow | undefined> {
+    const img = await imageOf(this.d.db, c);
+    const row = await withTransaction(this.d.db, async (tx) => {
+      const { rows: [row] } = await tx.query<ContainerRow>(
+        `UPDATE containers SET status = 'exited', health = 'unknown', exit_code = $2, status_reason = $3, stopped_at = now(), updated_at = now()
+         WHERE id = $1 AND status = 'running' RETURNING *`, [c.id, why.exitCode, why.reason]);
+      if (row) await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason: why.reason, exit_code: why.exitCode, unexpected: true }));
+      return row;
+    });
+    if (row) this.changed();
+    return row;
+  }
+
+  /** Replace the Docker container of a row that should be running (lock held by the caller). */
+  async replaceLocked(c: ContainerRow, reason: string): Promise<ContainerRow> {
+    const img = await imageOf(this.d.db, c);
+    if (c.docker_id) await this.d.runtime.remove(c.docker_id);
+    const fresh = await withTransaction(this.d.db, async (tx: DbClient) => {
+      const row = await this.renew(c, img, tx);
+      await tx.query('UPDATE containers SET restart_count = restart_count + 1 WHERE id = $1', [c.id]);
+      await recordEvent(tx, this.eventFor('container.replaced', row, img, { reason, old_docker_id: c.docker_id, old_name: c.name, old_host_port: c.host_port, exit_code: c.exit_code }));
+      return { ...row, restart_count: row.restart_count + 1 };
+    });
+    this.changed();
+    this.log.warn({ containerId: c.id, reason, oldDockerId: c.docker_id?.slice(0, 12) }, 'replacing container');
+    return this.launch(fresh, img);
+  }
+
+  /** Reconcile: a `stopping` row left behind by a crashed control plane → finish the stop. */
+  async finishStop(c: ContainerRow): Promise<void> {
+    await this.stopLocked(c, 'recovered');
+  }
+
+  /** Health transitions from the checker: update + event in one transaction, only on change. */
+  async setHealth(id: number, health: 'healthy' | 'unhealthy', detail: string): Promise<ContainerRow | undefined> {
+    const row = await withTransaction(this.d.db, async (tx) => {
+      const { rows: [row] } = await tx.query<ContainerRow>(
+        `UPDATE containers SET health = $2, health_checked_at = now(), status_reason = $3,
+           healthy_at = CASE WHEN $2 = 'healthy' THEN now() ELSE healthy_at END, updated_at = now()
+         WHERE id = $1 AND status = 'running' AND health <> $2 RETURNING *`, [id, health, health === 'healthy' ? null : detail]);
+      if (!row) return undefined;
+      const { rows: [img] } = await tx.query<ImageRow>('SELECT app_hostname FROM images WHERE id = $1', [row.image_id]);
+      await recordEvent(tx, this.eventFor(`container.${health}`, row, img, { detail }));
+      return row;
+    });
+    if (row) {
+      this.changed();
+      this.log.info({ containerId: id, health, detail }, `container ${health}`);
+    }
+    return row;
+  }
+}

@@ -1,0 +1,122 @@
+import type { RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
+import type { Logger } from '../../shared/logging.js';
+import type { Db } from '../db/pool.js';
+import { buildRoutes, makeTable } from './route-table.js';
+
+export type TableListener = (table: RouteTableSpec) => void;
+
+/**
+ * The current route table and its subscribers (proxy watch streams).
+ *
+ * `schedule()` after any change coalesces a burst into one rebuild `debounceMs` later;
+ * `refresh()` does the same and resolves with the version of a table built after the call
+ * (graceful stop waits for proxies to acknowledge exactly that version). A rebuild whose routes
+ * equal the current ones publishes nothing. A poll every `pollMs` picks up changes made by other
+ * control planes sharing the database. Versions come from a Postgres sequence, so they only
+ * ever grow, across restarts and across control planes.
+ */
+export class RouteHub {
+  private current: RouteTableSpec | null = null;
+  private currentKey = '';
+  private listeners = new Set<TableListener>();
+  private timer: NodeJS.Timeout | undefined;
+  private poller: NodeJS.Timeout | undefined;
+  private waiters: ((v: number) => void)[] = [];
+  private failed: ((e: unknown) => void)[] = [];
+  private chain: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+  /** when each published version was built (ms since epoch), for latency measurements */
+  readonly publishedAt = new Map<number, number>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly endpointHost: string,
+    private readonly log: Logger,
+    private readonly debounceMs = 50,
+    private readonly pollMs = 1000,
+  ) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.rebuild().catch((e) => this.log.error({ err: e }, 'initial route table build failed'));
+    this.poller = setInterval(() => { if (!this.timer) this.schedule(); }, this.pollMs);
+    this.poller.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.poller) clearInterval(this.poller);
+    this.timer = undefined;
+    for (const f of this.failed) f(new Error('route hub stopped'));
+    this.waiters = [];
+    this.failed = [];
+  }
+
+  get table(): RouteTableSpec | null {
+    return this.current;
+  }
+
+  get subscriberCount(): number {
+    return this.listeners.size;
+  }
+
+  /** Calls `fn` with every new table; returns the unsubscribe function. */
+  subscribe(fn: TableListener): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Rebuild soon (coalesced). */
+  schedule(): void {
+    if (this.stopped || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const waiters = this.waiters;
+      const failed = this.failed;
+      this.waiters = [];
+      this.failed = [];
+      this.rebuild().then((v) => waiters.forEach((w) => w(v)), (e) => {
+        this.log.error({ err: e }, 'route table rebuild failed');
+        failed.forEach((f) => f(e));
+      });
+    }, this.debounceMs);
+    this.timer.unref();
+  }
+
+  /** Rebuild (coalesced) and resolve with the version that reflects the database as of now. */
+  refresh(): Promise<number> {
+    if (this.stopped) return Promise.reject(new Error('route hub stopped'));
+    return new Promise<number>((resolve, reject) => {
+      this.waiters.push(resolve);
+      this.failed.push(reject);
+      this.schedule();
+    });
+  }
+
+  /** Build now; publish when the routes changed. Serialised. Returns the current version. */
+  rebuild(): Promise<number> {
+    const p = this.chain.then(async () => {
+      const routes = await buildRoutes(this.db, this.endpointHost);
+      const key = JSON.stringify(routes);
+      if (this.current && key === this.currentKey) return this.current.version;
+      return this.publish(routes, key);
+    });
+    this.chain = p.catch(() => {});
+    return p;
+  }
+
+  private async publish(routes: RouteSpec[], key: string): Promise<number> {
+    const { rows } = await this.db.query<{ v: number }>(`SELECT nextval('route_table_version_seq')::bigint AS v`);
+    const table = makeTable(rows[0].v, routes);
+    this.current = table;
+    this.currentKey = key;
+    this.publishedAt.set(table.version, Date.now());
+    if (this.publishedAt.size > 1000) this.publishedAt.delete(this.publishedAt.keys().next().value!);
+    this.log.info({ version: table.version, routes: routes.length, endpoints: routes.reduce((n, r) => n + r.endpoints.length, 0), proxies: this.listeners.size }, 'route table published');
+    for (const l of this.listeners) {
+      try { l(table); } catch (e) { this.log.warn({ err: e }, 'route table listener failed'); }
+    }
+    return table.version;
+  }
+}

@@ -1,0 +1,122 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { normalizeHost } from '../../shared/hostname.js';
+import { badRequest, unauthorized } from '../http/errors.js';
+import { endpointAddress } from './route-table.js';
+import type { RouteHub } from './hub.js';
+import type { ProxyRegistry, ProxyReport } from './proxies.js';
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** Constant-time bearer check against the proxy token. */
+export function isProxyToken(header: string | undefined, token: string): boolean {
+  const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return !!m && timingSafeEqual(digest(m[1]), digest(token));
+}
+
+const reportSchema = {
+  type: 'object',
+  required: ['proxyId', 'tableVersion', 'routes', 'endpoints'],
+  properties: {
+    proxyId: { type: 'string', minLength: 1, maxLength: 200 },
+    tableVersion: { type: ['integer', 'null'], minimum: 0 },
+    routes: {
+      type: 'array', maxItems: 200_000,
+      items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: { type: 'number' }, inflight: { type: 'number' } } },
+    },
+    endpoints: {
+      type: 'array', maxItems: 200_000,
+      items: { type: 'object', required: ['address', 'inflight'], properties: { address: { type: 'string' }, inflight: { type: 'number' }, requests: { type: 'number' }, state: { type: 'string' } } },
+    },
+  },
+} as const;
+
+/**
+ * Discovery:
+ * - `GET /v1/routes/watch` (bearer proxy token): Server-Sent Events, `event: routes` with the
+ *   full table on connect and on every change; `: ping` every 15 s.
+ * - `POST /v1/proxy/report` (bearer proxy token): a proxy's applied version and counters → 204.
+ * - `GET /v1/proxies` (proxy token or any signed-in user): live proxies and their last report.
+ * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
+ *   (a user sees their own apps; the proxy token sees all).
+ */
+export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyToken: string }): Promise<void> {
+  const { hub, proxies, proxyToken } = opts;
+  const streams = new Set<FastifyReply>();
+
+  const requireProxy = async (req: FastifyRequest) => {
+    if (!isProxyToken(req.headers.authorization, proxyToken)) throw unauthorized('a valid proxy token is required (Authorization: Bearer $BERTH_PROXY_TOKEN)');
+  };
+  /** Proxy token → { proxy: true }; otherwise a normal user login. */
+  const proxyOrUser = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (isProxyToken(req.headers.authorization, proxyToken)) { (req as { viaProxy?: boolean }).viaProxy = true; return; }
+    await app.authenticate.call(app, req, reply);
+  };
+
+  app.addHook('preClose', async () => {
+    for (const r of streams) r.raw.end();
+    streams.clear();
+  });
+
+  app.get('/v1/routes/watch', { preHandler: requireProxy }, async (req, reply) => {
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+      'x-request-id': String(req.id),
+    });
+    res.socket?.setNoDelay(true);
+    const send = (t: unknown) => { if (!res.destroyed) res.write(`event: routes\ndata: ${JSON.stringify(t)}\n\n`); };
+    streams.add(reply);
+    const unsubscribe = hub.subscribe(send);
+    const ping = setInterval(() => { if (!res.destroyed) res.write(': ping\n\n'); }, 15_000);
+    const done = () => { clearInterval(ping); unsubscribe(); streams.delete(reply); };
+    req.raw.on('close', done);
+    res.on('close', done);
+    const table = hub.table ?? (await hub.rebuild().then(() => hub.table, () => null));
+    if (table) send(table);
+    req.log.info({ remote: req.ip, version: table?.version ?? null }, 'proxy subscribed to route updates');
+  });
+
+  app.post<{ Body: ProxyReport }>('/v1/proxy/report', { preHandler: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {
+    proxies.record(req.body, req.ip);
+    return reply.code(204).send();
+  });
+
+  app.get('/v1/proxies', { preHandler: proxyOrUser }, async () => {
+    const list = proxies.list().map((p) => ({
+      proxy_id: p.proxyId,
+      remote_address: p.remoteAddress,
+      table_version: p.report.tableVersion,
+      last_report_at: new Date(p.receivedAt).toISOString(),
+      routes: p.report.routes,
+      endpoints: p.report.endpoints,
+    }));
+    return { current_version: hub.table?.version ?? null, watchers: hub.subscriberCount, proxies: list, count: list.length };
+  });
+
+  app.get<{ Querystring: { website_url?: string } }>('/api/services/healthy', {
+    preHandler: proxyOrUser,
+    schema: { querystring: { type: 'object', required: ['website_url'], properties: { website_url: { type: 'string', minLength: 1, maxLength: 2048 } } } },
+  }, async (req) => {
+    const host = normalizeHost(req.query.website_url ?? '');
+    if (!host) throw badRequest('website_url must contain a hostname');
+    const viaProxy = (req as { viaProxy?: boolean }).viaProxy === true;
+    const { rows } = await app.db.query<{ id: number; image_id: number; user_id: number; name: string; host_port: number; internal_port: number; docker_id: string; healthy_at: Date | null; app_hostname: string }>(
+      `SELECT c.id, c.image_id, c.user_id, c.name, c.host_port, c.internal_port, c.docker_id, c.healthy_at, i.app_hostname
+         FROM images i JOIN containers c ON c.image_id = i.id
+        WHERE i.app_hostname = $1 AND c.status = 'running' AND c.desired = 'running' AND c.health = 'healthy' AND c.host_port IS NOT NULL
+          AND ($2::bigint IS NULL OR i.user_id = $2)
+        ORDER BY c.id`, [host, viaProxy ? null : req.user!.id]);
+    const ep = app.config.endpointHost;
+    const services = rows.map((r) => ({
+      container_id: r.id, image_id: r.image_id, name: r.name, app_hostname: r.app_hostname,
+      host: ep, port: r.host_port, address: endpointAddress(ep, r.host_port), url: `http://${endpointAddress(ep, r.host_port)}`,
+      internal_port: r.internal_port, docker_id: r.docker_id, healthy_since: r.healthy_at ? new Date(r.healthy_at).toISOString() : null,
+    }));
+    return { website_url: req.query.website_url, hostname: host, services, count: services.length };
+  });
+}

@@ -1,0 +1,221 @@
+import type { Logger } from '../../shared/logging.js';
+import type { ResolvedConfig } from '../config.js';
+import type { Db } from '../db/pool.js';
+import type { ContainerRow, ImageRow } from '../images/repo.js';
+import { DockerUnavailableError } from '../runtime/docker.js';
+import type { ContainerRuntime, ManagedContainer } from '../runtime/containers.js';
+import type { ContainerService } from '../containers/service.js';
+import type { Leadership } from './leader.js';
+
+export interface ReconcileReport {
+  skipped?: string;
+  died: number;
+  replaced: number;
+  orphansRemoved: number;
+  corrected: number;
+  created: number;
+  stopsFinished: number;
+}
+
+/** A container that dies within this long after it started counts as crash-looping. */
+const QUICK_DEATH_MS = 30_000;
+/** `creating` / `stopping` rows untouched this long belong to a control plane that died mid-way. */
+const STUCK_MS = 60_000;
+
+/**
+ * Makes Docker match the database, on start, every `reconcileIntervalMs`, and soon after any
+ * Docker event of a berth container:
+ * - a container that should run but died (exited, OOM-killed, `docker kill`ed, removed) is
+ *   recorded (container.stopped) and replaced under the same id (container.replaced), with
+ *   exponential backoff when it keeps dying right after starting;
+ * - each ready image keeps `min_instances` containers that should run (bounded by max_instances);
+ * - labelled containers of this cluster that no row knows are removed (after a grace period, so
+ *   a container being created right now is never mistaken for an orphan);
+ * - rows whose container vanished are corrected; stops and creations left half-done by a
+ *   crashed control plane are finished.
+ * Runs only on the control plane holding the reconcile advisory lock.
+ */
+export class Reconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private kickTimer: NodeJS.Timeout | undefined;
+  private running: Promise<ReconcileReport> | undefined;
+  private again = false;
+  private stopped = true;
+  private unwatch: (() => void) | undefined;
+  private backoff = new Map<number, { attempts: number; nextAt: number }>();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly d: {
+      db: Db; runtime: ContainerRuntime; service: ContainerService; leader: Leadership;
+      config: ResolvedConfig; log: Logger; clusterId: string;
+    },
+  ) {
+    this.log = d.log.child({ component: 'reconcile' });
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.unwatch = this.d.runtime.watchEvents('berth.managed=true', (e) => {
+      if (['die', 'destroy', 'oom', 'kill', 'stop'].includes(e.action)) this.kick();
+    });
+    this.kick();
+    this.timer = setInterval(() => this.kick(), this.d.config.reconcileIntervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.kickTimer) clearTimeout(this.kickTimer);
+    this.unwatch?.();
+    await this.running?.catch(() => {});
+  }
+
+  /** Reconcile soon (coalesced). */
+  kick(delayMs = 100): void {
+    if (this.stopped || this.kickTimer) return;
+    this.kickTimer = setTimeout(() => {
+      this.kickTimer = undefined;
+      void this.run().catch(() => {});
+    }, delayMs);
+    this.kickTimer.unref();
+  }
+
+  /** One pass now (or the pass in progress, followed by another). */
+  run(): Promise<ReconcileReport> {
+    if (this.running) { this.again = true; return this.running; }
+    this.running = this.once()
+      .catch((e) => {
+        if (e instanceof DockerUnavailableError) this.log.debug({ err: e.message }, 'reconcile skipped: Docker unavailable');
+        else this.log.error({ err: e }, 'reconcile pass failed');
+        return { skipped: (e as Error).message, died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0 };
+      })
+      .finally(() => {
+        this.running = undefined;
+        if (this.again && !this.stopped) { this.again = false; this.kick(0); }
+      });
+    return this.running;
+  }
+
+  private async once(): Promise<ReconcileReport> {
+    const rep: ReconcileReport = { died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0 };
+    if (!this.d.leader.isLeader) return { ...rep, skipped: 'not the leader' };
+    const { db, runtime, service } = this.d;
+    const docker = await runtime.listByLabel(['berth.managed=true']);
+    const byId = new Map<string, ManagedContainer>(docker.map((c) => [c.dockerId, c]));
+    const { rows } = await db.query<ContainerRow>('SELECT * FROM containers ORDER BY id');
+    const now = Date.now();
+    const work: Promise<unknown>[] = [];
+
+    for (const snapshot of rows) {
+      if (service.locks.isLocked(snapshot.id)) continue;
+      work.push(service.locks.run(snapshot.id, async () => {
+        const { rows: [c] } = await db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [snapshot.id]);
+        if (!c) return;
+        const dc = c.docker_id ? byId.get(c.docker_id) : undefined;
+        const age = now - new Date(c.updated_at).getTime();
+        try {
+          if (c.desired === 'running') {
+            if (c.status === 'running' && (!dc || dc.state !== 'running')) {
+              const st = c.docker_id ? await runtime.inspect(c.docker_id) : null;
+              if (st?.running) return; // raced with a start: fine
+              const reason = !st ? 'container vanished' : st.oomKilled ? 'out of memory' : `exited with code ${st.exitCode}`;
+              const died = await service.markDied(c, { reason, exitCode: st?.exitCode ?? null });
+              if (!died) return;
+              rep.died++;
+              this.noteDeath(c);
+              this.log.warn({ containerId: c.id, reason }, 'container died');
+              if (await this.replaceIfDue(died, reason)) rep.replaced++;
+            } else if (c.status === 'exited' || c.status === 'failed' || (c.status === 'creating' && age > STUCK_MS)) {
+              if (await this.replaceIfDue(c, c.status_reason ?? c.status)) rep.replaced++;
+            } else if (c.status === 'stopping' && age > STUCK_MS) {
+              await service.finishStop(c);
+              rep.stopsFinished++;
+            }
+          } else {
+            if (c.status === 'stopping' && age > STUCK_MS) {
+              await service.finishStop(c);
+              rep.stopsFinished++;
+            } else if (c.status === 'running') {
+              await service.stopLocked(c, 'reconcile');
+              rep.stopsFinished++;
+            } else if (c.status === 'stopped' && dc?.state === 'running') {
+              await runtime.stop(dc.dockerId, this.d.config.stopTimeoutSec);
+              rep.corrected++;
+            } else if (c.docker_id && !dc && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
+              await db.query('UPDATE containers SET docker_id = NULL, host_port = NULL, updated_at = now() WHERE id = $1 AND docker_id = $2', [c.id, c.docker_id]);
+              rep.corrected++;
+            }
+          }
+        } catch (e) {
+          this.log.warn({ containerId: c.id, err: (e as Error).message }, 'reconcile of container failed');
+        }
+      }));
+    }
+    await Promise.allSettled(work);
+
+    // Orphans: labelled containers of this cluster (or unlabelled legacy ones) no row knows.
+    const { rows: known } = await db.query<{ docker_id: string }>('SELECT docker_id FROM containers WHERE docker_id IS NOT NULL');
+    const knownIds = new Set(known.map((r) => r.docker_id));
+    for (const dc of docker) {
+      if (knownIds.has(dc.dockerId)) continue;
+      const cluster = dc.labels['berth.cluster'];
+      if (cluster !== undefined && cluster !== this.d.clusterId) continue;
+      const rowId = Number(dc.labels['berth.container']);
+      const berthNamed = dc.names.some((n) => /^berth-u\d+-i\d+-/.test(n));
+      if (!dc.labels['berth.container'] && !berthNamed) continue; // e.g. a build step container
+      if (now - dc.created * 1000 < this.d.config.orphanGraceMs) continue;
+      if (Number.isSafeInteger(rowId) && service.locks.isLocked(rowId)) continue;
+      try {
+        await runtime.remove(dc.dockerId);
+        rep.orphansRemoved++;
+        this.log.warn({ dockerId: dc.dockerId.slice(0, 12), name: dc.names[0] }, 'removed an orphan container the database does not know');
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message, dockerId: dc.dockerId.slice(0, 12) }, 'could not remove orphan container');
+      }
+    }
+
+    // min_instances
+    const { rows: short } = await db.query<ImageRow & { wanted: number }>(
+      `SELECT i.*, (SELECT count(*) FROM containers c WHERE c.image_id = i.id AND c.desired = 'running')::int AS wanted
+         FROM images i WHERE i.status = 'ready' AND i.min_instances > 0`);
+    for (const img of short) {
+      if (img.wanted >= img.min_instances || this.stopped) continue;
+      try {
+        const made = await service.create(img.user_id, img.id, img.min_instances - img.wanted, { cap: true });
+        rep.created += made.length;
+        if (made.length) this.log.info({ imageId: img.id, created: made.length, min: img.min_instances }, 'started containers to keep min_instances');
+      } catch (e) {
+        this.log.warn({ imageId: img.id, err: (e as Error).message }, 'could not keep min_instances');
+      }
+    }
+    for (const id of this.backoff.keys()) if (!rows.some((r) => r.id === id)) this.backoff.delete(id);
+    if (rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished) this.log.info(rep, 'reconciled');
+    return rep;
+  }
+
+  private noteDeath(c: ContainerRow): void {
+    const quick = c.started_at !== null && Date.now() - new Date(c.started_at).getTime() < QUICK_DEATH_MS;
+    const b = this.backoff.get(c.id) ?? { attempts: 0, nextAt: 0 };
+    b.attempts = quick ? b.attempts + 1 : 0;
+    b.nextAt = b.attempts > 1 ? Date.now() + Math.min(60_000, 1000 * 2 ** (b.attempts - 2)) : 0;
+    this.backoff.set(c.id, b);
+  }
+
+  private async replaceIfDue(c: ContainerRow, reason: string): Promise<boolean> {
+    const b = this.backoff.get(c.id) ?? { attempts: 0, nextAt: 0 };
+    if (Date.now() < b.nextAt) return false;
+    try {
+      await this.d.service.replaceLocked(c, reason);
+      return true;
+    } catch (e) {
+      // failed to launch: back off before the next attempt
+      b.attempts++;
+      b.nextAt = Date.now() + Math.min(60_000, 1000 * 2 ** Math.min(b.attempts, 6));
+      this.backoff.set(c.id, b);
+      this.log.warn({ containerId: c.id, err: (e as Error).message, retryAt: new Date(b.nextAt).toISOString() }, 'replacement failed');
+      return false;
+    }
+  }
+}
