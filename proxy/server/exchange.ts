@@ -199,7 +199,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       body: this.body,
       headersTimeout: this.route.headersTimeoutMs,
       bodyTimeout: this.route.idleTimeoutMs,
-    }, this);
+      // TLS SNI only; upstreams are plain HTTP. Setting it skips undici deriving it from the
+      // Host header (an IPv6 regex per request).
+      servername: 'berth-upstream',
+    } as Dispatcher.DispatchOptions, this);
   }
 
   onConnect(abort: (err?: Error) => void): void {
