@@ -111,7 +111,8 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     const hostConfig: Docker.HostConfig = {
       PortBindings: { [portKey]: [{ HostIp: o.publishHost, HostPort: o.hostPort ? String(o.hostPort) : '' }] },
       RestartPolicy: { Name: 'no' },
-      Init: false,
+      // docker-init as PID 1 forwards SIGTERM to the app, so apps that install no handler still stop gracefully
+      Init: true,
     };
     if (o.cpus) hostConfig.NanoCpus = Math.round(o.cpus * 1e9);
     if (o.memoryBytes) { hostConfig.Memory = o.memoryBytes; hostConfig.MemorySwap = o.memoryBytes; }
