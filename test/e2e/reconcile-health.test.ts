@@ -1,0 +1,160 @@
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { probe } from '../../control-plane/health/checker.js';
+import { Leadership } from '../../control-plane/reconcile/leader.js';
+import { Api } from '../helpers/api.js';
+import { makeTar } from '../helpers/archives.js';
+import { BASE_IMAGE, describeWithDocker, docker } from '../helpers/docker.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+import { idApp, removeClusterContainers, waitFor } from './support.js';
+
+/**
+ * Reconcile loop and health checks against real containers, with an in-process control plane
+ * (fast intervals, no orphan grace) so each case can call `reconciler.run()` directly.
+ */
+let pgs: TestPostgres;
+let cp: ControlPlane;
+let data: { dir: string; cleanup(): Promise<void> };
+let user: Api;
+let httpImage: any;
+let tcpImage: any;
+const host = () => `rh-${randomBytes(3).toString('hex')}.example.com`;
+const exec = async (dockerId: string, cmd: string[]) => {
+  const e = await docker.getContainer(dockerId).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true });
+  const s = await e.start({});
+  await new Promise((res) => { s.on('end', res); s.on('close', res); s.resume(); });
+};
+const get = async (id: number) => (await user.get(`/api/containers/${id}`)).body;
+
+await describeWithDocker('reconcile and health checks (real containers)', () => {
+  beforeAll(async () => {
+    pgs = await startTestPostgres();
+    data = await tempDir();
+    cp = await startControlPlane({
+      port: 0, dataDir: data.dir, databaseUrl: await pgs.createDatabase(), quiet: true, seedDefaultUser: false,
+      proxyToken: 'test-token', reconcileIntervalMs: 60_000, orphanGraceMs: 0, stopTimeoutSec: 2, drainGraceMs: 0,
+      health: { intervalMs: 300, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 2 },
+    });
+    user = await new Api(cp.url).signup('rh@example.com');
+    const tar = await makeTar(idApp());
+    const a = await user.upload({ name: 'httpcheck', app_hostname: host(), min_instances: 0, max_instances: 2, health_path: '/health.txt' }, tar);
+    const b = await user.upload({ name: 'tcpcheck', app_hostname: host(), min_instances: 2, max_instances: 3 }, tar);
+    expect(a.status, a.text).toBe(201);
+    httpImage = await user.waitForBuild(a.body.id, 120_000);
+    tcpImage = await user.waitForBuild(b.body.id, 120_000);
+    expect(httpImage.status).toBe('ready');
+    expect(tcpImage.status).toBe('ready');
+  });
+
+  afterAll(async () => {
+    await cp?.close();
+    if (cp) await removeClusterContainers(cp.app.platform.clusterId);
+    await pgs?.stop();
+    await data?.cleanup();
+  });
+
+  it('keeps min_instances: a ready image with min_instances 2 gets two containers, healthy by TCP check', async () => {
+    const list = await waitFor('two containers of the min_instances image', async () => {
+      await cp.app.platform.reconciler.run();
+      const l = (await user.get(`/api/containers?image_id=${tcpImage.id}`)).body.containers;
+      return l.length === 2 && l.every((c: any) => c.status === 'running' && c.health === 'healthy') && l;
+    }, 30_000, 300);
+    expect(list).toHaveLength(2);
+    const ev = (await user.get('/api/events?limit=1000')).body.events;
+    expect(ev.filter((e: any) => e.type === 'container.created' && e.image_id === tcpImage.id)).toHaveLength(2);
+    // one more pass changes nothing
+    const rep = await cp.app.platform.reconciler.run();
+    expect(rep.created).toBe(0);
+  });
+
+  it('takes an unhealthy container out of the route table within seconds and brings it back when it recovers', async () => {
+    const r = await user.post(`/api/containers/${httpImage.id}`, { count: 1 });
+    expect(r.status, r.text).toBe(201);
+    const id = r.body.containers[0].id;
+    const c = await waitFor('healthy', async () => { const x = await get(id); return x.health === 'healthy' && x; }, 15_000);
+    const inTable = () => cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${httpImage.id}`)?.endpoints.some((e) => e.id === `c-${id}`) ?? false;
+    await waitFor('in the route table', async () => inTable(), 5000, 20);
+    const t0 = Date.now();
+    await exec(c.docker_id, ['/bin/busybox', 'rm', '/www/health.txt']);
+    await waitFor('unhealthy', async () => (await get(id)).health === 'unhealthy', 10_000, 50);
+    await waitFor('out of the table', async () => !inTable(), 5000, 20);
+    const outMs = Date.now() - t0;
+    expect(outMs).toBeLessThan(5000);
+    await exec(c.docker_id, ['sh', '-c', 'echo ok > /www/health.txt']);
+    await waitFor('healthy again', async () => (await get(id)).health === 'healthy', 10_000, 50);
+    await waitFor('back in the table', async () => inTable(), 5000, 20);
+    const types = (await user.get('/api/events?limit=1000')).body.events.filter((e: any) => e.container_id === id).map((e: any) => e.type);
+    expect(types.filter((t: string) => t === 'container.unhealthy')).toHaveLength(1);
+    expect(types.filter((t: string) => t === 'container.healthy')).toHaveLength(2);
+  });
+
+  it('replaces a container whose Docker container vanished (docker rm -f) and corrects a stopped row whose container is gone', async () => {
+    const [a, b] = (await user.get(`/api/containers?image_id=${tcpImage.id}`)).body.containers;
+    await docker.getContainer(a.docker_id).remove({ force: true });
+    await cp.app.platform.reconciler.run();
+    const fixed = await waitFor('replacement', async () => { const x = await get(a.id); return x.status === 'running' && x.docker_id !== a.docker_id && x; }, 15_000);
+    expect(fixed.restart_count).toBe(1);
+    const ev = (await user.get('/api/events?limit=1000')).body.events.filter((e: any) => e.container_id === a.id);
+    expect(ev.find((e: any) => e.type === 'container.stopped' && e.payload.reason === 'container vanished')).toBeTruthy();
+
+    const stopped = await user.post(`/api/containers/${b.id}/stop`);
+    expect(stopped.body.status).toBe('stopped');
+    await docker.getContainer(b.docker_id).remove({ force: true });
+    // the Docker 'destroy' event triggers a pass by itself; run one more to be sure
+    await cp.app.platform.reconciler.run();
+    const row = await waitFor('row corrected', async () => { const x = await get(b.id); return x.docker_id === null && x; }, 5000, 50);
+    expect(row.docker_id).toBe(null);
+    expect(row.status).toBe('stopped');
+    // it can still be started: a fresh container is created for it
+    const st = await user.post(`/api/containers/${b.id}/start`);
+    expect(st.status, st.text).toBe(200);
+    expect(st.body.status).toBe('running');
+    expect(st.body.docker_id).not.toBe(b.docker_id);
+  });
+
+  it('removes labelled containers the database does not know, and leaves other clusters alone', async () => {
+    const mk = (name: string, labels: Record<string, string>) =>
+      docker.createContainer({ name, Image: BASE_IMAGE, Cmd: ['sleep', '300'], Labels: labels }).then(async (c) => { await c.start(); return c; });
+    const suffix = randomBytes(3).toString('hex');
+    const orphan = await mk(`berth-u1-i999-${suffix}`, { 'berth.managed': 'true', 'berth.container': '999999', 'berth.cluster': cp.app.platform.clusterId });
+    const foreign = await mk(`berth-u1-i998-${suffix}`, { 'berth.managed': 'true', 'berth.container': '999998', 'berth.cluster': 'someone-else' });
+    try {
+      const rep = await cp.app.platform.reconciler.run();
+      expect(rep.orphansRemoved).toBe(1);
+      await expect(orphan.inspect()).rejects.toMatchObject({ statusCode: 404 });
+      expect((await foreign.inspect()).State.Running).toBe(true);
+      // berth's own containers are untouched
+      for (const c of (await user.get('/api/containers')).body.containers) if (c.docker_id) expect((await docker.getContainer(c.docker_id).inspect()).Id).toBe(c.docker_id);
+    } finally {
+      await foreign.remove({ force: true }).catch(() => {});
+      await orphan.remove({ force: true }).catch(() => {});
+    }
+  });
+
+  it('only one control plane holds the reconcile lock', async () => {
+    expect(cp.app.platform.leader.isLeader).toBe(true);
+    const other = new Leadership(cp.db, cp.log, 100);
+    await other.start();
+    expect(other.isLeader).toBe(false);
+    await other.stop();
+    expect((await cp.app.platform.reconciler.run()).skipped).toBeUndefined();
+  });
+
+  it('probes: HTTP status decides, TCP needs a listener, timeouts fail', async () => {
+    const srv = createServer((s) => s.destroy());
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as { port: number }).port;
+    expect((await probe({ host: '127.0.0.1', port, containerIp: '127.0.0.1', internalPort: port, path: null }, 500)).ok).toBe(true);
+    srv.close();
+    const closed = await probe({ host: '127.0.0.1', port, containerIp: '127.0.0.1', internalPort: port, path: null }, 500);
+    expect(closed.ok).toBe(false);
+    const c = (await user.get(`/api/containers?image_id=${httpImage.id}`)).body.containers[0];
+    expect((await probe({ host: '127.0.0.1', port: c.host_port, containerIp: null, internalPort: null, path: '/health.txt' }, 1000)).ok).toBe(true);
+    const missing = await probe({ host: '127.0.0.1', port: c.host_port, containerIp: null, internalPort: null, path: '/nope' }, 1000);
+    expect(missing).toMatchObject({ ok: false });
+    expect(missing.detail).toMatch(/404/);
+  });
+});
