@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { formatHelp, parseArgs, parseListen, resolveOptions, type OptionSpec } from '../shared/cli/args.js';
+import { createLogger } from '../shared/logging.js';
+import { startProxy, type ProxyHandle } from '../proxy/proxy.js';
+import { DEFAULT_USER } from './auth/users.js';
+import { startControlPlane, type ControlPlane } from './app.js';
+
+const SPECS: OptionSpec[] = [
+  { name: 'api-listen', env: 'BERTH_API_LISTEN', default: '127.0.0.1:3000', help: 'HOST:PORT of the control-plane API' },
+  { name: 'proxy-listen', env: 'BERTH_PROXY_LISTEN', default: '0.0.0.0:8080', help: 'HOST:PORT the proxy serves apps on' },
+  { name: 'admin-listen', env: 'BERTH_ADMIN_LISTEN', default: '127.0.0.1:9901', help: 'HOST:PORT of the proxy admin listener' },
+  { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'data directory (embedded Postgres, build contexts, proxy table)' },
+  { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
+  { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
+  { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'proxy ↔ control-plane token (default: generated for this run)' },
+];
+
+const DESCRIPTION = `Runs the control plane and one proxy together, wired with a generated proxy token: sign in,
+upload an archive with a Dockerfile, start containers, and reach the app through the proxy by hostname.
+Kafka (KAFKA_BROKERS) and Consul (CONSUL_HTTP_ADDR) are used when set.`;
+
+export interface UpHandle {
+  cp: ControlPlane;
+  proxy: ProxyHandle;
+  proxyUrl: string;
+  adminUrl: string;
+  close(): Promise<void>;
+}
+
+/** Start both in this process; used by `run` and by tests. */
+export async function up(o: {
+  apiListen: string; proxyListen: string; adminListen: string; dataDir: string;
+  databaseUrl?: string; dockerHost?: string; proxyToken?: string; quiet?: boolean;
+}): Promise<UpHandle> {
+  const api = parseListen(o.apiListen, 'api-listen');
+  const px = parseListen(o.proxyListen, 'proxy-listen');
+  const admin = parseListen(o.adminListen, 'admin-listen');
+  const token = o.proxyToken || `bpt_${randomBytes(24).toString('base64url')}`;
+  const cp = await startControlPlane({
+    host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
+    proxyToken: token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet,
+  });
+  let proxy: ProxyHandle;
+  try {
+    proxy = await startProxy({
+      listenHost: px.host, listenPort: px.port, adminHost: admin.host, adminPort: admin.port,
+      adminToken: process.env.BERTH_ADMIN_TOKEN, controlPlaneUrl: cp.url, token,
+      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, accessLogRate: 1, upstreamConnections: 256,
+      logger: o.quiet ? cp.log : createLogger('berth-proxy'),
+    });
+  } catch (e) {
+    await cp.close().catch(() => {});
+    throw e;
+  }
+  const shown = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h.includes(':') ? `[${h}]` : h);
+  return {
+    cp, proxy,
+    proxyUrl: `http://${shown(px.host)}:${proxy.port}`,
+    adminUrl: `http://${shown(admin.host)}:${proxy.adminPort}`,
+    async close() {
+      await proxy.close().catch(() => {});
+      await cp.close();
+    },
+  };
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const args = parseArgs(argv);
+  if (args.flags.has('help')) {
+    process.stdout.write(formatHelp('berth up [--api-listen A] [--proxy-listen P] [--admin-listen M] [--data-dir DIR]', DESCRIPTION, SPECS));
+    return;
+  }
+  const o = resolveOptions(args, SPECS);
+  const h = await up({
+    apiListen: o['api-listen']!, proxyListen: o['proxy-listen']!, adminListen: o['admin-listen']!, dataDir: o['data-dir']!,
+    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'],
+  });
+  const dockerOk = await h.cp.runtime.ping().then(() => 'ok', (e: Error) => `NOT REACHABLE (${e.message}) — builds and containers will fail until it is`);
+  const creds = h.cp.config.production ? '(production mode: no default user; sign up with POST /api/auth/signup)' : `${DEFAULT_USER.email} / ${DEFAULT_USER.password} (created on first start when there are no users)`;
+  process.stdout.write([
+    '',
+    'berth is up',
+    `  control plane API  ${h.cp.url}`,
+    `  proxy (apps)       ${h.proxyUrl}   ← send requests with Host: <app_hostname>`,
+    `  proxy admin        ${h.adminUrl}   (/healthz /metrics /routes /stats)`,
+    `  default login      ${creds}`,
+    `  data directory     ${h.cp.config.dataDir}`,
+    `  docker             ${h.cp.runtime.endpoint}: ${dockerOk}`,
+    '',
+    'Try it:',
+    `  TOKEN=$(curl -s ${h.cp.url}/api/auth/login -H 'content-type: application/json' \\`,
+    `    -d '{"email":"${DEFAULT_USER.email}","password":"${DEFAULT_USER.password}"}' | sed 's/.*"token":"\\([^"]*\\)".*/\\1/')`,
+    `  curl -s ${h.cp.url}/api/images -H "authorization: Bearer $TOKEN" -F name=hello -F app_hostname=hello.localhost -F file=@app.tar`,
+    `  curl -s -X POST ${h.cp.url}/api/containers/1 -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"count":2}'`,
+    `  curl -s ${h.proxyUrl}/ -H 'Host: hello.localhost'`,
+    '(docs/containers.md walks through it)',
+    '',
+  ].join('\n'));
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(sig);
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    h.cp.log.info({ sig }, 'signal received; shutting down');
+    const force = setTimeout(() => process.exit(1), 30_000);
+    force.unref();
+    h.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

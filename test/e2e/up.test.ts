@@ -1,0 +1,38 @@
+import { afterAll, expect, it } from 'vitest';
+import { freePort } from '../helpers/ports.js';
+import { tempDir } from '../helpers/tmp.js';
+import { Proc, built, waitFor } from './support.js';
+
+/** `berth up`: control plane (embedded Postgres) + proxy wired with a generated token, URLs and credentials printed. */
+let proc: Proc | undefined;
+let dir: { dir: string; cleanup(): Promise<void> } | undefined;
+
+afterAll(async () => {
+  await proc?.kill('SIGTERM');
+  await dir?.cleanup();
+});
+
+it('berth up starts both, prints URLs and the default login, and the proxy subscribes with the generated token', async () => {
+  if (!built()) throw new Error('dist/ is missing: run `npx tsc -p .` (npm test builds first)');
+  dir = await tempDir('berth-up-');
+  const [api, px, admin] = [await freePort(), await freePort(), await freePort()];
+  proc = new Proc(['up', '--api-listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${px}`, '--admin-listen', `127.0.0.1:${admin}`, '--data-dir', `${dir.dir}/data`],
+    { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_ENV: 'development' });
+  await waitFor('berth is up', async () => proc!.out.includes('berth is up') || (proc!.child.exitCode !== null ? Promise.reject(new Error(proc!.out)) : false), 60_000, 100);
+  expect(proc.out).toContain(`http://127.0.0.1:${api}`);
+  expect(proc.out).toContain(`http://127.0.0.1:${px}`);
+  expect(proc.out).toContain('example@gmail.com / example123');
+  const login = await fetch(`http://127.0.0.1:${api}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'example@gmail.com', password: 'example123' }) });
+  expect(login.status).toBe(200);
+  const { token } = await login.json() as { token: string };
+  const proxies = await waitFor('proxy reporting', async () => {
+    const r = await (await fetch(`http://127.0.0.1:${api}/v1/proxies`, { headers: { authorization: `Bearer ${token}` } })).json() as any;
+    return r.count === 1 && r.watchers === 1 && r;
+  }, 15_000, 200);
+  expect(proxies.proxies[0].table_version).toBe(proxies.current_version);
+  // the watch stream refuses anyone without the proxy token
+  expect((await fetch(`http://127.0.0.1:${api}/v1/routes/watch`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+  expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
+  expect((await fetch(`http://127.0.0.1:${px}/`, { headers: { host: 'nothing.example.com' } })).status).toBe(404);
+  expect(await proc.kill('SIGTERM')).toBe(0);
+});
