@@ -69,7 +69,8 @@ export class Reconciler {
     if (this.timer) clearInterval(this.timer);
     if (this.kickTimer) clearTimeout(this.kickTimer);
     this.unwatch?.();
-    await this.running?.catch(() => {});
+    // a pass stuck retrying an unreachable daemon must not hold up shutdown for long
+    await Promise.race([this.running?.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 
   /** Reconcile soon (coalesced). */
