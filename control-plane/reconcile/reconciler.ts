@@ -39,7 +39,6 @@ export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private kickTimer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
-  private again = false;
   private stopped = true;
   private unwatch: (() => void) | undefined;
   private backoff = new Map<number, { attempts: number; nextAt: number }>();
@@ -57,6 +56,8 @@ export class Reconciler {
   start(): void {
     this.stopped = false;
     this.unwatch = this.d.runtime.watchEvents('berth.managed=true', (e) => {
+      const cluster = e.labels['berth.cluster'];
+      if (cluster !== undefined && cluster !== this.d.clusterId) return; // another berth database's container
       if (['die', 'destroy', 'oom', 'kill', 'stop'].includes(e.action)) this.kick();
     });
     this.kick();
@@ -83,19 +84,16 @@ export class Reconciler {
     this.kickTimer.unref();
   }
 
-  /** One pass now (or the pass in progress, followed by another). */
+  /** One pass that starts after this call (waits for a pass in progress first). */
   run(): Promise<ReconcileReport> {
-    if (this.running) { this.again = true; return this.running; }
+    if (this.running) return this.running.then(() => this.run());
     this.running = this.once()
       .catch((e) => {
         if (e instanceof DockerUnavailableError) this.log.debug({ err: e.message }, 'reconcile skipped: Docker unavailable');
         else this.log.error({ err: e }, 'reconcile pass failed');
         return { skipped: (e as Error).message, died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0 };
       })
-      .finally(() => {
-        this.running = undefined;
-        if (this.again && !this.stopped) { this.again = false; this.kick(0); }
-      });
+      .finally(() => { this.running = undefined; });
     return this.running;
   }
 
