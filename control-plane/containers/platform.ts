@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import client from 'prom-client';
 import type { Logger } from '../../shared/logging.js';
 import fp from '../http/fp.js';
 import { createContainerRuntime, type ContainerRuntime } from '../runtime/containers.js';
@@ -81,6 +82,20 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   if (kafka) app.events.subscribe(() => kafka.nudge());
 
   app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul } satisfies Platform);
+
+  const registers = [app.metrics.registry];
+  new client.Gauge({
+    name: 'berth_cp_containers', help: 'Containers by status and health', labelNames: ['status', 'health'], registers,
+    async collect() {
+      const { rows } = await app.db.query<{ status: string; health: string; n: number }>('SELECT status, health, count(*)::int AS n FROM containers GROUP BY 1, 2');
+      this.reset();
+      for (const r of rows) this.set({ status: r.status, health: r.health }, r.n);
+    },
+  });
+  new client.Gauge({ name: 'berth_cp_route_table_version', help: 'Version of the route table this control plane publishes', registers, collect() { this.set(hub.table?.version ?? 0); } });
+  new client.Gauge({ name: 'berth_cp_proxies', help: 'Proxies that reported in the last 15 s', registers, collect() { this.set(proxies.live().length); } });
+  new client.Gauge({ name: 'berth_cp_route_watchers', help: 'Open /v1/routes/watch streams', registers, collect() { this.set(hub.subscriberCount); } });
+  new client.Gauge({ name: 'berth_cp_reconcile_leader', help: '1 when this control plane holds the reconcile lock', registers, collect() { this.set(leader.isLeader ? 1 : 0); } });
 
   await app.register(containerRoutes, { service });
   await app.register(discoveryPlugin, { hub, proxies, proxyToken });

@@ -32,6 +32,10 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   expect(proxies.proxies[0].table_version).toBe(proxies.current_version);
   // the watch stream refuses anyone without the proxy token
   expect((await fetch(`http://127.0.0.1:${api}/v1/routes/watch`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+  const metrics = await (await fetch(`http://127.0.0.1:${api}/metrics`)).text();
+  expect(metrics).toMatch(/^berth_cp_proxies 1$/m);
+  expect(metrics).toMatch(/^berth_cp_route_watchers 1$/m);
+  expect(metrics).toMatch(/^berth_cp_reconcile_leader 1$/m);
   expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
   expect((await fetch(`http://127.0.0.1:${px}/`, { headers: { host: 'nothing.example.com' } })).status).toBe(404);
   expect(await proc.kill('SIGTERM')).toBe(0);
