@@ -124,6 +124,55 @@ describe('archive attacks are rejected with the entry named', () => {
     await nothingEscaped();
   });
 
+  it('links through a link to "." that climb out of the root are caught, even when the target does not exist', async () => {
+    // r -> . is the root; r/r/r/r/r/../../../../../x climbs five levels above it to a name that does not exist
+    await rejects(await makeTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'r', type: 'symlink', linkname: '.' },
+      { name: 'esc', type: 'symlink', linkname: 'r/r/r/r/r/../../../../../x' },
+    ]), /"esc": link "r\/r\/r\/r\/r\/\.\.\/\.\.\/\.\.\/\.\.\/\.\.\/x" .*outside/);
+    await nothingEscaped();
+    await rejects(makeZip([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'r', content: '.', mode: 0o120777 },
+      { name: 'esc', content: 'r/r/r/r/r/../../../../../x', mode: 0o120777 },
+    ]), /"esc": link .* outside/);
+  });
+
+  it('a dangling link written through a link to the root is judged from where it really lives', async () => {
+    // a/b/c/d/up -> ../../../.. is the root, so a/b/c/d/up/esc is really "esc" at the root,
+    // and its ../../../../nothere climbs four levels above the root
+    await rejects(await makeTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'a/b/c/d/', type: 'directory' },
+      { name: 'a/b/c/d/up', type: 'symlink', linkname: '../../../..' },
+      { name: 'a/b/c/d/up/esc', type: 'symlink', linkname: '../../../../nothere' },
+    ]), /"esc": link "\.\.\/\.\.\/\.\.\/\.\.\/nothere" .*outside/);
+    await nothingEscaped();
+  });
+
+  it('links that stay inside (also through other links, also dangling inside) are kept', async () => {
+    const ctx = await extract(await makeTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'a/b/', type: 'directory' },
+      { name: 'a/b/up', type: 'symlink', linkname: '../..' },
+      { name: 'a/b/df', type: 'symlink', linkname: 'up/Dockerfile' },
+      { name: 'r', type: 'symlink', linkname: '.' },
+      { name: 'deep', type: 'symlink', linkname: 'r/r/a/b/../b/df' },
+      { name: 'later', type: 'symlink', linkname: 'not-yet/there' },
+    ]));
+    expect(await readFile(join(ctx, 'deep'), 'utf8')).toBe('FROM scratch\n');
+    expect(await readlink(join(ctx, 'later'))).toBe('not-yet/there');
+  });
+
+  it('link loops are rejected', async () => {
+    await rejects(await makeTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'l1', type: 'symlink', linkname: 'l2' },
+      { name: 'l2', type: 'symlink', linkname: 'l1' },
+    ]), /"l1": link "l2" goes through too many links/);
+  });
+
   it('a file written over a planted symlink does not follow it', async () => {
     const ctx = await extract(await makeTar([
       { name: 'Dockerfile', content: 'FROM scratch\n' },

@@ -223,17 +223,59 @@ async function extractTar(file: string, gzip: boolean, w: Writer): Promise<void>
   }
 }
 
-/** Last line of defence: every symlink left in the tree must resolve inside it (or dangle). */
+/**
+ * Last line of defence: every symlink left in the tree is resolved component by component
+ * through the tree itself (following intermediate links, as the kernel would) and must end
+ * inside the root. Where a component does not exist, the rest is resolved lexically from the
+ * real directory reached so far: a dangling link counts as outside unless that lands inside.
+ */
 async function verifyTree(root: string, realRoot: string, rel = ''): Promise<void> {
   for (const ent of await readdir(join(root, rel), { withFileTypes: true })) {
     const r = rel ? `${rel}/${ent.name}` : ent.name;
     const abs = join(root, r);
     if (ent.isSymbolicLink()) {
-      const real = await realpath(abs).catch(() => undefined);
-      if (real && !isInside(realRoot, real)) throw new ArchiveError(`entry "${r}": link "${await readlink(abs)}" resolves outside the archive`);
+      const target = await readlink(abs);
+      const why = await resolvesOutside(realRoot, rel ? rel.split('/') : [], target);
+      if (why) throw new ArchiveError(`entry "${r}": link "${target}" ${why}`);
     } else if (ent.isDirectory()) {
       await verifyTree(root, realRoot, r);
     }
   }
 }
 
+const MAX_LINK_HOPS = 40; // Linux's MAXSYMLINKS
+
+/**
+ * Resolve link text `target` of a link living in directory `parent` (components under `root`),
+ * without leaving the tree. Returns why it is unsafe, or undefined when it stays inside.
+ */
+async function resolvesOutside(root: string, parent: string[], target: string): Promise<string | undefined> {
+  const stack = [...parent]; // real (link-free) path under root reached so far
+  let todo = target.replace(/\\/g, '/').split('/');
+  if (target.startsWith('/') || target.startsWith('\\') || /^[A-Za-z]:/.test(target)) return 'is absolute';
+  let hops = 0;
+  let dangling = false; // once a component is missing, the rest is resolved lexically
+  while (todo.length) {
+    const comp = todo.shift()!;
+    if (comp === '' || comp === '.') continue;
+    if (comp === '..') {
+      if (stack.length === 0) return dangling ? 'dangles and resolves outside the archive' : 'resolves outside the archive';
+      stack.pop();
+      continue;
+    }
+    stack.push(comp);
+    if (dangling) continue;
+    const st = await lstat(join(root, ...stack)).catch(() => undefined);
+    if (!st) { dangling = true; continue; }
+    if (st.isSymbolicLink()) {
+      if (++hops > MAX_LINK_HOPS) return 'goes through too many links';
+      const next = await readlink(join(root, ...stack));
+      if (next.startsWith('/') || next.startsWith('\\') || /^[A-Za-z]:/.test(next)) return `goes through a link to the absolute path "${next}"`;
+      stack.pop();
+      todo = [...next.replace(/\\/g, '/').split('/'), ...todo];
+    } else if (!st.isDirectory() && todo.some((c) => c !== '' && c !== '.')) {
+      dangling = true; // a path through a regular file does not resolve either
+    }
+  }
+  return undefined;
+}
