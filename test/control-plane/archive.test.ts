@@ -212,6 +212,34 @@ describe('archive attacks are rejected with the entry named', () => {
     await rejects(await makeTgz([{ name: 'a', content: Buffer.alloc(40_000) }, { name: 'b', content: Buffer.alloc(40_000) }]), /"b": archive expands to more than 65536 bytes/);
   });
 
+  it('a gzip bomb of zero blocks (which tar readers skip) is stopped by the inflated size', async () => {
+    // a Dockerfile, then 8 MiB of zero blocks: a few KiB gzipped; tar-stream skips zero blocks without
+    // reporting them, so only counting what gunzip produces bounds the work
+    const tar = Buffer.concat([await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]), Buffer.alloc(8 * 1024 * 1024)]);
+    const bomb = (await import('node:zlib')).gzipSync(tar);
+    expect(bomb.length).toBeLessThan(20_000);
+    await rejects(bomb, /archive expands to more than \d+ bytes of tar data/);
+    // the same zeros uncompressed are bounded too
+    await rejects(tar, /archive expands to more than \d+ bytes of tar data/);
+    // a normal archive with trailing zero padding within the allowance still extracts
+    await extract((await import('node:zlib')).gzipSync(Buffer.concat([await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]), Buffer.alloc(10 * 1024)])));
+  });
+
+  it('extractions run at most two at a time', async () => {
+    const { extractions } = await import('../../control-plane/images/archive/extract.js');
+    let peak = 0;
+    const orig = extractions.acquire.bind(extractions);
+    extractions.acquire = async () => { const r = await orig(); peak = Math.max(peak, extractions.stats.active); return r; };
+    try {
+      const tgz = await makeTgz(ok);
+      await Promise.all(Array.from({ length: 6 }, () => extract(tgz)));
+    } finally {
+      extractions.acquire = orig;
+    }
+    expect(peak).toBe(2);
+    expect(extractions.stats).toEqual({ active: 0, waiting: 0 });
+  });
+
   it('names with NUL bytes', async () => {
     await rejects(makeZip([{ name: 'a\0b', content: 'x' }]), /NUL byte/);
   });

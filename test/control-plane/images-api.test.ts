@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { Api } from '../helpers/api.js';
@@ -138,6 +139,8 @@ describe('upload validation', () => {
       [await makeTar(Array.from({ length: 101 }, (_, i) => ({ name: `f${i}`, content: '' }))), /more than 100 entries/],
       [makeZip([{ name: 'Dockerfile', content: 'FROM x' }, { name: 'bomb', content: Buffer.alloc(4 * 1024 * 1024), deflate: true }]), /"bomb": archive expands to more than/],
       [Buffer.from('%PDF-1.4 not an archive at all'), /not a zip, tar or tar.gz/],
+      // a gzip bomb of zero blocks: 4 KiB uploaded, 4 MiB inflated, far past maxArchiveBytes
+      [gzipSync(Buffer.concat([await makeTar(appFiles()), Buffer.alloc(4 * 1024 * 1024)])), /archive expands to more than \d+ bytes of tar data/],
     ];
     for (const [buf, msg] of cases) {
       const r = await alice.upload({ name: 'attack', app_hostname: host() }, buf);

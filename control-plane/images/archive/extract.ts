@@ -103,12 +103,55 @@ class Writer {
  */
 export async function extractArchive(file: string, dest: string, limits: ArchiveLimits): Promise<{ format: ArchiveFormat; entries: number; bytes: number }> {
   const format = await detectFormat(file);
-  await mkdir(dest, { recursive: true });
-  const writer = new Writer(dest, await realpath(dest), new Budget(limits));
-  if (format === 'zip') await extractZip(file, writer);
-  else await extractTar(file, format === 'tar.gz', writer);
-  await verifyTree(dest, writer.realRoot);
-  return { format, entries: writer.budget.entries, bytes: writer.budget.bytes };
+  const release = await extractions.acquire();
+  try {
+    await mkdir(dest, { recursive: true });
+    const writer = new Writer(dest, await realpath(dest), new Budget(limits));
+    if (format === 'zip') await extractZip(file, writer);
+    else await extractTar(file, format === 'tar.gz', writer);
+    await verifyTree(dest, writer.realRoot);
+    return { format, entries: writer.budget.entries, bytes: writer.budget.bytes };
+  } finally {
+    release();
+  }
+}
+
+/** Extractions are CPU- and disk-heavy: at most a few run at once, the rest wait their turn. */
+class Semaphore {
+  private active = 0;
+  private waiters: (() => void)[] = [];
+  constructor(public max: number) {}
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.waiters.push(r));
+    else this.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiters.shift();
+      if (next) next(); // the slot passes straight to the next waiter
+      else this.active--;
+    };
+  }
+  get stats() { return { active: this.active, waiting: this.waiters.length }; }
+}
+export const extractions = new Semaphore(2);
+
+/**
+ * Bytes of the tar stream itself (after gunzip), headers and padding included: tar-stream skips
+ * runs of zero blocks without reporting them, so without this a small .tgz of zeros would keep a
+ * core busy for as long as it inflates. Allows the body budget plus three blocks per entry.
+ */
+function tarStreamCounter(limits: ArchiveLimits): Transform {
+  const max = limits.maxBytes + (limits.maxEntries + 2) * 1536;
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      if (seen > max) cb(new ArchiveError(`archive expands to more than ${max} bytes of tar data (limit ${limits.maxBytes} bytes of content)`));
+      else cb(null, chunk);
+    },
+  });
 }
 
 const S_IFMT = 0o170000;
@@ -213,7 +256,7 @@ async function extractTar(file: string, gzip: boolean, w: Writer): Promise<void>
   const source = createReadStream(file);
   try {
     await Promise.all([
-      gzip ? pipeline(source, createGunzip(), extract) : pipeline(source, extract),
+      gzip ? pipeline(source, createGunzip(), tarStreamCounter(w.budget.limits), extract) : pipeline(source, tarStreamCounter(w.budget.limits), extract),
       done,
     ]);
   } catch (e) {
