@@ -14,6 +14,7 @@ export interface StatsSnapshot {
 }
 
 export function snapshot(stats: Iterable<RouteStats>, table: RouteTable | null, registry: EndpointRegistry): StatsSnapshot {
+  registry.pruneDraining();
   const now = Date.now();
   const caches = new Map<string, { size: number; bytes: number }>();
   if (table) for (const r of table.routes) caches.set(r.id, { size: r.cache.size, bytes: r.cache.bytes });
@@ -24,10 +25,16 @@ export function snapshot(stats: Iterable<RouteStats>, table: RouteTable | null, 
       fallbackHits: s.fallbackHits, retries: s.retries, buckets: [...s.latencyBuckets], sum: s.latencySum,
       count: s.latencyCount, cacheEntries: caches.get(s.id)?.size ?? 0, cacheBytes: caches.get(s.id)?.bytes ?? 0,
     })),
-    endpoints: [...registry.byAddress.values()].map((e) => ({
-      address: e.address, inflight: e.inflight, requests: e.requests, failures: e.failures,
-      state: e.breaker.stateName(now), opens: e.breaker.opens,
-    })),
+    endpoints: [
+      ...[...registry.byAddress.values()].map((e) => ({
+        address: e.address, inflight: e.inflight, requests: e.requests, failures: e.failures,
+        state: e.breaker.stateName(now), opens: e.breaker.opens,
+      })),
+      ...[...registry.draining.values()].map((e) => ({
+        address: e.address, inflight: e.inflight, requests: e.requests, failures: e.failures,
+        state: 'draining', opens: e.breaker.opens,
+      })),
+    ],
   };
 }
 
@@ -37,7 +44,7 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
   const out: StatsSnapshot = { global: { requests: 0, noRoute: 0, badRequest: 0, notReady: 0, inflight: 0 }, routes: [], endpoints: [] };
   const routes = new Map<string, StatsSnapshot['routes'][number]>();
   const eps = new Map<string, StatsSnapshot['endpoints'][number]>();
-  const rank: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
+  const rank: Record<string, number> = { closed: 0, half_open: 1, open: 2, draining: 3 };
   for (const s of snaps) {
     for (const k of Object.keys(out.global) as Array<keyof typeof globalStats>) out.global[k] += s.global[k];
     for (const r of s.routes) {
@@ -106,9 +113,9 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
     L.push(`berth_proxy_upstream_latency_seconds_sum{route="${esc(r.id)}"} ${r.sum}`);
     L.push(`berth_proxy_upstream_latency_seconds_count{route="${esc(r.id)}"} ${r.count}`);
   }
-  L.push('# HELP berth_proxy_endpoint_circuit_state Circuit breaker state per endpoint (0 closed, 1 open, 2 half_open).');
+  L.push('# HELP berth_proxy_endpoint_circuit_state Circuit breaker state per endpoint (0 closed, 1 open, 2 half_open, 3 draining: removed from the table, requests still in flight).');
   L.push('# TYPE berth_proxy_endpoint_circuit_state gauge');
-  const code: Record<string, number> = { closed: 0, open: 1, half_open: 2 };
+  const code: Record<string, number> = { closed: 0, open: 1, half_open: 2, draining: 3 };
   for (const e of s.endpoints) L.push(`berth_proxy_endpoint_circuit_state{endpoint="${esc(e.address)}"} ${code[e.state]}`);
   L.push('# HELP berth_proxy_endpoint_inflight_requests In-flight requests per endpoint.');
   L.push('# TYPE berth_proxy_endpoint_inflight_requests gauge');

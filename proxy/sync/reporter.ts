@@ -61,6 +61,9 @@ export class Reporter {
         bodyTimeout: 5000,
       });
       await res.body.dump();
+      // While removed endpoints still have requests in flight, report often: the control plane
+      // waits for them to reach zero before it stops the container.
+      if (stats.endpoints.some((e) => e.state === 'draining')) setTimeout(() => this.send(), 200).unref();
       if (res.statusCode >= 400 && res.statusCode !== 404) this.logger.warn({ status: res.statusCode }, 'control plane refused the proxy report');
     } catch (e) {
       this.logger.debug({ err: (e as Error).message }, 'proxy report not delivered');

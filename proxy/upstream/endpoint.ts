@@ -70,10 +70,20 @@ export class Endpoint {
 /** Address → Endpoint registry living for the whole process. */
 export class EndpointRegistry {
   readonly byAddress = new Map<string, Endpoint>();
+  /** Endpoints no table names any more but with requests still in flight (reported as draining). */
+  readonly draining = new Map<string, Endpoint>();
   constructor(private poolOpts: PoolOptions) {}
 
   get(address: string, threshold: number, openMs: number, connectMs: number, generation: number): Endpoint {
     let ep = this.byAddress.get(address);
+    if (ep === undefined) {
+      ep = this.draining.get(address);
+      if (ep !== undefined) {
+        // back in a table before it drained: keep its pool and counters
+        this.draining.delete(address);
+        this.byAddress.set(address, ep);
+      }
+    }
     if (ep === undefined) {
       ep = new Endpoint(address, threshold, openMs, { ...this.poolOpts, connectMs });
       this.byAddress.set(address, ep);
@@ -84,19 +94,34 @@ export class EndpointRegistry {
     return ep;
   }
 
-  /** Close pools of endpoints no table references any more (in-flight requests finish first). */
+  /**
+   * Endpoints no table references any more: closed at once when idle, otherwise kept (and
+   * reported as draining) until their in-flight requests finish.
+   */
   sweep(generation: number): void {
     for (const [addr, ep] of this.byAddress) {
       if (ep.generation !== generation) {
         this.byAddress.delete(addr);
+        this.draining.set(addr, ep);
+      }
+    }
+    this.pruneDraining();
+  }
+
+  /** Close drained endpoints' pools. Cheap; called on sweeps and on every stats snapshot. */
+  pruneDraining(): void {
+    for (const [addr, ep] of this.draining) {
+      if (ep.inflight <= 0) {
+        this.draining.delete(addr);
         void ep.close();
       }
     }
   }
 
   async closeAll(): Promise<void> {
-    const all = [...this.byAddress.values()];
+    const all = [...this.byAddress.values(), ...this.draining.values()];
     this.byAddress.clear();
+    this.draining.clear();
     await Promise.all(all.map((e) => e.close()));
   }
 }

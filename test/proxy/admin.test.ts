@@ -126,6 +126,28 @@ describe('table swaps under load', () => {
   }, 60_000);
 });
 
+describe('draining endpoints', () => {
+  it('an endpoint removed from the table is reported as draining until its in-flight requests finish', async () => {
+    const slow = await startUpstream('slow', (_q, res) => setTimeout(() => res.end('done'), 700));
+    try {
+      await putRoutes(p, table([route('drain', ['drain.test'], [slow.address])], 40));
+      const pending = get(p, 'drain.test');
+      await new Promise((r) => setTimeout(r, 150));
+      await putRoutes(p, table([route('drain', ['drain.test'], [a.address])], 41));
+      const s = (await json(`${p.admin}/stats`)).body;
+      const ep = s.endpoints.find((e: { address: string }) => e.address === slow.address);
+      expect(ep).toMatchObject({ state: 'draining', inflight: 1 });
+      const r = await pending;
+      expect(r.status).toBe(200);
+      expect(r.body).toBe('done');
+      const after = (await json(`${p.admin}/stats`)).body;
+      expect(after.endpoints.find((e: { address: string }) => e.address === slow.address)).toBeUndefined();
+    } finally {
+      await slow.close();
+    }
+  });
+});
+
 describe('CLI', () => {
   const cli = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin', 'berth.js'), ...args], { encoding: 'utf8', timeout: 15_000 });
   it('--help on every command', () => {
