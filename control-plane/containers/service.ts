@@ -197,11 +197,9 @@ export class ContainerService {
     if (r.proxies === 0 && this.d.hub.subscriberCount > 0) {
       // proxies are subscribed but none reports: give them the grace period to apply and drain
       await new Promise((res) => setTimeout(res, this.d.config.drainGraceMs * 2));
-    } else if (r.drained && this.d.config.drainGraceMs > 0) {
-      // a proxy drops an endpoint from its report once no table references it: its last
-      // requests may still be finishing
-      await new Promise((res) => setTimeout(res, this.d.config.drainGraceMs));
     }
+    // When drained, every proxy acked the table and reports no request in flight to the address
+    // (proxies keep reporting a removed endpoint as "draining" until it is idle): no extra wait.
     this.log.info({ containerId: c.id, address, version, ...r }, r.drained ? 'proxies drained the container' : 'drain timed out; stopping anyway');
   }
 
