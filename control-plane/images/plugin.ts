@@ -27,6 +27,14 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
   const cfg = app.config;
   await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: 4096, parts: 22 } });
 
+  // Live `?follow=1` log streams: a hijacked response only ends with its build, so app.close()
+  // would wait for it; they are ended (without an `end` event: clients reconnect) before closing.
+  const followers = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const stop of [...followers]) stop();
+    followers.clear();
+  });
+
   const load = async (req: FastifyRequest<IdReq>): Promise<ImageRow> => {
     const img = await getImage(app.db, req.user!.id, req.params.id);
     if (!img) throw notFound('image');
@@ -112,7 +120,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     if (req.query.follow !== '1' && req.query.follow !== 'true' && req.query.follow !== '') {
       return { image_id: img.id, status: img.status, logs: live ? live.text() : img.build_logs, truncated: live ? live.truncated : img.build_logs_truncated };
     }
-    return followLogs(app, req, reply, img);
+    return followLogs(app, req, reply, img, followers);
   });
 
   app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req, reply) => {
@@ -146,7 +154,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
 }
 
 /** SSE: the log so far, then live output until the build ends (`event: end` with the status). */
-async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow): Promise<void> {
+async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow, followers: Set<() => void>): Promise<void> {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
@@ -166,7 +174,17 @@ async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: Fast
     send('end', { status });
     res.end();
   };
-  req.raw.on('close', () => { closed = true; for (const c of cleanups) c(); });
+  const shutdown = () => {
+    if (closed) return;
+    closed = true;
+    for (const c of cleanups) c();
+    if (!res.destroyed) res.end(': control plane shutting down\n\n');
+  };
+  followers.add(shutdown);
+  cleanups.push(() => followers.delete(shutdown));
+  const gone = () => { closed = true; for (const c of cleanups) c(); };
+  req.raw.on('close', gone);
+  res.on('close', gone);
   const heartbeat = setInterval(() => { if (!res.destroyed) res.write(': keep-alive\n\n'); }, 15_000);
   cleanups.push(() => clearInterval(heartbeat));
 

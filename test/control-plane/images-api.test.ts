@@ -258,3 +258,37 @@ describe('listing, events, deletion', () => {
     expect(rows[0].n).toBe(0);
   });
 });
+
+describe('shutdown', () => {
+  it('close() ends ?follow=1 log streams instead of waiting for their builds', async () => {
+    const d = await tempDir();
+    const own = await startControlPlane({
+      port: 0, dataDir: d.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false,
+      dockerHost: 'unix:///nonexistent/docker.sock',
+    });
+    let closed = false;
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    try {
+      const carl = await new Api(own.url).signup('carl@example.com');
+      const r = await carl.upload({ name: 'follow', app_hostname: host() }, app);
+      expect(r.status, r.text).toBe(201);
+      await carl.waitForBuild(r.body.id, 20_000);
+      // as if another process were still building it: the stream polls and stays open
+      await own.db.query(`UPDATE images SET status = 'building' WHERE id = $1`, [r.body.id]);
+      const res = await fetch(`${own.url}/api/images/${r.body.id}/build-logs?follow=1`, { headers: { authorization: `Bearer ${carl.token}` } });
+      expect(res.status).toBe(200);
+      reader = res.body!.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain('event: log');
+      const rest = (async () => { let text = ''; for (;;) { const c = await reader!.read(); if (c.done) return text; text += new TextDecoder().decode(c.value); } })();
+      const started = Date.now();
+      const closing = own.close().then(() => { closed = true; });
+      await Promise.race([closing, new Promise((res) => setTimeout(res, 8000))]);
+      expect(closed, 'close() did not resolve within 8 s').toBe(true);
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(await rest).not.toContain('event: end'); // ended, not finished: a client reconnects
+    } finally {
+      if (!closed) { await reader?.cancel().catch(() => {}); await own.close().catch(() => {}); }
+      await d.cleanup();
+    }
+  }, 30_000);
+});
