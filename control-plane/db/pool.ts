@@ -40,3 +40,15 @@ export function isUniqueViolation(e: unknown, constraint?: string): boolean {
   const err = e as { code?: string; constraint?: string };
   return err?.code === '23505' && (constraint === undefined || err.constraint === constraint);
 }
+
+const TRANSIENT_PG = new Set(['57P01', '57P02', '57P03', '53300', '40001', '40P01', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+/**
+ * Errors that typically pass: the server restarting or refusing connections for a moment,
+ * a dropped connection, serialization failures and deadlocks. Constraint and syntax errors are not.
+ */
+export function isTransientPgError(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  if (!err) return false;
+  if (err.code && (TRANSIENT_PG.has(err.code) || err.code.startsWith('08'))) return true;
+  return /Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed/i.test(err.message ?? '');
+}

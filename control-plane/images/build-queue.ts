@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../shared/logging.js';
-import { withTransaction, type Db } from '../db/pool.js';
+import { isTransientPgError, withTransaction, type Db } from '../db/pool.js';
 import { recordEvent, type EventRelay } from '../events/outbox.js';
 import type { Metrics } from '../http/metrics.js';
 import type { Runtime } from '../runtime/docker.js';
+import { withRetry } from '../runtime/retry.js';
 import { BuildLog } from './build-log.js';
 import type { ImageRow } from './repo.js';
 
@@ -21,6 +22,9 @@ export interface BuildQueueOptions {
   concurrency: number;
   maxLogBytes: number;
   timeoutMs: number;
+  /** Attempts and first backoff for database bookkeeping on transient errors (defaults 6 / 250 ms). */
+  dbAttempts?: number;
+  dbRetryBaseMs?: number;
 }
 
 /**
@@ -120,54 +124,78 @@ export class BuildQueue {
     }
   }
 
+  /** Database bookkeeping of a build: transient Postgres errors are retried with backoff. */
+  private db<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return withRetry(fn, {
+      attempts: this.o.dbAttempts ?? 6,
+      baseMs: this.o.dbRetryBaseMs ?? 250,
+      maxMs: 4000,
+      isTransient: isTransientPgError,
+      onRetry: (e, attempt, delayMs) => this.o.log.warn({ err: (e as Error).message, attempt, delayMs: Math.round(delayMs) }, `build bookkeeping: ${what} failed; retrying`),
+    });
+  }
+
   private async run(imageId: number, abort: AbortController): Promise<void> {
     const log = this.logs.get(imageId)!;
-    const { rows } = await this.o.db.query<ImageRow>(
-      `UPDATE images SET build_started_at = now(), updated_at = now() WHERE id = $1 AND status = 'building' RETURNING *`, [imageId]);
-    const img = rows[0];
-    if (!img) { log.end('cancelled'); return; }
-    const blog = this.o.log.child({ imageId, userId: img.user_id });
-    const started = Date.now();
-    log.append(`berth: building ${img.docker_image} (Docker at ${this.o.runtime.endpoint})\n`);
-    const flush = setInterval(() => {
-      if (!log.dirty) return;
-      log.dirty = false;
-      this.o.db.query(`UPDATE images SET build_logs = $2, build_logs_truncated = $3 WHERE id = $1 AND status = 'building'`, [imageId, log.text(), log.truncated])
-        .catch((e) => blog.warn({ err: e }, 'could not store build logs'));
-    }, 1000);
-    const timeout = setTimeout(() => abort.abort(`build timed out after ${Math.round(this.o.timeoutMs / 1000)}s`), this.o.timeoutMs);
-    let status: 'ready' | 'build_failed';
-    let reason: string | null = null;
-    let dockerId: string | null = null;
+    // whatever happens below, followers get an end: the build result, or build_failed when
+    // even the bookkeeping could not run (the row is then settled by restart recovery)
+    let endStatus = 'build_failed';
     try {
-      const res = await this.o.runtime.buildImage({
-        contextDir: contextDir(this.o.dataDir, img.user_id, img.id),
-        tag: img.docker_image,
-        labels: { 'berth.managed': 'true', 'berth.user': String(img.user_id), 'berth.image': String(img.id), 'berth.app_hostname': img.app_hostname },
-        onOutput: (t) => log.append(t),
-        signal: abort.signal,
-      });
-      dockerId = res.imageId;
-      status = 'ready';
-      log.append(`berth: build succeeded: ${img.docker_image} (${dockerId})\n`);
-    } catch (e) {
-      status = 'build_failed';
-      reason = abort.signal.aborted && typeof abort.signal.reason === 'string' ? `build aborted: ${abort.signal.reason}` : (e as Error).message;
-      log.append(`berth: BUILD FAILED: ${reason}\n`);
+      const { rows } = await this.db('claim', () => this.o.db.query<ImageRow>(
+        `UPDATE images SET build_started_at = now(), updated_at = now() WHERE id = $1 AND status = 'building' RETURNING *`, [imageId]));
+      const img = rows[0];
+      if (!img) { endStatus = 'cancelled'; return; }
+      const blog = this.o.log.child({ imageId, userId: img.user_id });
+      const started = Date.now();
+      log.append(`berth: building ${img.docker_image} (Docker at ${this.o.runtime.endpoint})\n`);
+      const flush = setInterval(() => {
+        if (!log.dirty) return;
+        log.dirty = false;
+        this.o.db.query(`UPDATE images SET build_logs = $2, build_logs_truncated = $3 WHERE id = $1 AND status = 'building'`, [imageId, log.text(), log.truncated])
+          .catch((e) => blog.warn({ err: e }, 'could not store build logs'));
+      }, 1000);
+      const timeout = setTimeout(() => abort.abort(`build timed out after ${Math.round(this.o.timeoutMs / 1000)}s`), this.o.timeoutMs);
+      let status: 'ready' | 'build_failed';
+      let reason: string | null = null;
+      let dockerId: string | null = null;
+      try {
+        const res = await this.o.runtime.buildImage({
+          contextDir: contextDir(this.o.dataDir, img.user_id, img.id),
+          tag: img.docker_image,
+          labels: { 'berth.managed': 'true', 'berth.user': String(img.user_id), 'berth.image': String(img.id), 'berth.app_hostname': img.app_hostname },
+          onOutput: (t) => log.append(t),
+          signal: abort.signal,
+        });
+        dockerId = res.imageId;
+        status = 'ready';
+        log.append(`berth: build succeeded: ${img.docker_image} (${dockerId})\n`);
+      } catch (e) {
+        status = 'build_failed';
+        reason = abort.signal.aborted && typeof abort.signal.reason === 'string' ? `build aborted: ${abort.signal.reason}` : (e as Error).message;
+        log.append(`berth: BUILD FAILED: ${reason}\n`);
+      } finally {
+        clearInterval(flush);
+        clearTimeout(timeout);
+      }
+      const secs = (Date.now() - started) / 1000;
+      this.o.metrics.builds.inc({ result: status });
+      this.o.metrics.buildDuration.observe({ result: status }, secs);
+      let stored: boolean;
+      try {
+        stored = await this.db('finish', () => this.finish(imageId, status, reason, dockerId, log.text(), log.truncated, { duration_ms: Math.round(secs * 1000) }));
+      } catch (e) {
+        log.append(`berth: could not record the build result (${(e as Error).message}); it will be marked failed when the control plane restarts\n`);
+        throw e;
+      }
+      endStatus = status;
+      if (!stored && dockerId) {
+        // deleted while building: do not leave the image behind
+        await this.o.runtime.removeImage(img.docker_image).catch(() => {});
+      }
+      blog.info({ status, reason, seconds: secs }, 'build finished');
     } finally {
-      clearInterval(flush);
-      clearTimeout(timeout);
+      if (log.ended === undefined) log.end(endStatus);
     }
-    const secs = (Date.now() - started) / 1000;
-    this.o.metrics.builds.inc({ result: status });
-    this.o.metrics.buildDuration.observe({ result: status }, secs);
-    const stored = await this.finish(imageId, status, reason, dockerId, log.text(), log.truncated, { duration_ms: Math.round(secs * 1000) });
-    if (!stored && dockerId) {
-      // deleted while building: do not leave the image behind
-      await this.o.runtime.removeImage(img.docker_image).catch(() => {});
-    }
-    blog.info({ status, reason, seconds: secs }, 'build finished');
-    log.end(status);
   }
 
   /** building → ready | build_failed with its event, in one transaction. False when the row is gone or no longer building. */
@@ -178,7 +206,11 @@ export class BuildQueue {
            build_finished_at = now(), updated_at = now()
          WHERE id = $1 AND status = 'building' RETURNING *`, [imageId, status, reason, dockerId, logs, truncated]);
       const img = rows[0];
-      if (!img) return false;
+      if (!img) {
+        // a retry after a COMMIT whose answer was lost: the result is already there
+        const { rows: cur } = await c.query<Pick<ImageRow, 'status' | 'docker_image_id'>>('SELECT status, docker_image_id FROM images WHERE id = $1', [imageId]);
+        return cur[0]?.status === status && cur[0].docker_image_id === dockerId;
+      }
       await recordEvent(c, {
         type: status === 'ready' ? 'image.ready' : 'image.build_failed',
         userId: img.user_id, imageId: img.id, appHostname: img.app_hostname,
