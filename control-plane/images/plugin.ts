@@ -124,31 +124,33 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
   });
 
   app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req, reply) => {
-    const img = await load(req);
-    const { rows } = await app.db.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [img.id]);
-    if (rows[0].n > 0) throw conflict(`image ${img.id} still has ${rows[0].n} container(s); delete them first`, 'image_in_use');
+    // The row goes first, in one transaction with its event: the row lock makes the container
+    // check and the delete atomic (creating a container locks the image row through its foreign
+    // key). Docker and the files are cleaned up afterwards, best effort.
+    const img = await withTransaction(app.db, async (c) => {
+      const { rows } = await c.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [req.params.id, req.user!.id]);
+      const row = rows[0];
+      if (!row) throw notFound('image');
+      const { rows: [{ n }] } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [row.id]);
+      if (n > 0) throw conflict(`image ${row.id} still has ${n} container(s); delete them first`, 'image_in_use');
+      await c.query('DELETE FROM images WHERE id = $1', [row.id]);
+      await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image } });
+      return row;
+    }).catch((e) => {
+      if ((e as { code?: string }).code === '23503') throw conflict(`image ${req.params.id} still has containers; delete them first`, 'image_in_use');
+      throw e;
+    });
+    app.events.nudge();
+    // a running build finds its row gone, stops, and removes what it built
     await app.builds.cancel(img.id, 'image deleted');
     try {
       await app.runtime.removeImage(img.docker_image);
     } catch (e) {
-      if (img.status === 'ready') {
-        const msg = e instanceof DockerUnavailableError ? e.message : `could not remove Docker image ${img.docker_image}: ${(e as Error).message}`;
-        throw new ApiError(503, 'docker_unavailable', msg);
-      }
-      req.log.warn({ err: e }, 'could not remove the Docker image of a failed build');
+      const msg = e instanceof DockerUnavailableError ? e.message : (e as Error).message;
+      req.log.warn({ err: msg, docker_image: img.docker_image }, 'image deleted, but its Docker image could not be removed; remove it by hand');
     }
-    const deleted = await withTransaction(app.db, async (c) => {
-      const res = await c.query('DELETE FROM images WHERE id = $1 AND user_id = $2', [img.id, img.user_id]);
-      if (!res.rowCount) return false;
-      await recordEvent(c, { type: 'image.deleted', userId: img.user_id, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image } });
-      return true;
-    }).catch((e) => {
-      if ((e as { code?: string }).code === '23503') throw conflict(`image ${img.id} still has containers; delete them first`, 'image_in_use');
-      throw e;
-    });
-    if (!deleted) throw notFound('image');
-    app.events.nudge();
-    await rm(buildDir(cfg.dataDir, img.user_id, img.id), { recursive: true, force: true });
+    await rm(buildDir(cfg.dataDir, img.user_id, img.id), { recursive: true, force: true })
+      .catch((e) => req.log.warn({ err: e }, 'image deleted, but its build directory could not be removed'));
     return reply.code(204).send();
   });
 }

@@ -236,6 +236,22 @@ describe('listing, events, deletion', () => {
     expect(ev.every((e: { app_hostname: string; user_id: number }) => e.app_hostname === 'del.example.com' && e.user_id === me.id)).toBe(true);
   });
 
+  it('DELETE of a built image deletes the row with its event even when Docker cannot remove the image', async () => {
+    const r = await alice.upload({ name: 'gone', app_hostname: host() }, app);
+    const id = r.body.id;
+    await alice.waitForBuild(id, 20_000);
+    // as if it had built: Docker (unreachable here) would have to remove the image
+    await cp.db.query(`UPDATE images SET status = 'ready', docker_image_id = 'sha256:feed' WHERE id = $1`, [id]);
+    const del = await alice.del(`/api/images/${id}`);
+    expect(del.status, del.text).toBe(204);
+    expect((await alice.get(`/api/images/${id}`)).status).toBe(404);
+    const { rows } = await cp.db.query('SELECT type FROM events WHERE image_id = $1 ORDER BY id', [id]);
+    expect(rows.map((e: { type: string }) => e.type)).toEqual(['image.building', 'image.build_failed', 'image.deleted']);
+    expect(existsSync(join(data.dir, 'builds', String(r.body.user_id), String(id)))).toBe(false);
+    // another user's image, and a second delete, answer 404
+    expect((await alice.del(`/api/images/${id}`)).status).toBe(404);
+  });
+
   it('events paginate with after= and are delivered to in-process subscribers', async () => {
     const seen: string[] = [];
     const unsubscribe = cp.events.subscribe((e) => { seen.push(`${e.type}:${e.image_id}`); });
