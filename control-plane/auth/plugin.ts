@@ -26,7 +26,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const sessions = new SessionTokens(await loadJwtKey(cfg.jwtSecret, cfg.dataDir), cfg.sessionTtlSeconds);
   const ipLimiter = new RateLimiter(cfg.loginRateLimit.perIpMax, cfg.loginRateLimit.perIpWindowMs);
   const accountLimiter = new RateLimiter(cfg.loginRateLimit.perAccountMax, cfg.loginRateLimit.perAccountWindowMs);
-  app.addHook('onClose', async () => { ipLimiter.close(); accountLimiter.close(); });
+  // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
+  const signupLimiter = new RateLimiter(cfg.loginRateLimit.perIpMax, cfg.loginRateLimit.perIpWindowMs);
+  app.addHook('onClose', async () => { ipLimiter.close(); accountLimiter.close(); signupLimiter.close(); });
+  const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) =>
     reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
@@ -67,6 +70,9 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: EMAIL, password: PASSWORD, username: USERNAME } },
     },
   }, async (req, reply) => {
+    const wait = signupLimiter.retryAfter(req.ip);
+    if (wait > 0) throw tooMany(wait, 'signups from this address');
+    signupLimiter.hit(req.ip);
     const { email, password, username } = req.body;
     let user;
     try {
@@ -90,14 +96,14 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     const ipKey = req.ip;
     const accountKey = req.body.email.trim().toLowerCase();
     const wait = Math.max(ipLimiter.retryAfter(ipKey), accountLimiter.retryAfter(accountKey));
-    if (wait > 0) throw new ApiError(429, 'too_many_requests', `too many login attempts; retry in ${wait}s`, { 'retry-after': String(wait) });
+    if (wait > 0) throw tooMany(wait, 'login attempts');
+    // Count the attempt before the (slow) password check, in the same tick as the check above:
+    // parallel attempts cannot all slip under the limit. A success clears the account's count.
     ipLimiter.hit(ipKey);
+    accountLimiter.hit(accountKey);
     const user = await findUserByEmail(app.db, accountKey);
     const ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
-    if (!user || !ok) {
-      accountLimiter.hit(accountKey);
-      throw new ApiError(401, 'invalid_credentials', 'wrong email or password');
-    }
+    if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password');
     accountLimiter.reset(accountKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);

@@ -171,6 +171,14 @@ describe('accounts', () => {
     expect((await api.post('/api/auth/login', { email: 'bob@example.com', password: 'bob-password' })).status).toBe(200);
   });
 
+  it('parallel bad logins for one account cannot slip past the per-account limit', async () => {
+    await api.signup('parallel@example.com', 'parallel-password');
+    const n = 10;
+    const codes = await Promise.all(Array.from({ length: n }, () => api.post('/api/auth/login', { email: 'parallel@example.com', password: 'wrong-wrong' }).then((r) => r.status)));
+    expect(codes.filter((c) => c === 401).length).toBeLessThanOrEqual(3);
+    expect(codes.filter((c) => c === 429).length).toBeGreaterThanOrEqual(n - 3);
+  });
+
   it('rate limits login per IP', async () => {
     const d = await tempDir();
     const strict = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: dbUrl, quiet: true, seedDefaultUser: false, loginRateLimit: { perIpMax: 4, perIpWindowMs: 60_000 } });
@@ -179,6 +187,10 @@ describe('accounts', () => {
       const codes: number[] = [];
       for (let i = 0; i < 6; i++) codes.push((await s.post('/api/auth/login', { email: `user${i}@example.com`, password: 'whatever1' })).status);
       expect(codes).toEqual([401, 401, 401, 401, 429, 429]);
+      // signups (which hash a password too) are limited per IP as well, on their own counter
+      const signups: number[] = [];
+      for (let i = 0; i < 6; i++) signups.push((await s.req('POST', '/api/auth/signup', { json: { email: `new${i}@example.com`, password: 'password-1' } })).status);
+      expect(signups).toEqual([201, 201, 201, 201, 429, 429]);
     } finally {
       await strict.close();
       await d.cleanup();
