@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Ajv } from 'ajv';
 import { isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
 import { ApiError, badRequest } from '../http/errors.js';
@@ -61,6 +62,7 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
   }
   const host = normalizeHost(String(data.app_hostname));
   if (!host || !isValidHostPattern(host)) throw badRequest(`field "app_hostname": "${data.app_hostname}" is not a valid hostname`);
+  checkAppHostname(host);
   const min = data.min_instances as number;
   const max = (data.max_instances as number | undefined) ?? Math.max(min, 1);
   if (min > max) throw badRequest(`min_instances (${min}) must not exceed max_instances (${max})`);
@@ -78,6 +80,21 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
     memory_limit_bytes: mem?.bytes ?? null,
     health_path: data.health_path === undefined ? null : String(data.health_path),
   };
+}
+
+/**
+ * An app's own hostname must name one site: no wildcard (it would claim every subdomain of
+ * someone else's domain, or a whole TLD), no single label (`com`, `intranet`), not `localhost`
+ * itself (`app.localhost` is fine: the walkthrough uses it), and no IP literal (every request by address would land on this app).
+ */
+export function checkAppHostname(host: string): void {
+  const bad = (why: string) => badRequest(`field "app_hostname": "${host}" ${why}`);
+  if (host.includes('*')) throw bad('is a wildcard; give one exact hostname');
+  if (host.startsWith('[') || isIP(host)) throw bad('is an IP address; give a DNS name');
+  if (host === 'localhost') throw bad('is the loopback name; a name under it like app.localhost works for local use');
+  const labels = host.split('.');
+  if (labels.length < 2) throw bad('has a single label; give a fully qualified name like app.example.com');
+  if (/^\d+$/.test(labels[labels.length - 1])) throw bad('ends in a numeric label, which no DNS name does');
 }
 
 /** "0.5" → 0.5 CPUs, "500m" → 0.5. Between 0.01 and 256. */

@@ -80,6 +80,13 @@ describe('upload validation', () => {
     ['tag starting with dot', { name: 'a', tag: '.hidden', app_hostname: 'x6.example.com' }, /"tag"/],
     ['bad hostname', { name: 'a', app_hostname: 'not a host!' }, /"app_hostname"/],
     ['empty hostname after normalising', { name: 'a', app_hostname: 'https://' }, /"app_hostname"/],
+    ['a wildcard hostname', { name: 'a', app_hostname: '*.com' }, /"app_hostname": "\*\.com" is a wildcard/],
+    ['a wildcard under a domain', { name: 'a', app_hostname: '*.shop.example.com' }, /"app_hostname": .* is a wildcard/],
+    ['a single-label hostname', { name: 'a', app_hostname: 'com' }, /"app_hostname": "com" has a single label/],
+    ['localhost', { name: 'a', app_hostname: 'http://LOCALHOST:8080/' }, /"app_hostname": "localhost" is the loopback name/],
+    ['an IPv4 literal', { name: 'a', app_hostname: '127.0.0.1' }, /"app_hostname": "127.0.0.1" is an IP address/],
+    ['an IPv6 literal', { name: 'a', app_hostname: '[::1]' }, /"app_hostname": "\[::1\]" is an IP address/],
+    ['a numeric last label', { name: 'a', app_hostname: '10.0.0.300' }, /"app_hostname": "10.0.0.300" ends in a numeric label/],
     ['port 0', { name: 'a', app_hostname: 'x7.example.com', container_port: 0 }, /"container_port" must be >= 1/],
     ['port 65536', { name: 'a', app_hostname: 'x8.example.com', container_port: 65536 }, /"container_port" must be <= 65535/],
     ['port not a number', { name: 'a', app_hostname: 'x9.example.com', container_port: 'http' }, /"container_port" must be integer/],
@@ -98,6 +105,11 @@ describe('upload validation', () => {
       expect(r.body.error.message).toMatch(msg);
     });
   }
+
+  it('a name under localhost is a fine app_hostname (the walkthrough uses hello.localhost)', async () => {
+    const r = await alice.upload({ name: 'local', app_hostname: 'walkthrough.localhost' }, app);
+    expect(r.status, r.text).toBe(201);
+  });
 
   it('400 without a file; 415 when not multipart; 400 for a second file or a misnamed file', async () => {
     const r = await alice.upload({ name: 'nofile', app_hostname: host() });
