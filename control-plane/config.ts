@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { UsageError } from '../shared/cli/args.js';
 
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
 export interface ControlPlaneOptions {
@@ -104,6 +105,9 @@ export interface ResolvedConfig {
 }
 
 export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
+  if (o.jwtSecret && Buffer.byteLength(o.jwtSecret) < 32) {
+    throw new UsageError(`BERTH_JWT_SECRET is ${Buffer.byteLength(o.jwtSecret)} bytes; it must be at least 32 bytes (e.g. \`openssl rand -base64 48\`), or unset to have one generated into the data dir`);
+  }
   const env = o.env ?? process.env.BERTH_ENV ?? 'development';
   const production = env === 'production';
   return {

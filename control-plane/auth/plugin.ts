@@ -103,7 +103,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     accountLimiter.hit(accountKey);
     const user = await findUserByEmail(app.db, accountKey);
     const ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
-    if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password');
+    if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
     accountLimiter.reset(accountKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
@@ -148,7 +148,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
 
   app.delete<{ Params: { id: number } }>('/api/auth/tokens/:id', {
     preHandler: app.authenticate,
-    schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } },
+    schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } },
   }, async (req, reply) => {
     const res = await app.db.query('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL', [req.params.id, req.user!.id]);
     if (!res.rowCount) throw notFound('token');

@@ -10,7 +10,7 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
         type: 'object',
         additionalProperties: false,
         properties: {
-          after: { type: 'integer', minimum: 0, default: 0 },
+          after: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 0 },
           limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
         },
       },

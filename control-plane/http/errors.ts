@@ -18,7 +18,8 @@ export class ApiError extends Error {
 export const badRequest = (message: string, code = 'invalid_request') => new ApiError(400, code, message);
 export const notFound = (what = 'resource') => new ApiError(404, 'not_found', `${what} not found`);
 export const conflict = (message: string, code = 'conflict') => new ApiError(409, code, message);
-export const unauthorized = (message = 'authentication required') => new ApiError(401, 'unauthorized', message);
+/** 401 with the challenge RFC 9110 requires (RFC 6750 Bearer). */
+export const unauthorized = (message = 'authentication required') => new ApiError(401, 'unauthorized', message, { 'www-authenticate': 'Bearer realm="berth"' });
 
 export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   return reply.code(status).type('application/json; charset=utf-8').send({ error: { code, message, requestId: String(reply.request.id) } });

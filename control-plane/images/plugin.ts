@@ -1,4 +1,4 @@
-import { lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -13,7 +13,8 @@ import { dockerRef, getImage, hostnameTaken, listContainers, listImages, publicC
 import { receiveUpload } from './upload.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
 
-const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const;
+// ids are bigint in Postgres but JS numbers here: past 2^53 they are not exact (and 1e20 is not a bigint literal)
+const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } as const;
 type IdReq = { Params: { id: number } };
 
 declare module 'fastify' {
@@ -25,6 +26,7 @@ declare module 'fastify' {
 /** Images: upload → extract → build queue; listing, logs (with live follow), deletion. */
 export default async function imagesPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
+  await sweepLeftovers(app);
   await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: 4096, parts: 22 } });
 
   // Live `?follow=1` log streams: a hijacked response only ends with its build, so app.close()
@@ -153,6 +155,24 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       .catch((e) => req.log.warn({ err: e }, 'image deleted, but its build directory could not be removed'));
     return reply.code(204).send();
   });
+}
+
+/**
+ * At start, nothing is uploading or extracting: upload files and staging dirs left by a previous
+ * process that died mid-request are garbage (run one control plane per data dir).
+ */
+async function sweepLeftovers(app: FastifyInstance): Promise<void> {
+  const list = (dir: string) => readdir(dir, { withFileTypes: true }).catch(() => []);
+  const gone: string[] = [];
+  const uploads = join(app.config.dataDir, 'uploads');
+  for (const e of await list(uploads)) if (e.name.endsWith('.upload')) gone.push(join(uploads, e.name));
+  const builds = join(app.config.dataDir, 'builds');
+  for (const user of await list(builds)) {
+    if (!user.isDirectory()) continue;
+    for (const e of await list(join(builds, user.name))) if (e.name.startsWith('.staging-')) gone.push(join(builds, user.name, e.name));
+  }
+  for (const p of gone) await rm(p, { recursive: true, force: true }).catch((e) => app.log.warn({ err: e, path: p }, 'could not remove a leftover upload'));
+  if (gone.length) app.log.info({ count: gone.length }, 'removed uploads and staging dirs left by a previous run');
 }
 
 /** SSE: the log so far, then live output until the build ends (`event: end` with the status). */

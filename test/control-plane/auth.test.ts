@@ -55,6 +55,39 @@ describe('process endpoints', () => {
     expect(bad.body.error.requestId).toBe(bad.headers.get('x-request-id'));
   });
 
+  it('401s carry a Bearer challenge (WWW-Authenticate)', async () => {
+    for (const r of [
+      await api.req('GET', '/api/auth/me', { token: null }),
+      await api.req('GET', '/api/auth/me', { token: 'garbage' }),
+      await api.req('GET', '/api/auth/me', { headers: { authorization: 'Basic Zm9vOmJhcg==' }, token: null }),
+      await api.req('POST', '/api/auth/login', { json: { email: 'nobody@example.com', password: 'whatever1' }, token: null }),
+    ]) {
+      expect(r.status).toBe(401);
+      expect(r.headers.get('www-authenticate')).toMatch(/^Bearer\b/);
+    }
+  });
+
+  it('ids past 2^53 answer 400, not 500', async () => {
+    const u = await api.signup('bigids@example.com');
+    for (const path of ['/api/images/1e20', '/api/images/99999999999999999999', '/api/images/9007199254740993', '/api/events?after=1e20', '/api/events?after=99999999999999999999']) {
+      const r = await u.get(path);
+      expect(r.status, `${path}: ${r.text}`).toBe(400);
+      expect(r.body.error.code).toBe('invalid_request');
+    }
+    expect((await u.del('/api/auth/tokens/1e20')).status).toBe(400);
+    expect((await u.get('/api/images/9007199254740991')).status).toBe(404);
+  });
+
+  it('refuses to start with a BERTH_JWT_SECRET shorter than 32 bytes', async () => {
+    const d = await tempDir();
+    try {
+      await expect(startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: dbUrl, quiet: true, jwtSecret: 'too-short-secret' }))
+        .rejects.toThrow(/BERTH_JWT_SECRET is 16 bytes; it must be at least 32 bytes/);
+    } finally {
+      await d.cleanup();
+    }
+  });
+
   it('migrations are safe to run again and concurrently', async () => {
     const url = await pg.createDatabase();
     const a = createPool(url, 2);

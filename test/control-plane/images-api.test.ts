@@ -287,6 +287,25 @@ describe('listing, events, deletion', () => {
   });
 });
 
+describe('start', () => {
+  it('removes uploads and staging dirs left by a process that died mid-request', async () => {
+    const d = await tempDir();
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    await mkdir(join(d.dir, 'uploads'), { recursive: true });
+    await writeFile(join(d.dir, 'uploads', 'dead.upload'), 'x');
+    await mkdir(join(d.dir, 'builds', '1', '.staging-dead', 'context'), { recursive: true });
+    await mkdir(join(d.dir, 'builds', '1', '5', 'context'), { recursive: true });
+    const own = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
+    try {
+      expect(await readdir(join(d.dir, 'uploads'))).toEqual([]);
+      expect(await readdir(join(d.dir, 'builds', '1'))).toEqual(['5']); // real build dirs are left alone
+    } finally {
+      await own.close();
+      await d.cleanup();
+    }
+  });
+});
+
 describe('shutdown', () => {
   it('close() ends ?follow=1 log streams instead of waiting for their builds', async () => {
     const d = await tempDir();
