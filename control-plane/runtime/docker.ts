@@ -79,8 +79,18 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
 
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
     await ping();
+    let pack: tarStream.Pack | undefined;
+    try {
+      return await build(b, () => { pack?.destroy(); return (pack = packDirectory(b.contextDir)); }); // a retry packs afresh
+    } finally {
+      // an aborted or failed build leaves the context stream half read: stop it, close its file
+      if (pack && !pack.destroyed) pack.destroy();
+    }
+  }
+
+  async function build(b: BuildImageOptions, context: () => tarStream.Pack): Promise<{ imageId: string }> {
     const stream = (await retrying('build', () =>
-      docker.buildImage(packDirectory(b.contextDir) as unknown as NodeJS.ReadableStream, {
+      docker.buildImage(context() as unknown as NodeJS.ReadableStream, {
         t: b.tag,
         labels: b.labels,
         rm: true,
@@ -137,16 +147,21 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
   return { docker, endpoint, ping, buildImage, removeImage };
 }
 
-/** A tar stream of a directory (files, directories, symlinks as links), read lazily. */
+/**
+ * A tar stream of a directory (files, directories, symlinks as links), read lazily. Destroying
+ * the stream (an aborted build) stops the walk and closes the file being read.
+ */
 export function packDirectory(root: string): tarStream.Pack {
   const pack = tarStream.pack();
   const walk = async (rel: string): Promise<void> => {
     const dir = join(root, rel);
     const names = (await readdir(dir)).sort();
     for (const name of names) {
+      if (pack.destroyed) return;
       const r = rel ? `${rel}/${name}` : name;
       const abs = join(root, r);
       const st = await lstat(abs);
+      if (pack.destroyed) return;
       const header = { name: r, mode: st.mode & 0o7777, mtime: st.mtime, uid: 0, gid: 0 };
       if (st.isDirectory()) {
         pack.entry({ ...header, type: 'directory' });
@@ -155,12 +170,19 @@ export function packDirectory(root: string): tarStream.Pack {
         pack.entry({ ...header, type: 'symlink', linkname: await readlink(abs) });
       } else if (st.isFile()) {
         await new Promise<void>((resolve, reject) => {
-          const entry = pack.entry({ ...header, type: 'file', size: st.size }, (err) => (err ? reject(err) : resolve()));
-          createReadStream(abs).on('error', reject).pipe(entry);
+          const src = createReadStream(abs);
+          // a destroyed pack never calls the entry back: close the file and let the walk end
+          const onClose = () => { src.destroy(); resolve(); };
+          pack.once('close', onClose);
+          const entry = pack.entry({ ...header, type: 'file', size: st.size }, (err) => {
+            pack.off('close', onClose);
+            if (err) { src.destroy(); reject(err); } else resolve();
+          });
+          src.on('error', (e) => { pack.off('close', onClose); reject(e); }).pipe(entry);
         });
       }
     }
   };
-  walk('').then(() => pack.finalize(), (e) => pack.destroy(e as Error));
+  walk('').then(() => { if (!pack.destroyed) pack.finalize(); }, (e) => { if (!pack.destroyed) pack.destroy(e as Error); });
   return pack;
 }
