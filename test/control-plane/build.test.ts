@@ -72,7 +72,8 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     expect(logs.body).toMatchObject({ image_id: img.id, status: 'ready', truncated: false });
     expect(logs.body.logs).toContain('marker-from-run-step');
     expect(logs.body.logs).toContain('Successfully tagged');
-    const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id);
+    // image.* only: the reconcile loop (issue 4) starts min_instances containers, which write container.* events
+    const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id && e.type.startsWith('image.'));
     expect(ev.map((e: any) => e.type)).toEqual(['image.building', 'image.ready']);
     expect(ev[1].payload.docker_image_id).toBe(img.docker_image_id);
   });
@@ -146,7 +147,8 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   });
 
   it('DELETE removes the Docker image and the stored context', async () => {
-    const r = await alice.upload({ name: 'gone', app_hostname: host() }, await makeTar(appFiles()));
+    // min_instances 0: the reconcile loop (issue 4) would otherwise start a container, and DELETE is 409 then
+    const r = await alice.upload({ name: 'gone', app_hostname: host(), min_instances: 0 }, await makeTar(appFiles()));
     const img = await alice.waitForBuild(r.body.id);
     expect(img.status).toBe('ready');
     const ctx = join(data.dir, 'builds', String(img.user_id), String(img.id));
