@@ -3,7 +3,7 @@ import { notFound } from '../http/errors.js';
 import { publicContainer, type ContainerRow } from '../images/repo.js';
 import { getContainer, type ContainerService } from './service.js';
 
-const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const;
+const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } as const;
 type IdReq = { Params: { id: number } };
 
 /**
@@ -17,7 +17,7 @@ export default async function containerRoutes(app: FastifyInstance, opts: { serv
   app.post<{ Params: { imageId: number }; Body: { count?: number } | undefined }>('/api/containers/:imageId', {
     preHandler: app.authenticate,
     schema: {
-      params: { type: 'object', required: ['imageId'], properties: { imageId: { type: 'integer', minimum: 1 } } },
+      params: { type: 'object', required: ['imageId'], properties: { imageId: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } },
       body: { type: ['object', 'null'], additionalProperties: false, properties: { count: { type: 'integer', minimum: 1, maximum: 100, default: 1 } } },
     },
   }, async (req, reply) => {
@@ -27,7 +27,7 @@ export default async function containerRoutes(app: FastifyInstance, opts: { serv
 
   app.get<{ Querystring: { image_id?: number } }>('/api/containers', {
     preHandler: app.authenticate,
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: { image_id: { type: 'integer', minimum: 1 } } } },
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { image_id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } },
   }, async (req) => {
     const { rows } = await app.db.query<ContainerRow>(
       'SELECT * FROM containers WHERE user_id = $1 AND ($2::bigint IS NULL OR image_id = $2) ORDER BY id', [req.user!.id, req.query.image_id ?? null]);

@@ -69,7 +69,7 @@ describe('process endpoints', () => {
 
   it('ids past 2^53 answer 400, not 500', async () => {
     const u = await api.signup('bigids@example.com');
-    for (const path of ['/api/images/1e20', '/api/images/99999999999999999999', '/api/images/9007199254740993', '/api/events?after=1e20', '/api/events?after=99999999999999999999']) {
+    for (const path of ['/api/images/1e20', '/api/images/99999999999999999999', '/api/images/9007199254740993', '/api/events?after=1e20', '/api/events?after=99999999999999999999', '/api/containers/1e20', '/api/containers?image_id=99999999999999999999']) {
       const r = await u.get(path);
       expect(r.status, `${path}: ${r.text}`).toBe(400);
       expect(r.body.error.code).toBe('invalid_request');
