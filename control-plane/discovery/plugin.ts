@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { startSse } from '../http/sse.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest, unauthorized } from '../http/errors.js';
@@ -59,15 +60,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   });
 
   app.get('/v1/routes/watch', { preHandler: requireProxy }, async (req, reply) => {
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      'x-accel-buffering': 'no',
-      connection: 'keep-alive',
-      'x-request-id': String(req.id),
-    });
+    const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     const send = (t: unknown) => { if (!res.destroyed) res.write(`event: routes\ndata: ${JSON.stringify(t)}\n\n`); };
     streams.add(reply);

@@ -1,4 +1,5 @@
 import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { startSse } from '../http/sse.js';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -177,15 +178,7 @@ async function sweepLeftovers(app: FastifyInstance): Promise<void> {
 
 /** SSE: the log so far, then live output until the build ends (`event: end` with the status). */
 async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow, followers: Set<() => void>): Promise<void> {
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    'x-accel-buffering': 'no',
-    connection: 'keep-alive',
-    'x-request-id': String(req.id),
-  });
+  const res = startSse(req, reply);
   const send = (event: string, data: unknown) => { if (!res.destroyed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
   let closed = false;
   const cleanups: (() => void)[] = [];

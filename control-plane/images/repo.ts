@@ -1,21 +1,12 @@
 import type { Queryable } from '../db/pool.js';
+import type { ImageFields } from './fields.js';
 
 export type ImageStatus = 'building' | 'ready' | 'build_failed';
 
-export interface ImageRow {
+/** An images row: the validated upload fields plus build state. */
+export interface ImageRow extends ImageFields {
   id: number;
   user_id: number;
-  name: string;
-  tag: string;
-  app_hostname: string;
-  container_port: number;
-  min_instances: number;
-  max_instances: number;
-  cpu_limit: number | null;
-  memory_limit: string | null;
-  memory_limit_bytes: number | null;
-  /** HTTP path for health checks; null → TCP connect */
-  health_path: string | null;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
