@@ -9,6 +9,24 @@ import { createUser, findUserByEmail, findUserById, publicUser } from './users.j
 
 export const SESSION_COOKIE = 'berth_session';
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * Was this request sent by a page of this origin? Browsers send Sec-Fetch-Site (modern) or
+ * Origin on cross-site state changes; non-browser clients (curl, scripts) send neither.
+ */
+function sameOrigin(req: FastifyRequest): boolean {
+  const site = req.headers['sec-fetch-site'];
+  if (typeof site === 'string') return site === 'same-origin' || site === 'none';
+  const origin = req.headers.origin;
+  if (typeof origin !== 'string') return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
 const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$' } as const;
 const PASSWORD = { type: 'string', minLength: 8, maxLength: 256 } as const;
 const USERNAME = { type: 'string', minLength: 2, maxLength: 40, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } as const;
@@ -56,6 +74,11 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     } else {
       const cookie = req.cookies[SESSION_COOKIE];
       if (!cookie) throw unauthorized();
+      // CSRF: apps berth hosts may live on sibling subdomains (same "site" for SameSite=Lax), so a
+      // cookie alone does not authorise a state change; it must come from this origin.
+      if (!SAFE_METHODS.has(req.method) && !sameOrigin(req)) {
+        throw new ApiError(403, 'csrf_rejected', 'cross-origin request with a session cookie refused; send Authorization: Bearer <token> or call from the same origin');
+      }
       userId = await sessions.verify(cookie);
       if (userId === undefined) throw unauthorized('session expired; log in again');
     }

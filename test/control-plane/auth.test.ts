@@ -179,6 +179,22 @@ describe('accounts', () => {
     expect(out.headers.get('set-cookie')).toMatch(/berth_session=;.*Expires=Thu, 01 Jan 1970/i);
   });
 
+  it('refuses cookie-authenticated state changes from another origin (CSRF), allows same-origin and bearer', async () => {
+    await api.signup('csrf@example.com', 'csrf-password');
+    const r = await api.post('/api/auth/login', { email: 'csrf@example.com', password: 'csrf-password' });
+    const cookie = r.headers.get('set-cookie')!.split(';')[0];
+    const evil = await api.req('POST', '/api/auth/tokens', { json: { name: 'stolen' }, headers: { cookie, origin: 'http://evil.apps.example.com' }, token: null });
+    expect(evil.status).toBe(403);
+    expect(evil.body.error.code).toBe('csrf_rejected');
+    const fetchSite = await api.req('POST', '/api/auth/tokens', { json: { name: 'stolen' }, headers: { cookie, 'sec-fetch-site': 'same-site' }, token: null });
+    expect(fetchSite.status).toBe(403);
+    // reading is fine, and so is a same-origin page or a non-browser client
+    expect((await api.req('GET', '/api/auth/me', { headers: { cookie, origin: 'http://evil.apps.example.com' }, token: null })).status).toBe(200);
+    expect((await api.req('POST', '/api/auth/tokens', { json: { name: 'mine' }, headers: { cookie, 'sec-fetch-site': 'same-origin' }, token: null })).status).toBe(201);
+    expect((await api.req('POST', '/api/auth/tokens', { json: { name: 'cli' }, headers: { cookie }, token: null })).status).toBe(201);
+    expect((await api.withToken(r.body.token).post('/api/auth/tokens', { name: 'bearer' })).status).toBe(201);
+  });
+
   it('rejects wrong passwords, unknown accounts, missing, garbage and forged tokens', async () => {
     await api.signup('bob@example.com', 'bob-password');
     expect((await api.post('/api/auth/login', { email: 'bob@example.com', password: 'nope-nope' })).status).toBe(401);
