@@ -41,7 +41,11 @@ export async function recordEvent(q: Queryable, ev: EventInput): Promise<EventRe
 
 export async function listEvents(q: Queryable, userId: number, after: number, limit: number): Promise<EventRecord[]> {
   const { rows } = await q.query<EventRecord>(
-    `SELECT ${COLUMNS} FROM events WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
+    // Only rows of transactions older than every running one: a lower id still being committed
+    // would otherwise be skipped for good by a reader paging with ?after=.
+    `SELECT ${COLUMNS} FROM events
+     WHERE user_id = $1 AND id > $2 AND txid < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY id LIMIT $3`,
     [userId, after, limit],
   );
   return rows.map(serialise);
