@@ -14,6 +14,7 @@ const OPTIONS: OptionSpec[] = [
   { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'where the last control-plane table is persisted' },
   { name: 'workers', env: 'BERTH_PROXY_WORKERS', default: '1', help: 'uWS listeners on worker threads sharing the port' },
   { name: 'access-log', env: 'BERTH_ACCESS_LOG', default: 'on', help: 'on, off, or a sampling rate such as 0.01' },
+  { name: 'watch-idle-ms', env: 'BERTH_PROXY_WATCH_IDLE_MS', default: '45000', help: 'reconnect to the control plane after this much silence on its stream' },
   { name: 'upstream-connections', env: 'BERTH_UPSTREAM_CONNECTIONS', default: '256', help: 'max keep-alive connections per upstream endpoint' },
 ];
 
@@ -32,6 +33,8 @@ export async function run(argv: string[]): Promise<void> {
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError('--workers must be an integer 1-64');
   const conns = Number(o['upstream-connections']);
   if (!Number.isInteger(conns) || conns < 1) throw new UsageError('--upstream-connections must be a positive integer');
+  const watchIdleMs = Number(o['watch-idle-ms']);
+  if (!Number.isInteger(watchIdleMs) || watchIdleMs < 100) throw new UsageError('--watch-idle-ms must be an integer >= 100');
   let rate: number;
   try {
     rate = parseAccessLogRate(o['access-log']);
@@ -45,7 +48,7 @@ export async function run(argv: string[]): Promise<void> {
     handle = await startProxy({
       listenHost: listen.host, listenPort: listen.port, adminHost: admin.host, adminPort: admin.port,
       adminToken: o['admin-token'], routesFile: o.routes, controlPlaneUrl: o['control-plane'], token: o.token,
-      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, logger,
+      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, watchIdleMs, logger,
     });
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, 'proxy failed to start');

@@ -26,6 +26,8 @@ export interface ProxyOptions {
   workers: number;
   accessLogRate: number;
   upstreamConnections: number;
+  /** reconnect when the control-plane stream is silent this long (it pings every 15 s) */
+  watchIdleMs?: number;
   logger: Logger;
 }
 
@@ -100,7 +102,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       await apply(saved, 'persisted');
       log.info({ version: saved.version, file: persistFile }, 'serving the persisted route table until the control plane answers');
     }
-    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t) => { await apply(t, 'control-plane'); }, log);
+    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t) => { await apply(t, 'control-plane'); }, log, o.watchIdleMs);
     cpSource.start();
   }
 

@@ -21,6 +21,7 @@ export class ControlPlaneSource {
     private readonly token: string,
     private readonly onTable: (t: RouteTableSpec) => Promise<void>,
     private readonly logger: Logger,
+    private readonly idleTimeoutMs = 45_000,
   ) {}
 
   start(): void {
@@ -54,7 +55,9 @@ export class ControlPlaneSource {
       headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream' },
       signal: this.abort.signal,
       headersTimeout: 10_000,
-      bodyTimeout: 0,
+      // The control plane sends a `: ping` comment every 15 s: 45 s of silence means a dead
+      // (half-open) stream, which must end in a reconnect rather than a quietly stale table.
+      bodyTimeout: this.idleTimeoutMs,
     });
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');

@@ -98,6 +98,26 @@ describe('control-plane subscription', () => {
     }
   }, 60_000);
 
+  it('reconnects when the stream goes silent (half-open connection) instead of keeping a stale table', async () => {
+    const cp = sseServer('tok');
+    let connections = 0;
+    cp.server.prependListener('request', (req) => { if (req.url === '/v1/routes/watch') connections++; });
+    const port = await cp.listen();
+    const a = await startUpstream('a');
+    try {
+      cp.publish(table([route('img-1', ['quiet.test'], [a.address])], 1));
+      const p = await startProxy(null, ['--control-plane', `http://127.0.0.1:${port}`, '--token', 'tok', '--watch-idle-ms', '300']);
+      procs.push(p);
+      await waitFor(async () => (await get(p, 'quiet.test')).status === 200);
+      // the server never pings: after 300 ms of silence the proxy must drop the stream and resubscribe
+      await waitFor(() => connections >= 2, 5000);
+      expect((await get(p, 'quiet.test')).status).toBe(200);
+    } finally {
+      await cp.close();
+      await a.close();
+    }
+  });
+
   it('refuses to start with --control-plane but no token', async () => {
     await expect(startProxy(null, ['--control-plane', 'http://127.0.0.1:1'])).rejects.toThrow(/--token/);
   });
