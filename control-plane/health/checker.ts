@@ -36,9 +36,12 @@ export function probe(t: ProbeTarget, timeoutMs: number): Promise<{ ok: boolean;
     let cleanup = () => {};
     if (t.path) {
       const req = httpRequest({ host: t.host, port: t.port, path: t.path, method: 'GET', agent: false, headers: { 'user-agent': 'berth-health/1', connection: 'close' } }, (res) => {
-        res.resume();
         const code = res.statusCode ?? 0;
         finish(code >= 200 && code < 400, `HTTP ${code} from GET ${t.path}`);
+        // the status is all we need: close the connection now (a health endpoint that streams
+        // would otherwise keep one socket open per probe, forever)
+        res.destroy();
+        req.destroy();
       });
       req.on('error', (e) => finish(false, `GET ${t.path}: ${e.message}`));
       req.end();
