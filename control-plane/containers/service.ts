@@ -102,16 +102,25 @@ export class ContainerService {
    * Create `count` containers of an image (409 when the image is not ready or the count would
    * pass max_instances). Rows and `container.created` events commit first; then each container
    * is created and started in Docker. Containers Docker refuses are marked failed (the reconcile
-   * loop retries them); when none started, the Docker error is the API error.
+   * loop retries them); when none started, the rows are deleted again (with container.deleted,
+   * in one transaction) and the Docker error is the API error, so a client can simply retry.
+   *
+   * `provision` (the reconcile loop): create the image's `min_instances` containers once, if not
+   * done yet, and set `min_instances_provisioned` in the same transaction; count is ignored.
+   * Those rows are kept as `failed` when Docker refuses them (the loop retries with backoff).
    */
-  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean } = {}): Promise<ContainerRow[]> {
+  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean; provision?: boolean } = {}): Promise<ContainerRow[]> {
     const { img, rows } = await withTransaction(this.d.db, async (tx) => {
       const { rows: [img] } = await tx.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [imageId, userId]);
       if (!img) throw notFound('image');
       if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}, not ready: containers can only run built images`, 'image_not_ready');
       const { rows: [{ n }] } = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [img.id]);
       let want = count;
-      if (n + count > img.max_instances) {
+      if (opts.provision) {
+        if (img.min_instances_provisioned) return { img, rows: [] as ContainerRow[] };
+        want = Math.max(0, Math.min(img.min_instances, img.max_instances) - n);
+        await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);
+      } else if (n + count > img.max_instances) {
         if (!opts.cap) throw conflict(`image ${img.id} has ${n} of max_instances ${img.max_instances} containers; ${count} more would pass it`, 'max_instances_exceeded');
         want = Math.max(0, img.max_instances - n);
       }

@@ -13,6 +13,8 @@ export interface ImageRow extends ImageFields {
   docker_image_id: string | null;
   build_logs: string;
   build_logs_truncated: boolean;
+  /** the reconcile loop created the min_instances containers (once; see migration 004) */
+  min_instances_provisioned: boolean;
   build_started_at: Date | null;
   build_finished_at: Date | null;
   created_at: Date;

@@ -28,7 +28,8 @@ const STUCK_MS = 60_000;
  * - a container that should run but died (exited, OOM-killed, `docker kill`ed, removed) is
  *   recorded (container.stopped) and replaced under the same id (container.replaced), with
  *   exponential backoff when it keeps dying right after starting;
- * - each ready image keeps `min_instances` containers that should run (bounded by max_instances);
+ * - each ready image gets `min_instances` containers once (bounded by max_instances); they are
+ *   kept existing, but what the user stops or deletes is not restarted or recreated;
  * - labelled containers of this cluster that no row knows are removed (after a grace period, so
  *   a container being created right now is never mistaken for an orphan);
  * - rows whose container vanished are corrected; stops and creations left half-done by a
@@ -175,18 +176,19 @@ export class Reconciler {
       }
     }
 
-    // min_instances
-    const { rows: short } = await db.query<ImageRow & { wanted: number }>(
-      `SELECT i.*, (SELECT count(*) FROM containers c WHERE c.image_id = i.id AND c.desired = 'running')::int AS wanted
-         FROM images i WHERE i.status = 'ready' AND i.min_instances > 0`);
-    for (const img of short) {
-      if (img.wanted >= img.min_instances || this.stopped) continue;
+    // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
+    // container is replaced under the same row above), a user-stopped one stays stopped and a
+    // user-deleted one is not recreated: explicit user intent wins over min_instances.
+    const { rows: pending } = await db.query<ImageRow>(
+      `SELECT * FROM images WHERE status = 'ready' AND min_instances > 0 AND NOT min_instances_provisioned ORDER BY id`);
+    for (const img of pending) {
+      if (this.stopped) break;
       try {
-        const made = await service.create(img.user_id, img.id, img.min_instances - img.wanted, { cap: true });
+        const made = await service.create(img.user_id, img.id, 0, { provision: true });
         rep.created += made.length;
-        if (made.length) this.log.info({ imageId: img.id, created: made.length, min: img.min_instances }, 'started containers to keep min_instances');
+        if (made.length) this.log.info({ imageId: img.id, created: made.length, min: img.min_instances }, 'started containers for min_instances');
       } catch (e) {
-        this.log.warn({ imageId: img.id, err: (e as Error).message }, 'could not keep min_instances');
+        this.log.warn({ imageId: img.id, err: (e as Error).message }, 'could not start min_instances containers');
       }
     }
     for (const id of this.backoff.keys()) if (!rows.some((r) => r.id === id)) this.backoff.delete(id);

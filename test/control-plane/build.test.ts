@@ -147,7 +147,8 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   });
 
   it('DELETE removes the Docker image and the stored context', async () => {
-    // min_instances 0: the reconcile loop (issue 4) would otherwise start a container, and DELETE is 409 then
+    // min_instances 0: otherwise the reconcile loop starts the image's min_instances container and DELETE
+    // answers 409 until that container is deleted (see test/e2e/reconcile-health.test.ts)
     const r = await alice.upload({ name: 'gone', app_hostname: host(), min_instances: 0 }, await makeTar(appFiles()));
     const img = await alice.waitForBuild(r.body.id);
     expect(img.status).toBe('ready');

@@ -157,4 +157,25 @@ await describeWithDocker('reconcile and health checks (real containers)', () => 
     expect(missing).toMatchObject({ ok: false });
     expect(missing.detail).toMatch(/404/);
   });
+
+  it('min_instances does not fight the user: a deleted container is not recreated, and the image can then be deleted', async () => {
+    const r = await user.upload({ name: 'minone', app_hostname: host(), min_instances: 1, max_instances: 2 }, await makeTar(idApp()));
+    expect(r.status, r.text).toBe(201);
+    const img = await user.waitForBuild(r.body.id, 120_000);
+    const [c] = await waitFor('min_instances container', async () => {
+      await cp.app.platform.reconciler.run();
+      const l = (await user.get(`/api/containers?image_id=${img.id}`)).body.containers;
+      return l.length === 1 && l[0].status === 'running' && l;
+    }, 30_000, 200);
+    expect((await user.del(`/api/images/${img.id}`)).status).toBe(409);
+    // a user stop is respected too: it stays stopped and still counts
+    expect((await user.post(`/api/containers/${c.id}/stop`)).body.status).toBe('stopped');
+    for (let i = 0; i < 3; i++) await cp.app.platform.reconciler.run();
+    const l1 = (await user.get(`/api/containers?image_id=${img.id}`)).body.containers;
+    expect(l1.map((x: any) => [x.id, x.status])).toEqual([[c.id, 'stopped']]);
+    expect((await user.del(`/api/containers/${c.id}`)).status).toBe(204);
+    for (let i = 0; i < 3; i++) { await cp.app.platform.reconciler.run(); await new Promise((res) => setTimeout(res, 300)); }
+    expect((await user.get(`/api/containers?image_id=${img.id}`)).body.containers).toEqual([]);
+    expect((await user.del(`/api/images/${img.id}`)).status).toBe(204);
+  });
 });
