@@ -70,8 +70,8 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     db: app.db, runtime, events: app.events, hub, proxies, config: cfg, log, clusterId,
     onStarted: (c) => health?.kick(c.id),
   });
-  health = new HealthChecker(app.db, cfg.health, cfg.endpointHost, async (id, h, detail) => {
-    const row = await service.setHealth(id, h, detail);
+  health = new HealthChecker(app.db, cfg.health, cfg.endpointHost, async (id, h, detail, port) => {
+    const row = await service.setHealth(id, h, detail, port);
     if (row) consul?.schedule();
   }, log.child({ component: 'health' }), 200, () => leader.isLeader);
   const reconciler = new Reconciler({ db: app.db, runtime, service, leader, config: cfg, log, clusterId });

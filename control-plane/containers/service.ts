@@ -50,6 +50,12 @@ export function dockerApiError(e: unknown): ApiError {
   return new ApiError(500, 'internal_error', (e as Error).message);
 }
 
+/** Docker's StartedAt ("0001-01-01T00:00:00Z" when never started) → ISO string or null. */
+export function dockerTime(t: string | null | undefined): string | null {
+  if (!t || t.startsWith('0001-')) return null;
+  return Number.isNaN(Date.parse(t)) ? null : t;
+}
+
 export async function getContainer(q: Queryable, userId: number, id: number): Promise<ContainerRow | undefined> {
   const { rows } = await q.query<ContainerRow>('SELECT * FROM containers WHERE id = $1 AND user_id = $2', [id, userId]);
   return rows[0];
@@ -182,8 +188,8 @@ export class ContainerService {
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(
         `UPDATE containers SET status = 'running', health = 'unknown', status_reason = NULL, docker_id = $2, host_port = $3,
-           container_ip = $4, exit_code = NULL, started_at = now(), stopped_at = NULL, updated_at = now()
-         WHERE id = $1 RETURNING *`, [id, dockerId, st.hostPort, st.ip]);
+           container_ip = $4, exit_code = NULL, started_at = COALESCE($5::timestamptz, now()), stopped_at = NULL, updated_at = now()
+         WHERE id = $1 RETURNING *`, [id, dockerId, st.hostPort, st.ip, dockerTime(st.startedAt)]);
       if (!row) throw new ContainerRuntimeError(`container ${id} was deleted while starting`);
       await recordEvent(tx, this.eventFor('container.started', row, img));
       return row;
@@ -353,13 +359,42 @@ export class ContainerService {
     await this.stopLocked(c, 'recovered');
   }
 
-  /** Health transitions from the checker: update + event in one transaction, only on change. */
-  async setHealth(id: number, health: 'healthy' | 'unhealthy', detail: string): Promise<ContainerRow | undefined> {
+  /**
+   * Reconcile: the Docker container of a running row was restarted outside berth (`docker
+   * restart`, daemon restart): its host port, address or start time changed. The row takes the
+   * new ones with health `unknown` (out of the table until probed healthy again on the new port)
+   * and a container.started event, in one transaction; the route table is rebuilt.
+   */
+  async noteRestarted(c: ContainerRow, st: { dockerId: string; hostPort: number | null; ip: string | null; startedAt: string | null }): Promise<ContainerRow | undefined> {
+    const img = await imageOf(this.d.db, c);
+    const row = await withTransaction(this.d.db, async (tx) => {
+      const { rows: [row] } = await tx.query<ContainerRow>(
+        `UPDATE containers SET host_port = $3, container_ip = $4, started_at = COALESCE($5::timestamptz, now()), health = 'unknown',
+           status_reason = NULL, updated_at = now()
+         WHERE id = $1 AND docker_id = $2 AND status = 'running' RETURNING *`, [c.id, st.dockerId, st.hostPort, st.ip, dockerTime(st.startedAt)]);
+      if (row) await recordEvent(tx, this.eventFor('container.started', row, img, { reason: 'restarted outside berth', old_host_port: c.host_port }));
+      return row;
+    });
+    if (row) {
+      this.changed();
+      this.d.onStarted?.(row);
+      this.log.warn({ containerId: c.id, oldHostPort: c.host_port, hostPort: st.hostPort }, 'container was restarted outside berth; new address adopted');
+    }
+    return row;
+  }
+
+  /**
+   * Health transitions from the checker: update + event in one transaction, only on change, and
+   * only while the row still has the host port that was probed (a probe of an earlier incarnation
+   * must never mark a new one, possibly reachable at someone else's old port, healthy).
+   */
+  async setHealth(id: number, health: 'healthy' | 'unhealthy', detail: string, probedPort?: number): Promise<ContainerRow | undefined> {
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(
         `UPDATE containers SET health = $2, health_checked_at = now(), status_reason = $3,
            healthy_at = CASE WHEN $2 = 'healthy' THEN now() ELSE healthy_at END, updated_at = now()
-         WHERE id = $1 AND status = 'running' AND health <> $2 RETURNING *`, [id, health, health === 'healthy' ? null : detail]);
+         WHERE id = $1 AND status = 'running' AND health <> $2 AND ($4::int IS NULL OR host_port = $4) RETURNING *`,
+        [id, health, health === 'healthy' ? null : detail, probedPort ?? null]);
       if (!row) return undefined;
       const { rows: [img] } = await tx.query<ImageRow>('SELECT app_hostname FROM images WHERE id = $1', [row.image_id]);
       await recordEvent(tx, this.eventFor(`container.${health}`, row, img, { detail }));

@@ -96,7 +96,7 @@ export class HealthChecker {
     private readonly db: Db,
     private readonly s: HealthSettings,
     private readonly endpointHost: string,
-    private readonly onTransition: (id: number, health: 'healthy' | 'unhealthy', detail: string) => Promise<unknown>,
+    private readonly onTransition: (id: number, health: 'healthy' | 'unhealthy', detail: string, probedPort: number) => Promise<unknown>,
     private readonly log: Logger,
     private readonly fastMs = 200,
     private readonly enabled: () => boolean = () => true,
@@ -153,11 +153,11 @@ export class HealthChecker {
           if (res.ok) { tr.successes++; tr.failures = 0; } else { tr.failures++; tr.successes = 0; }
           const next = r.health === 'unknown' && !res.ok ? this.fastMs : this.s.intervalMs;
           tr.nextAt = Date.now() + next;
-          if (res.ok && r.health !== 'healthy' && tr.successes >= this.s.healthyThreshold) await this.onTransition(r.id, 'healthy', res.detail);
-          else if (!res.ok && r.health === 'healthy' && tr.failures >= this.s.unhealthyThreshold) await this.onTransition(r.id, 'unhealthy', res.detail);
+          if (res.ok && r.health !== 'healthy' && tr.successes >= this.s.healthyThreshold) await this.onTransition(r.id, 'healthy', res.detail, r.host_port);
+          else if (!res.ok && r.health === 'healthy' && tr.failures >= this.s.unhealthyThreshold) await this.onTransition(r.id, 'unhealthy', res.detail, r.host_port);
           else if (!res.ok && r.health === 'unknown' && tr.failures >= Math.max(this.s.unhealthyThreshold, Math.ceil(30_000 / this.fastMs))) {
             // never came up within ~30 s: say so (it stays out of rotation either way)
-            await this.onTransition(r.id, 'unhealthy', res.detail);
+            await this.onTransition(r.id, 'unhealthy', res.detail, r.host_port);
           }
         })
         .catch((e) => this.log.warn({ err: e, containerId: r.id }, 'health transition failed'))

@@ -3,8 +3,8 @@ import type { ResolvedConfig } from '../config.js';
 import type { Db } from '../db/pool.js';
 import type { ContainerRow, ImageRow } from '../images/repo.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
-import type { ContainerRuntime, ManagedContainer } from '../runtime/containers.js';
-import type { ContainerService } from '../containers/service.js';
+import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runtime/containers.js';
+import { dockerTime, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 
 export interface ReconcileReport {
@@ -43,6 +43,8 @@ export class Reconciler {
   private stopped = true;
   private unwatch: (() => void) | undefined;
   private backoff = new Map<number, { attempts: number; nextAt: number }>();
+  /** Docker ids with a start/restart event since the last pass */
+  private restarted = new Set<string>();
   private readonly log: Logger;
 
   constructor(
@@ -59,7 +61,11 @@ export class Reconciler {
     this.unwatch = this.d.runtime.watchEvents('berth.managed=true', (e) => {
       const cluster = e.labels['berth.cluster'];
       if (cluster !== undefined && cluster !== this.d.clusterId) return; // another berth database's container
-      if (['die', 'destroy', 'oom', 'kill', 'stop'].includes(e.action)) this.kick();
+      if (e.action === 'start' || e.action === 'restart') {
+        // possibly restarted outside berth: a new host port / address to adopt
+        this.restarted.add(e.dockerId);
+        this.kick();
+      } else if (['die', 'destroy', 'oom', 'kill', 'stop'].includes(e.action)) this.kick();
     });
     this.kick();
     this.timer = setInterval(() => this.kick(), this.d.config.reconcileIntervalMs);
@@ -107,6 +113,8 @@ export class Reconciler {
     const { rows } = await db.query<ContainerRow>('SELECT * FROM containers ORDER BY id');
     const now = Date.now();
     const work: Promise<unknown>[] = [];
+    const restartedIds = this.restarted;
+    this.restarted = new Set();
 
     for (const snapshot of rows) {
       if (service.locks.isLocked(snapshot.id)) continue;
@@ -117,9 +125,23 @@ export class Reconciler {
         const age = now - new Date(c.updated_at).getTime();
         try {
           if (c.desired === 'running') {
-            if (c.status === 'running' && (!dc || dc.state !== 'running')) {
-              const st = c.docker_id ? await runtime.inspect(c.docker_id) : null;
-              if (st?.running) return; // raced with a start: fine
+            if (c.status === 'running' && dc?.state === 'running') {
+              // still running, but maybe as a new incarnation (docker restart): new port / address
+              const listedPort = dc.ports.find((p) => p.privatePort === c.internal_port)?.publicPort ?? null;
+              const moved = listedPort !== c.host_port || (c.container_ip !== null && dc.ips.length > 0 && !dc.ips.includes(c.container_ip));
+              if (moved || restartedIds.has(dc.dockerId)) {
+                const st = await runtime.inspect(dc.dockerId, c.internal_port ?? undefined);
+                if (st?.running && this.isNewIncarnation(c, st)) {
+                  if (await service.noteRestarted(c, st)) rep.corrected++;
+                }
+              }
+            } else if (c.status === 'running' && (!dc || dc.state !== 'running')) {
+              const st = c.docker_id ? await runtime.inspect(c.docker_id, c.internal_port ?? undefined) : null;
+              if (st?.running) {
+                // restarted between the list and now: adopt its new port / address if it moved
+                if (this.isNewIncarnation(c, st) && (await service.noteRestarted(c, st))) rep.corrected++;
+                return;
+              }
               const reason = !st ? 'container vanished' : st.oomKilled ? 'out of memory' : `exited with code ${st.exitCode}`;
               const died = await service.markDied(c, { reason, exitCode: st?.exitCode ?? null });
               if (!died) return;
@@ -194,6 +216,14 @@ export class Reconciler {
     for (const id of this.backoff.keys()) if (!rows.some((r) => r.id === id)) this.backoff.delete(id);
     if (rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished) this.log.info(rep, 'reconciled');
     return rep;
+  }
+
+  /** The running Docker container differs from what the row recorded (port, address or start time). */
+  private isNewIncarnation(c: ContainerRow, st: ContainerState): boolean {
+    if (st.hostPort !== c.host_port) return true;
+    if (st.ip && c.container_ip && st.ip !== c.container_ip) return true;
+    const docker = dockerTime(st.startedAt);
+    return docker !== null && c.started_at !== null && Math.abs(Date.parse(docker) - new Date(c.started_at).getTime()) > 1000;
   }
 
   private noteDeath(c: ContainerRow): void {

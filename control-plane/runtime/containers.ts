@@ -54,6 +54,10 @@ export interface ManagedContainer {
   labels: Record<string, string>;
   /** unix seconds */
   created: number;
+  /** published ports as listed (container port → host port) */
+  ports: { privatePort: number; publicPort: number | null }[];
+  /** addresses on the container's networks */
+  ips: string[];
 }
 
 export interface DockerEvent {
@@ -203,7 +207,11 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
 
   async function listByLabel(labels: string[]): Promise<ManagedContainer[]> {
     const list = await call('list', () => docker.listContainers({ all: true, filters: JSON.stringify({ label: labels }) }));
-    return list.map((c) => ({ dockerId: c.Id, names: c.Names.map((n) => n.replace(/^\//, '')), state: c.State, labels: c.Labels ?? {}, created: c.Created }));
+    return list.map((c) => ({
+      dockerId: c.Id, names: c.Names.map((n) => n.replace(/^\//, '')), state: c.State, labels: c.Labels ?? {}, created: c.Created,
+      ports: (c.Ports ?? []).filter((p) => p.Type === 'tcp').map((p) => ({ privatePort: p.PrivatePort, publicPort: p.PublicPort ?? null })),
+      ips: Object.values(c.NetworkSettings?.Networks ?? {}).map((n) => n.IPAddress).filter((ip): ip is string => !!ip),
+    }));
   }
 
   function watchEvents(label: string, onEvent: (e: DockerEvent) => void): () => void {

@@ -8,6 +8,7 @@ import { EndpointRegistry } from '../upstream/endpoint.js';
 import { AccessLog } from './access-log.js';
 import { handleRequest, runtime } from './exchange.js';
 import { loadUws } from './uws.js';
+import { websocketBehavior } from './websocket.js';
 
 export interface DataPlaneOptions {
   logger: Logger;
@@ -36,6 +37,7 @@ export class DataPlane {
 
   listen(host: string, port: number): Promise<number> {
     const app = this.uws.App();
+    app.ws('/*', websocketBehavior());
     app.any('/*', handleRequest);
     this.app = app;
     return new Promise((resolve, reject) => {

@@ -1,0 +1,225 @@
+/**
+ * WebSocket pass-through. uWS terminates the client's WebSocket; an undici WebSocket connects to
+ * the chosen endpoint with the client's headers (plus X-Forwarded-*, Via, x-request-id) and the
+ * client's subprotocols; messages are relayed both ways. The client's upgrade is answered only
+ * once the upstream accepted, so a refused upstream is an honest 502/503, not an open-then-close.
+ *
+ * Not on the HTTP hot path: uWS routes only `Upgrade: websocket` requests here.
+ */
+import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
+import { Agent, WebSocket as UpstreamSocket, type Dispatcher, type MessageEvent, type CloseEvent } from 'undici';
+import { normalizeHost } from '../../shared/hostname.js';
+import { globalStats } from '../metrics/route-stats.js';
+import type { Route } from '../routing/route.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import { runtime, sendError } from './exchange.js';
+import { newRequestId, validRequestId } from './request-id.js';
+
+/** uWS copies the user-data object's properties on upgrade: keep the shared state one level down. */
+interface Slot {
+  link: Link;
+}
+
+interface Link {
+  upstream: UpstreamSocket;
+  route: Route;
+  endpoint: Endpoint;
+  client: WebSocket<Slot> | null;
+  /** upstream messages that arrived before the client socket opened */
+  early: Array<[ArrayBuffer | string, boolean]> | null;
+  clientClosed: boolean;
+  released: boolean;
+}
+
+/** Headers the WebSocket client sets itself or that must not cross the proxy. */
+const SKIP = new Set([
+  'host', 'connection', 'upgrade', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'content-length',
+  'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol',
+  'x-forwarded-host', 'x-forwarded-proto', 'x-request-id',
+]);
+
+/** Close codes an endpoint may send (1005/1006/1015 are reserved for reporting). */
+function sendableCode(code: number): number {
+  return code === 1000 || (code >= 3000 && code <= 4999) ? code : 1000;
+}
+
+/**
+ * undici's WebSocket (fetch semantics) will not let a caller set Host; the app must see the
+ * hostname it is served under, as it does for plain HTTP. The header travels under a private
+ * name and this dispatcher puts it back.
+ */
+const HOST_CARRIER = 'x-berth-upstream-host';
+const upstreamDispatcher: Dispatcher = new Agent().compose((dispatch) => (opts, handler) => {
+  const h = opts.headers as Record<string, string> | null | undefined;
+  if (h && typeof h === 'object' && !Array.isArray(h) && HOST_CARRIER in h) {
+    const { [HOST_CARRIER]: host, ...rest } = h;
+    return dispatch({ ...opts, headers: { ...rest, host } }, handler);
+  }
+  return dispatch(opts, handler);
+});
+
+function release(link: Link): void {
+  if (link.released) return;
+  link.released = true;
+  link.endpoint.inflight--;
+  link.route.stats.inflight--;
+  globalStats.inflight--;
+}
+
+export function websocketBehavior(): WebSocketBehavior<Slot> {
+  return {
+    maxPayloadLength: 16 * 1024 * 1024,
+    maxBackpressure: 4 * 1024 * 1024,
+    // a reader that falls this far behind is disconnected rather than silently losing messages
+    closeOnBackpressureLimit: 1,
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+
+    upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t) {
+      globalStats.requests++;
+      let path = req.getUrl();
+      const query = req.getQuery();
+      let rawHost = req.getHeader('host');
+      if (path.length > 6 && path.startsWith('/apps/')) {
+        const slash = path.indexOf('/', 6);
+        rawHost = slash === -1 ? path.slice(6) : path.slice(6, slash);
+        path = slash === -1 ? '/' : path.slice(slash);
+      }
+      const ridIn = req.getHeader('x-request-id');
+      const requestId = ridIn !== '' && validRequestId(ridIn) ? ridIn : newRequestId();
+      const key = req.getHeader('sec-websocket-key');
+      const protocols = req.getHeader('sec-websocket-protocol');
+      const table = runtime.table;
+      if (table === null) {
+        sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet');
+        return;
+      }
+      const host = normalizeHost(rawHost);
+      const route = host === '' ? undefined : table.lookup(host);
+      if (route === undefined) {
+        globalStats.noRoute++;
+        sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`);
+        return;
+      }
+      route.stats.requests++;
+      const now = Date.now();
+      const target = route.balancer.pick(now, null);
+      if (target === null) {
+        route.stats.byClass[5]++;
+        route.stats.errors++;
+        sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);
+        return;
+      }
+      const ep = target.endpoint;
+      ep.breaker.acquire(now);
+      const headers: Record<string, string> = {};
+      let xff = '';
+      let via = '';
+      req.forEach((k, v) => {
+        if (k === 'x-forwarded-for') xff = v;
+        else if (k === 'via') via = v;
+        else if (!SKIP.has(k) && !k.startsWith('proxy-')) headers[k] = v;
+      });
+      const ip = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
+      headers['x-forwarded-for'] = xff === '' ? ip : `${xff}, ${ip}`;
+      headers['x-forwarded-host'] = rawHost;
+      headers['x-forwarded-proto'] = 'http';
+      headers.via = via === '' ? runtime.via : `${via}, ${runtime.via}`;
+      headers['x-request-id'] = requestId;
+      headers[HOST_CARRIER] = rawHost;
+
+      const url = `ws://${ep.address}${query ? `${path}?${query}` : path}`;
+      let upstream: UpstreamSocket;
+      try {
+        upstream = new UpstreamSocket(url, {
+          protocols: protocols ? protocols.split(',').map((p) => p.trim()).filter(Boolean) : undefined,
+          headers,
+          dispatcher: upstreamDispatcher,
+        });
+      } catch (e) {
+        sendError(res, 502, 'upstream_error', requestId, `cannot open a WebSocket to the upstream: ${(e as Error).message}`);
+        return;
+      }
+      upstream.binaryType = 'arraybuffer';
+      ep.inflight++;
+      ep.requests++;
+      route.stats.inflight++;
+      globalStats.inflight++;
+      const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false };
+      let aborted = false;
+      let opened = false;
+      res.onAborted(() => {
+        aborted = true;
+        upstream.close();
+        release(link);
+      });
+      upstream.onopen = () => {
+        opened = true;
+        ep.breaker.onSuccess();
+        if (aborted) {
+          upstream.close();
+          return;
+        }
+        route.stats.byClass[1]++;
+        res.cork(() => {
+          // permessage-deflate is not negotiated on either side: messages are relayed as they are
+          res.upgrade<Slot>({ link }, key, upstream.protocol, '', context);
+        });
+      };
+      upstream.onmessage = (ev: MessageEvent) => {
+        const data = ev.data as ArrayBuffer | string;
+        const binary = typeof data !== 'string';
+        if (link.client === null) {
+          link.early?.push([data, binary]);
+          return;
+        }
+        if (!link.clientClosed) link.client.send(data, binary);
+      };
+      upstream.onclose = (ev: CloseEvent) => {
+        if (!opened) {
+          // the upstream refused or failed before the handshake completed
+          ep.failures++;
+          ep.breaker.onFailure(Date.now());
+          release(link);
+          if (!aborted) {
+            aborted = true;
+            route.stats.byClass[5]++;
+            route.stats.errors++;
+            res.cork(() => sendError(res, 502, 'upstream_error', requestId, `upstream refused the WebSocket (${ev.code})`));
+          }
+          return;
+        }
+        if (link.client !== null && !link.clientClosed) {
+          link.clientClosed = true;
+          link.client.end(sendableCode(ev.code), ev.reason);
+        }
+        release(link);
+      };
+      upstream.onerror = () => { /* followed by close */ };
+    },
+
+    open(ws: WebSocket<Slot>) {
+      const link = ws.getUserData().link;
+      link.client = ws;
+      const early = link.early;
+      link.early = null;
+      if (early) for (const [d, b] of early) ws.send(d, b);
+    },
+
+    message(ws: WebSocket<Slot>, message: ArrayBuffer, isBinary: boolean) {
+      const link = ws.getUserData().link;
+      if (link.upstream.readyState !== 1) return;
+      // the ArrayBuffer is neutered when this callback returns: copy once
+      if (isBinary) link.upstream.send(new Uint8Array(message.slice(0)));
+      else link.upstream.send(Buffer.from(message).toString('utf8'));
+    },
+
+    close(ws: WebSocket<Slot>, code: number, message: ArrayBuffer) {
+      const link = ws.getUserData().link;
+      link.clientClosed = true;
+      const s = link.upstream.readyState;
+      if (s === 0 || s === 1) link.upstream.close(sendableCode(code), Buffer.from(message).toString('utf8').slice(0, 120));
+      release(link);
+    },
+  };
+}
