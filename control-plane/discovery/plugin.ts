@@ -7,6 +7,9 @@ import { endpointAddress } from './route-table.js';
 import type { RouteHub } from './hub.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
 
+/** Bytes a route watcher may leave unread before its stream is closed (it reconnects). */
+export const WATCH_BUFFER_CAP = 8 * 1024 * 1024;
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /** Constant-time bearer check against the proxy token. */
@@ -37,7 +40,8 @@ const reportSchema = {
  * - `GET /v1/routes/watch` (bearer proxy token): Server-Sent Events, `event: routes` with the
  *   full table on connect and on every change; `: ping` every 15 s.
  * - `POST /v1/proxy/report` (bearer proxy token): a proxy's applied version and counters → 204.
- * - `GET /v1/proxies` (proxy token or any signed-in user): live proxies and their last report.
+ * - `GET /v1/proxies`: live proxies and their last report; the proxy token sees all, a signed-in
+ *   user only the counters of their own routes and endpoints.
  * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
  *   (a user sees their own apps; the proxy token sees all).
  */
@@ -62,10 +66,21 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   app.get('/v1/routes/watch', { preHandler: requireProxy }, async (req, reply) => {
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
-    const send = (t: unknown) => { if (!res.destroyed) res.write(`event: routes\ndata: ${JSON.stringify(t)}\n\n`); };
+    // Backpressure: a proxy that stops reading must not make this process buffer table after
+    // table. Past the cap the stream is cut; the proxy reconnects and gets the full table.
+    const write = (chunk: string) => {
+      if (res.destroyed) return;
+      if (res.writableLength > WATCH_BUFFER_CAP) {
+        req.log.warn({ remote: req.ip, buffered: res.writableLength }, 'route watcher is not reading; closing its stream');
+        res.destroy();
+        return;
+      }
+      res.write(chunk);
+    };
+    const send = (t: unknown) => write(`event: routes\ndata: ${JSON.stringify(t)}\n\n`);
     streams.add(reply);
     const unsubscribe = hub.subscribe(send);
-    const ping = setInterval(() => { if (!res.destroyed) res.write(': ping\n\n'); }, 15_000);
+    const ping = setInterval(() => write(': ping\n\n'), 15_000);
     const done = () => { clearInterval(ping); unsubscribe(); streams.delete(reply); };
     req.raw.on('close', done);
     res.on('close', done);
@@ -79,14 +94,28 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     return reply.code(204).send();
   });
 
-  app.get('/v1/proxies', { preHandler: proxyOrUser }, async () => {
+  // The proxy token sees everything. A signed-in user sees the live proxies with only their own
+  // routes and endpoints in the counters (no other tenant's hostnames, addresses or traffic).
+  app.get('/v1/proxies', { preHandler: proxyOrUser }, async (req) => {
+    const viaProxy = (req as { viaProxy?: boolean }).viaProxy === true;
+    let routeOk = (_id: string) => true;
+    let addressOk = (_a: string) => true;
+    if (!viaProxy) {
+      const uid = req.user!.id;
+      const { rows: imgs } = await app.db.query<{ id: string }>('SELECT id FROM images WHERE user_id = $1', [uid]);
+      const { rows: cs } = await app.db.query<{ host_port: number }>('SELECT host_port FROM containers WHERE user_id = $1 AND host_port IS NOT NULL', [uid]);
+      const routeIds = new Set(imgs.map((i) => `img-${i.id}`));
+      const addrs = new Set(cs.map((c) => endpointAddress(app.config.endpointHost, c.host_port)));
+      routeOk = (id) => routeIds.has(id);
+      addressOk = (a) => addrs.has(a);
+    }
     const list = proxies.list().map((p) => ({
       proxy_id: p.proxyId,
-      remote_address: p.remoteAddress,
+      ...(viaProxy ? { remote_address: p.remoteAddress } : {}),
       table_version: p.report.tableVersion,
       last_report_at: new Date(p.receivedAt).toISOString(),
-      routes: p.report.routes,
-      endpoints: p.report.endpoints,
+      routes: p.report.routes.filter((r) => routeOk(r.id)),
+      endpoints: p.report.endpoints.filter((e) => addressOk(e.address)),
     }));
     return { current_version: hub.table?.version ?? null, watchers: hub.subscriberCount, proxies: list, count: list.length };
   });

@@ -1,0 +1,105 @@
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { Api } from '../helpers/api.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/**
+ * Discovery endpoints (no Docker daemon needed: this control plane's DOCKER_HOST is a
+ * socket that does not exist).
+ */
+let pg: TestPostgres;
+let cp: ControlPlane;
+let data: { dir: string; cleanup(): Promise<void> };
+let alice: Api;
+let bob: Api;
+let aliceId: number;
+let bobId: number;
+const TOKEN = 'proxy-test-token';
+const proxy = () => new Api(cp.url, TOKEN);
+
+async function readyImage(userId: number, host: string, max = 2): Promise<number> {
+  const { rows: [r] } = await cp.db.query<{ id: number }>(
+    `INSERT INTO images (user_id, name, tag, app_hostname, status, docker_image, min_instances, max_instances)
+     VALUES ($1, 'x', 'latest', $2, 'ready', 'berth-test/none:1', 0, $3) RETURNING id`, [userId, host, max]);
+  return Number(r.id);
+}
+
+beforeAll(async () => {
+  pg = await startTestPostgres();
+  data = await tempDir();
+  cp = await startControlPlane({
+    port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false,
+    proxyToken: TOKEN, dockerHost: 'unix:///nonexistent/docker.sock',
+  });
+  alice = await new Api(cp.url).signup('alice-disc@example.com');
+  bob = await new Api(cp.url).signup('bob-disc@example.com');
+  aliceId = (await alice.get('/api/auth/me')).body.user.id;
+  bobId = (await bob.get('/api/auth/me')).body.user.id;
+});
+afterAll(async () => {
+  await cp?.close();
+  await pg?.stop();
+  await data?.cleanup();
+});
+
+describe('GET /v1/proxies', () => {
+  it('shows a signed-in user only their own routes and endpoints; the proxy token sees all', async () => {
+    const a = await readyImage(aliceId, 'a-disc.example.com');
+    const b = await readyImage(bobId, 'b-disc.example.com');
+    await cp.db.query(`INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, host_port)
+                       VALUES ($1, $2, 'ca', 'running', 'healthy', 8080, 'running', 41001), ($3, $4, 'cb', 'running', 'healthy', 8080, 'running', 41002)`,
+    [aliceId, a, bobId, b]);
+    const ep = cp.app.config.endpointHost;
+    const report = {
+      proxyId: 'px-1', tableVersion: 1,
+      routes: [{ id: `img-${a}`, requests: 5, inflight: 0 }, { id: `img-${b}`, requests: 7, inflight: 1 }],
+      endpoints: [{ address: `${ep}:41001`, inflight: 0 }, { address: `${ep}:41002`, inflight: 1 }],
+    };
+    expect((await proxy().post('/v1/proxy/report', report)).status).toBe(204);
+
+    const all = (await proxy().get('/v1/proxies')).body;
+    expect(all.proxies[0].routes).toHaveLength(2);
+    expect(all.proxies[0].endpoints).toHaveLength(2);
+    expect(all.proxies[0].remote_address).toBeTruthy();
+
+    const mine = await alice.get('/v1/proxies');
+    expect(mine.status).toBe(200);
+    expect(mine.body.count).toBe(1);
+    expect(mine.body.proxies[0].routes.map((r: any) => r.id)).toEqual([`img-${a}`]);
+    expect(mine.body.proxies[0].endpoints.map((e: any) => e.address)).toEqual([`${ep}:41001`]);
+    expect(mine.body.proxies[0].remote_address).toBeUndefined();
+    expect(JSON.stringify(mine.body)).not.toContain('41002');
+    expect((await new Api(cp.url).get('/v1/proxies')).status).toBe(401);
+    await cp.db.query('DELETE FROM containers WHERE image_id = ANY($1::bigint[])', [[a, b]]);
+  });
+});
+
+describe('GET /v1/routes/watch', () => {
+  it('closes the stream of a watcher that stops reading instead of buffering without bound', async () => {
+    const hub = cp.app.platform.hub;
+    const before = hub.subscriberCount;
+    const port = Number(new URL(cp.url).port);
+    const s = connect({ host: '127.0.0.1', port });
+    let closed = false;
+    s.on('close', () => { closed = true; });
+    s.on('error', () => {});
+    await new Promise<void>((r) => s.on('connect', () => r()));
+    s.write(`GET /v1/routes/watch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+    const t0 = Date.now();
+    while (hub.subscriberCount === before && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    expect(hub.subscriberCount).toBe(before + 1);
+    s.pause(); // a proxy that never reads again
+    const big = { version: 1, routes: [], pad: 'x'.repeat(1024 * 1024) };
+    const listeners = (hub as unknown as { listeners: Set<(t: unknown) => void> }).listeners;
+    for (let i = 0; i < 64 && hub.subscriberCount > before; i++) {
+      for (const l of [...listeners]) l(big);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    expect(hub.subscriberCount).toBe(before);
+    s.destroy();
+    expect(closed || s.destroyed).toBe(true);
+  });
+});
