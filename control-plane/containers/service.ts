@@ -144,9 +144,22 @@ export class ContainerService {
     if (rows.length) this.changed();
     const results = await Promise.allSettled(rows.map((c) => this.locks.run(c.id, () => this.launch(c, img))));
     const ok = results.filter((r): r is PromiseFulfilledResult<ContainerRow> => r.status === 'fulfilled').map((r) => r.value);
-    if (rows.length && ok.length === 0) throw dockerApiError((results[0] as PromiseRejectedResult).reason);
+    if (rows.length && ok.length === 0) {
+      const err = (results[0] as PromiseRejectedResult).reason;
+      if (!opts.provision) await this.discard(rows.map((r) => r.id), img, (err as Error).message);
+      throw dockerApiError(err);
+    }
     const { rows: fresh } = await this.d.db.query<ContainerRow>('SELECT * FROM containers WHERE id = ANY($1::bigint[]) ORDER BY id', [rows.map((r) => r.id)]);
     return fresh;
+  }
+
+  /** Delete the rows of a create that Docker refused entirely (container.deleted each), one transaction. */
+  private async discard(ids: number[], img: ImageRow, reason: string): Promise<void> {
+    await withTransaction(this.d.db, async (tx) => {
+      const { rows } = await tx.query<ContainerRow>('DELETE FROM containers WHERE id = ANY($1::bigint[]) RETURNING *', [ids]);
+      for (const c of rows) await recordEvent(tx, this.eventFor('container.deleted', c, img, { reason: `create failed: ${reason}` }));
+    });
+    this.changed();
   }
 
   /**
@@ -279,9 +292,23 @@ export class ContainerService {
         return await this.launch(fresh, img);
       } catch (e) {
         if (e instanceof ApiError) throw e;
+        // launch() marks its own failures; anything before it (Docker away during inspect/start)
+        // must not leave the row `creating`
+        await this.markFailed(c.id, img, (e as Error).message);
         throw dockerApiError(e);
       }
     });
+  }
+
+  /** A `creating` row whose start failed before launch() → failed + container.failed (the reconcile loop retries). */
+  private async markFailed(id: number, img: ImageRow, reason: string): Promise<void> {
+    await withTransaction(this.d.db, async (tx) => {
+      const { rows: [row] } = await tx.query<ContainerRow>(
+        `UPDATE containers SET status = 'failed', health = 'unknown', status_reason = $2, stopped_at = now(), updated_at = now()
+          WHERE id = $1 AND status = 'creating' RETURNING *`, [id, reason]);
+      if (row) await recordEvent(tx, this.eventFor('container.failed', row, img, { reason }));
+    });
+    this.changed();
   }
 
   /** A new Docker name for a row whose old container is gone or unusable. */
