@@ -76,7 +76,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   }, log.child({ component: 'health' }), 200, () => leader.isLeader);
   const reconciler = new Reconciler({ db: app.db, runtime, service, leader, config: cfg, log, clusterId });
   const kafka = cfg.kafkaBrokers.length ? new KafkaRelay(app.db, cfg.kafkaBrokers, log.child({ component: 'kafka' })) : undefined;
-  consul = cfg.consulAddr ? new ConsulSync(app.db, cfg.consulAddr, cfg.endpointHost, log.child({ component: 'consul' }), 5000, () => leader.isLeader) : undefined;
+  consul = cfg.consulAddr ? new ConsulSync(app.db, cfg.consulAddr, cfg.endpointHost, log.child({ component: 'consul' }), 5000, () => leader.isLeader, clusterId) : undefined;
   // stopped/deleted containers leave Consul right away too
   if (consul) hub.subscribe(() => consul?.schedule());
   if (kafka) app.events.subscribe(() => kafka.nudge());

@@ -7,7 +7,20 @@ interface HealthyRow {
   app_hostname: string; health_path: string | null; image_name: string;
 }
 
-export const serviceId = (containerId: number) => `berth-c${containerId}`;
+/** Consul service id of a container: scoped to the berth cluster (database), so two berth
+ * installations registering with one agent never collide or deregister each other's. */
+export const serviceId = (clusterId: string, containerId: number) => `berth-${clusterId}-c${containerId}`;
+
+/** Ids of registered services that belong to this cluster but are not wanted any more. */
+export function staleServiceIds(
+  existing: Record<string, { ID: string; Meta?: Record<string, string> | null }>,
+  clusterId: string,
+  want: Set<string>,
+): string[] {
+  const prefix = `berth-${clusterId}-c`;
+  return Object.keys(existing).filter((id) =>
+    id.startsWith(prefix) && /^\d+$/.test(id.slice(prefix.length)) && existing[id].Meta?.cluster === clusterId && !want.has(id));
+}
 
 /** "127.0.0.1:8500", "http://consul:8500", "https://…" → client options. */
 export function consulOptions(addr: string): { host: string; port: number; secure: boolean } {
@@ -17,9 +30,9 @@ export function consulOptions(addr: string): { host: string; port: number; secur
 
 /**
  * Keeps the Consul agent's services equal to the healthy containers: each is registered as
- * `berth-c{id}` (service name `berth-u{user}-i{image}`, tags `berth` and its app_hostname, meta
+ * `berth-{cluster}-c{id}` (service name `berth-u{user}-i{image}`, tags `berth` and its app_hostname, meta
  * with ids) with Consul's own HTTP or TCP check; services of containers that stopped, went
- * unhealthy or were deleted are deregistered. Syncs on every change (coalesced) and every
+ * unhealthy or were deleted are deregistered — only this cluster's (id prefix and meta.cluster). Syncs on every change (coalesced) and every
  * `intervalMs`; a Consul outage is retried at the next sync.
  */
 export class ConsulSync {
@@ -30,7 +43,7 @@ export class ConsulSync {
   private stopped = true;
   lastError = '';
 
-  constructor(private readonly db: Db, addr: string, private readonly endpointHost: string, private readonly log: Logger, private readonly intervalMs = 5000, private readonly enabled: () => boolean = () => true) {
+  constructor(private readonly db: Db, addr: string, private readonly endpointHost: string, private readonly log: Logger, private readonly intervalMs = 5000, private readonly enabled: () => boolean = () => true, private readonly clusterId = 'default') {
     this.consul = new Consul(consulOptions(addr));
   }
 
@@ -67,18 +80,18 @@ export class ConsulSync {
       `SELECT c.id, c.user_id, c.image_id, c.name, c.host_port, i.app_hostname, i.health_path, i.name AS image_name
          FROM containers c JOIN images i ON i.id = c.image_id
         WHERE c.status = 'running' AND c.desired = 'running' AND c.health = 'healthy' AND c.host_port IS NOT NULL`);
-    const existing = (await this.consul.agent.service.list()) as Record<string, { ID: string; Port: number; Address: string; Tags?: string[] }>;
-    const want = new Map(rows.map((r) => [serviceId(r.id), r]));
+    const existing = (await this.consul.agent.service.list()) as Record<string, { ID: string; Port: number; Address: string; Tags?: string[]; Meta?: Record<string, string> | null }>;
+    const want = new Map(rows.map((r) => [serviceId(this.clusterId, r.id), r]));
     const registered: string[] = [];
     const deregistered: string[] = [];
     for (const [id, r] of want) {
       const cur = existing[id];
-      if (cur && cur.Port === r.host_port && cur.Address === this.endpointHost) continue;
+      if (cur && cur.Port === r.host_port && cur.Address === this.endpointHost && cur.Meta?.cluster === this.clusterId) continue;
       const target = `${this.endpointHost}:${r.host_port}`;
       await this.consul.agent.service.register({
         id, name: `berth-u${r.user_id}-i${r.image_id}`, address: this.endpointHost, port: r.host_port,
         tags: ['berth', r.app_hostname],
-        meta: { app_hostname: r.app_hostname, container_id: String(r.id), image_id: String(r.image_id), user_id: String(r.user_id), container_name: r.name, image_name: r.image_name },
+        meta: { cluster: this.clusterId, app_hostname: r.app_hostname, container_id: String(r.id), image_id: String(r.image_id), user_id: String(r.user_id), container_name: r.name, image_name: r.image_name },
         check: {
           ...(r.health_path ? { http: `http://${target}${r.health_path}` } : { tcp: target }),
           interval: '10s', timeout: '2s', deregistercriticalserviceafter: '5m',
@@ -86,11 +99,9 @@ export class ConsulSync {
       } as never);
       registered.push(id);
     }
-    for (const id of Object.keys(existing)) {
-      if (/^berth-c\d+$/.test(id) && !want.has(id)) {
-        await this.consul.agent.service.deregister(id);
-        deregistered.push(id);
-      }
+    for (const id of staleServiceIds(existing, this.clusterId, new Set(want.keys()))) {
+      await this.consul.agent.service.deregister(id);
+      deregistered.push(id);
     }
     if (registered.length || deregistered.length) this.log.info({ registered, deregistered }, 'consul services synced');
     this.lastError = '';

@@ -91,22 +91,22 @@ describe.skipIf(!consulAddr)('Consul registration (CONSUL_HTTP_ADDR)', () => {
       `INSERT INTO containers (user_id, image_id, name, status, health, host_port, internal_port, desired)
        VALUES ($1, $2, $3, 'running', 'healthy', 45678, 8080, 'running') RETURNING id`, [userId, imageId, `berth-u${userId}-i${imageId}-consul`]);
     const id = Number(c.id);
-    const sync = new ConsulSync(db, consulAddr!, '127.0.0.1', log);
+    const sync = new ConsulSync(db, consulAddr!, '127.0.0.1', log, 5000, () => true, 'relaytest');
     try {
       const r1 = await sync.sync();
-      expect(r1.registered).toContain(serviceId(id));
+      expect(r1.registered).toContain(serviceId('relaytest', id));
       const services = (await sync.consul.agent.service.list()) as Record<string, { Port: number; Tags: string[]; Meta: Record<string, string> }>;
-      expect(services[serviceId(id)]).toMatchObject({ Port: 45678 });
-      expect(services[serviceId(id)].Meta.container_id).toBe(String(id));
+      expect(services[serviceId('relaytest', id)]).toMatchObject({ Port: 45678 });
+      expect(services[serviceId('relaytest', id)].Meta.container_id).toBe(String(id));
       const checks = (await sync.consul.agent.check.list()) as Record<string, { ServiceID: string }>;
-      expect(Object.values(checks).some((ch) => ch.ServiceID === serviceId(id))).toBe(true);
+      expect(Object.values(checks).some((ch) => ch.ServiceID === serviceId('relaytest', id))).toBe(true);
       expect((await sync.sync()).registered).toEqual([]); // idempotent
       await db.query(`UPDATE containers SET health = 'unhealthy' WHERE id = $1`, [id]);
       const r2 = await sync.sync();
-      expect(r2.deregistered).toContain(serviceId(id));
-      expect(((await sync.consul.agent.service.list()) as Record<string, unknown>)[serviceId(id)]).toBeUndefined();
+      expect(r2.deregistered).toContain(serviceId('relaytest', id));
+      expect(((await sync.consul.agent.service.list()) as Record<string, unknown>)[serviceId('relaytest', id)]).toBeUndefined();
     } finally {
-      await sync.consul.agent.service.deregister(serviceId(id)).catch(() => {});
+      await sync.consul.agent.service.deregister(serviceId('relaytest', id)).catch(() => {});
       await db.query('DELETE FROM containers WHERE id = $1', [id]);
     }
   });
