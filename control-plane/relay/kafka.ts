@@ -1,21 +1,42 @@
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import type { Logger } from '../../shared/logging.js';
-import type { Db } from '../db/pool.js';
+import type { Db, Queryable } from '../db/pool.js';
 
 export const LIFECYCLE_TOPIC = 'container-lifecycle';
 
-interface EventRow {
+export interface EventRow {
   id: number; type: string; user_id: number; image_id: number | null; container_id: number | null;
   app_hostname: string | null; payload: Record<string, unknown>; created_at: Date;
 }
 
+/** Advisory lock key of the Kafka publisher ("bkfk"): one publisher at a time per database. */
+export const KAFKA_LOCK_KEY = 0x626b666b;
+
 /**
- * Outbox → Kafka. Claims unpublished rows (FOR UPDATE SKIP LOCKED, so several control planes
- * share the work), sends them in id order with an idempotent producer keyed by image id (one
- * image's events stay ordered in one partition), and marks them `kafka_published_at` in the same
- * transaction only after Kafka acknowledged (acks=all). When Kafka is away the transaction rolls
- * back and the relay retries with exponential backoff and jitter: nothing is lost, and a row is
- * at worst sent twice (a crash between ack and commit).
+ * Inside the caller's transaction: take the Kafka publisher lock (transaction-scoped) and read the
+ * next unpublished events in id order; null when another publisher holds the lock (skip this
+ * tick). No row locks and no SKIP LOCKED: rows locked by the in-process outbox relay must not be
+ * skipped (a newer event of the same image would be published first), and the advisory lock
+ * already keeps publishers apart. Only rows of transactions older than every running one are
+ * read, so a lower id still being committed is never overtaken by a higher one.
+ */
+export async function claimKafkaBatch(client: Queryable, limit: number): Promise<EventRow[] | null> {
+  const { rows: [{ ok }] } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ok', [KAFKA_LOCK_KEY]);
+  if (!ok) return null;
+  const { rows } = await client.query<EventRow>(
+    `SELECT id, type, user_id, image_id, container_id, app_hostname, payload, created_at FROM events
+      WHERE kafka_published_at IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY id LIMIT $1`, [limit]);
+  return rows;
+}
+
+/**
+ * Outbox → Kafka. One publisher per database at a time (`claimKafkaBatch`): sends unpublished
+ * rows in id order with an idempotent producer keyed by image id (one image's events stay
+ * ordered in one partition), and marks them `kafka_published_at` in the same transaction only
+ * after Kafka acknowledged (acks=all). When Kafka is away the transaction rolls back and the
+ * relay retries with exponential backoff and jitter: nothing is lost, and a row is at worst sent
+ * twice (a crash between ack and commit).
  */
 export class KafkaRelay {
   private kafka: Kafka;
@@ -108,9 +129,12 @@ export class KafkaRelay {
     const client = await this.db.connect();
     try {
       await client.query('BEGIN');
-      const { rows } = await client.query<EventRow>(
-        `SELECT id, type, user_id, image_id, container_id, app_hostname, payload, created_at FROM events
-          WHERE kafka_published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, [limit]);
+      const claimed = await claimKafkaBatch(client, limit);
+      if (claimed === null) {
+        await client.query('COMMIT');
+        return false; // another control plane is publishing
+      }
+      const rows = claimed;
       if (rows.length) {
         await producer.send({
           topic: this.topic,
