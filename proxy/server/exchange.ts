@@ -276,7 +276,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
-    if (process.env.BERTH_DEBUG_ERR) console.error("onError", err);
     const ep = this.endpoint;
     const code = (err as { code?: string }).code;
     if (ep !== null) {
