@@ -1,17 +1,15 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import type { ControlPlane } from '../../control-plane/app.js';
 import { Api } from '../helpers/api.js';
-import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { tempDir } from '../helpers/tmp.js';
+import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 /**
  * Discovery endpoints (no Docker daemon needed: this control plane's DOCKER_HOST is a
  * socket that does not exist).
  */
-let pg: TestPostgres;
+let t: TestControlPlane;
 let cp: ControlPlane;
-let data: { dir: string; cleanup(): Promise<void> };
 let alice: Api;
 let bob: Api;
 let aliceId: number;
@@ -19,29 +17,18 @@ let bobId: number;
 const TOKEN = 'proxy-test-token';
 const proxy = () => new Api(cp.url, TOKEN);
 
-async function readyImage(userId: number, host: string, max = 2): Promise<number> {
-  const { rows: [r] } = await cp.db.query<{ id: number }>(
-    `INSERT INTO images (user_id, name, tag, app_hostname, status, docker_image, min_instances, max_instances)
-     VALUES ($1, 'x', 'latest', $2, 'ready', 'berth-test/none:1', 0, $3) RETURNING id`, [userId, host, max]);
-  return Number(r.id);
-}
+const readyImage = (userId: number, host: string, max = 2) => insertReadyImage(cp, userId, host, max);
 
 beforeAll(async () => {
-  pg = await startTestPostgres();
-  data = await tempDir();
-  cp = await startControlPlane({
-    port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false,
-    proxyToken: TOKEN, dockerHost: 'unix:///nonexistent/docker.sock',
-  });
+  t = await startTestControlPlane({ seedDefaultUser: false, proxyToken: TOKEN, dockerHost: 'unix:///nonexistent/docker.sock' });
+  cp = t.cp;
   alice = await new Api(cp.url).signup('alice-disc@example.com');
   bob = await new Api(cp.url).signup('bob-disc@example.com');
   aliceId = (await alice.get('/api/auth/me')).body.user.id;
   bobId = (await bob.get('/api/auth/me')).body.user.id;
 });
 afterAll(async () => {
-  await cp?.close();
-  await pg?.stop();
-  await data?.cleanup();
+  await t?.close();
 });
 
 describe('GET /v1/proxies', () => {

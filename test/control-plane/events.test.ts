@@ -1,23 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import type { ControlPlane } from '../../control-plane/app.js';
 import { recordEvent } from '../../control-plane/events/outbox.js';
 import { Api } from '../helpers/api.js';
-import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { tempDir } from '../helpers/tmp.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
-let pg: TestPostgres;
+let t: TestControlPlane;
 let cp: ControlPlane;
-let data: { dir: string; cleanup(): Promise<void> };
 
 beforeAll(async () => {
-  pg = await startTestPostgres();
-  data = await tempDir();
-  cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, env: 'development' });
+  t = await startTestControlPlane({ env: 'development' });
+  cp = t.cp;
 });
 afterAll(async () => {
-  await cp?.close();
-  await pg?.stop();
-  await data?.cleanup();
+  await t?.close();
 });
 
 describe('GET /api/events?after=', () => {

@@ -1,3 +1,4 @@
+import type { PoolClient } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { recordEvent } from '../../control-plane/events/outbox.js';
@@ -25,7 +26,7 @@ afterAll(async () => {
   await data?.cleanup();
 });
 
-async function inTx<T>(fn: (c: Awaited<ReturnType<typeof cp.db.connect>>) => Promise<T>): Promise<T> {
+async function inTx<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
   const c = await cp.db.connect();
   try {
     await c.query('BEGIN');

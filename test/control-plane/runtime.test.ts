@@ -30,7 +30,7 @@ describe('packDirectory (the build context stream)', () => {
     const pack = packDirectory(tmp.dir);
     // read a little, then stop reading and destroy, as an aborted Docker request leaves it
     // into the first big file
-    await new Promise<void>((resolve) => { let n = 0; pack.on('data', (c: Buffer) => { n += c.length; if (n > 1024 * 1024) { pack.pause(); resolve(); } }); });
+    await new Promise<void>((resolve) => { let n = 0; pack.on('data', (c) => { n += (c as Buffer).length; if (n > 1024 * 1024) { pack.pause(); resolve(); } }); });
     expect(openFiles()).toBeGreaterThan(before); // a context file is open
     pack.destroy();
     await settle();

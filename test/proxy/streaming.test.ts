@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { createHash } from 'node:crypto';
@@ -57,7 +58,7 @@ describe('streaming with backpressure', () => {
     async function* body() {
       for (let sent = 0; sent < SIZE; sent += CHUNK.length) { h.update(CHUNK); yield CHUNK; }
     }
-    const req = request(`${p.url}/upload`, { method: 'POST', headers: { host: 'sink.test', 'content-length': String(SIZE) }, body: body() })
+    const req = request(`${p.url}/upload`, { method: 'POST', headers: { host: 'sink.test', 'content-length': String(SIZE) }, body: Readable.from(body()) })
       .then(async (r) => JSON.parse(await r.body.text()) as { bytes: number; sha1: string });
     const peak = await sampleRss(p.proc.pid!, req);
     const res = await req;

@@ -1,0 +1,33 @@
+import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../control-plane/app.js';
+import { startTestPostgres, type TestPostgres } from './postgres.js';
+import { tempDir } from './tmp.js';
+
+export interface TestControlPlane {
+  cp: ControlPlane;
+  pg: TestPostgres;
+  close(): Promise<void>;
+}
+
+/** A control plane on a free port with its own embedded Postgres and data dir, quiet. */
+export async function startTestControlPlane(opts: ControlPlaneOptions = {}): Promise<TestControlPlane> {
+  const pg = await startTestPostgres();
+  const data = await tempDir();
+  const cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, ...opts });
+  return {
+    cp,
+    pg,
+    async close() {
+      await cp.close();
+      await pg.stop();
+      await data.cleanup();
+    },
+  };
+}
+
+/** An image row that is `ready` without a build (for tests that never start its containers). */
+export async function insertReadyImage(cp: ControlPlane, userId: number, host: string, maxInstances = 2): Promise<number> {
+  const { rows: [r] } = await cp.db.query<{ id: number }>(
+    `INSERT INTO images (user_id, name, tag, app_hostname, status, docker_image, min_instances, max_instances)
+     VALUES ($1, 'x', 'latest', $2, 'ready', 'berth-test/none:1', 0, $3) RETURNING id`, [userId, host, maxInstances]);
+  return Number(r.id);
+}
