@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { probe } from '../../control-plane/health/checker.js';
-import { Leadership } from '../../control-plane/reconcile/leader.js';
+import { Leadership, RECONCILE_LOCK_KEY } from '../../control-plane/reconcile/leader.js';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { BASE_IMAGE, describeWithDocker, docker } from '../helpers/docker.js';
@@ -141,6 +141,18 @@ await describeWithDocker('reconcile and health checks (real containers)', () => 
     expect(other.isLeader).toBe(false);
     await other.stop();
     expect((await cp.app.platform.reconciler.run()).skipped).toBeUndefined();
+  });
+
+  it('another control plane takes over when the holder\'s database session dies, and leadership comes back', async () => {
+    const other = new Leadership(cp.db, cp.log, 100);
+    await other.start();
+    expect(other.isLeader).toBe(false);
+    // what Postgres does to a holder whose host vanished (once keepalives give up)
+    await cp.db.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted`, [RECONCILE_LOCK_KEY]);
+    await waitFor('the other control plane to take the lock', async () => other.isLeader, 5000);
+    await waitFor('the first to notice it lost the lock', async () => !cp.app.platform.leader.isLeader, 5000);
+    await other.stop();
+    await waitFor('the first to lead again', async () => cp.app.platform.leader.isLeader, 10_000);
   });
 
   it('probes: HTTP status decides, TCP needs a listener, timeouts fail', async () => {
