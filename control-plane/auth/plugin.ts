@@ -52,6 +52,14 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const setSessionCookie = (reply: FastifyReply, token: string) =>
     reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
 
+  /** A session JWT that verifies and was not logged out: its user id. */
+  const liveSession = async (token: string): Promise<number | undefined> => {
+    const s = await sessions.verify(token);
+    if (s === undefined) return undefined;
+    const { rowCount } = await app.db.query('SELECT 1 FROM revoked_sessions WHERE jti = $1', [s.jti]);
+    return rowCount ? undefined : s.userId;
+  };
+
   app.decorate('authenticate', async (req: FastifyRequest) => {
     const header = req.headers.authorization;
     let userId: number | undefined;
@@ -68,7 +76,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
            RETURNING id, user_id`, [sha256(token)]);
         userId = rows[0]?.user_id;
       } else {
-        userId = await sessions.verify(token);
+        userId = await liveSession(token);
       }
       if (userId === undefined) throw unauthorized('invalid or expired token');
     } else {
@@ -79,7 +87,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       if (!SAFE_METHODS.has(req.method) && !sameOrigin(req)) {
         throw new ApiError(403, 'csrf_rejected', 'cross-origin request with a session cookie refused; send Authorization: Bearer <token> or call from the same origin');
       }
-      userId = await sessions.verify(cookie);
+      userId = await liveSession(cookie);
       if (userId === undefined) throw unauthorized('session expired; log in again');
     }
     const user = await findUserById(app.db, userId);
@@ -133,7 +141,19 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     return { user: publicUser(user), token };
   });
 
-  app.post('/api/auth/logout', async (_req, reply) => {
+  // Revokes the session presented (Bearer session JWT or the cookie) until it would have expired,
+  // and clears the cookie. API tokens are revoked with DELETE /api/auth/tokens/:id instead.
+  app.post('/api/auth/logout', async (req, reply) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    const presented = m && !m[1].startsWith(API_TOKEN_PREFIX) ? m[1] : req.cookies[SESSION_COOKIE];
+    const s = presented ? await sessions.verify(presented) : undefined;
+    if (s !== undefined) {
+      await app.db.query(
+        `INSERT INTO revoked_sessions (jti, user_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING`,
+        [s.jti, s.userId, s.expiresAt],
+      );
+      await app.db.query('DELETE FROM revoked_sessions WHERE expires_at < now()');
+    }
     reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'lax', secure: cfg.secureCookies });
     return reply.code(204).send();
   });

@@ -47,12 +47,13 @@ export class SessionTokens {
       .sign(this.key);
   }
 
-  /** User id, or undefined for an invalid/expired token. */
-  async verify(token: string): Promise<number | undefined> {
+  /** User id, session id and expiry, or undefined for an invalid/expired token. */
+  async verify(token: string): Promise<{ userId: number; jti: string; expiresAt: Date } | undefined> {
     try {
       const { payload } = await jwtVerify(token, this.key, { issuer: 'berth', audience: 'berth-api', algorithms: ['HS256'] });
       const id = Number(payload.sub);
-      return Number.isSafeInteger(id) && id > 0 ? id : undefined;
+      if (!Number.isSafeInteger(id) || id <= 0 || typeof payload.jti !== 'string' || typeof payload.exp !== 'number') return undefined;
+      return { userId: id, jti: payload.jti, expiresAt: new Date(payload.exp * 1000) };
     } catch {
       return undefined;
     }

@@ -177,6 +177,21 @@ describe('accounts', () => {
     const out = await api.req('POST', '/api/auth/logout', { headers: { cookie }, token: null });
     expect(out.status).toBe(204);
     expect(out.headers.get('set-cookie')).toMatch(/berth_session=;.*Expires=Thu, 01 Jan 1970/i);
+    // the session is revoked, not just forgotten by this browser: a copied cookie no longer works
+    expect((await api.req('GET', '/api/auth/me', { headers: { cookie }, token: null })).status).toBe(401);
+  });
+
+  it('logout revokes the presented session token; other sessions and API tokens keep working', async () => {
+    await api.signup('logout@example.com', 'logout-password');
+    const login = async () => (await api.post('/api/auth/login', { email: 'logout@example.com', password: 'logout-password' })).body.token as string;
+    const first = await login();
+    const second = await login();
+    const apiToken = (await api.withToken(first).post('/api/auth/tokens', { name: 'ci' })).body.token as string;
+    expect((await api.withToken(first).get('/api/auth/me')).status).toBe(200);
+    expect((await api.withToken(first).post('/api/auth/logout', {})).status).toBe(204);
+    expect((await api.withToken(first).get('/api/auth/me')).status).toBe(401);
+    expect((await api.withToken(second).get('/api/auth/me')).status).toBe(200);
+    expect((await api.withToken(apiToken).get('/api/auth/me')).status).toBe(200);
   });
 
   it('refuses cookie-authenticated state changes from another origin (CSRF), allows same-origin and bearer', async () => {

@@ -7,6 +7,7 @@ import { sql as m001 } from './001_init.js';
 import { sql as m002 } from './002_containers.js';
 import { sql as m003 } from './003_events_txid.js';
 import { sql as m004 } from './004_min_instances_provisioned.js';
+import { sql as m005 } from './005_revoked_sessions.js';
 
 export interface Migration {
   version: number;
@@ -19,4 +20,5 @@ export const migrations: Migration[] = [
   { version: 2, name: '002_containers', sql: m002 },
   { version: 3, name: '003_events_txid', sql: m003 },
   { version: 4, name: '004_min_instances_provisioned', sql: m004 },
+  { version: 5, name: '005_revoked_sessions', sql: m005 },
 ];
