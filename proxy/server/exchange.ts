@@ -67,6 +67,9 @@ function collectHeader(name: string, value: string): void {
 
 // ---- cork trampolines (no per-call closures) ---------------------------------------------
 
+/** Largest write that always fits uWS's 16 KiB cork buffer together with chunk framing. */
+const CORKED_WRITE_MAX = 16 * 1024 - 64;
+
 let cur: Exchange;
 let curChunk: Buffer;
 function corkedHeadOnly(): void { cur.writeHead(); }
@@ -256,8 +259,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
       else this.capture.push(chunk);
     }
     cur = this;
-    curChunk = chunk;
-    this.res.cork(corkedData);
+    if (this.contentLength < 0 && chunk.length > CORKED_WRITE_MAX) {
+      // uWS 20.30 drops the payload of a corked write() that does not fit its 16 KiB cork buffer
+      // when the socket happens to be full at that moment (uncork() returns before buffering
+      // it), corrupting the chunked framing. Write the head alone, then at most one cork
+      // buffer's worth per cork: every byte then goes through the cork buffer, which is always
+      // buffered on backpressure. (Known-length bodies use tryEnd, which tracks offsets.)
+      if (this.headPending) this.res.cork(corkedHeadOnly);
+      for (let off = 0; off < chunk.length && !this.resDone && !this.aborted; off += CORKED_WRITE_MAX) {
+        curChunk = chunk.subarray(off, off + CORKED_WRITE_MAX);
+        this.res.cork(corkedData);
+      }
+    } else {
+      curChunk = chunk;
+      this.res.cork(corkedData);
+    }
     return !this.backpressured;
   }
 
@@ -471,10 +487,24 @@ export class Exchange implements Dispatcher.DispatchHandler {
     res.writeHeader('x-berth-fallback', 'hit');
     res.writeHeader('age', String(Math.floor((Date.now() - hit.storedAt) / 1000)));
     res.writeHeader('x-request-id', this.requestId);
-    this.resDone = true;
-    if (this.method === 'HEAD') res.endWithoutBody(hit.body.length);
-    else res.end(hit.body);
-    this.finish(200);
+    if (this.method === 'HEAD') {
+      this.resDone = true;
+      res.endWithoutBody(hit.body.length);
+      this.finish(200);
+      return;
+    }
+    // Through tryEnd like an upstream body (offset-tracked backpressure; a large end() inside a
+    // cork can lose its payload in this uWS version, see onData).
+    this.status = 200;
+    this.contentLength = hit.body.length;
+    this.upstreamDone = true;
+    if (hit.body.length === 0) {
+      this.resDone = true;
+      res.end();
+      this.finish(200);
+      return;
+    }
+    this.writeData(hit.body);
   }
 
   private noEndpoint(): void {
