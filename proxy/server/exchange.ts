@@ -259,12 +259,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       else this.capture.push(chunk);
     }
     cur = this;
-    if (this.contentLength < 0 && chunk.length > CORKED_WRITE_MAX) {
+    if (this.contentLength < 0 && (chunk.length > CORKED_WRITE_MAX || (this.headPending && chunk.length > 1024))) {
       // uWS 20.30 drops the payload of a corked write() that does not fit its 16 KiB cork buffer
       // when the socket happens to be full at that moment (uncork() returns before buffering
-      // it), corrupting the chunked framing. Write the head alone, then at most one cork
-      // buffer's worth per cork: every byte then goes through the cork buffer, which is always
-      // buffered on backpressure. (Known-length bodies use tryEnd, which tracks offsets.)
+      // it), corrupting the chunked framing. Write the head alone (unless head and chunk are
+      // small), then at most one cork buffer's worth per cork: every byte then goes through the
+      // cork buffer, which is always buffered on backpressure. (Known-length bodies use tryEnd,
+      // which tracks offsets.)
       if (this.headPending) this.res.cork(corkedHeadOnly);
       for (let off = 0; off < chunk.length && !this.resDone && !this.aborted; off += CORKED_WRITE_MAX) {
         curChunk = chunk.subarray(off, off + CORKED_WRITE_MAX);
