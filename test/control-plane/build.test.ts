@@ -4,7 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar, makeTgz, makeZip } from '../helpers/archives.js';
-import { describeWithDocker, docker } from '../helpers/docker.js';
+import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -51,7 +51,10 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   });
 
   afterAll(async () => {
+    const cluster = cp?.app.platform.clusterId;
     await cp?.close();
+    // min_instances containers the reconcile loop started for the built images
+    if (cluster) await removeClusterContainers(cluster);
     for (const ref of made) await docker.getImage(ref).remove({ force: true }).catch(() => {});
     await pg?.stop();
     await data?.cleanup();

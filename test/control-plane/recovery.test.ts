@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar } from '../helpers/archives.js';
-import { describeWithDocker, docker } from '../helpers/docker.js';
+import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
 import { freePort } from '../helpers/ports.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { spawnBerth, waitForOk, type Spawned } from '../helpers/process.js';
@@ -27,7 +27,9 @@ await describeWithDocker('restart recovery of interrupted builds', () => {
 
   afterAll(async () => {
     if (child && child.child.exitCode === null) child.child.kill('SIGKILL');
+    const cluster = cp?.app.platform.clusterId;
     await cp?.close();
+    if (cluster) await removeClusterContainers(cluster);
     // the killed process's build keeps running inside dockerd; let it finish, then remove what it tagged
     await new Promise((r) => setTimeout(r, 2000));
     for (const ref of refs) await docker.getImage(ref).remove({ force: true }).catch(() => {});

@@ -4,6 +4,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { docker } from '../helpers/docker.js';
+export { removeClusterContainers } from '../helpers/docker.js';
 import type { TarEntry } from '../helpers/archives.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -82,7 +83,3 @@ export function load(port: number, host: string, concurrency = 8) {
 }
 
 /** Remove every container of a berth cluster (test cleanup). */
-export async function removeClusterContainers(clusterId: string): Promise<void> {
-  const list = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`berth.cluster=${clusterId}`] }) });
-  await Promise.all(list.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
-}

@@ -78,3 +78,9 @@ export async function ensureBaseImage(ref = BASE_IMAGE): Promise<void> {
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve())));
   await docker.getImage(ref).inspect();
 }
+
+/** Remove every container of one berth cluster (tests: containers outlive a stopped control plane by design). */
+export async function removeClusterContainers(clusterId: string): Promise<void> {
+  const list = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`berth.cluster=${clusterId}`] }) });
+  await Promise.all(list.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
+}
