@@ -1,19 +1,7 @@
 /** Loopback helpers: free ports, one-shot HTTP requests, readiness polling. */
-import { createServer } from 'node:net';
 import { request } from 'node:http';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../shared/net.js';
 
 export interface SimpleResponse {
   status: number;

@@ -26,8 +26,6 @@ export const MAX_ENTRY_BYTES = 1024 * 1024;
 export class FallbackCache {
   private lru: LRUCache<string, CachedResponse> | null = null;
   private readonly refreshMs: number;
-  hits = 0;
-  stores = 0;
 
   constructor(readonly config: FallbackCacheConfig) {
     this.refreshMs = Math.min(1000, Math.floor(config.ttlMs / 10));
@@ -59,7 +57,6 @@ export class FallbackCache {
   store(key: string, value: CachedResponse): void {
     if (value.body.length > MAX_ENTRY_BYTES || value.body.length > this.config.maxBytes) return;
     this.cache().set(key, value);
-    this.stores++;
   }
 
   get(key: string): CachedResponse | undefined {

@@ -1,4 +1,4 @@
-import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { us_listen_socket } from 'uWebSockets.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { Logger } from '../../shared/logging.js';
 import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
@@ -21,12 +21,11 @@ export interface DataPlaneOptions {
 export class DataPlane {
   readonly registry: EndpointRegistry;
   readonly state = new RouteState();
-  private app: TemplatedApp | null = null;
   private listenSocket: us_listen_socket | null = null;
   private readonly uws = loadUws();
   port = 0;
 
-  constructor(private readonly opts: DataPlaneOptions) {
+  constructor(opts: DataPlaneOptions) {
     this.registry = new EndpointRegistry({
       connections: opts.upstreamConnections,
       keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 30_000,
@@ -39,7 +38,6 @@ export class DataPlane {
     const app = this.uws.App();
     app.ws('/*', websocketBehavior());
     app.any('/*', handleRequest);
-    this.app = app;
     return new Promise((resolve, reject) => {
       app.listen(host, port, (token) => {
         if (!token) {
@@ -78,7 +76,6 @@ export class DataPlane {
     }
     const deadline = Date.now() + drainMs;
     while (globalStats.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    this.app = null;
     await this.registry.closeAll();
   }
 }

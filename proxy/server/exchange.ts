@@ -24,7 +24,8 @@ import {
   H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING,
   classifyName, connectionTokens, forbidsStore, plainConnection, parseLength, statusLine,
 } from './headers.js';
-import { newRequestId, validRequestId } from './request-id.js';
+import { newRequestId } from './request-id.js';
+import { readTarget, target } from './target.js';
 
 /** Per-thread proxy state read by the hot path. Swapping `table` is atomic. */
 export const runtime: { table: RouteTable | null; accessLog: AccessLog | null; via: string } = {
@@ -471,7 +472,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth) return false;
     const hit = this.route.cache.get(this.cacheKey());
     if (hit === undefined) return false;
-    this.route.cache.hits++;
     this.route.stats.fallbackHits++;
     fallbackEntry = hit;
     cur = this;
@@ -575,17 +575,11 @@ function internalError(res: HttpResponse, e: Error): void {
 function route(res: HttpResponse, req: HttpRequest): void {
   globalStats.requests++;
   const method = req.getCaseSensitiveMethod();
-  let path = req.getUrl();
   const query = req.getQuery();
-  let rawHost = req.getHeader('host');
-  // Path-based access for people without DNS: /apps/{host}/{path}
-  if (path.length > 6 && path.charCodeAt(1) === 97 && path.startsWith('/apps/')) {
-    const slash = path.indexOf('/', 6);
-    rawHost = slash === -1 ? path.slice(6) : path.slice(6, slash);
-    path = slash === -1 ? '/' : path.slice(slash);
-  }
-  const ridIn = req.getHeader('x-request-id');
-  const requestId = ridIn !== '' && validRequestId(ridIn) ? ridIn : newRequestId();
+  readTarget(req);
+  const path = target.path;
+  const rawHost = target.rawHost;
+  const requestId = target.requestId;
   const table = runtime.table;
   const head = method === 'HEAD';
   if (table === null) {

@@ -25,7 +25,6 @@ const NAMES: Array<[string, number]> = [
   // the proxy sets its own request id on the response
   ['x-request-id', H_DROP],
 ];
-const byName = new Map<string, number>(NAMES);
 
 /** Candidate names by length, as byte arrays, to classify Buffers without allocating strings. */
 const byLength: Array<Array<[Uint8Array, number]>> = [];
@@ -53,14 +52,6 @@ export function classifyName(name: Buffer): number {
   if (cands === undefined) return H_PASS;
   for (let i = 0; i < cands.length; i++) if (eqLower(name, cands[i][0])) return cands[i][1];
   return H_PASS;
-}
-
-/** Classify a request header name from uWS (already lower-case). */
-export function classifyRequestName(name: string): number {
-  if (name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-')) return H_DROP;
-  if (byLength[name.length] === undefined) return H_PASS;
-  const c = byName.get(name);
-  return c === undefined ? H_PASS : c;
 }
 
 /** Is a Connection value just "keep-alive" or "close" (the usual case: nothing else to drop)? */

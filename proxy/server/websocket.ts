@@ -13,7 +13,7 @@ import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import { runtime, sendError } from './exchange.js';
-import { newRequestId, validRequestId } from './request-id.js';
+import { readTarget, target as requestTarget } from './target.js';
 
 /** uWS copies the user-data object's properties on upgrade: keep the shared state one level down. */
 interface Slot {
@@ -77,25 +77,24 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
 
     upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t) {
       globalStats.requests++;
-      let path = req.getUrl();
       const query = req.getQuery();
-      let rawHost = req.getHeader('host');
-      if (path.length > 6 && path.startsWith('/apps/')) {
-        const slash = path.indexOf('/', 6);
-        rawHost = slash === -1 ? path.slice(6) : path.slice(6, slash);
-        path = slash === -1 ? '/' : path.slice(slash);
-      }
-      const ridIn = req.getHeader('x-request-id');
-      const requestId = ridIn !== '' && validRequestId(ridIn) ? ridIn : newRequestId();
+      readTarget(req);
+      const { path, rawHost, requestId } = requestTarget;
       const key = req.getHeader('sec-websocket-key');
       const protocols = req.getHeader('sec-websocket-protocol');
       const table = runtime.table;
       if (table === null) {
+        globalStats.notReady++;
         sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet');
         return;
       }
       const host = normalizeHost(rawHost);
-      const route = host === '' ? undefined : table.lookup(host);
+      if (host === '') {
+        globalStats.badRequest++;
+        sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)');
+        return;
+      }
+      const route = table.lookup(host);
       if (route === undefined) {
         globalStats.noRoute++;
         sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`);

@@ -60,15 +60,8 @@ export interface ProxyProc {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  return once(s, 'listening').then(() => {
-    const p = (s.address() as AddressInfo).port;
-    s.close();
-    return p;
-  });
-}
+export { freePort } from '../../shared/net.js';
+import { freePort } from '../../shared/net.js';
 
 export async function waitFor(fn: () => Promise<boolean> | boolean, timeoutMs = 10_000, stepMs = 50): Promise<void> {
   const end = Date.now() + timeoutMs;
