@@ -85,21 +85,20 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
   L.push(`berth_proxy_unrouted_requests_total{reason="no_route"} ${s.global.noRoute}`);
   L.push(`berth_proxy_unrouted_requests_total{reason="missing_host"} ${s.global.badRequest}`);
   L.push(`berth_proxy_unrouted_requests_total{reason="not_ready"} ${s.global.notReady}`);
-  L.push('# HELP berth_proxy_inflight_requests Requests being proxied now.');
-  L.push('# TYPE berth_proxy_inflight_requests gauge');
-  for (const r of s.routes) L.push(`berth_proxy_inflight_requests{route="${esc(r.id)}"} ${r.inflight}`);
-  L.push('# HELP berth_proxy_proxy_errors_total Proxy-generated errors (502/503/504, truncations) by route.');
-  L.push('# TYPE berth_proxy_proxy_errors_total counter');
-  for (const r of s.routes) L.push(`berth_proxy_proxy_errors_total{route="${esc(r.id)}"} ${r.errors}`);
-  L.push('# HELP berth_proxy_retries_total Requests retried on another endpoint after a connect failure.');
-  L.push('# TYPE berth_proxy_retries_total counter');
-  for (const r of s.routes) L.push(`berth_proxy_retries_total{route="${esc(r.id)}"} ${r.retries}`);
-  L.push('# HELP berth_proxy_fallback_hits_total Responses served from the fallback cache.');
-  L.push('# TYPE berth_proxy_fallback_hits_total counter');
-  for (const r of s.routes) L.push(`berth_proxy_fallback_hits_total{route="${esc(r.id)}"} ${r.fallbackHits}`);
-  L.push('# HELP berth_proxy_fallback_cache_entries Entries held by the fallback cache.');
-  L.push('# TYPE berth_proxy_fallback_cache_entries gauge');
-  for (const r of s.routes) L.push(`berth_proxy_fallback_cache_entries{route="${esc(r.id)}"} ${r.cacheEntries}`);
+  const head = (name: string, type: string, help: string) => L.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  const perRoute = (name: string, type: string, help: string, value: (r: StatsSnapshot['routes'][number]) => number) => {
+    head(name, type, help);
+    for (const r of s.routes) L.push(`${name}{route="${esc(r.id)}"} ${value(r)}`);
+  };
+  const perEndpoint = (name: string, type: string, help: string, value: (e: StatsSnapshot['endpoints'][number]) => number) => {
+    head(name, type, help);
+    for (const e of s.endpoints) L.push(`${name}{endpoint="${esc(e.address)}"} ${value(e)}`);
+  };
+  perRoute('berth_proxy_inflight_requests', 'gauge', 'Requests being proxied now.', (r) => r.inflight);
+  perRoute('berth_proxy_proxy_errors_total', 'counter', 'Proxy-generated errors (502/503/504, truncations) by route.', (r) => r.errors);
+  perRoute('berth_proxy_retries_total', 'counter', 'Requests retried on another endpoint after a connect failure.', (r) => r.retries);
+  perRoute('berth_proxy_fallback_hits_total', 'counter', 'Responses served from the fallback cache.', (r) => r.fallbackHits);
+  perRoute('berth_proxy_fallback_cache_entries', 'gauge', 'Entries held by the fallback cache.', (r) => r.cacheEntries);
   L.push('# HELP berth_proxy_upstream_latency_seconds Upstream request latency (dispatch to last byte).');
   L.push('# TYPE berth_proxy_upstream_latency_seconds histogram');
   for (const r of s.routes) {
@@ -113,16 +112,11 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
     L.push(`berth_proxy_upstream_latency_seconds_sum{route="${esc(r.id)}"} ${r.sum}`);
     L.push(`berth_proxy_upstream_latency_seconds_count{route="${esc(r.id)}"} ${r.count}`);
   }
-  L.push('# HELP berth_proxy_endpoint_circuit_state Circuit breaker state per endpoint (0 closed, 1 open, 2 half_open, 3 draining: removed from the table, requests still in flight).');
-  L.push('# TYPE berth_proxy_endpoint_circuit_state gauge');
   const code: Record<string, number> = { closed: 0, open: 1, half_open: 2, draining: 3 };
-  for (const e of s.endpoints) L.push(`berth_proxy_endpoint_circuit_state{endpoint="${esc(e.address)}"} ${code[e.state]}`);
-  L.push('# HELP berth_proxy_endpoint_inflight_requests In-flight requests per endpoint.');
-  L.push('# TYPE berth_proxy_endpoint_inflight_requests gauge');
-  for (const e of s.endpoints) L.push(`berth_proxy_endpoint_inflight_requests{endpoint="${esc(e.address)}"} ${e.inflight}`);
-  L.push('# HELP berth_proxy_endpoint_failures_total Failed upstream attempts per endpoint.');
-  L.push('# TYPE berth_proxy_endpoint_failures_total counter');
-  for (const e of s.endpoints) L.push(`berth_proxy_endpoint_failures_total{endpoint="${esc(e.address)}"} ${e.failures}`);
+  perEndpoint('berth_proxy_endpoint_circuit_state', 'gauge',
+    'Circuit breaker state per endpoint (0 closed, 1 open, 2 half_open, 3 draining: removed from the table, requests still in flight).', (e) => code[e.state]);
+  perEndpoint('berth_proxy_endpoint_inflight_requests', 'gauge', 'In-flight requests per endpoint.', (e) => e.inflight);
+  perEndpoint('berth_proxy_endpoint_failures_total', 'counter', 'Failed upstream attempts per endpoint.', (e) => e.failures);
   L.push('# HELP berth_proxy_route_table_version Version of the route table being served.');
   L.push('# TYPE berth_proxy_route_table_version gauge');
   L.push(`berth_proxy_route_table_version ${tableVersion ?? -1}`);
