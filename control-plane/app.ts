@@ -11,6 +11,7 @@ import { createPool, type Db } from './db/pool.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
 import { genRequestId, installErrorHandling } from './http/errors.js';
+import { hardenNumberSchemas, numberAjvOptions } from './http/schemas.js';
 import { createMetrics, installHttpMetrics } from './http/metrics.js';
 import healthPlugin from './http/health.js';
 import authPlugin from './auth/plugin.js';
@@ -87,7 +88,7 @@ export async function startControlPlane(
     bodyLimit: 1024 * 1024,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false, ...numberAjvOptions } },
   }) as unknown as FastifyInstance;
   app.decorate('db', db);
   app.decorate('config', config);
@@ -96,6 +97,7 @@ export async function startControlPlane(
   app.decorate('runtime', runtime);
   app.decorate('builds', builds);
   installErrorHandling(app);
+  hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);
   await app.register(cookie);
   await app.register(healthPlugin, { isDraining: () => draining });

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
 import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
+import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
 import { RateLimiter } from './rate-limit.js';
@@ -169,7 +170,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     schema: {
       body: { type: 'object', required: ['name'], additionalProperties: false, properties: {
         name: { type: 'string', minLength: 1, maxLength: 100 },
-        expires_in_days: { type: 'integer', minimum: 1, maximum: 3650 },
+        expires_in_days: int(1, 3650),
       } },
     },
   }, async (req, reply) => {
@@ -191,7 +192,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
 
   app.delete<{ Params: { id: number } }>('/api/auth/tokens/:id', {
     preHandler: app.authenticate,
-    schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } },
+    schema: { params: idParams() },
   }, async (req, reply) => {
     const res = await app.db.query('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL', [req.params.id, req.user!.id]);
     if (!res.rowCount) throw notFound('token');

@@ -3,6 +3,7 @@ import { startSse } from '../http/sse.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest, unauthorized } from '../http/errors.js';
+import { MAX_ID, int } from '../http/schemas.js';
 import { endpointAddress } from './route-table.js';
 import type { RouteHub } from './hub.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
@@ -18,19 +19,22 @@ export function isProxyToken(header: string | undefined, token: string): boolean
   return !!m && timingSafeEqual(digest(m[1]), digest(token));
 }
 
+/** A counter a proxy reports: a whole number ≥ 0. */
+const COUNT = int(0, MAX_ID);
+
 const reportSchema = {
   type: 'object',
   required: ['proxyId', 'tableVersion', 'routes', 'endpoints'],
   properties: {
     proxyId: { type: 'string', minLength: 1, maxLength: 200 },
-    tableVersion: { type: ['integer', 'null'], minimum: 0 },
+    tableVersion: { type: ['integer', 'null'], minimum: 0, maximum: MAX_ID },
     routes: {
       type: 'array', maxItems: 200_000,
-      items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: { type: 'number' }, inflight: { type: 'number' } } },
+      items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: COUNT, inflight: COUNT } },
     },
     endpoints: {
       type: 'array', maxItems: 200_000,
-      items: { type: 'object', required: ['address', 'inflight'], properties: { address: { type: 'string' }, inflight: { type: 'number' }, requests: { type: 'number' }, state: { type: 'string' } } },
+      items: { type: 'object', required: ['address', 'inflight'], properties: { address: { type: 'string' }, inflight: COUNT, requests: COUNT, state: { type: 'string' } } },
     },
   },
 } as const;

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { MAX_ID, int } from '../http/schemas.js';
 import { listEvents } from './outbox.js';
 
 /** `GET /api/events?after=ID&limit=N` — the caller's events, oldest first. */
@@ -10,8 +11,8 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
         type: 'object',
         additionalProperties: false,
         properties: {
-          after: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 0 },
-          limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          after: int(0, MAX_ID, { default: 0 }),
+          limit: int(1, 1000, { default: 100 }),
         },
       },
     },

@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import pg from 'pg';
 
 /**
  * An error that maps to an API response:
@@ -56,6 +57,13 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     const fe = err as FastifyError;
     if (fe.validation) return sendError(reply, 400, 'invalid_request', validationMessage(fe));
+    // Safety net behind the schemas (http/schemas.ts): a value Postgres cannot hold (class 22,
+    // "data exception": out of range, not a number, …) came from the request, so it is the
+    // client's 400, not a 500. Logged, because a schema should have caught it first.
+    if (err instanceof pg.DatabaseError && err.code?.startsWith('22')) {
+      req.log.warn({ err, pgCode: err.code }, 'a value reached the database that it cannot hold');
+      return sendError(reply, 400, 'invalid_request', 'a value in the request is out of range');
+    }
     const status = fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 600 ? fe.statusCode : 500;
     if (status >= 500) {
       req.log.error({ err }, 'request failed');

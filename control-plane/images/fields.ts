@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { Ajv } from 'ajv';
 import { isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
 import { ApiError, badRequest } from '../http/errors.js';
+import { hardenNumbers, int, numberAjvOptions } from '../http/schemas.js';
 
 /**
  * The multipart fields of POST /api/images, validated by a JSON schema (ajv coerces the
@@ -15,17 +16,19 @@ export const imageFieldsSchema = {
     name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9]+(?:[._-][a-z0-9]+)*$' },
     tag: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*$', default: 'latest' },
     app_hostname: { type: 'string', minLength: 1, maxLength: 300 },
-    container_port: { type: 'integer', minimum: 1, maximum: 65535, default: 8080 },
-    min_instances: { type: 'integer', minimum: 0, maximum: 100, default: 1 },
-    max_instances: { type: 'integer', minimum: 1, maximum: 100 },
+    container_port: int(1, 65535, { default: 8080 }),
+    min_instances: int(0, 100, { default: 1 }),
+    max_instances: int(1, 100),
     cpu_limit: { type: 'string', maxLength: 16, pattern: '^(?:\\d+(?:\\.\\d+)?|\\d+m)$' },
     memory_limit: { type: 'string', maxLength: 16, pattern: '^\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgGtT](?:[iI]?[bB])?)?$' },
     health_path: { type: 'string', minLength: 1, maxLength: 256, pattern: '^/[\\x21-\\x7e]*$' },
   },
 } as const;
 
-const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: true });
-const validate = ajv.compile(imageFieldsSchema);
+// Multipart delivers strings; ajv coerces "1e400" to Infinity after its type check, so the
+// `finite` keyword (http/schemas.ts) is what turns that into a 400.
+const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: true, ...numberAjvOptions });
+const validate = ajv.compile(hardenNumbers(imageFieldsSchema));
 
 const FIELD_HELP: Record<string, string> = {
   name: 'lower-case letters and digits, separated by single ".", "_" or "-" (a Docker repository name)',
@@ -63,8 +66,8 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
   const host = normalizeHost(String(data.app_hostname));
   if (!host || !isValidHostPattern(host)) throw badRequest(`field "app_hostname": "${data.app_hostname}" is not a valid hostname`);
   checkAppHostname(host);
-  const min = data.min_instances as number;
-  const max = (data.max_instances as number | undefined) ?? Math.max(min, 1);
+  const min = (data.min_instances as number) + 0; // + 0: "-0" is 0
+  const max = ((data.max_instances as number | undefined) ?? Math.max(min, 1)) + 0;
   if (min > max) throw badRequest(`min_instances (${min}) must not exceed max_instances (${max})`);
   const cpu = data.cpu_limit === undefined ? null : parseCpu(String(data.cpu_limit));
   const mem = data.memory_limit === undefined ? null : parseMemory(String(data.memory_limit));
@@ -72,7 +75,7 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
     name: String(data.name),
     tag: String(data.tag),
     app_hostname: host,
-    container_port: data.container_port as number,
+    container_port: (data.container_port as number) + 0,
     min_instances: min,
     max_instances: max,
     cpu_limit: cpu,
