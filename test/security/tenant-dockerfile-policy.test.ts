@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest';
+import { DockerfilePolicyError, checkDockerfile, checkImageRef } from '../../control-plane/images/dockerfile-policy.js';
+
+/** Unit tests of the Dockerfile policy (tenant isolation, DESIGN.md "Security model"). User 1 checks throughout. */
+const ME = 1;
+const refused = (df: string, user = ME): DockerfilePolicyError => {
+  try {
+    checkDockerfile(df, user);
+  } catch (e) {
+    if (e instanceof DockerfilePolicyError) return e;
+    throw e;
+  }
+  throw new Error(`expected the Dockerfile to be refused:\n${df}`);
+};
+const allowed = (df: string, user = ME) => checkDockerfile(df, user);
+
+describe('ADD of URLs and git repositories', () => {
+  it('refuses ADD <url> and names the line', () => {
+    const e = refused('FROM busybox\nRUN echo hi\nADD http://127.0.0.1:9901/routes /routes.json\n');
+    expect(e.line).toBe(3);
+    expect(e.message).toMatch(/^Dockerfile line 3: ADD of a URL/);
+    expect(e.message).toContain('http://127.0.0.1:9901/routes');
+  });
+
+  it.each([
+    ['lower-case instruction', 'from busybox\nadd http://127.0.0.1:3000/metrics /m\n', 2],
+    ['https', 'FROM busybox\nADD https://example.com/x /x\n', 2],
+    ['--chmod and --checksum flags', 'FROM busybox\nADD --chmod=644 --checksum=sha256:0123 http://127.0.0.1/x /x\n', 2],
+    ['--link flag without value', 'FROM busybox\nADD --link http://127.0.0.1/x /x\n', 2],
+    ['several sources, URL second', 'FROM busybox\nADD a.txt http://127.0.0.1/x /dest/\n', 2],
+    ['JSON array form', 'FROM busybox\nADD ["http://127.0.0.1:9901/routes", "/r"]\n', 2],
+    ['JSON array with flags', 'FROM busybox\nADD --chown=1:1 ["http://127.0.0.1/x", "/r"]\n', 2],
+    ['line continuation', 'FROM busybox\nADD \\\n  http://127.0.0.1:9901/routes \\\n  /r\n', 2],
+    ['continuation inside the word', 'FROM busybox\nADD http://127.0.0.1:99\\\n01/routes /r\n', 2],
+    ['comment inside a continuation', 'FROM busybox\nRUN true\nADD \\\n# a comment\n  http://127.0.0.1/x /r\n', 3],
+    ['escape directive (backtick)', '# escape=`\nFROM busybox\nADD `\n  http://127.0.0.1/x `\n  /r\n', 3],
+    ['quoted', 'FROM busybox\nADD "http://127.0.0.1/x" /r\n', 2],
+    ['escaped characters', 'FROM busybox\nADD h\\ttp://127.0.0.1/x /r\n', 2],
+    ['behind an ARG default', 'FROM busybox\nARG U=http://127.0.0.1:3000/metrics\nADD ${U} /m\n', 3],
+    ['behind an ENV', 'FROM busybox\nENV U http://127.0.0.1:3000/metrics\nADD $U /m\n', 3],
+    ['git URL', 'FROM busybox\nADD git@github.com:moby/buildkit.git /src\n', 2],
+    ['git:// URL', 'FROM busybox\nADD git://example.com/repo.git /src\n', 2],
+    ['github shorthand', 'FROM busybox\nADD github.com/moby/buildkit /src\n', 2],
+    ['https git with ref', 'FROM busybox\nADD --keep-git-dir=true https://example.com/r.git#main /src\n', 2],
+    ['CRLF line ends', 'FROM busybox\r\nADD http://127.0.0.1/x /r\r\n', 2],
+    ['ONBUILD trigger', 'FROM busybox\nONBUILD ADD http://127.0.0.1/x /r\n', 2],
+  ])('refuses %s', (_name, df, line) => {
+    const e = refused(df);
+    expect(e.line).toBe(line);
+    expect(e.message).toMatch(/ADD of a URL or git repository/);
+  });
+
+  it('allows ADD of local files and archives, and COPY', () => {
+    allowed('FROM busybox\nADD app.tar.gz /app/\nADD --chmod=755 run.sh /run.sh\nADD ["a b.txt", "/x"]\nCOPY www /www\n');
+  });
+
+  it('a URL inside a heredoc body (BuildKit reading) is data, but the classic builder would run it: refused', () => {
+    // BuildKit: the body is a file's content. The classic builder: `ADD …` is an instruction. Both readings are checked.
+    const e = refused('FROM busybox\nRUN <<CMD\necho hi\nADD http://127.0.0.1:9901/routes /r\nCMD\n');
+    expect(e.line).toBe(4);
+  });
+
+  it('heredoc bodies are not read as instructions otherwise', () => {
+    allowed('FROM busybox\nCOPY <<EOF /etc/motd\nhello, see http://example.com\nEOF\nRUN <<-EOT sh\n\techo ok\n\tEOT\nCMD ["sh"]\n');
+  });
+
+  it('refuses an ADD source that depends on a variable it cannot know', () => {
+    const e = refused('FROM busybox\nADD $FROM_BASE_IMAGE /r\n');
+    expect(e.message).toMatch(/FROM_BASE_IMAGE.*cannot be resolved/);
+  });
+});
+
+describe('image references', () => {
+  it('refuses FROM another user\'s berth image, naming the line', () => {
+    const e = refused('# a comment\nFROM berth-u2-i1:latest\nRUN cat /secret\n');
+    expect(e.line).toBe(2);
+    expect(e.message).toMatch(/another user's image/);
+  });
+
+  it.each([
+    ['untagged', 'FROM berth-u2-i1\n'],
+    ['upper case', 'FROM BERTH-U2-I1:latest\n'],
+    ['docker.io/library spelling', 'FROM docker.io/library/berth-u2-i1:latest\n'],
+    ['library/ spelling', 'FROM library/berth-u2-i1\n'],
+    ['by digest', 'FROM berth-u2-i1@sha256:' + 'a'.repeat(64) + '\n'],
+    ['user 12 is not user 1', 'FROM berth-u12-i3:v1\n'],
+    ['with --platform', 'FROM --platform=linux/amd64 berth-u2-i1\n'],
+    ['ARG default before FROM', 'ARG BASE=berth-u2-i1:latest\nFROM ${BASE}\n'],
+    ['$VAR form', 'ARG BASE=berth-u2-i1\nFROM $BASE\n'],
+    ['nested default', 'ARG U=2\nFROM berth-u${U}-i1\n'],
+    ['${VAR:-default} with ARG unset', 'ARG BASE\nFROM ${BASE:-berth-u2-i1}\n'],
+    ['COPY --from', 'FROM busybox\nCOPY --from=berth-u2-i1:latest /secret /s\n'],
+    ['COPY --from via ARG in stage', 'FROM busybox\nARG SRC=berth-u2-i1\nCOPY --from=$SRC /secret /s\n'],
+    ['COPY --from via global ARG redeclared', 'ARG SRC=berth-u2-i1\nFROM busybox\nARG SRC\nCOPY --from=${SRC} /secret /s\n'],
+    ['RUN --mount from=', 'FROM busybox\nRUN --mount=from=berth-u2-i1,target=/x cat /x/secret\n'],
+    ['RUN --mount=type=bind,from=', 'FROM busybox\nRUN --mount=type=bind,from=berth-u2-i1:latest,source=/,target=/x cat /x/secret\n'],
+    ['RUN --mount=type=cache,from=', 'FROM busybox\nRUN --mount=type=cache,target=/c,from=berth-u2-i1 ls /c\n'],
+    ['RUN --mount quoted', 'FROM busybox\nRUN --mount="type=bind,from=berth-u2-i1,target=/x" ls\n'],
+    ['ONBUILD COPY --from', 'FROM busybox\nONBUILD COPY --from=berth-u2-i1 /s /s\n'],
+    ['a stage name declared later is not a stage yet', 'FROM busybox\nCOPY --from=berth-u2-i1 /s /s\nFROM busybox AS berth-u2-i1\n'],
+  ])('refuses %s', (_name, df) => {
+    expect(refused(df).message).toMatch(/another user's image/);
+  });
+
+  it.each([
+    ['sha256 id', 'FROM sha256:' + 'b'.repeat(64) + '\n'],
+    ['64-hex id', 'FROM ' + 'c'.repeat(64) + '\n'],
+    ['short id prefix', 'FROM 4e5f6a7b\n'],
+    ['COPY --from an id', 'FROM busybox\nCOPY --from=sha256:' + 'd'.repeat(64) + ' /s /s\n'],
+    ['mount from a short id', 'FROM busybox\nRUN --mount=from=abc123,target=/x ls\n'],
+  ])('refuses image ids: %s', (_name, df) => {
+    expect(refused(df).message).toMatch(/image id/);
+  });
+
+  it.each([
+    ['ARG without default used in FROM', 'ARG BASE\nFROM $BASE\n'],
+    ['undeclared variable in FROM', 'FROM ${NOPE}\n'],
+    ['COPY --from a variable of the base image', 'FROM busybox\nCOPY --from=$SOMETHING /s /s\n'],
+    ['${VAR:-x} in a stage whose base environment is unknown', 'FROM busybox\nCOPY --from=${X:-busybox} /s /s\n'],
+  ])('refuses unresolvable references: %s', (_name, df) => {
+    expect(refused(df).message).toMatch(/cannot be resolved/);
+  });
+
+  it('allows own images, stage names, stage indexes, scratch and ordinary images', () => {
+    const r = allowed([
+      'ARG BASE=berth-test/busybox:1',
+      'FROM ${BASE} AS Build',
+      'RUN echo build > /out',
+      'FROM berth-u1-i7:v2 AS second',
+      'COPY --from=build /out /out',
+      'COPY --from=0 /out /out0',
+      'RUN --mount=type=bind,from=build,target=/b ls /b',
+      'RUN --mount=type=cache,target=/root/.cache ls',
+      'FROM scratch',
+      'COPY --from=second /out /out',
+      'COPY --from=docker.io/library/busybox:1.36 /bin/busybox /bin/busybox',
+      'ARG X',
+      'COPY --from=${X:-build} /out /x', // scratch stage: X is known to be unset
+    ].join('\n'));
+    expect(r.images.sort()).toEqual(['berth-test/busybox:1', 'berth-u1-i7:v2', 'docker.io/library/busybox:1.36']);
+  });
+
+  it('a stage named like a berth image shadows the image (that is what the builders do)', () => {
+    allowed('FROM busybox AS berth-u2-i1\nFROM berth-u2-i1\nCOPY --from=berth-u2-i1 /a /a\n');
+  });
+
+  it('ENV of an earlier stage carries into a child stage; ARG does not', () => {
+    allowed('FROM scratch AS base\nENV SRC=base\nFROM base\nCOPY --from=$SRC /a /a\n');
+    expect(refused('FROM scratch AS base\nARG SRC=base\nFROM base\nCOPY --from=$SRC /a /a\n').message).toMatch(/cannot be resolved/);
+  });
+
+  it('checkImageRef in isolation', () => {
+    expect(checkImageRef('berth-u1-i2:latest', 1)).toEqual({ ok: true, kind: 'own' });
+    expect(checkImageRef('busybox', 1)).toEqual({ ok: true, kind: 'image' });
+    expect(checkImageRef('cafe:1', 1)).toEqual({ ok: true, kind: 'image' }); // with a tag it is only a name
+    expect(checkImageRef('localhost:5000/berth-u2-i1:1', 1).ok).toBe(false);
+    expect(checkImageRef('berth-u2-i1', 2)).toEqual({ ok: true, kind: 'own' });
+    expect(checkImageRef('', 1).ok).toBe(false);
+  });
+});
+
+describe('other build escapes', () => {
+  it.each([
+    ['RUN --network=host', 'FROM busybox\nRUN --network=host wget http://127.0.0.1:9901/routes\n'],
+    ['RUN --security=insecure', 'FROM busybox\nRUN --security=insecure true\n'],
+    ['a custom frontend', '# syntax=berth-u2-i1:latest\nFROM busybox\n'],
+  ])('refuses %s', (_name, df) => {
+    refused(df);
+  });
+
+  it('allows RUN --network=none and the docker/dockerfile frontend', () => {
+    allowed('# syntax=docker/dockerfile:1.7\nFROM busybox\nRUN --network=none true\n');
+  });
+
+  it('an invalid escape directive is refused; a directive after a comment is only a comment', () => {
+    expect(refused('# escape=x\nFROM busybox\n').message).toMatch(/escape/);
+    // not a directive here: `\` stays the escape character, so the backtick does not continue the line
+    allowed('# hello\n# escape=`\nFROM busybox\nRUN echo `\nADD local.txt /x\n');
+  });
+});
