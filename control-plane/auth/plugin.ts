@@ -28,6 +28,8 @@ function sameOrigin(req: FastifyRequest): boolean {
   }
 }
 
+const csrfRejected = () => new ApiError(403, 'csrf_rejected', 'cross-origin request with a session cookie refused; send Authorization: Bearer <token> or call from the same origin');
+
 const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$' } as const;
 const PASSWORD = { type: 'string', minLength: 8, maxLength: 256 } as const;
 const USERNAME = { type: 'string', minLength: 2, maxLength: 40, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } as const;
@@ -85,9 +87,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       if (!cookie) throw unauthorized();
       // CSRF: apps berth hosts may live on sibling subdomains (same "site" for SameSite=Lax), so a
       // cookie alone does not authorise a state change; it must come from this origin.
-      if (!SAFE_METHODS.has(req.method) && !sameOrigin(req)) {
-        throw new ApiError(403, 'csrf_rejected', 'cross-origin request with a session cookie refused; send Authorization: Bearer <token> or call from the same origin');
-      }
+      if (!SAFE_METHODS.has(req.method) && !sameOrigin(req)) throw csrfRejected();
       userId = await liveSession(cookie);
       if (userId === undefined) throw unauthorized('session expired; log in again');
     }
@@ -144,7 +144,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
 
   // Revokes the session presented (Bearer session JWT or the cookie) until it would have expired,
   // and clears the cookie. API tokens are revoked with DELETE /api/auth/tokens/:id instead.
+  // Like every cookie-authenticated change, a logout carried by the cookie alone must come from
+  // this origin: otherwise any page (a sibling app's too) could log the user out.
   app.post('/api/auth/logout', async (req, reply) => {
+    if (req.headers.authorization === undefined && req.cookies[SESSION_COOKIE] && !sameOrigin(req)) throw csrfRejected();
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     const presented = m && !m[1].startsWith(API_TOKEN_PREFIX) ? m[1] : req.cookies[SESSION_COOKIE];
     const s = presented ? await sessions.verify(presented) : undefined;
