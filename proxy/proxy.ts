@@ -2,9 +2,11 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { RouteTableSpec } from '../shared/routes/schema.js';
 import type { Logger } from '../shared/logging.js';
-import { createAdminServer } from './admin/server.js';
+import { createAdminServer, type AdminAuth } from './admin/server.js';
 import { merge, type StatsSnapshot } from './metrics/prometheus.js';
 import { DataPlane } from './server/data-plane.js';
 import { ControlPlaneSource } from './sync/control-plane-source.js';
@@ -34,11 +36,35 @@ export interface ProxyOptions {
 export interface ProxyHandle {
   port: number;
   adminPort: number;
+  /** the admin bearer token (given, or generated into <data-dir>/admin-token) */
+  adminToken: string;
   apply(spec: RouteTableSpec, source: string): Promise<{ version: number; routes: number; ms: number }>;
   close(): Promise<void>;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/**
+ * Admin writes always need a token. When the operator gave none, one is generated per data dir
+ * and kept in `<data-dir>/admin-token` (0600, reused across restarts) — reads stay open on
+ * loopback in that case, as Envoy's and Traefik's admin listeners are.
+ */
+export async function resolveAdminAuth(given: string | undefined, dataDir: string, log: Logger): Promise<AdminAuth> {
+  if (given) return { token: given, protectReads: true };
+  const file = join(dataDir, 'admin-token');
+  let token = '';
+  try {
+    token = (await readFile(file, 'utf8')).trim();
+  } catch { /* first start */ }
+  if (!/^[A-Za-z0-9_-]{32,}$/.test(token)) {
+    token = `bat_${randomBytes(24).toString('base64url')}`;
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await writeFile(file, token + '\n', { mode: 0o600 });
+    await chmod(file, 0o600);
+  }
+  log.info({ file }, 'admin writes (PUT /routes) need the bearer token stored in this file');
+  return { token, protectReads: false };
+}
 
 export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const log = o.logger;
@@ -47,6 +73,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   }
   if (o.controlPlaneUrl && !o.token) throw new Error('--control-plane needs --token (or BERTH_PROXY_TOKEN)');
   if (o.routesFile && o.controlPlaneUrl) throw new Error('use either --routes or --control-plane, not both');
+
+  const adminAuth = await resolveAdminAuth(o.adminToken, o.dataDir, log);
 
   // Data plane: in this thread for one worker, on worker threads otherwise.
   let plane: DataPlane | null = null;
@@ -117,7 +145,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       workers: Math.max(1, o.workers),
       controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError, proxyId: reporter!.proxyId } : null,
     }),
-  }, o.adminToken);
+  }, adminAuth);
   admin.listen(o.adminPort, o.adminHost);
   await once(admin, 'listening');
   const adminPort = (admin.address() as AddressInfo).port;
@@ -126,6 +154,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   return {
     port,
     adminPort,
+    adminToken: adminAuth.token,
     apply,
     async close() {
       fileSource?.stop();

@@ -42,57 +42,105 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+/** The path of a request target, or null when it is not origin-form (`/…`). Never throws. */
+export function adminPath(url: string | undefined): string | null {
+  if (url === undefined || url.length === 0 || url.charCodeAt(0) !== 47 /* / */) return null;
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  // "//x" is not a path we serve; decoding is not needed for the fixed endpoint names
+  return path.startsWith('//') ? null : path;
+}
+
+/** Hosts a browser can only reach on purpose: IP literals and localhost (defeats DNS rebinding). */
+function localHost(host: string | undefined): boolean {
+  if (host === undefined) return true; // HTTP/1.0 clients: no browser sends a request without Host
+  const h = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d*$/, '');
+  return h === 'localhost' || /^\d{1,3}(\.\d{1,3}){3}$/.test(h) || /^\[[0-9a-f:.]+\]$/i.test(h);
+}
+
+export interface AdminAuth {
+  /** bearer token for writes (always set: generated when the operator gave none) */
+  token: string;
+  /** reads (/metrics /stats GET /routes) need the token too (set when the operator gave one) */
+  protectReads: boolean;
+}
+
 /**
  * The admin listener (not on the request path): health, readiness, Prometheus metrics, the route
- * table (GET/PUT) and JSON stats. When a token is configured every endpoint but /healthz and
- * /readyz requires `Authorization: Bearer <token>`.
+ * table (GET/PUT) and JSON stats.
+ *
+ * What it trusts: `/healthz` and `/readyz` answer anyone. Everything else refuses requests a web
+ * browser could have been tricked into sending (an `Origin` header, `Sec-Fetch-Site` other than
+ * `none`/`same-origin`, a Host that is not an IP literal or localhost); writes (`PUT`/`POST
+ * /routes`) always need `Authorization: Bearer <token>` and an `application/json` body; reads need
+ * the token when the operator configured one. Any request target is parsed without throwing:
+ * one bad request is one 400, never a crashed process.
  */
-export function createAdminServer(backend: AdminBackend, token: string | undefined): Server {
-  const tokenBuf = token ? Buffer.from(token) : null;
+export function createAdminServer(backend: AdminBackend, auth: AdminAuth): Server {
+  const tokenBuf = Buffer.from(auth.token);
   const authorized = (req: IncomingMessage): boolean => {
-    if (tokenBuf === null) return true;
     const h = req.headers.authorization ?? '';
     const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
     return given.length === tokenBuf.length && timingSafeEqual(given, tokenBuf);
   };
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const path = adminPath(req.url);
+    if (path === null) return error(res, 400, 'bad_request_target', 'the request target must be a path such as /routes');
+    if (path === '/healthz') return send(res, 200, { status: 'ok' });
+    if (path === '/readyz') {
+      const ready = backend.ready();
+      return send(res, ready ? 200 : 503, { ready, tableVersion: backend.table()?.version ?? null });
+    }
+    const site = req.headers['sec-fetch-site'];
+    if (req.headers.origin !== undefined || (site !== undefined && site !== 'none' && site !== 'same-origin')) {
+      return error(res, 403, 'cross_origin', 'the admin listener refuses requests sent by web pages (Origin / Sec-Fetch-Site)');
+    }
+    const authed = authorized(req);
+    if (!authed && !localHost(req.headers.host)) {
+      return error(res, 403, 'bad_host', 'without the admin token, the admin listener answers only to an IP address or localhost in Host');
+    }
+    const write = req.method !== 'GET' && req.method !== 'HEAD';
+    if ((write || auth.protectReads) && !authed) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return error(res, 401, 'unauthorized', write
+        ? 'admin writes need the admin token: Authorization: Bearer <token> (see --admin-token; berth writes a generated one to <data-dir>/admin-token)'
+        : 'admin token required: Authorization: Bearer <token>');
+    }
+    if (path === '/metrics' && req.method === 'GET') {
+      return send(res, 200, formatPrometheus(await backend.stats(), backend.table()?.version ?? null), 'text/plain; version=0.0.4');
+    }
+    if (path === '/stats' && req.method === 'GET') {
+      const s = await backend.stats();
+      return send(res, 200, { ...backend.status(), ...s });
+    }
+    if (path === '/routes') {
+      if (req.method === 'GET') {
+        const t = backend.table();
+        return t ? send(res, 200, t) : error(res, 404, 'no_table', 'no route table loaded yet');
+      }
+      if (req.method === 'PUT' || req.method === 'POST') {
+        const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+        if (type !== 'application/json') {
+          req.resume();
+          return error(res, 415, 'unsupported_media_type', 'the route table must be sent as Content-Type: application/json');
+        }
+        let spec: RouteTableSpec;
+        try {
+          spec = parseRouteTable(await readBody(req));
+        } catch (e) {
+          const status = (e as { status?: number }).status ?? 400;
+          return error(res, status, status === 413 ? 'too_large' : 'invalid_route_table', (e as Error).message,
+            e instanceof RouteTableError ? { field: e.field } : {});
+        }
+        const r = await backend.apply(spec, 'admin');
+        return send(res, 200, { applied: true, version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 1000) / 1000 });
+      }
+      return error(res, 405, 'method_not_allowed', 'use GET or PUT on /routes');
+    }
+    return error(res, 404, 'not_found', `no admin endpoint ${path}; try /healthz /readyz /metrics /routes /stats`);
+  };
   return createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://admin');
-    const path = url.pathname;
-    void (async () => {
-      if (path === '/healthz') return send(res, 200, { status: 'ok' });
-      if (path === '/readyz') {
-        const ready = backend.ready();
-        return send(res, ready ? 200 : 503, { ready, tableVersion: backend.table()?.version ?? null });
-      }
-      if (!authorized(req)) return error(res, 401, 'unauthorized', 'admin token required: Authorization: Bearer <token>');
-      if (path === '/metrics' && req.method === 'GET') {
-        return send(res, 200, formatPrometheus(await backend.stats(), backend.table()?.version ?? null), 'text/plain; version=0.0.4');
-      }
-      if (path === '/stats' && req.method === 'GET') {
-        const s = await backend.stats();
-        return send(res, 200, { ...backend.status(), ...s });
-      }
-      if (path === '/routes') {
-        if (req.method === 'GET') {
-          const t = backend.table();
-          return t ? send(res, 200, t) : error(res, 404, 'no_table', 'no route table loaded yet');
-        }
-        if (req.method === 'PUT' || req.method === 'POST') {
-          let spec: RouteTableSpec;
-          try {
-            spec = parseRouteTable(await readBody(req));
-          } catch (e) {
-            const status = (e as { status?: number }).status ?? 400;
-            return error(res, status, status === 413 ? 'too_large' : 'invalid_route_table', (e as Error).message,
-              e instanceof RouteTableError ? { field: e.field } : {});
-          }
-          const r = await backend.apply(spec, 'admin');
-          return send(res, 200, { applied: true, version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 1000) / 1000 });
-        }
-        return error(res, 405, 'method_not_allowed', 'use GET or PUT on /routes');
-      }
-      return error(res, 404, 'not_found', `no admin endpoint ${path}; try /healthz /readyz /metrics /routes /stats`);
-    })().catch((e: Error) => {
+    handle(req, res).catch((e: Error) => {
       if (!res.headersSent) error(res, 500, 'internal', e.message);
       else res.destroy();
     });

@@ -2,7 +2,13 @@
  * Per-endpoint circuit breaker: CLOSED → OPEN after N consecutive failures → HALF_OPEN after
  * openMs (exactly one probe request admitted) → CLOSED on probe success, OPEN again on failure.
  * All bookkeeping is plain numbers; no timers, no allocation.
+ *
+ * The probe slot is released by whichever outcome the probe request reaches (success, failure,
+ * neutral). As a last line of defence against a path that forgets to, a probe holds the slot for
+ * at most PROBE_LEASE_MS: after that the next request may probe again, so a route can never stay
+ * refused forever because of one lost probe.
  */
+export const PROBE_LEASE_MS = 30_000;
 export const CLOSED = 0;
 export const OPEN = 1;
 export const HALF_OPEN = 2;
@@ -14,6 +20,7 @@ export class CircuitBreaker {
   consecutiveFailures = 0;
   openedAt = 0;
   probeInFlight = false;
+  probeAt = 0;
   /** times the breaker went CLOSED/HALF_OPEN → OPEN */
   opens = 0;
 
@@ -24,14 +31,17 @@ export class CircuitBreaker {
     const s = this.state;
     if (s === CLOSED) return true;
     if (s === OPEN) return now - this.openedAt >= this.openMs;
-    return !this.probeInFlight;
+    return !this.probeInFlight || now - this.probeAt >= PROBE_LEASE_MS;
   }
 
   /** Called when the picker selected this endpoint: reserves the single HALF_OPEN probe. */
   acquire(now: number): void {
     if (this.state === CLOSED) return;
     if (this.state === OPEN && now - this.openedAt >= this.openMs) this.state = HALF_OPEN;
-    if (this.state === HALF_OPEN) this.probeInFlight = true;
+    if (this.state === HALF_OPEN) {
+      this.probeInFlight = true;
+      this.probeAt = now;
+    }
   }
 
   onSuccess(): void {

@@ -21,8 +21,14 @@ import type { RouteTable } from '../routing/table.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { AccessLog } from './access-log.js';
 import {
-  H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING,
-  classifyName, connectionTokens, forbidsStore, plainConnection, parseLength, statusLine,
+  FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders,
+} from '../resilience/failure-policy.js';
+import {
+  REFUSALS, forwardableTarget, forwardableValue, validContentLength, validHost, validTransferEncoding, type Refusal,
+} from './admission.js';
+import {
+  H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING, H_VARY,
+  classifyName, connectionTokens, forbidsStore, plainConnection, parseLength, statusLine, varyCacheable,
 } from './headers.js';
 import { newRequestId } from './request-id.js';
 import { readTarget, target } from './target.js';
@@ -34,35 +40,52 @@ export const runtime: { table: RouteTable | null; accessLog: AccessLog | null; v
   via: '1.1 berth',
 };
 
-// ---- request header handling -------------------------------------------------------------
+// ---- request header handling (admission: see admission.ts) -------------------------------
 
-const R_PASS = 0, R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_RID = 9;
+const R_PASS = 0, R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_RID = 9, R_COOKIE = 10, R_AE = 11;
 const requestHeaderClass = new Map<string, number>([
   ['connection', R_CONNECTION], ['keep-alive', R_DROP], ['te', R_DROP], ['trailer', R_DROP],
   ['transfer-encoding', R_TE], ['upgrade', R_DROP], ['content-length', R_CL], ['host', R_HOST],
   ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
   ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_RID], ['expect', R_DROP],
+  ['cookie', R_COOKIE], ['accept-encoding', R_AE],
 ]);
 
 let collecting: Exchange | null = null;
-function collectHeader(name: string, value: string): void {
+function collectHeader(name: string, raw: string): void {
   const ex = collecting!;
   const c = requestHeaderClass.get(name);
   if (c === undefined) {
     if (name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-')) return;
-    ex.headers.push(name, value);
+    const value = forwardableValue(raw);
+    if (value === null) ex.refuse('bad_header_value');
+    else ex.headers.push(name, value);
+    return;
+  }
+  if (c === R_DROP || c === R_RID) return;
+  const value = forwardableValue(raw);
+  if (value === null) {
+    ex.refuse('bad_header_value');
     return;
   }
   switch (c) {
     case R_PASS: ex.headers.push(name, value); return;
-    case R_DROP: case R_RID: return;
     case R_CONNECTION: ex.connection = value; return;
-    case R_TE: ex.chunkedIn = true; return;
-    case R_CL: ex.contentLengthIn = value; ex.headers.push(name, value); return;
-    case R_HOST: return; // re-added below (path-based access rewrites it)
+    case R_TE:
+      if (ex.chunkedIn || !validTransferEncoding(value)) ex.refuse('bad_transfer_encoding');
+      ex.chunkedIn = true;
+      return;
+    case R_CL:
+      if (ex.contentLengthIn !== '' || !validContentLength(value)) ex.refuse('bad_content_length');
+      ex.contentLengthIn = value;
+      ex.headers.push(name, value);
+      return;
+    case R_HOST: if (++ex.hostHeaders > 1) ex.refuse('duplicate_host'); return; // re-added below
     case R_XFF: ex.xff = value; return;
     case R_VIA: ex.via = value; return;
     case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
+    case R_COOKIE: ex.hasCookie = true; ex.headers.push(name, value); return;
+    case R_AE: ex.acceptEncoding = value; ex.headers.push(name, value); return;
   }
 }
 
@@ -110,14 +133,6 @@ function flushHeads(): void {
   pendingHeads.length = 0;
 }
 
-/** Errors worth another endpoint: nothing reached the upstream. */
-function isConnectError(code: string | undefined): boolean {
-  return code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH' ||
-    code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
-}
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
 /** Request body: uWS chunks copied once into a Readable with backpressure back to the socket. */
 class BodyStream extends Readable {
   paused = false;
@@ -141,6 +156,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   xff = '';
   via = '';
   hasAuth = false;
+  hasCookie = false;
+  acceptEncoding = '';
+  hostHeaders = 0;
+  /** set by admission: the request is answered 400 instead of forwarded */
+  refusal: Refusal | null = null;
   body: BodyStream | null = null;
   // progress
   aborted = false;
@@ -169,6 +189,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   // fallback capture
   capture: Buffer[] | null = null;
   captureBytes = 0;
+  /** the response said `Vary: Accept-Encoding`: the fallback key includes the request's value */
+  varyEncoding = false;
   reason = '';
 
   constructor(
@@ -181,6 +203,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   ) {}
 
   // ---- dispatch --------------------------------------------------------------------------
+
+  refuse(why: Refusal): void {
+    if (this.refusal === null) this.refusal = why;
+  }
 
   attempt(): void {
     const now = Date.now();
@@ -196,6 +222,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     ep.requests++;
     this.attempts++;
     this.t0 = performance.now();
+    try {
+      this.dispatch(ep);
+    } catch (e) {
+      // undici reports through onError; a throw here is a bug, and must not keep a probe slot
+      if (!this.upstreamDone) {
+        this.upstreamDone = true;
+        ep.inflight--;
+        ep.breaker.onNeutral();
+      }
+      throw e;
+    }
+  }
+
+  private dispatch(ep: Endpoint): void {
     ep.getPool().dispatch({
       path: this.path,
       method: this.method as Dispatcher.HttpMethod,
@@ -225,7 +265,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.resumeUpstream = resume;
     if (this.aborted) return false;
     this.rawHeaders = rawHeaders;
-    let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth;
+    let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth && !this.hasCookie;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const c = classifyName(rawHeaders[i]);
       if (c === H_PASS) continue;
@@ -236,6 +276,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
         const toks = connectionTokens(rawHeaders[i + 1].toString('latin1'));
         if (toks.length > 0) this.dropNames = toks;
       } else if (c === H_TRANSFER_ENCODING) this.contentLength = -1;
+      else if (c === H_VARY) {
+        const v = varyCacheable(rawHeaders[i + 1].toString('latin1'));
+        if (v === 0) cacheable = false;
+        else if (v === 2) this.varyEncoding = true;
+      }
     }
     this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
     if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.cacheKey(), Date.now())) {
@@ -295,50 +340,54 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onError(err: Error): void {
     const ep = this.endpoint;
-    const code = (err as { code?: string }).code;
-    if (ep !== null) {
-      ep.inflight--;
-      if (this.aborted) ep.breaker.onNeutral();
-      else if (!this.gotHeaders || code !== 'UND_ERR_ABORTED') {
-        ep.failures++;
-        ep.breaker.onFailure(Date.now());
-      }
-    }
+    if (this.upstreamDone) return;
+    this.upstreamDone = true;
     this.abortUpstream = null;
     if (this.aborted) {
+      // the client went away: not the endpoint's failure, but a held probe slot must be released
+      if (ep !== null) {
+        ep.inflight--;
+        ep.breaker.onNeutral();
+      }
       this.destroyBody();
       return;
     }
     if (!this.gotHeaders) {
       // Nothing sent to the client yet: retry elsewhere, fall back, or answer with an error.
-      const connectFail = isConnectError(code);
-      const resetBeforeHeaders = (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && IDEMPOTENT.has(this.method);
-      if ((connectFail || resetBeforeHeaders) && this.body === null && this.attempts <= this.route.retries) {
+      const v = judgeBeforeHeaders(err, this.method);
+      if (ep !== null) this.charge(ep, v.fault);
+      if (v.retry && this.body === null && this.attempts <= this.route.retries && v.fault === FAULT_ENDPOINT) {
         this.failedEndpoint = ep;
         this.route.stats.retries++;
+        this.upstreamDone = false;
         this.attempt();
         return;
       }
       this.destroyBody();
-      if (connectFail && this.serveFallback()) return;
-      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
-        this.fail(504, 'upstream_timeout', code === 'UND_ERR_CONNECT_TIMEOUT' ? 'upstream did not accept the connection in time' : 'upstream did not answer in time');
-      } else if (connectFail) {
-        this.fail(502, 'upstream_connect_failed', `could not connect to upstream (${code})`);
-      } else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
-        this.fail(400, 'bad_request_body', 'request body length does not match Content-Length');
-      } else {
-        this.fail(502, 'upstream_error', `upstream failed: ${code ?? err.message}`);
-      }
+      if (v.retry && v.fault === FAULT_ENDPOINT && this.serveFallback()) return;
+      this.fail(v.status, v.code, v.message);
       return;
     }
     // Failure mid-body: the status line is gone; the only honest signal is closing the connection.
+    if (ep !== null) this.charge(ep, faultAfterHeaders(err));
     this.destroyBody();
-    this.reason = code === 'UND_ERR_BODY_TIMEOUT' ? 'upstream_idle_timeout' : 'upstream_reset';
+    this.reason = (err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT' ? 'upstream_idle_timeout' : 'upstream_reset';
     this.finish(this.status);
     if (!this.resDone) {
       this.resDone = true;
       this.res.close();
+    }
+  }
+
+  /** Settle the endpoint's books for a failed attempt: only its own faults reach its breaker. */
+  private charge(ep: Endpoint, fault: number): void {
+    ep.inflight--;
+    if (fault === FAULT_ENDPOINT) {
+      ep.failures++;
+      ep.breaker.onFailure(Date.now());
+    } else {
+      if (fault === FAULT_CLIENT) this.route.stats.refused++;
+      ep.breaker.onNeutral();
     }
   }
 
@@ -354,7 +403,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const name = raw[i];
       const c = classifyName(name);
       // hop-by-hop, content-length (uWS writes it), date, x-request-id
-      if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL) continue;
+      if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
       if (drop !== null && drop.includes(name.toString('latin1').toLowerCase())) continue;
       res.writeHeader(name, raw[i + 1]);
     }
@@ -448,8 +497,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
+  /** Fallback key: host + path (+ the request's Accept-Encoding when the response varies on it). */
   cacheKey(): string {
-    return this.host + this.path;
+    return this.varyEncoding ? this.host + this.path + '\n' + this.acceptEncoding : this.host + this.path;
   }
 
   private storeFallback(): void {
@@ -459,7 +509,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const headers: string[] = [];
     for (let i = 0; i < raw.length; i += 2) {
       const c = classifyName(raw[i]);
-      if (c !== H_PASS && c !== H_CACHE_CONTROL) continue;
+      if (c !== H_PASS && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
       headers.push(raw[i].toString('latin1'), raw[i + 1].toString('latin1'));
     }
     const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.captureBytes);
@@ -470,7 +520,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Serve the last good response when no endpoint can answer. Returns false when there is none. */
   private serveFallback(): boolean {
     if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth) return false;
-    const hit = this.route.cache.get(this.cacheKey());
+    const cache = this.route.cache;
+    const key = this.host + this.path;
+    const hit = cache.get(key) ?? cache.get(key + '\n' + this.acceptEncoding);
     if (hit === undefined) return false;
     this.route.stats.fallbackHits++;
     fallbackEntry = hit;
@@ -577,7 +629,6 @@ function route(res: HttpResponse, req: HttpRequest): void {
   const method = req.getCaseSensitiveMethod();
   const query = req.getQuery();
   readTarget(req);
-  const path = target.path;
   const rawHost = target.rawHost;
   const requestId = target.requestId;
   const table = runtime.table;
@@ -585,27 +636,38 @@ function route(res: HttpResponse, req: HttpRequest): void {
   if (table === null) {
     globalStats.notReady++;
     sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet', head);
-    logRejected(requestId, method, rawHost, path, 503, 'not_ready');
+    logRejected(requestId, method, rawHost, target.path, 503, 'not_ready');
+    return;
+  }
+  if (rawHost === '') {
+    globalStats.badRequest++;
+    sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)', head);
+    logRejected(requestId, method, rawHost, target.path, 400, 'missing_host');
+    return;
+  }
+  const path = forwardableTarget(query ? target.path + '?' + query : target.path);
+  if (path === null || !validHost(rawHost)) {
+    refuse(res, path === null ? 'bad_request_target' : 'bad_host', requestId, method, rawHost, target.path);
     return;
   }
   const host = normalizeHost(rawHost);
-  if (host === '') {
-    globalStats.badRequest++;
-    sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)', head);
-    logRejected(requestId, method, rawHost, path, 400, 'missing_host');
-    return;
-  }
   const route = table.lookup(host);
   if (route === undefined) {
     globalStats.noRoute++;
     sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`, head);
-    logRejected(requestId, method, host, path, 404, 'no_route');
+    logRejected(requestId, method, host, target.path, 404, 'no_route');
     return;
   }
-  const ex = new Exchange(res, route, method, query ? path + '?' + query : path, host, requestId);
+  const ex = new Exchange(res, route, method, path, host, requestId);
   collecting = ex;
   req.forEach(collectHeader);
   collecting = null;
+  if (ex.chunkedIn && ex.contentLengthIn !== '') ex.refuse('bad_transfer_encoding');
+  if (ex.refusal !== null) {
+    route.stats.refused++;
+    refuse(res, ex.refusal, requestId, method, host, target.path);
+    return;
+  }
   const h = ex.headers;
   if (ex.connection !== '') {
     const toks = connectionTokens(ex.connection);
@@ -642,4 +704,11 @@ function route(res: HttpResponse, req: HttpRequest): void {
     });
   }
   ex.attempt();
+}
+
+/** Answer a request admission refused (400), before any endpoint is picked. */
+export function refuse(res: HttpResponse, why: Refusal, requestId: string, method: string, host: string, path: string): void {
+  globalStats.badRequest++;
+  sendError(res, 400, why, requestId, REFUSALS[why], method === 'HEAD');
+  logRejected(requestId, method, host, path, 400, why);
 }

@@ -9,6 +9,7 @@ export const H_CONNECTION = 3;
 export const H_SET_COOKIE = 4;
 export const H_CACHE_CONTROL = 5;
 export const H_TRANSFER_ENCODING = 6;
+export const H_VARY = 7;
 
 const NAMES: Array<[string, number]> = [
   ['connection', H_CONNECTION],
@@ -20,6 +21,7 @@ const NAMES: Array<[string, number]> = [
   ['content-length', H_CONTENT_LENGTH],
   ['set-cookie', H_SET_COOKIE],
   ['cache-control', H_CACHE_CONTROL],
+  ['vary', H_VARY],
   // uWS always writes its own Date; a second one would be invalid.
   ['date', H_DROP],
   // the proxy sets its own request id on the response
@@ -82,10 +84,25 @@ export function parseLength(buf: Buffer): number {
   return n;
 }
 
-/** Does a Cache-Control value forbid keeping the response for fallback? */
+/** Does a Cache-Control value forbid keeping the response for fallback? (private, no-store, no-cache) */
 export function forbidsStore(value: string): boolean {
   const v = value.toLowerCase();
-  return v.includes('no-store') || v.includes('private');
+  return v.includes('no-store') || v.includes('private') || v.includes('no-cache');
+}
+
+/**
+ * May a response with this Vary be kept for fallback? 0 = no (it varies on something the key
+ * does not hold: Cookie, Authorization, `*`…), 1 = yes (empty), 2 = yes, keyed by Accept-Encoding.
+ */
+export function varyCacheable(value: string): 0 | 1 | 2 {
+  let out: 0 | 1 | 2 = 1;
+  for (const part of value.split(',')) {
+    const t = part.trim().toLowerCase();
+    if (t === '') continue;
+    if (t !== 'accept-encoding') return 0;
+    out = 2;
+  }
+  return out;
 }
 
 export const STATUS_TEXT: Record<number, string> = {

@@ -12,7 +12,8 @@ import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
-import { runtime, sendError } from './exchange.js';
+import { forwardableTarget, forwardableValue, validHost, type Refusal } from './admission.js';
+import { refuse, runtime, sendError } from './exchange.js';
 import { readTarget, target as requestTarget } from './target.js';
 
 /** uWS copies the user-data object's properties on upgrade: keep the shared state one level down. */
@@ -49,14 +50,56 @@ function sendableCode(code: number): number {
  * name and this dispatcher puts it back.
  */
 const HOST_CARRIER = 'x-berth-upstream-host';
+/**
+ * The handshake's HTTP status as the upstream answered it, so that an upstream that answers the
+ * upgrade with an ordinary response (404, 426…) is told apart from one that cannot be reached:
+ * only the latter is the endpoint's failure. Keyed by a private header, removed before sending.
+ */
+const HANDSHAKE_CARRIER = 'x-berth-handshake';
+const handshakes = new Map<string, Handshake>();
+let handshakeSeq = 0;
+interface Handshake { status: number }
+
+type Handler = Dispatcher.DispatchHandler;
+/** Delegates to undici's handler, noting the status of a response that is not an upgrade. */
+class StatusSpy implements Handler {
+  constructor(private readonly inner: Handler, private readonly hs: Handshake) {}
+  onRequestStart(c: Dispatcher.DispatchController, ctx: unknown): void { this.inner.onRequestStart?.(c, ctx); }
+  onRequestUpgrade(c: Dispatcher.DispatchController, status: number, headers: never, socket: never): void {
+    this.hs.status = status;
+    this.inner.onRequestUpgrade?.(c, status, headers, socket);
+  }
+  onResponseStart(c: Dispatcher.DispatchController, status: number, headers: never, text: string): void {
+    this.hs.status = status;
+    this.inner.onResponseStart?.(c, status, headers, text);
+  }
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void { this.inner.onResponseData?.(c, chunk); }
+  onResponseEnd(c: Dispatcher.DispatchController, trailers: never): void { this.inner.onResponseEnd?.(c, trailers); }
+  onResponseError(c: Dispatcher.DispatchController, err: Error): void { this.inner.onResponseError?.(c, err); }
+}
+
 const upstreamDispatcher: Dispatcher = new Agent().compose((dispatch) => (opts, handler) => {
   const h = opts.headers as Record<string, string> | null | undefined;
   if (h && typeof h === 'object' && !Array.isArray(h) && HOST_CARRIER in h) {
-    const { [HOST_CARRIER]: host, ...rest } = h;
-    return dispatch({ ...opts, headers: { ...rest, host } }, handler);
+    const { [HOST_CARRIER]: host, [HANDSHAKE_CARRIER]: id, ...rest } = h;
+    const hs = id === undefined ? undefined : handshakes.get(id);
+    return dispatch({ ...opts, headers: { ...rest, host } }, hs === undefined ? handler : new StatusSpy(handler, hs));
   }
   return dispatch(opts, handler);
 });
+
+/** Subprotocol list as sent, or null when it would make the upstream client throw (duplicates, bad tokens). */
+function parseProtocols(v: string): string[] | null {
+  if (v === '') return [];
+  const out: string[] = [];
+  for (const part of v.split(',')) {
+    const p = part.trim();
+    if (p === '') continue;
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(p) || out.includes(p)) return null;
+    out.push(p);
+  }
+  return out;
+}
 
 function release(link: Link): void {
   if (link.released) return;
@@ -88,37 +131,55 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
         sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet');
         return;
       }
-      const host = normalizeHost(rawHost);
-      if (host === '') {
+      if (rawHost === '') {
         globalStats.badRequest++;
         sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)');
         return;
       }
+      const target = forwardableTarget(query ? `${path}?${query}` : path);
+      if (target === null || !validHost(rawHost)) {
+        refuse(res, target === null ? 'bad_request_target' : 'bad_host', requestId, 'GET', rawHost, path);
+        return;
+      }
+      const host = normalizeHost(rawHost);
       const route = table.lookup(host);
       if (route === undefined) {
         globalStats.noRoute++;
         sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`);
         return;
       }
+      // Admission, before an endpoint is picked: everything the upstream client could refuse.
+      const subprotocols = parseProtocols(protocols);
+      const headers: Record<string, string> = {};
+      let xff = '';
+      let via = '';
+      let hosts = 0;
+      let refusal: Refusal | null = subprotocols === null ? 'bad_header_value' : null;
+      req.forEach((k, raw) => {
+        if (k === 'host') hosts++;
+        if (SKIP.has(k) || k.startsWith('proxy-')) return;
+        const v = forwardableValue(raw);
+        if (v === null) refusal = 'bad_header_value';
+        else if (k === 'x-forwarded-for') xff = v;
+        else if (k === 'via') via = v;
+        else headers[k] = v;
+      });
+      if (hosts > 1) refusal = 'duplicate_host';
+      if (refusal !== null) {
+        route.stats.refused++;
+        refuse(res, refusal, requestId, 'GET', host, path);
+        return;
+      }
       route.stats.requests++;
       const now = Date.now();
-      const target = route.balancer.pick(now, null);
-      if (target === null) {
+      const picked = route.balancer.pick(now, null);
+      if (picked === null) {
         route.stats.byClass[5]++;
         route.stats.errors++;
         sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);
         return;
       }
-      const ep = target.endpoint;
-      ep.breaker.acquire(now);
-      const headers: Record<string, string> = {};
-      let xff = '';
-      let via = '';
-      req.forEach((k, v) => {
-        if (k === 'x-forwarded-for') xff = v;
-        else if (k === 'via') via = v;
-        else if (!SKIP.has(k) && !k.startsWith('proxy-')) headers[k] = v;
-      });
+      const ep = picked.endpoint;
       const ip = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
       headers['x-forwarded-for'] = xff === '' ? ip : `${xff}, ${ip}`;
       headers['x-forwarded-host'] = rawHost;
@@ -126,16 +187,25 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       headers.via = via === '' ? runtime.via : `${via}, ${runtime.via}`;
       headers['x-request-id'] = requestId;
       headers[HOST_CARRIER] = rawHost;
+      const handshakeId = String(++handshakeSeq);
+      const handshake: Handshake = { status: 0 };
+      headers[HANDSHAKE_CARRIER] = handshakeId;
 
-      const url = `ws://${ep.address}${query ? `${path}?${query}` : path}`;
+      const url = `ws://${ep.address}${target}`;
       let upstream: UpstreamSocket;
+      // From here the endpoint may hold the breaker's single HALF_OPEN probe: every path releases it.
+      ep.breaker.acquire(now);
       try {
         upstream = new UpstreamSocket(url, {
-          protocols: protocols ? protocols.split(',').map((p) => p.trim()).filter(Boolean) : undefined,
+          protocols: subprotocols!.length > 0 ? subprotocols! : undefined,
           headers,
           dispatcher: upstreamDispatcher,
         });
+        handshakes.set(handshakeId, handshake);
       } catch (e) {
+        ep.breaker.onNeutral();
+        route.stats.byClass[5]++;
+        route.stats.errors++;
         sendError(res, 502, 'upstream_error', requestId, `cannot open a WebSocket to the upstream: ${(e as Error).message}`);
         return;
       }
@@ -154,6 +224,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       });
       upstream.onopen = () => {
         opened = true;
+        handshakes.delete(handshakeId);
         ep.breaker.onSuccess();
         if (aborted) {
           upstream.close();
@@ -175,16 +246,24 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
         if (!link.clientClosed) link.client.send(data, binary);
       };
       upstream.onclose = (ev: CloseEvent) => {
+        handshakes.delete(handshakeId);
         if (!opened) {
-          // the upstream refused or failed before the handshake completed
-          ep.failures++;
-          ep.breaker.onFailure(Date.now());
+          const answered = handshake.status;
+          if (answered !== 0 || aborted) {
+            // the upstream is up and said no (404, 426…), or the client gave up: not the endpoint's failure
+            ep.breaker.onNeutral();
+          } else {
+            // could not connect, or the connection failed before any response
+            ep.failures++;
+            ep.breaker.onFailure(Date.now());
+          }
           release(link);
           if (!aborted) {
             aborted = true;
             route.stats.byClass[5]++;
             route.stats.errors++;
-            res.cork(() => sendError(res, 502, 'upstream_error', requestId, `upstream refused the WebSocket (${ev.code})`));
+            const why = answered !== 0 ? `upstream answered the WebSocket upgrade with HTTP ${answered}` : `upstream refused the WebSocket (${ev.code})`;
+            res.cork(() => sendError(res, 502, 'upstream_error', requestId, why));
           }
           return;
         }

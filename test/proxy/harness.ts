@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -133,8 +133,17 @@ export async function get(p: ProxyProc, host: string, path = '/', opts: { method
   return { status: r.statusCode, headers: r.headers, body };
 }
 
-export async function putRoutes(p: ProxyProc, table: unknown): Promise<Resp> {
-  const r = await request(`${p.admin}/routes`, { method: 'PUT', body: typeof table === 'string' ? table : JSON.stringify(table), headers: { 'content-type': 'application/json' } });
+/** The admin token a proxy generated into its data dir (admin writes always need one). */
+export function adminToken(p: ProxyProc): string {
+  return readFileSync(join(p.dir, 'admin-token'), 'utf8').trim();
+}
+
+export async function putRoutes(p: ProxyProc, table: unknown, token = adminToken(p)): Promise<Resp> {
+  const r = await request(`${p.admin}/routes`, {
+    method: 'PUT',
+    body: typeof table === 'string' ? table : JSON.stringify(table),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+  });
   return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
 }
 
