@@ -32,8 +32,15 @@ export interface ControlPlaneOptions {
   buildConcurrency?: number;
   /** A build running longer than this is aborted and marked failed (default 30 min). */
   buildTimeoutMs?: number;
-  /** Login rate limits. */
-  loginRateLimit?: { perIpMax?: number; perIpWindowMs?: number; perAccountMax?: number; perAccountWindowMs?: number };
+  /**
+   * Login throttling (control-plane/README.md, "Security"). Per (account, source address):
+   * `perAccountMax` failures answered without delay (default 5), then a delay from
+   * `backoffBaseMs` (1 s) doubling per failure up to `backoffMaxMs` (15 min); forgotten after a
+   * success or `perAccountWindowMs` (15 min) without failures. Per address across accounts:
+   * `perIpMax` failed logins (and, on their own counter, signups) per `perIpWindowMs` (30 / 1 min).
+   * At most `maxTracked` keys per table (10 000, LRU).
+   */
+  loginRateLimit?: { perIpMax?: number; perIpWindowMs?: number; perAccountMax?: number; perAccountWindowMs?: number; backoffBaseMs?: number; backoffMaxMs?: number; maxTracked?: number };
   /** Pool size (default 10). */
   dbPoolMax?: number;
   /** Seed example@gmail.com / example123 when the users table is empty and env != production (default true). */
@@ -85,7 +92,7 @@ export interface ResolvedConfig {
   maxBuildLogBytes: number;
   buildConcurrency: number;
   buildTimeoutMs: number;
-  loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number };
+  loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
   seedDefaultUser: boolean;
   logLevel: string;
@@ -130,8 +137,11 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     loginRateLimit: {
       perIpMax: o.loginRateLimit?.perIpMax ?? 30,
       perIpWindowMs: o.loginRateLimit?.perIpWindowMs ?? 60_000,
-      perAccountMax: o.loginRateLimit?.perAccountMax ?? 10,
+      perAccountMax: o.loginRateLimit?.perAccountMax ?? 5,
       perAccountWindowMs: o.loginRateLimit?.perAccountWindowMs ?? 15 * 60_000,
+      backoffBaseMs: o.loginRateLimit?.backoffBaseMs ?? 1000,
+      backoffMaxMs: o.loginRateLimit?.backoffMaxMs ?? 15 * 60_000,
+      maxTracked: o.loginRateLimit?.maxTracked ?? 10_000,
     },
     dbPoolMax: o.dbPoolMax ?? 10,
     seedDefaultUser: o.seedDefaultUser ?? true,

@@ -4,7 +4,7 @@ import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
-import { RateLimiter } from './rate-limit.js';
+import { LoginThrottle, RateLimiter, addressKey } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
 
@@ -39,17 +39,20 @@ const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
 const publicToken = (t: TokenRow) => ({ id: t.id, name: t.name, prefix: t.prefix, created_at: iso(t.created_at), last_used_at: iso(t.last_used_at), expires_at: iso(t.expires_at) });
 
 /**
- * Accounts: signup, login (rate limited per IP and per account), logout, me; API tokens;
+ * Accounts: signup, login (throttled per (account, address) and per address), logout, me; API tokens;
  * and `app.authenticate`, the preHandler every protected route uses.
  */
 async function authPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
   const sessions = new SessionTokens(await loadJwtKey(cfg.jwtSecret, cfg.dataDir), cfg.sessionTtlSeconds);
-  const ipLimiter = new RateLimiter(cfg.loginRateLimit.perIpMax, cfg.loginRateLimit.perIpWindowMs);
-  const accountLimiter = new RateLimiter(cfg.loginRateLimit.perAccountMax, cfg.loginRateLimit.perAccountWindowMs);
+  const rl = cfg.loginRateLimit;
+  // failed logins per address across accounts (credential stuffing): a fixed window
+  const ipLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
+  // failed logins per (account, address): growing delays; the owner elsewhere is not slowed
+  const throttle = new LoginThrottle({ freeFailures: rl.perAccountMax, baseDelayMs: rl.backoffBaseMs, maxDelayMs: rl.backoffMaxMs, forgetAfterMs: rl.perAccountWindowMs, maxKeys: rl.maxTracked });
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
-  const signupLimiter = new RateLimiter(cfg.loginRateLimit.perIpMax, cfg.loginRateLimit.perIpWindowMs);
-  app.addHook('onClose', async () => { ipLimiter.close(); accountLimiter.close(); signupLimiter.close(); });
+  const signupLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
+  app.addHook('onClose', async () => { ipLimiter.close(); throttle.close(); signupLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) =>
@@ -102,9 +105,9 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: EMAIL, password: PASSWORD, username: USERNAME } },
     },
   }, async (req, reply) => {
-    const wait = signupLimiter.retryAfter(req.ip);
+    const wait = signupLimiter.retryAfter(addressKey(req.ip));
     if (wait > 0) throw tooMany(wait, 'signups from this address');
-    signupLimiter.hit(req.ip);
+    signupLimiter.hit(addressKey(req.ip));
     const { email, password, username } = req.body;
     let user;
     try {
@@ -125,18 +128,24 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: { type: 'string', minLength: 1, maxLength: 254 }, password: { type: 'string', minLength: 1, maxLength: 256 } } },
     },
   }, async (req, reply) => {
-    const ipKey = req.ip;
+    const ipKey = addressKey(req.ip);
     const accountKey = req.body.email.trim().toLowerCase();
-    const wait = Math.max(ipLimiter.retryAfter(ipKey), accountLimiter.retryAfter(accountKey));
-    if (wait > 0) throw tooMany(wait, 'login attempts');
-    // Count the attempt before the (slow) password check, in the same tick as the check above:
-    // parallel attempts cannot all slip under the limit. A success clears the account's count.
+    const ipWait = ipLimiter.retryAfter(ipKey);
+    if (ipWait > 0) throw tooMany(ipWait, 'failed logins from this address');
+    const pairWait = throttle.check(accountKey, req.ip);
+    if (pairWait > 0) {
+      const s = Math.max(1, Math.ceil(pairWait / 1000));
+      throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from this address; retry in ${s}s (each further failure doubles the wait; a correct password from another address is not affected)`, { 'retry-after': String(s) });
+    }
+    // Count the attempt as a failure before the (slow) password check, in the same tick as the
+    // checks above: parallel attempts cannot all slip under the limits. A success takes it back.
     ipLimiter.hit(ipKey);
-    accountLimiter.hit(accountKey);
+    throttle.fail(accountKey, req.ip);
     const user = await findUserByEmail(app.db, accountKey);
     const ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
     if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
-    accountLimiter.reset(accountKey);
+    throttle.succeed(accountKey, req.ip);
+    ipLimiter.unhit(ipKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
     return { user: publicUser(user), token };

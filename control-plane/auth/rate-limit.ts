@@ -1,14 +1,37 @@
-/**
- * Fixed-window counters in memory, keyed by string (an IP, an account). Small and enough for one
- * control plane; several control planes each count separately.
- */
-export class RateLimiter {
-  private windows = new Map<string, { count: number; resetAt: number }>();
-  private sweep: NodeJS.Timeout;
+import { isIPv4, isIPv6 } from 'node:net';
+import { LRUCache } from 'lru-cache';
 
-  constructor(private readonly max: number, private readonly windowMs: number, private readonly now: () => number = Date.now) {
-    this.sweep = setInterval(() => this.prune(), Math.max(windowMs, 1000));
-    this.sweep.unref();
+/**
+ * Login and signup throttling, in memory (one control plane counts alone; several each count
+ * separately). Memory is bounded: every table is an LRU with a fixed number of keys, so a flood
+ * of distinct addresses or accounts evicts the oldest entries instead of growing the heap.
+ */
+
+/** Keys every table holds at most, unless configured. */
+export const DEFAULT_MAX_KEYS = 10_000;
+
+/**
+ * The source address a limit applies to: IPv4 as is (also when IPv4-mapped, `::ffff:1.2.3.4`),
+ * IPv6 by its /64 — one host usually owns a whole /64, so counting single IPv6 addresses would
+ * give it 2^64 fresh counters.
+ */
+export function addressKey(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1];
+  if (isIPv4(ip) || !isIPv6(ip)) return ip;
+  const [head, tail = ''] = ip.toLowerCase().split('%')[0].split('::');
+  const h = head ? head.split(':') : [];
+  const t = ip.includes('::') && tail ? tail.split(':') : [];
+  const groups = ip.includes('::') ? [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t] : h;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
+/** Fixed-window counters keyed by string (an address): `max` per `windowMs`. */
+export class RateLimiter {
+  private windows: LRUCache<string, { count: number; resetAt: number }>;
+
+  constructor(private readonly max: number, private readonly windowMs: number, private readonly now: () => number = Date.now, maxKeys = DEFAULT_MAX_KEYS) {
+    this.windows = new LRUCache({ max: maxKeys });
   }
 
   /** Seconds until `key` may try again, or 0 when it is under the limit. Does not count. */
@@ -26,16 +49,102 @@ export class RateLimiter {
     else w.count++;
   }
 
+  /** Take back one hit (a login that turned out to be right is not an attack). */
+  unhit(key: string): void {
+    const w = this.windows.get(key);
+    if (w && w.count > 0) w.count--;
+  }
+
   reset(key: string): void {
     this.windows.delete(key);
   }
 
-  close(): void {
-    clearInterval(this.sweep);
+  get size(): number {
+    return this.windows.size;
   }
 
-  private prune(): void {
+  close(): void {
+    this.windows.clear();
+  }
+}
+
+export interface LoginThrottleOptions {
+  /** Failures per (account, address) answered without delay (default 5). */
+  freeFailures: number;
+  /** First delay once they are used up; it doubles with every further failure (default 1 s). */
+  baseDelayMs: number;
+  /** Longest delay (default 15 min). */
+  maxDelayMs: number;
+  /** A count is forgotten this long after its delay has passed without a new failure (default 15 min). */
+  forgetAfterMs: number;
+  /** (account, address) pairs remembered at most (LRU; default 10 000). */
+  maxKeys: number;
+}
+
+interface Failures { count: number; lastAt: number }
+
+/**
+ * Failed logins per (account, source address), with growing delays: after `freeFailures`
+ * failures the next attempt must wait `baseDelayMs`, then twice that after each further failure,
+ * up to `maxDelayMs`. A success forgets the pair, and so does a quiet `forgetAfterMs`. Keyed by
+ * the pair, not the account alone, so an attacker hammering an account from one address slows
+ * down only that address: the owner logs in from another one meanwhile.
+ *
+ * `check` and `fail` run in the same tick before the (slow) password check: parallel attempts
+ * cannot all slip through; a success then calls `succeed`.
+ */
+export class LoginThrottle {
+  private failures: LRUCache<string, Failures>;
+
+  constructor(private readonly opts: LoginThrottleOptions, private readonly now: () => number = Date.now) {
+    this.failures = new LRUCache({ max: Math.max(1, opts.maxKeys) });
+  }
+
+  private key(account: string, address: string): string {
+    return `${addressKey(address)}\n${account}`;
+  }
+
+  /** Delay owed after `count` failures. */
+  delayMs(count: number): number {
+    if (count < this.opts.freeFailures) return 0;
+    const steps = count - this.opts.freeFailures;
+    return Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** Math.min(steps, 40));
+  }
+
+  private live(k: string, t: number): Failures | undefined {
+    const f = this.failures.get(k);
+    if (f && t - f.lastAt > this.delayMs(f.count) + this.opts.forgetAfterMs) {
+      this.failures.delete(k);
+      return undefined;
+    }
+    return f;
+  }
+
+  /** Milliseconds this pair must still wait, 0 when it may try now. Does not count. */
+  check(account: string, address: string): number {
     const t = this.now();
-    for (const [k, w] of this.windows) if (w.resetAt <= t) this.windows.delete(k);
+    const f = this.live(this.key(account, address), t);
+    if (!f) return 0;
+    return Math.max(0, f.lastAt + this.delayMs(f.count) - t);
+  }
+
+  /** Count one failed (or, until `succeed`, pending) attempt. */
+  fail(account: string, address: string): void {
+    const t = this.now();
+    const k = this.key(account, address);
+    const f = this.live(k, t);
+    this.failures.set(k, { count: (f?.count ?? 0) + 1, lastAt: t });
+  }
+
+  succeed(account: string, address: string): void {
+    this.failures.delete(this.key(account, address));
+  }
+
+  get size(): number {
+    return this.failures.size;
+  }
+
+  close(): void {
+    this.failures.clear();
   }
 }

@@ -224,7 +224,7 @@ describe('accounts', () => {
     expect((await api.withToken(forged).get('/api/auth/me')).status).toBe(401);
   });
 
-  it('rate limits login per account with 429 and Retry-After; success is still blocked until the window ends', async () => {
+  it('throttles login per account (from one address) with 429 and Retry-After; a success from there waits for the delay too', async () => {
     await api.signup('carol@example.com', 'carol-password');
     for (let i = 0; i < 3; i++) expect((await api.post('/api/auth/login', { email: 'carol@example.com', password: 'wrong-wrong' })).status).toBe(401);
     const limited = await api.post('/api/auth/login', { email: 'Carol@example.com', password: 'carol-password' });

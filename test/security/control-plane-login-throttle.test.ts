@@ -1,0 +1,173 @@
+import { request } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { LoginThrottle, RateLimiter, addressKey } from '../../control-plane/auth/rate-limit.js';
+import { createUser } from '../../control-plane/auth/users.js';
+import { Api } from '../helpers/api.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/**
+ * Login throttling slows an attacker without locking the owner out: failures are counted per
+ * (account, source address) with growing delays (429 + Retry-After), forgotten after a success
+ * or a quiet window, in bounded memory; a per-address limit across accounts stops credential
+ * stuffing from one address. The owner's correct password from another address always works.
+ *
+ * Source addresses: the control plane listens on 127.0.0.1 and the tests connect from other
+ * loopback addresses (127.0.0.0/8 is all loopback on Linux), so `req.ip` differs per "client".
+ */
+let pg: TestPostgres;
+const stops: (() => Promise<void>)[] = [];
+
+async function start(loginRateLimit: NonNullable<Parameters<typeof startControlPlane>[0]>['loginRateLimit']): Promise<ControlPlane> {
+  const d = await tempDir();
+  const cp = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', loginRateLimit });
+  stops.push(async () => { await cp.close(); await d.cleanup(); });
+  return cp;
+}
+
+interface LoginResult { status: number; retryAfter: number | undefined; body: any }
+
+/** POST /api/auth/login from a given local (source) address. */
+function loginFrom(cp: ControlPlane, from: string, email: string, password: string): Promise<LoginResult> {
+  const url = new URL(cp.url);
+  const payload = JSON.stringify({ email, password });
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path: '/api/auth/login', method: 'POST', localAddress: from, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), connection: 'close' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        const ra = res.headers['retry-after'];
+        resolve({ status: res.statusCode ?? 0, retryAfter: ra === undefined ? undefined : Number(ra), body: text ? JSON.parse(text) : undefined });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  pg = await startTestPostgres();
+});
+
+afterAll(async () => {
+  for (const s of stops) await s().catch(() => {});
+  await pg?.stop();
+});
+
+describe('per (account, address) backoff', () => {
+  let cp: ControlPlane;
+  const OWNER = 'owner@example.com';
+  const PASSWORD = 'owner-password-1';
+
+  beforeAll(async () => {
+    cp = await start({ perAccountMax: 3, backoffBaseMs: 1000, backoffMaxMs: 2000, perAccountWindowMs: 60_000, perIpMax: 1000 });
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+  });
+
+  it('an attacker is slowed with growing delays while the owner logs in from another address', async () => {
+    const attacker = '127.0.0.2';
+    for (let i = 0; i < 3; i++) expect((await loginFrom(cp, attacker, OWNER, 'guess-' + i)).status).toBe(401);
+    let r = await loginFrom(cp, attacker, OWNER, 'guess-x');
+    expect(r.status).toBe(429);
+    expect(r.retryAfter).toBe(1);
+    expect(r.body.error).toEqual({ code: 'too_many_requests', message: expect.stringMatching(/failed logins.*retry in 1s/), requestId: expect.any(String) });
+    // throttled attempts are refused before the password is checked: even the right one, from there
+    expect((await loginFrom(cp, attacker, OWNER, PASSWORD)).status).toBe(429);
+    // the owner, elsewhere, is not locked out (and the email's case does not matter)
+    const owner = await loginFrom(cp, '127.0.0.3', 'Owner@Example.com', PASSWORD);
+    expect(owner.status).toBe(200);
+    expect(owner.body.token).toEqual(expect.any(String));
+
+    // the wait doubles with every further failure, up to the cap
+    await sleep(1100);
+    expect((await loginFrom(cp, attacker, OWNER, 'guess-4')).status).toBe(401);
+    r = await loginFrom(cp, attacker, OWNER, 'guess-5');
+    expect([r.status, r.retryAfter]).toEqual([429, 2]);
+    await sleep(2100);
+    expect((await loginFrom(cp, attacker, OWNER, 'guess-6')).status).toBe(401);
+    r = await loginFrom(cp, attacker, OWNER, 'guess-7');
+    expect([r.status, r.retryAfter]).toEqual([429, 2]); // capped at backoffMaxMs
+
+    // still nothing for the owner's other address
+    expect((await loginFrom(cp, '127.0.0.3', OWNER, PASSWORD)).status).toBe(200);
+  });
+
+  it('a success forgets the failures of that address', async () => {
+    const from = '127.0.0.4';
+    for (let i = 0; i < 2; i++) expect((await loginFrom(cp, from, OWNER, 'typo-' + i)).status).toBe(401);
+    expect((await loginFrom(cp, from, OWNER, PASSWORD)).status).toBe(200);
+    // counted afresh: three more free failures before the first delay
+    for (let i = 0; i < 3; i++) expect((await loginFrom(cp, from, OWNER, 'typo-again-' + i)).status).toBe(401);
+    expect((await loginFrom(cp, from, OWNER, PASSWORD)).status).toBe(429);
+  });
+
+  it('parallel guesses from one address cannot slip past the free failures', async () => {
+    const codes = await Promise.all(Array.from({ length: 12 }, (_, i) => loginFrom(cp, '127.0.0.5', OWNER, 'parallel-' + i).then((r) => r.status)));
+    expect(codes.filter((c) => c === 401).length).toBe(3);
+    expect(codes.filter((c) => c === 429).length).toBe(9);
+    expect((await loginFrom(cp, '127.0.0.6', OWNER, PASSWORD)).status).toBe(200);
+  });
+
+  it('unknown accounts are throttled the same way (no account enumeration by timing of 429s)', async () => {
+    for (let i = 0; i < 3; i++) expect((await loginFrom(cp, '127.0.0.7', 'nobody@example.com', 'x-' + i)).status).toBe(401);
+    expect((await loginFrom(cp, '127.0.0.7', 'nobody@example.com', 'x')).status).toBe(429);
+  });
+});
+
+describe('forgotten after a quiet window', () => {
+  it('failures older than the window (past their delay) no longer count', async () => {
+    const cp = await start({ perAccountMax: 2, backoffBaseMs: 200, backoffMaxMs: 200, perAccountWindowMs: 300, perIpMax: 1000 });
+    await new Api(cp.url).signup('quiet@example.com', 'quiet-password');
+    for (let i = 0; i < 2; i++) expect((await loginFrom(cp, '127.0.0.8', 'quiet@example.com', 'no-' + i)).status).toBe(401);
+    expect((await loginFrom(cp, '127.0.0.8', 'quiet@example.com', 'no')).status).toBe(429);
+    await sleep(600); // 200 ms delay + 300 ms window
+    // two free failures again, then the first (short) delay
+    for (let i = 0; i < 2; i++) expect((await loginFrom(cp, '127.0.0.8', 'quiet@example.com', 'later-' + i)).status).toBe(401);
+    expect((await loginFrom(cp, '127.0.0.8', 'quiet@example.com', 'later')).status).toBe(429);
+  });
+});
+
+describe('per address across accounts (credential stuffing)', () => {
+  it('one address trying many accounts is stopped; the owners elsewhere are not', async () => {
+    const cp = await start({ perIpMax: 4, perIpWindowMs: 60_000, perAccountMax: 5 });
+    // (signups share the per-address budget on their own counter: create the accounts directly)
+    for (let i = 0; i < 6; i++) await createUser(cp.db, `victim${i}@example.com`, `victim-password-${i}`, null);
+    const stuffer = '127.0.0.9';
+    const codes: number[] = [];
+    for (let i = 0; i < 6; i++) codes.push((await loginFrom(cp, stuffer, `victim${i}@example.com`, 'leaked-elsewhere')).status);
+    expect(codes).toEqual([401, 401, 401, 401, 429, 429]);
+    const r = await loginFrom(cp, stuffer, 'victim5@example.com', 'victim-password-5');
+    expect(r.status).toBe(429);
+    expect(r.retryAfter).toBeGreaterThan(0);
+    for (let i = 0; i < 6; i++) expect((await loginFrom(cp, '127.0.0.10', `victim${i}@example.com`, `victim-password-${i}`)).status).toBe(200);
+    // successes do not use up an address's budget
+    for (let i = 0; i < 6; i++) expect((await loginFrom(cp, '127.0.0.11', `victim${i}@example.com`, `victim-password-${i}`)).status).toBe(200);
+  });
+});
+
+describe('bounded memory and address keys (units)', () => {
+  it('the throttle and the per-address counters keep at most maxKeys entries', () => {
+    const th = new LoginThrottle({ freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 60_000, forgetAfterMs: 60_000, maxKeys: 100 });
+    const rl = new RateLimiter(30, 60_000, Date.now, 100);
+    for (let i = 0; i < 10_000; i++) { th.fail(`user${i}@example.com`, `10.0.${i >> 8}.${i & 255}`); rl.hit(`10.0.${i >> 8}.${i & 255}`); }
+    expect(th.size).toBeLessThanOrEqual(100);
+    expect(rl.size).toBeLessThanOrEqual(100);
+  });
+
+  it('delays grow exponentially from the base up to the cap', () => {
+    const th = new LoginThrottle({ freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 15 * 60_000, forgetAfterMs: 60_000, maxKeys: 10 });
+    expect([0, 4, 5, 6, 7, 10, 20, 1000].map((n) => th.delayMs(n))).toEqual([0, 0, 1000, 2000, 4000, 32_000, 15 * 60_000, 15 * 60_000]);
+  });
+
+  it('IPv6 clients are counted by /64, IPv4-mapped addresses as IPv4', () => {
+    expect(addressKey('2001:db8:1:2:aaaa::1')).toBe(addressKey('2001:db8:1:2:bbbb:cccc:dddd:eeee'));
+    expect(addressKey('2001:db8:1:2::1')).not.toBe(addressKey('2001:db8:1:3::1'));
+    expect(addressKey('::ffff:192.0.2.1')).toBe('192.0.2.1');
+    expect(addressKey('192.0.2.1')).toBe('192.0.2.1');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+  });
+});
