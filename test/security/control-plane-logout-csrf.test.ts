@@ -36,13 +36,14 @@ const me = (cookie: string) => api.req('GET', '/api/auth/me', { headers: { cooki
 describe('logout needs the same origin when authenticated by the cookie', () => {
   it('a foreign Origin or a cross-site / same-site Sec-Fetch-Site is 403 and the session survives', async () => {
     const { cookie } = await login();
-    for (const h of [
+    const foreign: Record<string, string>[] = [
       { origin: 'http://evil.example.net' },
       { origin: 'http://evil.apps.example.com' },
       { origin: 'null' },
       { 'sec-fetch-site': 'cross-site' },
       { 'sec-fetch-site': 'same-site', origin: 'http://sibling.localhost' },
-    ]) {
+    ];
+    for (const h of foreign) {
       const r = await logout({ cookie, ...h });
       expect(r.status, JSON.stringify(h)).toBe(403);
       expect(r.body).toEqual({ error: { code: 'csrf_rejected', message: expect.any(String), requestId: expect.any(String) } });
