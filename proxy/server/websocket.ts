@@ -195,14 +195,15 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       let upstream: UpstreamSocket;
       // From here the endpoint may hold the breaker's single HALF_OPEN probe: every path releases it.
       ep.breaker.acquire(now);
+      handshakes.set(handshakeId, handshake);
       try {
         upstream = new UpstreamSocket(url, {
           protocols: subprotocols!.length > 0 ? subprotocols! : undefined,
           headers,
           dispatcher: upstreamDispatcher,
         });
-        handshakes.set(handshakeId, handshake);
       } catch (e) {
+        handshakes.delete(handshakeId);
         ep.breaker.onNeutral();
         route.stats.byClass[5]++;
         route.stats.errors++;
