@@ -18,6 +18,7 @@ import authPlugin from './auth/plugin.js';
 import { DEFAULT_USER, seedDefaultUser } from './auth/users.js';
 import imagesPlugin from './images/plugin.js';
 import { BuildQueue } from './images/build-queue.js';
+import { verifyBuildSources } from './images/build-check.js';
 import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
@@ -74,11 +75,12 @@ export async function startControlPlane(
   }
 
   const metrics = createMetrics(() => db);
-  const runtime = createRuntime({ dockerHost: config.dockerHost, log });
+  const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork } });
   const events = new EventRelay(db, log);
   const builds = new BuildQueue({
     db, runtime, events, metrics, log, dataDir: config.dataDir,
     concurrency: config.buildConcurrency, maxLogBytes: config.maxBuildLogBytes, timeoutMs: config.buildTimeoutMs,
+    verify: (img, ctx) => verifyBuildSources(runtime, img.user_id, ctx),
   });
 
   let draining = false;
@@ -107,6 +109,9 @@ export async function startControlPlane(
   await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
   for (const p of opts.plugins ?? []) await app.register(p);
 
+  // the berth networks (no inter-container traffic); builds and containers ensure them again, so a
+  // daemon that is away now only delays this
+  runtime.ensureNetworks().catch((e) => log.warn({ err: (e as Error).message }, 'could not set up the berth Docker networks yet; builds and containers will retry'));
   try {
     await builds.recover();
     events.start();

@@ -73,6 +73,14 @@ export interface ControlPlaneOptions {
   kafkaBrokers?: string[];
   /** Consul agent address host:port or URL (default: CONSUL_HTTP_ADDR). */
   consulAddr?: string;
+  /** Per-user quotas: images kept (409 past it), containers that should run (409), builds queued or running at once (429). Defaults 100 / 20 / 4. */
+  quotas?: { images?: number; containers?: number; builds?: number };
+  /** Container hardening: PID limit (default 512) and the memory limit of images that set none (bytes; default 512 MiB). */
+  containerPidsLimit?: number;
+  containerMemoryDefaultBytes?: number;
+  /** Docker networks (created at start, bridge, inter-container traffic disabled) for app containers and build steps (defaults berth-apps / berth-builds). */
+  appNetwork?: string;
+  buildNetwork?: string;
 }
 
 export interface ResolvedConfig {
@@ -109,6 +117,11 @@ export interface ResolvedConfig {
   routeDebounceMs: number;
   kafkaBrokers: string[];
   consulAddr: string | undefined;
+  quotas: { images: number; containers: number; builds: number };
+  containerPidsLimit: number;
+  containerMemoryDefaultBytes: number;
+  appNetwork: string;
+  buildNetwork: string;
 }
 
 export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
@@ -164,5 +177,22 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     routeDebounceMs: o.routeDebounceMs ?? 50,
     kafkaBrokers: o.kafkaBrokers ?? (process.env.KAFKA_BROKERS ? process.env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : []),
     consulAddr: o.consulAddr ?? (process.env.CONSUL_HTTP_ADDR || undefined),
+    quotas: {
+      images: Math.max(1, o.quotas?.images ?? 100),
+      containers: Math.max(1, o.quotas?.containers ?? 20),
+      builds: Math.max(1, o.quotas?.builds ?? 4),
+    },
+    containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
+    containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
+    appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
+    buildNetwork: networkName(o.buildNetwork ?? 'berth-builds', 'build network'),
   };
+}
+
+/** Docker network names: letters, digits, `_`, `.`, `-`; never one of Docker's own (bridge, host, none). */
+function networkName(name: string, what: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name) || ['bridge', 'host', 'none', 'default'].includes(name)) {
+    throw new UsageError(`${what} "${name}" is not a valid name for a berth-managed Docker network`);
+  }
+  return name;
 }

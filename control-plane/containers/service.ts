@@ -117,6 +117,7 @@ export class ContainerService {
    */
   async create(userId: number, imageId: number, count: number, opts: { cap?: boolean; provision?: boolean } = {}): Promise<ContainerRow[]> {
     const { img, rows } = await withTransaction(this.d.db, async (tx) => {
+      const room = await this.containerRoom(tx, userId);
       const { rows: [img] } = await tx.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [imageId, userId]);
       if (!img) throw notFound('image');
       if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}, not ready: containers can only run built images`, 'image_not_ready');
@@ -124,11 +125,18 @@ export class ContainerService {
       let want = count;
       if (opts.provision) {
         if (img.min_instances_provisioned) return { img, rows: [] as ContainerRow[] };
+        // min_instances past the user's container quota: as many as fit (the rest is logged)
         want = Math.max(0, Math.min(img.min_instances, img.max_instances) - n);
+        if (want > room) this.log.warn({ userId, imageId: img.id, wanted: want, quota: this.d.config.quotas.containers }, 'min_instances capped by the per-user container quota');
+        want = Math.min(want, room);
         await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);
       } else if (n + count > img.max_instances) {
         if (!opts.cap) throw conflict(`image ${img.id} has ${n} of max_instances ${img.max_instances} containers; ${count} more would pass it`, 'max_instances_exceeded');
         want = Math.max(0, img.max_instances - n);
+      }
+      if (!opts.provision && want > room) {
+        if (!opts.cap) throw this.quotaError(room);
+        want = room;
       }
       const out: ContainerRow[] = [];
       for (let i = 0; i < want; i++) {
@@ -153,6 +161,22 @@ export class ContainerService {
     return fresh;
   }
 
+  /**
+   * How many more containers the user may have that should run (per-user quota). Locks the user
+   * row (FOR NO KEY UPDATE) for the caller's transaction, so concurrent creates and starts of
+   * one user are counted one after the other.
+   */
+  private async containerRoom(tx: DbClient, userId: number): Promise<number> {
+    await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [userId]);
+    const { rows: [{ n }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE user_id = $1 AND desired = 'running'`, [userId]);
+    return Math.max(0, this.d.config.quotas.containers - n);
+  }
+
+  private quotaError(room: number): ApiError {
+    const max = this.d.config.quotas.containers;
+    return conflict(`you have ${max - room} running container(s) of the ${max} allowed; stop or delete some first`, 'container_quota_exceeded');
+  }
+
   /** Delete the rows of a create that Docker refused entirely (container.deleted each), one transaction. */
   private async discard(ids: number[], img: ImageRow, reason: string): Promise<void> {
     await withTransaction(this.d.db, async (tx) => {
@@ -170,9 +194,11 @@ export class ContainerService {
     let dockerId: string | null = null;
     try {
       dockerId = await this.d.runtime.create({
-        name: c.name!, image: img.docker_image, labels: this.labels(c, img),
+        // the image id recorded by the build, never a tag (a name resolves to whatever carries it now)
+        name: c.name!, image: img.docker_image_id ?? img.docker_image, labels: this.labels(c, img),
         env: { PORT: String(img.container_port) }, containerPort: img.container_port, publishHost: this.d.config.publishHost,
-        cpus: img.cpu_limit, memoryBytes: img.memory_limit_bytes,
+        cpus: img.cpu_limit, memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes,
+        pidsLimit: this.d.config.containerPidsLimit,
       });
       await this.d.db.query('UPDATE containers SET docker_id = $2, updated_at = now() WHERE id = $1', [c.id, dockerId]);
       await this.d.runtime.start(dockerId);
@@ -276,9 +302,14 @@ export class ContainerService {
       }
       const img = await imageOf(this.d.db, c);
       if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}`, 'image_not_ready');
-      await this.d.db.query(`UPDATE containers SET desired = 'running', status = 'creating', status_reason = NULL, updated_at = now() WHERE id = $1`, [c.id]);
+      await withTransaction(this.d.db, async (tx) => {
+        if (c.desired !== 'running' && (await this.containerRoom(tx, userId)) < 1) throw this.quotaError(0);
+        await tx.query(`UPDATE containers SET desired = 'running', status = 'creating', status_reason = NULL, updated_at = now() WHERE id = $1`, [c.id]);
+      });
       try {
-        if (c.docker_id && (await this.d.runtime.inspect(c.docker_id))) {
+        // a container made before berth isolated containers (another network) is made afresh
+        const prev = c.docker_id ? await this.d.runtime.inspect(c.docker_id) : null;
+        if (c.docker_id && prev && prev.network === this.d.runtime.network) {
           try {
             await this.d.runtime.start(c.docker_id);
             return await this.markStarted(c.id, c.docker_id, img);
@@ -287,6 +318,8 @@ export class ContainerService {
             // the old container cannot run again (port taken, exited at once...): make a new one
             await this.d.runtime.remove(c.docker_id).catch(() => {});
           }
+        } else if (c.docker_id && prev) {
+          await this.d.runtime.remove(c.docker_id);
         }
         const fresh = await this.renew(c, img);
         return await this.launch(fresh, img);

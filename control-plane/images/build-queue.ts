@@ -22,6 +22,11 @@ export interface BuildQueueOptions {
   concurrency: number;
   maxLogBytes: number;
   timeoutMs: number;
+  /**
+   * Runs before each build with the build context in place; throwing fails the build with that
+   * reason (app.ts: the Dockerfile policy and the ownership of every image the build reads).
+   */
+  verify?: (img: ImageRow, contextDir: string) => Promise<void>;
   /** Attempts and first backoff for database bookkeeping on transient errors (defaults 6 / 250 ms). */
   dbAttempts?: number;
   dbRetryBaseMs?: number;
@@ -159,6 +164,7 @@ export class BuildQueue {
       let reason: string | null = null;
       let dockerId: string | null = null;
       try {
+        await this.o.verify?.(img, contextDir(this.o.dataDir, img.user_id, img.id));
         const res = await this.o.runtime.buildImage({
           contextDir: contextDir(this.o.dataDir, img.user_id, img.id),
           tag: img.docker_image,

@@ -1,3 +1,5 @@
+import { ApiError } from '../http/errors.js';
+
 /**
  * What a tenant's Dockerfile may do (DESIGN.md "Security model": builds may not fetch URLs through
  * the daemon nor name another user's images). The Docker daemon runs every build with the host's
@@ -505,4 +507,14 @@ export function checkDockerfile(text: string, userId: number): PolicyResult {
     for (const i of c.images) images.add(i);
   }
   return { images: [...images] };
+}
+
+/** The upload check: a refused Dockerfile is a 400 `dockerfile_refused` naming the line. */
+export function checkDockerfilePolicy(text: string, userId: number): PolicyResult {
+  try {
+    return checkDockerfile(text, userId);
+  } catch (e) {
+    if (e instanceof DockerfilePolicyError) throw new ApiError(400, 'dockerfile_refused', e.message);
+    throw e;
+  }
 }

@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { startSse } from '../http/sse.js';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -12,6 +12,9 @@ import { BuildQueue, buildDir, contextDir } from './build-queue.js';
 import { parseImageFields } from './fields.js';
 import { dockerRef, getImage, hostnameTaken, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
 import { receiveUpload } from './upload.js';
+import { checkUploadQuota } from './quotas.js';
+import { privateDir } from './private-dir.js';
+import { checkDockerfilePolicy } from './dockerfile-policy.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
 
 // ids are bigint in Postgres but JS numbers here: past 2^53 they are not exact (and 1e20 is not a bigint literal)
@@ -28,6 +31,7 @@ declare module 'fastify' {
 export default async function imagesPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
   await sweepLeftovers(app);
+  for (const d of ['uploads', 'builds']) await privateDir(join(cfg.dataDir, d));
   await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: 4096, parts: 22 } });
 
   // Live `?follow=1` log streams: a hijacked response only ends with its build, so app.close()
@@ -49,9 +53,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     const upload = await receiveUpload(req, join(cfg.dataDir, 'uploads'), cfg.maxUploadBytes);
     const staging = join(cfg.dataDir, 'builds', String(userId), `.staging-${randomUUID()}`);
     try {
+      await privateDir(join(cfg.dataDir, 'builds', String(userId)));
       const fields = parseImageFields(upload.fields);
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
       if (await hostnameTaken(app.db, fields.app_hostname)) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
+      await checkUploadQuota(app.db, userId, cfg.quotas);
       try {
         await extractArchive(upload.file, join(staging, 'context'), { maxEntries: cfg.maxArchiveEntries, maxBytes: cfg.maxArchiveBytes });
       } catch (e) {
@@ -60,15 +66,18 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       }
       const df = await lstat(join(staging, 'context', 'Dockerfile')).catch(() => undefined);
       if (!df?.isFile()) throw new ApiError(400, 'dockerfile_missing', 'the archive has no Dockerfile at its root (a regular file named exactly "Dockerfile")');
+      if (df.size > 1024 * 1024) throw new ApiError(400, 'dockerfile_refused', 'the Dockerfile is larger than 1 MiB');
+      checkDockerfilePolicy(await readFile(join(staging, 'context', 'Dockerfile'), 'utf8'), userId);
       await upload.cleanup();
 
       const { rows: [{ id }] } = await app.db.query<{ id: number }>(`SELECT nextval('images_id_seq')::bigint AS id`);
       const final = buildDir(cfg.dataDir, userId, id);
-      await mkdir(final, { recursive: true });
+      await mkdir(final, { recursive: true, mode: 0o700 });
       await rename(join(staging, 'context'), contextDir(cfg.dataDir, userId, id));
       let img: ImageRow;
       try {
         img = await withTransaction(app.db, async (c) => {
+          await checkUploadQuota(c, userId, cfg.quotas, true);
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path)

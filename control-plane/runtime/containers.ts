@@ -31,7 +31,20 @@ export interface CreateContainerOptions {
   /** CPUs (0.5 = half a core). */
   cpus?: number | null;
   memoryBytes?: number | null;
+  /** PID limit (fork bombs stop there). */
+  pidsLimit: number;
 }
+
+/**
+ * Capabilities an app container keeps; every other one (Docker's defaults include NET_RAW,
+ * MKNOD, SYS_CHROOT, SETFCAP, SETPCAP, FOWNER, FSETID, DAC_OVERRIDE, AUDIT_WRITE) is dropped.
+ * What an ordinary web server needs: bind a port below 1024, start as root and switch to its own
+ * user (SETUID/SETGID), chown its cache and temp dirs, and signal its own workers after the
+ * switch (KILL; also lets docker-init forward SIGTERM to them). Root in the container no longer
+ * bypasses file permissions (DAC_OVERRIDE): an app running as root writes only where the modes
+ * allow.
+ */
+export const CONTAINER_CAPABILITIES = ['CHOWN', 'SETUID', 'SETGID', 'NET_BIND_SERVICE', 'KILL'] as const;
 
 export interface ContainerState {
   dockerId: string;
@@ -45,6 +58,8 @@ export interface ContainerState {
   ip: string | null;
   labels: Record<string, string>;
   startedAt: string | null;
+  /** Docker network mode (the berth app network for containers berth made since it isolates them) */
+  network: string | null;
 }
 
 export interface ManagedContainer {
@@ -67,6 +82,8 @@ export interface DockerEvent {
 }
 
 export interface ContainerRuntime {
+  /** The network app containers run on. */
+  readonly network: string;
   create(o: CreateContainerOptions): Promise<string>;
   start(dockerId: string): Promise<void>;
   /** SIGTERM, then SIGKILL after `timeoutSec`. Stopping a stopped container is fine. */
@@ -111,12 +128,26 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
   };
 
   async function create(o: CreateContainerOptions): Promise<string> {
+    try {
+      await runtime.ensureNetworks();
+    } catch (e) {
+      if (e instanceof DockerUnavailableError) throw e;
+      throw new ContainerRuntimeError(`could not set up Docker network ${runtime.networks.app}: ${dockerMessage(e)}`, status(e));
+    }
     const portKey = `${o.containerPort}/tcp`;
     const hostConfig: Docker.HostConfig = {
       PortBindings: { [portKey]: [{ HostIp: o.publishHost, HostPort: o.hostPort ? String(o.hostPort) : '' }] },
       RestartPolicy: { Name: 'no' },
       // docker-init as PID 1 forwards SIGTERM to the app, so apps that install no handler still stop gracefully
       Init: true,
+      // Tenant isolation: a bridge without inter-container traffic (the proxy and the health checks
+      // reach the app from the host, through the published port or the container address)...
+      NetworkMode: runtime.networks.app,
+      // ...and a container that cannot gain privileges, with few capabilities and bounded PIDs
+      SecurityOpt: ['no-new-privileges:true'],
+      CapDrop: ['ALL'],
+      CapAdd: [...CONTAINER_CAPABILITIES],
+      PidsLimit: o.pidsLimit,
     };
     if (o.cpus) hostConfig.NanoCpus = Math.round(o.cpus * 1e9);
     if (o.memoryBytes) { hostConfig.Memory = o.memoryBytes; hostConfig.MemorySwap = o.memoryBytes; }
@@ -202,6 +233,7 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
       ip: ip || null,
       labels: info.Config.Labels ?? {},
       startedAt: info.State.StartedAt ?? null,
+      network: info.HostConfig?.NetworkMode ?? null,
     };
   }
 
@@ -261,5 +293,5 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     };
   }
 
-  return { create, start, stop, remove, inspect, listByLabel, watchEvents };
+  return { network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents };
 }

@@ -27,6 +27,23 @@ export interface BuildImageOptions {
   signal?: AbortSignal;
 }
 
+/** What a build needs to know about an image it reads (FROM, COPY --from). */
+export interface ImageInfo {
+  id: string;
+  repoTags: string[];
+  labels: Record<string, string>;
+}
+
+/** The option that turns inter-container traffic off on a bridge network. */
+export const ICC_OPTION = 'com.docker.network.bridge.enable_icc';
+
+export interface BerthNetworks {
+  /** app containers */
+  app: string;
+  /** build steps (RUN) */
+  build: string;
+}
+
 export interface Runtime {
   readonly docker: Docker;
   /** Human-readable daemon address, for messages. */
@@ -37,6 +54,15 @@ export interface Runtime {
   buildImage(opts: BuildImageOptions): Promise<{ imageId: string }>;
   /** Remove an image by reference; a missing image is not an error. */
   removeImage(ref: string): Promise<void>;
+  /** An image's id, tags and labels, or null when the daemon has no such image. */
+  inspectImage(ref: string): Promise<ImageInfo | null>;
+  /** Names of the berth networks. */
+  readonly networks: BerthNetworks;
+  /**
+   * Create the berth networks when missing (bridge, inter-container traffic disabled), once per
+   * process; a network of that name with other settings is an error. Retried after a failure.
+   */
+  ensureNetworks(): Promise<void>;
 }
 
 export function dockerOptions(dockerHost: string | undefined): { opts: Docker.DockerOptions | undefined; endpoint: string } {
@@ -48,7 +74,8 @@ export function dockerOptions(dockerHost: string | undefined): { opts: Docker.Do
   return { opts: { host: u.hostname, port: Number(u.port || 2375), protocol: u.protocol === 'https:' ? 'https' : 'http' }, endpoint: h };
 }
 
-export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number }): Runtime {
+export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks }): Runtime {
+  const networks = opts.networks ?? { app: 'berth-apps', build: 'berth-builds' };
   const { opts: dopts, endpoint } = dockerOptions(opts.dockerHost);
   const docker = new Docker(dopts);
   const log = opts.log.child({ component: 'runtime' });
@@ -77,8 +104,52 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     }
   }
 
+  let networksReady: Promise<void> | undefined;
+  function ensureNetworks(): Promise<void> {
+    networksReady ??= (async () => {
+      await ping();
+      for (const name of new Set([networks.app, networks.build])) await ensureNetwork(name);
+    })().catch((e) => { networksReady = undefined; throw e; });
+    return networksReady;
+  }
+
+  async function ensureNetwork(name: string): Promise<void> {
+    const check = (info: Docker.NetworkInspectInfo) => {
+      if (info.Driver !== 'bridge' || info.Options?.[ICC_OPTION] !== 'false') {
+        throw new Error(`Docker network "${name}" exists but is not a bridge network with ${ICC_OPTION}=false; remove it (docker network rm ${name}) or configure another name`);
+      }
+    };
+    const inspect = () => retrying('inspect network', () => docker.getNetwork(name).inspect() as Promise<Docker.NetworkInspectInfo>);
+    try {
+      return check(await inspect());
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 404) throw e;
+    }
+    try {
+      await retrying('create network', () => docker.createNetwork({
+        Name: name, Driver: 'bridge', CheckDuplicate: true, Options: { [ICC_OPTION]: 'false' }, Labels: { 'berth.managed': 'true' },
+      }));
+      log.info({ network: name }, 'created Docker network (inter-container traffic disabled)');
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 409) throw e; // created concurrently by another control plane
+    }
+    check(await inspect());
+  }
+
+  async function inspectImage(ref: string): Promise<ImageInfo | null> {
+    try {
+      const info = await retrying('inspect image', () => docker.getImage(ref).inspect());
+      return { id: info.Id, repoTags: info.RepoTags ?? [], labels: info.Config?.Labels ?? {} };
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return null;
+      if (isTransientDockerError(e)) throw new DockerUnavailableError(`Docker daemon unreachable at ${endpoint}: ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
     await ping();
+    await ensureNetworks();
     let pack: tarStream.Pack | undefined;
     try {
       return await build(b, () => { pack?.destroy(); return (pack = packDirectory(b.contextDir)); }); // a retry packs afresh
@@ -96,6 +167,8 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         rm: true,
         forcerm: true,
         pull: false,
+        // RUN steps on a berth network: no traffic to app containers (another bridge) or to other builds (icc off)
+        networkmode: networks.build,
         abortSignal: b.signal,
       } as Docker.ImageBuildOptions), b.signal)) as Readable;
     let imageId: string | undefined;
@@ -144,7 +217,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     }
   }
 
-  return { docker, endpoint, ping, buildImage, removeImage };
+  return { docker, endpoint, ping, buildImage, removeImage, inspectImage, networks, ensureNetworks };
 }
 
 /**
@@ -162,7 +235,10 @@ export function packDirectory(root: string): tarStream.Pack {
       const abs = join(root, r);
       const st = await lstat(abs);
       if (pack.destroyed) return;
-      const header = { name: r, mode: st.mode & 0o7777, mtime: st.mtime, uid: 0, gid: 0 };
+      // Contexts are stored readable by berth only (0700 / 0600 / 0700 with the executable bit):
+      // the image gets the usual modes, 0755 for directories and executables, 0644 for other files.
+      const mode = st.isDirectory() || (st.isFile() && st.mode & 0o100) ? 0o755 : st.isSymbolicLink() ? 0o777 : 0o644;
+      const header = { name: r, mode, mtime: st.mtime, uid: 0, gid: 0 };
       if (st.isDirectory()) {
         pack.entry({ ...header, type: 'directory' });
         await walk(r);

@@ -29,6 +29,8 @@ beforeAll(async () => {
   cp = await startControlPlane({
     port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false,
     dockerHost: 'unix:///nonexistent/docker.sock', maxUploadBytes: 64 * 1024, maxArchiveEntries: 100, maxArchiveBytes: 256 * 1024,
+    // uploads here outpace the failing builds; the per-user build quota has its own test (test/security/tenant-quotas.test.ts)
+    quotas: { builds: 100 },
   });
   api = new Api(cp.url);
   alice = await api.signup('alice@example.com');

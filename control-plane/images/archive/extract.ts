@@ -72,7 +72,8 @@ class Writer {
   async file(name: string, rel: string, data: Readable, mode: number): Promise<void> {
     const abs = await this.target(name, rel);
     // O_EXCL: never write through a symlink planted at this name.
-    const out = createWriteStream(abs, { flags: 'wx', mode: mode & 0o111 ? 0o755 : 0o644 });
+    // readable by berth only; the executable bit is kept and becomes 0755 / 0644 in the image (packDirectory)
+    const out = createWriteStream(abs, { flags: 'wx', mode: mode & 0o111 ? 0o700 : 0o600 });
     await pipeline(data, this.budget.counter(name), out);
   }
 
@@ -105,7 +106,7 @@ export async function extractArchive(file: string, dest: string, limits: Archive
   const format = await detectFormat(file);
   const release = await extractions.acquire();
   try {
-    await mkdir(dest, { recursive: true });
+    await mkdir(dest, { recursive: true, mode: 0o700 });
     const writer = new Writer(dest, await realpath(dest), new Budget(limits));
     if (format === 'zip') await extractZip(file, writer);
     else await extractTar(file, format === 'tar.gz', writer);

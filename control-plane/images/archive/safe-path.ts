@@ -46,7 +46,7 @@ export async function ensureDir(root: string, realRoot: string, rel: string, ent
     let st;
     try { st = await lstat(cur); } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      await mkdir(cur);
+      await mkdir(cur, { mode: 0o700 }); // readable by berth only (the image gets 0755: packDirectory)
       continue;
     }
     if (st.isSymbolicLink()) {

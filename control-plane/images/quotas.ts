@@ -1,0 +1,20 @@
+import type { Queryable } from '../db/pool.js';
+import { ApiError, conflict } from '../http/errors.js';
+
+/**
+ * Per-user upload quotas: images kept (409 `image_quota_exceeded`) and builds queued or running
+ * at once (429 `too_many_builds`). Inside a transaction, `lock` serialises the check with the
+ * user's other uploads (FOR NO KEY UPDATE: foreign-key checks on the user row are not blocked),
+ * so two uploads at once cannot both take the last slot.
+ */
+export async function checkUploadQuota(q: Queryable, userId: number, quotas: { images: number; builds: number }, lock = false): Promise<void> {
+  if (lock) await q.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [userId]);
+  const { rows: [r] } = await q.query<{ images: number; building: number }>(
+    `SELECT count(*)::int AS images, count(*) FILTER (WHERE status = 'building')::int AS building FROM images WHERE user_id = $1`, [userId]);
+  if (r.building >= quotas.builds) {
+    throw new ApiError(429, 'too_many_builds', `you have ${r.building} build(s) queued or running, the most allowed at once (${quotas.builds}); upload again when one has finished`, { 'retry-after': '10' });
+  }
+  if (r.images >= quotas.images) {
+    throw conflict(`you have ${r.images} images, the most allowed (${quotas.images}); delete one first`, 'image_quota_exceeded');
+  }
+}
