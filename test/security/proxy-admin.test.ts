@@ -66,7 +66,8 @@ describe('admin listener: writes', () => {
 
   it('refuses requests carrying Origin or a cross-site Sec-Fetch-Site, token or not', async () => {
     const auth = { authorization: `Bearer ${adminToken(p)}`, 'content-type': 'application/json' };
-    for (const h of [{ origin: 'http://evil.example' }, { origin: 'null' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }]) {
+    const variants: Array<Record<string, string>> = [{ origin: 'http://evil.example' }, { origin: 'null' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }];
+    for (const h of variants) {
       const r = await admin('/routes', { method: 'PUT', headers: { ...auth, ...h }, body: newTable });
       expect(r.status, JSON.stringify(h)).toBe(403);
       const read = await admin('/routes', { headers: h });
