@@ -111,7 +111,7 @@ await describeWithDocker("builds cannot read another user's image", () => {
     await t?.close();
     if (cluster) await removeClusterContainers(cluster);
     await docker.getImage(alias).remove().catch(() => {});
-    for (const ref of refs) await docker.getImage(ref).remove({ force: true }).catch(() => {});
+    for (const ref of [...refs].reverse()) await docker.getImage(ref).remove({ force: true }).catch(() => {}); // children first
     await removeNetworks([nets.appNetwork, nets.buildNetwork]);
   });
 
