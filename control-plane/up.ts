@@ -5,6 +5,8 @@ import { createLogger } from '../shared/logging.js';
 import { startProxy, type ProxyHandle } from '../proxy/proxy.js';
 import { DEFAULT_USER } from './auth/users.js';
 import { startControlPlane, type ControlPlane } from './app.js';
+import { TENANT_SPECS, tenantOptions } from './cli.js';
+import type { ControlPlaneOptions } from './config.js';
 
 const SPECS: OptionSpec[] = [
   { name: 'api-listen', env: 'BERTH_API_LISTEN', default: '127.0.0.1:3000', help: 'HOST:PORT of the control-plane API' },
@@ -14,6 +16,7 @@ const SPECS: OptionSpec[] = [
   { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
   { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'proxy ↔ control-plane token (default: generated for this run)' },
+  ...TENANT_SPECS,
 ];
 
 const DESCRIPTION = `Runs the control plane and one proxy together, wired with a generated proxy token: sign in,
@@ -32,6 +35,8 @@ export interface UpHandle {
 export async function up(o: {
   apiListen: string; proxyListen: string; adminListen: string; dataDir: string;
   databaseUrl?: string; dockerHost?: string; proxyToken?: string; quiet?: boolean;
+  /** quotas, container limits, networks (TENANT_SPECS) */
+  tenant?: Partial<ControlPlaneOptions>;
 }): Promise<UpHandle> {
   const api = parseListen(o.apiListen, 'api-listen');
   const px = parseListen(o.proxyListen, 'proxy-listen');
@@ -39,7 +44,7 @@ export async function up(o: {
   const token = o.proxyToken || `bpt_${randomBytes(24).toString('base64url')}`;
   const cp = await startControlPlane({
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
-    proxyToken: token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet,
+    proxyToken: token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
   });
   let proxy: ProxyHandle;
   try {
@@ -74,7 +79,7 @@ export async function run(argv: string[]): Promise<void> {
   const o = resolveOptions(args, SPECS);
   const h = await up({
     apiListen: o['api-listen']!, proxyListen: o['proxy-listen']!, adminListen: o['admin-listen']!, dataDir: o['data-dir']!,
-    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'],
+    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'], tenant: tenantOptions(o),
   });
   const dockerOk = await h.cp.runtime.ping().then(() => 'ok', (e: Error) => `NOT REACHABLE (${e.message}) — builds and containers will fail until it is`);
   const creds = h.cp.config.production ? '(production mode: no default user; sign up with POST /api/auth/signup)' : `${DEFAULT_USER.email} / ${DEFAULT_USER.password} (created on first start when there are no users)`;
