@@ -59,9 +59,12 @@ export async function resolveAdminAuth(given: string | undefined, dataDir: strin
   if (!/^[A-Za-z0-9_-]{32,}$/.test(token)) {
     token = `bat_${randomBytes(24).toString('base64url')}`;
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    // tighten an existing file before the secret goes into it; 'wx'-then-rename is not needed
+    // as the directory is the operator's own
+    await chmod(file, 0o600).catch(() => {});
     await writeFile(file, token + '\n', { mode: 0o600 });
-    await chmod(file, 0o600);
   }
+  await chmod(file, 0o600);
   log.info({ file }, 'admin writes (PUT /routes) need the bearer token stored in this file');
   return { token, protectReads: false };
 }

@@ -70,7 +70,7 @@ function collectHeader(name: string, raw: string): void {
   }
   switch (c) {
     case R_PASS: ex.headers.push(name, value); return;
-    case R_CONNECTION: ex.connection = value; return;
+    case R_CONNECTION: ex.connection = ex.connection === '' ? value : ex.connection + ',' + value; return;
     case R_TE:
       if (ex.chunkedIn || !validTransferEncoding(value)) ex.refuse('bad_transfer_encoding');
       ex.chunkedIn = true;
@@ -84,8 +84,14 @@ function collectHeader(name: string, raw: string): void {
     case R_XFF: ex.xff = value; return;
     case R_VIA: ex.via = value; return;
     case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
-    case R_COOKIE: ex.hasCookie = true; ex.headers.push(name, value); return;
-    case R_AE: ex.acceptEncoding = value; ex.headers.push(name, value); return;
+    case R_COOKIE: ex.noStore = true; ex.headers.push(name, value); return;
+    case R_AE:
+      // the fallback key holds one Accept-Encoding; a repeated one is not worth keying
+      if (ex.aeSeen) ex.noStore = true;
+      ex.aeSeen = true;
+      ex.acceptEncoding = value;
+      ex.headers.push(name, value);
+      return;
   }
 }
 
@@ -142,8 +148,27 @@ class BodyStream extends Readable {
   override _read(): void {
     if (this.paused) {
       this.paused = false;
-      if (!this.ex.aborted) this.ex.res.resume();
+      // the response may be over (the upstream answered before reading the upload): then the
+      // uWS response object must not be touched again
+      if (!this.ex.aborted && !this.ex.resDone) this.ex.res.resume();
     }
+  }
+
+  /** A request body chunk from uWS (valid only during this call: copied once). */
+  onChunk(ab: ArrayBuffer, isLast: boolean): void {
+    const ex = this.ex;
+    // Body bytes keep arriving after the proxy answered (error, early upstream response):
+    // nothing may touch the finished response, and nothing is left to forward them to.
+    if (ex.aborted || ex.resDone || this.destroyed) return;
+    if (ab.byteLength > 0) {
+      const copy = Buffer.allocUnsafe(ab.byteLength);
+      copy.set(new Uint8Array(ab));
+      if (!this.push(copy) && !isLast) {
+        this.paused = true;
+        ex.res.pause();
+      }
+    }
+    if (isLast) this.push(null);
   }
 }
 
@@ -156,7 +181,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
   xff = '';
   via = '';
   hasAuth = false;
-  hasCookie = false;
+  /** the answer must not be kept for fallback (the request had Cookie, or a repeated Accept-Encoding) */
+  noStore = false;
+  aeSeen = false;
   acceptEncoding = '';
   hostHeaders = 0;
   /** set by admission: the request is answered 400 instead of forwarded */
@@ -265,7 +292,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.resumeUpstream = resume;
     if (this.aborted) return false;
     this.rawHeaders = rawHeaders;
-    let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth && !this.hasCookie;
+    let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth && !this.noStore && this.route.cache.config.enabled;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const c = classifyName(rawHeaders[i]);
       if (c === H_PASS) continue;
@@ -276,7 +303,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         const toks = connectionTokens(rawHeaders[i + 1].toString('latin1'));
         if (toks.length > 0) this.dropNames = toks;
       } else if (c === H_TRANSFER_ENCODING) this.contentLength = -1;
-      else if (c === H_VARY) {
+      else if (c === H_VARY && cacheable) {
         const v = varyCacheable(rawHeaders[i + 1].toString('latin1'));
         if (v === 0) cacheable = false;
         else if (v === 2) this.varyEncoding = true;
@@ -462,7 +489,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.backpressured = true;
     if (!this.writableHooked) {
       this.writableHooked = true;
-      this.res.onWritable((offset) => this.onWritable(offset));
+      this.res.onWritable((offset) => {
+        try {
+          return this.onWritable(offset);
+        } catch (e) {
+          internalError(null, e as Error);
+          return true;
+        }
+      });
     }
   }
 
@@ -588,7 +622,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     s.inflight--;
     globalStats.inflight--;
     s.byClass[(status / 100) | 0]++;
-    if (this.reason !== '' && this.reason !== 'fallback') s.errors++;
+    // proxy errors: 5xx it generated, truncations; a client's 400 is counted as refused, not here
+    if (this.reason !== '' && this.reason !== 'fallback' && (status < 400 || status >= 500)) s.errors++;
     const log = runtime.accessLog;
     if (log !== null && log.sample()) {
       log.write(this.requestId, this.method, this.host, this.path, status, this.route.id,
@@ -617,8 +652,9 @@ export function handleRequest(res: HttpResponse, req: HttpRequest): void {
 }
 
 let internalErrors = 0;
-function internalError(res: HttpResponse, e: Error): void {
+function internalError(res: HttpResponse | null, e: Error): void {
   if (++internalErrors <= 10 || internalErrors % 1000 === 0) process.stderr.write(`berth proxy: internal error #${internalErrors}: ${e.stack}\n`);
+  if (res === null) return;
   try {
     sendError(res, 500, 'internal_error', newRequestId(), 'the proxy failed to handle this request');
   } catch { /* response already gone */ }
@@ -687,20 +723,22 @@ function route(res: HttpResponse, req: HttpRequest): void {
   route.stats.requests++;
   route.stats.inflight++;
   globalStats.inflight++;
-  res.onAborted(() => ex.onClientAborted());
+  res.onAborted(() => {
+    try {
+      ex.onClientAborted();
+    } catch (e) {
+      internalError(null, e as Error);
+    }
+  });
   if (ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0')) {
     const body = new BodyStream(ex);
     ex.body = body;
     res.onData((ab, isLast) => {
-      if (ab.byteLength > 0) {
-        const copy = Buffer.allocUnsafe(ab.byteLength);
-        copy.set(new Uint8Array(ab));
-        if (!body.push(copy) && !isLast) {
-          body.paused = true;
-          res.pause();
-        }
+      try {
+        body.onChunk(ab, isLast);
+      } catch (e) {
+        internalError(null, e as Error);
       }
-      if (isLast) body.push(null);
     });
   }
   ex.attempt();

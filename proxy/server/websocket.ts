@@ -12,6 +12,7 @@ import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
+import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
 import { forwardableTarget, forwardableValue, validHost, type Refusal } from './admission.js';
 import { refuse, runtime, sendError } from './exchange.js';
 import { readTarget, target as requestTarget } from './target.js';
@@ -36,7 +37,7 @@ interface Link {
 const SKIP = new Set([
   'host', 'connection', 'upgrade', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'content-length',
   'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol',
-  'x-forwarded-host', 'x-forwarded-proto', 'x-request-id',
+  'x-forwarded-host', 'x-forwarded-proto', 'x-request-id', 'expect',
 ]);
 
 /** Close codes an endpoint may send (1005/1006/1015 are reserved for reporting). */
@@ -58,7 +59,12 @@ const HOST_CARRIER = 'x-berth-upstream-host';
 const HANDSHAKE_CARRIER = 'x-berth-handshake';
 const handshakes = new Map<string, Handshake>();
 let handshakeSeq = 0;
-interface Handshake { status: number }
+interface Handshake {
+  /** HTTP status the upstream answered the upgrade with (0: none) */
+  status: number;
+  /** why the handshake failed before any response, as undici said */
+  error: UpstreamError | null;
+}
 
 type Handler = Dispatcher.DispatchHandler;
 /** Delegates to undici's handler, noting the status of a response that is not an upgrade. */
@@ -75,7 +81,10 @@ class StatusSpy implements Handler {
   }
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void { this.inner.onResponseData?.(c, chunk); }
   onResponseEnd(c: Dispatcher.DispatchController, trailers: never): void { this.inner.onResponseEnd?.(c, trailers); }
-  onResponseError(c: Dispatcher.DispatchController, err: Error): void { this.inner.onResponseError?.(c, err); }
+  onResponseError(c: Dispatcher.DispatchController, err: Error): void {
+    if (this.hs.error === null) this.hs.error = err;
+    this.inner.onResponseError?.(c, err);
+  }
 }
 
 const upstreamDispatcher: Dispatcher = new Agent().compose((dispatch) => (opts, handler) => {
@@ -188,10 +197,11 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       headers['x-request-id'] = requestId;
       headers[HOST_CARRIER] = rawHost;
       const handshakeId = String(++handshakeSeq);
-      const handshake: Handshake = { status: 0 };
+      const handshake: Handshake = { status: 0, error: null };
       headers[HANDSHAKE_CARRIER] = handshakeId;
 
-      const url = `ws://${ep.address}${target}`;
+      // the URL parser percent-encodes non-ASCII itself: give it the decoded string, not the bytes
+      const url = `ws://${ep.address}${query ? `${path}?${query}` : path}`;
       let upstream: UpstreamSocket;
       // From here the endpoint may hold the breaker's single HALF_OPEN probe: every path releases it.
       ep.breaker.acquire(now);
@@ -250,13 +260,15 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
         handshakes.delete(handshakeId);
         if (!opened) {
           const answered = handshake.status;
-          if (answered !== 0 || aborted) {
-            // the upstream is up and said no (404, 426…), or the client gave up: not the endpoint's failure
-            ep.breaker.onNeutral();
-          } else {
-            // could not connect, or the connection failed before any response
+          const err = handshake.error;
+          // Only the endpoint's own failures count (could not connect, reset, timeout, malformed
+          // answer). An upstream that said no (404, 426…), a request undici refused to send, or a
+          // client that gave up are neutral.
+          if (answered === 0 && !aborted && (err === null || judgeBeforeHeaders(err, 'GET').fault === FAULT_ENDPOINT)) {
             ep.failures++;
             ep.breaker.onFailure(Date.now());
+          } else {
+            ep.breaker.onNeutral();
           }
           release(link);
           if (!aborted) {

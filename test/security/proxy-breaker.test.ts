@@ -4,7 +4,7 @@
  * never count against the endpoint. Every case sends more bad requests than the breaker's
  * threshold, then checks the app still answers.
  */
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
@@ -117,11 +117,53 @@ describe('client-caused errors never open the breaker', () => {
     await stillUp();
   });
 
+  it('a WebSocket upgrade the upstream client refuses to send (Expect: 100-continue) does not count', async () => {
+    for (let i = 0; i < 5; i++) {
+      await rawHttp(p.port, head(['GET /ws HTTP/1.1', 'Host: app.test', 'Upgrade: websocket', 'Connection: Upgrade',
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13', 'Expect: 100-continue']), 1000, 1);
+    }
+    await stillUp();
+  });
+
   it('a WebSocket with duplicate subprotocols is a 400, and leaves no probe slot held', async () => {
     const r = await rawHttp(p.port, head(['GET /ws HTTP/1.1', 'Host: app.test', 'Upgrade: websocket', 'Connection: Upgrade',
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Protocol: a, a']), 1500, 1);
     expect(r.statuses[0]).toBe(400);
     await stillUp();
+  });
+});
+
+describe('no client can crash the proxy', () => {
+  it('body bytes that arrive after the proxy answered (dead endpoint, breaker open, no endpoints) are dropped', async () => {
+    const dead = await startUpstream('dead');
+    const deadAddr = dead.address;
+    await dead.close();
+    const tbl = table([route('app', ['app.test'], [up.address], BREAKER), route('dead', ['dead.test'], [deadAddr], { circuitBreaker: { consecutiveFailures: 1, openMs: 60_000 } }),
+      route('empty', ['empty.test'], [])], 5);
+    expect((await putRoutes(p, tbl)).status).toBe(200);
+    try {
+      for (const host of ['dead.test', 'dead.test', 'empty.test', 'app.test']) {
+        const data = host === 'app.test'
+          // the upstream client refuses this request (DEL in a header value) after the proxy read its head
+          ? head(['POST / HTTP/1.1', `Host: ${host}`, 'Content-Length: 100000', 'X-A: a\x7fb'])
+          : head(['POST / HTTP/1.1', `Host: ${host}`, 'Content-Length: 100000']);
+        const r = await new Promise<string>((resolve) => {
+          const s = connect(p.port, '127.0.0.1');
+          let out = '';
+          s.on('data', (c: Buffer) => (out += c.toString('latin1')));
+          s.on('error', () => {});
+          s.write(data + 'x'.repeat(1000));
+          setTimeout(() => s.write('y'.repeat(60_000)), 150);
+          setTimeout(() => s.write('z'.repeat(39_000)), 300);
+          setTimeout(() => { s.destroy(); resolve(out); }, 600);
+        });
+        expect(r).toMatch(/^HTTP\/1\.1 (400|502|503) /);
+        expect(p.proc.exitCode, p.logs()).toBeNull();
+      }
+      expect((await get(p, 'app.test')).status).toBe(200);
+    } finally {
+      await putRoutes(p, table([route('app', ['app.test'], [up.address], BREAKER)], 6));
+    }
   });
 });
 

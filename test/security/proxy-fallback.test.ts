@@ -5,6 +5,7 @@
  * part of the key).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawHttp } from '../helpers/raw-http.js';
 import { get, route, startProxy, startUpstream, table, type ProxyProc, type Upstream } from '../proxy/harness.js';
 
 let up: Upstream;
@@ -18,9 +19,9 @@ beforeAll(async () => {
     if (url === '/no-cache') h['cache-control'] = 'no-cache';
     if (url === '/vary-cookie') h.vary = 'Cookie';
     if (url === '/vary-star') h.vary = '*';
-    if (url === '/vary-ae') h.vary = 'Accept-Encoding';
+    if (url.startsWith('/vary-ae')) h.vary = 'Accept-Encoding';
     const who = req.headers.cookie ? `secret page of ${req.headers.cookie}` : 'public page';
-    const body = url === '/vary-ae' ? `encoded for ${req.headers['accept-encoding'] ?? 'identity'}` : who;
+    const body = url.startsWith('/vary-ae') ? `encoded for ${req.headers['accept-encoding'] ?? 'identity'}` : who;
     res.writeHead(200, h);
     res.end(body);
   });
@@ -45,6 +46,9 @@ describe('fallback cache: what is never kept', () => {
     expect((await get(p, 'app.test', '/vary-cookie')).status).toBe(200);
     expect((await get(p, 'app.test', '/vary-star')).status).toBe(200);
     expect((await get(p, 'app.test', '/vary-ae', { headers: { 'accept-encoding': 'gzip' } })).body).toBe('encoded for gzip');
+    // a repeated Accept-Encoding is not keyed: the answer is not kept
+    const twice = await rawHttp(p.port, 'GET /vary-ae?twice HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: gzip\r\nAccept-Encoding:\r\n\r\n', 1500, 1);
+    expect(twice.statuses).toEqual([200]);
     await new Promise((r) => setTimeout(r, 50));
 
     down = true;
@@ -64,6 +68,8 @@ describe('fallback cache: what is never kept', () => {
     expect(gz.body).toBe('encoded for gzip');
     expect(gz.headers.vary).toBe('Accept-Encoding');
     expect((await get(p, 'app.test', '/vary-ae')).status).toBe(503);
+    expect((await get(p, 'app.test', '/vary-ae?twice')).status).toBe(503);
+    expect((await get(p, 'app.test', '/vary-ae?twice', { headers: { 'accept-encoding': 'gzip' } })).status).toBe(503);
     expect((await get(p, 'app.test', '/vary-ae', { headers: { 'accept-encoding': 'br' } })).status).toBe(503);
   });
 });
