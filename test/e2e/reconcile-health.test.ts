@@ -149,8 +149,8 @@ await describeWithDocker('reconcile and health checks (real containers)', () => 
     expect(other.isLeader).toBe(false);
     // what Postgres does to a holder whose host vanished (once keepalives give up)
     await cp.db.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted`, [RECONCILE_LOCK_KEY]);
-    await waitFor('the other control plane to take the lock', async () => other.isLeader, 5000);
-    await waitFor('the first to notice it lost the lock', async () => !cp.app.platform.leader.isLeader, 5000);
+    await waitFor('the other control plane to take the lock', async () => other.isLeader, 15_000);
+    await waitFor('the first to notice it lost the lock', async () => !cp.app.platform.leader.isLeader, 15_000);
     await other.stop();
     await waitFor('the first to lead again', async () => cp.app.platform.leader.isLeader, 10_000);
   });
