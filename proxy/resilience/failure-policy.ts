@@ -6,7 +6,8 @@
  *
  * Endpoint faults: connect refused/reset/timeout, response-header timeout, a reset before the
  * response, a malformed response (llhttp parse error). Client faults: anything the upstream
- * client refused to send (invalid header bytes, body length mismatch). Protocol faults: a response
+ * client refused to send (the WebSocket path's undici: invalid header bytes, body length mismatch).
+ * Codes are berth's upstream client's (upstream/connection.ts) and undici's (WebSocket path). Protocol faults: a response
  * the upstream client cannot relay (an unsolicited 100 or 101); the app may have been provoked by
  * the request, so they are reported as 502 but not counted. Everything else is neutral.
  */
@@ -26,7 +27,7 @@ export interface Verdict {
   message: string;
 }
 
-const CONNECT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'UPSTREAM_CONNECT_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /** Errors that mean no byte reached the upstream: worth another endpoint. */
 export function isConnectError(code: string | undefined): boolean {
@@ -45,11 +46,11 @@ export interface UpstreamError {
 export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict {
   const code = err.code;
   if (isConnectError(code)) {
-    return code === 'UND_ERR_CONNECT_TIMEOUT'
+    return code === 'UPSTREAM_CONNECT_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT'
       ? { fault: FAULT_ENDPOINT, retry: true, status: 504, code: 'upstream_timeout', message: 'upstream did not accept the connection in time' }
       : { fault: FAULT_ENDPOINT, retry: true, status: 502, code: 'upstream_connect_failed', message: `could not connect to upstream (${code})` };
   }
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+  if (code === 'UPSTREAM_HEADERS_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') {
     return { fault: FAULT_ENDPOINT, retry: false, status: 504, code: 'upstream_timeout', message: 'upstream did not answer in time' };
   }
   if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') {
@@ -58,14 +59,17 @@ export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict 
   if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
     return { fault: FAULT_CLIENT, retry: false, status: 400, code: 'bad_request_body', message: 'request body length does not match Content-Length' };
   }
-  if (code === 'UND_ERR_SOCKET' && (err.message === 'bad response' || err.message === 'bad upgrade')) {
+  if (code === 'UPSTREAM_POOL_FULL') {
+    return { fault: FAULT_NEUTRAL, retry: false, status: 503, code: 'overloaded', message: err.message };
+  }
+  if (code === 'UPSTREAM_UNSOLICITED_1XX' || (code === 'UND_ERR_SOCKET' && (err.message === 'bad response' || err.message === 'bad upgrade'))) {
     // undici's words for a 1xx it did not ask for (100 without Expect, 101 without Upgrade)
     return { fault: FAULT_PROTOCOL, retry: false, status: 502, code: 'upstream_protocol_error', message: 'upstream sent an informational (1xx) response the proxy did not ask for' };
   }
   if (err.name === 'HTTPParserError' || (code !== undefined && code.startsWith('HPE_'))) {
     return { fault: FAULT_ENDPOINT, retry: false, status: 502, code: 'upstream_protocol_error', message: `upstream sent a malformed response: ${err.message}` };
   }
-  if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') {
+  if (code === 'UPSTREAM_CLOSED' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') {
     return { fault: FAULT_ENDPOINT, retry: IDEMPOTENT.has(method), status: 502, code: 'upstream_error', message: `upstream closed the connection (${code})` };
   }
   return { fault: FAULT_NEUTRAL, retry: false, status: 502, code: 'upstream_error', message: `upstream failed: ${code ?? err.message}` };
@@ -75,6 +79,6 @@ export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict 
 export function faultAfterHeaders(err: UpstreamError): Fault {
   const code = err.code;
   if (code === 'UND_ERR_ABORTED') return FAULT_NEUTRAL;
-  if (code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || err.name === 'HTTPParserError') return FAULT_ENDPOINT;
+  if (code === 'UPSTREAM_BODY_TIMEOUT' || code === 'UPSTREAM_CLOSED' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || err.name === 'HTTPParserError') return FAULT_ENDPOINT;
   return FAULT_NEUTRAL;
 }

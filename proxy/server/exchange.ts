@@ -1,17 +1,15 @@
 /**
  * The hot path: one client request forwarded to one upstream (plus at most `retries` extra
- * connect attempts). The Exchange object is itself the undici dispatch handler (legacy
- * callback API: raw header Buffers, boolean backpressure), so a request allocates the exchange,
- * its header array, the dispatch options and one abort closure — nothing per chunk.
+ * connect attempts). The Exchange object is itself the upstream connection's handler
+ * (upstream/connection.ts), so a request allocates the exchange, its header array, the request
+ * head string and one abort closure — nothing per chunk but the one copy of each body chunk.
  *
  * uWS rules respected here: every write outside a uWS callback is corked (module-level
  * trampolines, no closures), the response is never touched after onAborted or after it ended,
  * and request body chunks are copied exactly once.
  */
-import { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import type { Dispatcher } from 'undici';
 import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
@@ -19,6 +17,8 @@ import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
 import type { Route } from '../routing/route.js';
 import type { RouteTable } from '../routing/table.js';
 import type { Endpoint } from '../upstream/endpoint.js';
+import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../upstream/connection.js';
+import type { UpstreamPool } from '../upstream/pool.js';
 import type { AccessLog } from './access-log.js';
 import {
   FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders,
@@ -28,7 +28,7 @@ import {
 } from './admission.js';
 import {
   H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING, H_VARY,
-  classifyName, connectionTokens, forbidsStore, plainConnection, parseLength, statusLine, varyCacheable,
+  classifyHeader, connectionTokens, forbidsStore, parseLengthString, statusLine, varyCacheable,
 } from './headers.js';
 import { newRequestId } from './request-id.js';
 import { readTarget, target } from './target.js';
@@ -139,40 +139,13 @@ function flushHeads(): void {
   pendingHeads.length = 0;
 }
 
-/** Request body: uWS chunks copied once into a Readable with backpressure back to the socket. */
-class BodyStream extends Readable {
-  paused = false;
-  constructor(private readonly ex: Exchange) {
-    super({ highWaterMark: 64 * 1024 });
-  }
-  override _read(): void {
-    if (this.paused) {
-      this.paused = false;
-      // the response may be over (the upstream answered before reading the upload): then the
-      // uWS response object must not be touched again
-      if (!this.ex.aborted && !this.ex.resDone) this.ex.res.resume();
-    }
-  }
+/** Request body bytes held while the upstream connection is not ready yet (beyond: pause the client). */
+const BODY_QUEUE_MAX = 64 * 1024;
 
-  /** A request body chunk from uWS (valid only during this call: copied once). */
-  onChunk(ab: ArrayBuffer, isLast: boolean): void {
-    const ex = this.ex;
-    // Body bytes keep arriving after the proxy answered (error, early upstream response):
-    // nothing may touch the finished response, and nothing is left to forward them to.
-    if (ex.aborted || ex.resDone || this.destroyed) return;
-    if (ab.byteLength > 0) {
-      const copy = Buffer.allocUnsafe(ab.byteLength);
-      copy.set(new Uint8Array(ab));
-      if (!this.push(copy) && !isLast) {
-        this.paused = true;
-        ex.res.pause();
-      }
-    }
-    if (isLast) this.push(null);
-  }
-}
+/** Any byte outside ASCII: uWS would write a JS string as UTF-8, so such values go as Latin-1 bytes. */
+const NON_ASCII = /[^\x00-\x7f]/;
 
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements UpstreamHandler {
   // request
   readonly headers: string[] = [];
   connection = '';
@@ -188,7 +161,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
   hostHeaders = 0;
   /** set by admission: the request is answered 400 instead of forwarded */
   refusal: Refusal | null = null;
-  body: BodyStream | null = null;
+  /** the request has a body (Content-Length > 0 or chunked) */
+  hasBody = false;
+  /** body chunks that arrived before the connection was ready */
+  bodyQueue: Buffer[] | null = null;
+  bodyQueued = 0;
+  bodyEnded = false;
+  clientPaused = false;
+  upstreamHead = '';
+  headRequest = false;
+  conn: UpstreamConnection | null = null;
+  waitingOn: UpstreamPool | null = null;
   // progress
   aborted = false;
   resDone = false;
@@ -201,13 +184,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   attempts = 0;
   endpoint: Endpoint | null = null;
   failedEndpoint: Endpoint | null = null;
-  abortUpstream: ((err?: Error) => void) | null = null;
-  resumeUpstream: (() => void) | null = null;
   t0 = 0;
   // response
   status = 0;
   statusText = '';
-  rawHeaders: Buffer[] | null = null;
+  rawHeaders: string[] | null = null;
   contentLength = -1;
   noBody = false;
   dropNames: string[] | null = null;
@@ -227,7 +208,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     readonly path: string,
     readonly host: string,
     readonly requestId: string,
-  ) {}
+  ) {
+    this.headRequest = method === 'HEAD';
+  }
+
+  get headersTimeoutMs(): number { return this.route.headersTimeoutMs; }
+  get idleTimeoutMs(): number { return this.route.idleTimeoutMs; }
 
   // ---- dispatch --------------------------------------------------------------------------
 
@@ -263,48 +249,91 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private dispatch(ep: Endpoint): void {
-    ep.getPool().dispatch({
-      path: this.path,
-      method: this.method as Dispatcher.HttpMethod,
-      headers: this.headers,
-      body: this.body,
-      headersTimeout: this.route.headersTimeoutMs,
-      bodyTimeout: this.route.idleTimeoutMs,
-      // TLS SNI only; upstreams are plain HTTP. Setting it skips undici deriving it from the
-      // Host header (an IPv6 regex per request).
-      servername: 'berth-upstream',
-    } as Dispatcher.DispatchOptions, this);
+    const pool = ep.getPool();
+    this.waitingOn = pool;
+    pool.dispatch(this);
   }
 
-  onConnect(abort: (err?: Error) => void): void {
-    this.abortUpstream = abort;
-    if (this.aborted) abort(new Error('client aborted'));
+  onUpstreamStart(conn: UpstreamConnection): void {
+    this.waitingOn = null;
+    this.conn = conn;
+    if (this.aborted) {
+      conn.abort();
+      return;
+    }
+    if (!this.hasBody) return;
+    const q = this.bodyQueue;
+    if (q !== null) {
+      this.bodyQueue = null;
+      this.bodyQueued = 0;
+      let ok = true;
+      for (let i = 0; i < q.length; i++) ok = conn.writeBody(q[i], this.chunkedIn);
+      if (ok && this.clientPaused && !this.bodyEnded) this.resumeClient();
+    }
+    if (this.bodyEnded) conn.endBody(this.chunkedIn);
   }
 
-  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+  /** A request body chunk from uWS (valid only during this call: copied once). */
+  onChunk(ab: ArrayBuffer, isLast: boolean): void {
+    // Body bytes keep arriving after the proxy answered (error, early upstream response):
+    // nothing may touch the finished response, and nothing is left to forward them to.
+    if (this.aborted || this.resDone || this.upstreamDone) return;
+    const conn = this.conn;
+    if (ab.byteLength > 0) {
+      const copy = Buffer.allocUnsafe(ab.byteLength);
+      copy.set(new Uint8Array(ab));
+      if (conn !== null) {
+        if (!conn.writeBody(copy, this.chunkedIn) && !isLast) this.pauseClient();
+      } else {
+        (this.bodyQueue ??= []).push(copy);
+        this.bodyQueued += copy.length;
+        if (this.bodyQueued > BODY_QUEUE_MAX && !isLast) this.pauseClient();
+      }
+    }
+    if (isLast) {
+      this.bodyEnded = true;
+      if (conn !== null) conn.endBody(this.chunkedIn);
+    }
+  }
+
+  private pauseClient(): void {
+    if (this.clientPaused) return;
+    this.clientPaused = true;
+    this.res.pause();
+  }
+
+  private resumeClient(): void {
+    if (!this.clientPaused) return;
+    this.clientPaused = false;
+    if (!this.aborted && !this.resDone) this.res.resume();
+  }
+
+  onUpstreamDrain(): void {
+    this.resumeClient();
+  }
+
+  onUpstreamHead(status: number, statusText: string, rawHeaders: string[]): void {
     const ep = this.endpoint!;
     if (status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
     else ep.breaker.onSuccess();
-    if (status < 200) return true; // informational: wait for the final response
     this.gotHeaders = true;
     this.status = status;
     this.statusText = statusText;
-    this.resumeUpstream = resume;
-    if (this.aborted) return false;
+    if (this.aborted) return;
     this.rawHeaders = rawHeaders;
     let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth && !this.noStore && this.route.cache.config.enabled;
     for (let i = 0; i < rawHeaders.length; i += 2) {
-      const c = classifyName(rawHeaders[i]);
+      const c = classifyHeader(rawHeaders[i]);
       if (c === H_PASS) continue;
-      if (c === H_CONTENT_LENGTH) this.contentLength = parseLength(rawHeaders[i + 1]);
+      if (c === H_CONTENT_LENGTH) this.contentLength = parseLengthString(rawHeaders[i + 1]);
       else if (c === H_SET_COOKIE) cacheable = false;
-      else if (c === H_CACHE_CONTROL) { if (forbidsStore(rawHeaders[i + 1].toString('latin1'))) cacheable = false; }
-      else if (c === H_CONNECTION && !plainConnection(rawHeaders[i + 1])) {
-        const toks = connectionTokens(rawHeaders[i + 1].toString('latin1'));
+      else if (c === H_CACHE_CONTROL) { if (forbidsStore(rawHeaders[i + 1])) cacheable = false; }
+      else if (c === H_CONNECTION) {
+        const toks = connectionTokens(rawHeaders[i + 1]);
         if (toks.length > 0) this.dropNames = toks;
       } else if (c === H_TRANSFER_ENCODING) this.contentLength = -1;
       else if (c === H_VARY && cacheable) {
-        const v = varyCacheable(rawHeaders[i + 1].toString('latin1'));
+        const v = varyCacheable(rawHeaders[i + 1]);
         if (v === 0) cacheable = false;
         else if (v === 2) this.varyEncoding = true;
       }
@@ -321,10 +350,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       flushScheduled = true;
       setImmediate(flushHeads);
     }
-    return true;
   }
 
-  onData(chunk: Buffer): boolean {
+  onUpstreamData(chunk: Buffer): boolean {
     if (this.aborted || this.resDone) return !this.aborted;
     if (this.capture !== null) {
       this.captureBytes += chunk.length;
@@ -351,8 +379,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return !this.backpressured;
   }
 
-  onComplete(_trailers: unknown): void {
+  onUpstreamEnd(): void {
     this.upstreamDone = true;
+    this.conn = null;
     const ep = this.endpoint!;
     ep.inflight--;
     this.route.stats.observeLatency((performance.now() - this.t0) / 1000);
@@ -365,11 +394,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.res.cork(corkedComplete);
   }
 
-  onError(err: Error): void {
+  onUpstreamError(err: UpstreamError): void {
     const ep = this.endpoint;
     if (this.upstreamDone) return;
     this.upstreamDone = true;
-    this.abortUpstream = null;
+    this.conn = null;
+    this.waitingOn = null;
     if (this.aborted) {
       // the client went away: not the endpoint's failure, but a held probe slot must be released
       if (ep !== null) {
@@ -383,7 +413,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // Nothing sent to the client yet: retry elsewhere, fall back, or answer with an error.
       const v = judgeBeforeHeaders(err, this.method);
       if (ep !== null) this.charge(ep, v.fault);
-      if (v.retry && this.body === null && this.attempts <= this.route.retries && v.fault === FAULT_ENDPOINT) {
+      if (v.retry && !this.hasBody && this.attempts <= this.route.retries && v.fault === FAULT_ENDPOINT) {
         this.failedEndpoint = ep;
         this.route.stats.retries++;
         this.upstreamDone = false;
@@ -398,7 +428,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // Failure mid-body: the status line is gone; the only honest signal is closing the connection.
     if (ep !== null) this.charge(ep, faultAfterHeaders(err));
     this.destroyBody();
-    this.reason = (err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT' ? 'upstream_idle_timeout' : 'upstream_reset';
+    this.reason = err.code === 'UPSTREAM_BODY_TIMEOUT' ? 'upstream_idle_timeout' : 'upstream_reset';
     this.finish(this.status);
     if (!this.resDone) {
       this.resDone = true;
@@ -428,11 +458,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const drop = this.dropNames;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i];
-      const c = classifyName(name);
+      const c = classifyHeader(name);
       // hop-by-hop, content-length (uWS writes it), date, x-request-id
       if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      if (drop !== null && drop.includes(name.toString('latin1').toLowerCase())) continue;
-      res.writeHeader(name, raw[i + 1]);
+      if (drop !== null && drop.includes(name.toLowerCase())) continue;
+      const value = raw[i + 1];
+      res.writeHeader(name, NON_ASCII.test(value) ? Buffer.from(value, 'latin1') : value);
     }
     res.writeHeader('x-request-id', this.requestId);
     if (this.noBody) {
@@ -515,7 +546,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.pendingChunk = null;
     }
     this.backpressured = false;
-    if (!this.upstreamDone && this.resumeUpstream !== null) this.resumeUpstream();
+    if (!this.upstreamDone && this.conn !== null) this.conn.resume();
     return true;
   }
 
@@ -523,7 +554,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onClientAborted(): void {
     this.aborted = true;
-    if (this.abortUpstream !== null) this.abortUpstream(new Error('client aborted'));
+    if (!this.upstreamDone) {
+      const conn = this.conn;
+      const pool = this.waitingOn;
+      if (conn !== null) conn.abort();
+      else if (pool !== null) pool.cancel(this);
+      // the endpoint's books: a client that gave up is nobody's failure
+      this.onUpstreamError(Object.assign(new Error('client aborted'), { code: 'CLIENT_ABORTED' }) as UpstreamError);
+    }
     this.destroyBody();
     if (!this.finished) {
       this.reason = 'client_aborted';
@@ -542,9 +580,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const raw = this.rawHeaders!;
     const headers: string[] = [];
     for (let i = 0; i < raw.length; i += 2) {
-      const c = classifyName(raw[i]);
+      const c = classifyHeader(raw[i]);
       if (c !== H_PASS && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      headers.push(raw[i].toString('latin1'), raw[i + 1].toString('latin1'));
+      headers.push(raw[i], raw[i + 1]);
     }
     const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.captureBytes);
     const entry: CachedResponse = { headers, body, storedAt: Date.now() };
@@ -611,8 +649,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private destroyBody(): void {
-    const b = this.body;
-    if (b !== null && !b.destroyed) b.destroy();
+    this.bodyQueue = null;
+    this.bodyQueued = 0;
   }
 
   finish(status: number): void {
@@ -730,18 +768,29 @@ function route(res: HttpResponse, req: HttpRequest): void {
       internalError(null, e as Error);
     }
   });
-  if (ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0')) {
-    const body = new BodyStream(ex);
-    ex.body = body;
+  ex.hasBody = ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0');
+  ex.upstreamHead = requestHead(method, path, h, ex.chunkedIn);
+  if (ex.hasBody) {
     res.onData((ab, isLast) => {
       try {
-        body.onChunk(ab, isLast);
+        ex.onChunk(ab, isLast);
       } catch (e) {
         internalError(null, e as Error);
       }
     });
   }
   ex.attempt();
+}
+
+/**
+ * The request head as one Latin-1 string, sized once: request line, forwarded headers (already
+ * validated and rewritten), and the framing the proxy itself chose (chunked when the client's body
+ * was chunked; a Content-Length is among the headers otherwise).
+ */
+function requestHead(method: string, path: string, h: string[], chunked: boolean): string {
+  let head = method + ' ' + path + ' HTTP/1.1\r\n';
+  for (let i = 0; i < h.length; i += 2) head += h[i] + ': ' + h[i + 1] + '\r\n';
+  return chunked ? head + 'transfer-encoding: chunked\r\n\r\n' : head + '\r\n';
 }
 
 /** Answer a request admission refused (400), before any endpoint is picked. */

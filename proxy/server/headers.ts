@@ -56,6 +56,38 @@ export function classifyName(name: Buffer): number {
   return H_PASS;
 }
 
+/** Classify a response header name given as a string (llhttp hands them over as Latin-1 strings). */
+export function classifyHeader(name: string): number {
+  const len = name.length;
+  if (len > 6 && name.charCodeAt(5) === 0x2d && eqLowerString(name, PROXY_)) return H_DROP; // proxy-*
+  const cands = byLength[len];
+  if (cands === undefined) return H_PASS;
+  for (let i = 0; i < cands.length; i++) if (eqLowerString(name, cands[i][0])) return cands[i][1];
+  return H_PASS;
+}
+
+function eqLowerString(s: string, name: Uint8Array): boolean {
+  for (let i = 0; i < name.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== name[i]) return false;
+  }
+  return true;
+}
+
+/** Parse a non-negative decimal Content-Length; -1 when invalid. */
+export function parseLengthString(v: string): number {
+  const len = v.length;
+  if (len === 0 || len > 15) return -1;
+  let n = 0;
+  for (let i = 0; i < len; i++) {
+    const d = v.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
 /** Is a Connection value just "keep-alive" or "close" (the usual case: nothing else to drop)? */
 export function plainConnection(v: Buffer): boolean {
   return (v.length === 10 && (v[0] | 0x20) === 0x6b && v[4] === 0x2d) || (v.length === 5 && (v[0] | 0x20) === 0x63);

@@ -1,4 +1,4 @@
-import { Pool } from 'undici';
+import { UpstreamPool } from './pool.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 
 export interface PoolOptions {
@@ -9,12 +9,12 @@ export interface PoolOptions {
 
 /**
  * Runtime state of one upstream address, shared by every route table that names it:
- * the undici connection pool, the circuit breaker, in-flight and request counters.
+ * the connection pool (berth's own client, pool.ts), the circuit breaker, in-flight and request counters.
  * Keyed by address so pools and breaker state survive route-table swaps.
  */
 export class Endpoint {
   readonly origin: string;
-  pool: Pool | null = null;
+  pool: UpstreamPool | null = null;
   inflight = 0;
   requests = 0;
   failures = 0;
@@ -33,26 +33,19 @@ export class Endpoint {
     this.breaker.threshold = threshold;
     this.breaker.openMs = openMs;
     if (connectMs !== this.connectMs) {
-      // connect timeout is a pool property: new connections use a new pool; the old one drains.
+      // applies to connections opened from now on
       this.connectMs = connectMs;
-      const old = this.pool;
-      this.pool = null;
-      if (old) void old.close().catch(() => {});
+      if (this.pool !== null) this.pool.connectTimeoutMs = connectMs;
     }
   }
 
-  getPool(): Pool {
+  getPool(): UpstreamPool {
     let p = this.pool;
     if (p === null) {
-      p = new Pool(this.origin, {
+      p = new UpstreamPool(this.address, {
         connections: this.poolOpts.connections,
-        pipelining: 1,
-        keepAliveTimeout: this.poolOpts.keepAliveTimeoutMs,
-        keepAliveMaxTimeout: 600_000,
-        connectTimeout: this.connectMs,
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        strictContentLength: false,
+        keepAliveTimeoutMs: this.poolOpts.keepAliveTimeoutMs,
+        connectMs: this.connectMs,
       });
       this.pool = p;
     }

@@ -1,0 +1,281 @@
+/**
+ * One keep-alive HTTP/1.1 connection to an upstream, carrying one exchange at a time.
+ *
+ * Written by hand because it is the hot path and exists nowhere in the shape berth needs: the
+ * request head is one pre-built Latin-1 string (one write), the response is parsed in C++
+ * (llhttp consuming the socket, see llhttp.ts), body chunks go straight to the handler, and
+ * backpressure stops the socket's reads. No Request object, no queue of promises, no stream
+ * machinery on the response side; per request it allocates the head string and nothing else.
+ *
+ * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request.
+ */
+import { connect, type Socket } from 'node:net';
+import { ResponseParser, readStart, readStop, type ParserError, type ParserOwner } from './llhttp.js';
+import { clock, watch, unwatch } from './timers.js';
+
+/** What an exchange hears from its connection. */
+export interface UpstreamHandler {
+  /** The connection is ready and the head was written: request body chunks may follow. */
+  onUpstreamStart(conn: UpstreamConnection): void;
+  onUpstreamHead(status: number, statusText: string, headers: string[]): void;
+  /** false: stop reading until `conn.resume()` */
+  onUpstreamData(chunk: Buffer): boolean;
+  onUpstreamEnd(): void;
+  onUpstreamError(err: UpstreamError): void;
+  /** the request body can be written again after `writeBody` returned false */
+  onUpstreamDrain(): void;
+  /** the request head, built once: `GET /p HTTP/1.1\r\n…\r\n\r\n` */
+  readonly upstreamHead: string;
+  readonly headRequest: boolean;
+  readonly hasBody: boolean;
+  readonly headersTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+}
+
+/** Error codes of the upstream client (the failure policy judges them). */
+export const E_CONNECT_TIMEOUT = 'UPSTREAM_CONNECT_TIMEOUT';
+export const E_HEADERS_TIMEOUT = 'UPSTREAM_HEADERS_TIMEOUT';
+export const E_BODY_TIMEOUT = 'UPSTREAM_BODY_TIMEOUT';
+/** the connection closed before the response was complete */
+export const E_CLOSED = 'UPSTREAM_CLOSED';
+/** a 100 or 101 the proxy never asked for (it sends neither Expect nor Upgrade) */
+export const E_UNSOLICITED_1XX = 'UPSTREAM_UNSOLICITED_1XX';
+/** the pool's wait queue is full */
+export const E_POOL_FULL = 'UPSTREAM_POOL_FULL';
+
+export interface UpstreamError extends Error {
+  code: string;
+}
+
+export function upstreamError(code: string, message: string): UpstreamError {
+  const e = new Error(message) as UpstreamError;
+  e.code = code;
+  return e;
+}
+
+export interface ConnectionOwner {
+  readonly host: string;
+  readonly port: number;
+  connectTimeoutMs: number;
+  connected(c: UpstreamConnection): void;
+  connectFailed(c: UpstreamConnection, err: UpstreamError): void;
+  released(c: UpstreamConnection): void;
+  closed(c: UpstreamConnection): void;
+}
+
+const CONNECTING = 0, IDLE = 1, BUSY = 2, CLOSED = 3;
+
+export class UpstreamConnection implements ParserOwner {
+  private readonly socket: Socket;
+  private parser: ResponseParser | null = null;
+  handler: UpstreamHandler | null = null;
+  state = CONNECTING;
+  /** coarse-clock deadlines and marks, read by the sweep */
+  deadline = 0;
+  lastRead = 0;
+  idleSince = 0;
+  gotHead = false;
+  private informational = false;
+  private requestDone = false;
+  private reusable = true;
+  private paused = false;
+  private pendingError: Error | null = null;
+
+  constructor(private readonly owner: ConnectionOwner) {
+    watch(this);
+    this.deadline = clock.now + owner.connectTimeoutMs;
+    const s = connect({ host: owner.host, port: owner.port, noDelay: true });
+    this.socket = s;
+    s.on('connect', () => this.onConnect());
+    s.on('error', (e) => { this.pendingError = e; });
+    s.on('end', () => this.onEnd());
+    s.on('close', () => this.onClose());
+    s.on('drain', () => { if (this.handler !== null) this.handler.onUpstreamDrain(); });
+  }
+
+  private onConnect(): void {
+    if (this.state !== CONNECTING) return;
+    this.parser = new ResponseParser(this, this.socket);
+    this.state = IDLE;
+    unwatch(this);
+    this.owner.connected(this);
+  }
+
+  /** Send a request on this (idle) connection. */
+  start(h: UpstreamHandler): void {
+    this.handler = h;
+    this.state = BUSY;
+    this.gotHead = false;
+    this.informational = false;
+    this.paused = false;
+    this.requestDone = !h.hasBody;
+    watch(this);
+    this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
+    this.socket.write(h.upstreamHead, 'latin1');
+    h.onUpstreamStart(this);
+  }
+
+  /** A request body chunk; false when the socket's buffer is full (wait for onUpstreamDrain). */
+  writeBody(chunk: Buffer, chunked: boolean): boolean {
+    if (this.state !== BUSY) return true;
+    if (!chunked) return this.socket.write(chunk);
+    const s = this.socket;
+    s.cork();
+    s.write(chunk.length.toString(16) + '\r\n', 'latin1');
+    s.write(chunk);
+    const ok = s.write('\r\n', 'latin1');
+    s.uncork();
+    return ok;
+  }
+
+  /** The request body is complete. */
+  endBody(chunked: boolean): void {
+    if (this.state !== BUSY) return;
+    if (chunked) this.socket.write('0\r\n\r\n', 'latin1');
+    this.requestDone = true;
+    // the headers timeout runs from the end of the request
+    if (!this.gotHead && this.handler !== null && this.handler.headersTimeoutMs > 0) this.deadline = clock.now + this.handler.headersTimeoutMs;
+  }
+
+  /** Resume reading after onUpstreamData returned false. */
+  resume(): void {
+    if (!this.paused || this.state !== BUSY) return;
+    this.paused = false;
+    this.lastRead = clock.now;
+    readStart(this.socket);
+  }
+
+  /** The client went away (or the exchange gave up): the connection cannot be reused. */
+  abort(): void {
+    this.handler = null;
+    this.destroy();
+  }
+
+  // ---- parser callbacks ------------------------------------------------------------------
+
+  parsedHead(status: number, statusText: string, headers: string[], keepAlive: boolean): boolean {
+    const h = this.handler;
+    if (h === null) return true;
+    if (status < 200) {
+      if (status === 100 || status === 101) {
+        this.fail(upstreamError(E_UNSOLICITED_1XX, `upstream sent ${status} on a request that asked for neither Expect nor Upgrade`));
+        return true;
+      }
+      // 102 Processing, 103 Early Hints…: nothing to relay
+      this.informational = true;
+      return false;
+    }
+    this.gotHead = true;
+    this.lastRead = clock.now;
+    if (!keepAlive) this.reusable = false;
+    h.onUpstreamHead(status, statusText, headers);
+    return h.headRequest;
+  }
+
+  parsedBody(chunk: Buffer): void {
+    const h = this.handler;
+    if (h === null) return;
+    this.lastRead = clock.now;
+    if (!h.onUpstreamData(chunk) && !this.paused && this.state === BUSY) {
+      this.paused = true;
+      readStop(this.socket);
+    }
+  }
+
+  parsedEnd(): void {
+    if (this.informational) {
+      this.informational = false;
+      return;
+    }
+    const h = this.handler;
+    if (h === null) return;
+    this.handler = null;
+    unwatch(this);
+    // an upstream that answered before reading the whole request cannot be reused
+    const reuse = this.reusable && this.requestDone && !this.paused;
+    if (reuse) this.state = IDLE;
+    h.onUpstreamEnd();
+    if (reuse) {
+      this.idleSince = clock.now;
+      this.owner.released(this);
+    } else {
+      this.destroy();
+    }
+  }
+
+  parsedError(err: ParserError): void {
+    this.fail(err);
+  }
+
+  // ---- socket events ----------------------------------------------------------------------
+
+  private onEnd(): void {
+    // a response delimited by the end of the connection completes here
+    if (this.parser !== null && this.state === BUSY) {
+      const err = this.parser.finish();
+      if (err !== null) this.fail(err);
+    }
+    this.reusable = false;
+    if (this.state === IDLE) this.destroy();
+  }
+
+  private onClose(): void {
+    const wasConnecting = this.state === CONNECTING;
+    const h = this.handler;
+    this.handler = null;
+    this.state = CLOSED;
+    unwatch(this);
+    if (this.parser !== null) {
+      this.parser.close();
+      this.parser = null;
+    }
+    const cause = this.pendingError as (Error & { code?: string }) | null;
+    if (wasConnecting) {
+      const err = upstreamError(cause?.code ?? E_CLOSED, cause?.message ?? 'connection closed while connecting');
+      this.owner.connectFailed(this, err);
+      return;
+    }
+    if (h !== null) {
+      h.onUpstreamError(upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,
+        this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`));
+    }
+    this.owner.closed(this);
+  }
+
+  /** Timeouts, from the sweep. */
+  expire(now: number): void {
+    if (this.state === CONNECTING) {
+      if (now >= this.deadline) this.failConnect(upstreamError(E_CONNECT_TIMEOUT, 'upstream did not accept the connection in time'));
+      return;
+    }
+    if (this.state !== BUSY) return;
+    if (!this.gotHead) {
+      if (this.requestDone && this.deadline > 0 && now >= this.deadline) this.fail(upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time'));
+      return;
+    }
+    const idle = this.handler?.idleTimeoutMs ?? 0;
+    if (idle > 0 && !this.paused && now - this.lastRead >= idle) this.fail(upstreamError(E_BODY_TIMEOUT, 'upstream stalled in the middle of the body'));
+  }
+
+  private failConnect(err: UpstreamError): void {
+    this.pendingError = err;
+    this.socket.destroy();
+  }
+
+  private fail(err: Error): void {
+    const h = this.handler;
+    this.handler = null;
+    this.destroy();
+    if (h !== null) h.onUpstreamError(err as UpstreamError);
+  }
+
+  destroy(): void {
+    if (this.state === CLOSED) return;
+    if (this.state !== CONNECTING) this.state = CLOSED;
+    this.socket.destroy();
+  }
+
+  get idle(): boolean {
+    return this.state === IDLE;
+  }
+}
