@@ -107,20 +107,24 @@ function corkedData(): void { cur.writeData(curChunk); }
 function corkedComplete(): void { cur.writeComplete(); }
 
 let errRes: HttpResponse;
-let errStatus = 0, errCode = '', errId = '', errMsg = '', errHead = false;
+let errStatus = 0, errCode = '', errId = '', errMsg = '', errHead = false, errClose = false;
 function corkedError(): void {
   errRes.writeStatus(statusLine(errStatus));
   errRes.writeHeader('content-type', 'text/plain; charset=utf-8');
   errRes.writeHeader('x-berth-error', errCode);
   errRes.writeHeader('x-request-id', errId);
   errRes.writeHeader('cache-control', 'no-store');
-  if (errHead) errRes.endWithoutBody();
-  else errRes.end(`${errStatus} ${errCode}: ${errMsg}\nrequest-id: ${errId}\n`);
+  if (errHead) errRes.endWithoutBody(undefined, errClose);
+  else errRes.end(`${errStatus} ${errCode}: ${errMsg}\nrequest-id: ${errId}\n`, errClose);
 }
 
-/** Answer with a proxy-generated error. Safe inside or outside a uWS callback. */
-export function sendError(res: HttpResponse, status: number, code: string, requestId: string, message: string, head = false): void {
-  errRes = res; errStatus = status; errCode = code; errId = requestId; errMsg = message; errHead = head;
+/**
+ * Answer with a proxy-generated error. Safe inside or outside a uWS callback. `close`: the
+ * connection is closed after it (the rest of the client's byte stream cannot be trusted: where
+ * this request ends is ambiguous, so whatever follows must not be read as another request).
+ */
+export function sendError(res: HttpResponse, status: number, code: string, requestId: string, message: string, head = false, close = false): void {
+  errRes = res; errStatus = status; errCode = code; errId = requestId; errMsg = message; errHead = head; errClose = close;
   res.cork(corkedError);
 }
 
@@ -796,6 +800,24 @@ function requestHead(method: string, path: string, h: string[], chunked: boolean
 /** Answer a request admission refused (400), before any endpoint is picked. */
 export function refuse(res: HttpResponse, why: Refusal, requestId: string, method: string, host: string, path: string): void {
   globalStats.badRequest++;
-  sendError(res, 400, why, requestId, REFUSALS[why], method === 'HEAD');
   logRejected(requestId, method, host, path, 400, why);
+  // After a request the proxy will not forward, where the next one starts is not something to
+  // guess: the 400 closes the connection (as nginx does). It is sent on the next turn, not now:
+  // while this response is pending, uWS treats any bytes already read after this request as a
+  // pipelined request and closes the connection instead of handing them to berth as a new
+  // request (that is how `Content-Length: 0` + `Content-Length: 41` + a hidden request would
+  // otherwise reach an app). Error path only: closures are fine here.
+  const r: Refusing = { res, why, requestId, head: method === 'HEAD', aborted: false };
+  res.onAborted(() => { r.aborted = true; });
+  refusing.push(r);
+  if (refusing.length === 1) setImmediate(flushRefusals);
+}
+
+interface Refusing { res: HttpResponse; why: Refusal; requestId: string; head: boolean; aborted: boolean }
+const refusing: Refusing[] = [];
+function flushRefusals(): void {
+  const all = refusing.splice(0);
+  for (const r of all) {
+    if (!r.aborted) sendError(r.res, 400, r.why, r.requestId, REFUSALS[r.why], r.head, true);
+  }
 }
