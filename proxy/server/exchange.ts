@@ -19,6 +19,7 @@ import type { RouteTable } from '../routing/table.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../upstream/connection.js';
 import type { UpstreamPool } from '../upstream/pool.js';
+import { clock } from '../upstream/timers.js';
 import type { AccessLog } from './access-log.js';
 import {
   FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders,
@@ -28,9 +29,10 @@ import {
 } from './admission.js';
 import {
   H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING, H_VARY,
-  classifyHeader, connectionTokens, forbidsStore, parseLengthString, statusLine, varyCacheable,
+  classifyHeader, connectionTokens, forbidsStore, parseLengthString, statusBytes, statusLine, varyCacheable,
 } from './headers.js';
 import { newRequestId } from './request-id.js';
+import { peerAddress } from './peer.js';
 import { readTarget, target } from './target.js';
 
 /** Per-thread proxy state read by the hot path. Swapping `table` is atomic. */
@@ -148,6 +150,8 @@ const BODY_QUEUE_MAX = 64 * 1024;
 
 /** Any byte outside ASCII: uWS would write a JS string as UTF-8, so such values go as Latin-1 bytes. */
 const NON_ASCII = /[^\x00-\x7f]/;
+/** constant header names as bytes: uWS converts string arguments to UTF-8 on every call */
+const X_REQUEST_ID = Buffer.from('x-request-id');
 
 export class Exchange implements UpstreamHandler {
   // request
@@ -226,7 +230,8 @@ export class Exchange implements UpstreamHandler {
   }
 
   attempt(): void {
-    const now = Date.now();
+    // the upstream client's coarse clock (≤ 50 ms stale): plenty for breaker timing
+    const now = clock.now;
     const target = this.route.balancer.pick(now, this.failedEndpoint);
     if (target === null) {
       this.noEndpoint();
@@ -457,7 +462,7 @@ export class Exchange implements UpstreamHandler {
   writeHead(): void {
     this.headPending = false;
     const res = this.res;
-    res.writeStatus(statusLine(this.status, this.statusText));
+    res.writeStatus(statusBytes(this.status, this.statusText));
     const raw = this.rawHeaders!;
     const drop = this.dropNames;
     for (let i = 0; i < raw.length; i += 2) {
@@ -469,7 +474,7 @@ export class Exchange implements UpstreamHandler {
       const value = raw[i + 1];
       res.writeHeader(name, NON_ASCII.test(value) ? Buffer.from(value, 'latin1') : value);
     }
-    res.writeHeader('x-request-id', this.requestId);
+    res.writeHeader(X_REQUEST_ID, this.requestId);
     if (this.noBody) {
       this.resDone = true;
       if (this.method === 'HEAD' && this.contentLength >= 0) res.endWithoutBody(this.contentLength);
@@ -753,7 +758,7 @@ function route(res: HttpResponse, req: HttpRequest): void {
       if (toks.includes(h[i])) h.splice(i, 2);
     }
   }
-  const ip = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
+  const ip = peerAddress(res);
   h.push(
     'host', rawHost,
     'x-forwarded-for', ex.xff === '' ? ip : ex.xff + ', ' + ip,

@@ -93,8 +93,13 @@ export function plainConnection(v: Buffer): boolean {
   return (v.length === 10 && (v[0] | 0x20) === 0x6b && v[4] === 0x2d) || (v.length === 5 && (v[0] | 0x20) === 0x63);
 }
 
+const NO_TOKENS: string[] = [];
+
 /** Parse "close, X-Foo" → ['x-foo'] (names other than close/keep-alive that must be dropped). */
 export function connectionTokens(value: string): string[] {
+  // the usual values, without splitting
+  const n = value.length;
+  if ((n === 10 || n === 5) && (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close')) return NO_TOKENS;
   const out: string[] = [];
   for (const part of value.split(',')) {
     const t = part.trim().toLowerCase();
@@ -160,4 +165,16 @@ export function statusLine(code: number, text?: string): string {
     if (code >= 100 && code < 600) statusLines[code] = s;
   }
   return s;
+}
+
+const statusBuffers: Buffer[] = [];
+/** The status line as bytes, cached per known code (uWS copies bytes as they are). */
+export function statusBytes(code: number, text?: string): Buffer | string {
+  let b = statusBuffers[code];
+  if (b === undefined) {
+    if (STATUS_TEXT[code] === undefined) return statusLine(code, text);
+    b = Buffer.from(statusLine(code), 'latin1');
+    statusBuffers[code] = b;
+  }
+  return b;
 }

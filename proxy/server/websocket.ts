@@ -15,6 +15,7 @@ import type { Endpoint } from '../upstream/endpoint.js';
 import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
 import { forwardableTarget, forwardableValue, validHost, type Refusal } from './admission.js';
 import { refuse, runtime, sendError } from './exchange.js';
+import { peerAddress } from './peer.js';
 import { readTarget, target as requestTarget } from './target.js';
 
 /** uWS copies the user-data object's properties on upgrade: keep the shared state one level down. */
@@ -189,7 +190,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
         return;
       }
       const ep = picked.endpoint;
-      const ip = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
+      const ip = peerAddress(res);
       headers['x-forwarded-for'] = xff === '' ? ip : `${xff}, ${ip}`;
       headers['x-forwarded-host'] = rawHost;
       headers['x-forwarded-proto'] = 'http';

@@ -7,7 +7,8 @@
  * backpressure stops the socket's reads. No Request object, no queue of promises, no stream
  * machinery on the response side; per request it allocates the head string and nothing else.
  *
- * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request.
+ * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request; a
+ * connection is on the sweep's list from its creation to its close (no per-request bookkeeping).
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseParser, readStart, readStop, type ParserError, type ParserOwner } from './llhttp.js';
@@ -97,7 +98,6 @@ export class UpstreamConnection implements ParserOwner {
     if (this.state !== CONNECTING) return;
     this.parser = new ResponseParser(this, this.socket);
     this.state = IDLE;
-    unwatch(this);
     this.owner.connected(this);
   }
 
@@ -109,7 +109,6 @@ export class UpstreamConnection implements ParserOwner {
     this.informational = false;
     this.paused = false;
     this.requestDone = !h.hasBody;
-    watch(this);
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.socket.write(h.upstreamHead, 'latin1');
     h.onUpstreamStart(this);
@@ -190,7 +189,6 @@ export class UpstreamConnection implements ParserOwner {
     const h = this.handler;
     if (h === null) return;
     this.handler = null;
-    unwatch(this);
     // an upstream that answered before reading the whole request cannot be reused
     const reuse = this.reusable && this.requestDone && !this.paused;
     if (reuse) this.state = IDLE;
