@@ -17,6 +17,14 @@
  * value is non-ASCII.
  */
 
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { normalizeHost } from '../../shared/hostname.js';
+import { globalStats } from '../metrics/route-stats.js';
+import type { Route } from '../routing/route.js';
+import { logRejected, refuse, sendError } from './respond.js';
+import { runtime } from './state.js';
+import { readTarget, target } from './target.js';
+
 /** Anything but TAB and printable ASCII (SP..~) needs a closer look. */
 const NOT_PLAIN_VALUE = /[^\t\x20-\x7e]/;
 /** Control characters (but TAB) and DEL can never be forwarded. */
@@ -112,3 +120,67 @@ export const REFUSALS = {
   bad_request_target: 'the request target has bytes the proxy cannot forward as sent (control characters, DEL or invalid UTF-8)',
 } as const;
 export type Refusal = keyof typeof REFUSALS;
+
+/** What admit() found: the route, the normalised host, and the target as it will be forwarded. */
+export const admitted = {
+  route: null as Route | null,
+  host: '',
+  /** path?query as the client's bytes (Latin-1 string), for the HTTP upstream */
+  path: '',
+  /** path?query as uWS decoded it (UTF-8), for URL parsers (the WebSocket client) */
+  decodedPath: '',
+  rawHost: '',
+  requestId: '',
+  /** the path for logs */
+  logPath: '',
+};
+
+/**
+ * The first phase of every request, HTTP and WebSocket alike: a route table is loaded (503
+ * not_ready), there is a Host (400 missing_host) of the form host[:port] (400 bad_host), the
+ * target can be forwarded byte for byte (400 bad_request_target), and a route serves the host
+ * (404 no_route). Answers the client itself and returns false when any fails; fills `admitted`
+ * (one reused object, nothing allocated) otherwise.
+ */
+export function admit(res: HttpResponse, req: HttpRequest, method: string): boolean {
+  const query = req.getQuery();
+  readTarget(req);
+  const rawHost = target.rawHost;
+  const requestId = target.requestId;
+  const head = method === 'HEAD';
+  const table = runtime.table;
+  if (table === null) {
+    globalStats.notReady++;
+    sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet', head);
+    logRejected(requestId, method, rawHost, target.path, 503, 'not_ready');
+    return false;
+  }
+  if (rawHost === '') {
+    globalStats.badRequest++;
+    sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)', head);
+    logRejected(requestId, method, rawHost, target.path, 400, 'missing_host');
+    return false;
+  }
+  const decodedPath = query ? target.path + '?' + query : target.path;
+  const path = forwardableTarget(decodedPath);
+  if (path === null || !validHost(rawHost)) {
+    refuse(res, path === null ? 'bad_request_target' : 'bad_host', requestId, method, rawHost, target.path);
+    return false;
+  }
+  const host = normalizeHost(rawHost);
+  const route = table.lookup(host);
+  if (route === undefined) {
+    globalStats.noRoute++;
+    sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`, head);
+    logRejected(requestId, method, host, target.path, 404, 'no_route');
+    return false;
+  }
+  admitted.route = route;
+  admitted.host = host;
+  admitted.path = path;
+  admitted.decodedPath = decodedPath;
+  admitted.rawHost = rawHost;
+  admitted.requestId = requestId;
+  admitted.logPath = target.path;
+  return true;
+}

@@ -6,7 +6,8 @@ import { globalStats } from '../metrics/route-stats.js';
 import { compileRouteTable, RouteState } from '../routing/table.js';
 import { EndpointRegistry } from '../upstream/endpoint.js';
 import { AccessLog } from './access-log.js';
-import { handleRequest, runtime } from './exchange.js';
+import { handleRequest } from './entry.js';
+import { runtime } from './state.js';
 import { loadUws } from './uws.js';
 import { websocketBehavior } from './websocket.js';
 

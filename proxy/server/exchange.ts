@@ -9,93 +9,23 @@
  * and request body chunks are copied exactly once.
  */
 import { performance } from 'node:perf_hooks';
-import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { normalizeHost } from '../../shared/hostname.js';
+import type { HttpResponse } from 'uWebSockets.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
 import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { Route } from '../routing/route.js';
-import type { RouteTable } from '../routing/table.js';
-import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../upstream/connection.js';
+import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { clock } from '../upstream/timers.js';
-import type { AccessLog } from './access-log.js';
-import {
-  FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders,
-} from '../resilience/failure-policy.js';
-import {
-  REFUSALS, forwardableTarget, forwardableValue, validContentLength, validHost, validTransferEncoding, type Refusal,
-} from './admission.js';
 import {
   H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING, H_VARY,
-  classifyHeader, connectionTokens, forbidsStore, parseLengthString, statusBytes, statusLine, varyCacheable,
+  classifyHeader, connectionTokens, forbidsStore, parseLengthString, statusBytes, varyCacheable,
 } from './headers.js';
-import { newRequestId } from './request-id.js';
-import { peerAddress } from './peer.js';
-import { readTarget, target } from './target.js';
-
-/** Per-thread proxy state read by the hot path. Swapping `table` is atomic. */
-export const runtime: { table: RouteTable | null; accessLog: AccessLog | null; via: string } = {
-  table: null,
-  accessLog: null,
-  via: '1.1 berth',
-};
-
-// ---- request header handling (admission: see admission.ts) -------------------------------
-
-const R_PASS = 0, R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_RID = 9, R_COOKIE = 10, R_AE = 11;
-const requestHeaderClass = new Map<string, number>([
-  ['connection', R_CONNECTION], ['keep-alive', R_DROP], ['te', R_DROP], ['trailer', R_DROP],
-  ['transfer-encoding', R_TE], ['upgrade', R_DROP], ['content-length', R_CL], ['host', R_HOST],
-  ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
-  ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_RID], ['expect', R_DROP],
-  ['cookie', R_COOKIE], ['accept-encoding', R_AE],
-]);
-
-let collecting: Exchange | null = null;
-function collectHeader(name: string, raw: string): void {
-  const ex = collecting!;
-  const c = requestHeaderClass.get(name);
-  if (c === undefined) {
-    if (name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-')) return;
-    const value = forwardableValue(raw);
-    if (value === null) ex.refuse('bad_header_value');
-    else ex.headers.push(name, value);
-    return;
-  }
-  if (c === R_DROP || c === R_RID) return;
-  const value = forwardableValue(raw);
-  if (value === null) {
-    ex.refuse('bad_header_value');
-    return;
-  }
-  switch (c) {
-    case R_PASS: ex.headers.push(name, value); return;
-    case R_CONNECTION: ex.connection = ex.connection === '' ? value : ex.connection + ',' + value; return;
-    case R_TE:
-      if (ex.chunkedIn || !validTransferEncoding(value)) ex.refuse('bad_transfer_encoding');
-      ex.chunkedIn = true;
-      return;
-    case R_CL:
-      if (ex.contentLengthIn !== '' || !validContentLength(value)) ex.refuse('bad_content_length');
-      ex.contentLengthIn = value;
-      ex.headers.push(name, value);
-      return;
-    case R_HOST: if (++ex.hostHeaders > 1) ex.refuse('duplicate_host'); return; // re-added below
-    case R_XFF: ex.xff = value; return;
-    case R_VIA: ex.via = value; return;
-    case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
-    case R_COOKIE: ex.noStore = true; ex.headers.push(name, value); return;
-    case R_AE:
-      // the fallback key holds one Accept-Encoding; a repeated one is not worth keying
-      if (ex.aeSeen) ex.noStore = true;
-      ex.aeSeen = true;
-      ex.acceptEncoding = value;
-      ex.headers.push(name, value);
-      return;
-  }
-}
+import { ForwardedRequest } from './request-headers.js';
+import { internalError, sendError } from './respond.js';
+import { runtime } from './state.js';
 
 // ---- cork trampolines (no per-call closures) ---------------------------------------------
 
@@ -107,28 +37,6 @@ let curChunk: Buffer;
 function corkedHeadOnly(): void { cur.writeHead(); }
 function corkedData(): void { cur.writeData(curChunk); }
 function corkedComplete(): void { cur.writeComplete(); }
-
-let errRes: HttpResponse;
-let errStatus = 0, errCode = '', errId = '', errMsg = '', errHead = false, errClose = false;
-function corkedError(): void {
-  errRes.writeStatus(statusLine(errStatus));
-  errRes.writeHeader('content-type', 'text/plain; charset=utf-8');
-  errRes.writeHeader('x-berth-error', errCode);
-  errRes.writeHeader('x-request-id', errId);
-  errRes.writeHeader('cache-control', 'no-store');
-  if (errHead) errRes.endWithoutBody(undefined, errClose);
-  else errRes.end(`${errStatus} ${errCode}: ${errMsg}\nrequest-id: ${errId}\n`, errClose);
-}
-
-/**
- * Answer with a proxy-generated error. Safe inside or outside a uWS callback. `close`: the
- * connection is closed after it (the rest of the client's byte stream cannot be trusted: where
- * this request ends is ambiguous, so whatever follows must not be read as another request).
- */
-export function sendError(res: HttpResponse, status: number, code: string, requestId: string, message: string, head = false, close = false): void {
-  errRes = res; errStatus = status; errCode = code; errId = requestId; errMsg = message; errHead = head; errClose = close;
-  res.cork(corkedError);
-}
 
 // Response heads whose body has not arrived in the same tick are flushed together.
 const pendingHeads: Exchange[] = [];
@@ -153,22 +61,8 @@ const NON_ASCII = /[^\x00-\x7f]/;
 /** constant header names as bytes: uWS converts string arguments to UTF-8 on every call */
 const X_REQUEST_ID = Buffer.from('x-request-id');
 
-export class Exchange implements UpstreamHandler {
+export class Exchange extends ForwardedRequest implements UpstreamHandler {
   // request
-  readonly headers: string[] = [];
-  connection = '';
-  chunkedIn = false;
-  contentLengthIn = '';
-  xff = '';
-  via = '';
-  hasAuth = false;
-  /** the answer must not be kept for fallback (the request had Cookie, or a repeated Accept-Encoding) */
-  noStore = false;
-  aeSeen = false;
-  acceptEncoding = '';
-  hostHeaders = 0;
-  /** set by admission: the request is answered 400 instead of forwarded */
-  refusal: Refusal | null = null;
   /** the request has a body (Content-Length > 0 or chunked) */
   hasBody = false;
   /** body chunks that arrived before the connection was ready */
@@ -217,6 +111,7 @@ export class Exchange implements UpstreamHandler {
     readonly host: string,
     readonly requestId: string,
   ) {
+    super();
     this.headRequest = method === 'HEAD';
   }
 
@@ -224,10 +119,6 @@ export class Exchange implements UpstreamHandler {
   get idleTimeoutMs(): number { return this.route.idleTimeoutMs; }
 
   // ---- dispatch --------------------------------------------------------------------------
-
-  refuse(why: Refusal): void {
-    if (this.refusal === null) this.refusal = why;
-  }
 
   attempt(): void {
     // the upstream client's coarse clock (≤ 50 ms stale): plenty for breaker timing
@@ -682,147 +573,3 @@ export class Exchange implements UpstreamHandler {
 let fallbackEntry: CachedResponse;
 function corkedFallback(): void { cur.writeFallback(fallbackEntry); }
 
-// ---- the uWS entry point ------------------------------------------------------------------
-
-function logRejected(requestId: string, method: string, host: string, path: string, status: number, reason: string): void {
-  const log = runtime.accessLog;
-  if (log !== null && log.sample()) log.write(requestId, method, host, path, status, '', '', 0, reason);
-}
-
-export function handleRequest(res: HttpResponse, req: HttpRequest): void {
-  try {
-    route(res, req);
-  } catch (e) {
-    // A bug must cost one request, not the process. (try/catch is free in optimised code.)
-    internalError(res, e as Error);
-  }
-}
-
-let internalErrors = 0;
-function internalError(res: HttpResponse | null, e: Error): void {
-  if (++internalErrors <= 10 || internalErrors % 1000 === 0) process.stderr.write(`berth proxy: internal error #${internalErrors}: ${e.stack}\n`);
-  if (res === null) return;
-  try {
-    sendError(res, 500, 'internal_error', newRequestId(), 'the proxy failed to handle this request');
-  } catch { /* response already gone */ }
-}
-
-function route(res: HttpResponse, req: HttpRequest): void {
-  globalStats.requests++;
-  const method = req.getCaseSensitiveMethod();
-  const query = req.getQuery();
-  readTarget(req);
-  const rawHost = target.rawHost;
-  const requestId = target.requestId;
-  const table = runtime.table;
-  const head = method === 'HEAD';
-  if (table === null) {
-    globalStats.notReady++;
-    sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet', head);
-    logRejected(requestId, method, rawHost, target.path, 503, 'not_ready');
-    return;
-  }
-  if (rawHost === '') {
-    globalStats.badRequest++;
-    sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)', head);
-    logRejected(requestId, method, rawHost, target.path, 400, 'missing_host');
-    return;
-  }
-  const path = forwardableTarget(query ? target.path + '?' + query : target.path);
-  if (path === null || !validHost(rawHost)) {
-    refuse(res, path === null ? 'bad_request_target' : 'bad_host', requestId, method, rawHost, target.path);
-    return;
-  }
-  const host = normalizeHost(rawHost);
-  const route = table.lookup(host);
-  if (route === undefined) {
-    globalStats.noRoute++;
-    sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`, head);
-    logRejected(requestId, method, host, target.path, 404, 'no_route');
-    return;
-  }
-  const ex = new Exchange(res, route, method, path, host, requestId);
-  collecting = ex;
-  req.forEach(collectHeader);
-  collecting = null;
-  if (ex.chunkedIn && ex.contentLengthIn !== '') ex.refuse('bad_transfer_encoding');
-  if (ex.refusal !== null) {
-    route.stats.refused++;
-    refuse(res, ex.refusal, requestId, method, host, target.path);
-    return;
-  }
-  const h = ex.headers;
-  if (ex.connection !== '') {
-    const toks = connectionTokens(ex.connection);
-    for (let i = h.length - 2; i >= 0 && toks.length > 0; i -= 2) {
-      if (toks.includes(h[i])) h.splice(i, 2);
-    }
-  }
-  const ip = peerAddress(res);
-  h.push(
-    'host', rawHost,
-    'x-forwarded-for', ex.xff === '' ? ip : ex.xff + ', ' + ip,
-    'x-forwarded-host', rawHost,
-    'x-forwarded-proto', 'http',
-    'via', ex.via === '' ? runtime.via : ex.via + ', ' + runtime.via,
-    'x-request-id', requestId,
-  );
-  route.stats.requests++;
-  route.stats.inflight++;
-  globalStats.inflight++;
-  res.onAborted(() => {
-    try {
-      ex.onClientAborted();
-    } catch (e) {
-      internalError(null, e as Error);
-    }
-  });
-  ex.hasBody = ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0');
-  ex.upstreamHead = requestHead(method, path, h, ex.chunkedIn);
-  if (ex.hasBody) {
-    res.onData((ab, isLast) => {
-      try {
-        ex.onChunk(ab, isLast);
-      } catch (e) {
-        internalError(null, e as Error);
-      }
-    });
-  }
-  ex.attempt();
-}
-
-/**
- * The request head as one Latin-1 string, sized once: request line, forwarded headers (already
- * validated and rewritten), and the framing the proxy itself chose (chunked when the client's body
- * was chunked; a Content-Length is among the headers otherwise).
- */
-function requestHead(method: string, path: string, h: string[], chunked: boolean): string {
-  let head = method + ' ' + path + ' HTTP/1.1\r\n';
-  for (let i = 0; i < h.length; i += 2) head += h[i] + ': ' + h[i + 1] + '\r\n';
-  return chunked ? head + 'transfer-encoding: chunked\r\n\r\n' : head + '\r\n';
-}
-
-/** Answer a request admission refused (400), before any endpoint is picked. */
-export function refuse(res: HttpResponse, why: Refusal, requestId: string, method: string, host: string, path: string): void {
-  globalStats.badRequest++;
-  logRejected(requestId, method, host, path, 400, why);
-  // After a request the proxy will not forward, where the next one starts is not something to
-  // guess: the 400 closes the connection (as nginx does). It is sent on the next turn, not now:
-  // while this response is pending, uWS treats any bytes already read after this request as a
-  // pipelined request and closes the connection instead of handing them to berth as a new
-  // request (that is how `Content-Length: 0` + `Content-Length: 41` + a hidden request would
-  // otherwise reach an app). Error path only: closures are fine here.
-  const r: Refusing = { res, why, requestId, head: method === 'HEAD', aborted: false };
-  res.onAborted(() => { r.aborted = true; });
-  refusing.push(r);
-  if (refusing.length === 1) setImmediate(flushRefusals);
-}
-
-interface Refusing { res: HttpResponse; why: Refusal; requestId: string; head: boolean; aborted: boolean }
-const refusing: Refusing[] = [];
-function flushRefusals(): void {
-  const all = refusing.splice(0);
-  for (const r of all) {
-    if (!r.aborted) sendError(r.res, 400, r.why, r.requestId, REFUSALS[r.why], r.head, true);
-  }
-}

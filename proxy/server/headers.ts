@@ -11,13 +11,19 @@ export const H_CACHE_CONTROL = 5;
 export const H_TRANSFER_ENCODING = 6;
 export const H_VARY = 7;
 
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded in either direction, nor any `proxy-*`.
+ * The one list; request-headers.ts, the response classifier below and websocket.ts all use it.
+ */
+export const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade'] as const;
+
+/** Is this (lower-case) name `proxy-*`? */
+export function isProxyHeader(name: string): boolean {
+  return name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-');
+}
+
 const NAMES: Array<[string, number]> = [
-  ['connection', H_CONNECTION],
-  ['keep-alive', H_DROP],
-  ['te', H_DROP],
-  ['trailer', H_DROP],
-  ['transfer-encoding', H_TRANSFER_ENCODING],
-  ['upgrade', H_DROP],
+  ...HOP_BY_HOP.map((n): [string, number] => [n, n === 'connection' ? H_CONNECTION : n === 'transfer-encoding' ? H_TRANSFER_ENCODING : H_DROP]),
   ['content-length', H_CONTENT_LENGTH],
   ['set-cookie', H_SET_COOKIE],
   ['cache-control', H_CACHE_CONTROL],

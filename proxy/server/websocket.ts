@@ -8,15 +8,15 @@
  */
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { Agent, WebSocket as UpstreamSocket, type Dispatcher, type MessageEvent, type CloseEvent } from 'undici';
-import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
-import { forwardableTarget, forwardableValue, validHost, type Refusal } from './admission.js';
-import { refuse, runtime, sendError } from './exchange.js';
+import { admit, admitted, forwardableValue, type Refusal } from './admission.js';
+import { refuse, sendError } from './respond.js';
+import { runtime } from './state.js';
 import { peerAddress } from './peer.js';
-import { readTarget, target as requestTarget } from './target.js';
+import { HOP_BY_HOP, isProxyHeader } from './headers.js';
 
 /** uWS copies the user-data object's properties on upgrade: keep the shared state one level down. */
 interface Slot {
@@ -34,11 +34,11 @@ interface Link {
   released: boolean;
 }
 
-/** Headers the WebSocket client sets itself or that must not cross the proxy. */
-const SKIP = new Set([
-  'host', 'connection', 'upgrade', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'content-length',
+/** Headers the WebSocket client sets itself, hop-by-hop ones, and those the proxy sets. */
+const SKIP = new Set<string>([
+  ...HOP_BY_HOP, 'host', 'content-length', 'expect',
   'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol',
-  'x-forwarded-host', 'x-forwarded-proto', 'x-request-id', 'expect',
+  'x-forwarded-host', 'x-forwarded-proto', 'x-request-id',
 ]);
 
 /** Close codes an endpoint may send (1005/1006/1015 are reserved for reporting). */
@@ -130,34 +130,11 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
 
     upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t) {
       globalStats.requests++;
-      const query = req.getQuery();
-      readTarget(req);
-      const { path, rawHost, requestId } = requestTarget;
       const key = req.getHeader('sec-websocket-key');
       const protocols = req.getHeader('sec-websocket-protocol');
-      const table = runtime.table;
-      if (table === null) {
-        globalStats.notReady++;
-        sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet');
-        return;
-      }
-      if (rawHost === '') {
-        globalStats.badRequest++;
-        sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)');
-        return;
-      }
-      const target = forwardableTarget(query ? `${path}?${query}` : path);
-      if (target === null || !validHost(rawHost)) {
-        refuse(res, target === null ? 'bad_request_target' : 'bad_host', requestId, 'GET', rawHost, path);
-        return;
-      }
-      const host = normalizeHost(rawHost);
-      const route = table.lookup(host);
-      if (route === undefined) {
-        globalStats.noRoute++;
-        sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`);
-        return;
-      }
+      if (!admit(res, req, 'GET')) return;
+      const route = admitted.route!;
+      const { host, rawHost, requestId, decodedPath, logPath: path } = admitted;
       // Admission, before an endpoint is picked: everything the upstream client could refuse.
       const subprotocols = parseProtocols(protocols);
       const headers: Record<string, string> = {};
@@ -167,7 +144,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       let refusal: Refusal | null = subprotocols === null ? 'bad_header_value' : null;
       req.forEach((k, raw) => {
         if (k === 'host') hosts++;
-        if (SKIP.has(k) || k.startsWith('proxy-')) return;
+        if (SKIP.has(k) || isProxyHeader(k)) return;
         const v = forwardableValue(raw);
         if (v === null) refusal = 'bad_header_value';
         else if (k === 'x-forwarded-for') xff = v;
@@ -202,7 +179,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       headers[HANDSHAKE_CARRIER] = handshakeId;
 
       // the URL parser percent-encodes non-ASCII itself: give it the decoded string, not the bytes
-      const url = `ws://${ep.address}${query ? `${path}?${query}` : path}`;
+      const url = `ws://${ep.address}${decodedPath}`;
       let upstream: UpstreamSocket;
       // From here the endpoint may hold the breaker's single HALF_OPEN probe: every path releases it.
       ep.breaker.acquire(now);

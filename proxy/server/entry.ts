@@ -1,0 +1,59 @@
+/**
+ * The uWS entry point for HTTP, in request order: admission (admission.ts: table, Host, target,
+ * route) → the client's headers (request-headers.ts: framing and byte checks, hop-by-hop rules,
+ * forwarding headers) → the exchange (exchange.ts: endpoint, upstream connection, response).
+ */
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { globalStats } from '../metrics/route-stats.js';
+import { admit, admitted } from './admission.js';
+import { Exchange } from './exchange.js';
+import { peerAddress } from './peer.js';
+import { readRequestHeaders, requestHead } from './request-headers.js';
+import { internalError, refuse } from './respond.js';
+
+export function handleRequest(res: HttpResponse, req: HttpRequest): void {
+  try {
+    route(res, req);
+  } catch (e) {
+    // A bug must cost one request, not the process. (try/catch is free in optimised code.)
+    internalError(res, e as Error);
+  }
+}
+
+function route(res: HttpResponse, req: HttpRequest): void {
+  globalStats.requests++;
+  const method = req.getCaseSensitiveMethod();
+  if (!admit(res, req, method)) return;
+  const route = admitted.route!;
+  const host = admitted.host;
+  const requestId = admitted.requestId;
+  const ex = new Exchange(res, route, method, admitted.path, host, requestId);
+  const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId);
+  if (refusal !== null) {
+    route.stats.refused++;
+    refuse(res, refusal, requestId, method, host, admitted.logPath);
+    return;
+  }
+  route.stats.requests++;
+  route.stats.inflight++;
+  globalStats.inflight++;
+  res.onAborted(() => {
+    try {
+      ex.onClientAborted();
+    } catch (e) {
+      internalError(null, e as Error);
+    }
+  });
+  ex.hasBody = ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0');
+  ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.chunkedIn);
+  if (ex.hasBody) {
+    res.onData((ab, isLast) => {
+      try {
+        ex.onChunk(ab, isLast);
+      } catch (e) {
+        internalError(null, e as Error);
+      }
+    });
+  }
+  ex.attempt();
+}

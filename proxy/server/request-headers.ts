@@ -1,0 +1,125 @@
+/**
+ * The request as it will be forwarded: headers read once from uWS, checked (admission rules for
+ * framing and bytes, see admission.ts), hop-by-hop ones dropped, X-Forwarded-* and Via added,
+ * and the head written as one Latin-1 string for the upstream connection.
+ */
+import type { HttpRequest } from 'uWebSockets.js';
+import { forwardableValue, validContentLength, validTransferEncoding, type Refusal } from './admission.js';
+import { HOP_BY_HOP, connectionTokens, isProxyHeader } from './headers.js';
+import { runtime } from './state.js';
+
+/** What reading the client's headers learns; the Exchange extends it. */
+export class ForwardedRequest {
+  readonly headers: string[] = [];
+  connection = '';
+  chunkedIn = false;
+  contentLengthIn = '';
+  xff = '';
+  via = '';
+  hasAuth = false;
+  /** the answer must not be kept for fallback (the request had Cookie, or a repeated Accept-Encoding) */
+  noStore = false;
+  aeSeen = false;
+  acceptEncoding = '';
+  hostHeaders = 0;
+  /** set by admission: the request is answered 400 instead of forwarded */
+  refusal: Refusal | null = null;
+
+  refuse(why: Refusal): void {
+    if (this.refusal === null) this.refusal = why;
+  }
+}
+
+
+const R_PASS = 0, R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_RID = 9, R_COOKIE = 10, R_AE = 11;
+const requestHeaderClass = new Map<string, number>([
+  ...HOP_BY_HOP.map((n): [string, number] => [n, R_DROP]),
+  ['connection', R_CONNECTION], ['transfer-encoding', R_TE], ['content-length', R_CL], ['host', R_HOST],
+  ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
+  ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_RID], ['expect', R_DROP],
+  ['cookie', R_COOKIE], ['accept-encoding', R_AE],
+]);
+
+let collecting: ForwardedRequest | null = null;
+function collectHeader(name: string, raw: string): void {
+  const ex = collecting!;
+  const c = requestHeaderClass.get(name);
+  if (c === undefined) {
+    if (isProxyHeader(name)) return;
+    const value = forwardableValue(raw);
+    if (value === null) ex.refuse('bad_header_value');
+    else ex.headers.push(name, value);
+    return;
+  }
+  if (c === R_DROP || c === R_RID) return;
+  const value = forwardableValue(raw);
+  if (value === null) {
+    ex.refuse('bad_header_value');
+    return;
+  }
+  switch (c) {
+    case R_PASS: ex.headers.push(name, value); return;
+    case R_CONNECTION: ex.connection = ex.connection === '' ? value : ex.connection + ',' + value; return;
+    case R_TE:
+      if (ex.chunkedIn || !validTransferEncoding(value)) ex.refuse('bad_transfer_encoding');
+      ex.chunkedIn = true;
+      return;
+    case R_CL:
+      if (ex.contentLengthIn !== '' || !validContentLength(value)) ex.refuse('bad_content_length');
+      ex.contentLengthIn = value;
+      ex.headers.push(name, value);
+      return;
+    case R_HOST: if (++ex.hostHeaders > 1) ex.refuse('duplicate_host'); return; // re-added below
+    case R_XFF: ex.xff = value; return;
+    case R_VIA: ex.via = value; return;
+    case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
+    case R_COOKIE: ex.noStore = true; ex.headers.push(name, value); return;
+    case R_AE:
+      // the fallback key holds one Accept-Encoding; a repeated one is not worth keying
+      if (ex.aeSeen) ex.noStore = true;
+      ex.aeSeen = true;
+      ex.acceptEncoding = value;
+      ex.headers.push(name, value);
+      return;
+  }
+}
+
+/**
+ * Read and check the client's headers into `into`, then finish the forwarded header list: names
+ * listed in Connection dropped, Host (validated), X-Forwarded-For/-Host/-Proto, Via and the
+ * request id added. Returns the refusal, if any.
+ */
+export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, rawHost: string, ip: string, requestId: string): Refusal | null {
+  collecting = into;
+  req.forEach(collectHeader);
+  collecting = null;
+  if (into.chunkedIn && into.contentLengthIn !== '') into.refuse('bad_transfer_encoding');
+  if (into.refusal !== null) return into.refusal;
+  const h = into.headers;
+  if (into.connection !== '') {
+    const toks = connectionTokens(into.connection);
+    for (let i = h.length - 2; i >= 0 && toks.length > 0; i -= 2) {
+      if (toks.includes(h[i])) h.splice(i, 2);
+    }
+  }
+  h.push(
+    'host', rawHost,
+    'x-forwarded-for', into.xff === '' ? ip : into.xff + ', ' + ip,
+    'x-forwarded-host', rawHost,
+    'x-forwarded-proto', 'http',
+    'via', into.via === '' ? runtime.via : into.via + ', ' + runtime.via,
+    'x-request-id', requestId,
+  );
+  return null;
+}
+
+export /**
+ * The request head as one Latin-1 string, sized once: request line, forwarded headers (already
+ * validated and rewritten), and the framing the proxy itself chose (chunked when the client's body
+ * was chunked; a Content-Length is among the headers otherwise).
+ */
+function requestHead(method: string, path: string, h: string[], chunked: boolean): string {
+  let head = method + ' ' + path + ' HTTP/1.1\r\n';
+  for (let i = 0; i < h.length; i += 2) head += h[i] + ': ' + h[i + 1] + '\r\n';
+  return chunked ? head + 'transfer-encoding: chunked\r\n\r\n' : head + '\r\n';
+}
