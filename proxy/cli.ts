@@ -7,7 +7,7 @@ import { startProxy } from './proxy.js';
 const OPTIONS: OptionSpec[] = [
   { name: 'listen', env: 'BERTH_PROXY_LISTEN', default: '0.0.0.0:8080', help: 'address for client traffic' },
   { name: 'admin', env: 'BERTH_PROXY_ADMIN', default: '127.0.0.1:9901', help: 'admin listener (/healthz /readyz /metrics /routes /stats)' },
-  { name: 'admin-token', env: 'BERTH_ADMIN_TOKEN', help: 'bearer token for the admin listener (required when it is not loopback)' },
+  { name: 'admin-token', env: 'BERTH_ADMIN_TOKEN', help: 'bearer token for admin writes (and reads, when given); default: generated into <data-dir>/admin-token; required when the admin listener is not loopback' },
   { name: 'routes', env: 'BERTH_ROUTES', help: 'route table JSON file, hot-reloaded when it changes' },
   { name: 'control-plane', env: 'BERTH_CONTROL_PLANE_URL', help: 'control plane URL to subscribe to for route tables' },
   { name: 'token', env: 'BERTH_PROXY_TOKEN', help: 'proxy token for the control plane' },

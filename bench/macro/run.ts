@@ -459,7 +459,7 @@ async function routes10k(
         path: '/routes',
         method: 'PUT',
         body: bodies[i],
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...(berth.adminToken ? { authorization: `Bearer ${berth.adminToken}` } : {}) },
         timeoutMs: 30_000,
       });
       status = r.status;

@@ -33,6 +33,8 @@ export interface ProxyTarget {
   unavailable?: string;
   /** berth only */
   adminPort?: number;
+  /** berth only: the admin token it generated (admin writes need it) */
+  adminToken?: string;
   /** berth with BENCH_PROFILE=1: where --cpu-prof writes */
   profileDir?: string;
   notes?: string;
@@ -226,6 +228,9 @@ export async function startBerth(dir: string, ports: number[], cpu: string | und
       20_000,
       () => t.proc!.dead,
     );
+    // berth runs in `dir` with its default data dir; admin writes need the token it generated there
+    const tokenFile = join(dir, '.berth', 'admin-token');
+    if (existsSync(tokenFile)) t.adminToken = readFileSync(tokenFile, 'utf8').trim();
   });
 }
 
