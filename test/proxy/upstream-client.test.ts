@@ -1,0 +1,91 @@
+/**
+ * berth's upstream client against upstreams that behave the ways real ones do: short keep-alive
+ * timeouts, Connection: close, bodies delimited by the end of the connection, bare-LF heads
+ * (busybox httpd CGI), a full connection pool.
+ */
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { once } from 'node:events';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { get, route, startProxy, startUpstream, table, type ProxyProc } from './harness.js';
+
+const cleanup: Array<() => Promise<unknown> | void> = [];
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+});
+let p: ProxyProc | null = null;
+afterAll(async () => { await p?.stop(); });
+
+async function rawUpstream(answer: (req: string) => string, closeAfter = false): Promise<{ address: string; requests: number }> {
+  const state = { address: '', requests: 0 };
+  const sockets = new Set<import('node:net').Socket>();
+  const srv: NetServer = createNetServer((c) => {
+    sockets.add(c);
+    c.on('close', () => sockets.delete(c));
+    c.on('data', (d: Buffer) => {
+      state.requests++;
+      c.write(answer(d.toString('latin1')));
+      if (closeAfter) c.end();
+    });
+    c.on('error', () => {});
+  });
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  state.address = `127.0.0.1:${(srv.address() as { port: number }).port}`;
+  cleanup.push(() => new Promise<void>((r) => {
+    for (const c of sockets) c.destroy();
+    srv.close(() => r());
+  }));
+  return state;
+}
+
+describe('berth upstream client', () => {
+  it('an upstream that closes idle keep-alive connections quickly costs no failed request, POST included', async () => {
+    const up = await startUpstream('short', (req, res) => {
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => { res.writeHead(200, { 'content-length': String(String(n).length) }); res.end(String(n)); });
+    });
+    up.server.keepAliveTimeout = 150;
+    cleanup.push(() => up.close());
+    p ??= await startProxy(table([]));
+    const { putRoutes } = await import('./harness.js');
+    expect((await putRoutes(p, table([route('short', ['short.test'], [up.address])], Date.now()))).status).toBe(200);
+    for (let i = 0; i < 6; i++) {
+      const r = await get(p, 'short.test', '/', { method: 'POST', body: 'hello' });
+      expect(r.status).toBe(200);
+      expect(r.body).toBe('5');
+      await new Promise((res) => setTimeout(res, 200)); // the upstream has closed the idle connection by now
+    }
+  });
+
+  it('Connection: close responses, bodies until the end of the connection, bare-LF heads', async () => {
+    const closing = await rawUpstream(() => 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nfirst', true);
+    const eof = await rawUpstream(() => 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end', true);
+    const cgi = await rawUpstream(() => 'HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 3\n\ncgi');
+    p ??= await startProxy(table([]));
+    const { putRoutes } = await import('./harness.js');
+    expect((await putRoutes(p, table([
+      route('closing', ['closing.test'], [closing.address]),
+      route('eof', ['eof.test'], [eof.address]),
+      route('cgi', ['cgi.test'], [cgi.address]),
+    ], Date.now()))).status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      expect((await get(p, 'closing.test')).body).toBe('first');
+      const e = await get(p, 'eof.test');
+      expect([e.status, e.body]).toEqual([200, 'until the end']);
+      const c = await get(p, 'cgi.test');
+      expect([c.status, c.body, c.headers['content-type']]).toEqual([200, 'cgi', 'text/plain']);
+    }
+    expect(closing.requests).toBe(3);
+  });
+
+  it('more concurrent requests than --upstream-connections wait for a connection and all succeed', async () => {
+    const slow = await startUpstream('slow', (_req, res) => { setTimeout(() => { res.writeHead(200, { 'content-length': '2' }); res.end('ok'); }, 30); });
+    cleanup.push(() => slow.close());
+    const q = await startProxy(table([route('slow', ['slow.test'], [slow.address])]), ['--upstream-connections', '2']);
+    cleanup.push(() => q.stop());
+    const results = await Promise.all(Array.from({ length: 20 }, () => get(q, 'slow.test')));
+    expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
+    expect(slow.hits).toBe(20);
+  });
+});
