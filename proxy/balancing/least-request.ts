@@ -1,5 +1,5 @@
 import type { Endpoint } from '../upstream/endpoint.js';
-import type { Balancer, Target } from './target.js';
+import { available, type Balancer, type Target } from './target.js';
 
 /**
  * Least request by power of two choices: sample two distinct admissible endpoints at random and
@@ -18,8 +18,8 @@ export class LeastRequest implements Balancer {
       const a = t[(this.random() * n) | 0];
       const b0 = t[(this.random() * (n - 1)) | 0];
       const b = b0 === a ? t[n - 1] : b0;
-      const okA = a.endpoint !== exclude && a.endpoint.breaker.admits(now);
-      const okB = b.endpoint !== exclude && b.endpoint.breaker.admits(now);
+      const okA = a.endpoint !== exclude && available(a, now);
+      const okB = b.endpoint !== exclude && available(b, now);
       if (okA && okB) return a.endpoint.inflight <= b.endpoint.inflight ? a : b;
     }
     // Slow path: some endpoint is unavailable — sample among the admissible ones.
@@ -27,7 +27,7 @@ export class LeastRequest implements Balancer {
     c.length = 0;
     for (let i = 0; i < n; i++) {
       const x = t[i];
-      if (x.endpoint !== exclude && x.endpoint.breaker.admits(now)) c.push(x);
+      if (x.endpoint !== exclude && available(x, now)) c.push(x);
     }
     const m = c.length;
     if (m === 0) return null;

@@ -1,5 +1,5 @@
 import type { Endpoint } from '../upstream/endpoint.js';
-import type { Balancer, Target } from './target.js';
+import { available, type Balancer, type Target } from './target.js';
 
 /** Even, deterministic rotation; endpoints whose breaker refuses traffic are skipped. */
 export class RoundRobin implements Balancer {
@@ -13,7 +13,7 @@ export class RoundRobin implements Balancer {
       let idx = this.next + i;
       if (idx >= n) idx -= n;
       const c = t[idx];
-      if (c.endpoint !== exclude && c.endpoint.breaker.admits(now)) {
+      if (c.endpoint !== exclude && available(c, now)) {
         this.next = idx + 1 === n ? 0 : idx + 1;
         return c;
       }

@@ -7,6 +7,13 @@ export interface Target {
   readonly weight: number;
   /** smooth weighted round-robin running weight */
   current: number;
+  /** most requests this route sends the endpoint at once (0: no limit; the app's container_concurrency) */
+  readonly cap: number;
+}
+
+/** Can this target take a request now: its breaker admits traffic and it is below its cap? */
+export function available(t: Target, now: number): boolean {
+  return (t.cap === 0 || t.endpoint.inflight < t.cap) && t.endpoint.breaker.admits(now);
 }
 
 /** A picker chooses a target whose breaker admits traffic, skipping `exclude` (a failed attempt). */

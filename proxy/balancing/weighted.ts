@@ -1,5 +1,5 @@
 import type { Endpoint } from '../upstream/endpoint.js';
-import type { Balancer, Target } from './target.js';
+import { available, type Balancer, type Target } from './target.js';
 
 /**
  * Smooth weighted round robin (nginx's algorithm): each pick adds every admissible target's
@@ -15,7 +15,7 @@ export class Weighted implements Balancer {
     let total = 0;
     for (let i = 0; i < t.length; i++) {
       const c = t[i];
-      if (c.weight <= 0 || c.endpoint === exclude || !c.endpoint.breaker.admits(now)) continue;
+      if (c.weight <= 0 || c.endpoint === exclude || !available(c, now)) continue;
       c.current += c.weight;
       total += c.weight;
       if (best === null || c.current > best.current) best = c;

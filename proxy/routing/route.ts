@@ -1,6 +1,7 @@
 import type { Balancer, Target } from '../balancing/target.js';
 import type { FallbackCache } from '../resilience/fallback-cache.js';
 import type { RouteStats } from '../metrics/route-stats.js';
+import type { RouteQueue } from './queue.js';
 
 /** A route ready for the hot path: hosts resolved, balancer built, settings flattened. */
 export interface Route {
@@ -15,4 +16,6 @@ export interface Route {
   readonly idleTimeoutMs: number;
   /** extra attempts on another endpoint after a connect failure (idempotent, bodiless requests) */
   readonly retries: number;
+  /** requests waiting for an endpoint below its concurrency cap (null: the route has no cap) */
+  readonly queue: RouteQueue | null;
 }

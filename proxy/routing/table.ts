@@ -4,6 +4,7 @@ import type { Target } from '../balancing/target.js';
 import { RouteStats } from '../metrics/route-stats.js';
 import { FallbackCache, type FallbackCacheConfig } from '../resilience/fallback-cache.js';
 import type { EndpointRegistry } from '../upstream/endpoint.js';
+import { RouteQueue } from './queue.js';
 import type { Route } from './route.js';
 
 /**
@@ -65,11 +66,13 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
     const threshold = cbs?.consecutiveFailures ?? DEFAULTS.circuitBreaker.consecutiveFailures;
     const openMs = cbs?.openMs ?? DEFAULTS.circuitBreaker.openMs;
     const connectMs = tos?.connectMs ?? DEFAULTS.timeouts.connectMs;
+    const cap = rs.concurrency?.perEndpoint ?? DEFAULTS.concurrency.perEndpoint;
     const targets: Target[] = rs.endpoints.map((e) => ({
       id: e.id,
       endpoint: registry.get(e.address, threshold, openMs, connectMs, generation),
       weight: e.weight ?? 1,
       current: 0,
+      cap,
     }));
     let stats = state.stats.get(rs.id);
     if (stats === undefined) {
@@ -94,6 +97,10 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       headersTimeoutMs: tos?.headersMs ?? DEFAULTS.timeouts.headersMs,
       idleTimeoutMs: tos?.idleMs ?? DEFAULTS.timeouts.idleMs,
       retries: rs.retry?.attempts ?? DEFAULTS.retry.attempts,
+      queue: cap > 0 ? new RouteQueue(
+        rs.concurrency?.maxQueue ?? DEFAULTS.concurrency.maxQueue,
+        rs.concurrency?.queueTimeoutMs ?? DEFAULTS.concurrency.queueTimeoutMs,
+      ) : null,
     };
     routes.push(route);
     for (const h of rs.hosts) {

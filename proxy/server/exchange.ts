@@ -14,6 +14,7 @@ import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
 import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
 import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
+import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
 import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../upstream/connection.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -125,10 +126,66 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const now = clock.now;
     const target = this.route.balancer.pick(now, this.failedEndpoint);
     if (target === null) {
-      this.noEndpoint();
+      const q = this.route.queue;
+      if (q !== null && this.saturated(now)) this.wait(q, now);
+      else this.noEndpoint();
       return;
     }
-    const ep = target.endpoint;
+    this.send(target.endpoint, now);
+  }
+
+  /** Every endpoint that could take the request is at its concurrency cap (so: wait, not 503). */
+  private saturated(now: number): boolean {
+    const t = this.route.targets;
+    for (let i = 0; i < t.length; i++) {
+      const x = t[i];
+      if (x.cap > 0 && x.endpoint.inflight >= x.cap && x.endpoint !== this.failedEndpoint && x.endpoint.breaker.admits(now)) return true;
+    }
+    return false;
+  }
+
+  private wait(q: RouteQueue, now: number): void {
+    if (!q.push(this, now)) {
+      this.destroyBody();
+      this.fail(503, 'overloaded', `route "${this.route.id}": every endpoint is at its concurrency limit and ${q.maxEntries} requests are already waiting`);
+      return;
+    }
+    this.queued = true;
+    // not on any endpoint while waiting (a retry may have brought it here)
+    this.endpoint = null;
+  }
+
+  // ---- Waiting (routing/queue.ts) ----------------------------------------------------------
+
+  waitingSince = 0;
+  queued = false;
+
+  get gone(): boolean {
+    return this.aborted || this.resDone;
+  }
+
+  resume(): boolean {
+    const now = clock.now;
+    const target = this.route.balancer.pick(now, this.failedEndpoint);
+    if (target === null) return false;
+    this.queued = false;
+    this.send(target.endpoint, now);
+    return true;
+  }
+
+  expireWait(): void {
+    this.queued = false;
+    this.destroyBody();
+    this.fail(504, 'queue_timeout', `route "${this.route.id}": no endpoint had room within ${this.route.queue!.timeoutMs} ms`);
+  }
+
+  /** A request finished on one of this route's endpoints: a waiting one may take the slot. */
+  private freed(): void {
+    const q = this.route.queue;
+    if (q !== null && q.length > 0) q.release();
+  }
+
+  private send(ep: Endpoint, now: number): void {
     ep.breaker.acquire(now);
     this.endpoint = ep;
     ep.inflight++;
@@ -284,6 +341,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     this.conn = null;
     const ep = this.endpoint!;
     ep.inflight--;
+    this.freed();
     this.route.stats.observeLatency((performance.now() - this.t0) / 1000);
     if (this.aborted) return;
     if (this.capture !== null && (this.contentLength < 0 || this.captureBytes === this.contentLength)) {
@@ -305,6 +363,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       if (ep !== null) {
         ep.inflight--;
         ep.breaker.onNeutral();
+        this.freed();
       }
       this.destroyBody();
       return;
@@ -346,6 +405,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       if (fault === FAULT_CLIENT) this.route.stats.refused++;
       ep.breaker.onNeutral();
     }
+    this.freed();
   }
 
   // ---- writing the client response (always inside cork) --------------------------------

@@ -20,6 +20,12 @@ export interface RouteSpec {
   fallbackCache?: { ttlMs?: number; maxEntries?: number; maxBytes?: number; enabled?: boolean };
   timeouts?: { connectMs?: number; headersMs?: number; idleMs?: number };
   retry?: { attempts?: number };
+  /**
+   * At most `perEndpoint` requests at once on each endpoint (an app's container_concurrency;
+   * 0 = no limit). Requests beyond it wait in a per-route FIFO, at most `maxQueue` of them and for
+   * at most `queueTimeoutMs` (503 `overloaded` / 504 `queue_timeout` past those).
+   */
+  concurrency?: { perEndpoint?: number; maxQueue?: number; queueTimeoutMs?: number };
 }
 
 export interface RouteTableSpec {
@@ -33,6 +39,7 @@ export const DEFAULTS = {
   fallbackCache: { ttlMs: 10_000, maxEntries: 1000, maxBytes: 16 * 1024 * 1024, enabled: true },
   timeouts: { connectMs: 2_000, headersMs: 30_000, idleMs: 60_000 },
   retry: { attempts: 1 },
+  concurrency: { perEndpoint: 0, maxQueue: 1000, queueTimeoutMs: 30_000 },
 };
 
 export const routeTableSchema = {
@@ -100,6 +107,15 @@ export const routeTableSchema = {
             type: 'object',
             additionalProperties: false,
             properties: { attempts: { type: 'integer', minimum: 0, maximum: 5 } },
+          },
+          concurrency: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              perEndpoint: { type: 'integer', minimum: 0, maximum: 100_000 },
+              maxQueue: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+              queueTimeoutMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+            },
           },
         },
       },

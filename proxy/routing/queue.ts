@@ -1,0 +1,75 @@
+import { unwatch, watch } from '../upstream/timers.js';
+
+/** A request waiting for an endpoint below its concurrency cap. */
+export interface Waiting {
+  /** Try again now that a slot freed: false when still no endpoint can take it (it stays first). */
+  resume(): boolean;
+  /** It waited too long: answer 504 queue_timeout. */
+  expireWait(): void;
+  /** the client went away, or the request was answered otherwise */
+  readonly gone: boolean;
+  waitingSince: number;
+}
+
+/**
+ * The per-route FIFO of requests beyond every endpoint's concurrency cap, bounded in entries
+ * (503 `overloaded` beyond, decided by the caller) and in time (504 `queue_timeout`, from the
+ * upstream timers' sweep). A freed slot goes to the oldest request still waiting, so requests
+ * leave in the order they came.
+ */
+export class RouteQueue {
+  private items: Waiting[] = [];
+  private head = 0;
+
+  constructor(readonly maxEntries: number, readonly timeoutMs: number) {}
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  /** false when the queue is full */
+  push(w: Waiting, now: number): boolean {
+    if (this.length >= this.maxEntries) return false;
+    w.waitingSince = now;
+    this.items.push(w);
+    if (this.length === 1) watch(this);
+    return true;
+  }
+
+  /** A slot freed on one of the route's endpoints: the oldest waiting request may take it. */
+  release(): void {
+    while (this.head < this.items.length) {
+      const w = this.items[this.head];
+      if (w.gone) {
+        this.shift();
+        continue;
+      }
+      if (!w.resume()) return;
+      // resume() may have re-entered release(); only drop w if it is still first
+      if (this.items[this.head] === w) this.shift();
+      return;
+    }
+  }
+
+  private shift(): void {
+    this.items[this.head++] = undefined as unknown as Waiting;
+    if (this.head === this.items.length) {
+      this.items.length = 0;
+      this.head = 0;
+      unwatch(this);
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** From the sweep: requests older than the timeout are answered 504. */
+  expire(now: number): void {
+    while (this.head < this.items.length) {
+      const w = this.items[this.head];
+      if (!w.gone && now - w.waitingSince < this.timeoutMs) return;
+      this.shift();
+      if (!w.gone) w.expireWait();
+    }
+  }
+}
