@@ -22,6 +22,9 @@ export const imageFieldsSchema = {
     cpu_limit: { type: 'string', maxLength: 16, pattern: '^(?:\\d+(?:\\.\\d+)?|\\d+m)$' },
     memory_limit: { type: 'string', maxLength: 16, pattern: '^\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgGtT](?:[iI]?[bB])?)?$' },
     health_path: { type: 'string', minLength: 1, maxLength: 256, pattern: '^/[\\x21-\\x7e]*$' },
+    container_concurrency: int(0, 1000, { default: 80 }),
+    target_utilization: int(1, 100, { default: 70 }),
+    scale_down_delay_s: int(0, 3600, { default: 0 }),
   },
 } as const;
 
@@ -50,6 +53,11 @@ export interface ImageFields {
   memory_limit_bytes: number | null;
   /** HTTP health-check path; null → TCP connect check */
   health_path: string | null;
+  /** most requests one instance is sent at once (0 = no limit); the proxies enforce it */
+  container_concurrency: number;
+  /** the autoscaler aims at container_concurrency × target_utilization / 100 per instance */
+  target_utilization: number;
+  scale_down_delay_s: number;
 }
 
 /** Validate and normalise; throws ApiError 400 naming the field. */
@@ -82,6 +90,9 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
     memory_limit: mem?.text ?? null,
     memory_limit_bytes: mem?.bytes ?? null,
     health_path: data.health_path === undefined ? null : String(data.health_path),
+    container_concurrency: (data.container_concurrency as number) + 0,
+    target_utilization: (data.target_utilization as number) + 0,
+    scale_down_delay_s: (data.scale_down_delay_s as number) + 0,
   };
 }
 

@@ -9,7 +9,7 @@ import { recordEvent } from '../events/outbox.js';
 import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { ArchiveError, extractArchive } from './archive/extract.js';
 import { BuildQueue, buildDir, contextDir } from './build-queue.js';
-import { parseImageFields } from './fields.js';
+import { imageFieldsSchema, parseCpu, parseImageFields, parseMemory } from './fields.js';
 import { dockerRef, getImage, hostnameTaken, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
 import { receiveUpload } from './upload.js';
 import { checkUploadQuota } from './quotas.js';
@@ -20,6 +20,39 @@ import { DockerUnavailableError } from '../runtime/docker.js';
 // ids are bigint in Postgres but JS numbers here: past 2^53 they are not exact (and 1e20 is not a bigint literal)
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } as const;
 type IdReq = { Params: { id: number } };
+
+const P = imageFieldsSchema.properties;
+/** An upload field's schema without its default (a PATCH leaves what it does not name alone). */
+function noDefault<T extends object>(schema: T): Omit<T, 'default'> {
+  const { default: _unused, ...rest } = schema as T & { default?: unknown };
+  return rest;
+}
+/** PATCH /api/images/:id: the upload's fields that change without a rebuild; null clears a limit. */
+const imagePatchSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: {
+    min_instances: noDefault(P.min_instances),
+    max_instances: P.max_instances,
+    container_concurrency: noDefault(P.container_concurrency),
+    target_utilization: noDefault(P.target_utilization),
+    scale_down_delay_s: noDefault(P.scale_down_delay_s),
+    health_path: { ...P.health_path, type: ['string', 'null'] },
+    cpu_limit: { ...P.cpu_limit, type: ['string', 'null'] },
+    memory_limit: { ...P.memory_limit, type: ['string', 'null'] },
+  },
+} as const;
+interface ImagePatch {
+  min_instances?: number;
+  max_instances?: number;
+  container_concurrency?: number;
+  target_utilization?: number;
+  scale_down_delay_s?: number;
+  health_path?: string | null;
+  cpu_limit?: string | null;
+  memory_limit?: string | null;
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -80,10 +113,12 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
           await checkUploadQuota(c, userId, cfg.quotas, true);
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, container_port, min_instances, max_instances,
-               cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'building',$12,$13) RETURNING *`,
+               cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,
+               container_concurrency, target_utilization, scale_down_delay_s)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'building',$12,$13,$14,$15,$16) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, fields.container_port, fields.min_instances, fields.max_instances,
-              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag), fields.health_path]);
+              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag), fields.health_path,
+              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image } });
           return rows[0];
         });
@@ -133,6 +168,51 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       return { image_id: img.id, status: img.status, logs: live ? live.text() : img.build_logs, truncated: live ? live.truncated : img.build_logs_truncated };
     }
     return followLogs(app, req, reply, img, followers);
+  });
+
+  // Settings that change without a rebuild. Applied at once: the proxies get the new
+  // container_concurrency with the next route table (pushed now), new containers get the new
+  // limits and health path; `image.updated` records what changed.
+  app.patch<IdReq & { Body: ImagePatch }>('/api/images/:id', {
+    preHandler: app.authenticate,
+    schema: { params: idParams, body: imagePatchSchema },
+  }, async (req) => {
+    const b = req.body;
+    const img = await withTransaction(app.db, async (c) => {
+      const { rows: [row] } = await c.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [req.params.id, req.user!.id]);
+      if (!row) throw notFound('image');
+      const mem = b.memory_limit === undefined ? undefined : b.memory_limit === null ? null : parseMemory(b.memory_limit);
+      const next = {
+        min_instances: (b.min_instances ?? row.min_instances) + 0,
+        max_instances: (b.max_instances ?? row.max_instances) + 0,
+        container_concurrency: (b.container_concurrency ?? row.container_concurrency) + 0,
+        target_utilization: (b.target_utilization ?? row.target_utilization) + 0,
+        scale_down_delay_s: (b.scale_down_delay_s ?? row.scale_down_delay_s) + 0,
+        health_path: b.health_path === undefined ? row.health_path : b.health_path,
+        cpu_limit: b.cpu_limit === undefined ? row.cpu_limit : b.cpu_limit === null ? null : parseCpu(b.cpu_limit),
+        memory_limit: mem === undefined ? row.memory_limit : mem?.text ?? null,
+        memory_limit_bytes: mem === undefined ? row.memory_limit_bytes : mem?.bytes ?? null,
+      };
+      if (next.min_instances > next.max_instances) throw badRequest(`min_instances (${next.min_instances}) must not exceed max_instances (${next.max_instances})`);
+      const changed: Record<string, { from: unknown; to: unknown }> = {};
+      for (const [k, v] of Object.entries(next)) {
+        const was = (row as unknown as Record<string, unknown>)[k];
+        if (String(was ?? null) !== String(v ?? null)) changed[k] = { from: was ?? null, to: v };
+      }
+      const { rows: [updated] } = await c.query<ImageRow>(
+        `UPDATE images SET min_instances = $2, max_instances = $3, container_concurrency = $4, target_utilization = $5,
+           scale_down_delay_s = $6, health_path = $7, cpu_limit = $8, memory_limit = $9, memory_limit_bytes = $10, updated_at = now()
+         WHERE id = $1 RETURNING *`,
+        [row.id, next.min_instances, next.max_instances, next.container_concurrency, next.target_utilization,
+          next.scale_down_delay_s, next.health_path, next.cpu_limit, next.memory_limit, next.memory_limit_bytes]);
+      if (Object.keys(changed).length > 0) {
+        await recordEvent(c, { type: 'image.updated', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { changed } });
+      }
+      return updated;
+    });
+    app.events.nudge();
+    (app as unknown as { platform?: { hub: { schedule(): void } } }).platform?.hub.schedule();
+    return publicImage(img);
   });
 
   app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req, reply) => {

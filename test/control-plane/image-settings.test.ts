@@ -1,0 +1,82 @@
+/**
+ * Per-app scaling settings: defaults at upload, PATCH /api/images/:id validated like the upload,
+ * applied at once (the route table carries container_concurrency to the proxies), recorded as
+ * image.updated; another user's image is 404.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Api } from '../helpers/api.js';
+import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+
+let t: TestControlPlane;
+let alice: Api;
+let bob: Api;
+let imageId = 0;
+beforeAll(async () => {
+  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
+  const api = new Api(t.cp.url);
+  alice = await api.signup('alice@example.com');
+  bob = await api.signup('bob@example.com');
+  const me = await alice.get('/api/auth/me');
+  imageId = await insertReadyImage(t.cp, me.body.user?.id ?? me.body.id, 'settings.example.com', 5);
+});
+afterAll(async () => { await t?.close(); });
+
+const patch = (api: Api, body: unknown, id = imageId) => api.req('PATCH', `/api/images/${id}`, { json: body });
+
+describe('image scaling settings', () => {
+  it('have Cloud Run defaults', async () => {
+    const r = await alice.get(`/api/images/${imageId}`);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ container_concurrency: 80, target_utilization: 70, scale_down_delay_s: 0, min_instances: 0, max_instances: 5 });
+  });
+
+  it('PATCH applies, records image.updated, and the route table carries the concurrency', async () => {
+    const r = await patch(alice, { container_concurrency: 10, target_utilization: 50, scale_down_delay_s: 30, max_instances: 8, health_path: '/ready', memory_limit: '256m' });
+    expect(r.status, r.text).toBe(200);
+    expect(r.body).toMatchObject({ container_concurrency: 10, target_utilization: 50, scale_down_delay_s: 30, max_instances: 8, health_path: '/ready', memory_limit_bytes: 256 * 1024 * 1024 });
+    const events = await alice.get('/api/events?after=0');
+    const upd = events.body.events.filter((e: { type: string }) => e.type === 'image.updated');
+    expect(upd.length).toBe(1);
+    expect(upd[0].payload.changed.container_concurrency).toEqual({ from: 80, to: 10 });
+    let route: { concurrency?: { perEndpoint?: number } } | undefined;
+    for (let i = 0; i < 40 && route?.concurrency?.perEndpoint !== 10; i++) {
+      await t.cp.app.platform.hub.schedule();
+      await new Promise((res) => setTimeout(res, 50));
+      route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
+    }
+    expect(route?.concurrency).toEqual({ perEndpoint: 10 });
+    // 0 = no limit: no cap in the table
+    expect((await patch(alice, { container_concurrency: 0 })).status).toBe(200);
+    for (let i = 0; i < 40 && route?.concurrency !== undefined; i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
+    }
+    expect(route?.concurrency).toBeUndefined();
+    // clearing a limit
+    expect((await patch(alice, { memory_limit: null })).body.memory_limit_bytes).toBeNull();
+  });
+
+  it.each([
+    [{ min_instances: 9 }, 'min_instances'],
+    [{ container_concurrency: 1001 }, 'container_concurrency'],
+    [{ container_concurrency: -1 }, 'container_concurrency'],
+    [{ target_utilization: 0 }, 'target_utilization'],
+    [{ scale_down_delay_s: 3601 }, 'scale_down_delay_s'],
+    [{ max_instances: 1e400 }, 'max_instances'],
+    [{ container_port: 9090 }, 'container_port'],
+    [{ health_path: 'no-slash' }, 'health_path'],
+    [{ cpu_limit: '9999' }, 'cpu_limit'],
+    [{}, ''],
+  ])('PATCH %j is a 400 naming the field', async (body, field) => {
+    const raw = JSON.stringify(body).replace('1e+400', '1e400').replace('null', '1e400');
+    const r = await alice.req('PATCH', `/api/images/${imageId}`, { body: raw, headers: { 'content-type': 'application/json' } });
+    expect(r.status, r.text).toBe(400);
+    if (field) expect(r.body.error.message).toContain(field);
+  });
+
+  it("another user's image is 404, and nothing changes", async () => {
+    expect((await patch(bob, { container_concurrency: 1 })).status).toBe(404);
+    expect((await patch(alice, { container_concurrency: 1 }, 999_999)).status).toBe(404);
+    expect((await alice.get(`/api/images/${imageId}`)).body.container_concurrency).toBe(0);
+  });
+});
