@@ -9,6 +9,8 @@ import type { Logger } from '../shared/logging.js';
 import { createAdminServer, type AdminAuth } from './admin/server.js';
 import { merge, type StatsSnapshot } from './metrics/prometheus.js';
 import { DataPlane } from './server/data-plane.js';
+import { runtime } from './server/state.js';
+import { Activator } from './sync/activator.js';
 import { ControlPlaneSource } from './sync/control-plane-source.js';
 import { FileSource } from './sync/file-source.js';
 import { loadTable, saveTable } from './sync/persist.js';
@@ -83,12 +85,16 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   let plane: DataPlane | null = null;
   let pool: WorkerPool | null = null;
   let port: number;
+  // scaled-to-zero routes are woken through the control plane (file-fed proxies cannot wake them)
+  const activator = o.controlPlaneUrl && o.token ? new Activator(o.controlPlaneUrl, o.token, log) : null;
   if (o.workers <= 1) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
+    runtime.activate = activator ? (id) => activator.activate(id) : null;
     port = await plane.listen(o.listenHost, o.listenPort);
   } else {
     pool = new WorkerPool();
-    port = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
+    pool.onActivate = activator ? (id) => activator.activate(id) : null;
+    port = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, canActivate: activator !== null });
   }
 
   let current: RouteTableSpec | null = null;

@@ -7,6 +7,7 @@ import type { Logger } from '../../shared/logging.js';
 import fp from '../http/fp.js';
 import { createContainerRuntime, type ContainerRuntime } from '../runtime/containers.js';
 import { RouteHub } from '../discovery/hub.js';
+import { Activation } from './activation.js';
 import { ProxyRegistry } from '../discovery/proxies.js';
 import discoveryPlugin from '../discovery/plugin.js';
 import { HealthChecker } from '../health/checker.js';
@@ -98,7 +99,8 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   new client.Gauge({ name: 'berth_cp_reconcile_leader', help: '1 when this control plane holds the reconcile lock', registers, collect() { this.set(leader.isLeader ? 1 : 0); } });
 
   await app.register(containerRoutes, { service });
-  await app.register(discoveryPlugin, { hub, proxies, proxyToken });
+  const activation = new Activation(app.db, service, log.child({ component: 'activation' }));
+  await app.register(discoveryPlugin, { hub, proxies, proxyToken, activation });
 
   app.addHook('onReady', async () => {
     await hub.start();

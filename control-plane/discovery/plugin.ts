@@ -2,7 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { startSse } from '../http/sse.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
-import { badRequest, unauthorized } from '../http/errors.js';
+import { badRequest, conflict, notFound, unauthorized } from '../http/errors.js';
+import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
 import { endpointAddress } from './route-table.js';
 import type { RouteHub } from './hub.js';
@@ -49,8 +50,8 @@ const reportSchema = {
  * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
  *   (a user sees their own apps; the proxy token sees all).
  */
-export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyToken: string }): Promise<void> {
-  const { hub, proxies, proxyToken } = opts;
+export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyToken: string; activation: Activation }): Promise<void> {
+  const { hub, proxies, proxyToken, activation } = opts;
   const streams = new Set<FastifyReply>();
 
   const requireProxy = async (req: FastifyRequest) => {
@@ -91,6 +92,20 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const table = hub.table ?? (await hub.rebuild().then(() => hub.table, () => null));
     if (table) send(table);
     req.log.info({ remote: req.ip, version: table?.version ?? null }, 'proxy subscribed to route updates');
+  });
+
+  // A proxy holds requests for a scaled-to-zero app: start an instance (202; the route table
+  // brings its endpoint). Route ids are `img-{id}`.
+  app.post<{ Params: { id: string } }>('/v1/routes/:id/activate', {
+    preHandler: requireProxy,
+    schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^img-[1-9][0-9]{0,15}$' } } } },
+  }, async (req, reply) => {
+    const imageId = Number(req.params.id.slice(4));
+    if (!Number.isSafeInteger(imageId)) throw badRequest('route id out of range');
+    const r = await activation.request(imageId);
+    if (r === 'not_found') throw notFound('route');
+    if (r === 'not_scaled_to_zero') throw conflict(`route ${req.params.id} does not scale to zero (min_instances > 0); its instances are managed by the reconcile loop`, 'not_scaled_to_zero');
+    return reply.code(202).send({ route: req.params.id, result: r });
   });
 
   app.post<{ Body: ProxyReport }>('/v1/proxy/report', { preHandler: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {

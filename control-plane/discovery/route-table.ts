@@ -13,8 +13,8 @@ export const endpointAddress = (endpointHost: string, hostPort: number) =>
  * capacity) rather than 404.
  */
 export async function buildRoutes(q: Queryable, endpointHost: string): Promise<RouteSpec[]> {
-  const { rows } = await q.query<{ image_id: number; app_hostname: string; container_concurrency: number; container_id: number | null; host_port: number | null }>(
-    `SELECT i.id AS image_id, i.app_hostname, i.container_concurrency, c.id AS container_id, c.host_port
+  const { rows } = await q.query<{ image_id: number; app_hostname: string; container_concurrency: number; min_instances: number; container_id: number | null; host_port: number | null }>(
+    `SELECT i.id AS image_id, i.app_hostname, i.container_concurrency, i.min_instances, c.id AS container_id, c.host_port
        FROM images i
        LEFT JOIN containers c ON c.image_id = i.id AND c.status = 'running' AND c.desired = 'running'
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
@@ -29,6 +29,8 @@ export async function buildRoutes(q: Queryable, endpointHost: string): Promise<R
       cur = { id: `img-${r.image_id}`, hosts: [r.app_hostname], endpoints: [], policy: 'round_robin' };
       // the app's container_concurrency, enforced by every proxy (0 = no limit)
       if (r.container_concurrency > 0) cur.concurrency = { perEndpoint: r.container_concurrency };
+      // scales to zero: proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate)
+      if (r.min_instances === 0) cur.wake = true;
       routes.push(cur);
     }
     if (r.container_id !== null && r.host_port !== null) {

@@ -21,7 +21,7 @@ export class RouteQueue {
   private items: Waiting[] = [];
   private head = 0;
 
-  constructor(readonly maxEntries: number, readonly timeoutMs: number) {}
+  constructor(public maxEntries: number, public timeoutMs: number) {}
 
   get length(): number {
     return this.items.length - this.head;
@@ -37,18 +37,24 @@ export class RouteQueue {
   }
 
   /** A slot freed on one of the route's endpoints: the oldest waiting request may take it. */
-  release(): void {
+  release(): boolean {
     while (this.head < this.items.length) {
       const w = this.items[this.head];
       if (w.gone) {
         this.shift();
         continue;
       }
-      if (!w.resume()) return;
+      if (!w.resume()) return false;
       // resume() may have re-entered release(); only drop w if it is still first
       if (this.items[this.head] === w) this.shift();
-      return;
+      return true;
     }
+    return false;
+  }
+
+  /** Endpoints appeared (a new table): send as many waiting requests as they take, in order. */
+  releaseAll(): void {
+    while (this.length > 0 && this.release()) { /* next */ }
   }
 
   private shift(): void {

@@ -16,6 +16,8 @@ export interface Route {
   readonly idleTimeoutMs: number;
   /** extra attempts on another endpoint after a connect failure (idempotent, bodiless requests) */
   readonly retries: number;
-  /** requests waiting for an endpoint below its concurrency cap (null: the route has no cap) */
+  /** requests waiting for an endpoint (below its concurrency cap, or waking); null: neither applies */
   readonly queue: RouteQueue | null;
+  /** scaled to zero: hold requests and ask for an instance when no endpoint can take them */
+  readonly wake: boolean;
 }

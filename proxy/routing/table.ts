@@ -18,7 +18,13 @@ export class RouteTable {
     readonly routes: Route[],
     private readonly exact: Map<string, Route>,
     private readonly wildcard: Map<string, Route>,
+    private readonly byId: Map<string, Route>,
   ) {}
+
+  /** The route with this id in this table (a held request follows its route across swaps). */
+  route(id: string): Route | undefined {
+    return this.byId.get(id);
+  }
 
   /** `host` must already be normalised. */
   lookup(host: string): Route | undefined {
@@ -39,7 +45,21 @@ export class RouteTable {
 export class RouteState {
   readonly stats = new Map<string, RouteStats>();
   readonly caches = new Map<string, FallbackCache>();
+  /** waiting requests outlive table swaps: the queue is the route id's, not one table's */
+  readonly queues = new Map<string, RouteQueue>();
   generation = 0;
+
+  queue(id: string, maxEntries: number, timeoutMs: number): RouteQueue {
+    let q = this.queues.get(id);
+    if (q === undefined) {
+      q = new RouteQueue(maxEntries, timeoutMs);
+      this.queues.set(id, q);
+    } else {
+      q.maxEntries = maxEntries;
+      q.timeoutMs = timeoutMs;
+    }
+    return q;
+  }
 }
 
 function cacheConfig(spec: RouteSpec): FallbackCacheConfig {
@@ -59,6 +79,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
   const exact = new Map<string, Route>();
   const wildcard = new Map<string, Route>();
   const routes: Route[] = [];
+  const byId = new Map<string, Route>();
   const liveIds = new Set<string>();
   for (const rs of spec.routes) {
     const cbs = rs.circuitBreaker;
@@ -97,11 +118,13 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       headersTimeoutMs: tos?.headersMs ?? DEFAULTS.timeouts.headersMs,
       idleTimeoutMs: tos?.idleMs ?? DEFAULTS.timeouts.idleMs,
       retries: rs.retry?.attempts ?? DEFAULTS.retry.attempts,
-      queue: cap > 0 ? new RouteQueue(
+      queue: cap > 0 || rs.wake === true ? state.queue(rs.id,
         rs.concurrency?.maxQueue ?? DEFAULTS.concurrency.maxQueue,
         rs.concurrency?.queueTimeoutMs ?? DEFAULTS.concurrency.queueTimeoutMs,
       ) : null,
+      wake: rs.wake === true,
     };
+    byId.set(rs.id, route);
     routes.push(route);
     for (const h of rs.hosts) {
       if (h.startsWith('*.')) wildcard.set(h.slice(2), route);
@@ -110,5 +133,6 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
   }
   // Caches of removed routes are dropped; stats stay (counters must be monotonic for Prometheus).
   for (const id of state.caches.keys()) if (!liveIds.has(id)) state.caches.delete(id);
-  return new RouteTable(spec.version, spec, routes, exact, wildcard);
+  for (const [id, q] of state.queues) if (!liveIds.has(id) && q.length === 0) state.queues.delete(id);
+  return new RouteTable(spec.version, spec, routes, exact, wildcard, byId);
 }

@@ -58,6 +58,8 @@ export class DataPlane {
     const table = compileRouteTable(spec, this.registry, this.state);
     runtime.table = table;
     this.registry.sweep(this.state.generation);
+    // requests held for a route (waking, or at its concurrency cap) go to endpoints that appeared
+    for (const r of table.routes) if (r.queue !== null && r.queue.length > 0 && r.targets.length > 0) r.queue.releaseAll();
     return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };
   }
 

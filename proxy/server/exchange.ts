@@ -106,7 +106,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   constructor(
     readonly res: HttpResponse,
-    readonly route: Route,
+    /** the request's route; a held request follows its id into newer tables */
+    public route: Route,
     readonly method: string,
     readonly path: string,
     readonly host: string,
@@ -128,7 +129,11 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     if (target === null) {
       const q = this.route.queue;
       if (q !== null && this.saturated(now)) this.wait(q, now);
-      else this.noEndpoint();
+      else if (q !== null && this.route.wake && runtime.activate !== null && !this.anyAdmitted(now)) {
+        // scaled to zero (or every instance gone): hold the request and wake the app
+        this.wait(q, now);
+        if (this.queued) runtime.activate(this.route.id);
+      } else this.noEndpoint();
       return;
     }
     this.send(target.endpoint, now);
@@ -141,6 +146,13 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       const x = t[i];
       if (x.cap > 0 && x.endpoint.inflight >= x.cap && x.endpoint !== this.failedEndpoint && x.endpoint.breaker.admits(now)) return true;
     }
+    return false;
+  }
+
+  /** Does any endpoint's breaker admit traffic (so the route is not waiting to be woken)? */
+  private anyAdmitted(now: number): boolean {
+    const t = this.route.targets;
+    for (let i = 0; i < t.length; i++) if (t[i].endpoint !== this.failedEndpoint && t[i].endpoint.breaker.admits(now)) return true;
     return false;
   }
 
@@ -166,6 +178,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   resume(): boolean {
     const now = clock.now;
+    const current = runtime.table?.route(this.route.id);
+    if (current !== undefined) this.route = current;
     const target = this.route.balancer.pick(now, this.failedEndpoint);
     if (target === null) return false;
     this.queued = false;

@@ -2,8 +2,15 @@ import type { RouteTable } from '../routing/table.js';
 import type { AccessLog } from './access-log.js';
 
 /** Per-thread proxy state read by the hot path. Swapping `table` is atomic. */
-export const runtime: { table: RouteTable | null; accessLog: AccessLog | null; via: string } = {
+export const runtime: {
+  table: RouteTable | null;
+  accessLog: AccessLog | null;
+  via: string;
+  /** ask the control plane for an instance of a scaled-to-zero route (null: no control plane) */
+  activate: ((routeId: string) => void) | null;
+} = {
   table: null,
   accessLog: null,
   via: '1.1 berth',
+  activate: null,
 };

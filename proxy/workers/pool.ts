@@ -7,6 +7,8 @@ export interface WorkerInit {
   port: number;
   accessLogRate: number;
   upstreamConnections: number;
+  /** the main thread can wake scaled-to-zero routes (it talks to a control plane) */
+  canActivate?: boolean;
 }
 
 type Msg =
@@ -14,13 +16,16 @@ type Msg =
   | { type: 'error'; message: string }
   | { type: 'applied'; seq: number; version: number; routes: number; ms: number }
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
-  | { type: 'closed' };
+  | { type: 'closed' }
+  | { type: 'activate'; route: string };
 
 /**
  * N data planes on worker threads sharing one port (uWS listens with SO_REUSEPORT, the kernel
  * spreads connections). The main thread owns the table and posts it to every worker.
  */
 export class WorkerPool {
+  /** a worker holds requests for a scaled-to-zero route: wake it (set by the proxy) */
+  onActivate: ((routeId: string) => void) | null = null;
   private workers: Worker[] = [];
   private seq = 0;
   private waiters = new Map<string, (m: Msg) => void>();
@@ -41,6 +46,10 @@ export class WorkerPool {
   }
 
   private onMessage(i: number, m: Msg): void {
+    if (m.type === 'activate') {
+      this.onActivate?.(m.route);
+      return;
+    }
     const key = m.type === 'listening' || m.type === 'error' ? `${i}:listen` : m.type === 'closed' ? `${i}:closed` : `${i}:${m.seq}`;
     const w = this.waiters.get(key);
     if (w) { this.waiters.delete(key); w(m); }

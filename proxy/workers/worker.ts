@@ -1,12 +1,15 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createLogger } from '../../shared/logging.js';
 import { DataPlane } from '../server/data-plane.js';
+import { runtime } from '../server/state.js';
 import type { WorkerInit } from './pool.js';
 
 const init = workerData as WorkerInit & { index: number };
 const logger = createLogger('berth-proxy').child({ worker: init.index });
 const plane = new DataPlane({ logger, accessLogRate: init.accessLogRate, upstreamConnections: init.upstreamConnections });
 const port = parentPort!;
+// held requests of a scaled-to-zero route: the main thread owns the control-plane connection
+if (init.canActivate) runtime.activate = (route: string) => port.postMessage({ type: 'activate', route });
 
 plane.listen(init.host, init.port).then(
   (p) => port.postMessage({ type: 'listening', port: p }),

@@ -26,6 +26,12 @@ export interface RouteSpec {
    * at most `queueTimeoutMs` (503 `overloaded` / 504 `queue_timeout` past those).
    */
   concurrency?: { perEndpoint?: number; maxQueue?: number; queueTimeoutMs?: number };
+  /**
+   * The app scales to zero: when no endpoint can take a request the proxy holds it (the same
+   * bounded queue) and asks the control plane for an instance (`POST /v1/routes/:id/activate`),
+   * releasing held requests in order as endpoints appear.
+   */
+  wake?: boolean;
 }
 
 export interface RouteTableSpec {
@@ -108,6 +114,7 @@ export const routeTableSchema = {
             additionalProperties: false,
             properties: { attempts: { type: 'integer', minimum: 0, maximum: 5 } },
           },
+          wake: { type: 'boolean' },
           concurrency: {
             type: 'object',
             additionalProperties: false,

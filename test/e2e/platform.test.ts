@@ -238,6 +238,9 @@ await describeWithDocker('e2e: upload → build → run → route', () => {
     const d = await user.del(`/api/images/${imageId}`);
     expect(d.status).toBe(409);
     expect(d.body.error.code).toBe('image_in_use');
+    // with min_instances 0 the proxy would hold the next request and wake the app; an app that
+    // does not scale to zero answers 503 when it has no instance (PATCH applies at once)
+    expect((await user.req('PATCH', `/api/images/${imageId}`, { json: { min_instances: 1 } })).status).toBe(200);
     const cs = await containers();
     for (const c of cs) expect((await user.del(`/api/containers/${c.id}`)).status).toBe(204);
     for (const c of cs) await expect(docker.getContainer(c.docker_id).inspect()).rejects.toMatchObject({ statusCode: 404 });

@@ -1,0 +1,53 @@
+import { request } from 'undici';
+import type { Logger } from '../../shared/logging.js';
+
+/** Resend an activation this long after the last one while requests are still held. */
+export const ACTIVATE_EVERY_MS = 2000;
+
+/**
+ * Wakes scaled-to-zero apps: `POST /v1/routes/:id/activate` (proxy token) to the control plane,
+ * at most once per route every ACTIVATE_EVERY_MS however many requests are waiting — one call
+ * per burst, not per request. Fire and forget: held requests are released by the route table
+ * that brings the new endpoint, and time out (504 queue_timeout) if it never comes.
+ */
+export class Activator {
+  private readonly last = new Map<string, number>();
+  private readonly deferred = new Map<string, NodeJS.Timeout>();
+
+  constructor(private readonly baseUrl: string, private readonly token: string, private readonly logger: Logger) {}
+
+  activate(routeId: string): void {
+    const now = Date.now();
+    const prev = this.last.get(routeId);
+    if (prev !== undefined && now - prev < ACTIVATE_EVERY_MS) {
+      // asked a moment ago (maybe for an instance that has stopped since): ask again when the
+      // window ends, once, for every request held in between
+      if (!this.deferred.has(routeId)) {
+        this.deferred.set(routeId, setTimeout(() => {
+          this.deferred.delete(routeId);
+          this.activate(routeId);
+        }, prev + ACTIVATE_EVERY_MS - now).unref());
+      }
+      return;
+    }
+    this.last.set(routeId, now);
+    if (this.last.size > 10_000) this.last.clear();
+    void this.post(routeId);
+  }
+
+  private async post(routeId: string): Promise<void> {
+    try {
+      const res = await request(new URL(`/v1/routes/${encodeURIComponent(routeId)}/activate`, this.baseUrl), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.token}` },
+        headersTimeout: 5000,
+        bodyTimeout: 5000,
+      });
+      const text = await res.body.text();
+      if (res.statusCode >= 400) this.logger.warn({ route: routeId, status: res.statusCode, body: text.slice(0, 300) }, 'control plane refused to wake the app');
+      else this.logger.info({ route: routeId }, 'asked the control plane to wake the app');
+    } catch (e) {
+      this.logger.warn({ route: routeId, err: (e as Error).message }, 'could not reach the control plane to wake the app');
+    }
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * A scaled-to-zero app (min_instances 0) answers its first request: the proxy holds it, asks the
+ * control plane to wake the app (POST /v1/routes/:id/activate), and releases it once the
+ * instance is healthy — a POST body arrives intact, held requests keep their order, and a
+ * second wake reuses the stopped container. Real Docker, real proxy process.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { request } from 'undici';
+import { Api } from '../helpers/api.js';
+import { makeTar } from '../helpers/archives.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
+import { startProxy, type ProxyProc } from '../proxy/harness.js';
+import { sleep, waitFor } from './support.js';
+
+const HOST = `wake-${randomBytes(3).toString('hex')}.example.com`;
+let t: TestControlPlane;
+let px: ProxyProc;
+let user: Api;
+let imageId = 0;
+let dockerImage = '';
+let clusterId = '';
+const figures: Record<string, number> = {};
+
+/** busybox httpd with a CGI echo (its CGI heads end in bare LF: the upstream client must accept them). */
+function wakeApp() {
+  return [
+    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
+    { name: 'www/', type: 'directory' as const },
+    { name: 'www/index.html', content: 'awake\n' },
+    { name: 'www/cgi-bin/', type: 'directory' as const },
+    { name: 'www/cgi-bin/echo', content: '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n"\nhead -c "$CONTENT_LENGTH"\n', mode: 0o755 },
+  ];
+}
+
+async function send(method: string, path: string, body?: string): Promise<{ status: number; body: string; ms: number }> {
+  const t0 = Date.now();
+  const r = await request(`${px.url}${path}`, { method: method as 'GET', headers: { host: HOST }, body, headersTimeout: 30_000 });
+  return { status: r.statusCode, body: await r.body.text(), ms: Date.now() - t0 };
+}
+
+const running = async () => (await user.get(`/api/containers?image_id=${imageId}`)).body.containers.filter((c: { desired: string }) => c.desired === 'running');
+
+await describeWithDocker('scale from zero: the proxy holds requests while the app wakes', () => {
+  beforeAll(async () => {
+    t = await startTestControlPlane({ seedDefaultUser: false, health: { intervalMs: 50, healthyThreshold: 1 }, routeDebounceMs: 10 });
+    clusterId = t.cp.app.platform.clusterId;
+    user = await new Api(t.cp.url).signup('wake@example.com');
+    const up = await user.upload({ name: 'wake', app_hostname: HOST, min_instances: 0, health_path: '/' }, await makeTar(wakeApp()));
+    expect(up.status, up.text).toBe(201);
+    imageId = up.body.id;
+    dockerImage = up.body.docker_image;
+    const img = await user.waitForBuild(imageId, 90_000);
+    expect(img.status, img.status_reason).toBe('ready');
+    px = await startProxy(null, ['--control-plane', t.cp.url, '--token', t.cp.app.platform.proxyToken]);
+    await waitFor('the proxy to have the app\'s route', async () => {
+      const r = await request(`${px.admin}/routes`);
+      const table = (await r.body.json()) as { routes?: Array<{ hosts: string[]; wake?: boolean }> };
+      return table.routes?.some((x) => x.hosts.includes(HOST) && x.wake === true);
+    }, 20_000);
+  });
+
+  afterAll(async () => {
+    await px?.stop();
+    await t?.close();
+    if (clusterId) await removeClusterContainers(clusterId);
+    if (dockerImage) await docker.getImage(dockerImage).remove({ force: true }).catch(() => {});
+  });
+
+  it('starts at zero instances', async () => {
+    expect(await running()).toEqual([]);
+  });
+
+  it('the first requests are held and answered in order, a POST body intact', async () => {
+    const body = `payload-${randomBytes(8).toString('hex')}`;
+    const results = await Promise.all([send('GET', '/'), send('POST', '/cgi-bin/echo', body), send('GET', '/index.html')]);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(results[0].body).toBe('awake\n');
+    expect(results[1].body).toBe(body);
+    figures.coldStartMs = Math.max(...results.map((r) => r.ms));
+    expect((await running()).length).toBe(1);
+  });
+
+  it('woken again after its instance is stopped, reusing the stopped container', async () => {
+    const [c] = await running();
+    expect((await user.post(`/api/containers/${c.id}/stop`)).status).toBe(200);
+    await waitFor('the instance to stop', async () => (await running()).length === 0, 30_000);
+    await sleep(200); // the route table without the endpoint reaches the proxy
+    const r = await send('GET', '/');
+    expect(r.status, r.body).toBe(200);
+    figures.warmStartMs = r.ms;
+    const now = await running();
+    expect(now.map((x: { id: number }) => x.id)).toEqual([c.id]);
+    console.log(`scale from zero: first wake ${figures.coldStartMs} ms (new container), second ${figures.warmStartMs} ms (stopped container started)`);
+  });
+
+  it('activation is for proxies only, and only for apps that scale to zero', async () => {
+    const r = await request(`${t.cp.url}/v1/routes/img-${imageId}/activate`, { method: 'POST' });
+    expect(r.statusCode).toBe(401);
+    await r.body.dump();
+    const bad = await request(`${t.cp.url}/v1/routes/nope/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
+    expect(bad.statusCode).toBe(400);
+    await bad.body.dump();
+    const missing = await request(`${t.cp.url}/v1/routes/img-999999/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
+    expect(missing.statusCode).toBe(404);
+    await missing.body.dump();
+  });
+});
