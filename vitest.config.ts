@@ -9,5 +9,8 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 2,
     pool: 'forks',
+    // The autoscaler would scale down the containers suites create by hand; the suites that test
+    // it turn it on (startControlPlane({ autoscale: { enabled: true, … } })).
+    env: { BERTH_AUTOSCALE: 'off' },
   },
 });

@@ -81,6 +81,42 @@ export interface ControlPlaneOptions {
   /** Docker networks (created at start, bridge, inter-container traffic disabled) for app containers and build steps (defaults berth-apps / berth-builds). */
   appNetwork?: string;
   buildNetwork?: string;
+  /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
+  autoscale?: Partial<AutoscaleConfig>;
+}
+
+export interface AutoscaleConfig {
+  /** BERTH_AUTOSCALE=off disables it */
+  enabled: boolean;
+  tickMs: number;
+  stableWindowMs: number;
+  panicWindowPct: number;
+  panicThresholdPct: number;
+  scaleToZeroGraceMs: number;
+  maxScaleUpRate: number;
+  maxScaleDownRate: number;
+}
+
+function envNumber(name: string, dflt: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`${name}="${raw}" must be a number between ${min} and ${max}`);
+  return n;
+}
+
+function autoscaleConfig(o: Partial<AutoscaleConfig> | undefined): AutoscaleConfig {
+  const off = (process.env.BERTH_AUTOSCALE ?? '').toLowerCase();
+  return {
+    enabled: o?.enabled ?? !(off === 'off' || off === '0' || off === 'false'),
+    tickMs: o?.tickMs ?? envNumber('BERTH_AUTOSCALE_TICK_MS', 2000, 50, 600_000),
+    stableWindowMs: o?.stableWindowMs ?? envNumber('BERTH_AUTOSCALE_STABLE_WINDOW_S', 60, 0.1, 3600) * 1000,
+    panicWindowPct: o?.panicWindowPct ?? envNumber('BERTH_AUTOSCALE_PANIC_WINDOW_PCT', 10, 1, 100),
+    panicThresholdPct: o?.panicThresholdPct ?? envNumber('BERTH_AUTOSCALE_PANIC_THRESHOLD_PCT', 200, 110, 1000),
+    scaleToZeroGraceMs: o?.scaleToZeroGraceMs ?? envNumber('BERTH_SCALE_TO_ZERO_GRACE_S', 30, 0, 3600) * 1000,
+    maxScaleUpRate: o?.maxScaleUpRate ?? envNumber('BERTH_AUTOSCALE_MAX_SCALE_UP_RATE', 1000, 1.01, 100_000),
+    maxScaleDownRate: o?.maxScaleDownRate ?? envNumber('BERTH_AUTOSCALE_MAX_SCALE_DOWN_RATE', 2, 1.01, 100_000),
+  };
 }
 
 export interface ResolvedConfig {
@@ -122,6 +158,7 @@ export interface ResolvedConfig {
   containerMemoryDefaultBytes: number;
   appNetwork: string;
   buildNetwork: string;
+  autoscale: AutoscaleConfig;
 }
 
 export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
@@ -186,6 +223,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
     buildNetwork: networkName(o.buildNetwork ?? 'berth-builds', 'build network'),
+    autoscale: autoscaleConfig(o.autoscale),
   };
 }
 

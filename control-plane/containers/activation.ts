@@ -17,6 +17,11 @@ export class Activation {
 
   constructor(private readonly db: Db, private readonly service: ContainerService, private readonly log: Logger) {}
 
+  /** An instance is being started for this app right now (the autoscaler leaves it alone). */
+  isWaking(imageId: number): boolean {
+    return this.waking.has(imageId);
+  }
+
   async request(imageId: number): Promise<ActivationResult> {
     const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string }>(
       'SELECT id, user_id, min_instances, status FROM images WHERE id = $1', [imageId]);

@@ -8,6 +8,7 @@ import fp from '../http/fp.js';
 import { createContainerRuntime, type ContainerRuntime } from '../runtime/containers.js';
 import { RouteHub } from '../discovery/hub.js';
 import { Activation } from './activation.js';
+import { Autoscaler } from '../autoscale/autoscaler.js';
 import { ProxyRegistry } from '../discovery/proxies.js';
 import discoveryPlugin from '../discovery/plugin.js';
 import { HealthChecker } from '../health/checker.js';
@@ -31,6 +32,7 @@ export interface Platform {
   reconciler: Reconciler;
   kafka: KafkaRelay | undefined;
   consul: ConsulSync | undefined;
+  autoscaler: Autoscaler;
 }
 
 declare module 'fastify' {
@@ -82,7 +84,12 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   if (consul) hub.subscribe(() => consul?.schedule());
   if (kafka) app.events.subscribe(() => kafka.nudge());
 
-  app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul } satisfies Platform);
+  const activation = new Activation(app.db, service, log.child({ component: 'activation' }));
+  const autoscaler = new Autoscaler({
+    db: app.db, service, proxies, leader, events: app.events, log: log.child({ component: 'autoscaler' }), config: cfg.autoscale,
+    waking: (id) => activation.isWaking(id),
+  });
+  app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler } satisfies Platform);
 
   const registers = [app.metrics.registry];
   new client.Gauge({
@@ -99,7 +106,6 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   new client.Gauge({ name: 'berth_cp_reconcile_leader', help: '1 when this control plane holds the reconcile lock', registers, collect() { this.set(leader.isLeader ? 1 : 0); } });
 
   await app.register(containerRoutes, { service });
-  const activation = new Activation(app.db, service, log.child({ component: 'activation' }));
   await app.register(discoveryPlugin, { hub, proxies, proxyToken, activation });
 
   app.addHook('onReady', async () => {
@@ -107,12 +113,14 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     await leader.start();
     health!.start();
     reconciler.start();
+    autoscaler.start();
     kafka?.start();
     consul?.start();
   });
   app.addHook('onClose', async () => {
     health!.stop();
     await reconciler.stop();
+    await autoscaler.stop();
     await kafka?.stop();
     await consul?.stop();
     hub.stop();

@@ -31,7 +31,7 @@ const reportSchema = {
     tableVersion: { type: ['integer', 'null'], minimum: 0, maximum: MAX_ID },
     routes: {
       type: 'array', maxItems: 200_000,
-      items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: COUNT, inflight: COUNT } },
+      items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: COUNT, inflight: COUNT, concurrency: { type: 'number', minimum: 0, maximum: 1e9 } } },
     },
     endpoints: {
       type: 'array', maxItems: 200_000,

@@ -4,7 +4,8 @@ import { EventEmitter } from 'node:events';
 export interface ProxyReport {
   proxyId: string;
   tableVersion: number | null;
-  routes: { id: string; requests: number; inflight: number }[];
+  /** concurrency: the route's in-flight average over the proxy's last second (autoscaler input) */
+  routes: { id: string; requests: number; inflight: number; concurrency?: number }[];
   endpoints: { address: string; inflight: number; requests: number; state: string }[];
 }
 

@@ -16,6 +16,7 @@ import { checkUploadQuota } from './quotas.js';
 import { privateDir } from './private-dir.js';
 import { checkDockerfilePolicy } from './dockerfile-policy.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
+import { targetPerInstance } from '../autoscale/kpa.js';
 
 // ids are bigint in Postgres but JS numbers here: past 2^53 they are not exact (and 1e20 is not a bigint literal)
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } as const;
@@ -213,6 +214,24 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     app.events.nudge();
     (app as unknown as { platform?: { hub: { schedule(): void } } }).platform?.hub.schedule();
     return publicImage(img);
+  });
+
+  // What the autoscaler sees and decided for an app (apps with min_instances 0 are autoscaled).
+  app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
+    const img = await load(req);
+    const platform = (app as unknown as { platform?: { autoscaler: { status(id: number): unknown } } }).platform;
+    const live = platform?.autoscaler.status(img.id) ?? null;
+    if (live) return { image_id: img.id, autoscaled: true, ...(live as object) };
+    const { rows: [c] } = await app.db.query<{ actual: number; ready: number }>(
+      `SELECT count(*) FILTER (WHERE desired = 'running')::int AS actual,
+              count(*) FILTER (WHERE desired = 'running' AND status = 'running' AND health = 'healthy')::int AS ready
+         FROM containers WHERE image_id = $1`, [img.id]);
+    return {
+      image_id: img.id, autoscaled: img.min_instances === 0 && app.config.autoscale.enabled,
+      desired: c.actual, actual: c.actual, ready: c.ready, observed_concurrency: 0,
+      target_per_instance: targetPerInstance({ minInstances: img.min_instances, maxInstances: img.max_instances, containerConcurrency: img.container_concurrency, targetUtilization: img.target_utilization, scaleDownDelayMs: 0 }),
+      panic: false, last_decision: null,
+    };
   });
 
   app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req, reply) => {

@@ -19,6 +19,10 @@ export class RouteStats {
   readonly latencyBuckets: number[] = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
   latencySum = 0;
   latencyCount = 0;
+  /** in flight (queued included) summed over this second's 100 ms samples (concurrency.ts) */
+  concurrencySum = 0;
+  /** average concurrency over the last whole second, for the autoscaler */
+  concurrency = 0;
 
   constructor(readonly id: string) {}
 

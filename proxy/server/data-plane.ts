@@ -2,6 +2,7 @@ import type { us_listen_socket } from 'uWebSockets.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { Logger } from '../../shared/logging.js';
 import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
+import { ConcurrencySampler } from '../metrics/concurrency.js';
 import { globalStats } from '../metrics/route-stats.js';
 import { compileRouteTable, RouteState } from '../routing/table.js';
 import { EndpointRegistry } from '../upstream/endpoint.js';
@@ -26,7 +27,10 @@ export class DataPlane {
   private readonly uws = loadUws();
   port = 0;
 
+  private readonly sampler = new ConcurrencySampler(() => this.state.stats.values());
+
   constructor(opts: DataPlaneOptions) {
+    this.sampler.start();
     this.registry = new EndpointRegistry({
       connections: opts.upstreamConnections,
       keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 30_000,
@@ -73,6 +77,7 @@ export class DataPlane {
 
   /** Stop accepting, let in-flight requests finish (bounded), then close upstream pools. */
   async close(drainMs = 5000): Promise<void> {
+    this.sampler.stop();
     if (this.listenSocket) {
       this.uws.us_listen_socket_close(this.listenSocket);
       this.listenSocket = null;

@@ -7,7 +7,9 @@ import type { StatsSnapshot } from '../metrics/prometheus.js';
  * Reports this proxy's view back to the control plane: the table version it serves (an ack the
  * control plane waits for before stopping a removed container) and per-route / per-endpoint
  * request and in-flight counts (for draining, autoscaling and billing).
- * Sent right after every applied control-plane table and every `intervalMs`.
+ * Sent right after every applied control-plane table, every second while a route has traffic
+ * (each route's `concurrency` is its average over the last second: the autoscaler's input), and
+ * every `idleMs` otherwise.
  */
 export class Reporter {
   readonly proxyId = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -20,11 +22,17 @@ export class Reporter {
     private readonly token: string,
     private readonly collect: () => Promise<{ tableVersion: number | null; stats: StatsSnapshot }>,
     private readonly logger: Logger,
-    private readonly intervalMs = 5000,
+    private readonly intervalMs = 1000,
+    private readonly idleMs = 5000,
   ) {}
 
+  private lastSent = 0;
+  private busy = false;
+
   start(): void {
-    this.timer = setInterval(() => this.send(), this.intervalMs);
+    this.timer = setInterval(() => {
+      if (this.busy || Date.now() - this.lastSent >= this.idleMs) this.send();
+    }, this.intervalMs);
     this.timer.unref();
   }
 
@@ -47,10 +55,13 @@ export class Reporter {
   private async post(): Promise<void> {
     try {
       const { tableVersion, stats } = await this.collect();
+      this.lastSent = Date.now();
+      // report every second while any route carries traffic (or still has requests in flight)
+      this.busy = stats.routes.some((r) => r.concurrency > 0 || r.inflight > 0);
       const body = JSON.stringify({
         proxyId: this.proxyId,
         tableVersion,
-        routes: stats.routes.map((r) => ({ id: r.id, requests: r.requests, inflight: r.inflight })),
+        routes: stats.routes.map((r) => ({ id: r.id, requests: r.requests, inflight: r.inflight, concurrency: Math.round(r.concurrency * 100) / 100 })),
         endpoints: stats.endpoints.map((e) => ({ address: e.address, inflight: e.inflight, requests: e.requests, state: e.state })),
       });
       const res = await request(new URL('/v1/proxy/report', this.baseUrl), {

@@ -44,7 +44,11 @@ const running = async () => (await user.get(`/api/containers?image_id=${imageId}
 
 await describeWithDocker('scale from zero: the proxy holds requests while the app wakes', () => {
   beforeAll(async () => {
-    t = await startTestControlPlane({ seedDefaultUser: false, health: { intervalMs: 50, healthyThreshold: 1 }, routeDebounceMs: 10 });
+    t = await startTestControlPlane({
+      seedDefaultUser: false, health: { intervalMs: 50, healthyThreshold: 1 }, routeDebounceMs: 10,
+      // short windows: scale to zero 1.5 s + 0.5 s after the last request
+      autoscale: { enabled: true, tickMs: 200, stableWindowMs: 1500, scaleToZeroGraceMs: 500 },
+    });
     clusterId = t.cp.app.platform.clusterId;
     user = await new Api(t.cp.url).signup('wake@example.com');
     const up = await user.upload({ name: 'wake', app_hostname: HOST, min_instances: 0, health_path: '/' }, await makeTar(wakeApp()));
@@ -93,6 +97,28 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     const now = await running();
     expect(now.map((x: { id: number }) => x.id)).toEqual([c.id]);
     console.log(`scale from zero: first wake ${figures.coldStartMs} ms (new container), second ${figures.warmStartMs} ms (stopped container started)`);
+  });
+
+  it('with no traffic the autoscaler takes it back to zero; every decision is an event', async () => {
+    await waitFor('back to zero instances, stopped', async () => {
+      const cs = (await user.get(`/api/containers?image_id=${imageId}`)).body.containers as Array<{ desired: string; status: string }>;
+      return cs.every((c) => c.desired === 'stopped' && c.status === 'stopped');
+    }, 30_000, 100);
+    type Ev = { type: string; payload: { from: number; to: number; reason: string } };
+    const ev = (await user.get('/api/events?limit=1000')).body.events as Ev[];
+    const decisions = ev.filter((e) => e.type === 'autoscale.decision');
+    expect(decisions.length).toBeGreaterThanOrEqual(1);
+    // the decision comes before the stop it causes
+    expect(ev.findIndex((e) => e.type === 'autoscale.decision')).toBeLessThan(ev.map((e) => e.type).lastIndexOf('container.stopped'));
+    expect(decisions[decisions.length - 1].payload).toMatchObject({ from: 1, to: 0 });
+    const st = await waitFor('the autoscaler to see zero', async () => {
+      const b = (await user.get(`/api/images/${imageId}/autoscaling`)).body;
+      return b.actual === 0 ? b : undefined;
+    }, 5000, 100);
+    expect(st).toMatchObject({ autoscaled: true, actual: 0, desired: 0, last_decision: { to: 0 } });
+    // and it wakes again
+    const r = await send('GET', '/');
+    expect(r.status).toBe(200);
   });
 
   it('activation is for proxies only, and only for apps that scale to zero', async () => {

@@ -1,0 +1,169 @@
+import type { Logger } from '../../shared/logging.js';
+import type { AutoscaleConfig } from '../config.js';
+import type { ContainerService } from '../containers/service.js';
+import type { Db } from '../db/pool.js';
+import type { ProxyRegistry } from '../discovery/proxies.js';
+import { recordEvent } from '../events/outbox.js';
+import type { EventRelay } from '../events/outbox.js';
+import type { Leadership } from '../reconcile/leader.js';
+import { decide, newKpaState, targetPerInstance, type AppSettings, type Decision, type KpaState, type Sample } from './kpa.js';
+
+interface ScaledImage {
+  id: number;
+  user_id: number;
+  app_hostname: string;
+  min_instances: number;
+  max_instances: number;
+  container_concurrency: number;
+  target_utilization: number;
+  scale_down_delay_s: number;
+}
+
+export interface AutoscaleStatus {
+  desired: number;
+  actual: number;
+  ready: number;
+  observed_concurrency: number;
+  target_per_instance: number;
+  panic: boolean;
+  last_decision: { at: string; from: number; to: number; reason: string } | null;
+}
+
+interface AppState {
+  kpa: KpaState;
+  samples: Sample[];
+  last: Decision | null;
+  lastChange: { at: number; from: number; to: number; reason: string } | null;
+  actual: number;
+  ready: number;
+}
+
+/**
+ * The autoscaler: only the reconcile leader runs it. Every tick, for every ready app that scales
+ * to zero (`min_instances` 0; apps with a floor keep the instance counts their users set), it sums
+ * the concurrency the live proxies report for the app's route, asks the KPA (kpa.ts) for an
+ * instance count, and moves towards it: stopped instances are started first (their containers
+ * exist: the fastest start), then new ones created (bounded by max_instances and the quota); on the
+ * way down the newest instances are stopped through the normal graceful stop (proxies drain them
+ * first: no failed request). Every change is an `autoscale.decision` event.
+ */
+export class Autoscaler {
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+  private readonly apps = new Map<number, AppState>();
+
+  constructor(private readonly d: {
+    db: Db; service: ContainerService; proxies: ProxyRegistry; leader: Leadership; events: EventRelay; log: Logger; config: AutoscaleConfig;
+    /** an app being woken by a proxy's activation: not scaled in the same moment */
+    waking?: (imageId: number) => boolean;
+  }) {}
+
+  start(): void {
+    if (!this.d.config.enabled) return;
+    this.timer = setInterval(() => void this.tick(), this.d.config.tickMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    while (this.running) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  status(imageId: number): AutoscaleStatus | null {
+    const a = this.apps.get(imageId);
+    if (!a) return null;
+    const lc = a.lastChange;
+    return {
+      desired: a.last?.desired ?? a.actual,
+      actual: a.actual,
+      ready: a.ready,
+      observed_concurrency: a.last?.observed ?? 0,
+      target_per_instance: a.last?.targetPerInstance ?? 0,
+      panic: a.last?.panic ?? false,
+      last_decision: lc ? { at: new Date(lc.at).toISOString(), from: lc.from, to: lc.to, reason: lc.reason } : null,
+    };
+  }
+
+  /** One pass (exported for tests). Never overlaps itself. */
+  async tick(): Promise<void> {
+    if (this.running || !this.d.leader.isLeader) return;
+    this.running = true;
+    try {
+      const { rows } = await this.d.db.query<ScaledImage>(
+        `SELECT id, user_id, app_hostname, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s
+           FROM images WHERE status = 'ready' AND min_instances = 0`);
+      const seen = new Set<number>();
+      const observed = this.observed();
+      const now = Date.now();
+      for (const img of rows) {
+        seen.add(img.id);
+        if (this.d.waking?.(img.id)) continue;
+        await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now).catch((e: Error) =>
+          this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not scale an app'));
+      }
+      for (const id of this.apps.keys()) if (!seen.has(id)) this.apps.delete(id);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** Concurrency per route, summed over live proxies (their last second's average). */
+  private observed(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const p of this.d.proxies.live()) {
+      for (const r of p.report.routes) out.set(r.id, (out.get(r.id) ?? 0) + (r.concurrency ?? r.inflight));
+    }
+    return out;
+  }
+
+  private async scale(img: ScaledImage, concurrency: number, now: number): Promise<void> {
+    const { rows: cs } = await this.d.db.query<{ id: number; desired: string; status: string; health: string }>(
+      `SELECT id, desired, status, health FROM containers WHERE image_id = $1 ORDER BY id`, [img.id]);
+    const wanted = cs.filter((c) => c.desired === 'running');
+    let a = this.apps.get(img.id);
+    if (!a) {
+      a = { kpa: newKpaState(now), samples: [], last: null, lastChange: null, actual: 0, ready: 0 };
+      this.apps.set(img.id, a);
+    }
+    a.actual = wanted.length;
+    a.ready = wanted.filter((c) => c.status === 'running' && c.health === 'healthy').length;
+    a.samples.push({ at: now, concurrency });
+    const keep = now - this.d.config.stableWindowMs;
+    while (a.samples.length > 0 && a.samples[0].at < keep) a.samples.shift();
+    const settings: AppSettings = {
+      minInstances: img.min_instances,
+      maxInstances: img.max_instances,
+      containerConcurrency: img.container_concurrency,
+      targetUtilization: img.target_utilization,
+      scaleDownDelayMs: img.scale_down_delay_s * 1000,
+    };
+    const d = decide(now, wanted.length, a.samples, settings, a.kpa, this.d.config);
+    a.last = d;
+    if (d.desired === wanted.length) return;
+    const from = wanted.length;
+    // the decision is recorded when it is made; the moves follow (a graceful stop takes seconds)
+    a.lastChange = { at: now, from, to: d.desired, reason: d.reason };
+    await recordEvent(this.d.db, {
+      type: 'autoscale.decision', userId: img.user_id, imageId: img.id, appHostname: img.app_hostname,
+      payload: { image_id: img.id, from, to: d.desired, reason: d.reason, observed_concurrency: d.observed, target_per_instance: targetPerInstance(settings), panic: d.panic },
+    });
+    this.d.events.nudge();
+    if (d.desired > from) {
+      let need = d.desired - from;
+      for (const c of cs) {
+        if (need === 0) break;
+        if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
+          await this.d.service.start(img.user_id, c.id);
+          need--;
+        }
+      }
+      if (need > 0) await this.d.service.create(img.user_id, img.id, need, { cap: true });
+    } else {
+      // newest first: the oldest instances are the warmest
+      const extra = wanted.slice(d.desired).reverse();
+      for (const c of extra) await this.d.service.stop(img.user_id, c.id);
+    }
+    this.d.log.info({ imageId: img.id, from, to: d.desired, reason: d.reason, observed: d.observed, panic: d.panic }, 'autoscale decision');
+  }
+}
