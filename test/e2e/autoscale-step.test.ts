@@ -1,0 +1,126 @@
+/**
+ * Step load at 4× one instance's target: container_concurrency 10 (target 7 per instance),
+ * 40 concurrent clients on a CGI that takes 200 ms. The autoscaler must grow the app to ≥ 4
+ * instances, shrink it back when the load stops, and no request may fail on the way.
+ * The concurrency cap holds throughout: each instance counts its own concurrent requests.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Agent, request } from 'undici';
+import { Api } from '../helpers/api.js';
+import { makeTar } from '../helpers/archives.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
+import { startProxy, type ProxyProc } from '../proxy/harness.js';
+import { sleep, waitFor } from './support.js';
+import { rawHttp } from '../helpers/raw-http.js';
+
+const HOST = `step-${randomBytes(3).toString('hex')}.example.com`;
+let t: TestControlPlane;
+let px: ProxyProc;
+let user: Api;
+let imageId = 0;
+let dockerImage = '';
+let clusterId = '';
+
+/** A CGI that sleeps 200 ms, and reports the most concurrent requests its instance saw. */
+function slowApp() {
+  const cgi = [
+    '#!/bin/sh',
+    'n=$(ls /tmp/inflight 2>/dev/null | wc -l); mkdir -p /tmp/inflight; touch /tmp/inflight/$$',
+    'n=$((n + 1)); m=$(cat /tmp/peak 2>/dev/null || echo 0); [ "$n" -gt "$m" ] && echo $n > /tmp/peak',
+    'sleep 0.2',
+    'rm -f /tmp/inflight/$$',
+    'printf "Content-Type: text/plain\\n\\n"; hostname',
+  ].join('\n') + '\n';
+  const peak = '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n"; cat /tmp/peak 2>/dev/null || echo 0\n';
+  return [
+    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
+    { name: 'www/', type: 'directory' as const },
+    { name: 'www/index.html', content: 'ok\n' },
+    { name: 'www/cgi-bin/', type: 'directory' as const },
+    { name: 'www/cgi-bin/slow', content: cgi, mode: 0o755 },
+    { name: 'www/cgi-bin/peak', content: peak, mode: 0o755 },
+  ];
+}
+
+const running = async () => ((await user.get(`/api/containers?image_id=${imageId}`)).body.containers as Array<{ desired: string; host_port: number | null; status: string; health: string }>)
+  .filter((c) => c.desired === 'running');
+
+await describeWithDocker('autoscaling under a step load', () => {
+  beforeAll(async () => {
+    t = await startTestControlPlane({
+      seedDefaultUser: false, health: { intervalMs: 50, healthyThreshold: 1 }, routeDebounceMs: 10,
+      autoscale: { enabled: true, tickMs: 250, stableWindowMs: 3000, scaleToZeroGraceMs: 1000 },
+      quotas: { containers: 20, images: 10, builds: 4 },
+    });
+    clusterId = t.cp.app.platform.clusterId;
+    user = await new Api(t.cp.url).signup('step@example.com');
+    const up = await user.upload({ name: 'step', app_hostname: HOST, min_instances: 0, max_instances: 8, container_concurrency: 10, health_path: '/' }, await makeTar(slowApp()));
+    expect(up.status, up.text).toBe(201);
+    imageId = up.body.id;
+    dockerImage = up.body.docker_image;
+    expect((await user.waitForBuild(imageId, 90_000)).status).toBe('ready');
+    px = await startProxy(null, ['--control-plane', t.cp.url, '--token', t.cp.app.platform.proxyToken]);
+    await waitFor('route', async () => {
+      const r = await request(`${px.admin}/routes`);
+      const table = (await r.body.json()) as { routes?: Array<{ hosts: string[] }> };
+      return table.routes?.some((x) => x.hosts.includes(HOST));
+    }, 20_000);
+  });
+
+  afterAll(async () => {
+    await px?.stop();
+    await t?.close();
+    if (clusterId) await removeClusterContainers(clusterId);
+    if (dockerImage) await docker.getImage(dockerImage).remove({ force: true }).catch(() => {});
+  });
+
+  it('grows to ≥ 4 instances under 4× load, with zero failed requests and the cap held; shrinks after', async () => {
+    const agent = new Agent({ connections: 64 });
+    let stop = false;
+    let ok = 0;
+    const failures: string[] = [];
+    const t0 = Date.now();
+    const clients = Array.from({ length: 40 }, async () => {
+      while (!stop) {
+        try {
+          const r = await request(`${px.url}/cgi-bin/slow`, { headers: { host: HOST }, dispatcher: agent, headersTimeout: 30_000 });
+          const body = await r.body.text();
+          if (r.statusCode === 200) ok++;
+          else failures.push(`${r.statusCode} ${body.slice(0, 120)}`);
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    });
+    let peakInstances = 0;
+    let scaledOutMs = 0;
+    try {
+      await waitFor('≥ 4 instances', async () => {
+        const n = (await running()).length;
+        peakInstances = Math.max(peakInstances, n);
+        return n >= 4;
+      }, 30_000, 200);
+      scaledOutMs = Date.now() - t0;
+      await sleep(2000);
+    } finally {
+      stop = true;
+      await Promise.all(clients);
+    }
+    // each instance saw at most container_concurrency requests at once
+    for (const c of await running()) {
+      if (c.host_port === null) continue;
+      // straight to the instance; busybox CGI heads end in bare LF, which undici refuses: raw socket
+      const r = await rawHttp(c.host_port, 'GET /cgi-bin/peak HTTP/1.0\r\n\r\n', 2000);
+      const peak = Number(r.text.trim().split('\n').pop());
+      expect(peak).toBeGreaterThan(0);
+      expect(peak).toBeLessThanOrEqual(10);
+    }
+    expect(failures).toEqual([]);
+    expect(ok).toBeGreaterThan(100);
+    await waitFor('scaled back in', async () => (await running()).length <= 1, 40_000, 250);
+    console.log(`step load: ${ok} requests, 0 failed; ≥ 4 instances after ${scaledOutMs} ms (peak ${peakInstances}); scaled back in`);
+    await agent.close();
+  });
+});
