@@ -51,6 +51,8 @@ export class Autoscaler {
   private timer: NodeJS.Timeout | null = null;
   private running = false;
   private readonly apps = new Map<number, AppState>();
+  /** apps whose last decision is still being carried out (a graceful stop takes seconds) */
+  private readonly moving = new Map<number, Promise<void>>();
 
   constructor(private readonly d: {
     db: Db; service: ContainerService; proxies: ProxyRegistry; leader: Leadership; events: EventRelay; log: Logger; config: AutoscaleConfig;
@@ -68,6 +70,7 @@ export class Autoscaler {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     while (this.running) await new Promise((r) => setTimeout(r, 20));
+    await Promise.allSettled([...this.moving.values()]);
   }
 
   status(imageId: number): AutoscaleStatus | null {
@@ -98,7 +101,7 @@ export class Autoscaler {
       const now = Date.now();
       for (const img of rows) {
         seen.add(img.id);
-        if (this.d.waking?.(img.id)) continue;
+        if (this.d.waking?.(img.id) || this.moving.has(img.id)) continue;
         await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now).catch((e: Error) =>
           this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not scale an app'));
       }
@@ -149,8 +152,17 @@ export class Autoscaler {
       payload: { image_id: img.id, from, to: d.desired, reason: d.reason, observed_concurrency: d.observed, target_per_instance: targetPerInstance(settings), panic: d.panic },
     });
     this.d.events.nudge();
-    if (d.desired > from) {
-      let need = d.desired - from;
+    this.d.log.info({ imageId: img.id, from, to: d.desired, reason: d.reason, observed: d.observed, panic: d.panic }, 'autoscale decision');
+    // carried out beside the loop: one app's slow graceful stop does not hold up the others
+    const move = this.move(img, cs, wanted, d.desired).catch((e: Error) =>
+      this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not carry out a decision'));
+    this.moving.set(img.id, move.finally(() => this.moving.delete(img.id)));
+  }
+
+  private async move(img: ScaledImage, cs: Array<{ id: number; desired: string; status: string }>, wanted: Array<{ id: number }>, desired: number): Promise<void> {
+    const from = wanted.length;
+    if (desired > from) {
+      let need = desired - from;
       for (const c of cs) {
         if (need === 0) break;
         if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
@@ -161,9 +173,8 @@ export class Autoscaler {
       if (need > 0) await this.d.service.create(img.user_id, img.id, need, { cap: true });
     } else {
       // newest first: the oldest instances are the warmest
-      const extra = wanted.slice(d.desired).reverse();
-      for (const c of extra) await this.d.service.stop(img.user_id, c.id);
+      const extra = wanted.slice(desired).reverse();
+      await Promise.all(extra.map((c) => this.d.service.stop(img.user_id, c.id)));
     }
-    this.d.log.info({ imageId: img.id, from, to: d.desired, reason: d.reason, observed: d.observed, panic: d.panic }, 'autoscale decision');
   }
 }
