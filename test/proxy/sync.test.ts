@@ -92,6 +92,8 @@ describe('control-plane subscription', () => {
       await waitFor(async () => JSON.parse((await get(p2, 'app.test')).body).name === 'a', 15_000);
       await cp2.close();
     } finally {
+      // stop the proxies before removing the data dir they write (the persisted table)
+      for (const p of procs.splice(0)) await p.stop();
       await a.close();
       await b.close();
       rmSync(dataDir, { recursive: true, force: true });
