@@ -57,6 +57,9 @@ function flushHeads(): void {
 /** Request body bytes held while the upstream connection is not ready yet (beyond: pause the client). */
 const BODY_QUEUE_MAX = 64 * 1024;
 
+/** Exchange.whyNoEndpoint() answers */
+const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
+
 /** Any byte outside ASCII: uWS would write a JS string as UTF-8, so such values go as Latin-1 bytes. */
 const NON_ASCII = /[^\x00-\x7f]/;
 /** constant header names as bytes: uWS converts string arguments to UTF-8 on every call */
@@ -128,49 +131,49 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const target = this.route.balancer.pick(now, this.failedEndpoint);
     if (target === null) {
       const q = this.route.queue;
-      if (q !== null && this.saturated(now)) this.wait(q, now);
-      else if (q !== null && this.route.wake && runtime.activate !== null && !this.anyAdmitted(now)) {
-        // scaled to zero (or every instance gone): hold the request and wake the app
-        this.wait(q, now);
-        if (this.queued) runtime.activate(this.route.id);
+      const why = q === null ? NO_ROOM : this.whyNoEndpoint(now);
+      if (why === SATURATED) this.wait(q!, now);
+      // scaled to zero (or every instance gone): hold the request and wake the app
+      else if (why === NONE_ADMITTED && this.route.wake && runtime.activate !== null) {
+        if (this.wait(q!, now)) runtime.activate(this.route.id);
       } else this.noEndpoint();
       return;
     }
     this.send(target.endpoint, now);
   }
 
-  /** Every endpoint that could take the request is at its concurrency cap (so: wait, not 503). */
-  private saturated(now: number): boolean {
+  /**
+   * Why the balancer found nothing (it only runs when it did): SATURATED — an endpoint that would
+   * take traffic is at its concurrency cap (wait for a slot); NONE_ADMITTED — no endpoint takes
+   * traffic at all (a waking route waits for one); NO_ROOM otherwise.
+   */
+  private whyNoEndpoint(now: number): number {
     const t = this.route.targets;
+    let admitted = false;
     for (let i = 0; i < t.length; i++) {
       const x = t[i];
-      if (x.cap > 0 && x.endpoint.inflight >= x.cap && x.endpoint !== this.failedEndpoint && x.endpoint.breaker.admits(now)) return true;
+      if (x.endpoint === this.failedEndpoint || !x.endpoint.breaker.admits(now)) continue;
+      if (x.cap > 0 && x.endpoint.inflight >= x.cap) return SATURATED;
+      admitted = true;
     }
-    return false;
+    return admitted ? NO_ROOM : NONE_ADMITTED;
   }
 
-  /** Does any endpoint's breaker admit traffic (so the route is not waiting to be woken)? */
-  private anyAdmitted(now: number): boolean {
-    const t = this.route.targets;
-    for (let i = 0; i < t.length; i++) if (t[i].endpoint !== this.failedEndpoint && t[i].endpoint.breaker.admits(now)) return true;
-    return false;
-  }
-
-  private wait(q: RouteQueue, now: number): void {
+  /** Hold the request in the route's queue; false when it is full (answered 503 then). */
+  private wait(q: RouteQueue, now: number): boolean {
     if (!q.push(this, now)) {
       this.destroyBody();
-      this.fail(503, 'overloaded', `route "${this.route.id}": every endpoint is at its concurrency limit and ${q.maxEntries} requests are already waiting`);
-      return;
+      this.fail(503, 'overloaded', `route "${this.route.id}": no endpoint can take the request now and ${q.maxEntries} requests are already waiting`);
+      return false;
     }
-    this.queued = true;
     // not on any endpoint while waiting (a retry may have brought it here)
     this.endpoint = null;
+    return true;
   }
 
   // ---- Waiting (routing/queue.ts) ----------------------------------------------------------
 
   waitingSince = 0;
-  queued = false;
 
   get gone(): boolean {
     return this.aborted || this.resDone;
@@ -182,15 +185,13 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     if (current !== undefined) this.route = current;
     const target = this.route.balancer.pick(now, this.failedEndpoint);
     if (target === null) return false;
-    this.queued = false;
     this.send(target.endpoint, now);
     return true;
   }
 
   expireWait(): void {
-    this.queued = false;
     this.destroyBody();
-    this.fail(504, 'queue_timeout', `route "${this.route.id}": no endpoint had room within ${this.route.queue!.timeoutMs} ms`);
+    this.fail(504, 'queue_timeout', `route "${this.route.id}": no endpoint could take the request within ${this.route.queue!.timeoutMs} ms`);
   }
 
   /** A request finished on one of this route's endpoints: a waiting one may take the slot. */
@@ -209,7 +210,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     try {
       this.dispatch(ep);
     } catch (e) {
-      // undici reports through onError; a throw here is a bug, and must not keep a probe slot
+      // the pool reports failures through onUpstreamError; a throw here is a bug, and must not keep a probe slot
       if (!this.upstreamDone) {
         this.upstreamDone = true;
         ep.inflight--;

@@ -1,6 +1,7 @@
 /**
  * Header classification for forwarding (RFC 9110 §7.6.1): hop-by-hop headers never cross the
- * proxy. Works on upstream raw header Buffers without converting every name to a string.
+ * proxy. Classifies upstream header names by length and byte comparison, without a lower-cased
+ * copy of every name.
  */
 export const H_PASS = 0;
 export const H_DROP = 1;
@@ -34,33 +35,13 @@ const NAMES: Array<[string, number]> = [
   ['x-request-id', H_DROP],
 ];
 
-/** Candidate names by length, as byte arrays, to classify Buffers without allocating strings. */
+/** Candidate names by length, as byte arrays, to classify names without allocating strings. */
 const byLength: Array<Array<[Uint8Array, number]>> = [];
 for (const [n, c] of NAMES) {
   (byLength[n.length] ??= []).push([Buffer.from(n, 'latin1'), c]);
 }
 
-/** ASCII case-insensitive equality of a header-name Buffer with a lower-case name. */
-function eqLower(buf: Buffer, name: Uint8Array): boolean {
-  for (let i = 0; i < name.length; i++) {
-    let b = buf[i];
-    if (b >= 65 && b <= 90) b |= 0x20;
-    if (b !== name[i]) return false;
-  }
-  return true;
-}
-
 const PROXY_ = Buffer.from('proxy-', 'latin1');
-
-/** Classify an upstream response header name given as a Buffer (no allocation). */
-export function classifyName(name: Buffer): number {
-  const len = name.length;
-  if (len > 6 && name[5] === 0x2d && eqLower(name, PROXY_)) return H_DROP; // proxy-*
-  const cands = byLength[len];
-  if (cands === undefined) return H_PASS;
-  for (let i = 0; i < cands.length; i++) if (eqLower(name, cands[i][0])) return cands[i][1];
-  return H_PASS;
-}
 
 /** Classify a response header name given as a string (llhttp hands them over as Latin-1 strings). */
 export function classifyHeader(name: string): number {
@@ -94,11 +75,6 @@ export function parseLengthString(v: string): number {
   return n;
 }
 
-/** Is a Connection value just "keep-alive" or "close" (the usual case: nothing else to drop)? */
-export function plainConnection(v: Buffer): boolean {
-  return (v.length === 10 && (v[0] | 0x20) === 0x6b && v[4] === 0x2d) || (v.length === 5 && (v[0] | 0x20) === 0x63);
-}
-
 const NO_TOKENS: string[] = [];
 
 /** Parse "close, X-Foo" → ['x-foo'] (names other than close/keep-alive that must be dropped). */
@@ -112,19 +88,6 @@ export function connectionTokens(value: string): string[] {
     if (t && t !== 'close' && t !== 'keep-alive') out.push(t);
   }
   return out;
-}
-
-/** Parse a non-negative decimal from a Buffer; -1 when invalid. */
-export function parseLength(buf: Buffer): number {
-  let n = 0;
-  const len = buf.length;
-  if (len === 0 || len > 15) return -1;
-  for (let i = 0; i < len; i++) {
-    const d = buf[i] - 48;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n;
 }
 
 /** Does a Cache-Control value forbid keeping the response for fallback? (private, no-store, no-cache) */

@@ -31,12 +31,13 @@ export class ForwardedRequest {
 }
 
 
-const R_PASS = 0, R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_RID = 9, R_COOKIE = 10, R_AE = 11;
+// x-request-id, X-Forwarded-Host/-Proto and Expect are the proxy's to set (or not): dropped.
+const R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_COOKIE = 10, R_AE = 11;
 const requestHeaderClass = new Map<string, number>([
   ...HOP_BY_HOP.map((n): [string, number] => [n, R_DROP]),
   ['connection', R_CONNECTION], ['transfer-encoding', R_TE], ['content-length', R_CL], ['host', R_HOST],
   ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
-  ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_RID], ['expect', R_DROP],
+  ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_DROP], ['expect', R_DROP],
   ['cookie', R_COOKIE], ['accept-encoding', R_AE],
 ]);
 
@@ -51,14 +52,13 @@ function collectHeader(name: string, raw: string): void {
     else ex.headers.push(name, value);
     return;
   }
-  if (c === R_DROP || c === R_RID) return;
+  if (c === R_DROP) return;
   const value = forwardableValue(raw);
   if (value === null) {
     ex.refuse('bad_header_value');
     return;
   }
   switch (c) {
-    case R_PASS: ex.headers.push(name, value); return;
     case R_CONNECTION: ex.connection = ex.connection === '' ? value : ex.connection + ',' + value; return;
     case R_TE:
       if (ex.chunkedIn || !validTransferEncoding(value)) ex.refuse('bad_transfer_encoding');

@@ -272,8 +272,4 @@ export class UpstreamConnection implements ParserOwner {
     if (this.state !== CONNECTING) this.state = CLOSED;
     this.socket.destroy();
   }
-
-  get idle(): boolean {
-    return this.state === IDLE;
-  }
 }

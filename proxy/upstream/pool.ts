@@ -128,10 +128,6 @@ export class UpstreamPool implements ConnectionOwner {
     if (idle.length === 0) unwatch(this);
   }
 
-  get connections(): number {
-    return this.total;
-  }
-
   /** Close idle connections now, busy ones when their exchange ends; waiting requests fail. */
   async close(): Promise<void> {
     this.closing = true;

@@ -10,9 +10,9 @@ import { Agent, request } from 'undici';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
-import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
-import { startProxy, type ProxyProc } from '../proxy/harness.js';
-import { sleep, waitFor } from './support.js';
+import { describeWithDocker } from '../helpers/docker.js';
+import type { ProxyProc } from '../proxy/harness.js';
+import { sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 import { rawHttp } from '../helpers/raw-http.js';
 
 const HOST = `step-${randomBytes(3).toString('hex')}.example.com`;
@@ -61,20 +61,10 @@ await describeWithDocker('autoscaling under a step load', () => {
     imageId = up.body.id;
     dockerImage = up.body.docker_image;
     expect((await user.waitForBuild(imageId, 90_000)).status).toBe('ready');
-    px = await startProxy(null, ['--control-plane', t.cp.url, '--token', t.cp.app.platform.proxyToken]);
-    await waitFor('route', async () => {
-      const r = await request(`${px.admin}/routes`);
-      const table = (await r.body.json()) as { routes?: Array<{ hosts: string[] }> };
-      return table.routes?.some((x) => x.hosts.includes(HOST));
-    }, 20_000);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST);
   });
 
-  afterAll(async () => {
-    await px?.stop();
-    await t?.close();
-    if (clusterId) await removeClusterContainers(clusterId);
-    if (dockerImage) await docker.getImage(dockerImage).remove({ force: true }).catch(() => {});
-  });
+  afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
 
   it('grows to ≥ 4 instances under 4× load, with zero failed requests and the cap held; shrinks after', async () => {
     const agent = new Agent({ connections: 64 });

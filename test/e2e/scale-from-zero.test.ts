@@ -10,9 +10,9 @@ import { request } from 'undici';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
-import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
-import { startProxy, type ProxyProc } from '../proxy/harness.js';
-import { sleep, waitFor } from './support.js';
+import { describeWithDocker } from '../helpers/docker.js';
+import type { ProxyProc } from '../proxy/harness.js';
+import { sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 
 const HOST = `wake-${randomBytes(3).toString('hex')}.example.com`;
 let t: TestControlPlane;
@@ -57,20 +57,10 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     dockerImage = up.body.docker_image;
     const img = await user.waitForBuild(imageId, 90_000);
     expect(img.status, img.status_reason).toBe('ready');
-    px = await startProxy(null, ['--control-plane', t.cp.url, '--token', t.cp.app.platform.proxyToken]);
-    await waitFor('the proxy to have the app\'s route', async () => {
-      const r = await request(`${px.admin}/routes`);
-      const table = (await r.body.json()) as { routes?: Array<{ hosts: string[]; wake?: boolean }> };
-      return table.routes?.some((x) => x.hosts.includes(HOST) && x.wake === true);
-    }, 20_000);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST, (r) => r.wake === true);
   });
 
-  afterAll(async () => {
-    await px?.stop();
-    await t?.close();
-    if (clusterId) await removeClusterContainers(clusterId);
-    if (dockerImage) await docker.getImage(dockerImage).remove({ force: true }).catch(() => {});
-  });
+  afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
 
   it('starts at zero instances', async () => {
     expect(await running()).toEqual([]);

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { docker } from '../helpers/docker.js';
 export { removeClusterContainers } from '../helpers/docker.js';
+import { removeClusterContainers as removeClusterContainersOf } from '../helpers/docker.js';
 import type { TarEntry } from '../helpers/archives.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -83,3 +84,26 @@ export function load(port: number, host: string, concurrency = 8) {
 }
 
 /** Remove every container of a berth cluster (test cleanup). */
+
+/**
+ * A proxy subscribed to an in-process control plane (`berth proxy --control-plane`), returned once
+ * its admin table has a route for `host` that satisfies `want` (default: any).
+ */
+export async function startSubscribedProxy(cpUrl: string, token: string, host: string, want: (r: { wake?: boolean }) => boolean = () => true) {
+  const { startProxy } = await import('../proxy/harness.js');
+  const px = await startProxy(null, ['--control-plane', cpUrl, '--token', token]);
+  await waitFor(`the proxy to have the route of ${host}`, async () => {
+    const r = await request(`${px.admin}/routes`);
+    const table = (await r.body.json()) as { routes?: Array<{ hosts: string[]; wake?: boolean }> };
+    return table.routes?.some((x) => x.hosts.includes(host) && want(x));
+  }, 20_000);
+  return px;
+}
+
+/** Tear down what an e2e suite with its own control plane and proxy made, in order. */
+export async function teardownStack(s: { px?: { stop(): Promise<unknown> }; cp?: { close(): Promise<void> }; clusterId: string; dockerImage: string }): Promise<void> {
+  await s.px?.stop();
+  await s.cp?.close();
+  if (s.clusterId) await removeClusterContainersOf(s.clusterId);
+  if (s.dockerImage) await docker.getImage(s.dockerImage).remove({ force: true }).catch(() => {});
+}
