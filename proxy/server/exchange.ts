@@ -56,6 +56,14 @@ function flushHeads(): void {
 
 /** Request body bytes held while the upstream connection is not ready yet (beyond: pause the client). */
 const BODY_QUEUE_MAX = 64 * 1024;
+/**
+ * Body bytes held across all requests of this thread (waiting for a connection, a slot under a
+ * concurrency cap, or a waking app). Past it every further held request pauses its client at once:
+ * 1,000 held requests × 64 KiB on each of many routes cannot grow memory without bound, and
+ * nothing is lost (the bytes stay in the clients' sockets until their request moves).
+ */
+const HELD_BODIES_MAX = 32 * 1024 * 1024;
+const held = { bytes: 0 };
 
 /** Exchange.whyNoEndpoint() answers */
 const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
@@ -237,6 +245,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const q = this.bodyQueue;
     if (q !== null) {
       this.bodyQueue = null;
+      held.bytes -= this.bodyQueued;
       this.bodyQueued = 0;
       let ok = true;
       for (let i = 0; i < q.length; i++) ok = conn.writeBody(q[i], this.chunkedIn);
@@ -259,7 +268,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       } else {
         (this.bodyQueue ??= []).push(copy);
         this.bodyQueued += copy.length;
-        if (this.bodyQueued > BODY_QUEUE_MAX && !isLast) this.pauseClient();
+        held.bytes += copy.length;
+        if ((this.bodyQueued > BODY_QUEUE_MAX || held.bytes > HELD_BODIES_MAX) && !isLast) this.pauseClient();
       }
     }
     if (isLast) {
@@ -625,6 +635,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   private destroyBody(): void {
     this.bodyQueue = null;
+    held.bytes -= this.bodyQueued;
     this.bodyQueued = 0;
   }
 
