@@ -44,6 +44,7 @@ const imagePatchSchema = {
     memory_limit: { ...P.memory_limit, type: ['string', 'null'] },
   },
 } as const;
+const NOT_NULLABLE = ['min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s'] as const;
 interface ImagePatch {
   min_instances?: number;
   max_instances?: number;
@@ -176,6 +177,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
   // limits and health path; `image.updated` records what changed.
   app.patch<IdReq & { Body: ImagePatch }>('/api/images/:id', {
     preHandler: app.authenticate,
+    // type coercion would read `null` as 0 for these (min_instances null → scale to zero): refuse it
+    preValidation: async (req) => {
+      const body = req.body as Record<string, unknown> | null;
+      for (const k of NOT_NULLABLE) if (body && typeof body === 'object' && k in body && body[k] === null) throw badRequest(`field "${k}" must be a number, not null`);
+    },
     schema: { params: idParams, body: imagePatchSchema },
   }, async (req) => {
     const b = req.body;

@@ -67,8 +67,9 @@ describe('image scaling settings', () => {
     [{ health_path: 'no-slash' }, 'health_path'],
     [{ cpu_limit: '9999' }, 'cpu_limit'],
     [{}, ''],
+    [{ min_instances: null }, 'min_instances'],
   ])('PATCH %j is a 400 naming the field', async (body, field) => {
-    const raw = JSON.stringify(body).replace('1e+400', '1e400').replace('null', '1e400');
+    const raw = 'max_instances' in body ? JSON.stringify(body).replace('null', '1e400') : JSON.stringify(body);
     const r = await alice.req('PATCH', `/api/images/${imageId}`, { body: raw, headers: { 'content-type': 'application/json' } });
     expect(r.status, r.text).toBe(400);
     if (field) expect(r.body.error.message).toContain(field);
