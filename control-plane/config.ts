@@ -107,15 +107,21 @@ function envNumber(name: string, dflt: number, min: number, max: number): number
 
 function autoscaleConfig(o: Partial<AutoscaleConfig> | undefined): AutoscaleConfig {
   const off = (process.env.BERTH_AUTOSCALE ?? '').toLowerCase();
+  // options given in code pass the same ranges as the environment
+  const pick = (given: number | undefined, name: string, dflt: number, min: number, max: number, scale = 1) => {
+    if (given === undefined) return envNumber(name, dflt, min, max) * scale;
+    if (!Number.isFinite(given) || given < min * scale || given > max * scale) throw new UsageError(`autoscale option for ${name} (${given}) must be between ${min * scale} and ${max * scale}`);
+    return given;
+  };
   return {
     enabled: o?.enabled ?? !(off === 'off' || off === '0' || off === 'false'),
-    tickMs: o?.tickMs ?? envNumber('BERTH_AUTOSCALE_TICK_MS', 2000, 50, 600_000),
-    stableWindowMs: o?.stableWindowMs ?? envNumber('BERTH_AUTOSCALE_STABLE_WINDOW_S', 60, 0.1, 3600) * 1000,
-    panicWindowPct: o?.panicWindowPct ?? envNumber('BERTH_AUTOSCALE_PANIC_WINDOW_PCT', 10, 1, 100),
-    panicThresholdPct: o?.panicThresholdPct ?? envNumber('BERTH_AUTOSCALE_PANIC_THRESHOLD_PCT', 200, 110, 1000),
-    scaleToZeroGraceMs: o?.scaleToZeroGraceMs ?? envNumber('BERTH_SCALE_TO_ZERO_GRACE_S', 30, 0, 3600) * 1000,
-    maxScaleUpRate: o?.maxScaleUpRate ?? envNumber('BERTH_AUTOSCALE_MAX_SCALE_UP_RATE', 1000, 1.01, 100_000),
-    maxScaleDownRate: o?.maxScaleDownRate ?? envNumber('BERTH_AUTOSCALE_MAX_SCALE_DOWN_RATE', 2, 1.01, 100_000),
+    tickMs: pick(o?.tickMs, 'BERTH_AUTOSCALE_TICK_MS', 2000, 50, 600_000),
+    stableWindowMs: pick(o?.stableWindowMs, 'BERTH_AUTOSCALE_STABLE_WINDOW_S', 60, 0.1, 3600, 1000),
+    panicWindowPct: pick(o?.panicWindowPct, 'BERTH_AUTOSCALE_PANIC_WINDOW_PCT', 10, 1, 100),
+    panicThresholdPct: pick(o?.panicThresholdPct, 'BERTH_AUTOSCALE_PANIC_THRESHOLD_PCT', 200, 110, 1000),
+    scaleToZeroGraceMs: pick(o?.scaleToZeroGraceMs, 'BERTH_SCALE_TO_ZERO_GRACE_S', 30, 0, 3600, 1000),
+    maxScaleUpRate: pick(o?.maxScaleUpRate, 'BERTH_AUTOSCALE_MAX_SCALE_UP_RATE', 1000, 1.01, 100_000),
+    maxScaleDownRate: pick(o?.maxScaleDownRate, 'BERTH_AUTOSCALE_MAX_SCALE_DOWN_RATE', 2, 1.01, 100_000),
   };
 }
 

@@ -6,7 +6,8 @@ import type { ProxyRegistry } from '../discovery/proxies.js';
 import { recordEvent } from '../events/outbox.js';
 import type { EventRelay } from '../events/outbox.js';
 import type { Leadership } from '../reconcile/leader.js';
-import { decide, newKpaState, targetPerInstance, type AppSettings, type Decision, type KpaState, type Sample } from './kpa.js';
+import type { Activation } from '../containers/activation.js';
+import { decide, newKpaState, type AppSettings, type Decision, type KpaState, type Sample } from './kpa.js';
 
 interface ScaledImage {
   id: number;
@@ -56,8 +57,8 @@ export class Autoscaler {
 
   constructor(private readonly d: {
     db: Db; service: ContainerService; proxies: ProxyRegistry; leader: Leadership; events: EventRelay; log: Logger; config: AutoscaleConfig;
-    /** an app being woken by a proxy's activation: not scaled in the same moment */
-    waking?: (imageId: number) => boolean;
+    /** wakes apps for proxies; the autoscaler starts instances through it too */
+    activation: Pick<Activation, 'isWaking' | 'ensure'>;
   }) {}
 
   start(): void {
@@ -98,11 +99,13 @@ export class Autoscaler {
            FROM images WHERE status = 'ready' AND min_instances = 0`);
       const seen = new Set<number>();
       const observed = this.observed();
+      // no proxy reporting is no data, not zero traffic: never scale down on it
+      const blind = this.d.proxies.live().length === 0;
       const now = Date.now();
       for (const img of rows) {
         seen.add(img.id);
-        if (this.d.waking?.(img.id) || this.moving.has(img.id)) continue;
-        await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now).catch((e: Error) =>
+        if (this.d.activation.isWaking(img.id) || this.moving.has(img.id)) continue;
+        await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now, blind).catch((e: Error) =>
           this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not scale an app'));
       }
       for (const id of this.apps.keys()) if (!seen.has(id)) this.apps.delete(id);
@@ -120,7 +123,7 @@ export class Autoscaler {
     return out;
   }
 
-  private async scale(img: ScaledImage, concurrency: number, now: number): Promise<void> {
+  private async scale(img: ScaledImage, concurrency: number, now: number, blind: boolean): Promise<void> {
     const { rows: cs } = await this.d.db.query<{ id: number; desired: string; status: string; health: string }>(
       `SELECT id, desired, status, health FROM containers WHERE image_id = $1 ORDER BY id`, [img.id]);
     const wanted = cs.filter((c) => c.desired === 'running');
@@ -143,34 +146,25 @@ export class Autoscaler {
     };
     const d = decide(now, wanted.length, a.samples, settings, a.kpa, this.d.config);
     a.last = d;
-    if (d.desired === wanted.length) return;
+    if (d.desired === wanted.length || (blind && d.desired < wanted.length)) return;
     const from = wanted.length;
     // the decision is recorded when it is made; the moves follow (a graceful stop takes seconds)
     a.lastChange = { at: now, from, to: d.desired, reason: d.reason };
     await recordEvent(this.d.db, {
       type: 'autoscale.decision', userId: img.user_id, imageId: img.id, appHostname: img.app_hostname,
-      payload: { image_id: img.id, from, to: d.desired, reason: d.reason, observed_concurrency: d.observed, target_per_instance: targetPerInstance(settings), panic: d.panic },
+      payload: { image_id: img.id, from, to: d.desired, reason: d.reason, observed_concurrency: d.observed, target_per_instance: d.targetPerInstance, panic: d.panic },
     });
     this.d.events.nudge();
     this.d.log.info({ imageId: img.id, from, to: d.desired, reason: d.reason, observed: d.observed, panic: d.panic }, 'autoscale decision');
     // carried out beside the loop: one app's slow graceful stop does not hold up the others
-    const move = this.move(img, cs, wanted, d.desired).catch((e: Error) =>
+    const move = this.move(img, wanted, d.desired).catch((e: Error) =>
       this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not carry out a decision'));
     this.moving.set(img.id, move.finally(() => this.moving.delete(img.id)));
   }
 
-  private async move(img: ScaledImage, cs: Array<{ id: number; desired: string; status: string }>, wanted: Array<{ id: number }>, desired: number): Promise<void> {
-    const from = wanted.length;
-    if (desired > from) {
-      let need = desired - from;
-      for (const c of cs) {
-        if (need === 0) break;
-        if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
-          await this.d.service.start(img.user_id, c.id);
-          need--;
-        }
-      }
-      if (need > 0) await this.d.service.create(img.user_id, img.id, need, { cap: true });
+  private async move(img: ScaledImage, wanted: Array<{ id: number }>, desired: number): Promise<void> {
+    if (desired > wanted.length) {
+      await this.d.activation.ensure(img.user_id, img.id, desired);
     } else {
       // newest first: the oldest instances are the warmest
       const extra = wanted.slice(desired).reverse();

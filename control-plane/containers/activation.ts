@@ -23,29 +23,47 @@ export class Activation {
   }
 
   async request(imageId: number): Promise<ActivationResult> {
-    const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string }>(
-      'SELECT id, user_id, min_instances, status FROM images WHERE id = $1', [imageId]);
-    if (!img || img.status !== 'ready') return 'not_found';
-    if (img.min_instances > 0) return 'not_scaled_to_zero';
-    if (this.waking.has(img.id)) return 'starting';
-    const { rows: [{ n }] } = await this.db.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
-    if (n > 0) return 'already_running';
-    this.waking.add(img.id);
-    void this.wake(img.user_id, img.id).finally(() => this.waking.delete(img.id));
-    return 'starting';
+    // claimed before any await: concurrent asks (several proxies, one burst) make one instance
+    if (this.waking.has(imageId)) return 'starting';
+    this.waking.add(imageId);
+    let keep = false;
+    try {
+      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string }>(
+        'SELECT id, user_id, min_instances, status FROM images WHERE id = $1', [imageId]);
+      if (!img || img.status !== 'ready') return 'not_found';
+      if (img.min_instances > 0) return 'not_scaled_to_zero';
+      keep = true;
+      void this.ensure(img.user_id, img.id, 1).finally(() => this.waking.delete(imageId));
+      return 'starting';
+    } finally {
+      if (!keep) this.waking.delete(imageId);
+    }
   }
 
-  private async wake(userId: number, imageId: number): Promise<void> {
+  /**
+   * Bring the app to at least `count` wanted-running instances: stopped ones are started first
+   * (their containers exist), then new ones created (bounded by max_instances and the quota).
+   * Used to wake an app and when a PATCH raises min_instances. Errors are logged, not thrown.
+   */
+  async ensure(userId: number, imageId: number, count: number): Promise<void> {
     const t0 = Date.now();
     try {
-      const { rows: [stopped] } = await this.db.query<{ id: number }>(
-        `SELECT id FROM containers WHERE image_id = $1 AND desired = 'stopped' AND status IN ('stopped', 'exited', 'failed') ORDER BY id LIMIT 1`, [imageId]);
-      if (stopped) await this.service.start(userId, stopped.id);
-      else await this.service.create(userId, imageId, 1, { cap: true });
-      this.log.info({ imageId, ms: Date.now() - t0, reused: !!stopped }, 'woke a scaled-to-zero app');
+      const { rows: cs } = await this.db.query<{ id: number; desired: string; status: string }>(
+        'SELECT id, desired, status FROM containers WHERE image_id = $1 ORDER BY id', [imageId]);
+      let need = count - cs.filter((c) => c.desired === 'running').length;
+      if (need <= 0) return;
+      const started = need;
+      for (const c of cs) {
+        if (need === 0) break;
+        if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
+          await this.service.start(userId, c.id);
+          need--;
+        }
+      }
+      if (need > 0) await this.service.create(userId, imageId, need, { cap: true });
+      this.log.info({ imageId, ms: Date.now() - t0, instances: started, reused: started - need }, 'started instances of an app');
     } catch (e) {
-      this.log.warn({ imageId, err: (e as Error).message }, 'could not wake a scaled-to-zero app');
+      this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app');
     }
   }
 }

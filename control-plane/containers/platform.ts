@@ -33,6 +33,7 @@ export interface Platform {
   kafka: KafkaRelay | undefined;
   consul: ConsulSync | undefined;
   autoscaler: Autoscaler;
+  activation: Activation;
 }
 
 declare module 'fastify' {
@@ -87,9 +88,9 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   const activation = new Activation(app.db, service, log.child({ component: 'activation' }));
   const autoscaler = new Autoscaler({
     db: app.db, service, proxies, leader, events: app.events, log: log.child({ component: 'autoscaler' }), config: cfg.autoscale,
-    waking: (id) => activation.isWaking(id),
+    activation,
   });
-  app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler } satisfies Platform);
+  app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler, activation } satisfies Platform);
 
   const registers = [app.metrics.registry];
   new client.Gauge({

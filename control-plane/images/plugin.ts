@@ -185,6 +185,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     schema: { params: idParams, body: imagePatchSchema },
   }, async (req) => {
     const b = req.body;
+    let raisedMin = false;
     const img = await withTransaction(app.db, async (c) => {
       const { rows: [row] } = await c.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [req.params.id, req.user!.id]);
       if (!row) throw notFound('image');
@@ -206,28 +207,29 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
         const was = (row as unknown as Record<string, unknown>)[k];
         if (String(was ?? null) !== String(v ?? null)) changed[k] = { from: was ?? null, to: v };
       }
+      if (Object.keys(changed).length === 0) return row;
+      raisedMin = next.min_instances > row.min_instances;
       const { rows: [updated] } = await c.query<ImageRow>(
         `UPDATE images SET min_instances = $2, max_instances = $3, container_concurrency = $4, target_utilization = $5,
            scale_down_delay_s = $6, health_path = $7, cpu_limit = $8, memory_limit = $9, memory_limit_bytes = $10, updated_at = now()
          WHERE id = $1 RETURNING *`,
         [row.id, next.min_instances, next.max_instances, next.container_concurrency, next.target_utilization,
           next.scale_down_delay_s, next.health_path, next.cpu_limit, next.memory_limit, next.memory_limit_bytes]);
-      if (Object.keys(changed).length > 0) {
-        await recordEvent(c, { type: 'image.updated', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { changed } });
-      }
+      await recordEvent(c, { type: 'image.updated', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { changed } });
       return updated;
     });
     app.events.nudge();
-    (app as unknown as { platform?: { hub: { schedule(): void } } }).platform?.hub.schedule();
+    app.platform.hub.schedule();
+    // a raised floor is honoured now (not only at the first build): start or create up to it
+    if (raisedMin && img.status === 'ready') void app.platform.activation.ensure(img.user_id, img.id, img.min_instances);
     return publicImage(img);
   });
 
   // What the autoscaler sees and decided for an app (apps with min_instances 0 are autoscaled).
   app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
     const img = await load(req);
-    const platform = (app as unknown as { platform?: { autoscaler: { status(id: number): unknown } } }).platform;
-    const live = platform?.autoscaler.status(img.id) ?? null;
-    if (live) return { image_id: img.id, autoscaled: true, ...(live as object) };
+    const live = img.min_instances === 0 ? app.platform.autoscaler.status(img.id) : null;
+    if (live) return { image_id: img.id, autoscaled: true, ...live };
     const { rows: [c] } = await app.db.query<{ actual: number; ready: number }>(
       `SELECT count(*) FILTER (WHERE desired = 'running')::int AS actual,
               count(*) FILTER (WHERE desired = 'running' AND status = 'running' AND health = 'healthy')::int AS ready
