@@ -20,4 +20,6 @@ export interface Route {
   readonly queue: RouteQueue | null;
   /** scaled to zero: hold requests and ask for an instance when no endpoint can take them */
   readonly wake: boolean;
+  /** its share of a host it shares with other routes (revisions of one app; see Split) */
+  readonly trafficWeight: number;
 }

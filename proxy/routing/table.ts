@@ -6,6 +6,7 @@ import { FallbackCache, type FallbackCacheConfig } from '../resilience/fallback-
 import type { EndpointRegistry } from '../upstream/endpoint.js';
 import { RouteQueue } from './queue.js';
 import type { Route } from './route.js';
+import { Split } from './split.js';
 
 /**
  * An immutable compiled route table. Lookup: exact host first, then the longest `*.` wildcard
@@ -16,8 +17,8 @@ export class RouteTable {
     readonly version: number,
     readonly spec: RouteTableSpec,
     readonly routes: Route[],
-    private readonly exact: Map<string, Route>,
-    private readonly wildcard: Map<string, Route>,
+    private readonly exact: Map<string, Route | Split>,
+    private readonly wildcard: Map<string, Route | Split>,
     private readonly byId: Map<string, Route>,
   ) {}
 
@@ -26,15 +27,15 @@ export class RouteTable {
     return this.byId.get(id);
   }
 
-  /** `host` must already be normalised. */
+  /** `host` must already be normalised. A host split between revisions picks one per call. */
   lookup(host: string): Route | undefined {
     const r = this.exact.get(host);
-    if (r !== undefined) return r;
+    if (r !== undefined) return r instanceof Split ? r.pick() : r;
     if (this.wildcard.size === 0) return undefined;
     let i = host.indexOf('.');
     while (i !== -1) {
       const w = this.wildcard.get(host.slice(i + 1));
-      if (w !== undefined) return w;
+      if (w !== undefined) return w instanceof Split ? w.pick() : w;
       i = host.indexOf('.', i + 1);
     }
     return undefined;
@@ -76,8 +77,10 @@ function cacheConfig(spec: RouteSpec): FallbackCacheConfig {
 /** Compile a validated spec. Endpoints are shared through the registry (pools survive swaps). */
 export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegistry, state: RouteState): RouteTable {
   const generation = ++state.generation;
-  const exact = new Map<string, Route>();
-  const wildcard = new Map<string, Route>();
+  const exact = new Map<string, Route | Split>();
+  const wildcard = new Map<string, Route | Split>();
+  // hosts shared by several routes (validated: all of them carry a trafficWeight)
+  const shared = new Map<string, { routes: Route[]; weights: number[] }>();
   const routes: Route[] = [];
   const byId = new Map<string, Route>();
   const liveIds = new Set<string>();
@@ -123,13 +126,29 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
         rs.concurrency?.queueTimeoutMs ?? DEFAULTS.concurrency.queueTimeoutMs,
       ) : null,
       wake: rs.wake === true,
+      trafficWeight: rs.trafficWeight ?? 1,
     };
     byId.set(rs.id, route);
     routes.push(route);
     for (const h of rs.hosts) {
-      if (h.startsWith('*.')) wildcard.set(h.slice(2), route);
-      else exact.set(h, route);
+      const map = h.startsWith('*.') ? wildcard : exact;
+      const key = h.startsWith('*.') ? h.slice(2) : h;
+      const prev = map.get(key);
+      if (prev === undefined) { map.set(key, route); continue; }
+      let s = shared.get(h);
+      if (s === undefined) {
+        const first = prev as Route;
+        s = { routes: [first], weights: [first.trafficWeight] };
+        shared.set(h, s);
+      }
+      s.routes.push(route);
+      s.weights.push(route.trafficWeight);
     }
+  }
+  for (const [h, s] of shared) {
+    const split = new Split(s.routes, s.weights);
+    if (h.startsWith('*.')) wildcard.set(h.slice(2), split);
+    else exact.set(h, split);
   }
   // Caches of removed routes are dropped; stats stay (counters must be monotonic for Prometheus).
   for (const id of state.caches.keys()) if (!liveIds.has(id)) state.caches.delete(id);

@@ -32,6 +32,14 @@ export interface RouteSpec {
    * releasing held requests in order as endpoints appear.
    */
   wake?: boolean;
+  /**
+   * Traffic splitting between revisions: when several routes list the same host, each of them
+   * carries a `trafficWeight` and the proxy sends each request for that host to one of them by
+   * smooth weighted round robin (90/10 is exact over every 10 requests). A host listed by one
+   * route only (a tag host like `canary---shop.example.com`) ignores it. Tables without shared
+   * hosts never carry it, so they stay readable by proxies that predate it.
+   */
+  trafficWeight?: number;
 }
 
 export interface RouteTableSpec {
@@ -115,6 +123,7 @@ export const routeTableSchema = {
             properties: { attempts: { type: 'integer', minimum: 0, maximum: 5 } },
           },
           wake: { type: 'boolean' },
+          trafficWeight: { type: 'integer', minimum: 1, maximum: 1_000_000 },
           concurrency: {
             type: 'object',
             additionalProperties: false,

@@ -53,7 +53,7 @@ export function parseAddress(address: string): { host: string; port: number } | 
 export function validateRouteTable(input: unknown): RouteTableSpec {
   if (!check(input)) throw describe(check.errors![0]);
   const table = input as unknown as RouteTableSpec;
-  const seenHosts = new Map<string, string>();
+  const seenHosts = new Map<string, { id: string; weighted: boolean }>();
   const seenIds = new Set<string>();
   table.routes.forEach((route, ri) => {
     if (seenIds.has(route.id)) throw new RouteTableError(`routes.${ri}.id "${route.id}" is used by another route`, `routes.${ri}.id`);
@@ -66,9 +66,12 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
       }
       const other = seenHosts.get(n);
       if (other !== undefined) {
-        throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other}"`, `routes.${ri}.hosts.${hi}`);
+        // a host may be shared only by routes that all say how to split it (revisions of one app)
+        if (other.weighted && route.trafficWeight !== undefined && other.id !== route.id) return n;
+        const why = other.weighted || route.trafficWeight !== undefined ? '; routes sharing a host must all have a trafficWeight' : '';
+        throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other.id}"${why}`, `routes.${ri}.hosts.${hi}`);
       }
-      seenHosts.set(n, route.id);
+      seenHosts.set(n, { id: route.id, weighted: route.trafficWeight !== undefined });
       return n;
     });
     const epIds = new Set<string>();
