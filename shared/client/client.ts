@@ -1,0 +1,207 @@
+/**
+ * shared/client/client.ts — the one HTTP client every `berth` client command uses (deploy, apps,
+ * logs, containers, traffic, load, billing, …). Import it from here:
+ *
+ *   import { BerthClient, ClientError, EXIT } from '../shared/client/client.js';
+ *   const c = await BerthClient.resolve({ api: opts.api });   // --api > BERTH_API > last login > default
+ *   const { apps } = await c.get<{ apps: App[] }>('/api/apps');
+ *
+ * (or, simpler, write the command with `defineClientCommand` from shared/client/command.ts, which
+ * adds --api/--json/--help, builds the client and turns errors into messages and exit codes).
+ *
+ * What it guarantees:
+ * - API URL: `--api` flag > `BERTH_API` > the API of the last `berth login` > http://127.0.0.1:3000.
+ *   Token: `BERTH_TOKEN` > the token stored for that API URL (shared/client/credentials.ts).
+ * - Errors are `ClientError`s whose message speaks to a person, with an exit code (`EXIT`):
+ *   not logged in (3), API unreachable — naming the URL tried — (4), the API's own 4xx/5xx message
+ *   shown as it is with its status and code (1), bad usage (2).
+ * - JSON in and out; `stream()` hands back the response body for SSE / chunked text (pass an
+ *   AbortSignal: aborting closes the connection, which is how the API learns to stop).
+ */
+import { Readable } from 'node:stream';
+import { Agent, request, type Dispatcher } from 'undici';
+import { readCredentials } from './credentials.js';
+
+export const DEFAULT_API = 'http://127.0.0.1:3000';
+
+/** Exit codes shared by every client command. */
+export const EXIT = {
+  ok: 0,
+  /** the API refused (4xx/5xx), a build failed, a wait timed out */
+  failed: 1,
+  /** bad flags or arguments */
+  usage: 2,
+  /** not logged in, or the API rejected the credentials */
+  auth: 3,
+  /** the API could not be reached */
+  unreachable: 4,
+} as const;
+
+export class ClientError extends Error {
+  constructor(
+    message: string,
+    public readonly exitCode: number = EXIT.failed,
+    /** set when the API answered with an error */
+    public readonly api?: { status: number; code: string; requestId?: string },
+  ) {
+    super(message);
+  }
+}
+
+/** http(s)://host[:port][/prefix] without a trailing slash; anything else is a usage error. */
+export function normalizeApiUrl(raw: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw.includes('://') ? raw : `http://${raw}`);
+  } catch {
+    throw new ClientError(`"${raw}" is not an API URL (expected http://HOST:PORT)`, EXIT.usage);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ClientError(`"${raw}" is not an http(s) URL`, EXIT.usage);
+  if (u.username || u.password || u.search || u.hash) throw new ClientError(`"${raw}": give the API URL without credentials, query or fragment`, EXIT.usage);
+  return (u.origin + u.pathname).replace(/\/+$/, '');
+}
+
+export interface ResolveOptions {
+  /** the --api flag, when given */
+  api?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface RequestOptions {
+  query?: Record<string, string | number | boolean | undefined>;
+  /** JSON body */
+  json?: unknown;
+  /** raw body (e.g. a multipart stream); set the content-type in headers */
+  body?: Dispatcher.DispatchOptions['body'];
+  headers?: Record<string, string>;
+  /** send no token even when there is one (login) */
+  anonymous?: boolean;
+  signal?: AbortSignal;
+  /** ms to wait for the response headers (default 60 s; uploads wait for the whole body first) */
+  timeoutMs?: number;
+}
+
+interface ApiErrorBody { error?: { code?: string; message?: string; requestId?: string } }
+
+export class BerthClient {
+  /** one keep-alive pool per client; close() releases it so a command exits at once */
+  private readonly agent = new Agent({ keepAliveTimeout: 2_000, connect: { timeout: 10_000 } });
+
+  constructor(
+    public readonly api: string,
+    public readonly token: string | undefined,
+    /** where the token came from, to word a 401 */
+    public readonly tokenSource: 'env' | 'login' | 'none' = token ? 'env' : 'none',
+  ) {}
+
+  /** --api > BERTH_API > last login > default; token from BERTH_TOKEN or the login stored for that API. */
+  static async resolve(o: ResolveOptions = {}): Promise<BerthClient> {
+    const env = o.env ?? process.env;
+    const creds = await readCredentials(env);
+    const api = normalizeApiUrl(o.api || env.BERTH_API || creds.current || DEFAULT_API);
+    if (env.BERTH_TOKEN) return new BerthClient(api, env.BERTH_TOKEN, 'env');
+    const stored = creds.apis[api];
+    return stored ? new BerthClient(api, stored.token, 'login') : new BerthClient(api, undefined, 'none');
+  }
+
+  /** Throws "not logged in" unless a token is known. */
+  requireToken(): string {
+    if (!this.token) {
+      throw new ClientError(`not logged in to ${this.api}. Run \`berth login${this.api === DEFAULT_API ? '' : ` --api ${this.api}`}\` (or set BERTH_TOKEN).`, EXIT.auth);
+    }
+    return this.token;
+  }
+
+  get<T>(path: string, o: RequestOptions = {}): Promise<T> { return this.request<T>('GET', path, o); }
+  post<T>(path: string, json?: unknown, o: RequestOptions = {}): Promise<T> { return this.request<T>('POST', path, { ...o, json }); }
+  put<T>(path: string, json?: unknown, o: RequestOptions = {}): Promise<T> { return this.request<T>('PUT', path, { ...o, json }); }
+  patch<T>(path: string, json?: unknown, o: RequestOptions = {}): Promise<T> { return this.request<T>('PATCH', path, { ...o, json }); }
+  delete<T = void>(path: string, o: RequestOptions = {}): Promise<T> { return this.request<T>('DELETE', path, o); }
+
+  /** A JSON request; resolves with the parsed body (undefined for 204), rejects with a ClientError. */
+  async request<T>(method: string, path: string, o: RequestOptions = {}): Promise<T> {
+    const res = await this.send(method, path, o);
+    const text = await res.body.text();
+    if (res.statusCode >= 400) throw this.apiError(res.statusCode, text, method, path);
+    if (res.statusCode === 204 || text === '') return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ClientError(`the API at ${this.api} answered ${method} ${path} with something that is not JSON (is ${this.api} a berth control plane?)`);
+    }
+  }
+
+  /**
+   * A streaming request (SSE, chunked text): resolves once the headers say 2xx, with the body to
+   * read. Abort `o.signal` to stop; the connection closes and the server stops its stream.
+   */
+  async stream(method: string, path: string, o: RequestOptions = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Readable }> {
+    const res = await this.send(method, path, { ...o, timeoutMs: o.timeoutMs ?? 60_000 }, 0);
+    if (res.statusCode >= 400) throw this.apiError(res.statusCode, await res.body.text(), method, path);
+    return { status: res.statusCode, headers: res.headers, body: res.body as unknown as Readable };
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close().catch(() => {});
+  }
+
+  /** `/apps/HOST/` on the proxy and the tag forms are built by the API; this only joins paths. */
+  url(path: string): string {
+    return this.api + path;
+  }
+
+  private async send(method: string, path: string, o: RequestOptions, bodyTimeout = 300_000): Promise<Dispatcher.ResponseData> {
+    if (!o.anonymous) this.requireToken();
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'berth-cli', ...o.headers };
+    if (!o.anonymous && this.token) headers.authorization = `Bearer ${this.token}`;
+    let body = o.body;
+    if (o.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(o.json);
+    }
+    let url = this.api + path;
+    if (o.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(o.query)) if (v !== undefined && v !== false) q.set(k, v === true ? '1' : String(v));
+      const s = q.toString();
+      if (s) url += (url.includes('?') ? '&' : '?') + s;
+    }
+    try {
+      return await request(url, {
+        method: method as Dispatcher.HttpMethod, headers, body, signal: o.signal, dispatcher: this.agent,
+        headersTimeout: o.timeoutMs ?? 60_000, bodyTimeout,
+      });
+    } catch (e) {
+      throw this.transportError(e as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }, method, path);
+    }
+  }
+
+  private transportError(e: NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }, method: string, path: string): Error {
+    if (e.name === 'AbortError' || e.code === 'ABORT_ERR') return e;
+    const code = e.cause?.code ?? e.code ?? e.name;
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+      return new ClientError(`the API at ${this.api} did not answer ${method} ${path} in time (${code})`, EXIT.failed);
+    }
+    const why = code && code !== 'Error' ? `${code}${e.message && !e.message.includes(String(code)) ? `: ${e.message}` : ''}` : e.message;
+    return new ClientError(
+      `cannot reach the berth API at ${this.api} (${why}). Is it running (\`berth up\`)? Use --api URL or BERTH_API to point elsewhere.`,
+      EXIT.unreachable,
+    );
+  }
+
+  private apiError(status: number, text: string, method: string, path: string): ClientError {
+    let body: ApiErrorBody | undefined;
+    try { body = JSON.parse(text) as ApiErrorBody; } catch { /* not ours */ }
+    const err = body?.error;
+    const code = err?.code ?? `http_${status}`;
+    const requestId = err?.requestId;
+    if (status === 401) {
+      const hint = this.tokenSource === 'env'
+        ? 'BERTH_TOKEN was refused; set a valid token'
+        : `run \`berth login${this.api === DEFAULT_API ? '' : ` --api ${this.api}`}\` again`;
+      return new ClientError(`${err?.message ?? 'unauthorized'} (401 from ${this.api}): ${hint}.`, EXIT.auth, { status, code, requestId });
+    }
+    const message = err?.message ?? `${method} ${path} answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`;
+    return new ClientError(`${message} (${status} ${code})`, EXIT.failed, { status, code, requestId });
+  }
+}

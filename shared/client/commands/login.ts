@@ -1,0 +1,119 @@
+import { hostname } from 'node:os';
+import { UsageError } from '../../cli/args.js';
+import { BerthClient, ClientError, EXIT } from '../client.js';
+import { defineClientCommand } from '../command.js';
+import { credentialsPath, forgetLogin, saveLogin } from '../credentials.js';
+import { printJson } from '../output.js';
+import { Prompter } from '../prompt.js';
+
+interface User { id: number; email: string; username?: string | null }
+
+/**
+ * `berth login`: signs in with email + password (asked on a terminal, read from stdin when piped),
+ * creates an API token named after this machine, ends the password session, and stores the API
+ * token for this API URL (shared/client/credentials.ts, mode 0600). `--token T` stores a token
+ * made elsewhere after checking it with GET /api/auth/me.
+ */
+export const run = defineClientCommand({
+  usage: 'berth login [--api URL] [--email E | --token T]',
+  description: `Sign in to a berth control plane and remember it for the other commands.
+Asks for the email and password (on a terminal; when stdin is piped, reads them as two lines —
+or only the password when --email is given). The credentials file is per API URL, mode 0600:
+${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
+  options: [
+    { name: 'email', help: 'account email (asked when absent)' },
+    { name: 'token', help: 'store this API token instead of signing in with a password' },
+  ],
+  async run({ opts, client, json, stdout, stderr }) {
+    const api = client.api;
+    if (opts.token !== undefined) {
+      if (opts.email !== undefined) throw new UsageError('--token and --email exclude each other');
+      if (!/^[\x21-\x7e]{8,4096}$/.test(opts.token)) throw new UsageError('--token does not look like a token');
+      const probe = new BerthClient(api, opts.token, 'env');
+      try {
+        const me = await probe.get<{ user: User }>('/api/auth/me').catch((e: unknown) => {
+          if (e instanceof ClientError && e.exitCode === EXIT.auth) throw new ClientError(`the API at ${api} does not accept this token`, EXIT.auth);
+          throw e;
+        });
+        const path = await saveLogin(api, { token: opts.token, email: me.user.email, created_at: new Date().toISOString() });
+        return done(me.user, path);
+      } finally {
+        await probe.close();
+      }
+    }
+
+    const prompter = new Prompter();
+    let email = opts.email;
+    let password: string | undefined;
+    try {
+      email ??= (await prompter.ask(`Email for ${api}: `))?.trim();
+      if (!email) throw new UsageError('no email given');
+      password = await prompter.askSecret('Password: ');
+      if (!password) throw new UsageError('no password given');
+    } finally {
+      prompter.close();
+    }
+
+    const anon = new BerthClient(api, undefined, 'none');
+    let session: string;
+    let user: User;
+    try {
+      ({ token: session, user } = await anon.post<{ token: string; user: User }>('/api/auth/login', { email, password }, { anonymous: true }).catch((e: unknown) => {
+        if (e instanceof ClientError && e.api?.status === 401) throw new ClientError(`wrong email or password for ${api}`, EXIT.auth, e.api);
+        throw e;
+      }));
+    } finally {
+      await anon.close();
+    }
+    const s = new BerthClient(api, session, 'env');
+    try {
+      const name = `berth-cli ${hostname()}`.slice(0, 100);
+      const t = await s.post<{ id: number; token: string }>('/api/auth/tokens', { name });
+      await s.post('/api/auth/logout').catch(() => { /* the session expires on its own */ });
+      const path = await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString() });
+      return done(user, path);
+    } finally {
+      await s.close();
+    }
+
+    function done(u: User, path: string): number {
+      if (json) printJson({ api, user: u, credentials: path });
+      else {
+        stdout.write(`Logged in to ${api} as ${u.email}.\n`);
+        stderr.write(`(token stored in ${path})\n`);
+      }
+      return EXIT.ok;
+    }
+  },
+});
+
+/** `berth logout`: revokes the stored API token (best effort) and forgets it. */
+export const runLogout = defineClientCommand({
+  usage: 'berth logout [--api URL]',
+  description: 'Forget the login stored for the API (and revoke its API token there, when it answers).',
+  options: [],
+  async run({ client, json, stdout, stderr }) {
+    const api = client.api;
+    const old = await forgetLogin(api);
+    if (!old) {
+      if (json) printJson({ api, logged_out: false });
+      else stdout.write(`Not logged in to ${api}; nothing to do.\n`);
+      return EXIT.ok;
+    }
+    let revoked = false;
+    if (old.token_id) {
+      const c = new BerthClient(api, old.token, 'login');
+      try {
+        await c.delete(`/api/auth/tokens/${old.token_id}`);
+        revoked = true;
+      } catch (e) {
+        stderr.write(`warning: could not revoke the token at ${api} (${(e as Error).message.split('\n')[0]}); it was forgotten here only.\n`);
+      } finally {
+        await c.close();
+      }
+    }
+    if (json) printJson({ api, logged_out: true, token_revoked: revoked });
+    else stdout.write(`Logged out of ${api}.\n`);
+    return EXIT.ok;
+  },
+});
