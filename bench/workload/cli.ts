@@ -1,0 +1,256 @@
+/**
+ * `berth load`: run a workload from the command line against an app behind the local berth proxy
+ * (`--app HOST`) or any HTTP/1.1 URL (`--url`), with a live line while it runs, a summary table at
+ * the end, optional JSON / HTML reports and `--fail-on` thresholds for CI (exit 1 when one holds).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
+import { runWorkload, type Progress, type WorkloadOptions } from './engine.js';
+import type { WorkloadMetrics } from './metrics.js';
+import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
+import { renderReport } from './report.js';
+import { RequestSpecError, prepareRequest } from './request.js';
+import { ThresholdError, failedThresholds, parseThresholds, type Threshold } from './thresholds.js';
+
+const SPECS: OptionSpec[] = [
+  { name: 'app', help: 'app hostname: send through the local berth proxy with this Host' },
+  { name: 'url', help: 'send to this http:// URL instead (any server)' },
+  { name: 'proxy-url', env: 'BERTH_PROXY_URL', default: 'http://127.0.0.1:8080', help: 'the berth proxy --app goes through' },
+  { name: 'rps', help: 'target rate, requests per second (the base rate of the pattern)' },
+  { name: 'duration', default: '30s', help: 'how long: 30s, 2m, 1h30m, 500ms' },
+  { name: 'pattern', default: 'constant', help: `${PATTERNS.join(' | ')}` },
+  { name: 'ramp-to', help: 'rate the ramp/step pattern ends at (peak of spike and wave)' },
+  { name: 'stages', help: 'step pattern stages: 10s:100,20s:500,…' },
+  { name: 'connections', help: 'force this many keep-alive connections (default: grow with rate and latency)' },
+  { name: 'method', default: 'GET', help: 'HTTP method' },
+  { name: 'path', help: 'request path (default: the URL\'s, or /)' },
+  { name: 'header', help: 'a request header "Name: value" (repeatable; also -H)' },
+  { name: 'body', help: 'request body: text, or @file' },
+  { name: 'timeout', default: '10s', help: 'per-request timeout' },
+  { name: 'json', help: 'write the metrics as JSON to this file (- for stdout)' },
+  { name: 'html', help: 'write a self-contained HTML report to this file' },
+  { name: 'fail-on', help: 'exit 1 when a condition holds: "p99>200ms,error_rate>1%" (p50…p999 avg max error_rate errors late dropped rps achieved_pct)' },
+  { name: 'quiet', boolean: true, help: 'no live line' },
+];
+
+const DESCRIPTION = `Sends open-model HTTP load: every request has an intended start time from the pattern, and its
+latency is measured from that time (coordinated omission corrected, as wrk2), so a stalled server
+shows in the percentiles. Requests sent more than 10 ms late count as late; requests that could not
+get a connection within the timeout are dropped. Patterns: constant, ramp (--rps → --ramp-to), step
+(--stages or --ramp-to), spike, wave, gradual, poisson (exponential gaps, mean --rps).
+
+Examples:
+  berth load --app shop.localhost --rps 500 --duration 30s --pattern ramp --ramp-to 2000 --html r.html
+  berth load --url http://127.0.0.1:9000/health --rps 200 --duration 10s --fail-on "p99>50ms,error_rate>0.1%"`;
+
+const USAGE = 'berth load (--app HOST | --url URL) --rps N [--duration 30s] [--pattern P] [--ramp-to N] [options]';
+
+/** Most a CLI run may ask for (the API has its own, configurable limits). */
+const MAX_RPS = 1_000_000;
+const MAX_DURATION_S = 24 * 3600;
+
+/** "30s", "2m", "1h30m", "500ms", "1.5s", "30" (seconds) → seconds. */
+export function parseDuration(v: string, flag: string): number {
+  const s = v.trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s);
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let pos = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(s)) !== null) {
+    const n = Number(m[1]);
+    total += m[2] === 'ms' ? n / 1000 : m[2] === 's' ? n : m[2] === 'm' ? n * 60 : n * 3600;
+    pos = re.lastIndex;
+  }
+  if (pos === 0 || pos !== s.length) throw new UsageError(`--${flag} "${v}" is not a duration like 30s, 2m, 1h30m or 500ms`);
+  return total;
+}
+
+function positiveNumber(v: string | undefined, flag: string, max: number, integer = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${flag} "${v}" must be ${integer ? 'a whole number' : 'a number'} between ${integer ? 1 : 'above 0'} and ${max}`);
+  }
+  return n;
+}
+
+export function parseStages(v: string): Stage[] {
+  const stages: Stage[] = [];
+  for (const part of v.split(',')) {
+    const p = part.trim();
+    const i = p.lastIndexOf(':');
+    if (i <= 0) throw new UsageError(`--stages "${p}" must be DURATION:RPS, e.g. 10s:100`);
+    const duration_seconds = parseDuration(p.slice(0, i), 'stages');
+    const rps = Number(p.slice(i + 1));
+    if (!Number.isFinite(rps) || rps < 0 || rps > MAX_RPS || p.slice(i + 1).trim() === '') throw new UsageError(`--stages "${p}": the rate must be a number between 0 and ${MAX_RPS}`);
+    if (duration_seconds <= 0) throw new UsageError(`--stages "${p}": the duration must be positive`);
+    stages.push({ duration_seconds, rps });
+  }
+  return stages;
+}
+
+/** Pull every --header / -H out of argv (parseArgs keeps only the last of a repeated flag). */
+function extractHeaders(argv: string[]): { rest: string[]; headers: Record<string, string> } {
+  const rest: string[] = [];
+  const headers: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    let value: string | undefined;
+    if (a === '--header' || a === '-H') {
+      value = argv[++i];
+      if (value === undefined) throw new UsageError(`${a} needs a value "Name: value"`);
+    } else if (a.startsWith('--header=')) value = a.slice(9);
+    else {
+      rest.push(a);
+      continue;
+    }
+    const c = value.indexOf(':');
+    if (c <= 0) throw new UsageError(`--header "${value}" must be "Name: value"`);
+    headers[value.slice(0, c).trim()] = value.slice(c + 1).trim();
+  }
+  return { rest, headers };
+}
+
+/** Parse `berth load` argv into engine options (exported for tests). */
+export function loadOptions(argv: string[], env = process.env): {
+  options: WorkloadOptions; json?: string; html?: string; thresholds: Threshold[]; quiet: boolean; target: string;
+} {
+  const { rest, headers } = extractHeaders(argv);
+  const args = parseArgs(rest);
+  if (args.positional.length) throw new UsageError(`unexpected argument "${args.positional[0]}"`);
+  const o = resolveOptions(args, SPECS, env);
+  if (!o.app === !o.url) throw new UsageError('give exactly one of --app HOST (through the berth proxy) or --url URL');
+  const rps = positiveNumber(o.rps, 'rps', MAX_RPS);
+  if (rps === undefined) throw new UsageError('--rps N is required');
+  const duration_seconds = parseDuration(o.duration!, 'duration');
+  if (duration_seconds <= 0 || duration_seconds > MAX_DURATION_S) throw new UsageError(`--duration must be between 1ms and ${MAX_DURATION_S / 3600}h`);
+  const pattern = o.pattern as PatternName;
+  if (!(PATTERNS as readonly string[]).includes(pattern)) throw new UsageError(`--pattern must be one of ${PATTERNS.join(', ')}`);
+  const ramp_to_rps = o['ramp-to'] !== undefined ? Number(o['ramp-to']) : undefined;
+  if (ramp_to_rps !== undefined && (!Number.isFinite(ramp_to_rps) || ramp_to_rps < 0 || ramp_to_rps > MAX_RPS || o['ramp-to']!.trim() === '')) {
+    throw new UsageError(`--ramp-to must be a number between 0 and ${MAX_RPS}`);
+  }
+  const stages = o.stages !== undefined ? parseStages(o.stages) : undefined;
+  const connections = positiveNumber(o.connections, 'connections', 10_000, true);
+  const timeoutS = parseDuration(o.timeout!, 'timeout');
+  if (timeoutS < 0.01 || timeoutS > 600) throw new UsageError('--timeout must be between 10ms and 10m');
+  let body: Buffer | undefined;
+  if (o.body !== undefined) {
+    if (o.body.startsWith('@')) {
+      try {
+        body = readFileSync(o.body.slice(1));
+      } catch (e) {
+        throw new UsageError(`--body ${o.body}: ${(e as Error).message}`);
+      }
+    } else body = Buffer.from(o.body, 'utf8');
+  }
+  let url: string;
+  let host: string | undefined;
+  if (o.app) {
+    url = o['proxy-url']!;
+    host = o.app.trim().toLowerCase();
+  } else url = o.url!;
+  const options: WorkloadOptions = {
+    url, host, method: o.method, path: o.path ?? (o.app ? '/' : undefined), headers, body,
+    pattern, rps, duration_seconds, ramp_to_rps, stages, connections, timeout_ms: Math.round(timeoutS * 1000),
+    app_hostnames: o.app ? [host!] : [],
+  };
+  const bad = checkPattern(options);
+  if (bad) throw new UsageError(bad);
+  if (peakRate(options) > MAX_RPS) throw new UsageError(`the pattern peaks at ${peakRate(options)} req/s; at most ${MAX_RPS}`);
+  try {
+    prepareRequest(options);
+  } catch (e) {
+    if (e instanceof RequestSpecError) throw new UsageError(e.message);
+    throw e;
+  }
+  let thresholds: Threshold[] = [];
+  if (o['fail-on'] !== undefined) {
+    try {
+      thresholds = parseThresholds(o['fail-on']);
+    } catch (e) {
+      if (e instanceof ThresholdError) throw new UsageError(`--fail-on: ${e.message}`);
+      throw e;
+    }
+  }
+  const target = o.app ? `${host} via ${url}` : url;
+  return { options, json: o.json, html: o.html, thresholds, quiet: o.quiet === 'true', target };
+}
+
+const n0 = (n: number) => Math.round(n).toLocaleString('en-US');
+const msText = (v: number | null) => (v === null ? '—' : v < 10 ? `${v.toFixed(2)}ms` : v < 1000 ? `${v.toFixed(1)}ms` : `${(v / 1000).toFixed(2)}s`);
+
+function liveLine(p: Progress): string {
+  const errPct = p.total_requests > 0 ? (100 * p.errors) / p.total_requests : 0;
+  return `${String(Math.min(p.elapsed_s, Math.ceil(p.duration_s))).padStart(4)}s / ${p.duration_s}s  target ${n0(p.point.target_rps)}/s  achieved ${n0(p.point.achieved_rps)}/s  ` +
+    `p50 ${msText(p.p50_ms)}  p99 ${msText(p.p99_ms)}  errors ${n0(p.errors)} (${errPct.toFixed(2)}%)` +
+    (p.late ? `  late ${n0(p.late)}` : '') + (p.dropped ? `  dropped ${n0(p.dropped)}` : '') + `  conns ${p.connections}`;
+}
+
+export function summaryTable(m: WorkloadMetrics, target: string, o: WorkloadOptions): string {
+  const rows: [string, string][] = [
+    ['target', target],
+    ['pattern', `${o.pattern} ${o.rps} req/s${o.ramp_to_rps !== undefined ? ` → ${o.ramp_to_rps}` : ''} for ${o.duration_seconds}s`],
+    ['requests', `${n0(m.total_requests)} of ${n0(m.scheduled_requests)} scheduled (${n0(m.successful_requests)} ok, ${n0(m.failed_requests)} failed, ${m.error_rate.toFixed(2)}%)`],
+    ['rate', `${m.requests_per_second.toLocaleString('en-US')} req/s achieved, ${m.target_rps.toLocaleString('en-US')} req/s target`],
+    ['latency', `p50 ${msText(m.p50_latency_ms)}  p90 ${msText(m.p90_latency_ms)}  p95 ${msText(m.p95_latency_ms)}  p99 ${msText(m.p99_latency_ms)}  p99.9 ${msText(m.p999_latency_ms)}`],
+    ['', `min ${msText(m.min_latency_ms)}  avg ${msText(m.avg_latency_ms)}  max ${msText(m.max_latency_ms)}  (from each request's intended start)`],
+    ['late / dropped', `${n0(m.late_requests)} sent > ${m.late_threshold_ms} ms late, ${n0(m.dropped_requests)} dropped`],
+    ['status codes', Object.entries(m.status_code_distribution).map(([k, v]) => `${k}: ${n0(v)}`).join('  ') || '—'],
+    ['errors', Object.entries(m.errors).map(([k, v]) => `${k}: ${n0(v)}`).join('  ') || '—'],
+    ['connections', `${m.connections_max} at most, ${m.connections_opened} opened`],
+    ['duration', `${m.duration_seconds}s${m.stopped ? ' (stopped early)' : ''}`],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length));
+  return rows.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`).join('\n') + '\n';
+}
+
+export async function run(argv: string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(formatHelp(USAGE, DESCRIPTION, SPECS));
+    return;
+  }
+  const { options, json, html, thresholds, quiet, target } = loadOptions(argv);
+  const out = json === '-' ? process.stderr : process.stdout;
+  const tty = Boolean(process.stderr.isTTY);
+  const every = options.duration_seconds > 60 ? 10 : 5;
+  out.write(`berth load: ${target}  ${options.pattern} ${options.rps} req/s${options.ramp_to_rps !== undefined ? ` → ${options.ramp_to_rps}` : ''} for ${options.duration_seconds}s\n`);
+  const r = runWorkload(options, (p) => {
+    if (quiet) return;
+    if (tty) process.stderr.write(`\r\x1b[2K${liveLine(p)}`);
+    else if (p.elapsed_s % every === 0) process.stderr.write(`${liveLine(p)}\n`);
+  });
+  let interrupted = false;
+  const onSig = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    r.stop();
+  };
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  const m = await r.done;
+  process.off('SIGINT', onSig);
+  process.off('SIGTERM', onSig);
+  if (tty && !quiet) process.stderr.write('\n');
+  out.write('\n' + summaryTable(m, target, options));
+  const config = { ...options, body: options.body ? `${options.body.length} bytes` : undefined, random: undefined, target };
+  if (json) {
+    const text = JSON.stringify({ config, metrics: m }, null, 2) + '\n';
+    if (json === '-') process.stdout.write(text);
+    else writeFileSync(json, text);
+  }
+  if (html) {
+    writeFileSync(html, renderReport({ title: `berth load: ${target}`, config, metrics: m }));
+    out.write(`  report written to ${html}\n`);
+  }
+  const failed = failedThresholds(thresholds, m);
+  for (const f of failed) out.write(`  FAIL ${f.threshold.text} (actual ${f.actual === null ? 'n/a' : Math.round(f.actual * 1000) / 1000})\n`);
+  if (thresholds.length && !failed.length) out.write(`  thresholds passed: ${thresholds.map((t) => t.text).join(', ')}\n`);
+  if (interrupted) process.exit(130);
+  if (failed.length) process.exit(1);
+  if (m.successful_requests === 0) {
+    out.write('  no request succeeded\n');
+    process.exit(1);
+  }
+}
