@@ -23,6 +23,7 @@ import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
 import platformPlugin from './containers/platform.js';
+import appsPlugin from './apps/plugin.js';
 
 export type { ControlPlaneOptions } from './config.js';
 
@@ -107,6 +108,7 @@ export async function startControlPlane(
   await app.register(imagesPlugin);
   await app.register(eventRoutes);
   await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
+  await app.register(appsPlugin); // apps: revisions and traffic splitting
   for (const p of opts.plugins ?? []) await app.register(p);
 
   // the berth networks (no inter-container traffic); builds and containers ensure them again, so a

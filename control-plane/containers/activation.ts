@@ -28,10 +28,23 @@ export class Activation {
     this.waking.add(imageId);
     let keep = false;
     try {
-      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string }>(
-        'SELECT id, user_id, min_instances, status FROM images WHERE id = $1', [imageId]);
+      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string; min_instances_provisioned: boolean }>(
+        'SELECT id, user_id, min_instances, status, min_instances_provisioned FROM images WHERE id = $1', [imageId]);
       if (!img || img.status !== 'ready') return 'not_found';
-      if (img.min_instances > 0) return 'not_scaled_to_zero';
+      if (img.min_instances > 0) {
+        if (img.min_instances_provisioned) {
+          // its first instances are on their way (the proxies hold requests until one is healthy)
+          const { rows } = await this.db.query(`SELECT 1 FROM containers WHERE image_id = $1 AND desired = 'running' LIMIT 1`, [imageId]);
+          return rows.length ? 'already_running' : 'not_scaled_to_zero';
+        }
+        // a revision that got traffic back (or was just built): its min_instances, once, exactly
+        // as the reconcile loop provisions them (whichever comes first does it)
+        keep = true;
+        void this.service.create(img.user_id, img.id, 0, { provision: true })
+          .catch((e) => this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app'))
+          .finally(() => this.waking.delete(imageId));
+        return 'starting';
+      }
       keep = true;
       void this.ensure(img.user_id, img.id, 1).finally(() => this.waking.delete(imageId));
       return 'starting';

@@ -458,6 +458,8 @@ export class ContainerService {
       if (!row) return undefined;
       const { rows: [img] } = await tx.query<ImageRow>('SELECT app_hostname FROM images WHERE id = $1', [row.image_id]);
       await recordEvent(tx, this.eventFor(`container.${health}`, row, img, { detail }));
+      // the revision can take traffic from now on (`latest` moves to it; see apps/traffic.ts)
+      if (health === 'healthy') await tx.query('UPDATE images SET routable_at = now() WHERE id = $1 AND routable_at IS NULL', [row.image_id]);
       return row;
     });
     if (row) {

@@ -1,43 +1,114 @@
 import type { RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import type { Queryable } from '../db/pool.js';
+import { resolveTraffic, tagHost, type RevisionState, type TrafficEntry } from '../apps/traffic.js';
 
 /** Address proxies use for a container published on `host_port`. */
 export const endpointAddress = (endpointHost: string, hostPort: number) =>
   `${endpointHost.includes(':') ? `[${endpointHost}]` : endpointHost}:${hostPort}`;
 
+interface RouteRow {
+  app_hostname: string;
+  traffic: TrafficEntry[];
+  image_id: number;
+  revision: number;
+  status: RevisionState['status'];
+  routable: boolean;
+  container_concurrency: number;
+  min_instances: number;
+  min_instances_provisioned: boolean;
+  /** some instance is wanted running (starting, or healthy) */
+  wanted: boolean;
+  container_id: number | null;
+  host_port: number | null;
+}
+
 /**
- * The routes of every ready image: one route per image (`img-{id}`, its app_hostname), whose
- * endpoints are the containers that are running, wanted running, and healthy. An image with no
- * healthy container keeps its route with no endpoints, so the proxy answers 503 (known app, no
- * capacity) rather than 404.
+ * The routes of every app: one route per revision that has a share of the app's traffic or a tag
+ * (`img-{id}`), whose endpoints are its containers that are running, wanted running, and healthy.
+ * A revision with a share lists the app's hostname; when several do, each carries its share as
+ * `trafficWeight` and the proxies split the hostname between them. A tag adds
+ * `{tag}---{app_hostname}`. A revision with no healthy container keeps its route with no
+ * endpoints, so the proxy answers 503 (known app, no capacity) rather than 404, or holds the
+ * request and wakes it (`wake`).
  */
 export async function buildRoutes(q: Queryable, endpointHost: string): Promise<RouteSpec[]> {
-  const { rows } = await q.query<{ image_id: number; app_hostname: string; container_concurrency: number; min_instances: number; container_id: number | null; host_port: number | null }>(
-    `SELECT i.id AS image_id, i.app_hostname, i.container_concurrency, i.min_instances, c.id AS container_id, c.host_port
-       FROM images i
+  const { rows } = await q.query<RouteRow>(
+    `SELECT a.app_hostname, a.traffic, i.id AS image_id, i.revision, i.status,
+            (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable,
+            i.container_concurrency, i.min_instances, i.min_instances_provisioned,
+            EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running') AS wanted,
+            c.id AS container_id, c.host_port
+       FROM apps a
+       JOIN images i ON i.app_hostname = a.app_hostname
        LEFT JOIN containers c ON c.image_id = i.id AND c.status = 'running' AND c.desired = 'running'
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
-      WHERE i.status = 'ready'
-      ORDER BY i.id, c.id`);
+      ORDER BY a.app_hostname, i.id, c.id`);
   const routes: RouteSpec[] = [];
-  let cur: RouteSpec | undefined;
-  let curImage = -1;
-  for (const r of rows) {
-    if (r.image_id !== curImage) {
-      curImage = r.image_id;
-      cur = { id: `img-${r.image_id}`, hosts: [r.app_hostname], endpoints: [], policy: 'round_robin' };
+  for (const app of groupApps(rows)) {
+    const resolved = resolveTraffic(app.traffic, app.revisions);
+    const weighted = resolved.percent.size > 1;
+    for (const rev of app.revisions) {
+      const percent = resolved.percent.get(rev.id) ?? 0;
+      const tags = resolved.tags.get(rev.id) ?? [];
+      if (percent === 0 && tags.length === 0) continue;
+      const r = rev.first;
+      const route: RouteSpec = { id: `img-${rev.id}`, hosts: [], endpoints: [], policy: 'round_robin' };
+      if (percent > 0) route.hosts.push(app.host);
+      for (const t of tags) route.hosts.push(tagHost(t, app.host));
+      if (percent > 0 && weighted) route.trafficWeight = percent;
       // the app's container_concurrency, enforced by every proxy (0 = no limit)
-      if (r.container_concurrency > 0) cur.concurrency = { perEndpoint: r.container_concurrency };
-      // scales to zero: proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate)
-      if (r.min_instances === 0) cur.wake = true;
-      routes.push(cur);
-    }
-    if (r.container_id !== null && r.host_port !== null) {
-      cur!.endpoints.push({ id: `c-${r.container_id}`, address: endpointAddress(endpointHost, r.host_port), weight: 1 });
+      if (r.container_concurrency > 0) route.concurrency = { perEndpoint: r.container_concurrency };
+      // Proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate) when it
+      // scales to zero, when berth owes it its min_instances (it just got traffic back), or while
+      // its first instances start (a new app is not a 503 for the seconds it takes to boot).
+      if (r.min_instances === 0 || !r.min_instances_provisioned || (!r.routable && r.wanted)) route.wake = true;
+      for (const c of rev.rows) {
+        if (c.container_id !== null && c.host_port !== null) {
+          route.endpoints.push({ id: `c-${c.container_id}`, address: endpointAddress(endpointHost, c.host_port), weight: 1 });
+        }
+      }
+      routes.push(route);
     }
   }
   return routes;
+}
+
+/** Image ids that should have instances now (see ResolvedTraffic.serving), over every app. */
+export async function servingRevisions(q: Queryable): Promise<Set<number>> {
+  const { rows } = await q.query<RouteRow>(
+    `SELECT a.app_hostname, a.traffic, i.id AS image_id, i.revision, i.status,
+            (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable
+       FROM apps a JOIN images i ON i.app_hostname = a.app_hostname
+      ORDER BY a.app_hostname, i.id`);
+  const out = new Set<number>();
+  for (const app of groupApps(rows)) for (const id of resolveTraffic(app.traffic, app.revisions).serving) out.add(id);
+  return out;
+}
+
+interface AppRevisions {
+  host: string;
+  traffic: TrafficEntry[];
+  revisions: (RevisionState & { first: RouteRow; rows: RouteRow[] })[];
+}
+
+/** Rows ordered by app then image → apps with their revisions (and each revision's rows). */
+function groupApps(rows: RouteRow[]): AppRevisions[] {
+  const apps: AppRevisions[] = [];
+  let app: AppRevisions | undefined;
+  for (const r of rows) {
+    if (app?.host !== r.app_hostname) {
+      app = { host: r.app_hostname, traffic: Array.isArray(r.traffic) ? r.traffic : [], revisions: [] };
+      apps.push(app);
+    }
+    let rev = app.revisions[app.revisions.length - 1];
+    if (rev?.id !== r.image_id) {
+      rev = { id: r.image_id, revision: r.revision, status: r.status, routable: r.routable, first: r, rows: [] };
+      app.revisions.push(rev);
+    }
+    rev.rows.push(r);
+  }
+  return apps;
 }
 
 /** A complete table, validated exactly as the proxy will validate it. */

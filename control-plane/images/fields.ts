@@ -25,8 +25,17 @@ export const imageFieldsSchema = {
     container_concurrency: int(0, 1000, { default: 80 }),
     target_utilization: int(1, 100, { default: 70 }),
     scale_down_delay_s: int(0, 3600, { default: 0 }),
+    // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
+    no_traffic: { type: 'boolean', default: false },
+    traffic_tag: { type: 'string', minLength: 1, maxLength: 60 },
   },
 } as const;
+
+/** Upload fields a new revision takes from the previous one when the upload leaves them out. */
+export const INHERITED_FIELDS = [
+  'name', 'tag', 'container_port', 'min_instances', 'max_instances', 'cpu_limit', 'memory_limit', 'health_path',
+  'container_concurrency', 'target_utilization', 'scale_down_delay_s',
+] as const;
 
 // Multipart delivers strings; ajv coerces "1e400" to Infinity after its type check, so the
 // `finite` keyword (http/schemas.ts) is what turns that into a 400.
@@ -60,8 +69,14 @@ export interface ImageFields {
   scale_down_delay_s: number;
 }
 
+/** The fields of one upload: the image's own, and how its revision joins the app's traffic. */
+export interface UploadFields extends ImageFields {
+  no_traffic: boolean;
+  traffic_tag: string | null;
+}
+
 /** Validate and normalise; throws ApiError 400 naming the field. */
-export function parseImageFields(raw: Record<string, string>): ImageFields {
+export function parseImageFields(raw: Record<string, string>): UploadFields {
   const data: Record<string, unknown> = { ...raw };
   if (!validate(data)) {
     const e = validate.errors![0];
@@ -93,6 +108,8 @@ export function parseImageFields(raw: Record<string, string>): ImageFields {
     container_concurrency: (data.container_concurrency as number) + 0,
     target_utilization: (data.target_utilization as number) + 0,
     scale_down_delay_s: (data.scale_down_delay_s as number) + 0,
+    no_traffic: data.no_traffic === true,
+    traffic_tag: data.traffic_tag === undefined ? null : String(data.traffic_tag),
   };
 }
 

@@ -2,7 +2,7 @@ import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { startSse } from '../http/sse.js';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
@@ -10,7 +10,10 @@ import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { ArchiveError, extractArchive } from './archive/extract.js';
 import { BuildQueue, buildDir, contextDir } from './build-queue.js';
 import { imageFieldsSchema, parseCpu, parseImageFields, parseMemory } from './fields.js';
-import { dockerRef, getImage, hostnameTaken, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
+import { appOwner, claimRevision, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
+import { checkTag } from '../apps/traffic.js';
+import { normalizeHost } from '../../shared/hostname.js';
+import { dockerRef, getImage, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
 import { receiveUpload } from './upload.js';
 import { checkUploadQuota } from './quotas.js';
 import { privateDir } from './private-dir.js';
@@ -89,9 +92,13 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     const staging = join(cfg.dataDir, 'builds', String(userId), `.staging-${randomUUID()}`);
     try {
       await privateDir(join(cfg.dataDir, 'builds', String(userId)));
-      const fields = parseImageFields(upload.fields);
+      // a hostname this user already owns: the upload is the app's next revision, and what it
+      // leaves out comes from the previous one
+      const owner = await appOwner(app.db, normalizeHost(String(upload.fields.app_hostname ?? '')));
+      if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
+      const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
+      if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
-      if (await hostnameTaken(app.db, fields.app_hostname)) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
       await checkUploadQuota(app.db, userId, cfg.quotas);
       try {
         await extractArchive(upload.file, join(staging, 'context'), { maxEntries: cfg.maxArchiveEntries, maxBytes: cfg.maxArchiveBytes });
@@ -113,20 +120,23 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       try {
         img = await withTransaction(app.db, async (c) => {
           await checkUploadQuota(c, userId, cfg.quotas, true);
+          const claim = await claimRevision(c, fields.app_hostname, userId);
+          if (!claim) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
           const { rows } = await c.query<ImageRow>(
-            `INSERT INTO images (id, user_id, name, tag, app_hostname, container_port, min_instances, max_instances,
+            `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,
                container_concurrency, target_utilization, scale_down_delay_s)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'building',$12,$13,$14,$15,$16) RETURNING *`,
-            [id, userId, fields.name, fields.tag, fields.app_hostname, fields.container_port, fields.min_instances, fields.max_instances,
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17) RETURNING *`,
+            [id, userId, fields.name, fields.tag, fields.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
               fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag), fields.health_path,
               fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s]);
-          await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image } });
+          await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
+          await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
           return rows[0];
         });
       } catch (e) {
         await rm(final, { recursive: true, force: true });
-        if (isUniqueViolation(e, 'images_app_hostname_key')) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
+        if (isUniqueViolation(e, 'apps_pkey')) throw conflict(`app_hostname "${fields.app_hostname}" was just claimed by another upload; try again`, 'hostname_taken');
         throw e;
       }
       app.events.nudge();
@@ -252,26 +262,40 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       if (!row) throw notFound('image');
       const { rows: [{ n }] } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [row.id]);
       if (n > 0) throw conflict(`image ${row.id} still has ${n} container(s); delete them first`, 'image_in_use');
+      const { rows: [owner] } = await c.query<AppRow>('SELECT * FROM apps WHERE app_hostname = $1 FOR UPDATE', [row.app_hostname]);
+      if (owner?.traffic.some((e) => e.image_id === row.id)) {
+        throw conflict(`revision ${row.revision} of ${row.app_hostname} (image ${row.id}) is named in the app's traffic; change it first (PUT /api/apps/${row.app_hostname}/traffic)`, 'revision_in_traffic');
+      }
       await c.query('DELETE FROM images WHERE id = $1', [row.id]);
-      await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image } });
+      await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image, revision: row.revision } });
+      // the app goes with its last revision
+      await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);
       return row;
     }).catch((e) => {
       if ((e as { code?: string }).code === '23503') throw conflict(`image ${req.params.id} still has containers; delete them first`, 'image_in_use');
       throw e;
     });
     app.events.nudge();
-    // a running build finds its row gone, stops, and removes what it built
-    await app.builds.cancel(img.id, 'image deleted');
-    try {
-      await app.runtime.removeImage(img.docker_image);
-    } catch (e) {
-      const msg = e instanceof DockerUnavailableError ? e.message : (e as Error).message;
-      req.log.warn({ err: msg, docker_image: img.docker_image }, 'image deleted, but its Docker image could not be removed; remove it by hand');
-    }
-    await rm(buildDir(cfg.dataDir, img.user_id, img.id), { recursive: true, force: true })
-      .catch((e) => req.log.warn({ err: e }, 'image deleted, but its build directory could not be removed'));
+    app.platform?.hub.schedule();
+    await discardImage(app, img, req.log);
     return reply.code(204).send();
   });
+}
+
+/**
+ * After an image's row is gone: a running build finds it gone, stops and removes what it built;
+ * the Docker image and the build directory are removed, best effort.
+ */
+export async function discardImage(app: FastifyInstance, img: ImageRow, log: FastifyBaseLogger): Promise<void> {
+  await app.builds.cancel(img.id, 'image deleted');
+  try {
+    await app.runtime.removeImage(img.docker_image);
+  } catch (e) {
+    const msg = e instanceof DockerUnavailableError ? e.message : (e as Error).message;
+    log.warn({ err: msg, docker_image: img.docker_image }, 'image deleted, but its Docker image could not be removed; remove it by hand');
+  }
+  await rm(buildDir(app.config.dataDir, img.user_id, img.id), { recursive: true, force: true })
+    .catch((e) => log.warn({ err: e }, 'image deleted, but its build directory could not be removed'));
 }
 
 /**

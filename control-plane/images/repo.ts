@@ -7,6 +7,10 @@ export type ImageStatus = 'building' | 'ready' | 'build_failed';
 export interface ImageRow extends ImageFields {
   id: number;
   user_id: number;
+  /** 1, 2, 3… per app (app_hostname) */
+  revision: number;
+  /** when it could first take traffic (see migration 007); null until then */
+  routable_at: Date | null;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
@@ -31,6 +35,7 @@ export function publicImage(r: ImageRow) {
     name: r.name,
     tag: r.tag,
     app_hostname: r.app_hostname,
+    revision: r.revision,
     container_port: r.container_port,
     min_instances: r.min_instances,
     max_instances: r.max_instances,
@@ -106,9 +111,4 @@ export async function listContainers(q: Queryable, userId: number, imageIds?: nu
     ? await q.query<ContainerRow>('SELECT * FROM containers WHERE user_id = $1 AND image_id = ANY($2::bigint[]) ORDER BY id', [userId, imageIds])
     : await q.query<ContainerRow>('SELECT * FROM containers WHERE user_id = $1 ORDER BY id', [userId]);
   return rows;
-}
-
-export async function hostnameTaken(q: Queryable, host: string): Promise<boolean> {
-  const { rows } = await q.query('SELECT 1 FROM images WHERE app_hostname = $1', [host]);
-  return rows.length > 0;
 }

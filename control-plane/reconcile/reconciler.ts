@@ -6,6 +6,7 @@ import { DockerUnavailableError } from '../runtime/docker.js';
 import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runtime/containers.js';
 import { dockerTime, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
+import { servingRevisions } from '../discovery/route-table.js';
 
 export interface ReconcileReport {
   skipped?: string;
@@ -15,6 +16,8 @@ export interface ReconcileReport {
   corrected: number;
   created: number;
   stopsFinished: number;
+  /** instances of revisions without traffic removed */
+  retired: number;
 }
 
 /** A container that dies within this long after it started counts as crash-looping. */
@@ -98,14 +101,14 @@ export class Reconciler {
       .catch((e) => {
         if (e instanceof DockerUnavailableError) this.log.debug({ err: e.message }, 'reconcile skipped: Docker unavailable');
         else this.log.error({ err: e }, 'reconcile pass failed');
-        return { skipped: (e as Error).message, died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0 };
+        return { skipped: (e as Error).message, died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0, retired: 0 };
       })
       .finally(() => { this.running = undefined; });
     return this.running;
   }
 
   private async once(): Promise<ReconcileReport> {
-    const rep: ReconcileReport = { died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0 };
+    const rep: ReconcileReport = { died: 0, replaced: 0, orphansRemoved: 0, corrected: 0, created: 0, stopsFinished: 0, retired: 0 };
     if (!this.d.leader.isLeader) return { ...rep, skipped: 'not the leader' };
     const { db, runtime, service } = this.d;
     const docker = await runtime.listByLabel(['berth.managed=true']);
@@ -198,6 +201,31 @@ export class Reconciler {
       }
     }
 
+    // Revisions left with no traffic and no tag are scaled to zero: their image owes them nothing
+    // any more (min_instances provisioned again, and routable again only once healthy, if traffic
+    // comes back) and each container is drained from every proxy, then removed.
+    const serving = await servingRevisions(db);
+    const { rows: idle } = await db.query<ContainerRow>(
+      `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE i.status = 'ready' ORDER BY c.id`);
+    const retire = idle.filter((c) => !serving.has(c.image_id) && !service.locks.isLocked(c.id));
+    const retiredImages = [...new Set(retire.map((c) => c.image_id))];
+    if (retiredImages.length) {
+      await db.query('UPDATE images SET min_instances_provisioned = false, routable_at = NULL WHERE id = ANY($1::bigint[])', [retiredImages]);
+      this.log.info({ images: retiredImages, containers: retire.length }, 'scaling revisions without traffic to zero');
+    }
+    // not awaited: a drain takes up to drainTimeoutMs and must not hold up this pass (the lock
+    // keeps the next pass off these containers meanwhile)
+    rep.retired = retire.length;
+    void Promise.allSettled(retire.map((c) => service.locks.run(c.id, async () => {
+      const { rows: [cur] } = await db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [c.id]);
+      if (!cur || serving.has(cur.image_id)) return;
+      try {
+        await service.removeLocked(cur, 'no traffic');
+      } catch (e) {
+        this.log.warn({ containerId: c.id, err: (e as Error).message }, 'could not remove an instance of a revision without traffic');
+      }
+    })));
+
     // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
     // container is replaced under the same row above), a user-stopped one stays stopped and a
     // user-deleted one is not recreated: explicit user intent wins over min_instances.
@@ -205,6 +233,7 @@ export class Reconciler {
       `SELECT * FROM images WHERE status = 'ready' AND min_instances > 0 AND NOT min_instances_provisioned ORDER BY id`);
     for (const img of pending) {
       if (this.stopped) break;
+      if (!serving.has(img.id)) continue; // a revision nobody sends traffic to runs nothing
       try {
         const made = await service.create(img.user_id, img.id, 0, { provision: true });
         rep.created += made.length;
@@ -214,7 +243,7 @@ export class Reconciler {
       }
     }
     for (const id of this.backoff.keys()) if (!rows.some((r) => r.id === id)) this.backoff.delete(id);
-    if (rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished) this.log.info(rep, 'reconciled');
+    if (rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished || rep.retired) this.log.info(rep, 'reconciled');
     return rep;
   }
 

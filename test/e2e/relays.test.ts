@@ -8,6 +8,7 @@ import { recordEvent } from '../../control-plane/events/outbox.js';
 import { KafkaRelay } from '../../control-plane/relay/kafka.js';
 import { ConsulSync, serviceId } from '../../control-plane/relay/consul.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { insertApp } from '../helpers/control-plane.js';
 
 /**
  * Relays of the outbox. The "Kafka away" case runs everywhere; publishing to a real broker runs
@@ -25,9 +26,11 @@ beforeAll(async () => {
   db = createPool(await pgs.createDatabase(), 4);
   await migrate(db);
   userId = (await db.query(`INSERT INTO users (email, password_hash) VALUES ('relay@example.com', 'x') RETURNING id`)).rows[0].id;
+  const host = `relay-${randomBytes(3).toString('hex')}.example.com`;
+  await insertApp(db, userId, host);
   imageId = (await db.query(
-    `INSERT INTO images (user_id, name, tag, app_hostname, status, docker_image) VALUES ($1, 'relay', 'latest', $2, 'ready', 'berth-relay:latest') RETURNING id`,
-    [userId, `relay-${randomBytes(3).toString('hex')}.example.com`])).rows[0].id;
+    `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image) VALUES ($1, 'relay', 'latest', $2, 1, 'ready', 'berth-relay:latest') RETURNING id`,
+    [userId, host])).rows[0].id;
 });
 
 afterAll(async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar } from '../helpers/archives.js';
-import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { insertApp, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 /**
  * Per-user quotas from configuration (DESIGN.md "Security model"): concurrent builds answer 429,
@@ -21,9 +21,11 @@ async function user(email: string): Promise<{ api: Api; id: number }> {
 }
 
 async function insertImage(userId: number, status: 'building' | 'ready', maxInstances = 10): Promise<number> {
+  const h = host();
+  const revision = await insertApp(t.cp.db, userId, h);
   const { rows: [r] } = await t.cp.db.query<{ id: number }>(
-    `INSERT INTO images (user_id, name, tag, app_hostname, status, docker_image, min_instances, max_instances, min_instances_provisioned)
-     VALUES ($1, 'x', 'latest', $2, $3, 'berth-test/none:1', 0, $4, true) RETURNING id`, [userId, host(), status, maxInstances]);
+    `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances, min_instances_provisioned)
+     VALUES ($1, 'x', 'latest', $2, $5, $3, 'berth-test/none:1', 0, $4, true) RETURNING id`, [userId, h, status, maxInstances, revision]);
   return Number(r.id);
 }
 

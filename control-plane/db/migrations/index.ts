@@ -9,6 +9,7 @@ import { sql as m003 } from './003_events_txid.js';
 import { sql as m004 } from './004_min_instances_provisioned.js';
 import { sql as m005 } from './005_revoked_sessions.js';
 import { sql as m006 } from './006_scaling_settings.js';
+import { sql as m007 } from './007_revisions.js';
 
 export interface Migration {
   version: number;
@@ -23,4 +24,5 @@ export const migrations: Migration[] = [
   { version: 4, name: '004_min_instances_provisioned', sql: m004 },
   { version: 5, name: '005_revoked_sessions', sql: m005 },
   { version: 6, name: '006_scaling_settings', sql: m006 },
+  { version: 7, name: '007_revisions', sql: m007 },
 ];

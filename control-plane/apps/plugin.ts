@@ -1,0 +1,151 @@
+import type { FastifyInstance } from 'fastify';
+import { normalizeHost } from '../../shared/hostname.js';
+import { withTransaction, type Queryable } from '../db/pool.js';
+import { recordEvent } from '../events/outbox.js';
+import { conflict, notFound } from '../http/errors.js';
+import { discardImage } from '../images/plugin.js';
+import type { ContainerRow, ImageRow } from '../images/repo.js';
+import { revisionStates, setTraffic, type AppRow } from './repo.js';
+import { checkTraffic, resolveTraffic, tagHost, type TrafficEntry } from './traffic.js';
+
+const hostParams = {
+  type: 'object', required: ['host'], additionalProperties: false,
+  properties: { host: { type: 'string', minLength: 1, maxLength: 300 } },
+} as const;
+type HostReq = { Params: { host: string } };
+
+const trafficBody = {
+  type: 'object', required: ['traffic'], additionalProperties: false,
+  properties: {
+    traffic: {
+      type: 'array', minItems: 1, maxItems: 100,
+      items: {
+        type: 'object', required: ['percent'], additionalProperties: false,
+        properties: {
+          image_id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
+          latest: { type: 'boolean' },
+          percent: { type: 'integer', minimum: 0, maximum: 100 },
+          tag: { type: 'string', minLength: 1, maxLength: 60 },
+        },
+      },
+    },
+  },
+} as const;
+
+/** The API shape of an app: its revisions with their share and tags, and the split as stored. */
+async function describeApp(q: Queryable, a: AppRow) {
+  const { rows: images } = await q.query<ImageRow>('SELECT * FROM images WHERE app_hostname = $1 ORDER BY revision', [a.app_hostname]);
+  const { rows: counts } = await q.query<{ image_id: number; instances: number; ready: number }>(
+    `SELECT image_id, count(*) FILTER (WHERE desired = 'running')::int AS instances,
+            count(*) FILTER (WHERE desired = 'running' AND status = 'running' AND health = 'healthy')::int AS ready
+       FROM containers WHERE image_id = ANY($1::bigint[]) GROUP BY image_id`, [images.map((i) => i.id)]);
+  const byImage = new Map(counts.map((c) => [Number(c.image_id), c]));
+  const states = images.map((i) => ({ id: i.id, revision: i.revision, status: i.status, routable: i.routable_at !== null || (i.status === 'ready' && i.min_instances === 0) }));
+  const r = resolveTraffic(a.traffic, states);
+  const host = a.app_hostname;
+  const revisionOf = new Map(images.map((i) => [i.id, i.revision]));
+  return {
+    app_hostname: host,
+    url: `http://${host}/`,
+    path: `/apps/${host}/`,
+    latest_image_id: r.latest,
+    revisions: images.map((i) => {
+      const tags = r.tags.get(i.id) ?? [];
+      return {
+        image_id: i.id,
+        revision: i.revision,
+        status: i.status,
+        instances: byImage.get(i.id)?.instances ?? 0,
+        ready_instances: byImage.get(i.id)?.ready ?? 0,
+        traffic_percent: r.percent.get(i.id) ?? 0,
+        traffic_tag: tags[0] ?? null,
+        tag_url: tags[0] ? `http://${tagHost(tags[0], host)}/` : null,
+        tag_urls: tags.map((t) => `http://${tagHost(t, host)}/`),
+        serving: r.serving.has(i.id),
+        created_at: new Date(i.created_at).toISOString(),
+      };
+    }),
+    traffic: a.traffic.map((e) => {
+      const id = e.latest ? r.latest : e.image_id ?? null;
+      return { ...e, revision: id === null ? null : revisionOf.get(id) ?? null };
+    }),
+    created_at: new Date(a.created_at).toISOString(),
+    updated_at: new Date(a.updated_at).toISOString(),
+  };
+}
+
+/**
+ * Apps and their revisions (Cloud Run's services): list, traffic split (PUT, atomic, with an
+ * `app.traffic_changed` event), deletion of every revision. A hostname that is another user's is
+ * a 404, as one that does not exist.
+ */
+export default async function appsPlugin(app: FastifyInstance): Promise<void> {
+  const own = async (q: Queryable, userId: number, rawHost: string, lock = false): Promise<AppRow> => {
+    const host = normalizeHost(rawHost);
+    const { rows: [a] } = await q.query<AppRow>(`SELECT * FROM apps WHERE app_hostname = $1 AND user_id = $2${lock ? ' FOR UPDATE' : ''}`, [host, userId]);
+    if (!a) throw notFound('app');
+    return a;
+  };
+
+  app.get('/api/apps', { preHandler: app.authenticate, schema: { summary: 'List your apps with their revisions and traffic split' } }, async (req) => {
+    const { rows } = await app.db.query<AppRow>('SELECT * FROM apps WHERE user_id = $1 ORDER BY app_hostname', [req.user!.id]);
+    const apps = [];
+    for (const a of rows) apps.push(await describeApp(app.db, a));
+    return { apps };
+  });
+
+  app.get<HostReq>('/api/apps/:host', { preHandler: app.authenticate, schema: { summary: 'One app: its revisions, instances and traffic split', params: hostParams } }, async (req) => {
+    return describeApp(app.db, await own(app.db, req.user!.id, req.params.host));
+  });
+
+  app.put<HostReq & { Body: { traffic: TrafficEntry[] } }>('/api/apps/:host/traffic', {
+    preHandler: app.authenticate,
+    schema: { summary: 'Split the app\'s traffic between its revisions (percents summing to 100; tags)', params: hostParams, body: trafficBody },
+  }, async (req) => {
+    const a = await withTransaction(app.db, async (c) => {
+      const a = await own(c, req.user!.id, req.params.host, true);
+      const next = checkTraffic(req.body.traffic, a.app_hostname, await revisionStates(c, a.app_hostname));
+      await setTraffic(c, a, next, 'api');
+      return { ...a, traffic: next };
+    });
+    app.events.nudge();
+    // proxies get the split with the next table; revisions that gained traffic get their
+    // instances and those left without are drained and removed by the reconcile loop
+    app.platform.hub.schedule();
+    app.platform.reconciler.kick();
+    return describeApp(app.db, a);
+  });
+
+  app.delete<HostReq>('/api/apps/:host', {
+    preHandler: app.authenticate,
+    schema: { summary: 'Delete an app and every revision (409 while an instance runs)', params: hostParams },
+  }, async (req, reply) => {
+    const userId = req.user!.id;
+    const a = await own(app.db, userId, req.params.host);
+    const { rows: containers } = await app.db.query<ContainerRow>(
+      'SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = $1 ORDER BY c.id', [a.app_hostname]);
+    const running = containers.filter((c) => c.desired === 'running' || c.status === 'running' || c.status === 'creating' || c.status === 'stopping');
+    if (running.length) {
+      throw conflict(`app ${a.app_hostname} still has ${running.length} instance(s) running (containers ${running.map((c) => c.id).join(', ')}); stop them first`, 'app_in_use');
+    }
+    // stopped instances go with the app
+    for (const c of containers) await app.platform.service.remove(userId, c.id).catch((e) => { if ((e as { statusCode?: number }).statusCode !== 404) throw e; });
+    const images = await withTransaction(app.db, async (tx) => {
+      await own(tx, userId, a.app_hostname, true);
+      const { rows: [{ n }] } = await tx.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = $1', [a.app_hostname]);
+      if (n > 0) throw conflict(`app ${a.app_hostname} got new instances meanwhile; stop them first`, 'app_in_use');
+      const { rows } = await tx.query<ImageRow>('DELETE FROM images WHERE app_hostname = $1 RETURNING *', [a.app_hostname]);
+      for (const img of rows) {
+        await recordEvent(tx, { type: 'image.deleted', userId, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image, revision: img.revision } });
+      }
+      await tx.query('DELETE FROM apps WHERE app_hostname = $1', [a.app_hostname]);
+      await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: rows.map((r) => r.revision) } });
+      return rows;
+    });
+    app.events.nudge();
+    app.platform.hub.schedule();
+    for (const img of images) await discardImage(app, img, req.log);
+    return reply.code(204).send();
+  });
+}

@@ -1,0 +1,76 @@
+import type { Queryable } from '../db/pool.js';
+import { recordEvent } from '../events/outbox.js';
+import { INHERITED_FIELDS } from '../images/fields.js';
+import type { ImageRow } from '../images/repo.js';
+import { resolveTraffic, trafficAfterDeploy, type RevisionState, type TrafficEntry } from './traffic.js';
+
+/** An `apps` row: one user's hostname, its revision counter and its traffic split. */
+export interface AppRow {
+  app_hostname: string;
+  user_id: number;
+  last_revision: number;
+  traffic: TrafficEntry[];
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Who owns a hostname, and the newest revision (what a new upload inherits from). */
+export async function appOwner(q: Queryable, host: string): Promise<(AppRow & { previous: ImageRow | undefined }) | undefined> {
+  if (!host) return undefined;
+  const { rows: [a] } = await q.query<AppRow>('SELECT * FROM apps WHERE app_hostname = $1', [host]);
+  if (!a) return undefined;
+  const { rows: [prev] } = await q.query<ImageRow>('SELECT * FROM images WHERE app_hostname = $1 ORDER BY revision DESC LIMIT 1', [host]);
+  return { ...a, previous: prev };
+}
+
+/** The previous revision's settings as upload fields (strings, as multipart delivers them). */
+export function inheritedFields(prev: ImageRow | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!prev) return out;
+  for (const k of INHERITED_FIELDS) {
+    const v = (prev as unknown as Record<string, unknown>)[k];
+    if (v !== null && v !== undefined) out[k] = String(v);
+  }
+  return out;
+}
+
+/**
+ * Take the next revision number of `host` for `userId`, creating the app on its first upload.
+ * The app row stays locked until the transaction ends (uploads and traffic changes of one app go
+ * one after the other). Undefined when another user owns the hostname.
+ */
+export async function claimRevision(tx: Queryable, host: string, userId: number): Promise<(AppRow & { revision: number }) | undefined> {
+  const { rows: [a] } = await tx.query<AppRow>(
+    `INSERT INTO apps (app_hostname, user_id, last_revision) VALUES ($1, $2, 1)
+     ON CONFLICT (app_hostname) DO UPDATE SET last_revision = apps.last_revision + 1, updated_at = now()
+       WHERE apps.user_id = EXCLUDED.user_id
+     RETURNING *`, [host, userId]);
+  return a ? { ...a, revision: a.last_revision } : undefined;
+}
+
+/** Every revision of an app, as the traffic resolution sees them. */
+export async function revisionStates(q: Queryable, host: string): Promise<RevisionState[]> {
+  const { rows } = await q.query<RevisionState>(
+    `SELECT id, revision, status, (routable_at IS NOT NULL OR (status = 'ready' AND min_instances = 0)) AS routable
+       FROM images WHERE app_hostname = $1 ORDER BY revision`, [host]);
+  return rows;
+}
+
+/** Write a new split (when it differs) with its `app.traffic_changed` event, in the caller's transaction. */
+export async function setTraffic(tx: Queryable, app: AppRow, next: TrafficEntry[], reason: string, imageId?: number): Promise<boolean> {
+  if (JSON.stringify(next) === JSON.stringify(app.traffic)) return false;
+  await tx.query('UPDATE apps SET traffic = $2::jsonb, updated_at = now() WHERE app_hostname = $1', [app.app_hostname, JSON.stringify(next)]);
+  await recordEvent(tx, {
+    type: 'app.traffic_changed', userId: app.user_id, imageId, appHostname: app.app_hostname,
+    payload: { reason, from: app.traffic, to: next },
+  });
+  return true;
+}
+
+/** A new revision joins the app's traffic (trafficAfterDeploy), in the upload's transaction. */
+export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: number; userId: number; noTraffic: boolean; tag: string | null }): Promise<void> {
+  const revisions = await revisionStates(tx, app.app_hostname);
+  const latestNow = resolveTraffic(app.traffic, revisions).latest;
+  const next = trafficAfterDeploy(app.traffic, { imageId: opts.imageId, noTraffic: opts.noTraffic, tag: opts.tag, latestNow });
+  await setTraffic(tx, app, next, 'deploy', opts.imageId);
+}

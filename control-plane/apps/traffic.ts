@@ -1,0 +1,147 @@
+import { badRequest } from '../http/errors.js';
+
+/**
+ * An app's traffic split, as stored in `apps.traffic` and sent to `PUT /api/apps/:host/traffic`
+ * (Cloud Run's shape): each entry names a revision by `image_id`, or `latest: true` for the newest
+ * revision that can serve, with an integer `percent`; percents sum to 100. A `tag` gives the
+ * entry's revision its own hostname, `{tag}---{app_hostname}`, whatever its percent.
+ */
+export interface TrafficEntry {
+  image_id?: number;
+  latest?: boolean;
+  percent: number;
+  tag?: string;
+}
+
+/** What the resolution needs to know of each revision of one app. */
+export interface RevisionState {
+  id: number;
+  revision: number;
+  status: 'building' | 'ready' | 'build_failed';
+  /** it can take traffic: built and, unless it scales from zero, an instance was healthy once */
+  routable: boolean;
+}
+
+export interface ResolvedTraffic {
+  /** image id → percent of the app's hostname (only revisions with a share above 0) */
+  percent: Map<number, number>;
+  /** image id → its tags */
+  tags: Map<number, string[]>;
+  /** the revision `latest` stands for now (null: no revision is ready) */
+  latest: number | null;
+  /**
+   * Revisions that should have instances: every revision with a share or a tag, plus the newest
+   * ready revision while `latest` waits for it to become routable (it must start to get there).
+   * Every other ready revision is scaled to zero (drained first).
+   */
+  serving: Set<number>;
+}
+
+export const DEFAULT_TRAFFIC: TrafficEntry[] = [{ latest: true, percent: 100 }];
+
+/** Cloud Run's tag URL convention: one DNS label, so a wildcard certificate or record still covers it. */
+export const tagHost = (tag: string, host: string) => `${tag}---${host}`;
+
+/** A tag: a DNS label of lower-case letters, digits and single hyphens, starting with a letter. */
+const TAG = /^[a-z](?:[a-z0-9]|-(?!-))*$/;
+
+export function checkTag(tag: string, host: string, field: string): void {
+  if (!TAG.test(tag) || tag.endsWith('-')) {
+    throw badRequest(`${field} "${tag}" must be lower-case letters, digits and single hyphens, starting with a letter and not ending with a hyphen`);
+  }
+  const label = tagHost(tag, host).split('.')[0];
+  if (label.length > 63) throw badRequest(`${field} "${tag}" makes the DNS label "${label}" longer than 63 characters`);
+}
+
+/**
+ * Resolve stored entries against the app's revisions. `latest` is the newest routable revision
+ * (falling back to the newest ready one, so a first deploy shows up as 503 or wakes, not 404);
+ * entries naming a revision that is not ready (or gone) are skipped.
+ */
+export function resolveTraffic(entries: TrafficEntry[], revisions: RevisionState[]): ResolvedTraffic {
+  const ready = revisions.filter((r) => r.status === 'ready').sort((a, b) => b.revision - a.revision);
+  const newestRoutable = ready.find((r) => r.routable);
+  const latest = (newestRoutable ?? ready[0])?.id ?? null;
+  const readyIds = new Set(ready.map((r) => r.id));
+  const out: ResolvedTraffic = { percent: new Map(), tags: new Map(), latest, serving: new Set() };
+  let wantsLatest = false;
+  for (const e of entries) {
+    const id = e.latest ? latest : e.image_id ?? null;
+    if (e.latest) wantsLatest = true;
+    if (id === null || !readyIds.has(id)) continue;
+    if (e.percent > 0) out.percent.set(id, (out.percent.get(id) ?? 0) + e.percent);
+    if (e.tag) out.tags.set(id, [...(out.tags.get(id) ?? []), e.tag]);
+  }
+  for (const id of out.percent.keys()) out.serving.add(id);
+  for (const id of out.tags.keys()) out.serving.add(id);
+  if (wantsLatest && ready[0]) out.serving.add(ready[0].id);
+  return out;
+}
+
+/**
+ * Validate a split a user sent for this app (400 naming the entry): one of image_id / latest per
+ * entry, each revision once and `ready`, integer percents summing to 100, unique valid tags.
+ */
+export function checkTraffic(entries: TrafficEntry[], host: string, revisions: RevisionState[]): TrafficEntry[] {
+  if (entries.length === 0) throw badRequest('traffic must have at least one entry');
+  const byId = new Map(revisions.map((r) => [r.id, r]));
+  const seen = new Set<number>();
+  const tags = new Set<string>();
+  let latest = false;
+  let sum = 0;
+  const out: TrafficEntry[] = [];
+  entries.forEach((e, i) => {
+    const at = `traffic[${i}]`;
+    if ((e.latest === true) === (e.image_id !== undefined)) throw badRequest(`${at} must name either image_id or "latest": true`);
+    if (e.latest === false) throw badRequest(`${at}: "latest" may only be true`);
+    if (e.image_id !== undefined) {
+      const r = byId.get(e.image_id);
+      if (!r) throw badRequest(`${at}: image ${e.image_id} is not a revision of ${host}`);
+      if (r.status !== 'ready') throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) is ${r.status}, not ready`);
+      if (seen.has(e.image_id)) throw badRequest(`${at}: image ${e.image_id} appears twice`);
+      seen.add(e.image_id);
+    } else {
+      if (latest) throw badRequest(`${at}: "latest" appears twice`);
+      latest = true;
+    }
+    if (!Number.isInteger(e.percent) || e.percent < 0 || e.percent > 100) throw badRequest(`${at}: percent must be an integer from 0 to 100`);
+    sum += e.percent;
+    if (e.tag !== undefined) {
+      checkTag(e.tag, host, `${at}: tag`);
+      if (tags.has(e.tag)) throw badRequest(`${at}: tag "${e.tag}" is used twice`);
+      tags.add(e.tag);
+    }
+    out.push(e.latest ? { latest: true, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { image_id: e.image_id, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) });
+  });
+  if (sum !== 100) throw badRequest(`traffic percents must sum to 100, not ${sum}`);
+  return out;
+}
+
+/**
+ * The split after a new revision is uploaded. A plain deploy moves all traffic to `latest` (the
+ * new revision, once it serves), keeping tags; with `noTraffic` the split stays as it is, with
+ * `latest` pinned to the revision it stands for now (so the new one gets nothing). A `tag` names
+ * the new revision (moved off any revision that had it).
+ */
+export function trafficAfterDeploy(current: TrafficEntry[], opts: { imageId: number; noTraffic: boolean; tag: string | null; latestNow: number | null }): TrafficEntry[] {
+  let next: TrafficEntry[];
+  if (opts.noTraffic) {
+    // pinned: `latest` becomes the revision it stands for now (kept as is while none is ready)
+    next = current.map((e) => (e.latest && opts.latestNow !== null ? { image_id: opts.latestNow, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { ...e }));
+  } else {
+    next = [{ latest: true, percent: 100 }];
+    for (const e of current) {
+      if (!e.tag) continue;
+      if (e.latest) next[0].tag = e.tag; // a tag that rode on `latest` stays on it
+      else next.push({ image_id: e.image_id, percent: 0, tag: e.tag });
+    }
+  }
+  if (opts.tag) {
+    for (const e of next) if (e.tag === opts.tag) delete e.tag;
+    const mine = next.find((e) => e.image_id === opts.imageId);
+    if (mine) mine.tag = opts.tag;
+    else next.push({ image_id: opts.imageId, percent: 0, tag: opts.tag });
+  }
+  // a 0 % entry with no tag says nothing
+  return next.filter((e) => e.percent > 0 || e.tag);
+}
