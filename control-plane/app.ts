@@ -24,6 +24,7 @@ import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
 import platformPlugin from './containers/platform.js';
 import appsPlugin from './apps/plugin.js';
+import meteringPlugin from './metering/plugin.js';
 
 export type { ControlPlaneOptions } from './config.js';
 
@@ -109,6 +110,7 @@ export async function startControlPlane(
   await app.register(eventRoutes);
   await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
   await app.register(appsPlugin); // apps: revisions and traffic splitting
+  await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
   for (const p of opts.plugins ?? []) await app.register(p);
 
   // the berth networks (no inter-container traffic); builds and containers ensure them again, so a

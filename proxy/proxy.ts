@@ -13,6 +13,7 @@ import { runtime } from './server/state.js';
 import { Activator } from './sync/activator.js';
 import { ControlPlaneSource } from './sync/control-plane-source.js';
 import { FileSource } from './sync/file-source.js';
+import { MeterOutbox, MeterReporter } from './sync/meter-outbox.js';
 import { loadTable, saveTable } from './sync/persist.js';
 import { Reporter } from './sync/reporter.js';
 import { WorkerPool } from './workers/pool.js';
@@ -124,6 +125,12 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     ? new Reporter(o.controlPlaneUrl, o.token!, async () => ({ tableVersion: current?.version ?? null, stats: await stats() }), log)
     : null;
   reporter?.start();
+  // metering deltas (shared/metering/schema.ts): kept in <data-dir>/proxy-metering.json until acknowledged
+  const meter: MeterReporter | null = o.controlPlaneUrl
+    ? new MeterReporter(o.controlPlaneUrl, o.token!, await MeterOutbox.open(join(o.dataDir, 'proxy-metering.json'), log),
+      async () => (plane ? plane.drainMeters() : pool!.drainMeters()), log)
+    : null;
+  meter?.start();
 
   let fileSource: FileSource | null = null;
   let cpSource: ControlPlaneSource | null = null;
@@ -153,6 +160,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       source,
       workers: Math.max(1, o.workers),
       controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError, proxyId: reporter!.proxyId } : null,
+      metering: meter ? { stream: meter.outbox.stream, pendingBatches: meter.outbox.pending, lastError: meter.lastError } : null,
     }),
   }, adminAuth);
   admin.listen(o.adminPort, o.adminHost);
@@ -172,6 +180,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       admin.close();
       admin.closeAllConnections();
       if (plane) await plane.close();
+      // what the last requests counted: persisted, and delivered if the control plane answers
+      await meter?.flush().catch((e: Error) => log.error({ err: e.message }, 'metering: final flush failed'));
       if (pool) await pool.close();
     },
   };

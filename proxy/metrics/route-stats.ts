@@ -1,3 +1,8 @@
+import type { Target } from '../balancing/target.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import type { MeterEntry } from '../../shared/metering/schema.js';
+import { EndpointMeter } from './meter.js';
+
 /** Upstream latency histogram buckets in seconds (Prometheus `le`). */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -24,7 +29,55 @@ export class RouteStats {
   /** average concurrency over the last whole second, for the autoscaler */
   concurrency = 0;
 
-  constructor(readonly id: string) {}
+  /** metering per endpoint (meter.ts), by the endpoint object (pools are keyed by address) */
+  readonly meters = new Map<Endpoint, EndpointMeter>();
+  /** requests that no endpoint answered (no capacity, queue timeouts, refusals) */
+  readonly unrouted: EndpointMeter;
+  /** meters replaced while they still held counts (an address taken over by another endpoint id) */
+  private retired: EndpointMeter[] = [];
+  private refusedMetered = 0;
+
+  constructor(readonly id: string) {
+    this.unrouted = new EndpointMeter(id, '');
+  }
+
+  /** The meter of this route's requests to `t` (one Map lookup by object; allocates only on first use). */
+  meterFor(t: Target): EndpointMeter {
+    let m = this.meters.get(t.endpoint);
+    if (m === undefined || m.endpoint !== t.id) {
+      if (m !== undefined) this.retired.push(m);
+      m = new EndpointMeter(this.id, t.id);
+      this.meters.set(t.endpoint, m);
+    }
+    return m;
+  }
+
+  /**
+   * Report time: what every meter counted since the last call, as plain entries (zeroed after);
+   * client refusals counted by `refused` join the route's `unrouted` entry as 4xx. Meters idle a
+   * whole interval and held by no request are dropped.
+   */
+  drainMeters(out: MeterEntry[]): void {
+    const refused = this.refused - this.refusedMetered;
+    if (refused > 0) {
+      this.refusedMetered = this.refused;
+      this.unrouted.requests += refused;
+      this.unrouted.c4 += refused;
+    }
+    if (!this.unrouted.idle) out.push(this.unrouted.take());
+    for (const [ep, m] of this.meters) {
+      if (!m.idle) out.push(m.take());
+      else if (m.open <= 0) this.meters.delete(ep);
+    }
+    if (this.retired.length > 0) {
+      const keep: EndpointMeter[] = [];
+      for (const m of this.retired) {
+        if (!m.idle) out.push(m.take());
+        if (m.open > 0) keep.push(m);
+      }
+      this.retired = keep;
+    }
+  }
 
   observeLatency(seconds: number): void {
     const b = LATENCY_BUCKETS;

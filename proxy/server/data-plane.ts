@@ -1,6 +1,7 @@
 import type { us_listen_socket } from 'uWebSockets.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { Logger } from '../../shared/logging.js';
+import type { MeterEntry } from '../../shared/metering/schema.js';
 import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
 import { ConcurrencySampler } from '../metrics/concurrency.js';
 import { globalStats } from '../metrics/route-stats.js';
@@ -73,6 +74,13 @@ export class DataPlane {
 
   snapshot(): StatsSnapshot {
     return snapshot(this.state.stats.values(), runtime.table, this.registry);
+  }
+
+  /** Metering: what every route/endpoint did since the last call (counters restart at zero). */
+  drainMeters(): MeterEntry[] {
+    const out: MeterEntry[] = [];
+    for (const s of this.state.stats.values()) s.drainMeters(out);
+    return out;
   }
 
   /** Stop accepting, let in-flight requests finish (bounded), then close upstream pools. */

@@ -10,6 +10,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { HttpResponse } from 'uWebSockets.js';
+import type { Target } from '../balancing/target.js';
+import type { EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
 import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
@@ -99,6 +101,10 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   endpoint: Endpoint | null = null;
   failedEndpoint: Endpoint | null = null;
   t0 = 0;
+  /** metering (metrics/meter.ts): the route/endpoint this request is counted on, body bytes each way */
+  meter: EndpointMeter | null = null;
+  bytesIn = 0;
+  bytesOut = 0;
   // response
   status = 0;
   statusText = '';
@@ -147,7 +153,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       } else this.noEndpoint();
       return;
     }
-    this.send(target.endpoint, now);
+    this.send(target, now);
   }
 
   /**
@@ -176,6 +182,10 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     }
     // not on any endpoint while waiting (a retry may have brought it here)
     this.endpoint = null;
+    if (this.meter !== null) {
+      this.meter.open--;
+      this.meter = null;
+    }
     return true;
   }
 
@@ -193,7 +203,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     if (current !== undefined) this.route = current;
     const target = this.route.balancer.pick(now, this.failedEndpoint);
     if (target === null) return false;
-    this.send(target.endpoint, now);
+    this.send(target, now);
     return true;
   }
 
@@ -208,7 +218,14 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     if (q !== null && q.length > 0) q.release();
   }
 
-  private send(ep: Endpoint, now: number): void {
+  private send(t: Target, now: number): void {
+    const ep = t.endpoint;
+    const m = this.route.stats.meterFor(t);
+    if (m !== this.meter) {
+      if (this.meter !== null) this.meter.open--;
+      m.open++;
+      this.meter = m;
+    }
     ep.breaker.acquire(now);
     this.endpoint = ep;
     ep.inflight++;
@@ -261,6 +278,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     if (this.aborted || this.resDone || this.upstreamDone) return;
     const conn = this.conn;
     if (ab.byteLength > 0) {
+      this.bytesIn += ab.byteLength;
       const copy = Buffer.allocUnsafe(ab.byteLength);
       copy.set(new Uint8Array(ab));
       if (conn !== null) {
@@ -336,6 +354,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   onUpstreamData(chunk: Buffer): boolean {
     if (this.aborted || this.resDone) return !this.aborted;
+    this.bytesOut += chunk.length;
     if (this.capture !== null) {
       this.captureBytes += chunk.length;
       if (this.captureBytes > MAX_ENTRY_BYTES) this.capture = null;
@@ -367,7 +386,9 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const ep = this.endpoint!;
     ep.inflight--;
     this.freed();
-    this.route.stats.observeLatency((performance.now() - this.t0) / 1000);
+    const ms = performance.now() - this.t0;
+    this.route.stats.observeLatency(ms / 1000);
+    if (this.meter !== null) this.meter.observe(ms);
     if (this.aborted) return;
     if (this.capture !== null && (this.contentLength < 0 || this.captureBytes === this.contentLength)) {
       this.storeFallback();
@@ -582,6 +603,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const hit = cache.get(key) ?? cache.get(key + '\n' + this.acceptEncoding);
     if (hit === undefined) return false;
     this.route.stats.fallbackHits++;
+    this.bytesOut += hit.body.length;
     fallbackEntry = hit;
     cur = this;
     this.reason = 'fallback';
@@ -647,7 +669,13 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     globalStats.inflight--;
     s.byClass[(status / 100) | 0]++;
     // proxy errors: 5xx it generated, truncations; a client's 400 is counted as refused, not here
-    if (this.reason !== '' && this.reason !== 'fallback' && (status < 400 || status >= 500)) s.errors++;
+    const proxyError = this.reason !== '' && this.reason !== 'fallback' && (status < 400 || status >= 500);
+    if (proxyError) s.errors++;
+    const m = this.meter;
+    if (m !== null) {
+      m.open--;
+      m.count(status, proxyError, this.bytesIn, this.bytesOut);
+    } else s.unrouted.count(status, proxyError, this.bytesIn, this.bytesOut);
     const log = runtime.accessLog;
     if (log !== null && log.sample()) {
       log.write(this.requestId, this.method, this.host, this.path, status, this.route.id,

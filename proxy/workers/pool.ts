@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import type { MeterEntry } from '../../shared/metering/schema.js';
 import type { StatsSnapshot } from '../metrics/prometheus.js';
 
 export interface WorkerInit {
@@ -16,6 +17,7 @@ type Msg =
   | { type: 'error'; message: string }
   | { type: 'applied'; seq: number; version: number; routes: number; ms: number }
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
+  | { type: 'meters'; seq: number; entries: MeterEntry[] }
   | { type: 'closed' }
   | { type: 'activate'; route: string };
 
@@ -71,6 +73,12 @@ export class WorkerPool {
   async stats(): Promise<StatsSnapshot[]> {
     const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'stats' }>>(i, { type: 'stats' })));
     return res.map((r) => r.stats);
+  }
+
+  /** Metering deltas of every worker (each worker's counters restart at zero). */
+  async drainMeters(): Promise<MeterEntry[]> {
+    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'meters' }>>(i, { type: 'meters' })));
+    return res.flatMap((r) => r.entries);
   }
 
   async close(): Promise<void> {

@@ -22,6 +22,8 @@ port.on('message', (m: { type: string; seq: number; spec?: never }) => {
     port.postMessage({ type: 'applied', seq: m.seq, ...r });
   } else if (m.type === 'stats') {
     port.postMessage({ type: 'stats', seq: m.seq, stats: plane.snapshot() });
+  } else if (m.type === 'meters') {
+    port.postMessage({ type: 'meters', seq: m.seq, entries: plane.drainMeters() });
   } else if (m.type === 'close') {
     void plane.close().then(() => port.postMessage({ type: 'closed' }));
   }

@@ -1,0 +1,100 @@
+import type { Logger } from '../../shared/logging.js';
+import { METER_BUCKET_COUNT, type MeterUpload } from '../../shared/metering/schema.js';
+import { withTransaction, type Db } from '../db/pool.js';
+
+/** `img-{id}` → image id; anything else (a file-fed route, a foreign name) → null. */
+export function imageOfRoute(route: string): number | null {
+  const m = /^img-([1-9][0-9]{0,15})$/.exec(route);
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** `c-{id}` → container id; "" (no endpoint answered) → 0; anything else → null. */
+export function containerOfEndpoint(endpoint: string): number | null {
+  if (endpoint === '') return 0;
+  const m = /^c-([1-9][0-9]{0,15})$/.exec(endpoint);
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+interface Row {
+  minute: number; imageId: number; containerId: number;
+  requests: number; s: number[]; proxyErrors: number; latencyMsSum: number; latencyCount: number; buckets: number[]; bytesIn: number; bytesOut: number;
+}
+
+export interface IngestResult {
+  acked: number;
+  applied: number;
+  duplicates: number;
+  /** entries naming no known image (file-fed routes, deleted apps) */
+  unattributed: number;
+}
+
+/**
+ * Apply a proxy's upload once: under a row lock on the stream, every batch whose seq is above the
+ * stream's last applied seq is rolled into per-minute rows (the minute of the batch's end), and
+ * the stream's last seq moves — all in one transaction, so a batch is either applied with its seq
+ * recorded or not at all. Batches at or below it (a resend after a lost answer) are ignored.
+ */
+export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise<IngestResult> {
+  return withTransaction(db, async (tx) => {
+    await tx.query('INSERT INTO metering_streams (stream) VALUES ($1) ON CONFLICT (stream) DO NOTHING', [up.stream]);
+    const { rows: [s] } = await tx.query<{ last_seq: string }>('SELECT last_seq FROM metering_streams WHERE stream = $1 FOR UPDATE', [up.stream]);
+    let last = Number(s.last_seq);
+    const rows = new Map<string, Row>();
+    let applied = 0;
+    let duplicates = 0;
+    let unattributed = 0;
+    for (const b of [...up.batches].sort((a, z) => a.seq - z.seq)) {
+      if (b.seq <= last) { duplicates++; continue; }
+      last = b.seq;
+      applied++;
+      const minute = Math.floor(b.to / 60_000) * 60_000;
+      for (const e of b.entries) {
+        const imageId = imageOfRoute(e.route);
+        const containerId = containerOfEndpoint(e.endpoint);
+        if (imageId === null || containerId === null) { unattributed += e.requests; continue; }
+        const k = `${imageId}/${containerId}/${minute}`;
+        let r = rows.get(k);
+        if (!r) {
+          r = { minute, imageId, containerId, requests: 0, s: [0, 0, 0, 0, 0], proxyErrors: 0, latencyMsSum: 0, latencyCount: 0, buckets: new Array<number>(METER_BUCKET_COUNT).fill(0), bytesIn: 0, bytesOut: 0 };
+          rows.set(k, r);
+        }
+        r.requests += e.requests;
+        for (let i = 0; i < 5; i++) r.s[i] += e.status[i];
+        r.proxyErrors += e.proxyErrors;
+        r.latencyMsSum += e.latencyMsSum;
+        for (let i = 0; i < METER_BUCKET_COUNT; i++) { r.buckets[i] += e.buckets[i]; r.latencyCount += e.buckets[i]; }
+        r.bytesIn += e.bytesIn;
+        r.bytesOut += e.bytesOut;
+      }
+    }
+    if (rows.size) {
+      const ids = [...new Set([...rows.values()].map((r) => r.imageId))];
+      const { rows: imgs } = await tx.query<{ id: string; user_id: string; app_hostname: string }>('SELECT id, user_id, app_hostname FROM images WHERE id = ANY($1::bigint[])', [ids]);
+      const owner = new Map(imgs.map((i) => [Number(i.id), i]));
+      for (const r of rows.values()) {
+        const img = owner.get(r.imageId);
+        if (!img) { unattributed += r.requests; continue; }
+        await tx.query(
+          `INSERT INTO request_minutes (minute, user_id, image_id, container_id, app_hostname, requests, s1xx, s2xx, s3xx, s4xx, s5xx,
+             proxy_errors, latency_ms_sum, latency_count, buckets, bytes_in, bytes_out)
+           VALUES (to_timestamp($1::double precision / 1000), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::bigint[], $16, $17)
+           ON CONFLICT (image_id, container_id, minute) DO UPDATE SET
+             requests = request_minutes.requests + EXCLUDED.requests,
+             s1xx = request_minutes.s1xx + EXCLUDED.s1xx, s2xx = request_minutes.s2xx + EXCLUDED.s2xx,
+             s3xx = request_minutes.s3xx + EXCLUDED.s3xx, s4xx = request_minutes.s4xx + EXCLUDED.s4xx,
+             s5xx = request_minutes.s5xx + EXCLUDED.s5xx, proxy_errors = request_minutes.proxy_errors + EXCLUDED.proxy_errors,
+             latency_ms_sum = request_minutes.latency_ms_sum + EXCLUDED.latency_ms_sum,
+             latency_count = request_minutes.latency_count + EXCLUDED.latency_count,
+             buckets = ARRAY(SELECT x.a + x.b FROM unnest(request_minutes.buckets, EXCLUDED.buckets) WITH ORDINALITY AS x(a, b, i) ORDER BY x.i),
+             bytes_in = request_minutes.bytes_in + EXCLUDED.bytes_in, bytes_out = request_minutes.bytes_out + EXCLUDED.bytes_out`,
+          [r.minute, img.user_id, r.imageId, r.containerId, img.app_hostname, r.requests, ...r.s, r.proxyErrors, r.latencyMsSum, r.latencyCount,
+            r.buckets, r.bytesIn, r.bytesOut]);
+      }
+    }
+    await tx.query('UPDATE metering_streams SET last_seq = $2, batches = batches + $3, last_seen = now() WHERE stream = $1', [up.stream, last, applied]);
+    if (unattributed) log.debug({ stream: up.stream, unattributed }, 'metered requests of routes that name no image (not billed)');
+    return { acked: last, applied, duplicates, unattributed };
+  });
+}

@@ -1,0 +1,214 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { request } from 'undici';
+import type { Logger } from '../../shared/logging.js';
+import { METERING_PATH, addEntry, mergeBatches, type MeterAck, type MeterBatch, type MeterEntry } from '../../shared/metering/schema.js';
+
+/** Batches kept while the control plane is away (~10 min of busy seconds); past it the oldest fresh ones are merged. */
+export const MAX_BATCHES = 600;
+/** Batches per upload. */
+export const UPLOAD_BATCHES = 60;
+
+interface Saved {
+  stream: string;
+  nextSeq: number;
+  batches: MeterBatch[];
+}
+
+/** Sum entries of the same route/endpoint (several worker threads report the same pairs). */
+export function combineEntries(entries: MeterEntry[]): MeterEntry[] {
+  const by = new Map<string, MeterEntry>();
+  for (const e of entries) {
+    const k = `${e.route}\n${e.endpoint}`;
+    const m = by.get(k);
+    if (m === undefined) by.set(k, e);
+    else addEntry(m, e);
+  }
+  return [...by.values()];
+}
+
+/**
+ * The proxy's metering outbox: batches numbered in one stream, kept on disk
+ * (`<data-dir>/proxy-metering.json`) before they are first sent and until the control plane
+ * acknowledges them, so neither a control plane that is away nor a proxy restart loses counts.
+ *
+ * Bounded: past MAX_BATCHES the two oldest batches that were never part of an upload are merged
+ * into one (the newer seq). A batch that was uploaded without an answer may already be applied,
+ * so it is never merged (merging it into a later seq would count it twice) — only batches above
+ * `sentThrough` are; after a restart every loaded batch counts as sent.
+ */
+export class MeterOutbox {
+  private sentThrough: number;
+  private mergedAway = 0;
+
+  private constructor(private readonly file: string, readonly stream: string, private nextSeq: number, readonly batches: MeterBatch[]) {
+    this.sentThrough = nextSeq - 1;
+  }
+
+  static async open(file: string, log: Logger): Promise<MeterOutbox> {
+    try {
+      const s = JSON.parse(await readFile(file, 'utf8')) as Saved;
+      if (typeof s.stream === 'string' && Number.isSafeInteger(s.nextSeq) && Array.isArray(s.batches)) {
+        if (s.batches.length) log.info({ stream: s.stream, batches: s.batches.length }, 'metering: unsent batches from before the restart will be delivered');
+        return new MeterOutbox(file, s.stream, s.nextSeq, s.batches);
+      }
+      log.warn({ file }, 'metering outbox file is not valid; starting a new stream');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ file, err: (e as Error).message }, 'metering outbox file unreadable; starting a new stream');
+    }
+    const stream = `${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 60)}-${randomBytes(6).toString('hex')}`;
+    const box = new MeterOutbox(file, stream, 1, []);
+    await box.save();
+    return box;
+  }
+
+  get pending(): number {
+    return this.batches.length;
+  }
+
+  /** A new batch of what happened in [from, to] (nothing when every entry is empty). */
+  add(entries: MeterEntry[], from: number, to: number): boolean {
+    if (entries.length === 0) return false;
+    this.batches.push({ seq: this.nextSeq++, from, to, entries: combineEntries(entries) });
+    while (this.batches.length > MAX_BATCHES) {
+      const i = this.batches.findIndex((b) => b.seq > this.sentThrough);
+      if (i < 0 || i + 1 >= this.batches.length) break;
+      this.batches.splice(i, 2, mergeBatches([this.batches[i], this.batches[i + 1]]));
+      this.mergedAway++;
+    }
+    return true;
+  }
+
+  /** Batches merged since the last call (for a log line). */
+  takeMerged(): number {
+    const n = this.mergedAway;
+    this.mergedAway = 0;
+    return n;
+  }
+
+  /** The next upload (oldest first); marks them as possibly applied. */
+  nextUpload(): MeterBatch[] {
+    const up = this.batches.slice(0, UPLOAD_BATCHES);
+    if (up.length) this.sentThrough = Math.max(this.sentThrough, up[up.length - 1].seq);
+    return up;
+  }
+
+  /** The control plane applied everything up to `acked`. */
+  ack(acked: number): boolean {
+    let n = 0;
+    while (n < this.batches.length && this.batches[n].seq <= acked) n++;
+    if (n) this.batches.splice(0, n);
+    return n > 0;
+  }
+
+  private saving: Promise<void> = Promise.resolve();
+
+  /** Write the outbox atomically (serialised). */
+  save(): Promise<void> {
+    const text = JSON.stringify({ stream: this.stream, nextSeq: this.nextSeq, batches: this.batches } satisfies Saved);
+    this.saving = this.saving.catch(() => {}).then(async () => {
+      await mkdir(dirname(this.file), { recursive: true });
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      await writeFile(tmp, text, { mode: 0o600 });
+      await rename(tmp, this.file);
+    });
+    return this.saving;
+  }
+}
+
+/**
+ * Every `intervalMs`: take the data plane's metering deltas into a new batch, persist it, then
+ * upload what is pending (several uploads per tick while a backlog drains). A batch is on disk
+ * before it is ever sent, so a seq is never reused.
+ */
+export class MeterReporter {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private lastTo = Date.now();
+  private failures = 0;
+  lastError: string | null = null;
+
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token: string,
+    readonly outbox: MeterOutbox,
+    private readonly drain: () => Promise<MeterEntry[]>,
+    private readonly logger: Logger,
+    private readonly intervalMs = 1000,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One collect + deliver round (concurrent calls share the running one). */
+  tick(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.round().finally(() => { this.running = null; });
+    return this.running;
+  }
+
+  private async round(): Promise<void> {
+    try {
+      const entries = await this.drain();
+      const to = Date.now();
+      if (this.outbox.add(entries, this.lastTo, to)) {
+        const merged = this.outbox.takeMerged();
+        if (merged) this.logger.warn({ merged, pending: this.outbox.pending }, 'metering outbox full: oldest unsent batches merged (counts kept, minute resolution lost)');
+        await this.outbox.save();
+      }
+      this.lastTo = to;
+    } catch (e) {
+      this.logger.error({ err: (e as Error).message }, 'metering: could not record a batch');
+      return;
+    }
+    // back off while the control plane is away: try every tick for 5 failures, then every 5th
+    if (this.failures >= 5 && this.failures++ % 5 !== 0) return;
+    for (let i = 0; i < 50 && this.outbox.pending > 0; i++) {
+      if (!(await this.upload())) break;
+    }
+  }
+
+  private async upload(): Promise<boolean> {
+    const batches = this.outbox.nextUpload();
+    try {
+      const res = await request(new URL(METERING_PATH, this.baseUrl), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ stream: this.outbox.stream, batches }),
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) {
+        this.failures++;
+        this.lastError = `HTTP ${res.statusCode}`;
+        if (res.statusCode !== 404) this.logger.warn({ status: res.statusCode, body: text.slice(0, 300) }, 'control plane refused metering batches (kept, will retry)');
+        return false;
+      }
+      const ack = JSON.parse(text) as MeterAck;
+      this.failures = 0;
+      this.lastError = null;
+      if (this.outbox.ack(ack.acked)) await this.outbox.save();
+      return true;
+    } catch (e) {
+      this.failures++;
+      this.lastError = (e as Error).message;
+      this.logger.debug({ err: this.lastError, pending: this.outbox.pending }, 'metering batches not delivered (kept, will retry)');
+      return false;
+    }
+  }
+
+  /** On shutdown: a last batch, persisted, one delivery attempt. */
+  async flush(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.running) await this.running.catch(() => {});
+    this.failures = 0;
+    await this.tick();
+    await this.outbox.save().catch(() => {});
+  }
+}
