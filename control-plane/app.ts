@@ -23,6 +23,8 @@ import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
 import platformPlugin from './containers/platform.js';
+import { registerOpenApi } from './http/openapi.js';
+import logRoutes from './logs/routes.js';
 import appsPlugin from './apps/plugin.js';
 import meteringPlugin from './metering/plugin.js';
 
@@ -103,12 +105,14 @@ export async function startControlPlane(
   installErrorHandling(app);
   hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);
+  await registerOpenApi(app); // before any route: OpenAPI at /docs is generated from the route schemas
   await app.register(cookie);
   await app.register(healthPlugin, { isDraining: () => draining });
   await app.register(authPlugin);
   await app.register(imagesPlugin);
   await app.register(eventRoutes);
   await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
+  await app.register(logRoutes); // GET /api/containers/:id/logs, /api/apps/:host/logs
   await app.register(appsPlugin); // apps: revisions and traffic splitting
   await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
   for (const p of opts.plugins ?? []) await app.register(p);

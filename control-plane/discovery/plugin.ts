@@ -141,7 +141,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
 
   app.get<{ Querystring: { website_url?: string } }>('/api/services/healthy', {
     preHandler: proxyOrUser,
-    schema: { querystring: { type: 'object', required: ['website_url'], properties: { website_url: { type: 'string', minLength: 1, maxLength: 2048 } } } },
+    schema: { summary: 'Healthy endpoints behind a hostname (your apps; the proxy token sees all)', tags: ['discovery'], querystring: { type: 'object', required: ['website_url'], properties: { website_url: { type: 'string', minLength: 1, maxLength: 2048 } } } },
   }, async (req) => {
     const host = normalizeHost(req.query.website_url ?? '');
     if (!host) throw badRequest('website_url must contain a hostname');

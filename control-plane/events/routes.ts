@@ -7,6 +7,8 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Querystring: { after?: number; limit?: number } }>('/api/events', {
     preHandler: app.authenticate,
     schema: {
+      summary: 'Your lifecycle events after an id, oldest first',
+      tags: ['events'],
       querystring: {
         type: 'object',
         additionalProperties: false,

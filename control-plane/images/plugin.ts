@@ -86,7 +86,15 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     return img;
   };
 
-  app.post('/api/images', { preHandler: app.authenticate }, async (req, reply) => {
+  app.post('/api/images', {
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'Upload source (multipart: fields + file = zip/tar/tar.gz with a Dockerfile) and build it: a new app or its next revision',
+      description: 'Fields: name, tag, app_hostname, container_port, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s, cpu_limit, memory_limit, health_path, no_traffic, traffic_tag, file. Answers 201 with status "building".',
+      tags: ['images'],
+      consumes: ['multipart/form-data'],
+    },
+  }, async (req, reply) => {
     const userId = req.user!.id;
     const upload = await receiveUpload(req, join(cfg.dataDir, 'uploads'), cfg.maxUploadBytes);
     const staging = join(cfg.dataDir, 'builds', String(userId), `.staging-${randomUUID()}`);
@@ -149,11 +157,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     }
   });
 
-  app.get('/api/images', { preHandler: app.authenticate }, async (req) => {
+  app.get('/api/images', { preHandler: app.authenticate, schema: { summary: 'List your images (revisions)', tags: ['images'] } }, async (req) => {
     return { images: (await listImages(app.db, req.user!.id)).map(publicImage) };
   });
 
-  app.get('/api/images/with-containers', { preHandler: app.authenticate }, async (req) => {
+  app.get('/api/images/with-containers', { preHandler: app.authenticate, schema: { summary: 'List your images, each with its containers', tags: ['images'] } }, async (req) => {
     const images = await listImages(app.db, req.user!.id);
     const containers = await listContainers(app.db, req.user!.id, images.map((i) => i.id));
     return {
@@ -161,18 +169,18 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     };
   });
 
-  app.get<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
+  app.get<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { summary: 'One image: settings and build status', tags: ['images'], params: idParams } }, async (req) => {
     return publicImage(await load(req));
   });
 
-  app.get<IdReq>('/api/images/:id/containers', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
+  app.get<IdReq>('/api/images/:id/containers', { preHandler: app.authenticate, schema: { summary: "An image's containers", tags: ['images'], params: idParams } }, async (req) => {
     const img = await load(req);
     return { containers: (await listContainers(app.db, req.user!.id, [img.id])).map(publicContainer) };
   });
 
   app.get<IdReq & { Querystring: { follow?: string } }>('/api/images/:id/build-logs', {
     preHandler: app.authenticate,
-    schema: { params: idParams, querystring: { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['0', '1', 'true', 'false', ''] } } } },
+    schema: { summary: 'The build log; follow=1 streams it live over SSE until the build ends', tags: ['images'], params: idParams, querystring: { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['0', '1', 'true', 'false', ''] } } } },
   }, async (req, reply) => {
     const img = await load(req);
     const live = app.builds.liveLog(img.id);
@@ -192,7 +200,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       const body = req.body as Record<string, unknown> | null;
       for (const k of NOT_NULLABLE) if (body && typeof body === 'object' && k in body && body[k] === null) throw badRequest(`field "${k}" must be a number, not null`);
     },
-    schema: { params: idParams, body: imagePatchSchema },
+    schema: { summary: 'Change the settings that need no rebuild (instances, concurrency, limits, health path)', tags: ['images'], params: idParams, body: imagePatchSchema },
   }, async (req) => {
     const b = req.body;
     let raisedMin = false;
@@ -236,7 +244,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
   });
 
   // What the autoscaler sees and decided for an app (apps with min_instances 0 are autoscaled).
-  app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { params: idParams } }, async (req) => {
+  app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { summary: "The autoscaler's view of an image: desired, actual, observed concurrency, last decision", tags: ['images'], params: idParams } }, async (req) => {
     const img = await load(req);
     const live = img.min_instances === 0 ? app.platform.autoscaler.status(img.id) : null;
     if (live) return { image_id: img.id, autoscaled: true, ...live };
@@ -252,7 +260,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     };
   });
 
-  app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { params: idParams } }, async (req, reply) => {
+  app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { summary: 'Delete an image (409 while it has containers)', tags: ['images'], params: idParams } }, async (req, reply) => {
     // The row goes first, in one transaction with its event: the row lock makes the container
     // check and the delete atomic (creating a container locks the image row through its foreign
     // key). Docker and the files are cleaned up afterwards, best effort.

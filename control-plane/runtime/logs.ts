@@ -1,0 +1,129 @@
+import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import { DockerUnavailableError, type Runtime } from './docker.js';
+import { isTransientDockerError } from './retry.js';
+
+/**
+ * A container's stdout/stderr from Docker, as lines. Docker multiplexes both streams of a
+ * non-TTY container into frames (8-byte header: stream type, 3 zero bytes, big-endian length);
+ * `LogLines` undoes the framing and the line splitting, so a line cut across frames or chunks
+ * comes out whole. The Docker response is always a stream (dockerode buffers the whole log when
+ * not following; we never do): memory is one partial line per stream.
+ *
+ * Every open stream is counted (`openLogStreams()`); `close()` destroys the Docker response, which
+ * is what ends a follow. Callers close when their client goes away.
+ */
+
+export interface LogLine {
+  stream: 'stdout' | 'stderr';
+  /** RFC 3339 with nanoseconds, as Docker stamps it */
+  time: string;
+  text: string;
+}
+
+export interface LogOptions {
+  follow: boolean;
+  /** last N lines; undefined = all */
+  tail?: number;
+  /** unix seconds (may be fractional) */
+  since?: number;
+}
+
+export interface LogStream {
+  /** called for each complete line; return false to ask for a pause (resume() continues) */
+  onLine(fn: (l: LogLine) => void): void;
+  onEnd(fn: (err?: Error) => void): void;
+  pause(): void;
+  resume(): void;
+  close(): void;
+}
+
+let open = 0;
+/** Docker log streams currently open in this process (tests check none outlive their client). */
+export const openLogStreams = (): number => open;
+
+/** A long line is cut here (Docker's json-file driver already splits at 16 KiB). */
+const MAX_LINE = 64 * 1024;
+
+export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOptions): Promise<LogStream | null> {
+  const modem = runtime.docker.modem as unknown as {
+    dial(opts: object, cb: (err: Error | null, data: unknown) => void): void;
+  };
+  const options: Record<string, string | number | boolean> = { follow: o.follow, stdout: true, stderr: true, timestamps: true };
+  if (o.tail !== undefined) options.tail = o.tail;
+  if (o.since !== undefined) options.since = o.since;
+  let body: Readable;
+  try {
+    body = await new Promise<Readable>((resolve, reject) => modem.dial({
+      path: `/containers/${encodeURIComponent(dockerId)}/logs?`,
+      method: 'GET',
+      isStream: true,
+      statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+      options,
+    }, (err, data) => (err ? reject(err) : resolve(data as Readable))));
+  } catch (e) {
+    if ((e as { statusCode?: number }).statusCode === 404) return null;
+    if (isTransientDockerError(e)) throw new DockerUnavailableError(`Docker daemon unreachable at ${runtime.endpoint} (logs): ${(e as Error).message}`);
+    throw e;
+  }
+  open++;
+  let closed = false;
+  const lineFns: ((l: LogLine) => void)[] = [];
+  const endFns: ((err?: Error) => void)[] = [];
+  const partial: Record<'stdout' | 'stderr', string> = { stdout: '', stderr: '' };
+  let pending: Buffer = Buffer.alloc(0);
+  // a character cut between two frames is joined again
+  const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+
+  const emit = (stream: 'stdout' | 'stderr', raw: string) => {
+    const sp = raw.indexOf(' ');
+    const time = sp > 0 && /^\d{4}-\d\d-\d\dT/.test(raw) ? raw.slice(0, sp) : '';
+    const text = time ? raw.slice(sp + 1) : raw;
+    for (const fn of lineFns) fn({ stream, time, text });
+  };
+  const take = (stream: 'stdout' | 'stderr', chunk: string) => {
+    let s = partial[stream] + chunk;
+    let i: number;
+    while ((i = s.indexOf('\n')) !== -1) {
+      emit(stream, s.slice(0, i).replace(/\r$/, ''));
+      s = s.slice(i + 1);
+    }
+    while (s.length > MAX_LINE) { emit(stream, s.slice(0, MAX_LINE)); s = s.slice(MAX_LINE); }
+    partial[stream] = s;
+  };
+  body.on('data', (chunk: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (pending.length >= 8) {
+      const type = pending[0];
+      const size = pending.readUInt32BE(4);
+      if (type > 2 || pending[1] !== 0 || pending[2] !== 0 || pending[3] !== 0) {
+        // not multiplexed (a TTY container): raw text
+        take('stdout', decoders.stdout.write(pending));
+        pending = Buffer.alloc(0);
+        return;
+      }
+      if (pending.length < 8 + size) break;
+      const which = type === 2 ? 'stderr' : 'stdout';
+      take(which, decoders[which].write(pending.subarray(8, 8 + size)));
+      pending = pending.subarray(8 + size);
+    }
+  });
+  const finish = (err?: Error) => {
+    if (closed) return;
+    closed = true;
+    open--;
+    for (const s of ['stdout', 'stderr'] as const) if (partial[s]) { emit(s, partial[s]); partial[s] = ''; }
+    for (const fn of endFns) fn(err);
+  };
+  body.on('end', () => finish());
+  body.on('close', () => finish());
+  body.on('error', (e) => finish(e));
+
+  return {
+    onLine: (fn) => { lineFns.push(fn); },
+    onEnd: (fn) => { endFns.push(fn); },
+    pause: () => body.pause(),
+    resume: () => body.resume(),
+    close: () => { body.destroy(); finish(); },
+  };
+}
