@@ -125,8 +125,11 @@ export class ContainerService {
       let want = count;
       if (opts.provision) {
         if (img.min_instances_provisioned) return { img, rows: [] as ContainerRow[] };
-        // min_instances past the user's container quota: as many as fit (the rest is logged)
-        want = Math.max(0, Math.min(img.min_instances, img.max_instances) - n);
+        // min_instances past the user's container quota: as many as fit (the rest is logged).
+        // Counted: instances wanted running (a revision that got its traffic back may still be
+        // draining the ones it had; those are on their way out).
+        const { rows: [{ n: wanted }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
+        want = Math.max(0, Math.min(img.min_instances, img.max_instances) - wanted);
         if (want > room) this.log.warn({ userId, imageId: img.id, wanted: want, quota: this.d.config.quotas.containers }, 'min_instances capped by the per-user container quota');
         want = Math.min(want, room);
         await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);

@@ -87,7 +87,7 @@ export function publicContainer(c: ContainerRow) {
     id: c.id, user_id: c.user_id, image_id: c.image_id, name: c.name, docker_id: c.docker_id,
     status: c.status, desired: c.desired, health: c.health, status_reason: c.status_reason,
     host_port: c.host_port, internal_port: c.internal_port, exit_code: c.exit_code, restart_count: c.restart_count,
-    started_at: iso(c.started_at), stopped_at: iso(c.stopped_at), health_checked_at: iso(c.health_checked_at),
+    started_at: iso(c.started_at), stopped_at: iso(c.stopped_at), health_checked_at: iso(c.health_checked_at), healthy_at: iso(c.healthy_at),
     created_at: iso(c.created_at), updated_at: iso(c.updated_at),
   };
 }

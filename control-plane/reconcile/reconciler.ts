@@ -218,11 +218,17 @@ export class Reconciler {
     rep.retired = retire.length;
     void Promise.allSettled(retire.map((c) => service.locks.run(c.id, async () => {
       const { rows: [cur] } = await db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [c.id]);
-      if (!cur || serving.has(cur.image_id)) return;
+      // traffic may have come back while this waited for the lock
+      if (!cur || (await servingRevisions(db)).has(cur.image_id)) return;
       try {
         await service.removeLocked(cur, 'no traffic');
       } catch (e) {
         this.log.warn({ containerId: c.id, err: (e as Error).message }, 'could not remove an instance of a revision without traffic');
+      }
+      // ...or while it drained: then the provisioning that counted this instance is owed again
+      if ((await servingRevisions(db)).has(cur.image_id)) {
+        await db.query('UPDATE images SET min_instances_provisioned = false WHERE id = $1', [cur.image_id]);
+        this.kick();
       }
     })));
 
