@@ -1,0 +1,40 @@
+/**
+ * Migration 007 on a database that already has apps: each image becomes revision 1 of its own
+ * app with all traffic on `latest`, ready ones routable, and the route table is unchanged in shape.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createPool, type Db } from '../../control-plane/db/pool.js';
+import { migrate } from '../../control-plane/db/migrate.js';
+import { migrations } from '../../control-plane/db/migrations/index.js';
+import { buildRoutes } from '../../control-plane/discovery/route-table.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+
+let pg: TestPostgres;
+let db: Db;
+beforeAll(async () => {
+  pg = await startTestPostgres();
+  db = createPool(await pg.createDatabase(), 2);
+});
+afterAll(async () => {
+  await db?.end();
+  await pg?.stop();
+});
+
+it('existing images become revision 1 of their app and keep serving', async () => {
+  await migrate(db, migrations.filter((m) => m.version <= 6));
+  const { rows: [u] } = await db.query(`INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x') RETURNING id`);
+  await db.query(
+    `INSERT INTO images (user_id, name, tag, app_hostname, status, docker_image, min_instances, max_instances, min_instances_provisioned)
+     VALUES ($1, 'a', 'latest', 'a.example.com', 'ready', 'x:1', 1, 1, true), ($1, 'b', 'latest', 'b.example.com', 'building', 'y:1', 1, 1, false)`, [u.id]);
+  expect(await migrate(db)).toContain(7);
+  const { rows: apps } = await db.query('SELECT app_hostname, user_id, last_revision, traffic FROM apps ORDER BY 1');
+  expect(apps).toEqual([
+    { app_hostname: 'a.example.com', user_id: u.id, last_revision: 1, traffic: [{ latest: true, percent: 100 }] },
+    { app_hostname: 'b.example.com', user_id: u.id, last_revision: 1, traffic: [{ latest: true, percent: 100 }] },
+  ]);
+  const { rows: imgs } = await db.query('SELECT app_hostname, revision, routable_at IS NOT NULL AS routable FROM images ORDER BY 1');
+  expect(imgs).toEqual([{ app_hostname: 'a.example.com', revision: 1, routable: true }, { app_hostname: 'b.example.com', revision: 1, routable: false }]);
+  // the ready app routes exactly as before: one route, its hostname, no trafficWeight
+  const routes = await buildRoutes(db, '127.0.0.1');
+  expect(routes.map((r) => ({ id: r.id, hosts: r.hosts, trafficWeight: r.trafficWeight }))).toEqual([{ id: expect.stringMatching(/^img-\d+$/), hosts: ['a.example.com'], trafficWeight: undefined }]);
+});

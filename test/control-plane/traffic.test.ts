@@ -1,0 +1,72 @@
+/** The traffic model (control-plane/apps/traffic.ts): resolution of `latest`, deploys, validation. */
+import { describe, expect, it } from 'vitest';
+import { checkTraffic, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
+
+const rev = (id: number, revision: number, status: RevisionState['status'] = 'ready', routable = true): RevisionState => ({ id, revision, status, routable });
+
+describe('resolveTraffic', () => {
+  it('latest is the newest routable revision; the newest ready one is serving too while it boots', () => {
+    const r = resolveTraffic([{ latest: true, percent: 100 }], [rev(1, 1), rev(2, 2, 'ready', false), rev(3, 3, 'building', false)]);
+    expect(r.latest).toBe(1);
+    expect([...r.percent]).toEqual([[1, 100]]);
+    expect([...r.serving].sort()).toEqual([1, 2]);
+  });
+
+  it('falls back to the newest ready revision when none has served yet (a first deploy is 503 or wakes, not 404)', () => {
+    expect(resolveTraffic([{ latest: true, percent: 100 }], [rev(1, 1, 'ready', false)]).latest).toBe(1);
+    expect(resolveTraffic([{ latest: true, percent: 100 }], [rev(1, 1, 'building', false)]).latest).toBeNull();
+  });
+
+  it('pinned entries, tags and failed builds', () => {
+    const r = resolveTraffic(
+      [{ image_id: 1, percent: 90 }, { image_id: 2, percent: 10, tag: 'b' }, { image_id: 3, percent: 0, tag: 'c' }, { image_id: 4, percent: 0, tag: 'x' }],
+      [rev(1, 1), rev(2, 2), rev(3, 3), rev(4, 4, 'build_failed', false)]);
+    expect([...r.percent]).toEqual([[1, 90], [2, 10]]);
+    expect([...r.tags]).toEqual([[2, ['b']], [3, ['c']]]);
+    expect([...r.serving].sort()).toEqual([1, 2, 3]);
+  });
+});
+
+describe('trafficAfterDeploy', () => {
+  it('a plain deploy moves everything to latest and keeps tags', () => {
+    expect(trafficAfterDeploy([{ image_id: 1, percent: 90 }, { image_id: 2, percent: 10, tag: 'canary' }], { imageId: 3, noTraffic: false, tag: null, latestNow: 1 }))
+      .toEqual([{ latest: true, percent: 100 }, { image_id: 2, percent: 0, tag: 'canary' }]);
+  });
+
+  it('no_traffic pins latest to what it serves now, so the split survives', () => {
+    expect(trafficAfterDeploy([{ latest: true, percent: 100 }], { imageId: 3, noTraffic: true, tag: null, latestNow: 2 }))
+      .toEqual([{ image_id: 2, percent: 100 }]);
+    expect(trafficAfterDeploy([{ image_id: 1, percent: 50 }, { image_id: 2, percent: 50 }], { imageId: 3, noTraffic: true, tag: 'next', latestNow: 2 }))
+      .toEqual([{ image_id: 1, percent: 50 }, { image_id: 2, percent: 50 }, { image_id: 3, percent: 0, tag: 'next' }]);
+  });
+
+  it('a tag moves to the new revision', () => {
+    expect(trafficAfterDeploy([{ image_id: 1, percent: 100, tag: 'canary' }], { imageId: 2, noTraffic: true, tag: 'canary', latestNow: 1 }))
+      .toEqual([{ image_id: 1, percent: 100 }, { image_id: 2, percent: 0, tag: 'canary' }]);
+  });
+});
+
+describe('checkTraffic', () => {
+  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false)];
+  const bad = (entries: unknown[]) => {
+    try { checkTraffic(entries as never, 'shop.example.com', revs); } catch (e) { return (e as Error).message; }
+    return 'accepted';
+  };
+  it('names the entry at fault', () => {
+    expect(bad([{ image_id: 1, percent: 60 }, { image_id: 2, percent: 30 }])).toMatch(/sum to 100, not 90/);
+    expect(bad([{ image_id: 9, percent: 100 }])).toMatch(/traffic\[0\]: image 9 is not a revision/);
+    expect(bad([{ image_id: 1, percent: 50 }, { image_id: 3, percent: 50 }])).toMatch(/traffic\[1\].*building/);
+    expect(bad([{ image_id: 1, percent: 50 }, { image_id: 1, percent: 50 }])).toMatch(/traffic\[1\].*twice/);
+    expect(bad([{ latest: true, percent: 50 }, { latest: true, percent: 50 }])).toMatch(/traffic\[1\].*latest/);
+    expect(bad([{ percent: 100 }])).toMatch(/traffic\[0\] must name either/);
+    expect(bad([{ image_id: 1, latest: true, percent: 100 }])).toMatch(/traffic\[0\] must name either/);
+    expect(bad([{ image_id: 1, percent: 100, tag: 'a--b' }])).toMatch(/single hyphens/);
+    expect(bad([{ image_id: 1, percent: 100, tag: 'x'.repeat(60) }])).toMatch(/longer than 63/);
+    expect(bad([{ image_id: 1, percent: 50, tag: 'a' }, { image_id: 2, percent: 50, tag: 'a' }])).toMatch(/traffic\[1\].*used twice/);
+    expect(bad([])).toMatch(/at least one/);
+  });
+  it('accepts a valid split', () => {
+    expect(checkTraffic([{ image_id: 1, percent: 90 }, { latest: true, percent: 10, tag: 'edge' }], 'shop.example.com', revs))
+      .toEqual([{ image_id: 1, percent: 90 }, { latest: true, percent: 10, tag: 'edge' }]);
+  });
+});
