@@ -27,6 +27,7 @@ import { registerOpenApi } from './http/openapi.js';
 import logRoutes from './logs/routes.js';
 import appsPlugin from './apps/plugin.js';
 import meteringPlugin from './metering/plugin.js';
+import billingPlugin from './billing/plugin.js';
 
 export type { ControlPlaneOptions } from './config.js';
 
@@ -115,6 +116,7 @@ export async function startControlPlane(
   await app.register(logRoutes); // GET /api/containers/:id/logs, /api/apps/:host/logs
   await app.register(appsPlugin); // apps: revisions and traffic splitting
   await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
+  await app.register(billingPlugin); // usage records' stats sampling, /api/billing, invoices
   for (const p of opts.plugins ?? []) await app.register(p);
 
   // the berth networks (no inter-container traffic); builds and containers ensure them again, so a

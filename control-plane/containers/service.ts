@@ -10,6 +10,7 @@ import { ContainerRuntimeError, type ContainerRuntime } from '../runtime/contain
 import type { RouteHub } from '../discovery/hub.js';
 import type { ProxyRegistry } from '../discovery/proxies.js';
 import { endpointAddress } from '../discovery/route-table.js';
+import { closeUsage, openUsage } from '../billing/usage.js';
 
 /** One operation per container at a time, in this process. */
 export class KeyedMutex {
@@ -215,6 +216,7 @@ export class ContainerService {
           `UPDATE containers SET status = 'failed', health = 'unknown', status_reason = $2, docker_id = NULL, host_port = NULL,
              stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id, reason]);
         if (row) await recordEvent(tx, this.eventFor('container.failed', row, img, { reason }));
+        await closeUsage(tx, c.id, `failed: ${reason}`);
       });
       this.changed();
       throw e;
@@ -234,6 +236,8 @@ export class ContainerService {
          WHERE id = $1 RETURNING *`, [id, dockerId, st.hostPort, st.ip, dockerTime(st.startedAt)]);
       if (!row) throw new ContainerRuntimeError(`container ${id} was deleted while starting`);
       await recordEvent(tx, this.eventFor('container.started', row, img));
+      // a usage record per run (billing), opened with the state change
+      await openUsage(tx, row, img, this.d.config.containerMemoryDefaultBytes);
       return row;
     });
     this.changed();
@@ -287,6 +291,7 @@ export class ContainerService {
         `UPDATE containers SET status = 'stopped', health = 'unknown', desired = 'stopped', host_port = NULL, container_ip = NULL,
            stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id]);
       if (row) await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason }));
+      await closeUsage(tx, c.id, `stopped (${reason})`);
       return row;
     });
     this.changed();
@@ -343,6 +348,7 @@ export class ContainerService {
         `UPDATE containers SET status = 'failed', health = 'unknown', status_reason = $2, stopped_at = now(), updated_at = now()
           WHERE id = $1 AND status = 'creating' RETURNING *`, [id, reason]);
       if (row) await recordEvent(tx, this.eventFor('container.failed', row, img, { reason }));
+      await closeUsage(tx, id, `failed: ${reason}`);
     });
     this.changed();
   }
@@ -380,6 +386,7 @@ export class ContainerService {
     await withTransaction(this.d.db, async (tx) => {
       const res = await tx.query('DELETE FROM containers WHERE id = $1', [c.id]);
       if (res.rowCount) await recordEvent(tx, this.eventFor('container.deleted', c, img, { reason }));
+      await closeUsage(tx, c.id, `deleted (${reason})`);
     });
     this.changed();
   }
@@ -395,7 +402,10 @@ export class ContainerService {
       const { rows: [row] } = await tx.query<ContainerRow>(
         `UPDATE containers SET status = 'exited', health = 'unknown', exit_code = $2, status_reason = $3, stopped_at = now(), updated_at = now()
          WHERE id = $1 AND status = 'running' RETURNING *`, [c.id, why.exitCode, why.reason]);
-      if (row) await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason: why.reason, exit_code: why.exitCode, unexpected: true }));
+      if (row) {
+        await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason: why.reason, exit_code: why.exitCode, unexpected: true }));
+        await closeUsage(tx, c.id, `crashed: ${why.reason}`);
+      }
       return row;
     });
     if (row) this.changed();
@@ -435,7 +445,10 @@ export class ContainerService {
         `UPDATE containers SET host_port = $3, container_ip = $4, started_at = COALESCE($5::timestamptz, now()), health = 'unknown',
            status_reason = NULL, updated_at = now()
          WHERE id = $1 AND docker_id = $2 AND status = 'running' RETURNING *`, [c.id, st.dockerId, st.hostPort, st.ip, dockerTime(st.startedAt)]);
-      if (row) await recordEvent(tx, this.eventFor('container.started', row, img, { reason: 'restarted outside berth', old_host_port: c.host_port }));
+      if (row) {
+        await recordEvent(tx, this.eventFor('container.started', row, img, { reason: 'restarted outside berth', old_host_port: c.host_port }));
+        await openUsage(tx, row, img, this.d.config.containerMemoryDefaultBytes); // closes the previous run's record
+      }
       return row;
     });
     if (row) {

@@ -99,6 +99,15 @@ export interface ContainerRuntime {
    * the returned function is called.
    */
   watchEvents(label: string, onEvent: (e: DockerEvent) => void): () => void;
+  /** One stats sample (cgroup counters): CPU time used since the container started, memory in use; null when not running or unknown. */
+  stats(dockerId: string): Promise<ContainerStats | null>;
+}
+
+export interface ContainerStats {
+  /** CPU time the container used since it started, in nanoseconds */
+  cpuNs: number;
+  /** memory in use (without the page cache), bytes */
+  memoryBytes: number;
 }
 
 const status = (e: unknown) => (e as { statusCode?: number }).statusCode;
@@ -293,5 +302,23 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     };
   }
 
-  return { network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents };
+  async function stats(id: string): Promise<ContainerStats | null> {
+    let s: Docker.ContainerStats;
+    try {
+      // one sample, no second read a second later (one-shot, Docker API 1.41+)
+      s = await call('stats', () => docker.getContainer(id).stats({ stream: false, 'one-shot': true } as { stream: false }));
+    } catch (e) {
+      if (status(e) === 404 || status(e) === 409) return null;
+      throw e;
+    }
+    const cpu = s.cpu_stats?.cpu_usage?.total_usage;
+    if (typeof cpu !== 'number' || !s.read || s.read.startsWith('0001-')) return null;
+    const mem = s.memory_stats ?? ({} as Docker.ContainerStats['memory_stats']);
+    const ms = (mem.stats ?? {}) as unknown as Record<string, number>;
+    // what `docker stats` shows: usage minus inactive file cache (cgroup v2) or cache (v1)
+    const cache = ms.inactive_file ?? ms.total_inactive_file ?? ms.cache ?? 0;
+    return { cpuNs: cpu, memoryBytes: Math.max(0, (mem.usage ?? 0) - cache) };
+  }
+
+  return { network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats };
 }

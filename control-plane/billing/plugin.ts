@@ -1,0 +1,265 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from '../../shared/logging.js';
+import { badRequest, notFound } from '../http/errors.js';
+import fp from '../http/fp.js';
+import { ID } from '../http/schemas.js';
+import { round3 } from '../metering/histogram.js';
+import {
+  cpuCost, formatMicros, gibSeconds, instanceMinuteCost, loadPricing, memoryCost, requestsCost, runCost, runQuantities, vcpuSeconds,
+  type Pricing, type RunQuantities,
+} from './pricing.js';
+import { UsageSampler } from './sampler.js';
+
+export interface Billing {
+  pricing: Pricing;
+  sampler: UsageSampler;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    billing: Billing;
+  }
+}
+
+interface RecordRow {
+  id: string; image_id: string; container_id: string; app_hostname: string; vcpu: string; memory_bytes: string;
+  start_time: Date; end_time: Date | null; end_reason: string | null; duration_ms: number;
+  cpu_seconds_used: number; memory_byte_seconds: number; memory_peak_bytes: string; samples: number;
+}
+
+const RECORD_COLUMNS = `id, image_id, container_id, app_hostname, vcpu, memory_bytes, start_time, end_time, end_reason,
+  cpu_seconds_used, memory_byte_seconds, memory_peak_bytes, samples`;
+
+/** One record's priced view (an active record is priced up to now). */
+function recordView(r: RecordRow, q: RunQuantities, p: Pricing) {
+  const secs = Number(r.duration_ms) / 1000;
+  return {
+    id: Number(r.id),
+    container_id: Number(r.container_id),
+    image_id: Number(r.image_id),
+    app_hostname: r.app_hostname,
+    start_time: r.start_time.toISOString(),
+    end_time: r.end_time ? r.end_time.toISOString() : null,
+    status: r.end_time ? 'Completed' : 'Active',
+    end_reason: r.end_reason,
+    duration_seconds: round3(secs),
+    billed_seconds: q.ms / 1000,
+    vcpu: Number(r.vcpu),
+    memory_bytes: Number(r.memory_bytes),
+    vcpu_seconds: round3(vcpuSeconds(q)),
+    gib_seconds: round3(gibSeconds(q)),
+    // what Docker's stats say it used (idle vs busy): CPU time, average and peak memory
+    cpu_seconds_used: round3(Number(r.cpu_seconds_used)),
+    avg_memory_bytes: secs > 0 && r.samples > 0 ? Math.round(Number(r.memory_byte_seconds) / secs) : null,
+    peak_memory_bytes: Number(r.memory_peak_bytes),
+    samples: r.samples,
+    cost: Number(runCost(q, p)),
+  };
+}
+
+type RecordView = ReturnType<typeof recordView>;
+
+function summary(imageId: number, host: string, recs: RecordView[], requests: number, lastRequestAt: Date | null, p: Pricing) {
+  let runCosts = 0n;
+  let ms = 0;
+  let vs = 0;
+  let gs = 0;
+  let used = 0;
+  let last = lastRequestAt ? lastRequestAt.getTime() : 0;
+  for (const r of recs) {
+    runCosts += BigInt(r.cost);
+    ms += r.billed_seconds * 1000;
+    vs += r.vcpu_seconds;
+    gs += r.gib_seconds;
+    used += r.cpu_seconds_used;
+    last = Math.max(last, r.end_time ? Date.parse(r.end_time) : Date.now(), Date.parse(r.start_time));
+  }
+  const reqCost = requestsCost(requests, p);
+  const total = runCosts + reqCost;
+  return {
+    image_id: imageId,
+    app_hostname: host,
+    total_containers: new Set(recs.map((r) => r.container_id)).size,
+    active_containers: recs.filter((r) => r.status === 'Active').length,
+    total_runs: recs.length,
+    total_minutes: round3(ms / 60_000),
+    vcpu_seconds: round3(vs),
+    gib_seconds: round3(gs),
+    cpu_seconds_used: round3(used),
+    requests,
+    instance_cost: Number(runCosts),
+    requests_cost: Number(reqCost),
+    total_cost: Number(total),
+    total_cost_formatted: formatMicros(total),
+    currency: p.currency,
+    last_activity: last ? new Date(last).toISOString() : null,
+  };
+}
+
+const MONTH = '^[0-9]{4}-(0[1-9]|1[0-2])$';
+
+function csvField(v: string | number): string {
+  const s = String(v);
+  return /[",\n\r]/.test(s) || /^[=+\-@\t]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/**
+ * Billing: usage records (containers' runs) and metered requests, priced by BERTH_PRICING.
+ * `GET /api/billing`, `GET /api/billing/images/:id`, `GET /api/billing/invoices/:month[?format=csv]`.
+ * Starts the Docker stats sampler (reconcile leader only).
+ */
+async function billingPlugin(app: FastifyInstance): Promise<void> {
+  const log = app.log as unknown as Logger;
+  const pricing = loadPricing(process.env.BERTH_PRICING);
+  const interval = Number(process.env.BERTH_USAGE_SAMPLE_MS ?? 5000);
+  if (!Number.isFinite(interval) || interval < 100 || interval > 3_600_000) throw new Error(`BERTH_USAGE_SAMPLE_MS="${process.env.BERTH_USAGE_SAMPLE_MS}" must be between 100 and 3600000`);
+  const sampler = new UsageSampler({
+    db: app.db, runtime: app.platform.runtime, log: log.child({ component: 'usage' }), isLeader: () => app.platform.leader.isLeader,
+    intervalMs: interval, defaultMemoryBytes: app.config.containerMemoryDefaultBytes,
+  });
+  app.decorate('billing', { pricing, sampler } satisfies Billing);
+  app.addHook('onReady', async () => sampler.start());
+  app.addHook('onClose', async () => sampler.stop());
+  log.info({ plan: pricing.plan, currency: pricing.currency }, 'billing pricing loaded');
+
+  const pricingView = () => ({ ...pricing, unit: `micro-${pricing.currency} (1 ${pricing.currency} = 1000000)` });
+
+  /** The caller's records (optionally of one image), durations by the database clock. */
+  const records = async (userId: number, imageId?: number) => {
+    const { rows } = await app.db.query<RecordRow>(
+      `SELECT ${RECORD_COLUMNS}, EXTRACT(EPOCH FROM (COALESCE(end_time, now()) - start_time)) * 1000 AS duration_ms
+         FROM usage_records WHERE user_id = $1 AND ($2::bigint IS NULL OR image_id = $2) ORDER BY start_time, id`, [userId, imageId ?? null]);
+    return rows.map((r) => recordView(r, runQuantities(Number(r.duration_ms), Number(r.vcpu), Number(r.memory_bytes), pricing), pricing));
+  };
+  /** Billable requests (answered by a container) per image, and the last minute with traffic. */
+  const requestsByImage = async (userId: number, imageId?: number) => {
+    const { rows } = await app.db.query<{ image_id: string; app_hostname: string; n: string; last: Date }>(
+      `SELECT image_id, max(app_hostname) AS app_hostname, sum(requests) AS n, max(minute) + interval '1 minute' AS last
+         FROM request_minutes WHERE user_id = $1 AND container_id <> 0 AND ($2::bigint IS NULL OR image_id = $2) GROUP BY image_id`, [userId, imageId ?? null]);
+    return new Map(rows.map((r) => [Number(r.image_id), { host: r.app_hostname, requests: Number(r.n), last: r.last }]));
+  };
+
+  app.get('/api/billing', {
+    preHandler: app.authenticate,
+    schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan' },
+  }, async (req) => {
+    const uid = req.user!.id;
+    const [recs, reqs, { rows: imgs }] = await Promise.all([
+      records(uid), requestsByImage(uid),
+      app.db.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
+    ]);
+    const ids = new Set<number>([...imgs.map((i) => Number(i.id)), ...recs.map((r) => r.image_id), ...reqs.keys()]);
+    const hostOf = new Map(imgs.map((i) => [Number(i.id), i.app_hostname]));
+    const images = [...ids].sort((a, b) => a - b).map((id) => {
+      const mine = recs.filter((r) => r.image_id === id);
+      const rq = reqs.get(id);
+      return summary(id, hostOf.get(id) ?? mine[0]?.app_hostname ?? rq?.host ?? '', mine, rq?.requests ?? 0, rq?.last ?? null, pricing);
+    });
+    const total = images.reduce((s, i) => s + BigInt(i.total_cost), 0n);
+    return { user_id: uid, currency: pricing.currency, plan: pricing.plan, pricing: pricingView(), images, total_cost: Number(total), total_cost_formatted: formatMicros(total) };
+  });
+
+  app.get<{ Params: { id: number } }>('/api/billing/images/:id', {
+    preHandler: app.authenticate,
+    schema: { summary: 'One image\'s billing summary and its usage records (one per container run)', params: { type: 'object', required: ['id'], properties: { id: ID } } },
+  }, async (req) => {
+    const uid = req.user!.id;
+    const id = req.params.id;
+    const [recs, reqs, { rows: imgs }] = await Promise.all([
+      records(uid, id), requestsByImage(uid, id),
+      app.db.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
+    ]);
+    const rq = reqs.get(id);
+    if (!imgs.length && !recs.length && !rq) throw notFound('image');
+    return {
+      ...summary(id, imgs[0]?.app_hostname ?? recs[0]?.app_hostname ?? rq?.host ?? '', recs, rq?.requests ?? 0, rq?.last ?? null, pricing),
+      plan: pricing.plan,
+      records: recs,
+    };
+  });
+
+  app.get<{ Params: { month: string }; Querystring: { format?: 'json' | 'csv' } }>('/api/billing/invoices/:month', {
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'Your invoice for a month (YYYY-MM, UTC): line items per app and resource, total and currency; ?format=csv for accounting',
+      params: { type: 'object', required: ['month'], properties: { month: { type: 'string', pattern: MONTH, maxLength: 7 } } },
+      querystring: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: ['json', 'csv'] } } },
+    },
+  }, async (req, reply) => {
+    const uid = req.user!.id;
+    const [y, m] = req.params.month.split('-').map(Number);
+    const start = Date.UTC(y, m - 1, 1);
+    const end = Date.UTC(y, m, 1);
+    if (y < 1970) throw badRequest('month must be 1970-01 or later');
+    const { rows: [{ now }] } = await app.db.query<{ now: Date }>('SELECT now()');
+    if (start > now.getTime()) throw badRequest(`month ${req.params.month} has not started yet`);
+    // runs overlapping the month, clipped to it (an active run up to now)
+    const { rows } = await app.db.query<{ app_hostname: string; vcpu: string; memory_bytes: string; ms: number }>(
+      `SELECT app_hostname, vcpu, memory_bytes,
+              EXTRACT(EPOCH FROM (LEAST(COALESCE(end_time, now()), to_timestamp($3::double precision / 1000)) - GREATEST(start_time, to_timestamp($2::double precision / 1000)))) * 1000 AS ms
+         FROM usage_records
+        WHERE user_id = $1 AND start_time < to_timestamp($3::double precision / 1000) AND COALESCE(end_time, now()) > to_timestamp($2::double precision / 1000)
+        ORDER BY app_hostname, start_time`, [uid, start, end]);
+    const { rows: reqRows } = await app.db.query<{ app_hostname: string; n: string }>(
+      `SELECT app_hostname, sum(requests) AS n FROM request_minutes
+        WHERE user_id = $1 AND container_id <> 0 AND minute >= to_timestamp($2::double precision / 1000) AND minute < to_timestamp($3::double precision / 1000)
+        GROUP BY app_hostname`, [uid, start, end]);
+    interface Acc { runs: number; ms: number; vcpuMilliMs: bigint; mibMs: bigint; cpu: bigint; mem: bigint; minutes: bigint; requests: number }
+    const apps = new Map<string, Acc>();
+    const acc = (h: string) => {
+      let a = apps.get(h);
+      if (!a) apps.set(h, (a = { runs: 0, ms: 0, vcpuMilliMs: 0n, mibMs: 0n, cpu: 0n, mem: 0n, minutes: 0n, requests: 0 }));
+      return a;
+    };
+    for (const r of rows) {
+      const q = runQuantities(Math.max(0, Number(r.ms)), Number(r.vcpu), Number(r.memory_bytes), pricing);
+      const a = acc(r.app_hostname);
+      a.runs++;
+      a.ms += q.ms;
+      a.vcpuMilliMs += q.vcpuMilliMs;
+      a.mibMs += q.mibMs;
+      // each run's line amounts are rounded once, as in /api/billing
+      a.cpu += cpuCost(q, pricing);
+      a.mem += memoryCost(q, pricing);
+      a.minutes += instanceMinuteCost(q, pricing);
+    }
+    for (const r of reqRows) acc(r.app_hostname).requests += Number(r.n);
+    const lines: { app_hostname: string; resource: string; quantity: number; unit: string; rate_micros: number; rate_per: string; amount: number; amount_formatted: string }[] = [];
+    const line = (app_hostname: string, resource: string, quantity: number, unit: string, rate: number, per: string, amount: bigint) =>
+      lines.push({ app_hostname, resource, quantity, unit, rate_micros: rate, rate_per: per, amount: Number(amount), amount_formatted: formatMicros(amount) });
+    for (const [h, a] of [...apps].sort(([x], [z]) => x.localeCompare(z))) {
+      if (pricing.plan === 'cloud_run') {
+        line(h, 'cpu', round3(vcpuSeconds(a)), 'vCPU-second', pricing.vcpu_hour_micros, 'vCPU-hour', a.cpu);
+        line(h, 'memory', round3(gibSeconds(a)), 'GiB-second', pricing.gib_hour_micros, 'GiB-hour', a.mem);
+        line(h, 'requests', a.requests, 'request', pricing.million_requests_micros, 'million requests', requestsCost(a.requests, pricing));
+      } else {
+        line(h, 'instance_time', round3(a.ms / 60_000), 'container-minute', pricing.container_minute_micros, 'container-minute', a.minutes);
+      }
+    }
+    const total = lines.reduce((s, l) => s + BigInt(l.amount), 0n);
+    const invoice = {
+      user_id: uid,
+      month: req.params.month,
+      period_start: new Date(start).toISOString(),
+      period_end: new Date(end).toISOString(),
+      status: end > now.getTime() ? 'open' : 'closed',
+      plan: pricing.plan,
+      currency: pricing.currency,
+      lines,
+      subtotal: Number(total),
+      total: Number(total),
+      total_formatted: formatMicros(total),
+    };
+    if (req.query.format !== 'csv') return invoice;
+    const head = ['month', 'app_hostname', 'resource', 'quantity', 'unit', 'rate_micros', 'rate_per', 'amount_micros', 'amount', 'currency'];
+    const out = [head.join(',')];
+    for (const l of lines) out.push([invoice.month, l.app_hostname, l.resource, l.quantity, l.unit, l.rate_micros, l.rate_per, l.amount, l.amount_formatted, invoice.currency].map(csvField).join(','));
+    out.push([invoice.month, '', 'total', '', '', '', '', invoice.total, invoice.total_formatted, invoice.currency].map(csvField).join(','));
+    return reply
+      .header('content-type', 'text/csv; charset=utf-8')
+      .header('content-disposition', `attachment; filename="berth-invoice-${invoice.month}.csv"`)
+      .send(out.join('\r\n') + '\r\n');
+  });
+}
+
+export default fp(billingPlugin, 'berth-billing');

@@ -1,0 +1,116 @@
+import type { Logger } from '../../shared/logging.js';
+import type { Db } from '../db/pool.js';
+import type { ContainerRuntime } from '../runtime/containers.js';
+import { DEFAULT_VCPU } from './usage.js';
+
+export interface SamplerOptions {
+  db: Db;
+  runtime: ContainerRuntime;
+  log: Logger;
+  /** only the reconcile leader writes */
+  isLeader: () => boolean;
+  intervalMs: number;
+  /** Docker stats calls at once */
+  concurrency?: number;
+  defaultMemoryBytes: number;
+}
+
+interface OpenRecord {
+  id: string;
+  container_id: string;
+  docker_id: string | null;
+  c_docker_id: string | null;
+  c_status: string | null;
+  last_sample_at: Date | null;
+  start_time: Date;
+}
+
+/**
+ * Samples what every open usage record's container actually uses (Docker stats: the cgroup's
+ * CPU time since the container started, memory in use) every `intervalMs`, off the API path, at
+ * most `concurrency` Docker calls at once, on the reconcile leader only. CPU time is a counter of
+ * the container's run, so a missed sample loses nothing; memory is integrated over time
+ * (byte-seconds, and the peak).
+ *
+ * Safety net for the lifecycle hooks: an open record whose container is gone, not running, or
+ * now another Docker container is closed; a running container without an open record (one that
+ * was running before metering existed) gets one from now.
+ */
+export class UsageSampler {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: SamplerOptions) {}
+
+  start(): void {
+    const loop = () => {
+      if (this.stopped) return;
+      this.timer = setTimeout(() => {
+        this.running = this.once().catch((e) => this.o.log.warn({ err: (e as Error).message }, 'usage sampling failed')).finally(() => { this.running = null; loop(); });
+      }, this.o.intervalMs);
+      this.timer.unref();
+    };
+    loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** One round (tests call it directly). */
+  async once(): Promise<void> {
+    if (!this.o.isLeader()) return;
+    const db = this.o.db;
+    await this.adoptRunning();
+    const { rows } = await db.query<OpenRecord>(
+      `SELECT u.id, u.container_id, u.docker_id, c.docker_id AS c_docker_id, c.status AS c_status, u.last_sample_at, u.start_time
+         FROM usage_records u LEFT JOIN containers c ON c.id = u.container_id
+        WHERE u.end_time IS NULL`);
+    const live: OpenRecord[] = [];
+    for (const r of rows) {
+      const gone = r.c_status === null || !['running', 'stopping'].includes(r.c_status) || (r.docker_id !== null && r.c_docker_id !== r.docker_id);
+      if (gone) {
+        await db.query(`UPDATE usage_records SET end_time = GREATEST(start_time, COALESCE(last_sample_at, now())), end_reason = 'closed by the sampler: container no longer running'
+                         WHERE id = $1 AND end_time IS NULL`, [r.id]);
+        this.o.log.warn({ usageRecord: r.id, containerId: r.container_id }, 'closed a usage record the lifecycle left open');
+      } else if (r.c_docker_id) live.push(r);
+    }
+    const limit = Math.max(1, this.o.concurrency ?? 4);
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(limit, live.length) }, async () => {
+      while (next < live.length) {
+        const r = live[next++];
+        await this.sample(r).catch((e) => this.o.log.debug({ containerId: r.container_id, err: (e as Error).message }, 'stats sample failed'));
+      }
+    }));
+  }
+
+  private async sample(r: OpenRecord): Promise<void> {
+    const s = await this.o.runtime.stats(r.c_docker_id!);
+    if (!s) return;
+    // memory integrated over the time since the last sample (or the start); CPU is the cgroup's counter
+    await this.o.db.query(
+      `UPDATE usage_records SET
+         cpu_seconds_used = GREATEST(cpu_seconds_used, $2::double precision),
+         memory_byte_seconds = memory_byte_seconds + $3::double precision * GREATEST(0, extract(epoch FROM now() - COALESCE(last_sample_at, start_time))),
+         memory_peak_bytes = GREATEST(memory_peak_bytes, $3::bigint),
+         samples = samples + 1, last_sample_at = now()
+       WHERE id = $1 AND end_time IS NULL`, [r.id, s.cpuNs / 1e9, s.memoryBytes]);
+  }
+
+  /** Running containers with no open record (running since before metering, or a missed hook) get one. */
+  private async adoptRunning(): Promise<void> {
+    const { rowCount } = await this.o.db.query(
+      `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
+       SELECT c.user_id, c.image_id, c.id, i.app_hostname, c.docker_id,
+              CASE WHEN i.cpu_limit > 0 THEN i.cpu_limit ELSE $1 END, COALESCE(i.memory_limit_bytes, $2), now()
+         FROM containers c JOIN images i ON i.id = c.image_id
+        WHERE c.status = 'running' AND c.docker_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.container_id = c.id AND u.end_time IS NULL)
+       ON CONFLICT DO NOTHING`, [DEFAULT_VCPU, this.o.defaultMemoryBytes]);
+    if (rowCount) this.o.log.info({ adopted: rowCount }, 'usage records opened for running containers that had none');
+  }
+}

@@ -1,0 +1,30 @@
+import type { Queryable } from '../db/pool.js';
+import type { ContainerRow, ImageRow } from '../images/repo.js';
+
+/**
+ * Usage records: one per container run. Opened in the transaction that marks the container
+ * running (with the vCPU and memory it was given), closed in the transaction that marks it
+ * stopped, exited, failed or deleted. A restart — by berth or outside it — closes the record and
+ * opens a new one. At most one record per container is open (a partial unique index).
+ */
+
+/** vCPU an instance is billed for when its image sets no limit (Cloud Run's default: 1). */
+export const DEFAULT_VCPU = 1;
+
+export async function openUsage(q: Queryable, c: Pick<ContainerRow, 'id' | 'user_id' | 'image_id' | 'docker_id' | 'started_at'>,
+  img: Pick<ImageRow, 'app_hostname' | 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number): Promise<void> {
+  await closeUsage(q, c.id, 'restarted');
+  const vcpu = img.cpu_limit !== null && img.cpu_limit !== undefined && Number(img.cpu_limit) > 0 ? Number(img.cpu_limit) : DEFAULT_VCPU;
+  const mem = img.memory_limit_bytes !== null && img.memory_limit_bytes !== undefined ? Number(img.memory_limit_bytes) : defaultMemoryBytes;
+  await q.query(
+    `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, LEAST(now(), COALESCE($8::timestamptz, now())))`,
+    [c.user_id, c.image_id, c.id, img.app_hostname, c.docker_id, vcpu, mem, c.started_at ?? null]);
+}
+
+/** Close the container's open record (if any) now. */
+export async function closeUsage(q: Queryable, containerId: number, reason: string): Promise<void> {
+  await q.query(
+    `UPDATE usage_records SET end_time = GREATEST(now(), start_time), end_reason = $2
+      WHERE container_id = $1 AND end_time IS NULL`, [containerId, reason.slice(0, 500)]);
+}
