@@ -25,6 +25,7 @@ import { createRuntime, type Runtime } from './runtime/docker.js';
 import platformPlugin from './containers/platform.js';
 import { registerOpenApi } from './http/openapi.js';
 import logRoutes from './logs/routes.js';
+import infoRoutes from './http/info.js';
 import appsPlugin from './apps/plugin.js';
 import meteringPlugin from './metering/plugin.js';
 import billingPlugin from './billing/plugin.js';
@@ -114,6 +115,7 @@ export async function startControlPlane(
   await app.register(eventRoutes);
   await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
   await app.register(logRoutes); // GET /api/containers/:id/logs, /api/apps/:host/logs
+  await app.register(infoRoutes); // GET /api/info: the proxy's public URL for clients
   await app.register(appsPlugin); // apps: revisions and traffic splitting
   await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
   await app.register(billingPlugin); // usage records' stats sampling, /api/billing, invoices

@@ -7,6 +7,7 @@ const COMMANDS: Record<string, { module: string; summary: string }> = {
   load: { module: '../../bench/workload/cli.js', summary: 'send open-model HTTP load to an app (--app) or a URL, with a report' },
   login: { module: '../client/commands/login.js', summary: 'sign in to a control plane (stores a token per API URL)' },
   logout: { module: '../client/commands/logout.js', summary: 'forget (and revoke) the stored login' },
+  deploy: { module: '../client/commands/deploy.js', summary: 'deploy a folder with a Dockerfile to a URL (build log live, waits until healthy)' },
 };
 
 function topHelp(): string {

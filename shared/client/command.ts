@@ -65,7 +65,9 @@ export function defineClientCommand(spec: ClientCommandSpec): (argv: string[]) =
   return async (argv: string[]) => {
     const stdout = process.stdout;
     const stderr = process.stderr;
-    const parsed = parseArgs(argv);
+    // a boolean flag never takes the next word as its value (`--no-traffic ./app` means DIR ./app)
+    const booleans = new Set(options.filter((o) => o.boolean).map((o) => `--${o.name}`));
+    const parsed = parseArgs(argv.map((a) => (booleans.has(a) ? `${a}=true` : a)));
     if (parsed.flags.has('help')) {
       stdout.write(formatHelp(spec.usage, spec.description, options) + exitCodeHelp());
       return;

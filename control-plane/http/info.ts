@@ -1,0 +1,28 @@
+import type { FastifyInstance } from 'fastify';
+import fp from './fp.js';
+
+/**
+ * `GET /api/info` (no login): what a client needs to print URLs — the proxy's public URL (set by
+ * `berth up` to the proxy it starts, or `BERTH_PUBLIC_URL` for a proxy elsewhere) and where the
+ * API documents itself. `berth deploy` builds `http://HOST:PORT/` and `PROXY/apps/HOST/` from it.
+ */
+export interface PublicInfo {
+  /** the proxy as users reach it, e.g. http://127.0.0.1:8080; unknown → null */
+  proxyUrl: string | null;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    publicInfo: PublicInfo;
+  }
+}
+
+async function infoRoutes(app: FastifyInstance): Promise<void> {
+  const fromEnv = process.env.BERTH_PUBLIC_URL?.replace(/\/+$/, '');
+  app.decorate('publicInfo', { proxyUrl: fromEnv && /^https?:\/\/[^\s/]+$/.test(fromEnv) ? fromEnv : null });
+  app.get('/api/info', {
+    schema: { summary: "The platform's public URLs: the proxy apps answer on, and the API docs", tags: ['discovery'] },
+  }, async () => ({ name: 'berth', proxy_url: app.publicInfo.proxyUrl, docs_url: '/docs', openapi_url: '/docs/json' }));
+}
+
+export default fp(infoRoutes, 'berth-info');

@@ -1,0 +1,316 @@
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { basename, resolve } from 'node:path';
+import { UsageError } from '../../cli/args.js';
+import { BerthClient, ClientError, EXIT } from '../client.js';
+import { booleanOption, defineClientCommand, intOption } from '../command.js';
+import { formatBytes, formatDuration, printJson, Progress, Status } from '../output.js';
+import { packDirectory } from '../pack.js';
+import { readSse } from '../sse.js';
+import { paint } from '../style.js';
+
+/**
+ * `berth deploy [DIR] --host HOST`: from a folder to a URL, like `gcloud run deploy --source`.
+ * Phases, each timed: pack (DIR as a .tar.gz, .dockerignore honoured, no links out) → upload
+ * (progress bar) → build (the log streamed live from GET /api/images/:id/build-logs?follow=1) →
+ * start (the revision's min_instances healthy) → traffic (the new revision serving, when the API
+ * has revisions) → the URLs. A failed build prints the tail of its log and exits 1.
+ * Progress and the build log go to stderr; the result to stdout (one JSON object with --json).
+ */
+
+interface Image {
+  id: number; app_hostname: string; status: string; status_reason?: string | null; min_instances: number;
+  revision?: number; name: string;
+}
+interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string }
+interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean }
+interface App { app_hostname: string; url: string; revisions: AppRevision[] }
+
+const TAIL_LINES = 25;
+
+export const run = defineClientCommand({
+  usage: 'berth deploy [DIR] --host HOST [--min N] [--max N] [--concurrency N] [--port N] [--cpu C] [--memory M] [--no-traffic] [--tag T]',
+  description: `Deploy a folder with a Dockerfile at its root to a URL: pack it (honouring .dockerignore,
+refusing symlinks that lead out of it), upload it, stream the build log, wait until the new
+revision is ready and its instances are healthy, then print its URLs and how long each phase took.
+A second deploy under the same --host is the app's next revision; settings it leaves out are kept.
+DIR defaults to the current directory.`,
+  positional: { min: 0, max: 1, names: 'DIR' },
+  options: [
+    { name: 'host', env: 'BERTH_HOST', help: 'the app hostname (e.g. hello.localhost, shop.example.com)' },
+    { name: 'name', help: 'image name (default: from the hostname; kept by later revisions)' },
+    { name: 'min', help: 'min_instances (0 = scale to zero; default 1)' },
+    { name: 'max', help: 'max_instances' },
+    { name: 'concurrency', help: 'container_concurrency: requests per instance at once (0 = no limit; default 80)' },
+    { name: 'port', help: 'container_port the app listens on, also given as $PORT (default 8080)' },
+    { name: 'cpu', help: 'cpu_limit, e.g. 0.5 or 500m' },
+    { name: 'memory', help: 'memory_limit, e.g. 256m, 1g' },
+    { name: 'health-path', help: 'path the health check asks (default: a TCP connect)' },
+    { name: 'no-traffic', boolean: true, help: 'the new revision takes no traffic (use with --tag to try it first)' },
+    { name: 'tag', help: 'traffic tag: the revision also answers at TAG---HOST' },
+    { name: 'timeout', default: '600', help: 'seconds to wait for build + healthy instances' },
+  ],
+  async run({ opts, args, json, client, stdout, stderr, signal }) {
+    const t0 = Date.now();
+    const host = opts.host?.trim();
+    if (!host) throw new UsageError('--host HOST is required (the app hostname, e.g. --host hello.localhost)');
+    if (host.length > 253 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`--host "${host.slice(0, 80)}" is not a hostname`);
+    const min = intOption(opts.min, 'min', 0, 100);
+    const max = intOption(opts.max, 'max', 1, 100);
+    if (min !== undefined && max !== undefined && min > max) throw new UsageError(`--min ${min} is more than --max ${max}`);
+    const concurrency = intOption(opts.concurrency, 'concurrency', 0, 1000);
+    const port = intOption(opts.port, 'port', 1, 65535);
+    const timeoutS = intOption(opts.timeout, 'timeout', 1, 86_400)!;
+    const noTraffic = booleanOption(opts['no-traffic'], 'no-traffic');
+    if (opts.cpu !== undefined && !/^(\d+(\.\d+)?|\d+m)$/.test(opts.cpu)) throw new UsageError(`--cpu "${opts.cpu}" must be a number of CPUs (0.5) or millicores (500m)`);
+    if (opts.memory !== undefined && !/^\d+(\.\d+)?\s*([bBkKmMgGtT]([iI]?[bB])?)?$/.test(opts.memory)) throw new UsageError(`--memory "${opts.memory}" must be like 256m, 1g or 512Mi`);
+    if (opts.tag !== undefined && !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(opts.tag)) throw new UsageError(`--tag "${opts.tag}" must be a DNS label (lower-case letters, digits, inner dashes)`);
+    if (opts['health-path'] !== undefined && !/^\/[\x21-\x7e]*$/.test(opts['health-path'])) throw new UsageError('--health-path must start with / and have no spaces');
+    const dir = args[0] ?? '.';
+    client.requireToken();
+    const deadline = t0 + timeoutS * 1000;
+    const phases: Record<string, number> = {};
+    const say = (line: string) => { stderr.write(`${line}\n`); };
+    const ok = paint(stderr, 'green', '✔');
+
+    // is this the app's first revision? (its name is then ours to choose)
+    const images = (await client.get<{ images: Image[] }>('/api/images', { signal })).images;
+    const existing = images.filter((i) => i.app_hostname === host.toLowerCase().replace(/\.$/, ''));
+    const name = opts.name ?? (existing.length ? undefined : defaultName(host, dir));
+    if (name !== undefined && !/^[a-z0-9]+([._-][a-z0-9]+)*$/.test(name)) throw new UsageError(`--name "${name}" must be lower-case letters and digits with . _ - between them`);
+
+    // pack
+    let t = Date.now();
+    const packed = await packDirectory(dir);
+    try {
+      phases.pack = Date.now() - t;
+      say(`${ok} Packed ${resolve(dir)}: ${packed.files} files, ${formatBytes(packed.rawBytes)} → ${formatBytes(packed.bytes)} gzipped${packed.ignored ? ` (${packed.ignored} ignored by .dockerignore)` : ''} ${dim(stderr, formatDuration(phases.pack))}`);
+
+      // upload
+      const fields: Record<string, string> = { app_hostname: host };
+      if (name !== undefined) fields.name = name;
+      if (min !== undefined) fields.min_instances = String(min);
+      if (max !== undefined) fields.max_instances = String(max);
+      if (concurrency !== undefined) fields.container_concurrency = String(concurrency);
+      if (port !== undefined) fields.container_port = String(port);
+      if (opts.cpu !== undefined) fields.cpu_limit = opts.cpu;
+      if (opts.memory !== undefined) fields.memory_limit = opts.memory;
+      if (opts['health-path'] !== undefined) fields.health_path = opts['health-path'];
+      if (noTraffic) fields.no_traffic = 'true';
+      if (opts.tag !== undefined) fields.traffic_tag = opts.tag;
+      t = Date.now();
+      const progress = new Progress('Uploading', packed.bytes, stderr);
+      const body = multipart(fields, packed.file, packed.bytes, (n) => progress.update(n));
+      const img = await client.request<Image>('POST', '/api/images', {
+        body: body.stream, headers: { 'content-type': `multipart/form-data; boundary=${body.boundary}`, 'content-length': String(body.length) },
+        signal, timeoutMs: 600_000,
+      });
+      phases.upload = Date.now() - t;
+      progress.done(`${ok} Uploaded ${formatBytes(packed.bytes)} ${dim(stderr, formatDuration(phases.upload))}`);
+      const rev = img.revision ? `revision ${img.revision} of ` : '';
+      say(`  Building ${rev}${img.app_hostname} (image ${img.id})…`);
+
+      // build, log streamed live
+      t = Date.now();
+      const { status, tail } = await followBuild(client, img.id, stderr, signal, deadline);
+      phases.build = Date.now() - t;
+      if (status !== 'ready') {
+        const final = await client.get<Image>(`/api/images/${img.id}`, { signal });
+        stderr.write(`\n${paint(stderr, 'red', '✘')} Build failed after ${formatDuration(phases.build)}${final.status_reason ? `: ${final.status_reason}` : ''}\n`);
+        if (tail.length) stderr.write(`  last lines of the build log:\n${tail.map((l) => `    ${l}`).join('\n')}\n`);
+        stderr.write(`  full log: berth's API GET /api/images/${img.id}/build-logs\n`);
+        if (json) printJson({ ok: false, app_hostname: img.app_hostname, image_id: img.id, revision: img.revision ?? null, status: final.status, status_reason: final.status_reason ?? null, log_tail: tail });
+        return EXIT.failed;
+      }
+      say(`${ok} Built image ${img.id} ${dim(stderr, formatDuration(phases.build))}`);
+
+      // instances healthy (a revision that scales from zero, or waits untagged without traffic, has none)
+      t = Date.now();
+      const wantInstances = noTraffic && opts.tag === undefined ? 0 : img.min_instances;
+      if (wantInstances > 0) {
+        await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname);
+        phases.start = Date.now() - t;
+        say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy ${dim(stderr, formatDuration(phases.start))}`);
+      } else {
+        say(`${ok} Ready; ${img.min_instances === 0 ? 'scales from zero: the first request starts an instance' : 'takes no traffic, so no instance runs yet'}`);
+      }
+
+      // traffic (with revisions): until the new revision serves its share
+      t = Date.now();
+      const app = await waitTraffic(client, img.app_hostname, img.id, noTraffic, deadline, signal);
+      const mine = app?.revisions.find((r) => r.image_id === img.id);
+      if (app && !noTraffic) phases.traffic = Date.now() - t;
+
+      // URLs
+      const info = await client.get<{ proxy_url?: string | null }>('/api/info', { anonymous: true, signal }).catch(() => ({ proxy_url: null }));
+      const urls = appUrls(img.app_hostname, info.proxy_url ?? null);
+      const tagUrls = mine?.traffic_tag ? appUrls(`${mine.traffic_tag}---${img.app_hostname}`, info.proxy_url ?? null) : [];
+      const total = Date.now() - t0;
+      const share = mine ? `${mine.traffic_percent}% of traffic` : noTraffic ? 'no traffic' : 'all traffic';
+      if (json) {
+        printJson({
+          ok: true, app_hostname: img.app_hostname, image_id: img.id, revision: mine?.revision ?? img.revision ?? null,
+          traffic_percent: mine?.traffic_percent ?? (noTraffic ? 0 : 100), traffic_tag: mine?.traffic_tag ?? opts.tag ?? null,
+          urls, tag_urls: tagUrls, timings_ms: { ...phases, total },
+        });
+      } else {
+        const revision = mine?.revision ?? img.revision;
+        stdout.write([
+          '',
+          `${ok} Deployed ${img.app_hostname}${revision ? ` revision ${revision}` : ''} (image ${img.id}), serving ${share}, in ${formatDuration(total)}`,
+          `  ${Object.entries(phases).map(([k, v]) => `${k} ${formatDuration(v)}`).join(' · ')}`,
+          '',
+          ...urls.map((u, i) => `  ${i === 0 ? 'URL ' : '    '}  ${u}`),
+          ...tagUrls.map((u, i) => `  ${i === 0 ? 'tag ' : '    '}  ${u}`),
+          `  logs  berth logs ${img.app_hostname} --follow`,
+          '',
+        ].join('\n'));
+      }
+      return EXIT.ok;
+    } finally {
+      await packed.cleanup();
+    }
+  },
+});
+
+function defaultName(host: string, dir: string): string {
+  const fromHost = host.toLowerCase().split('.')[0].replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');
+  const fromDir = basename(resolve(dir)).toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');
+  return (fromHost || fromDir || 'app').slice(0, 63);
+}
+
+function dim(out: NodeJS.WriteStream, s: string): string {
+  return paint(out, 'dim', `(${s})`);
+}
+
+/** `http://HOST:PORT/` (and `PROXY/apps/HOST/`, which needs no DNS) from the proxy's public URL. */
+export function appUrls(host: string, proxyUrl: string | null): string[] {
+  if (!proxyUrl) return [`http://${host}/`, `/apps/${host}/ on any berth proxy`];
+  const u = new URL(proxyUrl);
+  const port = u.port ? `:${u.port}` : '';
+  return [`${u.protocol}//${host}${port}/`, `${u.origin}/apps/${host}/`];
+}
+
+/** A multipart/form-data body with a known length: the fields, then the archive streamed from disk. */
+function multipart(fields: Record<string, string>, file: string, size: number, onProgress: (sent: number) => void) {
+  const boundary = `----berth${randomBytes(12).toString('hex')}`;
+  const esc = (s: string) => s.replace(/["\r\n]/g, '_');
+  let head = '';
+  for (const [k, v] of Object.entries(fields)) head += `--${boundary}\r\ncontent-disposition: form-data; name="${esc(k)}"\r\n\r\n${v}\r\n`;
+  head += `--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="source.tar.gz"\r\ncontent-type: application/gzip\r\n\r\n`;
+  const headBuf = Buffer.from(head, 'utf8');
+  const tailBuf = Buffer.from(`\r\n--${boundary}--\r\n`, 'utf8');
+  async function* stream() {
+    yield headBuf;
+    let sent = 0;
+    for await (const chunk of createReadStream(file, { highWaterMark: 64 * 1024 }) as AsyncIterable<Buffer>) {
+      sent += chunk.length;
+      onProgress(sent);
+      yield chunk;
+    }
+    yield tailBuf;
+  }
+  return { boundary, length: headBuf.length + size + tailBuf.length, stream: Readable.from(stream(), { objectMode: false }) };
+}
+
+/** Stream the build log to `out` until the build ends; returns its status and the log's last lines. */
+async function followBuild(client: BerthClient, imageId: number, out: NodeJS.WriteStream, signal: AbortSignal, deadline: number): Promise<{ status: string; tail: string[] }> {
+  const tail: string[] = [];
+  let partial = '';
+  const bar = paint(out, 'dim', '│');
+  const take = (text: string) => {
+    partial += text;
+    let i: number;
+    while ((i = partial.indexOf('\n')) !== -1) {
+      const line = partial.slice(0, i).replace(/\r$/, '');
+      partial = partial.slice(i + 1);
+      out.write(`  ${bar} ${line}\n`);
+      tail.push(line);
+      if (tail.length > TAIL_LINES) tail.shift();
+    }
+  };
+  let status: string | undefined;
+  let seen = 0;
+  for (let attempt = 0; status === undefined; attempt++) {
+    if (Date.now() > deadline) throw new ClientError(`the build of image ${imageId} did not finish in time (--timeout)`, EXIT.failed);
+    const ac = new AbortController();
+    const stop = () => ac.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    const timer = setTimeout(stop, Math.max(1, deadline - Date.now()));
+    try {
+      const res = await client.stream('GET', `/api/images/${imageId}/build-logs`, { query: { follow: 1 }, signal: ac.signal, headers: { accept: 'text/event-stream' } });
+      let offset = 0;
+      for await (const ev of readSse(res.body)) {
+        if (ev.event === 'log') {
+          // after a reconnect the whole log comes again: skip what was shown
+          const text = (JSON.parse(ev.data) as { text: string }).text;
+          const fresh = offset + text.length <= seen ? '' : text.slice(Math.max(0, seen - offset));
+          offset += text.length;
+          if (fresh) { seen += fresh.length; take(fresh); }
+        } else if (ev.event === 'end') {
+          status = (JSON.parse(ev.data) as { status: string }).status;
+          break;
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) throw e;
+      if (!(e instanceof Error && (e.name === 'AbortError' || (e as NodeJS.ErrnoException).code === 'UND_ERR_SOCKET'))) throw e;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', stop);
+    }
+    if (status === undefined) {
+      // the stream ended without `end` (control plane restarted): ask, and follow again if still building
+      const img = await client.get<Image>(`/api/images/${imageId}`, { signal });
+      if (img.status !== 'building') status = img.status;
+      else await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+    }
+  }
+  if (partial) take('\n');
+  return { status, tail };
+}
+
+async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string): Promise<void> {
+  const s = new Status(out);
+  let last: Container[] = [];
+  try {
+    for (;;) {
+      last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
+      const healthy = last.filter((c) => c.status === 'running' && c.health === 'healthy').length;
+      if (healthy >= want) { s.clear(); return; }
+      const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
+      s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${failing[0].status_reason ?? failing[0].status})` : ''}`);
+      if (Date.now() > deadline) break;
+      await sleep(500, signal);
+    }
+  } finally {
+    s.clear();
+  }
+  const summary = last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}`).join('; ') || 'no containers yet';
+  throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
+}
+
+/** With revisions (GET /api/apps/:host): wait until the new revision serves (unless --no-traffic). */
+async function waitTraffic(client: BerthClient, host: string, imageId: number, noTraffic: boolean, deadline: number, signal: AbortSignal): Promise<App | undefined> {
+  const limit = Math.min(deadline, Date.now() + 60_000);
+  for (;;) {
+    let app: App;
+    try {
+      app = await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal });
+    } catch (e) {
+      if (e instanceof ClientError && e.api?.status === 404) return undefined; // an API without revisions
+      throw e;
+    }
+    const mine = app.revisions?.find((r) => r.image_id === imageId);
+    if (!mine || noTraffic || mine.traffic_percent > 0 || Date.now() > limit) return app;
+    await sleep(300, signal);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => { clearTimeout(t); reject(Object.assign(new Error('aborted'), { name: 'AbortError' })); }, { once: true });
+  });
+}

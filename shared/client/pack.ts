@@ -1,0 +1,119 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { lstat, mkdtemp, readFile, readdir, readlink, realpath, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import dockerignore from '@balena/dockerignore';
+import tarStream from 'tar-stream';
+import { ClientError, EXIT } from './client.js';
+
+/**
+ * Pack a source folder for `berth deploy` into a gzipped tar in a temp file, the way
+ * `docker build` would send its context:
+ * - `.dockerignore` at the root is honoured with Docker's own matching rules (@balena/dockerignore,
+ *   a port of moby's): `*` stays in one directory, `!` re-includes, also below an ignored directory.
+ *   The Dockerfile and .dockerignore are always sent, as Docker does.
+ * - Symlinks are packed as links, never followed; one that leads out of the folder (directly or
+ *   through another link) refuses the whole deploy, naming it. Sockets, FIFOs and devices too.
+ * - File modes are kept (executable scripts stay executable); owners and times are not sent.
+ */
+
+export interface PackResult {
+  /** path of the .tar.gz; remove with cleanup() */
+  file: string;
+  bytes: number;
+  files: number;
+  /** bytes of the files before compression */
+  rawBytes: number;
+  ignored: number;
+  cleanup(): Promise<void>;
+}
+
+export async function packDirectory(dirArg: string): Promise<PackResult> {
+  let root: string;
+  try {
+    root = await realpath(resolve(dirArg));
+  } catch {
+    throw new ClientError(`${dirArg}: no such directory`, EXIT.usage);
+  }
+  if (!(await stat(root)).isDirectory()) throw new ClientError(`${dirArg} is not a directory`, EXIT.usage);
+  const df = await lstat(join(root, 'Dockerfile')).catch(() => undefined);
+  if (!df?.isFile()) throw new ClientError(`${dirArg} has no Dockerfile at its root (a regular file named exactly "Dockerfile")`, EXIT.failed);
+
+  const rules = await readFile(join(root, '.dockerignore'), 'utf8').catch(() => '');
+  const lines = rules.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  // CommonJS with an ES-style default export: the function is module.exports.default
+  const ignore = ((dockerignore as unknown as { default?: unknown }).default ?? dockerignore) as () => ReturnType<typeof dockerignore.default>;
+  const ig = ignore().add(lines);
+  const hasExceptions = lines.some((l) => l.startsWith('!'));
+  const always = new Set(['Dockerfile', '.dockerignore']);
+
+  const tmp = await mkdtemp(join(tmpdir(), 'berth-deploy-'));
+  const file = join(tmp, 'source.tar.gz');
+  const cleanup = () => rm(tmp, { recursive: true, force: true });
+  const pack = tarStream.pack();
+  const out = pipeline(pack, createGzip({ level: 6 }), createWriteStream(file, { mode: 0o600 }));
+  let files = 0;
+  let rawBytes = 0;
+  let ignored = 0;
+
+  const inside = (p: string) => p === root || p.startsWith(root + sep);
+  const entry = (header: Parameters<tarStream.Pack['entry']>[0]) => new Promise<void>((res, rej) => {
+    pack.entry(header, (err) => (err ? rej(err) : res()));
+  });
+
+  async function checkLink(abs: string, rel: string): Promise<string> {
+    const target = await readlink(abs);
+    const lexical = resolve(dirname(abs), target);
+    // through other links too: where it really ends up (when it exists) must be inside
+    const real = await realpath(abs).catch(() => undefined);
+    if (!inside(lexical) || (real !== undefined && !inside(real))) {
+      throw new ClientError(`refusing to deploy: symlink ${rel} points outside ${dirArg} (→ ${target}); berth never follows links out of the folder`, EXIT.failed);
+    }
+    // an absolute target inside the folder becomes relative (the build context has another root)
+    return isAbsolute(target) ? relative(dirname(abs), lexical) || '.' : target;
+  }
+
+  async function walk(relDir: string): Promise<void> {
+    const names = (await readdir(join(root, relDir))).sort();
+    for (const name of names) {
+      const rel = relDir ? `${relDir}/${name}` : name;
+      const abs = join(root, rel);
+      const st = await lstat(abs);
+      const skip = !always.has(rel) && ig.ignores(st.isDirectory() ? `${rel}/` : rel);
+      if (st.isDirectory()) {
+        if (!skip) await entry({ name: `${rel}/`, type: 'directory', mode: st.mode & 0o7777 });
+        else ignored++;
+        if (!skip || hasExceptions) await walk(rel);
+        continue;
+      }
+      if (skip) { ignored++; continue; }
+      if (st.isSymbolicLink()) {
+        await entry({ name: rel, type: 'symlink', linkname: await checkLink(abs, rel), mode: 0o777 });
+        files++;
+      } else if (st.isFile()) {
+        files++;
+        rawBytes += st.size;
+        await new Promise<void>((res, rej) => {
+          const w = pack.entry({ name: rel, type: 'file', size: st.size, mode: st.mode & 0o7777 }, (err) => (err ? rej(err) : res()));
+          createReadStream(abs).on('error', rej).pipe(w);
+        });
+      } else {
+        throw new ClientError(`refusing to deploy: ${rel} is not a regular file, directory or symlink (a socket, FIFO or device)`, EXIT.failed);
+      }
+    }
+  }
+
+  try {
+    await walk('');
+    pack.finalize();
+    await out;
+  } catch (e) {
+    pack.destroy();
+    await out.catch(() => {});
+    await cleanup();
+    throw e;
+  }
+  return { file, bytes: (await stat(file)).size, files, rawBytes, ignored, cleanup };
+}
