@@ -45,6 +45,14 @@ export async function buildRoutes(q: Queryable, endpointHost: string): Promise<R
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
       ORDER BY a.app_hostname, i.id, c.id`);
   const routes: RouteSpec[] = [];
+  // A host claimed twice would make the whole table invalid (every proxy would refuse it): the
+  // upload refuses such hostnames; this guard keeps one bad row from taking everyone's routes down.
+  const claimed = new Map<string, string>();
+  const claim = (host: string, app: string) => {
+    const owner = claimed.get(host);
+    if (owner === undefined) { claimed.set(host, app); return true; }
+    return owner === app;
+  };
   for (const app of groupApps(rows)) {
     const resolved = resolveTraffic(app.traffic, app.revisions);
     const weighted = resolved.percent.size > 1;
@@ -54,8 +62,9 @@ export async function buildRoutes(q: Queryable, endpointHost: string): Promise<R
       if (percent === 0 && tags.length === 0) continue;
       const r = rev.first;
       const route: RouteSpec = { id: `img-${rev.id}`, hosts: [], endpoints: [], policy: 'round_robin' };
-      if (percent > 0) route.hosts.push(app.host);
-      for (const t of tags) route.hosts.push(tagHost(t, app.host));
+      if (percent > 0 && claim(app.host, app.host)) route.hosts.push(app.host);
+      for (const t of tags) if (claim(tagHost(t, app.host), app.host)) route.hosts.push(tagHost(t, app.host));
+      if (route.hosts.length === 0) continue;
       if (percent > 0 && weighted) route.trafficWeight = percent;
       // the app's container_concurrency, enforced by every proxy (0 = no limit)
       if (r.container_concurrency > 0) route.concurrency = { perEndpoint: r.container_concurrency };

@@ -126,6 +126,8 @@ export function checkAppHostname(host: string): void {
   const labels = host.split('.');
   if (labels.length < 2) throw bad('has a single label; give a fully qualified name like app.example.com');
   if (/^\d+$/.test(labels[labels.length - 1])) throw bad('ends in a numeric label, which no DNS name does');
+  // `{tag}---{app}` names a revision's tag URL (docs/revisions.md): one user's app must never claim another's tag host
+  if (labels[0].includes('---')) throw bad('has "---" in its first label, which is reserved for revision tag URLs ({tag}---{app_hostname})');
 }
 
 /** "0.5" → 0.5 CPUs, "500m" → 0.5. Between 0.01 and 256. */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createPool, type Db } from '../../control-plane/db/pool.js';
 import { migrate } from '../../control-plane/db/migrate.js';
 import { migrations } from '../../control-plane/db/migrations/index.js';
-import { buildRoutes } from '../../control-plane/discovery/route-table.js';
+import { buildRoutes, makeTable } from '../../control-plane/discovery/route-table.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 
 let pg: TestPostgres;
@@ -37,4 +37,17 @@ it('existing images become revision 1 of their app and keep serving', async () =
   // the ready app routes exactly as before: one route, its hostname, no trafficWeight
   const routes = await buildRoutes(db, '127.0.0.1');
   expect(routes.map((r) => ({ id: r.id, hosts: r.hosts, trafficWeight: r.trafficWeight }))).toEqual([{ id: expect.stringMatching(/^img-\d+$/), hosts: ['a.example.com'], trafficWeight: undefined }]);
+});
+
+it('a host claimed twice (a row the upload would refuse) never invalidates everyone\'s table', async () => {
+  const { rows: [u] } = await db.query(`INSERT INTO users (email, password_hash) VALUES ('evil@example.com', 'x') RETURNING id`);
+  const { rows: [a] } = await db.query(`SELECT id FROM images WHERE app_hostname = 'a.example.com'`);
+  await db.query(`UPDATE apps SET traffic = $1::jsonb WHERE app_hostname = 'a.example.com'`, [JSON.stringify([{ image_id: Number(a.id), percent: 100, tag: 'canary' }])]);
+  await db.query(`INSERT INTO apps (app_hostname, user_id, last_revision) VALUES ('canary---a.example.com', $1, 1)`, [u.id]);
+  await db.query(
+    `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances, routable_at)
+     VALUES ($1, 'e', 'latest', 'canary---a.example.com', 1, 'ready', 'z:1', 1, 1, now())`, [u.id]);
+  const routes = await buildRoutes(db, '127.0.0.1');
+  const table = makeTable(1, routes);
+  expect(table.routes.flatMap((r) => r.hosts).sort()).toEqual(['a.example.com', 'canary---a.example.com']);
 });

@@ -1,5 +1,6 @@
 /** The traffic model (control-plane/apps/traffic.ts): resolution of `latest`, deploys, validation. */
 import { describe, expect, it } from 'vitest';
+import { checkAppHostname } from '../../control-plane/images/fields.js';
 import { checkTraffic, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
 
 const rev = (id: number, revision: number, status: RevisionState['status'] = 'ready', routable = true): RevisionState => ({ id, revision, status, routable });
@@ -69,4 +70,9 @@ describe('checkTraffic', () => {
     expect(checkTraffic([{ image_id: 1, percent: 90 }, { latest: true, percent: 10, tag: 'edge' }], 'shop.example.com', revs))
       .toEqual([{ image_id: 1, percent: 90 }, { latest: true, percent: 10, tag: 'edge' }]);
   });
+});
+
+it('an app hostname may not look like another app\'s tag URL', () => {
+  expect(() => checkAppHostname('canary---shop.example.com')).toThrow(/reserved for revision tag URLs/);
+  expect(() => checkAppHostname('my-shop.example.com')).not.toThrow();
 });
