@@ -28,6 +28,7 @@ import logRoutes from './logs/routes.js';
 import infoRoutes from './http/info.js';
 import appsPlugin from './apps/plugin.js';
 import meteringPlugin from './metering/plugin.js';
+import workloadsPlugin from './workloads/plugin.js';
 import billingPlugin from './billing/plugin.js';
 
 export type { ControlPlaneOptions } from './config.js';
@@ -118,6 +119,7 @@ export async function startControlPlane(
   await app.register(infoRoutes); // GET /api/info: the proxy's public URL for clients
   await app.register(appsPlugin); // apps: revisions and traffic splitting
   await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
+  await app.register(workloadsPlugin); // the workload generator: /api/workloads, /workload/*
   await app.register(billingPlugin); // usage records' stats sampling, /api/billing, invoices
   for (const p of opts.plugins ?? []) await app.register(p);
 

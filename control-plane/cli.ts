@@ -35,6 +35,7 @@ const SPECS: OptionSpec[] = [
   { name: 'max-upload-bytes', env: 'BERTH_MAX_UPLOAD_BYTES', default: String(200 * 1024 * 1024), help: 'largest accepted source upload' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'token proxies present on /v1/routes/watch (unset: generated into DATA_DIR/proxy-token)' },
   { name: 'publish-host', env: 'BERTH_PUBLISH_HOST', default: '127.0.0.1', help: 'host address container ports are published on' },
+  { name: 'proxy-url', env: 'BERTH_PROXY_URL', default: 'http://127.0.0.1:8080', help: 'the berth proxy workloads (/api/workloads) send their load through' },
   ...TENANT_SPECS,
 ];
 
@@ -79,6 +80,7 @@ export async function run(argv: string[]): Promise<void> {
     maxUploadBytes: int('max-upload-bytes'),
     proxyToken: o['proxy-token'],
     publishHost: o['publish-host'],
+    workloads: { proxyUrl: o['proxy-url'] },
     ...tenantOptions(o),
   });
   process.stdout.write(`berth control plane listening on ${cp.url}\n`);

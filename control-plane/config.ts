@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
+import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
 export interface ControlPlaneOptions {
@@ -83,6 +84,8 @@ export interface ControlPlaneOptions {
   buildNetwork?: string;
   /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
   autoscale?: Partial<AutoscaleConfig>;
+  /** The workload generator: the proxy it sends through (BERTH_PROXY_URL) and limits (BERTH_WORKLOAD_*) */
+  workloads?: Partial<WorkloadConfig>;
 }
 
 export interface AutoscaleConfig {
@@ -165,6 +168,7 @@ export interface ResolvedConfig {
   appNetwork: string;
   buildNetwork: string;
   autoscale: AutoscaleConfig;
+  workloads: WorkloadConfig;
 }
 
 export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
@@ -230,6 +234,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
     buildNetwork: networkName(o.buildNetwork ?? 'berth-builds', 'build network'),
     autoscale: autoscaleConfig(o.autoscale),
+    workloads: workloadConfig(o.workloads),
   };
 }
 

@@ -59,6 +59,7 @@ export async function up(o: {
     throw e;
   }
   const shown = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h.includes(':') ? `[${h}]` : h);
+  cp.config.workloads.proxyUrl = `http://${shown(px.host)}:${proxy.port}`; // workloads (/api/workloads) send their load through this proxy
   cp.app.publicInfo.proxyUrl ??= `http://${shown(px.host)}:${proxy.port}`; // clients print app URLs from it (GET /api/info)
   return {
     cp, proxy,

@@ -85,8 +85,8 @@ class Slot implements ConnectionOwner, UpstreamHandler {
   sentAt = 0;
   status = 0;
   busy = false;
-  // UpstreamHandler constants
-  readonly upstreamHead: string;
+  // UpstreamHandler (the head changes when several hosts take turns)
+  upstreamHead: string;
   readonly headRequest: boolean;
   readonly hasBody: boolean;
   readonly headersTimeoutMs: number;
@@ -104,7 +104,8 @@ class Slot implements ConnectionOwner, UpstreamHandler {
     this.conn = new UpstreamConnection(this);
   }
 
-  send(intended: number, now: number): void {
+  send(intended: number, now: number, head: string): void {
+    this.upstreamHead = head;
     this.intended = intended;
     this.sentAt = now;
     this.status = 0;
@@ -167,7 +168,7 @@ export class WorkloadRun {
   private pendingHead = 0;
   private nextAt = 0;
   private t0 = 0;
-  private startWall = 0;
+  private startWall = Date.now();
   private scheduleDone = false;
   private stopped = false;
   private finished = false;
@@ -297,7 +298,8 @@ export class WorkloadRun {
       this.late++;
       this.secLate++;
     }
-    s.send(intended, now);
+    const heads = this.req.heads;
+    s.send(intended, now, heads.length === 1 ? heads[0] : heads[this.sent % heads.length]);
   }
 
   private drop(): void {
@@ -491,6 +493,16 @@ export class WorkloadRun {
     this.inFlight -= lost;
     // the last (partial) second, when anything happened in it
     if (this.secDone + this.secSent + this.secErrors + this.secDropped > 0 || this.series.length === 0) this.closeSecond();
+    const m = this.metrics(end);
+    this.resolveDone?.(m);
+  }
+
+  /** The metrics so far (while running: the series up to the last whole second). */
+  snapshot(): WorkloadMetrics {
+    return this.metrics(this.warming ? 0 : this.now());
+  }
+
+  private metrics(end: number): WorkloadMetrics {
     const durationS = Math.max(end / 1000, 0.001);
     const total = this.sent + this.dropped;
     const completedCount = this.ok + this.failedCount - this.dropped;
@@ -498,9 +510,9 @@ export class WorkloadRun {
     for (const [k, v] of [...this.statuses].sort((a, b) => a[0] - b[0])) statuses[String(k)] = v;
     const errors: Record<string, number> = {};
     for (const [k, v] of this.errorKinds) errors[k] = v;
-    const runS = this.stopped ? durationS : Math.max(durationS, this.o.duration_seconds);
+    const runS = this.stopped || !this.finished ? durationS : Math.max(durationS, this.o.duration_seconds);
     const lat = latencySummary(this.hist);
-    const m: WorkloadMetrics = {
+    return {
       total_requests: total,
       successful_requests: this.ok,
       failed_requests: this.failedCount,
@@ -532,7 +544,6 @@ export class WorkloadRun {
       late_threshold_ms: this.lateMs,
       stopped: this.stopped,
     };
-    this.resolveDone?.(m);
   }
 
   private scheduledTarget(): number {

@@ -8,6 +8,8 @@ export interface RequestSpec {
   url: string;
   /** Host header (default: the URL's host) — an app's hostname when sending through the berth proxy */
   host?: string;
+  /** several Host headers, used in turn request by request (overrides `host`) */
+  hosts?: string[];
   method?: string;
   /** request target, starting with "/" (default: the URL's path and query) */
   path?: string;
@@ -19,6 +21,8 @@ export interface PreparedRequest {
   hostname: string;
   port: number;
   head: string;
+  /** one head per host of `hosts` (just `head` otherwise), used in turn */
+  heads: string[];
   body: Buffer | null;
   method: string;
   path: string;
@@ -53,9 +57,10 @@ export function prepareRequest(spec: RequestSpec): PreparedRequest {
   if (method === 'CONNECT') throw new RequestSpecError('CONNECT is not supported');
   const path = spec.path ?? `${u.pathname}${u.search}`;
   if (!PATH.test(path) || path.length > 8192) throw new RequestSpecError(`path "${path.slice(0, 100)}" must start with "/" and contain no spaces or control characters`);
-  const hostHeader = spec.host ?? u.host;
-  if (!HOSTNAME.test(hostHeader) || hostHeader.length > 255) throw new RequestSpecError(`host "${hostHeader.slice(0, 100)}" is not a hostname`);
-  const lines = [`${method} ${path} HTTP/1.1`, `host: ${hostHeader}`];
+  const hostList = spec.hosts && spec.hosts.length ? spec.hosts : [spec.host ?? u.host];
+  for (const h of hostList) if (typeof h !== 'string' || !HOSTNAME.test(h) || h.length > 255) throw new RequestSpecError(`host "${String(h).slice(0, 100)}" is not a hostname`);
+  const hostHeader = hostList[0];
+  const lines = [`${method} ${path} HTTP/1.1`, 'host: \0'];
   const headers = Object.entries(spec.headers ?? {});
   if (headers.length > MAX_HEADERS) throw new RequestSpecError(`at most ${MAX_HEADERS} headers`);
   let userAgent = false;
@@ -74,5 +79,7 @@ export function prepareRequest(spec: RequestSpec): PreparedRequest {
     if (body.length > MAX_BODY_BYTES) throw new RequestSpecError(`the body is ${body.length} bytes; at most ${MAX_BODY_BYTES}`);
   }
   if (body !== null || method === 'POST' || method === 'PUT' || method === 'PATCH') lines.push(`content-length: ${body?.length ?? 0}`);
-  return { hostname, port, head: lines.join('\r\n') + '\r\n\r\n', body: body !== null && body.length > 0 ? body : null, method, path, hostHeader };
+  const template = lines.join('\r\n') + '\r\n\r\n';
+  const heads = hostList.map((h) => template.replace('host: \0', `host: ${h}`));
+  return { hostname, port, head: heads[0], heads, body: body !== null && body.length > 0 ? body : null, method, path, hostHeader };
 }

@@ -10,6 +10,7 @@ import { sql as m004 } from './004_min_instances_provisioned.js';
 import { sql as m005 } from './005_revoked_sessions.js';
 import { sql as m006 } from './006_scaling_settings.js';
 import { sql as m007 } from './007_revisions.js';
+import { sql as m008 } from './008_workloads.js';
 import { sql as m009 } from './009_metering.js';
 
 export interface Migration {
@@ -26,5 +27,6 @@ export const migrations: Migration[] = [
   { version: 5, name: '005_revoked_sessions', sql: m005 },
   { version: 6, name: '006_scaling_settings', sql: m006 },
   { version: 7, name: '007_revisions', sql: m007 },
+  { version: 8, name: '008_workloads', sql: m008 },
   { version: 9, name: '009_metering', sql: m009 },
 ];

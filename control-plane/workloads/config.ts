@@ -1,0 +1,47 @@
+import { UsageError } from '../../shared/cli/args.js';
+
+/** The workload generator's settings (`ControlPlaneOptions.workloads`, env BERTH_WORKLOAD_*). */
+export interface WorkloadConfig {
+  /** the berth proxy runs send their load through (`berth up` sets it to its own proxy) */
+  proxyUrl: string;
+  /** runs one user may have running at once (429 past it) */
+  maxRunningPerUser: number;
+  /** runs running at once on this control plane, all users (429 past it) */
+  maxRunningTotal: number;
+  /** highest target rate a run may reach (400 past it; the API's own bound is 50,000) */
+  maxRps: number;
+  /** longest run (400 past it; the API's own bound is 3,600 s) */
+  maxDurationSeconds: number;
+}
+
+function envInt(name: string, dflt: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name}="${raw}" must be a whole number between ${min} and ${max}`);
+  return n;
+}
+
+function given(v: number | undefined, what: string, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`workloads.${what} (${v}) must be a whole number between ${min} and ${max}`);
+  return v;
+}
+
+export function workloadConfig(o: Partial<WorkloadConfig> | undefined): WorkloadConfig {
+  const proxyUrl = o?.proxyUrl || process.env.BERTH_PROXY_URL || 'http://127.0.0.1:8080';
+  let u: URL;
+  try {
+    u = new URL(proxyUrl);
+  } catch {
+    throw new UsageError(`proxy URL "${proxyUrl}" is not a URL (expected http://host:port)`);
+  }
+  if (u.protocol !== 'http:') throw new UsageError(`proxy URL "${proxyUrl}" must be http://`);
+  return {
+    proxyUrl: `${u.protocol}//${u.host}`,
+    maxRunningPerUser: given(o?.maxRunningPerUser, 'maxRunningPerUser', 1, 100) ?? envInt('BERTH_WORKLOAD_MAX_RUNNING', 1, 1, 100),
+    maxRunningTotal: given(o?.maxRunningTotal, 'maxRunningTotal', 1, 100) ?? envInt('BERTH_WORKLOAD_MAX_RUNNING_TOTAL', 4, 1, 100),
+    maxRps: given(o?.maxRps, 'maxRps', 1, 50_000) ?? envInt('BERTH_WORKLOAD_MAX_RPS', 10_000, 1, 50_000),
+    maxDurationSeconds: given(o?.maxDurationSeconds, 'maxDurationSeconds', 1, 3600) ?? envInt('BERTH_WORKLOAD_MAX_DURATION_S', 3600, 1, 3600),
+  };
+}

@@ -1,0 +1,269 @@
+/**
+ * The workload generator's API: `POST /api/workloads` starts an open-model run against the caller's
+ * own apps through the berth proxy (config.workloads.proxyUrl), in a worker thread (runner.ts);
+ * runs and their metrics are stored in `workloads` (every few seconds while running, final at the
+ * end) and survive restarts (a run cut off by one ends `failed` with the reason). Also the original
+ * platform's `/workload/*` paths (compat.ts).
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { WorkloadOptions } from '../../bench/workload/engine.js';
+import { checkPattern, peakRate } from '../../bench/workload/patterns.js';
+import { renderReport } from '../../bench/workload/report.js';
+import { RequestSpecError, prepareRequest } from '../../bench/workload/request.js';
+import { normalizeHost } from '../../shared/hostname.js';
+import { withTransaction } from '../db/pool.js';
+import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
+import { idParams } from '../http/schemas.js';
+import { startSse } from '../http/sse.js';
+import { compatRoutes } from './compat.js';
+import { startBody, type StartBody } from './schema.js';
+import {
+  countRunning, failInterrupted, finishWorkload, getWorkload, insertWorkload, listWorkloads, ownedHostnames, saveMetrics,
+  type WorkloadConfigRow, type WorkloadRow,
+} from './repo.js';
+import { WorkloadRunner, type LiveEvent } from './runner.js';
+
+/** A run as the API shows it. */
+export function publicWorkload(r: WorkloadRow, live?: ReturnType<WorkloadRunner['metrics']>) {
+  return {
+    id: r.id,
+    status: r.status,
+    status_reason: r.status_reason,
+    config: r.config,
+    metrics: live ?? r.metrics,
+    created_at: new Date(r.created_at).toISOString(),
+    finished_at: r.finished_at ? new Date(r.finished_at).toISOString() : null,
+  };
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    workloads: WorkloadService;
+  }
+}
+
+/** What the routes (and the compat paths) share. */
+export interface WorkloadService {
+  runner: WorkloadRunner;
+  start(userId: number, body: StartBody): Promise<WorkloadRow>;
+  get(userId: number, id: number): Promise<WorkloadRow>;
+  view(r: WorkloadRow): ReturnType<typeof publicWorkload>;
+  stop(userId: number, id: number): Promise<WorkloadRow>;
+}
+
+export default async function workloadsPlugin(app: FastifyInstance): Promise<void> {
+  const cfg = app.config.workloads;
+  const log = app.log.child({ module: 'workloads' });
+  let checkpointing = new Set<number>();
+  const runner = new WorkloadRunner({
+    onCheckpoint(id, metrics) {
+      if (checkpointing.has(id)) return;
+      checkpointing.add(id);
+      saveMetrics(app.db, id, metrics).catch((e) => log.warn({ err: (e as Error).message, id }, 'could not store the metrics of a running workload'))
+        .finally(() => checkpointing.delete(id));
+    },
+    async onEnd(id, end) {
+      try {
+        await finishWorkload(app.db, id, end.status, end.reason, end.metrics);
+        log.info({ id, status: end.status, reason: end.reason, requests: end.metrics?.total_requests }, 'workload ended');
+      } catch (e) {
+        log.error({ err: (e as Error).message, id }, 'could not store the end of a workload (it will be marked failed at the next start)');
+      }
+    },
+  });
+
+  const interrupted = await failInterrupted(app.db);
+  if (interrupted) log.warn({ count: interrupted }, 'workloads interrupted by a restart marked failed');
+
+  const followers = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const f of [...followers]) f();
+    await runner.stopAll('the control plane shut down during the run');
+    checkpointing = new Set();
+  });
+
+  const service: WorkloadService = {
+    runner,
+    async start(userId, b) {
+      const hosts = [...new Set([...(b.app_hostname !== undefined ? [b.app_hostname] : []), ...(b.app_hostnames ?? [])].map((h) => normalizeHost(h)))];
+      if (hosts.length === 0) throw badRequest('body.app_hostname (or app_hostnames) is required: the app to send load to');
+      if (hosts.some((h) => h === '')) throw badRequest('an app hostname is empty or not a hostname');
+      if (b.rps === undefined) throw badRequest('body.rps is required');
+      if (b.duration_seconds === undefined) throw badRequest('body.duration_seconds is required');
+      const config: WorkloadConfigRow = {
+        app_hostnames: hosts, pattern: b.pattern, rps: b.rps, duration_seconds: b.duration_seconds,
+        ...(b.ramp_to_rps !== undefined ? { ramp_to_rps: b.ramp_to_rps } : {}),
+        ...(b.stages !== undefined ? { stages: b.stages } : {}),
+        path: b.path, method: b.method.toUpperCase(),
+        ...(b.headers !== undefined ? { headers: b.headers } : {}),
+        ...(b.body !== undefined ? { body: b.body } : {}),
+        ...(b.connections !== undefined ? { connections: b.connections } : {}),
+        timeout_ms: b.timeout_ms,
+      };
+      const bad = checkPattern(config as WorkloadOptions);
+      if (bad) throw badRequest(bad);
+      const peak = peakRate(config as WorkloadOptions);
+      if (peak > cfg.maxRps) throw new ApiError(400, 'workload_limit', `this workload peaks at ${peak} req/s; the most allowed is ${cfg.maxRps} req/s (BERTH_WORKLOAD_MAX_RPS)`);
+      if (config.duration_seconds > cfg.maxDurationSeconds) throw new ApiError(400, 'workload_limit', `duration_seconds ${config.duration_seconds} is longer than allowed (${cfg.maxDurationSeconds} s, BERTH_WORKLOAD_MAX_DURATION_S)`);
+      const options: WorkloadOptions = {
+        url: cfg.proxyUrl, hosts, method: config.method, path: config.path, headers: config.headers, body: config.body,
+        pattern: b.pattern, rps: config.rps, duration_seconds: config.duration_seconds, ramp_to_rps: config.ramp_to_rps,
+        stages: config.stages, connections: config.connections, timeout_ms: config.timeout_ms, app_hostnames: hosts,
+      };
+      try {
+        prepareRequest(options);
+      } catch (e) {
+        if (e instanceof RequestSpecError) throw badRequest(e.message);
+        throw e;
+      }
+      const row = await withTransaction(app.db, async (c) => {
+        // one user's starts are serialised by the lock on their row: the running count is exact
+        await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [userId]);
+        const owned = await ownedHostnames(c, userId, hosts);
+        const missing = hosts.find((h) => !owned.has(h));
+        if (missing !== undefined) throw notFound(`app ${missing}`);
+        const running = await countRunning(c, userId);
+        if (running >= cfg.maxRunningPerUser) {
+          throw new ApiError(429, 'too_many_workloads', `you have ${running} workload(s) running, the most allowed at once (${cfg.maxRunningPerUser}); stop one or wait for it to finish`, { 'retry-after': '5' });
+        }
+        if (runner.size >= cfg.maxRunningTotal) {
+          throw new ApiError(429, 'too_many_workloads', `${runner.size} workloads are running on this control plane, the most allowed at once (${cfg.maxRunningTotal}); try again later`, { 'retry-after': '10' });
+        }
+        return insertWorkload(c, userId, config);
+      });
+      try {
+        runner.start(row.id, userId, options);
+      } catch (e) {
+        await finishWorkload(app.db, row.id, 'failed', (e as Error).message, null);
+        throw e;
+      }
+      log.info({ id: row.id, userId, hosts, pattern: config.pattern, rps: config.rps, duration: config.duration_seconds }, 'workload started');
+      return row;
+    },
+    async get(userId, id) {
+      const r = await getWorkload(app.db, userId, id);
+      if (!r) throw notFound('workload');
+      return r;
+    },
+    view(r) {
+      const live = r.status === 'running' ? runner.get(r.id) : undefined;
+      return publicWorkload(r, live ? runner.metrics(live) ?? undefined : undefined);
+    },
+    async stop(userId, id) {
+      const r = await service.get(userId, id);
+      const live = runner.get(id);
+      if (r.status !== 'running' || !live) throw conflict(`workload ${id} is not running (${r.status})`, 'not_running');
+      await runner.stop(live);
+      return service.get(userId, id);
+    },
+  };
+  app.decorate('workloads', service);
+
+  const auth = { preHandler: app.authenticate };
+  type IdReq = { Params: { id: number } };
+
+  app.post<{ Body: StartBody }>('/api/workloads', {
+    ...auth,
+    schema: { summary: 'Start a workload: open-model load on your own apps through the berth proxy', tags: ['workloads'], body: startBody } as Record<string, unknown>,
+  }, async (req, reply) => {
+    const row = await service.start(req.user!.id, req.body);
+    return reply.code(201).send({ id: row.id, status: 'running', config: row.config });
+  });
+
+  app.get<{ Querystring: { limit: number } }>('/api/workloads', {
+    ...auth,
+    schema: {
+      summary: 'List your workload runs, newest first (metrics without the series)', tags: ['workloads'],
+      querystring: { type: 'object', additionalProperties: false, properties: { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } } },
+    } as Record<string, unknown>,
+  }, async (req) => {
+    const rows = await listWorkloads(app.db, req.user!.id, req.query.limit ?? 100);
+    return {
+      workloads: rows.map((r) => {
+        const v = service.view(r);
+        if (v.metrics) v.metrics = { ...v.metrics, series: undefined as never, latency_distribution: undefined as never };
+        return v;
+      }),
+    };
+  });
+
+  app.get<IdReq>('/api/workloads/:id', {
+    ...auth,
+    schema: { summary: 'One workload run: status, config and metrics (live while running)', tags: ['workloads'], params: idParams() } as Record<string, unknown>,
+  }, async (req) => service.view(await service.get(req.user!.id, req.params.id)));
+
+  app.post<IdReq>('/api/workloads/:id/stop', {
+    ...auth,
+    schema: { summary: 'Stop a running workload (409 when it is not running)', tags: ['workloads'], params: idParams() } as Record<string, unknown>,
+  }, async (req) => service.view(await service.stop(req.user!.id, req.params.id)));
+
+  app.get<IdReq>('/api/workloads/:id/live', {
+    ...auth,
+    schema: { summary: 'Server-sent events: one progress event per second while the workload runs, then end', tags: ['workloads'], params: idParams() } as Record<string, unknown>,
+  }, async (req, reply) => {
+    const r = await service.get(req.user!.id, req.params.id);
+    followLive(req, reply, r, runner.get(r.id), followers);
+  });
+
+  app.get<IdReq>('/api/workloads/:id/report', {
+    ...auth,
+    schema: { summary: 'The workload report: one self-contained HTML page (charts as inline SVG)', tags: ['workloads'], params: idParams() } as Record<string, unknown>,
+  }, async (req, reply) => {
+    const v = service.view(await service.get(req.user!.id, req.params.id));
+    if (!v.metrics) throw conflict('this workload has no metrics yet; try again in a second', 'no_metrics');
+    const html = renderReport({ title: `berth workload #${v.id}: ${v.config.app_hostnames.join(', ')}`, config: v.config as unknown as Record<string, unknown>, metrics: v.metrics, status: v.status, status_reason: v.status_reason });
+    return reply.type('text/html; charset=utf-8')
+      .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+      .header('x-content-type-options', 'nosniff')
+      .send(html);
+  });
+
+  app.get<IdReq>('/api/workloads/:id/report.json', {
+    ...auth,
+    schema: { summary: 'The workload report as JSON: config and metrics with the per-second series', tags: ['workloads'], params: idParams() } as Record<string, unknown>,
+  }, async (req) => {
+    const v = service.view(await service.get(req.user!.id, req.params.id));
+    return { id: v.id, status: v.status, status_reason: v.status_reason, config: v.config, metrics: v.metrics };
+  });
+
+  await compatRoutes(app, service);
+}
+
+/** SSE: `event: progress` once per second while the run goes, then `event: end {status}`. */
+function followLive(req: FastifyRequest, reply: FastifyReply, r: WorkloadRow, live: ReturnType<WorkloadRunner['get']>, followers: Set<() => void>): void {
+  const res = startSse(req, reply);
+  const send = (event: string, data: unknown) => { if (!res.destroyed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
+  if (!live) {
+    send('end', { status: r.status, reason: r.status_reason });
+    res.end();
+    return;
+  }
+  let closed = false;
+  const heartbeat = setInterval(() => { if (!res.destroyed) res.write(': keep-alive\n\n'); }, 15_000);
+  const cleanup = () => {
+    closed = true;
+    clearInterval(heartbeat);
+    live.listeners.delete(listener);
+    followers.delete(shutdown);
+  };
+  const listener = (e: LiveEvent) => {
+    if (closed) return;
+    if (e.type === 'progress') {
+      send('progress', { id: r.id, ...e.progress, metrics: e.metrics });
+    } else {
+      cleanup();
+      send('end', { status: e.status, reason: e.reason });
+      res.end();
+    }
+  };
+  const shutdown = () => {
+    if (closed) return;
+    cleanup();
+    if (!res.destroyed) res.end(': control plane shutting down\n\n');
+  };
+  live.listeners.add(listener);
+  followers.add(shutdown);
+  req.raw.on('close', cleanup);
+  res.on('close', cleanup);
+  send('start', { id: r.id, status: 'running', config: r.config });
+}

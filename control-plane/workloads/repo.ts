@@ -1,0 +1,95 @@
+/** Rows of `workloads` (migration 008) and the queries the API needs. */
+import type { WorkloadMetrics } from '../../bench/workload/metrics.js';
+import type { Queryable } from '../db/pool.js';
+
+export type WorkloadStatus = 'running' | 'completed' | 'stopped' | 'failed';
+
+/** The config of a run as accepted by the API (validated, hostnames normalised). */
+export interface WorkloadConfigRow {
+  app_hostnames: string[];
+  pattern: string;
+  rps: number;
+  duration_seconds: number;
+  ramp_to_rps?: number;
+  stages?: { duration_seconds: number; rps: number }[];
+  path: string;
+  method: string;
+  headers?: Record<string, string>;
+  body?: string;
+  connections?: number;
+  timeout_ms: number;
+}
+
+export interface WorkloadRow {
+  id: number;
+  user_id: number;
+  status: WorkloadStatus;
+  status_reason: string | null;
+  config: WorkloadConfigRow;
+  metrics: WorkloadMetrics | null;
+  created_at: Date;
+  finished_at: Date | null;
+  updated_at: Date;
+}
+
+const row = (r: WorkloadRow): WorkloadRow => ({ ...r, id: Number(r.id), user_id: Number(r.user_id) });
+
+export async function insertWorkload(q: Queryable, userId: number, config: WorkloadConfigRow): Promise<WorkloadRow> {
+  const { rows } = await q.query<WorkloadRow>(
+    `INSERT INTO workloads (user_id, status, config) VALUES ($1, 'running', $2) RETURNING *`, [userId, JSON.stringify(config)]);
+  return row(rows[0]);
+}
+
+export async function countRunning(q: Queryable, userId: number): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM workloads WHERE user_id = $1 AND status = 'running'`, [userId]);
+  return rows[0].n;
+}
+
+export async function getWorkload(q: Queryable, userId: number, id: number): Promise<WorkloadRow | null> {
+  const { rows } = await q.query<WorkloadRow>('SELECT * FROM workloads WHERE id = $1 AND user_id = $2', [id, userId]);
+  return rows[0] ? row(rows[0]) : null;
+}
+
+/** The user's runs, newest first (metrics without the per-second series). */
+export async function listWorkloads(q: Queryable, userId: number, limit: number): Promise<WorkloadRow[]> {
+  const { rows } = await q.query<WorkloadRow>(
+    `SELECT id, user_id, status, status_reason, config, metrics - 'series' - 'latency_distribution' AS metrics, created_at, finished_at, updated_at
+       FROM workloads WHERE user_id = $1 ORDER BY id DESC LIMIT $2`, [userId, limit]);
+  return rows.map(row);
+}
+
+export async function saveMetrics(q: Queryable, id: number, metrics: WorkloadMetrics): Promise<void> {
+  await q.query(`UPDATE workloads SET metrics = $2, updated_at = now() WHERE id = $1 AND status = 'running'`, [id, JSON.stringify(metrics)]);
+}
+
+export async function finishWorkload(q: Queryable, id: number, status: WorkloadStatus, reason: string | null, metrics: WorkloadMetrics | null): Promise<void> {
+  await q.query(
+    `UPDATE workloads SET status = $2, status_reason = $3, metrics = COALESCE($4, metrics), finished_at = now(), updated_at = now()
+      WHERE id = $1 AND status = 'running'`, [id, status, reason, metrics === null ? null : JSON.stringify(metrics)]);
+}
+
+/** At start: runs left `running` by a control plane that stopped are over. */
+export async function failInterrupted(q: Queryable): Promise<number> {
+  const { rowCount } = await q.query(
+    `UPDATE workloads SET status = 'failed', status_reason = 'interrupted by a control plane restart', finished_at = now(), updated_at = now()
+      WHERE status = 'running'`);
+  return rowCount ?? 0;
+}
+
+/**
+ * Which of `hosts` this user may load: their apps (the `apps` table owns hostnames), and the tag
+ * hostnames of their revisions (`{tag}---{app_hostname}`).
+ */
+export async function ownedHostnames(q: Queryable, userId: number, hosts: string[]): Promise<Set<string>> {
+  const base = (h: string) => (h.includes('---') ? h.slice(h.indexOf('---') + 3) : h);
+  const { rows } = await q.query<{ app_hostname: string }>(
+    'SELECT app_hostname FROM apps WHERE user_id = $1 AND app_hostname = ANY($2::text[])', [userId, [...new Set(hosts.map(base))]]);
+  const apps = new Set(rows.map((r) => r.app_hostname));
+  return new Set(hosts.filter((h) => apps.has(base(h))));
+}
+
+/** Every app hostname of this user. */
+export async function userHostnames(q: Queryable, userId: number): Promise<string[]> {
+  const { rows } = await q.query<{ app_hostname: string }>('SELECT app_hostname FROM apps WHERE user_id = $1 ORDER BY app_hostname', [userId]);
+  return rows.map((r) => r.app_hostname);
+}

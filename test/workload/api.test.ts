@@ -1,0 +1,269 @@
+/**
+ * `/api/workloads` and the original platform's `/workload/*` paths on a real control plane (embedded
+ * Postgres). The "proxy" the runs send through is a loopback server that records the Host of every
+ * request, so the tests see exactly what a berth proxy would be asked for.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane } from '../../control-plane/app.js';
+import { Api } from '../helpers/api.js';
+import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let t: TestControlPlane;
+let proxy: Server;
+let proxyUrl: string;
+const seen: string[] = [];
+let a: Api;
+let b: Api;
+let anon: Api;
+
+async function userId(api: Api): Promise<number> {
+  const r = await api.get('/api/auth/me');
+  return Number(r.body.user.id);
+}
+
+async function waitDone(api: Api, id: number, timeoutMs = 20_000): Promise<any> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await api.get(`/api/workloads/${id}`);
+    if (r.status !== 200) throw new Error(`GET workload ${id}: ${r.status} ${r.text}`);
+    if (r.body.status !== 'running') return r.body;
+    if (Date.now() > end) throw new Error(`workload ${id} still running after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 200));
+  }
+}
+
+beforeAll(async () => {
+  proxy = createServer((req, res) => { seen.push(req.headers.host ?? ''); res.end('ok'); });
+  proxy.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  t = await startTestControlPlane({ workloads: { proxyUrl, maxRps: 2000, maxDurationSeconds: 120, maxRunningPerUser: 1 } });
+  anon = new Api(t.cp.url);
+  a = await anon.signup('wl-a@example.com');
+  b = await anon.signup('wl-b@example.com');
+  await insertReadyImage(t.cp, await userId(a), 'shop.localhost');
+  await insertReadyImage(t.cp, await userId(a), 'api.localhost');
+  await insertReadyImage(t.cp, await userId(b), 'other.localhost');
+});
+
+afterAll(async () => {
+  await t?.close();
+  proxy?.closeAllConnections();
+  await new Promise((r) => proxy?.close(r));
+});
+
+describe('/api/workloads', () => {
+  it('runs 200 req/s for 3 s on an own app through the proxy: live metrics, SSE, final metrics, reports', async () => {
+    const before = seen.length;
+    const r = await a.post('/api/workloads', { app_hostname: 'Shop.Localhost', rps: 200, duration_seconds: 3 });
+    expect(r.status, r.text).toBe(201);
+    expect(r.body).toMatchObject({ status: 'running', config: { app_hostnames: ['shop.localhost'], pattern: 'constant', rps: 200, duration_seconds: 3, path: '/', method: 'GET', timeout_ms: 10_000 } });
+    const id = r.body.id;
+
+    // live: SSE progress once per second, then end
+    const events: { event: string; data: any }[] = [];
+    const res = await fetch(`${t.cp.url}/api/workloads/${id}/live`, { headers: { authorization: `Bearer ${a.token}` } });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const text = await res.text();
+    for (const block of text.split('\n\n')) {
+      const ev = /^event: (.+)$/m.exec(block)?.[1];
+      const data = /^data: (.+)$/m.exec(block)?.[1];
+      if (ev && data) events.push({ event: ev, data: JSON.parse(data) });
+    }
+    const progress = events.filter((e) => e.event === 'progress');
+    expect(progress.length).toBeGreaterThanOrEqual(2);
+    expect(progress[0].data.point).toMatchObject({ t: expect.any(Number), target_rps: 200, achieved_rps: expect.any(Number) });
+    expect(events.at(-1)).toMatchObject({ event: 'end', data: { status: 'completed' } });
+
+    const done = await waitDone(a, id);
+    expect(done.status).toBe('completed');
+    const m = done.metrics;
+    for (const k of ['total_requests', 'successful_requests', 'failed_requests', 'error_rate', 'requests_per_second', 'target_rps', 'avg_latency_ms',
+      'min_latency_ms', 'max_latency_ms', 'p50_latency_ms', 'p90_latency_ms', 'p95_latency_ms', 'p99_latency_ms', 'p999_latency_ms',
+      'status_code_distribution', 'errors', 'late_requests', 'dropped_requests', 'start_time', 'end_time', 'duration_seconds', 'app_hostnames', 'series']) {
+      expect(m, k).toHaveProperty(k);
+    }
+    expect(Math.abs(m.total_requests - 600)).toBeLessThanOrEqual(18);
+    expect(m.successful_requests).toBe(m.total_requests);
+    expect(m.app_hostnames).toEqual(['shop.localhost']);
+    expect(m.series[0]).toMatchObject({ t: 0, target_rps: 200, achieved_rps: expect.any(Number), p50_ms: expect.any(Number), p99_ms: expect.any(Number), errors: 0 });
+    const hosts = seen.slice(before);
+    expect(hosts.length).toBe(m.total_requests);
+    expect(new Set(hosts)).toEqual(new Set(['shop.localhost']));
+
+    const json = await a.get(`/api/workloads/${id}/report.json`);
+    expect(json.status).toBe(200);
+    expect(json.body.metrics.series.length).toBe(m.series.length);
+    const html = await a.req('GET', `/api/workloads/${id}/report`);
+    expect(html.status).toBe(200);
+    expect(html.headers.get('content-type')).toMatch(/text\/html/);
+    expect(html.headers.get('content-security-policy')).toContain("default-src 'none'");
+    expect(html.text).toContain('data-chart="rate"');
+    expect(html.text).toContain('shop.localhost');
+
+    const list = await a.get('/api/workloads');
+    expect(list.body.workloads[0]).toMatchObject({ id, status: 'completed' });
+    expect(list.body.workloads[0].metrics.series).toBeUndefined();
+  });
+
+  it('several apps take turns; step stages are followed', async () => {
+    const before = seen.length;
+    const r = await a.post('/api/workloads', { app_hostnames: ['shop.localhost', 'api.localhost'], pattern: 'step', rps: 50, duration_seconds: 2,
+      stages: [{ duration_seconds: 1, rps: 50 }, { duration_seconds: 1, rps: 150 }], path: '/x?y=1', method: 'post', body: 'hi', headers: { 'x-test': '1' } });
+    expect(r.status, r.text).toBe(201);
+    const done = await waitDone(a, r.body.id);
+    expect(done.status).toBe('completed');
+    expect(Math.abs(done.metrics.total_requests - 200)).toBeLessThanOrEqual(6);
+    const hosts = seen.slice(before);
+    expect(hosts.filter((h) => h === 'shop.localhost').length).toBeGreaterThan(90);
+    expect(hosts.filter((h) => h === 'api.localhost').length).toBeGreaterThan(90);
+    expect(done.metrics.series.slice(0, 2).map((p: any) => p.target_rps)).toEqual([50, 150]);
+  });
+
+  it('stop: 200 with the run stopped and its metrics so far; again 409', async () => {
+    const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 100, duration_seconds: 60 });
+    expect(r.status).toBe(201);
+    await new Promise((res) => setTimeout(res, 1500));
+    const s = await a.post(`/api/workloads/${r.body.id}/stop`);
+    expect(s.status, s.text).toBe(200);
+    expect(s.body.status).toBe('stopped');
+    expect(s.body.metrics.total_requests).toBeGreaterThan(100);
+    expect(s.body.metrics.total_requests).toBeLessThan(400);
+    const again = await a.post(`/api/workloads/${r.body.id}/stop`);
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe('not_running');
+  });
+
+  it('limits: one running run per user (429), max rate and duration (400), with messages', async () => {
+    const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 20, duration_seconds: 30 });
+    expect(r.status).toBe(201);
+    try {
+      const second = await a.post('/api/workloads', { app_hostname: 'api.localhost', rps: 20, duration_seconds: 5 });
+      expect(second.status).toBe(429);
+      expect(second.body.error).toMatchObject({ code: 'too_many_workloads', message: expect.stringMatching(/running/) });
+      expect(second.headers.get('retry-after')).toBeTruthy();
+      // another user is not affected by a's run
+      const other = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 10, duration_seconds: 1 });
+      expect(other.status, other.text).toBe(201);
+      await waitDone(b, other.body.id);
+    } finally {
+      await a.post(`/api/workloads/${r.body.id}/stop`);
+    }
+    const fast = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 5000, duration_seconds: 5 });
+    expect(fast.status).toBe(400);
+    expect(fast.body.error).toMatchObject({ code: 'workload_limit', message: expect.stringMatching(/2000 req\/s/) });
+    const spike = await a.post('/api/workloads', { app_hostname: 'shop.localhost', pattern: 'spike', rps: 1000, duration_seconds: 5 });
+    expect(spike.status).toBe(400);
+    expect(spike.body.error.message).toMatch(/peaks at 5000/);
+    const long = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 10, duration_seconds: 600 });
+    expect(long.status).toBe(400);
+    expect(long.body.error.message).toMatch(/120 s/);
+  });
+
+  it.each([
+    [{ rps: 10, duration_seconds: 1 }, /app_hostname/],
+    [{ app_hostname: 'shop.localhost', duration_seconds: 1 }, /rps is required/],
+    [{ app_hostname: 'shop.localhost', rps: 10 }, /duration_seconds is required/],
+    [{ app_hostname: 'shop.localhost', rps: 0, duration_seconds: 1 }, /rps/],
+    [{ app_hostname: 'shop.localhost', rps: 60_000, duration_seconds: 1 }, /rps/],
+    [{ app_hostname: 'shop.localhost', rps: 'lots', duration_seconds: 1 }, /rps/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1e400 }, /./],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 4000 }, /duration_seconds/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, pattern: 'sawtooth' }, /pattern/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, pattern: 'ramp' }, /ramp_to_rps/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, stages: [{ duration_seconds: 1, rps: 5 }] }, /only used by the step/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, headers: { 'x-a': 'b\r\nx-evil: 1' } }, /control characters/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, headers: { host: 'evil.localhost' } }, /set by the load generator/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, path: 'no-slash' }, /path/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, method: 'GE T' }, /method/],
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, bogus: 1 }, /unknown field "bogus"/],
+    [{ app_hostname: '', rps: 10, duration_seconds: 1 }, /app_hostname/],
+  ])('bad input %j is 400 with a message', async (body, message) => {
+    const r = await a.post('/api/workloads', body);
+    expect(r.status, r.text).toBe(400);
+    expect(r.body.error.message).toMatch(message);
+  });
+
+  it('malformed JSON and a wrong content type are 4xx, not 500', async () => {
+    const r = await a.req('POST', '/api/workloads', { body: '{"app_hostname":', headers: { 'content-type': 'application/json' } });
+    expect(r.status).toBe(400);
+    const t2 = await a.req('POST', '/api/workloads', { body: 'x', headers: { 'content-type': 'text/plain' } });
+    expect([400, 415]).toContain(t2.status);
+    expect(t2.body.error.code).toBeTruthy();
+  });
+
+  it('isolation: another user\'s app or run is 404; unauthenticated is 401', async () => {
+    const r = await b.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1 });
+    expect(r.status).toBe(404);
+    expect(r.body.error.message).toMatch(/shop\.localhost/);
+    const unknown = await a.post('/api/workloads', { app_hostname: 'nobody.localhost', rps: 10, duration_seconds: 1 });
+    expect(unknown.status).toBe(404);
+    const mine = (await a.get('/api/workloads')).body.workloads[0].id;
+    for (const p of [`/api/workloads/${mine}`, `/api/workloads/${mine}/report`, `/api/workloads/${mine}/report.json`, `/api/workloads/${mine}/live`]) {
+      expect((await b.get(p)).status, p).toBe(404);
+    }
+    expect((await b.post(`/api/workloads/${mine}/stop`)).status).toBe(404);
+    expect((await b.get('/api/workloads')).body.workloads.every((w: any) => w.config.app_hostnames[0] === 'other.localhost')).toBe(true);
+    expect((await anon.get('/api/workloads')).status).toBe(401);
+    expect((await anon.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 1, duration_seconds: 1 })).status).toBe(401);
+    expect((await a.get('/api/workloads/abc')).status).toBe(400);
+    expect((await a.get('/api/workloads/99999999')).status).toBe(404);
+  });
+});
+
+describe('/workload/* (the original platform\'s paths)', () => {
+  it('available-services, start, status, metrics, list, stop', async () => {
+    const svc = await a.get('/workload/available-services');
+    expect(svc.status).toBe(200);
+    expect(svc.body.services.map((s: any) => s.app_hostname)).toEqual(['api.localhost', 'shop.localhost']);
+    const start = await a.post('/workload/start', { app_hostname: 'shop.localhost', requests_per_second: 50, duration: 30 });
+    expect(start.status, start.text).toBe(200);
+    const id = start.body.test_id;
+    expect(start.body.status).toBe('running');
+    await new Promise((res) => setTimeout(res, 1300));
+    const st = await a.get(`/workload/status/${id}`);
+    expect(st.body).toMatchObject({ test_id: id, status: 'running' });
+    expect(st.body.metrics.total_requests).toBeGreaterThan(0);
+    const list = await a.get('/workload/list');
+    expect(list.body.tests[0]).toMatchObject({ test_id: id, status: 'running', pattern: 'constant' });
+    const stop = await a.post(`/workload/stop/${id}`);
+    expect(stop.body).toMatchObject({ test_id: id, status: 'stopped' });
+    const m = await a.get(`/workload/metrics/${id}`);
+    expect(m.body.metrics.series.length).toBeGreaterThanOrEqual(1);
+    expect((await b.get(`/workload/status/${id}`)).status).toBe(404);
+    expect((await anon.get('/workload/list')).status).toBe(401);
+    expect((await b.post('/workload/start', { app_hostname: 'shop.localhost', requests_per_second: 5, duration: 1 })).status).toBe(404);
+  });
+});
+
+describe('persistence', () => {
+  it('a run cut off by a shutdown ends failed with the reason and its metrics so far; a run left running is failed at the next start', async () => {
+    const data = await tempDir();
+    const cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: t.cp.databaseUrl, quiet: true, workloads: { proxyUrl } });
+    try {
+      const api = await new Api(cp.url).signup('wl-c@example.com');
+      await insertReadyImage(cp, await userId(api), 'c.localhost');
+      const r = await api.post('/api/workloads', { app_hostname: 'c.localhost', rps: 50, duration_seconds: 60 });
+      expect(r.status).toBe(201);
+      await new Promise((res) => setTimeout(res, 1500));
+      await cp.close();
+      const { rows: [row] } = await t.cp.db.query('SELECT status, status_reason, metrics FROM workloads WHERE id = $1', [r.body.id]);
+      expect(row.status).toBe('failed');
+      expect(row.status_reason).toMatch(/shut down/);
+      expect(row.metrics.total_requests).toBeGreaterThan(30);
+      // as a control plane killed mid-run would leave it
+      const { rows: [left] } = await t.cp.db.query(
+        `INSERT INTO workloads (user_id, status, config) VALUES ($1, 'running', '{"app_hostnames":["c.localhost"]}') RETURNING id`, [await userId(a)]);
+      const cp2 = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: t.cp.databaseUrl, quiet: true, workloads: { proxyUrl } });
+      await cp2.close();
+      const { rows: [after] } = await t.cp.db.query('SELECT status, status_reason FROM workloads WHERE id = $1', [left.id]);
+      expect(after).toEqual({ status: 'failed', status_reason: 'interrupted by a control plane restart' });
+    } finally {
+      await cp.close().catch(() => {});
+      await data.cleanup();
+    }
+  });
+});
