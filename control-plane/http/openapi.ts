@@ -60,6 +60,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         { name: 'containers', description: 'instances of revisions' },
         { name: 'events', description: 'lifecycle events (outbox)' },
         { name: 'discovery', description: 'healthy endpoints and the proxies' },
+        { name: 'workloads', description: 'the workload generator: open-model load on your apps, live progress, reports' },
         { name: 'internal', description: 'proxy ↔ control plane (proxy token)' },
         { name: 'health', description: 'probes and metrics' },
       ],
