@@ -8,6 +8,10 @@ const COMMANDS: Record<string, { module: string; summary: string }> = {
   login: { module: '../client/commands/login.js', summary: 'sign in to a control plane (stores a token per API URL)' },
   logout: { module: '../client/commands/logout.js', summary: 'forget (and revoke) the stored login' },
   deploy: { module: '../client/commands/deploy.js', summary: 'deploy a folder with a Dockerfile to a URL (build log live, waits until healthy)' },
+  apps: { module: '../client/commands/apps.js', summary: 'list your apps: revisions, status, instances, traffic' },
+  logs: { module: '../client/commands/logs.js', summary: "print or follow an app's logs (every instance)" },
+  containers: { module: '../client/commands/containers.js', summary: 'list your containers (instances)' },
+  traffic: { module: '../client/commands/traffic.js', summary: "show or set an app's traffic split between revisions" },
 };
 
 function topHelp(): string {

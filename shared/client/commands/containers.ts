@@ -1,0 +1,47 @@
+import { UsageError } from '../../cli/args.js';
+import { EXIT } from '../client.js';
+import { defineClientCommand } from '../command.js';
+import { printJson, table } from '../output.js';
+
+interface Container {
+  id: number; image_id: number; status: string; health: string; desired: string; host_port: number | null;
+  status_reason: string | null; started_at: string | null; restart_count: number;
+}
+interface Image { id: number; app_hostname: string; revision?: number; containers: Container[] }
+
+/** `berth containers [--app HOST]`: every instance with its app, revision, status and health. */
+export const run = defineClientCommand({
+  usage: 'berth containers [--app HOST] [--json]',
+  description: 'List your containers (instances): app, revision, status, health, host port and age.',
+  options: [{ name: 'app', help: 'only the instances of this app hostname' }],
+  async run({ opts, json, client, stdout }) {
+    const app = opts.app?.toLowerCase().replace(/\.$/, '');
+    if (app !== undefined && !/^[a-z0-9.-]{1,300}$/.test(app)) throw new UsageError(`--app "${opts.app}" is not an app hostname`);
+    const { images } = await client.get<{ images: Image[] }>('/api/images/with-containers');
+    const rows = images
+      .filter((i) => app === undefined || i.app_hostname === app)
+      .flatMap((i) => i.containers.map((c) => ({ ...c, app_hostname: i.app_hostname, revision: i.revision ?? null })))
+      .sort((a, b) => a.id - b.id);
+    if (json) { printJson({ containers: rows }); return EXIT.ok; }
+    if (!rows.length) { stdout.write(app ? `No containers for ${app}.\n` : 'No containers.\n'); return EXIT.ok; }
+    stdout.write(table(rows, [
+      { header: 'id', value: (c) => c.id },
+      { header: 'app', value: (c) => c.app_hostname },
+      { header: 'revision', value: (c) => (c.revision ? `${c.revision} (image ${c.image_id})` : `image ${c.image_id}`) },
+      { header: 'status', value: (c) => (c.desired !== 'running' && c.status === 'running' ? `${c.status} → ${c.desired}` : c.status) },
+      { header: 'health', value: (c) => c.health },
+      { header: 'port', value: (c) => c.host_port },
+      { header: 'up', value: (c) => (c.started_at && c.status === 'running' ? age(c.started_at) : null) },
+      { header: 'reason', value: (c) => c.status_reason },
+    ]));
+    return EXIT.ok;
+  },
+});
+
+function age(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172_800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}

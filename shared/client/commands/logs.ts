@@ -1,0 +1,60 @@
+import { UsageError } from '../../cli/args.js';
+import { EXIT } from '../client.js';
+import { booleanOption, defineClientCommand, intOption } from '../command.js';
+import { readSse } from '../sse.js';
+import { colours } from '../style.js';
+
+/**
+ * `berth logs HOST`: every instance's stdout/stderr through GET /api/apps/:host/logs (SSE), each
+ * line prefixed by its container; `--follow` keeps streaming (new instances join) until Ctrl-C.
+ * `--json` prints one JSON object per line (NDJSON).
+ */
+export const run = defineClientCommand({
+  usage: 'berth logs HOST [--follow] [--since 10m] [--tail N] [--container ID] [--timestamps]',
+  description: `Print the logs of an app's instances (stdout and stderr), each line prefixed by its container id.
+--follow streams new lines until interrupted, including instances that start later.`,
+  positional: { min: 1, max: 1, names: 'HOST (the app hostname)' },
+  options: [
+    { name: 'follow', boolean: true, help: 'keep streaming new lines (Ctrl-C to stop)' },
+    { name: 'since', help: 'only lines newer than this: 10m, 2h, 30s, 1d, unix seconds or an RFC 3339 time' },
+    { name: 'tail', help: 'last N lines per container (default 200)' },
+    { name: 'container', help: 'only this instance (a container id of the app)' },
+    { name: 'timestamps', boolean: true, help: "prefix each line with Docker's timestamp" },
+  ],
+  async run({ opts, args, json, client, stdout, signal }) {
+    const host = args[0];
+    if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const follow = booleanOption(opts.follow, 'follow');
+    const stamps = booleanOption(opts.timestamps, 'timestamps');
+    const tail = intOption(opts.tail, 'tail', 0, 100_000);
+    const container = intOption(opts.container, 'container', 1, Number.MAX_SAFE_INTEGER);
+    if (opts.since !== undefined && !/^(\d{1,7}[smhd]|\d{1,12}(\.\d{1,9})?|\d{4}-\d\d-\d\d([T ][\d:.]+)?(Z|[+-]\d\d:?\d\d)?)$/.test(opts.since.trim())) {
+      throw new UsageError(`--since "${opts.since}" must be a duration (10m, 2h, 30s, 1d), unix seconds or an RFC 3339 time`);
+    }
+    const colour = colours(stdout);
+    const palette = [36, 33, 35, 32, 34, 91, 96, 93];
+    const label = (id: number) => (colour ? `\x1b[${palette[id % palette.length]}m[${id}]\x1b[39m` : `[${id}]`);
+    try {
+      const res = await client.stream('GET', `/api/apps/${encodeURIComponent(host)}/logs`, {
+        query: { follow, since: opts.since?.trim(), tail, container },
+        headers: { accept: 'text/event-stream' }, signal,
+      });
+      for await (const ev of readSse(res.body)) {
+        if (ev.event === 'log') {
+          const l = JSON.parse(ev.data) as { container_id: number; image_id: number; stream: string; time: string | null; line: string };
+          if (json) stdout.write(JSON.stringify(l) + '\n');
+          else stdout.write(`${label(l.container_id)} ${stamps && l.time ? `${l.time} ` : ''}${l.stream === 'stderr' && colour ? `\x1b[2m${l.line}\x1b[22m` : l.line}\n`);
+        } else if (ev.event === 'error') {
+          process.stderr.write(`berth logs: ${(JSON.parse(ev.data) as { message: string }).message}\n`);
+          return EXIT.failed;
+        } else if (ev.event === 'end') {
+          break;
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return EXIT.ok; // Ctrl-C while following is how one stops
+      throw e;
+    }
+    return EXIT.ok;
+  },
+});

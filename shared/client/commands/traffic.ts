@@ -1,0 +1,100 @@
+import { UsageError } from '../../cli/args.js';
+import { ClientError, EXIT } from '../client.js';
+import { defineClientCommand } from '../command.js';
+import { printJson, table } from '../output.js';
+import type { App } from './apps.js';
+
+/**
+ * `berth traffic HOST [REV=PERCENT …] [--tag TAG=REV …]`: show or set an app's split
+ * (PUT /api/apps/:host/traffic). REV is a revision number or `latest` (the newest revision that
+ * served); percents are integers summing to 100. Like Cloud Run's
+ * `gcloud run services update-traffic --to-revisions=2=90,3=10 --set-tags=canary=3`.
+ */
+export const run = defineClientCommand({
+  usage: 'berth traffic HOST [REV=PERCENT ...] [--tag TAG=REV] [--remove-tag TAG] [--json]',
+  description: `Show an app's traffic split, or set it. REV is a revision number (see \`berth apps\`) or "latest".
+  berth traffic shop.example.com                     show the split
+  berth traffic shop.example.com 2=90 3=10           canary: 10 % to revision 3
+  berth traffic shop.example.com 3=100               promote (or roll back) to one revision
+  berth traffic shop.example.com latest=100          follow every new deploy again
+  berth traffic shop.example.com 2=100 --tag canary=3  revision 3 only at canary---shop.example.com
+Percents are whole numbers summing to 100; the change is atomic.`,
+  positional: { min: 1, max: 101, names: 'HOST' },
+  options: [
+    { name: 'tag', help: 'TAG=REV (comma-separated for several): give a revision a tag URL TAG---HOST; other tags are kept' },
+    { name: 'remove-tag', help: 'TAG (comma-separated for several): remove these tags' },
+  ],
+  async run({ opts, args, json, client, stdout }) {
+    const [host, ...assignments] = args;
+    if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const path = `/api/apps/${encodeURIComponent(host)}`;
+    const tags = opts.tag === undefined ? [] : opts.tag.split(',').map((t) => parsePair(t, '--tag TAG=REV', /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/));
+    if (assignments.length === 0 && tags.length === 0 && opts['remove-tag'] === undefined) {
+      const app = await client.get<App>(path);
+      if (json) printJson(app);
+      else stdout.write(splitTable(app));
+      return EXIT.ok;
+    }
+    const split = assignments.map((a) => parsePair(a, 'REV=PERCENT', /^(latest|\d{1,9})$/, true));
+    const sum = split.reduce((s, [, p]) => s + Number(p), 0);
+    if (split.length && sum !== 100) throw new UsageError(`the percents add up to ${sum}, not 100`);
+    const app = await client.get<App>(path);
+    const byRevision = new Map(app.revisions.map((r) => [String(r.revision), r.image_id]));
+    const image = (rev: string, what: string) => {
+      const id = byRevision.get(rev);
+      if (id === undefined) throw new ClientError(`${host} has no revision ${rev} (${what}); it has ${[...byRevision.keys()].join(', ') || 'none'}`, EXIT.usage);
+      return id;
+    };
+    type Entry = { image_id?: number; latest?: boolean; percent: number; tag?: string };
+    const entries: Entry[] = [];
+    if (split.length) {
+      for (const [rev, pct] of split) entries.push(rev === 'latest' ? { latest: true, percent: Number(pct) } : { image_id: image(rev, `in ${rev}=${pct}`), percent: Number(pct) });
+    } else {
+      // only tags change: keep the split as it is
+      for (const e of app.traffic) if (e.percent > 0) entries.push({ ...(e.latest ? { latest: true } : { image_id: e.image_id }), percent: e.percent });
+    }
+    // tags stay unless named again (or removed with --remove-tag), as Cloud Run's update-traffic keeps them
+    const removed = new Set(opts['remove-tag'] === undefined ? [] : opts['remove-tag'].split(',').map((t) => t.trim()));
+    for (const e of app.traffic) {
+      if (!e.tag || removed.has(e.tag) || tags.some(([t]) => t === e.tag)) continue;
+      const id = e.latest ? app.latest_image_id ?? undefined : e.image_id;
+      if (id === undefined) continue;
+      const same = entries.find((x) => (x.image_id === id || (e.latest && x.latest)) && x.tag === undefined);
+      if (same) same.tag = e.tag;
+      else entries.push({ image_id: id, percent: 0, tag: e.tag });
+    }
+    for (const [tag, rev] of tags) {
+      if (rev === 'latest') throw new UsageError('--tag needs a revision number (a tag names one revision)');
+      const id = image(rev, `in --tag ${tag}=${rev}`);
+      const same = entries.find((e) => e.image_id === id && e.tag === undefined);
+      if (same) same.tag = tag;
+      else entries.push({ image_id: id, percent: 0, tag });
+    }
+    const updated = await client.put<App>(`${path}/traffic`, { traffic: entries });
+    const after = updated?.revisions ? updated : await client.get<App>(path);
+    if (json) printJson(after);
+    else stdout.write(`Traffic of ${host} updated.\n${splitTable(after)}`);
+    return EXIT.ok;
+  },
+});
+
+function parsePair(raw: string, form: string, left: RegExp, percent = false): [string, string] {
+  const m = /^([^=]+)=(.+)$/.exec(raw.trim());
+  if (!m || !left.test(m[1])) throw new UsageError(`"${raw}" is not ${form}`);
+  if (percent && (!/^\d{1,3}$/.test(m[2]) || Number(m[2]) > 100)) throw new UsageError(`"${raw}": the percent must be a whole number from 0 to 100`);
+  if (!percent && !/^(latest|\d{1,9})$/.test(m[2])) throw new UsageError(`"${raw}": REV must be a revision number`);
+  return [m[1], m[2]];
+}
+
+function splitTable(app: App): string {
+  const rows = [...app.revisions].sort((a, b) => b.revision - a.revision).filter((r) => r.traffic_percent > 0 || r.traffic_tag);
+  const head = `${app.app_hostname}  ${app.url}\n`;
+  if (!rows.length) return `${head}(no revision serves yet)\n`;
+  return head + table(rows, [
+    { header: 'revision', value: (r) => `${r.revision}${r.image_id === app.latest_image_id ? ' (latest)' : ''}` },
+    { header: 'image', value: (r) => r.image_id },
+    { header: 'status', value: (r) => r.status },
+    { header: 'traffic', value: (r) => `${r.traffic_percent}%` },
+    { header: 'tag url', value: (r) => r.tag_url },
+  ]);
+}
