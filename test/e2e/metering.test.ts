@@ -12,7 +12,9 @@ import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { freePort } from '../../shared/net.js';
 import { startProxy, type ProxyProc } from '../proxy/harness.js';
 import { METER_BUCKET_COUNT } from '../../shared/metering/schema.js';
-import { viaProxy, waitFor, sleep } from './support.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { BIN, viaProxy, waitFor, sleep } from './support.js';
 
 /**
  * Metering end to end with real processes: a real upstream (node:http standing in for a
@@ -21,6 +23,8 @@ import { viaProxy, waitFor, sleep } from './support.js';
  * plane is away and restarted, and the proxy is SIGKILLed and restarted, in between.
  * (No Docker: the control plane's DOCKER_HOST is a socket that does not exist.)
  */
+/** What `berth load --json -` reports (the part used here). */
+type WorkloadSummary = { total_requests: number; successful_requests: number; failed_requests: number; status_code_distribution: Record<string, number> };
 const TOKEN = 'metering-test-token';
 const HOST = 'metered.example.com';
 let pg: TestPostgres;
@@ -128,6 +132,25 @@ describe('metering through a real proxy', () => {
     const series = (await alice.get(`/api/metrics/series?app_hostname=${HOST}&step=60`)).body;
     expect(series.points.reduce((s: number, p: { requests: number }) => s + p.requests, 0)).toBe(sent);
   }, 120_000);
+
+  it('reconciles: requests a workload sent = requests metered = requests billed', async () => {
+    const before = (await alice.get('/api/metrics')).body.total_requests as number;
+    const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'load', '--app', HOST, '--proxy-url', px!.url, '--rps', '200', '--duration', '3s', '--path', '/hello', '--json', '-', '--quiet'], { maxBuffer: 64 << 20 });
+    const w = (JSON.parse(stdout.slice(stdout.indexOf('\n{') + 1)) as { metrics: WorkloadSummary }).metrics;
+    expect(w.failed_requests).toBe(0);
+    const sent = w.total_requests;
+    expect(sent).toBeGreaterThan(300);
+    const metered = await waitFor('the workload metered', async () => { const n = await total(); return n - before === sent && n; }, 20_000);
+    const month = new Date().toISOString().slice(0, 7);
+    const billing = (await alice.get(`/api/billing/images/${imageId}`)).body;
+    const invoice = (await alice.get(`/api/billing/invoices/${month}`)).body;
+    const billedLine = invoice.lines.find((l: { app_hostname: string; resource: string }) => l.app_hostname === HOST && l.resource === 'requests');
+    // every request so far was answered by the container: all of them are billed
+    expect(billing.requests).toBe(metered);
+    expect(billedLine.quantity).toBe(metered);
+    expect(billedLine.amount).toBe(Math.round((metered * 400_000) / 1_000_000));
+    process.stdout.write(`[metering reconciliation] workload sent ${sent} (ok ${w.successful_requests}, failed ${w.failed_requests}); metered ${metered - before} of them (${metered} in all); billed ${billing.requests} requests = ${billedLine.amount} micro-USD\n`);
+  }, 60_000);
 
   it('applies a batch once: a resent seq, and a seq below the last applied, are ignored', async () => {
     const proxy = new Api(cp!.url, TOKEN);
