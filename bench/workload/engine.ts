@@ -421,7 +421,9 @@ export class WorkloadRun {
 
   /** Close seconds up to the one `now` falls in. */
   private rollTo(now: number): void {
-    const sec = Math.floor(now / 1000);
+    // responses that arrive after the schedule's end belong to its last second (no trailing
+    // near-empty point with a target of 0)
+    const sec = Math.min(Math.floor(now / 1000), Math.ceil(this.o.duration_seconds) - 1);
     while (this.sec < sec) this.closeSecond();
   }
 
@@ -492,7 +494,7 @@ export class WorkloadRun {
     }
     this.inFlight -= lost;
     // the last (partial) second, when anything happened in it
-    if (this.secDone + this.secSent + this.secErrors + this.secDropped > 0 || this.series.length === 0) this.closeSecond();
+    if (this.secDone + this.secSent + this.secErrors + this.secDropped > 0 || this.series.length === 0 || (!this.stopped && this.sec < Math.ceil(this.o.duration_seconds))) this.closeSecond();
     const m = this.metrics(end);
     this.resolveDone?.(m);
   }

@@ -104,7 +104,7 @@ function distributionChart(m: WorkloadMetrics): string {
   }
   for (const [x, label] of [[0, '0%'], [1, '90%'], [2, '99%'], [3, '99.9%'], [4, '99.99%'], [5, '99.999%']] as const) {
     parts.push(`<line x1="${px(x).toFixed(1)}" x2="${px(x).toFixed(1)}" y1="${MT}" y2="${H - MB}" class="grid"/>`);
-    parts.push(`<text x="${px(x).toFixed(1)}" y="${H - MB + 16}" text-anchor="middle" class="tick">${label}</text>`);
+    parts.push(`<text x="${px(x).toFixed(1)}" y="${H - MB + 16}" text-anchor="${x === maxNines ? 'end' : 'middle'}" class="tick">${label}</text>`);
   }
   parts.push(`<text x="${(ML + W - MR) / 2}" y="${H - 6}" text-anchor="middle" class="axis">percentile</text>`);
   parts.push(`<text x="14" y="${(MT + H - MB) / 2}" text-anchor="middle" class="axis" transform="rotate(-90 14 ${(MT + H - MB) / 2})">latency (ms)</text>`);
@@ -142,11 +142,11 @@ function configRows(config: Record<string, unknown>): string {
 export function renderReport(r: ReportInput): string {
   const m = r.metrics;
   const s: SeriesPoint[] = m.series;
-  const xMax = Math.max(s.length, Math.ceil(m.duration_seconds));
+  const xMax = Math.max(s.length, 1);
   const at = (p: SeriesPoint) => p.t + 0.5;
   const rate = lineChart('rate', [
-    { name: 'target req/s', color: '#6b7280', dash: true, points: s.map((p) => [at(p), p.target_rps]) },
     { name: 'achieved req/s', color: '#2563eb', points: s.map((p) => [at(p), p.achieved_rps]) },
+    { name: 'target req/s', color: '#111827', dash: true, points: s.map((p) => [at(p), p.target_rps]) },
   ], { xMax, xLabel: 'seconds', yLabel: 'requests / second', bars: { name: 'errors / second', color: '#dc2626', points: s.map((p) => [p.t, p.errors]) } });
   const latency = lineChart('latency', [
     { name: 'p50', color: '#16a34a', points: s.map((p) => [at(p), p.p50_ms]) },
