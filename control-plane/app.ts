@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import cookie from '@fastify/cookie';
 import { pino } from 'pino';
-import { createLogger, type Logger } from '../shared/logging.js';
+import { createLogger, logFormat, type Logger } from '../shared/logging.js';
 import './types.js';
 import { resolveConfig, type ControlPlaneOptions, type ResolvedConfig } from './config.js';
 import { createPool, type Db } from './db/pool.js';
@@ -26,6 +26,7 @@ import platformPlugin from './containers/platform.js';
 import { registerOpenApi } from './http/openapi.js';
 import logRoutes from './logs/routes.js';
 import infoRoutes from './http/info.js';
+import { installRequestLog } from './http/request-log.js';
 import appsPlugin from './apps/plugin.js';
 import meteringPlugin from './metering/plugin.js';
 import workloadsPlugin from './workloads/plugin.js';
@@ -96,6 +97,8 @@ export async function startControlPlane(
     genReqId: (req) => genRequestId(req.headers['x-request-id'], randomUUID),
     bodyLimit: 1024 * 1024,
     forceCloseConnections: 'idle',
+    // on a terminal one line per request instead of two (http/request-log.ts)
+    ...(logFormat() === 'pretty' ? { logController: new LogController({ disableRequestLogging: true }) } : {}),
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false, ...numberAjvOptions } },
   }) as unknown as FastifyInstance;
@@ -108,6 +111,7 @@ export async function startControlPlane(
   installErrorHandling(app);
   hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);
+  if (logFormat() === 'pretty') installRequestLog(app);
   await registerOpenApi(app); // before any route: OpenAPI at /docs is generated from the route schemas
   await app.register(cookie);
   await app.register(healthPlugin, { isDraining: () => draining });

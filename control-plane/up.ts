@@ -7,6 +7,9 @@ import { DEFAULT_USER } from './auth/users.js';
 import { startControlPlane, type ControlPlane } from './app.js';
 import { TENANT_SPECS, tenantOptions } from './cli.js';
 import type { ControlPlaneOptions } from './config.js';
+import { appUrls } from '../shared/client/urls.js';
+
+const appUrl = (host: string, proxyUrl: string) => appUrls(host, proxyUrl)[0];
 
 const SPECS: OptionSpec[] = [
   { name: 'api-listen', env: 'BERTH_API_LISTEN', default: '127.0.0.1:3000', help: 'HOST:PORT of the control-plane API' },
@@ -96,13 +99,12 @@ export async function run(argv: string[]): Promise<void> {
     `  data directory     ${h.cp.config.dataDir}`,
     `  docker             ${h.cp.runtime.endpoint}: ${dockerOk}`,
     '',
-    'Try it:',
-    `  TOKEN=$(curl -s ${h.cp.url}/api/auth/login -H 'content-type: application/json' \\`,
-    `    -d '{"email":"${DEFAULT_USER.email}","password":"${DEFAULT_USER.password}"}' | sed 's/.*"token":"\\([^"]*\\)".*/\\1/')`,
-    `  curl -s ${h.cp.url}/api/images -H "authorization: Bearer $TOKEN" -F name=hello -F app_hostname=hello.localhost -F file=@app.tar`,
-    `  curl -s -X POST ${h.cp.url}/api/containers/1 -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"count":2}'`,
-    `  curl -s ${h.proxyUrl}/ -H 'Host: hello.localhost'`,
-    '(docs/containers.md walks through it)',
+    'Try it (in another terminal, from this checkout):',
+    `  ./bin/berth.js login${h.cp.url === 'http://127.0.0.1:3000' ? '' : ` --api ${h.cp.url}`}      # ${h.cp.config.production ? 'your account' : `${DEFAULT_USER.email} / ${DEFAULT_USER.password}`}`,
+    '  ./bin/berth.js deploy ./app --host hello.localhost    # a folder with a Dockerfile whose app listens on $PORT',
+    `  curl ${appUrl('hello.localhost', h.proxyUrl)}`,
+    '  ./bin/berth.js logs hello.localhost --follow',
+    `(API docs: ${h.cp.url}/docs · the curl walkthrough: docs/containers.md)`,
     '',
   ].join('\n'));
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(sig);

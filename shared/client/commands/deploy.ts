@@ -8,6 +8,7 @@ import { booleanOption, defineClientCommand, intOption } from '../command.js';
 import { formatBytes, formatDuration, printJson, Progress, Status } from '../output.js';
 import { packDirectory } from '../pack.js';
 import { readSse } from '../sse.js';
+import { appUrls } from '../urls.js';
 import { paint } from '../style.js';
 
 /**
@@ -182,14 +183,6 @@ function defaultName(host: string, dir: string): string {
 
 function dim(out: NodeJS.WriteStream, s: string): string {
   return paint(out, 'dim', `(${s})`);
-}
-
-/** `http://HOST:PORT/` (and `PROXY/apps/HOST/`, which needs no DNS) from the proxy's public URL. */
-export function appUrls(host: string, proxyUrl: string | null): string[] {
-  if (!proxyUrl) return [`http://${host}/`, `/apps/${host}/ on any berth proxy`];
-  const u = new URL(proxyUrl);
-  const port = u.port ? `:${u.port}` : '';
-  return [`${u.protocol}//${host}${port}/`, `${u.origin}/apps/${host}/`];
 }
 
 /** A multipart/form-data body with a known length: the fields, then the archive streamed from disk. */
