@@ -7,6 +7,8 @@ import { recordEvent } from '../events/outbox.js';
 import type { EventRelay } from '../events/outbox.js';
 import type { Leadership } from '../reconcile/leader.js';
 import type { Activation } from '../containers/activation.js';
+import { USER_STOPPED } from '../containers/service.js';
+import { servingRevisions } from '../discovery/route-table.js';
 import { decide, newKpaState, type AppSettings, type Decision, type KpaState, type Sample } from './kpa.js';
 
 interface ScaledImage {
@@ -18,6 +20,8 @@ interface ScaledImage {
   container_concurrency: number;
   target_utilization: number;
   scale_down_delay_s: number;
+  /** instances its user stopped (USER_STOPPED) */
+  user_stopped: number;
 }
 
 export interface AutoscaleStatus {
@@ -40,8 +44,8 @@ interface AppState {
 }
 
 /**
- * The autoscaler: only the reconcile leader runs it. Every tick, for every ready app that scales
- * to zero (`min_instances` 0; apps with a floor keep the instance counts their users set), it sums
+ * The autoscaler: only the reconcile leader runs it. Every tick, for every revision that serves
+ * (between its min_instances, less the instances its user stopped, and max_instances), it sums
  * the concurrency the live proxies report for the app's route, asks the KPA (kpa.ts) for an
  * instance count, and moves towards it: stopped instances are started first (their containers
  * exist: the fastest start), then new ones created (bounded by max_instances and the quota); on the
@@ -94,15 +98,21 @@ export class Autoscaler {
     if (this.running || !this.d.leader.isLeader) return;
     this.running = true;
     try {
+      // every revision that serves (revisions without traffic are the reconcile loop's: drained
+      // and removed); one with a floor once the reconcile loop has provisioned it
       const { rows } = await this.d.db.query<ScaledImage>(
-        `SELECT id, user_id, app_hostname, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s
-           FROM images WHERE status = 'ready' AND min_instances = 0`);
+        `SELECT i.id, i.user_id, i.app_hostname, i.min_instances, i.max_instances, i.container_concurrency, i.target_utilization,
+                i.scale_down_delay_s,
+                (SELECT count(*)::int FROM containers c WHERE c.image_id = i.id AND c.desired = 'stopped' AND c.status_reason = $1) AS user_stopped
+           FROM images i WHERE i.status = 'ready' AND (i.min_instances = 0 OR i.min_instances_provisioned)`, [USER_STOPPED]);
+      const serving = await servingRevisions(this.d.db);
       const seen = new Set<number>();
       const observed = this.observed();
       // no proxy reporting is no data, not zero traffic: never scale down on it
       const blind = this.d.proxies.live().length === 0;
       const now = Date.now();
       for (const img of rows) {
+        if (!serving.has(img.id)) continue;
         seen.add(img.id);
         if (this.d.activation.isWaking(img.id) || this.moving.has(img.id)) continue;
         await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now, blind).catch((e: Error) =>
@@ -138,7 +148,9 @@ export class Autoscaler {
     const keep = now - this.d.config.stableWindowMs;
     while (a.samples.length > 0 && a.samples[0].at < keep) a.samples.shift();
     const settings: AppSettings = {
-      minInstances: img.min_instances,
+      // instances its user stopped are taken out of the floor: they stay stopped, and the app is
+      // not refilled behind the user's back (demand beyond the floor still scales it)
+      minInstances: Math.max(0, img.min_instances - img.user_stopped),
       maxInstances: img.max_instances,
       containerConcurrency: img.container_concurrency,
       targetUtilization: img.target_utilization,
@@ -168,7 +180,7 @@ export class Autoscaler {
     } else {
       // newest first: the oldest instances are the warmest
       const extra = wanted.slice(desired).reverse();
-      await Promise.all(extra.map((c) => this.d.service.stop(img.user_id, c.id)));
+      await Promise.all(extra.map((c) => this.d.service.stop(img.user_id, c.id, 'autoscale')));
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { Db } from '../db/pool.js';
 import type { Logger } from '../../shared/logging.js';
-import type { ContainerService } from './service.js';
+import { USER_STOPPED, type ContainerService } from './service.js';
 
 export type ActivationResult = 'starting' | 'already_running' | 'not_found' | 'not_scaled_to_zero';
 
@@ -61,14 +61,18 @@ export class Activation {
   async ensure(userId: number, imageId: number, count: number): Promise<void> {
     const t0 = Date.now();
     try {
-      const { rows: cs } = await this.db.query<{ id: number; desired: string; status: string }>(
-        'SELECT id, desired, status FROM containers WHERE image_id = $1 ORDER BY id', [imageId]);
+      const { rows: cs } = await this.db.query<{ id: number; desired: string; status: string; status_reason: string | null; min_instances: number }>(
+        `SELECT c.id, c.desired, c.status, c.status_reason, i.min_instances
+           FROM containers c JOIN images i ON i.id = c.image_id WHERE c.image_id = $1 ORDER BY c.id`, [imageId]);
       let need = count - cs.filter((c) => c.desired === 'running').length;
       if (need <= 0) return;
       const started = need;
       for (const c of cs) {
         if (need === 0) break;
-        if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
+        // In an app with a floor, what its user stopped stays stopped (a new instance is made
+        // instead). An app that scales to zero runs on demand: a user stop scaled it to zero now.
+        const kept = c.status_reason === USER_STOPPED && c.min_instances > 0;
+        if (c.desired === 'stopped' && !kept && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
           await this.service.start(userId, c.id);
           need--;
         }

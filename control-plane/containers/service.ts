@@ -69,6 +69,13 @@ async function imageOf(q: Queryable, c: ContainerRow): Promise<ImageRow> {
 }
 
 /**
+ * `status_reason` of an instance its user stopped. In an app with a floor the autoscaler and the
+ * activator never start it again (it leaves the floor; demand beyond it gets new instances);
+ * `POST …/start` does. An app that scales to zero runs on demand: a request wakes it anyway.
+ */
+export const USER_STOPPED = 'stopped by its user';
+
+/**
  * Container lifecycle: database row first (with its event, same transaction), then Docker, then
  * the row again. Stop and delete are graceful: the container leaves the route table, every live
  * proxy acknowledges the new table and drains its in-flight requests (bounded), then Docker
@@ -265,7 +272,7 @@ export class ContainerService {
   }
 
   /** Graceful stop (409 when already stopped). */
-  async stop(userId: number, id: number): Promise<ContainerRow> {
+  async stop(userId: number, id: number, reason: 'api' | 'autoscale' = 'api'): Promise<ContainerRow> {
     const first = await getContainer(this.d.db, userId, id);
     if (!first) throw notFound('container');
     return this.locks.run(id, async () => {
@@ -274,7 +281,7 @@ export class ContainerService {
       if (c.desired === 'stopped' && (c.status === 'stopped' || c.status === 'stopping' || c.status === 'exited' || c.status === 'failed')) {
         throw conflict(`container ${id} is already ${c.status}`, 'already_stopped');
       }
-      return this.stopLocked(c, 'api');
+      return this.stopLocked(c, reason);
     });
   }
 
@@ -289,7 +296,7 @@ export class ContainerService {
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(
         `UPDATE containers SET status = 'stopped', health = 'unknown', desired = 'stopped', host_port = NULL, container_ip = NULL,
-           stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id]);
+           status_reason = $2, stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id, reason === 'api' ? USER_STOPPED : null]);
       if (row) await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason }));
       await closeUsage(tx, c.id, `stopped (${reason})`);
       return row;

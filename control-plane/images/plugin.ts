@@ -243,17 +243,17 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     return publicImage(img);
   });
 
-  // What the autoscaler sees and decided for an app (apps with min_instances 0 are autoscaled).
+  // What the autoscaler sees and decided for an app (every serving revision is autoscaled when the autoscaler is on).
   app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { summary: "The autoscaler's view of an image: desired, actual, observed concurrency, last decision", tags: ['images'], params: idParams } }, async (req) => {
     const img = await load(req);
-    const live = img.min_instances === 0 ? app.platform.autoscaler.status(img.id) : null;
+    const live = app.platform.autoscaler.status(img.id);
     if (live) return { image_id: img.id, autoscaled: true, ...live };
     const { rows: [c] } = await app.db.query<{ actual: number; ready: number }>(
       `SELECT count(*) FILTER (WHERE desired = 'running')::int AS actual,
               count(*) FILTER (WHERE desired = 'running' AND status = 'running' AND health = 'healthy')::int AS ready
          FROM containers WHERE image_id = $1`, [img.id]);
     return {
-      image_id: img.id, autoscaled: img.min_instances === 0 && app.config.autoscale.enabled,
+      image_id: img.id, autoscaled: false,
       desired: c.actual, actual: c.actual, ready: c.ready, observed_concurrency: 0,
       target_per_instance: targetPerInstance({ minInstances: img.min_instances, maxInstances: img.max_instances, containerConcurrency: img.container_concurrency, targetUtilization: img.target_utilization, scaleDownDelayMs: 0 }),
       panic: false, last_decision: null,

@@ -111,16 +111,23 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     expect(r.status).toBe(200);
   });
 
-  it('raising min_instances starts instances at once, and the app leaves the autoscaler', async () => {
+  it('raising min_instances starts instances at once, and the autoscaler keeps the new floor', async () => {
     await waitFor('no instance', async () => (await running()).length === 0, 30_000, 100);
     const r = await user.req('PATCH', `/api/images/${imageId}`, { json: { min_instances: 2, max_instances: 3 } });
     expect(r.status, r.text).toBe(200);
     await waitFor('two instances', async () => (await running()).length === 2, 30_000, 100);
-    expect((await user.get(`/api/images/${imageId}/autoscaling`)).body.autoscaled).toBe(false);
-    // an app with a floor is not woken: its instances are managed
-    const conflict = await request(`${t.cp.url}/v1/routes/img-${imageId}/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
-    expect(conflict.statusCode).toBe(409);
-    await conflict.body.dump();
+    const st = await waitFor('the autoscaler to see the floor', async () => {
+      const b = (await user.get(`/api/images/${imageId}/autoscaling`)).body;
+      return b.autoscaled && b.desired === 2 ? b : undefined;
+    }, 5000, 100);
+    expect(st).toMatchObject({ autoscaled: true, actual: 2 });
+    // an app with a floor and instances is not woken: they are on their way or serving
+    const asked = await request(`${t.cp.url}/v1/routes/img-${imageId}/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
+    expect(asked.statusCode).toBe(202);
+    expect(await asked.body.json()).toMatchObject({ result: 'already_running' });
+    // idle for longer than the stable window and the grace: it stays at its floor
+    await sleep(2500);
+    expect((await running()).length).toBe(2);
   });
 
   it('activation is for proxies only, and only for apps that scale to zero', async () => {

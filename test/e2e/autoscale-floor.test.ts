@@ -1,0 +1,106 @@
+/**
+ * Autoscaling of an app with a floor (min_instances 1, max 4): it grows under load beyond its
+ * floor and shrinks back to it (never to zero). An instance its user stops stays stopped: the
+ * autoscaler takes it out of the floor instead of starting it again, until the user starts it.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Agent, request } from 'undici';
+import { Api } from '../helpers/api.js';
+import { makeTar } from '../helpers/archives.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { describeWithDocker } from '../helpers/docker.js';
+import type { ProxyProc } from '../proxy/harness.js';
+import { sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+
+const HOST = `floor-${randomBytes(3).toString('hex')}.example.com`;
+let t: TestControlPlane;
+let px: ProxyProc;
+let user: Api;
+let imageId = 0;
+let dockerImage = '';
+let clusterId = '';
+
+function slowApp() {
+  return [
+    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
+    { name: 'www/', type: 'directory' as const },
+    { name: 'www/index.html', content: 'ok\n' },
+    { name: 'www/cgi-bin/', type: 'directory' as const },
+    { name: 'www/cgi-bin/slow', content: '#!/bin/sh\nsleep 0.2\nprintf "Content-Type: text/plain\\n\\n"; hostname\n', mode: 0o755 },
+  ];
+}
+
+type C = { id: number; desired: string; status: string; status_reason: string | null };
+const containers = async () => (await user.get(`/api/containers?image_id=${imageId}`)).body.containers as C[];
+const running = async () => (await containers()).filter((c) => c.desired === 'running');
+
+await describeWithDocker('autoscaling an app with a floor', () => {
+  beforeAll(async () => {
+    t = await startTestControlPlane({
+      seedDefaultUser: false, health: { intervalMs: 50, healthyThreshold: 1 }, routeDebounceMs: 10, reconcileIntervalMs: 500,
+      autoscale: { enabled: true, tickMs: 250, stableWindowMs: 3000, scaleToZeroGraceMs: 500 },
+    });
+    clusterId = t.cp.app.platform.clusterId;
+    user = await new Api(t.cp.url).signup('floor@example.com');
+    const up = await user.upload({ name: 'floor', app_hostname: HOST, min_instances: 1, max_instances: 4, container_concurrency: 10, health_path: '/' }, await makeTar(slowApp()));
+    expect(up.status, up.text).toBe(201);
+    imageId = up.body.id;
+    dockerImage = up.body.docker_image;
+    expect((await user.waitForBuild(imageId, 90_000)).status).toBe('ready');
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST);
+    await waitFor('its one instance', async () => (await running()).length === 1, 30_000);
+  }, 120_000);
+
+  afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
+
+  it('grows past its floor under load with zero failed requests, and shrinks back to exactly its floor', async () => {
+    const agent = new Agent({ connections: 64 });
+    let stop = false;
+    let ok = 0;
+    const failures: string[] = [];
+    const clients = Array.from({ length: 30 }, async () => {
+      while (!stop) {
+        try {
+          const r = await request(`${px.url}/cgi-bin/slow`, { headers: { host: HOST }, dispatcher: agent, headersTimeout: 30_000 });
+          const body = await r.body.text();
+          if (r.statusCode === 200) ok++;
+          else failures.push(`${r.statusCode} ${body.slice(0, 120)}`);
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    });
+    try {
+      await waitFor('≥ 3 instances', async () => (await running()).length >= 3, 30_000, 200);
+    } finally {
+      stop = true;
+      await Promise.all(clients);
+      await agent.close();
+    }
+    expect(failures).toEqual([]);
+    expect(ok).toBeGreaterThan(50);
+    await waitFor('back to its floor', async () => (await running()).length === 1, 40_000, 250);
+    await sleep(1500); // past the stable window and the grace: the floor holds
+    expect((await running()).length).toBe(1);
+    const st = (await user.get(`/api/images/${imageId}/autoscaling`)).body;
+    expect(st).toMatchObject({ autoscaled: true, desired: 1, actual: 1 });
+  }, 120_000);
+
+  it('an instance its user stops stays stopped; starting it gives the app its floor back', async () => {
+    const [c] = await running();
+    expect((await user.post(`/api/containers/${c.id}/stop`)).status).toBe(200);
+    await sleep(2000); // eight autoscaler ticks, four reconcile passes
+    expect(await running()).toEqual([]);
+    const stopped = (await containers()).find((x) => x.id === c.id)!;
+    expect(stopped.status_reason).toBe('stopped by its user');
+    // a floor app with no instance answers 503 (it is not woken behind its user's back)
+    const r = await request(`${px.url}/`, { headers: { host: HOST } });
+    expect(r.statusCode).toBe(503);
+    await r.body.dump();
+    expect((await user.post(`/api/containers/${c.id}/start`)).status).toBe(200);
+    await waitFor('its instance again', async () => (await running()).length === 1, 30_000);
+    await sleep(1000);
+    expect((await running()).length).toBe(1);
+  }, 60_000);
+});
