@@ -30,6 +30,7 @@ const SPECS: OptionSpec[] = [
   { name: 'json', help: 'write the metrics as JSON to this file (- for stdout)' },
   { name: 'html', help: 'write a self-contained HTML report to this file' },
   { name: 'fail-on', help: 'exit 1 when a condition holds: "p99>200ms,error_rate>1%" (p50…p999 avg max error_rate errors late dropped rps achieved_pct)' },
+  { name: 'precise', boolean: true, help: 'sub-millisecond send timing at any rate (spins: costs a whole core; automatic from 5,000 req/s)' },
   { name: 'quiet', boolean: true, help: 'no live line' },
 ];
 
@@ -155,6 +156,7 @@ export function loadOptions(argv: string[], env = process.env): {
     url, host, method: o.method, path: o.path ?? (o.app ? '/' : undefined), headers, body,
     pattern, rps, duration_seconds, ramp_to_rps, stages, connections, timeout_ms: Math.round(timeoutS * 1000),
     app_hostnames: o.app ? [host!] : [],
+    ...(o.precise === 'true' ? { precise: true } : {}),
   };
   const bad = checkPattern(options);
   if (bad) throw new UsageError(bad);

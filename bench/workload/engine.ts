@@ -15,8 +15,11 @@
  * is due and none is idle — up to a cap sized from the peak rate (peak × 1 s, 32…4000: enough to keep
  * the schedule through a one-second stall at modest rates), or exactly `connections` when forced.
  *
- * Timing: a timer wakes the loop ~1.5 ms before the next start, then setImmediate spins until it is
- * due, so sends leave within a fraction of a millisecond of their intended time on an idle loop.
+ * Timing: below PRECISE_FROM_RPS the loop sleeps on 1 ms timers between sends (a send leaves up to
+ * ~1 ms after its intended start, which counts in its latency; the process stays nearly idle at low
+ * rates). From that rate on, or with `precise`, a timer wakes the loop ~1.5 ms early and setImmediate
+ * spins until the start is due, so sends leave within a fraction of a millisecond of it (at the
+ * price of a whole core).
  * Latencies go into HDR histograms (whole run, and one per second for the series).
  */
 import { performance } from 'node:perf_hooks';
@@ -38,6 +41,12 @@ export interface WorkloadOptions extends PatternSpec, RequestSpec {
   app_hostnames?: string[];
   /** random source for poisson (tests) */
   random?: () => number;
+  /**
+   * Sub-millisecond send timing: spin the event loop (setImmediate) through the last ~1.5 ms before
+   * each send instead of sleeping on a 1 ms timer. Costs a whole core whatever the rate. Default: on
+   * when the pattern peaks at ≥ PRECISE_FROM_RPS (the loop is busy there anyway), off below.
+   */
+  precise?: boolean;
 }
 
 /** What a live view sees once per second. */
@@ -61,6 +70,8 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Connections being opened at once (opening thousands at once costs more than it gains). */
 const MAX_CONNECTING = 32;
 export const DEFAULT_LATE_MS = 10;
+/** From this peak rate on, sends are timed by spinning (sub-ms); below it by 1 ms timers. */
+export const PRECISE_FROM_RPS = 5000;
 
 /** The connection cap when none is forced: peak rate × 1 s, between 32 and 4000. */
 export function autoConnectionCap(peakRps: number): number {
@@ -158,6 +169,7 @@ export class WorkloadRun {
   private readonly maxPending: number;
   private readonly cap: number;
   private readonly forced: boolean;
+  private readonly spin: boolean;
   private readonly idle: Slot[] = [];
   private readonly slots = new Set<Slot>();
   private connecting = 0;
@@ -209,6 +221,7 @@ export class WorkloadRun {
     this.maxPending = o.maxPending ?? 100_000;
     this.forced = o.connections !== undefined;
     this.cap = o.connections ?? autoConnectionCap(peakRate(o));
+    this.spin = o.precise ?? peakRate(o) >= PRECISE_FROM_RPS;
   }
 
   /**
@@ -269,8 +282,10 @@ export class WorkloadRun {
       return;
     }
     const wait = this.nextAt - this.now();
-    if (wait > 2) this.timer = setTimeout(this.loop, wait - 1.5);
-    else setImmediate(this.loop);
+    if (this.spin) {
+      if (wait > 2) this.timer = setTimeout(this.loop, wait - 1.5);
+      else setImmediate(this.loop);
+    } else this.timer = setTimeout(this.loop, Math.floor(wait));
   };
 
   private issue(intended: number, now: number): void {
