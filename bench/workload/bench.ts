@@ -98,6 +98,9 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
     say('');
     say(`## Workload generator: load generators on one core (${pin.enabled ? `CPU ${genCpu}` : 'not pinned'}), ${up.kind} upstream${pin.enabled ? ` on CPU ${upCpu}` : ''}, GET /small`);
     say('');
+    const la = loadavg()[0];
+    say(`load average at start ${la.toFixed(2)} on ${cpus().length} CPUs${la > 0.5 * cpus().length ? ' — the machine is busy: other processes take time from the pinned core, which shows as late requests and lower ceilings' : ''}`);
+    say('');
 
     const peers: WorkloadBenchReport['peers'] = [];
     for (const tool of ['wrk', 'autocannon'] as const) {
@@ -151,6 +154,7 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
       accuracy.map(({ rps, result: r }) => [fmt(rps), fmt(r.scheduled_requests), fmt(r.successful_requests), achievedPct(r).toFixed(2), fmt(r.requests_per_second), fmt(r.late_requests), fmt(r.dropped_requests),
         fmt(r.p50_latency_ms, 3), fmt(r.p99_latency_ms, 2), String(r.connections_max), ((100 * r.cpu_s) / r.duration_seconds).toFixed(0), achievedPct(r) >= 98 ? 'PASS (≥ 98 %)' : 'FAIL (< 98 %)'])));
     say('');
+    say(`load average at the end ${loadavg()[0].toFixed(2)}`);
     return { environment: { ...environment, loadavgEnd: loadavg() }, peers, ladder, maxSustainedRps: maxSustained, accuracy, text: out.join('\n') };
   } finally {
     await stopAll();

@@ -5,7 +5,9 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
+import { ClientError } from '../../shared/client/client.js';
 import { runWorkload, type Progress, type WorkloadOptions } from './engine.js';
+import { runRemote } from './remote.js';
 import type { WorkloadMetrics } from './metrics.js';
 import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
 import { renderReport } from './report.js';
@@ -31,6 +33,8 @@ const SPECS: OptionSpec[] = [
   { name: 'html', help: 'write a self-contained HTML report to this file' },
   { name: 'fail-on', help: 'exit 1 when a condition holds: "p99>200ms,error_rate>1%" (p50…p999 avg max error_rate errors late dropped rps achieved_pct)' },
   { name: 'precise', boolean: true, help: 'sub-millisecond send timing at any rate (spins: costs a whole core; automatic from 5,000 req/s)' },
+  { name: 'remote', boolean: true, help: 'run it on the control plane (POST /api/workloads, your own apps only) and follow it live' },
+  { name: 'api', env: 'BERTH_API', help: 'control-plane API for --remote (default: the last `berth login`, else http://127.0.0.1:3000)' },
   { name: 'quiet', boolean: true, help: 'no live line' },
 ];
 
@@ -40,9 +44,13 @@ shows in the percentiles. Requests sent more than 10 ms late count as late; requ
 get a connection within the timeout are dropped. Patterns: constant, ramp (--rps → --ramp-to), step
 (--stages or --ramp-to), spike, wave, gradual, poisson (exponential gaps, mean --rps).
 
+With --remote the control plane runs it (POST /api/workloads, through its proxy, on one of your
+apps) and this command follows it live; --api / BERTH_API / BERTH_TOKEN / \`berth login\` say where.
+
 Examples:
   berth load --app shop.localhost --rps 500 --duration 30s --pattern ramp --ramp-to 2000 --html r.html
-  berth load --url http://127.0.0.1:9000/health --rps 200 --duration 10s --fail-on "p99>50ms,error_rate>0.1%"`;
+  berth load --url http://127.0.0.1:9000/health --rps 200 --duration 10s --fail-on "p99>50ms,error_rate>0.1%"
+  berth load --remote --app shop.example.com --rps 1000 --duration 1m --pattern spike --html spike.html`;
 
 const USAGE = 'berth load (--app HOST | --url URL) --rps N [--duration 30s] [--pattern P] [--ramp-to N] [options]';
 
@@ -115,7 +123,7 @@ function extractHeaders(argv: string[]): { rest: string[]; headers: Record<strin
 
 /** Parse `berth load` argv into engine options (exported for tests). */
 export function loadOptions(argv: string[], env = process.env): {
-  options: WorkloadOptions; json?: string; html?: string; thresholds: Threshold[]; quiet: boolean; target: string;
+  options: WorkloadOptions; json?: string; html?: string; thresholds: Threshold[]; quiet: boolean; target: string; remote: boolean; api?: string;
 } {
   const { rest, headers } = extractHeaders(argv);
   const args = parseArgs(rest);
@@ -176,8 +184,11 @@ export function loadOptions(argv: string[], env = process.env): {
       throw e;
     }
   }
-  const target = o.app ? `${host} via ${url}` : url;
-  return { options, json: o.json, html: o.html, thresholds, quiet: o.quiet === 'true', target };
+  const remote = o.remote === 'true';
+  if (remote && !o.app) throw new UsageError('--remote runs on the control plane against one of your apps: give --app HOST (not --url)');
+  if (remote && options.precise) throw new UsageError('--precise is for local runs; the control plane picks the timing itself');
+  const target = remote ? `${host} (on the control plane)` : o.app ? `${host} via ${url}` : url;
+  return { options, json: o.json, html: o.html, thresholds, quiet: o.quiet === 'true', target, remote, api: o.api };
 }
 
 const n0 = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -213,37 +224,69 @@ export async function run(argv: string[]): Promise<void> {
     process.stdout.write(formatHelp(USAGE, DESCRIPTION, SPECS));
     return;
   }
-  const { options, json, html, thresholds, quiet, target } = loadOptions(argv);
+  const { options, json, html, thresholds, quiet, target, remote, api } = loadOptions(argv);
   const out = json === '-' ? process.stderr : process.stdout;
   const tty = Boolean(process.stderr.isTTY);
   const every = options.duration_seconds > 60 ? 10 : 5;
   out.write(`berth load: ${target}  ${options.pattern} ${options.rps} req/s${options.ramp_to_rps !== undefined ? ` → ${options.ramp_to_rps}` : ''} for ${options.duration_seconds}s\n`);
-  const r = runWorkload(options, (p) => {
+  const onProgress = (p: Progress) => {
     if (quiet) return;
     if (tty) process.stderr.write(`\r\x1b[2K${liveLine(p)}`);
     else if (p.elapsed_s % every === 0) process.stderr.write(`${liveLine(p)}\n`);
-  });
+  };
   let interrupted = false;
+  const interrupt = new AbortController();
+  let stopLocal = () => {};
   const onSig = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
-    r.stop();
+    interrupt.abort();
+    stopLocal();
   };
   process.on('SIGINT', onSig);
   process.on('SIGTERM', onSig);
-  const m = await r.done;
+  let m: WorkloadMetrics;
+  let remoteReport: string | undefined;
+  let config: Record<string, unknown> = { ...options, body: options.body ? `${options.body.length} bytes` : undefined, random: undefined, target };
+  if (remote) {
+    let r;
+    try {
+      r = await runRemote({
+        options, api, onProgress, stopSignal: interrupt.signal, wantReport: html !== undefined,
+        onStart: (id, at) => out.write(`  workload #${id} started on ${at}\n`),
+      });
+    } catch (e) {
+      if (e instanceof ClientError) {
+        if (tty && !quiet) process.stderr.write('\n');
+        process.stderr.write(`berth load: ${e.message}\n`);
+        process.exit(e.exitCode);
+      }
+      throw e;
+    }
+    if (!r.metrics) {
+      out.write(`\n  workload #${r.id} ${r.status}${r.status_reason ? `: ${r.status_reason}` : ''}, no metrics\n`);
+      process.exit(1);
+    }
+    m = r.metrics;
+    remoteReport = r.report;
+    config = { ...r.config, id: r.id, api: r.api, status: r.status, status_reason: r.status_reason };
+    if (r.status === 'failed') out.write(`\n  the run failed on the control plane: ${r.status_reason}\n`);
+  } else {
+    const r = runWorkload(options, onProgress);
+    stopLocal = () => r.stop();
+    m = await r.done;
+  }
   process.off('SIGINT', onSig);
   process.off('SIGTERM', onSig);
   if (tty && !quiet) process.stderr.write('\n');
   out.write('\n' + summaryTable(m, target, options));
-  const config = { ...options, body: options.body ? `${options.body.length} bytes` : undefined, random: undefined, target };
   if (json) {
     const text = JSON.stringify({ config, metrics: m }, null, 2) + '\n';
     if (json === '-') process.stdout.write(text);
     else writeFileSync(json, text);
   }
   if (html) {
-    writeFileSync(html, renderReport({ title: `berth load: ${target}`, config, metrics: m }));
+    writeFileSync(html, remoteReport ?? renderReport({ title: `berth load: ${target}`, config, metrics: m }));
     out.write(`  report written to ${html}\n`);
   }
   const failed = failedThresholds(thresholds, m);

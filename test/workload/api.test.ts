@@ -3,12 +3,15 @@
  * Postgres). The "proxy" the runs send through is a loopback server that records the Host of every
  * request, so the tests see exactly what a berth proxy would be asked for.
  */
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../control-plane/app.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { spawnBerth } from '../helpers/process.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let t: TestControlPlane;
@@ -211,6 +214,37 @@ describe('/api/workloads', () => {
     expect((await anon.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 1, duration_seconds: 1 })).status).toBe(401);
     expect((await a.get('/api/workloads/abc')).status).toBe(400);
     expect((await a.get('/api/workloads/99999999')).status).toBe(404);
+  });
+});
+
+describe('berth load --remote', () => {
+  it('runs on the control plane, follows it live, writes JSON and the server\'s report; isolation and auth hold', async () => {
+    const dir = await tempDir();
+    try {
+      const json = join(dir.dir, 'r.json');
+      const html = join(dir.dir, 'r.html');
+      const env = { BERTH_API: t.cp.url, BERTH_TOKEN: a.token!, BERTH_CONFIG_DIR: dir.dir };
+      const p = spawnBerth(['load', '--remote', '--app', 'shop.localhost', '--rps', '100', '--duration', '2s', '--json', json, '--html', html, '--fail-on', 'error_rate>0%'], env);
+      const { code } = await p.exited;
+      expect(code, p.output()).toBe(0);
+      expect(p.output()).toMatch(/workload #\d+ started on/);
+      const { config, metrics } = JSON.parse(await readFile(json, 'utf8'));
+      expect(config).toMatchObject({ app_hostnames: ['shop.localhost'], status: 'completed' });
+      expect(Math.abs(metrics.total_requests - 200)).toBeLessThanOrEqual(6);
+      expect(await readFile(html, 'utf8')).toContain('berth workload #');
+      // b does not own shop.localhost: the API's 404, exit 1
+      const other = spawnBerth(['load', '--remote', '--app', 'shop.localhost', '--rps', '10', '--duration', '1s'], { ...env, BERTH_TOKEN: b.token! });
+      expect((await other.exited).code).toBe(1);
+      expect(other.output()).toMatch(/app shop\.localhost not found/);
+      // no credentials at all: exit 3 (not logged in)
+      const anonRun = spawnBerth(['load', '--remote', '--app', 'shop.localhost', '--rps', '10', '--duration', '1s'], { BERTH_API: t.cp.url, BERTH_TOKEN: '', BERTH_CONFIG_DIR: dir.dir });
+      expect((await anonRun.exited).code, anonRun.output()).toBe(3);
+      // --remote needs --app
+      const url = spawnBerth(['load', '--remote', '--url', 'http://127.0.0.1:1/', '--rps', '10'], env);
+      expect((await url.exited).code).toBe(2);
+    } finally {
+      await dir.cleanup();
+    }
   });
 });
 

@@ -1,0 +1,81 @@
+/**
+ * `berth load --remote`: the same run, executed by the control plane (`POST /api/workloads`) on the
+ * machine the apps run on, followed live over `/api/workloads/:id/live`. Talks to the API through
+ * the shared CLI client (API URL and token from --api / BERTH_API / BERTH_TOKEN / `berth login`).
+ */
+import type { Readable } from 'node:stream';
+import { BerthClient } from '../../shared/client/client.js';
+import { readSse } from '../../shared/client/sse.js';
+import type { Progress, WorkloadOptions } from './engine.js';
+import type { WorkloadMetrics } from './metrics.js';
+
+export interface RemoteRun {
+  id: number;
+  status: string;
+  status_reason: string | null;
+  config: Record<string, unknown>;
+  metrics: WorkloadMetrics | null;
+  api: string;
+}
+
+async function text(body: Readable): Promise<string> {
+  let s = '';
+  body.setEncoding('utf8');
+  for await (const c of body as AsyncIterable<string>) s += c;
+  return s;
+}
+
+export async function runRemote(o: {
+  options: WorkloadOptions;
+  api?: string;
+  onStart?: (id: number, api: string) => void;
+  onProgress?: (p: Progress) => void;
+  /** set when the user interrupts: the run is stopped on the control plane */
+  stopSignal: AbortSignal;
+  wantReport: boolean;
+}): Promise<RemoteRun & { report?: string }> {
+  const client = await BerthClient.resolve({ api: o.api });
+  try {
+    const w = o.options;
+    const body = {
+      app_hostnames: w.app_hostnames, pattern: w.pattern, rps: w.rps, duration_seconds: w.duration_seconds,
+      ...(w.ramp_to_rps !== undefined ? { ramp_to_rps: w.ramp_to_rps } : {}),
+      ...(w.stages !== undefined ? { stages: w.stages } : {}),
+      path: w.path ?? '/', method: w.method ?? 'GET',
+      ...(w.headers && Object.keys(w.headers).length ? { headers: w.headers } : {}),
+      ...(w.body !== undefined ? { body: Buffer.isBuffer(w.body) ? w.body.toString('utf8') : w.body } : {}),
+      ...(w.connections !== undefined ? { connections: w.connections } : {}),
+      ...(w.timeout_ms !== undefined ? { timeout_ms: w.timeout_ms } : {}),
+    };
+    const started = await client.post<{ id: number }>('/api/workloads', body);
+    const id = started.id;
+    o.onStart?.(id, client.api);
+    const live = new AbortController();
+    const stop = () => {
+      client.post(`/api/workloads/${id}/stop`).catch(() => { /* already over */ }).finally(() => live.abort());
+    };
+    o.stopSignal.addEventListener('abort', stop, { once: true });
+    try {
+      const s = await client.stream('GET', `/api/workloads/${id}/live`, { signal: live.signal, headers: { accept: 'text/event-stream' } });
+      for await (const ev of readSse(s.body)) {
+        if (ev.event === 'progress') o.onProgress?.(JSON.parse(ev.data) as Progress);
+        else if (ev.event === 'end') break;
+      }
+    } catch (e) {
+      if ((e as Error).name !== 'AbortError' && !live.signal.aborted) throw e;
+    } finally {
+      o.stopSignal.removeEventListener('abort', stop);
+    }
+    // the end event comes once the run's final metrics are stored
+    let run = await client.get<RemoteRun>(`/api/workloads/${id}`);
+    for (let i = 0; run.status === 'running' && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      run = await client.get<RemoteRun>(`/api/workloads/${id}`);
+    }
+    let report: string | undefined;
+    if (o.wantReport && run.metrics) report = await text((await client.stream('GET', `/api/workloads/${id}/report`, { headers: { accept: 'text/html' } })).body);
+    return { ...run, api: client.api, report };
+  } finally {
+    await client.close();
+  }
+}
