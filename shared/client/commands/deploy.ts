@@ -24,7 +24,7 @@ interface Image {
   id: number; app_hostname: string; status: string; status_reason?: string | null; min_instances: number;
   revision?: number; name: string;
 }
-interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string }
+interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null }
 interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean }
 interface App { app_hostname: string; url: string; revisions: AppRevision[] }
 
@@ -142,6 +142,14 @@ DIR defaults to the current directory.`,
       const app = await waitTraffic(client, img.app_hostname, img.id, noTraffic, deadline, signal);
       const mine = app?.revisions.find((r) => r.image_id === img.id);
       if (app && !noTraffic) phases.traffic = Date.now() - t;
+
+      // every proxy has the new table (and, when it serves, the revision's instances): curl works now
+      t = Date.now();
+      const ports = wantInstances > 0 ? (await client.get<{ containers: Container[] }>(`/api/images/${img.id}/containers`, { signal })).containers
+        .filter((c) => c.status === 'running' && c.health === 'healthy' && c.host_port).map((c) => c.host_port!) : [];
+      const proxies = await waitPropagated(client, ports, signal);
+      phases.proxies = Date.now() - t;
+      if (proxies === 0) say(`${paint(stderr, 'yellow', '!')} no proxy is connected to the control plane: the app is ready but nothing routes to it yet`);
 
       // URLs
       const info = await client.get<{ proxy_url?: string | null }>('/api/info', { anonymous: true, signal }).catch(() => ({ proxy_url: null }));
@@ -298,6 +306,29 @@ async function waitTraffic(client: BerthClient, host: string, imageId: number, n
     const mine = app.revisions?.find((r) => r.image_id === imageId);
     if (!mine || noTraffic || mine.traffic_percent > 0 || Date.now() > limit) return app;
     await sleep(300, signal);
+  }
+}
+
+/**
+ * Until every live proxy reports the control plane's current table (GET /v1/proxies, a user sees
+ * their own routes and endpoints), and lists one of `ports` among its endpoints when given.
+ * Proxies report right after applying a table, so this is usually one round trip. Returns how many
+ * proxies there are (undefined when the API cannot say); never fails the deploy.
+ */
+async function waitPropagated(client: BerthClient, ports: number[], signal: AbortSignal): Promise<number | undefined> {
+  const end = Date.now() + 15_000;
+  for (;;) {
+    let r: { current_version: number | null; proxies: { table_version: number | null; endpoints: { address: string }[] }[] };
+    try {
+      r = await client.get('/v1/proxies', { signal });
+    } catch (e) {
+      if (signal.aborted) throw e;
+      return undefined;
+    }
+    const done = r.proxies.every((p) => p.table_version !== null && r.current_version !== null && p.table_version >= r.current_version
+      && (ports.length === 0 || p.endpoints.some((e) => ports.some((port) => e.address.endsWith(`:${port}`)))));
+    if (done || Date.now() > end) return r.proxies.length;
+    await sleep(100, signal);
   }
 }
 

@@ -1,0 +1,283 @@
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { up, type UpHandle } from '../../control-plane/up.js';
+import { openLogStreams } from '../../control-plane/runtime/logs.js';
+import { BASE_IMAGE, describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tmp.js';
+import { BIN, built, sleep, viaProxy as proxyGet, waitFor } from './support.js';
+
+/**
+ * The `berth` client end to end, as a user runs it: real `node bin/berth.js` processes against a
+ * real control plane + proxy (`up()` in this process) and Docker. login (stdin, 0600 file, wrong
+ * password, unreachable API), deploy of a folder with a .dockerignore (piped and on a pseudo-
+ * terminal), a link out of the folder, a failing build's exit code and log tail, logs (tail and
+ * follow, and the Docker stream closed when the client leaves), apps / containers / traffic tables,
+ * logs isolation between users.
+ */
+
+interface Run { code: number | null; out: string; err: string }
+
+let h: UpHandle;
+let pg: TestPostgres;
+let tmp: { dir: string; cleanup(): Promise<void> };
+let env: Record<string, string>;
+const HOST = 'cli-hello.localhost';
+
+/** `berth …` with the test's config dir and API, stdin given, output captured (piped: not a TTY). */
+function berth(args: string[], o: { input?: string; extraEnv?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env, ...o.extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.stdin.end(o.input ?? '');
+    child.on('exit', (code) => resolve({ code, out, err }));
+  });
+}
+
+async function writeApp(dir: string, page: string, extra: Record<string, string> = {}): Promise<void> {
+  await mkdir(join(dir, 'www'), { recursive: true });
+  await writeFile(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\nCOPY . /www\nCMD ["sh", "-c", "echo starting on $PORT; exec httpd -f -vv -p $PORT -h /www"]\n`);
+  await writeFile(join(dir, 'www', 'index.html'), page);
+  for (const [name, content] of Object.entries(extra)) {
+    await mkdir(join(dir, name, '..'), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
+}
+
+/** GET through the proxy with a Host header (fetch would not send one of its own choosing). */
+function viaProxy(host: string, path: string): Promise<{ status: number; body: string }> {
+  return proxyGet(Number(new URL(h.proxyUrl).port), host, path);
+}
+
+await describeWithDocker('berth client commands (login, deploy, logs, apps, containers, traffic)', () => {
+  beforeAll(async () => {
+    if (!built()) throw new Error('dist/ is missing: run `npx tsc -p .` (npm test builds first)');
+    tmp = await tempDir('berth-cli-');
+    pg = await startTestPostgres();
+    h = await up({
+      apiListen: '127.0.0.1:0', proxyListen: '127.0.0.1:0', adminListen: '127.0.0.1:0', dataDir: join(tmp.dir, 'data'),
+      databaseUrl: await pg.createDatabase(), quiet: true,
+    });
+    env = { BERTH_CONFIG_DIR: join(tmp.dir, 'config'), BERTH_API: h.cp.url, BERTH_TOKEN: '', NO_COLOR: '' };
+  });
+
+  afterAll(async () => {
+    const images = h ? (await h.cp.db.query<{ docker_image: string }>('SELECT docker_image FROM images')).rows : [];
+    const clusterId = h?.cp.app.platform.clusterId;
+    await h?.close();
+    if (clusterId) await removeClusterContainers(clusterId);
+    for (const i of images) await docker.getImage(i.docker_image).remove({ force: true }).catch(() => {});
+    await pg?.stop();
+    await tmp?.cleanup();
+  });
+
+  it('login: wrong password exits 3, an unreachable API exits 4 naming the URL, commands before login say so', async () => {
+    const wrong = await berth(['login', '--email', 'example@gmail.com'], { input: 'nope\n' });
+    expect(wrong.code).toBe(3);
+    expect(wrong.err).toContain('wrong email or password');
+
+    const away = await berth(['apps', '--api', 'http://127.0.0.1:1'], { extraEnv: { BERTH_TOKEN: 'berth_whatever' } });
+    expect(away.code).toBe(4);
+    expect(away.err).toContain('cannot reach the berth API at http://127.0.0.1:1');
+
+    const notYet = await berth(['apps']);
+    expect(notYet.code).toBe(3);
+    expect(notYet.err).toMatch(/not logged in to http:\/\/127\.0\.0\.1:\d+\. Run `berth login/);
+
+    const usage = await berth(['deploy', '--min', 'lots', '--host', HOST]);
+    expect(usage.code).toBe(2);
+    expect(usage.err).toContain('--min must be an integer');
+  });
+
+  it('login reads email and password from stdin and stores an API token, mode 0600', async () => {
+    const r = await berth(['login'], { input: 'example@gmail.com\nexample123\n' });
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(`Logged in to ${h.cp.url} as example@gmail.com`);
+    const file = join(tmp.dir, 'config', 'credentials.json');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const creds = JSON.parse(await readFile(file, 'utf8'));
+    expect(creds.current).toBe(h.cp.url);
+    expect(creds.apis[h.cp.url].token).toMatch(/^berth_/);
+  });
+
+  it('deploy (piped): packs without what .dockerignore names, streams the build, waits until healthy, prints the URLs', async () => {
+    const app = join(tmp.dir, 'app');
+    await writeApp(app, '<h1>v1</h1>\n', { 'www/secret.txt': 'do not ship\n', 'www/debug.log': 'noise\n', 'notes/todo.md': 'x\n' });
+    await writeFile(join(app, '.dockerignore'), '# not for the image\nwww/secret.txt\n**/*.log\nnotes\n');
+    const r = await berth(['deploy', app, '--host', HOST, '--max', '2']);
+    expect(r.code, r.out + r.err).toBe(0);
+    expect(r.err).toContain('Packed');
+    expect(r.err).toContain('ignored by .dockerignore');
+    expect(r.err).toMatch(/│ Step 1\/\d+ : FROM/); // the build log, live
+    expect(r.err).toContain('instance healthy');
+    expect(r.out).toContain(`Deployed ${HOST} revision 1`);
+    const port = new URL(h.proxyUrl).port;
+    expect(r.out).toContain(`http://${HOST}:${port}/`);
+    expect(r.out).toContain(`${h.proxyUrl}/apps/${HOST}/`);
+    expect(r.out + r.err).not.toContain('\x1b['); // piped: no escape codes
+    expect(r.err).not.toContain('\r');
+    // the app answers through the proxy, without the ignored files
+    expect(await viaProxy(HOST, '/www/index.html')).toEqual({ status: 200, body: '<h1>v1</h1>' });
+    expect((await viaProxy(HOST, '/www/secret.txt')).status).toBe(404);
+    expect((await viaProxy(HOST, '/www/debug.log')).status).toBe(404);
+    expect((await viaProxy(HOST, '/notes/todo.md')).status).toBe(404);
+    expect((await viaProxy(HOST, '/Dockerfile')).status).toBe(200); // always sent, as docker does
+  });
+
+  it('deploy on a terminal draws a progress bar and spinner in place (pseudo-terminal via script)', async () => {
+    const app = join(tmp.dir, 'app');
+    await writeFile(join(app, 'www', 'index.html'), '<h1>v2</h1>\n');
+    const cmd = `${process.execPath} ${BIN} deploy ${app} --host ${HOST}`;
+    // asynchronously: the control plane runs in this process
+    const r = await new Promise<{ status: number | null; stdout: string }>((resolve) => {
+      const c = spawn('script', ['-qfec', cmd, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      c.stdout.on('data', (d) => { stdout += d; });
+      c.stderr.on('data', (d) => { stdout += d; });
+      c.on('exit', (status) => resolve({ status, stdout }));
+    });
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toContain('\r\x1b[2K'); // lines redrawn in place
+    expect(r.stdout).toMatch(/Uploading \[#*\.*\]/);
+    expect(r.stdout).toContain('\x1b[32m✔\x1b[39m'); // colour on a terminal
+    expect(r.stdout).toContain(`Deployed ${HOST} revision 2`);
+    expect((await viaProxy(HOST, '/www/index.html')).body).toBe('<h1>v2</h1>'); // deploy returns once the proxies route to it
+  });
+
+  it('deploy refuses a symlink that leads out of the folder, and a folder without a Dockerfile', async () => {
+    const app = join(tmp.dir, 'leaky');
+    await writeApp(app, 'x\n');
+    await symlink('/etc/passwd', join(app, 'www', 'passwd'));
+    const r = await berth(['deploy', app, '--host', 'leaky.localhost']);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('symlink www/passwd points outside');
+
+    const empty = join(tmp.dir, 'empty');
+    await mkdir(empty, { recursive: true });
+    const e = await berth(['deploy', empty, '--host', 'empty.localhost']);
+    expect(e.code).toBe(1);
+    expect(e.err).toContain('has no Dockerfile');
+    const gone = await berth(['deploy', join(tmp.dir, 'nope'), '--host', 'nope.localhost']);
+    expect(gone.code).toBe(2);
+  });
+
+  it('a failing build exits 1 and prints the tail of its log', async () => {
+    const app = join(tmp.dir, 'broken');
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN echo "about to fail: boom" && exit 3\n`);
+    const r = await berth(['deploy', app, '--host', 'broken.localhost', '--json']);
+    expect(r.code, r.err).toBe(1);
+    expect(r.err).toContain('Build failed');
+    expect(r.err).toMatch(/last lines of the build log:[\s\S]*boom/);
+    const j = JSON.parse(r.out);
+    expect(j).toMatchObject({ ok: false, status: 'build_failed', app_hostname: 'broken.localhost' });
+    expect(j.log_tail.join('\n')).toContain('boom');
+  });
+
+  it('logs: the tail of every instance, prefixed by container; --json is one object per line', async () => {
+    await viaProxy(HOST, '/www/index.html');
+    const r = await waitFor('the request in the logs', async () => {
+      const x = await berth(['logs', HOST, '--tail', '20']);
+      return x.code === 0 && /response:200/.test(x.out) && x;
+    }, 15_000, 300);
+    expect(r.out).toMatch(/^\[\d+\] starting on 8080$/m);
+    const j = await berth(['logs', HOST, '--tail', '1', '--json']);
+    const lines = j.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ container_id: expect.any(Number), stream: expect.stringMatching(/stdout|stderr/), line: expect.any(String) });
+    expect((await berth(['logs', HOST, '--since', 'yesterday'])).code).toBe(2);
+    const other = await berth(['logs', 'not-mine.localhost']);
+    expect(other.code).toBe(1);
+    expect(other.err).toContain('app not found (404 not_found)');
+  });
+
+  it('logs --follow streams new lines until interrupted, and the Docker stream closes with it', async () => {
+    const base = openLogStreams();
+    const child = spawn(process.execPath, [BIN, 'logs', HOST, '--follow', '--tail', '0'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    await waitFor('the follow to attach', async () => openLogStreams() > base, 10_000, 50);
+    const marker = `/follow-${Date.now()}`;
+    await viaProxy(HOST, marker);
+    await waitFor('the new line', async () => out.includes(marker), 10_000, 100);
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    await waitFor('the Docker log stream to close', async () => openLogStreams() === base, 5_000, 50);
+  });
+
+  it('apps and containers: tables, and --json for scripts', async () => {
+    const apps = await berth(['apps']);
+    expect(apps.code, apps.err).toBe(0);
+    expect(apps.out).toMatch(/^HOST\s+REVISION\s+STATUS\s+INSTANCES\s+TRAFFIC$/m);
+    expect(apps.out).toMatch(new RegExp(`^${HOST.replace(/\./g, '\\.')}\\s+2 \\(image \\d+\\)\\s+ready\\s+1/1\\s+100%`, 'm'));
+    const j = JSON.parse((await berth(['apps', '--json'])).out);
+    expect(j.apps.find((a: { app_hostname: string }) => a.app_hostname === HOST).revisions.length).toBe(2);
+    const cs = await berth(['containers', '--app', HOST]);
+    expect(cs.code).toBe(0);
+    expect(cs.out).toMatch(/running\s+healthy/);
+  });
+
+  it('traffic: a tagged revision without traffic, a split, validation, then back to latest', async () => {
+    const app = join(tmp.dir, 'app');
+    await writeFile(join(app, 'www', 'index.html'), '<h1>v3</h1>\n');
+    const d = await berth(['deploy', app, '--host', HOST, '--no-traffic', '--tag', 'canary', '--json']);
+    expect(d.code, d.err).toBe(0);
+    const dj = JSON.parse(d.out);
+    expect(dj).toMatchObject({ ok: true, revision: 3, traffic_percent: 0, traffic_tag: 'canary' });
+    expect(dj.tag_urls[0]).toContain(`canary---${HOST}`);
+    expect((await viaProxy(`canary---${HOST}`, '/www/index.html')).body).toBe('<h1>v3</h1>');
+    expect((await viaProxy(HOST, '/www/index.html')).body).toBe('<h1>v2</h1>');
+
+    expect((await berth(['traffic', HOST, '2=50', '3=40'])).code).toBe(2);
+    const missing = await berth(['traffic', HOST, '9=100']);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('has no revision 9');
+    const split = await berth(['traffic', HOST, '2=50', '3=50']);
+    expect(split.code, split.err).toBe(0);
+    expect(split.out).toMatch(/^3\s.*50%\s+http:\/\/canary---/m); // the tag is kept
+    const seen = new Set<string>();
+    for (let i = 0; i < 10; i++) seen.add((await viaProxy(HOST, '/www/index.html')).body);
+    expect(seen).toEqual(new Set(['<h1>v2</h1>', '<h1>v3</h1>']));
+    const back = await berth(['traffic', HOST, 'latest=100', '--json']);
+    expect(back.code, back.err).toBe(0);
+    expect(JSON.parse(back.out).traffic).toEqual([expect.objectContaining({ latest: true, percent: 100 }), expect.objectContaining({ tag: 'canary' })]);
+  });
+
+  it('logs API: another user gets 404 for the container and the app; bad queries are 400', async () => {
+    const signup = await fetch(`${h.cp.url}/api/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'other@example.com', password: 'correct-horse-1' }) });
+    const { token } = await signup.json() as { token: string };
+    const mine = (await h.cp.db.query<{ id: number }>(`SELECT c.id FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = $1 AND c.docker_id IS NOT NULL LIMIT 1`, [HOST])).rows[0];
+    const as = (path: string, t = token) => fetch(`${h.cp.url}${path}`, { headers: { authorization: `Bearer ${t}` } });
+    expect((await as(`/api/containers/${mine.id}/logs`)).status).toBe(404);
+    expect((await as(`/api/apps/${HOST}/logs`)).status).toBe(404);
+    expect((await as(`/api/apps/${HOST}/logs?follow=1`)).status).toBe(404);
+    const ownerToken = JSON.parse(await readFile(join(tmp.dir, 'config', 'credentials.json'), 'utf8')).apis[h.cp.url].token as string;
+    for (const q of ['tail=-1', 'tail=1e400', 'since=soon', 'follow=maybe', 'container=0', 'unknown=1']) {
+      const r = await as(`/api/apps/${HOST}/logs?${q}`, ownerToken);
+      expect(r.status, q).toBe(400);
+      expect((await r.json() as { error: { code: string } }).error.code).toBe('invalid_request');
+    }
+    expect((await as(`/api/apps/${HOST}/logs?container=999999`, ownerToken)).status).toBe(404);
+    const text = await as(`/api/containers/${mine.id}/logs?tail=2&timestamps=1`, ownerToken);
+    expect(text.status).toBe(200);
+    expect(text.headers.get('content-type')).toMatch(/^text\/plain/);
+    expect(await text.text()).toMatch(/^\d{4}-\d\d-\d\dT\S+Z /m);
+    await sleep(0);
+  });
+
+  it('logout revokes the stored token and forgets it', async () => {
+    const creds = JSON.parse(await readFile(join(tmp.dir, 'config', 'credentials.json'), 'utf8'));
+    const token = creds.apis[h.cp.url].token as string;
+    const r = await berth(['logout']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(`Logged out of ${h.cp.url}`);
+    expect((await fetch(`${h.cp.url}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+    expect((await berth(['apps'])).code).toBe(3);
+  });
+});
