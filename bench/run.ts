@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: micro benchmarks (tinybench, in-process) then the macro benchmark
- * (proxies under load), then the workload generator's (bench/workload/bench.ts).
- * BENCH_ONLY=micro|macro|workload runs one of them. Tables go to stdout,
+ * (proxies under load), then the workload generator's (bench/workload/bench.ts), then cold starts
+ * of a scaled-to-zero app (bench/coldstart/run.ts; needs Docker, skipped without it).
+ * BENCH_ONLY=micro|macro|workload|coldstart runs one of them. Tables go to stdout,
  * progress to stderr, and everything measured to .bench-out/bench-<time>.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -9,11 +10,12 @@ import { join } from 'node:path';
 import { runMacro } from './macro/run.js';
 import { runMicro } from './micro/run.js';
 import { runWorkloadBench } from './workload/bench.js';
+import { runColdStartBench } from './coldstart/run.js';
 import { repoRoot } from './macro/targets.js';
 
 const only = process.env.BENCH_ONLY ?? process.argv.find((a) => a.startsWith('--only='))?.slice(7);
-if (only && only !== 'micro' && only !== 'macro' && only !== 'workload') {
-  process.stderr.write(`bench: BENCH_ONLY must be micro, macro or workload, got "${only}"\n`);
+if (only && only !== 'micro' && only !== 'macro' && only !== 'workload' && only !== 'coldstart') {
+  process.stderr.write(`bench: BENCH_ONLY must be micro, macro, workload or coldstart, got "${only}"\n`);
   process.exit(2);
 }
 
@@ -23,6 +25,7 @@ try {
   if (!only || only === 'micro') result.micro = await runMicro();
   if (!only || only === 'macro') result.macro = await runMacro();
   if (!only || only === 'workload') result.workload = await runWorkloadBench();
+  if (!only || only === 'coldstart') result.coldstart = await runColdStartBench();
 } catch (e) {
   failed = true;
   result.error = (e as Error).stack ?? String(e);

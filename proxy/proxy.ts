@@ -109,6 +109,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       const r = plane ? plane.apply(spec) : await pool!.apply(spec);
       current = spec;
       source = from;
+      activator?.served(spec);
       log.info({ version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from }, 'route table applied');
       if (from === 'control-plane') {
         reporter?.send();

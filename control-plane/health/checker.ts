@@ -81,13 +81,15 @@ interface RunningRow {
 
 /**
  * Active health checks of every running container. Containers whose health is still unknown
- * are probed every `fastMs` so that a new container gets traffic as soon as it answers
- * (readiness); known ones every `intervalMs`. `healthyThreshold` consecutive successes make a
+ * (starting) are probed every 25 ms so that a new container gets traffic as soon as it answers
+ * (readiness: a cold start waits for it); known ones every `intervalMs`. `healthyThreshold` consecutive successes make a
  * container healthy, `unhealthyThreshold` consecutive failures unhealthy; the transition (and
  * its event) is written by `onTransition`.
  */
 export class HealthChecker {
   private tracked = new Map<number, Tracked>();
+  /** probe interval of a starting container (and of the loop while one starts) */
+  private readonly startingMs: number;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   private stopped = true;
@@ -100,7 +102,9 @@ export class HealthChecker {
     private readonly log: Logger,
     private readonly fastMs = 200,
     private readonly enabled: () => boolean = () => true,
-  ) {}
+  ) {
+    this.startingMs = Math.min(25, fastMs);
+  }
 
   start(): void {
     this.stopped = false;
@@ -123,14 +127,17 @@ export class HealthChecker {
     if (this.stopped) return;
     this.timer = setTimeout(async () => {
       this.ticking = true;
-      try { if (this.enabled()) await this.tick(); } catch (e) { this.log.warn({ err: e }, 'health check round failed'); }
+      let starting = false;
+      try { if (this.enabled()) starting = await this.tick(); } catch (e) { this.log.warn({ err: e }, 'health check round failed'); }
       this.ticking = false;
-      this.loop();
+      // while an instance starts, look again soon: a cold start waits for its first good probe
+      this.loop(starting ? this.startingMs : this.fastMs);
     }, delay);
     this.timer.unref();
   }
 
-  private async tick(): Promise<void> {
+  /** Whether some container is still starting (health unknown). */
+  private async tick(): Promise<boolean> {
     const { rows } = await this.db.query<RunningRow>(
       `SELECT c.id, c.health, c.host_port, c.container_ip, c.internal_port, i.health_path
          FROM containers c JOIN images i ON i.id = c.image_id
@@ -151,11 +158,11 @@ export class HealthChecker {
       void probe({ host: this.endpointHost, port: r.host_port, containerIp: r.container_ip, internalPort: r.internal_port, path: r.health_path }, this.s.timeoutMs)
         .then(async (res) => {
           if (res.ok) { tr.successes++; tr.failures = 0; } else { tr.failures++; tr.successes = 0; }
-          const next = r.health === 'unknown' && !res.ok ? this.fastMs : this.s.intervalMs;
+          const next = r.health === 'unknown' && !res.ok ? this.startingMs : this.s.intervalMs;
           tr.nextAt = Date.now() + next;
           if (res.ok && r.health !== 'healthy' && tr.successes >= this.s.healthyThreshold) await this.onTransition(r.id, 'healthy', res.detail, r.host_port);
           else if (!res.ok && r.health === 'healthy' && tr.failures >= this.s.unhealthyThreshold) await this.onTransition(r.id, 'unhealthy', res.detail, r.host_port);
-          else if (!res.ok && r.health === 'unknown' && tr.failures >= Math.max(this.s.unhealthyThreshold, Math.ceil(30_000 / this.fastMs))) {
+          else if (!res.ok && r.health === 'unknown' && tr.failures >= Math.max(this.s.unhealthyThreshold, Math.ceil(30_000 / this.startingMs))) {
             // never came up within ~30 s: say so (it stays out of rotation either way)
             await this.onTransition(r.id, 'unhealthy', res.detail, r.host_port);
           }
@@ -164,5 +171,6 @@ export class HealthChecker {
         .finally(() => { tr.inFlight = false; });
     }
     for (const id of this.tracked.keys()) if (!seen.has(id)) this.tracked.delete(id);
+    return rows.some((r) => r.health === 'unknown');
   }
 }

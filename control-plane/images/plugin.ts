@@ -136,7 +136,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
                container_concurrency, target_utilization, scale_down_delay_s)
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
-              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(userId, id, fields.tag), fields.health_path,
+              fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(app.platform.clusterId, userId, id, fields.tag), fields.health_path,
               fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
           await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });

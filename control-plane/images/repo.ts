@@ -92,8 +92,12 @@ export function publicContainer(c: ContainerRow) {
   };
 }
 
-/** Docker reference for an image: berth-u{user}-i{image}:{tag}. */
-export const dockerRef = (userId: number, imageId: number, tag: string) => `berth-u${userId}-i${imageId}:${tag}`;
+/**
+ * Docker reference for an image: berth-u{user}-i{image}-c{cluster}:{tag}. The cluster id (one per
+ * berth database) keeps two clusters sharing a Docker daemon (or two test suites) from tagging
+ * over, and deleting, each other's images: image ids restart at 1 in every database.
+ */
+export const dockerRef = (clusterId: string, userId: number, imageId: number, tag: string) => `berth-u${userId}-i${imageId}-c${clusterId}:${tag}`;
 
 /** An image of this user, or undefined (also for another user's image: callers answer 404). */
 export async function getImage(q: Queryable, userId: number, id: number): Promise<ImageRow | undefined> {

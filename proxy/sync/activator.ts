@@ -1,5 +1,6 @@
 import { request } from 'undici';
 import type { Logger } from '../../shared/logging.js';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
 
 /** Resend an activation this long after the last one while requests are still held. */
 export const ACTIVATE_EVERY_MS = 2000;
@@ -33,6 +34,20 @@ export class Activator {
     this.last.set(routeId, now);
     if (this.last.size > 10_000) this.last.clear();
     void this.post(routeId);
+  }
+
+  /**
+   * A table arrived: a route that has an endpoint again is awake, so the next time it goes to zero
+   * its first request asks at once (the once-per-window limit is for one burst, not across wakes).
+   */
+  served(table: RouteTableSpec): void {
+    if (this.last.size === 0) return;
+    for (const r of table.routes) {
+      if (r.endpoints.length === 0 || !this.last.has(r.id)) continue;
+      this.last.delete(r.id);
+      const t = this.deferred.get(r.id);
+      if (t) { clearTimeout(t); this.deferred.delete(r.id); }
+    }
   }
 
   private async post(routeId: string): Promise<void> {

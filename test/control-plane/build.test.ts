@@ -69,7 +69,8 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     expect(img.docker_image_id).toMatch(/^sha256:/);
     const info = await docker.getImage(img.docker_image).inspect();
     expect(info.Id).toBe(img.docker_image_id);
-    expect(info.RepoTags).toContain(`berth-u${img.user_id}-i${img.id}:v1`);
+    expect(info.RepoTags).toContain(img.docker_image);
+    expect(img.docker_image).toMatch(new RegExp(`^berth-u${img.user_id}-i${img.id}-c[0-9a-f]{12}:v1$`));
     expect(info.Config.Labels).toMatchObject({ 'berth.managed': 'true', 'berth.user': String(img.user_id), 'berth.image': String(img.id) });
     const logs = await alice.get(`/api/images/${img.id}/build-logs`);
     expect(logs.body).toMatchObject({ image_id: img.id, status: 'ready', truncated: false });

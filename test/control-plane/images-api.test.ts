@@ -60,7 +60,7 @@ describe('upload validation', () => {
       name: 'shop', tag: 'v1', app_hostname: 'shop.example.com', container_port: 3000, min_instances: 1, max_instances: 3,
       cpu_limit: 0.5, memory_limit: '512m', memory_limit_bytes: 512 * 1024 * 1024, status: 'building',
     });
-    expect(r.body.docker_image).toBe(`berth-u${r.body.user_id}-i${r.body.id}:v1`);
+    expect(r.body.docker_image).toMatch(new RegExp(`^berth-u${r.body.user_id}-i${r.body.id}-c[0-9a-f]{12}:v1$`));
     expect(existsSync(join(data.dir, 'builds', String(r.body.user_id), String(r.body.id), 'context', 'Dockerfile'))).toBe(true);
     // uploads are not kept once extracted
     expect(await readdir(join(data.dir, 'uploads'))).toEqual([]);

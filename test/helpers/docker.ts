@@ -1,7 +1,5 @@
 import Docker from 'dockerode';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import tarStream from 'tar-stream';
+import { ensureBusyboxImage } from '../../bench/lib/busybox-image.js';
 import { describe, it } from 'vitest';
 
 /**
@@ -13,9 +11,6 @@ export const BASE_IMAGE = 'berth-test/busybox:1';
 export const docker = new Docker(process.env.DOCKER_HOST?.startsWith('unix://') ? { socketPath: process.env.DOCKER_HOST.slice(7) } : undefined);
 export const dockerRequired = process.env.BERTH_REQUIRE_DOCKER === '1';
 
-const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-/** Applets linked in the base image (busybox-static provides them all). */
-const APPLETS = ['sh', 'httpd', 'sleep', 'echo', 'cat', 'ls', 'true', 'false', 'wget', 'env', 'seq', 'yes', 'head'];
 
 let status: Promise<{ ok: boolean; reason: string }> | undefined;
 
@@ -54,29 +49,9 @@ export async function describeWithDocker(name: string, fn: () => void): Promise<
   describe.skip(`${name} (skipped: ${s.reason})`, fn);
 }
 
-/**
- * Build the base image `berth-test/busybox:1` from the host's static busybox (no registry
- * needed): /bin/busybox plus applet symlinks, imported as a single-layer image. Idempotent.
- */
-export async function ensureBaseImage(ref = BASE_IMAGE): Promise<void> {
-  try {
-    await docker.getImage(ref).inspect();
-    return;
-  } catch (e) {
-    if ((e as { statusCode?: number }).statusCode !== 404) throw e;
-  }
-  if (!BUSYBOX) throw new Error('busybox not found: apt-get install -y busybox-static');
-  const bin = await readFile(BUSYBOX);
-  const pack = tarStream.pack();
-  pack.entry({ name: 'bin', type: 'directory', mode: 0o755 });
-  pack.entry({ name: 'bin/busybox', mode: 0o755, size: bin.length }, bin);
-  for (const a of APPLETS) pack.entry({ name: `bin/${a}`, type: 'symlink', linkname: 'busybox', mode: 0o777 });
-  for (const d of ['www', 'tmp', 'etc']) pack.entry({ name: d, type: 'directory', mode: d === 'tmp' ? 0o1777 : 0o755 });
-  pack.finalize();
-  const [repo, tag] = ref.split(':');
-  const stream = await docker.importImage(pack as unknown as NodeJS.ReadableStream, { repo, tag });
-  await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve())));
-  await docker.getImage(ref).inspect();
+/** The base image `berth-test/busybox:1` from the host's static busybox (bench/lib/busybox-image.ts). */
+export function ensureBaseImage(ref = BASE_IMAGE): Promise<void> {
+  return ensureBusyboxImage(docker, ref);
 }
 
 /** Remove every container of one berth cluster (tests: containers outlive a stopped control plane by design). */
