@@ -126,9 +126,14 @@ export function loadOptions(argv: string[], env = process.env): {
   options: WorkloadOptions; json?: string; html?: string; thresholds: Threshold[]; quiet: boolean; target: string; remote: boolean; api?: string;
 } {
   const { rest, headers } = extractHeaders(argv);
-  const args = parseArgs(rest);
+  // a boolean flag never takes the next word as its value (`--remote shop.localhost` is a mistake, not remote=shop.localhost)
+  const booleans = new Set(SPECS.filter((o) => o.boolean).map((o) => `--${o.name}`));
+  const args = parseArgs(rest.map((a) => (booleans.has(a) ? `${a}=true` : a)));
   if (args.positional.length) throw new UsageError(`unexpected argument "${args.positional[0]}"`);
   const o = resolveOptions(args, SPECS, env);
+  for (const b of SPECS.filter((x) => x.boolean)) {
+    if (o[b.name] !== undefined && o[b.name] !== 'true' && o[b.name] !== 'false') throw new UsageError(`--${b.name} takes no value (got "${o[b.name]}")`);
+  }
   if (!o.app === !o.url) throw new UsageError('give exactly one of --app HOST (through the berth proxy) or --url URL');
   const rps = positiveNumber(o.rps, 'rps', MAX_RPS);
   if (rps === undefined) throw new UsageError('--rps N is required');
