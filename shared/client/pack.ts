@@ -75,20 +75,30 @@ export async function packDirectory(dirArg: string): Promise<PackResult> {
     return isAbsolute(target) ? relative(dirname(abs), lexical) || '.' : target;
   }
 
+  const sentDirs = new Set<string>(['']);
+  async function parents(relDir: string): Promise<void> {
+    if (sentDirs.has(relDir)) return;
+    await parents(relDir.includes('/') ? relDir.slice(0, relDir.lastIndexOf('/')) : '');
+    await entry({ name: `${relDir}/`, type: 'directory', mode: 0o755 });
+    sentDirs.add(relDir);
+  }
+
   async function walk(relDir: string): Promise<void> {
     const names = (await readdir(join(root, relDir))).sort();
     for (const name of names) {
       const rel = relDir ? `${relDir}/${name}` : name;
       const abs = join(root, rel);
       const st = await lstat(abs);
-      const skip = !always.has(rel) && ig.ignores(st.isDirectory() ? `${rel}/` : rel);
+      // (no trailing slash on directories: the matcher would not see `dir` in `dir/`)
+      const skip = !always.has(rel) && ig.ignores(rel);
       if (st.isDirectory()) {
-        if (!skip) await entry({ name: `${rel}/`, type: 'directory', mode: st.mode & 0o7777 });
+        if (!skip) { await entry({ name: `${rel}/`, type: 'directory', mode: st.mode & 0o7777 }); sentDirs.add(rel); }
         else ignored++;
         if (!skip || hasExceptions) await walk(rel);
         continue;
       }
       if (skip) { ignored++; continue; }
+      await parents(relDir); // a file re-included (`!`) below an excluded directory still gets its directories
       if (st.isSymbolicLink()) {
         await entry({ name: rel, type: 'symlink', linkname: await checkLink(abs, rel), mode: 0o777 });
         files++;
