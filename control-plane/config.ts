@@ -70,6 +70,12 @@ export interface ControlPlaneOptions {
   stopTimeoutSec?: number;
   /** Coalescing window for route-table pushes (default 50 ms). */
   routeDebounceMs?: number;
+  /**
+   * How proxies hold requests an app cannot take yet (waking from zero, or at its concurrency cap):
+   * at most `maxQueue` per route (503 `overloaded` past it) for at most `timeoutMs` (504
+   * `queue_timeout`). Defaults BERTH_HOLD_QUEUE (1000) and BERTH_HOLD_TIMEOUT_S (30).
+   */
+  hold?: { maxQueue?: number; timeoutMs?: number };
   /** Kafka brokers for the container-lifecycle relay (default: KAFKA_BROKERS, comma separated). */
   kafkaBrokers?: string[];
   /** Consul agent address host:port or URL (default: CONSUL_HTTP_ADDR). */
@@ -160,6 +166,7 @@ export interface ResolvedConfig {
   drainGraceMs: number;
   stopTimeoutSec: number;
   routeDebounceMs: number;
+  hold: { maxQueue: number; timeoutMs: number };
   kafkaBrokers: string[];
   consulAddr: string | undefined;
   quotas: { images: number; containers: number; builds: number };
@@ -222,6 +229,10 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     drainGraceMs: o.drainGraceMs ?? 500,
     stopTimeoutSec: o.stopTimeoutSec ?? 10,
     routeDebounceMs: o.routeDebounceMs ?? 50,
+    hold: {
+      maxQueue: Math.floor(o.hold?.maxQueue ?? envNumber('BERTH_HOLD_QUEUE', 1000, 0, 1_000_000)),
+      timeoutMs: o.hold?.timeoutMs ?? Math.round(envNumber('BERTH_HOLD_TIMEOUT_S', 30, 0.1, 3600) * 1000),
+    },
     kafkaBrokers: o.kafkaBrokers ?? (process.env.KAFKA_BROKERS ? process.env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : []),
     consulAddr: o.consulAddr ?? (process.env.CONSUL_HTTP_ADDR || undefined),
     quotas: {

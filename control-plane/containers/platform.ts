@@ -65,7 +65,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   if (tokenFile) log.info({ file: tokenFile }, 'proxy token (BERTH_PROXY_TOKEN) read from the data directory');
 
   const runtime = createContainerRuntime(app.runtime, log);
-  const hub = new RouteHub(app.db, cfg.endpointHost, log.child({ component: 'routes' }), cfg.routeDebounceMs);
+  const hub = new RouteHub(app.db, cfg.endpointHost, log.child({ component: 'routes' }), cfg.routeDebounceMs, 1000, cfg.hold);
   const proxies = new ProxyRegistry();
   const leader = new Leadership(app.db, log);
   let health: HealthChecker | undefined;

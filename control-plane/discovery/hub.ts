@@ -34,6 +34,7 @@ export class RouteHub {
     private readonly log: Logger,
     private readonly debounceMs = 50,
     private readonly pollMs = 1000,
+    private readonly hold?: { maxQueue: number; timeoutMs: number },
   ) {}
 
   async start(): Promise<void> {
@@ -97,7 +98,7 @@ export class RouteHub {
   /** Build now; publish when the routes changed. Serialised. Returns the current version. */
   rebuild(): Promise<number> {
     const p = this.chain.then(async () => {
-      const routes = await buildRoutes(this.db, this.endpointHost);
+      const routes = await buildRoutes(this.db, this.endpointHost, this.hold);
       const key = JSON.stringify(routes);
       if (this.current && key === this.currentKey) return this.current.version;
       return this.publish(routes, key);

@@ -1,4 +1,4 @@
-import type { RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
+import { DEFAULTS, type RouteSpec, type RouteTableSpec } from '../../shared/routes/schema.js';
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import type { Queryable } from '../db/pool.js';
 import { resolveTraffic, tagHost, type RevisionState, type TrafficEntry } from '../apps/traffic.js';
@@ -32,7 +32,12 @@ interface RouteRow {
  * endpoints, so the proxy answers 503 (known app, no capacity) rather than 404, or holds the
  * request and wakes it (`wake`).
  */
-export async function buildRoutes(q: Queryable, endpointHost: string): Promise<RouteSpec[]> {
+export async function buildRoutes(q: Queryable, endpointHost: string, hold: { maxQueue: number; timeoutMs: number } = { maxQueue: DEFAULTS.concurrency.maxQueue, timeoutMs: DEFAULTS.concurrency.queueTimeoutMs }): Promise<RouteSpec[]> {
+  // how long and how many requests proxies hold (only written when not the proxies' defaults)
+  const holdSpec = {
+    ...(hold.maxQueue !== DEFAULTS.concurrency.maxQueue ? { maxQueue: hold.maxQueue } : {}),
+    ...(hold.timeoutMs !== DEFAULTS.concurrency.queueTimeoutMs ? { queueTimeoutMs: hold.timeoutMs } : {}),
+  };
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, i.id AS image_id, i.revision, i.status,
             (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable,
@@ -72,6 +77,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string): Promise<R
       // scales to zero, when berth owes it its min_instances (it just got traffic back), or while
       // its first instances start (a new app is not a 503 for the seconds it takes to boot).
       if (r.min_instances === 0 || !r.min_instances_provisioned || (!r.routable && r.wanted)) route.wake = true;
+      if ((route.concurrency || route.wake) && Object.keys(holdSpec).length) route.concurrency = { ...route.concurrency, ...holdSpec };
       for (const c of rev.rows) {
         if (c.container_id !== null && c.host_port !== null) {
           route.endpoints.push({ id: `c-${c.container_id}`, address: endpointAddress(endpointHost, c.host_port), weight: 1 });
