@@ -3,7 +3,8 @@
  * (`--app HOST`) or any HTTP/1.1 URL (`--url`), with a live line while it runs, a summary table at
  * the end, optional JSON / HTML reports and `--fail-on` thresholds for CI (exit 1 when one holds).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
 import { ClientError } from '../../shared/client/client.js';
 import { runWorkload, type Progress, type WorkloadOptions } from './engine.js';
@@ -187,6 +188,16 @@ export function loadOptions(argv: string[], env = process.env): {
     } catch (e) {
       if (e instanceof ThresholdError) throw new UsageError(`--fail-on: ${e.message}`);
       throw e;
+    }
+  }
+  // output files are checked before a single request is sent, not after a 30-minute run
+  for (const [flag, file] of [['json', o.json], ['html', o.html]] as const) {
+    if (file === undefined || (flag === 'json' && file === '-')) continue;
+    const dir = dirname(resolvePath(file));
+    try {
+      accessSync(dir, fsConstants.W_OK);
+    } catch {
+      throw new UsageError(`--${flag} ${file}: cannot write into ${dir}`);
     }
   }
   const remote = o.remote === 'true';

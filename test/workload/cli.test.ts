@@ -110,6 +110,8 @@ describe('berth load', () => {
     [['--url', 'http://127.0.0.1:1/', '--rps', '10', '--connections', '1.5'], /--connections/],
     [['--url', 'http://127.0.0.1:1/', '--rps', '10', '--bogus', '1'], /unknown flag --bogus/],
     [['--url', 'http://127.0.0.1:1/', '--rps', '10', '--quiet=yes'], /--quiet takes no value/],
+    [['--url', 'http://127.0.0.1:1/', '--rps', '10', '--json', '/nonexistent-dir/r.json'], /--json .*cannot write/],
+    [['--url', 'http://127.0.0.1:1/', '--rps', '10', '--html', '/nonexistent-dir/r.html'], /--html .*cannot write/],
     [['--remote', 'shop.localhost', '--rps', '10'], /unexpected argument "shop.localhost"/],
   ])('usage error %j exits 2 with a message', async (args, message) => {
     const r = await load(args as string[]);
