@@ -5,6 +5,7 @@ const COMMANDS: Record<string, { module: string; summary: string }> = {
   'control-plane': { module: '../../control-plane/cli.js', summary: 'run the control plane API' },
   up: { module: '../../control-plane/up.js', summary: 'run control plane and proxy together on embedded defaults' },
   load: { module: '../../bench/workload/cli.js', summary: 'send open-model HTTP load to an app (--app) or a URL, with a report' },
+  workloads: { module: '../../bench/workload/workloads-cli.js', summary: 'your workload runs on the control plane: list, show, --stop, --report FILE' },
   login: { module: '../client/commands/login.js', summary: 'sign in to a control plane (stores a token per API URL)' },
   logout: { module: '../client/commands/logout.js', summary: 'forget (and revoke) the stored login' },
   deploy: { module: '../client/commands/deploy.js', summary: 'deploy a folder with a Dockerfile to a URL (build log live, waits until healthy)' },

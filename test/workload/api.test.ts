@@ -232,6 +232,21 @@ describe('berth load --remote', () => {
       expect(config).toMatchObject({ app_hostnames: ['shop.localhost'], status: 'completed' });
       expect(Math.abs(metrics.total_requests - 200)).toBeLessThanOrEqual(6);
       expect(await readFile(html, 'utf8')).toContain('berth workload #');
+      // berth workloads: the list, one run, its report; --stop on a finished run is the API's 409
+      const list = spawnBerth(['workloads'], env);
+      expect((await list.exited).code, list.output()).toBe(0);
+      expect(list.output()).toMatch(new RegExp(`^${config.id}\\s+completed\\s+shop\\.localhost\\s+constant 100/s 2s`, 'm'));
+      const report = join(dir.dir, 'w.html');
+      const one = spawnBerth(['workloads', String(config.id), '--report', report], env);
+      expect((await one.exited).code, one.output()).toBe(0);
+      expect(one.output()).toMatch(/latency\s+p50 /);
+      expect(await readFile(report, 'utf8')).toContain('data-chart="rate"');
+      const stopDone = spawnBerth(['workloads', String(config.id), '--stop'], env);
+      expect((await stopDone.exited).code).toBe(1);
+      expect(stopDone.output()).toMatch(/not running/);
+      const notMine = spawnBerth(['workloads', String(config.id)], { ...env, BERTH_TOKEN: b.token! });
+      expect((await notMine.exited).code).toBe(1);
+      expect((await spawnBerth(['workloads', 'abc'], env).exited).code).toBe(2);
       // b does not own shop.localhost: the API's 404, exit 1
       const other = spawnBerth(['load', '--remote', '--app', 'shop.localhost', '--rps', '10', '--duration', '1s'], { ...env, BERTH_TOKEN: b.token! });
       expect((await other.exited).code).toBe(1);
