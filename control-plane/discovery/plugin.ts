@@ -29,6 +29,7 @@ const reportSchema = {
   properties: {
     proxyId: { type: 'string', minLength: 1, maxLength: 200 },
     tableVersion: { type: ['integer', 'null'], minimum: 0, maximum: MAX_ID },
+    partial: { type: 'boolean' },
     routes: {
       type: 'array', maxItems: 200_000,
       items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: COUNT, inflight: COUNT, concurrency: { type: 'number', minimum: 0, maximum: 1e9 } } },

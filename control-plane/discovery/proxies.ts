@@ -7,6 +7,8 @@ export interface ProxyReport {
   /** concurrency: the route's in-flight average over the proxy's last second (autoscaler input) */
   routes: { id: string; requests: number; inflight: number; concurrency?: number }[];
   endpoints: { address: string; inflight: number; requests: number; state: string }[];
+  /** only the routes that changed since the proxy's last report: laid over it (endpoints are whole) */
+  partial?: boolean;
 }
 
 export interface ProxyEntry {
@@ -38,6 +40,14 @@ export class ProxyRegistry {
   }
 
   record(report: ProxyReport, remoteAddress: string): void {
+    const prev = this.entries.get(report.proxyId);
+    if (report.partial && prev) {
+      const routes = new Map(prev.report.routes.map((r) => [r.id, r]));
+      for (const r of report.routes) routes.set(r.id, r);
+      report = { ...report, routes: [...routes.values()], partial: false };
+    }
+    // a partial report with nothing to lay it over (this control plane restarted): what it has
+    // until the next whole one, at most idleMs later
     this.entries.set(report.proxyId, { report, receivedAt: Date.now(), remoteAddress });
     this.emitter.emit('report');
   }
