@@ -12,9 +12,10 @@ import swaggerUi from '@fastify/swagger-ui';
  * test/control-plane/openapi.test.ts fails for a route without them. `app.apiRoutes` lists the
  * routes as registered, for that test.
  *
- * Also here because it sees every route as it is added: the proxies' internal traffic
- * (`/v1/…` route watch and reports, every second while busy) and probes/scrapes (`/healthz`,
- * `/readyz`, `/metrics`) log at `warn`, so `berth up` does not print a line pair per report.
+ * Also here because it sees every route as it is added: the proxies' reports and metering
+ * (`/v1/proxy/…`, every second while busy) and probes/scrapes (`/healthz`, `/readyz`, `/metrics`)
+ * log at `warn`, so `berth up` does not print a line pair per report. The route watch and
+ * activations (once per proxy connection, once per wake) keep their info lines.
  */
 
 export interface RegisteredRoute { method: string; url: string; summary?: string }
@@ -25,13 +26,14 @@ declare module 'fastify' {
   }
 }
 
-const QUIET = /^\/(v1\/|healthz$|readyz$|metrics$)/;
+/** the proxies' periodic reports and metering, probes and scrapes: their request lines only at warn */
+const QUIET = /^\/(v1\/proxy\/|healthz$|readyz$|metrics$)/;
 
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   const routes: RegisteredRoute[] = [];
   app.decorate('apiRoutes', routes);
   app.addHook('onRoute', (r: RouteOptions) => {
-    if (QUIET.test(r.url) && r.logLevel === undefined) r.logLevel = 'warn';
+    if (QUIET.test(r.url) && !r.logLevel) r.logLevel = 'warn'; // Fastify fills in '' (the instance's level) before onRoute
     const methods = Array.isArray(r.method) ? r.method : [r.method];
     const summary = (r.schema as { summary?: string } | undefined)?.summary;
     for (const m of methods) if (m !== 'HEAD') routes.push({ method: m, url: r.url, summary });
