@@ -193,7 +193,7 @@ code{font-size:12px;word-break:break-all}.cols{display:grid;grid-template-column
 <div class="muted">${esc(m.start_time)} → ${esc(m.end_time)} · ${esc(num(m.duration_seconds, 1))} s${m.app_hostnames.length ? ` · ${esc(m.app_hostnames.join(', '))}` : ''}${r.status_reason ? ` · ${esc(r.status_reason)}` : ''}</div>
 <div class="tiles">${tiles}</div>
 <h2>Target vs achieved rate</h2><div class="card">${rate}</div>
-<h2>Latency over time <span class="muted">(from each request's intended start; per second)</span></h2><div class="card">${latency}</div>
+<h2>Latency over time <span class="muted">(from each request's intended start, by the second it completed)</span></h2><div class="card">${latency}</div>
 <h2>Latency distribution</h2><div class="card">${distributionChart(m)}</div>
 <h2>Status codes and errors</h2><div class="card">${statusChart(m)}</div>
 <div class="cols"><div><h2>Percentiles</h2><div class="card"><table>${pctRows}</table></div></div>
