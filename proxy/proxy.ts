@@ -180,10 +180,12 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       reporter?.stop();
       admin.close();
       admin.closeAllConnections();
+      await meter?.halt();
       if (plane) await plane.close();
+      const last = pool ? await pool.close() : undefined;
       // what the last requests counted: persisted, and delivered if the control plane answers
-      await meter?.flush().catch((e: Error) => log.error({ err: e.message }, 'metering: final flush failed'));
-      if (pool) await pool.close();
+      await meter?.flush(last).catch((e: Error) => log.error({ err: e.message }, 'metering: final flush failed'));
+      if (pool) await pool.terminate();
     },
   };
 }

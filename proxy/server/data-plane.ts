@@ -25,6 +25,7 @@ export class DataPlane {
   readonly registry: EndpointRegistry;
   readonly state = new RouteState();
   private listenSocket: us_listen_socket | null = null;
+  private app: ReturnType<ReturnType<typeof loadUws>['App']> | null = null;
   private readonly uws = loadUws();
   port = 0;
 
@@ -42,6 +43,7 @@ export class DataPlane {
 
   listen(host: string, port: number): Promise<number> {
     const app = this.uws.App();
+    this.app = app;
     app.ws('/*', websocketBehavior());
     app.any('/*', handleRequest);
     return new Promise((resolve, reject) => {
@@ -92,6 +94,11 @@ export class DataPlane {
     }
     const deadline = Date.now() + drainMs;
     while (globalStats.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // idle keep-alive client connections too: a worker thread whose loop still has sockets aborts
+    // the whole process when it is terminated (uv_loop_close with open handles)
+    // (App.close exists in this uWS build; its typings lag)
+    (this.app as { close?: () => void } | null)?.close?.();
+    this.app = null;
     await this.registry.closeAll();
   }
 }

@@ -151,9 +151,9 @@ export class MeterReporter {
     return this.running;
   }
 
-  private async round(): Promise<void> {
+  private async round(final?: MeterEntry[]): Promise<void> {
     try {
-      const entries = await this.drain();
+      const entries = final ?? (await this.drain());
       const to = Date.now();
       if (this.outbox.add(entries, this.lastTo, to)) {
         const merged = this.outbox.takeMerged();
@@ -202,13 +202,21 @@ export class MeterReporter {
     }
   }
 
-  /** On shutdown: a last batch, persisted, one delivery attempt. */
-  async flush(): Promise<void> {
+  /** Stop the timer and wait for a round in progress (before the data plane closes). */
+  async halt(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     if (this.running) await this.running.catch(() => {});
+  }
+
+  /**
+   * On shutdown: a last batch, persisted, one delivery attempt. `final`: the data plane's last
+   * counts when it cannot be drained any more (worker threads that have exited hand them over).
+   */
+  async flush(final?: MeterEntry[]): Promise<void> {
+    await this.halt();
     this.failures = 0;
-    await this.tick();
+    await this.round(final);
     await this.outbox.save().catch(() => {});
   }
 }

@@ -18,7 +18,7 @@ type Msg =
   | { type: 'applied'; seq: number; version: number; routes: number; ms: number }
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
   | { type: 'meters'; seq: number; entries: MeterEntry[] }
-  | { type: 'closed' }
+  | { type: 'closed'; entries?: MeterEntry[] }
   | { type: 'activate'; route: string };
 
 /**
@@ -81,11 +81,20 @@ export class WorkerPool {
     return res.flatMap((r) => r.entries);
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w, i) => new Promise<void>((resolve) => {
-      const t = setTimeout(() => { void w.terminate(); resolve(); }, 7000);
-      this.waiters.set(`${i}:closed`, () => { clearTimeout(t); void w.terminate(); resolve(); });
+  /**
+   * Close every worker's listener and let in-flight requests finish; answers their last metering
+   * counts. The threads stay until `terminate()` (the caller persists the counts first).
+   */
+  async close(): Promise<MeterEntry[]> {
+    const last = await Promise.all(this.workers.map((w, i) => new Promise<MeterEntry[]>((resolve) => {
+      const t = setTimeout(() => resolve([]), 7000);
+      this.waiters.set(`${i}:closed`, (m) => { clearTimeout(t); resolve((m as { entries?: MeterEntry[] }).entries ?? []); });
       w.postMessage({ type: 'close' });
     })));
+    return last.flat();
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

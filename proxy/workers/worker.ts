@@ -25,6 +25,7 @@ port.on('message', (m: { type: string; seq: number; spec?: never }) => {
   } else if (m.type === 'meters') {
     port.postMessage({ type: 'meters', seq: m.seq, entries: plane.drainMeters() });
   } else if (m.type === 'close') {
-    void plane.close().then(() => port.postMessage({ type: 'closed' }));
+    // the last metering counts (requests that finished while draining) go to the main thread
+    void plane.close().then(() => port.postMessage({ type: 'closed', entries: plane.drainMeters() }));
   }
 });

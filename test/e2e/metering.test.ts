@@ -180,6 +180,21 @@ describe('metering through a real proxy', () => {
     expect((await proxy.post('/v1/proxy/metering', { stream: 'x', batches: [{ ...up(1, 1), entries: [{ ...entry(1), status: [1] }] }] })).status).toBe(400);
   });
 
+  it('a proxy with worker threads stopped by SIGTERM right after its requests hands over their counts', async () => {
+    await px?.stop('SIGKILL');
+    px = await startProxy(null, [...proxyArgs(), '--workers', '2']);
+    await waitFor('the route to reach the workers', async () => (await viaProxy(px!.port, HOST, '/hello')).status === 200, 20_000);
+    await sleep(1500); // the probing requests above are reported
+    const before = await total();
+    await send(40);
+    const stopping = px;
+    px = undefined;
+    expect(await stopping.stop('SIGTERM'), stopping.logs().slice(-3000)).toBe(0);
+    await waitFor('the last counts delivered', async () => (await total()) >= before + 40, 10_000);
+    await sleep(1500);
+    expect((await total()) - before).toBe(40);
+  }, 60_000);
+
   it('isolation and hostile filters: another user\'s app or container is 404, bad times and params are 400', async () => {
     expect((await bob.get(`/api/metrics?app_hostname=${HOST}`)).status).toBe(404);
     expect((await bob.get(`/api/metrics?container_id=${containerId}`)).status).toBe(404);

@@ -1,0 +1,111 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MAX_BATCHES, MeterOutbox, MeterReporter } from '../../proxy/sync/meter-outbox.js';
+import { METER_BUCKET_COUNT, type MeterEntry, type MeterUpload } from '../../shared/metering/schema.js';
+import { EndpointMeter } from '../../proxy/metrics/meter.js';
+
+/** The proxy's metering outbox: seqs never reused, persisted before sending, bounded without double counting. */
+const log = pino({ level: 'silent' });
+const dirs: string[] = [];
+const dir = () => { const d = mkdtempSync(join(tmpdir(), 'berth-outbox-')); dirs.push(d); return d; };
+afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+const entry = (n: number, route = 'img-1', endpoint = 'c-1'): MeterEntry => ({
+  route, endpoint, requests: n, status: [0, n, 0, 0, 0], proxyErrors: 0, buckets: new Array(METER_BUCKET_COUNT).fill(0), latencyMsSum: 0, bytesIn: 0, bytesOut: 0,
+});
+const requests = (box: MeterOutbox) => box.batches.reduce((s, b) => s + b.entries.reduce((t, e) => t + e.requests, 0), 0);
+
+describe('meter outbox', () => {
+  it('numbers batches in one stream, combines worker entries, and keeps stream and seq across a restart', async () => {
+    const file = join(dir(), 'proxy-metering.json');
+    const a = await MeterOutbox.open(file, log);
+    expect(a.add([], 0, 1)).toBe(false);
+    expect(a.add([entry(2), entry(3), entry(1, 'img-1', 'c-2')], 0, 1000)).toBe(true);
+    a.add([entry(4)], 1000, 2000);
+    expect(a.batches.map((b) => b.seq)).toEqual([1, 2]);
+    expect(a.batches[0].entries).toHaveLength(2);
+    expect(a.batches[0].entries.find((e) => e.endpoint === 'c-1')!.requests).toBe(5);
+    await a.save();
+    expect(a.ack(1)).toBe(true);
+    await a.save();
+    const b = await MeterOutbox.open(file, log);
+    expect(b.stream).toBe(a.stream);
+    expect(b.batches.map((x) => x.seq)).toEqual([2]);
+    b.add([entry(1)], 2000, 3000);
+    expect(b.batches.map((x) => x.seq)).toEqual([2, 3]);
+    expect(JSON.parse(readFileSync(file, 'utf8')).stream).toBe(a.stream);
+  });
+
+  it('past the bound merges only batches never uploaded (counts kept), never one that may already be applied', async () => {
+    const box = await MeterOutbox.open(join(dir(), 'm.json'), log);
+    for (let i = 0; i < 10; i++) box.add([entry(1)], i, i + 1);
+    const up = box.nextUpload(); // 1..10 sent, answer unknown
+    expect(up.map((b) => b.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    for (let i = 0; i < MAX_BATCHES + 50; i++) box.add([entry(1)], 100 + i, 101 + i);
+    expect(box.batches.length).toBeLessThanOrEqual(MAX_BATCHES);
+    expect(requests(box)).toBe(10 + MAX_BATCHES + 50);
+    // the ten uploaded batches are untouched, in order, with their own seqs
+    expect(box.batches.slice(0, 10).map((b) => [b.seq, b.merged ?? 1])).toEqual(up.map((b) => [b.seq, 1]));
+    expect(box.batches[10].merged).toBeGreaterThan(1);
+    const seqs = box.batches.map((b) => b.seq);
+    expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
+    expect(box.takeMerged()).toBeGreaterThan(0);
+  });
+
+  it('a meter counts without allocating and hands its counts over once', () => {
+    const m = new EndpointMeter('img-1', 'c-1');
+    m.count(200, false, 10, 20); m.count(503, true, 0, 5); m.count(404, false, 0, 0); m.count(101, false, 0, 0); m.count(302, false, 0, 0);
+    m.observe(0.2); m.observe(7); m.observe(60_000);
+    const e = m.take();
+    expect(e).toMatchObject({ requests: 5, status: [1, 1, 1, 1, 1], proxyErrors: 1, bytesIn: 10, bytesOut: 25 });
+    expect(e.buckets[0]).toBe(1);
+    expect(e.buckets[4]).toBe(1);
+    expect(e.buckets[METER_BUCKET_COUNT - 1]).toBe(1);
+    expect(m.idle).toBe(true);
+    expect(m.take().requests).toBe(0);
+  });
+
+  it('the reporter persists, uploads, drops what was acknowledged, and keeps everything while the control plane refuses', async () => {
+    const got: MeterUpload[] = [];
+    let acked = 0;
+    let refuse = true;
+    const srv = createServer((req, res) => {
+      let b = '';
+      req.on('data', (c) => (b += c));
+      req.on('end', () => {
+        if (refuse) { res.writeHead(503); res.end(); return; }
+        const up = JSON.parse(b) as MeterUpload;
+        got.push(up);
+        for (const x of up.batches) if (x.seq > acked) acked = x.seq;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ stream: up.stream, acked }));
+      });
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    try {
+      const file = join(dir(), 'm.json');
+      const box = await MeterOutbox.open(file, log);
+      let n = 0;
+      const r = new MeterReporter(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`, 't', box, async () => (n++ < 3 ? [entry(n)] : []), log, 60_000);
+      await r.tick(); await r.tick(); await r.tick();
+      expect(box.pending).toBe(3);
+      expect(JSON.parse(readFileSync(file, 'utf8')).batches).toHaveLength(3);
+      refuse = false;
+      await r.tick();
+      expect(box.pending).toBe(0);
+      expect(got.flatMap((u) => u.batches.map((b) => b.seq))).toEqual([1, 2, 3]);
+      expect(got.flatMap((u) => u.batches.flatMap((b) => b.entries.map((e) => e.requests)))).toEqual([1, 2, 3]);
+      expect(JSON.parse(readFileSync(file, 'utf8')).batches).toHaveLength(0);
+    } finally {
+      srv.closeAllConnections();
+      srv.close();
+    }
+  });
+});
