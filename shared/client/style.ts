@@ -15,3 +15,13 @@ export function paint(out: NodeJS.WriteStream, style: keyof typeof CODES, text: 
   const [on, off] = CODES[style];
   return `\x1b[${on}m${text}\x1b[${off}m`;
 }
+
+/**
+ * Text from apps and builds, made safe for a terminal: control characters (escape sequences that
+ * could move the cursor, retitle the window or rewrite what was printed) become U+FFFD. Piped
+ * output is left byte for byte.
+ */
+export function terminalSafe(out: NodeJS.WriteStream, text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return out.isTTY ? text.replace(/[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]/g, '\ufffd') : text;
+}

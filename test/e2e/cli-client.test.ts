@@ -132,6 +132,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
   it('deploy on a terminal draws a progress bar and spinner in place (pseudo-terminal via script)', async () => {
     const app = join(tmp.dir, 'app');
     await writeFile(join(app, 'www', 'index.html'), '<h1>v2</h1>\n');
+    // a build step that tries to retitle the terminal: shown defused
+    await writeFile(join(app, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN printf 'title:\\033]0;pwned\\007\\n'\nCOPY . /www\nCMD ["sh", "-c", "echo starting on $PORT; exec httpd -f -vv -p $PORT -h /www"]\n`);
     const cmd = `${process.execPath} ${BIN} deploy ${app} --host ${HOST}`;
     // asynchronously: the control plane runs in this process
     const r = await new Promise<{ status: number | null; stdout: string }>((resolve) => {
@@ -146,6 +148,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(r.stdout).toMatch(/Uploading \[#*\.*\]/);
     expect(r.stdout).toContain('\x1b[32m✔\x1b[39m'); // colour on a terminal
     expect(r.stdout).toContain(`Deployed ${HOST} revision 2`);
+    expect(r.stdout).toContain('title:\ufffd]0;pwned\ufffd');
+    expect(r.stdout).not.toContain('\x1b]0;pwned');
     expect((await viaProxy(HOST, '/www/index.html')).body).toBe('<h1>v2</h1>'); // deploy returns once the proxies route to it
   });
 

@@ -9,7 +9,7 @@ import { formatBytes, formatDuration, printJson, Progress, Status } from '../out
 import { packDirectory } from '../pack.js';
 import { readSse } from '../sse.js';
 import { appUrls } from '../urls.js';
-import { paint } from '../style.js';
+import { paint, terminalSafe } from '../style.js';
 
 /**
  * `berth deploy [DIR] --host HOST`: from a folder to a URL, like `gcloud run deploy --source`.
@@ -226,7 +226,7 @@ async function followBuild(client: BerthClient, imageId: number, out: NodeJS.Wri
     while ((i = partial.indexOf('\n')) !== -1) {
       const line = partial.slice(0, i).replace(/\r$/, '');
       partial = partial.slice(i + 1);
-      out.write(`  ${bar} ${line}\n`);
+      out.write(`  ${bar} ${terminalSafe(out, line)}\n`);
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
     }

@@ -2,7 +2,7 @@ import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
 import { booleanOption, defineClientCommand, intOption } from '../command.js';
 import { readSse } from '../sse.js';
-import { colours } from '../style.js';
+import { colours, terminalSafe } from '../style.js';
 
 /**
  * `berth logs HOST`: every instance's stdout/stderr through GET /api/apps/:host/logs (SSE), each
@@ -43,7 +43,10 @@ export const run = defineClientCommand({
         if (ev.event === 'log') {
           const l = JSON.parse(ev.data) as { container_id: number; image_id: number; stream: string; time: string | null; line: string };
           if (json) stdout.write(JSON.stringify(l) + '\n');
-          else stdout.write(`${label(l.container_id)} ${stamps && l.time ? `${l.time} ` : ''}${l.stream === 'stderr' && colour ? `\x1b[2m${l.line}\x1b[22m` : l.line}\n`);
+          else {
+            const line = terminalSafe(stdout, l.line);
+            stdout.write(`${label(l.container_id)} ${stamps && l.time ? `${l.time} ` : ''}${l.stream === 'stderr' && colour ? `\x1b[2m${line}\x1b[22m` : line}\n`);
+          }
         } else if (ev.event === 'error') {
           process.stderr.write(`berth logs: ${(JSON.parse(ev.data) as { message: string }).message}\n`);
           return EXIT.failed;
