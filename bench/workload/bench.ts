@@ -18,7 +18,7 @@
  * step), BENCH_WORKLOAD_LADDER (10000,20000,30000,40000,50000,60000), BENCH_WORKLOAD_RATES
  * (1000,10000,20000), BENCH_CONNECTIONS (50, for wrk/autocannon).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,15 +49,17 @@ const nums = (name: string, def: number[]): number[] => {
 
 type EngineResult = Omit<WorkloadMetrics, 'series' | 'latency_distribution'> & { cpu_s: number };
 
-async function runEngine(port: number, rps: number, durationS: number, cpu: string | undefined, connections?: number): Promise<EngineResult> {
+async function runEngine(dir: string, port: number, rps: number, durationS: number, cpu: string | undefined, connections?: number): Promise<EngineResult> {
   const options = { url: `http://127.0.0.1:${port}/small`, host: HOST_SINGLE, pattern: 'constant', rps, duration_seconds: durationS, ...(connections ? { connections } : {}) };
-  const t = spawnTracked(process.execPath, [join(here, 'bench-child.js'), JSON.stringify(options)], { name: 'berth-load', cpu, captureStdout: true });
+  const logFile = join(dir, 'berth-load.err');
+  writeFileSync(logFile, '');
+  const t = spawnTracked(process.execPath, [join(here, 'bench-child.js'), JSON.stringify(options)], { name: 'berth-load', cpu, captureStdout: true, logFile });
   let out = '';
   t.child.stdout?.setEncoding('utf8');
   t.child.stdout?.on('data', (d: string) => (out += d));
   const code = await t.exited;
   const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-  if (!line) throw new Error(`berth load exited ${code} without a result: ${out.slice(-300)}`);
+  if (!line) throw new Error(`berth load exited ${code} without a result: ${out.slice(-300)} ${readFileSync(logFile, 'utf8').slice(-1500)}`);
   return JSON.parse(line.slice('BENCHJSON '.length)) as EngineResult;
 }
 
@@ -119,11 +121,11 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
     let maxSustained: number | null = null;
     for (const rps of ladderRates) {
       progress(`berth load ladder: ${rps} req/s for ${stepS}s`);
-      let r = await runEngine(port, rps, stepS, genCpu);
+      let r = await runEngine(dir, port, rps, stepS, genCpu);
       // a shared machine steals the core now and then: a step gets a second try before it counts as failed
       if (!sustained(r)) {
         progress(`  not sustained (achieved ${achievedPct(r).toFixed(2)}%, late ${latePct(r).toFixed(2)}%): second try`);
-        const again = await runEngine(port, rps, stepS, genCpu);
+        const again = await runEngine(dir, port, rps, stepS, genCpu);
         if (sustained(again) || latePct(again) < latePct(r)) r = again;
       }
       const ok = sustained(r);
@@ -154,7 +156,7 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
     const accuracy: WorkloadBenchReport['accuracy'] = [];
     for (const rps of rates) {
       progress(`berth load accuracy: ${rps} req/s for ${durationS}s`);
-      accuracy.push({ rps, result: await runEngine(port, rps, durationS, genCpu) });
+      accuracy.push({ rps, result: await runEngine(dir, port, rps, durationS, genCpu) });
     }
     say(`Achieved vs target (constant rate, ${durationS} s each, berth load on one core)`);
     say('');
