@@ -41,9 +41,9 @@ export class Prompter {
         terminal: true,
       });
       rl.question(question, (answer) => {
-        rl.close();
+        resolve(answer); // before close(): its 'close' event would settle the question as unanswered
         if (secret) out.write('\n');
-        resolve(answer);
+        rl.close();
       });
       muted = secret;
       rl.on('close', () => resolve(undefined));

@@ -284,4 +284,20 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect((await fetch(`${h.cp.url}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
     expect((await berth(['apps'])).code).toBe(3);
   });
+
+  it('login on a terminal asks for the email and the password, and does not echo the password', async () => {
+    const child = spawn('script', ['-qfec', `${process.execPath} ${BIN} login`, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    await waitFor('the email question', async () => out.includes('Email for '), 10_000, 50);
+    child.stdin.write('example@gmail.com\r');
+    await waitFor('the password question', async () => out.includes('Password: '), 10_000, 50);
+    child.stdin.write('example123\r');
+    await waitFor('the login', async () => out.includes('Logged in'), 10_000, 50);
+    child.stdin.end();
+    expect(await exited).toBe(0);
+    expect(out).toContain('example@gmail.com'); // typed text is echoed...
+    expect(out).not.toContain('example123'); // ...the password is not
+  });
 });
