@@ -275,6 +275,39 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     await sleep(0);
   });
 
+  it('container logs: a follow ends with the container (SSE end event), a client that leaves closes the Docker stream', async () => {
+    const app = join(tmp.dir, 'stopper');
+    await writeApp(app, 'stop me\n');
+    const d = await berth(['deploy', app, '--host', 'stopper.localhost', '--json']);
+    expect(d.code, d.err).toBe(0);
+    const token = JSON.parse(await readFile(join(tmp.dir, 'config', 'credentials.json'), 'utf8')).apis[h.cp.url].token as string;
+    const auth = { authorization: `Bearer ${token}` };
+    const { rows: [c] } = await h.cp.db.query<{ id: number }>(
+      `SELECT c.id FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = 'stopper.localhost' AND c.status = 'running' LIMIT 1`);
+    const base = openLogStreams();
+
+    // plain text follow, abandoned by its client
+    const ac = new AbortController();
+    const text = await fetch(`${h.cp.url}/api/containers/${c.id}/logs?follow=1`, { headers: auth, signal: ac.signal });
+    expect(text.headers.get('content-type')).toMatch(/^text\/plain/);
+    const reader = text.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain('starting on 8080');
+    await waitFor('the follow stream', async () => openLogStreams() === base + 1, 5_000, 50);
+    ac.abort();
+    await waitFor('the Docker stream to close after the client left', async () => openLogStreams() === base, 5_000, 50);
+
+    // SSE follow, ended by the container stopping
+    const sse = await fetch(`${h.cp.url}/api/containers/${c.id}/logs?follow=1&tail=1`, { headers: { ...auth, accept: 'text/event-stream' } });
+    expect(sse.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const body = sse.text();
+    await waitFor('the follow stream', async () => openLogStreams() === base + 1, 5_000, 50);
+    expect((await fetch(`${h.cp.url}/api/containers/${c.id}/stop`, { method: 'POST', headers: auth })).status).toBe(200);
+    const all = await body;
+    expect(all).toMatch(/event: log\ndata: \{"container_id":\d+/);
+    expect(all).toContain('event: end\ndata: {"status":"container_stopped"}');
+    expect(openLogStreams()).toBe(base);
+  });
+
   it('logout revokes the stored token and forgets it', async () => {
     const creds = JSON.parse(await readFile(join(tmp.dir, 'config', 'credentials.json'), 'utf8'));
     const token = creds.apis[h.cp.url].token as string;
