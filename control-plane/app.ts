@@ -11,6 +11,7 @@ import { createPool, type Db } from './db/pool.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
 import { genRequestId, installErrorHandling } from './http/errors.js';
+import { installTraceLogging } from './http/trace.js';
 import { hardenNumberSchemas, numberAjvOptions } from './http/schemas.js';
 import { createMetrics, installHttpMetrics } from './http/metrics.js';
 import healthPlugin from './http/health.js';
@@ -109,6 +110,7 @@ export async function startControlPlane(
   app.decorate('runtime', runtime);
   app.decorate('builds', builds);
   installErrorHandling(app);
+  installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
   hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);
   if (logFormat() === 'pretty') installRequestLog(app);

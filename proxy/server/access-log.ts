@@ -25,8 +25,12 @@ export class AccessLog {
     return false;
   }
 
-  write(requestId: string, method: string, host: string, path: string, status: number, route: string, endpoint: string, ms: number, reason: string): void {
-    this.logger.info({ requestId, method, host, path, status, route, endpoint, ms: Math.round(ms * 1000) / 1000, reason: reason || undefined }, 'request');
+  /** `traceparent`: the W3C trace context forwarded upstream (its trace id is logged), '' when none. */
+  write(requestId: string, method: string, host: string, path: string, status: number, route: string, endpoint: string, ms: number, reason: string, traceparent = ''): void {
+    this.logger.info({
+      requestId, traceId: traceparent.length === 55 ? traceparent.slice(3, 35) : undefined,
+      method, host, path, status, route, endpoint, ms: Math.round(ms * 1000) / 1000, reason: reason || undefined,
+    }, 'request');
   }
 }
 

@@ -679,7 +679,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const log = runtime.accessLog;
     if (log !== null && log.sample()) {
       log.write(this.requestId, this.method, this.host, this.path, status, this.route.id,
-        this.endpoint === null ? '' : this.endpoint.address, this.t0 === 0 ? 0 : performance.now() - this.t0, this.reason);
+        this.endpoint === null ? '' : this.endpoint.address, this.t0 === 0 ? 0 : performance.now() - this.t0, this.reason, this.traceparent);
     }
   }
 }

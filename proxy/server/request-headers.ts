@@ -6,6 +6,7 @@
 import type { HttpRequest } from 'uWebSockets.js';
 import { forwardableValue, validContentLength, validTransferEncoding, type Refusal } from './admission.js';
 import { HOP_BY_HOP, connectionTokens, isProxyHeader } from './headers.js';
+import { newTraceparent, validTraceparent } from './request-id.js';
 import { runtime } from './state.js';
 
 /** What reading the client's headers learns; the Exchange extends it. */
@@ -22,6 +23,8 @@ export class ForwardedRequest {
   aeSeen = false;
   acceptEncoding = '';
   hostHeaders = 0;
+  /** W3C trace context forwarded upstream: the client's when valid, else one the proxy starts */
+  traceparent = '';
   /** set by admission: the request is answered 400 instead of forwarded */
   refusal: Refusal | null = null;
 
@@ -32,13 +35,13 @@ export class ForwardedRequest {
 
 
 // x-request-id, X-Forwarded-Host/-Proto and Expect are the proxy's to set (or not): dropped.
-const R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_COOKIE = 10, R_AE = 11;
+const R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_COOKIE = 10, R_AE = 11, R_TRACE = 12;
 const requestHeaderClass = new Map<string, number>([
   ...HOP_BY_HOP.map((n): [string, number] => [n, R_DROP]),
   ['connection', R_CONNECTION], ['transfer-encoding', R_TE], ['content-length', R_CL], ['host', R_HOST],
   ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
   ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_DROP], ['expect', R_DROP],
-  ['cookie', R_COOKIE], ['accept-encoding', R_AE],
+  ['cookie', R_COOKIE], ['accept-encoding', R_AE], ['traceparent', R_TRACE],
 ]);
 
 let collecting: ForwardedRequest | null = null;
@@ -74,6 +77,10 @@ function collectHeader(name: string, raw: string): void {
     case R_VIA: ex.via = value; return;
     case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
     case R_COOKIE: ex.noStore = true; ex.headers.push(name, value); return;
+    case R_TRACE:
+      // the first valid one is kept (re-added below); an invalid or repeated one is replaced
+      if (ex.traceparent === '' && validTraceparent(value)) ex.traceparent = value;
+      return;
     case R_AE:
       // the fallback key holds one Accept-Encoding; a repeated one is not worth keying
       if (ex.aeSeen) ex.noStore = true;
@@ -109,6 +116,7 @@ export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, raw
     'x-forwarded-proto', 'http',
     'via', into.via === '' ? runtime.via : into.via + ', ' + runtime.via,
     'x-request-id', requestId,
+    'traceparent', into.traceparent === '' ? (into.traceparent = newTraceparent()) : into.traceparent,
   );
   return null;
 }

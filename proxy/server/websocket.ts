@@ -9,6 +9,7 @@
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { Agent, WebSocket as UpstreamSocket, type Dispatcher, type MessageEvent, type CloseEvent } from 'undici';
 import { globalStats } from '../metrics/route-stats.js';
+import { newTraceparent, validTraceparent } from './request-id.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
@@ -173,6 +174,9 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       headers['x-forwarded-proto'] = 'http';
       headers.via = via === '' ? runtime.via : `${via}, ${runtime.via}`;
       headers['x-request-id'] = requestId;
+      // W3C trace context: the client's when valid, else one the proxy starts
+      const tp = headers.traceparent;
+      if (typeof tp !== 'string' || !validTraceparent(tp)) headers.traceparent = newTraceparent();
       headers[HOST_CARRIER] = rawHost;
       const handshakeId = String(++handshakeSeq);
       const handshake: Handshake = { status: 0, error: null };
