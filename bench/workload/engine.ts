@@ -67,6 +67,8 @@ export interface Progress {
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Most sends per turn of the event loop. */
+const MAX_BATCH = 256;
 /** Connections being opened at once (opening thousands at once costs more than it gains). */
 const MAX_CONNECTING = 32;
 export const DEFAULT_LATE_MS = 10;
@@ -272,13 +274,21 @@ export class WorkloadRun {
     this.timer = null;
     if (this.scheduleDone) return;
     const now = this.now();
-    while (this.nextAt <= now) {
+    // after a stall (GC, a busy machine) many sends are due at once: send a batch, then let the
+    // loop read responses (which frees connections) before the next batch, instead of opening a
+    // connection for each of thousands of overdue requests
+    let batch = MAX_BATCH;
+    while (this.nextAt <= now && batch-- > 0) {
       this.issue(this.nextAt, now);
       this.nextAt = this.schedule.next();
     }
     if (this.nextAt === Infinity) {
       this.scheduleDone = true;
       this.maybeFinish();
+      return;
+    }
+    if (batch < 0) {
+      setImmediate(this.loop);
       return;
     }
     const wait = this.nextAt - this.now();

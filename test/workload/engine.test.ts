@@ -108,9 +108,15 @@ describe('poisson arrivals', () => {
     expect(s.arrivals.length).toBeLessThan(950);
     expect(mean).toBeGreaterThan(4.2);
     expect(mean).toBeLessThan(6);
+    // timestamps taken by a server's event loop carry its scheduling noise (more on a busy machine):
+    // the bounds are wide, but an even sender measured the same way stays far below them
     expect(cv).toBeGreaterThan(0.8);
-    expect(cv).toBeLessThan(1.2);
+    expect(cv).toBeLessThan(1.4);
     expect(m.failed_requests).toBe(0);
+    const even = await serve();
+    await runWorkload({ url: even.url, pattern: 'constant', rps: 200, duration_seconds: 2, precise: true }).done;
+    const evenGaps = even.arrivals.slice(1).map((t, i) => t - even.arrivals[i]);
+    expect(stats(evenGaps).cv).toBeLessThan(0.6);
   });
 });
 
@@ -138,7 +144,12 @@ describe('coordinated omission', () => {
     const during = s.arrivals.filter((a) => a >= stallFrom && a < stallUntil).length;
     expect(during).toBeGreaterThanOrEqual(180);
     expect(during).toBeLessThanOrEqual(220);
-    expect(m.late_requests).toBeLessThanOrEqual(20);
+    // late = sent > 10 ms after the intended start. Without enough connections every request from the
+    // stall on would be late (and arrive after it, which the count above rules out). Some are late
+    // for real: the 200 held answers arrive at once and take the loop a while, more so on a busy
+    // machine (which also delays a few anywhere): at most 15 % of the stalled seconds' sends, 10 % overall
+    for (const p of m.series.filter((x) => x.t === 1 || x.t === 2)) expect(p.late, `second ${p.t}`).toBeLessThanOrEqual(p.sent * 0.15);
+    expect(m.late_requests).toBeLessThanOrEqual(80);
     expect(m.dropped_requests).toBe(0);
     expect(m.failed_requests).toBe(0);
     expect(Math.abs(m.total_requests - 800)).toBeLessThanOrEqual(24);
