@@ -5,7 +5,7 @@ import { recordEvent } from '../events/outbox.js';
 import { conflict, notFound } from '../http/errors.js';
 import { discardImage } from '../images/plugin.js';
 import type { ContainerRow, ImageRow } from '../images/repo.js';
-import { revisionStates, setTraffic, type AppRow } from './repo.js';
+import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
 import { checkTraffic, resolveTraffic, tagHost, type TrafficEntry } from './traffic.js';
 
 const hostParams = {
@@ -41,7 +41,8 @@ async function describeApp(q: Queryable, a: AppRow) {
        FROM containers WHERE image_id = ANY($1::bigint[]) GROUP BY image_id`, [images.map((i) => i.id)]);
   const byImage = new Map(counts.map((c) => [Number(c.image_id), c]));
   const states = images.map((i) => ({ id: i.id, revision: i.revision, status: i.status, routable: i.routable_at !== null || (i.status === 'ready' && i.min_instances === 0) }));
-  const r = resolveTraffic(a.traffic, states);
+  const r = resolveTraffic(a.traffic, states, a.pending_image_id);
+  const traffic = r.promoted ?? a.traffic;
   const host = a.app_hostname;
   const revisionOf = new Map(images.map((i) => [i.id, i.revision]));
   return {
@@ -65,7 +66,9 @@ async function describeApp(q: Queryable, a: AppRow) {
         created_at: new Date(i.created_at).toISOString(),
       };
     }),
-    traffic: a.traffic.map((e) => {
+    /** a revision deployed with traffic that takes it once it serves */
+    pending_image_id: r.promoted ? null : a.pending_image_id,
+    traffic: traffic.map((e) => {
       const id = e.latest ? r.latest : e.image_id ?? null;
       return { ...e, revision: id === null ? null : revisionOf.get(id) ?? null };
     }),
@@ -105,8 +108,11 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
     const a = await withTransaction(app.db, async (c) => {
       const a = await own(c, req.user!.id, req.params.host, true);
       const next = checkTraffic(req.body.traffic, a.app_hostname, await revisionStates(c, a.app_hostname));
+      await checkTagHostsFree(c, a.app_hostname, next.flatMap((e) => (e.tag ? [e.tag] : [])));
       await setTraffic(c, a, next, 'api');
-      return { ...a, traffic: next };
+      // an explicit split overrides a deploy that was waiting to take the traffic
+      await c.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1', [a.app_hostname]);
+      return { ...a, traffic: next, pending_image_id: null };
     });
     app.events.nudge();
     // proxies get the split with the next table; revisions that gained traffic get their

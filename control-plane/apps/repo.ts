@@ -1,8 +1,9 @@
-import type { Queryable } from '../db/pool.js';
+import { withTransaction, type Db, type Queryable } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import { INHERITED_FIELDS } from '../images/fields.js';
 import type { ImageRow } from '../images/repo.js';
-import { resolveTraffic, trafficAfterDeploy, type RevisionState, type TrafficEntry } from './traffic.js';
+import { conflict } from '../http/errors.js';
+import { canonical, resolveTraffic, tagHost, trafficAfterDeploy, type RevisionState, type TrafficEntry } from './traffic.js';
 
 /** An `apps` row: one user's hostname, its revision counter and its traffic split. */
 export interface AppRow {
@@ -10,6 +11,8 @@ export interface AppRow {
   user_id: number;
   last_revision: number;
   traffic: TrafficEntry[];
+  /** a revision deployed with traffic that takes it once it can serve (apps/traffic.ts) */
+  pending_image_id: number | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -58,7 +61,8 @@ export async function revisionStates(q: Queryable, host: string): Promise<Revisi
 
 /** Write a new split (when it differs) with its `app.traffic_changed` event, in the caller's transaction. */
 export async function setTraffic(tx: Queryable, app: AppRow, next: TrafficEntry[], reason: string, imageId?: number): Promise<boolean> {
-  if (JSON.stringify(next) === JSON.stringify(app.traffic)) return false;
+  next = next.map(canonical);
+  if (JSON.stringify(next) === JSON.stringify(app.traffic.map(canonical))) return false;
   await tx.query('UPDATE apps SET traffic = $2::jsonb, updated_at = now() WHERE app_hostname = $1', [app.app_hostname, JSON.stringify(next)]);
   await recordEvent(tx, {
     type: 'app.traffic_changed', userId: app.user_id, imageId, appHostname: app.app_hostname,
@@ -73,4 +77,43 @@ export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: n
   const latestNow = resolveTraffic(app.traffic, revisions).latest;
   const next = trafficAfterDeploy(app.traffic, { imageId: opts.imageId, noTraffic: opts.noTraffic, tag: opts.tag, latestNow });
   await setTraffic(tx, app, next, 'deploy', opts.imageId);
+  // a plain deploy: the new revision takes the traffic once it can serve (the newest deploy wins)
+  if (!opts.noTraffic) await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
+}
+
+/**
+ * Store what a pending revision's promotion or failure means (the reconcile loop, leader only):
+ * a routable pending revision's split is written with `app.traffic_changed` (reason `deploy`); a
+ * pending revision whose build failed, or that is gone, is dropped (the split never changed).
+ * Each app in its own transaction, re-checked under its row lock.
+ */
+export async function settlePending(db: Db): Promise<number> {
+  const { rows } = await db.query<{ app_hostname: string }>('SELECT app_hostname FROM apps WHERE pending_image_id IS NOT NULL');
+  let changed = 0;
+  for (const { app_hostname } of rows) {
+    await withTransaction(db, async (tx) => {
+      const { rows: [a] } = await tx.query<AppRow>('SELECT * FROM apps WHERE app_hostname = $1 FOR UPDATE', [app_hostname]);
+      if (!a || a.pending_image_id === null) return;
+      const revisions = await revisionStates(tx, app_hostname);
+      const pend = revisions.find((r) => r.id === Number(a.pending_image_id));
+      if (pend === undefined || pend.status === 'build_failed') {
+        await tx.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1', [app_hostname]);
+        changed++;
+        return;
+      }
+      const r = resolveTraffic(a.traffic, revisions, Number(a.pending_image_id));
+      if (r.promoted === null) return;
+      await setTraffic(tx, a, r.promoted, 'deploy', pend.id);
+      await tx.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1', [app_hostname]);
+      changed++;
+    });
+  }
+  return changed;
+}
+
+/** A tag host that is some app's own hostname (older names may contain `---`) is refused (409). */
+export async function checkTagHostsFree(q: Queryable, host: string, tags: string[]): Promise<void> {
+  if (tags.length === 0) return;
+  const { rows } = await q.query<{ app_hostname: string }>('SELECT app_hostname FROM apps WHERE app_hostname = ANY($1::text[])', [tags.map((t) => tagHost(t, host))]);
+  if (rows.length) throw conflict(`tag URL host "${rows[0].app_hostname}" is an app's hostname; choose another tag`, 'tag_host_taken');
 }

@@ -1,3 +1,4 @@
+import { isValidHostPattern } from '../../shared/hostname.js';
 import { badRequest } from '../http/errors.js';
 
 /**
@@ -35,6 +36,8 @@ export interface ResolvedTraffic {
    * Every other ready revision is scaled to zero (drained first).
    */
   serving: Set<number>;
+  /** the split with a pending revision promoted, when it is routable now (to be stored) */
+  promoted: TrafficEntry[] | null;
 }
 
 export const DEFAULT_TRAFFIC: TrafficEntry[] = [{ latest: true, percent: 100 }];
@@ -51,19 +54,29 @@ export function checkTag(tag: string, host: string, field: string): void {
   }
   const label = tagHost(tag, host).split('.')[0];
   if (label.length > 63) throw badRequest(`${field} "${tag}" makes the DNS label "${label}" longer than 63 characters`);
+  if (!isValidHostPattern(tagHost(tag, host))) throw badRequest(`${field} "${tag}" makes "${tagHost(tag, host)}", which is not a valid hostname (253 characters at most)`);
 }
 
 /**
  * Resolve stored entries against the app's revisions. `latest` is the newest routable revision
  * (falling back to the newest ready one, so a first deploy shows up as 503 or wakes, not 404);
  * entries naming a revision that is not ready (or gone) are skipped.
+ *
+ * `pending` is a revision deployed with traffic that has not taken it yet: until it is routable
+ * the stored split keeps serving unchanged (so a canary or a rolled-back revision that happens to
+ * be newer never gets the traffic meanwhile) and the pending revision only gets its instances;
+ * once it is routable the split is the promoted one (`promote`) — the reconcile loop then stores
+ * it (`promoted` tells it so).
  */
-export function resolveTraffic(entries: TrafficEntry[], revisions: RevisionState[]): ResolvedTraffic {
+export function resolveTraffic(stored: TrafficEntry[], revisions: RevisionState[], pending: number | null = null): ResolvedTraffic {
   const ready = revisions.filter((r) => r.status === 'ready').sort((a, b) => b.revision - a.revision);
   const newestRoutable = ready.find((r) => r.routable);
   const latest = (newestRoutable ?? ready[0])?.id ?? null;
   const readyIds = new Set(ready.map((r) => r.id));
-  const out: ResolvedTraffic = { percent: new Map(), tags: new Map(), latest, serving: new Set() };
+  const pend = pending === null ? undefined : revisions.find((r) => r.id === pending);
+  const promoted = pend !== undefined && pend.status === 'ready' && pend.routable;
+  const entries = promoted ? promote(stored, pend.id, latest === pend.id) : stored;
+  const out: ResolvedTraffic = { percent: new Map(), tags: new Map(), latest, serving: new Set(), promoted: promoted ? entries : null };
   let wantsLatest = false;
   for (const e of entries) {
     const id = e.latest ? latest : e.image_id ?? null;
@@ -74,8 +87,30 @@ export function resolveTraffic(entries: TrafficEntry[], revisions: RevisionState
   }
   for (const id of out.percent.keys()) out.serving.add(id);
   for (const id of out.tags.keys()) out.serving.add(id);
+  // the revision that will take `latest` (or the pending one) must start to get there
   if (wantsLatest && ready[0]) out.serving.add(ready[0].id);
+  if (pend !== undefined && pend.status === 'ready') out.serving.add(pend.id);
   return out;
+}
+
+/**
+ * The split once a pending revision takes the traffic: all of it, as `latest` when it is the
+ * newest routable revision (else pinned to it), keeping every tag.
+ */
+export function promote(current: TrafficEntry[], imageId: number, isLatest: boolean): TrafficEntry[] {
+  const main: TrafficEntry = isLatest ? { latest: true, percent: 100 } : { image_id: imageId, percent: 100 };
+  const next = [main];
+  for (const e of current) {
+    if (!e.tag) continue;
+    if (e.latest || e.image_id === imageId) { if (!main.tag) main.tag = e.tag; else next.push({ image_id: imageId, percent: 0, tag: e.tag }); }
+    else next.push({ image_id: e.image_id, percent: 0, tag: e.tag });
+  }
+  return next.map(canonical);
+}
+
+/** One key order for an entry (jsonb reorders keys: comparisons go through this). */
+export function canonical(e: TrafficEntry): TrafficEntry {
+  return { ...(e.latest ? { latest: true } : { image_id: e.image_id }), percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) };
 }
 
 /**
@@ -105,37 +140,29 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: R
       latest = true;
     }
     if (!Number.isInteger(e.percent) || e.percent < 0 || e.percent > 100) throw badRequest(`${at}: percent must be an integer from 0 to 100`);
+    if (e.percent === 0 && e.tag === undefined) throw badRequest(`${at}: a 0 % entry needs a tag (it would say nothing)`);
     sum += e.percent;
     if (e.tag !== undefined) {
       checkTag(e.tag, host, `${at}: tag`);
       if (tags.has(e.tag)) throw badRequest(`${at}: tag "${e.tag}" is used twice`);
       tags.add(e.tag);
     }
-    out.push(e.latest ? { latest: true, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { image_id: e.image_id, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) });
+    out.push(canonical(e));
   });
   if (sum !== 100) throw badRequest(`traffic percents must sum to 100, not ${sum}`);
   return out;
 }
 
 /**
- * The split after a new revision is uploaded. A plain deploy moves all traffic to `latest` (the
- * new revision, once it serves), keeping tags; with `noTraffic` the split stays as it is, with
- * `latest` pinned to the revision it stands for now (so the new one gets nothing). A `tag` names
- * the new revision (moved off any revision that had it).
+ * The split right after a new revision is uploaded. With `noTraffic` the split stays as it is,
+ * with `latest` pinned to the revision it stands for now (so the new one gets nothing, now or when
+ * it is ready). A plain deploy leaves it as it is too: the new revision is `pending` and takes
+ * the traffic once it can serve (resolveTraffic / promote). A `tag` names the new revision at
+ * once (moved off any revision that had it).
  */
 export function trafficAfterDeploy(current: TrafficEntry[], opts: { imageId: number; noTraffic: boolean; tag: string | null; latestNow: number | null }): TrafficEntry[] {
-  let next: TrafficEntry[];
-  if (opts.noTraffic) {
-    // pinned: `latest` becomes the revision it stands for now (kept as is while none is ready)
-    next = current.map((e) => (e.latest && opts.latestNow !== null ? { image_id: opts.latestNow, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { ...e }));
-  } else {
-    next = [{ latest: true, percent: 100 }];
-    for (const e of current) {
-      if (!e.tag) continue;
-      if (e.latest) next[0].tag = e.tag; // a tag that rode on `latest` stays on it
-      else next.push({ image_id: e.image_id, percent: 0, tag: e.tag });
-    }
-  }
+  // pinned: `latest` becomes the revision it stands for now (kept as is while none is ready)
+  let next = current.map((e) => (opts.noTraffic && e.latest && opts.latestNow !== null ? { image_id: opts.latestNow, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { ...e }));
   if (opts.tag) {
     for (const e of next) if (e.tag === opts.tag) delete e.tag;
     const mine = next.find((e) => e.image_id === opts.imageId);
@@ -143,5 +170,6 @@ export function trafficAfterDeploy(current: TrafficEntry[], opts: { imageId: num
     else next.push({ image_id: opts.imageId, percent: 0, tag: opts.tag });
   }
   // a 0 % entry with no tag says nothing
-  return next.filter((e) => e.percent > 0 || e.tag);
+  next = next.filter((e) => e.percent > 0 || e.tag);
+  return next.map(canonical);
 }

@@ -1,6 +1,7 @@
 import type { Db } from '../db/pool.js';
 import type { Logger } from '../../shared/logging.js';
 import { USER_STOPPED, type ContainerService } from './service.js';
+import { servingRevisions } from '../discovery/route-table.js';
 
 export type ActivationResult = 'starting' | 'already_running' | 'not_found' | 'not_scaled_to_zero';
 
@@ -31,6 +32,8 @@ export class Activation {
       const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string; min_instances_provisioned: boolean }>(
         'SELECT id, user_id, min_instances, status, min_instances_provisioned FROM images WHERE id = $1', [imageId]);
       if (!img || img.status !== 'ready') return 'not_found';
+      // a revision that lost its traffic meanwhile is not woken (proxies move its held requests)
+      if (!(await servingRevisions(this.db)).has(img.id)) return 'not_found';
       if (img.min_instances > 0) {
         if (img.min_instances_provisioned) {
           // its first instances are on their way (the proxies hold requests until one is healthy)

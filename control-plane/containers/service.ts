@@ -83,6 +83,8 @@ export const USER_STOPPED = 'stopped by its user';
  */
 export class ContainerService {
   readonly locks = new KeyedMutex();
+  /** images whose min_instances the quota cut short (warned once) */
+  private readonly quotaShort = new Set<number>();
   private readonly log: Logger;
 
   constructor(private readonly d: ContainerServiceDeps) {
@@ -94,6 +96,11 @@ export class ContainerService {
       type, userId: c.user_id, imageId: c.image_id, containerId: c.id, appHostname: img.app_hostname,
       payload: { container_name: c.name, docker_id: c.docker_id, host_port: c.host_port, internal_port: c.internal_port, status: c.status, health: c.health, ...extra },
     };
+  }
+
+  /** Something the route table depends on changed outside this service (events and tables follow). */
+  routesChanged(): void {
+    this.changed();
   }
 
   private changed(): void {
@@ -138,9 +145,16 @@ export class ContainerService {
         // draining the ones it had; those are on their way out).
         const { rows: [{ n: wanted }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
         want = Math.max(0, Math.min(img.min_instances, img.max_instances) - wanted);
-        if (want > room) this.log.warn({ userId, imageId: img.id, wanted: want, quota: this.d.config.quotas.containers }, 'min_instances capped by the per-user container quota');
-        want = Math.min(want, room);
-        await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);
+        if (want > room) {
+          // As many as fit now; the image stays owed the rest, and the reconcile loop tries again
+          // (a rollout frees the old revision's share of the quota as it retires it).
+          if (!this.quotaShort.has(img.id)) this.log.warn({ userId, imageId: img.id, wanted: want, quota: this.d.config.quotas.containers }, 'min_instances capped by the per-user container quota for now');
+          this.quotaShort.add(img.id);
+          want = room;
+        } else {
+          this.quotaShort.delete(img.id);
+          await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);
+        }
       } else if (n + count > img.max_instances) {
         if (!opts.cap) throw conflict(`image ${img.id} has ${n} of max_instances ${img.max_instances} containers; ${count} more would pass it`, 'max_instances_exceeded');
         want = Math.max(0, img.max_instances - n);

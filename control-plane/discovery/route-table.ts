@@ -1,6 +1,7 @@
 import { DEFAULTS, type RouteSpec, type RouteTableSpec } from '../../shared/routes/schema.js';
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import type { Queryable } from '../db/pool.js';
+import { isValidHostPattern } from '../../shared/hostname.js';
 import { resolveTraffic, tagHost, type RevisionState, type TrafficEntry } from '../apps/traffic.js';
 
 /** Address proxies use for a container published on `host_port`. */
@@ -10,6 +11,7 @@ export const endpointAddress = (endpointHost: string, hostPort: number) =>
 interface RouteRow {
   app_hostname: string;
   traffic: TrafficEntry[];
+  pending_image_id: number | null;
   image_id: number;
   revision: number;
   status: RevisionState['status'];
@@ -17,8 +19,8 @@ interface RouteRow {
   container_concurrency: number;
   min_instances: number;
   min_instances_provisioned: boolean;
-  /** some instance is wanted running (starting, or healthy) */
-  wanted: boolean;
+  /** an instance is on its way: wanted running, and being created or not yet probed healthy */
+  starting: boolean;
   container_id: number | null;
   host_port: number | null;
 }
@@ -39,10 +41,11 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
     ...(hold.timeoutMs !== DEFAULTS.concurrency.queueTimeoutMs ? { queueTimeoutMs: hold.timeoutMs } : {}),
   };
   const { rows } = await q.query<RouteRow>(
-    `SELECT a.app_hostname, a.traffic, i.id AS image_id, i.revision, i.status,
+    `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable,
             i.container_concurrency, i.min_instances, i.min_instances_provisioned,
-            EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running') AS wanted,
+            EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
+                      AND (w.status = 'creating' OR (w.status = 'running' AND w.health = 'unknown'))) AS starting,
             c.id AS container_id, c.host_port
        FROM apps a
        JOIN images i ON i.app_hostname = a.app_hostname
@@ -50,16 +53,21 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
       ORDER BY a.app_hostname, i.id, c.id`);
   const routes: RouteSpec[] = [];
-  // A host claimed twice would make the whole table invalid (every proxy would refuse it): the
-  // upload refuses such hostnames; this guard keeps one bad row from taking everyone's routes down.
+  const apps = groupApps(rows);
+  // A host claimed twice, or one no proxy accepts, would make the whole table invalid (every proxy
+  // would refuse it, for every tenant): each is dropped on its own here. App hostnames are claimed
+  // before any tag host, so a tag can never take an app's own hostname (the upload refuses `---`
+  // in new hostnames; older ones may have it).
   const claimed = new Map<string, string>();
+  for (const app of apps) if (!claimed.has(app.host)) claimed.set(app.host, app.host);
   const claim = (host: string, app: string) => {
+    if (!isValidHostPattern(host)) return false;
     const owner = claimed.get(host);
     if (owner === undefined) { claimed.set(host, app); return true; }
     return owner === app;
   };
-  for (const app of groupApps(rows)) {
-    const resolved = resolveTraffic(app.traffic, app.revisions);
+  for (const app of apps) {
+    const resolved = resolveTraffic(app.traffic, app.revisions, app.pending);
     const weighted = resolved.percent.size > 1;
     for (const rev of app.revisions) {
       const percent = resolved.percent.get(rev.id) ?? 0;
@@ -75,8 +83,9 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
       if (r.container_concurrency > 0) route.concurrency = { perEndpoint: r.container_concurrency };
       // Proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate) when it
       // scales to zero, when berth owes it its min_instances (it just got traffic back), or while
-      // its first instances start (a new app is not a 503 for the seconds it takes to boot).
-      if (r.min_instances === 0 || !r.min_instances_provisioned || (!r.routable && r.wanted)) route.wake = true;
+      // an instance is on its way (a new app, or a replaced instance, is not a 503 for the
+      // moments it takes to boot; one that is up but unhealthy is).
+      if (r.min_instances === 0 || !r.min_instances_provisioned || (r.starting && !rev.rows.some((c) => c.container_id !== null))) route.wake = true;
       if ((route.concurrency || route.wake) && Object.keys(holdSpec).length) route.concurrency = { ...route.concurrency, ...holdSpec };
       for (const c of rev.rows) {
         if (c.container_id !== null && c.host_port !== null) {
@@ -92,18 +101,19 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
 /** Image ids that should have instances now (see ResolvedTraffic.serving), over every app. */
 export async function servingRevisions(q: Queryable): Promise<Set<number>> {
   const { rows } = await q.query<RouteRow>(
-    `SELECT a.app_hostname, a.traffic, i.id AS image_id, i.revision, i.status,
+    `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable
        FROM apps a JOIN images i ON i.app_hostname = a.app_hostname
       ORDER BY a.app_hostname, i.id`);
   const out = new Set<number>();
-  for (const app of groupApps(rows)) for (const id of resolveTraffic(app.traffic, app.revisions).serving) out.add(id);
+  for (const app of groupApps(rows)) for (const id of resolveTraffic(app.traffic, app.revisions, app.pending).serving) out.add(id);
   return out;
 }
 
 interface AppRevisions {
   host: string;
   traffic: TrafficEntry[];
+  pending: number | null;
   revisions: (RevisionState & { first: RouteRow; rows: RouteRow[] })[];
 }
 
@@ -113,7 +123,7 @@ function groupApps(rows: RouteRow[]): AppRevisions[] {
   let app: AppRevisions | undefined;
   for (const r of rows) {
     if (app?.host !== r.app_hostname) {
-      app = { host: r.app_hostname, traffic: Array.isArray(r.traffic) ? r.traffic : [], revisions: [] };
+      app = { host: r.app_hostname, traffic: Array.isArray(r.traffic) ? r.traffic : [], pending: r.pending_image_id ?? null, revisions: [] };
       apps.push(app);
     }
     let rev = app.revisions[app.revisions.length - 1];

@@ -10,7 +10,7 @@ import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { ArchiveError, extractArchive } from './archive/extract.js';
 import { BuildQueue, buildDir, contextDir } from './build-queue.js';
 import { imageFieldsSchema, parseCpu, parseImageFields, parseMemory } from './fields.js';
-import { appOwner, claimRevision, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
+import { appOwner, checkTagHostsFree, claimRevision, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
 import { checkTag } from '../apps/traffic.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { dockerRef, getImage, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
@@ -139,6 +139,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
               fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(app.platform.clusterId, userId, id, fields.tag), fields.health_path,
               fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
+          if (fields.traffic_tag !== null) await checkTagHostsFree(c, fields.app_hostname, [fields.traffic_tag]);
           await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
           return rows[0];
         });
@@ -265,16 +266,21 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     // check and the delete atomic (creating a container locks the image row through its foreign
     // key). Docker and the files are cleaned up afterwards, best effort.
     const img = await withTransaction(app.db, async (c) => {
+      // the app row first, then the image (the order DELETE /api/apps and uploads lock them in)
+      const { rows: [peek] } = await c.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE id = $1 AND user_id = $2', [req.params.id, req.user!.id]);
+      if (!peek) throw notFound('image');
+      await c.query('SELECT 1 FROM apps WHERE app_hostname = $1 FOR UPDATE', [peek.app_hostname]);
       const { rows } = await c.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [req.params.id, req.user!.id]);
       const row = rows[0];
       if (!row) throw notFound('image');
       const { rows: [{ n }] } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [row.id]);
       if (n > 0) throw conflict(`image ${row.id} still has ${n} container(s); delete them first`, 'image_in_use');
-      const { rows: [owner] } = await c.query<AppRow>('SELECT * FROM apps WHERE app_hostname = $1 FOR UPDATE', [row.app_hostname]);
+      const { rows: [owner] } = await c.query<AppRow>('SELECT * FROM apps WHERE app_hostname = $1', [row.app_hostname]);
       if (owner?.traffic.some((e) => e.image_id === row.id)) {
         throw conflict(`revision ${row.revision} of ${row.app_hostname} (image ${row.id}) is named in the app's traffic; change it first (PUT /api/apps/${row.app_hostname}/traffic)`, 'revision_in_traffic');
       }
       await c.query('DELETE FROM images WHERE id = $1', [row.id]);
+      await c.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1 AND pending_image_id = $2', [row.app_hostname, row.id]);
       await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image, revision: row.revision } });
       // the app goes with its last revision
       await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);

@@ -7,6 +7,7 @@ import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runt
 import { dockerTime, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
+import { settlePending } from '../apps/repo.js';
 
 export interface ReconcileReport {
   skipped?: string;
@@ -201,36 +202,29 @@ export class Reconciler {
       }
     }
 
-    // Revisions left with no traffic and no tag are scaled to zero: their image owes them nothing
-    // any more (min_instances provisioned again, and routable again only once healthy, if traffic
-    // comes back) and each container is drained from every proxy, then removed.
+    // Deploys waiting for their revision to serve: promoted (stored) once it can, dropped when its
+    // build failed. The route table already routes a routable pending revision; this stores it.
+    if (await settlePending(db)) this.d.service.routesChanged();
+
+    // Revisions left with no traffic and no tag are scaled to zero: their image owes them its
+    // min_instances again (provisioned anew if traffic comes back) and each container is drained
+    // from every proxy, then removed. One image at a time, checked again under the lock.
     const serving = await servingRevisions(db);
     const { rows: idle } = await db.query<ContainerRow>(
       `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE i.status = 'ready' ORDER BY c.id`);
-    const retire = idle.filter((c) => !serving.has(c.image_id) && !service.locks.isLocked(c.id));
-    const retiredImages = [...new Set(retire.map((c) => c.image_id))];
-    if (retiredImages.length) {
-      await db.query('UPDATE images SET min_instances_provisioned = false, routable_at = NULL WHERE id = ANY($1::bigint[])', [retiredImages]);
-      this.log.info({ images: retiredImages, containers: retire.length }, 'scaling revisions without traffic to zero');
+    const byImage = new Map<number, ContainerRow[]>();
+    for (const c of idle) {
+      if (serving.has(c.image_id) || service.locks.isLocked(c.id)) continue;
+      byImage.set(c.image_id, [...(byImage.get(c.image_id) ?? []), c]);
     }
-    // not awaited: a drain takes up to drainTimeoutMs and must not hold up this pass (the lock
-    // keeps the next pass off these containers meanwhile)
-    rep.retired = retire.length;
-    void Promise.allSettled(retire.map((c) => service.locks.run(c.id, async () => {
-      const { rows: [cur] } = await db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [c.id]);
-      // traffic may have come back while this waited for the lock
-      if (!cur || (await servingRevisions(db)).has(cur.image_id)) return;
-      try {
-        await service.removeLocked(cur, 'no traffic');
-      } catch (e) {
-        this.log.warn({ containerId: c.id, err: (e as Error).message }, 'could not remove an instance of a revision without traffic');
-      }
-      // ...or while it drained: then the provisioning that counted this instance is owed again
-      if ((await servingRevisions(db)).has(cur.image_id)) {
-        await db.query('UPDATE images SET min_instances_provisioned = false WHERE id = $1', [cur.image_id]);
-        this.kick();
-      }
-    })));
+    if (byImage.size) {
+      await db.query('UPDATE images SET min_instances_provisioned = false WHERE id = ANY($1::bigint[])', [[...byImage.keys()]]);
+      this.log.info({ images: [...byImage.keys()], containers: [...byImage.values()].reduce((n, l) => n + l.length, 0) }, 'scaling revisions without traffic to zero');
+    }
+    rep.retired = [...byImage.values()].reduce((n, l) => n + l.length, 0);
+    // not awaited: a drain takes up to drainTimeoutMs and must not hold up this pass (the locks
+    // keep the next pass off these containers meanwhile)
+    for (const [imageId, cs] of byImage) void this.retire(imageId, cs);
 
     // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
     // container is replaced under the same row above), a user-stopped one stays stopped and a
@@ -251,6 +245,26 @@ export class Reconciler {
     for (const id of this.backoff.keys()) if (!rows.some((r) => r.id === id)) this.backoff.delete(id);
     if (rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished || rep.retired) this.log.info(rep, 'reconciled');
     return rep;
+  }
+
+  /** Drain and remove the instances of a revision without traffic (unless traffic came back). */
+  private async retire(imageId: number, cs: ContainerRow[]): Promise<void> {
+    const { db, service } = this.d;
+    if ((await servingRevisions(db)).has(imageId)) return;
+    await Promise.allSettled(cs.map((c) => service.locks.run(c.id, async () => {
+      const { rows: [cur] } = await db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [c.id]);
+      if (!cur) return;
+      try {
+        await service.removeLocked(cur, 'no traffic');
+      } catch (e) {
+        this.log.warn({ containerId: c.id, err: (e as Error).message }, 'could not remove an instance of a revision without traffic');
+      }
+    })));
+    // traffic came back while they drained: the provisioning that counted them is owed again
+    if ((await servingRevisions(db)).has(imageId)) {
+      await db.query('UPDATE images SET min_instances_provisioned = false WHERE id = $1', [imageId]);
+      this.kick();
+    }
   }
 
   /** The running Docker container differs from what the row recorded (port, address or start time). */

@@ -6,6 +6,8 @@ export interface Waiting {
   resume(): boolean;
   /** It waited too long: answer 504 queue_timeout. */
   expireWait(): void;
+  /** Its route left the table (traffic moved to another revision): route it again by its host. */
+  rehome(): void;
   /** the client went away, or the request was answered otherwise */
   readonly gone: boolean;
   waitingSince: number;
@@ -55,6 +57,16 @@ export class RouteQueue {
   /** Endpoints appeared (a new table): send as many waiting requests as they take, in order. */
   releaseAll(): void {
     while (this.length > 0 && this.release()) { /* next */ }
+  }
+
+  /** Every request still waiting, in order, out of the queue (its route is gone). */
+  takeAll(): Waiting[] {
+    const out: Waiting[] = [];
+    for (let i = this.head; i < this.items.length; i++) if (!this.items[i].gone) out.push(this.items[i]);
+    this.items = [];
+    this.head = 0;
+    unwatch(this);
+    return out;
   }
 
   private shift(): void {

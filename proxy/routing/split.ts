@@ -5,18 +5,25 @@ import type { Route } from './route.js';
  * nginx's algorithm, over the routes' `trafficWeight`s reduced by their greatest common divisor,
  * so 90/10 is exact over every 10 requests and 50/50 alternates. The pick is by weight only: a
  * revision with no endpoint left still gets its share (it answers 503, or holds and wakes), as a
- * split is the user's decision, not the balancer's. State is per worker thread.
+ * split is the user's decision, not the balancer's. State is per worker thread and survives
+ * table swaps (RouteState.splits).
  */
 export class Split {
-  private readonly weights: Int32Array;
-  private readonly current: Int32Array;
+  private readonly weights: Float64Array;
+  private readonly current: Float64Array;
   private readonly total: number;
+  /** route ids and weights: a split with the same one in the next table carries on from this one */
+  readonly signature: string;
 
-  constructor(readonly routes: Route[], weights: number[]) {
+  constructor(readonly routes: Route[], weights: number[], previous?: Split) {
     let g = 0;
     for (const w of weights) g = gcd(g, w);
-    this.weights = Int32Array.from(weights, (w) => w / g);
-    this.current = new Int32Array(weights.length);
+    this.weights = Float64Array.from(weights, (w) => w / g);
+    this.signature = routes.map((r, i) => `${r.id}:${weights[i]}`).join(',');
+    // Table swaps happen all the time (any instance anywhere starting or stopping): a split that
+    // started over at each one would favour its first, larger share, and a 1 % canary on a busy
+    // cluster would get nothing. The same split carries its running weights on.
+    this.current = previous !== undefined && previous.signature === this.signature ? previous.current : new Float64Array(weights.length);
     let t = 0;
     for (const w of this.weights) t += w;
     this.total = t;

@@ -48,6 +48,8 @@ export class RouteState {
   readonly caches = new Map<string, FallbackCache>();
   /** waiting requests outlive table swaps: the queue is the route id's, not one table's */
   readonly queues = new Map<string, RouteQueue>();
+  /** traffic splits by host: their running weights outlive table swaps */
+  splits = new Map<string, Split>();
   generation = 0;
 
   queue(id: string, maxEntries: number, timeoutMs: number): RouteQueue {
@@ -145,11 +147,14 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       s.weights.push(route.trafficWeight);
     }
   }
+  const splits = new Map<string, Split>();
   for (const [h, s] of shared) {
-    const split = new Split(s.routes, s.weights);
+    const split = new Split(s.routes, s.weights, state.splits.get(h));
+    splits.set(h, split);
     if (h.startsWith('*.')) wildcard.set(h.slice(2), split);
     else exact.set(h, split);
   }
+  state.splits = splits;
   // Caches of removed routes are dropped; stats stay (counters must be monotonic for Prometheus).
   for (const id of state.caches.keys()) if (!liveIds.has(id)) state.caches.delete(id);
   for (const [id, q] of state.queues) if (!liveIds.has(id) && q.length === 0) state.queues.delete(id);

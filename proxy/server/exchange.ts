@@ -207,6 +207,17 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     return true;
   }
 
+  rehome(): void {
+    const r = runtime.table?.lookup(this.host);
+    if (r === undefined) {
+      this.destroyBody();
+      this.fail(404, 'no_route', `no route for host "${this.host}" any more`);
+      return;
+    }
+    this.route = r;
+    this.attempt();
+  }
+
   expireWait(): void {
     this.destroyBody();
     this.fail(504, 'queue_timeout', `route "${this.route.id}": no endpoint could take the request within ${this.route.queue!.timeoutMs} ms`);

@@ -1,7 +1,7 @@
 /** The traffic model (control-plane/apps/traffic.ts): resolution of `latest`, deploys, validation. */
 import { describe, expect, it } from 'vitest';
 import { checkAppHostname } from '../../control-plane/images/fields.js';
-import { checkTraffic, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
+import { checkTag, checkTraffic, promote, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
 
 const rev = (id: number, revision: number, status: RevisionState['status'] = 'ready', routable = true): RevisionState => ({ id, revision, status, routable });
 
@@ -28,10 +28,30 @@ describe('resolveTraffic', () => {
   });
 });
 
-describe('trafficAfterDeploy', () => {
-  it('a plain deploy moves everything to latest and keeps tags', () => {
-    expect(trafficAfterDeploy([{ image_id: 1, percent: 90 }, { image_id: 2, percent: 10, tag: 'canary' }], { imageId: 3, noTraffic: false, tag: null, latestNow: 1 }))
-      .toEqual([{ latest: true, percent: 100 }, { image_id: 2, percent: 0, tag: 'canary' }]);
+describe('trafficAfterDeploy and the pending revision', () => {
+  it('a plain deploy leaves the split alone: the new revision is pending', () => {
+    const split = [{ image_id: 1, percent: 90 }, { image_id: 2, percent: 10, tag: 'canary' }];
+    expect(trafficAfterDeploy(split, { imageId: 3, noTraffic: false, tag: null, latestNow: 1 })).toEqual(split);
+  });
+
+  it('until the pending revision serves, the stored split does — even with a newer routable canary', () => {
+    // v2 serves; v3 is a healthy no-traffic canary; v4 is deployed with traffic and still boots
+    const stored = [{ image_id: 2, percent: 100 }, { image_id: 3, percent: 0, tag: 'canary' }];
+    const booting = resolveTraffic(stored, [rev(2, 2), rev(3, 3), rev(4, 4, 'ready', false)], 4);
+    expect([...booting.percent]).toEqual([[2, 100]]);
+    expect(booting.promoted).toBeNull();
+    expect([...booting.serving].sort()).toEqual([2, 3, 4]);
+    // v4 serves: all traffic to it, as latest, the canary keeps its tag
+    const served = resolveTraffic(stored, [rev(2, 2), rev(3, 3), rev(4, 4)], 4);
+    expect([...served.percent]).toEqual([[4, 100]]);
+    expect(served.promoted).toEqual([{ latest: true, percent: 100 }, { image_id: 3, percent: 0, tag: 'canary' }]);
+    expect([...served.serving].sort()).toEqual([3, 4]);
+    // a pending revision whose build failed changes nothing
+    expect([...resolveTraffic(stored, [rev(2, 2), rev(4, 4, 'build_failed', false)], 4).percent]).toEqual([[2, 100]]);
+  });
+
+  it('promote pins the revision when a newer one is already routable', () => {
+    expect(promote([{ latest: true, percent: 100, tag: 'main' }], 4, false)).toEqual([{ image_id: 4, percent: 100, tag: 'main' }]);
   });
 
   it('no_traffic pins latest to what it serves now, so the split survives', () => {
@@ -65,6 +85,7 @@ describe('checkTraffic', () => {
     expect(bad([{ image_id: 1, percent: 100, tag: 'x'.repeat(60) }])).toMatch(/longer than 63/);
     expect(bad([{ image_id: 1, percent: 50, tag: 'a' }, { image_id: 2, percent: 50, tag: 'a' }])).toMatch(/traffic\[1\].*used twice/);
     expect(bad([])).toMatch(/at least one/);
+    expect(bad([{ image_id: 1, percent: 100 }, { latest: true, percent: 0 }])).toMatch(/traffic\[1\].*needs a tag/);
   });
   it('accepts a valid split', () => {
     expect(checkTraffic([{ image_id: 1, percent: 90 }, { latest: true, percent: 10, tag: 'edge' }], 'shop.example.com', revs))
@@ -75,4 +96,10 @@ describe('checkTraffic', () => {
 it('an app hostname may not look like another app\'s tag URL', () => {
   expect(() => checkAppHostname('canary---shop.example.com')).toThrow(/reserved for revision tag URLs/);
   expect(() => checkAppHostname('my-shop.example.com')).not.toThrow();
+});
+
+it('a tag host must be a valid hostname as a whole (one bad row would make every table invalid)', () => {
+  const long = `a.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.${'e'.repeat(63)}.com`; // 252 characters
+  expect(long.length).toBe(252);
+  expect(() => checkTag('t', long, 'tag')).toThrow(/not a valid hostname/);
 });

@@ -177,6 +177,19 @@ await describeWithDocker('revisions: deploy, split, tag, promote, roll back', ()
     const main = await tally(20);
     expect(main.v3).toBeUndefined();
 
+    // a plain deploy while the canary is healthy: until v4 serves, the split that served keeps
+    // serving (the newer canary does not get the traffic meanwhile); then v4 has it all
+    const up4 = await user.upload({ app_hostname: HOST }, await versionApp('v4'));
+    expect(up4.status, up4.text).toBe(201);
+    ids.push(up4.body.id);
+    dockerImages.push(up4.body.docker_image);
+    const during = await tally(20);
+    expect(Object.keys(during).sort()).toEqual(['v1', 'v2']);
+    expect((await user.waitForBuild(up4.body.id, 90_000)).status).toBe('ready');
+    await waitFor('v4 to take the traffic', async () => (await hit()).body === 'v4', 30_000);
+    expect(await tally(10)).toEqual({ v4: 10 });
+    expect(await tally(5, `canary---${HOST}`)).toEqual({ v3: 5 });
+
     // promote: everything to v3 (the tag stays)
     expect((await putTraffic([{ image_id: v3, percent: 100, tag: 'canary' }])).status).toBe(200);
     await waitFor('v3 alone on the host', () => proxyHas([`img-${v3}`]), 10_000);

@@ -71,6 +71,48 @@ describe('traffic split', () => {
     expect(await tally('shop.test', 4)).toEqual({ v1: 2, v2: 2 });
   });
 
+  it('the split carries on across table swaps (a 10 % canary is not starved by a busy cluster)', async () => {
+    const out: Record<string, number> = {};
+    for (let i = 0; i < 20; i++) {
+      // every 5 requests a new table, as any instance starting or stopping anywhere makes one
+      const t = table([
+        route('img-1', ['shop.test'], [v1.address], { trafficWeight: 90 }),
+        route('img-2', ['shop.test'], [v2.address], { trafficWeight: 10 }),
+        route(`other-${i}`, [`other-${i}.test`], [v1.address]),
+      ], Date.now() + i);
+      expect((await putRoutes(p, t)).status).toBe(200);
+      for (const [k, n] of Object.entries(await tally('shop.test', 5))) out[k] = (out[k] ?? 0) + n;
+    }
+    expect(out).toEqual({ v1: 90, v2: 10 });
+  });
+
+  it('a request held for a route that leaves the table follows its host to the route that has it now', async () => {
+    let release: () => void = () => {};
+    const slow = await startUpstream('slow', (_req, res) => {
+      release = () => { if (!res.headersSent) { res.writeHead(200, { 'content-length': '4' }); res.end('slow'); } };
+    });
+    try {
+      const capped = table([route('img-1', ['held.test'], [slow.address], { concurrency: { perEndpoint: 1, queueTimeoutMs: 20_000 } })], Date.now());
+      expect((await putRoutes(p, capped)).status).toBe(200);
+      const first = get(p, 'held.test');
+      await new Promise((r) => setTimeout(r, 100));
+      const t0 = Date.now();
+      const held = get(p, 'held.test'); // waits: the one endpoint is at its cap
+      await new Promise((r) => setTimeout(r, 100));
+      // the host moves to another revision while it waits
+      expect((await putRoutes(p, table([route('img-2', ['held.test'], [v2.address])], Date.now()))).status).toBe(200);
+      const r = await held;
+      expect(r.status).toBe(200);
+      expect(r.body).toBe('v2');
+      expect(Date.now() - t0).toBeLessThan(5000);
+      release();
+      expect((await first).body).toBe('slow');
+    } finally {
+      release();
+      await slow.close();
+    }
+  });
+
   it('a table without shared hosts has no trafficWeight and routes as before', async () => {
     const r = await putRoutes(p, table([route('img-2', ['shop.test'], [v2.address])], Date.now()));
     expect(r.status).toBe(200);
