@@ -45,6 +45,13 @@ describe('OpenAPI at /docs', () => {
     expect(names).toEqual(expect.arrayContaining(['id', 'tail', 'since', 'follow']));
   });
 
+  it('documents the multipart upload from the field schema that validates it', () => {
+    const body = (doc.paths['/api/images'].post as { requestBody?: { content: Record<string, { schema: { properties: Record<string, unknown>; required: string[] } }> } }).requestBody;
+    const schema = body?.content['multipart/form-data'].schema;
+    expect(schema?.required).toEqual(expect.arrayContaining(['name', 'app_hostname', 'file']));
+    expect(Object.keys(schema?.properties ?? {})).toEqual(expect.arrayContaining(['min_instances', 'container_concurrency', 'no_traffic', 'traffic_tag', 'file']));
+  });
+
   it('serves the interactive page and its assets without any network', async () => {
     const page = await fetch(`${t.cp.url}/docs/static/index.html`);
     expect(page.status).toBe(200);
