@@ -3,18 +3,13 @@
  * `traceparent` on every request and forwards it; both sides log its trace id.
  */
 
+const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const ZERO32 = '00000000000000000000000000000000';
+const ZERO16 = '0000000000000000';
+
 /** A client's `traceparent` worth keeping: version 00 shape, lowercase hex, ids not all zero. */
 export function validTraceparent(v: string): boolean {
-  if (v.length !== 55 || v.charCodeAt(0) !== 0x30 || v.charCodeAt(1) !== 0x30 || v[2] !== '-' || v[35] !== '-' || v[52] !== '-') return false;
-  let traceZero = true;
-  let spanZero = true;
-  for (let i = 3; i < 55; i++) {
-    if (i === 35 || i === 52) continue;
-    const c = v.charCodeAt(i);
-    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
-    if (c !== 0x30) { if (i < 35) traceZero = false; else if (i < 52) spanZero = false; }
-  }
-  return !traceZero && !spanZero;
+  return v.length === 55 && TRACEPARENT.test(v) && !v.startsWith(ZERO32, 3) && !v.startsWith(ZERO16, 36);
 }
 
 /** The trace id of a valid `traceparent`, else undefined. */

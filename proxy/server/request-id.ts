@@ -19,17 +19,21 @@ export function validRequestId(v: string): boolean {
 }
 
 // W3C Trace Context: `00-<trace-id 32 hex>-<parent-id 16 hex>-<flags 2 hex>`, lowercase.
-// Made like request ids: a random per-process part and a counter, no syscall per request.
-const tracePrefix = randomBytes(8).toString('hex');
+// Made like request ids: a random per-process part and a 32-bit counter (the random part is
+// renewed when it wraps), no syscall per request.
+let tracePrefix = randomBytes(12).toString('hex');
 const spanPrefix = randomBytes(4).toString('hex');
-const ZEROS = '0000000000000000';
 let traceCounter = 0;
 
 /** A new `traceparent` (sampled flag set): this proxy starts the trace. */
 export function newTraceparent(): string {
-  const n = (++traceCounter).toString(16);
-  const c = ZEROS.slice(0, 16 - n.length) + n;
-  return '00-' + tracePrefix + c + '-' + spanPrefix + c.slice(8) + '-01';
+  if (++traceCounter > 0xffffffff) {
+    traceCounter = 1;
+    tracePrefix = randomBytes(12).toString('hex');
+  }
+  const n = traceCounter.toString(16);
+  const c = '00000000'.slice(n.length) + n;
+  return '00-' + tracePrefix + c + '-' + spanPrefix + c + '-01';
 }
 
 export { validTraceparent } from '../../shared/trace.js';
