@@ -5,7 +5,8 @@ import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest, conflict, notFound, unauthorized } from '../http/errors.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
-import { endpointAddress } from './route-table.js';
+import { endpointAddress, withoutSplits } from './route-table.js';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { RouteHub } from './hub.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
 
@@ -69,7 +70,13 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     streams.clear();
   });
 
-  app.get('/v1/routes/watch', { preHandler: requireProxy }, async (req, reply) => {
+  app.get<{ Querystring: { features?: string } }>('/v1/routes/watch', {
+    preHandler: requireProxy,
+    schema: { querystring: { type: 'object', properties: { features: { type: 'string', maxLength: 200 } } } },
+  }, async (req, reply) => {
+    // Proxies that split a host between revisions say so (`?features=split`); older ones get
+    // tables they can read: each shared host on its largest share only (route-table.ts).
+    const splits = (req.query.features ?? '').split(',').includes('split');
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
@@ -83,7 +90,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
       }
       res.write(chunk);
     };
-    const send = (t: unknown) => write(`event: routes\ndata: ${JSON.stringify(t)}\n\n`);
+    const send = (t: RouteTableSpec) => write(`event: routes\ndata: ${JSON.stringify(splits ? t : withoutSplits(t))}\n\n`);
     streams.add(reply);
     const unsubscribe = hub.subscribe(send);
     const ping = setInterval(() => write(': ping\n\n'), 15_000);

@@ -140,3 +140,33 @@ function groupApps(rows: RouteRow[]): AppRevisions[] {
 export function makeTable(version: number, routes: RouteSpec[]): RouteTableSpec {
   return validateRouteTable(JSON.parse(JSON.stringify({ version, routes })));
 }
+
+const downgraded = new WeakMap<RouteTableSpec, RouteTableSpec>();
+
+/**
+ * The table for a proxy that predates traffic splitting (it refuses `trafficWeight` and hosts
+ * listed twice): each shared host stays on its largest share only, so a rolling upgrade keeps
+ * every old proxy serving current tables (without the split) instead of freezing on a stale one.
+ */
+export function withoutSplits(t: RouteTableSpec): RouteTableSpec {
+  if (!t.routes.some((r) => r.trafficWeight !== undefined)) return t;
+  const cached = downgraded.get(t);
+  if (cached) return cached;
+  const best = new Map<string, RouteSpec>();
+  for (const r of t.routes) {
+    if (r.trafficWeight === undefined) continue;
+    for (const h of r.hosts) {
+      const b = best.get(h);
+      if (b === undefined || r.trafficWeight > (b.trafficWeight ?? 0)) best.set(h, r);
+    }
+  }
+  const routes: RouteSpec[] = [];
+  for (const r of t.routes) {
+    const { trafficWeight, ...rest } = r;
+    const hosts = trafficWeight === undefined ? r.hosts : r.hosts.filter((h) => best.get(h) === r);
+    if (hosts.length > 0) routes.push({ ...rest, hosts });
+  }
+  const out = { ...t, routes };
+  downgraded.set(t, out);
+  return out;
+}

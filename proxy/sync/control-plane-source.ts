@@ -50,6 +50,8 @@ export class ControlPlaneSource {
   private async connectOnce(): Promise<void> {
     this.abort = new AbortController();
     const url = new URL('/v1/routes/watch', this.baseUrl);
+    // this proxy splits a host between revisions (trafficWeight): send it whole tables
+    url.searchParams.set('features', 'split');
     const res = await request(url, {
       method: 'GET',
       headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream' },

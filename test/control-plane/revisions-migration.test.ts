@@ -51,3 +51,21 @@ it('a host claimed twice (a row the upload would refuse) never invalidates every
   const table = makeTable(1, routes);
   expect(table.routes.flatMap((r) => r.hosts).sort()).toEqual(['a.example.com', 'canary---a.example.com']);
 });
+
+it('a proxy that predates splits gets each shared host on its largest share, and no trafficWeight', async () => {
+  const { withoutSplits } = await import('../../control-plane/discovery/route-table.js');
+  const t = makeTable(7, [
+    { id: 'img-1', hosts: ['s.example.com'], endpoints: [], trafficWeight: 90 },
+    { id: 'img-2', hosts: ['s.example.com', 'canary---s.example.com'], endpoints: [], trafficWeight: 10 },
+    { id: 'img-3', hosts: ['o.example.com'], endpoints: [] },
+  ]);
+  const old = withoutSplits(t);
+  expect(old.routes.map((r) => ({ id: r.id, hosts: r.hosts, w: r.trafficWeight }))).toEqual([
+    { id: 'img-1', hosts: ['s.example.com'], w: undefined },
+    { id: 'img-2', hosts: ['canary---s.example.com'], w: undefined },
+    { id: 'img-3', hosts: ['o.example.com'], w: undefined },
+  ]);
+  // and it is a table the old validation (one route per host) accepts
+  expect(() => makeTable(7, JSON.parse(JSON.stringify(old.routes)))).not.toThrow();
+  expect(withoutSplits(t)).toBe(old); // computed once per table
+});
