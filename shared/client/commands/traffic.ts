@@ -3,6 +3,8 @@ import { ClientError, EXIT } from '../client.js';
 import { defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 import type { App } from './apps.js';
+import { appUrls } from '../urls.js';
+import type { BerthClient } from '../client.js';
 
 /**
  * `berth traffic HOST [REV=PERCENT …] [--tag TAG=REV …]`: show or set an app's split
@@ -32,7 +34,7 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     if (assignments.length === 0 && tags.length === 0 && opts['remove-tag'] === undefined) {
       const app = await client.get<App>(path);
       if (json) printJson(app);
-      else stdout.write(splitTable(app));
+      else stdout.write(splitTable(app, await proxyUrl(client)));
       return EXIT.ok;
     }
     const split = assignments.map((a) => parsePair(a, 'REV=PERCENT', /^(latest|\d{1,9})$/, true));
@@ -73,7 +75,7 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     const updated = await client.put<App>(`${path}/traffic`, { traffic: entries });
     const after = updated?.revisions ? updated : await client.get<App>(path);
     if (json) printJson(after);
-    else stdout.write(`Traffic of ${host} updated.\n${splitTable(after)}`);
+    else stdout.write(`Traffic of ${host} updated.\n${splitTable(after, await proxyUrl(client))}`);
     return EXIT.ok;
   },
 });
@@ -86,15 +88,20 @@ function parsePair(raw: string, form: string, left: RegExp, percent = false): [s
   return [m[1], m[2]];
 }
 
-function splitTable(app: App): string {
+/** The proxy's public URL (GET /api/info), for URLs with the port users reach; null when unknown. */
+async function proxyUrl(client: BerthClient): Promise<string | null> {
+  return (await client.get<{ proxy_url?: string | null }>('/api/info', { anonymous: true }).catch(() => ({ proxy_url: null }))).proxy_url ?? null;
+}
+
+function splitTable(app: App, proxy: string | null): string {
   const rows = [...app.revisions].sort((a, b) => b.revision - a.revision).filter((r) => r.traffic_percent > 0 || r.traffic_tag);
-  const head = `${app.app_hostname}  ${app.url}\n`;
+  const head = `${app.app_hostname}  ${proxy ? appUrls(app.app_hostname, proxy)[0] : app.url}\n`;
   if (!rows.length) return `${head}(no revision serves yet)\n`;
   return head + table(rows, [
     { header: 'revision', value: (r) => `${r.revision}${r.image_id === app.latest_image_id ? ' (latest)' : ''}` },
     { header: 'image', value: (r) => r.image_id },
     { header: 'status', value: (r) => r.status },
     { header: 'traffic', value: (r) => `${r.traffic_percent}%` },
-    { header: 'tag url', value: (r) => r.tag_url },
+    { header: 'tag url', value: (r) => (r.traffic_tag && proxy ? appUrls(`${r.traffic_tag}---${app.app_hostname}`, proxy)[0] : r.tag_url) },
   ]);
 }
