@@ -24,6 +24,9 @@ import { readCredentials } from './credentials.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:3000';
 
+/** Errors that mean the API was never reached (as opposed to a connection lost midway). */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE']);
+
 /** Exit codes shared by every client command. */
 export const EXIT = {
   ok: 0,
@@ -183,6 +186,10 @@ export class BerthClient {
       return new ClientError(`the API at ${this.api} did not answer ${method} ${path} in time (${code})`, EXIT.failed);
     }
     const why = code && code !== 'Error' ? `${code}${e.message && !e.message.includes(String(code)) ? `: ${e.message}` : ''}` : e.message;
+    if (!CONNECT_ERRORS.has(String(code))) {
+      // connected, then lost (a reset mid-upload, a proxy in between closing): not "unreachable"
+      return new ClientError(`the connection to the berth API at ${this.api} broke during ${method} ${path} (${why})`, EXIT.failed);
+    }
     return new ClientError(
       `cannot reach the berth API at ${this.api} (${why}). Is it running (\`berth up\`)? Use --api URL or BERTH_API to point elsewhere.`,
       EXIT.unreachable,

@@ -12,6 +12,7 @@ let server: Server;
 let base = '';
 beforeAll(async () => {
   server = createServer((req, res) => {
+    if (req.url === '/api/reset') { req.socket.destroy(); return; }
     if (req.url === '/api/plain') { res.writeHead(502, { 'content-type': 'text/html' }); res.end('<html>bad gateway</html>'); return; }
     if (req.url === '/api/html-ok') { res.writeHead(200); res.end('<html>not json</html>'); return; }
     if (req.url === '/api/conflict') { res.writeHead(409, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'hostname_taken', message: 'app_hostname "x" is already in use', requestId: 'r1' } })); return; }
@@ -93,6 +94,12 @@ describe('errors for a person', () => {
     const e = await err(new BerthClient('http://127.0.0.1:1', 'good').get('/api/who'));
     expect(e.exitCode).toBe(EXIT.unreachable);
     expect(e.message).toMatch(/^cannot reach the berth API at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/);
+  });
+
+  it('a connection lost midway is not "unreachable": exit 1, says what broke', async () => {
+    const e = await err(new BerthClient(base, 'good').post('/api/reset', { x: 1 }));
+    expect(e.exitCode).toBe(EXIT.failed);
+    expect(e.message).toMatch(/^the connection to the berth API at http:\/\/127\.0\.0\.1:\d+ broke during POST \/api\/reset \(/);
   });
 
   it('204 is undefined, a good answer is parsed', async () => {
