@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import client from 'prom-client';
 import type { Logger } from '../../shared/logging.js';
 import { METERING_PATH, METER_BUCKET_COUNT, meterUploadSchema, type MeterUpload } from '../../shared/metering/schema.js';
 import { isProxyToken } from '../discovery/plugin.js';
@@ -62,6 +63,27 @@ const timeQuery = { type: 'string', maxLength: 40 } as const;
 export default async function meteringPlugin(app: FastifyInstance): Promise<void> {
   const log = app.log as unknown as Logger;
   const proxyToken = app.platform.proxyToken;
+
+  // For dashboards: the proxies label by route id; these join route → app and count instances per app.
+  const registers = [app.metrics.registry];
+  new client.Gauge({
+    name: 'berth_cp_route_info', help: 'Route ids proxies report (img-<image id>) and the app hostname each serves (value 1; join on route)',
+    labelNames: ['route', 'app_hostname', 'image_id'], registers,
+    async collect() {
+      const { rows } = await app.db.query<{ id: string; app_hostname: string }>(`SELECT id, app_hostname FROM images WHERE status = 'ready'`);
+      this.reset();
+      for (const r of rows) this.set({ route: `img-${r.id}`, app_hostname: r.app_hostname, image_id: r.id }, 1);
+    },
+  });
+  new client.Gauge({
+    name: 'berth_cp_app_instances', help: 'Instances (containers) per app by status', labelNames: ['app_hostname', 'status'], registers,
+    async collect() {
+      const { rows } = await app.db.query<{ app_hostname: string; status: string; n: number }>(
+        'SELECT i.app_hostname, c.status, count(*)::int AS n FROM containers c JOIN images i ON i.id = c.image_id GROUP BY 1, 2');
+      this.reset();
+      for (const r of rows) this.set({ app_hostname: r.app_hostname, status: r.status }, r.n);
+    },
+  });
 
   app.post<{ Body: MeterUpload }>(METERING_PATH, {
     preHandler: async (req: FastifyRequest) => {
