@@ -147,7 +147,8 @@ DIR defaults to the current directory.`,
       t = Date.now();
       const ports = wantInstances > 0 ? (await client.get<{ containers: Container[] }>(`/api/images/${img.id}/containers`, { signal })).containers
         .filter((c) => c.status === 'running' && c.health === 'healthy' && c.host_port).map((c) => c.host_port!) : [];
-      const proxies = await waitPropagated(client, ports, signal);
+      const routed = !noTraffic || opts.tag !== undefined;
+      const proxies = await waitPropagated(client, routed ? `img-${img.id}` : undefined, ports, signal);
       phases.proxies = Date.now() - t;
       if (proxies === 0) say(`${paint(stderr, 'yellow', '!')} no proxy is connected to the control plane: the app is ready but nothing routes to it yet`);
 
@@ -311,21 +312,23 @@ async function waitTraffic(client: BerthClient, host: string, imageId: number, n
 
 /**
  * Until every live proxy reports the control plane's current table (GET /v1/proxies, a user sees
- * their own routes and endpoints), and lists one of `ports` among its endpoints when given.
+ * their own routes and endpoints), has the revision's route (`img-ID`, when it is routed at all)
+ * and lists one of `ports` among its endpoints when given.
  * Proxies report right after applying a table, so this is usually one round trip. Returns how many
  * proxies there are (undefined when the API cannot say); never fails the deploy.
  */
-async function waitPropagated(client: BerthClient, ports: number[], signal: AbortSignal): Promise<number | undefined> {
+async function waitPropagated(client: BerthClient, routeId: string | undefined, ports: number[], signal: AbortSignal): Promise<number | undefined> {
   const end = Date.now() + 15_000;
   for (;;) {
-    let r: { current_version: number | null; proxies: { table_version: number | null; endpoints: { address: string }[] }[] };
+    let r: { current_version: number | null; proxies: { table_version: number | null; routes: { id: string }[]; endpoints: { address: string }[] }[] };
     try {
       r = await client.get('/v1/proxies', { signal });
     } catch (e) {
       if (signal.aborted) throw e;
       return undefined;
     }
-    const done = r.proxies.every((p) => p.table_version !== null && r.current_version !== null && p.table_version >= r.current_version
+    const done = r.proxies.every((p) => (r.current_version === null || (p.table_version !== null && p.table_version >= r.current_version))
+      && (routeId === undefined || p.routes.some((x) => x.id === routeId))
       && (ports.length === 0 || p.endpoints.some((e) => ports.some((port) => e.address.endsWith(`:${port}`)))));
     if (done || Date.now() > end) return r.proxies.length;
     await sleep(100, signal);
