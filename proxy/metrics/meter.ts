@@ -55,6 +55,6 @@ export class EndpointMeter {
   }
 
   get idle(): boolean {
-    return this.requests === 0 && this.latencyMsSum === 0;
+    return this.requests === 0 && this.latencyMsSum === 0 && this.bytesIn === 0 && this.bytesOut === 0;
   }
 }

@@ -8,6 +8,7 @@
  */
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { Agent, WebSocket as UpstreamSocket, type Dispatcher, type MessageEvent, type CloseEvent } from 'undici';
+import type { EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
 import { newTraceparent, validTraceparent } from './request-id.js';
 import type { Route } from '../routing/route.js';
@@ -33,6 +34,8 @@ interface Link {
   early: Array<[ArrayBuffer | string, boolean]> | null;
   clientClosed: boolean;
   released: boolean;
+  /** metering: the upgrade is counted once; message bytes each way add up on it while open */
+  meter: EndpointMeter;
 }
 
 /** Headers the WebSocket client sets itself, hop-by-hop ones, and those the proxy sets. */
@@ -115,6 +118,7 @@ function parseProtocols(v: string): string[] | null {
 function release(link: Link): void {
   if (link.released) return;
   link.released = true;
+  link.meter.open--;
   link.endpoint.inflight--;
   link.route.stats.inflight--;
   globalStats.inflight--;
@@ -164,6 +168,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       if (picked === null) {
         route.stats.byClass[5]++;
         route.stats.errors++;
+        route.stats.unrouted.count(503, true, 0, 0);
         sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);
         return;
       }
@@ -199,6 +204,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
         ep.breaker.onNeutral();
         route.stats.byClass[5]++;
         route.stats.errors++;
+        route.stats.meterFor(picked).count(502, true, 0, 0);
         sendError(res, 502, 'upstream_error', requestId, `cannot open a WebSocket to the upstream: ${(e as Error).message}`);
         return;
       }
@@ -207,7 +213,9 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       ep.requests++;
       route.stats.inflight++;
       globalStats.inflight++;
-      const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false };
+      const meter = route.stats.meterFor(picked);
+      meter.open++;
+      const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter };
       let aborted = false;
       let opened = false;
       res.onAborted(() => {
@@ -224,6 +232,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
           return;
         }
         route.stats.byClass[1]++;
+        meter.count(101, false, 0, 0);
         res.cork(() => {
           // permessage-deflate is not negotiated on either side: messages are relayed as they are
           res.upgrade<Slot>({ link }, key, upstream.protocol, '', context);
@@ -232,6 +241,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       upstream.onmessage = (ev: MessageEvent) => {
         const data = ev.data as ArrayBuffer | string;
         const binary = typeof data !== 'string';
+        link.meter.bytesOut += binary ? data.byteLength : Buffer.byteLength(data);
         if (link.client === null) {
           link.early?.push([data, binary]);
           return;
@@ -257,6 +267,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
             aborted = true;
             route.stats.byClass[5]++;
             route.stats.errors++;
+            meter.count(502, true, 0, 0);
             const why = answered !== 0 ? `upstream answered the WebSocket upgrade with HTTP ${answered}` : `upstream refused the WebSocket (${ev.code})`;
             res.cork(() => sendError(res, 502, 'upstream_error', requestId, why));
           }
@@ -281,6 +292,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
 
     message(ws: WebSocket<Slot>, message: ArrayBuffer, isBinary: boolean) {
       const link = ws.getUserData().link;
+      link.meter.bytesIn += message.byteLength;
       if (link.upstream.readyState !== 1) return;
       // the ArrayBuffer is neutered when this callback returns: copy once
       if (isBinary) link.upstream.send(new Uint8Array(message.slice(0)));

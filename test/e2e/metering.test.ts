@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { WebSocket } from 'undici';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -66,6 +68,14 @@ beforeAll(async () => {
   cpData = mkdtempSync(join(tmpdir(), 'berth-metering-cp-'));
   dataDir = mkdtempSync(join(tmpdir(), 'berth-metering-px-'));
   upstream = createServer((req, res) => { req.resume(); req.on('end', () => res.end('hello metered world\n')); });
+  // a minimal WebSocket endpoint: accepts the upgrade, sends "hello", reads what the client sends
+  upstream.on('upgrade', (req, socket) => {
+    const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    socket.write(Buffer.from([0x81, 5, ...Buffer.from('hello')]));
+    socket.on('data', () => {});
+    socket.on('error', () => {});
+  });
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
   upPort = (upstream.address() as AddressInfo).port;
@@ -151,6 +161,30 @@ describe('metering through a real proxy', () => {
     expect(billedLine.amount).toBe(Math.round((metered * 400_000) / 1_000_000));
     process.stdout.write(`[metering reconciliation] workload sent ${sent} (ok ${w.successful_requests}, failed ${w.failed_requests}); metered ${metered - before} of them (${metered} in all); billed ${billing.requests} requests = ${billedLine.amount} micro-USD\n`);
   }, 60_000);
+
+  it('meters a WebSocket: the upgrade once (1xx), message bytes both ways', async () => {
+    px ??= await startProxy(null, proxyArgs());
+    await waitFor('the route to reach the proxy', async () => (await viaProxy(px!.port, HOST, '/hello')).status === 200, 20_000);
+    await sleep(1200);
+    const before = (await alice.get('/api/metrics')).body;
+    // undici's WebSocket client ignores a Host header: address the app by /apps/{host}/
+    const ws = new WebSocket(`ws://127.0.0.1:${px!.port}/apps/${HOST}/ws`);
+    const got = await new Promise<string>((resolve, reject) => {
+      ws.onmessage = (e) => resolve(String(e.data));
+      ws.onerror = () => reject(new Error('the WebSocket through the proxy failed'));
+    });
+    expect(got).toBe('hello');
+    ws.send('ping!!');
+    await sleep(300);
+    ws.close();
+    const after = await waitFor('the upgrade metered', async () => {
+      const m = (await alice.get('/api/metrics')).body;
+      return m.total_requests === before.total_requests + 1 && m.bytes_in >= before.bytes_in + 6 && m;
+    }, 15_000);
+    expect(after.status_codes['1xx']).toBe(before.status_codes['1xx'] + 1);
+    expect(after.bytes_out).toBe(before.bytes_out + 5);
+    expect(after.bytes_in).toBe(before.bytes_in + 6);
+  });
 
   it('applies a batch once: a resent seq, and a seq below the last applied, are ignored', async () => {
     const proxy = new Api(cp!.url, TOKEN);
