@@ -73,7 +73,9 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise
       const ids = [...new Set([...rows.values()].map((r) => r.imageId))];
       const { rows: imgs } = await tx.query<{ id: string; user_id: string; app_hostname: string }>('SELECT id, user_id, app_hostname FROM images WHERE id = ANY($1::bigint[])', [ids]);
       const owner = new Map(imgs.map((i) => [Number(i.id), i]));
-      for (const r of rows.values()) {
+      // one order for every upload: concurrent uploads of several proxies lock shared rows in the same order (no deadlock)
+      const ordered = [...rows.values()].sort((a, b) => a.imageId - b.imageId || a.containerId - b.containerId || a.minute - b.minute);
+      for (const r of ordered) {
         const img = owner.get(r.imageId);
         if (!img) { unattributed += r.requests; continue; }
         await tx.query(

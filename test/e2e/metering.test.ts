@@ -207,6 +207,16 @@ describe('metering through a real proxy', () => {
     r = await proxy.post('/v1/proxy/metering', { stream: 'test-stream-1', batches: [up(2, 5)] });
     expect(r.body).toMatchObject({ acked: 3, applied: 0, duplicates: 1 });
     expect(await total()).toBe(before + 7 + 5 + 11);
+    // several proxies at once on the same rows (both orders): every batch applied, none lost to a deadlock
+    const mid = await total();
+    const two = (seq: number, flip: boolean) => {
+      const es = [entry(1), { ...entry(2), endpoint: '' }];
+      return { seq, from: now - 1000, to: now, entries: flip ? es.reverse() : es };
+    };
+    // (one stream's batches always arrive in order: a proxy has one upload in flight)
+    const ups = Array.from({ length: 12 }, (_, i) => proxy.post('/v1/proxy/metering', { stream: `par-${i}`, batches: [two(1, i % 2 === 0)] }));
+    for (const r of await Promise.all(ups)) expect(r.status, r.text).toBe(200);
+    expect(await total()).toBe(mid + 12 * 3);
     // refused without the proxy token; malformed bodies are 400
     expect((await new Api(cp!.url).post('/v1/proxy/metering', same)).status).toBe(401);
     expect((await alice.post('/v1/proxy/metering', same)).status).toBe(401);
