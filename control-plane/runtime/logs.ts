@@ -58,11 +58,13 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
       path: `/containers/${encodeURIComponent(dockerId)}/logs?`,
       method: 'GET',
       isStream: true,
-      statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+      statusCodes: { 200: true, 404: 'no such container', 409: 'container is being removed', 500: 'server error' },
       options,
     }, (err, data) => (err ? reject(err) : resolve(data as Readable))));
   } catch (e) {
-    if ((e as { statusCode?: number }).statusCode === 404) return null;
+    // gone, or being removed (409 "dead or marked for removal"): no logs to read
+    const status = (e as { statusCode?: number }).statusCode;
+    if (status === 404 || status === 409) return null;
     if (isTransientDockerError(e)) throw new DockerUnavailableError(`Docker daemon unreachable at ${runtime.endpoint} (logs): ${(e as Error).message}`);
     throw e;
   }

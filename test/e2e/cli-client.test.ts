@@ -153,6 +153,15 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect((await viaProxy(HOST, '/www/index.html')).body).toBe('<h1>v2</h1>'); // deploy returns once the proxies route to it
   });
 
+  it('deploy --min 0: ready without an instance, and the URL answers at once (the first request wakes it)', async () => {
+    const app = join(tmp.dir, 'zero');
+    await writeApp(app, 'from zero\n');
+    const r = await berth(['deploy', app, '--host', 'zero.localhost', '--min', '0']);
+    expect(r.code, r.out + r.err).toBe(0);
+    expect(r.err).toContain('scales from zero');
+    expect(await viaProxy('zero.localhost', '/www/index.html')).toEqual({ status: 200, body: 'from zero' });
+  });
+
   it('deploy refuses a symlink that leads out of the folder, and a folder without a Dockerfile', async () => {
     const app = join(tmp.dir, 'leaky');
     await writeApp(app, 'x\n');
@@ -256,7 +265,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
   it('logs API: another user gets 404 for the container and the app; bad queries are 400', async () => {
     const signup = await fetch(`${h.cp.url}/api/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'other@example.com', password: 'correct-horse-1' }) });
     const { token } = await signup.json() as { token: string };
-    const mine = (await h.cp.db.query<{ id: number }>(`SELECT c.id FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = $1 AND c.docker_id IS NOT NULL LIMIT 1`, [HOST])).rows[0];
+    const mine = (await h.cp.db.query<{ id: number }>(`SELECT c.id FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = $1 AND c.status = 'running' LIMIT 1`, [HOST])).rows[0];
     const as = (path: string, t = token) => fetch(`${h.cp.url}${path}`, { headers: { authorization: `Bearer ${t}` } });
     expect((await as(`/api/containers/${mine.id}/logs`)).status).toBe(404);
     expect((await as(`/api/apps/${HOST}/logs`)).status).toBe(404);
