@@ -8,8 +8,9 @@ import { METERING_PATH, addEntry, mergeBatches, type MeterAck, type MeterBatch, 
 
 /** Batches kept while the control plane is away (~10 min of busy seconds); past it the oldest fresh ones are merged. */
 export const MAX_BATCHES = 600;
-/** Batches per upload. */
+/** Batches per upload, and entries (route × endpoint pairs) per upload: bodies stay a few MB at most. */
 export const UPLOAD_BATCHES = 60;
+export const UPLOAD_ENTRIES = 20_000;
 
 interface Saved {
   stream: string;
@@ -90,7 +91,13 @@ export class MeterOutbox {
 
   /** The next upload (oldest first); marks them as possibly applied. */
   nextUpload(): MeterBatch[] {
-    const up = this.batches.slice(0, UPLOAD_BATCHES);
+    let n = 0;
+    let entries = 0;
+    while (n < this.batches.length && n < UPLOAD_BATCHES && (n === 0 || entries + this.batches[n].entries.length <= UPLOAD_ENTRIES)) {
+      entries += this.batches[n].entries.length;
+      n++;
+    }
+    const up = this.batches.slice(0, n);
     if (up.length) this.sentThrough = Math.max(this.sentThrough, up[up.length - 1].seq);
     return up;
   }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_BATCHES, MeterOutbox, MeterReporter } from '../../proxy/sync/meter-outbox.js';
+import { MAX_BATCHES, MeterOutbox, MeterReporter, UPLOAD_ENTRIES } from '../../proxy/sync/meter-outbox.js';
 import { METER_BUCKET_COUNT, type MeterEntry, type MeterUpload } from '../../shared/metering/schema.js';
 import { EndpointMeter } from '../../proxy/metrics/meter.js';
 
@@ -56,6 +56,19 @@ describe('meter outbox', () => {
     const seqs = box.batches.map((b) => b.seq);
     expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
     expect(box.takeMerged()).toBeGreaterThan(0);
+  });
+
+  it('keeps uploads bounded in entries (at least one batch each)', async () => {
+    const box = await MeterOutbox.open(join(dir(), 'm.json'), log);
+    const many = (n: number) => Array.from({ length: n }, (_, i) => entry(1, `img-${i + 1}`));
+    box.add(many(UPLOAD_ENTRIES - 10), 0, 1);
+    box.add(many(20), 1, 2);
+    box.add(many(UPLOAD_ENTRIES + 5), 2, 3);
+    expect(box.nextUpload().map((b) => b.seq)).toEqual([1]);
+    box.ack(1);
+    expect(box.nextUpload().map((b) => b.seq)).toEqual([2]);
+    box.ack(2);
+    expect(box.nextUpload().map((b) => b.seq)).toEqual([3]);
   });
 
   it('a meter counts without allocating and hands its counts over once', () => {
