@@ -98,15 +98,17 @@ await describeWithDocker('autoscaling under a step load', () => {
       stop = true;
       await Promise.all(clients);
     }
-    // each instance saw at most container_concurrency requests at once
+    // each instance saw at most container_concurrency requests at once (one started late in the
+    // run may have served none)
+    const peaks: number[] = [];
     for (const c of await running()) {
       if (c.host_port === null) continue;
       // straight to the instance; busybox CGI heads end in bare LF, which undici refuses: raw socket
       const r = await rawHttp(c.host_port, 'GET /cgi-bin/peak HTTP/1.0\r\n\r\n', 2000);
-      const peak = Number(r.text.trim().split('\n').pop());
-      expect(peak).toBeGreaterThan(0);
-      expect(peak).toBeLessThanOrEqual(10);
+      peaks.push(Number(r.text.trim().split('\n').pop()));
     }
+    expect(Math.max(...peaks)).toBeGreaterThan(0);
+    for (const peak of peaks) expect(peak).toBeLessThanOrEqual(10);
     expect(failures).toEqual([]);
     expect(ok).toBeGreaterThan(100);
     await waitFor('scaled back in', async () => (await running()).length <= 1, 40_000, 250);

@@ -14,10 +14,12 @@ import { get, route, startProxy, startUpstream, table, waitFor, type ProxyProc }
 function sseServer(token: string) {
   const clients = new Set<ServerResponse>();
   const reports: Array<{ proxyId: string; tableVersion: number | null }> = [];
+  const watchUrls: string[] = [];
   let current = '';
   const server = createServer((req, res) => {
     if (req.headers.authorization !== `Bearer ${token}`) { res.writeHead(401); res.end('{"error":{"code":"unauthorized"}}'); return; }
-    if (req.url === '/v1/routes/watch') {
+    if (req.url?.split('?')[0] === '/v1/routes/watch') {
+      watchUrls.push(req.url);
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(': hello\n\n');
       if (current) res.write(`event: routes\ndata: ${current}\n\n`);
@@ -34,7 +36,7 @@ function sseServer(token: string) {
     res.writeHead(404); res.end();
   });
   return {
-    server, reports,
+    server, reports, watchUrls,
     publish(t: object) {
       current = JSON.stringify(t);
       for (const c of clients) c.write(`event: routes\ndata: ${current}\n\n`);
@@ -63,6 +65,8 @@ describe('control-plane subscription', () => {
       await waitFor(async () => (await get(p, 'app.test')).status === 200);
       expect(JSON.parse((await get(p, 'app.test')).body).name).toBe('a');
       await waitFor(() => cp.reports.some((r) => r.tableVersion === 100));
+      // it asks for whole tables, traffic splits included (older proxies do not, and get them without)
+      expect(cp.watchUrls[0]).toBe('/v1/routes/watch?features=split');
 
       // a change is pushed: applied within a moment
       cp.publish(table([route('img-1', ['app.test'], [b.address])], 101));
@@ -103,7 +107,7 @@ describe('control-plane subscription', () => {
   it('reconnects when the stream goes silent (half-open connection) instead of keeping a stale table', async () => {
     const cp = sseServer('tok');
     let connections = 0;
-    cp.server.prependListener('request', (req) => { if (req.url === '/v1/routes/watch') connections++; });
+    cp.server.prependListener('request', (req) => { if (req.url?.split('?')[0] === '/v1/routes/watch') connections++; });
     const port = await cp.listen();
     const a = await startUpstream('a');
     try {
