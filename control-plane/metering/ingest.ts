@@ -75,13 +75,24 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise
       const owner = new Map(imgs.map((i) => [Number(i.id), i]));
       // one order for every upload: concurrent uploads of several proxies lock shared rows in the same order (no deadlock)
       const ordered = [...rows.values()].sort((a, b) => a.imageId - b.imageId || a.containerId - b.containerId || a.minute - b.minute);
-      for (const r of ordered) {
-        const img = owner.get(r.imageId);
-        if (!img) { unattributed += r.requests; continue; }
+      const rowsIn = ordered.filter((r) => {
+        if (owner.has(r.imageId)) return true;
+        unattributed += r.requests;
+        return false;
+      });
+      if (rowsIn.length) {
+        // one statement for the whole upload (arrays of columns; each histogram as a '{…}' literal)
+        const col = <T>(f: (r: Row) => T) => rowsIn.map(f);
         await tx.query(
           `INSERT INTO request_minutes (minute, user_id, image_id, container_id, app_hostname, requests, s1xx, s2xx, s3xx, s4xx, s5xx,
              proxy_errors, latency_ms_sum, latency_count, buckets, bytes_in, bytes_out)
-           VALUES (to_timestamp($1::double precision / 1000), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::bigint[], $16, $17)
+           SELECT to_timestamp(u.minute::double precision / 1000), u.user_id, u.image_id, u.container_id, u.app_hostname, u.requests,
+                  u.s1, u.s2, u.s3, u.s4, u.s5, u.proxy_errors, u.latency_ms_sum, u.latency_count, u.buckets::bigint[], u.bytes_in, u.bytes_out
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
+                         $10::bigint[], $11::bigint[], $12::bigint[], $13::double precision[], $14::bigint[], $15::text[], $16::bigint[], $17::bigint[])
+               WITH ORDINALITY AS u(minute, user_id, image_id, container_id, app_hostname, requests, s1, s2, s3, s4, s5, proxy_errors,
+                                    latency_ms_sum, latency_count, buckets, bytes_in, bytes_out, ord)
+            ORDER BY u.ord
            ON CONFLICT (image_id, container_id, minute) DO UPDATE SET
              requests = request_minutes.requests + EXCLUDED.requests,
              s1xx = request_minutes.s1xx + EXCLUDED.s1xx, s2xx = request_minutes.s2xx + EXCLUDED.s2xx,
@@ -91,8 +102,10 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise
              latency_count = request_minutes.latency_count + EXCLUDED.latency_count,
              buckets = ARRAY(SELECT x.a + x.b FROM unnest(request_minutes.buckets, EXCLUDED.buckets) WITH ORDINALITY AS x(a, b, i) ORDER BY x.i),
              bytes_in = request_minutes.bytes_in + EXCLUDED.bytes_in, bytes_out = request_minutes.bytes_out + EXCLUDED.bytes_out`,
-          [r.minute, img.user_id, r.imageId, r.containerId, img.app_hostname, r.requests, ...r.s, r.proxyErrors, r.latencyMsSum, r.latencyCount,
-            r.buckets, r.bytesIn, r.bytesOut]);
+          [col((r) => r.minute), col((r) => owner.get(r.imageId)!.user_id), col((r) => r.imageId), col((r) => r.containerId),
+            col((r) => owner.get(r.imageId)!.app_hostname), col((r) => r.requests), col((r) => r.s[0]), col((r) => r.s[1]), col((r) => r.s[2]),
+            col((r) => r.s[3]), col((r) => r.s[4]), col((r) => r.proxyErrors), col((r) => r.latencyMsSum), col((r) => r.latencyCount),
+            col((r) => `{${r.buckets.join(',')}}`), col((r) => r.bytesIn), col((r) => r.bytesOut)]);
       }
     }
     await tx.query('UPDATE metering_streams SET last_seq = $2, batches = batches + $3, last_seen = now() WHERE stream = $1', [up.stream, last, applied]);
