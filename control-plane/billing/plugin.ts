@@ -97,6 +97,8 @@ function summary(imageId: number, host: string, recs: RecordView[], requests: nu
 }
 
 const MONTH = '^[0-9]{4}-(0[1-9]|1[0-2])$';
+/** Routes without query parameters refuse any (400) rather than ignore them. */
+const NO_QUERY = { type: 'object', additionalProperties: false, properties: {} } as const;
 
 function csvField(v: string | number): string {
   const s = String(v);
@@ -141,7 +143,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
 
   app.get('/api/billing', {
     preHandler: app.authenticate,
-    schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan' },
+    schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan', querystring: NO_QUERY },
   }, async (req) => {
     const uid = req.user!.id;
     const [recs, reqs, { rows: imgs }] = await Promise.all([
@@ -161,7 +163,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
 
   app.get<{ Params: { id: number } }>('/api/billing/images/:id', {
     preHandler: app.authenticate,
-    schema: { summary: 'One image\'s billing summary and its usage records (one per container run)', params: { type: 'object', required: ['id'], properties: { id: ID } } },
+    schema: { summary: 'One image\'s billing summary and its usage records (one per container run)', params: { type: 'object', required: ['id'], properties: { id: ID } }, querystring: NO_QUERY },
   }, async (req) => {
     const uid = req.user!.id;
     const id = req.params.id;

@@ -175,6 +175,8 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     expect((await alice.get('/api/billing/invoices/2999-01')).status).toBe(400);
     expect((await alice.get(`/api/billing/invoices/${month}?format=xml`)).status).toBe(400);
     expect((await alice.get('/api/billing/images/abc')).status).toBe(400);
+    expect((await alice.get('/api/billing?since=yesterday')).status).toBe(400);
+    expect((await alice.get(`/api/billing/images/${idleImage}?x=1`)).status).toBe(400);
     expect((await new Api(t.cp.url).get('/api/billing')).status).toBe(401);
   });
 });
