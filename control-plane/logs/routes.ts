@@ -119,6 +119,8 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       'x-request-id': String(req.id),
     });
     res.flushHeaders();
+    // a follow can be silent for hours: TCP keep-alive finds a client that vanished without a FIN
+    if (follow) req.raw.socket?.setKeepAlive(true, 30_000);
 
     const streams = new Set<LogStream>();
     let done = false;
