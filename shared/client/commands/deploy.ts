@@ -109,6 +109,9 @@ DIR defaults to the current directory.`,
       });
       phases.upload = Date.now() - t;
       progress.done(`${ok} Uploaded ${formatBytes(packed.bytes)} ${dim(stderr, formatDuration(phases.upload))}`);
+      signal.addEventListener('abort', () => {
+        stderr.write(`\ninterrupted: image ${img.id} of ${img.app_hostname} goes on building and starting on the server (berth apps, berth logs ${img.app_hostname})\n`);
+      }, { once: true });
       const rev = img.revision ? `revision ${img.revision} of ` : '';
       say(`  Building ${rev}${img.app_hostname} (image ${img.id})…`);
 
