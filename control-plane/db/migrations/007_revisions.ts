@@ -5,8 +5,7 @@
  * entries (validated by control-plane/apps/traffic.ts before it is written). `routable_at` is
  * when a revision could first take traffic (built and, unless it scales from zero, an instance
  * healthy): `latest` means the newest such revision, so a new one takes over only once it serves,
- * and a later crash does not hand traffic back. `pending_image_id` is a revision deployed with
- * traffic that has not taken it yet: the stored split serves until it can (apps/traffic.ts).
+ * and a later crash does not hand traffic back.
  * Every app that exists keeps serving as revision 1 with all its traffic on `latest`.
  */
 export const sql = `
@@ -15,7 +14,6 @@ CREATE TABLE apps (
   user_id       BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
   last_revision INTEGER NOT NULL DEFAULT 0,
   traffic       JSONB NOT NULL DEFAULT '[{"latest": true, "percent": 100}]'::jsonb,
-  pending_image_id BIGINT,
   created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
   updated_at    TIMESTAMPTZ NOT NULL DEFAULT now()
 );

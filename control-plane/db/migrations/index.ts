@@ -12,6 +12,7 @@ import { sql as m006 } from './006_scaling_settings.js';
 import { sql as m007 } from './007_revisions.js';
 import { sql as m008 } from './008_workloads.js';
 import { sql as m009 } from './009_metering.js';
+import { sql as m010 } from './010_pending_deploys.js';
 
 export interface Migration {
   version: number;
@@ -29,4 +30,5 @@ export const migrations: Migration[] = [
   { version: 7, name: '007_revisions', sql: m007 },
   { version: 8, name: '008_workloads', sql: m008 },
   { version: 9, name: '009_metering', sql: m009 },
+  { version: 10, name: '010_pending_deploys', sql: m010 },
 ];
