@@ -14,6 +14,9 @@
  *   A step that misses gets one more try (the better of the two counts): on a shared machine other
  *   processes steal the pinned core now and then.
  *
+ * - berth load "saturated": the same connection count as wrk, a target far above capacity
+ *   (BENCH_WORKLOAD_SATURATE, 150k): completed req/s is its ceiling measured like a closed-loop tool's.
+ *
  * Environment: BENCH_WORKLOAD_DURATION (5 s per accuracy run), BENCH_WORKLOAD_STEP (3 s per ladder
  * step), BENCH_WORKLOAD_LADDER (10000,20000,30000,40000,50000,60000), BENCH_WORKLOAD_RATES
  * (1000,10000,20000), BENCH_CONNECTIONS (50, for wrk/autocannon).
@@ -72,6 +75,7 @@ export interface WorkloadBenchReport {
   environment: Record<string, unknown>;
   peers: { tool: string; result?: LoadResult; error?: string }[];
   ladder: { rps: number; result: EngineResult; sustained: boolean }[];
+  saturated?: EngineResult;
   maxSustainedRps: number | null;
   accuracy: { rps: number; result: EngineResult }[];
   text: string;
@@ -83,6 +87,7 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
   const ladderRates = nums('BENCH_WORKLOAD_LADDER', [10_000, 20_000, 30_000, 40_000, 50_000, 60_000]);
   const rates = nums('BENCH_WORKLOAD_RATES', [1000, 10_000, 20_000]);
   const connections = Math.floor(num('BENCH_CONNECTIONS', 50));
+  const saturateRps = num('BENCH_WORKLOAD_SATURATE', 150_000);
   const pin = choosePinning();
   // the load generators take the "proxy" core (they are what is measured); nginx and this driver the other
   const genCpu = pin.enabled ? pin.proxyCpu : undefined;
@@ -135,10 +140,24 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
       maxSustained = rps;
     }
 
+    // the ceiling, measured like wrk's: the same connection count, a target far above what one core
+    // can send (requests that cannot get a connection wait, and are dropped past the timeout)
+    progress(`berth load saturated: target ${saturateRps} req/s on ${connections} connections for ${stepS}s`);
+    let saturated: EngineResult | undefined;
+    try {
+      saturated = await runEngine(dir, port, saturateRps, stepS, genCpu, connections);
+    } catch (e) {
+      progress(`  failed: ${(e as Error).message}`);
+    }
+
     const rows: string[][] = [];
     for (const p of peers) {
       if (!p.result) { rows.push([p.tool, 'closed loop', 'n/a', '—', '—', p.error ?? '']); continue; }
       rows.push([p.tool, `closed loop, c=${connections}`, fmt(p.result.rps), fmt(p.result.p50Ms, 2), fmt(p.result.p99Ms, 2), p.result.errors ? `${p.result.errors} errors ${p.result.errorDetail}` : '']);
+    }
+    if (saturated) {
+      rows.push(['berth load', `saturated, c=${connections}`, fmt(saturated.requests_per_second), fmt(saturated.p50_latency_ms, 2), fmt(saturated.p99_latency_ms, 2),
+        `target ${fmt(saturateRps)} (far above capacity): completed/s is the ceiling; latency includes the queue`]);
     }
     const best = ladder.filter((l) => l.sustained).at(-1);
     const failedStep = ladder.find((l) => !l.sustained);
@@ -165,7 +184,7 @@ export async function runWorkloadBench(): Promise<WorkloadBenchReport> {
         fmt(r.p50_latency_ms, 3), fmt(r.p99_latency_ms, 2), String(r.connections_max), ((100 * r.cpu_s) / r.duration_seconds).toFixed(0), achievedPct(r) >= 98 ? 'PASS (≥ 98 %)' : 'FAIL (< 98 %)'])));
     say('');
     say(`load average at the end ${loadavg()[0].toFixed(2)}`);
-    return { environment: { ...environment, loadavgEnd: loadavg() }, peers, ladder, maxSustainedRps: maxSustained, accuracy, text: out.join('\n') };
+    return { environment: { ...environment, loadavgEnd: loadavg() }, peers, ladder, saturated, maxSustainedRps: maxSustained, accuracy, text: out.join('\n') };
   } finally {
     await stopAll();
   }
