@@ -12,8 +12,8 @@
  * The client is the proxy's own upstream connection (proxy/upstream/connection.ts): a pre-built
  * request head per write, responses parsed by Node's C++ llhttp straight off the socket, one request
  * at a time per keep-alive connection (no pipelining). Connections open on demand — when a request
- * is due and none is idle — up to a cap sized from the peak rate (peak × 1 s, 32…4000: enough to keep
- * the schedule through a one-second stall at modest rates), or exactly `connections` when forced.
+ * is due, none is idle, and the busy ones are held up (no response for 2 ms) — up to a cap sized from the peak rate (peak × 1 s, 32…4000: enough to keep the
+ * schedule through a one-second stall at modest rates), or exactly `connections` when forced.
  *
  * Timing: below PRECISE_FROM_RPS the loop sleeps on 1 ms timers between sends (a send leaves up to
  * ~1 ms after its intended start, which counts in its latency; the process stays nearly idle at low
@@ -67,6 +67,8 @@ export interface Progress {
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Waiting requests get new connections once no response came for this long (ms). */
+const GROW_AFTER_MS = 2;
 /** Most sends per turn of the event loop. */
 const MAX_BATCH = 256;
 /** Connections being opened at once (opening thousands at once costs more than it gains). */
@@ -210,6 +212,15 @@ export class WorkloadRun {
   private ticker: NodeJS.Timeout | null = null;
   private resolveDone: ((m: WorkloadMetrics) => void) | null = null;
   private lastProgressSec = -1;
+  private lastCompletion = -Infinity;
+  private growTimer: NodeJS.Timeout | null = null;
+  private readonly regrow = (): void => {
+    // timers run before the loop reads sockets: look after this turn's responses are in
+    setImmediate(() => {
+      this.growTimer = null;
+      if (!this.finished && !this.stopped) this.grow(this.now());
+    });
+  };
   private warming = false;
   private onWarm: (() => void) | null = null;
   onProgress: ((p: Progress) => void) | null = null;
@@ -287,6 +298,7 @@ export class WorkloadRun {
       this.maybeFinish();
       return;
     }
+    this.grow(now);
     if (batch < 0) {
       setImmediate(this.loop);
       return;
@@ -311,8 +323,27 @@ export class WorkloadRun {
       return;
     }
     this.pending.push(intended);
-    // one new connection per waiting request beyond those already connecting
-    if (this.slots.size < this.cap && this.connecting < Math.min(MAX_CONNECTING, this.pending.length - this.pendingHead)) this.open();
+    this.grow(now);
+  }
+
+  /**
+   * More connections for the requests waiting, one per waiting request beyond those connecting —
+   * but only when the ones there are really held up: no response for GROW_AFTER_MS. While
+   * responses keep coming, a busy connection frees within a round trip,
+   * and opening one per momentarily waiting request (hundreds at high rates) costs more CPU than
+   * it saves.
+   */
+  private grow(now: number): void {
+    const waiting = this.pending.length - this.pendingHead;
+    if (waiting === 0 || this.slots.size >= this.cap || this.connecting >= Math.min(MAX_CONNECTING, waiting)) return;
+    // (not "a request waited that long": after a pause of this process, overdue requests look old
+    // although the connections are cycling fine — the responses are read first, then sends resume)
+    if (now - this.lastCompletion < GROW_AFTER_MS) {
+      // look again then, whatever the schedule does meanwhile
+      if (this.growTimer === null) this.growTimer = setTimeout(this.regrow, GROW_AFTER_MS);
+      return;
+    }
+    while (this.slots.size < this.cap && this.connecting < Math.min(MAX_CONNECTING, waiting)) this.open();
   }
 
   private sendOn(s: Slot, intended: number, now: number): void {
@@ -408,6 +439,7 @@ export class WorkloadRun {
   completed(intended: number, status: number): void {
     this.inFlight--;
     const now = this.now();
+    this.lastCompletion = now;
     this.rollTo(now);
     const us = Math.max(1, Math.round((now - intended) * 1000));
     this.hist.recordValue(us);
@@ -422,7 +454,8 @@ export class WorkloadRun {
 
   failed(_intended: number, kind: string, wasInFlight = true): void {
     if (wasInFlight) this.inFlight--;
-    this.rollTo(this.now());
+    this.lastCompletion = this.now();
+    this.rollTo(this.lastCompletion);
     this.secDone++;
     this.failedCount++;
     this.secErrors++;
@@ -505,6 +538,7 @@ export class WorkloadRun {
     this.finished = true;
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.ticker !== null) clearInterval(this.ticker);
+    if (this.growTimer !== null) clearTimeout(this.growTimer);
     const end = this.now();
     // requests never sent when stopped are not counted; those still waiting at a timeout are dropped
     if (!this.stopped) while (this.pendingHead < this.pending.length) { this.pendingHead++; this.drop(); }
