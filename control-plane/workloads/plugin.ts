@@ -82,6 +82,8 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
     checkpointing = new Set();
   });
 
+  /** starts past the checks but not yet running: counted against maxRunningTotal (no await between check and count) */
+  let starting = 0;
   const service: WorkloadService = {
     runner,
     async start(userId, b) {
@@ -102,7 +104,15 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
       };
       const bad = checkPattern(config as WorkloadOptions);
       if (bad) throw badRequest(bad);
+      // The proxy routes `/apps/{host}/…` by the host in the path, before the Host header: such a
+      // path would send this load (and its bill) to whatever app it names, not the one checked.
+      if (/^\/apps\//i.test(config.path)) throw badRequest(`path "${config.path.slice(0, 100)}" must not start with /apps/ (the proxy would route it to the app named in it); the app is the one in app_hostname`);
       const peak = peakRate(config as WorkloadOptions);
+      // forced connections are bounded by the rate: a slow trickle must not hold thousands of sockets on the shared proxy
+      const maxConnections = Math.max(64, Math.ceil(peak * 2));
+      if (config.connections !== undefined && config.connections > maxConnections) {
+        throw new ApiError(400, 'workload_limit', `connections ${config.connections} is more than this workload needs (at most ${maxConnections} for a peak of ${peak} req/s)`);
+      }
       if (peak > cfg.maxRps) throw new ApiError(400, 'workload_limit', `this workload peaks at ${peak} req/s; the most allowed is ${cfg.maxRps} req/s (BERTH_WORKLOAD_MAX_RPS)`);
       if (config.duration_seconds > cfg.maxDurationSeconds) throw new ApiError(400, 'workload_limit', `duration_seconds ${config.duration_seconds} is longer than allowed (${cfg.maxDurationSeconds} s, BERTH_WORKLOAD_MAX_DURATION_S)`);
       const options: WorkloadOptions = {
@@ -116,26 +126,33 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
         if (e instanceof RequestSpecError) throw badRequest(e.message);
         throw e;
       }
-      const row = await withTransaction(app.db, async (c) => {
-        // one user's starts are serialised by the lock on their row: the running count is exact
-        await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [userId]);
-        const owned = await ownedHostnames(c, userId, hosts);
-        const missing = hosts.find((h) => !owned.has(h));
-        if (missing !== undefined) throw notFound(`app ${missing}`);
-        const running = await countRunning(c, userId);
-        if (running >= cfg.maxRunningPerUser) {
-          throw new ApiError(429, 'too_many_workloads', `you have ${running} workload(s) running, the most allowed at once (${cfg.maxRunningPerUser}); stop one or wait for it to finish`, { 'retry-after': '5' });
-        }
-        if (runner.size >= cfg.maxRunningTotal) {
-          throw new ApiError(429, 'too_many_workloads', `${runner.size} workloads are running on this control plane, the most allowed at once (${cfg.maxRunningTotal}); try again later`, { 'retry-after': '10' });
-        }
-        return insertWorkload(c, userId, config);
-      });
+      // the control plane's cap, checked and reserved in one turn (users' transactions run in parallel)
+      if (runner.size + starting >= cfg.maxRunningTotal) {
+        throw new ApiError(429, 'too_many_workloads', `${runner.size + starting} workloads are running on this control plane, the most allowed at once (${cfg.maxRunningTotal}); try again later`, { 'retry-after': '10' });
+      }
+      starting++;
+      let row: Awaited<ReturnType<typeof insertWorkload>>;
       try {
-        runner.start(row.id, userId, options);
-      } catch (e) {
-        await finishWorkload(app.db, row.id, 'failed', (e as Error).message, null);
-        throw e;
+        row = await withTransaction(app.db, async (c) => {
+          // one user's starts are serialised by the lock on their row: the running count is exact
+          await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [userId]);
+          const owned = await ownedHostnames(c, userId, hosts);
+          const missing = hosts.find((h) => !owned.has(h));
+          if (missing !== undefined) throw notFound(`app ${missing}`);
+          const running = await countRunning(c, userId);
+          if (running >= cfg.maxRunningPerUser) {
+            throw new ApiError(429, 'too_many_workloads', `you have ${running} workload(s) running, the most allowed at once (${cfg.maxRunningPerUser}); stop one or wait for it to finish`, { 'retry-after': '5' });
+          }
+          return insertWorkload(c, userId, config);
+        });
+        try {
+          runner.start(row.id, userId, options);
+        } catch (e) {
+          await finishWorkload(app.db, row.id, 'failed', (e as Error).message, null);
+          throw e;
+        }
+      } finally {
+        starting--; // runner.size counts it from here (or it failed)
       }
       log.info({ id: row.id, userId, hosts, pattern: config.pattern, rps: config.rps, duration: config.duration_seconds }, 'workload started');
       return row;

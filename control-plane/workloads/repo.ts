@@ -81,11 +81,24 @@ export async function failInterrupted(q: Queryable): Promise<number> {
  * hostnames of their revisions (`{tag}---{app_hostname}`).
  */
 export async function ownedHostnames(q: Queryable, userId: number, hosts: string[]): Promise<Set<string>> {
-  const base = (h: string) => (h.includes('---') ? h.slice(h.indexOf('---') + 3) : h);
-  const { rows } = await q.query<{ app_hostname: string }>(
-    'SELECT app_hostname FROM apps WHERE user_id = $1 AND app_hostname = ANY($2::text[])', [userId, [...new Set(hosts.map(base))]]);
-  const apps = new Set(rows.map((r) => r.app_hostname));
-  return new Set(hosts.filter((h) => apps.has(base(h))));
+  // a hostname is an app's own first (an older app may have `---` in its name), a tag host second
+  const { rows: named } = await q.query<{ app_hostname: string; user_id: number }>(
+    'SELECT app_hostname, user_id FROM apps WHERE app_hostname = ANY($1::text[])', [hosts]);
+  const owner = new Map(named.map((r) => [r.app_hostname, Number(r.user_id)]));
+  const out = new Set<string>();
+  const tagged: string[] = [];
+  for (const h of hosts) {
+    if (owner.has(h)) { if (owner.get(h) === userId) out.add(h); }
+    else if (h.includes('---')) tagged.push(h);
+  }
+  if (tagged.length === 0) return out;
+  // a tag host only while that tag is in the app's traffic (the proxy routes nothing else)
+  const base = (h: string) => h.slice(h.indexOf('---') + 3);
+  const { rows } = await q.query<{ app_hostname: string; traffic: { tag?: string }[] }>(
+    'SELECT app_hostname, traffic FROM apps WHERE user_id = $1 AND app_hostname = ANY($2::text[])', [userId, [...new Set(tagged.map(base))]]);
+  const tags = new Map(rows.map((r) => [r.app_hostname, new Set((Array.isArray(r.traffic) ? r.traffic : []).flatMap((e) => (e.tag ? [e.tag] : [])))]));
+  for (const h of tagged) if (tags.get(base(h))?.has(h.slice(0, h.indexOf('---')))) out.add(h);
+  return out;
 }
 
 /** Every app hostname of this user. */

@@ -215,6 +215,21 @@ describe('/api/workloads', () => {
     expect((await a.get('/api/workloads/abc')).status).toBe(400);
     expect((await a.get('/api/workloads/99999999')).status).toBe(404);
   });
+
+  it('cannot be aimed at another app: no /apps/ paths, no tag host that is not a tag of yours, connections bounded by the rate', async () => {
+    // the proxy routes /apps/{host}/… by the path: the load (and its bill) would land on other.localhost
+    const viaPath = await b.post('/api/workloads', { app_hostname: 'other.localhost', path: '/apps/shop.localhost/x', rps: 10, duration_seconds: 1 });
+    expect(viaPath.status).toBe(400);
+    expect(viaPath.body.error.message).toMatch(/\/apps\//);
+    expect((await b.post('/api/workloads', { app_hostname: 'other.localhost', path: '/APPS/shop.localhost/', rps: 10, duration_seconds: 1 })).status).toBe(400);
+    // `x---other.localhost` is only b's while b has a revision tagged x
+    const tag = await b.post('/api/workloads', { app_hostname: 'x---other.localhost', rps: 10, duration_seconds: 1 });
+    expect(tag.status).toBe(404);
+    // a trickle may not hold thousands of sockets on the shared proxy
+    const conns = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 1, duration_seconds: 1, connections: 5000 });
+    expect(conns.status).toBe(400);
+    expect(conns.body.error.message).toMatch(/connections 5000/);
+  });
 });
 
 describe('berth load --remote', () => {
