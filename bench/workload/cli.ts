@@ -7,7 +7,7 @@ import { accessSync, constants as fsConstants, readFileSync, writeFileSync } fro
 import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
 import { ClientError } from '../../shared/client/client.js';
-import { runWorkload, type Progress, type WorkloadOptions } from './engine.js';
+import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
 import { runRemote } from './remote.js';
 import type { WorkloadMetrics } from './metrics.js';
 import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
@@ -226,6 +226,7 @@ export function summaryTable(m: WorkloadMetrics, target: string, o: WorkloadOpti
     ['latency', `p50 ${msText(m.p50_latency_ms)}  p90 ${msText(m.p90_latency_ms)}  p95 ${msText(m.p95_latency_ms)}  p99 ${msText(m.p99_latency_ms)}  p99.9 ${msText(m.p999_latency_ms)}`],
     ['', `min ${msText(m.min_latency_ms)}  avg ${msText(m.avg_latency_ms)}  max ${msText(m.max_latency_ms)}  (from each request's intended start)`],
     ['late / dropped', `${n0(m.late_requests)} sent > ${m.late_threshold_ms} ms late, ${n0(m.dropped_requests)} dropped`],
+    ['send delay', `p50 ${msText(m.send_delay_p50_ms ?? null)}  p99 ${msText(m.send_delay_p99_ms ?? null)}  max ${msText(m.send_delay_max_ms ?? null)}  (intended start → sent; part of the latency above${o.precise || peakRate(o) >= PRECISE_FROM_RPS ? '' : ': 1 ms timers below 5,000 req/s, --precise for sub-ms'})`],
     ['status codes', Object.entries(m.status_code_distribution).map(([k, v]) => `${k}: ${n0(v)}`).join('  ') || '—'],
     ['errors', Object.entries(m.errors).map(([k, v]) => `${k}: ${n0(v)}`).join('  ') || '—'],
     ['connections', `${m.connections_max} at most, ${m.connections_opened} opened`],

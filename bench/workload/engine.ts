@@ -199,6 +199,8 @@ export class WorkloadRun {
   private readonly statuses = new Map<number, number>();
   private readonly errorKinds = new Map<string, number>();
   private readonly hist = newHistogram();
+  /** intended start → sent (the generator's own timing, part of every latency) */
+  private readonly sendHist = newHistogram();
   // the current second
   private sec = 0;
   private secHist = newHistogram();
@@ -350,10 +352,12 @@ export class WorkloadRun {
     this.sent++;
     this.secSent++;
     this.inFlight++;
-    if (now - intended > this.lateMs) {
+    const delay = now - intended;
+    if (delay > this.lateMs) {
       this.late++;
       this.secLate++;
     }
+    this.sendHist.recordValue(delay < 0.001 ? 1 : Math.round(delay * 1000));
     const heads = this.req.heads;
     s.send(intended, now, heads.length === 1 ? heads[0] : heads[this.sent % heads.length]);
   }
@@ -603,6 +607,9 @@ export class WorkloadRun {
       connections_max: this.connectionsMax,
       bytes_received: this.bytesReceived,
       late_threshold_ms: this.lateMs,
+      send_delay_p50_ms: percentileMs(this.sendHist, 50),
+      send_delay_p99_ms: percentileMs(this.sendHist, 99),
+      send_delay_max_ms: this.sendHist.totalCount === 0 ? null : Math.round(this.sendHist.maxValue) / 1000,
       stopped: this.stopped,
     };
   }

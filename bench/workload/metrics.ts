@@ -62,6 +62,10 @@ export interface WorkloadMetrics {
   connections_max: number;
   bytes_received: number;
   late_threshold_ms: number;
+  /** intended start → sent: how much of each latency is the generator's own timing (timer, queue for a connection) */
+  send_delay_p50_ms: number | null;
+  send_delay_p99_ms: number | null;
+  send_delay_max_ms: number | null;
   stopped: boolean;
 }
 

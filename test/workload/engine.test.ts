@@ -69,6 +69,10 @@ describe('rate accuracy (open model)', () => {
     expect(Math.abs(m.requests_per_second - 200)).toBeLessThanOrEqual(6);
     expect(m.p50_latency_ms).not.toBeNull();
     expect(m.p50_latency_ms!).toBeLessThan(m.p99_latency_ms! + 0.001);
+    // every latency includes its send delay, so each percentile of the delays is below the latency's
+    expect(m.send_delay_p50_ms).not.toBeNull();
+    expect(m.send_delay_p50_ms!).toBeLessThanOrEqual(m.p50_latency_ms! * 1.01 + 0.001);
+    expect(m.send_delay_p99_ms!).toBeLessThanOrEqual(m.p99_latency_ms! * 1.01 + 0.001);
   });
 
   it('ramp 100 → 300 req/s over 3 s schedules the integral (600) with a rising series', async () => {
