@@ -15,6 +15,7 @@ import { installTraceLogging } from './http/trace.js';
 import { hardenNumberSchemas, numberAjvOptions } from './http/schemas.js';
 import { createMetrics, installHttpMetrics } from './http/metrics.js';
 import healthPlugin from './http/health.js';
+import { loadToken } from './http/tokens.js';
 import authPlugin from './auth/plugin.js';
 import { DEFAULT_USER, seedDefaultUser } from './auth/users.js';
 import imagesPlugin from './images/plugin.js';
@@ -45,6 +46,9 @@ export interface ControlPlane {
   events: EventRelay;
   builds: BuildQueue;
   log: Logger;
+  /** Bearer token `GET /metrics` needs, and the file it was read from or generated into (unset when configured). */
+  metricsToken: string;
+  metricsTokenFile: string | undefined;
   /** Connection string of the database in use (embedded or DATABASE_URL). */
   databaseUrl: string;
   /** Graceful stop: stop accepting, finish in-flight requests, abort builds, close pools, stop embedded Postgres. */
@@ -83,6 +87,14 @@ export async function startControlPlane(
     throw e;
   }
 
+  let metricsAuth: { token: string; file?: string };
+  try {
+    metricsAuth = await loadToken(config.metricsToken, config.dataDir, 'metrics-token', 'bmt_');
+  } catch (e) {
+    await cleanupEarly();
+    throw e;
+  }
+  if (metricsAuth.file) log.info({ file: metricsAuth.file }, 'metrics token (BERTH_METRICS_TOKEN) for GET /metrics read from the data directory');
   const metrics = createMetrics(() => db);
   const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork } });
   const events = new EventRelay(db, log);
@@ -116,7 +128,7 @@ export async function startControlPlane(
   if (logFormat() === 'pretty') installRequestLog(app);
   await registerOpenApi(app); // before any route: OpenAPI at /docs is generated from the route schemas
   await app.register(cookie);
-  await app.register(healthPlugin, { isDraining: () => draining });
+  await app.register(healthPlugin, { isDraining: () => draining, metricsToken: metricsAuth.token });
   await app.register(authPlugin);
   await app.register(imagesPlugin);
   await app.register(eventRoutes);
@@ -163,5 +175,5 @@ export async function startControlPlane(
     })();
     return closing;
   };
-  return { url, app, db, config, runtime, events, builds, log, databaseUrl, close };
+  return { url, app, db, config, runtime, events, builds, log, metricsToken: metricsAuth.token, metricsTokenFile: metricsAuth.file, databaseUrl, close };
 }

@@ -52,6 +52,8 @@ export interface ControlPlaneOptions {
   quiet?: boolean;
   /** Bearer token proxies use for /v1/routes/watch and /v1/proxy/report; unset → generated into DATA_DIR/proxy-token. */
   proxyToken?: string;
+  /** Bearer token Prometheus presents on the control plane's `/metrics`; unset → BERTH_METRICS_TOKEN, else generated into DATA_DIR/metrics-token. */
+  metricsToken?: string;
   /** Host address container ports are published on (default 127.0.0.1). */
   publishHost?: string;
   /** Address proxies and health checks use to reach published ports (default: publishHost, 127.0.0.1 for 0.0.0.0). */
@@ -157,6 +159,7 @@ export interface ResolvedConfig {
   logLevel: string;
   quiet: boolean;
   proxyToken: string | undefined;
+  metricsToken: string | undefined;
   publishHost: string;
   endpointHost: string;
   health: { intervalMs: number; timeoutMs: number; healthyThreshold: number; unhealthyThreshold: number };
@@ -215,6 +218,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     logLevel: o.logLevel ?? process.env.BERTH_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info',
     quiet: o.quiet ?? false,
     proxyToken: o.proxyToken || undefined,
+    metricsToken: o.metricsToken || process.env.BERTH_METRICS_TOKEN || undefined,
     publishHost: o.publishHost ?? '127.0.0.1',
     endpointHost: o.endpointHost ?? (!o.publishHost || o.publishHost === '0.0.0.0' ? '127.0.0.1' : o.publishHost),
     health: {

@@ -95,6 +95,7 @@ export async function run(argv: string[]): Promise<void> {
     `  proxy (apps)       ${h.proxyUrl}   ← send requests with Host: <app_hostname>`,
     `  proxy admin        ${h.adminUrl}   (/healthz /metrics /routes /stats)`,
     `  admin token        ${process.env.BERTH_ADMIN_TOKEN ? '(from BERTH_ADMIN_TOKEN)' : join(h.cp.config.dataDir, 'proxy', 'admin-token')}   (PUT /routes needs Authorization: Bearer <it>)`,
+    `  metrics token      ${h.cp.metricsTokenFile ?? '(from BERTH_METRICS_TOKEN)'}   (GET ${h.cp.url}/metrics needs Authorization: Bearer <it>)`,
     `  default login      ${creds}`,
     `  data directory     ${h.cp.config.dataDir}`,
     `  docker             ${h.cp.runtime.endpoint}: ${dockerOk}`,

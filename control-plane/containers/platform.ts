@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import client from 'prom-client';
 import type { Logger } from '../../shared/logging.js';
 import fp from '../http/fp.js';
+import { loadToken } from '../http/tokens.js';
 import { createContainerRuntime, type ContainerRuntime } from '../runtime/containers.js';
 import { RouteHub } from '../discovery/hub.js';
 import { Activation } from './activation.js';
@@ -43,14 +41,8 @@ declare module 'fastify' {
 }
 
 /** The proxy token: configured, else read from (or generated once into) DATA_DIR/proxy-token. */
-export async function loadProxyToken(configured: string | undefined, dataDir: string): Promise<{ token: string; file?: string }> {
-  if (configured) return { token: configured };
-  const file = join(dataDir, 'proxy-token');
-  const existing = await readFile(file, 'utf8').then((s) => s.trim(), () => '');
-  if (existing) return { token: existing, file };
-  const token = `bpt_${randomBytes(24).toString('base64url')}`;
-  await writeFile(file, token + '\n', { mode: 0o600 });
-  return { token, file };
+export function loadProxyToken(configured: string | undefined, dataDir: string): Promise<{ token: string; file?: string }> {
+  return loadToken(configured, dataDir, 'proxy-token', 'bpt_');
 }
 
 /**

@@ -1,8 +1,8 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { startSse } from '../http/sse.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest, conflict, notFound, unauthorized } from '../http/errors.js';
+import { isBearer } from '../http/tokens.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
 import { endpointAddress, withoutSplits } from './route-table.js';
@@ -13,13 +13,8 @@ import type { ProxyRegistry, ProxyReport } from './proxies.js';
 /** Bytes a route watcher may leave unread before its stream is closed (it reconnects). */
 export const WATCH_BUFFER_CAP = 8 * 1024 * 1024;
 
-const digest = (s: string) => createHash('sha256').update(s).digest();
-
 /** Constant-time bearer check against the proxy token. */
-export function isProxyToken(header: string | undefined, token: string): boolean {
-  const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-  return !!m && timingSafeEqual(digest(m[1]), digest(token));
-}
+export const isProxyToken = isBearer;
 
 /** A counter a proxy reports: a whole number ≥ 0. */
 const COUNT = int(0, MAX_ID);

@@ -1,8 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { latestMigrationApplied } from '../db/migrate.js';
+import { unauthorized } from './errors.js';
+import { isBearer } from './tokens.js';
 
-/** `/healthz` (process up), `/readyz` (database reachable and migrated), `/metrics` (Prometheus text). */
-export default async function healthPlugin(app: FastifyInstance, opts: { isDraining: () => boolean }): Promise<void> {
+/**
+ * `/healthz` (process up) and `/readyz` (database reachable and migrated), open to anyone;
+ * `/metrics` (Prometheus text) only with the metrics token: its gauges name every tenant's apps.
+ */
+export default async function healthPlugin(app: FastifyInstance, opts: { isDraining: () => boolean; metricsToken: string }): Promise<void> {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_req, reply) => {
@@ -19,7 +24,11 @@ export default async function healthPlugin(app: FastifyInstance, opts: { isDrain
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks });
   });
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', {
+    onRequest: async (req) => {
+      if (!isBearer(req.headers.authorization, opts.metricsToken)) throw unauthorized('a valid metrics token is required (Authorization: Bearer $BERTH_METRICS_TOKEN, or the one in <data-dir>/metrics-token)');
+    },
+  }, async (_req, reply) => {
     const body = await app.metrics.registry.metrics();
     return reply.type(app.metrics.registry.contentType).send(body);
   });

@@ -40,3 +40,20 @@ export function installHttpMetrics(app: FastifyInstance, m: Metrics): void {
     m.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
   });
 }
+
+/**
+ * `fn`'s last answer for `ttlMs` (concurrent callers share one call): gauges whose collect runs
+ * a query, so that scrapes, however frequent, cost the database at most one query per window.
+ */
+export function cachedFor<T>(ttlMs: number, fn: () => Promise<T>, now: () => number = Date.now): () => Promise<T> {
+  let at = -Infinity;
+  let last: Promise<T> | undefined;
+  return () => {
+    if (!last || now() - at >= ttlMs) {
+      at = now();
+      last = fn();
+      last.catch(() => { last = undefined; }); // a failed query is retried by the next scrape
+    }
+    return last;
+  };
+}

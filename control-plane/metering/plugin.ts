@@ -5,6 +5,7 @@ import { METERING_PATH, METER_BUCKET_COUNT, meterUploadSchema, type MeterUpload 
 import { isProxyToken } from '../discovery/plugin.js';
 import { badRequest, unauthorized } from '../http/errors.js';
 import { ID, int } from '../http/schemas.js';
+import { cachedFor } from '../http/metrics.js';
 import { applyUpload } from './ingest.js';
 import { addBuckets, quantileMs, round3 } from './histogram.js';
 import { ownContainer, ownHostname, parseRange } from './query.js';
@@ -55,6 +56,9 @@ function view(a: Agg) {
 
 const timeQuery = { type: 'string', maxLength: 40 } as const;
 
+/** How long the per-app gauges (one query each over images/containers) keep their values. */
+export const PER_APP_GAUGE_TTL_MS = 15_000;
+
 /**
  * Metering: `POST /v1/proxy/metering` (proxies: deltas applied once per stream seq), and the
  * user's traffic: `GET /api/metrics` (totals, by app and by container) and
@@ -65,12 +69,18 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
   const proxyToken = app.platform.proxyToken;
 
   // For dashboards: the proxies label by route id; these join route → app and count instances per app.
+  // Each query's answer is kept PER_APP_GAUGE_TTL_MS, so scrapes cannot hammer the database.
   const registers = [app.metrics.registry];
+  const routeInfo = cachedFor(PER_APP_GAUGE_TTL_MS, async () =>
+    (await app.db.query<{ id: string; app_hostname: string }>(`SELECT id, app_hostname FROM images WHERE status = 'ready'`)).rows);
+  const appInstances = cachedFor(PER_APP_GAUGE_TTL_MS, async () =>
+    (await app.db.query<{ app_hostname: string; status: string; n: number }>(
+      'SELECT i.app_hostname, c.status, count(*)::int AS n FROM containers c JOIN images i ON i.id = c.image_id GROUP BY 1, 2')).rows);
   new client.Gauge({
     name: 'berth_cp_route_info', help: 'Route ids proxies report (img-<image id>) and the app hostname each serves (value 1; join on route)',
     labelNames: ['route', 'app_hostname', 'image_id'], registers,
     async collect() {
-      const { rows } = await app.db.query<{ id: string; app_hostname: string }>(`SELECT id, app_hostname FROM images WHERE status = 'ready'`);
+      const rows = await routeInfo();
       this.reset();
       for (const r of rows) this.set({ route: `img-${r.id}`, app_hostname: r.app_hostname, image_id: r.id }, 1);
     },
@@ -78,8 +88,7 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
   new client.Gauge({
     name: 'berth_cp_app_instances', help: 'Instances (containers) per app by status', labelNames: ['app_hostname', 'status'], registers,
     async collect() {
-      const { rows } = await app.db.query<{ app_hostname: string; status: string; n: number }>(
-        'SELECT i.app_hostname, c.status, count(*)::int AS n FROM containers c JOIN images i ON i.id = c.image_id GROUP BY 1, 2');
+      const rows = await appInstances();
       this.reset();
       for (const r of rows) this.set({ app_hostname: r.app_hostname, status: r.status }, r.n);
     },

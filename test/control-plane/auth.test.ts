@@ -37,7 +37,7 @@ describe('process endpoints', () => {
     expect(ready.status).toBe(200);
     expect(ready.body.checks.database).toBe('ok');
     await api.get('/api/nope');
-    const m = await api.get('/metrics');
+    const m = await api.req('GET', '/metrics', { token: cp.metricsToken });
     expect(m.status).toBe(200);
     expect(m.text).toContain('berth_cp_http_requests_total{method="GET",route="/readyz",status="200"} 1');
     expect(m.text).toContain('berth_cp_db_pool_total');

@@ -164,7 +164,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   });
 
   it('metrics count builds and durations', async () => {
-    const m = await fetch(`${cp.url}/metrics`).then((x) => x.text());
+    const m = await fetch(`${cp.url}/metrics`, { headers: { authorization: `Bearer ${cp.metricsToken}` } }).then((x) => x.text());
     expect(m).toMatch(/berth_cp_builds_total\{result="ready"\} [1-9]/);
     expect(m).toMatch(/berth_cp_builds_total\{result="build_failed"\} [1-9]/);
     expect(m).toMatch(/berth_cp_build_duration_seconds_count\{result="ready"\} [1-9]/);

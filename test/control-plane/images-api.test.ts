@@ -197,7 +197,7 @@ describe('builds without a reachable Docker daemon', () => {
     expect(img.status_reason).toMatch(/Docker daemon unreachable at unix:\/\/\/nonexistent\/docker.sock/);
     const logs = await alice.get(`/api/images/${r.body.id}/build-logs`);
     expect(logs.body.logs).toMatch(/BUILD FAILED: Docker daemon unreachable/);
-    const m = await api.get('/metrics');
+    const m = await api.req('GET', '/metrics', { token: cp.metricsToken });
     expect(m.text).toMatch(/berth_cp_builds_total\{result="build_failed"\} \d+/);
   });
 });

@@ -254,7 +254,7 @@ describe('metering through a real proxy', () => {
     for (const q of ['step=61', 'step=0', 'step=60&since=1970-01-01']) expect((await alice.get(`/api/metrics/series?${q}`)).status, q).toBe(400);
     expect((await new Api(cp!.url).get('/api/metrics')).status).toBe(401);
     // dashboards join the proxies' route ids to app hostnames
-    const prom = await (await fetch(`${cp!.url}/metrics`)).text();
+    const prom = await (await fetch(`${cp!.url}/metrics`, { headers: { authorization: `Bearer ${cp!.metricsToken}` } })).text();
     expect(prom).toContain(`berth_cp_route_info{route="img-${imageId}",app_hostname="${HOST}",image_id="${imageId}"} 1`);
     expect(prom).toMatch(new RegExp(`berth_cp_app_instances\\{app_hostname="${HOST.replace(/\./g, '\\.')}",status="running"\\} 1`));
   });

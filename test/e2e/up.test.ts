@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, expect, it } from 'vitest';
 import { freePort } from '../helpers/ports.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -17,7 +18,7 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   dir = await tempDir('berth-up-');
   const [api, px, admin] = [await freePort(), await freePort(), await freePort()];
   proc = new Proc(['up', '--api-listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${px}`, '--admin-listen', `127.0.0.1:${admin}`, '--data-dir', `${dir.dir}/data`],
-    { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_ENV: 'development' });
+    { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_METRICS_TOKEN: '', BERTH_ENV: 'development' });
   await waitFor('berth is up', async () => proc!.out.includes('berth is up') || (proc!.child.exitCode !== null ? Promise.reject(new Error(proc!.out)) : false), 60_000, 100);
   expect(proc.out).toContain(`http://127.0.0.1:${api}`);
   expect(proc.out).toContain(`http://127.0.0.1:${px}`);
@@ -32,7 +33,12 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   expect(proxies.proxies[0].table_version).toBe(proxies.current_version);
   // the watch stream refuses anyone without the proxy token
   expect((await fetch(`http://127.0.0.1:${api}/v1/routes/watch`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
-  const metrics = await (await fetch(`http://127.0.0.1:${api}/metrics`)).text();
+  // /metrics needs the metrics token, generated into the data directory; berth up says where
+  const tokenFile = `${dir.dir}/data/metrics-token`;
+  expect(proc.out).toContain(tokenFile);
+  expect((await fetch(`http://127.0.0.1:${api}/metrics`)).status).toBe(401);
+  const metricsToken = readFileSync(tokenFile, 'utf8').trim();
+  const metrics = await (await fetch(`http://127.0.0.1:${api}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } })).text();
   expect(metrics).toMatch(/^berth_cp_proxies 1$/m);
   expect(metrics).toMatch(/^berth_cp_route_watchers 1$/m);
   expect(metrics).toMatch(/^berth_cp_reconcile_leader 1$/m);
