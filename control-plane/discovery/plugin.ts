@@ -1,8 +1,8 @@
 import { startSse } from '../http/sse.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
-import { badRequest, conflict, notFound, unauthorized } from '../http/errors.js';
-import { isBearer } from '../http/tokens.js';
+import { badRequest, conflict, notFound } from '../http/errors.js';
+import { isBearer, requireBearer } from '../http/tokens.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
 import { endpointAddress, withoutSplits } from './route-table.js';
@@ -15,6 +15,7 @@ export const WATCH_BUFFER_CAP = 8 * 1024 * 1024;
 
 /** Constant-time bearer check against the proxy token. */
 export const isProxyToken = isBearer;
+export const PROXY_TOKEN_REQUIRED = 'a valid proxy token is required (Authorization: Bearer $BERTH_PROXY_TOKEN)';
 
 /** A counter a proxy reports: a whole number ≥ 0. */
 const COUNT = int(0, MAX_ID);
@@ -51,9 +52,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   const { hub, proxies, proxyToken, activation } = opts;
   const streams = new Set<FastifyReply>();
 
-  const requireProxy = async (req: FastifyRequest) => {
-    if (!isProxyToken(req.headers.authorization, proxyToken)) throw unauthorized('a valid proxy token is required (Authorization: Bearer $BERTH_PROXY_TOKEN)');
-  };
+  // onRequest: refused before a body is read (an anonymous 16 MiB report costs nothing)
+  const requireProxy = requireBearer(proxyToken, PROXY_TOKEN_REQUIRED);
   /** Proxy token → { proxy: true }; otherwise a normal user login. */
   const proxyOrUser = async (req: FastifyRequest, reply: FastifyReply) => {
     if (isProxyToken(req.headers.authorization, proxyToken)) { (req as { viaProxy?: boolean }).viaProxy = true; return; }
@@ -66,7 +66,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   });
 
   app.get<{ Querystring: { features?: string } }>('/v1/routes/watch', {
-    preHandler: requireProxy,
+    onRequest: requireProxy,
     schema: { querystring: { type: 'object', properties: { features: { type: 'string', maxLength: 200 } } } },
   }, async (req, reply) => {
     // Proxies that split a host between revisions say so (`?features=split`); older ones get
@@ -100,7 +100,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   // A proxy holds requests for a scaled-to-zero app: start an instance (202; the route table
   // brings its endpoint). Route ids are `img-{id}`.
   app.post<{ Params: { id: string } }>('/v1/routes/:id/activate', {
-    preHandler: requireProxy,
+    onRequest: requireProxy,
     schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^img-[1-9][0-9]{0,15}$' } } } },
   }, async (req, reply) => {
     const imageId = Number(req.params.id.slice(4));
@@ -111,7 +111,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     return reply.code(202).send({ route: req.params.id, result: r });
   });
 
-  app.post<{ Body: ProxyReport }>('/v1/proxy/report', { preHandler: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {
+  app.post<{ Body: ProxyReport }>('/v1/proxy/report', { onRequest: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {
     proxies.record(req.body, req.ip);
     return reply.code(204).send();
   });

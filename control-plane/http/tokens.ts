@@ -1,6 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { unauthorized } from './errors.js';
 
 /**
  * Tokens the control plane checks itself (not user sessions): the proxy token and the metrics
@@ -26,4 +28,18 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 export function isBearer(header: string | undefined, token: string): boolean {
   const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return !!m && timingSafeEqual(digest(m[1]), digest(token));
+}
+
+/**
+ * An `onRequest` hook that refuses (401) a request without `Authorization: Bearer <token>`.
+ * onRequest runs before the body is read, parsed and validated, so an unauthenticated upload costs
+ * nothing; a refused request that announced a body gets `Connection: close`, so the rest of it is
+ * not even drained.
+ */
+export function requireBearer(token: string, message: string) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (isBearer(req.headers.authorization, token)) return;
+    if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) reply.header('connection', 'close');
+    throw unauthorized(message);
+  };
 }

@@ -1,9 +1,10 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import client from 'prom-client';
 import type { Logger } from '../../shared/logging.js';
 import { METERING_PATH, METER_BUCKET_COUNT, meterUploadSchema, type MeterUpload } from '../../shared/metering/schema.js';
-import { isProxyToken } from '../discovery/plugin.js';
-import { badRequest, unauthorized } from '../http/errors.js';
+import { PROXY_TOKEN_REQUIRED } from '../discovery/plugin.js';
+import { requireBearer } from '../http/tokens.js';
+import { badRequest } from '../http/errors.js';
 import { ID, int } from '../http/schemas.js';
 import { cachedFor } from '../http/metrics.js';
 import { applyUpload } from './ingest.js';
@@ -95,9 +96,8 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
   });
 
   app.post<{ Body: MeterUpload }>(METERING_PATH, {
-    preHandler: async (req: FastifyRequest) => {
-      if (!isProxyToken(req.headers.authorization, proxyToken)) throw unauthorized('a valid proxy token is required (Authorization: Bearer $BERTH_PROXY_TOKEN)');
-    },
+    // before the body (up to 32 MiB) is read, parsed and validated
+    onRequest: requireBearer(proxyToken, PROXY_TOKEN_REQUIRED),
     bodyLimit: 32 * 1024 * 1024,
     schema: { summary: 'A proxy delivers metering batches; each (stream, seq) is applied once', body: meterUploadSchema },
   }, async (req) => {

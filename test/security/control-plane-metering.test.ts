@@ -1,4 +1,5 @@
 import { statSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
@@ -54,5 +55,52 @@ describe('GET /metrics on the control plane', () => {
     await scrape();
     const later = await insertReadyImage(t.cp, aliceId, 'later-app.example.com');
     for (let i = 0; i < 5; i++) expect(await scrape()).not.toContain(`route="img-${later}"`);
+  });
+});
+
+/**
+ * Send the head of a request announcing `length` body bytes and only the first 64 KiB of it;
+ * resolve with what the server answered before the client sent the rest (or '' after `waitMs`).
+ */
+function partialUpload(port: number, method: string, path: string, length: number, waitMs = 3000): Promise<{ head: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let text = '';
+    let closed = false;
+    const done = () => { clearTimeout(timer); s.destroy(); resolve({ head: text, closed }); };
+    const timer = setTimeout(done, waitMs);
+    s.on('data', (c: Buffer) => { text += c.toString('latin1'); if (text.includes('\r\n\r\n') && /content-length: (\d+)/i.test(text)) setTimeout(done, 200); });
+    s.on('end', () => { closed = true; });
+    s.on('error', () => {});
+    s.write(`${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\n\r\n`);
+    s.write(Buffer.alloc(64 * 1024, 0x20));
+  });
+}
+
+describe('proxy-token routes refuse an anonymous request before reading its body', () => {
+  const port = () => Number(new URL(t.cp.url).port);
+  // each body within the route's bodyLimit (otherwise 413 would answer early anyway)
+  for (const [method, path, mib] of [['POST', '/v1/proxy/metering', 30], ['POST', '/v1/proxy/report', 15], ['POST', '/v1/routes/img-1/activate', 0.9]] as const) {
+    it(`${method} ${path}: a ${mib} MiB body without the token is 401 before the client sent it`, async () => {
+      const t0 = Date.now();
+      const r = await partialUpload(port(), method, path, Math.round(mib * 1024 * 1024));
+      expect(r.head).toMatch(/^HTTP\/1\.1 401 /);
+      expect(r.head).toMatch(/connection: close/i);
+      expect(Date.now() - t0).toBeLessThan(2000);
+    });
+  }
+
+  it('GET /v1/routes/watch without the token is 401; with it the stream opens', async () => {
+    expect((await anon.get('/v1/routes/watch')).status).toBe(401);
+    const ac = new AbortController();
+    const r = await fetch(`${t.cp.url}/v1/routes/watch`, { headers: { authorization: `Bearer ${PROXY_TOKEN}` }, signal: ac.signal });
+    expect(r.status).toBe(200);
+    ac.abort();
+  });
+
+  it('with the token the upload is read and applied as before', async () => {
+    const r = await anon.req('POST', '/v1/proxy/metering', { token: PROXY_TOKEN, json: { stream: 'sec-ok', batches: [] } });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ stream: 'sec-ok', acked: 0 });
   });
 });
