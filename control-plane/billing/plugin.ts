@@ -100,9 +100,15 @@ const MONTH = '^[0-9]{4}-(0[1-9]|1[0-2])$';
 /** Routes without query parameters refuse any (400) rather than ignore them. */
 const NO_QUERY = { type: 'object', additionalProperties: false, properties: {} } as const;
 
-function csvField(v: string | number): string {
-  const s = String(v);
-  return /[",\n\r]/.test(s) || /^[=+\-@\t]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+/**
+ * One CSV cell. A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`, tab
+ * or CR — an app hostname is the tenant's text) gets a leading `'` and is quoted (OWASP, CSV
+ * injection); cells with `"`, `,` or line breaks are quoted.
+ */
+export function csvField(v: string | number): string {
+  let s = String(v);
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return /[",\n\r']/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 /**

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { csvField } from '../../control-plane/billing/plugin.js';
 
 /**
  * The metering and billing routes against a tenant and an anonymous client: what `/metrics`
@@ -102,5 +103,28 @@ describe('proxy-token routes refuse an anonymous request before reading its body
     const r = await anon.req('POST', '/v1/proxy/metering', { token: PROXY_TOKEN, json: { stream: 'sec-ok', batches: [] } });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ stream: 'sec-ok', acked: 0 });
+  });
+});
+
+describe('invoice CSV', () => {
+  it('a cell a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)', async () => {
+    expect(csvField('=HYPERLINK("http://evil")')).toBe(`"'=HYPERLINK(""http://evil"")"`);
+    for (const c of ['+1', '-1+2', '@SUM(A1)', '\tx', '\rx']) expect(csvField(c).startsWith(`"'`), JSON.stringify(c)).toBe(true);
+    expect(csvField('hello.example.com')).toBe('hello.example.com');
+    expect(csvField(12345)).toBe('12345');
+    // a stored hostname that starts like a formula (the rows keep what they were given)
+    const month = new Date().toISOString().slice(0, 7);
+    await t.cp.db.query(
+      `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, vcpu, memory_bytes, start_time, end_time)
+       VALUES ($1, $2, 990001, '=cmd|'' /C calc''!A0', 1, 536870912, now() - interval '10 seconds', now())`, [aliceId, imageId]);
+    const r = await alice.get(`/api/billing/invoices/${month}?format=csv`);
+    expect(r.status).toBe(200);
+    const rows = r.text.trim().split('\r\n');
+    const evil = rows.filter((l) => l.includes('cmd|'));
+    expect(evil.length).toBeGreaterThan(0);
+    for (const l of evil) {
+      const cells = l.split(',');
+      for (const c of cells) expect(c, l).not.toMatch(/^"?[=+\-@\t\r]/);
+    }
   });
 });
