@@ -10,26 +10,38 @@ import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js'
  * App logs: a container's stdout/stderr, or every instance of an app, from Docker.
  *
  * - `GET /api/containers/:id/logs` and `GET /api/apps/:host/logs` (each line prefixed by its
- *   container), query `tail` (lines per container; default all for one container, 200 per
- *   container for an app), `since` (`10m`, `2h`, `30s`, `1d`, unix seconds or an RFC 3339 time),
- *   `follow=1`, `timestamps=1`, and for an app `container=ID` (one of its instances).
+ *   container), query `tail` (lines per container, at most 10000; default 1000 for one container,
+ *   200 per container for an app), `since` (`10m`, `2h`, `30s`, `1d` up to ten years, unix seconds
+ *   or an RFC 3339 time), `follow=1`, `timestamps=1`, and for an app `container=ID`.
  * - Plain chunked text by default; `Accept: text/event-stream` gives SSE: `event: log` with
  *   `{container_id, image_id, stream, time, line}` per line, `event: end` when a non-following
  *   read is complete (and when a followed container stops).
- * - Lines of an app's instances are merged by Docker's timestamps for the backlog; while following,
- *   new instances (scale-up, a new revision) are picked up within two seconds.
+ * - Memory per request is bounded: one container's lines go straight through, and a client that
+ *   reads slowly pauses the Docker streams (backpressure). The backlog of an app with several
+ *   instances is merged by Docker's timestamps from at most 8 MiB of lines (the oldest beyond are
+ *   skipped, and the output says so); while following, new instances (scale-up, a new revision)
+ *   are picked up within two seconds.
  * - Another user's container or app answers 404. A client that goes away closes every Docker
- *   stream it had (runtime/logs.ts counts them); slow clients pause them (backpressure).
+ *   stream it had (runtime/logs.ts counts them).
  */
 
 interface LogQuery { tail?: number; since?: string; follow?: string; timestamps?: string; container?: number }
+
+/** Lines per container a request may ask for, and the defaults. */
+export const MAX_TAIL = 10_000;
+export const DEFAULT_TAIL = 1000;
+const APP_DEFAULT_TAIL = 200;
+/** The merged backlog of an app's instances holds at most this much text; older lines are skipped. */
+export const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
+/** `since` reaches back at most this far (and never into the future by more than a day). */
+const MAX_SINCE_S = 10 * 366 * 86400;
 
 const BOOL = { type: 'string', enum: ['0', '1', 'true', 'false', ''] } as const;
 const querySchema = (app: boolean) => ({
   type: 'object',
   additionalProperties: false,
   properties: {
-    tail: { ...int(0, 100_000), description: 'last N lines (per container)' },
+    tail: { ...int(0, MAX_TAIL), description: `last N lines per container (default ${DEFAULT_TAIL} for a container, ${APP_DEFAULT_TAIL} per instance of an app)` },
     since: { type: 'string', maxLength: 64, description: 'only lines after: 10m, 2h, 30s, 1d, unix seconds, or an RFC 3339 time' },
     follow: { ...BOOL, description: '1: keep streaming new lines' },
     timestamps: { ...BOOL, description: '1: prefix each text line with its Docker timestamp' },
@@ -40,17 +52,24 @@ const querySchema = (app: boolean) => ({
 const on = (v: string | undefined) => v === '1' || v === 'true' || v === '';
 /** Instances of an app beyond which a single request refuses (each is one Docker stream). */
 const MAX_STREAMS = 100;
-const APP_DEFAULT_TAIL = 200;
 
 /** `10m` / `2h` / `1d` / `30s` / unix seconds / RFC 3339 → unix seconds; 400 otherwise. */
 export function parseSince(raw: string, now = Date.now()): number {
   const s = raw.trim();
+  const bounded = (t: number) => {
+    if (!Number.isFinite(t) || t < 0 || t > now / 1000 + 86400) throw badRequest(`query.since "${raw.slice(0, 64)}" is out of range (from 1970 to now)`);
+    return t;
+  };
   const rel = /^(\d{1,7})(s|m|h|d)$/.exec(s);
-  if (rel) return (now - Number(rel[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[rel[2] as 's' | 'm' | 'h' | 'd']) / 1000;
-  if (/^\d{1,12}(\.\d{1,9})?$/.test(s)) return Number(s);
+  if (rel) {
+    const back = Number(rel[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[rel[2] as 's' | 'm' | 'h' | 'd'];
+    if (back > MAX_SINCE_S) throw badRequest(`query.since "${raw.slice(0, 64)}" reaches back more than ten years`);
+    return bounded(now / 1000 - back);
+  }
+  if (/^\d{1,12}(\.\d{1,9})?$/.test(s)) return bounded(Number(s));
   if (/^\d{4}-\d\d-\d\d([T ][\d:.]+)?(Z|[+-]\d\d:?\d\d)?$/.test(s)) {
     const t = Date.parse(s);
-    if (Number.isFinite(t)) return t / 1000;
+    if (Number.isFinite(t)) return bounded(t / 1000);
   }
   throw badRequest(`query.since "${raw.slice(0, 64)}" is not a duration (10m, 2h, 30s, 1d), unix seconds or an RFC 3339 time`);
 }
@@ -103,7 +122,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const follow = on(q.follow);
     const stamps = on(q.timestamps);
     const since = q.since !== undefined ? parseSince(q.since) : undefined;
-    const tail = q.tail ?? (src.single ? undefined : APP_DEFAULT_TAIL);
+    const tail = q.tail ?? (src.single ? DEFAULT_TAIL : APP_DEFAULT_TAIL);
     const sse = /text\/event-stream/.test(String(req.headers.accept ?? ''));
     const prefix = !src.single;
     const initial = await src.list();
@@ -114,6 +133,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const res: ServerResponse = reply.raw;
     res.writeHead(200, {
       'content-type': sse ? 'text/event-stream; charset=utf-8' : 'text/plain; charset=utf-8',
+      'x-content-type-options': 'nosniff',
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',
       'x-request-id': String(req.id),
@@ -141,13 +161,20 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     res.on('close', stop);
     res.on('drain', () => { if (paused) { paused = false; for (const s of streams) s.resume(); } });
 
-    const write = (c: ContainerRow, l: LogLine) => {
-      if (done) return;
+    /** Writes a line; false when the response buffer is full (the Docker streams are paused until it drains). */
+    const write = (c: ContainerRow, l: LogLine): boolean => {
+      if (done) return true;
       const ok = sse
         ? res.write(`event: log\ndata: ${JSON.stringify({ container_id: c.id, image_id: c.image_id, stream: l.stream, time: l.time || null, line: l.text })}\n\n`)
         : res.write(`${prefix ? `[${c.id}] ` : ''}${stamps && l.time ? `${l.time} ` : ''}${l.text}\n`);
       if (!ok && !paused) { paused = true; for (const s of streams) s.pause(); }
+      return ok;
     };
+    const drained = () => new Promise<void>((resolve) => {
+      const go = () => { res.off('drain', go); res.off('close', go); resolve(); };
+      res.on('drain', go);
+      res.on('close', go);
+    });
     const end = (status: string) => {
       if (done) return;
       if (sse) res.write(`event: end\ndata: ${JSON.stringify({ status })}\n\n`);
@@ -162,21 +189,33 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     };
 
     try {
-      // backlog: every instance's last lines, merged by time
       const last = new Map<number, string>();
-      const backlog: { c: ContainerRow; l: LogLine }[] = [];
-      await Promise.all(initial.map(async (c) => {
+      const read = async (c: ContainerRow, onLine: (l: LogLine) => void) => {
         const s = await containerLogs(app.runtime, c.docker_id!, { follow: false, tail, since });
         if (!s || done) { s?.close(); return; }
         streams.add(s);
+        if (paused) s.pause();
         await new Promise<void>((resolve) => {
-          s.onLine((l) => { backlog.push({ c, l }); last.set(c.id, l.time); });
+          s.onLine((l) => { last.set(c.id, l.time); onLine(l); });
           s.onEnd(() => { streams.delete(s); resolve(); });
         });
-      }));
+      };
+      if (initial.length <= 1) {
+        // one container: its lines go straight through, paused while the client is behind
+        if (initial[0]) await read(initial[0], (l) => write(initial[0], l));
+      } else {
+        // several: each instance's last lines, merged by time from a bounded backlog
+        const merged = await mergedBacklog(initial, read);
+        if (merged.skipped && !done) {
+          const note = `${merged.skipped} older lines skipped: an app's merged backlog is at most ${MAX_BACKLOG_BYTES / 1024 / 1024} MiB (narrow it with tail, since or container)`;
+          res.write(sse ? `event: notice\ndata: ${JSON.stringify({ message: note })}\n\n` : `berth: ${note}\n`);
+        }
+        for (const { c, l } of merged.lines) {
+          if (done) return;
+          if (!write(c, l)) await drained();
+        }
+      }
       if (done) return;
-      if (initial.length > 1) backlog.sort((a, b) => (a.l.time < b.l.time ? -1 : a.l.time > b.l.time ? 1 : 0));
-      for (const { c, l } of backlog) write(c, l);
       if (!follow) return end('complete');
 
       // follow: each instance from where its backlog ended; new instances as they appear
@@ -212,4 +251,39 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       fail(e as Error);
     }
   }
+}
+
+/**
+ * The backlogs of an app's instances, merged by Docker's timestamps, from at most
+ * MAX_BACKLOG_BYTES of text: past it the oldest line of all is dropped (and counted), so memory
+ * stays bounded however many instances and lines were asked for.
+ */
+async function mergedBacklog(
+  containers: ContainerRow[],
+  read: (c: ContainerRow, onLine: (l: LogLine) => void) => Promise<void>,
+): Promise<{ lines: { c: ContainerRow; l: LogLine }[]; skipped: number }> {
+  const size = (l: LogLine) => l.text.length + l.time.length + 16;
+  const queues = containers.map((c) => ({ c, lines: [] as (LogLine | undefined)[], head: 0 }));
+  let bytes = 0;
+  let skipped = 0;
+  const dropOldest = () => {
+    let oldest: (typeof queues)[number] | undefined;
+    for (const q of queues) {
+      if (q.head < q.lines.length && (!oldest || q.lines[q.head]!.time < oldest.lines[oldest.head]!.time)) oldest = q;
+    }
+    if (!oldest) return;
+    bytes -= size(oldest.lines[oldest.head]!);
+    oldest.lines[oldest.head++] = undefined;
+    skipped++;
+    if (oldest.head > 1024 && oldest.head * 2 > oldest.lines.length) { oldest.lines = oldest.lines.slice(oldest.head); oldest.head = 0; }
+  };
+  await Promise.all(queues.map((q) => read(q.c, (l) => {
+    q.lines.push(l);
+    bytes += size(l);
+    while (bytes > MAX_BACKLOG_BYTES) dropOldest();
+  })));
+  const lines: { c: ContainerRow; l: LogLine }[] = [];
+  for (const q of queues) for (let i = q.head; i < q.lines.length; i++) lines.push({ c: q.c, l: q.lines[i]! });
+  lines.sort((a, b) => (a.l.time < b.l.time ? -1 : a.l.time > b.l.time ? 1 : 0));
+  return { lines, skipped };
 }

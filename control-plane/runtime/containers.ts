@@ -110,6 +110,19 @@ export interface ContainerStats {
   memoryBytes: number;
 }
 
+/**
+ * The Docker log driver of app containers: json-file rotated at `BERTH_APP_LOG_MAX_SIZE` (default
+ * 10m) per file, `BERTH_APP_LOG_MAX_FILE` files (default 3). Without it an app's log grows as long
+ * as the container lives.
+ */
+export function appLogConfig(env: NodeJS.ProcessEnv = process.env): { Type: 'json-file'; Config: { 'max-size': string; 'max-file': string } } {
+  const size = env.BERTH_APP_LOG_MAX_SIZE?.trim() || '10m';
+  const files = env.BERTH_APP_LOG_MAX_FILE?.trim() || '3';
+  if (!/^[1-9]\d{0,5}[kmg]?$/i.test(size)) throw new Error(`BERTH_APP_LOG_MAX_SIZE "${size}" must be a size like 10m, 512k or 1g`);
+  if (!/^[1-9]\d{0,2}$/.test(files)) throw new Error(`BERTH_APP_LOG_MAX_FILE "${files}" must be a number of files from 1 to 999`);
+  return { Type: 'json-file', Config: { 'max-size': size.toLowerCase(), 'max-file': files } };
+}
+
 const status = (e: unknown) => (e as { statusCode?: number }).statusCode;
 
 export function createContainerRuntime(runtime: Runtime, parentLog: Logger): ContainerRuntime {
@@ -157,6 +170,8 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
       CapDrop: ['ALL'],
       CapAdd: [...CONTAINER_CAPABILITIES],
       PidsLimit: o.pidsLimit,
+      // Docker's log of an app is rotated: the disk it takes and every log read stay bounded
+      LogConfig: appLogConfig(),
     };
     if (o.cpus) hostConfig.NanoCpus = Math.round(o.cpus * 1e9);
     if (o.memoryBytes) { hostConfig.Memory = o.memoryBytes; hostConfig.MemorySwap = o.memoryBytes; }

@@ -17,7 +17,7 @@ export const run = defineClientCommand({
   options: [
     { name: 'follow', boolean: true, help: 'keep streaming new lines (Ctrl-C to stop)' },
     { name: 'since', help: 'only lines newer than this: 10m, 2h, 30s, 1d, unix seconds or an RFC 3339 time' },
-    { name: 'tail', help: 'last N lines per container (default 200)' },
+    { name: 'tail', help: 'last N lines per container (default 200, at most 10000)' },
     { name: 'container', help: 'only this instance (a container id of the app)' },
     { name: 'timestamps', boolean: true, help: "prefix each line with Docker's timestamp" },
   ],
@@ -26,7 +26,7 @@ export const run = defineClientCommand({
     if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
     const follow = booleanOption(opts.follow, 'follow');
     const stamps = booleanOption(opts.timestamps, 'timestamps');
-    const tail = intOption(opts.tail, 'tail', 0, 100_000);
+    const tail = intOption(opts.tail, 'tail', 0, 10_000);
     const container = intOption(opts.container, 'container', 1, Number.MAX_SAFE_INTEGER);
     if (opts.since !== undefined && !/^(\d{1,7}[smhd]|\d{1,12}(\.\d{1,9})?|\d{4}-\d\d-\d\d([T ][\d:.]+)?(Z|[+-]\d\d:?\d\d)?)$/.test(opts.since.trim())) {
       throw new UsageError(`--since "${opts.since}" must be a duration (10m, 2h, 30s, 1d), unix seconds or an RFC 3339 time`);
@@ -50,6 +50,8 @@ export const run = defineClientCommand({
         } else if (ev.event === 'error') {
           process.stderr.write(`berth logs: ${(JSON.parse(ev.data) as { message: string }).message}\n`);
           return EXIT.failed;
+        } else if (ev.event === 'notice') {
+          process.stderr.write(`berth logs: ${(JSON.parse(ev.data) as { message: string }).message}\n`);
         } else if (ev.event === 'end') {
           break;
         }

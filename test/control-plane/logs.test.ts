@@ -1,0 +1,160 @@
+import { request, type IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ControlPlane } from '../../control-plane/app.js';
+import { appLogConfig, createContainerRuntime } from '../../control-plane/runtime/containers.js';
+import type { Runtime } from '../../control-plane/runtime/docker.js';
+import { Api } from '../helpers/api.js';
+import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+
+/**
+ * App logs without Docker: the daemon's log endpoint is a fake (modem.dial answers a multiplexed
+ * stream made here), so what the control plane pulls from Docker, how much it holds and what it
+ * answers can be measured.
+ */
+let t: TestControlPlane;
+let cp: ControlPlane;
+let alice: Api;
+let bob: Api;
+let aliceId: number;
+const env = { BERTH_MAX_STREAMS_PER_USER: '3', BERTH_MAX_STREAMS: '5' };
+
+/** What each Docker log request asked for, and how many bytes the control plane pulled from it. */
+const dialed: { options: Record<string, unknown>; pulled: number; body: Readable }[] = [];
+/** Log content per Docker id: bytes of lines to serve (non-follow); a follow never ends. */
+const logs = new Map<string, number>();
+
+const frame = (text: string) => {
+  const b = Buffer.from(text);
+  const h = Buffer.alloc(8);
+  h[0] = 1;
+  h.writeUInt32BE(b.length, 4);
+  return Buffer.concat([h, b]);
+};
+
+function fakeLog(dockerId: string, options: Record<string, unknown>) {
+  const d = { options, pulled: 0, body: undefined as unknown as Readable };
+  const total = logs.get(dockerId) ?? 0;
+  let n = 0;
+  d.body = new Readable({
+    read() {
+      if (options.follow) return; // nothing new, until closed
+      if (d.pulled >= total) { this.push(null); return; }
+      let s = '';
+      while (s.length < 60_000) { n++; s += `2026-01-01T00:00:${String(n % 60).padStart(2, '0')}.${String(n).padStart(9, '0')}Z ${dockerId} line ${n} ${'x'.repeat(100)}\n`; }
+      const f = frame(s);
+      d.pulled += f.length;
+      this.push(f);
+    },
+  });
+  dialed.push(d);
+  return d.body;
+}
+
+beforeAll(async () => {
+  Object.assign(process.env, env);
+  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
+  cp = t.cp;
+  const modem = cp.app.runtime.docker.modem as unknown as { dial: (o: { path: string; options: Record<string, unknown> }, cb: (e: Error | null, d: unknown) => void) => void };
+  modem.dial = (o, cb) => {
+    const id = decodeURIComponent(/\/containers\/([^/]+)\/logs/.exec(o.path)![1]);
+    const body = fakeLog(id, o.options);
+    setImmediate(() => cb(null, body));
+  };
+  alice = await new Api(cp.url).signup('alice-logs@example.com');
+  aliceId = (await alice.get('/api/auth/me')).body.user.id;
+  bob = await new Api(cp.url).signup('bob-logs@example.com');
+}, 60_000);
+afterAll(async () => {
+  for (const k of Object.keys(env)) delete process.env[k];
+  await t?.close();
+});
+
+async function container(host: string, dockerId: string, bytes: number): Promise<number> {
+  const { rows: [img] } = await cp.db.query<{ id: number }>('SELECT id FROM images WHERE app_hostname = $1 LIMIT 1', [host]);
+  const imageId = img ? img.id : await insertReadyImage(cp, aliceId, host, 5);
+  const { rows: [c] } = await cp.db.query<{ id: number }>(
+    `INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, docker_id)
+     VALUES ($1, $2, $3, 'running', 'healthy', 8080, 'running', $3) RETURNING id`, [aliceId, imageId, dockerId]);
+  logs.set(dockerId, bytes);
+  return Number(c.id);
+}
+
+/** A GET whose body is not read (until `read()`): the client is as slow as can be. */
+function slowGet(path: string, token: string): Promise<{ res: IncomingMessage; close(): void }> {
+  const u = new URL(cp.url);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, path, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      res.pause();
+      resolve({ res, close: () => req.destroy() });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('app logs: bounded reads', () => {
+  it('a container read defaults to tail 1000; tail above 10000 or "all" is 400', async () => {
+    const id = await container('tail.example.com', 'tail1', 1000);
+    const before = dialed.length;
+    const r = await alice.get(`/api/containers/${id}/logs`);
+    expect(r.status).toBe(200);
+    expect(dialed[before].options.tail).toBe(1000);
+    for (const q of ['tail=all', 'tail=10001']) expect((await alice.get(`/api/containers/${id}/logs?${q}`)).status, q).toBe(400);
+    expect((await alice.get(`/api/containers/${id}/logs?tail=10000`)).status).toBe(200);
+  });
+
+  it('a client that does not read pauses the Docker stream: the control plane holds a bounded amount', async () => {
+    const id = await container('slow.example.com', 'slow1', 64 * 1024 * 1024);
+    const before = dialed.length;
+    const c = await slowGet(`/api/containers/${id}/logs`, alice.token!);
+    await sleep(1500);
+    const pulled = dialed[before].pulled;
+    c.close();
+    expect(pulled).toBeGreaterThan(0);
+    expect(pulled).toBeLessThan(16 * 1024 * 1024);
+  });
+
+  it("an app's merged backlog is at most 8 MiB, and the output says older lines were skipped", async () => {
+    await container('merge.example.com', 'merge1', 6 * 1024 * 1024);
+    await container('merge.example.com', 'merge2', 6 * 1024 * 1024);
+    const r = await alice.get('/api/apps/merge.example.com/logs');
+    expect(r.status).toBe(200);
+    expect(r.text.length).toBeLessThan(9 * 1024 * 1024);
+    expect(r.text.slice(0, 200)).toMatch(/^berth: \d+ older lines skipped/);
+    // the newest lines of both instances are kept
+    expect(/\[\d+\] merge1 line \d+ x+\n/.test(r.text.slice(-100_000)), 'merge1').toBe(true);
+    expect(/\[\d+\] merge2 line \d+ x+\n/.test(r.text.slice(-100_000)), 'merge2').toBe(true);
+  });
+
+  it('plain-text logs are nosniff; an absurd since is a 400 before any 200', async () => {
+    const id = await container('since.example.com', 'since1', 1000);
+    const ok = await alice.get(`/api/containers/${id}/logs?since=10m`);
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('x-content-type-options')).toBe('nosniff');
+    for (const q of ['since=9999999d', 'since=99999999999', 'since=3000-01-01T00:00:00Z', 'since=0000-01-01T00:00:00Z']) {
+      const r = await alice.get(`/api/containers/${id}/logs?${q}`);
+      expect(r.status, q).toBe(400);
+      expect(r.body.error.code).toBe('invalid_request');
+    }
+  });
+});
+
+describe('app containers are created with a bounded Docker log', () => {
+  it('LogConfig json-file, max-size 10m × 3 files by default, from the environment otherwise', async () => {
+    let spec: { HostConfig?: { LogConfig?: unknown } } | undefined;
+    const log = { child: () => log, warn() {}, info() {}, debug() {}, error() {} };
+    const fake = {
+      docker: { createContainer: async (s: typeof spec) => { spec = s; return { id: 'abc' }; } },
+      ensureNetworks: async () => {},
+      networks: { app: 'berth-apps' },
+    } as unknown as Runtime;
+    const rt = createContainerRuntime(fake, log as never);
+    await rt.create({ name: 'n', image: 'i', labels: {}, env: {}, containerPort: 8080, publishHost: '127.0.0.1', pidsLimit: 100 });
+    expect(spec?.HostConfig?.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } });
+    expect(appLogConfig({ BERTH_APP_LOG_MAX_SIZE: '50M', BERTH_APP_LOG_MAX_FILE: '5' })).toEqual({ Type: 'json-file', Config: { 'max-size': '50m', 'max-file': '5' } });
+    expect(() => appLogConfig({ BERTH_APP_LOG_MAX_SIZE: 'lots' })).toThrow(/BERTH_APP_LOG_MAX_SIZE/);
+  });
+});
