@@ -4,6 +4,7 @@ import { normalizeHost } from '../../shared/hostname.js';
 import { ApiError, badRequest, notFound } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
 import type { ContainerRow } from '../images/repo.js';
+import { streamLimits } from '../http/stream-limits.js';
 import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js';
 
 /**
@@ -21,6 +22,8 @@ import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js'
  *   instances is merged by Docker's timestamps from at most 8 MiB of lines (the oldest beyond are
  *   skipped, and the output says so); while following, new instances (scale-up, a new revision)
  *   are picked up within two seconds.
+ * - Follows count against the per-user and global caps on live streams (http/stream-limits.ts):
+ *   429 past them, released when the stream closes.
  * - Another user's container or app answers 404. A client that goes away closes every Docker
  *   stream it had (runtime/logs.ts counts them).
  */
@@ -78,6 +81,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
   // live follows end when the control plane closes (app.close() would wait for them otherwise)
   const live = new Set<() => void>();
   app.addHook('preClose', async () => { for (const stop of [...live]) stop(); });
+  const limits = streamLimits(app);
 
   app.get<{ Params: { id: number }; Querystring: LogQuery }>('/api/containers/:id/logs', {
     preHandler: app.authenticate,
@@ -127,6 +131,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const prefix = !src.single;
     const initial = await src.list();
     if (initial.length > MAX_STREAMS) throw new ApiError(409, 'too_many_instances', `the app has ${initial.length} instances; read them with container=ID`);
+    const release = follow ? limits.acquire(req.user!.id, 'log follow') : undefined;
     const startedAt = Date.now() / 1000;
 
     reply.hijack();
@@ -150,6 +155,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const stop = () => {
       if (done) return;
       done = true;
+      release?.();
       live.delete(stop);
       if (poll) clearInterval(poll);
       if (beat) clearInterval(beat);

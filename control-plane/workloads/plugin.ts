@@ -15,6 +15,7 @@ import { withTransaction } from '../db/pool.js';
 import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { idParams } from '../http/schemas.js';
 import { startSse } from '../http/sse.js';
+import { streamLimits } from '../http/stream-limits.js';
 import { compatRoutes } from './compat.js';
 import { startBody, type StartBody } from './schema.js';
 import {
@@ -219,6 +220,8 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
     schema: { summary: 'Server-sent events: one progress event per second while the workload runs, then end', tags: ['workloads'], params: idParams() } as Record<string, unknown>,
   }, async (req, reply) => {
     const r = await service.get(req.user!.id, req.params.id);
+    // counts against the per-user and global caps on live streams (429 past them) until it closes
+    reply.raw.on('close', streamLimits(app).acquire(req.user!.id, 'workload live'));
     followLive(req, reply, r, runner.get(r.id), followers);
   });
 

@@ -10,7 +10,7 @@ import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '
 /**
  * App logs without Docker: the daemon's log endpoint is a fake (modem.dial answers a multiplexed
  * stream made here), so what the control plane pulls from Docker, how much it holds and what it
- * answers can be measured.
+ * answers can be measured. Caps on follows are lowered through the environment (3 per user, 5 in all).
  */
 let t: TestControlPlane;
 let cp: ControlPlane;
@@ -139,6 +139,44 @@ describe('app logs: bounded reads', () => {
       expect(r.status, q).toBe(400);
       expect(r.body.error.code).toBe('invalid_request');
     }
+  });
+});
+
+describe('live streams are capped per user and in all', () => {
+  it('past 3 follows of one user: 429; a closed follow frees its place; workload live streams count too', async () => {
+    const id = await container('follow.example.com', 'follow1', 100);
+    const follows = [];
+    for (let i = 0; i < 3; i++) follows.push(await slowGet(`/api/containers/${id}/logs?follow=1`, alice.token!));
+    for (const f of follows) expect(f.res.statusCode).toBe(200);
+    const over = await alice.get(`/api/containers/${id}/logs?follow=1`);
+    expect(over.status).toBe(429);
+    expect(over.body.error.code).toBe('too_many_streams');
+    expect((await alice.get('/api/apps/follow.example.com/logs?follow=1')).status).toBe(429);
+    expect((await alice.get(`/api/containers/${id}/logs`)).status).toBe(200); // a plain read is not a stream
+
+    const { rows: [w] } = await cp.db.query<{ id: number }>(`INSERT INTO workloads (user_id, status, config) VALUES ($1, 'completed', '{}') RETURNING id`, [aliceId]);
+    expect((await alice.get(`/api/workloads/${w.id}/live`)).status).toBe(429);
+
+    follows.pop()!.close();
+    let again: { res: IncomingMessage; close(): void } | undefined;
+    for (let i = 0; i < 50 && !again; i++) {
+      const f = await slowGet(`/api/containers/${id}/logs?follow=1`, alice.token!);
+      if (f.res.statusCode === 200) again = f; else { f.close(); await sleep(50); }
+    }
+    expect(again).toBeDefined();
+    follows.push(again!);
+
+    // the global cap (5): bob gets two, then 429 even though his own count is low
+    const { rows: [bobImg] } = await cp.db.query<{ id: number }>('SELECT id FROM users WHERE email = $1', ['bob-logs@example.com']);
+    const bobImage = await insertReadyImage(cp, Number(bobImg.id), 'bob.example.com', 1);
+    const { rows: [bc] } = await cp.db.query<{ id: number }>(
+      `INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, docker_id)
+       VALUES ($1, $2, 'bob1', 'running', 'healthy', 8080, 'running', 'bob1') RETURNING id`, [bobImg.id, bobImage]);
+    for (let i = 0; i < 2; i++) follows.push(await slowGet(`/api/containers/${bc.id}/logs?follow=1`, bob.token!));
+    const full = await bob.get(`/api/containers/${bc.id}/logs?follow=1`);
+    expect(full.status).toBe(429);
+    expect(full.body.error.message).toMatch(/the control plane has 5 open streams/);
+    for (const f of follows) f.close();
   });
 });
 
