@@ -16,6 +16,7 @@
 import { formatHelp, parseArgs, resolveOptions, UsageError, type OptionSpec } from '../cli/args.js';
 import { BerthClient, ClientError, EXIT } from './client.js';
 import { printJson } from './output.js';
+import { terminalSafe } from './style.js';
 
 export interface ClientContext {
   /** resolved flag values (flags > env > defaults), by flag name */
@@ -117,7 +118,8 @@ export function defineClientCommand(spec: ClientCommandSpec): (argv: string[]) =
     } else {
       message = (e as Error)?.stack ?? String(e);
     }
-    process.stderr.write(`${name}: ${message}\n`);
+    // the message may quote the server (an API error, an app's name): no escape sequences on a terminal
+    process.stderr.write(`${name}: ${terminalSafe(process.stderr, message)}\n`);
     if (json) printJson({ error: { code: apiCode, message: message.split('\n')[0], ...(status ? { status } : {}) } });
     return code;
   }

@@ -121,9 +121,7 @@ DIR defaults to the current directory.`,
       phases.build = Date.now() - t;
       if (status !== 'ready') {
         const final = await client.get<Image>(`/api/images/${img.id}`, { signal });
-        stderr.write(`\n${paint(stderr, 'red', '✘')} Build failed after ${formatDuration(phases.build)}${final.status_reason ? `: ${final.status_reason}` : ''}\n`);
-        if (tail.length) stderr.write(`  last lines of the build log:\n${tail.map((l) => `    ${l}`).join('\n')}\n`);
-        stderr.write(`  full log: berth's API GET /api/images/${img.id}/build-logs\n`);
+        printBuildFailure(stderr, img.id, phases.build, final.status_reason, tail);
         if (json) printJson({ ok: false, app_hostname: img.app_hostname, image_id: img.id, revision: img.revision ?? null, status: final.status, status_reason: final.status_reason ?? null, log_tail: tail });
         return EXIT.failed;
       }
@@ -186,6 +184,16 @@ DIR defaults to the current directory.`,
     }
   },
 });
+
+/**
+ * A failed build's reason and log tail. Both come from the build (the server's reason quotes the
+ * Dockerfile's output): on a terminal their control characters are defused like the live log.
+ */
+export function printBuildFailure(out: NodeJS.WriteStream, imageId: number, ms: number, reason: string | null | undefined, tail: string[]): void {
+  out.write(`\n${paint(out, 'red', '✘')} Build failed after ${formatDuration(ms)}${reason ? `: ${terminalSafe(out, reason)}` : ''}\n`);
+  if (tail.length) out.write(`  last lines of the build log:\n${tail.map((l) => `    ${terminalSafe(out, l)}`).join('\n')}\n`);
+  out.write(`  full log: berth's API GET /api/images/${imageId}/build-logs\n`);
+}
 
 function defaultName(host: string, dir: string): string {
   const fromHost = host.toLowerCase().split('.')[0].replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');

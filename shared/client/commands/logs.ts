@@ -48,10 +48,10 @@ export const run = defineClientCommand({
             stdout.write(`${label(l.container_id)} ${stamps && l.time ? `${l.time} ` : ''}${l.stream === 'stderr' && colour ? `\x1b[2m${line}\x1b[22m` : line}\n`);
           }
         } else if (ev.event === 'error') {
-          process.stderr.write(`berth logs: ${(JSON.parse(ev.data) as { message: string }).message}\n`);
+          process.stderr.write(`berth logs: ${terminalSafe(process.stderr, (JSON.parse(ev.data) as { message: string }).message)}\n`);
           return EXIT.failed;
         } else if (ev.event === 'notice') {
-          process.stderr.write(`berth logs: ${(JSON.parse(ev.data) as { message: string }).message}\n`);
+          process.stderr.write(`berth logs: ${terminalSafe(process.stderr, (JSON.parse(ev.data) as { message: string }).message)}\n`);
         } else if (ev.event === 'end') {
           break;
         }
