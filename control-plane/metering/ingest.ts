@@ -1,6 +1,29 @@
 import type { Logger } from '../../shared/logging.js';
-import { METER_BUCKET_COUNT, type MeterUpload } from '../../shared/metering/schema.js';
+import { METER_BUCKET_COUNT, METER_MAX_FUTURE_MS, type MeterUpload } from '../../shared/metering/schema.js';
 import { withTransaction, type Db } from '../db/pool.js';
+import { badRequest } from '../http/errors.js';
+
+/**
+ * What a per-minute counter may hold: sums stop here instead of overflowing BIGINT (2^63 − 1).
+ * Two capped values still add up below 2^63, so `LEAST(a + b, cap)` cannot overflow either; a
+ * sum that would overflow becomes a saturated counter rather than an error the proxy retries forever.
+ */
+export const ROW_COUNT_CAP = 4e18;
+const cap = (n: number) => (n > ROW_COUNT_CAP ? ROW_COUNT_CAP : n);
+
+/**
+ * Batches the control plane refuses (400, naming the batch): an end before the start, an end more
+ * than METER_MAX_FUTURE_MS ahead of this clock. Counts past the sanity bounds are refused by the
+ * schema. The proxy drops a batch refused on its own rather than resending it forever.
+ */
+export function checkUpload(up: MeterUpload, now = Date.now()): void {
+  for (const b of up.batches) {
+    if (b.from > b.to) throw badRequest(`batch ${b.seq}: from (${b.from}) is after to (${b.to})`, 'metering_batch_refused');
+    if (b.to > now + METER_MAX_FUTURE_MS) {
+      throw badRequest(`batch ${b.seq}: to (${new Date(b.to).toISOString()}) is more than ${METER_MAX_FUTURE_MS / 60_000} minutes ahead of the control plane's clock`, 'metering_batch_refused');
+    }
+  }
+}
 
 /** `img-{id}` → image id; anything else (a file-fed route, a foreign name) → null. */
 export function imageOfRoute(route: string): number | null {
@@ -69,6 +92,12 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise
         r.bytesOut += e.bytesOut;
       }
     }
+    for (const r of rows.values()) {
+      r.requests = cap(r.requests); r.proxyErrors = cap(r.proxyErrors); r.latencyCount = cap(r.latencyCount);
+      r.bytesIn = cap(r.bytesIn); r.bytesOut = cap(r.bytesOut);
+      for (let i = 0; i < 5; i++) r.s[i] = cap(r.s[i]);
+      for (let i = 0; i < METER_BUCKET_COUNT; i++) r.buckets[i] = cap(r.buckets[i]);
+    }
     if (rows.size) {
       const ids = [...new Set([...rows.values()].map((r) => r.imageId))];
       const { rows: imgs } = await tx.query<{ id: string; user_id: string; app_hostname: string }>('SELECT id, user_id, app_hostname FROM images WHERE id = ANY($1::bigint[])', [ids]);
@@ -94,14 +123,10 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise
                                     latency_ms_sum, latency_count, buckets, bytes_in, bytes_out, ord)
             ORDER BY u.ord
            ON CONFLICT (image_id, container_id, minute) DO UPDATE SET
-             requests = request_minutes.requests + EXCLUDED.requests,
-             s1xx = request_minutes.s1xx + EXCLUDED.s1xx, s2xx = request_minutes.s2xx + EXCLUDED.s2xx,
-             s3xx = request_minutes.s3xx + EXCLUDED.s3xx, s4xx = request_minutes.s4xx + EXCLUDED.s4xx,
-             s5xx = request_minutes.s5xx + EXCLUDED.s5xx, proxy_errors = request_minutes.proxy_errors + EXCLUDED.proxy_errors,
+             ${['requests', 's1xx', 's2xx', 's3xx', 's4xx', 's5xx', 'proxy_errors', 'latency_count', 'bytes_in', 'bytes_out']
+    .map((c) => `${c} = LEAST(request_minutes.${c} + EXCLUDED.${c}, ${ROW_COUNT_CAP}::bigint)`).join(', ')},
              latency_ms_sum = request_minutes.latency_ms_sum + EXCLUDED.latency_ms_sum,
-             latency_count = request_minutes.latency_count + EXCLUDED.latency_count,
-             buckets = ARRAY(SELECT x.a + x.b FROM unnest(request_minutes.buckets, EXCLUDED.buckets) WITH ORDINALITY AS x(a, b, i) ORDER BY x.i),
-             bytes_in = request_minutes.bytes_in + EXCLUDED.bytes_in, bytes_out = request_minutes.bytes_out + EXCLUDED.bytes_out`,
+             buckets = ARRAY(SELECT LEAST(x.a + x.b, ${ROW_COUNT_CAP}::bigint) FROM unnest(request_minutes.buckets, EXCLUDED.buckets) WITH ORDINALITY AS x(a, b, i) ORDER BY x.i)`,
           [col((r) => r.minute), col((r) => owner.get(r.imageId)!.user_id), col((r) => r.imageId), col((r) => r.containerId),
             col((r) => owner.get(r.imageId)!.app_hostname), col((r) => r.requests), col((r) => r.s[0]), col((r) => r.s[1]), col((r) => r.s[2]),
             col((r) => r.s[3]), col((r) => r.s[4]), col((r) => r.proxyErrors), col((r) => r.latencyMsSum), col((r) => r.latencyCount),

@@ -7,7 +7,7 @@ import { requireBearer } from '../http/tokens.js';
 import { badRequest } from '../http/errors.js';
 import { ID, int } from '../http/schemas.js';
 import { cachedFor } from '../http/metrics.js';
-import { applyUpload } from './ingest.js';
+import { applyUpload, checkUpload } from './ingest.js';
 import { addBuckets, quantileMs, round3 } from './histogram.js';
 import { ownContainer, ownHostname, parseRange } from './query.js';
 
@@ -101,6 +101,7 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
     bodyLimit: 32 * 1024 * 1024,
     schema: { summary: 'A proxy delivers metering batches; each (stream, seq) is applied once', body: meterUploadSchema },
   }, async (req) => {
+    checkUpload(req.body);
     const r = await applyUpload(app.db, req.body, log);
     if (r.duplicates) req.log.info({ stream: req.body.stream, duplicates: r.duplicates, acked: r.acked }, 'metering batches already applied were ignored');
     return { stream: req.body.stream, acked: r.acked, applied: r.applied, duplicates: r.duplicates };

@@ -89,17 +89,23 @@ export class MeterOutbox {
     return n;
   }
 
-  /** The next upload (oldest first); marks them as possibly applied. */
-  nextUpload(): MeterBatch[] {
+  /** The next upload (oldest first, at most `maxBatches`); marks them as possibly applied. */
+  nextUpload(maxBatches = UPLOAD_BATCHES): MeterBatch[] {
     let n = 0;
     let entries = 0;
-    while (n < this.batches.length && n < UPLOAD_BATCHES && (n === 0 || entries + this.batches[n].entries.length <= UPLOAD_ENTRIES)) {
+    while (n < this.batches.length && n < maxBatches && (n === 0 || entries + this.batches[n].entries.length <= UPLOAD_ENTRIES)) {
       entries += this.batches[n].entries.length;
       n++;
     }
     const up = this.batches.slice(0, n);
     if (up.length) this.sentThrough = Math.max(this.sentThrough, up[up.length - 1].seq);
     return up;
+  }
+
+  /** The control plane refused this batch for good (400): it is dropped, never resent. */
+  drop(seq: number): MeterBatch | undefined {
+    const i = this.batches.findIndex((b) => b.seq === seq);
+    return i < 0 ? undefined : this.batches.splice(i, 1)[0];
   }
 
   /** The control plane applied everything up to `acked`. */
@@ -135,6 +141,10 @@ export class MeterReporter {
   private running: Promise<void> | null = null;
   private lastTo = Date.now();
   private failures = 0;
+  /** After a 400 for a multi-batch upload: send one batch at a time to find the refused one. */
+  private isolating = false;
+  /** Batches the control plane refused (400) and that were dropped. */
+  refused = 0;
   lastError: string | null = null;
 
   constructor(
@@ -161,7 +171,7 @@ export class MeterReporter {
   private async round(final?: MeterEntry[]): Promise<void> {
     try {
       const entries = final ?? (await this.drain());
-      const to = Date.now();
+      const to = Math.max(Date.now(), this.lastTo); // a clock stepping back never makes from > to
       if (this.outbox.add(entries, this.lastTo, to)) {
         const merged = this.outbox.takeMerged();
         if (merged) this.logger.warn({ merged, pending: this.outbox.pending }, 'metering outbox full: oldest unsent batches merged (counts kept, minute resolution lost)');
@@ -180,7 +190,7 @@ export class MeterReporter {
   }
 
   private async upload(): Promise<boolean> {
-    const batches = this.outbox.nextUpload();
+    const batches = this.outbox.nextUpload(this.isolating ? 1 : UPLOAD_BATCHES);
     try {
       const res = await request(new URL(METERING_PATH, this.baseUrl), {
         method: 'POST',
@@ -190,6 +200,7 @@ export class MeterReporter {
         bodyTimeout: 10_000,
       });
       const text = await res.body.text();
+      if (res.statusCode === 400) return await this.refusedUpload(batches, text);
       if (res.statusCode !== 200) {
         this.failures++;
         this.lastError = `HTTP ${res.statusCode}`;
@@ -198,6 +209,7 @@ export class MeterReporter {
       }
       const ack = JSON.parse(text) as MeterAck;
       this.failures = 0;
+      this.isolating = false;
       this.lastError = null;
       if (this.outbox.ack(ack.acked)) await this.outbox.save();
       return true;
@@ -207,6 +219,29 @@ export class MeterReporter {
       this.logger.debug({ err: this.lastError, pending: this.outbox.pending }, 'metering batches not delivered (kept, will retry)');
       return false;
     }
+  }
+
+  /**
+   * 400: the control plane will refuse these batches however often they are sent (a time it
+   * cannot accept, counts past its bounds). Resending would wedge the outbox behind them, so: an
+   * upload of several batches is retried one batch at a time, and a single refused batch is
+   * dropped (logged as an error with what it counted). The stream goes on with the next seq.
+   */
+  private async refusedUpload(batches: MeterBatch[], text: string): Promise<boolean> {
+    this.lastError = 'HTTP 400';
+    if (batches.length > 1) {
+      this.isolating = true;
+      this.logger.warn({ batches: batches.length, body: text.slice(0, 300) }, 'control plane refused a metering upload (400); sending its batches one at a time');
+      return true;
+    }
+    const b = batches[0];
+    if (b && this.outbox.drop(b.seq)) {
+      this.refused++;
+      const requests = b.entries.reduce((s, e) => s + e.requests, 0);
+      this.logger.error({ seq: b.seq, from: b.from, to: b.to, requests, body: text.slice(0, 300) }, 'control plane refused a metering batch (400); dropped (its counts are lost)');
+      await this.outbox.save();
+    }
+    return true;
   }
 
   /** Stop the timer and wait for a round in progress (before the data plane closes). */

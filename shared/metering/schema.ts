@@ -56,7 +56,17 @@ export interface MeterAck {
   acked: number;
 }
 
-const COUNT = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
+/**
+ * Sanity bounds of one entry (one route × endpoint in one batch, merged batches included): a
+ * million requests a second for eleven days, a petabyte. Past them the upload is refused (400).
+ */
+export const METER_MAX_COUNT = 1e12;
+export const METER_MAX_BYTES = 1e15;
+/** A batch may end at most this far after the control plane's clock (400 otherwise). */
+export const METER_MAX_FUTURE_MS = 5 * 60_000;
+
+const COUNT = { type: 'integer', minimum: 0, maximum: METER_MAX_COUNT } as const;
+const BYTES = { type: 'integer', minimum: 0, maximum: METER_MAX_BYTES } as const;
 const TIME = { type: 'integer', minimum: 0, maximum: 8_640_000_000_000_000 } as const;
 
 /** JSON schema of the upload (the control plane validates it; bounded so one body stays small). */
@@ -69,7 +79,7 @@ export const meterUploadSchema = {
     batches: {
       type: 'array', maxItems: 1000,
       items: {
-        type: 'object', required: ['seq', 'from', 'to', 'entries'],
+        type: 'object', required: ['seq', 'from', 'to', 'entries'], additionalProperties: false,
         properties: {
           seq: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
           from: TIME, to: TIME, merged: COUNT,
@@ -78,6 +88,7 @@ export const meterUploadSchema = {
             items: {
               type: 'object',
               required: ['route', 'endpoint', 'requests', 'status', 'proxyErrors', 'buckets', 'latencyMsSum', 'bytesIn', 'bytesOut'],
+              additionalProperties: false,
               properties: {
                 route: { type: 'string', maxLength: 200 },
                 endpoint: { type: 'string', maxLength: 200 },
@@ -86,8 +97,8 @@ export const meterUploadSchema = {
                 proxyErrors: COUNT,
                 buckets: { type: 'array', minItems: METER_BUCKET_COUNT, maxItems: METER_BUCKET_COUNT, items: COUNT },
                 latencyMsSum: { type: 'number', minimum: 0, maximum: 1e15 },
-                bytesIn: COUNT,
-                bytesOut: COUNT,
+                bytesIn: BYTES,
+                bytesOut: BYTES,
               },
             },
           },

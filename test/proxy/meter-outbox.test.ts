@@ -122,3 +122,41 @@ describe('meter outbox', () => {
     }
   });
 });
+
+describe('meter reporter and a control plane that refuses a batch (400)', () => {
+  it('finds the refused batch, drops it alone and delivers the rest: the outbox is never wedged', async () => {
+    const got: number[] = [];
+    let acked = 0;
+    const srv = createServer((req, res) => {
+      let b = '';
+      req.on('data', (c) => (b += c));
+      req.on('end', () => {
+        const up = JSON.parse(b) as MeterUpload;
+        if (up.batches.some((x) => x.seq === 2)) { res.writeHead(400, { 'content-type': 'application/json' }); res.end('{"error":{"code":"metering_batch_refused"}}'); return; }
+        for (const x of up.batches) { got.push(x.seq); if (x.seq > acked) acked = x.seq; }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ stream: up.stream, acked }));
+      });
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    try {
+      const box = await MeterOutbox.open(join(dir(), 'm.json'), log);
+      for (let i = 1; i <= 4; i++) box.add([entry(i)], i * 1000, i * 1000 + 1000);
+      const r = new MeterReporter(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`, 't', box, async () => [], log, 60_000);
+      await r.tick();
+      expect(box.pending).toBe(0);
+      expect(got).toEqual([1, 3, 4]);
+      expect(r.refused).toBe(1);
+      // later batches go out together again
+      box.add([entry(5)], 5000, 6000);
+      box.add([entry(6)], 6000, 7000);
+      await r.tick();
+      expect(box.pending).toBe(0);
+      expect(got).toEqual([1, 3, 4, 5, 6]);
+    } finally {
+      srv.closeAllConnections();
+      srv.close();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { csvField } from '../../control-plane/billing/plugin.js';
+import { METER_BUCKET_COUNT } from '../../shared/metering/schema.js';
 
 /**
  * The metering and billing routes against a tenant and an anonymous client: what `/metrics`
@@ -126,5 +127,48 @@ describe('invoice CSV', () => {
       const cells = l.split(',');
       for (const c of cells) expect(c, l).not.toMatch(/^"?[=+\-@\t\r]/);
     }
+  });
+});
+
+describe('metering ingest refuses what cannot be true (400) and cannot overflow', () => {
+  const entry = (over: Record<string, unknown> = {}) => ({
+    route: `img-${imageId}`, endpoint: '', requests: 1, status: [0, 1, 0, 0, 0], proxyErrors: 0,
+    buckets: new Array(METER_BUCKET_COUNT).fill(0), latencyMsSum: 0, bytesIn: 0, bytesOut: 0, ...over,
+  });
+  let seq = 0;
+  const upload = (stream: string, batches: unknown[]) => anon.req('POST', '/v1/proxy/metering', { token: PROXY_TOKEN, json: { stream, batches } });
+  const batch = (over: Record<string, unknown> = {}, entries = [entry()]) => { const now = Date.now(); return { seq: ++seq, from: now - 1000, to: now, entries, ...over }; };
+
+  it('from after to, an end far in the future, counts past the bounds, unknown fields', async () => {
+    const now = Date.now();
+    const cases: [string, unknown][] = [
+      ['from > to', batch({ from: now, to: now - 1000 })],
+      ['10 minutes ahead', batch({ from: now, to: now + 10 * 60_000 })],
+      ['requests past the bound', batch({}, [entry({ requests: 1e13 })])],
+      ['a bucket past the bound', batch({}, [entry({ buckets: [1e13, ...new Array(METER_BUCKET_COUNT - 1).fill(0)] })])],
+      ['bytes past the bound', batch({}, [entry({ bytesOut: 1e16 })])],
+      ['an unknown batch field', batch({ extra: 1 })],
+      ['an unknown entry field', batch({}, [entry({ extra: 1 })])],
+    ];
+    for (const [what, b] of cases) {
+      const r = await upload('sec-refused', [b]);
+      expect(r.status, `${what}: ${r.text}`).toBe(400);
+    }
+    // nothing was applied, and a good batch still goes through
+    const ok = await upload('sec-refused', [batch()]);
+    expect(ok.status).toBe(200);
+    expect(ok.body.applied).toBe(1);
+  });
+
+  it('sums that would overflow BIGINT saturate instead of failing every retry', async () => {
+    const many = Array.from({ length: 4001 }, () => entry({ endpoint: '', requests: 0, status: [0, 0, 0, 0, 0], bytesIn: 1e15 }));
+    const to = Math.floor(Date.now() / 60_000) * 60_000 - 30_000; // three uploads into one (past) minute row
+    for (let i = 0; i < 3; i++) {
+      const r = await upload('sec-overflow', [{ seq: i + 1, from: to - 1000, to, entries: many }]);
+      expect(r.status, r.text).toBe(200);
+    }
+    const { rows } = await t.cp.db.query<{ b: string }>(`SELECT max(bytes_in)::text AS b FROM request_minutes WHERE image_id = $1`, [imageId]);
+    expect(BigInt(rows[0].b)).toBeLessThanOrEqual(4_000_000_000_000_000_000n);
+    expect(BigInt(rows[0].b)).toBeGreaterThan(3_000_000_000_000_000_000n);
   });
 });
