@@ -1,11 +1,14 @@
-import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 /**
  * Where `berth login` keeps its tokens: one JSON file in the user's config directory
  * (`$BERTH_CONFIG_DIR`, else `$XDG_CONFIG_HOME/berth`, else `~/.config/berth`), mode 0600 in a 0700
- * directory, written atomically (temp file + rename). Tokens are stored per API URL, so one machine
+ * directory, written atomically (a temp file with a random name, created exclusively so it never
+ * follows a planted symlink, then renamed). Reading warns once when the directory or the file can
+ * be read or changed by other users. Tokens are stored per API URL, so one machine
  * can be logged in to several control planes; `current` is the API the last `berth login` chose.
  */
 export interface StoredLogin {
@@ -32,7 +35,8 @@ export function credentialsPath(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /** The stored logins; a missing or unreadable file is "no logins" (never an exception). */
-export async function readCredentials(env: NodeJS.ProcessEnv = process.env): Promise<CredentialsFile> {
+export async function readCredentials(env: NodeJS.ProcessEnv = process.env, warn: (message: string) => void = warnOnce): Promise<CredentialsFile> {
+  await checkPrivate(env, warn);
   try {
     const parsed = JSON.parse(await readFile(credentialsPath(env), 'utf8')) as Partial<CredentialsFile>;
     const apis = parsed && typeof parsed.apis === 'object' && parsed.apis ? parsed.apis : {};
@@ -46,15 +50,19 @@ export async function writeCredentials(file: CredentialsFile, env: NodeJS.Proces
   const dir = configDir(env);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const path = credentialsPath(env);
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+  const fh = await open(tmp, 'wx', 0o600); // O_EXCL: a file or symlink already there is an error, not followed
   try {
-    await fh.writeFile(JSON.stringify(file, null, 2) + '\n');
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(JSON.stringify(file, null, 2) + '\n');
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
   }
-  await chmod(tmp, 0o600); // a umask cannot widen it, but an existing temp file could have other bits
-  await rename(tmp, path);
   return path;
 }
 
@@ -75,4 +83,22 @@ export async function forgetLogin(api: string, env: NodeJS.ProcessEnv = process.
   if (Object.keys(file.apis).length === 0) await rm(credentialsPath(env), { force: true });
   else await writeCredentials(file, env);
   return old;
+}
+
+let warned = false;
+function warnOnce(message: string): void {
+  if (warned) return;
+  warned = true;
+  process.stderr.write(`berth: warning: ${message}\n`);
+}
+
+/** Warns when the config directory or the credentials file is open to other users (group/world bits). */
+async function checkPrivate(env: NodeJS.ProcessEnv, warn: (message: string) => void): Promise<void> {
+  for (const [path, want] of [[configDir(env), '700'], [credentialsPath(env), '600']] as const) {
+    const mode = await stat(path).then((s) => s.mode & 0o777, () => undefined);
+    if (mode !== undefined && mode & 0o077) {
+      warn(`${path} is open to other users (mode ${mode.toString(8).padStart(4, '0')}); your API tokens are in it: chmod ${want} ${path}`);
+      return;
+    }
+  }
 }

@@ -29,6 +29,8 @@ interface AppRevision { image_id: number; revision: number; traffic_percent: num
 interface App { app_hostname: string; url: string; revisions: AppRevision[] }
 
 const TAIL_LINES = 25;
+/** A build log line longer than this (no newline in 1 MiB) stops the deploy rather than fill memory. */
+const MAX_LINE = 1024 * 1024;
 
 export const run = defineClientCommand({
   usage: 'berth deploy [DIR] --host HOST [--min N] [--max N] [--concurrency N] [--port N] [--cpu C] [--memory M] [--no-traffic] [--tag T]',
@@ -228,7 +230,7 @@ function multipart(fields: Record<string, string>, file: string, size: number, o
 }
 
 /** Stream the build log to `out` until the build ends; returns its status and the log's last lines. */
-async function followBuild(client: BerthClient, imageId: number, out: NodeJS.WriteStream, signal: AbortSignal, deadline: number): Promise<{ status: string; tail: string[] }> {
+export async function followBuild(client: BerthClient, imageId: number, out: NodeJS.WriteStream, signal: AbortSignal, deadline: number): Promise<{ status: string; tail: string[] }> {
   const tail: string[] = [];
   let partial = '';
   const bar = paint(out, 'dim', '│');
@@ -242,6 +244,7 @@ async function followBuild(client: BerthClient, imageId: number, out: NodeJS.Wri
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
     }
+    if (partial.length > MAX_LINE) throw new ClientError(`the build log of image ${imageId} has a line longer than ${MAX_LINE / 1024 / 1024} MiB; stopped following it (see GET /api/images/${imageId}/build-logs)`, EXIT.failed);
   };
   let status: string | undefined;
   let seen = 0;
