@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../../shared/logging.js';
 import { badRequest, notFound } from '../http/errors.js';
 import fp from '../http/fp.js';
-import { ID } from '../http/schemas.js';
+import { ID, int } from '../http/schemas.js';
 import { round3 } from '../metering/histogram.js';
 import {
   cpuCost, formatMicros, gibSeconds, instanceMinuteCost, loadPricing, memoryCost, requestsCost, runCost, runQuantities, vcpuSeconds,
@@ -59,35 +59,49 @@ function recordView(r: RecordRow, q: RunQuantities, p: Pricing) {
 
 type RecordView = ReturnType<typeof recordView>;
 
-function summary(imageId: number, host: string, recs: RecordView[], requests: number, lastRequestAt: Date | null, p: Pricing) {
-  let runCosts = 0n;
-  let ms = 0;
-  let vs = 0;
-  let gs = 0;
-  let used = 0;
-  let last = lastRequestAt ? lastRequestAt.getTime() : 0;
-  for (const r of recs) {
-    runCosts += BigInt(r.cost);
-    ms += r.billed_seconds * 1000;
-    vs += r.vcpu_seconds;
-    gs += r.gib_seconds;
-    used += r.cpu_seconds_used;
-    last = Math.max(last, r.end_time ? Date.parse(r.end_time) : Date.now(), Date.parse(r.start_time));
+/** An image's records folded one at a time (records are read in bounded batches, never all at once). */
+class SummaryAcc {
+  runCosts = 0n;
+  ms = 0;
+  vs = 0;
+  gs = 0;
+  used = 0;
+  runs = 0;
+  active = 0;
+  last = 0;
+  host = '';
+  readonly containers = new Set<number>();
+
+  add(r: RecordView): void {
+    this.runCosts += BigInt(r.cost);
+    this.ms += r.billed_seconds * 1000;
+    this.vs += r.vcpu_seconds;
+    this.gs += r.gib_seconds;
+    this.used += r.cpu_seconds_used;
+    this.runs++;
+    if (r.status === 'Active') this.active++;
+    this.containers.add(r.container_id);
+    this.host ||= r.app_hostname;
+    this.last = Math.max(this.last, r.end_time ? Date.parse(r.end_time) : Date.now(), Date.parse(r.start_time));
   }
+}
+
+function summary(imageId: number, host: string, acc: SummaryAcc, requests: number, lastRequestAt: Date | null, p: Pricing) {
+  const last = Math.max(acc.last, lastRequestAt ? lastRequestAt.getTime() : 0);
   const reqCost = requestsCost(requests, p);
-  const total = runCosts + reqCost;
+  const total = acc.runCosts + reqCost;
   return {
     image_id: imageId,
     app_hostname: host,
-    total_containers: new Set(recs.map((r) => r.container_id)).size,
-    active_containers: recs.filter((r) => r.status === 'Active').length,
-    total_runs: recs.length,
-    total_minutes: round3(ms / 60_000),
-    vcpu_seconds: round3(vs),
-    gib_seconds: round3(gs),
-    cpu_seconds_used: round3(used),
+    total_containers: acc.containers.size,
+    active_containers: acc.active,
+    total_runs: acc.runs,
+    total_minutes: round3(acc.ms / 60_000),
+    vcpu_seconds: round3(acc.vs),
+    gib_seconds: round3(acc.gs),
+    cpu_seconds_used: round3(acc.used),
     requests,
-    instance_cost: Number(runCosts),
+    instance_cost: Number(acc.runCosts),
     requests_cost: Number(reqCost),
     total_cost: Number(total),
     total_cost_formatted: formatMicros(total),
@@ -95,6 +109,12 @@ function summary(imageId: number, host: string, recs: RecordView[], requests: nu
     last_activity: last ? new Date(last).toISOString() : null,
   };
 }
+
+/** Usage records read per query while folding a user's history. */
+const RECORD_BATCH = 2000;
+/** `GET /api/billing/images/:id`: records per page (default, most). */
+export const RECORDS_PAGE_DEFAULT = 100;
+export const RECORDS_PAGE_MAX = 1000;
 
 const MONTH = '^[0-9]{4}-(0[1-9]|1[0-2])$';
 /** Routes without query parameters refuse any (400) rather than ignore them. */
@@ -132,12 +152,21 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
 
   const pricingView = () => ({ ...pricing, unit: `micro-${pricing.currency} (1 ${pricing.currency} = 1000000)` });
 
-  /** The caller's records (optionally of one image), durations by the database clock. */
-  const records = async (userId: number, imageId?: number) => {
-    const { rows } = await app.db.query<RecordRow>(
-      `SELECT ${RECORD_COLUMNS}, EXTRACT(EPOCH FROM (COALESCE(end_time, now()) - start_time)) * 1000 AS duration_ms
-         FROM usage_records WHERE user_id = $1 AND ($2::bigint IS NULL OR image_id = $2) ORDER BY start_time, id`, [userId, imageId ?? null]);
-    return rows.map((r) => recordView(r, runQuantities(Number(r.duration_ms), Number(r.vcpu), Number(r.memory_bytes), pricing), pricing));
+  const priced = (r: RecordRow) => recordView(r, runQuantities(Number(r.duration_ms), Number(r.vcpu), Number(r.memory_bytes), pricing), pricing);
+  const DURATION = 'EXTRACT(EPOCH FROM (COALESCE(end_time, now()) - start_time)) * 1000 AS duration_ms';
+  /**
+   * Every record of the caller (optionally of one image), priced, in batches of RECORD_BATCH by id:
+   * memory stays bounded however long the history (durations by the database clock).
+   */
+  const eachRecord = async (userId: number, imageId: number | undefined, fn: (r: RecordView) => void) => {
+    for (let after = 0; ;) {
+      const { rows } = await app.db.query<RecordRow>(
+        `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
+          WHERE user_id = $1 AND ($2::bigint IS NULL OR image_id = $2) AND id > $3 ORDER BY id LIMIT ${RECORD_BATCH}`, [userId, imageId ?? null, after]);
+      for (const r of rows) fn(priced(r));
+      if (rows.length < RECORD_BATCH) return;
+      after = Number(rows[rows.length - 1].id);
+    }
   };
   /** Billable requests (answered by a container) per image, and the last minute with traffic. */
   const requestsByImage = async (userId: number, imageId?: number) => {
@@ -152,37 +181,57 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan', querystring: NO_QUERY },
   }, async (req) => {
     const uid = req.user!.id;
-    const [recs, reqs, { rows: imgs }] = await Promise.all([
-      records(uid), requestsByImage(uid),
+    // one pass over the records (in batches), folded per image
+    const accs = new Map<number, SummaryAcc>();
+    const [, reqs, { rows: imgs }] = await Promise.all([
+      eachRecord(uid, undefined, (r) => {
+        let a = accs.get(r.image_id);
+        if (!a) accs.set(r.image_id, (a = new SummaryAcc()));
+        a.add(r);
+      }),
+      requestsByImage(uid),
       app.db.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
     ]);
-    const ids = new Set<number>([...imgs.map((i) => Number(i.id)), ...recs.map((r) => r.image_id), ...reqs.keys()]);
+    const ids = new Set<number>([...imgs.map((i) => Number(i.id)), ...accs.keys(), ...reqs.keys()]);
     const hostOf = new Map(imgs.map((i) => [Number(i.id), i.app_hostname]));
     const images = [...ids].sort((a, b) => a - b).map((id) => {
-      const mine = recs.filter((r) => r.image_id === id);
+      const acc = accs.get(id) ?? new SummaryAcc();
       const rq = reqs.get(id);
-      return summary(id, hostOf.get(id) ?? mine[0]?.app_hostname ?? rq?.host ?? '', mine, rq?.requests ?? 0, rq?.last ?? null, pricing);
+      return summary(id, hostOf.get(id) || acc.host || rq?.host || '', acc, rq?.requests ?? 0, rq?.last ?? null, pricing);
     });
     const total = images.reduce((s, i) => s + BigInt(i.total_cost), 0n);
     return { user_id: uid, currency: pricing.currency, plan: pricing.plan, pricing: pricingView(), images, total_cost: Number(total), total_cost_formatted: formatMicros(total) };
   });
 
-  app.get<{ Params: { id: number } }>('/api/billing/images/:id', {
+  app.get<{ Params: { id: number }; Querystring: { limit?: number; before?: number } }>('/api/billing/images/:id', {
     preHandler: app.authenticate,
-    schema: { summary: 'One image\'s billing summary and its usage records (one per container run)', params: { type: 'object', required: ['id'], properties: { id: ID } }, querystring: NO_QUERY },
+    schema: {
+      summary: 'One image\'s billing summary (all its runs) and a page of its usage records (one per container run): the newest `limit` below `before`, oldest first; `next_before` for the page before',
+      params: { type: 'object', required: ['id'], properties: { id: ID } },
+      querystring: { type: 'object', additionalProperties: false, properties: { limit: int(1, RECORDS_PAGE_MAX, { default: RECORDS_PAGE_DEFAULT }), before: ID } },
+    },
   }, async (req) => {
     const uid = req.user!.id;
     const id = req.params.id;
-    const [recs, reqs, { rows: imgs }] = await Promise.all([
-      records(uid, id), requestsByImage(uid, id),
+    const limit = req.query.limit ?? RECORDS_PAGE_DEFAULT;
+    const acc = new SummaryAcc();
+    const [, reqs, { rows: imgs }, { rows: page }] = await Promise.all([
+      eachRecord(uid, id, (r) => acc.add(r)),
+      requestsByImage(uid, id),
       app.db.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
+      app.db.query<RecordRow>(
+        `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
+          WHERE user_id = $1 AND image_id = $2 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4`, [uid, id, req.query.before ?? null, limit + 1]),
     ]);
     const rq = reqs.get(id);
-    if (!imgs.length && !recs.length && !rq) throw notFound('image');
+    if (!imgs.length && !acc.runs && !rq) throw notFound('image');
+    const more = page.length > limit;
+    const records = page.slice(0, limit).reverse().map(priced);
     return {
-      ...summary(id, imgs[0]?.app_hostname ?? recs[0]?.app_hostname ?? rq?.host ?? '', recs, rq?.requests ?? 0, rq?.last ?? null, pricing),
+      ...summary(id, imgs[0]?.app_hostname || acc.host || rq?.host || '', acc, rq?.requests ?? 0, rq?.last ?? null, pricing),
       plan: pricing.plan,
-      records: recs,
+      records,
+      next_before: more && records.length ? records[0].id : null,
     };
   });
 

@@ -23,9 +23,10 @@ interface Agg {
 }
 const emptyAgg = (): Agg => ({ requests: 0, s: [0, 0, 0, 0, 0], proxyErrors: 0, latencyMsSum: 0, latencyCount: 0, buckets: new Array<number>(METER_BUCKET_COUNT).fill(0), bytesIn: 0, bytesOut: 0 });
 
+/** A group of per-minute rows summed (numeric sums arrive as strings). */
 interface MinuteRow {
-  app_hostname: string; container_id: string; requests: string; s1xx: string; s2xx: string; s3xx: string; s4xx: string; s5xx: string;
-  proxy_errors: string; latency_ms_sum: number; latency_count: string; buckets: string[]; bytes_in: string; bytes_out: string;
+  app_hostname: string; container_id: number; requests: string; s1xx: string; s2xx: string; s3xx: string; s4xx: string; s5xx: string;
+  proxy_errors: string; latency_ms_sum: number; latency_count: string; buckets: string[] | null; bytes_in: string; bytes_out: string;
 }
 
 function add(a: Agg, r: MinuteRow): void {
@@ -34,7 +35,7 @@ function add(a: Agg, r: MinuteRow): void {
   a.proxyErrors += Number(r.proxy_errors);
   a.latencyMsSum += Number(r.latency_ms_sum);
   a.latencyCount += Number(r.latency_count);
-  addBuckets(a.buckets, r.buckets);
+  if (r.buckets) addBuckets(a.buckets, r.buckets);
   a.bytesIn += Number(r.bytes_in);
   a.bytesOut += Number(r.bytes_out);
 }
@@ -56,6 +57,32 @@ function view(a: Agg) {
 }
 
 const timeQuery = { type: 'string', maxLength: 40 } as const;
+
+/** `GET /api/metrics` without `since` covers this much (the last 30 days). */
+export const METRICS_DEFAULT_SPAN_MS = 30 * 24 * 3600_000;
+/** `GET /api/metrics/series` answers at most this many points (400 past it). */
+export const SERIES_MAX_POINTS = 10_000;
+
+const SUMMED = ['requests', 's1xx', 's2xx', 's3xx', 's4xx', 's5xx', 'proxy_errors', 'latency_ms_sum', 'latency_count', 'bytes_in', 'bytes_out'] as const;
+
+/**
+ * The per-minute rows matching `where`, summed in Postgres per group (`keys`: `[alias, SQL
+ * expression]`), histograms element-wise: one row per group comes back, however many minutes it
+ * covers. (Inner level: one row per group and bucket index, each scalar counted on the first index
+ * only; outer level: the buckets in order.)
+ */
+function aggregateSql(keys: [string, string][], where: string): string {
+  const n = keys.length;
+  return `SELECT ${keys.map(([a]) => a).join(', ')},
+                 ${SUMMED.map((c) => `sum(${c}) AS ${c}`).join(', ')},
+                 array_agg(b ORDER BY i) FILTER (WHERE i IS NOT NULL) AS buckets
+            FROM (SELECT ${keys.map(([a, e]) => `${e} AS ${a}`).join(', ')}, u.i, sum(u.x) AS b,
+                         ${SUMMED.map((c) => `sum(r.${c}) FILTER (WHERE u.i IS NULL OR u.i = 1) AS ${c}`).join(', ')}
+                    FROM request_minutes r LEFT JOIN LATERAL unnest(r.buckets) WITH ORDINALITY AS u(x, i) ON true
+                   WHERE ${where}
+                   GROUP BY ${Array.from({ length: n + 1 }, (_, k) => k + 1).join(', ')}) g
+           GROUP BY ${keys.map(([a]) => a).join(', ')}`;
+}
 
 /** How long the per-app gauges (one query each over images/containers) keep their values. */
 export const PER_APP_GAUGE_TTL_MS = 15_000;
@@ -134,19 +161,18 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
     },
   }, async (req) => {
     const uid = req.user!.id;
-    const f = await filters(uid, req.query);
-    const { rows } = await app.db.query<MinuteRow>(
-      `SELECT app_hostname, container_id, requests, s1xx, s2xx, s3xx, s4xx, s5xx, proxy_errors, latency_ms_sum, latency_count, buckets, bytes_in, bytes_out
-         FROM request_minutes WHERE ${f.where}`, f.args);
+    const f = await filters(uid, req.query, METRICS_DEFAULT_SPAN_MS);
+    // one row per (app, container): summed in Postgres, not minute by minute here
+    const { rows } = await app.db.query<MinuteRow>(aggregateSql([['app_hostname', 'r.app_hostname'], ['container_id', 'r.container_id']], f.where), f.args);
     const total = emptyAgg();
     const byHost = new Map<string, Agg>();
-    const byContainer = new Map<string, Agg & { app_hostname: string }>();
+    const byContainer = new Map<number, Agg & { app_hostname: string }>();
     for (const r of rows) {
       add(total, r);
       let h = byHost.get(r.app_hostname);
       if (!h) byHost.set(r.app_hostname, (h = emptyAgg()));
       add(h, r);
-      if (r.container_id !== '0') {
+      if (Number(r.container_id) !== 0) { // container 0: requests no endpoint answered (in the totals only)
         let c = byContainer.get(r.container_id);
         if (!c) byContainer.set(r.container_id, (c = { ...emptyAgg(), app_hostname: r.app_hostname }));
         add(c, r);
@@ -173,11 +199,10 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
     if (step % 60 !== 0) throw badRequest('step must be a multiple of 60 seconds (rows are per minute)');
     const f = await filters(req.user!.id, req.query, 3600_000);
     const span = (f.until.getTime() - f.since!.getTime()) / 1000;
-    if (span / step > 10_000) throw badRequest(`since..until spans ${Math.ceil(span / step)} steps of ${step} s; at most 10000 — use a larger step`);
+    if (span / step > SERIES_MAX_POINTS) throw badRequest(`since..until spans ${Math.ceil(span / step)} steps of ${step} s; at most ${SERIES_MAX_POINTS} points — use a larger step or a shorter range`);
+    // one row per point (≤ SERIES_MAX_POINTS), summed in Postgres
     const { rows } = await app.db.query<MinuteRow & { t: string }>(
-      `SELECT floor(extract(epoch FROM minute) / ${step})::bigint * ${step} AS t, app_hostname, container_id, requests, s1xx, s2xx, s3xx, s4xx, s5xx,
-              proxy_errors, latency_ms_sum, latency_count, buckets, bytes_in, bytes_out
-         FROM request_minutes WHERE ${f.where} ORDER BY minute`, f.args);
+      aggregateSql([['t', `floor(extract(epoch FROM r.minute) / ${step})::bigint * ${step}`]], f.where), f.args);
     const points = new Map<number, Agg>();
     for (const r of rows) {
       const t = Number(r.t);

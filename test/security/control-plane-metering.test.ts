@@ -172,3 +172,94 @@ describe('metering ingest refuses what cannot be true (400) and cannot overflow'
     expect(BigInt(rows[0].b)).toBeGreaterThan(3_000_000_000_000_000_000n);
   });
 });
+
+describe('metrics read bounded amounts of history', () => {
+  let aggImage: number;
+  const HOST = 'agg-app.example.com';
+  const e = (endpoint: string, n: number, bucket: number, bytes: number) => {
+    const buckets = new Array(METER_BUCKET_COUNT).fill(0);
+    buckets[bucket] = n;
+    return { route: `img-${aggImage}`, endpoint, requests: n, status: [0, n - 1, 0, 0, 1], proxyErrors: 1, buckets, latencyMsSum: n * 2, bytesIn: bytes, bytesOut: 2 * bytes };
+  };
+
+  beforeAll(async () => {
+    aggImage = await insertReadyImage(t.cp, aliceId, HOST);
+    const base = Math.floor(Date.now() / 60_000) * 60_000 - 10 * 60_000;
+    const batches = [];
+    // ten minutes × two containers and the no-endpoint bucket
+    for (let m = 0; m < 10; m++) batches.push({ seq: m + 1, from: base + m * 60_000, to: base + m * 60_000 + 30_000, entries: [e('c-501', 10, 3, 100), e('c-502', 5, 8, 50), e('', 2, 0, 0)] });
+    const r = await anon.req('POST', '/v1/proxy/metering', { token: PROXY_TOKEN, json: { stream: 'sec-agg', batches } });
+    expect(r.status, r.text).toBe(200);
+    // a row from 40 days ago: outside the default window of /api/metrics
+    await t.cp.db.query(
+      `INSERT INTO request_minutes (minute, user_id, image_id, container_id, app_hostname, requests, s1xx, s2xx, s3xx, s4xx, s5xx, proxy_errors, latency_ms_sum, latency_count, buckets, bytes_in, bytes_out)
+       VALUES (date_trunc('minute', now() - interval '40 days'), $1, $2, 501, $3, 1000, 0, 1000, 0, 0, 0, 0, 0, 0, $4::bigint[], 0, 0)`,
+      [aliceId, aggImage, HOST, `{${new Array(METER_BUCKET_COUNT).fill(0).join(',')}}`]);
+  });
+
+  it('/api/metrics sums in the database: totals, histograms, by app and container; the last 30 days unless since', async () => {
+    const r = await alice.get(`/api/metrics?app_hostname=${HOST}`);
+    expect(r.status, r.text).toBe(200);
+    expect(Date.parse(r.body.until) - Date.parse(r.body.since)).toBe(30 * 24 * 3600_000);
+    expect(r.body).toMatchObject({ total_requests: 170, total_errors: 30, proxy_errors: 30, bytes_in: 1500, bytes_out: 3000, status_codes: { '2xx': 140, '5xx': 30 } });
+    expect(r.body.avg_latency_ms).toBe(2);
+    expect(r.body.p50_latency_ms).toBeGreaterThan(2.5);
+    expect(r.body.p50_latency_ms).toBeLessThanOrEqual(5);
+    expect(r.body.p99_latency_ms).toBeGreaterThan(50);
+    expect(r.body.by_app_hostname[HOST].total_requests).toBe(170);
+    expect(r.body.by_container['501']).toMatchObject({ app_hostname: HOST, total_requests: 100, bytes_in: 1000 });
+    expect(r.body.by_container['502']).toMatchObject({ total_requests: 50, p50_latency_ms: expect.any(Number) });
+    expect(r.body.by_container['0']).toBeUndefined();
+    const all = await alice.get(`/api/metrics?app_hostname=${HOST}&since=0`);
+    expect(all.body.total_requests).toBe(1170);
+  });
+
+  it('/api/metrics/series: one point per step summed in the database; more than 10000 points is 400 naming the limit', async () => {
+    const r = await alice.get(`/api/metrics/series?app_hostname=${HOST}&step=300&since=${Math.floor(Date.now() / 1000) - 3600}`);
+    expect(r.status, r.text).toBe(200);
+    expect(r.body.points.reduce((s: number, p: { requests: number }) => s + p.requests, 0)).toBe(170);
+    expect(r.body.points.length).toBeLessThanOrEqual(4);
+    for (const p of r.body.points) expect(p.avg_latency_ms).toBe(2);
+    const far = await alice.get('/api/metrics/series?step=86400&since=1970-01-01');
+    expect(far.status).toBe(400);
+    expect(far.body.error.message).toMatch(/10000/);
+  });
+});
+
+describe('billing reads usage records in bounded pages', () => {
+  let img: number;
+  beforeAll(async () => {
+    img = await insertReadyImage(t.cp, aliceId, 'paged-app.example.com');
+    for (let i = 0; i < 5; i++) {
+      await t.cp.db.query(
+        `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, vcpu, memory_bytes, start_time, end_time, end_reason)
+         VALUES ($1, $2, $3, 'paged-app.example.com', 1, 536870912, now() - make_interval(mins => $4), now() - make_interval(mins => $4) + interval '30 seconds', 'stopped (api)')`,
+        [aliceId, img, 800 + i, 50 - i]);
+    }
+  });
+
+  it('/api/billing/images/:id?limit=&before=: the summary covers every run, records come a page at a time', async () => {
+    const first = await alice.get(`/api/billing/images/${img}?limit=2`);
+    expect(first.status, first.text).toBe(200);
+    expect(first.body.total_runs).toBe(5);
+    expect(first.body.total_containers).toBe(5);
+    expect(first.body.records.map((r: { container_id: number }) => r.container_id)).toEqual([803, 804]);
+    expect(first.body.next_before).toBe(first.body.records[0].id);
+    const second = await alice.get(`/api/billing/images/${img}?limit=2&before=${first.body.next_before}`);
+    expect(second.body.records.map((r: { container_id: number }) => r.container_id)).toEqual([801, 802]);
+    const third = await alice.get(`/api/billing/images/${img}?limit=2&before=${second.body.next_before}`);
+    expect(third.body.records.map((r: { container_id: number }) => r.container_id)).toEqual([800]);
+    expect(third.body.next_before).toBeNull();
+    const costs = [...first.body.records, ...second.body.records, ...third.body.records].reduce((s: number, r: { cost: number }) => s + r.cost, 0);
+    expect(first.body.instance_cost).toBe(costs);
+    expect(first.body.total_minutes).toBeCloseTo(2.5, 3);
+    // the default page holds all five, oldest first, like before
+    const all = await alice.get(`/api/billing/images/${img}`);
+    expect(all.body.records.map((r: { container_id: number }) => r.container_id)).toEqual([800, 801, 802, 803, 804]);
+    expect(all.body.next_before).toBeNull();
+    for (const q of ['limit=0', 'limit=1001', 'before=abc', 'nope=1']) expect((await alice.get(`/api/billing/images/${img}?${q}`)).status, q).toBe(400);
+    // the account view folds the same records per image
+    const acct = await alice.get('/api/billing');
+    expect(acct.body.images.find((i: { image_id: number }) => i.image_id === img)).toMatchObject({ total_runs: 5, instance_cost: costs });
+  });
+});
