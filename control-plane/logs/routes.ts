@@ -21,7 +21,7 @@ import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js'
  *   reads slowly pauses the Docker streams (backpressure). The backlog of an app with several
  *   instances is merged by Docker's timestamps from at most 8 MiB of lines (the oldest beyond are
  *   skipped, and the output says so); while following, new instances (scale-up, a new revision)
- *   are picked up within two seconds.
+ *   are picked up within two seconds (one query per app shared by all its followers, InstancePolls).
  * - Follows count against the per-user and global caps on live streams (http/stream-limits.ts):
  *   429 past them, released when the stream closes.
  * - Another user's container or app answers 404. A client that goes away closes every Docker
@@ -82,6 +82,8 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
   const live = new Set<() => void>();
   app.addHook('preClose', async () => { for (const stop of [...live]) stop(); });
   const limits = streamLimits(app);
+  const polls = new InstancePolls((e) => app.log.warn({ err: e.message }, 'could not look for new instances'));
+  app.addHook('onClose', async () => polls.close());
 
   app.get<{ Params: { id: number }; Querystring: LogQuery }>('/api/containers/:id/logs', {
     preHandler: app.authenticate,
@@ -118,10 +120,10 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
         WHERE c.user_id = $1 AND i.user_id = $1 AND i.app_hostname = $2 AND c.docker_id IS NOT NULL
           AND ($3::bigint IS NULL OR c.id = $3) ORDER BY c.id`, [userId, host, only ?? null])).rows;
     if (only !== undefined && (await list()).length === 0) throw notFound('container');
-    return serve(req, reply, { list });
+    return serve(req, reply, { list, pollKey: `${userId}\n${host}\n${only ?? ''}` });
   });
 
-  async function serve(req: FastifyRequest<{ Querystring: LogQuery }>, reply: FastifyReply, src: { single?: ContainerRow; list: () => Promise<ContainerRow[]> }) {
+  async function serve(req: FastifyRequest<{ Querystring: LogQuery }>, reply: FastifyReply, src: { single?: ContainerRow; list: () => Promise<ContainerRow[]>; pollKey?: string }) {
     const q = req.query;
     const follow = on(q.follow);
     const stamps = on(q.timestamps);
@@ -150,14 +152,14 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const streams = new Set<LogStream>();
     let done = false;
     let paused = false;
-    let poll: NodeJS.Timeout | undefined;
+    let unsubscribe: (() => void) | undefined;
     let beat: NodeJS.Timeout | undefined;
     const stop = () => {
       if (done) return;
       done = true;
       release?.();
       live.delete(stop);
-      if (poll) clearInterval(poll);
+      unsubscribe?.();
       if (beat) clearInterval(beat);
       for (const s of streams) s.close();
       streams.clear();
@@ -243,19 +245,58 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       for (const c of initial) await attach(c, since ?? startedAt);
       if (sse) beat = setInterval(() => { if (!done) res.write(': ping\n\n'); }, 15_000);
       if (!src.single) {
-        poll = setInterval(() => {
-          src.list().then(async (rows) => {
-            for (const c of rows) {
-              if (done || attached.has(c.id) || streams.size >= MAX_STREAMS) continue;
-              await attach(c, Math.max(since ?? 0, new Date(c.created_at).getTime() / 1000 - 1));
-            }
-          }).catch((e: Error) => req.log.warn({ err: e.message }, 'could not look for new instances'));
-        }, 2_000);
-        poll.unref();
+        unsubscribe = polls.subscribe(src.pollKey ?? String(req.id), src.list, async (rows) => {
+          for (const c of rows) {
+            if (done || attached.has(c.id) || streams.size >= MAX_STREAMS) continue;
+            await attach(c, Math.max(since ?? 0, new Date(c.created_at).getTime() / 1000 - 1));
+          }
+        });
       }
     } catch (e) {
       fail(e as Error);
     }
+  }
+}
+
+/**
+ * Followers of an app look for its new instances every two seconds: one query per app (per user
+ * and `container` filter, which is what the query depends on), shared by every follower of it,
+ * started with the first and stopped with the last.
+ */
+export class InstancePolls {
+  static readonly INTERVAL_MS = 2_000;
+  private readonly polls = new Map<string, { timer: NodeJS.Timeout; subs: Set<(rows: ContainerRow[]) => Promise<void>> }>();
+
+  constructor(private readonly onError: (e: Error) => void) {}
+
+  subscribe(key: string, list: () => Promise<ContainerRow[]>, fn: (rows: ContainerRow[]) => Promise<void>): () => void {
+    let p = this.polls.get(key);
+    if (!p) {
+      const subs = new Set<(rows: ContainerRow[]) => Promise<void>>();
+      let busy = false;
+      const timer = setInterval(() => {
+        if (busy) return;
+        busy = true;
+        list()
+          .then((rows) => Promise.all([...subs].map((f) => f(rows).catch(this.onError))))
+          .catch(this.onError)
+          .finally(() => { busy = false; });
+      }, InstancePolls.INTERVAL_MS);
+      timer.unref();
+      p = { timer, subs };
+      this.polls.set(key, p);
+    }
+    const poll = p;
+    poll.subs.add(fn);
+    return () => {
+      poll.subs.delete(fn);
+      if (poll.subs.size === 0 && this.polls.get(key) === poll) { clearInterval(poll.timer); this.polls.delete(key); }
+    };
+  }
+
+  close(): void {
+    for (const p of this.polls.values()) clearInterval(p.timer);
+    this.polls.clear();
   }
 }
 

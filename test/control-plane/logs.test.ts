@@ -180,6 +180,38 @@ describe('live streams are capped per user and in all', () => {
   });
 });
 
+describe('app follows share one look for new instances', () => {
+  it('three followers of an app: one query per interval, not three; a new instance reaches each', async () => {
+    await container('shared.example.com', 'shared1', 100);
+    let queries = 0;
+    const db = cp.db as unknown as { query: (...a: unknown[]) => Promise<unknown> };
+    const query = db.query;
+    db.query = function (this: unknown, ...a: unknown[]) {
+      if (typeof a[0] === 'string' && a[0].includes('c.docker_id IS NOT NULL')) queries++;
+      return query.apply(this, a);
+    };
+    const follows: { res: IncomingMessage; close(): void }[] = [];
+    try {
+      for (let i = 0; i < 50 && follows.length < 3; i++) {
+        const f = await slowGet('/api/apps/shared.example.com/logs?follow=1', alice.token!);
+        if (f.res.statusCode === 200) follows.push(f); else { f.close(); await sleep(100); } // earlier tests' follows still closing
+      }
+      expect(follows).toHaveLength(3);
+      const base = queries;
+      const before = dialed.length;
+      await container('shared.example.com', 'shared2', 100);
+      await sleep(4_500); // two intervals
+      expect(queries - base).toBeGreaterThanOrEqual(1);
+      expect(queries - base).toBeLessThanOrEqual(3);
+      // every follower attached the new instance (a follow stream each)
+      expect(dialed.slice(before).filter((d) => d.options.follow).length).toBe(3);
+    } finally {
+      db.query = query;
+      for (const f of follows) f.close();
+    }
+  });
+});
+
 describe('app containers are created with a bounded Docker log', () => {
   it('LogConfig json-file, max-size 10m × 3 files by default, from the environment otherwise', async () => {
     let spec: { HostConfig?: { LogConfig?: unknown } } | undefined;
