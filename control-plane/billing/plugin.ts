@@ -206,7 +206,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
   app.get<{ Params: { id: number }; Querystring: { limit?: number; before?: number } }>('/api/billing/images/:id', {
     preHandler: app.authenticate,
     schema: {
-      summary: 'One image\'s billing summary (all its runs) and a page of its usage records (one per container run): the newest `limit` below `before`, oldest first; `next_before` for the page before',
+      summary: 'One image\'s billing summary (all runs) and a page of its usage records (?limit=&before=, next_before)',
       params: { type: 'object', required: ['id'], properties: { id: ID } },
       querystring: { type: 'object', additionalProperties: false, properties: { limit: int(1, RECORDS_PAGE_MAX, { default: RECORDS_PAGE_DEFAULT }), before: ID } },
     },
