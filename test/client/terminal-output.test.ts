@@ -1,5 +1,8 @@
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { printBuildFailure } from '../../shared/client/commands/deploy.js';
+import { BIN, built } from '../e2e/support.js';
 
 /** What the client prints from the server, on a terminal and piped. */
 
@@ -26,5 +29,31 @@ describe('a failed build', () => {
     const out = stream(false);
     printBuildFailure(out, 7, 1200, EVIL, [EVIL]);
     expect(out.text.split(EVIL)).toHaveLength(3);
+  });
+});
+
+describe('an API error message', () => {
+  it.skipIf(!built())('on a terminal (a pty via script): shown with its escape sequences defused', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(409, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'conflict', message: `nope ${EVIL}` } }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const out = await new Promise<string>((resolve) => {
+        const c = spawn('script', ['-qfec', `${process.execPath} ${BIN} apps --api ${api}`, '/dev/null'], {
+          env: { ...process.env, BERTH_TOKEN: 'berth_x', BERTH_CONFIG_DIR: '/nonexistent/berth-test', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let text = '';
+        c.stdout.on('data', (d) => { text += d; });
+        c.stderr.on('data', (d) => { text += d; });
+        c.on('exit', () => resolve(text));
+      });
+      expect(out).toContain('nope copy\ufffd]52;c;');
+      expect(out).not.toMatch(/\x1b\]52|\x1b\[2J|\x07/);
+    } finally {
+      server.close();
+    }
   });
 });
