@@ -52,6 +52,8 @@ await describeWithDocker('reconcile and health checks (real containers)', () => 
   afterAll(async () => {
     await cp?.close();
     if (cp) await removeClusterContainers(cp.app.platform.clusterId);
+    // the images it built (their names carry this cluster's id: nothing else reuses them)
+    for (const img of [httpImage, tcpImage]) if (img?.docker_image) await docker.getImage(img.docker_image).remove({ force: true }).catch(() => {});
     await pgs?.stop();
     await data?.cleanup();
   });
