@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
+import { envNumber } from './env.js';
 
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
 export interface ControlPlaneOptions {
@@ -106,14 +107,6 @@ export interface AutoscaleConfig {
   scaleToZeroGraceMs: number;
   maxScaleUpRate: number;
   maxScaleDownRate: number;
-}
-
-function envNumber(name: string, dflt: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`${name}="${raw}" must be a number between ${min} and ${max}`);
-  return n;
 }
 
 function autoscaleConfig(o: Partial<AutoscaleConfig> | undefined): AutoscaleConfig {
@@ -234,7 +227,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     stopTimeoutSec: o.stopTimeoutSec ?? 10,
     routeDebounceMs: o.routeDebounceMs ?? 50,
     hold: {
-      maxQueue: Math.floor(o.hold?.maxQueue ?? envNumber('BERTH_HOLD_QUEUE', 1000, 0, 1_000_000)),
+      maxQueue: o.hold?.maxQueue ?? envNumber('BERTH_HOLD_QUEUE', 1000, 0, 1_000_000, true),
       timeoutMs: o.hold?.timeoutMs ?? Math.round(envNumber('BERTH_HOLD_TIMEOUT_S', 30, 0.1, 3600) * 1000),
     },
     kafkaBrokers: o.kafkaBrokers ?? (process.env.KAFKA_BROKERS ? process.env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : []),

@@ -40,7 +40,7 @@ async function describeApp(q: Queryable, a: AppRow) {
             count(*) FILTER (WHERE desired = 'running' AND status = 'running' AND health = 'healthy')::int AS ready
        FROM containers WHERE image_id = ANY($1::bigint[]) GROUP BY image_id`, [images.map((i) => i.id)]);
   const byImage = new Map(counts.map((c) => [Number(c.image_id), c]));
-  const states = images.map((i) => ({ id: i.id, revision: i.revision, status: i.status, routable: i.routable_at !== null || (i.status === 'ready' && i.min_instances === 0) }));
+  const states = await revisionStates(q, a.app_hostname);
   const r = resolveTraffic(a.traffic, states, a.pending_image_id);
   const traffic = r.promoted ?? a.traffic;
   const host = a.app_hostname;

@@ -51,11 +51,17 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
   return a ? { ...a, revision: a.last_revision } : undefined;
 }
 
+/**
+ * SQL for "this revision can take traffic" (RevisionState.routable) on the images row `alias`:
+ * healthy once, or ready and scaling from zero. The one definition every query uses.
+ */
+export const routableSql = (alias: string) => `(${alias}.routable_at IS NOT NULL OR (${alias}.status = 'ready' AND ${alias}.min_instances = 0))`;
+
 /** Every revision of an app, as the traffic resolution sees them. */
 export async function revisionStates(q: Queryable, host: string): Promise<RevisionState[]> {
   const { rows } = await q.query<RevisionState>(
-    `SELECT id, revision, status, (routable_at IS NOT NULL OR (status = 'ready' AND min_instances = 0)) AS routable
-       FROM images WHERE app_hostname = $1 ORDER BY revision`, [host]);
+    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable
+       FROM images i WHERE i.app_hostname = $1 ORDER BY i.revision`, [host]);
   return rows;
 }
 

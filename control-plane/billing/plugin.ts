@@ -1,3 +1,4 @@
+import { envNumber } from '../env.js';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../../shared/logging.js';
 import { badRequest, notFound } from '../http/errors.js';
@@ -139,8 +140,7 @@ export function csvField(v: string | number): string {
 async function billingPlugin(app: FastifyInstance): Promise<void> {
   const log = app.log as unknown as Logger;
   const pricing = loadPricing(process.env.BERTH_PRICING);
-  const interval = Number(process.env.BERTH_USAGE_SAMPLE_MS ?? 5000);
-  if (!Number.isFinite(interval) || interval < 100 || interval > 3_600_000) throw new Error(`BERTH_USAGE_SAMPLE_MS="${process.env.BERTH_USAGE_SAMPLE_MS}" must be between 100 and 3600000`);
+  const interval = envNumber('BERTH_USAGE_SAMPLE_MS', 5000, 100, 3_600_000);
   const sampler = new UsageSampler({
     db: app.db, runtime: app.platform.runtime, log: log.child({ component: 'usage' }), isLeader: () => app.platform.leader.isLeader,
     intervalMs: interval, defaultMemoryBytes: app.config.containerMemoryDefaultBytes,

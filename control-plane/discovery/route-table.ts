@@ -2,6 +2,7 @@ import { DEFAULTS, type RouteSpec, type RouteTableSpec } from '../../shared/rout
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import type { Queryable } from '../db/pool.js';
 import { isValidHostPattern } from '../../shared/hostname.js';
+import { routableSql } from '../apps/repo.js';
 import { resolveTraffic, tagHost, type RevisionState, type TrafficEntry } from '../apps/traffic.js';
 
 /** Address proxies use for a container published on `host_port`. */
@@ -42,7 +43,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
   };
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
-            (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable,
+            ${routableSql('i')} AS routable,
             i.container_concurrency, i.min_instances, i.min_instances_provisioned,
             EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
                       AND (w.status = 'creating' OR (w.status = 'running' AND w.health = 'unknown'))) AS starting,
@@ -102,7 +103,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
 export async function servingRevisions(q: Queryable): Promise<Set<number>> {
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
-            (i.routable_at IS NOT NULL OR (i.status = 'ready' AND i.min_instances = 0)) AS routable
+            ${routableSql('i')} AS routable
        FROM apps a JOIN images i ON i.app_hostname = a.app_hostname
       ORDER BY a.app_hostname, i.id`);
   const out = new Set<number>();

@@ -1,3 +1,4 @@
+import { envNumber } from '../env.js';
 import { ApiError } from './errors.js';
 
 /**
@@ -13,9 +14,8 @@ export class StreamLimits {
 
   constructor(readonly maxPerUser: number, readonly maxTotal: number) {}
 
-  static fromEnv(env: NodeJS.ProcessEnv = process.env): StreamLimits {
-    const num = (v: string | undefined, d: number) => (v && /^\d{1,6}$/.test(v.trim()) && Number(v) > 0 ? Number(v) : d);
-    return new StreamLimits(num(env.BERTH_MAX_STREAMS_PER_USER, 20), num(env.BERTH_MAX_STREAMS, 500));
+  static fromEnv(): StreamLimits {
+    return new StreamLimits(envNumber('BERTH_MAX_STREAMS_PER_USER', 20, 1, 100_000, true), envNumber('BERTH_MAX_STREAMS', 500, 1, 1_000_000, true));
   }
 
   /** Open streams (of one user, or in all). */

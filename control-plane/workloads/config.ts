@@ -1,4 +1,5 @@
 import { UsageError } from '../../shared/cli/args.js';
+import { envNumber } from '../env.js';
 
 /** The workload generator's settings (`ControlPlaneOptions.workloads`, env BERTH_WORKLOAD_*). */
 export interface WorkloadConfig {
@@ -12,14 +13,6 @@ export interface WorkloadConfig {
   maxRps: number;
   /** longest run (400 past it; the API's own bound is 3,600 s) */
   maxDurationSeconds: number;
-}
-
-function envInt(name: string, dflt: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name}="${raw}" must be a whole number between ${min} and ${max}`);
-  return n;
 }
 
 function given(v: number | undefined, what: string, min: number, max: number): number | undefined {
@@ -39,9 +32,9 @@ export function workloadConfig(o: Partial<WorkloadConfig> | undefined): Workload
   if (u.protocol !== 'http:') throw new UsageError(`proxy URL "${proxyUrl}" must be http://`);
   return {
     proxyUrl: `${u.protocol}//${u.host}`,
-    maxRunningPerUser: given(o?.maxRunningPerUser, 'maxRunningPerUser', 1, 100) ?? envInt('BERTH_WORKLOAD_MAX_RUNNING', 1, 1, 100),
-    maxRunningTotal: given(o?.maxRunningTotal, 'maxRunningTotal', 1, 100) ?? envInt('BERTH_WORKLOAD_MAX_RUNNING_TOTAL', 4, 1, 100),
-    maxRps: given(o?.maxRps, 'maxRps', 1, 50_000) ?? envInt('BERTH_WORKLOAD_MAX_RPS', 10_000, 1, 50_000),
-    maxDurationSeconds: given(o?.maxDurationSeconds, 'maxDurationSeconds', 1, 3600) ?? envInt('BERTH_WORKLOAD_MAX_DURATION_S', 3600, 1, 3600),
+    maxRunningPerUser: given(o?.maxRunningPerUser, 'maxRunningPerUser', 1, 100) ?? envNumber('BERTH_WORKLOAD_MAX_RUNNING', 1, 1, 100, true),
+    maxRunningTotal: given(o?.maxRunningTotal, 'maxRunningTotal', 1, 100) ?? envNumber('BERTH_WORKLOAD_MAX_RUNNING_TOTAL', 4, 1, 100, true),
+    maxRps: given(o?.maxRps, 'maxRps', 1, 50_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS', 10_000, 1, 50_000, true),
+    maxDurationSeconds: given(o?.maxDurationSeconds, 'maxDurationSeconds', 1, 3600) ?? envNumber('BERTH_WORKLOAD_MAX_DURATION_S', 3600, 1, 3600, true),
   };
 }

@@ -1,6 +1,7 @@
 /** The JSON schema of a workload start (`POST /api/workloads`, `POST /workload/start`). */
 import { MAX_STAGES, PATTERNS, type PatternName } from '../../bench/workload/patterns.js';
 import { MAX_HEADERS } from '../../bench/workload/request.js';
+import type { WorkloadConfigRow } from './repo.js';
 
 /** The API's own bounds (configuration may only lower them). */
 export const API_MAX_RPS = 50_000;
@@ -37,19 +38,12 @@ export const startBody = {
   },
 } as const;
 
-export interface StartBody {
+/** The body as the schema lets it through: the stored config's fields, hosts and rate still to check. */
+export type StartBody = Omit<WorkloadConfigRow, 'app_hostnames' | 'pattern' | 'rps' | 'duration_seconds'> & {
   app_hostname?: string;
   app_hostnames?: string[];
   pattern: PatternName;
   rps?: number;
   duration_seconds?: number;
-  ramp_to_rps?: number;
-  stages?: { duration_seconds: number; rps: number }[];
-  path: string;
-  method: string;
-  headers?: Record<string, string>;
-  body?: string;
-  connections?: number;
-  timeout_ms: number;
-}
+};
 

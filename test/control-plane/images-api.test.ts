@@ -176,6 +176,20 @@ describe('upload validation', () => {
     expect((await alice.upload({ name: 'nodf', app_hostname: host() }, linked)).body.error.code).toBe('dockerfile_missing');
   });
 
+  it('revision fields: a bad traffic_tag or no_traffic is a 400 naming it; a hostname shaped like a tag URL is refused', async () => {
+    const tag = await alice.upload({ name: 'tagged', app_hostname: host(), traffic_tag: 'Bad--Tag' }, app);
+    expect(tag.status).toBe(400);
+    expect(tag.body.error.message).toMatch(/traffic_tag/);
+    const long = await alice.upload({ name: 'tagged', app_hostname: host(), traffic_tag: 'x'.repeat(61) }, app);
+    expect(long.status).toBe(400);
+    const nt = await alice.upload({ name: 'tagged', app_hostname: host(), no_traffic: 'maybe' }, app);
+    expect(nt.status).toBe(400);
+    expect(nt.body.error.message).toMatch(/no_traffic/);
+    const dashes = await alice.upload({ name: 'tagged', app_hostname: 'canary---shop.example.com' }, app);
+    expect(dashes.status).toBe(400);
+    expect(dashes.body.error.message).toMatch(/reserved for revision tag URLs/);
+  });
+
   it('app_hostname is unique across users after normalisation (409)', async () => {
     expect((await alice.upload({ name: 'uniq', app_hostname: 'unique.example.com' }, app)).status).toBe(201);
     const r = await bob.upload({ name: 'uniq', app_hostname: 'UNIQUE.example.com.' }, app);

@@ -11,7 +11,7 @@ import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 
 const HOST = `floor-${randomBytes(3).toString('hex')}.example.com`;
 let t: TestControlPlane;
@@ -21,19 +21,15 @@ let imageId = 0;
 let dockerImage = '';
 let clusterId = '';
 
-function slowApp() {
-  return [
-    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
-    { name: 'www/', type: 'directory' as const },
-    { name: 'www/index.html', content: 'ok\n' },
-    { name: 'www/cgi-bin/', type: 'directory' as const },
-    { name: 'www/cgi-bin/slow', content: '#!/bin/sh\nsleep 0.2\nprintf "Content-Type: text/plain\\n\\n"; hostname\n', mode: 0o755 },
-  ];
-}
+const slowApp = () => httpdApp([
+  { name: 'index.html', content: 'ok\n' },
+  { name: 'cgi-bin/' },
+  { name: 'cgi-bin/slow', content: '#!/bin/sh\nsleep 0.2\nprintf "Content-Type: text/plain\\n\\n"; hostname\n', mode: 0o755 },
+]);
 
 type C = { id: number; desired: string; status: string; status_reason: string | null };
 const containers = async () => (await user.get(`/api/containers?image_id=${imageId}`)).body.containers as C[];
-const running = async () => (await containers()).filter((c) => c.desired === 'running');
+const running = () => runningOf<C>(user, imageId);
 
 await describeWithDocker('autoscaling an app with a floor', () => {
   beforeAll(async () => {

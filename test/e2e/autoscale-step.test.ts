@@ -12,7 +12,7 @@ import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 import { rawHttp } from '../helpers/raw-http.js';
 
 const HOST = `step-${randomBytes(3).toString('hex')}.example.com`;
@@ -34,18 +34,15 @@ function slowApp() {
     'printf "Content-Type: text/plain\\n\\n"; hostname',
   ].join('\n') + '\n';
   const peak = '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n"; cat /tmp/peak 2>/dev/null || echo 0\n';
-  return [
-    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
-    { name: 'www/', type: 'directory' as const },
-    { name: 'www/index.html', content: 'ok\n' },
-    { name: 'www/cgi-bin/', type: 'directory' as const },
-    { name: 'www/cgi-bin/slow', content: cgi, mode: 0o755 },
-    { name: 'www/cgi-bin/peak', content: peak, mode: 0o755 },
-  ];
+  return httpdApp([
+    { name: 'index.html', content: 'ok\n' },
+    { name: 'cgi-bin/' },
+    { name: 'cgi-bin/slow', content: cgi, mode: 0o755 },
+    { name: 'cgi-bin/peak', content: peak, mode: 0o755 },
+  ]);
 }
 
-const running = async () => ((await user.get(`/api/containers?image_id=${imageId}`)).body.containers as Array<{ desired: string; host_port: number | null; status: string; health: string }>)
-  .filter((c) => c.desired === 'running');
+const running = () => runningOf<{ desired: string; host_port: number | null; status: string; health: string }>(user, imageId);
 
 await describeWithDocker('autoscaling under a step load', () => {
   beforeAll(async () => {

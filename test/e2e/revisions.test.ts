@@ -12,7 +12,7 @@ import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker, docker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 
 const HOST = `rev-${randomBytes(3).toString('hex')}.example.com`;
 let t: TestControlPlane;
@@ -27,11 +27,7 @@ const agent = new Agent({ connections: 32, keepAliveTimeout: 4000 });
 
 /** busybox httpd answering its version at /v.txt */
 function versionApp(v: string) {
-  return makeTar([
-    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
-    { name: 'www/', type: 'directory' },
-    { name: 'www/v.txt', content: `${v}\n` },
-  ]);
+  return makeTar(httpdApp([{ name: 'v.txt', content: `${v}\n` }]));
 }
 
 async function deploy(v: string, fields: Record<string, string | number> = {}): Promise<number> {

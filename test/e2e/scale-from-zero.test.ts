@@ -12,7 +12,7 @@ import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 
 const HOST = `wake-${randomBytes(3).toString('hex')}.example.com`;
 let t: TestControlPlane;
@@ -25,13 +25,11 @@ const figures: Record<string, number> = {};
 
 /** busybox httpd with a CGI echo (its CGI heads end in bare LF: the upstream client must accept them). */
 function wakeApp() {
-  return [
-    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
-    { name: 'www/', type: 'directory' as const },
-    { name: 'www/index.html', content: 'awake\n' },
-    { name: 'www/cgi-bin/', type: 'directory' as const },
-    { name: 'www/cgi-bin/echo', content: '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n"\nhead -c "$CONTENT_LENGTH"\n', mode: 0o755 },
-  ];
+  return httpdApp([
+    { name: 'index.html', content: 'awake\n' },
+    { name: 'cgi-bin/' },
+    { name: 'cgi-bin/echo', content: '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\n"\nhead -c "$CONTENT_LENGTH"\n', mode: 0o755 },
+  ]);
 }
 
 async function send(method: string, path: string, body?: string): Promise<{ status: number; body: string; ms: number }> {
@@ -40,7 +38,7 @@ async function send(method: string, path: string, body?: string): Promise<{ stat
   return { status: r.statusCode, body: await r.body.text(), ms: Date.now() - t0 };
 }
 
-const running = async () => (await user.get(`/api/containers?image_id=${imageId}`)).body.containers.filter((c: { desired: string }) => c.desired === 'running');
+const running = () => runningOf<{ id: number; desired: string }>(user, imageId);
 
 await describeWithDocker('scale from zero: the proxy holds requests while the app wakes', () => {
   beforeAll(async () => {

@@ -45,6 +45,23 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
 }
 
+/**
+ * busybox httpd on $PORT serving /www: the Dockerfile and the folder, plus `files` under www/
+ * (names relative to it; a name ending in / is a directory, CGI scripts get mode 0755 from the caller).
+ */
+export function httpdApp(files: Array<{ name: string; content?: string; mode?: number }>): TarEntry[] {
+  return [
+    { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY www /www\nCMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]\n' },
+    { name: 'www/', type: 'directory' },
+    ...files.map((f): TarEntry => (f.name.endsWith('/') ? { name: `www/${f.name}`, type: 'directory' } : { name: `www/${f.name}`, content: f.content ?? '', ...(f.mode ? { mode: f.mode } : {}) })),
+  ];
+}
+
+/** The containers of an image that are wanted running (what an autoscaler or a user asked for). */
+export async function runningOf<C extends { desired: string }>(api: { get(path: string): Promise<{ body: { containers: C[] } }> }, imageId: number): Promise<C[]> {
+  return (await api.get(`/api/containers?image_id=${imageId}`)).body.containers.filter((c) => c.desired === 'running');
+}
+
 /** The test app: busybox httpd on $PORT; /id.txt answers the container's hostname (its short Docker id). */
 export function idApp(): TarEntry[] {
   return [
