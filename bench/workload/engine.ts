@@ -10,7 +10,7 @@
  * the timeout, or found `maxPending` already waiting, is `dropped` and never sent.
  *
  * The client is the proxy's own upstream connection (proxy/upstream/connection.ts): a pre-built
- * request head per write, responses parsed by Node's C++ llhttp straight off the socket, one request
+ * request head per write, responses parsed in place off one shared read buffer (proxy/upstream/response-parser.ts), one request
  * at a time per keep-alive connection (no pipelining). Connections open on demand — when a request
  * is due, none is idle, and the busy ones are held up (no response for 2 ms) — up to a cap sized from the peak rate (peak × 1 s, 32…4000: enough to keep the
  * schedule through a one-second stall at modest rates), or exactly `connections` when forced.
@@ -24,6 +24,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { UpstreamConnection, type ConnectionOwner, type UpstreamError, type UpstreamHandler } from '../../proxy/upstream/connection.js';
+import type { ResponseHead } from '../../proxy/upstream/response-parser.js';
 import { createSchedule, expectedRequests, meanRate, peakRate, type PatternSpec, type Schedule } from './patterns.js';
 import { prepareRequest, type PreparedRequest, type RequestSpec } from './request.js';
 import { latencySummary, newHistogram, percentileMs, type SeriesPoint, type WorkloadMetrics } from './metrics.js';
@@ -142,8 +143,10 @@ class Slot implements ConnectionOwner, UpstreamHandler {
       conn.endBody(false);
     }
   }
-  onUpstreamHead(status: number): void { this.status = status; }
-  onUpstreamData(chunk: Buffer): boolean {
+  onUpstreamHead(head: ResponseHead): void { this.status = head.status; }
+  readonly headPending = false;
+  flushHead(): void {}
+  onUpstreamData(chunk: Uint8Array): boolean {
     this.run.bytesReceived += chunk.length;
     return true;
   }

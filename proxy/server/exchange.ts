@@ -19,12 +19,13 @@ import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } f
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
 import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../upstream/connection.js';
+import { MAX_FIELDS, type ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { clock } from '../upstream/timers.js';
 import {
-  H_CACHE_CONTROL, H_CONNECTION, H_CONTENT_LENGTH, H_PASS, H_SET_COOKIE, H_TRANSFER_ENCODING, H_VARY,
-  classifyHeader, connectionTokens, forbidsStore, parseLengthString, statusBytes, varyCacheable,
+  H_CACHE_CONTROL, H_CONNECTION, H_PASS, H_SET_COOKIE, H_VARY, STATUS_TEXT,
+  classifyBytes, connectionTokens, forbidsStore, statusBytes, varyCacheable,
 } from './headers.js';
 import { ForwardedRequest } from './request-headers.js';
 import { internalError, sendError } from './respond.js';
@@ -36,25 +37,10 @@ import { runtime } from './state.js';
 const CORKED_WRITE_MAX = 16 * 1024 - 64;
 
 let cur: Exchange;
-let curChunk: Buffer;
+let curChunk: Uint8Array;
 function corkedHeadOnly(): void { cur.writeHead(); }
 function corkedData(): void { cur.writeData(curChunk); }
 function corkedComplete(): void { cur.writeComplete(); }
-
-// Response heads whose body has not arrived in the same tick are flushed together.
-const pendingHeads: Exchange[] = [];
-let flushScheduled = false;
-function flushHeads(): void {
-  flushScheduled = false;
-  for (let i = 0; i < pendingHeads.length; i++) {
-    const ex = pendingHeads[i];
-    if (ex.headPending && !ex.aborted && !ex.resDone) {
-      cur = ex;
-      ex.res.cork(corkedHeadOnly);
-    }
-  }
-  pendingHeads.length = 0;
-}
 
 /** Request body bytes held while the upstream connection is not ready yet (beyond: pause the client). */
 const BODY_QUEUE_MAX = 64 * 1024;
@@ -70,8 +56,11 @@ const held = { bytes: 0 };
 /** Exchange.whyNoEndpoint() answers */
 const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
 
-/** Any byte outside ASCII: uWS would write a JS string as UTF-8, so such values go as Latin-1 bytes. */
-const NON_ASCII = /[^\x00-\x7f]/;
+/**
+ * The class (headers.ts) of each field of the head being handled. A head is handled and written
+ * within the read that brought it, one connection at a time, so one array serves the thread.
+ */
+const fieldClass = new Uint8Array(MAX_FIELDS);
 /** constant header names as bytes: uWS converts string arguments to UTF-8 on every call */
 const X_REQUEST_ID = Buffer.from('x-request-id');
 
@@ -108,7 +97,10 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   // response
   status = 0;
   statusText = '';
-  rawHeaders: string[] | null = null;
+  /** the upstream's head, in place: valid only within the read that brought it (see writeHead) */
+  head: ResponseHead | null = null;
+  /** name/value strings of the response's end-to-end headers, kept only for a fallback capture */
+  keptHeaders: string[] | null = null;
   contentLength = -1;
   noBody = false;
   dropNames: string[] | null = null;
@@ -323,28 +315,34 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     this.resumeClient();
   }
 
-  onUpstreamHead(status: number, statusText: string, rawHeaders: string[]): void {
+  onUpstreamHead(head: ResponseHead): void {
+    const status = head.status;
     const ep = this.endpoint!;
     if (status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
     else ep.breaker.onSuccess();
     this.gotHeaders = true;
     this.status = status;
-    this.statusText = statusText;
+    if (STATUS_TEXT[status] === undefined) this.statusText = head.reason();
     if (this.aborted) return;
-    this.rawHeaders = rawHeaders;
+    this.head = head;
+    this.contentLength = head.chunked ? -1 : head.contentLength;
     let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth && !this.noStore && this.route.cache.config.enabled;
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const c = classifyHeader(rawHeaders[i]);
+    const b = head.buf;
+    const off = head.offsets;
+    const n = head.count;
+    for (let i = 0; i < n; i++) {
+      const c = classifyBytes(b, off[5 * i], off[5 * i + 1]);
+      fieldClass[i] = c;
       if (c === H_PASS) continue;
-      if (c === H_CONTENT_LENGTH) this.contentLength = parseLengthString(rawHeaders[i + 1]);
-      else if (c === H_SET_COOKIE) cacheable = false;
-      else if (c === H_CACHE_CONTROL) { if (forbidsStore(rawHeaders[i + 1])) cacheable = false; }
+      if (c === H_SET_COOKIE) cacheable = false;
+      else if (c === H_CACHE_CONTROL) { if (cacheable && forbidsStore(head.value(i))) cacheable = false; }
       else if (c === H_CONNECTION) {
-        const toks = connectionTokens(rawHeaders[i + 1]);
-        if (toks.length > 0) this.dropNames = toks;
-      } else if (c === H_TRANSFER_ENCODING) this.contentLength = -1;
-      else if (c === H_VARY && cacheable) {
-        const v = varyCacheable(rawHeaders[i + 1]);
+        if (head.connectionTokens) {
+          const toks = connectionTokens(head.value(i));
+          if (toks.length > 0) this.dropNames = toks;
+        }
+      } else if (c === H_VARY && cacheable) {
+        const v = varyCacheable(head.value(i));
         if (v === 0) cacheable = false;
         else if (v === 2) this.varyEncoding = true;
       }
@@ -352,24 +350,29 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
     if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.cacheKey(), Date.now())) {
       this.capture = [];
+      this.keptHeaders = this.endToEndHeaders(head);
     }
-    // The head is written together with the first body chunk (or the end) when they arrive in
-    // this tick — one syscall for small responses; otherwise a batched flush on setImmediate.
+    // The head is written with the first body piece (or the end) when they came in the same
+    // read — one syscall for small responses — else by flushHead() at the end of the read.
     this.headPending = true;
-    pendingHeads.push(this);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flushHeads);
-    }
   }
 
-  onUpstreamData(chunk: Buffer): boolean {
+  flushHead(): void {
+    if (this.aborted || this.resDone) {
+      this.headPending = false;
+      return;
+    }
+    cur = this;
+    this.res.cork(corkedHeadOnly);
+  }
+
+  onUpstreamData(chunk: Uint8Array): boolean {
     if (this.aborted || this.resDone) return !this.aborted;
     this.bytesOut += chunk.length;
     if (this.capture !== null) {
       this.captureBytes += chunk.length;
       if (this.captureBytes > MAX_ENTRY_BYTES) this.capture = null;
-      else this.capture.push(chunk);
+      else this.capture.push(Buffer.from(chunk)); // the chunk is a view of the shared read buffer
     }
     cur = this;
     if (this.contentLength < 0 && (chunk.length > CORKED_WRITE_MAX || (this.headPending && chunk.length > 1024))) {
@@ -467,20 +470,41 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   // ---- writing the client response (always inside cork) --------------------------------
 
+  /**
+   * The status line and the end-to-end headers, straight from the upstream's bytes: runs of
+   * consecutive forwarded fields go to uWS as one `writeHeader(name, rest-of-run)` (the bytes
+   * between are the upstream's own validated `name: value` lines). Heads with bare-LF line ends
+   * are written field by field. Always inside cork, within the read that brought the head.
+   */
   writeHead(): void {
     this.headPending = false;
     const res = this.res;
     res.writeStatus(statusBytes(this.status, this.statusText));
-    const raw = this.rawHeaders!;
+    const h = this.head!;
+    this.head = null;
+    const b = h.buf;
+    const off = h.offsets;
+    const n = h.count;
     const drop = this.dropNames;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i];
-      const c = classifyHeader(name);
-      // hop-by-hop, content-length (uWS writes it), date, x-request-id
-      if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      if (drop !== null && drop.includes(name.toLowerCase())) continue;
-      const value = raw[i + 1];
-      res.writeHeader(name, NON_ASCII.test(value) ? Buffer.from(value, 'latin1') : value);
+    const perField = h.bareLF;
+    let run = -1;
+    for (let i = 0; i <= n; i++) {
+      let keep = false;
+      if (i < n) {
+        const c = fieldClass[i];
+        // hop-by-hop, content-length (uWS writes it), date, x-request-id
+        keep = c === H_PASS || c === H_SET_COOKIE || c === H_CACHE_CONTROL || c === H_VARY;
+        if (keep && drop !== null && drop.includes(h.name(i).toLowerCase())) keep = false;
+      }
+      if (keep) {
+        if (run < 0) run = i;
+        if (!perField) continue;
+      }
+      if (run >= 0) {
+        const last = keep ? i : i - 1;
+        res.writeHeader(b.subarray(off[5 * run], off[5 * run + 1]), b.subarray(off[5 * run + 2], off[5 * last + 3]));
+        run = -1;
+      }
     }
     res.writeHeader(X_REQUEST_ID, this.requestId);
     if (this.noBody) {
@@ -495,7 +519,17 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     }
   }
 
-  writeData(chunk: Buffer): void {
+  /** The end-to-end headers as strings (a fallback capture keeps them past the read). */
+  private endToEndHeaders(h: ResponseHead): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < h.count; i++) {
+      const c = fieldClass[i];
+      if (c === H_PASS || c === H_CACHE_CONTROL || c === H_VARY) out.push(h.name(i), h.value(i));
+    }
+    return out;
+  }
+
+  writeData(chunk: Uint8Array): void {
     if (this.headPending) this.writeHead();
     if (this.resDone) return;
     const res = this.res;
@@ -506,8 +540,10 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
         this.resDone = true;
         this.finish(this.status);
       } else if (!ok) {
-        this.pendingChunk = chunk;
-        this.pendingBase = base;
+        // what uWS did not take is kept (copied: the chunk is a view of the shared read buffer)
+        const taken = res.getWriteOffset() - base;
+        this.pendingChunk = Buffer.from(chunk.subarray(taken));
+        this.pendingBase = base + taken;
         this.backpressure();
       }
     } else if (!res.write(chunk)) {
@@ -594,13 +630,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   private storeFallback(): void {
     const chunks = this.capture!;
     this.capture = null;
-    const raw = this.rawHeaders!;
-    const headers: string[] = [];
-    for (let i = 0; i < raw.length; i += 2) {
-      const c = classifyHeader(raw[i]);
-      if (c !== H_PASS && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      headers.push(raw[i], raw[i + 1]);
-    }
+    const headers = this.keptHeaders!;
+    this.keptHeaders = null;
     const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.captureBytes);
     const entry: CachedResponse = { headers, body, storedAt: Date.now() };
     this.route.cache.store(this.cacheKey(), entry);

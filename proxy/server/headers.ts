@@ -43,7 +43,7 @@ for (const [n, c] of NAMES) {
 
 const PROXY_ = Buffer.from('proxy-', 'latin1');
 
-/** Classify a response header name given as a string (llhttp hands them over as Latin-1 strings). */
+/** Classify a header name given as a string (fallback-cache entries, WebSockets). */
 export function classifyHeader(name: string): number {
   const len = name.length;
   if (len > 6 && name.charCodeAt(5) === 0x2d && eqLowerString(name, PROXY_)) return H_DROP; // proxy-*
@@ -51,6 +51,25 @@ export function classifyHeader(name: string): number {
   if (cands === undefined) return H_PASS;
   for (let i = 0; i < cands.length; i++) if (eqLowerString(name, cands[i][0])) return cands[i][1];
   return H_PASS;
+}
+
+/** Classify a response header name given as bytes b[s, e) (the upstream parser's view). */
+export function classifyBytes(b: Uint8Array, s: number, e: number): number {
+  const len = e - s;
+  if (len > 6 && b[s + 5] === 0x2d && eqLowerBytes(b, s, PROXY_)) return H_DROP; // proxy-*
+  const cands = byLength[len];
+  if (cands === undefined) return H_PASS;
+  for (let i = 0; i < cands.length; i++) if (eqLowerBytes(b, s, cands[i][0])) return cands[i][1];
+  return H_PASS;
+}
+
+function eqLowerBytes(b: Uint8Array, at: number, name: Uint8Array): boolean {
+  for (let i = 0; i < name.length; i++) {
+    let c = b[at + i];
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== name[i]) return false;
+  }
+  return true;
 }
 
 function eqLowerString(s: string, name: Uint8Array): boolean {

@@ -2,25 +2,35 @@
  * One keep-alive HTTP/1.1 connection to an upstream, carrying one exchange at a time.
  *
  * Written by hand because it is the hot path and exists nowhere in the shape berth needs: the
- * request head is one pre-built Latin-1 string (one write), the response is parsed in C++
- * (llhttp consuming the socket, see llhttp.ts), body chunks go straight to the handler, and
- * backpressure stops the socket's reads. No Request object, no queue of promises, no stream
- * machinery on the response side; per request it allocates the head string and nothing else.
+ * request head is one pre-built Latin-1 string (one write); every socket read lands in one
+ * buffer shared by all connections of the thread (`net.connect({ onread })`) and is parsed in
+ * place (response-parser.ts): one JS call per read, the head handed over as offsets, body pieces
+ * as views of that buffer — the handler consumes them before the call returns (uWS copies them
+ * once; a handler that must keep bytes copies them). Backpressure stops the socket's reads. No
+ * Request object, no queue of promises, no stream machinery on the response side.
  *
  * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request; a
  * connection is on the sweep's list from its creation to its close (no per-request bookkeeping).
  */
 import { connect, type Socket } from 'node:net';
-import { ResponseParser, readStart, readStop, type ParserError, type ParserOwner } from './llhttp.js';
+import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
 import { clock, watch, unwatch } from './timers.js';
 
 /** What an exchange hears from its connection. */
 export interface UpstreamHandler {
   /** The connection is ready and the head was written: request body chunks may follow. */
   onUpstreamStart(conn: UpstreamConnection): void;
-  onUpstreamHead(status: number, statusText: string, headers: string[]): void;
-  /** false: stop reading until `conn.resume()` */
-  onUpstreamData(chunk: Buffer): boolean;
+  /**
+   * The response head, in place (valid until the read that brought it has been handled): the
+   * handler writes it with the first body piece, or when `flushHead()` is called at the end of
+   * that read.
+   */
+  onUpstreamHead(head: ResponseHead): void;
+  /** a head from onUpstreamHead is still unwritten at the end of the read that brought it */
+  readonly headPending: boolean;
+  flushHead(): void;
+  /** A body piece: a view of the shared read buffer, valid only during this call. false: stop reading until `conn.resume()` */
+  onUpstreamData(chunk: Uint8Array): boolean;
   onUpstreamEnd(): void;
   onUpstreamError(err: UpstreamError): void;
   /** the request body can be written again after `writeBody` returned false */
@@ -66,9 +76,15 @@ export interface ConnectionOwner {
 
 const CONNECTING = 0, IDLE = 1, BUSY = 2, CLOSED = 3;
 
-export class UpstreamConnection implements ParserOwner {
+/**
+ * Every upstream read of this thread lands here, is parsed and handed on before the next read
+ * (libuv reads one socket at a time, and nothing keeps a view of it past its callback).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+export class UpstreamConnection implements ResponseSink {
   private readonly socket: Socket;
-  private parser: ResponseParser | null = null;
+  private readonly parser: ResponseParser;
   handler: UpstreamHandler | null = null;
   state = CONNECTING;
   /** coarse-clock deadlines and marks, read by the sweep */
@@ -80,12 +96,14 @@ export class UpstreamConnection implements ParserOwner {
   private requestDone = false;
   private reusable = true;
   private paused = false;
+  private releasePending = false;
   private pendingError: Error | null = null;
 
   constructor(private readonly owner: ConnectionOwner) {
     watch(this);
     this.deadline = clock.now + owner.connectTimeoutMs;
-    const s = connect({ host: owner.host, port: owner.port, noDelay: true });
+    this.parser = new ResponseParser(this);
+    const s = connect({ host: owner.host, port: owner.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n) => this.onRead(n) } });
     this.socket = s;
     s.on('connect', () => this.onConnect());
     s.on('error', (e) => { this.pendingError = e; });
@@ -96,9 +114,30 @@ export class UpstreamConnection implements ParserOwner {
 
   private onConnect(): void {
     if (this.state !== CONNECTING) return;
-    this.parser = new ResponseParser(this, this.socket);
     this.state = IDLE;
     this.owner.connected(this);
+  }
+
+  private onRead(n: number): boolean {
+    if (this.state !== BUSY) {
+      // bytes nobody asked for (an idle connection, or after the exchange let go)
+      this.destroy();
+      return true;
+    }
+    this.parser.execute(READ_BUFFER, 0, n);
+    const h = this.handler;
+    if (h !== null && h.headPending) h.flushHead();
+    if (this.releasePending) this.release();
+    // reads are stopped and started by readStop()/readStart(), never by the stream layer
+    return true;
+  }
+
+  private release(): void {
+    this.releasePending = false;
+    if (this.state !== BUSY || this.handler !== null) return;
+    this.state = IDLE;
+    this.idleSince = clock.now;
+    this.owner.released(this);
   }
 
   /** Send a request on this (idle) connection. */
@@ -152,9 +191,13 @@ export class UpstreamConnection implements ParserOwner {
 
   // ---- parser callbacks ------------------------------------------------------------------
 
-  parsedHead(status: number, statusText: string, headers: string[], keepAlive: boolean): boolean {
+  parsedHead(head: ResponseHead): boolean {
     const h = this.handler;
-    if (h === null) return true;
+    if (h === null) {
+      this.destroy();
+      return true;
+    }
+    const status = head.status;
     if (status < 200) {
       if (status === 100 || status === 101) {
         this.fail(upstreamError(E_UNSOLICITED_1XX, `upstream sent ${status} on a request that asked for neither Expect nor Upgrade`));
@@ -166,12 +209,12 @@ export class UpstreamConnection implements ParserOwner {
     }
     this.gotHead = true;
     this.lastRead = clock.now;
-    if (!keepAlive) this.reusable = false;
-    h.onUpstreamHead(status, statusText, headers);
+    if (!head.keepAlive) this.reusable = false;
+    h.onUpstreamHead(head);
     return h.headRequest;
   }
 
-  parsedBody(chunk: Buffer): void {
+  parsedBody(chunk: Uint8Array): void {
     const h = this.handler;
     if (h === null) return;
     this.lastRead = clock.now;
@@ -190,15 +233,20 @@ export class UpstreamConnection implements ParserOwner {
     if (h === null) return;
     this.handler = null;
     // an upstream that answered before reading the whole request cannot be reused
-    const reuse = this.reusable && this.requestDone && !this.paused;
-    if (reuse) this.state = IDLE;
+    const reuse = this.reusable && this.requestDone;
     h.onUpstreamEnd();
-    if (reuse) {
-      this.idleSince = clock.now;
-      this.owner.released(this);
-    } else {
+    if (!reuse) {
       this.destroy();
+      return;
     }
+    // the exchange keeps (copies) what its client has not taken yet: reads may go on
+    if (this.paused) {
+      this.paused = false;
+      readStart(this.socket);
+    }
+    // released once this read is handled: bytes after the response's end are the upstream's
+    // fault, not the next request's answer
+    this.releasePending = true;
   }
 
   parsedError(err: ParserError): void {
@@ -209,9 +257,10 @@ export class UpstreamConnection implements ParserOwner {
 
   private onEnd(): void {
     // a response delimited by the end of the connection completes here
-    if (this.parser !== null && this.state === BUSY) {
+    if (this.state === BUSY) {
       const err = this.parser.finish();
       if (err !== null) this.fail(err);
+      this.releasePending = false;
     }
     this.reusable = false;
     if (this.state === IDLE) this.destroy();
@@ -223,10 +272,7 @@ export class UpstreamConnection implements ParserOwner {
     this.handler = null;
     this.state = CLOSED;
     unwatch(this);
-    if (this.parser !== null) {
-      this.parser.close();
-      this.parser = null;
-    }
+    this.parser.stop();
     const cause = this.pendingError as (Error & { code?: string }) | null;
     if (wasConnecting) {
       const err = upstreamError(cause?.code ?? E_CLOSED, cause?.message ?? 'connection closed while connecting');
@@ -270,6 +316,23 @@ export class UpstreamConnection implements ParserOwner {
   destroy(): void {
     if (this.state === CLOSED) return;
     if (this.state !== CONNECTING) this.state = CLOSED;
+    this.parser.stop();
     this.socket.destroy();
+  }
+}
+
+/** Stop / restart reading a socket (response backpressure), without the stream machinery. */
+function readStop(socket: Socket): void {
+  const h = (socket as unknown as { _handle: { readStop(): number; reading: boolean } | null })._handle;
+  if (h !== null) {
+    h.reading = false;
+    h.readStop();
+  }
+}
+function readStart(socket: Socket): void {
+  const h = (socket as unknown as { _handle: { readStart(): number; reading: boolean } | null })._handle;
+  if (h !== null) {
+    h.reading = true;
+    h.readStart();
   }
 }

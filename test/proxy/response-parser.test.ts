@@ -810,7 +810,7 @@ describe('splitting', () => {
 
   it('body chunks are delivered as they arrive, before the message is complete', () => {
     const bodies: string[] = [];
-    const p = new ResponseParser({ parsedHead: () => false, parsedBody: (c) => { bodies.push(c.toString('latin1')); }, parsedEnd: () => { bodies.push('<end>'); }, parsedError: () => {} });
+    const p = new ResponseParser({ parsedHead: () => false, parsedBody: (c) => { bodies.push(Buffer.from(c).toString('latin1')); }, parsedEnd: () => { bodies.push('<end>'); }, parsedError: () => {} });
     const feed = (s: string): void => { const b = Buffer.from(s, 'latin1'); p.execute(b, 0, b.length); };
     feed('HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab');
     expect(bodies).toEqual(['ab']);
