@@ -50,7 +50,8 @@ export class FallbackCache {
   wants(key: string, now: number): boolean {
     if (!this.config.enabled || this.config.ttlMs === 0) return false;
     if (this.lru === null) return true;
-    const e = this.lru.get(key);
+    // peek: no recency update on the hot path (a capture's store() refreshes it)
+    const e = this.lru.peek(key);
     return e === undefined || now - e.storedAt >= this.refreshMs;
   }
 

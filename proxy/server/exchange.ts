@@ -483,6 +483,9 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const h = this.head!;
     this.head = null;
     const b = h.buf;
+    // views made on the ArrayBuffer: a plain Uint8Array costs a third of Buffer#subarray
+    const ab = b.buffer;
+    const base = b.byteOffset;
     const off = h.offsets;
     const n = h.count;
     const drop = this.dropNames;
@@ -502,7 +505,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       }
       if (run >= 0) {
         const last = keep ? i : i - 1;
-        res.writeHeader(b.subarray(off[5 * run], off[5 * run + 1]), b.subarray(off[5 * run + 2], off[5 * last + 3]));
+        const ns = off[5 * run], vs = off[5 * run + 2];
+        res.writeHeader(new Uint8Array(ab, base + ns, off[5 * run + 1] - ns), new Uint8Array(ab, base + vs, off[5 * last + 3] - vs));
         run = -1;
       }
     }

@@ -14,6 +14,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
+import { readStart, readStop, writeHead } from './stream-handle.js';
 import { clock, watch, unwatch } from './timers.js';
 
 /** What an exchange hears from its connection. */
@@ -149,7 +150,12 @@ export class UpstreamConnection implements ResponseSink {
     this.paused = false;
     this.requestDone = !h.hasBody;
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
-    this.socket.write(h.upstreamHead, 'latin1');
+    const err = writeHead(this.socket, h.upstreamHead);
+    if (err !== 0) {
+      // the close that follows tells the handler (as a connection closed before responding)
+      this.pendingError = upstreamError('ECONNRESET', `writing the request failed (libuv error ${err})`);
+      this.destroy();
+    }
     h.onUpstreamStart(this);
   }
 
@@ -318,21 +324,5 @@ export class UpstreamConnection implements ResponseSink {
     if (this.state !== CONNECTING) this.state = CLOSED;
     this.parser.stop();
     this.socket.destroy();
-  }
-}
-
-/** Stop / restart reading a socket (response backpressure), without the stream machinery. */
-function readStop(socket: Socket): void {
-  const h = (socket as unknown as { _handle: { readStop(): number; reading: boolean } | null })._handle;
-  if (h !== null) {
-    h.reading = false;
-    h.readStop();
-  }
-}
-function readStart(socket: Socket): void {
-  const h = (socket as unknown as { _handle: { readStart(): number; reading: boolean } | null })._handle;
-  if (h !== null) {
-    h.reading = true;
-    h.readStart();
   }
 }

@@ -1,0 +1,112 @@
+/**
+ * Pins the Node 20 internals proxy/upstream/stream-handle.ts relies on: a head written straight
+ * to the libuv handle arrives whole and before what the stream writes after it (also when the
+ * write cannot complete at once), a closed socket answers with an error code instead of
+ * crashing, and readStop()/readStart() pause and resume a socket's reads.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readStart, readStop, writeHead } from '../../proxy/upstream/stream-handle.js';
+
+let server: Server;
+let port = 0;
+const received: Buffer[][] = [];
+const open = new Set<Socket>();
+
+beforeAll(async () => {
+  server = createServer((s) => {
+    open.add(s);
+    s.on('close', () => open.delete(s));
+    const chunks: Buffer[] = [];
+    received.push(chunks);
+    s.on('data', (d) => chunks.push(d));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  port = (server.address() as { port: number }).port;
+});
+afterAll(() => {
+  for (const s of open) s.destroy();
+  return new Promise<void>((r) => server.close(() => r()));
+});
+
+async function connected(): Promise<Socket> {
+  const s = connect({ host: '127.0.0.1', port });
+  await once(s, 'connect');
+  return s;
+}
+
+async function waitForBytes(i: number, n: number): Promise<Buffer> {
+  for (let t = 0; t < 200; t++) {
+    const got = received[i] ? Buffer.concat(received[i]) : Buffer.alloc(0);
+    if (got.length >= n) return got;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`server got ${received[i] ? Buffer.concat(received[i]).length : 0} of ${n} bytes`);
+}
+
+describe('stream-handle (Node internals)', () => {
+  it('writes a Latin-1 head whole, before a chunk the stream writes after it', async () => {
+    const s = await connected();
+    await new Promise((r) => setTimeout(r, 20));
+    const conn = received.length - 1;
+    expect(writeHead(s, 'GET / HTTP/1.1\r\nx-caf\u00e9: \u00ff\r\n\r\n')).toBe(0);
+    s.write(Buffer.from('BODY'));
+    const got = await waitForBytes(conn, 33);
+    expect(got.toString('latin1')).toBe('GET / HTTP/1.1\r\nx-caf\u00e9: \u00ff\r\n\r\nBODY');
+    expect(got[21]).toBe(0xe9); // one byte per char
+    s.destroy();
+  });
+
+  it('a head too big to write at once still arrives whole and in order', async () => {
+    const s = await connected();
+    await new Promise((r) => setTimeout(r, 20));
+    const conn = received.length - 1;
+    const big = 'x'.repeat(8 * 1024 * 1024);
+    expect(writeHead(s, big)).toBe(0);
+    s.write(Buffer.from('END'));
+    const got = await waitForBytes(conn, big.length + 3);
+    expect(got.length).toBe(big.length + 3);
+    expect(got.subarray(big.length).toString()).toBe('END');
+    s.destroy();
+  });
+
+  it('a destroyed socket answers with an error code', async () => {
+    const s = await connected();
+    s.destroy();
+    expect(writeHead(s, 'GET / HTTP/1.1\r\n\r\n')).toBeLessThan(0);
+  });
+
+  it('readStop() pauses reads and readStart() resumes them (a socket read through onread, as the upstream client does)', async () => {
+    let peer: Socket | null = null;
+    const srv = createServer((c) => {
+      peer = c;
+      c.write('one');
+      setTimeout(() => c.write('two'), 50);
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const got: string[] = [];
+    const s: Socket = connect({
+      host: '127.0.0.1',
+      port: (srv.address() as { port: number }).port,
+      onread: {
+        buffer: Buffer.alloc(1024),
+        callback: (n, buf) => {
+          got.push(Buffer.from(buf.subarray(0, n)).toString());
+          readStop(s);
+          return true;
+        },
+      },
+    });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(got).toEqual(['one']);
+    readStart(s);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(got.join('')).toBe('onetwo');
+    s.destroy();
+    (peer as Socket | null)?.destroy();
+    await new Promise<void>((r) => srv.close(() => r()));
+  });
+});
