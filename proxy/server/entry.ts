@@ -45,7 +45,7 @@ function route(res: HttpResponse, req: HttpRequest): void {
     }
   });
   ex.hasBody = ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0');
-  ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.chunkedIn);
+  ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.proxyLines, ex.chunkedIn);
   if (ex.hasBody) {
     res.onData((ab, isLast) => {
       try {

@@ -8,10 +8,25 @@ import type { HttpResponse } from 'uWebSockets.js';
  */
 export function peerAddress(res: HttpResponse): string {
   const b = new Uint8Array(res.getRemoteAddress());
-  if (b.length === 4) return b[0] + '.' + b[1] + '.' + b[2] + '.' + b[3];
+  if (b.length === 4) return ipv4(b[0], b[1], b[2], b[3]);
   if (b.length === 16 && b[10] === 0xff && b[11] === 0xff && b[0] === 0 && b[1] === 0 && b[2] === 0 && b[3] === 0 &&
     b[4] === 0 && b[5] === 0 && b[6] === 0 && b[7] === 0 && b[8] === 0 && b[9] === 0) {
-    return b[12] + '.' + b[13] + '.' + b[14] + '.' + b[15];
+    return ipv4(b[12], b[13], b[14], b[15]);
   }
   return Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
+}
+
+/** IPv4 text by address, so a client's address is formatted once, not per request (bounded). */
+const formatted = new Map<number, string>();
+const FORMATTED_MAX = 16384;
+
+function ipv4(a: number, b: number, c: number, d: number): string {
+  const key = ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+  let s = formatted.get(key);
+  if (s === undefined) {
+    if (formatted.size >= FORMATTED_MAX) formatted.clear();
+    s = a + '.' + b + '.' + c + '.' + d;
+    formatted.set(key, s);
+  }
+  return s;
 }
