@@ -14,7 +14,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
-import { readStart, readStop, writeHead } from './stream-handle.js';
+import { readStart, readStop, takeReads, writeHead } from './stream-handle.js';
 import { clock, watch, unwatch } from './timers.js';
 
 /** What an exchange hears from its connection. */
@@ -104,7 +104,10 @@ export class UpstreamConnection implements ResponseSink {
     watch(this);
     this.deadline = clock.now + owner.connectTimeoutMs;
     this.parser = new ResponseParser(this);
+    // reads land in READ_BUFFER and come to onRead() straight from the handle (takeReads); the
+    // callback here is the stream layer's path, unused once taken
     const s = connect({ host: owner.host, port: owner.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n) => this.onRead(n) } });
+    takeReads(s, this);
     this.socket = s;
     s.on('connect', () => this.onConnect());
     s.on('error', (e) => { this.pendingError = e; });
@@ -119,7 +122,7 @@ export class UpstreamConnection implements ResponseSink {
     this.owner.connected(this);
   }
 
-  private onRead(n: number): boolean {
+  onRead(n: number): boolean {
     if (this.state !== BUSY) {
       // bytes nobody asked for (an idle connection, or after the exchange let go)
       this.destroy();

@@ -8,6 +8,9 @@
  *   keeps writes to one handle in order, so body chunks written later through the stream still
  *   follow the head; a write that does not complete at once is finished by libuv (the string is
  *   copied into the request), and an error surfaces as the socket's error/close like any other.
+ * - `takeReads()` has a socket's reads (made with `net.connect({ onread })`, into one caller's
+ *   buffer) delivered straight from the handle, without the JS stream layer's `onStreamRead` in
+ *   between; end of stream and errors still go to it (the socket's 'end', 'error', 'close').
  * - `readStop()` / `readStart()` pause and resume a socket's reads (response backpressure).
  */
 import type { Socket } from 'node:net';
@@ -17,7 +20,16 @@ interface Handle {
   readStop(): number;
   readStart(): number;
   reading: boolean;
+  onread: (this: Handle, arrayBuffer?: ArrayBuffer) => unknown;
+  [SINK]?: ReadSink;
+  [STREAM_ONREAD]?: (this: Handle, arrayBuffer?: ArrayBuffer) => unknown;
 }
+export interface ReadSink {
+  /** `n` bytes were read into the socket's onread buffer */
+  onRead(n: number): void;
+}
+const SINK = Symbol('berth.readSink');
+const STREAM_ONREAD = Symbol('berth.streamOnread');
 interface WriteReq {
   handle: Handle;
   oncomplete: (status: number) => void;
@@ -26,9 +38,19 @@ interface WriteReq {
   buffer: null;
 }
 
-const binding = (process as unknown as { binding(name: string): { WriteWrap: new () => WriteReq } }).binding('stream_wrap');
+interface StreamWrapBinding {
+  WriteWrap: new () => WriteReq;
+  /** shared with C++: the byte count (or error) of the read being delivered */
+  streamBaseState: Int32Array;
+  kReadBytesOrError: number;
+}
+const binding = (process as unknown as { binding(name: string): StreamWrapBinding }).binding('stream_wrap');
 const WriteWrap = binding.WriteWrap;
-if (typeof WriteWrap !== 'function') throw new Error(`this Node.js (${process.version}) has no stream_wrap.WriteWrap; berth's upstream client needs Node 20`);
+const streamBaseState = binding.streamBaseState;
+const kReadBytesOrError = binding.kReadBytesOrError;
+if (typeof WriteWrap !== 'function' || !(streamBaseState instanceof Int32Array) || typeof kReadBytesOrError !== 'number') {
+  throw new Error(`this Node.js (${process.version}) has no usable stream_wrap binding; berth's upstream client needs Node 20`);
+}
 
 function handleOf(socket: Socket): Handle | null {
   return (socket as unknown as { _handle: Handle | null })._handle;
@@ -48,6 +70,25 @@ export function writeHead(socket: Socket, data: string): number {
   req.bytes = 0;
   req.buffer = null;
   return h.writeLatin1String(req, data);
+}
+
+function onHandleRead(this: Handle, arrayBuffer?: ArrayBuffer): unknown {
+  const n = streamBaseState[kReadBytesOrError];
+  if (n > 0) {
+    this[SINK]!.onRead(n);
+    return undefined;
+  }
+  // end of stream, errors: the stream layer's own handling
+  return this[STREAM_ONREAD]!.call(this, arrayBuffer);
+}
+
+/** Deliver the socket's reads to `sink` (call right after `net.connect({ onread })`). */
+export function takeReads(socket: Socket, sink: ReadSink): void {
+  const h = handleOf(socket);
+  if (h === null || typeof h.onread !== 'function') throw new Error('socket has no handle to read from');
+  h[SINK] = sink;
+  h[STREAM_ONREAD] = h.onread;
+  h.onread = onHandleRead;
 }
 
 export function readStop(socket: Socket): void {

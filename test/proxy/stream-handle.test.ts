@@ -7,7 +7,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readStart, readStop, writeHead } from '../../proxy/upstream/stream-handle.js';
+import { readStart, readStop, takeReads, writeHead } from '../../proxy/upstream/stream-handle.js';
 
 let server: Server;
 let port = 0;
@@ -107,6 +107,30 @@ describe('stream-handle (Node internals)', () => {
     expect(got.join('')).toBe('onetwo');
     s.destroy();
     (peer as Socket | null)?.destroy();
+    await new Promise<void>((r) => srv.close(() => r()));
+  });
+
+  it('takeReads() delivers reads into the onread buffer straight from the handle; the end still reaches the stream', async () => {
+    const srv = createServer((c) => {
+      c.write('hello');
+      setTimeout(() => c.end('world'), 30);
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const buf = Buffer.alloc(64);
+    const got: string[] = [];
+    let streamPath = 0;
+    const s: Socket = connect({
+      host: '127.0.0.1',
+      port: (srv.address() as { port: number }).port,
+      onread: { buffer: buf, callback: () => { streamPath++; return true; } },
+    });
+    takeReads(s, { onRead: (n) => { got.push(buf.toString('latin1', 0, n)); } });
+    const ended = once(s, 'end');
+    await ended;
+    expect(got.join('')).toBe('helloworld');
+    expect(streamPath).toBe(0);
+    s.destroy();
     await new Promise<void>((r) => srv.close(() => r()));
   });
 });
