@@ -25,7 +25,7 @@ import type { UpstreamPool } from '../upstream/pool.js';
 import { clock } from '../upstream/timers.js';
 import {
   H_CACHE_CONTROL, H_CONNECTION, H_PASS, H_SET_COOKIE, H_VARY, STATUS_TEXT,
-  classifyBytes, connectionTokens, forbidsStore, statusBytes, varyCacheable,
+  classifyBytes, connectionTokens, forbidsStore, statusLine, varyCacheable,
 } from './headers.js';
 import { ForwardedRequest } from './request-headers.js';
 import { internalError, sendError } from './respond.js';
@@ -61,8 +61,17 @@ const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
  * within the read that brought it, one connection at a time, so one array serves the thread.
  */
 const fieldClass = new Uint8Array(MAX_FIELDS);
-/** constant header names as bytes: uWS converts string arguments to UTF-8 on every call */
-const X_REQUEST_ID = Buffer.from('x-request-id');
+/**
+ * Where writeHead() assembles a response head (uWS copies it at once). Large enough for the
+ * biggest head the parser accepts (16 KiB, 128 fields) re-framed, plus status and request id.
+ */
+const headScratch = new Uint8Array(32 * 1024);
+
+/** Copy a string of Latin-1 characters (status lines, request ids: ASCII) as bytes. */
+function putLatin1(out: Uint8Array, pos: number, s: string): number {
+  for (let i = 0; i < s.length; i++) out[pos++] = s.charCodeAt(i);
+  return pos;
+}
 
 export class Exchange extends ForwardedRequest implements UpstreamHandler {
   // request
@@ -471,46 +480,40 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   // ---- writing the client response (always inside cork) --------------------------------
 
   /**
-   * The status line and the end-to-end headers, straight from the upstream's bytes: runs of
-   * consecutive forwarded fields go to uWS as one `writeHeader(name, rest-of-run)` (the bytes
-   * between are the upstream's own validated `name: value` lines). Heads with bare-LF line ends
-   * are written field by field. Always inside cork, within the read that brought the head.
+   * The status line, the end-to-end headers and x-request-id in ONE uWS call: copied from the
+   * upstream's bytes into a scratch buffer as `code reason\r\nname: value\r\n…x-request-id: id`
+   * and handed to writeStatus (uWS writes `HTTP/1.1 ` before it and CRLF after it, then its own
+   * Date and Content-Length/chunked framing). Fields are re-framed (`name: value` CRLF) whatever
+   * line ends the upstream used; their bytes were validated by the parser (tokens, no control
+   * bytes), the id by admission. Always inside cork, within the read that brought the head.
    */
   writeHead(): void {
     this.headPending = false;
     const res = this.res;
-    res.writeStatus(statusBytes(this.status, this.statusText));
     const h = this.head!;
     this.head = null;
     const b = h.buf;
-    // views made on the ArrayBuffer: a plain Uint8Array costs a third of Buffer#subarray
-    const ab = b.buffer;
-    const base = b.byteOffset;
     const off = h.offsets;
     const n = h.count;
     const drop = this.dropNames;
-    const perField = h.bareLF;
-    let run = -1;
-    for (let i = 0; i <= n; i++) {
-      let keep = false;
-      if (i < n) {
-        const c = fieldClass[i];
-        // hop-by-hop, content-length (uWS writes it), date, x-request-id
-        keep = c === H_PASS || c === H_SET_COOKIE || c === H_CACHE_CONTROL || c === H_VARY;
-        if (keep && drop !== null && drop.includes(h.name(i).toLowerCase())) keep = false;
-      }
-      if (keep) {
-        if (run < 0) run = i;
-        if (!perField) continue;
-      }
-      if (run >= 0) {
-        const last = keep ? i : i - 1;
-        const ns = off[5 * run], vs = off[5 * run + 2];
-        res.writeHeader(new Uint8Array(ab, base + ns, off[5 * run + 1] - ns), new Uint8Array(ab, base + vs, off[5 * last + 3] - vs));
-        run = -1;
-      }
+    const out = headScratch;
+    let pos = putLatin1(out, 0, statusLine(this.status, this.statusText));
+    for (let i = 0; i < n; i++) {
+      const c = fieldClass[i];
+      // hop-by-hop, content-length (uWS writes it), date, x-request-id
+      if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
+      if (drop !== null && drop.includes(h.name(i).toLowerCase())) continue;
+      const i5 = 5 * i;
+      out[pos++] = 13;
+      out[pos++] = 10;
+      for (let k = off[i5], e = off[i5 + 1]; k < e; k++) out[pos++] = b[k];
+      out[pos++] = 58;
+      out[pos++] = 32;
+      for (let k = off[i5 + 2], e = off[i5 + 3]; k < e; k++) out[pos++] = b[k];
     }
-    res.writeHeader(X_REQUEST_ID, this.requestId);
+    pos = putLatin1(out, pos, '\r\nx-request-id: ');
+    pos = putLatin1(out, pos, this.requestId);
+    res.writeStatus(new Uint8Array(out.buffer, 0, pos));
     if (this.noBody) {
       this.resDone = true;
       if (this.method === 'HEAD' && this.contentLength >= 0) res.endWithoutBody(this.contentLength);

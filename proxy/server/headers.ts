@@ -154,15 +154,3 @@ export function statusLine(code: number, text?: string): string {
   }
   return s;
 }
-
-const statusBuffers: Buffer[] = [];
-/** The status line as bytes, cached per known code (uWS copies bytes as they are). */
-export function statusBytes(code: number, text?: string): Buffer | string {
-  let b = statusBuffers[code];
-  if (b === undefined) {
-    if (STATUS_TEXT[code] === undefined) return statusLine(code, text);
-    b = Buffer.from(statusLine(code), 'latin1');
-    statusBuffers[code] = b;
-  }
-  return b;
-}
