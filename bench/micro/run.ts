@@ -142,7 +142,7 @@ export async function runMicro(): Promise<{ rows: MicroRow[]; text: string }> {
   });
   bk.add('RouteStats.observeLatency', () => stats.observeLatency(0.0007));
   bk.add('FallbackCache.wants (young entry)', () => {
-    sink ^= cache.wants('bench.local/small', now) ? 1 : 0;
+    sink ^= cache.wants('bench.local', '/small', false, '', now) ? 1 : 0;
   });
   groups.push({ group: 'bookkeeping', bench: bk });
 

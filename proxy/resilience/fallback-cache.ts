@@ -46,13 +46,34 @@ export class FallbackCache {
     return this.lru;
   }
 
-  /** Should a fresh response for `key` be captured? (false when the entry is young enough) */
-  wants(key: string, now: number): boolean {
+  /** the last key asked about while its entry was young (or just being captured), and when */
+  private lastHost = '';
+  private lastPath = '';
+  private lastAt = -Infinity;
+
+  /**
+   * Should a fresh response for host + path (+ '\n' + encoding when the response varies on
+   * Accept-Encoding: the key storeFallback uses) be captured? false while the entry is young. The
+   * last plain key answered is remembered until its entry is due, so a route hammered on one path
+   * does not pay a key and a lookup per response.
+   */
+  wants(host: string, path: string, vary: boolean, encoding: string, now: number): boolean {
     if (!this.config.enabled || this.config.ttlMs === 0) return false;
-    if (this.lru === null) return true;
-    // peek: no recency update on the hot path (a capture's store() refreshes it)
-    const e = this.lru.peek(key);
-    return e === undefined || now - e.storedAt >= this.refreshMs;
+    if (!vary && now - this.lastAt < this.refreshMs && path === this.lastPath && host === this.lastHost) return false;
+    let storedAt = -Infinity;
+    if (this.lru !== null) {
+      // peek: no recency update on the hot path (a capture's store() refreshes it)
+      const e = this.lru.peek(vary ? host + path + '\n' + encoding : host + path);
+      if (e !== undefined) storedAt = e.storedAt;
+    }
+    const young = now - storedAt < this.refreshMs;
+    if (!vary) {
+      // young until storedAt + refresh; a capture starting now is young from now
+      this.lastHost = host;
+      this.lastPath = path;
+      this.lastAt = young ? storedAt : now;
+    }
+    return !young;
   }
 
   store(key: string, value: CachedResponse): void {

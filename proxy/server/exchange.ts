@@ -357,7 +357,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       }
     }
     this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
-    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.cacheKey(), Date.now())) {
+    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.host, this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
       this.capture = [];
       this.keptHeaders = this.endToEndHeaders(head);
     }

@@ -167,4 +167,25 @@ describe('fallback cache', () => {
     await new Promise((r) => setTimeout(r, 80));
     expect(c.get('c')).toBeUndefined();
   });
+
+  it('wants a capture for a new key, not while its entry is young, again once it is due', () => {
+    // ttl 10 s → refresh period min(1 s, ttl/10) = 1 s
+    const c = new FallbackCache({ enabled: true, ttlMs: 10_000, maxEntries: 10, maxBytes: 10_000 });
+    const t0 = Date.now();
+    expect(c.wants('h', '/a', false, '', t0)).toBe(true);
+    c.store('h/a', { headers: [], body: Buffer.from('x'), storedAt: t0 });
+    expect(c.wants('h', '/a', false, '', t0 + 10)).toBe(false);
+    expect(c.wants('h', '/a', false, '', t0 + 999)).toBe(false);
+    // another path on the same route is not held back by the first one's memo
+    expect(c.wants('h', '/b', false, '', t0 + 20)).toBe(true);
+    expect(c.wants('h', '/a', false, '', t0 + 1000)).toBe(true);
+    // a capture that never got stored is retried after one period
+    expect(c.wants('h', '/c', false, '', t0 + 1000)).toBe(true);
+    expect(c.wants('h', '/c', false, '', t0 + 1500)).toBe(false);
+    expect(c.wants('h', '/c', false, '', t0 + 2000)).toBe(true);
+    // responses varying on Accept-Encoding are keyed with it, as they are stored
+    c.store('h/v\ngzip', { headers: [], body: Buffer.from('x'), storedAt: t0 });
+    expect(c.wants('h', '/v', true, 'gzip', t0 + 10)).toBe(false);
+    expect(c.wants('h', '/v', true, 'br', t0 + 10)).toBe(true);
+  });
 });
