@@ -115,6 +115,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   dropNames: string[] | null = null;
   pendingChunk: Buffer | null = null;
   pendingBase = 0;
+  /** body bytes uWS has taken (its write offset, kept here to spare a call per chunk) */
+  bodySent = 0;
   // fallback capture
   capture: Buffer[] | null = null;
   captureBytes = 0;
@@ -541,13 +543,15 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     if (this.resDone) return;
     const res = this.res;
     if (this.contentLength >= 0) {
-      const base = res.getWriteOffset();
       const [ok, done] = res.tryEnd(chunk, this.contentLength);
       if (done) {
         this.resDone = true;
         this.finish(this.status);
-      } else if (!ok) {
+      } else if (ok) {
+        this.bodySent += chunk.length;
+      } else {
         // what uWS did not take is kept (copied: the chunk is a view of the shared read buffer)
+        const base = this.bodySent;
         const taken = res.getWriteOffset() - base;
         this.pendingChunk = Buffer.from(chunk.subarray(taken));
         this.pendingBase = base + taken;
@@ -603,6 +607,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
         return true;
       }
       if (!ok) return false;
+      this.bodySent = this.pendingBase + p.length;
       this.pendingChunk = null;
     }
     this.backpressured = false;
