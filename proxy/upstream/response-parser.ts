@@ -59,7 +59,7 @@ for (let c = 0; c < 6; c++) {
 }
 
 /** Header kinds the parser itself must know (framing); everything else is K_OTHER. */
-export const K_OTHER = 0, K_CONTENT_LENGTH = 1, K_TRANSFER_ENCODING = 2, K_CONNECTION = 3;
+const K_OTHER = 0, K_CONTENT_LENGTH = 1, K_TRANSFER_ENCODING = 2, K_CONNECTION = 3;
 
 /**
  * A parsed head, in place: offsets into `buf`. Valid during `parsedHead` and the rest of the
@@ -75,14 +75,11 @@ export class ResponseHead {
   chunked = false;
   /** Connection named something other than close / keep-alive (headers to drop) */
   connectionTokens = false;
-  /** some line ended in a bare LF: header lines cannot be copied as they are */
-  bareLF = false;
   count = 0;
   reasonStart = 0;
   reasonEnd = 0;
   /** per field i: [5i] name start, [5i+1] name end, [5i+2] value start, [5i+3] value end, [5i+4] line end (after LF) */
   readonly offsets = new Int32Array(MAX_FIELDS * 5);
-  readonly kinds = new Uint8Array(MAX_FIELDS);
 
   name(i: number): string {
     return this.buf.toString('latin1', this.offsets[5 * i], this.offsets[5 * i + 1]);
@@ -279,12 +276,11 @@ export class ResponseParser {
       if (p === end) return NEED_MORE;
       reasonEnd = p;
     } else if (c !== CR && c !== LF) return this.fail('HPE_INVALID_STATUS', 'invalid status line');
-    let bareLF = false;
+    // a bare LF ends a line too (lenient, as curl and nginx are)
     if (c === CR) {
       if (++p === end) return NEED_MORE;
       if (b[p] !== LF) return this.fail('HPE_STRICT', 'CR not followed by LF in the status line');
-    } else if (c === LF) bareLF = true;
-    else return this.fail('HPE_INVALID_STATUS', 'invalid byte in the reason phrase');
+    } else if (c !== LF) return this.fail('HPE_INVALID_STATUS', 'invalid byte in the reason phrase');
     p++;
 
     // header fields
@@ -292,7 +288,6 @@ export class ResponseParser {
     let contentLength = -1;
     let teSeen = false, chunked = false, connClose = false, connKeepAlive = false, connTokens = false;
     const off = h.offsets;
-    const kinds = h.kinds;
     for (;;) {
       if (p >= end) return NEED_MORE;
       c = b[p];
@@ -303,7 +298,6 @@ export class ResponseParser {
         break;
       }
       if (c === LF) {
-        bareLF = true;
         p++;
         break;
       }
@@ -327,8 +321,7 @@ export class ResponseParser {
       if (c === CR) {
         if (++p === end) return NEED_MORE;
         if (b[p] !== LF) return this.fail('HPE_STRICT', 'CR not followed by LF in a response header');
-      } else if (c === LF) bareLF = true;
-      else return this.fail('HPE_INVALID_HEADER_TOKEN', 'control byte in a response header value');
+      } else if (c !== LF) return this.fail('HPE_INVALID_HEADER_TOKEN', 'control byte in a response header value');
       p++;
       const i5 = count * 5;
       off[i5] = nameStart;
@@ -337,7 +330,6 @@ export class ResponseParser {
       off[i5 + 3] = valueEnd;
       off[i5 + 4] = p;
       const kind = framingKind(b, nameStart, nameEnd);
-      kinds[count] = kind;
       count++;
       if (kind === K_OTHER) continue;
       if (kind === K_CONTENT_LENGTH) {
@@ -373,7 +365,6 @@ export class ResponseParser {
     h.count = count;
     h.reasonStart = reasonStart;
     h.reasonEnd = reasonEnd;
-    h.bareLF = bareLF;
     h.contentLength = contentLength;
     h.chunked = teSeen && chunked;
     h.connectionTokens = connTokens;
@@ -488,16 +479,6 @@ export class ResponseParser {
         if (this.sawCR) {
           if (c !== LF) return this.dead('HPE_STRICT', 'CR not followed by LF in the trailers');
           this.sawCR = false;
-          p++;
-          if (this.lineLen > 0) return this.dead('HPE_INVALID_HEADER_TOKEN', 'trailer field without a colon');
-          if (this.lineLen === 0) {
-            this.state = S_HEAD;
-            this.sink.parsedEnd();
-            return p;
-          }
-          this.lineLen = 0;
-          this.trailerCL = 0;
-          continue;
         }
         if (c === CR) {
           this.sawCR = true;
@@ -505,6 +486,7 @@ export class ResponseParser {
           p++;
           if (this.lineLen > 0) return this.dead('HPE_INVALID_HEADER_TOKEN', 'trailer field without a colon');
           if (this.lineLen === 0) {
+            // the empty line: the message is complete
             this.state = S_HEAD;
             this.sink.parsedEnd();
             return p;
