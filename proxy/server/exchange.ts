@@ -18,7 +18,7 @@ import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
 import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
-import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../upstream/connection.js';
+import { E_INTERNAL, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
 import { MAX_FIELDS, type ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -349,8 +349,9 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       else if (c === H_CACHE_CONTROL) { if (cacheable && forbidsStore(head.value(i))) cacheable = false; }
       else if (c === H_CONNECTION) {
         if (head.connectionTokens) {
+          // every Connection field counts: the names of all of them are dropped
           const toks = connectionTokens(head.value(i));
-          if (toks.length > 0) this.dropNames = toks;
+          if (toks.length > 0) this.dropNames = this.dropNames === null ? toks : this.dropNames.concat(toks);
         }
       } else if (c === H_VARY && cacheable) {
         const v = varyCacheable(head.value(i));
@@ -425,7 +426,15 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   onUpstreamError(err: UpstreamError): void {
     const ep = this.endpoint;
+    if (err.code === E_INTERNAL) internalError(null, (err.cause as Error | undefined) ?? err);
     if (this.upstreamDone) return;
+    if (this.headPending) {
+      // the head has not gone out yet (the failure came in the read that brought it, e.g. a bad
+      // first chunk size): the client still gets a proper error answer
+      this.headPending = false;
+      this.head = null;
+      this.gotHeaders = false;
+    }
     this.upstreamDone = true;
     this.conn = null;
     this.waitingOn = null;
@@ -498,8 +507,11 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const off = h.offsets;
     const n = h.count;
     const drop = this.dropNames;
-    const out = headScratch;
-    let pos = putLatin1(out, 0, statusLine(this.status, this.statusText));
+    const status = statusLine(this.status, this.statusText);
+    // the most this head can take: its own bytes re-framed (≤ 4 more per field), status, id
+    const room = (n > 0 ? off[5 * n - 1] - off[0] : 0) + 4 * n + status.length + this.requestId.length + 32;
+    const out = room <= headScratch.length ? headScratch : new Uint8Array(room);
+    let pos = putLatin1(out, 0, status);
     for (let i = 0; i < n; i++) {
       const c = fieldClass[i];
       // hop-by-hop, content-length (uWS writes it), date, x-request-id

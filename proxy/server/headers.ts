@@ -145,12 +145,18 @@ export const STATUS_TEXT: Record<number, string> = {
 };
 
 const statusLines: string[] = [];
-/** "200 OK" etc., cached per code. */
+/**
+ * "200 OK" etc.: the standard text, cached per code. A code without one takes `text` (the
+ * upstream's reason phrase) — built per call, never cached: one tenant's reason phrase must not
+ * turn up on another's responses.
+ */
 export function statusLine(code: number, text?: string): string {
+  const known = STATUS_TEXT[code];
+  if (known === undefined) return `${code} ${text ?? 'Unknown'}`;
   let s = statusLines[code];
   if (s === undefined) {
-    s = `${code} ${STATUS_TEXT[code] ?? text ?? 'Unknown'}`;
-    if (code >= 100 && code < 600) statusLines[code] = s;
+    s = `${code} ${known}`;
+    statusLines[code] = s;
   }
   return s;
 }

@@ -54,6 +54,8 @@ export const E_CLOSED = 'UPSTREAM_CLOSED';
 export const E_UNSOLICITED_1XX = 'UPSTREAM_UNSOLICITED_1XX';
 /** the pool's wait queue is full */
 export const E_POOL_FULL = 'UPSTREAM_POOL_FULL';
+/** a bug while handling a read (the error is the `cause`): costs the exchange, never the process */
+export const E_INTERNAL = 'PROXY_INTERNAL';
 
 export interface UpstreamError extends Error {
   code: string;
@@ -128,10 +130,35 @@ export class UpstreamConnection implements ResponseSink {
       this.destroy();
       return true;
     }
-    this.parser.execute(READ_BUFFER, 0, n);
-    const h = this.handler;
-    if (h !== null && h.headPending) h.flushHead();
-    if (this.releasePending) this.release();
+    try {
+      this.parser.execute(READ_BUFFER, 0, n);
+      const h = this.handler;
+      if (h !== null && h.headPending) h.flushHead();
+    } catch (e) {
+      // nothing above libuv's read callback would catch it: the exchange fails, the process lives
+      this.releasePending = false;
+      const h = this.handler;
+      this.handler = null;
+      this.destroy();
+      const err = upstreamError(E_INTERNAL, 'the proxy failed while handling the response');
+      (err as Error & { cause?: unknown }).cause = e;
+      if (h === null) process.stderr.write(`berth proxy: internal error on an upstream read: ${(e as Error).stack}\n`);
+      else {
+        try {
+          h.onUpstreamError(err); // logs it, answers the client if it still can
+        } catch { /* the exchange is beyond help; its client's connection times out */ }
+      }
+      return true;
+    }
+    if (this.releasePending) {
+      // bytes left over after the response's end (even the start of a head) are the upstream's
+      // fault: the connection closes instead of handing them to the next request
+      if (this.parser.idle) this.release();
+      else {
+        this.releasePending = false;
+        this.destroy();
+      }
+    }
     // reads are stopped and started by readStop()/readStart(), never by the stream layer
     return true;
   }
@@ -215,6 +242,11 @@ export class UpstreamConnection implements ResponseSink {
       // 102 Processing, 103 Early Hints…: nothing to relay
       this.informational = true;
       return false;
+    }
+    if (head.otherCodings) {
+      // forwarded de-chunked, gzip'd bytes would reach the client with nothing saying so
+      this.fail(upstreamError('HPE_INVALID_TRANSFER_ENCODING', 'upstream used a transfer coding other than chunked, which the proxy cannot forward'));
+      return true;
     }
     this.gotHead = true;
     this.lastRead = clock.now;

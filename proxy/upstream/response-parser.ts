@@ -75,6 +75,11 @@ export class ResponseHead {
   chunked = false;
   /** Connection named something other than close / keep-alive (headers to drop) */
   connectionTokens = false;
+  /**
+   * Transfer-Encoding said something other than exactly `chunked` (gzip, chunked…): framed as
+   * llhttp would, but a proxy cannot pass such a body on (the coding is hop-by-hop).
+   */
+  otherCodings = false;
   count = 0;
   reasonStart = 0;
   reasonEnd = 0;
@@ -205,6 +210,11 @@ export class ResponseParser {
     return parserError('HPE_INVALID_EOF_STATE', 'upstream closed the connection in the middle of a response');
   }
 
+  /** Between messages, holding nothing (no partial head). */
+  get idle(): boolean {
+    return this.state === S_HEAD && this.carry === null;
+  }
+
   /** Ignore everything from now on (the connection is being closed). */
   stop(): void {
     this.state = S_DEAD;
@@ -286,7 +296,7 @@ export class ResponseParser {
     // header fields
     let count = 0;
     let contentLength = -1;
-    let teSeen = false, chunked = false, connClose = false, connKeepAlive = false, connTokens = false;
+    let teSeen = false, chunked = false, connClose = false, connKeepAlive = false, connTokens = false, otherCodings = false;
     const off = h.offsets;
     for (;;) {
       if (p >= end) return NEED_MORE;
@@ -341,6 +351,7 @@ export class ResponseParser {
         // the last coding decides: chunked or read to close (empty list elements do not count)
         const last = lastCoding(b, valueStart, valueEnd);
         if (last !== -1) chunked = last === 1;
+        if (valueEnd - valueStart !== 7 || !eqLower(b, valueStart, CHUNKED)) otherCodings = true;
       } else {
         // Connection: close / keep-alive / names of headers to drop
         let t = valueStart;
@@ -368,6 +379,7 @@ export class ResponseParser {
     h.contentLength = contentLength;
     h.chunked = teSeen && chunked;
     h.connectionTokens = connTokens;
+    h.otherCodings = otherCodings;
     let keepAlive = minor === 1 ? !connClose : connKeepAlive && !connClose;
     // a body that only the connection's end delimits
     const closeDelimited = (teSeen && !chunked) || (!teSeen && contentLength === -1);

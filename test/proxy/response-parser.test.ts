@@ -431,6 +431,16 @@ describe('Transfer-Encoding', () => {
     else expect(r.errorFrom).toBe('execute');
   });
 
+  it('otherCodings says when Transfer-Encoding is anything but exactly "chunked" (the proxy refuses to forward those)', () => {
+    const seen: boolean[] = [];
+    const p = new ResponseParser({ parsedHead: (h) => { seen.push(h.otherCodings); return true; }, parsedBody: () => {}, parsedEnd: () => {}, parsedError: (e) => { throw e; } });
+    for (const te of ['chunked', 'Chunked', 'chunked ', 'gzip, chunked', 'chunked, gzip', 'gzip']) {
+      const b = Buffer.from(`HTTP/1.1 200 OK\r\nTransfer-Encoding: ${te}\r\n\r\n`, 'latin1');
+      p.execute(b, 0, b.length);
+    }
+    expect(seen).toEqual([false, false, false, true, true, true]);
+  });
+
   it('with two fields the last coding of the last one decides', () => {
     const [a] = ok('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n');
     expect([a.chunked, a.body]).toEqual([true, 'x']);

@@ -301,6 +301,9 @@ describe('malformed response heads: 502 upstream_protocol_error, and the next re
     ['two Content-Length', 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\nokSMUGGLE'],
     ['Content-Length with a sign', 'HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok'],
     ['Content-Length and Transfer-Encoding', 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nSMUGGLE\r\n0\r\n\r\n'],
+    // a coding the proxy cannot pass on (hop-by-hop): gzip'd bytes would arrive with nothing saying so
+    ['Transfer-Encoding: gzip, chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'],
+    ['Transfer-Encoding: gzip (read to the close)', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok'],
     ['a four-digit status', 'HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok'],
     ['HTTP/2 in the status line', 'HTTP/2 200 OK\r\nContent-Length: 2\r\n\r\nok'],
     ['not HTTP at all', 'ICY 200 OK\r\nContent-Length: 2\r\n\r\nok'],
