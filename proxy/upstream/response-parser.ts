@@ -159,41 +159,39 @@ export class ResponseParser {
         if (n === FAILED) return;
         p = n;
       } else if (s === S_LENGTH) {
-        const avail = end - p;
-        if (avail < this.remaining) {
-          this.remaining -= avail;
-          this.sink.parsedBody(new Uint8Array(ab, base + p, end - p));
-          return;
-        }
-        const stop = p + this.remaining;
-        this.remaining = 0;
-        this.state = S_HEAD;
-        this.sink.parsedBody(new Uint8Array(ab, base + p, stop - p));
-        if (this.state === S_DEAD) return;
-        p = stop;
+        p = this.body(ab, base, p, end, S_HEAD);
+        if (p < 0 || this.state === S_DEAD) return;
         this.sink.parsedEnd();
       } else if (s === S_CLOSE) {
         this.sink.parsedBody(new Uint8Array(ab, base + p, end - p));
         return;
       } else if (s === S_CHUNK_DATA) {
-        const avail = end - p;
-        if (avail <= this.remaining) {
-          this.remaining -= avail;
-          if (this.remaining === 0) this.state = S_CHUNK_DATA_CR;
-          this.sink.parsedBody(new Uint8Array(ab, base + p, end - p));
-          return;
-        }
-        const stop = p + this.remaining;
-        this.remaining = 0;
-        this.state = S_CHUNK_DATA_CR;
-        this.sink.parsedBody(new Uint8Array(ab, base + p, stop - p));
-        p = stop;
+        p = this.body(ab, base, p, end, S_CHUNK_DATA_CR);
+        if (p < 0) return;
       } else if (s === S_DEAD) {
         return;
       } else {
         p = this.chunkFraming(buf, p, end);
       }
     }
+  }
+
+  /**
+   * Hand on up to `remaining` body bytes from p (a Content-Length body or a chunk). Returns where
+   * parsing goes on, in state `after`, or -1 when the read ended first.
+   */
+  private body(ab: ArrayBufferLike, base: number, p: number, end: number, after: number): number {
+    const avail = end - p;
+    if (avail < this.remaining) {
+      this.remaining -= avail;
+      this.sink.parsedBody(new Uint8Array(ab, base + p, avail));
+      return -1;
+    }
+    const stop = p + this.remaining;
+    this.remaining = 0;
+    this.state = after;
+    this.sink.parsedBody(new Uint8Array(ab, base + p, stop - p));
+    return stop;
   }
 
   /** The peer closed the connection. */
