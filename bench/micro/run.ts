@@ -140,7 +140,7 @@ export async function runMicro(): Promise<{ rows: MicroRow[]; text: string }> {
     probing.onFailure(t); // CLOSED/HALF_OPEN → OPEN
     if (probing.admits(t + 1)) probing.acquire(t + 1); // openMs elapsed → HALF_OPEN, probe reserved
   });
-  bk.add('RouteStats.observeLatency', () => stats.observeLatency(0.0007));
+  bk.add('RouteStats.observeLatency', () => stats.observeLatency(0.7));
   bk.add('FallbackCache.wants (young entry)', () => {
     sink ^= cache.wants('bench.local', '/small', false, '', now) ? 1 : 0;
   });

@@ -1,6 +1,17 @@
 import { METER_BUCKETS_MS, METER_BUCKET_COUNT, type MeterEntry } from '../../shared/metering/schema.js';
 
 /**
+ * The latency histogram bucket of `ms` (METER_BUCKETS_MS, the last one +Inf). One set of bounds
+ * for metering and for Prometheus (route-stats.ts, in seconds): a request's bucket is found once.
+ */
+export function latencyBucket(ms: number): number {
+  const b = METER_BUCKETS_MS;
+  let i = 0;
+  while (i < b.length && ms > b[i]) i++;
+  return i;
+}
+
+/**
  * What one route sent one endpoint since the last report, for metering and billing
  * (shared/metering/schema.ts). Plain numbers and one typed array, touched once per request at
  * its end; turned into a plain `MeterEntry` and zeroed only at report time (`take()`).
@@ -32,11 +43,8 @@ export class EndpointMeter {
     this.bytesOut += bytesOut;
   }
 
-  observe(ms: number): void {
-    const b = METER_BUCKETS_MS;
-    let i = 0;
-    while (i < b.length && ms > b[i]) i++;
-    this.buckets[i]++;
+  observe(ms: number, bucket = latencyBucket(ms)): void {
+    this.buckets[bucket]++;
     this.latencyMsSum += ms;
   }
 

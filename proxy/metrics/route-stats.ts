@@ -1,10 +1,10 @@
 import type { Target } from '../balancing/target.js';
 import type { Endpoint } from '../upstream/endpoint.js';
-import type { MeterEntry } from '../../shared/metering/schema.js';
-import { EndpointMeter } from './meter.js';
+import { METER_BUCKETS_MS, type MeterEntry } from '../../shared/metering/schema.js';
+import { EndpointMeter, latencyBucket } from './meter.js';
 
-/** Upstream latency histogram buckets in seconds (Prometheus `le`). */
-export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Upstream latency histogram buckets in seconds (Prometheus `le`): the metering bounds (meter.ts). */
+export const LATENCY_BUCKETS = METER_BUCKETS_MS.map((ms) => ms / 1000);
 
 /**
  * Per-route counters. Plain numbers touched in the hot path; formatting happens at scrape time.
@@ -79,12 +79,9 @@ export class RouteStats {
     }
   }
 
-  observeLatency(seconds: number): void {
-    const b = LATENCY_BUCKETS;
-    let i = 0;
-    while (i < b.length && seconds > b[i]) i++;
-    this.latencyBuckets[i]++;
-    this.latencySum += seconds;
+  observeLatency(ms: number, bucket = latencyBucket(ms)): void {
+    this.latencyBuckets[bucket]++;
+    this.latencySum += ms / 1000;
     this.latencyCount++;
   }
 }

@@ -11,7 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import type { HttpResponse } from 'uWebSockets.js';
 import type { Target } from '../balancing/target.js';
-import type { EndpointMeter } from '../metrics/meter.js';
+import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
 import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
@@ -413,8 +413,9 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     ep.inflight--;
     this.freed();
     const ms = performance.now() - this.t0;
-    this.route.stats.observeLatency(ms / 1000);
-    if (this.meter !== null) this.meter.observe(ms);
+    const bucket = latencyBucket(ms);
+    this.route.stats.observeLatency(ms, bucket);
+    if (this.meter !== null) this.meter.observe(ms, bucket);
     if (this.aborted) return;
     if (this.capture !== null && (this.contentLength < 0 || this.captureBytes === this.contentLength)) {
       this.storeFallback();

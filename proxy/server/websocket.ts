@@ -115,6 +115,13 @@ function parseProtocols(v: string): string[] | null {
   return out;
 }
 
+/** An upgrade the proxy answered with its own 5xx: counted on the route and metered. */
+function proxyFailed(route: Route, meter: EndpointMeter, status: number): void {
+  route.stats.byClass[5]++;
+  route.stats.errors++;
+  meter.count(status, true, 0, 0);
+}
+
 function release(link: Link): void {
   if (link.released) return;
   link.released = true;
@@ -166,9 +173,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       const now = Date.now();
       const picked = route.balancer.pick(now, null);
       if (picked === null) {
-        route.stats.byClass[5]++;
-        route.stats.errors++;
-        route.stats.unrouted.count(503, true, 0, 0);
+        proxyFailed(route, route.stats.unrouted, 503);
         sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);
         return;
       }
@@ -202,9 +207,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       } catch (e) {
         handshakes.delete(handshakeId);
         ep.breaker.onNeutral();
-        route.stats.byClass[5]++;
-        route.stats.errors++;
-        route.stats.meterFor(picked).count(502, true, 0, 0);
+        proxyFailed(route, route.stats.meterFor(picked), 502);
         sendError(res, 502, 'upstream_error', requestId, `cannot open a WebSocket to the upstream: ${(e as Error).message}`);
         return;
       }
@@ -265,9 +268,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
           release(link);
           if (!aborted) {
             aborted = true;
-            route.stats.byClass[5]++;
-            route.stats.errors++;
-            meter.count(502, true, 0, 0);
+            proxyFailed(route, meter, 502);
             const why = answered !== 0 ? `upstream answered the WebSocket upgrade with HTTP ${answered}` : `upstream refused the WebSocket (${ev.code})`;
             res.cork(() => sendError(res, 502, 'upstream_error', requestId, why));
           }
