@@ -203,7 +203,7 @@ export class ResponseParser {
       this.sink.parsedEnd();
       return null;
     }
-    if (s === S_HEAD && this.carry === null) return null;
+    if (this.idle) return null;
     this.state = S_DEAD;
     return parserError('HPE_INVALID_EOF_STATE', 'upstream closed the connection in the middle of a response');
   }
