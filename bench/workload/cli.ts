@@ -3,16 +3,17 @@
  * (`--app HOST`) or any HTTP/1.1 URL (`--url`), with a live line while it runs, a summary table at
  * the end, optional JSON / HTML reports and `--fail-on` thresholds for CI (exit 1 when one holds).
  */
-import { accessSync, constants as fsConstants, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
 import { ClientError } from '../../shared/client/client.js';
+import { terminalSafe } from '../../shared/client/style.js';
 import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
 import { runRemote } from './remote.js';
 import type { WorkloadMetrics } from './metrics.js';
 import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
 import { renderReport } from './report.js';
-import { RequestSpecError, prepareRequest } from './request.js';
+import { MAX_BODY_BYTES, RequestSpecError, prepareRequest } from './request.js';
 import { ThresholdError, failedThresholds, parseThresholds, type Threshold } from './thresholds.js';
 
 const SPECS: OptionSpec[] = [
@@ -100,6 +101,22 @@ export function parseStages(v: string): Stage[] {
   return stages;
 }
 
+/** An output file the run will write at its end: checked before a single request is sent. */
+export function checkWritable(flag: string, file: string): void {
+  const path = resolvePath(file);
+  let isDir = false;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch { /* does not exist yet: fine */ }
+  if (isDir) throw new UsageError(`${flag} ${file}: is a directory`);
+  const dir = dirname(path);
+  try {
+    accessSync(dir, fsConstants.W_OK);
+  } catch {
+    throw new UsageError(`${flag} ${file}: cannot write into ${dir}`);
+  }
+}
+
 /** Pull every --header / -H out of argv (parseArgs keeps only the last of a repeated flag). */
 function extractHeaders(argv: string[]): { rest: string[]; headers: Record<string, string> } {
   const rest: string[] = [];
@@ -136,25 +153,35 @@ export function loadOptions(argv: string[], env = process.env): {
     if (o[b.name] !== undefined && o[b.name] !== 'true' && o[b.name] !== 'false') throw new UsageError(`--${b.name} takes no value (got "${o[b.name]}")`);
   }
   if (!o.app === !o.url) throw new UsageError('give exactly one of --app HOST (through the berth proxy) or --url URL');
-  const rps = positiveNumber(o.rps, 'rps', MAX_RPS);
+  const stages = o.stages !== undefined ? parseStages(o.stages) : undefined;
+  // the step pattern's stages set every rate and, unless --duration says otherwise, the length
+  const rps = positiveNumber(o.rps, 'rps', MAX_RPS) ?? stages?.[0].rps;
   if (rps === undefined) throw new UsageError('--rps N is required');
-  const duration_seconds = parseDuration(o.duration!, 'duration');
+  const stagesSeconds = stages?.reduce((a, s) => a + s.duration_seconds, 0);
+  const duration_seconds = stagesSeconds !== undefined && !args.flags.has('duration') ? stagesSeconds : parseDuration(o.duration!, 'duration');
   if (duration_seconds <= 0 || duration_seconds > MAX_DURATION_S) throw new UsageError(`--duration must be between 1ms and ${MAX_DURATION_S / 3600}h`);
+  if (stagesSeconds !== undefined && duration_seconds < stagesSeconds) {
+    throw new UsageError(`--duration ${o.duration} is shorter than the --stages (${stagesSeconds}s): leave --duration out, or make it at least that`);
+  }
   const pattern = o.pattern as PatternName;
   if (!(PATTERNS as readonly string[]).includes(pattern)) throw new UsageError(`--pattern must be one of ${PATTERNS.join(', ')}`);
   const ramp_to_rps = o['ramp-to'] !== undefined ? Number(o['ramp-to']) : undefined;
   if (ramp_to_rps !== undefined && (!Number.isFinite(ramp_to_rps) || ramp_to_rps < 0 || ramp_to_rps > MAX_RPS || o['ramp-to']!.trim() === '')) {
     throw new UsageError(`--ramp-to must be a number between 0 and ${MAX_RPS}`);
   }
-  const stages = o.stages !== undefined ? parseStages(o.stages) : undefined;
   const connections = positiveNumber(o.connections, 'connections', 10_000, true);
   const timeoutS = parseDuration(o.timeout!, 'timeout');
   if (timeoutS < 0.01 || timeoutS > 600) throw new UsageError('--timeout must be between 10ms and 10m');
   let body: Buffer | undefined;
   if (o.body !== undefined) {
     if (o.body.startsWith('@')) {
+      const file = o.body.slice(1);
       try {
-        body = readFileSync(o.body.slice(1));
+        // checked before reading: /dev/zero or a FIFO must not be read without end
+        const st = statSync(file);
+        if (!st.isFile()) throw new Error('not a regular file');
+        if (st.size > MAX_BODY_BYTES) throw new Error(`${st.size} bytes; at most ${MAX_BODY_BYTES}`);
+        body = readFileSync(file);
       } catch (e) {
         throw new UsageError(`--body ${o.body}: ${(e as Error).message}`);
       }
@@ -193,12 +220,7 @@ export function loadOptions(argv: string[], env = process.env): {
   // output files are checked before a single request is sent, not after a 30-minute run
   for (const [flag, file] of [['json', o.json], ['html', o.html]] as const) {
     if (file === undefined || (flag === 'json' && file === '-')) continue;
-    const dir = dirname(resolvePath(file));
-    try {
-      accessSync(dir, fsConstants.W_OK);
-    } catch {
-      throw new UsageError(`--${flag} ${file}: cannot write into ${dir}`);
-    }
+    checkWritable(`--${flag}`, file);
   }
   const remote = o.remote === 'true';
   if (remote && !o.app) throw new UsageError('--remote runs on the control plane against one of your apps: give --app HOST (not --url)');
@@ -275,19 +297,19 @@ export async function run(argv: string[]): Promise<void> {
     } catch (e) {
       if (e instanceof ClientError) {
         if (tty && !quiet) process.stderr.write('\n');
-        process.stderr.write(`berth load: ${e.message}\n`);
+        process.stderr.write(`berth load: ${terminalSafe(process.stderr, e.message)}\n`);
         process.exit(e.exitCode);
       }
       throw e;
     }
     if (!r.metrics) {
-      out.write(`\n  workload #${r.id} ${r.status}${r.status_reason ? `: ${r.status_reason}` : ''}, no metrics\n`);
+      out.write(`\n  workload #${r.id} ${r.status}${r.status_reason ? `: ${terminalSafe(out, r.status_reason)}` : ''}, no metrics\n`);
       process.exit(1);
     }
     m = r.metrics;
     remoteReport = r.report;
     config = { ...r.config, id: r.id, api: r.api, status: r.status, status_reason: r.status_reason };
-    if (r.status === 'failed') out.write(`\n  the run failed on the control plane: ${r.status_reason}\n`);
+    if (r.status === 'failed') out.write(`\n  the run failed on the control plane: ${terminalSafe(out, r.status_reason ?? '')}\n`);
   } else {
     const r = runWorkload(options, onProgress);
     stopLocal = () => r.stop();

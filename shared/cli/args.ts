@@ -22,6 +22,20 @@ export function parseArgs(argv: string[]): ParsedArgs {
 
 export class UsageError extends Error {}
 
+/**
+ * The one line a CLI prints for an error that is not a usage error: a system error as
+ * `path: CODE (message)`, data that is not JSON as such, anything else by its message. The stack
+ * only with BERTH_DEBUG=1 (a user is not shown Node internals for a full disk or a bad reply).
+ */
+export function describeError(e: unknown): string {
+  if (process.env.BERTH_DEBUG === '1' && e instanceof Error && e.stack) return e.stack;
+  if (!(e instanceof Error)) return String(e);
+  const sys = e as NodeJS.ErrnoException;
+  if (typeof sys.code === 'string' && typeof sys.syscall === 'string') return `${sys.path ?? sys.syscall}: ${sys.code} (${e.message})`;
+  if (e instanceof SyntaxError) return `the server sent data that is not valid JSON (${e.message})`;
+  return e.message;
+}
+
 export interface OptionSpec {
   /** flag name without dashes, e.g. "listen" */
   name: string;

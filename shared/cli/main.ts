@@ -1,4 +1,4 @@
-import { UsageError } from './args.js';
+import { UsageError, describeError } from './args.js';
 
 const COMMANDS: Record<string, { module: string; summary: string }> = {
   proxy: { module: '../../proxy/cli.js', summary: 'run the edge proxy (data plane)' },
@@ -48,7 +48,7 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`berth ${cmd}: ${e.message}\nRun \`berth ${cmd} --help\` for usage.\n`);
       process.exit(2);
     }
-    process.stderr.write(`berth ${cmd}: ${(e as Error).stack ?? e}\n`);
+    process.stderr.write(`berth ${cmd}: ${describeError(e)}\n`);
     process.exit(1);
   }
 }

@@ -13,7 +13,7 @@
  *
  * shared/cli/main.ts dispatches `berth <name>` to a module exporting `run(argv)`.
  */
-import { formatHelp, parseArgs, resolveOptions, UsageError, type OptionSpec } from '../cli/args.js';
+import { describeError, formatHelp, parseArgs, resolveOptions, UsageError, type OptionSpec } from '../cli/args.js';
 import { BerthClient, ClientError, EXIT } from './client.js';
 import { printJson } from './output.js';
 import { terminalSafe } from './style.js';
@@ -116,7 +116,7 @@ export function defineClientCommand(spec: ClientCommandSpec): (argv: string[]) =
       apiCode = e.api?.code ?? (code === EXIT.auth ? 'not_logged_in' : code === EXIT.unreachable ? 'unreachable' : code === EXIT.usage ? 'usage' : 'failed');
       status = e.api?.status;
     } else {
-      message = (e as Error)?.stack ?? String(e);
+      message = describeError(e);
     }
     // the message may quote the server (an API error, an app's name): no escape sequences on a terminal
     process.stderr.write(`${name}: ${terminalSafe(process.stderr, message)}\n`);
