@@ -1,3 +1,4 @@
+import { UsageError } from '../../shared/cli/args.js';
 import { existsSync, readFileSync } from 'node:fs';
 
 /**
@@ -42,28 +43,28 @@ export function loadPricing(raw: string | undefined): Pricing {
   if (raw === undefined || raw.trim() === '') return { ...DEFAULT_PRICING };
   let text = raw.trim();
   if (!text.startsWith('{')) {
-    if (!existsSync(text)) throw new Error(`BERTH_PRICING: "${text}" is neither a JSON object nor a file`);
+    if (!existsSync(text)) throw new UsageError(`BERTH_PRICING: "${text}" is neither a JSON object nor a file`);
     text = readFileSync(text, 'utf8');
   }
   let v: unknown;
-  try { v = JSON.parse(text); } catch (e) { throw new Error(`BERTH_PRICING is not valid JSON: ${(e as Error).message}`); }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('BERTH_PRICING must be a JSON object');
+  try { v = JSON.parse(text); } catch (e) { throw new UsageError(`BERTH_PRICING is not valid JSON: ${(e as Error).message}`); }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UsageError('BERTH_PRICING must be a JSON object');
   const o = v as Record<string, unknown>;
   const out: Pricing = { ...DEFAULT_PRICING };
   for (const k of Object.keys(o)) {
     if (k === 'plan') {
-      if (o.plan !== 'cloud_run' && o.plan !== 'per_minute') throw new Error('BERTH_PRICING.plan must be "cloud_run" or "per_minute"');
+      if (o.plan !== 'cloud_run' && o.plan !== 'per_minute') throw new UsageError('BERTH_PRICING.plan must be "cloud_run" or "per_minute"');
       out.plan = o.plan;
     } else if (k === 'currency') {
-      if (typeof o.currency !== 'string' || !/^[A-Z]{3}$/.test(o.currency)) throw new Error('BERTH_PRICING.currency must be a three-letter code like "USD"');
+      if (typeof o.currency !== 'string' || !/^[A-Z]{3}$/.test(o.currency)) throw new UsageError('BERTH_PRICING.currency must be a three-letter code like "USD"');
       out.currency = o.currency;
     } else if ((INT_FIELDS as readonly string[]).includes(k)) {
       const n = o[k];
       if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > 1e12 || (k === 'rounding_ms' && n < 1)) {
-        throw new Error(`BERTH_PRICING.${k} must be a whole number of micro-units (0 … 10^12${k === 'rounding_ms' ? ', at least 1' : ''})`);
+        throw new UsageError(`BERTH_PRICING.${k} must be a whole number of micro-units (0 … 10^12${k === 'rounding_ms' ? ', at least 1' : ''})`);
       }
       (out as unknown as Record<string, number>)[k] = n;
-    } else throw new Error(`BERTH_PRICING: unknown field "${k}" (known: plan, currency, ${INT_FIELDS.join(', ')})`);
+    } else throw new UsageError(`BERTH_PRICING: unknown field "${k}" (known: plan, currency, ${INT_FIELDS.join(', ')})`);
   }
   return out;
 }

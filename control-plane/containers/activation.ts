@@ -29,11 +29,11 @@ export class Activation {
     this.waking.add(imageId);
     let keep = false;
     try {
-      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string; min_instances_provisioned: boolean }>(
-        'SELECT id, user_id, min_instances, status, min_instances_provisioned FROM images WHERE id = $1', [imageId]);
-      if (!img || img.status !== 'ready') return 'not_found';
+      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string; min_instances_provisioned: boolean; app_hostname: string | null }>(
+        'SELECT id, user_id, min_instances, status, min_instances_provisioned, app_hostname FROM images WHERE id = $1', [imageId]);
+      if (!img || img.status !== 'ready' || img.app_hostname === null) return 'not_found';
       // a revision that lost its traffic meanwhile is not woken (proxies move its held requests)
-      if (!(await servingRevisions(this.db)).has(img.id)) return 'not_found';
+      if (!(await servingRevisions(this.db, img.app_hostname)).has(img.id)) return 'not_found';
       if (img.min_instances > 0) {
         if (img.min_instances_provisioned) {
           // its first instances are on their way (the proxies hold requests until one is healthy)

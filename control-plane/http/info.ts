@@ -1,3 +1,4 @@
+import { UsageError } from '../../shared/cli/args.js';
 import type { FastifyInstance } from 'fastify';
 import fp from './fp.js';
 
@@ -18,8 +19,12 @@ declare module 'fastify' {
 }
 
 async function infoRoutes(app: FastifyInstance): Promise<void> {
-  const fromEnv = process.env.BERTH_PUBLIC_URL?.replace(/\/+$/, '');
-  app.decorate('publicInfo', { proxyUrl: fromEnv && /^https?:\/\/[^\s/]+$/.test(fromEnv) ? fromEnv : null });
+  const fromEnv = process.env.BERTH_PUBLIC_URL?.trim().replace(/\/+$/, '') || undefined;
+  // a typo must stop the control plane, not quietly give clients no proxy URL
+  if (fromEnv !== undefined && !/^https?:\/\/[^\s/]+$/.test(fromEnv)) {
+    throw new UsageError(`BERTH_PUBLIC_URL "${fromEnv}" must be an http(s) origin like https://apps.example.com`);
+  }
+  app.decorate('publicInfo', { proxyUrl: fromEnv ?? null });
   app.get('/api/info', {
     schema: { summary: "The platform's public URLs: the proxy apps answer on, and the API docs", tags: ['discovery'] },
   }, async () => ({ name: 'berth', proxy_url: app.publicInfo.proxyUrl, docs_url: '/docs', openapi_url: '/docs/json' }));

@@ -283,7 +283,8 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       await c.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1 AND pending_image_id = $2', [row.app_hostname, row.id]);
       await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image, revision: row.revision } });
       // the app goes with its last revision
-      await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);
+      const { rowCount: appGone } = await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);
+      if (appGone) await recordEvent(c, { type: 'app.deleted', userId: row.user_id, appHostname: row.app_hostname, payload: { revisions: [row.revision] } });
       return row;
     }).catch((e) => {
       if ((e as { code?: string }).code === '23503') throw conflict(`image ${req.params.id} still has containers; delete them first`, 'image_in_use');

@@ -1,3 +1,4 @@
+import { UsageError } from '../../shared/cli/args.js';
 import type Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../../shared/logging.js';
@@ -118,8 +119,8 @@ export interface ContainerStats {
 export function appLogConfig(env: NodeJS.ProcessEnv = process.env): { Type: 'json-file'; Config: { 'max-size': string; 'max-file': string } } {
   const size = env.BERTH_APP_LOG_MAX_SIZE?.trim() || '10m';
   const files = env.BERTH_APP_LOG_MAX_FILE?.trim() || '3';
-  if (!/^[1-9]\d{0,5}[kmg]?$/i.test(size)) throw new Error(`BERTH_APP_LOG_MAX_SIZE "${size}" must be a size like 10m, 512k or 1g`);
-  if (!/^[1-9]\d{0,2}$/.test(files)) throw new Error(`BERTH_APP_LOG_MAX_FILE "${files}" must be a number of files from 1 to 999`);
+  if (!/^[1-9]\d{0,5}[kmg]?$/i.test(size)) throw new UsageError(`BERTH_APP_LOG_MAX_SIZE "${size}" must be a size like 10m, 512k or 1g`);
+  if (!/^[1-9]\d{0,2}$/.test(files)) throw new UsageError(`BERTH_APP_LOG_MAX_FILE "${files}" must be a number of files from 1 to 999`);
   return { Type: 'json-file', Config: { 'max-size': size.toLowerCase(), 'max-file': files } };
 }
 
@@ -128,6 +129,9 @@ const status = (e: unknown) => (e as { statusCode?: number }).statusCode;
 export function createContainerRuntime(runtime: Runtime, parentLog: Logger): ContainerRuntime {
   const docker = runtime.docker;
   const log = parentLog.child({ component: 'runtime.containers' });
+  // read once, at startup: a bad setting stops the control plane with its name, instead of
+  // failing every container it would create
+  const logConfig = appLogConfig();
 
   async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
@@ -171,7 +175,7 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
       CapAdd: [...CONTAINER_CAPABILITIES],
       PidsLimit: o.pidsLimit,
       // Docker's log of an app is rotated: the disk it takes and every log read stay bounded
-      LogConfig: appLogConfig(),
+      LogConfig: logConfig,
     };
     if (o.cpus) hostConfig.NanoCpus = Math.round(o.cpus * 1e9);
     if (o.memoryBytes) { hostConfig.Memory = o.memoryBytes; hostConfig.MemorySwap = o.memoryBytes; }

@@ -95,6 +95,20 @@ function slowGet(path: string, token: string): Promise<{ res: IncomingMessage; c
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+describe('app logs: another tenant', () => {
+  it("bob gets 404 for alice's container and app logs, and nothing is read from Docker", async () => {
+    const id = await container('private-logs.example.com', 'private1', 1000);
+    const before = dialed.length;
+    for (const path of [`/api/containers/${id}/logs`, '/api/apps/private-logs.example.com/logs', '/api/apps/PRIVATE-LOGS.example.com./logs']) {
+      const r = await bob.get(path);
+      expect(r.status, path).toBe(404);
+      expect(r.text, path).not.toContain('private1');
+    }
+    expect(dialed.length).toBe(before);
+    expect((await alice.get(`/api/containers/${id}/logs`)).status).toBe(200);
+  });
+});
+
 describe('app logs: bounded reads', () => {
   it('a container read defaults to tail 1000; tail above 10000 or "all" is 400', async () => {
     const id = await container('tail.example.com', 'tail1', 1000);
