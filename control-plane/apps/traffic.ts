@@ -1,3 +1,4 @@
+import { tagProblem } from '../../shared/tag.js';
 import { isValidHostPattern } from '../../shared/hostname.js';
 import { badRequest } from '../http/errors.js';
 
@@ -46,12 +47,9 @@ export const DEFAULT_TRAFFIC: TrafficEntry[] = [{ latest: true, percent: 100 }];
 export const tagHost = (tag: string, host: string) => `${tag}---${host}`;
 
 /** A tag: a DNS label of lower-case letters, digits and single hyphens, starting with a letter. */
-const TAG = /^[a-z](?:[a-z0-9]|-(?!-))*$/;
-
 export function checkTag(tag: string, host: string, field: string): void {
-  if (!TAG.test(tag) || tag.endsWith('-')) {
-    throw badRequest(`${field} "${tag}" must be lower-case letters, digits and single hyphens, starting with a letter and not ending with a hyphen`);
-  }
+  const problem = tagProblem(tag);
+  if (problem !== null) throw badRequest(`${field} "${tag}" ${problem}`);
   const label = tagHost(tag, host).split('.')[0];
   if (label.length > 63) throw badRequest(`${field} "${tag}" makes the DNS label "${label}" longer than 63 characters`);
   if (!isValidHostPattern(tagHost(tag, host))) throw badRequest(`${field} "${tag}" makes "${tagHost(tag, host)}", which is not a valid hostname (253 characters at most)`);

@@ -1,4 +1,5 @@
 /** The traffic model (control-plane/apps/traffic.ts): resolution of `latest`, deploys, validation. */
+import { tagProblem } from '../../shared/tag.js';
 import { describe, expect, it } from 'vitest';
 import { checkAppHostname } from '../../control-plane/images/fields.js';
 import { checkTag, checkTraffic, promote, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
@@ -102,4 +103,11 @@ it('a tag host must be a valid hostname as a whole (one bad row would make every
   const long = `a.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.${'e'.repeat(63)}.com`; // 252 characters
   expect(long.length).toBe(252);
   expect(() => checkTag('t', long, 'tag')).toThrow(/not a valid hostname/);
+});
+
+describe('tag shape (shared/tag.ts, the rule the CLI checks too)', () => {
+  it('letters, digits and single inner hyphens, starting with a letter', () => {
+    for (const ok of ['canary', 'v2', 'blue-green', 'a']) expect(tagProblem(ok), ok).toBeNull();
+    for (const bad of ['1canary', 'a--b', 'canary-', 'Canary', '', 'c_a', 'x'.repeat(64)]) expect(tagProblem(bad), bad).not.toBeNull();
+  });
 });

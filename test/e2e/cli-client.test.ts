@@ -92,6 +92,10 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const usage = await berth(['deploy', '--min', 'lots', '--host', HOST]);
     expect(usage.code).toBe(2);
     expect(usage.err).toContain('--min must be an integer');
+    // the server's tag rule, checked before anything is packed or sent
+    const tag = await berth(['deploy', '--tag', '1canary', '--host', HOST]);
+    expect(tag.code).toBe(2);
+    expect(tag.err).toContain('starting with a letter');
   });
 
   it('login reads email and password from stdin and stores an API token, mode 0600', async () => {

@@ -1,3 +1,4 @@
+import { tagProblem } from '../../tag.js';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -68,7 +69,8 @@ DIR defaults to the current directory.`,
     const noTraffic = booleanOption(opts['no-traffic'], 'no-traffic');
     if (opts.cpu !== undefined && !/^(\d+(\.\d+)?|\d+m)$/.test(opts.cpu)) throw new UsageError(`--cpu "${opts.cpu}" must be a number of CPUs (0.5) or millicores (500m)`);
     if (opts.memory !== undefined && !/^\d+(\.\d+)?\s*([bBkKmMgGtT]([iI]?[bB])?)?$/.test(opts.memory)) throw new UsageError(`--memory "${opts.memory}" must be like 256m, 1g or 512Mi`);
-    if (opts.tag !== undefined && !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(opts.tag)) throw new UsageError(`--tag "${opts.tag}" must be a DNS label (lower-case letters, digits, inner dashes)`);
+    const tagBad = opts.tag === undefined ? null : tagProblem(opts.tag);
+    if (tagBad !== null) throw new UsageError(`--tag "${opts.tag}" ${tagBad}`);
     if (opts['health-path'] !== undefined && !/^\/[\x21-\x7e]*$/.test(opts['health-path'])) throw new UsageError('--health-path must start with / and have no spaces');
     const dir = args[0] ?? '.';
     client.requireToken();

@@ -1,3 +1,4 @@
+import { tagProblem } from '../../tag.js';
 import { UsageError } from '../../cli/args.js';
 import { ClientError, EXIT } from '../client.js';
 import { defineClientCommand } from '../command.js';
@@ -30,7 +31,11 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     const [host, ...assignments] = args;
     if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
     const path = `/api/apps/${encodeURIComponent(host)}`;
-    const tags = opts.tag === undefined ? [] : opts.tag.split(',').map((t) => parsePair(t, '--tag TAG=REV', /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/));
+    const tags = opts.tag === undefined ? [] : opts.tag.split(',').map((t) => parsePair(t, '--tag TAG=REV', /^[^=]+$/));
+    for (const [tag] of tags) {
+      const problem = tagProblem(tag);
+      if (problem !== null) throw new UsageError(`--tag "${tag}" ${problem}`);
+    }
     if (assignments.length === 0 && tags.length === 0 && opts['remove-tag'] === undefined) {
       const app = await client.get<App>(path);
       if (json) printJson(app);
