@@ -5,13 +5,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { httpdApp, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, load, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 
 const HOST = `floor-${randomBytes(3).toString('hex')}.example.com`;
 let t: TestControlPlane;
@@ -51,31 +51,14 @@ await describeWithDocker('autoscaling an app with a floor', () => {
   afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
 
   it('grows past its floor under load with zero failed requests, and shrinks back to exactly its floor', async () => {
-    const agent = new Agent({ connections: 64 });
-    let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
-    const clients = Array.from({ length: 30 }, async () => {
-      while (!stop) {
-        try {
-          const r = await request(`${px.url}/cgi-bin/slow`, { headers: { host: HOST }, dispatcher: agent, headersTimeout: 30_000 });
-          const body = await r.body.text();
-          if (r.statusCode === 200) ok++;
-          else failures.push(`${r.statusCode} ${body.slice(0, 120)}`);
-        } catch (e) {
-          failures.push((e as Error).message);
-        }
-      }
-    });
+    const l = load(Number(new URL(px.url).port), HOST, 30, { path: '/cgi-bin/slow', timeoutMs: 30_000 });
     try {
       await waitFor('≥ 3 instances', async () => (await running()).length >= 3, 30_000, 200);
     } finally {
-      stop = true;
-      await Promise.all(clients);
-      await agent.close();
+      await l.stop();
     }
-    expect(failures).toEqual([]);
-    expect(ok).toBeGreaterThan(50);
+    expect(l.stats.failures).toEqual([]);
+    expect(l.stats.ok).toBeGreaterThan(50);
     await waitFor('back to its floor', async () => (await running()).length === 1, 40_000, 250);
     await sleep(1500); // past the stable window and the grace: the floor holds
     expect((await running()).length).toBe(1);

@@ -6,13 +6,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { httpdApp, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, load, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 import { rawHttp } from '../helpers/raw-http.js';
 
 const HOST = `step-${randomBytes(3).toString('hex')}.example.com`;
@@ -64,23 +64,8 @@ await describeWithDocker('autoscaling under a step load', () => {
   afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
 
   it('grows to ≥ 4 instances under 4× load, with zero failed requests and the cap held; shrinks after', async () => {
-    const agent = new Agent({ connections: 64 });
-    let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
     const t0 = Date.now();
-    const clients = Array.from({ length: 40 }, async () => {
-      while (!stop) {
-        try {
-          const r = await request(`${px.url}/cgi-bin/slow`, { headers: { host: HOST }, dispatcher: agent, headersTimeout: 30_000 });
-          const body = await r.body.text();
-          if (r.statusCode === 200) ok++;
-          else failures.push(`${r.statusCode} ${body.slice(0, 120)}`);
-        } catch (e) {
-          failures.push((e as Error).message);
-        }
-      }
-    });
+    const l = load(Number(new URL(px.url).port), HOST, 40, { path: '/cgi-bin/slow', timeoutMs: 30_000 });
     let peakInstances = 0;
     let scaledOutMs = 0;
     try {
@@ -92,8 +77,7 @@ await describeWithDocker('autoscaling under a step load', () => {
       scaledOutMs = Date.now() - t0;
       await sleep(2000);
     } finally {
-      stop = true;
-      await Promise.all(clients);
+      await l.stop();
     }
     // each instance saw at most container_concurrency requests at once (one started late in the
     // run may have served none)
@@ -106,10 +90,9 @@ await describeWithDocker('autoscaling under a step load', () => {
     }
     expect(Math.max(...peaks)).toBeGreaterThan(0);
     for (const peak of peaks) expect(peak).toBeLessThanOrEqual(10);
-    expect(failures).toEqual([]);
-    expect(ok).toBeGreaterThan(100);
+    expect(l.stats.failures).toEqual([]);
+    expect(l.stats.ok).toBeGreaterThan(100);
     await waitFor('scaled back in', async () => (await running()).length <= 1, 40_000, 250);
-    console.log(`step load: ${ok} requests, 0 failed; ≥ 4 instances after ${scaledOutMs} ms (peak ${peakInstances}); scaled back in`);
-    await agent.close();
+    console.log(`step load: ${l.stats.ok} requests, 0 failed; ≥ 4 instances after ${scaledOutMs} ms (peak ${peakInstances}); scaled back in`);
   });
 });

@@ -75,20 +75,23 @@ export function idApp(): TarEntry[] {
 const agent = new Agent({ connections: 64, keepAliveTimeout: 4000 });
 
 /** GET through the proxy with a Host header. */
-export async function viaProxy(port: number, host: string, path = '/id.txt'): Promise<{ status: number; body: string }> {
-  const res = await request(`http://127.0.0.1:${port}${path}`, { headers: { host }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 });
+export async function viaProxy(port: number, host: string, path = '/id.txt', timeoutMs = 5000): Promise<{ status: number; body: string }> {
+  const res = await request(`http://127.0.0.1:${port}${path}`, { headers: { host }, dispatcher: agent, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   const body = await res.body.text();
   return { status: res.statusCode, body: body.trim() };
 }
 
-/** Closed-loop load: `concurrency` loops of requests until stopped; counts statuses and errors. */
-export function load(port: number, host: string, concurrency = 8) {
+/**
+ * Closed-loop load: `concurrency` loops of requests until stopped; counts statuses and errors.
+ * `path` and `timeoutMs` for apps that answer slowly (requests queued behind a concurrency cap).
+ */
+export function load(port: number, host: string, concurrency = 8, opts: { path?: string; timeoutMs?: number } = {}) {
   let stop = false;
   const stats = { ok: 0, failed: 0, byBody: new Map<string, number>(), failures: [] as string[] };
   const loops = Array.from({ length: concurrency }, async () => {
     while (!stop) {
       try {
-        const r = await viaProxy(port, host);
+        const r = await viaProxy(port, host, opts.path, opts.timeoutMs);
         if (r.status === 200) { stats.ok++; stats.byBody.set(r.body, (stats.byBody.get(r.body) ?? 0) + 1); }
         else { stats.failed++; if (stats.failures.length < 20) stats.failures.push(`${r.status} ${r.body.slice(0, 100)}`); }
       } catch (e) {
