@@ -49,13 +49,18 @@ export class Api {
   }
 
   /** Poll an image until its status is no longer `building`. */
-  async waitForBuild(id: number, timeoutMs = 60_000): Promise<any> {
+  waitForBuild(id: number, timeoutMs = 60_000): Promise<any> {
+    return this.waitWhile(`/api/images/${id}`, 'building', timeoutMs);
+  }
+
+  /** Poll `path` (every 200 ms) until its body's `status` is no longer `status`; returns the body. */
+  async waitWhile(path: string, status: string, timeoutMs: number): Promise<any> {
     const end = Date.now() + timeoutMs;
     for (;;) {
-      const r = await this.get(`/api/images/${id}`);
-      if (r.status !== 200) throw new Error(`GET image ${id}: ${r.status} ${r.text}`);
-      if (r.body.status !== 'building') return r.body;
-      if (Date.now() > end) throw new Error(`image ${id} still building after ${timeoutMs}ms`);
+      const r = await this.get(path);
+      if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.text}`);
+      if (r.body.status !== status) return r.body;
+      if (Date.now() > end) throw new Error(`${path} still ${status} after ${timeoutMs} ms`);
       await new Promise((res) => setTimeout(res, 200));
     }
   }

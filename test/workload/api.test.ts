@@ -27,16 +27,7 @@ async function userId(api: Api): Promise<number> {
   return Number(r.body.user.id);
 }
 
-async function waitDone(api: Api, id: number, timeoutMs = 20_000): Promise<any> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await api.get(`/api/workloads/${id}`);
-    if (r.status !== 200) throw new Error(`GET workload ${id}: ${r.status} ${r.text}`);
-    if (r.body.status !== 'running') return r.body;
-    if (Date.now() > end) throw new Error(`workload ${id} still running after ${timeoutMs} ms`);
-    await new Promise((res) => setTimeout(res, 200));
-  }
-}
+const waitDone = (api: Api, id: number, timeoutMs = 20_000): Promise<any> => api.waitWhile(`/api/workloads/${id}`, 'running', timeoutMs);
 
 beforeAll(async () => {
   proxy = createServer((req, res) => { seen.push(req.headers.host ?? ''); res.end('ok'); });
