@@ -1,3 +1,4 @@
+import { hostParams } from '../http/schemas.js';
 import type { FastifyInstance } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
 import { withTransaction, type Queryable } from '../db/pool.js';
@@ -8,10 +9,6 @@ import type { ContainerRow, ImageRow } from '../images/repo.js';
 import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
 import { checkTraffic, resolveTraffic, tagHost, type TrafficEntry } from './traffic.js';
 
-const hostParams = {
-  type: 'object', required: ['host'], additionalProperties: false,
-  properties: { host: { type: 'string', minLength: 1, maxLength: 300 } },
-} as const;
 type HostReq = { Params: { host: string } };
 
 const trafficBody = {

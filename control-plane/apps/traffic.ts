@@ -41,7 +41,6 @@ export interface ResolvedTraffic {
   promoted: TrafficEntry[] | null;
 }
 
-export const DEFAULT_TRAFFIC: TrafficEntry[] = [{ latest: true, percent: 100 }];
 
 /** Cloud Run's tag URL convention: one DNS label, so a wildcard certificate or record still covers it. */
 export const tagHost = (tag: string, host: string) => `${tag}---${host}`;

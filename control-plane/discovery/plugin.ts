@@ -14,7 +14,6 @@ import type { ProxyRegistry, ProxyReport } from './proxies.js';
 export const WATCH_BUFFER_CAP = 8 * 1024 * 1024;
 
 /** Constant-time bearer check against the proxy token. */
-export const isProxyToken = isBearer;
 export const PROXY_TOKEN_REQUIRED = 'a valid proxy token is required (Authorization: Bearer $BERTH_PROXY_TOKEN)';
 
 /** A counter a proxy reports: a whole number ≥ 0. */
@@ -56,7 +55,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   const requireProxy = requireBearer(proxyToken, PROXY_TOKEN_REQUIRED);
   /** Proxy token → { proxy: true }; otherwise a normal user login. */
   const proxyOrUser = async (req: FastifyRequest, reply: FastifyReply) => {
-    if (isProxyToken(req.headers.authorization, proxyToken)) { (req as { viaProxy?: boolean }).viaProxy = true; return; }
+    if (isBearer(req.headers.authorization, proxyToken)) { (req as { viaProxy?: boolean }).viaProxy = true; return; }
     await app.authenticate.call(app, req, reply);
   };
 

@@ -70,3 +70,9 @@ export function hardenNumberSchemas(app: FastifyInstance): void {
     route.schema = next;
   });
 }
+
+/** `:host` path parameter of the app routes (normalised by the handler). */
+export const hostParams = {
+  type: 'object', required: ['host'], additionalProperties: false,
+  properties: { host: { type: 'string', minLength: 1, maxLength: 300 } },
+} as const;

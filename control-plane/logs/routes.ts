@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { normalizeHost } from '../../shared/hostname.js';
 import { ApiError, badRequest, notFound } from '../http/errors.js';
-import { idParams, int } from '../http/schemas.js';
+import { hostParams, idParams, int } from '../http/schemas.js';
 import type { ContainerRow } from '../images/repo.js';
 import { streamLimits } from '../http/stream-limits.js';
 import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js';
@@ -105,12 +105,11 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     schema: {
       summary: "Stream the logs of every instance of an app, each line prefixed by its container",
       tags: ['apps'],
-      params: { type: 'object', required: ['host'], properties: { host: { type: 'string', minLength: 1, maxLength: 300 } } },
+      params: hostParams,
       querystring: querySchema(true),
     },
   }, async (req, reply) => {
-    let host: string;
-    try { host = normalizeHost(req.params.host); } catch { throw notFound('app'); }
+    const host = normalizeHost(req.params.host);
     const userId = req.user!.id;
     const { rows: [owned] } = await app.db.query('SELECT 1 FROM images WHERE user_id = $1 AND app_hostname = $2 LIMIT 1', [userId, host]);
     if (!owned) throw notFound('app');
