@@ -106,9 +106,18 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
       const a = await own(c, req.user!.id, req.params.host, true);
       const next = checkTraffic(req.body.traffic, a.app_hostname, await revisionStates(c, a.app_hostname));
       await checkTagHostsFree(c, a.app_hostname, next.flatMap((e) => (e.tag ? [e.tag] : [])));
-      await setTraffic(c, a, next, 'api');
-      // an explicit split overrides a deploy that was waiting to take the traffic
-      await c.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1', [a.app_hostname]);
+      const changed = await setTraffic(c, a, next, 'api');
+      // an explicit split overrides a deploy that was waiting to take the traffic; when the split
+      // itself is unchanged, the cancelled deploy still leaves an event behind
+      if (a.pending_image_id !== null) {
+        await c.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1', [a.app_hostname]);
+        if (!changed) {
+          await recordEvent(c, {
+            type: 'app.traffic_changed', userId: a.user_id, imageId: a.pending_image_id, appHostname: a.app_hostname,
+            payload: { reason: 'api', from: a.traffic, to: next, pending_cancelled: a.pending_image_id },
+          });
+        }
+      }
       return { ...a, traffic: next, pending_image_id: null };
     });
     app.events.nudge();
