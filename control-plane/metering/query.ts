@@ -23,26 +23,31 @@ export function parseRange(q: { since?: string; until?: string }, defaultSinceMs
 }
 
 /**
+ * Is `v` the caller's: a current row (an image of the app, the container), or one with usage or
+ * metered history? The column names are this module's constants, never input.
+ */
+async function ownedNowOrBefore(q: Queryable, userId: number, current: 'images' | 'containers', col: 'app_hostname' | 'container_id', v: string | number): Promise<boolean> {
+  const currentCol = current === 'images' ? 'app_hostname' : 'id';
+  const { rows } = await q.query(
+    `SELECT 1 FROM ${current} WHERE user_id = $1 AND ${currentCol} = $2
+     UNION ALL SELECT 1 FROM usage_records WHERE user_id = $1 AND ${col} = $2
+     UNION ALL (SELECT 1 FROM request_minutes WHERE user_id = $1 AND ${col} = $2 LIMIT 1) LIMIT 1`, [userId, v]);
+  return rows.length > 0;
+}
+
+/**
  * An app_hostname filter: normalised, and one of the caller's (a current image, or one with metered
  * history); another user's or an unknown hostname answers 404 like any resource that is not yours.
  */
 export async function ownHostname(q: Queryable, userId: number, raw: string): Promise<string> {
   const host = normalizeHost(raw);
   if (!host) throw badRequest('app_hostname must be a hostname');
-  const { rows } = await q.query(
-    `SELECT 1 FROM images WHERE user_id = $1 AND app_hostname = $2
-     UNION ALL SELECT 1 FROM usage_records WHERE user_id = $1 AND app_hostname = $2
-     UNION ALL (SELECT 1 FROM request_minutes WHERE user_id = $1 AND app_hostname = $2 LIMIT 1) LIMIT 1`, [userId, host]);
-  if (!rows.length) throw notFound('app');
+  if (!(await ownedNowOrBefore(q, userId, 'images', 'app_hostname', host))) throw notFound('app');
   return host;
 }
 
 /** A container_id filter: the caller's (current, or with usage/metered history), else 404. */
 export async function ownContainer(q: Queryable, userId: number, id: number): Promise<number> {
-  const { rows } = await q.query(
-    `SELECT 1 FROM containers WHERE user_id = $1 AND id = $2
-     UNION ALL SELECT 1 FROM usage_records WHERE user_id = $1 AND container_id = $2
-     UNION ALL (SELECT 1 FROM request_minutes WHERE user_id = $1 AND container_id = $2 LIMIT 1) LIMIT 1`, [userId, id]);
-  if (!rows.length) throw notFound('container');
+  if (!(await ownedNowOrBefore(q, userId, 'containers', 'container_id', id))) throw notFound('container');
   return id;
 }
