@@ -6,7 +6,7 @@
 import { accessSync, constants as fsConstants, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
-import { ClientError } from '../../shared/client/client.js';
+import { BerthClient, ClientError } from '../../shared/client/client.js';
 import { terminalSafe } from '../../shared/client/style.js';
 import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
 import { runRemote } from './remote.js';
@@ -16,10 +16,13 @@ import { renderReport } from './report.js';
 import { MAX_BODY_BYTES, RequestSpecError, prepareRequest } from './request.js';
 import { ThresholdError, failedThresholds, parseThresholds, type Threshold } from './thresholds.js';
 
+/** Where --app goes when neither --proxy-url nor the control plane says (berth up's default proxy). */
+const FALLBACK_PROXY_URL = 'http://127.0.0.1:8080';
+
 const SPECS: OptionSpec[] = [
   { name: 'app', help: 'app hostname: send through the local berth proxy with this Host' },
   { name: 'url', help: 'send to this http:// URL instead (any server)' },
-  { name: 'proxy-url', env: 'BERTH_PROXY_URL', default: 'http://127.0.0.1:8080', help: 'the berth proxy --app goes through' },
+  { name: 'proxy-url', env: 'BERTH_PROXY_URL', help: `the berth proxy --app goes through (default: the one the control plane of --api names, else ${FALLBACK_PROXY_URL})` },
   { name: 'rps', help: 'target rate, requests per second (the base rate of the pattern)' },
   { name: 'duration', default: '30s', help: 'how long: 30s, 2m, 1h30m, 500ms' },
   { name: 'pattern', default: 'constant', help: `${PATTERNS.join(' | ')}` },
@@ -142,6 +145,8 @@ function extractHeaders(argv: string[]): { rest: string[]; headers: Record<strin
 /** Parse `berth load` argv into engine options (exported for tests). */
 export function loadOptions(argv: string[], env = process.env): {
   options: WorkloadOptions; json?: string; html?: string; thresholds: Threshold[]; quiet: boolean; target: string; remote: boolean; api?: string;
+  /** --app without --proxy-url: options.url is a placeholder until proxyFromControlPlane() answers */
+  askProxy: boolean;
 } {
   const { rest, headers } = extractHeaders(argv);
   // a boolean flag never takes the next word as its value (`--remote shop.localhost` is a mistake, not remote=shop.localhost)
@@ -190,7 +195,7 @@ export function loadOptions(argv: string[], env = process.env): {
   let url: string;
   let host: string | undefined;
   if (o.app) {
-    url = o['proxy-url']!;
+    url = o['proxy-url'] ?? FALLBACK_PROXY_URL;
     host = o.app.trim().toLowerCase();
   } else url = o.url!;
   const options: WorkloadOptions = {
@@ -226,7 +231,29 @@ export function loadOptions(argv: string[], env = process.env): {
   if (remote && !o.app) throw new UsageError('--remote runs on the control plane against one of your apps: give --app HOST (not --url)');
   if (remote && options.precise) throw new UsageError('--precise is for local runs; the control plane picks the timing itself');
   const target = remote ? `${host} (on the control plane)` : o.app ? `${host} via ${url}` : url;
-  return { options, json: o.json, html: o.html, thresholds, quiet: o.quiet === 'true', target, remote, api: o.api };
+  const askProxy = !remote && o.app !== undefined && o['proxy-url'] === undefined;
+  return { options, json: o.json, html: o.html, thresholds, quiet: o.quiet === 'true', target, remote, api: o.api, askProxy };
+}
+
+/**
+ * The proxy apps answer on, as the control plane of --api / BERTH_API / the last `berth login`
+ * names it (`GET /api/info`, no token needed): `berth up --proxy-listen :8380` or a
+ * BERTH_PUBLIC_URL is followed without a flag. Unreachable, or not plain http: the fallback,
+ * with a line saying why.
+ */
+export async function proxyFromControlPlane(api: string | undefined, warn: (line: string) => void): Promise<string> {
+  let client: BerthClient | undefined;
+  try {
+    client = await BerthClient.resolve({ api });
+    const info = await client.get<{ proxy_url?: unknown }>('/api/info', { anonymous: true, signal: AbortSignal.timeout(3000) });
+    const u = typeof info?.proxy_url === 'string' ? info.proxy_url : '';
+    if (u.startsWith('http://')) return u;
+    warn(u === '' ? `the control plane at ${client.api} names no proxy URL; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`
+      : `the control plane's proxy URL ${u} is not plain http://; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
+  } catch (e) {
+    warn(`could not ask ${client?.api ?? 'the control plane'} for its proxy URL (${(e as Error).message}); using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
+  }
+  return FALLBACK_PROXY_URL;
 }
 
 const n0 = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -263,8 +290,14 @@ export async function run(argv: string[]): Promise<void> {
     process.stdout.write(formatHelp(USAGE, DESCRIPTION, SPECS));
     return;
   }
-  const { options, json, html, thresholds, quiet, target, remote, api } = loadOptions(argv);
+  const loaded = loadOptions(argv);
+  const { options, json, html, thresholds, quiet, remote, api } = loaded;
+  let target = loaded.target;
   const out = json === '-' ? process.stderr : process.stdout;
+  if (loaded.askProxy) {
+    options.url = await proxyFromControlPlane(api, (line) => process.stderr.write(`berth load: ${terminalSafe(process.stderr, line)}\n`));
+    target = `${options.host} via ${options.url}`;
+  }
   const tty = Boolean(process.stderr.isTTY);
   const every = options.duration_seconds > 60 ? 10 : 5;
   out.write(`berth load: ${target}  ${options.pattern} ${options.rps} req/s${options.ramp_to_rps !== undefined ? ` → ${options.ramp_to_rps}` : ''} for ${options.duration_seconds}s\n`);

@@ -6,7 +6,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadOptions } from '../../bench/workload/cli.js';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadOptions, proxyFromControlPlane } from '../../bench/workload/cli.js';
 import { UsageError, describeError } from '../../shared/cli/args.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'berth-load-opts-'));
@@ -61,5 +63,44 @@ describe('describeError', () => {
       err = e;
     }
     expect(describeError(err)).toMatch(/not valid JSON/);
+  });
+});
+
+describe('berth load --app: which proxy', () => {
+  const env = {} as NodeJS.ProcessEnv;
+  it('asks the control plane only for --app without --proxy-url (or BERTH_PROXY_URL)', () => {
+    expect(loadOptions(['--app', 'a.localhost', '--rps', '1'], env).askProxy).toBe(true);
+    expect(loadOptions(['--app', 'a.localhost', '--rps', '1', '--proxy-url', 'http://127.0.0.1:9/'], env).askProxy).toBe(false);
+    expect(loadOptions(['--app', 'a.localhost', '--rps', '1'], { BERTH_PROXY_URL: 'http://127.0.0.1:9/' }).askProxy).toBe(false);
+    expect(loadOptions(['--app', 'a.localhost', '--rps', '1', '--remote'], env).askProxy).toBe(false);
+    expect(loadOptions([...base, '--rps', '1'], env).askProxy).toBe(false);
+  });
+
+  it("follows the control plane's proxy_url; falls back to :8080 with a reason when it is missing, not http, or unreachable", async () => {
+    let answer: unknown = { proxy_url: 'http://127.0.0.1:8380' };
+    const server: Server = createServer((req, res) => {
+      if (req.url !== '/api/info' || req.headers.authorization !== undefined) { res.writeHead(404).end(); return; }
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(answer));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const api = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const warned: string[] = [];
+      const warn = (l: string) => warned.push(l);
+      expect(await proxyFromControlPlane(api, warn)).toBe('http://127.0.0.1:8380');
+      expect(warned).toEqual([]);
+      answer = { proxy_url: 'https://apps.example.com' };
+      expect(await proxyFromControlPlane(api, warn)).toBe('http://127.0.0.1:8080');
+      expect(warned.pop()).toMatch(/not plain http/);
+      answer = { proxy_url: null };
+      expect(await proxyFromControlPlane(api, warn)).toBe('http://127.0.0.1:8080');
+      expect(warned.pop()).toMatch(/names no proxy URL/);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    const warned: string[] = [];
+    expect(await proxyFromControlPlane(api, (l) => warned.push(l))).toBe('http://127.0.0.1:8080');
+    expect(warned[0]).toMatch(/could not ask/);
   });
 });
