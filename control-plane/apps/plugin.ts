@@ -6,8 +6,9 @@ import { recordEvent } from '../events/outbox.js';
 import { conflict, notFound } from '../http/errors.js';
 import { discardImage } from '../images/plugin.js';
 import type { ContainerRow, ImageRow } from '../images/repo.js';
+import { describeApp, describeApps } from './describe.js';
 import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
-import { checkTraffic, resolveTraffic, tagHost, type TrafficEntry } from './traffic.js';
+import { checkTraffic, type TrafficEntry } from './traffic.js';
 
 type HostReq = { Params: { host: string } };
 
@@ -29,51 +30,6 @@ const trafficBody = {
   },
 } as const;
 
-/** The API shape of an app: its revisions with their share and tags, and the split as stored. */
-async function describeApp(q: Queryable, a: AppRow) {
-  const { rows: images } = await q.query<ImageRow>('SELECT * FROM images WHERE app_hostname = $1 ORDER BY revision', [a.app_hostname]);
-  const { rows: counts } = await q.query<{ image_id: number; instances: number; ready: number }>(
-    `SELECT image_id, count(*) FILTER (WHERE desired = 'running')::int AS instances,
-            count(*) FILTER (WHERE desired = 'running' AND status = 'running' AND health = 'healthy')::int AS ready
-       FROM containers WHERE image_id = ANY($1::bigint[]) GROUP BY image_id`, [images.map((i) => i.id)]);
-  const byImage = new Map(counts.map((c) => [Number(c.image_id), c]));
-  const states = await revisionStates(q, a.app_hostname);
-  const r = resolveTraffic(a.traffic, states, a.pending_image_id);
-  const traffic = r.promoted ?? a.traffic;
-  const host = a.app_hostname;
-  const revisionOf = new Map(images.map((i) => [i.id, i.revision]));
-  return {
-    app_hostname: host,
-    url: `http://${host}/`,
-    path: `/apps/${host}/`,
-    latest_image_id: r.latest,
-    revisions: images.map((i) => {
-      const tags = r.tags.get(i.id) ?? [];
-      return {
-        image_id: i.id,
-        revision: i.revision,
-        status: i.status,
-        instances: byImage.get(i.id)?.instances ?? 0,
-        ready_instances: byImage.get(i.id)?.ready ?? 0,
-        traffic_percent: r.percent.get(i.id) ?? 0,
-        traffic_tag: tags[0] ?? null,
-        tag_url: tags[0] ? `http://${tagHost(tags[0], host)}/` : null,
-        tag_urls: tags.map((t) => `http://${tagHost(t, host)}/`),
-        serving: r.serving.has(i.id),
-        created_at: new Date(i.created_at).toISOString(),
-      };
-    }),
-    /** a revision deployed with traffic that takes it once it serves */
-    pending_image_id: r.promoted ? null : a.pending_image_id,
-    traffic: traffic.map((e) => {
-      const id = e.latest ? r.latest : e.image_id ?? null;
-      return { ...e, revision: id === null ? null : revisionOf.get(id) ?? null };
-    }),
-    created_at: new Date(a.created_at).toISOString(),
-    updated_at: new Date(a.updated_at).toISOString(),
-  };
-}
-
 /**
  * Apps and their revisions (Cloud Run's services): list, traffic split (PUT, atomic, with an
  * `app.traffic_changed` event), deletion of every revision. A hostname that is another user's is
@@ -88,10 +44,9 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
   };
 
   app.get('/api/apps', { preHandler: app.authenticate, schema: { summary: 'List your apps with their revisions and traffic split' } }, async (req) => {
+    // two queries whatever the number of apps: the rows, then every revision of them (describeApps)
     const { rows } = await app.db.query<AppRow>('SELECT * FROM apps WHERE user_id = $1 ORDER BY app_hostname', [req.user!.id]);
-    const apps = [];
-    for (const a of rows) apps.push(await describeApp(app.db, a));
-    return { apps };
+    return { apps: await describeApps(app.db, rows) };
   });
 
   app.get<HostReq>('/api/apps/:host', { preHandler: app.authenticate, schema: { summary: 'One app: its revisions, instances and traffic split', params: hostParams } }, async (req) => {
