@@ -5,6 +5,7 @@ import { ApiError, badRequest, notFound } from '../http/errors.js';
 import { hostParams, idParams, int } from '../http/schemas.js';
 import type { ContainerRow } from '../images/repo.js';
 import { streamLimits } from '../http/stream-limits.js';
+import { parseTimeQuery, TIME_QUERY_FORMS, timeQuerySchema } from '../http/time-query.js';
 import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js';
 
 /**
@@ -13,7 +14,7 @@ import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js'
  * - `GET /api/containers/:id/logs` and `GET /api/apps/:host/logs` (each line prefixed by its
  *   container), query `tail` (lines per container, at most 10000; default 1000 for one container,
  *   200 per container for an app), `since` (`10m`, `2h`, `30s`, `1d` up to ten years, unix seconds
- *   or an RFC 3339 time), `follow=1`, `timestamps=1`, and for an app `container=ID`.
+ *   or an RFC 3339 time: http/time-query.ts), `follow=1`, `timestamps=1`, and for an app `container=ID`.
  * - Plain chunked text by default; `Accept: text/event-stream` gives SSE: `event: log` with
  *   `{container_id, image_id, stream, time, line}` per line, `event: end` when a non-following
  *   read is complete (and when a followed container stops).
@@ -36,8 +37,6 @@ export const DEFAULT_TAIL = 1000;
 const APP_DEFAULT_TAIL = 200;
 /** The merged backlog of an app's instances holds at most this much text; older lines are skipped. */
 export const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
-/** `since` reaches back at most this far (and never into the future by more than a day). */
-const MAX_SINCE_S = 10 * 366 * 86400;
 
 const BOOL = { type: 'string', enum: ['0', '1', 'true', 'false', ''] } as const;
 const querySchema = (app: boolean) => ({
@@ -45,7 +44,7 @@ const querySchema = (app: boolean) => ({
   additionalProperties: false,
   properties: {
     tail: { ...int(0, MAX_TAIL), description: `last N lines per container (default ${DEFAULT_TAIL} for a container, ${APP_DEFAULT_TAIL} per instance of an app)` },
-    since: { type: 'string', maxLength: 64, description: 'only lines after: 10m, 2h, 30s, 1d, unix seconds, or an RFC 3339 time' },
+    since: { ...timeQuerySchema, description: `only lines after: ${TIME_QUERY_FORMS}; at most a day ahead` },
     follow: { ...BOOL, description: '1: keep streaming new lines' },
     timestamps: { ...BOOL, description: '1: prefix each text line with its Docker timestamp' },
     ...(app ? { container: { ...int(1, Number.MAX_SAFE_INTEGER), description: 'only this instance (a container id of the app)' } } : {}),
@@ -56,25 +55,9 @@ const on = (v: string | undefined) => v === '1' || v === 'true' || v === '';
 /** Instances of an app beyond which a single request refuses (each is one Docker stream). */
 const MAX_STREAMS = 100;
 
-/** `10m` / `2h` / `1d` / `30s` / unix seconds / RFC 3339 → unix seconds; 400 otherwise. */
+/** `since` (http/time-query.ts: a duration, unix seconds or RFC 3339) → unix seconds; at most a day ahead, else 400. */
 export function parseSince(raw: string, now = Date.now()): number {
-  const s = raw.trim();
-  const bounded = (t: number) => {
-    if (!Number.isFinite(t) || t < 0 || t > now / 1000 + 86400) throw badRequest(`query.since "${raw.slice(0, 64)}" is out of range (from 1970 to now)`);
-    return t;
-  };
-  const rel = /^(\d{1,7})(s|m|h|d)$/.exec(s);
-  if (rel) {
-    const back = Number(rel[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[rel[2] as 's' | 'm' | 'h' | 'd'];
-    if (back > MAX_SINCE_S) throw badRequest(`query.since "${raw.slice(0, 64)}" reaches back more than ten years`);
-    return bounded(now / 1000 - back);
-  }
-  if (/^\d{1,12}(\.\d{1,9})?$/.test(s)) return bounded(Number(s));
-  if (/^\d{4}-\d\d-\d\d([T ][\d:.]+)?(Z|[+-]\d\d:?\d\d)?$/.test(s)) {
-    const t = Date.parse(s);
-    if (Number.isFinite(t)) return bounded(t / 1000);
-  }
-  throw badRequest(`query.since "${raw.slice(0, 64)}" is not a duration (10m, 2h, 30s, 1d), unix seconds or an RFC 3339 time`);
+  return parseTimeQuery('since', raw, { now, maxAheadMs: 86_400_000 }) / 1000;
 }
 
 export default async function logRoutes(app: FastifyInstance): Promise<void> {

@@ -10,6 +10,7 @@ import { cachedFor } from '../http/metrics.js';
 import { applyUpload, checkUpload } from './ingest.js';
 import { addBuckets, quantileMs, round3 } from './histogram.js';
 import { ownContainer, ownHostname, parseRange } from './query.js';
+import { timeQuerySchema } from '../http/time-query.js';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -55,8 +56,6 @@ function view(a: Agg) {
     bytes_out: a.bytesOut,
   };
 }
-
-const timeQuery = { type: 'string', maxLength: 40 } as const;
 
 /** `GET /api/metrics` without `since` covers this much (the last 30 days). */
 export const METRICS_DEFAULT_SPAN_MS = 30 * 24 * 3600_000;
@@ -149,8 +148,8 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
   const filterProps = {
     app_hostname: { type: 'string', minLength: 1, maxLength: 300 },
     container_id: ID,
-    since: timeQuery,
-    until: timeQuery,
+    since: timeQuerySchema,
+    until: timeQuerySchema,
   } as const;
 
   app.get<{ Querystring: { app_hostname?: string; container_id?: number; since?: string; until?: string } }>('/api/metrics', {

@@ -1,23 +1,16 @@
 import type { Queryable } from '../db/pool.js';
 import { badRequest, notFound } from '../http/errors.js';
+import { parseTimeQuery } from '../http/time-query.js';
 import { normalizeHost } from '../../shared/hostname.js';
 
-const ISO = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
-
-/** A time in a query string: ISO 8601 (`2026-11-30`, `2026-11-30T18:00:00Z`) or unix seconds. 400 otherwise. */
-export function parseTime(name: string, v: string | undefined): Date | undefined {
-  if (v === undefined || v === '') return undefined;
-  let ms: number;
-  if (/^\d{1,12}$/.test(v)) ms = Number(v) * 1000;
-  else if (ISO.test(v)) ms = Date.parse(v);
-  else throw badRequest(`${name} must be an ISO 8601 time (2026-11-30T18:00:00Z) or unix seconds`);
-  if (!Number.isFinite(ms) || ms < 0 || ms > 253402300799000) throw badRequest(`${name} is not a valid time`);
-  return new Date(ms);
-}
-
-export function parseRange(q: { since?: string; until?: string }, defaultSinceMs?: number): { since: Date | undefined; until: Date } {
-  const until = parseTime('until', q.until) ?? new Date();
-  const since = parseTime('since', q.since) ?? (defaultSinceMs !== undefined ? new Date(until.getTime() - defaultSinceMs) : undefined);
+/**
+ * `since` / `until` (http/time-query.ts: a duration back from now, unix seconds or RFC 3339; 400
+ * otherwise). `until` defaults to now, `since` to `defaultSinceMs` before `until` (or none).
+ */
+export function parseRange(q: { since?: string; until?: string }, defaultSinceMs?: number, now = Date.now()): { since: Date | undefined; until: Date } {
+  const at = (name: string, v: string | undefined) => (v === undefined || v === '' ? undefined : new Date(parseTimeQuery(name, v, { now })));
+  const until = at('until', q.until) ?? new Date(now);
+  const since = at('since', q.since) ?? (defaultSinceMs !== undefined ? new Date(until.getTime() - defaultSinceMs) : undefined);
   if (since && since.getTime() > until.getTime()) throw badRequest('since must not be after until');
   return { since, until };
 }

@@ -153,6 +153,24 @@ describe('app logs: bounded reads', () => {
       expect(r.status, q).toBe(400);
       expect(r.body.error.code).toBe('invalid_request');
     }
+    // one parser with the metrics (http/time-query.ts): the same messages on both routes
+    const bad: [string, string][] = [
+      ['abc', 'query.since "abc" is not a duration back from now (30s, 10m, 2h, 1d), unix seconds or an RFC 3339 time (2026-11-30T18:00:00Z)'],
+      ['99999999999h', 'query.since "99999999999h" reaches back more than ten years'],
+      ['1969-12-31T23:59:59Z', 'query.since "1969-12-31T23:59:59Z" is out of range (a time from 1970 to 9999)'],
+      ['2026-02-30', 'query.since "2026-02-30" is not a date that exists (month 01-12, day within the month, hours 00-23, minutes and seconds 00-59)'],
+      ['3000-01-01T00:00:00Z', 'query.since "3000-01-01T00:00:00Z" is in the future (at most 24 h ahead)'],
+    ];
+    for (const [since, message] of bad) {
+      for (const path of [`/api/containers/${id}/logs`, '/api/apps/since.example.com/logs']) {
+        const r = await alice.get(`${path}?since=${encodeURIComponent(since)}`);
+        expect(r.status, `${path} ${since}`).toBe(400);
+        expect(r.body.error.message, since).toBe(message);
+      }
+    }
+    for (const since of ['2h', '1764525600', '2026-11-30T18:00:00+01:00', '2026-11-30 18:00', '2026-11-30']) {
+      expect((await alice.get(`/api/containers/${id}/logs?since=${encodeURIComponent(since)}`)).status, since).toBe(200);
+    }
   });
 });
 

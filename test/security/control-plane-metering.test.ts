@@ -212,6 +212,33 @@ describe('metrics read bounded amounts of history', () => {
     expect(r.body.by_container['0']).toBeUndefined();
     const all = await alice.get(`/api/metrics?app_hostname=${HOST}&since=0`);
     expect(all.body.total_requests).toBe(1170);
+    // the logs' time forms too (http/time-query.ts): durations, and RFC 3339 with an offset
+    const recent = await alice.get(`/api/metrics?app_hostname=${HOST}&since=1h`);
+    expect(recent.status, recent.text).toBe(200);
+    expect(recent.body.total_requests).toBe(170);
+    expect(Date.parse(recent.body.until) - Date.parse(recent.body.since)).toBeGreaterThanOrEqual(3600_000 - 5000);
+    expect((await alice.get(`/api/metrics?app_hostname=${HOST}&since=50d&until=20d`)).body.total_requests).toBe(1000);
+    expect((await alice.get(`/api/metrics?app_hostname=${HOST}&since=2020-01-01T00:00:00%2B02:00&until=1d`)).body.total_requests).toBe(1000);
+  });
+
+  it('malformed or absurd since/until are 400 with the messages the logs give', async () => {
+    const bad: [string, string][] = [
+      ['since=abc', 'query.since "abc" is not a duration back from now (30s, 10m, 2h, 1d), unix seconds or an RFC 3339 time (2026-11-30T18:00:00Z)'],
+      ['until=yesterday', 'query.until "yesterday" is not a duration back from now (30s, 10m, 2h, 1d), unix seconds or an RFC 3339 time (2026-11-30T18:00:00Z)'],
+      ['since=99999999999h', 'query.since "99999999999h" reaches back more than ten years'],
+      ['since=1969-12-31T23:59:59Z', 'query.since "1969-12-31T23:59:59Z" is out of range (a time from 1970 to 9999)'],
+      ['until=9999-12-31T23:00:00-02:00', 'query.until "9999-12-31T23:00:00-02:00" is out of range (a time from 1970 to 9999)'],
+      ['until=999999999999', 'query.until "999999999999" is out of range (a time from 1970 to 9999)'],
+      ['since=2026-13-45T99:00:00Z', 'query.since "2026-13-45T99:00:00Z" is not a date that exists (month 01-12, day within the month, hours 00-23, minutes and seconds 00-59)'],
+      ['since=10m&until=1h', 'since must not be after until'],
+    ];
+    for (const [q, message] of bad) {
+      for (const path of ['/api/metrics', '/api/metrics/series']) {
+        const r = await alice.get(`${path}?${q.replace(/\+/g, '%2B')}`);
+        expect(r.status, `${path}?${q}`).toBe(400);
+        expect(r.body.error.message, `${path}?${q}`).toBe(message);
+      }
+    }
   });
 
   it('/api/metrics/series: one point per step summed in the database; more than 10000 points is 400 naming the limit', async () => {
