@@ -9,6 +9,7 @@ import { UsageError } from '../../shared/cli/args.js';
 import { EXIT } from '../../shared/client/client.js';
 import { defineClientCommand, intOption } from '../../shared/client/command.js';
 import { printJson, table } from '../../shared/client/output.js';
+import { printable } from '../../shared/client/style.js';
 import type { WorkloadMetrics } from './metrics.js';
 
 interface Workload {
@@ -84,7 +85,7 @@ the list, newest first; with ID one run's metrics, --stop to stop it, --report F
       if (Object.keys(m.errors).length) lines.push(`  errors      ${Object.entries(m.errors).map(([k, v]) => `${k}: ${v}`).join('  ')}`);
     }
     if (opts.report !== undefined) lines.push(`  report      ${opts.report}`);
-    stdout.write(lines.join('\n') + '\n');
+    stdout.write(printable(lines.join('\n')) + '\n'); // the reason, apps, path, error kinds: all from the API
     return EXIT.ok;
   },
 });

@@ -14,13 +14,15 @@
  *   Token: `BERTH_TOKEN` > the token stored for that API URL (shared/client/credentials.ts).
  * - Errors are `ClientError`s whose message speaks to a person, with an exit code (`EXIT`):
  *   not logged in (3), API unreachable — naming the URL tried — (4), the API's own 4xx/5xx message
- *   shown as it is with its status and code (1), bad usage (2).
+ *   shown with its status and code (1), bad usage (2). What the API wrote into the message is made
+ *   `printable` (shared/client/style.ts) here, once, for every place that prints it.
  * - JSON in and out; `stream()` hands back the response body for SSE / chunked text (pass an
  *   AbortSignal: aborting closes the connection, which is how the API learns to stop).
  */
 import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { readCredentials } from './credentials.js';
+import { printable } from './style.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:3000';
 
@@ -200,15 +202,15 @@ export class BerthClient {
     let body: ApiErrorBody | undefined;
     try { body = JSON.parse(text) as ApiErrorBody; } catch { /* not ours */ }
     const err = body?.error;
-    const code = err?.code ?? `http_${status}`;
+    const code = printable(String(err?.code ?? `http_${status}`));
     const requestId = err?.requestId;
     if (status === 401) {
       const hint = this.tokenSource === 'env'
         ? 'BERTH_TOKEN was refused; set a valid token'
         : `run \`berth login${this.api === DEFAULT_API ? '' : ` --api ${this.api}`}\` again`;
-      return new ClientError(`${err?.message ?? 'unauthorized'} (401 from ${this.api}): ${hint}.`, EXIT.auth, { status, code, requestId });
+      return new ClientError(`${printable(String(err?.message ?? 'unauthorized'))} (401 from ${this.api}): ${hint}.`, EXIT.auth, { status, code, requestId });
     }
-    const message = err?.message ?? `${method} ${path} answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`;
+    const message = printable(String(err?.message ?? `${method} ${path} answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`));
     return new ClientError(`${message} (${status} ${code})`, EXIT.failed, { status, code, requestId });
   }
 }

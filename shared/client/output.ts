@@ -2,24 +2,40 @@
  * Terminal output for client commands: aligned tables, durations, and a Progress line that is a
  * live bar on a terminal and a few plain lines when piped (no escape codes in logs and CI).
  * Results go to stdout; progress and build logs to stderr, so `berth deploy --json > out.json` works.
+ * Table cells and status lines carry fields from the API: both pass them through `printable`.
  */
+import { printable } from './style.js';
 
 export interface Column<T> {
   header: string;
   value(row: T): string | number | null | undefined;
 }
 
-/** A plain aligned table (two spaces between columns, no borders, header in capitals). */
+/**
+ * A plain aligned table (two spaces between columns, no borders, header in capitals). Cells are
+ * mostly fields from the API, so each is made `printable` (no escape sequences, piped or not) and
+ * kept on one line (a tab or newline in a reason would break the columns).
+ */
 export function table<T>(rows: T[], columns: Column<T>[]): string {
-  const cells = rows.map((r) => columns.map((c) => { const v = c.value(r); return v === null || v === undefined ? '-' : String(v); }));
+  const cells = rows.map((r) => columns.map((c) => { const v = c.value(r); return v === null || v === undefined ? '-' : cell(String(v)); }));
   const heads = columns.map((c) => c.header.toUpperCase());
   const widths = heads.map((h, i) => Math.max(h.length, ...cells.map((row) => row[i].length)));
   const line = (row: string[]) => row.map((v, i) => (i === row.length - 1 ? v : v.padEnd(widths[i]))).join('  ').trimEnd();
   return [line(heads), ...cells.map(line)].join('\n') + '\n';
 }
 
+function cell(text: string): string {
+  return printable(text).replace(/[\t\n]/g, ' ');
+}
+
+/**
+ * JSON on stdout. JSON.stringify escapes C0 controls (ESC becomes \\u001b) but not DEL and the C1
+ * controls (0x9b is a one-byte CSI to some terminals): those are escaped here too, which parses to
+ * the same value.
+ */
 export function printJson(value: unknown, out: NodeJS.WritableStream = process.stdout): void {
-  out.write(JSON.stringify(value, null, 2) + '\n');
+  // eslint-disable-next-line no-control-regex
+  out.write(JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n');
 }
 
 /** 850 ms → "0.9s", 75 s → "1m15s". */
@@ -71,7 +87,10 @@ export class Progress {
   }
 }
 
-/** A waiting line: a spinner redrawn in place on a TTY; piped, the text once and then only changes. */
+/**
+ * A waiting line: a spinner redrawn in place on a TTY; piped, the text once and then only changes.
+ * The text (which may quote the API, e.g. a container's status reason) is made `printable`.
+ */
 export class Status {
   private timer?: NodeJS.Timeout;
   private text = '';
@@ -84,6 +103,7 @@ export class Status {
   }
 
   set(text: string): void {
+    text = printable(text).replace(/\n/g, ' ');
     this.text = text;
     if (!this.tty) {
       if (text !== this.printed) { this.out.write(`${text}\n`); this.printed = text; }

@@ -16,12 +16,25 @@ export function paint(out: NodeJS.WriteStream, style: keyof typeof CODES, text: 
   return `\x1b[${on}m${text}\x1b[${off}m`;
 }
 
+/** C0 controls but tab and newline, DEL, and the C1 controls (0x9b is a one-byte CSI). */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]/g;
+
 /**
- * Text from apps and builds, made safe for a terminal: control characters (escape sequences that
- * could move the cursor, retitle the window or rewrite what was printed) become U+FFFD. Piped
- * output is left byte for byte.
+ * A field that came from the API (a name, a hostname, a reason, an error message) for output a
+ * person reads: control characters (escape sequences that could move the cursor, retitle the
+ * window, write the clipboard or rewrite what was printed) become U+FFFD, on a terminal or piped,
+ * since a file or a CI log is read on a terminal later. Tab and newline stay. Machine output
+ * (--json) is JSON, which escapes them itself.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, '\ufffd');
+}
+
+/**
+ * Text from apps and builds (logs, build output), made safe for a terminal like `printable`.
+ * Piped output is left byte for byte: it is the app's own output, and a file of it should be exact.
  */
 export function terminalSafe(out: NodeJS.WriteStream, text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return out.isTTY ? text.replace(/[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]/g, '\ufffd') : text;
+  return out.isTTY ? printable(text) : text;
 }

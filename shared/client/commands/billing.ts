@@ -3,6 +3,7 @@ import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
 import { defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
+import { printable, terminalSafe } from '../style.js';
 
 interface ImageBill {
   image_id: number; app_hostname: string; total_containers: number; active_containers: number; total_runs: number; total_minutes: number;
@@ -41,7 +42,7 @@ Amounts are exact (the control plane computes in micro-units of the currency).`,
         const chunks: Buffer[] = [];
         for await (const c of res.body) chunks.push(c as Buffer);
         const text = Buffer.concat(chunks).toString('utf8');
-        if (opts.csv === '-') stdout.write(text);
+        if (opts.csv === '-') stdout.write(terminalSafe(stdout, text)); // an export: exact bytes when piped
         else {
           await writeFile(opts.csv, text);
           process.stderr.write(`wrote ${opts.csv}\n`);
@@ -51,7 +52,7 @@ Amounts are exact (the control plane computes in micro-units of the currency).`,
       const inv = await client.get<Invoice>(path);
       const lines = inv.lines.filter((l) => app === undefined || l.app_hostname === app);
       if (json) { printJson({ ...inv, lines }); return EXIT.ok; }
-      stdout.write(`Invoice ${inv.month} (${inv.status}, plan ${inv.plan}, ${inv.currency})\n\n`);
+      stdout.write(printable(`Invoice ${inv.month} (${inv.status}, plan ${inv.plan}, ${inv.currency})`) + '\n\n');
       if (!lines.length) stdout.write('No usage.\n');
       else {
         stdout.write(table(lines, [
@@ -62,7 +63,7 @@ Amounts are exact (the control plane computes in micro-units of the currency).`,
         ]));
       }
       const total = app ? lines.reduce((s, l) => s + BigInt(l.amount), 0n) : BigInt(inv.total);
-      stdout.write(`\nTotal: ${formatMicros(total)} ${inv.currency}\n`);
+      stdout.write(`\nTotal: ${formatMicros(total)} ${printable(inv.currency)}\n`);
       return EXIT.ok;
     }
     const bill = await client.get<Bill>('/api/billing');
@@ -81,7 +82,7 @@ Amounts are exact (the control plane computes in micro-units of the currency).`,
       { header: 'cost', value: (i) => i.total_cost_formatted },
     ]));
     const total = app ? images.reduce((s, i) => s + BigInt(i.total_cost), 0n) : BigInt(bill.total_cost);
-    stdout.write(`\nTotal: ${formatMicros(total)} ${bill.currency} (plan ${bill.plan}; active runs priced up to now)\n`);
+    stdout.write(`\nTotal: ${formatMicros(total)} ${printable(bill.currency)} (plan ${printable(bill.plan)}; active runs priced up to now)\n`);
     return EXIT.ok;
   },
 });

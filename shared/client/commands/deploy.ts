@@ -10,7 +10,7 @@ import { formatBytes, formatDuration, printJson, Progress, Status } from '../out
 import { packDirectory } from '../pack.js';
 import { readSse } from '../sse.js';
 import { appUrls } from '../urls.js';
-import { paint, terminalSafe } from '../style.js';
+import { paint, printable, terminalSafe } from '../style.js';
 
 /**
  * `berth deploy [DIR] --host HOST`: from a folder to a URL, like `gcloud run deploy --source`.
@@ -19,6 +19,8 @@ import { paint, terminalSafe } from '../style.js';
  * start (the revision's min_instances healthy) → traffic (the new revision serving, when the API
  * has revisions) → the URLs. A failed build prints the tail of its log and exits 1.
  * Progress and the build log go to stderr; the result to stdout (one JSON object with --json).
+ * Fields from the API in the lines a person reads (hostname, tag, URLs, reasons) are `printable`;
+ * the build log, the app's own output, is `terminalSafe` like `berth logs`.
  */
 
 interface Image {
@@ -112,12 +114,13 @@ DIR defaults to the current directory.`,
         signal, timeoutMs: 600_000,
       });
       phases.upload = Date.now() - t;
+      const shownHost = printable(img.app_hostname);
       progress.done(`${ok} Uploaded ${formatBytes(packed.bytes)} ${dim(stderr, formatDuration(phases.upload))}`);
       signal.addEventListener('abort', () => {
-        stderr.write(`\ninterrupted: image ${img.id} of ${img.app_hostname} goes on building and starting on the server (berth apps, berth logs ${img.app_hostname})\n`);
+        stderr.write(`\ninterrupted: image ${img.id} of ${shownHost} goes on building and starting on the server (berth apps, berth logs ${shownHost})\n`);
       }, { once: true });
       const rev = img.revision ? `revision ${img.revision} of ` : '';
-      say(`  Building ${rev}${img.app_hostname} (image ${img.id})…`);
+      say(`  Building ${rev}${shownHost} (image ${img.id})…`);
 
       // build, log streamed live
       t = Date.now();
@@ -173,12 +176,12 @@ DIR defaults to the current directory.`,
         const revision = mine?.revision ?? img.revision;
         stdout.write([
           '',
-          `${ok} Deployed ${img.app_hostname}${revision ? ` revision ${revision}` : ''} (image ${img.id}), serving ${share}, in ${formatDuration(total)}`,
+          `${ok} Deployed ${shownHost}${revision ? ` revision ${revision}` : ''} (image ${img.id}), serving ${share}, in ${formatDuration(total)}`,
           `  ${Object.entries(phases).map(([k, v]) => `${k} ${formatDuration(v)}`).join(' · ')}`,
           '',
-          ...urls.map((u, i) => `  ${i === 0 ? 'URL ' : '    '}  ${u}`),
-          ...tagUrls.map((u, i) => `  ${i === 0 ? 'tag ' : '    '}  ${u}`),
-          `  logs  berth logs ${img.app_hostname} --follow`,
+          ...urls.map((u, i) => `  ${i === 0 ? 'URL ' : '    '}  ${printable(u)}`),
+          ...tagUrls.map((u, i) => `  ${i === 0 ? 'tag ' : '    '}  ${printable(u)}`),
+          `  logs  berth logs ${shownHost} --follow`,
           '',
         ].join('\n'));
       }
@@ -305,7 +308,8 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   } finally {
     s.clear();
   }
-  const summary = last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}`).join('; ') || 'no containers yet';
+  // the reasons quote Docker and the app: printable before they become the error message
+  const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}`).join('; ')) || 'no containers yet';
   throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
 }
 

@@ -5,6 +5,7 @@ import { defineClientCommand } from '../command.js';
 import { credentialsPath, forgetLogin, saveLogin } from '../credentials.js';
 import { printJson } from '../output.js';
 import { Prompter } from '../prompt.js';
+import { printable } from '../style.js';
 
 interface User { id: number; email: string; username?: string | null }
 
@@ -79,7 +80,7 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
     function done(u: User, path: string): number {
       if (json) printJson({ api, user: u, credentials: path });
       else {
-        stdout.write(`Logged in to ${api} as ${u.email}.\n`);
+        stdout.write(`Logged in to ${api} as ${printable(u.email)}.\n`);
         stderr.write(`(token stored in ${path})\n`);
       }
       return EXIT.ok;

@@ -5,6 +5,7 @@ import { defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 import type { App } from './apps.js';
 import { appUrls } from '../urls.js';
+import { printable } from '../style.js';
 import type { BerthClient } from '../client.js';
 
 /**
@@ -100,7 +101,7 @@ async function proxyUrl(client: BerthClient): Promise<string | null> {
 
 function splitTable(app: App, proxy: string | null): string {
   const rows = [...app.revisions].sort((a, b) => b.revision - a.revision).filter((r) => r.traffic_percent > 0 || r.traffic_tag);
-  const head = `${app.app_hostname}  ${proxy ? appUrls(app.app_hostname, proxy)[0] : app.url}\n`;
+  const head = `${printable(`${app.app_hostname}  ${proxy ? appUrls(app.app_hostname, proxy)[0] : app.url}`)}\n`;
   if (!rows.length) return `${head}(no revision serves yet)\n`;
   return head + table(rows, [
     { header: 'revision', value: (r) => `${r.revision}${r.image_id === app.latest_image_id ? ' (latest)' : ''}` },

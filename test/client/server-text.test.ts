@@ -1,0 +1,135 @@
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Status, table } from '../../shared/client/output.js';
+import { Api } from '../helpers/api.js';
+import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { BIN, built } from '../e2e/support.js';
+
+/**
+ * Text the API hands the CLI (reasons, names, error messages) never reaches the reader's terminal
+ * with its escape sequences, in tables, status lines and error lines, on a terminal or piped (a
+ * file or a CI log is read on a terminal later). Runs the real `berth` against a real control plane.
+ */
+
+// OSC 52 (write the clipboard), a CSI that clears the screen, a C1 CSI, a BEL
+const EVIL = 'copy\x1b]52;c;cm0gLXJmIH4K\x07 clear\x1b[2J\x1b[H c1\x9b31m bell\x07';
+const RAW = /\x1b|\x07|\x9b/;
+
+function stream(isTTY: boolean): NodeJS.WriteStream & { text: string } {
+  const s = { isTTY, text: '', write(chunk: string) { s.text += chunk; return true; } };
+  return s as unknown as NodeJS.WriteStream & { text: string };
+}
+
+interface Run { code: number | null; out: string; err: string }
+
+/** `berth …` piped (not a TTY), with a token and no config dir of the user's. */
+function berth(args: string[], env: Record<string, string>): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, BERTH_CONFIG_DIR: '/nonexistent/berth-test', NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.on('exit', (code) => resolve({ code, out, err }));
+  });
+}
+
+describe('the table and status helpers', () => {
+  it('a table cell has its control characters defused and stays on one line', () => {
+    const text = table([{ id: 1, reason: `${EVIL}\nsecond line` }], [
+      { header: 'id', value: (r) => r.id },
+      { header: 'reason', value: (r) => r.reason },
+    ]);
+    expect(text).not.toMatch(RAW);
+    expect(text.split('\n')).toEqual(['ID  REASON', `1   copy\ufffd]52;c;cm0gLXJmIH4K\ufffd clear\ufffd[2J\ufffd[H c1\ufffd31m bell\ufffd second line`, '']);
+  });
+
+  it('a status line has them defused, piped and on a terminal (where the spinner keeps its own codes)', () => {
+    for (const tty of [false, true]) {
+      const out = stream(tty);
+      const s = new Status(out);
+      s.set(`Starting instances: 0/1 healthy (1 failing: ${EVIL})`);
+      s.done('done');
+      expect(out.text).toContain('1 failing: copy\ufffd]52');
+      expect(out.text.replace(/\r\x1b\[2K/g, '')).not.toMatch(RAW);
+    }
+  });
+});
+
+describe('an API error message, piped', () => {
+  it.skipIf(!built())('is shown with its escape sequences defused, also in --json', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(409, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: `conflict${EVIL}`, message: `nope ${EVIL}` } }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const r = await berth(['apps', '--api', api], { BERTH_TOKEN: 'berth_x' });
+      expect(r.code).toBe(1);
+      expect(r.err).toContain('berth apps: nope copy\ufffd]52;c;');
+      expect(r.err).not.toMatch(RAW);
+      const j = await berth(['apps', '--api', api, '--json'], { BERTH_TOKEN: 'berth_x' });
+      expect(j.code).toBe(1);
+      expect(j.err + j.out).not.toMatch(RAW);
+      expect((JSON.parse(j.out) as { error: { message: string } }).error.message).toContain('nope copy\ufffd]52');
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe.skipIf(!built())('tables and lines from a real control plane', () => {
+  let t: TestControlPlane;
+  let env: Record<string, string>;
+  let workloadId: number;
+
+  beforeAll(async () => {
+    t = await startTestControlPlane({ autoscale: { enabled: false } });
+    const alice = await new Api(t.cp.url).signup('server-text@example.com');
+    const userId = Number((await alice.get('/api/auth/me')).body.user.id);
+    const imageId = await insertReadyImage(t.cp, userId, 'evil.localhost');
+    // a container that failed with a reason quoting hostile output (never started in Docker)
+    await t.cp.db.query(
+      `INSERT INTO containers (user_id, image_id, status, health, desired, status_reason) VALUES ($1, $2, 'failed', 'unhealthy', 'stopped', $3)`,
+      [userId, imageId, `exited: ${EVIL}`]);
+    const { rows: [w] } = await t.cp.db.query<{ id: string }>(
+      `INSERT INTO workloads (user_id, status, status_reason, config, finished_at) VALUES ($1, 'failed', $2, $3, now()) RETURNING id`,
+      [userId, `gave up: ${EVIL}`, JSON.stringify({ app_hostnames: ['evil.localhost'], pattern: 'constant', rps: 10, duration_seconds: 5, path: `/${EVIL}`, method: 'GET' })]);
+    workloadId = Number(w.id);
+    env = { BERTH_API: t.cp.url, BERTH_TOKEN: alice.token! };
+  }, 120_000);
+
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('berth containers: the status reason is defused', async () => {
+    const r = await berth(['containers'], env);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('exited: copy\ufffd]52;c;cm0gLXJmIH4K\ufffd clear\ufffd[2J');
+    expect(r.out + r.err).not.toMatch(RAW);
+  });
+
+  it('berth workloads, the list and one run: the reason and the path are defused', async () => {
+    const list = await berth(['workloads'], env);
+    expect(list.code, list.err).toBe(0);
+    expect(list.out).toContain('failed');
+    expect(list.out + list.err).not.toMatch(RAW);
+    const one = await berth(['workloads', String(workloadId)], env);
+    expect(one.code, one.err).toBe(0);
+    expect(one.out).toContain('gave up: copy\ufffd]52');
+    expect(one.out).toContain('GET /copy\ufffd]52');
+    expect(one.out + one.err).not.toMatch(RAW);
+  });
+
+  it('the JSON output keeps the exact text (JSON escapes it)', async () => {
+    const r = await berth(['containers', '--json'], env);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).not.toMatch(RAW);
+    expect((JSON.parse(r.out) as { containers: { status_reason: string }[] }).containers[0].status_reason).toBe(`exited: ${EVIL}`);
+  });
+});
