@@ -1,6 +1,7 @@
 import { UsageError } from '../../shared/cli/args.js';
 import type { FastifyInstance } from 'fastify';
 import fp from './fp.js';
+import { nullableString, object } from './responses.js';
 
 /**
  * `GET /api/info` (no login): what a client needs to print URLs — the proxy's public URL (set by
@@ -26,7 +27,18 @@ async function infoRoutes(app: FastifyInstance): Promise<void> {
   }
   app.decorate('publicInfo', { proxyUrl: fromEnv ?? null });
   app.get('/api/info', {
-    schema: { summary: "The platform's public URLs: the proxy apps answer on, and the API docs", tags: ['discovery'] },
+    schema: {
+      summary: "The platform's public URLs: the proxy apps answer on, and the API docs",
+      tags: ['discovery'],
+      response: {
+        200: object({
+          name: { type: 'string', description: '"berth"' },
+          proxy_url: { ...nullableString, description: 'the proxy as users reach it, e.g. http://127.0.0.1:8080; null: unknown' },
+          docs_url: { type: 'string' },
+          openapi_url: { type: 'string' },
+        }),
+      },
+    },
   }, async () => ({ name: 'berth', proxy_url: app.publicInfo.proxyUrl, docs_url: '/docs', openapi_url: '/docs/json' }));
 }
 
