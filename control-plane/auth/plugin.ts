@@ -7,6 +7,8 @@ import { dummyHash, verifyPassword } from './passwords.js';
 import { LoginThrottle, RateLimiter, addressKey } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
+import { apiTokenListSchema, meSchema, newApiTokenSchema, sessionSchema } from './schemas.js';
+import { errorResponses, noContent } from '../http/responses.js';
 
 export const SESSION_COOKIE = 'berth_session';
 
@@ -105,6 +107,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       summary: 'Create an account; answers the user and a session token (and sets the cookie)',
       tags: ['auth'],
       body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: EMAIL, password: PASSWORD, username: USERNAME } },
+      response: { 201: sessionSchema, ...errorResponses },
     },
   }, async (req, reply) => {
     const wait = signupLimiter.retryAfter(addressKey(req.ip));
@@ -130,6 +133,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       summary: 'Sign in with email and password; answers a session token (and sets the cookie)',
       tags: ['auth'],
       body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: { type: 'string', minLength: 1, maxLength: 254 }, password: { type: 'string', minLength: 1, maxLength: 256 } } },
+      response: { 200: sessionSchema, ...errorResponses },
     },
   }, async (req, reply) => {
     const ipKey = addressKey(req.ip);
@@ -159,7 +163,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // and clears the cookie. API tokens are revoked with DELETE /api/auth/tokens/:id instead.
   // Like every cookie-authenticated change, a logout carried by the cookie alone must come from
   // this origin: otherwise any page (a sibling app's too) could log the user out.
-  app.post('/api/auth/logout', { schema: { summary: 'Revoke the session presented and clear the cookie', tags: ['auth'] } }, async (req, reply) => {
+  app.post('/api/auth/logout', { schema: { summary: 'Revoke the session presented and clear the cookie', tags: ['auth'], response: { ...noContent, ...errorResponses } } }, async (req, reply) => {
     if (req.headers.authorization === undefined && req.cookies[SESSION_COOKIE] && !sameOrigin(req)) throw csrfRejected();
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     const presented = m && !m[1].startsWith(API_TOKEN_PREFIX) ? m[1] : req.cookies[SESSION_COOKIE];
@@ -175,7 +179,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     return reply.code(204).send();
   });
 
-  app.get('/api/auth/me', { preHandler: app.authenticate, schema: { summary: 'Who you are, and how you authenticated', tags: ['auth'] } }, async (req) => {
+  app.get('/api/auth/me', { preHandler: app.authenticate, schema: { summary: 'Who you are, and how you authenticated', tags: ['auth'], response: { 200: meSchema, ...errorResponses } } }, async (req) => {
     const user = await findUserById(app.db, req.user!.id);
     if (!user) throw unauthorized();
     return { user: publicUser(user), auth: req.user!.via };
@@ -190,6 +194,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
         name: { type: 'string', minLength: 1, maxLength: 100 },
         expires_in_days: int(1, 3650),
       } },
+      response: { 201: newApiTokenSchema, ...errorResponses },
     },
   }, async (req, reply) => {
     const t = newApiToken();
@@ -201,7 +206,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     return reply.code(201).send({ ...publicToken(rows[0]), token: t.token });
   });
 
-  app.get('/api/auth/tokens', { preHandler: app.authenticate, schema: { summary: 'List your API tokens (without secrets)', tags: ['auth'] } }, async (req) => {
+  app.get('/api/auth/tokens', { preHandler: app.authenticate, schema: { summary: 'List your API tokens (without secrets)', tags: ['auth'], response: { 200: apiTokenListSchema, ...errorResponses } } }, async (req) => {
     const { rows } = await app.db.query<TokenRow>(
       `SELECT id, name, prefix, created_at, last_used_at, expires_at FROM api_tokens
        WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id`, [req.user!.id]);
@@ -210,7 +215,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
 
   app.delete<{ Params: { id: number } }>('/api/auth/tokens/:id', {
     preHandler: app.authenticate,
-    schema: { summary: 'Revoke an API token', tags: ['auth'], params: idParams() },
+    schema: { summary: 'Revoke an API token', tags: ['auth'], params: idParams(), response: { ...noContent, ...errorResponses } },
   }, async (req, reply) => {
     const res = await app.db.query('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL', [req.params.id, req.user!.id]);
     if (!res.rowCount) throw notFound('token');
