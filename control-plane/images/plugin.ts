@@ -15,6 +15,8 @@ import { checkTag } from '../apps/traffic.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { dockerRef, getImage, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
 import { receiveUpload } from './upload.js';
+import { autoscalingSchema, buildLogsSchema, containerListSchema, imageSchema, imageWithContainersSchema } from './schemas.js';
+import { errorResponses, noContent, object } from '../http/responses.js';
 import { checkUploadQuota } from './quotas.js';
 import { privateDir } from './private-dir.js';
 import { checkDockerfilePolicy } from './dockerfile-policy.js';
@@ -93,6 +95,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       description: 'Fields: name, tag, app_hostname, container_port, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s, cpu_limit, memory_limit, health_path, no_traffic, traffic_tag, file. Answers 201 with status "building".',
       tags: ['images'],
       consumes: ['multipart/form-data'],
+      response: { 201: imageSchema, ...errorResponses },
     },
   }, async (req, reply) => {
     const userId = req.user!.id;
@@ -158,11 +161,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     }
   });
 
-  app.get('/api/images', { preHandler: app.authenticate, schema: { summary: 'List your images (revisions)', tags: ['images'] } }, async (req) => {
+  app.get('/api/images', { preHandler: app.authenticate, schema: { summary: 'List your images (revisions)', tags: ['images'], response: { 200: object({ images: { type: 'array', items: imageSchema } }), ...errorResponses } } }, async (req) => {
     return { images: (await listImages(app.db, req.user!.id)).map(publicImage) };
   });
 
-  app.get('/api/images/with-containers', { preHandler: app.authenticate, schema: { summary: 'List your images, each with its containers', tags: ['images'] } }, async (req) => {
+  app.get('/api/images/with-containers', { preHandler: app.authenticate, schema: { summary: 'List your images, each with its containers', tags: ['images'], response: { 200: object({ images: { type: 'array', items: imageWithContainersSchema } }), ...errorResponses } } }, async (req) => {
     const images = await listImages(app.db, req.user!.id);
     const containers = await listContainers(app.db, req.user!.id, images.map((i) => i.id));
     return {
@@ -170,18 +173,25 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     };
   });
 
-  app.get<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { summary: 'One image: settings and build status', tags: ['images'], params: idParams } }, async (req) => {
+  app.get<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { summary: 'One image: settings and build status', tags: ['images'], params: idParams, response: { 200: imageSchema, ...errorResponses } } }, async (req) => {
     return publicImage(await load(req));
   });
 
-  app.get<IdReq>('/api/images/:id/containers', { preHandler: app.authenticate, schema: { summary: "An image's containers", tags: ['images'], params: idParams } }, async (req) => {
+  app.get<IdReq>('/api/images/:id/containers', { preHandler: app.authenticate, schema: { summary: "An image's containers", tags: ['images'], params: idParams, response: { 200: containerListSchema, ...errorResponses } } }, async (req) => {
     const img = await load(req);
     return { containers: (await listContainers(app.db, req.user!.id, [img.id])).map(publicContainer) };
   });
 
   app.get<IdReq & { Querystring: { follow?: string } }>('/api/images/:id/build-logs', {
     preHandler: app.authenticate,
-    schema: { summary: 'The build log; follow=1 streams it live over SSE until the build ends', tags: ['images'], params: idParams, querystring: { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['0', '1', 'true', 'false', ''] } } } },
+    schema: { summary: 'The build log; follow=1 streams it live over SSE until the build ends', tags: ['images'], params: idParams, querystring: { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['0', '1', 'true', 'false', ''] } } },
+      // JSON without follow; with follow the reply is hijacked (SSE: `event: log` {text}, then
+      // `event: end` {status}) and never serialized: its content type is documented only
+      response: {
+        200: { content: { 'application/json': { schema: buildLogsSchema }, 'text/event-stream': { schema: { type: 'string', description: 'SSE: `log` events {text}, then one `end` event {status}' } } } },
+        ...errorResponses,
+      },
+    },
   }, async (req, reply) => {
     const img = await load(req);
     const live = app.builds.liveLog(img.id);
@@ -201,7 +211,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       const body = req.body as Record<string, unknown> | null;
       for (const k of NOT_NULLABLE) if (body && typeof body === 'object' && k in body && body[k] === null) throw badRequest(`field "${k}" must be a number, not null`);
     },
-    schema: { summary: 'Change the settings that need no rebuild (instances, concurrency, limits, health path)', tags: ['images'], params: idParams, body: imagePatchSchema },
+    schema: { summary: 'Change the settings that need no rebuild (instances, concurrency, limits, health path)', tags: ['images'], params: idParams, body: imagePatchSchema, response: { 200: imageSchema, ...errorResponses } },
   }, async (req) => {
     const b = req.body;
     let raisedMin = false;
@@ -245,7 +255,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
   });
 
   // What the autoscaler sees and decided for an app (every serving revision is autoscaled when the autoscaler is on).
-  app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { summary: "The autoscaler's view of an image: desired, actual, observed concurrency, last decision", tags: ['images'], params: idParams } }, async (req) => {
+  app.get<IdReq>('/api/images/:id/autoscaling', { preHandler: app.authenticate, schema: { summary: "The autoscaler's view of an image: desired, actual, observed concurrency, last decision", tags: ['images'], params: idParams, response: { 200: autoscalingSchema, ...errorResponses } } }, async (req) => {
     const img = await load(req);
     const live = app.platform.autoscaler.status(img.id);
     if (live) return { image_id: img.id, autoscaled: true, ...live };
@@ -261,7 +271,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     };
   });
 
-  app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { summary: 'Delete an image (409 while it has containers)', tags: ['images'], params: idParams } }, async (req, reply) => {
+  app.delete<IdReq>('/api/images/:id', { preHandler: app.authenticate, schema: { summary: 'Delete an image (409 while it has containers)', tags: ['images'], params: idParams, response: { ...noContent, ...errorResponses } } }, async (req, reply) => {
     // The row goes first, in one transaction with its event: the row lock makes the container
     // check and the delete atomic (creating a container locks the image row through its foreign
     // key). Docker and the files are cleaned up afterwards, best effort.
