@@ -10,6 +10,8 @@ import {
   type Pricing, type RunQuantities,
 } from './pricing.js';
 import { UsageSampler } from './sampler.js';
+import { billingSchema, imageBillingSchema, invoiceSchema } from './schemas.js';
+import { errorResponses } from '../http/responses.js';
 
 export interface Billing {
   pricing: Pricing;
@@ -178,7 +180,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
 
   app.get('/api/billing', {
     preHandler: app.authenticate,
-    schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan', querystring: NO_QUERY },
+    schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan', querystring: NO_QUERY, response: { 200: billingSchema, ...errorResponses } },
   }, async (req) => {
     const uid = req.user!.id;
     // one pass over the records (in batches), folded per image
@@ -209,6 +211,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       summary: 'One image\'s billing summary (all runs) and a page of its usage records (?limit=&before=, next_before)',
       params: { type: 'object', required: ['id'], properties: { id: ID } },
       querystring: { type: 'object', additionalProperties: false, properties: { limit: int(1, RECORDS_PAGE_MAX, { default: RECORDS_PAGE_DEFAULT }), before: ID } },
+      response: { 200: imageBillingSchema, ...errorResponses },
     },
   }, async (req) => {
     const uid = req.user!.id;
@@ -241,6 +244,11 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       summary: 'Your invoice for a month (YYYY-MM, UTC): line items per app and resource, total and currency; ?format=csv for accounting',
       params: { type: 'object', required: ['month'], properties: { month: { type: 'string', pattern: MONTH, maxLength: 7 } } },
       querystring: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: ['json', 'csv'] } } },
+      // ?format=csv is sent as a string with its own content type: never serialized, documented only
+      response: {
+        200: { content: { 'application/json': { schema: invoiceSchema }, 'text/csv': { schema: { type: 'string', description: 'the same lines as CSV, then a total row' } } } },
+        ...errorResponses,
+      },
     },
   }, async (req, reply) => {
     const uid = req.user!.id;
