@@ -5,6 +5,8 @@
  * end) and survive restarts (a run cut off by one ends `failed` with the reason). Also the original
  * platform's `/workload/*` paths (compat.ts).
  */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WorkloadOptions } from '../../bench/workload/engine.js';
 import { checkPattern, peakRate } from '../../bench/workload/patterns.js';
@@ -19,7 +21,8 @@ import { streamLimits } from '../http/stream-limits.js';
 import { compatRoutes } from './compat.js';
 import { startBody, type StartBody } from './schema.js';
 import {
-  countRunning, failInterrupted, finishWorkload, getWorkload, insertWorkload, listWorkloads, ownedHostnames, saveMetrics,
+  countRunning, failInterrupted, finishWorkload, getWorkload, heartbeat, insertWorkload, INTERRUPTED_REASON, listWorkloads, ownedHostnames, saveMetrics,
+  STALE_AFTER_S,
   type WorkloadConfigRow, type WorkloadRow,
 } from './repo.js';
 import { WorkloadRunner, type LiveEvent } from './runner.js';
@@ -36,6 +39,9 @@ export function publicWorkload(r: WorkloadRow, live?: ReturnType<WorkloadRunner[
     finished_at: r.finished_at ? new Date(r.finished_at).toISOString() : null,
   };
 }
+
+/** Seconds between the heartbeats of a control plane's running workloads (and its looks for stale ones). */
+export const HEARTBEAT_S = 5;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -68,17 +74,44 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
         await finishWorkload(app.db, id, end.status, end.reason, end.metrics);
         log.info({ id, status: end.status, reason: end.reason, requests: end.metrics?.total_requests }, 'workload ended');
       } catch (e) {
-        log.error({ err: (e as Error).message, id }, 'could not store the end of a workload (it will be marked failed at the next start)');
+        log.error({ err: (e as Error).message, id }, `could not store the end of a workload (it will be marked failed once its heartbeat is ${STALE_AFTER_S} s old)`);
       }
     },
   });
 
-  const interrupted = await failInterrupted(app.db);
-  if (interrupted) log.warn({ count: interrupted }, 'workloads interrupted by a restart marked failed');
+  // Which control plane runs a workload: this instance's id is stored with each run it starts
+  // (workloads.runner) and its live runs heartbeat every HEARTBEAT_S (heartbeat_at). Any control
+  // plane on the database fails, at its start and then every HEARTBEAT_S, the `running` rows with
+  // no heartbeat for STALE_AFTER_S (repo.ts failInterrupted): those of a control plane that was
+  // killed (its restart gets no special treatment: it has a new id and the old one's runs go stale)
+  // but never those another live control plane is running. A run whose row someone else ended
+  // (this process's heartbeats stalled past the limit) is stopped here at the next heartbeat.
+  const runnerId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+  const beat = async () => {
+    const live = runner.ids(); // before the query: a run started since may not be in its result yet
+    const running = await heartbeat(app.db, runnerId, live);
+    for (const id of live) {
+      const r = runner.get(id);
+      if (running.has(id) || !r || r.settled || r.stopRequested) continue;
+      log.warn({ id }, 'a running workload was ended by another control plane (its heartbeats were late); stopping it here');
+      void runner.stop(r, INTERRUPTED_REASON);
+    }
+    const interrupted = await failInterrupted(app.db);
+    if (interrupted) log.warn({ count: interrupted }, `workloads whose control plane stopped (no heartbeat for ${STALE_AFTER_S} s) marked failed`);
+  };
+  await beat();
+  let beating: Promise<void> | undefined;
+  const heartbeats = setInterval(() => {
+    if (beating) return;
+    beating = beat().catch((e) => log.warn({ err: (e as Error).message }, 'workload heartbeat failed')).finally(() => { beating = undefined; });
+  }, HEARTBEAT_S * 1000);
+  heartbeats.unref();
 
   const followers = new Set<() => void>();
   app.addHook('preClose', async () => {
     for (const f of [...followers]) f();
+    clearInterval(heartbeats);
+    await beating;
     await runner.stopAll('the control plane shut down during the run');
     checkpointing = new Set();
   });
@@ -144,7 +177,7 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
           if (running >= cfg.maxRunningPerUser) {
             throw new ApiError(429, 'too_many_workloads', `you have ${running} workload(s) running, the most allowed at once (${cfg.maxRunningPerUser}); stop one or wait for it to finish`, { 'retry-after': '5' });
           }
-          return insertWorkload(c, userId, config);
+          return insertWorkload(c, userId, config, runnerId);
         });
         try {
           runner.start(row.id, userId, options);

@@ -34,9 +34,11 @@ export interface WorkloadRow {
 
 const row = (r: WorkloadRow): WorkloadRow => ({ ...r, id: Number(r.id), user_id: Number(r.user_id) });
 
-export async function insertWorkload(q: Queryable, userId: number, config: WorkloadConfigRow): Promise<WorkloadRow> {
+/** A new run of `runner` (the control plane instance that will run it), its first heartbeat now. */
+export async function insertWorkload(q: Queryable, userId: number, config: WorkloadConfigRow, runner: string): Promise<WorkloadRow> {
   const { rows } = await q.query<WorkloadRow>(
-    `INSERT INTO workloads (user_id, status, config) VALUES ($1, 'running', $2) RETURNING *`, [userId, JSON.stringify(config)]);
+    `INSERT INTO workloads (user_id, status, config, runner, heartbeat_at) VALUES ($1, 'running', $2, $3, now()) RETURNING *`,
+    [userId, JSON.stringify(config), runner]);
   return row(rows[0]);
 }
 
@@ -68,11 +70,39 @@ export async function finishWorkload(q: Queryable, id: number, status: WorkloadS
       WHERE id = $1 AND status = 'running'`, [id, status, reason, metrics === null ? null : JSON.stringify(metrics)]);
 }
 
-/** At start: runs left `running` by a control plane that stopped are over. */
+/**
+ * Seconds without a heartbeat after which a `running` run is over (its control plane was killed,
+ * lost its database, or is an older version that does not heartbeat). Six missed heartbeats: a
+ * control plane busy for a moment is not taken for dead.
+ */
+export const STALE_AFTER_S = 30;
+export const INTERRUPTED_REASON = `interrupted: the control plane running it stopped without ending it (no heartbeat for ${STALE_AFTER_S} s)`;
+
+/**
+ * The heartbeat of `runner`'s live runs (`ids`, the ones its worker threads are running): the ids
+ * whose rows are still `running` — one missing was ended by someone else (failInterrupted of
+ * another control plane, when this one's heartbeats stalled) and must stop here too.
+ */
+export async function heartbeat(q: Queryable, runner: string, ids: number[]): Promise<Set<number>> {
+  if (ids.length === 0) return new Set();
+  const { rows } = await q.query<{ id: number }>(
+    `UPDATE workloads SET heartbeat_at = now() WHERE id = ANY($1::bigint[]) AND runner = $2 AND status = 'running' RETURNING id`, [ids, runner]);
+  return new Set(rows.map((r) => Number(r.id)));
+}
+
+/**
+ * Runs left `running` by a control plane that is gone: no heartbeat for STALE_AFTER_S seconds
+ * (by the database's clock on both sides, so hosts' clocks do not matter), or none at all (rows
+ * from before migration 012). Any control plane may call it, at start and then periodically:
+ * another live control plane's runs heartbeat every few seconds and are never touched, unlike the
+ * old rule ("every running row is interrupted when a control plane starts"), which failed the runs
+ * of every other control plane on the same database.
+ */
 export async function failInterrupted(q: Queryable): Promise<number> {
   const { rowCount } = await q.query(
-    `UPDATE workloads SET status = 'failed', status_reason = 'interrupted by a control plane restart', finished_at = now(), updated_at = now()
-      WHERE status = 'running'`);
+    `UPDATE workloads SET status = 'failed', status_reason = $2, finished_at = now(), updated_at = now()
+      WHERE status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $1))`,
+    [STALE_AFTER_S, INTERRUPTED_REASON]);
   return rowCount ?? 0;
 }
 

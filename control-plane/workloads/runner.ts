@@ -19,6 +19,8 @@ export interface LiveRun {
   series: SeriesPoint[];
   latest: WorkloadMetrics | null;
   stopRequested: boolean;
+  /** it has ended (its end may still be being stored) */
+  settled: boolean;
   /** why it is being stopped, when not by its owner (shutdown) */
   stopReason: string | null;
   listeners: Set<(e: LiveEvent) => void>;
@@ -49,6 +51,11 @@ export class WorkloadRunner {
     return this.runs.size;
   }
 
+  /** The ids of the runs going now. */
+  ids(): number[] {
+    return [...this.runs.keys()];
+  }
+
   get(id: number): LiveRun | undefined {
     return this.runs.get(id);
   }
@@ -64,14 +71,13 @@ export class WorkloadRunner {
     const worker = new Worker(url, { workerData: { options }, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     let resolveEnd!: (e: RunEnd) => void;
     const run: LiveRun = {
-      id, userId, series: [], latest: null, stopRequested: false, stopReason: null, listeners: new Set(), worker,
+      id, userId, series: [], latest: null, stopRequested: false, settled: false, stopReason: null, listeners: new Set(), worker,
       ended: new Promise<RunEnd>((r) => { resolveEnd = r; }),
     };
     this.runs.set(id, run);
-    let settled = false;
     const end = (e: RunEnd) => {
-      if (settled) return;
-      settled = true;
+      if (run.settled) return;
+      run.settled = true;
       this.hooks.onEnd(id, e).finally(() => {
         this.runs.delete(id);
         for (const l of run.listeners) l({ type: 'end', status: e.status, reason: e.reason });

@@ -9,6 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../control-plane/app.js';
+import { HEARTBEAT_S } from '../../control-plane/workloads/plugin.js';
+import { INTERRUPTED_REASON, STALE_AFTER_S } from '../../control-plane/workloads/repo.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { spawnBerth } from '../helpers/process.js';
@@ -315,10 +317,73 @@ describe('persistence', () => {
       const cp2 = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: t.cp.databaseUrl, quiet: true, workloads: { proxyUrl } });
       await cp2.close();
       const { rows: [after] } = await t.cp.db.query('SELECT status, status_reason FROM workloads WHERE id = $1', [left.id]);
-      expect(after).toEqual({ status: 'failed', status_reason: 'interrupted by a control plane restart' });
+      expect(after).toEqual({ status: 'failed', status_reason: INTERRUPTED_REASON });
     } finally {
       await cp.close().catch(() => {});
       await data.cleanup();
     }
   });
+
+  it('two control planes on one database: one starting leaves the runs the other is running alone, and fails only runs whose control plane stopped heartbeating', async () => {
+    const d = await anon.signup('wl-d@example.com');
+    const dId = await userId(d);
+    // t runs a's workload
+    const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 20, duration_seconds: 4 });
+    expect(r.status, r.text).toBe(201);
+    const { rows: [mine] } = await t.cp.db.query('SELECT runner, heartbeat_at FROM workloads WHERE id = $1', [r.body.id]);
+    expect(mine.runner).toEqual(expect.any(String));
+    expect(mine.heartbeat_at).not.toBeNull();
+    // rows of other control planes: one alive (heartbeat now), one that was killed a minute ago, one from before runners were recorded
+    const other = async (runner: string | null, heartbeatAgo: string | null): Promise<number> => {
+      const { rows: [w] } = await t.cp.db.query(
+        `INSERT INTO workloads (user_id, status, config, runner, heartbeat_at)
+         VALUES ($1, 'running', '{"app_hostnames":["d.localhost"]}', $2, now() - $3::interval) RETURNING id`, [dId, runner, heartbeatAgo]);
+      return Number(w.id);
+    };
+    const alive = await other('elsewhere/1/alive', '2 seconds');
+    const killed = await other('elsewhere/2/killed', '60 seconds');
+    const legacy = await other(null, null);
+    const status = async (id: number) => (await t.cp.db.query('SELECT status, status_reason FROM workloads WHERE id = $1', [id])).rows[0];
+
+    const data = await tempDir();
+    const cp2 = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: t.cp.databaseUrl, quiet: true, workloads: { proxyUrl } });
+    try {
+      expect(await status(r.body.id)).toEqual({ status: 'running', status_reason: null });
+      expect(await status(alive)).toEqual({ status: 'running', status_reason: null });
+      expect(await status(killed)).toEqual({ status: 'failed', status_reason: INTERRUPTED_REASON });
+      expect(await status(legacy)).toEqual({ status: 'failed', status_reason: INTERRUPTED_REASON });
+      // t ends its run normally
+      const done = await waitDone(a, r.body.id);
+      expect(done.status).toBe('completed');
+      // while both run: a run whose control plane stops heartbeating is failed by a sweep (every HEARTBEAT_S) within seconds
+      await t.cp.db.query(`UPDATE workloads SET heartbeat_at = now() - make_interval(secs => $2) WHERE id = $1`, [alive, STALE_AFTER_S + 1]);
+      const deadline = Date.now() + (HEARTBEAT_S + 3) * 1000;
+      while ((await status(alive)).status === 'running' && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+      expect(await status(alive)).toEqual({ status: 'failed', status_reason: INTERRUPTED_REASON });
+    } finally {
+      await cp2.close().catch(() => {});
+      await data.cleanup();
+    }
+  }, 40_000);
+
+  it('a run another control plane ended (its heartbeats were late) is stopped here at the next heartbeat', async () => {
+    const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 20, duration_seconds: 60 });
+    expect(r.status, r.text).toBe(201);
+    const id = r.body.id;
+    const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+    const sentIn = async (ms: number) => { const n = seen.length; await sleep(ms); return seen.length - n; };
+    expect(await sentIn(1000)).toBeGreaterThan(5);
+    // as another control plane's sweep would leave it
+    await t.cp.db.query(`UPDATE workloads SET status = 'failed', status_reason = $2, finished_at = now() WHERE id = $1`, [id, INTERRUPTED_REASON]);
+    // the load stops within a heartbeat (and the ~2 s a stopping run gives its requests)
+    const deadline = Date.now() + (HEARTBEAT_S + 8) * 1000;
+    while ((await sentIn(1000)) > 0 && Date.now() < deadline);
+    expect(await sentIn(1500)).toBe(0);
+    const { rows: [row] } = await t.cp.db.query('SELECT status, status_reason FROM workloads WHERE id = $1', [id]);
+    expect(row).toEqual({ status: 'failed', status_reason: INTERRUPTED_REASON });
+    // and a's next run may start (the per-user limit counts it no more)
+    const next = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 5, duration_seconds: 1 });
+    expect(next.status, next.text).toBe(201);
+    expect((await waitDone(a, next.body.id)).status).toBe('completed');
+  }, 30_000);
 });
