@@ -12,6 +12,8 @@
  * What it guarantees:
  * - API URL: `--api` flag > `BERTH_API` > the API of the last `berth login` > http://127.0.0.1:3000.
  *   Token: `BERTH_TOKEN` > the token stored for that API URL (shared/client/credentials.ts).
+ *   A credentials file that cannot be used fails every request that needs a token (exit 1, the
+ *   message naming the file and what is wrong), unless BERTH_TOKEN and the API are given without it.
  * - Errors are `ClientError`s whose message speaks to a person, with an exit code (`EXIT`):
  *   not logged in (3), API unreachable — naming the URL tried — (4), the API's own 4xx/5xx message
  *   shown with its status and code (1), bad usage (2). What the API wrote into the message is made
@@ -21,7 +23,7 @@
  */
 import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
-import { readCredentials } from './credentials.js';
+import { CredentialsFileError, readCredentials, type CredentialsFile } from './credentials.js';
 import { printable } from './style.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:3000';
@@ -97,20 +99,34 @@ export class BerthClient {
     public readonly token: string | undefined,
     /** where the token came from, to word a 401 */
     public readonly tokenSource: 'env' | 'login' | 'none' = token ? 'env' : 'none',
+    /** the credentials file could not be used, and the token or the API would have come from it */
+    private readonly credentialsProblem?: CredentialsFileError,
   ) {}
 
-  /** --api > BERTH_API > last login > default; token from BERTH_TOKEN or the login stored for that API. */
+  /**
+   * --api > BERTH_API > last login > default; token from BERTH_TOKEN or the login stored for that API.
+   * A credentials file that cannot be used does not fail here (`berth login` replaces it) but in
+   * requireToken, when the token or the API would have come from it.
+   */
   static async resolve(o: ResolveOptions = {}): Promise<BerthClient> {
     const env = o.env ?? process.env;
-    const creds = await readCredentials(env);
+    let creds: CredentialsFile = { apis: {} };
+    let problem: CredentialsFileError | undefined;
+    try {
+      creds = await readCredentials(env);
+    } catch (e) {
+      if (!(e instanceof CredentialsFileError)) throw e;
+      problem = e;
+    }
     const api = normalizeApiUrl(o.api || env.BERTH_API || creds.current || DEFAULT_API);
-    if (env.BERTH_TOKEN) return new BerthClient(api, env.BERTH_TOKEN, 'env');
+    if (env.BERTH_TOKEN) return new BerthClient(api, env.BERTH_TOKEN, 'env', o.api || env.BERTH_API ? undefined : problem);
     const stored = creds.apis[api];
-    return stored ? new BerthClient(api, stored.token, 'login') : new BerthClient(api, undefined, 'none');
+    return stored ? new BerthClient(api, stored.token, 'login') : new BerthClient(api, undefined, 'none', problem);
   }
 
-  /** Throws "not logged in" unless a token is known. */
+  /** Throws "not logged in" unless a token is known; a credentials file that cannot be used is exit 1, naming it. */
   requireToken(): string {
+    if (this.credentialsProblem) throw new ClientError(this.credentialsProblem.message, EXIT.failed);
     if (!this.token) {
       throw new ClientError(`not logged in to ${this.api}. Run \`berth login${this.api === DEFAULT_API ? '' : ` --api ${this.api}`}\` (or set BERTH_TOKEN).`, EXIT.auth);
     }

@@ -10,6 +10,8 @@ import { join } from 'node:path';
  * follows a planted symlink, then renamed). Reading warns once when the directory or the file can
  * be read or changed by other users. Tokens are stored per API URL, so one machine
  * can be logged in to several control planes; `current` is the API the last `berth login` chose.
+ * A missing file is "no logins"; a file that is there but cannot be used (unreadable, not JSON,
+ * not this shape) is a `CredentialsFileError`, never read as "no logins" and silently overwritten.
  */
 export interface StoredLogin {
   token: string;
@@ -34,16 +36,64 @@ export function credentialsPath(env: NodeJS.ProcessEnv = process.env): string {
   return join(configDir(env), 'credentials.json');
 }
 
-/** The stored logins; a missing or unreadable file is "no logins" (never an exception). */
+/** The credentials file is there but cannot be used; the message names the file, what is wrong and what to do. */
+export class CredentialsFileError extends Error {
+  constructor(readonly path: string, readonly problem: string) {
+    super(`${path} ${problem}; fix or delete it, or run \`berth login\` (which replaces it)`);
+    this.name = 'CredentialsFileError';
+  }
+}
+
+/** The stored logins; a missing file is "no logins", any other problem a CredentialsFileError. */
 export async function readCredentials(env: NodeJS.ProcessEnv = process.env, warn: (message: string) => void = warnOnce): Promise<CredentialsFile> {
   await checkPrivate(env, warn);
+  const path = credentialsPath(env);
+  let text: string;
   try {
-    const parsed = JSON.parse(await readFile(credentialsPath(env), 'utf8')) as Partial<CredentialsFile>;
-    const apis = parsed && typeof parsed.apis === 'object' && parsed.apis ? parsed.apis : {};
-    return { current: typeof parsed.current === 'string' ? parsed.current : undefined, apis };
-  } catch {
-    return { apis: {} };
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { apis: {} };
+    throw new CredentialsFileError(path, `cannot be read (${code ?? (e as Error).message})`);
   }
+  if (text.trim() === '') throw new CredentialsFileError(path, 'is empty');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new CredentialsFileError(path, `is not valid JSON: ${syntaxProblem(e as Error, text)}`);
+  }
+  return checkShape(path, parsed);
+}
+
+/**
+ * What JSON.parse found wrong and where (line and column), without quoting the file: V8's message
+ * can quote it, and it holds tokens.
+ */
+function syntaxProblem(e: Error, text: string): string {
+  if (/end of JSON input/i.test(e.message)) return 'it ends too early (cut off?)';
+  const m = /^(.+?)(?: in JSON)? at position (\d+)/.exec(e.message);
+  const what = m ? m[1].replace(/^\w/, (c) => c.toLowerCase()) : 'unexpected character';
+  const at = m ? Number(m[2]) : undefined;
+  if (at === undefined) return what;
+  const before = text.slice(0, at).split('\n');
+  return `${what} at line ${before.length} column ${before[before.length - 1].length + 1}`;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The shape `writeCredentials` writes: `{ current?, apis: { [url]: { token, … } } }`. */
+function checkShape(path: string, parsed: unknown): CredentialsFile {
+  const bad = (what: string) => new CredentialsFileError(path, `is not a berth credentials file (${what})`);
+  if (!isObject(parsed)) throw bad('not a JSON object');
+  if (!isObject(parsed.apis)) throw bad('"apis" is missing or not an object');
+  if (parsed.current !== undefined && typeof parsed.current !== 'string') throw bad('"current" is not a string');
+  const apis: Record<string, StoredLogin> = {};
+  for (const [api, login] of Object.entries(parsed.apis)) {
+    if (!isObject(login) || typeof login.token !== 'string' || login.token === '') throw bad(`the login for ${JSON.stringify(api)} has no "token" string`);
+    apis[api] = login as unknown as StoredLogin;
+  }
+  return { current: parsed.current, apis };
 }
 
 export async function writeCredentials(file: CredentialsFile, env: NodeJS.ProcessEnv = process.env): Promise<string> {
@@ -66,14 +116,26 @@ export async function writeCredentials(file: CredentialsFile, env: NodeJS.Proces
   return path;
 }
 
-export async function saveLogin(api: string, login: StoredLogin, env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  const file = await readCredentials(env);
+/**
+ * Store `login` for `api` and make it current. A file that cannot be used is replaced by one with
+ * this login only: `replaced` then says what was wrong with it, for the caller to tell the user.
+ */
+export async function saveLogin(api: string, login: StoredLogin, env: NodeJS.ProcessEnv = process.env): Promise<{ path: string; replaced?: string }> {
+  let file: CredentialsFile;
+  let replaced: string | undefined;
+  try {
+    file = await readCredentials(env);
+  } catch (e) {
+    if (!(e instanceof CredentialsFileError)) throw e;
+    file = { apis: {} };
+    replaced = e.problem;
+  }
   file.apis[api] = login;
   file.current = api;
-  return writeCredentials(file, env);
+  return { path: await writeCredentials(file, env), ...(replaced === undefined ? {} : { replaced }) };
 }
 
-/** Forget the login for `api`; returns what was stored (to revoke it), if anything. */
+/** Forget the login for `api`; returns what was stored (to revoke it), if anything. Throws a CredentialsFileError for a file that cannot be used. */
 export async function forgetLogin(api: string, env: NodeJS.ProcessEnv = process.env): Promise<StoredLogin | undefined> {
   const file = await readCredentials(env);
   const old = file.apis[api];

@@ -36,8 +36,7 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
           if (e instanceof ClientError && e.exitCode === EXIT.auth) throw new ClientError(`the API at ${api} does not accept this token`, EXIT.auth);
           throw e;
         });
-        const path = await saveLogin(api, { token: opts.token, email: me.user.email, created_at: new Date().toISOString() });
-        return done(me.user, path);
+        return done(me.user, await saveLogin(api, { token: opts.token, email: me.user.email, created_at: new Date().toISOString() }));
       } finally {
         await probe.close();
       }
@@ -71,14 +70,15 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
       const name = `berth-cli ${hostname()}`.slice(0, 100);
       const t = await s.post<{ id: number; token: string }>('/api/auth/tokens', { name });
       await s.post('/api/auth/logout').catch(() => { /* the session expires on its own */ });
-      const path = await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString() });
-      return done(user, path);
+      return done(user, await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString() }));
     } finally {
       await s.close();
     }
 
-    function done(u: User, path: string): number {
-      if (json) printJson({ api, user: u, credentials: path });
+    function done(u: User, { path, replaced }: { path: string; replaced?: string }): number {
+      // the old file could not be used (not JSON, not ours): say so, since the logins it held are gone
+      if (replaced !== undefined) stderr.write(`berth login: warning: ${path} ${replaced}; replaced it with a new file holding this login only\n`);
+      if (json) printJson({ api, user: u, credentials: path, ...(replaced === undefined ? {} : { replaced_unreadable_file: replaced }) });
       else {
         stdout.write(`Logged in to ${api} as ${printable(u.email)}.\n`);
         stderr.write(`(token stored in ${path})\n`);
