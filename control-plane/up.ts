@@ -8,6 +8,7 @@ import { startControlPlane, type ControlPlane } from './app.js';
 import { TENANT_SPECS, tenantOptions } from './cli.js';
 import type { ControlPlaneOptions } from './config.js';
 import { appUrls } from '../shared/client/urls.js';
+import { tokenList } from '../shared/token-list.js';
 
 const appUrl = (host: string, proxyUrl: string) => appUrls(host, proxyUrl)[0];
 
@@ -44,10 +45,11 @@ export async function up(o: {
   const api = parseListen(o.apiListen, 'api-listen');
   const px = parseListen(o.proxyListen, 'proxy-listen');
   const admin = parseListen(o.adminListen, 'admin-listen');
-  const token = o.proxyToken || `bpt_${randomBytes(24).toString('base64url')}`;
+  // a list ("new,old", for rotation) is accepted whole by the control plane; its proxy presents the first
+  const token = tokenList(o.proxyToken ?? '')[0] ?? `bpt_${randomBytes(24).toString('base64url')}`;
   const cp = await startControlPlane({
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
-    proxyToken: token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
+    proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
   });
   let proxy: ProxyHandle;
   try {

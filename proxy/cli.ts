@@ -3,6 +3,7 @@ import { formatHelp, parseArgs, parseListen, resolveOptions, UsageError, type Op
 import { createLogger } from '../shared/logging.js';
 import { parseAccessLogRate } from './server/access-log.js';
 import { startProxy } from './proxy.js';
+import { tokenList } from '../shared/token-list.js';
 
 const OPTIONS: OptionSpec[] = [
   { name: 'listen', env: 'BERTH_PROXY_LISTEN', default: '0.0.0.0:8080', help: 'address for client traffic' },
@@ -10,7 +11,7 @@ const OPTIONS: OptionSpec[] = [
   { name: 'admin-token', env: 'BERTH_ADMIN_TOKEN', help: 'bearer token for admin writes (and reads, when given); default: generated into <data-dir>/admin-token; required when the admin listener is not loopback' },
   { name: 'routes', env: 'BERTH_ROUTES', help: 'route table JSON file, hot-reloaded when it changes' },
   { name: 'control-plane', env: 'BERTH_CONTROL_PLANE_URL', help: 'control plane URL to subscribe to for route tables' },
-  { name: 'token', env: 'BERTH_PROXY_TOKEN', help: 'proxy token for the control plane' },
+  { name: 'token', env: 'BERTH_PROXY_TOKEN', help: 'proxy token for the control plane (of a list "new,old", the first)' },
   { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'where the last control-plane table is persisted' },
   { name: 'workers', env: 'BERTH_PROXY_WORKERS', default: '1', help: 'uWS listeners on worker threads sharing the port' },
   { name: 'access-log', env: 'BERTH_ACCESS_LOG', default: 'on', help: 'on, off, or a sampling rate such as 0.01' },
@@ -47,7 +48,7 @@ export async function run(argv: string[]): Promise<void> {
   try {
     handle = await startProxy({
       listenHost: listen.host, listenPort: listen.port, adminHost: admin.host, adminPort: admin.port,
-      adminToken: o['admin-token'], routesFile: o.routes, controlPlaneUrl: o['control-plane'], token: o.token,
+      adminToken: o['admin-token'], routesFile: o.routes, controlPlaneUrl: o['control-plane'], token: o.token === undefined ? undefined : tokenList(o.token)[0],
       dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, watchIdleMs, logger,
     });
   } catch (e) {

@@ -115,7 +115,7 @@ export async function runColdStartBench(): Promise<ColdStartResult> {
     const port = await freePort();
     const admin = await freePort();
     proxy = spawnTracked(process.execPath, [join(repoRoot, 'bin', 'berth.js'), 'proxy', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`,
-      '--control-plane', cp.url, '--token', cp.app.platform.proxyToken, '--data-dir', join(dir, 'proxy'), '--access-log', 'off'], { name: 'berth-proxy', logFile: join(dir, 'proxy.log') });
+      '--control-plane', cp.url, '--token', cp.app.platform.proxyTokens.current, '--data-dir', join(dir, 'proxy'), '--access-log', 'off'], { name: 'berth-proxy', logFile: join(dir, 'proxy.log') });
     const routes = async () => JSON.parse((await httpRequest({ port: admin, path: '/routes' })).body.toString()) as { routes: { hosts: string[]; endpoints: unknown[] }[] };
     const endpoints = async () => (await routes()).routes.find((r) => r.hosts.includes(HOST))?.endpoints.length;
     await waitFor('the proxy to have the route', async () => (await endpoints()) !== undefined, 20_000, () => proxy!.dead);

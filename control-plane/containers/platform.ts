@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import client from 'prom-client';
 import type { Logger } from '../../shared/logging.js';
 import fp from '../http/fp.js';
-import { loadToken } from '../http/tokens.js';
+import { BearerTokens, loadToken } from '../http/tokens.js';
 import { createContainerRuntime, type ContainerRuntime } from '../runtime/containers.js';
 import { RouteHub } from '../discovery/hub.js';
 import { Activation } from './activation.js';
@@ -20,7 +20,8 @@ import { ContainerService } from './service.js';
 /** Everything issue 4 adds, reachable as `app.platform` (tests and `berth up` use it). */
 export interface Platform {
   clusterId: string;
-  proxyToken: string;
+  /** the proxy tokens accepted (BERTH_PROXY_TOKEN may list several, for rotation) */
+  proxyTokens: BearerTokens;
   runtime: ContainerRuntime;
   hub: RouteHub;
   proxies: ProxyRegistry;
@@ -40,8 +41,8 @@ declare module 'fastify' {
   }
 }
 
-/** The proxy token: configured, else read from (or generated once into) DATA_DIR/proxy-token. */
-export function loadProxyToken(configured: string | undefined, dataDir: string): Promise<{ token: string; file?: string }> {
+/** The proxy token(s): configured, else read from (or generated once into) DATA_DIR/proxy-token. */
+export function loadProxyToken(configured: string | undefined, dataDir: string): Promise<{ token: string; tokens: string[]; file?: string }> {
   return loadToken(configured, dataDir, 'proxy-token', 'bpt_');
 }
 
@@ -53,8 +54,10 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
   const log = app.log as unknown as Logger;
   const { rows: [{ value: clusterId }] } = await app.db.query<{ value: string }>(`SELECT value FROM berth_settings WHERE key = 'cluster_id'`);
-  const { token: proxyToken, file: tokenFile } = await loadProxyToken(cfg.proxyToken, cfg.dataDir);
-  if (tokenFile) log.info({ file: tokenFile }, 'proxy token (BERTH_PROXY_TOKEN) read from the data directory');
+  const { tokens, file: tokenFile } = await loadProxyToken(cfg.proxyToken, cfg.dataDir);
+  const proxyTokens = new BearerTokens(tokens);
+  if (tokenFile) log.info({ file: tokenFile, tokens: tokens.length }, 'proxy token (BERTH_PROXY_TOKEN) read from the data directory');
+  else if (tokens.length > 1) log.info({ tokens: tokens.length }, 'proxy tokens: the first is current, the others are accepted while proxies move off them');
 
   const runtime = createContainerRuntime(app.runtime, log);
   const hub = new RouteHub(app.db, cfg.endpointHost, log.child({ component: 'routes' }), cfg.routeDebounceMs, 1000, cfg.hold);
@@ -82,7 +85,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     db: app.db, service, proxies, leader, events: app.events, log: log.child({ component: 'autoscaler' }), config: cfg.autoscale,
     activation,
   });
-  app.decorate('platform', { clusterId, proxyToken, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler, activation } satisfies Platform);
+  app.decorate('platform', { clusterId, proxyTokens, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler, activation } satisfies Platform);
 
   const registers = [app.metrics.registry];
   new client.Gauge({
@@ -99,7 +102,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   new client.Gauge({ name: 'berth_cp_reconcile_leader', help: '1 when this control plane holds the reconcile lock', registers, collect() { this.set(leader.isLeader ? 1 : 0); } });
 
   await app.register(containerRoutes, { service });
-  await app.register(discoveryPlugin, { hub, proxies, proxyToken, activation });
+  await app.register(discoveryPlugin, { hub, proxies, proxyTokens, activation });
 
   app.addHook('onReady', async () => {
     await hub.start();

@@ -2,7 +2,7 @@ import { startSse } from '../http/sse.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest, conflict, notFound } from '../http/errors.js';
-import { isBearer, requireBearer } from '../http/tokens.js';
+import { requireBearer, type BearerTokens } from '../http/tokens.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
 import { endpointAddress, withoutSplits } from './route-table.js';
@@ -47,15 +47,20 @@ const reportSchema = {
  * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
  *   (a user sees their own apps; the proxy token sees all).
  */
-export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyToken: string; activation: Activation }): Promise<void> {
-  const { hub, proxies, proxyToken, activation } = opts;
+export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyTokens: BearerTokens; activation: Activation }): Promise<void> {
+  const { hub, proxies, proxyTokens, activation } = opts;
   const streams = new Set<FastifyReply>();
 
   // onRequest: refused before a body is read (an anonymous 16 MiB report costs nothing)
-  const requireProxy = requireBearer(proxyToken, PROXY_TOKEN_REQUIRED);
+  const requireProxy = requireBearer(proxyTokens, PROXY_TOKEN_REQUIRED);
+  /** Which of the accepted tokens a proxy presented: "current" (the first) or "retiring #n". */
+  const tokenLabel = (req: FastifyRequest) => {
+    const i = proxyTokens.match(req.headers.authorization);
+    return i <= 0 ? 'current' : `retiring #${i + 1}`;
+  };
   /** Proxy token → { proxy: true }; otherwise a normal user login. */
   const proxyOrUser = async (req: FastifyRequest, reply: FastifyReply) => {
-    if (isBearer(req.headers.authorization, proxyToken)) { (req as { viaProxy?: boolean }).viaProxy = true; return; }
+    if (proxyTokens.match(req.headers.authorization) >= 0) { (req as { viaProxy?: boolean }).viaProxy = true; return; }
     await app.authenticate.call(app, req, reply);
   };
 
@@ -93,7 +98,9 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     res.on('close', done);
     const table = hub.table ?? (await hub.rebuild().then(() => hub.table, () => null));
     if (table) send(table);
-    req.log.info({ remote: req.ip, version: table?.version ?? null }, 'proxy subscribed to route updates');
+    const token = tokenLabel(req);
+    if (token === 'current') req.log.info({ remote: req.ip, version: table?.version ?? null, token }, 'proxy subscribed to route updates');
+    else req.log.warn({ remote: req.ip, version: table?.version ?? null, token }, 'proxy subscribed with a token being retired (not the first of BERTH_PROXY_TOKEN): move it to the current one');
   });
 
   // A proxy holds requests for a scaled-to-zero app: start an instance (202; the route table
@@ -111,7 +118,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   });
 
   app.post<{ Body: ProxyReport }>('/v1/proxy/report', { onRequest: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {
-    proxies.record(req.body, req.ip);
+    proxies.record(req.body, req.ip, tokenLabel(req));
     return reply.code(204).send();
   });
 
@@ -132,7 +139,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     }
     const list = proxies.list().map((p) => ({
       proxy_id: p.proxyId,
-      ...(viaProxy ? { remote_address: p.remoteAddress } : {}),
+      ...(viaProxy ? { remote_address: p.remoteAddress, token: p.token } : {}),
       table_version: p.report.tableVersion,
       last_report_at: new Date(p.receivedAt).toISOString(),
       routes: p.report.routes.filter((r) => routeOk(r.id)),

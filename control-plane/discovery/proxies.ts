@@ -15,6 +15,8 @@ export interface ProxyEntry {
   report: ProxyReport;
   receivedAt: number;
   remoteAddress: string;
+  /** which accepted proxy token it reports with: "current", or "retiring #n" (see BearerTokens) */
+  token: string;
 }
 
 export interface DrainResult {
@@ -39,7 +41,7 @@ export class ProxyRegistry {
     this.emitter.setMaxListeners(0);
   }
 
-  record(report: ProxyReport, remoteAddress: string): void {
+  record(report: ProxyReport, remoteAddress: string, token = 'current'): void {
     const prev = this.entries.get(report.proxyId);
     if (report.partial && prev) {
       const routes = new Map(prev.report.routes.map((r) => [r.id, r]));
@@ -48,7 +50,7 @@ export class ProxyRegistry {
     }
     // a partial report with nothing to lay it over (this control plane restarted): what it has
     // until the next whole one, at most idleMs later
-    this.entries.set(report.proxyId, { report, receivedAt: Date.now(), remoteAddress });
+    this.entries.set(report.proxyId, { report, receivedAt: Date.now(), remoteAddress, token });
     this.emitter.emit('report');
   }
 

@@ -93,7 +93,7 @@ export const PER_APP_GAUGE_TTL_MS = 15_000;
  */
 export default async function meteringPlugin(app: FastifyInstance): Promise<void> {
   const log = app.log as unknown as Logger;
-  const proxyToken = app.platform.proxyToken;
+  const proxyTokens = app.platform.proxyTokens;
 
   // For dashboards: the proxies label by route id; these join route → app and count instances per app.
   // Each query's answer is kept PER_APP_GAUGE_TTL_MS, so scrapes cannot hammer the database.
@@ -123,7 +123,7 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
 
   app.post<{ Body: MeterUpload }>(METERING_PATH, {
     // before the body (up to 32 MiB) is read, parsed and validated
-    onRequest: requireBearer(proxyToken, PROXY_TOKEN_REQUIRED),
+    onRequest: requireBearer(proxyTokens, PROXY_TOKEN_REQUIRED),
     bodyLimit: 32 * 1024 * 1024,
     schema: { summary: 'A proxy delivers metering batches; each (stream, seq) is applied once', body: meterUploadSchema },
   }, async (req) => {

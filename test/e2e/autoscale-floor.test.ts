@@ -44,7 +44,7 @@ await describeWithDocker('autoscaling an app with a floor', () => {
     imageId = up.body.id;
     dockerImage = up.body.docker_image;
     expect((await user.waitForBuild(imageId, 90_000)).status).toBe('ready');
-    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyTokens.current, HOST);
     await waitFor('its one instance', async () => (await running()).length === 1, 30_000);
   }, 120_000);
 

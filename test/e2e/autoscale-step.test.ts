@@ -58,7 +58,7 @@ await describeWithDocker('autoscaling under a step load', () => {
     imageId = up.body.id;
     dockerImage = up.body.docker_image;
     expect((await user.waitForBuild(imageId, 90_000)).status).toBe('ready');
-    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyTokens.current, HOST);
   });
 
   afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));

@@ -73,7 +73,7 @@ await describeWithDocker('revisions: deploy, split, tag, promote, roll back', ()
     user = await new Api(t.cp.url).signup('rev@example.com');
     bob = await new Api(t.cp.url).signup('rev-bob@example.com');
     await deploy('v1', { name: 'rev', min_instances: 1, health_path: '/v.txt' });
-    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyTokens.current, HOST);
     await waitFor('v1 to answer', async () => (await hit()).body === 'v1', 30_000);
   }, 180_000);
 

@@ -55,7 +55,7 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     dockerImage = up.body.docker_image;
     const img = await user.waitForBuild(imageId, 90_000);
     expect(img.status, img.status_reason).toBe('ready');
-    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST, (r) => r.wake === true);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyTokens.current, HOST, (r) => r.wake === true);
   });
 
   afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
@@ -120,7 +120,7 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     }, 5000, 100);
     expect(st).toMatchObject({ autoscaled: true, actual: 2 });
     // an app with a floor and instances is not woken: they are on their way or serving
-    const asked = await request(`${t.cp.url}/v1/routes/img-${imageId}/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
+    const asked = await request(`${t.cp.url}/v1/routes/img-${imageId}/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyTokens.current}` } });
     expect(asked.statusCode).toBe(202);
     expect(await asked.body.json()).toMatchObject({ result: 'already_running' });
     // idle for longer than the stable window and the grace: it stays at its floor
@@ -132,10 +132,10 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     const r = await request(`${t.cp.url}/v1/routes/img-${imageId}/activate`, { method: 'POST' });
     expect(r.statusCode).toBe(401);
     await r.body.dump();
-    const bad = await request(`${t.cp.url}/v1/routes/nope/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
+    const bad = await request(`${t.cp.url}/v1/routes/nope/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyTokens.current}` } });
     expect(bad.statusCode).toBe(400);
     await bad.body.dump();
-    const missing = await request(`${t.cp.url}/v1/routes/img-999999/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyToken}` } });
+    const missing = await request(`${t.cp.url}/v1/routes/img-999999/activate`, { method: 'POST', headers: { authorization: `Bearer ${t.cp.app.platform.proxyTokens.current}` } });
     expect(missing.statusCode).toBe(404);
     await missing.body.dump();
   });

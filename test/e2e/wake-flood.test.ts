@@ -30,7 +30,7 @@ await describeWithDocker('a flood on an app that cannot wake', () => {
     expect(up.status, up.text).toBe(201);
     dockerImage = up.body.docker_image;
     expect((await user.waitForBuild(up.body.id, 90_000)).status).toBe('ready');
-    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyToken, HOST, (r) => r.wake === true);
+    px = await startSubscribedProxy(t.cp.url, t.cp.app.platform.proxyTokens.current, HOST, (r) => r.wake === true);
   }, 120_000);
 
   afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
