@@ -1,30 +1,38 @@
 import { isIP } from 'node:net';
 import { Ajv } from 'ajv';
 import { isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
+import { IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T, type ImageTextField } from '../../shared/image-fields.js';
 import { ApiError, badRequest } from '../http/errors.js';
 import { hardenNumbers, int, numberAjvOptions } from '../http/schemas.js';
+
+/** A text field's JSON schema from the shared rule (its help is for messages, not the schema). */
+function text<F extends ImageTextField>(field: F) {
+  const { help: _help, ...rule } = T[field];
+  return { type: 'string', ...rule } as const;
+}
 
 /**
  * The multipart fields of POST /api/images, validated by a JSON schema (ajv coerces the
  * strings multipart delivers), then parsed further: hostname normalisation, CPU and memory.
+ * Patterns, lengths and bounds come from shared/image-fields.ts, which `berth deploy` checks too.
  */
 export const imageFieldsSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['name', 'app_hostname'],
   properties: {
-    name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9]+(?:[._-][a-z0-9]+)*$' },
-    tag: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*$', default: 'latest' },
+    name: text('name'),
+    tag: { ...text('tag'), default: 'latest' },
     app_hostname: { type: 'string', minLength: 1, maxLength: 300 },
-    container_port: int(1, 65535, { default: 8080 }),
-    min_instances: int(0, 100, { default: 1 }),
-    max_instances: int(1, 100),
-    cpu_limit: { type: 'string', maxLength: 16, pattern: '^(?:\\d+(?:\\.\\d+)?|\\d+m)$' },
-    memory_limit: { type: 'string', maxLength: 16, pattern: '^\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgGtT](?:[iI]?[bB])?)?$' },
-    health_path: { type: 'string', minLength: 1, maxLength: 256, pattern: '^/[\\x21-\\x7e]*$' },
-    container_concurrency: int(0, 1000, { default: 80 }),
-    target_utilization: int(1, 100, { default: 70 }),
-    scale_down_delay_s: int(0, 3600, { default: 0 }),
+    container_port: int(N.container_port.min, N.container_port.max, { default: 8080 }),
+    min_instances: int(N.min_instances.min, N.min_instances.max, { default: 1 }),
+    max_instances: int(N.max_instances.min, N.max_instances.max),
+    cpu_limit: text('cpu_limit'),
+    memory_limit: text('memory_limit'),
+    health_path: text('health_path'),
+    container_concurrency: int(N.container_concurrency.min, N.container_concurrency.max, { default: 80 }),
+    target_utilization: int(N.target_utilization.min, N.target_utilization.max, { default: 70 }),
+    scale_down_delay_s: int(N.scale_down_delay_s.min, N.scale_down_delay_s.max, { default: 0 }),
     // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
     no_traffic: { type: 'boolean', default: false },
     traffic_tag: { type: 'string', minLength: 1, maxLength: 60 },
@@ -42,13 +50,7 @@ export const INHERITED_FIELDS = [
 const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: true, ...numberAjvOptions });
 const validate = ajv.compile(hardenNumbers(imageFieldsSchema));
 
-const FIELD_HELP: Record<string, string> = {
-  name: 'lower-case letters and digits, separated by single ".", "_" or "-" (a Docker repository name)',
-  tag: 'letters, digits, "_", "." and "-", not starting with "." or "-" (a Docker tag)',
-  cpu_limit: 'a number of CPUs like "0.5" or "2", or millicores like "500m"',
-  memory_limit: 'a size like "512m", "1g", "256Mi" or a byte count',
-  health_path: 'an absolute URL path like "/healthz" (no spaces)',
-};
+const FIELD_HELP: Record<string, string> = Object.fromEntries(Object.entries(T).map(([field, rule]) => [field, rule.help]));
 
 export interface ImageFields {
   name: string;

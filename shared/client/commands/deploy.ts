@@ -1,3 +1,4 @@
+import { IMAGE_INT_FIELDS as N, fieldProblem, type ImageTextField } from '../../image-fields.js';
 import { tagProblem } from '../../tag.js';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
@@ -62,18 +63,19 @@ DIR defaults to the current directory.`,
     const host = opts.host?.trim();
     if (!host) throw new UsageError('--host HOST is required (the app hostname, e.g. --host hello.localhost)');
     if (host.length > 253 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`--host "${host.slice(0, 80)}" is not a hostname`);
-    const min = intOption(opts.min, 'min', 0, 100);
-    const max = intOption(opts.max, 'max', 1, 100);
+    // the control plane's own rules (shared/image-fields.ts), checked before anything is packed or uploaded
+    const min = intOption(opts.min, 'min', N.min_instances.min, N.min_instances.max);
+    const max = intOption(opts.max, 'max', N.max_instances.min, N.max_instances.max);
     if (min !== undefined && max !== undefined && min > max) throw new UsageError(`--min ${min} is more than --max ${max}`);
-    const concurrency = intOption(opts.concurrency, 'concurrency', 0, 1000);
-    const port = intOption(opts.port, 'port', 1, 65535);
+    const concurrency = intOption(opts.concurrency, 'concurrency', N.container_concurrency.min, N.container_concurrency.max);
+    const port = intOption(opts.port, 'port', N.container_port.min, N.container_port.max);
     const timeoutS = intOption(opts.timeout, 'timeout', 1, 86_400)!;
     const noTraffic = booleanOption(opts['no-traffic'], 'no-traffic');
-    if (opts.cpu !== undefined && !/^(\d+(\.\d+)?|\d+m)$/.test(opts.cpu)) throw new UsageError(`--cpu "${opts.cpu}" must be a number of CPUs (0.5) or millicores (500m)`);
-    if (opts.memory !== undefined && !/^\d+(\.\d+)?\s*([bBkKmMgGtT]([iI]?[bB])?)?$/.test(opts.memory)) throw new UsageError(`--memory "${opts.memory}" must be like 256m, 1g or 512Mi`);
+    checkField('cpu', 'cpu_limit', opts.cpu);
+    checkField('memory', 'memory_limit', opts.memory);
+    checkField('health-path', 'health_path', opts['health-path']);
     const tagBad = opts.tag === undefined ? null : tagProblem(opts.tag);
     if (tagBad !== null) throw new UsageError(`--tag "${opts.tag}" ${tagBad}`);
-    if (opts['health-path'] !== undefined && !/^\/[\x21-\x7e]*$/.test(opts['health-path'])) throw new UsageError('--health-path must start with / and have no spaces');
     const dir = args[0] ?? '.';
     client.requireToken();
     const deadline = t0 + timeoutS * 1000;
@@ -85,7 +87,7 @@ DIR defaults to the current directory.`,
     const images = (await client.get<{ images: Image[] }>('/api/images', { signal })).images;
     const existing = images.filter((i) => i.app_hostname === host.toLowerCase().replace(/\.$/, ''));
     const name = opts.name ?? (existing.length ? undefined : defaultName(host, dir));
-    if (name !== undefined && !/^[a-z0-9]+([._-][a-z0-9]+)*$/.test(name)) throw new UsageError(`--name "${name}" must be lower-case letters and digits with . _ - between them`);
+    checkField('name', 'name', name);
 
     // pack
     let t = Date.now();
@@ -200,6 +202,12 @@ export function printBuildFailure(out: NodeJS.WriteStream, imageId: number, ms: 
   out.write(`\n${paint(out, 'red', '✘')} Build failed after ${formatDuration(ms)}${reason ? `: ${terminalSafe(out, reason)}` : ''}\n`);
   if (tail.length) out.write(`  last lines of the build log:\n${tail.map((l) => `    ${terminalSafe(out, l)}`).join('\n')}\n`);
   out.write(`  full log: berth's API GET /api/images/${imageId}/build-logs\n`);
+}
+
+/** A flag that becomes an upload field: refused here, in the control plane's words, when the control plane would refuse it. */
+function checkField(flag: string, field: ImageTextField, value: string | undefined): void {
+  const problem = value === undefined ? null : fieldProblem(field, value);
+  if (problem !== null) throw new UsageError(`--${flag} "${value!.slice(0, 80)}" ${problem}`);
 }
 
 function defaultName(host: string, dir: string): string {

@@ -1,0 +1,56 @@
+/**
+ * The shape of an image's upload fields, one set of rules for the control plane (the JSON schema
+ * of POST and PATCH /api/images in control-plane/images/fields.ts is built from these) and the CLI
+ * (`berth deploy` refuses a bad flag with the same words before it packs and uploads anything).
+ * Like shared/tag.ts for traffic tags. What needs more than a pattern stays on the control plane:
+ * the CPU (0.01–256) and memory (6m–1t) amounts, the app hostname (shared/hostname.ts and
+ * checkAppHostname), min ≤ max.
+ *
+ * Patterns are JSON-schema strings (ajv compiles them with the `u` flag; `fieldProblem` does too).
+ * cpu_limit and memory_limit have no minLength: their patterns refuse "" with the helpful words.
+ */
+export const IMAGE_TEXT_FIELDS = {
+  name: {
+    minLength: 1, maxLength: 63, pattern: '^[a-z0-9]+(?:[._-][a-z0-9]+)*$',
+    help: 'lower-case letters and digits, separated by single ".", "_" or "-" (a Docker repository name)',
+  },
+  tag: {
+    minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*$',
+    help: 'letters, digits, "_", "." and "-", not starting with "." or "-" (a Docker tag)',
+  },
+  cpu_limit: {
+    maxLength: 16, pattern: '^(?:\\d+(?:\\.\\d+)?|\\d+m)$',
+    help: 'a number of CPUs like "0.5" or "2", or millicores like "500m"',
+  },
+  memory_limit: {
+    maxLength: 16, pattern: '^\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgGtT](?:[iI]?[bB])?)?$',
+    help: 'a size like "512m", "1g", "256Mi" or a byte count',
+  },
+  health_path: {
+    minLength: 1, maxLength: 256, pattern: '^/[\\x21-\\x7e]*$',
+    help: 'an absolute URL path like "/healthz" (no spaces)',
+  },
+} as const;
+
+/** The integer fields' bounds (inclusive). */
+export const IMAGE_INT_FIELDS = {
+  container_port: { min: 1, max: 65535 },
+  min_instances: { min: 0, max: 100 },
+  max_instances: { min: 1, max: 100 },
+  container_concurrency: { min: 0, max: 1000 },
+  target_utilization: { min: 1, max: 100 },
+  scale_down_delay_s: { min: 0, max: 3600 },
+} as const;
+
+export type ImageTextField = keyof typeof IMAGE_TEXT_FIELDS;
+
+const PATTERNS = Object.fromEntries(Object.entries(IMAGE_TEXT_FIELDS).map(([k, r]) => [k, new RegExp(r.pattern, 'u')])) as Record<ImageTextField, RegExp>;
+
+/** Why `value` is not a valid `field`, or null when it is (its length and pattern, as the control plane's schema checks them). */
+export function fieldProblem(field: ImageTextField, value: string): string | null {
+  const rule: { minLength?: number; maxLength: number; help: string } = IMAGE_TEXT_FIELDS[field];
+  if (value.length < (rule.minLength ?? 0)) return 'must not be empty';
+  if (value.length > rule.maxLength) return `must be at most ${rule.maxLength} characters`;
+  if (!PATTERNS[field].test(value)) return `must be ${rule.help}`;
+  return null;
+}
