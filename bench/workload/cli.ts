@@ -9,6 +9,7 @@ import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } fr
 import { BerthClient, ClientError } from '../../shared/client/client.js';
 import { terminalSafe } from '../../shared/client/style.js';
 import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
+import { redactHeaders } from './redact.js';
 import { runRemote } from './remote.js';
 import type { WorkloadMetrics } from './metrics.js';
 import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
@@ -319,7 +320,8 @@ export async function run(argv: string[]): Promise<void> {
   process.on('SIGTERM', onSig);
   let m: WorkloadMetrics;
   let remoteReport: string | undefined;
-  let config: Record<string, unknown> = { ...options, body: options.body ? `${options.body.length} bytes` : undefined, random: undefined, target };
+  // a report is meant to be shared: credentials in --header values are not written into it (the API redacts them alike)
+  let config: Record<string, unknown> = { ...options, headers: redactHeaders(options.headers), body: options.body ? `${options.body.length} bytes` : undefined, random: undefined, target };
   if (remote) {
     let r;
     try {

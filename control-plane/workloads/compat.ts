@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { idParams } from '../http/schemas.js';
 import type { WorkloadService } from './plugin.js';
 import { startBody, type StartBody } from './schema.js';
-import { listWorkloads, userHostnames } from './repo.js';
+import { listWorkloads, publicConfig, userHostnames } from './repo.js';
 
 const compatBody = {
   ...startBody,
@@ -34,7 +34,7 @@ export async function compatRoutes(app: FastifyInstance, service: WorkloadServic
   }, async (req) => {
     const { requests_per_second, duration, ...b } = req.body;
     const row = await service.start(req.user!.id, { ...b, rps: b.rps ?? requests_per_second, duration_seconds: b.duration_seconds ?? duration });
-    return { test_id: row.id, status: 'running', message: `workload ${row.id} started`, config: row.config };
+    return { test_id: row.id, status: 'running', message: `workload ${row.id} started`, config: publicConfig(row.config) };
   });
 
   app.post<TestReq>('/workload/stop/:test_id', {

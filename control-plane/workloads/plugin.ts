@@ -21,7 +21,7 @@ import { streamLimits } from '../http/stream-limits.js';
 import { compatRoutes } from './compat.js';
 import { startBody, type StartBody } from './schema.js';
 import {
-  countRunning, failInterrupted, finishWorkload, getWorkload, heartbeat, insertWorkload, INTERRUPTED_REASON, listWorkloads, ownedHostnames, saveMetrics,
+  countRunning, failInterrupted, publicConfig, finishWorkload, getWorkload, heartbeat, insertWorkload, INTERRUPTED_REASON, listWorkloads, ownedHostnames, saveMetrics,
   STALE_AFTER_S,
   type WorkloadConfigRow, type WorkloadRow,
 } from './repo.js';
@@ -33,7 +33,8 @@ export function publicWorkload(r: WorkloadRow, live?: ReturnType<WorkloadRunner[
     id: r.id,
     status: r.status,
     status_reason: r.status_reason,
-    config: r.config,
+    // rows stored before migration 013 may still hold sensitive header values: never shown
+    config: publicConfig(r.config),
     metrics: live ?? r.metrics,
     created_at: new Date(r.created_at).toISOString(),
     finished_at: r.finished_at ? new Date(r.finished_at).toISOString() : null,
@@ -218,7 +219,7 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
     schema: { summary: 'Start a workload: open-model load on your own apps through the berth proxy', tags: ['workloads'], body: startBody } as Record<string, unknown>,
   }, async (req, reply) => {
     const row = await service.start(req.user!.id, req.body);
-    return reply.code(201).send({ id: row.id, status: 'running', config: row.config });
+    return reply.code(201).send({ id: row.id, status: 'running', config: publicConfig(row.config) });
   });
 
   app.get<{ Querystring: { limit: number } }>('/api/workloads', {
@@ -318,5 +319,5 @@ function followLive(req: FastifyRequest, reply: FastifyReply, r: WorkloadRow, li
   followers.add(shutdown);
   req.raw.on('close', cleanup);
   res.on('close', cleanup);
-  send('start', { id: r.id, status: 'running', config: r.config });
+  send('start', { id: r.id, status: 'running', config: publicConfig(r.config) });
 }

@@ -1,5 +1,6 @@
 /** Rows of `workloads` (migration 008) and the queries the API needs. */
 import type { WorkloadMetrics } from '../../bench/workload/metrics.js';
+import { redactHeaders } from '../../bench/workload/redact.js';
 import type { Queryable } from '../db/pool.js';
 
 export type WorkloadStatus = 'running' | 'completed' | 'stopped' | 'failed';
@@ -20,6 +21,15 @@ export interface WorkloadConfigRow {
   timeout_ms: number;
 }
 
+/**
+ * The config as stored and shown: the values of headers that may hold the tenant's credentials
+ * (Authorization, Cookie, X-Api-Key…: bench/workload/redact.ts) replaced by "[redacted]". Only the
+ * run gets the real values, from the request that started it; they are never stored.
+ */
+export function publicConfig(c: WorkloadConfigRow): WorkloadConfigRow {
+  return c.headers === undefined ? c : { ...c, headers: redactHeaders(c.headers) };
+}
+
 export interface WorkloadRow {
   id: number;
   user_id: number;
@@ -34,11 +44,14 @@ export interface WorkloadRow {
 
 const row = (r: WorkloadRow): WorkloadRow => ({ ...r, id: Number(r.id), user_id: Number(r.user_id) });
 
-/** A new run of `runner` (the control plane instance that will run it), its first heartbeat now. */
+/**
+ * A new run of `runner` (the control plane instance that will run it), its first heartbeat now.
+ * The config is stored as shown (publicConfig): sensitive header values are not kept.
+ */
 export async function insertWorkload(q: Queryable, userId: number, config: WorkloadConfigRow, runner: string): Promise<WorkloadRow> {
   const { rows } = await q.query<WorkloadRow>(
     `INSERT INTO workloads (user_id, status, config, runner, heartbeat_at) VALUES ($1, 'running', $2, $3, now()) RETURNING *`,
-    [userId, JSON.stringify(config), runner]);
+    [userId, JSON.stringify(publicConfig(config)), runner]);
   return row(rows[0]);
 }
 

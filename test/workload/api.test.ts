@@ -4,11 +4,15 @@
  * request, so the tests see exactly what a berth proxy would be asked for.
  */
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../control-plane/app.js';
+import { isSensitiveHeader } from '../../bench/workload/redact.js';
+import { migrate } from '../../control-plane/db/migrate.js';
+import { migrations } from '../../control-plane/db/migrations/index.js';
+import { createPool } from '../../control-plane/db/pool.js';
 import { HEARTBEAT_S } from '../../control-plane/workloads/plugin.js';
 import { INTERRUPTED_REASON, STALE_AFTER_S } from '../../control-plane/workloads/repo.js';
 import { Api } from '../helpers/api.js';
@@ -20,6 +24,8 @@ let t: TestControlPlane;
 let proxy: Server;
 let proxyUrl: string;
 const seen: string[] = [];
+/** the headers of requests that carried x-trace (the redaction test's) */
+const withHeaders: IncomingHttpHeaders[] = [];
 let a: Api;
 let b: Api;
 let anon: Api;
@@ -32,7 +38,11 @@ async function userId(api: Api): Promise<number> {
 const waitDone = (api: Api, id: number, timeoutMs = 20_000): Promise<any> => api.waitWhile(`/api/workloads/${id}`, 'running', timeoutMs);
 
 beforeAll(async () => {
-  proxy = createServer((req, res) => { seen.push(req.headers.host ?? ''); res.end('ok'); });
+  proxy = createServer((req, res) => {
+    seen.push(req.headers.host ?? '');
+    if (req.headers['x-trace'] !== undefined) withHeaders.push(req.headers);
+    res.end('ok');
+  });
   proxy.keepAliveTimeout = 60_000;
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
   proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
@@ -103,6 +113,38 @@ describe('/api/workloads', () => {
     const list = await a.get('/api/workloads');
     expect(list.body.workloads[0]).toMatchObject({ id, status: 'completed' });
     expect(list.body.workloads[0].metrics.series).toBeUndefined();
+  });
+
+  it('sensitive request headers are sent as given but never stored or shown: "[redacted]" in every answer and report', async () => {
+    const secrets = { Authorization: 'Bearer tenant-s3cret-1', Cookie: 'sid=tenant-s3cret-2', 'Proxy-Authorization': 'Basic tenant-s3cret-3', 'X-Api-Key': 'tenant-s3cret-4', 'x-session-token': 'tenant-s3cret-5' };
+    const headers = { ...secrets, 'X-Trace': 'visible-1', Accept: 'text/plain' };
+    const redacted = { Authorization: '[redacted]', Cookie: '[redacted]', 'Proxy-Authorization': '[redacted]', 'X-Api-Key': '[redacted]', 'x-session-token': '[redacted]', 'X-Trace': 'visible-1', Accept: 'text/plain' };
+    const before = withHeaders.length;
+    const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 20, duration_seconds: 2, headers });
+    expect(r.status, r.text).toBe(201);
+    expect(r.body.config.headers).toEqual(redacted);
+    const id = r.body.id;
+    // the live stream's start event
+    const live = await fetch(`${t.cp.url}/api/workloads/${id}/live`, { headers: { authorization: `Bearer ${a.token}` } });
+    const liveText = await live.text();
+    expect(liveText).toContain('[redacted]');
+    const done = await waitDone(a, id);
+    expect(done.status).toBe('completed');
+    // the app got the real values
+    const got = withHeaders.slice(before);
+    expect(got.length).toBeGreaterThan(20);
+    expect(got[0]).toMatchObject({ authorization: secrets.Authorization, cookie: secrets.Cookie, 'proxy-authorization': secrets['Proxy-Authorization'], 'x-api-key': secrets['X-Api-Key'], 'x-session-token': secrets['x-session-token'], 'x-trace': 'visible-1' });
+    // every answer that carries the config
+    expect(done.config.headers).toEqual(redacted);
+    expect((await a.get('/api/workloads')).body.workloads.find((w: { id: number }) => w.id === id).config.headers).toEqual(redacted);
+    expect((await a.get(`/api/workloads/${id}/report.json`)).body.config.headers).toEqual(redacted);
+    expect((await a.get(`/workload/status/${id}`)).body.config.headers).toEqual(redacted);
+    const texts = [liveText, (await a.get(`/api/workloads/${id}/report`)).text, JSON.stringify(done), (await a.get('/api/workloads')).text, (await a.get(`/workload/metrics/${id}`)).text];
+    // and the database never had them
+    const { rows: [row] } = await t.cp.db.query('SELECT config::text AS config FROM workloads WHERE id = $1', [id]);
+    texts.push(row.config);
+    for (const text of texts) expect(text).not.toMatch(/tenant-s3cret/);
+    expect(JSON.parse(row.config).headers).toEqual(redacted);
   });
 
   it('several apps take turns; step stages are followed', async () => {
@@ -232,12 +274,15 @@ describe('berth load --remote', () => {
       const json = join(dir.dir, 'r.json');
       const html = join(dir.dir, 'r.html');
       const env = { BERTH_API: t.cp.url, BERTH_TOKEN: a.token!, BERTH_CONFIG_DIR: dir.dir };
-      const p = spawnBerth(['load', '--remote', '--app', 'shop.localhost', '--rps', '100', '--duration', '2s', '--json', json, '--html', html, '--fail-on', 'error_rate>0%'], env);
+      const p = spawnBerth(['load', '--remote', '--app', 'shop.localhost', '--rps', '100', '--duration', '2s', '--json', json, '--html', html, '--fail-on', 'error_rate>0%',
+        '-H', 'Authorization: Bearer remote-s3cret'], env);
       const { code } = await p.exited;
       expect(code, p.output()).toBe(0);
       expect(p.output()).toMatch(/workload #\d+ started on/);
       const { config, metrics } = JSON.parse(await readFile(json, 'utf8'));
-      expect(config).toMatchObject({ app_hostnames: ['shop.localhost'], status: 'completed' });
+      expect(config).toMatchObject({ app_hostnames: ['shop.localhost'], status: 'completed', headers: { Authorization: '[redacted]' } });
+      expect(await readFile(json, 'utf8')).not.toContain('remote-s3cret');
+      expect(await readFile(html, 'utf8')).not.toContain('remote-s3cret');
       expect(Math.abs(metrics.total_requests - 200)).toBeLessThanOrEqual(6);
       expect(await readFile(html, 'utf8')).toContain('berth workload #');
       // berth workloads: the list, one run, its report; --stop on a finished run is the API's 409
@@ -293,6 +338,39 @@ describe('/workload/* (the original platform\'s paths)', () => {
     expect((await b.get(`/workload/status/${id}`)).status).toBe(404);
     expect((await anon.get('/workload/list')).status).toBe(401);
     expect((await b.post('/workload/start', { app_hostname: 'shop.localhost', requests_per_second: 5, duration: 1 })).status).toBe(404);
+  });
+});
+
+describe('workload headers stored before redaction', () => {
+  it('are not shown by the API, and migration 013 replaces them in the rows (same rule as bench/workload/redact.ts)', async () => {
+    const names = ['Authorization', 'proxy-authorization', 'COOKIE', 'Set-Cookie', 'X-Api-Key', 'x-auth-token', 'X-Client-Secret', 'x-csrf-token', 'X-Session-Id', 'X-Password', 'x-credentials',
+      'Accept', 'X-Trace', 'User-Agent', 'Content-Type', 'x-request-id'];
+    const headers = Object.fromEntries(names.map((n, i) => [n, `old-value-${i}`]));
+    const expected = Object.fromEntries(names.map((n, i) => [n, isSensitiveHeader(n) ? '[redacted]' : `old-value-${i}`]));
+    expect(Object.values(expected).filter((v) => v === '[redacted]').length).toBe(11);
+    // as a control plane before this change stored it
+    const config = JSON.stringify({ app_hostnames: ['shop.localhost'], pattern: 'constant', rps: 1, duration_seconds: 1, path: '/', method: 'GET', timeout_ms: 1000, headers });
+    const { rows: [w] } = await t.cp.db.query(
+      `INSERT INTO workloads (user_id, status, config, finished_at) VALUES ($1, 'completed', $2, now()) RETURNING id`, [await userId(a), config]);
+    expect((await a.get(`/api/workloads/${w.id}`)).body.config.headers).toEqual(expected);
+    expect((await a.get(`/api/workloads/${w.id}/report`)).text).not.toMatch(/old-value-(0|1|2|3|4|5|6|7|8|9|10)\b/);
+
+    const db = createPool(await t.pg.createDatabase(), 2);
+    try {
+      await migrate(db, migrations.filter((m) => m.version <= 12));
+      const { rows: [u] } = await db.query(`INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x') RETURNING id`);
+      const { rows: [old] } = await db.query(`INSERT INTO workloads (user_id, status, config) VALUES ($1, 'completed', $2) RETURNING id`, [u.id, config]);
+      const { rows: [none] } = await db.query(`INSERT INTO workloads (user_id, status, config) VALUES ($1, 'completed', '{"app_hostnames":["x"],"headers":{}}') RETURNING id`, [u.id]);
+      const { rows: [bare] } = await db.query(`INSERT INTO workloads (user_id, status, config) VALUES ($1, 'completed', '{"app_hostnames":["x"]}') RETURNING id`, [u.id]);
+      expect(await migrate(db)).toContain(13);
+      const get = async (id: number) => (await db.query('SELECT config FROM workloads WHERE id = $1', [id])).rows[0].config;
+      expect((await get(old.id)).headers).toEqual(expected);
+      expect(await get(old.id)).toEqual({ ...JSON.parse(config), headers: expected });
+      expect(await get(none.id)).toEqual({ app_hostnames: ['x'], headers: {} });
+      expect(await get(bare.id)).toEqual({ app_hostnames: ['x'] });
+    } finally {
+      await db.end();
+    }
   });
 });
 

@@ -14,12 +14,14 @@ let server: Server;
 let url: string;
 const hosts: string[] = [];
 const bodies: string[] = [];
+const auths: string[] = [];
 let tmp: { dir: string; cleanup(): Promise<void> };
 
 beforeAll(async () => {
   tmp = await tempDir('berth-load-');
   server = createServer((req, res) => {
     hosts.push(req.headers.host ?? '');
+    if (req.headers.authorization !== undefined) auths.push(`${req.headers.authorization}|${req.headers.cookie}|${req.headers['x-api-key']}`);
     let b = '';
     req.on('data', (c) => { b += c; });
     req.on('end', () => { bodies.push(b); res.end('ok'); });
@@ -72,6 +74,19 @@ describe('berth load', () => {
     expect(hosts.slice(before).length).toBe(50);
     expect(new Set(hosts.slice(before))).toEqual(new Set(['shop.localhost']));
     expect(bodies.slice(-1)[0]).toBe('payload');
+  });
+
+  it('--header credentials are sent as given, and written as "[redacted]" in the JSON and HTML reports', async () => {
+    const json = join(tmp.dir, 'h.json');
+    const html = join(tmp.dir, 'h.html');
+    const before = auths.length;
+    const r = await load(['--url', `${url}/h`, '--rps', '20', '--duration', '1s', '-H', 'Authorization: Bearer cli-s3cret-1', '-H', 'Cookie: sid=cli-s3cret-2',
+      '-H', 'X-Api-Key: cli-s3cret-3', '-H', 'X-Trace: shown', '--json', json, '--html', html]);
+    expect(r.code, r.out).toBe(0);
+    expect(auths.slice(before)).toContain('Bearer cli-s3cret-1|sid=cli-s3cret-2|cli-s3cret-3');
+    const { config } = JSON.parse(await readFile(json, 'utf8'));
+    expect(config.headers).toEqual({ Authorization: '[redacted]', Cookie: '[redacted]', 'X-Api-Key': '[redacted]', 'X-Trace': 'shown' });
+    for (const text of [await readFile(json, 'utf8'), await readFile(html, 'utf8'), r.out]) expect(text).not.toContain('cli-s3cret');
   });
 
   it('--fail-on: a condition that holds exits 1 and says which; one that does not exits 0', async () => {

@@ -15,6 +15,7 @@ import { sql as m009 } from './009_metering.js';
 import { sql as m010 } from './010_pending_deploys.js';
 import { sql as m011 } from './011_usage_by_user_id.js';
 import { sql as m012 } from './012_workload_runner.js';
+import { sql as m013 } from './013_redact_workload_headers.js';
 
 export interface Migration {
   version: number;
@@ -35,4 +36,5 @@ export const migrations: Migration[] = [
   { version: 10, name: '010_pending_deploys', sql: m010 },
   { version: 11, name: '011_usage_by_user_id', sql: m011 },
   { version: 12, name: '012_workload_runner', sql: m012 },
+  { version: 13, name: '013_redact_workload_headers', sql: m013 },
 ];
