@@ -29,13 +29,17 @@ function cell(text: string): string {
 }
 
 /**
- * JSON on stdout. JSON.stringify escapes C0 controls (ESC becomes \\u001b) but not DEL and the C1
- * controls (0x9b is a one-byte CSI to some terminals): those are escaped here too, which parses to
- * the same value.
+ * JSON text for stdout. JSON.stringify escapes C0 controls (ESC becomes \\u001b) but not DEL and
+ * the C1 controls (0x9b is a one-byte CSI to some terminals): those are escaped here too, which
+ * parses to the same value.
  */
-export function printJson(value: unknown, out: NodeJS.WritableStream = process.stdout): void {
+export function jsonText(value: unknown, indent?: number): string {
   // eslint-disable-next-line no-control-regex
-  out.write(JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n');
+  return (JSON.stringify(value, null, indent) ?? 'null').replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+export function printJson(value: unknown, out: NodeJS.WritableStream = process.stdout): void {
+  out.write(jsonText(value, 2) + '\n');
 }
 
 /** 850 ms → "0.9s", 75 s → "1m15s". */

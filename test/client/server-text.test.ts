@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Status, table } from '../../shared/client/output.js';
+import { jsonText, Status, table } from '../../shared/client/output.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { BIN, built } from '../e2e/support.js';
@@ -56,6 +56,16 @@ describe('the table and status helpers', () => {
       expect(out.text).toContain('1 failing: copy\ufffd]52');
       expect(out.text.replace(/\r\x1b\[2K/g, '')).not.toMatch(RAW);
     }
+  });
+});
+
+describe('JSON output (--json, berth logs --json)', () => {
+  it('escapes every control character, C1 and DEL too, and parses back to the exact text', () => {
+    const text = jsonText({ reason: `${EVIL}\x7f` }, 2);
+    expect(text).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
+    expect(text).toContain('c1\\u009b31m');
+    expect(JSON.parse(text)).toEqual({ reason: `${EVIL}\x7f` });
+    expect(jsonText(undefined)).toBe('null');
   });
 });
 

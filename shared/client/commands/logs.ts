@@ -2,7 +2,8 @@ import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
 import { booleanOption, defineClientCommand, intOption } from '../command.js';
 import { readSse } from '../sse.js';
-import { colours, terminalSafe } from '../style.js';
+import { jsonText } from '../output.js';
+import { colours, printable, terminalSafe } from '../style.js';
 
 /**
  * `berth logs HOST`: every instance's stdout/stderr through GET /api/apps/:host/logs (SSE), each
@@ -42,10 +43,10 @@ export const run = defineClientCommand({
       for await (const ev of readSse(res.body)) {
         if (ev.event === 'log') {
           const l = JSON.parse(ev.data) as { container_id: number; image_id: number; stream: string; time: string | null; line: string };
-          if (json) stdout.write(JSON.stringify(l) + '\n');
+          if (json) stdout.write(jsonText(l) + '\n');
           else {
             const line = terminalSafe(stdout, l.line);
-            stdout.write(`${label(l.container_id)} ${stamps && l.time ? `${l.time} ` : ''}${l.stream === 'stderr' && colour ? `\x1b[2m${line}\x1b[22m` : line}\n`);
+            stdout.write(`${label(l.container_id)} ${stamps && l.time ? `${printable(l.time)} ` : ''}${l.stream === 'stderr' && colour ? `\x1b[2m${line}\x1b[22m` : line}\n`);
           }
         } else if (ev.event === 'error') {
           process.stderr.write(`berth logs: ${terminalSafe(process.stderr, (JSON.parse(ev.data) as { message: string }).message)}\n`);
