@@ -3,9 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
 import { withTransaction, type Queryable } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
-import { conflict, notFound } from '../http/errors.js';
-import { discardImage } from '../images/plugin.js';
-import type { ContainerRow, ImageRow } from '../images/repo.js';
+import { notFound } from '../http/errors.js';
+import { deleteApp } from './delete.js';
 import { describeApp, describeApps } from './describe.js';
 import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
 import { checkTraffic, type TrafficEntry } from './traffic.js';
@@ -85,40 +84,9 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
 
   app.delete<HostReq>('/api/apps/:host', {
     preHandler: app.authenticate,
-    schema: { summary: 'Delete an app and every revision (409 while an instance runs)', params: hostParams },
+    schema: { summary: 'Delete an app: drain and remove its instances, then every revision (503 app_delete_incomplete: repeat it)', params: hostParams },
   }, async (req, reply) => {
-    const userId = req.user!.id;
-    // One transaction holds the app's image rows: an instance being created for it right now (the
-    // autoscaler, a wake) waits for it and then finds the image gone, so nothing can start between
-    // the check and the delete. Stopped instances go with the app.
-    const { images, dockerIds } = await withTransaction(app.db, async (tx) => {
-      const a = await own(tx, userId, req.params.host, true);
-      const { rows: imgs } = await tx.query<ImageRow>('SELECT * FROM images WHERE app_hostname = $1 ORDER BY id FOR UPDATE', [a.app_hostname]);
-      const { rows: cs } = await tx.query<ContainerRow>('SELECT * FROM containers WHERE image_id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [imgs.map((i) => i.id)]);
-      const running = cs.filter((c) => c.desired === 'running' || c.status === 'running' || c.status === 'creating' || c.status === 'stopping');
-      if (running.length) {
-        throw conflict(`app ${a.app_hostname} still has ${running.length} instance(s) running (containers ${running.map((c) => c.id).join(', ')}); stop them first`, 'app_in_use');
-      }
-      for (const c of cs) {
-        await tx.query('DELETE FROM containers WHERE id = $1', [c.id]);
-        await recordEvent(tx, {
-          type: 'container.deleted', userId, imageId: c.image_id, containerId: c.id, appHostname: a.app_hostname,
-          payload: { container_name: c.name, docker_id: c.docker_id, status: c.status, reason: 'app deleted' },
-        });
-      }
-      await tx.query('DELETE FROM images WHERE app_hostname = $1', [a.app_hostname]);
-      for (const img of imgs) {
-        await recordEvent(tx, { type: 'image.deleted', userId, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image, revision: img.revision } });
-      }
-      await tx.query('DELETE FROM apps WHERE app_hostname = $1', [a.app_hostname]);
-      await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision) } });
-      return { images: imgs, dockerIds: cs.map((c) => c.docker_id).filter((d): d is string => d !== null) };
-    });
-    // their stopped Docker containers, best effort (the reconcile loop removes what is left as orphans)
-    for (const id of dockerIds) await app.platform.runtime.remove(id).catch((e) => req.log.warn({ err: (e as Error).message, dockerId: id.slice(0, 12) }, 'could not remove a stopped container of a deleted app'));
-    app.events.nudge();
-    app.platform.hub.schedule();
-    for (const img of images) await discardImage(app, img, req.log);
+    await deleteApp(app, req.user!.id, (q, lock) => own(q, req.user!.id, req.params.host, lock), req.log);
     return reply.code(204).send();
   });
 }

@@ -13,6 +13,8 @@ export interface AppRow {
   traffic: TrafficEntry[];
   /** a revision deployed with traffic that takes it once it can serve (apps/traffic.ts) */
   pending_image_id: number | null;
+  /** set by DELETE /api/apps/:host while its instances are removed: no revision serves (apps/delete.ts) */
+  deleting_at: Date | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -48,6 +50,8 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
      ON CONFLICT (app_hostname) DO UPDATE SET last_revision = apps.last_revision + 1, updated_at = now()
        WHERE apps.user_id = EXCLUDED.user_id
      RETURNING *`, [host, userId]);
+  // the upload waited for the delete's lock on the row; it would become a revision that is deleted next
+  if (a?.deleting_at) throw conflict(`app ${host} is being deleted; upload again once it is gone`, 'app_deleting');
   return a ? { ...a, revision: a.last_revision } : undefined;
 }
 

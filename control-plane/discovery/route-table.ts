@@ -52,6 +52,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
        JOIN images i ON i.app_hostname = a.app_hostname
        LEFT JOIN containers c ON c.image_id = i.id AND c.status = 'running' AND c.desired = 'running'
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
+      WHERE a.deleting_at IS NULL
       ORDER BY a.app_hostname, i.id, c.id`);
   const routes: RouteSpec[] = [];
   const apps = groupApps(rows);
@@ -99,14 +100,14 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
   return routes;
 }
 
-/** Image ids that should have instances now (see ResolvedTraffic.serving), over every app. */
+/** Image ids that should have instances now (see ResolvedTraffic.serving), over every app; an app being deleted has none. */
 export async function servingRevisions(q: Queryable, host?: string): Promise<Set<number>> {
   // one app's (a wake asks about one revision), or every app's
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             ${routableSql('i')} AS routable
        FROM apps a JOIN images i ON i.app_hostname = a.app_hostname
-      ${host === undefined ? '' : 'WHERE a.app_hostname = $1'}
+      WHERE a.deleting_at IS NULL${host === undefined ? '' : ' AND a.app_hostname = $1'}
       ORDER BY a.app_hostname, i.id`, host === undefined ? [] : [host]);
   const out = new Set<number>();
   for (const app of groupApps(rows)) for (const id of resolveTraffic(app.traffic, app.revisions, app.pending).serving) out.add(id);

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { makeTar } from '../helpers/archives.js';
+import { servingRevisions } from '../../control-plane/discovery/route-table.js';
 
 /**
  * An app leaves with its last revision however it is deleted — DELETE /api/apps/:host or
@@ -34,5 +36,39 @@ describe('app.deleted', () => {
     expect((await api.req('DELETE', `/api/images/${second}`)).status).toBe(204);
     expect((await api.get(`/api/apps/${host}`)).status).toBe(404);
     expect((await events(host)).filter((e) => e === 'app.deleted')).toHaveLength(1);
+  });
+});
+
+describe('DELETE /api/apps/:host', () => {
+  it('records app.deleting, then image.deleted for each revision and app.deleted', async () => {
+    const host = 'delete-me.example.com';
+    await insertReadyImage(t.cp, userId, host);
+    await insertReadyImage(t.cp, userId, host);
+    const r = await api.req('DELETE', `/api/apps/${host}`);
+    expect(r.status, r.text).toBe(204);
+    expect(await events(host)).toEqual(['app.deleting', 'image.deleted', 'image.deleted', 'app.deleted']);
+    expect((await api.get(`/api/apps/${host}`)).status).toBe(404);
+  });
+
+  it('an app being deleted serves nothing (route table, reconcile, autoscaler, wakes) and refuses uploads until it is gone', async () => {
+    const host = 'half-deleted.example.com';
+    const id = await insertReadyImage(t.cp, userId, host);
+    expect([...await servingRevisions(t.cp.db, host)]).toEqual([id]);
+    // as a DELETE that could not remove every instance leaves it
+    await t.cp.db.query('UPDATE apps SET deleting_at = now() WHERE app_hostname = $1', [host]);
+    expect([...await servingRevisions(t.cp.db, host)]).toEqual([]);
+    expect((await servingRevisions(t.cp.db)).has(id)).toBe(false);
+    const hub = t.cp.app.platform.hub;
+    await hub.rebuild();
+    expect(JSON.stringify(hub.table)).not.toContain(host);
+    const archive = await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]);
+    const up = await api.upload({ name: 'late', app_hostname: host }, archive);
+    expect(up.status, up.text).toBe(409);
+    expect(up.body.error.code).toBe('app_deleting');
+    // the same DELETE finishes it, and the hostname is free again
+    expect((await api.req('DELETE', `/api/apps/${host}`)).status).toBe(204);
+    // it was already deleting (set above, as a first DELETE would have): not recorded twice
+    expect(await events(host)).toEqual(['image.deleted', 'app.deleted']);
+    expect((await api.get(`/api/apps/${host}`)).status).toBe(404);
   });
 });

@@ -16,6 +16,7 @@ import { sql as m010 } from './010_pending_deploys.js';
 import { sql as m011 } from './011_usage_by_user_id.js';
 import { sql as m012 } from './012_workload_runner.js';
 import { sql as m013 } from './013_redact_workload_headers.js';
+import { sql as m014 } from './014_app_deleting.js';
 
 export interface Migration {
   version: number;
@@ -37,4 +38,5 @@ export const migrations: Migration[] = [
   { version: 11, name: '011_usage_by_user_id', sql: m011 },
   { version: 12, name: '012_workload_runner', sql: m012 },
   { version: 13, name: '013_redact_workload_headers', sql: m013 },
+  { version: 14, name: '014_app_deleting', sql: m014 },
 ];
