@@ -321,6 +321,32 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(openLogStreams()).toBe(base);
   });
 
+  it('delete: needs --yes off a terminal, then drains and removes a running app; its URL stops answering', async () => {
+    const app = join(tmp.dir, 'bye');
+    await writeApp(app, 'bye\n');
+    const d = await berth(['deploy', app, '--host', 'cli-bye.localhost']);
+    expect(d.code, d.out + d.err).toBe(0);
+    expect(await viaProxy('cli-bye.localhost', '/www/index.html')).toEqual({ status: 200, body: 'bye' });
+    const ids = (await h.cp.db.query<{ docker_id: string }>(
+      `SELECT c.docker_id FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = 'cli-bye.localhost' AND c.docker_id IS NOT NULL`)).rows.map((r) => r.docker_id);
+    expect(ids.length).toBeGreaterThan(0);
+
+    const asked = await berth(['delete', 'cli-bye.localhost']);
+    expect(asked.code).toBe(2);
+    expect(asked.err).toContain('without --yes');
+    expect(await viaProxy('cli-bye.localhost', '/www/index.html')).toEqual({ status: 200, body: 'bye' });
+    expect((await berth(['delete', 'not an app', '--yes'])).code).toBe(2);
+    expect((await berth(['delete', 'nobody.localhost', '--yes'])).code).toBe(1);
+
+    const r = await berth(['delete', 'cli-bye.localhost', '--yes', '--json']);
+    expect(r.code, r.out + r.err).toBe(0);
+    expect(JSON.parse(r.out)).toEqual({ deleted: 'cli-bye.localhost', revisions: [1], instances: 1 });
+    expect((await viaProxy('cli-bye.localhost', '/www/index.html')).status).not.toBe(200);
+    const apps = JSON.parse((await berth(['apps', '--json'])).out) as { apps: { app_hostname: string }[] };
+    expect(apps.apps.map((a) => a.app_hostname)).not.toContain('cli-bye.localhost');
+    for (const id of ids) expect(await docker.getContainer(id).inspect().then(() => 'exists', () => 'gone')).toBe('gone');
+  }, 120_000);
+
   it('logout revokes the stored token and forgets it', async () => {
     const creds = JSON.parse(await readFile(join(tmp.dir, 'config', 'credentials.json'), 'utf8'));
     const token = creds.apis[h.cp.url].token as string;
