@@ -73,11 +73,16 @@ describe('response schemas', () => {
   let api: Api;
 
   beforeAll(async () => {
+    // the usage sampler would close the running usage record this test inserts (its container is not running)
+    process.env.BERTH_USAGE_SAMPLE_MS = '3600000';
     t = await startTestControlPlane();
     doc = await (await fetch(`${t.cp.url}/docs/json`)).json() as typeof doc;
     api = await new Api(t.cp.url).signup('schemas@example.com', 'correct-horse-1', 'schemas');
   });
-  afterAll(async () => { await t?.close(); });
+  afterAll(async () => {
+    delete process.env.BERTH_USAGE_SAMPLE_MS;
+    await t?.close();
+  });
 
   /** The payload the handler sent for this answer (by x-request-id). */
   const sentFor = (r: ApiResponse) => h.sent.get(r.headers.get('x-request-id') ?? '');
