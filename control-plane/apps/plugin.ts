@@ -1,3 +1,4 @@
+import { TAG_MAX_LENGTH } from '../../shared/tag.js';
 import { hostParams } from '../http/schemas.js';
 import type { FastifyInstance } from 'fastify';
 import { normalizeHost } from '../../shared/hostname.js';
@@ -22,7 +23,7 @@ const trafficBody = {
           image_id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
           latest: { type: 'boolean' },
           percent: { type: 'integer', minimum: 0, maximum: 100 },
-          tag: { type: 'string', minLength: 1, maxLength: 60 },
+          tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
         },
       },
     },

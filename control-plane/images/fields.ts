@@ -1,3 +1,4 @@
+import { TAG_MAX_LENGTH } from '../../shared/tag.js';
 import { isIP } from 'node:net';
 import { Ajv } from 'ajv';
 import { isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
@@ -35,7 +36,7 @@ export const imageFieldsSchema = {
     scale_down_delay_s: int(N.scale_down_delay_s.min, N.scale_down_delay_s.max, { default: 0 }),
     // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
     no_traffic: { type: 'boolean', default: false },
-    traffic_tag: { type: 'string', minLength: 1, maxLength: 60 },
+    traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
   },
 } as const;
 

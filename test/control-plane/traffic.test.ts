@@ -1,5 +1,5 @@
 /** The traffic model (control-plane/apps/traffic.ts): resolution of `latest`, deploys, validation. */
-import { tagProblem } from '../../shared/tag.js';
+import { TAG_MAX_LENGTH, tagProblem } from '../../shared/tag.js';
 import { describe, expect, it } from 'vitest';
 import { checkAppHostname } from '../../control-plane/images/fields.js';
 import { checkTag, checkTraffic, promote, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
@@ -83,7 +83,7 @@ describe('checkTraffic', () => {
     expect(bad([{ percent: 100 }])).toMatch(/traffic\[0\] must name either/);
     expect(bad([{ image_id: 1, latest: true, percent: 100 }])).toMatch(/traffic\[0\] must name either/);
     expect(bad([{ image_id: 1, percent: 100, tag: 'a--b' }])).toMatch(/single hyphens/);
-    expect(bad([{ image_id: 1, percent: 100, tag: 'x'.repeat(60) }])).toMatch(/longer than 63/);
+    expect(bad([{ image_id: 1, percent: 100, tag: 'x'.repeat(59) }])).toMatch(/longer than 63/);
     expect(bad([{ image_id: 1, percent: 50, tag: 'a' }, { image_id: 2, percent: 50, tag: 'a' }])).toMatch(/traffic\[1\].*used twice/);
     expect(bad([])).toMatch(/at least one/);
     expect(bad([{ image_id: 1, percent: 100 }, { latest: true, percent: 0 }])).toMatch(/traffic\[1\].*needs a tag/);
@@ -109,5 +109,9 @@ describe('tag shape (shared/tag.ts, the rule the CLI checks too)', () => {
   it('letters, digits and single inner hyphens, starting with a letter', () => {
     for (const ok of ['canary', 'v2', 'blue-green', 'a']) expect(tagProblem(ok), ok).toBeNull();
     for (const bad of ['1canary', 'a--b', 'canary-', 'Canary', '', 'c_a', 'x'.repeat(64)]) expect(tagProblem(bad), bad).not.toBeNull();
+    // TAG---LABEL is one DNS label (≤ 63): 59 + 3 + a one-character label; the schemas use the same bound
+    expect(tagProblem('x'.repeat(TAG_MAX_LENGTH))).toBeNull();
+    expect(tagProblem('x'.repeat(TAG_MAX_LENGTH + 1))).toMatch(/at most 59/);
+    expect(TAG_MAX_LENGTH + 3 + 1).toBe(63);
   });
 });
