@@ -338,7 +338,7 @@ export async function run(argv: string[]): Promise<void> {
       throw e;
     }
     if (!r.metrics) {
-      out.write(`\n  workload #${r.id} ${r.status}${r.status_reason ? `: ${terminalSafe(out, r.status_reason)}` : ''}, no metrics\n`);
+      out.write(`\n  workload #${r.id} ${terminalSafe(out, String(r.status))}${r.status_reason ? `: ${terminalSafe(out, r.status_reason)}` : ''}, no metrics\n`);
       process.exit(1);
     }
     m = r.metrics;
