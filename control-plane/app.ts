@@ -15,7 +15,7 @@ import { installTraceLogging } from './http/trace.js';
 import { hardenNumberSchemas, numberAjvOptions } from './http/schemas.js';
 import { createMetrics, installHttpMetrics } from './http/metrics.js';
 import healthPlugin from './http/health.js';
-import { loadToken } from './http/tokens.js';
+import { BearerTokens, loadToken } from './http/tokens.js';
 import authPlugin from './auth/plugin.js';
 import { DEFAULT_USER, seedDefaultUser } from './auth/users.js';
 import imagesPlugin from './images/plugin.js';
@@ -87,7 +87,7 @@ export async function startControlPlane(
     throw e;
   }
 
-  let metricsAuth: { token: string; file?: string };
+  let metricsAuth: { token: string; tokens: string[]; file?: string };
   try {
     metricsAuth = await loadToken(config.metricsToken, config.dataDir, 'metrics-token', 'bmt_');
   } catch (e) {
@@ -128,7 +128,7 @@ export async function startControlPlane(
   if (logFormat() === 'pretty') installRequestLog(app);
   await registerOpenApi(app); // before any route: OpenAPI at /docs is generated from the route schemas
   await app.register(cookie);
-  await app.register(healthPlugin, { isDraining: () => draining, metricsToken: metricsAuth.token });
+  await app.register(healthPlugin, { isDraining: () => draining, metricsTokens: new BearerTokens(metricsAuth.tokens) });
   await app.register(authPlugin);
   await app.register(imagesPlugin);
   await app.register(eventRoutes);

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { latestMigrationApplied } from '../db/migrate.js';
 import { unauthorized } from './errors.js';
 import { errorResponses, object } from './responses.js';
-import { isBearer } from './tokens.js';
+import { isBearer, type BearerTokens } from './tokens.js';
 
 const readySchema = object({
   status: { type: 'string', enum: ['ready', 'not_ready'] },
@@ -16,7 +16,7 @@ const readySchema = object({
  * `/healthz` (process up) and `/readyz` (database reachable and migrated), open to anyone;
  * `/metrics` (Prometheus text) only with the metrics token: its gauges name every tenant's apps.
  */
-export default async function healthPlugin(app: FastifyInstance, opts: { isDraining: () => boolean; metricsToken: string }): Promise<void> {
+export default async function healthPlugin(app: FastifyInstance, opts: { isDraining: () => boolean; metricsTokens: BearerTokens }): Promise<void> {
   app.get('/healthz', {
     schema: { summary: 'Liveness: the process is up', response: { 200: object({ status: { type: 'string', enum: ['ok'] } }) } },
   }, async () => ({ status: 'ok' }));
@@ -26,7 +26,7 @@ export default async function healthPlugin(app: FastifyInstance, opts: { isDrain
       summary: 'Readiness: the database is reachable and migrated, and the process is not shutting down',
       response: { 200: readySchema, 503: { ...readySchema, description: 'not ready (same shape)' } },
     },
-  }, async (_req, reply) => {
+  }, async (req, reply) => {
     const checks: Record<string, string> = {};
     let ok = true;
     if (opts.isDraining()) { checks.shutdown = 'draining'; ok = false; }
@@ -34,7 +34,9 @@ export default async function healthPlugin(app: FastifyInstance, opts: { isDrain
       checks.database = (await latestMigrationApplied(app.db)) ? 'ok' : 'migrations pending';
       if (checks.database !== 'ok') ok = false;
     } catch (e) {
-      checks.database = `unreachable: ${(e as Error).message}`;
+      // anyone may ask: the driver's message (host, port, user) goes to the log, not the answer
+      req.log.warn({ err: (e as Error).message }, 'readiness: database unreachable');
+      checks.database = 'unreachable';
       ok = false;
     }
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks });
@@ -51,7 +53,7 @@ export default async function healthPlugin(app: FastifyInstance, opts: { isDrain
       },
     },
     onRequest: async (req) => {
-      if (!isBearer(req.headers.authorization, opts.metricsToken)) throw unauthorized('a valid metrics token is required (Authorization: Bearer $BERTH_METRICS_TOKEN, or the one in <data-dir>/metrics-token)');
+      if (!isBearer(req.headers.authorization, opts.metricsTokens)) throw unauthorized('a valid metrics token is required (Authorization: Bearer $BERTH_METRICS_TOKEN, or the one in <data-dir>/metrics-token)');
     },
   }, async (_req, reply) => {
     const body = await app.metrics.registry.metrics();
