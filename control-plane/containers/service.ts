@@ -11,6 +11,7 @@ import type { RouteHub } from '../discovery/hub.js';
 import type { ProxyRegistry } from '../discovery/proxies.js';
 import { endpointAddress } from '../discovery/route-table.js';
 import { closeUsage, openUsage } from '../billing/usage.js';
+import { containerEnv } from '../images/env.js';
 
 /** One operation per container at a time, in this process. */
 export class KeyedMutex {
@@ -221,7 +222,7 @@ export class ContainerService {
       dockerId = await this.d.runtime.create({
         // the image id recorded by the build, never a tag (a name resolves to whatever carries it now)
         name: c.name!, image: img.docker_image_id ?? img.docker_image, labels: this.labels(c, img),
-        env: { PORT: String(img.container_port) }, containerPort: img.container_port, publishHost: this.d.config.publishHost,
+        env: containerEnv(img), containerPort: img.container_port, publishHost: this.d.config.publishHost,
         cpus: img.cpu_limit, memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes,
         pidsLimit: this.d.config.containerPidsLimit,
       });

@@ -37,6 +37,10 @@ export const imageFieldsSchema = {
     // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
     no_traffic: { type: 'boolean', default: false },
     traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
+    // environment variables (images/env.ts checks them): set/replace, remove, start from nothing
+    env: { type: 'string', maxLength: 256 * 1024 },
+    env_unset: { type: 'string', maxLength: 64 * 1024 },
+    env_clear: { type: 'boolean', default: false },
   },
 } as const;
 
@@ -76,6 +80,8 @@ export interface ImageFields {
 export interface UploadFields extends ImageFields {
   no_traffic: boolean;
   traffic_tag: string | null;
+  /** the raw environment changes, applied to the previous revision's set by images/env.ts */
+  envChanges: { env?: string; env_unset?: string; env_clear: boolean };
 }
 
 /** Validate and normalise; throws ApiError 400 naming the field. */
@@ -113,6 +119,11 @@ export function parseImageFields(raw: Record<string, string>): UploadFields {
     scale_down_delay_s: (data.scale_down_delay_s as number) + 0,
     no_traffic: data.no_traffic === true,
     traffic_tag: data.traffic_tag === undefined ? null : String(data.traffic_tag),
+    envChanges: {
+      ...(data.env === undefined ? {} : { env: String(data.env) }),
+      ...(data.env_unset === undefined ? {} : { env_unset: String(data.env_unset) }),
+      env_clear: data.env_clear === true,
+    },
   };
 }
 

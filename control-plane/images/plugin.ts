@@ -14,7 +14,8 @@ import { appOwner, checkTagHostsFree, claimRevision, inheritedFields, joinTraffi
 import { checkTag } from '../apps/traffic.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { dockerRef, getImage, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
-import { receiveUpload } from './upload.js';
+import { FIELD_MAX_BYTES, receiveUpload } from './upload.js';
+import { nextEnv } from './env.js';
 import { autoscalingSchema, buildLogsSchema, containerListSchema, imageSchema, imageWithContainersSchema } from './schemas.js';
 import { errorResponses, noContent, object } from '../http/responses.js';
 import { checkUploadQuota } from './quotas.js';
@@ -72,7 +73,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
   const cfg = app.config;
   await sweepLeftovers(app);
   for (const d of ['uploads', 'builds']) await privateDir(join(cfg.dataDir, d));
-  await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: 4096, parts: 22 } });
+  await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: FIELD_MAX_BYTES, parts: 22 } });
 
   // Live `?follow=1` log streams: a hijacked response only ends with its build, so app.close()
   // would wait for it; they are ended (without an `end` event: clients reconnect) before closing.
@@ -92,7 +93,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     preHandler: app.authenticate,
     schema: {
       summary: 'Upload source (multipart: fields + file = zip/tar/tar.gz with a Dockerfile) and build it: a new app or its next revision',
-      description: 'Fields: name, tag, app_hostname, container_port, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s, cpu_limit, memory_limit, health_path, no_traffic, traffic_tag, file. Answers 201 with status "building".',
+      description: 'Fields: name, tag, app_hostname, container_port, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s, cpu_limit, memory_limit, health_path, no_traffic, traffic_tag, env (JSON object: variables to set; the rest come from the previous revision), env_unset (JSON array of names to remove), env_clear (start from none), file. Answers 201 with status "building".',
       tags: ['images'],
       consumes: ['multipart/form-data'],
       response: { 201: imageSchema, ...errorResponses },
@@ -109,6 +110,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
       if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
+      const env = nextEnv(owner?.previous?.env ?? {}, fields.envChanges);
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
       await checkUploadQuota(app.db, userId, cfg.quotas);
       try {
@@ -136,11 +138,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,
-               container_concurrency, target_utilization, scale_down_delay_s)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17) RETURNING *`,
+               container_concurrency, target_utilization, scale_down_delay_s, env)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
               fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(app.platform.clusterId, userId, id, fields.tag), fields.health_path,
-              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s]);
+              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env)]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
           if (fields.traffic_tag !== null) await checkTagHostsFree(c, fields.app_hostname, [fields.traffic_tag]);
           await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });

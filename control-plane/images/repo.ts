@@ -9,6 +9,8 @@ export interface ImageRow extends ImageFields {
   user_id: number;
   /** 1, 2, 3… per app (app_hostname) */
   revision: number;
+  /** the revision's environment variables (images/env.ts); never sent back by the API */
+  env: Record<string, string>;
   /** when it could first take traffic (see migration 007); null until then */
   routable_at: Date | null;
   status: ImageStatus;
@@ -36,6 +38,7 @@ export function publicImage(r: ImageRow) {
     tag: r.tag,
     app_hostname: r.app_hostname,
     revision: r.revision,
+    env_names: Object.keys(r.env ?? {}).sort(),
     container_port: r.container_port,
     min_instances: r.min_instances,
     max_instances: r.max_instances,

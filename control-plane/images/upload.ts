@@ -7,6 +7,12 @@ import { pipeline } from 'node:stream/promises';
 import type { FastifyRequest } from 'fastify';
 import { ApiError, badRequest } from '../http/errors.js';
 
+/**
+ * Most bytes of one form field: `env` carries up to 64 KiB of variables as JSON, escaped (the
+ * other fields are short, and their schema says how short).
+ */
+export const FIELD_MAX_BYTES = 256 * 1024;
+
 export interface ReceivedUpload {
   fields: Record<string, string>;
   /** Path of the uploaded archive on disk, or undefined when no file part was sent. */
@@ -35,7 +41,7 @@ export async function receiveUpload(req: FastifyRequest, uploadDir: string, maxB
     if (file) await rm(file, { force: true });
   };
   try {
-    for await (const part of req.parts({ limits: { fileSize: maxBytes, files: 1, fields: 20, fieldSize: 4096, parts: 22 } })) {
+    for await (const part of req.parts({ limits: { fileSize: maxBytes, files: 1, fields: 20, fieldSize: FIELD_MAX_BYTES, parts: 22 } })) {
       if (part.type === 'file') {
         if (part.fieldname !== 'file') { part.file.resume(); throw badRequest(`unexpected file field "${part.fieldname}"; send the archive as "file"`); }
         file = join(uploadDir, `${randomUUID()}.upload`);

@@ -1,23 +1,33 @@
 /** Minimal flag parsing shared by every berth subcommand: flags > BERTH_* env > defaults. */
 export interface ParsedArgs {
+  /** each flag's last value */
   flags: Map<string, string | true>;
+  /** every value of each flag, in order (for repeatable flags; others may appear once) */
+  lists: Map<string, (string | true)[]>;
   positional: string[];
 }
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const flags = new Map<string, string | true>();
+  const lists = new Map<string, (string | true)[]>();
   const positional: string[] = [];
+  const set = (name: string, value: string | true) => {
+    flags.set(name, value);
+    const l = lists.get(name);
+    if (l) l.push(value);
+    else lists.set(name, [value]);
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '-h') { flags.set('help', true); continue; }
+    if (a === '-h') { set('help', true); continue; }
     if (!a.startsWith('--')) { positional.push(a); continue; }
     const eq = a.indexOf('=');
-    if (eq !== -1) { flags.set(a.slice(2, eq), a.slice(eq + 1)); continue; }
+    if (eq !== -1) { set(a.slice(2, eq), a.slice(eq + 1)); continue; }
     const name = a.slice(2);
     const next = argv[i + 1];
-    if (next !== undefined && !next.startsWith('--')) { flags.set(name, next); i++; } else flags.set(name, true);
+    if (next !== undefined && !next.startsWith('--')) { set(name, next); i++; } else set(name, true);
   }
-  return { flags, positional };
+  return { flags, lists, positional };
 }
 
 export class UsageError extends Error {}
@@ -43,6 +53,8 @@ export interface OptionSpec {
   env?: string;
   default?: string;
   boolean?: boolean;
+  /** may be given several times (`--env A=1 --env B=2`): read them with listOption */
+  repeatable?: boolean;
   help: string;
 }
 
@@ -52,7 +64,10 @@ export function resolveOptions(args: ParsedArgs, specs: OptionSpec[], env = proc
   const out: Record<string, string | undefined> = {};
   for (const s of specs) {
     const f = args.flags.get(s.name);
-    if (f === true && !s.boolean) throw new UsageError(`--${s.name} needs a value`);
+    const given = args.lists.get(s.name) ?? [];
+    // `--min 1 … --min 3` is a mistake to name, not a choice to make silently
+    if (given.length > 1 && !s.repeatable) throw new UsageError(`--${s.name} is given ${given.length} times; give it once`);
+    if (given.some((v) => v === true) && !s.boolean) throw new UsageError(`--${s.name} needs a value`);
     if (f !== undefined) out[s.name] = f === true ? 'true' : f;
     else if (s.env && env[s.env] !== undefined && env[s.env] !== '') out[s.name] = env[s.env];
     else out[s.name] = s.default;
@@ -60,10 +75,15 @@ export function resolveOptions(args: ParsedArgs, specs: OptionSpec[], env = proc
   return out;
 }
 
+/** Every value of a repeatable flag, in order ([] when absent). */
+export function listOption(args: ParsedArgs, name: string): string[] {
+  return (args.lists.get(name) ?? []).filter((v): v is string => v !== true);
+}
+
 export function formatHelp(usage: string, description: string, specs: OptionSpec[]): string {
   const lines = [`Usage: ${usage}`, '', description, '', 'Options:'];
   for (const s of specs) {
-    const flag = `  --${s.name}${s.boolean ? '' : ' VALUE'}`;
+    const flag = `  --${s.name}${s.boolean ? '' : ' VALUE'}${s.repeatable ? ' …' : ''}`;
     const extra = [s.env ? `env ${s.env}` : '', s.default !== undefined ? `default ${s.default}` : ''].filter(Boolean).join(', ');
     lines.push(`${flag.padEnd(28)} ${s.help}${extra ? ` (${extra})` : ''}`);
   }

@@ -13,7 +13,7 @@
  *
  * shared/cli/main.ts dispatches `berth <name>` to a module exporting `run(argv)`.
  */
-import { describeError, formatHelp, parseArgs, resolveOptions, UsageError, type OptionSpec } from '../cli/args.js';
+import { describeError, formatHelp, listOption, parseArgs, resolveOptions, UsageError, type OptionSpec } from '../cli/args.js';
 import { BerthClient, ClientError, EXIT } from './client.js';
 import { printJson } from './output.js';
 import { terminalSafe } from './style.js';
@@ -23,6 +23,8 @@ export interface ClientContext {
   opts: Record<string, string | undefined>;
   /** positional arguments */
   args: string[];
+  /** every value of a repeatable option, in order */
+  list(name: string): string[];
   json: boolean;
   client: BerthClient;
   stdout: NodeJS.WriteStream;
@@ -87,7 +89,8 @@ export function defineClientCommand(spec: ClientCommandSpec): (argv: string[]) =
       if (parsed.positional.length < min) throw new UsageError(`missing ${spec.positional?.names ?? 'argument'}`);
       if (parsed.positional.length > max) throw new UsageError(`unexpected argument "${parsed.positional[max]}"`);
       client = await BerthClient.resolve({ api: opts.api });
-      code = (await spec.run({ opts, args: parsed.positional, json, client, stdout, stderr, signal: ac.signal })) ?? EXIT.ok;
+      const list = (name: string) => listOption(parsed, name);
+      code = (await spec.run({ opts, args: parsed.positional, list, json, client, stdout, stderr, signal: ac.signal })) ?? EXIT.ok;
     } catch (e) {
       code = report(e, json, spec.usage, ac.signal.aborted);
     } finally {

@@ -49,6 +49,12 @@ async function writeApp(dir: string, page: string, extra: Record<string, string>
   }
 }
 
+/** The API token `berth login` stored (the tests sign in once, early). */
+async function apiToken(): Promise<string> {
+  const creds = JSON.parse(await readFile(join(tmp.dir, 'config', 'credentials.json'), 'utf8'));
+  return creds.apis[h.cp.url].token as string;
+}
+
 /** GET through the proxy with a Host header (fetch would not send one of its own choosing). */
 function viaProxy(host: string, path: string): Promise<{ status: number; body: string }> {
   return proxyGet(Number(new URL(h.proxyUrl).port), host, path);
@@ -320,6 +326,43 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(all).toContain('event: end\ndata: {"status":"container_stopped"}');
     expect(openLogStreams()).toBe(base);
   });
+
+  it('deploy --env/--env-file: the app sees its variables and berth\'s (K_SERVICE, K_REVISION); the next revision inherits them; the API shows names only', async () => {
+    const app = join(tmp.dir, 'envapp');
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, 'Dockerfile'), `FROM ${BASE_IMAGE}\nCMD ["sh", "-c", "mkdir -p /tmp/w && env > /tmp/w/env.txt && exec httpd -f -p $PORT -h /tmp/w"]\n`);
+    await writeFile(join(app, '.env'), '# settings\nGREETING="hello world"\nexport MODE = test\n');
+    const host = 'cli-env.localhost';
+    const first = await berth(['deploy', app, '--host', host, '--env-file', join(app, '.env'), '--env', 'API_KEY=s3cr3t-value', '--env', 'MODE=prod']);
+    expect(first.code, first.out + first.err).toBe(0);
+    const seen1 = (await viaProxy(host, '/env.txt')).body.split('\n');
+    expect(seen1).toEqual(expect.arrayContaining(['GREETING=hello world', 'MODE=prod', 'API_KEY=s3cr3t-value', `K_SERVICE=${host}`, `K_REVISION=${host}-00001`]));
+    expect(seen1.find((l) => l.startsWith('PORT='))).toMatch(/^PORT=\d+$/);
+
+    const second = await berth(['deploy', app, '--host', host, '--unset-env', 'GREETING', '--env', 'EXTRA=1', '--json']);
+    expect(second.code, second.out + second.err).toBe(0);
+    const seen2 = (await viaProxy(host, '/env.txt')).body.split('\n');
+    expect(seen2).toEqual(expect.arrayContaining(['MODE=prod', 'API_KEY=s3cr3t-value', 'EXTRA=1', `K_REVISION=${host}-00002`]));
+    expect(seen2.some((l) => l.startsWith('GREETING='))).toBe(false);
+
+    // names in answers, values nowhere the API or its events reach
+    const images = await (await fetch(`${h.cp.url}/api/images`, { headers: { authorization: `Bearer ${await apiToken()}` } })).text();
+    const mine = (JSON.parse(images).images as { app_hostname: string; revision: number; env_names: string[] }[]).filter((i) => i.app_hostname === host);
+    expect(mine.find((i) => i.revision === 2)?.env_names).toEqual(['API_KEY', 'EXTRA', 'MODE']);
+    expect(images).not.toContain('s3cr3t');
+    const events = (await h.cp.db.query<{ payload: unknown }>('SELECT payload FROM events WHERE app_hostname = $1', [host])).rows;
+    expect(JSON.stringify(events)).not.toContain('s3cr3t');
+
+    // refused before anything is packed: a reserved name, a contradiction, a repeated single flag
+    const reserved = await berth(['deploy', app, '--host', host, '--env', 'PORT=1']);
+    expect(reserved.code).toBe(2);
+    expect(reserved.err).toContain('set by berth');
+    expect((await berth(['deploy', app, '--host', host, '--env', 'A=1', '--unset-env', 'A'])).code).toBe(2);
+    const twice = await berth(['deploy', app, '--host', host, '--min', '1', '--min', '2']);
+    expect(twice.code).toBe(2);
+    expect(twice.err).toContain('--min is given 2 times');
+    expect((await berth(['delete', host, '--yes'])).code).toBe(0);
+  }, 180_000);
 
   it('delete: needs --yes off a terminal, then drains and removes a running app; its URL stops answering', async () => {
     const app = join(tmp.dir, 'bye');

@@ -17,6 +17,7 @@ import { sql as m011 } from './011_usage_by_user_id.js';
 import { sql as m012 } from './012_workload_runner.js';
 import { sql as m013 } from './013_redact_workload_headers.js';
 import { sql as m014 } from './014_app_deleting.js';
+import { sql as m015 } from './015_app_env.js';
 
 export interface Migration {
   version: number;
@@ -39,4 +40,5 @@ export const migrations: Migration[] = [
   { version: 12, name: '012_workload_runner', sql: m012 },
   { version: 13, name: '013_redact_workload_headers', sql: m013 },
   { version: 14, name: '014_app_deleting', sql: m014 },
+  { version: 15, name: '015_app_env', sql: m015 },
 ];

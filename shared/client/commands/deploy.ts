@@ -9,6 +9,7 @@ import { BerthClient, ClientError, EXIT } from '../client.js';
 import { booleanOption, defineClientCommand, intOption } from '../command.js';
 import { formatBytes, formatDuration, printJson, Progress, Status } from '../output.js';
 import { packDirectory } from '../pack.js';
+import { envAssignment, readEnvFile } from '../env-file.js';
 import { readSse } from '../sse.js';
 import { appUrls } from '../urls.js';
 import { paint, printable, terminalSafe } from '../style.js';
@@ -56,9 +57,13 @@ DIR defaults to the current directory.`,
     { name: 'health-path', help: 'path the health check asks (default: a TCP connect)' },
     { name: 'no-traffic', boolean: true, help: 'the new revision takes no traffic (use with --tag to try it first)' },
     { name: 'tag', help: 'traffic tag: the revision also answers at TAG---HOST' },
+    { name: 'env', repeatable: true, help: 'NAME=VALUE: an environment variable of the app (repeat for more); the others stay as the previous revision had them' },
+    { name: 'env-file', help: 'read NAME=VALUE lines (dotenv) as --env; --env wins over the file' },
+    { name: 'unset-env', repeatable: true, help: 'NAME (or NAME,NAME…): remove variables the previous revision had' },
+    { name: 'clear-env', boolean: true, help: 'start from no variables instead of the previous revision\'s' },
     { name: 'timeout', default: '600', help: 'seconds to wait for build + healthy instances' },
   ],
-  async run({ opts, args, json, client, stdout, stderr, signal }) {
+  async run({ opts, args, list, json, client, stdout, stderr, signal }) {
     const t0 = Date.now();
     const host = opts.host?.trim();
     if (!host) throw new UsageError('--host HOST is required (the app hostname, e.g. --host hello.localhost)');
@@ -76,6 +81,17 @@ DIR defaults to the current directory.`,
     checkField('health-path', 'health_path', opts['health-path']);
     const tagBad = opts.tag === undefined ? null : tagProblem(opts.tag);
     if (tagBad !== null) throw new UsageError(`--tag "${opts.tag}" ${tagBad}`);
+    // environment: the file, then --env over it; names checked by the control plane's rule
+    const env = new Map<string, string>(opts['env-file'] !== undefined ? readEnvFile(opts['env-file']) : []);
+    for (const a of list('env')) {
+      const [k, v] = envAssignment(a, '--env');
+      env.set(k, v);
+    }
+    const unset = list('unset-env').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+    for (const n of unset) {
+      if (env.has(n)) throw new UsageError(`--unset-env ${n} and --env ${n}=… contradict each other`);
+    }
+    const clearEnv = booleanOption(opts['clear-env'], 'clear-env');
     const dir = args[0] ?? '.';
     client.requireToken();
     const deadline = t0 + timeoutS * 1000;
@@ -108,6 +124,9 @@ DIR defaults to the current directory.`,
       if (opts['health-path'] !== undefined) fields.health_path = opts['health-path'];
       if (noTraffic) fields.no_traffic = 'true';
       if (opts.tag !== undefined) fields.traffic_tag = opts.tag;
+      if (env.size) fields.env = JSON.stringify(Object.fromEntries(env));
+      if (unset.length) fields.env_unset = JSON.stringify(unset);
+      if (clearEnv) fields.env_clear = 'true';
       t = Date.now();
       const progress = new Progress('Uploading', packed.bytes, stderr);
       const body = multipart(fields, packed.file, packed.bytes, (n) => progress.update(n));

@@ -1,0 +1,19 @@
+/**
+ * The rules for an app's environment variable names, one copy for the control plane
+ * (control-plane/images/env.ts) and `berth deploy --env` (checked before anything is packed).
+ */
+
+/** Set by berth in every container (as Cloud Run sets PORT, K_SERVICE, K_REVISION, K_CONFIGURATION). */
+export const RESERVED_ENV = ['PORT', 'K_SERVICE', 'K_REVISION', 'K_CONFIGURATION'] as const;
+
+export const ENV_LIMITS = { vars: 200, nameLength: 128, valueBytes: 32 * 1024, totalBytes: 64 * 1024 } as const;
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Why `name` cannot be an environment variable's name, or null. */
+export function envNameProblem(name: string): string | null {
+  if (!NAME.test(name)) return 'must be letters, digits and "_", not starting with a digit';
+  if (name.length > ENV_LIMITS.nameLength) return `must be at most ${ENV_LIMITS.nameLength} characters`;
+  if ((RESERVED_ENV as readonly string[]).includes(name.toUpperCase())) return 'is set by berth in every container';
+  return null;
+}
