@@ -64,10 +64,9 @@ export function resolveOptions(args: ParsedArgs, specs: OptionSpec[], env = proc
   const out: Record<string, string | undefined> = {};
   for (const s of specs) {
     const f = args.flags.get(s.name);
-    const given = args.lists.get(s.name) ?? [];
-    // `--min 1 … --min 3` is a mistake to name, not a choice to make silently
-    if (given.length > 1 && !s.repeatable) throw new UsageError(`--${s.name} is given ${given.length} times; give it once`);
-    if (given.some((v) => v === true) && !s.boolean) throw new UsageError(`--${s.name} needs a value`);
+    // a flag given twice: the last one wins (scripts append overrides), unless it is repeatable
+    if (s.repeatable && (args.lists.get(s.name) ?? []).some((v) => v === true)) throw new UsageError(`--${s.name} needs a value`);
+    if (f === true && !s.boolean) throw new UsageError(`--${s.name} needs a value`);
     if (f !== undefined) out[s.name] = f === true ? 'true' : f;
     else if (s.env && env[s.env] !== undefined && env[s.env] !== '') out[s.name] = env[s.env];
     else out[s.name] = s.default;

@@ -353,14 +353,11 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const events = (await h.cp.db.query<{ payload: unknown }>('SELECT payload FROM events WHERE app_hostname = $1', [host])).rows;
     expect(JSON.stringify(events)).not.toContain('s3cr3t');
 
-    // refused before anything is packed: a reserved name, a contradiction, a repeated single flag
+    // refused before anything is packed: a reserved name, a contradiction
     const reserved = await berth(['deploy', app, '--host', host, '--env', 'PORT=1']);
     expect(reserved.code).toBe(2);
     expect(reserved.err).toContain('set by berth');
     expect((await berth(['deploy', app, '--host', host, '--env', 'A=1', '--unset-env', 'A'])).code).toBe(2);
-    const twice = await berth(['deploy', app, '--host', host, '--min', '1', '--min', '2']);
-    expect(twice.code).toBe(2);
-    expect(twice.err).toContain('--min is given 2 times');
     expect((await berth(['delete', host, '--yes'])).code).toBe(0);
   }, 180_000);
 
