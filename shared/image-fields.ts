@@ -40,6 +40,8 @@ export const IMAGE_INT_FIELDS = {
   container_concurrency: { min: 0, max: 1000 },
   target_utilization: { min: 1, max: 100 },
   scale_down_delay_s: { min: 0, max: 3600 },
+  /** how long a request may wait for the app's response, as Cloud Run's --timeout */
+  request_timeout_s: { min: 1, max: 3600 },
 } as const;
 
 export type ImageTextField = keyof typeof IMAGE_TEXT_FIELDS;

@@ -18,6 +18,7 @@ interface RouteRow {
   status: RevisionState['status'];
   routable: boolean;
   container_concurrency: number;
+  request_timeout_s: number;
   min_instances: number;
   min_instances_provisioned: boolean;
   /** an instance is on its way: wanted running, and being created or not yet probed healthy */
@@ -44,7 +45,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             ${routableSql('i')} AS routable,
-            i.container_concurrency, i.min_instances, i.min_instances_provisioned,
+            i.container_concurrency, i.request_timeout_s, i.min_instances, i.min_instances_provisioned,
             EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
                       AND (w.status = 'creating' OR (w.status = 'running' AND w.health = 'unknown'))) AS starting,
             c.id AS container_id, c.host_port
@@ -83,6 +84,9 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
       if (percent > 0 && weighted) route.trafficWeight = percent;
       // the app's container_concurrency, enforced by every proxy (0 = no limit)
       if (r.container_concurrency > 0) route.concurrency = { perEndpoint: r.container_concurrency };
+      // the revision's request timeout (Cloud Run's --timeout): the wait for the response head, and
+      // the longest gap between its body bytes, before the proxy answers 504 / ends the response
+      route.timeouts = { headersMs: r.request_timeout_s * 1000, idleMs: r.request_timeout_s * 1000 };
       // Proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate) when it
       // scales to zero, when berth owes it its min_instances (it just got traffic back), or while
       // an instance is on its way (a new app, or a replaced instance, is not a 503 for the

@@ -34,6 +34,7 @@ export const imageFieldsSchema = {
     container_concurrency: int(N.container_concurrency.min, N.container_concurrency.max, { default: 80 }),
     target_utilization: int(N.target_utilization.min, N.target_utilization.max, { default: 70 }),
     scale_down_delay_s: int(N.scale_down_delay_s.min, N.scale_down_delay_s.max, { default: 0 }),
+    request_timeout_s: int(N.request_timeout_s.min, N.request_timeout_s.max, { default: 300 }),
     // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
     no_traffic: { type: 'boolean', default: false },
     traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
@@ -47,7 +48,7 @@ export const imageFieldsSchema = {
 /** Upload fields a new revision takes from the previous one when the upload leaves them out. */
 export const INHERITED_FIELDS = [
   'name', 'tag', 'container_port', 'min_instances', 'max_instances', 'cpu_limit', 'memory_limit', 'health_path',
-  'container_concurrency', 'target_utilization', 'scale_down_delay_s',
+  'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s',
 ] as const;
 
 // Multipart delivers strings; ajv coerces "1e400" to Infinity after its type check, so the
@@ -74,6 +75,8 @@ export interface ImageFields {
   /** the autoscaler aims at container_concurrency × target_utilization / 100 per instance */
   target_utilization: number;
   scale_down_delay_s: number;
+  /** the proxies wait this long for the response's head, and between body bytes (then 504) */
+  request_timeout_s: number;
 }
 
 /** The fields of one upload: the image's own, and how its revision joins the app's traffic. */
@@ -117,6 +120,7 @@ export function parseImageFields(raw: Record<string, string>): UploadFields {
     container_concurrency: (data.container_concurrency as number) + 0,
     target_utilization: (data.target_utilization as number) + 0,
     scale_down_delay_s: (data.scale_down_delay_s as number) + 0,
+    request_timeout_s: (data.request_timeout_s as number) + 0,
     no_traffic: data.no_traffic === true,
     traffic_tag: data.traffic_tag === undefined ? null : String(data.traffic_tag),
     envChanges: {

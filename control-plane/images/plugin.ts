@@ -45,18 +45,20 @@ const imagePatchSchema = {
     container_concurrency: noDefault(P.container_concurrency),
     target_utilization: noDefault(P.target_utilization),
     scale_down_delay_s: noDefault(P.scale_down_delay_s),
+    request_timeout_s: noDefault(P.request_timeout_s),
     health_path: { ...P.health_path, type: ['string', 'null'] },
     cpu_limit: { ...P.cpu_limit, type: ['string', 'null'] },
     memory_limit: { ...P.memory_limit, type: ['string', 'null'] },
   },
 } as const;
-const NOT_NULLABLE = ['min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s'] as const;
+const NOT_NULLABLE = ['min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s'] as const;
 interface ImagePatch {
   min_instances?: number;
   max_instances?: number;
   container_concurrency?: number;
   target_utilization?: number;
   scale_down_delay_s?: number;
+  request_timeout_s?: number;
   health_path?: string | null;
   cpu_limit?: string | null;
   memory_limit?: string | null;
@@ -93,7 +95,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     preHandler: app.authenticate,
     schema: {
       summary: 'Upload source (multipart: fields + file = zip/tar/tar.gz with a Dockerfile) and build it: a new app or its next revision',
-      description: 'Fields: name, tag, app_hostname, container_port, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s, cpu_limit, memory_limit, health_path, no_traffic, traffic_tag, env (JSON object: variables to set; the rest come from the previous revision), env_unset (JSON array of names to remove), env_clear (start from none), file. Answers 201 with status "building".',
+      description: 'Fields: name, tag, app_hostname, container_port, min_instances, max_instances, container_concurrency, target_utilization, scale_down_delay_s, request_timeout_s (300), cpu_limit, memory_limit, health_path, no_traffic, traffic_tag, env (JSON object: variables to set; the rest come from the previous revision), env_unset (JSON array of names to remove), env_clear (start from none), file. Answers 201 with status "building".',
       tags: ['images'],
       consumes: ['multipart/form-data'],
       response: { 201: imageSchema, ...errorResponses },
@@ -138,11 +140,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,
-               container_concurrency, target_utilization, scale_down_delay_s, env)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb) RETURNING *`,
+               container_concurrency, target_utilization, scale_down_delay_s, env, request_timeout_s)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb,$19) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
               fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(app.platform.clusterId, userId, id, fields.tag), fields.health_path,
-              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env)]);
+              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env), fields.request_timeout_s]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
           if (fields.traffic_tag !== null) await checkTagHostsFree(c, fields.app_hostname, [fields.traffic_tag]);
           await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
@@ -213,7 +215,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       const body = req.body as Record<string, unknown> | null;
       for (const k of NOT_NULLABLE) if (body && typeof body === 'object' && k in body && body[k] === null) throw badRequest(`field "${k}" must be a number, not null`);
     },
-    schema: { summary: 'Change the settings that need no rebuild (instances, concurrency, limits, health path)', tags: ['images'], params: idParams, body: imagePatchSchema, response: { 200: imageSchema, ...errorResponses } },
+    schema: { summary: 'Change the settings that need no rebuild (instances, concurrency, request timeout, limits, health path)', tags: ['images'], params: idParams, body: imagePatchSchema, response: { 200: imageSchema, ...errorResponses } },
   }, async (req) => {
     const b = req.body;
     let raisedMin = false;
@@ -227,6 +229,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
         container_concurrency: (b.container_concurrency ?? row.container_concurrency) + 0,
         target_utilization: (b.target_utilization ?? row.target_utilization) + 0,
         scale_down_delay_s: (b.scale_down_delay_s ?? row.scale_down_delay_s) + 0,
+        request_timeout_s: (b.request_timeout_s ?? row.request_timeout_s) + 0,
         health_path: b.health_path === undefined ? row.health_path : b.health_path,
         cpu_limit: b.cpu_limit === undefined ? row.cpu_limit : b.cpu_limit === null ? null : parseCpu(b.cpu_limit),
         memory_limit: mem === undefined ? row.memory_limit : mem?.text ?? null,
@@ -242,10 +245,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       raisedMin = next.min_instances > row.min_instances;
       const { rows: [updated] } = await c.query<ImageRow>(
         `UPDATE images SET min_instances = $2, max_instances = $3, container_concurrency = $4, target_utilization = $5,
-           scale_down_delay_s = $6, health_path = $7, cpu_limit = $8, memory_limit = $9, memory_limit_bytes = $10, updated_at = now()
+           scale_down_delay_s = $6, health_path = $7, cpu_limit = $8, memory_limit = $9, memory_limit_bytes = $10,
+           request_timeout_s = $11, updated_at = now()
          WHERE id = $1 RETURNING *`,
         [row.id, next.min_instances, next.max_instances, next.container_concurrency, next.target_utilization,
-          next.scale_down_delay_s, next.health_path, next.cpu_limit, next.memory_limit, next.memory_limit_bytes]);
+          next.scale_down_delay_s, next.health_path, next.cpu_limit, next.memory_limit, next.memory_limit_bytes, next.request_timeout_s]);
       await recordEvent(c, { type: 'image.updated', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { changed } });
       return updated;
     });

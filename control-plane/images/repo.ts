@@ -49,6 +49,7 @@ export function publicImage(r: ImageRow) {
     container_concurrency: r.container_concurrency,
     target_utilization: r.target_utilization,
     scale_down_delay_s: r.scale_down_delay_s,
+    request_timeout_s: r.request_timeout_s,
     status: r.status,
     status_reason: r.status_reason,
     docker_image: r.docker_image,

@@ -23,6 +23,7 @@ export const imageSchema = object({
   container_concurrency: { type: 'integer', description: 'most requests one instance is sent at once (0 = no limit)' },
   target_utilization: { type: 'integer', description: 'percent of container_concurrency the autoscaler aims at' },
   scale_down_delay_s: { type: 'integer' },
+  request_timeout_s: { type: 'integer', description: 'how long the proxies wait for the response (head, then between body bytes) before 504' },
   env_names: { type: 'array', items: { type: 'string' }, description: 'names of the environment variables the revision runs with (values are never shown)' },
   status: { type: 'string', enum: ['building', 'ready', 'build_failed'] },
   status_reason: nullableString,

@@ -27,7 +27,7 @@ describe('image scaling settings', () => {
   it('have Cloud Run defaults', async () => {
     const r = await alice.get(`/api/images/${imageId}`);
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ container_concurrency: 80, target_utilization: 70, scale_down_delay_s: 0, min_instances: 0, max_instances: 5 });
+    expect(r.body).toMatchObject({ container_concurrency: 80, target_utilization: 70, scale_down_delay_s: 0, min_instances: 0, max_instances: 5, request_timeout_s: 300 });
   });
 
   it('PATCH applies, records image.updated, and the route table carries the concurrency', async () => {
@@ -62,6 +62,9 @@ describe('image scaling settings', () => {
     [{ container_concurrency: -1 }, 'container_concurrency'],
     [{ target_utilization: 0 }, 'target_utilization'],
     [{ scale_down_delay_s: 3601 }, 'scale_down_delay_s'],
+    [{ request_timeout_s: 0 }, 'request_timeout_s'],
+    [{ request_timeout_s: 3601 }, 'request_timeout_s'],
+    [{ request_timeout_s: null }, 'request_timeout_s'],
     [{ max_instances: 1e400 }, 'max_instances'],
     [{ container_port: 9090 }, 'container_port'],
     [{ health_path: 'no-slash' }, 'health_path'],
@@ -79,5 +82,23 @@ describe('image scaling settings', () => {
     expect((await patch(bob, { container_concurrency: 1 })).status).toBe(404);
     expect((await patch(alice, { container_concurrency: 1 }, 999_999)).status).toBe(404);
     expect((await alice.get(`/api/images/${imageId}`)).body.container_concurrency).toBe(0);
+  });
+
+  it('the request timeout becomes the route\'s headers and idle timeouts, and PATCH changes it without a rebuild', async () => {
+    const routeTimeouts = async (want: number) => {
+      let route: { timeouts?: { headersMs?: number; idleMs?: number } } | undefined;
+      for (let i = 0; i < 40 && route?.timeouts?.headersMs !== want; i++) {
+        await t.cp.app.platform.hub.schedule();
+        await new Promise((res) => setTimeout(res, 50));
+        route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
+      }
+      return route?.timeouts;
+    };
+    expect(await routeTimeouts(300_000)).toEqual({ headersMs: 300_000, idleMs: 300_000 });
+    const r = await patch(alice, { request_timeout_s: 5 });
+    expect(r.status, r.text).toBe(200);
+    expect(r.body.request_timeout_s).toBe(5);
+    expect(await routeTimeouts(5000)).toEqual({ headersMs: 5000, idleMs: 5000 });
+    expect((await patch(alice, { request_timeout_s: 300 })).status).toBe(200);
   });
 });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { up, type UpHandle } from '../../control-plane/up.js';
@@ -360,6 +360,26 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect((await berth(['deploy', app, '--host', host, '--env', 'A=1', '--unset-env', 'A'])).code).toBe(2);
     expect((await berth(['delete', host, '--yes'])).code).toBe(0);
   }, 180_000);
+
+  it('deploy --request-timeout: a response slower than it is a 504 from the proxy; a faster one passes', async () => {
+    const app = join(tmp.dir, 'slow');
+    await writeApp(app, 'ok\n', { 'cgi-bin/slow': '#!/bin/sh\nsleep 3\necho "Content-Type: text/plain"\necho\necho slow\n' });
+    await chmod(join(app, 'cgi-bin', 'slow'), 0o755);
+    const host = 'cli-slow.localhost';
+    expect((await berth(['deploy', app, '--host', host, '--request-timeout', 'nope'])).code).toBe(2);
+    const d = await berth(['deploy', app, '--host', host, '--request-timeout', '1s']);
+    expect(d.code, d.out + d.err).toBe(0);
+    const t0 = Date.now();
+    const slow = await viaProxy(host, '/cgi-bin/slow');
+    expect(slow.status).toBe(504);
+    expect(Date.now() - t0).toBeLessThan(2900);
+    expect(await viaProxy(host, '/www/index.html')).toEqual({ status: 200, body: 'ok' });
+    // the next revision with room for it
+    const again = await berth(['deploy', app, '--host', host, '--request-timeout', '10']);
+    expect(again.code, again.out + again.err).toBe(0);
+    expect(await viaProxy(host, '/cgi-bin/slow')).toEqual({ status: 200, body: 'slow' });
+    expect((await berth(['delete', host, '--yes'])).code).toBe(0);
+  }, 120_000);
 
   it('delete: needs --yes off a terminal, then drains and removes a running app; its URL stops answering', async () => {
     const app = join(tmp.dir, 'bye');

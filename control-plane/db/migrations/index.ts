@@ -18,6 +18,7 @@ import { sql as m012 } from './012_workload_runner.js';
 import { sql as m013 } from './013_redact_workload_headers.js';
 import { sql as m014 } from './014_app_deleting.js';
 import { sql as m015 } from './015_app_env.js';
+import { sql as m016 } from './016_request_timeout.js';
 
 export interface Migration {
   version: number;
@@ -41,4 +42,5 @@ export const migrations: Migration[] = [
   { version: 13, name: '013_redact_workload_headers', sql: m013 },
   { version: 14, name: '014_app_deleting', sql: m014 },
   { version: 15, name: '015_app_env', sql: m015 },
+  { version: 16, name: '016_request_timeout', sql: m016 },
 ];

@@ -55,6 +55,7 @@ DIR defaults to the current directory.`,
     { name: 'cpu', help: 'cpu_limit, e.g. 0.5 or 500m' },
     { name: 'memory', help: 'memory_limit, e.g. 256m, 1g' },
     { name: 'health-path', help: 'path the health check asks (default: a TCP connect)' },
+    { name: 'request-timeout', help: 'how long a request may wait for the app\'s response: 300, 90s, 5m, 1h (default 300s, at most 1h); then 504' },
     { name: 'no-traffic', boolean: true, help: 'the new revision takes no traffic (use with --tag to try it first)' },
     { name: 'tag', help: 'traffic tag: the revision also answers at TAG---HOST' },
     { name: 'env', repeatable: true, help: 'NAME=VALUE: an environment variable of the app (repeat for more); the others stay as the previous revision had them' },
@@ -75,6 +76,7 @@ DIR defaults to the current directory.`,
     const concurrency = intOption(opts.concurrency, 'concurrency', N.container_concurrency.min, N.container_concurrency.max);
     const port = intOption(opts.port, 'port', N.container_port.min, N.container_port.max);
     const timeoutS = intOption(opts.timeout, 'timeout', 1, 86_400)!;
+    const requestTimeout = opts['request-timeout'] === undefined ? undefined : seconds(opts['request-timeout'], 'request-timeout', N.request_timeout_s.min, N.request_timeout_s.max);
     const noTraffic = booleanOption(opts['no-traffic'], 'no-traffic');
     checkField('cpu', 'cpu_limit', opts.cpu);
     checkField('memory', 'memory_limit', opts.memory);
@@ -122,6 +124,7 @@ DIR defaults to the current directory.`,
       if (opts.cpu !== undefined) fields.cpu_limit = opts.cpu;
       if (opts.memory !== undefined) fields.memory_limit = opts.memory;
       if (opts['health-path'] !== undefined) fields.health_path = opts['health-path'];
+      if (requestTimeout !== undefined) fields.request_timeout_s = String(requestTimeout);
       if (noTraffic) fields.no_traffic = 'true';
       if (opts.tag !== undefined) fields.traffic_tag = opts.tag;
       if (env.size) fields.env = JSON.stringify(Object.fromEntries(env));
@@ -240,6 +243,14 @@ function dim(out: NodeJS.WriteStream, s: string): string {
 }
 
 /** A multipart/form-data body with a known length: the fields, then the archive streamed from disk. */
+/** "300", "90s", "5m", "1h" → seconds within [min, max], or a UsageError naming the flag. */
+function seconds(value: string, flag: string, min: number, max: number): number {
+  const m = /^(\d{1,7})(s|m|h)?$/.exec(value.trim());
+  const n = m ? Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1) : NaN;
+  if (!(n >= min && n <= max)) throw new UsageError(`--${flag} must be a duration from ${min}s to ${max / 3600}h, like 300, 90s or 5m (got "${value}")`);
+  return n;
+}
+
 function multipart(fields: Record<string, string>, file: string, size: number, onProgress: (sent: number) => void) {
   const boundary = `----berth${randomBytes(12).toString('hex')}`;
   const esc = (s: string) => s.replace(/["\r\n]/g, '_');
