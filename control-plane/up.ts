@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { formatHelp, parseArgs, parseListen, resolveOptions, type OptionSpec } from '../shared/cli/args.js';
 import { createLogger } from '../shared/logging.js';
-import { startProxy, type ProxyHandle } from '../proxy/proxy.js';
+import { startProxy, type ProxyHandle, type ProxyOptions } from '../proxy/proxy.js';
+import { TLS_SPECS, tlsOptions } from '../proxy/cli.js';
 import { DEFAULT_USER } from './auth/users.js';
 import { startControlPlane, type ControlPlane } from './app.js';
 import { TENANT_SPECS, tenantOptions } from './cli.js';
@@ -20,6 +21,7 @@ const SPECS: OptionSpec[] = [
   { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
   { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'proxy ↔ control-plane token (default: generated for this run)' },
+  ...TLS_SPECS,
   ...TENANT_SPECS,
 ];
 
@@ -39,6 +41,8 @@ export interface UpHandle {
 export async function up(o: {
   apiListen: string; proxyListen: string; adminListen: string; dataDir: string;
   databaseUrl?: string; dockerHost?: string; proxyToken?: string; quiet?: boolean;
+  /** an HTTPS listener on the proxy too */
+  tls?: ProxyOptions['tls'];
   /** quotas, container limits, networks (TENANT_SPECS) */
   tenant?: Partial<ControlPlaneOptions>;
 }): Promise<UpHandle> {
@@ -56,7 +60,7 @@ export async function up(o: {
     proxy = await startProxy({
       listenHost: px.host, listenPort: px.port, adminHost: admin.host, adminPort: admin.port,
       adminToken: process.env.BERTH_ADMIN_TOKEN, controlPlaneUrl: cp.url, token,
-      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, accessLogRate: 1, upstreamConnections: 256,
+      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, accessLogRate: 1, upstreamConnections: 256, tls: o.tls,
       logger: o.quiet ? cp.log : createLogger('berth-proxy'),
     });
   } catch (e) {
@@ -86,7 +90,7 @@ export async function run(argv: string[]): Promise<void> {
   const o = resolveOptions(args, SPECS);
   const h = await up({
     apiListen: o['api-listen']!, proxyListen: o['proxy-listen']!, adminListen: o['admin-listen']!, dataDir: o['data-dir']!,
-    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'], tenant: tenantOptions(o),
+    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'], tenant: tenantOptions(o), tls: tlsOptions(o),
   });
   const dockerOk = await h.cp.runtime.ping().then(() => 'ok', (e: Error) => `NOT REACHABLE (${e.message}) — builds and containers will fail until it is`);
   const creds = h.cp.config.production ? '(production mode: no default user; sign up with POST /api/auth/signup)' : `${DEFAULT_USER.email} / ${DEFAULT_USER.password} (created on first start when there are no users)`;
@@ -95,6 +99,7 @@ export async function run(argv: string[]): Promise<void> {
     'berth is up',
     `  control plane API  ${h.cp.url}`,
     `  proxy (apps)       ${h.proxyUrl}   ← send requests with Host: <app_hostname>`,
+    ...(h.proxy.tlsPort ? [`  proxy (https)      port ${h.proxy.tlsPort}   (TLS terminated by the proxy; certificates by SNI)`] : []),
     `  proxy admin        ${h.adminUrl}   (/healthz /metrics /routes /stats)`,
     `  admin token        ${process.env.BERTH_ADMIN_TOKEN ? '(from BERTH_ADMIN_TOKEN)' : join(h.cp.config.dataDir, 'proxy', 'admin-token')}   (PUT /routes needs Authorization: Bearer <it>)`,
     `  metrics token      ${h.cp.metricsTokenFile ?? '(from BERTH_METRICS_TOKEN)'}   (GET ${h.cp.url}/metrics needs Authorization: Bearer <it>)`,

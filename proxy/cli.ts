@@ -2,8 +2,27 @@ import { resolve } from 'node:path';
 import { formatHelp, parseArgs, parseListen, resolveOptions, UsageError, type OptionSpec } from '../shared/cli/args.js';
 import { createLogger } from '../shared/logging.js';
 import { parseAccessLogRate } from './server/access-log.js';
-import { startProxy } from './proxy.js';
+import { startProxy, type ProxyOptions } from './proxy.js';
 import { tokenList } from '../shared/token-list.js';
+
+/** HTTPS on the proxy (also `berth up`'s): TLS terminated by uWS, certificates by SNI. */
+export const TLS_SPECS: OptionSpec[] = [
+  { name: 'tls-listen', env: 'BERTH_PROXY_TLS_LISTEN', help: 'address for HTTPS client traffic (TLS terminated here; needs --tls-cert and --tls-key)' },
+  { name: 'tls-cert', env: 'BERTH_TLS_CERT', help: 'default certificate (PEM, chain allowed) for clients without SNI or names --tls-dir does not cover' },
+  { name: 'tls-key', env: 'BERTH_TLS_KEY', help: 'the default certificate\'s key (PEM)' },
+  { name: 'tls-dir', env: 'BERTH_TLS_DIR', help: 'a certificate per server name by SNI: NAME.crt + NAME.key (shop.example.com.crt, *.example.com.crt)' },
+];
+
+/** The TLS flags as ProxyOptions.tls (undefined without --tls-listen); half a configuration is a usage error. */
+export function tlsOptions(o: Record<string, string | undefined>): ProxyOptions['tls'] {
+  if (o['tls-listen'] === undefined) {
+    if (o['tls-cert'] || o['tls-key'] || o['tls-dir']) throw new UsageError('--tls-cert, --tls-key and --tls-dir need --tls-listen HOST:PORT');
+    return undefined;
+  }
+  if (!o['tls-cert'] || !o['tls-key']) throw new UsageError('--tls-listen needs --tls-cert and --tls-key (the default certificate)');
+  const l = parseListen(o['tls-listen'], 'tls-listen');
+  return { host: l.host, port: l.port, cert: o['tls-cert'], key: o['tls-key'], ...(o['tls-dir'] ? { dir: o['tls-dir'] } : {}) };
+}
 
 const OPTIONS: OptionSpec[] = [
   { name: 'listen', env: 'BERTH_PROXY_LISTEN', default: '0.0.0.0:8080', help: 'address for client traffic' },
@@ -17,6 +36,7 @@ const OPTIONS: OptionSpec[] = [
   { name: 'access-log', env: 'BERTH_ACCESS_LOG', default: 'on', help: 'on, off, or a sampling rate such as 0.01' },
   { name: 'watch-idle-ms', env: 'BERTH_PROXY_WATCH_IDLE_MS', default: '45000', help: 'reconnect to the control plane after this much silence on its stream' },
   { name: 'upstream-connections', env: 'BERTH_UPSTREAM_CONNECTIONS', default: '256', help: 'max keep-alive connections per upstream endpoint' },
+  ...TLS_SPECS,
 ];
 
 const USAGE = 'berth proxy --listen HOST:PORT --admin HOST:PORT (--routes FILE | --control-plane URL --token T) [--workers N]';
@@ -43,13 +63,14 @@ export async function run(argv: string[]): Promise<void> {
     throw new UsageError((e as Error).message);
   }
   if (!o.routes && !o['control-plane']) throw new UsageError('give a route table source: --routes FILE or --control-plane URL --token T');
+  const tls = tlsOptions(o);
   const logger = createLogger('berth-proxy');
   let handle;
   try {
     handle = await startProxy({
       listenHost: listen.host, listenPort: listen.port, adminHost: admin.host, adminPort: admin.port,
       adminToken: o['admin-token'], routesFile: o.routes, controlPlaneUrl: o['control-plane'], token: o.token === undefined ? undefined : tokenList(o.token)[0],
-      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, watchIdleMs, logger,
+      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, watchIdleMs, logger, tls,
     });
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, 'proxy failed to start');

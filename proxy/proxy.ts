@@ -17,6 +17,7 @@ import { MeterOutbox, MeterReporter } from './sync/meter-outbox.js';
 import { loadTable, saveTable } from './sync/persist.js';
 import { Reporter } from './sync/reporter.js';
 import { WorkerPool } from './workers/pool.js';
+import { loadTlsConfig } from './server/tls.js';
 
 export interface ProxyOptions {
   listenHost: string;
@@ -33,11 +34,15 @@ export interface ProxyOptions {
   upstreamConnections: number;
   /** reconnect when the control-plane stream is silent this long (it pings every 15 s) */
   watchIdleMs?: number;
+  /** an HTTPS listener too: TLS terminated here, certificates checked at start (server/tls.ts) */
+  tls?: { host: string; port: number; cert: string; key: string; dir?: string };
   logger: Logger;
 }
 
 export interface ProxyHandle {
   port: number;
+  /** the HTTPS listener's port (0 without one) */
+  tlsPort: number;
   adminPort: number;
   /** the admin bearer token (given, or generated into <data-dir>/admin-token) */
   adminToken: string;
@@ -88,14 +93,18 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   let port: number;
   // scaled-to-zero routes are woken through the control plane (file-fed proxies cannot wake them)
   const activator = o.controlPlaneUrl && o.token ? new Activator(o.controlPlaneUrl, o.token, log) : null;
+  // certificates are checked before anything listens: a bad file is a start error naming it
+  const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls) } : undefined;
+  let tlsPort = 0;
   if (o.workers <= 1) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
     runtime.activate = activator ? (id) => activator.activate(id) : null;
     port = await plane.listen(o.listenHost, o.listenPort);
+    if (tls) tlsPort = await plane.listenTls(tls.host, tls.port, tls.config);
   } else {
     pool = new WorkerPool();
     pool.onActivate = activator ? (id) => activator.activate(id) : null;
-    port = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, canActivate: activator !== null });
+    ({ port, tlsPort } = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, canActivate: activator !== null, tls }));
   }
 
   let current: RouteTableSpec | null = null;
@@ -167,10 +176,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   admin.listen(o.adminPort, o.adminHost);
   await once(admin, 'listening');
   const adminPort = (admin.address() as AddressInfo).port;
-  log.info({ listen: `${o.listenHost}:${port}`, admin: `${o.adminHost}:${adminPort}`, workers: Math.max(1, o.workers) }, 'berth proxy listening');
+  log.info({
+    listen: `${o.listenHost}:${port}`, ...(tls ? { tls: `${tls.host}:${tlsPort}`, certificates: 1 + tls.config.names.length } : {}),
+    admin: `${o.adminHost}:${adminPort}`, workers: Math.max(1, o.workers),
+  }, 'berth proxy listening');
 
   return {
     port,
+    tlsPort,
     adminPort,
     adminToken: adminAuth.token,
     apply,

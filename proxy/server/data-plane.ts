@@ -8,7 +8,8 @@ import { globalStats } from '../metrics/route-stats.js';
 import { compileRouteTable, RouteState } from '../routing/table.js';
 import { EndpointRegistry } from '../upstream/endpoint.js';
 import { AccessLog } from './access-log.js';
-import { handleRequest } from './entry.js';
+import { handleRequest, handleTlsRequest } from './entry.js';
+import type { TlsConfig } from './tls.js';
 import { runtime } from './state.js';
 import { loadUws } from './uws.js';
 import { websocketBehavior } from './websocket.js';
@@ -26,8 +27,11 @@ export class DataPlane {
   readonly state = new RouteState();
   private listenSocket: us_listen_socket | null = null;
   private app: ReturnType<ReturnType<typeof loadUws>['App']> | null = null;
+  private tlsSocket: us_listen_socket | null = null;
+  private tlsApp: ReturnType<ReturnType<typeof loadUws>['SSLApp']> | null = null;
   private readonly uws = loadUws();
   port = 0;
+  tlsPort = 0;
 
   private readonly sampler = new ConcurrencySampler(() => this.state.stats.values());
 
@@ -55,6 +59,36 @@ export class DataPlane {
         this.listenSocket = token;
         this.port = this.uws.us_socket_local_port(token);
         resolve(this.port);
+      });
+    });
+  }
+
+  /**
+   * An HTTPS listener beside the plain one: the same routes and handlers, TLS terminated by uWS
+   * (certificates by SNI from `tls.names`, else the default), X-Forwarded-Proto: https.
+   */
+  listenTls(host: string, port: number, tls: TlsConfig): Promise<number> {
+    const app = this.uws.SSLApp({ cert_file_name: tls.default.cert, key_file_name: tls.default.key });
+    this.tlsApp = app;
+    app.ws('/*', websocketBehavior('https'));
+    app.any('/*', handleTlsRequest);
+    // uWS keeps a router per server name: each gets the same handlers (`domain` selects the
+    // router later registrations go to; this build's typings lag)
+    for (const n of tls.names) {
+      app.addServerName(n.serverName, { cert_file_name: n.cert, key_file_name: n.key });
+      const named = (app as unknown as { domain(name: string): typeof app }).domain(n.serverName);
+      named.ws('/*', websocketBehavior('https'));
+      named.any('/*', handleTlsRequest);
+    }
+    return new Promise((resolve, reject) => {
+      app.listen(host, port, (token) => {
+        if (!token) {
+          reject(new Error(`could not listen (TLS) on ${host}:${port} (address in use or not permitted)`));
+          return;
+        }
+        this.tlsSocket = token;
+        this.tlsPort = this.uws.us_socket_local_port(token);
+        resolve(this.tlsPort);
       });
     });
   }
@@ -95,17 +129,17 @@ export class DataPlane {
   /** Stop accepting, let in-flight requests finish (bounded), then close upstream pools. */
   async close(drainMs = 5000): Promise<void> {
     this.sampler.stop();
-    if (this.listenSocket) {
-      this.uws.us_listen_socket_close(this.listenSocket);
-      this.listenSocket = null;
-    }
+    for (const s of [this.listenSocket, this.tlsSocket]) if (s) this.uws.us_listen_socket_close(s);
+    this.listenSocket = null;
+    this.tlsSocket = null;
     const deadline = Date.now() + drainMs;
     while (globalStats.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     // idle keep-alive client connections too: a worker thread whose loop still has sockets aborts
     // the whole process when it is terminated (uv_loop_close with open handles)
     // (App.close exists in this uWS build; its typings lag)
-    (this.app as { close?: () => void } | null)?.close?.();
+    for (const a of [this.app, this.tlsApp]) (a as { close?: () => void } | null)?.close?.();
     this.app = null;
+    this.tlsApp = null;
     await this.registry.closeAll();
   }
 }

@@ -13,14 +13,23 @@ import { internalError, refuse } from './respond.js';
 
 export function handleRequest(res: HttpResponse, req: HttpRequest): void {
   try {
-    route(res, req);
+    route(res, req, false);
   } catch (e) {
     // A bug must cost one request, not the process. (try/catch is free in optimised code.)
     internalError(res, e as Error);
   }
 }
 
-function route(res: HttpResponse, req: HttpRequest): void {
+/** The same for the HTTPS listener (X-Forwarded-Proto: https). */
+export function handleTlsRequest(res: HttpResponse, req: HttpRequest): void {
+  try {
+    route(res, req, true);
+  } catch (e) {
+    internalError(res, e as Error);
+  }
+}
+
+function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   globalStats.requests++;
   const method = req.getCaseSensitiveMethod();
   if (!admit(res, req, method)) return;
@@ -28,7 +37,7 @@ function route(res: HttpResponse, req: HttpRequest): void {
   const host = admitted.host;
   const requestId = admitted.requestId;
   const ex = new Exchange(res, route, method, admitted.path, host, requestId);
-  const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId);
+  const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls);
   if (refusal !== null) {
     route.stats.refused++;
     refuse(res, refusal, requestId, method, host, admitted.logPath);

@@ -46,6 +46,9 @@ const requestHeaderClass = new Map<string, number>([
   ['cookie', R_COOKIE], ['accept-encoding', R_AE], ['traceparent', R_TRACE],
 ]);
 
+const PROTO_HTTP = '\r\nx-forwarded-proto: http\r\nvia: ';
+const PROTO_HTTPS = '\r\nx-forwarded-proto: https\r\nvia: ';
+
 let collecting: ForwardedRequest | null = null;
 function collectHeader(name: string, raw: string): void {
   const ex = collecting!;
@@ -98,7 +101,7 @@ function collectHeader(name: string, raw: string): void {
  * listed in Connection dropped, Host (validated), X-Forwarded-For/-Host/-Proto, Via and the
  * request id added. Returns the refusal, if any.
  */
-export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, rawHost: string, ip: string, requestId: string): Refusal | null {
+export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, rawHost: string, ip: string, requestId: string, tls: boolean): Refusal | null {
   collecting = into;
   req.forEach(collectHeader);
   collecting = null;
@@ -116,7 +119,7 @@ export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, raw
   const via = into.via === '' ? runtime.via : into.via + ', ' + runtime.via;
   const trace = into.traceparent === '' ? (into.traceparent = newTraceparent()) : into.traceparent;
   into.proxyLines = 'host: ' + rawHost + '\r\nx-forwarded-for: ' + xff + '\r\nx-forwarded-host: ' + rawHost +
-    '\r\nx-forwarded-proto: http\r\nvia: ' + via + '\r\nx-request-id: ' + requestId + '\r\ntraceparent: ' + trace + '\r\n';
+    (tls ? PROTO_HTTPS : PROTO_HTTP) + via + '\r\nx-request-id: ' + requestId + '\r\ntraceparent: ' + trace + '\r\n';
   return null;
 }
 

@@ -131,7 +131,8 @@ function release(link: Link): void {
   globalStats.inflight--;
 }
 
-export function websocketBehavior(): WebSocketBehavior<Slot> {
+/** `proto`: the scheme the client used (`https` on the TLS listener), for X-Forwarded-Proto. */
+export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBehavior<Slot> {
   return {
     maxPayloadLength: 16 * 1024 * 1024,
     maxBackpressure: 4 * 1024 * 1024,
@@ -181,7 +182,7 @@ export function websocketBehavior(): WebSocketBehavior<Slot> {
       const ip = peerAddress(res);
       headers['x-forwarded-for'] = xff === '' ? ip : `${xff}, ${ip}`;
       headers['x-forwarded-host'] = rawHost;
-      headers['x-forwarded-proto'] = 'http';
+      headers['x-forwarded-proto'] = proto;
       headers.via = via === '' ? runtime.via : `${via}, ${runtime.via}`;
       headers['x-request-id'] = requestId;
       // W3C trace context: the client's when valid, else one the proxy starts

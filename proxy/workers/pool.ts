@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
 import type { StatsSnapshot } from '../metrics/prometheus.js';
+import type { TlsConfig } from '../server/tls.js';
 
 export interface WorkerInit {
   host: string;
@@ -10,10 +11,12 @@ export interface WorkerInit {
   upstreamConnections: number;
   /** the main thread can wake scaled-to-zero routes (it talks to a control plane) */
   canActivate?: boolean;
+  /** an HTTPS listener too, on every worker (SO_REUSEPORT, as the plain one) */
+  tls?: { host: string; port: number; config: TlsConfig };
 }
 
 type Msg =
-  | { type: 'listening'; port: number }
+  | { type: 'listening'; port: number; tlsPort?: number }
   | { type: 'error'; message: string }
   | { type: 'applied'; seq: number; version: number; routes: number; ms: number }
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
@@ -32,19 +35,23 @@ export class WorkerPool {
   private seq = 0;
   private waiters = new Map<string, (m: Msg) => void>();
 
-  async start(n: number, init: WorkerInit): Promise<number> {
+  async start(n: number, init: WorkerInit): Promise<{ port: number; tlsPort: number }> {
     const url = new URL('./worker.js', import.meta.url);
     let port = init.port;
+    let tlsPort = init.tls?.port ?? 0;
     for (let i = 0; i < n; i++) {
-      const w = new Worker(url, { workerData: { ...init, port, index: i } });
+      // the first worker may be given port 0: the others take the port it got
+      const w = new Worker(url, { workerData: { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}), index: i } });
       this.workers.push(w);
       w.on('message', (m: Msg) => this.onMessage(i, m));
       w.on('error', (e) => { process.stderr.write(`berth proxy worker ${i} crashed: ${e.stack}\n`); process.exit(1); });
-      port = await new Promise<number>((resolve, reject) => {
-        this.waiters.set(`${i}:listen`, (m) => (m.type === 'listening' ? resolve(m.port) : reject(new Error((m as { message: string }).message))));
+      const m = await new Promise<Msg & { type: 'listening' }>((resolve, reject) => {
+        this.waiters.set(`${i}:listen`, (r) => (r.type === 'listening' ? resolve(r) : reject(new Error((r as { message: string }).message))));
       });
+      port = m.port;
+      tlsPort = m.tlsPort ?? 0;
     }
-    return port;
+    return { port, tlsPort };
   }
 
   private onMessage(i: number, m: Msg): void {

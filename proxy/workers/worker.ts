@@ -11,8 +11,12 @@ const port = parentPort!;
 // held requests of a scaled-to-zero route: the main thread owns the control-plane connection
 if (init.canActivate) runtime.activate = (route: string) => port.postMessage({ type: 'activate', route });
 
-plane.listen(init.host, init.port).then(
-  (p) => port.postMessage({ type: 'listening', port: p }),
+(async () => {
+  const p = await plane.listen(init.host, init.port);
+  const tlsPort = init.tls ? await plane.listenTls(init.tls.host, init.tls.port, init.tls.config) : undefined;
+  return { p, tlsPort };
+})().then(
+  ({ p, tlsPort }) => port.postMessage({ type: 'listening', port: p, tlsPort }),
   (e: Error) => port.postMessage({ type: 'error', message: e.message }),
 );
 
