@@ -18,7 +18,11 @@ function corkedError(): void {
   errRes.writeHeader('x-berth-error', errCode);
   errRes.writeHeader('x-request-id', errId);
   errRes.writeHeader('cache-control', 'no-store');
-  if (errHead) errRes.endWithoutBody(undefined, errClose);
+  // HEAD: `endWithoutBody(0, close)`, nothing else. In this uWS build, inside a request handler
+  // without an abort handler, `endWithoutBody(undefined, close)` and `endWithoutBody(n > 0)` do
+  // not count as an answer: uWS then aborts the whole process (any client could, with HEAD to an
+  // unknown host). test/proxy/head-errors.test.ts pins it.
+  if (errHead) errRes.endWithoutBody(0, errClose);
   else errRes.end(`${errStatus} ${errCode}: ${errMsg}\nrequest-id: ${errId}\n`, errClose);
 }
 
