@@ -11,17 +11,20 @@ export const TLS_SPECS: OptionSpec[] = [
   { name: 'tls-cert', env: 'BERTH_TLS_CERT', help: 'default certificate (PEM, chain allowed) for clients without SNI or names --tls-dir does not cover' },
   { name: 'tls-key', env: 'BERTH_TLS_KEY', help: 'the default certificate\'s key (PEM)' },
   { name: 'tls-dir', env: 'BERTH_TLS_DIR', help: 'a certificate per server name by SNI: NAME.crt + NAME.key (shop.example.com.crt, *.example.com.crt)' },
+  { name: 'https-redirect', env: 'BERTH_HTTPS_REDIRECT', boolean: true, help: 'the plain listener answers every routed request with 308 to the same URL on the HTTPS listener' },
 ];
 
 /** The TLS flags as ProxyOptions.tls (undefined without --tls-listen); half a configuration is a usage error. */
 export function tlsOptions(o: Record<string, string | undefined>): ProxyOptions['tls'] {
+  const redirect = o['https-redirect'] === 'true' || o['https-redirect'] === '1';
+  if (o['https-redirect'] !== undefined && !redirect && o['https-redirect'] !== 'false' && o['https-redirect'] !== '0') throw new UsageError(`--https-redirect takes no value (got "${o['https-redirect']}")`);
   if (o['tls-listen'] === undefined) {
-    if (o['tls-cert'] || o['tls-key'] || o['tls-dir']) throw new UsageError('--tls-cert, --tls-key and --tls-dir need --tls-listen HOST:PORT');
+    if (o['tls-cert'] || o['tls-key'] || o['tls-dir'] || redirect) throw new UsageError('--tls-cert, --tls-key, --tls-dir and --https-redirect need --tls-listen HOST:PORT');
     return undefined;
   }
   if (!o['tls-cert'] || !o['tls-key']) throw new UsageError('--tls-listen needs --tls-cert and --tls-key (the default certificate)');
   const l = parseListen(o['tls-listen'], 'tls-listen');
-  return { host: l.host, port: l.port, cert: o['tls-cert'], key: o['tls-key'], ...(o['tls-dir'] ? { dir: o['tls-dir'] } : {}) };
+  return { host: l.host, port: l.port, cert: o['tls-cert'], key: o['tls-key'], ...(o['tls-dir'] ? { dir: o['tls-dir'] } : {}), redirect };
 }
 
 const OPTIONS: OptionSpec[] = [

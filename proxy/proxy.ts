@@ -35,7 +35,7 @@ export interface ProxyOptions {
   /** reconnect when the control-plane stream is silent this long (it pings every 15 s) */
   watchIdleMs?: number;
   /** an HTTPS listener too: TLS terminated here, certificates checked at start (server/tls.ts) */
-  tls?: { host: string; port: number; cert: string; key: string; dir?: string };
+  tls?: { host: string; port: number; cert: string; key: string; dir?: string; redirect?: boolean };
   logger: Logger;
 }
 
@@ -94,13 +94,13 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   // scaled-to-zero routes are woken through the control plane (file-fed proxies cannot wake them)
   const activator = o.controlPlaneUrl && o.token ? new Activator(o.controlPlaneUrl, o.token, log) : null;
   // certificates are checked before anything listens: a bad file is a start error naming it
-  const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls) } : undefined;
+  const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls), redirect: o.tls.redirect === true } : undefined;
   let tlsPort = 0;
   if (o.workers <= 1) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
     runtime.activate = activator ? (id) => activator.activate(id) : null;
     port = await plane.listen(o.listenHost, o.listenPort);
-    if (tls) tlsPort = await plane.listenTls(tls.host, tls.port, tls.config);
+    if (tls) tlsPort = await plane.listenTls(tls.host, tls.port, tls.config, tls.redirect);
   } else {
     pool = new WorkerPool();
     pool.onActivate = activator ? (id) => activator.activate(id) : null;

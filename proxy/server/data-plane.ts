@@ -67,7 +67,7 @@ export class DataPlane {
    * An HTTPS listener beside the plain one: the same routes and handlers, TLS terminated by uWS
    * (certificates by SNI from `tls.names`, else the default), X-Forwarded-Proto: https.
    */
-  listenTls(host: string, port: number, tls: TlsConfig): Promise<number> {
+  listenTls(host: string, port: number, tls: TlsConfig, redirect = false): Promise<number> {
     const app = this.uws.SSLApp({ cert_file_name: tls.default.cert, key_file_name: tls.default.key });
     this.tlsApp = app;
     app.ws('/*', websocketBehavior('https'));
@@ -88,6 +88,7 @@ export class DataPlane {
         }
         this.tlsSocket = token;
         this.tlsPort = this.uws.us_socket_local_port(token);
+        runtime.httpsRedirect = redirect ? (this.tlsPort === 443 ? '' : `:${this.tlsPort}`) : null;
         resolve(this.tlsPort);
       });
     });

@@ -9,7 +9,18 @@ import { admit, admitted } from './admission.js';
 import { Exchange } from './exchange.js';
 import { peerAddress } from './peer.js';
 import { readRequestHeaders, requestHead } from './request-headers.js';
-import { internalError, refuse } from './respond.js';
+import { internalError, logRejected, redirect, refuse } from './respond.js';
+import { runtime } from './state.js';
+
+/** `https://` + the Host without its port + the HTTPS listener's (none for 443) + the same path. */
+function toHttps(res: HttpResponse, req: HttpRequest, method: string): void {
+  const raw = admitted.rawHost;
+  const end = raw.startsWith('[') ? raw.indexOf(']') + 1 : raw.indexOf(':');
+  const location = 'https://' + (end > 0 ? raw.slice(0, end) : raw) + runtime.httpsRedirect + admitted.path;
+  const body = req.getHeader('transfer-encoding') !== '' || (req.getHeader('content-length') !== '' && req.getHeader('content-length') !== '0');
+  redirect(res, location, admitted.requestId, method === 'HEAD', body);
+  logRejected(admitted.requestId, method, admitted.host, admitted.logPath, 308, 'https_redirect');
+}
 
 export function handleRequest(res: HttpResponse, req: HttpRequest): void {
   try {
@@ -33,6 +44,10 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   globalStats.requests++;
   const method = req.getCaseSensitiveMethod();
   if (!admit(res, req, method)) return;
+  if (!tls && runtime.httpsRedirect !== null) {
+    toHttps(res, req, method);
+    return;
+  }
   const route = admitted.route!;
   const host = admitted.host;
   const requestId = admitted.requestId;

@@ -36,6 +36,26 @@ export function sendError(res: HttpResponse, status: number, code: string, reque
   res.cork(corkedError);
 }
 
+let redirRes: HttpResponse;
+let redirLocation = '', redirId = '', redirHead = false, redirClose = false;
+function corkedRedirect(): void {
+  redirRes.writeStatus('308 Permanent Redirect');
+  redirRes.writeHeader('location', redirLocation);
+  redirRes.writeHeader('x-request-id', redirId);
+  // HEAD: see corkedError
+  if (redirHead) redirRes.endWithoutBody(0, redirClose);
+  else redirRes.end(`see ${redirLocation}\n`, redirClose);
+}
+
+/**
+ * 308 to the same URL on HTTPS (`--https-redirect`), as Cloud Run sends plain HTTP to HTTPS.
+ * `close`: the request has a body the proxy does not read, so the connection ends with it.
+ */
+export function redirect(res: HttpResponse, location: string, requestId: string, head: boolean, close: boolean): void {
+  redirRes = res; redirLocation = location; redirId = requestId; redirHead = head; redirClose = close;
+  res.cork(corkedRedirect);
+}
+
 export function logRejected(requestId: string, method: string, host: string, path: string, status: number, reason: string): void {
   const log = runtime.accessLog;
   if (log !== null && log.sample()) log.write(requestId, method, host, path, status, '', '', 0, reason);

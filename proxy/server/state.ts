@@ -8,9 +8,12 @@ export const runtime: {
   via: string;
   /** ask the control plane for an instance of a scaled-to-zero route (null: no control plane) */
   activate: ((routeId: string) => void) | null;
+  /** the plain listener answers 308 to https://host + this (`:8443`, or '' for 443) (`--https-redirect`); null = serve it */
+  httpsRedirect: string | null;
 } = {
   table: null,
   accessLog: null,
   via: '1.1 berth',
   activate: null,
+  httpsRedirect: null,
 };

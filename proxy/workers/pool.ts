@@ -12,7 +12,7 @@ export interface WorkerInit {
   /** the main thread can wake scaled-to-zero routes (it talks to a control plane) */
   canActivate?: boolean;
   /** an HTTPS listener too, on every worker (SO_REUSEPORT, as the plain one) */
-  tls?: { host: string; port: number; config: TlsConfig };
+  tls?: { host: string; port: number; config: TlsConfig; redirect?: boolean };
 }
 
 type Msg =

@@ -13,7 +13,7 @@ if (init.canActivate) runtime.activate = (route: string) => port.postMessage({ t
 
 (async () => {
   const p = await plane.listen(init.host, init.port);
-  const tlsPort = init.tls ? await plane.listenTls(init.tls.host, init.tls.port, init.tls.config) : undefined;
+  const tlsPort = init.tls ? await plane.listenTls(init.tls.host, init.tls.port, init.tls.config, init.tls.redirect) : undefined;
   return { p, tlsPort };
 })().then(
   ({ p, tlsPort }) => port.postMessage({ type: 'listening', port: p, tlsPort }),

@@ -111,6 +111,32 @@ describe('TLS termination', () => {
     }
   });
 
+  it('--https-redirect: the plain listener answers routed requests with 308 to the same URL on HTTPS', async () => {
+    const port = await freePort();
+    const r = await startProxy(table([route('echo', ['shop.example.com'], [up.address])]),
+      ['--https-redirect', '--tls-listen', `127.0.0.1:${port}`, '--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key'), '--tls-dir', certs]);
+    try {
+      const g = await get(r, 'shop.example.com:8080', '/a/b?q=1&x=%20');
+      expect(g.status).toBe(308);
+      expect(g.headers.location).toBe(`https://shop.example.com:${port}/a/b?q=1&x=%20`);
+      const viaPath = await get(r, 'ignored.test', '/apps/shop.example.com/x');
+      expect(viaPath.headers.location).toBe(`https://shop.example.com:${port}/x`);
+      const head = await get(r, 'shop.example.com', '/h', { method: 'HEAD' });
+      expect([head.status, head.body]).toEqual([308, '']);
+      const post = await get(r, 'shop.example.com', '/form', { method: 'POST', body: 'a=1' });
+      expect(post.status).toBe(308);
+      expect(post.headers.connection).toBe('close');
+      expect(up.hits).toBeGreaterThan(0);
+      const hits = up.hits;
+      // nothing reached the app over plain HTTP; unknown hosts are still 404; HTTPS serves
+      expect((await get(r, 'nobody.test', '/')).status).toBe(404);
+      expect(up.hits).toBe(hits);
+      expect(await tlsGet(port, 'shop.example.com', 'shop.example.com', pem['shop.example.com'])).toMatchObject({ status: 200, proto: 'https' });
+    } finally {
+      await r.stop();
+    }
+  });
+
   it('refuses to start on a missing, mismatched or misnamed certificate, naming it, and on half a TLS configuration', async () => {
     const run = (args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
       const c = spawn(process.execPath, [join(ROOT, 'bin', 'berth.js'), 'proxy', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--routes', p.routesFile, '--data-dir', join(dir, 'd'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -123,6 +149,7 @@ describe('TLS termination', () => {
     const tls = ['--tls-listen', '127.0.0.1:0'];
     expect(await run([...tls, '--tls-cert', join(dir, 'default.crt')])).toMatchObject({ code: 2 });
     expect((await run(['--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key')])).code).toBe(2);
+    expect((await run(['--https-redirect'])).code).toBe(2);
     const missing = await run([...tls, '--tls-cert', join(dir, 'nope.crt'), '--tls-key', join(dir, 'default.key')]);
     expect(missing.code).toBe(1);
     expect(missing.out).toContain('nope.crt does not exist');
