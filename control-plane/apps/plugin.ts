@@ -6,6 +6,12 @@ import { withTransaction, type Queryable } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import { notFound } from '../http/errors.js';
 import { deleteApp } from './delete.js';
+import { reviseApp, type ReviseBody } from './revise.js';
+import { IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T } from '../../shared/image-fields.js';
+import { ENV_LIMITS } from '../../shared/env-vars.js';
+import { publicImage } from '../images/repo.js';
+import { imageSchema } from '../images/schemas.js';
+import { errorResponses } from '../http/responses.js';
 import { describeApp, describeApps } from './describe.js';
 import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
 import { checkTraffic, type TrafficEntry } from './traffic.js';
@@ -81,6 +87,39 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
     app.platform.hub.schedule();
     app.platform.reconciler.kick();
     return describeApp(app.db, a);
+  });
+
+  const num = (f: keyof typeof N) => ({ type: 'integer', minimum: N[f].min, maximum: N[f].max });
+  const text = (f: keyof typeof T) => {
+    const { help: _help, ...rule } = T[f];
+    return { type: 'string', ...rule };
+  };
+  app.post<HostReq & { Body: ReviseBody }>('/api/apps/:host/revisions', {
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'A new revision from an image the app already has, with changed settings or environment: no upload, no build',
+      params: hostParams,
+      body: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          from_revision: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
+          env: { type: 'object', maxProperties: ENV_LIMITS.vars, additionalProperties: { type: 'string' } },
+          env_unset: { type: 'array', maxItems: ENV_LIMITS.vars, items: { type: 'string', maxLength: ENV_LIMITS.nameLength } },
+          env_clear: { type: 'boolean' },
+          container_port: num('container_port'), min_instances: num('min_instances'), max_instances: num('max_instances'),
+          container_concurrency: num('container_concurrency'), target_utilization: num('target_utilization'),
+          scale_down_delay_s: num('scale_down_delay_s'), request_timeout_s: num('request_timeout_s'),
+          cpu_limit: text('cpu_limit'), memory_limit: text('memory_limit'), health_path: text('health_path'),
+          no_traffic: { type: 'boolean' },
+          traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
+        },
+      },
+      response: { 201: imageSchema, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const userId = req.user!.id;
+    const img = await reviseApp(app, userId, (q) => own(q, userId, req.params.host), req.body ?? {}, req.log);
+    return reply.code(201).send(publicImage(img));
   });
 
   app.delete<HostReq>('/api/apps/:host', {

@@ -54,6 +54,8 @@ export interface Runtime {
   buildImage(opts: BuildImageOptions): Promise<{ imageId: string }>;
   /** Remove an image by reference; a missing image is not an error. */
   removeImage(ref: string): Promise<void>;
+  /** Give the image `source` also the reference `target` (repo:tag); the image is not copied. */
+  tagImage(source: string, target: string): Promise<void>;
   /** An image's id, tags and labels, or null when the daemon has no such image. */
   inspectImage(ref: string): Promise<ImageInfo | null>;
   /** Names of the berth networks. */
@@ -217,7 +219,17 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     }
   }
 
-  return { docker, endpoint, ping, buildImage, removeImage, inspectImage, networks, ensureNetworks };
+  async function tagImage(source: string, target: string): Promise<void> {
+    const colon = target.lastIndexOf(':');
+    try {
+      await retrying('tag image', () => docker.getImage(source).tag({ repo: target.slice(0, colon), tag: target.slice(colon + 1) }));
+    } catch (e) {
+      if (isTransientDockerError(e)) throw new DockerUnavailableError(`Docker daemon unreachable at ${endpoint}: ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
+  return { docker, endpoint, ping, buildImage, removeImage, tagImage, inspectImage, networks, ensureNetworks };
 }
 
 /**

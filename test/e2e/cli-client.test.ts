@@ -353,12 +353,29 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const events = (await h.cp.db.query<{ payload: unknown }>('SELECT payload FROM events WHERE app_hostname = $1', [host])).rows;
     expect(JSON.stringify(events)).not.toContain('s3cr3t');
 
+    // no build: a new revision of the same image with one variable changed and a new request timeout
+    const quick = await berth(['deploy', '--host', host, '--no-build', '--env', 'EXTRA=2', '--request-timeout', '42', '--json']);
+    expect(quick.code, quick.out + quick.err).toBe(0);
+    expect(quick.err).toContain('no build');
+    expect(JSON.parse(quick.out)).toMatchObject({ ok: true, revision: 3 });
+    const seen3 = (await viaProxy(host, '/env.txt')).body.split('\n');
+    expect(seen3).toEqual(expect.arrayContaining(['EXTRA=2', 'MODE=prod', 'API_KEY=s3cr3t-value', `K_REVISION=${host}-00003`]));
+    const revs = (JSON.parse(await (await fetch(`${h.cp.url}/api/images`, { headers: { authorization: `Bearer ${await apiToken()}` } })).text()).images as
+      { app_hostname: string; revision: number; docker_image: string; docker_image_id: string; request_timeout_s: number }[]).filter((i) => i.app_hostname === host);
+    const [r2, r3] = [revs.find((i) => i.revision === 2)!, revs.find((i) => i.revision === 3)!];
+    expect(r3.docker_image_id).toBe(r2.docker_image_id);
+    expect(r3.docker_image).not.toBe(r2.docker_image);
+    expect(r3.request_timeout_s).toBe(42);
+    expect((await berth(['deploy', app, '--host', host, '--no-build'])).code).toBe(2);
+
     // refused before anything is packed: a reserved name, a contradiction
     const reserved = await berth(['deploy', app, '--host', host, '--env', 'PORT=1']);
     expect(reserved.code).toBe(2);
     expect(reserved.err).toContain('set by berth');
     expect((await berth(['deploy', app, '--host', host, '--env', 'A=1', '--unset-env', 'A'])).code).toBe(2);
     expect((await berth(['delete', host, '--yes'])).code).toBe(0);
+    // every revision's tag went with it, the shared image with the last one
+    for (const r of [r2, r3]) expect(await docker.getImage(r.docker_image).inspect().then(() => 'exists', () => 'gone')).toBe('gone');
   }, 180_000);
 
   it('deploy --request-timeout: a response slower than it is a 504 from the proxy; a faster one passes', async () => {

@@ -38,7 +38,7 @@ const TAIL_LINES = 25;
 const MAX_LINE = 1024 * 1024;
 
 export const run = defineClientCommand({
-  usage: 'berth deploy [DIR] --host HOST [--min N] [--max N] [--concurrency N] [--port N] [--cpu C] [--memory M] [--no-traffic] [--tag T]',
+  usage: 'berth deploy [DIR] --host HOST [--env NAME=VALUE …] [--env-file F] [--min N] [--max N] [--concurrency N] [--request-timeout 5m] [--no-traffic] [--tag T] [--no-build]',
   description: `Deploy a folder with a Dockerfile at its root to a URL: pack it (honouring .dockerignore,
 refusing symlinks that lead out of it), upload it, stream the build log, wait until the new
 revision is ready and its instances are healthy, then print its URLs and how long each phase took.
@@ -62,6 +62,7 @@ DIR defaults to the current directory.`,
     { name: 'env-file', help: 'read NAME=VALUE lines (dotenv) as --env; --env wins over the file' },
     { name: 'unset-env', repeatable: true, help: 'NAME (or NAME,NAME…): remove variables the previous revision had' },
     { name: 'clear-env', boolean: true, help: 'start from no variables instead of the previous revision\'s' },
+    { name: 'no-build', boolean: true, help: 'no DIR, no upload, no build: a new revision runs the newest built image with the changed flags (--env, --min, --request-timeout…)' },
     { name: 'timeout', default: '600', help: 'seconds to wait for build + healthy instances' },
   ],
   async run({ opts, args, list, json, client, stdout, stderr, signal }) {
@@ -94,6 +95,9 @@ DIR defaults to the current directory.`,
       if (env.has(n)) throw new UsageError(`--unset-env ${n} and --env ${n}=… contradict each other`);
     }
     const clearEnv = booleanOption(opts['clear-env'], 'clear-env');
+    const noBuild = booleanOption(opts['no-build'], 'no-build');
+    if (noBuild && args[0] !== undefined) throw new UsageError(`--no-build deploys no folder: leave out "${args[0].slice(0, 80)}"`);
+    if (noBuild && opts.name !== undefined) throw new UsageError('--no-build keeps the image and its name: leave out --name');
     const dir = args[0] ?? '.';
     client.requireToken();
     const deadline = t0 + timeoutS * 1000;
@@ -107,10 +111,32 @@ DIR defaults to the current directory.`,
     const name = opts.name ?? (existing.length ? undefined : defaultName(host, dir));
     checkField('name', 'name', name);
 
-    // pack
     let t = Date.now();
-    const packed = await packDirectory(dir);
+    let packed: Awaited<ReturnType<typeof packDirectory>> | null = null;
     try {
+      let img: Image;
+      if (noBuild) {
+        // a new revision from the image the app has: the settings and environment change, nothing is built
+        const body: Record<string, unknown> = {};
+        if (min !== undefined) body.min_instances = min;
+        if (max !== undefined) body.max_instances = max;
+        if (concurrency !== undefined) body.container_concurrency = concurrency;
+        if (port !== undefined) body.container_port = port;
+        if (opts.cpu !== undefined) body.cpu_limit = opts.cpu;
+        if (opts.memory !== undefined) body.memory_limit = opts.memory;
+        if (opts['health-path'] !== undefined) body.health_path = opts['health-path'];
+        if (requestTimeout !== undefined) body.request_timeout_s = requestTimeout;
+        if (noTraffic) body.no_traffic = true;
+        if (opts.tag !== undefined) body.traffic_tag = opts.tag;
+        if (env.size) body.env = Object.fromEntries(env);
+        if (unset.length) body.env_unset = unset;
+        if (clearEnv) body.env_clear = true;
+        img = await client.post<Image>(`/api/apps/${encodeURIComponent(host)}/revisions`, body, { signal });
+        phases.revise = Date.now() - t;
+        say(`${ok} Revision ${img.revision} of ${printable(img.app_hostname)} (image ${img.id}): the newest built image with the new settings, no build ${dim(stderr, formatDuration(phases.revise))}`);
+      } else {
+      // pack
+      packed = await packDirectory(dir);
       phases.pack = Date.now() - t;
       say(`${ok} Packed ${resolve(dir)}: ${packed.files} files, ${formatBytes(packed.rawBytes)} → ${formatBytes(packed.bytes)} gzipped${packed.ignored ? ` (${packed.ignored} ignored by .dockerignore)` : ''} ${dim(stderr, formatDuration(phases.pack))}`);
 
@@ -133,7 +159,7 @@ DIR defaults to the current directory.`,
       t = Date.now();
       const progress = new Progress('Uploading', packed.bytes, stderr);
       const body = multipart(fields, packed.file, packed.bytes, (n) => progress.update(n));
-      const img = await client.request<Image>('POST', '/api/images', {
+      img = await client.request<Image>('POST', '/api/images', {
         body: body.stream, headers: { 'content-type': `multipart/form-data; boundary=${body.boundary}`, 'content-length': String(body.length) },
         signal, timeoutMs: 600_000,
       });
@@ -157,6 +183,8 @@ DIR defaults to the current directory.`,
         return EXIT.failed;
       }
       say(`${ok} Built image ${img.id} ${dim(stderr, formatDuration(phases.build))}`);
+      }
+      const shownHost = printable(img.app_hostname);
 
       // instances healthy (a revision that scales from zero, or waits untagged without traffic, has none)
       t = Date.now();
@@ -211,7 +239,7 @@ DIR defaults to the current directory.`,
       }
       return EXIT.ok;
     } finally {
-      await packed.cleanup();
+      await packed?.cleanup();
     }
   },
 });
