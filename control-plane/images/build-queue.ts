@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { Logger } from '../../shared/logging.js';
 import { isTransientPgError, withTransaction, type Db } from '../db/pool.js';
 import { recordEvent, type EventRelay } from '../events/outbox.js';
@@ -11,6 +12,11 @@ import type { ImageRow } from './repo.js';
 
 export const buildDir = (dataDir: string, userId: number, imageId: number) => join(dataDir, 'builds', String(userId), String(imageId));
 export const contextDir = (dataDir: string, userId: number, imageId: number) => join(buildDir(dataDir, userId, imageId), 'context');
+
+/** How often a control plane says its queued and running builds are alive. */
+export const BUILD_HEARTBEAT_S = 5;
+/** Another control plane's `building` row without a heartbeat this long is recovered. */
+export const BUILD_STALE_AFTER_S = 30;
 
 export interface BuildQueueOptions {
   db: Db;
@@ -42,8 +48,17 @@ export class BuildQueue {
   private running = new Map<number, { abort: AbortController; done: Promise<void> }>();
   private logs = new Map<number, BuildLog>();
   private closed = false;
+  private beats: NodeJS.Timeout | undefined;
+  /**
+   * Who builds: this data directory (host:path), where the contexts are. Stable across restarts,
+   * so a restarted control plane recovers its own leftovers at once; another control plane's
+   * builds only when their heartbeats stop (BUILD_STALE_AFTER_S).
+   */
+  readonly runner: string;
 
-  constructor(private readonly o: BuildQueueOptions) {}
+  constructor(private readonly o: BuildQueueOptions) {
+    this.runner = `${hostname()}:${resolve(o.dataDir)}`;
+  }
 
   /** Live log of a queued or running build in this process. */
   liveLog(imageId: number): BuildLog | undefined {
@@ -75,11 +90,42 @@ export class BuildQueue {
   }
 
   /**
-   * After a restart: builds that were running when the previous process died are marked
-   * build_failed with the reason in their logs; builds that never started are queued again.
+   * Builds nobody is building any more: this data directory's from before a restart, and other
+   * control planes' whose heartbeats stopped (or rows from before heartbeats). Each is claimed
+   * (one control plane wins it), then queued again when its context is here and it never
+   * started, else marked build_failed with the reason in its logs. At start, then with every
+   * heartbeat; the heartbeats themselves start here.
    */
   async recover(): Promise<{ failed: number; requeued: number }> {
-    const { rows } = await this.o.db.query<ImageRow>(`SELECT * FROM images WHERE status = 'building' ORDER BY id`);
+    const r = await this.sweep(true);
+    if (!this.beats && !this.closed) {
+      this.beats = setInterval(() => {
+        void this.beat().catch((e: Error) => this.o.log.warn({ err: e.message }, 'build heartbeat failed'));
+      }, BUILD_HEARTBEAT_S * 1000);
+      this.beats.unref();
+    }
+    return r;
+  }
+
+  /** Refresh this control plane's queued and running builds, then recover stale ones. */
+  private async beat(): Promise<void> {
+    const mine = [...this.waiting, ...this.running.keys()];
+    if (mine.length) {
+      await this.o.db.query(`UPDATE images SET build_heartbeat_at = now() WHERE id = ANY($1::bigint[]) AND status = 'building' AND build_runner = $2`, [mine, this.runner]);
+    }
+    await this.sweep(false);
+  }
+
+  private async sweep(atStart: boolean): Promise<{ failed: number; requeued: number }> {
+    const busy = new Set([...this.waiting, ...this.running.keys()]);
+    // claimed in one statement: of several control planes sweeping at once, one gets each row
+    const { rows } = await this.o.db.query<ImageRow>(
+      `UPDATE images SET build_runner = $1, build_heartbeat_at = now()
+        WHERE status = 'building' AND NOT (id = ANY($4::bigint[]))
+          AND (build_runner IS NULL OR build_heartbeat_at IS NULL OR build_heartbeat_at < now() - make_interval(secs => $2)
+               OR ($3::boolean AND build_runner = $1))
+        RETURNING *`, [this.runner, BUILD_STALE_AFTER_S, atStart, [...busy]]);
+    rows.sort((a, b) => Number(a.id) - Number(b.id));
     let failed = 0;
     let requeued = 0;
     for (const img of rows) {
@@ -95,13 +141,14 @@ export class BuildQueue {
       const logs = `${img.build_logs}${img.build_logs && !img.build_logs.endsWith('\n') ? '\n' : ''}berth: BUILD FAILED: ${reason}\n`;
       if (await this.finish(img.id, 'build_failed', reason, null, logs, img.build_logs_truncated, { recovered: true })) failed++;
     }
-    if (failed || requeued) this.o.log.warn({ failed, requeued }, 'recovered builds left over from a previous run');
+    if (failed || requeued) this.o.log.warn({ failed, requeued }, 'recovered builds nobody was building (this data directory before a restart, or a control plane whose heartbeats stopped)');
     return { failed, requeued };
   }
 
   /** Stop taking work, abort running builds (they are marked build_failed), wait for them. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.beats);
     for (const id of this.waiting) this.logs.get(id)?.end('building');
     this.waiting = [];
     const all = [...this.running.values()];

@@ -140,11 +140,12 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,
-               container_concurrency, target_utilization, scale_down_delay_s, env, request_timeout_s)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb,$19) RETURNING *`,
+               container_concurrency, target_utilization, scale_down_delay_s, env, request_timeout_s, build_runner, build_heartbeat_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb,$19,$20, now()) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
               fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(app.platform.clusterId, userId, id, fields.tag), fields.health_path,
-              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env), fields.request_timeout_s]);
+              fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env), fields.request_timeout_s,
+              app.builds.runner]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
           if (fields.traffic_tag !== null) await checkTagHostsFree(c, fields.app_hostname, [fields.traffic_tag]);
           await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });

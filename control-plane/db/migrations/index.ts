@@ -19,6 +19,7 @@ import { sql as m013 } from './013_redact_workload_headers.js';
 import { sql as m014 } from './014_app_deleting.js';
 import { sql as m015 } from './015_app_env.js';
 import { sql as m016 } from './016_request_timeout.js';
+import { sql as m017 } from './017_build_runner.js';
 
 export interface Migration {
   version: number;
@@ -43,4 +44,5 @@ export const migrations: Migration[] = [
   { version: 14, name: '014_app_deleting', sql: m014 },
   { version: 15, name: '015_app_env', sql: m015 },
   { version: 16, name: '016_request_timeout', sql: m016 },
+  { version: 17, name: '017_build_runner', sql: m017 },
 ];
