@@ -118,6 +118,7 @@ export const REFUSALS = {
   bad_transfer_encoding: 'only "Transfer-Encoding: chunked" is accepted, without Content-Length',
   bad_header_value: 'a header value has bytes the proxy cannot forward as sent (control characters, DEL or invalid UTF-8)',
   bad_request_target: 'the request target has bytes the proxy cannot forward as sent (control characters, DEL or invalid UTF-8)',
+  connect_method: 'CONNECT is not supported: the proxy forwards requests to apps, it does not open tunnels',
 } as const;
 export type Refusal = keyof typeof REFUSALS;
 

@@ -52,7 +52,9 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   const host = admitted.host;
   const requestId = admitted.requestId;
   const ex = new Exchange(res, route, method, admitted.path, host, requestId);
-  const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls);
+  // CONNECT would make the upstream connection a tunnel (an app server typically resets it, which
+  // the breaker counts: three CONNECTs took a healthy route down): refused, never forwarded
+  const refusal = method === 'CONNECT' ? 'connect_method' : readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls);
   if (refusal !== null) {
     route.stats.refused++;
     refuse(res, refusal, requestId, method, host, admitted.logPath);
