@@ -367,6 +367,16 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(r3.docker_image).not.toBe(r2.docker_image);
     expect(r3.request_timeout_s).toBe(42);
     expect((await berth(['deploy', app, '--host', host, '--no-build'])).code).toBe(2);
+    // berth apps HOST: each revision's settings, variable names but never their values
+    const detail = await berth(['apps', host]);
+    expect(detail.code, detail.err).toBe(0);
+    const row3 = detail.out.split('\n').find((l) => l.startsWith('3 '));
+    expect(row3).toMatch(/42s/);
+    expect(row3).toContain('API_KEY, EXTRA, MODE');
+    expect(detail.out).not.toContain('s3cr3t');
+    const detailJson = JSON.parse((await berth(['apps', host, '--json'])).out);
+    expect(detailJson.revisions.find((r: { revision: number }) => r.revision === 3).settings).toMatchObject({ request_timeout_s: 42, env_names: ['API_KEY', 'EXTRA', 'MODE'] });
+    expect((await berth(['apps', 'nobody.localhost'])).code).toBe(1);
 
     // refused before anything is packed: a reserved name, a contradiction
     const reserved = await berth(['deploy', app, '--host', host, '--env', 'PORT=1']);

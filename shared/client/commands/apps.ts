@@ -1,4 +1,6 @@
-import { EXIT } from '../client.js';
+import { UsageError } from '../../cli/args.js';
+import { EXIT, type BerthClient } from '../client.js';
+import { printable } from '../style.js';
 import { defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 
@@ -15,11 +17,15 @@ export interface App {
 
 /** `berth apps`: one row per revision that serves, is tagged, or is the newest; `--all` for every revision. */
 export const run = defineClientCommand({
-  usage: 'berth apps [--all] [--json]',
+  usage: 'berth apps [HOST] [--all] [--json]',
   description: `List your apps: hostname, revision, status, instances (ready/running) and traffic share.
-Revisions that neither serve nor carry a tag are left out unless --all.`,
+Revisions that neither serve nor carry a tag are left out unless --all.
+With HOST: every revision of that app with its settings (instances, concurrency, request timeout,
+environment variable names; values are never shown).`,
+  positional: { min: 0, max: 1, names: 'HOST' },
   options: [{ name: 'all', boolean: true, help: 'every revision, also those without traffic' }],
-  async run({ opts, json, client, stdout }) {
+  async run({ opts, args, json, client, stdout }) {
+    if (args[0] !== undefined) return describeOne(client, args[0], json, stdout);
     const { apps } = await client.get<{ apps: App[] }>('/api/apps');
     if (json) { printJson({ apps }); return EXIT.ok; }
     if (!apps.length) { stdout.write('No apps yet. Deploy one: berth deploy ./app --host hello.localhost\n'); return EXIT.ok; }
@@ -27,6 +33,36 @@ Revisions that neither serve nor carry a tag are left out unless --all.`,
     return EXIT.ok;
   },
 });
+
+/** The settings of a revision, as GET /api/images answers them. */
+interface RevisionSettings {
+  id: number; revision: number; app_hostname: string; min_instances: number; max_instances: number; container_concurrency: number;
+  request_timeout_s?: number; env_names?: string[]; cpu_limit: number | null; memory_limit: string | null; created_at: string;
+}
+
+async function describeOne(client: BerthClient, rawHost: string, json: boolean, out: NodeJS.WriteStream): Promise<number> {
+  if (rawHost.length > 300 || !/^[A-Za-z0-9.-]+$/.test(rawHost)) throw new UsageError(`"${rawHost.slice(0, 80)}" is not an app hostname`);
+  const app = await client.get<App>(`/api/apps/${encodeURIComponent(rawHost)}`);
+  const images = (await client.get<{ images: RevisionSettings[] }>('/api/images')).images.filter((i) => i.app_hostname === app.app_hostname);
+  const byId = new Map(images.map((i) => [i.id, i]));
+  if (json) {
+    printJson({ app, revisions: app.revisions.map((r) => ({ ...r, settings: byId.get(r.image_id) ?? null })) });
+    return EXIT.ok;
+  }
+  const rows = [...app.revisions].sort((x, y) => y.revision - x.revision).map((r) => ({ r, s: byId.get(r.image_id) }));
+  out.write(`${printable(app.app_hostname)}  ${printable(app.url)}\n`);
+  out.write(table(rows, [
+    { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
+    { header: 'status', value: (x) => x.r.status },
+    { header: 'instances', value: (x) => `${x.r.ready_instances ?? x.r.instances}/${x.r.instances}${x.s ? ` (${x.s.min_instances}–${x.s.max_instances})` : ''}` },
+    { header: 'concurrency', value: (x) => (x.s ? (x.s.container_concurrency === 0 ? 'no limit' : x.s.container_concurrency) : null) },
+    { header: 'timeout', value: (x) => (x.s?.request_timeout_s !== undefined ? `${x.s.request_timeout_s}s` : null) },
+    { header: 'limits', value: (x) => (x.s && (x.s.cpu_limit !== null || x.s.memory_limit !== null) ? [x.s.cpu_limit !== null ? `${x.s.cpu_limit} cpu` : '', x.s.memory_limit ?? ''].filter(Boolean).join(', ') : null) },
+    { header: 'traffic', value: (x) => `${x.r.traffic_percent}%${x.r.traffic_tag ? `  tag ${x.r.traffic_tag}` : ''}` },
+    { header: 'env', value: (x) => (x.s?.env_names?.length ? x.s.env_names.join(', ') : null) },
+  ]));
+  return EXIT.ok;
+}
 
 export function appsTable(apps: App[], all: boolean): string {
   const rows: { host: string; r: AppRevision }[] = [];
