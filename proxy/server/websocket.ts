@@ -6,6 +6,7 @@
  *
  * Not on the HTTP hot path: uWS routes only `Upgrade: websocket` requests here.
  */
+import type { Duplex } from 'node:stream';
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { Agent, WebSocket as UpstreamSocket, type Dispatcher, type MessageEvent, type CloseEvent } from 'undici';
 import type { EndpointMeter } from '../metrics/meter.js';
@@ -36,7 +37,24 @@ interface Link {
   released: boolean;
   /** metering: the upgrade is counted once; message bytes each way add up on it while open */
   meter: EndpointMeter;
+  /** the upstream connection's socket (undici's WebSocket has no way to drop it) */
+  socket: Duplex | null;
 }
+
+/**
+ * Client messages the upstream has not taken yet (undici's `bufferedAmount`, unbounded by
+ * itself): past this the client is disconnected, as uWS does when the client falls 4 MiB behind.
+ * uWS cannot pause a WebSocket's reads; without a bound, a client writing to an app that reads
+ * slowly (or not at all) grew the proxy's memory by its upload rate (1.8 GB in 8 s).
+ */
+const UPSTREAM_BACKLOG_MAX = 4 * 1024 * 1024;
+/**
+ * After the client's side closed, the upstream gets this long to finish the close handshake;
+ * then its socket is destroyed, with whatever is still queued for it (an app that never reads
+ * would otherwise keep every closed link's backlog).
+ */
+const UPSTREAM_CLOSE_MS = 5000;
+function destroySocket(socket: Duplex): void { socket.destroy(); }
 
 /** Headers the WebSocket client sets itself, hop-by-hop ones, and those the proxy sets. */
 const SKIP = new Set<string>([
@@ -69,6 +87,8 @@ interface Handshake {
   status: number;
   /** why the handshake failed before any response, as undici said */
   error: UpstreamError | null;
+  /** the upgraded connection */
+  socket: Duplex | null;
 }
 
 type Handler = Dispatcher.DispatchHandler;
@@ -78,6 +98,7 @@ class StatusSpy implements Handler {
   onRequestStart(c: Dispatcher.DispatchController, ctx: unknown): void { this.inner.onRequestStart?.(c, ctx); }
   onRequestUpgrade(c: Dispatcher.DispatchController, status: number, headers: never, socket: never): void {
     this.hs.status = status;
+    this.hs.socket = socket as Duplex;
     this.inner.onRequestUpgrade?.(c, status, headers, socket);
   }
   onResponseStart(c: Dispatcher.DispatchController, status: number, headers: never, text: string): void {
@@ -190,7 +211,7 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       if (typeof tp !== 'string' || !validTraceparent(tp)) headers.traceparent = newTraceparent();
       headers[HOST_CARRIER] = rawHost;
       const handshakeId = String(++handshakeSeq);
-      const handshake: Handshake = { status: 0, error: null };
+      const handshake: Handshake = { status: 0, error: null, socket: null };
       headers[HANDSHAKE_CARRIER] = handshakeId;
 
       // the URL parser percent-encodes non-ASCII itself: give it the decoded string, not the bytes
@@ -219,7 +240,7 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       globalStats.inflight++;
       const meter = route.stats.meterFor(picked);
       meter.open++;
-      const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter };
+      const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter, socket: null };
       let aborted = false;
       let opened = false;
       res.onAborted(() => {
@@ -229,6 +250,7 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       });
       upstream.onopen = () => {
         opened = true;
+        link.socket = handshake.socket;
         handshakes.delete(handshakeId);
         ep.breaker.onSuccess();
         if (aborted) {
@@ -296,6 +318,12 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       const link = ws.getUserData().link;
       link.meter.bytesIn += message.byteLength;
       if (link.upstream.readyState !== 1) return;
+      if (link.upstream.bufferedAmount > UPSTREAM_BACKLOG_MAX) {
+        // the upstream is not taking messages: disconnect rather than buffer without bound
+        ws.end(1013, 'the upstream is not keeping up');
+        link.socket?.destroy();
+        return;
+      }
       // the ArrayBuffer is neutered when this callback returns: copy once
       if (isBinary) link.upstream.send(new Uint8Array(message.slice(0)));
       else link.upstream.send(Buffer.from(message).toString('utf8'));
@@ -306,6 +334,8 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       link.clientClosed = true;
       const s = link.upstream.readyState;
       if (s === 0 || s === 1) link.upstream.close(sendableCode(code), Buffer.from(message).toString('utf8').slice(0, 120));
+      const socket = link.socket;
+      if (socket !== null && !socket.destroyed) setTimeout(destroySocket, UPSTREAM_CLOSE_MS, socket);
       release(link);
     },
   };
