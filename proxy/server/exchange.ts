@@ -531,8 +531,11 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     res.writeStatus(new Uint8Array(out.buffer, 0, pos));
     if (this.noBody) {
       this.resDone = true;
-      if (this.method === 'HEAD' && this.contentLength >= 0) res.endWithoutBody(this.contentLength);
-      else res.endWithoutBody();
+      // HEAD: the length as a header, then endWithoutBody() — endWithoutBody(n > 0) leaves this uWS
+      // build's response pending for ever (the connection's next request is closed unanswered,
+      // and it is never idle-timed out)
+      if (this.method === 'HEAD' && this.contentLength >= 0) res.writeHeader('content-length', String(this.contentLength));
+      res.endWithoutBody();
       this.finish(this.status);
     } else if (this.contentLength === 0) {
       this.resDone = true;
@@ -688,7 +691,9 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     res.writeHeader('x-request-id', this.requestId);
     if (this.method === 'HEAD') {
       this.resDone = true;
-      res.endWithoutBody(hit.body.length);
+      // see writeHead: never endWithoutBody(n > 0)
+      res.writeHeader('content-length', String(hit.body.length));
+      res.endWithoutBody();
       this.finish(200);
       return;
     }

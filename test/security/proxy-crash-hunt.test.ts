@@ -69,17 +69,51 @@ function wsClient(port: number, host: string): Promise<Socket> {
   });
 }
 
+/** Requests one after another on one keep-alive connection (each sent once the previous head is in). */
+function sequential(port: number, reqs: string[], ms = 3000): Promise<string[]> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    const heads: string[] = [];
+    let buf = '';
+    let i = 0;
+    const done = () => { clearTimeout(t); s.destroy(); resolve(heads); };
+    const t = setTimeout(done, ms);
+    s.on('connect', () => s.write(reqs[i++]));
+    s.on('data', (c) => {
+      buf += c.toString('latin1');
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      heads.push(buf.slice(0, end));
+      buf = ''; // HEAD: no body follows
+      if (i < reqs.length) s.write(reqs[i++]); else done();
+    });
+    s.on('error', () => undefined);
+    s.on('close', done);
+  });
+}
+
 let up: Upstream;
+let lengthy: Upstream;
 let deaf: Awaited<ReturnType<typeof deafWsUpstream>>;
 let p: ProxyProc;
 beforeAll(async () => {
   up = await startUpstream('ok');
   deaf = await deafWsUpstream();
-  p = await startProxy(table([route('ok', ['ok.test'], [up.address]), route('deaf', ['deaf.test'], [deaf.address])]));
+  // an app that says Content-Length on HEAD too (as nginx, express and most servers do)
+  lengthy = await startUpstream('lengthy', (req, res) => {
+    res.writeHead(200, { 'content-length': '5', 'content-type': 'text/plain' });
+    res.end(req.method === 'HEAD' ? undefined : 'hello');
+  });
+  p = await startProxy(table([
+    route('ok', ['ok.test'], [up.address]),
+    route('deaf', ['deaf.test'], [deaf.address]),
+    route('lengthy', ['lengthy.test'], [lengthy.address], { circuitBreaker: { consecutiveFailures: 1, openMs: 600_000 }, fallbackCache: { ttlMs: 600_000 } }),
+  ]));
 });
 afterAll(async () => {
   await p?.stop();
   await up?.close();
+  await lengthy?.close();
   for (const s of deaf?.sockets ?? []) s.destroy();
   deaf?.server.close();
 });
@@ -136,4 +170,30 @@ describe('WebSocket messages to an app that does not read them', () => {
     await Promise.race([end, new Promise((_, rej) => setTimeout(() => rej(new Error('the app connection was kept open')), 12_000))]);
     expect(p.proc.exitCode).toBeNull();
   }, 20_000);
+});
+
+describe('HEAD answered with a Content-Length', () => {
+  const head = 'HEAD /page HTTP/1.1\r\nHost: lengthy.test\r\n\r\n';
+  // endWithoutBody(n > 0) left the response pending in uWS: the next request on the connection was
+  // closed unanswered, and the connection was never idle-timed out (held for ever by any client)
+  it('by the app: the connection serves the next request', async () => {
+    const heads = await sequential(p.port, [head, head, 'GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n']);
+    expect(heads.map((h) => h.split('\r\n')[0])).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+    expect(heads[0].toLowerCase()).toContain('content-length: 5');
+  });
+
+  it('from the fallback cache: the same', async () => {
+    expect((await get(p, 'lengthy.test', '/page')).body).toBe('hello');
+    await lengthy.close();
+    try {
+      expect((await get(p, 'lengthy.test', '/page')).headers['x-berth-fallback']).toBe('hit'); // the breaker opens
+      const heads = await sequential(p.port, [head, head]);
+      expect(heads.map((h) => h.split('\r\n')[0])).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+      expect(heads[1]).toContain('x-berth-fallback: hit');
+      expect(heads[1].toLowerCase()).toContain('content-length: 5');
+    } finally {
+      lengthy = await startUpstream('lengthy', undefined, Number(lengthy.address.split(':')[1]));
+    }
+    expect(p.proc.exitCode).toBeNull();
+  });
 });
