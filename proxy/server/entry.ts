@@ -51,10 +51,15 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   const route = admitted.route!;
   const host = admitted.host;
   const requestId = admitted.requestId;
-  const ex = new Exchange(res, route, method, admitted.path, host, requestId);
   // CONNECT would make the upstream connection a tunnel (an app server typically resets it, which
-  // the breaker counts: three CONNECTs took a healthy route down): refused, never forwarded
-  const refusal = method === 'CONNECT' ? 'connect_method' : readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls);
+  // the breaker counts: three CONNECTs took a healthy route down): refused before anything is made
+  if (method === 'CONNECT') {
+    route.stats.refused++;
+    refuse(res, 'connect_method', requestId, method, host, admitted.logPath);
+    return;
+  }
+  const ex = new Exchange(res, route, method, admitted.path, host, requestId);
+  const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls);
   if (refusal !== null) {
     route.stats.refused++;
     refuse(res, refusal, requestId, method, host, admitted.logPath);

@@ -29,6 +29,7 @@ afterAll(async () => {
 describe('new cookie-authenticated writes refuse a foreign origin', () => {
   const writes: Array<[string, string, unknown]> = [
     ['PUT', `/api/apps/${HOST}/traffic`, { traffic: [{ latest: true, percent: 100 }] }],
+    ['POST', `/api/apps/${HOST}/revisions`, { env: { A: '1' } }],
     ['DELETE', `/api/apps/${HOST}`, undefined],
     ['POST', '/api/workloads', { app_hostname: HOST, rps: 10, duration_seconds: 1 }],
     ['POST', '/workload/start', { app_hostname: HOST, rps: 10, duration_seconds: 1 }],
