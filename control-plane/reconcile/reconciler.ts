@@ -44,6 +44,8 @@ export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private kickTimer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
+  /** drains of revisions without traffic, in flight (not part of a pass; awaited on stop) */
+  private retiring = new Set<Promise<void>>();
   private stopped = true;
   private unwatch: (() => void) | undefined;
   private backoff = new Map<number, { attempts: number; nextAt: number }>();
@@ -82,7 +84,10 @@ export class Reconciler {
     if (this.kickTimer) clearTimeout(this.kickTimer);
     this.unwatch?.();
     // a pass stuck retrying an unreachable daemon must not hold up shutdown for long
-    await Promise.race([this.running?.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await Promise.race([
+      Promise.all([this.running?.catch(() => {}), ...this.retiring]),
+      new Promise((r) => setTimeout(r, 2000).unref()),
+    ]);
   }
 
   /** Reconcile soon (coalesced). */
@@ -224,7 +229,12 @@ export class Reconciler {
     rep.retired = [...byImage.values()].reduce((n, l) => n + l.length, 0);
     // not awaited: a drain takes up to drainTimeoutMs and must not hold up this pass (the locks
     // keep the next pass off these containers meanwhile)
-    for (const [imageId, cs] of byImage) void this.retire(imageId, cs);
+    for (const [imageId, cs] of byImage) {
+      const p = this.retire(imageId, cs)
+        .catch((e) => { if (!this.stopped) this.log.warn({ imageId, err: (e as Error).message }, 'could not retire a revision without traffic'); })
+        .finally(() => { this.retiring.delete(p); });
+      this.retiring.add(p);
+    }
 
     // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
     // container is replaced under the same row above), a user-stopped one stays stopped and a

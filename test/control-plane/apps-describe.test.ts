@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Queryable } from '../../control-plane/db/pool.js';
 import { describeApp, describeApps } from '../../control-plane/apps/describe.js';
-import { revisionStates, type AppRow } from '../../control-plane/apps/repo.js';
+import { revisionStates, settlePending, type AppRow } from '../../control-plane/apps/repo.js';
 import { resolveTraffic, tagHost } from '../../control-plane/apps/traffic.js';
 import type { ImageRow } from '../../control-plane/images/repo.js';
 import { Api } from '../helpers/api.js';
@@ -173,6 +173,9 @@ describe('describing apps', () => {
   });
 
   it('GET /api/apps lists every app of the user as GET /api/apps/:host shows each', async () => {
+    // the reconcile loop promotes c-pending's routable pending revision (a new updated_at) at
+    // some point: settle it first so that the list and the single reads see one state
+    await settlePending(t.cp.db);
     const r = await alice.get('/api/apps');
     expect(r.status).toBe(200);
     expect(r.body.apps.map((a: { app_hostname: string }) => a.app_hostname)).toEqual(HOSTS);
