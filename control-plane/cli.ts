@@ -8,6 +8,7 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'max-images-per-user', env: 'BERTH_MAX_IMAGES_PER_USER', default: '100', help: 'images a user may keep (409 past it)' },
   { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
   { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
+  { name: 'revisions-kept', env: 'BERTH_REVISIONS_KEPT', default: '20', help: 'inactive revisions each app keeps; older ones are deleted with their images ("all" keeps every one)' },
   { name: 'container-pids-limit', env: 'BERTH_CONTAINER_PIDS_LIMIT', default: '512', help: 'PID limit of every app container' },
   { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
   { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
@@ -19,6 +20,7 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
   const int = (k: string) => positiveInt(o[k], k);
   return {
     quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
+    revisionsKept: revisionsFlag(o['revisions-kept']),
     containerPidsLimit: int('container-pids-limit'),
     containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
     appNetwork: o['app-network'],
@@ -49,6 +51,15 @@ function positiveInt(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag} must be a positive integer`);
+  return n;
+}
+
+/** --revisions-kept: a whole number (0 keeps only active revisions) or `all` (retention off). */
+function revisionsFlag(v: string | undefined): number | null | undefined {
+  if (v === undefined) return undefined;
+  if (v.trim().toLowerCase() === 'all') return null;
+  const n = /^\s*\d{1,9}\s*$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`--revisions-kept must be a whole number (0 or more) or "all", not "${v}"`);
   return n;
 }
 

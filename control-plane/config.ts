@@ -85,6 +85,8 @@ export interface ControlPlaneOptions {
   consulAddr?: string;
   /** Per-user quotas: images kept (409 past it), containers that should run (409), builds queued or running at once (429). Defaults 100 / 20 / 4. */
   quotas?: { images?: number; containers?: number; builds?: number };
+  /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
+  revisionsKept?: number | null;
   /** Container hardening: PID limit (default 512) and the memory limit of images that set none (bytes; default 512 MiB). */
   containerPidsLimit?: number;
   containerMemoryDefaultBytes?: number;
@@ -166,6 +168,7 @@ export interface ResolvedConfig {
   kafkaBrokers: string[];
   consulAddr: string | undefined;
   quotas: { images: number; containers: number; builds: number };
+  revisionsKept: number | null;
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -237,6 +240,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       containers: Math.max(1, o.quotas?.containers ?? 20),
       builds: Math.max(1, o.quotas?.builds ?? 4),
     },
+    revisionsKept: revisionsKept(o.revisionsKept),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
@@ -244,6 +248,13 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     autoscale: autoscaleConfig(o.autoscale),
     workloads: workloadConfig(o.workloads),
   };
+}
+
+function revisionsKept(n: number | null | undefined): number | null {
+  if (n === null) return null;
+  if (n === undefined) return 20;
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`revisions kept (${n}) must be a whole number of at least 0, or "all"`);
+  return n;
 }
 
 /** Docker network names: letters, digits, `_`, `.`, `-`; never one of Docker's own (bridge, host, none). */

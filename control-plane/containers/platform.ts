@@ -16,6 +16,7 @@ import { KafkaRelay } from '../relay/kafka.js';
 import { ConsulSync } from '../relay/consul.js';
 import containerRoutes from './routes.js';
 import { ContainerService } from './service.js';
+import { discardImage } from '../images/plugin.js';
 
 /** Everything issue 4 adds, reachable as `app.platform` (tests and `berth up` use it). */
 export interface Platform {
@@ -73,7 +74,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     const row = await service.setHealth(id, h, detail, port);
     if (row) consul?.schedule();
   }, log.child({ component: 'health' }), 200, () => leader.isLeader);
-  const reconciler = new Reconciler({ db: app.db, runtime, service, leader, config: cfg, log, clusterId });
+  const reconciler = new Reconciler({ db: app.db, runtime, service, leader, config: cfg, log, clusterId, discard: (img) => discardImage(app, img, log) });
   const kafka = cfg.kafkaBrokers.length ? new KafkaRelay(app.db, cfg.kafkaBrokers, log.child({ component: 'kafka' })) : undefined;
   consul = cfg.consulAddr ? new ConsulSync(app.db, cfg.consulAddr, cfg.endpointHost, log.child({ component: 'consul' }), 5000, () => leader.isLeader, clusterId) : undefined;
   // stopped/deleted containers leave Consul right away too

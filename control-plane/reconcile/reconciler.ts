@@ -8,6 +8,7 @@ import { dockerTime, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
 import { settlePending } from '../apps/repo.js';
+import { collectRevisions } from '../apps/retention.js';
 
 export interface ReconcileReport {
   skipped?: string;
@@ -19,6 +20,8 @@ export interface ReconcileReport {
   stopsFinished: number;
   /** instances of revisions without traffic removed */
   retired: number;
+  /** old inactive revisions deleted (retention) */
+  collected?: number;
 }
 
 /** A container that dies within this long after it started counts as crash-looping. */
@@ -57,6 +60,8 @@ export class Reconciler {
     private readonly d: {
       db: Db; runtime: ContainerRuntime; service: ContainerService; leader: Leadership;
       config: ResolvedConfig; log: Logger; clusterId: string;
+      /** removes a deleted revision's Docker image and build directory (images/plugin.ts discardImage) */
+      discard: (img: ImageRow) => Promise<void>;
     },
   ) {
     this.log = d.log.child({ component: 'reconcile' });
@@ -252,8 +257,19 @@ export class Reconciler {
         this.log.warn({ imageId: img.id, err: (e as Error).message }, 'could not start min_instances containers');
       }
     }
+    // Old inactive revisions beyond what the platform keeps (apps/retention.ts); their Docker
+    // images and build directories go after the commit, best effort
+    if (this.d.config.revisionsKept !== null && !this.stopped) {
+      const gone = await collectRevisions(db, this.d.config.revisionsKept);
+      if (gone.length) {
+        rep.collected = gone.length;
+        this.d.service.routesChanged();
+        for (const img of gone) await this.d.discard(img);
+      }
+    }
+
     for (const id of this.backoff.keys()) if (!rows.some((r) => r.id === id)) this.backoff.delete(id);
-    if (rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished || rep.retired) this.log.info(rep, 'reconciled');
+    if (rep.collected || rep.died || rep.replaced || rep.orphansRemoved || rep.corrected || rep.created || rep.stopsFinished || rep.retired) this.log.info(rep, 'reconciled');
     return rep;
   }
 
