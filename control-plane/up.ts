@@ -127,4 +127,9 @@ export async function run(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // renewed certificates without a restart, as `berth proxy`
+  process.on('SIGHUP', () => {
+    if (!h.proxy.tlsPort) return;
+    h.proxy.reloadTls().catch((e: Error) => h.cp.log.error({ err: e.message }, 'SIGHUP: TLS reload failed'));
+  });
 }

@@ -91,4 +91,12 @@ export async function run(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  // as nginx: a renewed certificate is picked up without a restart
+  process.on('SIGHUP', () => {
+    if (!tls) {
+      logger.info('SIGHUP: no TLS listener, nothing to reload');
+      return;
+    }
+    handle.reloadTls().catch((e: Error) => logger.error({ err: e.message }, 'SIGHUP: TLS reload failed'));
+  });
 }

@@ -47,6 +47,8 @@ export interface ProxyHandle {
   /** the admin bearer token (given, or generated into <data-dir>/admin-token) */
   adminToken: string;
   apply(spec: RouteTableSpec, source: string): Promise<{ version: number; routes: number; ms: number }>;
+  /** read the TLS certificates again and serve new connections with them (SIGHUP, POST /tls/reload) */
+  reloadTls(): Promise<{ certificates: number }>;
   close(): Promise<void>;
 }
 
@@ -107,6 +109,29 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     ({ port, tlsPort } = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, canActivate: activator !== null, tls }));
   }
 
+  // SIGHUP (cli.ts) and POST /tls/reload: the files read and checked again, then a new HTTPS
+  // listener per thread; a bad file keeps the certificates in use and says which file
+  let tlsChain: Promise<unknown> = Promise.resolve();
+  const reloadTls = (): Promise<{ certificates: number }> => {
+    const p = tlsChain.then(async () => {
+      if (!o.tls || !tls) throw Object.assign(new Error('this proxy has no TLS listener (--tls-listen)'), { status: 404 });
+      let config;
+      try {
+        config = loadTlsConfig(o.tls);
+      } catch (e) {
+        throw Object.assign(new Error(`certificates not reloaded, the ones in use stay: ${(e as Error).message}`), { status: 422 });
+      }
+      if (plane) await plane.reloadTls(config);
+      else await pool!.reloadTls(config);
+      tls.config = config;
+      const certificates = 1 + config.names.length;
+      log.info({ certificates }, 'TLS certificates reloaded');
+      return { certificates };
+    });
+    tlsChain = p.catch(() => {});
+    return p;
+  };
+
   let current: RouteTableSpec | null = null;
   let source = 'none';
   let applyChain: Promise<unknown> = Promise.resolve();
@@ -165,6 +190,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     table: () => current,
     apply,
     stats,
+    reloadTls,
     status: () => ({
       tableVersion: current?.version ?? null,
       source,
@@ -187,6 +213,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     adminPort,
     adminToken: adminAuth.token,
     apply,
+    reloadTls,
     async close() {
       fileSource?.stop();
       cpSource?.stop();

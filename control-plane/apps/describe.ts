@@ -36,6 +36,8 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
 function appView(a: AppRow, revisions: RevisionSummary[]) {
   const r = resolveTraffic(a.traffic, revisions, a.pending_image_id);
   const traffic = r.promoted ?? a.traffic;
+  // an app being deleted serves nothing (its split is shown as stored)
+  const deleting = a.deleting_at !== null;
   const host = a.app_hostname;
   const revisionOf = new Map(revisions.map((i) => [i.id, i.revision]));
   return {
@@ -51,11 +53,11 @@ function appView(a: AppRow, revisions: RevisionSummary[]) {
         status: i.status,
         instances: i.instances,
         ready_instances: i.ready_instances,
-        traffic_percent: r.percent.get(i.id) ?? 0,
+        traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,
         traffic_tag: tags[0] ?? null,
         tag_url: tags[0] ? `http://${tagHost(tags[0], host)}/` : null,
         tag_urls: tags.map((t) => `http://${tagHost(t, host)}/`),
-        serving: r.serving.has(i.id),
+        serving: !deleting && r.serving.has(i.id),
         created_at: new Date(i.created_at).toISOString(),
       };
     }),
@@ -65,6 +67,8 @@ function appView(a: AppRow, revisions: RevisionSummary[]) {
       const id = e.latest ? r.latest : e.image_id ?? null;
       return { ...e, revision: id === null ? null : revisionOf.get(id) ?? null };
     }),
+    /** set while DELETE /api/apps/:host drains its instances (apps/delete.ts) */
+    deleting_at: deleting ? new Date(a.deleting_at!).toISOString() : null,
     created_at: new Date(a.created_at).toISOString(),
     updated_at: new Date(a.updated_at).toISOString(),
   };

@@ -10,6 +10,8 @@ export interface AdminBackend {
   apply(spec: RouteTableSpec, source: string): Promise<{ version: number; routes: number; ms: number }>;
   stats(): Promise<StatsSnapshot>;
   status(): Record<string, unknown>;
+  /** read the TLS certificate files again (404: no TLS listener, 422: a bad file; the old ones stay) */
+  reloadTls(): Promise<{ certificates: number }>;
 }
 
 const MAX_BODY = 64 * 1024 * 1024;
@@ -137,7 +139,17 @@ export function createAdminServer(backend: AdminBackend, auth: AdminAuth): Serve
       }
       return error(res, 405, 'method_not_allowed', 'use GET or PUT on /routes');
     }
-    return error(res, 404, 'not_found', `no admin endpoint ${path}; try /healthz /readyz /metrics /routes /stats`);
+    if (path === '/tls/reload') {
+      req.resume();
+      if (req.method !== 'POST') return error(res, 405, 'method_not_allowed', 'use POST on /tls/reload');
+      try {
+        return send(res, 200, { reloaded: true, ...(await backend.reloadTls()) });
+      } catch (e) {
+        const status = (e as { status?: number }).status ?? 500;
+        return error(res, status, status === 404 ? 'no_tls' : status === 422 ? 'invalid_certificate' : 'tls_reload_failed', (e as Error).message);
+      }
+    }
+    return error(res, 404, 'not_found', `no admin endpoint ${path}; try /healthz /readyz /metrics /routes /stats /tls/reload`);
   };
   return createServer((req, res) => {
     handle(req, res).catch((e: Error) => {

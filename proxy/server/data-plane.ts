@@ -14,6 +14,8 @@ import { runtime } from './state.js';
 import { loadUws } from './uws.js';
 import { websocketBehavior } from './websocket.js';
 
+type UwsApp = ReturnType<ReturnType<typeof loadUws>['SSLApp']>;
+
 export interface DataPlaneOptions {
   logger: Logger;
   accessLogRate: number;
@@ -28,7 +30,10 @@ export class DataPlane {
   private listenSocket: us_listen_socket | null = null;
   private app: ReturnType<ReturnType<typeof loadUws>['App']> | null = null;
   private tlsSocket: us_listen_socket | null = null;
-  private tlsApp: ReturnType<ReturnType<typeof loadUws>['SSLApp']> | null = null;
+  private tlsApp: UwsApp | null = null;
+  /** TLS apps a reload replaced: their open connections finish on them (closed with the plane) */
+  private retiredTlsApps: UwsApp[] = [];
+  private tlsHost = '';
   private readonly uws = loadUws();
   port = 0;
   tlsPort = 0;
@@ -67,9 +72,43 @@ export class DataPlane {
    * An HTTPS listener beside the plain one: the same routes and handlers, TLS terminated by uWS
    * (certificates by SNI from `tls.names`, else the default), X-Forwarded-Proto: https.
    */
-  listenTls(host: string, port: number, tls: TlsConfig, redirect = false): Promise<number> {
-    const app = this.uws.SSLApp({ cert_file_name: tls.default.cert, key_file_name: tls.default.key });
+  async listenTls(host: string, port: number, tls: TlsConfig, redirect = false): Promise<number> {
+    const app = this.tlsAppFor(tls);
+    this.tlsSocket = await this.listenOn(app, host, port);
     this.tlsApp = app;
+    this.tlsHost = host;
+    this.tlsPort = this.uws.us_socket_local_port(this.tlsSocket);
+    runtime.httpsRedirect = redirect ? (this.tlsPort === 443 ? '' : `:${this.tlsPort}`) : null;
+    return this.tlsPort;
+  }
+
+  /**
+   * New certificates without a restart (SIGHUP): a second listener on the same port with them
+   * (SO_REUSEPORT, as workers share it), then the old listener closes. Connections already open
+   * stay on the old app, whose handshakes are done, until they end; the kernel hands new ones to
+   * the new listener. (Connections still in the old listener's accept queue at that instant are
+   * reset unless net.ipv4.tcp_migrate_req is 1.)
+   */
+  async reloadTls(tls: TlsConfig): Promise<void> {
+    const old = this.tlsApp;
+    const oldSocket = this.tlsSocket;
+    if (old === null || oldSocket === null) throw new Error('this proxy has no TLS listener (--tls-listen)');
+    const app = this.tlsAppFor(tls);
+    let token: us_listen_socket;
+    try {
+      token = await this.listenOn(app, this.tlsHost, this.tlsPort);
+    } catch (e) {
+      (app as { close?: () => void }).close?.();
+      throw e;
+    }
+    this.tlsApp = app;
+    this.tlsSocket = token;
+    this.uws.us_listen_socket_close(oldSocket);
+    this.retiredTlsApps.push(old);
+  }
+
+  private tlsAppFor(tls: TlsConfig): UwsApp {
+    const app = this.uws.SSLApp({ cert_file_name: tls.default.cert, key_file_name: tls.default.key });
     app.ws('/*', websocketBehavior('https'));
     app.any('/*', handleTlsRequest);
     // uWS keeps a router per server name: each gets the same handlers (`domain` selects the
@@ -80,16 +119,14 @@ export class DataPlane {
       named.ws('/*', websocketBehavior('https'));
       named.any('/*', handleTlsRequest);
     }
+    return app;
+  }
+
+  private listenOn(app: UwsApp, host: string, port: number): Promise<us_listen_socket> {
     return new Promise((resolve, reject) => {
       app.listen(host, port, (token) => {
-        if (!token) {
-          reject(new Error(`could not listen (TLS) on ${host}:${port} (address in use or not permitted)`));
-          return;
-        }
-        this.tlsSocket = token;
-        this.tlsPort = this.uws.us_socket_local_port(token);
-        runtime.httpsRedirect = redirect ? (this.tlsPort === 443 ? '' : `:${this.tlsPort}`) : null;
-        resolve(this.tlsPort);
+        if (token) resolve(token);
+        else reject(new Error(`could not listen (TLS) on ${host}:${port} (address in use or not permitted)`));
       });
     });
   }
@@ -138,9 +175,10 @@ export class DataPlane {
     // idle keep-alive client connections too: a worker thread whose loop still has sockets aborts
     // the whole process when it is terminated (uv_loop_close with open handles)
     // (App.close exists in this uWS build; its typings lag)
-    for (const a of [this.app, this.tlsApp]) (a as { close?: () => void } | null)?.close?.();
+    for (const a of [this.app, this.tlsApp, ...this.retiredTlsApps]) (a as { close?: () => void } | null)?.close?.();
     this.app = null;
     this.tlsApp = null;
+    this.retiredTlsApps = [];
     await this.registry.closeAll();
   }
 }

@@ -22,6 +22,7 @@ type Msg =
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
   | { type: 'meters'; seq: number; entries: MeterEntry[] }
   | { type: 'closed'; entries?: MeterEntry[] }
+  | { type: 'tls-reloaded'; seq: number; error?: string }
   | { type: 'activate'; route: string };
 
 /**
@@ -86,6 +87,13 @@ export class WorkerPool {
   async drainMeters(): Promise<MeterEntry[]> {
     const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'meters' }>>(i, { type: 'meters' })));
     return res.flatMap((r) => r.entries);
+  }
+
+  /** New certificates on every worker's HTTPS listener (DataPlane.reloadTls); throws the first failure. */
+  async reloadTls(config: TlsConfig): Promise<void> {
+    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'tls-reloaded' }>>(i, { type: 'tls', config })));
+    const failed = res.find((r) => r.error !== undefined);
+    if (failed) throw new Error(failed.error);
   }
 
   /**

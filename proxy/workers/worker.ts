@@ -2,6 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { createLogger } from '../../shared/logging.js';
 import { DataPlane } from '../server/data-plane.js';
 import { runtime } from '../server/state.js';
+import type { TlsConfig } from '../server/tls.js';
 import type { WorkerInit } from './pool.js';
 
 const init = workerData as WorkerInit & { index: number };
@@ -28,6 +29,11 @@ port.on('message', (m: { type: string; seq: number; spec?: never }) => {
     port.postMessage({ type: 'stats', seq: m.seq, stats: plane.snapshot() });
   } else if (m.type === 'meters') {
     port.postMessage({ type: 'meters', seq: m.seq, entries: plane.drainMeters() });
+  } else if (m.type === 'tls') {
+    plane.reloadTls((m as unknown as { config: TlsConfig }).config).then(
+      () => port.postMessage({ type: 'tls-reloaded', seq: m.seq }),
+      (e: Error) => port.postMessage({ type: 'tls-reloaded', seq: m.seq, error: e.message }),
+    );
   } else if (m.type === 'close') {
     // the last metering counts (requests that finished while draining) go to the main thread
     void plane.close().then(() => port.postMessage({ type: 'closed', entries: plane.drainMeters() }));

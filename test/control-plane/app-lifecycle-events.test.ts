@@ -61,6 +61,11 @@ describe('DELETE /api/apps/:host', () => {
     const hub = t.cp.app.platform.hub;
     await hub.rebuild();
     expect(JSON.stringify(hub.table)).not.toContain(host);
+    // and says so
+    const seen = await api.get(`/api/apps/${host}`);
+    expect(seen.body.deleting_at).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(seen.body.revisions).toMatchObject([{ image_id: id, serving: false, traffic_percent: 0 }]);
+    expect((await api.get('/api/apps')).body.apps.find((a: { app_hostname: string }) => a.app_hostname === host).deleting_at).toBe(seen.body.deleting_at);
     const archive = await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]);
     const up = await api.upload({ name: 'late', app_hostname: host }, archive);
     expect(up.status, up.text).toBe(409);

@@ -11,6 +11,8 @@ export interface AppRevision {
 }
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
+  /** set while the app is being deleted (it serves nothing) */
+  deleting_at?: string | null;
   revisions: AppRevision[];
   traffic: { image_id?: number; latest?: boolean; percent: number; tag?: string; revision?: number | null }[];
 }
@@ -50,7 +52,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
     return EXIT.ok;
   }
   const rows = [...app.revisions].sort((x, y) => y.revision - x.revision).map((r) => ({ r, s: byId.get(r.image_id) }));
-  out.write(`${printable(app.app_hostname)}  ${printable(app.url)}\n`);
+  out.write(`${printable(app.app_hostname)}  ${printable(app.url)}${app.deleting_at ? `  (being deleted since ${printable(app.deleting_at)}: serves nothing)` : ''}\n`);
   out.write(table(rows, [
     { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
     { header: 'status', value: (x) => x.r.status },
@@ -71,7 +73,7 @@ export function appsTable(apps: App[], all: boolean): string {
     let first = true;
     for (const r of [...a.revisions].sort((x, y) => y.revision - x.revision)) {
       if (!all && r.traffic_percent === 0 && !r.traffic_tag && r.revision !== newest) continue;
-      rows.push({ host: first ? a.app_hostname : '', r });
+      rows.push({ host: first ? `${a.app_hostname}${a.deleting_at ? ' (deleting)' : ''}` : '', r });
       first = false;
     }
   }

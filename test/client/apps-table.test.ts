@@ -1,0 +1,31 @@
+/**
+ * `berth apps` (shared/client/commands/apps.ts): one row per revision that serves, is tagged or
+ * is the newest (every revision with --all), and an app being deleted says so.
+ */
+import { describe, expect, it } from 'vitest';
+import { appsTable, type App } from '../../shared/client/commands/apps.js';
+
+const rev = (revision: number, traffic_percent: number, traffic_tag: string | null = null) => ({
+  image_id: 10 + revision, revision, status: 'ready', instances: 1, ready_instances: 1, traffic_percent, traffic_tag, tag_url: null,
+});
+const shop: App = {
+  app_hostname: 'shop.localhost', url: 'http://shop.localhost/', traffic: [],
+  revisions: [rev(1, 90), rev(2, 0), rev(3, 0, 'canary'), rev(4, 10)],
+};
+
+describe('berth apps', () => {
+  it('lists revisions with traffic, a tag, or the newest; --all lists every one', () => {
+    const lines = appsTable([shop], false).trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^HOST\s+REVISION\s+STATUS\s+INSTANCES\s+TRAFFIC$/);
+    expect(lines.slice(1).map((l) => l.match(/(\d+) \(image/)![1])).toEqual(['4', '3', '1']);
+    expect(lines[1]).toMatch(/^shop\.localhost\s+4 \(image 14\)/);
+    expect(lines[2]).toMatch(/^\s+3 \(image 13\).*0%\s+tag canary$/);
+    expect(appsTable([shop], true).trimEnd().split('\n')).toHaveLength(5);
+  });
+
+  it('marks an app being deleted', () => {
+    const out = appsTable([{ ...shop, deleting_at: '2026-12-01T03:00:00.000Z' }, { ...shop, app_hostname: 'b.localhost' }], false);
+    expect(out).toContain('shop.localhost (deleting)');
+    expect(out).not.toContain('b.localhost (deleting)');
+  });
+});
