@@ -2,12 +2,14 @@ import { UsageError, formatHelp, parseArgs, parseListen, resolveOptions, type Op
 import { startControlPlane } from './app.js';
 import type { ControlPlaneOptions } from './config.js';
 import { parseMemory } from './images/fields.js';
+import { parseAppDomains } from './apps/domains.js';
 
 /** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
 export const TENANT_SPECS: OptionSpec[] = [
   { name: 'max-images-per-user', env: 'BERTH_MAX_IMAGES_PER_USER', default: '100', help: 'images a user may keep (409 past it)' },
   { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
   { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
+  { name: 'app-domains', env: 'BERTH_APP_DOMAINS', help: 'DNS names new apps must be under, comma separated (apps.example.com); unset: any hostname' },
   { name: 'revisions-kept', env: 'BERTH_REVISIONS_KEPT', default: '20', help: 'inactive revisions each app keeps; older ones are deleted with their images ("all" keeps every one)' },
   { name: 'container-pids-limit', env: 'BERTH_CONTAINER_PIDS_LIMIT', default: '512', help: 'PID limit of every app container' },
   { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
@@ -21,6 +23,7 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
   return {
     quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
     revisionsKept: revisionsFlag(o['revisions-kept']),
+    appDomains: parseAppDomains(o['app-domains']),
     containerPidsLimit: int('container-pids-limit'),
     containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
     appNetwork: o['app-network'],

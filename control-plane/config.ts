@@ -85,6 +85,8 @@ export interface ControlPlaneOptions {
   consulAddr?: string;
   /** Per-user quotas: images kept (409 past it), containers that should run (409), builds queued or running at once (429). Defaults 100 / 20 / 4. */
   quotas?: { images?: number; containers?: number; builds?: number };
+  /** DNS names new apps must be under (apps/domains.ts); empty: any hostname. */
+  appDomains?: string[];
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
   /** Container hardening: PID limit (default 512) and the memory limit of images that set none (bytes; default 512 MiB). */
@@ -169,6 +171,7 @@ export interface ResolvedConfig {
   consulAddr: string | undefined;
   quotas: { images: number; containers: number; builds: number };
   revisionsKept: number | null;
+  appDomains: string[];
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -241,6 +244,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       builds: Math.max(1, o.quotas?.builds ?? 4),
     },
     revisionsKept: revisionsKept(o.revisionsKept),
+    appDomains: o.appDomains ?? [],
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),

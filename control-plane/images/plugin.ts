@@ -10,6 +10,7 @@ import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { ArchiveError, extractArchive } from './archive/extract.js';
 import { BuildQueue, buildDir, contextDir } from './build-queue.js';
 import { imageFieldsSchema, parseCpu, parseImageFields, parseMemory } from './fields.js';
+import { checkAppDomain } from '../apps/domains.js';
 import { appOwner, checkTagHostsFree, claimRevision, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
 import { checkTag } from '../apps/traffic.js';
 import { normalizeHost } from '../../shared/hostname.js';
@@ -111,6 +112,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       const owner = await appOwner(app.db, normalizeHost(String(upload.fields.app_hostname ?? '')));
       if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
+      if (!owner) checkAppDomain(fields.app_hostname, cfg.appDomains);
       if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
       const env = nextEnv(owner?.previous?.env ?? {}, fields.envChanges);
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
