@@ -9,7 +9,7 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'max-images-per-user', env: 'BERTH_MAX_IMAGES_PER_USER', default: '100', help: 'images a user may keep (409 past it)' },
   { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
   { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
-  { name: 'app-domains', env: 'BERTH_APP_DOMAINS', help: 'DNS names new apps must be under, comma separated (apps.example.com); unset: any hostname' },
+  { name: 'app-domains', env: 'BERTH_APP_DOMAINS', help: 'DNS names new apps must be one label under, comma separated (apps.example.com: NAME.apps.example.com); unset: any hostname' },
   { name: 'revisions-kept', env: 'BERTH_REVISIONS_KEPT', default: '20', help: 'inactive revisions each app keeps; older ones are deleted with their images ("all" keeps every one)' },
   { name: 'container-pids-limit', env: 'BERTH_CONTAINER_PIDS_LIMIT', default: '512', help: 'PID limit of every app container' },
   { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
+import { parseAppDomains } from './apps/domains.js';
 
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
 export interface ControlPlaneOptions {
@@ -89,6 +90,8 @@ export interface ControlPlaneOptions {
   appDomains?: string[];
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
+  /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
+  revisionsGraceMs?: number;
   /** Container hardening: PID limit (default 512) and the memory limit of images that set none (bytes; default 512 MiB). */
   containerPidsLimit?: number;
   containerMemoryDefaultBytes?: number;
@@ -171,6 +174,7 @@ export interface ResolvedConfig {
   consulAddr: string | undefined;
   quotas: { images: number; containers: number; builds: number };
   revisionsKept: number | null;
+  revisionsGraceMs: number;
   appDomains: string[];
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
@@ -244,7 +248,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       builds: Math.max(1, o.quotas?.builds ?? 4),
     },
     revisionsKept: revisionsKept(o.revisionsKept),
-    appDomains: o.appDomains ?? [],
+    revisionsGraceMs: o.revisionsGraceMs ?? Math.round(envNumber('BERTH_REVISIONS_GRACE_H', 15, 0, 87_600) * 3_600_000),
+    appDomains: parseAppDomains(o.appDomains?.join(',')),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),

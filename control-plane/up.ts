@@ -129,7 +129,10 @@ export async function run(argv: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   // renewed certificates without a restart, as `berth proxy`
   process.on('SIGHUP', () => {
-    if (!h.proxy.tlsPort) return;
+    if (!h.proxy.tlsPort) {
+      h.cp.log.info('SIGHUP: no TLS listener, nothing to reload');
+      return;
+    }
     h.proxy.reloadTls().catch((e: Error) => h.cp.log.error({ err: e.message }, 'SIGHUP: TLS reload failed'));
   });
 }

@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
 import type { RouteTableSpec } from '../shared/routes/schema.js';
 import type { Logger } from '../shared/logging.js';
 import { createAdminServer, type AdminAuth } from './admin/server.js';
@@ -96,7 +97,11 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   // scaled-to-zero routes are woken through the control plane (file-fed proxies cannot wake them)
   const activator = o.controlPlaneUrl && o.token ? new Activator(o.controlPlaneUrl, o.token, log) : null;
   // certificates are checked before anything listens: a bad file is a start error naming it
-  const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls), redirect: o.tls.redirect === true } : undefined;
+  // (uWS reads private copies of the checked files: <data-dir>/tls/N/, one N per load)
+  const tlsRoot = join(o.dataDir, 'tls');
+  let tlsLoads = 0;
+  if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
+  const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls, join(tlsRoot, String(++tlsLoads))), redirect: o.tls.redirect === true } : undefined;
   let tlsPort = 0;
   if (o.workers <= 1) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
@@ -115,14 +120,24 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const reloadTls = (): Promise<{ certificates: number }> => {
     const p = tlsChain.then(async () => {
       if (!o.tls || !tls) throw Object.assign(new Error('this proxy has no TLS listener (--tls-listen)'), { status: 404 });
+      const snapshot = join(tlsRoot, String(++tlsLoads));
       let config;
       try {
-        config = loadTlsConfig(o.tls);
+        config = loadTlsConfig(o.tls, snapshot);
       } catch (e) {
+        rmSync(snapshot, { recursive: true, force: true });
         throw Object.assign(new Error(`certificates not reloaded, the ones in use stay: ${(e as Error).message}`), { status: 422 });
       }
-      if (plane) await plane.reloadTls(config);
-      else await pool!.reloadTls(config);
+      try {
+        if (plane) await plane.reloadTls(config);
+        else await pool!.reloadTls(config);
+      } catch (e) {
+        // a worker that did take them keeps its copies in memory; the files are not needed
+        rmSync(snapshot, { recursive: true, force: true });
+        throw e;
+      }
+      // every thread has read the new copies: the old ones go
+      if (tls.config.snapshot) rmSync(tls.config.snapshot, { recursive: true, force: true });
       tls.config = config;
       const certificates = 1 + config.names.length;
       log.info({ certificates }, 'TLS certificates reloaded');

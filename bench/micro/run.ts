@@ -85,14 +85,14 @@ export async function runMicro(): Promise<{ rows: MicroRow[]; text: string }> {
 
   // ---- pickers over 3 endpoints
   const mkTargets = (weights: number[]): Target[] =>
-    weights.map((w, i) => ({ id: `e${i}`, endpoint: registry.get(`127.0.0.1:${20000 + i}`, 3, 15_000, 2000, 1), weight: w, current: 0, cap: 0 }));
+    weights.map((w, i) => ({ id: `e${i}`, endpoint: registry.get(`127.0.0.1:${20000 + i}`, 3, 15_000, 2000, 1), weight: w, current: 0, cap: 0, key: '' }));
   const rrT = mkTargets([1, 1, 1]);
   const rr = createBalancer('round_robin', rrT);
   const lr = createBalancer('least_request', mkTargets([1, 1, 1]));
   const wt = createBalancer('weighted', mkTargets([5, 1, 1]));
   const openT = [
-    { id: 'o0', endpoint: registry.get('127.0.0.1:21000', 1, 1e9, 2000, 1), weight: 1, current: 0, cap: 0 },
-    ...[1, 2].map((i) => ({ id: `o${i}`, endpoint: registry.get(`127.0.0.1:2100${i}`, 1, 1e9, 2000, 1), weight: 1, current: 0, cap: 0 })),
+    { id: 'o0', endpoint: registry.get('127.0.0.1:21000', 1, 1e9, 2000, 1), weight: 1, current: 0, cap: 0, key: '' },
+    ...[1, 2].map((i) => ({ id: `o${i}`, endpoint: registry.get(`127.0.0.1:2100${i}`, 1, 1e9, 2000, 1), weight: 1, current: 0, cap: 0, key: '' })),
   ];
   openT[0].endpoint.breaker.onFailure(Date.now()); // threshold 1: now OPEN for a very long time
   const rrOpen = createBalancer('round_robin', openT);

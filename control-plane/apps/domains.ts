@@ -7,9 +7,12 @@ import { ApiError } from '../http/errors.js';
  * App domains (`BERTH_APP_DOMAINS`): the DNS names under which users may create apps, as Knative's
  * domain config or Cloud Run's `run.app`. Without them any tenant can claim any hostname first —
  * `www.yourcompany.com`, or the name another customer is about to deploy — and the proxy serves
- * it wherever DNS points at it. With them, a new app's hostname must be a subdomain of one
- * (`shop.apps.example.com` under `apps.example.com`); the domain itself is not an app. Apps that
- * exist already keep deploying under their names (set the list before opening the platform).
+ * it wherever DNS points at it. With them, a new app's hostname must be one label under one of
+ * them (`shop.apps.example.com` under `apps.example.com`, as Cloud Run's `*.run.app`): not the
+ * domain itself, and not deeper — `login.shop.apps.example.com` would sit under another tenant's
+ * app and share the cookies scoped to its domain. (Put the domain on the Public Suffix List to keep
+ * browsers from sharing cookies across apps.) Apps that exist already keep deploying under their
+ * names (set the list before opening the platform).
  */
 
 /** Parse the list ("apps.example.com, localhost"): lower-cased, each a valid DNS name. Empty: any hostname. */
@@ -26,15 +29,18 @@ export function parseAppDomains(text: string | undefined): string[] {
   return out;
 }
 
-/** Is `host` a subdomain of one of `domains`? (An empty list allows any hostname.) */
+/** Is `host` one label under one of `domains`? (An empty list allows any hostname.) */
 export function underAppDomain(host: string, domains: readonly string[]): boolean {
   if (domains.length === 0) return true;
-  return domains.some((d) => host.length > d.length + 1 && host.endsWith(d) && host.charCodeAt(host.length - d.length - 1) === 46 /* . */);
+  return domains.some((d) => {
+    const cut = host.length - d.length - 1;
+    return cut > 0 && host.endsWith(d) && host.charCodeAt(cut) === 46 /* . */ && host.lastIndexOf('.', cut - 1) === -1;
+  });
 }
 
 /** 400 `app_domain` unless a new app's hostname is under an app domain. */
 export function checkAppDomain(host: string, domains: readonly string[]): void {
   if (underAppDomain(host, domains)) return;
   const list = domains.map((d) => `*.${d}`).join(', ');
-  throw new ApiError(400, 'app_domain', `field "app_hostname": "${host}" is not under this platform's app domains (${list}); choose a name like myapp.${domains[0]}`);
+  throw new ApiError(400, 'app_domain', `field "app_hostname": "${host}" is not one label under this platform's app domains (${list}); choose a name like myapp.${domains[0]}`);
 }

@@ -110,6 +110,7 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
           container_concurrency: num('container_concurrency'), target_utilization: num('target_utilization'),
           scale_down_delay_s: num('scale_down_delay_s'), request_timeout_s: num('request_timeout_s'),
           cpu_limit: text('cpu_limit'), memory_limit: text('memory_limit'), health_path: text('health_path'),
+          session_affinity: { type: 'boolean' },
           no_traffic: { type: 'boolean' },
           traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
         },

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../../shared/logging.js';
 import { badRequest, notFound } from '../http/errors.js';
 import fp from '../http/fp.js';
+import { withSnapshot, type Queryable } from '../db/pool.js';
 import { ID, int } from '../http/schemas.js';
 import { round3 } from '../metering/histogram.js';
 import {
@@ -160,9 +161,9 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
    * Every record of the caller (optionally of one image), priced, in batches of RECORD_BATCH by id:
    * memory stays bounded however long the history (durations by the database clock).
    */
-  const eachRecord = async (userId: number, imageId: number | undefined, fn: (r: RecordView) => void) => {
+  const eachRecord = async (q: Queryable, userId: number, imageId: number | undefined, fn: (r: RecordView) => void) => {
     for (let after = 0; ;) {
-      const { rows } = await app.db.query<RecordRow>(
+      const { rows } = await q.query<RecordRow>(
         `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
           WHERE user_id = $1 AND ($2::bigint IS NULL OR image_id = $2) AND id > $3 ORDER BY id LIMIT ${RECORD_BATCH}`, [userId, imageId ?? null, after]);
       for (const r of rows) fn(priced(r));
@@ -171,8 +172,8 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     }
   };
   /** Billable requests (answered by a container) per image, and the last minute with traffic. */
-  const requestsByImage = async (userId: number, imageId?: number) => {
-    const { rows } = await app.db.query<{ image_id: string; app_hostname: string; n: string; last: Date }>(
+  const requestsByImage = async (q: Queryable, userId: number, imageId?: number) => {
+    const { rows } = await q.query<{ image_id: string; app_hostname: string; n: string; last: Date }>(
       `SELECT image_id, max(app_hostname) AS app_hostname, sum(requests) AS n, max(minute) + interval '1 minute' AS last
          FROM request_minutes WHERE user_id = $1 AND container_id <> 0 AND ($2::bigint IS NULL OR image_id = $2) GROUP BY image_id`, [userId, imageId ?? null]);
     return new Map(rows.map((r) => [Number(r.image_id), { host: r.app_hostname, requests: Number(r.n), last: r.last }]));
@@ -185,15 +186,16 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     const uid = req.user!.id;
     // one pass over the records (in batches), folded per image
     const accs = new Map<number, SummaryAcc>();
-    const [, reqs, { rows: imgs }] = await Promise.all([
-      eachRecord(uid, undefined, (r) => {
+    // one snapshot: running records are priced at one instant
+    const [, reqs, { rows: imgs }] = await withSnapshot(app.db, (c) => Promise.all([
+      eachRecord(c, uid, undefined, (r) => {
         let a = accs.get(r.image_id);
         if (!a) accs.set(r.image_id, (a = new SummaryAcc()));
         a.add(r);
       }),
-      requestsByImage(uid),
-      app.db.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
-    ]);
+      requestsByImage(c, uid),
+      c.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
+    ]));
     const ids = new Set<number>([...imgs.map((i) => Number(i.id)), ...accs.keys(), ...reqs.keys()]);
     const hostOf = new Map(imgs.map((i) => [Number(i.id), i.app_hostname]));
     const images = [...ids].sort((a, b) => a - b).map((id) => {
@@ -218,14 +220,15 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     const id = req.params.id;
     const limit = req.query.limit ?? RECORDS_PAGE_DEFAULT;
     const acc = new SummaryAcc();
-    const [, reqs, { rows: imgs }, { rows: page }] = await Promise.all([
-      eachRecord(uid, id, (r) => acc.add(r)),
-      requestsByImage(uid, id),
-      app.db.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
-      app.db.query<RecordRow>(
+    // one snapshot: the summary and the page price a running record at the same instant
+    const [, reqs, { rows: imgs }, { rows: page }] = await withSnapshot(app.db, (c) => Promise.all([
+      eachRecord(c, uid, id, (r) => acc.add(r)),
+      requestsByImage(c, uid, id),
+      c.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
+      c.query<RecordRow>(
         `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
           WHERE user_id = $1 AND image_id = $2 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4`, [uid, id, req.query.before ?? null, limit + 1]),
-    ]);
+    ]));
     const rq = reqs.get(id);
     if (!imgs.length && !acc.runs && !rq) throw notFound('image');
     const more = page.length > limit;

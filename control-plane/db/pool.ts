@@ -35,6 +35,25 @@ export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promi
   }
 }
 
+/**
+ * Run read-only `fn` on one snapshot: every query sees the same rows and the same `now()` (an
+ * answer that prices running work twice must price it at one instant).
+ */
+export async function withSnapshot<T>(db: Db, fn: (client: DbClient) => Promise<T>): Promise<T> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const out = await fn(client);
+    await client.query('COMMIT');
+    return out;
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
 /** Postgres unique_violation, optionally on a named constraint. */
 export function isUniqueViolation(e: unknown, constraint?: string): boolean {
   const err = e as { code?: string; constraint?: string };

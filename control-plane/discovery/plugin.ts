@@ -5,7 +5,7 @@ import { badRequest, conflict, notFound } from '../http/errors.js';
 import { requireBearer, type BearerTokens } from '../http/tokens.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
-import { endpointAddress, withoutSplits } from './route-table.js';
+import { endpointAddress, withoutSplits, withoutAffinity } from './route-table.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { RouteHub } from './hub.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
@@ -75,7 +75,10 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   }, async (req, reply) => {
     // Proxies that split a host between revisions say so (`?features=split`); older ones get
     // tables they can read: each shared host on its largest share only (route-table.ts).
-    const splits = (req.query.features ?? '').split(',').includes('split');
+    const features = (req.query.features ?? '').split(',');
+    const splits = features.includes('split');
+    // and those that keep clients on an instance say `affinity`; older ones get the routes without it
+    const affinity = features.includes('affinity');
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
@@ -89,7 +92,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
       }
       res.write(chunk);
     };
-    const send = (t: RouteTableSpec) => write(`event: routes\ndata: ${JSON.stringify(splits ? t : withoutSplits(t))}\n\n`);
+    const readable = (t: RouteTableSpec) => { const u = splits ? t : withoutSplits(t); return affinity ? u : withoutAffinity(u); };
+    const send = (t: RouteTableSpec) => write(`event: routes\ndata: ${JSON.stringify(readable(t))}\n\n`);
     streams.add(reply);
     const unsubscribe = hub.subscribe(send);
     const ping = setInterval(() => write(': ping\n\n'), 15_000);

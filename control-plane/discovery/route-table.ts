@@ -19,6 +19,7 @@ interface RouteRow {
   routable: boolean;
   container_concurrency: number;
   request_timeout_s: number;
+  session_affinity: boolean;
   min_instances: number;
   min_instances_provisioned: boolean;
   /** an instance is on its way: wanted running, and being created or not yet probed healthy */
@@ -45,7 +46,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             ${routableSql('i')} AS routable,
-            i.container_concurrency, i.request_timeout_s, i.min_instances, i.min_instances_provisioned,
+            i.container_concurrency, i.request_timeout_s, i.session_affinity, i.min_instances, i.min_instances_provisioned,
             EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
                       AND (w.status = 'creating' OR (w.status = 'running' AND w.health = 'unknown'))) AS starting,
             c.id AS container_id, c.host_port
@@ -87,6 +88,8 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
       // the revision's request timeout (Cloud Run's --timeout): the wait for the response head, and
       // the longest gap between its body bytes, before the proxy answers 504 / ends the response
       route.timeouts = { headersMs: r.request_timeout_s * 1000, idleMs: r.request_timeout_s * 1000 };
+      // Cloud Run's --session-affinity: a cookie keeps each client on its instance (and revision)
+      if (r.session_affinity) route.affinity = true;
       // Proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate) when it
       // scales to zero, when berth owes it its min_instances (it just got traffic back), or while
       // an instance is on its way (a new app, or a replaced instance, is not a 503 for the
@@ -150,6 +153,20 @@ export function makeTable(version: number, routes: RouteSpec[]): RouteTableSpec 
 }
 
 const downgraded = new WeakMap<RouteTableSpec, RouteTableSpec>();
+const withoutAffinityCache = new WeakMap<RouteTableSpec, RouteTableSpec>();
+
+/**
+ * The table for a proxy that predates session affinity (its schema refuses `affinity`): the same
+ * routes without it, so the proxy keeps serving them, balanced as usual.
+ */
+export function withoutAffinity(t: RouteTableSpec): RouteTableSpec {
+  if (!t.routes.some((r) => r.affinity !== undefined)) return t;
+  const cached = withoutAffinityCache.get(t);
+  if (cached) return cached;
+  const out = { ...t, routes: t.routes.map((r) => { const { affinity: _a, ...rest } = r; return rest; }) };
+  withoutAffinityCache.set(t, out);
+  return out;
+}
 
 /**
  * The table for a proxy that predates traffic splitting (it refuses `trafficWeight` and hosts

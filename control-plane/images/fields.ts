@@ -35,6 +35,8 @@ export const imageFieldsSchema = {
     target_utilization: int(N.target_utilization.min, N.target_utilization.max, { default: 70 }),
     scale_down_delay_s: int(N.scale_down_delay_s.min, N.scale_down_delay_s.max, { default: 0 }),
     request_timeout_s: int(N.request_timeout_s.min, N.request_timeout_s.max, { default: 300 }),
+    // Cloud Run's --session-affinity: the proxies keep a client on the instance that answered it
+    session_affinity: { type: 'boolean', default: false },
     // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
     no_traffic: { type: 'boolean', default: false },
     traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
@@ -48,7 +50,7 @@ export const imageFieldsSchema = {
 /** Upload fields a new revision takes from the previous one when the upload leaves them out. */
 export const INHERITED_FIELDS = [
   'name', 'tag', 'container_port', 'min_instances', 'max_instances', 'cpu_limit', 'memory_limit', 'health_path',
-  'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s',
+  'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s', 'session_affinity',
 ] as const;
 
 // Multipart delivers strings; ajv coerces "1e400" to Infinity after its type check, so the
@@ -77,6 +79,8 @@ export interface ImageFields {
   scale_down_delay_s: number;
   /** the proxies wait this long for the response's head, and between body bytes (then 504) */
   request_timeout_s: number;
+  /** the proxies keep a client (by cookie) on the instance, and revision, that first answered it */
+  session_affinity: boolean;
 }
 
 /** The fields of one upload: the image's own, and how its revision joins the app's traffic. */
@@ -121,6 +125,7 @@ export function parseImageFields(raw: Record<string, string>): UploadFields {
     target_utilization: (data.target_utilization as number) + 0,
     scale_down_delay_s: (data.scale_down_delay_s as number) + 0,
     request_timeout_s: (data.request_timeout_s as number) + 0,
+    session_affinity: data.session_affinity === true,
     no_traffic: data.no_traffic === true,
     traffic_tag: data.traffic_tag === undefined ? null : String(data.traffic_tag),
     envChanges: {

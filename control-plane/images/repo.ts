@@ -19,6 +19,8 @@ export interface ImageRow extends ImageFields {
   docker_image_id: string | null;
   build_logs: string;
   build_logs_truncated: boolean;
+  /** when it last served or was about to (the reconcile loop marks it; see migration 019) */
+  last_active_at: Date;
   /** the reconcile loop created the min_instances containers (once; see migration 004) */
   min_instances_provisioned: boolean;
   build_started_at: Date | null;
@@ -50,6 +52,7 @@ export function publicImage(r: ImageRow) {
     target_utilization: r.target_utilization,
     scale_down_delay_s: r.scale_down_delay_s,
     request_timeout_s: r.request_timeout_s,
+    session_affinity: r.session_affinity,
     status: r.status,
     status_reason: r.status_reason,
     docker_image: r.docker_image,

@@ -24,6 +24,7 @@ export const imageSchema = object({
   target_utilization: { type: 'integer', description: 'percent of container_concurrency the autoscaler aims at' },
   scale_down_delay_s: { type: 'integer' },
   request_timeout_s: { type: 'integer', description: 'how long the proxies wait for the response (head, then between body bytes) before 504' },
+  session_affinity: { type: 'boolean', description: 'the proxies keep a client (cookie berth-affinity) on the instance, and revision, that first answered it' },
   env_names: { type: 'array', items: { type: 'string' }, description: 'names of the environment variables the revision runs with (values are never shown)' },
   status: { type: 'string', enum: ['building', 'ready', 'build_failed'] },
   status_reason: nullableString,

@@ -220,6 +220,8 @@ export class Reconciler {
     // min_instances again (provisioned anew if traffic comes back) and each container is drained
     // from every proxy, then removed. One image at a time, checked again under the lock.
     const serving = await servingRevisions(db);
+    // retention's grace runs from the last time a revision served (a minute's resolution: few writes)
+    await db.query(`UPDATE images SET last_active_at = now() WHERE id = ANY($1::bigint[]) AND last_active_at < now() - interval '1 minute'`, [[...serving]]);
     const { rows: idle } = await db.query<ContainerRow>(
       `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE i.status = 'ready' ORDER BY c.id`);
     const byImage = new Map<number, ContainerRow[]>();
@@ -260,7 +262,7 @@ export class Reconciler {
     // Old inactive revisions beyond what the platform keeps (apps/retention.ts); their Docker
     // images and build directories go after the commit, best effort
     if (this.d.config.revisionsKept !== null && !this.stopped) {
-      const gone = await collectRevisions(db, this.d.config.revisionsKept);
+      const gone = await collectRevisions(db, this.d.config.revisionsKept, this.d.config.revisionsGraceMs);
       if (gone.length) {
         rep.collected = gone.length;
         this.d.service.routesChanged();

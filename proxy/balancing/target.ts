@@ -9,6 +9,8 @@ export interface Target {
   current: number;
   /** most requests this route sends the endpoint at once (0: no limit; the app's container_concurrency) */
   readonly cap: number;
+  /** its id as the session-affinity cookie carries it (URI-encoded); '' when the route has no affinity */
+  readonly key: string;
 }
 
 /** Can this target take a request now: its breaker admits traffic and it is below its cap? */

@@ -22,4 +22,6 @@ export interface Route {
   readonly wake: boolean;
   /** its share of a host it shares with other routes (revisions of one app; see Split) */
   readonly trafficWeight: number;
+  /** session affinity (RouteSpec.affinity): targets by their cookie key; null without it */
+  readonly byKey: Map<string, Target> | null;
 }

@@ -14,6 +14,12 @@ export class Split {
   private readonly total: number;
   /** route ids and weights: a split with the same one in the next table carries on from this one */
   readonly signature: string;
+  /**
+   * Some route of the split has session affinity: a request whose cookie names one of its
+   * endpoints goes to that route (stick), so a session stays on its revision while the revision
+   * keeps a share; the weights then count only the requests they place.
+   */
+  readonly byKey: Map<string, Route> | null;
 
   constructor(readonly routes: Route[], weights: number[], previous?: Split) {
     let g = 0;
@@ -27,6 +33,19 @@ export class Split {
     let t = 0;
     for (const w of this.weights) t += w;
     this.total = t;
+    let byKey: Map<string, Route> | null = null;
+    for (const r of routes) {
+      if (r.byKey === null) continue;
+      byKey ??= new Map();
+      for (const k of r.byKey.keys()) if (!byKey.has(k)) byKey.set(k, r);
+    }
+    this.byKey = byKey;
+  }
+
+  /** The route whose endpoint the affinity cookie names (when it is in the split), else pick(). */
+  stick(key: string): Route {
+    const r = key === '' || this.byKey === null ? undefined : this.byKey.get(key);
+    return r === undefined ? this.pick() : r;
   }
 
   pick(): Route {

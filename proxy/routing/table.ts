@@ -27,15 +27,24 @@ export class RouteTable {
     return this.byId.get(id);
   }
 
-  /** `host` must already be normalised. A host split between revisions picks one per call. */
-  lookup(host: string): Route | undefined {
+  /**
+   * `host` must already be normalised. A host split between revisions picks one per call (the one
+   * the session-affinity cookie `key` names, when it is in the split).
+   */
+  lookup(host: string, key = ''): Route | undefined {
+    const r = this.entry(host);
+    return r === undefined || !(r instanceof Split) ? r : r.byKey === null ? r.pick() : r.stick(key);
+  }
+
+  /** What serves `host`: a route, or a split between routes (the caller picks). */
+  entry(host: string): Route | Split | undefined {
     const r = this.exact.get(host);
-    if (r !== undefined) return r instanceof Split ? r.pick() : r;
+    if (r !== undefined) return r;
     if (this.wildcard.size === 0) return undefined;
     let i = host.indexOf('.');
     while (i !== -1) {
       const w = this.wildcard.get(host.slice(i + 1));
-      if (w !== undefined) return w instanceof Split ? w.pick() : w;
+      if (w !== undefined) return w;
       i = host.indexOf('.', i + 1);
     }
     return undefined;
@@ -93,13 +102,20 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
     const openMs = cbs?.openMs ?? DEFAULTS.circuitBreaker.openMs;
     const connectMs = tos?.connectMs ?? DEFAULTS.timeouts.connectMs;
     const cap = rs.concurrency?.perEndpoint ?? DEFAULTS.concurrency.perEndpoint;
+    const affinity = rs.affinity === true;
     const targets: Target[] = rs.endpoints.map((e) => ({
       id: e.id,
       endpoint: registry.get(e.address, threshold, openMs, connectMs, generation),
       weight: e.weight ?? 1,
       current: 0,
       cap,
+      key: affinity ? encodeURIComponent(e.id) : '',
     }));
+    let byKey: Map<string, Target> | null = null;
+    if (affinity) {
+      byKey = new Map();
+      for (const t of targets) if (!byKey.has(t.key)) byKey.set(t.key, t);
+    }
     let stats = state.stats.get(rs.id);
     if (stats === undefined) {
       stats = new RouteStats(rs.id);
@@ -129,6 +145,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       ) : null,
       wake: rs.wake === true,
       trafficWeight: rs.trafficWeight ?? 1,
+      byKey,
     };
     byId.set(rs.id, route);
     routes.push(route);

@@ -21,6 +21,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
+import { Split } from '../routing/split.js';
 import { logRejected, refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
 import { readTarget, target } from './target.js';
@@ -132,9 +133,32 @@ export const admitted = {
   decodedPath: '',
   rawHost: '',
   requestId: '',
+  /** the session-affinity cookie's value ('' when absent, or the route has no affinity) */
+  affinity: '',
   /** the path for logs */
   logPath: '',
 };
+
+/** The session-affinity cookie's name (Set-Cookie in exchange.ts). */
+export const AFFINITY_COOKIE = 'berth-affinity';
+const AFFINITY_NEEDLE = AFFINITY_COOKIE + '=';
+
+/**
+ * The value of `berth-affinity` in a Cookie header ('' when absent or longer than any key the
+ * proxy hands out). Only a lookup key: a forged value can name an endpoint of the same route at
+ * most, which the balancer could have picked anyway.
+ */
+export function affinityKey(cookie: string): string {
+  let i = cookie.indexOf(AFFINITY_NEEDLE);
+  // a name that merely ends in it (`xberth-affinity=`) is another cookie
+  while (i > 0 && cookie.charCodeAt(i - 1) !== 32 && cookie.charCodeAt(i - 1) !== 59 /* ; */) i = cookie.indexOf(AFFINITY_NEEDLE, i + 1);
+  if (i === -1) return '';
+  const start = i + AFFINITY_NEEDLE.length;
+  let end = cookie.indexOf(';', start);
+  if (end === -1) end = cookie.length;
+  while (end > start && cookie.charCodeAt(end - 1) === 32) end--;
+  return end - start > 600 ? '' : cookie.slice(start, end);
+}
 
 /**
  * The first phase of every request, HTTP and WebSocket alike: a route table is loaded (503
@@ -169,14 +193,28 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
     return false;
   }
   const host = normalizeHost(rawHost);
-  const route = table.lookup(host);
-  if (route === undefined) {
+  const found = table.entry(host);
+  if (found === undefined) {
     globalStats.noRoute++;
     sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`, head);
     logRejected(requestId, method, host, target.path, 404, 'no_route');
     return false;
   }
+  // session affinity: the cookie is read only for a route (or split) that has it
+  let route: Route;
+  let key = '';
+  if (found instanceof Split) {
+    if (found.byKey === null) route = found.pick();
+    else {
+      key = affinityKey(req.getHeader('cookie'));
+      route = found.stick(key);
+    }
+  } else {
+    route = found;
+    if (route.byKey !== null) key = affinityKey(req.getHeader('cookie'));
+  }
   admitted.route = route;
+  admitted.affinity = key;
   admitted.host = host;
   admitted.path = path;
   admitted.decodedPath = decodedPath;

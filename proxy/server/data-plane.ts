@@ -16,6 +16,9 @@ import { websocketBehavior } from './websocket.js';
 
 type UwsApp = ReturnType<ReturnType<typeof loadUws>['SSLApp']>;
 
+/** TLS apps kept open after reloads for the connections they still carry (see reloadTls). */
+const MAX_RETIRED_TLS_APPS = 4;
+
 export interface DataPlaneOptions {
   logger: Logger;
   accessLogRate: number;
@@ -105,6 +108,9 @@ export class DataPlane {
     this.tlsSocket = token;
     this.uws.us_listen_socket_close(oldSocket);
     this.retiredTlsApps.push(old);
+    // bounded: past a few reloads the oldest app closes, with whatever connections it still has
+    // (they predate several renewals; clients reconnect to the current listener)
+    if (this.retiredTlsApps.length > MAX_RETIRED_TLS_APPS) (this.retiredTlsApps.shift() as { close?: () => void }).close?.();
   }
 
   private tlsAppFor(tls: TlsConfig): UwsApp {

@@ -59,6 +59,10 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
     return;
   }
   const ex = new Exchange(res, route, method, admitted.path, host, requestId);
+  if (route.byKey !== null) {
+    ex.affinity = admitted.affinity;
+    ex.secure = tls;
+  }
   const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls);
   if (refusal !== null) {
     route.stats.refused++;

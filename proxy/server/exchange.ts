@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { HttpResponse } from 'uWebSockets.js';
-import type { Target } from '../balancing/target.js';
+import { available, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
@@ -27,6 +27,7 @@ import {
   H_CACHE_CONTROL, H_CONNECTION, H_PASS, H_SET_COOKIE, H_VARY, STATUS_TEXT,
   classifyBytes, connectionTokens, forbidsStore, statusLine, varyCacheable,
 } from './headers.js';
+import { AFFINITY_COOKIE } from './admission.js';
 import { ForwardedRequest } from './request-headers.js';
 import { internalError, sendError } from './respond.js';
 import { runtime } from './state.js';
@@ -66,6 +67,14 @@ const fieldClass = new Uint8Array(MAX_FIELDS);
  * biggest head the parser accepts (16 KiB, 128 fields) re-framed, plus status and request id.
  */
 const headScratch = new Uint8Array(32 * 1024);
+
+/**
+ * The session-affinity header line (a cookie key is URI-encoded ASCII). 30 days, as Cloud Run's:
+ * a key whose endpoint is gone only costs a rebalance and a new cookie.
+ */
+function affinityCookie(key: string, secure: boolean): string {
+  return '\r\nset-cookie: ' + AFFINITY_COOKIE + '=' + key + (secure ? '; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax; Secure' : '; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax');
+}
 
 /** Copy a string of Latin-1 characters (status lines, request ids: ASCII) as bytes. */
 function putLatin1(out: Uint8Array, pos: number, s: string): number {
@@ -123,6 +132,13 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   /** the response said `Vary: Accept-Encoding`: the fallback key includes the request's value */
   varyEncoding = false;
   reason = '';
+  // session affinity (routes with RouteSpec.affinity)
+  /** the client's berth-affinity cookie ('' when none, or the route has no affinity) */
+  affinity = '';
+  /** the client came over TLS: the affinity cookie is Secure */
+  secure = false;
+  /** the key to hand the client in Set-Cookie (its cookie named another endpoint, or none) */
+  setAffinity: string | null = null;
 
   constructor(
     readonly res: HttpResponse,
@@ -145,7 +161,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   attempt(): void {
     // the upstream client's coarse clock (≤ 50 ms stale): plenty for breaker timing
     const now = clock.now;
-    const target = this.route.balancer.pick(now, this.failedEndpoint);
+    const target = this.pick(now);
     if (target === null) {
       const q = this.route.queue;
       const why = q === null ? NO_ROOM : this.whyNoEndpoint(now);
@@ -204,14 +220,27 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const now = clock.now;
     const current = runtime.table?.route(this.route.id);
     if (current !== undefined) this.route = current;
-    const target = this.route.balancer.pick(now, this.failedEndpoint);
+    const target = this.pick(now);
     if (target === null) return false;
     this.send(target, now);
     return true;
   }
 
+  /**
+   * The endpoint for this attempt: the one the affinity cookie names while it takes traffic (not
+   * the one that just failed, breaker admitting, below its cap), else the balancer's.
+   */
+  private pick(now: number): Target | null {
+    const byKey = this.route.byKey;
+    if (byKey !== null && this.affinity !== '') {
+      const t = byKey.get(this.affinity);
+      if (t !== undefined && t.endpoint !== this.failedEndpoint && available(t, now)) return t;
+    }
+    return this.route.balancer.pick(now, this.failedEndpoint);
+  }
+
   rehome(): void {
-    const r = runtime.table?.lookup(this.host);
+    const r = runtime.table?.lookup(this.host, this.affinity);
     if (r === undefined) {
       this.destroyBody();
       this.fail(404, 'no_route', `no route for host "${this.host}" any more`);
@@ -234,6 +263,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
 
   private send(t: Target, now: number): void {
     const ep = t.endpoint;
+    this.setAffinity = this.route.byKey !== null && t.key !== this.affinity ? t.key : null;
     const m = this.route.stats.meterFor(t);
     if (m !== this.meter) {
       if (this.meter !== null) this.meter.open--;
@@ -510,7 +540,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const drop = this.dropNames;
     const status = statusLine(this.status, this.statusText);
     // the most this head can take: its own bytes re-framed (≤ 4 more per field), status, id
-    const room = (n > 0 ? off[5 * n - 1] - off[0] : 0) + 4 * n + status.length + this.requestId.length + 32;
+    const cookie = this.setAffinity === null ? null : affinityCookie(this.setAffinity, this.secure);
+    const room = (n > 0 ? off[5 * n - 1] - off[0] : 0) + 4 * n + status.length + this.requestId.length + 32 + (cookie === null ? 0 : cookie.length + 16);
     const out = room <= headScratch.length ? headScratch : new Uint8Array(room);
     let pos = putLatin1(out, 0, status);
     for (let i = 0; i < n; i++) {
@@ -526,6 +557,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       out[pos++] = 32;
       for (let k = off[i5 + 2], e = off[i5 + 3]; k < e; k++) out[pos++] = b[k];
     }
+    if (cookie !== null) pos = putLatin1(out, pos, cookie);
     pos = putLatin1(out, pos, '\r\nx-request-id: ');
     pos = putLatin1(out, pos, this.requestId);
     res.writeStatus(new Uint8Array(out.buffer, 0, pos));

@@ -1,5 +1,5 @@
 import { createSecureContext } from 'node:tls';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isValidHostPattern } from '../../shared/hostname.js';
 
@@ -18,6 +18,8 @@ export interface CertFiles {
 export interface TlsConfig {
   default: CertFiles;
   names: (CertFiles & { serverName: string })[];
+  /** the private copies uWS reads (see loadTlsConfig), removed once a newer set is in use */
+  snapshot?: string;
 }
 
 /** Largest PEM file read for the check (a chain of a few certificates is a few KiB). */
@@ -31,8 +33,8 @@ function readPem(file: string, what: string): Buffer {
   return readFileSync(file);
 }
 
-/** Throws naming the files unless the pair is a PEM certificate (chain) with its matching key. */
-export function checkPair(pair: CertFiles): void {
+/** The pair's bytes; throws naming the files unless they are a PEM certificate (chain) with its matching key. */
+export function checkPair(pair: CertFiles): { cert: Buffer; key: Buffer } {
   const cert = readPem(pair.cert, 'certificate');
   const key = readPem(pair.key, 'key');
   try {
@@ -40,15 +42,21 @@ export function checkPair(pair: CertFiles): void {
   } catch (e) {
     throw new Error(`${pair.cert} + ${pair.key}: ${(e as Error).message}`);
   }
+  return { cert, key };
 }
 
 /**
  * The default pair, and every `NAME.crt` + `NAME.key` in `dir` (NAME is the server name; a file
  * for a wildcard is named `*.example.com.crt`). A `.crt` without its `.key` is an error.
+ *
+ * With `snapshot`, the bytes that were checked are written there (0600, in a 0700 directory) and
+ * the config names those copies: uWS reads certificate files itself, and a pair rewritten between
+ * the check and that read (a renewal in progress when SIGHUP comes) would reach it unchecked —
+ * an SNI pair whose key no longer matches takes the whole process down inside uWS.
  */
-export function loadTlsConfig(o: { cert: string; key: string; dir?: string }): TlsConfig {
+export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, snapshot?: string): TlsConfig {
   const def = { cert: resolve(o.cert), key: resolve(o.key) };
-  checkPair(def);
+  const bytes = [checkPair(def)];
   const names: TlsConfig['names'] = [];
   if (o.dir !== undefined) {
     const dir = resolve(o.dir);
@@ -62,9 +70,17 @@ export function loadTlsConfig(o: { cert: string; key: string; dir?: string }): T
       const serverName = f.slice(0, -4).toLowerCase();
       if (!isValidHostPattern(serverName)) throw new Error(`--tls-dir ${dir}: "${f}" is not named after a hostname (shop.example.com.crt, *.example.com.crt)`);
       const pair = { serverName, cert: join(dir, f), key: join(dir, `${f.slice(0, -4)}.key`) };
-      checkPair(pair);
+      bytes.push(checkPair(pair));
       names.push(pair);
     }
   }
-  return { default: def, names };
+  if (snapshot === undefined) return { default: def, names };
+  mkdirSync(snapshot, { recursive: true, mode: 0o700 });
+  const copy = (i: number): CertFiles => {
+    const files = { cert: join(snapshot, `${i}.crt`), key: join(snapshot, `${i}.key`) };
+    writeFileSync(files.cert, bytes[i].cert, { mode: 0o600 });
+    writeFileSync(files.key, bytes[i].key, { mode: 0o600 });
+    return files;
+  };
+  return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot };
 }

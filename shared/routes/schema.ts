@@ -40,6 +40,15 @@ export interface RouteSpec {
    * hosts never carry it, so they stay readable by proxies that predate it.
    */
   trafficWeight?: number;
+  /**
+   * Session affinity (Cloud Run's `--session-affinity`): the proxy answers with a cookie
+   * (`berth-affinity`) naming the endpoint that served, and later requests carrying it go to that
+   * endpoint — and, on a split host, to its route (revision) — while it takes traffic (breaker
+   * closed, below its concurrency cap); otherwise they are balanced as usual and the cookie is
+   * renewed. Best effort, as Cloud Run's: instances come and go. Sent only to proxies that ask for
+   * it (`?features=affinity`).
+   */
+  affinity?: boolean;
 }
 
 export interface RouteTableSpec {
@@ -123,6 +132,7 @@ export const routeTableSchema = {
             properties: { attempts: { type: 'integer', minimum: 0, maximum: 5 } },
           },
           wake: { type: 'boolean' },
+          affinity: { type: 'boolean' },
           trafficWeight: { type: 'integer', minimum: 1, maximum: 1_000_000 },
           concurrency: {
             type: 'object',

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkAppDomain, parseAppDomains, underAppDomain } from '../../control-plane/apps/domains.js';
 import { tenantOptions } from '../../control-plane/cli.js';
+import { resolveConfig } from '../../control-plane/config.js';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
@@ -19,14 +20,19 @@ describe('app domains', () => {
     }
     expect(tenantOptions({ 'app-domains': 'apps.test' }).appDomains).toEqual(['apps.test']);
     expect(() => tenantOptions({ 'app-domains': 'not a domain' })).toThrow(/--app-domains/);
+    // given in code: the same rules
+    expect(resolveConfig({ appDomains: ['Apps.Test.', '*.b.test'] }).appDomains).toEqual(['apps.test', 'b.test']);
+    expect(() => resolveConfig({ appDomains: ['a b'] })).toThrow(/not a DNS name/);
   });
 
   it('allows subdomains only, on a label boundary', () => {
     const d = ['apps.example.com', 'localhost'];
-    for (const ok of ['shop.apps.example.com', 'a.b.apps.example.com', 'hello.localhost', 'canary---shop.apps.example.com']) expect(underAppDomain(ok, d), ok).toBe(true);
-    for (const no of ['apps.example.com', 'evilapps.example.com', 'example.com', 'www.example.com', 'localhost', 'xlocalhost', 'apps.example.com.evil.test']) expect(underAppDomain(no, d), no).toBe(false);
+    for (const ok of ['shop.apps.example.com', 'hello.localhost', 'canary---shop.apps.example.com']) expect(underAppDomain(ok, d), ok).toBe(true);
+    // not the domain, not another domain that ends alike, and not under another app's name
+    for (const no of ['apps.example.com', 'evilapps.example.com', 'example.com', 'www.example.com', 'localhost', 'xlocalhost',
+      'apps.example.com.evil.test', 'login.shop.apps.example.com', 'a.b.localhost', '.apps.example.com']) expect(underAppDomain(no, d), no).toBe(false);
     expect(underAppDomain('anything.test', [])).toBe(true);
-    expect(() => checkAppDomain('www.example.com', d)).toThrow(/"www\.example\.com" is not under this platform's app domains \(\*\.apps\.example\.com, \*\.localhost\); choose a name like myapp\.apps\.example\.com/);
+    expect(() => checkAppDomain('www.example.com', d)).toThrow(/"www\.example\.com" is not one label under this platform's app domains \(\*\.apps\.example\.com, \*\.localhost\); choose a name like myapp\.apps\.example\.com/);
   });
 });
 
@@ -46,7 +52,7 @@ describe('uploads under app domains', () => {
   });
 
   it('refuses a new app outside them with 400 app_domain, accepts one under them', async () => {
-    for (const host of ['www.bank.example', 'apps.test', 'xapps.test']) {
+    for (const host of ['www.bank.example', 'apps.test', 'xapps.test', 'deep.shop.apps.test']) {
       const r = await alice.upload({ name: 'x', app_hostname: host }, archive);
       expect(r.status, host).toBe(400);
       expect(r.body.error.code).toBe('app_domain');

@@ -65,6 +65,8 @@ describe('image scaling settings', () => {
     [{ request_timeout_s: 0 }, 'request_timeout_s'],
     [{ request_timeout_s: 3601 }, 'request_timeout_s'],
     [{ request_timeout_s: null }, 'request_timeout_s'],
+    [{ session_affinity: null }, 'session_affinity'],
+    [{ session_affinity: 'sometimes' }, 'session_affinity'],
     [{ max_instances: 1e400 }, 'max_instances'],
     [{ container_port: 9090 }, 'container_port'],
     [{ health_path: 'no-slash' }, 'health_path'],
@@ -100,5 +102,30 @@ describe('image scaling settings', () => {
     expect(r.body.request_timeout_s).toBe(5);
     expect(await routeTimeouts(5000)).toEqual({ headersMs: 5000, idleMs: 5000 });
     expect((await patch(alice, { request_timeout_s: 300 })).status).toBe(200);
+  });
+
+  it('session affinity is off by default; PATCH turns it on in the route table, and off again', async () => {
+    expect((await alice.get(`/api/images/${imageId}`)).body.session_affinity).toBe(false);
+    const routeAffinity = async (want: boolean | undefined) => {
+      let route: { affinity?: boolean } | undefined;
+      for (let i = 0; i < 40 && (route === undefined || route.affinity !== want); i++) {
+        await t.cp.app.platform.hub.schedule();
+        await new Promise((res) => setTimeout(res, 50));
+        route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
+      }
+      return route?.affinity;
+    };
+    expect(await routeAffinity(undefined)).toBeUndefined();
+    const on = await patch(alice, { session_affinity: true });
+    expect(on.status, on.text).toBe(200);
+    expect(on.body.session_affinity).toBe(true);
+    expect(await routeAffinity(true)).toBe(true);
+    // a proxy that does not know affinity gets the table without it (its schema would refuse it)
+    const { withoutAffinity } = await import('../../control-plane/discovery/route-table.js');
+    const table = t.cp.app.platform.hub.table!;
+    expect(withoutAffinity(table).routes.some((r) => 'affinity' in r)).toBe(false);
+    expect(withoutAffinity(table)).toBe(withoutAffinity(table));
+    expect((await patch(alice, { session_affinity: false })).body.session_affinity).toBe(false);
+    expect(await routeAffinity(undefined)).toBeUndefined();
   });
 });

@@ -15,18 +15,23 @@ import { Api } from '../helpers/api.js';
 import { insertApp, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { BASE_IMAGE, describeWithDocker, docker } from '../helpers/docker.js';
 
-/** revisions 1..n, ready and routable unless told otherwise (id = 100 + revision) */
+const NOW = Date.parse('2026-12-01T12:00:00Z');
+const HOUR = 3_600_000;
+/** revisions 1..n, ready and routable unless told otherwise, last active a day ago (id = 100 + revision) */
 function revs(n: number, over: Record<number, Partial<RetainedRevision>> = {}): RetainedRevision[] {
-  return Array.from({ length: n }, (_, i) => ({ id: 101 + i, revision: i + 1, status: 'ready' as const, routable: true, containers: 0, ...over[i + 1] }));
+  return Array.from({ length: n }, (_, i) => ({
+    id: 101 + i, revision: i + 1, status: 'ready' as const, routable: true, containers: 0, last_active_at: new Date(NOW - 24 * HOUR), ...over[i + 1],
+  }));
 }
+const collect = (a: ReturnType<typeof app>, list: RetainedRevision[], kept: number, graceMs = 15 * HOUR) => revisionsToCollect(a, list, kept, graceMs, NOW);
 const app = (traffic: TrafficEntry[], pending: number | null = null) => ({ traffic, pending_image_id: pending });
 const revisionOf = (ids: number[]) => ids.map((id) => id - 100);
 
 describe('which revisions retention deletes', () => {
   it('keeps the revision latest stands for and the kept newest of the others', () => {
-    expect(revisionOf(revisionsToCollect(app([{ latest: true, percent: 100 }]), revs(25), 20))).toEqual([1, 2, 3, 4]);
-    expect(revisionsToCollect(app([{ latest: true, percent: 100 }]), revs(21), 20)).toEqual([]);
-    expect(revisionOf(revisionsToCollect(app([{ latest: true, percent: 100 }]), revs(5), 0))).toEqual([1, 2, 3, 4]);
+    expect(revisionOf(collect(app([{ latest: true, percent: 100 }]), revs(25), 20))).toEqual([1, 2, 3, 4]);
+    expect(collect(app([{ latest: true, percent: 100 }]), revs(21), 20)).toEqual([]);
+    expect(revisionOf(collect(app([{ latest: true, percent: 100 }]), revs(5), 0))).toEqual([1, 2, 3, 4]);
   });
 
   it('never deletes what the traffic names (by id at any percent, or by tag), the pending deploy, a build, or a revision with instances', () => {
@@ -38,14 +43,21 @@ describe('which revisions retention deletes', () => {
     ];
     const list = revs(12, { 5: { containers: 1 }, 6: { status: 'building', routable: false }, 7: { status: 'build_failed', routable: false } });
     // active: 2, 3, 4, 5 (instances), 6 (building), 11 (pending), 12 (latest, newest); inactive newest first: 10 9 8 7 1
-    expect(revisionOf(revisionsToCollect(app(traffic, 111), list, 2))).toEqual([1, 7, 8]);
-    expect(revisionOf(revisionsToCollect(app(traffic, 111), list, 0))).toEqual([1, 7, 8, 9, 10]);
+    expect(revisionOf(collect(app(traffic, 111), list, 2))).toEqual([1, 7, 8]);
+    expect(revisionOf(collect(app(traffic, 111), list, 0))).toEqual([1, 7, 8, 9, 10]);
+  });
+
+  it('keeps a revision that was active within the grace, however old (the one a rollback wants)', () => {
+    const list = revs(25, { 1: { last_active_at: new Date(NOW - 2 * HOUR) }, 2: { last_active_at: new Date(NOW - 15 * HOUR) } });
+    expect(revisionOf(collect(app([{ latest: true, percent: 100 }]), list, 20))).toEqual([2, 3, 4]);
+    expect(revisionOf(collect(app([{ latest: true, percent: 100 }]), list, 20, 0))).toEqual([1, 2, 3, 4]);
+    expect(collect(app([{ latest: true, percent: 100 }]), list, 20, 48 * HOUR)).toEqual([]);
   });
 
   it('keeps the newest revision even when nothing is ready (an app is never emptied)', () => {
     const failed = revs(4, { 1: { status: 'build_failed', routable: false }, 2: { status: 'build_failed', routable: false }, 3: { status: 'build_failed', routable: false }, 4: { status: 'build_failed', routable: false } });
-    expect(revisionOf(revisionsToCollect(app([{ latest: true, percent: 100 }]), failed, 0))).toEqual([1, 2, 3]);
-    expect(revisionsToCollect(app([]), [], 0)).toEqual([]);
+    expect(revisionOf(collect(app([{ latest: true, percent: 100 }]), failed, 0))).toEqual([1, 2, 3]);
+    expect(collect(app([]), [], 0)).toEqual([]);
   });
 });
 
@@ -59,6 +71,7 @@ describe('--revisions-kept / BERTH_REVISIONS_KEPT', () => {
       expect(() => tenantOptions({ 'revisions-kept': bad }), bad).toThrow(/--revisions-kept must be a whole number/);
     }
     expect(resolveConfig({}).revisionsKept).toBe(20);
+    expect(resolveConfig({}).revisionsGraceMs).toBe(15 * HOUR);
     expect(resolveConfig({ revisionsKept: null }).revisionsKept).toBeNull();
     expect(() => resolveConfig({ revisionsKept: -2 })).toThrow(/revisions kept/);
   });
@@ -73,7 +86,7 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
   const ids: number[] = [];
 
   beforeAll(async () => {
-    t = await startTestControlPlane({ seedDefaultUser: false, revisionsKept: 2, reconcileIntervalMs: 60_000, autoscale: { enabled: false } });
+    t = await startTestControlPlane({ seedDefaultUser: false, revisionsKept: 2, revisionsGraceMs: 0, reconcileIntervalMs: 60_000, autoscale: { enabled: false } });
     alice = await new Api(t.cp.url).signup('retention@example.com');
     userId = Number((await alice.get('/api/auth/me')).body.user.id);
     // five revisions, each with its own Docker tag and build directory
@@ -96,8 +109,14 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
   });
 
   it('deletes revision 2 (rows, event, Docker tag, build dir) and keeps 1, 3, 4, 5', async () => {
-    const rep = await t.cp.app.platform.reconciler.run();
-    expect(rep.collected).toBe(1);
+    // revision 1 serves: a pass marks it active (the grace runs from there)
+    await t.cp.db.query(`UPDATE images SET last_active_at = now() - interval '2 hours' WHERE id = ANY($1::bigint[])`, [[ids[0], ids[2]]]);
+    // a pass (the loop's own first pass may have done it already: the state is what counts)
+    await t.cp.app.platform.reconciler.run();
+    const { rows: marks } = await t.cp.db.query<{ id: string; age: number }>(
+      `SELECT id, EXTRACT(EPOCH FROM now() - last_active_at)::float AS age FROM images WHERE id = ANY($1::bigint[]) ORDER BY id`, [[ids[0], ids[2]]]);
+    expect(marks[0].age).toBeLessThan(60); // serving: marked
+    expect(marks[1].age).toBeGreaterThan(3600); // inactive: not
     const { body } = await alice.get(`/api/apps/${host}`);
     expect(body.revisions.map((v: { revision: number }) => v.revision)).toEqual([1, 3, 4, 5]);
     const { rows: ev } = await t.cp.db.query<{ image_id: number; payload: { reason: string; revision: number } }>(
@@ -110,9 +129,10 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
 
     // a second pass has nothing to do; moving the traffic off revision 1 makes it inactive and,
     // as the oldest beyond the two kept (4, 3), it goes next
-    expect((await t.cp.app.platform.reconciler.run()).collected).toBeUndefined();
+    await t.cp.app.platform.reconciler.run();
+    expect((await alice.get(`/api/apps/${host}`)).body.revisions.map((v: { revision: number }) => v.revision)).toEqual([1, 3, 4, 5]);
     expect((await alice.req('PUT', `/api/apps/${host}/traffic`, { json: { traffic: [{ latest: true, percent: 100 }] } })).status).toBe(200);
-    expect((await t.cp.app.platform.reconciler.run()).collected).toBe(1);
+    await t.cp.app.platform.reconciler.run();
     expect((await alice.get(`/api/apps/${host}`)).body.revisions.map((v: { revision: number }) => v.revision)).toEqual([3, 4, 5]);
     expect(await tags()).toEqual([3, 4, 5].map((r) => `${repo}:${r}`));
   });

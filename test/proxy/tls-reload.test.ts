@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,7 +60,7 @@ function selfSigned(where: string, name: string, cn: string): void {
   if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`);
 }
 
-interface Got { status: number; fingerprint: string; reused: boolean }
+interface Got { status: number; fingerprint: string; reused: boolean; cookie: string }
 
 /** GET / over TLS with SNI `name` (none when undefined); which certificate answered, and whether the agent's socket was reused. */
 function tlsGet(port: number, host: string, name: string | undefined, agent: Agent | false = false): Promise<Got> {
@@ -68,7 +68,7 @@ function tlsGet(port: number, host: string, name: string | undefined, agent: Age
     const req = httpsRequest({ host: '127.0.0.1', port, path: '/', headers: { host }, agent, rejectUnauthorized: false, ...(name ? { servername: name } : {}) }, (res) => {
       const fingerprint = (res.socket as TLSSocket).getPeerCertificate().fingerprint256;
       res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, fingerprint, reused: req.reusedSocket }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, fingerprint, reused: req.reusedSocket, cookie: String(res.headers['set-cookie'] ?? '') }));
     });
     req.on('error', reject);
     req.end();
@@ -104,7 +104,7 @@ for (const workers of [1, 2]) {
       selfSigned(named, 'shop.example.com', 'shop.example.com');
       selfSigned(named, 'ws.example.com', 'ws.example.com');
       port = await freePort();
-      p = await startProxy(table([route('echo', ['shop.example.com', 'default.test'], [up.address]), route('ws', ['ws.example.com'], [wsUp.address])]), [
+      p = await startProxy(table([route('echo', ['shop.example.com', 'default.test'], [up.address], { affinity: true }), route('ws', ['ws.example.com'], [wsUp.address])]), [
         '--workers', String(workers), '--tls-listen', `127.0.0.1:${port}`,
         '--tls-cert', join(here, 'default.crt'), '--tls-key', join(here, 'default.key'), '--tls-dir', named,
       ]);
@@ -168,9 +168,18 @@ for (const workers of [1, 2]) {
       selfSigned(named, 'shop.example.com', 'shop.example.com');
       const ok = await reload(p);
       expect(ok).toMatchObject({ status: 200, body: { reloaded: true, certificates: 3 } });
+      // uWS read private copies of what was checked: only the set in use is kept, owner-only
+      const kept = readdirSync(join(p.dir, 'tls'));
+      expect(kept).toHaveLength(1);
+      for (const f of readdirSync(join(p.dir, 'tls', kept[0]))) expect(statSync(join(p.dir, 'tls', kept[0], f)).mode & 0o777).toBe(0o600);
+      expect(statSync(join(p.dir, 'tls', kept[0])).mode & 0o777).toBe(0o700);
       const after = await tlsGet(port, 'shop.example.com', 'shop.example.com');
       expect(after.status).toBe(200);
       expect(after.fingerprint).not.toBe(now.fingerprint);
+    });
+
+    it('a session-affinity cookie handed out over TLS is Secure', async () => {
+      expect((await tlsGet(port, 'shop.example.com', 'shop.example.com')).cookie).toBe('berth-affinity=echo-e0; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax; Secure');
     });
 
     it('needs the admin token and POST', async () => {

@@ -13,7 +13,7 @@ import { FallbackCache } from '../../proxy/resilience/fallback-cache.js';
 
 const poolOpts = { connections: 1, keepAliveTimeoutMs: 1000, connectMs: 1000 };
 function targets(weights: number[]): Target[] {
-  return weights.map((w, i) => ({ id: `e${i}`, endpoint: new Endpoint(`127.0.0.1:${1000 + i}`, 3, 1000, poolOpts), weight: w, current: 0, cap: 0 }));
+  return weights.map((w, i) => ({ id: `e${i}`, endpoint: new Endpoint(`127.0.0.1:${1000 + i}`, 3, 1000, poolOpts), weight: w, current: 0, cap: 0, key: '' }));
 }
 
 describe('hostname normalisation', () => {

@@ -20,6 +20,8 @@ import { sql as m014 } from './014_app_deleting.js';
 import { sql as m015 } from './015_app_env.js';
 import { sql as m016 } from './016_request_timeout.js';
 import { sql as m017 } from './017_build_runner.js';
+import { sql as m018 } from './018_session_affinity.js';
+import { sql as m019 } from './019_revision_last_active.js';
 
 export interface Migration {
   version: number;
@@ -45,4 +47,6 @@ export const migrations: Migration[] = [
   { version: 15, name: '015_app_env', sql: m015 },
   { version: 16, name: '016_request_timeout', sql: m016 },
   { version: 17, name: '017_build_runner', sql: m017 },
+  { version: 18, name: '018_session_affinity', sql: m018 },
+  { version: 19, name: '019_revision_last_active', sql: m019 },
 ];

@@ -38,7 +38,7 @@ const TAIL_LINES = 25;
 const MAX_LINE = 1024 * 1024;
 
 export const run = defineClientCommand({
-  usage: 'berth deploy [DIR] --host HOST [--env NAME=VALUE …] [--env-file F] [--min N] [--max N] [--concurrency N] [--request-timeout 5m] [--no-traffic] [--tag T] [--no-build]',
+  usage: 'berth deploy [DIR] --host HOST [--env NAME=VALUE …] [--env-file F] [--min N] [--max N] [--concurrency N] [--request-timeout 5m] [--session-affinity | --no-session-affinity] [--no-traffic] [--tag T] [--no-build]',
   description: `Deploy a folder with a Dockerfile at its root to a URL: pack it (honouring .dockerignore,
 refusing symlinks that lead out of it), upload it, stream the build log, wait until the new
 revision is ready and its instances are healthy, then print its URLs and how long each phase took.
@@ -56,6 +56,8 @@ DIR defaults to the current directory.`,
     { name: 'memory', help: 'memory_limit, e.g. 256m, 1g' },
     { name: 'health-path', help: 'path the health check asks (default: a TCP connect)' },
     { name: 'request-timeout', help: 'how long a request may wait for the app\'s response: 300, 90s, 5m, 1h (default 300s, at most 1h); then 504' },
+    { name: 'session-affinity', boolean: true, help: 'keep each client on the instance (and revision) that first answered it, by a cookie (best effort, as Cloud Run\'s)' },
+    { name: 'no-session-affinity', boolean: true, help: 'turn session affinity off again' },
     { name: 'no-traffic', boolean: true, help: 'the new revision takes no traffic (use with --tag to try it first)' },
     { name: 'tag', help: 'traffic tag: the revision also answers at TAG---HOST' },
     { name: 'env', repeatable: true, help: 'NAME=VALUE: an environment variable of the app (repeat for more); the others stay as the previous revision had them' },
@@ -79,6 +81,10 @@ DIR defaults to the current directory.`,
     const timeoutS = intOption(opts.timeout, 'timeout', 1, 86_400)!;
     const requestTimeout = opts['request-timeout'] === undefined ? undefined : seconds(opts['request-timeout'], 'request-timeout', N.request_timeout_s.min, N.request_timeout_s.max);
     const noTraffic = booleanOption(opts['no-traffic'], 'no-traffic');
+    const affinityOn = booleanOption(opts['session-affinity'], 'session-affinity');
+    const affinityOff = booleanOption(opts['no-session-affinity'], 'no-session-affinity');
+    if (affinityOn && affinityOff) throw new UsageError('--session-affinity and --no-session-affinity contradict each other');
+    const affinity = affinityOn ? true : affinityOff ? false : undefined;
     checkField('cpu', 'cpu_limit', opts.cpu);
     checkField('memory', 'memory_limit', opts.memory);
     checkField('health-path', 'health_path', opts['health-path']);
@@ -126,6 +132,7 @@ DIR defaults to the current directory.`,
         if (opts.memory !== undefined) body.memory_limit = opts.memory;
         if (opts['health-path'] !== undefined) body.health_path = opts['health-path'];
         if (requestTimeout !== undefined) body.request_timeout_s = requestTimeout;
+        if (affinity !== undefined) body.session_affinity = affinity;
         if (noTraffic) body.no_traffic = true;
         if (opts.tag !== undefined) body.traffic_tag = opts.tag;
         if (env.size) body.env = Object.fromEntries(env);
@@ -151,6 +158,7 @@ DIR defaults to the current directory.`,
       if (opts.memory !== undefined) fields.memory_limit = opts.memory;
       if (opts['health-path'] !== undefined) fields.health_path = opts['health-path'];
       if (requestTimeout !== undefined) fields.request_timeout_s = String(requestTimeout);
+      if (affinity !== undefined) fields.session_affinity = String(affinity);
       if (noTraffic) fields.no_traffic = 'true';
       if (opts.tag !== undefined) fields.traffic_tag = opts.tag;
       if (env.size) fields.env = JSON.stringify(Object.fromEntries(env));
