@@ -61,16 +61,28 @@ function normalizeHostSlow(raw: string): string {
   return domainToASCII(s);
 }
 
-/** A hostname pattern as accepted in route tables and app_hostname: exact or `*.suffix`. */
+/**
+ * A hostname pattern as accepted in route tables and app_hostname: exact or `*.suffix`. Labels of
+ * 1–63 characters `a-z 0-9 _ -`, not starting or ending with `-`; a bracketed IPv6 literal.
+ * One pass over the characters, no allocation: a 10,000-route table checks 20,000 of these on
+ * every push (a split-and-regex version took 15–40 ms of that).
+ */
 export function isValidHostPattern(h: string): boolean {
-  if (h.length === 0 || h.length > 253) return false;
-  const body = h.startsWith('*.') ? h.slice(2) : h;
-  if (body.length === 0) return false;
-  if (body.startsWith('[') && body.endsWith(']')) return true; // IPv6 literal
-  const labels = body.split('.');
-  for (const l of labels) {
-    if (l.length === 0 || l.length > 63) return false;
-    if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/.test(l)) return false;
+  const n = h.length;
+  if (n === 0 || n > 253) return false;
+  let i = n >= 2 && h.charCodeAt(0) === 42 /* * */ && h.charCodeAt(1) === 46 /* . */ ? 2 : 0;
+  if (i === n) return false;
+  if (h.charCodeAt(i) === 91 /* [ */ && h.charCodeAt(n - 1) === 93 /* ] */) return true; // IPv6 literal
+  let start = i;
+  for (; i <= n; i++) {
+    const c = i === n ? 46 : h.charCodeAt(i);
+    if (c === 46) {
+      const len = i - start;
+      if (len === 0 || len > 63 || h.charCodeAt(start) === 45 /* - */ || h.charCodeAt(i - 1) === 45) return false;
+      start = i + 1;
+    } else if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || c === 45)) {
+      return false;
+    }
   }
   return true;
 }
