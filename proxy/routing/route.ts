@@ -24,4 +24,6 @@ export interface Route {
   readonly trafficWeight: number;
   /** session affinity (RouteSpec.affinity): targets by their cookie key; null without it */
   readonly byKey: Map<string, Target> | null;
+  /** a private route: the SHA-256 (hex) of every token that may call it; null: public */
+  readonly auth: Set<string> | null;
 }

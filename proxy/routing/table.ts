@@ -146,6 +146,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       wake: rs.wake === true,
       trafficWeight: rs.trafficWeight ?? 1,
       byKey,
+      auth: rs.auth === undefined ? null : new Set(rs.auth.tokens),
     };
     byId.set(rs.id, route);
     routes.push(route);

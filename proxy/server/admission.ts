@@ -17,6 +17,7 @@
  * value is non-ASCII.
  */
 
+import { createHash } from 'node:crypto';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
@@ -135,9 +136,31 @@ export const admitted = {
   requestId: '',
   /** the session-affinity cookie's value ('' when absent, or the route has no affinity) */
   affinity: '',
+  /** a private route: the header that carried the token (not forwarded); '' otherwise */
+  authHeader: '' as '' | 'authorization' | 'x-berth-authorization',
   /** the path for logs */
   logPath: '',
 };
+
+/** The longest bearer token hashed (invoker tokens are ~46 characters). */
+const MAX_TOKEN = 512;
+
+/**
+ * Which header carries a token of `tokens` (hex SHA-256 digests): `x-berth-authorization` first —
+ * an app with its own use for Authorization keeps it — then `authorization`; '' when neither does.
+ */
+function authorize(req: HttpRequest, tokens: Set<string>): '' | 'authorization' | 'x-berth-authorization' {
+  const mine = req.getHeader('x-berth-authorization');
+  if (mine !== '') return tokens.has(bearerDigest(mine)) ? 'x-berth-authorization' : '';
+  return tokens.has(bearerDigest(req.getHeader('authorization'))) ? 'authorization' : '';
+}
+
+/** The hex SHA-256 of the token in `Bearer <token>` ('' when the value is not one). */
+export function bearerDigest(value: string): string {
+  if (value.length < 8 || value.length > MAX_TOKEN + 7 || value.slice(0, 7).toLowerCase() !== 'bearer ') return '';
+  const token = value.slice(7).trim();
+  return token === '' ? '' : createHash('sha256').update(token).digest('hex');
+}
 
 /** The session-affinity cookie's name (Set-Cookie in exchange.ts). */
 export const AFFINITY_COOKIE = 'berth-affinity';
@@ -212,6 +235,18 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
   } else {
     route = found;
     if (route.byKey !== null) key = affinityKey(req.getHeader('cookie'));
+  }
+  // a private app: the caller's token, before anything about it reaches an endpoint
+  admitted.authHeader = '';
+  if (route.auth !== null) {
+    const used = authorize(req, route.auth);
+    if (used === '') {
+      route.stats.refused++;
+      sendError(res, 401, 'unauthorized', requestId, 'this app is private: send X-Berth-Authorization: Bearer <invoker token> (or Authorization)', head);
+      logRejected(requestId, method, host, target.path, 401, 'unauthorized');
+      return false;
+    }
+    admitted.authHeader = used;
   }
   admitted.route = route;
   admitted.affinity = key;

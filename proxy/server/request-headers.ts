@@ -44,12 +44,15 @@ const requestHeaderClass = new Map<string, number>([
   ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
   ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_DROP], ['expect', R_DROP],
   ['cookie', R_COOKIE], ['accept-encoding', R_AE], ['traceparent', R_TRACE],
+  // a private app's token is the platform's: never forwarded (admission.ts)
+  ['x-berth-authorization', R_DROP],
 ]);
 
 const PROTO_HTTP = '\r\nx-forwarded-proto: http\r\nvia: ';
 const PROTO_HTTPS = '\r\nx-forwarded-proto: https\r\nvia: ';
 
 let collecting: ForwardedRequest | null = null;
+let dropAuthorization = false;
 function collectHeader(name: string, raw: string): void {
   const ex = collecting!;
   const c = requestHeaderClass.get(name);
@@ -80,7 +83,12 @@ function collectHeader(name: string, raw: string): void {
     case R_HOST: if (++ex.hostHeaders > 1) ex.refuse('duplicate_host'); return; // re-added below
     case R_XFF: ex.xff = value; return;
     case R_VIA: ex.via = value; return;
-    case R_AUTH: ex.hasAuth = true; ex.headers.push(name, value); return;
+    case R_AUTH:
+      // the token a private route was called with stays here
+      if (dropAuthorization) return;
+      ex.hasAuth = true;
+      ex.headers.push(name, value);
+      return;
     case R_COOKIE: ex.noStore = true; ex.headers.push(name, value); return;
     case R_TRACE:
       // the first valid one is kept (re-added below); an invalid or repeated one is replaced
@@ -101,8 +109,9 @@ function collectHeader(name: string, raw: string): void {
  * listed in Connection dropped, Host (validated), X-Forwarded-For/-Host/-Proto, Via and the
  * request id added. Returns the refusal, if any.
  */
-export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, rawHost: string, ip: string, requestId: string, tls: boolean): Refusal | null {
+export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, rawHost: string, ip: string, requestId: string, tls: boolean, dropAuth = false): Refusal | null {
   collecting = into;
+  dropAuthorization = dropAuth;
   req.forEach(collectHeader);
   collecting = null;
   if (into.chunkedIn && into.contentLengthIn !== '') into.refuse('bad_transfer_encoding');

@@ -18,6 +18,7 @@ function corkedError(): void {
   errRes.writeHeader('x-berth-error', errCode);
   errRes.writeHeader('x-request-id', errId);
   errRes.writeHeader('cache-control', 'no-store');
+  if (errStatus === 401) errRes.writeHeader('www-authenticate', 'Bearer realm="berth"');
   // HEAD: `endWithoutBody(0, close)`, nothing else. In this uWS build, inside a request handler
   // without an abort handler, `endWithoutBody(undefined, close)` and `endWithoutBody(n > 0)` do
   // not count as an answer: uWS then aborts the whole process (any client could, with HEAD to an

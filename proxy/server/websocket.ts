@@ -176,9 +176,11 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       let via = '';
       let hosts = 0;
       let refusal: Refusal | null = subprotocols === null ? 'bad_header_value' : null;
+      // a private app's token is the platform's (admission.ts): not forwarded
+      const dropAuth = admitted.authHeader === 'authorization';
       req.forEach((k, raw) => {
         if (k === 'host') hosts++;
-        if (SKIP.has(k) || isProxyHeader(k)) return;
+        if (SKIP.has(k) || isProxyHeader(k) || k === 'x-berth-authorization' || (dropAuth && k === 'authorization')) return;
         const v = forwardableValue(raw);
         if (v === null) refusal = 'bad_header_value';
         else if (k === 'x-forwarded-for') xff = v;

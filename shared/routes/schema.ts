@@ -49,6 +49,13 @@ export interface RouteSpec {
    * it (`?features=affinity`).
    */
   affinity?: boolean;
+  /**
+   * A private app (Cloud Run's `--no-allow-unauthenticated`): only requests carrying one of these
+   * tokens (`X-Berth-Authorization: Bearer T`, or `Authorization: Bearer T`), given as the
+   * lower-case hex SHA-256 of each, reach it; others get 401. The header used is not forwarded.
+   * Sent only to proxies that ask for it (`?features=auth`); others do not get the route at all.
+   */
+  auth?: { tokens: string[] };
 }
 
 export interface RouteTableSpec {
@@ -133,6 +140,12 @@ export const routeTableSchema = {
           },
           wake: { type: 'boolean' },
           affinity: { type: 'boolean' },
+          auth: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['tokens'],
+            properties: { tokens: { type: 'array', maxItems: 10_000, items: { type: 'string', pattern: '^[0-9a-f]{64}$' } } },
+          },
           trafficWeight: { type: 'integer', minimum: 1, maximum: 1_000_000 },
           concurrency: {
             type: 'object',
