@@ -67,6 +67,8 @@ function appView(a: AppRow, revisions: RevisionSummary[]) {
       const id = e.latest ? r.latest : e.image_id ?? null;
       return { ...e, revision: id === null ? null : revisionOf.get(id) ?? null };
     }),
+    /** only requests with one of its invoker tokens reach it (apps/access.ts) */
+    private: a.private === true,
     /** set while DELETE /api/apps/:host drains its instances (apps/delete.ts) */
     deleting_at: deleting ? new Date(a.deleting_at!).toISOString() : null,
     created_at: new Date(a.created_at).toISOString(),

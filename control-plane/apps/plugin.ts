@@ -5,6 +5,7 @@ import { normalizeHost } from '../../shared/hostname.js';
 import { withTransaction, type Queryable } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import { notFound } from '../http/errors.js';
+import { accessRoutes } from './access.js';
 import { deleteApp } from './delete.js';
 import { reviseApp, type ReviseBody } from './revise.js';
 import { IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T } from '../../shared/image-fields.js';
@@ -122,6 +123,8 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
     const img = await reviseApp(app, userId, (q) => own(q, userId, req.params.host), req.body ?? {}, req.log);
     return reply.code(201).send(publicImage(img));
   });
+
+  accessRoutes(app, own);
 
   app.delete<HostReq>('/api/apps/:host', {
     preHandler: app.authenticate,

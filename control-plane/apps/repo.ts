@@ -15,6 +15,8 @@ export interface AppRow {
   pending_image_id: number | null;
   /** set by DELETE /api/apps/:host while its instances are removed: no revision serves (apps/delete.ts) */
   deleting_at: Date | null;
+  /** only requests with one of its invoker tokens reach it (apps/access.ts) */
+  private: boolean;
   created_at: Date;
   updated_at: Date;
 }

@@ -5,7 +5,7 @@ import { badRequest, conflict, notFound } from '../http/errors.js';
 import { requireBearer, type BearerTokens } from '../http/tokens.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
-import { endpointAddress, withoutSplits, withoutAffinity } from './route-table.js';
+import { endpointAddress, withoutAffinity, withoutAuth, withoutSplits } from './route-table.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { RouteHub } from './hub.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
@@ -79,6 +79,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const splits = features.includes('split');
     // and those that keep clients on an instance say `affinity`; older ones get the routes without it
     const affinity = features.includes('affinity');
+    // and those that check private apps' tokens say `auth`; older ones do not get those routes
+    const auth = features.includes('auth');
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
@@ -92,7 +94,11 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
       }
       res.write(chunk);
     };
-    const readable = (t: RouteTableSpec) => { const u = splits ? t : withoutSplits(t); return affinity ? u : withoutAffinity(u); };
+    const readable = (t: RouteTableSpec) => {
+      const a = auth ? t : withoutAuth(t);
+      const u = splits ? a : withoutSplits(a);
+      return affinity ? u : withoutAffinity(u);
+    };
     const send = (t: RouteTableSpec) => write(`event: routes\ndata: ${JSON.stringify(readable(t))}\n\n`);
     streams.add(reply);
     const unsubscribe = hub.subscribe(send);

@@ -56,6 +56,14 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
       WHERE a.deleting_at IS NULL
       ORDER BY a.app_hostname, i.id, c.id`);
+  // private apps: the digests of their invoker tokens (none: nobody may call it)
+  const { rows: invokers } = await q.query<{ app_hostname: string; token_sha256: string }>(
+    `SELECT v.app_hostname, v.token_sha256 FROM app_invokers v JOIN apps a ON a.app_hostname = v.app_hostname
+      WHERE a.private AND a.deleting_at IS NULL ORDER BY v.id`);
+  const tokensOf = new Map<string, string[]>();
+  for (const v of invokers) tokensOf.set(v.app_hostname, [...(tokensOf.get(v.app_hostname) ?? []), v.token_sha256]);
+  const { rows: privateApps } = await q.query<{ app_hostname: string }>('SELECT app_hostname FROM apps WHERE private AND deleting_at IS NULL');
+  const isPrivate = new Set(privateApps.map((a) => a.app_hostname));
   const routes: RouteSpec[] = [];
   const apps = groupApps(rows);
   // A host claimed twice, or one no proxy accepts, would make the whole table invalid (every proxy
@@ -90,6 +98,8 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
       route.timeouts = { headersMs: r.request_timeout_s * 1000, idleMs: r.request_timeout_s * 1000 };
       // Cloud Run's --session-affinity: a cookie keeps each client on its instance (and revision)
       if (r.session_affinity) route.affinity = true;
+      // a private app (apps/access.ts): every one of its routes, tag hosts too, needs a token
+      if (isPrivate.has(app.host)) route.auth = { tokens: tokensOf.get(app.host) ?? [] };
       // Proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate) when it
       // scales to zero, when berth owes it its min_instances (it just got traffic back), or while
       // an instance is on its way (a new app, or a replaced instance, is not a 503 for the
@@ -153,6 +163,20 @@ export function makeTable(version: number, routes: RouteSpec[]): RouteTableSpec 
 }
 
 const downgraded = new WeakMap<RouteTableSpec, RouteTableSpec>();
+const withoutAuthCache = new WeakMap<RouteTableSpec, RouteTableSpec>();
+
+/**
+ * The table for a proxy that predates private apps: without their routes at all (it would serve
+ * them to anyone), so those apps answer 404 there until it is upgraded. Fails closed.
+ */
+export function withoutAuth(t: RouteTableSpec): RouteTableSpec {
+  if (!t.routes.some((r) => r.auth !== undefined)) return t;
+  const cached = withoutAuthCache.get(t);
+  if (cached) return cached;
+  const out = { ...t, routes: t.routes.filter((r) => r.auth === undefined) };
+  withoutAuthCache.set(t, out);
+  return out;
+}
 const withoutAffinityCache = new WeakMap<RouteTableSpec, RouteTableSpec>();
 
 /**

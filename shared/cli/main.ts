@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { module: string; summary: string }> = {
   logs: { module: '../client/commands/logs.js', summary: "print or follow an app's logs (every instance)" },
   containers: { module: '../client/commands/containers.js', summary: 'list your containers (instances)' },
   traffic: { module: '../client/commands/traffic.js', summary: "show or set an app's traffic split between revisions" },
+  access: { module: '../client/commands/access.js', summary: 'who may call an app: public, or private with invoker tokens' },
   delete: { module: '../client/commands/delete.js', summary: 'delete an app: stop serving, remove its instances, then every revision' },
   billing: { module: '../client/commands/billing.js', summary: 'what your apps cost: instance time, requests and cost per revision; --month for an invoice (--csv)' },
 };

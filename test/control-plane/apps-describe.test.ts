@@ -58,6 +58,7 @@ async function describeBefore(q: Queryable, a: AppRow) {
       const id = e.latest ? r.latest : e.image_id ?? null;
       return { ...e, revision: id === null ? null : revisionOf.get(id) ?? null };
     }),
+    private: false,
     deleting_at: null,
     created_at: new Date(a.created_at).toISOString(),
     updated_at: new Date(a.updated_at).toISOString(),

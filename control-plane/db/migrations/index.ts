@@ -22,6 +22,7 @@ import { sql as m016 } from './016_request_timeout.js';
 import { sql as m017 } from './017_build_runner.js';
 import { sql as m018 } from './018_session_affinity.js';
 import { sql as m019 } from './019_revision_last_active.js';
+import { sql as m020 } from './020_private_apps.js';
 
 export interface Migration {
   version: number;
@@ -49,4 +50,5 @@ export const migrations: Migration[] = [
   { version: 17, name: '017_build_runner', sql: m017 },
   { version: 18, name: '018_session_affinity', sql: m018 },
   { version: 19, name: '019_revision_last_active', sql: m019 },
+  { version: 20, name: '020_private_apps', sql: m020 },
 ];

@@ -13,6 +13,8 @@ export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */
   deleting_at?: string | null;
+  /** only callers with an invoker token reach it (berth access) */
+  private?: boolean;
   revisions: AppRevision[];
   traffic: { image_id?: number; latest?: boolean; percent: number; tag?: string; revision?: number | null }[];
 }
@@ -52,7 +54,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
     return EXIT.ok;
   }
   const rows = [...app.revisions].sort((x, y) => y.revision - x.revision).map((r) => ({ r, s: byId.get(r.image_id) }));
-  out.write(`${printable(app.app_hostname)}  ${printable(app.url)}${app.deleting_at ? `  (being deleted since ${printable(app.deleting_at)}: serves nothing)` : ''}\n`);
+  out.write(`${printable(app.app_hostname)}  ${printable(app.url)}${app.private ? '  (private: invoker tokens only)' : ''}${app.deleting_at ? `  (being deleted since ${printable(app.deleting_at)}: serves nothing)` : ''}\n`);
   out.write(table(rows, [
     { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
     { header: 'status', value: (x) => x.r.status },
