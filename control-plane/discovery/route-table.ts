@@ -11,6 +11,8 @@ export const endpointAddress = (endpointHost: string, hostPort: number) =>
 
 interface RouteRow {
   app_hostname: string;
+  /** the app is private (apps/access.ts): read with its routes, so one never goes out without `auth` */
+  private: boolean;
   traffic: TrafficEntry[];
   pending_image_id: number | null;
   image_id: number;
@@ -44,7 +46,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
     ...(hold.timeoutMs !== DEFAULTS.concurrency.queueTimeoutMs ? { queueTimeoutMs: hold.timeoutMs } : {}),
   };
   const { rows } = await q.query<RouteRow>(
-    `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
+    `SELECT a.app_hostname, a.private, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             ${routableSql('i')} AS routable,
             i.container_concurrency, i.request_timeout_s, i.session_affinity, i.min_instances, i.min_instances_provisioned,
             EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
@@ -56,14 +58,14 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
       WHERE a.deleting_at IS NULL
       ORDER BY a.app_hostname, i.id, c.id`);
-  // private apps: the digests of their invoker tokens (none: nobody may call it)
+  // private apps: the digests of their invoker tokens (none: nobody may call it). Read after the
+  // rows: an app that turned public meanwhile fails closed for one table, never open.
   const { rows: invokers } = await q.query<{ app_hostname: string; token_sha256: string }>(
     `SELECT v.app_hostname, v.token_sha256 FROM app_invokers v JOIN apps a ON a.app_hostname = v.app_hostname
-      WHERE a.private AND a.deleting_at IS NULL ORDER BY v.id`);
+      WHERE a.private ORDER BY v.id`);
   const tokensOf = new Map<string, string[]>();
   for (const v of invokers) tokensOf.set(v.app_hostname, [...(tokensOf.get(v.app_hostname) ?? []), v.token_sha256]);
-  const { rows: privateApps } = await q.query<{ app_hostname: string }>('SELECT app_hostname FROM apps WHERE private AND deleting_at IS NULL');
-  const isPrivate = new Set(privateApps.map((a) => a.app_hostname));
+  const isPrivate = new Set(rows.filter((r) => r.private).map((r) => r.app_hostname));
   const routes: RouteSpec[] = [];
   const apps = groupApps(rows);
   // A host claimed twice, or one no proxy accepts, would make the whole table invalid (every proxy

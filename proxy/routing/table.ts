@@ -85,6 +85,15 @@ function cacheConfig(spec: RouteSpec): FallbackCacheConfig {
   };
 }
 
+/** An endpoint id as a cookie value: URI-encoded, or base64url when it is not valid UTF-16 (never throws). */
+function cookieKey(id: string): string {
+  try {
+    return encodeURIComponent(id);
+  } catch {
+    return 'b64.' + Buffer.from(id).toString('base64url');
+  }
+}
+
 /** Compile a validated spec. Endpoints are shared through the registry (pools survive swaps). */
 export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegistry, state: RouteState): RouteTable {
   const generation = ++state.generation;
@@ -109,7 +118,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       weight: e.weight ?? 1,
       current: 0,
       cap,
-      key: affinity ? encodeURIComponent(e.id) : '',
+      key: affinity ? cookieKey(e.id) : '',
     }));
     let byKey: Map<string, Target> | null = null;
     if (affinity) {

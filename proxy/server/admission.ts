@@ -138,6 +138,8 @@ export const admitted = {
   affinity: '',
   /** a private route: the header that carried the token (not forwarded); '' otherwise */
   authHeader: '' as '' | 'authorization' | 'x-berth-authorization',
+  /** and the SHA-256 of its token: a held request checks it again on the route it is released to */
+  authDigest: '',
   /** the path for logs */
   logPath: '',
 };
@@ -151,8 +153,11 @@ const MAX_TOKEN = 512;
  */
 function authorize(req: HttpRequest, tokens: Set<string>): '' | 'authorization' | 'x-berth-authorization' {
   const mine = req.getHeader('x-berth-authorization');
-  if (mine !== '') return tokens.has(bearerDigest(mine)) ? 'x-berth-authorization' : '';
-  return tokens.has(bearerDigest(req.getHeader('authorization'))) ? 'authorization' : '';
+  const name = mine !== '' ? 'x-berth-authorization' : 'authorization';
+  const digest = bearerDigest(mine !== '' ? mine : req.getHeader('authorization'));
+  if (!tokens.has(digest)) return '';
+  admitted.authDigest = digest;
+  return name;
 }
 
 /** The hex SHA-256 of the token in `Bearer <token>` ('' when the value is not one). */
@@ -180,7 +185,7 @@ export function affinityKey(cookie: string): string {
   let end = cookie.indexOf(';', start);
   if (end === -1) end = cookie.length;
   while (end > start && cookie.charCodeAt(end - 1) === 32) end--;
-  return end - start > 600 ? '' : cookie.slice(start, end);
+  return end - start > 2048 ? '' : cookie.slice(start, end);
 }
 
 /**
@@ -238,6 +243,7 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
   }
   // a private app: the caller's token, before anything about it reaches an endpoint
   admitted.authHeader = '';
+  admitted.authDigest = '';
   if (route.auth !== null) {
     const used = authorize(req, route.auth);
     if (used === '') {

@@ -63,6 +63,7 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
     ex.affinity = admitted.affinity;
     ex.secure = tls;
   }
+  ex.authDigest = admitted.authDigest;
   const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls, admitted.authHeader === 'authorization');
   if (refusal !== null) {
     route.stats.refused++;

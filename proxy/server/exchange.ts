@@ -139,6 +139,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   secure = false;
   /** the key to hand the client in Set-Cookie (its cookie named another endpoint, or none) */
   setAffinity: string | null = null;
+  /** the SHA-256 of the invoker token it was admitted with ('' for a public route) */
+  authDigest = '';
 
   constructor(
     readonly res: HttpResponse,
@@ -220,6 +222,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     const now = clock.now;
     const current = runtime.table?.route(this.route.id);
     if (current !== undefined) this.route = current;
+    if (!this.stillAuthorized()) return true;
     const target = this.pick(now);
     if (target === null) return false;
     this.send(target, now);
@@ -247,7 +250,20 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
       return;
     }
     this.route = r;
+    if (!this.stillAuthorized()) return;
     this.attempt();
+  }
+
+  /**
+   * A held request moves to the route of a newer table: an app made private, or a token revoked,
+   * while it waited must not let it through. Answers 401 (and false) when its token does not fit.
+   */
+  private stillAuthorized(): boolean {
+    const auth = this.route.auth;
+    if (auth === null || auth.has(this.authDigest)) return true;
+    this.destroyBody();
+    this.fail(401, 'unauthorized', 'this app is private (it became so, or the token was revoked, while the request waited)');
+    return false;
   }
 
   expireWait(): void {

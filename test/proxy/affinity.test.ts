@@ -143,6 +143,6 @@ describe('session affinity', () => {
     expect(affinityKey('xberth-affinity=no; berth-affinity=yes')).toBe('yes');
     expect(affinityKey('xberth-affinity=no')).toBe('');
     expect(affinityKey('')).toBe('');
-    expect(affinityKey(`berth-affinity=${'y'.repeat(601)}`)).toBe('');
+    expect(affinityKey(`berth-affinity=${'y'.repeat(2049)}`)).toBe('');
   });
 });

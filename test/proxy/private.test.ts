@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearerDigest } from '../../proxy/server/admission.js';
-import { get, route, startProxy, startUpstream, table, type ProxyProc, type Upstream } from './harness.js';
+import { get, putRoutes, route, startProxy, startUpstream, table, type ProxyProc, type Upstream } from './harness.js';
 
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
 let up: Upstream;
@@ -74,6 +74,29 @@ describe('private routes', () => {
       s.setTimeout(3000, () => { s.destroy(); resolve(got); });
     });
     expect(answer).toMatch(/^HTTP\/1\.1 401 /);
+  });
+
+  it('a request held while its token is revoked is refused when released, not forwarded', async () => {
+    const slow = await startUpstream('slow', (req, res) => { setTimeout(() => { res.writeHead(200); res.end('done'); }, 800); });
+    const q = await startProxy(table([route('held', ['held.test'], [slow.address], { auth: { tokens: [sha('tok-a'), sha('tok-b')] }, concurrency: { perEndpoint: 1 } })]));
+    try {
+      const first = get(q, 'held.test', '/', { headers: { authorization: 'Bearer tok-a' } });
+      await new Promise((r) => setTimeout(r, 150));
+      const held = get(q, 'held.test', '/', { headers: { authorization: 'Bearer tok-b' } }); // waits for the slot
+      const kept = get(q, 'held.test', '/', { headers: { authorization: 'Bearer tok-a' } });
+      await new Promise((r) => setTimeout(r, 150));
+      // tok-b revoked while its request waits
+      expect((await putRoutes(q, table([route('held', ['held.test'], [slow.address], { auth: { tokens: [sha('tok-a')] }, concurrency: { perEndpoint: 1 } })], 2))).status).toBe(200);
+      expect((await first).status).toBe(200);
+      const h = await held;
+      expect(h.status).toBe(401);
+      expect(h.headers['x-berth-error']).toBe('unauthorized');
+      expect((await kept).status).toBe(200);
+      expect(slow.hits).toBe(2);
+    } finally {
+      await q.stop();
+      await slow.close();
+    }
   });
 
   it('reads only Bearer tokens', () => {
