@@ -20,10 +20,10 @@ export function createPool(connectionString: string, max = 10): Db {
  * Run `fn` inside BEGIN/COMMIT on one client; ROLLBACK on any error.
  * Use it for every state change that also writes an event (outbox).
  */
-export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promise<T>): Promise<T> {
+export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
   const client = await db.connect();
   try {
-    await client.query('BEGIN');
+    await client.query(begin);
     const out = await fn(client);
     await client.query('COMMIT');
     return out;
@@ -39,19 +39,8 @@ export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promi
  * Run read-only `fn` on one snapshot: every query sees the same rows and the same `now()` (an
  * answer that prices running work twice must price it at one instant).
  */
-export async function withSnapshot<T>(db: Db, fn: (client: DbClient) => Promise<T>): Promise<T> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const out = await fn(client);
-    await client.query('COMMIT');
-    return out;
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw e;
-  } finally {
-    client.release();
-  }
+export function withSnapshot<T>(db: Db, fn: (client: DbClient) => Promise<T>): Promise<T> {
+  return withTransaction(db, fn, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
 }
 
 /** Postgres unique_violation, optionally on a named constraint. */
