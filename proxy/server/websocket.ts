@@ -15,6 +15,7 @@ import { newTraceparent, validTraceparent } from './request-id.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
+import { available } from '../balancing/target.js';
 import { admit, admitted, forwardableValue, type Refusal } from './admission.js';
 import { refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
@@ -195,7 +196,10 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       }
       route.stats.requests++;
       const now = Date.now();
-      const picked = route.balancer.pick(now, null);
+      // session affinity: the instance the client's cookie names (set by an HTTP answer, e.g. the
+      // page that opens the socket) while it takes traffic; else the balancer's
+      const sticky = route.byKey !== null && admitted.affinity !== '' ? route.byKey.get(admitted.affinity) : undefined;
+      const picked = sticky !== undefined && available(sticky, now) ? sticky : route.balancer.pick(now, null);
       if (picked === null) {
         proxyFailed(route, route.stats.unrouted, 503);
         sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);

@@ -4,12 +4,50 @@
  * endpoint while it takes traffic, keeps a session on its revision on a split host, and falls
  * back to balancing (with a new cookie) when the endpoint is gone. Routes without it ignore it.
  */
+import { createRequire } from 'node:module';
+import { connect } from 'node:net';
+import type * as UWS from 'uWebSockets.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { affinityKey } from '../../proxy/server/admission.js';
-import { get, putRoutes, route, startProxy, startUpstream, table, type ProxyProc, type Upstream } from './harness.js';
+import { freePort, get, putRoutes, route, startProxy, startUpstream, table, type ProxyProc, type Upstream } from './harness.js';
 
 const ups: Upstream[] = [];
 let p: ProxyProc;
+const uws = createRequire(import.meta.url)('uWebSockets.js') as typeof UWS;
+const wsUps: { address: string; close(): void }[] = [];
+
+/** A WebSocket upstream (uWS in this process) that greets with its name. */
+async function wsUpstream(name: string): Promise<{ address: string; close(): void }> {
+  const port = await freePort();
+  const app = uws.App().ws('/*', {
+    upgrade(res, req, ctx) { res.upgrade({}, req.getHeader('sec-websocket-key'), '', '', ctx); },
+    open(ws) { ws.send(name); },
+  });
+  let token: UWS.us_listen_socket | false = false;
+  await new Promise<void>((resolve) => app.listen('127.0.0.1', port, (t) => { token = t; resolve(); }));
+  return { address: `127.0.0.1:${port}`, close: () => { if (token) uws.us_listen_socket_close(token); (app as unknown as { close(): void }).close(); } };
+}
+
+/** The greeting of a WebSocket opened through the proxy with a Cookie (a raw handshake: it sets Host). */
+function wsGreeting(host: string, cookie: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(p.port, '127.0.0.1', () => s.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Cookie: ${cookie}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`));
+    let got = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      const end = got.indexOf('\r\n\r\n');
+      if (end === -1 || got.length < end + 6) return;
+      if (!got.subarray(0, 12).toString().startsWith('HTTP/1.1 101')) { s.destroy(); reject(new Error(got.toString().split('\r\n')[0])); return; }
+      const len = got[end + 5] & 0x7f; // a short unmasked text frame from the server
+      if (got.length < end + 6 + len) return;
+      s.destroy();
+      resolve(got.subarray(end + 6, end + 6 + len).toString());
+    });
+    s.on('error', reject);
+    s.setTimeout(3000, () => { s.destroy(); reject(new Error('no greeting')); });
+  });
+}
 
 /** The berth-affinity value a response sets (undefined: none), and its attributes. */
 function cookieOf(headers: Record<string, string | string[] | undefined>): { value: string; attrs: string } | undefined {
@@ -29,7 +67,9 @@ beforeAll(async () => {
       res.end('a');
     } : undefined));
   }
+  wsUps.push(await wsUpstream('w0'), await wsUpstream('w1'));
   p = await startProxy(table([
+    route('ws', ['ws.test'], wsUps.map((w) => w.address), { affinity: true }),
     route('sticky', ['sticky.test'], [ups[0].address, ups[1].address, ups[2].address], { affinity: true }),
     // the first endpoint refuses connections
     route('dead', ['dead.test'], ['127.0.0.1:1', ups[1].address], { affinity: true }),
@@ -42,6 +82,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await p?.stop();
   for (const u of ups) await u.close();
+  for (const w of wsUps) w.close();
 });
 
 describe('session affinity', () => {
@@ -129,11 +170,22 @@ describe('session affinity', () => {
   it('when its endpoint is gone from the table, the client is balanced again and gets a new cookie', async () => {
     await putRoutes(p, table([
       route('sticky', ['sticky.test'], [ups[1].address, ups[2].address], { affinity: true }),
+      route('ws', ['ws.test'], wsUps.map((w) => w.address), { affinity: true }),
     ], 2));
     // endpoint ids follow their position: sticky-e0 is now b's
     const r = await get(p, 'sticky.test', '/', { headers: { cookie: 'berth-affinity=sticky-e2' } });
     expect(r.status).toBe(200);
     expect(cookieOf(r.headers)?.value).toMatch(/^sticky-e[01]$/);
+  });
+
+  it('a WebSocket goes to the instance its cookie names (the page that opened it set it)', async () => {
+    for (let i = 0; i < 4; i++) {
+      expect(await wsGreeting('ws.test', 'berth-affinity=ws-e1')).toBe('w1');
+      expect(await wsGreeting('ws.test', 'a=b; berth-affinity=ws-e0')).toBe('w0');
+    }
+    const seen = new Set<string>();
+    for (let i = 0; i < 4; i++) seen.add(await wsGreeting('ws.test', 'berth-affinity=nobody'));
+    expect(seen).toEqual(new Set(['w0', 'w1']));
   });
 
   it('reads its own cookie only', () => {
