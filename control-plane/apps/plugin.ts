@@ -8,7 +8,7 @@ import { notFound } from '../http/errors.js';
 import { accessRoutes } from './access.js';
 import { deleteApp } from './delete.js';
 import { reviseApp, type ReviseBody } from './revise.js';
-import { IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T } from '../../shared/image-fields.js';
+import { revisionSettingsSchema } from '../images/fields.js';
 import { ENV_LIMITS } from '../../shared/env-vars.js';
 import { publicImage } from '../images/repo.js';
 import { imageSchema } from '../images/schemas.js';
@@ -90,11 +90,6 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
     return describeApp(app.db, a);
   });
 
-  const num = (f: keyof typeof N) => ({ type: 'integer', minimum: N[f].min, maximum: N[f].max });
-  const text = (f: keyof typeof T) => {
-    const { help: _help, ...rule } = T[f];
-    return { type: 'string', ...rule };
-  };
   app.post<HostReq & { Body: ReviseBody }>('/api/apps/:host/revisions', {
     preHandler: app.authenticate,
     schema: {
@@ -107,13 +102,8 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
           env: { type: 'object', maxProperties: ENV_LIMITS.vars, additionalProperties: { type: 'string' } },
           env_unset: { type: 'array', maxItems: ENV_LIMITS.vars, items: { type: 'string', maxLength: ENV_LIMITS.nameLength } },
           env_clear: { type: 'boolean' },
-          container_port: num('container_port'), min_instances: num('min_instances'), max_instances: num('max_instances'),
-          container_concurrency: num('container_concurrency'), target_utilization: num('target_utilization'),
-          scale_down_delay_s: num('scale_down_delay_s'), request_timeout_s: num('request_timeout_s'),
-          cpu_limit: text('cpu_limit'), memory_limit: text('memory_limit'), health_path: text('health_path'),
-          session_affinity: { type: 'boolean' },
-          no_traffic: { type: 'boolean' },
-          traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
+          // the upload's own rules for each setting (images/fields.ts)
+          ...revisionSettingsSchema,
         },
       },
       response: { 201: imageSchema, ...errorResponses },

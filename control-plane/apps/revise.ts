@@ -5,37 +5,20 @@ import { ApiError, conflict, notFound } from '../http/errors.js';
 import { dockerApiError } from '../containers/service.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
 import { nextEnv } from '../images/env.js';
-import { parseImageFields } from '../images/fields.js';
+import { parseImageFields, REVISION_SETTINGS, type RevisionSettings } from '../images/fields.js';
 import { checkUploadQuota } from '../images/quotas.js';
 import { dockerRef, type ImageRow } from '../images/repo.js';
 import { checkTag } from './traffic.js';
 import { checkTagHostsFree, claimRevision, inheritedFields, joinTraffic, type AppRow } from './repo.js';
 
 /** What `POST /api/apps/:host/revisions` may change: the upload's settings, without a file. */
-export interface ReviseBody {
+export interface ReviseBody extends RevisionSettings {
   /** the revision whose image the new one runs (default: the newest ready one) */
   from_revision?: number;
   env?: Record<string, string>;
   env_unset?: string[];
   env_clear?: boolean;
-  container_port?: number;
-  min_instances?: number;
-  max_instances?: number;
-  container_concurrency?: number;
-  target_utilization?: number;
-  scale_down_delay_s?: number;
-  request_timeout_s?: number;
-  session_affinity?: boolean;
-  cpu_limit?: string;
-  memory_limit?: string;
-  health_path?: string;
-  no_traffic?: boolean;
-  traffic_tag?: string;
 }
-
-/** The settings a revision can change without a build (the rest of the upload's fields). */
-const SETTINGS = ['container_port', 'min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s',
-  'request_timeout_s', 'session_affinity', 'cpu_limit', 'memory_limit', 'health_path', 'no_traffic', 'traffic_tag'] as const;
 
 /**
  * A new revision of an app from an image it already has, with changed settings or environment
@@ -56,7 +39,7 @@ export async function reviseApp(app: FastifyInstance, userId: number, own: (q: Q
   }
   // the upload's rules, on the source's settings with the changes over them (strings, as multipart)
   const raw: Record<string, string> = { ...inheritedFields(source), app_hostname: a.app_hostname };
-  for (const k of SETTINGS) if (body[k] !== undefined) raw[k] = String(body[k]);
+  for (const k of REVISION_SETTINGS) if (body[k] !== undefined) raw[k] = String(body[k]);
   const fields = parseImageFields(raw);
   if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
   const env = nextEnv(source.env ?? {}, {

@@ -47,6 +47,24 @@ export const imageFieldsSchema = {
   },
 } as const;
 
+/** An upload field's schema without its default (PATCH and revise leave what they do not name alone). */
+export function noDefault<T extends object>(schema: T): Omit<T, 'default'> {
+  const { default: _unused, ...rest } = schema as T & { default?: unknown };
+  return rest;
+}
+
+/**
+ * The upload's settings a revision can change without a build (`POST /api/apps/:host/revisions`):
+ * every field but the image's name and tag, the hostname and the environment (which has its own).
+ */
+export const REVISION_SETTINGS = [
+  'container_port', 'min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s',
+  'request_timeout_s', 'session_affinity', 'cpu_limit', 'memory_limit', 'health_path', 'no_traffic', 'traffic_tag',
+] as const;
+export type RevisionSettings = { [K in (typeof REVISION_SETTINGS)[number]]?: string | number | boolean };
+/** Their JSON schemas: the upload's own, without defaults. */
+export const revisionSettingsSchema = Object.fromEntries(REVISION_SETTINGS.map((k) => [k, noDefault(imageFieldsSchema.properties[k])]));
+
 /** Upload fields a new revision takes from the previous one when the upload leaves them out. */
 export const INHERITED_FIELDS = [
   'name', 'tag', 'container_port', 'min_instances', 'max_instances', 'cpu_limit', 'memory_limit', 'health_path',

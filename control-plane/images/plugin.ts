@@ -9,7 +9,7 @@ import { recordEvent } from '../events/outbox.js';
 import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { ArchiveError, extractArchive } from './archive/extract.js';
 import { BuildQueue, buildDir, contextDir } from './build-queue.js';
-import { imageFieldsSchema, parseCpu, parseImageFields, parseMemory } from './fields.js';
+import { imageFieldsSchema, noDefault, parseCpu, parseImageFields, parseMemory } from './fields.js';
 import { checkAppDomain } from '../apps/domains.js';
 import { appOwner, checkTagHostsFree, claimRevision, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
 import { checkTag } from '../apps/traffic.js';
@@ -30,11 +30,6 @@ const idParams = { type: 'object', required: ['id'], properties: { id: { type: '
 type IdReq = { Params: { id: number } };
 
 const P = imageFieldsSchema.properties;
-/** An upload field's schema without its default (a PATCH leaves what it does not name alone). */
-function noDefault<T extends object>(schema: T): Omit<T, 'default'> {
-  const { default: _unused, ...rest } = schema as T & { default?: unknown };
-  return rest;
-}
 /** PATCH /api/images/:id: the upload's fields that change without a rebuild; null clears a limit. */
 const imagePatchSchema = {
   type: 'object',
