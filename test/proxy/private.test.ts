@@ -77,7 +77,7 @@ describe('private routes', () => {
   });
 
   it('a request held while its token is revoked is refused when released, not forwarded', async () => {
-    const slow = await startUpstream('slow', (req, res) => { setTimeout(() => { res.writeHead(200); res.end('done'); }, 800); });
+    const slow = await startUpstream('slow', (req, res) => { setTimeout(() => { res.writeHead(200); res.end('done'); }, 1500); });
     const q = await startProxy(table([route('held', ['held.test'], [slow.address], { auth: { tokens: [sha('tok-a'), sha('tok-b')] }, concurrency: { perEndpoint: 1 } })]));
     try {
       const first = get(q, 'held.test', '/', { headers: { authorization: 'Bearer tok-a' } });
