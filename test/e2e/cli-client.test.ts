@@ -412,6 +412,19 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const again = await berth(['deploy', app, '--host', host, '--request-timeout', '10']);
     expect(again.code, again.out + again.err).toBe(0);
     expect(await viaProxy(host, '/cgi-bin/slow')).toEqual({ status: 200, body: 'slow' });
+    // --private: only callers with an invoker token (berth access) get through, from this deploy on
+    expect((await berth(['deploy', '--host', host, '--no-build', '--private', '--public'])).code).toBe(2);
+    const priv = await berth(['deploy', '--host', host, '--no-build', '--private']);
+    expect(priv.code, priv.out + priv.err).toBe(0);
+    expect(priv.err).toContain('is private');
+    expect((await viaProxy(host, '/www/index.html')).status).toBe(401);
+    const access = JSON.parse((await berth(['access', host, '--add-invoker', 'e2e', '--json'])).out);
+    const withToken = async () => {
+      const r = await request(`${h.proxyUrl}/www/index.html`, { headers: { host, authorization: `Bearer ${access.created.token}` } });
+      return { status: r.statusCode, body: (await r.body.text()).trim() };
+    };
+    await waitFor('the proxies have the token', async () => (await withToken()).status === 200, 10_000);
+    expect(await withToken()).toEqual({ status: 200, body: 'ok' });
     expect((await berth(['delete', host, '--yes'])).code).toBe(0);
   }, 120_000);
 

@@ -38,7 +38,7 @@ const TAIL_LINES = 25;
 const MAX_LINE = 1024 * 1024;
 
 export const run = defineClientCommand({
-  usage: 'berth deploy [DIR] --host HOST [--env NAME=VALUE …] [--env-file F] [--min N] [--max N] [--concurrency N] [--request-timeout 5m] [--session-affinity | --no-session-affinity] [--no-traffic] [--tag T] [--no-build]',
+  usage: 'berth deploy [DIR] --host HOST [--env NAME=VALUE …] [--env-file F] [--min N] [--max N] [--concurrency N] [--request-timeout 5m] [--session-affinity | --no-session-affinity] [--private | --public] [--no-traffic] [--tag T] [--no-build]',
   description: `Deploy a folder with a Dockerfile at its root to a URL: pack it (honouring .dockerignore,
 refusing symlinks that lead out of it), upload it, stream the build log, wait until the new
 revision is ready and its instances are healthy, then print its URLs and how long each phase took.
@@ -58,6 +58,8 @@ DIR defaults to the current directory.`,
     { name: 'request-timeout', help: 'how long a request may wait for the app\'s response: 300, 90s, 5m, 1h (default 300s, at most 1h); then 504' },
     { name: 'session-affinity', boolean: true, help: 'keep each client on the instance (and revision) that first answered it, by a cookie (best effort, as Cloud Run\'s)' },
     { name: 'no-session-affinity', boolean: true, help: 'turn session affinity off again' },
+    { name: 'private', boolean: true, help: 'only callers with an invoker token reach the app (berth access HOST --add-invoker NAME); set before the new revision serves' },
+    { name: 'public', boolean: true, help: 'anyone may call the app again' },
     { name: 'no-traffic', boolean: true, help: 'the new revision takes no traffic (use with --tag to try it first)' },
     { name: 'tag', help: 'traffic tag: the revision also answers at TAG---HOST' },
     { name: 'env', repeatable: true, help: 'NAME=VALUE: an environment variable of the app (repeat for more); the others stay as the previous revision had them' },
@@ -85,6 +87,16 @@ DIR defaults to the current directory.`,
     const affinityOff = booleanOption(opts['no-session-affinity'], 'no-session-affinity');
     if (affinityOn && affinityOff) throw new UsageError('--session-affinity and --no-session-affinity contradict each other');
     const affinity = affinityOn ? true : affinityOff ? false : undefined;
+    const makePrivate = booleanOption(opts.private, 'private');
+    const makePublic = booleanOption(opts.public, 'public');
+    if (makePrivate && makePublic) throw new UsageError('--private and --public contradict each other');
+    // the app's access (Cloud Run's --[no-]allow-unauthenticated): set as soon as the app exists,
+    // before the new revision can serve
+    const setAccess = async (appHost: string) => {
+      if (!makePrivate && !makePublic) return;
+      await client.patch(`/api/apps/${encodeURIComponent(appHost)}`, { private: makePrivate }, { signal });
+      say(`${paint(stderr, 'green', '✔')} ${printable(appHost)} is ${makePrivate ? 'private: only callers with an invoker token reach it (berth access)' : 'public'}`);
+    };
     checkField('cpu', 'cpu_limit', opts.cpu);
     checkField('memory', 'memory_limit', opts.memory);
     checkField('health-path', 'health_path', opts['health-path']);
@@ -139,6 +151,7 @@ DIR defaults to the current directory.`,
         if (unset.length) body.env_unset = unset;
         if (clearEnv) body.env_clear = true;
         img = await client.post<Image>(`/api/apps/${encodeURIComponent(host)}/revisions`, body, { signal });
+        await setAccess(img.app_hostname);
         phases.revise = Date.now() - t;
         say(`${ok} Revision ${img.revision} of ${printable(img.app_hostname)} (image ${img.id}): the newest built image with the new settings, no build ${dim(stderr, formatDuration(phases.revise))}`);
       } else {
@@ -174,6 +187,7 @@ DIR defaults to the current directory.`,
       phases.upload = Date.now() - t;
       const shownHost = printable(img.app_hostname);
       progress.done(`${ok} Uploaded ${formatBytes(packed.bytes)} ${dim(stderr, formatDuration(phases.upload))}`);
+      await setAccess(img.app_hostname);
       signal.addEventListener('abort', () => {
         stderr.write(`\ninterrupted: image ${img.id} of ${shownHost} goes on building and starting on the server (berth apps, berth logs ${shownHost})\n`);
       }, { once: true });
