@@ -19,6 +19,7 @@ import { loadTable, saveTable } from './sync/persist.js';
 import { Reporter } from './sync/reporter.js';
 import { WorkerPool } from './workers/pool.js';
 import { loadTlsConfig } from './server/tls.js';
+import { tlsExpiryMetrics } from './metrics/prometheus.js';
 
 export interface ProxyOptions {
   listenHost: string;
@@ -103,6 +104,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
   const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls, join(tlsRoot, String(++tlsLoads))), redirect: o.tls.redirect === true } : undefined;
   let tlsPort = 0;
+  // a certificate close to its end is said at every load (renew it, then SIGHUP)
+  const warnExpiry = (expiry: { name: string; notAfter: string }[]) => {
+    for (const e of expiry) {
+      const days = (Date.parse(e.notAfter) - Date.now()) / 86_400_000;
+      if (days < 14) log.warn({ certificate: e.name, notAfter: e.notAfter, days: Math.floor(days) }, days < 0 ? 'TLS certificate has expired' : 'TLS certificate expires within 14 days');
+    }
+  };
+  if (tls) warnExpiry(tls.config.expiry);
   if (o.workers <= 1) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
     runtime.activate = activator ? (id) => activator.activate(id) : null;
@@ -139,6 +148,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       // every thread has read the new copies: the old ones go
       if (tls.config.snapshot) rmSync(tls.config.snapshot, { recursive: true, force: true });
       tls.config = config;
+      warnExpiry(config.expiry);
       const certificates = 1 + config.names.length;
       log.info({ certificates }, 'TLS certificates reloaded');
       return { certificates };
@@ -212,7 +222,10 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       workers: Math.max(1, o.workers),
       controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError, proxyId: reporter!.proxyId } : null,
       metering: meter ? { stream: meter.outbox.stream, pendingBatches: meter.outbox.pending, lastError: meter.lastError } : null,
+      // when each certificate expires (renew, then SIGHUP / POST /tls/reload)
+      tls: tls ? { listen: `${tls.host}:${tlsPort}`, certificates: tls.config.expiry } : null,
     }),
+    extraMetrics: () => (tls ? tlsExpiryMetrics(tls.config.expiry) : ''),
   }, adminAuth);
   admin.listen(o.adminPort, o.adminHost);
   await once(admin, 'listening');

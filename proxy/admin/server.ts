@@ -10,6 +10,8 @@ export interface AdminBackend {
   apply(spec: RouteTableSpec, source: string): Promise<{ version: number; routes: number; ms: number }>;
   stats(): Promise<StatsSnapshot>;
   status(): Record<string, unknown>;
+  /** more Prometheus text (the certificates' expiry) */
+  extraMetrics?(): string;
   /** read the TLS certificate files again (404: no TLS listener, 422: a bad file; the old ones stay) */
   reloadTls(): Promise<{ certificates: number }>;
 }
@@ -109,7 +111,7 @@ export function createAdminServer(backend: AdminBackend, auth: AdminAuth): Serve
         : 'admin token required: Authorization: Bearer <token>');
     }
     if (path === '/metrics' && req.method === 'GET') {
-      return send(res, 200, formatPrometheus(await backend.stats(), backend.table()?.version ?? null), 'text/plain; version=0.0.4');
+      return send(res, 200, formatPrometheus(await backend.stats(), backend.table()?.version ?? null) + (backend.extraMetrics?.() ?? ''), 'text/plain; version=0.0.4');
     }
     if (path === '/stats' && req.method === 'GET') {
       const s = await backend.stats();

@@ -127,3 +127,14 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
   L.push(`process_resident_memory_bytes ${mem.rss}`);
   return L.join('\n') + '\n';
 }
+
+/** When each TLS certificate expires, as Prometheus text (alert on `berth_proxy_tls_certificate_expiry_seconds - time() < 14*86400`). */
+export function tlsExpiryMetrics(expiry: { name: string; notAfter: string }[]): string {
+  if (expiry.length === 0) return '';
+  const L = [
+    '# HELP berth_proxy_tls_certificate_expiry_seconds When each certificate of the HTTPS listener expires (Unix time): `default`, or the server name.',
+    '# TYPE berth_proxy_tls_certificate_expiry_seconds gauge',
+  ];
+  for (const e of expiry) L.push(`berth_proxy_tls_certificate_expiry_seconds{name="${esc(e.name)}"} ${Math.floor(Date.parse(e.notAfter) / 1000)}`);
+  return L.join('\n') + '\n';
+}

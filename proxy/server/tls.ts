@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -20,6 +21,17 @@ export interface TlsConfig {
   names: (CertFiles & { serverName: string })[];
   /** the private copies uWS reads (see loadTlsConfig), removed once a newer set is in use */
   snapshot?: string;
+  /** when each certificate (the first of each chain) expires: `default`, then each server name */
+  expiry: { name: string; notAfter: string }[];
+}
+
+/** The expiry of the first certificate in a PEM chain (null when it does not parse as X.509). */
+function notAfter(cert: Buffer): string | null {
+  try {
+    return new Date(new X509Certificate(cert).validTo).toISOString();
+  } catch {
+    return null;
+  }
 }
 
 /** Largest PEM file read for the check (a chain of a few certificates is a few KiB). */
@@ -74,7 +86,9 @@ export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, sn
       names.push(pair);
     }
   }
-  if (snapshot === undefined) return { default: def, names };
+  const expiry = [{ name: 'default', notAfter: notAfter(bytes[0].cert) }, ...names.map((n, i) => ({ name: n.serverName, notAfter: notAfter(bytes[i + 1].cert) }))]
+    .filter((e): e is { name: string; notAfter: string } => e.notAfter !== null);
+  if (snapshot === undefined) return { default: def, names, expiry };
   mkdirSync(snapshot, { recursive: true, mode: 0o700 });
   const copy = (i: number): CertFiles => {
     const files = { cert: join(snapshot, `${i}.crt`), key: join(snapshot, `${i}.key`) };
@@ -82,5 +96,5 @@ export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, sn
     writeFileSync(files.key, bytes[i].key, { mode: 0o600 });
     return files;
   };
-  return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot };
+  return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot, expiry };
 }

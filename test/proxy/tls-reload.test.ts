@@ -182,6 +182,20 @@ for (const workers of [1, 2]) {
       expect((await tlsGet(port, 'shop.example.com', 'shop.example.com')).cookie).toBe('berth-affinity=echo-e0; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax; Secure');
     });
 
+    it('reports when each certificate expires (/stats, /metrics) and warns when it is soon', async () => {
+      const auth = { authorization: `Bearer ${adminToken(p)}` };
+      const stats = await (await fetch(`${p.admin}/stats`, { headers: auth })).json() as { tls: { certificates: { name: string; notAfter: string }[] } };
+      expect(stats.tls.certificates.map((c) => c.name)).toEqual(['default', 'shop.example.com', 'ws.example.com']);
+      for (const c of stats.tls.certificates) {
+        const days = (Date.parse(c.notAfter) - Date.now()) / 86_400_000;
+        expect(days).toBeGreaterThan(1); // made with -days 2
+        expect(days).toBeLessThan(3);
+      }
+      const metrics = await (await fetch(`${p.admin}/metrics`, { headers: auth })).text();
+      expect(metrics).toMatch(/^berth_proxy_tls_certificate_expiry_seconds\{name="shop\.example\.com"\} \d{10}$/m);
+      expect(p.logs()).toContain('TLS certificate expires within 14 days');
+    });
+
     it('needs the admin token and POST', async () => {
       expect((await reload(p, '')).status).toBe(401);
       expect((await reload(p, adminToken(p), 'GET')).status).toBe(405);
