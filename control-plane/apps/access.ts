@@ -46,12 +46,12 @@ export function accessRoutes(app: FastifyInstance, own: Own): void {
     const a = await withTransaction(app.db, async (c) => {
       const row = await own(c, uid, req.params.host, true);
       if (row.private === req.body.private) return row;
-      await c.query('UPDATE apps SET private = $2, updated_at = now() WHERE app_hostname = $1', [row.app_hostname, req.body.private]);
+      const { rows: [updated] } = await c.query<AppRow>('UPDATE apps SET private = $2, updated_at = now() WHERE app_hostname = $1 RETURNING *', [row.app_hostname, req.body.private]);
       await recordEvent(c, { type: 'app.access_changed', userId: uid, appHostname: row.app_hostname, payload: { private: req.body.private } });
-      return { ...row, private: req.body.private };
+      return updated;
     });
     changed();
-    return describeApp(app.db, (await app.db.query<AppRow>('SELECT * FROM apps WHERE app_hostname = $1', [a.app_hostname])).rows[0] ?? a);
+    return describeApp(app.db, a);
   });
 
   app.get<HostReq>('/api/apps/:host/invokers', {

@@ -164,45 +164,39 @@ export function makeTable(version: number, routes: RouteSpec[]): RouteTableSpec 
   return validateRouteTable(JSON.parse(JSON.stringify({ version, routes })));
 }
 
-const downgraded = new WeakMap<RouteTableSpec, RouteTableSpec>();
-const withoutAuthCache = new WeakMap<RouteTableSpec, RouteTableSpec>();
+/**
+ * A table as a proxy without one feature can read it, computed once per table (every watcher of
+ * that kind gets the same object): `uses` says whether the table has the feature at all.
+ */
+function downgrade(uses: (r: RouteSpec) => boolean, transform: (t: RouteTableSpec) => RouteTableSpec): (t: RouteTableSpec) => RouteTableSpec {
+  const cache = new WeakMap<RouteTableSpec, RouteTableSpec>();
+  return (t) => {
+    if (!t.routes.some(uses)) return t;
+    let out = cache.get(t);
+    if (out === undefined) cache.set(t, (out = transform(t)));
+    return out;
+  };
+}
 
 /**
  * The table for a proxy that predates private apps: without their routes at all (it would serve
  * them to anyone), so those apps answer 404 there until it is upgraded. Fails closed.
  */
-export function withoutAuth(t: RouteTableSpec): RouteTableSpec {
-  if (!t.routes.some((r) => r.auth !== undefined)) return t;
-  const cached = withoutAuthCache.get(t);
-  if (cached) return cached;
-  const out = { ...t, routes: t.routes.filter((r) => r.auth === undefined) };
-  withoutAuthCache.set(t, out);
-  return out;
-}
-const withoutAffinityCache = new WeakMap<RouteTableSpec, RouteTableSpec>();
+export const withoutAuth = downgrade((r) => r.auth !== undefined, (t) => ({ ...t, routes: t.routes.filter((r) => r.auth === undefined) }));
 
 /**
  * The table for a proxy that predates session affinity (its schema refuses `affinity`): the same
  * routes without it, so the proxy keeps serving them, balanced as usual.
  */
-export function withoutAffinity(t: RouteTableSpec): RouteTableSpec {
-  if (!t.routes.some((r) => r.affinity !== undefined)) return t;
-  const cached = withoutAffinityCache.get(t);
-  if (cached) return cached;
-  const out = { ...t, routes: t.routes.map((r) => { const { affinity: _a, ...rest } = r; return rest; }) };
-  withoutAffinityCache.set(t, out);
-  return out;
-}
+export const withoutAffinity = downgrade((r) => r.affinity !== undefined,
+  (t) => ({ ...t, routes: t.routes.map((r) => { const { affinity: _a, ...rest } = r; return rest; }) }));
 
 /**
  * The table for a proxy that predates traffic splitting (it refuses `trafficWeight` and hosts
  * listed twice): each shared host stays on its largest share only, so a rolling upgrade keeps
  * every old proxy serving current tables (without the split) instead of freezing on a stale one.
  */
-export function withoutSplits(t: RouteTableSpec): RouteTableSpec {
-  if (!t.routes.some((r) => r.trafficWeight !== undefined)) return t;
-  const cached = downgraded.get(t);
-  if (cached) return cached;
+export const withoutSplits = downgrade((r) => r.trafficWeight !== undefined, (t) => {
   const best = new Map<string, RouteSpec>();
   for (const r of t.routes) {
     if (r.trafficWeight === undefined) continue;
@@ -217,7 +211,5 @@ export function withoutSplits(t: RouteTableSpec): RouteTableSpec {
     const hosts = trafficWeight === undefined ? r.hosts : r.hosts.filter((h) => best.get(h) === r);
     if (hosts.length > 0) routes.push({ ...rest, hosts });
   }
-  const out = { ...t, routes };
-  downgraded.set(t, out);
-  return out;
-}
+  return { ...t, routes };
+});

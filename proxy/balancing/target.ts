@@ -18,6 +18,16 @@ export function available(t: Target, now: number): boolean {
   return (t.cap === 0 || t.endpoint.inflight < t.cap) && t.endpoint.breaker.admits(now);
 }
 
+/**
+ * Session affinity: the target the client's cookie key names, while it can take a request and is
+ * not `exclude` (the endpoint an attempt just failed on); null: let the balancer pick.
+ */
+export function stickyTarget(byKey: Map<string, Target> | null, key: string, now: number, exclude: Endpoint | null): Target | null {
+  if (byKey === null || key === '') return null;
+  const t = byKey.get(key);
+  return t !== undefined && t.endpoint !== exclude && available(t, now) ? t : null;
+}
+
 /** A picker chooses a target whose breaker admits traffic, skipping `exclude` (a failed attempt). */
 export interface Balancer {
   pick(now: number, exclude: Endpoint | null): Target | null;

@@ -42,7 +42,7 @@ export class Split {
     this.byKey = byKey;
   }
 
-  /** The route whose endpoint the affinity cookie names (when it is in the split), else pick(). */
+  /** The route whose endpoint the affinity cookie names (when it is in the split), else pick() ('' or no affinity: pick()). */
   stick(key: string): Route {
     const r = key === '' || this.byKey === null ? undefined : this.byKey.get(key);
     return r === undefined ? this.pick() : r;

@@ -33,7 +33,7 @@ export class RouteTable {
    */
   lookup(host: string, key = ''): Route | undefined {
     const r = this.entry(host);
-    return r === undefined || !(r instanceof Split) ? r : r.byKey === null ? r.pick() : r.stick(key);
+    return r instanceof Split ? r.stick(key) : r;
   }
 
   /** What serves `host`: a route, or a split between routes (the caller picks). */

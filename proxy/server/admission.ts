@@ -232,11 +232,8 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
   let route: Route;
   let key = '';
   if (found instanceof Split) {
-    if (found.byKey === null) route = found.pick();
-    else {
-      key = affinityKey(req.getHeader('cookie'));
-      route = found.stick(key);
-    }
+    if (found.byKey !== null) key = affinityKey(req.getHeader('cookie'));
+    route = found.stick(key);
   } else {
     route = found;
     if (route.byKey !== null) key = affinityKey(req.getHeader('cookie'));

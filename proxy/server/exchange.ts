@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { HttpResponse } from 'uWebSockets.js';
-import { available, type Target } from '../balancing/target.js';
+import { stickyTarget, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
@@ -234,12 +234,7 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
    * the one that just failed, breaker admitting, below its cap), else the balancer's.
    */
   private pick(now: number): Target | null {
-    const byKey = this.route.byKey;
-    if (byKey !== null && this.affinity !== '') {
-      const t = byKey.get(this.affinity);
-      if (t !== undefined && t.endpoint !== this.failedEndpoint && available(t, now)) return t;
-    }
-    return this.route.balancer.pick(now, this.failedEndpoint);
+    return stickyTarget(this.route.byKey, this.affinity, now, this.failedEndpoint) ?? this.route.balancer.pick(now, this.failedEndpoint);
   }
 
   rehome(): void {

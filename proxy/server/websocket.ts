@@ -15,7 +15,7 @@ import { newTraceparent, validTraceparent } from './request-id.js';
 import type { Route } from '../routing/route.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
-import { available } from '../balancing/target.js';
+import { stickyTarget } from '../balancing/target.js';
 import { admit, admitted, forwardableValue, type Refusal } from './admission.js';
 import { refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
@@ -62,6 +62,8 @@ const SKIP = new Set<string>([
   ...HOP_BY_HOP, 'host', 'content-length', 'expect',
   'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol',
   'x-forwarded-host', 'x-forwarded-proto', 'x-request-id',
+  // a private app's token is the platform's (admission.ts): never forwarded
+  'x-berth-authorization',
 ]);
 
 /** Close codes an endpoint may send (1005/1006/1015 are reserved for reporting). */
@@ -177,11 +179,11 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       let via = '';
       let hosts = 0;
       let refusal: Refusal | null = subprotocols === null ? 'bad_header_value' : null;
-      // a private app's token is the platform's (admission.ts): not forwarded
+      // the Authorization that carried a private app's token is not forwarded either
       const dropAuth = admitted.authHeader === 'authorization';
       req.forEach((k, raw) => {
         if (k === 'host') hosts++;
-        if (SKIP.has(k) || isProxyHeader(k) || k === 'x-berth-authorization' || (dropAuth && k === 'authorization')) return;
+        if (SKIP.has(k) || isProxyHeader(k) || (dropAuth && k === 'authorization')) return;
         const v = forwardableValue(raw);
         if (v === null) refusal = 'bad_header_value';
         else if (k === 'x-forwarded-for') xff = v;
@@ -198,8 +200,7 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
       const now = Date.now();
       // session affinity: the instance the client's cookie names (set by an HTTP answer, e.g. the
       // page that opens the socket) while it takes traffic; else the balancer's
-      const sticky = route.byKey !== null && admitted.affinity !== '' ? route.byKey.get(admitted.affinity) : undefined;
-      const picked = sticky !== undefined && available(sticky, now) ? sticky : route.balancer.pick(now, null);
+      const picked = stickyTarget(route.byKey, admitted.affinity, now, null) ?? route.balancer.pick(now, null);
       if (picked === null) {
         proxyFailed(route, route.stats.unrouted, 503);
         sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);

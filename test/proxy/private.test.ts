@@ -99,6 +99,16 @@ describe('private routes', () => {
     }
   });
 
+  it('a route table with a malformed auth or affinity is refused whole, naming the field; the one in use stays', async () => {
+    for (const extra of [{ auth: { tokens: ['not-hex'] } }, { auth: { tokens: [sha('x').toUpperCase()] } }, { auth: {} }, { auth: { tokens: [], more: 1 } }, { affinity: 'yes' }]) {
+      const r = await putRoutes(p, table([route('priv', ['private.test'], [up.address], extra)], 99));
+      expect(r.status, JSON.stringify(extra)).toBe(400);
+      expect(r.body).toMatch(/routes\.0\.(auth|affinity)/);
+    }
+    expect((await get(p, 'private.test', '/')).status).toBe(401);
+    expect((await get(p, 'private.test', '/', { headers: { authorization: 'Bearer tok-one' } })).status).toBe(200);
+  });
+
   it('reads only Bearer tokens', () => {
     expect(bearerDigest('Bearer abc')).toBe(sha('abc'));
     expect(bearerDigest('BEARER  abc ')).toBe(sha('abc'));

@@ -30,6 +30,9 @@ describe('new cookie-authenticated writes refuse a foreign origin', () => {
   const writes: Array<[string, string, unknown]> = [
     ['PUT', `/api/apps/${HOST}/traffic`, { traffic: [{ latest: true, percent: 100 }] }],
     ['POST', `/api/apps/${HOST}/revisions`, { env: { A: '1' } }],
+    ['PATCH', `/api/apps/${HOST}`, { private: true }],
+    ['POST', `/api/apps/${HOST}/invokers`, { name: 'evil' }],
+    ['DELETE', `/api/apps/${HOST}/invokers/1`, undefined],
     ['DELETE', `/api/apps/${HOST}`, undefined],
     ['POST', '/api/workloads', { app_hostname: HOST, rps: 10, duration_seconds: 1 }],
     ['POST', '/workload/start', { app_hostname: HOST, rps: 10, duration_seconds: 1 }],
@@ -43,7 +46,10 @@ describe('new cookie-authenticated writes refuse a foreign origin', () => {
   }
 
   it('nothing changed: the app is still there, and no workload was started', async () => {
-    expect((await api.get(`/api/apps/${HOST}`)).status).toBe(200);
+    const app = await api.get(`/api/apps/${HOST}`);
+    expect(app.status).toBe(200);
+    expect(app.body.private).toBe(false);
+    expect((await api.get(`/api/apps/${HOST}/invokers`)).body.invokers).toEqual([]);
     const w = await api.get('/api/workloads');
     expect(w.status).toBe(200);
     expect(JSON.stringify(w.body)).not.toContain(HOST);
