@@ -10,6 +10,7 @@ import { revisionsToCollect, type RetainedRevision } from '../../control-plane/a
 import type { TrafficEntry } from '../../control-plane/apps/traffic.js';
 import { tenantOptions } from '../../control-plane/cli.js';
 import { resolveConfig } from '../../control-plane/config.js';
+import { withTransaction } from '../../control-plane/db/pool.js';
 import { buildDir } from '../../control-plane/images/build-queue.js';
 import { Api } from '../helpers/api.js';
 import { insertApp, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
@@ -89,18 +90,22 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
     t = await startTestControlPlane({ seedDefaultUser: false, revisionsKept: 2, revisionsGraceMs: 0, reconcileIntervalMs: 60_000, autoscale: { enabled: false } });
     alice = await new Api(t.cp.url).signup('retention@example.com');
     userId = Number((await alice.get('/api/auth/me')).body.user.id);
-    // five revisions, each with its own Docker tag and build directory
-    for (let r = 1; r <= 5; r++) {
-      await docker.getImage(BASE_IMAGE).tag({ repo, tag: String(r) });
-      const rev = await insertApp(t.cp.db, userId, host);
-      const { rows: [row] } = await t.cp.db.query<{ id: number }>(
-        `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances)
-         VALUES ($1, 'x', 'latest', $2, $3, 'ready', $4, 0, 1) RETURNING id`, [userId, host, rev, `${repo}:${r}`]);
-      ids.push(Number(row.id));
-      await mkdir(buildDir(t.cp.config.dataDir, userId, Number(row.id)), { recursive: true });
-    }
-    // all traffic pinned to revision 1 (a rollback): 1 and 5 (latest, newest) are active
-    await t.cp.db.query(`UPDATE apps SET traffic = $2::jsonb WHERE app_hostname = $1`, [host, JSON.stringify([{ image_id: ids[0], percent: 100 }])]);
+    // five revisions, each with its own Docker tag and build directory, and all traffic pinned to
+    // revision 1 (a rollback): 1 and 5 (latest, newest) are active. One transaction, so the loop's
+    // own first pass never sees the app half made (with `latest` taking the traffic, it would
+    // rightly delete revision 1 first).
+    for (let r = 1; r <= 5; r++) await docker.getImage(BASE_IMAGE).tag({ repo, tag: String(r) });
+    await withTransaction(t.cp.db, async (c) => {
+      for (let r = 1; r <= 5; r++) {
+        const rev = await insertApp(c, userId, host);
+        const { rows: [row] } = await c.query<{ id: number }>(
+          `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances)
+           VALUES ($1, 'x', 'latest', $2, $3, 'ready', $4, 0, 1) RETURNING id`, [userId, host, rev, `${repo}:${r}`]);
+        ids.push(Number(row.id));
+        await mkdir(buildDir(t.cp.config.dataDir, userId, Number(row.id)), { recursive: true });
+      }
+      await c.query(`UPDATE apps SET traffic = $2::jsonb WHERE app_hostname = $1`, [host, JSON.stringify([{ image_id: ids[0], percent: 100 }])]);
+    });
   });
 
   /** One reconcile pass that ran (a control plane takes the reconcile lock shortly after it starts). */
