@@ -47,8 +47,11 @@ export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private kickTimer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | undefined;
-  /** drains of revisions without traffic, in flight (not part of a pass; awaited on stop) */
-  private retiring = new Set<Promise<void>>();
+  /**
+   * Work a pass starts but does not wait for (drains of revisions without traffic, removal of the
+   * Docker images retention deleted): awaited on stop, and by settled().
+   */
+  private background = new Set<Promise<void>>();
   private stopped = true;
   private unwatch: (() => void) | undefined;
   private backoff = new Map<number, { attempts: number; nextAt: number }>();
@@ -90,9 +93,22 @@ export class Reconciler {
     this.unwatch?.();
     // a pass stuck retrying an unreachable daemon must not hold up shutdown for long
     await Promise.race([
-      Promise.all([this.running?.catch(() => {}), ...this.retiring]),
+      Promise.all([this.running?.catch(() => {}), ...this.background]),
       new Promise((r) => setTimeout(r, 2000).unref()),
     ]);
+  }
+
+  /** Work of a pass that outlives it: logged when it fails (unless stopping), awaited on stop. */
+  private track(work: Promise<void>, onError: (e: Error) => void): void {
+    const p: Promise<void> = work
+      .catch((e: Error) => { if (!this.stopped) onError(e); })
+      .finally(() => { this.background.delete(p); });
+    this.background.add(p);
+  }
+
+  /** Resolves when the work earlier passes left running (drains, image removals) is done. */
+  async settled(): Promise<void> {
+    while (this.background.size > 0) await Promise.all([...this.background]);
   }
 
   /** Reconcile soon (coalesced). */
@@ -237,10 +253,7 @@ export class Reconciler {
     // not awaited: a drain takes up to drainTimeoutMs and must not hold up this pass (the locks
     // keep the next pass off these containers meanwhile)
     for (const [imageId, cs] of byImage) {
-      const p = this.retire(imageId, cs)
-        .catch((e) => { if (!this.stopped) this.log.warn({ imageId, err: (e as Error).message }, 'could not retire a revision without traffic'); })
-        .finally(() => { this.retiring.delete(p); });
-      this.retiring.add(p);
+      this.track(this.retire(imageId, cs), (e) => this.log.warn({ imageId, err: e.message }, 'could not retire a revision without traffic'));
     }
 
     // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
@@ -260,13 +273,15 @@ export class Reconciler {
       }
     }
     // Old inactive revisions beyond what the platform keeps (apps/retention.ts); their Docker
-    // images and build directories go after the commit, best effort
+    // images and build directories go after the commit, best effort, outside the pass (removing
+    // an image can take Docker seconds; the next pass must not wait for it)
     if (this.d.config.revisionsKept !== null && !this.stopped) {
       const gone = await collectRevisions(db, this.d.config.revisionsKept, this.d.config.revisionsGraceMs);
       if (gone.length) {
         rep.collected = gone.length;
         this.d.service.routesChanged();
-        for (const img of gone) await this.d.discard(img);
+        this.track((async () => { for (const img of gone) await this.d.discard(img); })(),
+          (e) => this.log.warn({ err: e.message }, 'could not remove the Docker images of deleted revisions'));
       }
     }
 

@@ -113,6 +113,8 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
     for (let i = 0; i < 100 && !t.cp.app.platform.leader.isLeader; i++) await new Promise((r) => setTimeout(r, 100));
     const rep = await t.cp.app.platform.reconciler.run();
     expect(rep.skipped).toBeUndefined();
+    // the Docker images go after the pass, outside it
+    await t.cp.app.platform.reconciler.settled();
   };
 
   afterAll(async () => {
