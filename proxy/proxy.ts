@@ -139,9 +139,9 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       }
       try {
         if (plane) await plane.reloadTls(config);
-        else await pool!.reloadTls(config);
+        else await pool!.reloadTls(config, tls.config);
       } catch (e) {
-        // a worker that did take them keeps its copies in memory; the files are not needed
+        // no thread serves them (unless one could not go back: it keeps its copies in memory)
         rmSync(snapshot, { recursive: true, force: true });
         throw e;
       }

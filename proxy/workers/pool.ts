@@ -26,6 +26,23 @@ type Msg =
   | { type: 'activate'; route: string };
 
 /**
+ * Apply `next` on threads 0..n-1 at once; when any fails, the threads that took it apply
+ * `previous` again, so they never serve different configurations unless that fails too. Answers
+ * null, or the first failure and where the threads stand.
+ */
+export async function allOrNone<C>(n: number, apply: (i: number, c: C) => Promise<string | undefined>, next: C, previous: C): Promise<string | null> {
+  const res = await Promise.all(Array.from({ length: n }, (_, i) => apply(i, next)));
+  const failed = res.find((e) => e !== undefined);
+  if (failed === undefined) return null;
+  const took = res.flatMap((e, i) => (e === undefined ? [i] : []));
+  const back = await Promise.all(took.map((i) => apply(i, previous)));
+  const stuck = back.filter((e) => e !== undefined).length;
+  return stuck === 0
+    ? `${failed} (every thread kept or went back to the certificates in use)`
+    : `${failed}; ${stuck} of ${n} threads could not go back and serve the new certificates, the others the ones in use: reload again`;
+}
+
+/**
  * N data planes on worker threads sharing one port (uWS listens with SO_REUSEPORT, the kernel
  * spreads connections). The main thread owns the table and posts it to every worker.
  */
@@ -89,11 +106,15 @@ export class WorkerPool {
     return res.flatMap((r) => r.entries);
   }
 
-  /** New certificates on every worker's HTTPS listener (DataPlane.reloadTls); throws the first failure. */
-  async reloadTls(config: TlsConfig): Promise<void> {
-    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'tls-reloaded' }>>(i, { type: 'tls', config })));
-    const failed = res.find((r) => r.error !== undefined);
-    if (failed) throw new Error(failed.error);
+  /**
+   * New certificates on every worker's HTTPS listener (DataPlane.reloadTls), all or none: when
+   * one worker fails, those that took them go back to `previous` (still on disk until a reload
+   * succeeds). Throws the first failure, saying what the threads serve now.
+   */
+  async reloadTls(config: TlsConfig, previous: TlsConfig): Promise<void> {
+    const problem = await allOrNone(this.workers.length, async (i, c) =>
+      (await this.request<Extract<Msg, { type: 'tls-reloaded' }>>(i, { type: 'tls', config: c })).error, config, previous);
+    if (problem !== null) throw new Error(problem);
   }
 
   /**

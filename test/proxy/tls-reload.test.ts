@@ -13,6 +13,7 @@ import type { TLSSocket } from 'node:tls';
 import { Agent as UndiciAgent, WebSocket, type MessageEvent } from 'undici';
 import type * as UWS from 'uWebSockets.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allOrNone } from '../../proxy/workers/pool.js';
 import { adminToken, freePort, get, route, startProxy, startUpstream, table, waitFor, type ProxyProc, type Upstream } from './harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'berth-tls-reload-'));
@@ -214,5 +215,35 @@ describe('TLS reload without a TLS listener', () => {
     } finally {
       await p.stop();
     }
+  });
+});
+
+describe('a reload on several threads is all or none (workers/pool.ts allOrNone)', () => {
+  /** thread i serves what it last applied; `refuse` says which thread refuses which config */
+  const threads = (n: number, refuse: (i: number, c: string) => boolean) => {
+    const serving = Array.from({ length: n }, () => 'old');
+    const apply = async (i: number, c: string) => {
+      await new Promise((r) => setTimeout(r, Math.random() * 5));
+      if (refuse(i, c)) return `thread ${i} refused ${c}`;
+      serving[i] = c;
+      return undefined;
+    };
+    return { serving, apply };
+  };
+
+  it('every thread takes the new config, or every thread serves the old one again', async () => {
+    const ok = threads(4, () => false);
+    expect(await allOrNone(4, ok.apply, 'new', 'old')).toBeNull();
+    expect(ok.serving).toEqual(['new', 'new', 'new', 'new']);
+
+    const one = threads(4, (i, c) => i === 2 && c === 'new');
+    expect(await allOrNone(4, one.apply, 'new', 'old')).toBe('thread 2 refused new (every thread kept or went back to the certificates in use)');
+    expect(one.serving).toEqual(['old', 'old', 'old', 'old']);
+  });
+
+  it('says so when a thread cannot go back', async () => {
+    const stuck = threads(3, (i, c) => (i === 0 && c === 'new') || (i === 1 && c === 'old'));
+    expect(await allOrNone(3, stuck.apply, 'new', 'old')).toMatch(/^thread 0 refused new; 1 of 3 threads could not go back/);
+    expect(stuck.serving).toEqual(['old', 'new', 'old']);
   });
 });
