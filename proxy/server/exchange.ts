@@ -1,47 +1,29 @@
 /**
  * The hot path: one client request forwarded to one upstream (plus at most `retries` extra
- * connect attempts). The Exchange object is itself the upstream connection's handler
- * (upstream/connection.ts), so a request allocates the exchange, its header array, the request
- * head string and one abort closure — nothing per chunk but the one copy of each body chunk.
+ * connect attempts): the endpoint picked (or the request held for one), the upstream connection's
+ * events, the request body relayed, failures judged, the books kept. The response is written by
+ * the class it extends (response.ts). The Exchange object is itself the upstream connection's
+ * handler (upstream/connection.ts), so a request allocates the exchange, its header array, the
+ * request head string and one abort closure — nothing per chunk but the one copy of each body chunk.
  *
- * uWS rules respected here: every write outside a uWS callback is corked (module-level
- * trampolines, no closures), the response is never touched after onAborted or after it ended,
- * and request body chunks are copied exactly once.
+ * Request body chunks are copied exactly once (uWS's are valid only during the callback).
  */
 import { performance } from 'node:perf_hooks';
 import type { HttpResponse } from 'uWebSockets.js';
 import { stickyTarget, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
-import type { CachedResponse } from '../resilience/fallback-cache.js';
-import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
 import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
 import { E_INTERNAL, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
-import { MAX_FIELDS, type ResponseHead } from '../upstream/response-parser.js';
+import type { ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import { clock } from '../upstream/timers.js';
-import {
-  H_CACHE_CONTROL, H_CONNECTION, H_PASS, H_SET_COOKIE, H_VARY, STATUS_TEXT,
-  classifyBytes, connectionTokens, forbidsStore, statusLine, varyCacheable,
-} from './headers.js';
-import { AFFINITY_COOKIE } from './admission.js';
-import { ForwardedRequest } from './request-headers.js';
-import { internalError, sendError } from './respond.js';
+import { internalError } from './respond.js';
+import { ClientResponse } from './response.js';
 import { runtime } from './state.js';
-
-// ---- cork trampolines (no per-call closures) ---------------------------------------------
-
-/** Largest write that always fits uWS's 16 KiB cork buffer together with chunk framing. */
-const CORKED_WRITE_MAX = 16 * 1024 - 64;
-
-let cur: Exchange;
-let curChunk: Uint8Array;
-function corkedHeadOnly(): void { cur.writeHead(); }
-function corkedData(): void { cur.writeData(curChunk); }
-function corkedComplete(): void { cur.writeComplete(); }
 
 /** Request body bytes held while the upstream connection is not ready yet (beyond: pause the client). */
 const BODY_QUEUE_MAX = 64 * 1024;
@@ -57,32 +39,7 @@ const held = { bytes: 0 };
 /** Exchange.whyNoEndpoint() answers */
 const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
 
-/**
- * The class (headers.ts) of each field of the head being handled. A head is handled and written
- * within the read that brought it, one connection at a time, so one array serves the thread.
- */
-const fieldClass = new Uint8Array(MAX_FIELDS);
-/**
- * Where writeHead() assembles a response head (uWS copies it at once). Large enough for the
- * biggest head the parser accepts (16 KiB, 128 fields) re-framed, plus status and request id.
- */
-const headScratch = new Uint8Array(32 * 1024);
-
-/**
- * The session-affinity header line (a cookie key is URI-encoded ASCII). 30 days, as Cloud Run's:
- * a key whose endpoint is gone only costs a rebalance and a new cookie.
- */
-function affinityCookie(key: string, secure: boolean): string {
-  return '\r\nset-cookie: ' + AFFINITY_COOKIE + '=' + key + (secure ? '; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax; Secure' : '; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax');
-}
-
-/** Copy a string of Latin-1 characters (status lines, request ids: ASCII) as bytes. */
-function putLatin1(out: Uint8Array, pos: number, s: string): number {
-  for (let i = 0; i < s.length; i++) out[pos++] = s.charCodeAt(i);
-  return pos;
-}
-
-export class Exchange extends ForwardedRequest implements UpstreamHandler {
+export class Exchange extends ClientResponse implements UpstreamHandler {
   // request
   /** the request has a body (Content-Length > 0 or chunked) */
   hasBody = false;
@@ -96,14 +53,8 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   conn: UpstreamConnection | null = null;
   waitingOn: UpstreamPool | null = null;
   // progress
-  aborted = false;
-  resDone = false;
   finished = false;
   gotHeaders = false;
-  headPending = false;
-  upstreamDone = false;
-  backpressured = false;
-  writableHooked = false;
   attempts = 0;
   endpoint: Endpoint | null = null;
   failedEndpoint: Endpoint | null = null;
@@ -111,47 +62,14 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   /** metering (metrics/meter.ts): the route/endpoint this request is counted on, body bytes each way */
   meter: EndpointMeter | null = null;
   bytesIn = 0;
-  bytesOut = 0;
-  // response
-  status = 0;
-  statusText = '';
-  /** the upstream's head, in place: valid only within the read that brought it (see writeHead) */
-  head: ResponseHead | null = null;
-  /** name/value strings of the response's end-to-end headers, kept only for a fallback capture */
-  keptHeaders: string[] | null = null;
-  contentLength = -1;
-  noBody = false;
-  dropNames: string[] | null = null;
-  pendingChunk: Buffer | null = null;
-  pendingBase = 0;
-  /** body bytes uWS has taken (its write offset, kept here to spare a call per chunk) */
-  bodySent = 0;
-  // fallback capture
-  capture: Buffer[] | null = null;
-  captureBytes = 0;
-  /** the response said `Vary: Accept-Encoding`: the fallback key includes the request's value */
-  varyEncoding = false;
-  reason = '';
   // session affinity (routes with RouteSpec.affinity)
   /** the client's berth-affinity cookie ('' when none, or the route has no affinity) */
   affinity = '';
-  /** the client came over TLS: the affinity cookie is Secure */
-  secure = false;
-  /** the key to hand the client in Set-Cookie (its cookie named another endpoint, or none) */
-  setAffinity: string | null = null;
   /** the SHA-256 of the invoker token it was admitted with ('' for a public route) */
   authDigest = '';
 
-  constructor(
-    readonly res: HttpResponse,
-    /** the request's route; a held request follows its id into newer tables */
-    public route: Route,
-    readonly method: string,
-    readonly path: string,
-    readonly host: string,
-    readonly requestId: string,
-  ) {
-    super();
+  constructor(res: HttpResponse, route: Route, method: string, path: string, host: string, requestId: string) {
+    super(res, route, method, path, host, requestId);
     this.headRequest = method === 'HEAD';
   }
 
@@ -368,83 +286,16 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
   }
 
   onUpstreamHead(head: ResponseHead): void {
-    const status = head.status;
     const ep = this.endpoint!;
-    if (status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
+    if (head.status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
     else ep.breaker.onSuccess();
     this.gotHeaders = true;
-    this.status = status;
-    if (STATUS_TEXT[status] === undefined) this.statusText = head.reason();
-    if (this.aborted) return;
-    this.head = head;
-    this.contentLength = head.chunked ? -1 : head.contentLength;
-    let cacheable = status === 200 && this.method === 'GET' && !this.hasAuth && !this.noStore && this.route.cache.config.enabled;
-    const b = head.buf;
-    const off = head.offsets;
-    const n = head.count;
-    for (let i = 0; i < n; i++) {
-      const c = classifyBytes(b, off[5 * i], off[5 * i + 1]);
-      fieldClass[i] = c;
-      if (c === H_PASS) continue;
-      if (c === H_SET_COOKIE) cacheable = false;
-      else if (c === H_CACHE_CONTROL) { if (cacheable && forbidsStore(head.value(i))) cacheable = false; }
-      else if (c === H_CONNECTION) {
-        if (head.connectionTokens) {
-          // every Connection field counts: the names of all of them are dropped
-          const toks = connectionTokens(head.value(i));
-          if (toks.length > 0) this.dropNames = this.dropNames === null ? toks : this.dropNames.concat(toks);
-        }
-      } else if (c === H_VARY && cacheable) {
-        const v = varyCacheable(head.value(i));
-        if (v === 0) cacheable = false;
-        else if (v === 2) this.varyEncoding = true;
-      }
-    }
-    this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
-    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.host, this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
-      this.capture = [];
-      this.keptHeaders = this.endToEndHeaders(head);
-    }
-    // The head is written with the first body piece (or the end) when they came in the same
-    // read — one syscall for small responses — else by flushHead() at the end of the read.
-    this.headPending = true;
-  }
-
-  flushHead(): void {
-    if (this.aborted || this.resDone) {
-      this.headPending = false;
-      return;
-    }
-    cur = this;
-    this.res.cork(corkedHeadOnly);
+    this.acceptHead(head);
   }
 
   onUpstreamData(chunk: Uint8Array): boolean {
     if (this.aborted || this.resDone) return !this.aborted;
-    this.bytesOut += chunk.length;
-    if (this.capture !== null) {
-      this.captureBytes += chunk.length;
-      if (this.captureBytes > MAX_ENTRY_BYTES) this.capture = null;
-      else this.capture.push(Buffer.from(chunk)); // the chunk is a view of the shared read buffer
-    }
-    cur = this;
-    if (this.contentLength < 0 && (chunk.length > CORKED_WRITE_MAX || (this.headPending && chunk.length > 1024))) {
-      // uWS 20.30 drops the payload of a corked write() that does not fit its 16 KiB cork buffer
-      // when the socket happens to be full at that moment (uncork() returns before buffering
-      // it), corrupting the chunked framing. Write the head alone (unless head and chunk are
-      // small), then at most one cork buffer's worth per cork: every byte then goes through the
-      // cork buffer, which is always buffered on backpressure. (Known-length bodies use tryEnd,
-      // which tracks offsets.)
-      if (this.headPending) this.res.cork(corkedHeadOnly);
-      for (let off = 0; off < chunk.length && !this.resDone && !this.aborted; off += CORKED_WRITE_MAX) {
-        curChunk = chunk.subarray(off, off + CORKED_WRITE_MAX);
-        this.res.cork(corkedData);
-      }
-    } else {
-      curChunk = chunk;
-      this.res.cork(corkedData);
-    }
-    return !this.backpressured;
+    return this.forward(chunk);
   }
 
   onUpstreamEnd(): void {
@@ -458,12 +309,11 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     this.route.stats.observeLatency(ms, bucket);
     if (this.meter !== null) this.meter.observe(ms, bucket);
     if (this.aborted) return;
-    if (this.capture !== null && (this.contentLength < 0 || this.captureBytes === this.contentLength)) {
-      this.storeFallback();
-    }
-    if (this.resDone) return;
-    cur = this;
-    this.res.cork(corkedComplete);
+    this.complete();
+  }
+
+  protected resumeUpstream(): void {
+    if (this.conn !== null) this.conn.resume();
   }
 
   onUpstreamError(err: UpstreamError): void {
@@ -530,150 +380,6 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     this.freed();
   }
 
-  // ---- writing the client response (always inside cork) --------------------------------
-
-  /**
-   * The status line, the end-to-end headers and x-request-id in ONE uWS call: copied from the
-   * upstream's bytes into a scratch buffer as `code reason\r\nname: value\r\n…x-request-id: id`
-   * and handed to writeStatus (uWS writes `HTTP/1.1 ` before it and CRLF after it, then its own
-   * Date and Content-Length/chunked framing). Fields are re-framed (`name: value` CRLF) whatever
-   * line ends the upstream used; their bytes were validated by the parser (tokens, no control
-   * bytes), the id by admission. Always inside cork, within the read that brought the head.
-   */
-  writeHead(): void {
-    this.headPending = false;
-    const res = this.res;
-    const h = this.head!;
-    this.head = null;
-    const b = h.buf;
-    const off = h.offsets;
-    const n = h.count;
-    const drop = this.dropNames;
-    const status = statusLine(this.status, this.statusText);
-    // the most this head can take: its own bytes re-framed (≤ 4 more per field), status, id
-    const cookie = this.setAffinity === null ? null : affinityCookie(this.setAffinity, this.secure);
-    const room = (n > 0 ? off[5 * n - 1] - off[0] : 0) + 4 * n + status.length + this.requestId.length + 32 + (cookie === null ? 0 : cookie.length + 16);
-    const out = room <= headScratch.length ? headScratch : new Uint8Array(room);
-    let pos = putLatin1(out, 0, status);
-    for (let i = 0; i < n; i++) {
-      const c = fieldClass[i];
-      // hop-by-hop, content-length (uWS writes it), date, x-request-id
-      if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      if (drop !== null && drop.includes(h.name(i).toLowerCase())) continue;
-      const i5 = 5 * i;
-      out[pos++] = 13;
-      out[pos++] = 10;
-      for (let k = off[i5], e = off[i5 + 1]; k < e; k++) out[pos++] = b[k];
-      out[pos++] = 58;
-      out[pos++] = 32;
-      for (let k = off[i5 + 2], e = off[i5 + 3]; k < e; k++) out[pos++] = b[k];
-    }
-    if (cookie !== null) pos = putLatin1(out, pos, cookie);
-    pos = putLatin1(out, pos, '\r\nx-request-id: ');
-    pos = putLatin1(out, pos, this.requestId);
-    res.writeStatus(new Uint8Array(out.buffer, 0, pos));
-    if (this.noBody) {
-      this.resDone = true;
-      // HEAD: the length as a header, then endWithoutBody() — endWithoutBody(n > 0) leaves this uWS
-      // build's response pending for ever (the connection's next request is closed unanswered,
-      // and it is never idle-timed out)
-      if (this.method === 'HEAD' && this.contentLength >= 0) res.writeHeader('content-length', String(this.contentLength));
-      res.endWithoutBody();
-      this.finish(this.status);
-    } else if (this.contentLength === 0) {
-      this.resDone = true;
-      res.end();
-      this.finish(this.status);
-    }
-  }
-
-  /** The end-to-end headers as strings (a fallback capture keeps them past the read). */
-  private endToEndHeaders(h: ResponseHead): string[] {
-    const out: string[] = [];
-    for (let i = 0; i < h.count; i++) {
-      const c = fieldClass[i];
-      if (c === H_PASS || c === H_CACHE_CONTROL || c === H_VARY) out.push(h.name(i), h.value(i));
-    }
-    return out;
-  }
-
-  writeData(chunk: Uint8Array): void {
-    if (this.headPending) this.writeHead();
-    if (this.resDone) return;
-    const res = this.res;
-    if (this.contentLength >= 0) {
-      const [ok, done] = res.tryEnd(chunk, this.contentLength);
-      if (done) {
-        this.resDone = true;
-        this.finish(this.status);
-      } else if (ok) {
-        this.bodySent += chunk.length;
-      } else {
-        // what uWS did not take is kept (copied: the chunk is a view of the shared read buffer)
-        const base = this.bodySent;
-        const taken = res.getWriteOffset() - base;
-        this.pendingChunk = Buffer.from(chunk.subarray(taken));
-        this.pendingBase = base + taken;
-        this.backpressure();
-      }
-    } else if (!res.write(chunk)) {
-      this.backpressure();
-    }
-  }
-
-  writeComplete(): void {
-    if (this.headPending) this.writeHead();
-    if (this.resDone) return;
-    if (this.contentLength < 0) {
-      // chunked: uWS buffers the terminating chunk even under backpressure
-      this.resDone = true;
-      this.res.end();
-      this.finish(this.status);
-    } else if (this.pendingChunk === null) {
-      // upstream sent fewer bytes than it announced: the client must not mistake it for complete
-      this.reason = 'upstream_truncated';
-      this.resDone = true;
-      this.finish(this.status);
-      this.res.close();
-    }
-    // else: onWritable finishes the pending chunk, which completes the response
-  }
-
-  private backpressure(): void {
-    this.backpressured = true;
-    if (!this.writableHooked) {
-      this.writableHooked = true;
-      this.res.onWritable((offset) => {
-        try {
-          return this.onWritable(offset);
-        } catch (e) {
-          internalError(null, e as Error);
-          return true;
-        }
-      });
-    }
-  }
-
-  private onWritable(offset: number): boolean {
-    if (this.aborted || this.resDone) return true;
-    const p = this.pendingChunk;
-    if (p !== null) {
-      const [ok, done] = this.res.tryEnd(p.subarray(offset - this.pendingBase), this.contentLength);
-      if (done) {
-        this.pendingChunk = null;
-        this.resDone = true;
-        this.finish(this.status);
-        return true;
-      }
-      if (!ok) return false;
-      this.bodySent = this.pendingBase + p.length;
-      this.pendingChunk = null;
-    }
-    this.backpressured = false;
-    if (!this.upstreamDone && this.conn !== null) this.conn.resume();
-    return true;
-  }
-
   // ---- outcomes -------------------------------------------------------------------------
 
   onClientAborted(): void {
@@ -693,67 +399,6 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     }
   }
 
-  /** Fallback key: host + path (+ the request's Accept-Encoding when the response varies on it). */
-  cacheKey(): string {
-    return this.varyEncoding ? this.host + this.path + '\n' + this.acceptEncoding : this.host + this.path;
-  }
-
-  private storeFallback(): void {
-    const chunks = this.capture!;
-    this.capture = null;
-    const headers = this.keptHeaders!;
-    this.keptHeaders = null;
-    const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.captureBytes);
-    const entry: CachedResponse = { headers, body, storedAt: Date.now() };
-    this.route.cache.store(this.cacheKey(), entry);
-  }
-
-  /** Serve the last good response when no endpoint can answer. Returns false when there is none. */
-  private serveFallback(): boolean {
-    if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth) return false;
-    const cache = this.route.cache;
-    const key = this.host + this.path;
-    const hit = cache.get(key) ?? cache.get(key + '\n' + this.acceptEncoding);
-    if (hit === undefined) return false;
-    this.route.stats.fallbackHits++;
-    this.bytesOut += hit.body.length;
-    fallbackEntry = hit;
-    cur = this;
-    this.reason = 'fallback';
-    this.res.cork(corkedFallback);
-    return true;
-  }
-
-  writeFallback(hit: CachedResponse): void {
-    const res = this.res;
-    res.writeStatus('200 OK');
-    const h = hit.headers;
-    for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i], h[i + 1]);
-    res.writeHeader('x-berth-fallback', 'hit');
-    res.writeHeader('age', String(Math.floor((Date.now() - hit.storedAt) / 1000)));
-    res.writeHeader('x-request-id', this.requestId);
-    if (this.method === 'HEAD') {
-      this.resDone = true;
-      // see writeHead: never endWithoutBody(n > 0)
-      res.writeHeader('content-length', String(hit.body.length));
-      res.endWithoutBody();
-      this.finish(200);
-      return;
-    }
-    // Through tryEnd like an upstream body (offset-tracked backpressure; a large end() inside a
-    // cork can lose its payload in this uWS version, see onData).
-    this.status = 200;
-    this.contentLength = hit.body.length;
-    this.upstreamDone = true;
-    if (hit.body.length === 0) {
-      this.resDone = true;
-      res.end();
-      this.finish(200);
-      return;
-    }
-    this.writeData(hit.body);
-  }
-
   private noEndpoint(): void {
     this.destroyBody();
     if (this.serveFallback()) return;
@@ -761,13 +406,6 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     this.fail(503, 'no_available_endpoint', all === 0
       ? `route "${this.route.id}" has no endpoints`
       : `all ${all} endpoint(s) of route "${this.route.id}" are unavailable (circuit open)`);
-  }
-
-  private fail(status: number, code: string, message: string): void {
-    this.reason = code;
-    this.resDone = true;
-    sendError(this.res, status, code, this.requestId, message, this.method === 'HEAD');
-    this.finish(status);
   }
 
   private destroyBody(): void {
@@ -798,7 +436,4 @@ export class Exchange extends ForwardedRequest implements UpstreamHandler {
     }
   }
 }
-
-let fallbackEntry: CachedResponse;
-function corkedFallback(): void { cur.writeFallback(fallbackEntry); }
 
