@@ -7,6 +7,7 @@ import { dateTime, errorResponses, idSchema, noContent, object } from '../http/r
 import { hostParams } from '../http/schemas.js';
 import { describeApp } from './describe.js';
 import type { AppRow } from './repo.js';
+import { appSchema } from './schemas.js';
 
 /**
  * Who may call an app (Cloud Run's `--[no-]allow-unauthenticated` and its invoker role). A public
@@ -40,6 +41,7 @@ export function accessRoutes(app: FastifyInstance, own: Own): void {
       summary: 'Make an app private (only requests with one of its invoker tokens reach it) or public again',
       params: hostParams,
       body: { type: 'object', required: ['private'], additionalProperties: false, properties: { private: { type: 'boolean' } } },
+      response: { 200: appSchema, ...errorResponses },
     },
   }, async (req) => {
     const uid = req.user!.id;

@@ -12,7 +12,8 @@ import { revisionSettingsSchema } from '../images/fields.js';
 import { ENV_LIMITS } from '../../shared/env-vars.js';
 import { publicImage } from '../images/repo.js';
 import { imageSchema } from '../images/schemas.js';
-import { errorResponses } from '../http/responses.js';
+import { errorResponses, noContent } from '../http/responses.js';
+import { appListSchema, appSchema } from './schemas.js';
 import { describeApp, describeApps } from './describe.js';
 import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
 import { checkTraffic, type TrafficEntry } from './traffic.js';
@@ -50,19 +51,19 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
     return a;
   };
 
-  app.get('/api/apps', { preHandler: app.authenticate, schema: { summary: 'List your apps with their revisions and traffic split' } }, async (req) => {
+  app.get('/api/apps', { preHandler: app.authenticate, schema: { summary: 'List your apps with their revisions and traffic split', response: { 200: appListSchema, ...errorResponses } } }, async (req) => {
     // two queries whatever the number of apps: the rows, then every revision of them (describeApps)
     const { rows } = await app.db.query<AppRow>('SELECT * FROM apps WHERE user_id = $1 ORDER BY app_hostname', [req.user!.id]);
     return { apps: await describeApps(app.db, rows) };
   });
 
-  app.get<HostReq>('/api/apps/:host', { preHandler: app.authenticate, schema: { summary: 'One app: its revisions, instances and traffic split', params: hostParams } }, async (req) => {
+  app.get<HostReq>('/api/apps/:host', { preHandler: app.authenticate, schema: { summary: 'One app: its revisions, instances and traffic split', params: hostParams, response: { 200: appSchema, ...errorResponses } } }, async (req) => {
     return describeApp(app.db, await own(app.db, req.user!.id, req.params.host));
   });
 
   app.put<HostReq & { Body: { traffic: TrafficEntry[] } }>('/api/apps/:host/traffic', {
     preHandler: app.authenticate,
-    schema: { summary: 'Split the app\'s traffic between its revisions (percents summing to 100; tags)', params: hostParams, body: trafficBody },
+    schema: { summary: 'Split the app\'s traffic between its revisions (percents summing to 100; tags)', params: hostParams, body: trafficBody, response: { 200: appSchema, ...errorResponses } },
   }, async (req) => {
     const a = await withTransaction(app.db, async (c) => {
       const a = await own(c, req.user!.id, req.params.host, true);
@@ -118,7 +119,7 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
 
   app.delete<HostReq>('/api/apps/:host', {
     preHandler: app.authenticate,
-    schema: { summary: 'Delete an app: drain and remove its instances, then every revision (503 app_delete_incomplete: repeat it)', params: hostParams },
+    schema: { summary: 'Delete an app: drain and remove its instances, then every revision (503 app_delete_incomplete: repeat it)', params: hostParams, response: { ...noContent, ...errorResponses } },
   }, async (req, reply) => {
     await deleteApp(app, req.user!.id, (q, lock) => own(q, req.user!.id, req.params.host, lock), req.log);
     return reply.code(204).send();

@@ -5,6 +5,7 @@ import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '
 import { publicContainer, publicImage, type ContainerRow, type ImageRow } from '../../control-plane/images/repo.js';
 import { containerSchema, imageSchema } from '../../control-plane/images/schemas.js';
 import { userSchema } from '../../control-plane/auth/schemas.js';
+import { appSchema } from '../../control-plane/apps/schemas.js';
 
 /**
  * Response schemas (control-plane/http/responses.ts): the routes of auth, images, containers,
@@ -47,7 +48,7 @@ vi.mock('../../control-plane/http/openapi.js', async (importOriginal) => {
   };
 });
 
-/** Every route of auth/plugin.ts, images/plugin.ts, containers/routes.ts, events/routes.ts, billing/plugin.ts, http/info.ts, http/health.ts. */
+/** Every route of auth/plugin.ts, images/plugin.ts, containers/routes.ts, events/routes.ts, billing/plugin.ts, http/info.ts, http/health.ts, apps/plugin.ts, apps/access.ts. */
 const ROUTES = [
   'POST /api/auth/signup', 'POST /api/auth/login', 'POST /api/auth/logout', 'GET /api/auth/me',
   'POST /api/auth/tokens', 'GET /api/auth/tokens', 'DELETE /api/auth/tokens/:id',
@@ -58,10 +59,12 @@ const ROUTES = [
   'GET /api/events',
   'GET /api/billing', 'GET /api/billing/images/:id', 'GET /api/billing/invoices/:month',
   'GET /api/info', 'GET /healthz', 'GET /readyz', 'GET /metrics',
+  'GET /api/apps', 'GET /api/apps/:host', 'PUT /api/apps/:host/traffic', 'POST /api/apps/:host/revisions', 'DELETE /api/apps/:host',
+  'PATCH /api/apps/:host', 'GET /api/apps/:host/invokers', 'POST /api/apps/:host/invokers', 'DELETE /api/apps/:host/invokers/:id',
 ];
 /** routes under the prefixes above that live elsewhere (logs/routes.ts) */
-const ELSEWHERE = new Set(['GET /api/containers/:id/logs']);
-const OURS = /^\/(api\/(auth|images|containers|events|billing|info)(\/|$)|healthz$|readyz$|metrics$)/;
+const ELSEWHERE = new Set(['GET /api/containers/:id/logs', 'GET /api/apps/:host/logs']);
+const OURS = /^\/(api\/(auth|images|containers|events|billing|info|apps)(\/|$)|healthz$|readyz$|metrics$)/;
 /** routes that cannot answer 4xx (no login, nothing to validate) */
 const NO_ERRORS = new Set(['GET /api/info', 'GET /healthz', 'GET /readyz']);
 
@@ -246,6 +249,42 @@ describe('response schemas', () => {
     const gone = await api.del(`/api/images/${imageId}`);
     expect(gone.status, gone.text).toBe(204);
     expect(gone.text).toBe('');
+  });
+
+  it('apps answers: exactly what the handlers send, every property of an app declared', async () => {
+    const me = (await api.get('/api/auth/me')).body.user.id as number;
+    const host = 'apps-schemas.example.com';
+    const v1 = await insertReadyImage(t.cp, me, host);
+    const v2 = await insertReadyImage(t.cp, me, host);
+    const list = same(await api.get('/api/apps'), 200);
+    expect(list.apps.map((a: { app_hostname: string }) => a.app_hostname)).toContain(host);
+    // a split with a pinned revision, a tag and latest: every kind of traffic entry
+    const split = same(await api.req('PUT', `/api/apps/${host}/traffic`, { json: { traffic: [{ image_id: v1, percent: 30, tag: 'old' }, { latest: true, percent: 70 }] } }), 200);
+    expect(split.traffic).toEqual([{ image_id: v1, percent: 30, tag: 'old', revision: 1 }, { latest: true, percent: 70, revision: 2 }]);
+    expect(split.revisions.map((r: { traffic_percent: number }) => r.traffic_percent)).toEqual([30, 70]);
+    expect(split.revisions[0].tag_urls).toEqual([`http://old---${host}/`]);
+    expect(split.latest_image_id).toBe(v2);
+    const app = same(await api.get(`/api/apps/${host}`), 200);
+    // the schema declares exactly what appView sends, for the app, a revision and a traffic entry
+    const props = (o: { properties: Record<string, unknown> }) => Object.keys(o.properties).sort();
+    expect(Object.keys(app).sort()).toEqual(props(appSchema));
+    expect(Object.keys(app.revisions[0]).sort()).toEqual(props(appSchema.properties.revisions.items));
+    const entry = appSchema.properties.traffic.items;
+    expect([...new Set(app.traffic.flatMap((e: object) => Object.keys(e)))].sort()).toEqual(props(entry));
+    const priv = same(await api.req('PATCH', `/api/apps/${host}`, { json: { private: true } }), 200);
+    expect(priv.private).toBe(true);
+    const inv = same(await api.post(`/api/apps/${host}/invokers`, { name: 'ci' }), 201);
+    expect(inv.token).toMatch(/^bi_/);
+    const invokers = same(await api.get(`/api/apps/${host}/invokers`), 200);
+    expect(invokers.invokers).toEqual([{ id: inv.id, name: 'ci', created_at: inv.created_at }]);
+    expect(JSON.stringify(invokers)).not.toMatch(/token/);
+    expect((await api.del(`/api/apps/${host}/invokers/${inv.id}`)).status).toBe(204);
+    same(await api.req('PUT', `/api/apps/${host}/traffic`, { json: { traffic: [{ image_id: 999999, percent: 100 }] } }), 400);
+    same(await api.get('/api/apps/nope.example.com'), 404);
+    const gone = await api.del(`/api/apps/${host}`);
+    expect(gone.status, gone.text).toBe(204);
+    expect(gone.text).toBe('');
+    same(await api.get(`/api/apps/${host}`), 404);
   });
 
   it('info and health answers: exactly what the handlers send; metrics stay Prometheus text', async () => {

@@ -1,0 +1,45 @@
+/**
+ * The response schema of an app (describe.ts `appView`): what GET /api/apps, GET/PATCH
+ * /api/apps/:host and PUT …/traffic answer. Every property appView sends is declared (an
+ * undeclared one would be dropped, test/control-plane/response-schemas.test.ts checks both ways).
+ */
+import { dateTime, idSchema, nullableDateTime, nullableInteger, nullableString, object } from '../http/responses.js';
+
+/** One entry of the split as stored, with the revision it stands for now. */
+const trafficEntrySchema = object({
+  image_id: idSchema,
+  latest: { type: 'boolean', description: 'stands for the newest routable revision' },
+  percent: { type: 'integer', minimum: 0, maximum: 100 },
+  tag: { type: 'string', description: 'the revision also answers at http://{tag}---{app_hostname}/' },
+  revision: { ...nullableInteger, description: 'the revision the entry stands for now (null: none is ready)' },
+}, ['image_id', 'latest', 'tag']);
+
+const revisionSchema = object({
+  image_id: idSchema,
+  revision: { type: 'integer', minimum: 1 },
+  status: { type: 'string', enum: ['building', 'ready', 'build_failed'] },
+  instances: { type: 'integer', minimum: 0, description: 'instances meant to run' },
+  ready_instances: { type: 'integer', minimum: 0, description: 'running and healthy' },
+  traffic_percent: { type: 'integer', minimum: 0, maximum: 100 },
+  traffic_tag: nullableString,
+  tag_url: nullableString,
+  tag_urls: { type: 'array', items: { type: 'string' } },
+  serving: { type: 'boolean', description: 'has a share or a tag (or is about to take latest): it keeps instances' },
+  created_at: dateTime,
+});
+
+export const appSchema = object({
+  app_hostname: { type: 'string' },
+  url: { type: 'string' },
+  path: { type: 'string', description: 'the same app through the proxy at /apps/{app_hostname}/' },
+  latest_image_id: { ...nullableInteger, description: 'the revision `latest` stands for now' },
+  revisions: { type: 'array', items: revisionSchema },
+  pending_image_id: { ...nullableInteger, description: 'a deploy that takes the traffic once it serves' },
+  traffic: { type: 'array', items: trafficEntrySchema },
+  private: { type: 'boolean', description: 'only requests with one of its invoker tokens reach it' },
+  deleting_at: { ...nullableDateTime, description: 'set while DELETE /api/apps/:host drains it' },
+  created_at: dateTime,
+  updated_at: dateTime,
+}, [], { description: 'An app (a Cloud Run service): its revisions, their instances and the traffic split' });
+
+export const appListSchema = object({ apps: { type: 'array', items: appSchema } });
