@@ -38,6 +38,8 @@ const HOSTNAME = /^[A-Za-z0-9.\-_:[\]]+$/;
 const RESERVED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'upgrade', 'expect', 'te', 'keep-alive']);
 export const MAX_BODY_BYTES = 1024 * 1024;
 export const MAX_HEADERS = 50;
+/** The request head (request line and header fields): most servers refuse larger ones (nginx: 8 KiB a line) */
+export const MAX_HEAD_BYTES = 16 * 1024;
 
 export class RequestSpecError extends Error {}
 
@@ -80,6 +82,9 @@ export function prepareRequest(spec: RequestSpec): PreparedRequest {
   }
   if (body !== null || method === 'POST' || method === 'PUT' || method === 'PATCH') lines.push(`content-length: ${body?.length ?? 0}`);
   const template = lines.join('\r\n') + '\r\n\r\n';
+  // the longest host of the list replaces the placeholder
+  const headBytes = Buffer.byteLength(template) + Math.max(...hostList.map((h) => h.length));
+  if (headBytes > MAX_HEAD_BYTES) throw new RequestSpecError(`the request head (request line and headers) is ${headBytes} bytes; at most ${MAX_HEAD_BYTES}`);
   const heads = hostList.map((h) => template.replace('host: \0', `host: ${h}`));
   return { hostname, port, head: heads[0], heads, body: body !== null && body.length > 0 ? body : null, method, path, hostHeader };
 }

@@ -97,6 +97,18 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
       log.warn({ id }, 'a running workload was ended by another control plane (its heartbeats were late); stopping it here');
       void runner.stop(r, INTERRUPTED_REASON);
     }
+    // a run sends to apps its owner had at the start: one deleted since (whose name another user
+    // may claim) or no longer routed (a tag removed) ends the run, or its load and bill would
+    // land on someone else's app
+    for (const id of live) {
+      const r = runner.get(id);
+      if (!r || r.settled || r.stopRequested) continue;
+      const owned = await ownedHostnames(app.db, r.userId, r.hosts);
+      const lost = r.hosts.find((h) => !owned.has(h));
+      if (lost === undefined) continue;
+      log.info({ id, host: lost }, 'stopping a workload: one of its apps was deleted (or is no longer its owner\'s)');
+      void runner.stop(r, `the app ${lost} was deleted (or is no longer yours) during the run`, 'stopped');
+    }
     const interrupted = await failInterrupted(app.db);
     if (interrupted) log.warn({ count: interrupted }, `workloads whose control plane stopped (no heartbeat for ${STALE_AFTER_S} s) marked failed`);
   };

@@ -65,10 +65,14 @@ export async function getWorkload(q: Queryable, userId: number, id: number): Pro
   return rows[0] ? row(rows[0]) : null;
 }
 
-/** The user's runs, newest first (metrics without the per-second series). */
+/**
+ * The user's runs, newest first: metrics without the per-second series, config without the
+ * request's headers and body (up to 16 + 64 KiB a run: a list of 1,000 runs must not be a
+ * gigabyte; GET /api/workloads/:id has them).
+ */
 export async function listWorkloads(q: Queryable, userId: number, limit: number): Promise<WorkloadRow[]> {
   const { rows } = await q.query<WorkloadRow>(
-    `SELECT id, user_id, status, status_reason, config, metrics - 'series' - 'latency_distribution' AS metrics, created_at, finished_at, updated_at
+    `SELECT id, user_id, status, status_reason, config - 'headers' - 'body' AS config, metrics - 'series' - 'latency_distribution' AS metrics, created_at, finished_at, updated_at
        FROM workloads WHERE user_id = $1 ORDER BY id DESC LIMIT $2`, [userId, limit]);
   return rows.map(row);
 }

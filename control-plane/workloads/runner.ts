@@ -16,13 +16,17 @@ export type LiveEvent = { type: 'progress'; progress: Progress; metrics: Workloa
 export interface LiveRun {
   id: number;
   userId: number;
+  /** the app hostnames it sends to (checked again at every heartbeat: still its owner's?) */
+  hosts: string[];
   series: SeriesPoint[];
   latest: WorkloadMetrics | null;
   stopRequested: boolean;
   /** it has ended (its end may still be being stored) */
   settled: boolean;
-  /** why it is being stopped, when not by its owner (shutdown) */
+  /** why it is being stopped, when not by its owner (shutdown, its app deleted) */
   stopReason: string | null;
+  /** how a run stopped for stopReason ends */
+  stopAs: 'failed' | 'stopped';
   listeners: Set<(e: LiveEvent) => void>;
   ended: Promise<RunEnd>;
   worker: Worker;
@@ -71,7 +75,7 @@ export class WorkloadRunner {
     const worker = new Worker(url, { workerData: { options }, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     let resolveEnd!: (e: RunEnd) => void;
     const run: LiveRun = {
-      id, userId, series: [], latest: null, stopRequested: false, settled: false, stopReason: null, listeners: new Set(), worker,
+      id, userId, hosts: options.app_hostnames ?? options.hosts ?? [], series: [], latest: null, stopRequested: false, settled: false, stopReason: null, stopAs: 'failed', listeners: new Set(), worker,
       ended: new Promise<RunEnd>((r) => { resolveEnd = r; }),
     };
     this.runs.set(id, run);
@@ -94,7 +98,7 @@ export class WorkloadRunner {
         for (const l of run.listeners) l({ type: 'progress', progress: m.progress, metrics: m.metrics });
       } else if (m.type === 'done' && m.metrics) {
         run.latest = m.metrics;
-        const status = run.stopReason !== null ? 'failed' : run.stopRequested || m.metrics.stopped ? 'stopped' : 'completed';
+        const status = run.stopReason !== null ? run.stopAs : run.stopRequested || m.metrics.stopped ? 'stopped' : 'completed';
         end({ status, reason: run.stopReason, metrics: m.metrics });
       } else if (m.type === 'error') {
         end({ status: 'failed', reason: `the run failed: ${m.message}`, metrics: this.metrics(run) });
@@ -106,10 +110,11 @@ export class WorkloadRunner {
   }
 
   /** Ask a run to stop (its in-flight requests get ~2 s); the worker is terminated if it does not answer. */
-  stop(r: LiveRun, reason: string | null = null): Promise<RunEnd> {
+  stop(r: LiveRun, reason: string | null = null, as: 'failed' | 'stopped' = 'failed'): Promise<RunEnd> {
     if (!r.stopRequested) {
       r.stopRequested = true;
       r.stopReason = reason;
+      r.stopAs = as;
       r.worker.postMessage({ type: 'stop' });
       const kill = setTimeout(() => { void r.worker.terminate(); }, 5000);
       kill.unref();

@@ -136,7 +136,10 @@ describe('/api/workloads', () => {
     expect(got[0]).toMatchObject({ authorization: secrets.Authorization, cookie: secrets.Cookie, 'proxy-authorization': secrets['Proxy-Authorization'], 'x-api-key': secrets['X-Api-Key'], 'x-session-token': secrets['x-session-token'], 'x-trace': 'visible-1' });
     // every answer that carries the config
     expect(done.config.headers).toEqual(redacted);
-    expect((await a.get('/api/workloads')).body.workloads.find((w: { id: number }) => w.id === id).config.headers).toEqual(redacted);
+    // the list leaves the headers (and body) out: GET /api/workloads/:id has them
+    const listed = (await a.get('/api/workloads')).body.workloads.find((w: { id: number }) => w.id === id);
+    expect(listed.config).toMatchObject({ app_hostnames: ['shop.localhost'], rps: 20 });
+    expect(listed.config.headers).toBeUndefined();
     expect((await a.get(`/api/workloads/${id}/report.json`)).body.config.headers).toEqual(redacted);
     expect((await a.get(`/workload/status/${id}`)).body.config.headers).toEqual(redacted);
     const texts = [liveText, (await a.get(`/api/workloads/${id}/report`)).text, JSON.stringify(done), (await a.get('/api/workloads')).text, (await a.get(`/workload/metrics/${id}`)).text];
@@ -219,6 +222,8 @@ describe('/api/workloads', () => {
     [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, method: 'GE T' }, /method/],
     [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, bogus: 1 }, /unknown field "bogus"/],
     [{ app_hostname: '', rps: 10, duration_seconds: 1 }, /app_hostname/],
+    // each header within its 8 KiB, the head over 16 KiB (a run stores its config: a list of 1,000 runs stays small)
+    [{ app_hostname: 'shop.localhost', rps: 10, duration_seconds: 1, headers: { 'x-a': 'a'.repeat(8000), 'x-b': 'b'.repeat(8000), 'x-c': 'c'.repeat(8000) } }, /request head .* bytes; at most 16384/],
   ])('bad input %j is 400 with a message', async (body, message) => {
     const r = await a.post('/api/workloads', body);
     expect(r.status, r.text).toBe(400);
@@ -463,5 +468,19 @@ describe('persistence', () => {
     const next = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 5, duration_seconds: 1 });
     expect(next.status, next.text).toBe(201);
     expect((await waitDone(a, next.body.id)).status).toBe('completed');
+  }, 30_000);
+
+  it('a run whose app is deleted stops at the next heartbeat (another user may claim the name, and would get the load and its bill)', async () => {
+    await insertReadyImage(t.cp, await userId(a), 'doomed.localhost');
+    const r = await a.post('/api/workloads', { app_hostname: 'doomed.localhost', rps: 20, duration_seconds: 60 });
+    expect(r.status, r.text).toBe(201);
+    const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+    const sentIn = async (ms: number) => { const n = seen.filter((h) => h === 'doomed.localhost').length; await sleep(ms); return seen.filter((h) => h === 'doomed.localhost').length - n; };
+    expect(await sentIn(1000)).toBeGreaterThan(5);
+    const del = await a.del('/api/apps/doomed.localhost');
+    expect(del.status, del.text).toBe(204);
+    const done = await waitDone(a, r.body.id, (HEARTBEAT_S + 8) * 1000);
+    expect(done).toMatchObject({ status: 'stopped', status_reason: 'the app doomed.localhost was deleted (or is no longer yours) during the run' });
+    expect(await sentIn(1500)).toBe(0);
   }, 30_000);
 });
