@@ -2,8 +2,8 @@ import { envNumber } from '../env.js';
 import { ApiError } from './errors.js';
 
 /**
- * Long-lived streams (log follows, workload live SSE) per user and in all: each holds a socket,
- * timers and, for log follows, Docker streams for as long as the client stays. `acquire` answers
+ * Streams (log reads and follows, workload live SSE) per user and in all: each holds a socket,
+ * timers and, for logs, a backlog and Docker streams for as long as the client stays. `acquire` answers
  * 429 past either cap and returns the release (idempotent), to call when the stream closes.
  *
  * Caps: `BERTH_MAX_STREAMS_PER_USER` (default 20) and `BERTH_MAX_STREAMS` (default 500).

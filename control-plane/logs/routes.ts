@@ -5,6 +5,7 @@ import { ApiError, badRequest, notFound } from '../http/errors.js';
 import { hostParams, idParams, int } from '../http/schemas.js';
 import type { ContainerRow } from '../images/repo.js';
 import { streamLimits } from '../http/stream-limits.js';
+import { envNumber } from '../env.js';
 import { parseTimeQuery, TIME_QUERY_FORMS, timeQuerySchema } from '../http/time-query.js';
 import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js';
 
@@ -23,8 +24,10 @@ import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js'
  *   instances is merged by Docker's timestamps from at most 8 MiB of lines (the oldest beyond are
  *   skipped, and the output says so); while following, new instances (scale-up, a new revision)
  *   are picked up within two seconds (one query per app shared by all its followers, InstancePolls).
- * - Follows count against the per-user and global caps on live streams (http/stream-limits.ts):
- *   429 past them, released when the stream closes.
+ * - Every read (follow or not) counts against the per-user and global caps on streams
+ *   (http/stream-limits.ts): 429 past them, released when the response closes. A client that
+ *   leaves lines unread for BERTH_LOG_STALL_MS (60 s) is disconnected: a read nobody reads holds
+ *   its backlog and its Docker streams.
  * - Another user's container or app answers 404. A client that goes away closes every Docker
  *   stream it had (runtime/logs.ts counts them).
  */
@@ -36,7 +39,7 @@ export const MAX_TAIL = 10_000;
 export const DEFAULT_TAIL = 1000;
 const APP_DEFAULT_TAIL = 200;
 /** The merged backlog of an app's instances holds at most this much text; older lines are skipped. */
-export const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
+export const MAX_BACKLOG_BYTES = 2 * 1024 * 1024;
 
 const BOOL = { type: 'string', enum: ['0', '1', 'true', 'false', ''] } as const;
 const querySchema = (app: boolean) => ({
@@ -65,6 +68,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
   const live = new Set<() => void>();
   app.addHook('preClose', async () => { for (const stop of [...live]) stop(); });
   const limits = streamLimits(app);
+  const stallMs = envNumber('BERTH_LOG_STALL_MS', 60_000, 100, 86_400_000, true);
   const polls = new InstancePolls((e) => app.log.warn({ err: e.message }, 'could not look for new instances'));
   app.addHook('onClose', async () => polls.close());
 
@@ -115,7 +119,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const prefix = !src.single;
     const initial = await src.list();
     if (initial.length > MAX_STREAMS) throw new ApiError(409, 'too_many_instances', `the app has ${initial.length} instances; read them with container=ID`);
-    const release = follow ? limits.acquire(req.user!.id, 'log follow') : undefined;
+    const release = limits.acquire(req.user!.id, follow ? 'log follow' : 'log read');
     const startedAt = Date.now() / 1000;
 
     reply.hijack();
@@ -136,20 +140,31 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     let paused = false;
     let unsubscribe: (() => void) | undefined;
     let beat: NodeJS.Timeout | undefined;
+    let stall: NodeJS.Timeout | undefined;
     const stop = () => {
       if (done) return;
       done = true;
-      release?.();
+      release();
       live.delete(stop);
       unsubscribe?.();
       if (beat) clearInterval(beat);
+      if (stall) clearTimeout(stall);
       for (const s of streams) s.close();
       streams.clear();
       if (!res.writableEnded) res.end();
     };
     live.add(stop);
     res.on('close', stop);
-    res.on('drain', () => { if (paused) { paused = false; for (const s of streams) s.resume(); } });
+    res.on('drain', () => {
+      if (stall) { clearTimeout(stall); stall = undefined; }
+      if (paused) { paused = false; for (const s of streams) s.resume(); }
+    });
+    // lines left unread that long: the client is gone or hostile; what it holds is freed
+    const stalled = () => {
+      req.log.info({ stallMs }, 'log reader read nothing for too long; disconnected');
+      stop();
+      res.destroy();
+    };
 
     /** Writes a line; false when the response buffer is full (the Docker streams are paused until it drains). */
     const write = (c: ContainerRow, l: LogLine): boolean => {
@@ -158,6 +173,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
         ? res.write(`event: log\ndata: ${JSON.stringify({ container_id: c.id, image_id: c.image_id, stream: l.stream, time: l.time || null, line: l.text })}\n\n`)
         : res.write(`${prefix ? `[${c.id}] ` : ''}${stamps && l.time ? `${l.time} ` : ''}${l.text}\n`);
       if (!ok && !paused) { paused = true; for (const s of streams) s.pause(); }
+      if (!ok && !stall) { stall = setTimeout(stalled, stallMs); stall.unref(); }
       return ok;
     };
     const drained = () => new Promise<void>((resolve) => {

@@ -6,18 +6,20 @@ import { appLogConfig, createContainerRuntime } from '../../control-plane/runtim
 import type { Runtime } from '../../control-plane/runtime/docker.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import { streamLimits } from '../../control-plane/http/stream-limits.js';
 
 /**
  * App logs without Docker: the daemon's log endpoint is a fake (modem.dial answers a multiplexed
  * stream made here), so what the control plane pulls from Docker, how much it holds and what it
- * answers can be measured. Caps on follows are lowered through the environment (3 per user, 5 in all).
+ * answers can be measured. Caps on streams are lowered through the environment (3 per user, 5 in
+ * all), and a reader is disconnected after 3 s without reading.
  */
 let t: TestControlPlane;
 let cp: ControlPlane;
 let alice: Api;
 let bob: Api;
 let aliceId: number;
-const env = { BERTH_MAX_STREAMS_PER_USER: '3', BERTH_MAX_STREAMS: '5' };
+const env = { BERTH_MAX_STREAMS_PER_USER: '3', BERTH_MAX_STREAMS: '5', BERTH_LOG_STALL_MS: '3000' };
 
 /** What each Docker log request asked for, and how many bytes the control plane pulled from it. */
 const dialed: { options: Record<string, unknown>; pulled: number; body: Readable }[] = [];
@@ -131,12 +133,34 @@ describe('app logs: bounded reads', () => {
     expect(pulled).toBeLessThan(16 * 1024 * 1024);
   });
 
-  it("an app's merged backlog is at most 8 MiB, and the output says older lines were skipped", async () => {
-    await container('merge.example.com', 'merge1', 6 * 1024 * 1024);
-    await container('merge.example.com', 'merge2', 6 * 1024 * 1024);
+  it('a client that leaves lines unread for BERTH_LOG_STALL_MS is disconnected, and its stream slot is freed', async () => {
+    const id = await container('stall.example.com', 'stall1', 64 * 1024 * 1024);
+    const limits = streamLimits(cp.app);
+    const before = dialed.length;
+    const c = await slowGet(`/api/containers/${id}/logs`, alice.token!);
+    try {
+      expect(c.res.statusCode).toBe(200);
+      expect(limits.count(aliceId)).toBe(1);
+      // (the paused client would not see the FIN before reading: watch the server's side)
+      const t0 = Date.now();
+      while (limits.count(aliceId) > 0 && Date.now() - t0 < 10_000) await sleep(100);
+      const waited = Date.now() - t0;
+      expect(limits.count(aliceId)).toBe(0);
+      expect(waited).toBeGreaterThan(2000);
+      // the Docker stream it held is closed, having given a bounded amount
+      expect(dialed[before].body.destroyed).toBe(true);
+      expect(dialed[before].pulled).toBeLessThan(16 * 1024 * 1024);
+    } finally {
+      c.close();
+    }
+  });
+
+  it("an app's merged backlog is at most 2 MiB, and the output says older lines were skipped", async () => {
+    await container('merge.example.com', 'merge1', 3 * 1024 * 1024);
+    await container('merge.example.com', 'merge2', 3 * 1024 * 1024);
     const r = await alice.get('/api/apps/merge.example.com/logs');
     expect(r.status).toBe(200);
-    expect(r.text.length).toBeLessThan(9 * 1024 * 1024);
+    expect(r.text.length).toBeLessThan(2.5 * 1024 * 1024);
     expect(r.text.slice(0, 200)).toMatch(/^berth: \d+ older lines skipped/);
     // the newest lines of both instances are kept
     expect(/\[\d+\] merge1 line \d+ x+\n/.test(r.text.slice(-100_000)), 'merge1').toBe(true);
@@ -184,7 +208,10 @@ describe('live streams are capped per user and in all', () => {
     expect(over.status).toBe(429);
     expect(over.body.error.code).toBe('too_many_streams');
     expect((await alice.get('/api/apps/follow.example.com/logs?follow=1')).status).toBe(429);
-    expect((await alice.get(`/api/containers/${id}/logs`)).status).toBe(200); // a plain read is not a stream
+    // a plain read is one too: it holds a backlog and Docker streams while its client reads
+    const plain = await alice.get(`/api/containers/${id}/logs`);
+    expect(plain.status).toBe(429);
+    expect(plain.body.error.message).toMatch(/open log read streams/);
 
     const { rows: [w] } = await cp.db.query<{ id: number }>(`INSERT INTO workloads (user_id, status, config) VALUES ($1, 'completed', '{}') RETURNING id`, [aliceId]);
     expect((await alice.get(`/api/workloads/${w.id}/live`)).status).toBe(429);
