@@ -37,6 +37,9 @@ export interface PolicyResult {
 /** berth's image naming: `berth-u{user}-i{image}`. */
 const BERTH_REPO = /^berth-u(\d+)(?:-|$)/i;
 
+/** The largest Dockerfile an upload may have (real ones are a few KiB; this one is read on the API's event loop). */
+export const MAX_DOCKERFILE_BYTES = 256 * 1024;
+
 const KNOWN_DIRECTIVES = new Set(['syntax', 'escape', 'check']);
 const ALLOWED_FRONTEND = /^(?:(?:docker\.io\/)?docker\/dockerfile(?:-upstream)?)(?::[\w.-]+)?(?:@sha256:[a-f0-9]{64})?$/i;
 
@@ -56,16 +59,29 @@ interface Instruction {
 // ---------------------------------------------------------------------------------------------
 // Lexing
 
+/** Spaces and tabs off both ends (linear, unlike an anchored regex on a long run of blanks). */
+function trimBlanks(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s[a] === ' ' || s[a] === '\t')) a++;
+  while (b > a && (s[b - 1] === ' ' || s[b - 1] === '\t')) b--;
+  return s.slice(a, b);
+}
+
 function parseDirectives(lines: string[]): { escape: string; directives: Map<string, { value: string; no: number }> } {
   const directives = new Map<string, { value: string; no: number }>();
   let i = 0;
   for (; i < lines.length; i++) {
-    const m = /^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$/.exec(lines[i]);
+    // `(.*)` and a hand trim, not `(.+?)[ \t]*$`: that backtracks quadratically on a long run of
+    // blanks (a 1 MiB first line held the event loop for minutes)
+    const m = /^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=(.*)$/.exec(lines[i]);
     if (!m) break;
+    const value = trimBlanks(m[2]);
+    if (value === '') break;
     const key = m[1].toLowerCase();
     if (!KNOWN_DIRECTIVES.has(key)) break;
     if (directives.has(key)) throw new DockerfilePolicyError(i + 1, `parser directive "${key}" given twice`);
-    directives.set(key, { value: m[2], no: i + 1 });
+    directives.set(key, { value, no: i + 1 });
   }
   const esc = directives.get('escape');
   if (esc && esc.value !== '\\' && esc.value !== '`') throw new DockerfilePolicyError(esc.no, `invalid escape directive "${esc.value}" (only \\ or \`)`);
@@ -160,8 +176,17 @@ function splitWords(s: string, escape: string): string[] {
   return words;
 }
 
+/**
+ * `${A:-${B:-…}}` deeper than this is not resolved (as an unset variable): each level rescans the
+ * rest of the word, and a 1 MiB line of them would take seconds, then overflow the stack.
+ */
+const MAX_SUBSTITUTION_DEPTH = 16;
+/** A variable name where `$` left off (sticky: no copy of the rest of the word per `$`) */
+const VAR_NAME = /[A-Za-z_][A-Za-z0-9_]*/y;
+
 /** Remove quotes and escapes and substitute variables; throws Unresolved. */
-function expand(word: string, lookup: Lookup, escape: string): string {
+function expand(word: string, lookup: Lookup, escape: string, depth = 0): string {
+  if (depth > MAX_SUBSTITUTION_DEPTH) throw new Unresolved(`{…} (substitutions nested deeper than ${MAX_SUBSTITUTION_DEPTH})`);
   let out = '';
   let i = 0;
   const readVar = (): string => {
@@ -179,11 +204,12 @@ function expand(word: string, lookup: Lookup, escape: string): string {
       if (v === undefined) throw new Unresolved(name); // could come from the base image's environment
       const colon = m[2].startsWith(':');
       const set = colon ? v !== null && v !== '' : v !== null;
-      const alt = () => expand(m[3], lookup, escape);
+      const alt = () => expand(m[3], lookup, escape, depth + 1);
       if (m[2].endsWith('-')) return set ? v! : alt();
       return set ? alt() : '';
     }
-    const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(word.slice(i));
+    VAR_NAME.lastIndex = i;
+    const m = VAR_NAME.exec(word);
     if (!m) return '$';
     i += m[0].length;
     const v = lookup(m[0]);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DockerfilePolicyError, checkDockerfile, checkImageRef } from '../../control-plane/images/dockerfile-policy.js';
+import { DockerfilePolicyError, MAX_DOCKERFILE_BYTES, checkDockerfile, checkImageRef } from '../../control-plane/images/dockerfile-policy.js';
 
 /** Unit tests of the Dockerfile policy (tenant isolation, DESIGN.md "Security model"). User 1 checks throughout. */
 const ME = 1;
@@ -176,5 +176,36 @@ describe('other build escapes', () => {
     expect(refused('# escape=x\nFROM busybox\n').message).toMatch(/escape/);
     // not a directive here: `\` stays the escape character, so the backtick does not continue the line
     allowed('# hello\n# escape=`\nFROM busybox\nRUN echo `\nADD local.txt /x\n');
+  });
+});
+
+describe('hostile Dockerfile text costs bounded time (the check runs on the API event loop)', () => {
+  const K = MAX_DOCKERFILE_BYTES;
+  const n = (unit: string) => Math.floor((K - 64) / unit.length);
+  it.each([
+    // `(.+?)[ \t]*$` on a directive backtracked quadratically: 80,000 blanks took 4.6 s
+    ['a parser directive with a long run of blanks', '#syntax=x' + ' '.repeat(K - 64) + 'y\nFROM busybox\n'],
+    // each level rescanned the word, then the stack overflowed (a 500)
+    ['nested ${A:-${A:-…}}', 'FROM busybox\nENV X=' + '${A:-'.repeat(n('${A:-}')) + 'z' + '}'.repeat(n('${A:-}')) + '\n'],
+    ['nested substitutions in FROM', 'ARG A=1\nFROM ' + '${B:-'.repeat(n('${B:-}')) + 'busybox' + '}'.repeat(n('${B:-}')) + '\n'],
+    ['a word of dollars', 'FROM busybox\nENV X="' + '$'.repeat(K - 64) + '\n'],
+    ['a run of flags', 'FROM busybox\nCOPY ' + '--a'.repeat(n('--a')) + ' x y\n'],
+    ['escaped blanks', 'FROM busybox\nRUN ' + '\\ '.repeat(n('\\ ')) + 'x\n'],
+  ])('%s: answered in well under a second', (_what, df) => {
+    const t0 = performance.now();
+    try {
+      checkDockerfile(df, ME);
+    } catch (e) {
+      if (!(e instanceof DockerfilePolicyError)) throw e; // refused with a message is fine; a crash is not
+    }
+    expect(performance.now() - t0).toBeLessThan(500);
+  });
+
+  it('a directive keeps its value, blanks trimmed; one nested too deep is not resolved', () => {
+    expect(refused('# syntax =  berth-u2-i1:latest \t \nFROM busybox\n').message).toMatch(/berth-u2-i1:latest/);
+    allowed('#syntax=docker/dockerfile:1.7   \nFROM busybox\n');
+    const deep = 'ARG A=busybox\nFROM ' + '${B:-'.repeat(17) + '${A}' + '}'.repeat(17) + '\n';
+    expect(refused(deep).message).toMatch(/nested deeper than 16/);
+    allowed('ARG A=busybox\nFROM ' + '${B:-'.repeat(16) + '${A}' + '}'.repeat(16) + '\n');
   });
 });
