@@ -32,7 +32,7 @@ export interface BuildQueueOptions {
    * Runs before each build with the build context in place; throwing fails the build with that
    * reason (app.ts: the Dockerfile policy and the ownership of every image the build reads).
    */
-  verify?: (img: ImageRow, contextDir: string) => Promise<void>;
+  verify?: (img: ImageRow, contextDir: string, o: { onOutput: (text: string) => void; signal: AbortSignal }) => Promise<void>;
   /** Attempts and first backoff for database bookkeeping on transient errors (defaults 6 / 250 ms). */
   dbAttempts?: number;
   dbRetryBaseMs?: number;
@@ -211,7 +211,7 @@ export class BuildQueue {
       let reason: string | null = null;
       let dockerId: string | null = null;
       try {
-        await this.o.verify?.(img, contextDir(this.o.dataDir, img.user_id, img.id));
+        await this.o.verify?.(img, contextDir(this.o.dataDir, img.user_id, img.id), { onOutput: (t) => log.append(t), signal: abort.signal });
         const res = await this.o.runtime.buildImage({
           contextDir: contextDir(this.o.dataDir, img.user_id, img.id),
           tag: img.docker_image,

@@ -32,6 +32,8 @@ export interface ImageInfo {
   id: string;
   repoTags: string[];
   labels: Record<string, string>;
+  /** ONBUILD triggers: instructions a build FROM it runs first (build-check.ts refuses them) */
+  onBuild: string[];
 }
 
 /** The option that turns inter-container traffic off on a bridge network. */
@@ -58,6 +60,8 @@ export interface Runtime {
   tagImage(source: string, target: string): Promise<void>;
   /** An image's id, tags and labels, or null when the daemon has no such image. */
   inspectImage(ref: string): Promise<ImageInfo | null>;
+  /** Pull an image from its registry (progress lines to `onOutput`); rejects with the daemon's error. */
+  pullImage(ref: string, onOutput: (text: string) => void, signal?: AbortSignal): Promise<void>;
   /** Names of the berth networks. */
   readonly networks: BerthNetworks;
   /**
@@ -141,12 +145,23 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
   async function inspectImage(ref: string): Promise<ImageInfo | null> {
     try {
       const info = await retrying('inspect image', () => docker.getImage(ref).inspect());
-      return { id: info.Id, repoTags: info.RepoTags ?? [], labels: info.Config?.Labels ?? {} };
+      return { id: info.Id, repoTags: info.RepoTags ?? [], labels: info.Config?.Labels ?? {}, onBuild: info.Config?.OnBuild ?? [] };
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return null;
       if (isTransientDockerError(e)) throw new DockerUnavailableError(`Docker daemon unreachable at ${endpoint}: ${(e as Error).message}`);
       throw e;
     }
+  }
+
+  async function pullImage(ref: string, onOutput: (text: string) => void, signal?: AbortSignal): Promise<void> {
+    const stream = (await retrying('pull', () => docker.pull(ref, { abortSignal: signal } as object), signal)) as Readable;
+    await new Promise<void>((resolve, reject) => {
+      docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve()), (e: { status?: string; id?: string; error?: string; progress?: string }) => {
+        // layer progress bars are noise in a build log: statuses only, once per layer and state
+        if (e.error) onOutput(`ERROR: ${e.error}\n`);
+        else if (e.status && !e.progress) onOutput(`${e.id ? e.id + ': ' : ''}${e.status}\n`);
+      });
+    });
   }
 
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
@@ -229,7 +244,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     }
   }
 
-  return { docker, endpoint, ping, buildImage, removeImage, tagImage, inspectImage, networks, ensureNetworks };
+  return { docker, endpoint, ping, buildImage, removeImage, tagImage, inspectImage, pullImage, networks, ensureNetworks };
 }
 
 /**

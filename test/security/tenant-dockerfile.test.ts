@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar } from '../helpers/archives.js';
@@ -130,6 +131,25 @@ await describeWithDocker("builds cannot read another user's image", () => {
     expect(img.status_reason).toMatch(/resolves to another user's image/);
     const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
     expect(logs).not.toContain('bob-database-password');
+  });
+
+  it('a base image with ONBUILD triggers fails the build before any step runs (the policy never saw them)', async () => {
+    // as one published on Docker Hub would be: its triggers read a host-only address
+    const evil = `berth-test/onbuild-${Math.random().toString(36).slice(2, 8)}:1`;
+    const ctx = await makeTar([{ name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nONBUILD ADD http://127.0.0.1:9/loot /loot\nONBUILD RUN echo onbuild-trigger-ran\n' }]);
+    const out = await docker.buildImage(Readable.from([ctx]) as unknown as NodeJS.ReadableStream, { t: evil });
+    await new Promise((resolve, reject) => docker.modem.followProgress(out, (e: Error | null) => (e ? reject(e) : resolve(null))));
+    refs.push(evil);
+    const r = await alice.upload({ name: 'onbuild', app_hostname: host(), min_instances: 0 }, await dockerfile(`FROM ${evil}\nRUN true\n`));
+    expect(r.status, r.text).toBe(201);
+    refs.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id, 90_000);
+    expect(img.status).toBe('build_failed');
+    expect(img.status_reason).toMatch(/has ONBUILD triggers \("ADD http:\/\/127\.0\.0\.1:9\/loot \/loot"/);
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    // no build step ran: no trigger's output line, no step at all
+    expect(logs.split('\n')).not.toContain('onbuild-trigger-ran');
+    expect(logs).not.toMatch(/^Step \d+\//m);
   });
 
   it("the own images build, and FROM an own image works", async () => {
