@@ -48,15 +48,18 @@ class Budget {
 
 /** Writes entries under `root` with every check applied; shared by the zip and tar readers. */
 class Writer {
+  /** directories made or checked already (ensureDir): each entry checks only what is new in its path */
+  private readonly known = new Set<string>();
+
   constructor(readonly root: string, readonly realRoot: string, readonly budget: Budget) {}
 
   async dir(name: string, rel: string): Promise<void> {
-    await ensureDir(this.root, this.realRoot, rel, name);
+    await ensureDir(this.root, this.realRoot, rel, name, this.known);
   }
 
   private async target(name: string, rel: string): Promise<string> {
     if (rel === '') throw new ArchiveError(`entry "${name}": not a file name`);
-    const parent = await ensureDir(this.root, this.realRoot, posix.dirname(rel) === '.' ? '' : posix.dirname(rel), name);
+    const parent = await ensureDir(this.root, this.realRoot, posix.dirname(rel) === '.' ? '' : posix.dirname(rel), name, this.known);
     const abs = join(parent, posix.basename(rel));
     // A later entry replaces an earlier one; unlink never follows a symlink.
     try {
