@@ -1,5 +1,6 @@
 import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { startSse } from '../http/sse.js';
+import { streamLimits } from '../http/stream-limits.js';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -352,12 +353,26 @@ async function sweepLeftovers(app: FastifyInstance): Promise<void> {
   if (gone.length) app.log.info({ count: gone.length }, 'removed uploads and staging dirs left by a previous run');
 }
 
+/** Output a build-log follower may leave unread before it is disconnected. */
+const FOLLOW_BUFFER_MAX = 2 * 1024 * 1024;
+
 /** SSE: the log so far, then live output until the build ends (`event: end` with the status). */
 async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow, followers: Set<() => void>): Promise<void> {
+  // a stream like a log follow: counted against the per-user and global caps (429 past them)
+  const release = streamLimits(app).acquire(img.user_id, 'build log follow');
   const res = startSse(req, reply);
-  const send = (event: string, data: unknown) => { if (!res.destroyed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
+  const send = (event: string, data: unknown) => {
+    if (res.destroyed) return;
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    // a follower that does not read would buffer the whole build's output here: it is dropped
+    // (reconnecting gives the log so far, at most its 1 MiB cap, then live output again)
+    if (res.writableLength > FOLLOW_BUFFER_MAX) {
+      req.log.info({ imageId: img.id, buffered: res.writableLength }, 'build log follower too slow; disconnected');
+      res.destroy();
+    }
+  };
   let closed = false;
-  const cleanups: (() => void)[] = [];
+  const cleanups: (() => void)[] = [release];
   const finish = (status: string) => {
     if (closed) return;
     closed = true;

@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { streamLimits } from '../../control-plane/http/stream-limits.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
@@ -134,6 +136,33 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     expect(again.map((e) => e.event)).toEqual(['log', 'end']);
     expect(again[0].data.text).toContain('third-line');
   });
+
+  it('a build-log follower counts as a stream, and one that does not read is disconnected instead of buffering the build', async () => {
+    // ~24 MB of output in one step, then a pause: a follower that never reads would hold it all
+    const df = 'FROM berth-test/busybox:1\nRUN head -c 24000000 /dev/zero | tr "\\0" x | fold -w 100 && sleep 3\n';
+    const r = await alice.upload({ name: 'flood', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: df }]));
+    expect(r.status, r.text).toBe(201);
+    made.push(r.body.docker_image);
+    const me = Number((await alice.get('/api/auth/me')).body.user.id);
+    const limits = streamLimits(cp.app);
+    const u = new URL(cp.url);
+    const req = httpRequest({ host: u.hostname, port: u.port, path: `/api/images/${r.body.id}/build-logs?follow=1`, headers: { authorization: `Bearer ${alice.token}` } });
+    const res = await new Promise<IncomingMessage>((resolve, reject) => { req.on('response', resolve); req.on('error', reject); req.end(); });
+    res.pause(); // never reads
+    try {
+      expect(res.statusCode).toBe(200);
+      expect(limits.count(me)).toBe(1);
+      // dropped while the build still runs (its sleep), the stream's place freed
+      const t0 = Date.now();
+      while (limits.count(me) > 0 && Date.now() - t0 < 60_000) await new Promise((res) => setTimeout(res, 100));
+      expect(limits.count(me)).toBe(0);
+      expect((await alice.get(`/api/images/${r.body.id}`)).body.status).toBe('building');
+    } finally {
+      req.destroy();
+    }
+    const img = await alice.waitForBuild(r.body.id, 90_000);
+    expect(img.status, img.status_reason).toBe('ready');
+  }, 120_000);
 
   it('caps stored build output, keeping the tail and saying it was cut', async () => {
     const df = 'FROM berth-test/busybox:1\nRUN for i in $(seq 1 400); do echo "noisy line $i ................................"; done\n';
