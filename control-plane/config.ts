@@ -2,6 +2,18 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
+import { parseCpu, parseMemory } from './images/fields.js';
+
+/** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */
+function envLimit(name: string, dflt: string, parse: (v: string) => number): number | null {
+  const raw = (process.env[name] ?? dflt).trim();
+  if (raw.toLowerCase() === 'none') return null;
+  try {
+    return parse(raw);
+  } catch (e) {
+    throw new Error(`${name}="${raw}": ${(e as Error).message.replace(/^field "[a-z_]+"( must be|:)? ?/, '')} (or none)`);
+  }
+}
 import { parseAppDomains } from './apps/domains.js';
 
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
@@ -35,6 +47,12 @@ export interface ControlPlaneOptions {
   buildConcurrency?: number;
   /** A build running longer than this is aborted and marked failed (default 30 min). */
   buildTimeoutMs?: number;
+  /**
+   * What one build's steps (RUN) may use: memory in bytes (no swap beyond it) and CPUs; null: no
+   * limit. Defaults: BERTH_BUILD_MEMORY (4g) and BERTH_BUILD_CPUS (2), `none` for no limit.
+   */
+  buildMemoryBytes?: number | null;
+  buildCpus?: number | null;
   /**
    * Login throttling (control-plane/README.md, "Security"). Per (account, source address):
    * `perAccountMax` failures answered without delay (default 5), then a delay from
@@ -153,6 +171,8 @@ export interface ResolvedConfig {
   maxBuildLogBytes: number;
   buildConcurrency: number;
   buildTimeoutMs: number;
+  buildMemoryBytes: number | null;
+  buildCpus: number | null;
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
   seedDefaultUser: boolean;
@@ -207,6 +227,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     maxBuildLogBytes: o.maxBuildLogBytes ?? 1024 * 1024,
     buildConcurrency: Math.max(1, o.buildConcurrency ?? 2),
     buildTimeoutMs: o.buildTimeoutMs ?? 30 * 60 * 1000,
+    buildMemoryBytes: o.buildMemoryBytes !== undefined ? o.buildMemoryBytes : envLimit('BERTH_BUILD_MEMORY', '4g', (v) => parseMemory(v).bytes),
+    buildCpus: o.buildCpus !== undefined ? o.buildCpus : envLimit('BERTH_BUILD_CPUS', '2', (v) => parseCpu(v)),
     loginRateLimit: {
       perIpMax: o.loginRateLimit?.perIpMax ?? 30,
       perIpWindowMs: o.loginRateLimit?.perIpWindowMs ?? 60_000,

@@ -28,6 +28,9 @@ export interface BuildQueueOptions {
   concurrency: number;
   maxLogBytes: number;
   timeoutMs: number;
+  /** what each build's steps may use (null: no limit) */
+  memoryBytes?: number | null;
+  cpus?: number | null;
   /**
    * Runs before each build with the build context in place; throwing fails the build with that
    * reason (app.ts: the Dockerfile policy and the ownership of every image the build reads).
@@ -218,6 +221,8 @@ export class BuildQueue {
           labels: { 'berth.managed': 'true', 'berth.user': String(img.user_id), 'berth.image': String(img.id), 'berth.app_hostname': img.app_hostname },
           onOutput: (t) => log.append(t),
           signal: abort.signal,
+          memoryBytes: this.o.memoryBytes,
+          cpus: this.o.cpus,
         });
         dockerId = res.imageId;
         status = 'ready';

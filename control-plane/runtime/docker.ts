@@ -25,6 +25,9 @@ export interface BuildImageOptions {
   /** Called with each chunk of build output as it arrives. */
   onOutput: (text: string) => void;
   signal?: AbortSignal;
+  /** what the build's steps may use (null: no limit) */
+  memoryBytes?: number | null;
+  cpus?: number | null;
 }
 
 /** What a build needs to know about an image it reads (FROM, COPY --from). */
@@ -186,6 +189,9 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         pull: false,
         // RUN steps on a berth network: no traffic to app containers (another bridge) or to other builds (icc off)
         networkmode: networks.build,
+        // a RUN step is the tenant's code on the host: bounded memory (no swap beyond it) and CPU
+        ...(b.memoryBytes ? { memory: b.memoryBytes, memswap: b.memoryBytes } : {}),
+        ...(b.cpus ? { cpuperiod: 100_000, cpuquota: Math.round(b.cpus * 100_000) } : {}),
         abortSignal: b.signal,
       } as Docker.ImageBuildOptions), b.signal)) as Readable;
     let imageId: string | undefined;

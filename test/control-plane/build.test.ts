@@ -48,7 +48,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   beforeAll(async () => {
     pg = await startTestPostgres();
     data = await tempDir();
-    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096 });
+    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096, buildMemoryBytes: 256 * 1024 * 1024, buildCpus: 0.5 });
     alice = await new Api(cp.url).signup('builder@example.com');
   });
 
@@ -163,6 +163,18 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     const img = await alice.waitForBuild(r.body.id, 90_000);
     expect(img.status, img.status_reason).toBe('ready');
   }, 120_000);
+
+  it("a build's steps run with the configured memory (no swap) and CPU limits", async () => {
+    // cgroup v2 or v1, whichever the daemon uses
+    const df = 'FROM berth-test/busybox:1\nRUN echo "mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)" && echo "cpu=$(cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"\n';
+    const r = await alice.upload({ name: 'limited', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: df }]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id, 90_000);
+    expect(img.status, img.status_reason).toBe('ready');
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    expect(logs).toContain(`mem=${256 * 1024 * 1024}`);
+    expect(logs).toMatch(/cpu=50000\b/);
+  });
 
   it('caps stored build output, keeping the tail and saying it was cut', async () => {
     const df = 'FROM berth-test/busybox:1\nRUN for i in $(seq 1 400); do echo "noisy line $i ................................"; done\n';

@@ -66,6 +66,15 @@ describe('per-user quotas', () => {
     expect(resolveConfig({}).quotas).toEqual({ images: 100, containers: 20, builds: 4 });
     expect(resolveConfig({}).containerPidsLimit).toBe(512);
     expect(resolveConfig({}).containerMemoryDefaultBytes).toBe(512 * 1024 * 1024);
+    // a build's steps: 4 GiB (no swap beyond) and 2 CPUs unless told; `none` lifts a limit; a bad value names the variable
+    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2 });
+    const env = (vars: Record<string, string>, fn: () => void) => {
+      Object.assign(process.env, vars);
+      try { fn(); } finally { for (const k of Object.keys(vars)) delete process.env[k]; }
+    };
+    env({ BERTH_BUILD_MEMORY: '1g', BERTH_BUILD_CPUS: 'none' }, () => expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 1024 ** 3, buildCpus: null }));
+    env({ BERTH_BUILD_MEMORY: 'lots' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_MEMORY="lots": a size like/));
+    env({ BERTH_BUILD_CPUS: '0' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_CPUS="0": .*between 0.01 and 256/));
   });
 
   it('concurrent builds past the quota answer 429 too_many_builds; another user is unaffected', async () => {
