@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
+import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 
 /** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */
@@ -53,6 +54,12 @@ export interface ControlPlaneOptions {
    */
   buildMemoryBytes?: number | null;
   buildCpus?: number | null;
+  /**
+   * The largest instance a tenant may ask for (cpu_limit, memory_limit): 400 `instance_too_large`
+   * past it; null: no ceiling. Defaults: BERTH_MAX_INSTANCE_CPUS and BERTH_MAX_INSTANCE_MEMORY,
+   * else this host's CPUs and memory (`none` for no ceiling).
+   */
+  instanceMax?: { cpus: number | null; memoryBytes: number | null };
   /**
    * Login throttling (control-plane/README.md, "Security"). Per (account, source address):
    * `perAccountMax` failures answered without delay (default 5), then a delay from
@@ -173,6 +180,7 @@ export interface ResolvedConfig {
   buildTimeoutMs: number;
   buildMemoryBytes: number | null;
   buildCpus: number | null;
+  instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
   seedDefaultUser: boolean;
@@ -229,6 +237,10 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     buildTimeoutMs: o.buildTimeoutMs ?? 30 * 60 * 1000,
     buildMemoryBytes: o.buildMemoryBytes !== undefined ? o.buildMemoryBytes : envLimit('BERTH_BUILD_MEMORY', '4g', (v) => parseMemory(v).bytes),
     buildCpus: o.buildCpus !== undefined ? o.buildCpus : envLimit('BERTH_BUILD_CPUS', '2', (v) => parseCpu(v)),
+    instanceMax: o.instanceMax ?? {
+      cpus: envLimit('BERTH_MAX_INSTANCE_CPUS', String(Math.max(1, cpus().length)), (v) => parseCpu(v)),
+      memoryBytes: envLimit('BERTH_MAX_INSTANCE_MEMORY', `${Math.floor(totalmem() / 1024 ** 2)}m`, (v) => parseMemory(v).bytes),
+    },
     loginRateLimit: {
       perIpMax: o.loginRateLimit?.perIpMax ?? 30,
       perIpWindowMs: o.loginRateLimit?.perIpWindowMs ?? 60_000,

@@ -6,7 +6,7 @@ import { dockerApiError } from '../containers/service.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
 import { nextEnv } from '../images/env.js';
 import { parseImageFields, REVISION_SETTINGS, type RevisionSettings } from '../images/fields.js';
-import { checkUploadQuota } from '../images/quotas.js';
+import { checkInstanceSize, checkUploadQuota } from '../images/quotas.js';
 import { dockerRef, type ImageRow } from '../images/repo.js';
 import { checkTag } from './traffic.js';
 import { checkTagHostsFree, claimRevision, inheritedFields, joinTraffic, type AppRow } from './repo.js';
@@ -41,6 +41,7 @@ export async function reviseApp(app: FastifyInstance, userId: number, own: (q: Q
   const raw: Record<string, string> = { ...inheritedFields(source), app_hostname: a.app_hostname };
   for (const k of REVISION_SETTINGS) if (body[k] !== undefined) raw[k] = String(body[k]);
   const fields = parseImageFields(raw);
+  checkInstanceSize(cfg.instanceMax, fields.cpu_limit, fields.memory_limit_bytes);
   if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
   const env = nextEnv(source.env ?? {}, {
     ...(body.env !== undefined ? { env: JSON.stringify(body.env) } : {}),

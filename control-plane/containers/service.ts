@@ -10,7 +10,7 @@ import { ContainerRuntimeError, type ContainerRuntime } from '../runtime/contain
 import type { RouteHub } from '../discovery/hub.js';
 import type { ProxyRegistry } from '../discovery/proxies.js';
 import { endpointAddress } from '../discovery/route-table.js';
-import { closeUsage, openUsage } from '../billing/usage.js';
+import { closeUsage, DEFAULT_VCPU, openUsage } from '../billing/usage.js';
 import { containerEnv } from '../images/env.js';
 
 /** One operation per container at a time, in this process. */
@@ -223,7 +223,9 @@ export class ContainerService {
         // the image id recorded by the build, never a tag (a name resolves to whatever carries it now)
         name: c.name!, image: img.docker_image_id ?? img.docker_image, labels: this.labels(c, img),
         env: containerEnv(img), containerPort: img.container_port, publishHost: this.d.config.publishHost,
-        cpus: img.cpu_limit, memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes,
+        // no cpu_limit: the vCPU it is billed for (billing/usage.ts), not the whole host
+        cpus: img.cpu_limit ?? Math.min(DEFAULT_VCPU, this.d.config.instanceMax.cpus ?? DEFAULT_VCPU),
+        memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes,
         pidsLimit: this.d.config.containerPidsLimit,
       });
       await this.d.db.query('UPDATE containers SET docker_id = $2, updated_at = now() WHERE id = $1', [c.id, dockerId]);

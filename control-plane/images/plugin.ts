@@ -20,7 +20,7 @@ import { FIELD_MAX_BYTES, receiveUpload } from './upload.js';
 import { nextEnv } from './env.js';
 import { autoscalingSchema, buildLogsSchema, containerListSchema, imageSchema, imageWithContainersSchema } from './schemas.js';
 import { errorResponses, noContent, object } from '../http/responses.js';
-import { checkUploadQuota } from './quotas.js';
+import { checkInstanceSize, checkUploadQuota } from './quotas.js';
 import { privateDir } from './private-dir.js';
 import { checkDockerfilePolicy, MAX_DOCKERFILE_BYTES } from './dockerfile-policy.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
@@ -111,6 +111,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
       if (!owner) checkAppDomain(fields.app_hostname, cfg.appDomains);
+      checkInstanceSize(cfg.instanceMax, fields.cpu_limit, fields.memory_limit_bytes);
       if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
       const env = nextEnv(owner?.previous?.env ?? {}, fields.envChanges);
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
@@ -241,6 +242,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
         memory_limit_bytes: mem === undefined ? row.memory_limit_bytes : mem?.bytes ?? null,
       };
       if (next.min_instances > next.max_instances) throw badRequest(`min_instances (${next.min_instances}) must not exceed max_instances (${next.max_instances})`);
+      if (b.cpu_limit !== undefined || b.memory_limit !== undefined) checkInstanceSize(app.config.instanceMax, next.cpu_limit, next.memory_limit_bytes);
       const changed: Record<string, { from: unknown; to: unknown }> = {};
       for (const [k, v] of Object.entries(next)) {
         const was = (row as unknown as Record<string, unknown>)[k];

@@ -2,6 +2,20 @@ import type { Queryable } from '../db/pool.js';
 import { ApiError, conflict } from '../http/errors.js';
 
 /**
+ * An instance within the operator's ceiling (config `instanceMax`): a tenant's `memory_limit: 1t`
+ * or `cpu_limit: 256` would otherwise be no limit at all on a shared host. 400 `instance_too_large`.
+ */
+export function checkInstanceSize(max: { cpus: number | null; memoryBytes: number | null }, cpu: number | null, memoryBytes: number | null): void {
+  if (cpu !== null && max.cpus !== null && cpu > max.cpus) {
+    throw new ApiError(400, 'instance_too_large', `cpu_limit ${cpu} is more than an instance may have here (${max.cpus} CPUs, BERTH_MAX_INSTANCE_CPUS)`);
+  }
+  if (memoryBytes !== null && max.memoryBytes !== null && memoryBytes > max.memoryBytes) {
+    const mib = (b: number) => `${Math.floor(b / 1024 ** 2)} MiB`;
+    throw new ApiError(400, 'instance_too_large', `memory_limit ${mib(memoryBytes)} is more than an instance may have here (${mib(max.memoryBytes)}, BERTH_MAX_INSTANCE_MEMORY)`);
+  }
+}
+
+/**
  * Per-user upload quotas: images kept (409 `image_quota_exceeded`) and builds queued or running
  * at once (429 `too_many_builds`). Inside a transaction, `lock` serialises the check with the
  * user's other uploads (FOR NO KEY UPDATE: foreign-key checks on the user row are not blocked),

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
+import { appFiles, makeTar } from '../helpers/archives.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 let t: TestControlPlane;
@@ -12,7 +13,7 @@ let alice: Api;
 let bob: Api;
 let imageId = 0;
 beforeAll(async () => {
-  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
+  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', instanceMax: { cpus: 2, memoryBytes: 1024 ** 3 } });
   const api = new Api(t.cp.url);
   alice = await api.signup('alice@example.com');
   bob = await api.signup('bob@example.com');
@@ -78,6 +79,27 @@ describe('image scaling settings', () => {
     const r = await alice.req('PATCH', `/api/images/${imageId}`, { body: raw, headers: { 'content-type': 'application/json' } });
     expect(r.status, r.text).toBe(400);
     if (field) expect(r.body.error.message).toContain(field);
+  });
+
+  it("an instance larger than the operator's ceiling is a 400 instance_too_large: upload, PATCH and new revision", async () => {
+    const archive = await makeTar(appFiles());
+    for (const [fields, what] of [[{ cpu_limit: '4' }, /cpu_limit 4 is more than an instance may have here \(2 CPUs/], [{ memory_limit: '2g' }, /memory_limit 2048 MiB is more than an instance may have here \(1024 MiB/]] as const) {
+      const r = await alice.upload({ name: 'big', app_hostname: 'big.example.com', ...fields }, archive);
+      expect(r.status, r.text).toBe(400);
+      expect(r.body.error.code).toBe('instance_too_large');
+      expect(r.body.error.message).toMatch(what);
+    }
+    const p = await patch(alice, { cpu_limit: '3' });
+    expect(p.status, p.text).toBe(400);
+    expect(p.body.error.code).toBe('instance_too_large');
+    const rev = await alice.post('/api/apps/settings.example.com/revisions', { memory_limit: '4g' });
+    expect(rev.status, rev.text).toBe(400);
+    expect(rev.body.error.code).toBe('instance_too_large');
+    // at the ceiling is fine
+    const ok = await patch(alice, { cpu_limit: '2', memory_limit: '1g' });
+    expect(ok.status, ok.text).toBe(200);
+    expect(ok.body).toMatchObject({ cpu_limit: 2, memory_limit_bytes: 1024 ** 3 });
+    expect((await patch(alice, { cpu_limit: null, memory_limit: null })).status).toBe(200);
   });
 
   it("another user's image is 404, and nothing changes", async () => {

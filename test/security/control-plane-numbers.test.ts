@@ -17,7 +17,8 @@ let imageId: number;
 let archive: Buffer;
 
 beforeAll(async () => {
-  t = await startTestControlPlane({ seedDefaultUser: false, proxyToken: PROXY_TOKEN, dockerHost: 'unix:///nonexistent/docker.sock' });
+  // no instance ceiling: the parsers' own bounds (256 CPUs, 1t) are what is tested here
+  t = await startTestControlPlane({ seedDefaultUser: false, proxyToken: PROXY_TOKEN, dockerHost: 'unix:///nonexistent/docker.sock', instanceMax: { cpus: null, memoryBytes: null } });
   api = new Api(t.cp.url);
   u = await api.signup('numbers@example.com');
   userId = (await u.get('/api/auth/me')).body.user.id;

@@ -92,7 +92,7 @@ await describeWithDocker('tenant isolation: networks and container hardening', (
     expect(logs).toMatch(/ISOLATED$/m);
   });
 
-  it('containers run from the image id, with no-new-privileges, few capabilities, PID and memory limits', async () => {
+  it('containers run from the image id, with no-new-privileges, few capabilities, PID, memory and CPU limits', async () => {
     const info = await docker.getContainer(a.c.docker_id).inspect();
     expect(a.img.docker_image_id).toMatch(/^sha256:[a-f0-9]{64}$/);
     expect(info.Config.Image).toBe(a.img.docker_image_id);
@@ -103,6 +103,9 @@ await describeWithDocker('tenant isolation: networks and container hardening', (
     expect([...(info.HostConfig.CapAdd ?? [])].sort()).toEqual([...CONTAINER_CAPABILITIES].sort());
     expect(info.HostConfig.PidsLimit).toBe(512);
     expect(info.HostConfig.Memory).toBe(512 * 1024 * 1024);
+    // no cpu_limit: the one vCPU it is billed for, not the whole host
+    expect(a.img.cpu_limit).toBeNull();
+    expect(info.HostConfig.NanoCpus).toBe(1e9);
     // and inside: the kernel agrees
     const status = (await execIn(a.c.docker_id, ['cat', '/proc/self/status'])).out;
     expect(status).toMatch(/NoNewPrivs:\s+1/);
