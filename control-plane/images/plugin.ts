@@ -69,6 +69,9 @@ declare module 'fastify' {
   }
 }
 
+/** Uploads one user may have in progress at once (each a file of up to --max-upload-bytes, then an extraction). */
+const MAX_UPLOADS_PER_USER = 2;
+
 /** Images: upload → extract → build queue; listing, logs (with live follow), deletion. */
 export default async function imagesPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
@@ -101,6 +104,28 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     },
   }, async (req, reply) => {
     const userId = req.user!.id;
+    // before a byte is written to disk: a user at a quota is told now, not after 200 MB (the
+    // transaction checks again), and one user's uploads in flight are few (each is a file of up
+    // to --max-upload-bytes, then an extraction)
+    await checkUploadQuota(app.db, userId, cfg.quotas);
+    const inFlight = uploading.get(userId) ?? 0;
+    if (inFlight >= MAX_UPLOADS_PER_USER) {
+      throw new ApiError(429, 'too_many_uploads', `you have ${inFlight} uploads in progress, the most at once (${MAX_UPLOADS_PER_USER}); wait for one to finish`, { 'retry-after': '5' });
+    }
+    uploading.set(userId, inFlight + 1);
+    try {
+      return await receiveAndQueue(req, reply, userId);
+    } finally {
+      const n = (uploading.get(userId) ?? 1) - 1;
+      if (n > 0) uploading.set(userId, n);
+      else uploading.delete(userId);
+    }
+  });
+
+  /** Uploads in progress per user (this control plane). */
+  const uploading = new Map<number, number>();
+
+  async function receiveAndQueue(req: FastifyRequest, reply: FastifyReply, userId: number) {
     const upload = await receiveUpload(req, join(cfg.dataDir, 'uploads'), cfg.maxUploadBytes);
     const staging = join(cfg.dataDir, 'builds', String(userId), `.staging-${randomUUID()}`);
     try {
@@ -117,6 +142,8 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
       await checkUploadQuota(app.db, userId, cfg.quotas);
       try {
+        // a client gone while its upload was read (or waited for an extraction slot) gets no answer: no work for it
+        if (req.raw.socket?.destroyed) throw badRequest('the client went away before its upload was extracted');
         await extractArchive(upload.file, join(staging, 'context'), { maxEntries: cfg.maxArchiveEntries, maxBytes: cfg.maxArchiveBytes });
       } catch (e) {
         if (e instanceof ArchiveError) throw new ApiError(400, 'invalid_archive', e.message);
@@ -168,7 +195,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       await upload.cleanup();
       await rm(staging, { recursive: true, force: true });
     }
-  });
+  }
 
   app.get('/api/images', { preHandler: app.authenticate, schema: { summary: 'List your images (revisions)', tags: ['images'], response: { 200: object({ images: { type: 'array', items: imageSchema } }), ...errorResponses } } }, async (req) => {
     return { images: (await listImages(app.db, req.user!.id)).map(publicImage) };

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { request as httpRequest, type ClientRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { Api } from '../helpers/api.js';
@@ -188,6 +189,42 @@ describe('upload validation', () => {
     const dashes = await alice.upload({ name: 'tagged', app_hostname: 'canary---shop.example.com' }, app);
     expect(dashes.status).toBe(400);
     expect(dashes.body.error.message).toMatch(/reserved for revision tag URLs/);
+  });
+
+  it('one user has at most two uploads in progress (429 too_many_uploads); another user is not held up', async () => {
+    const carol = await api.signup('carol-uploads@example.com');
+    const u = new URL(cp.url);
+    const boundary = 'xBOUNDARYx';
+    // two uploads that send their head and a little of the file, then stall
+    const answered: number[] = [];
+    const stalled = await Promise.all([1, 2].map(() => new Promise<ClientRequest>((resolve) => {
+      const req = httpRequest({ host: u.hostname, port: u.port, method: 'POST', path: '/api/images',
+        headers: { authorization: `Bearer ${carol.token}`, 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': '60000' } });
+      req.on('error', () => {});
+      req.on('response', (res) => answered.push(res.statusCode ?? 0));
+      req.write(`--${boundary}\r\ncontent-disposition: form-data; name="app_hostname"\r\n\r\n${host()}\r\n--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="a.tar"\r\ncontent-type: application/octet-stream\r\n\r\n`);
+      req.write(Buffer.alloc(1000));
+      resolve(req);
+    })));
+    try {
+      await new Promise((r) => setTimeout(r, 500)); // the stalled ones reach the handler
+      expect(answered).toEqual([]);
+      const third = await carol.upload({ name: 'third', app_hostname: host() }, app);
+      expect(third.status, third.text).toBe(429);
+      expect(third.body.error).toMatchObject({ code: 'too_many_uploads', message: expect.stringMatching(/2 uploads in progress/) });
+      expect(third.headers.get('retry-after')).toBe('5');
+      // another user is not held up
+      expect((await bob.upload({ name: 'other', app_hostname: host() }, app)).status).toBe(201);
+    } finally {
+      for (const r of stalled) r.destroy();
+    }
+    // the stalled ones end (their sockets closed): the slots free
+    let again = await carol.upload({ name: 'again', app_hostname: host() }, app);
+    for (let i = 0; i < 20 && again.status === 429; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      again = await carol.upload({ name: 'again', app_hostname: host() }, app);
+    }
+    expect(again.status, again.text).toBe(201);
   });
 
   it('app_hostname is unique across users after normalisation (409)', async () => {

@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar } from '../helpers/archives.js';
@@ -84,6 +85,16 @@ describe('per-user quotas', () => {
     const r = await alice.api.upload({ name: 'third', app_hostname: host() }, app);
     expectError(r, 429, 'too_many_builds', /2 build\(s\) queued or running.*\(2\)/);
     expect(r.headers.get('retry-after')).toBeTruthy();
+    // answered before the file is sent: a request that sent its head and a first kilobyte gets it
+    const u = new URL(t.cp.url);
+    const early = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: u.hostname, port: u.port, method: 'POST', path: '/api/images',
+        headers: { authorization: `Bearer ${alice.api.token}`, 'content-type': 'multipart/form-data; boundary=b', 'content-length': String(200 * 1024 * 1024) } });
+      req.on('response', (res) => { resolve(res.statusCode ?? 0); req.destroy(); });
+      req.on('error', reject);
+      req.write(Buffer.alloc(1024));
+    });
+    expect(early).toBe(429);
     const bob = await user('q-bob@example.com');
     expect((await bob.api.upload({ name: 'fine', app_hostname: host(), min_instances: 0 }, app)).status).toBe(201);
   });
