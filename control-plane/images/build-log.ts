@@ -3,7 +3,10 @@
  * the head was cut), with live subscribers for `?follow=1`.
  */
 export class BuildLog {
+  /** kept chunks from `first` on, with their UTF-8 sizes (a head index, not shift(): a flood of tiny chunks stays linear) */
   private chunks: string[] = [];
+  private bytes: number[] = [];
+  private first = 0;
   private size = 0;
   private cutBytes = 0;
   private listeners = new Set<(text: string) => void>();
@@ -18,25 +21,43 @@ export class BuildLog {
   append(text: string): void {
     if (!text) return;
     this.chunks.push(text);
-    this.size += Buffer.byteLength(text);
-    // drop whole chunks from the head, then trim the first kept one so exactly `cap` bytes remain
-    while (this.size > this.cap) {
-      const head = Buffer.from(this.chunks[0]);
-      const excess = this.size - this.cap;
-      if (head.length <= excess) {
-        this.chunks.shift();
-        this.size -= head.length;
-        this.cutBytes += head.length;
-      } else {
-        let start = excess;
-        while (start < head.length && (head[start] & 0xc0) === 0x80) start++; // keep UTF-8 characters whole
-        this.chunks[0] = head.subarray(start).toString();
-        this.size -= start;
-        this.cutBytes += start;
-      }
-    }
+    const n = Buffer.byteLength(text);
+    this.bytes.push(n);
+    this.size += n;
+    if (this.size > this.cap) this.trim();
     this.dirty = true;
     for (const l of this.listeners) l(text);
+  }
+
+  /**
+   * Drop whole chunks from the head, then cut the first kept one — an eighth of the cap more than
+   * needed, so a big head chunk is not copied again at every small append (amortised linear).
+   */
+  private trim(): void {
+    const slack = this.cap >> 3;
+    while (this.size > this.cap && this.first < this.chunks.length) {
+      const excess = this.size - this.cap;
+      const len = this.bytes[this.first];
+      if (len <= excess + slack || this.first === this.chunks.length - 1 && len <= excess) {
+        this.size -= len;
+        this.cutBytes += len;
+        this.chunks[this.first] = '';
+        this.first++;
+        continue;
+      }
+      const head = Buffer.from(this.chunks[this.first]);
+      let start = Math.min(head.length, excess + slack);
+      while (start < head.length && (head[start] & 0xc0) === 0x80) start++; // keep UTF-8 characters whole
+      this.chunks[this.first] = head.subarray(start).toString();
+      this.bytes[this.first] = head.length - start;
+      this.size -= start;
+      this.cutBytes += start;
+    }
+    if (this.first > 1024 && this.first * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.first);
+      this.bytes = this.bytes.slice(this.first);
+      this.first = 0;
+    }
   }
 
   get truncated(): boolean {
@@ -45,7 +66,7 @@ export class BuildLog {
 
   /** The kept text, with a first line saying how much was cut when the cap was hit. */
   text(): string {
-    const body = this.chunks.join('');
+    const body = (this.first ? this.chunks.slice(this.first) : this.chunks).join('');
     return this.cutBytes ? `[berth: ${this.cutBytes} bytes of earlier build output were cut; showing the last ${this.size} bytes]\n${body}` : body;
   }
 
