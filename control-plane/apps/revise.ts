@@ -41,7 +41,7 @@ export async function reviseApp(app: FastifyInstance, userId: number, own: (q: Q
   const raw: Record<string, string> = { ...inheritedFields(source), app_hostname: a.app_hostname };
   for (const k of REVISION_SETTINGS) if (body[k] !== undefined) raw[k] = String(body[k]);
   const fields = parseImageFields(raw);
-  checkInstanceSize(cfg.instanceMax, fields.cpu_limit, fields.memory_limit_bytes);
+  checkInstanceSize(cfg.instanceMax, body.cpu_limit === undefined ? null : fields.cpu_limit, body.memory_limit === undefined ? null : fields.memory_limit_bytes);
   if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
   const env = nextEnv(source.env ?? {}, {
     ...(body.env !== undefined ? { env: JSON.stringify(body.env) } : {}),

@@ -224,7 +224,7 @@ export class ContainerService {
         name: c.name!, image: img.docker_image_id ?? img.docker_image, labels: this.labels(c, img),
         env: containerEnv(img), containerPort: img.container_port, publishHost: this.d.config.publishHost,
         // no cpu_limit: the vCPU it is billed for (billing/usage.ts), not the whole host
-        cpus: img.cpu_limit ?? Math.min(DEFAULT_VCPU, this.d.config.instanceMax.cpus ?? DEFAULT_VCPU),
+        cpus: img.cpu_limit ?? DEFAULT_VCPU,
         memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes,
         pidsLimit: this.d.config.containerPidsLimit,
       });

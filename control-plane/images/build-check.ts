@@ -12,8 +12,8 @@ import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
  * Nor may it carry ONBUILD triggers: the builder runs them before the Dockerfile's own steps and
  * the policy never sees them (a base image on Docker Hub with `ONBUILD ADD http://127.0.0.1:…` or
  * `ONBUILD COPY --from=<another user's image>` would read what the policy refuses). An image the
- * daemon does not have is pulled first so it can be looked at (the build would pull it anyway).
- * Throws with the reason.
+ * daemon does not have is pulled first so it can be looked at (the build would pull it anyway);
+ * one that cannot be pulled fails the build here. Throws with the reason.
  */
 export async function verifyBuildSources(
   runtime: Pick<Runtime, 'inspectImage' | 'pullImage'>, userId: number, contextDir: string,
@@ -25,17 +25,17 @@ export async function verifyBuildSources(
   for (const ref of images) {
     let info = await runtime.inspectImage(ref);
     if (!info) {
+      // fail closed: an image not looked at must not reach the builder (it would pull it itself,
+      // maybe a different one, and run its triggers)
       say(`berth: pulling ${ref}\n`);
       try {
         await runtime.pullImage(ref, say, o.signal);
       } catch (e) {
         if (o.signal?.aborted) throw e;
-        // the build itself reports the missing image, in Docker's words
-        say(`berth: could not pull ${ref}: ${(e as Error).message}\n`);
-        continue;
+        throw new Error(`the Dockerfile's image "${ref}" is not on this Docker daemon and could not be pulled: ${(e as Error).message}`);
       }
       info = await runtime.inspectImage(ref);
-      if (!info) continue;
+      if (!info) throw new Error(`the Dockerfile's image "${ref}" is not on this Docker daemon after pulling it`);
     }
     const owner = info.labels['berth.user'];
     const foreignTag = info.repoTags.find((t) => !checkImageRef(t, userId).ok);

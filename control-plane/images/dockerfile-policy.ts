@@ -449,12 +449,14 @@ class Checker {
       case 'FROM': {
         if (onbuild) return;
         const { flags, args } = takeFlags(splitWords(rest, this.escape));
-        void flags; // --platform only selects a variant
         if (!args.length) this.fail(no, 'FROM needs an image');
         const base = this.expandOr(no, args[0], this.metaLookup, 'FROM');
         const as = args.length >= 3 && args[1].toLowerCase() === 'as' ? this.expandOr(no, args[2], this.metaLookup, 'FROM … AS').toLowerCase() : null;
         const parent = this.stages.find((s) => s.name === base.toLowerCase());
         if (!parent) this.checkImage(no, base, 'FROM');
+        // another platform's variant of an image is not the one inspected before the build
+        // (images/build-check.ts: its ONBUILD triggers, its owner)
+        if (flags.some((f) => f.name === 'platform')) this.fail(no, 'FROM --platform is not supported: berth builds for its Docker daemon\'s own platform');
         this.stages.push({
           name: as,
           env: new Map(parent ? parent.env : []),

@@ -136,7 +136,8 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
       if (!owner) checkAppDomain(fields.app_hostname, cfg.appDomains);
-      checkInstanceSize(cfg.instanceMax, fields.cpu_limit, fields.memory_limit_bytes);
+      const given = (k: string) => upload.fields[k] !== undefined;
+      checkInstanceSize(cfg.instanceMax, given('cpu_limit') ? fields.cpu_limit : null, given('memory_limit') ? fields.memory_limit_bytes : null);
       if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
       const env = nextEnv(owner?.previous?.env ?? {}, fields.envChanges);
       if (!upload.file) throw badRequest('field "file" is required: a zip, tar or tar.gz archive with a Dockerfile at its root');
@@ -269,7 +270,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
         memory_limit_bytes: mem === undefined ? row.memory_limit_bytes : mem?.bytes ?? null,
       };
       if (next.min_instances > next.max_instances) throw badRequest(`min_instances (${next.min_instances}) must not exceed max_instances (${next.max_instances})`);
-      if (b.cpu_limit !== undefined || b.memory_limit !== undefined) checkInstanceSize(app.config.instanceMax, next.cpu_limit, next.memory_limit_bytes);
+      checkInstanceSize(app.config.instanceMax, b.cpu_limit === undefined ? null : next.cpu_limit, b.memory_limit === undefined ? null : next.memory_limit_bytes);
       const changed: Record<string, { from: unknown; to: unknown }> = {};
       for (const [k, v] of Object.entries(next)) {
         const was = (row as unknown as Record<string, unknown>)[k];
@@ -388,14 +389,17 @@ const FOLLOW_BUFFER_MAX = 2 * 1024 * 1024;
 /** SSE: the log so far, then live output until the build ends (`event: end` with the status). */
 async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow, followers: Set<() => void>): Promise<void> {
   // a stream like a log follow: counted against the per-user and global caps (429 past them)
+  if (req.raw.socket?.destroyed) { reply.hijack(); return; } // gone while the image was looked up: nothing to follow
   const release = streamLimits(app).acquire(img.user_id, 'build log follow');
   const res = startSse(req, reply);
-  const send = (event: string, data: unknown) => {
+  let unread = 0; // what the snapshot (the log so far) left in the buffer: not the follower's fault
+  const send = (event: string, data: unknown, snapshot = false) => {
     if (res.destroyed) return;
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    if (snapshot) { unread = res.writableLength; return; }
     // a follower that does not read would buffer the whole build's output here: it is dropped
-    // (reconnecting gives the log so far, at most its 1 MiB cap, then live output again)
-    if (res.writableLength > FOLLOW_BUFFER_MAX) {
+    // (reconnecting gives the log so far, at most its cap, then live output again)
+    if (res.writableLength > unread + FOLLOW_BUFFER_MAX) {
       req.log.info({ imageId: img.id, buffered: res.writableLength }, 'build log follower too slow; disconnected');
       res.destroy();
     }
@@ -420,13 +424,14 @@ async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: Fast
   const gone = () => { closed = true; for (const c of cleanups) c(); };
   req.raw.on('close', gone);
   res.on('close', gone);
+  if (res.destroyed || req.raw.socket?.destroyed) return gone();
   const heartbeat = setInterval(() => { if (!res.destroyed) res.write(': keep-alive\n\n'); }, 15_000);
   cleanups.push(() => clearInterval(heartbeat));
 
   const live = app.builds.liveLog(img.id);
   if (live && live.ended === undefined) {
     // snapshot and subscription happen in the same tick: nothing is lost or repeated
-    send('log', { text: live.text() });
+    send('log', { text: live.text() }, true);
     cleanups.push(live.subscribe((t) => send('log', { text: t }), async (status) => {
       if (status === 'cancelled' || status === 'building') return finish(status);
       finish(status);
@@ -435,7 +440,7 @@ async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: Fast
   }
   // Not building in this process: send what is stored; if another process is still building it, poll.
   let sent = img.build_logs;
-  send('log', { text: sent });
+  send('log', { text: sent }, true);
   if (img.status !== 'building') return finish(img.status);
   const poll = setInterval(async () => {
     try {

@@ -4,6 +4,8 @@ import { ApiError, conflict } from '../http/errors.js';
 /**
  * An instance within the operator's ceiling (config `instanceMax`): a tenant's `memory_limit: 1t`
  * or `cpu_limit: 256` would otherwise be no limit at all on a shared host. 400 `instance_too_large`.
+ * Callers pass only what the request sets (null otherwise): a value a revision inherits, or set
+ * before the ceiling was lowered, keeps working until it is changed.
  */
 export function checkInstanceSize(max: { cpus: number | null; memoryBytes: number | null }, cpu: number | null, memoryBytes: number | null): void {
   if (cpu !== null && max.cpus !== null && cpu > max.cpus) {

@@ -21,7 +21,7 @@ import { containerLogs, type LogLine, type LogStream } from '../runtime/logs.js'
  *   read is complete (and when a followed container stops).
  * - Memory per request is bounded: one container's lines go straight through, and a client that
  *   reads slowly pauses the Docker streams (backpressure). The backlog of an app with several
- *   instances is merged by Docker's timestamps from at most 8 MiB of lines (the oldest beyond are
+ *   instances is merged by Docker's timestamps from at most 2 MiB of lines (the oldest beyond are
  *   skipped, and the output says so); while following, new instances (scale-up, a new revision)
  *   are picked up within two seconds (one query per app shared by all its followers, InstancePolls).
  * - Every read (follow or not) counts against the per-user and global caps on streams
@@ -149,12 +149,15 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       unsubscribe?.();
       if (beat) clearInterval(beat);
       if (stall) clearTimeout(stall);
+      wake?.();
       for (const s of streams) s.close();
       streams.clear();
       if (!res.writableEnded) res.end();
     };
     live.add(stop);
     res.on('close', stop);
+    // a client that left while the request was checked: its close came before this listener
+    if (res.destroyed || req.raw.socket?.destroyed) { stop(); return; }
     res.on('drain', () => {
       if (stall) { clearTimeout(stall); stall = undefined; }
       if (paused) { paused = false; for (const s of streams) s.resume(); }
@@ -176,8 +179,12 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       if (!ok && !stall) { stall = setTimeout(stalled, stallMs); stall.unref(); }
       return ok;
     };
+    // resolves on drain, on close, or when the read stops (a stall, or a client gone before)
+    let wake: (() => void) | undefined;
     const drained = () => new Promise<void>((resolve) => {
-      const go = () => { res.off('drain', go); res.off('close', go); resolve(); };
+      if (done || res.destroyed) return resolve();
+      const go = () => { res.off('drain', go); res.off('close', go); wake = undefined; resolve(); };
+      wake = go;
       res.on('drain', go);
       res.on('close', go);
     });

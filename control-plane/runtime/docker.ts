@@ -158,11 +158,15 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
 
   async function pullImage(ref: string, onOutput: (text: string) => void, signal?: AbortSignal): Promise<void> {
     const stream = (await retrying('pull', () => docker.pull(ref, { abortSignal: signal } as object), signal)) as Readable;
+    // the daemon reports most failures (unknown manifest, rate limits) inside a 200 answer
+    let failure: string | undefined;
     await new Promise<void>((resolve, reject) => {
-      docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve()), (e: { status?: string; id?: string; error?: string; progress?: string }) => {
+      docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : failure !== undefined ? reject(new Error(failure)) : resolve()), (e: { status?: string; id?: string; error?: string; errorDetail?: { message?: string }; progress?: string }) => {
         // layer progress bars are noise in a build log: statuses only, once per layer and state
-        if (e.error) onOutput(`ERROR: ${e.error}\n`);
-        else if (e.status && !e.progress) onOutput(`${e.id ? e.id + ': ' : ''}${e.status}\n`);
+        if (e.error || e.errorDetail) {
+          failure ??= e.errorDetail?.message ?? e.error ?? 'pull failed';
+          onOutput(`ERROR: ${failure}\n`);
+        } else if (e.status && !e.progress) onOutput(`${e.id ? e.id + ': ' : ''}${e.status}\n`);
       });
     });
   }

@@ -100,6 +100,13 @@ describe('image scaling settings', () => {
     expect(ok.status, ok.text).toBe(200);
     expect(ok.body).toMatchObject({ cpu_limit: 2, memory_limit_bytes: 1024 ** 3 });
     expect((await patch(alice, { cpu_limit: null, memory_limit: null })).status).toBe(200);
+    // a value set before the ceiling was lowered keeps working until it is changed
+    await t.cp.db.query('UPDATE images SET cpu_limit = 4 WHERE id = $1', [imageId]);
+    const other = await patch(alice, { memory_limit: '512m' });
+    expect(other.status, other.text).toBe(200);
+    expect(other.body.cpu_limit).toBe(4);
+    expect((await patch(alice, { cpu_limit: '4' })).body.error?.code).toBe('instance_too_large');
+    expect((await patch(alice, { cpu_limit: null, memory_limit: null })).status).toBe(200);
   });
 
   it("another user's image is 404, and nothing changes", async () => {

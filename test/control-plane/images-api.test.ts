@@ -207,7 +207,10 @@ describe('upload validation', () => {
       resolve(req);
     })));
     try {
-      await new Promise((r) => setTimeout(r, 500)); // the stalled ones reach the handler
+      // both are being received: their files are on disk (the handler counted them first)
+      const receiving = async () => (await readdir(join(data.dir, 'uploads'))).filter((f) => f.endsWith('.upload')).length;
+      for (let i = 0; i < 200 && (await receiving()) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await receiving()).toBe(2);
       expect(answered).toEqual([]);
       const third = await carol.upload({ name: 'third', app_hostname: host() }, app);
       expect(third.status, third.text).toBe(429);
@@ -220,7 +223,7 @@ describe('upload validation', () => {
     }
     // the stalled ones end (their sockets closed): the slots free
     let again = await carol.upload({ name: 'again', app_hostname: host() }, app);
-    for (let i = 0; i < 20 && again.status === 429; i++) {
+    for (let i = 0; i < 100 && again.status === 429; i++) {
       await new Promise((r) => setTimeout(r, 100));
       again = await carol.upload({ name: 'again', app_hostname: host() }, app);
     }

@@ -209,3 +209,12 @@ describe('hostile Dockerfile text costs bounded time (the check runs on the API 
     allowed('ARG A=busybox\nFROM ' + '${B:-'.repeat(16) + '${A}' + '}'.repeat(16) + '\n');
   });
 });
+
+describe('FROM --platform', () => {
+  it('is refused: another platform\'s variant is not the image inspected before the build (its ONBUILD triggers, its owner)', () => {
+    const e = refused('FROM busybox\nFROM --platform=linux/arm64 busybox AS other\n');
+    expect(e.line).toBe(2);
+    expect(e.message).toMatch(/FROM --platform is not supported/);
+    allowed('FROM busybox AS a\nFROM a\n');
+  });
+});
