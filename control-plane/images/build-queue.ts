@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../../shared/logging.js';
@@ -249,6 +250,12 @@ export class BuildQueue {
       if (!stored && dockerId) {
         // deleted while building: do not leave the image behind
         await this.o.runtime.removeImage(img.docker_image).catch(() => {});
+      }
+      // a built image has what it needs from its context (up to the archive limit, per image):
+      // the disk goes back (a failed build's stays, to look at until the image is deleted)
+      if (stored && status === 'ready') {
+        await rm(contextDir(this.o.dataDir, img.user_id, img.id), { recursive: true, force: true })
+          .catch((e) => blog.warn({ err: (e as Error).message }, 'could not remove the build context of a built image'));
       }
       blog.info({ status, reason, seconds: secs }, 'build finished');
     } finally {

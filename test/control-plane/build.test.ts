@@ -82,6 +82,10 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id && e.type.startsWith('image.'));
     expect(ev.map((e: any) => e.type)).toEqual(['image.building', 'image.ready']);
     expect(ev[1].payload.docker_image_id).toBe(img.docker_image_id);
+    // the built image has what it needed: its context's disk goes back
+    const ctx = join(data.dir, 'builds', String(img.user_id), String(img.id), 'context');
+    for (let i = 0; i < 50 && existsSync(ctx); i++) await new Promise((res) => setTimeout(res, 100));
+    expect(existsSync(ctx)).toBe(false);
   });
 
   it('builds zip uploads too (the format comes from the content)', async () => {
@@ -102,6 +106,8 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs;
     expect(logs).toContain('about to fail');
     expect(logs).toMatch(/BUILD FAILED: .*non-zero code: 3/);
+    // a failed build's context stays, until its image is deleted
+    expect(existsSync(join(data.dir, 'builds', String(img.user_id), String(img.id), 'context', 'Dockerfile'))).toBe(true);
     const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id);
     expect(ev.map((e: any) => e.type)).toEqual(['image.building', 'image.build_failed']);
     expect(ev[1].payload.reason).toMatch(/non-zero code: 3/);
