@@ -11,6 +11,11 @@ export interface WorkloadConfig {
   maxRunningTotal: number;
   /** highest target rate a run may reach (400 past it; the API's own bound is 50,000) */
   maxRps: number;
+  /**
+   * the peaks of the runs going at once, added up (429 past it): what all runs together may send
+   * through the shared proxy, whoever starts them (default: maxRps)
+   */
+  maxRpsTotal: number;
   /** longest run (400 past it; the API's own bound is 3,600 s) */
   maxDurationSeconds: number;
 }
@@ -30,11 +35,14 @@ export function workloadConfig(o: Partial<WorkloadConfig> | undefined): Workload
     throw new UsageError(`proxy URL "${proxyUrl}" is not a URL (expected http://host:port)`);
   }
   if (u.protocol !== 'http:') throw new UsageError(`proxy URL "${proxyUrl}" must be http://`);
-  return {
+  const c = {
     proxyUrl: `${u.protocol}//${u.host}`,
     maxRunningPerUser: given(o?.maxRunningPerUser, 'maxRunningPerUser', 1, 100) ?? envNumber('BERTH_WORKLOAD_MAX_RUNNING', 1, 1, 100, true),
     maxRunningTotal: given(o?.maxRunningTotal, 'maxRunningTotal', 1, 100) ?? envNumber('BERTH_WORKLOAD_MAX_RUNNING_TOTAL', 4, 1, 100, true),
     maxRps: given(o?.maxRps, 'maxRps', 1, 50_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS', 10_000, 1, 50_000, true),
+    maxRpsTotal: given(o?.maxRpsTotal, 'maxRpsTotal', 1, 1_000_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS_TOTAL', 0, 0, 1_000_000, true),
     maxDurationSeconds: given(o?.maxDurationSeconds, 'maxDurationSeconds', 1, 3600) ?? envNumber('BERTH_WORKLOAD_MAX_DURATION_S', 3600, 1, 3600, true),
   };
+  // unset (0): as much as one run may send
+  return { ...c, maxRpsTotal: c.maxRpsTotal || c.maxRps };
 }

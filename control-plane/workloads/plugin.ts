@@ -129,8 +129,9 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
     checkpointing = new Set();
   });
 
-  /** starts past the checks but not yet running: counted against maxRunningTotal (no await between check and count) */
+  /** starts past the checks but not yet running: counted against maxRunningTotal and maxRpsTotal (no await between check and count) */
   let starting = 0;
+  let startingRps = 0;
   const service: WorkloadService = {
     runner,
     async start(userId, b) {
@@ -177,7 +178,11 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
       if (runner.size + starting >= cfg.maxRunningTotal) {
         throw new ApiError(429, 'too_many_workloads', `${runner.size + starting} workloads are running on this control plane, the most allowed at once (${cfg.maxRunningTotal}); try again later`, { 'retry-after': '10' });
       }
+      if (runner.peakTotal + startingRps + peak > cfg.maxRpsTotal) {
+        throw new ApiError(429, 'too_many_workloads', `the workloads running on this control plane already send up to ${runner.peakTotal + startingRps} req/s; with this one's ${peak} that is more than all of them may (${cfg.maxRpsTotal} req/s, BERTH_WORKLOAD_MAX_RPS_TOTAL); try again later or lower the rate`, { 'retry-after': '10' });
+      }
       starting++;
+      startingRps += peak;
       let row: Awaited<ReturnType<typeof insertWorkload>>;
       try {
         row = await withTransaction(app.db, async (c) => {
@@ -193,13 +198,14 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
           return insertWorkload(c, userId, config, runnerId);
         });
         try {
-          runner.start(row.id, userId, options);
+          runner.start(row.id, userId, options, peak);
         } catch (e) {
           await finishWorkload(app.db, row.id, 'failed', (e as Error).message, null);
           throw e;
         }
       } finally {
-        starting--; // runner.size counts it from here (or it failed)
+        starting--; // runner.size and runner.peakTotal count it from here (or it failed)
+        startingRps -= peak;
       }
       log.info({ id: row.id, userId, hosts, pattern: config.pattern, rps: config.rps, duration: config.duration_seconds }, 'workload started');
       return row;

@@ -18,6 +18,8 @@ export interface LiveRun {
   userId: number;
   /** the app hostnames it sends to (checked again at every heartbeat: still its owner's?) */
   hosts: string[];
+  /** the highest rate its pattern reaches (the control plane's total is capped: config maxRpsTotal) */
+  peak: number;
   series: SeriesPoint[];
   latest: WorkloadMetrics | null;
   stopRequested: boolean;
@@ -69,13 +71,20 @@ export class WorkloadRunner {
     return r.latest === null ? null : { ...r.latest, series: r.series };
   }
 
-  start(id: number, userId: number, options: WorkloadOptions): LiveRun {
+  /** The peaks of the runs going now, added up. */
+  get peakTotal(): number {
+    let n = 0;
+    for (const r of this.runs.values()) n += r.peak;
+    return n;
+  }
+
+  start(id: number, userId: number, options: WorkloadOptions, peak = 0): LiveRun {
     const url = workerUrl();
     if (!existsSync(fileURLToPath(url))) throw new Error(`the workload worker is not built (${fileURLToPath(url)}); run npm run build`);
     const worker = new Worker(url, { workerData: { options }, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     let resolveEnd!: (e: RunEnd) => void;
     const run: LiveRun = {
-      id, userId, hosts: options.app_hostnames ?? options.hosts ?? [], series: [], latest: null, stopRequested: false, settled: false, stopReason: null, stopAs: 'failed', listeners: new Set(), worker,
+      id, userId, hosts: options.app_hostnames ?? options.hosts ?? [], peak, series: [], latest: null, stopRequested: false, settled: false, stopReason: null, stopAs: 'failed', listeners: new Set(), worker,
       ended: new Promise<RunEnd>((r) => { resolveEnd = r; }),
     };
     this.runs.set(id, run);

@@ -204,6 +204,26 @@ describe('/api/workloads', () => {
     expect(long.body.error.message).toMatch(/120 s/);
   });
 
+  it('all runs together send at most BERTH_WORKLOAD_MAX_RPS_TOTAL through the shared proxy (default: the per-run maximum): 429 past it', async () => {
+    const big = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 1200, duration_seconds: 30 });
+    expect(big.status, big.text).toBe(201);
+    try {
+      const over = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 1000, duration_seconds: 1 });
+      expect(over.status, over.text).toBe(429);
+      expect(over.body.error).toMatchObject({ code: 'too_many_workloads', message: expect.stringMatching(/already send up to 1200 req\/s; with this one's 1000 .* \(2000 req\/s, BERTH_WORKLOAD_MAX_RPS_TOTAL\)/) });
+      expect(over.headers.get('retry-after')).toBeTruthy();
+      const fits = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 500, duration_seconds: 1 });
+      expect(fits.status, fits.text).toBe(201);
+      await waitDone(b, fits.body.id);
+    } finally {
+      await a.post(`/api/workloads/${big.body.id}/stop`);
+    }
+    // the stopped run's rate is free again
+    const after = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 1000, duration_seconds: 1 });
+    expect(after.status, after.text).toBe(201);
+    await waitDone(b, after.body.id);
+  });
+
   it.each([
     [{ rps: 10, duration_seconds: 1 }, /app_hostname/],
     [{ app_hostname: 'shop.localhost', duration_seconds: 1 }, /rps is required/],
