@@ -74,7 +74,7 @@ export async function startControlPlane(
     embedded = await startEmbeddedPostgres(join(config.dataDir, 'pg'), log);
     databaseUrl = embedded.url;
   }
-  const db = createPool(databaseUrl, config.dbPoolMax);
+  const db = createPool(databaseUrl, config.dbPoolMax, config.dbStatementTimeoutMs);
   const cleanupEarly = async () => { await db.end().catch(() => {}); await embedded?.stop().catch(() => {}); };
   try {
     const applied = await migrate(db);

@@ -71,6 +71,8 @@ export interface ControlPlaneOptions {
   loginRateLimit?: { perIpMax?: number; perIpWindowMs?: number; perAccountMax?: number; perAccountWindowMs?: number; backoffBaseMs?: number; backoffMaxMs?: number; maxTracked?: number };
   /** Pool size (default 10). */
   dbPoolMax?: number;
+  /** a query running longer is cancelled (BERTH_DB_STATEMENT_TIMEOUT_MS, default 60000; 0: never) */
+  dbStatementTimeoutMs?: number;
   /** Seed example@gmail.com / example123 when the users table is empty and env != production (default true). */
   seedDefaultUser?: boolean;
   /** Log level override (default BERTH_LOG_LEVEL or info). */
@@ -183,6 +185,7 @@ export interface ResolvedConfig {
   instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
+  dbStatementTimeoutMs: number;
   seedDefaultUser: boolean;
   logLevel: string;
   quiet: boolean;
@@ -251,6 +254,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       maxTracked: o.loginRateLimit?.maxTracked ?? 10_000,
     },
     dbPoolMax: o.dbPoolMax ?? 10,
+    dbStatementTimeoutMs: o.dbStatementTimeoutMs ?? envNumber('BERTH_DB_STATEMENT_TIMEOUT_MS', 60_000, 0, 86_400_000, true),
     seedDefaultUser: o.seedDefaultUser ?? true,
     logLevel: o.logLevel ?? process.env.BERTH_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info',
     quiet: o.quiet ?? false,

@@ -14,6 +14,8 @@ export async function migrate(db: Db, migrations: Migration[] = defaultMigration
   const client = await db.connect();
   const applied: number[] = [];
   try {
+    // waiting for another control plane's migrations, and a migration itself, may take long
+    await client.query('SET statement_timeout = 0');
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
     try {
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -37,6 +39,8 @@ export async function migrate(db: Db, migrations: Migration[] = defaultMigration
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(() => {});
     }
   } finally {
+    // back to the pool's setting before the client serves anything else
+    await client.query('RESET statement_timeout').catch(() => {});
     client.release();
   }
   return applied;

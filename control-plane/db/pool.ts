@@ -9,8 +9,16 @@ export type Queryable = Pick<pg.Pool, 'query'> | pg.PoolClient;
 pg.types.setTypeParser(20, (v) => Number(v));
 pg.types.setTypeParser(1700, (v) => Number(v));
 
-export function createPool(connectionString: string, max = 10): Db {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
+/**
+ * `statementTimeoutMs` (0: none): a query running longer is cancelled by the server, so a slow
+ * one (a tenant's metrics over years, a lock held by a stuck session) cannot hold a pool
+ * connection for ever and starve every other request. Migrations lift it for their session.
+ */
+export function createPool(connectionString: string, max = 10, statementTimeoutMs = 0): Db {
+  const pool = new pg.Pool({
+    connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000,
+    ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
+  });
   // An idle client losing its connection must not crash the process.
   pool.on('error', () => {});
   return pool;
