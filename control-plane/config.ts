@@ -4,6 +4,7 @@ import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
+import { parseAppDomains } from './apps/domains.js';
 
 /** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */
 function envLimit(name: string, dflt: string, parse: (v: string) => number): number | null {
@@ -15,7 +16,6 @@ function envLimit(name: string, dflt: string, parse: (v: string) => number): num
     throw new Error(`${name}="${raw}": ${(e as Error).message.replace(/^field "[a-z_]+"( must be|:)? ?/, '')} (or none)`);
   }
 }
-import { parseAppDomains } from './apps/domains.js';
 
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
 export interface ControlPlaneOptions {

@@ -38,7 +38,7 @@ export class BuildLog {
     while (this.size > this.cap && this.first < this.chunks.length) {
       const excess = this.size - this.cap;
       const len = this.bytes[this.first];
-      if (len <= excess + slack || this.first === this.chunks.length - 1 && len <= excess) {
+      if (len <= excess + slack) {
         this.size -= len;
         this.cutBytes += len;
         this.chunks[this.first] = '';

@@ -93,6 +93,9 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
     return img;
   };
 
+  /** Uploads in progress per user (this control plane). */
+  const uploading = new Map<number, number>();
+
   app.post('/api/images', {
     preHandler: app.authenticate,
     schema: {
@@ -121,9 +124,6 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       else uploading.delete(userId);
     }
   });
-
-  /** Uploads in progress per user (this control plane). */
-  const uploading = new Map<number, number>();
 
   async function receiveAndQueue(req: FastifyRequest, reply: FastifyReply, userId: number) {
     const upload = await receiveUpload(req, join(cfg.dataDir, 'uploads'), cfg.maxUploadBytes);
@@ -388,8 +388,9 @@ const FOLLOW_BUFFER_MAX = 2 * 1024 * 1024;
 
 /** SSE: the log so far, then live output until the build ends (`event: end` with the status). */
 async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, img: ImageRow, followers: Set<() => void>): Promise<void> {
+  // gone while the image was looked up: nothing to follow
+  if (req.raw.socket?.destroyed) { reply.hijack(); return; }
   // a stream like a log follow: counted against the per-user and global caps (429 past them)
-  if (req.raw.socket?.destroyed) { reply.hijack(); return; } // gone while the image was looked up: nothing to follow
   const release = streamLimits(app).acquire(img.user_id, 'build log follow');
   const res = startSse(req, reply);
   let unread = 0; // what the snapshot (the log so far) left in the buffer: not the follower's fault

@@ -141,6 +141,8 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     let unsubscribe: (() => void) | undefined;
     let beat: NodeJS.Timeout | undefined;
     let stall: NodeJS.Timeout | undefined;
+    /** the pending drained() (resolved by drain, close, or stop) */
+    let wake: (() => void) | undefined;
     const stop = () => {
       if (done) return;
       done = true;
@@ -180,7 +182,6 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       return ok;
     };
     // resolves on drain, on close, or when the read stops (a stall, or a client gone before)
-    let wake: (() => void) | undefined;
     const drained = () => new Promise<void>((resolve) => {
       if (done || res.destroyed) return resolve();
       const go = () => { res.off('drain', go); res.off('close', go); wake = undefined; resolve(); };
