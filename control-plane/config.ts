@@ -17,6 +17,12 @@ function envLimit(name: string, dflt: string, parse: (v: string) => number): num
   }
 }
 
+/** A process count: a whole number from 16 (a build needs a shell and a few tools) to 1,000,000. */
+function parsePids(v: string): number {
+  if (!/^[0-9]{1,7}$/.test(v) || Number(v) < 16 || Number(v) > 1_000_000) throw new Error('a whole number from 16 to 1000000');
+  return Number(v);
+}
+
 /** Everything the control plane can be configured with. `startControlPlane` fills in defaults. */
 export interface ControlPlaneOptions {
   /** Host to listen on (default 127.0.0.1). */
@@ -54,6 +60,11 @@ export interface ControlPlaneOptions {
    */
   buildMemoryBytes?: number | null;
   buildCpus?: number | null;
+  /**
+   * Processes one build's steps may run at once (runtime/build-cgroup.ts); null: no limit.
+   * Default BERTH_BUILD_PIDS (1024), `none` for no limit.
+   */
+  buildPids?: number | null;
   /**
    * The largest instance a tenant may ask for (cpu_limit, memory_limit): 400 `instance_too_large`
    * past it; null: no ceiling. Defaults: BERTH_MAX_INSTANCE_CPUS and BERTH_MAX_INSTANCE_MEMORY,
@@ -182,6 +193,7 @@ export interface ResolvedConfig {
   buildTimeoutMs: number;
   buildMemoryBytes: number | null;
   buildCpus: number | null;
+  buildPids: number | null;
   instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
@@ -240,6 +252,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     buildTimeoutMs: o.buildTimeoutMs ?? 30 * 60 * 1000,
     buildMemoryBytes: o.buildMemoryBytes !== undefined ? o.buildMemoryBytes : envLimit('BERTH_BUILD_MEMORY', '4g', (v) => parseMemory(v).bytes),
     buildCpus: o.buildCpus !== undefined ? o.buildCpus : envLimit('BERTH_BUILD_CPUS', '2', (v) => parseCpu(v)),
+    buildPids: o.buildPids !== undefined ? o.buildPids : envLimit('BERTH_BUILD_PIDS', '1024', parsePids),
     instanceMax: o.instanceMax ?? {
       cpus: envLimit('BERTH_MAX_INSTANCE_CPUS', String(Math.max(1, cpus().length)), (v) => parseCpu(v)),
       memoryBytes: envLimit('BERTH_MAX_INSTANCE_MEMORY', `${Math.floor(totalmem() / 1024 ** 2)}m`, (v) => parseMemory(v).bytes),

@@ -32,6 +32,7 @@ export interface BuildQueueOptions {
   /** what each build's steps may use (null: no limit) */
   memoryBytes?: number | null;
   cpus?: number | null;
+  pids?: number | null;
   /**
    * Runs before each build with the build context in place; throwing fails the build with that
    * reason (app.ts: the Dockerfile policy and the ownership of every image the build reads).
@@ -224,6 +225,7 @@ export class BuildQueue {
           signal: abort.signal,
           memoryBytes: this.o.memoryBytes,
           cpus: this.o.cpus,
+          pids: this.o.pids,
         });
         dockerId = res.imageId;
         status = 'ready';

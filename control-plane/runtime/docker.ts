@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Logger } from '../../shared/logging.js';
+import { buildCgroups, type BuildCgroups } from './build-cgroup.js';
 import { isTransientDockerError, withRetry } from './retry.js';
 
 /**
@@ -28,6 +29,8 @@ export interface BuildImageOptions {
   /** what the build's steps may use (null: no limit) */
   memoryBytes?: number | null;
   cpus?: number | null;
+  /** processes all its steps together may run at once (build-cgroup.ts); null: no limit */
+  pids?: number | null;
 }
 
 /** What a build needs to know about an image it reads (FROM, COPY --from). */
@@ -171,19 +174,34 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     });
   }
 
+  /** How builds' processes are bounded here, found once per process (a string: why they cannot be). */
+  let cgroups: Promise<BuildCgroups | string> | undefined;
+  function buildCgroupsHere(): Promise<BuildCgroups | string> {
+    cgroups ??= (async () => {
+      const info = (await retrying('info', () => docker.info())) as { CgroupDriver?: string; CgroupVersion?: string };
+      const cg = await buildCgroups(info, endpoint.startsWith('unix://'));
+      if (typeof cg === 'string') log.warn({ reason: cg }, 'the processes a build starts are not bounded here (BERTH_BUILD_PIDS): ' + cg);
+      return cg;
+    })().catch((e) => { cgroups = undefined; throw e; });
+    return cgroups;
+  }
+
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
     await ping();
     await ensureNetworks();
     let pack: tarStream.Pack | undefined;
+    const cg = b.pids ? await buildCgroupsHere() : null;
+    const group = cg !== null && typeof cg !== 'string' ? await cg.create(b.pids!) : null;
     try {
-      return await build(b, () => { pack?.destroy(); return (pack = packDirectory(b.contextDir)); }); // a retry packs afresh
+      return await build(b, group?.parent, () => { pack?.destroy(); return (pack = packDirectory(b.contextDir)); }); // a retry packs afresh
     } finally {
       // an aborted or failed build leaves the context stream half read: stop it, close its file
       if (pack && !pack.destroyed) pack.destroy();
+      await group?.release();
     }
   }
 
-  async function build(b: BuildImageOptions, context: () => tarStream.Pack): Promise<{ imageId: string }> {
+  async function build(b: BuildImageOptions, cgroupParent: string | undefined, context: () => tarStream.Pack): Promise<{ imageId: string }> {
     const stream = (await retrying('build', () =>
       docker.buildImage(context() as unknown as NodeJS.ReadableStream, {
         t: b.tag,
@@ -196,6 +214,8 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         // a RUN step is the tenant's code on the host: bounded memory (no swap beyond it) and CPU
         ...(b.memoryBytes ? { memory: b.memoryBytes, memswap: b.memoryBytes } : {}),
         ...(b.cpus ? { cpuperiod: 100_000, cpuquota: Math.round(b.cpus * 100_000) } : {}),
+        // and bounded processes: every step's container goes under a cgroup with pids.max
+        ...(cgroupParent ? { cgroupparent: cgroupParent } : {}),
         abortSignal: b.signal,
       } as Docker.ImageBuildOptions), b.signal)) as Readable;
     let imageId: string | undefined;

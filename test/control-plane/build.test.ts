@@ -1,9 +1,10 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { streamLimits } from '../../control-plane/http/stream-limits.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
+import { BUILD_CGROUP_BASE, buildCgroups, parseCgroupMounts } from '../../control-plane/runtime/build-cgroup.js';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar, makeTgz, makeZip } from '../helpers/archives.js';
 import { describeWithDocker, docker, removeClusterContainers } from '../helpers/docker.js';
@@ -17,6 +18,12 @@ let data: { dir: string; cleanup(): Promise<void> };
 const made: string[] = [];
 let seq = 0;
 const host = () => `build${++seq}-${process.pid}.example.com`;
+
+/** Where this host's pids controller is: the v1 hierarchy, else the cgroup2 root. */
+function pidsHierarchy(): string {
+  const m = parseCgroupMounts(readFileSync('/proc/self/mounts', 'utf8'));
+  return (m.find((x) => x.type === 'cgroup' && x.options.includes('pids')) ?? m.find((x) => x.type === 'cgroup2'))!.path;
+}
 
 /** Parse an SSE response body into events. */
 async function readSse(res: Response, onEvent?: (ev: string, data: any) => void): Promise<{ event: string; data: any }[]> {
@@ -48,7 +55,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   beforeAll(async () => {
     pg = await startTestPostgres();
     data = await tempDir();
-    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096, buildMemoryBytes: 256 * 1024 * 1024, buildCpus: 0.5 });
+    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096, buildMemoryBytes: 256 * 1024 * 1024, buildCpus: 0.5, buildPids: 64 });
     alice = await new Api(cp.url).signup('builder@example.com');
   });
 
@@ -181,6 +188,37 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     expect(logs).toContain(`mem=${256 * 1024 * 1024}`);
     expect(logs).toMatch(/cpu=50000\b/);
   });
+
+  it("a build's steps together run at most BERTH_BUILD_PIDS processes: a fork bomb fails the build, not the host", async () => {
+    const info = (await docker.info()) as { CgroupDriver?: string; CgroupVersion?: string };
+    const here = await buildCgroups(info, true);
+    if (typeof here === 'string') {
+      // not bounded on this host (docs/security.md); the control plane said why in its log
+      console.warn(`skipped: the processes of builds cannot be bounded on this host: ${here}`);
+      return;
+    }
+    const bomb = 'FROM berth-test/busybox:1\nRUN for i in $(seq 1 100); do sleep 5 & done; wait; echo all-started\n';
+    const r = await alice.upload({ name: 'forky', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: bomb }]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id, 90_000);
+    expect(img.status).toBe('build_failed');
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    expect(logs).toMatch(/can't fork|Resource temporarily unavailable/);
+    expect(logs).not.toMatch(/^all-started$/m);
+    // a build under the limit is not bothered, and each build has its own count
+    const fine = 'FROM berth-test/busybox:1\nRUN for i in $(seq 1 20); do sleep 1 & done; wait; echo twenty-started\nRUN for i in $(seq 1 20); do sleep 1 & done; wait\n';
+    const ok = await alice.upload({ name: 'forky-ok', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: fine }]));
+    made.push(ok.body.docker_image);
+    const built = await alice.waitForBuild(ok.body.id, 90_000);
+    expect(built.status, built.status_reason).toBe('ready');
+    // the builds' cgroups are gone afterwards (none of them is left with this suite's limit)
+    const base = join(pidsHierarchy(), BUILD_CGROUP_BASE);
+    const mine = () => (existsSync(base) ? readdirSync(base) : []).filter((n) => {
+      try { return readFileSync(join(base, n, 'pids.max'), 'utf8').trim() === '64'; } catch { return false; }
+    });
+    for (let i = 0; i < 100 && mine().length > 0; i++) await new Promise((res) => setTimeout(res, 200));
+    expect(mine()).toEqual([]);
+  }, 120_000);
 
   it('caps stored build output, keeping the tail and saying it was cut', async () => {
     const df = 'FROM berth-test/busybox:1\nRUN for i in $(seq 1 400); do echo "noisy line $i ................................"; done\n';

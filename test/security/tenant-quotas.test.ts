@@ -68,7 +68,7 @@ describe('per-user quotas', () => {
     expect(resolveConfig({}).containerPidsLimit).toBe(512);
     expect(resolveConfig({}).containerMemoryDefaultBytes).toBe(512 * 1024 * 1024);
     // a build's steps: 4 GiB (no swap beyond) and 2 CPUs unless told; `none` lifts a limit; a bad value names the variable
-    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2 });
+    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2, buildPids: 1024 });
     const env = (vars: Record<string, string>, fn: () => void) => {
       Object.assign(process.env, vars);
       try { fn(); } finally { for (const k of Object.keys(vars)) delete process.env[k]; }
@@ -76,6 +76,11 @@ describe('per-user quotas', () => {
     env({ BERTH_BUILD_MEMORY: '1g', BERTH_BUILD_CPUS: 'none' }, () => expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 1024 ** 3, buildCpus: null }));
     env({ BERTH_BUILD_MEMORY: 'lots' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_MEMORY="lots": a size like/));
     env({ BERTH_BUILD_CPUS: '0' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_CPUS="0": .*between 0.01 and 256/));
+    env({ BERTH_BUILD_PIDS: 'none' }, () => expect(resolveConfig({}).buildPids).toBeNull());
+    env({ BERTH_BUILD_PIDS: '256' }, () => expect(resolveConfig({}).buildPids).toBe(256));
+    for (const bad of ['8', '1e3', '-5', '2000000', 'many']) {
+      env({ BERTH_BUILD_PIDS: bad }, () => expect(() => resolveConfig({})).toThrow(new RegExp(`^BERTH_BUILD_PIDS="${bad}": a whole number from 16 to 1000000 \\(or none\\)$`)));
+    }
   });
 
   it('concurrent builds past the quota answer 429 too_many_builds; another user is unaffected', async () => {
