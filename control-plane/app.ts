@@ -101,7 +101,7 @@ export async function startControlPlane(
   const builds = new BuildQueue({
     db, runtime, events, metrics, log, dataDir: config.dataDir,
     concurrency: config.buildConcurrency, maxLogBytes: config.maxBuildLogBytes, timeoutMs: config.buildTimeoutMs,
-    memoryBytes: config.buildMemoryBytes, cpus: config.buildCpus, pids: config.buildPids,
+    memoryBytes: config.buildMemoryBytes, cpus: config.buildCpus, pids: config.buildPids, diskBytes: config.buildDiskBytes,
     verify: (img, ctx, o) => verifyBuildSources(runtime, img.user_id, ctx, o),
   });
 

@@ -66,6 +66,11 @@ export interface ControlPlaneOptions {
    */
   buildPids?: number | null;
   /**
+   * Disk one build may fill: the image so far (base included) plus the running step
+   * (runtime/build-disk.ts); null: no limit. Default BERTH_BUILD_DISK (10g), `none` for no limit.
+   */
+  buildDiskBytes?: number | null;
+  /**
    * The largest instance a tenant may ask for (cpu_limit, memory_limit): 400 `instance_too_large`
    * past it; null: no ceiling. Defaults: BERTH_MAX_INSTANCE_CPUS and BERTH_MAX_INSTANCE_MEMORY,
    * else this host's CPUs and memory (`none` for no ceiling).
@@ -194,6 +199,7 @@ export interface ResolvedConfig {
   buildMemoryBytes: number | null;
   buildCpus: number | null;
   buildPids: number | null;
+  buildDiskBytes: number | null;
   instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
@@ -253,6 +259,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     buildMemoryBytes: o.buildMemoryBytes !== undefined ? o.buildMemoryBytes : envLimit('BERTH_BUILD_MEMORY', '4g', (v) => parseMemory(v).bytes),
     buildCpus: o.buildCpus !== undefined ? o.buildCpus : envLimit('BERTH_BUILD_CPUS', '2', (v) => parseCpu(v)),
     buildPids: o.buildPids !== undefined ? o.buildPids : envLimit('BERTH_BUILD_PIDS', '1024', parsePids),
+    buildDiskBytes: o.buildDiskBytes !== undefined ? o.buildDiskBytes : envLimit('BERTH_BUILD_DISK', '10g', (v) => parseMemory(v).bytes),
     instanceMax: o.instanceMax ?? {
       cpus: envLimit('BERTH_MAX_INSTANCE_CPUS', String(Math.max(1, cpus().length)), (v) => parseCpu(v)),
       memoryBytes: envLimit('BERTH_MAX_INSTANCE_MEMORY', `${Math.floor(totalmem() / 1024 ** 2)}m`, (v) => parseMemory(v).bytes),

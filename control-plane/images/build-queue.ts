@@ -33,6 +33,7 @@ export interface BuildQueueOptions {
   memoryBytes?: number | null;
   cpus?: number | null;
   pids?: number | null;
+  diskBytes?: number | null;
   /**
    * Runs before each build with the build context in place; throwing fails the build with that
    * reason (app.ts: the Dockerfile policy and the ownership of every image the build reads).
@@ -226,6 +227,7 @@ export class BuildQueue {
           memoryBytes: this.o.memoryBytes,
           cpus: this.o.cpus,
           pids: this.o.pids,
+          diskBytes: this.o.diskBytes,
         });
         dockerId = res.imageId;
         status = 'ready';

@@ -75,7 +75,8 @@ export async function buildCgroups(info: DaemonCgroupInfo, localDaemon: boolean,
   } else {
     const v1 = mounts.filter((m) => m.type === 'cgroup');
     const pids = v1.find((m) => m.options.includes('pids'));
-    cg = pids === undefined ? 'no cgroup v1 pids hierarchy here' : await v1Cgroups(pids.path, v1.map((m) => m.path));
+    // the daemon makes the build's path in every hierarchy, the hybrid mode's cgroup2 one included
+    cg = pids === undefined ? 'no cgroup v1 pids hierarchy here' : await v1Cgroups(pids.path, mounts.map((m) => m.path));
   }
   return cg;
 }
@@ -83,8 +84,12 @@ export async function buildCgroups(info: DaemonCgroupInfo, localDaemon: boolean,
 /** A cgroup name nobody else picks: one per build. */
 const newName = () => `b-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
 
-/** Leftovers of a crashed control plane older than this are removed (a build lasts ≤ 30 min by default). */
-const STALE_MS = 6 * 3600_000;
+/**
+ * Leftovers (a control plane that stopped before its retries) older than this are removed at
+ * startup. Not sooner: between two steps a running build's cgroup is empty too, and another
+ * control plane on this host may be running it (a build lasts ≤ 30 min by default).
+ */
+const STALE_MS = 3600_000;
 
 /** Remove empty build cgroups older than STALE_MS under `base` (a non-empty one refuses rmdir). */
 async function sweep(base: string): Promise<void> {
@@ -100,17 +105,20 @@ async function sweep(base: string): Promise<void> {
   }
 }
 
+/** When a busy cgroup is tried again: the daemon removes an aborted step's container after the build's answer ends. */
+const RETRY_MS = [1000, 5000, 30_000];
+
 /**
- * Remove cgroup directories; one still busy (an aborted build's last container is being removed
- * by the daemon) is tried again once, 10 s later. What is left then goes at the next startup.
+ * Remove cgroup directories; one still busy (its last container not yet removed by the daemon)
+ * is tried again a few times over half a minute. What is left then goes at the next startup.
  */
-async function removeLater(dirs: string[]): Promise<void> {
+async function removeLater(dirs: string[], attempt = 0): Promise<void> {
   const busy: string[] = [];
   for (const d of dirs) {
     await rmdir(d).catch((e: NodeJS.ErrnoException) => { if (e.code === 'EBUSY') busy.push(d); });
   }
-  if (busy.length > 0) {
-    setTimeout(() => { for (const d of busy) rmdir(d).catch(() => {}); }, 10_000).unref();
+  if (busy.length > 0 && attempt < RETRY_MS.length) {
+    setTimeout(() => { void removeLater(busy, attempt + 1); }, RETRY_MS[attempt]).unref();
   }
 }
 

@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Logger } from '../../shared/logging.js';
 import { buildCgroups, type BuildCgroups } from './build-cgroup.js';
+import { BuildDiskWatch } from './build-disk.js';
 import { isTransientDockerError, withRetry } from './retry.js';
 
 /**
@@ -31,6 +32,8 @@ export interface BuildImageOptions {
   cpus?: number | null;
   /** processes all its steps together may run at once (build-cgroup.ts); null: no limit */
   pids?: number | null;
+  /** bytes the image may reach, base image and the running step included (build-disk.ts); null: no limit */
+  diskBytes?: number | null;
 }
 
 /** What a build needs to know about an image it reads (FROM, COPY --from). */
@@ -202,6 +205,20 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
   }
 
   async function build(b: BuildImageOptions, cgroupParent: string | undefined, context: () => tarStream.Pack): Promise<{ imageId: string }> {
+    // the caller's abort, or the disk watch's
+    const own = new AbortController();
+    const signal = b.signal ? AbortSignal.any([b.signal, own.signal]) : own.signal;
+    let over: string | undefined;
+    const disk = b.diskBytes ? new BuildDiskWatch(docker, b.diskBytes, (why) => { over = why; own.abort(why); }) : null;
+    try {
+      return await buildWatched(b, cgroupParent, context, signal, disk, () => over);
+    } finally {
+      disk?.stop();
+    }
+  }
+
+  async function buildWatched(b: BuildImageOptions, cgroupParent: string | undefined, context: () => tarStream.Pack,
+    signal: AbortSignal, disk: BuildDiskWatch | null, over: () => string | undefined): Promise<{ imageId: string }> {
     const stream = (await retrying('build', () =>
       docker.buildImage(context() as unknown as NodeJS.ReadableStream, {
         t: b.tag,
@@ -216,8 +233,9 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         ...(b.cpus ? { cpuperiod: 100_000, cpuquota: Math.round(b.cpus * 100_000) } : {}),
         // and bounded processes: every step's container goes under a cgroup with pids.max
         ...(cgroupParent ? { cgroupparent: cgroupParent } : {}),
-        abortSignal: b.signal,
-      } as Docker.ImageBuildOptions), b.signal)) as Readable;
+        abortSignal: signal,
+      } as Docker.ImageBuildOptions), signal)) as Readable;
+    disk?.start();
     let imageId: string | undefined;
     let failure: string | undefined;
     let buf = '';
@@ -225,8 +243,10 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       if (!line.trim()) return;
       let msg: { stream?: string; status?: string; progress?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string } };
       try { msg = JSON.parse(line); } catch { b.onOutput(line + '\n'); return; }
-      if (msg.stream) b.onOutput(msg.stream);
-      else if (msg.status) b.onOutput(`${msg.status}${msg.progress ? ' ' + msg.progress : ''}\n`);
+      if (msg.stream) {
+        b.onOutput(msg.stream);
+        disk?.see(msg.stream);
+      } else if (msg.status) b.onOutput(`${msg.status}${msg.progress ? ' ' + msg.progress : ''}\n`);
       if (msg.aux?.ID) imageId = msg.aux.ID;
       if (msg.error || msg.errorDetail) {
         failure = msg.errorDetail?.message ?? msg.error ?? 'build failed';
@@ -242,8 +262,10 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       });
       stream.on('end', () => { handleLine(buf); resolve(); });
       stream.on('error', reject);
-      stream.on('close', () => { if (!stream.readableEnded) reject(b.signal?.aborted ? new BuildError('build aborted') : new BuildError('connection to the Docker daemon closed during the build')); });
+      stream.on('close', () => { if (!stream.readableEnded) reject(signal.aborted ? new BuildError('build aborted') : new BuildError('connection to the Docker daemon closed during the build')); });
     }).catch((e: Error) => {
+      const why = over();
+      if (why !== undefined) throw new BuildError(why);
       if (b.signal?.aborted) throw new BuildError(typeof b.signal.reason === 'string' ? b.signal.reason : 'build aborted');
       throw e instanceof BuildError ? e : new BuildError(`build stream failed: ${e.message}`);
     });

@@ -37,10 +37,10 @@ describe('build cgroups (pids.max per build)', () => {
   it('v1: one cgroup per build under berth-builds with pids.max, removed in every hierarchy after', async () => {
     const pids = join(t.dir, 'v1', 'pids');
     const mem = join(t.dir, 'v1', 'memory');
-    await mkdir(pids, { recursive: true });
-    await mkdir(mem, { recursive: true });
+    const unified = join(t.dir, 'v1', 'unified');
+    for (const d of [pids, mem, unified]) await mkdir(d, { recursive: true });
     const cg = await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, true,
-      `cgroup ${pids} cgroup rw,pids 0 0\ncgroup ${mem} cgroup rw,memory 0 0\n`);
+      `cgroup ${pids} cgroup rw,pids 0 0\ncgroup ${mem} cgroup rw,memory 0 0\ncgroup2 ${unified} cgroup2 rw 0 0\n`);
     if (typeof cg === 'string') throw new Error(cg);
     const a = await cg.create(64);
     const b = await cg.create(100);
@@ -50,11 +50,13 @@ describe('build cgroups (pids.max per build)', () => {
     expect(readFileSync(join(pids, b.parent, 'pids.max'), 'utf8')).toBe('100');
     // the daemon makes the same path in the other hierarchies; release removes them all
     await mkdir(join(mem, a.parent), { recursive: true });
+    await mkdir(join(unified, a.parent), { recursive: true });
     // (a plain directory with a file is "busy" like a cgroup with members: only the file goes first)
     await import('node:fs/promises').then((f) => f.rm(join(pids, a.parent, 'pids.max')));
     await a.release();
     expect(existsSync(join(pids, a.parent))).toBe(false);
     expect(existsSync(join(mem, a.parent))).toBe(false);
+    expect(existsSync(join(unified, a.parent))).toBe(false);
     expect(existsSync(join(pids, b.parent))).toBe(true);
   });
 

@@ -55,7 +55,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   beforeAll(async () => {
     pg = await startTestPostgres();
     data = await tempDir();
-    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096, buildMemoryBytes: 256 * 1024 * 1024, buildCpus: 0.5, buildPids: 64 });
+    cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, maxBuildLogBytes: 4096, buildMemoryBytes: 256 * 1024 * 1024, buildCpus: 0.5, buildPids: 64, buildDiskBytes: 64 * 1024 * 1024 });
     alice = await new Api(cp.url).signup('builder@example.com');
   });
 
@@ -190,6 +190,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   });
 
   it("a build's steps together run at most BERTH_BUILD_PIDS processes: a fork bomb fails the build, not the host", async () => {
+    const began = Date.now();
     const info = (await docker.info()) as { CgroupDriver?: string; CgroupVersion?: string };
     const here = await buildCgroups(info, true);
     if (typeof here === 'string') {
@@ -211,13 +212,36 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     made.push(ok.body.docker_image);
     const built = await alice.waitForBuild(ok.body.id, 90_000);
     expect(built.status, built.status_reason).toBe('ready');
-    // the builds' cgroups are gone afterwards (none of them is left with this suite's limit)
+    // the builds' cgroups are gone afterwards (none made since this test began is left with this suite's limit)
     const base = join(pidsHierarchy(), BUILD_CGROUP_BASE);
     const mine = () => (existsSync(base) ? readdirSync(base) : []).filter((n) => {
+      const made = /^b-([0-9a-z]+)-/.exec(n);
+      if (made === null || parseInt(made[1], 36) < began) return false;
       try { return readFileSync(join(base, n, 'pids.max'), 'utf8').trim() === '64'; } catch { return false; }
     });
-    for (let i = 0; i < 100 && mine().length > 0; i++) await new Promise((res) => setTimeout(res, 200));
+    for (let i = 0; i < 50 && mine().length > 0; i++) await new Promise((res) => setTimeout(res, 200));
     expect(mine()).toEqual([]);
+  }, 120_000);
+
+  it('a build that writes more than BERTH_BUILD_DISK is stopped: in one step, and over several', async () => {
+    const oneStep = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/big bs=1M count=200 && sleep 5 && echo step-finished\n';
+    const manySteps = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/a bs=1M count=40\nRUN dd if=/dev/zero of=/b bs=1M count=40\nRUN sleep 5 && echo step-finished\n';
+    for (const [name, df] of [['disk-one', oneStep], ['disk-many', manySteps]] as const) {
+      const r = await alice.upload({ name, app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: df }]));
+      made.push(r.body.docker_image);
+      const img = await alice.waitForBuild(r.body.id, 90_000);
+      expect(img.status, name).toBe('build_failed');
+      expect(img.status_reason).toMatch(/^the build wrote more than 64 MiB of disk \(.*; BERTH_BUILD_DISK\)$/);
+      const [, image, step] = /the image so far (\d+) MiB, the running step (\d+) MiB/.exec(img.status_reason)!;
+      // what it had written when seen (a poll may land mid-step): past the limit, whichever step
+      expect(Number(image) + Number(step)).toBeGreaterThan(64);
+      const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+      expect(logs).not.toMatch(/^step-finished$/m);
+      // the aborted step's container (and its 200 MiB) does not stay behind: the daemon kills and removes it
+      const left = async () => (await docker.listContainers({ all: true })).filter((c) => c.Command.includes('dd if=/dev/zero') || c.Command.includes('sleep 5 && echo step-finished'));
+      for (let i = 0; i < 100 && (await left()).length > 0; i++) await new Promise((res) => setTimeout(res, 200));
+      expect(await left()).toEqual([]);
+    }
   }, 120_000);
 
   it('caps stored build output, keeping the tail and saying it was cut', async () => {

@@ -68,7 +68,7 @@ describe('per-user quotas', () => {
     expect(resolveConfig({}).containerPidsLimit).toBe(512);
     expect(resolveConfig({}).containerMemoryDefaultBytes).toBe(512 * 1024 * 1024);
     // a build's steps: 4 GiB (no swap beyond) and 2 CPUs unless told; `none` lifts a limit; a bad value names the variable
-    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2, buildPids: 1024 });
+    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2, buildPids: 1024, buildDiskBytes: 10 * 1024 ** 3 });
     const env = (vars: Record<string, string>, fn: () => void) => {
       Object.assign(process.env, vars);
       try { fn(); } finally { for (const k of Object.keys(vars)) delete process.env[k]; }
@@ -77,6 +77,9 @@ describe('per-user quotas', () => {
     env({ BERTH_BUILD_MEMORY: 'lots' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_MEMORY="lots": a size like/));
     env({ BERTH_BUILD_CPUS: '0' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_CPUS="0": .*between 0.01 and 256/));
     env({ BERTH_BUILD_PIDS: 'none' }, () => expect(resolveConfig({}).buildPids).toBeNull());
+    env({ BERTH_BUILD_DISK: '500m' }, () => expect(resolveConfig({}).buildDiskBytes).toBe(500 * 1024 ** 2));
+    env({ BERTH_BUILD_DISK: 'none' }, () => expect(resolveConfig({}).buildDiskBytes).toBeNull());
+    env({ BERTH_BUILD_DISK: 'huge' }, () => expect(() => resolveConfig({})).toThrow(/^BERTH_BUILD_DISK="huge": a size like/));
     env({ BERTH_BUILD_PIDS: '256' }, () => expect(resolveConfig({}).buildPids).toBe(256));
     for (const bad of ['8', '1e3', '-5', '2000000', 'many']) {
       env({ BERTH_BUILD_PIDS: bad }, () => expect(() => resolveConfig({})).toThrow(new RegExp(`^BERTH_BUILD_PIDS="${bad}": a whole number from 16 to 1000000 \\(or none\\)$`)));
