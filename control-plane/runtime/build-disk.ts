@@ -56,6 +56,10 @@ export class BuildDiskWatch {
     clearInterval(this.timer);
   }
 
+  overMessage(imageBytes: number, stepBytes: number): string {
+    return `the build wrote more than ${mib(this.limitBytes)} of disk (the image so far ${mib(imageBytes)}, the running step ${mib(stepBytes)}; BERTH_BUILD_DISK)`;
+  }
+
   /** One look; public for tests. Errors (a step's container already gone) are not the build's. */
   async poll(): Promise<void> {
     if (this.busy || this.done) return;
@@ -76,7 +80,7 @@ export class BuildDiskWatch {
       const total = this.layerBytes + stepBytes;
       if (total > this.limitBytes && !this.done) {
         this.stop();
-        this.onOver(`the build wrote more than ${mib(this.limitBytes)} of disk (the image so far ${mib(this.layerBytes)}, the running step ${mib(stepBytes)}; BERTH_BUILD_DISK)`);
+        this.onOver(this.overMessage(this.layerBytes, stepBytes));
       }
     } finally {
       this.busy = false;

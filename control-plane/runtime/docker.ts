@@ -270,9 +270,14 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       throw e instanceof BuildError ? e : new BuildError(`build stream failed: ${e.message}`);
     });
     if (failure) throw new BuildError(failure);
-    if (!imageId) {
+    if (!imageId || disk !== null) {
       const info = await retrying('inspect', () => docker.getImage(b.tag).inspect());
       imageId = info.Id;
+      // a last step quicker than the watch's look: the finished image is measured too
+      if (disk !== null && info.Size > disk.limitBytes) {
+        await removeImage(b.tag).catch(() => {});
+        throw new BuildError(disk.overMessage(info.Size, 0));
+      }
     }
     return { imageId };
   }

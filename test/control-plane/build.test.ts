@@ -226,7 +226,9 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   it('a build that writes more than BERTH_BUILD_DISK is stopped: in one step, and over several', async () => {
     const oneStep = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/big bs=1M count=200 && sleep 5 && echo step-finished\n';
     const manySteps = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/a bs=1M count=40\nRUN dd if=/dev/zero of=/b bs=1M count=40\nRUN sleep 5 && echo step-finished\n';
-    for (const [name, df] of [['disk-one', oneStep], ['disk-many', manySteps]] as const) {
+    // a last step quicker than the watch's look: the finished image is measured, and removed
+    const quick = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/big bs=1M count=100\n';
+    for (const [name, df] of [['disk-one', oneStep], ['disk-many', manySteps], ['disk-quick', quick]] as const) {
       const r = await alice.upload({ name, app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: df }]));
       made.push(r.body.docker_image);
       const img = await alice.waitForBuild(r.body.id, 90_000);
@@ -241,6 +243,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
       const left = async () => (await docker.listContainers({ all: true })).filter((c) => c.Command.includes('dd if=/dev/zero') || c.Command.includes('sleep 5 && echo step-finished'));
       for (let i = 0; i < 100 && (await left()).length > 0; i++) await new Promise((res) => setTimeout(res, 200));
       expect(await left()).toEqual([]);
+      expect(await docker.getImage(r.body.docker_image).inspect().then(() => 'kept', () => 'gone')).toBe('gone');
     }
   }, 120_000);
 
