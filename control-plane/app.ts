@@ -96,12 +96,12 @@ export async function startControlPlane(
   }
   if (metricsAuth.file) log.info({ file: metricsAuth.file }, 'metrics token (BERTH_METRICS_TOKEN) for GET /metrics read from the data directory');
   const metrics = createMetrics(() => db);
-  const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork } });
+  const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork }, buildTimeoutMs: config.buildTimeoutMs });
   const events = new EventRelay(db, log);
   const builds = new BuildQueue({
     db, runtime, events, metrics, log, dataDir: config.dataDir,
     concurrency: config.buildConcurrency, maxLogBytes: config.maxBuildLogBytes, timeoutMs: config.buildTimeoutMs,
-    memoryBytes: config.buildMemoryBytes, cpus: config.buildCpus, pids: config.buildPids, diskBytes: config.buildDiskBytes,
+    memoryBytes: config.buildMemoryBytes, cpus: config.buildCpus, pids: config.buildPids, diskBytes: config.buildDiskBytes, minFreeBytes: config.buildMinFreeBytes,
     verify: (img, ctx, o) => verifyBuildSources(runtime, img.user_id, ctx, o),
   });
 

@@ -71,6 +71,11 @@ export interface ControlPlaneOptions {
    */
   buildDiskBytes?: number | null;
   /**
+   * Builds stop when the Docker daemon's disk has less free than this (runtime/build-disk.ts);
+   * null: no floor. Default BERTH_BUILD_MIN_FREE (1g), `none` for no floor.
+   */
+  buildMinFreeBytes?: number | null;
+  /**
    * The largest instance a tenant may ask for (cpu_limit, memory_limit): 400 `instance_too_large`
    * past it; null: no ceiling. Defaults: BERTH_MAX_INSTANCE_CPUS and BERTH_MAX_INSTANCE_MEMORY,
    * else this host's CPUs and memory (`none` for no ceiling).
@@ -200,6 +205,7 @@ export interface ResolvedConfig {
   buildCpus: number | null;
   buildPids: number | null;
   buildDiskBytes: number | null;
+  buildMinFreeBytes: number | null;
   instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
   dbPoolMax: number;
@@ -260,6 +266,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     buildCpus: o.buildCpus !== undefined ? o.buildCpus : envLimit('BERTH_BUILD_CPUS', '2', (v) => parseCpu(v)),
     buildPids: o.buildPids !== undefined ? o.buildPids : envLimit('BERTH_BUILD_PIDS', '1024', parsePids),
     buildDiskBytes: o.buildDiskBytes !== undefined ? o.buildDiskBytes : envLimit('BERTH_BUILD_DISK', '10g', (v) => parseMemory(v).bytes),
+    buildMinFreeBytes: o.buildMinFreeBytes !== undefined ? o.buildMinFreeBytes : envLimit('BERTH_BUILD_MIN_FREE', '1g', (v) => parseMemory(v).bytes),
     instanceMax: o.instanceMax ?? {
       cpus: envLimit('BERTH_MAX_INSTANCE_CPUS', String(Math.max(1, cpus().length)), (v) => parseCpu(v)),
       memoryBytes: envLimit('BERTH_MAX_INSTANCE_MEMORY', `${Math.floor(totalmem() / 1024 ** 2)}m`, (v) => parseMemory(v).bytes),

@@ -34,6 +34,7 @@ export interface BuildQueueOptions {
   cpus?: number | null;
   pids?: number | null;
   diskBytes?: number | null;
+  minFreeBytes?: number | null;
   /**
    * Runs before each build with the build context in place; throwing fails the build with that
    * reason (app.ts: the Dockerfile policy and the ownership of every image the build reads).
@@ -228,6 +229,7 @@ export class BuildQueue {
           cpus: this.o.cpus,
           pids: this.o.pids,
           diskBytes: this.o.diskBytes,
+          minFreeBytes: this.o.minFreeBytes,
         });
         dockerId = res.imageId;
         status = 'ready';

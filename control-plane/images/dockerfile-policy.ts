@@ -32,6 +32,11 @@ export class DockerfilePolicyError extends Error {
 export interface PolicyResult {
   /** Image references (resolved, not stages, not scratch) the build will read. */
   images: string[];
+  /**
+   * ADD reads files of the build context (not a URL, not another stage or image): the builder
+   * unpacks an archive among them itself, which build-check.ts refuses.
+   */
+  addsLocal: boolean;
 }
 
 /** berth's image naming: `berth-u{user}-i{image}`. */
@@ -356,6 +361,7 @@ interface Stage {
 
 class Checker {
   readonly images = new Set<string>();
+  addsLocal = false;
   private meta = new Map<string, Value>();
   private stages: Stage[] = [];
   constructor(private readonly userId: number, private readonly escape: string) {}
@@ -478,6 +484,7 @@ class Checker {
             if (candidates.some(isRemoteSource)) {
               this.fail(no, `ADD of a URL or git repository ("${candidates[candidates.length - 1]}") is not allowed: the Docker daemon would fetch it from the host's network. Put the file in the uploaded archive instead`);
             }
+            if (!onbuild) this.addsLocal = true;
           }
         }
         return;
@@ -529,12 +536,14 @@ export function checkDockerfile(text: string, userId: number): PolicyResult {
     throw new DockerfilePolicyError(syntax.no, `# syntax=${syntax.value}: only the docker/dockerfile frontend may be named (a frontend image runs the whole build)`);
   }
   const images = new Set<string>();
+  let addsLocal = false;
   for (const heredocs of [true, false]) {
     const c = new Checker(userId, escape);
     c.run(instructions(lines, escape, heredocs));
     for (const i of c.images) images.add(i);
+    addsLocal ||= c.addsLocal;
   }
-  return { images: [...images] };
+  return { images: [...images], addsLocal };
 }
 
 /** The upload check: a refused Dockerfile is a 400 `dockerfile_refused` naming the line. */

@@ -18,7 +18,7 @@
  * Written by hand: a handful of mkdir/write/rmdir calls on cgroupfs; no library does this.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** The cgroup (relative to each hierarchy's root) under which every build's cgroup is made. */
@@ -27,13 +27,19 @@ export const BUILD_CGROUP_BASE = 'berth-builds';
 export interface BuildCgroup {
   /** what the daemon takes as `cgroupparent` */
   readonly parent: string;
+  /**
+   * The ids of the containers in it now: the build's running step. Read from the cgroup
+   * filesystem, which only the daemon writes (unlike the build's output, which the tenant's
+   * steps print to): build-disk.ts measures what these write.
+   */
+  containers(): Promise<string[]>;
   /** Remove the cgroup (once the build's containers are gone); never throws. */
   release(): Promise<void>;
 }
 
 export interface BuildCgroups {
-  /** A new cgroup holding at most `pids` processes, for one build. */
-  create(pids: number): Promise<BuildCgroup>;
+  /** A new cgroup holding at most `pids` processes (null: no limit), for one build. */
+  create(pids: number | null): Promise<BuildCgroup>;
 }
 
 /** What the daemon says about its cgroups (`docker info`). */
@@ -57,9 +63,9 @@ export function parseCgroupMounts(text: string): Mount[] {
 
 /**
  * Build cgroups for this daemon, or the reason there can be none here (a string). `mountsText`
- * is /proc/self/mounts (a parameter for tests).
+ * is /proc/self/mounts (a parameter for tests); leftovers older than `staleMs` are removed.
  */
-export async function buildCgroups(info: DaemonCgroupInfo, localDaemon: boolean, mountsText?: string): Promise<BuildCgroups | string> {
+export async function buildCgroups(info: DaemonCgroupInfo, localDaemon: boolean, mountsText?: string, staleMs = 3600_000): Promise<BuildCgroups | string> {
   if (!localDaemon) return 'the Docker daemon is not on this host (DOCKER_HOST is not a unix socket)';
   if (info.CgroupDriver !== 'cgroupfs') return `the Docker daemon uses the "${info.CgroupDriver ?? 'unknown'}" cgroup driver (cgroupfs is needed)`;
   let mounts: Mount[];
@@ -68,76 +74,88 @@ export async function buildCgroups(info: DaemonCgroupInfo, localDaemon: boolean,
   } catch (e) {
     return `cannot read the cgroup mounts (${(e as Error).message})`;
   }
-  let cg: BuildCgroups | string;
   if (info.CgroupVersion === '2') {
     const root = mounts.find((m) => m.type === 'cgroup2');
-    cg = root === undefined ? 'no cgroup2 mount here' : await v2(root.path);
-  } else {
-    const v1 = mounts.filter((m) => m.type === 'cgroup');
-    const pids = v1.find((m) => m.options.includes('pids'));
-    // the daemon makes the build's path in every hierarchy, the hybrid mode's cgroup2 one included
-    cg = pids === undefined ? 'no cgroup v1 pids hierarchy here' : await v1Cgroups(pids.path, mounts.map((m) => m.path));
+    return root === undefined ? 'no cgroup2 mount here' : v2(root.path, staleMs);
   }
-  return cg;
+  const pids = mounts.find((m) => m.type === 'cgroup' && m.options.includes('pids'));
+  // the daemon makes the build's path in every hierarchy, the hybrid mode's cgroup2 one included
+  return pids === undefined ? 'no cgroup v1 pids hierarchy here' : v1(pids.path, mounts.map((m) => m.path), staleMs);
 }
 
-/** A cgroup name nobody else picks: one per build. */
+/** A cgroup name nobody else picks, one per build; it carries its creation time (sweep()). */
 const newName = () => `b-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+const NAME = /^b-([0-9a-z]{1,11})-[0-9a-f]{12}$/;
+const CONTAINER_ID = /^[0-9a-f]{64}$/;
 
 /**
- * Leftovers (a control plane that stopped before its retries) older than this are removed at
- * startup. Not sooner: between two steps a running build's cgroup is empty too, and another
- * control plane on this host may be running it (a build lasts ≤ 30 min by default).
+ * Remove the empty build cgroups under `base` made more than `staleMs` ago (a control plane that
+ * stopped before its retries). Not sooner: between two steps a running build's cgroup is empty
+ * too, and another control plane on this host may be running it. The age is the one in the name
+ * (a cgroup directory's mtime is not kept); a non-empty cgroup refuses rmdir anyway.
  */
-const STALE_MS = 3600_000;
-
-/** Remove empty build cgroups older than STALE_MS under `base` (a non-empty one refuses rmdir). */
-async function sweep(base: string): Promise<void> {
+async function sweep(base: string, staleMs: number): Promise<void> {
   let names: string[];
   try { names = await readdir(base); } catch { return; }
   const now = Date.now();
   for (const n of names) {
-    if (!n.startsWith('b-')) continue;
-    const p = join(base, n);
-    try {
-      if (now - (await stat(p)).mtimeMs > STALE_MS) await rmdir(p);
-    } catch { /* in use, or gone */ }
+    const m = NAME.exec(n);
+    if (m === null || now - parseInt(m[1], 36) <= staleMs) continue;
+    await rmdir(join(base, n)).catch(() => {});
   }
 }
-
-/** When a busy cgroup is tried again: the daemon removes an aborted step's container after the build's answer ends. */
-const RETRY_MS = [1000, 5000, 30_000];
 
 /**
- * Remove cgroup directories; one still busy (its last container not yet removed by the daemon)
- * is tried again a few times over half a minute. What is left then goes at the next startup.
+ * When a build's cgroup is removed (again): the daemon removes an aborted step's container after
+ * the build's answer has ended, and a step it started just before noticing the abort would make
+ * the path anew (without pids.max) — each later attempt removes what reappeared.
  */
+const RETRY_MS = [250, 1000, 5000, 30_000];
+
+/** Remove cgroup directories now and a few times over the next half minute; never throws. */
 async function removeLater(dirs: string[], attempt = 0): Promise<void> {
-  const busy: string[] = [];
-  for (const d of dirs) {
-    await rmdir(d).catch((e: NodeJS.ErrnoException) => { if (e.code === 'EBUSY') busy.push(d); });
-  }
-  if (busy.length > 0 && attempt < RETRY_MS.length) {
-    setTimeout(() => { void removeLater(busy, attempt + 1); }, RETRY_MS[attempt]).unref();
+  for (const d of dirs) await rmdir(d).catch(() => {});
+  if (attempt < RETRY_MS.length) {
+    setTimeout(() => { void removeLater(dirs, attempt + 1); }, RETRY_MS[attempt]).unref();
   }
 }
 
-async function v1Cgroups(pidsRoot: string, allRoots: string[]): Promise<BuildCgroups | string> {
+/** Make `dir` with pids.max; nothing is left behind when that fails. */
+async function makeLimited(dir: string, pids: number | null): Promise<void> {
+  await mkdir(dir);
+  try {
+    await writeFile(join(dir, 'pids.max'), pids === null ? 'max' : String(pids));
+  } catch (e) {
+    await rmdir(dir).catch(() => {});
+    throw new Error(`could not limit the build's processes (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/** The container cgroups directly under `dir`. */
+async function containersIn(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory() && CONTAINER_ID.test(e.name)).map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+async function v1(pidsRoot: string, allRoots: string[], staleMs: number): Promise<BuildCgroups | string> {
   const base = join(pidsRoot, BUILD_CGROUP_BASE);
   try {
     await mkdir(base, { recursive: true });
   } catch (e) {
     return `cannot create ${base} (${(e as Error).message})`;
   }
-  for (const r of allRoots) await sweep(join(r, BUILD_CGROUP_BASE));
+  for (const r of allRoots) await sweep(join(r, BUILD_CGROUP_BASE), staleMs);
   return {
     async create(pids) {
       const name = newName();
       const dir = join(base, name);
-      await mkdir(dir);
-      await writeFile(join(dir, 'pids.max'), String(pids));
+      await makeLimited(dir, pids);
       return {
         parent: `/${BUILD_CGROUP_BASE}/${name}`,
+        containers: () => containersIn(dir),
         // the daemon made the same path in every hierarchy (memory, cpu, …) for the containers
         release: () => removeLater(allRoots.map((r) => join(r, BUILD_CGROUP_BASE, name))),
       };
@@ -145,25 +163,26 @@ async function v1Cgroups(pidsRoot: string, allRoots: string[]): Promise<BuildCgr
   };
 }
 
-async function v2(root: string): Promise<BuildCgroups | string> {
+async function v2(root: string, staleMs: number): Promise<BuildCgroups | string> {
   const base = join(root, BUILD_CGROUP_BASE);
   try {
     await mkdir(base, { recursive: true });
     // children of `base` get the controllers the root hands down; pids is the one that matters here
     const available = (await readFile(join(base, 'cgroup.controllers'), 'utf8')).trim().split(/\s+/);
-    if (!available.includes('pids')) return `the pids controller is not enabled for ${base}`;
+    if (!available.includes('pids')) return `the pids controller is not available in ${base} (the root cgroup does not hand it down)`;
     for (const c of available) await writeFile(join(base, 'cgroup.subtree_control'), `+${c}`).catch(() => {});
+    const enabled = (await readFile(join(base, 'cgroup.subtree_control'), 'utf8')).trim().split(/\s+/);
+    if (!enabled.includes('pids') && !enabled.includes('+pids')) return `the pids controller could not be enabled below ${base}`;
   } catch (e) {
     return `cannot set up ${base} (${(e as Error).message})`;
   }
-  await sweep(base);
+  await sweep(base, staleMs);
   return {
     async create(pids) {
       const name = newName();
       const dir = join(base, name);
-      await mkdir(dir);
-      await writeFile(join(dir, 'pids.max'), String(pids));
-      return { parent: `/${BUILD_CGROUP_BASE}/${name}`, release: () => removeLater([dir]) };
+      await makeLimited(dir, pids);
+      return { parent: `/${BUILD_CGROUP_BASE}/${name}`, containers: () => containersIn(dir), release: () => removeLater([dir]) };
     },
   };
 }

@@ -1,53 +1,62 @@
 /**
- * A ceiling on the disk one build writes.
+ * Bounds on the disk builds fill.
  *
  * A RUN step can write until the host's disk is full (`dd if=/dev/zero of=/x`), and the daemon's
  * build API cannot bound it: overlay2 layer sizes need XFS project quotas and a storage option
- * the build API does not have. So berth watches the build instead. Its output names each step's
- * container (` ---> Running in <id>`) and each finished layer (` ---> <id>`); every
- * POLL_MS the running step's writable layer (`SizeRw`) plus the image so far (`Size`, base image
- * included) is compared with the limit, and the build is aborted past it (the daemon then
- * removes the step's container and its layer with it: `forcerm`).
+ * the build API does not have. So berth watches each build, once every POLL_MS:
  *
- * A bound, not a quota: a step can overshoot by what it writes between two looks (one poll, or
- * the time one `SizeRw` takes to add up a large layer). Written by hand: it is a few lines over
- * dockerode and exists nowhere else.
+ * - **What its steps wrote** (`BERTH_BUILD_DISK`): the writable layer (`SizeRw`) of every
+ *   container the build has run, summed over the build (each becomes a layer; every stage of a
+ *   multi-stage build counts). The containers are found in the build's own cgroup
+ *   (build-cgroup.ts), which only the daemon writes — never in the build's output, where a step
+ *   could print a made-up ` ---> Running in <id>`. Without that cgroup (not a local cgroupfs
+ *   daemon) this part does not run; the finished image is still measured (docker.ts).
+ * - **The host's free disk** (`BERTH_BUILD_MIN_FREE`), where the daemon keeps its data: below
+ *   the floor the build stops, whatever wrote the bytes (a COPY, an archive, a pull, another
+ *   build). Needs the daemon's data directory to be visible here (a local daemon).
+ *
+ * Past either the build is aborted (the daemon removes the running step's container and what it
+ * wrote: `forcerm`). A bound rather than a quota: a step can overshoot by what it writes between
+ * two looks, and a layer too slow to measure (millions of files) fails the build after
+ * MEASURE_TIMEOUT_MS. Written by hand: a few lines over dockerode and statfs; nothing does this.
  */
+import { statfs } from 'node:fs/promises';
 import type Docker from 'dockerode';
 
-/** How often the running step's size is read. */
+/** How often a build is looked at. */
 export const POLL_MS = 1000;
+/** A step's layer that the daemon cannot add up within this long fails the build. */
+export const MEASURE_TIMEOUT_MS = 60_000;
 
-const RUNNING = / ---> Running in ([0-9a-f]{12,64})\b/g;
-const LAYER = /^ ---> ([0-9a-f]{12,64})\s*$/gm;
+export interface DiskWatchOptions {
+  /** what the build's steps may write in all; null: not bounded */
+  limitBytes: number | null;
+  /** the build's containers now (BuildCgroup.containers); null: they cannot be known here */
+  containers: (() => Promise<string[]>) | null;
+  /** stop the build when the filesystem holding `path` has less than `bytes` free; null: no floor */
+  floor: { path: string; bytes: number } | null;
+  /** called once, with the reason for the build log, when the build must stop */
+  onOver: (message: string) => void;
+  pollMs?: number;
+}
 
 export class BuildDiskWatch {
-  private step: string | null = null;
-  private layer: string | null = null;
-  private layerBytes = 0;
+  /** the most each container of the build was seen to have written */
+  private readonly written = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
   private done = false;
 
-  constructor(
-    private readonly docker: Docker,
-    readonly limitBytes: number,
-    /** called once when the build is past the limit, with a message for the build log */
-    private readonly onOver: (message: string) => void,
-    private readonly pollMs = POLL_MS,
-  ) {}
+  constructor(private readonly docker: Docker, private readonly o: DiskWatchOptions) {}
 
-  /** Build output (the `stream` text of the daemon's messages). */
-  see(text: string): void {
-    for (const m of text.matchAll(RUNNING)) this.step = m[1];
-    for (const m of text.matchAll(LAYER)) {
-      this.layer = m[1];
-      this.step = null;
-    }
+  get writtenBytes(): number {
+    let n = 0;
+    for (const v of this.written.values()) n += v;
+    return n;
   }
 
   start(): void {
-    this.timer = setInterval(() => { void this.poll(); }, this.pollMs);
+    this.timer = setInterval(() => { void this.poll(); }, this.o.pollMs ?? POLL_MS);
     this.timer.unref();
   }
 
@@ -56,38 +65,51 @@ export class BuildDiskWatch {
     clearInterval(this.timer);
   }
 
-  overMessage(imageBytes: number, stepBytes: number): string {
-    return `the build wrote more than ${mib(this.limitBytes)} of disk (the image so far ${mib(imageBytes)}, the running step ${mib(stepBytes)}; BERTH_BUILD_DISK)`;
-  }
-
-  /** One look; public for tests. Errors (a step's container already gone) are not the build's. */
+  /** One look; public for tests. Never throws. */
   async poll(): Promise<void> {
     if (this.busy || this.done) return;
     this.busy = true;
     try {
-      const layer = this.layer;
-      if (layer !== null) {
-        const info = await this.docker.getImage(layer).inspect().catch(() => null);
-        // only while it is still the newest layer (a later one may have been seen meanwhile)
-        if (info !== null && this.layer === layer) this.layerBytes = info.Size ?? 0;
-      }
-      let stepBytes = 0;
-      const step = this.step;
-      if (step !== null) {
-        const c = await this.docker.getContainer(step).inspect({ size: true } as object).catch(() => null) as { SizeRw?: number } | null;
-        stepBytes = c?.SizeRw ?? 0;
-      }
-      const total = this.layerBytes + stepBytes;
-      if (total > this.limitBytes && !this.done) {
+      const why = (await this.lowOnDisk()) ?? (await this.overLimit());
+      if (why !== null && !this.done) {
         this.stop();
-        this.onOver(this.overMessage(this.layerBytes, stepBytes));
+        this.o.onOver(why);
       }
+    } catch {
+      // a daemon hiccup: the next look tries again
     } finally {
       this.busy = false;
     }
   }
+
+  private async lowOnDisk(): Promise<string | null> {
+    const f = this.o.floor;
+    if (f === null) return null;
+    const s = await statfs(f.path).catch(() => null);
+    if (s === null) return null;
+    const free = s.bavail * s.bsize;
+    return free < f.bytes ? `the Docker host is short of disk: ${size(free)} free, less than BERTH_BUILD_MIN_FREE (${size(f.bytes)})` : null;
+  }
+
+  private async overLimit(): Promise<string | null> {
+    const limit = this.o.limitBytes;
+    if (limit === null || this.o.containers === null) return null;
+    for (const id of await this.o.containers()) {
+      const c = await this.docker.getContainer(id).inspect({ size: true, abortSignal: AbortSignal.timeout(MEASURE_TIMEOUT_MS) } as object)
+        .catch((e: Error) => (e.name === 'AbortError' || e.name === 'TimeoutError' ? 'timeout' as const : null)) as { SizeRw?: number } | 'timeout' | null;
+      if (c === 'timeout') return `a build step wrote more than could be measured in ${MEASURE_TIMEOUT_MS / 1000} s (BERTH_BUILD_DISK)`;
+      if (c === null) continue; // the step ended meanwhile: what it wrote was seen before
+      this.written.set(id, Math.max(this.written.get(id) ?? 0, c.SizeRw ?? 0));
+    }
+    const total = this.writtenBytes;
+    return total > limit ? this.overMessage(total) : null;
+  }
+
+  overMessage(bytes: number, what = 'its steps wrote'): string {
+    return `the build used more than ${size(this.o.limitBytes ?? 0)} of disk (${what} ${size(bytes)}; BERTH_BUILD_DISK)`;
+  }
 }
 
-function mib(n: number): string {
+function size(n: number): string {
   return n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(1)} GiB` : `${Math.round(n / 1024 ** 2)} MiB`;
 }

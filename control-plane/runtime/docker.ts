@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
@@ -32,8 +32,10 @@ export interface BuildImageOptions {
   cpus?: number | null;
   /** processes all its steps together may run at once (build-cgroup.ts); null: no limit */
   pids?: number | null;
-  /** bytes the image may reach, base image and the running step included (build-disk.ts); null: no limit */
+  /** bytes its steps may write in all, and the finished image may have (build-disk.ts); null: no limit */
   diskBytes?: number | null;
+  /** stop it when the daemon's disk has less free than this (build-disk.ts); null: no floor */
+  minFreeBytes?: number | null;
 }
 
 /** What a build needs to know about an image it reads (FROM, COPY --from). */
@@ -89,7 +91,7 @@ export function dockerOptions(dockerHost: string | undefined): { opts: Docker.Do
   return { opts: { host: u.hostname, port: Number(u.port || 2375), protocol: u.protocol === 'https:' ? 'https' : 'http' }, endpoint: h };
 }
 
-export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks }): Runtime {
+export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks; buildTimeoutMs?: number }): Runtime {
   const networks = opts.networks ?? { app: 'berth-apps', build: 'berth-builds' };
   const { opts: dopts, endpoint } = dockerOptions(opts.dockerHost);
   const docker = new Docker(dopts);
@@ -177,48 +179,66 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     });
   }
 
-  /** How builds' processes are bounded here, found once per process (a string: why they cannot be). */
-  let cgroups: Promise<BuildCgroups | string> | undefined;
-  function buildCgroupsHere(): Promise<BuildCgroups | string> {
-    cgroups ??= (async () => {
-      const info = (await retrying('info', () => docker.info())) as { CgroupDriver?: string; CgroupVersion?: string };
-      const cg = await buildCgroups(info, endpoint.startsWith('unix://'));
-      if (typeof cg === 'string') log.warn({ reason: cg }, 'the processes a build starts are not bounded here (BERTH_BUILD_PIDS): ' + cg);
-      return cg;
-    })().catch((e) => { cgroups = undefined; throw e; });
-    return cgroups;
+  /**
+   * What this host offers to bound builds, found once per process: cgroups of their own
+   * (build-cgroup.ts) and the daemon's data directory for the free-disk floor (build-disk.ts),
+   * each null where it cannot be had (said once in the log).
+   */
+  let host: Promise<{ cgroups: BuildCgroups | null; rootDir: string | null }> | undefined;
+  function buildHost(): Promise<{ cgroups: BuildCgroups | null; rootDir: string | null }> {
+    host ??= (async () => {
+      const info = (await retrying('info', () => docker.info())) as { CgroupDriver?: string; CgroupVersion?: string; DockerRootDir?: string };
+      const local = endpoint.startsWith('unix://');
+      const cg = await buildCgroups(info, local, undefined, Math.max(3600_000, (opts.buildTimeoutMs ?? 0) + 600_000));
+      if (typeof cg === 'string') log.warn({ reason: cg }, 'builds are not bounded in processes (BERTH_BUILD_PIDS) nor measured step by step (BERTH_BUILD_DISK) here: ' + cg);
+      let rootDir = local && info.DockerRootDir ? info.DockerRootDir : null;
+      if (rootDir !== null && !(await statfs(rootDir).then(() => true, () => false))) rootDir = null;
+      if (rootDir === null) log.warn({ dockerRootDir: info.DockerRootDir }, 'the Docker daemon\'s data directory is not visible here: builds do not stop when its disk runs low (BERTH_BUILD_MIN_FREE)');
+      return { cgroups: typeof cg === 'string' ? null : cg, rootDir };
+    })().catch((e) => { host = undefined; throw e; });
+    return host;
   }
 
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
     await ping();
     await ensureNetworks();
     let pack: tarStream.Pack | undefined;
-    const cg = b.pids ? await buildCgroupsHere() : null;
-    const group = cg !== null && typeof cg !== 'string' ? await cg.create(b.pids!) : null;
+    const here = b.pids || b.diskBytes || b.minFreeBytes ? await buildHost() : null;
+    // the build's own cgroup: its processes counted, its containers known (pids.max "max" when only the disk is bounded)
+    const group = here?.cgroups && (b.pids || b.diskBytes) ? await here.cgroups.create(b.pids ?? null) : null;
+    // the caller's abort, or the disk watch's
+    const own = new AbortController();
+    const signal = b.signal ? AbortSignal.any([b.signal, own.signal]) : own.signal;
+    let over: string | undefined;
+    const floor = b.minFreeBytes && here?.rootDir ? { path: here.rootDir, bytes: b.minFreeBytes } : null;
+    const disk = b.diskBytes || floor !== null ? new BuildDiskWatch(docker, {
+      limitBytes: b.diskBytes ?? null,
+      containers: group === null ? null : () => group.containers(),
+      floor,
+      onOver: (why) => { over = why; own.abort(why); },
+    }) : null;
     try {
-      return await build(b, group?.parent, () => { pack?.destroy(); return (pack = packDirectory(b.contextDir)); }); // a retry packs afresh
+      // a host already short of disk does not start one
+      await disk?.poll();
+      if (over !== undefined) throw new BuildError(over);
+      return await build(b, { cgroupParent: group?.parent, signal, disk, over: () => over }, () => { pack?.destroy(); return (pack = packDirectory(b.contextDir)); }); // a retry packs afresh
     } finally {
+      disk?.stop();
       // an aborted or failed build leaves the context stream half read: stop it, close its file
       if (pack && !pack.destroyed) pack.destroy();
       await group?.release();
     }
   }
 
-  async function build(b: BuildImageOptions, cgroupParent: string | undefined, context: () => tarStream.Pack): Promise<{ imageId: string }> {
-    // the caller's abort, or the disk watch's
-    const own = new AbortController();
-    const signal = b.signal ? AbortSignal.any([b.signal, own.signal]) : own.signal;
-    let over: string | undefined;
-    const disk = b.diskBytes ? new BuildDiskWatch(docker, b.diskBytes, (why) => { over = why; own.abort(why); }) : null;
-    try {
-      return await buildWatched(b, cgroupParent, context, signal, disk, () => over);
-    } finally {
-      disk?.stop();
-    }
+  interface Watched {
+    cgroupParent: string | undefined;
+    signal: AbortSignal;
+    disk: BuildDiskWatch | null;
+    over: () => string | undefined;
   }
 
-  async function buildWatched(b: BuildImageOptions, cgroupParent: string | undefined, context: () => tarStream.Pack,
-    signal: AbortSignal, disk: BuildDiskWatch | null, over: () => string | undefined): Promise<{ imageId: string }> {
+  async function build(b: BuildImageOptions, w: Watched, context: () => tarStream.Pack): Promise<{ imageId: string }> {
+    const { signal, disk } = w;
     const stream = (await retrying('build', () =>
       docker.buildImage(context() as unknown as NodeJS.ReadableStream, {
         t: b.tag,
@@ -232,7 +252,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         ...(b.memoryBytes ? { memory: b.memoryBytes, memswap: b.memoryBytes } : {}),
         ...(b.cpus ? { cpuperiod: 100_000, cpuquota: Math.round(b.cpus * 100_000) } : {}),
         // and bounded processes: every step's container goes under a cgroup with pids.max
-        ...(cgroupParent ? { cgroupparent: cgroupParent } : {}),
+        ...(w.cgroupParent ? { cgroupparent: w.cgroupParent } : {}),
         abortSignal: signal,
       } as Docker.ImageBuildOptions), signal)) as Readable;
     disk?.start();
@@ -243,10 +263,8 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       if (!line.trim()) return;
       let msg: { stream?: string; status?: string; progress?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string } };
       try { msg = JSON.parse(line); } catch { b.onOutput(line + '\n'); return; }
-      if (msg.stream) {
-        b.onOutput(msg.stream);
-        disk?.see(msg.stream);
-      } else if (msg.status) b.onOutput(`${msg.status}${msg.progress ? ' ' + msg.progress : ''}\n`);
+      if (msg.stream) b.onOutput(msg.stream);
+      else if (msg.status) b.onOutput(`${msg.status}${msg.progress ? ' ' + msg.progress : ''}\n`);
       if (msg.aux?.ID) imageId = msg.aux.ID;
       if (msg.error || msg.errorDetail) {
         failure = msg.errorDetail?.message ?? msg.error ?? 'build failed';
@@ -264,19 +282,23 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       stream.on('error', reject);
       stream.on('close', () => { if (!stream.readableEnded) reject(signal.aborted ? new BuildError('build aborted') : new BuildError('connection to the Docker daemon closed during the build')); });
     }).catch((e: Error) => {
-      const why = over();
+      const why = w.over();
       if (why !== undefined) throw new BuildError(why);
       if (b.signal?.aborted) throw new BuildError(typeof b.signal.reason === 'string' ? b.signal.reason : 'build aborted');
       throw e instanceof BuildError ? e : new BuildError(`build stream failed: ${e.message}`);
     });
-    if (failure) throw new BuildError(failure);
-    if (!imageId || disk !== null) {
+    // no look after the end: what the last one found decides
+    disk?.stop();
+    const late = w.over();
+    if (failure) throw new BuildError(late ?? failure);
+    if (!imageId || late !== undefined || b.diskBytes) {
       const info = await retrying('inspect', () => docker.getImage(b.tag).inspect());
       imageId = info.Id;
-      // a last step quicker than the watch's look: the finished image is measured too
-      if (disk !== null && info.Size > disk.limitBytes) {
+      // past a bound at the very end, or a last step quicker than the watch's look: the finished image is measured too
+      const tooBig = b.diskBytes && info.Size > b.diskBytes ? disk!.overMessage(info.Size, 'the image, base included, has') : undefined;
+      if (late !== undefined || tooBig !== undefined) {
         await removeImage(b.tag).catch(() => {});
-        throw new BuildError(disk.overMessage(info.Size, 0));
+        throw new BuildError((late ?? tooBig)!);
       }
     }
     return { imageId };

@@ -75,7 +75,10 @@ await describeWithDocker('autoscaling under a step load', () => {
         return n >= 4;
       }, 30_000, 200);
       scaledOutMs = Date.now() - t0;
+      // the load goes on at the new size: at least 2 s, and until 100 requests were served (a
+      // fast scale-out on a busy machine can come before that)
       await sleep(2000);
+      await waitFor('100 requests served', async () => l.stats.ok > 100, 20_000, 100);
     } finally {
       await l.stop();
     }

@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
@@ -150,6 +151,31 @@ await describeWithDocker("builds cannot read another user's image", () => {
     // no build step ran: no trigger's output line, no step at all
     expect(logs.split('\n')).not.toContain('onbuild-trigger-ran');
     expect(logs).not.toMatch(/^Step \d+\//m);
+  });
+
+  it('ADD of an archive in the upload fails the build before any step (the builder would unpack it unbounded); COPY of it and ADD of plain files build', async () => {
+    const gz = gzipSync(Buffer.alloc(4 * 1024 * 1024)); // 4 MiB of zeros in ~4 KiB
+    const tar = await makeTar([{ name: 'inner.txt', content: 'x' }]);
+    for (const [name, file] of [['bomb.gz', gz], ['sub/dir/bundle.tar', tar]] as const) {
+      const r = await alice.upload({ name: `add-${name.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
+        { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nADD notes.txt /notes.txt\nRUN echo step-ran\n' },
+        { name: 'notes.txt', content: 'plain\n' },
+        { name, content: file },
+      ]));
+      expect(r.status, r.text).toBe(201);
+      refs.push(r.body.docker_image);
+      const img = await alice.waitForBuild(r.body.id, 90_000);
+      expect(img.status).toBe('build_failed');
+      expect(img.status_reason).toBe(`the Dockerfile uses ADD and the upload holds an archive (${name}): ADD would unpack it during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`);
+      expect((await alice.get(`/api/images/${img.id}/build-logs`)).body.logs).not.toMatch(/^Step \d+\//m);
+    }
+    for (const df of ['FROM berth-test/busybox:1\nCOPY bomb.gz /bomb.gz\n', 'FROM berth-test/busybox:1\nADD notes.txt /notes.txt\n']) {
+      const files = [{ name: 'Dockerfile', content: df }, { name: 'notes.txt', content: 'plain\n' }, ...(df.includes('bomb') ? [{ name: 'bomb.gz', content: gz }] : [])];
+      const r = await alice.upload({ name: `ok-${df.length}`, app_hostname: host(), min_instances: 0 }, await makeTar(files));
+      refs.push(r.body.docker_image);
+      const img = await alice.waitForBuild(r.body.id, 90_000);
+      expect(img.status, img.status_reason).toBe('ready');
+    }
   });
 
   it("the own images build, and FROM an own image works", async () => {
