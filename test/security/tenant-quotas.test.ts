@@ -68,7 +68,7 @@ describe('per-user quotas', () => {
     expect(resolveConfig({}).containerPidsLimit).toBe(512);
     expect(resolveConfig({}).containerMemoryDefaultBytes).toBe(512 * 1024 * 1024);
     // a build's steps: 4 GiB (no swap beyond) and 2 CPUs unless told; `none` lifts a limit; a bad value names the variable
-    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2, buildPids: 1024, buildDiskBytes: 10 * 1024 ** 3 });
+    expect(resolveConfig({})).toMatchObject({ buildMemoryBytes: 4 * 1024 ** 3, buildCpus: 2, buildPids: 1024, buildDiskBytes: 10 * 1024 ** 3, buildMinFreeBytes: 1024 ** 3 });
     const env = (vars: Record<string, string>, fn: () => void) => {
       Object.assign(process.env, vars);
       try { fn(); } finally { for (const k of Object.keys(vars)) delete process.env[k]; }
