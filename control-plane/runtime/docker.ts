@@ -246,6 +246,11 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         rm: true,
         forcerm: true,
         pull: false,
+        // no layer cache across builds: the daemon's cache is shared by all tenants, and "Using
+        // cache" in a build's log would tell one tenant that another built the same steps (a COPY
+        // is keyed by the files' content: a guess at another tenant's file could be confirmed).
+        // Every step then runs, and the disk watch sees everything a build writes.
+        nocache: true,
         // RUN steps on a berth network: no traffic to app containers (another bridge) or to other builds (icc off)
         networkmode: networks.build,
         // a RUN step is the tenant's code on the host: bounded memory (no swap beyond it) and CPU

@@ -227,7 +227,8 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     // the step prints what the daemon prints, to point the watch elsewhere: it measures the build's own cgroup instead
     const oneStep = "FROM berth-test/busybox:1\nRUN echo ' ---> Running in 0123456789ab' && echo ' ---> 0123456789ab' && dd if=/dev/zero of=/big bs=1M count=200 && sleep 5 && echo step-finished\n";
     // two steps under the limit, over it together (each every stage of a multi-stage build counts the same way)
-    const manySteps = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/a bs=1M count=40 && sleep 2\nRUN dd if=/dev/zero of=/b bs=1M count=40 && sleep 3\nRUN sleep 5 && echo step-finished\n';
+    // (each step stays a few looks long: on a busy machine one look can take seconds)
+    const manySteps = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/a bs=1M count=40 && sleep 4\nRUN dd if=/dev/zero of=/b bs=1M count=40 && sleep 6\nRUN sleep 5 && echo step-finished\n';
     // a last step quicker than the watch's look: the finished image is measured, and removed
     const quick = 'FROM berth-test/busybox:1\nRUN dd if=/dev/zero of=/big bs=1M count=100\n';
     for (const [name, df] of [['disk-one', oneStep], ['disk-many', manySteps], ['disk-quick', quick]] as const) {

@@ -122,6 +122,20 @@ await describeWithDocker("builds cannot read another user's image", () => {
     expectRefused(r, 1, /another user's image/);
   });
 
+  it("no layer cache is shared: alice cannot confirm a guess at bob's file by building the same steps", async () => {
+    const r = await alice.upload({ name: 'guess', app_hostname: host(), min_instances: 0 }, await makeTar([
+      { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY secret.txt /secret.txt\n' },
+      { name: 'secret.txt', content: 'bob-database-password\n' },
+    ]));
+    expect(r.status, r.text).toBe(201);
+    refs.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id, 90_000);
+    expect(img.status, img.status_reason).toBe('ready');
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    expect(logs).toMatch(/^Step 2\/\d+ : COPY secret.txt/m);
+    expect(logs).not.toContain('Using cache');
+  });
+
   it("an image that is bob's under another name (an operator's tag) fails alice's build", async () => {
     await docker.getImage(bobImage.docker_image_id).tag({ repo: alias.split(':')[0], tag: '1' });
     const r = await alice.upload({ name: 'alias', app_hostname: host(), min_instances: 0 }, await dockerfile(`FROM ${alias}\nRUN cat /secret.txt\n`));
