@@ -20,11 +20,11 @@ export async function verifyBuildSources(
   o: { onOutput?: (text: string) => void; signal?: AbortSignal } = {},
 ): Promise<void> {
   const text = await readFile(join(contextDir, 'Dockerfile'), 'utf8');
-  const { images, addsLocal } = checkDockerfile(text, userId);
-  if (addsLocal) {
-    const archive = await findArchive(contextDir);
+  const { images, addSources } = checkDockerfile(text, userId);
+  if (addSources.length > 0) {
+    const archive = await findArchive(contextDir, addSources);
     if (archive !== null) {
-      throw new Error(`the Dockerfile uses ADD and the upload holds an archive (${archive}): ADD would unpack it during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`);
+      throw new Error(`ADD ${archive}: it is an archive, which ADD would unpack during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`);
     }
   }
   const say = o.onOutput ?? (() => {});
@@ -55,23 +55,63 @@ export async function verifyBuildSources(
 }
 
 /**
- * Leading bytes of what the builder's ADD unpacks: tar (`ustar` at 257; a sparse entry expands to
- * any size), gzip, bzip2, xz and zstd (moby's archive.DetectCompression).
+ * Does a file start like something the builder's ADD unpacks? tar (by its header checksum, as Go's
+ * reader accepts old headers without the `ustar` magic; a sparse entry expands to any size),
+ * gzip, bzip2, xz and zstd, including a zstd stream that starts with a skippable frame (moby's
+ * archive.DetectCompression).
  */
-function isArchive(b: Buffer, n: number): boolean {
-  if (n >= 262 && b.toString('latin1', 257, 262) === 'ustar') return true;
+export function isArchive(b: Buffer, n: number): boolean {
   if (n >= 2 && b[0] === 0x1f && b[1] === 0x8b) return true;
   if (n >= 3 && b.toString('latin1', 0, 3) === 'BZh') return true;
   if (n >= 6 && b[0] === 0xfd && b.toString('latin1', 1, 6) === '7zXZ\0') return true;
-  return n >= 4 && b.readUInt32LE(0) === 0xfd2fb528;
+  if (n >= 4 && (b.readUInt32LE(0) === 0xfd2fb528 || (b.readUInt32LE(0) & 0xfffffff0) === 0x184d2a50)) return true;
+  return n >= 512 && tarChecksumOk(b);
+}
+
+/** A tar header's checksum (octal at 148–155) matches its bytes, counting the field as spaces. */
+function tarChecksumOk(b: Buffer): boolean {
+  const field = b.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim();
+  if (!/^[0-7]{1,7}$/.test(field)) return false;
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : b[i];
+  return sum === parseInt(field, 8) && sum !== 8 * 32; // an all-zero block is no header
+}
+
+/** Go's filepath.Match pattern as a regex over a context-relative path (`*` stays within a segment). */
+function globRegex(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '\\' && i + 1 < pattern.length) re += pattern[++i].replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+    else if (c === '[') {
+      const close = pattern.indexOf(']', i + 2);
+      if (close < 0) return /(?:)/; // malformed: match everything (the safe side)
+      let cls = pattern.slice(i + 1, close).replace(/\\/g, '\\\\');
+      if (cls.startsWith('^')) cls = '^' + cls.slice(1);
+      re += `[${cls}]`;
+      i = close;
+    } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** A source as a context-relative path: no leading `/` or `./`, no `.` segments, no trailing `/`. */
+function relativeSource(src: string): string {
+  return src.split('/').filter((p) => p !== '' && p !== '.').join('/');
 }
 
 /**
- * The first file of the build context (already extracted, within the archive limits) that ADD
- * would unpack, as a path relative to the context; null when there is none. Reads 512 bytes of
- * each regular file; symlinks are not followed.
+ * The first ADD source in the build context (already extracted, within the archive limits) that
+ * the builder would unpack: a file (not a directory: those are copied as they are) matched by one
+ * of `sources` whose first bytes are an archive's (through a symlink, what it points at). Null
+ * when there is none.
  */
-async function findArchive(contextDir: string): Promise<string | null> {
+async function findArchive(contextDir: string, sources: string[]): Promise<string | null> {
+  const wanted = sources.map(relativeSource).filter((s) => s !== '');
+  const globs = wanted.filter((s) => /[*?[\\]/.test(s)).map(globRegex);
+  const literal = new Set(wanted.filter((s) => !/[*?[\\]/.test(s)));
   const head = Buffer.alloc(512);
   const dirs = [contextDir];
   while (dirs.length > 0) {
@@ -79,11 +119,18 @@ async function findArchive(contextDir: string): Promise<string | null> {
     for (const e of await readdir(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
       if (e.isDirectory()) dirs.push(p);
-      else if (e.isFile()) {
-        const f = await open(p, 'r');
+      else if (e.isFile() || e.isSymbolicLink()) {
+        const rel = relative(contextDir, p);
+        if (!literal.has(rel) && !globs.some((g) => g.test(rel))) continue;
+        // a symlink is looked at through (the builder copies, and unpacks, what it points at)
+        const f = await open(p, 'r').catch(() => null);
+        if (f === null) continue;
         try {
+          head.fill(0);
           const { bytesRead } = await f.read(head, 0, 512, 0);
-          if (isArchive(head, bytesRead)) return relative(contextDir, p);
+          if (isArchive(head, bytesRead)) return rel;
+        } catch {
+          // a link to a directory: copied as it is
         } finally {
           await f.close();
         }

@@ -33,10 +33,10 @@ export interface PolicyResult {
   /** Image references (resolved, not stages, not scratch) the build will read. */
   images: string[];
   /**
-   * ADD reads files of the build context (not a URL, not another stage or image): the builder
-   * unpacks an archive among them itself, which build-check.ts refuses.
+   * The sources of ADD instructions, variables expanded (never a URL: those are refused): the
+   * builder unpacks a local archive named by one itself, which build-check.ts refuses.
    */
-  addsLocal: boolean;
+  addSources: string[];
 }
 
 /** berth's image naming: `berth-u{user}-i{image}`. */
@@ -361,7 +361,7 @@ interface Stage {
 
 class Checker {
   readonly images = new Set<string>();
-  addsLocal = false;
+  readonly addSources: string[] = [];
   private meta = new Map<string, Value>();
   private stages: Stage[] = [];
   constructor(private readonly userId: number, private readonly escape: string) {}
@@ -484,7 +484,7 @@ class Checker {
             if (candidates.some(isRemoteSource)) {
               this.fail(no, `ADD of a URL or git repository ("${candidates[candidates.length - 1]}") is not allowed: the Docker daemon would fetch it from the host's network. Put the file in the uploaded archive instead`);
             }
-            if (!onbuild) this.addsLocal = true;
+            if (!onbuild) this.addSources.push(candidates[candidates.length - 1]);
           }
         }
         return;
@@ -536,14 +536,14 @@ export function checkDockerfile(text: string, userId: number): PolicyResult {
     throw new DockerfilePolicyError(syntax.no, `# syntax=${syntax.value}: only the docker/dockerfile frontend may be named (a frontend image runs the whole build)`);
   }
   const images = new Set<string>();
-  let addsLocal = false;
+  const addSources = new Set<string>();
   for (const heredocs of [true, false]) {
     const c = new Checker(userId, escape);
     c.run(instructions(lines, escape, heredocs));
     for (const i of c.images) images.add(i);
-    addsLocal ||= c.addsLocal;
+    for (const a of c.addSources) addSources.add(a);
   }
-  return { images: [...images], addsLocal };
+  return { images: [...images], addSources: [...addSources] };
 }
 
 /** The upload check: a refused Dockerfile is a 400 `dockerfile_refused` naming the line. */

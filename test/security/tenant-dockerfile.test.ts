@@ -167,28 +167,28 @@ await describeWithDocker("builds cannot read another user's image", () => {
     expect(logs).not.toMatch(/^Step \d+\//m);
   });
 
-  it('ADD of an archive in the upload fails the build before any step (the builder would unpack it unbounded); COPY of it and ADD of plain files build', async () => {
+  it('ADD of an archive fails the build before any step (the builder would unpack it unbounded); COPY of it, ADD of a directory holding it and ADD of plain files build', async () => {
     const gz = gzipSync(Buffer.alloc(4 * 1024 * 1024)); // 4 MiB of zeros in ~4 KiB
     const tar = await makeTar([{ name: 'inner.txt', content: 'x' }]);
-    for (const [name, file] of [['bomb.gz', gz], ['sub/dir/bundle.tar', tar]] as const) {
-      const r = await alice.upload({ name: `add-${name.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
-        { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nADD notes.txt /notes.txt\nRUN echo step-ran\n' },
-        { name: 'notes.txt', content: 'plain\n' },
-        { name, content: file },
+    const files = [{ name: 'notes.txt', content: 'plain\n' }, { name: 'bomb.gz', content: gz }, { name: 'sub/dir/bundle.tar', content: tar }];
+    for (const [add, named] of [['bomb.gz', 'bomb.gz'], ['./sub/dir/*.tar', 'sub/dir/bundle.tar'], ['["notes.txt", "bomb.gz", "/d/"]', 'bomb.gz']] as const) {
+      const r = await alice.upload({ name: `add-${add.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
+        { name: 'Dockerfile', content: `FROM berth-test/busybox:1\nADD ${add.startsWith('[') ? add : `${add} /d/`}\nRUN echo step-ran\n` }, ...files,
       ]));
       expect(r.status, r.text).toBe(201);
       refs.push(r.body.docker_image);
       const img = await alice.waitForBuild(r.body.id, 90_000);
       expect(img.status).toBe('build_failed');
-      expect(img.status_reason).toBe(`the Dockerfile uses ADD and the upload holds an archive (${name}): ADD would unpack it during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`);
+      expect(img.status_reason).toBe(`ADD ${named}: it is an archive, which ADD would unpack during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`);
       expect((await alice.get(`/api/images/${img.id}/build-logs`)).body.logs).not.toMatch(/^Step \d+\//m);
     }
-    for (const df of ['FROM berth-test/busybox:1\nCOPY bomb.gz /bomb.gz\n', 'FROM berth-test/busybox:1\nADD notes.txt /notes.txt\n']) {
-      const files = [{ name: 'Dockerfile', content: df }, { name: 'notes.txt', content: 'plain\n' }, ...(df.includes('bomb') ? [{ name: 'bomb.gz', content: gz }] : [])];
-      const r = await alice.upload({ name: `ok-${df.length}`, app_hostname: host(), min_instances: 0 }, await makeTar(files));
+    for (const step of ['COPY bomb.gz /bomb.gz', 'ADD notes.txt /notes.txt', 'ADD . /app', 'ADD sub /sub']) {
+      const r = await alice.upload({ name: `ok-${step.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
+        { name: 'Dockerfile', content: `FROM berth-test/busybox:1\n${step}\n` }, ...files,
+      ]));
       refs.push(r.body.docker_image);
       const img = await alice.waitForBuild(r.body.id, 90_000);
-      expect(img.status, img.status_reason).toBe('ready');
+      expect(img.status, `${step}: ${img.status_reason}`).toBe('ready');
     }
   });
 
