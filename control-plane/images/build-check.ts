@@ -16,8 +16,8 @@ import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
  * one that cannot be pulled fails the build here. Throws with the reason.
  */
 export async function verifyBuildSources(
-  runtime: Pick<Runtime, 'inspectImage' | 'pullImage'>, userId: number, contextDir: string,
-  o: { onOutput?: (text: string) => void; signal?: AbortSignal } = {},
+  runtime: Pick<Runtime, 'inspectImage' | 'pullImage' | 'buildRoom'>, userId: number, contextDir: string,
+  o: { onOutput?: (text: string) => void; signal?: AbortSignal; minFreeBytes?: number | null } = {},
 ): Promise<void> {
   const text = await readFile(join(contextDir, 'Dockerfile'), 'utf8');
   const { images, addSources } = checkDockerfile(text, userId);
@@ -33,6 +33,9 @@ export async function verifyBuildSources(
     if (!info) {
       // fail closed: an image not looked at must not reach the builder (it would pull it itself,
       // maybe a different one, and run its triggers)
+      // a pull is disk too: not on a host already short of it (BERTH_BUILD_MIN_FREE)
+      const short = await runtime.buildRoom(o.minFreeBytes);
+      if (short !== null) throw new Error(short);
       say(`berth: pulling ${ref}\n`);
       try {
         await runtime.pullImage(ref, say, o.signal);

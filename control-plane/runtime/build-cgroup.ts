@@ -105,6 +105,16 @@ async function sweep(base: string, staleMs: number): Promise<void> {
   }
 }
 
+/** Sweep again now and then (from create(): a long-running control plane's leftovers go too). */
+function sweeper(sweepNow: () => Promise<void>): () => void {
+  let last = Date.now();
+  return () => {
+    if (Date.now() - last < 600_000) return;
+    last = Date.now();
+    void sweepNow().catch(() => {});
+  };
+}
+
 /**
  * When a build's cgroup is removed (again): the daemon removes an aborted step's container after
  * the build's answer has ended, and a step it started just before noticing the abort would make
@@ -147,9 +157,12 @@ async function v1(pidsRoot: string, allRoots: string[], staleMs: number): Promis
   } catch (e) {
     return `cannot create ${base} (${(e as Error).message})`;
   }
-  for (const r of allRoots) await sweep(join(r, BUILD_CGROUP_BASE), staleMs);
+  const sweepAll = async () => { for (const r of allRoots) await sweep(join(r, BUILD_CGROUP_BASE), staleMs); };
+  await sweepAll();
+  const again = sweeper(sweepAll);
   return {
     async create(pids) {
+      again();
       const name = newName();
       const dir = join(base, name);
       await makeLimited(dir, pids);
@@ -177,8 +190,10 @@ async function v2(root: string, staleMs: number): Promise<BuildCgroups | string>
     return `cannot set up ${base} (${(e as Error).message})`;
   }
   await sweep(base, staleMs);
+  const again = sweeper(() => sweep(base, staleMs));
   return {
     async create(pids) {
+      again();
       const name = newName();
       const dir = join(base, name);
       await makeLimited(dir, pids);

@@ -37,6 +37,8 @@ export interface DiskWatchOptions {
   floor: { path: string; bytes: number } | null;
   /** called once, with the reason for the build log, when the build must stop */
   onOver: (message: string) => void;
+  /** the floor was crossed (for the operator's log: the tenant only hears that the host is short of disk) */
+  onLowDisk?: (freeBytes: number, floorBytes: number) => void;
   pollMs?: number;
 }
 
@@ -82,13 +84,16 @@ export class BuildDiskWatch {
     }
   }
 
-  private async lowOnDisk(): Promise<string | null> {
+  /** Why builds must stop for want of disk ('the build host is short…'), or null. */
+  async lowOnDisk(): Promise<string | null> {
     const f = this.o.floor;
     if (f === null) return null;
     const s = await statfs(f.path).catch(() => null);
     if (s === null) return null;
     const free = s.bavail * s.bsize;
-    return free < f.bytes ? `the Docker host is short of disk: ${size(free)} free, less than BERTH_BUILD_MIN_FREE (${size(f.bytes)})` : null;
+    if (free >= f.bytes) return null;
+    this.o.onLowDisk?.(free, f.bytes);
+    return 'the build host is short of disk space; try again later';
   }
 
   private async overLimit(): Promise<string | null> {

@@ -65,6 +65,11 @@ export interface Runtime {
   ping(): Promise<void>;
   /** Build an image from a context directory; resolves with the image id, BuildError on a failed build. */
   buildImage(opts: BuildImageOptions): Promise<{ imageId: string }>;
+  /**
+   * Null when the daemon's disk has at least `minFreeBytes` free (or it cannot be seen from here),
+   * else why not, for a tenant's build log (build-disk.ts).
+   */
+  buildRoom(minFreeBytes: number | null | undefined): Promise<string | null>;
   /** Remove an image by reference; a missing image is not an error. */
   removeImage(ref: string): Promise<void>;
   /** Give the image `source` also the reference `target` (repo:tag); the image is not copied. */
@@ -187,7 +192,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
   let host: Promise<{ cgroups: BuildCgroups | null; rootDir: string | null }> | undefined;
   function buildHost(): Promise<{ cgroups: BuildCgroups | null; rootDir: string | null }> {
     host ??= (async () => {
-      const info = (await retrying('info', () => docker.info())) as { CgroupDriver?: string; CgroupVersion?: string; DockerRootDir?: string };
+      const info = (await retrying('info', () => (docker.info as (o: object) => Promise<unknown>)({ abortSignal: AbortSignal.timeout(10_000) }))) as { CgroupDriver?: string; CgroupVersion?: string; DockerRootDir?: string };
       const local = endpoint.startsWith('unix://');
       const cg = await buildCgroups(info, local, undefined, Math.max(3600_000, (opts.buildTimeoutMs ?? 0) + 600_000));
       if (typeof cg === 'string') log.warn({ reason: cg }, 'builds are not bounded in processes (BERTH_BUILD_PIDS) nor measured step by step (BERTH_BUILD_DISK) here: ' + cg);
@@ -199,13 +204,30 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     return host;
   }
 
+  const lowDisk = (freeBytes: number, floorBytes: number) =>
+    log.warn({ freeBytes, floorBytes }, 'the Docker daemon\'s disk is below BERTH_BUILD_MIN_FREE: builds are stopped until there is room');
+
+  /** Null when the daemon's disk has at least `minFreeBytes` free (or cannot be seen here); else why not, for the tenant. */
+  async function buildRoom(minFreeBytes: number | null | undefined): Promise<string | null> {
+    if (!minFreeBytes) return null;
+    const here = await buildHost().catch(() => null);
+    if (!here?.rootDir) return null;
+    const w = new BuildDiskWatch(docker, { limitBytes: null, containers: null, floor: { path: here.rootDir, bytes: minFreeBytes }, onOver: () => {}, onLowDisk: lowDisk });
+    return w.lowOnDisk();
+  }
+
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {
     await ping();
     await ensureNetworks();
     let pack: tarStream.Pack | undefined;
-    const here = b.pids || b.diskBytes || b.minFreeBytes ? await buildHost() : null;
+    // what goes wrong here is the operator's to see: the tenant is told the build could not be set up
+    const setUp = (what: string) => (e: unknown): never => {
+      log.error({ err: (e as Error).message }, `build set-up failed: ${what}`);
+      throw new BuildError('the build could not be set up on this host (an operator can see why in the control plane\'s log); try again later');
+    };
+    const here = b.pids || b.diskBytes || b.minFreeBytes ? await buildHost().catch(setUp('asking the Docker daemon about its cgroups and disk')) : null;
     // the build's own cgroup: its processes counted, its containers known (pids.max "max" when only the disk is bounded)
-    const group = here?.cgroups && (b.pids || b.diskBytes) ? await here.cgroups.create(b.pids ?? null) : null;
+    const group = here?.cgroups && (b.pids || b.diskBytes) ? await here.cgroups.create(b.pids ?? null).catch(setUp('making the build\'s cgroup')) : null;
     // the caller's abort, or the disk watch's
     const own = new AbortController();
     const signal = b.signal ? AbortSignal.any([b.signal, own.signal]) : own.signal;
@@ -216,6 +238,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       containers: group === null ? null : () => group.containers(),
       floor,
       onOver: (why) => { over = why; own.abort(why); },
+      onLowDisk: lowDisk,
     }) : null;
     try {
       // a host already short of disk does not start one
@@ -328,7 +351,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     }
   }
 
-  return { docker, endpoint, ping, buildImage, removeImage, tagImage, inspectImage, pullImage, networks, ensureNetworks };
+  return { docker, endpoint, ping, buildImage, buildRoom, removeImage, tagImage, inspectImage, pullImage, networks, ensureNetworks };
 }
 
 /**
