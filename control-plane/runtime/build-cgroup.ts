@@ -48,37 +48,50 @@ export interface DaemonCgroupInfo {
   CgroupVersion?: string;
 }
 
-interface Mount { path: string; type: string; options: string[] }
+interface Mount { path: string; type: string; options: string[]; root: string }
 
-/** The cgroup mounts of this process (/proc/self/mounts, octal escapes decoded). */
+const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/**
+ * The cgroup mounts of this process from /proc/self/mountinfo (octal escapes decoded): where,
+ * which kind, the controllers (v1), and which part of the hierarchy is mounted there (`root`:
+ * `/` unless this process is in a cgroup namespace or the mount is a bind of a sub-tree).
+ */
 export function parseCgroupMounts(text: string): Mount[] {
   const out: Mount[] = [];
   for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 4 || (f[2] !== 'cgroup' && f[2] !== 'cgroup2')) continue;
-    out.push({ path: f[1].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), type: f[2], options: f[3].split(',') });
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const f = line.slice(0, sep).split(' ');
+    const g = line.slice(sep + 3).split(' ');
+    if (f.length < 5 || g.length < 3 || (g[0] !== 'cgroup' && g[0] !== 'cgroup2')) continue;
+    out.push({ path: unescape(f[4]), type: g[0], options: g[2].split(','), root: unescape(f[3]) });
   }
   return out;
 }
 
 /**
  * Build cgroups for this daemon, or the reason there can be none here (a string). `mountsText`
- * is /proc/self/mounts (a parameter for tests); leftovers older than `staleMs` are removed.
+ * is /proc/self/mountinfo (a parameter for tests); leftovers older than `staleMs` are removed.
  */
 export async function buildCgroups(info: DaemonCgroupInfo, localDaemon: boolean, mountsText?: string, staleMs = 3600_000): Promise<BuildCgroups | string> {
   if (!localDaemon) return 'the Docker daemon is not on this host (DOCKER_HOST is not a unix socket)';
   if (info.CgroupDriver !== 'cgroupfs') return `the Docker daemon uses the "${info.CgroupDriver ?? 'unknown'}" cgroup driver (cgroupfs is needed)`;
   let mounts: Mount[];
   try {
-    mounts = parseCgroupMounts(mountsText ?? await readFile('/proc/self/mounts', 'utf8'));
+    mounts = parseCgroupMounts(mountsText ?? await readFile('/proc/self/mountinfo', 'utf8'));
   } catch (e) {
     return `cannot read the cgroup mounts (${(e as Error).message})`;
   }
+  // a part of the tree (a cgroup namespace, a bind mount): the daemon's /berth-builds is elsewhere
+  const partial = (m: Mount) => `this process sees only ${m.root} of the cgroup tree at ${m.path} (a container's cgroup namespace?): the daemon's cgroups are not visible here`;
   if (info.CgroupVersion === '2') {
     const root = mounts.find((m) => m.type === 'cgroup2');
-    return root === undefined ? 'no cgroup2 mount here' : v2(root.path, staleMs);
+    if (root === undefined) return 'no cgroup2 mount here';
+    return root.root !== '/' ? partial(root) : v2(root.path, staleMs);
   }
   const pids = mounts.find((m) => m.type === 'cgroup' && m.options.includes('pids'));
+  if (pids !== undefined && pids.root !== '/') return partial(pids);
   // the daemon makes the build's path in every hierarchy, the hybrid mode's cgroup2 one included
   return pids === undefined ? 'no cgroup v1 pids hierarchy here' : v1(pids.path, mounts.map((m) => m.path), staleMs);
 }

@@ -13,25 +13,33 @@ describe('build cgroups (pids.max per build)', () => {
   beforeAll(async () => { t = await tempDir(); });
   afterAll(async () => { await t.cleanup(); });
 
-  it('reads cgroup mounts, v1 and v2, with escaped paths', () => {
+  it('reads cgroup mounts, v1 and v2, with escaped paths and the part of the tree mounted', () => {
     const m = parseCgroupMounts([
-      'proc /proc proc rw 0 0',
-      'cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0',
-      'cgroup /sys/fs/cgroup/cpu\\054cpuacct cgroup rw,cpu,cpuacct 0 0',
-      'cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0',
+      '22 1 0:21 / /proc rw,nosuid - proc proc rw',
+      '36 30 0:33 / /sys/fs/cgroup/pids rw,relatime shared:15 - cgroup cgroup rw,pids',
+      '32 30 0:29 / /sys/fs/cgroup/cpu\\054cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct',
+      '40 30 0:35 /docker/abc /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw',
     ].join('\n'));
     expect(m).toEqual([
-      { path: '/sys/fs/cgroup/pids', type: 'cgroup', options: ['rw', 'relatime', 'pids'] },
-      { path: '/sys/fs/cgroup/cpu,cpuacct', type: 'cgroup', options: ['rw', 'cpu', 'cpuacct'] },
-      { path: '/sys/fs/cgroup/unified', type: 'cgroup2', options: ['rw'] },
+      { path: '/sys/fs/cgroup/pids', type: 'cgroup', options: ['rw', 'pids'], root: '/' },
+      { path: '/sys/fs/cgroup/cpu,cpuacct', type: 'cgroup', options: ['rw', 'cpu', 'cpuacct'], root: '/' },
+      { path: '/sys/fs/cgroup/unified', type: 'cgroup2', options: ['rw'], root: '/docker/abc' },
     ]);
+  });
+
+  it('this very process: its pids hierarchy (v1) or cgroup2 mount is found', () => {
+    const m = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8'));
+    expect(m.some((x) => (x.type === 'cgroup' && x.options.includes('pids')) || x.type === 'cgroup2')).toBe(true);
   });
 
   it('says why there can be none: remote daemon, systemd driver, no pids hierarchy', async () => {
     expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, false, '')).toMatch(/not on this host/);
     expect(await buildCgroups({ CgroupDriver: 'systemd', CgroupVersion: '2' }, true, '')).toMatch(/"systemd" cgroup driver/);
-    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, true, `cgroup ${t.dir}/x cgroup rw,memory 0 0`)).toMatch(/no cgroup v1 pids/);
-    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `cgroup ${t.dir}/x cgroup rw,pids 0 0`)).toMatch(/no cgroup2 mount/);
+    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, true, `1 1 0:1 / ${t.dir}/x rw - cgroup cgroup rw,memory`)).toMatch(/no cgroup v1 pids/);
+    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `1 1 0:1 / ${t.dir}/x rw - cgroup cgroup rw,pids`)).toMatch(/no cgroup2 mount/);
+    // inside a container's cgroup namespace: limits written here would never reach the daemon's cgroups
+    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, true, `1 1 0:1 /docker/abc ${t.dir}/x rw - cgroup cgroup rw,pids`)).toMatch(/sees only \/docker\/abc of the cgroup tree/);
+    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `1 1 0:1 /kubepods ${t.dir}/y rw - cgroup2 cgroup2 rw`)).toMatch(/sees only \/kubepods/);
   });
 
   it('v1: one cgroup per build under berth-builds with pids.max, removed in every hierarchy after', async () => {
@@ -40,7 +48,7 @@ describe('build cgroups (pids.max per build)', () => {
     const unified = join(t.dir, 'v1', 'unified');
     for (const d of [pids, mem, unified]) await mkdir(d, { recursive: true });
     const cg = await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, true,
-      `cgroup ${pids} cgroup rw,pids 0 0\ncgroup ${mem} cgroup rw,memory 0 0\ncgroup2 ${unified} cgroup2 rw 0 0\n`);
+      `1 1 0:1 / ${pids} rw - cgroup cgroup rw,pids\n1 1 0:2 / ${mem} rw - cgroup cgroup rw,memory\n1 1 0:3 / ${unified} rw - cgroup2 cgroup2 rw\n`);
     if (typeof cg === 'string') throw new Error(cg);
     const a = await cg.create(64);
     const b = await cg.create(100);
@@ -65,9 +73,9 @@ describe('build cgroups (pids.max per build)', () => {
     await mkdir(join(root, BUILD_CGROUP_BASE), { recursive: true });
     const { writeFile } = await import('node:fs/promises');
     await writeFile(join(root, BUILD_CGROUP_BASE, 'cgroup.controllers'), 'cpu memory\n');
-    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `cgroup2 ${root} cgroup2 rw 0 0`)).toMatch(/pids controller is not available in .*berth-builds \(the root cgroup does not hand it down\)/);
+    expect(await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `1 1 0:1 / ${root} rw - cgroup2 cgroup2 rw`)).toMatch(/pids controller is not available in .*berth-builds \(the root cgroup does not hand it down\)/);
     await writeFile(join(root, BUILD_CGROUP_BASE, 'cgroup.controllers'), 'cpu memory pids\n');
-    const cg = await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `cgroup2 ${root} cgroup2 rw 0 0`);
+    const cg = await buildCgroups({ CgroupDriver: 'cgroupfs', CgroupVersion: '2' }, true, `1 1 0:1 / ${root} rw - cgroup2 cgroup2 rw`);
     if (typeof cg === 'string') throw new Error(cg);
     // on a real cgroupfs each write adds one controller; a plain file keeps the last
     expect(readFileSync(join(root, BUILD_CGROUP_BASE, 'cgroup.subtree_control'), 'utf8')).toBe('+pids');

@@ -21,7 +21,7 @@ const host = () => `build${++seq}-${process.pid}.example.com`;
 
 /** Where this host's pids controller is: the v1 hierarchy, else the cgroup2 root. */
 function pidsHierarchy(): string {
-  const m = parseCgroupMounts(readFileSync('/proc/self/mounts', 'utf8'));
+  const m = parseCgroupMounts(readFileSync('/proc/self/mountinfo', 'utf8'));
   return (m.find((x) => x.type === 'cgroup' && x.options.includes('pids')) ?? m.find((x) => x.type === 'cgroup2'))!.path;
 }
 
