@@ -170,23 +170,9 @@ async function v1(pidsRoot: string, allRoots: string[], staleMs: number): Promis
   } catch (e) {
     return `cannot create ${base} (${(e as Error).message})`;
   }
-  const sweepAll = async () => { for (const r of allRoots) await sweep(join(r, BUILD_CGROUP_BASE), staleMs); };
-  await sweepAll();
-  const again = sweeper(sweepAll);
-  return {
-    async create(pids) {
-      again();
-      const name = newName();
-      const dir = join(base, name);
-      await makeLimited(dir, pids);
-      return {
-        parent: `/${BUILD_CGROUP_BASE}/${name}`,
-        containers: () => containersIn(dir),
-        // the daemon made the same path in every hierarchy (memory, cpu, …) for the containers
-        release: () => removeLater(allRoots.map((r) => join(r, BUILD_CGROUP_BASE, name))),
-      };
-    },
-  };
+  // the daemon makes the same path in every hierarchy (memory, cpu, …) for the containers
+  return perBuild(base, async () => { for (const r of allRoots) await sweep(join(r, BUILD_CGROUP_BASE), staleMs); },
+    (name) => allRoots.map((r) => join(r, BUILD_CGROUP_BASE, name)));
 }
 
 async function v2(root: string, staleMs: number): Promise<BuildCgroups | string> {
@@ -202,15 +188,23 @@ async function v2(root: string, staleMs: number): Promise<BuildCgroups | string>
   } catch (e) {
     return `cannot set up ${base} (${(e as Error).message})`;
   }
-  await sweep(base, staleMs);
-  const again = sweeper(() => sweep(base, staleMs));
+  return perBuild(base, () => sweep(base, staleMs), (name) => [join(base, name)]);
+}
+
+/**
+ * One cgroup per build under `base` (where pids.max is written); `copies(name)`: every directory
+ * the daemon makes for one (removed after the build). Leftovers are swept now and every 10 min.
+ */
+async function perBuild(base: string, sweepNow: () => Promise<void>, copies: (name: string) => string[]): Promise<BuildCgroups> {
+  await sweepNow();
+  const again = sweeper(sweepNow);
   return {
     async create(pids) {
       again();
       const name = newName();
       const dir = join(base, name);
       await makeLimited(dir, pids);
-      return { parent: `/${BUILD_CGROUP_BASE}/${name}`, containers: () => containersIn(dir), release: () => removeLater([dir]) };
+      return { parent: `/${BUILD_CGROUP_BASE}/${name}`, containers: () => containersIn(dir), release: () => removeLater(copies(name)) };
     },
   };
 }
