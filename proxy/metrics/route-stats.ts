@@ -32,13 +32,16 @@ export class RouteStats {
   /** metering per endpoint (meter.ts), by the endpoint object (pools are keyed by address) */
   readonly meters = new Map<Endpoint, EndpointMeter>();
   /** requests that no endpoint answered (no capacity, queue timeouts, refusals) */
-  readonly unrouted: EndpointMeter;
+  /** requests answered without an endpoint; made on first use (a 10,000-route table must not allocate 10,000 up front) */
+  private unroutedMeter: EndpointMeter | null = null;
   /** meters replaced while they still held counts (an address taken over by another endpoint id) */
   private retired: EndpointMeter[] = [];
   private refusedMetered = 0;
 
-  constructor(readonly id: string) {
-    this.unrouted = new EndpointMeter(id, '');
+  constructor(readonly id: string) {}
+
+  get unrouted(): EndpointMeter {
+    return (this.unroutedMeter ??= new EndpointMeter(this.id, ''));
   }
 
   /** The meter of this route's requests to `t` (one Map lookup by object; allocates only on first use). */
@@ -64,7 +67,8 @@ export class RouteStats {
       this.unrouted.requests += refused;
       this.unrouted.c4 += refused;
     }
-    if (!this.unrouted.idle) out.push(this.unrouted.take());
+    const u = this.unroutedMeter;
+    if (u !== null && !u.idle) out.push(u.take());
     for (const [ep, m] of this.meters) {
       if (!m.idle) out.push(m.take());
       else if (m.open <= 0) this.meters.delete(ep);
