@@ -103,7 +103,6 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
   const shared = new Map<string, { routes: Route[]; weights: number[] }>();
   const routes: Route[] = [];
   const byId = new Map<string, Route>();
-  const liveIds = new Set<string>();
   for (const rs of spec.routes) {
     const cbs = rs.circuitBreaker;
     const tos = rs.timeouts;
@@ -136,7 +135,6 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       cache = new FallbackCache(cc);
       state.caches.set(rs.id, cache);
     }
-    liveIds.add(rs.id);
     const route: Route = {
       id: rs.id,
       hosts: rs.hosts,
@@ -183,7 +181,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
   }
   state.splits = splits;
   // Caches of removed routes are dropped; stats stay (counters must be monotonic for Prometheus).
-  for (const id of state.caches.keys()) if (!liveIds.has(id)) state.caches.delete(id);
-  for (const [id, q] of state.queues) if (!liveIds.has(id) && q.length === 0) state.queues.delete(id);
+  for (const id of state.caches.keys()) if (!byId.has(id)) state.caches.delete(id);
+  for (const [id, q] of state.queues) if (!byId.has(id) && q.length === 0) state.queues.delete(id);
   return new RouteTable(spec.version, spec, routes, exact, wildcard, byId);
 }
