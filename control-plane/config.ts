@@ -66,8 +66,9 @@ export interface ControlPlaneOptions {
    */
   buildPids?: number | null;
   /**
-   * Disk one build may fill: the image so far (base included) plus the running step
-   * (runtime/build-disk.ts); null: no limit. Default BERTH_BUILD_DISK (10g), `none` for no limit.
+   * Disk one build may fill: what its steps write (every container it runs) and the finished
+   * image, base included (runtime/build-disk.ts); null: no limit. Default BERTH_BUILD_DISK (10g),
+   * `none` for no limit.
    */
   buildDiskBytes?: number | null;
   /**

@@ -1,6 +1,7 @@
-import { open, readdir, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, realpath } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Runtime } from '../runtime/docker.js';
+import { isInside } from './archive/safe-path.js';
 import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
 
 /**
@@ -31,11 +32,11 @@ export async function verifyBuildSources(
   for (const ref of images) {
     let info = await runtime.inspectImage(ref);
     if (!info) {
-      // fail closed: an image not looked at must not reach the builder (it would pull it itself,
-      // maybe a different one, and run its triggers)
       // a pull is disk too: not on a host already short of it (BERTH_BUILD_MIN_FREE)
       const short = await runtime.buildRoom(o.minFreeBytes);
       if (short !== null) throw new Error(short);
+      // fail closed: an image not looked at must not reach the builder (it would pull it itself,
+      // maybe a different one, and run its triggers)
       say(`berth: pulling ${ref}\n`);
       try {
         await runtime.pullImage(ref, say, o.signal);
@@ -108,14 +109,15 @@ function relativeSource(src: string): string {
 /**
  * The first ADD source in the build context (already extracted, within the archive limits) that
  * the builder would unpack: a file (not a directory: those are copied as they are) matched by one
- * of `sources` whose first bytes are an archive's (through a symlink, what it points at). Null
- * when there is none.
+ * of `sources` whose first bytes are an archive's (through a symlink inside the context, what
+ * it points at). Null when there is none.
  */
 async function findArchive(contextDir: string, sources: string[]): Promise<string | null> {
   const wanted = sources.map(relativeSource).filter((s) => s !== '');
   const globs = wanted.filter((s) => /[*?[\\]/.test(s)).map(globRegex);
   const literal = new Set(wanted.filter((s) => !/[*?[\\]/.test(s)));
   const head = Buffer.alloc(512);
+  const root = await realpath(contextDir);
   const dirs = [contextDir];
   while (dirs.length > 0) {
     const dir = dirs.pop()!;
@@ -125,7 +127,12 @@ async function findArchive(contextDir: string, sources: string[]): Promise<strin
       else if (e.isFile() || e.isSymbolicLink()) {
         const rel = relative(contextDir, p);
         if (!literal.has(rel) && !globs.some((g) => g.test(rel))) continue;
-        // a symlink is looked at through (the builder copies, and unpacks, what it points at)
+        // a symlink is looked at through (the builder copies, and unpacks, what it points at),
+        // never out of the context: nothing outside it is read, even for a yes or a no
+        if (e.isSymbolicLink()) {
+          const real = await realpath(p).catch(() => null);
+          if (real === null || !isInside(root, real)) continue;
+        }
         const f = await open(p, 'r').catch(() => null);
         if (f === null) continue;
         try {

@@ -23,6 +23,17 @@
 import { statfs } from 'node:fs/promises';
 import type Docker from 'dockerode';
 
+/** What a tenant hears when the floor stops a build (the figures go to the operator's log). */
+export const SHORT_OF_DISK = 'the build host is short of disk space; try again later';
+
+/** The free bytes of the filesystem holding `path` when fewer than `floorBytes`; null when there is room (or it cannot be read). */
+export async function freeBelow(path: string, floorBytes: number): Promise<number | null> {
+  const s = await statfs(path).catch(() => null);
+  if (s === null) return null;
+  const free = s.bavail * s.bsize;
+  return free < floorBytes ? free : null;
+}
+
 /** How often a build is looked at. */
 export const POLL_MS = 1000;
 /** A step's layer that the daemon cannot add up within this long fails the build. */
@@ -84,16 +95,13 @@ export class BuildDiskWatch {
     }
   }
 
-  /** Why builds must stop for want of disk ('the build host is short…'), or null. */
-  async lowOnDisk(): Promise<string | null> {
+  private async lowOnDisk(): Promise<string | null> {
     const f = this.o.floor;
     if (f === null) return null;
-    const s = await statfs(f.path).catch(() => null);
-    if (s === null) return null;
-    const free = s.bavail * s.bsize;
-    if (free >= f.bytes) return null;
+    const free = await freeBelow(f.path, f.bytes);
+    if (free === null) return null;
     this.o.onLowDisk?.(free, f.bytes);
-    return 'the build host is short of disk space; try again later';
+    return SHORT_OF_DISK;
   }
 
   private async overLimit(): Promise<string | null> {

@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Logger } from '../../shared/logging.js';
 import { buildCgroups, type BuildCgroups } from './build-cgroup.js';
-import { BuildDiskWatch } from './build-disk.js';
+import { BuildDiskWatch, freeBelow, SHORT_OF_DISK } from './build-disk.js';
 import { isTransientDockerError, withRetry } from './retry.js';
 
 /**
@@ -212,8 +212,10 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     if (!minFreeBytes) return null;
     const here = await buildHost().catch(() => null);
     if (!here?.rootDir) return null;
-    const w = new BuildDiskWatch(docker, { limitBytes: null, containers: null, floor: { path: here.rootDir, bytes: minFreeBytes }, onOver: () => {}, onLowDisk: lowDisk });
-    return w.lowOnDisk();
+    const free = await freeBelow(here.rootDir, minFreeBytes);
+    if (free === null) return null;
+    lowDisk(free, minFreeBytes);
+    return SHORT_OF_DISK;
   }
 
   async function buildImage(b: BuildImageOptions): Promise<{ imageId: string }> {

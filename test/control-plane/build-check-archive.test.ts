@@ -1,7 +1,10 @@
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { isArchive } from '../../control-plane/images/build-check.js';
+import { isArchive, verifyBuildSources } from '../../control-plane/images/build-check.js';
 import { makeTar } from '../helpers/archives.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const head = (b: Buffer) => {
   const h = Buffer.alloc(512);
@@ -36,5 +39,38 @@ describe('what ADD would unpack (build-check.ts isArchive)', () => {
     bad[0] ^= 1; // and the checksum no longer fits
     expect(head(bad)).toBe(false);
     expect(head(Buffer.from('{"json": true}'))).toBe(false);
+  });
+});
+
+describe('ADD sources looked at before a build (build-check.ts verifyBuildSources)', () => {
+  const never = {
+    inspectImage: () => { throw new Error('no image is read for FROM scratch'); },
+    pullImage: () => { throw new Error('no pull'); },
+    buildRoom: () => { throw new Error('no pull'); },
+  };
+  const context = async (files: Record<string, string | Buffer>, links: Record<string, string> = {}) => {
+    const t = await tempDir();
+    for (const [name, content] of Object.entries(files)) {
+      await mkdir(dirname(join(t.dir, 'ctx', name)), { recursive: true });
+      await writeFile(join(t.dir, 'ctx', name), content);
+    }
+    for (const [name, target] of Object.entries(links)) await symlink(target, join(t.dir, 'ctx', name));
+    return t;
+  };
+
+  it('an archive named through a symlink inside the context is refused; one outside it is never read', async () => {
+    const gz = gzipSync(Buffer.from('x'));
+    const inside = await context({ Dockerfile: 'FROM scratch\nADD link.gz /x\n', 'real/bomb.gz': gz }, { 'link.gz': 'real/bomb.gz' });
+    try {
+      await expect(verifyBuildSources(never, 1, join(inside.dir, 'ctx'))).rejects.toThrow(/^ADD link\.gz: it is an archive/);
+    } finally { await inside.cleanup(); }
+    // a gzip file beside the context (outside it), reached by an absolute or a climbing link
+    const outside = await context({ Dockerfile: 'FROM scratch\nADD a.gz b.gz /x/\n', 'ctx-sibling-placeholder': '' });
+    try {
+      await writeFile(join(outside.dir, 'host.gz'), gz);
+      await symlink(join(outside.dir, 'host.gz'), join(outside.dir, 'ctx', 'a.gz'));
+      await symlink('../host.gz', join(outside.dir, 'ctx', 'b.gz'));
+      await expect(verifyBuildSources(never, 1, join(outside.dir, 'ctx'))).resolves.toBeUndefined();
+    } finally { await outside.cleanup(); }
   });
 });
