@@ -25,7 +25,7 @@ export interface Upstream {
 }
 
 export interface ProxyTarget {
-  id: 'berth' | 'nginx' | 'fastify-http-proxy' | 'http-proxy';
+  id: 'berth' | 'berth-pipeline' | 'nginx' | 'fastify-http-proxy' | 'http-proxy';
   label: string;
   port: number;
   proc?: Tracked;
@@ -153,16 +153,22 @@ async function guarded(t: ProxyTarget, start: () => Promise<void>): Promise<Prox
   return t;
 }
 
-export function berthRouteTable(ports: number[], version = 1): object {
+/** How deep the `berth-pipeline` row pipelines (RouteSpec.pipeline). */
+export const BENCH_PIPELINE = 8;
+
+/** `pipeline`: RouteSpec.pipeline on both routes (the berth-pipeline row); 1 = as shipped. */
+export function berthRouteTable(ports: number[], version = 1, pipeline = 1): object {
+  const extra = pipeline > 1 ? { pipeline } : {};
   return {
     version,
     routes: [
-      { id: 'single', hosts: [HOST_SINGLE], endpoints: [{ id: 'e1', address: `127.0.0.1:${ports[0]}` }], policy: 'round_robin' },
+      { id: 'single', hosts: [HOST_SINGLE], endpoints: [{ id: 'e1', address: `127.0.0.1:${ports[0]}` }], policy: 'round_robin', ...extra },
       {
         id: 'rr',
         hosts: [HOST_RR],
         endpoints: ports.map((p, i) => ({ id: `e${i + 1}`, address: `127.0.0.1:${p}` })),
         policy: 'round_robin',
+        ...extra,
       },
     ],
   };
@@ -174,13 +180,19 @@ export function berthHelp(): { ok: boolean; text: string } {
   return { ok: r.status === 0, text: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
 
-export async function startBerth(dir: string, ports: number[], cpu: string | undefined): Promise<ProxyTarget> {
-  const t: ProxyTarget = { id: 'berth', label: 'berth', port: await freePort(), adminPort: await freePort() };
+/**
+ * berth as shipped, or (`pipelined`) with RouteSpec.pipeline on both routes: a row of its own,
+ * since pipelining is opt-in per route (not every app server answers pipelined requests well).
+ */
+export async function startBerth(dir: string, ports: number[], cpu: string | undefined, pipelined = false): Promise<ProxyTarget> {
+  const t: ProxyTarget = pipelined
+    ? { id: 'berth-pipeline', label: `berth pipeline=${BENCH_PIPELINE}`, port: await freePort(), adminPort: await freePort() }
+    : { id: 'berth', label: 'berth', port: await freePort(), adminPort: await freePort() };
   return guarded(t, async () => {
     const help = berthHelp();
     if (!help.ok) throw new Error(`\`berth proxy --help\` failed: ${help.text.trim().split('\n')[0]}`);
-    const routes = join(dir, 'berth-routes.json');
-    writeFileSync(routes, JSON.stringify(berthRouteTable(ports)));
+    const routes = join(dir, `${t.id}-routes.json`);
+    writeFileSync(routes, JSON.stringify(berthRouteTable(ports, 1, pipelined ? BENCH_PIPELINE : 1)));
     const args = [
       join(repoRoot, 'bin', 'berth.js'),
       'proxy',
@@ -193,7 +205,7 @@ export async function startBerth(dir: string, ports: number[], cpu: string | und
       '--workers',
       '1',
     ];
-    const notes: string[] = ['1 worker, features as shipped'];
+    const notes: string[] = [pipelined ? `1 worker, routes with "pipeline": ${BENCH_PIPELINE}` : '1 worker, features as shipped'];
     if (/--access-log\b/.test(help.text)) {
       args.push('--access-log', 'off');
       notes.push('--access-log off');
@@ -215,21 +227,24 @@ export async function startBerth(dir: string, ports: number[], cpu: string | und
       notes.push(`node ${nodeArgs.join(' ')}`);
       t.notes = notes.join(', ');
     }
+    // each berth row runs in a directory of its own (its default data dir, admin token)
+    const cwd = pipelined ? join(dir, t.id) : dir;
+    mkdirSync(cwd, { recursive: true });
     t.proc = spawnTracked(process.execPath, [...nodeArgs, ...args], {
-      name: 'berth',
+      name: t.id,
       cpu,
-      cwd: dir,
+      cwd,
       env: { ...process.env, BERTH_ACCESS_LOG: process.env.BERTH_ACCESS_LOG ?? 'off', BERTH_LOG_LEVEL: process.env.BERTH_LOG_LEVEL ?? 'warn' },
-      logFile: join(dir, 'berth.log'),
+      logFile: join(dir, `${t.id}.log`),
     });
     await waitFor(
-      'berth /readyz',
+      `${t.id} /readyz`,
       async () => (await httpRequest({ port: t.adminPort!, path: '/readyz' })).status === 200,
       20_000,
       () => t.proc!.dead,
     );
-    // berth runs in `dir` with its default data dir; admin writes need the token it generated there
-    const tokenFile = join(dir, '.berth', 'admin-token');
+    // admin writes need the token berth generated in its default data dir
+    const tokenFile = join(cwd, '.berth', 'admin-token');
     if (existsSync(tokenFile)) t.adminToken = readFileSync(tokenFile, 'utf8').trim();
   });
 }

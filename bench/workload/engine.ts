@@ -107,6 +107,8 @@ class Slot implements ConnectionOwner, UpstreamHandler {
   readonly hasBody: boolean;
   readonly headersTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /** one request per connection at a time: the generator measures requests, not pipelines */
+  readonly pipeline = 1;
 
   constructor(private readonly run: WorkloadRun, req: PreparedRequest, timeoutMs: number) {
     this.host = req.hostname;
@@ -556,7 +558,7 @@ export class WorkloadRun {
         this.failedCount++;
         this.errorKinds.set(this.stopped ? 'stopped' : 'timeout', (this.errorKinds.get(this.stopped ? 'stopped' : 'timeout') ?? 0) + 1);
       }
-      s.conn.abort();
+      s.conn.abort(s);
     }
     this.inFlight -= lost;
     // the last (partial) second, when anything happened in it

@@ -19,6 +19,8 @@ export class RouteStats {
   errors = 0;
   fallbackHits = 0;
   retries = 0;
+  /** pipelined requests sent again, alone, after their connection ended before their answer began */
+  resent = 0;
   /** requests answered 400 as the client's fault (admission refusals, bytes the upstream client refused) */
   refused = 0;
   readonly latencyBuckets: number[] = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);

@@ -154,6 +154,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
       trafficWeight: rs.trafficWeight ?? 1,
       byKey,
       auth: rs.auth === undefined ? null : new Set(rs.auth.tokens),
+      pipeline: rs.pipeline ?? 1,
     };
     byId.set(rs.id, route);
     routes.push(route);

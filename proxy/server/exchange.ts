@@ -16,7 +16,7 @@ import { globalStats } from '../metrics/route-stats.js';
 import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
-import { E_INTERNAL, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
+import { E_INTERNAL, E_PIPELINE_RESEND, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
 import type { ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -50,6 +50,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   clientPaused = false;
   upstreamHead = '';
   headRequest = false;
+  /** RouteSpec.pipeline for a bodiless GET/HEAD of a pipelining route; 1 otherwise (and once resent) */
+  pipeline = 1;
   conn: UpstreamConnection | null = null;
   waitingOn: UpstreamPool | null = null;
   // progress
@@ -228,7 +230,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.waitingOn = null;
     this.conn = conn;
     if (this.aborted) {
-      conn.abort();
+      conn.abort(this);
       return;
     }
     if (!this.hasBody) return;
@@ -320,6 +322,15 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     const ep = this.endpoint;
     if (err.code === E_INTERNAL) internalError(null, (err.cause as Error | undefined) ?? err);
     if (this.upstreamDone) return;
+    if (err.code === E_PIPELINE_RESEND && !this.aborted && ep !== null) {
+      // pipelined behind a request whose connection ended: sent again, alone, on the same
+      // endpoint (still counted in flight there; a connect failure now is judged as usual)
+      this.conn = null;
+      this.pipeline = 1;
+      this.route.stats.resent++;
+      this.dispatch(ep);
+      return;
+    }
     if (this.headPending) {
       // the head has not gone out yet (the failure came in the read that brought it, e.g. a bad
       // first chunk size): the client still gets a proper error answer
@@ -387,7 +398,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (!this.upstreamDone) {
       const conn = this.conn;
       const pool = this.waitingOn;
-      if (conn !== null) conn.abort();
+      if (conn !== null) conn.abort(this);
       else if (pool !== null) pool.cancel(this);
       // the endpoint's books: a client that gave up is nobody's failure
       this.onUpstreamError(Object.assign(new Error('client aborted'), { code: 'CLIENT_ABORTED' }) as UpstreamError);

@@ -11,6 +11,15 @@
  *
  * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request; a
  * connection is on the sweep's list from its creation to its close (no per-request bookkeeping).
+ *
+ * Pipelining (RouteSpec.pipeline, opt-in): a bodiless GET/HEAD request may start a batch, whose
+ * head is not written at once but at the end of the event-loop turn (setImmediate, after every
+ * socket event of the turn), together with those of the requests of the same turn that joined it
+ * (`append`, up to the route's depth): one write and, usually, one read for several requests.
+ * The answers come back in order: `handler` is the one being answered, `behind` the ones after
+ * it. A request behind whose connection closes before its answer began is told so with
+ * E_PIPELINE_RESEND (the exchange sends it again, alone); one whose client left is swapped for a
+ * Discard, so the answers behind it still reach theirs.
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
@@ -40,6 +49,8 @@ export interface UpstreamHandler {
   readonly upstreamHead: string;
   readonly headRequest: boolean;
   readonly hasBody: boolean;
+  /** up to how many requests may share the connection with this one (bodiless GET/HEAD of a pipelining route); 1: never */
+  readonly pipeline: number;
   readonly headersTimeoutMs: number;
   readonly idleTimeoutMs: number;
 }
@@ -54,6 +65,11 @@ export const E_CLOSED = 'UPSTREAM_CLOSED';
 export const E_UNSOLICITED_1XX = 'UPSTREAM_UNSOLICITED_1XX';
 /** the pool's wait queue is full */
 export const E_POOL_FULL = 'UPSTREAM_POOL_FULL';
+/**
+ * a pipelined request whose connection ended before its answer began (its own, or an earlier
+ * request's fault): not the endpoint's failure, send it again (idempotent: GET or HEAD)
+ */
+export const E_PIPELINE_RESEND = 'UPSTREAM_PIPELINE_RESEND';
 /** a bug while handling a read (the error is the `cause`): costs the exchange, never the process */
 export const E_INTERNAL = 'PROXY_INTERNAL';
 
@@ -87,10 +103,40 @@ const CONNECTING = 0, IDLE = 1, BUSY = 2, CLOSED = 3;
  */
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
+/** Connections whose batch of request heads is written at the end of this event-loop turn. */
+const batches: UpstreamConnection[] = [];
+function writeBatches(): void {
+  for (let i = 0; i < batches.length; i++) batches[i].flush();
+  batches.length = 0;
+}
+
+/**
+ * Where the answer of a pipelined request whose client left goes: read to its end (framed as its
+ * request asked) and dropped, so the answers behind it keep their places.
+ */
+class Discard implements UpstreamHandler {
+  readonly headPending = false;
+  readonly upstreamHead = '';
+  readonly hasBody = false;
+  readonly pipeline = 1;
+  constructor(readonly headRequest: boolean, readonly headersTimeoutMs: number, readonly idleTimeoutMs: number) {}
+  onUpstreamStart(): void {}
+  onUpstreamHead(): void {}
+  flushHead(): void {}
+  onUpstreamData(): boolean { return true; }
+  onUpstreamEnd(): void {}
+  onUpstreamError(): void {}
+  onUpstreamDrain(): void {}
+}
+
 export class UpstreamConnection implements ResponseSink {
   private readonly socket: Socket;
   private readonly parser: ResponseParser;
   handler: UpstreamHandler | null = null;
+  /** pipelined requests written (or about to be) after `handler`'s, in order */
+  private behind: UpstreamHandler[] = [];
+  /** request heads of this turn's batch, written by flush() at the end of the turn */
+  private batch = '';
   state = CONNECTING;
   /** coarse-clock deadlines and marks, read by the sweep */
   deadline = 0;
@@ -173,7 +219,7 @@ export class UpstreamConnection implements ResponseSink {
     this.owner.released(this);
   }
 
-  /** Send a request on this (idle) connection. */
+  /** Send a request on this (idle) connection; a pipelinable one opens a batch (see append). */
   start(h: UpstreamHandler): void {
     this.handler = h;
     this.state = BUSY;
@@ -182,13 +228,40 @@ export class UpstreamConnection implements ResponseSink {
     this.paused = false;
     this.requestDone = !h.hasBody;
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
-    const err = writeHead(this.socket, h.upstreamHead);
+    if (h.pipeline > 1) {
+      if (batches.length === 0) setImmediate(writeBatches);
+      batches.push(this);
+      this.batch = h.upstreamHead;
+    } else this.write(h.upstreamHead);
+    h.onUpstreamStart(this);
+  }
+
+  /** Can `h` join this turn's batch on this connection? */
+  canAppend(h: UpstreamHandler): boolean {
+    return this.batch !== '' && this.state === BUSY && this.reusable && this.behind.length + 1 < h.pipeline;
+  }
+
+  /** Pipeline a bodiless request behind those of this turn's batch. */
+  append(h: UpstreamHandler): void {
+    this.behind.push(h);
+    this.batch += h.upstreamHead;
+    h.onUpstreamStart(this);
+  }
+
+  /** The end of the turn: the batch's request heads in one write. */
+  flush(): void {
+    const data = this.batch;
+    this.batch = '';
+    if (this.state === BUSY) this.write(data);
+  }
+
+  private write(head: string): void {
+    const err = writeHead(this.socket, head);
     if (err !== 0) {
       // the close that follows tells the handler (as a connection closed before responding)
       this.pendingError = upstreamError('ECONNRESET', `writing the request failed (libuv error ${err})`);
       this.destroy();
     }
-    h.onUpstreamStart(this);
   }
 
   /** A request body chunk; false when the socket's buffer is full (wait for onUpstreamDrain). */
@@ -221,10 +294,28 @@ export class UpstreamConnection implements ResponseSink {
     readStart(this.socket);
   }
 
-  /** The client went away (or the exchange gave up): the connection cannot be reused. */
-  abort(): void {
-    this.handler = null;
-    this.destroy();
+  /**
+   * `h`'s client went away (or its exchange gave up): the connection cannot be reused — unless
+   * other requests are pipelined on it, whose answers still come: `h`'s is then read and dropped.
+   */
+  abort(h: UpstreamHandler): void {
+    const behind = this.behind;
+    if (behind.length === 0 || this.state !== BUSY) {
+      if (h === this.handler) this.handler = null;
+      this.destroy();
+      return;
+    }
+    const discard = new Discard(h.headRequest, h.headersTimeoutMs, h.idleTimeoutMs);
+    if (h === this.handler) {
+      this.handler = discard;
+      if (this.paused) {
+        this.paused = false;
+        readStart(this.socket);
+      }
+      return;
+    }
+    const i = behind.indexOf(h);
+    if (i !== -1) behind[i] = discard;
   }
 
   // ---- parser callbacks ------------------------------------------------------------------
@@ -278,7 +369,8 @@ export class UpstreamConnection implements ResponseSink {
     // an upstream that answered before reading the whole request cannot be reused
     const reuse = this.reusable && this.requestDone;
     h.onUpstreamEnd();
-    if (!reuse) {
+    if (!reuse || this.state !== BUSY) {
+      // pipelined requests behind learn of the close (onClose) and are sent again
       this.destroy();
       return;
     }
@@ -286,6 +378,15 @@ export class UpstreamConnection implements ResponseSink {
     if (this.paused) {
       this.paused = false;
       readStart(this.socket);
+    }
+    if (this.behind.length > 0) {
+      // the next pipelined request's answer follows (in this read, or a later one)
+      const next = this.behind.shift()!;
+      this.handler = next;
+      this.gotHead = false;
+      this.informational = false;
+      this.deadline = next.headersTimeoutMs > 0 ? clock.now + next.headersTimeoutMs : 0;
+      return;
     }
     // released once this read is handled: bytes after the response's end are the upstream's
     // fault, not the next request's answer
@@ -299,6 +400,8 @@ export class UpstreamConnection implements ResponseSink {
   // ---- socket events ----------------------------------------------------------------------
 
   private onEnd(): void {
+    // (first: a pipelined request behind must not become the next to be answered)
+    this.reusable = false;
     // a response delimited by the end of the connection completes here
     if (this.state === BUSY) {
       const err = this.parser.finish();
@@ -327,6 +430,13 @@ export class UpstreamConnection implements ResponseSink {
         this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`));
     }
     this.owner.closed(this);
+    const behind = this.behind;
+    if (behind.length > 0) {
+      this.behind = [];
+      for (let i = 0; i < behind.length; i++) {
+        behind[i].onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
+      }
+    }
   }
 
   /** Timeouts, from the sweep. */

@@ -29,6 +29,8 @@ export class UpstreamPool implements ConnectionOwner {
   private closing = false;
   private readonly maxIdle: number;
   private readonly maxQueue: number;
+  /** the connection whose batch is open in this event-loop turn (pipelining routes) */
+  private batch: UpstreamConnection | null = null;
 
   constructor(address: string, private readonly opts: PoolOptions) {
     const colon = address.lastIndexOf(':');
@@ -45,9 +47,16 @@ export class UpstreamPool implements ConnectionOwner {
       h.onUpstreamError(upstreamError('UPSTREAM_CLOSED', 'the endpoint was removed'));
       return;
     }
+    if (h.pipeline > 1) {
+      const b = this.batch;
+      if (b !== null && b.canAppend(h)) {
+        b.append(h);
+        return;
+      }
+    }
     const c = this.idle.pop();
     if (c !== undefined) {
-      c.start(h);
+      this.start(c, h);
       return;
     }
     if (this.queue.length - this.queueHead >= this.maxQueue) {
@@ -64,6 +73,19 @@ export class UpstreamPool implements ConnectionOwner {
     if (i === -1) return false;
     this.queue.splice(i, 1);
     return true;
+  }
+
+  /** Start `h` on `c`; a pipelinable request opens a batch, which requests waiting behind it join. */
+  private start(c: UpstreamConnection, h: UpstreamHandler): void {
+    c.start(h);
+    if (h.pipeline <= 1) return;
+    this.batch = c;
+    const q = this.queue;
+    while (this.queueHead < q.length) {
+      const w = q[this.queueHead];
+      if (w.pipeline <= 1 || !c.canAppend(w)) break;
+      c.append(this.next()!);
+    }
   }
 
   private open(): void {
@@ -102,7 +124,7 @@ export class UpstreamPool implements ConnectionOwner {
   released(c: UpstreamConnection): void {
     const h = this.next();
     if (h !== undefined) {
-      c.start(h);
+      this.start(c, h);
       return;
     }
     if (this.closing || this.idle.length >= this.maxIdle) {
@@ -116,6 +138,7 @@ export class UpstreamPool implements ConnectionOwner {
 
   closed(c: UpstreamConnection): void {
     this.total--;
+    if (this.batch === c) this.batch = null;
     const i = this.idle.indexOf(c);
     if (i !== -1) this.idle.splice(i, 1);
     if (this.queueHead < this.queue.length && this.total < this.opts.connections && !this.closing) this.open();

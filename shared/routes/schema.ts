@@ -56,6 +56,16 @@ export interface RouteSpec {
    * Sent only to proxies that ask for it (`?features=auth`); others do not get the route at all.
    */
   auth?: { tokens: string[] };
+  /**
+   * HTTP/1.1 pipelining to the endpoints (auto-pipelining, as Redis clients do it): up to this
+   * many bodiless GET and HEAD requests that reach the proxy in the same event-loop turn for the
+   * same endpoint share one upstream connection and go out in one write; the answers come back in
+   * order. 1 (the default) never pipelines. For app servers that answer pipelined requests
+   * correctly (Node's http, Go's net/http, nginx, gunicorn…); a slow answer holds up those
+   * behind it on its connection. Requests whose connection closes before their answer are sent
+   * again, once, on a connection of their own.
+   */
+  pipeline?: number;
 }
 
 export interface RouteTableSpec {
@@ -147,6 +157,7 @@ export const routeTableSchema = {
             properties: { tokens: { type: 'array', maxItems: 10_000, items: { type: 'string', pattern: '^[0-9a-f]{64}$' } } },
           },
           trafficWeight: { type: 'integer', minimum: 1, maximum: 1_000_000 },
+          pipeline: { type: 'integer', minimum: 1, maximum: 16 },
           concurrency: {
             type: 'object',
             additionalProperties: false,

@@ -1,0 +1,227 @@
+/**
+ * Pipelining to upstreams (RouteSpec.pipeline): bodiless GET/HEAD requests of one event-loop turn
+ * share an upstream connection and go out in one write; every client still gets its own answer,
+ * in order, when answers are HEAD-framed, when the upstream closes after an answer, and when
+ * clients leave in the middle. The upstream here is a raw TCP server that records how many
+ * requests each read brought (the pipelining depth it saw) and answers strictly in order.
+ */
+import { connect, createServer, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { putRoutes, route, startProxy, table, type ProxyProc } from './harness.js';
+
+interface RawUpstream {
+  address: string;
+  connections: number;
+  requests: number;
+  /** most requests one connection had received and not yet answered */
+  maxDepth: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Answers `GET /x` with body `/x` (HEAD: the same head, no body), in order, each after `delayMs`.
+ * `closeAfterFirst`: answers the first request of a connection with Connection: close and ends it.
+ */
+async function rawUpstream(opts: { delayMs?: number; closeAfterFirst?: boolean } = {}): Promise<RawUpstream> {
+  const sockets = new Set<Socket>();
+  const up = { address: '', connections: 0, requests: 0, maxDepth: 0 } as RawUpstream;
+  const srv = createServer((c) => {
+    up.connections++;
+    sockets.add(c);
+    let buf = '';
+    let waiting: string[] = [];
+    let busy = false;
+    let answered = 0;
+    let ended = false;
+    const answerNext = (): void => {
+      if (busy || waiting.length === 0 || ended) return;
+      busy = true;
+      const head = waiting.shift()!;
+      setTimeout(() => {
+        busy = false;
+        if (ended || c.destroyed) return;
+        const [method, path] = head.split(' ');
+        const close = opts.closeAfterFirst === true && answered === 0;
+        answered++;
+        c.write(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(path)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${method === 'HEAD' ? '' : path}`);
+        if (close) {
+          ended = true;
+          waiting = [];
+          c.end();
+          return;
+        }
+        answerNext();
+      }, opts.delayMs ?? 0);
+    };
+    c.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
+        waiting.push(buf.slice(0, end));
+        buf = buf.slice(end + 4);
+        up.requests++;
+      }
+      up.maxDepth = Math.max(up.maxDepth, waiting.length + (busy ? 1 : 0));
+      answerNext();
+    });
+    c.on('close', () => sockets.delete(c));
+    c.on('error', () => {});
+  });
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  up.address = `127.0.0.1:${(srv.address() as { port: number }).port}`;
+  up.close = () => new Promise<void>((r) => {
+    for (const c of sockets) c.destroy();
+    srv.close(() => r());
+  });
+  return up;
+}
+
+interface Answer { status: number; body: string }
+
+/** A keep-alive client connection that sends one request at a time and reads its answer. */
+class Client {
+  private readonly socket: Socket;
+  private data = Buffer.alloc(0);
+  private waiter: ((a: Answer) => void) | null = null;
+  private head = false;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on('data', (d: Buffer) => {
+      this.data = Buffer.concat([this.data, d]);
+      this.parse();
+    });
+    socket.on('error', () => {});
+  }
+
+  static async open(port: number): Promise<Client> {
+    const s = connect(port, '127.0.0.1');
+    await once(s, 'connect');
+    return new Client(s);
+  }
+
+  send(host: string, path: string, method = 'GET'): Promise<Answer> {
+    this.head = method === 'HEAD';
+    const p = new Promise<Answer>((resolve) => (this.waiter = resolve));
+    this.socket.write(`${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
+    return p;
+  }
+
+  private parse(): void {
+    const end = this.data.indexOf('\r\n\r\n');
+    if (end === -1 || this.waiter === null) return;
+    const head = this.data.subarray(0, end).toString('latin1');
+    const m = /\r\ncontent-length: (\d+)/i.exec(head);
+    const len = this.head || m === null ? 0 : Number(m[1]);
+    if (this.data.length < end + 4 + len) return;
+    const body = this.data.subarray(end + 4, end + 4 + len).toString('latin1');
+    this.data = this.data.subarray(end + 4 + len);
+    const w = this.waiter;
+    this.waiter = null;
+    w({ status: Number(head.split(' ')[1]), body });
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+let p: ProxyProc;
+const clients: Client[] = [];
+const ups: RawUpstream[] = [];
+
+beforeAll(async () => {
+  p = await startProxy(table([]));
+  for (let i = 0; i < 32; i++) clients.push(await Client.open(p.port));
+});
+afterAll(async () => {
+  for (const c of clients) c.destroy();
+  await p.stop();
+});
+afterEach(async () => {
+  while (ups.length) await ups.pop()!.close();
+});
+
+async function useRoutes(...routes: object[]): Promise<void> {
+  const r = await putRoutes(p, table(routes, Date.now()));
+  expect(r.status, r.body).toBe(200);
+}
+
+/** `rounds` times: every client sends a request in the same synchronous loop; all answers checked. */
+async function burst(host: string, rounds: number, method = (_i: number) => 'GET'): Promise<void> {
+  for (let r = 0; r < rounds; r++) {
+    const sent = clients.map((c, i) => ({ path: `/r${r}/c${i}`, method: method(i), answer: c.send(host, `/r${r}/c${i}`, method(i)) }));
+    for (const s of sent) {
+      const a = await s.answer;
+      expect(a.status).toBe(200);
+      expect(a.body).toBe(s.method === 'HEAD' ? '' : s.path);
+    }
+  }
+}
+
+async function resentTotal(): Promise<number> {
+  const text = await (await fetch(`${p.admin}/metrics`)).text();
+  const m = /berth_proxy_pipeline_resent_total\{route="pipe"\} (\d+)/.exec(text);
+  return m === null ? 0 : Number(m[1]);
+}
+
+describe('pipelining to upstreams', () => {
+  it('requests of one turn share a connection, up to the route\'s depth, and every client gets its own answer', async () => {
+    const up = await rawUpstream();
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 4 }));
+    await burst('pipe.test', 20);
+    expect(up.requests).toBe(20 * clients.length);
+    expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+    expect(up.maxDepth).toBeLessThanOrEqual(4);
+  });
+
+  it('a route without `pipeline` never pipelines', async () => {
+    const up = await rawUpstream();
+    ups.push(up);
+    await useRoutes(route('plain', ['plain.test'], [up.address]));
+    await burst('plain.test', 10);
+    expect(up.maxDepth).toBe(1);
+  });
+
+  it('HEAD answers (a head, no body) keep the answers behind them framed', async () => {
+    const up = await rawUpstream();
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    await burst('pipe.test', 20, (i) => (i % 3 === 0 ? 'HEAD' : 'GET'));
+    expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+  });
+
+  it('an upstream that closes after each first answer: the requests behind are sent again, alone, and answered', async () => {
+    const up = await rawUpstream({ closeAfterFirst: true });
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    const before = await resentTotal();
+    await burst('pipe.test', 10);
+    expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+    expect(await resentTotal()).toBeGreaterThan(before);
+  });
+
+  it('clients that leave while their answers are pending cost the others nothing', async () => {
+    const up = await rawUpstream({ delayMs: 30 });
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    const leaving = await Promise.all(Array.from({ length: 16 }, () => Client.open(p.port)));
+    for (let r = 0; r < 5; r++) {
+      const sent = clients.map((c, i) => ({ path: `/r${r}/c${i}`, answer: c.send('pipe.test', `/r${r}/c${i}`) }));
+      if (r === 0) for (const c of leaving) void c.send('pipe.test', '/gone');
+      await new Promise((res) => setTimeout(res, 10));
+      if (r === 0) for (const c of leaving) c.destroy();
+      for (const s of sent) expect((await s.answer).body).toBe(s.path);
+    }
+    expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+  });
+
+  it('the depth is validated: 0 and 17 are refused', async () => {
+    for (const pipeline of [0, 17, 2.5]) {
+      const r = await putRoutes(p, table([route('bad', ['bad.test'], ['127.0.0.1:1'], { pipeline })], Date.now()));
+      expect(r.status).toBe(400);
+    }
+  });
+});
