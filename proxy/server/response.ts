@@ -30,7 +30,10 @@ let cur: ClientResponse;
 let curChunk: Uint8Array;
 let fallbackEntry: CachedResponse;
 function corkedHeadOnly(): void { cur.writeHead(); }
-function corkedData(): void { cur.writeData(curChunk); }
+function corkedData(): void {
+  headInCork = 0;
+  cur.writeData(curChunk);
+}
 function corkedComplete(): void { cur.writeComplete(); }
 function corkedFallback(): void { cur.writeFallback(fallbackEntry); }
 
@@ -44,6 +47,11 @@ const fieldClass = new Uint8Array(MAX_FIELDS);
  * biggest head the parser accepts (16 KiB, 128 fields) re-framed, plus status and request id.
  */
 const headScratch = new Uint8Array(32 * 1024);
+/**
+ * Bytes of head already in the cork buffer of the write being made (writeHead() sets it; a
+ * fallback answer's headers, of unknown size, count as a full buffer).
+ */
+let headInCork = 0;
 
 /**
  * The session-affinity header line (a cookie key is URI-encoded ASCII). 30 days, as Cloud Run's:
@@ -244,6 +252,7 @@ export abstract class ClientResponse extends ForwardedRequest {
     pos = putLatin1(out, pos, '\r\nx-request-id: ');
     pos = putLatin1(out, pos, this.requestId);
     res.writeStatus(new Uint8Array(out.buffer, 0, pos));
+    headInCork = pos;
     if (this.noBody) {
       this.resDone = true;
       // HEAD: the length as a header, then endWithoutBody() — endWithoutBody(n > 0) leaves this uWS
@@ -274,6 +283,14 @@ export abstract class ClientResponse extends ForwardedRequest {
     if (this.resDone) return;
     const res = this.res;
     if (this.contentLength >= 0) {
+      if (this.bodySent === 0 && chunk.length === this.contentLength && headInCork + chunk.length <= CORKED_WRITE_MAX) {
+        // the whole body in one piece that fits the cork buffer with the head (most answers):
+        // end() frames it alike (Content-Length: its length) without tryEnd's [ok, done] array
+        this.resDone = true;
+        res.end(chunk);
+        this.finish(this.status);
+        return;
+      }
       const [ok, done] = res.tryEnd(chunk, this.contentLength);
       if (done) {
         this.resDone = true;
@@ -406,6 +423,7 @@ export abstract class ClientResponse extends ForwardedRequest {
       this.finish(200);
       return;
     }
+    headInCork = CORKED_WRITE_MAX;
     this.writeData(hit.body);
   }
 

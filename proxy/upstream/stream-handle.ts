@@ -43,12 +43,14 @@ interface StreamWrapBinding {
   /** shared with C++: the byte count (or error) of the read being delivered */
   streamBaseState: Int32Array;
   kReadBytesOrError: number;
+  kLastWriteWasAsync: number;
 }
 const binding = (process as unknown as { binding(name: string): StreamWrapBinding }).binding('stream_wrap');
 const WriteWrap = binding.WriteWrap;
 const streamBaseState = binding.streamBaseState;
 const kReadBytesOrError = binding.kReadBytesOrError;
-if (typeof WriteWrap !== 'function' || !(streamBaseState instanceof Int32Array) || typeof kReadBytesOrError !== 'number') {
+const kLastWriteWasAsync = binding.kLastWriteWasAsync;
+if (typeof WriteWrap !== 'function' || !(streamBaseState instanceof Int32Array) || typeof kReadBytesOrError !== 'number' || typeof kLastWriteWasAsync !== 'number') {
   throw new Error(`this Node.js (${process.version}) has no usable stream_wrap binding; berth's upstream client needs Node 20`);
 }
 
@@ -59,17 +61,31 @@ function handleOf(socket: Socket): Handle | null {
 /** An asynchronous completion needs nothing from us: failures close the socket. */
 function written(): void {}
 
+/**
+ * The request object of the last write, when that write completed at once: nothing in C++ holds
+ * it then (a write wrap is only made for what libuv could not write at once), so the next write
+ * uses it again instead of instantiating another.
+ */
+let spare: WriteReq | null = null;
+
 /** Write a Latin-1 string on the socket's handle. Returns 0, or a negative libuv error code. */
 export function writeHead(socket: Socket, data: string): number {
   const h = handleOf(socket);
   if (h === null) return -9; // EBADF: the socket is already closed
-  const req = new WriteWrap();
+  let req = spare;
+  spare = null;
+  if (req === null) {
+    req = new WriteWrap();
+    req.oncomplete = written;
+    req.async = false;
+    req.bytes = 0;
+    req.buffer = null;
+  }
   req.handle = h;
-  req.oncomplete = written;
-  req.async = false;
-  req.bytes = 0;
-  req.buffer = null;
-  return h.writeLatin1String(req, data);
+  const err = h.writeLatin1String(req, data);
+  // an asynchronous write keeps its request until libuv is done with it
+  if (err === 0 && streamBaseState[kLastWriteWasAsync] === 0) spare = req;
+  return err;
 }
 
 function onHandleRead(this: Handle, arrayBuffer?: ArrayBuffer): unknown {

@@ -72,6 +72,19 @@ describe('stream-handle (Node internals)', () => {
     s.destroy();
   });
 
+  it('writes after one that could not complete at once (a request object in use) arrive whole and in order', async () => {
+    const s = await connected();
+    await new Promise((r) => setTimeout(r, 20));
+    const conn = received.length - 1;
+    const parts = ['a'.repeat(100), 'b'.repeat(8 * 1024 * 1024), 'c'.repeat(100), 'd'.repeat(4 * 1024 * 1024), 'e'.repeat(10)];
+    for (const part of parts) expect(writeHead(s, part)).toBe(0);
+    const total = parts.reduce((n, x) => n + x.length, 0);
+    const got = (await waitForBytes(conn, total)).toString('latin1');
+    expect(got.length).toBe(total);
+    expect(got).toBe(parts.join(''));
+    s.destroy();
+  });
+
   it('a destroyed socket answers with an error code', async () => {
     const s = await connected();
     s.destroy();
