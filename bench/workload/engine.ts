@@ -109,6 +109,7 @@ class Slot implements ConnectionOwner, UpstreamHandler {
   readonly idleTimeoutMs: number;
   /** one request per connection at a time: the generator measures requests, not pipelines */
   readonly pipeline = 1;
+  readonly pipelineGroup = '';
 
   constructor(private readonly run: WorkloadRun, req: PreparedRequest, timeoutMs: number) {
     this.host = req.hostname;

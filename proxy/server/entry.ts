@@ -81,7 +81,8 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
     }
   });
   ex.hasBody = ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0');
-  if (route.pipeline > 1 && !ex.hasBody && (method === 'GET' || method === 'HEAD')) ex.pipeline = route.pipeline;
+  // GET only: a HEAD answer is where apps most often get framing wrong (a body anyway)
+  if (route.pipeline > 1 && method === 'GET' && !ex.hasBody) ex.pipeline = route.pipeline;
   ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.proxyLines, ex.chunkedIn);
   if (ex.hasBody) {
     res.onData((ab, isLast) => {

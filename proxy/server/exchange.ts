@@ -13,7 +13,7 @@ import type { HttpResponse } from 'uWebSockets.js';
 import { stickyTarget, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
-import { FAULT_CLIENT, FAULT_ENDPOINT, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
 import { E_INTERNAL, E_PIPELINE_RESEND, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
@@ -76,6 +76,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   }
 
   get headersTimeoutMs(): number { return this.route.headersTimeoutMs; }
+  get pipelineGroup(): string { return this.route.id; }
   get idleTimeoutMs(): number { return this.route.idleTimeoutMs; }
 
   // ---- dispatch --------------------------------------------------------------------------
@@ -289,6 +290,9 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   onUpstreamHead(head: ResponseHead): void {
     const ep = this.endpoint!;
+    // an answer pipelined behind another is never kept for fallback: if the one in front was
+    // mis-framed, these bytes may not be this request's answer
+    if (this.conn !== null && this.conn.promoted) this.noStore = true;
     if (head.status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
     else ep.breaker.onSuccess();
     this.gotHeaders = true;
@@ -323,12 +327,19 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (err.code === E_INTERNAL) internalError(null, (err.cause as Error | undefined) ?? err);
     if (this.upstreamDone) return;
     if (err.code === E_PIPELINE_RESEND && !this.aborted && ep !== null) {
-      // pipelined behind a request whose connection ended: sent again, alone, on the same
-      // endpoint (still counted in flight there; a connect failure now is judged as usual)
+      // pipelined behind an answer that ended its connection, or would have held it up: sent
+      // again, alone — on the same endpoint while its breaker admits traffic (still counted in
+      // flight there; a connect failure now is judged as usual), else balanced afresh
       this.conn = null;
       this.pipeline = 1;
       this.route.stats.resent++;
-      this.dispatch(ep);
+      if (ep.breaker.admits(clock.now)) {
+        this.dispatch(ep);
+        return;
+      }
+      this.charge(ep, FAULT_NEUTRAL);
+      this.failedEndpoint = ep;
+      this.attempt();
       return;
     }
     if (this.headPending) {

@@ -12,14 +12,18 @@
  * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request; a
  * connection is on the sweep's list from its creation to its close (no per-request bookkeeping).
  *
- * Pipelining (RouteSpec.pipeline, opt-in): a bodiless GET/HEAD request may start a batch, whose
- * head is not written at once but at the end of the event-loop turn (setImmediate, after every
- * socket event of the turn), together with those of the requests of the same turn that joined it
- * (`append`, up to the route's depth): one write and, usually, one read for several requests.
- * The answers come back in order: `handler` is the one being answered, `behind` the ones after
- * it. A request behind whose connection closes before its answer began is told so with
- * E_PIPELINE_RESEND (the exchange sends it again, alone); one whose client left is swapped for a
- * Discard, so the answers behind it still reach theirs.
+ * Pipelining (RouteSpec.pipeline, opt-in): a bodiless GET of a pipelining route may start a
+ * batch, whose head is not written at once but at the end of the event-loop turn (setImmediate,
+ * after every socket event of the turn), together with those of the requests of the same route
+ * and turn that joined it (`append`, up to the route's depth): one write and, usually, one read
+ * for several requests. The answers come back in order: `handler` is the one being answered,
+ * `behind` the ones after it. The ones behind are sent again, alone (E_PIPELINE_RESEND; the
+ * exchange does it), whenever waiting could cost them more than a resend: the connection ends
+ * before their answer began, the answer in front is not a small one of known length (a stream, a
+ * download, HEAD/204/304 framing an app might get wrong), its client reads slowly, or its head
+ * takes longer than PIPELINE_STALL_MS. The connection then closes after the answer in front.
+ * A request behind whose client left is swapped for a Discard, so the answers behind it still
+ * reach theirs.
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
@@ -49,8 +53,10 @@ export interface UpstreamHandler {
   readonly upstreamHead: string;
   readonly headRequest: boolean;
   readonly hasBody: boolean;
-  /** up to how many requests may share the connection with this one (bodiless GET/HEAD of a pipelining route); 1: never */
+  /** up to how many requests may share the connection with this one (bodiless GET of a pipelining route); 1: never */
   readonly pipeline: number;
+  /** requests share a batch only with requests of the same group (their route) */
+  readonly pipelineGroup: string;
   readonly headersTimeoutMs: number;
   readonly idleTimeoutMs: number;
 }
@@ -103,11 +109,17 @@ const CONNECTING = 0, IDLE = 1, BUSY = 2, CLOSED = 3;
  */
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
+/** Requests wait behind an answer only when it is at most this long (and its length is known). */
+const PIPELINE_MAX_BODY = 64 * 1024;
+/** Requests behind an answer whose head has not come after this long are sent again, alone. */
+const PIPELINE_STALL_MS = 500;
+
 /** Connections whose batch of request heads is written at the end of this event-loop turn. */
-const batches: UpstreamConnection[] = [];
+let batches: UpstreamConnection[] = [];
 function writeBatches(): void {
-  for (let i = 0; i < batches.length; i++) batches[i].flush();
-  batches.length = 0;
+  const list = batches;
+  batches = [];
+  for (let i = 0; i < list.length; i++) list[i].flush();
 }
 
 /**
@@ -119,6 +131,7 @@ class Discard implements UpstreamHandler {
   readonly upstreamHead = '';
   readonly hasBody = false;
   readonly pipeline = 1;
+  readonly pipelineGroup = '';
   constructor(readonly headRequest: boolean, readonly headersTimeoutMs: number, readonly idleTimeoutMs: number) {}
   onUpstreamStart(): void {}
   onUpstreamHead(): void {}
@@ -137,6 +150,13 @@ export class UpstreamConnection implements ResponseSink {
   private behind: UpstreamHandler[] = [];
   /** request heads of this turn's batch, written by flush() at the end of the turn */
   private batch = '';
+  /** the batch's route and depth (its first request's) */
+  private batchGroup = '';
+  private batchDepth = 1;
+  /** the request being answered was pipelined behind another (not the batch's first) */
+  promoted = false;
+  /** since when the request being answered has waited for its head (pipelining's stall check) */
+  private turnStart = 0;
   state = CONNECTING;
   /** coarse-clock deadlines and marks, read by the sweep */
   deadline = 0;
@@ -228,17 +248,21 @@ export class UpstreamConnection implements ResponseSink {
     this.paused = false;
     this.requestDone = !h.hasBody;
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
+    this.promoted = false;
     if (h.pipeline > 1) {
       if (batches.length === 0) setImmediate(writeBatches);
       batches.push(this);
       this.batch = h.upstreamHead;
+      this.batchGroup = h.pipelineGroup;
+      this.batchDepth = h.pipeline;
+      this.turnStart = clock.now;
     } else this.write(h.upstreamHead);
     h.onUpstreamStart(this);
   }
 
   /** Can `h` join this turn's batch on this connection? */
   canAppend(h: UpstreamHandler): boolean {
-    return this.batch !== '' && this.state === BUSY && this.reusable && this.behind.length + 1 < h.pipeline;
+    return this.batch !== '' && this.state === BUSY && this.reusable && h.pipelineGroup === this.batchGroup && this.behind.length + 1 < this.batchDepth;
   }
 
   /** Pipeline a bodiless request behind those of this turn's batch. */
@@ -252,7 +276,28 @@ export class UpstreamConnection implements ResponseSink {
   flush(): void {
     const data = this.batch;
     this.batch = '';
-    if (this.state === BUSY) this.write(data);
+    if (this.state !== BUSY) return;
+    try {
+      this.write(data);
+    } catch (e) {
+      // a bug must cost this connection's requests (told on its close), not every later batch
+      process.stderr.write(`berth proxy: internal error writing a pipelined batch: ${(e as Error).stack}\n`);
+      this.destroy();
+    }
+  }
+
+  /**
+   * The requests behind the one being answered are sent again, alone, elsewhere (a Discard's
+   * client is gone: dropped); this connection closes after the answer in front.
+   */
+  private detach(): void {
+    this.reusable = false;
+    const behind = this.behind;
+    this.behind = [];
+    for (let i = 0; i < behind.length; i++) {
+      const b = behind[i];
+      if (!(b instanceof Discard)) b.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the answer in front of this pipelined request was going to hold it up'));
+    }
   }
 
   private write(head: string): void {
@@ -299,23 +344,14 @@ export class UpstreamConnection implements ResponseSink {
    * other requests are pipelined on it, whose answers still come: `h`'s is then read and dropped.
    */
   abort(h: UpstreamHandler): void {
-    const behind = this.behind;
-    if (behind.length === 0 || this.state !== BUSY) {
+    const i = h === this.handler || this.state !== BUSY ? -1 : this.behind.indexOf(h);
+    if (i === -1) {
+      // (requests pipelined behind it learn of the close and are sent again)
       if (h === this.handler) this.handler = null;
       this.destroy();
       return;
     }
-    const discard = new Discard(h.headRequest, h.headersTimeoutMs, h.idleTimeoutMs);
-    if (h === this.handler) {
-      this.handler = discard;
-      if (this.paused) {
-        this.paused = false;
-        readStart(this.socket);
-      }
-      return;
-    }
-    const i = behind.indexOf(h);
-    if (i !== -1) behind[i] = discard;
+    this.behind[i] = new Discard(h.headRequest, h.headersTimeoutMs, h.idleTimeoutMs);
   }
 
   // ---- parser callbacks ------------------------------------------------------------------
@@ -325,6 +361,11 @@ export class UpstreamConnection implements ResponseSink {
     if (h === null) {
       this.destroy();
       return true;
+    }
+    if (this.behind.length > 0 && !(head.status >= 200 && head.status !== 204 && head.status !== 304 && !h.headRequest &&
+      !head.chunked && head.contentLength >= 0 && head.contentLength <= PIPELINE_MAX_BODY && head.keepAlive)) {
+      // not a small answer of known length (or a 1xx first): the requests behind would wait on it
+      this.detach();
     }
     const status = head.status;
     if (status < 200) {
@@ -355,6 +396,8 @@ export class UpstreamConnection implements ResponseSink {
     if (!h.onUpstreamData(chunk) && !this.paused && this.state === BUSY) {
       this.paused = true;
       readStop(this.socket);
+      // a slow reader in front: the requests behind go elsewhere
+      if (this.behind.length > 0) this.detach();
     }
   }
 
@@ -382,9 +425,16 @@ export class UpstreamConnection implements ResponseSink {
     if (this.behind.length > 0) {
       // the next pipelined request's answer follows (in this read, or a later one)
       const next = this.behind.shift()!;
+      if (next instanceof Discard && this.behind.length === 0) {
+        // nobody waits for the rest
+        this.destroy();
+        return;
+      }
       this.handler = next;
+      this.promoted = true;
       this.gotHead = false;
       this.informational = false;
+      this.turnStart = clock.now;
       this.deadline = next.headersTimeoutMs > 0 ? clock.now + next.headersTimeoutMs : 0;
       return;
     }
@@ -394,7 +444,10 @@ export class UpstreamConnection implements ResponseSink {
   }
 
   parsedError(err: ParserError): void {
-    this.fail(err);
+    // at the start of a pipelined answer, most likely the answer in front said less than it
+    // sent: not this request's fault, it is sent again alone (the connection closes)
+    if (this.promoted && !this.gotHead) this.fail(upstreamError(E_PIPELINE_RESEND, `the answer before this pipelined one was mis-framed (${err.message})`));
+    else this.fail(err);
   }
 
   // ---- socket events ----------------------------------------------------------------------
@@ -425,7 +478,10 @@ export class UpstreamConnection implements ResponseSink {
       this.owner.connectFailed(this, err);
       return;
     }
-    if (h !== null) {
+    if (h !== null && this.promoted && !this.gotHead) {
+      // pipelined, and the upstream closed after the answer in front of it
+      h.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
+    } else if (h !== null) {
       h.onUpstreamError(upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,
         this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`));
     }
@@ -448,6 +504,8 @@ export class UpstreamConnection implements ResponseSink {
     if (this.state !== BUSY) return;
     if (!this.gotHead) {
       if (this.requestDone && this.deadline > 0 && now >= this.deadline) this.fail(upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time'));
+      // a slow answer in front: the requests behind go elsewhere
+      else if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) this.detach();
       return;
     }
     const idle = this.handler?.idleTimeoutMs ?? 0;

@@ -58,12 +58,11 @@ export interface RouteSpec {
   auth?: { tokens: string[] };
   /**
    * HTTP/1.1 pipelining to the endpoints (auto-pipelining, as Redis clients do it): up to this
-   * many bodiless GET and HEAD requests that reach the proxy in the same event-loop turn for the
-   * same endpoint share one upstream connection and go out in one write; the answers come back in
-   * order. 1 (the default) never pipelines. For app servers that answer pipelined requests
-   * correctly (Node's http, Go's net/http, nginx, gunicorn…); a slow answer holds up those
-   * behind it on its connection. Requests whose connection closes before their answer are sent
-   * again, once, on a connection of their own.
+   * many bodiless GET requests that reach the proxy in the same event-loop turn for the same
+   * endpoint share one upstream connection and go out in one write; the answers come back in
+   * order. 1 (the default) never pipelines. Requests behind an answer that would hold them up (a
+   * stream, a large or slow answer, a closing connection) are sent again, alone. For app servers
+   * that handle pipelining and frame their answers correctly (proxy/README.md "Pipelining").
    */
   pipeline?: number;
 }

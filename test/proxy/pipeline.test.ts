@@ -16,51 +16,79 @@ interface RawUpstream {
   requests: number;
   /** most requests one connection had received and not yet answered */
   maxDepth: number;
+  /** reads that brought requests for more than one Host */
+  mixedReads: number;
   close(): Promise<void>;
 }
 
 /**
  * Answers `GET /x` with body `/x` (HEAD: the same head, no body), in order, each after `delayMs`.
- * `closeAfterFirst`: answers the first request of a connection with Connection: close and ends it.
+ * `closeAfterFirst`: answers the first request of a connection with Connection: close and ends it;
+ * `endAfterFirst`: the same without saying so (a keep-alive answer, then the connection ends).
+ * `frontOfBatch`: the first request of a read that brought several is answered slowly (its head
+ * after 1.5 s) or as a 1.5 s chunked stream.
  */
-async function rawUpstream(opts: { delayMs?: number; closeAfterFirst?: boolean } = {}): Promise<RawUpstream> {
+async function rawUpstream(opts: { delayMs?: number; closeAfterFirst?: boolean; endAfterFirst?: boolean; frontOfBatch?: 'slow' | 'stream' } = {}): Promise<RawUpstream> {
   const sockets = new Set<Socket>();
-  const up = { address: '', connections: 0, requests: 0, maxDepth: 0 } as RawUpstream;
+  const up = { address: '', connections: 0, requests: 0, maxDepth: 0, mixedReads: 0 } as RawUpstream;
   const srv = createServer((c) => {
     up.connections++;
     sockets.add(c);
     let buf = '';
-    let waiting: string[] = [];
+    let waiting: Array<{ head: string; front: boolean }> = [];
     let busy = false;
     let answered = 0;
     let ended = false;
     const answerNext = (): void => {
       if (busy || waiting.length === 0 || ended) return;
       busy = true;
-      const head = waiting.shift()!;
-      setTimeout(() => {
+      const { head, front } = waiting.shift()!;
+      const [method, path] = head.split(' ');
+      const done = (): void => {
         busy = false;
+        answerNext();
+      };
+      if (front && opts.frontOfBatch === 'stream') {
+        c.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n');
+        let sent = 0;
+        const t = setInterval(() => {
+          if (c.destroyed) return clearInterval(t);
+          const piece = path[sent++];
+          if (piece !== undefined && sent <= path.length) c.write(`1\r\n${piece}\r\n`);
+          if (sent >= path.length) {
+            clearInterval(t);
+            c.write('0\r\n\r\n');
+            done();
+          }
+        }, Math.ceil(1500 / path.length));
+        return;
+      }
+      setTimeout(() => {
         if (ended || c.destroyed) return;
-        const [method, path] = head.split(' ');
         const close = opts.closeAfterFirst === true && answered === 0;
+        const end = opts.endAfterFirst === true && answered === 0;
         answered++;
         c.write(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(path)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${method === 'HEAD' ? '' : path}`);
-        if (close) {
+        if (close || end) {
           ended = true;
           waiting = [];
           c.end();
           return;
         }
-        answerNext();
-      }, opts.delayMs ?? 0);
+        done();
+      }, front && opts.frontOfBatch === 'slow' ? 1500 : opts.delayMs ?? 0);
     };
     c.on('data', (d: Buffer) => {
       buf += d.toString('latin1');
+      const heads: string[] = [];
       for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
-        waiting.push(buf.slice(0, end));
+        heads.push(buf.slice(0, end));
         buf = buf.slice(end + 4);
         up.requests++;
       }
+      const hosts = new Set(heads.map((h) => /\r\nhost: ([^\r]*)/i.exec(h)?.[1]));
+      if (hosts.size > 1) up.mixedReads++;
+      heads.forEach((head, i) => waiting.push({ head, front: i === 0 && heads.length > 1 && !busy && waiting.length === 0 }));
       up.maxDepth = Math.max(up.maxDepth, waiting.length + (busy ? 1 : 0));
       answerNext();
     });
@@ -112,11 +140,31 @@ class Client {
     const end = this.data.indexOf('\r\n\r\n');
     if (end === -1 || this.waiter === null) return;
     const head = this.data.subarray(0, end).toString('latin1');
-    const m = /\r\ncontent-length: (\d+)/i.exec(head);
-    const len = this.head || m === null ? 0 : Number(m[1]);
-    if (this.data.length < end + 4 + len) return;
-    const body = this.data.subarray(end + 4, end + 4 + len).toString('latin1');
-    this.data = this.data.subarray(end + 4 + len);
+    let body = '';
+    if (!this.head && /\r\ntransfer-encoding: chunked/i.test(head)) {
+      // chunked: sizes and data up to the last chunk
+      let p = end + 4;
+      for (;;) {
+        const eol = this.data.indexOf('\r\n', p);
+        if (eol === -1) return;
+        const size = parseInt(this.data.subarray(p, eol).toString('latin1'), 16);
+        if (size === 0) {
+          if (this.data.length < eol + 4) return;
+          p = eol + 4;
+          break;
+        }
+        if (this.data.length < eol + 2 + size + 2) return;
+        body += this.data.subarray(eol + 2, eol + 2 + size).toString('latin1');
+        p = eol + 2 + size + 2;
+      }
+      this.data = this.data.subarray(p);
+    } else {
+      const m = /\r\ncontent-length: (\d+)/i.exec(head);
+      const len = this.head || m === null ? 0 : Number(m[1]);
+      if (this.data.length < end + 4 + len) return;
+      body = this.data.subarray(end + 4, end + 4 + len).toString('latin1');
+      this.data = this.data.subarray(end + 4 + len);
+    }
     const w = this.waiter;
     this.waiter = null;
     w({ status: Number(head.split(' ')[1]), body });
@@ -185,7 +233,7 @@ describe('pipelining to upstreams', () => {
     expect(up.maxDepth).toBe(1);
   });
 
-  it('HEAD answers (a head, no body) keep the answers behind them framed', async () => {
+  it('HEAD requests go alone (apps get their framing wrong most often); the GETs around them are pipelined and stay framed', async () => {
     const up = await rawUpstream();
     ups.push(up);
     await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
@@ -201,6 +249,59 @@ describe('pipelining to upstreams', () => {
     await burst('pipe.test', 10);
     expect(up.maxDepth).toBeGreaterThanOrEqual(2);
     expect(await resentTotal()).toBeGreaterThan(before);
+  });
+
+  it('an upstream that ends the connection after a keep-alive answer: the next in line is sent again too, not failed (no retries configured)', async () => {
+    const up = await rawUpstream({ endAfterFirst: true });
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8, retry: { attempts: 0 } }));
+    const before = await resentTotal();
+    await burst('pipe.test', 10);
+    expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+    expect(await resentTotal()).toBeGreaterThan(before);
+  });
+
+  for (const front of ['slow', 'stream'] as const) {
+    it(`requests behind a ${front === 'slow' ? 'slow answer (no head after 0.5 s)' : 'streamed answer (chunked, 1.5 s)'} are sent again at once instead of waiting for it`, async () => {
+      const up = await rawUpstream({ frontOfBatch: front });
+      ups.push(up);
+      await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+      const before = await resentTotal();
+      const started = Date.now();
+      const sent = clients.map((c, i) => {
+        const path = `/${front}/c${i}`;
+        return c.send('pipe.test', path).then((a) => ({ path, a, ms: Date.now() - started }));
+      });
+      const answers = await Promise.all(sent);
+      for (const { path, a } of answers) {
+        expect(a.status).toBe(200);
+        expect(a.body).toBe(path);
+      }
+      expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+      expect(await resentTotal()).toBeGreaterThan(before);
+      // the answers the upstream held back took 1.5 s; no other waited for them
+      const waited = answers.filter((x) => x.ms >= 1400).length;
+      const fronts = answers.length - answers.filter((x) => x.ms < 1400).length;
+      expect(waited).toBe(fronts);
+      expect(answers.filter((x) => x.ms < 1000).length).toBeGreaterThan(0);
+      const quick = answers.filter((x) => x.ms < 1400).map((x) => x.ms);
+      expect(Math.max(...quick)).toBeLessThan(1000);
+    });
+  }
+
+  it('requests of different routes on the same address never share a batch', async () => {
+    const up = await rawUpstream();
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }), route('other', ['other.test'], [up.address], { pipeline: 8 }));
+    for (let r = 0; r < 20; r++) {
+      const sent = clients.map((c, i) => {
+        const host = i < clients.length / 2 ? 'pipe.test' : 'other.test';
+        return c.send(host, `/r${r}/c${i}`).then((a) => expect(a.body).toBe(`/r${r}/c${i}`));
+      });
+      await Promise.all(sent);
+    }
+    expect(up.maxDepth).toBeGreaterThanOrEqual(2);
+    expect(up.mixedReads).toBe(0);
   });
 
   it('clients that leave while their answers are pending cost the others nothing', async () => {
