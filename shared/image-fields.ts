@@ -42,6 +42,8 @@ export const IMAGE_INT_FIELDS = {
   scale_down_delay_s: { min: 0, max: 3600 },
   /** how long a request may wait for the app's response, as Cloud Run's --timeout */
   request_timeout_s: { min: 1, max: 3600 },
+  /** up to how many GET requests the proxies pipeline on one connection to an instance (1 = never) */
+  upstream_pipeline: { min: 1, max: 16 },
 } as const;
 
 export type ImageTextField = keyof typeof IMAGE_TEXT_FIELDS;

@@ -73,12 +73,12 @@ export async function reviseApp(app: FastifyInstance, userId: number, own: (q: Q
         `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
            cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, docker_image_id, health_path,
            container_concurrency, target_utilization, scale_down_delay_s, env, request_timeout_s,
-           build_logs, session_affinity, build_started_at, build_finished_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'ready',$13,$14,$15,$16,$17,$18,$19::jsonb,$20,$21,$22, now(), now()) RETURNING *`,
+           build_logs, session_affinity, upstream_pipeline, build_started_at, build_finished_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'ready',$13,$14,$15,$16,$17,$18,$19::jsonb,$20,$21,$22,$23, now(), now()) RETURNING *`,
         [id, userId, source.name, source.tag, a.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
           fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, ref, source.docker_image_id, fields.health_path,
           fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env), fields.request_timeout_s,
-          `no build: the image of revision ${source.revision} (${source.docker_image_id ?? source.docker_image})\n`, fields.session_affinity]);
+          `no build: the image of revision ${source.revision} (${source.docker_image_id ?? source.docker_image})\n`, fields.session_affinity, fields.upstream_pipeline]);
       await recordEvent(c, {
         type: 'image.ready', userId, imageId: id, appHostname: a.app_hostname,
         payload: { status: 'ready', docker_image: ref, docker_image_id: source.docker_image_id, revision: claim.revision, from_revision: source.revision, build: false },

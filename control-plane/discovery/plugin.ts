@@ -5,7 +5,7 @@ import { badRequest, conflict, notFound } from '../http/errors.js';
 import { requireBearer, type BearerTokens } from '../http/tokens.js';
 import type { Activation } from '../containers/activation.js';
 import { MAX_ID, int } from '../http/schemas.js';
-import { endpointAddress, withoutAffinity, withoutAuth, withoutSplits } from './route-table.js';
+import { endpointAddress, withoutAffinity, withoutAuth, withoutPipeline, withoutSplits } from './route-table.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { RouteHub } from './hub.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
@@ -81,6 +81,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const affinity = features.includes('affinity');
     // and those that check private apps' tokens say `auth`; older ones do not get those routes
     const auth = features.includes('auth');
+    // and those that pipeline to upstreams say `pipeline`; older ones get the routes without it
+    const pipeline = features.includes('pipeline');
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
@@ -97,7 +99,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const readable = (t: RouteTableSpec) => {
       const a = auth ? t : withoutAuth(t);
       const u = splits ? a : withoutSplits(a);
-      return affinity ? u : withoutAffinity(u);
+      const f = affinity ? u : withoutAffinity(u);
+      return pipeline ? f : withoutPipeline(f);
     };
     const send = (t: RouteTableSpec) => write(`event: routes\ndata: ${JSON.stringify(readable(t))}\n\n`);
     streams.add(reply);

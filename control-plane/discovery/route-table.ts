@@ -22,6 +22,7 @@ interface RouteRow {
   container_concurrency: number;
   request_timeout_s: number;
   session_affinity: boolean;
+  upstream_pipeline: number;
   min_instances: number;
   min_instances_provisioned: boolean;
   /** an instance is on its way: wanted running, and being created or not yet probed healthy */
@@ -48,7 +49,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.private, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             ${routableSql('i')} AS routable,
-            i.container_concurrency, i.request_timeout_s, i.session_affinity, i.min_instances, i.min_instances_provisioned,
+            i.container_concurrency, i.request_timeout_s, i.session_affinity, i.upstream_pipeline, i.min_instances, i.min_instances_provisioned,
             EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
                       AND (w.status = 'creating' OR (w.status = 'running' AND w.health = 'unknown'))) AS starting,
             c.id AS container_id, c.host_port
@@ -100,6 +101,8 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
       route.timeouts = { headersMs: r.request_timeout_s * 1000, idleMs: r.request_timeout_s * 1000 };
       // Cloud Run's --session-affinity: a cookie keeps each client on its instance (and revision)
       if (r.session_affinity) route.affinity = true;
+      // HTTP/1.1 pipelining to its instances (opt-in per revision)
+      if (r.upstream_pipeline > 1) route.pipeline = r.upstream_pipeline;
       // a private app (apps/access.ts): every one of its routes, tag hosts too, needs a token
       if (isPrivate.has(app.host)) route.auth = { tokens: tokensOf.get(app.host) ?? [] };
       // Proxies hold its requests and ask for an instance (POST /v1/routes/:id/activate) when it
@@ -190,6 +193,13 @@ export const withoutAuth = downgrade((r) => r.auth !== undefined, (t) => ({ ...t
  */
 export const withoutAffinity = downgrade((r) => r.affinity !== undefined,
   (t) => ({ ...t, routes: t.routes.map((r) => { const { affinity: _a, ...rest } = r; return rest; }) }));
+
+/**
+ * The table for a proxy that predates pipelining (its schema refuses `pipeline`): the same routes
+ * without it, so the proxy keeps serving them one request per connection at a time.
+ */
+export const withoutPipeline = downgrade((r) => r.pipeline !== undefined,
+  (t) => ({ ...t, routes: t.routes.map((r) => { const { pipeline: _p, ...rest } = r; return rest; }) }));
 
 /**
  * The table for a proxy that predates traffic splitting (it refuses `trafficWeight` and hosts

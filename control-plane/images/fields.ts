@@ -37,6 +37,8 @@ export const imageFieldsSchema = {
     request_timeout_s: int(N.request_timeout_s.min, N.request_timeout_s.max, { default: 300 }),
     // Cloud Run's --session-affinity: the proxies keep a client on the instance that answered it
     session_affinity: { type: 'boolean', default: false },
+    // HTTP/1.1 pipelining from the proxies to the instances (proxy/README.md "Pipelining")
+    upstream_pipeline: int(N.upstream_pipeline.min, N.upstream_pipeline.max, { default: 1 }),
     // a new revision of an app: take no traffic yet (the split stays as it is), and/or get a tag URL
     no_traffic: { type: 'boolean', default: false },
     traffic_tag: { type: 'string', minLength: 1, maxLength: TAG_MAX_LENGTH },
@@ -59,7 +61,7 @@ export function noDefault<T extends object>(schema: T): Omit<T, 'default'> {
  */
 export const REVISION_SETTINGS = [
   'container_port', 'min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s',
-  'request_timeout_s', 'session_affinity', 'cpu_limit', 'memory_limit', 'health_path', 'no_traffic', 'traffic_tag',
+  'request_timeout_s', 'session_affinity', 'upstream_pipeline', 'cpu_limit', 'memory_limit', 'health_path', 'no_traffic', 'traffic_tag',
 ] as const;
 export type RevisionSettings = { [K in (typeof REVISION_SETTINGS)[number]]?: string | number | boolean };
 /** Their JSON schemas: the upload's own, without defaults. */
@@ -68,7 +70,7 @@ export const revisionSettingsSchema = Object.fromEntries(REVISION_SETTINGS.map((
 /** Upload fields a new revision takes from the previous one when the upload leaves them out. */
 export const INHERITED_FIELDS = [
   'name', 'tag', 'container_port', 'min_instances', 'max_instances', 'cpu_limit', 'memory_limit', 'health_path',
-  'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s', 'session_affinity',
+  'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s', 'session_affinity', 'upstream_pipeline',
 ] as const;
 
 // Multipart delivers strings; ajv coerces "1e400" to Infinity after its type check, so the
@@ -99,6 +101,8 @@ export interface ImageFields {
   request_timeout_s: number;
   /** the proxies keep a client (by cookie) on the instance, and revision, that first answered it */
   session_affinity: boolean;
+  /** the proxies pipeline up to this many GET requests on one connection to an instance (1 = never) */
+  upstream_pipeline: number;
 }
 
 /** The fields of one upload: the image's own, and how its revision joins the app's traffic. */
@@ -144,6 +148,7 @@ export function parseImageFields(raw: Record<string, string>): UploadFields {
     scale_down_delay_s: (data.scale_down_delay_s as number) + 0,
     request_timeout_s: (data.request_timeout_s as number) + 0,
     session_affinity: data.session_affinity === true,
+    upstream_pipeline: (data.upstream_pipeline as number) + 0,
     no_traffic: data.no_traffic === true,
     traffic_tag: data.traffic_tag === undefined ? null : String(data.traffic_tag),
     envChanges: {

@@ -44,12 +44,13 @@ const imagePatchSchema = {
     scale_down_delay_s: noDefault(P.scale_down_delay_s),
     request_timeout_s: noDefault(P.request_timeout_s),
     session_affinity: noDefault(P.session_affinity),
+    upstream_pipeline: noDefault(P.upstream_pipeline),
     health_path: { ...P.health_path, type: ['string', 'null'] },
     cpu_limit: { ...P.cpu_limit, type: ['string', 'null'] },
     memory_limit: { ...P.memory_limit, type: ['string', 'null'] },
   },
 } as const;
-const NOT_NULLABLE = ['min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s', 'session_affinity'] as const;
+const NOT_NULLABLE = ['min_instances', 'max_instances', 'container_concurrency', 'target_utilization', 'scale_down_delay_s', 'request_timeout_s', 'session_affinity', 'upstream_pipeline'] as const;
 interface ImagePatch {
   min_instances?: number;
   max_instances?: number;
@@ -58,6 +59,7 @@ interface ImagePatch {
   scale_down_delay_s?: number;
   request_timeout_s?: number;
   session_affinity?: boolean;
+  upstream_pipeline?: number;
   health_path?: string | null;
   cpu_limit?: string | null;
   memory_limit?: string | null;
@@ -172,12 +174,12 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,
-               container_concurrency, target_utilization, scale_down_delay_s, env, request_timeout_s, build_runner, session_affinity, build_heartbeat_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb,$19,$20,$21, now()) RETURNING *`,
+               container_concurrency, target_utilization, scale_down_delay_s, env, request_timeout_s, build_runner, session_affinity, upstream_pipeline, build_heartbeat_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'building',$13,$14,$15,$16,$17,$18::jsonb,$19,$20,$21,$22, now()) RETURNING *`,
             [id, userId, fields.name, fields.tag, fields.app_hostname, claim.revision, fields.container_port, fields.min_instances, fields.max_instances,
               fields.cpu_limit, fields.memory_limit, fields.memory_limit_bytes, dockerRef(app.platform.clusterId, userId, id, fields.tag), fields.health_path,
               fields.container_concurrency, fields.target_utilization, fields.scale_down_delay_s, JSON.stringify(env), fields.request_timeout_s,
-              app.builds.runner, fields.session_affinity]);
+              app.builds.runner, fields.session_affinity, fields.upstream_pipeline]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
           if (fields.traffic_tag !== null) await checkTagHostsFree(c, fields.app_hostname, [fields.traffic_tag]);
           await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
@@ -264,6 +266,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
         scale_down_delay_s: (b.scale_down_delay_s ?? row.scale_down_delay_s) + 0,
         request_timeout_s: (b.request_timeout_s ?? row.request_timeout_s) + 0,
         session_affinity: b.session_affinity ?? row.session_affinity,
+        upstream_pipeline: (b.upstream_pipeline ?? row.upstream_pipeline) + 0,
         health_path: b.health_path === undefined ? row.health_path : b.health_path,
         cpu_limit: b.cpu_limit === undefined ? row.cpu_limit : b.cpu_limit === null ? null : parseCpu(b.cpu_limit),
         memory_limit: mem === undefined ? row.memory_limit : mem?.text ?? null,
@@ -281,11 +284,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       const { rows: [updated] } = await c.query<ImageRow>(
         `UPDATE images SET min_instances = $2, max_instances = $3, container_concurrency = $4, target_utilization = $5,
            scale_down_delay_s = $6, health_path = $7, cpu_limit = $8, memory_limit = $9, memory_limit_bytes = $10,
-           request_timeout_s = $11, session_affinity = $12, updated_at = now()
+           request_timeout_s = $11, session_affinity = $12, upstream_pipeline = $13, updated_at = now()
          WHERE id = $1 RETURNING *`,
         [row.id, next.min_instances, next.max_instances, next.container_concurrency, next.target_utilization,
           next.scale_down_delay_s, next.health_path, next.cpu_limit, next.memory_limit, next.memory_limit_bytes, next.request_timeout_s,
-          next.session_affinity]);
+          next.session_affinity, next.upstream_pipeline]);
       await recordEvent(c, { type: 'image.updated', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { changed } });
       return updated;
     });

@@ -53,6 +53,7 @@ export function publicImage(r: ImageRow) {
     scale_down_delay_s: r.scale_down_delay_s,
     request_timeout_s: r.request_timeout_s,
     session_affinity: r.session_affinity,
+    upstream_pipeline: r.upstream_pipeline,
     status: r.status,
     status_reason: r.status_reason,
     docker_image: r.docker_image,

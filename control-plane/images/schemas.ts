@@ -25,6 +25,7 @@ export const imageSchema = object({
   scale_down_delay_s: { type: 'integer' },
   request_timeout_s: { type: 'integer', description: 'how long the proxies wait for the response (head, then between body bytes) before 504' },
   session_affinity: { type: 'boolean', description: 'the proxies keep a client (cookie berth-affinity) on the instance, and revision, that first answered it' },
+  upstream_pipeline: { type: 'integer', description: 'up to how many GET requests the proxies pipeline on one connection to an instance (1 = never)' },
   env_names: { type: 'array', items: { type: 'string' }, description: 'names of the environment variables the revision runs with (values are never shown)' },
   status: { type: 'string', enum: ['building', 'ready', 'build_failed'] },
   status_reason: nullableString,

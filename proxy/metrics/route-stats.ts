@@ -21,6 +21,11 @@ export class RouteStats {
   retries = 0;
   /** pipelined requests sent again, alone, after their connection ended before their answer began */
   resent = 0;
+  /**
+   * A pipelining route's answers: a moving average of their body bytes (1/8 per answer). Its
+   * requests are pipelined only while it is small: behind large answers they would only wait.
+   */
+  answerBytes = 0;
   /** requests answered 400 as the client's fault (admission refusals, bytes the upstream client refused) */
   refused = 0;
   readonly latencyBuckets: number[] = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
@@ -33,8 +38,7 @@ export class RouteStats {
 
   /** metering per endpoint (meter.ts), by the endpoint object (pools are keyed by address) */
   readonly meters = new Map<Endpoint, EndpointMeter>();
-  /** requests that no endpoint answered (no capacity, queue timeouts, refusals) */
-  /** requests answered without an endpoint; made on first use (a 10,000-route table must not allocate 10,000 up front) */
+  /** requests answered without an endpoint (no capacity, queue timeouts, refusals); made on first use (a 10,000-route table must not allocate 10,000 up front) */
   private unroutedMeter: EndpointMeter | null = null;
   /** meters replaced while they still held counts (an address taken over by another endpoint id) */
   private retired: EndpointMeter[] = [];

@@ -312,6 +312,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.freed();
     const ms = performance.now() - this.t0;
     const bucket = latencyBucket(ms);
+    if (this.route.pipeline > 1) this.route.stats.answerBytes += (this.bytesOut - this.route.stats.answerBytes) / 8;
     this.route.stats.observeLatency(ms, bucket);
     if (this.meter !== null) this.meter.observe(ms, bucket);
     if (this.aborted) return;

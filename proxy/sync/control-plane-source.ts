@@ -51,7 +51,7 @@ export class ControlPlaneSource {
     this.abort = new AbortController();
     const url = new URL('/v1/routes/watch', this.baseUrl);
     // this proxy splits a host between revisions (trafficWeight): send it whole tables
-    url.searchParams.set('features', 'split,affinity,auth');
+    url.searchParams.set('features', 'split,affinity,auth,pipeline');
     const res = await request(url, {
       method: 'GET',
       headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream' },

@@ -111,6 +111,8 @@ const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
 /** Requests wait behind an answer only when it is at most this long (and its length is known). */
 const PIPELINE_MAX_BODY = 64 * 1024;
+/** A route's requests are pipelined while its answers average at most this much (RouteStats.answerBytes). */
+export const PIPELINE_SMALL_ANSWERS = 16 * 1024;
 /** Requests behind an answer whose head has not come after this long are sent again, alone. */
 const PIPELINE_STALL_MS = 500;
 

@@ -157,4 +157,33 @@ describe('image scaling settings', () => {
     expect((await patch(alice, { session_affinity: false })).body.session_affinity).toBe(false);
     expect(await routeAffinity(undefined)).toBeUndefined();
   });
+
+  it('upstream pipelining is off (1) by default; PATCH sets the route\'s `pipeline`, bounded 1–16, and 1 takes it out again', async () => {
+    expect((await alice.get(`/api/images/${imageId}`)).body.upstream_pipeline).toBe(1);
+    const routePipeline = async (want: number | undefined) => {
+      let route: { pipeline?: number } | undefined;
+      for (let i = 0; i < 40 && (route === undefined || route.pipeline !== want); i++) {
+        await t.cp.app.platform.hub.schedule();
+        await new Promise((res) => setTimeout(res, 50));
+        route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
+      }
+      return route?.pipeline;
+    };
+    expect(await routePipeline(undefined)).toBeUndefined();
+    for (const bad of [0, 17, 2.5, 'many']) {
+      const r = await patch(alice, { upstream_pipeline: bad });
+      expect(r.status, `${bad}: ${r.text}`).toBe(400);
+    }
+    const on = await patch(alice, { upstream_pipeline: 8 });
+    expect(on.status, on.text).toBe(200);
+    expect(on.body.upstream_pipeline).toBe(8);
+    expect(await routePipeline(8)).toBe(8);
+    // a proxy that does not know pipelining gets the table without it (its schema would refuse it)
+    const { withoutPipeline } = await import('../../control-plane/discovery/route-table.js');
+    const table = t.cp.app.platform.hub.table!;
+    expect(withoutPipeline(table).routes.some((r) => 'pipeline' in r)).toBe(false);
+    expect(withoutPipeline(table)).toBe(withoutPipeline(table));
+    expect((await patch(alice, { upstream_pipeline: 1 })).body.upstream_pipeline).toBe(1);
+    expect(await routePipeline(undefined)).toBeUndefined();
+  });
 });

@@ -355,24 +355,27 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(JSON.stringify(events)).not.toContain('s3cr3t');
 
     // no build: a new revision of the same image with one variable changed and a new request timeout
-    const quick = await berth(['deploy', '--host', host, '--no-build', '--env', 'EXTRA=2', '--request-timeout', '42', '--session-affinity', '--json']);
+    const quick = await berth(['deploy', '--host', host, '--no-build', '--env', 'EXTRA=2', '--request-timeout', '42', '--session-affinity', '--upstream-pipeline', '4', '--json']);
     expect(quick.code, quick.out + quick.err).toBe(0);
     expect(quick.err).toContain('no build');
     expect(JSON.parse(quick.out)).toMatchObject({ ok: true, revision: 3 });
     const seen3 = (await viaProxy(host, '/env.txt')).body.split('\n');
     expect(seen3).toEqual(expect.arrayContaining(['EXTRA=2', 'MODE=prod', 'API_KEY=s3cr3t-value', `K_REVISION=${host}-00003`]));
     const revs = (JSON.parse(await (await fetch(`${h.cp.url}/api/images`, { headers: { authorization: `Bearer ${await apiToken()}` } })).text()).images as
-      { app_hostname: string; revision: number; docker_image: string; docker_image_id: string; request_timeout_s: number; session_affinity: boolean }[]).filter((i) => i.app_hostname === host);
+      { app_hostname: string; revision: number; docker_image: string; docker_image_id: string; request_timeout_s: number; session_affinity: boolean; upstream_pipeline: number }[]).filter((i) => i.app_hostname === host);
     const [r2, r3] = [revs.find((i) => i.revision === 2)!, revs.find((i) => i.revision === 3)!];
     expect(r3.docker_image_id).toBe(r2.docker_image_id);
     expect(r3.docker_image).not.toBe(r2.docker_image);
     expect(r3.request_timeout_s).toBe(42);
     expect(r3.session_affinity).toBe(true);
+    expect(r3.upstream_pipeline).toBe(4);
+    expect(r2.upstream_pipeline).toBe(1);
     // session affinity reached the proxy: it hands out the cookie naming the instance
     const sticky = await request(`${h.proxyUrl}/env.txt`, { headers: { host } });
     await sticky.body.text();
     expect(String(sticky.headers['set-cookie'])).toMatch(/^berth-affinity=c-\d+; Path=\/; Max-Age=2592000; HttpOnly; SameSite=Lax$/);
     expect((await berth(['deploy', '--host', host, '--no-build', '--session-affinity', '--no-session-affinity'])).code).toBe(2);
+    expect((await berth(['deploy', '--host', host, '--no-build', '--upstream-pipeline', '17'])).code).toBe(2);
     expect((await berth(['deploy', app, '--host', host, '--no-build'])).code).toBe(2);
     // berth apps HOST: each revision's settings, variable names but never their values
     const detail = await berth(['apps', host]);

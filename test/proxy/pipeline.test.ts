@@ -28,7 +28,7 @@ interface RawUpstream {
  * `frontOfBatch`: the first request of a read that brought several is answered slowly (its head
  * after 1.5 s) or as a 1.5 s chunked stream.
  */
-async function rawUpstream(opts: { delayMs?: number; closeAfterFirst?: boolean; endAfterFirst?: boolean; frontOfBatch?: 'slow' | 'stream' } = {}): Promise<RawUpstream> {
+async function rawUpstream(opts: { delayMs?: number; closeAfterFirst?: boolean; endAfterFirst?: boolean; frontOfBatch?: 'slow' | 'stream'; bodyBytes?: number } = {}): Promise<RawUpstream> {
   const sockets = new Set<Socket>();
   const up = { address: '', connections: 0, requests: 0, maxDepth: 0, mixedReads: 0 } as RawUpstream;
   const srv = createServer((c) => {
@@ -68,7 +68,8 @@ async function rawUpstream(opts: { delayMs?: number; closeAfterFirst?: boolean; 
         const close = opts.closeAfterFirst === true && answered === 0;
         const end = opts.endAfterFirst === true && answered === 0;
         answered++;
-        c.write(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(path)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${method === 'HEAD' ? '' : path}`);
+        const body = opts.bodyBytes === undefined ? path : path.padEnd(opts.bodyBytes, '.');
+        c.write(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${close ? 'connection: close\r\n' : ''}\r\n${method === 'HEAD' ? '' : body}`);
         if (close || end) {
           ended = true;
           waiting = [];
@@ -288,6 +289,23 @@ describe('pipelining to upstreams', () => {
       expect(Math.max(...quick)).toBeLessThan(1000);
     });
   }
+
+  it('a route whose answers are large stops pipelining (they would only wait behind each other)', async () => {
+    const up = await rawUpstream({ bodyBytes: 48 * 1024 });
+    ups.push(up);
+    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    for (let i = 0; i < 12; i++) expect((await clients[0].send('pipe.test', `/warm${i}`)).body.length).toBe(48 * 1024);
+    up.maxDepth = 0;
+    for (let r = 0; r < 5; r++) {
+      const sent = clients.map((c, i) => ({ path: `/r${r}/c${i}`, answer: c.send('pipe.test', `/r${r}/c${i}`) }));
+      for (const s of sent) {
+        const a = await s.answer;
+        expect(a.body.length).toBe(48 * 1024);
+        expect(a.body.startsWith(`${s.path}.`)).toBe(true);
+      }
+    }
+    expect(up.maxDepth).toBe(1);
+  });
 
   it('requests of different routes on the same address never share a batch', async () => {
     const up = await rawUpstream();

@@ -66,7 +66,7 @@ describe('control-plane subscription', () => {
       expect(JSON.parse((await get(p, 'app.test')).body).name).toBe('a');
       await waitFor(() => cp.reports.some((r) => r.tableVersion === 100));
       // it asks for whole tables, traffic splits included (older proxies do not, and get them without)
-      expect(cp.watchUrls[0]).toBe('/v1/routes/watch?features=split%2Caffinity%2Cauth');
+      expect(cp.watchUrls[0]).toBe('/v1/routes/watch?features=split%2Caffinity%2Cauth%2Cpipeline');
 
       // a change is pushed: applied within a moment
       cp.publish(table([route('img-1', ['app.test'], [b.address])], 101));

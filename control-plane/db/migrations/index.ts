@@ -23,6 +23,7 @@ import { sql as m017 } from './017_build_runner.js';
 import { sql as m018 } from './018_session_affinity.js';
 import { sql as m019 } from './019_revision_last_active.js';
 import { sql as m020 } from './020_private_apps.js';
+import { sql as m021 } from './021_upstream_pipeline.js';
 
 export interface Migration {
   version: number;
@@ -51,4 +52,5 @@ export const migrations: Migration[] = [
   { version: 18, name: '018_session_affinity', sql: m018 },
   { version: 19, name: '019_revision_last_active', sql: m019 },
   { version: 20, name: '020_private_apps', sql: m020 },
+  { version: 21, name: '021_upstream_pipeline', sql: m021 },
 ];
