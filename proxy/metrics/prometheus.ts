@@ -97,7 +97,7 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
   perRoute('berth_proxy_inflight_requests', 'gauge', 'Requests being proxied now.', (r) => r.inflight);
   perRoute('berth_proxy_proxy_errors_total', 'counter', 'Proxy-generated errors (502/503/504, truncations) by route.', (r) => r.errors);
   perRoute('berth_proxy_retries_total', 'counter', 'Requests retried on another endpoint after a connect failure.', (r) => r.retries);
-  perRoute('berth_proxy_pipeline_resent_total', 'counter', 'Pipelined requests sent again, alone, because their upstream connection ended before their answer began.', (r) => r.resent);
+  perRoute('berth_proxy_pipeline_resent_total', 'counter', 'Pipelined requests sent again, alone: the answer in front would have held them up, or their upstream connection ended before their answer began.', (r) => r.resent);
   perRoute('berth_proxy_refused_requests_total', 'counter', 'Requests answered 400 as the client\'s fault (ambiguous framing, unforwardable bytes); never counted against an endpoint.', (r) => r.refused);
   perRoute('berth_proxy_fallback_hits_total', 'counter', 'Responses served from the fallback cache.', (r) => r.fallbackHits);
   perRoute('berth_proxy_fallback_cache_entries', 'gauge', 'Entries held by the fallback cache.', (r) => r.cacheEntries);

@@ -22,8 +22,9 @@ export class RouteStats {
   /** pipelined requests sent again, alone, after their connection ended before their answer began */
   resent = 0;
   /**
-   * A pipelining route's answers: a moving average of their body bytes (1/8 per answer). Its
-   * requests are pipelined only while it is small: behind large answers they would only wait.
+   * A pipelining route's GET answers: a moving average (1/8 per answer) of their announced length,
+   * counting those that would have the requests behind them resent (unknown length, chunked,
+   * 204/304) as 64 KiB. Its requests are pipelined only while it is small (exchange.ts).
    */
   answerBytes = 0;
   /** requests answered 400 as the client's fault (admission refusals, bytes the upstream client refused) */

@@ -16,7 +16,7 @@ import { globalStats } from '../metrics/route-stats.js';
 import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
-import { E_INTERNAL, E_PIPELINE_RESEND, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
+import { E_INTERNAL, E_PIPELINE_RESEND, PIPELINE_MAX_BODY, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
 import type { ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -142,7 +142,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   resume(): boolean {
     const now = clock.now;
     const current = runtime.table?.route(this.route.id);
-    if (current !== undefined) this.route = current;
+    if (current !== undefined) this.moveTo(current);
     if (!this.stillAuthorized()) return true;
     const target = this.pick(now);
     if (target === null) return false;
@@ -165,7 +165,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       this.fail(404, 'no_route', `no route for host "${this.host}" any more`);
       return;
     }
-    this.route = r;
+    this.moveTo(r);
     if (!this.stillAuthorized()) return;
     this.attempt();
   }
@@ -180,6 +180,12 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.destroyBody();
     this.fail(401, 'unauthorized', 'this app is private (it became so, or the token was revoked, while the request waited)');
     return false;
+  }
+
+  /** A held request follows its route into a newer table (and its pipelining depth with it). */
+  private moveTo(r: Route): void {
+    this.route = r;
+    if (this.pipeline > 1) this.pipeline = r.pipeline > 1 ? r.pipeline : 1;
   }
 
   expireWait(): void {
@@ -293,6 +299,13 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     // an answer pipelined behind another is never kept for fallback: if the one in front was
     // mis-framed, these bytes may not be this request's answer
     if (this.conn !== null && this.conn.promoted) this.noStore = true;
+    if (this.route.pipeline > 1 && this.method === 'GET') {
+      // what this answer would cost requests pipelined behind it: its length, or (unknown
+      // length, chunked, 204/304: they would be resent) as much as the most that may wait
+      const s = this.route.stats;
+      const small = head.status >= 200 && head.status !== 204 && head.status !== 304 && !head.chunked && head.contentLength >= 0;
+      s.answerBytes += ((small ? head.contentLength : PIPELINE_MAX_BODY) - s.answerBytes) / 8;
+    }
     if (head.status >= 500 && this.route.failOn5xx) ep.breaker.onFailure(Date.now());
     else ep.breaker.onSuccess();
     this.gotHeaders = true;
@@ -312,7 +325,6 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.freed();
     const ms = performance.now() - this.t0;
     const bucket = latencyBucket(ms);
-    if (this.route.pipeline > 1) this.route.stats.answerBytes += (this.bytesOut - this.route.stats.answerBytes) / 8;
     this.route.stats.observeLatency(ms, bucket);
     if (this.meter !== null) this.meter.observe(ms, bucket);
     if (this.aborted) return;
@@ -331,15 +343,13 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       // pipelined behind an answer that ended its connection, or would have held it up: sent
       // again, alone — on the same endpoint while its breaker admits traffic (still counted in
       // flight there; a connect failure now is judged as usual), else balanced afresh
+      // sent afresh, as any request is: balanced (its endpoint again, most likely), the
+      // breaker asked, the books settled; not an attempt in the retry policy's sense
       this.conn = null;
       this.pipeline = 1;
       this.route.stats.resent++;
-      if (ep.breaker.admits(clock.now)) {
-        this.dispatch(ep);
-        return;
-      }
       this.charge(ep, FAULT_NEUTRAL);
-      this.failedEndpoint = ep;
+      this.attempts--;
       this.attempt();
       return;
     }

@@ -110,10 +110,10 @@ const CONNECTING = 0, IDLE = 1, BUSY = 2, CLOSED = 3;
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
 /** Requests wait behind an answer only when it is at most this long (and its length is known). */
-const PIPELINE_MAX_BODY = 64 * 1024;
-/** A route's requests are pipelined while its answers average at most this much (RouteStats.answerBytes). */
+export const PIPELINE_MAX_BODY = 64 * 1024;
+/** A route's requests are pipelined while its GET answers average at most this much (RouteStats.answerBytes). */
 export const PIPELINE_SMALL_ANSWERS = 16 * 1024;
-/** Requests behind an answer whose head has not come after this long are sent again, alone. */
+/** Requests behind an answer that is not whole this long after its turn began are sent again, alone. */
 const PIPELINE_STALL_MS = 500;
 
 /** Connections whose batch of request heads is written at the end of this event-loop turn. */
@@ -142,6 +142,22 @@ class Discard implements UpstreamHandler {
   onUpstreamEnd(): void {}
   onUpstreamError(): void {}
   onUpstreamDrain(): void {}
+}
+
+/**
+ * Empty `behind`, telling each request in it (but a Discard) to be sent again. One at a time, each
+ * guarded: a resend runs the exchange's dispatch right here, and a bug in one must not leave the
+ * others waiting for ever.
+ */
+function tellResend(behind: UpstreamHandler[], why: string): void {
+  for (let b = behind.shift(); b !== undefined; b = behind.shift()) {
+    if (b instanceof Discard) continue;
+    try {
+      b.onUpstreamError(upstreamError(E_PIPELINE_RESEND, why));
+    } catch (e) {
+      process.stderr.write(`berth proxy: internal error resending a pipelined request: ${(e as Error).stack}\n`);
+    }
+  }
 }
 
 export class UpstreamConnection implements ResponseSink {
@@ -204,6 +220,9 @@ export class UpstreamConnection implements ResponseSink {
       this.parser.execute(READ_BUFFER, 0, n);
       const h = this.handler;
       if (h !== null && h.headPending) h.flushHead();
+      // a slow reader in front, with body still to come (a paused answer that ended in this
+      // read has resumed the reads): the requests behind go elsewhere
+      if (this.paused && this.behind.length > 0) this.detach();
     } catch (e) {
       // nothing above libuv's read callback would catch it: the exchange fails, the process lives
       this.releasePending = false;
@@ -294,12 +313,7 @@ export class UpstreamConnection implements ResponseSink {
    */
   private detach(): void {
     this.reusable = false;
-    const behind = this.behind;
-    this.behind = [];
-    for (let i = 0; i < behind.length; i++) {
-      const b = behind[i];
-      if (!(b instanceof Discard)) b.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the answer in front of this pipelined request was going to hold it up'));
-    }
+    tellResend(this.behind, 'the answer in front of this pipelined request was going to hold it up');
   }
 
   private write(head: string): void {
@@ -398,8 +412,6 @@ export class UpstreamConnection implements ResponseSink {
     if (!h.onUpstreamData(chunk) && !this.paused && this.state === BUSY) {
       this.paused = true;
       readStop(this.socket);
-      // a slow reader in front: the requests behind go elsewhere
-      if (this.behind.length > 0) this.detach();
     }
   }
 
@@ -460,7 +472,8 @@ export class UpstreamConnection implements ResponseSink {
     // a response delimited by the end of the connection completes here
     if (this.state === BUSY) {
       const err = this.parser.finish();
-      if (err !== null) this.fail(err);
+      // (cut off at the start of a pipelined answer: most likely the answer in front said less than it sent)
+      if (err !== null) this.fail(this.promoted && !this.gotHead ? upstreamError(E_PIPELINE_RESEND, `the answer before this pipelined one was mis-framed (${err.message})`) : err);
       this.releasePending = false;
     }
     this.reusable = false;
@@ -488,13 +501,7 @@ export class UpstreamConnection implements ResponseSink {
         this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`));
     }
     this.owner.closed(this);
-    const behind = this.behind;
-    if (behind.length > 0) {
-      this.behind = [];
-      for (let i = 0; i < behind.length; i++) {
-        behind[i].onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
-      }
-    }
+    tellResend(this.behind, 'the upstream connection closed before the answer to this pipelined request began');
   }
 
   /** Timeouts, from the sweep. */
@@ -512,6 +519,8 @@ export class UpstreamConnection implements ResponseSink {
     }
     const idle = this.handler?.idleTimeoutMs ?? 0;
     if (idle > 0 && !this.paused && now - this.lastRead >= idle) this.fail(upstreamError(E_BODY_TIMEOUT, 'upstream stalled in the middle of the body'));
+    // an answer in front still not whole (a slow or trickling body): the requests behind go elsewhere
+    else if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) this.detach();
   }
 
   private failConnect(err: UpstreamError): void {

@@ -19,7 +19,14 @@ const watched = new Set<Expirable>();
 function sweep(): void {
   const now = Date.now();
   clock.now = now;
-  for (const c of watched) c.expire(now);
+  for (const c of watched) {
+    try {
+      c.expire(now);
+    } catch (e) {
+      // a bug in one timeout must not stop the sweep (nor, in a timer callback, kill the process)
+      process.stderr.write(`berth proxy: internal error in the timeout sweep: ${(e as Error).stack}\n`);
+    }
+  }
 }
 
 setInterval(sweep, SWEEP_MS).unref();
