@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { appFiles, makeTar } from '../helpers/archives.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+import type { RouteSpec } from '../../shared/routes/schema.js';
 
 let t: TestControlPlane;
 let alice: Api;
@@ -133,17 +134,20 @@ describe('image scaling settings', () => {
     expect((await patch(alice, { request_timeout_s: 300 })).status).toBe(200);
   });
 
+  /** The image's route field `key` once it is `want` (or what it is after 2 s of table pushes). */
+  async function routeField<K extends 'affinity' | 'pipeline'>(key: K, want: RouteSpec[K]): Promise<RouteSpec[K] | undefined> {
+    let route: RouteSpec | undefined;
+    for (let i = 0; i < 40 && (route === undefined || route[key] !== want); i++) {
+      await t.cp.app.platform.hub.schedule();
+      await new Promise((res) => setTimeout(res, 50));
+      route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
+    }
+    return route?.[key];
+  }
+
   it('session affinity is off by default; PATCH turns it on in the route table, and off again', async () => {
     expect((await alice.get(`/api/images/${imageId}`)).body.session_affinity).toBe(false);
-    const routeAffinity = async (want: boolean | undefined) => {
-      let route: { affinity?: boolean } | undefined;
-      for (let i = 0; i < 40 && (route === undefined || route.affinity !== want); i++) {
-        await t.cp.app.platform.hub.schedule();
-        await new Promise((res) => setTimeout(res, 50));
-        route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
-      }
-      return route?.affinity;
-    };
+    const routeAffinity = (want: boolean | undefined) => routeField('affinity', want);
     expect(await routeAffinity(undefined)).toBeUndefined();
     const on = await patch(alice, { session_affinity: true });
     expect(on.status, on.text).toBe(200);
@@ -160,15 +164,7 @@ describe('image scaling settings', () => {
 
   it('upstream pipelining is off (1) by default; PATCH sets the route\'s `pipeline`, bounded 1–16, and 1 takes it out again', async () => {
     expect((await alice.get(`/api/images/${imageId}`)).body.upstream_pipeline).toBe(1);
-    const routePipeline = async (want: number | undefined) => {
-      let route: { pipeline?: number } | undefined;
-      for (let i = 0; i < 40 && (route === undefined || route.pipeline !== want); i++) {
-        await t.cp.app.platform.hub.schedule();
-        await new Promise((res) => setTimeout(res, 50));
-        route = t.cp.app.platform.hub.table?.routes.find((x) => x.id === `img-${imageId}`);
-      }
-      return route?.pipeline;
-    };
+    const routePipeline = (want: number | undefined) => routeField('pipeline', want);
     expect(await routePipeline(undefined)).toBeUndefined();
     for (const bad of [0, 17, 2.5, 'many']) {
       const r = await patch(alice, { upstream_pipeline: bad });
