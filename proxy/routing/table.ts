@@ -74,8 +74,12 @@ export class RouteState {
   }
 }
 
+/** The fallback cache settings of a route that names none (most): one object for all of them. */
+const DEFAULT_CACHE_CONFIG: FallbackCacheConfig = Object.freeze({ ...DEFAULTS.fallbackCache });
+
 function cacheConfig(spec: RouteSpec): FallbackCacheConfig {
-  const c = spec.fallbackCache ?? {};
+  if (spec.fallbackCache === undefined) return DEFAULT_CACHE_CONFIG;
+  const c = spec.fallbackCache;
   const d = DEFAULTS.fallbackCache;
   return {
     enabled: c.enabled ?? d.enabled,

@@ -59,9 +59,13 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
   table.routes.forEach((route, ri) => {
     if (seenIds.has(route.id)) throw new RouteTableError(`routes.${ri}.id "${route.id}" is used by another route`, `routes.${ri}.id`);
     seenIds.add(route.id);
-    route.hosts = route.hosts.map((h, hi) => {
-      const wildcard = h.trim().startsWith('*.');
-      const n = wildcard ? '*.' + normalizeHost(h.trim().slice(2)) : normalizeHost(h);
+    // (a 10,000-route table is validated on the proxy's serving thread: hosts already in normal
+    // form, the common case, are kept as they are, array and strings alike)
+    const hosts = route.hosts;
+    let normal: string[] | null = null;
+    for (let hi = 0; hi < hosts.length; hi++) {
+      const h = hosts[hi];
+      const n = normalEntry(h);
       if (!isValidHostPattern(n)) {
         throw new RouteTableError(`routes.${ri}.hosts.${hi} "${h}" is not a valid hostname or *.wildcard`, `routes.${ri}.hosts.${hi}`);
       }
@@ -70,23 +74,43 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
         const other = table.routes[at];
         const weighted = other.trafficWeight !== undefined;
         // a host may be shared only by routes that all say how to split it (revisions of one app)
-        if (weighted && route.trafficWeight !== undefined && at !== ri) return n;
-        const why = weighted || route.trafficWeight !== undefined ? '; routes sharing a host must all have a trafficWeight' : '';
-        throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other.id}"${why}`, `routes.${ri}.hosts.${hi}`);
-      }
-      seenHosts.set(n, ri);
-      return n;
-    });
-    const epIds = new Set<string>();
-    route.endpoints.forEach((ep, ei) => {
+        if (!(weighted && route.trafficWeight !== undefined && at !== ri)) {
+          const why = weighted || route.trafficWeight !== undefined ? '; routes sharing a host must all have a trafficWeight' : '';
+          throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other.id}"${why}`, `routes.${ri}.hosts.${hi}`);
+        }
+      } else seenHosts.set(n, ri);
+      if (n !== h) (normal ??= hosts.slice())[hi] = n;
+    }
+    if (normal !== null) route.hosts = normal;
+    // endpoint ids unique within the route: compared pairwise when there are few (no Set per route)
+    const eps = route.endpoints;
+    const epIds = eps.length > 8 ? new Set<string>() : null;
+    for (let ei = 0; ei < eps.length; ei++) {
+      const ep = eps[ei];
       if (!parseAddress(ep.address)) {
         throw new RouteTableError(`routes.${ri}.endpoints.${ei}.address "${ep.address}" must be host:port with a port 1-65535`, `routes.${ri}.endpoints.${ei}.address`);
       }
-      if (epIds.has(ep.id)) throw new RouteTableError(`routes.${ri}.endpoints.${ei}.id "${ep.id}" is duplicated in this route`, `routes.${ri}.endpoints.${ei}.id`);
-      epIds.add(ep.id);
-    });
+      let dup = false;
+      if (epIds !== null) {
+        dup = epIds.has(ep.id);
+        epIds.add(ep.id);
+      } else for (let k = 0; k < ei && !dup; k++) dup = eps[k].id === ep.id;
+      if (dup) throw new RouteTableError(`routes.${ri}.endpoints.${ei}.id "${ep.id}" is duplicated in this route`, `routes.${ri}.endpoints.${ei}.id`);
+    }
   });
   return table;
+}
+
+/** A host entry in normal form: the host normalised, or `*.` and the normalised rest. */
+function normalEntry(h: string): string {
+  if (h.charCodeAt(0) === 42 /* * */ && h.charCodeAt(1) === 46 /* . */) {
+    const rest = h.slice(2);
+    const n = normalizeHost(rest);
+    return n === rest ? h : '*.' + n;
+  }
+  const t = h.trim();
+  if (t.startsWith('*.')) return '*.' + normalizeHost(t.slice(2));
+  return normalizeHost(h);
 }
 
 /** Parse JSON text and validate. JSON syntax errors become RouteTableError too. */

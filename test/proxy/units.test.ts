@@ -36,6 +36,20 @@ describe('route table validation', () => {
   it('normalises hosts', () => {
     expect(validateRouteTable(structuredClone(ok)).routes[0].hosts).toEqual(['a.example.com']);
   });
+  it('normalises wildcards and keeps hosts already in normal form as they are (the same array)', () => {
+    const t = { version: 1, routes: [{ id: 'a', hosts: ['*.Shop.Example.COM', ' *.b.example.com ', 'c.example.com'], endpoints: [] }, { id: 'b', hosts: ['d.example.com', '*.e.example.com'], endpoints: [] }] };
+    const hostsB = t.routes[1].hosts;
+    const v = validateRouteTable(t);
+    expect(v.routes[0].hosts).toEqual(['*.shop.example.com', '*.b.example.com', 'c.example.com']);
+    expect(v.routes[1].hosts).toBe(hostsB);
+  });
+  it('endpoint ids must be unique within a route, however many endpoints it has', () => {
+    const eps = (n: number, dupAt: number) => Array.from({ length: n }, (_, i) => ({ id: i === dupAt ? 'e0' : `e${i}`, address: `127.0.0.1:${1000 + i}` }));
+    for (const n of [2, 8, 9, 40]) {
+      expect(() => validateRouteTable({ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: eps(n, n - 1) }] })).toThrow(`routes.0.endpoints.${n - 1}.id "e0" is duplicated in this route`);
+      expect(validateRouteTable({ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: eps(n, -1) }] }).routes[0].endpoints).toHaveLength(n);
+    }
+  });
   it.each([
     [{ routes: [] }, '(root) must have required property \'version\''],
     [{ version: 1, routes: [{ id: 'a', hosts: ['x'], endpoints: [{ id: 'e', address: 'nope' }] }] }, 'routes.0.endpoints.0.address'],
@@ -43,6 +57,8 @@ describe('route table validation', () => {
     [{ version: 1, routes: [{ id: 'a', hosts: ['x'], endpoints: [], policy: 'random' }] }, 'routes.0.policy must be one of'],
     [{ version: 1, routes: [{ id: 'a', hosts: ['bad host!'], endpoints: [] }] }, 'routes.0.hosts.0'],
     [{ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: [] }, { id: 'b', hosts: ['X.com'], endpoints: [] }] }, 'routes.1.hosts.0 "x.com" is already served by route "a"'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['x.com', 'X.COM'], endpoints: [] }] }, 'routes.0.hosts.1 "x.com" is already served by route "a"'],
+    [{ version: 1, routes: [{ id: 'a', hosts: ['*.x.com'], endpoints: [] }, { id: 'b', hosts: ['*.X.com'], endpoints: [] }] }, 'routes.1.hosts.0 "*.x.com" is already served by route "a"'],
     [{ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: [], circuitBreaker: { consecutiveFailures: 0 } }] }, 'routes.0.circuitBreaker.consecutiveFailures'],
     [{ version: 1, routes: [{ id: 'a', hosts: ['x.com'], endpoints: [], extra: 1 }] }, 'routes.0 has unknown property "extra"'],
   ])('rejects %j naming the field', (input, msg) => {
