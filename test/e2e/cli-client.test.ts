@@ -382,10 +382,12 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(detail.code, detail.err).toBe(0);
     const row3 = detail.out.split('\n').find((l) => l.startsWith('3 '));
     expect(row3).toMatch(/42s/);
+    expect(row3).toContain('4 deep');
+    expect(detail.out.split('\n').find((l) => l.startsWith('2 '))).toMatch(/\boff\b/);
     expect(row3).toContain('API_KEY, EXTRA, MODE');
     expect(detail.out).not.toContain('s3cr3t');
     const detailJson = JSON.parse((await berth(['apps', host, '--json'])).out);
-    expect(detailJson.revisions.find((r: { revision: number }) => r.revision === 3).settings).toMatchObject({ request_timeout_s: 42, env_names: ['API_KEY', 'EXTRA', 'MODE'] });
+    expect(detailJson.revisions.find((r: { revision: number }) => r.revision === 3).settings).toMatchObject({ request_timeout_s: 42, upstream_pipeline: 4, env_names: ['API_KEY', 'EXTRA', 'MODE'] });
     expect((await berth(['apps', 'nobody.localhost'])).code).toBe(1);
 
     // refused before anything is packed: a reserved name, a contradiction

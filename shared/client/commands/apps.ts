@@ -41,7 +41,7 @@ environment variable names; values are never shown).`,
 /** The settings of a revision, as GET /api/images answers them. */
 interface RevisionSettings {
   id: number; revision: number; app_hostname: string; min_instances: number; max_instances: number; container_concurrency: number;
-  request_timeout_s?: number; session_affinity?: boolean; env_names?: string[]; cpu_limit: number | null; memory_limit: string | null; created_at: string;
+  request_timeout_s?: number; session_affinity?: boolean; upstream_pipeline?: number; env_names?: string[]; cpu_limit: number | null; memory_limit: string | null; created_at: string;
 }
 
 async function describeOne(client: BerthClient, rawHost: string, json: boolean, out: NodeJS.WriteStream): Promise<number> {
@@ -62,6 +62,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
     { header: 'concurrency', value: (x) => (x.s ? (x.s.container_concurrency === 0 ? 'no limit' : x.s.container_concurrency) : null) },
     { header: 'timeout', value: (x) => (x.s?.request_timeout_s !== undefined ? `${x.s.request_timeout_s}s` : null) },
     { header: 'affinity', value: (x) => (x.s?.session_affinity === undefined ? null : x.s.session_affinity ? 'session' : 'none') },
+    { header: 'pipeline', value: (x) => (x.s?.upstream_pipeline === undefined ? null : x.s.upstream_pipeline > 1 ? `${x.s.upstream_pipeline} deep` : 'off') },
     { header: 'limits', value: (x) => (x.s && (x.s.cpu_limit !== null || x.s.memory_limit !== null) ? [x.s.cpu_limit !== null ? `${x.s.cpu_limit} cpu` : '', x.s.memory_limit ?? ''].filter(Boolean).join(', ') : null) },
     { header: 'traffic', value: (x) => `${x.r.traffic_percent}%${x.r.traffic_tag ? `  tag ${x.r.traffic_tag}` : ''}` },
     { header: 'env', value: (x) => (x.s?.env_names?.length ? x.s.env_names.join(', ') : null) },
