@@ -12,7 +12,7 @@ import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 import { describeWithDocker } from '../helpers/docker.js';
 import type { ProxyProc } from '../proxy/harness.js';
-import { httpdApp, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
+import { httpdApp, proxyRoute, runningOf, sleep, startSubscribedProxy, teardownStack, waitFor } from './support.js';
 
 const HOST = `wake-${randomBytes(3).toString('hex')}.example.com`;
 let t: TestControlPlane;
@@ -78,7 +78,9 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
     const [c] = await running();
     expect((await user.post(`/api/containers/${c.id}/stop`)).status).toBe(200);
     await waitFor('the instance to stop', async () => (await running()).length === 0, 30_000);
-    await sleep(200); // the route table without the endpoint reaches the proxy
+    // the route table without the endpoint reaches the proxy (a fixed pause lost this race on a
+    // loaded CI machine: the request went to the stopped endpoint and was answered from fallback)
+    await waitFor('the proxy to drop the stopped endpoint', async () => (await proxyRoute(px, HOST))?.endpoints.length === 0, 10_000);
     const r = await send('GET', '/');
     expect(r.status, r.body).toBe(200);
     figures.warmStartMs = r.ms;

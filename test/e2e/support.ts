@@ -105,6 +105,15 @@ export function load(port: number, host: string, concurrency = 8, opts: { path?:
 
 /** Remove every container of a berth cluster (test cleanup). */
 
+interface ProxyRoute { hosts: string[]; wake?: boolean; endpoints: Array<{ address: string }> }
+
+/** The route for `host` in a proxy's current table (its admin `GET /routes`), if it has one. */
+export async function proxyRoute(px: { admin: string }, host: string): Promise<ProxyRoute | undefined> {
+  const r = await request(`${px.admin}/routes`);
+  const table = (await r.body.json()) as { routes?: ProxyRoute[] };
+  return table.routes?.find((x) => x.hosts.includes(host));
+}
+
 /**
  * A proxy subscribed to an in-process control plane (`berth proxy --control-plane`), returned once
  * its admin table has a route for `host` that satisfies `want` (default: any).
@@ -113,9 +122,8 @@ export async function startSubscribedProxy(cpUrl: string, token: string, host: s
   const { startProxy } = await import('../proxy/harness.js');
   const px = await startProxy(null, ['--control-plane', cpUrl, '--token', token]);
   await waitFor(`the proxy to have the route of ${host}`, async () => {
-    const r = await request(`${px.admin}/routes`);
-    const table = (await r.body.json()) as { routes?: Array<{ hosts: string[]; wake?: boolean }> };
-    return table.routes?.some((x) => x.hosts.includes(host) && want(x));
+    const r = await proxyRoute(px, host);
+    return r !== undefined && want(r);
   }, 20_000);
   return px;
 }
