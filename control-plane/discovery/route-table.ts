@@ -191,15 +191,25 @@ export const withoutAuth = downgrade((r) => r.auth !== undefined, (t) => ({ ...t
  * The table for a proxy that predates session affinity (its schema refuses `affinity`): the same
  * routes without it, so the proxy keeps serving them, balanced as usual.
  */
-export const withoutAffinity = downgrade((r) => r.affinity !== undefined,
-  (t) => ({ ...t, routes: t.routes.map((r) => { const { affinity: _a, ...rest } = r; return rest; }) }));
+export const withoutAffinity = withoutField('affinity');
 
 /**
  * The table for a proxy that predates pipelining (its schema refuses `pipeline`): the same routes
  * without it, so the proxy keeps serving them one request per connection at a time.
  */
-export const withoutPipeline = downgrade((r) => r.pipeline !== undefined,
-  (t) => ({ ...t, routes: t.routes.map((r) => { const { pipeline: _p, ...rest } = r; return rest; }) }));
+export const withoutPipeline = withoutField('pipeline');
+
+/** The same routes without an optional field an older proxy's schema would refuse. */
+function withoutField(key: 'affinity' | 'pipeline'): (t: RouteTableSpec) => RouteTableSpec {
+  return downgrade((r) => r[key] !== undefined, (t) => ({
+    ...t,
+    routes: t.routes.map((r) => {
+      const rest = { ...r };
+      delete rest[key];
+      return rest;
+    }),
+  }));
+}
 
 /**
  * The table for a proxy that predates traffic splitting (it refuses `trafficWeight` and hosts

@@ -19,7 +19,7 @@ export class RouteStats {
   errors = 0;
   fallbackHits = 0;
   retries = 0;
-  /** pipelined requests sent again, alone, after their connection ended before their answer began */
+  /** pipelined requests sent again, alone: the answer in front would have held them up, or the connection ended first */
   resent = 0;
   /**
    * A pipelining route's GET answers: a moving average (1/8 per answer) of their announced length,

@@ -26,6 +26,6 @@ export interface Route {
   readonly byKey: Map<string, Target> | null;
   /** a private route: the SHA-256 (hex) of every token that may call it; null: public */
   readonly auth: Set<string> | null;
-  /** most bodiless GET/HEAD requests per upstream connection at once (RouteSpec.pipeline; 1: off) */
+  /** most bodiless GET requests per upstream connection at once (RouteSpec.pipeline; 1: off) */
   readonly pipeline: number;
 }

@@ -50,7 +50,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   clientPaused = false;
   upstreamHead = '';
   headRequest = false;
-  /** RouteSpec.pipeline for a bodiless GET/HEAD of a pipelining route; 1 otherwise (and once resent) */
+  /** RouteSpec.pipeline for a bodiless GET of a pipelining route; 1 otherwise (and once resent) */
   pipeline = 1;
   conn: UpstreamConnection | null = null;
   waitingOn: UpstreamPool | null = null;
@@ -341,10 +341,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (this.upstreamDone) return;
     if (err.code === E_PIPELINE_RESEND && !this.aborted && ep !== null) {
       // pipelined behind an answer that ended its connection, or would have held it up: sent
-      // again, alone — on the same endpoint while its breaker admits traffic (still counted in
-      // flight there; a connect failure now is judged as usual), else balanced afresh
-      // sent afresh, as any request is: balanced (its endpoint again, most likely), the
-      // breaker asked, the books settled; not an attempt in the retry policy's sense
+      // again, alone and afresh, as any request is — balanced (its endpoint again, most likely),
+      // the breaker asked, the books settled; not an attempt in the retry policy's sense
       this.conn = null;
       this.pipeline = 1;
       this.route.stats.resent++;

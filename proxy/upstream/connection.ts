@@ -19,9 +19,10 @@
  * for several requests. The answers come back in order: `handler` is the one being answered,
  * `behind` the ones after it. The ones behind are sent again, alone (E_PIPELINE_RESEND; the
  * exchange does it), whenever waiting could cost them more than a resend: the connection ends
- * before their answer began, the answer in front is not a small one of known length (a stream, a
- * download, HEAD/204/304 framing an app might get wrong), its client reads slowly, or its head
- * takes longer than PIPELINE_STALL_MS. The connection then closes after the answer in front.
+ * (or the next answer does not parse) before their answer began, the answer in front is not a
+ * small one of known length (a stream, a download, 204/304 framing an app might get wrong), its
+ * client reads slowly, or it is not whole PIPELINE_STALL_MS after its turn began. The connection
+ * then closes after the answer in front.
  * A request behind whose client left is swapped for a Discard, so the answers behind it still
  * reach theirs.
  */
@@ -72,8 +73,9 @@ export const E_UNSOLICITED_1XX = 'UPSTREAM_UNSOLICITED_1XX';
 /** the pool's wait queue is full */
 export const E_POOL_FULL = 'UPSTREAM_POOL_FULL';
 /**
- * a pipelined request whose connection ended before its answer began (its own, or an earlier
- * request's fault): not the endpoint's failure, send it again (idempotent: GET or HEAD)
+ * a pipelined request that must not wait for its answer on this connection any longer (the
+ * connection ended, or the answer in front would hold it up): not the endpoint's failure, send it
+ * again, alone (GET: idempotent)
  */
 export const E_PIPELINE_RESEND = 'UPSTREAM_PIPELINE_RESEND';
 /** a bug while handling a read (the error is the `cause`): costs the exchange, never the process */
@@ -458,10 +460,15 @@ export class UpstreamConnection implements ResponseSink {
   }
 
   parsedError(err: ParserError): void {
-    // at the start of a pipelined answer, most likely the answer in front said less than it
-    // sent: not this request's fault, it is sent again alone (the connection closes)
-    if (this.promoted && !this.gotHead) this.fail(upstreamError(E_PIPELINE_RESEND, `the answer before this pipelined one was mis-framed (${err.message})`));
-    else this.fail(err);
+    this.fail(this.resendIfPipelined(err));
+  }
+
+  /**
+   * A framing error at the start of a pipelined answer: most likely the answer in front said less
+   * than it sent — not this request's fault, it is sent again alone (the connection closes).
+   */
+  private resendIfPipelined(err: ParserError): Error {
+    return this.promoted && !this.gotHead ? upstreamError(E_PIPELINE_RESEND, `the answer before this pipelined one was mis-framed (${err.message})`) : err;
   }
 
   // ---- socket events ----------------------------------------------------------------------
@@ -472,11 +479,9 @@ export class UpstreamConnection implements ResponseSink {
     // a response delimited by the end of the connection completes here
     if (this.state === BUSY) {
       const err = this.parser.finish();
-      // (cut off at the start of a pipelined answer: most likely the answer in front said less than it sent)
-      if (err !== null) this.fail(this.promoted && !this.gotHead ? upstreamError(E_PIPELINE_RESEND, `the answer before this pipelined one was mis-framed (${err.message})`) : err);
+      if (err !== null) this.fail(this.resendIfPipelined(err));
       this.releasePending = false;
     }
-    this.reusable = false;
     if (this.state === IDLE) this.destroy();
   }
 
@@ -512,15 +517,19 @@ export class UpstreamConnection implements ResponseSink {
     }
     if (this.state !== BUSY) return;
     if (!this.gotHead) {
-      if (this.requestDone && this.deadline > 0 && now >= this.deadline) this.fail(upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time'));
-      // a slow answer in front: the requests behind go elsewhere
-      else if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) this.detach();
-      return;
+      if (this.requestDone && this.deadline > 0 && now >= this.deadline) {
+        this.fail(upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time'));
+        return;
+      }
+    } else {
+      const idle = this.handler?.idleTimeoutMs ?? 0;
+      if (idle > 0 && !this.paused && now - this.lastRead >= idle) {
+        this.fail(upstreamError(E_BODY_TIMEOUT, 'upstream stalled in the middle of the body'));
+        return;
+      }
     }
-    const idle = this.handler?.idleTimeoutMs ?? 0;
-    if (idle > 0 && !this.paused && now - this.lastRead >= idle) this.fail(upstreamError(E_BODY_TIMEOUT, 'upstream stalled in the middle of the body'));
-    // an answer in front still not whole (a slow or trickling body): the requests behind go elsewhere
-    else if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) this.detach();
+    // an answer in front still not whole (a slow head or a trickling body): the requests behind go elsewhere
+    if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) this.detach();
   }
 
   private failConnect(err: UpstreamError): void {

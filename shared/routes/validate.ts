@@ -103,14 +103,12 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
 
 /** A host entry in normal form: the host normalised, or `*.` and the normalised rest. */
 function normalEntry(h: string): string {
-  if (h.charCodeAt(0) === 42 /* * */ && h.charCodeAt(1) === 46 /* . */) {
-    const rest = h.slice(2);
-    const n = normalizeHost(rest);
-    return n === rest ? h : '*.' + n;
-  }
   const t = h.trim();
-  if (t.startsWith('*.')) return '*.' + normalizeHost(t.slice(2));
-  return normalizeHost(h);
+  if (!t.startsWith('*.')) return normalizeHost(h);
+  const rest = t.slice(2);
+  const n = normalizeHost(rest);
+  // (already in normal form: the entry itself, no new string)
+  return n === rest && t.length === h.length ? h : '*.' + n;
 }
 
 /** Parse JSON text and validate. JSON syntax errors become RouteTableError too. */
