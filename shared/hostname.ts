@@ -9,18 +9,18 @@ import { domainToASCII } from 'node:url';
  * is returned as-is without allocating.
  */
 export function normalizeHost(raw: string): string {
+  return isNormalHost(raw, 0) ? raw : normalizeHostSlow(raw);
+}
+
+/** raw from `from` on is a host normalizeHost returns as it is: a-z 0-9 - . _, not ending in '.' (not empty). */
+export function isNormalHost(raw: string, from: number): boolean {
   const len = raw.length;
-  let clean = len > 0;
-  for (let i = 0; i < len; i++) {
+  if (len <= from) return false;
+  for (let i = from; i < len; i++) {
     const c = raw.charCodeAt(i);
-    // a-z 0-9 - . _  are fine; anything else needs the slow path
-    if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || (c === 46 && i !== len - 1) || c === 95)) {
-      clean = false;
-      break;
-    }
+    if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || (c === 46 && i !== len - 1) || c === 95)) return false;
   }
-  if (clean) return raw;
-  return normalizeHostSlow(raw);
+  return true;
 }
 
 function normalizeHostSlow(raw: string): string {

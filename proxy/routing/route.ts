@@ -2,6 +2,7 @@ import type { Balancer, Target } from '../balancing/target.js';
 import type { FallbackCache } from '../resilience/fallback-cache.js';
 import type { RouteStats } from '../metrics/route-stats.js';
 import type { RouteQueue } from './queue.js';
+import type { RouteHome } from './table.js';
 
 /** A route ready for the hot path: hosts resolved, balancer built, settings flattened. */
 export interface Route {
@@ -11,6 +12,8 @@ export interface Route {
   readonly balancer: Balancer;
   readonly cache: FallbackCache;
   readonly stats: RouteStats;
+  /** what its id keeps across tables; `home.route` is the newest table's route for it */
+  readonly home: RouteHome;
   readonly failOn5xx: boolean;
   readonly headersTimeoutMs: number;
   readonly idleTimeoutMs: number;

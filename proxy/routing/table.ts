@@ -19,13 +19,7 @@ export class RouteTable {
     readonly routes: Route[],
     private readonly exact: Map<string, Route | Split>,
     private readonly wildcard: Map<string, Route | Split>,
-    private readonly byId: Map<string, Route>,
   ) {}
-
-  /** The route with this id in this table (a held request follows its route across swaps). */
-  route(id: string): Route | undefined {
-    return this.byId.get(id);
-  }
 
   /**
    * `host` must already be normalised. A host split between revisions picks one per call (the one
@@ -51,26 +45,48 @@ export class RouteTable {
   }
 }
 
-/** State that outlives one table: stats and caches by route id. */
-export class RouteState {
-  readonly stats = new Map<string, RouteStats>();
-  readonly caches = new Map<string, FallbackCache>();
+/**
+ * What a route id keeps across tables: its counters (monotonic for Prometheus), its fallback
+ * cache and the queue of requests waiting for it. One Map lookup per route per compile finds all
+ * of them (a 10,000-route table is compiled on the serving thread).
+ */
+export class RouteHome {
+  cache: FallbackCache | null = null;
   /** waiting requests outlive table swaps: the queue is the route id's, not one table's */
-  readonly queues = new Map<string, RouteQueue>();
+  queue: RouteQueue | null = null;
+  /** this id's route in the newest table; null while no table has it (a held request follows it) */
+  route: Route | null = null;
+  /** the last compile (RouteState.generation) that had this id */
+  seen = 0;
+  constructor(readonly stats: RouteStats) {}
+
+  queueWith(maxEntries: number, timeoutMs: number): RouteQueue {
+    const q = this.queue;
+    if (q === null) return (this.queue = new RouteQueue(maxEntries, timeoutMs));
+    q.maxEntries = maxEntries;
+    q.timeoutMs = timeoutMs;
+    return q;
+  }
+}
+
+/** State that outlives one table, by route id. */
+export class RouteState {
+  readonly homes = new Map<string, RouteHome>();
+  /** every route id's stats, removed routes' included (counters stay) */
+  readonly stats = new Map<string, RouteStats>();
   /** traffic splits by host: their running weights outlive table swaps */
   splits = new Map<string, Split>();
   generation = 0;
 
-  queue(id: string, maxEntries: number, timeoutMs: number): RouteQueue {
-    let q = this.queues.get(id);
-    if (q === undefined) {
-      q = new RouteQueue(maxEntries, timeoutMs);
-      this.queues.set(id, q);
-    } else {
-      q.maxEntries = maxEntries;
-      q.timeoutMs = timeoutMs;
+  home(id: string): RouteHome {
+    let h = this.homes.get(id);
+    if (h === undefined) {
+      const stats = new RouteStats(id);
+      h = new RouteHome(stats);
+      this.homes.set(id, h);
+      this.stats.set(id, stats);
     }
-    return q;
+    return h;
   }
 }
 
@@ -98,99 +114,138 @@ function cookieKey(id: string): string {
   }
 }
 
-/** Compile a validated spec. Endpoints are shared through the registry (pools survive swaps). */
+/**
+ * Compile a validated spec. Endpoints are shared through the registry (pools survive swaps).
+ *
+ * A 10,000-route table is compiled on the serving thread while it serves, so this is written for
+ * a JIT that sees it seldom: one small function per route (cheap to optimise, never inlined into
+ * one giant loop), one Map lookup per route (its RouteHome), one Map write per host.
+ */
 export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegistry, state: RouteState): RouteTable {
   const generation = ++state.generation;
   const exact = new Map<string, Route | Split>();
   const wildcard = new Map<string, Route | Split>();
   // hosts shared by several routes (validated: all of them carry a trafficWeight)
-  const shared = new Map<string, { routes: Route[]; weights: number[] }>();
-  const routes: Route[] = [];
-  const byId = new Map<string, Route>();
-  for (const rs of spec.routes) {
-    const cbs = rs.circuitBreaker;
-    const tos = rs.timeouts;
-    const threshold = cbs?.consecutiveFailures ?? DEFAULTS.circuitBreaker.consecutiveFailures;
-    const openMs = cbs?.openMs ?? DEFAULTS.circuitBreaker.openMs;
-    const connectMs = tos?.connectMs ?? DEFAULTS.timeouts.connectMs;
-    const cap = rs.concurrency?.perEndpoint ?? DEFAULTS.concurrency.perEndpoint;
-    const affinity = rs.affinity === true;
-    // a loop, not map(): no closure per route (a 10,000-route table is compiled on the serving thread)
-    const targets: Target[] = [];
-    for (const e of rs.endpoints) {
-      targets.push({
-        id: e.id,
-        endpoint: registry.get(e.address, threshold, openMs, connectMs, generation),
-        weight: e.weight ?? 1,
-        current: 0,
-        cap,
-        key: affinity ? cookieKey(e.id) : '',
-      });
-    }
-    let byKey: Map<string, Target> | null = null;
-    if (affinity) {
-      byKey = new Map();
-      for (const t of targets) if (!byKey.has(t.key)) byKey.set(t.key, t);
-    }
-    let stats = state.stats.get(rs.id);
-    if (stats === undefined) {
-      stats = new RouteStats(rs.id);
-      state.stats.set(rs.id, stats);
-    }
-    const cc = cacheConfig(rs);
-    let cache = state.caches.get(rs.id);
-    if (cache === undefined || !cache.sameConfig(cc)) {
-      cache = new FallbackCache(cc);
-      state.caches.set(rs.id, cache);
-    }
-    const route: Route = {
-      id: rs.id,
-      hosts: rs.hosts,
-      targets,
-      balancer: createBalancer(rs.policy ?? DEFAULTS.policy, targets),
-      cache,
-      stats,
-      failOn5xx: cbs?.failOn5xx ?? DEFAULTS.circuitBreaker.failOn5xx,
-      headersTimeoutMs: tos?.headersMs ?? DEFAULTS.timeouts.headersMs,
-      idleTimeoutMs: tos?.idleMs ?? DEFAULTS.timeouts.idleMs,
-      retries: rs.retry?.attempts ?? DEFAULTS.retry.attempts,
-      queue: cap > 0 || rs.wake === true ? state.queue(rs.id,
-        rs.concurrency?.maxQueue ?? DEFAULTS.concurrency.maxQueue,
-        rs.concurrency?.queueTimeoutMs ?? DEFAULTS.concurrency.queueTimeoutMs,
-      ) : null,
-      wake: rs.wake === true,
-      trafficWeight: rs.trafficWeight ?? 1,
-      byKey,
-      auth: rs.auth === undefined ? null : new Set(rs.auth.tokens),
-      pipeline: rs.pipeline ?? 1,
-    };
-    byId.set(rs.id, route);
-    routes.push(route);
-    for (const h of rs.hosts) {
-      const map = h.startsWith('*.') ? wildcard : exact;
-      const key = h.startsWith('*.') ? h.slice(2) : h;
-      const prev = map.get(key);
-      if (prev === undefined) { map.set(key, route); continue; }
-      let s = shared.get(h);
-      if (s === undefined) {
-        const first = prev as Route;
-        s = { routes: [first], weights: [first.trafficWeight] };
-        shared.set(h, s);
-      }
-      s.routes.push(route);
-      s.weights.push(route.trafficWeight);
-    }
+  let shared: Map<string, { routes: Route[]; weights: number[] }> | null = null;
+  const specs = spec.routes;
+  const routes: Route[] = new Array<Route>(specs.length);
+  for (let i = 0; i < specs.length; i++) {
+    const rs = specs[i];
+    const route = compileRoute(rs, registry, state.home(rs.id), generation);
+    routes[i] = route;
+    // validated: a host is shared only by routes that all carry a trafficWeight
+    if (rs.trafficWeight === undefined) addHosts(route, exact, wildcard);
+    else shared = addSharedHosts(route, exact, wildcard, shared ?? new Map());
   }
   const splits = new Map<string, Split>();
-  for (const [h, s] of shared) {
-    const split = new Split(s.routes, s.weights, state.splits.get(h));
-    splits.set(h, split);
-    if (h.startsWith('*.')) wildcard.set(h.slice(2), split);
-    else exact.set(h, split);
+  if (shared !== null) {
+    for (const [h, s] of shared) {
+      const split = new Split(s.routes, s.weights, state.splits.get(h));
+      splits.set(h, split);
+      if (h.startsWith('*.')) wildcard.set(h.slice(2), split);
+      else exact.set(h, split);
+    }
   }
   state.splits = splits;
-  // Caches of removed routes are dropped; stats stay (counters must be monotonic for Prometheus).
-  for (const id of state.caches.keys()) if (!byId.has(id)) state.caches.delete(id);
-  for (const [id, q] of state.queues) if (!byId.has(id) && q.length === 0) state.queues.delete(id);
-  return new RouteTable(spec.version, spec, routes, exact, wildcard, byId);
+  // Routes no longer in the table: their caches go, empty queues too; stats stay (counters must
+  // be monotonic for Prometheus). A queue still holding requests is the data plane's to rehome.
+  for (const h of state.homes.values()) {
+    if (h.seen === generation) continue;
+    h.route = null;
+    h.cache = null;
+    if (h.queue !== null && h.queue.length === 0) h.queue = null;
+  }
+  return new RouteTable(spec.version, spec, routes, exact, wildcard);
+}
+
+function compileRoute(rs: RouteSpec, registry: EndpointRegistry, home: RouteHome, generation: number): Route {
+  const cbs = rs.circuitBreaker;
+  const tos = rs.timeouts;
+  const threshold = cbs?.consecutiveFailures ?? DEFAULTS.circuitBreaker.consecutiveFailures;
+  const openMs = cbs?.openMs ?? DEFAULTS.circuitBreaker.openMs;
+  const connectMs = tos?.connectMs ?? DEFAULTS.timeouts.connectMs;
+  const cap = rs.concurrency?.perEndpoint ?? DEFAULTS.concurrency.perEndpoint;
+  const affinity = rs.affinity === true;
+  // a loop, not map(): no closure per route
+  const targets: Target[] = [];
+  for (const e of rs.endpoints) {
+    targets.push({
+      id: e.id,
+      endpoint: registry.get(e.address, threshold, openMs, connectMs, generation),
+      weight: e.weight ?? 1,
+      current: 0,
+      cap,
+      key: affinity ? cookieKey(e.id) : '',
+    });
+  }
+  let byKey: Map<string, Target> | null = null;
+  if (affinity) {
+    byKey = new Map();
+    for (const t of targets) if (!byKey.has(t.key)) byKey.set(t.key, t);
+  }
+  const cc = cacheConfig(rs);
+  let cache = home.cache;
+  if (cache === null || !cache.sameConfig(cc)) home.cache = cache = new FallbackCache(cc);
+  const route: Route = {
+    id: rs.id,
+    hosts: rs.hosts,
+    targets,
+    balancer: createBalancer(rs.policy ?? DEFAULTS.policy, targets),
+    cache,
+    stats: home.stats,
+    home,
+    failOn5xx: cbs?.failOn5xx ?? DEFAULTS.circuitBreaker.failOn5xx,
+    headersTimeoutMs: tos?.headersMs ?? DEFAULTS.timeouts.headersMs,
+    idleTimeoutMs: tos?.idleMs ?? DEFAULTS.timeouts.idleMs,
+    retries: rs.retry?.attempts ?? DEFAULTS.retry.attempts,
+    queue: cap > 0 || rs.wake === true ? home.queueWith(
+      rs.concurrency?.maxQueue ?? DEFAULTS.concurrency.maxQueue,
+      rs.concurrency?.queueTimeoutMs ?? DEFAULTS.concurrency.queueTimeoutMs,
+    ) : null,
+    wake: rs.wake === true,
+    trafficWeight: rs.trafficWeight ?? 1,
+    byKey,
+    auth: rs.auth === undefined ? null : new Set(rs.auth.tokens),
+    pipeline: rs.pipeline ?? 1,
+  };
+  home.route = route;
+  home.seen = generation;
+  return route;
+}
+
+/** A route that shares none of its hosts: one write each (`*.x` is kept as its suffix `x`). */
+function addHosts(route: Route, exact: Map<string, Route | Split>, wildcard: Map<string, Route | Split>): void {
+  const hosts = route.hosts;
+  for (let i = 0; i < hosts.length; i++) {
+    const h = hosts[i];
+    if (h.charCodeAt(0) === 42 /* * */ && h.charCodeAt(1) === 46 /* . */) wildcard.set(h.slice(2), route);
+    else exact.set(h, route);
+  }
+}
+
+/** A route with a trafficWeight: hosts it shares with other routes become splits. */
+function addSharedHosts(
+  route: Route,
+  exact: Map<string, Route | Split>,
+  wildcard: Map<string, Route | Split>,
+  shared: Map<string, { routes: Route[]; weights: number[] }>,
+): Map<string, { routes: Route[]; weights: number[] }> {
+  for (const h of route.hosts) {
+    const map = h.startsWith('*.') ? wildcard : exact;
+    const key = h.startsWith('*.') ? h.slice(2) : h;
+    const prev = map.get(key);
+    if (prev === undefined) {
+      map.set(key, route);
+      continue;
+    }
+    let s = shared.get(h);
+    if (s === undefined) {
+      const first = prev as Route;
+      s = { routes: [first], weights: [first.trafficWeight] };
+      shared.set(h, s);
+    }
+    s.routes.push(route);
+    s.weights.push(route.trafficWeight);
+  }
+  return shared;
 }

@@ -147,9 +147,10 @@ export class DataPlane {
     for (const r of table.routes) if (r.queue !== null && r.queue.length > 0 && r.targets.length > 0) r.queue.releaseAll();
     // requests held for a route that left the table (its revision lost its traffic while it
     // woke) follow their host to the route that has it now
-    for (const [id, q] of this.state.queues) {
-      if (q.length === 0 || table.route(id) !== undefined) continue;
-      this.state.queues.delete(id);
+    for (const h of this.state.homes.values()) {
+      const q = h.queue;
+      if (h.route !== null || q === null) continue;
+      h.queue = null;
       for (const w of q.takeAll()) w.rehome();
     }
     return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };

@@ -141,8 +141,9 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   resume(): boolean {
     const now = clock.now;
-    const current = runtime.table?.route(this.route.id);
-    if (current !== undefined) this.moveTo(current);
+    // its route id in the newest table (settings, endpoints), if any still has it
+    const current = this.route.home.route;
+    if (current !== null) this.moveTo(current);
     if (!this.stillAuthorized()) return true;
     const target = this.pick(now);
     if (target === null) return false;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { normalizeHost } from '../../shared/hostname.js';
-import { parseRouteTable, RouteTableError, validateRouteTable } from '../../shared/routes/validate.js';
+import { isAddress, parseAddress, parseRouteTable, RouteTableError, validateRouteTable } from '../../shared/routes/validate.js';
 import { CircuitBreaker } from '../../proxy/resilience/circuit-breaker.js';
 import { RoundRobin } from '../../proxy/balancing/round-robin.js';
 import { Weighted } from '../../proxy/balancing/weighted.js';
@@ -67,6 +67,37 @@ describe('route table validation', () => {
   });
   it('rejects invalid JSON', () => {
     expect(() => parseRouteTable('{"version":')).toThrow(/not valid JSON/);
+  });
+  const r = (id: string, hosts: string[], trafficWeight?: number) => ({ id, hosts, endpoints: [], ...(trafficWeight === undefined ? {} : { trafficWeight }) });
+  it.each([
+    [[r('a', ['x.com']), r('a', ['y.com'])], 'routes.1.id "a" is used by another route'],
+    // a host is shared only by different routes that all carry a trafficWeight
+    [[r('a', ['x.com'], 50), r('b', ['X.com'])], 'routes.1.hosts.0 "x.com" is already served by route "a"; routes sharing a host must all have a trafficWeight'],
+    [[r('a', ['x.com']), r('b', ['x.com'], 50)], 'routes.1.hosts.0 "x.com" is already served by route "a"; routes sharing a host must all have a trafficWeight'],
+    [[r('a', ['y.com', 'x.com']), r('b', ['x.com'], 50), r('c', ['x.com'], 50)], 'routes.1.hosts.0 "x.com" is already served by route "a"'],
+    [[r('a', ['x.com'], 50), r('b', ['x.com'], 50), r('c', ['x.com'])], 'routes.2.hosts.0 "x.com" is already served by route "a"'],
+    [[r('a', ['x.com', 'x.com'], 50)], 'routes.0.hosts.1 "x.com" is already served by route "a"; routes sharing a host must all have a trafficWeight'],
+    [[r('a', ['x.com'], 50), r('b', ['*.x.com', 'x.com', 'X.com.'], 50)], 'routes.1.hosts.2 "x.com" is already served by route "b"'],
+  ])('refuses %j', (routes, msg) => {
+    expect(() => validateRouteTable({ version: 1, routes })).toThrow(msg);
+  });
+  it('lets routes that all carry a trafficWeight share hosts', () => {
+    const t = validateRouteTable({ version: 1, routes: [r('a', ['x.com', '*.x.com'], 90), r('b', ['X.com', 'only-b.com'], 10), r('c', ['*.X.com'], 1), r('d', ['d.com'])] });
+    expect(t.routes.map((x) => x.hosts)).toEqual([['x.com', '*.x.com'], ['x.com', 'only-b.com'], ['*.x.com'], ['d.com']]);
+  });
+  it('checks upstream addresses without allocating exactly as parseAddress does', () => {
+    const cases = ['127.0.0.1:80', 'h:1', 'h:65535', 'h:65536', 'h:0', 'h:00001', 'h:123456', ':80', 'h:', 'h', '[::1]:80', '[::1]80', '[]:80',
+      '[::1]:', 'a:b:80', 'H_o-st.X:99', 'h :80', 'h:8 0', 'h:+80', 'h:80\n', 'x:-1', 'ä:80', '[a]b]:1', '[a:1', 'a]:1', '::1', ''];
+    for (const c of cases) expect([c, isAddress(c)]).toEqual([c, parseAddress(c) !== null]);
+    // and on random strings over the characters that matter
+    const alphabet = '[]:.a1-_9Z0 x';
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+    for (let k = 0; k < 20_000; k++) {
+      let s = '';
+      for (let i = rnd(9); i > 0; i--) s += alphabet[rnd(alphabet.length)];
+      if (isAddress(s) !== (parseAddress(s) !== null)) expect([s, isAddress(s)]).toEqual([s, parseAddress(s) !== null]);
+    }
   });
 });
 
@@ -167,6 +198,29 @@ describe('route lookup', () => {
     const t2 = compileRouteTable(s2, reg, state);
     expect(t2.routes[0].targets[0].endpoint).toBe(t1.routes[0].targets[0].endpoint);
     expect(t2.routes[0].stats).toBe(t1.routes[0].stats);
+  });
+  it('a route id keeps its stats, cache and queue across compiles; a held request finds its newest route', () => {
+    const state = new RouteState();
+    const spec = (v: number, ids: string[], extra: object = {}) => validateRouteTable({ version: v, routes: ids.map((id) => ({ id, hosts: [`${id}.example.com`], endpoints: [{ id: 'e', address: '127.0.0.1:9' }], concurrency: { perEndpoint: 1 }, ...extra })) });
+    const t1 = compileRouteTable(spec(1, ['a', 'b']), reg, state);
+    const [a1, b1] = t1.routes;
+    expect(a1.home.route).toBe(a1);
+    const t2 = compileRouteTable(spec(2, ['a']), reg, state);
+    const a2 = t2.routes[0];
+    expect(a2).not.toBe(a1);
+    expect([a2.stats, a2.cache, a2.queue]).toEqual([a1.stats, a1.cache, a1.queue]);
+    expect(a1.home.route).toBe(a2);
+    // b left the table: its stats stay (monotonic counters), its cache and empty queue go
+    expect(b1.home.route).toBeNull();
+    expect(b1.home.cache).toBeNull();
+    expect(b1.home.queue).toBeNull();
+    expect(state.stats.get('b')).toBe(b1.stats);
+    // back again: the same counters, a new cache
+    const t3 = compileRouteTable(spec(3, ['a', 'b'], { fallbackCache: { ttlMs: 5 } }), reg, state);
+    expect(t3.routes[1].stats).toBe(b1.stats);
+    expect(t3.routes[1].cache).not.toBe(b1.cache);
+    expect(t3.routes[0].cache).not.toBe(a2.cache); // its settings changed
+    expect(t3.lookup('b.example.com')).toBe(t3.routes[1]);
   });
 });
 
