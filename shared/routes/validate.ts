@@ -119,7 +119,9 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
         // (nor twice in one route: a split would count it twice)
         if (at !== undefined && at !== ri && listedBefore(hs, hi, n)) at = ri;
         if (at === undefined || at === ri) {
-          const other = routes[at ?? ownerOf(routes, n, ri)];
+          const owner = at ?? ownerOf(routes, n, ri);
+          if (owner === ri) throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is listed twice in this route`, `routes.${ri}.hosts.${hi}`);
+          const other = routes[owner];
           const why = split || other.trafficWeight !== undefined ? '; routes sharing a host must all have a trafficWeight' : '';
           throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other.id}"${why}`, `routes.${ri}.hosts.${hi}`);
         }

@@ -92,4 +92,24 @@ describe('concurrency caps', () => {
     expect(up.hits - hits).toBe(1);
     expect((await get(p, 'capped.test', '/?i=102')).status).toBe(200);
   });
+
+  it('a waiting request takes an endpoint that a newer table adds to its route (same id)', async () => {
+    await cap(1, { queueTimeoutMs: 10_000 });
+    delayMs = 1500;
+    const other = await startUpstream('other', (_req, res) => { res.writeHead(200, { 'content-length': '5' }); res.end('other'); });
+    try {
+      const first = get(p, 'capped.test', '/?i=200');
+      await new Promise((r) => setTimeout(r, 50));
+      const t0 = Date.now();
+      const held = get(p, 'capped.test', '/?i=201'); // waits: the one endpoint is at its cap
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await putRoutes(p, table([route('capped', ['capped.test'], [up.address, other.address], { concurrency: { perEndpoint: 1, queueTimeoutMs: 10_000 } })], Date.now()))).status).toBe(200);
+      const r = await held;
+      expect([r.status, r.body]).toEqual([200, 'other']);
+      expect(Date.now() - t0).toBeLessThan(1000); // not after the slow one's answer
+      expect((await first).status).toBe(200);
+    } finally {
+      await other.close();
+    }
+  });
 });
