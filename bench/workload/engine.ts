@@ -86,7 +86,7 @@ export function autoConnectionCap(peakRps: number): number {
 function errorKind(e: Error & { code?: string }): string {
   const c = e.code ?? '';
   if (c === 'UPSTREAM_HEADERS_TIMEOUT' || c === 'UPSTREAM_BODY_TIMEOUT' || c === 'UPSTREAM_CONNECT_TIMEOUT') return 'timeout';
-  if (c === 'UPSTREAM_CLOSED') return 'closed';
+  if (c === 'UPSTREAM_CLOSED' || c === 'UPSTREAM_STALE_CONNECTION') return 'closed';
   if (c.startsWith('HPE_')) return 'protocol_error';
   return c || 'error';
 }
@@ -163,6 +163,7 @@ class Slot implements ConnectionOwner, UpstreamHandler {
     this.run.failed(this.intended, errorKind(err));
   }
   onUpstreamDrain(): void {}
+  onPipelineStall(): void {}
 }
 
 /**

@@ -27,6 +27,11 @@ export class RouteStats {
    * 204/304) as 64 KiB. Its requests are pipelined only while it is small (exchange.ts).
    */
   answerBytes = 0;
+  /**
+   * A pipelining route's requests go alone until then (clock ms): an answer of its stalled a batch
+   * (not whole 500 ms after its turn began; upstream/connection.ts PIPELINE_PAUSE_MS).
+   */
+  pipelinePausedUntil = 0;
   /** requests answered 400 as the client's fault (admission refusals, bytes the upstream client refused) */
   refused = 0;
   readonly latencyBuckets: number[] = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);

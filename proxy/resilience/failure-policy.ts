@@ -69,7 +69,7 @@ export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict 
   if (err.name === 'HTTPParserError' || (code !== undefined && code.startsWith('HPE_'))) {
     return { fault: FAULT_ENDPOINT, retry: false, status: 502, code: 'upstream_protocol_error', message: `upstream sent a malformed response: ${err.message}` };
   }
-  if (code === 'UPSTREAM_CLOSED' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') {
+  if (code === 'UPSTREAM_CLOSED' || code === 'UPSTREAM_STALE_CONNECTION' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') {
     return { fault: FAULT_ENDPOINT, retry: IDEMPOTENT.has(method), status: 502, code: 'upstream_error', message: `upstream closed the connection (${code})` };
   }
   return { fault: FAULT_NEUTRAL, retry: false, status: 502, code: 'upstream_error', message: `upstream failed: ${code ?? err.message}` };

@@ -7,6 +7,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { globalStats } from '../metrics/route-stats.js';
 import { admit, admitted } from './admission.js';
 import { PIPELINE_SMALL_ANSWERS } from '../upstream/connection.js';
+import { clock } from '../upstream/timers.js';
 import { Exchange } from './exchange.js';
 import { peerAddress } from './peer.js';
 import { readRequestHeaders, requestHead } from './request-headers.js';
@@ -83,8 +84,10 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   });
   ex.hasBody = ex.chunkedIn || (ex.contentLengthIn !== '' && ex.contentLengthIn !== '0');
   // GET only: a HEAD answer is where apps most often get framing wrong (a body anyway); and
-  // only while the route's answers are small (behind large ones requests would only wait)
-  if (route.pipeline > 1 && method === 'GET' && !ex.hasBody && route.stats.answerBytes <= PIPELINE_SMALL_ANSWERS) ex.pipeline = route.pipeline;
+  // only while the route's answers are small and prompt (behind large or slow ones requests
+  // would only wait)
+  if (route.pipeline > 1 && method === 'GET' && !ex.hasBody && route.stats.answerBytes <= PIPELINE_SMALL_ANSWERS &&
+    clock.now >= route.stats.pipelinePausedUntil) ex.pipeline = route.pipeline;
   ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.proxyLines, ex.chunkedIn);
   if (ex.hasBody) {
     res.onData((ab, isLast) => {

@@ -16,7 +16,7 @@ import { globalStats } from '../metrics/route-stats.js';
 import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
-import { E_INTERNAL, E_PIPELINE_RESEND, PIPELINE_MAX_BODY, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
+import { E_INTERNAL, E_PIPELINE_RESEND, E_STALE, PIPELINE_MAX_BODY, PIPELINE_PAUSE_MS, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
 import type { ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -38,6 +38,8 @@ const held = { bytes: 0 };
 
 /** Exchange.whyNoEndpoint() answers */
 const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
+/** a request sent on stale keep-alive connections is sent again at most this often (then judged as any close) */
+const MAX_STALE_RESENDS = 8;
 
 export class Exchange extends ClientResponse implements UpstreamHandler {
   // request
@@ -58,6 +60,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   finished = false;
   gotHeaders = false;
   attempts = 0;
+  /** times it was sent again after a stale keep-alive connection closed under it (E_STALE) */
+  private staleResends = 0;
   endpoint: Endpoint | null = null;
   failedEndpoint: Endpoint | null = null;
   t0 = 0;
@@ -313,6 +317,10 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.acceptHead(head);
   }
 
+  onPipelineStall(): void {
+    this.route.stats.pipelinePausedUntil = clock.now + PIPELINE_PAUSE_MS;
+  }
+
   onUpstreamData(chunk: Uint8Array): boolean {
     if (this.aborted || this.resDone) return !this.aborted;
     return this.forward(chunk);
@@ -340,13 +348,16 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     const ep = this.endpoint;
     if (err.code === E_INTERNAL) internalError(null, (err.cause as Error | undefined) ?? err);
     if (this.upstreamDone) return;
-    if (err.code === E_PIPELINE_RESEND && !this.aborted && ep !== null) {
-      // pipelined behind an answer that ended its connection, or would have held it up: sent
-      // again, alone and afresh, as any request is — balanced (its endpoint again, most likely),
-      // the breaker asked, the books settled; not an attempt in the retry policy's sense
+    const code = err.code;
+    if ((code === E_PIPELINE_RESEND || (code === E_STALE && this.mayResendStale())) && !this.aborted && ep !== null) {
+      // pipelined behind an answer that ended its connection, or would have held it up; or sent
+      // on a keep-alive connection the upstream was closing: sent again, alone and afresh, as any
+      // request is — balanced (its endpoint again, most likely), the breaker asked, the books
+      // settled; not an attempt in the retry policy's sense
       this.conn = null;
       this.pipeline = 1;
-      this.route.stats.resent++;
+      if (code === E_PIPELINE_RESEND) this.route.stats.resent++;
+      else this.staleResends++;
       this.charge(ep, FAULT_NEUTRAL);
       this.attempts--;
       this.attempt();
@@ -397,6 +408,16 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       this.resDone = true;
       this.res.close();
     }
+  }
+
+  /**
+   * A bodiless safe request that went out on a reused connection the upstream closed before
+   * answering is sent again (a few times at most: each try uses up one stale connection).
+   */
+  private mayResendStale(): boolean {
+    if (this.hasBody || this.staleResends >= MAX_STALE_RESENDS) return false;
+    const m = this.method;
+    return m === 'GET' || m === 'HEAD' || m === 'OPTIONS';
   }
 
   /** Settle the endpoint's books for a failed attempt: only its own faults reach its breaker. */

@@ -22,7 +22,9 @@
  * (or the next answer does not parse) before their answer began, the answer in front is not a
  * small one of known length (a stream, a download, 204/304 framing an app might get wrong), its
  * client reads slowly, or it is not whole PIPELINE_STALL_MS after its turn began. The connection
- * then closes after the answer in front.
+ * then closes after the answer in front. A stall also pauses the route's pipelining for
+ * PIPELINE_PAUSE_MS (`onPipelineStall`): a route whose answers are sometimes slow would otherwise
+ * have requests wait half a second behind them, and be resent, again and again.
  * A request behind whose client left is swapped for a Discard, so the answers behind it still
  * reach theirs.
  */
@@ -50,6 +52,8 @@ export interface UpstreamHandler {
   onUpstreamError(err: UpstreamError): void;
   /** the request body can be written again after `writeBody` returned false */
   onUpstreamDrain(): void;
+  /** its answer was not whole PIPELINE_STALL_MS after its turn began: the requests pipelined behind it are being resent */
+  onPipelineStall(): void;
   /** the request head, built once: `GET /p HTTP/1.1\r\n…\r\n\r\n` */
   readonly upstreamHead: string;
   readonly headRequest: boolean;
@@ -78,6 +82,13 @@ export const E_POOL_FULL = 'UPSTREAM_POOL_FULL';
  * again, alone (GET: idempotent)
  */
 export const E_PIPELINE_RESEND = 'UPSTREAM_PIPELINE_RESEND';
+/**
+ * a reused keep-alive connection ended or was reset before any byte of the answer: the race every
+ * HTTP client meets when the upstream closes an idle connection just as a request goes out on it.
+ * The exchange sends a bodiless safe request again (another connection; not a retry, not the
+ * endpoint's failure); anything else is judged as a closed connection.
+ */
+export const E_STALE = 'UPSTREAM_STALE_CONNECTION';
 /** a bug while handling a read (the error is the `cause`): costs the exchange, never the process */
 export const E_INTERNAL = 'PROXY_INTERNAL';
 
@@ -117,6 +128,8 @@ export const PIPELINE_MAX_BODY = 64 * 1024;
 export const PIPELINE_SMALL_ANSWERS = 16 * 1024;
 /** Requests behind an answer that is not whole this long after its turn began are sent again, alone. */
 const PIPELINE_STALL_MS = 500;
+/** After such a stall, the route's requests go alone for this long (RouteStats.pipelinePausedUntil). */
+export const PIPELINE_PAUSE_MS = 10_000;
 
 /** Connections whose batch of request heads is written at the end of this event-loop turn. */
 let batches: UpstreamConnection[] = [];
@@ -144,6 +157,7 @@ class Discard implements UpstreamHandler {
   onUpstreamEnd(): void {}
   onUpstreamError(): void {}
   onUpstreamDrain(): void {}
+  onPipelineStall(): void {}
 }
 
 /**
@@ -175,6 +189,9 @@ export class UpstreamConnection implements ResponseSink {
   private batchDepth = 1;
   /** the request being answered was pipelined behind another (not the batch's first) */
   promoted = false;
+  /** answers this connection carried to their end, and whether there were some before the request being answered */
+  private answered = 0;
+  private reused = false;
   /** since when the request being answered has waited for its head (pipelining's stall check) */
   private turnStart = 0;
   state = CONNECTING;
@@ -262,6 +279,14 @@ export class UpstreamConnection implements ResponseSink {
     this.owner.released(this);
   }
 
+  /**
+   * Still idle and open? A connection the upstream closed while idle is destroyed at once (onEnd)
+   * but leaves its pool's idle list only on its close event, a turn later.
+   */
+  get idle(): boolean {
+    return this.state === IDLE;
+  }
+
   /** Send a request on this (idle) connection; a pipelinable one opens a batch (see append). */
   start(h: UpstreamHandler): void {
     this.handler = h;
@@ -272,6 +297,7 @@ export class UpstreamConnection implements ResponseSink {
     this.requestDone = !h.hasBody;
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.promoted = false;
+    this.reused = this.answered > 0;
     if (h.pipeline > 1) {
       if (batches.length === 0) setImmediate(writeBatches);
       batches.push(this);
@@ -425,6 +451,7 @@ export class UpstreamConnection implements ResponseSink {
     const h = this.handler;
     if (h === null) return;
     this.handler = null;
+    this.answered++;
     // an upstream that answered before reading the whole request cannot be reused
     const reuse = this.reusable && this.requestDone;
     h.onUpstreamEnd();
@@ -491,6 +518,8 @@ export class UpstreamConnection implements ResponseSink {
     this.handler = null;
     this.state = CLOSED;
     unwatch(this);
+    // not one byte of the answer came (no head, no 1xx, nothing half-parsed)
+    const unanswered = !this.gotHead && !this.informational && this.parser.idle;
     this.parser.stop();
     const cause = this.pendingError as (Error & { code?: string }) | null;
     if (wasConnecting) {
@@ -498,9 +527,13 @@ export class UpstreamConnection implements ResponseSink {
       this.owner.connectFailed(this, err);
       return;
     }
-    if (h !== null && this.promoted && !this.gotHead) {
-      // pipelined, and the upstream closed after the answer in front of it
+    if (h !== null && ((this.promoted && !this.gotHead) || (unanswered && this.behind.length > 0))) {
+      // pipelined, and the upstream closed after the answer in front of it; or the first of a
+      // batch, and it closed before answering (an app that does not take pipelined requests may
+      // close, or reset, the connection on seeing more than one)
       h.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
+    } else if (h !== null && this.reused && unanswered) {
+      h.onUpstreamError(upstreamError(E_STALE, `upstream closed a reused keep-alive connection before answering${cause ? ` (${cause.message})` : ''}`));
     } else if (h !== null) {
       h.onUpstreamError(upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,
         this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`));
@@ -528,8 +561,12 @@ export class UpstreamConnection implements ResponseSink {
         return;
       }
     }
-    // an answer in front still not whole (a slow head or a trickling body): the requests behind go elsewhere
-    if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) this.detach();
+    // an answer in front still not whole (a slow head or a trickling body): the requests behind go
+    // elsewhere, and its route stops pipelining for a while
+    if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) {
+      this.handler?.onPipelineStall();
+      this.detach();
+    }
   }
 
   private failConnect(err: UpstreamError): void {

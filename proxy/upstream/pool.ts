@@ -54,7 +54,9 @@ export class UpstreamPool implements ConnectionOwner {
         return;
       }
     }
-    const c = this.idle.pop();
+    // (skipping those the upstream closed since they went idle: they leave the list on their close event)
+    let c = this.idle.pop();
+    while (c !== undefined && !c.idle) c = this.idle.pop();
     if (c !== undefined) {
       this.start(c, h);
       return;

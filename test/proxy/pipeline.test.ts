@@ -228,9 +228,20 @@ async function burst(host: string, rounds: number, method = (_i: number) => 'GET
   }
 }
 
+/**
+ * The route of pipe.test, under a new id each time: what a route learns about its answers (their
+ * size, a stall) stays with its id, and each test starts afresh.
+ */
+let pipeId = '';
+let pipes = 0;
+function pipeRoute(up: RawUpstream, extra: object): object {
+  pipeId = `pipe-${++pipes}`;
+  return route(pipeId, ['pipe.test'], [up.address], extra);
+}
+
 async function resentTotal(): Promise<number> {
   const text = await (await fetch(`${p.admin}/metrics`)).text();
-  const m = /berth_proxy_pipeline_resent_total\{route="pipe"\} (\d+)/.exec(text);
+  const m = new RegExp(`berth_proxy_pipeline_resent_total\\{route="${pipeId}"\\} (\\d+)`).exec(text);
   return m === null ? 0 : Number(m[1]);
 }
 
@@ -238,7 +249,7 @@ describe('pipelining to upstreams', () => {
   it('requests of one turn share a connection, up to the route\'s depth, and every client gets its own answer', async () => {
     const up = await rawUpstream();
     ups.push(up);
-    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 4 }));
+    await useRoutes(pipeRoute(up, { pipeline: 4 }));
     await burst('pipe.test', 20);
     expect(up.requests).toBe(20 * clients.length);
     expect(up.maxDepth).toBeGreaterThanOrEqual(2);
@@ -256,7 +267,7 @@ describe('pipelining to upstreams', () => {
   it('HEAD requests go alone (apps get their framing wrong most often); the GETs around them are pipelined and stay framed', async () => {
     const up = await rawUpstream();
     ups.push(up);
-    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    await useRoutes(pipeRoute(up, { pipeline: 8 }));
     await burst('pipe.test', 20, (i) => (i % 3 === 0 ? 'HEAD' : 'GET'));
     expect(up.maxDepth).toBeGreaterThanOrEqual(2);
   });
@@ -270,7 +281,7 @@ describe('pipelining to upstreams', () => {
   ] as const)('an upstream that %s', async (_what, opts) => {
     const up = await rawUpstream(opts);
     ups.push(up);
-    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8, retry: { attempts: 0 } }));
+    await useRoutes(pipeRoute(up, { pipeline: 8, retry: { attempts: 0 } }));
     const before = await resentTotal();
     await burst('pipe.test', 10);
     expect(up.maxDepth).toBeGreaterThanOrEqual(2);
@@ -282,7 +293,7 @@ describe('pipelining to upstreams', () => {
     it(`requests behind ${fronts[front]} are sent again instead of waiting for it`, async () => {
       const up = await rawUpstream({ frontOfBatch: front });
       ups.push(up);
-      await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+      await useRoutes(pipeRoute(up, { pipeline: 8 }));
       const before = await resentTotal();
       const started = Date.now();
       const sent = clients.map((c, i) => {
@@ -305,10 +316,35 @@ describe('pipelining to upstreams', () => {
     });
   }
 
+  it('a stall pauses the route\'s pipelining: the next requests go alone, and wait behind nothing', async () => {
+    const up = await rawUpstream({ frontOfBatch: 'slow' });
+    ups.push(up);
+    await useRoutes(pipeRoute(up, { pipeline: 8 }));
+    const before = await resentTotal();
+    const first = await Promise.all(clients.map((c, i) => c.send('pipe.test', `/first/c${i}`)));
+    expect(first.map((a) => a.status)).toEqual(clients.map(() => 200));
+    expect(up.held.length).toBeGreaterThan(0);
+    const resent = await resentTotal();
+    expect(resent).toBeGreaterThan(before);
+    // within PIPELINE_PAUSE_MS of the stall: one request per upstream read, nothing resent, and
+    // nothing held back (this upstream is slow only to the first request of a batch)
+    up.maxDepth = 0;
+    up.held.length = 0;
+    for (let r = 0; r < 3; r++) {
+      const started = Date.now();
+      const answers = await Promise.all(clients.map((c, i) => c.send('pipe.test', `/then${r}/c${i}`)));
+      for (let i = 0; i < answers.length; i++) expect(answers[i].body).toBe(`/then${r}/c${i}`);
+      expect(Date.now() - started).toBeLessThan(1000);
+    }
+    expect(up.maxDepth).toBe(1);
+    expect(up.held).toEqual([]);
+    expect(await resentTotal()).toBe(resent);
+  });
+
   it('a route whose answers are large stops pipelining (they would only wait behind each other)', async () => {
     const up = await rawUpstream({ bodyBytes: 48 * 1024 });
     ups.push(up);
-    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    await useRoutes(pipeRoute(up, { pipeline: 8 }));
     for (let i = 0; i < 12; i++) expect((await clients[0].send('pipe.test', `/warm${i}`)).body.length).toBe(48 * 1024);
     up.maxDepth = 0;
     for (let r = 0; r < 5; r++) {
@@ -325,7 +361,7 @@ describe('pipelining to upstreams', () => {
   it('requests of different routes on the same address never share a batch', async () => {
     const up = await rawUpstream();
     ups.push(up);
-    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }), route('other', ['other.test'], [up.address], { pipeline: 8 }));
+    await useRoutes(pipeRoute(up, { pipeline: 8 }), route('other', ['other.test'], [up.address], { pipeline: 8 }));
     for (let r = 0; r < 20; r++) {
       const sent = clients.map((c, i) => {
         const host = i < clients.length / 2 ? 'pipe.test' : 'other.test';
@@ -340,7 +376,7 @@ describe('pipelining to upstreams', () => {
   it('clients that leave while their answers are pending cost the others nothing', async () => {
     const up = await rawUpstream({ delayMs: 30 });
     ups.push(up);
-    await useRoutes(route('pipe', ['pipe.test'], [up.address], { pipeline: 8 }));
+    await useRoutes(pipeRoute(up, { pipeline: 8 }));
     const leaving = await Promise.all(Array.from({ length: 16 }, () => Client.open(p.port)));
     for (let r = 0; r < 5; r++) {
       const sent = clients.map((c, i) => ({ path: `/r${r}/c${i}`, answer: c.send('pipe.test', `/r${r}/c${i}`) }));
