@@ -8,7 +8,7 @@ export interface StatsSnapshot {
   global: typeof globalStats;
   routes: Array<{
     id: string; requests: number; inflight: number; byClass: number[]; errors: number; fallbackHits: number;
-    retries: number; resent: number; refused: number; concurrency: number; buckets: number[]; sum: number; count: number; cacheEntries: number; cacheBytes: number;
+    retries: number; resent: number; staleResent: number; refused: number; concurrency: number; buckets: number[]; sum: number; count: number; cacheEntries: number; cacheBytes: number;
   }>;
   endpoints: Array<{ address: string; inflight: number; requests: number; failures: number; state: string; opens: number }>;
 }
@@ -22,7 +22,7 @@ export function snapshot(stats: Iterable<RouteStats>, table: RouteTable | null, 
     global: { ...globalStats },
     routes: [...stats].map((s) => ({
       id: s.id, requests: s.requests, inflight: s.inflight, byClass: [...s.byClass], errors: s.errors,
-      fallbackHits: s.fallbackHits, retries: s.retries, resent: s.resent, refused: s.refused, concurrency: s.concurrency, buckets: [...s.latencyBuckets], sum: s.latencySum,
+      fallbackHits: s.fallbackHits, retries: s.retries, resent: s.resent, staleResent: s.staleResent, refused: s.refused, concurrency: s.concurrency, buckets: [...s.latencyBuckets], sum: s.latencySum,
       count: s.latencyCount, cacheEntries: caches.get(s.id)?.size ?? 0, cacheBytes: caches.get(s.id)?.bytes ?? 0,
     })),
     endpoints: [
@@ -51,7 +51,7 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
       const m = routes.get(r.id);
       if (!m) { routes.set(r.id, { ...r, byClass: [...r.byClass], buckets: [...r.buckets] }); continue; }
       m.requests += r.requests; m.inflight += r.inflight; m.errors += r.errors; m.fallbackHits += r.fallbackHits;
-      m.retries += r.retries; m.resent += r.resent; m.refused += r.refused; m.concurrency += r.concurrency; m.sum += r.sum; m.count += r.count; m.cacheEntries += r.cacheEntries; m.cacheBytes += r.cacheBytes;
+      m.retries += r.retries; m.resent += r.resent; m.staleResent += r.staleResent; m.refused += r.refused; m.concurrency += r.concurrency; m.sum += r.sum; m.count += r.count; m.cacheEntries += r.cacheEntries; m.cacheBytes += r.cacheBytes;
       r.byClass.forEach((v, i) => (m.byClass[i] += v));
       r.buckets.forEach((v, i) => (m.buckets[i] += v));
     }
@@ -97,6 +97,7 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
   perRoute('berth_proxy_inflight_requests', 'gauge', 'Requests being proxied now.', (r) => r.inflight);
   perRoute('berth_proxy_proxy_errors_total', 'counter', 'Proxy-generated errors (502/503/504, truncations) by route.', (r) => r.errors);
   perRoute('berth_proxy_retries_total', 'counter', 'Requests retried on another endpoint after a connect failure.', (r) => r.retries);
+  perRoute('berth_proxy_stale_resent_total', 'counter', 'Requests sent again because the reused keep-alive connection they went out on ended (or was reset) before any byte of their answer: the upstream closed it as they were sent.', (r) => r.staleResent);
   perRoute('berth_proxy_pipeline_resent_total', 'counter', 'Pipelined requests sent again, alone: the answer in front would have held them up, or their upstream connection ended before their answer began.', (r) => r.resent);
   perRoute('berth_proxy_refused_requests_total', 'counter', 'Requests answered 400 as the client\'s fault (ambiguous framing, unforwardable bytes); never counted against an endpoint.', (r) => r.refused);
   perRoute('berth_proxy_fallback_hits_total', 'counter', 'Responses served from the fallback cache.', (r) => r.fallbackHits);

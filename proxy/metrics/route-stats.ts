@@ -21,6 +21,8 @@ export class RouteStats {
   retries = 0;
   /** pipelined requests sent again, alone: the answer in front would have held them up, or the connection ended first */
   resent = 0;
+  /** requests sent again after a reused keep-alive connection ended under them before any answer (the keep-alive race) */
+  staleResent = 0;
   /**
    * A pipelining route's GET answers: a moving average (1/8 per answer) of their announced length,
    * counting those that would have the requests behind them resent (unknown length, chunked,

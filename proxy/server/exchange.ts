@@ -357,7 +357,10 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       this.conn = null;
       this.pipeline = 1;
       if (code === E_PIPELINE_RESEND) this.route.stats.resent++;
-      else this.staleResends++;
+      else {
+        this.staleResends++;
+        this.route.stats.staleResent++;
+      }
       this.charge(ep, FAULT_NEUTRAL);
       this.attempts--;
       this.attempt();

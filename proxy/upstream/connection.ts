@@ -128,6 +128,12 @@ export const PIPELINE_MAX_BODY = 64 * 1024;
 export const PIPELINE_SMALL_ANSWERS = 16 * 1024;
 /** Requests behind an answer that is not whole this long after its turn began are sent again, alone. */
 const PIPELINE_STALL_MS = 500;
+/**
+ * A reused connection that ends this soon after a request went out on it, with nothing of the
+ * answer, met the keep-alive race (E_STALE); later, the upstream had the request long enough to
+ * have failed on it.
+ */
+const STALE_WINDOW_MS = 250;
 /** After such a stall, the route's requests go alone for this long (RouteStats.pipelinePausedUntil). */
 export const PIPELINE_PAUSE_MS = 10_000;
 
@@ -192,6 +198,10 @@ export class UpstreamConnection implements ResponseSink {
   /** answers this connection carried to their end, and whether there were some before the request being answered */
   private answered = 0;
   private reused = false;
+  /** bytes have come since the request being answered started (a 1xx, a piece of a head…) */
+  private sawBytes = false;
+  /** when the request being answered started (coarse clock) */
+  private startedAt = 0;
   /** since when the request being answered has waited for its head (pipelining's stall check) */
   private turnStart = 0;
   state = CONNECTING;
@@ -235,6 +245,7 @@ export class UpstreamConnection implements ResponseSink {
       this.destroy();
       return true;
     }
+    this.sawBytes = true;
     try {
       this.parser.execute(READ_BUFFER, 0, n);
       const h = this.handler;
@@ -298,6 +309,8 @@ export class UpstreamConnection implements ResponseSink {
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.promoted = false;
     this.reused = this.answered > 0;
+    this.sawBytes = false;
+    this.startedAt = clock.now;
     if (h.pipeline > 1) {
       if (batches.length === 0) setImmediate(writeBatches);
       batches.push(this);
@@ -518,8 +531,9 @@ export class UpstreamConnection implements ResponseSink {
     this.handler = null;
     this.state = CLOSED;
     unwatch(this);
-    // not one byte of the answer came (no head, no 1xx, nothing half-parsed)
-    const unanswered = !this.gotHead && !this.informational && this.parser.idle;
+    // not one byte came since the request started (no head, no 1xx, nothing half-parsed; the
+    // write may even have failed)
+    const unanswered = !this.sawBytes;
     this.parser.stop();
     const cause = this.pendingError as (Error & { code?: string }) | null;
     if (wasConnecting) {
@@ -532,7 +546,7 @@ export class UpstreamConnection implements ResponseSink {
       // batch, and it closed before answering (an app that does not take pipelined requests may
       // close, or reset, the connection on seeing more than one)
       h.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
-    } else if (h !== null && this.reused && unanswered) {
+    } else if (h !== null && this.reused && unanswered && clock.now - this.startedAt <= STALE_WINDOW_MS) {
       h.onUpstreamError(upstreamError(E_STALE, `upstream closed a reused keep-alive connection before answering${cause ? ` (${cause.message})` : ''}`));
     } else if (h !== null) {
       h.onUpstreamError(upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,
@@ -564,7 +578,9 @@ export class UpstreamConnection implements ResponseSink {
     // an answer in front still not whole (a slow head or a trickling body): the requests behind go
     // elsewhere, and its route stops pipelining for a while
     if (this.behind.length > 0 && now - this.turnStart >= PIPELINE_STALL_MS) {
-      this.handler?.onPipelineStall();
+      // (the route's: a Discard in front has none, the requests behind are of the same route)
+      const h = this.handler;
+      (h !== null && !(h instanceof Discard) ? h : this.behind.find((b) => !(b instanceof Discard)))?.onPipelineStall();
       this.detach();
     }
   }

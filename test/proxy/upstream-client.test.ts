@@ -68,13 +68,53 @@ describe('berth upstream client', () => {
     // requests arriving all the time, so some go out on a connection as its end is on the way
     // (no fallback cache: it would answer for a failed one)
     const failed: string[] = [];
-    await Promise.all(Array.from({ length: 12 }, async () => {
-      for (let i = 0; i < 40; i++) {
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      for (let i = 0; i < 60; i++) {
         const r = await get(p!, 'ender.test', '/');
         if (r.status !== 200 || r.body !== 'ok') failed.push(`${r.status} ${r.body}`);
       }
     }));
     expect(failed).toEqual([]);
+  });
+
+  // the second request on each connection meets `second`: the connection ends at once without a
+  // byte (the keep-alive race, as seen from the proxy), or after a 103 (the upstream had begun)
+  it.each([
+    ['a GET whose reused connection ends without a byte is sent again and answered', 'GET', 'end', 200, 2],
+    ['a POST the same way is not (a request with a body is never sent twice)', 'POST', 'end', 502, 1],
+    ['a GET answered 103 and then cut off is not (the upstream had begun)', 'GET', '103', 502, 1],
+  ] as const)('%s', async (_what, method, second, status, seen) => {
+    const paths: string[] = [];
+    const sockets = new Set<import('node:net').Socket>();
+    const srv: NetServer = createNetServer((c) => {
+      sockets.add(c);
+      let n = 0;
+      c.on('data', (d: Buffer) => {
+        const m = /^(\S+) (\S+)/.exec(d.toString('latin1'));
+        if (m === null) return;
+        paths.push(m[2]);
+        if (++n === 1) c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+        else if (second === 'end') c.end();
+        else c.end('HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n');
+      });
+      c.on('error', () => {});
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    cleanup.push(() => new Promise<void>((r) => { for (const c of sockets) c.destroy(); srv.close(() => r()); }));
+    const address = `127.0.0.1:${(srv.address() as { port: number }).port}`;
+    p ??= await startProxy(table([]));
+    const { putRoutes } = await import('./harness.js');
+    expect((await putRoutes(p, table([route('second', ['second.test'], [address], { retry: { attempts: 0 }, fallbackCache: { enabled: false } })], Date.now()))).status).toBe(200);
+    expect((await get(p, 'second.test', '/warm')).status).toBe(200);
+    // the same connection again (idle ones are reused newest first)
+    const r = await get(p, 'second.test', '/t', method === 'POST' ? { method, body: 'x' } : {});
+    expect(r.status, r.body).toBe(status);
+    expect(paths.filter((x) => x === '/t')).toHaveLength(seen);
+    if (status === 200) {
+      const text = await (await fetch(`${p.admin}/metrics`)).text();
+      expect(text).toMatch(/berth_proxy_stale_resent_total\{route="second"\} 1\b/);
+    }
   });
 
   it('Connection: close responses, bodies until the end of the connection, bare-LF heads', async () => {
