@@ -14,6 +14,8 @@ import { get, route, startProxy, startUpstream, table, waitFor, type ProxyProc }
 function sseServer(token: string) {
   const clients = new Set<ServerResponse>();
   const reports: Array<{ proxyId: string; tableVersion: number | null }> = [];
+  /** route ids the proxy asked to wake (POST /v1/routes/:id/activate) */
+  const activations: string[] = [];
   const watchUrls: string[] = [];
   let current = '';
   const server = createServer((req, res) => {
@@ -33,10 +35,17 @@ function sseServer(token: string) {
       req.on('end', () => { reports.push(JSON.parse(b)); res.writeHead(204); res.end(); });
       return;
     }
+    const wake = /^\/v1\/routes\/([^/]+)\/activate$/.exec(req.url ?? '');
+    if (wake !== null && req.method === 'POST') {
+      activations.push(decodeURIComponent(wake[1]));
+      res.writeHead(202, { 'content-type': 'application/json' });
+      res.end('{"starting":true}');
+      return;
+    }
     res.writeHead(404); res.end();
   });
   return {
-    server, reports, watchUrls,
+    server, reports, watchUrls, activations,
     publish(t: object) {
       current = JSON.stringify(t);
       for (const c of clients) c.write(`event: routes\ndata: ${current}\n\n`);
@@ -103,6 +112,36 @@ describe('control-plane subscription', () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('an app scaled to zero whose instance is gone before the table says so is woken, not answered from the fallback cache', async () => {
+    const a = await startUpstream('a');
+    const cp = sseServer('tok');
+    const cpPort = await cp.listen();
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+    let b: Awaited<ReturnType<typeof startUpstream>> | null = null;
+    try {
+      // min_instances 0: the control plane marks the route `wake` while it has an instance too
+      cp.publish(table([route('img-1', ['app.test'], [a.address], { wake: true })], 200));
+      const p = await startProxy(null, ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir]);
+      procs.push(p);
+      await waitFor(async () => (await get(p, 'app.test')).status === 200);
+      for (let i = 0; i < 3; i++) expect(JSON.parse((await get(p, 'app.test')).body).name).toBe('a'); // pooled, and in the fallback cache
+      // the instance stops (its keep-alive connections end, its port refuses); the table still names it
+      await a.close();
+      const held = get(p, 'app.test');
+      await waitFor(() => cp.activations.includes('img-1'), 5000);
+      b = await startUpstream('b');
+      cp.publish(table([route('img-1', ['app.test'], [b.address], { wake: true })], 201));
+      const r = await held;
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body).name).toBe('b');
+    } finally {
+      for (const p of procs.splice(0)) await p.stop();
+      await cp.close();
+      await b?.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it('reconnects when the stream goes silent (half-open connection) instead of keeping a stale table', async () => {
     const cp = sseServer('tok');
