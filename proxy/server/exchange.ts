@@ -13,7 +13,7 @@ import type { HttpResponse } from 'uWebSockets.js';
 import { stickyTarget, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
-import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, judgeBeforeHeaders } from '../resilience/failure-policy.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, isConnectError, judgeBeforeHeaders } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
 import { E_INTERNAL, E_PIPELINE_RESEND, E_STALE, PIPELINE_MAX_BODY, PIPELINE_PAUSE_MS, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
@@ -145,9 +145,14 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   resume(): boolean {
     const now = clock.now;
-    // its route id in the newest table (settings, endpoints), if any still has it
+    // its route id in the newest table (settings, endpoints), if any still has it; a newer table
+    // is the word on its endpoints: the one that failed it before may be back (a woken app's
+    // instance on the same address), and its breaker still guards it
     const current = this.route.home.route;
-    if (current !== null) this.moveTo(current);
+    if (current !== null && current !== this.route) {
+      this.moveTo(current);
+      this.failedEndpoint = null;
+    }
     if (!this.stillAuthorized()) return true;
     const target = this.pick(now);
     if (target === null) return false;
@@ -397,6 +402,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
         this.attempt();
         return;
       }
+      if (this.wakeInstead(err)) return;
       this.destroyBody();
       if (v.retry && v.fault === FAULT_ENDPOINT && this.serveFallback()) return;
       this.fail(v.status, v.code, v.message);
@@ -411,6 +417,22 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       this.resDone = true;
       this.res.close();
     }
+  }
+
+  /**
+   * A route that scales to zero, whose last admitted endpoint just refused the connection (its
+   * instance went away before the table said so): hold the request and wake the app, as when it
+   * has no endpoint, rather than answer from the fallback cache or with a 502 (retries spent).
+   */
+  private wakeInstead(err: UpstreamError): boolean {
+    const q = this.route.queue;
+    if (!this.route.wake || q === null || runtime.activate === null || this.hasBody || !isConnectError(err.code) || this.aborted) return false;
+    this.failedEndpoint = this.endpoint;
+    const now = clock.now;
+    if (this.whyNoEndpoint(now) !== NONE_ADMITTED) return false;
+    this.upstreamDone = false;
+    if (this.wait(q, now)) runtime.activate(this.route.id);
+    return true;
   }
 
   /**

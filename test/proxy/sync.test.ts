@@ -113,7 +113,11 @@ describe('control-plane subscription', () => {
     }
   }, 60_000);
 
-  it('an app scaled to zero whose instance is gone before the table says so is woken, not answered from the fallback cache', async () => {
+  it.each([
+    ['', {}, false],
+    [', with no retries', { retry: { attempts: 0 } }, false],
+    [', its new instance on the same address', {}, true],
+  ] as const)('an app scaled to zero whose instance is gone before the table says so is woken, not answered from the fallback cache%s', async (_what, extra, samePort) => {
     const a = await startUpstream('a');
     const cp = sseServer('tok');
     const cpPort = await cp.listen();
@@ -121,7 +125,7 @@ describe('control-plane subscription', () => {
     let b: Awaited<ReturnType<typeof startUpstream>> | null = null;
     try {
       // min_instances 0: the control plane marks the route `wake` while it has an instance too
-      cp.publish(table([route('img-1', ['app.test'], [a.address], { wake: true })], 200));
+      cp.publish(table([route('img-1', ['app.test'], [a.address], { wake: true, ...extra })], 200));
       const p = await startProxy(null, ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir]);
       procs.push(p);
       await waitFor(async () => (await get(p, 'app.test')).status === 200);
@@ -130,8 +134,8 @@ describe('control-plane subscription', () => {
       await a.close();
       const held = get(p, 'app.test');
       await waitFor(() => cp.activations.includes('img-1'), 5000);
-      b = await startUpstream('b');
-      cp.publish(table([route('img-1', ['app.test'], [b.address], { wake: true })], 201));
+      b = await startUpstream('b', undefined, samePort ? Number(a.address.split(':')[1]) : 0);
+      cp.publish(table([route('img-1', ['app.test'], [b.address], { wake: true, ...extra })], 201));
       const r = await held;
       expect(r.status).toBe(200);
       expect(JSON.parse(r.body).name).toBe('b');
