@@ -42,6 +42,19 @@ export interface UpstreamError {
   message: string;
 }
 
+/** a request is sent again after stale keep-alive connections at most this often (then judged as any close) */
+export const MAX_STALE_RESENDS = 8;
+
+/**
+ * A request that went out on a reused keep-alive connection the upstream closed before a byte of
+ * answer (the keep-alive race, UPSTREAM_STALE_CONNECTION): send it again on another connection —
+ * not a retry, not the endpoint's fault — when that is safe: no body, a safe method, and not
+ * already `resends` times (each try uses up one stale connection).
+ */
+export function resendsStale(method: string, hasBody: boolean, resends: number): boolean {
+  return !hasBody && resends < MAX_STALE_RESENDS && (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
+}
+
 /** Judge an upstream error that happened before any response header reached the proxy. */
 export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict {
   const code = err.code;

@@ -15,7 +15,6 @@ import { Split } from './split.js';
 export class RouteTable {
   constructor(
     readonly version: number,
-    readonly spec: RouteTableSpec,
     readonly routes: Route[],
     private readonly exact: Map<string, Route | Split>,
     private readonly wildcard: Map<string, Route | Split>,
@@ -155,7 +154,7 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
     h.cache = null;
     if (h.queue !== null && h.queue.length === 0) h.queue = null;
   }
-  return new RouteTable(spec.version, spec, routes, exact, wildcard);
+  return new RouteTable(spec.version, routes, exact, wildcard);
 }
 
 function compileRoute(rs: RouteSpec, registry: EndpointRegistry, home: RouteHome, generation: number): Route {

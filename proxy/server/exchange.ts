@@ -13,7 +13,7 @@ import type { HttpResponse } from 'uWebSockets.js';
 import { stickyTarget, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
-import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, isConnectError, judgeBeforeHeaders } from '../resilience/failure-policy.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, isConnectError, judgeBeforeHeaders, resendsStale } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
 import { E_INTERNAL, E_PIPELINE_RESEND, E_STALE, PIPELINE_MAX_BODY, PIPELINE_PAUSE_MS, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
@@ -38,8 +38,6 @@ const held = { bytes: 0 };
 
 /** Exchange.whyNoEndpoint() answers */
 const NO_ROOM = 0, SATURATED = 1, NONE_ADMITTED = 2;
-/** a request sent on stale keep-alive connections is sent again at most this often (then judged as any close) */
-const MAX_STALE_RESENDS = 8;
 
 export class Exchange extends ClientResponse implements UpstreamHandler {
   // request
@@ -354,7 +352,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (err.code === E_INTERNAL) internalError(null, (err.cause as Error | undefined) ?? err);
     if (this.upstreamDone) return;
     const code = err.code;
-    if ((code === E_PIPELINE_RESEND || (code === E_STALE && this.mayResendStale())) && !this.aborted && ep !== null) {
+    if ((code === E_PIPELINE_RESEND || (code === E_STALE && resendsStale(this.method, this.hasBody, this.staleResends))) && !this.aborted && ep !== null) {
       // pipelined behind an answer that ended its connection, or would have held it up; or sent
       // on a keep-alive connection the upstream was closing: sent again, alone and afresh, as any
       // request is — balanced (its endpoint again, most likely), the breaker asked, the books
@@ -425,24 +423,13 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
    * has no endpoint, rather than answer from the fallback cache or with a 502 (retries spent).
    */
   private wakeInstead(err: UpstreamError): boolean {
-    const q = this.route.queue;
-    if (!this.route.wake || q === null || runtime.activate === null || this.hasBody || !isConnectError(err.code) || this.aborted) return false;
+    if (!this.route.wake || runtime.activate === null || this.hasBody || this.aborted || !isConnectError(err.code)) return false;
     this.failedEndpoint = this.endpoint;
-    const now = clock.now;
-    if (this.whyNoEndpoint(now) !== NONE_ADMITTED) return false;
+    if (this.whyNoEndpoint(clock.now) !== NONE_ADMITTED) return false;
+    // attempt() finds no endpoint either: it holds the request and asks for an instance
     this.upstreamDone = false;
-    if (this.wait(q, now)) runtime.activate(this.route.id);
+    this.attempt();
     return true;
-  }
-
-  /**
-   * A bodiless safe request that went out on a reused connection the upstream closed before
-   * answering is sent again (a few times at most: each try uses up one stale connection).
-   */
-  private mayResendStale(): boolean {
-    if (this.hasBody || this.staleResends >= MAX_STALE_RESENDS) return false;
-    const m = this.method;
-    return m === 'GET' || m === 'HEAD' || m === 'OPTIONS';
   }
 
   /** Settle the endpoint's books for a failed attempt: only its own faults reach its breaker. */

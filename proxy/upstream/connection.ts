@@ -195,9 +195,8 @@ export class UpstreamConnection implements ResponseSink {
   private batchDepth = 1;
   /** the request being answered was pipelined behind another (not the batch's first) */
   promoted = false;
-  /** answers this connection carried to their end, and whether there were some before the request being answered */
+  /** answers this connection carried to their end (more than none: a reused connection) */
   private answered = 0;
-  private reused = false;
   /** bytes have come since the request being answered started (a 1xx, a piece of a head…) */
   private sawBytes = false;
   /** when the request being answered started (coarse clock) */
@@ -308,7 +307,6 @@ export class UpstreamConnection implements ResponseSink {
     this.requestDone = !h.hasBody;
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.promoted = false;
-    this.reused = this.answered > 0;
     this.sawBytes = false;
     this.startedAt = clock.now;
     if (h.pipeline > 1) {
@@ -546,7 +544,7 @@ export class UpstreamConnection implements ResponseSink {
       // batch, and it closed before answering (an app that does not take pipelined requests may
       // close, or reset, the connection on seeing more than one)
       h.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
-    } else if (h !== null && this.reused && unanswered && clock.now - this.startedAt <= STALE_WINDOW_MS) {
+    } else if (h !== null && this.answered > 0 && unanswered && clock.now - this.startedAt <= STALE_WINDOW_MS) {
       h.onUpstreamError(upstreamError(E_STALE, `upstream closed a reused keep-alive connection before answering${cause ? ` (${cause.message})` : ''}`));
     } else if (h !== null) {
       h.onUpstreamError(upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { forwardableTarget, forwardableValue, validContentLength, validHost, validTransferEncoding } from '../../proxy/server/admission.js';
-import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, FAULT_PROTOCOL, faultAfterHeaders, judgeBeforeHeaders } from '../../proxy/resilience/failure-policy.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, FAULT_PROTOCOL, faultAfterHeaders, judgeBeforeHeaders, MAX_STALE_RESENDS, resendsStale } from '../../proxy/resilience/failure-policy.js';
 import { varyCacheable, forbidsStore } from '../../proxy/server/headers.js';
 import { CircuitBreaker, HALF_OPEN, PROBE_LEASE_MS } from '../../proxy/resilience/circuit-breaker.js';
 
@@ -48,6 +48,16 @@ describe('failure policy', () => {
   ])('%j', (err, fault, retry, status) => {
     const v = judgeBeforeHeaders(err, 'GET');
     expect([v.fault, v.retry, v.status]).toEqual([fault, retry, status]);
+  });
+  it('a stale keep-alive connection sends again only a safe request without a body, a bounded number of times', () => {
+    for (const m of ['GET', 'HEAD', 'OPTIONS']) expect(resendsStale(m, false, 0)).toBe(true);
+    for (const m of ['POST', 'PUT', 'DELETE', 'PATCH', 'TRACE']) expect(resendsStale(m, false, 0)).toBe(false);
+    expect(resendsStale('GET', true, 0)).toBe(false);
+    expect(resendsStale('GET', false, MAX_STALE_RESENDS - 1)).toBe(true);
+    expect(resendsStale('GET', false, MAX_STALE_RESENDS)).toBe(false);
+    // judged as any close when it is not sent again: idempotent methods may be retried by policy
+    const v = judgeBeforeHeaders({ code: 'UPSTREAM_STALE_CONNECTION', message: '' }, 'POST');
+    expect([v.fault, v.retry, v.status]).toEqual([FAULT_ENDPOINT, false, 502]);
   });
   it('a reset is retried only for idempotent methods; after headers only body failures count', () => {
     expect(judgeBeforeHeaders({ code: 'ECONNRESET', message: '' }, 'POST').retry).toBe(false);
