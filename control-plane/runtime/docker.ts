@@ -7,6 +7,7 @@ import tarStream from 'tar-stream';
 import type { Logger } from '../../shared/logging.js';
 import { buildCgroups, type BuildCgroups } from './build-cgroup.js';
 import { BuildDiskWatch, freeBelow, SHORT_OF_DISK } from './build-disk.js';
+import { removeLeftovers, StepImages } from './build-leftovers.js';
 import { isTransientDockerError, withRetry } from './retry.js';
 
 /**
@@ -264,6 +265,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
 
   async function build(b: BuildImageOptions, w: Watched, context: () => tarStream.Pack): Promise<{ imageId: string }> {
     const { signal, disk } = w;
+    const began = Date.now();
     const stream = (await retrying('build', () =>
       docker.buildImage(context() as unknown as NodeJS.ReadableStream, {
         t: b.tag,
@@ -286,6 +288,26 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         abortSignal: signal,
       } as Docker.ImageBuildOptions), signal)) as Readable;
     disk?.start();
+    // the images its steps committed are removed when they lead to no tagged image: all of a
+    // failed build's, and a successful multi-stage build's earlier stages (build-leftovers.ts)
+    const steps = new StepImages();
+    let built: { imageId: string };
+    try {
+      built = await follow(b, w, stream, steps);
+    } catch (e) {
+      const removed = await removeLeftovers(docker, steps.ids, began);
+      if (removed > 0) log.debug({ tag: b.tag, removed }, 'removed the images a failed build committed');
+      throw e;
+    }
+    // (the final image's own steps are its parents: the daemon refuses to remove those, at once)
+    const removed = await removeLeftovers(docker, steps.ids, began, 0);
+    if (removed > 0) log.debug({ tag: b.tag, removed }, 'removed the images of earlier build stages');
+    return built;
+  }
+
+  /** Read a build's output to its end: the image id, or a BuildError. */
+  async function follow(b: BuildImageOptions, w: Watched, stream: Readable, steps: StepImages): Promise<{ imageId: string }> {
+    const { signal, disk } = w;
     let imageId: string | undefined;
     let failure: string | undefined;
     let buf = '';
@@ -293,7 +315,10 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       if (!line.trim()) return;
       let msg: { stream?: string; status?: string; progress?: string; error?: string; errorDetail?: { message?: string }; aux?: { ID?: string } };
       try { msg = JSON.parse(line); } catch { b.onOutput(line + '\n'); return; }
-      if (msg.stream) b.onOutput(msg.stream);
+      if (msg.stream) {
+        steps.see(msg.stream);
+        b.onOutput(msg.stream);
+      }
       else if (msg.status) b.onOutput(`${msg.status}${msg.progress ? ' ' + msg.progress : ''}\n`);
       if (msg.aux?.ID) imageId = msg.aux.ID;
       if (msg.error || msg.errorDetail) {

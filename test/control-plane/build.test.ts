@@ -120,6 +120,55 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     expect(ev[1].payload.reason).toMatch(/non-zero code: 3/);
   });
 
+  it("a failed build leaves none of its steps' images in the daemon; ids a step prints are not removed", async () => {
+    const base = await docker.getImage('berth-test/busybox:1').inspect();
+    const forged = base.Id.slice(7, 19);
+    const r = await alice.upload({ name: 'leftovers', app_hostname: host() }, await makeTar([
+      { name: 'Dockerfile', content: `FROM berth-test/busybox:1\nCOPY a /a\nRUN echo hi > /b\nENV X=1\nCOPY a /c\nRUN echo ' ---> ${forged}' && exit 4\n` },
+      { name: 'a', content: 'data\n' },
+    ]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status).toBe('build_failed');
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    const ids = [...logs.matchAll(/^ ---> ([0-9a-f]{12})$/gm)].map((m) => m[1]);
+    // the base, the three steps the daemon committed (COPY, RUN, ENV, COPY: four) and the forged line
+    expect(ids).toHaveLength(6);
+    expect(ids[0]).toBe(forged);
+    expect(ids.at(-1)).toBe(forged);
+    const steps = ids.slice(1, -1);
+    const exists = (id: string) => docker.getImage(id).inspect().then(() => true, () => false);
+    for (const id of steps) expect(await exists(id), id).toBe(false);
+    // the base image the step named is tagged: it stays
+    expect(await exists(forged)).toBe(true);
+  });
+
+  it("a multi-stage build leaves no earlier stage's image behind; the final image keeps its own steps", async () => {
+    const r = await alice.upload({ name: 'stages', app_hostname: host(), min_instances: 0 }, await makeTar([{
+      name: 'Dockerfile',
+      content: 'FROM berth-test/busybox:1 AS first\nRUN echo one > /one\nFROM berth-test/busybox:1 AS second\nRUN echo two > /two\nFROM berth-test/busybox:1\nCOPY --from=first /one /one\nCOPY --from=second /two /two\nRUN cat /one /two > /both\nCMD ["cat", "/both"]\n',
+    }]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id);
+    expect(img.status, img.status_reason).toBe('ready');
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    const ids = [...logs.matchAll(/^ ---> ([0-9a-f]{12})$/gm)].map((m) => m[1]);
+    const own = (await docker.getImage(img.docker_image).history()).map((h: { Id: string }) => h.Id);
+    const kept: string[] = [];
+    const gone: string[] = [];
+    for (const id of ids) {
+      const info = await docker.getImage(id).inspect().catch(() => null);
+      if (info === null) gone.push(id);
+      else if (info.RepoTags.length === 0 && !own.some((o: string) => o.startsWith(`sha256:${id}`))) kept.push(id);
+    }
+    expect(kept).toEqual([]);
+    // the two earlier stages' steps (each stage's last one removed takes its parents with it)
+    expect(gone).toHaveLength(2);
+    // and the final image is whole: its parents are still there
+    expect(own.filter((o: string) => o !== '<missing>').length).toBeGreaterThanOrEqual(4);
+    for (const o of own) if (o !== '<missing>') expect(await docker.getImage(o).inspect().then(() => true, () => false), o).toBe(true);
+  });
+
   it('a Dockerfile whose base image is not available fails with the Docker error', async () => {
     const r = await alice.upload({ name: 'nobase', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: 'FROM berth-test/does-not-exist:0\n' }]));
     const img = await alice.waitForBuild(r.body.id);
@@ -248,6 +297,11 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
       for (let i = 0; i < 100 && (await left()).length > 0; i++) await new Promise((res) => setTimeout(res, 200));
       expect(await left()).toEqual([]);
       expect(await docker.getImage(r.body.docker_image).inspect().then(() => 'kept', () => 'gone')).toBe('gone');
+      // nor do the images of the steps that finished (up to the limit of disk each): the base alone stays
+      const ids = [...logs.matchAll(/^ ---> ([0-9a-f]{12})$/gm)].map((m) => m[1]);
+      const kept = [];
+      for (const id of ids) if (await docker.getImage(id).inspect().then((i) => i.RepoTags.length === 0, () => false)) kept.push(id);
+      expect(kept, name).toEqual([]);
     }
   }, 120_000);
 
