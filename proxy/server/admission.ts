@@ -25,7 +25,7 @@ import type { Route } from '../routing/route.js';
 import { Split } from '../routing/split.js';
 import { logRejected, refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
-import { readTarget, target } from './target.js';
+import { keepHostHeader, readTarget, target } from './target.js';
 
 /** Anything but TAB and printable ASCII (SP..~) needs a closer look. */
 const NOT_PLAIN_VALUE = /[^\t\x20-\x7e]/;
@@ -198,16 +198,19 @@ export function affinityKey(cookie: string): string {
 export function admit(res: HttpResponse, req: HttpRequest, method: string): boolean {
   const query = req.getQuery();
   readTarget(req);
-  const rawHost = target.rawHost;
   const requestId = target.requestId;
   const head = method === 'HEAD';
   const table = runtime.table;
   if (table === null) {
     globalStats.notReady++;
     sendError(res, 503, 'not_ready', requestId, 'the proxy has not received a route table yet', head);
-    logRejected(requestId, method, rawHost, target.path, 503, 'not_ready');
+    logRejected(requestId, method, target.rawHost, target.path, 503, 'not_ready');
     return false;
   }
+  // `/apps/{host}/` on a Host that names an app is that app's own path (target.ts)
+  const header = target.hostHeader;
+  if (header !== '' && validHost(header) && table.entry(normalizeHost(header)) !== undefined) keepHostHeader();
+  const rawHost = target.rawHost;
   if (rawHost === '') {
     globalStats.badRequest++;
     sendError(res, 400, 'missing_host', requestId, 'the request has no Host header (or /apps/{host}/ path)', head);

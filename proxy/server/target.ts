@@ -5,13 +5,21 @@ import { newRequestId, validRequestId } from './request-id.js';
  * Where a request is going, for HTTP and WebSocket alike: `/apps/{host}/{path}` (access without
  * DNS) or the Host header, plus the request id (kept when sane, else created).
  * One reused object filled by readTarget(): nothing allocated per request beyond the strings.
+ *
+ * `/apps/{host}/` is read from the path only to reach the proxy's own address: when the Host
+ * header names an app, the path is that app's (admission.ts puts `hostHeader` and `fullPath`
+ * back). Otherwise any app could be served in another app's origin:
+ * `https://victim.example.com/apps/evil.example.com/` would run evil's script as victim's.
  */
-export const target = { path: '', rawHost: '', requestId: '' };
+export const target = { path: '', rawHost: '', requestId: '', hostHeader: '', fullPath: '' };
 
 export function readTarget(req: HttpRequest): void {
   let path = req.getUrl();
   let rawHost = req.getHeader('host');
+  target.hostHeader = '';
   if (path.length > 6 && path.charCodeAt(1) === 97 && path.startsWith('/apps/')) {
+    target.hostHeader = rawHost;
+    target.fullPath = path;
     const slash = path.indexOf('/', 6);
     rawHost = slash === -1 ? path.slice(6) : path.slice(6, slash);
     path = slash === -1 ? '/' : path.slice(slash);
@@ -20,4 +28,11 @@ export function readTarget(req: HttpRequest): void {
   target.rawHost = rawHost;
   const ridIn = req.getHeader('x-request-id');
   target.requestId = ridIn !== '' && validRequestId(ridIn) ? ridIn : newRequestId();
+}
+
+/** The request came as `/apps/{host}/…` with a Host that names an app: the Host and the whole path are the target after all. */
+export function keepHostHeader(): void {
+  target.rawHost = target.hostHeader;
+  target.path = target.fullPath;
+  target.hostHeader = '';
 }

@@ -59,6 +59,18 @@ describe('routing', () => {
     expect(body.url).toBe('/deep/path?q=1');
     expect(body.headers.host).toBe('shop.example.com');
     expect((await get(p, 'x', '/apps/shop.example.com')).status).toBe(200);
+    expect((await get(p, '127.0.0.1:8080', '/apps/special.test/length')).body).toBe('hello');
+  });
+  it('/apps/{host}/ on a Host that names an app is that app\'s own path: no app is served in another\'s origin', async () => {
+    // (else https://shop.example.com/apps/special.test/ would run special.test's script as shop.example.com)
+    for (const h of ['shop.example.com', 'Shop.Example.com:443', 'x.wild.example.com']) {
+      const r = await get(p, h, '/apps/special.test/length?q=1');
+      expect(r.status, h).toBe(200);
+      const body = JSON.parse(r.body);
+      expect(body.name).toBe('echo');
+      expect(body.url).toBe('/apps/special.test/length?q=1');
+    }
+    // (WebSocket upgrades go through the same admit())
   });
   it('answers 404 with x-berth-error and a request id for unknown hosts', async () => {
     const r = await get(p, 'nope.example.org');
