@@ -11,11 +11,25 @@ import type { ContainerRow, ImageRow } from '../images/repo.js';
 /** vCPU an instance is billed for when its image sets no limit (Cloud Run's default: 1). */
 export const DEFAULT_VCPU = 1;
 
+/** What Docker says a container was made with (HostConfig NanoCpus / Memory; 0: not limited). */
+export interface ContainerSize {
+  nanoCpus: number;
+  memoryBytes: number;
+}
+
+/**
+ * Open a run's record. It is billed for what the container was made with (`size`), which is
+ * the image's limits when berth made it; the image's own figures stand in only where Docker
+ * reports no limit. (The image's limits can change without a rebuild, and a stopped container
+ * restarted by Docker keeps the ones it was made with.)
+ */
 export async function openUsage(q: Queryable, c: Pick<ContainerRow, 'id' | 'user_id' | 'image_id' | 'docker_id' | 'started_at'>,
-  img: Pick<ImageRow, 'app_hostname' | 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number): Promise<void> {
+  img: Pick<ImageRow, 'app_hostname' | 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number, size: ContainerSize): Promise<void> {
   await closeUsage(q, c.id, 'restarted');
-  const vcpu = img.cpu_limit !== null && img.cpu_limit !== undefined && Number(img.cpu_limit) > 0 ? Number(img.cpu_limit) : DEFAULT_VCPU;
-  const mem = img.memory_limit_bytes !== null && img.memory_limit_bytes !== undefined ? Number(img.memory_limit_bytes) : defaultMemoryBytes;
+  const vcpu = size.nanoCpus > 0 ? size.nanoCpus / 1e9
+    : img.cpu_limit !== null && img.cpu_limit !== undefined && Number(img.cpu_limit) > 0 ? Number(img.cpu_limit) : DEFAULT_VCPU;
+  const mem = size.memoryBytes > 0 ? size.memoryBytes
+    : img.memory_limit_bytes !== null && img.memory_limit_bytes !== undefined ? Number(img.memory_limit_bytes) : defaultMemoryBytes;
   await q.query(
     `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
      VALUES ($1, $2, $3, $4, $5, $6, $7, LEAST(now(), COALESCE($8::timestamptz, now())))`,

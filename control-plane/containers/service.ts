@@ -6,7 +6,7 @@ import { recordEvent, type EventRelay } from '../events/outbox.js';
 import { ApiError, conflict, notFound } from '../http/errors.js';
 import type { ContainerRow, ImageRow } from '../images/repo.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
-import { ContainerRuntimeError, type ContainerRuntime } from '../runtime/containers.js';
+import { ContainerRuntimeError, type ContainerRuntime, type ContainerState } from '../runtime/containers.js';
 import type { RouteHub } from '../discovery/hub.js';
 import type { ProxyRegistry } from '../discovery/proxies.js';
 import { endpointAddress } from '../discovery/route-table.js';
@@ -223,9 +223,7 @@ export class ContainerService {
         // the image id recorded by the build, never a tag (a name resolves to whatever carries it now)
         name: c.name!, image: img.docker_image_id ?? img.docker_image, labels: this.labels(c, img),
         env: containerEnv(img), containerPort: img.container_port, publishHost: this.d.config.publishHost,
-        // no cpu_limit: the vCPU it is billed for (billing/usage.ts), not the whole host
-        cpus: img.cpu_limit ?? DEFAULT_VCPU,
-        memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes,
+        ...this.limits(img),
         pidsLimit: this.d.config.containerPidsLimit,
       });
       await this.d.db.query('UPDATE containers SET docker_id = $2, updated_at = now() WHERE id = $1', [c.id, dockerId]);
@@ -261,7 +259,7 @@ export class ContainerService {
       if (!row) throw new ContainerRuntimeError(`container ${id} was deleted while starting`);
       await recordEvent(tx, this.eventFor('container.started', row, img));
       // a usage record per run (billing), opened with the state change
-      await openUsage(tx, row, img, this.d.config.containerMemoryDefaultBytes);
+      await openUsage(tx, row, img, this.d.config.containerMemoryDefaultBytes, st);
       return row;
     });
     this.changed();
@@ -339,9 +337,11 @@ export class ContainerService {
         await tx.query(`UPDATE containers SET desired = 'running', status = 'creating', status_reason = NULL, updated_at = now() WHERE id = $1`, [c.id]);
       });
       try {
-        // a container made before berth isolated containers (another network) is made afresh
+        // a container made before berth isolated containers (another network), or with other
+        // limits than the image has now (PATCHed since), is made afresh: it runs, and is billed
+        // (billing/usage.ts, from the image), with what the image says
         const prev = c.docker_id ? await this.d.runtime.inspect(c.docker_id) : null;
-        if (c.docker_id && prev && prev.network === this.d.runtime.network) {
+        if (c.docker_id && prev && prev.network === this.d.runtime.network && this.sameLimits(prev, img)) {
           try {
             await this.d.runtime.start(c.docker_id);
             return await this.markStarted(c.id, c.docker_id, img);
@@ -363,6 +363,18 @@ export class ContainerService {
         throw dockerApiError(e);
       }
     });
+  }
+
+  /** Was a container made with the CPU and memory the image has now? */
+  private sameLimits(st: ContainerState, img: ImageRow): boolean {
+    const l = this.limits(img);
+    return st.nanoCpus === Math.round(l.cpus * 1e9) && st.memoryBytes === (l.memoryBytes || 0);
+  }
+
+  /** The CPU and memory a container of `img` is made with (and billed for). */
+  private limits(img: ImageRow): { cpus: number; memoryBytes: number } {
+    // no cpu_limit: the vCPU it is billed for (billing/usage.ts), not the whole host
+    return { cpus: img.cpu_limit ?? DEFAULT_VCPU, memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes };
   }
 
   /** A `creating` row whose start failed before launch() → failed + container.failed (the reconcile loop retries). */
@@ -462,7 +474,7 @@ export class ContainerService {
    * new ones with health `unknown` (out of the table until probed healthy again on the new port)
    * and a container.started event, in one transaction; the route table is rebuilt.
    */
-  async noteRestarted(c: ContainerRow, st: { dockerId: string; hostPort: number | null; ip: string | null; startedAt: string | null }): Promise<ContainerRow | undefined> {
+  async noteRestarted(c: ContainerRow, st: Pick<ContainerState, 'dockerId' | 'hostPort' | 'ip' | 'startedAt' | 'nanoCpus' | 'memoryBytes'>): Promise<ContainerRow | undefined> {
     const img = await imageOf(this.d.db, c);
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(
@@ -471,7 +483,7 @@ export class ContainerService {
          WHERE id = $1 AND docker_id = $2 AND status = 'running' RETURNING *`, [c.id, st.dockerId, st.hostPort, st.ip, dockerTime(st.startedAt)]);
       if (row) {
         await recordEvent(tx, this.eventFor('container.started', row, img, { reason: 'restarted outside berth', old_host_port: c.host_port }));
-        await openUsage(tx, row, img, this.d.config.containerMemoryDefaultBytes); // closes the previous run's record
+        await openUsage(tx, row, img, this.d.config.containerMemoryDefaultBytes, st); // closes the previous run's record
       }
       return row;
     });

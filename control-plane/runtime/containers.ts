@@ -61,6 +61,9 @@ export interface ContainerState {
   startedAt: string | null;
   /** Docker network mode (the berth app network for containers berth made since it isolates them) */
   network: string | null;
+  /** the CPU and memory it was made with (HostConfig NanoCpus / Memory; 0: none) */
+  nanoCpus: number;
+  memoryBytes: number;
 }
 
 export interface ManagedContainer {
@@ -262,6 +265,8 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
       labels: info.Config.Labels ?? {},
       startedAt: info.State.StartedAt ?? null,
       network: info.HostConfig?.NetworkMode ?? null,
+      nanoCpus: info.HostConfig?.NanoCpus ?? 0,
+      memoryBytes: info.HostConfig?.Memory ?? 0,
     };
   }
 

@@ -96,6 +96,18 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     expect(idle.total_containers).toBe(1);
     expect(idle.total_runs).toBe(2);
 
+    // limits changed while stopped: the next start runs with them and is billed for them (the
+    // stopped container, made with the old ones, is made afresh — not billed small while running big)
+    expect((await alice.post(`/api/containers/${ci.id}/stop`)).status).toBe(200);
+    expect((await alice.req('PATCH', `/api/images/${idleImage}`, { json: { cpu_limit: '0.25', memory_limit: '32m' } })).status).toBe(200);
+    const started = await alice.post(`/api/containers/${ci.id}/start`);
+    expect(started.status, started.text).toBe(200);
+    const made = await docker.getContainer(started.body.docker_id).inspect();
+    expect([made.HostConfig.NanoCpus, made.HostConfig.Memory]).toEqual([0.25e9, 32 * 1024 * 1024]);
+    idle = await billing(idleImage);
+    expect(idle.records).toHaveLength(3);
+    expect(idle.records[2]).toMatchObject({ status: 'Active', vcpu: 0.25, memory_bytes: 32 * 1024 * 1024 });
+
     // docker kill: the reconcile loop sees the crash, closes the record, and the replacement opens its own
     await docker.getContainer(cb.docker_id).kill();
     const crashed = await waitFor('the crash closed the record and a new run opened', async () => {
