@@ -17,6 +17,7 @@ import { withTransaction } from '../db/pool.js';
 import { ApiError, badRequest, conflict, notFound } from '../http/errors.js';
 import { idParams } from '../http/schemas.js';
 import { startSse } from '../http/sse.js';
+import { envNumber } from '../env.js';
 import { streamLimits } from '../http/stream-limits.js';
 import { compatRoutes } from './compat.js';
 import { startBody, type StartBody } from './schema.js';
@@ -273,7 +274,14 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
   }, async (req, reply) => {
     const r = await service.get(req.user!.id, req.params.id);
     // counts against the per-user and global caps on live streams (429 past them) until it closes
-    reply.raw.on('close', streamLimits(app).acquire(req.user!.id, 'workload live'));
+    const release = streamLimits(app).acquire(req.user!.id, 'workload live');
+    reply.raw.on('close', release);
+    // a client that left while the run was looked up: its close came before that listener
+    if (reply.raw.destroyed || req.raw.socket?.destroyed) {
+      release();
+      reply.hijack();
+      return;
+    }
     followLive(req, reply, r, runner.get(r.id), followers);
   });
 
@@ -301,7 +309,14 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
   await compatRoutes(app, service);
 }
 
-/** SSE: `event: progress` once per second while the run goes, then `event: end {status}`. */
+/** How long a live stream may leave what was sent unread before it is closed. */
+const LIVE_STALL_MS = envNumber('BERTH_LOG_STALL_MS', 60_000, 100, 86_400_000, true);
+
+/**
+ * SSE: `event: progress` once per second while the run goes, then `event: end {status}`.
+ * Progress events are snapshots: while the client has not read the last one, the next ones are
+ * skipped (nothing piles up), and one that reads nothing for LIVE_STALL_MS is disconnected.
+ */
 function followLive(req: FastifyRequest, reply: FastifyReply, r: WorkloadRow, live: ReturnType<WorkloadRunner['get']>, followers: Set<() => void>): void {
   const res = startSse(req, reply);
   const send = (event: string, data: unknown) => { if (!res.destroyed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`); };
@@ -311,16 +326,27 @@ function followLive(req: FastifyRequest, reply: FastifyReply, r: WorkloadRow, li
     return;
   }
   let closed = false;
-  const heartbeat = setInterval(() => { if (!res.destroyed) res.write(': keep-alive\n\n'); }, 15_000);
+  let stall: NodeJS.Timeout | undefined;
+  const heartbeat = setInterval(() => { if (!res.destroyed && !res.writableNeedDrain) res.write(': keep-alive\n\n'); }, 15_000);
   const cleanup = () => {
     closed = true;
     clearInterval(heartbeat);
+    if (stall) clearTimeout(stall);
     live.listeners.delete(listener);
     followers.delete(shutdown);
   };
+  res.on('drain', () => { if (stall) { clearTimeout(stall); stall = undefined; } });
   const listener = (e: LiveEvent) => {
     if (closed) return;
     if (e.type === 'progress') {
+      if (res.writableNeedDrain) {
+        stall ??= setTimeout(() => {
+          req.log.info({ stallMs: LIVE_STALL_MS }, 'workload live reader read nothing for too long; disconnected');
+          cleanup();
+          res.destroy();
+        }, LIVE_STALL_MS);
+        return;
+      }
       send('progress', { id: r.id, ...e.progress, metrics: e.metrics });
     } else {
       cleanup();

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../control-plane/app.js';
@@ -13,6 +13,7 @@ import { isSensitiveHeader } from '../../bench/workload/redact.js';
 import { migrate } from '../../control-plane/db/migrate.js';
 import { migrations } from '../../control-plane/db/migrations/index.js';
 import { createPool } from '../../control-plane/db/pool.js';
+import { streamLimits } from '../../control-plane/http/stream-limits.js';
 import { HEARTBEAT_S } from '../../control-plane/workloads/plugin.js';
 import { INTERRUPTED_REASON, STALE_AFTER_S } from '../../control-plane/workloads/repo.js';
 import { Api } from '../helpers/api.js';
@@ -248,6 +249,30 @@ describe('/api/workloads', () => {
     const r = await a.post('/api/workloads', body);
     expect(r.status, r.text).toBe(400);
     expect(r.body.error.message).toMatch(message);
+  });
+
+  it('a live view whose client leaves while the run is looked up frees its stream slot (20 such would lock the user out of logs)', async () => {
+    const id = (await a.get('/api/workloads')).body.workloads[0].id;
+    const aId = await userId(a);
+    const limits = streamLimits(t.cp.app);
+    const { port } = new URL(t.cp.url);
+    // each client sends the request and resets the connection a moment later: some before the
+    // handler starts, some while it awaits the database, some after it answers
+    await Promise.all(Array.from({ length: 40 }, (_, i) => new Promise<void>((resolve) => {
+      const s = connect(Number(port), '127.0.0.1', () => {
+        s.write(`GET /api/workloads/${id}/live HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${a.token}\r\n\r\n`);
+        setTimeout(() => { s.resetAndDestroy(); resolve(); }, i % 8);
+      });
+      s.on('error', () => resolve());
+    })));
+    // (the server handles them a little later; a slot it leaked stays taken for good)
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = Date.now();
+    while (limits.count(aId) > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    expect(limits.count(aId)).toBe(0);
+    const live = await fetch(`${t.cp.url}/api/workloads/${id}/live`, { headers: { authorization: `Bearer ${a.token}` } });
+    expect(live.status).toBe(200);
+    await live.text();
   });
 
   it('malformed JSON and a wrong content type are 4xx, not 500', async () => {
