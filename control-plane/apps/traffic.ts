@@ -160,6 +160,15 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: R
 export function trafficAfterDeploy(current: TrafficEntry[], opts: { imageId: number; noTraffic: boolean; tag: string | null; latestNow: number | null }): TrafficEntry[] {
   // pinned: `latest` becomes the revision it stands for now (kept as is while none is ready)
   let next = current.map((e) => (opts.noTraffic && e.latest && opts.latestNow !== null ? { image_id: opts.latestNow, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { ...e }));
+  // an entry already naming that revision takes the pinned share (a revision is listed once); of
+  // two tags, the one set on the revision itself stays
+  const pinned = opts.noTraffic && opts.latestNow !== null ? current.findIndex((e) => e.latest) : -1;
+  const same = pinned === -1 ? -1 : next.findIndex((e, i) => i !== pinned && e.image_id === opts.latestNow);
+  if (same !== -1) {
+    next[same].percent += next[pinned].percent;
+    if (next[same].tag === undefined && next[pinned].tag !== undefined) next[same].tag = next[pinned].tag;
+    next.splice(pinned, 1);
+  }
   if (opts.tag) {
     for (const e of next) if (e.tag === opts.tag) delete e.tag;
     const mine = next.find((e) => e.image_id === opts.imageId);

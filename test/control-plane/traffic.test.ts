@@ -62,6 +62,18 @@ describe('trafficAfterDeploy and the pending revision', () => {
       .toEqual([{ image_id: 1, percent: 50 }, { image_id: 2, percent: 50 }, { image_id: 3, percent: 0, tag: 'next' }]);
   });
 
+  it('no_traffic merges latest into an entry that already names its revision: the split stays one the API takes', () => {
+    const revs = [rev(7, 1), rev(8, 2), rev(9, 3, 'building', false)];
+    const pinned = trafficAfterDeploy([{ latest: true, percent: 90 }, { image_id: 7, percent: 10, tag: 'pin' }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 });
+    expect(pinned).toEqual([{ image_id: 7, percent: 100, tag: 'pin' }]);
+    expect(() => checkTraffic(pinned as never, 'shop.example.com', revs)).not.toThrow();
+    // both tagged: the revision's own tag stays; the other entries are untouched
+    expect(trafficAfterDeploy([{ image_id: 8, percent: 20 }, { latest: true, percent: 30, tag: 'main' }, { image_id: 7, percent: 50, tag: 'pin' }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 }))
+      .toEqual([{ image_id: 8, percent: 20 }, { image_id: 7, percent: 80, tag: 'pin' }]);
+    expect(trafficAfterDeploy([{ latest: true, percent: 60, tag: 'main' }, { image_id: 7, percent: 40 }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 }))
+      .toEqual([{ image_id: 7, percent: 100, tag: 'main' }]);
+  });
+
   it('a tag moves to the new revision', () => {
     expect(trafficAfterDeploy([{ image_id: 1, percent: 100, tag: 'canary' }], { imageId: 2, noTraffic: true, tag: 'canary', latestNow: 1 }))
       .toEqual([{ image_id: 1, percent: 100 }, { image_id: 2, percent: 0, tag: 'canary' }]);
