@@ -86,7 +86,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
-    // table. Past the cap the stream is cut; the proxy reconnects and gets the full table.
+    // table (see `pending` below). Past the cap (one huge table, pings) the stream is cut; the
+    // proxy reconnects and gets the full table.
     const write = (chunk: string) => {
       if (res.destroyed) return;
       if (res.writableLength > WATCH_BUFFER_CAP) {
@@ -102,7 +103,22 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
       const f = affinity ? u : withoutAffinity(u);
       return pipeline ? f : withoutPipeline(f);
     };
-    const send = (t: RouteTableSpec) => write(`event: routes\ndata: ${JSON.stringify(readable(t))}\n\n`);
+    // A proxy still reading (or applying) the last table gets only the newest when it has: tables
+    // published meanwhile are skipped, not queued (each is whole; a burst of changes costs the
+    // proxy one apply, and this process one table per stream).
+    let pending: RouteTableSpec | null = null;
+    const send = (t: RouteTableSpec) => {
+      if (res.writableNeedDrain) {
+        pending = t;
+        return;
+      }
+      write(`event: routes\ndata: ${JSON.stringify(readable(t))}\n\n`);
+    };
+    res.on('drain', () => {
+      const t = pending;
+      pending = null;
+      if (t !== null) send(t);
+    });
     streams.add(reply);
     const unsubscribe = hub.subscribe(send);
     const ping = setInterval(() => write(': ping\n\n'), 15_000);

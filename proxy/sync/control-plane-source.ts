@@ -1,7 +1,11 @@
+import { StringDecoder } from 'node:string_decoder';
 import { request } from 'undici';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import { parseRouteTable } from '../../shared/routes/validate.js';
 import type { Logger } from '../../shared/logging.js';
+
+/** The longest rest after applying a table (see deliver()). */
+const MAX_REST_MS = 1000;
 
 /**
  * Subscribes to the control plane's `GET /v1/routes/watch` (Server-Sent Events; each `routes`
@@ -15,6 +19,9 @@ export class ControlPlaneSource {
   connected = false;
   lastVersion: number | null = null;
   lastError = '';
+  /** the newest table not applied yet (SSE data), and whether one is being applied */
+  private pending: string | null = null;
+  private applying = false;
 
   constructor(
     private readonly baseUrl: string,
@@ -67,19 +74,28 @@ export class ControlPlaneSource {
     }
     this.connected = true;
     this.logger.info({ url: url.href }, 'subscribed to control plane route updates');
-    let buf = '';
+    // the line read so far: a table is one `data:` line over many reads, joined once it ends
+    // (not appended to and searched again at every read)
+    const parts: string[] = [];
     let event = 'message';
     let data: string[] = [];
-    res.body.setEncoding('utf8');
-    for await (const chunk of res.body as AsyncIterable<string>) {
-      buf += chunk;
+    // (undici's body yields Buffers whatever setEncoding says; a character may span two reads)
+    const text = new StringDecoder('utf8');
+    for await (const raw of res.body as AsyncIterable<Buffer>) {
+      const chunk = text.write(raw);
+      let from = 0;
       let nl: number;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        let line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+      while ((nl = chunk.indexOf('\n', from)) !== -1) {
+        let line = chunk.slice(from, nl);
+        from = nl + 1;
+        if (parts.length > 0) {
+          parts.push(line);
+          line = parts.join('');
+          parts.length = 0;
+        }
         if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
-          if (data.length > 0 && (event === 'routes' || event === 'message')) await this.deliver(data.join('\n'));
+          if (data.length > 0 && (event === 'routes' || event === 'message')) this.offer(data.join('\n'));
           event = 'message';
           data = [];
         } else if (line.startsWith(':')) {
@@ -90,10 +106,36 @@ export class ControlPlaneSource {
           data.push(line.slice(5).replace(/^ /, ''));
         }
       }
+      if (from < chunk.length) parts.push(from === 0 ? chunk : chunk.slice(from));
     }
   }
 
+  /**
+   * A table came: it is applied when the one being applied is done, unless a newer one comes
+   * first (each is whole: the tables in between are skipped, never parsed).
+   */
+  private offer(text: string): void {
+    this.pending = text;
+    if (!this.applying) void this.applyPending();
+  }
+
+  private async applyPending(): Promise<void> {
+    this.applying = true;
+    while (this.pending !== null && !this.stopped) {
+      const text = this.pending;
+      this.pending = null;
+      await this.deliver(text);
+    }
+    this.applying = false;
+  }
+
+  /**
+   * Apply one table, then rest as long as that took (at most MAX_REST_MS) before the next:
+   * however fast tables come (a tenant toggling a setting in a loop), applying them takes at most
+   * about half of the serving thread, and only the newest of those that came meanwhile is applied.
+   */
   private async deliver(text: string): Promise<void> {
+    const t0 = performance.now();
     try {
       const spec = parseRouteTable(text);
       this.attempt = 0;
@@ -102,6 +144,8 @@ export class ControlPlaneSource {
     } catch (e) {
       this.logger.error({ err: (e as Error).message }, 'control plane sent an invalid route table; keeping the current one');
     }
+    const took = performance.now() - t0;
+    if (took >= 1 && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(took, MAX_REST_MS)));
   }
 
   stop(): void {

@@ -147,6 +147,34 @@ describe('control-plane subscription', () => {
     }
   }, 30_000);
 
+  it('a burst of tables costs a few applies, not one each: it ends on the newest', async () => {
+    const a = await startUpstream('a');
+    const cp = sseServer('tok');
+    const cpPort = await cp.listen();
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+    try {
+      // 2,000 routes a table, so that each apply takes a while
+      const big = (v: number) => table(Array.from({ length: 2000 }, (_, i) => route(`img-${i + 1}`, [`app${i}.test`], [a.address])), v);
+      cp.publish(big(300));
+      const p = await startProxy(null, ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir]);
+      procs.push(p);
+      await waitFor(async () => (await get(p, 'app0.test')).status === 200);
+      const applied = () => (p.logs().match(/"route table applied"/g) ?? []).length;
+      const before = applied();
+      // a tenant toggling a setting in a loop: 100 tables, as fast as they can be written
+      for (let v = 301; v <= 400; v++) cp.publish(big(v));
+      await waitFor(async () => (await fetch(`${p.admin}/readyz`).then((r) => r.json())).tableVersion === 400, 20_000);
+      const n = applied() - before;
+      expect(n).toBeGreaterThan(0);
+      expect(n).toBeLessThan(50);
+    } finally {
+      for (const p of procs.splice(0)) await p.stop();
+      await cp.close();
+      await a.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 40_000);
+
   it('reconnects when the stream goes silent (half-open connection) instead of keeping a stale table', async () => {
     const cp = sseServer('tok');
     let connections = 0;
