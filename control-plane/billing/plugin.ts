@@ -1,4 +1,5 @@
 import { envNumber } from '../env.js';
+import { heavyHandler } from '../http/heavy-queries.js';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../../shared/logging.js';
 import { badRequest, notFound } from '../http/errors.js';
@@ -141,6 +142,8 @@ export function csvField(v: string | number): string {
  * Starts the Docker stats sampler (reconcile leader only).
  */
 async function billingPlugin(app: FastifyInstance): Promise<void> {
+  // history sums hold a pooled connection each: a few at once per user (http/heavy-queries.ts)
+  const heavy = heavyHandler(app);
   const log = app.log as unknown as Logger;
   const pricing = loadPricing(process.env.BERTH_PRICING);
   const interval = envNumber('BERTH_USAGE_SAMPLE_MS', 5000, 100, 3_600_000);
@@ -182,7 +185,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
   app.get('/api/billing', {
     preHandler: app.authenticate,
     schema: { summary: 'Your instance time, requests and cost per image (revision), priced with the configured plan', querystring: NO_QUERY, response: { 200: billingSchema, ...errorResponses } },
-  }, async (req) => {
+  }, heavy(async (req) => {
     const uid = req.user!.id;
     // one pass over the records (in batches), folded per image
     const accs = new Map<number, SummaryAcc>();
@@ -205,7 +208,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     });
     const total = images.reduce((s, i) => s + BigInt(i.total_cost), 0n);
     return { user_id: uid, currency: pricing.currency, plan: pricing.plan, pricing: pricingView(), images, total_cost: Number(total), total_cost_formatted: formatMicros(total) };
-  });
+  }));
 
   app.get<{ Params: { id: number }; Querystring: { limit?: number; before?: number } }>('/api/billing/images/:id', {
     preHandler: app.authenticate,
@@ -215,7 +218,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       querystring: { type: 'object', additionalProperties: false, properties: { limit: int(1, RECORDS_PAGE_MAX, { default: RECORDS_PAGE_DEFAULT }), before: ID } },
       response: { 200: imageBillingSchema, ...errorResponses },
     },
-  }, async (req) => {
+  }, heavy(async (req) => {
     const uid = req.user!.id;
     const id = req.params.id;
     const limit = req.query.limit ?? RECORDS_PAGE_DEFAULT;
@@ -239,7 +242,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       records,
       next_before: more && records.length ? records[0].id : null,
     };
-  });
+  }));
 
   app.get<{ Params: { month: string }; Querystring: { format?: 'json' | 'csv' } }>('/api/billing/invoices/:month', {
     preHandler: app.authenticate,
@@ -253,7 +256,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
         ...errorResponses,
       },
     },
-  }, async (req, reply) => {
+  }, heavy(async (req, reply) => {
     const uid = req.user!.id;
     const [y, m] = req.params.month.split('-').map(Number);
     const start = Date.UTC(y, m - 1, 1);
@@ -327,7 +330,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       .header('content-type', 'text/csv; charset=utf-8')
       .header('content-disposition', `attachment; filename="berth-invoice-${invoice.month}.csv"`)
       .send(out.join('\r\n') + '\r\n');
-  });
+  }));
 }
 
 export default fp(billingPlugin, 'berth-billing');

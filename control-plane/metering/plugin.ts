@@ -11,6 +11,7 @@ import { applyUpload, checkUpload } from './ingest.js';
 import { addBuckets, quantileMs, round3 } from './histogram.js';
 import { ownContainer, ownHostname, parseRange } from './query.js';
 import { timeQuerySchema } from '../http/time-query.js';
+import { heavyHandler } from '../http/heavy-queries.js';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -93,6 +94,8 @@ export const PER_APP_GAUGE_TTL_MS = 15_000;
  */
 export default async function meteringPlugin(app: FastifyInstance): Promise<void> {
   const log = app.log as unknown as Logger;
+  // history sums hold a pooled connection each: a few at once per user (http/heavy-queries.ts)
+  const heavy = heavyHandler(app);
   const proxyTokens = app.platform.proxyTokens;
 
   // For dashboards: the proxies label by route id; these join route → app and count instances per app.
@@ -158,7 +161,7 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
       summary: 'Your traffic as the proxies metered it: totals, latency percentiles, status classes, by app and by container',
       querystring: { type: 'object', additionalProperties: false, properties: filterProps },
     },
-  }, async (req) => {
+  }, heavy(async (req) => {
     const uid = req.user!.id;
     const f = await filters(uid, req.query, METRICS_DEFAULT_SPAN_MS);
     // one row per (app, container): summed in Postgres, not minute by minute here
@@ -185,7 +188,7 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
       by_app_hostname: Object.fromEntries([...byHost].sort(([a], [b]) => a.localeCompare(b)).map(([h, a]) => [h, view(a)])),
       by_container: Object.fromEntries([...byContainer].sort(([a], [b]) => Number(a) - Number(b)).map(([id, a]) => [id, { app_hostname: a.app_hostname, ...view(a) }])),
     };
-  });
+  }));
 
   app.get<{ Querystring: { app_hostname?: string; container_id?: number; since?: string; until?: string; step?: number } }>('/api/metrics/series', {
     preHandler: app.authenticate,
@@ -193,7 +196,7 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
       summary: 'Your metered traffic as points for charts: requests, errors and latency per step (seconds, a multiple of 60)',
       querystring: { type: 'object', additionalProperties: false, properties: { ...filterProps, step: int(60, 86_400, { default: 60 }) } },
     },
-  }, async (req) => {
+  }, heavy(async (req) => {
     const step = req.query.step ?? 60;
     if (step % 60 !== 0) throw badRequest('step must be a multiple of 60 seconds (rows are per minute)');
     const f = await filters(req.user!.id, req.query, 3600_000);
@@ -224,5 +227,5 @@ export default async function meteringPlugin(app: FastifyInstance): Promise<void
         bytes_out: a.bytesOut,
       })),
     };
-  });
+  }));
 }
