@@ -10,6 +10,8 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
   { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
   { name: 'app-domains', env: 'BERTH_APP_DOMAINS', help: 'DNS names new apps must be one label under, comma separated (apps.example.com: NAME.apps.example.com); unset: any hostname' },
+  { name: 'signup', env: 'BERTH_SIGNUP', default: 'open', help: 'who may create an account: open (anyone; rate-limited per address), invite (whoever sends the invite code) or closed (403)' },
+  { name: 'signup-invite', env: 'BERTH_SIGNUP_INVITE', help: 'the invite code signups must send (`invite` in the body) when --signup is invite; 16 characters or more' },
   { name: 'revisions-kept', env: 'BERTH_REVISIONS_KEPT', default: '20', help: 'inactive revisions each app keeps; older ones are deleted with their images ("all" keeps every one)' },
   { name: 'container-pids-limit', env: 'BERTH_CONTAINER_PIDS_LIMIT', default: '512', help: 'PID limit of every app container' },
   { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
@@ -24,6 +26,8 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
     quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
     revisionsKept: revisionsFlag(o['revisions-kept']),
     appDomains: parseAppDomains(o['app-domains']),
+    signup: signupFlag(o.signup),
+    signupInvite: o['signup-invite'],
     containerPidsLimit: int('container-pids-limit'),
     containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
     appNetwork: o['app-network'],
@@ -49,6 +53,11 @@ const DESCRIPTION = `The berth control plane: accounts, API tokens, image builds
 with a Dockerfile), containers, health checks, route push to proxies, events (Kafka when KAFKA_BROKERS is set,
 Consul when CONSUL_HTTP_ADDR is set). Other settings by environment: BERTH_ENV (production disables the default
 user), BERTH_JWT_SECRET (else generated into the data dir), BERTH_LOG_LEVEL.`;
+
+function signupFlag(v: string | undefined): 'open' | 'invite' | 'closed' | undefined {
+  if (v === undefined || v === 'open' || v === 'invite' || v === 'closed') return v;
+  throw new UsageError('--signup must be open, invite or closed');
+}
 
 function positiveInt(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;

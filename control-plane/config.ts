@@ -137,6 +137,12 @@ export interface ControlPlaneOptions {
   quotas?: { images?: number; containers?: number; builds?: number };
   /** DNS names new apps must be under (apps/domains.ts); empty: any hostname. */
   appDomains?: string[];
+  /**
+   * Who may create an account (POST /api/auth/signup): anyone (`open`, the default), whoever
+   * sends `invite` equal to `signupInvite` (`invite`), or no one (`closed`: 403).
+   */
+  signup?: 'open' | 'invite' | 'closed';
+  signupInvite?: string;
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
   /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
@@ -232,6 +238,8 @@ export interface ResolvedConfig {
   revisionsKept: number | null;
   revisionsGraceMs: number;
   appDomains: string[];
+  signup: 'open' | 'invite' | 'closed';
+  signupInvite: string | undefined;
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -316,6 +324,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     revisionsKept: revisionsKept(o.revisionsKept),
     revisionsGraceMs: o.revisionsGraceMs ?? Math.round(envNumber('BERTH_REVISIONS_GRACE_H', 15, 0, 87_600) * 3_600_000),
     appDomains: parseAppDomains(o.appDomains?.join(',')),
+    ...signupPolicy(o.signup, o.signupInvite),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
@@ -338,4 +347,12 @@ function networkName(name: string, what: string): string {
     throw new UsageError(`${what} "${name}" is not a valid name for a berth-managed Docker network`);
   }
   return name;
+}
+
+/** `signup`/`signupInvite` checked together: an invite policy needs a code long enough not to be guessed. */
+function signupPolicy(mode: ControlPlaneOptions['signup'], invite: string | undefined): { signup: 'open' | 'invite' | 'closed'; signupInvite: string | undefined } {
+  const m = mode ?? 'open';
+  if (m !== 'open' && m !== 'invite' && m !== 'closed') throw new Error(`signup must be open, invite or closed, not "${String(m)}"`);
+  if (m === 'invite' && (invite === undefined || invite.length < 16)) throw new Error('signup "invite" needs an invite code of at least 16 characters (BERTH_SIGNUP_INVITE)');
+  return { signup: m, signupInvite: m === 'invite' ? invite : undefined };
 }

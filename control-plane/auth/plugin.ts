@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
 import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
@@ -37,6 +38,12 @@ const PASSWORD = { type: 'string', minLength: 8, maxLength: 256 } as const;
 const USERNAME = { type: 'string', minLength: 2, maxLength: 40, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } as const;
 
 interface TokenRow { id: number; name: string; prefix: string; created_at: Date; last_used_at: Date | null; expires_at: Date | null }
+/** Equal secrets, compared by digest in constant time (no length or prefix leaks through timing). */
+function sameSecret(given: string, expected: string): boolean {
+  const d = (v: string) => createHash('sha256').update(v).digest();
+  return timingSafeEqual(d(given), d(expected));
+}
+
 const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
 const publicToken = (t: TokenRow) => ({ id: t.id, name: t.name, prefix: t.prefix, created_at: iso(t.created_at), last_used_at: iso(t.last_used_at), expires_at: iso(t.expires_at) });
 
@@ -102,14 +109,18 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     req.log = req.log.child({ userId: user.id });
   });
 
-  app.post<{ Body: { email: string; password: string; username?: string } }>('/api/auth/signup', {
+  app.post<{ Body: { email: string; password: string; username?: string; invite?: string } }>('/api/auth/signup', {
     schema: {
       summary: 'Create an account; answers the user and a session token (and sets the cookie)',
       tags: ['auth'],
-      body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: EMAIL, password: PASSWORD, username: USERNAME } },
+      body: { type: 'object', required: ['email', 'password'], additionalProperties: false, properties: { email: EMAIL, password: PASSWORD, username: USERNAME, invite: { type: 'string', maxLength: 256, description: 'the invite code, when the platform takes signups by invitation' } } },
       response: { 201: sessionSchema, ...errorResponses },
     },
   }, async (req, reply) => {
+    if (cfg.signup === 'closed') throw new ApiError(403, 'signup_closed', 'this platform does not take new accounts; ask its operator for one');
+    if (cfg.signup === 'invite' && !sameSecret(req.body.invite ?? '', cfg.signupInvite!)) {
+      throw new ApiError(403, 'invite_required', 'this platform takes new accounts by invitation: send the invite code as "invite"');
+    }
     const wait = signupLimiter.retryAfter(addressKey(req.ip));
     if (wait > 0) throw tooMany(wait, 'signups from this address');
     signupLimiter.hit(addressKey(req.ip));
