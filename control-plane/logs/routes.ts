@@ -248,7 +248,9 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
           if (src.single) end('container_stopped'); // like `docker logs -f`: a stopped container ends the stream
         });
       };
-      for (const c of initial) await attach(c, since ?? startedAt);
+      // (from when the backlog was read, not from `since`: that was the backlog's to show, and
+      // reading it again would send hours of lines that `tail` left out, or split and drop them here)
+      for (const c of initial) await attach(c, Math.max(since ?? 0, startedAt));
       if (sse) beat = setInterval(() => { if (!done) res.write(': ping\n\n'); }, 15_000);
       if (!src.single) {
         unsubscribe = polls.subscribe(src.pollKey ?? String(req.id), src.list, async (rows) => {

@@ -198,6 +198,26 @@ describe('app logs: bounded reads', () => {
   });
 });
 
+describe('follow with since', () => {
+  it('follows from when the backlog was read, not from since again (tail=0&since=2h would send two hours)', async () => {
+    const id = await container('followsince.example.com', 'fsince1', 100);
+    const before = dialed.length;
+    const t0 = Date.now() / 1000;
+    const f = await slowGet(`/api/containers/${id}/logs?follow=1&tail=0&since=2h`, alice.token!);
+    try {
+      expect(f.res.statusCode).toBe(200);
+      for (let i = 0; i < 50 && !dialed.slice(before).some((d) => d.options.follow); i++) await sleep(20);
+      const backlog = dialed.slice(before).find((d) => !d.options.follow)!;
+      const follow = dialed.slice(before).find((d) => d.options.follow)!;
+      // the backlog reads from since; the follow from now
+      expect(Number(backlog.options.since)).toBeLessThan(t0 - 7000);
+      expect(Number(follow.options.since)).toBeGreaterThanOrEqual(Math.floor(t0) - 1);
+    } finally {
+      f.close();
+    }
+  });
+});
+
 describe('live streams are capped per user and in all', () => {
   it('past 3 follows of one user: 429; a closed follow frees its place; workload live streams count too', async () => {
     const id = await container('follow.example.com', 'follow1', 100);
