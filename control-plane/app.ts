@@ -114,6 +114,8 @@ export async function startControlPlane(
     // on a terminal one line per request instead of two (http/request-log.ts)
     ...(logFormat() === 'pretty' ? { logController: new LogController({ disableRequestLogging: true }) } : {}),
     return503OnClosing: true,
+    // behind a reverse proxy: its X-Forwarded-* are believed from the configured addresses only
+    ...(config.trustProxy.length > 0 ? { trustProxy: config.trustProxy } : {}),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false, ...numberAjvOptions } },
   }) as unknown as FastifyInstance;
   app.decorate('db', db);

@@ -45,6 +45,7 @@ const SPECS: OptionSpec[] = [
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'token proxies present on /v1/routes/watch (unset: generated into DATA_DIR/proxy-token)' },
   { name: 'metrics-token', env: 'BERTH_METRICS_TOKEN', help: 'token Prometheus presents on GET /metrics (unset: generated into DATA_DIR/metrics-token)' },
   { name: 'publish-host', env: 'BERTH_PUBLISH_HOST', default: '127.0.0.1', help: 'host address container ports are published on' },
+  { name: 'trust-proxy', env: 'BERTH_TRUST_PROXY', help: 'addresses or CIDRs of reverse proxies in front of the API, comma separated: their X-Forwarded-For/-Proto/-Host are believed (the client address for login limits and logs); unset: none' },
   { name: 'proxy-url', env: 'BERTH_PROXY_URL', default: 'http://127.0.0.1:8080', help: 'the berth proxy workloads (/api/workloads) send their load through' },
   ...TENANT_SPECS,
 ];
@@ -106,6 +107,7 @@ export async function run(argv: string[]): Promise<void> {
     metricsToken: o['metrics-token'],
     publishHost: o['publish-host'],
     workloads: { proxyUrl: o['proxy-url'] },
+    trustProxy: o['trust-proxy']?.split(',').map((a) => a.trim()).filter((a) => a !== ''),
     ...tenantOptions(o),
   });
   process.stdout.write(`berth control plane listening on ${cp.url}\n`);

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
@@ -143,6 +144,12 @@ export interface ControlPlaneOptions {
    */
   signup?: 'open' | 'invite' | 'closed';
   signupInvite?: string;
+  /**
+   * Reverse proxies in front of the API (addresses or CIDRs): requests from them are taken at
+   * their X-Forwarded-For/-Proto/-Host word (the client address the login limits key on). Empty:
+   * none — each request's peer is the client.
+   */
+  trustProxy?: string[];
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
   /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
@@ -240,6 +247,7 @@ export interface ResolvedConfig {
   appDomains: string[];
   signup: 'open' | 'invite' | 'closed';
   signupInvite: string | undefined;
+  trustProxy: string[];
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -325,6 +333,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     revisionsGraceMs: o.revisionsGraceMs ?? Math.round(envNumber('BERTH_REVISIONS_GRACE_H', 15, 0, 87_600) * 3_600_000),
     appDomains: parseAppDomains(o.appDomains?.join(',')),
     ...signupPolicy(o.signup, o.signupInvite),
+    trustProxy: trustedProxies(o.trustProxy ?? []),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
@@ -352,7 +361,19 @@ function networkName(name: string, what: string): string {
 /** `signup`/`signupInvite` checked together: an invite policy needs a code long enough not to be guessed. */
 function signupPolicy(mode: ControlPlaneOptions['signup'], invite: string | undefined): { signup: 'open' | 'invite' | 'closed'; signupInvite: string | undefined } {
   const m = mode ?? 'open';
-  if (m !== 'open' && m !== 'invite' && m !== 'closed') throw new Error(`signup must be open, invite or closed, not "${String(m)}"`);
-  if (m === 'invite' && (invite === undefined || invite.length < 16)) throw new Error('signup "invite" needs an invite code of at least 16 characters (BERTH_SIGNUP_INVITE)');
+  if (m !== 'open' && m !== 'invite' && m !== 'closed') throw new UsageError(`signup must be open, invite or closed, not "${String(m)}"`);
+  if (m === 'invite' && (invite === undefined || invite.length < 16)) throw new UsageError('signup "invite" needs an invite code of at least 16 characters (BERTH_SIGNUP_INVITE)');
   return { signup: m, signupInvite: m === 'invite' ? invite : undefined };
+}
+
+/** Trusted proxies: IP addresses or CIDRs only (never "everyone": any client could then say who it is). */
+function trustedProxies(list: string[]): string[] {
+  for (const a of list) {
+    const [ip, bits, extra] = a.split('/');
+    const v = isIP(ip);
+    // (a prefix of 0 is everyone)
+    const ok = v !== 0 && extra === undefined && (bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (v === 4 ? 32 : 128)));
+    if (!ok) throw new UsageError(`trust-proxy "${a}" is not an IP address or CIDR (10.0.0.1, 10.0.0.0/8, fd00::/8)`);
+  }
+  return list;
 }

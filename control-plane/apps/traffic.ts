@@ -1,6 +1,6 @@
 import { tagProblem } from '../../shared/tag.js';
 import { isValidHostPattern } from '../../shared/hostname.js';
-import { badRequest } from '../http/errors.js';
+import { badRequest, conflict } from '../http/errors.js';
 
 /**
  * An app's traffic split, as stored in `apps.traffic` and sent to `PUT /api/apps/:host/traffic`
@@ -160,11 +160,14 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: R
 export function trafficAfterDeploy(current: TrafficEntry[], opts: { imageId: number; noTraffic: boolean; tag: string | null; latestNow: number | null }): TrafficEntry[] {
   // pinned: `latest` becomes the revision it stands for now (kept as is while none is ready)
   let next = current.map((e) => (opts.noTraffic && e.latest && opts.latestNow !== null ? { image_id: opts.latestNow, percent: e.percent, ...(e.tag ? { tag: e.tag } : {}) } : { ...e }));
-  // an entry already naming that revision takes the pinned share (a revision is listed once); of
-  // two tags, the one set on the revision itself stays
+  // an entry already naming that revision takes the pinned share (a revision is listed once); two
+  // tags cannot both name it: refused rather than one of them dropped
   const pinned = opts.noTraffic && opts.latestNow !== null ? current.findIndex((e) => e.latest) : -1;
   const same = pinned === -1 ? -1 : next.findIndex((e, i) => i !== pinned && e.image_id === opts.latestNow);
   if (same !== -1) {
+    if (next[same].tag !== undefined && next[pinned].tag !== undefined) {
+      throw conflict(`with no traffic, "latest" (tag "${next[pinned].tag}") would be pinned to image ${opts.latestNow}, which the split already lists with tag "${next[same].tag}"; a revision has one tag: remove one of them first (berth traffic) or deploy with traffic`, 'traffic_conflict');
+    }
     next[same].percent += next[pinned].percent;
     if (next[same].tag === undefined && next[pinned].tag !== undefined) next[same].tag = next[pinned].tag;
     next.splice(pinned, 1);

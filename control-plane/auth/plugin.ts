@@ -118,12 +118,13 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     },
   }, async (req, reply) => {
     if (cfg.signup === 'closed') throw new ApiError(403, 'signup_closed', 'this platform does not take new accounts; ask its operator for one');
+    const wait = signupLimiter.retryAfter(addressKey(req.ip));
+    if (wait > 0) throw tooMany(wait, 'signups from this address');
+    // (counted first: invite codes are guessed at the signup rate, no faster)
+    signupLimiter.hit(addressKey(req.ip));
     if (cfg.signup === 'invite' && !sameSecret(req.body.invite ?? '', cfg.signupInvite!)) {
       throw new ApiError(403, 'invite_required', 'this platform takes new accounts by invitation: send the invite code as "invite"');
     }
-    const wait = signupLimiter.retryAfter(addressKey(req.ip));
-    if (wait > 0) throw tooMany(wait, 'signups from this address');
-    signupLimiter.hit(addressKey(req.ip));
     const { email, password, username } = req.body;
     let user;
     try {
@@ -161,7 +162,15 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     ipLimiter.hit(ipKey);
     throttle.fail(accountKey, req.ip);
     const user = await findUserByEmail(app.db, accountKey);
-    const ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
+    let ok: boolean;
+    try {
+      ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
+    } catch (e) {
+      // not judged (503 busy: too many sign-ins at once): not a failure either
+      ipLimiter.unhit(ipKey);
+      throttle.unfail(accountKey, req.ip);
+      throw e;
+    }
     if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
     throttle.succeed(accountKey, req.ip);
     ipLimiter.unhit(ipKey);

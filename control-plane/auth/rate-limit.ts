@@ -136,6 +136,15 @@ export class LoginThrottle {
     this.failures.set(k, { count: (f?.count ?? 0) + 1, lastAt: t });
   }
 
+  /** Take back one counted attempt that was never judged (the password check could not run). */
+  unfail(account: string, address: string): void {
+    const k = this.key(account, address);
+    const f = this.failures.get(k);
+    if (f === undefined) return;
+    if (f.count <= 1) this.failures.delete(k);
+    else f.count--;
+  }
+
   succeed(account: string, address: string): void {
     this.failures.delete(this.key(account, address));
   }

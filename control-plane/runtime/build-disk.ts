@@ -62,6 +62,11 @@ export class BuildDiskWatch {
 
   constructor(private readonly docker: Docker, private readonly o: DiskWatchOptions) {}
 
+  /** The build's containers seen so far (its steps'; each was in the build's own cgroup). */
+  get containers(): string[] {
+    return [...this.written.keys()];
+  }
+
   get writtenBytes(): number {
     let n = 0;
     for (const v of this.written.values()) n += v;

@@ -291,16 +291,17 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     // the images its steps committed are removed when they lead to no tagged image: all of a
     // failed build's, and a successful multi-stage build's earlier stages (build-leftovers.ts)
     const steps = new StepImages();
+    const trace = () => ({ printed: steps.ids, containers: disk?.containers ?? [], since: began });
     let built: { imageId: string };
     try {
       built = await follow(b, w, stream, steps);
     } catch (e) {
-      const removed = await removeLeftovers(docker, steps.ids, began);
+      const removed = await removeLeftovers(docker, trace());
       if (removed > 0) log.debug({ tag: b.tag, removed }, 'removed the images a failed build committed');
       throw e;
     }
-    // (the final image's own steps are its parents: the daemon refuses to remove those, at once)
-    const removed = await removeLeftovers(docker, steps.ids, began, 0);
+    // (the final image's own steps are its parents: not leaves, never removed)
+    const removed = await removeLeftovers(docker, trace(), 0);
     if (removed > 0) log.debug({ tag: b.tag, removed }, 'removed the images of earlier build stages');
     return built;
   }

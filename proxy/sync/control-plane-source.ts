@@ -145,7 +145,7 @@ export class ControlPlaneSource {
       this.logger.error({ err: (e as Error).message }, 'control plane sent an invalid route table; keeping the current one');
     }
     const took = performance.now() - t0;
-    if (took >= 1 && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(took, MAX_REST_MS)));
+    if (took >= 1 && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(took, MAX_REST_MS)).unref());
   }
 
   stop(): void {

@@ -15,21 +15,25 @@ describe('build leftovers: the images a failed build committed', () => {
     // several lines in one message, a repeat, and look-alikes that are not an image id
     s.see(' ---> 75d91b6eda38\n ---> 6cb876ba5ccd\n --->  73a734049091\n ---> 73A734049091\n ---> 73a73404909\nx ---> 73a734049091\n');
     s.see(' ---> 73a734049091');
-    expect(s.ids).toEqual(['b9c71c82e3ef', '6cb876ba5ccd', '75d91b6eda38', '73a734049091']);
+    expect([...s.ids]).toEqual(['b9c71c82e3ef', '6cb876ba5ccd', '75d91b6eda38', '73a734049091']);
   });
 
-  it('keeps the newest ids when a build prints more than any Dockerfile has steps', () => {
+  it('keeps the first ids when a build prints more than any Dockerfile has steps (the steps before the flood are found)', () => {
     const s = new StepImages();
     const id = (i: number) => i.toString(16).padStart(12, '0');
     s.see(Array.from({ length: MAX_STEP_IMAGES + 10 }, (_, i) => ` ---> ${id(i)}`).join('\n'));
-    expect(s.ids).toHaveLength(MAX_STEP_IMAGES);
-    expect(s.ids[0]).toBe(id(10));
-    expect(s.ids.at(-1)).toBe(id(MAX_STEP_IMAGES + 9));
+    expect(s.ids.size).toBe(MAX_STEP_IMAGES);
+    expect(s.ids.has(id(0))).toBe(true);
+    expect(s.ids.has(id(MAX_STEP_IMAGES))).toBe(false);
+    // a full id counts by its first 12 digits, as the daemon prints it
+    const t = new StepImages();
+    t.see(` ---> ${'ab'.repeat(32)}`);
+    expect([...t.ids]).toEqual(['abababababab']);
   });
 
   it('a leftover is untagged, pulled by no digest, and made since the build began', () => {
     const since = Date.parse('2026-12-01T15:58:35Z');
-    const at = (iso: string) => ({ RepoTags: [] as string[], RepoDigests: [] as string[], Created: iso });
+    const at = (iso: string) => ({ RepoTags: [] as string[], RepoDigests: [] as string[], created: Date.parse(iso) });
     expect(isLeftover(at('2026-12-01T15:58:36.774243917Z'), since)).toBe(true);
     expect(isLeftover({ ...at('2026-12-01T15:58:36Z'), RepoTags: ['<none>:<none>'], RepoDigests: ['<none>@<none>'] }, since)).toBe(true);
     // another app's image, a base image pulled by digest, an image from before the build, no date

@@ -143,6 +143,25 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     expect(await exists(forged)).toBe(true);
   });
 
+  it('a step that prints more made-up ids than any Dockerfile has steps does not keep the later steps\' images from being removed', async () => {
+    const flood = `RUN awk 'BEGIN { for (i = 0; i < 100100; i++) printf " ---> %012x\\n", i }'`;
+    const r = await alice.upload({ name: 'flood', app_hostname: host() }, await makeTar([
+      { name: 'Dockerfile', content: `FROM berth-test/busybox:1\n${flood}\nRUN dd if=/dev/zero of=/a bs=1M count=8 && sleep 2\nRUN echo last > /b && exit 5\n` },
+    ]));
+    made.push(r.body.docker_image);
+    const img = await alice.waitForBuild(r.body.id, 120_000);
+    expect(img.status).toBe('build_failed');
+    expect(img.status_reason).toMatch(/non-zero code: 5/);
+    // (the stored log is the tail: the steps after the flood)
+    const logs = (await alice.get(`/api/images/${img.id}/build-logs`)).body.logs as string;
+    const at = logs.search(/^Step 3\/\d+ : RUN dd/m);
+    expect(at, logs.slice(-1500)).toBeGreaterThan(-1);
+    const after = logs.slice(at);
+    const ids = [...after.matchAll(/^ ---> ([0-9a-f]{12})$/gm)].map((m) => m[1]);
+    expect(ids.length, after).toBeGreaterThanOrEqual(1);
+    for (const id of ids) expect(await docker.getImage(id).inspect().then(() => 'kept', () => 'gone'), id).toBe('gone');
+  }, 150_000);
+
   it("a multi-stage build leaves no earlier stage's image behind; the final image keeps its own steps", async () => {
     const r = await alice.upload({ name: 'stages', app_hostname: host(), min_instances: 0 }, await makeTar([{
       name: 'Dockerfile',

@@ -67,8 +67,10 @@ describe('trafficAfterDeploy and the pending revision', () => {
     const pinned = trafficAfterDeploy([{ latest: true, percent: 90 }, { image_id: 7, percent: 10, tag: 'pin' }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 });
     expect(pinned).toEqual([{ image_id: 7, percent: 100, tag: 'pin' }]);
     expect(() => checkTraffic(pinned as never, 'shop.example.com', revs)).not.toThrow();
-    // both tagged: the revision's own tag stays; the other entries are untouched
-    expect(trafficAfterDeploy([{ image_id: 8, percent: 20 }, { latest: true, percent: 30, tag: 'main' }, { image_id: 7, percent: 50, tag: 'pin' }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 }))
+    // both tagged: one revision cannot carry both, and neither tag is dropped quietly
+    expect(() => trafficAfterDeploy([{ image_id: 8, percent: 20 }, { latest: true, percent: 30, tag: 'main' }, { image_id: 7, percent: 50, tag: 'pin' }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 }))
+      .toThrow(/already lists with tag "pin"; a revision has one tag/);
+    expect(trafficAfterDeploy([{ image_id: 8, percent: 20 }, { latest: true, percent: 30 }, { image_id: 7, percent: 50, tag: 'pin' }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 }))
       .toEqual([{ image_id: 8, percent: 20 }, { image_id: 7, percent: 80, tag: 'pin' }]);
     expect(trafficAfterDeploy([{ latest: true, percent: 60, tag: 'main' }, { image_id: 7, percent: 40 }], { imageId: 9, noTraffic: true, tag: null, latestNow: 7 }))
       .toEqual([{ image_id: 7, percent: 100, tag: 'main' }]);

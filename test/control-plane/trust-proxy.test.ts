@@ -1,0 +1,39 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane } from '../../control-plane/app.js';
+import { Api } from '../helpers/api.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
+
+// Failed logins per client address: behind a reverse proxy every client has the proxy's address
+// unless the proxy is trusted to say who the client is (BERTH_TRUST_PROXY), and only then.
+describe('BERTH_TRUST_PROXY: whose X-Forwarded-For the login limits believe', () => {
+  let behind: TestControlPlane;
+  let direct: TestControlPlane;
+  const limits = { perIpMax: 3, perAccountMax: 100 };
+  beforeAll(async () => {
+    [behind, direct] = await Promise.all([
+      startTestControlPlane({ seedDefaultUser: false, trustProxy: ['127.0.0.0/8'], loginRateLimit: limits }),
+      startTestControlPlane({ seedDefaultUser: false, loginRateLimit: limits }),
+    ]);
+  });
+  afterAll(async () => { await Promise.all([behind?.close(), direct?.close()]); });
+
+  const login = (t: TestControlPlane, xff: string, n: number) =>
+    new Api(t.cp.url).req('POST', '/api/auth/login', { json: { email: `nobody${n}@example.com`, password: 'wrong-password-1' }, headers: { 'x-forwarded-for': xff }, token: null });
+
+  it('trusted: one client guessing is limited, another client behind the same proxy is not', async () => {
+    for (let i = 0; i < 3; i++) expect((await login(behind, '203.0.113.7', i)).status).toBe(401);
+    expect((await login(behind, '203.0.113.7', 9)).status).toBe(429);
+    expect((await login(behind, '198.51.100.2', 10)).status).toBe(401);
+  });
+
+  it('not trusted: a client cannot pick a fresh address per guess with X-Forwarded-For', async () => {
+    for (let i = 0; i < 3; i++) expect((await login(direct, `203.0.113.${i}`, i)).status).toBe(401);
+    expect((await login(direct, '198.51.100.99', 9)).status).toBe(429);
+  });
+
+  it('takes addresses and CIDRs only, never "everyone"', async () => {
+    for (const bad of [['true'], ['*'], ['0.0.0.0/0'], ['::/0'], ['10.0.0.0/33'], ['fd00::/129'], ['10.0.0.1/8/1'], ['example.com']]) {
+      await expect(startControlPlane({ port: 0, quiet: true, trustProxy: bad }), bad[0]).rejects.toThrow(/is not an IP address or CIDR/);
+    }
+  });
+});
