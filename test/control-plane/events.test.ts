@@ -42,3 +42,35 @@ describe('GET /api/events?after=', () => {
     expect((await api.get('/api/events?limit=5000')).status).toBe(400);
   });
 });
+
+describe('event retention (BERTH_EVENT_RETENTION_DAYS)', () => {
+  it('deletes delivered events older than the period, in batches; keeps recent ones, undelivered ones, and (with Kafka) ones Kafka has not had', async () => {
+    const { pruneEvents } = await import('../../control-plane/events/retention.js');
+    // (the relay would deliver the undelivered one meanwhile: this is the file's last test)
+    await cp.app.events.stop();
+    const add = async (type: string, ageDays: number, published: boolean, kafka: boolean) => (await cp.db.query<{ id: string }>(
+      `INSERT INTO events (type, created_at, published_at, kafka_published_at)
+       VALUES ($1, now() - make_interval(days => $2), CASE WHEN $3 THEN now() END, CASE WHEN $4 THEN now() END) RETURNING id`,
+      [type, ageDays, published, kafka])).rows[0].id;
+    const old = [];
+    for (let i = 0; i < 7; i++) old.push(await add('test.old', 100, true, true));
+    const oldNoKafka = await add('test.old-no-kafka', 100, true, false);
+    const oldUndelivered = await add('test.old-undelivered', 100, false, false);
+    const recent = await add('test.recent', 10, true, true);
+    const left = async (ids: string[]) => (await cp.db.query('SELECT id FROM events WHERE id = ANY($1::bigint[])', [ids])).rowCount;
+
+    // with Kafka: only what Kafka has too (batches of 3: 7 rows in three)
+    expect(await pruneEvents(cp.db, 90, true, 3)).toBeGreaterThanOrEqual(7);
+    expect(await left(old)).toBe(0);
+    expect(await left([oldNoKafka, oldUndelivered, recent])).toBe(3);
+    // without Kafka: the delivered old one goes; the undelivered one and the recent one stay
+    await pruneEvents(cp.db, 90, false);
+    expect(await left([oldNoKafka])).toBe(0);
+    expect(await left([oldUndelivered, recent])).toBe(2);
+    // 0 days: retention off
+    expect(await pruneEvents(cp.db, 0, false)).toBe(0);
+    expect(await pruneEvents(cp.db, 5, false)).toBeGreaterThanOrEqual(1);
+    expect(await left([recent])).toBe(0);
+    expect(await left([oldUndelivered])).toBe(1);
+  });
+});
