@@ -150,6 +150,8 @@ export interface ControlPlaneOptions {
    * none — each request's peer is the client.
    */
   trustProxy?: string[];
+  /** Days a deleted app's hostname stays its owner's (default BERTH_HOSTNAME_HOLD_DAYS, 30; 0: free at once). */
+  hostnameHoldDays?: number;
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
   /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
@@ -248,6 +250,7 @@ export interface ResolvedConfig {
   signup: 'open' | 'invite' | 'closed';
   signupInvite: string | undefined;
   trustProxy: string[];
+  hostnameHoldDays: number;
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -334,6 +337,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     appDomains: parseAppDomains(o.appDomains?.join(',')),
     ...signupPolicy(o.signup, o.signupInvite),
     trustProxy: trustedProxies(o.trustProxy ?? []),
+    hostnameHoldDays: o.hostnameHoldDays ?? envNumber('BERTH_HOSTNAME_HOLD_DAYS', 30, 0, 3650, true),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),

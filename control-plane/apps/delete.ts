@@ -4,7 +4,7 @@ import { recordEvent } from '../events/outbox.js';
 import { ApiError, conflict } from '../http/errors.js';
 import { discardImage } from '../images/plugin.js';
 import type { ContainerRow, ImageRow } from '../images/repo.js';
-import type { AppRow } from './repo.js';
+import { holdHostname, type AppRow } from './repo.js';
 
 /** Why a deleted app's instances were removed (container.deleted events, usage records). */
 const REASON = 'app deleted';
@@ -64,6 +64,7 @@ export async function deleteApp(
       await recordEvent(tx, { type: 'image.deleted', userId, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image, revision: img.revision } });
     }
     await tx.query('DELETE FROM apps WHERE app_hostname = $1', [a.app_hostname]);
+    await holdHostname(tx, a.app_hostname, a.user_id, app.config.hostnameHoldDays);
     await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: instances.length } });
     return imgs;
   });

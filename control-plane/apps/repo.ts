@@ -47,6 +47,10 @@ export function inheritedFields(prev: ImageRow | undefined): Record<string, stri
  * one after the other). Undefined when another user owns the hostname.
  */
 export async function claimRevision(tx: Queryable, host: string, userId: number): Promise<(AppRow & { revision: number }) | undefined> {
+  // a hostname whose app was deleted lately is its owner's still (hostname_holds); the owner
+  // taking it again, or the end of the hold, frees it
+  await checkHold(tx, host, userId);
+  await tx.query('DELETE FROM hostname_holds WHERE app_hostname = $1', [host]);
   const { rows: [a] } = await tx.query<AppRow>(
     `INSERT INTO apps (app_hostname, user_id, last_revision) VALUES ($1, $2, 1)
      ON CONFLICT (app_hostname) DO UPDATE SET last_revision = apps.last_revision + 1, updated_at = now()
@@ -128,4 +132,21 @@ export async function checkTagHostsFree(q: Queryable, host: string, tags: string
   if (tags.length === 0) return;
   const { rows } = await q.query<{ app_hostname: string }>('SELECT app_hostname FROM apps WHERE app_hostname = ANY($1::text[])', [tags.map((t) => tagHost(t, host))]);
   if (rows.length) throw conflict(`tag URL host "${rows[0].app_hostname}" is an app's hostname; choose another tag`, 'tag_host_taken');
+}
+
+/** An app is gone: its hostname stays `userId`'s for `days` days (0: free at once). In the deleting transaction. */
+export async function holdHostname(tx: Queryable, host: string, userId: number, days: number): Promise<void> {
+  if (days <= 0) return;
+  await tx.query(
+    `INSERT INTO hostname_holds (app_hostname, user_id, until) VALUES ($1, $2, now() + make_interval(days => $3))
+     ON CONFLICT (app_hostname) DO UPDATE SET user_id = EXCLUDED.user_id, released_at = now(), until = EXCLUDED.until`, [host, userId, days]);
+}
+
+/** 409 `hostname_held` when `host` is held for another user than `userId` (an app of theirs deleted lately). */
+export async function checkHold(q: Queryable, host: string, userId: number): Promise<void> {
+  const { rows: [held] } = await q.query<{ until: Date }>(
+    'SELECT until FROM hostname_holds WHERE app_hostname = $1 AND until > now() AND user_id <> $2', [host, userId]);
+  if (held !== undefined) {
+    throw conflict(`app_hostname "${host}" belonged to another user's app, deleted lately; it stays theirs until ${new Date(held.until).toISOString()}`, 'hostname_held');
+  }
 }

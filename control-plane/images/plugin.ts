@@ -12,7 +12,7 @@ import { ArchiveError, extractArchive } from './archive/extract.js';
 import { BuildQueue, buildDir, contextDir } from './build-queue.js';
 import { imageFieldsSchema, noDefault, parseCpu, parseImageFields, parseMemory } from './fields.js';
 import { checkAppDomain } from '../apps/domains.js';
-import { appOwner, checkTagHostsFree, claimRevision, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
+import { appOwner, checkHold, checkTagHostsFree, claimRevision, holdHostname, inheritedFields, joinTraffic, type AppRow } from '../apps/repo.js';
 import { checkTag } from '../apps/traffic.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { dockerRef, getImage, listContainers, listImages, publicContainer, publicImage, type ImageRow } from './repo.js';
@@ -136,6 +136,8 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       // leaves out comes from the previous one
       const owner = await appOwner(app.db, normalizeHost(String(upload.fields.app_hostname ?? '')));
       if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
+      // (a hostname held for the owner of an app deleted lately is refused before the archive is unpacked; claimRevision decides)
+      if (!owner) await checkHold(app.db, normalizeHost(String(upload.fields.app_hostname ?? '')), userId);
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
       if (!owner) checkAppDomain(fields.app_hostname, cfg.appDomains);
       const given = (k: string) => upload.fields[k] !== undefined;
@@ -339,6 +341,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image, revision: row.revision } });
       // the app goes with its last revision
       const { rowCount: appGone } = await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);
+      if (appGone) await holdHostname(c, row.app_hostname, row.user_id, cfg.hostnameHoldDays);
       if (appGone) await recordEvent(c, { type: 'app.deleted', userId: row.user_id, appHostname: row.app_hostname, payload: { revisions: [row.revision] } });
       return row;
     }).catch((e) => {

@@ -77,3 +77,29 @@ describe('DELETE /api/apps/:host', () => {
     expect((await api.get(`/api/apps/${host}`)).status).toBe(404);
   });
 });
+
+describe('a deleted app\'s hostname', () => {
+  it('stays its owner\'s for BERTH_HOSTNAME_HOLD_DAYS: another user gets 409 hostname_held, the owner deploys it again', async () => {
+    const other = await new Api(t.cp.url).signup('app-events-other@example.com');
+    const archive = await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]);
+    for (const [host, how] of [['held-by-delete.example.com', 'app'], ['held-by-last-image.example.com', 'image']] as const) {
+      const id = await insertReadyImage(t.cp, userId, host);
+      const del = how === 'app' ? await api.req('DELETE', `/api/apps/${host}`) : await api.req('DELETE', `/api/images/${id}`);
+      expect(del.status, del.text).toBe(204);
+      expect((await api.get(`/api/apps/${host}`)).status).toBe(404);
+      const taken = await other.upload({ name: 'squat', app_hostname: host }, archive);
+      expect(taken.status, `${how}: ${taken.text}`).toBe(409);
+      expect(taken.body.error.code).toBe('hostname_held');
+      expect(taken.body.error.message).toMatch(/stays theirs until \d{4}-/);
+      // the owner: a new app under the old name, and the hold is over
+      const again = await api.upload({ name: 'back', app_hostname: host }, archive);
+      expect([201, 503], again.text).toContain(again.status);
+      if (again.status === 201) expect((await t.cp.db.query('SELECT 1 FROM hostname_holds WHERE app_hostname = $1', [host])).rowCount).toBe(0);
+    }
+    // once the hold is over, anyone may claim it
+    const host = 'held-expired.example.com';
+    await t.cp.db.query(`INSERT INTO hostname_holds (app_hostname, user_id, until) VALUES ($1, $2, now() - interval '1 second')`, [host, userId]);
+    const free = await other.upload({ name: 'later', app_hostname: host }, archive);
+    expect(free.body?.error?.code).not.toBe('hostname_held');
+  });
+});

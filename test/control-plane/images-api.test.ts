@@ -296,8 +296,12 @@ describe('listing, events, deletion', () => {
     expect((await alice.del(`/api/images/${id}`)).status).toBe(204);
     expect((await alice.get(`/api/images/${id}`)).status).toBe(404);
     expect(existsSync(join(data.dir, 'builds', String(me.id), String(id)))).toBe(false);
-    // the hostname is free again
-    expect((await bob.upload({ name: 'del', app_hostname: 'del.example.com' }, app)).status).toBe(201);
+    // the hostname stays alice's a while (BERTH_HOSTNAME_HOLD_DAYS): bob cannot take it, she can
+    const squat = await bob.upload({ name: 'del', app_hostname: 'del.example.com' }, app);
+    expect(squat.status).toBe(409);
+    expect(squat.body.error.code).toBe('hostname_held');
+    const back = await alice.upload({ name: 'del', app_hostname: 'del.example.com' }, app);
+    expect(back.status).toBe(201);
 
     const ev = (await alice.get('/api/events?after=0&limit=1000')).body.events.filter((e: { image_id: number }) => e.image_id === id);
     expect(ev.map((e: { type: string }) => e.type)).toEqual(['image.building', 'image.build_failed', 'image.deleted']);

@@ -261,8 +261,11 @@ await describeWithDocker('revisions: deploy, split, tag, promote, roll back', ()
     expect(types).toContain('app.deleted');
     expect(types).toContain('app.traffic_changed');
     expect(types.indexOf('app.deleting')).toBeLessThan(types.indexOf('app.deleted'));
-    // the hostname is free again, for anyone
-    const again = await bob.upload({ name: 'again', app_hostname: HOST }, await versionApp('b2'));
+    // the hostname stays its owner's a while (BERTH_HOSTNAME_HOLD_DAYS): not bob's, the owner's again
+    const squat = await bob.upload({ name: 'again', app_hostname: HOST }, await versionApp('b2'));
+    expect(squat.status).toBe(409);
+    expect(squat.body.error.code).toBe('hostname_held');
+    const again = await user.upload({ name: 'again', app_hostname: HOST }, await versionApp('b2'));
     expect(again.status).toBe(201);
     expect(again.body.revision).toBe(1);
     dockerImages.push(again.body.docker_image);

@@ -24,6 +24,7 @@ import { sql as m018 } from './018_session_affinity.js';
 import { sql as m019 } from './019_revision_last_active.js';
 import { sql as m020 } from './020_private_apps.js';
 import { sql as m021 } from './021_upstream_pipeline.js';
+import { sql as m022 } from './022_hostname_holds.js';
 
 export interface Migration {
   version: number;
@@ -53,4 +54,5 @@ export const migrations: Migration[] = [
   { version: 19, name: '019_revision_last_active', sql: m019 },
   { version: 20, name: '020_private_apps', sql: m020 },
   { version: 21, name: '021_upstream_pipeline', sql: m021 },
+  { version: 22, name: '022_hostname_holds', sql: m022 },
 ];
