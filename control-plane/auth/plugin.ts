@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { envNumber } from '../env.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
 import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
@@ -61,7 +62,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const throttle = new LoginThrottle({ freeFailures: rl.perAccountMax, baseDelayMs: rl.backoffBaseMs, maxDelayMs: rl.backoffMaxMs, forgetAfterMs: rl.perAccountWindowMs, maxKeys: rl.maxTracked });
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
   const signupLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { ipLimiter.close(); throttle.close(); signupLimiter.close(); });
+  // changes per user (any write of the API): each is a transaction, an event, often a new route
+  // table for every proxy — one tenant's loop must not make everyone's platform busy
+  const writeLimiter = new RateLimiter(envNumber('BERTH_WRITES_PER_MINUTE', 600, 1, 1_000_000, true), 60_000, Date.now, rl.maxTracked);
+  app.addHook('onClose', async () => { ipLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) =>
@@ -105,6 +109,12 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     }
     const user = await findUserById(app.db, userId);
     if (!user) throw unauthorized('account no longer exists');
+    if (!SAFE_METHODS.has(req.method)) {
+      const key = String(user.id);
+      const wait = writeLimiter.retryAfter(key);
+      if (wait > 0) throw new ApiError(429, 'too_many_requests', `more than ${writeLimiter.max} changes in a minute from your account; retry in ${wait}s`, { 'retry-after': String(wait) });
+      writeLimiter.hit(key);
+    }
     req.user = { id: user.id, email: user.email, username: user.username, via };
     req.log = req.log.child({ userId: user.id });
   });

@@ -30,7 +30,7 @@ export function addressKey(ip: string): string {
 export class RateLimiter {
   private windows: LRUCache<string, { count: number; resetAt: number }>;
 
-  constructor(private readonly max: number, private readonly windowMs: number, private readonly now: () => number = Date.now, maxKeys = DEFAULT_MAX_KEYS) {
+  constructor(readonly max: number, private readonly windowMs: number, private readonly now: () => number = Date.now, maxKeys = DEFAULT_MAX_KEYS) {
     this.windows = new LRUCache({ max: maxKeys });
   }
 
