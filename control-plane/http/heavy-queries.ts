@@ -1,5 +1,6 @@
 import { envNumber } from '../env.js';
 import { ApiError } from './errors.js';
+import { perServer, UserCaps } from './user-caps.js';
 
 /**
  * Reads that sum a user's history in Postgres (metrics, series, billing, invoices) can each hold
@@ -10,10 +11,11 @@ import { ApiError } from './errors.js';
  * (default 4, under the pool's 10) in all; past either the answer is 429 `busy` with Retry-After.
  */
 export class HeavyQueries {
-  private readonly perUser = new Map<number, number>();
-  private total = 0;
+  private readonly caps: UserCaps;
 
-  constructor(readonly maxPerUser: number, readonly maxTotal: number) {}
+  constructor(readonly maxPerUser: number, readonly maxTotal: number) {
+    this.caps = new UserCaps(maxPerUser, maxTotal);
+  }
 
   static fromEnv(): HeavyQueries {
     return new HeavyQueries(envNumber('BERTH_HEAVY_QUERIES_PER_USER', 2, 1, 1000, true), envNumber('BERTH_HEAVY_QUERIES', 4, 1, 1000, true));
@@ -21,37 +23,23 @@ export class HeavyQueries {
 
   /** Running now (of one user, or in all). */
   count(userId?: number): number {
-    return userId === undefined ? this.total : this.perUser.get(userId) ?? 0;
+    return this.caps.count(userId);
   }
 
   async run<T>(userId: number, fn: () => Promise<T>): Promise<T> {
-    const mine = this.perUser.get(userId) ?? 0;
-    if (mine >= this.maxPerUser) {
-      throw new ApiError(429, 'busy', `${mine} of your metrics or billing reads are still running (at most ${this.maxPerUser} at once); try again when they are done`, { 'retry-after': '1' });
-    }
-    if (this.total >= this.maxTotal) {
-      throw new ApiError(429, 'busy', `the control plane is computing ${this.total} metrics or billing reads (at most ${this.maxTotal} at once); try again in a moment`, { 'retry-after': '1' });
-    }
-    this.perUser.set(userId, mine + 1);
-    this.total++;
+    const release = this.caps.take(userId, (which, held) => new ApiError(429, 'busy', which === 'user'
+      ? `${held} of your metrics or billing reads are still running (at most ${this.maxPerUser} at once); try again when they are done`
+      : `the control plane is computing ${held} metrics or billing reads (at most ${this.maxTotal} at once); try again in a moment`, { 'retry-after': '1' }));
     try {
       return await fn();
     } finally {
-      this.total--;
-      const n = (this.perUser.get(userId) ?? 1) - 1;
-      if (n > 0) this.perUser.set(userId, n);
-      else this.perUser.delete(userId);
+      release();
     }
   }
 }
 
 /** One per control plane (keyed by its HTTP server, shared by every plugin). */
-const byServer = new WeakMap<object, HeavyQueries>();
-export function heavyQueries(app: { server: object }): HeavyQueries {
-  let l = byServer.get(app.server);
-  if (!l) byServer.set(app.server, (l = HeavyQueries.fromEnv()));
-  return l;
-}
+export const heavyQueries = perServer(() => HeavyQueries.fromEnv());
 
 /** A route handler that runs as one of the caller's heavy queries (the route authenticates first). */
 export function heavyHandler(app: { server: object }) {
