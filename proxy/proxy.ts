@@ -206,7 +206,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       await apply(saved, 'persisted');
       log.info({ version: saved.version, file: persistFile }, 'serving the persisted route table until the control plane answers');
     }
-    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t) => { await apply(t, 'control-plane'); }, log, o.watchIdleMs);
+    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t) => (await apply(t, 'control-plane')).ms, log, o.watchIdleMs);
     cpSource.start();
   }
 

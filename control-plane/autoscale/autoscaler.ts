@@ -62,7 +62,7 @@ export class Autoscaler {
   constructor(private readonly d: {
     db: Db; service: ContainerService; proxies: ProxyRegistry; leader: Leadership; events: EventRelay; log: Logger; config: AutoscaleConfig;
     /** wakes apps for proxies; the autoscaler starts instances through it too */
-    activation: Pick<Activation, 'isWaking' | 'ensure'>;
+    activation: Pick<Activation, 'isWaking' | 'wokeWithin' | 'ensure'>;
   }) {}
 
   start(): void {
@@ -114,7 +114,7 @@ export class Autoscaler {
       for (const img of rows) {
         if (!serving.has(img.id)) continue;
         seen.add(img.id);
-        if (this.d.activation.isWaking(img.id) || this.moving.has(img.id)) continue;
+        if (this.d.activation.isWaking(img.id) || this.d.activation.wokeWithin(img.id, this.d.config.stableWindowMs) || this.moving.has(img.id)) continue;
         await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now, blind).catch((e: Error) =>
           this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not scale an app'));
       }

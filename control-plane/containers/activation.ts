@@ -15,12 +15,33 @@ export type ActivationResult = 'starting' | 'already_running' | 'not_found' | 'n
  */
 export class Activation {
   private readonly waking = new Set<number>();
+  /** when each app's last wake ended (ms): its held requests are served just after */
+  private readonly woke = new Map<number, number>();
 
   constructor(private readonly db: Db, private readonly service: ContainerService, private readonly log: Logger) {}
 
   /** An instance is being started for this app right now (the autoscaler leaves it alone). */
   isWaking(imageId: number): boolean {
     return this.waking.has(imageId);
+  }
+
+  /**
+   * The app was woken less than `ms` ago. The requests the proxies held for it reach the new
+   * instance only after it is up, so the traffic the autoscaler sees lags the wake: without this
+   * it could take the instance away again before they are served (they are not in-flight
+   * requests until then). The autoscaler leaves such an app alone for its stable window.
+   */
+  wokeWithin(imageId: number, ms: number): boolean {
+    const at = this.woke.get(imageId);
+    if (at === undefined) return false;
+    if (Date.now() - at < ms) return true;
+    this.woke.delete(imageId);
+    return false;
+  }
+
+  private done(imageId: number): void {
+    this.waking.delete(imageId);
+    this.woke.set(imageId, Date.now());
   }
 
   async request(imageId: number): Promise<ActivationResult> {
@@ -45,11 +66,11 @@ export class Activation {
         keep = true;
         void this.service.create(img.user_id, img.id, 0, { provision: true })
           .catch((e) => this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app'))
-          .finally(() => this.waking.delete(imageId));
+          .finally(() => this.done(imageId));
         return 'starting';
       }
       keep = true;
-      void this.ensure(img.user_id, img.id, 1).finally(() => this.waking.delete(imageId));
+      void this.ensure(img.user_id, img.id, 1).finally(() => this.done(imageId));
       return 'starting';
     } finally {
       if (!keep) this.waking.delete(imageId);
