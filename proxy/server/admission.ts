@@ -142,6 +142,8 @@ export const admitted = {
   authDigest: '',
   /** the path for logs */
   logPath: '',
+  /** reached by `/apps/{host}/` rather than by its Host (ClientResponse.viaPath) */
+  viaPath: false,
 };
 
 /** The longest bearer token hashed (invoker tokens are ~46 characters). */
@@ -262,5 +264,6 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
   admitted.rawHost = rawHost;
   admitted.requestId = requestId;
   admitted.logPath = target.path;
+  admitted.viaPath = target.viaPath;
   return true;
 }

@@ -66,6 +66,7 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
     ex.secure = tls;
   }
   ex.authDigest = admitted.authDigest;
+  ex.viaPath = admitted.viaPath;
   const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls, admitted.authHeader === 'authorization');
   if (refusal !== null) {
     route.stats.refused++;

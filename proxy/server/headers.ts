@@ -11,6 +11,8 @@ export const H_SET_COOKIE = 4;
 export const H_CACHE_CONTROL = 5;
 export const H_TRANSFER_ENCODING = 6;
 export const H_VARY = 7;
+/** `Service-Worker-Allowed`: dropped from answers reached by `/apps/{host}/` (see ClientResponse.viaPath) */
+export const H_SW_ALLOWED = 8;
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded in either direction, nor any `proxy-*`.
@@ -33,6 +35,7 @@ const NAMES: Array<[string, number]> = [
   ['date', H_DROP],
   // the proxy sets its own request id on the response
   ['x-request-id', H_DROP],
+  ['service-worker-allowed', H_SW_ALLOWED],
 ];
 
 /** Candidate names by length, as byte arrays, to classify names without allocating strings. */

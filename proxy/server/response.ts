@@ -14,7 +14,7 @@ import type { Route } from '../routing/route.js';
 import { MAX_FIELDS, type ResponseHead } from '../upstream/response-parser.js';
 import { clock } from '../upstream/timers.js';
 import {
-  H_CACHE_CONTROL, H_CONNECTION, H_PASS, H_SET_COOKIE, H_VARY, STATUS_TEXT,
+  H_CACHE_CONTROL, H_CONNECTION, H_DROP, H_PASS, H_SET_COOKIE, H_SW_ALLOWED, H_VARY, STATUS_TEXT,
   classifyBytes, connectionTokens, forbidsStore, statusLine, varyCacheable,
 } from './headers.js';
 import { AFFINITY_COOKIE } from './admission.js';
@@ -101,6 +101,13 @@ export abstract class ClientResponse extends ForwardedRequest {
   secure = false;
   /** the key to hand the client in Set-Cookie (its cookie named another endpoint, or none) */
   setAffinity: string | null = null;
+  /**
+   * Reached by `/apps/{host}/` (a Host naming no app: the proxy's own address, or a name no app
+   * has claimed yet), where apps share an origin: the answer loses `Service-Worker-Allowed`, so
+   * a service worker it installs controls `/apps/{host}/` only, never the whole site — not one
+   * that outlives the visit on a name an app claims later.
+   */
+  viaPath = false;
 
   constructor(
     readonly res: HttpResponse,
@@ -140,7 +147,8 @@ export abstract class ClientResponse extends ForwardedRequest {
       const c = classifyBytes(b, off[5 * i], off[5 * i + 1]);
       fieldClass[i] = c;
       if (c === H_PASS) continue;
-      if (c === H_SET_COOKIE) cacheable = false;
+      if (c === H_SW_ALLOWED) fieldClass[i] = this.viaPath ? H_DROP : H_PASS;
+      else if (c === H_SET_COOKIE) cacheable = false;
       else if (c === H_CACHE_CONTROL) { if (cacheable && forbidsStore(head.value(i))) cacheable = false; }
       else if (c === H_CONNECTION) {
         if (head.connectionTokens) {
@@ -400,7 +408,10 @@ export abstract class ClientResponse extends ForwardedRequest {
     const res = this.res;
     res.writeStatus('200 OK');
     const h = hit.headers;
-    for (let i = 0; i < h.length; i += 2) res.writeHeader(h[i], h[i + 1]);
+    for (let i = 0; i < h.length; i += 2) {
+      if (this.viaPath && h[i].length === 22 && h[i].toLowerCase() === 'service-worker-allowed') continue;
+      res.writeHeader(h[i], h[i + 1]);
+    }
     res.writeHeader('x-berth-fallback', 'hit');
     res.writeHeader('age', String(Math.floor((Date.now() - hit.storedAt) / 1000)));
     res.writeHeader('x-request-id', this.requestId);

@@ -11,15 +11,17 @@ import { newRequestId, validRequestId } from './request-id.js';
  * back). Otherwise any app could be served in another app's origin:
  * `https://victim.example.com/apps/evil.example.com/` would run evil's script as victim's.
  */
-export const target = { path: '', rawHost: '', requestId: '', hostHeader: '', fullPath: '' };
+export const target = { path: '', rawHost: '', requestId: '', hostHeader: '', fullPath: '', viaPath: false };
 
 export function readTarget(req: HttpRequest): void {
   let path = req.getUrl();
   let rawHost = req.getHeader('host');
   target.hostHeader = '';
+  target.viaPath = false;
   if (path.length > 6 && path.charCodeAt(1) === 97 && path.startsWith('/apps/')) {
     target.hostHeader = rawHost;
     target.fullPath = path;
+    target.viaPath = true;
     const slash = path.indexOf('/', 6);
     rawHost = slash === -1 ? path.slice(6) : path.slice(6, slash);
     path = slash === -1 ? '/' : path.slice(slash);
@@ -35,4 +37,5 @@ export function keepHostHeader(): void {
   target.rawHost = target.hostHeader;
   target.path = target.fullPath;
   target.hostHeader = '';
+  target.viaPath = false;
 }

@@ -25,6 +25,7 @@ beforeAll(async () => {
       return;
     }
     if (u === '/length') { res.writeHead(200, { 'content-length': '5' }); return res.end('hello'); }
+    if (u === '/sw.js') { res.writeHead(200, { 'Service-Worker-Allowed': '/', 'content-type': 'text/javascript', 'x-kept': 'yes' }); return res.end('// sw'); }
     if (u === '/status/418') { res.writeHead(418); return res.end('teapot'); }
     if (u === '/multi-cookie') { res.setHeader('set-cookie', ['a=1', 'b=2']); return res.end('ok'); }
     res.end('default');
@@ -71,6 +72,18 @@ describe('routing', () => {
       expect(body.url).toBe('/apps/special.test/length?q=1');
     }
     // (WebSocket upgrades go through the same admit())
+  });
+  it('an answer reached by /apps/{host}/ loses Service-Worker-Allowed: a service worker it installs controls that path only', async () => {
+    const direct = await get(p, 'special.test', '/sw.js');
+    expect(direct.headers['service-worker-allowed']).toBe('/');
+    for (const h of ['127.0.0.1:8080', 'unclaimed.example.com']) {
+      const viaPath = await get(p, h, '/apps/special.test/sw.js');
+      expect(viaPath.status, h).toBe(200);
+      expect(viaPath.body).toBe('// sw');
+      expect(viaPath.headers['service-worker-allowed'], h).toBeUndefined();
+      expect(viaPath.headers['x-kept']).toBe('yes');
+      expect(viaPath.headers['content-type']).toBe('text/javascript');
+    }
   });
   it('answers 404 with x-berth-error and a request id for unknown hosts', async () => {
     const r = await get(p, 'nope.example.org');
