@@ -26,7 +26,8 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
     quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
     revisionsKept: revisionsFlag(o['revisions-kept']),
     appDomains: parseAppDomains(o['app-domains']),
-    signup: signupFlag(o.signup),
+    // (checked with the invite code in config.ts)
+    signup: o.signup as ControlPlaneOptions['signup'],
     signupInvite: o['signup-invite'],
     containerPidsLimit: int('container-pids-limit'),
     containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
@@ -54,11 +55,6 @@ const DESCRIPTION = `The berth control plane: accounts, API tokens, image builds
 with a Dockerfile), containers, health checks, route push to proxies, events (Kafka when KAFKA_BROKERS is set,
 Consul when CONSUL_HTTP_ADDR is set). Other settings by environment: BERTH_ENV (production disables the default
 user), BERTH_JWT_SECRET (else generated into the data dir), BERTH_LOG_LEVEL.`;
-
-function signupFlag(v: string | undefined): 'open' | 'invite' | 'closed' | undefined {
-  if (v === undefined || v === 'open' || v === 'invite' || v === 'closed') return v;
-  throw new UsageError('--signup must be open, invite or closed');
-}
 
 function positiveInt(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;

@@ -30,7 +30,7 @@ async function inTurn<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Hashes running and waiting now (for tests and metrics). */
+/** Hashes running and waiting now (for tests). */
 export function hashingNow(): { running: number; waiting: number } {
   return { running: hashing, waiting: waiting.length };
 }

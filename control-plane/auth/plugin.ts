@@ -1,5 +1,5 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { envNumber } from '../env.js';
+import { sameSecret } from '../http/tokens.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
 import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
@@ -39,12 +39,6 @@ const PASSWORD = { type: 'string', minLength: 8, maxLength: 256 } as const;
 const USERNAME = { type: 'string', minLength: 2, maxLength: 40, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } as const;
 
 interface TokenRow { id: number; name: string; prefix: string; created_at: Date; last_used_at: Date | null; expires_at: Date | null }
-/** Equal secrets, compared by digest in constant time (no length or prefix leaks through timing). */
-function sameSecret(given: string, expected: string): boolean {
-  const d = (v: string) => createHash('sha256').update(v).digest();
-  return timingSafeEqual(d(given), d(expected));
-}
-
 const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
 const publicToken = (t: TokenRow) => ({ id: t.id, name: t.name, prefix: t.prefix, created_at: iso(t.created_at), last_used_at: iso(t.last_used_at), expires_at: iso(t.expires_at) });
 

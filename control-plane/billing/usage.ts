@@ -11,6 +11,13 @@ import type { ContainerRow, ImageRow } from '../images/repo.js';
 /** vCPU an instance is billed for when its image sets no limit (Cloud Run's default: 1). */
 export const DEFAULT_VCPU = 1;
 
+/** The CPU and memory an instance of `img` is made with, and billed for: the image's limits, else the defaults. */
+export function instanceSize(img: Pick<ImageRow, 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number): { cpus: number; memoryBytes: number } {
+  const cpu = img.cpu_limit === null || img.cpu_limit === undefined ? 0 : Number(img.cpu_limit);
+  // no cpu_limit: the vCPU it is billed for, not the whole host
+  return { cpus: cpu > 0 ? cpu : DEFAULT_VCPU, memoryBytes: img.memory_limit_bytes === null || img.memory_limit_bytes === undefined ? defaultMemoryBytes : Number(img.memory_limit_bytes) };
+}
+
 /** What Docker says a container was made with (HostConfig NanoCpus / Memory; 0: not limited). */
 export interface ContainerSize {
   nanoCpus: number;
@@ -26,10 +33,9 @@ export interface ContainerSize {
 export async function openUsage(q: Queryable, c: Pick<ContainerRow, 'id' | 'user_id' | 'image_id' | 'docker_id' | 'started_at'>,
   img: Pick<ImageRow, 'app_hostname' | 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number, size: ContainerSize): Promise<void> {
   await closeUsage(q, c.id, 'restarted');
-  const vcpu = size.nanoCpus > 0 ? size.nanoCpus / 1e9
-    : img.cpu_limit !== null && img.cpu_limit !== undefined && Number(img.cpu_limit) > 0 ? Number(img.cpu_limit) : DEFAULT_VCPU;
-  const mem = size.memoryBytes > 0 ? size.memoryBytes
-    : img.memory_limit_bytes !== null && img.memory_limit_bytes !== undefined ? Number(img.memory_limit_bytes) : defaultMemoryBytes;
+  const given = instanceSize(img, defaultMemoryBytes);
+  const vcpu = size.nanoCpus > 0 ? size.nanoCpus / 1e9 : given.cpus;
+  const mem = size.memoryBytes > 0 ? size.memoryBytes : given.memoryBytes;
   await q.query(
     `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
      VALUES ($1, $2, $3, $4, $5, $6, $7, LEAST(now(), COALESCE($8::timestamptz, now())))`,

@@ -10,7 +10,7 @@ import { ContainerRuntimeError, type ContainerRuntime, type ContainerState } fro
 import type { RouteHub } from '../discovery/hub.js';
 import type { ProxyRegistry } from '../discovery/proxies.js';
 import { endpointAddress } from '../discovery/route-table.js';
-import { closeUsage, DEFAULT_VCPU, openUsage } from '../billing/usage.js';
+import { closeUsage, instanceSize, openUsage } from '../billing/usage.js';
 import { containerEnv } from '../images/env.js';
 
 /** One operation per container at a time, in this process. */
@@ -371,10 +371,9 @@ export class ContainerService {
     return st.nanoCpus === Math.round(l.cpus * 1e9) && st.memoryBytes === (l.memoryBytes || 0);
   }
 
-  /** The CPU and memory a container of `img` is made with (and billed for). */
+  /** The CPU and memory a container of `img` is made with (and billed for: billing/usage.ts). */
   private limits(img: ImageRow): { cpus: number; memoryBytes: number } {
-    // no cpu_limit: the vCPU it is billed for (billing/usage.ts), not the whole host
-    return { cpus: img.cpu_limit ?? DEFAULT_VCPU, memoryBytes: img.memory_limit_bytes ?? this.d.config.containerMemoryDefaultBytes };
+    return instanceSize(img, this.d.config.containerMemoryDefaultBytes);
   }
 
   /** A `creating` row whose start failed before launch() → failed + container.failed (the reconcile loop retries). */

@@ -30,6 +30,11 @@ export async function loadToken(configured: string | undefined, dataDir: string,
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
+/** Equal secrets, compared by digest in constant time (no length or prefix leaks through timing). */
+export function sameSecret(given: string, expected: string): boolean {
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
 /**
  * Several accepted bearer tokens (see loadToken), checked in constant time: every candidate is
  * compared, whichever matches. `match` tells which one was presented (0 is the current one), so

@@ -134,10 +134,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       await privateDir(join(cfg.dataDir, 'builds', String(userId)));
       // a hostname this user already owns: the upload is the app's next revision, and what it
       // leaves out comes from the previous one
-      const owner = await appOwner(app.db, normalizeHost(String(upload.fields.app_hostname ?? '')));
+      const asked = normalizeHost(String(upload.fields.app_hostname ?? ''));
+      const owner = await appOwner(app.db, asked);
       if (owner && owner.user_id !== userId) throw conflict(`app_hostname "${owner.app_hostname}" is already in use`, 'hostname_taken');
       // (a hostname held for the owner of an app deleted lately is refused before the archive is unpacked; claimRevision decides)
-      if (!owner) await checkHold(app.db, normalizeHost(String(upload.fields.app_hostname ?? '')), userId);
+      if (!owner) await checkHold(app.db, asked, userId);
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
       if (!owner) checkAppDomain(fields.app_hostname, cfg.appDomains);
       const given = (k: string) => upload.fields[k] !== undefined;

@@ -15,7 +15,7 @@ import { MAX_FIELDS, type ResponseHead } from '../upstream/response-parser.js';
 import { clock } from '../upstream/timers.js';
 import {
   H_CACHE_CONTROL, H_CONNECTION, H_DROP, H_PASS, H_SET_COOKIE, H_SW_ALLOWED, H_VARY, STATUS_TEXT,
-  classifyBytes, connectionTokens, forbidsStore, statusLine, varyCacheable,
+  classifyBytes, classifyHeader, connectionTokens, forbidsStore, statusLine, varyCacheable,
 } from './headers.js';
 import { AFFINITY_COOKIE } from './admission.js';
 import { ForwardedRequest } from './request-headers.js';
@@ -409,7 +409,7 @@ export abstract class ClientResponse extends ForwardedRequest {
     res.writeStatus('200 OK');
     const h = hit.headers;
     for (let i = 0; i < h.length; i += 2) {
-      if (this.viaPath && h[i].length === 22 && h[i].toLowerCase() === 'service-worker-allowed') continue;
+      if (this.viaPath && classifyHeader(h[i]) === H_SW_ALLOWED) continue;
       res.writeHeader(h[i], h[i + 1]);
     }
     res.writeHeader('x-berth-fallback', 'hit');
