@@ -1,7 +1,8 @@
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
 import type { ContainerRuntime } from '../runtime/containers.js';
-import { DEFAULT_VCPU } from './usage.js';
+import type { ImageRow } from '../images/repo.js';
+import { billedSize } from './usage.js';
 
 export interface SamplerOptions {
   db: Db;
@@ -101,16 +102,34 @@ export class UsageSampler {
        WHERE id = $1 AND end_time IS NULL`, [r.id, s.cpuNs / 1e9, s.memoryBytes]);
   }
 
-  /** Running containers with no open record (running since before metering, or a missed hook) get one. */
+  /**
+   * Running containers with no open record (running since before metering, or a missed hook) get
+   * one from now, billed for what Docker says each has (its limits may differ from the image's
+   * since: they apply at the next start). A container Docker no longer runs is left to the
+   * reconcile loop.
+   */
   private async adoptRunning(): Promise<void> {
-    const { rowCount } = await this.o.db.query(
-      `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
-       SELECT c.user_id, c.image_id, c.id, i.app_hostname, c.docker_id,
-              CASE WHEN i.cpu_limit > 0 THEN i.cpu_limit ELSE $1 END, COALESCE(i.memory_limit_bytes, $2), now()
+    const { rows } = await this.o.db.query<{ id: number; docker_id: string } & Pick<ImageRow, 'cpu_limit' | 'memory_limit_bytes'>>(
+      `SELECT c.id, c.docker_id, i.cpu_limit, i.memory_limit_bytes
          FROM containers c JOIN images i ON i.id = c.image_id
         WHERE c.status = 'running' AND c.docker_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.container_id = c.id AND u.end_time IS NULL)
-       ON CONFLICT DO NOTHING`, [DEFAULT_VCPU, this.o.defaultMemoryBytes]);
-    if (rowCount) this.o.log.info({ adopted: rowCount }, 'usage records opened for running containers that had none');
+        ORDER BY c.id LIMIT 100`);
+    let adopted = 0;
+    for (const r of rows) {
+      const st = await this.o.runtime.inspect(r.docker_id).catch(() => null);
+      if (!st?.running) continue;
+      const size = billedSize(r, this.o.defaultMemoryBytes, st);
+      // the lifecycle may have opened one meanwhile (a partial unique index keeps one open per container)
+      const { rowCount } = await this.o.db.query(
+        `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
+         SELECT c.user_id, c.image_id, c.id, i.app_hostname, c.docker_id, $3, $4, now()
+           FROM containers c JOIN images i ON i.id = c.image_id
+          WHERE c.id = $1 AND c.status = 'running' AND c.docker_id = $2
+            AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.container_id = c.id AND u.end_time IS NULL)
+         ON CONFLICT DO NOTHING`, [r.id, r.docker_id, size.vcpu, size.memoryBytes]);
+      adopted += rowCount ?? 0;
+    }
+    if (adopted) this.o.log.info({ adopted }, 'usage records opened for running containers that had none');
   }
 }

@@ -24,6 +24,15 @@ export interface ContainerSize {
   memoryBytes: number;
 }
 
+/** What a run is billed for: what Docker says the container has, the image's figures where Docker reports no limit. */
+export function billedSize(img: Pick<ImageRow, 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number, size: ContainerSize): { vcpu: number; memoryBytes: number } {
+  const given = instanceSize(img, defaultMemoryBytes);
+  return {
+    vcpu: size.nanoCpus > 0 ? size.nanoCpus / 1e9 : given.cpus,
+    memoryBytes: size.memoryBytes > 0 ? size.memoryBytes : given.memoryBytes,
+  };
+}
+
 /**
  * Open a run's record. It is billed for what the container was made with (`size`), which is
  * the image's limits when berth made it; the image's own figures stand in only where Docker
@@ -33,9 +42,7 @@ export interface ContainerSize {
 export async function openUsage(q: Queryable, c: Pick<ContainerRow, 'id' | 'user_id' | 'image_id' | 'docker_id' | 'started_at'>,
   img: Pick<ImageRow, 'app_hostname' | 'cpu_limit' | 'memory_limit_bytes'>, defaultMemoryBytes: number, size: ContainerSize): Promise<void> {
   await closeUsage(q, c.id, 'restarted');
-  const given = instanceSize(img, defaultMemoryBytes);
-  const vcpu = size.nanoCpus > 0 ? size.nanoCpus / 1e9 : given.cpus;
-  const mem = size.memoryBytes > 0 ? size.memoryBytes : given.memoryBytes;
+  const { vcpu, memoryBytes: mem } = billedSize(img, defaultMemoryBytes, size);
   await q.query(
     `INSERT INTO usage_records (user_id, image_id, container_id, app_hostname, docker_id, vcpu, memory_bytes, start_time)
      VALUES ($1, $2, $3, $4, $5, $6, $7, LEAST(now(), COALESCE($8::timestamptz, now())))`,

@@ -108,6 +108,16 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     expect(idle.records).toHaveLength(3);
     expect(idle.records[2]).toMatchObject({ status: 'Active', vcpu: 0.25, memory_bytes: 32 * 1024 * 1024 });
 
+    // the sampler's safety net (a running container with no open record, e.g. a missed hook)
+    // bills what Docker says the container has, not the image's limits changed since
+    expect((await alice.req('PATCH', `/api/images/${idleImage}`, { json: { cpu_limit: '1', memory_limit: '128m' } })).status).toBe(200);
+    await t.cp.db.query(`DELETE FROM usage_records WHERE container_id = $1 AND end_time IS NULL`, [ci.id]);
+    idle = await waitFor('the sampler opened a record for the running container', async () => {
+      const b = await billing(idleImage);
+      return b.records.length === 3 && b.records[2].status === 'Active' && b;
+    }, 10_000, 100);
+    expect(idle.records[2]).toMatchObject({ container_id: ci.id, vcpu: 0.25, memory_bytes: 32 * 1024 * 1024 });
+
     // docker kill: the reconcile loop sees the crash, closes the record, and the replacement opens its own
     await docker.getContainer(cb.docker_id).kill();
     const crashed = await waitFor('the crash closed the record and a new run opened', async () => {
