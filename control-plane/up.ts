@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import { formatHelp, parseArgs, parseListen, resolveOptions, type OptionSpec } from '../shared/cli/args.js';
 import { createLogger } from '../shared/logging.js';
 import { startProxy, type ProxyHandle, type ProxyOptions } from '../proxy/proxy.js';
-import { TLS_SPECS, tlsOptions } from '../proxy/cli.js';
+import { APPS_PATH_SPEC, ownNamesOption, TLS_SPECS, tlsOptions } from '../proxy/cli.js';
 import { DEFAULT_USER } from './auth/users.js';
 import { startControlPlane, type ControlPlane } from './app.js';
 import { TENANT_SPECS, tenantOptions } from './cli.js';
 import type { ControlPlaneOptions } from './config.js';
 import { appUrls } from '../shared/client/urls.js';
 import { tokenList } from '../shared/token-list.js';
+import { normalizeHost } from '../shared/hostname.js';
 
 const appUrl = (host: string, proxyUrl: string) => appUrls(host, proxyUrl)[0];
 
@@ -21,6 +22,7 @@ const SPECS: OptionSpec[] = [
   { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
   { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'proxy ↔ control-plane token (default: generated for this run)' },
+  APPS_PATH_SPEC,
   ...TLS_SPECS,
   ...TENANT_SPECS,
 ];
@@ -43,6 +45,8 @@ export async function up(o: {
   databaseUrl?: string; dockerHost?: string; proxyToken?: string; quiet?: boolean;
   /** an HTTPS listener on the proxy too */
   tls?: ProxyOptions['tls'];
+  /** the proxy's own names (`--apps-path-hosts`); the host of BERTH_PUBLIC_URL is added */
+  ownNames?: string[];
   /** quotas, container limits, networks (TENANT_SPECS) */
   tenant?: Partial<ControlPlaneOptions>;
 }): Promise<UpHandle> {
@@ -55,12 +59,16 @@ export async function up(o: {
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
     proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
   });
+  // /apps/{host}/ works on the address clients are told (GET /api/info), when that is a name
+  const ownNames = [...(o.ownNames ?? [])];
+  const shownName = cp.app.publicInfo.proxyUrl ? new URL(cp.app.publicInfo.proxyUrl).hostname : '';
+  if (shownName !== '' && !shownName.startsWith('[') && !/^[\d.]+$/.test(shownName)) ownNames.push(normalizeHost(shownName));
   let proxy: ProxyHandle;
   try {
     proxy = await startProxy({
       listenHost: px.host, listenPort: px.port, adminHost: admin.host, adminPort: admin.port,
       adminToken: process.env.BERTH_ADMIN_TOKEN, controlPlaneUrl: cp.url, token,
-      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, accessLogRate: 1, upstreamConnections: 256, tls: o.tls,
+      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, accessLogRate: 1, upstreamConnections: 256, tls: o.tls, ownNames,
       logger: o.quiet ? cp.log : createLogger('berth-proxy'),
     });
   } catch (e) {
@@ -90,7 +98,7 @@ export async function run(argv: string[]): Promise<void> {
   const o = resolveOptions(args, SPECS);
   const h = await up({
     apiListen: o['api-listen']!, proxyListen: o['proxy-listen']!, adminListen: o['admin-listen']!, dataDir: o['data-dir']!,
-    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'], tenant: tenantOptions(o), tls: tlsOptions(o),
+    databaseUrl: o['database-url'], dockerHost: o['docker-host'], proxyToken: o['proxy-token'], tenant: tenantOptions(o), tls: tlsOptions(o), ownNames: ownNamesOption(o['apps-path-hosts']),
   });
   const dockerOk = await h.cp.runtime.ping().then(() => 'ok', (e: Error) => `NOT REACHABLE (${e.message}) — builds and containers will fail until it is`);
   const creds = h.cp.config.production ? '(production mode: no default user; sign up with POST /api/auth/signup)' : `${DEFAULT_USER.email} / ${DEFAULT_USER.password} (created on first start when there are no users)`;

@@ -4,6 +4,7 @@ import { createLogger } from '../shared/logging.js';
 import { parseAccessLogRate } from './server/access-log.js';
 import { startProxy, type ProxyOptions } from './proxy.js';
 import { tokenList } from '../shared/token-list.js';
+import { isValidHostPattern, normalizeHost } from '../shared/hostname.js';
 
 /** HTTPS on the proxy (also `berth up`'s): TLS terminated by uWS, certificates by SNI. */
 export const TLS_SPECS: OptionSpec[] = [
@@ -13,6 +14,24 @@ export const TLS_SPECS: OptionSpec[] = [
   { name: 'tls-dir', env: 'BERTH_TLS_DIR', help: 'a certificate per server name by SNI: NAME.crt + NAME.key (shop.example.com.crt, *.example.com.crt)' },
   { name: 'https-redirect', env: 'BERTH_HTTPS_REDIRECT', boolean: true, help: 'the plain listener answers every routed request with 308 to the same URL on the HTTPS listener' },
 ];
+
+/** Where `/apps/{host}/` (access without DNS) is served besides IP addresses and localhost (also `berth up`'s). */
+export const APPS_PATH_SPEC: OptionSpec = {
+  name: 'apps-path-hosts', env: 'BERTH_APPS_PATH_HOSTS',
+  help: 'the proxy\'s own names, comma separated, on which /apps/{host}/ reaches an app as on its IP address or localhost (never on other names: an app may claim them later)',
+};
+
+/** --apps-path-hosts as normalised names; a wildcard, a bad name or more than 100 is a usage error. */
+export function ownNamesOption(v: string | undefined): string[] {
+  if (v === undefined || v.trim() === '') return [];
+  const names = v.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (names.length > 100) throw new UsageError(`--apps-path-hosts takes at most 100 names (got ${names.length})`);
+  return names.map((raw) => {
+    const n = normalizeHost(raw);
+    if (!/^[a-z0-9._-]+$/i.test(raw) || !isValidHostPattern(n)) throw new UsageError(`--apps-path-hosts: "${raw}" is not a hostname (no wildcards, ports or paths)`);
+    return n;
+  });
+}
 
 /** The TLS flags as ProxyOptions.tls (undefined without --tls-listen); half a configuration is a usage error. */
 export function tlsOptions(o: Record<string, string | undefined>): ProxyOptions['tls'] {
@@ -39,6 +58,7 @@ const OPTIONS: OptionSpec[] = [
   { name: 'access-log', env: 'BERTH_ACCESS_LOG', default: 'on', help: 'on, off, or a sampling rate such as 0.01' },
   { name: 'watch-idle-ms', env: 'BERTH_PROXY_WATCH_IDLE_MS', default: '45000', help: 'reconnect to the control plane after this much silence on its stream' },
   { name: 'upstream-connections', env: 'BERTH_UPSTREAM_CONNECTIONS', default: '256', help: 'max keep-alive connections per upstream endpoint' },
+  APPS_PATH_SPEC,
   ...TLS_SPECS,
 ];
 
@@ -67,13 +87,14 @@ export async function run(argv: string[]): Promise<void> {
   }
   if (!o.routes && !o['control-plane']) throw new UsageError('give a route table source: --routes FILE or --control-plane URL --token T');
   const tls = tlsOptions(o);
+  const ownNames = ownNamesOption(o['apps-path-hosts']);
   const logger = createLogger('berth-proxy');
   let handle;
   try {
     handle = await startProxy({
       listenHost: listen.host, listenPort: listen.port, adminHost: admin.host, adminPort: admin.port,
       adminToken: o['admin-token'], routesFile: o.routes, controlPlaneUrl: o['control-plane'], token: o.token === undefined ? undefined : tokenList(o.token)[0],
-      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, watchIdleMs, logger, tls,
+      dataDir: resolve(o['data-dir']!), workers, accessLogRate: rate, upstreamConnections: conns, watchIdleMs, logger, tls, ownNames,
     });
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, 'proxy failed to start');

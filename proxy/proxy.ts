@@ -34,6 +34,8 @@ export interface ProxyOptions {
   workers: number;
   accessLogRate: number;
   upstreamConnections: number;
+  /** the proxy's own names (`--apps-path-hosts`): `/apps/{host}/` reaches an app on them, as on an IP address or localhost */
+  ownNames?: readonly string[];
   /** reconnect when the control-plane stream is silent this long (it pings every 15 s) */
   watchIdleMs?: number;
   /** an HTTPS listener too: TLS terminated here, certificates checked at start (server/tls.ts) */
@@ -113,14 +115,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   };
   if (tls) warnExpiry(tls.config.expiry);
   if (o.workers <= 1) {
-    plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections });
+    plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames });
     runtime.activate = activator ? (id) => activator.activate(id) : null;
     port = await plane.listen(o.listenHost, o.listenPort);
     if (tls) tlsPort = await plane.listenTls(tls.host, tls.port, tls.config, tls.redirect);
   } else {
     pool = new WorkerPool();
     pool.onActivate = activator ? (id) => activator.activate(id) : null;
-    ({ port, tlsPort } = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, canActivate: activator !== null, tls }));
+    ({ port, tlsPort } = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames, canActivate: activator !== null, tls }));
   }
 
   // SIGHUP (cli.ts) and POST /tls/reload: the files read and checked again, then a new HTTPS

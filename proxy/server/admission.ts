@@ -22,6 +22,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
+import type { RouteTable } from '../routing/table.js';
 import { Split } from '../routing/split.js';
 import { logRejected, refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
@@ -70,6 +71,22 @@ export function validContentLength(v: string): boolean {
 export function validTransferEncoding(v: string): boolean {
   return v.length >= 7 && v.trim().toLowerCase() === 'chunked';
 }
+
+/**
+ * Does `/apps/{host}/` reach an app on this Host? Only on the proxy's own address: an IP literal,
+ * `localhost`, or a name the operator gave (`--apps-path-hosts`) — and never on a Host a route
+ * serves (there the path is the app's own). Any other name could be claimed by an app later (a
+ * wildcard DNS name nobody has deployed yet): what another app left in that origin (cookies,
+ * storage, caches) would then be the new app's visitors'. Off the hot path: `/apps/` requests only.
+ */
+function pathFormHost(header: string, table: RouteTable): boolean {
+  if (!validHost(header)) return false;
+  const name = normalizeHost(header);
+  if (table.entry(name) !== undefined) return false;
+  return name === 'localhost' || name.charCodeAt(0) === 91 /* [ */ || IPV4.test(name) || runtime.ownNames.has(name);
+}
+
+const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
 /**
  * Is this a Host (or `/apps/{host}` segment) of the form `host[:port]`? Host is a DNS name
@@ -209,9 +226,10 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
     logRejected(requestId, method, target.rawHost, target.path, 503, 'not_ready');
     return false;
   }
-  // `/apps/{host}/` on a Host that names an app is that app's own path (target.ts)
+  // `/apps/{host}/` is read from the path only on the proxy's own address, never on a Host that
+  // names an app or may name one later (target.ts)
   const header = target.hostHeader;
-  if (header !== '' && validHost(header) && table.entry(normalizeHost(header)) !== undefined) keepHostHeader();
+  if (header !== '' && !pathFormHost(header, table)) keepHostHeader();
   const rawHost = target.rawHost;
   if (rawHost === '') {
     globalStats.badRequest++;
@@ -229,7 +247,8 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
   const found = table.entry(host);
   if (found === undefined) {
     globalStats.noRoute++;
-    sendError(res, 404, 'no_route', requestId, `no route for host "${host}"`, head);
+    const hint = target.path.startsWith('/apps/') ? ` (/apps/{host}/ is served on the proxy's own address: an IP address, localhost or a name in --apps-path-hosts)` : '';
+    sendError(res, 404, 'no_route', requestId, `no route for host "${host}"${hint}`, head);
     logRejected(requestId, method, host, target.path, 404, 'no_route');
     return false;
   }

@@ -24,6 +24,8 @@ export interface DataPlaneOptions {
   accessLogRate: number;
   upstreamConnections: number;
   keepAliveTimeoutMs?: number;
+  /** the proxy's own names, normalised (`--apps-path-hosts`): `/apps/{host}/` is served on them too */
+  ownNames?: readonly string[];
 }
 
 /** One uWS listener and its route table. One per thread (`--workers N` runs N of them). */
@@ -50,6 +52,7 @@ export class DataPlane {
       keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 30_000,
       connectMs: 2000,
     });
+    runtime.ownNames = new Set(opts.ownNames ?? []);
     runtime.accessLog = opts.accessLogRate > 0 ? new AccessLog(opts.logger.child({ log: 'access' }), opts.accessLogRate) : null;
   }
 

@@ -10,10 +10,13 @@ export const runtime: {
   activate: ((routeId: string) => void) | null;
   /** the plain listener answers 308 to https://host + this (`:8443`, or '' for 443) (`--https-redirect`); null = serve it */
   httpsRedirect: string | null;
+  /** the proxy's own names (`--apps-path-hosts`, normalised): `/apps/{host}/` is served on them, IP addresses and localhost */
+  ownNames: ReadonlySet<string>;
 } = {
   table: null,
   accessLog: null,
   via: '1.1 berth',
   activate: null,
   httpsRedirect: null,
+  ownNames: new Set(),
 };

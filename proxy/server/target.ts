@@ -6,10 +6,11 @@ import { newRequestId, validRequestId } from './request-id.js';
  * DNS) or the Host header, plus the request id (kept when sane, else created).
  * One reused object filled by readTarget(): nothing allocated per request beyond the strings.
  *
- * `/apps/{host}/` is read from the path only to reach the proxy's own address: when the Host
- * header names an app, the path is that app's (admission.ts puts `hostHeader` and `fullPath`
- * back). Otherwise any app could be served in another app's origin:
- * `https://victim.example.com/apps/evil.example.com/` would run evil's script as victim's.
+ * `/apps/{host}/` is read from the path only on the proxy's own address (an IP address,
+ * `localhost`, `--apps-path-hosts`): on any other Host the path is that Host's (admission.ts
+ * `pathFormHost` decides and puts `hostHeader` and `fullPath` back). Otherwise any app could be
+ * served in another app's origin — `https://victim.example.com/apps/evil.example.com/` would run
+ * evil's script as victim's — or in the origin of a name an app claims later.
  */
 export const target = { path: '', rawHost: '', requestId: '', hostHeader: '', fullPath: '', viaPath: false };
 

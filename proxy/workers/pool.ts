@@ -9,6 +9,7 @@ export interface WorkerInit {
   port: number;
   accessLogRate: number;
   upstreamConnections: number;
+  ownNames?: readonly string[];
   /** the main thread can wake scaled-to-zero routes (it talks to a control plane) */
   canActivate?: boolean;
   /** an HTTPS listener too, on every worker (SO_REUSEPORT, as the plain one) */

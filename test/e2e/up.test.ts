@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, expect, it } from 'vitest';
 import { freePort } from '../helpers/ports.js';
 import { tempDir } from '../helpers/tmp.js';
+import { get, type ProxyProc } from '../proxy/harness.js';
 import { Proc, built, waitFor } from './support.js';
 
 /** `berth up`: control plane (embedded Postgres) + proxy wired with a generated token, URLs and credentials printed. */
@@ -17,8 +18,8 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   if (!built()) throw new Error('dist/ is missing: run `npx tsc -p .` (npm test builds first)');
   dir = await tempDir('berth-up-');
   const [api, px, admin] = [await freePort(), await freePort(), await freePort()];
-  proc = new Proc(['up', '--api-listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${px}`, '--admin-listen', `127.0.0.1:${admin}`, '--data-dir', `${dir.dir}/data`],
-    { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_METRICS_TOKEN: '', BERTH_ENV: 'development' });
+  proc = new Proc(['up', '--api-listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${px}`, '--admin-listen', `127.0.0.1:${admin}`, '--data-dir', `${dir.dir}/data`, '--apps-path-hosts', 'proxy.internal'],
+    { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_METRICS_TOKEN: '', BERTH_ENV: 'development', BERTH_PUBLIC_URL: `http://Apps.Example.test:${px}` });
   await waitFor('berth is up', async () => proc!.out.includes('berth is up') || (proc!.child.exitCode !== null ? Promise.reject(new Error(proc!.out)) : false), 60_000, 100);
   expect(proc.out).toContain(`http://127.0.0.1:${api}`);
   expect(proc.out).toContain(`http://127.0.0.1:${px}`);
@@ -44,5 +45,13 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   expect(metrics).toMatch(/^berth_cp_reconcile_leader 1$/m);
   expect((await fetch(`http://127.0.0.1:${admin}/readyz`)).status).toBe(200);
   expect((await fetch(`http://127.0.0.1:${px}/`, { headers: { host: 'nothing.example.com' } })).status).toBe(404);
+  // /apps/{host}/ is read on the proxy's own names: --apps-path-hosts and the host of BERTH_PUBLIC_URL, not others
+  const viaPath = (host: string) => get({ url: `http://127.0.0.1:${px}` } as ProxyProc, host, '/apps/nothing.example.com/');
+  for (const own of ['proxy.internal', `apps.example.test:${px}`, `127.0.0.1:${px}`]) {
+    const r = await viaPath(own);
+    expect([r.status, r.body.includes('"nothing.example.com"'), r.body.includes('--apps-path-hosts')], own).toEqual([404, true, false]);
+  }
+  const other = await viaPath('unlisted.example.test');
+  expect([other.status, other.body.includes('"unlisted.example.test"'), other.body.includes('--apps-path-hosts')]).toEqual([404, true, true]);
   expect(await proc.kill('SIGTERM')).toBe(0);
 });

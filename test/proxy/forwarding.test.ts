@@ -33,7 +33,7 @@ beforeAll(async () => {
   p = await startProxy(table([
     route('echo', ['shop.example.com', '*.wild.example.com'], [up.address]),
     route('special', ['special.test'], [special.address]),
-  ]));
+  ]), ['--apps-path-hosts', 'Berth.Example.NET,localhost.example']);
 });
 afterAll(async () => {
   await p?.stop();
@@ -53,14 +53,24 @@ describe('routing', () => {
     expect((await get(p, 'a.b.wild.example.com')).status).toBe(200);
     expect((await get(p, 'wild.example.com')).status).toBe(404);
   });
-  it('serves /apps/{host}/{path} for people without DNS', async () => {
-    const r = await get(p, 'unrelated.invalid', '/apps/shop.example.com/deep/path?q=1');
+  it('serves /apps/{host}/{path} for people without DNS, on the proxy\'s own address', async () => {
+    const r = await get(p, '127.0.0.1', '/apps/shop.example.com/deep/path?q=1');
     expect(r.status).toBe(200);
     const body = JSON.parse(r.body);
     expect(body.url).toBe('/deep/path?q=1');
     expect(body.headers.host).toBe('shop.example.com');
-    expect((await get(p, 'x', '/apps/shop.example.com')).status).toBe(200);
-    expect((await get(p, '127.0.0.1:8080', '/apps/special.test/length')).body).toBe('hello');
+    for (const h of ['localhost', 'LOCALHOST:8080', '127.0.0.1:8080', '[::1]:8080', '10.1.2.3', 'berth.example.net', 'Berth.Example.Net.:443', 'localhost.example']) {
+      expect((await get(p, h, '/apps/shop.example.com')).status, h).toBe(200);
+      expect((await get(p, h, '/apps/special.test/length')).body, h).toBe('hello');
+    }
+  });
+  it('/apps/{host}/ on any other name is that name\'s own path: 404, not an app in an origin an app may claim later', async () => {
+    for (const h of ['unclaimed.example.com', 'x', 'a.berth.example.net', 'localhost.evil', 'example.net', '127.0.0.1.nip.io']) {
+      const r = await get(p, h, '/apps/shop.example.com/x');
+      expect(r.status, h).toBe(404);
+      expect(r.headers['x-berth-error']).toBe('no_route');
+      expect(r.body).toContain('--apps-path-hosts');
+    }
   });
   it('/apps/{host}/ on a Host that names an app is that app\'s own path: no app is served in another\'s origin', async () => {
     // (else https://shop.example.com/apps/special.test/ would run special.test's script as shop.example.com)
@@ -76,7 +86,7 @@ describe('routing', () => {
   it('an answer reached by /apps/{host}/ loses Service-Worker-Allowed: a service worker it installs controls that path only', async () => {
     const direct = await get(p, 'special.test', '/sw.js');
     expect(direct.headers['service-worker-allowed']).toBe('/');
-    for (const h of ['127.0.0.1:8080', 'unclaimed.example.com']) {
+    for (const h of ['127.0.0.1:8080', 'berth.example.net']) {
       const viaPath = await get(p, h, '/apps/special.test/sw.js');
       expect(viaPath.status, h).toBe(200);
       expect(viaPath.body).toBe('// sw');

@@ -119,7 +119,7 @@ describe('TLS termination', () => {
       const g = await get(r, 'shop.example.com:8080', '/a/b?q=1&x=%20');
       expect(g.status).toBe(308);
       expect(g.headers.location).toBe(`https://shop.example.com:${port}/a/b?q=1&x=%20`);
-      const viaPath = await get(r, 'ignored.test', '/apps/shop.example.com/x');
+      const viaPath = await get(r, '127.0.0.1:8080', '/apps/shop.example.com/x');
       expect(viaPath.headers.location).toBe(`https://shop.example.com:${port}/x`);
       const head = await get(r, 'shop.example.com', '/h', { method: 'HEAD' });
       expect([head.status, head.body]).toEqual([308, '']);

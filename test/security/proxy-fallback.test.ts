@@ -20,6 +20,7 @@ beforeAll(async () => {
     if (url === '/vary-cookie') h.vary = 'Cookie';
     if (url === '/vary-star') h.vary = '*';
     if (url.startsWith('/vary-ae')) h.vary = 'Accept-Encoding';
+    if (url === '/sw.js') h['service-worker-allowed'] = '/';
     const who = req.headers.cookie ? `secret page of ${req.headers.cookie}` : 'public page';
     const body = url.startsWith('/vary-ae') ? `encoded for ${req.headers['accept-encoding'] ?? 'identity'}` : who;
     res.writeHead(200, h);
@@ -49,6 +50,7 @@ describe('fallback cache: what is never kept', () => {
     // a repeated Accept-Encoding is not keyed: the answer is not kept
     const twice = await rawHttp(p.port, 'GET /vary-ae?twice HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: gzip\r\nAccept-Encoding:\r\n\r\n', 1500, 1);
     expect(twice.statuses).toEqual([200]);
+    expect((await get(p, 'app.test', '/sw.js')).headers['service-worker-allowed']).toBe('/');
     await new Promise((r) => setTimeout(r, 50));
 
     down = true;
@@ -71,5 +73,14 @@ describe('fallback cache: what is never kept', () => {
     expect((await get(p, 'app.test', '/vary-ae?twice')).status).toBe(503);
     expect((await get(p, 'app.test', '/vary-ae?twice', { headers: { 'accept-encoding': 'gzip' } })).status).toBe(503);
     expect((await get(p, 'app.test', '/vary-ae', { headers: { 'accept-encoding': 'br' } })).status).toBe(503);
+
+    // a kept answer reached by /apps/{host}/ loses Service-Worker-Allowed as a live one does
+    // (a service worker installed there must not control the proxy's whole origin)
+    const own = await get(p, 'app.test', '/sw.js');
+    expect([own.headers['x-berth-fallback'], own.headers['service-worker-allowed']]).toEqual(['hit', '/']);
+    const via = await get(p, '127.0.0.1', '/apps/app.test/sw.js');
+    expect(via.headers['x-berth-fallback']).toBe('hit');
+    expect(via.body).toBe('public page');
+    expect(via.headers['service-worker-allowed']).toBeUndefined();
   });
 });
