@@ -153,8 +153,9 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
       };
       const bad = checkPattern(config as WorkloadOptions);
       if (bad) throw badRequest(bad);
-      // The proxy routes `/apps/{host}/…` by the host in the path, before the Host header: such a
-      // path would send this load (and its bill) to whatever app it names, not the one checked.
+      // The proxy routes `/apps/{host}/…` by the host in the path when the Host names no app and is
+      // its own address: should the app's route be gone meanwhile, such a path could send this load
+      // (and its bill) to whatever app it names, not the one checked. Refused outright.
       if (/^\/apps\//i.test(config.path)) throw badRequest(`path "${config.path.slice(0, 100)}" must not start with /apps/ (the proxy would route it to the app named in it); the app is the one in app_hostname`);
       const peak = peakRate(config as WorkloadOptions);
       // forced connections are bounded by the rate: a slow trickle must not hold thousands of sockets on the shared proxy
