@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
-import { HeavyQueries } from '../../control-plane/http/heavy-queries.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { HeavyQueries, heavyQueries } from '../../control-plane/http/heavy-queries.js';
+import { Api } from '../helpers/api.js';
+import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 describe('heavy queries: a few history sums at once per user and in all', () => {
   const gate = () => { let open!: () => void; const p = new Promise<void>((r) => (open = r)); return { p, open }; };
@@ -21,4 +23,30 @@ describe('heavy queries: a few history sums at once per user and in all', () => 
     expect(h.count(1)).toBe(0);
     expect(await h.run(1, async () => 'ok')).toBe('ok');
   });
+});
+
+describe('heavy queries: the routes that sum a user\'s history take a slot each', () => {
+  let t: TestControlPlane;
+  afterAll(async () => { await t?.close(); });
+
+  it('metrics, series, billing, an image\'s billing and invoices answer 429 busy while the user\'s slots are held; others are not held back', async () => {
+    t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
+    const alice = await new Api(t.cp.url).signup('alice-heavy@example.com');
+    const bob = await new Api(t.cp.url).signup('bob-heavy@example.com');
+    const aliceId = (await alice.get('/api/auth/me')).body.user.id as number;
+    const month = new Date().toISOString().slice(0, 7);
+    const paths = ['/api/metrics', '/api/metrics/series', '/api/billing', '/api/billing/images/999999', `/api/billing/invoices/${month}`];
+    const limits = heavyQueries(t.cp.app);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const held = Array.from({ length: limits.maxPerUser }, () => limits.run(aliceId, () => gate));
+    for (const p of paths) {
+      const r = await alice.get(p);
+      expect([r.status, r.body.error?.code, r.headers.get('retry-after')], p).toEqual([429, 'busy', '1']);
+      expect((await bob.get(p)).status, p).not.toBe(429);
+    }
+    open();
+    await Promise.all(held);
+    for (const p of paths) expect((await alice.get(p)).status, p).toBe(p.includes('999999') ? 404 : 200);
+  }, 60_000);
 });
