@@ -22,6 +22,8 @@ export interface Waiting {
 export class RouteQueue {
   private items: Waiting[] = [];
   private head = 0;
+  /** clients have gone since the last compaction: entries may be dead weight */
+  private goneHint = 0;
 
   constructor(public maxEntries: number, public timeoutMs: number) {}
 
@@ -29,9 +31,18 @@ export class RouteQueue {
     return this.items.length - this.head;
   }
 
-  /** false when the queue is full */
+  /**
+   * false when the queue is full of requests still waiting. Requests whose client left count
+   * until they are dropped: when full after clients left, the queue is compacted first (else a
+   * burst of requests aborted at once would fill it, and everyone else get 503 until the head's
+   * timeout; each compaction is paid for by one aborted request).
+   */
   push(w: Waiting, now: number): boolean {
-    if (this.length >= this.maxEntries) return false;
+    if (this.length >= this.maxEntries) {
+      if (this.goneHint === 0) return false;
+      this.compact();
+      if (this.length >= this.maxEntries) return false;
+    }
     w.waitingSince = now;
     this.items.push(w);
     if (this.length === 1) watch(this);
@@ -52,6 +63,20 @@ export class RouteQueue {
       return true;
     }
     return false;
+  }
+
+  /** A client went away: one of the entries may be gone (compacted when the queue is next full). */
+  noteGone(): void {
+    if (this.length > 0) this.goneHint++;
+  }
+
+  private compact(): void {
+    this.goneHint = 0;
+    const live: Waiting[] = [];
+    for (let i = this.head; i < this.items.length; i++) if (!this.items[i].gone) live.push(this.items[i]);
+    this.items = live;
+    this.head = 0;
+    if (live.length === 0) unwatch(this);
   }
 
   /** Endpoints appeared (a new table): send as many waiting requests as they take, in order. */

@@ -89,7 +89,7 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   // would only wait)
   if (route.pipeline > 1 && method === 'GET' && !ex.hasBody && route.stats.answerBytes <= PIPELINE_SMALL_ANSWERS &&
     clock.now >= route.stats.pipelinePausedUntil) ex.pipeline = route.pipeline;
-  ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.proxyLines, ex.chunkedIn);
+  ex.upstreamHead = requestHead(method, ex.path, ex.headers, ex.proxyLines, ex.chunkedIn, ex.contentLengthIn);
   if (ex.hasBody) {
     res.onData((ab, isLast) => {
       try {

@@ -449,6 +449,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   onClientAborted(): void {
     this.aborted = true;
+    // (if it was waiting, its place is dead weight until the queue drops it)
+    this.route.queue?.noteGone();
     if (!this.upstreamDone) {
       const conn = this.conn;
       const pool = this.waitingOn;

@@ -76,9 +76,11 @@ function collectHeader(name: string, raw: string): void {
       ex.chunkedIn = true;
       return;
     case R_CL:
+      // framing is the proxy's to write (requestHead): never in the list Connection tokens edit
+      // (`Connection: content-length` would otherwise strip it and leave the body to be read as
+      // the next request on the upstream connection)
       if (ex.contentLengthIn !== '' || !validContentLength(value)) ex.refuse('bad_content_length');
       ex.contentLengthIn = value;
-      ex.headers.push(name, value);
       return;
     case R_HOST: if (++ex.hostHeaders > 1) ex.refuse('duplicate_host'); return; // re-added below
     case R_XFF: ex.xff = value; return;
@@ -132,13 +134,14 @@ export function readRequestHeaders(req: HttpRequest, into: ForwardedRequest, raw
   return null;
 }
 
-export /**
+/**
  * The request head as one Latin-1 string, sized once: request line, forwarded headers (already
- * validated and rewritten), and the framing the proxy itself chose (chunked when the client's body
- * was chunked; a Content-Length is among the headers otherwise).
+ * validated and rewritten), and the framing the proxy itself chose: chunked when the client's body
+ * was chunked, else the client's (validated) Content-Length when it sent one — written here, after
+ * everything a client could edit, so nothing it sends can take it away.
  */
-function requestHead(method: string, path: string, h: string[], proxyLines: string, chunked: boolean): string {
+export function requestHead(method: string, path: string, h: string[], proxyLines: string, chunked: boolean, contentLength: string): string {
   let head = method + ' ' + path + ' HTTP/1.1\r\n';
   for (let i = 0; i < h.length; i += 2) head += h[i] + ': ' + h[i + 1] + '\r\n';
-  return head + proxyLines + (chunked ? 'transfer-encoding: chunked\r\n\r\n' : '\r\n');
+  return head + proxyLines + (chunked ? 'transfer-encoding: chunked\r\n\r\n' : contentLength !== '' ? 'content-length: ' + contentLength + '\r\n\r\n' : '\r\n');
 }

@@ -17,7 +17,7 @@ import type { Endpoint } from '../upstream/endpoint.js';
 import { FAULT_ENDPOINT, judgeBeforeHeaders, type UpstreamError } from '../resilience/failure-policy.js';
 import { stickyTarget } from '../balancing/target.js';
 import { admit, admitted, forwardableValue, type Refusal } from './admission.js';
-import { refuse, sendError } from './respond.js';
+import { internalError, refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
 import { peerAddress } from './peer.js';
 import { HOP_BY_HOP, isProxyHeader } from './headers.js';
@@ -95,6 +95,12 @@ interface Handshake {
 }
 
 type Handler = Dispatcher.DispatchHandler;
+
+/**
+ * The largest WebSocket message relayed either way: what one side may have waiting for the other
+ * (UPSTREAM_BACKLOG_MAX, uWS's maxBackpressure), so one message can never pin more than that.
+ */
+const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** Delegates to undici's handler, noting the status of a response that is not an upgrade. */
 class StatusSpy implements Handler {
   constructor(private readonly inner: Handler, private readonly hs: Handshake) {}
@@ -116,15 +122,31 @@ class StatusSpy implements Handler {
   }
 }
 
-const upstreamDispatcher: Dispatcher = new Agent().compose((dispatch) => (opts, handler) => {
+// The upstream side reads messages no larger than the client side takes (maxPayloadLength), and
+// offers no permessage-deflate (undici's client offers it by default): an app that accepted it
+// could send a small frame that inflates to the whole limit on every link at once.
+const upstreamDispatcher: Dispatcher = new Agent({ webSocket: { maxPayloadSize: MAX_MESSAGE_BYTES } }).compose((dispatch) => (opts, handler) => {
   const h = opts.headers as Record<string, string> | null | undefined;
   if (h && typeof h === 'object' && !Array.isArray(h) && HOST_CARRIER in h) {
-    const { [HOST_CARRIER]: host, [HANDSHAKE_CARRIER]: id, ...rest } = h;
+    const { [HOST_CARRIER]: host, [HANDSHAKE_CARRIER]: id, 'sec-websocket-extensions': _offer, ...rest } = h;
     const hs = id === undefined ? undefined : handshakes.get(id);
     return dispatch({ ...opts, headers: { ...rest, host } }, hs === undefined ? handler : new StatusSpy(handler, hs));
   }
   return dispatch(opts, handler);
 });
+
+/**
+ * Would the WHATWG URL parser (undici's WebSocket client) change this target? A `#` (it would cut
+ * the fragment off, or throw), a backslash (read as `/`), a dot segment, also as `%2e` (resolved
+ * away: `/a/../admin` would reach the app as `/admin`). Plain HTTP forwards the bytes as sent; a
+ * WebSocket upgrade whose target would not arrive as sent is refused instead.
+ */
+export function reshapedByUrlParser(target: string): boolean {
+  if (target.includes('#')) return true;
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  return path.includes('\\') || /\/(?:\.|%2e){1,2}(?:\/|$)/i.test(path);
+}
 
 /** Subprotocol list as sent, or null when it would make the upstream client throw (duplicates, bad tokens). */
 function parseProtocols(v: string): string[] | null {
@@ -153,197 +175,231 @@ function release(link: Link): void {
   link.endpoint.inflight--;
   link.route.stats.inflight--;
   globalStats.inflight--;
+  // as an HTTP exchange that ends: a request waiting for this route's capped endpoints may take the slot
+  const q = link.route.queue;
+  if (q !== null && q.length > 0) q.release();
 }
 
 /** `proto`: the scheme the client used (`https` on the TLS listener), for X-Forwarded-Proto. */
 export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBehavior<Slot> {
   return {
-    maxPayloadLength: 16 * 1024 * 1024,
+    maxPayloadLength: MAX_MESSAGE_BYTES,
     maxBackpressure: 4 * 1024 * 1024,
     // a reader that falls this far behind is disconnected rather than silently losing messages
     closeOnBackpressureLimit: 1,
     idleTimeout: 120,
     sendPingsAutomatically: true,
 
+    // every callback guarded: a throw inside a uWS WebSocket callback ends the process; a bug must
+    // cost one socket
     upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t) {
-      globalStats.requests++;
-      const key = req.getHeader('sec-websocket-key');
-      const protocols = req.getHeader('sec-websocket-protocol');
-      if (!admit(res, req, 'GET')) return;
-      const route = admitted.route!;
-      const { host, rawHost, requestId, decodedPath, logPath: path } = admitted;
-      // Admission, before an endpoint is picked: everything the upstream client could refuse.
-      const subprotocols = parseProtocols(protocols);
-      const headers: Record<string, string> = {};
-      let xff = '';
-      let via = '';
-      let hosts = 0;
-      let refusal: Refusal | null = subprotocols === null ? 'bad_header_value' : null;
-      // the Authorization that carried a private app's token is not forwarded either
-      const dropAuth = admitted.authHeader === 'authorization';
-      req.forEach((k, raw) => {
-        if (k === 'host') hosts++;
-        if (SKIP.has(k) || isProxyHeader(k) || (dropAuth && k === 'authorization')) return;
-        const v = forwardableValue(raw);
-        if (v === null) refusal = 'bad_header_value';
-        else if (k === 'x-forwarded-for') xff = v;
-        else if (k === 'via') via = v;
-        else headers[k] = v;
-      });
-      if (hosts > 1) refusal = 'duplicate_host';
-      if (refusal !== null) {
-        route.stats.refused++;
-        refuse(res, refusal, requestId, 'GET', host, path);
-        return;
-      }
-      route.stats.requests++;
-      const now = Date.now();
-      // session affinity: the instance the client's cookie names (set by an HTTP answer, e.g. the
-      // page that opens the socket) while it takes traffic; else the balancer's
-      const picked = stickyTarget(route.byKey, admitted.affinity, now, null) ?? route.balancer.pick(now, null);
-      if (picked === null) {
-        proxyFailed(route, route.stats.unrouted, 503);
-        sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);
-        return;
-      }
-      const ep = picked.endpoint;
-      const ip = peerAddress(res);
-      headers['x-forwarded-for'] = xff === '' ? ip : `${xff}, ${ip}`;
-      headers['x-forwarded-host'] = rawHost;
-      headers['x-forwarded-proto'] = proto;
-      headers.via = via === '' ? runtime.via : `${via}, ${runtime.via}`;
-      headers['x-request-id'] = requestId;
-      // W3C trace context: the client's when valid, else one the proxy starts
-      const tp = headers.traceparent;
-      if (typeof tp !== 'string' || !validTraceparent(tp)) headers.traceparent = newTraceparent();
-      headers[HOST_CARRIER] = rawHost;
-      const handshakeId = String(++handshakeSeq);
-      const handshake: Handshake = { status: 0, error: null, socket: null };
-      headers[HANDSHAKE_CARRIER] = handshakeId;
-
-      // the URL parser percent-encodes non-ASCII itself: give it the decoded string, not the bytes
-      const url = `ws://${ep.address}${decodedPath}`;
-      let upstream: UpstreamSocket;
-      // From here the endpoint may hold the breaker's single HALF_OPEN probe: every path releases it.
-      ep.breaker.acquire(now);
-      handshakes.set(handshakeId, handshake);
       try {
-        upstream = new UpstreamSocket(url, {
-          protocols: subprotocols!.length > 0 ? subprotocols! : undefined,
-          headers,
-          dispatcher: upstreamDispatcher,
-        });
+        upgrade(res, req, context, proto);
       } catch (e) {
-        handshakes.delete(handshakeId);
-        ep.breaker.onNeutral();
-        proxyFailed(route, route.stats.meterFor(picked), 502);
-        sendError(res, 502, 'upstream_error', requestId, `cannot open a WebSocket to the upstream: ${(e as Error).message}`);
-        return;
+        internalError(res, e as Error);
       }
-      upstream.binaryType = 'arraybuffer';
-      ep.inflight++;
-      ep.requests++;
-      route.stats.inflight++;
-      globalStats.inflight++;
-      const meter = route.stats.meterFor(picked);
-      meter.open++;
-      const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter, socket: null };
-      let aborted = false;
-      let opened = false;
-      res.onAborted(() => {
-        aborted = true;
-        upstream.close();
-        release(link);
-      });
-      upstream.onopen = () => {
-        opened = true;
-        link.socket = handshake.socket;
-        handshakes.delete(handshakeId);
-        ep.breaker.onSuccess();
-        if (aborted) {
-          upstream.close();
-          return;
-        }
-        route.stats.byClass[1]++;
-        meter.count(101, false, 0, 0);
-        res.cork(() => {
-          // permessage-deflate is not negotiated on either side: messages are relayed as they are
-          res.upgrade<Slot>({ link }, key, upstream.protocol, '', context);
-        });
-      };
-      upstream.onmessage = (ev: MessageEvent) => {
-        const data = ev.data as ArrayBuffer | string;
-        const binary = typeof data !== 'string';
-        link.meter.bytesOut += binary ? data.byteLength : Buffer.byteLength(data);
-        if (link.client === null) {
-          link.early?.push([data, binary]);
-          return;
-        }
-        if (!link.clientClosed) link.client.send(data, binary);
-      };
-      upstream.onclose = (ev: CloseEvent) => {
-        handshakes.delete(handshakeId);
-        if (!opened) {
-          const answered = handshake.status;
-          const err = handshake.error;
-          // Only the endpoint's own failures count (could not connect, reset, timeout, malformed
-          // answer). An upstream that said no (404, 426…), a request undici refused to send, or a
-          // client that gave up are neutral.
-          if (answered === 0 && !aborted && (err === null || judgeBeforeHeaders(err, 'GET').fault === FAULT_ENDPOINT)) {
-            ep.failures++;
-            ep.breaker.onFailure(Date.now());
-          } else {
-            ep.breaker.onNeutral();
-          }
-          release(link);
-          if (!aborted) {
-            aborted = true;
-            proxyFailed(route, meter, 502);
-            const why = answered !== 0 ? `upstream answered the WebSocket upgrade with HTTP ${answered}` : `upstream refused the WebSocket (${ev.code})`;
-            res.cork(() => sendError(res, 502, 'upstream_error', requestId, why));
-          }
-          return;
-        }
-        if (link.client !== null && !link.clientClosed) {
-          link.clientClosed = true;
-          link.client.end(sendableCode(ev.code), ev.reason);
-        }
-        release(link);
-      };
-      upstream.onerror = () => { /* followed by close */ };
     },
-
     open(ws: WebSocket<Slot>) {
-      const link = ws.getUserData().link;
-      link.client = ws;
-      const early = link.early;
-      link.early = null;
-      if (early) for (const [d, b] of early) ws.send(d, b);
+      try { open(ws); } catch (e) { onBug(ws, e as Error); }
     },
-
-    message(ws: WebSocket<Slot>, message: ArrayBuffer, isBinary: boolean) {
-      const link = ws.getUserData().link;
-      link.meter.bytesIn += message.byteLength;
-      if (link.upstream.readyState !== 1) return;
-      if (link.upstream.bufferedAmount > UPSTREAM_BACKLOG_MAX) {
-        // the upstream is not taking messages: disconnect rather than buffer without bound
-        ws.end(1013, 'the upstream is not keeping up');
-        link.socket?.destroy();
-        return;
-      }
-      // the ArrayBuffer is neutered when this callback returns: copy once
-      if (isBinary) link.upstream.send(new Uint8Array(message.slice(0)));
-      else link.upstream.send(Buffer.from(message).toString('utf8'));
+    message(ws: WebSocket<Slot>, data: ArrayBuffer, isBinary: boolean) {
+      try { message(ws, data, isBinary); } catch (e) { onBug(ws, e as Error); }
     },
-
-    close(ws: WebSocket<Slot>, code: number, message: ArrayBuffer) {
-      const link = ws.getUserData().link;
-      link.clientClosed = true;
-      const s = link.upstream.readyState;
-      if (s === 0 || s === 1) link.upstream.close(sendableCode(code), Buffer.from(message).toString('utf8').slice(0, 120));
-      const socket = link.socket;
-      if (socket !== null && !socket.destroyed) setTimeout(destroySocket, UPSTREAM_CLOSE_MS, socket);
-      release(link);
+    close(ws: WebSocket<Slot>, code: number, reason: ArrayBuffer) {
+      try { close(ws, code, reason); } catch (e) { internalError(null, e as Error); }
     },
   };
+}
+
+/** A bug in a callback: said once in a while, and the socket closed (1011: internal error). */
+function onBug(ws: WebSocket<Slot>, e: Error): void {
+  internalError(null, e);
+  try { ws.end(1011, 'proxy error'); } catch { /* already closed */ }
+}
+
+function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t, proto: 'http' | 'https'): void {
+  globalStats.requests++;
+  const key = req.getHeader('sec-websocket-key');
+  const protocols = req.getHeader('sec-websocket-protocol');
+  if (!admit(res, req, 'GET')) return;
+  const route = admitted.route!;
+  const { host, rawHost, requestId, decodedPath, logPath: path } = admitted;
+  // Admission, before an endpoint is picked: everything the upstream client could refuse.
+  const subprotocols = parseProtocols(protocols);
+  const headers: Record<string, string> = {};
+  let xff = '';
+  let via = '';
+  let hosts = 0;
+  let refusal: Refusal | null = subprotocols === null ? 'bad_header_value' : null;
+  // the Authorization that carried a private app's token is not forwarded either
+  const dropAuth = admitted.authHeader === 'authorization';
+  req.forEach((k, raw) => {
+    if (k === 'host') hosts++;
+    if (SKIP.has(k) || isProxyHeader(k) || (dropAuth && k === 'authorization')) return;
+    const v = forwardableValue(raw);
+    if (v === null) refusal = 'bad_header_value';
+    else if (k === 'x-forwarded-for') xff = v;
+    else if (k === 'via') via = v;
+    else headers[k] = v;
+  });
+  if (hosts > 1) refusal = 'duplicate_host';
+  // the upstream client's URL parser would send another target than the client's (or throw)
+  if (reshapedByUrlParser(decodedPath)) refusal = 'bad_request_target';
+  if (refusal !== null) {
+    route.stats.refused++;
+    refuse(res, refusal, requestId, 'GET', host, path);
+    return;
+  }
+  route.stats.requests++;
+  const now = Date.now();
+  // session affinity: the instance the client's cookie names (set by an HTTP answer, e.g. the
+  // page that opens the socket) while it takes traffic; else the balancer's
+  const picked = stickyTarget(route.byKey, admitted.affinity, now, null) ?? route.balancer.pick(now, null);
+  if (picked === null) {
+    proxyFailed(route, route.stats.unrouted, 503);
+    sendError(res, 503, 'no_available_endpoint', requestId, `no endpoint of route "${route.id}" is available`);
+    return;
+  }
+  const ep = picked.endpoint;
+  const ip = peerAddress(res);
+  headers['x-forwarded-for'] = xff === '' ? ip : `${xff}, ${ip}`;
+  headers['x-forwarded-host'] = rawHost;
+  headers['x-forwarded-proto'] = proto;
+  headers.via = via === '' ? runtime.via : `${via}, ${runtime.via}`;
+  headers['x-request-id'] = requestId;
+  // W3C trace context: the client's when valid, else one the proxy starts
+  const tp = headers.traceparent;
+  if (typeof tp !== 'string' || !validTraceparent(tp)) headers.traceparent = newTraceparent();
+  headers[HOST_CARRIER] = rawHost;
+  const handshakeId = String(++handshakeSeq);
+  const handshake: Handshake = { status: 0, error: null, socket: null };
+  headers[HANDSHAKE_CARRIER] = handshakeId;
+
+  // the URL parser percent-encodes non-ASCII itself: give it the decoded string, not the bytes
+  const url = `ws://${ep.address}${decodedPath}`;
+  let upstream: UpstreamSocket;
+  // From here the endpoint may hold the breaker's single HALF_OPEN probe: every path releases it.
+  ep.breaker.acquire(now);
+  handshakes.set(handshakeId, handshake);
+  try {
+    upstream = new UpstreamSocket(url, {
+      protocols: subprotocols!.length > 0 ? subprotocols! : undefined,
+      headers,
+      dispatcher: upstreamDispatcher,
+    });
+  } catch (e) {
+    handshakes.delete(handshakeId);
+    ep.breaker.onNeutral();
+    proxyFailed(route, route.stats.meterFor(picked), 502);
+    sendError(res, 502, 'upstream_error', requestId, `cannot open a WebSocket to the upstream: ${(e as Error).message}`);
+    return;
+  }
+  upstream.binaryType = 'arraybuffer';
+  ep.inflight++;
+  ep.requests++;
+  route.stats.inflight++;
+  globalStats.inflight++;
+  const meter = route.stats.meterFor(picked);
+  meter.open++;
+  const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter, socket: null };
+  let aborted = false;
+  let opened = false;
+  res.onAborted(() => {
+    aborted = true;
+    upstream.close();
+    release(link);
+  });
+  upstream.onopen = () => {
+    opened = true;
+    link.socket = handshake.socket;
+    handshakes.delete(handshakeId);
+    ep.breaker.onSuccess();
+    if (aborted) {
+      // the client left during the handshake: close, and drop the socket should the app never answer the close
+      upstream.close();
+      const socket = handshake.socket;
+      if (socket !== null && !socket.destroyed) setTimeout(destroySocket, UPSTREAM_CLOSE_MS, socket);
+      return;
+    }
+    route.stats.byClass[1]++;
+    meter.count(101, false, 0, 0);
+    res.cork(() => {
+      // permessage-deflate is not negotiated on either side: messages are relayed as they are
+      res.upgrade<Slot>({ link }, key, upstream.protocol, '', context);
+    });
+  };
+  upstream.onmessage = (ev: MessageEvent) => {
+    const data = ev.data as ArrayBuffer | string;
+    const binary = typeof data !== 'string';
+    link.meter.bytesOut += binary ? data.byteLength : Buffer.byteLength(data);
+    if (link.client === null) {
+      link.early?.push([data, binary]);
+      return;
+    }
+    if (!link.clientClosed) link.client.send(data, binary);
+  };
+  upstream.onclose = (ev: CloseEvent) => {
+    handshakes.delete(handshakeId);
+    if (!opened) {
+      const answered = handshake.status;
+      const err = handshake.error;
+      // Only the endpoint's own failures count (could not connect, reset, timeout, malformed
+      // answer). An upstream that said no (404, 426…), a request undici refused to send, or a
+      // client that gave up are neutral.
+      if (answered === 0 && !aborted && (err === null || judgeBeforeHeaders(err, 'GET').fault === FAULT_ENDPOINT)) {
+        ep.failures++;
+        ep.breaker.onFailure(Date.now());
+      } else {
+        ep.breaker.onNeutral();
+      }
+      release(link);
+      if (!aborted) {
+        aborted = true;
+        proxyFailed(route, meter, 502);
+        const why = answered !== 0 ? `upstream answered the WebSocket upgrade with HTTP ${answered}` : `upstream refused the WebSocket (${ev.code})`;
+        res.cork(() => sendError(res, 502, 'upstream_error', requestId, why));
+      }
+      return;
+    }
+    if (link.client !== null && !link.clientClosed) {
+      link.clientClosed = true;
+      link.client.end(sendableCode(ev.code), ev.reason);
+    }
+    release(link);
+  };
+  upstream.onerror = () => { /* followed by close */ };
+}
+
+function open(ws: WebSocket<Slot>): void {
+  const link = ws.getUserData().link;
+  link.client = ws;
+  const early = link.early;
+  link.early = null;
+  if (early) for (const [d, b] of early) ws.send(d, b);
+}
+
+function message(ws: WebSocket<Slot>, message: ArrayBuffer, isBinary: boolean): void {
+  const link = ws.getUserData().link;
+  link.meter.bytesIn += message.byteLength;
+  if (link.upstream.readyState !== 1) return;
+  // this message counts too: one 16 MiB message on an empty backlog would otherwise pass
+  if (link.upstream.bufferedAmount + message.byteLength > UPSTREAM_BACKLOG_MAX) {
+    // the upstream is not taking messages: disconnect rather than buffer without bound
+    ws.end(1013, 'the upstream is not keeping up');
+    link.socket?.destroy();
+    return;
+  }
+  // the ArrayBuffer is neutered when this callback returns: copy once
+  if (isBinary) link.upstream.send(new Uint8Array(message.slice(0)));
+  else link.upstream.send(Buffer.from(message).toString('utf8'));
+}
+
+function close(ws: WebSocket<Slot>, code: number, message: ArrayBuffer): void {
+  const link = ws.getUserData().link;
+  link.clientClosed = true;
+  const s = link.upstream.readyState;
+  if (s === 0 || s === 1) link.upstream.close(sendableCode(code), Buffer.from(message).toString('utf8').slice(0, 120));
+  const socket = link.socket;
+  if (socket !== null && !socket.destroyed) setTimeout(destroySocket, UPSTREAM_CLOSE_MS, socket);
+  release(link);
 }

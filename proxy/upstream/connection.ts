@@ -70,6 +70,8 @@ export interface UpstreamHandler {
 export const E_CONNECT_TIMEOUT = 'UPSTREAM_CONNECT_TIMEOUT';
 export const E_HEADERS_TIMEOUT = 'UPSTREAM_HEADERS_TIMEOUT';
 export const E_BODY_TIMEOUT = 'UPSTREAM_BODY_TIMEOUT';
+/** the request body was still going out when the headers timeout (counted from the request's start) ran out */
+export const E_REQUEST_TIMEOUT = 'UPSTREAM_REQUEST_TIMEOUT';
 /** the connection closed before the response was complete */
 export const E_CLOSED = 'UPSTREAM_CLOSED';
 /** a 100 or 101 the proxy never asked for (it sends neither Expect nor Upgrade) */
@@ -562,8 +564,13 @@ export class UpstreamConnection implements ResponseSink {
     }
     if (this.state !== BUSY) return;
     if (!this.gotHead) {
-      if (this.requestDone && this.deadline > 0 && now >= this.deadline) {
-        this.fail(upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time'));
+      // the headers timeout runs from the request's start while its body goes out (a client
+      // trickling a byte now and then, or an upstream that stopped reading it, would otherwise
+      // hold the connection and the endpoint's concurrency slot for good), then again from its end
+      if (this.deadline > 0 && now >= this.deadline) {
+        this.fail(this.requestDone
+          ? upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time')
+          : upstreamError(E_REQUEST_TIMEOUT, 'the request body was not sent within the request timeout'));
         return;
       }
     } else {

@@ -55,6 +55,10 @@ const attacks: Array<[string, string]> = [
   ['chunk size overflow', 'POST /a HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff1\r\nhello\r\n0\r\n\r\n'],
   ['chunk with a request in its data', 'POST /a HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n28\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n\r\n0\r\n\r\n'],
   ['CR in a header value', 'GET /a HTTP/1.1\r\nHost: app.test\r\nX-A: a\rGET /smuggled HTTP/1.1\r\n\r\n'],
+  // Connection names hop-by-hop headers to drop; Content-Length is framing, never dropped
+  ['Connection: content-length', 'POST /a HTTP/1.1\r\nHost: app.test\r\nConnection: content-length\r\nContent-Length: 42\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n'],
+  ['Connection: keep-alive, Content-Length', 'POST /a HTTP/1.1\r\nHost: app.test\r\nContent-Length: 42\r\nConnection: keep-alive, Content-Length\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n'],
+  ['Connection: transfer-encoding', 'POST /a HTTP/1.1\r\nHost: app.test\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n2a\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n\r\n0\r\n\r\n'],
 ];
 
 describe('request smuggling', () => {

@@ -26,6 +26,7 @@ async function wsUpstream(name: string) {
       ws.send(msg, isBinary);
     },
   });
+  app.get('/*', (res) => { res.end('plain'); });
   let token: UWS.us_listen_socket | false = false;
   await new Promise<void>((resolve) => app.listen('127.0.0.1', port, (t) => { token = t; resolve(); }));
   return { address: `127.0.0.1:${port}`, seen, close: () => { if (token) uws.us_listen_socket_close(token); } };
@@ -61,7 +62,11 @@ let p: ProxyProc;
 let up: Awaited<ReturnType<typeof wsUpstream>>;
 beforeAll(async () => {
   up = await wsUpstream('ws-a');
-  p = await startProxy(table([route('ws', ['ws.test'], [up.address]), route('dead', ['dead.test'], ['127.0.0.1:1'], { retry: { attempts: 0 } })]));
+  p = await startProxy(table([
+    route('ws', ['ws.test'], [up.address]),
+    route('dead', ['dead.test'], ['127.0.0.1:1'], { retry: { attempts: 0 } }),
+    route('capped', ['capped.test'], [up.address], { concurrency: { perEndpoint: 1, maxQueue: 10, queueTimeoutMs: 4000 } }),
+  ]));
 });
 afterAll(async () => {
   await p?.stop();
@@ -85,6 +90,8 @@ describe('WebSocket pass-through', () => {
     expect(h['x-forwarded-for']).toBe('127.0.0.1');
     expect(h.via).toBe('1.1 berth');
     expect(h['x-request-id']).toBeTruthy();
+    // no compression is offered upstream (undici's client offers permessage-deflate unless told not to)
+    expect(h['sec-websocket-extensions']).toBeUndefined();
     c.ws.close(1000, 'bye');
     expect((await c.closed).code).toBe(1000);
   });
@@ -124,6 +131,30 @@ describe('WebSocket pass-through', () => {
       const s = (await (await fetch(`${p.admin}/stats`)).json()) as { global: { inflight: number } };
       return s.global.inflight === 0;
     }, 5000);
+  });
+
+  it('an upgrade whose target the upstream client would rewrite (#, \\, dot segments) is 400, not a 502 nor another path', async () => {
+    const before = up.seen.length;
+    for (const target of ['/a#frag', '/a/../admin', '/a/%2E%2e/admin', '/a/./b', '/a\\b', '/..']) {
+      const out = await rawHandshake(p.port, 'ws.test', target);
+      expect(out, target).toMatch(/^HTTP\/1.1 400/);
+      expect(out, target).toContain('x-berth-error: bad_request_target');
+    }
+    expect(up.seen.length).toBe(before);
+    // dots that are not segments are fine
+    expect(await rawHandshake(p.port, 'ws.test', '/a/..b/.c?x=/../')).toMatch(/^HTTP\/1.1 101/);
+  });
+
+  it('a WebSocket that closes frees its slot for a request waiting on the concurrency cap at once', async () => {
+    const c = await open(`ws://127.0.0.1:${p.port}/apps/capped.test/`, 'x');
+    await waitFor(() => c.messages.length >= 1);
+    const t0 = Date.now();
+    const waiting = fetch(`http://127.0.0.1:${p.port}/apps/capped.test/plain`).then(async (r) => [r.status, await r.text(), Date.now() - t0]);
+    await new Promise((r) => setTimeout(r, 300));
+    c.ws.close(1000);
+    const [status, body, ms] = await waiting;
+    expect([status, body]).toEqual([200, 'plain']);
+    expect(ms).toBeLessThan(2000); // not the queue's 4 s timeout
   });
 
   it('plain HTTP keeps working on the same listener, and table swaps keep WebSockets open', async () => {
