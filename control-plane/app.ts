@@ -104,7 +104,7 @@ export async function startControlPlane(
     db, runtime, events, metrics, log, dataDir: config.dataDir,
     concurrency: config.buildConcurrency, maxLogBytes: config.maxBuildLogBytes, timeoutMs: config.buildTimeoutMs,
     memoryBytes: config.buildMemoryBytes, cpus: config.buildCpus, pids: config.buildPids, diskBytes: config.buildDiskBytes, minFreeBytes: config.buildMinFreeBytes,
-    verify: (img, ctx, o) => verifyBuildSources(runtime, img.user_id, ctx, { ...o, minFreeBytes: config.buildMinFreeBytes }),
+    verify: (img, ctx, o) => verifyBuildSources(runtime, img.user_id, ctx, { ...o, minFreeBytes: config.buildMinFreeBytes, registries: config.registries }),
   });
 
   let draining = false;

@@ -3,6 +3,16 @@ import { startControlPlane } from './app.js';
 import type { ControlPlaneOptions } from './config.js';
 import { parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
+import { DEFAULT_REGISTRIES, parseRegistries } from './images/registries.js';
+
+/** --registries (BERTH_REGISTRIES): a bad host is a usage error naming it. */
+function registriesFlag(v: string | undefined): string[] {
+  try {
+    return parseRegistries(v);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
 
 /** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
 export const TENANT_SPECS: OptionSpec[] = [
@@ -10,6 +20,7 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
   { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
   { name: 'app-domains', env: 'BERTH_APP_DOMAINS', help: 'DNS names new apps must be one label under, comma separated (apps.example.com: NAME.apps.example.com); unset: any hostname' },
+  { name: 'registries', env: 'BERTH_REGISTRIES', help: `registries Dockerfiles may pull images from, comma separated (host, host:port, *.domain); default: ${DEFAULT_REGISTRIES.join(',')}` },
   { name: 'signup', env: 'BERTH_SIGNUP', default: 'open', help: 'who may create an account: open (anyone; rate-limited per address), invite (whoever sends the invite code) or closed (403)' },
   { name: 'signup-invite', env: 'BERTH_SIGNUP_INVITE', help: 'the invite code signups must send (`invite` in the body) when --signup is invite; 16 characters or more' },
   { name: 'revisions-kept', env: 'BERTH_REVISIONS_KEPT', default: '20', help: 'inactive revisions each app keeps; older ones are deleted with their images ("all" keeps every one)' },
@@ -26,6 +37,7 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
     quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
     revisionsKept: revisionsFlag(o['revisions-kept']),
     appDomains: parseAppDomains(o['app-domains']),
+    registries: registriesFlag(o.registries),
     // (checked with the invite code in config.ts)
     signup: o.signup as ControlPlaneOptions['signup'],
     signupInvite: o['signup-invite'],

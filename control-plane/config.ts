@@ -6,6 +6,7 @@ import { envNumber } from './env.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
+import { parseRegistries } from './images/registries.js';
 
 /** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */
 function envLimit(name: string, dflt: string, parse: (v: string) => number): number | null {
@@ -138,6 +139,8 @@ export interface ControlPlaneOptions {
   quotas?: { images?: number; containers?: number; builds?: number };
   /** DNS names new apps must be under (apps/domains.ts); empty: any hostname. */
   appDomains?: string[];
+  /** Registries a Dockerfile's images may come from (images/registries.ts; default BERTH_REGISTRIES, else the public ones). */
+  registries?: string[];
   /**
    * Who may create an account (POST /api/auth/signup): anyone (`open`, the default), whoever
    * sends `invite` equal to `signupInvite` (`invite`), or no one (`closed`: 403).
@@ -247,6 +250,7 @@ export interface ResolvedConfig {
   revisionsKept: number | null;
   revisionsGraceMs: number;
   appDomains: string[];
+  registries: string[];
   signup: 'open' | 'invite' | 'closed';
   signupInvite: string | undefined;
   trustProxy: string[];
@@ -335,6 +339,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     revisionsKept: revisionsKept(o.revisionsKept),
     revisionsGraceMs: o.revisionsGraceMs ?? Math.round(envNumber('BERTH_REVISIONS_GRACE_H', 15, 0, 87_600) * 3_600_000),
     appDomains: parseAppDomains(o.appDomains?.join(',')),
+    registries: o.registries ?? parseRegistries(process.env.BERTH_REGISTRIES),
     ...signupPolicy(o.signup, o.signupInvite),
     trustProxy: trustedProxies(o.trustProxy ?? []),
     hostnameHoldDays: o.hostnameHoldDays ?? envNumber('BERTH_HOSTNAME_HOLD_DAYS', 30, 0, 3650, true),

@@ -1,7 +1,6 @@
-import { open, readdir, readFile, realpath } from 'node:fs/promises';
+import { open, readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Runtime } from '../runtime/docker.js';
-import { isInside } from './archive/safe-path.js';
 import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
 
 /**
@@ -18,14 +17,14 @@ import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
  */
 export async function verifyBuildSources(
   runtime: Pick<Runtime, 'inspectImage' | 'pullImage' | 'buildRoom'>, userId: number, contextDir: string,
-  o: { onOutput?: (text: string) => void; signal?: AbortSignal; minFreeBytes?: number | null } = {},
+  o: { onOutput?: (text: string) => void; signal?: AbortSignal; minFreeBytes?: number | null; registries?: readonly string[] } = {},
 ): Promise<void> {
   const text = await readFile(join(contextDir, 'Dockerfile'), 'utf8');
-  const { images, addSources } = checkDockerfile(text, userId);
+  const { images, addSources } = checkDockerfile(text, userId, o.registries);
   if (addSources.length > 0) {
-    const archive = await findArchive(contextDir, addSources);
+    const archive = await findArchive(contextDir);
     if (archive !== null) {
-      throw new Error(`ADD ${archive}: it is an archive, which ADD would unpack during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`);
+      throw new Error(`ADD: the build context holds an archive (${archive}), which ADD would unpack during the build, where nothing bounds what it expands to. Use COPY instead of ADD (and RUN tar … to unpack it, where the build's disk limit applies)`);
     }
   }
   const say = o.onOutput ?? (() => {});
@@ -72,75 +71,47 @@ export function isArchive(b: Buffer, n: number): boolean {
   return n >= 512 && tarChecksumOk(b);
 }
 
-/** A tar header's checksum (octal at 148–155) matches its bytes, counting the field as spaces. */
+/**
+ * A tar header's checksum (octal at 148–155) matches its bytes, counting the field as spaces —
+ * read as Go's archive/tar reads it: NULs and spaces trimmed at both ends, the bytes summed
+ * unsigned or signed (old writers did either).
+ */
 function tarChecksumOk(b: Buffer): boolean {
-  const field = b.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim();
-  if (!/^[0-7]{1,7}$/.test(field)) return false;
-  let sum = 0;
-  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : b[i];
-  return sum === parseInt(field, 8) && sum !== 8 * 32; // an all-zero block is no header
-}
-
-/** Go's filepath.Match pattern as a regex over a context-relative path (`*` stays within a segment). */
-function globRegex(pattern: string): RegExp {
-  let re = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i];
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '\\' && i + 1 < pattern.length) re += pattern[++i].replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-    else if (c === '[') {
-      const close = pattern.indexOf(']', i + 2);
-      if (close < 0) return /(?:)/; // malformed: match everything (the safe side)
-      let cls = pattern.slice(i + 1, close).replace(/\\/g, '\\\\');
-      if (cls.startsWith('^')) cls = '^' + cls.slice(1);
-      re += `[${cls}]`;
-      i = close;
-    } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  const field = b.toString('latin1', 148, 156).replace(/^[\0 ]+|[\0 ]+$/g, '');
+  if (!/^[0-7]{1,8}$/.test(field)) return false;
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < 512; i++) {
+    const v = i >= 148 && i < 156 ? 32 : b[i];
+    unsigned += v;
+    signed += v > 127 ? v - 256 : v;
   }
-  return new RegExp(`^${re}$`);
-}
-
-/** A source as a context-relative path: no leading `/` or `./`, no `.` segments, no trailing `/`. */
-function relativeSource(src: string): string {
-  return src.split('/').filter((p) => p !== '' && p !== '.').join('/');
+  const want = parseInt(field, 8);
+  return (want === unsigned || want === signed) && unsigned !== 8 * 32; // an all-zero block is no header
 }
 
 /**
- * The first ADD source in the build context (already extracted, within the archive limits) that
- * the builder would unpack: a file (not a directory: those are copied as they are) matched by one
- * of `sources` whose first bytes are an archive's (through a symlink inside the context, what
- * it points at). Null when there is none.
+ * The first file in the build context (already extracted, within the archive limits) whose first
+ * bytes are an archive's, or null. Any file, not only those an ADD source names: which files a
+ * source reaches is the builder's business (`..` segments, links to directories, globs), and a
+ * re-implementation that missed one case would let an archive through. Links are not followed:
+ * one to a file inside the context is checked as that file, one outside is never read.
  */
-async function findArchive(contextDir: string, sources: string[]): Promise<string | null> {
-  const wanted = sources.map(relativeSource).filter((s) => s !== '');
-  const globs = wanted.filter((s) => /[*?[\\]/.test(s)).map(globRegex);
-  const literal = new Set(wanted.filter((s) => !/[*?[\\]/.test(s)));
+async function findArchive(contextDir: string): Promise<string | null> {
   const head = Buffer.alloc(512);
-  const root = await realpath(contextDir);
   const dirs = [contextDir];
   while (dirs.length > 0) {
     const dir = dirs.pop()!;
     for (const e of await readdir(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
       if (e.isDirectory()) dirs.push(p);
-      else if (e.isFile() || e.isSymbolicLink()) {
-        const rel = relative(contextDir, p);
-        if (!literal.has(rel) && !globs.some((g) => g.test(rel))) continue;
-        // a symlink is looked at through (the builder copies, and unpacks, what it points at),
-        // never out of the context: nothing outside it is read, even for a yes or a no
-        if (e.isSymbolicLink()) {
-          const real = await realpath(p).catch(() => null);
-          if (real === null || !isInside(root, real)) continue;
-        }
+      else if (e.isFile()) {
         const f = await open(p, 'r').catch(() => null);
         if (f === null) continue;
         try {
           head.fill(0);
           const { bytesRead } = await f.read(head, 0, 512, 0);
-          if (isArchive(head, bytesRead)) return rel;
-        } catch {
-          // a link to a directory: copied as it is
+          if (isArchive(head, bytesRead)) return relative(contextDir, p);
         } finally {
           await f.close();
         }

@@ -1,4 +1,5 @@
 import { ApiError } from '../http/errors.js';
+import { DEFAULT_REGISTRIES, registryAllowed, registryOf } from './registries.js';
 
 /**
  * What a tenant's Dockerfile may do (DESIGN.md "Security model": builds may not fetch URLs through
@@ -14,9 +15,16 @@ import { ApiError } from '../http/errors.js';
  * - image references to another user's berth image, bare image ids (`sha256:…` or a hex prefix
  *   the daemon would resolve as an id), and references that cannot be resolved statically
  *   (build args are not user-settable, so an `ARG` without default is unset);
+ * - images on a registry the platform does not pull from (registries.ts: the daemon would fetch
+ *   them from the host's network);
  * - `RUN --network=host` / `--security=insecure`, and `# syntax=` frontends other than
- *   docker/dockerfile.
+ *   docker/dockerfile;
+ * - `ONBUILD ONBUILD|FROM|MAINTAINER` (the builders refuse them too);
+ * - text the builders would read differently from this module: Unicode or control whitespace
+ *   (NEL, NBSP, form feed, a lone CR…), a directive after `# check=`.
  * Earlier stage names and stage indexes are fine, and so are the user's own berth images.
+ * Where Docker versions differ, this follows moby/buildkit's parser (Docker 20.10 and newer) and
+ * refuses what one version would read otherwise.
  *
  * Heredocs are a BuildKit feature; the classic builder reads their bodies as instructions. The
  * policy checks both readings, so a body line only a classic builder would execute is refused
@@ -46,6 +54,16 @@ const BERTH_REPO = /^berth-u(\d+)(?:-|$)/i;
 export const MAX_DOCKERFILE_BYTES = 256 * 1024;
 
 const KNOWN_DIRECTIVES = new Set(['syntax', 'escape', 'check']);
+
+/**
+ * Whitespace the builders (Go: unicode.IsSpace, bufio lines) and this check (JavaScript: \s,
+ * split on \n) do not agree on: NEL is a space to Go and not to JavaScript, NBSP and the Unicode
+ * spaces are spaces to both in some places and not others, form feed and vertical tab end a
+ * directive for one and not the other, and a lone CR is a line end to neither but trimmed by some.
+ * A Dockerfile with any of them is refused: otherwise a line the builder runs could be one this
+ * check never reads as an instruction (`\u0085ADD http://…`).
+ */
+const AMBIGUOUS_SPACE = /[\v\f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]|\r(?!\n)/;
 const ALLOWED_FRONTEND = /^(?:(?:docker\.io\/)?docker\/dockerfile(?:-upstream)?)(?::[\w.-]+)?(?:@sha256:[a-f0-9]{64})?$/i;
 
 interface Line {
@@ -65,6 +83,12 @@ interface Instruction {
 // Lexing
 
 /** Spaces and tabs off both ends (linear, unlike an anchored regex on a long run of blanks). */
+function trimBlanksStart(s: string): string {
+  let a = 0;
+  while (a < s.length && (s[a] === ' ' || s[a] === '\t')) a++;
+  return a === 0 ? s : s.slice(a);
+}
+
 function trimBlanks(s: string): string {
   let a = 0;
   let b = s.length;
@@ -73,19 +97,29 @@ function trimBlanks(s: string): string {
   return s.slice(a, b);
 }
 
+/**
+ * The parser directives at the top, read as the builders read them: each line left-trimmed first
+ * (` # escape=\`` is a directive to them), then `#`, the name, `=`, a value. A directive the
+ * builders of different Docker versions read differently is refused: `# check=` is one to newer
+ * ones, but ends the directives for older ones (Docker 20.10), so an `escape` after it would
+ * switch the escape character for one builder and not the other.
+ */
 function parseDirectives(lines: string[]): { escape: string; directives: Map<string, { value: string; no: number }> } {
   const directives = new Map<string, { value: string; no: number }>();
   let i = 0;
   for (; i < lines.length; i++) {
     // `(.*)` and a hand trim, not `(.+?)[ \t]*$`: that backtracks quadratically on a long run of
     // blanks (a 1 MiB first line held the event loop for minutes)
-    const m = /^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=(.*)$/.exec(lines[i]);
+    const m = /^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=(.*)$/.exec(trimBlanksStart(lines[i]));
     if (!m) break;
     const value = trimBlanks(m[2]);
     if (value === '') break;
     const key = m[1].toLowerCase();
     if (!KNOWN_DIRECTIVES.has(key)) break;
     if (directives.has(key)) throw new DockerfilePolicyError(i + 1, `parser directive "${key}" given twice`);
+    if (key !== 'check' && directives.has('check')) {
+      throw new DockerfilePolicyError(i + 1, `parser directive "${key}" after "# check=": older builders stop reading directives at "check"; put it first`);
+    }
     directives.set(key, { value, no: i + 1 });
   }
   const esc = directives.get('escape');
@@ -102,7 +136,10 @@ const HEREDOC_CMDS = new Set(['RUN', 'COPY', 'ADD']);
  */
 function instructions(lines: string[], escape: string, heredocs: boolean): Instruction[] {
   const out: Instruction[] = [];
-  const continued = new RegExp(`${escape === '\\' ? '\\\\' : '`'}[ \\t]*$`);
+  // the builders' rule (moby/buildkit parser.go setEscapeToken): the escape character last on the
+  // line, after blanks, continues it — unless an escape character comes right before it (`\\`)
+  const e = escape === '\\' ? '\\\\' : '`';
+  const continued = new RegExp(`(^|[^${e}])${e}[ \\t]*$`);
   let i = 0;
   while (i < lines.length) {
     const first = lines[i];
@@ -112,7 +149,7 @@ function instructions(lines: string[], escape: string, heredocs: boolean): Instr
     let line = first;
     for (;;) {
       if (continued.test(line)) {
-        text += line.replace(continued, '');
+        text += line.replace(continued, '$1');
         i++;
         // comment lines inside a continuation are dropped; empty ones are skipped
         while (i < lines.length && (/^\s*#/.test(lines[i]) || /^\s*$/.test(lines[i]))) i++;
@@ -364,7 +401,7 @@ class Checker {
   readonly addSources: string[] = [];
   private meta = new Map<string, Value>();
   private stages: Stage[] = [];
-  constructor(private readonly userId: number, private readonly escape: string) {}
+  constructor(private readonly userId: number, private readonly escape: string, private readonly registries: readonly string[]) {}
 
   private fail(no: number, reason: string): never {
     throw new DockerfilePolicyError(no, reason);
@@ -404,6 +441,12 @@ class Checker {
   private checkImage(no: number, ref: string, what: string): void {
     const verdict = checkImageRef(ref, this.userId);
     if (!verdict.ok) this.fail(no, `${what}: ${verdict.reason}`);
+    if (verdict.kind === 'image') {
+      const registry = registryOf(ref);
+      if (!registryAllowed(registry, this.registries)) {
+        this.fail(no, `${what}: "${ref.trim()}" is on the registry "${registry}", which this platform does not pull from (it pulls from: ${this.registries.join(', ')}; BERTH_REGISTRIES)`);
+      }
+    }
     if (verdict.kind !== 'scratch') this.images.add(ref.trim());
   }
 
@@ -419,8 +462,11 @@ class Checker {
       case 'ONBUILD': {
         const m = /^\s*(\S+)\s*([\s\S]*)$/.exec(rest);
         if (!m) return;
+        const trigger = m[1].toUpperCase();
+        // as the builders: no trigger of a trigger, no FROM or MAINTAINER (and no recursion here)
+        if (trigger === 'ONBUILD' || trigger === 'FROM' || trigger === 'MAINTAINER') this.fail(no, `ONBUILD ${trigger} is not allowed`);
         // triggers run in a later build, where this file's stages and variables mean nothing
-        new Checker(this.userId, this.escape).run([{ no, cmd: m[1].toUpperCase(), rest: m[2] }], true);
+        new Checker(this.userId, this.escape, this.registries).run([{ no, cmd: trigger, rest: m[2] }], true);
         return;
       }
       case 'ARG': {
@@ -528,8 +574,15 @@ class Checker {
  * Check a Dockerfile for `userId`. Throws DockerfilePolicyError naming the first refused line;
  * returns the image references the build will read (for a check against the daemon at build time).
  */
-export function checkDockerfile(text: string, userId: number): PolicyResult {
-  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+export function checkDockerfile(text: string, userId: number, registries: readonly string[] = DEFAULT_REGISTRIES): PolicyResult {
+  const body = text.replace(/^\uFEFF/, '');
+  const odd = AMBIGUOUS_SPACE.exec(body);
+  if (odd) {
+    const no = body.slice(0, odd.index).split('\n').length;
+    const c = odd[0].charCodeAt(0);
+    throw new DockerfilePolicyError(no, `contains ${c === 13 ? 'a carriage return not followed by a line feed' : `U+${c.toString(16).toUpperCase().padStart(4, '0')}`}, which the builders and this check would read differently (as a space or not, a line end or not); use spaces, tabs and line feeds`);
+  }
+  const lines = body.split(/\r?\n/);
   const { escape, directives } = parseDirectives(lines);
   const syntax = directives.get('syntax');
   if (syntax && !ALLOWED_FRONTEND.test(syntax.value)) {
@@ -538,7 +591,7 @@ export function checkDockerfile(text: string, userId: number): PolicyResult {
   const images = new Set<string>();
   const addSources = new Set<string>();
   for (const heredocs of [true, false]) {
-    const c = new Checker(userId, escape);
+    const c = new Checker(userId, escape, registries);
     c.run(instructions(lines, escape, heredocs));
     for (const i of c.images) images.add(i);
     for (const a of c.addSources) addSources.add(a);
@@ -547,9 +600,9 @@ export function checkDockerfile(text: string, userId: number): PolicyResult {
 }
 
 /** The upload check: a refused Dockerfile is a 400 `dockerfile_refused` naming the line. */
-export function checkDockerfilePolicy(text: string, userId: number): PolicyResult {
+export function checkDockerfilePolicy(text: string, userId: number, registries?: readonly string[]): PolicyResult {
   try {
-    return checkDockerfile(text, userId);
+    return checkDockerfile(text, userId, registries);
   } catch (e) {
     if (e instanceof DockerfilePolicyError) throw new ApiError(400, 'dockerfile_refused', e.message);
     throw e;

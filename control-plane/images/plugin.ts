@@ -159,7 +159,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       if (!df?.isFile()) throw new ApiError(400, 'dockerfile_missing', 'the archive has no Dockerfile at its root (a regular file named exactly "Dockerfile")');
       // real ones are a few KiB; the policy reads it on the API's event loop (at most ~0.1 s here)
       if (df.size > MAX_DOCKERFILE_BYTES) throw new ApiError(400, 'dockerfile_refused', `the Dockerfile is larger than ${MAX_DOCKERFILE_BYTES / 1024} KiB`);
-      checkDockerfilePolicy(await readFile(join(staging, 'context', 'Dockerfile'), 'utf8'), userId);
+      checkDockerfilePolicy(await readFile(join(staging, 'context', 'Dockerfile'), 'utf8'), userId, cfg.registries);
       await upload.cleanup();
 
       const { rows: [{ id }] } = await app.db.query<{ id: number }>(`SELECT nextval('images_id_seq')::bigint AS id`);

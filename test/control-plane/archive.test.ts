@@ -250,6 +250,13 @@ describe('archive attacks are rejected with the entry named', () => {
     await rejects(await makeTar([{ name: `${deep}/f`, content: 'x' }]), /more than 64 directories deep/);
     await rejects(makeZip([{ name: `${'x'.repeat(MAX_PATH_LENGTH + 1)}`, content: 'x' }]), /name longer than 1024 characters/);
     await rejects(await makeTar([{ name: 'l', type: 'symlink', linkname: Array.from({ length: 70 }, () => 'd/..').join('/') }]), /link target .* longer than 1024 characters or 64 components/);
+    // one name past what a file system takes: refused up front, the server's paths never in the message
+    for (const buf of [await makeTar([{ name: `a/${'n'.repeat(256)}`, content: 'x' }]), await makeZip([{ name: `${'é'.repeat(128)}/f`, content: 'x' }])]) {
+      const p = extract(buf);
+      await expect(p).rejects.toThrow(/a name in its path is longer than 255 bytes/);
+      await expect(p).rejects.not.toThrow(new RegExp(root.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    }
+    expect(await readdir(await extract(await makeTar([{ name: `${'n'.repeat(255)}`, content: 'x' }])))).toEqual(['n'.repeat(255)]);
     // at the bound it extracts
     const ok = Array.from({ length: MAX_PATH_DEPTH - 1 }, () => 'd').join('/');
     const dir = await extract(await makeTar([{ name: `${ok}/f`, content: 'x' }]));

@@ -31,6 +31,22 @@ describe('what ADD would unpack (build-check.ts isArchive)', () => {
     expect(head(Buffer.from([0x5a, 0x2a, 0x4d, 0x18, 4, 0, 0, 0]))).toBe(true);
   });
 
+  it('reads a checksum as Go\'s tar reader does: NULs and spaces around it, a signed sum', async () => {
+    const tar = Buffer.from((await makeTar([{ name: 'a.txt', content: 'x' }])).subarray(0, 512));
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : tar[i];
+    // leading NULs, five digits, a trailing space
+    tar.write('\0\0' + sum.toString(8).padStart(5, '0') + ' ', 148, 'latin1');
+    expect(head(tar)).toBe(true);
+    // a signed sum (bytes ≥ 0x80 count negative, as old writers summed them)
+    const signed = Buffer.from((await makeTar([{ name: 'a.txt', content: 'x' }])).subarray(0, 512));
+    signed.fill(0xff, 345, 400); // (the prefix field, unused here)
+    let s = 0;
+    for (let i = 0; i < 512; i++) { const v = i >= 148 && i < 156 ? 32 : signed[i]; s += v > 127 ? v - 256 : v; }
+    signed.write((s >>> 0).toString(8).slice(-7).padStart(7, '0') + '\0', 148, 'latin1');
+    if (s >= 0) expect(head(signed)).toBe(true);
+  });
+
   it('leaves other files alone: text, a zero block, a header with a wrong checksum', async () => {
     expect(head(Buffer.from('hello\n'))).toBe(false);
     expect(head(Buffer.alloc(512))).toBe(false);
@@ -58,12 +74,26 @@ describe('ADD sources looked at before a build (build-check.ts verifyBuildSource
     return t;
   };
 
-  it('an archive named through a symlink inside the context is refused; one outside it is never read', async () => {
+  it('an archive anywhere in the context is refused with ADD, however the source reaches it; one outside it is never read', async () => {
     const gz = gzipSync(Buffer.from('x'));
-    const inside = await context({ Dockerfile: 'FROM scratch\nADD link.gz /x\n', 'real/bomb.gz': gz }, { 'link.gz': 'real/bomb.gz' });
+    for (const [df, links] of [
+      ['FROM scratch\nADD link.gz /x\n', { 'link.gz': 'real/bomb.gz' }],
+      // `..` segments, a link to a directory, a glob, or another file altogether
+      ['FROM scratch\nADD real/../real/bomb.gz /x\n', {}],
+      ['FROM scratch\nADD dir/bomb.gz /x/\n', { dir: 'real' }],
+      ['FROM scratch\nADD r*/*.gz /x/\n', {}],
+      ['FROM scratch\nADD other.txt /x\n', {}],
+    ] as Array<[string, Record<string, string>]>) {
+      const inside = await context({ Dockerfile: df, 'real/bomb.gz': gz, 'other.txt': 'hi' }, links);
+      try {
+        await expect(verifyBuildSources(never, 1, join(inside.dir, 'ctx')), df).rejects.toThrow(/^ADD: the build context holds an archive \(real\/bomb\.gz\)/);
+      } finally { await inside.cleanup(); }
+    }
+    // COPY alone: an archive in the context is just a file
+    const copy = await context({ Dockerfile: 'FROM scratch\nCOPY real/bomb.gz /x\n', 'real/bomb.gz': gz });
     try {
-      await expect(verifyBuildSources(never, 1, join(inside.dir, 'ctx'))).rejects.toThrow(/^ADD link\.gz: it is an archive/);
-    } finally { await inside.cleanup(); }
+      await expect(verifyBuildSources(never, 1, join(copy.dir, 'ctx'))).resolves.toBeUndefined();
+    } finally { await copy.cleanup(); }
     // a gzip file beside the context (outside it), reached by an absolute or a climbing link
     const outside = await context({ Dockerfile: 'FROM scratch\nADD a.gz b.gz /x/\n', 'ctx-sibling-placeholder': '' });
     try {

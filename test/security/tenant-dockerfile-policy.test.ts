@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DockerfilePolicyError, MAX_DOCKERFILE_BYTES, checkDockerfile, checkImageRef } from '../../control-plane/images/dockerfile-policy.js';
+import { DEFAULT_REGISTRIES, parseRegistries, registryAllowed, registryOf } from '../../control-plane/images/registries.js';
 
 /** Unit tests of the Dockerfile policy (tenant isolation, DESIGN.md "Security model"). User 1 checks throughout. */
 const ME = 1;
@@ -216,5 +217,96 @@ describe('FROM --platform', () => {
     expect(e.line).toBe(2);
     expect(e.message).toMatch(/FROM --platform is not supported/);
     allowed('FROM busybox AS a\nFROM a\n');
+  });
+});
+
+describe('text the builders read differently from this check', () => {
+  const URL_ADD = 'ADD http://127.0.0.1:9901/routes /r';
+  it.each([
+    ['NEL before the instruction (a space to Go, not to JavaScript)', `FROM busybox\n\u0085${URL_ADD}\n`, 2, /U\+0085/],
+    ['NEL before a FROM of another tenant', 'FROM busybox\n\u0085FROM berth-u2-i7:latest\n', 2, /U\+0085/],
+    ['NBSP', `FROM busybox\n\u00a0${URL_ADD}\n`, 2, /U\+00A0/],
+    ['an ideographic space', `FROM busybox\nRUN true\n\u3000${URL_ADD}\n`, 3, /U\+3000/],
+    ['a line separator', `FROM busybox\u2028${URL_ADD}\n`, 1, /U\+2028/],
+    ['form feed', 'FROM busybox\n#\fescape=`\n', 2, /U\+000C/],
+    ['vertical tab', 'FROM busybox\nRUN\vtrue\n', 2, /U\+000B/],
+    ['a lone carriage return', 'FROM busybox\r#\rescape=`\nRUN x\n', 1, /carriage return/],
+    ['a JSON form ending in NEL', `FROM busybox\nADD ["http://127.0.0.1:9901/routes","/r"]\u0085\n`, 2, /U\+0085/],
+    ['a byte-order mark inside', 'FROM busybox\n\ufeffRUN true\n', 2, /U\+FEFF/],
+  ])('refuses %s, naming the line', (_name, df, line, why) => {
+    const e = refused(df);
+    expect(e.line).toBe(line);
+    expect(e.message).toMatch(why);
+  });
+
+  it('a leading byte-order mark, CRLF line ends, tabs and spaces are fine', () => {
+    allowed('\ufeffFROM busybox\r\n\tRUN  echo hi \t\r\nCOPY a /a\r\n');
+  });
+
+  it('a parser directive after leading blanks is one (the builders trim them): the escape character it sets is the one used', () => {
+    // ` # escape=\``: the builders use the backtick, so `\` does not continue the RUN line and the ADD is an instruction
+    for (const lead of [' ', '\t', '  \t ']) {
+      const e = refused(`${lead}# escape=\`\nFROM busybox\nRUN echo \\\n${URL_ADD}\n`);
+      expect([e.line, /ADD of a URL/.test(e.message)]).toEqual([4, true]);
+    }
+    // and with it the backtick continues lines
+    allowed(' # escape=`\nFROM busybox\nRUN echo `\n  ADD http://127.0.0.1/x /r\n');
+  });
+
+  it('an escape directive after `# check=` is refused (older builders stop reading directives there)', () => {
+    expect(refused('# check=skip=all\n# escape=`\nFROM busybox\n').message).toMatch(/after "# check="/);
+    allowed('# escape=`\n# check=skip=all\nFROM busybox\n');
+  });
+
+  it('a line ending in an escaped escape character does not continue (the builders\' rule)', () => {
+    const e = refused(`FROM busybox\nRUN echo \\\\\n${URL_ADD}\n`);
+    expect([e.line, /ADD of a URL/.test(e.message)]).toEqual([3, true]);
+    const b = refused(`# escape=\`\nFROM busybox\nRUN echo \`\`\n${URL_ADD}\n`);
+    expect([b.line, /ADD of a URL/.test(b.message)]).toEqual([4, true]);
+    // one escape character, blanks after it, or one alone on a line: a continuation
+    expect(refused('FROM busybox\nADD \\ \t\n  http://127.0.0.1/x /r\n').line).toBe(2);
+    expect(refused('FROM busybox\nADD http://127.0.0.1/x \\\n\\\n /r\n').line).toBe(2);
+    allowed('FROM busybox\nRUN echo a \\\n  b \\\n  c\n');
+  });
+
+  it('ONBUILD ONBUILD, FROM and MAINTAINER are refused (as the builders do); a long chain is a refusal, not a crash', () => {
+    expect(refused('FROM busybox\nONBUILD ONBUILD RUN true\n').message).toMatch(/ONBUILD ONBUILD is not allowed/);
+    expect(refused('FROM busybox\nONBUILD FROM berth-u2-i1\n').message).toMatch(/ONBUILD FROM is not allowed/);
+    expect(refused('FROM busybox\nonbuild maintainer me\n').message).toMatch(/ONBUILD MAINTAINER is not allowed/);
+    const chain = refused('FROM busybox\n' + 'ONBUILD '.repeat(5000) + 'RUN true\n');
+    expect(chain.line).toBe(2);
+  });
+});
+
+describe('registries the daemon may pull from', () => {
+  it.each([
+    ['a loopback registry', 'FROM 127.0.0.1:5000/a/b:c\n', '127.0.0.1:5000'],
+    ['localhost', 'FROM localhost/a/b\n', 'localhost'],
+    ['a host on the internet', 'FROM registry.evil.example/a:1\n', 'registry.evil.example'],
+    ['an upper-case first component (a registry to Docker)', 'FROM Evil/x:1\n', 'evil'],
+    ['a port on an allowed host', 'FROM ghcr.io:443/x/y\n', 'ghcr.io:443'],
+    ['COPY --from', 'FROM busybox\nCOPY --from=127.0.0.1:5000/x:1 /a /b\n', '127.0.0.1:5000'],
+    ['RUN --mount from', 'FROM busybox\nRUN --mount=type=bind,from=localhost:5000/x,target=/x true\n', 'localhost:5000'],
+    ['behind an ARG', 'ARG R=10.0.0.1:5000\nFROM ${R}/x\n', '10.0.0.1:5000'],
+  ])('refuses %s', (_name, df, registry) => {
+    expect(refused(df).message).toContain(`registry "${registry}"`);
+  });
+
+  it('allows Docker Hub (any spelling), the public registries, and what the operator lists', () => {
+    const r = allowed('FROM busybox\nFROM library/busybox:1\nFROM docker.io/library/busybox\nFROM index.docker.io/x/y\nFROM ghcr.io/o/i:1\nFROM quay.io/o/i\nFROM us-docker.pkg.dev/p/r/i:1\nFROM mcr.microsoft.com/dotnet/sdk:8.0\nFROM berth-u1-i3:latest\nFROM scratch\n');
+    expect(r.images).toContain('us-docker.pkg.dev/p/r/i:1');
+    checkDockerfile('FROM localhost:5000/x:1\n', ME, ['localhost:5000']);
+    expect(() => checkDockerfile('FROM busybox\n', ME, ['ghcr.io'])).toThrow(/registry "docker.io"/);
+  });
+
+  it('registryOf and BERTH_REGISTRIES parsing', () => {
+    expect(['busybox', 'a/b', 'docker.io/a/b', 'registry-1.docker.io/a', 'localhost/a', 'Foo/a', 'x.io/a', 'x:1/a'].map(registryOf))
+      .toEqual(['docker.io', 'docker.io', 'docker.io', 'docker.io', 'localhost', 'foo', 'x.io', 'x:1']);
+    expect(parseRegistries(undefined)).toEqual([...DEFAULT_REGISTRIES]);
+    expect(parseRegistries(' GHCR.io , localhost:5000,*.example.com ')).toEqual(['ghcr.io', 'localhost:5000', '*.example.com']);
+    for (const bad of ['http://x.io', 'x.io/path', '*.x.io:5000', 'a b', '-x.io', 'x..io']) expect(() => parseRegistries(bad), bad).toThrow(/BERTH_REGISTRIES/);
+    expect(registryAllowed('eu-docker.pkg.dev', ['*.pkg.dev'])).toBe(true);
+    expect(registryAllowed('pkg.dev', ['*.pkg.dev'])).toBe(false);
+    expect(registryAllowed('x.pkg.dev:5000', ['*.pkg.dev'])).toBe(false);
   });
 });

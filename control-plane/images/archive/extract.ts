@@ -183,7 +183,7 @@ async function extractZip(file: string, w: Writer): Promise<void> {
   });
   try {
     await new Promise<void>((resolve, reject) => {
-      const fail = (e: unknown) => { reject(e instanceof ArchiveError ? e : new ArchiveError(`invalid zip archive: ${(e as Error).message}`)); };
+      const fail = (e: unknown) => { reject(e instanceof ArchiveError ? e : new ArchiveError(`invalid zip archive: ${reason(e)}`)); };
       zf.on('error', fail);
       zf.on('end', resolve);
       zf.on('entry', (entry: yauzl.Entry) => {
@@ -266,7 +266,7 @@ async function extractTar(file: string, gzip: boolean, w: Writer): Promise<void>
   } catch (e) {
     if (rejected) throw rejected;
     if (e instanceof ArchiveError) throw e;
-    throw new ArchiveError(`invalid ${gzip ? 'tar.gz' : 'tar'} archive: ${(e as Error).message}`);
+    throw new ArchiveError(`invalid ${gzip ? 'tar.gz' : 'tar'} archive: ${reason(e)}`);
   }
 }
 
@@ -325,4 +325,14 @@ async function resolvesOutside(root: string, parent: string[], target: string): 
     }
   }
   return undefined;
+}
+
+/**
+ * What went wrong, for the tenant: a parser's message as it is, a file-system error by its code
+ * only (its message names the server's data directory).
+ */
+function reason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (typeof code === 'string' && (e as NodeJS.ErrnoException).syscall !== undefined) return `could not write an entry (${code})`;
+  return (e as Error).message;
 }

@@ -16,6 +16,8 @@ export interface ArchiveLimits {
  */
 export const MAX_PATH_LENGTH = 1024;
 export const MAX_PATH_DEPTH = 64;
+/** One file or directory name (Linux NAME_MAX). */
+export const MAX_NAME_BYTES = 255;
 
 /** A clipped name for messages (a hostile one can be a megabyte long). */
 const shown = (name: string) => (name.length > 200 ? `${name.slice(0, 200)}…` : name);
@@ -32,6 +34,8 @@ export function safeEntryPath(name: string): string {
   const parts = name.split(/[\\/]+/).filter((p) => p !== '' && p !== '.');
   if (parts.some((p) => p === '..')) throw new ArchiveError(`entry "${name}": ".." path traversal not allowed`);
   if (parts.length > MAX_PATH_DEPTH) throw new ArchiveError(`entry "${shown(name)}": more than ${MAX_PATH_DEPTH} directories deep`);
+  // what a file system takes (NAME_MAX): past it the write fails deep in extraction instead
+  if (parts.some((p) => Buffer.byteLength(p) > MAX_NAME_BYTES)) throw new ArchiveError(`entry "${shown(name)}": a name in its path is longer than ${MAX_NAME_BYTES} bytes`);
   return parts.join('/');
 }
 
