@@ -74,6 +74,13 @@ export interface ControlPlaneOptions {
    */
   buildDiskBytes?: number | null;
   /**
+   * What one app instance may write to its own filesystem (containers/disk-watch.ts); null: no
+   * limit. Default BERTH_CONTAINER_DISK (10g), `none` for no limit; looked at every
+   * BERTH_CONTAINER_DISK_POLL_MS (30000).
+   */
+  containerDiskBytes?: number | null;
+  containerDiskPollMs?: number;
+  /**
    * Builds stop when the Docker daemon's disk has less free than this (runtime/build-disk.ts);
    * null: no floor. Default BERTH_BUILD_MIN_FREE (1g), `none` for no floor.
    */
@@ -224,6 +231,8 @@ export interface ResolvedConfig {
   buildCpus: number | null;
   buildPids: number | null;
   buildDiskBytes: number | null;
+  containerDiskBytes: number | null;
+  containerDiskPollMs: number;
   buildMinFreeBytes: number | null;
   instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
@@ -290,6 +299,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     buildCpus: o.buildCpus !== undefined ? o.buildCpus : envLimit('BERTH_BUILD_CPUS', '2', (v) => parseCpu(v)),
     buildPids: o.buildPids !== undefined ? o.buildPids : envLimit('BERTH_BUILD_PIDS', '1024', parsePids),
     buildDiskBytes: o.buildDiskBytes !== undefined ? o.buildDiskBytes : envLimit('BERTH_BUILD_DISK', '10g', (v) => parseMemory(v).bytes),
+    containerDiskBytes: o.containerDiskBytes !== undefined ? o.containerDiskBytes : envLimit('BERTH_CONTAINER_DISK', '10g', (v) => parseMemory(v).bytes),
+    containerDiskPollMs: o.containerDiskPollMs ?? envNumber('BERTH_CONTAINER_DISK_POLL_MS', 30_000, 1000, 86_400_000, true),
     buildMinFreeBytes: o.buildMinFreeBytes !== undefined ? o.buildMinFreeBytes : envLimit('BERTH_BUILD_MIN_FREE', '1g', (v) => parseMemory(v).bytes),
     instanceMax: o.instanceMax ?? {
       cpus: envLimit('BERTH_MAX_INSTANCE_CPUS', String(Math.max(1, cpus().length)), (v) => parseCpu(v)),

@@ -1,3 +1,4 @@
+import { ContainerDiskWatch } from './disk-watch.js';
 import type { FastifyInstance } from 'fastify';
 import client from 'prom-client';
 import type { Logger } from '../../shared/logging.js';
@@ -34,6 +35,8 @@ export interface Platform {
   consul: ConsulSync | undefined;
   autoscaler: Autoscaler;
   activation: Activation;
+  /** BERTH_CONTAINER_DISK: instances that wrote too much to their filesystem are stopped and replaced */
+  diskWatch: ContainerDiskWatch;
 }
 
 declare module 'fastify' {
@@ -86,7 +89,11 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     db: app.db, service, proxies, leader, events: app.events, log: log.child({ component: 'autoscaler' }), config: cfg.autoscale,
     activation,
   });
-  app.decorate('platform', { clusterId, proxyTokens, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler, activation } satisfies Platform);
+  const diskWatch = new ContainerDiskWatch({
+    db: app.db, runtime, service, log: log.child({ component: 'disk' }), isLeader: () => leader.isLeader,
+    limitBytes: cfg.containerDiskBytes, intervalMs: cfg.containerDiskPollMs,
+  });
+  app.decorate('platform', { clusterId, proxyTokens, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler, activation, diskWatch } satisfies Platform);
 
   const registers = [app.metrics.registry];
   new client.Gauge({
@@ -111,6 +118,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     health!.start();
     reconciler.start();
     autoscaler.start();
+    diskWatch.start();
     kafka?.start();
     consul?.start();
   });
@@ -118,6 +126,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
     health!.stop();
     await reconciler.stop();
     await autoscaler.stop();
+    await diskWatch.stop();
     await kafka?.stop();
     await consul?.stop();
     hub.stop();

@@ -105,6 +105,8 @@ export interface ContainerRuntime {
   watchEvents(label: string, onEvent: (e: DockerEvent) => void): () => void;
   /** One stats sample (cgroup counters): CPU time used since the container started, memory in use; null when not running or unknown. */
   stats(dockerId: string): Promise<ContainerStats | null>;
+  /** What the container has written to its own filesystem (its writable layer, Docker's SizeRw); null when unknown. A walk of the layer: not cheap. */
+  writableBytes(dockerId: string): Promise<number | null>;
 }
 
 export interface ContainerStats {
@@ -344,5 +346,10 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     return { cpuNs: cpu, memoryBytes: Math.max(0, (mem.usage ?? 0) - cache) };
   }
 
-  return { network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats };
+  async function writableBytes(id: string): Promise<number | null> {
+    const info = await call('inspect', () => docker.getContainer(id).inspect({ size: true, abortSignal: AbortSignal.timeout(60_000) } as object)).catch(() => null) as { SizeRw?: number } | null;
+    return typeof info?.SizeRw === 'number' ? info.SizeRw : null;
+  }
+
+  return { network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats, writableBytes };
 }

@@ -1,0 +1,98 @@
+import type { Logger } from '../../shared/logging.js';
+import type { Db } from '../db/pool.js';
+import type { ContainerRow } from '../images/repo.js';
+import type { ContainerRuntime } from '../runtime/containers.js';
+import type { ContainerService } from './service.js';
+
+export interface DiskWatchOptions {
+  db: Db;
+  runtime: Pick<ContainerRuntime, 'writableBytes' | 'stop'>;
+  service: Pick<ContainerService, 'locks' | 'markDied'>;
+  log: Logger;
+  /** only the reconcile leader acts */
+  isLeader: () => boolean;
+  /** what an instance may write to its own filesystem; null: not bounded */
+  limitBytes: number | null;
+  intervalMs: number;
+  /** Docker size calls at once (each walks the container's writable layer) */
+  concurrency?: number;
+}
+
+/**
+ * What an app instance may write to its own filesystem (`BERTH_CONTAINER_DISK`). An instance's
+ * writes go to its container's writable layer on the Docker daemon's disk, and Docker bounds
+ * them only with storage options most hosts lack (overlay2 on XFS with project quotas). One
+ * instance writing without end (`dd if=/dev/zero of=/fill`) would fill that disk: every tenant's
+ * builds stop, and every app that writes gets "no space left on device".
+ *
+ * So the reconcile leader looks at every running instance's writable layer every `intervalMs`
+ * (Docker's `SizeRw`, a walk of the layer: at most `concurrency` at once, off the API path). One
+ * past the limit is stopped and recorded as died, with the reason; the reconcile loop replaces
+ * it with a fresh container (its writable layer removed with the old one), as for any crash,
+ * with the same backoff when it keeps doing it. A bound rather than a quota: an instance can
+ * overshoot by what it writes between two looks. (Cloud Run counts an instance's file writes
+ * against its memory; here they are counted on their own.)
+ */
+export class ContainerDiskWatch {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: DiskWatchOptions) {}
+
+  start(): void {
+    if (this.o.limitBytes === null) return;
+    const loop = () => {
+      if (this.stopped) return;
+      this.timer = setTimeout(() => {
+        this.running = this.once().then(() => {}, (e) => this.o.log.warn({ err: (e as Error).message }, 'container disk check failed')).finally(() => { this.running = null; loop(); });
+      }, this.o.intervalMs);
+      this.timer.unref();
+    };
+    loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** One round (tests call it directly). Returns the ids of the instances stopped. */
+  async once(): Promise<number[]> {
+    const limit = this.o.limitBytes;
+    if (limit === null || !this.o.isLeader()) return [];
+    const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
+      `SELECT id, docker_id FROM containers WHERE status = 'running' AND docker_id IS NOT NULL ORDER BY id`);
+    const over: Array<{ id: number; dockerId: string; bytes: number }> = [];
+    let next = 0;
+    const workers = Math.min(Math.max(1, this.o.concurrency ?? 2), rows.length);
+    await Promise.all(Array.from({ length: workers }, async () => {
+      while (next < rows.length) {
+        const r = rows[next++];
+        const bytes = await this.o.runtime.writableBytes(r.docker_id).catch(() => null);
+        if (bytes !== null && bytes > limit) over.push({ id: r.id, dockerId: r.docker_id, bytes });
+      }
+    }));
+    const stopped: number[] = [];
+    for (const c of over) if (await this.stopOne(c, limit)) stopped.push(c.id);
+    return stopped;
+  }
+
+  private stopOne(c: { id: number; dockerId: string; bytes: number }, limit: number): Promise<boolean> {
+    return this.o.service.locks.run(c.id, async () => {
+      // still that instance, still running (a stop or a replacement may have come meanwhile)
+      const { rows: [row] } = await this.o.db.query<ContainerRow>(`SELECT * FROM containers WHERE id = $1 AND status = 'running' AND docker_id = $2`, [c.id, c.dockerId]);
+      if (!row) return false;
+      const reason = `wrote ${size(c.bytes)} to its filesystem, more than the ${size(limit)} an instance may (BERTH_CONTAINER_DISK)`;
+      await this.o.runtime.stop(c.dockerId, 0);
+      await this.o.service.markDied(row, { reason, exitCode: null });
+      this.o.log.warn({ containerId: c.id, bytes: c.bytes, limitBytes: limit }, 'instance stopped: it wrote more than its disk limit');
+      return true;
+    });
+  }
+}
+
+function size(n: number): string {
+  return n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(1)} GiB` : `${Math.max(1, Math.round(n / 1024 ** 2))} MiB`;
+}
