@@ -61,8 +61,10 @@ export async function up(o: {
   });
   // /apps/{host}/ works on the address clients are told (GET /api/info), when that is a name
   const ownNames = [...(o.ownNames ?? [])];
-  const shownName = cp.app.publicInfo.proxyUrl ? new URL(cp.app.publicInfo.proxyUrl).hostname : '';
-  if (shownName !== '' && !shownName.startsWith('[') && !/^[\d.]+$/.test(shownName)) ownNames.push(normalizeHost(shownName));
+  // (the public URL's host and the listen address, when they are names)
+  for (const name of [cp.app.publicInfo.proxyUrl ? new URL(cp.app.publicInfo.proxyUrl).hostname : '', px.host]) {
+    if (name !== '' && !name.startsWith('[') && !name.includes(':') && !/^[\d.]+$/.test(name)) ownNames.push(normalizeHost(name));
+  }
   let proxy: ProxyHandle;
   try {
     proxy = await startProxy({

@@ -16,6 +16,8 @@ export interface DiskWatchOptions {
   intervalMs: number;
   /** Docker size calls at once (each walks the container's writable layer) */
   concurrency?: number;
+  /** an instance was stopped: counted for the reconcile loop's replacement backoff */
+  onDied?: (c: ContainerRow) => void;
 }
 
 /**
@@ -86,7 +88,8 @@ export class ContainerDiskWatch {
       if (!row) return false;
       const reason = `wrote ${size(c.bytes)} to its filesystem, more than the ${size(limit)} an instance may (BERTH_CONTAINER_DISK)`;
       await this.o.runtime.stop(c.dockerId, 0);
-      await this.o.service.markDied(row, { reason, exitCode: null });
+      const died = await this.o.service.markDied(row, { reason, exitCode: null });
+      if (died) this.o.onDied?.(row);
       this.o.log.warn({ containerId: c.id, bytes: c.bytes, limitBytes: limit }, 'instance stopped: it wrote more than its disk limit');
       return true;
     });

@@ -160,7 +160,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     if (!viaProxy) {
       const uid = req.user!.id;
       const { rows: imgs } = await app.db.query<{ id: string }>('SELECT id FROM images WHERE user_id = $1', [uid]);
-      const { rows: cs } = await app.db.query<{ host_port: number }>('SELECT host_port FROM containers WHERE user_id = $1 AND host_port IS NOT NULL', [uid]);
+      const { rows: cs } = await app.db.query<{ host_port: number }>("SELECT host_port FROM containers WHERE user_id = $1 AND status IN ('creating', 'running', 'stopping') AND host_port IS NOT NULL", [uid]);
       const routeIds = new Set(imgs.map((i) => `img-${i.id}`));
       const addrs = new Set(cs.map((c) => endpointAddress(app.config.endpointHost, c.host_port)));
       routeOk = (id) => routeIds.has(id);

@@ -8,6 +8,8 @@ export interface HealthSettings {
   timeoutMs: number;
   healthyThreshold: number;
   unhealthyThreshold: number;
+  /** a starting instance that has not answered this long is said to be unhealthy (default 30 s) */
+  startupGraceMs?: number;
 }
 
 export interface ProbeTarget {
@@ -68,7 +70,12 @@ interface Tracked {
   nextAt: number;
   inFlight: boolean;
   key: string;
+  /** when probing of this incarnation (port, address, path) began */
+  since: number;
 }
+
+/** A starting instance that has not answered a probe this long is said to be unhealthy. */
+const STARTUP_GRACE_MS = 30_000;
 
 interface RunningRow {
   id: number;
@@ -149,7 +156,7 @@ export class HealthChecker {
       const key = `${r.host_port}|${r.container_ip}|${r.health_path}`;
       let t = this.tracked.get(r.id);
       if (!t || t.key !== key) {
-        t = { successes: 0, failures: 0, nextAt: 0, inFlight: false, key };
+        t = { successes: 0, failures: 0, nextAt: 0, inFlight: false, key, since: now };
         this.tracked.set(r.id, t);
       }
       if (t.inFlight || t.nextAt > now) continue;
@@ -162,8 +169,10 @@ export class HealthChecker {
           tr.nextAt = Date.now() + next;
           if (res.ok && r.health !== 'healthy' && tr.successes >= this.s.healthyThreshold) await this.onTransition(r.id, 'healthy', res.detail, r.host_port);
           else if (!res.ok && r.health === 'healthy' && tr.failures >= this.s.unhealthyThreshold) await this.onTransition(r.id, 'unhealthy', res.detail, r.host_port);
-          else if (!res.ok && r.health === 'unknown' && tr.failures >= Math.max(this.s.unhealthyThreshold, Math.ceil(30_000 / this.startingMs))) {
-            // never came up within ~30 s: say so (it stays out of rotation either way)
+          else if (!res.ok && r.health === 'unknown' && tr.failures >= this.s.unhealthyThreshold && Date.now() - tr.since >= (this.s.startupGraceMs ?? STARTUP_GRACE_MS)) {
+            // never came up within 30 s (by the clock: a probe that hangs until its timeout took a
+            // second each, so counting probes meant 20 minutes of the fast loop): say so (it stays
+            // out of rotation either way)
             await this.onTransition(r.id, 'unhealthy', res.detail, r.host_port);
           }
         })

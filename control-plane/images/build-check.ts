@@ -1,4 +1,5 @@
-import { open, readdir, readFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, open, readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Runtime } from '../runtime/docker.js';
 import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
@@ -22,9 +23,11 @@ export async function verifyBuildSources(
   const text = await readFile(join(contextDir, 'Dockerfile'), 'utf8');
   const { images, addSources } = checkDockerfile(text, userId, o.registries);
   if (addSources.length > 0) {
-    const archive = await findArchive(contextDir);
+    const archive = await addedArchive(contextDir, addSources);
     if (archive !== null) {
-      throw new Error(`ADD: the build context holds an archive (${archive}), which ADD would unpack during the build, where nothing bounds what it expands to. Use COPY instead of ADD (and RUN tar … to unpack it, where the build's disk limit applies)`);
+      throw new Error(archive.named
+        ? `ADD ${archive.path}: it is an archive, which ADD would unpack during the build, where nothing bounds what it expands to. Use COPY (and RUN tar … to unpack it, where the build's disk limit applies)`
+        : `ADD: the build context holds an archive (${archive.path}), which ADD would unpack during the build, where nothing bounds what it expands to, and this ADD's sources (a glob, a \`..\` or a link) may reach it. Use COPY instead of ADD (and RUN tar … to unpack it, where the build's disk limit applies)`);
     }
   }
   const say = o.onOutput ?? (() => {});
@@ -90,32 +93,67 @@ function tarChecksumOk(b: Buffer): boolean {
   return (want === unsigned || want === signed) && unsigned !== 8 * 32; // an all-zero block is no header
 }
 
+/** A source as a plain context-relative path ('' for the root), or null when the builder would resolve it further: a glob or a `..` segment. */
+function plainSource(src: string): string | null {
+  if (/[*?[\\]/.test(src)) return null;
+  const parts = src.split('/').filter((p) => p !== '' && p !== '.');
+  return parts.includes('..') ? null : parts.join('/');
+}
+
+/**
+ * What ADD would unpack, if anything. A plain source (no glob, no `..`, no link on its way) is
+ * looked at itself: a file that starts like an archive is refused, a directory is copied as it is
+ * (the builder never unpacks what a directory holds). Any other source — which files it reaches
+ * is the builder's business (`..` segments, links to directories, globs) — refuses the ADD when
+ * the context holds an archive anywhere: a re-implementation that missed one case would let one
+ * through.
+ */
+async function addedArchive(contextDir: string, sources: string[]): Promise<{ path: string; named: boolean } | null> {
+  const anywhere = async () => {
+    const a = await findArchive(contextDir);
+    return a === null ? null : { path: a, named: false };
+  };
+  for (const src of sources) {
+    const rel = plainSource(src);
+    if (rel === null) return anywhere();
+    let p = contextDir;
+    let st: Stats | null = null;
+    for (const part of rel === '' ? [] : rel.split('/')) {
+      p = join(p, part);
+      st = await lstat(p).catch(() => null);
+      if (st === null) break; // not there: the build fails on it
+      if (st.isSymbolicLink()) return anywhere();
+    }
+    if (st !== null && st.isFile() && (await startsLikeArchive(p))) return { path: rel, named: true };
+  }
+  return null;
+}
+
+async function startsLikeArchive(path: string): Promise<boolean> {
+  const f = await open(path, 'r').catch(() => null);
+  if (f === null) return false;
+  try {
+    const head = Buffer.alloc(512);
+    const { bytesRead } = await f.read(head, 0, 512, 0);
+    return isArchive(head, bytesRead);
+  } finally {
+    await f.close();
+  }
+}
+
 /**
  * The first file in the build context (already extracted, within the archive limits) whose first
- * bytes are an archive's, or null. Any file, not only those an ADD source names: which files a
- * source reaches is the builder's business (`..` segments, links to directories, globs), and a
- * re-implementation that missed one case would let an archive through. Links are not followed:
- * one to a file inside the context is checked as that file, one outside is never read.
+ * bytes are an archive's, or null. Links are not followed: one to a file inside the context is
+ * checked as that file, one outside is never read.
  */
 async function findArchive(contextDir: string): Promise<string | null> {
-  const head = Buffer.alloc(512);
   const dirs = [contextDir];
   while (dirs.length > 0) {
     const dir = dirs.pop()!;
     for (const e of await readdir(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
       if (e.isDirectory()) dirs.push(p);
-      else if (e.isFile()) {
-        const f = await open(p, 'r').catch(() => null);
-        if (f === null) continue;
-        try {
-          head.fill(0);
-          const { bytesRead } = await f.read(head, 0, 512, 0);
-          if (isArchive(head, bytesRead)) return relative(contextDir, p);
-        } finally {
-          await f.close();
-        }
-      }
+      else if (e.isFile() && (await startsLikeArchive(p))) return relative(contextDir, p);
     }
   }
   return null;

@@ -441,7 +441,8 @@ class Checker {
   private checkImage(no: number, ref: string, what: string): void {
     const verdict = checkImageRef(ref, this.userId);
     if (!verdict.ok) this.fail(no, `${what}: ${verdict.reason}`);
-    if (verdict.kind === 'image') {
+    // (an own image too: `127.0.0.1:9901/berth-u5-x` names this user's repository on another registry)
+    if (verdict.kind !== 'scratch') {
       const registry = registryOf(ref);
       if (!registryAllowed(registry, this.registries)) {
         this.fail(no, `${what}: "${ref.trim()}" is on the registry "${registry}", which this platform does not pull from (it pulls from: ${this.registries.join(', ')}; BERTH_REGISTRIES)`);

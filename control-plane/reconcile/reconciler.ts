@@ -318,7 +318,8 @@ export class Reconciler {
     return docker !== null && c.started_at !== null && Math.abs(Date.parse(docker) - new Date(c.started_at).getTime()) > 1000;
   }
 
-  private noteDeath(c: ContainerRow): void {
+  /** A death of `c` for the replacement backoff (also one the disk watch caused). */
+  noteDeath(c: ContainerRow): void {
     const quick = c.started_at !== null && Date.now() - new Date(c.started_at).getTime() < QUICK_DEATH_MS;
     const b = this.backoff.get(c.id) ?? { attempts: 0, nextAt: 0 };
     b.attempts = quick ? b.attempts + 1 : 0;

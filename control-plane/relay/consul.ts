@@ -86,14 +86,17 @@ export class ConsulSync {
     const deregistered: string[] = [];
     for (const [id, r] of want) {
       const cur = existing[id];
-      if (cur && cur.Port === r.host_port && cur.Address === this.endpointHost && cur.Meta?.cluster === this.clusterId) continue;
+      // (registered again when its health check changed: a PATCHed health_path)
+      if (cur && cur.Port === r.host_port && cur.Address === this.endpointHost && cur.Meta?.cluster === this.clusterId && (cur.Meta?.health_path ?? '') === (r.health_path ?? '')) continue;
       const target = `${this.endpointHost}:${r.host_port}`;
       await this.consul.agent.service.register({
         id, name: `berth-u${r.user_id}-i${r.image_id}`, address: this.endpointHost, port: r.host_port,
         tags: ['berth', r.app_hostname],
-        meta: { cluster: this.clusterId, app_hostname: r.app_hostname, container_id: String(r.id), image_id: String(r.image_id), user_id: String(r.user_id), container_name: r.name, image_name: r.image_name },
+        meta: { cluster: this.clusterId, app_hostname: r.app_hostname, container_id: String(r.id), image_id: String(r.image_id), user_id: String(r.user_id), container_name: r.name, image_name: r.image_name, health_path: r.health_path ?? '' },
         check: {
-          ...(r.health_path ? { http: `http://${target}${r.health_path}` } : { tcp: target }),
+          // redirects not followed: the app would otherwise have the agent GET any URL from the
+          // host's network (127.0.0.1:9901, a metadata service) and keep the answer as the check's output
+          ...(r.health_path ? { http: `http://${target}${r.health_path}`, disableredirects: true } : { tcp: target }),
           interval: '10s', timeout: '2s', deregistercriticalserviceafter: '5m',
         },
       } as never);

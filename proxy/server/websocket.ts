@@ -211,6 +211,17 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
   };
 }
 
+/** A handler undici or uWS calls: a throw in it is said (once in a while), never the end of the process. */
+function guarded<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
+  return (...a: A) => {
+    try {
+      fn(...a);
+    } catch (e) {
+      internalError(null, e as Error);
+    }
+  };
+}
+
 /** A bug in a callback: said once in a while, and the socket closed (1011: internal error). */
 function onBug(ws: WebSocket<Slot>, e: Error): void {
   internalError(null, e);
@@ -304,12 +315,12 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
   const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter, socket: null };
   let aborted = false;
   let opened = false;
-  res.onAborted(() => {
+  res.onAborted(guarded(() => {
     aborted = true;
     upstream.close();
     release(link);
-  });
-  upstream.onopen = () => {
+  }));
+  upstream.onopen = guarded(() => {
     opened = true;
     link.socket = handshake.socket;
     handshakes.delete(handshakeId);
@@ -327,8 +338,8 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
       // permessage-deflate is not negotiated on either side: messages are relayed as they are
       res.upgrade<Slot>({ link }, key, upstream.protocol, '', context);
     });
-  };
-  upstream.onmessage = (ev: MessageEvent) => {
+  });
+  upstream.onmessage = guarded((ev: MessageEvent) => {
     const data = ev.data as ArrayBuffer | string;
     const binary = typeof data !== 'string';
     link.meter.bytesOut += binary ? data.byteLength : Buffer.byteLength(data);
@@ -337,8 +348,8 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
       return;
     }
     if (!link.clientClosed) link.client.send(data, binary);
-  };
-  upstream.onclose = (ev: CloseEvent) => {
+  });
+  upstream.onclose = guarded((ev: CloseEvent) => {
     handshakes.delete(handshakeId);
     if (!opened) {
       const answered = handshake.status;
@@ -366,7 +377,7 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
       link.client.end(sendableCode(ev.code), ev.reason);
     }
     release(link);
-  };
+  });
   upstream.onerror = () => { /* followed by close */ };
 }
 

@@ -70,8 +70,10 @@ export interface UpstreamHandler {
 export const E_CONNECT_TIMEOUT = 'UPSTREAM_CONNECT_TIMEOUT';
 export const E_HEADERS_TIMEOUT = 'UPSTREAM_HEADERS_TIMEOUT';
 export const E_BODY_TIMEOUT = 'UPSTREAM_BODY_TIMEOUT';
-/** the request body was still going out when the headers timeout (counted from the request's start) ran out */
+/** the request body stalled: less than BODY_PROGRESS_BYTES went out within the headers timeout */
 export const E_REQUEST_TIMEOUT = 'UPSTREAM_REQUEST_TIMEOUT';
+/** request body bytes that count as progress (about a read's worth) */
+const BODY_PROGRESS_BYTES = 16 * 1024;
 /** the connection closed before the response was complete */
 export const E_CLOSED = 'UPSTREAM_CLOSED';
 /** a 100 or 101 the proxy never asked for (it sends neither Expect nor Upgrade) */
@@ -213,6 +215,8 @@ export class UpstreamConnection implements ResponseSink {
   gotHead = false;
   private informational = false;
   private requestDone = false;
+  /** request body bytes written since the headers timeout was last pushed back */
+  private bodyProgress = 0;
   private reusable = true;
   private paused = false;
   private releasePending = false;
@@ -307,6 +311,7 @@ export class UpstreamConnection implements ResponseSink {
     this.informational = false;
     this.paused = false;
     this.requestDone = !h.hasBody;
+    this.bodyProgress = 0;
     this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.promoted = false;
     this.sawBytes = false;
@@ -369,6 +374,13 @@ export class UpstreamConnection implements ResponseSink {
   /** A request body chunk; false when the socket's buffer is full (wait for onUpstreamDrain). */
   writeBody(chunk: Buffer, chunked: boolean): boolean {
     if (this.state !== BUSY) return true;
+    // a body that keeps coming keeps its request alive: each BODY_PROGRESS_BYTES push the headers
+    // timeout back (a trickle of a byte now and then never does)
+    if ((this.bodyProgress += chunk.length) >= BODY_PROGRESS_BYTES) {
+      this.bodyProgress = 0;
+      const h = this.handler;
+      if (h !== null && h.headersTimeoutMs > 0) this.deadline = clock.now + h.headersTimeoutMs;
+    }
     if (!chunked) return this.socket.write(chunk);
     const s = this.socket;
     s.cork();
@@ -564,13 +576,14 @@ export class UpstreamConnection implements ResponseSink {
     }
     if (this.state !== BUSY) return;
     if (!this.gotHead) {
-      // the headers timeout runs from the request's start while its body goes out (a client
-      // trickling a byte now and then, or an upstream that stopped reading it, would otherwise
-      // hold the connection and the endpoint's concurrency slot for good), then again from its end
+      // while the body goes out, the headers timeout runs from the request's start and from each
+      // BODY_PROGRESS_BYTES of it (a client trickling a byte now and then, or an upstream that
+      // stopped reading it, would otherwise hold the connection and the endpoint's concurrency
+      // slot for good); from the body's end, it is the wait for the answer
       if (this.deadline > 0 && now >= this.deadline) {
         this.fail(this.requestDone
           ? upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time')
-          : upstreamError(E_REQUEST_TIMEOUT, 'the request body was not sent within the request timeout'));
+          : upstreamError(E_REQUEST_TIMEOUT, 'the request body stalled for the request timeout'));
         return;
       }
     } else {

@@ -31,6 +31,11 @@ export function printable(text: string): string {
   return text.replace(CONTROL, '\ufffd');
 }
 
+/** A number from the server as text: itself, or (a hostile server's string) made printable. */
+export function num(x: unknown): string {
+  return typeof x === 'number' && Number.isFinite(x) ? String(x) : printable(String(x));
+}
+
 /**
  * Text from apps and builds (logs, build output), made safe for a terminal like `printable`.
  * Piped output is left byte for byte: it is the app's own output, and a file of it should be exact.

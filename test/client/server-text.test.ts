@@ -92,6 +92,25 @@ describe('an API error message, piped', () => {
   });
 });
 
+describe('numbers that a hostile server sends as strings', () => {
+  it.skipIf(!built())('berth logs: a container id of escape sequences is defused before it labels each line', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`event: log\ndata: ${JSON.stringify({ container_id: EVIL, image_id: 1, stream: 'stdout', time: null, line: 'hello' })}\n\nevent: end\ndata: {}\n\n`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const r = await berth(['logs', 'x.localhost', '--api', api], { BERTH_TOKEN: 'berth_x' });
+      expect(r.out).toContain('[copy\ufffd]52;c;');
+      expect(r.out).toContain('hello');
+      expect(r.out + r.err).not.toMatch(RAW);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe.skipIf(!built())('tables and lines from a real control plane', () => {
   let t: TestControlPlane;
   let env: Record<string, string>;

@@ -74,26 +74,32 @@ describe('ADD sources looked at before a build (build-check.ts verifyBuildSource
     return t;
   };
 
-  it('an archive anywhere in the context is refused with ADD, however the source reaches it; one outside it is never read', async () => {
+  it('ADD of an archive is refused however the source reaches it; a directory holding one, plain files and COPY are fine; one outside the context is never read', async () => {
     const gz = gzipSync(Buffer.from('x'));
-    for (const [df, links] of [
-      ['FROM scratch\nADD link.gz /x\n', { 'link.gz': 'real/bomb.gz' }],
-      // `..` segments, a link to a directory, a glob, or another file altogether
-      ['FROM scratch\nADD real/../real/bomb.gz /x\n', {}],
-      ['FROM scratch\nADD dir/bomb.gz /x/\n', { dir: 'real' }],
-      ['FROM scratch\nADD r*/*.gz /x/\n', {}],
-      ['FROM scratch\nADD other.txt /x\n', {}],
-    ] as Array<[string, Record<string, string>]>) {
-      const inside = await context({ Dockerfile: df, 'real/bomb.gz': gz, 'other.txt': 'hi' }, links);
+    const files = { 'real/bomb.gz': gz, 'other.txt': 'hi', 'site/app.js.gz': gz, 'site/index.html': '<p>' };
+    const cases: Array<[string, Record<string, string>, RegExp | null]> = [
+      // named plainly: that file itself
+      ['FROM scratch\nADD real/bomb.gz /x\n', {}, /^ADD real\/bomb\.gz: it is an archive/],
+      ['FROM scratch\nADD ["other.txt", "/real/bomb.gz", "/x/"]\n', {}, /^ADD real\/bomb\.gz: it is an archive/],
+      // reached through a link, `..` segments, a link to a directory, a glob: refused while the context holds one anywhere
+      ['FROM scratch\nADD link.gz /x\n', { 'link.gz': 'real/bomb.gz' }, /^ADD: the build context holds an archive \((real\/bomb|site\/app\.js)\.gz\)/],
+      ['FROM scratch\nADD real/../real/bomb.gz /x\n', {}, /^ADD: the build context holds an archive/],
+      ['FROM scratch\nADD dir/bomb.gz /x/\n', { dir: 'real' }, /^ADD: the build context holds an archive/],
+      ['FROM scratch\nADD r*/*.gz /x/\n', {}, /^ADD: the build context holds an archive/],
+      // a directory is copied as it is (pre-compressed assets beside the pages), plain files too
+      ['FROM scratch\nADD site/ /html/\n', {}, null],
+      ['FROM scratch\nADD . /app\n', {}, null],
+      ['FROM scratch\nADD other.txt /x\n', {}, null],
+      ['FROM scratch\nCOPY real/bomb.gz /x\n', {}, null],
+    ];
+    for (const [df, links, refusal] of cases) {
+      const inside = await context({ Dockerfile: df, ...files }, links);
       try {
-        await expect(verifyBuildSources(never, 1, join(inside.dir, 'ctx')), df).rejects.toThrow(/^ADD: the build context holds an archive \(real\/bomb\.gz\)/);
+        const p = verifyBuildSources(never, 1, join(inside.dir, 'ctx'));
+        if (refusal) await expect(p, df).rejects.toThrow(refusal);
+        else await expect(p, df).resolves.toBeUndefined();
       } finally { await inside.cleanup(); }
     }
-    // COPY alone: an archive in the context is just a file
-    const copy = await context({ Dockerfile: 'FROM scratch\nCOPY real/bomb.gz /x\n', 'real/bomb.gz': gz });
-    try {
-      await expect(verifyBuildSources(never, 1, join(copy.dir, 'ctx'))).resolves.toBeUndefined();
-    } finally { await copy.cleanup(); }
     // a gzip file beside the context (outside it), reached by an absolute or a climbing link
     const outside = await context({ Dockerfile: 'FROM scratch\nADD a.gz b.gz /x/\n', 'ctx-sibling-placeholder': '' });
     try {

@@ -1,8 +1,8 @@
 /**
  * A request body that never finishes must not hold an endpoint's concurrency slot (or the
- * upstream connection) for good: the headers timeout runs from the request's start while the
- * body goes out — a client trickling bytes, or an app that stopped reading them, gets 408 when it
- * runs out. (Before, a slow POST kept the slot until uWS's own idle timeout, and one trickling a
+ * upstream connection) for good: while the body goes out, the headers timeout runs from the
+ * request's start and again from each 16 KiB of it — a client trickling bytes, or an app that
+ * stopped reading them, gets 408 when it runs out; a steady upload of any length goes through. (Before, a slow POST kept the slot until uWS's own idle timeout, and one trickling a
  * byte every few seconds, or one paused because the app stopped reading, kept it forever.)
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -61,6 +61,27 @@ describe('a request body that does not finish in time', () => {
     const t0 = Date.now();
     expect((await get(p, 'slow.test', '/after')).status).toBe(200);
     expect(Date.now() - t0).toBeLessThan(500);
+  });
+
+  it('a steady upload longer than the timeout goes through: each 16 KiB of body pushes it back', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 97);
+    const n = 25; // 1.6 MiB over 2.5 s, against a 1 s timeout
+    const s = connect(p.port, '127.0.0.1');
+    let text = '';
+    s.on('data', (c) => { text += c.toString('latin1'); });
+    s.on('error', () => {});
+    s.write(`POST /steady HTTP/1.1\r\nHost: slow.test\r\nContent-Length: ${chunk.length * n}\r\n\r\n`);
+    for (let i = 0; i < n; i++) {
+      s.write(chunk);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise<void>((resolve) => {
+      const t0 = Date.now();
+      const check = setInterval(() => { if (/"bytes":\d+/.test(text) || Date.now() - t0 > 4000) { clearInterval(check); resolve(); } }, 20);
+    });
+    s.destroy();
+    expect(text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(text).toContain(`"bytes":${chunk.length * n}`);
   });
 
   it('an app that stops reading the body: 408 after the timeout (the client was paused, not forgotten)', async () => {

@@ -288,6 +288,10 @@ describe('registries the daemon may pull from', () => {
     ['COPY --from', 'FROM busybox\nCOPY --from=127.0.0.1:5000/x:1 /a /b\n', '127.0.0.1:5000'],
     ['RUN --mount from', 'FROM busybox\nRUN --mount=type=bind,from=localhost:5000/x,target=/x true\n', 'localhost:5000'],
     ['behind an ARG', 'ARG R=10.0.0.1:5000\nFROM ${R}/x\n', '10.0.0.1:5000'],
+    // the user's own repository name on another registry is still that registry
+    ['an own repository name on a loopback registry', 'FROM 127.0.0.1:9901/berth-u1-x\n', '127.0.0.1:9901'],
+    ['an own repository path on a foreign registry', 'FROM attacker.example/berth-u1/x:1\n', 'attacker.example'],
+    ['COPY --from an own name on a private address', 'FROM busybox\nCOPY --from=10.0.0.1:5000/berth-u1 /a /b\n', '10.0.0.1:5000'],
   ])('refuses %s', (_name, df, registry) => {
     expect(refused(df).message).toContain(`registry "${registry}"`);
   });

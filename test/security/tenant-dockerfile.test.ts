@@ -167,12 +167,11 @@ await describeWithDocker("builds cannot read another user's image", () => {
     expect(logs).not.toMatch(/^Step \d+\//m);
   });
 
-  it('ADD fails the build before any step while the upload holds an archive, whichever file it names (the builder would unpack one unbounded); COPY of it, and ADD without archives, build', async () => {
+  it('ADD of an archive fails the build before any step, however its source reaches it (the builder would unpack it unbounded); COPY of it, ADD of a directory holding it and ADD of plain files build', async () => {
     const gz = gzipSync(Buffer.alloc(4 * 1024 * 1024)); // 4 MiB of zeros in ~4 KiB
     const tar = await makeTar([{ name: 'inner.txt', content: 'x' }]);
-    const plain = [{ name: 'notes.txt', content: 'plain\n' }, { name: 'sub/dir/readme.md', content: '# hi\n' }];
-    const files = [...plain, { name: 'bomb.gz', content: gz }, { name: 'sub/dir/bundle.tar', content: tar }];
-    for (const add of ['bomb.gz', './sub/dir/*.tar', '["notes.txt", "bomb.gz", "/d/"]', 'sub/../bomb.gz', 'notes.txt', '.']) {
+    const files = [{ name: 'notes.txt', content: 'plain\n' }, { name: 'bomb.gz', content: gz }, { name: 'sub/dir/bundle.tar', content: tar }];
+    for (const add of ['bomb.gz', './sub/dir/*.tar', '["notes.txt", "bomb.gz", "/d/"]', 'sub/../bomb.gz']) {
       const r = await alice.upload({ name: `add-${add.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
         { name: 'Dockerfile', content: `FROM berth-test/busybox:1\nADD ${add.startsWith('[') ? add : `${add} /d/`}\nRUN echo step-ran\n` }, ...files,
       ]));
@@ -180,12 +179,12 @@ await describeWithDocker("builds cannot read another user's image", () => {
       refs.push(r.body.docker_image);
       const img = await alice.waitForBuild(r.body.id, 90_000);
       expect(img.status, add).toBe('build_failed');
-      expect(img.status_reason, add).toMatch(/^ADD: the build context holds an archive \((bomb\.gz|sub\/dir\/bundle\.tar)\), which ADD would unpack during the build, where nothing bounds what it expands to\. Use COPY instead of ADD/);
+      expect(img.status_reason, add).toMatch(/^ADD(?: bomb\.gz: it is an archive|: the build context holds an archive \((?:bomb\.gz|sub\/dir\/bundle\.tar)\)), which ADD would unpack during the build, where nothing bounds what it expands to/);
       expect((await alice.get(`/api/images/${img.id}/build-logs`)).body.logs).not.toMatch(/^Step \d+\//m);
     }
-    for (const [step, withArchives] of [['COPY bomb.gz /bomb.gz', true], ['ADD notes.txt /notes.txt', false], ['ADD . /app', false], ['ADD sub /sub', false]] as const) {
+    for (const step of ['COPY bomb.gz /bomb.gz', 'ADD notes.txt /notes.txt', 'ADD . /app', 'ADD sub /sub']) {
       const r = await alice.upload({ name: `ok-${step.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
-        { name: 'Dockerfile', content: `FROM berth-test/busybox:1\n${step}\n` }, ...(withArchives ? files : plain),
+        { name: 'Dockerfile', content: `FROM berth-test/busybox:1\n${step}\n` }, ...files,
       ]));
       refs.push(r.body.docker_image);
       const img = await alice.waitForBuild(r.body.id, 90_000);

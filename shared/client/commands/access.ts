@@ -2,7 +2,7 @@ import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
 import { booleanOption, defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
-import { printable } from '../style.js';
+import { num, printable } from '../style.js';
 
 interface Invoker { id: number; name: string; created_at: string }
 
@@ -48,7 +48,7 @@ reach the app).`,
       return EXIT.ok;
     }
     stdout.write(`${printable(app.app_hostname)} is ${app.private ? 'private: only requests with an invoker token reach it' : 'public: anyone may call it'}\n`);
-    if (made) stdout.write(`New invoker token "${printable(made.name)}" (id ${made.id}), shown only now:\n  ${printable(made.token)}\n`);
+    if (made) stdout.write(`New invoker token "${printable(made.name)}" (id ${num(made.id)}), shown only now:\n  ${printable(made.token)}\n`);
     if (invokers.length) stdout.write(table(invokers, [
       { header: 'id', value: (i) => i.id },
       { header: 'invoker', value: (i) => i.name },

@@ -25,7 +25,8 @@ then every revision and its image. The hostname is free again afterwards.
     const path = `/api/apps/${encodeURIComponent(host)}`;
     const app = await client.get<App>(path);
     const revisions = app.revisions.map((r) => r.revision).sort((a, b) => a - b);
-    const instances = app.revisions.reduce((n, r) => n + r.instances, 0);
+    // (numbers as numbers: a hostile server's string would otherwise be joined into the prompt)
+    const instances = app.revisions.reduce((n, r) => n + (Number.isSafeInteger(r.instances) ? r.instances : 0), 0);
     const what = `${printable(app.app_hostname)} (${revisions.length} revision${revisions.length === 1 ? '' : 's'}, ${instances} instance${instances === 1 ? '' : 's'})`;
     if (!booleanOption(opts.yes, 'yes')) {
       if (!process.stdin.isTTY) throw new UsageError(`not deleting ${what} without --yes (stdin is not a terminal to ask on)`);

@@ -12,7 +12,7 @@ import { packDirectory } from '../pack.js';
 import { envAssignment, readEnvFile } from '../env-file.js';
 import { readSse } from '../sse.js';
 import { appUrls } from '../urls.js';
-import { paint, printable, terminalSafe } from '../style.js';
+import { num, paint, printable, terminalSafe } from '../style.js';
 
 /**
  * `berth deploy [DIR] --host HOST`: from a folder to a URL, like `gcloud run deploy --source`.
@@ -156,7 +156,7 @@ DIR defaults to the current directory.`,
         img = await client.post<Image>(`/api/apps/${encodeURIComponent(host)}/revisions`, body, { signal });
         await setAccess(img.app_hostname);
         phases.revise = Date.now() - t;
-        say(`${ok} Revision ${img.revision} of ${printable(img.app_hostname)} (image ${img.id}): the newest built image with the new settings, no build ${dim(stderr, formatDuration(phases.revise))}`);
+        say(`${ok} Revision ${num(img.revision)} of ${printable(img.app_hostname)} (image ${num(img.id)}): the newest built image with the new settings, no build ${dim(stderr, formatDuration(phases.revise))}`);
       } else {
       // pack
       packed = await packDirectory(dir);
@@ -193,10 +193,10 @@ DIR defaults to the current directory.`,
       progress.done(`${ok} Uploaded ${formatBytes(packed.bytes)} ${dim(stderr, formatDuration(phases.upload))}`);
       await setAccess(img.app_hostname);
       signal.addEventListener('abort', () => {
-        stderr.write(`\ninterrupted: image ${img.id} of ${shownHost} goes on building and starting on the server (berth apps, berth logs ${shownHost})\n`);
+        stderr.write(`\ninterrupted: image ${num(img.id)} of ${shownHost} goes on building and starting on the server (berth apps, berth logs ${shownHost})\n`);
       }, { once: true });
-      const rev = img.revision ? `revision ${img.revision} of ` : '';
-      say(`  Building ${rev}${shownHost} (image ${img.id})…`);
+      const rev = img.revision ? `revision ${num(img.revision)} of ` : '';
+      say(`  Building ${rev}${shownHost} (image ${num(img.id)})…`);
 
       // build, log streamed live
       t = Date.now();
@@ -208,7 +208,7 @@ DIR defaults to the current directory.`,
         if (json) printJson({ ok: false, app_hostname: img.app_hostname, image_id: img.id, revision: img.revision ?? null, status: final.status, status_reason: final.status_reason ?? null, log_tail: tail });
         return EXIT.failed;
       }
-      say(`${ok} Built image ${img.id} ${dim(stderr, formatDuration(phases.build))}`);
+      say(`${ok} Built image ${num(img.id)} ${dim(stderr, formatDuration(phases.build))}`);
       }
       const shownHost = printable(img.app_hostname);
 
@@ -243,7 +243,7 @@ DIR defaults to the current directory.`,
       const urls = appUrls(img.app_hostname, info.proxy_url ?? null);
       const tagUrls = mine?.traffic_tag ? appUrls(`${mine.traffic_tag}---${img.app_hostname}`, info.proxy_url ?? null) : [];
       const total = Date.now() - t0;
-      const share = mine ? `${mine.traffic_percent}% of traffic` : noTraffic ? 'no traffic' : 'all traffic';
+      const share = mine ? `${num(mine.traffic_percent)}% of traffic` : noTraffic ? 'no traffic' : 'all traffic';
       if (json) {
         printJson({
           ok: true, app_hostname: img.app_hostname, image_id: img.id, revision: mine?.revision ?? img.revision ?? null,
@@ -254,7 +254,7 @@ DIR defaults to the current directory.`,
         const revision = mine?.revision ?? img.revision;
         stdout.write([
           '',
-          `${ok} Deployed ${shownHost}${revision ? ` revision ${revision}` : ''} (image ${img.id}), serving ${share}, in ${formatDuration(total)}`,
+          `${ok} Deployed ${shownHost}${revision ? ` revision ${num(revision)}` : ''} (image ${num(img.id)}), serving ${share}, in ${formatDuration(total)}`,
           `  ${Object.entries(phases).map(([k, v]) => `${k} ${formatDuration(v)}`).join(' · ')}`,
           '',
           ...urls.map((u, i) => `  ${i === 0 ? 'URL ' : '    '}  ${printable(u)}`),
@@ -277,7 +277,7 @@ DIR defaults to the current directory.`,
 export function printBuildFailure(out: NodeJS.WriteStream, imageId: number, ms: number, reason: string | null | undefined, tail: string[]): void {
   out.write(`\n${paint(out, 'red', '✘')} Build failed after ${formatDuration(ms)}${reason ? `: ${terminalSafe(out, reason)}` : ''}\n`);
   if (tail.length) out.write(`  last lines of the build log:\n${tail.map((l) => `    ${terminalSafe(out, l)}`).join('\n')}\n`);
-  out.write(`  full log: berth's API GET /api/images/${imageId}/build-logs\n`);
+  out.write(`  full log: berth's API GET /api/images/${num(imageId)}/build-logs\n`);
 }
 
 /** A flag that becomes an upload field: refused here, in the control plane's words, when the control plane would refuse it. */

@@ -34,7 +34,12 @@ export const run = defineClientCommand({
     }
     const colour = colours(stdout);
     const palette = [36, 33, 35, 32, 34, 91, 96, 93];
-    const label = (id: number) => (colour ? `\x1b[${palette[id % palette.length]}m[${id}]\x1b[39m` : `[${id}]`);
+    // (the id as the server sent it, made safe: a hostile server could send a string of escapes)
+    const label = (raw: unknown) => {
+      const id = Number.isSafeInteger(raw) ? (raw as number) : -1;
+      const text = id >= 0 ? String(id) : printable(String(raw));
+      return colour ? `\x1b[${palette[Math.max(0, id) % palette.length]}m[${text}]\x1b[39m` : `[${text}]`;
+    };
     try {
       const res = await client.stream('GET', `/api/apps/${encodeURIComponent(host)}/logs`, {
         query: { follow, since: opts.since?.trim(), tail, container },
