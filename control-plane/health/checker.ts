@@ -159,6 +159,8 @@ export class HealthChecker {
         t = { successes: 0, failures: 0, nextAt: 0, inFlight: false, key, since: now };
         this.tracked.set(r.id, t);
       }
+      // (the grace counts from the last time it was not starting: a restart on the same port starts it again)
+      if (r.health !== 'unknown') t.since = now;
       if (t.inFlight || t.nextAt > now) continue;
       t.inFlight = true;
       const tr = t;

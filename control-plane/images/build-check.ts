@@ -3,6 +3,7 @@ import { lstat, open, readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Runtime } from '../runtime/docker.js';
 import { checkDockerfile, checkImageRef } from './dockerfile-policy.js';
+import { DEFAULT_REGISTRIES, registryAllowed, registryOf } from './registries.js';
 
 /**
  * The Dockerfile policy once more, right before a build, plus what only the daemon knows: every
@@ -37,6 +38,10 @@ export async function verifyBuildSources(
       // a pull is disk too: not on a host already short of it (BERTH_BUILD_MIN_FREE)
       const short = await runtime.buildRoom(o.minFreeBytes);
       if (short !== null) throw new Error(short);
+      const registry = registryOf(ref);
+      if (!registryAllowed(registry, o.registries ?? DEFAULT_REGISTRIES)) {
+        throw new Error(`the Dockerfile's image "${ref}" is not on this Docker daemon, and its registry "${registry}" is not one this platform pulls from (BERTH_REGISTRIES)`);
+      }
       // fail closed: an image not looked at must not reach the builder (it would pull it itself,
       // maybe a different one, and run its triggers)
       say(`berth: pulling ${ref}\n`);

@@ -441,8 +441,10 @@ class Checker {
   private checkImage(no: number, ref: string, what: string): void {
     const verdict = checkImageRef(ref, this.userId);
     if (!verdict.ok) this.fail(no, `${what}: ${verdict.reason}`);
-    // (an own image too: `127.0.0.1:9901/berth-u5-x` names this user's repository on another registry)
-    if (verdict.kind !== 'scratch') {
+    // (an own image too when it names a registry: `127.0.0.1:9901/berth-u5-x`; berth's own tags
+    // have no registry part and are on the daemon — should one have to be pulled, build-check.ts
+    // checks the registry before the pull)
+    if (verdict.kind === 'image' || (verdict.kind === 'own' && ref.includes('/'))) {
       const registry = registryOf(ref);
       if (!registryAllowed(registry, this.registries)) {
         this.fail(no, `${what}: "${ref.trim()}" is on the registry "${registry}", which this platform does not pull from (it pulls from: ${this.registries.join(', ')}; BERTH_REGISTRIES)`);
@@ -526,6 +528,9 @@ class Checker {
         if (cmd === 'ADD') {
           const srcs = json ? json.slice(0, -1) : args.slice(0, -1);
           for (const raw of srcs) {
+            // the builders split the plain form on blanks whatever the quotes and escapes say
+            // (`ADD a\ http://127.0.0.1/x /d` is two sources to them): one word here must be one there
+            if (!json && /\s/.test(raw)) this.fail(no, `${cmd} source "${raw}" has a blank in it, which the builders would split into two sources; use the JSON form (${cmd} ["a b", "/dest"])`);
             const candidates = [raw];
             if (/[$"'\\`]/.test(raw)) candidates.push(this.expandOr(no, raw, lookup, 'ADD source'));
             if (candidates.some(isRemoteSource)) {

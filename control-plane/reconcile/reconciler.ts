@@ -318,9 +318,9 @@ export class Reconciler {
     return docker !== null && c.started_at !== null && Math.abs(Date.parse(docker) - new Date(c.started_at).getTime()) > 1000;
   }
 
-  /** A death of `c` for the replacement backoff (also one the disk watch caused). */
-  noteDeath(c: ContainerRow): void {
-    const quick = c.started_at !== null && Date.now() - new Date(c.started_at).getTime() < QUICK_DEATH_MS;
+  /** A death of `c` for the replacement backoff; `quick`: count it whenever it came (the disk watch's). */
+  noteDeath(c: ContainerRow, alwaysQuick = false): void {
+    const quick = alwaysQuick || (c.started_at !== null && Date.now() - new Date(c.started_at).getTime() < QUICK_DEATH_MS);
     const b = this.backoff.get(c.id) ?? { attempts: 0, nextAt: 0 };
     b.attempts = quick ? b.attempts + 1 : 0;
     b.nextAt = b.attempts > 1 ? Date.now() + Math.min(60_000, 1000 * 2 ** (b.attempts - 2)) : 0;

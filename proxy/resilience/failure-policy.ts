@@ -69,7 +69,7 @@ export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict 
   if (code === 'UPSTREAM_REQUEST_TIMEOUT') {
     // a slow client, or an upstream that stopped reading the body: which one, the connection
     // cannot tell, so the breaker does not count it (a client must not open it by trickling)
-    return { fault: FAULT_NEUTRAL, retry: false, status: 408, code: 'request_timeout', message: 'the request body stalled: less than 16 KiB of it reached the upstream within the request timeout' };
+    return { fault: FAULT_NEUTRAL, retry: false, status: 408, code: 'request_timeout', message: 'the request body did not reach the upstream in time (16 KiB at least every request timeout, up to 60 s; all of it within the request timeout, at least 5 min)' };
   }
   if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') {
     return { fault: FAULT_CLIENT, retry: false, status: 400, code: 'bad_request', message: `the request cannot be forwarded: ${err.message}` };

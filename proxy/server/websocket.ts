@@ -212,12 +212,13 @@ export function websocketBehavior(proto: 'http' | 'https' = 'http'): WebSocketBe
 }
 
 /** A handler undici or uWS calls: a throw in it is said (once in a while), never the end of the process. */
-function guarded<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
+function guarded<A extends unknown[]>(fn: (...a: A) => void, cleanup?: () => void): (...a: A) => void {
   return (...a: A) => {
     try {
       fn(...a);
     } catch (e) {
       internalError(null, e as Error);
+      try { cleanup?.(); } catch { /* the socket is gone already */ }
     }
   };
 }
@@ -315,11 +316,13 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
   const link: Link = { upstream, route, endpoint: ep, client: null, early: [], clientClosed: false, released: false, meter, socket: null };
   let aborted = false;
   let opened = false;
+  // a handler that throws drops the link: the upstream closed, its slot released
+  const drop = () => { aborted = true; upstream.close(); release(link); };
   res.onAborted(guarded(() => {
     aborted = true;
     upstream.close();
     release(link);
-  }));
+  }, drop));
   upstream.onopen = guarded(() => {
     opened = true;
     link.socket = handshake.socket;
@@ -338,7 +341,7 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
       // permessage-deflate is not negotiated on either side: messages are relayed as they are
       res.upgrade<Slot>({ link }, key, upstream.protocol, '', context);
     });
-  });
+  }, drop);
   upstream.onmessage = guarded((ev: MessageEvent) => {
     const data = ev.data as ArrayBuffer | string;
     const binary = typeof data !== 'string';
@@ -348,7 +351,7 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
       return;
     }
     if (!link.clientClosed) link.client.send(data, binary);
-  });
+  }, drop);
   upstream.onclose = guarded((ev: CloseEvent) => {
     handshakes.delete(handshakeId);
     if (!opened) {
@@ -377,7 +380,7 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
       link.client.end(sendableCode(ev.code), ev.reason);
     }
     release(link);
-  });
+  }, drop);
   upstream.onerror = () => { /* followed by close */ };
 }
 

@@ -74,6 +74,10 @@ export const E_BODY_TIMEOUT = 'UPSTREAM_BODY_TIMEOUT';
 export const E_REQUEST_TIMEOUT = 'UPSTREAM_REQUEST_TIMEOUT';
 /** request body bytes that count as progress (about a read's worth) */
 const BODY_PROGRESS_BYTES = 16 * 1024;
+/** at most this long between two BODY_PROGRESS_BYTES of a body (less when the headers timeout is shorter) */
+const BODY_STALL_MAX_MS = 60_000;
+/** a body may take the headers timeout in all, and at least this long (an upload is not an answer) */
+const BODY_TOTAL_MIN_MS = 300_000;
 /** the connection closed before the response was complete */
 export const E_CLOSED = 'UPSTREAM_CLOSED';
 /** a 100 or 101 the proxy never asked for (it sends neither Expect nor Upgrade) */
@@ -215,8 +219,11 @@ export class UpstreamConnection implements ResponseSink {
   gotHead = false;
   private informational = false;
   private requestDone = false;
-  /** request body bytes written since the headers timeout was last pushed back */
+  /** request body bytes written since the deadline was last pushed back */
   private bodyProgress = 0;
+  /** while the body goes out: the most it may take in all (coarse clock), and between two progresses */
+  private bodyEnd = 0;
+  private bodyStallMs = 0;
   private reusable = true;
   private paused = false;
   private releasePending = false;
@@ -312,7 +319,11 @@ export class UpstreamConnection implements ResponseSink {
     this.paused = false;
     this.requestDone = !h.hasBody;
     this.bodyProgress = 0;
-    this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
+    if (h.hasBody && h.headersTimeoutMs > 0) {
+      this.bodyStallMs = h.headersTimeoutMs < BODY_STALL_MAX_MS ? h.headersTimeoutMs : BODY_STALL_MAX_MS;
+      this.bodyEnd = clock.now + (h.headersTimeoutMs > BODY_TOTAL_MIN_MS ? h.headersTimeoutMs : BODY_TOTAL_MIN_MS);
+      this.deadline = clock.now + this.bodyStallMs;
+    } else this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.promoted = false;
     this.sawBytes = false;
     this.startedAt = clock.now;
@@ -374,12 +385,14 @@ export class UpstreamConnection implements ResponseSink {
   /** A request body chunk; false when the socket's buffer is full (wait for onUpstreamDrain). */
   writeBody(chunk: Buffer, chunked: boolean): boolean {
     if (this.state !== BUSY) return true;
-    // a body that keeps coming keeps its request alive: each BODY_PROGRESS_BYTES push the headers
-    // timeout back (a trickle of a byte now and then never does)
+    // a body that keeps coming keeps its request alive: each BODY_PROGRESS_BYTES push the deadline
+    // back, up to the body's total (a trickle of a byte now and then never does)
     if ((this.bodyProgress += chunk.length) >= BODY_PROGRESS_BYTES) {
       this.bodyProgress = 0;
-      const h = this.handler;
-      if (h !== null && h.headersTimeoutMs > 0) this.deadline = clock.now + h.headersTimeoutMs;
+      if (this.bodyStallMs > 0) {
+        const next = clock.now + this.bodyStallMs;
+        this.deadline = next < this.bodyEnd ? next : this.bodyEnd;
+      }
     }
     if (!chunked) return this.socket.write(chunk);
     const s = this.socket;
@@ -576,10 +589,10 @@ export class UpstreamConnection implements ResponseSink {
     }
     if (this.state !== BUSY) return;
     if (!this.gotHead) {
-      // while the body goes out, the headers timeout runs from the request's start and from each
-      // BODY_PROGRESS_BYTES of it (a client trickling a byte now and then, or an upstream that
-      // stopped reading it, would otherwise hold the connection and the endpoint's concurrency
-      // slot for good); from the body's end, it is the wait for the answer
+      // while the body goes out: at most min(headers timeout, 60 s) between two BODY_PROGRESS_BYTES
+      // of it and max(headers timeout, 5 min) in all (a client trickling a byte now and then, or an
+      // upstream that stopped reading it, would otherwise hold the connection and the endpoint's
+      // concurrency slot for good); from the body's end, the headers timeout is the wait for the answer
       if (this.deadline > 0 && now >= this.deadline) {
         this.fail(this.requestDone
           ? upstreamError(E_HEADERS_TIMEOUT, 'upstream did not answer in time')

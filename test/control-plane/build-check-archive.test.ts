@@ -74,6 +74,20 @@ describe('ADD sources looked at before a build (build-check.ts verifyBuildSource
     return t;
   };
 
+  it('an image that would have to be pulled from a registry not allowed fails before the pull (own tags too)', async () => {
+    const runtime = {
+      inspectImage: async () => null,
+      buildRoom: async () => null,
+      pullImage: () => { throw new Error('pulled'); },
+    };
+    const t = await context({ Dockerfile: 'FROM berth-u1-i3:latest\n' });
+    try {
+      await expect(verifyBuildSources(runtime as never, 1, join(t.dir, 'ctx'), { registries: ['registry.internal'] }))
+        .rejects.toThrow(/its registry "docker\.io" is not one this platform pulls from/);
+      await expect(verifyBuildSources(runtime as never, 1, join(t.dir, 'ctx'))).rejects.toThrow(/pulled/);
+    } finally { await t.cleanup(); }
+  });
+
   it('ADD of an archive is refused however the source reaches it; a directory holding one, plain files and COPY are fine; one outside the context is never read', async () => {
     const gz = gzipSync(Buffer.from('x'));
     const files = { 'real/bomb.gz': gz, 'other.txt': 'hi', 'site/app.js.gz': gz, 'site/index.html': '<p>' };

@@ -51,6 +51,13 @@ describe('ADD of URLs and git repositories', () => {
     expect(e.message).toMatch(/ADD of a URL or git repository/);
   });
 
+  it('an ADD source with a blank in the plain form is refused (the builders split it: `a\\ http://…` is two sources to them)', () => {
+    for (const df of ['FROM busybox\nADD Dockerfile\\ http://127.0.0.1:9901/admin /d/\n', 'FROM busybox\nADD Dockerfile\\ b.tar /d/\n', 'FROM busybox\nADD "a b.txt" /d/\n']) {
+      expect(refused(df).message, df).toMatch(/has a blank in it.*use the JSON form/);
+    }
+    allowed('FROM busybox\nADD ["a b.txt", "/x"]\n');
+  });
+
   it('allows ADD of local files and archives, and COPY', () => {
     allowed('FROM busybox\nADD app.tar.gz /app/\nADD --chmod=755 run.sh /run.sh\nADD ["a b.txt", "/x"]\nCOPY www /www\n');
   });
@@ -300,6 +307,8 @@ describe('registries the daemon may pull from', () => {
     const r = allowed('FROM busybox\nFROM library/busybox:1\nFROM docker.io/library/busybox\nFROM index.docker.io/x/y\nFROM ghcr.io/o/i:1\nFROM quay.io/o/i\nFROM us-docker.pkg.dev/p/r/i:1\nFROM mcr.microsoft.com/dotnet/sdk:8.0\nFROM berth-u1-i3:latest\nFROM scratch\n');
     expect(r.images).toContain('us-docker.pkg.dev/p/r/i:1');
     checkDockerfile('FROM localhost:5000/x:1\n', ME, ['localhost:5000']);
+    // the user's own berth tags are on the daemon, whatever registries are allowed (a pull is checked before it happens)
+    checkDockerfile('FROM berth-u1-i3-cabc:latest\nCOPY --from=berth-u1-i2 /a /b\n', ME, ['registry.internal']);
     expect(() => checkDockerfile('FROM busybox\n', ME, ['ghcr.io'])).toThrow(/registry "docker.io"/);
   });
 
