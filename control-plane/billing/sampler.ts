@@ -1,5 +1,6 @@
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
+import { Periodic } from '../periodic.js';
 import type { ContainerRuntime } from '../runtime/containers.js';
 import type { ImageRow } from '../images/repo.js';
 import { billedSize } from './usage.js';
@@ -38,27 +39,18 @@ interface OpenRecord {
  * was running before metering existed) gets one from now.
  */
 export class UsageSampler {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private stopped = false;
+  private readonly rounds: Periodic;
 
-  constructor(private readonly o: SamplerOptions) {}
-
-  start(): void {
-    const loop = () => {
-      if (this.stopped) return;
-      this.timer = setTimeout(() => {
-        this.running = this.once().catch((e) => this.o.log.warn({ err: (e as Error).message }, 'usage sampling failed')).finally(() => { this.running = null; loop(); });
-      }, this.o.intervalMs);
-      this.timer.unref();
-    };
-    loop();
+  constructor(private readonly o: SamplerOptions) {
+    this.rounds = new Periodic(o.intervalMs, () => this.once(), (e) => o.log.warn({ err: e.message }, 'usage sampling failed'));
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+  start(): void {
+    this.rounds.start();
+  }
+
+  stop(): Promise<void> {
+    return this.rounds.stop();
   }
 
   /** One round (tests call it directly). */

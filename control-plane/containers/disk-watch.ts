@@ -1,5 +1,6 @@
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
+import { Periodic } from '../periodic.js';
 import type { ContainerRow } from '../images/repo.js';
 import type { ContainerRuntime } from '../runtime/containers.js';
 import type { ContainerService } from './service.js';
@@ -36,28 +37,18 @@ export interface DiskWatchOptions {
  * against its memory; here they are counted on their own.)
  */
 export class ContainerDiskWatch {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private stopped = false;
+  private readonly rounds: Periodic;
 
-  constructor(private readonly o: DiskWatchOptions) {}
-
-  start(): void {
-    if (this.o.limitBytes === null) return;
-    const loop = () => {
-      if (this.stopped) return;
-      this.timer = setTimeout(() => {
-        this.running = this.once().then(() => {}, (e) => this.o.log.warn({ err: (e as Error).message }, 'container disk check failed')).finally(() => { this.running = null; loop(); });
-      }, this.o.intervalMs);
-      this.timer.unref();
-    };
-    loop();
+  constructor(private readonly o: DiskWatchOptions) {
+    this.rounds = new Periodic(o.intervalMs, () => this.once(), (e) => o.log.warn({ err: e.message }, 'container disk check failed'));
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+  start(): void {
+    if (this.o.limitBytes !== null) this.rounds.start();
+  }
+
+  stop(): Promise<void> {
+    return this.rounds.stop();
   }
 
   /** One round (tests call it directly). Returns the ids of the instances stopped. */

@@ -1,0 +1,29 @@
+/**
+ * A round of background work every `intervalMs`, counted from the end of the previous round (so
+ * rounds never overlap however long one takes), until stopped; stop() waits for a round under
+ * way. A round that fails is reported and the next one comes as usual. Timers are unref'd.
+ */
+export class Periodic {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly intervalMs: number, private readonly round: () => Promise<unknown>, private readonly onError: (e: Error) => void) {}
+
+  start(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.round().then(() => {}, (e: Error) => this.onError(e)).finally(() => {
+        this.running = null;
+        this.start();
+      });
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+}
