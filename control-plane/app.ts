@@ -1,3 +1,4 @@
+import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
 import { envNumber } from './env.js';
 import { startEventRetention } from './events/retention.js';
@@ -118,8 +119,18 @@ export async function startControlPlane(
     return503OnClosing: true,
     // behind a reverse proxy: its X-Forwarded-* are believed from the configured addresses only
     ...(config.trustProxy.length > 0 ? { trustProxy: config.trustProxy } : {}),
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false, ...numberAjvOptions } },
+    // the whole request (headers and body) within 10 minutes, a 200 MiB upload included: a body
+    // trickled a byte at a time, even to /api/auth/login, held a connection for good (408 past it)
+    requestTimeout: 10 * 60_000,
+    // an app's hostname is up to 253 characters: /api/apps/:host with a longer one found no route
+    routerOptions: { maxParamLength: 300 },
   }) as unknown as FastifyInstance;
+  // JSON bodies are validated as sent — `{"private": null}` is a 400, never `false` — while query
+  // strings and path params, which are text, are coerced to their schema's types
+  const ajvOptions = { removeAdditional: false, useDefaults: true, allErrors: false, ...numberAjvOptions } as const;
+  const bodyAjv = new Ajv({ ...ajvOptions, coerceTypes: false });
+  const textAjv = new Ajv({ ...ajvOptions, coerceTypes: true });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : textAjv).compile(schema));
   app.decorate('db', db);
   app.decorate('config', config);
   app.decorate('metrics', metrics);

@@ -45,11 +45,12 @@ export interface ContainerServiceDeps {
 const shortId = () => randomBytes(4).toString('hex');
 export const containerName = (userId: number, imageId: number) => `berth-u${userId}-i${imageId}-${shortId()}`;
 
-/** Docker errors → API errors: daemon away is 503, anything else Docker refused is 502 with its message. */
-export function dockerApiError(e: unknown): ApiError {
+/** Docker errors → API errors: daemon away is 503, anything else Docker refused is 502 with its message; any other error as it is (a 500 the handler logs, its text not sent). */
+export function dockerApiError(e: unknown): Error {
   if (e instanceof DockerUnavailableError) return new ApiError(503, 'docker_unavailable', e.message);
   if (e instanceof ContainerRuntimeError) return new ApiError(502, 'docker_error', e.message);
-  return new ApiError(500, 'internal_error', (e as Error).message);
+  // anything else is ours: the error handler logs it and tells the client no more than that
+  return e instanceof Error ? e : new Error(String(e));
 }
 
 /** Docker's StartedAt ("0001-01-01T00:00:00Z" when never started) → ISO string or null. */

@@ -64,6 +64,13 @@ export function installErrorHandling(app: FastifyInstance): void {
       req.log.warn({ err, pgCode: err.code }, 'a value reached the database that it cannot hold');
       return sendError(reply, 400, 'invalid_request', 'a value in the request is out of range');
     }
+    // the database too busy: a statement past its timeout, or no pooled connection in time — the
+    // request was fine, the moment was not (503 with Retry-After, not a 500)
+    if ((err instanceof pg.DatabaseError && err.code === '57014') || /timeout exceeded when trying to connect/i.test(fe.message ?? '')) {
+      req.log.warn({ err }, 'database busy');
+      reply.header('retry-after', '5');
+      return sendError(reply, 503, 'busy', 'the database is busy; try again in a moment');
+    }
     const status = fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 600 ? fe.statusCode : 500;
     if (status >= 500) {
       req.log.error({ err }, 'request failed');

@@ -28,19 +28,29 @@ function error(res: ServerResponse, status: number, code: string, message: strin
   send(res, status, { error: { code, message, ...extra } });
 }
 
+/** The body, or a 413 error past MAX_BODY: reading stops there (the caller answers, then closes the connection). */
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
+    const tooLarge = () => Object.assign(new Error(`route table larger than ${MAX_BODY} bytes`), { status: 413 });
+    const declared = Number(req.headers['content-length']);
+    if (declared > MAX_BODY) {
+      req.pause();
+      reject(tooLarge());
+      return;
+    }
     const chunks: Buffer[] = [];
     let n = 0;
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       n += c.length;
       if (n > MAX_BODY) {
-        reject(Object.assign(new Error(`route table larger than ${MAX_BODY} bytes`), { status: 413 }));
-        req.destroy();
+        req.off('data', onData);
+        req.pause();
+        reject(tooLarge());
         return;
       }
       chunks.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
@@ -133,6 +143,11 @@ export function createAdminServer(backend: AdminBackend, auth: AdminAuth): Serve
           spec = parseRouteTable(await readBody(req));
         } catch (e) {
           const status = (e as { status?: number }).status ?? 400;
+          if (status === 413) {
+            // answered, then the connection closed: the rest of the body is never read
+            res.setHeader('connection', 'close');
+            res.on('finish', () => req.destroy());
+          }
           return error(res, status, status === 413 ? 'too_large' : 'invalid_route_table', (e as Error).message,
             e instanceof RouteTableError ? { field: e.field } : {});
         }

@@ -12,6 +12,9 @@ const MAX_REST_MS = 1000;
  * event carries a full table). Reconnects with jittered exponential backoff; while disconnected
  * the proxy keeps serving whatever it has.
  */
+/** The largest event the route stream may send (a table; the admin listener takes as much). */
+const MAX_EVENT_CHARS = 64 * 1024 * 1024;
+
 export class ControlPlaneSource {
   private stopped = false;
   private abort: AbortController | null = null;
@@ -70,7 +73,15 @@ export class ControlPlaneSource {
       bodyTimeout: this.idleTimeoutMs,
     });
     if (res.statusCode !== 200) {
-      const text = await res.body.text().catch(() => '');
+      // (the first KiB of what it said: an error page has no business being larger)
+      let text = '';
+      try {
+        for await (const c of res.body as AsyncIterable<Buffer>) {
+          text += c.toString('utf8');
+          if (text.length >= 1024) break;
+        }
+      } catch { /* the reason is the status */ }
+      res.body.destroy();
       throw new Error(`watch answered ${res.statusCode}: ${text.slice(0, 200)}`);
     }
     this.connected = true;
@@ -80,6 +91,10 @@ export class ControlPlaneSource {
     const parts: string[] = [];
     let event = 'message';
     let data: string[] = [];
+    // what is held for one event (its unfinished line and its data lines): a table is at most
+    // MAX_EVENT_CHARS (the admin listener's limit too); past it the stream is dropped and opened again
+    let partsLen = 0;
+    let dataLen = 0;
     // (undici's body yields Buffers whatever setEncoding says; a character may span two reads)
     const text = new StringDecoder('utf8');
     for await (const raw of res.body as AsyncIterable<Buffer>) {
@@ -93,21 +108,28 @@ export class ControlPlaneSource {
           parts.push(line);
           line = parts.join('');
           parts.length = 0;
+          partsLen = 0;
         }
         if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
           if (data.length > 0 && (event === 'routes' || event === 'message')) this.offer(data.join('\n'));
           event = 'message';
           data = [];
+          dataLen = 0;
         } else if (line.startsWith(':')) {
           // comment / heartbeat
         } else if (line.startsWith('event:')) {
           event = line.slice(6).trim();
         } else if (line.startsWith('data:')) {
           data.push(line.slice(5).replace(/^ /, ''));
+          dataLen += line.length;
         }
       }
-      if (from < chunk.length) parts.push(from === 0 ? chunk : chunk.slice(from));
+      if (from < chunk.length) {
+        parts.push(from === 0 ? chunk : chunk.slice(from));
+        partsLen += chunk.length - from;
+      }
+      if (partsLen + dataLen > MAX_EVENT_CHARS) throw new Error(`the route stream sent an event of more than ${MAX_EVENT_CHARS} characters`);
     }
   }
 

@@ -13,6 +13,8 @@ export class FileSource {
   private watcher: FSWatcher | null = null;
   private timer: NodeJS.Timeout | null = null;
   private lastText = '';
+  /** reloads started: a read that finishes after a newer one started is dropped (the newer one is the file now) */
+  private generation = 0;
   readonly path: string;
 
   constructor(path: string, private readonly onTable: (t: RouteTableSpec) => Promise<void>, private readonly onError: (e: Error) => void) {
@@ -38,14 +40,16 @@ export class FileSource {
   }
 
   private async reload(): Promise<void> {
+    const mine = ++this.generation;
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
     } catch (e) {
+      if (mine !== this.generation) return;
       this.onError(new Error(`route table ${this.path} unreadable: ${(e as NodeJS.ErrnoException).code}; keeping the current table`));
       return;
     }
-    if (text === this.lastText) return;
+    if (mine !== this.generation || text === this.lastText) return;
     try {
       const spec = parseRouteTable(text);
       this.lastText = text;

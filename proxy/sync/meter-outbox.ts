@@ -8,6 +8,13 @@ import { METERING_PATH, addEntry, mergeBatches, type MeterAck, type MeterBatch, 
 
 /** Batches kept while the control plane is away (~10 min of busy seconds); past it the oldest fresh ones are merged. */
 export const MAX_BATCHES = 600;
+/**
+ * Entries (route × endpoint pairs) kept in all, whatever the batches: past it too the oldest fresh
+ * batches are merged. The outbox is written out whole: 600 batches of a busy proxy's 500 pairs were
+ * 64 MB of JSON (a second of the serving thread per write), and a few thousand pairs past V8's
+ * string limit, which wedged metering for good.
+ */
+export const MAX_ENTRIES = 100_000;
 /** Batches per upload, and entries (route × endpoint pairs) per upload: bodies stay a few MB at most. */
 export const UPLOAD_BATCHES = 60;
 export const UPLOAD_ENTRIES = 20_000;
@@ -51,7 +58,7 @@ export class MeterOutbox {
   static async open(file: string, log: Logger): Promise<MeterOutbox> {
     try {
       const s = JSON.parse(await readFile(file, 'utf8')) as Saved;
-      if (typeof s.stream === 'string' && Number.isSafeInteger(s.nextSeq) && Array.isArray(s.batches)) {
+      if (typeof s.stream === 'string' && Number.isSafeInteger(s.nextSeq) && Array.isArray(s.batches) && s.batches.every(validBatch)) {
         if (s.batches.length) log.info({ stream: s.stream, batches: s.batches.length }, 'metering: unsent batches from before the restart will be delivered');
         return new MeterOutbox(file, s.stream, s.nextSeq, s.batches);
       }
@@ -69,15 +76,27 @@ export class MeterOutbox {
     return this.batches.length;
   }
 
+  /** Entries in all the batches kept. */
+  get entries(): number {
+    let n = 0;
+    for (const b of this.batches) n += b.entries.length;
+    return n;
+  }
+
   /** A new batch of what happened in [from, to] (nothing when every entry is empty). */
   add(entries: MeterEntry[], from: number, to: number): boolean {
     if (entries.length === 0) return false;
     this.batches.push({ seq: this.nextSeq++, from, to, entries: combineEntries(entries) });
-    while (this.batches.length > MAX_BATCHES) {
+    this.dirty = true;
+    let total = this.entries;
+    while (this.batches.length > MAX_BATCHES || total > MAX_ENTRIES) {
       const i = this.batches.findIndex((b) => b.seq > this.sentThrough);
       if (i < 0 || i + 1 >= this.batches.length) break;
-      this.batches.splice(i, 2, mergeBatches([this.batches[i], this.batches[i + 1]]));
+      const before = this.batches[i].entries.length + this.batches[i + 1].entries.length;
+      const merged = mergeBatches([this.batches[i], this.batches[i + 1]]);
+      this.batches.splice(i, 2, merged);
       this.mergedAway++;
+      total -= before - merged.entries.length;
     }
     return true;
   }
@@ -117,14 +136,19 @@ export class MeterOutbox {
   }
 
   private saving: Promise<void> = Promise.resolve();
+  /** batches added or removed since the last save */
+  dirty = false;
+  lastSaveAt = 0;
 
   /** Write the outbox atomically (serialised). */
   save(): Promise<void> {
     const text = JSON.stringify({ stream: this.stream, nextSeq: this.nextSeq, batches: this.batches } satisfies Saved);
+    this.dirty = false;
+    this.lastSaveAt = Date.now();
     this.saving = this.saving.catch(() => {}).then(async () => {
       await mkdir(dirname(this.file), { recursive: true });
       const tmp = `${this.file}.${process.pid}.tmp`;
-      await writeFile(tmp, text, { mode: 0o600 });
+      await writeFile(tmp, text, { mode: 0o600, flush: true });
       await rename(tmp, this.file);
     });
     return this.saving;
@@ -175,7 +199,6 @@ export class MeterReporter {
       if (this.outbox.add(entries, this.lastTo, to)) {
         const merged = this.outbox.takeMerged();
         if (merged) this.logger.warn({ merged, pending: this.outbox.pending }, 'metering outbox full: oldest unsent batches merged (counts kept, minute resolution lost)');
-        await this.outbox.save();
       }
       this.lastTo = to;
     } catch (e) {
@@ -183,15 +206,28 @@ export class MeterReporter {
       return;
     }
     // back off while the control plane is away: try every tick for 5 failures, then every 5th
-    if (this.failures >= 5 && this.failures++ % 5 !== 0) return;
+    const uploading = !(this.failures >= 5 && this.failures++ % 5 !== 0);
+    // on disk before it is ever sent (a seq is never reused); while the control plane is away the
+    // whole outbox is written every 5 s at most, not every second
+    if (this.outbox.dirty && (uploading || final !== undefined || Date.now() - this.outbox.lastSaveAt >= 5000)) {
+      try {
+        await this.outbox.save();
+      } catch (e) {
+        // (sent anyway: a disk that cannot be written must not stop metering; a crash before the
+        // next good write could reuse a seq, which the control plane drops — those counts only)
+        this.logger.error({ err: (e as Error).message }, 'metering: could not write the outbox');
+      }
+    }
+    if (!uploading) return;
     for (let i = 0; i < 50 && this.outbox.pending > 0; i++) {
       if (!(await this.upload())) break;
     }
   }
 
   private async upload(): Promise<boolean> {
-    const batches = this.outbox.nextUpload(this.isolating ? 1 : UPLOAD_BATCHES);
+    let batches: MeterBatch[] = [];
     try {
+      batches = this.outbox.nextUpload(this.isolating ? 1 : UPLOAD_BATCHES);
       const res = await request(new URL(METERING_PATH, this.baseUrl), {
         method: 'POST',
         headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
@@ -261,4 +297,11 @@ export class MeterReporter {
     await this.round(final);
     await this.outbox.save().catch(() => {});
   }
+}
+
+/** A batch as the outbox writes it (a file edited or corrupted otherwise starts a new stream). */
+function validBatch(b: unknown): b is MeterBatch {
+  const x = b as MeterBatch | null;
+  return typeof x === 'object' && x !== null && Number.isSafeInteger(x.seq) && Number.isFinite(x.from) && Number.isFinite(x.to) && Array.isArray(x.entries)
+    && x.entries.every((e) => typeof e === 'object' && e !== null && typeof e.route === 'string' && typeof e.endpoint === 'string' && Array.isArray(e.status) && Array.isArray(e.buckets));
 }

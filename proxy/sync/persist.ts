@@ -3,11 +3,16 @@ import { dirname } from 'node:path';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import { parseRouteTable } from '../../shared/routes/validate.js';
 
-/** Last table received from the control plane, kept on disk so a restarted proxy serves at once. */
+/**
+ * Last table received from the control plane, kept on disk so a restarted proxy serves at once:
+ * written whole to a file of its own, flushed to the disk, then renamed over the last one (a
+ * crash or a power cut leaves the old table or the new one, never half of one). Readable by the
+ * proxy only: it names every app's endpoints and private apps' token digests.
+ */
 export async function saveTable(file: string, spec: RouteTableSpec): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(spec));
+  await writeFile(tmp, JSON.stringify(spec), { mode: 0o600, flush: true });
   await rename(tmp, file);
 }
 

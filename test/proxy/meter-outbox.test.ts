@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_BATCHES, MeterOutbox, MeterReporter, UPLOAD_ENTRIES } from '../../proxy/sync/meter-outbox.js';
+import { writeFileSync } from 'node:fs';
+import { MAX_BATCHES, MAX_ENTRIES, MeterOutbox, MeterReporter, UPLOAD_ENTRIES } from '../../proxy/sync/meter-outbox.js';
 import { METER_BUCKET_COUNT, type MeterEntry, type MeterUpload } from '../../shared/metering/schema.js';
 import { EndpointMeter } from '../../proxy/metrics/meter.js';
 
@@ -22,6 +23,22 @@ const entry = (n: number, route = 'img-1', endpoint = 'c-1'): MeterEntry => ({
 const requests = (box: MeterOutbox) => box.batches.reduce((s, b) => s + b.entries.reduce((t, e) => t + e.requests, 0), 0);
 
 describe('meter outbox', () => {
+  it('is bounded in entries too, merging the oldest unsent batches (counts kept): the whole outbox is written at each save', async () => {
+    const box = await MeterOutbox.open(join(dir(), 'entries.json'), log);
+    const pairs = (n: number) => Array.from({ length: 500 }, (_, k) => entry(n, `img-${k}`, 'c-1'));
+    for (let i = 0; i < 400; i++) box.add(pairs(1), i, i + 1);
+    expect(box.entries).toBeLessThanOrEqual(MAX_ENTRIES);
+    expect(requests(box)).toBe(400 * 500);
+  });
+
+  it('a file that parses but holds no valid batches starts a new stream instead of failing every start', async () => {
+    const file = join(dir(), 'corrupt.json');
+    writeFileSync(file, JSON.stringify({ stream: 's', nextSeq: 2, batches: [null] }));
+    const box = await MeterOutbox.open(file, log);
+    expect(box.stream).not.toBe('s');
+    expect(box.batches).toEqual([]);
+  });
+
   it('numbers batches in one stream, combines worker entries, and keeps stream and seq across a restart', async () => {
     const file = join(dir(), 'proxy-metering.json');
     const a = await MeterOutbox.open(file, log);

@@ -4,6 +4,7 @@
  * cross-site fetch, a DNS-rebound host name).
  */
 import { statSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
@@ -80,6 +81,23 @@ describe('admin listener: writes', () => {
     expect((await admin('/routes', { headers: { host: 'rebind.evil.example' } })).status).toBe(403);
     expect((await admin('/routes', { headers: { host: 'localhost:9901' } })).status).toBe(200);
     expect((await admin('/metrics', { headers: { host: 'rebind.evil.example', authorization: `Bearer ${adminToken(p)}` } })).status).toBe(200);
+  });
+
+  it('a table past 64 MiB is answered 413 too_large and the connection closed, by its Content-Length or as it comes', async () => {
+    const auth = `Bearer ${adminToken(p)}`;
+    const declared = await rawHttp(p.adminPort, `PUT /routes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: 70000000\r\n\r\n{"version":1`, 3000, 1);
+    expect(declared.statuses).toEqual([413]);
+    expect(declared.text).toContain('too_large');
+    // chunked: no length to go by, refused once 64 MiB came (written while the answer is read)
+    const big = Buffer.alloc(1024 * 1024, 32);
+    const r = request(`${p.admin}/routes`, {
+      method: 'PUT', headers: { 'content-type': 'application/json', authorization: auth },
+      body: Readable.from((async function* () { for (let i = 0; i < 80; i++) yield big; })()),
+    });
+    const res = await r.catch((e: Error) => e);
+    if (res instanceof Error) throw res;
+    expect(res.statusCode).toBe(413);
+    expect(await res.body.text()).toContain('too_large');
   });
 
   it('applies a table with the token and application/json', async () => {
