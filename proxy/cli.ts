@@ -89,6 +89,11 @@ export async function run(argv: string[]): Promise<void> {
   const tls = tlsOptions(o);
   const ownNames = ownNamesOption(o['apps-path-hosts']);
   const logger = createLogger('berth-proxy');
+  // SIGHUP's default is to end the process: a certificate renewal hook firing while the proxy
+  // starts must not stop it (the reload is done once it has started)
+  let hupWhileStarting = false;
+  const onEarlyHup = () => { hupWhileStarting = true; };
+  process.on('SIGHUP', onEarlyHup);
   let handle;
   try {
     handle = await startProxy({
@@ -113,11 +118,14 @@ export async function run(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   // as nginx: a renewed certificate is picked up without a restart
-  process.on('SIGHUP', () => {
+  const onHup = () => {
     if (!tls) {
       logger.info('SIGHUP: no TLS listener, nothing to reload');
       return;
     }
     handle.reloadTls().catch((e: Error) => logger.error({ err: e.message }, 'SIGHUP: TLS reload failed'));
-  });
+  };
+  process.off('SIGHUP', onEarlyHup);
+  process.on('SIGHUP', onHup);
+  if (hupWhileStarting) onHup();
 }

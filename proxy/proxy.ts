@@ -103,7 +103,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   // (uWS reads private copies of the checked files: <data-dir>/tls/N/, one N per load)
   const tlsRoot = join(o.dataDir, 'tls');
   let tlsLoads = 0;
-  if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
+  // (copies a proxy that stopped without closing left, with TLS on or off since)
+  rmSync(tlsRoot, { recursive: true, force: true });
   const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls, join(tlsRoot, String(++tlsLoads))), redirect: o.tls.redirect === true } : undefined;
   let tlsPort = 0;
   // a certificate close to its end is said at every load (renew it, then SIGHUP)
@@ -256,6 +257,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       // what the last requests counted: persisted, and delivered if the control plane answers
       await meter?.flush(last).catch((e: Error) => log.error({ err: e.message }, 'metering: final flush failed'));
       if (pool) await pool.terminate();
+      // the private copies of the TLS keys uWS read go with the proxy
+      if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
     },
   };
 }

@@ -12,6 +12,9 @@ const MAX_REST_MS = 1000;
  * event carries a full table). Reconnects with jittered exponential backoff; while disconnected
  * the proxy keeps serving whatever it has.
  */
+/** A stream up this long counts as healthy: the next reconnect starts the backoff over. */
+const STABLE_STREAM_MS = 30_000;
+
 /** The largest event the route stream may send (a table; the admin listener takes as much). */
 const MAX_EVENT_CHARS = 64 * 1024 * 1024;
 
@@ -41,6 +44,7 @@ export class ControlPlaneSource {
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
+      const since = Date.now();
       try {
         await this.connectOnce();
         this.lastError = 'stream ended';
@@ -50,6 +54,9 @@ export class ControlPlaneSource {
       }
       this.connected = false;
       if (this.stopped) return;
+      // the backoff starts over after a stream that stayed up a while, not after any table (a
+      // control plane closing the stream after each table would otherwise be reconnected at once, for good)
+      if (Date.now() - since >= STABLE_STREAM_MS) this.attempt = 0;
       const base = Math.min(30_000, 500 * 2 ** Math.min(this.attempt, 6));
       const delay = base / 2 + Math.random() * (base / 2);
       this.attempt++;
@@ -164,7 +171,6 @@ export class ControlPlaneSource {
       const t0 = performance.now();
       const spec = parseRouteTable(text);
       took = performance.now() - t0;
-      this.attempt = 0;
       this.lastVersion = spec.version;
       took += await this.onTable(spec);
     } catch (e) {

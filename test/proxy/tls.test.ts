@@ -4,7 +4,8 @@
  * worker threads, certificates checked at start, and hostile bytes on the TLS port.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { connect as netConnect } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -106,6 +107,20 @@ describe('TLS termination', () => {
       ['--workers', '2', '--tls-listen', `127.0.0.1:${port}`, '--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key'), '--tls-dir', certs]);
     try {
       for (let i = 0; i < 6; i++) expect(await tlsGet(port, 'shop.example.com', 'shop.example.com', pem['shop.example.com'])).toMatchObject({ status: 200, proto: 'https' });
+    } finally {
+      await w.stop();
+    }
+  });
+
+  it('the private copies of the keys uWS read are removed when the proxy stops', async () => {
+    const port = await freePort();
+    const w = await startProxy(table([route('echo', ['shop.example.com'], [up.address])]),
+      ['--tls-listen', `127.0.0.1:${port}`, '--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key')]);
+    try {
+      expect(existsSync(join(w.dir, 'tls'))).toBe(true);
+      w.proc.kill('SIGTERM');
+      await once(w.proc, 'exit');
+      expect(existsSync(join(w.dir, 'tls'))).toBe(false);
     } finally {
       await w.stop();
     }
