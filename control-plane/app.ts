@@ -1,6 +1,5 @@
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
-import { envNumber } from './env.js';
 import { startEventRetention } from './events/retention.js';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -176,14 +175,14 @@ export async function startControlPlane(
   const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   const url = `http://${host}:${port}`;
   log.info({ url, dataDir: config.dataDir, database: embedded ? 'embedded' : 'external', docker: runtime.endpoint }, 'control plane listening');
-  const stopEventRetention = startEventRetention(db, envNumber('BERTH_EVENT_RETENTION_DAYS', 90, 0, 36_500, true), config.kafkaBrokers.length > 0, log);
+  const stopEventRetention = startEventRetention(db, config.eventRetentionDays, config.kafkaBrokers.length > 0, log);
 
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       draining = true;
       log.info('control plane shutting down');
-      stopEventRetention();
+      await stopEventRetention();
       await app.close(); // stops accepting, waits for in-flight requests
       await builds.close();
       await events.stop();

@@ -5,14 +5,6 @@ import { parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
 import { DEFAULT_REGISTRIES, parseRegistries } from './images/registries.js';
 
-/** --registries (BERTH_REGISTRIES): a bad host is a usage error naming it. */
-function registriesFlag(v: string | undefined): string[] {
-  try {
-    return parseRegistries(v);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-}
 
 /** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
 export const TENANT_SPECS: OptionSpec[] = [
@@ -20,6 +12,7 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'max-containers-per-user', env: 'BERTH_MAX_CONTAINERS_PER_USER', default: '20', help: 'containers a user may have running (409 past it)' },
   { name: 'max-builds-per-user', env: 'BERTH_MAX_BUILDS_PER_USER', default: '4', help: 'builds a user may have queued or running at once (429 past it)' },
   { name: 'app-domains', env: 'BERTH_APP_DOMAINS', help: 'DNS names new apps must be one label under, comma separated (apps.example.com: NAME.apps.example.com); unset: any hostname' },
+  { name: 'trust-proxy', env: 'BERTH_TRUST_PROXY', help: 'addresses or CIDRs of reverse proxies in front of the API, comma separated: their X-Forwarded-For/-Proto/-Host are believed (the client address for login limits and logs); unset: none' },
   { name: 'registries', env: 'BERTH_REGISTRIES', help: `registries Dockerfiles may pull images from, comma separated (host, host:port, *.domain); default: ${DEFAULT_REGISTRIES.join(',')}` },
   { name: 'signup', env: 'BERTH_SIGNUP', default: 'open', help: 'who may create an account: open (anyone; rate-limited per address), invite (whoever sends the invite code) or closed (403)' },
   { name: 'signup-invite', env: 'BERTH_SIGNUP_INVITE', help: 'the invite code signups must send (`invite` in the body) when --signup is invite; 16 characters or more' },
@@ -37,7 +30,8 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
     quotas: { images: int('max-images-per-user'), containers: int('max-containers-per-user'), builds: int('max-builds-per-user') },
     revisionsKept: revisionsFlag(o['revisions-kept']),
     appDomains: parseAppDomains(o['app-domains']),
-    registries: registriesFlag(o.registries),
+    registries: parseRegistries(o.registries),
+    trustProxy: o['trust-proxy']?.split(',').map((a) => a.trim()).filter((a) => a !== ''),
     // (checked with the invite code in config.ts)
     signup: o.signup as ControlPlaneOptions['signup'],
     signupInvite: o['signup-invite'],
@@ -58,7 +52,6 @@ const SPECS: OptionSpec[] = [
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'token proxies present on /v1/routes/watch (unset: generated into DATA_DIR/proxy-token)' },
   { name: 'metrics-token', env: 'BERTH_METRICS_TOKEN', help: 'token Prometheus presents on GET /metrics (unset: generated into DATA_DIR/metrics-token)' },
   { name: 'publish-host', env: 'BERTH_PUBLISH_HOST', default: '127.0.0.1', help: 'host address container ports are published on' },
-  { name: 'trust-proxy', env: 'BERTH_TRUST_PROXY', help: 'addresses or CIDRs of reverse proxies in front of the API, comma separated: their X-Forwarded-For/-Proto/-Host are believed (the client address for login limits and logs); unset: none' },
   { name: 'proxy-url', env: 'BERTH_PROXY_URL', default: 'http://127.0.0.1:8080', help: 'the berth proxy workloads (/api/workloads) send their load through' },
   ...TENANT_SPECS,
 ];
@@ -115,7 +108,6 @@ export async function run(argv: string[]): Promise<void> {
     metricsToken: o['metrics-token'],
     publishHost: o['publish-host'],
     workloads: { proxyUrl: o['proxy-url'] },
-    trustProxy: o['trust-proxy']?.split(',').map((a) => a.trim()).filter((a) => a !== ''),
     ...tenantOptions(o),
   });
   process.stdout.write(`berth control plane listening on ${cp.url}\n`);

@@ -162,6 +162,10 @@ export interface ControlPlaneOptions {
   trustProxy?: string[];
   /** Days a deleted app's hostname stays its owner's (default BERTH_HOSTNAME_HOLD_DAYS, 30; 0: free at once). */
   hostnameHoldDays?: number;
+  /** Days events are kept once delivered (default BERTH_EVENT_RETENTION_DAYS, 90; 0: all). */
+  eventRetentionDays?: number;
+  /** Changes one user may make in a minute (default BERTH_WRITES_PER_MINUTE, 600). */
+  writesPerMinute?: number;
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
   /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
@@ -264,6 +268,8 @@ export interface ResolvedConfig {
   signupInvite: string | undefined;
   trustProxy: string[];
   hostnameHoldDays: number;
+  eventRetentionDays: number;
+  writesPerMinute: number;
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -354,6 +360,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     ...signupPolicy(o.signup, o.signupInvite),
     trustProxy: trustedProxies(o.trustProxy ?? []),
     hostnameHoldDays: o.hostnameHoldDays ?? envNumber('BERTH_HOSTNAME_HOLD_DAYS', 30, 0, 3650, true),
+    eventRetentionDays: o.eventRetentionDays ?? envNumber('BERTH_EVENT_RETENTION_DAYS', 90, 0, 36_500, true),
+    writesPerMinute: o.writesPerMinute ?? envNumber('BERTH_WRITES_PER_MINUTE', 600, 1, 1_000_000, true),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),

@@ -1,3 +1,11 @@
+/** `fn` over `items`, at most `limit` at once (a round's Docker calls). */
+export async function eachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]);
+  }));
+}
+
 /**
  * A round of background work every `intervalMs`, counted from the end of the previous round (so
  * rounds never overlap however long one takes), until stopped; stop() waits for a round under

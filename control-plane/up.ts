@@ -10,7 +10,7 @@ import { TENANT_SPECS, tenantOptions } from './cli.js';
 import type { ControlPlaneOptions } from './config.js';
 import { appUrls } from '../shared/client/urls.js';
 import { tokenList } from '../shared/token-list.js';
-import { normalizeHost } from '../shared/hostname.js';
+import { isAddressName, normalizeHost } from '../shared/hostname.js';
 
 const appUrl = (host: string, proxyUrl: string) => appUrls(host, proxyUrl)[0];
 
@@ -63,7 +63,7 @@ export async function up(o: {
   const ownNames = [...(o.ownNames ?? [])];
   // (the public URL's host and the listen address, when they are names)
   for (const name of [cp.app.publicInfo.proxyUrl ? new URL(cp.app.publicInfo.proxyUrl).hostname : '', px.host]) {
-    if (name !== '' && !name.startsWith('[') && !name.includes(':') && !/^[\d.]+$/.test(name)) ownNames.push(normalizeHost(name));
+    if (name !== '' && !isAddressName(name)) ownNames.push(normalizeHost(name));
   }
   let proxy: ProxyHandle;
   try {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 
 /**
@@ -8,6 +9,15 @@ import { domainToASCII } from 'node:url';
  * Fast path: a Host header that is already lower-case ASCII without port or trailing dot
  * is returned as-is without allocating.
  */
+/**
+ * An IP literal (v4, or v6 with or without brackets) or `localhost`: a name of the machine itself,
+ * never one an app could claim.
+ */
+export function isAddressName(name: string): boolean {
+  const n = name.length > 1 && name.charCodeAt(0) === 91 /* [ */ && name.endsWith(']') ? name.slice(1, -1) : name;
+  return n === 'localhost' || isIP(n) !== 0;
+}
+
 export function normalizeHost(raw: string): string {
   return isNormalHost(raw, 0) ? raw : normalizeHostSlow(raw);
 }

@@ -1,4 +1,3 @@
-import { envNumber } from '../env.js';
 import { sameSecret } from '../http/tokens.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
@@ -58,7 +57,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const signupLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
-  const writeLimiter = new RateLimiter(envNumber('BERTH_WRITES_PER_MINUTE', 600, 1, 1_000_000, true), 60_000, Date.now, rl.maxTracked);
+  const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
   app.addHook('onClose', async () => { ipLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 

@@ -1,6 +1,6 @@
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
-import { Periodic } from '../periodic.js';
+import { eachLimited, Periodic } from '../periodic.js';
 import type { ContainerRuntime } from '../runtime/containers.js';
 import type { ImageRow } from '../images/repo.js';
 import { billedSize } from './usage.js';
@@ -71,14 +71,8 @@ export class UsageSampler {
         this.o.log.warn({ usageRecord: r.id, containerId: r.container_id }, 'closed a usage record the lifecycle left open');
       } else if (r.c_docker_id) live.push(r);
     }
-    const limit = Math.max(1, this.o.concurrency ?? 4);
-    let next = 0;
-    await Promise.all(Array.from({ length: Math.min(limit, live.length) }, async () => {
-      while (next < live.length) {
-        const r = live[next++];
-        await this.sample(r).catch((e) => this.o.log.debug({ containerId: r.container_id, err: (e as Error).message }, 'stats sample failed'));
-      }
-    }));
+    await eachLimited(live, this.o.concurrency ?? 4, (r) =>
+      this.sample(r).catch((e) => this.o.log.debug({ containerId: r.container_id, err: (e as Error).message }, 'stats sample failed')));
   }
 
   private async sample(r: OpenRecord): Promise<void> {

@@ -1,6 +1,6 @@
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
-import { Periodic } from '../periodic.js';
+import { eachLimited, Periodic } from '../periodic.js';
 import type { ContainerRow } from '../images/repo.js';
 import type { ContainerRuntime } from '../runtime/containers.js';
 import type { ContainerService } from './service.js';
@@ -15,8 +15,6 @@ export interface DiskWatchOptions {
   /** what an instance may write to its own filesystem; null: not bounded */
   limitBytes: number | null;
   intervalMs: number;
-  /** Docker size calls at once (each walks the container's writable layer) */
-  concurrency?: number;
   /** an instance was stopped: counted for the reconcile loop's replacement backoff */
   onDied?: (c: ContainerRow) => void;
 }
@@ -29,7 +27,7 @@ export interface DiskWatchOptions {
  * builds stop, and every app that writes gets "no space left on device".
  *
  * So the reconcile leader looks at every running instance's writable layer every `intervalMs`
- * (Docker's `SizeRw`, a walk of the layer: at most `concurrency` at once, off the API path). One
+ * (Docker's `SizeRw`, a walk of the layer: two at once, off the API path). One
  * past the limit is stopped and recorded as died, with the reason; the reconcile loop replaces
  * it with a fresh container (its writable layer removed with the old one), as for any crash,
  * with the same backoff when it keeps doing it. A bound rather than a quota: an instance can
@@ -58,15 +56,11 @@ export class ContainerDiskWatch {
     const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
       `SELECT id, docker_id FROM containers WHERE status = 'running' AND docker_id IS NOT NULL ORDER BY id`);
     const over: Array<{ id: number; dockerId: string; bytes: number }> = [];
-    let next = 0;
-    const workers = Math.min(Math.max(1, this.o.concurrency ?? 2), rows.length);
-    await Promise.all(Array.from({ length: workers }, async () => {
-      while (next < rows.length) {
-        const r = rows[next++];
-        const bytes = await this.o.runtime.writableBytes(r.docker_id).catch(() => null);
-        if (bytes !== null && bytes > limit) over.push({ id: r.id, dockerId: r.docker_id, bytes });
-      }
-    }));
+    // (two at once: each walks a writable layer)
+    await eachLimited(rows, 2, async (r) => {
+      const bytes = await this.o.runtime.writableBytes(r.docker_id).catch(() => null);
+      if (bytes !== null && bytes > limit) over.push({ id: r.id, dockerId: r.docker_id, bytes });
+    });
     const stopped: number[] = [];
     for (const c of over) if (await this.stopOne(c, limit)) stopped.push(c.id);
     return stopped;

@@ -1,3 +1,4 @@
+import { Periodic } from '../periodic.js';
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
 
@@ -24,18 +25,16 @@ export async function pruneEvents(db: Db, days: number, kafka: boolean, batch = 
   }
 }
 
-/** Prune now and then every `everyMs` (an hour); returns the stop function. */
-export function startEventRetention(db: Db, days: number, kafka: boolean, log: Logger, everyMs = 3600_000): () => void {
-  if (days <= 0) return () => {};
-  let stopped = false;
-  const run = () => {
-    pruneEvents(db, days, kafka)
-      .then((n) => { if (n > 0 && !stopped) log.info({ deleted: n, days }, 'events older than the retention period deleted'); })
-      .catch((e: Error) => { if (!stopped) log.warn({ err: e.message }, 'event retention pass failed; will retry'); });
-  };
-  const first = setTimeout(run, 60_000);
-  const timer = setInterval(run, everyMs);
-  first.unref();
-  timer.unref();
-  return () => { stopped = true; clearTimeout(first); clearInterval(timer); };
+/**
+ * Every `everyMs` (an hour): events past their retention (none when `days` is 0) and hostname
+ * holds past their end are deleted. Returns the stop function (it waits for a pass under way).
+ */
+export function startEventRetention(db: Db, days: number, kafka: boolean, log: Logger, everyMs = 3600_000): () => Promise<void> {
+  const rounds = new Periodic(everyMs, async () => {
+    const n = days > 0 ? await pruneEvents(db, days, kafka) : 0;
+    if (n > 0) log.info({ deleted: n, days }, 'events older than the retention period deleted');
+    await db.query('DELETE FROM hostname_holds WHERE until < now()');
+  }, (e) => log.warn({ err: e.message }, 'retention pass failed; will retry'));
+  rounds.start();
+  return () => rounds.stop();
 }

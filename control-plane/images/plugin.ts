@@ -342,8 +342,11 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       await recordEvent(c, { type: 'image.deleted', userId: row.user_id, imageId: row.id, appHostname: row.app_hostname, payload: { docker_image: row.docker_image, revision: row.revision } });
       // the app goes with its last revision
       const { rowCount: appGone } = await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);
-      if (appGone) await holdHostname(c, row.app_hostname, row.user_id, cfg.hostnameHoldDays);
-      if (appGone) await recordEvent(c, { type: 'app.deleted', userId: row.user_id, appHostname: row.app_hostname, payload: { revisions: [row.revision] } });
+      if (appGone) {
+        // (held only when it served, as in apps/delete.ts)
+        if (row.status === 'ready') await holdHostname(c, row.app_hostname, row.user_id, cfg.hostnameHoldDays);
+        await recordEvent(c, { type: 'app.deleted', userId: row.user_id, appHostname: row.app_hostname, payload: { revisions: [row.revision] } });
+      }
       return row;
     }).catch((e) => {
       if ((e as { code?: string }).code === '23503') throw conflict(`image ${req.params.id} still has containers; delete them first`, 'image_in_use');

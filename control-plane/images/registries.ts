@@ -7,6 +7,8 @@
  * literal can, so this is an allow-list of registry hosts (`BERTH_REGISTRIES`), not a deny-list.
  */
 
+import { UsageError } from '../../shared/cli/args.js';
+
 /** Public registries no tenant controls (`*.pkg.dev`: Google Artifact Registry's regional hosts). */
 export const DEFAULT_REGISTRIES: readonly string[] = Object.freeze([
   'docker.io', 'ghcr.io', 'quay.io', 'gcr.io', 'mirror.gcr.io', 'registry.k8s.io', 'mcr.microsoft.com', 'public.ecr.aws', 'registry.gitlab.com', '*.pkg.dev',
@@ -35,18 +37,21 @@ export function registryAllowed(registry: string, allowed: readonly string[]): b
   return false;
 }
 
-/** `BERTH_REGISTRIES` / `--registries`: comma-separated hosts (`host[:port]`, `*.suffix`); unset: the defaults. */
+/** `BERTH_REGISTRIES` / `--registries`: comma-separated hosts (`host[:port]`, `*.suffix`); unset: the defaults. A bad one is a usage error naming it. */
 export function parseRegistries(v: string | undefined): string[] {
   if (v === undefined || v.trim() === '') return [...DEFAULT_REGISTRIES];
   const out: string[] = [];
   for (const raw of v.split(',')) {
     const r = raw.trim().toLowerCase();
     if (r === '') continue;
-    if (!/^(?:\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(?::[0-9]{1,5})?$/.test(r) || (r.startsWith('*.') && r.includes(':'))) {
-      throw new Error(`BERTH_REGISTRIES: "${raw.trim()}" is not a registry host (host, host:port or *.domain)`);
+    const port = /:(\d+)$/.exec(r);
+    if (!/^(?:\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(?::[0-9]{1,5})?$/.test(r) || (r.startsWith('*.') && r.includes(':')) || (port && (Number(port[1]) < 1 || Number(port[1]) > 65535))) {
+      throw new UsageError(`BERTH_REGISTRIES: "${raw.trim()}" is not a registry host (host, host:port or *.domain)`);
     }
     out.push(r === 'index.docker.io' || r === 'registry-1.docker.io' ? 'docker.io' : r);
   }
-  if (out.length > 100) throw new Error('BERTH_REGISTRIES: at most 100 registries');
+  if (out.length > 100) throw new UsageError('BERTH_REGISTRIES: at most 100 registries');
+  // (`,` alone would refuse every image: unset it for the defaults)
+  if (out.length === 0) throw new UsageError('BERTH_REGISTRIES names no registry; unset it for the defaults');
   return out;
 }

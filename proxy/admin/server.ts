@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
+import { isAddressName } from '../../shared/hostname.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import { parseRouteTable, RouteTableError } from '../../shared/routes/validate.js';
 import { formatPrometheus, type StatsSnapshot } from '../metrics/prometheus.js';
@@ -69,7 +70,7 @@ export function adminPath(url: string | undefined): string | null {
 function localHost(host: string | undefined): boolean {
   if (host === undefined) return true; // HTTP/1.0 clients: no browser sends a request without Host
   const h = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d*$/, '');
-  return h === 'localhost' || /^\d{1,3}(\.\d{1,3}){3}$/.test(h) || /^\[[0-9a-f:.]+\]$/i.test(h);
+  return isAddressName(h);
 }
 
 export interface AdminAuth {

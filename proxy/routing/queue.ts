@@ -22,8 +22,8 @@ export interface Waiting {
 export class RouteQueue {
   private items: Waiting[] = [];
   private head = 0;
-  /** clients have gone since the last compaction: entries may be dead weight */
-  private goneHint = 0;
+  /** a client has gone since the last compaction: entries may be dead weight */
+  private goneHint = false;
 
   constructor(public maxEntries: number, public timeoutMs: number) {}
 
@@ -39,7 +39,7 @@ export class RouteQueue {
    */
   push(w: Waiting, now: number): boolean {
     if (this.length >= this.maxEntries) {
-      if (this.goneHint === 0) return false;
+      if (!this.goneHint) return false;
       this.compact();
       if (this.length >= this.maxEntries) return false;
     }
@@ -67,11 +67,11 @@ export class RouteQueue {
 
   /** A client went away: one of the entries may be gone (compacted when the queue is next full). */
   noteGone(): void {
-    if (this.length > 0) this.goneHint++;
+    if (this.length > 0) this.goneHint = true;
   }
 
   private compact(): void {
-    this.goneHint = 0;
+    this.goneHint = false;
     const live: Waiting[] = [];
     for (let i = this.head; i < this.items.length; i++) if (!this.items[i].gone) live.push(this.items[i]);
     this.items = live;

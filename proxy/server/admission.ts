@@ -19,7 +19,7 @@
 
 import { createHash } from 'node:crypto';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { normalizeHost } from '../../shared/hostname.js';
+import { isAddressName, normalizeHost } from '../../shared/hostname.js';
 import { globalStats } from '../metrics/route-stats.js';
 import type { Route } from '../routing/route.js';
 import type { RouteTable } from '../routing/table.js';
@@ -83,10 +83,8 @@ function pathFormHost(header: string, table: RouteTable): boolean {
   if (!validHost(header)) return false;
   const name = normalizeHost(header);
   if (table.entry(name) !== undefined) return false;
-  return name === 'localhost' || name.charCodeAt(0) === 91 /* [ */ || IPV4.test(name) || runtime.ownNames.has(name);
+  return isAddressName(name) || runtime.ownNames.has(name);
 }
-
-const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
 /**
  * Is this a Host (or `/apps/{host}` segment) of the form `host[:port]`? Host is a DNS name

@@ -141,7 +141,7 @@ const upstreamDispatcher: Dispatcher = new Agent({ webSocket: { maxPayloadSize: 
  * away: `/a/../admin` would reach the app as `/admin`). Plain HTTP forwards the bytes as sent; a
  * WebSocket upgrade whose target would not arrive as sent is refused instead.
  */
-export function reshapedByUrlParser(target: string): boolean {
+function reshapedByUrlParser(target: string): boolean {
   if (target.includes('#')) return true;
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
@@ -318,11 +318,7 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
   let opened = false;
   // a handler that throws drops the link: the upstream closed, its slot released
   const drop = () => { aborted = true; upstream.close(); release(link); };
-  res.onAborted(guarded(() => {
-    aborted = true;
-    upstream.close();
-    release(link);
-  }, drop));
+  res.onAborted(guarded(drop, drop));
   upstream.onopen = guarded(() => {
     opened = true;
     link.socket = handshake.socket;

@@ -7,17 +7,17 @@ import type { Logger } from '../../shared/logging.js';
 /** The longest rest after applying a table (see deliver()). */
 const MAX_REST_MS = 1000;
 
-/**
- * Subscribes to the control plane's `GET /v1/routes/watch` (Server-Sent Events; each `routes`
- * event carries a full table). Reconnects with jittered exponential backoff; while disconnected
- * the proxy keeps serving whatever it has.
- */
 /** A stream up this long counts as healthy: the next reconnect starts the backoff over. */
 const STABLE_STREAM_MS = 30_000;
 
 /** The largest event the route stream may send (a table; the admin listener takes as much). */
 const MAX_EVENT_CHARS = 64 * 1024 * 1024;
 
+/**
+ * Subscribes to the control plane's `GET /v1/routes/watch` (Server-Sent Events; each `routes`
+ * event carries a full table). Reconnects with jittered exponential backoff; while disconnected
+ * the proxy keeps serving whatever it has.
+ */
 export class ControlPlaneSource {
   private stopped = false;
   private abort: AbortController | null = null;

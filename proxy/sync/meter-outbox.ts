@@ -4,7 +4,8 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { request } from 'undici';
 import type { Logger } from '../../shared/logging.js';
-import { METERING_PATH, addEntry, mergeBatches, type MeterAck, type MeterBatch, type MeterEntry } from '../../shared/metering/schema.js';
+import { Ajv } from 'ajv';
+import { METERING_PATH, addEntry, meterUploadSchema, mergeBatches, type MeterAck, type MeterBatch, type MeterEntry } from '../../shared/metering/schema.js';
 
 /** Batches kept while the control plane is away (~10 min of busy seconds); past it the oldest fresh ones are merged. */
 export const MAX_BATCHES = 600;
@@ -58,7 +59,7 @@ export class MeterOutbox {
   static async open(file: string, log: Logger): Promise<MeterOutbox> {
     try {
       const s = JSON.parse(await readFile(file, 'utf8')) as Saved;
-      if (typeof s.stream === 'string' && Number.isSafeInteger(s.nextSeq) && Array.isArray(s.batches) && s.batches.every(validBatch)) {
+      if (typeof s.stream === 'string' && Number.isSafeInteger(s.nextSeq) && Array.isArray(s.batches) && s.batches.every((b) => validBatch(b))) {
         if (s.batches.length) log.info({ stream: s.stream, batches: s.batches.length }, 'metering: unsent batches from before the restart will be delivered');
         return new MeterOutbox(file, s.stream, s.nextSeq, s.batches);
       }
@@ -299,9 +300,5 @@ export class MeterReporter {
   }
 }
 
-/** A batch as the outbox writes it (a file edited or corrupted otherwise starts a new stream). */
-function validBatch(b: unknown): b is MeterBatch {
-  const x = b as MeterBatch | null;
-  return typeof x === 'object' && x !== null && Number.isSafeInteger(x.seq) && Number.isFinite(x.from) && Number.isFinite(x.to) && Array.isArray(x.entries)
-    && x.entries.every((e) => typeof e === 'object' && e !== null && typeof e.route === 'string' && typeof e.endpoint === 'string' && Array.isArray(e.status) && Array.isArray(e.buckets));
-}
+/** A batch as the outbox writes it, by the schema the control plane checks uploads with (a file edited or corrupted otherwise starts a new stream). */
+const validBatch = new Ajv({ allErrors: false, strict: false }).compile<MeterBatch>(meterUploadSchema.properties.batches.items);

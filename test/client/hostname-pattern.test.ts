@@ -33,3 +33,11 @@ describe('isValidHostPattern', () => {
     }
   });
 });
+
+describe('isAddressName: the machine itself, never a name an app could claim', () => {
+  it('is true for IP literals (v6 with or without brackets) and localhost only', async () => {
+    const { isAddressName } = await import('../../shared/hostname.js');
+    for (const n of ['localhost', '127.0.0.1', '10.1.2.3', '[::1]', '::1', '[2001:db8::1]']) expect(isAddressName(n), n).toBe(true);
+    for (const n of ['localhost.example', 'a.localhost', '127.0.0.1.nip.io', '[a\nb c]', '[]', '999.1.1.1', '0x7f.1', 'example.com', '']) expect(isAddressName(n), n).toBe(false);
+  });
+});

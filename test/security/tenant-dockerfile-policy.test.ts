@@ -317,7 +317,7 @@ describe('registries the daemon may pull from', () => {
       .toEqual(['docker.io', 'docker.io', 'docker.io', 'docker.io', 'localhost', 'foo', 'x.io', 'x:1']);
     expect(parseRegistries(undefined)).toEqual([...DEFAULT_REGISTRIES]);
     expect(parseRegistries(' GHCR.io , localhost:5000,*.example.com ')).toEqual(['ghcr.io', 'localhost:5000', '*.example.com']);
-    for (const bad of ['http://x.io', 'x.io/path', '*.x.io:5000', 'a b', '-x.io', 'x..io']) expect(() => parseRegistries(bad), bad).toThrow(/BERTH_REGISTRIES/);
+    for (const bad of ['http://x.io', 'x.io/path', '*.x.io:5000', 'a b', '-x.io', 'x..io', 'x.io:99999', 'x.io:0', ',', ' , ']) expect(() => parseRegistries(bad), bad).toThrow(/BERTH_REGISTRIES/);
     expect(registryAllowed('eu-docker.pkg.dev', ['*.pkg.dev'])).toBe(true);
     expect(registryAllowed('pkg.dev', ['*.pkg.dev'])).toBe(false);
     expect(registryAllowed('x.pkg.dev:5000', ['*.pkg.dev'])).toBe(false);

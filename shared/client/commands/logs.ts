@@ -3,7 +3,7 @@ import { EXIT } from '../client.js';
 import { booleanOption, defineClientCommand, intOption } from '../command.js';
 import { readSse } from '../sse.js';
 import { jsonText } from '../output.js';
-import { colours, printable, terminalSafe } from '../style.js';
+import { colours, num, printable, terminalSafe } from '../style.js';
 
 /**
  * `berth logs HOST`: every instance's stdout/stderr through GET /api/apps/:host/logs (SSE), each
@@ -36,9 +36,8 @@ export const run = defineClientCommand({
     const palette = [36, 33, 35, 32, 34, 91, 96, 93];
     // (the id as the server sent it, made safe: a hostile server could send a string of escapes)
     const label = (raw: unknown) => {
-      const id = Number.isSafeInteger(raw) ? (raw as number) : -1;
-      const text = id >= 0 ? String(id) : printable(String(raw));
-      return colour ? `\x1b[${palette[Math.max(0, id) % palette.length]}m[${text}]\x1b[39m` : `[${text}]`;
+      const id = Number.isSafeInteger(raw) ? (raw as number) : 0;
+      return colour ? `\x1b[${palette[Math.abs(id) % palette.length]}m[${num(raw)}]\x1b[39m` : `[${num(raw)}]`;
     };
     try {
       const res = await client.stream('GET', `/api/apps/${encodeURIComponent(host)}/logs`, {
