@@ -64,9 +64,7 @@ export async function deleteApp(
       await recordEvent(tx, { type: 'image.deleted', userId, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image, revision: img.revision } });
     }
     await tx.query('DELETE FROM apps WHERE app_hostname = $1', [a.app_hostname]);
-    // (held only when it served: a name uploaded and deleted at once is no one's links or cookies,
-    // and holding it would let a tenant squat names by the hundred)
-    if (imgs.some((i) => i.status === 'ready')) await holdHostname(tx, a.app_hostname, a.user_id, app.config.hostnameHoldDays);
+    await holdHostname(tx, a.app_hostname, a.user_id, app.config.hostnameHoldDays);
     await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: instances.length } });
     return imgs;
   });

@@ -103,17 +103,6 @@ describe('a deleted app\'s hostname', () => {
     expect(free.body?.error?.code).not.toBe('hostname_held');
   });
 
-  it('is held only when the app served: a name uploaded and deleted before any revision was ready is free at once (no squatting by the hundred)', async () => {
-    const other = await new Api(t.cp.url).signup('app-events-squat@example.com');
-    const host = 'never-served.example.com';
-    const id = await insertReadyImage(t.cp, userId, host);
-    await t.cp.db.query(`UPDATE images SET status = 'build_failed' WHERE id = $1`, [id]);
-    expect((await api.req('DELETE', `/api/apps/${host}`)).status).toBe(204);
-    expect((await t.cp.db.query('SELECT 1 FROM hostname_holds WHERE app_hostname = $1', [host])).rowCount).toBe(0);
-    const taken = await other.upload({ name: 'next', app_hostname: host }, await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]));
-    expect(taken.body?.error?.code).not.toBe('hostname_held');
-  });
-
   it('holds past their end are deleted by the hourly retention pass', async () => {
     const { startEventRetention } = await import('../../control-plane/events/retention.js');
     await t.cp.db.query(`INSERT INTO hostname_holds (app_hostname, user_id, until) VALUES ('old-hold.example.com', $1, now() - interval '1 day'), ('live-hold.example.com', $1, now() + interval '1 day')`, [userId]);
