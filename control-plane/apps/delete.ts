@@ -64,7 +64,7 @@ export async function deleteApp(
       await recordEvent(tx, { type: 'image.deleted', userId, imageId: img.id, appHostname: img.app_hostname, payload: { docker_image: img.docker_image, revision: img.revision } });
     }
     await tx.query('DELETE FROM apps WHERE app_hostname = $1', [a.app_hostname]);
-    await holdHostname(tx, a.app_hostname, a.user_id, app.config.hostnameHoldDays);
+    await holdHostname(tx, a.app_hostname, a.user_id, app.config.hostnameHoldDays, app.config.quotas.images);
     await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: instances.length } });
     return imgs;
   });

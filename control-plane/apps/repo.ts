@@ -134,12 +134,20 @@ export async function checkTagHostsFree(q: Queryable, host: string, tags: string
   if (rows.length) throw conflict(`tag URL host "${rows[0].app_hostname}" is an app's hostname; choose another tag`, 'tag_host_taken');
 }
 
-/** An app is gone: its hostname stays `userId`'s for `days` days (0: free at once). In the deleting transaction. */
-export async function holdHostname(tx: Queryable, host: string, userId: number, days: number): Promise<void> {
+/**
+ * An app is gone: its hostname stays `userId`'s for `days` days (0: free at once). In the deleting
+ * transaction. A user holds at most `most` names (their image quota: as many apps as they may
+ * have); past it the oldest holds end, so uploading and deleting apps cannot squat names by the
+ * hundred.
+ */
+export async function holdHostname(tx: Queryable, host: string, userId: number, days: number, most: number): Promise<void> {
   if (days <= 0) return;
   await tx.query(
     `INSERT INTO hostname_holds (app_hostname, user_id, until) VALUES ($1, $2, now() + make_interval(days => $3))
      ON CONFLICT (app_hostname) DO UPDATE SET user_id = EXCLUDED.user_id, released_at = now(), until = EXCLUDED.until`, [host, userId, days]);
+  await tx.query(
+    `DELETE FROM hostname_holds WHERE app_hostname IN (
+       SELECT app_hostname FROM hostname_holds WHERE user_id = $1 ORDER BY released_at DESC, app_hostname OFFSET $2)`, [userId, most]);
 }
 
 /** 409 `hostname_held` when `host` is held for another user than `userId` (an app of theirs deleted lately). */

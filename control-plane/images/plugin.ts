@@ -343,7 +343,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       // the app goes with its last revision
       const { rowCount: appGone } = await c.query('DELETE FROM apps WHERE app_hostname = $1 AND NOT EXISTS (SELECT 1 FROM images WHERE app_hostname = $1)', [row.app_hostname]);
       if (appGone) {
-        await holdHostname(c, row.app_hostname, row.user_id, cfg.hostnameHoldDays);
+        await holdHostname(c, row.app_hostname, row.user_id, cfg.hostnameHoldDays, cfg.quotas.images);
         await recordEvent(c, { type: 'app.deleted', userId: row.user_id, appHostname: row.app_hostname, payload: { revisions: [row.revision] } });
       }
       return row;

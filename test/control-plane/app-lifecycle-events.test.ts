@@ -103,6 +103,29 @@ describe('a deleted app\'s hostname', () => {
     expect(free.body?.error?.code).not.toBe('hostname_held');
   });
 
+  it('a user holds at most their image quota of names: deleting more apps ends the oldest holds', async () => {
+    const quotas = t.cp.config.quotas;
+    const was = quotas.images;
+    quotas.images = 3;
+    try {
+      const names = ['cap-1', 'cap-2', 'cap-3', 'cap-4', 'cap-5'].map((n) => `${n}.example.com`);
+      for (const host of names) {
+        await insertReadyImage(t.cp, userId, host);
+        expect((await api.req('DELETE', `/api/apps/${host}`)).status).toBe(204);
+      }
+      const { rows } = await t.cp.db.query<{ app_hostname: string }>(
+        'SELECT app_hostname FROM hostname_holds WHERE user_id = $1 AND app_hostname = ANY($2::text[]) ORDER BY app_hostname', [userId, names]);
+      expect(rows.map((r) => r.app_hostname)).toEqual(names.slice(2));
+      // the freed names are anyone's; the held ones still are not
+      const other = await new Api(t.cp.url).signup('app-events-cap@example.com');
+      const archive = await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]);
+      expect((await other.upload({ name: 'x', app_hostname: names[0] }, archive)).body?.error?.code).not.toBe('hostname_held');
+      expect((await other.upload({ name: 'x', app_hostname: names[4] }, archive)).body?.error?.code).toBe('hostname_held');
+    } finally {
+      quotas.images = was;
+    }
+  });
+
   it('holds past their end are deleted by the hourly retention pass', async () => {
     const { startEventRetention } = await import('../../control-plane/events/retention.js');
     await t.cp.db.query(`INSERT INTO hostname_holds (app_hostname, user_id, until) VALUES ('old-hold.example.com', $1, now() - interval '1 day'), ('live-hold.example.com', $1, now() + interval '1 day')`, [userId]);

@@ -25,6 +25,7 @@ import { sql as m019 } from './019_revision_last_active.js';
 import { sql as m020 } from './020_private_apps.js';
 import { sql as m021 } from './021_upstream_pipeline.js';
 import { sql as m022 } from './022_hostname_holds.js';
+import { sql as m023 } from './023_hostname_holds_by_user.js';
 
 export interface Migration {
   version: number;
@@ -55,4 +56,5 @@ export const migrations: Migration[] = [
   { version: 20, name: '020_private_apps', sql: m020 },
   { version: 21, name: '021_upstream_pipeline', sql: m021 },
   { version: 22, name: '022_hostname_holds', sql: m022 },
+  { version: 23, name: '023_hostname_holds_by_user', sql: m023 },
 ];
