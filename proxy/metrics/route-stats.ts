@@ -97,6 +97,20 @@ export class RouteStats {
     }
   }
 
+  /**
+   * Nothing holds these counters: no request in flight, no exchange holding a meter and, when
+   * `metered`, nothing counted that the next report would still carry (RouteState.prune).
+   */
+  settled(metered: boolean): boolean {
+    if (this.inflight > 0) return false;
+    const u = this.unroutedMeter;
+    if (u !== null && (u.open > 0 || (metered && !u.idle))) return false;
+    if (metered && this.refused !== this.refusedMetered) return false;
+    for (const m of this.meters.values()) if (m.open > 0 || (metered && !m.idle)) return false;
+    for (const m of this.retired) if (m.open > 0 || (metered && !m.idle)) return false;
+    return true;
+  }
+
   observeLatency(ms: number, bucket = latencyBucket(ms)): void {
     this.latencyBuckets[bucket]++;
     this.latencySum += ms / 1000;

@@ -45,8 +45,8 @@ export class RouteTable {
 }
 
 /**
- * What a route id keeps across tables: its counters (monotonic for Prometheus), its fallback
- * cache and the queue of requests waiting for it. One Map lookup per route per compile finds all
+ * What a route id keeps across tables: its counters (monotonic for Prometheus while the id comes
+ * and goes), its fallback cache and the queue of requests waiting for it. One Map lookup per route per compile finds all
  * of them (a 10,000-route table is compiled on the serving thread).
  */
 export class RouteHome {
@@ -57,6 +57,8 @@ export class RouteHome {
   route: Route | null = null;
   /** the last compile (RouteState.generation) that had this id */
   seen = 0;
+  /** when a table first left this id out (clock ms; 0 while it is in the table) */
+  goneAt = 0;
   constructor(readonly stats: RouteStats) {}
 
   queueWith(maxEntries: number, timeoutMs: number): RouteQueue {
@@ -68,10 +70,13 @@ export class RouteHome {
   }
 }
 
+/** A route id out of the table this long, with nothing left to count or report, is forgotten. */
+export const ROUTE_FORGET_MS = 10 * 60_000;
+
 /** State that outlives one table, by route id. */
 export class RouteState {
   readonly homes = new Map<string, RouteHome>();
-  /** every route id's stats, removed routes' included (counters stay) */
+  /** every route id's stats, removed routes' included until they are forgotten (prune) */
   readonly stats = new Map<string, RouteStats>();
   /** traffic splits by host: their running weights outlive table swaps */
   splits = new Map<string, Split>();
@@ -86,6 +91,23 @@ export class RouteState {
       this.stats.set(id, stats);
     }
     return h;
+  }
+
+  /**
+   * Forget route ids out of the table for `forgetMs` that hold no request, no waiting request and,
+   * when `metered` (metering is read), no count not yet reported. Without this, every revision
+   * ever deployed kept its home, counters and Prometheus series for the life of the process. A
+   * forgotten id that comes back starts its counters at zero (a reset Prometheus handles).
+   */
+  prune(now: number, metered: boolean, forgetMs = ROUTE_FORGET_MS): number {
+    let n = 0;
+    for (const [id, h] of this.homes) {
+      if (h.route !== null || h.queue !== null || h.goneAt === 0 || now - h.goneAt < forgetMs || !h.stats.settled(metered)) continue;
+      this.homes.delete(id);
+      this.stats.delete(id);
+      n++;
+    }
+    return n;
   }
 }
 
@@ -146,10 +168,12 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
     }
   }
   state.splits = splits;
-  // Routes no longer in the table: their caches go, empty queues too; stats stay (counters must
-  // be monotonic for Prometheus). A queue still holding requests is the data plane's to rehome.
+  // Routes no longer in the table: their caches go, empty queues too; stats stay a while
+  // (RouteState.prune). A queue still holding requests is the data plane's to rehome.
+  let now = 0;
   for (const h of state.homes.values()) {
     if (h.seen === generation) continue;
+    if (h.goneAt === 0) h.goneAt = now === 0 ? (now = Date.now()) : now;
     h.route = null;
     h.cache = null;
     if (h.queue !== null && h.queue.length === 0) h.queue = null;
@@ -209,6 +233,7 @@ function compileRoute(rs: RouteSpec, registry: EndpointRegistry, home: RouteHome
   };
   home.route = route;
   home.seen = generation;
+  home.goneAt = 0;
   return route;
 }
 

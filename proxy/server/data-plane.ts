@@ -44,6 +44,8 @@ export class DataPlane {
   tlsPort = 0;
 
   private readonly sampler = new ConcurrencySampler(() => this.state.stats.values());
+  /** metering reads this thread's meters (drainMeters was called): a gone route is forgotten only once reported */
+  private metered = false;
 
   constructor(opts: DataPlaneOptions) {
     this.sampler.start();
@@ -156,6 +158,7 @@ export class DataPlane {
       h.queue = null;
       for (const w of q.takeAll()) w.rehome();
     }
+    this.state.prune(Date.now(), this.metered);
     return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };
   }
 
@@ -171,6 +174,9 @@ export class DataPlane {
   drainMeters(): MeterEntry[] {
     const out: MeterEntry[] = [];
     for (const s of this.state.stats.values()) s.drainMeters(out);
+    // route ids gone a while are forgotten once their last counts are in `out`
+    this.metered = true;
+    this.state.prune(Date.now(), true);
     return out;
   }
 

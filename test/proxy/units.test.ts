@@ -230,6 +230,33 @@ describe('route lookup', () => {
     expect(t3.routes[0].cache).not.toBe(a2.cache); // its settings changed
     expect(t3.lookup('b.example.com')).toBe(t3.routes[1]);
   });
+  it('a route id gone long enough, holding nothing and with nothing left to report, is forgotten', () => {
+    const state = new RouteState();
+    const spec = (v: number, ids: string[]) => validateRouteTable({ version: v, routes: ids.map((id) => ({ id, hosts: [`${id}.example.com`], endpoints: [{ id: 'e', address: '127.0.0.1:9' }] })) });
+    const t1 = compileRouteTable(spec(1, ['a', 'b', 'c']), reg, state);
+    const [, b1, c1] = t1.routes;
+    compileRouteTable(spec(2, ['a']), reg, state);
+    const gone = b1.home.goneAt;
+    expect(gone).toBeGreaterThan(0);
+    expect(t1.routes[0].home.goneAt).toBe(0);
+    // too soon: kept
+    expect(state.prune(gone + 1000, true, 60_000)).toBe(0);
+    // b counted a request not yet reported, c holds one in flight: both kept while metered
+    b1.stats.meterFor(b1.targets[0]).count(200, false, 1, 2);
+    c1.stats.inflight = 1;
+    expect(state.prune(gone + 60_000, true, 60_000)).toBe(0);
+    expect([...state.homes.keys()]).toEqual(['a', 'b', 'c']);
+    // nobody reads meters: unreported counts hold nothing back; the request in flight still does
+    expect(state.prune(gone + 60_000, false, 60_000)).toBe(1);
+    expect(state.stats.has('b')).toBe(false);
+    c1.stats.inflight = 0;
+    expect(state.prune(gone + 60_000, true, 60_000)).toBe(1);
+    expect([...state.stats.keys()]).toEqual(['a']);
+    // back again: fresh counters; a later table leaving it out starts its clock again
+    const t3 = compileRouteTable(spec(3, ['a', 'b']), reg, state);
+    expect(t3.routes[1].stats).not.toBe(b1.stats);
+    expect(t3.routes[1].home.goneAt).toBe(0);
+  });
 });
 
 describe('fallback cache', () => {
