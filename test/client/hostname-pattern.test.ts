@@ -1,23 +1,25 @@
 /**
  * isValidHostPattern (shared/hostname.ts) is a hand-written scan for speed; it must accept exactly
  * what the rule it replaced accepted: labels matching /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/ of at
- * most 63 characters, 253 in all, an optional leading `*.`, or a bracketed IPv6 literal.
+ * most 63 characters, 253 in all, an optional leading `*.`; or a bracketed lower-case IPv6 literal
+ * alone (`[anything]` used to pass, and under a wildcard).
  */
 import { describe, expect, it } from 'vitest';
+import { isIP } from 'node:net';
 import { isValidHostPattern } from '../../shared/hostname.js';
 
 function reference(h: string): boolean {
   if (h.length === 0 || h.length > 253) return false;
   const body = h.startsWith('*.') ? h.slice(2) : h;
   if (body.length === 0) return false;
-  if (body.startsWith('[') && body.endsWith(']')) return true;
+  if (body.startsWith('[')) return body === h && h.endsWith(']') && isIP(h.slice(1, -1)) === 6 && h === h.toLowerCase();
   return body.split('.').every((l) => l.length > 0 && l.length <= 63 && /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/.test(l));
 }
 
 describe('isValidHostPattern', () => {
   it('agrees with the reference rule on chosen cases', () => {
     const cases = ['a.b', 'shop.example.com', '*.example.com', '*.', '*', '', '.', 'a..b', 'a.b.', '.a', '-a.b', 'a-.b', 'a-b.c', '_x.y', 'A.b',
-      'a b', 'é.com', '[::1]', '*.[::1]', '[::1', 'x'.repeat(63) + '.a', 'x'.repeat(64) + '.a', `${'a.'.repeat(126)}a`, `${'a.'.repeat(127)}a`, '**.a', '*.*.a', 'a*.b', '1.2.3.4', 'a.b:80'];
+      'a b', 'é.com', '[::1]', '*.[::1]', '[::1', '[x]', '[]', '[1.2.3.4]', '[::FFFF]', '[::ffff]', '[2001:db8::1]', '[a b]', '[::1]x', 'x'.repeat(63) + '.a', 'x'.repeat(64) + '.a', `${'a.'.repeat(126)}a`, `${'a.'.repeat(127)}a`, '**.a', '*.*.a', 'a*.b', '1.2.3.4', 'a.b:80'];
     for (const c of cases) expect(isValidHostPattern(c), JSON.stringify(c)).toBe(reference(c));
   });
 
