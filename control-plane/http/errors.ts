@@ -62,7 +62,11 @@ export function installErrorHandling(app: FastifyInstance): void {
     // client's 400, not a 500. Logged, because a schema should have caught it first.
     if (err instanceof pg.DatabaseError && err.code?.startsWith('22')) {
       req.log.warn({ err, pgCode: err.code }, 'a value reached the database that it cannot hold');
-      return sendError(reply, 400, 'invalid_request', 'a value in the request is out of range');
+      // 22P05/22021: text Postgres cannot store, in practice a NUL character (\u0000) in a string
+      const why = err.code === '22P05' || err.code === '22021'
+        ? 'a text value in the request holds a character that cannot be stored (NUL, \\u0000); remove it'
+        : 'a value in the request is out of range';
+      return sendError(reply, 400, 'invalid_request', why);
     }
     // the database too busy: a statement past its timeout, or no pooled connection in time — the
     // request was fine, the moment was not (503 with Retry-After, not a 500)

@@ -37,4 +37,14 @@ describe('API input', () => {
     // a query string is text, and still read as its type
     expect((await alice.get('/api/events?limit=5')).status).toBe(200);
   });
+
+  it('a NUL character in text is a 400 that says so, in a body or a path', async () => {
+    for (const r of [
+      await alice.req('POST', '/api/auth/tokens', { json: { name: 'a\u0000b' } }),
+      await alice.get('/api/apps/a%00b.example.com'),
+    ]) {
+      expect(r.status, r.text).toBe(400);
+      expect(r.body.error.message).toMatch(/NUL/);
+    }
+  });
 });
