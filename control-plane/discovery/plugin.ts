@@ -22,17 +22,24 @@ const COUNT = int(0, MAX_ID);
 const reportSchema = {
   type: 'object',
   required: ['proxyId', 'tableVersion', 'routes', 'endpoints'],
+  additionalProperties: false,
   properties: {
     proxyId: { type: 'string', minLength: 1, maxLength: 200 },
     tableVersion: { type: ['integer', 'null'], minimum: 0, maximum: MAX_ID },
     partial: { type: 'boolean' },
     routes: {
       type: 'array', maxItems: 200_000,
-      items: { type: 'object', required: ['id', 'requests', 'inflight'], properties: { id: { type: 'string' }, requests: COUNT, inflight: COUNT, concurrency: { type: 'number', minimum: 0, maximum: 1e9 } } },
+      items: {
+        type: 'object', required: ['id', 'requests', 'inflight'], additionalProperties: false,
+        properties: { id: { type: 'string', maxLength: 300 }, requests: COUNT, inflight: COUNT, concurrency: { type: 'number', minimum: 0, maximum: 1e9 } },
+      },
     },
     endpoints: {
       type: 'array', maxItems: 200_000,
-      items: { type: 'object', required: ['address', 'inflight'], properties: { address: { type: 'string' }, inflight: COUNT, requests: COUNT, state: { type: 'string' } } },
+      items: {
+        type: 'object', required: ['address', 'inflight'], additionalProperties: false,
+        properties: { address: { type: 'string', maxLength: 300 }, inflight: COUNT, requests: COUNT, state: { type: 'string', maxLength: 20 } },
+      },
     },
   },
 } as const;

@@ -107,6 +107,14 @@ describe('numbers in JSON bodies', () => {
       expect400(await json(api, 'POST', '/v1/proxy/report', report('1', raw), PROXY_TOKEN), `counter=${raw}`);
     }
     expect((await json(api, 'POST', '/v1/proxy/report', report('1', '5'), PROXY_TOKEN)).status).toBe(204);
+    // fields a proxy never sends are refused, not kept in memory and shown on /v1/proxies
+    const extra = (path: string) => {
+      const r = JSON.parse(report('1', '5'));
+      if (path === 'root') r.note = 'x'.repeat(1000);
+      else r[path][0].note = 'x';
+      return JSON.stringify(r);
+    };
+    for (const where of ['root', 'routes', 'endpoints']) expect400(await json(api, 'POST', '/v1/proxy/report', extra(where), PROXY_TOKEN), `extra field in ${where}`);
   });
 
   it('auth bodies with numbers where strings belong are 400, not 500', async () => {
