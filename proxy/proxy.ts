@@ -138,7 +138,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
         config = loadTlsConfig(o.tls, snapshot);
       } catch (e) {
         rmSync(snapshot, { recursive: true, force: true });
-        throw Object.assign(new Error(`certificates not reloaded, the ones in use stay: ${(e as Error).message}`), { status: 422 });
+        const local = (e as { local?: boolean }).local === true;
+        throw Object.assign(new Error(`certificates not reloaded, the ones in use stay: ${(e as Error).message}`), { status: local ? 500 : 422 });
       }
       try {
         if (plane) await plane.reloadTls(config);

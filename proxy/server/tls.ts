@@ -89,12 +89,18 @@ export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, sn
   const expiry = [{ name: 'default', notAfter: notAfter(bytes[0].cert) }, ...names.map((n, i) => ({ name: n.serverName, notAfter: notAfter(bytes[i + 1].cert) }))]
     .filter((e): e is { name: string; notAfter: string } => e.notAfter !== null);
   if (snapshot === undefined) return { default: def, names, expiry };
-  mkdirSync(snapshot, { recursive: true, mode: 0o700 });
-  const copy = (i: number): CertFiles => {
-    const files = { cert: join(snapshot, `${i}.crt`), key: join(snapshot, `${i}.key`) };
-    writeFileSync(files.cert, bytes[i].cert, { mode: 0o600 });
-    writeFileSync(files.key, bytes[i].key, { mode: 0o600 });
-    return files;
-  };
-  return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot, expiry };
+  // the certificates were fine; failing to copy them is the proxy's own trouble (a full disk), so
+  // it is thrown marked `local` (the admin answers 500, not 422 "bad certificate")
+  try {
+    mkdirSync(snapshot, { recursive: true, mode: 0o700 });
+    const copy = (i: number): CertFiles => {
+      const files = { cert: join(snapshot, `${i}.crt`), key: join(snapshot, `${i}.key`) };
+      writeFileSync(files.cert, bytes[i].cert, { mode: 0o600 });
+      writeFileSync(files.key, bytes[i].key, { mode: 0o600 });
+      return files;
+    };
+    return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot, expiry };
+  } catch (e) {
+    throw Object.assign(new Error(`could not keep a private copy of the certificates under ${snapshot}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { local: true });
+  }
 }
