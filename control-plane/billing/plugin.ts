@@ -8,11 +8,13 @@ import { withSnapshot, type Queryable } from '../db/pool.js';
 import { ID, int } from '../http/schemas.js';
 import { round3 } from '../metering/histogram.js';
 import {
-  cpuCost, formatMicros, gibSeconds, instanceMinuteCost, loadPricing, memoryCost, requestsCost, runCost, runQuantities, vcpuSeconds,
+  formatMicros, gibSeconds, loadPricing, requestsCost, runCost, runQuantities, vcpuSeconds,
   type Pricing, type RunQuantities,
 } from './pricing.js';
 import { UsageSampler } from './sampler.js';
 import { billingSchema, imageBillingSchema, invoiceSchema } from './schemas.js';
+import { closeInvoices, invoiceFor, monthBounds } from './invoice.js';
+import { Periodic } from '../periodic.js';
 import { errorResponses } from '../http/responses.js';
 
 export interface Billing {
@@ -152,8 +154,20 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     intervalMs: interval, defaultMemoryBytes: app.config.containerMemoryDefaultBytes,
   });
   app.decorate('billing', { pricing, sampler } satisfies Billing);
-  app.addHook('onReady', async () => sampler.start());
-  app.addHook('onClose', async () => sampler.stop());
+  // last month's invoices are closed (stored as they are) soon after it ends, by the reconcile leader
+  const closer = new Periodic(envNumber('BERTH_INVOICE_CLOSE_MS', 3600_000, 100, 86_400_000), async () => {
+    if (!app.platform.leader.isLeader) return;
+    const n = await closeInvoices(app.db, pricing, Date.now());
+    if (n > 0) log.info({ invoices: n }, 'last month\'s invoices closed');
+  }, (e) => log.warn({ err: e.message }, 'closing invoices failed; will retry'));
+  app.addHook('onReady', async () => {
+    sampler.start();
+    closer.start();
+  });
+  app.addHook('onClose', async () => {
+    await closer.stop();
+    await sampler.stop();
+  });
   log.info({ plan: pricing.plan, currency: pricing.currency }, 'billing pricing loaded');
 
   const pricingView = () => ({ ...pricing, unit: `micro-${pricing.currency} (1 ${pricing.currency} = 1000000)` });
@@ -258,69 +272,12 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     },
   }, heavy(async (req, reply) => {
     const uid = req.user!.id;
-    const [y, m] = req.params.month.split('-').map(Number);
-    const start = Date.UTC(y, m - 1, 1);
-    const end = Date.UTC(y, m, 1);
-    if (y < 1970) throw badRequest('month must be 1970-01 or later');
+    const { start } = monthBounds(req.params.month);
+    if (start < 0) throw badRequest('month must be 1970-01 or later');
     const { rows: [{ now }] } = await app.db.query<{ now: Date }>('SELECT now()');
     if (start > now.getTime()) throw badRequest(`month ${req.params.month} has not started yet`);
-    // runs overlapping the month, clipped to it (an active run up to now)
-    const { rows } = await app.db.query<{ app_hostname: string; vcpu: string; memory_bytes: string; ms: number }>(
-      `SELECT app_hostname, vcpu, memory_bytes,
-              EXTRACT(EPOCH FROM (LEAST(COALESCE(end_time, now()), to_timestamp($3::double precision / 1000)) - GREATEST(start_time, to_timestamp($2::double precision / 1000)))) * 1000 AS ms
-         FROM usage_records
-        WHERE user_id = $1 AND start_time < to_timestamp($3::double precision / 1000) AND COALESCE(end_time, now()) > to_timestamp($2::double precision / 1000)
-        ORDER BY app_hostname, start_time`, [uid, start, end]);
-    const { rows: reqRows } = await app.db.query<{ app_hostname: string; n: string }>(
-      `SELECT app_hostname, sum(requests) AS n FROM request_minutes
-        WHERE user_id = $1 AND container_id <> 0 AND minute >= to_timestamp($2::double precision / 1000) AND minute < to_timestamp($3::double precision / 1000)
-        GROUP BY app_hostname`, [uid, start, end]);
-    interface Acc { runs: number; ms: number; vcpuMilliMs: bigint; mibMs: bigint; cpu: bigint; mem: bigint; minutes: bigint; requests: number }
-    const apps = new Map<string, Acc>();
-    const acc = (h: string) => {
-      let a = apps.get(h);
-      if (!a) apps.set(h, (a = { runs: 0, ms: 0, vcpuMilliMs: 0n, mibMs: 0n, cpu: 0n, mem: 0n, minutes: 0n, requests: 0 }));
-      return a;
-    };
-    for (const r of rows) {
-      const q = runQuantities(Math.max(0, Number(r.ms)), Number(r.vcpu), Number(r.memory_bytes), pricing);
-      const a = acc(r.app_hostname);
-      a.runs++;
-      a.ms += q.ms;
-      a.vcpuMilliMs += q.vcpuMilliMs;
-      a.mibMs += q.mibMs;
-      // each run's line amounts are rounded once, as in /api/billing
-      a.cpu += cpuCost(q, pricing);
-      a.mem += memoryCost(q, pricing);
-      a.minutes += instanceMinuteCost(q, pricing);
-    }
-    for (const r of reqRows) acc(r.app_hostname).requests += Number(r.n);
-    const lines: { app_hostname: string; resource: string; quantity: number; unit: string; rate_micros: number; rate_per: string; amount: number; amount_formatted: string }[] = [];
-    const line = (app_hostname: string, resource: string, quantity: number, unit: string, rate: number, per: string, amount: bigint) =>
-      lines.push({ app_hostname, resource, quantity, unit, rate_micros: rate, rate_per: per, amount: Number(amount), amount_formatted: formatMicros(amount) });
-    for (const [h, a] of [...apps].sort(([x], [z]) => x.localeCompare(z))) {
-      if (pricing.plan === 'cloud_run') {
-        line(h, 'cpu', round3(vcpuSeconds(a)), 'vCPU-second', pricing.vcpu_hour_micros, 'vCPU-hour', a.cpu);
-        line(h, 'memory', round3(gibSeconds(a)), 'GiB-second', pricing.gib_hour_micros, 'GiB-hour', a.mem);
-        line(h, 'requests', a.requests, 'request', pricing.million_requests_micros, 'million requests', requestsCost(a.requests, pricing));
-      } else {
-        line(h, 'instance_time', round3(a.ms / 60_000), 'container-minute', pricing.container_minute_micros, 'container-minute', a.minutes);
-      }
-    }
-    const total = lines.reduce((s, l) => s + BigInt(l.amount), 0n);
-    const invoice = {
-      user_id: uid,
-      month: req.params.month,
-      period_start: new Date(start).toISOString(),
-      period_end: new Date(end).toISOString(),
-      status: end > now.getTime() ? 'open' : 'closed',
-      plan: pricing.plan,
-      currency: pricing.currency,
-      lines,
-      subtotal: Number(total),
-      total: Number(total),
-      total_formatted: formatMicros(total),
-    };
+    const invoice = await invoiceFor(app.db, uid, req.params.month, pricing, now.getTime());
+    const lines = invoice.lines;
     if (req.query.format !== 'csv') return invoice;
     const head = ['month', 'app_hostname', 'resource', 'quantity', 'unit', 'rate_micros', 'rate_per', 'amount_micros', 'amount', 'currency'];
     const out = [head.join(',')];

@@ -1,3 +1,4 @@
+import { monthBounds, monthOf } from '../billing/invoice.js';
 import type { Logger } from '../../shared/logging.js';
 import { METER_BUCKET_COUNT, METER_MAX_FUTURE_MS, type MeterUpload } from '../../shared/metering/schema.js';
 import { withTransaction, type Db } from '../db/pool.js';
@@ -55,11 +56,16 @@ export interface IngestResult {
 
 /**
  * Apply a proxy's upload once: under a row lock on the stream, every batch whose seq is above the
- * stream's last applied seq is rolled into per-minute rows (the minute of the batch's end), and
+ * stream's last applied seq is rolled into per-minute rows (the minute of the batch's end, or of
+ * its arrival when the batch ended in a month that is over), and
  * the stream's last seq moves — all in one transaction, so a batch is either applied with its seq
  * recorded or not at all. Batches at or below it (a resend after a lost answer) are ignored.
  */
-export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise<IngestResult> {
+export async function applyUpload(db: Db, up: MeterUpload, log: Logger, now = Date.now()): Promise<IngestResult> {
+  // counts of a month that has ended (a proxy away for a while) are billed in the minute they
+  // arrive: a closed invoice never changes (billing/invoice.ts)
+  const monthStart = monthBounds(monthOf(now)).start;
+  const arrival = Math.floor(now / 60_000) * 60_000;
   return withTransaction(db, async (tx) => {
     await tx.query('INSERT INTO metering_streams (stream) VALUES ($1) ON CONFLICT (stream) DO NOTHING', [up.stream]);
     const { rows: [s] } = await tx.query<{ last_seq: string }>('SELECT last_seq FROM metering_streams WHERE stream = $1 FOR UPDATE', [up.stream]);
@@ -72,7 +78,8 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger): Promise
       if (b.seq <= last) { duplicates++; continue; }
       last = b.seq;
       applied++;
-      const minute = Math.floor(b.to / 60_000) * 60_000;
+      const counted = Math.floor(b.to / 60_000) * 60_000;
+      const minute = counted < monthStart ? arrival : counted;
       for (const e of b.entries) {
         const imageId = imageOfRoute(e.route);
         const containerId = containerOfEndpoint(e.endpoint);
