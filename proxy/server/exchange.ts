@@ -192,6 +192,14 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   /** A held request follows its route into a newer table (and its pipelining depth with it). */
   private moveTo(r: Route): void {
+    // its in-flight count goes with it (finish() takes it from the route it ends on): left on the
+    // old id, that id never settled and the new one went below zero, which the control plane
+    // refuses in reports
+    const from = this.route.stats;
+    if (r.stats !== from) {
+      from.inflight--;
+      r.stats.inflight++;
+    }
     this.route = r;
     if (this.pipeline > 1) this.pipeline = r.pipeline > 1 ? r.pipeline : 1;
   }

@@ -107,6 +107,12 @@ describe('traffic split', () => {
       expect(Date.now() - t0).toBeLessThan(5000);
       release();
       expect((await first).body).toBe('slow');
+      // its in-flight count moved with it: both ids back at zero (it stayed on img-1 and went
+      // below zero on img-2, which made every full report to the control plane a 400)
+      const stats = await (await fetch(`${p.admin}/stats`)).json() as { routes: Array<{ id: string; inflight: number }> };
+      const inflight = Object.fromEntries(stats.routes.map((x) => [x.id, x.inflight]));
+      expect(inflight['img-1']).toBe(0);
+      expect(inflight['img-2']).toBe(0);
     } finally {
       release();
       await slow.close();
