@@ -18,14 +18,15 @@ export class Periodic {
 
   constructor(private readonly intervalMs: number, private readonly round: () => Promise<unknown>, private readonly onError: (e: Error) => void) {}
 
-  start(): void {
+  /** The first round after `firstMs` (the interval unless given), then every interval. */
+  start(firstMs = this.intervalMs): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       this.running = this.round().then(() => {}, (e: Error) => this.onError(e)).finally(() => {
         this.running = null;
         this.start();
       });
-    }, this.intervalMs);
+    }, firstMs);
     this.timer.unref();
   }
 

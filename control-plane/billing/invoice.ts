@@ -1,4 +1,4 @@
-import type { Db, Queryable } from '../db/pool.js';
+import { withTransaction, type Db, type Queryable } from '../db/pool.js';
 import { round3 } from '../metering/histogram.js';
 import {
   cpuCost, formatMicros, gibSeconds, instanceMinuteCost, memoryCost, requestsCost, runQuantities, vcpuSeconds, type Pricing,
@@ -87,7 +87,7 @@ export async function computeInvoice(q: Queryable, uid: number, month: string, p
     month,
     period_start: new Date(start).toISOString(),
     period_end: new Date(end).toISOString(),
-    status: end > now ? 'open' : 'closed',
+    status: end + CLOSE_GRACE_MS > now ? 'open' : 'closed',
     plan: pricing.plan,
     currency: pricing.currency,
     lines,
@@ -98,46 +98,65 @@ export async function computeInvoice(q: Queryable, uid: number, month: string, p
 }
 
 /**
+ * A month's invoice stays open this long after the month ends: counts a proxy held through a
+ * short outage, and the usage sampler's last word on runs that ended in it, still land in it.
+ */
+export const CLOSE_GRACE_MS = 15 * 60_000;
+
+/** Closing an invoice (exclusive) and applying metering (shared) take this lock: a batch is either in the stored invoice or billed in the month it arrives. */
+export const INVOICE_LOCK = 0x62657274_696e76n; // "bert" "inv"
+
+/** Is `month` closed at `now` (ended, and the grace past)? */
+export function isClosed(month: string, now: number): boolean {
+  return monthBounds(month).end + CLOSE_GRACE_MS <= now;
+}
+
+/**
  * The invoice as the user sees it. An open month is computed on every read. A month that has
- * ended is closed: computed once (by `closeInvoices` soon after the month ends, or by the first
+ * ended (CLOSE_GRACE_MS after) is closed: computed once (by `closeInvoices`, or by the first
  * read) and stored, so it never changes again — not with a new BERTH_PRICING, not with counts a
  * proxy delivers late (those are billed in the month they arrive: metering/ingest.ts).
  */
 export async function invoiceFor(db: Db, uid: number, month: string, pricing: Pricing, now: number): Promise<Invoice> {
-  if (monthBounds(month).end > now) return computeInvoice(db, uid, month, pricing, now);
+  if (!isClosed(month, now)) return computeInvoice(db, uid, month, pricing, now);
   const stored = await db.query<{ body: Invoice }>('SELECT body FROM invoices WHERE user_id = $1 AND month = $2', [uid, month]);
   if (stored.rows.length) return stored.rows[0].body;
   return closeInvoice(db, uid, month, pricing, now);
 }
 
 async function closeInvoice(db: Db, uid: number, month: string, pricing: Pricing, now: number): Promise<Invoice> {
-  const inv = await computeInvoice(db, uid, month, pricing, now);
-  // two readers at once: the first stored wins, both answer with it
-  const { rows } = await db.query<{ body: Invoice }>(
-    `INSERT INTO invoices (user_id, month, body) VALUES ($1, $2, $3)
-     ON CONFLICT (user_id, month) DO UPDATE SET month = invoices.month
-     RETURNING body`, [uid, month, JSON.stringify(inv)]);
-  return rows[0].body;
+  return withTransaction(db, async (tx) => {
+    // no metering upload is half applied while the invoice is computed
+    await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [INVOICE_LOCK.toString()]);
+    const inv = await computeInvoice(tx, uid, month, pricing, now);
+    // two readers at once: the first stored wins, both answer with it
+    const { rows } = await tx.query<{ body: Invoice }>(
+      `INSERT INTO invoices (user_id, month, body) VALUES ($1, $2, $3)
+       ON CONFLICT (user_id, month) DO UPDATE SET month = invoices.month
+       RETURNING body`, [uid, month, JSON.stringify(inv)]);
+    return rows[0].body;
+  });
 }
 
 /**
- * Close last month's invoices (the users with usage in it and no stored invoice yet), so a
- * price change early in a month does not reach the one before. Returns how many were closed.
+ * Close the invoices of the last month that is closed at `now` (users with usage in it and no
+ * stored invoice yet), so a price change early in a month does not reach the one before.
+ * Returns the month and how many were closed; `done`, a month a pass closed already, is skipped.
+ * Per user, through the (user_id, …) indexes.
  */
-export async function closeInvoices(db: Db, pricing: Pricing, now: number): Promise<number> {
-  const { start: thisMonth } = monthBounds(monthOf(now));
-  const month = monthOf(thisMonth - 1);
-  const { start } = monthBounds(month);
-  const { rows } = await db.query<{ user_id: string }>(
-    `SELECT u.user_id FROM (
-       SELECT user_id FROM usage_records
-        WHERE start_time < to_timestamp($2::double precision / 1000) AND COALESCE(end_time, now()) > to_timestamp($1::double precision / 1000)
-       UNION
-       SELECT user_id FROM request_minutes
-        WHERE minute >= to_timestamp($1::double precision / 1000) AND minute < to_timestamp($2::double precision / 1000)
-     ) u
-     WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.user_id = u.user_id AND i.month = $3)
-     ORDER BY u.user_id`, [start, thisMonth, month]);
-  for (const r of rows) await closeInvoice(db, Number(r.user_id), month, pricing, now);
-  return rows.length;
+export async function closeInvoices(db: Db, pricing: Pricing, now: number, done = ''): Promise<{ month: string; closed: number }> {
+  const month = monthOf(monthBounds(monthOf(now - CLOSE_GRACE_MS)).start - 1);
+  // a pass already closed it: what reaches a closed month later is billed in the month it arrives
+  if (month === done) return { month, closed: 0 };
+  const { start, end } = monthBounds(month);
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT u.id FROM users u
+      WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.user_id = u.id AND i.month = $3)
+        AND (EXISTS (SELECT 1 FROM usage_records r WHERE r.user_id = u.id AND r.start_time < to_timestamp($2::double precision / 1000)
+                       AND COALESCE(r.end_time, now()) > to_timestamp($1::double precision / 1000))
+          OR EXISTS (SELECT 1 FROM request_minutes m WHERE m.user_id = u.id
+                       AND m.minute >= to_timestamp($1::double precision / 1000) AND m.minute < to_timestamp($2::double precision / 1000)))
+      ORDER BY u.id`, [start, end, month]);
+  for (const r of rows) await closeInvoice(db, Number(r.id), month, pricing, now);
+  return { month, closed: rows.length };
 }

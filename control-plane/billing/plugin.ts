@@ -155,14 +155,20 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
   });
   app.decorate('billing', { pricing, sampler } satisfies Billing);
   // last month's invoices are closed (stored as they are) soon after it ends, by the reconcile leader
-  const closer = new Periodic(envNumber('BERTH_INVOICE_CLOSE_MS', 3600_000, 100, 86_400_000), async () => {
+  // (by the database's clock, as metering's ingest and the invoice route read it)
+  const closeEvery = envNumber('BERTH_INVOICE_CLOSE_MS', 3600_000, 100, 86_400_000);
+  let closedMonth = '';
+  const closer = new Periodic(closeEvery, async () => {
     if (!app.platform.leader.isLeader) return;
-    const n = await closeInvoices(app.db, pricing, Date.now());
-    if (n > 0) log.info({ invoices: n }, 'last month\'s invoices closed');
+    const { rows: [{ now }] } = await app.db.query<{ now: Date }>('SELECT now()');
+    const r = await closeInvoices(app.db, pricing, now.getTime(), closedMonth);
+    if (r.closed > 0) log.info({ month: r.month, invoices: r.closed }, 'invoices closed');
+    closedMonth = r.month;
   }, (e) => log.warn({ err: e.message }, 'closing invoices failed; will retry'));
   app.addHook('onReady', async () => {
     sampler.start();
-    closer.start();
+    // the first pass soon after start: a restart with new prices must not reach a month just ended
+    closer.start(Math.min(closeEvery, 10_000));
   });
   app.addHook('onClose', async () => {
     await closer.stop();
@@ -273,7 +279,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
   }, heavy(async (req, reply) => {
     const uid = req.user!.id;
     const { start } = monthBounds(req.params.month);
-    if (start < 0) throw badRequest('month must be 1970-01 or later');
+    if (Number(req.params.month.slice(0, 4)) < 1970) throw badRequest('month must be 1970-01 or later');
     const { rows: [{ now }] } = await app.db.query<{ now: Date }>('SELECT now()');
     if (start > now.getTime()) throw badRequest(`month ${req.params.month} has not started yet`);
     const invoice = await invoiceFor(app.db, uid, req.params.month, pricing, now.getTime());

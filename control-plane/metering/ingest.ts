@@ -1,4 +1,4 @@
-import { monthBounds, monthOf } from '../billing/invoice.js';
+import { CLOSE_GRACE_MS, INVOICE_LOCK, monthBounds, monthOf } from '../billing/invoice.js';
 import type { Logger } from '../../shared/logging.js';
 import { METER_BUCKET_COUNT, METER_MAX_FUTURE_MS, type MeterUpload } from '../../shared/metering/schema.js';
 import { withTransaction, type Db } from '../db/pool.js';
@@ -57,16 +57,20 @@ export interface IngestResult {
 /**
  * Apply a proxy's upload once: under a row lock on the stream, every batch whose seq is above the
  * stream's last applied seq is rolled into per-minute rows (the minute of the batch's end, or of
- * its arrival when the batch ended in a month that is over), and
+ * its arrival when the batch ended in a month whose invoice is closed), and
  * the stream's last seq moves — all in one transaction, so a batch is either applied with its seq
  * recorded or not at all. Batches at or below it (a resend after a lost answer) are ignored.
  */
-export async function applyUpload(db: Db, up: MeterUpload, log: Logger, now = Date.now()): Promise<IngestResult> {
-  // counts of a month that has ended (a proxy away for a while) are billed in the minute they
-  // arrive: a closed invoice never changes (billing/invoice.ts)
-  const monthStart = monthBounds(monthOf(now)).start;
-  const arrival = Math.floor(now / 60_000) * 60_000;
+export async function applyUpload(db: Db, up: MeterUpload, log: Logger, at?: number): Promise<IngestResult> {
   return withTransaction(db, async (tx) => {
+    // counts of a month whose invoice is closed (a proxy away for a while) are billed in the
+    // minute they arrive: a closed invoice never changes. Under the invoice lock (shared), by the
+    // database's clock, as closing reads it (billing/invoice.ts)
+    const { rows: [clock] } = await tx.query<{ now: number }>(
+      'SELECT pg_advisory_xact_lock_shared($1::bigint), (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now', [INVOICE_LOCK.toString()]);
+    const now = at ?? clock.now;
+    const closedBefore = monthBounds(monthOf(now - CLOSE_GRACE_MS)).start;
+    const arrival = Math.floor(now / 60_000) * 60_000;
     await tx.query('INSERT INTO metering_streams (stream) VALUES ($1) ON CONFLICT (stream) DO NOTHING', [up.stream]);
     const { rows: [s] } = await tx.query<{ last_seq: string }>('SELECT last_seq FROM metering_streams WHERE stream = $1 FOR UPDATE', [up.stream]);
     let last = Number(s.last_seq);
@@ -79,7 +83,7 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger, now = Da
       last = b.seq;
       applied++;
       const counted = Math.floor(b.to / 60_000) * 60_000;
-      const minute = counted < monthStart ? arrival : counted;
+      const minute = counted < closedBefore ? arrival : counted;
       for (const e of b.entries) {
         const imageId = imageOfRoute(e.route);
         const containerId = containerOfEndpoint(e.endpoint);

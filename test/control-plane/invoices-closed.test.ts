@@ -1,7 +1,8 @@
 /**
- * A month's invoice, once the month is over, is closed: stored the first time it is computed
- * (by the leader's hourly pass or the first read) and never changed afterwards, neither by a new
- * price nor by counts a proxy delivers late (those are billed in the month they arrive).
+ * A month's invoice, once the month is over (and 15 minutes more), is closed: stored the first
+ * time it is computed (by the leader's hourly pass or the first read) and never changed
+ * afterwards, neither by a new price nor by counts a proxy delivers late (those are billed in the
+ * month they arrive). (Run in the first 15 minutes of a month, last month is still open here.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
@@ -70,12 +71,18 @@ describe('closed invoices', () => {
     await addRun(bobId, 999_999, inLastMonth, 1);
     const stored = async () => (await t.cp.db.query('SELECT body FROM invoices WHERE user_id = $1 AND month = $2', [bobId, lastMonth])).rows;
     expect(await stored()).toHaveLength(0);
-    expect(await closeInvoices(t.cp.db, t.cp.app.billing.pricing, Date.now())).toBeGreaterThanOrEqual(1);
+    expect((await closeInvoices(t.cp.db, t.cp.app.billing.pricing, Date.now())).closed).toBeGreaterThanOrEqual(1);
     const [row] = await stored();
     expect(row.body).toMatchObject({ user_id: bobId, month: lastMonth, status: 'closed' });
     expect(row.body.total).toBeGreaterThan(0);
-    expect(await closeInvoices(t.cp.db, t.cp.app.billing.pricing, Date.now())).toBe(0);
+    expect((await closeInvoices(t.cp.db, t.cp.app.billing.pricing, Date.now())).closed).toBe(0);
+    // a month a pass closed already is not looked at again
+    expect(await closeInvoices(t.cp.db, t.cp.app.billing.pricing, Date.now(), lastMonth)).toEqual({ month: lastMonth, closed: 0 });
     expect((await bob.get(`/api/billing/invoices/${lastMonth}`)).body).toEqual(row.body);
+  });
+
+  it('months before 1970 are refused (two-digit years are not 19xx)', async () => {
+    for (const m of ['0085-03', '1969-12', '0000-01']) expect((await alice.get(`/api/billing/invoices/${m}`)).status, m).toBe(400);
   });
 
   it('requests a proxy delivers after their month ended are counted in the minute they arrive', async () => {
