@@ -258,7 +258,8 @@ export class WorkloadRun {
       for (let i = 0; i < warm; i++) this.open();
       this.warming = true;
       const begin = () => {
-        if (!this.warming) return;
+        // (stopped or finished while warming: a ticker started now would keep the thread alive)
+        if (!this.warming || this.stopped || this.finished) return;
         this.warming = false;
         this.startWall = Date.now();
         this.t0 = performance.now();
@@ -547,6 +548,7 @@ export class WorkloadRun {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    this.warming = false;
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.ticker !== null) clearInterval(this.ticker);
     if (this.growTimer !== null) clearTimeout(this.growTimer);

@@ -111,8 +111,18 @@ export function peakRate(p: PatternSpec): number {
       return p.rps;
     case 'ramp':
       return Math.max(p.rps, p.ramp_to_rps ?? p.rps);
-    case 'step':
-      return Math.max(...(p.stages ?? defaultSteps(p)).map((s) => s.rps));
+    case 'step': {
+      // only stages that begin within the run count (one past the end never sends: counting it
+      // let a 1 req/s run reserve a 10,000 req/s share of the platform's workload budget)
+      let peak = 0;
+      let begins = 0;
+      for (const s of p.stages ?? defaultSteps(p)) {
+        if (begins >= p.duration_seconds) break;
+        if (s.rps > peak) peak = s.rps;
+        begins += s.duration_seconds;
+      }
+      return peak;
+    }
     case 'spike':
       return Math.max(p.rps, p.ramp_to_rps ?? p.rps * 5);
     case 'wave':

@@ -283,7 +283,10 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
       reply.hijack();
       return;
     }
-    followLive(req, reply, r, runner.get(r.id), followers);
+    const live = runner.get(r.id);
+    // it ended between the read above and now: the row says how (it said running)
+    const row = live === undefined && r.status === 'running' ? await service.get(req.user!.id, req.params.id) : r;
+    followLive(req, reply, row, live, followers);
   });
 
   app.get<IdReq>('/api/workloads/:id/report', {

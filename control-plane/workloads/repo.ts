@@ -52,8 +52,16 @@ export async function insertWorkload(q: Queryable, userId: number, config: Workl
   const { rows } = await q.query<WorkloadRow>(
     `INSERT INTO workloads (user_id, status, config, runner, heartbeat_at) VALUES ($1, 'running', $2, $3, now()) RETURNING *`,
     [userId, JSON.stringify(publicConfig(config)), runner]);
+  // a user keeps their last KEEP_RUNS runs: one-second runs in a loop (each keeping its body and
+  // metrics) grew the table without end
+  await q.query(
+    `DELETE FROM workloads WHERE id IN (
+       SELECT id FROM workloads WHERE user_id = $1 AND status <> 'running' ORDER BY id DESC OFFSET $2)`, [userId, KEEP_RUNS]);
   return row(rows[0]);
 }
+
+/** Finished runs kept per user (the newest; older ones are deleted as new ones start). */
+export const KEEP_RUNS = 100;
 
 export async function countRunning(q: Queryable, userId: number): Promise<number> {
   const { rows } = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM workloads WHERE user_id = $1 AND status = 'running'`, [userId]);

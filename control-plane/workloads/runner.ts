@@ -92,6 +92,8 @@ export class WorkloadRunner {
       if (run.settled) return;
       run.settled = true;
       this.hooks.onEnd(id, e).finally(() => {
+        // its answer is in: the thread goes (one left running, by a timer or a port, is uncounted)
+        void worker.terminate();
         this.runs.delete(id);
         for (const l of run.listeners) l({ type: 'end', status: e.status, reason: e.reason });
         run.listeners.clear();

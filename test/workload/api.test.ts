@@ -179,6 +179,23 @@ describe('/api/workloads', () => {
     expect(again.body.error.code).toBe('not_running');
   });
 
+  it('a user keeps their last 100 finished runs: older ones go as new ones start', async () => {
+    const { KEEP_RUNS } = await import('../../control-plane/workloads/repo.js');
+    const uid = await userId(b);
+    const first = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 20, duration_seconds: 1 });
+    expect(first.status, first.text).toBe(201);
+    await waitDone(b, first.body.id);
+    await t.cp.db.query(
+      `INSERT INTO workloads (user_id, status, config, metrics) SELECT user_id, 'completed', config, metrics FROM workloads, generate_series(1, $2) WHERE id = $1`,
+      [first.body.id, KEEP_RUNS + 5]);
+    const r = await b.post('/api/workloads', { app_hostname: 'other.localhost', rps: 20, duration_seconds: 1 });
+    expect(r.status, r.text).toBe(201);
+    await waitDone(b, r.body.id);
+    const { rows: [{ n }] } = await t.cp.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM workloads WHERE user_id = $1 AND status <> 'running'`, [uid]);
+    expect(n).toBeLessThanOrEqual(KEEP_RUNS + 1);
+    expect((await b.get(`/api/workloads/${r.body.id}`)).status).toBe(200);
+  });
+
   it('limits: one running run per user (429), max rate and duration (400), with messages', async () => {
     const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 20, duration_seconds: 30 });
     expect(r.status).toBe(201);

@@ -174,6 +174,20 @@ describe('stop, failures, limits', () => {
     expect(m.duration_seconds).toBeLessThan(3);
   });
 
+  it('stop() while the first connections are being made ends the run for good (no timer left behind)', async () => {
+    const s = await serve();
+    let after = 0;
+    let ended = false;
+    const r = runWorkload({ url: s.url, pattern: 'constant', rps: 50, duration_seconds: 30, connections: 64 }, () => { if (ended) after++; });
+    r.stop();
+    const m = await r.done;
+    ended = true;
+    expect(m.stopped).toBe(true);
+    // a run that began after it finished would report progress every second, in a thread nobody counts
+    await new Promise((res) => setTimeout(res, 2500));
+    expect(after).toBe(0);
+  });
+
   it('a refused port is a stream of ECONNREFUSED errors at the schedule, not a hang', async () => {
     const port = await freePort();
     const m = await runWorkload({ url: `http://127.0.0.1:${port}/`, pattern: 'constant', rps: 100, duration_seconds: 1 }).done;
@@ -221,6 +235,10 @@ describe('inputs', () => {
     expect(rateAt(step, 15)).toBe(500);
     expect(rateAt(step, 25)).toBe(500);
     expect(peakRate(step)).toBe(500);
+    // a stage that would begin after the run ends never sends: it does not count toward the peak
+    const late = { pattern: 'step' as const, rps: 1, duration_seconds: 60, stages: [{ duration_seconds: 60, rps: 1 }, { duration_seconds: 1, rps: 10_000 }] };
+    expect(peakRate(late)).toBe(1);
+    expect(rateAt(late, 59.9)).toBe(1);
     const spike = { pattern: 'spike' as const, rps: 100, ramp_to_rps: 1000, duration_seconds: 10 };
     expect(rateAt(spike, 1)).toBe(100);
     expect(rateAt(spike, 4.5)).toBe(1000);
