@@ -1,9 +1,10 @@
+import { SESSION_COOKIE } from '../../shared/session-cookie.js';
 import { sameSecret } from '../http/tokens.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
 import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
-import { isUniqueViolation } from '../db/pool.js';
+import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
 import { LoginThrottle, RateLimiter, addressKey } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
@@ -11,7 +12,10 @@ import { createUser, findUserByEmail, findUserById, publicUser } from './users.j
 import { apiTokenListSchema, meSchema, newApiTokenSchema, sessionSchema } from './schemas.js';
 import { errorResponses, noContent } from '../http/responses.js';
 
-export const SESSION_COOKIE = 'berth_session';
+export { SESSION_COOKIE };
+
+/** Live API tokens per user (409 `too_many_tokens` past it). */
+export const MAX_API_TOKENS = 100;
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -62,7 +66,8 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) =>
-    reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
+    // only /api: the proxy's /apps/{host}/ path form may share this host name (shared/session-cookie.ts)
+    reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/api', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
 
   /** A session JWT that verifies and was not logged out: its user id. */
   const liveSession = async (token: string): Promise<number | undefined> => {
@@ -198,6 +203,8 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       );
       await app.db.query('DELETE FROM revoked_sessions WHERE expires_at < now()');
     }
+    reply.clearCookie(SESSION_COOKIE, { path: '/api', httpOnly: true, sameSite: 'lax', secure: cfg.secureCookies });
+    // and one set for / by an older version
     reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'lax', secure: cfg.secureCookies });
     return reply.code(204).send();
   });
@@ -214,19 +221,29 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       summary: 'Create an API token for scripts (shown once)',
       tags: ['auth'],
       body: { type: 'object', required: ['name'], additionalProperties: false, properties: {
-        name: { type: 'string', minLength: 1, maxLength: 100 },
+        // printed by `berth tokens`: no control characters (a terminal would obey them)
+        name: { type: 'string', minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]+$' },
         expires_in_days: int(1, 3650),
       } },
       response: { 201: newApiTokenSchema, ...errorResponses },
     },
   }, async (req, reply) => {
     const t = newApiToken();
-    const { rows } = await app.db.query<TokenRow>(
-      `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at)
-       VALUES ($1, $2, $3, $4, CASE WHEN $5::int IS NULL THEN NULL ELSE now() + make_interval(days => $5::int) END)
-       RETURNING id, name, prefix, created_at, last_used_at, expires_at`,
-      [req.user!.id, req.body.name, t.hash, t.prefix, req.body.expires_in_days ?? null]);
-    return reply.code(201).send({ ...publicToken(rows[0]), token: t.token });
+    const uid = req.user!.id;
+    const row = await withTransaction(app.db, async (tx) => {
+      await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [uid]);
+      // revoked and expired tokens are of no use to anyone: they go (they piled up without end)
+      await tx.query('DELETE FROM api_tokens WHERE user_id = $1 AND (revoked_at IS NOT NULL OR expires_at <= now())', [uid]);
+      const { rows: [{ n }] } = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM api_tokens WHERE user_id = $1', [uid]);
+      if (n >= MAX_API_TOKENS) throw conflict(`you have ${n} API tokens, the most allowed; revoke one first (DELETE /api/auth/tokens/:id)`, 'too_many_tokens');
+      const { rows } = await tx.query<TokenRow>(
+        `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at)
+         VALUES ($1, $2, $3, $4, CASE WHEN $5::int IS NULL THEN NULL ELSE now() + make_interval(days => $5::int) END)
+         RETURNING id, name, prefix, created_at, last_used_at, expires_at`,
+        [uid, req.body.name, t.hash, t.prefix, req.body.expires_in_days ?? null]);
+      return rows[0];
+    });
+    return reply.code(201).send({ ...publicToken(row), token: t.token });
   });
 
   app.get('/api/auth/tokens', { preHandler: app.authenticate, schema: { summary: 'List your API tokens (without secrets)', tags: ['auth'], response: { 200: apiTokenListSchema, ...errorResponses } } }, async (req) => {

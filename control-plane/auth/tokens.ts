@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SignJWT, jwtVerify } from 'jose';
+import { UsageError } from '../../shared/cli/args.js';
 
 export const API_TOKEN_PREFIX = 'berth_';
 
@@ -20,16 +21,20 @@ export function sha256(s: string): string {
 export async function loadJwtKey(configured: string | undefined, dataDir: string): Promise<Uint8Array> {
   if (configured) return new TextEncoder().encode(configured);
   const file = join(dataDir, 'jwt-secret');
-  if (existsSync(file)) {
-    const s = (await readFile(file, 'utf8')).trim();
-    if (s.length >= 32) return new TextEncoder().encode(s);
+  if (!existsSync(file)) {
+    await mkdir(dataDir, { recursive: true });
+    const s = randomBytes(48).toString('base64url');
+    await writeFile(file, s + '\n', { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e; // another control plane on this directory wrote it first
+    });
   }
-  await mkdir(dataDir, { recursive: true });
-  const s = randomBytes(48).toString('base64url');
-  await writeFile(file, s + '\n', { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EEXIST') throw e;
-  });
-  return new TextEncoder().encode((await readFile(file, 'utf8')).trim());
+  const s = (await readFile(file, 'utf8')).trim();
+  // a short key (an edited or truncated file) would let sessions be forged by guessing it: refused,
+  // as a short BERTH_JWT_SECRET is
+  if (Buffer.byteLength(s) < 32) {
+    throw new UsageError(`${file} holds a key of ${Buffer.byteLength(s)} bytes; it must be at least 32 (delete the file to have a new one generated; every session ends)`);
+  }
+  return new TextEncoder().encode(s);
 }
 
 export class SessionTokens {

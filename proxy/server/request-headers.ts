@@ -3,6 +3,7 @@
  * framing and bytes, see admission.ts), hop-by-hop ones dropped, X-Forwarded-* and Via added,
  * and the head written as one Latin-1 string for the upstream connection.
  */
+import { SESSION_COOKIE, withoutCookie } from '../../shared/session-cookie.js';
 import type { HttpRequest } from 'uWebSockets.js';
 import { forwardableValue, validContentLength, validTransferEncoding, type Refusal } from './admission.js';
 import { HOP_BY_HOP, connectionTokens, isProxyHeader } from './headers.js';
@@ -29,6 +30,13 @@ export class ForwardedRequest {
   proxyLines = '';
   /** set by admission: the request is answered 400 instead of forwarded */
   refusal: Refusal | null = null;
+  /**
+   * Reached by `/apps/{host}/` (a Host naming no app: the proxy's own address), where apps share
+   * an origin with each other and often with the API: the answer loses `Service-Worker-Allowed`
+   * (a service worker it installs controls `/apps/{host}/` only, never the whole site), and the
+   * control plane's sign-in cookie is kept out both ways (shared/session-cookie.ts).
+   */
+  viaPath = false;
 
   refuse(why: Refusal): void {
     if (this.refusal === null) this.refusal = why;
@@ -91,7 +99,13 @@ function collectHeader(name: string, raw: string): void {
       ex.hasAuth = true;
       ex.headers.push(name, value);
       return;
-    case R_COOKIE: ex.noStore = true; ex.headers.push(name, value); return;
+    case R_COOKIE: {
+      ex.noStore = true;
+      // on /apps/{host}/ the control plane's sign-in cookie (same host name) stays here
+      const kept = ex.viaPath ? withoutCookie(value, SESSION_COOKIE) : value;
+      if (kept !== '') ex.headers.push(name, kept);
+      return;
+    }
     case R_TRACE:
       // the first valid one is kept (re-added below); an invalid or repeated one is replaced
       if (ex.traceparent === '' && validTraceparent(value)) ex.traceparent = value;

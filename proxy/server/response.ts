@@ -7,6 +7,7 @@
  * uWS rules respected here: every write outside a uWS callback is corked (module-level
  * trampolines, no closures), the response is never touched after onAborted or after it ended.
  */
+import { SESSION_COOKIE, setsCookie } from '../../shared/session-cookie.js';
 import type { HttpResponse } from 'uWebSockets.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
 import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
@@ -101,13 +102,6 @@ export abstract class ClientResponse extends ForwardedRequest {
   secure = false;
   /** the key to hand the client in Set-Cookie (its cookie named another endpoint, or none) */
   setAffinity: string | null = null;
-  /**
-   * Reached by `/apps/{host}/` (a Host naming no app: the proxy's own address, or a name no app
-   * has claimed yet), where apps share an origin: the answer loses `Service-Worker-Allowed`, so
-   * a service worker it installs controls `/apps/{host}/` only, never the whole site — not one
-   * that outlives the visit on a name an app claims later.
-   */
-  viaPath = false;
 
   constructor(
     readonly res: HttpResponse,
@@ -148,7 +142,11 @@ export abstract class ClientResponse extends ForwardedRequest {
       fieldClass[i] = c;
       if (c === H_PASS) continue;
       if (c === H_SW_ALLOWED) fieldClass[i] = this.viaPath ? H_DROP : H_PASS;
-      else if (c === H_SET_COOKIE) cacheable = false;
+      else if (c === H_SET_COOKIE) {
+        cacheable = false;
+        // on /apps/{host}/ an app may not set the control plane's sign-in cookie (same host name)
+        if (this.viaPath && setsCookie(head.value(i), SESSION_COOKIE)) fieldClass[i] = H_DROP;
+      }
       else if (c === H_CACHE_CONTROL) { if (cacheable && forbidsStore(head.value(i))) cacheable = false; }
       else if (c === H_CONNECTION) {
         if (head.connectionTokens) {

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { migrate } from '../../control-plane/db/migrate.js';
@@ -88,6 +89,23 @@ describe('process endpoints', () => {
     }
   });
 
+  it('refuses to start with a generated key file cut short (an empty or short <data-dir>/jwt-secret)', async () => {
+    const { loadJwtKey } = await import('../../control-plane/auth/tokens.js');
+    const { writeFile } = await import('node:fs/promises');
+    const d = await tempDir();
+    try {
+      const first = await loadJwtKey(undefined, d.dir);
+      expect(first.length).toBeGreaterThanOrEqual(32);
+      expect(await loadJwtKey(undefined, d.dir)).toEqual(first);
+      for (const short of ['', 'abc\n']) {
+        await writeFile(join(d.dir, 'jwt-secret'), short);
+        await expect(loadJwtKey(undefined, d.dir)).rejects.toThrow(/must be at least 32/);
+      }
+    } finally {
+      await d.cleanup();
+    }
+  });
+
   it('migrations are safe to run again and concurrently', async () => {
     const url = await pg.createDatabase();
     const a = createPool(url, 2);
@@ -170,6 +188,8 @@ describe('accounts', () => {
     expect(setCookie).toMatch(/^berth_session=/);
     expect(setCookie).toMatch(/HttpOnly/i);
     expect(setCookie).toMatch(/SameSite=Lax/i);
+    // the API's paths only: the proxy's /apps/{host}/ may share this host name (browsers ignore ports)
+    expect(setCookie).toMatch(/Path=\/api(;|$)/);
     const cookie = setCookie.split(';')[0];
     const me = await api.req('GET', '/api/auth/me', { headers: { cookie }, token: null });
     expect(me.status).toBe(200);
@@ -313,6 +333,23 @@ describe('API tokens', () => {
     expect((await erin.post('/api/auth/tokens', {})).status).toBe(400);
     expect((await erin.post('/api/auth/tokens', { name: 'x', expires_in_days: 0 })).status).toBe(400);
     expect((await erin.del('/api/auth/tokens/abc')).status).toBe(400);
+  });
+
+  it('at most 100 live tokens per user (409); revoked and expired ones are deleted; names without control characters', async () => {
+    const hana = await api.signup('hana@example.com');
+    const uid = Number((await hana.get('/api/auth/me')).body.user.id);
+    await cp.db.query(
+      `INSERT INTO api_tokens (user_id, name, token_hash, prefix) SELECT $1, 'bulk', md5(random()::text || g), 'berth_x' FROM generate_series(1, 99) g`, [uid]);
+    const last = await hana.post('/api/auth/tokens', { name: 'the 100th' });
+    expect(last.status, last.text).toBe(201);
+    const over = await hana.post('/api/auth/tokens', { name: 'one more' });
+    expect(over.status).toBe(409);
+    expect(over.body.error.code).toBe('too_many_tokens');
+    expect((await hana.del(`/api/auth/tokens/${last.body.id}`)).status).toBe(204);
+    expect((await hana.post('/api/auth/tokens', { name: 'again' })).status).toBe(201);
+    // the revoked one is gone, not kept forever
+    expect((await cp.db.query('SELECT 1 FROM api_tokens WHERE id = $1', [last.body.id])).rowCount).toBe(0);
+    for (const name of ['a\u001b[2Jb', 'x\ny', 'del\u007f']) expect((await hana.post('/api/auth/tokens', { name })).status, JSON.stringify(name)).toBe(400);
   });
 
   it('expired tokens are refused', async () => {
