@@ -7,6 +7,8 @@ import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
 import { parseRegistries } from './images/registries.js';
+import { ownNamesOption } from '../proxy/cli.js';
+import { normalizeHost } from '../shared/hostname.js';
 
 /** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */
 function envLimit(name: string, dflt: string, parse: (v: string) => number): number | null {
@@ -149,6 +151,12 @@ export interface ControlPlaneOptions {
   /** Registries a Dockerfile's images may come from (images/registries.ts; default BERTH_REGISTRIES, else the public ones). */
   registries?: string[];
   /**
+   * The platform's own names (the proxy's `--apps-path-hosts`; default BERTH_APPS_PATH_HOSTS): no
+   * app may take one (it would take the `/apps/{host}/` path form, and its visitors, with it).
+   * The host of BERTH_PUBLIC_URL is reserved as well.
+   */
+  reservedHostnames?: string[];
+  /**
    * Who may create an account (POST /api/auth/signup): anyone (`open`, the default), whoever
    * sends `invite` equal to `signupInvite` (`invite`), or no one (`closed`: 403).
    */
@@ -264,6 +272,7 @@ export interface ResolvedConfig {
   revisionsGraceMs: number;
   appDomains: string[];
   registries: string[];
+  reservedHostnames: string[];
   signup: 'open' | 'invite' | 'closed';
   signupInvite: string | undefined;
   trustProxy: string[];
@@ -357,6 +366,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     revisionsGraceMs: o.revisionsGraceMs ?? Math.round(envNumber('BERTH_REVISIONS_GRACE_H', 15, 0, 87_600) * 3_600_000),
     appDomains: parseAppDomains(o.appDomains?.join(',')),
     registries: o.registries ?? parseRegistries(process.env.BERTH_REGISTRIES),
+    reservedHostnames: (o.reservedHostnames ?? ownNamesOption(process.env.BERTH_APPS_PATH_HOSTS)).map((h) => normalizeHost(h)),
     ...signupPolicy(o.signup, o.signupInvite),
     trustProxy: trustedProxies(o.trustProxy ?? []),
     hostnameHoldDays: o.hostnameHoldDays ?? envNumber('BERTH_HOSTNAME_HOLD_DAYS', 30, 0, 3650, true),

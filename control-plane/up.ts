@@ -58,6 +58,7 @@ export async function up(o: {
   const cp = await startControlPlane({
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
     proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
+    ...(o.ownNames ? { reservedHostnames: o.ownNames } : {}),
   });
   // /apps/{host}/ works on the address clients are told (GET /api/info), when that is a name
   const ownNames = [...(o.ownNames ?? [])];

@@ -77,6 +77,16 @@ const MAX_UPLOADS_PER_USER = 2;
 /** Images: upload → extract → build queue; listing, logs (with live follow), deletion. */
 export default async function imagesPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
+  // the platform's own names: no app takes one (config reservedHostnames, BERTH_PUBLIC_URL's host)
+  // (made on first use: the info plugin, which reads BERTH_PUBLIC_URL, registers after this one)
+  let reserved: Set<string> | null = null;
+  const checkReserved = (host: string) => {
+    if (reserved === null) {
+      const url = app.publicInfo?.proxyUrl;
+      reserved = new Set([...cfg.reservedHostnames, ...(url ? [normalizeHost(new URL(url).hostname)] : [])]);
+    }
+    if (reserved.has(host)) throw conflict(`app_hostname "${host}" is one of this platform's own names (the proxy's address); choose another`, 'hostname_reserved');
+  };
   await sweepLeftovers(app);
   for (const d of ['uploads', 'builds']) await privateDir(join(cfg.dataDir, d));
   await app.register(multipart, { limits: { fileSize: cfg.maxUploadBytes, files: 1, fields: 20, fieldSize: FIELD_MAX_BYTES, parts: 22 } });
@@ -140,7 +150,10 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
       // (a hostname held for the owner of an app deleted lately is refused before the archive is unpacked; claimRevision decides)
       if (!owner) await checkHold(app.db, asked, userId);
       const fields = parseImageFields(owner ? { ...inheritedFields(owner.previous), ...upload.fields } : upload.fields);
-      if (!owner) checkAppDomain(fields.app_hostname, cfg.appDomains);
+      if (!owner) {
+        checkAppDomain(fields.app_hostname, cfg.appDomains);
+        checkReserved(fields.app_hostname);
+      }
       const given = (k: string) => upload.fields[k] !== undefined;
       checkInstanceSize(cfg.instanceMax, given('cpu_limit') ? fields.cpu_limit : null, given('memory_limit') ? fields.memory_limit_bytes : null);
       if (fields.traffic_tag !== null) checkTag(fields.traffic_tag, fields.app_hostname, 'field "traffic_tag"');
@@ -173,7 +186,10 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
           const claim = await claimRevision(c, fields.app_hostname, userId);
           if (!claim) throw conflict(`app_hostname "${fields.app_hostname}" is already in use`, 'hostname_taken');
           // the app this upload meant to extend was deleted meanwhile: it is a new app after all
-          if (claim.revision === 1) checkAppDomain(fields.app_hostname, cfg.appDomains);
+          if (claim.revision === 1) {
+            checkAppDomain(fields.app_hostname, cfg.appDomains);
+            checkReserved(fields.app_hostname);
+          }
           const { rows } = await c.query<ImageRow>(
             `INSERT INTO images (id, user_id, name, tag, app_hostname, revision, container_port, min_instances, max_instances,
                cpu_limit, memory_limit, memory_limit_bytes, status, docker_image, health_path,

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
+import { makeTar } from '../helpers/archives.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 let t: TestControlPlane;
@@ -11,7 +12,7 @@ let alice: Api;
 const LONG = `${'a'.repeat(60)}.${'b'.repeat(60)}.example.com`; // 133 characters
 
 beforeAll(async () => {
-  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', autoscale: { enabled: false } });
+  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', autoscale: { enabled: false }, reservedHostnames: ['berth.example.com'] });
   alice = await new Api(t.cp.url).signup('alice-input@example.com');
   const userId = Number((await alice.get('/api/auth/me')).body.user.id);
   await insertReadyImage(t.cp, userId, LONG);
@@ -40,11 +41,20 @@ describe('API input', () => {
 
   it('a NUL character in text is a 400 that says so, in a body or a path', async () => {
     for (const r of [
-      await alice.req('POST', '/api/auth/tokens', { json: { name: 'a\u0000b' } }),
+      await alice.req('POST', '/api/auth/login', { json: { email: 'a\u0000b@example.com', password: 'whatever-whatever' } }),
       await alice.get('/api/apps/a%00b.example.com'),
     ]) {
       expect(r.status, r.text).toBe(400);
       expect(r.body.error.message).toMatch(/NUL/);
+    }
+  });
+
+  it('no app takes one of the platform\'s own names (the proxy\'s --apps-path-hosts)', async () => {
+    const archive = await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]);
+    for (const name of ['berth.example.com', 'BERTH.example.com.']) {
+      const r = await alice.upload({ name: 'x', app_hostname: name }, archive);
+      expect(r.status, r.text).toBe(409);
+      expect(r.body.error.code).toBe('hostname_reserved');
     }
   });
 });
