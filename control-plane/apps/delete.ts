@@ -38,8 +38,11 @@ export async function deleteApp(
   app.events.nudge();
   hub.schedule();
 
+  // (only while this user's app is still the one deleting: a DELETE sent twice must not reach an
+  // app uploaded under the name after the first one finished)
   const { rows: instances } = await app.db.query<ContainerRow>(
-    'SELECT c.id FROM containers c JOIN images i ON i.id = c.image_id WHERE i.app_hostname = $1 ORDER BY c.id', [a.app_hostname]);
+    `SELECT c.id FROM containers c JOIN images i ON i.id = c.image_id JOIN apps a ON a.app_hostname = i.app_hostname
+      WHERE i.app_hostname = $1 AND i.user_id = $2 AND a.user_id = $2 AND a.deleting_at IS NOT NULL ORDER BY c.id`, [a.app_hostname, a.user_id]);
   const results = await Promise.allSettled(instances.map((c) => service.locks.run(c.id, async () => {
     const { rows: [cur] } = await app.db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [c.id]);
     if (cur) await service.removeLocked(cur, REASON);
@@ -53,6 +56,10 @@ export async function deleteApp(
   }
 
   const images = await withTransaction(app.db, async (tx) => {
+    // another DELETE finished it meanwhile (and the name may be someone's new app by now): done
+    const { rows: still } = await tx.query(
+      'SELECT 1 FROM apps WHERE app_hostname = $1 AND user_id = $2 AND deleting_at IS NOT NULL FOR UPDATE', [a.app_hostname, a.user_id]);
+    if (still.length === 0) return null;
     const { rows: imgs } = await tx.query<ImageRow>('SELECT * FROM images WHERE app_hostname = $1 ORDER BY id FOR UPDATE', [a.app_hostname]);
     const { rows: cs } = await tx.query<ContainerRow>('SELECT * FROM containers WHERE image_id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [imgs.map((i) => i.id)]);
     // started by hand (POST /api/containers) while the others were being removed
@@ -68,6 +75,7 @@ export async function deleteApp(
     await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: instances.length } });
     return imgs;
   });
+  if (images === null) return;
   app.events.nudge();
   hub.schedule();
   reconciler.kick();
