@@ -25,3 +25,14 @@ export function withoutCookie(header: string, name: string): string {
   }
   return kept.filter((p) => p !== '').join('; ');
 }
+
+/** How many pairs named `name` a Cookie header holds (more than one: a second one was planted). */
+export function cookieCount(header: string | undefined, name: string): number {
+  if (header === undefined || !header.includes(name)) return 0;
+  let n = 0;
+  for (const pair of header.split(';')) {
+    const eq = pair.indexOf('=');
+    if ((eq === -1 ? pair : pair.slice(0, eq)).trim() === name) n++;
+  }
+  return n;
+}

@@ -1,4 +1,4 @@
-import { SESSION_COOKIE } from '../../shared/session-cookie.js';
+import { SESSION_COOKIE, cookieCount } from '../../shared/session-cookie.js';
 import { sameSecret } from '../http/tokens.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
@@ -65,9 +65,12 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onClose', async () => { ipLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
-  const setSessionCookie = (reply: FastifyReply, token: string) =>
-    // only /api: the proxy's /apps/{host}/ path form may share this host name (shared/session-cookie.ts)
+  const setSessionCookie = (reply: FastifyReply, token: string) => {
+    // only /api: the proxy's /apps/{host}/ path form may share this host name (shared/session-cookie.ts);
+    // one an older version set for / goes, as does one planted for /api/ (see authenticate)
     reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/api', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
+    for (const path of ['/', '/api/']) reply.clearCookie(SESSION_COOKIE, { path, httpOnly: true, sameSite: 'lax', secure: cfg.secureCookies });
+  };
 
   /** A session JWT that verifies and was not logged out: its user id. */
   const liveSession = async (token: string): Promise<number | undefined> => {
@@ -99,6 +102,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     } else {
       const cookie = req.cookies[SESSION_COOKIE];
       if (!cookie) throw unauthorized();
+      // two of them: one was set by a page of another path on this host (an app's script can set
+      // `berth_session=…; path=/api/` where the proxy shares the host name), and the browser sends
+      // it first. Neither is trusted; signing in again replaces ours.
+      if (cookieCount(req.headers.cookie, SESSION_COOKIE) > 1) throw unauthorized('more than one berth_session cookie was sent; clear this site\'s cookies and sign in again');
       // CSRF: apps berth hosts may live on sibling subdomains (same "site" for SameSite=Lax), so a
       // cookie alone does not authorise a state change; it must come from this origin.
       if (!SAFE_METHODS.has(req.method) && !sameOrigin(req)) throw csrfRejected();

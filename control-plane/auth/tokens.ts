@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SignJWT, jwtVerify } from 'jose';
 import { UsageError } from '../../shared/cli/args.js';
@@ -23,10 +23,17 @@ export async function loadJwtKey(configured: string | undefined, dataDir: string
   const file = join(dataDir, 'jwt-secret');
   if (!existsSync(file)) {
     await mkdir(dataDir, { recursive: true });
-    const s = randomBytes(48).toString('base64url');
-    await writeFile(file, s + '\n', { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EEXIST') throw e; // another control plane on this directory wrote it first
-    });
+    // written whole, then linked into place: another control plane starting on this directory
+    // sees no file or a whole one (never an empty one), and the first link wins
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(tmp, randomBytes(48).toString('base64url') + '\n', { mode: 0o600 });
+    try {
+      await link(tmp, file).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') throw e;
+      });
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
   }
   const s = (await readFile(file, 'utf8')).trim();
   // a short key (an edited or truncated file) would let sessions be forged by guessing it: refused,

@@ -6,6 +6,7 @@
  *
  * Not on the HTTP hot path: uWS routes only `Upgrade: websocket` requests here.
  */
+import { SESSION_COOKIE, withoutCookie } from '../../shared/session-cookie.js';
 import type { Duplex } from 'node:stream';
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { Agent, WebSocket as UpstreamSocket, type Dispatcher, type MessageEvent, type CloseEvent } from 'undici';
@@ -252,7 +253,11 @@ function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context
     if (v === null) refusal = 'bad_header_value';
     else if (k === 'x-forwarded-for') xff = v;
     else if (k === 'via') via = v;
-    else headers[k] = v;
+    else if (k === 'cookie' && admitted.viaPath) {
+      // on /apps/{host}/ the control plane's sign-in cookie (same host name) stays here
+      const kept = withoutCookie(v, SESSION_COOKIE);
+      if (kept !== '') headers[k] = kept;
+    } else headers[k] = v;
   });
   if (hosts > 1) refusal = 'duplicate_host';
   // the upstream client's URL parser would send another target than the client's (or throw)

@@ -194,6 +194,10 @@ describe('accounts', () => {
     const me = await api.req('GET', '/api/auth/me', { headers: { cookie }, token: null });
     expect(me.status).toBe(200);
     expect(me.body.user.email).toBe('cookie@example.com');
+    // a second berth_session (planted by a page on another path of this host) is trusted by neither
+    const twice = await api.req('GET', '/api/auth/me', { headers: { cookie: `berth_session=planted; ${cookie}` }, token: null });
+    expect(twice.status).toBe(401);
+    expect(twice.body.error.message).toMatch(/more than one berth_session/);
     const out = await api.req('POST', '/api/auth/logout', { headers: { cookie }, token: null });
     expect(out.status).toBe(204);
     expect(out.headers.get('set-cookie')).toMatch(/berth_session=;.*Expires=Thu, 01 Jan 1970/i);

@@ -46,14 +46,14 @@ function open(url: string, host: string, protocols?: string[]): Promise<{ ws: We
 }
 
 /** A WebSocket handshake on a raw socket (sets the Host header, which undici's client cannot). */
-function rawHandshake(port: number, host: string, path = '/'): Promise<string> {
+function rawHandshake(port: number, host: string, path = '/', extra = ''): Promise<string> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1');
     let out = '';
     s.on('data', (c) => { out += c.toString('latin1'); });
     s.on('close', () => resolve(out));
     s.on('error', () => resolve(out));
-    s.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    s.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`);
     setTimeout(() => s.destroy(), 600);
   });
 }
@@ -110,6 +110,15 @@ describe('WebSocket pass-through', () => {
     // the first frame: the upstream's greeting, unmasked text
     expect(out).toContain('hello from ws-a /by-host');
     expect(up.seen[up.seen.length - 1].host).toBe('WS.test:8080');
+  });
+
+  it('on /apps/{host}/ the control plane\'s sign-in cookie is not forwarded with the upgrade; on the app\'s own name it is', async () => {
+    const via = await rawHandshake(p.port, '127.0.0.1', '/apps/ws.test/c', 'Cookie: a=1; berth_session=secret; b=2\r\n');
+    expect(via).toMatch(/^HTTP\/1\.1 101/);
+    expect(up.seen[up.seen.length - 1].cookie).toBe('a=1; b=2');
+    const own = await rawHandshake(p.port, 'ws.test', '/c', 'Cookie: a=1; berth_session=mine\r\n');
+    expect(own).toMatch(/^HTTP\/1\.1 101/);
+    expect(up.seen[up.seen.length - 1].cookie).toBe('a=1; berth_session=mine');
   });
 
   it('works through /apps/{host}/ too', async () => {
