@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
-import { closeInvoices, monthBounds, monthOf } from '../../control-plane/billing/invoice.js';
+import { closeInvoices, isClosed, monthBounds, monthOf } from '../../control-plane/billing/invoice.js';
 import { applyUpload } from '../../control-plane/metering/ingest.js';
 import { METER_BUCKET_COUNT } from '../../shared/metering/schema.js';
 
@@ -29,15 +29,21 @@ async function addRun(userId: number, imageId: number, startMs: number, hours: n
 }
 
 beforeAll(async () => {
+  // the leader's own close pass stays out of the way (the tests close invoices themselves)
+  process.env.BERTH_INVOICE_CLOSE_MS = '86400000';
   t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', autoscale: { enabled: false } });
   alice = await new Api(t.cp.url).signup('alice-invoice@example.com');
   aliceId = Number((await alice.get('/api/auth/me')).body.user.id);
   image = await insertReadyImage(t.cp, aliceId, HOST);
   await addRun(aliceId, image, inLastMonth, 2);
 }, 60_000);
-afterAll(async () => { await t?.close(); });
+afterAll(async () => {
+  delete process.env.BERTH_INVOICE_CLOSE_MS;
+  await t?.close();
+});
 
-describe('closed invoices', () => {
+// (in the first 15 minutes of a month last month is still open: nothing here to test then)
+describe.skipIf(!isClosed(lastMonth, now))('closed invoices', () => {
   it('last month\'s invoice does not change with a new price or late usage; this month\'s does', async () => {
     const first = await alice.get(`/api/billing/invoices/${lastMonth}`);
     expect(first.status, first.text).toBe(200);
