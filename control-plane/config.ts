@@ -7,7 +7,7 @@ import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
 import { parseRegistries } from './images/registries.js';
-import { ownNamesOption } from '../proxy/cli.js';
+import { ownNamesOption } from '../shared/own-names.js';
 import { normalizeHost } from '../shared/hostname.js';
 
 /** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */

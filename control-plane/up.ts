@@ -58,7 +58,8 @@ export async function up(o: {
   const cp = await startControlPlane({
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
     proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
-    ...(o.ownNames ? { reservedHostnames: o.ownNames } : {}),
+    // no app may take a name of the proxy's own: the listen name too (the public URL's host the control plane adds)
+    reservedHostnames: [...(o.ownNames ?? []), ...(px.host !== '' && !isAddressName(px.host) ? [normalizeHost(px.host)] : [])],
   });
   // /apps/{host}/ works on the address clients are told (GET /api/info), when that is a name
   const ownNames = [...(o.ownNames ?? [])];

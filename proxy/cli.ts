@@ -1,10 +1,10 @@
+import { ownNamesOption } from '../shared/own-names.js';
 import { resolve } from 'node:path';
 import { formatHelp, parseArgs, parseListen, resolveOptions, UsageError, type OptionSpec } from '../shared/cli/args.js';
 import { createLogger } from '../shared/logging.js';
 import { parseAccessLogRate } from './server/access-log.js';
 import { startProxy, type ProxyOptions } from './proxy.js';
 import { tokenList } from '../shared/token-list.js';
-import { isValidHostPattern, normalizeHost } from '../shared/hostname.js';
 
 /** HTTPS on the proxy (also `berth up`'s): TLS terminated by uWS, certificates by SNI. */
 export const TLS_SPECS: OptionSpec[] = [
@@ -16,22 +16,12 @@ export const TLS_SPECS: OptionSpec[] = [
 ];
 
 /** Where `/apps/{host}/` (access without DNS) is served besides IP addresses and localhost (also `berth up`'s). */
+export { ownNamesOption };
+
 export const APPS_PATH_SPEC: OptionSpec = {
   name: 'apps-path-hosts', env: 'BERTH_APPS_PATH_HOSTS',
   help: 'the proxy\'s own names, comma separated, on which /apps/{host}/ reaches an app as on its IP address or localhost (never on other names: an app may claim them later)',
 };
-
-/** --apps-path-hosts as normalised names; a wildcard, a bad name or more than 100 is a usage error. */
-export function ownNamesOption(v: string | undefined): string[] {
-  if (v === undefined || v.trim() === '') return [];
-  const names = v.split(',').map((x) => x.trim()).filter((x) => x !== '');
-  if (names.length > 100) throw new UsageError(`--apps-path-hosts takes at most 100 names (got ${names.length})`);
-  return names.map((raw) => {
-    const n = normalizeHost(raw);
-    if (!/^[a-z0-9._-]+$/i.test(raw) || !isValidHostPattern(n)) throw new UsageError(`--apps-path-hosts: "${raw}" is not a hostname (no wildcards, ports or paths)`);
-    return n;
-  });
-}
 
 /** The TLS flags as ProxyOptions.tls (undefined without --tls-listen); half a configuration is a usage error. */
 export function tlsOptions(o: Record<string, string | undefined>): ProxyOptions['tls'] {

@@ -78,14 +78,10 @@ const MAX_UPLOADS_PER_USER = 2;
 export default async function imagesPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
   // the platform's own names: no app takes one (config reservedHostnames, BERTH_PUBLIC_URL's host)
-  // (made on first use: the info plugin, which reads BERTH_PUBLIC_URL, registers after this one)
-  let reserved: Set<string> | null = null;
+  // (the public URL read at each check: the info plugin registers after this one, and berth up sets it later)
   const checkReserved = (host: string) => {
-    if (reserved === null) {
-      const url = app.publicInfo?.proxyUrl;
-      reserved = new Set([...cfg.reservedHostnames, ...(url ? [normalizeHost(new URL(url).hostname)] : [])]);
-    }
-    if (reserved.has(host)) throw conflict(`app_hostname "${host}" is one of this platform's own names (the proxy's address); choose another`, 'hostname_reserved');
+    const url = app.publicInfo?.proxyUrl;
+    if (cfg.reservedHostnames.includes(host) || (url && normalizeHost(new URL(url).hostname) === host)) throw conflict(`app_hostname "${host}" is one of this platform's own names (the proxy's address); choose another`, 'hostname_reserved');
   };
   await sweepLeftovers(app);
   for (const d of ['uploads', 'builds']) await privateDir(join(cfg.dataDir, d));
