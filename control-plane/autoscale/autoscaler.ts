@@ -52,6 +52,9 @@ interface AppState {
  * way down the newest instances are stopped through the normal graceful stop (proxies drain them
  * first: no failed request). Every change is an `autoscale.decision` event.
  */
+/** A decision that did not change the instance count is tried again after this long at the soonest. */
+export const SAME_MOVE_RETRY_MS = 30_000;
+
 export class Autoscaler {
   private timer: NodeJS.Timeout | null = null;
   private running = false;
@@ -160,6 +163,11 @@ export class Autoscaler {
     a.last = d;
     if (d.desired === wanted.length || (blind && d.desired < wanted.length)) return;
     const from = wanted.length;
+    // the same move as last time, which changed nothing (a quota or max_instances in the way):
+    // tried again, and recorded, at most every SAME_MOVE_RETRY_MS, not every tick (an event a tick
+    // per blocked app filled the shared events table)
+    const lc = a.lastChange;
+    if (lc !== null && lc.from === from && lc.to === d.desired && now - lc.at < SAME_MOVE_RETRY_MS) return;
     // the decision is recorded when it is made; the moves follow (a graceful stop takes seconds)
     a.lastChange = { at: now, from, to: d.desired, reason: d.reason };
     await recordEvent(this.d.db, {

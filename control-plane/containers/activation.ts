@@ -39,9 +39,10 @@ export class Activation {
     return false;
   }
 
-  private done(imageId: number): void {
+  /** A wake is over; `woke`: it started an instance (a wake that started nothing does not hold the autoscaler back). */
+  private done(imageId: number, woke: boolean): void {
     this.waking.delete(imageId);
-    this.woke.set(imageId, Date.now());
+    if (woke) this.woke.set(imageId, Date.now());
   }
 
   async request(imageId: number): Promise<ActivationResult> {
@@ -65,12 +66,14 @@ export class Activation {
         // as the reconcile loop provisions them (whichever comes first does it)
         keep = true;
         void this.service.create(img.user_id, img.id, 0, { provision: true })
-          .catch((e) => this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app'))
-          .finally(() => this.done(imageId));
+          .then(() => this.done(imageId, true), (e) => {
+            this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app');
+            this.done(imageId, false);
+          });
         return 'starting';
       }
       keep = true;
-      void this.ensure(img.user_id, img.id, 1).finally(() => this.done(imageId));
+      void this.ensure(img.user_id, img.id, 1).then((woke) => this.done(imageId, woke));
       return 'starting';
     } finally {
       if (!keep) this.waking.delete(imageId);
@@ -81,15 +84,16 @@ export class Activation {
    * Bring the app to at least `count` wanted-running instances: stopped ones are started first
    * (their containers exist), then new ones created (bounded by max_instances and the quota).
    * Used to wake an app and when a PATCH raises min_instances. Errors are logged, not thrown.
+   * True when it started or created any (false: enough were running already, or it failed).
    */
-  async ensure(userId: number, imageId: number, count: number): Promise<void> {
+  async ensure(userId: number, imageId: number, count: number): Promise<boolean> {
     const t0 = Date.now();
     try {
       const { rows: cs } = await this.db.query<{ id: number; desired: string; status: string; status_reason: string | null; min_instances: number }>(
         `SELECT c.id, c.desired, c.status, c.status_reason, i.min_instances
            FROM containers c JOIN images i ON i.id = c.image_id WHERE c.image_id = $1 ORDER BY c.id`, [imageId]);
       let need = count - cs.filter((c) => c.desired === 'running').length;
-      if (need <= 0) return;
+      if (need <= 0) return false;
       const started = need;
       for (const c of cs) {
         if (need === 0) break;
@@ -103,8 +107,10 @@ export class Activation {
       }
       if (need > 0) await this.service.create(userId, imageId, need, { cap: true });
       this.log.info({ imageId, ms: Date.now() - t0, instances: started, reused: started - need }, 'started instances of an app');
+      return true;
     } catch (e) {
       this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app');
+      return false;
     }
   }
 }

@@ -236,8 +236,18 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       const attached = new Set<number>();
       const attach = async (c: ContainerRow, from: number) => {
         attached.add(c.id);
-        const s = await containerLogs(app.runtime, c.docker_id!, { follow: true, since: from });
-        if (!s) return;
+        let s: Awaited<ReturnType<typeof containerLogs>>;
+        try {
+          s = await containerLogs(app.runtime, c.docker_id!, { follow: true, since: from });
+        } catch (e) {
+          attached.delete(c.id); // tried again at the next look (Docker away for a moment)
+          throw e;
+        }
+        if (!s) {
+          // gone between its backlog and now: a container's follow ends, as it would have
+          if (src.single) end('container_stopped');
+          return;
+        }
         if (done) { s.close(); return; }
         streams.add(s);
         if (paused) s.pause();

@@ -77,20 +77,33 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
   // a character cut between two frames is joined again
   const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
 
-  const emit = (stream: 'stdout' | 'stderr', raw: string) => {
-    const sp = raw.indexOf(' ');
-    const time = sp > 0 && /^\d{4}-\d\d-\d\dT/.test(raw) ? raw.slice(0, sp) : '';
-    const text = time ? raw.slice(sp + 1) : raw;
+  // Docker's timestamp starts a line only: the pieces of a line cut at MAX_LINE carry the line's
+  // own time (an app could otherwise put a forged time at a cut and have later lines hidden from
+  // a follow, which shows lines newer than the last one seen)
+  const cut: Record<'stdout' | 'stderr', string | null> = { stdout: null, stderr: null };
+  const emit = (stream: 'stdout' | 'stderr', raw: string, whole: boolean) => {
+    let time: string;
+    let text: string;
+    const carried = cut[stream];
+    if (carried !== null) {
+      time = carried;
+      text = raw;
+    } else {
+      const sp = raw.indexOf(' ');
+      time = sp > 0 && /^\d{4}-\d\d-\d\dT/.test(raw) ? raw.slice(0, sp) : '';
+      text = time ? raw.slice(sp + 1) : raw;
+    }
+    cut[stream] = whole ? null : time;
     for (const fn of lineFns) fn({ stream, time, text });
   };
   const take = (stream: 'stdout' | 'stderr', chunk: string) => {
     let s = partial[stream] + chunk;
     let i: number;
     while ((i = s.indexOf('\n')) !== -1) {
-      emit(stream, s.slice(0, i).replace(/\r$/, ''));
+      emit(stream, s.slice(0, i).replace(/\r$/, ''), true);
       s = s.slice(i + 1);
     }
-    while (s.length > MAX_LINE) { emit(stream, s.slice(0, MAX_LINE)); s = s.slice(MAX_LINE); }
+    while (s.length > MAX_LINE) { emit(stream, s.slice(0, MAX_LINE), false); s = s.slice(MAX_LINE); }
     partial[stream] = s;
   };
   body.on('data', (chunk: Buffer) => {
@@ -114,7 +127,7 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
     if (closed) return;
     closed = true;
     open--;
-    for (const s of ['stdout', 'stderr'] as const) if (partial[s]) { emit(s, partial[s]); partial[s] = ''; }
+    for (const s of ['stdout', 'stderr'] as const) if (partial[s]) { emit(s, partial[s], true); partial[s] = ''; }
     for (const fn of endFns) fn(err);
   };
   body.on('end', () => finish());
