@@ -7,7 +7,7 @@ import { accessSync, constants as fsConstants, readFileSync, statSync, writeFile
 import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
 import { BerthClient, ClientError } from '../../shared/client/client.js';
-import { terminalSafe } from '../../shared/client/style.js';
+import { printable, terminalSafe } from '../../shared/client/style.js';
 import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
 import { redactHeaders } from './redact.js';
 import { runRemote } from './remote.js';
@@ -248,9 +248,16 @@ export async function proxyFromControlPlane(api: string | undefined, warn: (line
     client = await BerthClient.resolve({ api });
     const info = await client.get<{ proxy_url?: unknown }>('/api/info', { anonymous: true, signal: AbortSignal.timeout(3000) });
     const u = typeof info?.proxy_url === 'string' ? info.proxy_url : '';
-    if (u.startsWith('http://')) return u;
+    // followed only to the control plane's own host: an answer (a hostile server, or anyone on a
+    // plain-http path) must not aim this load, and its headers, at a host of its choosing
+    let parsed: URL | null = null;
+    try { parsed = new URL(u); } catch { /* not a URL */ }
+    const apiHost = new URL(client.api).hostname;
+    if (parsed !== null && parsed.protocol === 'http:' && parsed.hostname === apiHost && !parsed.username && !parsed.password) return parsed.origin;
     warn(u === '' ? `the control plane at ${client.api} names no proxy URL; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`
-      : `the control plane's proxy URL ${u} is not plain http://; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
+      : parsed !== null && parsed.protocol === 'http:' && parsed.hostname !== apiHost
+        ? `the control plane's proxy URL ${printable(u)} is on another host than the API (${apiHost}); using ${FALLBACK_PROXY_URL} (--proxy-url ${printable(u)} to send there)`
+        : `the control plane's proxy URL ${printable(u)} is not plain http://; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
   } catch (e) {
     warn(`could not ask ${client?.api ?? 'the control plane'} for its proxy URL (${(e as Error).message}); using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
   }
@@ -301,7 +308,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const tty = Boolean(process.stderr.isTTY);
   const every = options.duration_seconds > 60 ? 10 : 5;
-  out.write(`berth load: ${target}  ${options.pattern} ${options.rps} req/s${options.ramp_to_rps !== undefined ? ` → ${options.ramp_to_rps}` : ''} for ${options.duration_seconds}s\n`);
+  out.write(`berth load: ${printable(target)}  ${options.pattern} ${options.rps} req/s${options.ramp_to_rps !== undefined ? ` → ${options.ramp_to_rps}` : ''} for ${options.duration_seconds}s\n`);
   const onProgress = (p: Progress) => {
     if (quiet) return;
     if (tty) process.stderr.write(`\r\x1b[2K${liveLine(p)}`);

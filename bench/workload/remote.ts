@@ -3,7 +3,6 @@
  * machine the apps run on, followed live over `/api/workloads/:id/live`. Talks to the API through
  * the shared CLI client (API URL and token from --api / BERTH_API / BERTH_TOKEN / `berth login`).
  */
-import type { Readable } from 'node:stream';
 import { BerthClient } from '../../shared/client/client.js';
 import { readSse } from '../../shared/client/sse.js';
 import type { Progress, WorkloadOptions } from './engine.js';
@@ -16,13 +15,6 @@ export interface RemoteRun {
   config: Record<string, unknown>;
   metrics: WorkloadMetrics | null;
   api: string;
-}
-
-async function text(body: Readable): Promise<string> {
-  let s = '';
-  body.setEncoding('utf8');
-  for await (const c of body as AsyncIterable<string>) s += c;
-  return s;
 }
 
 export async function runRemote(o: {
@@ -73,7 +65,7 @@ export async function runRemote(o: {
       run = await client.get<RemoteRun>(`/api/workloads/${id}`);
     }
     let report: string | undefined;
-    if (o.wantReport && run.metrics) report = await text((await client.stream('GET', `/api/workloads/${id}/report`, { headers: { accept: 'text/html' } })).body);
+    if (o.wantReport && run.metrics) report = await client.readAll((await client.stream('GET', `/api/workloads/${id}/report`, { headers: { accept: 'text/html' } })).body, 'GET', `/api/workloads/${id}/report`);
     return { ...run, api: client.api, report };
   } finally {
     await client.close();

@@ -4,7 +4,6 @@
  * `berth load --remote`.
  */
 import { writeFile } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
 import { UsageError } from '../../shared/cli/args.js';
 import { EXIT } from '../../shared/client/client.js';
 import { defineClientCommand, intOption } from '../../shared/client/command.js';
@@ -62,9 +61,7 @@ the list, newest first; with ID one run's metrics, --stop to stop it, --report F
       : await client.get<Workload>(`/api/workloads/${id}`);
     if (opts.report !== undefined) {
       const r = await client.stream('GET', `/api/workloads/${id}/report`, { headers: { accept: 'text/html' } });
-      let html = '';
-      (r.body as Readable).setEncoding('utf8');
-      for await (const c of r.body as AsyncIterable<string>) html += c;
+      const html = await client.readAll(r.body, 'GET', `/api/workloads/${id}/report`);
       await writeFile(opts.report, html);
       w = await client.get<Workload>(`/api/workloads/${id}`);
     }

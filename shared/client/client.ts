@@ -55,11 +55,22 @@ export class ClientError extends Error {
   }
 }
 
-/** http(s)://host[:port][/prefix] without a trailing slash; anything else is a usage error. */
+/** The most a whole answer may be (BerthClient.readAll); streams (logs, events) are read line by line instead. */
+export const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+/** How long a whole answer may take to arrive once its head has. */
+export const ANSWER_DEADLINE_MS = 10 * 60_000;
+
+function isLoopbackName(h: string): boolean {
+  return h === 'localhost' || h.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '[::1]';
+}
+
+/** http(s)://host[:port][/prefix] without a trailing slash (a bare host: https, http on loopback); anything else is a usage error. */
 export function normalizeApiUrl(raw: string): string {
   let u: URL;
   try {
+    // a bare name means https, except this machine's own (a password must not cross a network in clear by default)
     u = new URL(raw.includes('://') ? raw : `http://${raw}`);
+    if (!raw.includes('://') && !isLoopbackName(u.hostname)) u = new URL(`https://${raw}`);
   } catch {
     throw new ClientError(`"${raw}" is not an API URL (expected http://HOST:PORT)`, EXIT.usage);
   }
@@ -142,7 +153,7 @@ export class BerthClient {
   /** A JSON request; resolves with the parsed body (undefined for 204), rejects with a ClientError. */
   async request<T>(method: string, path: string, o: RequestOptions = {}): Promise<T> {
     const res = await this.send(method, path, o);
-    const text = await res.body.text();
+    const text = await this.readAll(res.body, method, path);
     if (res.statusCode >= 400) throw this.apiError(res.statusCode, text, method, path);
     if (res.statusCode === 204 || text === '') return undefined as T;
     try {
@@ -158,7 +169,7 @@ export class BerthClient {
    */
   async stream(method: string, path: string, o: RequestOptions = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Readable }> {
     const res = await this.send(method, path, { ...o, timeoutMs: o.timeoutMs ?? 60_000 }, 0);
-    if (res.statusCode >= 400) throw this.apiError(res.statusCode, await res.body.text(), method, path);
+    if (res.statusCode >= 400) throw this.apiError(res.statusCode, await this.readAll(res.body, method, path), method, path);
     return { status: res.statusCode, headers: res.headers, body: res.body as unknown as Readable };
   }
 
@@ -169,6 +180,33 @@ export class BerthClient {
   /** `/apps/HOST/` on the proxy and the tag forms are built by the API; this only joins paths. */
   url(path: string): string {
     return this.api + path;
+  }
+
+  /**
+   * A whole answer, at most MAX_ANSWER_BYTES and within ANSWER_DEADLINE_MS of its first byte (a
+   * server trickling a byte a minute, or sending without end, would hold the command for good or
+   * take all its memory). Also for bodies a command saves whole (`billing --csv`, reports).
+   */
+  async readAll(body: Readable | Dispatcher.ResponseData['body'], method: string, path: string): Promise<string> {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const timer = setTimeout(() => body.destroy(new ClientError(`the API at ${this.api} took longer than ${ANSWER_DEADLINE_MS / 60_000} minutes to send its answer to ${method} ${path}`)), ANSWER_DEADLINE_MS);
+    try {
+      for await (const c of body) {
+        n += (c as Buffer).length;
+        if (n > MAX_ANSWER_BYTES) {
+          body.destroy();
+          throw new ClientError(`the API at ${this.api} answered ${method} ${path} with more than ${MAX_ANSWER_BYTES / 1024 / 1024} MiB; not read further`);
+        }
+        chunks.push(c as Buffer);
+      }
+    } catch (e) {
+      if (e instanceof ClientError) throw e;
+      throw this.transportError(e as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }, method, path);
+    } finally {
+      clearTimeout(timer);
+    }
+    return Buffer.concat(chunks).toString('utf8');
   }
 
   private async send(method: string, path: string, o: RequestOptions, bodyTimeout = 300_000): Promise<Dispatcher.ResponseData> {

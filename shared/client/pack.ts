@@ -27,10 +27,20 @@ export interface PackResult {
   /** bytes of the files before compression */
   rawBytes: number;
   ignored: number;
+  /** files packed that usually hold secrets (`.env*`, `.git/`), to tell the user */
+  warnings: string[];
   cleanup(): Promise<void>;
 }
 
-export async function packDirectory(dirArg: string): Promise<PackResult> {
+/** Largest .dockerignore read (Docker's own limit is far above any real one). */
+const MAX_DOCKERIGNORE_BYTES = 1024 * 1024;
+
+/**
+ * `secrets`: files that must never be packed (the --env-file whose values go as variables, the
+ * berth credentials file): one of them in the tree is refused, with the way out. Other files that
+ * usually hold secrets (`.env*`, `.git/`) are packed as Docker would, and named in `warnings`.
+ */
+export async function packDirectory(dirArg: string, secrets: Array<{ path: string; what: string }> = []): Promise<PackResult> {
   let root: string;
   try {
     root = await realpath(resolve(dirArg));
@@ -41,7 +51,18 @@ export async function packDirectory(dirArg: string): Promise<PackResult> {
   const df = await lstat(join(root, 'Dockerfile')).catch(() => undefined);
   if (!df?.isFile()) throw new ClientError(`${dirArg} has no Dockerfile at its root (a regular file named exactly "Dockerfile")`, EXIT.failed);
 
-  const rules = await readFile(join(root, '.dockerignore'), 'utf8').catch(() => '');
+  // looked at before it is read: a link or a FIFO there (a cloned repository may hold either)
+  // would read another file, or hang; it is sent as-is below only as a regular file
+  const di = await lstat(join(root, '.dockerignore')).catch(() => undefined);
+  if (di !== undefined && !di.isFile()) throw new ClientError(`refusing to deploy: ${dirArg}/.dockerignore is not a regular file (a link, FIFO or device)`, EXIT.failed);
+  if (di !== undefined && di.size > MAX_DOCKERIGNORE_BYTES) throw new ClientError(`refusing to deploy: ${dirArg}/.dockerignore is ${di.size} bytes; at most ${MAX_DOCKERIGNORE_BYTES}`, EXIT.failed);
+  const rules = di === undefined ? '' : await readFile(join(root, '.dockerignore'), 'utf8');
+  const secretPaths = new Map<string, string>();
+  for (const x of secrets) {
+    const real = await realpath(x.path).catch(() => undefined);
+    if (real !== undefined) secretPaths.set(real, x.what);
+  }
+  const warnings: string[] = [];
   const lines = rules.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
   // CommonJS with an ES-style default export: the function is module.exports.default
   const ignore = ((dockerignore as unknown as { default?: unknown }).default ?? dockerignore) as () => ReturnType<typeof dockerignore.default>;
@@ -92,6 +113,7 @@ export async function packDirectory(dirArg: string): Promise<PackResult> {
       // (no trailing slash on directories: the matcher would not see `dir` in `dir/`)
       const skip = !always.has(rel) && ig.ignores(rel);
       if (st.isDirectory()) {
+        if (!skip && rel === '.git') warnings.push('.git/ is packed (the repository\'s whole history): add .git to .dockerignore if it should not be');
         if (!skip) { await entry({ name: `${rel}/`, type: 'directory', mode: st.mode & 0o7777 }); sentDirs.add(rel); }
         else ignored++;
         if (!skip || hasExceptions) await walk(rel);
@@ -103,6 +125,11 @@ export async function packDirectory(dirArg: string): Promise<PackResult> {
         await entry({ name: rel, type: 'symlink', linkname: await checkLink(abs, rel), mode: 0o777 });
         files++;
       } else if (st.isFile()) {
+        const what = secretPaths.get(abs);
+        if (what !== undefined) {
+          throw new ClientError(`refusing to deploy: ${rel} is ${what}; it would be packed into the image. Add it to .dockerignore`, EXIT.failed);
+        }
+        if (/^\.env(\..*)?$/.test(name)) warnings.push(`${rel} is packed (it usually holds secrets; a COPY puts them in the image): add it to .dockerignore if it should not be`);
         files++;
         rawBytes += st.size;
         await new Promise<void>((res, rej) => {
@@ -125,5 +152,5 @@ export async function packDirectory(dirArg: string): Promise<PackResult> {
     await cleanup();
     throw e;
   }
-  return { file, bytes: (await stat(file)).size, files, rawBytes, ignored, cleanup };
+  return { file, bytes: (await stat(file)).size, files, rawBytes, ignored, warnings, cleanup };
 }

@@ -13,6 +13,15 @@ let base = '';
 beforeAll(async () => {
   server = createServer((req, res) => {
     if (req.url === '/api/reset') { req.socket.destroy(); return; }
+    if (req.url === '/api/endless') {
+      // an answer without end: 1 MiB pieces as fast as the client reads
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const piece = Buffer.alloc(1024 * 1024, 32);
+      const more = () => { while (!res.destroyed && res.write(piece)); };
+      res.on('drain', more);
+      more();
+      return;
+    }
     if (req.url === '/api/plain') { res.writeHead(502, { 'content-type': 'text/html' }); res.end('<html>bad gateway</html>'); return; }
     if (req.url === '/api/html-ok') { res.writeHead(200); res.end('<html>not json</html>'); return; }
     if (req.url === '/api/conflict') { res.writeHead(409, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'hostname_taken', message: 'app_hostname "x" is already in use', requestId: 'r1' } })); return; }
@@ -37,7 +46,7 @@ describe('API URL and token resolution', () => {
       await saveLogin('http://b.example:3000', { token: 'tb', created_at: 'now' }, env);
       expect(await BerthClient.resolve({ env })).toMatchObject({ api: 'http://b.example:3000', token: 'tb', tokenSource: 'login' });
       expect(await BerthClient.resolve({ env: { ...env, BERTH_API: 'http://a.example:3000/' } })).toMatchObject({ api: 'http://a.example:3000', token: 'ta' });
-      expect(await BerthClient.resolve({ api: 'c.example:9', env: { ...env, BERTH_API: 'http://a.example:3000' } })).toMatchObject({ api: 'http://c.example:9', token: undefined });
+      expect(await BerthClient.resolve({ api: 'c.example:9', env: { ...env, BERTH_API: 'http://a.example:3000' } })).toMatchObject({ api: 'https://c.example:9', token: undefined });
       expect(await BerthClient.resolve({ env: { ...env, BERTH_TOKEN: 'env-token' } })).toMatchObject({ token: 'env-token', tokenSource: 'env' });
       await forgetLogin('http://b.example:3000', env);
       expect((await readCredentials(env)).current).toBe('http://a.example:3000');
@@ -51,6 +60,10 @@ describe('API URL and token resolution', () => {
 
   it('refuses API URLs that are not http(s) or carry credentials', () => {
     expect(normalizeApiUrl('127.0.0.1:3000')).toBe('http://127.0.0.1:3000');
+    expect(normalizeApiUrl('localhost:3000')).toBe('http://localhost:3000');
+    // a bare name off this machine is https: a password is not sent in clear by default
+    expect(normalizeApiUrl('berth.example.com')).toBe('https://berth.example.com');
+    expect(normalizeApiUrl('http://berth.example.com')).toBe('http://berth.example.com');
     expect(normalizeApiUrl('https://berth.example.com/base/')).toBe('https://berth.example.com/base');
     for (const bad of ['ftp://x', 'http://user:pw@x', 'http://x/?q=1', 'http://[', '::']) {
       expect(() => normalizeApiUrl(bad), bad).toThrow(ClientError);
@@ -100,6 +113,11 @@ describe('errors for a person', () => {
     const e = await err(new BerthClient(base, 'good').post('/api/reset', { x: 1 }));
     expect(e.exitCode).toBe(EXIT.failed);
     expect(e.message).toMatch(/^the connection to the berth API at http:\/\/127\.0\.0\.1:\d+ broke during POST \/api\/reset \(/);
+  });
+
+  it('an answer without end is cut at 64 MiB with a message, not read until memory runs out', async () => {
+    const e = await err(new BerthClient(base, 'good').get('/api/endless'));
+    expect(e.message).toMatch(/answered GET \/api\/endless with more than 64 MiB/);
   });
 
   it('204 is undefined, a good answer is parsed', async () => {

@@ -94,6 +94,32 @@ describe('packDirectory', () => {
     await expect(packDirectory(join(t.dir, 'nope'))).rejects.toThrow(/no such directory/);
   });
 
+  it('a .dockerignore that is a FIFO or a link is refused before it is read (it would hang, or read another file)', async () => {
+    execFileSync('mkfifo', [join(app, '.dockerignore')]);
+    await expect(packDirectory(app)).rejects.toThrow(/\.dockerignore is not a regular file/);
+    const other = join(t.dir, 'other');
+    await mkdir(other);
+    await writeFile(join(other, 'Dockerfile'), 'FROM scratch\n');
+    await symlink('/dev/zero', join(other, '.dockerignore'));
+    await expect(packDirectory(other)).rejects.toThrow(/\.dockerignore is not a regular file/);
+  });
+
+  it('the --env-file and the credentials file are refused in the tree; .env files and .git are packed with a warning', async () => {
+    await writeFile(join(app, 'prod.env'), 'SECRET=1\n');
+    await expect(packDirectory(app, [{ path: join(app, 'prod.env'), what: 'the --env-file' }])).rejects.toThrow(/prod\.env is the --env-file.*\.dockerignore/);
+    await writeFile(join(app, '.dockerignore'), 'prod.env\n');
+    await writeFile(join(app, '.env'), 'A=1\n');
+    await mkdir(join(app, '.git'));
+    const p = await packDirectory(app, [{ path: join(app, 'prod.env'), what: 'the --env-file' }]);
+    try {
+      expect(p.warnings.join('\n')).toMatch(/^\.env is packed/m);
+      expect(p.warnings.join('\n')).toMatch(/\.git\/ is packed/);
+      expect((await entries(p.file)).has('prod.env')).toBe(false);
+    } finally {
+      await p.cleanup();
+    }
+  });
+
   it('an ignored link pointing out is not looked at (it is not sent)', async () => {
     await symlink('/etc', join(app, 'etc-link'));
     await writeFile(join(app, '.dockerignore'), 'etc-link\n');

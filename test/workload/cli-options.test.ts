@@ -96,6 +96,10 @@ describe('berth load --app: which proxy', () => {
       answer = { proxy_url: null };
       expect(await proxyFromControlPlane(api, warn)).toBe('http://127.0.0.1:8080');
       expect(warned.pop()).toMatch(/names no proxy URL/);
+      // an answer may not aim the load at another host than the control plane's own
+      answer = { proxy_url: 'http://victim.example:80' };
+      expect(await proxyFromControlPlane(api, warn)).toBe('http://127.0.0.1:8080');
+      expect(warned.pop()).toMatch(/on another host than the API \(127\.0\.0\.1\); .*--proxy-url http:\/\/victim\.example:80/);
     } finally {
       await new Promise((r) => server.close(r));
     }

@@ -39,9 +39,7 @@ Amounts are exact (the control plane computes in micro-units of the currency).`,
       const path = `/api/billing/invoices/${opts.month}`;
       if (opts.csv !== undefined) {
         const res = await client.stream('GET', path, { query: { format: 'csv' } });
-        const chunks: Buffer[] = [];
-        for await (const c of res.body) chunks.push(c as Buffer);
-        const text = Buffer.concat(chunks).toString('utf8');
+        const text = await client.readAll(res.body, 'GET', path);
         if (opts.csv === '-') stdout.write(terminalSafe(stdout, text)); // an export: exact bytes when piped
         else {
           await writeFile(opts.csv, text);

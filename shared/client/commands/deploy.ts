@@ -1,3 +1,4 @@
+import { credentialsPath } from '../credentials.js';
 import { IMAGE_INT_FIELDS as N, fieldProblem, type ImageTextField } from '../../image-fields.js';
 import { tagProblem } from '../../tag.js';
 import { createReadStream } from 'node:fs';
@@ -159,8 +160,12 @@ DIR defaults to the current directory.`,
         say(`${ok} Revision ${num(img.revision)} of ${printable(img.app_hostname)} (image ${num(img.id)}): the newest built image with the new settings, no build ${dim(stderr, formatDuration(phases.revise))}`);
       } else {
       // pack
-      packed = await packDirectory(dir);
+      packed = await packDirectory(dir, [
+        ...(opts['env-file'] !== undefined ? [{ path: resolve(opts['env-file']), what: 'the --env-file (its values go as variables, never into the image)' }] : []),
+        { path: credentialsPath(), what: 'your berth credentials file (every API token you hold)' },
+      ]);
       phases.pack = Date.now() - t;
+      for (const w of packed.warnings) say(`warning: ${printable(w)}`);
       say(`${ok} Packed ${resolve(dir)}: ${packed.files} files, ${formatBytes(packed.rawBytes)} → ${formatBytes(packed.bytes)} gzipped${packed.ignored ? ` (${packed.ignored} ignored by .dockerignore)` : ''} ${dim(stderr, formatDuration(phases.pack))}`);
 
       // upload
