@@ -327,6 +327,8 @@ export async function run(argv: string[]): Promise<void> {
   process.on('SIGTERM', onSig);
   let m: WorkloadMetrics;
   let remoteReport: string | undefined;
+  /** the control plane ended the run as failed (its metrics so far are shown): exit 1 */
+  let runFailed = false;
   // a report is meant to be shared: credentials in --header values are not written into it (the API redacts them alike)
   let config: Record<string, unknown> = { ...options, headers: redactHeaders(options.headers), body: options.body ? `${options.body.length} bytes` : undefined, random: undefined, target };
   if (remote) {
@@ -351,7 +353,10 @@ export async function run(argv: string[]): Promise<void> {
     m = r.metrics;
     remoteReport = r.report;
     config = { ...r.config, id: r.id, api: r.api, status: r.status, status_reason: r.status_reason };
-    if (r.status === 'failed') out.write(`\n  the run failed on the control plane: ${terminalSafe(out, r.status_reason ?? '')}\n`);
+    if (r.status === 'failed') {
+      out.write(`\n  the run failed on the control plane: ${terminalSafe(out, r.status_reason ?? '')}\n`);
+      runFailed = true;
+    }
   } else {
     const r = runWorkload(options, onProgress);
     stopLocal = () => r.stop();
@@ -374,7 +379,7 @@ export async function run(argv: string[]): Promise<void> {
   for (const f of failed) out.write(`  FAIL ${f.threshold.text} (actual ${f.actual === null ? 'n/a' : Math.round(f.actual * 1000) / 1000})\n`);
   if (thresholds.length && !failed.length) out.write(`  thresholds passed: ${thresholds.map((t) => t.text).join(', ')}\n`);
   if (interrupted) process.exit(130);
-  if (failed.length) process.exit(1);
+  if (failed.length || runFailed) process.exit(1);
   if (m.successful_requests === 0) {
     out.write('  no request succeeded\n');
     process.exit(1);

@@ -27,7 +27,7 @@ export interface PackResult {
   /** bytes of the files before compression */
   rawBytes: number;
   ignored: number;
-  /** files packed that usually hold secrets (`.env*`, `.git/`), to tell the user */
+  /** what to tell the user: secrets left out, files packed that usually hold secrets (`.env*`, `.git/`) */
   warnings: string[];
   cleanup(): Promise<void>;
 }
@@ -36,9 +36,9 @@ export interface PackResult {
 const MAX_DOCKERIGNORE_BYTES = 1024 * 1024;
 
 /**
- * `secrets`: files that must never be packed (the --env-file whose values go as variables, the
- * berth credentials file): one of them in the tree is refused, with the way out. Other files that
- * usually hold secrets (`.env*`, `.git/`) are packed as Docker would, and named in `warnings`.
+ * `secrets`: files that are never packed (the --env-file whose values go as variables, the berth
+ * credentials file): left out, and said so in `warnings`. Other files that usually hold secrets
+ * (`.env*`, `.git/`) are packed as Docker would, and named in `warnings`.
  */
 export async function packDirectory(dirArg: string, secrets: Array<{ path: string; what: string }> = []): Promise<PackResult> {
   let root: string;
@@ -127,7 +127,9 @@ export async function packDirectory(dirArg: string, secrets: Array<{ path: strin
       } else if (st.isFile()) {
         const what = secretPaths.get(abs);
         if (what !== undefined) {
-          throw new ClientError(`refusing to deploy: ${rel} is ${what}; it would be packed into the image. Add it to .dockerignore`, EXIT.failed);
+          warnings.push(`${rel} is not packed: it is ${what}`);
+          ignored++;
+          continue;
         }
         if (/^\.env(\..*)?$/.test(name)) warnings.push(`${rel} is packed (it usually holds secrets; a COPY puts them in the image): add it to .dockerignore if it should not be`);
         files++;

@@ -58,13 +58,17 @@ export const run = defineClientCommand({
         } else if (ev.event === 'notice') {
           process.stderr.write(`berth logs: ${terminalSafe(process.stderr, (JSON.parse(ev.data) as { message: string }).message)}\n`);
         } else if (ev.event === 'end') {
-          break;
+          return EXIT.ok;
         }
       }
     } catch (e) {
       if (signal.aborted) return EXIT.ok; // Ctrl-C while following is how one stops
       throw e;
     }
-    return EXIT.ok;
+    if (signal.aborted) return EXIT.ok;
+    // closed without its `end` event (the control plane stopped, or the connection broke): the
+    // output may be cut short, which a script must be able to tell
+    process.stderr.write('berth logs: the stream ended before the control plane said it was complete (it restarted, or the connection broke); the output may be cut short\n');
+    return EXIT.failed;
   },
 });
