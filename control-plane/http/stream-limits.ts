@@ -7,17 +7,24 @@ import { perServer, UserCaps } from './user-caps.js';
  * timers and, for logs, a backlog and Docker streams for as long as the client stays. `acquire` answers
  * 429 past either cap and returns the release (idempotent), to call when the stream closes.
  *
- * Caps: `BERTH_MAX_STREAMS_PER_USER` (default 20) and `BERTH_MAX_STREAMS` (default 500).
+ * Caps: `BERTH_MAX_STREAMS_PER_USER` (default 20), `BERTH_MAX_STREAMS` (default 500) and
+ * `BERTH_MAX_STREAMS_PER_ADDRESS` (default a fifth of the total, at least the per-user cap; behind a
+ * reverse proxy, set the control plane's trust-proxy so that the address is the client's).
  */
 export class StreamLimits {
   private readonly caps: UserCaps;
+  /** per client address too (IPv6 by its /64): accounts made by the dozen from one host would fill the total */
+  private readonly byAddress: UserCaps<string>;
 
-  constructor(readonly maxPerUser: number, readonly maxTotal: number) {
+  constructor(readonly maxPerUser: number, readonly maxTotal: number, readonly maxPerAddress = Math.max(maxPerUser, Math.ceil(maxTotal / 5))) {
     this.caps = new UserCaps(maxPerUser, maxTotal);
+    this.byAddress = new UserCaps<string>(maxPerAddress, Number.MAX_SAFE_INTEGER);
   }
 
   static fromEnv(): StreamLimits {
-    return new StreamLimits(envNumber('BERTH_MAX_STREAMS_PER_USER', 20, 1, 100_000, true), envNumber('BERTH_MAX_STREAMS', 500, 1, 1_000_000, true));
+    const total = envNumber('BERTH_MAX_STREAMS', 500, 1, 1_000_000, true);
+    const perUser = envNumber('BERTH_MAX_STREAMS_PER_USER', 20, 1, 100_000, true);
+    return new StreamLimits(perUser, total, envNumber('BERTH_MAX_STREAMS_PER_ADDRESS', Math.max(perUser, Math.ceil(total / 5)), 1, 1_000_000, true));
   }
 
   /** Open streams (of one user, or in all). */
@@ -25,10 +32,19 @@ export class StreamLimits {
     return this.caps.count(userId);
   }
 
-  acquire(userId: number, what: string): () => void {
-    return this.caps.take(userId, (which, held) => new ApiError(429, 'too_many_streams', which === 'user'
-      ? `you already have ${held} open ${what} streams (at most ${this.maxPerUser}); close one first`
-      : `the control plane has ${held} open streams (at most ${this.maxTotal}); try again later`));
+  /** `address`: the client's (http/… addressKey), counted against BERTH_MAX_STREAMS_PER_ADDRESS. */
+  acquire(userId: number, what: string, address?: string): () => void {
+    const fromAddress = address === undefined ? () => {} : this.byAddress.take(address, (_which, held) => new ApiError(429, 'too_many_streams',
+      `your address already has ${held} open streams (at most ${this.maxPerAddress}, whatever the account); close one first`));
+    try {
+      const mine = this.caps.take(userId, (which, held) => new ApiError(429, 'too_many_streams', which === 'user'
+        ? `you already have ${held} open ${what} streams (at most ${this.maxPerUser}); close one first`
+        : `the control plane has ${held} open streams (at most ${this.maxTotal}); try again later`));
+      return () => { mine(); fromAddress(); };
+    } catch (e) {
+      fromAddress();
+      throw e;
+    }
   }
 }
 

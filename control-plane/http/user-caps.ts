@@ -2,14 +2,14 @@
  * Counts of something each user holds (open streams, running queries) against a cap per user and
  * one for everyone, for the limits built on it (stream-limits.ts, heavy-queries.ts).
  */
-export class UserCaps {
-  private readonly perUser = new Map<number, number>();
+export class UserCaps<K = number> {
+  private readonly perUser = new Map<K, number>();
   private total = 0;
 
   constructor(readonly maxPerUser: number, readonly maxTotal: number) {}
 
   /** Held now (by one user, or in all). */
-  count(userId?: number): number {
+  count(userId?: K): number {
     return userId === undefined ? this.total : this.perUser.get(userId) ?? 0;
   }
 
@@ -17,7 +17,7 @@ export class UserCaps {
    * Take one for `userId`, or throw what `refuse` makes of the cap that is full ('user' or
    * 'total'). Returns the release: idempotent, to call when the thing ends.
    */
-  take(userId: number, refuse: (which: 'user' | 'total', held: number) => Error): () => void {
+  take(userId: K, refuse: (which: 'user' | 'total', held: number) => Error): () => void {
     const mine = this.perUser.get(userId) ?? 0;
     if (mine >= this.maxPerUser) throw refuse('user', mine);
     if (this.total >= this.maxTotal) throw refuse('total', this.total);

@@ -19,7 +19,8 @@ let cp: ControlPlane;
 let alice: Api;
 let bob: Api;
 let aliceId: number;
-const env = { BERTH_MAX_STREAMS_PER_USER: '3', BERTH_MAX_STREAMS: '5', BERTH_LOG_STALL_MS: '3000' };
+// (every test client is 127.0.0.1: the per-address cap is set out of these tests' way)
+const env = { BERTH_MAX_STREAMS_PER_USER: '3', BERTH_MAX_STREAMS: '5', BERTH_MAX_STREAMS_PER_ADDRESS: '100', BERTH_LOG_STALL_MS: '3000' };
 
 /** What each Docker log request asked for, and how many bytes the control plane pulled from it. */
 const dialed: { options: Record<string, unknown>; pulled: number; body: Readable }[] = [];
