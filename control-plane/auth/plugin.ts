@@ -6,7 +6,7 @@ import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
-import { LoginThrottle, RateLimiter, addressKey } from './rate-limit.js';
+import { LoginThrottle, NETWORK_FACTOR, RateLimiter, addressKey, networkKey } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
 import { apiTokenListSchema, meSchema, newApiTokenSchema, sessionSchema } from './schemas.js';
@@ -55,6 +55,9 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const rl = cfg.loginRateLimit;
   // failed logins per address across accounts (credential stuffing): a fixed window
   const ipLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
+  // an IPv6 site has 65,536 /64s: its /48 as a whole gets a few times one address's allowance
+  const netLimiter = new RateLimiter(rl.perIpMax * NETWORK_FACTOR, rl.perIpWindowMs, Date.now, rl.maxTracked);
+  const netSignupLimiter = new RateLimiter(rl.perIpMax * NETWORK_FACTOR, rl.perIpWindowMs, Date.now, rl.maxTracked);
   // failed logins per (account, address): growing delays; the owner elsewhere is not slowed
   const throttle = new LoginThrottle({ freeFailures: rl.perAccountMax, baseDelayMs: rl.backoffBaseMs, maxDelayMs: rl.backoffMaxMs, forgetAfterMs: rl.perAccountWindowMs, maxKeys: rl.maxTracked });
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
@@ -62,7 +65,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
   const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { ipLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); });
+  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) => {
@@ -133,10 +136,12 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     },
   }, async (req, reply) => {
     if (cfg.signup === 'closed') throw new ApiError(403, 'signup_closed', 'this platform does not take new accounts; ask its operator for one');
-    const wait = signupLimiter.retryAfter(addressKey(req.ip));
+    const net = networkKey(req.ip);
+    const wait = Math.max(signupLimiter.retryAfter(addressKey(req.ip)), net === null ? 0 : netSignupLimiter.retryAfter(net));
     if (wait > 0) throw tooMany(wait, 'signups from this address');
     // (counted first: invite codes are guessed at the signup rate, no faster)
     signupLimiter.hit(addressKey(req.ip));
+    if (net !== null) netSignupLimiter.hit(net);
     if (cfg.signup === 'invite' && !sameSecret(req.body.invite ?? '', cfg.signupInvite!)) {
       throw new ApiError(403, 'invite_required', 'this platform takes new accounts by invitation: send the invite code as "invite"');
     }
@@ -164,8 +169,9 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     },
   }, async (req, reply) => {
     const ipKey = addressKey(req.ip);
+    const netKey = networkKey(req.ip);
     const accountKey = req.body.email.trim().toLowerCase();
-    const ipWait = ipLimiter.retryAfter(ipKey);
+    const ipWait = Math.max(ipLimiter.retryAfter(ipKey), netKey === null ? 0 : netLimiter.retryAfter(netKey));
     if (ipWait > 0) throw tooMany(ipWait, 'failed logins from this address');
     const pairWait = throttle.check(accountKey, req.ip);
     if (pairWait > 0) {
@@ -175,6 +181,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     // Count the attempt as a failure before the (slow) password check, in the same tick as the
     // checks above: parallel attempts cannot all slip under the limits. A success takes it back.
     ipLimiter.hit(ipKey);
+    if (netKey !== null) netLimiter.hit(netKey);
     throttle.fail(accountKey, req.ip);
     const user = await findUserByEmail(app.db, accountKey);
     let ok: boolean;
@@ -183,12 +190,14 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     } catch (e) {
       // not judged (503 busy: too many sign-ins at once): not a failure either
       ipLimiter.unhit(ipKey);
+      if (netKey !== null) netLimiter.unhit(netKey);
       throttle.unfail(accountKey, req.ip);
       throw e;
     }
     if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
     throttle.succeed(accountKey, req.ip);
     ipLimiter.unhit(ipKey);
+    if (netKey !== null) netLimiter.unhit(netKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
     return { user: publicUser(user), token };

@@ -26,6 +26,20 @@ export function addressKey(ip: string): string {
   return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
+/**
+ * The network an IPv6 address belongs to, by its /48 (what one site is usually given: 65,536
+ * /64s, each a fresh `addressKey`), or null for IPv4 (one address is what one costs). Limits per
+ * network sit on top of those per address, a few times larger.
+ */
+export function networkKey(ip: string): string | null {
+  const a = addressKey(ip);
+  if (!a.endsWith('::/64')) return null;
+  return `${a.slice(0, -5).split(':').slice(0, 3).join(':')}::/48`;
+}
+
+/** How many times the per-address limit a whole IPv6 /48 gets. */
+export const NETWORK_FACTOR = 4;
+
 /** Fixed-window counters keyed by string (an address): `max` per `windowMs`. */
 export class RateLimiter {
   private windows: LRUCache<string, { count: number; resetAt: number }>;

@@ -1,7 +1,7 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
-import { LoginThrottle, RateLimiter, addressKey } from '../../control-plane/auth/rate-limit.js';
+import { LoginThrottle, RateLimiter, addressKey, networkKey } from '../../control-plane/auth/rate-limit.js';
 import { createUser } from '../../control-plane/auth/users.js';
 import { MAX_HASHING, MAX_WAITING } from '../../control-plane/auth/passwords.js';
 import { Api } from '../helpers/api.js';
@@ -147,6 +147,29 @@ describe('per address across accounts (credential stuffing)', () => {
     for (let i = 0; i < 6; i++) expect((await loginFrom(cp, '127.0.0.10', `victim${i}@example.com`, `victim-password-${i}`)).status).toBe(200);
     // successes do not use up an address's budget
     for (let i = 0; i < 6; i++) expect((await loginFrom(cp, '127.0.0.11', `victim${i}@example.com`, `victim-password-${i}`)).status).toBe(200);
+  });
+});
+
+describe('IPv6 networks', () => {
+  it('a /48 as a whole gets four times one address\'s failed logins, however many /64s it spreads them over', async () => {
+    const d = await tempDir();
+    const cp = await startControlPlane({
+      port: 0, dataDir: d.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock',
+      loginRateLimit: { perIpMax: 2, perIpWindowMs: 60_000, perAccountMax: 100 }, trustProxy: ['127.0.0.1'],
+    });
+    stops.push(async () => { await cp.close(); await d.cleanup(); });
+    const from = async (client: string) => (await fetch(`${cp.url}/api/auth/login`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': client },
+      body: JSON.stringify({ email: 'someone@example.com', password: 'guess-guess' }),
+    })).status;
+    const codes: number[] = [];
+    // ten /64s of one /48, one failure each: the first eight (4 × 2) are judged, then the network waits
+    for (let i = 0; i < 10; i++) codes.push(await from(`2001:db8:7:${i}::1`));
+    expect(codes).toEqual([401, 401, 401, 401, 401, 401, 401, 401, 429, 429]);
+    // another /48 is not held back
+    expect(await from('2001:db8:8:1::1')).toBe(401);
+    expect(networkKey('2001:db8:7:5:aaaa::1')).toBe(networkKey('2001:0db8:0007:ffff::1'));
+    expect(networkKey('192.0.2.1')).toBeNull();
   });
 });
 
