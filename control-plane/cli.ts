@@ -46,7 +46,7 @@ const SPECS: OptionSpec[] = [
   { name: 'listen', env: 'BERTH_CONTROL_PLANE_LISTEN', default: '127.0.0.1:3000', help: 'HOST:PORT for the API' },
   { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'data directory (embedded Postgres, JWT key, build contexts)' },
   { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
-  { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
+  { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock; tcp://host:2376 with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH; plain tcp:// only on loopback)' },
   { name: 'build-concurrency', env: 'BERTH_BUILD_CONCURRENCY', default: '2', help: 'image builds running at once' },
   { name: 'max-upload-bytes', env: 'BERTH_MAX_UPLOAD_BYTES', default: String(200 * 1024 * 1024), help: 'largest accepted source upload' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'token proxies present on /v1/routes/watch (unset: generated into DATA_DIR/proxy-token)' },

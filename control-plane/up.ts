@@ -20,7 +20,7 @@ const SPECS: OptionSpec[] = [
   { name: 'admin-listen', env: 'BERTH_ADMIN_LISTEN', default: '127.0.0.1:9901', help: 'HOST:PORT of the proxy admin listener' },
   { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'data directory (embedded Postgres, build contexts, proxy table)' },
   { name: 'database-url', env: 'DATABASE_URL', help: 'external Postgres; unset → embedded PostgreSQL in DATA_DIR/pg' },
-  { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock, tcp://host:2375)' },
+  { name: 'docker-host', env: 'DOCKER_HOST', help: 'Docker daemon (unix:///var/run/docker.sock; tcp://host:2376 with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH; plain tcp:// only on loopback)' },
   { name: 'proxy-token', env: 'BERTH_PROXY_TOKEN', help: 'proxy ↔ control-plane token (default: generated for this run)' },
   APPS_PATH_SPEC,
   ...TLS_SPECS,

@@ -242,6 +242,19 @@ export function loadOptions(argv: string[], env = process.env): {
  * BERTH_PUBLIC_URL is followed without a flag. Unreachable, or not plain http: the fallback,
  * with a line saying why.
  */
+/**
+ * The proxy URL names the API's own machine or site: the same host, both loopback, or the same
+ * parent domain (`apps.example.com` beside `api.example.com`).
+ */
+function sameSite(a: string, b: string): boolean {
+  if (a === b) return true;
+  const loop = (h: string) => h === 'localhost' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
+  if (loop(a) && loop(b)) return true;
+  const parent = (h: string) => (h.split('.').length >= 3 && !/^[\d.]+$/.test(h) ? h.slice(h.indexOf('.') + 1) : null);
+  const pa = parent(a);
+  return pa !== null && pa === parent(b);
+}
+
 export async function proxyFromControlPlane(api: string | undefined, warn: (line: string) => void): Promise<string> {
   let client: BerthClient | undefined;
   try {
@@ -253,9 +266,9 @@ export async function proxyFromControlPlane(api: string | undefined, warn: (line
     let parsed: URL | null = null;
     try { parsed = new URL(u); } catch { /* not a URL */ }
     const apiHost = new URL(client.api).hostname;
-    if (parsed !== null && parsed.protocol === 'http:' && parsed.hostname === apiHost && !parsed.username && !parsed.password) return parsed.origin;
+    if (parsed !== null && parsed.protocol === 'http:' && sameSite(parsed.hostname, apiHost) && !parsed.username && !parsed.password) return parsed.origin;
     warn(u === '' ? `the control plane at ${client.api} names no proxy URL; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`
-      : parsed !== null && parsed.protocol === 'http:' && parsed.hostname !== apiHost
+      : parsed !== null && parsed.protocol === 'http:' && !sameSite(parsed.hostname, apiHost)
         ? `the control plane's proxy URL ${printable(u)} is on another host than the API (${apiHost}); using ${FALLBACK_PROXY_URL} (--proxy-url ${printable(u)} to send there)`
         : `the control plane's proxy URL ${printable(u)} is not plain http://; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
   } catch (e) {

@@ -37,8 +37,12 @@ export function networkKey(ip: string): string | null {
   return `${a.slice(0, -5).split(':').slice(0, 3).join(':')}::/48`;
 }
 
-/** How many times the per-address limit a whole IPv6 /48 gets. */
-export const NETWORK_FACTOR = 4;
+/**
+ * How many times the per-address limit a whole IPv6 /48 gets. A trade-off: an attacker with a
+ * few /64s in a carrier's /48 can use up its allowance for the neighbours sharing it (their
+ * failed logins, not their successes, count), so it is generous.
+ */
+export const NETWORK_FACTOR = 8;
 
 /** Fixed-window counters keyed by string (an address): `max` per `windowMs`. */
 export class RateLimiter {

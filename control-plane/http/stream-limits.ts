@@ -1,6 +1,7 @@
 import { envNumber } from '../env.js';
 import { ApiError } from './errors.js';
 import { perServer, UserCaps } from './user-caps.js';
+import { addressKey, networkKey } from '../auth/rate-limit.js';
 
 /**
  * Streams (log reads and follows, workload live SSE) per user and in all: each holds a socket,
@@ -15,10 +16,13 @@ export class StreamLimits {
   private readonly caps: UserCaps;
   /** per client address too (IPv6 by its /64): accounts made by the dozen from one host would fill the total */
   private readonly byAddress: UserCaps<string>;
+  /** and per IPv6 /48, twice an address's share (a /48 is 65,536 addresses here) */
+  private readonly byNetwork: UserCaps<string>;
 
   constructor(readonly maxPerUser: number, readonly maxTotal: number, readonly maxPerAddress = Math.max(maxPerUser, Math.ceil(maxTotal / 5))) {
     this.caps = new UserCaps(maxPerUser, maxTotal);
     this.byAddress = new UserCaps<string>(maxPerAddress, Number.MAX_SAFE_INTEGER);
+    this.byNetwork = new UserCaps<string>(2 * maxPerAddress, Number.MAX_SAFE_INTEGER);
   }
 
   static fromEnv(): StreamLimits {
@@ -32,17 +36,29 @@ export class StreamLimits {
     return this.caps.count(userId);
   }
 
-  /** `address`: the client's (http/… addressKey), counted against BERTH_MAX_STREAMS_PER_ADDRESS. */
-  acquire(userId: number, what: string, address?: string): () => void {
-    const fromAddress = address === undefined ? () => {} : this.byAddress.take(address, (_which, held) => new ApiError(429, 'too_many_streams',
-      `your address already has ${held} open streams (at most ${this.maxPerAddress}, whatever the account); close one first`));
+  /**
+   * `ip`: the client's address, counted (IPv6 by its /64) against BERTH_MAX_STREAMS_PER_ADDRESS,
+   * and an IPv6 one's /48 against twice that.
+   */
+  acquire(userId: number, what: string, ip?: string): () => void {
+    const releases: (() => void)[] = [];
+    const release = () => { for (const r of releases) r(); };
     try {
-      const mine = this.caps.take(userId, (which, held) => new ApiError(429, 'too_many_streams', which === 'user'
+      if (ip !== undefined) {
+        releases.push(this.byAddress.take(addressKey(ip), (_which, held) => new ApiError(429, 'too_many_streams',
+          `your address already has ${held} open streams (at most ${this.maxPerAddress}, whatever the account); close one first`)));
+        const net = networkKey(ip);
+        if (net !== null) {
+          releases.push(this.byNetwork.take(net, (_which, held) => new ApiError(429, 'too_many_streams',
+            `your network (${net}) already has ${held} open streams (at most ${2 * this.maxPerAddress}); close one first`)));
+        }
+      }
+      releases.push(this.caps.take(userId, (which, held) => new ApiError(429, 'too_many_streams', which === 'user'
         ? `you already have ${held} open ${what} streams (at most ${this.maxPerUser}); close one first`
-        : `the control plane has ${held} open streams (at most ${this.maxTotal}); try again later`));
-      return () => { mine(); fromAddress(); };
+        : `the control plane has ${held} open streams (at most ${this.maxTotal}); try again later`)));
+      return release;
     } catch (e) {
-      fromAddress();
+      release();
       throw e;
     }
   }

@@ -1,4 +1,3 @@
-import { addressKey } from '../auth/rate-limit.js';
 import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { startSse } from '../http/sse.js';
 import { streamLimits } from '../http/stream-limits.js';
@@ -413,7 +412,7 @@ async function followLogs(app: FastifyInstance, req: FastifyRequest, reply: Fast
   // gone while the image was looked up: nothing to follow
   if (req.raw.socket?.destroyed) { reply.hijack(); return; }
   // a stream like a log follow: counted against the per-user and global caps (429 past them)
-  const release = streamLimits(app).acquire(img.user_id, 'build log follow', addressKey(req.ip));
+  const release = streamLimits(app).acquire(img.user_id, 'build log follow', req.ip);
   const res = startSse(req, reply);
   let unread = 0; // what the snapshot (the log so far) left in the buffer: not the follower's fault
   const send = (event: string, data: unknown, snapshot = false) => {

@@ -1,4 +1,3 @@
-import { addressKey } from '../auth/rate-limit.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { normalizeHost } from '../../shared/hostname.js';
@@ -120,7 +119,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
     const prefix = !src.single;
     const initial = await src.list();
     if (initial.length > MAX_STREAMS) throw new ApiError(409, 'too_many_instances', `the app has ${initial.length} instances; read them with container=ID`);
-    const release = limits.acquire(req.user!.id, follow ? 'log follow' : 'log read', addressKey(req.ip));
+    const release = limits.acquire(req.user!.id, follow ? 'log follow' : 'log read', req.ip);
     const startedAt = Date.now() / 1000;
 
     reply.hijack();

@@ -1,10 +1,12 @@
 import Docker from 'dockerode';
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { lstat, readdir, readlink, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Logger } from '../../shared/logging.js';
+import { UsageError } from '../../shared/cli/args.js';
 import { buildCgroups, type BuildCgroups } from './build-cgroup.js';
 import { BuildDiskWatch, freeBelow, SHORT_OF_DISK } from './build-disk.js';
 import { removeLeftovers, StepImages } from './build-leftovers.js';
@@ -88,13 +90,44 @@ export interface Runtime {
   ensureNetworks(): Promise<void>;
 }
 
-export function dockerOptions(dockerHost: string | undefined): { opts: Docker.DockerOptions | undefined; endpoint: string } {
-  const h = dockerHost ?? process.env.DOCKER_HOST;
+/**
+ * How to reach the daemon: a unix socket, or TCP. Over TCP with DOCKER_TLS_VERIFY or
+ * DOCKER_CERT_PATH set (or an https:// address) it is TLS with the client certificate of
+ * DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem; default ~/.docker), as the docker CLI does. Plain
+ * TCP is refused off loopback: anything that reaches that port — the apps themselves, through
+ * their bridge's gateway — could create a privileged container and own the host and every tenant
+ * (BERTH_DOCKER_INSECURE_TCP=1 for a daemon the operator has firewalled).
+ */
+export function dockerOptions(dockerHost: string | undefined, env: NodeJS.ProcessEnv = process.env): { opts: Docker.DockerOptions | undefined; endpoint: string } {
+  const h = dockerHost ?? env.DOCKER_HOST;
   if (!h) return { opts: { socketPath: '/var/run/docker.sock' }, endpoint: 'unix:///var/run/docker.sock' };
   if (h.startsWith('unix://')) return { opts: { socketPath: h.slice('unix://'.length) }, endpoint: h };
   if (h.startsWith('/')) return { opts: { socketPath: h }, endpoint: `unix://${h}` };
-  const u = new URL(h.replace(/^tcp:/, 'http:'));
-  return { opts: { host: u.hostname, port: Number(u.port || 2375), protocol: u.protocol === 'https:' ? 'https' : 'http' }, endpoint: h };
+  let u: URL;
+  try {
+    u = new URL(h.replace(/^tcp:/, 'http:'));
+  } catch {
+    throw new UsageError(`DOCKER_HOST / --docker-host "${h}" is not unix:///path, tcp://host:port or https://host:port`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`DOCKER_HOST / --docker-host "${h}": use unix:///path, tcp://host:port or https://host:port`);
+  const tls = u.protocol === 'https:' || (env.DOCKER_TLS_VERIFY !== undefined && env.DOCKER_TLS_VERIFY !== '' && env.DOCKER_TLS_VERIFY !== '0') || !!env.DOCKER_CERT_PATH;
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (!tls) {
+    const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+    if (!loopback && env.BERTH_DOCKER_INSECURE_TCP !== '1') {
+      throw new UsageError(`DOCKER_HOST / --docker-host "${h}" is plain TCP to another machine: whatever reaches that port (the apps too, through their bridge) could run a privileged container and own the host. Use TLS (DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH with ca.pem, cert.pem, key.pem), a unix socket (an ssh tunnel), or set BERTH_DOCKER_INSECURE_TCP=1 for a daemon you have firewalled`);
+    }
+    return { opts: { host, port: Number(u.port || 2375), protocol: 'http' }, endpoint: h };
+  }
+  const dir = env.DOCKER_CERT_PATH || join(env.HOME ?? homedir(), '.docker');
+  const read = (f: string) => {
+    try {
+      return readFileSync(join(dir, f));
+    } catch (e) {
+      throw new UsageError(`Docker over TLS needs ${join(dir, f)} (DOCKER_CERT_PATH): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  return { opts: { host, port: Number(u.port || 2376), protocol: 'https', ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') }, endpoint: h };
 }
 
 export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks; buildTimeoutMs?: number }): Runtime {

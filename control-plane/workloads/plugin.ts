@@ -5,7 +5,6 @@
  * end) and survive restarts (a run cut off by one ends `failed` with the reason). Also the original
  * platform's `/workload/*` paths (compat.ts).
  */
-import { addressKey } from '../auth/rate-limit.js';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -276,7 +275,7 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
   }, async (req, reply) => {
     const r = await service.get(req.user!.id, req.params.id);
     // counts against the per-user and global caps on live streams (429 past them) until it closes
-    const release = streamLimits(app).acquire(req.user!.id, 'workload live', addressKey(req.ip));
+    const release = streamLimits(app).acquire(req.user!.id, 'workload live', req.ip);
     reply.raw.on('close', release);
     // a client that left while the run was looked up: its close came before that listener
     if (reply.raw.destroyed || req.raw.socket?.destroyed) {

@@ -242,6 +242,10 @@ export class BerthClient {
       return new ClientError(`the API at ${this.api} did not answer ${method} ${path} in time (${code})`, EXIT.failed);
     }
     const why = code && code !== 'Error' ? `${code}${e.message && !e.message.includes(String(code)) ? `: ${e.message}` : ''}` : e.message;
+    // TLS spoken to a plain-http server (a bare host means https): say how to ask for http
+    if (this.api.startsWith('https:') && /^(ERR_SSL|EPROTO)/.test(String(code))) {
+      return new ClientError(`cannot speak TLS with ${this.api} (${String(code)}); if it is a plain-http control plane, give http://HOST:PORT (a bare host means https)`, EXIT.unreachable);
+    }
     if (!CONNECT_ERRORS.has(String(code))) {
       // connected, then lost (a reset mid-upload, a proxy in between closing): not "unreachable"
       return new ClientError(`the connection to the berth API at ${this.api} broke during ${method} ${path} (${why})`, EXIT.failed);

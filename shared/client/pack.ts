@@ -128,10 +128,9 @@ export async function packDirectory(dirArg: string, secrets: Array<{ path: strin
         const what = secretPaths.get(abs);
         if (what !== undefined) {
           warnings.push(`${rel} is not packed: it is ${what}`);
-          ignored++;
           continue;
         }
-        if (/^\.env(\..*)?$/.test(name)) warnings.push(`${rel} is packed (it usually holds secrets; a COPY puts them in the image): add it to .dockerignore if it should not be`);
+        if (name.startsWith('.env')) warnings.push(`${rel} is packed (it usually holds secrets; a COPY puts them in the image): add it to .dockerignore if it should not be`);
         files++;
         rawBytes += st.size;
         await new Promise<void>((res, rej) => {

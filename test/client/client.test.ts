@@ -120,6 +120,12 @@ describe('errors for a person', () => {
     expect(e.message).toMatch(/answered GET \/api\/endless with more than 64 MiB/);
   });
 
+  it('https spoken to a plain-http server says to give http://', async () => {
+    const e = await err(new BerthClient(base.replace('http:', 'https:'), 'good').get('/api/who'));
+    expect(e.exitCode).toBe(EXIT.unreachable);
+    expect(e.message).toMatch(/cannot speak TLS with https:\/\/127\.0\.0\.1:\d+ .*give http:\/\/HOST:PORT/);
+  });
+
   it('204 is undefined, a good answer is parsed', async () => {
     const c = new BerthClient(base, 'good');
     expect(await c.get('/api/who')).toEqual({ ok: true });

@@ -30,6 +30,20 @@ describe('StreamLimits', () => {
     expect(l.count()).toBe(0);
   });
 
+  it('an IPv6 client is counted by its /64, and its /48 holds at most twice an address\'s share', () => {
+    const l = new StreamLimits(20, 500, 3);
+    const held: (() => void)[] = [];
+    for (let i = 0; i < 3; i++) held.push(l.acquire(10 + i, 'log follow', `2001:db8:5:1::${i + 1}`));
+    expect(refused(() => l.acquire(20, 'log follow', '2001:db8:5:1:ffff::9'))).toMatch(/your address already has 3/);
+    for (let i = 0; i < 3; i++) held.push(l.acquire(30 + i, 'log follow', `2001:db8:5:2::${i + 1}`));
+    expect(refused(() => l.acquire(40, 'log follow', '2001:db8:5:3::1'))).toMatch(/your network \(2001:db8:5::\/48\) already has 6/);
+    // the refusal took nothing: another network is free, and releases bring it all back to zero
+    held.push(l.acquire(41, 'log follow', '2001:db8:6::1'));
+    for (const r of held) r();
+    expect(l.count()).toBe(0);
+    expect(l.acquire(42, 'log follow', '2001:db8:5:3::1')).toBeTypeOf('function');
+  });
+
   it('a refusal by the user or total cap gives the address place back', () => {
     const l = new StreamLimits(1, 500, 2);
     const a = l.acquire(1, 'log read', '203.0.113.7');
