@@ -106,10 +106,12 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
         WHERE c.user_id = $1 AND i.user_id = $1 AND i.app_hostname = $2 AND c.docker_id IS NOT NULL
           AND ($3::bigint IS NULL OR c.id = $3) ORDER BY c.id`, [userId, host, only ?? null])).rows;
     if (only !== undefined && (await list()).length === 0) throw notFound('container');
-    return serve(req, reply, { list, pollKey: `${userId}\n${host}\n${only ?? ''}` });
+    // a follow of a deleted app ends (it polled the database every 2 s, and held a stream slot, for good)
+    const gone = async () => (await app.db.query('SELECT 1 FROM images WHERE user_id = $1 AND app_hostname = $2 LIMIT 1', [userId, host])).rowCount === 0;
+    return serve(req, reply, { list, gone, pollKey: `${userId}\n${host}\n${only ?? ''}` });
   });
 
-  async function serve(req: FastifyRequest<{ Querystring: LogQuery }>, reply: FastifyReply, src: { single?: ContainerRow; list: () => Promise<ContainerRow[]>; pollKey?: string }) {
+  async function serve(req: FastifyRequest<{ Querystring: LogQuery }>, reply: FastifyReply, src: { single?: ContainerRow; list: () => Promise<ContainerRow[]>; gone?: () => Promise<boolean>; pollKey?: string }) {
     const q = req.query;
     const follow = on(q.follow);
     const stamps = on(q.timestamps);
@@ -264,6 +266,10 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       if (sse) beat = setInterval(() => { if (!done) res.write(': ping\n\n'); }, 15_000);
       if (!src.single) {
         unsubscribe = polls.subscribe(src.pollKey ?? String(req.id), src.list, async (rows) => {
+          if (rows.length === 0 && src.gone !== undefined && !done && (await src.gone())) {
+            end('app_deleted');
+            return;
+          }
           for (const c of rows) {
             if (done || attached.has(c.id) || streams.size >= MAX_STREAMS) continue;
             await attach(c, Math.max(since ?? 0, new Date(c.created_at).getTime() / 1000 - 1));

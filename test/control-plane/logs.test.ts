@@ -219,6 +219,28 @@ describe('follow with since', () => {
   });
 });
 
+describe('a follow of an app', () => {
+  it('ends when the app is deleted (it polled for good, holding a stream slot)', async () => {
+    const host = 'gone-follow.example.com';
+    await insertReadyImage(cp, aliceId, host, 1);
+    const u = new URL(cp.url);
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = request({ host: u.hostname, port: u.port, path: `/api/apps/${host}/logs?follow=1`, headers: { authorization: `Bearer ${alice.token}`, accept: 'text/event-stream' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => { body += c; });
+        res.on('end', () => resolve(body));
+        // the app goes once the follow is under way
+        setTimeout(() => { void cp.db.query('DELETE FROM images WHERE app_hostname = $1', [host]); }, 300);
+      });
+      req.on('error', reject);
+      setTimeout(() => { req.destroy(); resolve('(still open after 10 s)'); }, 10_000).unref();
+      req.end();
+    });
+    expect(text).toMatch(/event: end\ndata: \{"status":"app_deleted"\}/);
+  });
+});
+
 describe('live streams are capped per user and in all', () => {
   it('past 3 follows of one user: 429; a closed follow frees its place; workload live streams count too', async () => {
     const id = await container('follow.example.com', 'follow1', 100);
