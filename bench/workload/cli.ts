@@ -7,7 +7,7 @@ import { accessSync, constants as fsConstants, readFileSync, statSync, writeFile
 import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
 import { BerthClient, ClientError } from '../../shared/client/client.js';
-import { printable, terminalSafe } from '../../shared/client/style.js';
+import { num, printable, terminalSafe } from '../../shared/client/style.js';
 import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
 import { redactHeaders } from './redact.js';
 import { runRemote } from './remote.js';
@@ -324,8 +324,9 @@ export async function run(argv: string[]): Promise<void> {
   out.write(`berth load: ${printable(target)}  ${options.pattern} ${options.rps} req/s${options.ramp_to_rps !== undefined ? ` → ${options.ramp_to_rps}` : ''} for ${options.duration_seconds}s\n`);
   const onProgress = (p: Progress) => {
     if (quiet) return;
-    if (tty) process.stderr.write(`\r\x1b[2K${liveLine(p)}`);
-    else if (p.elapsed_s % every === 0) process.stderr.write(`${liveLine(p)}\n`);
+    // (with --remote its numbers come from the server: made printable, as every server text is)
+    if (tty) process.stderr.write(`\r\x1b[2K${printable(liveLine(p))}`);
+    else if (p.elapsed_s % every === 0) process.stderr.write(`${printable(liveLine(p))}\n`);
   };
   let interrupted = false;
   const interrupt = new AbortController();
@@ -349,7 +350,7 @@ export async function run(argv: string[]): Promise<void> {
     try {
       r = await runRemote({
         options, api, onProgress, stopSignal: interrupt.signal, wantReport: html !== undefined,
-        onStart: (id, at) => out.write(`  workload #${id} started on ${at}\n`),
+        onStart: (id, at) => out.write(`  workload #${num(id)} started on ${printable(String(at))}\n`),
       });
     } catch (e) {
       if (e instanceof ClientError) {
@@ -360,7 +361,7 @@ export async function run(argv: string[]): Promise<void> {
       throw e;
     }
     if (!r.metrics) {
-      out.write(`\n  workload #${r.id} ${terminalSafe(out, String(r.status))}${r.status_reason ? `: ${terminalSafe(out, r.status_reason)}` : ''}, no metrics\n`);
+      out.write(`\n  workload #${num(r.id)} ${terminalSafe(out, String(r.status))}${r.status_reason ? `: ${terminalSafe(out, r.status_reason)}` : ''}, no metrics\n`);
       process.exit(1);
     }
     m = r.metrics;
@@ -378,7 +379,7 @@ export async function run(argv: string[]): Promise<void> {
   process.off('SIGINT', onSig);
   process.off('SIGTERM', onSig);
   if (tty && !quiet) process.stderr.write('\n');
-  out.write('\n' + summaryTable(m, target, options));
+  out.write('\n' + printable(summaryTable(m, target, options)));
   if (json) {
     const text = JSON.stringify({ config, metrics: m }, null, 2) + '\n';
     if (json === '-') process.stdout.write(text);
