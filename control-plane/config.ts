@@ -9,6 +9,7 @@ import { parseAppDomains } from './apps/domains.js';
 import { parseRegistries } from './images/registries.js';
 import { ownNamesOption } from '../shared/own-names.js';
 import { normalizeHost } from '../shared/hostname.js';
+import { dockerOptions } from './runtime/docker.js';
 
 /** A limit from the environment: `none` for no limit, else parsed (a bad value stops the start, naming the variable). */
 function envLimit(name: string, dflt: string, parse: (v: string) => number): number | null {
@@ -291,6 +292,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
   if (o.jwtSecret && Buffer.byteLength(o.jwtSecret) < 32) {
     throw new UsageError(`BERTH_JWT_SECRET is ${Buffer.byteLength(o.jwtSecret)} bytes; it must be at least 32 bytes (e.g. \`openssl rand -base64 48\`), or unset to have one generated into the data dir`);
   }
+  // the Docker address is checked with the rest, before Postgres starts (a refused one is a usage error)
+  dockerOptions(o.dockerHost || undefined);
   const env = o.env ?? process.env.BERTH_ENV ?? 'development';
   const production = env === 'production';
   return {

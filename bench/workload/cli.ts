@@ -237,24 +237,21 @@ export function loadOptions(argv: string[], env = process.env): {
 }
 
 /**
+ * The proxy URL names the API's own machine: the same host, or both loopback. (Not a parent
+ * domain: `a.duckdns.org` and `b.duckdns.org` are different people's; no public-suffix list here.)
+ */
+function sameSite(a: string, b: string): boolean {
+  if (a === b) return true;
+  const loop = (h: string) => h === 'localhost' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
+  return loop(a) && loop(b);
+}
+
+/**
  * The proxy apps answer on, as the control plane of --api / BERTH_API / the last `berth login`
  * names it (`GET /api/info`, no token needed): `berth up --proxy-listen :8380` or a
  * BERTH_PUBLIC_URL is followed without a flag. Unreachable, or not plain http: the fallback,
  * with a line saying why.
  */
-/**
- * The proxy URL names the API's own machine or site: the same host, both loopback, or the same
- * parent domain (`apps.example.com` beside `api.example.com`).
- */
-function sameSite(a: string, b: string): boolean {
-  if (a === b) return true;
-  const loop = (h: string) => h === 'localhost' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
-  if (loop(a) && loop(b)) return true;
-  const parent = (h: string) => (h.split('.').length >= 3 && !/^[\d.]+$/.test(h) ? h.slice(h.indexOf('.') + 1) : null);
-  const pa = parent(a);
-  return pa !== null && pa === parent(b);
-}
-
 export async function proxyFromControlPlane(api: string | undefined, warn: (line: string) => void): Promise<string> {
   let client: BerthClient | undefined;
   try {
@@ -269,7 +266,7 @@ export async function proxyFromControlPlane(api: string | undefined, warn: (line
     if (parsed !== null && parsed.protocol === 'http:' && sameSite(parsed.hostname, apiHost) && !parsed.username && !parsed.password) return parsed.origin;
     warn(u === '' ? `the control plane at ${client.api} names no proxy URL; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`
       : parsed !== null && parsed.protocol === 'http:' && !sameSite(parsed.hostname, apiHost)
-        ? `the control plane's proxy URL ${printable(u)} is on another host than the API (${apiHost}); using ${FALLBACK_PROXY_URL} (--proxy-url ${printable(u)} to send there)`
+        ? `the control plane's proxy URL ${printable(u)} is not on the API's machine (${apiHost}); using ${FALLBACK_PROXY_URL} (--proxy-url ${printable(u)} to send there)`
         : `the control plane's proxy URL ${printable(u)} is not plain http://; using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);
   } catch (e) {
     warn(`could not ask ${client?.api ?? 'the control plane'} for its proxy URL (${(e as Error).message}); using ${FALLBACK_PROXY_URL} (--proxy-url to choose)`);

@@ -39,8 +39,8 @@ export function networkKey(ip: string): string | null {
 
 /**
  * How many times the per-address limit a whole IPv6 /48 gets. A trade-off: an attacker with a
- * few /64s in a carrier's /48 can use up its allowance for the neighbours sharing it (their
- * failed logins, not their successes, count), so it is generous.
+ * few /64s in a carrier's /48 can use its allowance up, and its neighbours are then refused for
+ * up to a window (correct passwords too: the check comes first), so it is generous.
  */
 export const NETWORK_FACTOR = 8;
 

@@ -42,8 +42,12 @@ export interface ContainerServiceDeps {
   onStarted?: (c: ContainerRow) => void;
 }
 
-const shortId = () => randomBytes(4).toString('hex');
-export const containerName = (userId: number, imageId: number) => `berth-u${userId}-i${imageId}-${shortId()}`;
+/**
+ * A container's Docker name: opaque. Docker's DNS on the app network answers reverse lookups with
+ * it, so a name like `berth-u7-i42-…` told any tenant which users and apps share the host and how
+ * many instances each runs. Who owns a container is in its labels and in the database.
+ */
+export const containerName = () => `berth-${randomBytes(8).toString('hex')}`;
 
 /** Docker errors → API errors: daemon away is 503, anything else Docker refused is 502 with its message; any other error as it is (a 500 the handler logs, its text not sent). */
 export function dockerApiError(e: unknown): Error {
@@ -170,7 +174,7 @@ export class ContainerService {
         const { rows: [c] } = await tx.query<ContainerRow>(
           `INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired)
            VALUES ($1, $2, $3, 'creating', 'unknown', $4, 'running') RETURNING *`,
-          [img.user_id, img.id, containerName(img.user_id, img.id), img.container_port]);
+          [img.user_id, img.id, containerName(), img.container_port]);
         await recordEvent(tx, this.eventFor('container.created', c, img));
         out.push(c);
       }
@@ -393,7 +397,7 @@ export class ContainerService {
   private async renew(c: ContainerRow, img: ImageRow, q: Queryable = this.d.db): Promise<ContainerRow> {
     const { rows: [row] } = await q.query<ContainerRow>(
       `UPDATE containers SET name = $2, docker_id = NULL, host_port = NULL, container_ip = NULL, status = 'creating', health = 'unknown',
-         updated_at = now() WHERE id = $1 RETURNING *`, [c.id, containerName(img.user_id, img.id)]);
+         updated_at = now() WHERE id = $1 RETURNING *`, [c.id, containerName()]);
     if (!row) throw notFound('container');
     return row;
   }

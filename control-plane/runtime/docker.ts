@@ -93,16 +93,17 @@ export interface Runtime {
 /**
  * How to reach the daemon: a unix socket, or TCP. Over TCP with DOCKER_TLS_VERIFY or
  * DOCKER_CERT_PATH set (or an https:// address) it is TLS with the client certificate of
- * DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem; default ~/.docker), as the docker CLI does. Plain
+ * DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem; default ~/.docker), much as the docker CLI does. Plain
  * TCP is refused off loopback: anything that reaches that port — the apps themselves, through
  * their bridge's gateway — could create a privileged container and own the host and every tenant
  * (BERTH_DOCKER_INSECURE_TCP=1 for a daemon the operator has firewalled).
  */
-export function dockerOptions(dockerHost: string | undefined, env: NodeJS.ProcessEnv = process.env): { opts: Docker.DockerOptions | undefined; endpoint: string } {
+export function dockerOptions(dockerHost: string | undefined, env: NodeJS.ProcessEnv = process.env): { opts: Docker.DockerOptions; endpoint: string } {
   const h = dockerHost ?? env.DOCKER_HOST;
-  if (!h) return { opts: { socketPath: '/var/run/docker.sock' }, endpoint: 'unix:///var/run/docker.sock' };
-  if (h.startsWith('unix://')) return { opts: { socketPath: h.slice('unix://'.length) }, endpoint: h };
-  if (h.startsWith('/')) return { opts: { socketPath: h }, endpoint: `unix://${h}` };
+  if (!h) return { opts: pinned({ socketPath: '/var/run/docker.sock' }), endpoint: 'unix:///var/run/docker.sock' };
+  if (h.startsWith('unix://')) return { opts: pinned({ socketPath: h.slice('unix://'.length) }), endpoint: h };
+  if (h.startsWith('/')) return { opts: pinned({ socketPath: h }), endpoint: `unix://${h}` };
+  if (h.startsWith('ssh://')) throw new UsageError(`DOCKER_HOST / --docker-host "${h}": ssh is not supported; forward the daemon's unix socket (ssh -L /tmp/docker.sock:/var/run/docker.sock host) and give unix:///tmp/docker.sock`);
   let u: URL;
   try {
     u = new URL(h.replace(/^tcp:/, 'http:'));
@@ -110,14 +111,17 @@ export function dockerOptions(dockerHost: string | undefined, env: NodeJS.Proces
     throw new UsageError(`DOCKER_HOST / --docker-host "${h}" is not unix:///path, tcp://host:port or https://host:port`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`DOCKER_HOST / --docker-host "${h}": use unix:///path, tcp://host:port or https://host:port`);
-  const tls = u.protocol === 'https:' || (env.DOCKER_TLS_VERIFY !== undefined && env.DOCKER_TLS_VERIFY !== '' && env.DOCKER_TLS_VERIFY !== '0') || !!env.DOCKER_CERT_PATH;
+  const tls = u.protocol === 'https:' || (env.DOCKER_TLS_VERIFY !== undefined && env.DOCKER_TLS_VERIFY !== '') || !!env.DOCKER_CERT_PATH;
   const host = u.hostname.replace(/^\[|\]$/g, '');
+  // (the port as written: URL drops one that is its scheme's default, https://h:443 or tcp://h:80)
+  const written = /:(\d{1,5})\/?$/.exec(h.replace(/^[a-z]+:\/\//, '').replace(/^\[[^\]]*\]/, ''));
+  const port = written ? Number(written[1]) : undefined;
   if (!tls) {
     const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
     if (!loopback && env.BERTH_DOCKER_INSECURE_TCP !== '1') {
       throw new UsageError(`DOCKER_HOST / --docker-host "${h}" is plain TCP to another machine: whatever reaches that port (the apps too, through their bridge) could run a privileged container and own the host. Use TLS (DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH with ca.pem, cert.pem, key.pem), a unix socket (an ssh tunnel), or set BERTH_DOCKER_INSECURE_TCP=1 for a daemon you have firewalled`);
     }
-    return { opts: { host, port: Number(u.port || 2375), protocol: 'http' }, endpoint: h };
+    return { opts: pinned({ host, port: port ?? 2375, protocol: 'http' }), endpoint: h };
   }
   const dir = env.DOCKER_CERT_PATH || join(env.HOME ?? homedir(), '.docker');
   const read = (f: string) => {
@@ -127,7 +131,16 @@ export function dockerOptions(dockerHost: string | undefined, env: NodeJS.Proces
       throw new UsageError(`Docker over TLS needs ${join(dir, f)} (DOCKER_CERT_PATH): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   };
-  return { opts: { host, port: Number(u.port || 2376), protocol: 'https', ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') }, endpoint: h };
+  return { opts: pinned({ host, port: port ?? 2376, protocol: 'https', ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') }), endpoint: h };
+}
+
+/**
+ * Every connection setting given, none left unset: docker-modem lays what it is given over what
+ * it reads from the environment itself (DOCKER_HOST, DOCKER_CERT_PATH), so `--docker-host
+ * unix:///…` with DOCKER_HOST=tcp://… in the environment went to the TCP daemon.
+ */
+function pinned(o: Docker.DockerOptions): Docker.DockerOptions {
+  return { socketPath: undefined, host: undefined, port: undefined, protocol: undefined, ca: undefined, cert: undefined, key: undefined, ...o };
 }
 
 export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks; buildTimeoutMs?: number }): Runtime {

@@ -243,8 +243,8 @@ export class BerthClient {
     }
     const why = code && code !== 'Error' ? `${code}${e.message && !e.message.includes(String(code)) ? `: ${e.message}` : ''}` : e.message;
     // TLS spoken to a plain-http server (a bare host means https): say how to ask for http
-    if (this.api.startsWith('https:') && /^(ERR_SSL|EPROTO)/.test(String(code))) {
-      return new ClientError(`cannot speak TLS with ${this.api} (${String(code)}); if it is a plain-http control plane, give http://HOST:PORT (a bare host means https)`, EXIT.unreachable);
+    if (this.api.startsWith('https:') && /^ERR_SSL_(WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|HTTP_REQUEST)$/.test(String(code))) {
+      return new ClientError(`cannot speak TLS with ${this.api} (${String(code)}: the server answered in plain text); if it is a plain-http control plane, give http://HOST:PORT (a bare host means https)`, EXIT.unreachable);
     }
     if (!CONNECT_ERRORS.has(String(code))) {
       // connected, then lost (a reset mid-upload, a proxy in between closing): not "unreachable"

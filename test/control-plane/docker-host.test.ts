@@ -18,6 +18,23 @@ describe('DOCKER_HOST', () => {
     expect(dockerOptions('tcp://[::1]:2375', {}).opts).toMatchObject({ host: '::1', protocol: 'http' });
   });
 
+  it('the daemon given wins over DOCKER_HOST in the environment (docker-modem reads it too); ports as written', async () => {
+    const { default: Docker } = await import('dockerode');
+    const was = process.env.DOCKER_HOST;
+    process.env.DOCKER_HOST = 'tcp://10.0.0.5:2375';
+    try {
+      const m = (new Docker(dockerOptions('unix:///var/run/docker.sock', {}).opts) as unknown as { modem: { host?: string; socketPath?: string } }).modem;
+      expect(m.host).toBeUndefined();
+      expect(m.socketPath).toBe('/var/run/docker.sock');
+    } finally {
+      if (was === undefined) delete process.env.DOCKER_HOST; else process.env.DOCKER_HOST = was;
+    }
+    expect(dockerOptions('tcp://127.0.0.1:80', {}).opts).toMatchObject({ port: 80 });
+    expect(dockerOptions('tcp://127.0.0.1', {}).opts).toMatchObject({ port: 2375 });
+    expect(dockerOptions('tcp://[::1]:2377', {}).opts).toMatchObject({ port: 2377 });
+    expect(() => dockerOptions('ssh://me@host', {})).toThrow(/ssh is not supported/);
+  });
+
   it('plain TCP to another machine is refused with the ways out; the operator may insist', () => {
     for (const h of ['tcp://10.0.0.5:2375', 'tcp://docker.internal:2375', 'http://172.17.0.1:2375']) {
       expect(() => dockerOptions(h, {}), h).toThrow(UsageError);

@@ -99,7 +99,7 @@ describe('berth load --app: which proxy', () => {
       // an answer may not aim the load at another host than the control plane's own
       answer = { proxy_url: 'http://victim.example:80' };
       expect(await proxyFromControlPlane(api, warn)).toBe('http://127.0.0.1:8080');
-      expect(warned.pop()).toMatch(/on another host than the API \(127\.0\.0\.1\); .*--proxy-url http:\/\/victim\.example:80/);
+      expect(warned.pop()).toMatch(/is not on the API's machine \(127\.0\.0\.1\); .*--proxy-url http:\/\/victim\.example:80/);
       // loopback beside loopback is the same machine
       answer = { proxy_url: 'http://localhost:9090' };
       expect(await proxyFromControlPlane(api, warn)).toBe('http://localhost:9090');
