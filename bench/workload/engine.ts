@@ -623,8 +623,11 @@ export class WorkloadRun {
     };
   }
 
+  /** (computed once: for a long many-stage pattern it is seconds × stages of work, and a snapshot is taken every second) */
+  private target = -1;
   private scheduledTarget(): number {
-    return expectedRequests(this.o) / this.o.duration_seconds;
+    if (this.target < 0) this.target = expectedRequests(this.o) / this.o.duration_seconds;
+    return this.target;
   }
 }
 
