@@ -96,6 +96,17 @@ export function rateAt(p: PatternSpec, t: number): number {
   }
 }
 
+/** Where the step stage holding `tMs` ends, when its rate is 0 (else `tMs`): only step patterns have silent stretches. */
+function silentUntilMs(p: PatternSpec, tMs: number): number {
+  if (p.pattern !== 'step') return tMs;
+  let end = 0;
+  for (const s of p.stages ?? defaultSteps(p)) {
+    end += s.duration_seconds * 1000;
+    if (tMs < end) return s.rps === 0 ? end : tMs;
+  }
+  return tMs;
+}
+
 function defaultSteps(p: PatternSpec): Stage[] {
   const to = p.ramp_to_rps ?? p.rps;
   const n = 4;
@@ -179,6 +190,15 @@ export function createSchedule(p: PatternSpec, random: () => number = Math.rando
         if (t >= endMs) return Infinity;
         const step = Math.min(STEP_MS, endMs - t);
         const perMs = rateAt(p, (t + step / 2) / 1000) / 1000;
+        if (perMs === 0) {
+          // a silent stage is crossed at once, not a millisecond at a time (an hour of rate 0
+          // was 3.6 million steps, in the worker that must also hear `stop`)
+          const until = silentUntilMs(p, t);
+          if (until > t + step) {
+            t = Math.min(until, endMs);
+            continue;
+          }
+        }
         const add = perMs * step;
         if (perMs > 0 && i <= cum + add) {
           const at = t + Math.max(0, i - cum) / perMs;

@@ -235,6 +235,18 @@ describe('inputs', () => {
     expect(rateAt(step, 15)).toBe(500);
     expect(rateAt(step, 25)).toBe(500);
     expect(peakRate(step)).toBe(500);
+    // an hour of silence between two stages is crossed at once, and the schedule stays exact
+    // (98 silent stages: walked a millisecond at a time, each step looked through the stages)
+    const silent = Array.from({ length: 98 }, () => ({ duration_seconds: 36.5, rps: 0 }));
+    const gap = { pattern: 'step' as const, rps: 1, duration_seconds: 3587, stages: [{ duration_seconds: 5, rps: 10 }, ...silent, { duration_seconds: 5, rps: 10 }] };
+    const t0 = performance.now();
+    const sched = createSchedule(gap);
+    const at: number[] = [];
+    for (let x = sched.next(); x !== Infinity; x = sched.next()) at.push(x);
+    expect(performance.now() - t0).toBeLessThan(300);
+    expect(at).toHaveLength(100);
+    expect(at.filter((x) => x >= 5000 && x < 3_582_000)).toEqual([]);
+    expect(at[50]).toBeGreaterThanOrEqual(3_582_000);
     // a stage that would begin after the run ends never sends: it does not count toward the peak
     const late = { pattern: 'step' as const, rps: 1, duration_seconds: 60, stages: [{ duration_seconds: 60, rps: 1 }, { duration_seconds: 1, rps: 10_000 }] };
     expect(peakRate(late)).toBe(1);
