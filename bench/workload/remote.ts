@@ -3,7 +3,7 @@
  * machine the apps run on, followed live over `/api/workloads/:id/live`. Talks to the API through
  * the shared CLI client (API URL and token from --api / BERTH_API / BERTH_TOKEN / `berth login`).
  */
-import { BerthClient } from '../../shared/client/client.js';
+import { BerthClient, ClientError } from '../../shared/client/client.js';
 import { readSse } from '../../shared/client/sse.js';
 import type { Progress, WorkloadOptions } from './engine.js';
 import type { WorkloadMetrics } from './metrics.js';
@@ -50,7 +50,11 @@ export async function runRemote(o: {
     try {
       const s = await client.stream('GET', `/api/workloads/${id}/live`, { signal: live.signal, headers: { accept: 'text/event-stream' } });
       for await (const ev of readSse(s.body)) {
-        if (ev.event === 'progress') o.onProgress?.(JSON.parse(ev.data) as Progress);
+        if (ev.event === 'progress') {
+          const p = JSON.parse(ev.data) as Progress;
+          // (a progress line berth cannot read is skipped: the final metrics are checked below)
+          if (progressReadable(p)) o.onProgress?.(p);
+        }
         else if (ev.event === 'end') break;
       }
     } catch (e) {
@@ -64,10 +68,40 @@ export async function runRemote(o: {
       await new Promise((r) => setTimeout(r, 100));
       run = await client.get<RemoteRun>(`/api/workloads/${id}`);
     }
+    // what is printed from them must be numbers: a server's wrong types are a clear error, not a TypeError
+    const bad = run.metrics ? unreadable(run.metrics) : null;
+    if (bad !== null) throw new ClientError(`the control plane at ${client.api} sent workload metrics berth cannot read (${bad})`);
     let report: string | undefined;
     if (o.wantReport && run.metrics) report = await client.readAll((await client.stream('GET', `/api/workloads/${id}/report`, { headers: { accept: 'text/html' } })).body, 'GET', `/api/workloads/${id}/report`);
     return { ...run, api: client.api, report };
   } finally {
     await client.close();
   }
+}
+
+const NUMBERS = ['total_requests', 'successful_requests', 'failed_requests', 'error_rate', 'requests_per_second', 'target_rps', 'late_requests',
+  'dropped_requests', 'duration_seconds', 'scheduled_requests', 'connections_opened', 'connections_max', 'late_threshold_ms'] as const;
+const NULLABLE = ['avg_latency_ms', 'min_latency_ms', 'max_latency_ms', 'p50_latency_ms', 'p90_latency_ms', 'p95_latency_ms', 'p99_latency_ms',
+  'p999_latency_ms', 'send_delay_p50_ms', 'send_delay_p99_ms', 'send_delay_max_ms'] as const;
+const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
+
+/** The first field of a server's metrics that is not what berth prints it as, or null. */
+export function unreadable(m: WorkloadMetrics): string | null {
+  const r = m as unknown as Record<string, unknown>;
+  for (const k of NUMBERS) if (!finite(r[k])) return k;
+  for (const k of NULLABLE) if (r[k] !== null && r[k] !== undefined && !finite(r[k])) return k;
+  for (const k of ['status_code_distribution', 'errors'] as const) {
+    const o = r[k];
+    if (typeof o !== 'object' || o === null || Array.isArray(o) || !Object.values(o).every(finite)) return k;
+  }
+  return null;
+}
+
+function progressReadable(p: Progress): boolean {
+  const r = p as unknown as Record<string, unknown>;
+  const point = r.point as Record<string, unknown> | undefined;
+  return typeof point === 'object' && point !== null && finite(point.target_rps) && finite(point.achieved_rps)
+    && ['elapsed_s', 'duration_s', 'errors', 'connections', 'total_requests'].every((k) => finite(r[k]))
+    && ['p50_ms', 'p99_ms'].every((k) => r[k] === null || finite(r[k]))
+    && ['late', 'dropped'].every((k) => r[k] === undefined || finite(r[k]));
 }

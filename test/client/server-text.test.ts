@@ -111,6 +111,53 @@ describe('numbers that a hostile server sends as strings', () => {
   });
 });
 
+describe('berth load --remote against a hostile control plane', () => {
+  const metrics = (over: Record<string, unknown> = {}) => ({
+    total_requests: 10, successful_requests: 9, failed_requests: 1, error_rate: 10, requests_per_second: 10, target_rps: 10,
+    avg_latency_ms: 1, min_latency_ms: 1, max_latency_ms: 2, p50_latency_ms: 1, p90_latency_ms: 1, p95_latency_ms: 2, p99_latency_ms: 2, p999_latency_ms: 2,
+    status_code_distribution: { [`200${EVIL}`]: 9 }, errors: { [`reset${EVIL}`]: 1 }, late_requests: 0, dropped_requests: 0,
+    start_time: 'x', end_time: 'y', duration_seconds: 1, app_hostnames: ['evil.localhost'], series: [], scheduled_requests: 10,
+    latency_distribution: [], connections_opened: 1, connections_max: 1, bytes_received: 0, late_threshold_ms: 10,
+    send_delay_p50_ms: null, send_delay_p99_ms: null, send_delay_max_ms: null, stopped: false, ...over,
+  });
+  const serve = async (m: Record<string, unknown>) => {
+    const server = createServer((req, res) => {
+      if (req.method === 'POST' && req.url === '/api/workloads') { res.writeHead(201, { 'content-type': 'application/json' }); res.end('{"id":7}'); return; }
+      if (req.url === '/api/workloads/7/live') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const ok = { elapsed_s: 1, duration_s: 1, point: { target_rps: 10, achieved_rps: 10 }, total_requests: 10, errors: 0, late: 0, dropped: 0, connections: 1, p50_ms: 1, p99_ms: 2 };
+        res.end(`event: progress\ndata: ${JSON.stringify({ ...ok, connections: EVIL })}\n\nevent: progress\ndata: ${JSON.stringify(ok)}\n\nevent: end\ndata: {}\n\n`);
+        return;
+      }
+      if (req.url === '/api/workloads/7') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ id: 7, status: 'completed', status_reason: null, config: {}, metrics: m })); return; }
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { server, api: `http://127.0.0.1:${(server.address() as { port: number }).port}` };
+  };
+
+  it.skipIf(!built())('its texts are defused; numbers of the wrong type are a clear error, not a crash', async () => {
+    const a = await serve(metrics());
+    try {
+      const r = await berth(['load', '--remote', '--app', 'evil.localhost', '--rps', '10', '--duration', '1s'], { BERTH_API: a.api, BERTH_TOKEN: 'berth_x' });
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toContain('200copy\ufffd]52');
+      expect(r.out + r.err).not.toMatch(RAW);
+    } finally {
+      a.server.close();
+    }
+    const b = await serve(metrics({ error_rate: 'lots', late_threshold_ms: EVIL }));
+    try {
+      const r = await berth(['load', '--remote', '--app', 'evil.localhost', '--rps', '10', '--duration', '1s'], { BERTH_API: b.api, BERTH_TOKEN: 'berth_x' });
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/sent workload metrics berth cannot read \(error_rate\)/);
+      expect(r.err).not.toMatch(/TypeError|    at /);
+    } finally {
+      b.server.close();
+    }
+  });
+});
+
 describe.skipIf(!built())('tables and lines from a real control plane', () => {
   let t: TestControlPlane;
   let env: Record<string, string>;
