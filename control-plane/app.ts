@@ -1,3 +1,4 @@
+import { isLoopbackName } from '../shared/hostname.js';
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
 import { startEventRetention } from './events/retention.js';
@@ -159,7 +160,7 @@ export async function startControlPlane(
   // the berth networks (no inter-container traffic); builds and containers ensure them again, so a
   // daemon that is away now only delays this
   runtime.ensureNetworks().catch((e) => log.warn({ err: (e as Error).message }, 'could not set up the berth Docker networks yet; builds and containers will retry'));
-  if (!/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(config.publishHost)) {
+  if (!isLoopbackName(config.publishHost)) {
     log.warn({ publishHost: config.publishHost }, `apps' ports are published on ${config.publishHost}, not loopback: anything that reaches that address — other tenants' apps through their bridge, the internet — reaches every app directly, past the proxy, private-app tokens and metering. Firewall the published port range (docs/security.md, Networks)`);
   }
   try {

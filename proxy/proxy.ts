@@ -1,3 +1,4 @@
+import { isLoopbackName } from '../shared/hostname.js';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -56,7 +57,6 @@ export interface ProxyHandle {
   close(): Promise<void>;
 }
 
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 /**
  * Admin writes always need a token. When the operator gave none, one is generated per data dir
@@ -85,7 +85,7 @@ export async function resolveAdminAuth(given: string | undefined, dataDir: strin
 
 export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const log = o.logger;
-  if (!LOOPBACK.has(o.adminHost) && !o.adminHost.startsWith('127.') && !o.adminToken) {
+  if (!isLoopbackName(o.adminHost) && !o.adminToken) {
     throw new Error(`the admin listener on ${o.adminHost} is not loopback: set --admin-token (or BERTH_ADMIN_TOKEN)`);
   }
   if (o.controlPlaneUrl && !o.token) throw new Error('--control-plane needs --token (or BERTH_PROXY_TOKEN)');

@@ -9,17 +9,32 @@ import { domainToASCII } from 'node:url';
  * Fast path: a Host header that is already lower-case ASCII without port or trailing dot
  * is returned as-is without allocating.
  */
+export function normalizeHost(raw: string): string {
+  return isNormalHost(raw, 0) ? raw : normalizeHostSlow(raw);
+}
+
+/**
+ * This machine's loopback: `localhost` (and a name under it, RFC 6761), 127.0.0.0/8, `::1` with or
+ * without brackets. One test for every "only on loopback" rule (the proxy admin, Docker over plain
+ * TCP, published ports, the CLI's default scheme, the workload generator's proxy URL).
+ */
+export function isLoopbackName(name: string): boolean {
+  const n = unbracket(name);
+  return n === 'localhost' || n.endsWith('.localhost') || n === '::1' || (isIP(n) === 4 && n.startsWith('127.'));
+}
+
 /**
  * An IP literal (v4, or v6 with or without brackets) or `localhost`: a name of the machine itself,
  * never one an app could claim.
  */
 export function isAddressName(name: string): boolean {
-  const n = name.length > 1 && name.charCodeAt(0) === 91 /* [ */ && name.endsWith(']') ? name.slice(1, -1) : name;
+  const n = unbracket(name);
   return n === 'localhost' || isIP(n) !== 0;
 }
 
-export function normalizeHost(raw: string): string {
-  return isNormalHost(raw, 0) ? raw : normalizeHostSlow(raw);
+/** `[v6]` → `v6`; anything else as it is. */
+function unbracket(name: string): string {
+  return name.length > 1 && name.charCodeAt(0) === 91 /* [ */ && name.endsWith(']') ? name.slice(1, -1) : name;
 }
 
 /** raw from `from` on is a host normalizeHost returns as it is: a-z 0-9 - . _, not ending in '.' (not empty). */

@@ -11,28 +11,23 @@ export const SESSION_COOKIE = 'berth_session';
 
 /** Does this Set-Cookie value set a cookie named `name`? (names are compared as browsers do: trimmed, case-sensitive) */
 export function setsCookie(setCookie: string, name: string): boolean {
-  const eq = setCookie.indexOf('=');
-  return eq !== -1 && setCookie.slice(0, eq).trim() === name;
+  return setCookie.includes('=') && pairName(setCookie.split(';', 1)[0]) === name;
 }
 
 /** A Cookie header without the pairs named `name` ('' when nothing is left). */
 export function withoutCookie(header: string, name: string): string {
   if (!header.includes(name)) return header;
-  const kept: string[] = [];
-  for (const pair of header.split(';')) {
-    const eq = pair.indexOf('=');
-    if ((eq === -1 ? pair : pair.slice(0, eq)).trim() !== name) kept.push(pair.trim());
-  }
-  return kept.filter((p) => p !== '').join('; ');
+  return header.split(';').filter((p) => pairName(p) !== name).map((p) => p.trim()).filter((p) => p !== '').join('; ');
 }
 
 /** How many pairs named `name` a Cookie header holds (more than one: a second one was planted). */
 export function cookieCount(header: string | undefined, name: string): number {
   if (header === undefined || !header.includes(name)) return 0;
-  let n = 0;
-  for (const pair of header.split(';')) {
-    const eq = pair.indexOf('=');
-    if ((eq === -1 ? pair : pair.slice(0, eq)).trim() === name) n++;
-  }
-  return n;
+  return header.split(';').filter((p) => pairName(p) === name).length;
+}
+
+/** A cookie pair's (or Set-Cookie value's) name as browsers read it: before the first `=`, trimmed. */
+function pairName(pair: string): string {
+  const eq = pair.indexOf('=');
+  return (eq === -1 ? pair : pair.slice(0, eq)).trim();
 }

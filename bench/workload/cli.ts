@@ -3,6 +3,7 @@
  * (`--app HOST`) or any HTTP/1.1 URL (`--url`), with a live line while it runs, a summary table at
  * the end, optional JSON / HTML reports and `--fail-on` thresholds for CI (exit 1 when one holds).
  */
+import { isLoopbackName } from '../../shared/hostname.js';
 import { accessSync, constants as fsConstants, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { UsageError, formatHelp, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
@@ -242,8 +243,7 @@ export function loadOptions(argv: string[], env = process.env): {
  */
 function sameSite(a: string, b: string): boolean {
   if (a === b) return true;
-  const loop = (h: string) => h === 'localhost' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
-  return loop(a) && loop(b);
+  return isLoopbackName(a) && isLoopbackName(b);
 }
 
 /**

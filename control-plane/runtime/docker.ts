@@ -1,3 +1,4 @@
+import { isLoopbackName } from '../../shared/hostname.js';
 import Docker from 'dockerode';
 import { createReadStream, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -117,8 +118,7 @@ export function dockerOptions(dockerHost: string | undefined, env: NodeJS.Proces
   const written = /:(\d{1,5})\/?$/.exec(h.replace(/^[a-z]+:\/\//, '').replace(/^\[[^\]]*\]/, ''));
   const port = written ? Number(written[1]) : undefined;
   if (!tls) {
-    const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-    if (!loopback && env.BERTH_DOCKER_INSECURE_TCP !== '1') {
+    if (!isLoopbackName(host) && env.BERTH_DOCKER_INSECURE_TCP !== '1') {
       throw new UsageError(`DOCKER_HOST / --docker-host "${h}" is plain TCP to another machine: whatever reaches that port (the apps too, through their bridge) could run a privileged container and own the host. Use TLS (DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH with ca.pem, cert.pem, key.pem), a unix socket (an ssh tunnel), or set BERTH_DOCKER_INSECURE_TCP=1 for a daemon you have firewalled`);
     }
     return { opts: pinned({ host, port: port ?? 2375, protocol: 'http' }), endpoint: h };

@@ -22,6 +22,7 @@
  *   AbortSignal: aborting closes the connection, which is how the API learns to stop).
  */
 import { Readable } from 'node:stream';
+import { isLoopbackName } from '../hostname.js';
 import { Agent, request, type Dispatcher } from 'undici';
 import { CredentialsFileError, readCredentials, type CredentialsFile } from './credentials.js';
 import { printable } from './style.js';
@@ -59,10 +60,6 @@ export class ClientError extends Error {
 export const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 /** How long a whole answer may take to arrive once its head has. */
 export const ANSWER_DEADLINE_MS = 10 * 60_000;
-
-function isLoopbackName(h: string): boolean {
-  return h === 'localhost' || h.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '[::1]';
-}
 
 /** http(s)://host[:port][/prefix] without a trailing slash (a bare host: https, http on loopback); anything else is a usage error. */
 export function normalizeApiUrl(raw: string): string {

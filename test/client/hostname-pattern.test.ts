@@ -43,3 +43,11 @@ describe('isAddressName: the machine itself, never a name an app could claim', (
     for (const n of ['localhost.example', 'a.localhost', '127.0.0.1.nip.io', '[a\nb c]', '[]', '999.1.1.1', '0x7f.1', 'example.com', '']) expect(isAddressName(n), n).toBe(false);
   });
 });
+
+describe('isLoopbackName: one test for every "only on loopback" rule', () => {
+  it('is true for localhost (and names under it), 127/8 and ::1 only', async () => {
+    const { isLoopbackName } = await import('../../shared/hostname.js');
+    for (const n of ['localhost', 'app.localhost', '127.0.0.1', '127.1.2.3', '::1', '[::1]']) expect(isLoopbackName(n), n).toBe(true);
+    for (const n of ['10.0.0.1', '0.0.0.0', '127.example.com', 'localhost.example.com', '::', '::ffff:127.0.0.1', '128.0.0.1', '']) expect(isLoopbackName(n), n).toBe(false);
+  });
+});
