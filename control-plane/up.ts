@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { formatHelp, parseArgs, parseListen, resolveOptions, type OptionSpec } from '../shared/cli/args.js';
 import { createLogger } from '../shared/logging.js';
 import { startProxy, type ProxyHandle, type ProxyOptions } from '../proxy/proxy.js';
-import { APPS_PATH_SPEC, ownNamesOption, TLS_SPECS, tlsOptions } from '../proxy/cli.js';
+import { APPS_PATH_SPEC, TLS_SPECS, tlsOptions } from '../proxy/cli.js';
+import { ownNamesOption } from '../shared/own-names.js';
 import { DEFAULT_USER } from './auth/users.js';
 import { startControlPlane, type ControlPlane } from './app.js';
 import { TENANT_SPECS, tenantOptions } from './cli.js';
@@ -55,18 +56,19 @@ export async function up(o: {
   const admin = parseListen(o.adminListen, 'admin-listen');
   // a list ("new,old", for rotation) is accepted whole by the control plane; its proxy presents the first
   const token = tokenList(o.proxyToken ?? '')[0] ?? `bpt_${randomBytes(24).toString('base64url')}`;
+  // the listen address, when it is a name, is one of the proxy's own (reserved for apps, path form served)
+  const listenName = px.host !== '' && !isAddressName(px.host) ? [normalizeHost(px.host)] : [];
   const cp = await startControlPlane({
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
     proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
     // no app may take a name of the proxy's own: the listen name too (the public URL's host the control plane adds)
-    reservedHostnames: [...(o.ownNames ?? []), ...(px.host !== '' && !isAddressName(px.host) ? [normalizeHost(px.host)] : [])],
+    reservedHostnames: [...(o.ownNames ?? []), ...listenName],
   });
   // /apps/{host}/ works on the address clients are told (GET /api/info), when that is a name
-  const ownNames = [...(o.ownNames ?? [])];
-  // (the public URL's host and the listen address, when they are names)
-  for (const name of [cp.app.publicInfo.proxyUrl ? new URL(cp.app.publicInfo.proxyUrl).hostname : '', px.host]) {
-    if (name !== '' && !isAddressName(name)) ownNames.push(normalizeHost(name));
-  }
+  const ownNames = [...(o.ownNames ?? []), ...listenName];
+  // (and the public URL's host, when it is a name)
+  const publicHost = cp.app.publicInfo.proxyUrl ? new URL(cp.app.publicInfo.proxyUrl).hostname : '';
+  if (publicHost !== '' && !isAddressName(publicHost)) ownNames.push(normalizeHost(publicHost));
   let proxy: ProxyHandle;
   try {
     proxy = await startProxy({

@@ -16,8 +16,6 @@ export const TLS_SPECS: OptionSpec[] = [
 ];
 
 /** Where `/apps/{host}/` (access without DNS) is served besides IP addresses and localhost (also `berth up`'s). */
-export { ownNamesOption };
-
 export const APPS_PATH_SPEC: OptionSpec = {
   name: 'apps-path-hosts', env: 'BERTH_APPS_PATH_HOSTS',
   help: 'the proxy\'s own names, comma separated, on which /apps/{host}/ reaches an app as on its IP address or localhost (never on other names: an app may claim them later)',

@@ -86,7 +86,7 @@ const NULLABLE = ['avg_latency_ms', 'min_latency_ms', 'max_latency_ms', 'p50_lat
 const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
 
 /** The first field of a server's metrics that is not what berth prints it as, or null. */
-export function unreadable(m: WorkloadMetrics): string | null {
+function unreadable(m: WorkloadMetrics): string | null {
   const r = m as unknown as Record<string, unknown>;
   for (const k of NUMBERS) if (!finite(r[k])) return k;
   for (const k of NULLABLE) if (r[k] !== null && r[k] !== undefined && !finite(r[k])) return k;

@@ -15,7 +15,7 @@ import { errorResponses, noContent } from '../http/responses.js';
 export { SESSION_COOKIE };
 
 /** Live API tokens per user (409 `too_many_tokens` past it). */
-export const MAX_API_TOKENS = 100;
+const MAX_API_TOKENS = 100;
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 

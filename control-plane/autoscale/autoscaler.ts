@@ -43,6 +43,9 @@ interface AppState {
   ready: number;
 }
 
+/** A decision that did not change the instance count is tried again after this long at the soonest. */
+const SAME_MOVE_RETRY_MS = 30_000;
+
 /**
  * The autoscaler: only the reconcile leader runs it. Every tick, for every revision that serves
  * (between its min_instances, less the instances its user stopped, and max_instances), it sums
@@ -52,8 +55,6 @@ interface AppState {
  * way down the newest instances are stopped through the normal graceful stop (proxies drain them
  * first: no failed request). Every change is an `autoscale.decision` event.
  */
-/** A decision that did not change the instance count is tried again after this long at the soonest. */
-export const SAME_MOVE_RETRY_MS = 30_000;
 
 export class Autoscaler {
   private timer: NodeJS.Timeout | null = null;

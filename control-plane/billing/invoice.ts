@@ -87,7 +87,7 @@ export async function computeInvoice(q: Queryable, uid: number, month: string, p
     month,
     period_start: new Date(start).toISOString(),
     period_end: new Date(end).toISOString(),
-    status: end + CLOSE_GRACE_MS > now ? 'open' : 'closed',
+    status: isClosed(month, now) ? 'closed' : 'open',
     plan: pricing.plan,
     currency: pricing.currency,
     lines,
@@ -105,6 +105,11 @@ export const CLOSE_GRACE_MS = 15 * 60_000;
 
 /** Closing an invoice (exclusive) and applying metering (shared) take this lock: a batch is either in the stored invoice or billed in the month it arrives. */
 export const INVOICE_LOCK = 0x62657274_696e76n; // "bert" "inv"
+
+/** The newest month that is closed at `now`. */
+export function lastClosedMonth(now: number): string {
+  return monthOf(monthBounds(monthOf(now - CLOSE_GRACE_MS)).start - 1);
+}
 
 /** Is `month` closed at `now` (ended, and the grace past)? */
 export function isClosed(month: string, now: number): boolean {
@@ -129,10 +134,13 @@ async function closeInvoice(db: Db, uid: number, month: string, pricing: Pricing
     // no metering upload is half applied while the invoice is computed: only the month closed
     // last can still be written to by one that began before it closed (older ones have long been
     // past ingest's cut-off), so a first read of an old month does not hold up metering
-    if (month === monthOf(monthBounds(monthOf(now - CLOSE_GRACE_MS)).start - 1)) {
+    if (month === lastClosedMonth(now)) {
       await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [INVOICE_LOCK.toString()]);
     }
     const inv = await computeInvoice(tx, uid, month, pricing, now);
+    // nothing to bill is not stored (reading every month since 1970 would write a row each); it
+    // stays empty: nothing can reach a closed month any more
+    if (inv.lines.length === 0) return inv;
     // two readers at once: the first stored wins, both answer with it
     const { rows } = await tx.query<{ body: Invoice }>(
       `INSERT INTO invoices (user_id, month, body) VALUES ($1, $2, $3)
@@ -149,7 +157,7 @@ async function closeInvoice(db: Db, uid: number, month: string, pricing: Pricing
  * Per user, through the (user_id, …) indexes.
  */
 export async function closeInvoices(db: Db, pricing: Pricing, now: number, done = ''): Promise<{ month: string; closed: number }> {
-  const month = monthOf(monthBounds(monthOf(now - CLOSE_GRACE_MS)).start - 1);
+  const month = lastClosedMonth(now);
   // a pass already closed it: what reaches a closed month later is billed in the month it arrives
   if (month === done) return { month, closed: 0 };
   const { start, end } = monthBounds(month);

@@ -156,7 +156,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
   app.decorate('billing', { pricing, sampler } satisfies Billing);
   // last month's invoices are closed (stored as they are) soon after it ends, by the reconcile leader
   // (by the database's clock, as metering's ingest and the invoice route read it)
-  const closeEvery = envNumber('BERTH_INVOICE_CLOSE_MS', 3600_000, 100, 86_400_000);
+  const closeEvery = envNumber('BERTH_INVOICE_CLOSE_MS', 3600_000, 100, 86_400_000, true);
   let closedMonth = '';
   const closer = new Periodic(closeEvery, async () => {
     if (!app.platform.leader.isLeader) return;

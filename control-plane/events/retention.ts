@@ -35,6 +35,6 @@ export function startEventRetention(db: Db, days: number, kafka: boolean, log: L
     if (n > 0) log.info({ deleted: n, days }, 'events older than the retention period deleted');
     await db.query('DELETE FROM hostname_holds WHERE until < now()');
   }, (e) => log.warn({ err: e.message }, 'retention pass failed; will retry'));
-  rounds.start();
+  rounds.start(Math.min(everyMs, 60_000)); // the first pass a minute after start, as before
   return () => rounds.stop();
 }

@@ -19,16 +19,21 @@ export class StreamLimits {
   /** and per IPv6 /48, twice an address's share (a /48 is 65,536 addresses here) */
   private readonly byNetwork: UserCaps<string>;
 
-  constructor(readonly maxPerUser: number, readonly maxTotal: number, readonly maxPerAddress = Math.max(maxPerUser, Math.ceil(maxTotal / 5))) {
+  constructor(readonly maxPerUser: number, readonly maxTotal: number, readonly maxPerAddress = StreamLimits.defaultPerAddress(maxPerUser, maxTotal)) {
     this.caps = new UserCaps(maxPerUser, maxTotal);
     this.byAddress = new UserCaps<string>(maxPerAddress, Number.MAX_SAFE_INTEGER);
     this.byNetwork = new UserCaps<string>(2 * maxPerAddress, Number.MAX_SAFE_INTEGER);
   }
 
+  /** A fifth of the total, at least one user's share. */
+  static defaultPerAddress(perUser: number, total: number): number {
+    return Math.max(perUser, Math.ceil(total / 5));
+  }
+
   static fromEnv(): StreamLimits {
     const total = envNumber('BERTH_MAX_STREAMS', 500, 1, 1_000_000, true);
     const perUser = envNumber('BERTH_MAX_STREAMS_PER_USER', 20, 1, 100_000, true);
-    return new StreamLimits(perUser, total, envNumber('BERTH_MAX_STREAMS_PER_ADDRESS', Math.max(perUser, Math.ceil(total / 5)), 1, 1_000_000, true));
+    return new StreamLimits(perUser, total, envNumber('BERTH_MAX_STREAMS_PER_ADDRESS', StreamLimits.defaultPerAddress(perUser, total), 1, 1_000_000, true));
   }
 
   /** Open streams (of one user, or in all). */

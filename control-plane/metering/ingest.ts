@@ -1,4 +1,4 @@
-import { CLOSE_GRACE_MS, INVOICE_LOCK, monthBounds, monthOf } from '../billing/invoice.js';
+import { INVOICE_LOCK, lastClosedMonth, monthBounds } from '../billing/invoice.js';
 import type { Logger } from '../../shared/logging.js';
 import { METER_BUCKET_COUNT, METER_MAX_FUTURE_MS, type MeterUpload } from '../../shared/metering/schema.js';
 import { withTransaction, type Db } from '../db/pool.js';
@@ -69,7 +69,7 @@ export async function applyUpload(db: Db, up: MeterUpload, log: Logger, at?: num
     const { rows: [clock] } = await tx.query<{ now: number }>(
       'SELECT pg_advisory_xact_lock_shared($1::bigint), (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now', [INVOICE_LOCK.toString()]);
     const now = at ?? clock.now;
-    const closedBefore = monthBounds(monthOf(now - CLOSE_GRACE_MS)).start;
+    const closedBefore = monthBounds(lastClosedMonth(now)).end;
     const arrival = Math.floor(now / 60_000) * 60_000;
     await tx.query('INSERT INTO metering_streams (stream) VALUES ($1) ON CONFLICT (stream) DO NOTHING', [up.stream]);
     const { rows: [s] } = await tx.query<{ last_seq: string }>('SELECT last_seq FROM metering_streams WHERE stream = $1 FOR UPDATE', [up.stream]);

@@ -151,6 +151,10 @@ export class MeterOutbox {
       const tmp = `${this.file}.${process.pid}.tmp`;
       await writeFile(tmp, text, { mode: 0o600, flush: true });
       await rename(tmp, this.file);
+    }).catch((e: unknown) => {
+      // not on disk: the next tick tries again, not only the next change
+      this.dirty = true;
+      throw e;
     });
     return this.saving;
   }

@@ -1,6 +1,6 @@
 /** `--apps-path-hosts` (proxy/cli.ts): the proxy's own names, where /apps/{host}/ reaches an app. */
 import { describe, expect, it } from 'vitest';
-import { ownNamesOption } from '../../proxy/cli.js';
+import { ownNamesOption } from '../../shared/own-names.js';
 import { UsageError } from '../../shared/cli/args.js';
 
 describe('--apps-path-hosts', () => {
