@@ -87,6 +87,13 @@ describe.skipIf(!isClosed(lastMonth, now))('closed invoices', () => {
     expect((await bob.get(`/api/billing/invoices/${lastMonth}`)).body).toEqual(row.body);
   });
 
+  it('a closed month with nothing to bill is answered, not stored (a row per month since 1970 otherwise)', async () => {
+    const r = await alice.get('/api/billing/invoices/2001-01');
+    expect(r.status, r.text).toBe(200);
+    expect(r.body).toMatchObject({ status: 'closed', lines: [], total: 0 });
+    expect((await t.cp.db.query("SELECT 1 FROM invoices WHERE month = '2001-01'")).rowCount).toBe(0);
+  });
+
   it('months before 1970 are refused (two-digit years are not 19xx)', async () => {
     for (const m of ['0085-03', '1969-12', '0000-01']) expect((await alice.get(`/api/billing/invoices/${m}`)).status, m).toBe(400);
   });
