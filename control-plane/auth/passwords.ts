@@ -15,7 +15,8 @@ export const MAX_WAITING = 64;
 let hashing = 0;
 const waiting: (() => void)[] = [];
 
-async function inTurn<T>(work: () => Promise<T>): Promise<T> {
+/** Runs `work` in a hashing slot: at once, after those waiting, or 503 busy when the queue is full. */
+export async function inTurn<T>(work: () => Promise<T>): Promise<T> {
   if (hashing < MAX_HASHING) hashing++;
   else {
     if (waiting.length >= MAX_WAITING) throw new ApiError(503, 'busy', 'too many sign-ins at once; try again in a moment', { 'retry-after': '1' });

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { LoginThrottle, RateLimiter, addressKey, networkKey } from '../../control-plane/auth/rate-limit.js';
 import { createUser } from '../../control-plane/auth/users.js';
-import { MAX_HASHING, MAX_WAITING } from '../../control-plane/auth/passwords.js';
+import { MAX_HASHING, MAX_WAITING, hashingNow, inTurn } from '../../control-plane/auth/passwords.js';
 import { Api } from '../helpers/api.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -175,23 +175,34 @@ describe('IPv6 networks', () => {
 
 describe('a login refused 503 busy was never judged', () => {
   it('is not counted: neither against the pair nor the address', async () => {
-    // more sign-ins at once than hashing takes (MAX_HASHING running + MAX_WAITING queued): the
-    // rest are 503 busy. Were they counted, this address would be over its limit (75) afterwards,
-    // and each of those accounts past its one free failure.
+    // Every hashing slot and queue place is held (MAX_HASHING running + MAX_WAITING queued) until
+    // the test lets go, so each sign-in below is 503 busy whatever the machine's speed. They are
+    // sent one after another, more than the address limit (75): were they counted, this address
+    // would be over it afterwards, and each of those accounts past its one free failure.
     const cp = await start({ perAccountMax: 1, backoffBaseMs: 60_000, backoffMaxMs: 60_000, perAccountWindowMs: 60_000, perIpMax: 75, perIpWindowMs: 60_000 });
     const from = '127.0.0.9';
-    const emails = Array.from({ length: MAX_HASHING + MAX_WAITING + 14 }, (_, i) => `nobody-${i}@example.com`);
-    const first = await Promise.all(emails.map((e) => loginFrom(cp, from, e, 'guess')));
-    const busy = emails.filter((_, i) => first[i].status === 503);
-    const judged = emails.filter((_, i) => first[i].status === 401);
-    expect(busy.length).toBeGreaterThan(0);
-    expect(judged.length).toBeGreaterThan(0);
-    expect(first.every((r) => [401, 429, 503].includes(r.status))).toBe(true);
-    for (const r of first.filter((x) => x.status === 503)) expect([r.body.error.code, r.retryAfter]).toEqual(['busy', 1]);
-    // an account refused busy tries again: judged now (401), not held back as if it had failed
-    expect((await loginFrom(cp, from, busy[0], 'guess')).status).toBe(401);
-    // one judged before is held back (its one free failure is spent)
-    expect((await loginFrom(cp, from, judged[0], 'guess')).status).toBe(429);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const held = Array.from({ length: MAX_HASHING + MAX_WAITING }, () => inTurn(() => gate));
+    try {
+      expect(hashingNow()).toEqual({ running: MAX_HASHING, waiting: MAX_WAITING });
+      const emails = Array.from({ length: 80 }, (_, i) => `nobody-${i}@example.com`);
+      for (const e of emails) {
+        const r = await loginFrom(cp, from, e, 'guess');
+        expect([r.status, r.body.error.code, r.retryAfter]).toEqual([503, 'busy', 1]);
+      }
+      release();
+      await Promise.all(held);
+      expect(hashingNow()).toEqual({ running: 0, waiting: 0 });
+      // an account refused busy tries again: judged now (401), not held back as if it had failed
+      expect((await loginFrom(cp, from, emails[0], 'guess')).status).toBe(401);
+      // once judged, it is held back (its one free failure is spent)
+      expect((await loginFrom(cp, from, emails[0], 'guess')).status).toBe(429);
+      expect((await loginFrom(cp, from, emails[1], 'guess')).status).toBe(401);
+    } finally {
+      release();
+      await Promise.allSettled(held);
+    }
   }, 60_000);
 });
 
