@@ -27,6 +27,8 @@ import { verifyBuildSources } from './images/build-check.js';
 import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
+import { EGRESS_RECHECK_MS, EgressGuard } from './runtime/egress.js';
+import { Periodic } from './periodic.js';
 import platformPlugin from './containers/platform.js';
 import { registerOpenApi } from './http/openapi.js';
 import logRoutes from './logs/routes.js';
@@ -99,7 +101,8 @@ export async function startControlPlane(
   }
   if (metricsAuth.file) log.info({ file: metricsAuth.file }, 'metrics token (BERTH_METRICS_TOKEN) for GET /metrics read from the data directory');
   const metrics = createMetrics(() => db);
-  const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork }, buildTimeoutMs: config.buildTimeoutMs });
+  const egress = new EgressGuard({ mode: config.egressGuard, deny: config.egressDeny, log: log.child({ component: 'egress' }) });
+  const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork }, buildTimeoutMs: config.buildTimeoutMs, egress });
   const events = new EventRelay(db, log);
   const builds = new BuildQueue({
     db, runtime, events, metrics, log, dataDir: config.dataDir,
@@ -180,6 +183,9 @@ export async function startControlPlane(
   const url = `http://${host}:${port}`;
   log.info({ url, dataDir: config.dataDir, database: embedded ? 'embedded' : 'external', docker: runtime.endpoint }, 'control plane listening');
   const stopEventRetention = startEventRetention(db, config.eventRetentionDays, config.kafkaBrokers.length > 0, log);
+  // the egress guard's rules are put back within a minute when a firewall reload removes them
+  const egressWatch = new Periodic(EGRESS_RECHECK_MS, () => egress.recheck(), (e) => log.error({ err: e.message }, 'could not put the egress guard back'));
+  if (config.egressGuard !== 'off') egressWatch.start();
 
   let closing: Promise<void> | undefined;
   const close = () => {
@@ -187,6 +193,7 @@ export async function startControlPlane(
       draining = true;
       log.info('control plane shutting down');
       await stopEventRetention();
+      await egressWatch.stop();
       await app.close(); // stops accepting, waits for in-flight requests
       await builds.close();
       await events.stop();

@@ -4,6 +4,7 @@ import type { ControlPlaneOptions } from './config.js';
 import { parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
 import { DEFAULT_REGISTRIES, parseRegistries } from './images/registries.js';
+import { DEFAULT_EGRESS_DENY, egressGuardMode, parseEgressDeny } from './runtime/egress.js';
 
 
 /** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
@@ -21,6 +22,8 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
   { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
   { name: 'build-network', env: 'BERTH_BUILD_NETWORK', default: 'berth-builds', help: 'Docker network for build steps (created; inter-container traffic disabled)' },
+  { name: 'egress-guard', env: 'BERTH_EGRESS_GUARD', default: 'auto', help: 'iptables rules that keep apps and builds from the --egress-deny ranges: auto (when root beside the daemon; else a warning), require (else nothing builds or runs) or off' },
+  { name: 'egress-deny', env: 'BERTH_EGRESS_DENY', default: DEFAULT_EGRESS_DENY.join(','), help: 'IPv4 ranges apps and builds may not reach (DNS excepted), comma separated, or none; default: the cloud metadata services' },
 ];
 
 /** TENANT_SPECS values → ControlPlaneOptions. */
@@ -39,6 +42,8 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
     containerMemoryDefaultBytes: memoryFlag(o['container-memory']),
     appNetwork: o['app-network'],
     buildNetwork: o['build-network'],
+    egressGuard: o['egress-guard'] === undefined ? undefined : egressGuardMode(o['egress-guard']),
+    egressDeny: o['egress-deny'] === undefined ? undefined : parseEgressDeny(o['egress-deny']),
   };
 }
 

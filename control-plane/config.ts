@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
+import { DEFAULT_EGRESS_DENY, egressGuardMode, parseEgressDeny, type EgressGuardMode } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -185,6 +186,9 @@ export interface ControlPlaneOptions {
   /** Docker networks (created at start, bridge, inter-container traffic disabled) for app containers and build steps (defaults berth-apps / berth-builds). */
   appNetwork?: string;
   buildNetwork?: string;
+  /** The egress guard (runtime/egress.ts): auto (default BERTH_EGRESS_GUARD), require or off, and the IPv4 ranges apps and builds may not reach (BERTH_EGRESS_DENY; default the cloud metadata services). */
+  egressGuard?: EgressGuardMode;
+  egressDeny?: string[];
   /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
   autoscale?: Partial<AutoscaleConfig>;
   /** The workload generator: the proxy it sends through (BERTH_PROXY_URL) and limits (BERTH_WORKLOAD_*) */
@@ -284,6 +288,8 @@ export interface ResolvedConfig {
   containerMemoryDefaultBytes: number;
   appNetwork: string;
   buildNetwork: string;
+  egressGuard: EgressGuardMode;
+  egressDeny: string[];
   autoscale: AutoscaleConfig;
   workloads: WorkloadConfig;
 }
@@ -379,6 +385,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
     buildNetwork: networkName(o.buildNetwork ?? 'berth-builds', 'build network'),
+    egressGuard: o.egressGuard ?? egressGuardMode(process.env.BERTH_EGRESS_GUARD || 'auto'),
+    egressDeny: o.egressDeny ?? (process.env.BERTH_EGRESS_DENY ? parseEgressDeny(process.env.BERTH_EGRESS_DENY) : [...DEFAULT_EGRESS_DENY]),
     autoscale: autoscaleConfig(o.autoscale),
     workloads: workloadConfig(o.workloads),
   };

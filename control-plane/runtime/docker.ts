@@ -12,6 +12,7 @@ import { buildCgroups, type BuildCgroups } from './build-cgroup.js';
 import { BuildDiskWatch, freeBelow, SHORT_OF_DISK } from './build-disk.js';
 import { removeLeftovers, StepImages } from './build-leftovers.js';
 import { isTransientDockerError, withRetry } from './retry.js';
+import type { EgressGuard } from './egress.js';
 
 /**
  * The only module that talks to Docker. Everything here retries transient daemon errors with
@@ -53,6 +54,8 @@ export interface ImageInfo {
 
 /** The option that turns inter-container traffic off on a bridge network. */
 export const ICC_OPTION = 'com.docker.network.bridge.enable_icc';
+/** A bridge network's interface name when it was given one (else Docker's `br-` + 12 id digits). */
+const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 
 export interface BerthNetworks {
   /** app containers */
@@ -143,7 +146,7 @@ function pinned(o: Docker.DockerOptions): Docker.DockerOptions {
   return { socketPath: undefined, host: undefined, port: undefined, protocol: undefined, ca: undefined, cert: undefined, key: undefined, ...o };
 }
 
-export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks; buildTimeoutMs?: number }): Runtime {
+export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTimeoutMs?: number; networks?: BerthNetworks; buildTimeoutMs?: number; egress?: EgressGuard }): Runtime {
   const networks = opts.networks ?? { app: 'berth-apps', build: 'berth-builds' };
   const { opts: dopts, endpoint } = dockerOptions(opts.dockerHost);
   const docker = new Docker(dopts);
@@ -177,16 +180,20 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
   function ensureNetworks(): Promise<void> {
     networksReady ??= (async () => {
       await ping();
-      for (const name of new Set([networks.app, networks.build])) await ensureNetwork(name);
+      const bridges: string[] = [];
+      for (const name of new Set([networks.app, networks.build])) bridges.push(await ensureNetwork(name));
+      await opts.egress?.apply(bridges);
     })().catch((e) => { networksReady = undefined; throw e; });
     return networksReady;
   }
 
-  async function ensureNetwork(name: string): Promise<void> {
+  /** The network's bridge interface once it is there as it should be. */
+  async function ensureNetwork(name: string): Promise<string> {
     const check = (info: Docker.NetworkInspectInfo) => {
       if (info.Driver !== 'bridge' || info.Options?.[ICC_OPTION] !== 'false') {
         throw new Error(`Docker network "${name}" exists but is not a bridge network with ${ICC_OPTION}=false; remove it (docker network rm ${name}) or configure another name`);
       }
+      return info.Options[BRIDGE_NAME_OPTION] ?? `br-${info.Id.slice(0, 12)}`;
     };
     const inspect = () => retrying('inspect network', () => docker.getNetwork(name).inspect() as Promise<Docker.NetworkInspectInfo>);
     try {
@@ -202,7 +209,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode !== 409) throw e; // created concurrently by another control plane
     }
-    check(await inspect());
+    return check(await inspect());
   }
 
   async function inspectImage(ref: string): Promise<ImageInfo | null> {
