@@ -101,9 +101,12 @@ export interface ControlPlaneOptions {
    * `backoffBaseMs` (1 s) doubling per failure up to `backoffMaxMs` (15 min); forgotten after a
    * success or `perAccountWindowMs` (15 min) without failures. Per address across accounts:
    * `perIpMax` failed logins (and, on their own counter, signups) per `perIpWindowMs` (30 / 1 min).
+   * Per account across addresses, counting only clients that never signed in to it (no device
+   * cookie for it, not an address that signed in within `knownForMs`, 30 days):
+   * `perAccountUnknownMax` failures per `perAccountUnknownWindowMs` (20 / 15 min).
    * At most `maxTracked` keys per table (10 000, LRU).
    */
-  loginRateLimit?: { perIpMax?: number; perIpWindowMs?: number; perAccountMax?: number; perAccountWindowMs?: number; backoffBaseMs?: number; backoffMaxMs?: number; maxTracked?: number };
+  loginRateLimit?: { perIpMax?: number; perIpWindowMs?: number; perAccountMax?: number; perAccountWindowMs?: number; backoffBaseMs?: number; backoffMaxMs?: number; maxTracked?: number; perAccountUnknownMax?: number; perAccountUnknownWindowMs?: number; knownForMs?: number };
   /** Pool size (default 10). */
   dbPoolMax?: number;
   /** a query running longer is cancelled (BERTH_DB_STATEMENT_TIMEOUT_MS, default 60000; 0: never) */
@@ -252,7 +255,7 @@ export interface ResolvedConfig {
   containerDiskPollMs: number;
   buildMinFreeBytes: number | null;
   instanceMax: { cpus: number | null; memoryBytes: number | null };
-  loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number };
+  loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number; perAccountUnknownMax: number; perAccountUnknownWindowMs: number; knownForMs: number };
   dbPoolMax: number;
   dbStatementTimeoutMs: number;
   seedDefaultUser: boolean;
@@ -338,6 +341,9 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       backoffBaseMs: o.loginRateLimit?.backoffBaseMs ?? 1000,
       backoffMaxMs: o.loginRateLimit?.backoffMaxMs ?? 15 * 60_000,
       maxTracked: o.loginRateLimit?.maxTracked ?? 10_000,
+      perAccountUnknownMax: o.loginRateLimit?.perAccountUnknownMax ?? 20,
+      perAccountUnknownWindowMs: o.loginRateLimit?.perAccountUnknownWindowMs ?? 15 * 60_000,
+      knownForMs: o.loginRateLimit?.knownForMs ?? 30 * 24 * 3600_000,
     },
     dbPoolMax: o.dbPoolMax ?? 10,
     dbStatementTimeoutMs: o.dbStatementTimeoutMs ?? envNumber('BERTH_DB_STATEMENT_TIMEOUT_MS', 60_000, 0, 86_400_000, true),

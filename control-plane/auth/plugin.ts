@@ -6,7 +6,8 @@ import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
-import { LoginThrottle, NETWORK_FACTOR, RateLimiter, addressKey, networkKey } from './rate-limit.js';
+import { DEVICE_COOKIE, DEVICE_TTL_SECONDS, DeviceCookies } from './device.js';
+import { KnownAddresses, LoginThrottle, NETWORK_FACTOR, RateLimiter, addressKey, networkKey } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
 import { apiTokenListSchema, meSchema, newApiTokenSchema, sessionSchema } from './schemas.js';
@@ -51,7 +52,9 @@ const publicToken = (t: TokenRow) => ({ id: t.id, name: t.name, prefix: t.prefix
  */
 async function authPlugin(app: FastifyInstance): Promise<void> {
   const cfg = app.config;
-  const sessions = new SessionTokens(await loadJwtKey(cfg.jwtSecret, cfg.dataDir), cfg.sessionTtlSeconds);
+  const jwtKey = await loadJwtKey(cfg.jwtSecret, cfg.dataDir);
+  const sessions = new SessionTokens(jwtKey, cfg.sessionTtlSeconds);
+  const devices = new DeviceCookies(jwtKey);
   const rl = cfg.loginRateLimit;
   // failed logins per address across accounts (credential stuffing): a fixed window
   const ipLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
@@ -60,12 +63,17 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const netSignupLimiter = new RateLimiter(rl.perIpMax * NETWORK_FACTOR, rl.perIpWindowMs, Date.now, rl.maxTracked);
   // failed logins per (account, address): growing delays; the owner elsewhere is not slowed
   const throttle = new LoginThrottle({ freeFailures: rl.perAccountMax, baseDelayMs: rl.backoffBaseMs, maxDelayMs: rl.backoffMaxMs, forgetAfterMs: rl.perAccountWindowMs, maxKeys: rl.maxTracked });
+  // failed logins per account from clients that never signed in to it (neither a device cookie
+  // nor an address that did): one account guessed from many addresses. Known clients are not
+  // refused by it, so such an attack does not lock the owner out of their usual machines.
+  const accountLimiter = new RateLimiter(rl.perAccountUnknownMax, rl.perAccountUnknownWindowMs, Date.now, rl.maxTracked);
+  const knownAddresses = new KnownAddresses(rl.knownForMs, Date.now, rl.maxTracked);
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
   const signupLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
   const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); });
+  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); accountLimiter.close(); knownAddresses.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) => {
@@ -73,6 +81,12 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     // one an older version set for / goes, as does one planted for /api/ (see authenticate)
     reply.setCookie(SESSION_COOKIE, token, { httpOnly: true, sameSite: 'lax', path: '/api', secure: cfg.secureCookies, maxAge: cfg.sessionTtlSeconds });
     for (const path of ['/', '/api/']) reply.clearCookie(SESSION_COOKIE, { path, httpOnly: true, sameSite: 'lax', secure: cfg.secureCookies });
+  };
+
+  /** After a sign-in: this browser (device cookie) and this address are known to the account. */
+  const knownFromNowOn = (req: FastifyRequest, reply: FastifyReply, account: string) => {
+    knownAddresses.remember(account, req.ip);
+    reply.setCookie(DEVICE_COOKIE, devices.issue(account), { httpOnly: true, sameSite: 'strict', path: '/api/auth', secure: cfg.secureCookies, maxAge: DEVICE_TTL_SECONDS });
   };
 
   /** A session JWT that verifies and was not logged out: its user id. */
@@ -156,6 +170,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     }
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
+    knownFromNowOn(req, reply, email.trim().toLowerCase());
     req.log.info({ userId: user.id }, 'user signed up');
     return reply.code(201).send({ user: publicUser(user), token });
   });
@@ -178,11 +193,17 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       const s = Math.max(1, Math.ceil(pairWait / 1000));
       throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from this address; retry in ${s}s (each further failure doubles the wait; a correct password from another address is not affected)`, { 'retry-after': String(s) });
     }
+    const known = devices.valid(req.cookies[DEVICE_COOKIE], accountKey) || knownAddresses.has(accountKey, req.ip);
+    if (!known) {
+      const s = accountLimiter.retryAfter(accountKey);
+      if (s > 0) throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from devices and addresses that never signed in to it; retry in ${s}s (a browser or address that signed in to it before is not affected)`, { 'retry-after': String(s) });
+    }
     // Count the attempt as a failure before the (slow) password check, in the same tick as the
     // checks above: parallel attempts cannot all slip under the limits. A success takes it back.
     ipLimiter.hit(ipKey);
     if (netKey !== null) netLimiter.hit(netKey);
     throttle.fail(accountKey, req.ip);
+    if (!known) accountLimiter.hit(accountKey);
     const user = await findUserByEmail(app.db, accountKey);
     let ok: boolean;
     try {
@@ -192,14 +213,17 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       ipLimiter.unhit(ipKey);
       if (netKey !== null) netLimiter.unhit(netKey);
       throttle.unfail(accountKey, req.ip);
+      if (!known) accountLimiter.unhit(accountKey);
       throw e;
     }
     if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
     throttle.succeed(accountKey, req.ip);
     ipLimiter.unhit(ipKey);
     if (netKey !== null) netLimiter.unhit(netKey);
+    if (!known) accountLimiter.unhit(accountKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
+    knownFromNowOn(req, reply, accountKey);
     return { user: publicUser(user), token };
   });
 

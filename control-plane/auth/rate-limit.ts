@@ -175,3 +175,39 @@ export class LoginThrottle {
     this.failures.clear();
   }
 }
+
+/**
+ * Clients that signed in to an account before, by address: (address, account) pairs remembered
+ * `rememberMs` after their last success, in an LRU. With device cookies (auth/device.ts) they tell
+ * the owner from an attacker who guesses one account from many addresses: guesses from clients
+ * neither knows are limited per account, and only those are refused once the limit is reached, so
+ * such an attack cannot lock the owner out of their usual machines.
+ */
+export class KnownAddresses {
+  private seen: LRUCache<string, number>;
+
+  constructor(private readonly rememberMs: number, private readonly now: () => number = Date.now, maxKeys = DEFAULT_MAX_KEYS) {
+    this.seen = new LRUCache({ max: Math.max(1, maxKeys) });
+  }
+
+  private key(account: string, address: string): string {
+    return `${addressKey(address)}\n${account}`;
+  }
+
+  remember(account: string, address: string): void {
+    this.seen.set(this.key(account, address), this.now());
+  }
+
+  has(account: string, address: string): boolean {
+    const at = this.seen.get(this.key(account, address));
+    return at !== undefined && this.now() - at <= this.rememberMs;
+  }
+
+  get size(): number {
+    return this.seen.size;
+  }
+
+  close(): void {
+    this.seen.clear();
+  }
+}

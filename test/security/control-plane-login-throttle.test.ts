@@ -27,20 +27,20 @@ async function start(loginRateLimit: NonNullable<Parameters<typeof startControlP
   return cp;
 }
 
-interface LoginResult { status: number; retryAfter: number | undefined; body: any }
+interface LoginResult { status: number; retryAfter: number | undefined; body: any; setCookie: string[] }
 
 /** POST /api/auth/login from a given local (source) address. */
-function loginFrom(cp: ControlPlane, from: string, email: string, password: string): Promise<LoginResult> {
+function loginFrom(cp: ControlPlane, from: string, email: string, password: string, cookie?: string): Promise<LoginResult> {
   const url = new URL(cp.url);
   const payload = JSON.stringify({ email, password });
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path: '/api/auth/login', method: 'POST', localAddress: from, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), connection: 'close' } }, (res) => {
+    const req = request({ host: url.hostname, port: url.port, path: '/api/auth/login', method: 'POST', localAddress: from, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), connection: 'close', ...(cookie ? { cookie } : {}) } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { text += c; });
       res.on('end', () => {
         const ra = res.headers['retry-after'];
-        resolve({ status: res.statusCode ?? 0, retryAfter: ra === undefined ? undefined : Number(ra), body: text ? JSON.parse(text) : undefined });
+        resolve({ status: res.statusCode ?? 0, retryAfter: ra === undefined ? undefined : Number(ra), body: text ? JSON.parse(text) : undefined, setCookie: res.headers['set-cookie'] ?? [] });
       });
     });
     req.on('error', reject);
@@ -171,6 +171,56 @@ describe('IPv6 networks', () => {
     expect(networkKey('2001:db8:7:5:aaaa::1')).toBe(networkKey('2001:0db8:0007:ffff::1'));
     expect(networkKey('192.0.2.1')).toBeNull();
   });
+});
+
+describe('one account guessed from many addresses', () => {
+  it('is refused to clients that never signed in to it; the owner\'s browser (device cookie) and usual address are not', async () => {
+    const cp = await start({ perAccountMax: 5, perAccountUnknownMax: 4, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 });
+    const OWNER = 'many@example.com';
+    const PASSWORD = 'owner-password-1';
+    const OTHER = 'other@example.com';
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+    await new Api(cp.url).signup(OTHER, PASSWORD);
+    // the owner signs in from their usual address; the answer sets a device cookie for /api/auth
+    const first = await loginFrom(cp, '127.0.2.1', OWNER, PASSWORD);
+    expect(first.status).toBe(200);
+    const set = first.setCookie.find((c) => c.startsWith('berth_device='))!;
+    expect(set).toMatch(/Path=\/api\/auth/);
+    expect(set).toMatch(/HttpOnly/);
+    expect(set).toMatch(/SameSite=Strict/);
+    expect(set).not.toContain('many');
+    const device = set.split(';')[0];
+    const otherDevice = (await loginFrom(cp, '127.0.2.2', OTHER, PASSWORD)).setCookie.find((c) => c.startsWith('berth_device='))!.split(';')[0];
+
+    // a botnet: one guess from each of many addresses (the per-pair and per-address limits never bite)
+    for (let i = 0; i < 4; i++) expect((await loginFrom(cp, `127.0.3.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+    const refused = await loginFrom(cp, '127.0.3.9', OWNER, PASSWORD);
+    expect([refused.status, refused.body.error.code]).toEqual([429, 'too_many_requests']);
+    expect(refused.body.error.message).toMatch(/never signed in to it; retry in \d+s/);
+    expect(refused.retryAfter).toBeGreaterThan(0);
+    // the owner: from the usual address, and from a new one with the browser's device cookie
+    expect((await loginFrom(cp, '127.0.2.1', OWNER, PASSWORD)).status).toBe(200);
+    expect((await loginFrom(cp, '127.0.4.1', OWNER, PASSWORD, device)).status).toBe(200);
+    // neither a forged cookie nor one of another account helps
+    const [, nonce] = device.split('.');
+    for (const cookie of [`berth_device=v1.${nonce}.${'A'.repeat(43)}`, otherDevice, 'berth_device=garbage']) {
+      expect((await loginFrom(cp, '127.0.4.2', OWNER, PASSWORD, cookie)).status, cookie).toBe(429);
+    }
+    // other accounts are not affected
+    expect((await loginFrom(cp, '127.0.4.3', OTHER, PASSWORD)).status).toBe(200);
+  }, 60_000);
+
+  it('a new address that signs in becomes known: the owner guessing wrong there is not counted against the account', async () => {
+    const cp = await start({ perAccountMax: 10, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 });
+    const OWNER = 'typo@example.com';
+    const PASSWORD = 'owner-password-1';
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+    expect((await loginFrom(cp, '127.0.5.1', OWNER, PASSWORD)).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await loginFrom(cp, '127.0.5.1', OWNER, `typo-${i}`)).status).toBe(401);
+    // unknown clients still have their whole allowance
+    for (let i = 0; i < 2; i++) expect((await loginFrom(cp, `127.0.6.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+    expect((await loginFrom(cp, '127.0.6.9', OWNER, 'guess-x')).status).toBe(429);
+  }, 60_000);
 });
 
 describe('a login refused 503 busy was never judged', () => {
