@@ -4,7 +4,7 @@ import type { ControlPlaneOptions } from './config.js';
 import { parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
 import { DEFAULT_REGISTRIES, parseRegistries } from './images/registries.js';
-import { DEFAULT_EGRESS_DENY, egressGuardMode, parseEgressDeny } from './runtime/egress.js';
+import { egressGuardMode, parseEgressDeny } from './runtime/egress.js';
 
 
 /** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
@@ -23,7 +23,7 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
   { name: 'build-network', env: 'BERTH_BUILD_NETWORK', default: 'berth-builds', help: 'Docker network for build steps (created; inter-container traffic disabled)' },
   { name: 'egress-guard', env: 'BERTH_EGRESS_GUARD', default: 'auto', help: 'iptables rules that keep apps and builds from the --egress-deny ranges: auto (when root beside the daemon; else a warning), require (else nothing builds or runs) or off' },
-  { name: 'egress-deny', env: 'BERTH_EGRESS_DENY', default: DEFAULT_EGRESS_DENY.join(','), help: 'IPv4 ranges apps and builds may not reach (DNS excepted), comma separated, or none; default: the cloud metadata services' },
+  { name: 'egress-deny', env: 'BERTH_EGRESS_DENY', help: 'IPv4 ranges apps and builds may not reach (DNS excepted), comma separated, besides the cloud metadata services (always, while the guard is on), e.g. the LAN: 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16' },
 ];
 
 /** TENANT_SPECS values → ControlPlaneOptions. */

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
-import { DEFAULT_EGRESS_DENY, egressGuardMode, parseEgressDeny, type EgressGuardMode } from './runtime/egress.js';
+import { deniedRanges, egressGuardMode, parseEgressDeny, type EgressGuardMode } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -189,7 +189,7 @@ export interface ControlPlaneOptions {
   /** Docker networks (created at start, bridge, inter-container traffic disabled) for app containers and build steps (defaults berth-apps / berth-builds). */
   appNetwork?: string;
   buildNetwork?: string;
-  /** The egress guard (runtime/egress.ts): auto (default BERTH_EGRESS_GUARD), require or off, and the IPv4 ranges apps and builds may not reach (BERTH_EGRESS_DENY; default the cloud metadata services). */
+  /** The egress guard (runtime/egress.ts): auto (default BERTH_EGRESS_GUARD), require or off, and the IPv4 ranges apps and builds may not reach besides the cloud metadata services (BERTH_EGRESS_DENY). */
   egressGuard?: EgressGuardMode;
   egressDeny?: string[];
   /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
@@ -292,6 +292,7 @@ export interface ResolvedConfig {
   appNetwork: string;
   buildNetwork: string;
   egressGuard: EgressGuardMode;
+  /** every range the guard drops: the metadata services' and the operator's */
   egressDeny: string[];
   autoscale: AutoscaleConfig;
   workloads: WorkloadConfig;
@@ -392,7 +393,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
     buildNetwork: networkName(o.buildNetwork ?? 'berth-builds', 'build network'),
     egressGuard: o.egressGuard ?? egressGuardMode(process.env.BERTH_EGRESS_GUARD || 'auto'),
-    egressDeny: o.egressDeny ?? (process.env.BERTH_EGRESS_DENY ? parseEgressDeny(process.env.BERTH_EGRESS_DENY) : [...DEFAULT_EGRESS_DENY]),
+    egressDeny: deniedRanges(o.egressDeny ?? parseEgressDeny(process.env.BERTH_EGRESS_DENY ?? '')),
     autoscale: autoscaleConfig(o.autoscale),
     workloads: workloadConfig(o.workloads),
   };

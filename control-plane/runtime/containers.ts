@@ -211,6 +211,14 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
   }
 
   async function start(id: string): Promise<void> {
+    // (an existing container starts on a berth network too: with the egress guard required, not
+    // before the guard is in place)
+    try {
+      await runtime.ensureNetworks();
+    } catch (e) {
+      if (e instanceof DockerUnavailableError) throw e;
+      throw new ContainerRuntimeError(`could not set up Docker network ${runtime.networks.app}: ${dockerMessage(e)}`, status(e));
+    }
     try {
       await call('start', () => docker.getContainer(id).start());
     } catch (e) {

@@ -193,6 +193,8 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       if (info.Driver !== 'bridge' || info.Options?.[ICC_OPTION] !== 'false') {
         throw new Error(`Docker network "${name}" exists but is not a bridge network with ${ICC_OPTION}=false; remove it (docker network rm ${name}) or configure another name`);
       }
+      // the egress guard and Docker's isolation rules berth relies on are IPv4 ones
+      if (info.EnableIPv6) throw new Error(`Docker network "${name}" has IPv6 enabled, which berth's network isolation does not cover; remove it (docker network rm ${name}) or configure another name`);
       return info.Options[BRIDGE_NAME_OPTION] ?? `br-${info.Id.slice(0, 12)}`;
     };
     const inspect = () => retrying('inspect network', () => docker.getNetwork(name).inspect() as Promise<Docker.NetworkInspectInfo>);
@@ -203,7 +205,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     }
     try {
       await retrying('create network', () => docker.createNetwork({
-        Name: name, Driver: 'bridge', CheckDuplicate: true, Options: { [ICC_OPTION]: 'false' }, Labels: { 'berth.managed': 'true' },
+        Name: name, Driver: 'bridge', CheckDuplicate: true, EnableIPv6: false, Options: { [ICC_OPTION]: 'false' }, Labels: { 'berth.managed': 'true' },
       }));
       log.info({ network: name }, 'created Docker network (inter-container traffic disabled)');
     } catch (e) {

@@ -4,66 +4,78 @@ import type { Logger } from '../../shared/logging.js';
 import { UsageError } from '../../shared/cli/args.js';
 
 /**
- * The egress guard: what apps and build steps may not reach through their bridge's NAT.
+ * The egress guard: what apps and build steps may not reach from their bridge.
  *
- * By default that is link-local 169.254.0.0/16, where every major cloud serves its metadata
- * service (169.254.169.254: the host's own cloud credentials, to anyone who asks), and Alibaba's
- * 100.100.100.200. The operator adds ranges (the LAN, a VPC) with BERTH_EGRESS_DENY.
+ * Always the cloud metadata services, which hand the host's own cloud credentials to anyone who
+ * asks: link-local 169.254.0.0/16 (AWS, GCP, Azure IMDS, Oracle, DigitalOcean, OpenStack, ECS task
+ * credentials), Azure's WireServer 168.63.129.16, Alibaba's 100.100.100.200. The operator adds
+ * ranges (the LAN, a VPC) with BERTH_EGRESS_DENY.
  *
  * DNS (port 53, UDP and TCP) to a denied range is let through: Docker's embedded DNS forwards a
  * container's queries from inside the container's network namespace, and GCP's resolver is
- * 169.254.169.254 itself (AWS's 169.254.169.253, or a VPC address): dropping it would break name
- * resolution for every app and build on those clouds.
+ * 169.254.169.254 itself (AWS's 169.254.169.253, Azure's 168.63.129.16): dropping it would break
+ * name resolution for every app and build on those clouds.
  *
- * How: one iptables chain per berth bridge, `BERTH-<bridge>`, rebuilt whole in one
- * `iptables-restore --noflush` transaction, and one jump to it from DOCKER-USER, the chain Docker
- * consults before its own forwarding rules and never flushes. Chains of bridges that are gone
- * (a network removed and made again) are removed. This needs root, iptables, and the daemon's
- * bridges on this machine (not a remote or rootless daemon). Without them the guard is skipped
- * with a warning (`auto`, the default) or nothing is built or run (`require`); `off` skips it.
+ * Rules match the connection's original destination (conntrack), so a metadata address that the
+ * host redirects to itself (the ECS agent does, to 127.0.0.1) is caught too: one iptables chain per
+ * berth bridge, `BERTH-<bridge>`, rebuilt whole in one `iptables-restore --noflush` transaction, and
+ * jumps to it from DOCKER-USER (forwarded traffic; the chain Docker consults before its own rules
+ * and never flushes) and INPUT (traffic to the host itself). Chains of bridges that are gone (a
+ * network removed and made again) are removed; rules removed by someone else (a firewall reload)
+ * are put back by recheck(), which the control plane runs every minute, and which also retries a
+ * guard that could not be installed.
+ *
+ * This needs root, iptables, and the daemon's bridges on this machine (not a remote or rootless
+ * daemon). Without them: a warning (`auto`, the default), or nothing is built or run (`require`);
+ * `off` skips it all.
  */
 
 export type EgressGuardMode = 'auto' | 'require' | 'off';
 export const EGRESS_GUARD_MODES: readonly EgressGuardMode[] = ['auto', 'require', 'off'];
 
-/** Cloud metadata services: link-local (AWS, GCP, Azure, Oracle, DigitalOcean, OpenStack) and Alibaba's. */
-export const DEFAULT_EGRESS_DENY: readonly string[] = ['169.254.0.0/16', '100.100.100.200/32'];
+/** Cloud metadata services: always denied while the guard is on. */
+export const METADATA_RANGES: readonly string[] = ['169.254.0.0/16', '168.63.129.16/32', '100.100.100.200/32'];
 
 const COMMENT = 'berth egress guard';
 /** How often the control plane checks its rules are still there. */
 export const EGRESS_RECHECK_MS = 60_000;
 const CHAIN_PREFIX = 'BERTH-';
+/** the chains that jump to a bridge's chain: forwarded traffic, and traffic to the host itself */
+const HOOKS = ['DOCKER-USER', 'INPUT'] as const;
 /** Linux interface names: at most 15 bytes; berth's bridges are `br-` and 12 hex digits */
 const BRIDGE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
 /**
- * `a.b.c.d/n` or `a.b.c.d` (a /32), comma separated, as network addresses (`169.254.1.1/16` is
- * `169.254.0.0/16`, as iptables prints it); `none` for no range. IPv4 only: berth's networks have
- * no IPv6.
+ * Ranges to deny besides the metadata services: `a.b.c.d/n` or `a.b.c.d` (a /32), comma separated,
+ * as network addresses (`10.1.2.3/8` is `10.0.0.0/8`); empty for none. IPv4 only: berth's
+ * networks have no IPv6.
  */
 export function parseEgressDeny(text: string): string[] {
-  const t = text.trim();
-  if (t === 'none') return [];
   const out: string[] = [];
-  for (const raw of t.split(',')) {
+  if (text.trim() === '') return out;
+  for (const raw of text.split(',')) {
     const item = raw.trim();
     const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(item);
     if (m === null) {
       const why = item.includes(':') ? ' (IPv6 ranges are not needed: berth networks have no IPv6)' : '';
-      throw new UsageError(`egress deny "${item}" is not an IPv4 address or range such as 169.254.0.0/16${why}; give a comma-separated list, or none`);
+      throw new UsageError(`egress deny "${item}" is not an IPv4 address or range such as 10.0.0.0/8${why}; give a comma-separated list`);
     }
     const octets = [m[1], m[2], m[3], m[4]].map(Number);
     const bits = m[5] === undefined ? 32 : Number(m[5]);
-    if (octets.some((o, i) => o > 255 || m[i + 1].length > 1 && m[i + 1].startsWith('0')) || bits > 32) {
-      throw new UsageError(`egress deny "${item}" is not an IPv4 address or range (octets 0-255 without leading zeros, prefix 0-32)`);
+    if (octets.some((o, i) => o > 255 || (m[i + 1].length > 1 && m[i + 1].startsWith('0'))) || bits > 32 || bits < 1) {
+      throw new UsageError(`egress deny "${item}" is not an IPv4 address or range (octets 0-255 without leading zeros, prefix 1-32)`);
     }
     const value = ((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0;
-    const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-    const net = (value & mask) >>> 0;
+    const net = (value & ((0xffffffff << (32 - bits)) >>> 0)) >>> 0;
     const cidr = `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${bits}`;
     if (!out.includes(cidr)) out.push(cidr);
   }
   return out;
+}
+
+/** The ranges the guard drops: the metadata services and the operator's. */
+export function deniedRanges(extra: readonly string[]): string[] {
+  return [...new Set([...METADATA_RANGES, ...extra])];
 }
 
 export function egressGuardMode(text: string): EgressGuardMode {
@@ -77,23 +89,38 @@ export function chainOf(bridge: string): string {
   return CHAIN_PREFIX + bridge;
 }
 
-/** iptables-restore input that (re)builds a bridge's chain: DNS through, the rest of each range dropped. */
-export function chainRules(bridge: string, deny: readonly string[]): string {
-  const chain = chainOf(bridge);
-  const lines = ['*filter', `:${chain} - [0:0]`];
+/** A bridge chain's rules (arguments after `-A <chain>`), in order: DNS through, the rest of each range dropped. */
+export function chainRules(deny: readonly string[]): string[][] {
+  const out: string[][] = [];
+  const comment = ['-m', 'comment', '--comment', COMMENT];
   for (const cidr of deny) {
-    for (const proto of ['udp', 'tcp']) lines.push(`-A ${chain} -d ${cidr} -p ${proto} -m ${proto} --dport 53 -m comment --comment "${COMMENT}" -j RETURN`);
-    lines.push(`-A ${chain} -d ${cidr} -m comment --comment "${COMMENT}" -j DROP`);
+    // (ORIGINAL: packets of connections the container opened; the replies to connections the host
+    // opened to it, the proxy's and the health checker's, travel the other way and pass)
+    const dst = ['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL'];
+    for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...dst, '-m', proto, '--dport', '53', ...comment, '-j', 'RETURN']);
+    out.push([...dst, ...comment, '-j', 'DROP']);
   }
-  lines.push('COMMIT', '');
-  return lines.join('\n');
+  return out;
 }
 
-/** The jumps from DOCKER-USER to berth chains in `iptables -S DOCKER-USER` output: bridge → chain. */
-export function jumpsIn(listing: string): Array<{ bridge: string; chain: string }> {
+/** iptables-restore input that (re)builds a bridge's chain in one transaction. */
+export function restoreInput(bridge: string, deny: readonly string[]): string {
+  const chain = chainOf(bridge);
+  const quote = (a: string) => (/\s/.test(a) ? `"${a}"` : a);
+  return ['*filter', `:${chain} - [0:0]`, ...chainRules(deny).map((r) => `-A ${chain} ${r.map(quote).join(' ')}`), 'COMMIT', ''].join('\n');
+}
+
+/** A hook chain's jump to a bridge's chain (arguments after `-I/-C/-D <hook>`). */
+function jumpRule(bridge: string): string[] {
+  return ['-i', bridge, '-m', 'comment', '--comment', COMMENT, '-j', chainOf(bridge)];
+}
+
+/** The jumps to berth chains in `iptables -S <hook>` output. */
+export function jumpsIn(listing: string, hook: string): Array<{ bridge: string; chain: string }> {
   const out: Array<{ bridge: string; chain: string }> = [];
+  const re = new RegExp(`^-A ${hook} -i (\\S+) .*-j (BERTH-\\S+)\\s*$`);
   for (const line of listing.split('\n')) {
-    const m = /^-A DOCKER-USER -i (\S+) .*-j (BERTH-\S+)\s*$/.exec(line.trim());
+    const m = re.exec(line.trim());
     if (m !== null && m[2] === chainOf(m[1])) out.push({ bridge: m[1], chain: m[2] });
   }
   return out;
@@ -101,6 +128,7 @@ export function jumpsIn(listing: string): Array<{ bridge: string; chain: string 
 
 export interface EgressGuardOptions {
   mode: EgressGuardMode;
+  /** the ranges to drop (deniedRanges()) */
   deny: readonly string[];
   log: Logger;
   /** the iptables programs (tests) */
@@ -111,48 +139,78 @@ export interface EgressGuardOptions {
 }
 
 export class EgressGuard {
-  private warned = false;
-  /** the bridges of the last install that worked (what recheck() keeps in place) */
-  private installed: readonly string[] = [];
+  /** the bridges to guard (the berth networks'), from the last apply() */
+  private bridges: readonly string[] = [];
+  private state: 'none' | 'installed' | 'failed' = 'none';
+  /** installs and checks one at a time (the recheck timer and a network setup may meet) */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: EgressGuardOptions) {}
 
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.turn.then(fn);
+    this.turn = p.catch(() => {});
+    return p;
+  }
+
   /**
    * Install the guard for these bridges (those of the berth networks). With `auto`, a guard that
-   * cannot be installed is a warning, once; with `require` it is an error naming why.
+   * cannot be installed is a warning (recheck() tries again); with `require` it is an error.
    */
-  async apply(bridges: readonly string[]): Promise<void> {
-    const { mode, deny, log } = this.o;
-    if (mode === 'off') return;
-    const why = await this.install(bridges).then(() => null, (e: Error) => e.message);
+  apply(bridges: readonly string[]): Promise<void> {
+    if (this.o.mode === 'off') return Promise.resolve();
+    return this.serial(async () => {
+      this.bridges = [...bridges];
+      await this.attempt();
+    });
+  }
+
+  private async attempt(): Promise<boolean> {
+    const { deny, log, mode } = this.o;
+    const why = await this.install(this.bridges).then(() => null, (e: Error) => e.message);
     if (why === null) {
-      this.installed = [...bridges];
-      if (deny.length > 0) log.info({ bridges, deny }, 'egress guard in place: apps and builds cannot reach these ranges (DNS excepted)');
-      return;
+      if (this.state !== 'installed') log.info({ bridges: this.bridges, deny }, 'egress guard in place: apps and builds cannot reach these ranges (DNS excepted)');
+      this.state = 'installed';
+      return true;
     }
-    const message = `egress guard not installed: ${why}. Apps and builds can reach the cloud metadata service (169.254.169.254) and the LAN; run the control plane as root beside the Docker daemon with iptables, or add the rules of docs/security.md "Networks" yourself (BERTH_EGRESS_GUARD=off says you have)`;
-    if (mode === 'require') throw new Error(message);
-    if (!this.warned) log.warn(message);
-    this.warned = true;
+    if (this.state !== 'failed') {
+      const message = `egress guard not installed: ${why}. Apps and builds can reach the cloud metadata service (169.254.169.254) and the LAN; run the control plane as root beside the Docker daemon with iptables, or add the rules of docs/security.md "Networks" yourself (BERTH_EGRESS_GUARD=off says you have)`;
+      if (mode === 'require') log.error(`${message}; nothing is built or run until it is in place (tried again every minute)`);
+      else log.warn(`${message}; tried again every minute`);
+    }
+    this.state = 'failed';
+    // what a tenant's build log or container error says: the operator's details stay in the log
+    if (mode === 'require') throw new Error('the platform\'s network guard is not in place; its operator has been told (the control plane log says why)');
+    return false;
   }
 
   /**
    * Put the rules back when something removed or changed them (a firewall reload, an operator's
-   * `iptables -F`). True when they had to be.
+   * `iptables -F`), or install them when that failed before. True when it (re)installed them.
    */
-  async recheck(): Promise<boolean> {
-    if (this.installed.length === 0) return false;
+  recheck(): Promise<boolean> {
+    if (this.o.mode === 'off') return Promise.resolve(false);
+    return this.serial(async () => {
+      if (this.bridges.length === 0) return false;
+      if (this.state !== 'installed') return this.attempt().catch(() => false);
+      if (await this.intact()) return false;
+      this.o.log.warn({ bridges: this.bridges }, 'the egress guard rules were removed or changed (a firewall reload?); putting them back');
+      this.state = 'none';
+      return this.attempt().catch(() => false);
+    });
+  }
+
+  /** Is every bridge's chain as built, and jumped to from every hook? */
+  private async intact(): Promise<boolean> {
     const iptables = this.o.iptables ?? 'iptables';
-    const listing = await run(iptables, ['-w', '10', '-S', 'DOCKER-USER']).catch(() => '');
-    let intact = true;
-    for (const b of this.installed) {
-      const want = chainRules(b, this.o.deny).split('\n').filter((l) => l.startsWith('-A '));
-      const have = (await run(iptables, ['-w', '10', '-S', chainOf(b)]).catch(() => '')).split('\n').filter((l) => l.startsWith('-A '));
-      if (!jumpsIn(listing).some((j) => j.bridge === b) || want.join('\n') !== have.join('\n')) intact = false;
+    const rules = chainRules(this.o.deny);
+    for (const b of this.bridges) {
+      const chain = chainOf(b);
+      const listing = await run(iptables, ['-w', '10', '-S', chain]).catch(() => null);
+      if (listing === null || listing.split('\n').filter((l) => l.startsWith('-A ')).length !== rules.length) return false;
+      for (const r of rules) if (!(await exists(iptables, chain, r))) return false;
+      for (const hook of HOOKS) if (!(await exists(iptables, hook, jumpRule(b)))) return false;
     }
-    if (intact) return false;
-    await this.install(this.installed);
-    this.o.log.warn({ bridges: this.installed }, 'the egress guard rules were removed or changed (a firewall reload?); put back');
     return true;
   }
 
@@ -163,25 +221,39 @@ export class EgressGuard {
       if (!hasInterface(b)) throw new Error(`the berth bridge ${b} is not on this machine (a remote or rootless Docker daemon)`);
     }
     const iptables = this.o.iptables ?? 'iptables';
-    const listing = await run(iptables, ['-w', '10', '-S', 'DOCKER-USER']).catch((e: Error) => {
-      throw new Error(/No chain|does not exist/i.test(e.message)
-        ? 'iptables has no DOCKER-USER chain (is dockerd running with --iptables=false?)'
-        : `cannot read iptables (${e.message.split('\n')[0]})`);
-    });
+    const listings = new Map<string, string>();
+    for (const hook of HOOKS) {
+      listings.set(hook, await run(iptables, ['-w', '10', '-S', hook]).catch((e: Error) => {
+        throw new Error(/No chain|does not exist/i.test(e.message)
+          ? `iptables has no ${hook} chain${hook === 'DOCKER-USER' ? ' (is dockerd running with --iptables=false?)' : ''}`
+          : `cannot read iptables (${e.message.split('\n')[0]})`);
+      }));
+    }
     for (const b of bridges) {
-      await run(this.o.iptablesRestore ?? 'iptables-restore', ['-w', '10', '--noflush'], chainRules(b, this.o.deny));
-      const jump = ['DOCKER-USER', '-i', b, '-m', 'comment', '--comment', COMMENT, '-j', chainOf(b)];
-      if (!jumpsIn(listing).some((j) => j.bridge === b)) await run(iptables, ['-w', '10', '-I', ...jump.slice(0, 1), '1', ...jump.slice(1)]);
+      await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, this.o.deny));
+      // checked just before inserting: another control plane on this host may have put it there
+      for (const hook of HOOKS) if (!(await exists(iptables, hook, jumpRule(b)))) await run(iptables, ['-w', '10', '-I', hook, '1', ...jumpRule(b)]);
     }
     // chains of bridges that are gone (their network was removed)
-    for (const j of jumpsIn(listing)) {
-      if (bridges.includes(j.bridge) || hasInterface(j.bridge)) continue;
-      await run(iptables, ['-w', '10', '-D', 'DOCKER-USER', '-i', j.bridge, '-m', 'comment', '--comment', COMMENT, '-j', j.chain]).catch(() => {});
-      await run(iptables, ['-w', '10', '-F', j.chain]).catch(() => {});
-      await run(iptables, ['-w', '10', '-X', j.chain]).catch(() => {});
-      this.o.log.info({ bridge: j.bridge }, 'removed the egress guard of a bridge that is gone');
+    const gone = new Set<string>();
+    for (const [hook, listing] of listings) {
+      for (const j of jumpsIn(listing, hook)) {
+        if (bridges.includes(j.bridge) || hasInterface(j.bridge)) continue;
+        while (await exists(iptables, hook, jumpRule(j.bridge))) await run(iptables, ['-w', '10', '-D', hook, ...jumpRule(j.bridge)]);
+        gone.add(j.bridge);
+      }
+    }
+    for (const b of gone) {
+      await run(iptables, ['-w', '10', '-F', chainOf(b)]).catch(() => {});
+      await run(iptables, ['-w', '10', '-X', chainOf(b)]).catch(() => {});
+      this.o.log.info({ bridge: b }, 'removed the egress guard of a bridge that is gone');
     }
   }
+}
+
+/** Does this rule exist in this chain (`iptables -C`)? */
+function exists(iptables: string, chain: string, rule: string[]): Promise<boolean> {
+  return run(iptables, ['-w', '10', '-C', chain, ...rule]).then(() => true, () => false);
 }
 
 /** Run a program; its stderr is the error's message when it fails. */
