@@ -27,6 +27,7 @@ import { verifyBuildSources } from './images/build-check.js';
 import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
+import { warnUntrustedForwarding } from './http/forwarding.js';
 import { EGRESS_RECHECK_MS, EgressGuard } from './runtime/egress.js';
 import { Periodic } from './periodic.js';
 import platformPlugin from './containers/platform.js';
@@ -67,10 +68,10 @@ export interface ControlPlane {
  * which run after the core decorations (db, config, runtime, events, authenticate, builds) exist.
  */
 export async function startControlPlane(
-  opts: ControlPlaneOptions & { plugins?: ((app: FastifyInstance) => Promise<void>)[] } = {},
+  opts: ControlPlaneOptions & { plugins?: ((app: FastifyInstance) => Promise<void>)[]; /** log here instead (embedding, tests) */ logger?: Logger } = {},
 ): Promise<ControlPlane> {
   const config = resolveConfig(opts);
-  const log = config.quiet ? pino({ level: 'silent' }) : createLogger('control-plane', { level: config.logLevel });
+  const log = opts.logger ?? (config.quiet ? pino({ level: 'silent' }) : createLogger('control-plane', { level: config.logLevel }));
   await mkdir(config.dataDir, { recursive: true });
 
   let embedded: EmbeddedPostgresHandle | undefined;
@@ -141,6 +142,7 @@ export async function startControlPlane(
   app.decorate('runtime', runtime);
   app.decorate('builds', builds);
   installErrorHandling(app);
+  warnUntrustedForwarding(app, log); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
   installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
   hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);

@@ -8,6 +8,12 @@
  * drops both on `/apps/` requests only (proxy/server/request-headers.ts, response.ts).
  */
 export const SESSION_COOKIE = 'berth_session';
+/**
+ * The control plane's device cookie (control-plane/auth/device.ts), scoped to `/api/auth`: an app
+ * reached by `/apps/{host}/` must not set one either (a planted one, sent first for a longer path,
+ * would hide the owner's).
+ */
+export const DEVICE_COOKIE = 'berth_device';
 
 /** Does this Set-Cookie value set a cookie named `name`? (names are compared as browsers do: trimmed, case-sensitive) */
 export function setsCookie(setCookie: string, name: string): boolean {
@@ -24,6 +30,18 @@ export function withoutCookie(header: string, name: string): string {
 export function cookieCount(header: string | undefined, name: string): number {
   if (header === undefined || !header.includes(name)) return 0;
   return header.split(';').filter((p) => pairName(p) === name).length;
+}
+
+/** The values of every pair named `name` in a Cookie header, in order. */
+export function cookieValues(header: string | undefined, name: string): string[] {
+  if (header === undefined || !header.includes(name)) return [];
+  const out: string[] = [];
+  for (const p of header.split(';')) {
+    if (pairName(p) !== name) continue;
+    const v = p.slice(p.indexOf('=') + 1).trim();
+    out.push(v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v);
+  }
+  return out;
 }
 
 /** A cookie pair's (or Set-Cookie value's) name as browsers read it: before the first `=`, trimmed. */

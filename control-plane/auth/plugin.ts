@@ -1,4 +1,4 @@
-import { SESSION_COOKIE, cookieCount } from '../../shared/session-cookie.js';
+import { SESSION_COOKIE, cookieCount, cookieValues } from '../../shared/session-cookie.js';
 import { sameSecret } from '../http/tokens.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
@@ -68,12 +68,14 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // refused by it, so such an attack does not lock the owner out of their usual machines.
   const accountLimiter = new RateLimiter(rl.perAccountUnknownMax, rl.perAccountUnknownWindowMs, Date.now, rl.maxTracked);
   const knownAddresses = new KnownAddresses(rl.knownForMs, Date.now, rl.maxTracked);
+  // failed logins per device cookie (its nonce): past the free failures it is no longer known
+  const deviceLimiter = new RateLimiter(rl.perAccountMax, rl.perAccountWindowMs, Date.now, rl.maxTracked);
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
   const signupLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
   const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); accountLimiter.close(); knownAddresses.close(); });
+  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); accountLimiter.close(); knownAddresses.close(); deviceLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) => {
@@ -193,34 +195,55 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       const s = Math.max(1, Math.ceil(pairWait / 1000));
       throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from this address; retry in ${s}s (each further failure doubles the wait; a correct password from another address is not affected)`, { 'retry-after': String(s) });
     }
-    const known = devices.valid(req.cookies[DEVICE_COOKIE], accountKey) || knownAddresses.has(accountKey, req.ip);
-    if (!known) {
-      const s = accountLimiter.retryAfter(accountKey);
-      if (s > 0) throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from devices and addresses that never signed in to it; retry in ${s}s (a browser or address that signed in to it before is not affected)`, { 'retry-after': String(s) });
-    }
     // Count the attempt as a failure before the (slow) password check, in the same tick as the
-    // checks above: parallel attempts cannot all slip under the limits. A success takes it back.
+    // checks above: parallel attempts cannot all slip under the limits. A success takes it back,
+    // and so does an attempt that was never judged (a failed lookup, 503 busy, the account limit).
     ipLimiter.hit(ipKey);
     if (netKey !== null) netLimiter.hit(netKey);
     throttle.fail(accountKey, req.ip);
-    if (!known) accountLimiter.hit(accountKey);
-    const user = await findUserByEmail(app.db, accountKey);
+    const unjudged = () => {
+      ipLimiter.unhit(ipKey);
+      if (netKey !== null) netLimiter.unhit(netKey);
+      throttle.unfail(accountKey, req.ip);
+    };
+    let user: Awaited<ReturnType<typeof findUserByEmail>>;
+    try {
+      user = await findUserByEmail(app.db, accountKey);
+    } catch (e) {
+      unjudged();
+      throw e;
+    }
+    // Per account, clients that never signed in to it: keyed by the user (an account that does
+    // not exist shares one of 1,024 buckets), so a flood of made-up emails cannot push an
+    // account's count out of the table. A device that keeps failing is no longer known.
+    const device = devices.known(cookieValues(req.headers.cookie, DEVICE_COOKIE), accountKey);
+    const known = (device !== null && deviceLimiter.retryAfter(device) === 0) || knownAddresses.has(accountKey, req.ip);
+    const limitKey = known ? null : user ? `u${user.id}` : devices.bucket(accountKey);
+    if (limitKey !== null) {
+      const s = accountLimiter.retryAfter(limitKey);
+      if (s > 0) {
+        unjudged();
+        throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from devices and addresses that never signed in to it; retry in ${s}s (a browser or address that signed in to it before is not affected)`, { 'retry-after': String(s) });
+      }
+      accountLimiter.hit(limitKey); // (same tick as the check)
+    }
     let ok: boolean;
     try {
       ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
     } catch (e) {
       // not judged (503 busy: too many sign-ins at once): not a failure either
-      ipLimiter.unhit(ipKey);
-      if (netKey !== null) netLimiter.unhit(netKey);
-      throttle.unfail(accountKey, req.ip);
-      if (!known) accountLimiter.unhit(accountKey);
+      unjudged();
+      if (limitKey !== null) accountLimiter.unhit(limitKey);
       throw e;
     }
-    if (!user || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
+    if (!user || !ok) {
+      if (device !== null) deviceLimiter.hit(device);
+      throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
+    }
     throttle.succeed(accountKey, req.ip);
     ipLimiter.unhit(ipKey);
     if (netKey !== null) netLimiter.unhit(netKey);
-    if (!known) accountLimiter.unhit(accountKey);
+    if (limitKey !== null) accountLimiter.unhit(limitKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
     knownFromNowOn(req, reply, accountKey);

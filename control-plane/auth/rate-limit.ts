@@ -67,10 +67,12 @@ export class RateLimiter {
     else w.count++;
   }
 
-  /** Take back one hit (a login that turned out to be right is not an attack). */
+  /** Take back one hit (a login that turned out to be right is not an attack); a key back at zero is dropped. */
   unhit(key: string): void {
     const w = this.windows.get(key);
-    if (w && w.count > 0) w.count--;
+    if (w === undefined) return;
+    if (w.count <= 1) this.windows.delete(key);
+    else w.count--;
   }
 
   reset(key: string): void {
@@ -176,38 +178,43 @@ export class LoginThrottle {
   }
 }
 
+/** Addresses each account remembers. */
+export const KNOWN_ADDRESSES_PER_ACCOUNT = 20;
+
 /**
- * Clients that signed in to an account before, by address: (address, account) pairs remembered
- * `rememberMs` after their last success, in an LRU. With device cookies (auth/device.ts) they tell
- * the owner from an attacker who guesses one account from many addresses: guesses from clients
- * neither knows are limited per account, and only those are refused once the limit is reached, so
- * such an attack cannot lock the owner out of their usual machines.
+ * Addresses that signed in to an account, remembered `rememberMs` after their last success: the
+ * last KNOWN_ADDRESSES_PER_ACCOUNT of each account, for at most `maxKeys` accounts (LRU). Only a
+ * sign-in adds to an account's list, so nobody can push the owner's addresses out without the
+ * password, and the accounts table is evicted only by that many different accounts signing in.
+ * With device cookies (auth/device.ts) they tell the owner from an attacker who guesses one
+ * account from many addresses (auth/plugin.ts).
  */
 export class KnownAddresses {
-  private seen: LRUCache<string, number>;
+  private accounts: LRUCache<string, Map<string, number>>;
 
   constructor(private readonly rememberMs: number, private readonly now: () => number = Date.now, maxKeys = DEFAULT_MAX_KEYS) {
-    this.seen = new LRUCache({ max: Math.max(1, maxKeys) });
-  }
-
-  private key(account: string, address: string): string {
-    return `${addressKey(address)}\n${account}`;
+    this.accounts = new LRUCache({ max: Math.max(1, maxKeys) });
   }
 
   remember(account: string, address: string): void {
-    this.seen.set(this.key(account, address), this.now());
+    let seen = this.accounts.get(account);
+    if (seen === undefined) this.accounts.set(account, (seen = new Map()));
+    const key = addressKey(address);
+    seen.delete(key); // (re-inserted last: the Map's order is the order of last success)
+    seen.set(key, this.now());
+    if (seen.size > KNOWN_ADDRESSES_PER_ACCOUNT) seen.delete(seen.keys().next().value!);
   }
 
   has(account: string, address: string): boolean {
-    const at = this.seen.get(this.key(account, address));
+    const at = this.accounts.peek(account)?.get(addressKey(address));
     return at !== undefined && this.now() - at <= this.rememberMs;
   }
 
   get size(): number {
-    return this.seen.size;
+    return this.accounts.size;
   }
 
   close(): void {
-    this.seen.clear();
+    this.accounts.clear();
   }
 }

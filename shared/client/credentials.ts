@@ -19,6 +19,12 @@ export interface StoredLogin {
   token_id?: number;
   email?: string;
   created_at: string;
+  /**
+   * The control plane's device cookie from the last sign-in (`berth_device`, an opaque value): sent
+   * with the next `berth login`, it tells the control plane this machine signed in before, so a
+   * guessing attack on the account from elsewhere does not lock it out.
+   */
+  device?: string;
 }
 
 export interface CredentialsFile {

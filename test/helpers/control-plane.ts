@@ -1,5 +1,5 @@
 import type { Queryable } from '../../control-plane/db/pool.js';
-import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../control-plane/app.js';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
 import { startTestPostgres, type TestPostgres } from './postgres.js';
 import { tempDir } from './tmp.js';
 
@@ -10,7 +10,7 @@ export interface TestControlPlane {
 }
 
 /** A control plane on a free port with its own embedded Postgres and data dir, quiet. */
-export async function startTestControlPlane(opts: ControlPlaneOptions = {}): Promise<TestControlPlane> {
+export async function startTestControlPlane(opts: NonNullable<Parameters<typeof startControlPlane>[0]> = {}): Promise<TestControlPlane> {
   const pg = await startTestPostgres();
   const data = await tempDir();
   const cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, ...opts });

@@ -1,7 +1,12 @@
+import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { join } from 'node:path';
+import { BIN } from '../e2e/support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
-import { LoginThrottle, RateLimiter, addressKey, networkKey } from '../../control-plane/auth/rate-limit.js';
+import { KNOWN_ADDRESSES_PER_ACCOUNT, KnownAddresses, LoginThrottle, RateLimiter, addressKey, networkKey } from '../../control-plane/auth/rate-limit.js';
+import { DEVICE_TTL_SECONDS, DeviceCookies } from '../../control-plane/auth/device.js';
 import { createUser } from '../../control-plane/auth/users.js';
 import { MAX_HASHING, MAX_WAITING, hashingNow, inTurn } from '../../control-plane/auth/passwords.js';
 import { Api } from '../helpers/api.js';
@@ -202,12 +207,51 @@ describe('one account guessed from many addresses', () => {
     expect((await loginFrom(cp, '127.0.2.1', OWNER, PASSWORD)).status).toBe(200);
     expect((await loginFrom(cp, '127.0.4.1', OWNER, PASSWORD, device)).status).toBe(200);
     // neither a forged cookie nor one of another account helps
-    const [, nonce] = device.split('.');
-    for (const cookie of [`berth_device=v1.${nonce}.${'A'.repeat(43)}`, otherDevice, 'berth_device=garbage']) {
+    const [, issued, nonce] = device.split('.');
+    for (const cookie of [`berth_device=v1.${issued}.${nonce}.${'A'.repeat(43)}`, `berth_device=v1.${Number(issued) + 1}.${device.split('.').slice(2).join('.')}`, otherDevice, 'berth_device=garbage']) {
       expect((await loginFrom(cp, '127.0.4.2', OWNER, PASSWORD, cookie)).status, cookie).toBe(429);
     }
+    // a cookie planted for a longer path (sent first) does not hide the owner's
+    expect((await loginFrom(cp, '127.0.4.4', OWNER, PASSWORD, `berth_device=v1.1.AAAAAAAAAAAAAAAA.${'A'.repeat(43)}; ${device}`)).status).toBe(200);
+    // the limit is the account's whatever the spelling of its email
+    expect((await loginFrom(cp, '127.0.4.5', ' MANY@Example.com ', PASSWORD)).status).toBe(429);
     // other accounts are not affected
     expect((await loginFrom(cp, '127.0.4.3', OTHER, PASSWORD)).status).toBe(200);
+  }, 60_000);
+
+  it('a device cookie that keeps failing is no longer a pass (a leaked one does not open the account to a botnet)', async () => {
+    const cp = await start({ perAccountMax: 3, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 });
+    const OWNER = 'leak@example.com';
+    const PASSWORD = 'owner-password-1';
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const device = (await loginFrom(cp, '127.0.9.1', OWNER, PASSWORD)).setCookie.find((c) => c.startsWith('berth_device='))!.split(';')[0];
+    // the cookie, from many addresses, guessing: the free failures of one pair each time
+    for (let i = 0; i < 3; i++) expect((await loginFrom(cp, `127.0.10.${i + 1}`, OWNER, `guess-${i}`, device)).status).toBe(401);
+    for (let i = 0; i < 2; i++) expect((await loginFrom(cp, `127.0.11.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+    // the account's limit on unknown clients is reached, and the cookie counts as unknown now
+    expect((await loginFrom(cp, '127.0.12.1', OWNER, PASSWORD, device)).status).toBe(429);
+    // the owner's usual address still signs in
+    expect((await loginFrom(cp, '127.0.9.1', OWNER, PASSWORD)).status).toBe(200);
+  }, 60_000);
+
+  it('made-up emails refused busy cannot push an account\'s count out of the table', async () => {
+    // a table of 50 keys: before, each of 200 sign-ins refused 503 left its email in it
+    const cp = await start({ perAccountMax: 100, perAccountUnknownMax: 3, perAccountUnknownWindowMs: 60_000, perIpMax: 1000, maxTracked: 50 });
+    const OWNER = 'evict@example.com';
+    const PASSWORD = 'owner-password-1';
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+    for (let i = 0; i < 3; i++) expect((await loginFrom(cp, `127.0.13.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+    expect((await loginFrom(cp, '127.0.13.9', OWNER, 'guess-x')).status).toBe(429);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const held = Array.from({ length: MAX_HASHING + MAX_WAITING }, () => inTurn(() => gate));
+    try {
+      for (let i = 0; i < 200; i++) expect((await loginFrom(cp, `127.0.14.${(i % 250) + 1}`, `made-up-${i}@example.com`, 'x')).status).toBe(503);
+    } finally {
+      release();
+      await Promise.allSettled(held);
+    }
+    expect((await loginFrom(cp, '127.0.13.10', OWNER, 'guess-y')).status).toBe(429);
   }, 60_000);
 
   it('a new address that signs in becomes known: the owner guessing wrong there is not counted against the account', async () => {
@@ -220,6 +264,45 @@ describe('one account guessed from many addresses', () => {
     // unknown clients still have their whole allowance
     for (let i = 0; i < 2; i++) expect((await loginFrom(cp, `127.0.6.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
     expect((await loginFrom(cp, '127.0.6.9', OWNER, 'guess-x')).status).toBe(429);
+  }, 60_000);
+});
+
+describe('berth login keeps its device cookie', () => {
+  /** `berth login` as a user runs it, the password on stdin. */
+  function cli(api: string, email: string, password: string, configDir: string): Promise<{ code: number; err: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'login', '--api', api, '--email', email], { env: { ...process.env, BERTH_CONFIG_DIR: configDir, BERTH_TOKEN: '' }, stdio: ['pipe', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code: code ?? -1, err }));
+      child.stdin.end(password + '\n');
+    });
+  }
+
+  it('and sends it back: a machine that signed in before is not locked out by guessing from elsewhere', async () => {
+    // addresses are forgotten at once here, so only the cookie can tell this machine
+    const cp = await start({ perAccountMax: 100, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000, knownForMs: 0 });
+    const OWNER = 'cli@example.com';
+    const PASSWORD = 'owner-password-1';
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const dir = await tempDir();
+    stops.push(() => dir.cleanup());
+    const first = await cli(cp.url, OWNER, PASSWORD, dir.dir);
+    expect(first.code, first.err).toBe(0);
+    const file = join(dir.dir, 'credentials.json');
+    const stored = JSON.parse(await readFile(file, 'utf8')).apis[cp.url];
+    expect(stored.device).toMatch(/^v1\.\d+\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{43}$/);
+    for (let i = 0; i < 2; i++) expect((await loginFrom(cp, `127.0.15.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+    const again = await cli(cp.url, OWNER, PASSWORD, dir.dir);
+    expect(again.code, again.err).toBe(0);
+    // without the cookie the same machine is refused
+    const creds = JSON.parse(await readFile(file, 'utf8'));
+    delete creds.apis[cp.url].device;
+    await writeFile(file, JSON.stringify(creds), { mode: 0o600 });
+    const without = await cli(cp.url, OWNER, PASSWORD, dir.dir);
+    expect(without.code).not.toBe(0);
+    expect(without.err).toMatch(/never signed in to it/);
   }, 60_000);
 });
 
@@ -254,6 +337,39 @@ describe('a login refused 503 busy was never judged', () => {
       await Promise.allSettled(held);
     }
   }, 60_000);
+});
+
+describe('device cookies and known addresses (units)', () => {
+  it('a device cookie is known for its account only, unchanged, and for a year', () => {
+    let now = Date.UTC(2026, 0, 1);
+    const d = new DeviceCookies(new TextEncoder().encode('k'.repeat(48)), () => now);
+    const v = d.issue('a@example.com');
+    expect(v).not.toContain('example');
+    const nonce = v.split('.')[2];
+    expect(d.known([v], 'a@example.com')).toBe(nonce);
+    expect(d.known([v], 'b@example.com')).toBeNull();
+    expect(d.known(['garbage', v], 'a@example.com')).toBe(nonce);
+    const [, issued, , mac] = v.split('.');
+    expect(d.known([`v1.${issued}.${'B'.repeat(16)}.${mac}`], 'a@example.com')).toBeNull();
+    expect(d.known([`v1.${Number(issued) - 1}.${nonce}.${mac}`], 'a@example.com')).toBeNull();
+    // another key (another platform, or the session key rotated): unknown
+    expect(new DeviceCookies(new TextEncoder().encode('j'.repeat(48)), () => now).known([v], 'a@example.com')).toBeNull();
+    now += DEVICE_TTL_SECONDS * 1000 - 1000;
+    expect(d.known([v], 'a@example.com')).toBe(nonce);
+    now += 2000;
+    expect(d.known([v], 'a@example.com')).toBeNull();
+  });
+
+  it('an account remembers its last addresses only, for knownForMs', () => {
+    let now = 0;
+    const k = new KnownAddresses(1000, () => now, 10);
+    for (let i = 0; i < KNOWN_ADDRESSES_PER_ACCOUNT + 5; i++) k.remember('a', `10.0.0.${i}`);
+    expect(k.has('a', '10.0.0.0')).toBe(false);
+    expect(k.has('a', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(true);
+    expect(k.has('b', '10.0.0.24')).toBe(false);
+    now = 1001;
+    expect(k.has('a', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(false);
+  });
 });
 
 describe('bounded memory and address keys (units)', () => {

@@ -2,12 +2,29 @@ import { hostname } from 'node:os';
 import { UsageError } from '../../cli/args.js';
 import { BerthClient, ClientError, EXIT } from '../client.js';
 import { defineClientCommand } from '../command.js';
-import { credentialsPath, forgetLogin, saveLogin } from '../credentials.js';
+import { DEVICE_COOKIE } from '../../session-cookie.js';
+import { credentialsPath, forgetLogin, readCredentials, saveLogin } from '../credentials.js';
 import { printJson } from '../output.js';
 import { Prompter } from '../prompt.js';
 import { printable } from '../style.js';
 
 interface User { id: number; email: string; username?: string | null }
+
+/** A device cookie value as the control plane makes them (anything else is neither kept nor sent). */
+const DEVICE_VALUE = /^[A-Za-z0-9._-]{1,200}$/;
+
+/** The device cookie a sign-in answer set, if any. */
+function deviceFrom(setCookie: string | string[] | undefined): string | undefined {
+  for (const c of Array.isArray(setCookie) ? setCookie : setCookie === undefined ? [] : [setCookie]) {
+    const pair = c.split(';', 1)[0];
+    const eq = pair.indexOf('=');
+    if (eq !== -1 && pair.slice(0, eq).trim() === DEVICE_COOKIE) {
+      const v = pair.slice(eq + 1).trim();
+      return DEVICE_VALUE.test(v) ? v : undefined;
+    }
+  }
+  return undefined;
+}
 
 /**
  * `berth login`: signs in with email + password (asked on a terminal, read from stdin when piped),
@@ -57,11 +74,23 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
     const anon = new BerthClient(api, undefined, 'none');
     let session: string;
     let user: User;
+    // this machine's device cookie from its last sign-in here, sent back (shared/client/credentials.ts)
+    const before = await readCredentials().then((f) => f.apis[api]?.device, () => undefined);
+    let device: string | undefined;
     try {
-      ({ token: session, user } = await anon.post<{ token: string; user: User }>('/api/auth/login', { email, password }, { anonymous: true }).catch((e: unknown) => {
+      const res = await anon.stream('POST', '/api/auth/login', {
+        json: { email, password }, anonymous: true, headers: before !== undefined && DEVICE_VALUE.test(before) ? { cookie: `${DEVICE_COOKIE}=${before}` } : {},
+      }).catch((e: unknown) => {
         if (e instanceof ClientError && e.api?.status === 401) throw new ClientError(`wrong email or password for ${api}`, EXIT.auth, e.api);
         throw e;
-      }));
+      });
+      const text = await anon.readAll(res.body, 'POST', '/api/auth/login');
+      try {
+        ({ token: session, user } = JSON.parse(text) as { token: string; user: User });
+      } catch {
+        throw new ClientError(`the API at ${api} answered POST /api/auth/login with something that is not JSON (is ${api} a berth control plane?)`);
+      }
+      device = deviceFrom(res.headers['set-cookie']);
     } finally {
       await anon.close();
     }
@@ -70,7 +99,7 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
       const name = `berth-cli ${hostname()}`.slice(0, 100);
       const t = await s.post<{ id: number; token: string }>('/api/auth/tokens', { name });
       await s.post('/api/auth/logout').catch(() => { /* the session expires on its own */ });
-      return done(user, await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString() }));
+      return done(user, await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString(), ...(device === undefined ? {} : { device }) }));
     } finally {
       await s.close();
     }
