@@ -136,6 +136,8 @@ export interface EgressGuardOptions {
   iptablesRestore?: string;
   /** does this interface exist on this machine (tests) */
   hasInterface?: (name: string) => boolean;
+  /** how `auto` says it could not install the guard: warn (production), or info (a laptop, where no metadata service is) */
+  failLevel?: 'warn' | 'info';
 }
 
 export class EgressGuard {
@@ -176,7 +178,7 @@ export class EgressGuard {
     if (this.state !== 'failed') {
       const message = `egress guard not installed: ${why}. Apps and builds can reach the cloud metadata service (169.254.169.254) and the LAN; run the control plane as root beside the Docker daemon with iptables, or add the rules of docs/security.md "Networks" yourself (BERTH_EGRESS_GUARD=off says you have)`;
       if (mode === 'require') log.error(`${message}; nothing is built or run until it is in place (tried again every minute)`);
-      else log.warn(`${message}; tried again every minute`);
+      else log[this.o.failLevel ?? 'warn'](`${message}; tried again every minute`);
     }
     this.state = 'failed';
     // what a tenant's build log or container error says: the operator's details stay in the log
