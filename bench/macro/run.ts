@@ -450,7 +450,7 @@ async function routes10k(
     (e: Error) => ({ ok: false as const, e }),
   );
   await sleep(1000);
-  const applies: Array<{ ms: number; serverMs?: number; status: number; body: string; probe: number }> = [];
+  const applies: Array<{ ms: number; serverMs?: number; parseMs?: number; status: number; body: string; probe: number }> = [];
   for (let i = 0; i < puts; i++) {
     const t0 = process.hrtime.bigint();
     let status = 0;
@@ -478,13 +478,15 @@ async function routes10k(
       probe = -1;
     }
     let serverMs: number | undefined;
+    let parseMs: number | undefined;
     try {
-      const j = JSON.parse(body) as { applyMs?: unknown };
+      const j = JSON.parse(body) as { applyMs?: unknown; parseMs?: unknown };
       if (typeof j.applyMs === 'number') serverMs = j.applyMs;
+      if (typeof j.parseMs === 'number') parseMs = j.parseMs;
     } catch {
       /* not JSON */
     }
-    applies.push({ ms, serverMs, status, body, probe });
+    applies.push({ ms, serverMs, parseMs, status, body, probe });
     await sleep(1000);
   }
   const settled = await load;
@@ -494,12 +496,13 @@ async function routes10k(
   const rows = applies.map((a, i) => [
     `PUT #${i + 1}`,
     fmt(a.ms, 1),
+    a.parseMs === undefined ? '—' : fmt(a.parseMs, 1),
     a.serverMs === undefined ? '—' : fmt(a.serverMs, 1),
     String(a.status || 'error'),
     String(a.probe),
     a.status >= 200 && a.status < 300 ? '' : a.body.replace(/\s+/g, ' ').slice(0, 100),
   ]);
-  say(table(['apply', 'client round trip ms', 'proxy-reported applyMs', 'HTTP', 'new host served', 'note'], rows, 1));
+  say(table(['apply', 'client round trip ms', 'proxy parse+validate ms', 'proxy-reported applyMs', 'HTTP', 'new host served', 'note'], rows, 1));
   say(`   load during the applies: ${fmt(r.rps)} req/s over ${r.durationS.toFixed(1)} s, ${r.requests} requests, errors ${r.errors}${r.errors ? ` (${r.errorDetail})` : ''}`);
   say(`   body size ${(Buffer.byteLength(bodies[0]) / 1024).toFixed(0)} KiB; time includes upload, JSON parse, validation and table build on the proxy's (busy) core`);
   return {
@@ -507,6 +510,7 @@ async function routes10k(
     applies,
     medianMs: median(applies.map((a) => a.ms)),
     medianServerMs: median(applies.map((a) => a.serverMs ?? NaN)),
+    medianParseMs: median(applies.map((a) => a.parseMs ?? NaN)),
     maxMs: Math.max(...applies.map((a) => a.ms)),
     allAccepted: okAll,
     load: r,
