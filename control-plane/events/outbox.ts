@@ -39,15 +39,29 @@ export async function recordEvent(q: Queryable, ev: EventInput): Promise<EventRe
   return serialise(rows[0]);
 }
 
-export async function listEvents(q: Queryable, userId: number, after: number, limit: number): Promise<EventRecord[]> {
+/**
+ * The user's events after id `after`, oldest first, at most `limit`; with `app`, that app's only.
+ * With `tail`, the newest `tail` instead (still oldest first), whatever `after` says.
+ */
+export async function listEvents(q: Queryable, userId: number, after: number, limit: number, o: { app?: string; tail?: number } = {}): Promise<EventRecord[]> {
+  // Only rows of transactions older than every running one: a lower id still being committed
+  // would otherwise be skipped for good by a reader paging with ?after=.
+  const visible = 'txid < pg_snapshot_xmin(pg_current_snapshot())';
+  const params: unknown[] = [userId];
+  let where = `user_id = $1 AND ${visible}`;
+  if (o.app !== undefined) {
+    params.push(o.app);
+    where += ` AND app_hostname = $${params.length}`;
+  }
+  if (o.tail !== undefined) {
+    params.push(o.tail);
+    const { rows } = await q.query<EventRecord>(
+      `SELECT * FROM (SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY id DESC LIMIT $${params.length}) newest ORDER BY id`, params);
+    return rows.map(serialise);
+  }
+  params.push(after, limit);
   const { rows } = await q.query<EventRecord>(
-    // Only rows of transactions older than every running one: a lower id still being committed
-    // would otherwise be skipped for good by a reader paging with ?after=.
-    `SELECT ${COLUMNS} FROM events
-     WHERE user_id = $1 AND id > $2 AND txid < pg_snapshot_xmin(pg_current_snapshot())
-     ORDER BY id LIMIT $3`,
-    [userId, after, limit],
-  );
+    `SELECT ${COLUMNS} FROM events WHERE ${where} AND id > $${params.length - 1} ORDER BY id LIMIT $${params.length}`, params);
   return rows.map(serialise);
 }
 

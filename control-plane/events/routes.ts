@@ -2,6 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { MAX_ID, int } from '../http/schemas.js';
 import { dateTime, errorResponses, idSchema, nullableInteger, nullableString, object } from '../http/responses.js';
 import { listEvents } from './outbox.js';
+import { normalizeHost } from '../../shared/hostname.js';
+import { badRequest } from '../http/errors.js';
 
 /** An `EventRecord` (outbox.ts): the columns `listEvents` selects; `payload` is free-form per type. */
 export const eventSchema = object({
@@ -15,12 +17,15 @@ export const eventSchema = object({
   created_at: dateTime,
 });
 
-/** `GET /api/events?after=ID&limit=N` — the caller's events, oldest first. */
+/**
+ * `GET /api/events?after=ID&limit=N` — the caller's events, oldest first; `app=HOST` for one app's;
+ * `tail=N` for the newest N (a starting point for `berth events`, which then follows with `after`).
+ */
 export async function eventRoutes(app: FastifyInstance): Promise<void> {
-  app.get<{ Querystring: { after?: number; limit?: number } }>('/api/events', {
+  app.get<{ Querystring: { after?: number; limit?: number; app?: string; tail?: number } }>('/api/events', {
     preHandler: app.authenticate,
     schema: {
-      summary: 'Your lifecycle events after an id, oldest first',
+      summary: 'Your lifecycle events after an id (or the newest N), oldest first; of one app with app=HOST',
       tags: ['events'],
       querystring: {
         type: 'object',
@@ -28,6 +33,8 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
         properties: {
           after: int(0, MAX_ID, { default: 0 }),
           limit: int(1, 1000, { default: 100 }),
+          app: { type: 'string', minLength: 1, maxLength: 300, description: "only this app's events (its hostname)" },
+          tail: { ...int(1, 1000), description: 'the newest N events instead of those after `after`' },
         },
       },
       response: {
@@ -39,7 +46,13 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
       },
     },
   }, async (req) => {
-    const events = await listEvents(app.db, req.user!.id, req.query.after ?? 0, req.query.limit ?? 100);
-    return { events, next_after: events.length ? events[events.length - 1].id : req.query.after ?? 0 };
+    const q = req.query;
+    let host: string | undefined;
+    if (q.app !== undefined) {
+      host = normalizeHost(q.app);
+      if (host === '') throw badRequest(`app "${q.app.slice(0, 80)}" is not a hostname`);
+    }
+    const events = await listEvents(app.db, req.user!.id, q.after ?? 0, q.limit ?? 100, { app: host, tail: q.tail });
+    return { events, next_after: events.length ? events[events.length - 1].id : q.tail !== undefined ? 0 : q.after ?? 0 };
   });
 }

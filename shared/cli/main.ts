@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { module: string; summary: string }> = {
   deploy: { module: '../client/commands/deploy.js', summary: 'deploy a folder with a Dockerfile to a URL (build log live, waits until healthy)' },
   apps: { module: '../client/commands/apps.js', summary: 'list your apps: revisions, status, instances, traffic' },
   logs: { module: '../client/commands/logs.js', summary: "print or follow an app's logs (every instance)" },
+  events: { module: '../client/commands/events.js', summary: 'what happened to your apps: builds, instances, autoscaling, traffic (--follow)' },
   containers: { module: '../client/commands/containers.js', summary: 'list your containers (instances)' },
   traffic: { module: '../client/commands/traffic.js', summary: "show or set an app's traffic split between revisions" },
   access: { module: '../client/commands/access.js', summary: 'who may call an app: public, or private with invoker tokens' },

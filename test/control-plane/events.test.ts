@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN } from '../e2e/support.js';
 import type { ControlPlane } from '../../control-plane/app.js';
 import { recordEvent } from '../../control-plane/events/outbox.js';
 import { Api } from '../helpers/api.js';
@@ -73,4 +75,67 @@ describe('event retention (BERTH_EVENT_RETENTION_DAYS)', () => {
     expect(await left([recent])).toBe(0);
     expect(await left([oldUndelivered])).toBe(1);
   });
+});
+
+describe('one app\'s events, the newest first page, and `berth events`', () => {
+  it('app=HOST filters (by the normalised name), tail=N gives the newest N oldest first, bad input is 400', async () => {
+    const api = await new Api(cp.url).signup('events-app@example.com');
+    const me = (await api.get('/api/auth/me')).body.user.id as number;
+    const other = await new Api(cp.url).signup('events-other@example.com');
+    const them = (await other.get('/api/auth/me')).body.user.id as number;
+    for (let i = 0; i < 5; i++) await recordEvent(cp.db, { type: 'test.a', userId: me, appHostname: 'a.example.com', payload: { i } });
+    await recordEvent(cp.db, { type: 'test.b', userId: me, appHostname: 'b.example.com' });
+    await recordEvent(cp.db, { type: 'test.mine', userId: me });
+    await recordEvent(cp.db, { type: 'test.theirs', userId: them, appHostname: 'a.example.com' });
+    const a = (await api.get('/api/events?app=A.Example.com.&tail=3')).body;
+    expect(a.events.map((e: { payload: { i: number } }) => e.payload.i)).toEqual([2, 3, 4]);
+    expect(a.next_after).toBe(a.events[2].id);
+    const all = (await api.get('/api/events?tail=2')).body;
+    expect(all.events.map((e: { type: string }) => e.type)).toEqual(['test.b', 'test.mine']);
+    // paging one app after an id
+    const first = (await api.get('/api/events?app=a.example.com&limit=2')).body;
+    const next = (await api.get(`/api/events?app=a.example.com&after=${first.next_after}&limit=10`)).body;
+    expect([...first.events, ...next.events].map((e: { payload: { i: number } }) => e.payload.i)).toEqual([0, 1, 2, 3, 4]);
+    // another user's events of the same hostname are theirs only
+    expect((await other.get('/api/events?app=a.example.com')).body.events.map((e: { type: string }) => e.type)).toEqual(['test.theirs']);
+    expect((await api.get('/api/events?app=nothing.example.com&tail=5')).body).toEqual({ events: [], next_after: 0 });
+    for (const bad of ['app=', `app=${'a'.repeat(301)}`, 'app=%2F%2F', 'tail=0', 'tail=1001', 'tail=x']) {
+      expect((await api.get(`/api/events?${bad}`)).status, bad).toBe(400);
+    }
+  });
+
+  it('berth events prints the newest events of an app, then follows new ones', async () => {
+    const api = await new Api(cp.url).signup('events-cli@example.com');
+    const me = (await api.get('/api/auth/me')).body.user.id as number;
+    for (let i = 0; i < 3; i++) await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'cli.example.com', payload: { i, note: 'two words' } });
+    const env = { ...process.env, BERTH_TOKEN: api.token!, BERTH_API: cp.url, NO_COLOR: '1', BERTH_CONFIG_DIR: '/nonexistent/berth-test' };
+    const once = await new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      const c = spawn(process.execPath, [BIN, 'events', 'cli.example.com', '--tail', '2'], { env });
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d: Buffer) => { out += d; });
+      c.stderr.on('data', (d: Buffer) => { err += d; });
+      c.on('close', (code) => resolve({ code: code ?? -1, out, err }));
+    });
+    expect(once.code, once.err).toBe(0);
+    const lines = once.out.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^\d{4}-\d\d-\d\dT\S+Z {2}test\.cli +cli\.example\.com {2}i=1 note="two words"$/);
+    // --follow --json: the newest one, then one recorded while it runs
+    const c = spawn(process.execPath, [BIN, 'events', 'cli.example.com', '--tail', '1', '--follow', '--json'], { env });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => { out += d; });
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!out.includes('"i":2') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'cli.example.com', payload: { i: 3 } });
+      await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'other.example.com', payload: { i: 99 } });
+      while (!out.includes('"i":3') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const events = out.trim().split('\n').map((l) => JSON.parse(l) as { payload: { i: number } });
+      expect(events.map((e) => e.payload.i)).toEqual([2, 3]);
+    } finally {
+      c.kill('SIGINT');
+      await new Promise((r) => c.once('close', r));
+    }
+  }, 30_000);
 });

@@ -1,0 +1,89 @@
+import { UsageError } from '../../cli/args.js';
+import { EXIT } from '../client.js';
+import { booleanOption, defineClientCommand, intOption } from '../command.js';
+import { jsonText } from '../output.js';
+import { num, paint, printable } from '../style.js';
+
+interface EventRecord {
+  id: number;
+  type: string;
+  app_hostname: string | null;
+  image_id: number | null;
+  container_id: number | null;
+  payload: Record<string, unknown>;
+  created_at: string;
+}
+
+/** How often `--follow` asks for new events. */
+const FOLLOW_EVERY_MS = 2000;
+
+/**
+ * `berth events [HOST]`: what happened to your apps (builds, revisions, instances started,
+ * stopped and replaced, autoscaler decisions, traffic and access changes, deletions), from
+ * GET /api/events, oldest first: the newest N, then with --follow each new one as it is recorded.
+ * --json prints one JSON object per event (NDJSON).
+ */
+export const run = defineClientCommand({
+  usage: 'berth events [HOST] [--tail N] [--follow] [--json]',
+  description: `Print what happened to your apps, oldest first: builds, revisions, instances started, stopped and
+replaced, autoscaler decisions, traffic and access changes, deletions.
+  berth events                            your last 20 events
+  berth events shop.example.com --follow  one app's, then new ones as they happen (Ctrl-C to stop)`,
+  positional: { min: 0, max: 1, names: 'HOST (an app hostname)' },
+  options: [
+    { name: 'tail', help: 'how many of the newest events to print first (default 20, at most 1000)' },
+    { name: 'follow', boolean: true, help: 'keep printing new events (Ctrl-C to stop)' },
+  ],
+  async run({ opts, args, json, client, stdout, signal }) {
+    const host = args[0];
+    if (host !== undefined && (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host))) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const tail = intOption(opts.tail, 'tail', 1, 1000) ?? 20;
+    const follow = booleanOption(opts.follow, 'follow');
+    const print = (e: EventRecord) => {
+      if (json) {
+        stdout.write(jsonText(e) + '\n');
+        return;
+      }
+      const what = [e.app_hostname === null ? '' : printable(e.app_hostname), summary(e)].filter((x) => x !== '').join('  ');
+      stdout.write(`${paint(stdout, 'dim', printable(String(e.created_at)))}  ${paint(stdout, 'cyan', printable(String(e.type)).padEnd(24))} ${what}\n`);
+    };
+    const page = (query: Record<string, string | number | undefined>) =>
+      client.get<{ events: EventRecord[]; next_after: number }>('/api/events', { query: { app: host, ...query }, signal });
+    try {
+      let r = await page({ tail });
+      r.events.forEach(print);
+      if (!follow) return EXIT.ok;
+      let after = r.next_after;
+      for (;;) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, FOLLOW_EVERY_MS);
+          signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+        });
+        if (signal.aborted) return EXIT.ok;
+        // (pages of 1000 until caught up: a burst of events is printed whole, in order)
+        do {
+          r = await page({ after, limit: 1000 });
+          r.events.forEach(print);
+          if (Number.isSafeInteger(r.next_after) && r.next_after > after) after = r.next_after;
+        } while (r.events.length === 1000);
+      }
+    } catch (e) {
+      if (signal.aborted) return EXIT.ok; // Ctrl-C while following is how one stops
+      throw e;
+    }
+  },
+});
+
+/** The payload as `key=value …` (strings and numbers; objects as compact JSON), made printable. */
+export function summary(e: EventRecord): string {
+  const parts: string[] = [];
+  if (e.image_id !== null && e.image_id !== undefined) parts.push(`image=${num(e.image_id)}`);
+  if (e.container_id !== null && e.container_id !== undefined) parts.push(`container=${num(e.container_id)}`);
+  const payload = e.payload !== null && typeof e.payload === 'object' ? e.payload : {};
+  for (const [k, v] of Object.entries(payload)) {
+    if (v === null || v === undefined) continue;
+    const text = typeof v === 'string' ? (/[\s"=]/.test(v) ? JSON.stringify(v) : v) : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    parts.push(`${k}=${text.length > 200 ? text.slice(0, 199) + '…' : text}`);
+  }
+  return printable(parts.join(' '));
+}
