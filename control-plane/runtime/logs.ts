@@ -72,62 +72,13 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
   let closed = false;
   const lineFns: ((l: LogLine) => void)[] = [];
   const endFns: ((err?: Error) => void)[] = [];
-  const partial: Record<'stdout' | 'stderr', string> = { stdout: '', stderr: '' };
-  let pending: Buffer = Buffer.alloc(0);
-  // a character cut between two frames is joined again
-  const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
-
-  // Docker's timestamp starts a line only: the pieces of a line cut at MAX_LINE carry the line's
-  // own time (an app could otherwise put a forged time at a cut and have later lines hidden from
-  // a follow, which shows lines newer than the last one seen)
-  const cut: Record<'stdout' | 'stderr', string | null> = { stdout: null, stderr: null };
-  const emit = (stream: 'stdout' | 'stderr', raw: string, whole: boolean) => {
-    let time: string;
-    let text: string;
-    const carried = cut[stream];
-    if (carried !== null) {
-      time = carried;
-      text = raw;
-    } else {
-      const sp = raw.indexOf(' ');
-      time = sp > 0 && /^\d{4}-\d\d-\d\dT/.test(raw) ? raw.slice(0, sp) : '';
-      text = time ? raw.slice(sp + 1) : raw;
-    }
-    cut[stream] = whole ? null : time;
-    for (const fn of lineFns) fn({ stream, time, text });
-  };
-  const take = (stream: 'stdout' | 'stderr', chunk: string) => {
-    let s = partial[stream] + chunk;
-    let i: number;
-    while ((i = s.indexOf('\n')) !== -1) {
-      emit(stream, s.slice(0, i).replace(/\r$/, ''), true);
-      s = s.slice(i + 1);
-    }
-    while (s.length > MAX_LINE) { emit(stream, s.slice(0, MAX_LINE), false); s = s.slice(MAX_LINE); }
-    partial[stream] = s;
-  };
-  body.on('data', (chunk: Buffer) => {
-    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-    while (pending.length >= 8) {
-      const type = pending[0];
-      const size = pending.readUInt32BE(4);
-      if (type > 2 || pending[1] !== 0 || pending[2] !== 0 || pending[3] !== 0) {
-        // not multiplexed (a TTY container): raw text
-        take('stdout', decoders.stdout.write(pending));
-        pending = Buffer.alloc(0);
-        return;
-      }
-      if (pending.length < 8 + size) break;
-      const which = type === 2 ? 'stderr' : 'stdout';
-      take(which, decoders[which].write(pending.subarray(8, 8 + size)));
-      pending = pending.subarray(8 + size);
-    }
-  });
+  const lines = new LogLines((l) => { for (const fn of lineFns) fn(l); });
+  body.on('data', (chunk: Buffer) => lines.push(chunk));
   const finish = (err?: Error) => {
     if (closed) return;
     closed = true;
     open--;
-    for (const s of ['stdout', 'stderr'] as const) if (partial[s]) { emit(s, partial[s], true); partial[s] = ''; }
+    lines.end();
     for (const fn of endFns) fn(err);
   };
   body.on('end', () => finish());
@@ -141,4 +92,95 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
     resume: () => body.resume(),
     close: () => { body.destroy(); finish(); },
   };
+}
+
+type StreamName = 'stdout' | 'stderr';
+
+/**
+ * Docker's log response → lines: the frames of a non-TTY container (8-byte header: stream type,
+ * 3 zero bytes, big-endian length) undone, a character cut between two frames joined again, lines
+ * split at newlines and cut at MAX_LINE, each with the Docker timestamp it starts with. A TTY
+ * container's response has no frames: raw text, as stdout. Memory is one partial line per stream.
+ */
+export class LogLines {
+  private pending: Buffer = Buffer.alloc(0);
+  private readonly partial: Record<StreamName, string> = { stdout: '', stderr: '' };
+  private readonly decoders: Record<StreamName, StringDecoder> = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  /**
+   * Docker's timestamp starts a line only: the pieces of a line cut at MAX_LINE carry the line's
+   * own time (an app could otherwise put a forged time at a cut and have later lines hidden from a
+   * follow, which shows lines newer than the last one seen).
+   */
+  private readonly cut: Record<StreamName, string | null> = { stdout: null, stderr: null };
+
+  constructor(private readonly onLine: (l: LogLine) => void) {}
+
+  /** the response is not multiplexed (a TTY container): raw text from then on */
+  private raw = false;
+
+  push(chunk: Buffer): void {
+    if (this.raw) {
+      this.take('stdout', this.decoders.stdout.write(chunk));
+      return;
+    }
+    let pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    while (pending.length >= 8) {
+      const type = pending[0];
+      const size = pending.readUInt32BE(4);
+      if (type > 2 || pending[1] !== 0 || pending[2] !== 0 || pending[3] !== 0) {
+        this.raw = true;
+        this.take('stdout', this.decoders.stdout.write(pending));
+        pending = Buffer.alloc(0);
+        break;
+      }
+      if (pending.length < 8 + size) break;
+      const which = type === 2 ? 'stderr' : 'stdout';
+      this.take(which, this.decoders[which].write(pending.subarray(8, 8 + size)));
+      pending = pending.subarray(8 + size);
+    }
+    this.pending = pending;
+  }
+
+  /** The response ended: what is left of each stream is its last line. */
+  end(): void {
+    // (fewer than 8 bytes of a response that never showed a frame: raw text too)
+    if (this.pending.length > 0 && (this.raw || this.pending[0] > 2)) this.take('stdout', this.decoders.stdout.write(this.pending));
+    this.pending = Buffer.alloc(0);
+    for (const s of ['stdout', 'stderr'] as const) {
+      if (this.partial[s]) {
+        this.emit(s, this.partial[s], true);
+        this.partial[s] = '';
+      }
+    }
+  }
+
+  private take(stream: StreamName, chunk: string): void {
+    let s = this.partial[stream] + chunk;
+    let i: number;
+    while ((i = s.indexOf('\n')) !== -1) {
+      this.emit(stream, s.slice(0, i).replace(/\r$/, ''), true);
+      s = s.slice(i + 1);
+    }
+    while (s.length > MAX_LINE) {
+      this.emit(stream, s.slice(0, MAX_LINE), false);
+      s = s.slice(MAX_LINE);
+    }
+    this.partial[stream] = s;
+  }
+
+  private emit(stream: StreamName, raw: string, whole: boolean): void {
+    let time: string;
+    let text: string;
+    const carried = this.cut[stream];
+    if (carried !== null) {
+      time = carried;
+      text = raw;
+    } else {
+      const sp = raw.indexOf(' ');
+      time = sp > 0 && /^\d{4}-\d\d-\d\dT/.test(raw) ? raw.slice(0, sp) : '';
+      text = time ? raw.slice(sp + 1) : raw;
+    }
+    this.cut[stream] = whole ? null : time;
+    this.onLine({ stream, time, text });
+  }
 }
