@@ -40,15 +40,19 @@ export async function recordEvent(q: Queryable, ev: EventInput): Promise<EventRe
 }
 
 /**
- * The user's events after id `after`, oldest first, at most `limit`; with `app`, that app's only.
- * With `tail`, the newest `tail` instead (still oldest first), whatever `after` says.
+ * The user's events after event `after` (an id), oldest first, at most `limit`; with `app`, that
+ * app's only. With `tail`, the newest `tail` instead (still oldest first), whatever `after` says.
+ *
+ * Paging never skips an event: rows are listed in transaction order (`txid`, then id) and only
+ * those of transactions older than every one still running. Ids are taken at insert, so an older
+ * transaction can commit a higher id after a younger one took a lower id and is still running;
+ * ordered by id, a reader past the higher id would never see the lower one. Ordered by txid, the
+ * younger transaction's rows come after everything listed so far. `after` is the id of the last
+ * event seen (its txid is looked up; an id retention already removed pages by id alone).
  */
 export async function listEvents(q: Queryable, userId: number, after: number, limit: number, o: { app?: string; tail?: number } = {}): Promise<EventRecord[]> {
-  // Only rows of transactions older than every running one: a lower id still being committed
-  // would otherwise be skipped for good by a reader paging with ?after=.
-  const visible = 'txid < pg_snapshot_xmin(pg_current_snapshot())';
   const params: unknown[] = [userId];
-  let where = `user_id = $1 AND ${visible}`;
+  let where = 'user_id = $1 AND txid < pg_snapshot_xmin(pg_current_snapshot())';
   if (o.app !== undefined) {
     params.push(o.app);
     where += ` AND app_hostname = $${params.length}`;
@@ -56,12 +60,16 @@ export async function listEvents(q: Queryable, userId: number, after: number, li
   if (o.tail !== undefined) {
     params.push(o.tail);
     const { rows } = await q.query<EventRecord>(
-      `SELECT * FROM (SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY id DESC LIMIT $${params.length}) newest ORDER BY id`, params);
+      `SELECT ${COLUMNS} FROM (SELECT ${COLUMNS}, txid FROM events WHERE ${where} ORDER BY txid DESC, id DESC LIMIT $${params.length}) newest ORDER BY txid, id`, params);
     return rows.map(serialise);
   }
   params.push(after, limit);
+  const a = `$${params.length - 1}`;
   const { rows } = await q.query<EventRecord>(
-    `SELECT ${COLUMNS} FROM events WHERE ${where} AND id > $${params.length - 1} ORDER BY id LIMIT $${params.length}`, params);
+    `WITH seen AS (SELECT txid FROM events WHERE id = ${a} AND user_id = $1)
+     SELECT ${COLUMNS} FROM events WHERE ${where}
+       AND (CASE WHEN EXISTS (SELECT 1 FROM seen) THEN (txid, id) > ((SELECT txid FROM seen), ${a}::bigint) ELSE id > ${a} END)
+     ORDER BY txid, id LIMIT $${params.length}`, params);
   return rows.map(serialise);
 }
 

@@ -24,7 +24,8 @@ export function table<T>(rows: T[], columns: Column<T>[]): string {
   return [line(heads), ...cells.map(line)].join('\n') + '\n';
 }
 
-function cell(text: string): string {
+/** A field from the API on one line: printable, tabs and newlines as spaces. */
+export function cell(text: string): string {
   return printable(text).replace(/[\t\n]/g, ' ');
 }
 

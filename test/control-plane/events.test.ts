@@ -37,6 +37,32 @@ describe('GET /api/events?after=', () => {
     expect(after.events.map((e: { type: string }) => e.type)).toEqual(['test.low', 'test.high']);
   });
 
+  it('never skips an event whose younger transaction took a lower id and commits after an older one', async () => {
+    const api = await new Api(cp.url).signup('events-order@example.com');
+    const me = (await api.get('/api/auth/me')).body.user.id as number;
+    // A starts first (it has a transaction id), B takes the lower event id and stays open, A
+    // takes a higher event id and commits
+    const a = await cp.db.connect();
+    const b = await cp.db.connect();
+    try {
+      await a.query('BEGIN');
+      await a.query('SELECT pg_current_xact_id()');
+      await b.query('BEGIN');
+      const low = await recordEvent(b, { type: 'test.younger', userId: me });
+      const high = await recordEvent(a, { type: 'test.older', userId: me });
+      expect(high.id).toBeGreaterThan(low.id);
+      await a.query('COMMIT');
+      const first = (await api.get('/api/events?after=0')).body;
+      expect(first.events.map((e: { type: string }) => e.type)).toEqual(['test.older']);
+      await b.query('COMMIT');
+      const next = (await api.get(`/api/events?after=${first.next_after}`)).body;
+      expect(next.events.map((e: { type: string }) => e.type)).toEqual(['test.younger']);
+    } finally {
+      a.release();
+      b.release();
+    }
+  });
+
   it('rejects bad paging parameters', async () => {
     const api = await new Api(cp.url).signup('events2@example.com');
     expect((await api.get('/api/events?after=-1')).status).toBe(400);
@@ -128,8 +154,8 @@ describe('one app\'s events, the newest first page, and `berth events`', () => {
     try {
       const deadline = Date.now() + 15_000;
       while (!out.includes('"i":2') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'cli.example.com', payload: { i: 3 } });
       await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'other.example.com', payload: { i: 99 } });
+      await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'cli.example.com', payload: { i: 3 } });
       while (!out.includes('"i":3') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const events = out.trim().split('\n').map((l) => JSON.parse(l) as { payload: { i: number } });
       expect(events.map((e) => e.payload.i)).toEqual([2, 3]);

@@ -56,6 +56,8 @@ describe('X-Forwarded-For from an address BERTH_TRUST_PROXY does not name', () =
       const warned = lines.filter((l) => /X-Forwarded-For/.test(l.msg));
       expect(warned).toHaveLength(1);
       expect(warned[0].msg).toMatch(/BERTH_TRUST_PROXY=127\.0\.0\.1/);
+      // an empty header says nothing
+      await api.req('GET', '/api/info', { headers: { 'x-forwarded-for': '' }, token: null });
     } finally {
       await t.close();
     }
@@ -68,6 +70,8 @@ describe('X-Forwarded-For from an address BERTH_TRUST_PROXY does not name', () =
     const t = await startTestControlPlane({ seedDefaultUser: false, trustProxy: ['127.0.0.0/8'], logger: pino({ level: 'warn' }, stream) });
     try {
       await new Api(t.cp.url).req('GET', '/api/info', { headers: { 'x-forwarded-for': '203.0.113.9' }, token: null });
+      // a client on the proxy's own host, as the proxy says: still trusted
+      await new Api(t.cp.url).req('GET', '/api/info', { headers: { 'x-forwarded-for': '127.0.0.1' }, token: null });
       await new Promise((r) => setTimeout(r, 50));
       expect(lines.join('')).not.toMatch(/X-Forwarded-For/);
     } finally {

@@ -1,3 +1,4 @@
+import { setTimeout as wait } from 'node:timers/promises';
 import { credentialsPath } from '../credentials.js';
 import { IMAGE_INT_FIELDS as N, fieldProblem, type ImageTextField } from '../../image-fields.js';
 import { tagProblem } from '../../tag.js';
@@ -452,9 +453,7 @@ async function waitPropagated(client: BerthClient, routeId: string | undefined, 
   }
 }
 
+/** Waits, or rejects with an AbortError when `signal` aborts (no listener left behind either way). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => { clearTimeout(t); reject(Object.assign(new Error('aborted'), { name: 'AbortError' })); }, { once: true });
-  });
+  return wait(ms, undefined, { signal });
 }

@@ -1,8 +1,9 @@
 import { UsageError } from '../../cli/args.js';
-import { EXIT } from '../client.js';
+import { setTimeout as wait } from 'node:timers/promises';
+import { ClientError, EXIT } from '../client.js';
 import { booleanOption, defineClientCommand, intOption } from '../command.js';
-import { jsonText } from '../output.js';
-import { num, paint, printable } from '../style.js';
+import { cell, jsonText } from '../output.js';
+import { num, paint } from '../style.js';
 
 interface EventRecord {
   id: number;
@@ -44,28 +45,33 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
         stdout.write(jsonText(e) + '\n');
         return;
       }
-      const what = [e.app_hostname === null ? '' : printable(e.app_hostname), summary(e)].filter((x) => x !== '').join('  ');
-      stdout.write(`${paint(stdout, 'dim', printable(String(e.created_at)))}  ${paint(stdout, 'cyan', printable(String(e.type)).padEnd(24))} ${what}\n`);
+      // (every field from the server on one line: a newline in one must not forge another event)
+      const what = [typeof e.app_hostname === 'string' ? cell(e.app_hostname) : '', summary(e)].filter((x) => x !== '').join('  ');
+      stdout.write(`${paint(stdout, 'dim', cell(String(e.created_at)))}  ${paint(stdout, 'cyan', cell(String(e.type)).padEnd(24))} ${what}\n`);
     };
-    const page = (query: Record<string, string | number | undefined>) =>
-      client.get<{ events: EventRecord[]; next_after: number }>('/api/events', { query: { app: host, ...query }, signal });
+    const page = async (query: Record<string, string | number | undefined>) => {
+      const r = await client.get<{ events: EventRecord[]; next_after: number }>('/api/events', { query: { app: host, ...query }, signal });
+      if (!Array.isArray(r?.events) || !Number.isSafeInteger(r.next_after) || r.next_after < 0) {
+        throw new ClientError(`the API at ${client.api} answered GET /api/events with something that is not a page of events`);
+      }
+      return r;
+    };
     try {
       let r = await page({ tail });
       r.events.forEach(print);
       if (!follow) return EXIT.ok;
       let after = r.next_after;
       for (;;) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, FOLLOW_EVERY_MS);
-          signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
-        });
-        if (signal.aborted) return EXIT.ok;
-        // (pages of 1000 until caught up: a burst of events is printed whole, in order)
-        do {
+        await wait(FOLLOW_EVERY_MS, undefined, { signal });
+        // a burst of events is printed whole, in pages of 1000, while the pages move on (at most
+        // 20 a round: a server that answers full pages without end is not asked again at once)
+        for (let pages = 0; pages < 20; pages++) {
           r = await page({ after, limit: 1000 });
           r.events.forEach(print);
-          if (Number.isSafeInteger(r.next_after) && r.next_after > after) after = r.next_after;
-        } while (r.events.length === 1000);
+          const moved = r.next_after !== after;
+          after = r.next_after;
+          if (!moved || r.events.length < 1000) break;
+        }
       }
     } catch (e) {
       if (signal.aborted) return EXIT.ok; // Ctrl-C while following is how one stops
@@ -74,7 +80,7 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
   },
 });
 
-/** The payload as `key=value …` (strings and numbers; objects as compact JSON), made printable. */
+/** The payload as `key=value …` (strings and numbers; objects as compact JSON), on one printable line. */
 export function summary(e: EventRecord): string {
   const parts: string[] = [];
   if (e.image_id !== null && e.image_id !== undefined) parts.push(`image=${num(e.image_id)}`);
@@ -85,5 +91,5 @@ export function summary(e: EventRecord): string {
     const text = typeof v === 'string' ? (/[\s"=]/.test(v) ? JSON.stringify(v) : v) : typeof v === 'object' ? JSON.stringify(v) : String(v);
     parts.push(`${k}=${text.length > 200 ? text.slice(0, 199) + '…' : text}`);
   }
-  return printable(parts.join(' '));
+  return cell(parts.join(' '));
 }
