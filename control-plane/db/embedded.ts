@@ -65,9 +65,10 @@ export async function startEmbeddedPostgres(dir: string, log: Logger): Promise<E
     await writeFile(secretFile, password + '\n', { mode: 0o600 });
   }
   const initialised = existsSync(join(dir, 'PG_VERSION'));
-  const port = await freePort();
   const pgLog = log.child({ component: 'postgres' });
-  const instance = new EmbeddedPostgres({
+  // the server's last lines: why it would not start, for the error
+  const recent: string[] = [];
+  const make = (port: number) => new EmbeddedPostgres({
     databaseDir: dir,
     port,
     user: 'postgres',
@@ -76,9 +77,16 @@ export async function startEmbeddedPostgres(dir: string, log: Logger): Promise<E
     createPostgresUser: isRoot,
     initdbFlags: ['--encoding=UTF8'],
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100'],
-    onLog: (m: unknown) => pgLog.debug({ msg: String(m).trim() }),
+    onLog: (m: unknown) => {
+      const line = String(m).trim();
+      recent.push(line);
+      if (recent.length > 20) recent.shift();
+      pgLog.debug({ msg: line });
+    },
     onError: (e: unknown) => pgLog.error({ err: e }, 'embedded postgres error'),
   });
+  let port = await freePort();
+  let instance = make(port);
   if (isRoot) {
     // The server runs as `postgres`: it must be able to traverse to and own its directory.
     const st = await stat(parent);
@@ -94,10 +102,24 @@ export async function startEmbeddedPostgres(dir: string, log: Logger): Promise<E
     }
     await stopStalePostmaster(dir, log);
   }
-  try {
-    await instance.start();
-  } catch (e) {
-    throw new Error(`embedded PostgreSQL failed to start in ${dir}${e ? `: ${(e as Error).message ?? e}` : ''} (set BERTH_LOG_LEVEL=debug to see its log)`);
+  // The free port is found before the server binds it: another process (a parallel test, another
+  // service) may take it in between. Then another port, up to three times.
+  for (let attempt = 1; ; attempt++) {
+    recent.length = 0;
+    try {
+      await instance.start();
+      break;
+    } catch (e) {
+      const taken = recent.some((l) => /could not bind|Address already in use/i.test(l));
+      if (taken && attempt < 3) {
+        log.warn({ port }, 'the port chosen for embedded PostgreSQL was taken meanwhile; trying another');
+        port = await freePort();
+        instance = make(port);
+        continue;
+      }
+      const why = recent.filter((l) => /FATAL|ERROR|PANIC|could not/i.test(l)).slice(-3).join(' / ');
+      throw new Error(`embedded PostgreSQL failed to start in ${dir}${e ? `: ${(e as Error).message ?? e}` : ''}${why ? ` (${why})` : ''} (set BERTH_LOG_LEVEL=debug to see its log)`);
+    }
   }
   log.info({ port, dir }, 'embedded PostgreSQL started');
   const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;

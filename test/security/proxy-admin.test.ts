@@ -88,16 +88,27 @@ describe('admin listener: writes', () => {
     const declared = await rawHttp(p.adminPort, `PUT /routes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: 70000000\r\n\r\n{"version":1`, 3000, 1);
     expect(declared.statuses).toEqual([413]);
     expect(declared.text).toContain('too_large');
-    // chunked: no length to go by, refused once 64 MiB came (written while the answer is read)
+    // chunked: no length to go by, refused once past 64 MiB came. The client sends one byte past it
+    // and then waits (a client that went on writing would race the close: its write would meet
+    // the reset before it read the answer)
     const big = Buffer.alloc(1024 * 1024, 32);
+    let stop!: () => void;
+    const waiting = new Promise<void>((r) => { stop = r; });
     const r = request(`${p.admin}/routes`, {
       method: 'PUT', headers: { 'content-type': 'application/json', authorization: auth },
-      body: Readable.from((async function* () { for (let i = 0; i < 80; i++) yield big; })()),
+      body: Readable.from((async function* () {
+        for (let i = 0; i < 64; i++) yield big;
+        yield Buffer.from(' ');
+        await waiting;
+      })()),
     });
-    const res = await r.catch((e: Error) => e);
-    if (res instanceof Error) throw res;
-    expect(res.statusCode).toBe(413);
-    expect(await res.body.text()).toContain('too_large');
+    try {
+      const res = await r;
+      expect(res.statusCode).toBe(413);
+      expect(await res.body.text()).toContain('too_large');
+    } finally {
+      stop();
+    }
   });
 
   it('applies a table with the token and application/json', async () => {
