@@ -63,13 +63,18 @@ export async function listEvents(q: Queryable, userId: number, after: number, li
       `SELECT ${COLUMNS} FROM (SELECT ${COLUMNS}, txid FROM events WHERE ${where} ORDER BY txid DESC, id DESC LIMIT $${params.length}) newest ORDER BY txid, id`, params);
     return rows.map(serialise);
   }
-  params.push(after, limit);
-  const a = `$${params.length - 1}`;
-  const { rows } = await q.query<EventRecord>(
-    `WITH seen AS (SELECT txid FROM events WHERE id = ${a} AND user_id = $1)
-     SELECT ${COLUMNS} FROM events WHERE ${where}
-       AND (CASE WHEN EXISTS (SELECT 1 FROM seen) THEN (txid, id) > ((SELECT txid FROM seen), ${a}::bigint) ELSE id > ${a} END)
-     ORDER BY txid, id LIMIT $${params.length}`, params);
+  // where the reader stopped: after that event in transaction order (a plain row comparison, which
+  // the (user_id, txid, id) index serves), or by id alone when retention already removed it
+  const seen = after > 0 ? (await q.query<{ txid: string }>('SELECT txid::text FROM events WHERE id = $1 AND user_id = $2', [after, userId])).rows[0] : undefined;
+  if (seen !== undefined) {
+    params.push(seen.txid, after);
+    where += ` AND (txid, id) > ($${params.length - 1}::xid8, $${params.length}::bigint)`;
+  } else {
+    params.push(after);
+    where += ` AND id > $${params.length}`;
+  }
+  params.push(limit);
+  const { rows } = await q.query<EventRecord>(`SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY txid, id LIMIT $${params.length}`, params);
   return rows.map(serialise);
 }
 

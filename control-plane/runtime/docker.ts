@@ -184,7 +184,8 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
       for (const name of new Set([networks.app, networks.build])) bridges.push(await ensureNetwork(name));
       await opts.egress?.apply(bridges);
     })().catch((e) => { networksReady = undefined; throw e; });
-    return networksReady;
+    // (asked each time: a required egress guard lost after the networks were set up holds work too)
+    return networksReady.then(() => opts.egress?.assertInPlace());
   }
 
   /** The network's bridge interface once it is there as it should be. */

@@ -16,11 +16,13 @@ import { UsageError } from '../../shared/cli/args.js';
  * 169.254.169.254 itself (AWS's 169.254.169.253, Azure's 168.63.129.16): dropping it would break
  * name resolution for every app and build on those clouds.
  *
- * Rules match the connection's original destination (conntrack), so a metadata address that the
- * host redirects to itself (the ECS agent does, to 127.0.0.1) is caught too: one iptables chain per
- * berth bridge, `BERTH-<bridge>`, rebuilt whole in one `iptables-restore --noflush` transaction, and
- * jumps to it from DOCKER-USER (forwarded traffic; the chain Docker consults before its own rules
- * and never flushes) and INPUT (traffic to the host itself). Chains of bridges that are gone (a
+ * Rules match the connection's original destination (conntrack): two iptables chains per berth
+ * bridge, rebuilt whole in one `iptables-restore --noflush` transaction. `BERTH-<bridge>` is jumped
+ * to from DOCKER-USER (forwarded traffic; the chain Docker consults before its own rules and never
+ * flushes) and drops every denied range; `BERTH-IN-<bridge>` from INPUT (traffic to the host
+ * itself) drops the metadata ranges only, so a metadata address the host redirects to itself (the
+ * ECS agent does, to 127.0.0.1) is caught while the host's own LAN address, where the proxy
+ * answers, stays reachable whatever the operator denies. Chains of bridges that are gone (a
  * network removed and made again) are removed; rules removed by someone else (a firewall reload)
  * are put back by recheck(), which the control plane runs every minute, and which also retries a
  * guard that could not be installed.
@@ -37,11 +39,21 @@ export const EGRESS_GUARD_MODES: readonly EgressGuardMode[] = ['auto', 'require'
 export const METADATA_RANGES: readonly string[] = ['169.254.0.0/16', '168.63.129.16/32', '100.100.100.200/32'];
 
 const COMMENT = 'berth egress guard';
+/** What a tenant's build log or container error says while a required guard is missing: the operator's details stay in the log. */
+const NOT_IN_PLACE = 'the platform\'s network guard is not in place; its operator has been told (the control plane log says why)';
 /** How often the control plane checks its rules are still there. */
 export const EGRESS_RECHECK_MS = 60_000;
-const CHAIN_PREFIX = 'BERTH-';
-/** the chains that jump to a bridge's chain: forwarded traffic, and traffic to the host itself */
-const HOOKS = ['DOCKER-USER', 'INPUT'] as const;
+/**
+ * Where a bridge's traffic is checked, each hook by a chain of its own: forwarded traffic
+ * (DOCKER-USER) against every denied range; traffic to the host itself (INPUT) against the
+ * metadata ranges only, since the host's own LAN address serves the proxy, which apps may call
+ * (an operator's `10.0.0.0/8` must not cut them off from it).
+ */
+const HOOKS = [
+  { hook: 'DOCKER-USER', prefix: 'BERTH-', ranges: (deny: readonly string[]) => deny },
+  { hook: 'INPUT', prefix: 'BERTH-IN-', ranges: () => METADATA_RANGES },
+] as const;
+type Hook = (typeof HOOKS)[number];
 /** Linux interface names: at most 15 bytes; berth's bridges are `br-` and 12 hex digits */
 const BRIDGE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
@@ -84,9 +96,9 @@ export function egressGuardMode(text: string): EgressGuardMode {
   return t as EgressGuardMode;
 }
 
-/** The chain of one bridge. */
-export function chainOf(bridge: string): string {
-  return CHAIN_PREFIX + bridge;
+/** A bridge's chain for one hook. */
+function chainOf(bridge: string, h: Hook): string {
+  return h.prefix + bridge;
 }
 
 /** A bridge chain's rules (arguments after `-A <chain>`), in order: DNS through, the rest of each range dropped. */
@@ -103,25 +115,32 @@ export function chainRules(deny: readonly string[]): string[][] {
   return out;
 }
 
-/** iptables-restore input that (re)builds a bridge's chain in one transaction. */
+/** iptables-restore input that (re)builds a bridge's chains in one transaction. */
 export function restoreInput(bridge: string, deny: readonly string[]): string {
-  const chain = chainOf(bridge);
   const quote = (a: string) => (/\s/.test(a) ? `"${a}"` : a);
-  return ['*filter', `:${chain} - [0:0]`, ...chainRules(deny).map((r) => `-A ${chain} ${r.map(quote).join(' ')}`), 'COMMIT', ''].join('\n');
+  const lines = ['*filter'];
+  for (const h of HOOKS) {
+    const chain = chainOf(bridge, h);
+    lines.push(`:${chain} - [0:0]`, ...chainRules(h.ranges(deny)).map((r) => `-A ${chain} ${r.map(quote).join(' ')}`));
+  }
+  lines.push('COMMIT', '');
+  return lines.join('\n');
 }
 
-/** A hook chain's jump to a bridge's chain (arguments after `-I/-C/-D <hook>`). */
-function jumpRule(bridge: string): string[] {
-  return ['-i', bridge, '-m', 'comment', '--comment', COMMENT, '-j', chainOf(bridge)];
+/** A hook's jump to a bridge's chain (arguments after `-I/-C/-D <hook>`). */
+function jumpRule(bridge: string, h: Hook): string[] {
+  return ['-i', bridge, '-m', 'comment', '--comment', COMMENT, '-j', chainOf(bridge, h)];
 }
 
-/** The jumps to berth chains in `iptables -S <hook>` output. */
-export function jumpsIn(listing: string, hook: string): Array<{ bridge: string; chain: string }> {
-  const out: Array<{ bridge: string; chain: string }> = [];
+/** The bridges whose berth chain a hook jumps to, in `iptables -S <hook>` output. */
+export function jumpsIn(listing: string, hook: string): string[] {
+  const h = HOOKS.find((x) => x.hook === hook);
+  const out: string[] = [];
+  if (h === undefined) return out;
   const re = new RegExp(`^-A ${hook} -i (\\S+) .*-j (BERTH-\\S+)\\s*$`);
   for (const line of listing.split('\n')) {
     const m = re.exec(line.trim());
-    if (m !== null && m[2] === chainOf(m[1])) out.push({ bridge: m[1], chain: m[2] });
+    if (m !== null && m[2] === chainOf(m[1], h)) out.push(m[1]);
   }
   return out;
 }
@@ -167,6 +186,15 @@ export class EgressGuard {
     });
   }
 
+  /**
+   * With `require`: throws unless the guard is in place now. Builds and container creates and
+   * starts ask each time (runtime/docker.ts ensureNetworks), so rules lost later and not put back
+   * by recheck() hold them too.
+   */
+  assertInPlace(): void {
+    if (this.o.mode === 'require' && this.state !== 'installed') throw new Error(NOT_IN_PLACE);
+  }
+
   private async attempt(): Promise<boolean> {
     const { deny, log, mode } = this.o;
     const why = await this.install(this.bridges).then(() => null, (e: Error) => e.message);
@@ -181,8 +209,7 @@ export class EgressGuard {
       else log[this.o.failLevel ?? 'warn'](`${message}; tried again every minute`);
     }
     this.state = 'failed';
-    // what a tenant's build log or container error says: the operator's details stay in the log
-    if (mode === 'require') throw new Error('the platform\'s network guard is not in place; its operator has been told (the control plane log says why)');
+    if (mode === 'require') throw new Error(NOT_IN_PLACE);
     return false;
   }
 
@@ -202,16 +229,18 @@ export class EgressGuard {
     });
   }
 
-  /** Is every bridge's chain as built, and jumped to from every hook? */
+  /** Is every bridge's chain as built, and jumped to from its hook? */
   private async intact(): Promise<boolean> {
     const iptables = this.o.iptables ?? 'iptables';
-    const rules = chainRules(this.o.deny);
     for (const b of this.bridges) {
-      const chain = chainOf(b);
-      const listing = await run(iptables, ['-w', '10', '-S', chain]).catch(() => null);
-      if (listing === null || listing.split('\n').filter((l) => l.startsWith('-A ')).length !== rules.length) return false;
-      for (const r of rules) if (!(await exists(iptables, chain, r))) return false;
-      for (const hook of HOOKS) if (!(await exists(iptables, hook, jumpRule(b)))) return false;
+      for (const h of HOOKS) {
+        const chain = chainOf(b, h);
+        const rules = chainRules(h.ranges(this.o.deny));
+        const listing = await run(iptables, ['-w', '10', '-S', chain]).catch(() => null);
+        if (listing === null || listing.split('\n').filter((l) => l.startsWith('-A ')).length !== rules.length) return false;
+        for (const r of rules) if (!(await exists(iptables, chain, r))) return false;
+        if (!(await exists(iptables, h.hook, jumpRule(b, h)))) return false;
+      }
     }
     return true;
   }
@@ -223,31 +252,33 @@ export class EgressGuard {
       if (!hasInterface(b)) throw new Error(`the berth bridge ${b} is not on this machine (a remote or rootless Docker daemon)`);
     }
     const iptables = this.o.iptables ?? 'iptables';
-    const listings = new Map<string, string>();
-    for (const hook of HOOKS) {
-      listings.set(hook, await run(iptables, ['-w', '10', '-S', hook]).catch((e: Error) => {
+    const listings = new Map<Hook, string>();
+    for (const h of HOOKS) {
+      listings.set(h, await run(iptables, ['-w', '10', '-S', h.hook]).catch((e: Error) => {
         throw new Error(/No chain|does not exist/i.test(e.message)
-          ? `iptables has no ${hook} chain${hook === 'DOCKER-USER' ? ' (is dockerd running with --iptables=false?)' : ''}`
+          ? `iptables has no ${h.hook} chain${h.hook === 'DOCKER-USER' ? ' (is dockerd running with --iptables=false?)' : ''}`
           : `cannot read iptables (${e.message.split('\n')[0]})`);
       }));
     }
     for (const b of bridges) {
       await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, this.o.deny));
       // checked just before inserting: another control plane on this host may have put it there
-      for (const hook of HOOKS) if (!(await exists(iptables, hook, jumpRule(b)))) await run(iptables, ['-w', '10', '-I', hook, '1', ...jumpRule(b)]);
+      for (const h of HOOKS) if (!(await exists(iptables, h.hook, jumpRule(b, h)))) await run(iptables, ['-w', '10', '-I', h.hook, '1', ...jumpRule(b, h)]);
     }
     // chains of bridges that are gone (their network was removed)
     const gone = new Set<string>();
-    for (const [hook, listing] of listings) {
-      for (const j of jumpsIn(listing, hook)) {
-        if (bridges.includes(j.bridge) || hasInterface(j.bridge)) continue;
-        while (await exists(iptables, hook, jumpRule(j.bridge))) await run(iptables, ['-w', '10', '-D', hook, ...jumpRule(j.bridge)]);
-        gone.add(j.bridge);
+    for (const [h, listing] of listings) {
+      for (const b of jumpsIn(listing, h.hook)) {
+        if (bridges.includes(b) || hasInterface(b)) continue;
+        while (await exists(iptables, h.hook, jumpRule(b, h))) await run(iptables, ['-w', '10', '-D', h.hook, ...jumpRule(b, h)]);
+        gone.add(b);
       }
     }
     for (const b of gone) {
-      await run(iptables, ['-w', '10', '-F', chainOf(b)]).catch(() => {});
-      await run(iptables, ['-w', '10', '-X', chainOf(b)]).catch(() => {});
+      for (const h of HOOKS) {
+        await run(iptables, ['-w', '10', '-F', chainOf(b, h)]).catch(() => {});
+        await run(iptables, ['-w', '10', '-X', chainOf(b, h)]).catch(() => {});
+      }
       this.o.log.info({ bridge: b }, 'removed the egress guard of a bridge that is gone');
     }
   }

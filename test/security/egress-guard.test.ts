@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
+import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime } from '../../control-plane/runtime/docker.js';
 import { chainRules, deniedRanges, EgressGuard, egressGuardMode, jumpsIn, parseEgressDeny, restoreInput } from '../../control-plane/runtime/egress.js';
@@ -60,7 +61,14 @@ describe('egress guard settings', () => {
     expect(input.slice(0, 2)).toEqual(['*filter', ':BERTH-br-0123456789ab - [0:0]']);
     expect(input[2]).toContain('--comment "berth egress guard"');
     expect(jumpsIn('-N DOCKER-USER\n-A DOCKER-USER -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-br-0123456789ab\n-A DOCKER-USER -i br-x -j BERTH-br-y\n-A DOCKER-USER -j RETURN', 'DOCKER-USER'))
-      .toEqual([{ bridge: 'br-0123456789ab', chain: 'BERTH-br-0123456789ab' }]);
+      .toEqual(['br-0123456789ab']);
+    expect(jumpsIn('-A INPUT -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-IN-br-0123456789ab\n-A INPUT -i br-0123456789ab -j BERTH-br-0123456789ab', 'INPUT'))
+      .toEqual(['br-0123456789ab']);
+    // the host itself is checked against the metadata ranges only: an operator's range stays reachable there
+    const both = restoreInput('br-0123456789ab', ['169.254.0.0/16', '10.0.0.0/8']);
+    expect(both).toMatch(/^-A BERTH-br-0123456789ab .*--ctorigdst 10\.0\.0\.0\/8 .*DROP$/m);
+    expect(both).not.toMatch(/^-A BERTH-IN-br-0123456789ab .*10\.0\.0\.0\/8/m);
+    expect(both).toMatch(/^-A BERTH-IN-br-0123456789ab .*--ctorigdst 169\.254\.0\.0\/16 .*DROP$/m);
   });
 
   it('auto: a guard that cannot be installed is one warning that says what is exposed; require: an error that names no detail', async () => {
@@ -113,7 +121,10 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   // never the real metadata and resolver addresses of the machine running the test, 169.254.169.x)
   const octet = 200 + (randomBytes(1)[0] % 50);
   const metadata = `169.254.${octet}.77`;
-  const deny = [`169.254.${octet}.0/24`];
+  // and a LAN range the operator denies: forwarded traffic to it is dropped, the host's own address in it is not
+  const lan = `10.213.${octet}`;
+  const deny = [`169.254.${octet}.0/24`, `${lan}.0/24`];
+  let hostServer: ReturnType<typeof createServer> | undefined;
   const listeners: ChildProcess[] = [];
   const m = memoryLog();
   const guard = new EgressGuard({ mode: 'require', deny, log: m.log });
@@ -130,9 +141,9 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   }
 
   /** What a container on `network` gets from metadata:port (or its error). */
-  async function probe(network: string, port: number, udp = false): Promise<string> {
+  async function probe(network: string, port: number, udp = false, address = metadata): Promise<string> {
     // (busybox nc has no UDP: a DNS query, which the UDP listener counts)
-    const nc = udp ? `busybox nslookup -timeout=2 -retry=1 berth.test ${metadata}` : `busybox nc -w 3 ${metadata} ${port} </dev/null`;
+    const nc = udp ? `busybox nslookup -timeout=2 -retry=1 berth.test ${address}` : `busybox nc -w 3 ${address} ${port} </dev/null`;
     const c = await docker.createContainer({
       Image: BASE_IMAGE,
       Cmd: ['busybox', 'sh', '-c', `${nc} 2>&1; echo "rc=$?"`],
@@ -165,10 +176,10 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   }
 
   async function dropRules(bridge: string): Promise<void> {
-    for (const hook of ['DOCKER-USER', 'INPUT']) {
-      await run('iptables', ['-w', '10', '-D', hook, '-i', bridge, '-m', 'comment', '--comment', 'berth egress guard', '-j', `BERTH-${bridge}`]).catch(() => {});
+    for (const [hook, chain] of [['DOCKER-USER', `BERTH-${bridge}`], ['INPUT', `BERTH-IN-${bridge}`]]) {
+      await run('iptables', ['-w', '10', '-D', hook, '-i', bridge, '-m', 'comment', '--comment', 'berth egress guard', '-j', chain]).catch(() => {});
+      await run('iptables', ['-w', '10', '-F', chain]).catch(() => {});
     }
-    await run('iptables', ['-w', '10', '-F', `BERTH-${bridge}`]).catch(() => {});
   }
 
   async function rulesOf(bridge: string): Promise<string> {
@@ -187,8 +198,13 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     await run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${metadata}/24`, 'dev', vethNs]);
     await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', vethNs, 'up']);
     await run('ip', ['netns', 'exec', ns, 'ip', 'route', 'add', 'default', 'via', `169.254.${octet}.1`]);
+    await run('ip', ['addr', 'add', `${lan}.1/24`, 'dev', vethHost]);
+    await run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${lan}.77/24`, 'dev', vethNs]);
+    hostServer = createServer((c) => c.end('reached the host\n'));
+    await new Promise<void>((resolve) => hostServer!.listen(8099, `${lan}.1`, resolve));
     const servers = [
       `require('net').createServer((s) => s.end('reached 80\\n')).listen(80, '${metadata}', up)`,
+      `require('net').createServer((s) => s.end('reached lan 80\\n')).listen(80, '${lan}.77', up)`,
       `require('net').createServer((s) => s.end('reached 53\\n')).listen(53, '${metadata}', up)`,
       `require('dgram').createSocket('udp4').on('message', () => console.log('udp')).bind(53, '${metadata}', up)`,
     ];
@@ -206,11 +222,12 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
 
   afterAll(async () => {
     for (const p of listeners) p.kill();
+    hostServer?.close();
     const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: ['berth.test=egress-guard'] }) }).catch(() => []);
     for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
     for (const b of bridges) {
       await dropRules(b);
-      await run('iptables', ['-w', '10', '-X', `BERTH-${b}`]).catch(() => {});
+      for (const chain of [`BERTH-${b}`, `BERTH-IN-${b}`]) await run('iptables', ['-w', '10', '-X', chain]).catch(() => {});
     }
     for (const n of [guarded, open]) await docker.getNetwork(n).remove().catch(() => {});
     await run('ip', ['link', 'del', vethHost]).catch(() => {});
@@ -221,8 +238,8 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   it('apps and build steps on a berth network cannot reach the metadata address; DNS there (TCP, UDP) still works; an unguarded bridge reaches it', async () => {
     await runtime.ensureNetworks();
     const bridge = await bridgeOf(guarded);
-    expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'DOCKER-USER'])).stdout, 'DOCKER-USER').map((j) => j.bridge)).toContain(bridge);
-    expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'INPUT'])).stdout, 'INPUT').map((j) => j.bridge)).toContain(bridge);
+    expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'DOCKER-USER'])).stdout, 'DOCKER-USER')).toContain(bridge);
+    expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'INPUT'])).stdout, 'INPUT')).toContain(bridge);
     // the control: without the guard the address answers (so the probe can see a leak)
     expect(await probe(open, 80)).toContain('reached 80');
     const app = await probe(guarded, 80);
@@ -232,6 +249,10 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     const before = udpQueries;
     await probe(guarded, 53, true);
     expect(udpQueries).toBeGreaterThan(before);
+    // the operator's LAN range: dropped when forwarded; the host's own address in it still answers
+    expect(await probe(open, 80, false, `${lan}.77`)).toContain('reached lan 80');
+    expect(await probe(guarded, 80, false, `${lan}.77`)).not.toContain('reached');
+    expect(await probe(guarded, 8099, false, `${lan}.1`)).toContain('reached the host');
     const build = await buildProbe();
     expect(build).toMatch(/rc=[1-9]/);
     expect(build).not.toContain('reached');
