@@ -22,7 +22,7 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'container-memory', env: 'BERTH_CONTAINER_MEMORY', default: '512m', help: 'memory limit of containers whose image sets no memory_limit' },
   { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
   { name: 'build-network', env: 'BERTH_BUILD_NETWORK', default: 'berth-builds', help: 'Docker network for build steps (created; inter-container traffic disabled)' },
-  { name: 'egress-guard', env: 'BERTH_EGRESS_GUARD', default: 'auto', help: 'iptables rules that keep apps and builds from the --egress-deny ranges: auto (when root beside the daemon; else a warning), require (else nothing builds or runs) or off' },
+  { name: 'egress-guard', env: 'BERTH_EGRESS_GUARD', default: 'auto', help: 'iptables rules that keep apps and builds from the --egress-deny ranges: auto (when root beside the daemon; else a warning, an info line outside production), require (else nothing builds or runs) or off' },
   { name: 'egress-deny', env: 'BERTH_EGRESS_DENY', help: 'IPv4 ranges apps and builds may not reach (DNS excepted), comma separated, besides the cloud metadata services (always, while the guard is on), e.g. the LAN: 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16' },
 ];
 

@@ -1,8 +1,4 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { DEVICE_COOKIE } from '../../shared/session-cookie.js';
-
-export { DEVICE_COOKIE };
-
 /**
  * Device cookies (OWASP's "slow down online guessing attacks with device cookies"): a client that
  * signed in to an account gets `berth_device`, which proves it did, for that account, without
@@ -47,10 +43,5 @@ export class DeviceCookies {
       if (got.length === want.length && timingSafeEqual(got, want)) return m[2];
     }
     return null;
-  }
-
-  /** A key for an account that does not exist: one of 1,024 buckets (their limits are shared). */
-  bucket(account: string): string {
-    return `?${createHmac('sha256', this.key).update(`bucket\n${account}`).digest().readUInt16BE(0) & 1023}`;
   }
 }

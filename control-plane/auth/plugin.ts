@@ -1,4 +1,4 @@
-import { SESSION_COOKIE, cookieCount, cookieValues } from '../../shared/session-cookie.js';
+import { DEVICE_COOKIE, SESSION_COOKIE, cookieCount, cookieValues } from '../../shared/session-cookie.js';
 import { sameSecret } from '../http/tokens.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from '../http/fp.js';
@@ -6,7 +6,7 @@ import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
-import { DEVICE_COOKIE, DEVICE_TTL_SECONDS, DeviceCookies } from './device.js';
+import { DEVICE_TTL_SECONDS, DeviceCookies } from './device.js';
 import { KnownAddresses, LoginThrottle, NETWORK_FACTOR, RateLimiter, addressKey, networkKey } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
@@ -36,6 +36,9 @@ function sameOrigin(req: FastifyRequest): boolean {
   }
 }
 
+/** The account an email names, as the login limits and device cookies key it (users.ts finds it case-insensitively). */
+const accountOf = (email: string) => email.trim().toLowerCase();
+
 const csrfRejected = () => new ApiError(403, 'csrf_rejected', 'cross-origin request with a session cookie refused; send Authorization: Bearer <token> or call from the same origin');
 
 const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$' } as const;
@@ -47,7 +50,8 @@ const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
 const publicToken = (t: TokenRow) => ({ id: t.id, name: t.name, prefix: t.prefix, created_at: iso(t.created_at), last_used_at: iso(t.last_used_at), expires_at: iso(t.expires_at) });
 
 /**
- * Accounts: signup, login (throttled per (account, address) and per address), logout, me; API tokens;
+ * Accounts: signup, login (throttled per (account, address), per address, and per account for
+ * clients that never signed in to it), logout, me; API tokens;
  * and `app.authenticate`, the preHandler every protected route uses.
  */
 async function authPlugin(app: FastifyInstance): Promise<void> {
@@ -66,7 +70,11 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // failed logins per account from clients that never signed in to it (neither a device cookie
   // nor an address that did): one account guessed from many addresses. Known clients are not
   // refused by it, so such an attack does not lock the owner out of their usual machines.
+  // Accounts by user id; emails with no account on a table of their own, so a flood of made-up
+  // emails cannot push a real account's count out, and a made-up email behaves as a real one
+  // (its own count: nothing tells the two apart).
   const accountLimiter = new RateLimiter(rl.perAccountUnknownMax, rl.perAccountUnknownWindowMs, Date.now, rl.maxTracked);
+  const nobodyLimiter = new RateLimiter(rl.perAccountUnknownMax, rl.perAccountUnknownWindowMs, Date.now, rl.maxTracked);
   const knownAddresses = new KnownAddresses(rl.knownForMs, Date.now, rl.maxTracked);
   // failed logins per device cookie (its nonce): past the free failures it is no longer known
   const deviceLimiter = new RateLimiter(rl.perAccountMax, rl.perAccountWindowMs, Date.now, rl.maxTracked);
@@ -75,7 +83,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
   const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); accountLimiter.close(); knownAddresses.close(); deviceLimiter.close(); });
+  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); accountLimiter.close(); nobodyLimiter.close(); knownAddresses.close(); deviceLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) => {
@@ -172,7 +180,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     }
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
-    knownFromNowOn(req, reply, email.trim().toLowerCase());
+    knownFromNowOn(req, reply, accountOf(email));
     req.log.info({ userId: user.id }, 'user signed up');
     return reply.code(201).send({ user: publicUser(user), token });
   });
@@ -187,7 +195,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   }, async (req, reply) => {
     const ipKey = addressKey(req.ip);
     const netKey = networkKey(req.ip);
-    const accountKey = req.body.email.trim().toLowerCase();
+    const accountKey = accountOf(req.body.email);
     const ipWait = Math.max(ipLimiter.retryAfter(ipKey), netKey === null ? 0 : netLimiter.retryAfter(netKey));
     if (ipWait > 0) throw tooMany(ipWait, 'failed logins from this address');
     const pairWait = throttle.check(accountKey, req.ip);
@@ -213,19 +221,19 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       unjudged();
       throw e;
     }
-    // Per account, clients that never signed in to it: keyed by the user (an account that does
-    // not exist shares one of 1,024 buckets), so a flood of made-up emails cannot push an
-    // account's count out of the table. A device that keeps failing is no longer known.
+    // Per account, clients that never signed in to it, counted after the lookup (see the tables
+    // above). A device that keeps failing is no longer known.
     const device = devices.known(cookieValues(req.headers.cookie, DEVICE_COOKIE), accountKey);
     const known = (device !== null && deviceLimiter.retryAfter(device) === 0) || knownAddresses.has(accountKey, req.ip);
-    const limitKey = known ? null : user ? `u${user.id}` : devices.bucket(accountKey);
+    const accounts = user ? accountLimiter : nobodyLimiter;
+    const limitKey = known ? null : user ? String(user.id) : accountKey;
     if (limitKey !== null) {
-      const s = accountLimiter.retryAfter(limitKey);
+      const s = accounts.retryAfter(limitKey);
       if (s > 0) {
         unjudged();
         throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from devices and addresses that never signed in to it; retry in ${s}s (a browser or address that signed in to it before is not affected)`, { 'retry-after': String(s) });
       }
-      accountLimiter.hit(limitKey); // (same tick as the check)
+      accounts.hit(limitKey); // (same tick as the check)
     }
     let ok: boolean;
     try {
@@ -233,7 +241,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     } catch (e) {
       // not judged (503 busy: too many sign-ins at once): not a failure either
       unjudged();
-      if (limitKey !== null) accountLimiter.unhit(limitKey);
+      if (limitKey !== null) accounts.unhit(limitKey);
       throw e;
     }
     if (!user || !ok) {
@@ -243,7 +251,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     throttle.succeed(accountKey, req.ip);
     ipLimiter.unhit(ipKey);
     if (netKey !== null) netLimiter.unhit(netKey);
-    if (limitKey !== null) accountLimiter.unhit(limitKey);
+    if (limitKey !== null) accounts.unhit(limitKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
     knownFromNowOn(req, reply, accountKey);

@@ -210,10 +210,6 @@ export class KnownAddresses {
     return at !== undefined && this.now() - at <= this.rememberMs;
   }
 
-  get size(): number {
-    return this.accounts.size;
-  }
-
   close(): void {
     this.accounts.clear();
   }

@@ -40,7 +40,7 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
       response: {
         200: object({
           events: { type: 'array', items: eventSchema },
-          next_after: { type: 'integer', minimum: 0, description: 'pass as ?after= for the next page (the last id, or the after given)' },
+          next_after: { type: 'integer', minimum: 0, description: 'pass as ?after= for the next page: the last id; with nothing listed, the after given (0 for tail)' },
         }),
         ...errorResponses,
       },

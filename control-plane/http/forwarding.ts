@@ -31,7 +31,7 @@ export function warnUntrustedForwarding(app: FastifyInstance, log: Logger, trust
     const peer = req.socket.remoteAddress;
     if (req.headers['x-forwarded-for'] && peer !== undefined && warned.size < MAX_WARNED && !warned.has(peer) && !isTrusted(peer)) {
       warned.add(peer);
-      log.warn({ from: peer }, `requests carry X-Forwarded-For from ${peer}, which BERTH_TRUST_PROXY does not name, so they count as coming from ${peer}: behind a reverse proxy every client then shares one allowance of failed logins and one share of streams. If ${peer} is your reverse proxy, set BERTH_TRUST_PROXY=${peer}; if it is not, someone sends the header hoping to be believed (it is not)`);
+      log.warn({ from: peer }, `requests carry X-Forwarded-For from ${peer}, which BERTH_TRUST_PROXY does not name, so they count as coming from ${peer}: behind a reverse proxy every client then shares one allowance of failed logins and one share of streams, and once anyone signs in from it, every client counts as a known one for that account. If ${peer} is your reverse proxy, set BERTH_TRUST_PROXY=${peer}; if it is not, someone sends the header hoping to be believed (it is not)`);
     }
     done();
   });

@@ -158,13 +158,18 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     return err.json?.message ?? err.message ?? String(e);
   };
 
-  async function create(o: CreateContainerOptions): Promise<string> {
+  /** The berth networks (and a required egress guard) in place, or a ContainerRuntimeError saying why not. */
+  async function networksReady(): Promise<void> {
     try {
       await runtime.ensureNetworks();
     } catch (e) {
       if (e instanceof DockerUnavailableError) throw e;
       throw new ContainerRuntimeError(`could not set up Docker network ${runtime.networks.app}: ${dockerMessage(e)}`, status(e));
     }
+  }
+
+  async function create(o: CreateContainerOptions): Promise<string> {
+    await networksReady();
     const portKey = `${o.containerPort}/tcp`;
     const hostConfig: Docker.HostConfig = {
       PortBindings: { [portKey]: [{ HostIp: o.publishHost, HostPort: o.hostPort ? String(o.hostPort) : '' }] },
@@ -213,12 +218,7 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
   async function start(id: string): Promise<void> {
     // (an existing container starts on a berth network too: with the egress guard required, not
     // before the guard is in place)
-    try {
-      await runtime.ensureNetworks();
-    } catch (e) {
-      if (e instanceof DockerUnavailableError) throw e;
-      throw new ContainerRuntimeError(`could not set up Docker network ${runtime.networks.app}: ${dockerMessage(e)}`, status(e));
-    }
+    await networksReady();
     try {
       await call('start', () => docker.getContainer(id).start());
     } catch (e) {

@@ -33,10 +33,10 @@ import { UsageError } from '../../shared/cli/args.js';
  */
 
 export type EgressGuardMode = 'auto' | 'require' | 'off';
-export const EGRESS_GUARD_MODES: readonly EgressGuardMode[] = ['auto', 'require', 'off'];
+const EGRESS_GUARD_MODES: readonly EgressGuardMode[] = ['auto', 'require', 'off'];
 
 /** Cloud metadata services: always denied while the guard is on. */
-export const METADATA_RANGES: readonly string[] = ['169.254.0.0/16', '168.63.129.16/32', '100.100.100.200/32'];
+const METADATA_RANGES: readonly string[] = ['169.254.0.0/16', '168.63.129.16/32', '100.100.100.200/32'];
 
 const COMMENT = 'berth egress guard';
 /** What a tenant's build log or container error says while a required guard is missing: the operator's details stay in the log. */

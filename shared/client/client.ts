@@ -149,12 +149,17 @@ export class BerthClient {
 
   /** A JSON request; resolves with the parsed body (undefined for 204), rejects with a ClientError. */
   async request<T>(method: string, path: string, o: RequestOptions = {}): Promise<T> {
+    return (await this.exchange<T>(method, path, o)).body;
+  }
+
+  /** `request`, with the answer's headers too (`berth login` keeps the device cookie it sets). */
+  async exchange<T>(method: string, path: string, o: RequestOptions = {}): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
     const res = await this.send(method, path, o);
     const text = await this.readAll(res.body, method, path);
     if (res.statusCode >= 400) throw this.apiError(res.statusCode, text, method, path);
-    if (res.statusCode === 204 || text === '') return undefined as T;
+    if (res.statusCode === 204 || text === '') return { body: undefined as T, headers: res.headers };
     try {
-      return JSON.parse(text) as T;
+      return { body: JSON.parse(text) as T, headers: res.headers };
     } catch {
       throw new ClientError(`the API at ${this.api} answered ${method} ${path} with something that is not JSON (is ${this.api} a berth control plane?)`);
     }

@@ -48,6 +48,12 @@ export const COMMON_OPTIONS: OptionSpec[] = [
   { name: 'json', boolean: true, help: 'machine-readable JSON on stdout' },
 ];
 
+/** An app hostname argument as the API takes it (letters, digits, `.`, `-`; up to 300), else a usage error. */
+export function appHostArg(host: string): string {
+  if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+  return host;
+}
+
 /** An integer flag within bounds, or a UsageError naming the flag. */
 export function intOption(value: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;

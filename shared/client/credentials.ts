@@ -19,17 +19,18 @@ export interface StoredLogin {
   token_id?: number;
   email?: string;
   created_at: string;
-  /**
-   * The control plane's device cookie from the last sign-in (`berth_device`, an opaque value): sent
-   * with the next `berth login`, it tells the control plane this machine signed in before, so a
-   * guessing attack on the account from elsewhere does not lock it out.
-   */
-  device?: string;
 }
 
 export interface CredentialsFile {
   current?: string;
   apis: Record<string, StoredLogin>;
+  /**
+   * The control plane's device cookie per API URL, from the last sign-in there (`berth_device`, an
+   * opaque value): sent with the next `berth login`, it tells the control plane this machine signed
+   * in before, so a guessing attack on the account from elsewhere does not lock it out. Kept
+   * across `berth logout`, as a browser keeps it.
+   */
+  devices?: Record<string, string>;
 }
 
 export function configDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -99,7 +100,8 @@ function checkShape(path: string, parsed: unknown): CredentialsFile {
     if (!isObject(login) || typeof login.token !== 'string' || login.token === '') throw bad(`the login for ${JSON.stringify(api)} has no "token" string`);
     apis[api] = login as unknown as StoredLogin;
   }
-  return { current: parsed.current, apis };
+  if (parsed.devices !== undefined && (!isObject(parsed.devices) || Object.values(parsed.devices).some((d) => typeof d !== 'string'))) throw bad('"devices" is not an object of strings');
+  return { current: parsed.current, apis, ...(parsed.devices === undefined ? {} : { devices: parsed.devices as Record<string, string> }) };
 }
 
 export async function writeCredentials(file: CredentialsFile, env: NodeJS.ProcessEnv = process.env): Promise<string> {
@@ -126,7 +128,7 @@ export async function writeCredentials(file: CredentialsFile, env: NodeJS.Proces
  * Store `login` for `api` and make it current. A file that cannot be used is replaced by one with
  * this login only: `replaced` then says what was wrong with it, for the caller to tell the user.
  */
-export async function saveLogin(api: string, login: StoredLogin, env: NodeJS.ProcessEnv = process.env): Promise<{ path: string; replaced?: string }> {
+export async function saveLogin(api: string, login: StoredLogin, env: NodeJS.ProcessEnv = process.env, device?: string): Promise<{ path: string; replaced?: string }> {
   let file: CredentialsFile;
   let replaced: string | undefined;
   try {
@@ -138,6 +140,7 @@ export async function saveLogin(api: string, login: StoredLogin, env: NodeJS.Pro
   }
   file.apis[api] = login;
   file.current = api;
+  if (device !== undefined) file.devices = { ...file.devices, [api]: device };
   return { path: await writeCredentials(file, env), ...(replaced === undefined ? {} : { replaced }) };
 }
 
@@ -148,7 +151,7 @@ export async function forgetLogin(api: string, env: NodeJS.ProcessEnv = process.
   if (!old) return undefined;
   delete file.apis[api];
   if (file.current === api) file.current = Object.keys(file.apis)[0];
-  if (Object.keys(file.apis).length === 0) await rm(credentialsPath(env), { force: true });
+  if (Object.keys(file.apis).length === 0 && Object.keys(file.devices ?? {}).length === 0) await rm(credentialsPath(env), { force: true });
   else await writeCredentials(file, env);
   return old;
 }

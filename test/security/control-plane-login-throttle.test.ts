@@ -269,9 +269,9 @@ describe('one account guessed from many addresses', () => {
 
 describe('berth login keeps its device cookie', () => {
   /** `berth login` as a user runs it, the password on stdin. */
-  function cli(api: string, email: string, password: string, configDir: string): Promise<{ code: number; err: string }> {
+  function cli(api: string, email: string, password: string, configDir: string, args = ['login', '--api', api, '--email', email]): Promise<{ code: number; err: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, 'login', '--api', api, '--email', email], { env: { ...process.env, BERTH_CONFIG_DIR: configDir, BERTH_TOKEN: '' }, stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, BERTH_CONFIG_DIR: configDir, BERTH_TOKEN: '' }, stdio: ['pipe', 'pipe', 'pipe'] });
       let err = '';
       child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
       child.on('error', reject);
@@ -291,14 +291,17 @@ describe('berth login keeps its device cookie', () => {
     const first = await cli(cp.url, OWNER, PASSWORD, dir.dir);
     expect(first.code, first.err).toBe(0);
     const file = join(dir.dir, 'credentials.json');
-    const stored = JSON.parse(await readFile(file, 'utf8')).apis[cp.url];
-    expect(stored.device).toMatch(/^v1\.\d+\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{43}$/);
+    expect(JSON.parse(await readFile(file, 'utf8')).devices[cp.url]).toMatch(/^v1\.\d+\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{43}$/);
     for (let i = 0; i < 2; i++) expect((await loginFrom(cp, `127.0.15.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
     const again = await cli(cp.url, OWNER, PASSWORD, dir.dir);
     expect(again.code, again.err).toBe(0);
+    // logging out forgets the token, not the device
+    const out = await cli(cp.url, '', '', dir.dir, ['logout', '--api', cp.url]);
+    expect(out.code, out.err).toBe(0);
+    expect((await cli(cp.url, OWNER, PASSWORD, dir.dir)).code).toBe(0);
     // without the cookie the same machine is refused
     const creds = JSON.parse(await readFile(file, 'utf8'));
-    delete creds.apis[cp.url].device;
+    delete creds.devices[cp.url];
     await writeFile(file, JSON.stringify(creds), { mode: 0o600 });
     const without = await cli(cp.url, OWNER, PASSWORD, dir.dir);
     expect(without.code).not.toBe(0);

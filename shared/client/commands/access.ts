@@ -1,6 +1,6 @@
 import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
-import { booleanOption, defineClientCommand } from '../command.js';
+import { appHostArg, booleanOption, defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 import { num, printable } from '../style.js';
 
@@ -29,8 +29,7 @@ reach the app).`,
     { name: 'revoke-invoker', help: 'ID: revoke an invoker token' },
   ],
   async run({ opts, args, json, client, stdout }) {
-    const host = args[0];
-    if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const host = appHostArg(args[0]);
     const priv = booleanOption(opts.private, 'private');
     const pub = booleanOption(opts.public, 'public');
     if (priv && pub) throw new UsageError('--private and --public contradict each other');

@@ -1,7 +1,6 @@
-import { UsageError } from '../../cli/args.js';
 import { EXIT, type BerthClient } from '../client.js';
 import { printable } from '../style.js';
-import { defineClientCommand } from '../command.js';
+import { appHostArg, defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 
 /** The shapes of GET /api/apps (revisions and traffic). */
@@ -45,7 +44,7 @@ interface RevisionSettings {
 }
 
 async function describeOne(client: BerthClient, rawHost: string, json: boolean, out: NodeJS.WriteStream): Promise<number> {
-  if (rawHost.length > 300 || !/^[A-Za-z0-9.-]+$/.test(rawHost)) throw new UsageError(`"${rawHost.slice(0, 80)}" is not an app hostname`);
+  appHostArg(rawHost);
   const app = await client.get<App>(`/api/apps/${encodeURIComponent(rawHost)}`);
   const images = (await client.get<{ images: RevisionSettings[] }>('/api/images')).images.filter((i) => i.app_hostname === app.app_hostname);
   const byId = new Map(images.map((i) => [i.id, i]));

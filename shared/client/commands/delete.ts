@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline/promises';
 import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
-import { booleanOption, defineClientCommand } from '../command.js';
+import { appHostArg, booleanOption, defineClientCommand } from '../command.js';
 import { printJson } from '../output.js';
 import { printable } from '../style.js';
 import type { App } from './apps.js';
@@ -20,8 +20,7 @@ then every revision and its image. The hostname is free again afterwards.
   positional: { min: 1, max: 1, names: 'HOST' },
   options: [{ name: 'yes', boolean: true, help: 'do not ask for confirmation' }],
   async run({ opts, args, json, client, stdout, stderr }) {
-    const host = args[0];
-    if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const host = appHostArg(args[0]);
     const path = `/api/apps/${encodeURIComponent(host)}`;
     const app = await client.get<App>(path);
     const revisions = app.revisions.map((r) => r.revision).sort((a, b) => a - b);

@@ -401,7 +401,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
       s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${failing[0].status_reason ?? failing[0].status})` : ''}`);
       if (Date.now() > deadline) break;
-      await sleep(500, signal);
+      await wait(500, undefined, { signal });
     }
   } finally {
     s.clear();
@@ -424,7 +424,7 @@ async function waitTraffic(client: BerthClient, host: string, imageId: number, n
     }
     const mine = app.revisions?.find((r) => r.image_id === imageId);
     if (!mine || noTraffic || mine.traffic_percent > 0 || Date.now() > limit) return app;
-    await sleep(300, signal);
+    await wait(300, undefined, { signal });
   }
 }
 
@@ -449,11 +449,6 @@ async function waitPropagated(client: BerthClient, routeId: string | undefined, 
       && (routeId === undefined || p.routes.some((x) => x.id === routeId))
       && (ports.length === 0 || p.endpoints.some((e) => ports.some((port) => e.address.endsWith(`:${port}`)))));
     if (done || Date.now() > end) return r.proxies.length;
-    await sleep(100, signal);
+    await wait(100, undefined, { signal });
   }
-}
-
-/** Waits, or rejects with an AbortError when `signal` aborts (no listener left behind either way). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return wait(ms, undefined, { signal });
 }

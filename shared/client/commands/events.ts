@@ -1,7 +1,6 @@
-import { UsageError } from '../../cli/args.js';
 import { setTimeout as wait } from 'node:timers/promises';
 import { ClientError, EXIT } from '../client.js';
-import { booleanOption, defineClientCommand, intOption } from '../command.js';
+import { appHostArg, booleanOption, defineClientCommand, intOption } from '../command.js';
 import { cell, jsonText } from '../output.js';
 import { num, paint } from '../style.js';
 
@@ -36,8 +35,7 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
     { name: 'follow', boolean: true, help: 'keep printing new events (Ctrl-C to stop)' },
   ],
   async run({ opts, args, json, client, stdout, signal }) {
-    const host = args[0];
-    if (host !== undefined && (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host))) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const host = args[0] === undefined ? undefined : appHostArg(args[0]);
     const tail = intOption(opts.tail, 'tail', 1, 1000) ?? 20;
     const follow = booleanOption(opts.follow, 'follow');
     const print = (e: EventRecord) => {
@@ -81,7 +79,7 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
 });
 
 /** The payload as `key=value …` (strings and numbers; objects as compact JSON), on one printable line. */
-export function summary(e: EventRecord): string {
+function summary(e: EventRecord): string {
   const parts: string[] = [];
   if (e.image_id !== null && e.image_id !== undefined) parts.push(`image=${num(e.image_id)}`);
   if (e.container_id !== null && e.container_id !== undefined) parts.push(`container=${num(e.container_id)}`);

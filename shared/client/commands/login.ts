@@ -75,21 +75,19 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
     let session: string;
     let user: User;
     // this machine's device cookie from its last sign-in here, sent back (shared/client/credentials.ts)
-    const before = await readCredentials().then((f) => f.apis[api]?.device, () => undefined);
+    const before = await readCredentials().then((f) => f.devices?.[api], () => undefined);
     let device: string | undefined;
     try {
-      const res = await anon.stream('POST', '/api/auth/login', {
+      const res = await anon.exchange<{ token: string; user: User }>('POST', '/api/auth/login', {
         json: { email, password }, anonymous: true, headers: before !== undefined && DEVICE_VALUE.test(before) ? { cookie: `${DEVICE_COOKIE}=${before}` } : {},
       }).catch((e: unknown) => {
         if (e instanceof ClientError && e.api?.status === 401) throw new ClientError(`wrong email or password for ${api}`, EXIT.auth, e.api);
         throw e;
       });
-      const text = await anon.readAll(res.body, 'POST', '/api/auth/login');
-      try {
-        ({ token: session, user } = JSON.parse(text) as { token: string; user: User });
-      } catch {
-        throw new ClientError(`the API at ${api} answered POST /api/auth/login with something that is not JSON (is ${api} a berth control plane?)`);
+      if (typeof res.body?.token !== 'string' || typeof res.body.user !== 'object' || res.body.user === null) {
+        throw new ClientError(`the API at ${api} answered POST /api/auth/login without a token (is ${api} a berth control plane?)`);
       }
+      ({ token: session, user } = res.body);
       device = deviceFrom(res.headers['set-cookie']);
     } finally {
       await anon.close();
@@ -99,7 +97,7 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
       const name = `berth-cli ${hostname()}`.slice(0, 100);
       const t = await s.post<{ id: number; token: string }>('/api/auth/tokens', { name });
       await s.post('/api/auth/logout').catch(() => { /* the session expires on its own */ });
-      return done(user, await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString(), ...(device === undefined ? {} : { device }) }));
+      return done(user, await saveLogin(api, { token: t.token, token_id: t.id, email: user.email, created_at: new Date().toISOString() }, process.env, device));
     } finally {
       await s.close();
     }

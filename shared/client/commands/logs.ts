@@ -1,6 +1,6 @@
 import { UsageError } from '../../cli/args.js';
 import { EXIT } from '../client.js';
-import { booleanOption, defineClientCommand, intOption } from '../command.js';
+import { appHostArg, booleanOption, defineClientCommand, intOption } from '../command.js';
 import { readSse } from '../sse.js';
 import { jsonText } from '../output.js';
 import { colours, num, printable, terminalSafe } from '../style.js';
@@ -23,8 +23,7 @@ export const run = defineClientCommand({
     { name: 'timestamps', boolean: true, help: "prefix each line with Docker's timestamp" },
   ],
   async run({ opts, args, json, client, stdout, signal }) {
-    const host = args[0];
-    if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const host = appHostArg(args[0]);
     const follow = booleanOption(opts.follow, 'follow');
     const stamps = booleanOption(opts.timestamps, 'timestamps');
     const tail = intOption(opts.tail, 'tail', 0, 10_000);

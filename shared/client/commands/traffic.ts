@@ -1,7 +1,7 @@
 import { tagProblem } from '../../tag.js';
 import { UsageError } from '../../cli/args.js';
 import { ClientError, EXIT } from '../client.js';
-import { defineClientCommand } from '../command.js';
+import { appHostArg, defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 import type { App } from './apps.js';
 import { appUrls } from '../urls.js';
@@ -29,8 +29,8 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     { name: 'remove-tag', help: 'TAG (comma-separated for several): remove these tags' },
   ],
   async run({ opts, args, json, client, stdout }) {
-    const [host, ...assignments] = args;
-    if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+    const [rawHost, ...assignments] = args;
+    const host = appHostArg(rawHost);
     const path = `/api/apps/${encodeURIComponent(host)}`;
     const tags = opts.tag === undefined ? [] : opts.tag.split(',').map((t) => parsePair(t, '--tag TAG=REV', /^[^=]+$/));
     for (const [tag] of tags) {
