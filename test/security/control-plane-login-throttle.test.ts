@@ -55,6 +55,16 @@ function loginFrom(cp: ControlPlane, from: string, email: string, password: stri
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The password of the accounts `withOwner` makes. */
+const PASSWORD = 'owner-password-1';
+
+/** A control plane with these login limits and one account, `owner`, signed up with PASSWORD. */
+async function withOwner(limits: Parameters<typeof start>[0], owner: string): Promise<ControlPlane> {
+  const cp = await start(limits);
+  await new Api(cp.url).signup(owner, PASSWORD);
+  return cp;
+}
+
 beforeAll(async () => {
   pg = await startTestPostgres();
 });
@@ -67,11 +77,9 @@ afterAll(async () => {
 describe('per (account, address) backoff', () => {
   let cp: ControlPlane;
   const OWNER = 'owner@example.com';
-  const PASSWORD = 'owner-password-1';
 
   beforeAll(async () => {
-    cp = await start({ perAccountMax: 3, backoffBaseMs: 1000, backoffMaxMs: 2000, perAccountWindowMs: 60_000, perIpMax: 1000 });
-    await new Api(cp.url).signup(OWNER, PASSWORD);
+    cp = await withOwner({ perAccountMax: 3, backoffBaseMs: 1000, backoffMaxMs: 2000, perAccountWindowMs: 60_000, perIpMax: 1000 }, OWNER);
   });
 
   it('an attacker is slowed with growing delays while the owner logs in from another address', async () => {
@@ -180,11 +188,9 @@ describe('IPv6 networks', () => {
 
 describe('one account guessed from many addresses', () => {
   it('is refused to clients that never signed in to it; the owner\'s browser (device cookie) and usual address are not', async () => {
-    const cp = await start({ perAccountMax: 5, perAccountUnknownMax: 4, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 });
     const OWNER = 'many@example.com';
-    const PASSWORD = 'owner-password-1';
     const OTHER = 'other@example.com';
-    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const cp = await withOwner({ perAccountMax: 5, perAccountUnknownMax: 4, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 }, OWNER);
     await new Api(cp.url).signup(OTHER, PASSWORD);
     // the owner signs in from their usual address; the answer sets a device cookie for /api/auth
     const first = await loginFrom(cp, '127.0.2.1', OWNER, PASSWORD);
@@ -220,10 +226,8 @@ describe('one account guessed from many addresses', () => {
   }, 60_000);
 
   it('a device cookie that keeps failing is no longer a pass (a leaked one does not open the account to a botnet)', async () => {
-    const cp = await start({ perAccountMax: 3, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 });
     const OWNER = 'leak@example.com';
-    const PASSWORD = 'owner-password-1';
-    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const cp = await withOwner({ perAccountMax: 3, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 }, OWNER);
     const device = (await loginFrom(cp, '127.0.9.1', OWNER, PASSWORD)).setCookie.find((c) => c.startsWith('berth_device='))!.split(';')[0];
     // the cookie, from many addresses, guessing: the free failures of one pair each time
     for (let i = 0; i < 3; i++) expect((await loginFrom(cp, `127.0.10.${i + 1}`, OWNER, `guess-${i}`, device)).status).toBe(401);
@@ -236,10 +240,8 @@ describe('one account guessed from many addresses', () => {
 
   it('made-up emails refused busy cannot push an account\'s count out of the table', async () => {
     // a table of 50 keys: before, each of 200 sign-ins refused 503 left its email in it
-    const cp = await start({ perAccountMax: 100, perAccountUnknownMax: 3, perAccountUnknownWindowMs: 60_000, perIpMax: 1000, maxTracked: 50 });
     const OWNER = 'evict@example.com';
-    const PASSWORD = 'owner-password-1';
-    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const cp = await withOwner({ perAccountMax: 100, perAccountUnknownMax: 3, perAccountUnknownWindowMs: 60_000, perIpMax: 1000, maxTracked: 50 }, OWNER);
     for (let i = 0; i < 3; i++) expect((await loginFrom(cp, `127.0.13.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
     expect((await loginFrom(cp, '127.0.13.9', OWNER, 'guess-x')).status).toBe(429);
     let release!: () => void;
@@ -255,10 +257,8 @@ describe('one account guessed from many addresses', () => {
   }, 60_000);
 
   it('a new address that signs in becomes known: the owner guessing wrong there is not counted against the account', async () => {
-    const cp = await start({ perAccountMax: 10, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 });
     const OWNER = 'typo@example.com';
-    const PASSWORD = 'owner-password-1';
-    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const cp = await withOwner({ perAccountMax: 10, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 }, OWNER);
     expect((await loginFrom(cp, '127.0.5.1', OWNER, PASSWORD)).status).toBe(200);
     for (let i = 0; i < 5; i++) expect((await loginFrom(cp, '127.0.5.1', OWNER, `typo-${i}`)).status).toBe(401);
     // unknown clients still have their whole allowance
@@ -282,10 +282,8 @@ describe('berth login keeps its device cookie', () => {
 
   it('and sends it back: a machine that signed in before is not locked out by guessing from elsewhere', async () => {
     // addresses are forgotten at once here, so only the cookie can tell this machine
-    const cp = await start({ perAccountMax: 100, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000, knownForMs: 0 });
     const OWNER = 'cli@example.com';
-    const PASSWORD = 'owner-password-1';
-    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const cp = await withOwner({ perAccountMax: 100, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000, knownForMs: 0 }, OWNER);
     const dir = await tempDir();
     stops.push(() => dir.cleanup());
     const first = await cli(cp.url, OWNER, PASSWORD, dir.dir);
