@@ -142,7 +142,7 @@ export async function startControlPlane(
   app.decorate('runtime', runtime);
   app.decorate('builds', builds);
   installErrorHandling(app);
-  warnUntrustedForwarding(app, log, config.trustProxy); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
+  warnUntrustedForwarding(app, log); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
   installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
   hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);

@@ -15,9 +15,14 @@ export const SESSION_COOKIE = 'berth_session';
  */
 export const DEVICE_COOKIE = 'berth_device';
 
-/** Does this Set-Cookie value set a cookie named `name`? (names are compared as browsers do: trimmed, case-sensitive) */
-export function setsCookie(setCookie: string, name: string): boolean {
-  return setCookie.includes('=') && pairName(setCookie.split(';', 1)[0]) === name;
+/**
+ * The name of the cookie a Set-Cookie value sets, as browsers read it (trimmed, case-sensitive),
+ * or null when it has none (no `=` before the first `;`).
+ */
+export function setCookieName(setCookie: string): string | null {
+  const eq = setCookie.indexOf('=');
+  const semi = setCookie.indexOf(';');
+  return eq === -1 || (semi !== -1 && semi < eq) ? null : setCookie.slice(0, eq).trim();
 }
 
 /** A Cookie header without the pairs named `name` ('' when nothing is left). */
@@ -28,8 +33,7 @@ export function withoutCookie(header: string, name: string): string {
 
 /** How many pairs named `name` a Cookie header holds (more than one: a second one was planted). */
 export function cookieCount(header: string | undefined, name: string): number {
-  if (header === undefined || !header.includes(name)) return 0;
-  return header.split(';').filter((p) => pairName(p) === name).length;
+  return cookieValues(header, name).length;
 }
 
 /** The values of every pair named `name` in a Cookie header, in order. */

@@ -75,12 +75,7 @@ export function rateAt(p: PatternSpec, t: number): number {
       return r + ((p.ramp_to_rps ?? r) - r) * (t / D);
     case 'step': {
       const stages = p.stages ?? defaultSteps(p);
-      let end = 0;
-      for (const s of stages) {
-        end += s.duration_seconds;
-        if (t < end) return s.rps;
-      }
-      return stages[stages.length - 1].rps;
+      return stageAt(stages, t * 1000)?.rps ?? stages[stages.length - 1].rps;
     }
     case 'spike': {
       const peak = p.ramp_to_rps ?? r * 5;
@@ -96,15 +91,21 @@ export function rateAt(p: PatternSpec, t: number): number {
   }
 }
 
+/** The step stage holding `tMs`: its rate and where it ends, or null past the last. */
+function stageAt(stages: Stage[], tMs: number): { rps: number; endMs: number } | null {
+  let end = 0;
+  for (const s of stages) {
+    end += s.duration_seconds * 1000;
+    if (tMs < end) return { rps: s.rps, endMs: end };
+  }
+  return null;
+}
+
 /** Where the step stage holding `tMs` ends, when its rate is 0 (else `tMs`): only step patterns have silent stretches. */
 function silentUntilMs(p: PatternSpec, tMs: number): number {
   if (p.pattern !== 'step') return tMs;
-  let end = 0;
-  for (const s of p.stages ?? defaultSteps(p)) {
-    end += s.duration_seconds * 1000;
-    if (tMs < end) return s.rps === 0 ? end : tMs;
-  }
-  return tMs;
+  const s = stageAt(p.stages ?? defaultSteps(p), tMs);
+  return s !== null && s.rps === 0 ? s.endMs : tMs;
 }
 
 function defaultSteps(p: PatternSpec): Stage[] {

@@ -51,8 +51,9 @@ export async function runRemote(o: {
       const s = await client.stream('GET', `/api/workloads/${id}/live`, { signal: live.signal, headers: { accept: 'text/event-stream' } });
       for await (const ev of readSse(s.body)) {
         if (ev.event === 'progress') {
-          const p = JSON.parse(ev.data) as Progress;
           // (a progress line berth cannot read is skipped: the final metrics are checked below)
+          let p: unknown;
+          try { p = JSON.parse(ev.data); } catch { continue; }
           if (progressReadable(p)) o.onProgress?.(p);
         }
         else if (ev.event === 'end') break;
@@ -97,8 +98,9 @@ function unreadable(m: WorkloadMetrics): string | null {
   return null;
 }
 
-function progressReadable(p: Progress): boolean {
-  const r = p as unknown as Record<string, unknown>;
+function progressReadable(p: unknown): p is Progress {
+  if (typeof p !== 'object' || p === null) return false;
+  const r = p as Record<string, unknown>;
   const point = r.point as Record<string, unknown> | undefined;
   return typeof point === 'object' && point !== null && finite(point.target_rps) && finite(point.achieved_rps)
     && ['elapsed_s', 'duration_s', 'errors', 'connections', 'total_requests'].every((k) => finite(r[k]))

@@ -7,7 +7,7 @@ import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
 import { DEVICE_TTL_SECONDS, DeviceCookies } from './device.js';
-import { KnownAddresses, LoginThrottle, NETWORK_FACTOR, RateLimiter, addressKey, networkKey } from './rate-limit.js';
+import { AddressLimiter, KnownAddresses, LoginThrottle, RateLimiter } from './rate-limit.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
 import { apiTokenListSchema, meSchema, newApiTokenSchema, sessionSchema } from './schemas.js';
@@ -60,11 +60,9 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   const sessions = new SessionTokens(jwtKey, cfg.sessionTtlSeconds);
   const devices = new DeviceCookies(jwtKey);
   const rl = cfg.loginRateLimit;
-  // failed logins per address across accounts (credential stuffing): a fixed window
-  const ipLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
-  // an IPv6 site has 65,536 /64s: its /48 as a whole gets a few times one address's allowance
-  const netLimiter = new RateLimiter(rl.perIpMax * NETWORK_FACTOR, rl.perIpWindowMs, Date.now, rl.maxTracked);
-  const netSignupLimiter = new RateLimiter(rl.perIpMax * NETWORK_FACTOR, rl.perIpWindowMs, Date.now, rl.maxTracked);
+  // failed logins per address across accounts (credential stuffing): a fixed window; an IPv6
+  // site has 65,536 /64s, so its /48 as a whole gets a few times one address's allowance on top
+  const addresses = new AddressLimiter(rl.perIpMax, rl.perIpWindowMs, rl.maxTracked);
   // failed logins per (account, address): growing delays; the owner elsewhere is not slowed
   const throttle = new LoginThrottle({ freeFailures: rl.perAccountMax, baseDelayMs: rl.backoffBaseMs, maxDelayMs: rl.backoffMaxMs, forgetAfterMs: rl.perAccountWindowMs, maxKeys: rl.maxTracked });
   // failed logins per account from clients that never signed in to it (neither a device cookie
@@ -79,11 +77,11 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // failed logins per device cookie (its nonce): past the free failures it is no longer known
   const deviceLimiter = new RateLimiter(rl.perAccountMax, rl.perAccountWindowMs, Date.now, rl.maxTracked);
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
-  const signupLimiter = new RateLimiter(rl.perIpMax, rl.perIpWindowMs, Date.now, rl.maxTracked);
+  const signups = new AddressLimiter(rl.perIpMax, rl.perIpWindowMs, rl.maxTracked);
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
   const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { ipLimiter.close(); netLimiter.close(); netSignupLimiter.close(); throttle.close(); signupLimiter.close(); writeLimiter.close(); accountLimiter.close(); nobodyLimiter.close(); knownAddresses.close(); deviceLimiter.close(); });
+  app.addHook('onClose', async () => { addresses.close(); throttle.close(); signups.close(); writeLimiter.close(); accountLimiter.close(); nobodyLimiter.close(); knownAddresses.close(); deviceLimiter.close(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) => {
@@ -160,12 +158,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     },
   }, async (req, reply) => {
     if (cfg.signup === 'closed') throw new ApiError(403, 'signup_closed', 'this platform does not take new accounts; ask its operator for one');
-    const net = networkKey(req.ip);
-    const wait = Math.max(signupLimiter.retryAfter(addressKey(req.ip)), net === null ? 0 : netSignupLimiter.retryAfter(net));
+    const wait = signups.retryAfter(req.ip);
     if (wait > 0) throw tooMany(wait, 'signups from this address');
     // (counted first: invite codes are guessed at the signup rate, no faster)
-    signupLimiter.hit(addressKey(req.ip));
-    if (net !== null) netSignupLimiter.hit(net);
+    signups.hit(req.ip);
     if (cfg.signup === 'invite' && !sameSecret(req.body.invite ?? '', cfg.signupInvite!)) {
       throw new ApiError(403, 'invite_required', 'this platform takes new accounts by invitation: send the invite code as "invite"');
     }
@@ -193,10 +189,8 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       response: { 200: sessionSchema, ...errorResponses },
     },
   }, async (req, reply) => {
-    const ipKey = addressKey(req.ip);
-    const netKey = networkKey(req.ip);
     const accountKey = accountOf(req.body.email);
-    const ipWait = Math.max(ipLimiter.retryAfter(ipKey), netKey === null ? 0 : netLimiter.retryAfter(netKey));
+    const ipWait = addresses.retryAfter(req.ip);
     if (ipWait > 0) throw tooMany(ipWait, 'failed logins from this address');
     const pairWait = throttle.check(accountKey, req.ip);
     if (pairWait > 0) {
@@ -206,12 +200,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     // Count the attempt as a failure before the (slow) password check, in the same tick as the
     // checks above: parallel attempts cannot all slip under the limits. A success takes it back,
     // and so does an attempt that was never judged (a failed lookup, 503 busy, the account limit).
-    ipLimiter.hit(ipKey);
-    if (netKey !== null) netLimiter.hit(netKey);
+    addresses.hit(req.ip);
     throttle.fail(accountKey, req.ip);
     const unjudged = () => {
-      ipLimiter.unhit(ipKey);
-      if (netKey !== null) netLimiter.unhit(netKey);
+      addresses.unhit(req.ip);
       throttle.unfail(accountKey, req.ip);
     };
     let user: Awaited<ReturnType<typeof findUserByEmail>>;
@@ -249,8 +241,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       throw new ApiError(401, 'invalid_credentials', 'wrong email or password', { 'www-authenticate': 'Bearer realm="berth"' });
     }
     throttle.succeed(accountKey, req.ip);
-    ipLimiter.unhit(ipKey);
-    if (netKey !== null) netLimiter.unhit(netKey);
+    addresses.unhit(req.ip);
     if (limitKey !== null) accounts.unhit(limitKey);
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);

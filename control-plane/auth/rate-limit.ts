@@ -88,6 +88,43 @@ export class RateLimiter {
   }
 }
 
+/**
+ * Failures per source address (addressKey) and, on top, per IPv6 /48 (networkKey), NETWORK_FACTOR
+ * times as many: the two fixed-window limits the login and signup routes check and count together.
+ */
+export class AddressLimiter {
+  private readonly address: RateLimiter;
+  private readonly network: RateLimiter;
+
+  constructor(max: number, windowMs: number, maxKeys = DEFAULT_MAX_KEYS, now: () => number = Date.now) {
+    this.address = new RateLimiter(max, windowMs, now, maxKeys);
+    this.network = new RateLimiter(max * NETWORK_FACTOR, windowMs, now, maxKeys);
+  }
+
+  /** Seconds until `ip` may try again (its address or its network over the limit), else 0. */
+  retryAfter(ip: string): number {
+    const net = networkKey(ip);
+    return Math.max(this.address.retryAfter(addressKey(ip)), net === null ? 0 : this.network.retryAfter(net));
+  }
+
+  hit(ip: string): void {
+    this.address.hit(addressKey(ip));
+    const net = networkKey(ip);
+    if (net !== null) this.network.hit(net);
+  }
+
+  unhit(ip: string): void {
+    this.address.unhit(addressKey(ip));
+    const net = networkKey(ip);
+    if (net !== null) this.network.unhit(net);
+  }
+
+  close(): void {
+    this.address.close();
+    this.network.close();
+  }
+}
+
 export interface LoginThrottleOptions {
   /** Failures per (account, address) answered without delay (default 5). */
   freeFailures: number;

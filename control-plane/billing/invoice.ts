@@ -138,9 +138,11 @@ async function closeInvoice(db: Db, uid: number, month: string, pricing: Pricing
       await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [INVOICE_LOCK.toString()]);
     }
     const inv = await computeInvoice(tx, uid, month, pricing, now);
-    // nothing to bill is not stored (reading every month since 1970 would write a row each); it
-    // stays empty: nothing can reach a closed month any more
-    if (inv.lines.length === 0) return inv;
+    // nothing to bill is not stored (reading every month since 1970 would write a row each; it
+    // stays empty: nothing can reach a closed month any more), except for the month closed last:
+    // computing that one takes the lock metering ingest takes, which a tenant reading it again
+    // and again must not hold up (one row per user who reads it)
+    if (inv.lines.length === 0 && month !== lastClosedMonth(now)) return inv;
     // two readers at once: the first stored wins, both answer with it
     const { rows } = await tx.query<{ body: Invoice }>(
       `INSERT INTO invoices (user_id, month, body) VALUES ($1, $2, $3)

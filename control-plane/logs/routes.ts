@@ -98,16 +98,15 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
   }, async (req, reply) => {
     const host = normalizeHost(req.params.host);
     const userId = req.user!.id;
-    const { rows: [owned] } = await app.db.query('SELECT 1 FROM images WHERE user_id = $1 AND app_hostname = $2 LIMIT 1', [userId, host]);
-    if (!owned) throw notFound('app');
+    // (a follow of a deleted app ends: it polled the database every 2 s, and held a stream slot, for good)
+    const gone = async () => (await app.db.query('SELECT 1 FROM images WHERE user_id = $1 AND app_hostname = $2 LIMIT 1', [userId, host])).rowCount === 0;
+    if (await gone()) throw notFound('app');
     const only = req.query.container;
     const list = async () => (await app.db.query<ContainerRow>(
       `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id
         WHERE c.user_id = $1 AND i.user_id = $1 AND i.app_hostname = $2 AND c.docker_id IS NOT NULL
           AND ($3::bigint IS NULL OR c.id = $3) ORDER BY c.id`, [userId, host, only ?? null])).rows;
     if (only !== undefined && (await list()).length === 0) throw notFound('container');
-    // a follow of a deleted app ends (it polled the database every 2 s, and held a stream slot, for good)
-    const gone = async () => (await app.db.query('SELECT 1 FROM images WHERE user_id = $1 AND app_hostname = $2 LIMIT 1', [userId, host])).rowCount === 0;
     return serve(req, reply, { list, gone, pollKey: `${userId}\n${host}\n${only ?? ''}` });
   });
 

@@ -163,6 +163,8 @@ export class EgressGuard {
   /** the bridges to guard (the berth networks'), from the last apply() */
   private bridges: readonly string[] = [];
   private state: 'none' | 'installed' | 'failed' = 'none';
+  /** each bridge chain's `iptables -S` listing right after it was built */
+  private built = new Map<string, string>();
   /** installs and checks one at a time (the recheck timer and a network setup may meet) */
   private turn: Promise<unknown> = Promise.resolve();
 
@@ -229,18 +231,15 @@ export class EgressGuard {
     });
   }
 
-  /** Is every bridge's chain as built, and jumped to from its hook? */
+  /** Is every bridge's chain as it was built, and jumped to from its hook? (a few runs of iptables: one per hook and chain) */
   private async intact(): Promise<boolean> {
     const iptables = this.o.iptables ?? 'iptables';
-    for (const b of this.bridges) {
-      for (const h of HOOKS) {
-        const chain = chainOf(b, h);
-        const rules = chainRules(h.ranges(this.o.deny));
-        const listing = await run(iptables, ['-w', '10', '-S', chain]).catch(() => null);
-        if (listing === null || listing.split('\n').filter((l) => l.startsWith('-A ')).length !== rules.length) return false;
-        for (const r of rules) if (!(await exists(iptables, chain, r))) return false;
-        if (!(await exists(iptables, h.hook, jumpRule(b, h)))) return false;
-      }
+    for (const h of HOOKS) {
+      const jumps = jumpsIn(await run(iptables, ['-w', '10', '-S', h.hook]).catch(() => ''), h.hook);
+      if (this.bridges.some((b) => !jumps.includes(b))) return false;
+    }
+    for (const [chain, listing] of this.built) {
+      if ((await run(iptables, ['-w', '10', '-S', chain]).catch(() => null)) !== listing) return false;
     }
     return true;
   }
@@ -260,11 +259,17 @@ export class EgressGuard {
           : `cannot read iptables (${e.message.split('\n')[0]})`);
       }));
     }
+    const built = new Map<string, string>();
     for (const b of bridges) {
       await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, this.o.deny));
-      // checked just before inserting: another control plane on this host may have put it there
-      for (const h of HOOKS) if (!(await exists(iptables, h.hook, jumpRule(b, h)))) await run(iptables, ['-w', '10', '-I', h.hook, '1', ...jumpRule(b, h)]);
+      for (const h of HOOKS) {
+        // checked just before inserting: another control plane on this host may have put it there
+        if (!(await exists(iptables, h.hook, jumpRule(b, h)))) await run(iptables, ['-w', '10', '-I', h.hook, '1', ...jumpRule(b, h)]);
+        // each chain as iptables lists it now: what recheck() compares against
+        built.set(chainOf(b, h), await run(iptables, ['-w', '10', '-S', chainOf(b, h)]));
+      }
     }
+    this.built = built;
     // chains of bridges that are gone (their network was removed)
     const gone = new Set<string>();
     for (const [h, listing] of listings) {

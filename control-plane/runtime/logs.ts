@@ -112,11 +112,10 @@ export class LogLines {
    * follow, which shows lines newer than the last one seen).
    */
   private readonly cut: Record<StreamName, string | null> = { stdout: null, stderr: null };
-
-  constructor(private readonly onLine: (l: LogLine) => void) {}
-
   /** the response is not multiplexed (a TTY container): raw text from then on */
   private raw = false;
+
+  constructor(private readonly onLine: (l: LogLine) => void) {}
 
   push(chunk: Buffer): void {
     if (this.raw) {
@@ -147,6 +146,7 @@ export class LogLines {
     if (this.pending.length > 0 && (this.raw || this.pending[0] > 2)) this.take('stdout', this.decoders.stdout.write(this.pending));
     this.pending = Buffer.alloc(0);
     for (const s of ['stdout', 'stderr'] as const) {
+      this.partial[s] += this.decoders[s].end(); // (a character cut off at the very end: U+FFFD)
       if (this.partial[s]) {
         this.emit(s, this.partial[s], true);
         this.partial[s] = '';

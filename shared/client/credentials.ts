@@ -33,6 +33,9 @@ export interface CredentialsFile {
   devices?: Record<string, string>;
 }
 
+/** A device cookie value as the control plane makes them (anything else is neither kept nor sent). */
+export const DEVICE_VALUE = /^[A-Za-z0-9._-]{1,200}$/;
+
 export function configDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.BERTH_CONFIG_DIR) return env.BERTH_CONFIG_DIR;
   if (env.XDG_CONFIG_HOME) return join(env.XDG_CONFIG_HOME, 'berth');
@@ -100,8 +103,10 @@ function checkShape(path: string, parsed: unknown): CredentialsFile {
     if (!isObject(login) || typeof login.token !== 'string' || login.token === '') throw bad(`the login for ${JSON.stringify(api)} has no "token" string`);
     apis[api] = login as unknown as StoredLogin;
   }
-  if (parsed.devices !== undefined && (!isObject(parsed.devices) || Object.values(parsed.devices).some((d) => typeof d !== 'string'))) throw bad('"devices" is not an object of strings');
-  return { current: parsed.current, apis, ...(parsed.devices === undefined ? {} : { devices: parsed.devices as Record<string, string> }) };
+  // (optional: entries that are not a device cookie value are dropped, never the file's logins)
+  const devices: Record<string, string> = {};
+  if (isObject(parsed.devices)) for (const [api, d] of Object.entries(parsed.devices)) if (typeof d === 'string' && DEVICE_VALUE.test(d)) devices[api] = d;
+  return { current: parsed.current, apis, ...(Object.keys(devices).length === 0 ? {} : { devices }) };
 }
 
 export async function writeCredentials(file: CredentialsFile, env: NodeJS.ProcessEnv = process.env): Promise<string> {

@@ -25,6 +25,21 @@ async function configWith(content: string | null): Promise<{ env: { BERTH_CONFIG
 }
 
 describe('readCredentials', () => {
+  it('device cookies that are not strings of cookie characters are dropped, the logins kept', async () => {
+    const c = await configWith(JSON.stringify({ apis: { 'http://a': { token: 'berth_x' } }, devices: { 'http://a': 'v1.1.a.b', 'http://b': 'x\r\nSet-Cookie: y', 'http://c': 7 } }));
+    try {
+      expect(await readCredentials(c.env, quiet)).toEqual({ apis: { 'http://a': { token: 'berth_x' } }, devices: { 'http://a': 'v1.1.a.b' } });
+    } finally {
+      await c.cleanup();
+    }
+    const d = await configWith(JSON.stringify({ apis: { 'http://a': { token: 'berth_x' } }, devices: ['x'] }));
+    try {
+      expect(await readCredentials(d.env, quiet)).toEqual({ apis: { 'http://a': { token: 'berth_x' } } });
+    } finally {
+      await d.cleanup();
+    }
+  });
+
   it('a missing file is no logins', async () => {
     const c = await configWith(null);
     try {

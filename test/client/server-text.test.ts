@@ -126,7 +126,8 @@ describe('berth load --remote against a hostile control plane', () => {
       if (req.url === '/api/workloads/7/live') {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         const ok = { elapsed_s: 1, duration_s: 1, point: { target_rps: 10, achieved_rps: 10 }, total_requests: 10, errors: 0, late: 0, dropped: 0, connections: 1, p50_ms: 1, p99_ms: 2 };
-        res.end(`event: progress\ndata: ${JSON.stringify({ ...ok, connections: EVIL })}\n\nevent: progress\ndata: ${JSON.stringify(ok)}\n\nevent: end\ndata: {}\n\n`);
+        // (progress lines berth cannot read: wrong types, not JSON, null; each is skipped)
+        res.end(`event: progress\ndata: ${JSON.stringify({ ...ok, connections: EVIL })}\n\nevent: progress\ndata: not json\n\nevent: progress\ndata: null\n\nevent: progress\ndata: ${JSON.stringify(ok)}\n\nevent: end\ndata: {}\n\n`);
         return;
       }
       if (req.url === '/api/workloads/7') { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ id: 7, status: 'completed', status_reason: null, config: {}, metrics: m })); return; }

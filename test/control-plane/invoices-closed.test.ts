@@ -94,6 +94,15 @@ describe.skipIf(!isClosed(lastMonth, now))('closed invoices', () => {
     expect((await t.cp.db.query("SELECT 1 FROM invoices WHERE month = '2001-01'")).rowCount).toBe(0);
   });
 
+  it('an empty invoice of the month closed last is stored at the first read (reading it again takes no metering lock)', async () => {
+    const bob = await new Api(t.cp.url).signup('invoice-empty@example.com');
+    const bobId = (await bob.get('/api/auth/me')).body.user.id as number;
+    const r = await bob.get(`/api/billing/invoices/${lastMonth}`);
+    expect(r.status, r.text).toBe(200);
+    expect(r.body).toMatchObject({ status: 'closed', lines: [], total: 0 });
+    expect((await t.cp.db.query('SELECT 1 FROM invoices WHERE user_id = $1 AND month = $2', [bobId, lastMonth])).rowCount).toBe(1);
+  });
+
   it('months before 1970 are refused (two-digit years are not 19xx)', async () => {
     for (const m of ['0085-03', '1969-12', '0000-01']) expect((await alice.get(`/api/billing/invoices/${m}`)).status, m).toBe(400);
   });

@@ -2,26 +2,20 @@ import { hostname } from 'node:os';
 import { UsageError } from '../../cli/args.js';
 import { BerthClient, ClientError, EXIT } from '../client.js';
 import { defineClientCommand } from '../command.js';
-import { DEVICE_COOKIE } from '../../session-cookie.js';
-import { credentialsPath, forgetLogin, readCredentials, saveLogin } from '../credentials.js';
+import { DEVICE_COOKIE, setCookieName } from '../../session-cookie.js';
+import { credentialsPath, DEVICE_VALUE, forgetLogin, readCredentials, saveLogin } from '../credentials.js';
 import { printJson } from '../output.js';
 import { Prompter } from '../prompt.js';
 import { printable } from '../style.js';
 
 interface User { id: number; email: string; username?: string | null }
 
-/** A device cookie value as the control plane makes them (anything else is neither kept nor sent). */
-const DEVICE_VALUE = /^[A-Za-z0-9._-]{1,200}$/;
-
 /** The device cookie a sign-in answer set, if any. */
 function deviceFrom(setCookie: string | string[] | undefined): string | undefined {
   for (const c of Array.isArray(setCookie) ? setCookie : setCookie === undefined ? [] : [setCookie]) {
-    const pair = c.split(';', 1)[0];
-    const eq = pair.indexOf('=');
-    if (eq !== -1 && pair.slice(0, eq).trim() === DEVICE_COOKIE) {
-      const v = pair.slice(eq + 1).trim();
-      return DEVICE_VALUE.test(v) ? v : undefined;
-    }
+    if (setCookieName(c) !== DEVICE_COOKIE) continue;
+    const v = c.slice(c.indexOf('=') + 1).split(';', 1)[0].trim();
+    return DEVICE_VALUE.test(v) ? v : undefined;
   }
   return undefined;
 }
@@ -79,7 +73,7 @@ ${credentialsPath()} (BERTH_CONFIG_DIR moves it).`,
     let device: string | undefined;
     try {
       const res = await anon.exchange<{ token: string; user: User }>('POST', '/api/auth/login', {
-        json: { email, password }, anonymous: true, headers: before !== undefined && DEVICE_VALUE.test(before) ? { cookie: `${DEVICE_COOKIE}=${before}` } : {},
+        json: { email, password }, anonymous: true, headers: before !== undefined ? { cookie: `${DEVICE_COOKIE}=${before}` } : {},
       }).catch((e: unknown) => {
         if (e instanceof ClientError && e.api?.status === 401) throw new ClientError(`wrong email or password for ${api}`, EXIT.auth, e.api);
         throw e;
