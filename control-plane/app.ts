@@ -102,7 +102,7 @@ export async function startControlPlane(
   }
   if (metricsAuth.file) log.info({ file: metricsAuth.file }, 'metrics token (BERTH_METRICS_TOKEN) for GET /metrics read from the data directory');
   const metrics = createMetrics(() => db);
-  const egress = new EgressGuard({ mode: config.egressGuard, deny: config.egressDeny, log: log.child({ component: 'egress' }), failLevel: config.production ? 'warn' : 'info' });
+  const egress = new EgressGuard({ mode: config.egressGuard, policy: config.egressPolicy, log: log.child({ component: 'egress' }), failLevel: config.production ? 'warn' : 'info' });
   const runtime = createRuntime({ dockerHost: config.dockerHost, log, networks: { app: config.appNetwork, build: config.buildNetwork }, buildTimeoutMs: config.buildTimeoutMs, egress });
   const events = new EventRelay(db, log);
   const builds = new BuildQueue({

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
-import { deniedRanges, egressGuardMode, parseEgressDeny, type EgressGuardMode } from './runtime/egress.js';
+import { deniedRanges, egressGuardMode, parseEgressRanges, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -189,9 +189,14 @@ export interface ControlPlaneOptions {
   /** Docker networks (created at start, bridge, inter-container traffic disabled) for app containers and build steps (defaults berth-apps / berth-builds). */
   appNetwork?: string;
   buildNetwork?: string;
-  /** The egress guard (runtime/egress.ts): auto (default BERTH_EGRESS_GUARD), require or off, and the IPv4 ranges apps and builds may not reach besides the cloud metadata services (BERTH_EGRESS_DENY). */
+  /**
+   * The egress guard (runtime/egress.ts): auto (default BERTH_EGRESS_GUARD), require or off; the
+   * IPv4 ranges apps and builds may not reach besides the cloud metadata services and the private
+   * ranges (BERTH_EGRESS_DENY), and those they may reach in the private ranges (BERTH_EGRESS_ALLOW).
+   */
   egressGuard?: EgressGuardMode;
   egressDeny?: string[];
+  egressAllow?: string[];
   /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
   autoscale?: Partial<AutoscaleConfig>;
   /** The workload generator: the proxy it sends through (BERTH_PROXY_URL) and limits (BERTH_WORKLOAD_*) */
@@ -292,8 +297,8 @@ export interface ResolvedConfig {
   appNetwork: string;
   buildNetwork: string;
   egressGuard: EgressGuardMode;
-  /** every range the guard drops: the metadata services' and the operator's */
-  egressDeny: string[];
+  /** the ranges the guard drops first (the metadata services' and the operator's), and those it opens in the private ranges */
+  egressPolicy: EgressPolicy;
   autoscale: AutoscaleConfig;
   workloads: WorkloadConfig;
 }
@@ -393,7 +398,10 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
     buildNetwork: networkName(o.buildNetwork ?? 'berth-builds', 'build network'),
     egressGuard: o.egressGuard ?? egressGuardMode(process.env.BERTH_EGRESS_GUARD || 'auto'),
-    egressDeny: deniedRanges(o.egressDeny ?? parseEgressDeny(process.env.BERTH_EGRESS_DENY ?? '')),
+    egressPolicy: {
+      deny: deniedRanges(o.egressDeny ?? parseEgressRanges(process.env.BERTH_EGRESS_DENY ?? '', 'deny')),
+      allow: o.egressAllow ?? parseEgressRanges(process.env.BERTH_EGRESS_ALLOW ?? '', 'allow'),
+    },
     autoscale: autoscaleConfig(o.autoscale),
     workloads: workloadConfig(o.workloads),
   };

@@ -9,7 +9,15 @@ import { UsageError } from '../../shared/cli/args.js';
  * Always the cloud metadata services, which hand the host's own cloud credentials to anyone who
  * asks: link-local 169.254.0.0/16 (AWS, GCP, Azure IMDS, Oracle, DigitalOcean, OpenStack, ECS task
  * credentials), Azure's WireServer 168.63.129.16, Alibaba's 100.100.100.200. The operator adds
- * ranges (the LAN, a VPC) with BERTH_EGRESS_DENY.
+ * ranges with BERTH_EGRESS_DENY.
+ *
+ * By default also the private ranges (RFC 1918 and carrier-grade NAT): the LAN or VPC the host
+ * sits in, with the platform's own database, brokers and admin ports. Apps get the internet, not
+ * the operator's network, as on Cloud Run without a VPC connector. BERTH_EGRESS_ALLOW opens ranges
+ * in them (a package mirror, a database the apps are meant to use; `private` opens them all); it
+ * never opens the metadata services or a range the operator denied, whose rules come first.
+ * Traffic between containers of one bridge is left to Docker's own rules (berth networks disable
+ * it).
  *
  * DNS (port 53, UDP and TCP) to a denied range is let through: Docker's embedded DNS forwards a
  * container's queries from inside the container's network namespace, and GCP's resolver is
@@ -37,45 +45,60 @@ const EGRESS_GUARD_MODES: readonly EgressGuardMode[] = ['auto', 'require', 'off'
 
 /** Cloud metadata services: always denied while the guard is on. */
 const METADATA_RANGES: readonly string[] = ['169.254.0.0/16', '168.63.129.16/32', '100.100.100.200/32'];
+/** Private ranges (RFC 1918, RFC 6598 carrier-grade NAT): denied unless BERTH_EGRESS_ALLOW opens them. */
+export const PRIVATE_RANGES: readonly string[] = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10'];
 
 const COMMENT = 'berth egress guard';
 /** What a tenant's build log or container error says while a required guard is missing: the operator's details stay in the log. */
 const NOT_IN_PLACE = 'the platform\'s network guard is not in place; its operator has been told (the control plane log says why)';
 /** How often the control plane checks its rules are still there. */
 export const EGRESS_RECHECK_MS = 60_000;
+/** What the guard drops and opens (config.ts: BERTH_EGRESS_DENY, BERTH_EGRESS_ALLOW). */
+export interface EgressPolicy {
+  /** dropped first, whatever `allow` says: the metadata services and the operator's ranges (deniedRanges()) */
+  deny: readonly string[];
+  /** opened in the private ranges (parseEgressRanges(…, 'allow')) */
+  allow: readonly string[];
+}
+
 /**
  * Where a bridge's traffic is checked, each hook by a chain of its own: forwarded traffic
- * (DOCKER-USER) against every denied range; traffic to the host itself (INPUT) against the
- * metadata ranges only, since the host's own LAN address serves the proxy, which apps may call
- * (an operator's `10.0.0.0/8` must not cut them off from it).
+ * (DOCKER-USER) against every denied range and the private ones; traffic to the host itself
+ * (INPUT) against the metadata ranges only, since the host's own LAN address serves the proxy,
+ * which apps may call (a private or operator's range must not cut them off from it).
  */
 const HOOKS = [
-  { hook: 'DOCKER-USER', prefix: 'BERTH-', ranges: (deny: readonly string[]) => deny },
-  { hook: 'INPUT', prefix: 'BERTH-IN-', ranges: () => METADATA_RANGES },
+  { hook: 'DOCKER-USER', prefix: 'BERTH-', rules: (bridge: string, p: EgressPolicy) => forwardRules(bridge, p) },
+  { hook: 'INPUT', prefix: 'BERTH-IN-', rules: () => denyRules(METADATA_RANGES) },
 ] as const;
 type Hook = (typeof HOOKS)[number];
 /** Linux interface names: at most 15 bytes; berth's bridges are `br-` and 12 hex digits */
 const BRIDGE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
 /**
- * Ranges to deny besides the metadata services: `a.b.c.d/n` or `a.b.c.d` (a /32), comma separated,
+ * Ranges to deny besides the metadata services (`deny`), or to open in the private ranges
+ * (`allow`, where `private` names them all): `a.b.c.d/n` or `a.b.c.d` (a /32), comma separated,
  * as network addresses (`10.1.2.3/8` is `10.0.0.0/8`); empty for none. IPv4 only: berth's
  * networks have no IPv6.
  */
-export function parseEgressDeny(text: string): string[] {
+export function parseEgressRanges(text: string, what: 'deny' | 'allow'): string[] {
   const out: string[] = [];
   if (text.trim() === '') return out;
   for (const raw of text.split(',')) {
     const item = raw.trim();
+    if (what === 'allow' && item.toLowerCase() === 'private') {
+      for (const r of PRIVATE_RANGES) if (!out.includes(r)) out.push(r);
+      continue;
+    }
     const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(item);
     if (m === null) {
-      const why = item.includes(':') ? ' (IPv6 ranges are not needed: berth networks have no IPv6)' : '';
-      throw new UsageError(`egress deny "${item}" is not an IPv4 address or range such as 10.0.0.0/8${why}; give a comma-separated list`);
+      const why = item.includes(':') ? ' (IPv6 ranges are not needed: berth networks have no IPv6)' : what === 'allow' ? ' or "private"' : '';
+      throw new UsageError(`egress ${what} "${item}" is not an IPv4 address or range such as 10.0.0.0/8${why}; give a comma-separated list`);
     }
     const octets = [m[1], m[2], m[3], m[4]].map(Number);
     const bits = m[5] === undefined ? 32 : Number(m[5]);
     if (octets.some((o, i) => o > 255 || (m[i + 1].length > 1 && m[i + 1].startsWith('0'))) || bits > 32 || bits < 1) {
-      throw new UsageError(`egress deny "${item}" is not an IPv4 address or range (octets 0-255 without leading zeros, prefix 1-32)`);
+      throw new UsageError(`egress ${what} "${item}" is not an IPv4 address or range (octets 0-255 without leading zeros, prefix 1-32)`);
     }
     const value = ((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0;
     const net = (value & ((0xffffffff << (32 - bits)) >>> 0)) >>> 0;
@@ -101,11 +124,26 @@ function chainOf(bridge: string, h: Hook): string {
   return h.prefix + bridge;
 }
 
-/** A bridge chain's rules (arguments after `-A <chain>`), in order: DNS through, the rest of each range dropped. */
-export function chainRules(deny: readonly string[]): string[][] {
+const COMMENT_ARGS = ['-m', 'comment', '--comment', COMMENT];
+
+/**
+ * A bridge's forwarded-traffic rules (arguments after `-A <chain>`), in order: traffic to the same
+ * bridge left to Docker; the denied ranges dropped (DNS excepted); the allowed ranges let through;
+ * the private ranges dropped (DNS excepted), those allowed whole left out.
+ */
+export function forwardRules(bridge: string, p: EgressPolicy): string[][] {
+  const out: string[][] = [['-o', bridge, ...COMMENT_ARGS, '-j', 'RETURN']];
+  out.push(...denyRules(p.deny));
+  for (const cidr of p.allow) out.push(['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'RETURN']);
+  out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r))));
+  return out;
+}
+
+/** Rules that drop these ranges (arguments after `-A <chain>`), in order: DNS through, the rest of each range dropped. */
+export function denyRules(ranges: readonly string[]): string[][] {
   const out: string[][] = [];
-  const comment = ['-m', 'comment', '--comment', COMMENT];
-  for (const cidr of deny) {
+  const comment = COMMENT_ARGS;
+  for (const cidr of ranges) {
     // (ORIGINAL: packets of connections the container opened; the replies to connections the host
     // opened to it, the proxy's and the health checker's, travel the other way and pass)
     const dst = ['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL'];
@@ -116,12 +154,12 @@ export function chainRules(deny: readonly string[]): string[][] {
 }
 
 /** iptables-restore input that (re)builds a bridge's chains in one transaction. */
-export function restoreInput(bridge: string, deny: readonly string[]): string {
+export function restoreInput(bridge: string, p: EgressPolicy): string {
   const quote = (a: string) => (/\s/.test(a) ? `"${a}"` : a);
   const lines = ['*filter'];
   for (const h of HOOKS) {
     const chain = chainOf(bridge, h);
-    lines.push(`:${chain} - [0:0]`, ...chainRules(h.ranges(deny)).map((r) => `-A ${chain} ${r.map(quote).join(' ')}`));
+    lines.push(`:${chain} - [0:0]`, ...h.rules(bridge, p).map((r) => `-A ${chain} ${r.map(quote).join(' ')}`));
   }
   lines.push('COMMIT', '');
   return lines.join('\n');
@@ -147,8 +185,8 @@ export function jumpsIn(listing: string, hook: string): string[] {
 
 export interface EgressGuardOptions {
   mode: EgressGuardMode;
-  /** the ranges to drop (deniedRanges()) */
-  deny: readonly string[];
+  /** what to drop and open */
+  policy: EgressPolicy;
   log: Logger;
   /** the iptables programs (tests) */
   iptables?: string;
@@ -198,15 +236,18 @@ export class EgressGuard {
   }
 
   private async attempt(): Promise<boolean> {
-    const { deny, log, mode } = this.o;
+    const { policy, log, mode } = this.o;
     const why = await this.install(this.bridges).then(() => null, (e: Error) => e.message);
     if (why === null) {
-      if (this.state !== 'installed') log.info({ bridges: this.bridges, deny }, 'egress guard in place: apps and builds cannot reach these ranges (DNS excepted)');
+      if (this.state !== 'installed') {
+        log.info({ bridges: this.bridges, deny: [...policy.deny, ...PRIVATE_RANGES.filter((r) => !policy.allow.includes(r))], allow: policy.allow },
+          'egress guard in place: apps and builds cannot reach the deny ranges (DNS excepted)');
+      }
       this.state = 'installed';
       return true;
     }
     if (this.state !== 'failed') {
-      const message = `egress guard not installed: ${why}. Apps and builds can reach the cloud metadata service (169.254.169.254) and the LAN; run the control plane as root beside the Docker daemon with iptables, or add the rules of docs/security.md "Networks" yourself (BERTH_EGRESS_GUARD=off says you have)`;
+      const message = `egress guard not installed: ${why}. Apps and builds can reach the cloud metadata service (169.254.169.254) and the private network the host is in; run the control plane as root beside the Docker daemon with iptables, or add the rules of docs/security.md "Networks" yourself (BERTH_EGRESS_GUARD=off says you have)`;
       if (mode === 'require') log.error(`${message}; nothing is built or run until it is in place (tried again every minute)`);
       else log[this.o.failLevel ?? 'warn'](`${message}; tried again every minute`);
     }
@@ -261,7 +302,7 @@ export class EgressGuard {
     }
     const built = new Map<string, string>();
     for (const b of bridges) {
-      await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, this.o.deny));
+      await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, this.o.policy));
       for (const h of HOOKS) {
         // checked just before inserting: another control plane on this host may have put it there
         if (!(await exists(iptables, h.hook, jumpRule(b, h)))) await run(iptables, ['-w', '10', '-I', h.hook, '1', ...jumpRule(b, h)]);

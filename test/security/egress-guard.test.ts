@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime } from '../../control-plane/runtime/docker.js';
-import { chainRules, deniedRanges, EgressGuard, egressGuardMode, jumpsIn, parseEgressDeny, restoreInput } from '../../control-plane/runtime/egress.js';
+import { deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, jumpsIn, parseEgressRanges, PRIVATE_RANGES, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +14,8 @@ import { BASE_IMAGE, docker, dockerRequired, dockerStatus } from '../helpers/doc
 
 /**
  * The egress guard (control-plane/runtime/egress.ts): apps and build steps cannot reach the cloud
- * metadata service (169.254.169.254) or other denied ranges through their bridge's NAT; DNS to
- * those ranges still works.
+ * metadata service (169.254.169.254), the private ranges (unless allowed) or other denied ranges
+ * through their bridge's NAT; DNS to those ranges still works.
  *
  * The traffic test stands in a "metadata service" the way a cloud puts one beside a VM: a listener
  * on a link-local address in a network namespace behind a veth pair, reached by the host's routing
@@ -34,10 +34,14 @@ function memoryLog(): { log: pino.Logger; lines: () => Array<{ level: number; ms
 }
 
 describe('egress guard settings', () => {
-  it('deny ranges: IPv4 networks as iptables prints them; the metadata services are always in', () => {
+  it('deny and allow ranges: IPv4 networks as iptables prints them; the metadata services are always in', () => {
+    const parseEgressDeny = (t: string) => parseEgressRanges(t, 'deny');
     expect(parseEgressDeny('169.254.169.254/16, 10.1.2.3/8,192.168.0.1')).toEqual(['169.254.0.0/16', '10.0.0.0/8', '192.168.0.1/32']);
     expect(parseEgressDeny('10.0.0.0/8,10.0.0.0/8')).toEqual(['10.0.0.0/8']);
     expect(parseEgressDeny(' ')).toEqual([]);
+    expect(parseEgressRanges('10.1.2.3, Private', 'allow')).toEqual(['10.1.2.3/32', ...PRIVATE_RANGES]);
+    expect(() => parseEgressDeny('private')).toThrow(/^egress deny "private" is not an IPv4 address or range such as 10\.0\.0\.0\/8; give/);
+    expect(() => parseEgressRanges('lan', 'allow')).toThrow(/^egress allow "lan" is not an IPv4 address or range such as 10\.0\.0\.0\/8 or "private"/);
     expect(deniedRanges(['10.0.0.0/8'])).toEqual(['169.254.0.0/16', '168.63.129.16/32', '100.100.100.200/32', '10.0.0.0/8']);
     expect(deniedRanges([])).toContain('169.254.0.0/16');
     expect(() => parseEgressDeny('fd00:ec2::254/128')).toThrow(/IPv6 ranges are not needed/);
@@ -51,41 +55,55 @@ describe('egress guard settings', () => {
     expect(() => egressGuardMode('yes')).toThrow(/must be one of auto, require, off/);
   });
 
-  it("a bridge's chain lets DNS through before it drops the range, by the connection's original destination", () => {
-    const rules = chainRules(['169.254.0.0/16']).map((r) => r.join(' '));
+  it("a bridge's chain: its own bridge left to Docker, the denied ranges dropped (DNS through), the allowed let through, then the private ranges dropped", () => {
+    const rules = denyRules(['169.254.0.0/16']).map((r) => r.join(' '));
     expect(rules).toHaveLength(3);
     expect(rules[0]).toMatch(/^-p udp -m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL -m udp --dport 53 .*-j RETURN$/);
     expect(rules[1]).toMatch(/^-p tcp .*--dport 53 .*-j RETURN$/);
     expect(rules[2]).toMatch(/^-m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
-    const input = restoreInput('br-0123456789ab', ['169.254.0.0/16']).split('\n');
+    const bridge = 'br-0123456789ab';
+    const fwd = forwardRules(bridge, { deny: ['169.254.0.0/16', '10.1.0.0/16'], allow: ['10.0.0.0/8', '192.168.7.0/24'] }).map((r) => r.join(' '));
+    expect(fwd[0]).toMatch(/^-o br-0123456789ab .*-j RETURN$/);
+    const at = (re: RegExp) => fwd.findIndex((r) => re.test(r));
+    // the operator's deny comes before the allow that contains it; the metadata before everything
+    expect(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/)).toBeLessThan(at(/--ctorigdst 10\.1\.0\.0\/16 .*DROP$/));
+    expect(at(/--ctorigdst 10\.1\.0\.0\/16 .*DROP$/)).toBeLessThan(at(/--ctorigdst 10\.0\.0\.0\/8 .*RETURN$/));
+    expect(at(/--ctorigdst 192\.168\.7\.0\/24 .*RETURN$/)).toBeLessThan(at(/--ctorigdst 192\.168\.0\.0\/16 .*DROP$/));
+    // a private range allowed whole is not dropped at all; the others are, after the allowed ones
+    expect(at(/--ctorigdst 10\.0\.0\.0\/8 .*DROP$/)).toBe(-1);
+    expect(at(/--ctorigdst 172\.16\.0\.0\/12 .*DROP$/)).toBeGreaterThan(at(/192\.168\.7\.0\/24 .*RETURN$/));
+    expect(at(/--ctorigdst 100\.64\.0\.0\/10 .*--dport 53 .*RETURN$/)).toBeGreaterThan(0);
+    const none = forwardRules(bridge, { deny: deniedRanges([]), allow: [] }).map((r) => r.join(' '));
+    for (const r of PRIVATE_RANGES) expect(none.some((l) => l.includes(`--ctorigdst ${r} `) && l.endsWith('DROP'))).toBe(true);
+    const input = restoreInput(bridge, { deny: ['169.254.0.0/16'], allow: [] }).split('\n');
     expect(input.slice(0, 2)).toEqual(['*filter', ':BERTH-br-0123456789ab - [0:0]']);
     expect(input[2]).toContain('--comment "berth egress guard"');
     expect(jumpsIn('-N DOCKER-USER\n-A DOCKER-USER -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-br-0123456789ab\n-A DOCKER-USER -i br-x -j BERTH-br-y\n-A DOCKER-USER -j RETURN', 'DOCKER-USER'))
       .toEqual(['br-0123456789ab']);
     expect(jumpsIn('-A INPUT -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-IN-br-0123456789ab\n-A INPUT -i br-0123456789ab -j BERTH-br-0123456789ab', 'INPUT'))
       .toEqual(['br-0123456789ab']);
-    // the host itself is checked against the metadata ranges only: an operator's range stays reachable there
-    const both = restoreInput('br-0123456789ab', ['169.254.0.0/16', '10.0.0.0/8']);
+    // the host itself is checked against the metadata ranges only: an operator's or a private range stays reachable there
+    const both = restoreInput(bridge, { deny: ['169.254.0.0/16', '10.0.0.0/8'], allow: [] });
     expect(both).toMatch(/^-A BERTH-br-0123456789ab .*--ctorigdst 10\.0\.0\.0\/8 .*DROP$/m);
-    expect(both).not.toMatch(/^-A BERTH-IN-br-0123456789ab .*10\.0\.0\.0\/8/m);
+    expect(both).not.toMatch(/^-A BERTH-IN-br-0123456789ab .*(10\.0\.0\.0\/8|192\.168)/m);
     expect(both).toMatch(/^-A BERTH-IN-br-0123456789ab .*--ctorigdst 169\.254\.0\.0\/16 .*DROP$/m);
   });
 
   it('auto: a guard that cannot be installed is one warning that says what is exposed; require: an error that names no detail', async () => {
     const m = memoryLog();
-    const auto = new EgressGuard({ mode: 'auto', deny: ['169.254.0.0/16'], log: m.log, iptables: '/nonexistent/iptables', hasInterface: () => true });
+    const auto = new EgressGuard({ mode: 'auto', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, iptables: '/nonexistent/iptables', hasInterface: () => true });
     await auto.apply(['br-0123456789ab']);
     await auto.apply(['br-0123456789ab']);
     expect(await auto.recheck()).toBe(false);
     const warnings = m.lines().filter((l) => l.level === 40);
     expect(warnings).toHaveLength(1);
     expect(warnings[0].msg).toMatch(/egress guard not installed: cannot read iptables .*metadata service \(169\.254\.169\.254\).*tried again every minute/);
-    const remote = new EgressGuard({ mode: 'require', deny: ['169.254.0.0/16'], log: m.log, hasInterface: () => false });
+    const remote = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, hasInterface: () => false });
     await expect(remote.apply(['br-0123456789ab'])).rejects.toThrow(/^the platform's network guard is not in place/);
     expect(m.lines().some((l) => l.level === 50 && /bridge br-0123456789ab is not on this machine \(a remote or rootless Docker daemon\)/.test(l.msg))).toBe(true);
-    const odd = new EgressGuard({ mode: 'require', deny: ['169.254.0.0/16'], log: m.log, hasInterface: () => true });
+    const odd = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, hasInterface: () => true });
     await expect(odd.apply(['br-x y'])).rejects.toThrow(/network guard is not in place/);
-    const off = new EgressGuard({ mode: 'off', deny: ['169.254.0.0/16'], log: m.log, iptables: '/nonexistent/iptables' });
+    const off = new EgressGuard({ mode: 'off', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, iptables: '/nonexistent/iptables' });
     await off.apply(['br-0123456789ab']);
     expect(await off.recheck()).toBe(false);
     expect(m.lines().filter((l) => l.level === 40)).toHaveLength(1);
@@ -121,13 +139,15 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   // never the real metadata and resolver addresses of the machine running the test, 169.254.169.x)
   const octet = 200 + (randomBytes(1)[0] % 50);
   const metadata = `169.254.${octet}.77`;
-  // and a LAN range the operator denies: forwarded traffic to it is dropped, the host's own address in it is not
+  // and a private "LAN" (denied by default): the operator allows its lower half, except .77 which
+  // they deny; forwarded traffic to .77 and .200 is dropped, to .78 let through, and the host's own
+  // address in it is reachable
   const lan = `10.213.${octet}`;
-  const deny = [`169.254.${octet}.0/24`, `${lan}.0/24`];
+  const policy: EgressPolicy = { deny: deniedRanges([`${lan}.77/32`]), allow: [`${lan}.0/25`] };
   let hostServer: ReturnType<typeof createServer> | undefined;
   const listeners: ChildProcess[] = [];
   const m = memoryLog();
-  const guard = new EgressGuard({ mode: 'require', deny, log: m.log });
+  const guard = new EgressGuard({ mode: 'require', policy, log: m.log });
   const runtime = createRuntime({ log: m.log, networks: { app: guarded, build: guarded }, egress: guard });
   const bridges = new Set<string>();
   let scratch = '';
@@ -199,12 +219,12 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', vethNs, 'up']);
     await run('ip', ['netns', 'exec', ns, 'ip', 'route', 'add', 'default', 'via', `169.254.${octet}.1`]);
     await run('ip', ['addr', 'add', `${lan}.1/24`, 'dev', vethHost]);
-    await run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${lan}.77/24`, 'dev', vethNs]);
+    for (const host of [77, 78, 200]) await run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${lan}.${host}/24`, 'dev', vethNs]);
     hostServer = createServer((c) => c.end('reached the host\n'));
     await new Promise<void>((resolve) => hostServer!.listen(8099, `${lan}.1`, resolve));
     const servers = [
       `require('net').createServer((s) => s.end('reached 80\\n')).listen(80, '${metadata}', up)`,
-      `require('net').createServer((s) => s.end('reached lan 80\\n')).listen(80, '${lan}.77', up)`,
+      ...[77, 78, 200].map((host) => `require('net').createServer((s) => s.end('reached lan ${host}\\n')).listen(80, '${lan}.${host}', up)`),
       `require('net').createServer((s) => s.end('reached 53\\n')).listen(53, '${metadata}', up)`,
       `require('dgram').createSocket('udp4').on('message', () => console.log('udp')).bind(53, '${metadata}', up)`,
     ];
@@ -249,9 +269,12 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     const before = udpQueries;
     await probe(guarded, 53, true);
     expect(udpQueries).toBeGreaterThan(before);
-    // the operator's LAN range: dropped when forwarded; the host's own address in it still answers
-    expect(await probe(open, 80, false, `${lan}.77`)).toContain('reached lan 80');
+    // a private range: dropped when forwarded unless allowed, and an address the operator denies
+    // stays dropped inside an allowed range; the host's own address in it still answers
+    for (const host of [77, 78, 200]) expect(await probe(open, 80, false, `${lan}.${host}`)).toContain(`reached lan ${host}`);
+    expect(await probe(guarded, 80, false, `${lan}.200`)).not.toContain('reached');
     expect(await probe(guarded, 80, false, `${lan}.77`)).not.toContain('reached');
+    expect(await probe(guarded, 80, false, `${lan}.78`)).toContain('reached lan 78');
     expect(await probe(guarded, 8099, false, `${lan}.1`)).toContain('reached the host');
     const build = await buildProbe();
     expect(build).toMatch(/rc=[1-9]/);
@@ -268,7 +291,9 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await probe(guarded, 80)).not.toContain('reached');
     expect(await guard.recheck()).toBe(false);
     // a chain changed by hand (its DROP gone) is rebuilt too
-    await run('iptables', ['-w', '10', '-D', `BERTH-${bridge}`, ...chainRules(deny)[2]]);
+    const metadataDrop = forwardRules(bridge, policy)[3];
+    expect(metadataDrop.join(' ')).toMatch(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/);
+    await run('iptables', ['-w', '10', '-D', `BERTH-${bridge}`, ...metadataDrop]);
     expect(await guard.recheck()).toBe(true);
     expect(m.lines().some((l) => l.level === 40 && /egress guard rules were removed or changed/.test(l.msg))).toBe(true);
   }, 120_000);
@@ -284,7 +309,7 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
       return f;
     };
     const log = memoryLog();
-    const later = new EgressGuard({ mode: 'auto', deny, log: log.log, iptables: await wrap('iptables'), iptablesRestore: await wrap('iptables-restore') });
+    const later = new EgressGuard({ mode: 'auto', policy, log: log.log, iptables: await wrap('iptables'), iptablesRestore: await wrap('iptables-restore') });
     await later.apply([bridge]);
     expect(log.lines().some((l) => l.level === 40 && /egress guard not installed/.test(l.msg))).toBe(true);
     expect(await probe(guarded, 80)).toContain('reached 80');
