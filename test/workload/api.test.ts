@@ -392,14 +392,22 @@ describe('/workload/* (the original platform\'s paths)', () => {
     expect(start.status, start.text).toBe(200);
     const id = start.body.test_id;
     expect(start.body.status).toBe('running');
-    await new Promise((res) => setTimeout(res, 1300));
-    const st = await a.get(`/workload/status/${id}`);
-    expect(st.body).toMatchObject({ test_id: id, status: 'running' });
-    expect(st.body.metrics.total_requests).toBeGreaterThan(0);
-    const list = await a.get('/workload/list');
-    expect(list.body.tests[0]).toMatchObject({ test_id: id, status: 'running', pattern: 'constant' });
-    const stop = await a.post(`/workload/stop/${id}`);
-    expect(stop.body).toMatchObject({ test_id: id, status: 'stopped' });
+    try {
+      // live metrics come with the run's first progress report (about a second; later on a loaded machine)
+      let st = await a.get(`/workload/status/${id}`);
+      for (const until = Date.now() + 15_000; st.body.metrics === null && Date.now() < until;) {
+        await new Promise((res) => setTimeout(res, 200));
+        st = await a.get(`/workload/status/${id}`);
+      }
+      expect(st.body).toMatchObject({ test_id: id, status: 'running' });
+      expect(st.body.metrics.total_requests).toBeGreaterThan(0);
+      const list = await a.get('/workload/list');
+      expect(list.body.tests[0]).toMatchObject({ test_id: id, status: 'running', pattern: 'constant' });
+    } finally {
+      // (stopped whatever happened above: a run left going would hold the user's only workload slot)
+      const stop = await a.post(`/workload/stop/${id}`);
+      expect(stop.body).toMatchObject({ test_id: id, status: 'stopped' });
+    }
     const m = await a.get(`/workload/metrics/${id}`);
     expect(m.body.metrics.series.length).toBeGreaterThanOrEqual(1);
     expect((await b.get(`/workload/status/${id}`)).status).toBe(404);
