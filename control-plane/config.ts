@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
-import { deniedRanges, egressGuardMode, parseEgressRanges, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
+import { defaultHostPorts, deniedRanges, egressGuardMode, parseEgressRanges, parseHostPorts, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -197,6 +197,10 @@ export interface ControlPlaneOptions {
   egressGuard?: EgressGuardMode;
   egressDeny?: string[];
   egressAllow?: string[];
+  /** TCP ports containers may open on the host's own addresses (BERTH_EGRESS_HOST_PORTS; default 80, 443 and the proxy's ports) */
+  egressHostPorts?: number[] | 'all';
+  /** the ports of the proxy `berth up` starts beside this control plane (opened to containers on the host) */
+  proxyPorts?: number[];
   /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
   autoscale?: Partial<AutoscaleConfig>;
   /** The workload generator: the proxy it sends through (BERTH_PROXY_URL) and limits (BERTH_WORKLOAD_*) */
@@ -311,6 +315,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
   dockerOptions(o.dockerHost || undefined);
   const env = o.env ?? process.env.BERTH_ENV ?? 'development';
   const production = env === 'production';
+  const workloads = workloadConfig(o.workloads);
   return {
     host: o.host ?? '127.0.0.1',
     port: o.port ?? 3000,
@@ -401,10 +406,25 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     egressPolicy: {
       deny: deniedRanges(o.egressDeny ?? parseEgressRanges(process.env.BERTH_EGRESS_DENY ?? '', 'deny')),
       allow: o.egressAllow ?? parseEgressRanges(process.env.BERTH_EGRESS_ALLOW ?? '', 'allow'),
+      hostPorts: o.egressHostPorts ?? (process.env.BERTH_EGRESS_HOST_PORTS?.trim()
+        ? parseHostPorts(process.env.BERTH_EGRESS_HOST_PORTS)
+        // the proxy's ports: the one workloads send through, the public URL's, and those `berth up` starts
+        : defaultHostPorts([urlPort(workloads.proxyUrl), urlPort(process.env.BERTH_PUBLIC_URL), ...(o.proxyPorts ?? [])])),
     },
     autoscale: autoscaleConfig(o.autoscale),
-    workloads: workloadConfig(o.workloads),
+    workloads,
   };
+}
+
+/** The port of an http(s) URL (0 when there is none, or it is not a URL: config checks it elsewhere). */
+function urlPort(url: string | undefined): number {
+  if (!url) return 0;
+  try {
+    const u = new URL(url.trim());
+    return u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : u.protocol === 'http:' ? 80 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 function revisionsKept(n: number | null | undefined): number | null {

@@ -61,6 +61,8 @@ export async function up(o: {
   const cp = await startControlPlane({
     host: api.host, port: api.port, dataDir: o.dataDir, databaseUrl: o.databaseUrl, dockerHost: o.dockerHost,
     proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
+    // apps may call each other through this proxy on the host's addresses (runtime/egress.ts)
+    proxyPorts: [px.port, o.tls?.port ?? 0],
     // no app may take a name of the proxy's own: the listen name too (the public URL's host the control plane adds)
     reservedHostnames: [...(o.ownNames ?? []), ...listenName],
   });

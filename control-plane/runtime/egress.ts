@@ -19,6 +19,13 @@ import { UsageError } from '../../shared/cli/args.js';
  * Traffic between containers of one bridge is left to Docker's own rules (berth networks disable
  * it).
  *
+ * The host itself, reached through its own addresses (the bridge's gateway, its LAN address), is
+ * not the internet either: it runs the operator's services (a Consul agent, an exporter, sshd, a
+ * published port's docker-proxy when ports are published on 0.0.0.0). Containers may reach the
+ * host's TCP ports in BERTH_EGRESS_HOST_PORTS only — by default 80, 443 and the proxy's own ports,
+ * so apps can call each other through the proxy — and DNS; `all` opens every port (the metadata
+ * ranges excepted).
+ *
  * DNS (port 53, UDP and TCP) to a denied range is let through: Docker's embedded DNS forwards a
  * container's queries from inside the container's network namespace, and GCP's resolver is
  * 169.254.169.254 itself (AWS's 169.254.169.253, Azure's 168.63.129.16): dropping it would break
@@ -59,17 +66,19 @@ export interface EgressPolicy {
   deny: readonly string[];
   /** opened in the private ranges (parseEgressRanges(…, 'allow')) */
   allow: readonly string[];
+  /** TCP ports containers may open on the host's own addresses (parseHostPorts()), or all of them */
+  hostPorts: readonly number[] | 'all';
 }
 
 /**
  * Where a bridge's traffic is checked, each hook by a chain of its own: forwarded traffic
  * (DOCKER-USER) against every denied range and the private ones; traffic to the host itself
- * (INPUT) against the metadata ranges only, since the host's own LAN address serves the proxy,
- * which apps may call (a private or operator's range must not cut them off from it).
+ * (INPUT) against the metadata ranges and the host ports, since the host's own LAN address serves
+ * the proxy, which apps may call (a private or operator's range must not cut them off from it).
  */
 const HOOKS = [
   { hook: 'DOCKER-USER', prefix: 'BERTH-', rules: (bridge: string, p: EgressPolicy) => forwardRules(bridge, p) },
-  { hook: 'INPUT', prefix: 'BERTH-IN-', rules: () => denyRules(METADATA_RANGES) },
+  { hook: 'INPUT', prefix: 'BERTH-IN-', rules: (_bridge: string, p: EgressPolicy) => inputRules(p) },
 ] as const;
 type Hook = (typeof HOOKS)[number];
 /** Linux interface names: at most 15 bytes; berth's bridges are `br-` and 12 hex digits */
@@ -137,6 +146,45 @@ export function forwardRules(bridge: string, p: EgressPolicy): string[][] {
   for (const cidr of p.allow) out.push(['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'RETURN']);
   out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r))));
   return out;
+}
+
+/**
+ * A bridge's rules for traffic to the host itself (arguments after `-A <chain>`), in order: the
+ * metadata ranges dropped (DNS excepted: a redirected metadata address may be the resolver); DNS
+ * and the host ports let through; every other connection a container opens to the host dropped.
+ * Replies to the host's own connections (the proxy's, health checks) are the other direction.
+ */
+export function inputRules(p: EgressPolicy): string[][] {
+  const out = denyRules(METADATA_RANGES);
+  if (p.hostPorts === 'all') return out;
+  const opened = ['-m', 'conntrack', '--ctdir', 'ORIGINAL'];
+  for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...opened, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
+  for (const port of p.hostPorts) out.push(['-p', 'tcp', ...opened, '-m', 'tcp', '--dport', String(port), ...COMMENT_ARGS, '-j', 'RETURN']);
+  out.push([...opened, ...COMMENT_ARGS, '-j', 'DROP']);
+  return out;
+}
+
+/**
+ * TCP ports apps and builds may open on the host's own addresses: comma-separated port numbers,
+ * `all`, or `none`.
+ */
+export function parseHostPorts(text: string): number[] | 'all' {
+  const t = text.trim().toLowerCase();
+  if (t === 'all') return 'all';
+  if (t === 'none') return [];
+  const out: number[] = [];
+  for (const raw of t.split(',')) {
+    const item = raw.trim();
+    const port = /^[1-9][0-9]{0,4}$/.test(item) ? Number(item) : 0;
+    if (port < 1 || port > 65535) throw new UsageError(`egress host port "${item}" is not a port number 1-65535; give a comma-separated list, "all" or "none"`);
+    if (!out.includes(port)) out.push(port);
+  }
+  return out;
+}
+
+/** The host ports open when the operator names none: HTTP, HTTPS and the proxy's own (0: not known). */
+export function defaultHostPorts(proxyPorts: readonly number[]): number[] {
+  return [...new Set([80, 443, ...proxyPorts.filter((p) => p > 0 && p < 65536)])];
 }
 
 /** Rules that drop these ranges (arguments after `-A <chain>`), in order: DNS through, the rest of each range dropped. */
@@ -240,7 +288,7 @@ export class EgressGuard {
     const why = await this.install(this.bridges).then(() => null, (e: Error) => e.message);
     if (why === null) {
       if (this.state !== 'installed') {
-        log.info({ bridges: this.bridges, deny: [...policy.deny, ...PRIVATE_RANGES.filter((r) => !policy.allow.includes(r))], allow: policy.allow },
+        log.info({ bridges: this.bridges, deny: [...policy.deny, ...PRIVATE_RANGES.filter((r) => !policy.allow.includes(r))], allow: policy.allow, hostPorts: policy.hostPorts },
           'egress guard in place: apps and builds cannot reach the deny ranges (DNS excepted)');
       }
       this.state = 'installed';

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime } from '../../control-plane/runtime/docker.js';
-import { deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, jumpsIn, parseEgressRanges, PRIVATE_RANGES, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
+import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,7 +62,7 @@ describe('egress guard settings', () => {
     expect(rules[1]).toMatch(/^-p tcp .*--dport 53 .*-j RETURN$/);
     expect(rules[2]).toMatch(/^-m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
     const bridge = 'br-0123456789ab';
-    const fwd = forwardRules(bridge, { deny: ['169.254.0.0/16', '10.1.0.0/16'], allow: ['10.0.0.0/8', '192.168.7.0/24'] }).map((r) => r.join(' '));
+    const fwd = forwardRules(bridge, { deny: ['169.254.0.0/16', '10.1.0.0/16'], allow: ['10.0.0.0/8', '192.168.7.0/24'], hostPorts: 'all' }).map((r) => r.join(' '));
     expect(fwd[0]).toMatch(/^-o br-0123456789ab .*-j RETURN$/);
     const at = (re: RegExp) => fwd.findIndex((r) => re.test(r));
     // the operator's deny comes before the allow that contains it; the metadata before everything
@@ -73,9 +73,9 @@ describe('egress guard settings', () => {
     expect(at(/--ctorigdst 10\.0\.0\.0\/8 .*DROP$/)).toBe(-1);
     expect(at(/--ctorigdst 172\.16\.0\.0\/12 .*DROP$/)).toBeGreaterThan(at(/192\.168\.7\.0\/24 .*RETURN$/));
     expect(at(/--ctorigdst 100\.64\.0\.0\/10 .*--dport 53 .*RETURN$/)).toBeGreaterThan(0);
-    const none = forwardRules(bridge, { deny: deniedRanges([]), allow: [] }).map((r) => r.join(' '));
+    const none = forwardRules(bridge, { deny: deniedRanges([]), allow: [], hostPorts: 'all' }).map((r) => r.join(' '));
     for (const r of PRIVATE_RANGES) expect(none.some((l) => l.includes(`--ctorigdst ${r} `) && l.endsWith('DROP'))).toBe(true);
-    const input = restoreInput(bridge, { deny: ['169.254.0.0/16'], allow: [] }).split('\n');
+    const input = restoreInput(bridge, { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }).split('\n');
     expect(input.slice(0, 2)).toEqual(['*filter', ':BERTH-br-0123456789ab - [0:0]']);
     expect(input[2]).toContain('--comment "berth egress guard"');
     expect(jumpsIn('-N DOCKER-USER\n-A DOCKER-USER -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-br-0123456789ab\n-A DOCKER-USER -i br-x -j BERTH-br-y\n-A DOCKER-USER -j RETURN', 'DOCKER-USER'))
@@ -83,27 +83,44 @@ describe('egress guard settings', () => {
     expect(jumpsIn('-A INPUT -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-IN-br-0123456789ab\n-A INPUT -i br-0123456789ab -j BERTH-br-0123456789ab', 'INPUT'))
       .toEqual(['br-0123456789ab']);
     // the host itself is checked against the metadata ranges only: an operator's or a private range stays reachable there
-    const both = restoreInput(bridge, { deny: ['169.254.0.0/16', '10.0.0.0/8'], allow: [] });
+    const both = restoreInput(bridge, { deny: ['169.254.0.0/16', '10.0.0.0/8'], allow: [], hostPorts: [80, 443] });
     expect(both).toMatch(/^-A BERTH-br-0123456789ab .*--ctorigdst 10\.0\.0\.0\/8 .*DROP$/m);
     expect(both).not.toMatch(/^-A BERTH-IN-br-0123456789ab .*(10\.0\.0\.0\/8|192\.168)/m);
     expect(both).toMatch(/^-A BERTH-IN-br-0123456789ab .*--ctorigdst 169\.254\.0\.0\/16 .*DROP$/m);
   });
 
+  it("the host's own addresses: DNS and the host ports open, every other connection a container opens dropped, the metadata ranges first", () => {
+    const rules = inputRules({ deny: deniedRanges([]), allow: [], hostPorts: [80, 8080] }).map((r) => r.join(' '));
+    const at = (re: RegExp) => rules.findIndex((r) => re.test(r));
+    expect(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/)).toBeGreaterThanOrEqual(0);
+    expect(at(/^-p udp -m conntrack --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/)).toBeGreaterThan(at(/--ctorigdst 100\.100\.100\.200\/32 .*DROP$/));
+    expect(at(/^-p tcp -m conntrack --ctdir ORIGINAL -m tcp --dport 8080 .*RETURN$/)).toBeGreaterThan(0);
+    expect(rules[rules.length - 1]).toMatch(/^-m conntrack --ctdir ORIGINAL .*-j DROP$/);
+    // (the private ranges and the operator's are for forwarded traffic: the host's LAN address serves the proxy)
+    expect(rules.some((r) => /10\.0\.0\.0/.test(r))).toBe(false);
+    expect(inputRules({ deny: [], allow: [], hostPorts: 'all' }).map((r) => r.join(' ')).every((r) => r.includes('--ctorigdst 1'))).toBe(true);
+    expect(parseHostPorts(' 80, 8080,80')).toEqual([80, 8080]);
+    expect(parseHostPorts('ALL')).toBe('all');
+    expect(parseHostPorts('none')).toEqual([]);
+    for (const bad of ['0', '65536', '08', '80;', '', 'http', '80,']) expect(() => parseHostPorts(bad), bad).toThrow(/^egress host port ".*" is not a port number 1-65535/);
+    expect(defaultHostPorts([8080, 0, 443, 8443])).toEqual([80, 443, 8080, 8443]);
+  });
+
   it('auto: a guard that cannot be installed is one warning that says what is exposed; require: an error that names no detail', async () => {
     const m = memoryLog();
-    const auto = new EgressGuard({ mode: 'auto', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, iptables: '/nonexistent/iptables', hasInterface: () => true });
+    const auto = new EgressGuard({ mode: 'auto', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, iptables: '/nonexistent/iptables', hasInterface: () => true });
     await auto.apply(['br-0123456789ab']);
     await auto.apply(['br-0123456789ab']);
     expect(await auto.recheck()).toBe(false);
     const warnings = m.lines().filter((l) => l.level === 40);
     expect(warnings).toHaveLength(1);
     expect(warnings[0].msg).toMatch(/egress guard not installed: cannot read iptables .*metadata service \(169\.254\.169\.254\).*tried again every minute/);
-    const remote = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, hasInterface: () => false });
+    const remote = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, hasInterface: () => false });
     await expect(remote.apply(['br-0123456789ab'])).rejects.toThrow(/^the platform's network guard is not in place/);
     expect(m.lines().some((l) => l.level === 50 && /bridge br-0123456789ab is not on this machine \(a remote or rootless Docker daemon\)/.test(l.msg))).toBe(true);
-    const odd = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, hasInterface: () => true });
+    const odd = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, hasInterface: () => true });
     await expect(odd.apply(['br-x y'])).rejects.toThrow(/network guard is not in place/);
-    const off = new EgressGuard({ mode: 'off', policy: { deny: ['169.254.0.0/16'], allow: [] }, log: m.log, iptables: '/nonexistent/iptables' });
+    const off = new EgressGuard({ mode: 'off', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, iptables: '/nonexistent/iptables' });
     await off.apply(['br-0123456789ab']);
     expect(await off.recheck()).toBe(false);
     expect(m.lines().filter((l) => l.level === 40)).toHaveLength(1);
@@ -143,8 +160,9 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   // they deny; forwarded traffic to .77 and .200 is dropped, to .78 let through, and the host's own
   // address in it is reachable
   const lan = `10.213.${octet}`;
-  const policy: EgressPolicy = { deny: deniedRanges([`${lan}.77/32`]), allow: [`${lan}.0/25`] };
+  const policy: EgressPolicy = { deny: deniedRanges([`${lan}.77/32`]), allow: [`${lan}.0/25`], hostPorts: [8099] };
   let hostServer: ReturnType<typeof createServer> | undefined;
+  let closedServer: ReturnType<typeof createServer> | undefined;
   const listeners: ChildProcess[] = [];
   const m = memoryLog();
   const guard = new EgressGuard({ mode: 'require', policy, log: m.log });
@@ -222,6 +240,8 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     for (const host of [77, 78, 200]) await run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${lan}.${host}/24`, 'dev', vethNs]);
     hostServer = createServer((c) => c.end('reached the host\n'));
     await new Promise<void>((resolve) => hostServer!.listen(8099, `${lan}.1`, resolve));
+    closedServer = createServer((c) => c.end('reached a closed host port\n'));
+    await new Promise<void>((resolve) => closedServer!.listen(8098, `${lan}.1`, resolve));
     const servers = [
       `require('net').createServer((s) => s.end('reached 80\\n')).listen(80, '${metadata}', up)`,
       ...[77, 78, 200].map((host) => `require('net').createServer((s) => s.end('reached lan ${host}\\n')).listen(80, '${lan}.${host}', up)`),
@@ -243,6 +263,7 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   afterAll(async () => {
     for (const p of listeners) p.kill();
     hostServer?.close();
+    closedServer?.close();
     const left = await docker.listContainers({ all: true, filters: JSON.stringify({ label: ['berth.test=egress-guard'] }) }).catch(() => []);
     for (const c of left) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
     for (const b of bridges) {
@@ -276,6 +297,9 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await probe(guarded, 80, false, `${lan}.77`)).not.toContain('reached');
     expect(await probe(guarded, 80, false, `${lan}.78`)).toContain('reached lan 78');
     expect(await probe(guarded, 8099, false, `${lan}.1`)).toContain('reached the host');
+    // the host's other ports: closed to containers on the berth network, open on an unguarded bridge
+    expect(await probe(open, 8098, false, `${lan}.1`)).toContain('reached a closed host port');
+    expect(await probe(guarded, 8098, false, `${lan}.1`)).not.toContain('reached');
     const build = await buildProbe();
     expect(build).toMatch(/rc=[1-9]/);
     expect(build).not.toContain('reached');
