@@ -6,6 +6,8 @@ import { pino } from 'pino';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime } from '../../control-plane/runtime/docker.js';
+import { resolveConfig } from '../../control-plane/config.js';
+import { tenantOptions } from '../../control-plane/cli.js';
 import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -104,6 +106,30 @@ describe('egress guard settings', () => {
     expect(parseHostPorts('none')).toEqual([]);
     for (const bad of ['0', '65536', '08', '80;', '', 'http', '80,']) expect(() => parseHostPorts(bad), bad).toThrow(/^egress host port ".*" is not a port number 1-65535/);
     expect(defaultHostPorts([8080, 0, 443, 8443])).toEqual([80, 443, 8080, 8443]);
+  });
+
+  it('the control plane: private ranges closed unless allowed, host ports from the proxy URLs, flags and variables read', () => {
+    const saved = { ...process.env };
+    try {
+      for (const k of ['BERTH_EGRESS_DENY', 'BERTH_EGRESS_ALLOW', 'BERTH_EGRESS_HOST_PORTS', 'BERTH_PROXY_URL', 'BERTH_PUBLIC_URL']) delete process.env[k];
+      const plain = resolveConfig({}).egressPolicy;
+      expect(plain).toEqual({ deny: deniedRanges([]), allow: [], hostPorts: [80, 443, 8080] });
+      process.env.BERTH_PROXY_URL = 'http://127.0.0.1:9080';
+      process.env.BERTH_PUBLIC_URL = 'https://apps.example.com:8443';
+      expect(resolveConfig({ proxyPorts: [0, 7443] }).egressPolicy.hostPorts).toEqual([80, 443, 9080, 8443, 7443]);
+      process.env.BERTH_EGRESS_HOST_PORTS = 'all';
+      process.env.BERTH_EGRESS_ALLOW = 'private';
+      process.env.BERTH_EGRESS_DENY = '10.9.0.0/16';
+      expect(resolveConfig({}).egressPolicy).toEqual({ deny: deniedRanges(['10.9.0.0/16']), allow: [...PRIVATE_RANGES], hostPorts: 'all' });
+      expect(resolveConfig({ egressHostPorts: [22], egressAllow: [] }).egressPolicy).toMatchObject({ allow: [], hostPorts: [22] });
+      process.env.BERTH_EGRESS_HOST_PORTS = '80,ssh';
+      expect(() => resolveConfig({})).toThrow(/egress host port "ssh"/);
+      const flags = tenantOptions({ 'egress-host-ports': 'none', 'egress-allow': '10.1.2.3' });
+      expect(flags).toMatchObject({ egressHostPorts: [], egressAllow: ['10.1.2.3/32'] });
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
   });
 
   it('auto: a guard that cannot be installed is one warning that says what is exposed; require: an error that names no detail', async () => {
