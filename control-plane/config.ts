@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
-import { defaultHostPorts, deniedRanges, egressGuardMode, parseEgressRanges, parseHostPorts, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
+import { defaultHostPorts, deniedRanges, egressGuardMode, parseEgressRanges, parseHostPorts, proxyAllow, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -405,7 +405,8 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     egressGuard: o.egressGuard ?? egressGuardMode(process.env.BERTH_EGRESS_GUARD || 'auto'),
     egressPolicy: {
       deny: deniedRanges(o.egressDeny ?? parseEgressRanges(process.env.BERTH_EGRESS_DENY ?? '', 'deny')),
-      allow: o.egressAllow ?? parseEgressRanges(process.env.BERTH_EGRESS_ALLOW ?? '', 'allow'),
+      // (and the proxy, when its URL names a private address: apps call each other through it)
+      allow: [...new Set([...(o.egressAllow ?? parseEgressRanges(process.env.BERTH_EGRESS_ALLOW ?? '', 'allow')), ...proxyAllow([workloads.proxyUrl, process.env.BERTH_PUBLIC_URL])])],
       hostPorts: o.egressHostPorts ?? (process.env.BERTH_EGRESS_HOST_PORTS?.trim()
         ? parseHostPorts(process.env.BERTH_EGRESS_HOST_PORTS)
         // the proxy's ports: the one workloads send through, the public URL's, and those `berth up` starts

@@ -40,6 +40,9 @@ export interface UpHandle {
   close(): Promise<void>;
 }
 
+/** A listen host as clients reach it: the wildcard as loopback, IPv6 in brackets. */
+const shownHost = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h.includes(':') ? `[${h}]` : h);
+
 /** Start both in this process; used by `run` and by tests. */
 export async function up(o: {
   apiListen: string; proxyListen: string; adminListen: string; dataDir: string;
@@ -63,6 +66,8 @@ export async function up(o: {
     proxyToken: o.proxyToken?.trim() ? o.proxyToken : token, jwtSecret: process.env.BERTH_JWT_SECRET, quiet: o.quiet, ...o.tenant,
     // apps may call each other through this proxy on the host's addresses (runtime/egress.ts)
     proxyPorts: [px.port, o.tls?.port ?? 0],
+    // (the proxy workloads send through is this one: BERTH_PROXY_URL's port is not opened besides)
+    ...(px.port !== 0 ? { workloads: { ...o.tenant?.workloads, proxyUrl: `http://${shownHost(px.host)}:${px.port}` } } : {}),
     // no app may take a name of the proxy's own: the listen name too (the public URL's host the control plane adds)
     reservedHostnames: [...(o.ownNames ?? []), ...listenName],
   });
@@ -83,7 +88,7 @@ export async function up(o: {
     await cp.close().catch(() => {});
     throw e;
   }
-  const shown = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h.includes(':') ? `[${h}]` : h);
+  const shown = shownHost;
   cp.config.workloads.proxyUrl = `http://${shown(px.host)}:${proxy.port}`; // workloads (/api/workloads) send their load through this proxy
   cp.app.publicInfo.proxyUrl ??= `http://${shown(px.host)}:${proxy.port}`; // clients print app URLs from it (GET /api/info)
   return {

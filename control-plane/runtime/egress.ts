@@ -31,13 +31,16 @@ import { UsageError } from '../../shared/cli/args.js';
  * 169.254.169.254 itself (AWS's 169.254.169.253, Azure's 168.63.129.16): dropping it would break
  * name resolution for every app and build on those clouds.
  *
- * Rules match the connection's original destination (conntrack): two iptables chains per berth
- * bridge, rebuilt whole in one `iptables-restore --noflush` transaction. `BERTH-<bridge>` is jumped
- * to from DOCKER-USER (forwarded traffic; the chain Docker consults before its own rules and never
- * flushes) and drops every denied range; `BERTH-IN-<bridge>` from INPUT (traffic to the host
- * itself) drops the metadata ranges only, so a metadata address the host redirects to itself (the
- * ECS agent does, to 127.0.0.1) is caught while the host's own LAN address, where the proxy
- * answers, stays reachable whatever the operator denies. Chains of bridges that are gone (a
+ * Rules match the connection's original destination (conntrack), and for forwarded traffic also
+ * where a redirect (DNAT) really took it: two iptables chains per bridge, rebuilt whole in one
+ * `iptables-restore --noflush` transaction. `BERTH-<bridge>` is jumped to from DOCKER-USER
+ * (forwarded traffic; the chain Docker consults before its own rules and never flushes) and drops
+ * every denied range and the private ones; `BERTH-IN-<bridge>` from INPUT (traffic to the host
+ * itself) drops the metadata ranges, so a metadata address the host redirects to itself (the ECS
+ * agent does, to 127.0.0.1) is caught, and every port but DNS and the host ports, while the host's
+ * own LAN address, where the proxy answers, stays reachable on them. Packets conntrack cannot place
+ * in a connection (INVALID, UNTRACKED: crafted with a build step's raw sockets) are dropped in
+ * both. Chains of bridges that are gone (a
  * network removed and made again) are removed; rules removed by someone else (a firewall reload)
  * are put back by recheck(), which the control plane runs every minute, and which also retries a
  * guard that could not be installed.
@@ -141,12 +144,17 @@ const COMMENT_ARGS = ['-m', 'comment', '--comment', COMMENT];
  * the private ranges dropped (DNS excepted), those allowed whole left out.
  */
 export function forwardRules(bridge: string, p: EgressPolicy): string[][] {
-  const out: string[][] = [['-o', bridge, ...COMMENT_ARGS, '-j', 'RETURN']];
-  out.push(...denyRules(p.deny));
-  for (const cidr of p.allow) out.push(['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'RETURN']);
-  out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r))));
+  const out: string[][] = [['-o', bridge, ...COMMENT_ARGS, '-j', 'RETURN'], UNPLACED_DROP];
+  out.push(...denyRules(p.deny, true));
+  for (const cidr of p.allow) {
+    for (const match of ['--ctorigdst', '--ctreplsrc']) out.push(['-m', 'conntrack', match, cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'RETURN']);
+  }
+  out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r)), true));
   return out;
 }
+
+/** Packets that belong to no connection conntrack knows: nothing a container needs sends them. */
+const UNPLACED_DROP = ['-m', 'conntrack', '--ctstate', 'INVALID,UNTRACKED', ...COMMENT_ARGS, '-j', 'DROP'];
 
 /**
  * A bridge's rules for traffic to the host itself (arguments after `-A <chain>`), in order: the
@@ -155,7 +163,7 @@ export function forwardRules(bridge: string, p: EgressPolicy): string[][] {
  * Replies to the host's own connections (the proxy's, health checks) are the other direction.
  */
 export function inputRules(p: EgressPolicy): string[][] {
-  const out = denyRules(METADATA_RANGES);
+  const out = [UNPLACED_DROP, ...denyRules(METADATA_RANGES)];
   if (p.hostPorts === 'all') return out;
   const opened = ['-m', 'conntrack', '--ctdir', 'ORIGINAL'];
   for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...opened, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
@@ -187,8 +195,13 @@ export function defaultHostPorts(proxyPorts: readonly number[]): number[] {
   return [...new Set([80, 443, ...proxyPorts.filter((p) => p > 0 && p < 65536)])];
 }
 
-/** Rules that drop these ranges (arguments after `-A <chain>`), in order: DNS through, the rest of each range dropped. */
-export function denyRules(ranges: readonly string[]): string[][] {
+/**
+ * Rules that drop these ranges (arguments after `-A <chain>`), in order: DNS through, the rest of
+ * each range dropped — and, for forwarded traffic (`redirected`), connections a redirect (DNAT)
+ * took into the range from an address outside it (a port the host forwards from its public
+ * address to the LAN, an operator's container published on 0.0.0.0).
+ */
+export function denyRules(ranges: readonly string[], redirected = false): string[][] {
   const out: string[][] = [];
   const comment = COMMENT_ARGS;
   for (const cidr of ranges) {
@@ -197,6 +210,44 @@ export function denyRules(ranges: readonly string[]): string[][] {
     const dst = ['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL'];
     for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...dst, '-m', proto, '--dport', '53', ...comment, '-j', 'RETURN']);
     out.push([...dst, ...comment, '-j', 'DROP']);
+    if (redirected) out.push(['-m', 'conntrack', '--ctreplsrc', cidr, '--ctdir', 'ORIGINAL', ...comment, '-j', 'DROP']);
+  }
+  return out;
+}
+
+/** Is this IPv4 address (dotted) in one of these ranges (network/bits)? */
+export function inRanges(address: string, ranges: readonly string[]): boolean {
+  const v = ipv4Value(address);
+  if (v === null) return false;
+  return ranges.some((r) => {
+    const [net, bits] = r.split('/');
+    const n = ipv4Value(net);
+    const mask = Number(bits) === 0 ? 0 : (0xffffffff << (32 - Number(bits))) >>> 0;
+    return n !== null && ((v & mask) >>> 0) === n;
+  });
+}
+
+function ipv4Value(a: string): number | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(a);
+  if (m === null) return null;
+  const o = [m[1], m[2], m[3], m[4]].map(Number);
+  return o.some((x) => x > 255) ? null : ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+}
+
+/**
+ * The proxy's address as a range to allow, when its URL names a private IPv4 address (a proxy on
+ * another machine of the LAN): apps call each other through it. Names are not resolved.
+ */
+export function proxyAllow(urls: readonly (string | undefined)[]): string[] {
+  const out: string[] = [];
+  for (const url of urls) {
+    let host = '';
+    try {
+      host = url ? new URL(url.trim()).hostname : '';
+    } catch {
+      continue;
+    }
+    if (inRanges(host, PRIVATE_RANGES) && !out.includes(`${host}/32`)) out.push(`${host}/32`);
   }
   return out;
 }

@@ -3,12 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime } from '../../control-plane/runtime/docker.js';
 import { resolveConfig } from '../../control-plane/config.js';
 import { tenantOptions } from '../../control-plane/cli.js';
-import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
+import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, inRanges, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, proxyAllow, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,12 +61,18 @@ describe('egress guard settings', () => {
     const rules = denyRules(['169.254.0.0/16']).map((r) => r.join(' '));
     expect(rules).toHaveLength(3);
     expect(rules[0]).toMatch(/^-p udp -m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL -m udp --dport 53 .*-j RETURN$/);
+    expect(denyRules(['169.254.0.0/16'], true).map((r) => r.join(' '))[3]).toMatch(/^-m conntrack --ctreplsrc 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
     expect(rules[1]).toMatch(/^-p tcp .*--dport 53 .*-j RETURN$/);
     expect(rules[2]).toMatch(/^-m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
     const bridge = 'br-0123456789ab';
     const fwd = forwardRules(bridge, { deny: ['169.254.0.0/16', '10.1.0.0/16'], allow: ['10.0.0.0/8', '192.168.7.0/24'], hostPorts: 'all' }).map((r) => r.join(' '));
-    expect(fwd[0]).toMatch(/^-o br-0123456789ab .*-j RETURN$/);
     const at = (re: RegExp) => fwd.findIndex((r) => re.test(r));
+    expect(fwd[0]).toMatch(/^-o br-0123456789ab .*-j RETURN$/);
+    expect(fwd[1]).toMatch(/^-m conntrack --ctstate INVALID,UNTRACKED .*-j DROP$/);
+    // where a redirect took the connection counts too: a denied or private range, unless allowed
+    expect(at(/--ctreplsrc 10\.1\.0\.0\/16 --ctdir ORIGINAL .*DROP$/)).toBe(at(/--ctorigdst 10\.1\.0\.0\/16 .*DROP$/) + 1);
+    expect(at(/--ctreplsrc 192\.168\.7\.0\/24 .*RETURN$/)).toBeLessThan(at(/--ctreplsrc 192\.168\.0\.0\/16 .*DROP$/));
+    expect(at(/--ctreplsrc 172\.16\.0\.0\/12 .*DROP$/)).toBeGreaterThan(0);
     // the operator's deny comes before the allow that contains it; the metadata before everything
     expect(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/)).toBeLessThan(at(/--ctorigdst 10\.1\.0\.0\/16 .*DROP$/));
     expect(at(/--ctorigdst 10\.1\.0\.0\/16 .*DROP$/)).toBeLessThan(at(/--ctorigdst 10\.0\.0\.0\/8 .*RETURN$/));
@@ -100,7 +106,15 @@ describe('egress guard settings', () => {
     expect(rules[rules.length - 1]).toMatch(/^-m conntrack --ctdir ORIGINAL .*-j DROP$/);
     // (the private ranges and the operator's are for forwarded traffic: the host's LAN address serves the proxy)
     expect(rules.some((r) => /10\.0\.0\.0/.test(r))).toBe(false);
-    expect(inputRules({ deny: [], allow: [], hostPorts: 'all' }).map((r) => r.join(' ')).every((r) => r.includes('--ctorigdst 1'))).toBe(true);
+    expect(rules[0]).toMatch(/^-m conntrack --ctstate INVALID,UNTRACKED .*-j DROP$/);
+    // all ports: the unplaced packets and the metadata ranges only
+    expect(inputRules({ deny: [], allow: [], hostPorts: 'all' })).toEqual([inputRules({ deny: [], allow: [], hostPorts: [] })[0], ...denyRules(deniedRanges([]))]);
+    expect(inRanges('10.200.3.4', PRIVATE_RANGES)).toBe(true);
+    expect(inRanges('172.32.0.1', PRIVATE_RANGES)).toBe(false);
+    expect(inRanges('100.127.255.255', PRIVATE_RANGES)).toBe(true);
+    expect(inRanges('apps.example.com', PRIVATE_RANGES)).toBe(false);
+    expect(proxyAllow(['http://10.0.0.7:8080', 'https://192.168.1.2', 'http://127.0.0.1:8080', 'http://apps.internal:80', 'not a url', undefined, 'http://10.0.0.7:9090']))
+      .toEqual(['10.0.0.7/32', '192.168.1.2/32']);
     expect(parseHostPorts(' 80, 8080,80')).toEqual([80, 8080]);
     expect(parseHostPorts('ALL')).toBe('all');
     expect(parseHostPorts('none')).toEqual([]);
@@ -117,11 +131,14 @@ describe('egress guard settings', () => {
       process.env.BERTH_PROXY_URL = 'http://127.0.0.1:9080';
       process.env.BERTH_PUBLIC_URL = 'https://apps.example.com:8443';
       expect(resolveConfig({ proxyPorts: [0, 7443] }).egressPolicy.hostPorts).toEqual([80, 443, 9080, 8443, 7443]);
+      // a proxy on another machine of the LAN: apps reach it through the private ranges
+      process.env.BERTH_PROXY_URL = 'http://10.0.0.7:8080';
+      expect(resolveConfig({ egressAllow: ['192.168.0.0/16'] }).egressPolicy.allow).toEqual(['192.168.0.0/16', '10.0.0.7/32']);
       process.env.BERTH_EGRESS_HOST_PORTS = 'all';
       process.env.BERTH_EGRESS_ALLOW = 'private';
       process.env.BERTH_EGRESS_DENY = '10.9.0.0/16';
-      expect(resolveConfig({}).egressPolicy).toEqual({ deny: deniedRanges(['10.9.0.0/16']), allow: [...PRIVATE_RANGES], hostPorts: 'all' });
-      expect(resolveConfig({ egressHostPorts: [22], egressAllow: [] }).egressPolicy).toMatchObject({ allow: [], hostPorts: [22] });
+      expect(resolveConfig({}).egressPolicy).toEqual({ deny: deniedRanges(['10.9.0.0/16']), allow: [...PRIVATE_RANGES, '10.0.0.7/32'], hostPorts: 'all' });
+      expect(resolveConfig({ egressHostPorts: [22], egressAllow: [] }).egressPolicy).toMatchObject({ allow: ['10.0.0.7/32'], hostPorts: [22] });
       process.env.BERTH_EGRESS_HOST_PORTS = '80,ssh';
       expect(() => resolveConfig({})).toThrow(/egress host port "ssh"/);
       const flags = tenantOptions({ 'egress-host-ports': 'none', 'egress-allow': '10.1.2.3' });
@@ -186,6 +203,8 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   // they deny; forwarded traffic to .77 and .200 is dropped, to .78 let through, and the host's own
   // address in it is reachable
   const lan = `10.213.${octet}`;
+  // a public address (TEST-NET-3) the host redirects to ${lan}.200
+  const redirected = `203.0.113.${octet}`;
   const policy: EgressPolicy = { deny: deniedRanges([`${lan}.77/32`]), allow: [`${lan}.0/25`], hostPorts: [8099] };
   let hostServer: ReturnType<typeof createServer> | undefined;
   let closedServer: ReturnType<typeof createServer> | undefined;
@@ -326,6 +345,42 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     // the host's other ports: closed to containers on the berth network, open on an unguarded bridge
     expect(await probe(open, 8098, false, `${lan}.1`)).toContain('reached a closed host port');
     expect(await probe(guarded, 8098, false, `${lan}.1`)).not.toContain('reached');
+    // a public address the host redirects (DNAT) into the private LAN is dropped like the address behind it
+    const dnat = (b: string) => ['PREROUTING', '-i', b, '-d', redirected, '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `${lan}.200:80`];
+    const openBridge = await bridgeOf(open);
+    try {
+      for (const b of [bridge, openBridge]) await run('iptables', ['-w', '10', '-t', 'nat', '-I', ...dnat(b)]);
+      expect(await probe(open, 80, false, redirected)).toContain('reached lan 200');
+      expect(await probe(guarded, 80, false, redirected)).not.toContain('reached');
+    } finally {
+      for (const b of [bridge, openBridge]) await run('iptables', ['-w', '10', '-t', 'nat', '-D', ...dnat(b)]).catch(() => {});
+    }
+    // the host still opens connections to a container on the berth network (the proxy, health checks): replies pass
+    const server = await docker.createContainer({
+      Image: BASE_IMAGE,
+      Cmd: ['busybox', 'sh', '-c', 'while true; do echo from-the-container | busybox nc -l -p 8080; done'],
+      HostConfig: { NetworkMode: guarded },
+      Labels: { 'berth.test': 'egress-guard' },
+    });
+    try {
+      await server.start();
+      const ip = ((await server.inspect()).NetworkSettings.Networks as Record<string, { IPAddress: string }>)[guarded].IPAddress;
+      let got = '';
+      for (const until = Date.now() + 10_000; !got.includes('from-the-container') && Date.now() < until;) {
+        got = await new Promise<string>((resolve) => {
+          const c = connect(8080, ip);
+          let text = '';
+          c.setTimeout(2000, () => c.destroy());
+          c.on('data', (d: Buffer) => { text += d.toString(); });
+          c.on('close', () => resolve(text));
+          c.on('error', () => {});
+        });
+        if (!got.includes('from-the-container')) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(got).toContain('from-the-container');
+    } finally {
+      await server.remove({ force: true }).catch(() => {});
+    }
     const build = await buildProbe();
     expect(build).toMatch(/rc=[1-9]/);
     expect(build).not.toContain('reached');
@@ -341,8 +396,7 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await probe(guarded, 80)).not.toContain('reached');
     expect(await guard.recheck()).toBe(false);
     // a chain changed by hand (its DROP gone) is rebuilt too
-    const metadataDrop = forwardRules(bridge, policy)[3];
-    expect(metadataDrop.join(' ')).toMatch(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/);
+    const metadataDrop = forwardRules(bridge, policy).find((r) => /--ctorigdst 169\.254\.0\.0\/16 .*DROP$/.test(r.join(' ')))!;
     await run('iptables', ['-w', '10', '-D', `BERTH-${bridge}`, ...metadataDrop]);
     expect(await guard.recheck()).toBe(true);
     expect(m.lines().some((l) => l.level === 40 && /egress guard rules were removed or changed/.test(l.msg))).toBe(true);
