@@ -7,7 +7,9 @@ import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
 import { dummyHash, verifyPassword } from './passwords.js';
 import { DEVICE_TTL_SECONDS, DeviceCookies } from './device.js';
-import { AddressLimiter, KnownAddresses, LoginThrottle, RateLimiter } from './rate-limit.js';
+import { AddressLimiter, LoginThrottle, RateLimiter } from './rate-limit.js';
+import { SharedLoginLimits } from './shared-limits.js';
+import { Periodic } from '../periodic.js';
 import { API_TOKEN_PREFIX, SessionTokens, loadJwtKey, newApiToken, sha256 } from './tokens.js';
 import { createUser, findUserByEmail, findUserById, publicUser } from './users.js';
 import { apiTokenListSchema, meSchema, newApiTokenSchema, sessionSchema } from './schemas.js';
@@ -68,12 +70,13 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // failed logins per account from clients that never signed in to it (neither a device cookie
   // nor an address that did): one account guessed from many addresses. Known clients are not
   // refused by it, so such an attack does not lock the owner out of their usual machines.
-  // Accounts by user id; emails with no account on a table of their own, so a flood of made-up
-  // emails cannot push a real account's count out, and a made-up email behaves as a real one
-  // (its own count: nothing tells the two apart).
-  const accountLimiter = new RateLimiter(rl.perAccountUnknownMax, rl.perAccountUnknownWindowMs, Date.now, rl.maxTracked);
-  const nobodyLimiter = new RateLimiter(rl.perAccountUnknownMax, rl.perAccountUnknownWindowMs, Date.now, rl.maxTracked);
-  const knownAddresses = new KnownAddresses(rl.knownForMs, Date.now, rl.maxTracked);
+  // Accounts by user id (`u:`), emails with no account by the email (`e:`): a made-up email
+  // behaves as a real one (its own count: nothing tells the two apart). Counted in the database,
+  // with the addresses that signed in, so every control plane on it counts together and a restart
+  // forgets nothing (shared-limits.ts); windows that ended are swept every few minutes.
+  const shared = new SharedLoginLimits(app.db, { max: rl.perAccountUnknownMax, windowMs: rl.perAccountUnknownWindowMs, knownForMs: rl.knownForMs });
+  const sweep = new Periodic(5 * 60_000, () => shared.sweep(), (e) => app.log.warn({ err: e.message }, 'could not sweep the login limits'));
+  app.addHook('onReady', async () => sweep.start(10_000));
   // failed logins per device cookie (its nonce): past the free failures it is no longer known
   const deviceLimiter = new RateLimiter(rl.perAccountMax, rl.perAccountWindowMs, Date.now, rl.maxTracked);
   // signup hashes a password too (argon2 is deliberately expensive): same per-IP limit, its own counter
@@ -81,7 +84,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // changes per user (any write of the API): each is a transaction, an event, often a new route
   // table for every proxy — one tenant's loop must not make everyone's platform busy
   const writeLimiter = new RateLimiter(app.config.writesPerMinute, 60_000, Date.now, rl.maxTracked);
-  app.addHook('onClose', async () => { addresses.close(); throttle.close(); signups.close(); writeLimiter.close(); accountLimiter.close(); nobodyLimiter.close(); knownAddresses.close(); deviceLimiter.close(); });
+  app.addHook('onClose', async () => { addresses.close(); throttle.close(); signups.close(); writeLimiter.close(); deviceLimiter.close(); await sweep.stop(); });
   const tooMany = (wait: number, what: string) => new ApiError(429, 'too_many_requests', `too many ${what}; retry in ${wait}s`, { 'retry-after': String(wait) });
 
   const setSessionCookie = (reply: FastifyReply, token: string) => {
@@ -92,8 +95,9 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   };
 
   /** After a sign-in: this browser (device cookie) and this address are known to the account. */
-  const knownFromNowOn = (req: FastifyRequest, reply: FastifyReply, account: string) => {
-    knownAddresses.remember(account, req.ip);
+  const knownFromNowOn = async (req: FastifyRequest, reply: FastifyReply, account: string) => {
+    // (the sign-in stands if this cannot be written: the address is then simply not known)
+    await shared.remember(account, req.ip).catch((e: Error) => req.log.warn({ err: e.message }, 'could not remember the address of a sign-in'));
     reply.setCookie(DEVICE_COOKIE, devices.issue(account), { httpOnly: true, sameSite: 'strict', path: '/api/auth', secure: cfg.secureCookies, maxAge: DEVICE_TTL_SECONDS });
   };
 
@@ -176,7 +180,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     }
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
-    knownFromNowOn(req, reply, accountOf(email));
+    await knownFromNowOn(req, reply, accountOf(email));
     req.log.info({ userId: user.id }, 'user signed up');
     return reply.code(201).send({ user: publicUser(user), token });
   });
@@ -216,24 +220,29 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     // Per account, clients that never signed in to it, counted after the lookup (see the tables
     // above). A device that keeps failing is no longer known.
     const device = devices.known(cookieValues(req.headers.cookie, DEVICE_COOKIE), accountKey);
-    const known = (device !== null && deviceLimiter.retryAfter(device) === 0) || knownAddresses.has(accountKey, req.ip);
-    const accounts = user ? accountLimiter : nobodyLimiter;
-    const limitKey = known ? null : user ? String(user.id) : accountKey;
-    if (limitKey !== null) {
-      const s = accounts.retryAfter(limitKey);
-      if (s > 0) {
-        unjudged();
-        throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from devices and addresses that never signed in to it; retry in ${s}s (a browser or address that signed in to it before is not affected)`, { 'retry-after': String(s) });
-      }
-      accounts.hit(limitKey); // (same tick as the check)
+    let limitKey: string | null;
+    let wait: number;
+    try {
+      const known = (device !== null && deviceLimiter.retryAfter(device) === 0) || await shared.knows(accountKey, req.ip);
+      limitKey = known ? null : user ? `u:${user.id}` : `e:${accountKey}`;
+      wait = limitKey === null ? 0 : await shared.take(limitKey);
+    } catch (e) {
+      unjudged();
+      throw e;
     }
+    if (wait > 0) {
+      unjudged();
+      throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from devices and addresses that never signed in to it; retry in ${wait}s (a browser or address that signed in to it before is not affected)`, { 'retry-after': String(wait) });
+    }
+    // (a failure counted that turns out not to be one is taken back: the login was right, or never judged)
+    const giveBack = () => limitKey === null ? undefined : shared.giveBack(limitKey).catch((e: Error) => req.log.warn({ err: e.message }, 'could not take back a login failure'));
     let ok: boolean;
     try {
       ok = user ? await verifyPassword(user.password_hash, req.body.password) : (await verifyPassword(await dummyHash(), req.body.password), false);
     } catch (e) {
       // not judged (503 busy: too many sign-ins at once): not a failure either
       unjudged();
-      if (limitKey !== null) accounts.unhit(limitKey);
+      await giveBack();
       throw e;
     }
     if (!user || !ok) {
@@ -242,10 +251,10 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     }
     throttle.succeed(accountKey, req.ip);
     addresses.unhit(req.ip);
-    if (limitKey !== null) accounts.unhit(limitKey);
+    await giveBack();
     const token = await sessions.sign(user.id);
     setSessionCookie(reply, token);
-    knownFromNowOn(req, reply, accountKey);
+    await knownFromNowOn(req, reply, accountKey);
     return { user: publicUser(user), token };
   });
 

@@ -2,8 +2,9 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { LRUCache } from 'lru-cache';
 
 /**
- * Login and signup throttling, in memory (one control plane counts alone; several each count
- * separately). Memory is bounded: every table is an LRU with a fixed number of keys, so a flood
+ * Login and signup throttling per client, in memory (one control plane counts alone; several each
+ * count separately: a balancer usually keeps a client on one). The limits per account, which a
+ * botnet meets on every control plane at once, are counted in the database (shared-limits.ts). Memory is bounded: every table is an LRU with a fixed number of keys, so a flood
  * of distinct addresses or accounts evicts the oldest entries instead of growing the heap.
  */
 
@@ -212,42 +213,5 @@ export class LoginThrottle {
 
   close(): void {
     this.failures.clear();
-  }
-}
-
-/** Addresses each account remembers. */
-export const KNOWN_ADDRESSES_PER_ACCOUNT = 20;
-
-/**
- * Addresses that signed in to an account, remembered `rememberMs` after their last success: the
- * last KNOWN_ADDRESSES_PER_ACCOUNT of each account, for at most `maxKeys` accounts (LRU). Only a
- * sign-in adds to an account's list, so nobody can push the owner's addresses out without the
- * password, and the accounts table is evicted only by that many different accounts signing in.
- * With device cookies (auth/device.ts) they tell the owner from an attacker who guesses one
- * account from many addresses (auth/plugin.ts).
- */
-export class KnownAddresses {
-  private accounts: LRUCache<string, Map<string, number>>;
-
-  constructor(private readonly rememberMs: number, private readonly now: () => number = Date.now, maxKeys = DEFAULT_MAX_KEYS) {
-    this.accounts = new LRUCache({ max: Math.max(1, maxKeys) });
-  }
-
-  remember(account: string, address: string): void {
-    let seen = this.accounts.get(account);
-    if (seen === undefined) this.accounts.set(account, (seen = new Map()));
-    const key = addressKey(address);
-    seen.delete(key); // (re-inserted last: the Map's order is the order of last success)
-    seen.set(key, this.now());
-    if (seen.size > KNOWN_ADDRESSES_PER_ACCOUNT) seen.delete(seen.keys().next().value!);
-  }
-
-  has(account: string, address: string): boolean {
-    const at = this.accounts.peek(account)?.get(addressKey(address));
-    return at !== undefined && this.now() - at <= this.rememberMs;
-  }
-
-  close(): void {
-    this.accounts.clear();
   }
 }

@@ -5,7 +5,10 @@ import { join } from 'node:path';
 import { BIN } from '../e2e/support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.js';
-import { KNOWN_ADDRESSES_PER_ACCOUNT, KnownAddresses, LoginThrottle, RateLimiter, addressKey, networkKey } from '../../control-plane/auth/rate-limit.js';
+import { LoginThrottle, RateLimiter, addressKey, networkKey } from '../../control-plane/auth/rate-limit.js';
+import { KNOWN_ADDRESSES_PER_ACCOUNT, SharedLoginLimits } from '../../control-plane/auth/shared-limits.js';
+import { migrate } from '../../control-plane/db/migrate.js';
+import { createPool } from '../../control-plane/db/pool.js';
 import { DEVICE_TTL_SECONDS, DeviceCookies } from '../../control-plane/auth/device.js';
 import { createUser } from '../../control-plane/auth/users.js';
 import { MAX_HASHING, MAX_WAITING, hashingNow, inTurn } from '../../control-plane/auth/passwords.js';
@@ -25,9 +28,9 @@ import { tempDir } from '../helpers/tmp.js';
 let pg: TestPostgres;
 const stops: (() => Promise<void>)[] = [];
 
-async function start(loginRateLimit: NonNullable<Parameters<typeof startControlPlane>[0]>['loginRateLimit']): Promise<ControlPlane> {
+async function start(loginRateLimit: NonNullable<Parameters<typeof startControlPlane>[0]>['loginRateLimit'], databaseUrl?: string): Promise<ControlPlane> {
   const d = await tempDir();
-  const cp = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: await pg.createDatabase(), quiet: true, seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', loginRateLimit });
+  const cp = await startControlPlane({ port: 0, dataDir: d.dir, databaseUrl: databaseUrl ?? await pg.createDatabase(), quiet: true, seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', loginRateLimit });
   stops.push(async () => { await cp.close(); await d.cleanup(); });
   return cp;
 }
@@ -225,6 +228,29 @@ describe('one account guessed from many addresses', () => {
     expect((await loginFrom(cp, '127.0.4.3', OTHER, PASSWORD)).status).toBe(200);
   }, 60_000);
 
+  it('control planes on one database count together, and one started afresh forgets neither the count nor the known addresses', async () => {
+    const OWNER = 'shared@example.com';
+    const url = await pg.createDatabase();
+    const limits = { perAccountMax: 100, perAccountUnknownMax: 4, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 };
+    const a = await start(limits, url);
+    await new Api(a.url).signup(OWNER, PASSWORD);
+    expect((await loginFrom(a, '127.0.5.1', OWNER, PASSWORD)).status).toBe(200);
+    const b = await start(limits, url);
+    // a botnet spreads its guesses over both (two each: neither would refuse alone)
+    for (let i = 0; i < 2; i++) {
+      expect((await loginFrom(a, `127.0.6.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+      expect((await loginFrom(b, `127.0.7.${i + 1}`, OWNER, `guess-${i}`)).status).toBe(401);
+    }
+    for (const cp of [a, b]) expect((await loginFrom(cp, '127.0.6.9', OWNER, PASSWORD)).status).toBe(429);
+    // the owner's address, which signed in on one, is known on the other
+    expect((await loginFrom(b, '127.0.5.1', OWNER, PASSWORD)).status).toBe(200);
+    // a control plane started afresh (a restart) still refuses the botnet, and still knows the owner
+    await a.close();
+    const c = await start(limits, url);
+    expect((await loginFrom(c, '127.0.6.10', OWNER, PASSWORD)).status).toBe(429);
+    expect((await loginFrom(c, '127.0.5.1', OWNER, PASSWORD)).status).toBe(200);
+  }, 60_000);
+
   it('a device cookie that keeps failing is no longer a pass (a leaked one does not open the account to a botnet)', async () => {
     const OWNER = 'leak@example.com';
     const cp = await withOwner({ perAccountMax: 3, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 }, OWNER);
@@ -361,15 +387,38 @@ describe('device cookies and known addresses (units)', () => {
     expect(d.known([v], 'a@example.com')).toBeNull();
   });
 
-  it('an account remembers its last addresses only, for knownForMs', () => {
-    let now = 0;
-    const k = new KnownAddresses(1000, () => now, 10);
-    for (let i = 0; i < KNOWN_ADDRESSES_PER_ACCOUNT + 5; i++) k.remember('a', `10.0.0.${i}`);
-    expect(k.has('a', '10.0.0.0')).toBe(false);
-    expect(k.has('a', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(true);
-    expect(k.has('b', '10.0.0.24')).toBe(false);
-    now = 1001;
-    expect(k.has('a', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(false);
+  it('in the database: an account remembers its last addresses only, for knownForMs; failures per key in fixed windows, taken back, swept', async () => {
+    const db = createPool(await pg.createDatabase());
+    stops.push(() => db.end());
+    await migrate(db);
+    const k = new SharedLoginLimits(db, { max: 2, windowMs: 400, knownForMs: 60_000 });
+    for (let i = 0; i < KNOWN_ADDRESSES_PER_ACCOUNT + 5; i++) await k.remember('a', `10.0.0.${i}`);
+    expect(await k.knows('a', '10.0.0.0')).toBe(false);
+    expect(await k.knows('a', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(true);
+    expect(await k.knows('b', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(false);
+    expect((await db.query("SELECT 1 FROM login_known_addresses WHERE account = 'a'")).rowCount).toBe(KNOWN_ADDRESSES_PER_ACCOUNT);
+    // an IPv6 client by its /64
+    await k.remember('a', '2001:db8:1:2::1');
+    expect(await k.knows('a', '2001:db8:1:2:ffff::9')).toBe(true);
+    // knownForMs: past it, not known
+    const brief = new SharedLoginLimits(db, { max: 2, windowMs: 400, knownForMs: 1 });
+    await sleep(20);
+    expect(await brief.knows('a', `10.0.0.${KNOWN_ADDRESSES_PER_ACCOUNT + 4}`)).toBe(false);
+    // failures: max per window; at the limit nothing more is counted; a failure taken back frees one
+    expect([await k.take('u:1'), await k.take('u:1')]).toEqual([0, 0]);
+    expect(await k.take('u:1')).toBe(1);
+    expect(await k.take('u:2')).toBe(0);
+    expect((await db.query<{ failures: number }>("SELECT failures FROM login_limits WHERE key = 'u:1'")).rows[0].failures).toBe(2);
+    await k.giveBack('u:1');
+    expect(await k.take('u:1')).toBe(0);
+    expect(await k.take('u:1')).toBeGreaterThan(0);
+    // the window ends: counted afresh; the sweep forgets ended windows and old addresses
+    await sleep(450);
+    expect(await k.take('u:1')).toBe(0);
+    await sleep(450);
+    await brief.sweep();
+    expect((await db.query('SELECT key FROM login_limits')).rowCount).toBe(0);
+    expect((await db.query('SELECT 1 FROM login_known_addresses')).rowCount).toBe(0);
   });
 });
 
