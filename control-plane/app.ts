@@ -1,3 +1,4 @@
+import { answerClientError } from './http/client-error.js';
 import { isLoopbackName } from '../shared/hostname.js';
 import { Ajv } from 'ajv';
 import { randomUUID } from 'node:crypto';
@@ -126,6 +127,8 @@ export async function startControlPlane(
     // the whole request (headers and body) within 10 minutes, a 200 MiB upload included: a body
     // trickled a byte at a time, even to /api/auth/login, held a connection for good (408 past it)
     requestTimeout: 10 * 60_000,
+    // (past those limits, or bytes Node's parser refuses: the API's error body, http/client-error.ts)
+    clientErrorHandler: answerClientError,
     // an app's hostname is up to 253 characters: /api/apps/:host with a longer one found no route
     routerOptions: { maxParamLength: 300 },
   }) as unknown as FastifyInstance;
