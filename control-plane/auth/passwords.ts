@@ -31,6 +31,14 @@ export async function inTurn<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Throws 503 busy when a hash asked for now could not even wait its turn: a sign-in checks it
+ * before its database work, so a flood answered busy costs no queries.
+ */
+export function assertHashingRoom(): void {
+  if (hashing >= MAX_HASHING && waiting.length >= MAX_WAITING) throw new ApiError(503, 'busy', 'too many sign-ins at once; try again in a moment', { 'retry-after': '1' });
+}
+
 /** Hashes running and waiting now (for tests). */
 export function hashingNow(): { running: number; waiting: number } {
   return { running: hashing, waiting: waiting.length };

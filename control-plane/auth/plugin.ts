@@ -5,7 +5,7 @@ import fp from '../http/fp.js';
 import { ApiError, conflict, notFound, unauthorized } from '../http/errors.js';
 import { idParams, int } from '../http/schemas.js';
 import { isUniqueViolation, withTransaction } from '../db/pool.js';
-import { dummyHash, verifyPassword } from './passwords.js';
+import { assertHashingRoom, dummyHash, verifyPassword } from './passwords.js';
 import { DEVICE_TTL_SECONDS, DeviceCookies } from './device.js';
 import { AddressLimiter, LoginThrottle, RateLimiter } from './rate-limit.js';
 import { SharedLoginLimits } from './shared-limits.js';
@@ -74,7 +74,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   // behaves as a real one (its own count: nothing tells the two apart). Counted in the database,
   // with the addresses that signed in, so every control plane on it counts together and a restart
   // forgets nothing (shared-limits.ts); windows that ended are swept every few minutes.
-  const shared = new SharedLoginLimits(app.db, { max: rl.perAccountUnknownMax, windowMs: rl.perAccountUnknownWindowMs, knownForMs: rl.knownForMs });
+  const shared = new SharedLoginLimits(app.db, { max: rl.perAccountUnknownMax, windowMs: rl.perAccountUnknownWindowMs, knownForMs: rl.knownForMs, maxKeys: rl.maxTracked });
   const sweep = new Periodic(5 * 60_000, () => shared.sweep(), (e) => app.log.warn({ err: e.message }, 'could not sweep the login limits'));
   app.addHook('onReady', async () => sweep.start(10_000));
   // failed logins per device cookie (its nonce): past the free failures it is no longer known
@@ -201,6 +201,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       const s = Math.max(1, Math.ceil(pairWait / 1000));
       throw new ApiError(429, 'too_many_requests', `too many failed logins for this account from this address; retry in ${s}s (each further failure doubles the wait; a correct password from another address is not affected)`, { 'retry-after': String(s) });
     }
+    assertHashingRoom();
     // Count the attempt as a failure before the (slow) password check, in the same tick as the
     // checks above: parallel attempts cannot all slip under the limits. A success takes it back,
     // and so does an attempt that was never judged (a failed lookup, 503 busy, the account limit).

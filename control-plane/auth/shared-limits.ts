@@ -1,5 +1,6 @@
+import { LRUCache } from 'lru-cache';
 import type { Queryable } from '../db/pool.js';
-import { addressKey } from './rate-limit.js';
+import { addressKey, DEFAULT_MAX_KEYS } from './rate-limit.js';
 
 /**
  * The login limits that must hold across control planes and restarts, kept in the database:
@@ -14,6 +15,10 @@ import { addressKey } from './rate-limit.js';
  * Times are the database's (clock_timestamp()), so control planes with skewed clocks agree. The
  * per-address limits and the per-(account, address) backoff stay in memory (rate-limit.ts): they
  * are about one client, which a balancer usually keeps on one control plane, and cost no query.
+ *
+ * An account at its limit costs the database one read per control plane, then nothing until its
+ * window ends (each control plane remembers the refusal, in bounded memory): a botnet hammering a
+ * locked account does not hammer the database.
  */
 
 /**
@@ -22,35 +27,60 @@ import { addressKey } from './rate-limit.js';
  */
 export const KNOWN_ADDRESSES_PER_ACCOUNT = 20;
 
+/**
+ * The least the sweep keeps, whatever this control plane's own settings: another control plane on
+ * the database may count longer windows or remember addresses longer (a test's `knownForMs: 0`
+ * must not wipe the platform's).
+ */
+const SWEEP_FLOOR_MS = { window: 15 * 60_000, known: 30 * 24 * 3600_000 };
+
 export class SharedLoginLimits {
+  /** keys refused here, until when (local clock): answered without the database */
+  private refused: LRUCache<string, number>;
+
   constructor(
     private readonly db: Queryable,
-    private readonly o: { max: number; windowMs: number; knownForMs: number },
-  ) {}
+    private readonly o: { max: number; windowMs: number; knownForMs: number; maxKeys?: number },
+  ) {
+    this.refused = new LRUCache({ max: Math.max(1, o.maxKeys ?? DEFAULT_MAX_KEYS) });
+  }
 
   /**
    * Count one failure against `key` (fixed windows of windowMs). Returns 0 when it was counted,
-   * or the seconds until the window ends when `key` is at its limit (then nothing is counted).
-   * One statement counts, so parallel attempts on any control plane cannot all slip under it.
+   * or the seconds until the window ends when `key` is at its limit (then nothing is written).
+   * One statement counts and checks, so parallel attempts on any control plane cannot all slip
+   * under it.
    */
   async take(key: string): Promise<number> {
+    const t = Date.now();
+    const until = this.refused.get(key);
+    if (until !== undefined && until > t) return Math.max(1, Math.ceil((until - t) / 1000));
     const secs = this.o.windowMs / 1000;
-    const { rows: [r] } = await this.db.query<{ failures: number; wait: number }>(
+    // (EXCLUDED.window_start: the one "now" of the statement)
+    const { rowCount } = await this.db.query(
       `INSERT INTO login_limits AS l (key, window_start, failures) VALUES ($1, clock_timestamp(), 1)
        ON CONFLICT (key) DO UPDATE SET
-         window_start = CASE WHEN l.window_start <= clock_timestamp() - make_interval(secs => $2) THEN clock_timestamp() ELSE l.window_start END,
-         failures = CASE WHEN l.window_start <= clock_timestamp() - make_interval(secs => $2) THEN 1 ELSE l.failures + 1 END
-       RETURNING failures, ceil(extract(epoch FROM l.window_start + make_interval(secs => $2) - clock_timestamp()))::int AS wait`,
+         window_start = CASE WHEN l.window_start <= EXCLUDED.window_start - make_interval(secs => $2) THEN EXCLUDED.window_start ELSE l.window_start END,
+         failures = CASE WHEN l.window_start <= EXCLUDED.window_start - make_interval(secs => $2) THEN 1 ELSE l.failures + 1 END
+       WHERE l.window_start <= EXCLUDED.window_start - make_interval(secs => $2) OR l.failures < $3`,
+      [key, secs, this.o.max],
+    );
+    if ((rowCount ?? 0) > 0) return 0;
+    const { rows: [w] } = await this.db.query<{ ms: number }>(
+      'SELECT extract(epoch FROM window_start + make_interval(secs => $2) - clock_timestamp()) * 1000 AS ms FROM login_limits WHERE key = $1',
       [key, secs],
     );
-    if (r.failures <= this.o.max) return 0;
-    await this.giveBack(key);
-    return Math.max(1, r.wait);
+    const ms = Math.max(0, Number(w?.ms ?? 0));
+    this.refused.set(key, t + ms);
+    return Math.max(1, Math.ceil(ms / 1000));
   }
 
-  /** Take back one failure (the login was right, or never judged). */
+  /** Take back one failure (the login was right, or never judged); a key back at zero goes. */
   async giveBack(key: string): Promise<void> {
-    await this.db.query('UPDATE login_limits SET failures = failures - 1 WHERE key = $1 AND failures > 0', [key]);
+    this.refused.delete(key);
+    const { rows: [r] } = await this.db.query<{ failures: number }>(
+      'UPDATE login_limits SET failures = failures - 1 WHERE key = $1 AND failures > 0 RETURNING failures', [key]);
+    if (r?.failures === 0) await this.db.query('DELETE FROM login_limits WHERE key = $1 AND failures = 0', [key]);
   }
 
   /** `address` signed in to `account` now. */
@@ -76,9 +106,11 @@ export class SharedLoginLimits {
     return (rowCount ?? 0) > 0;
   }
 
-  /** Forget windows that ended and addresses past knownForMs (the control plane runs it every few minutes). */
+  /** Forget windows that ended and addresses nobody remembers any more (the control plane runs it every few minutes). */
   async sweep(): Promise<void> {
-    await this.db.query('DELETE FROM login_limits WHERE window_start <= clock_timestamp() - make_interval(secs => $1)', [this.o.windowMs / 1000]);
-    await this.db.query('DELETE FROM login_known_addresses WHERE last_at <= clock_timestamp() - make_interval(secs => $1)', [this.o.knownForMs / 1000]);
+    const window = Math.max(this.o.windowMs, SWEEP_FLOOR_MS.window) / 1000;
+    const known = Math.max(this.o.knownForMs, SWEEP_FLOOR_MS.known) / 1000;
+    await this.db.query('DELETE FROM login_limits WHERE window_start <= clock_timestamp() - make_interval(secs => $1)', [window]);
+    await this.db.query('DELETE FROM login_known_addresses WHERE last_at <= clock_timestamp() - make_interval(secs => $1)', [known]);
   }
 }

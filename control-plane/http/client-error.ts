@@ -22,7 +22,10 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): v
     : [400, 'bad_request', 'malformed HTTP request'];
   const requestId = randomUUID();
   const body = JSON.stringify({ error: { code, message, requestId } });
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`);
-  // (a client that reads nothing cannot keep the socket: it is destroyed a little later)
-  socket.setTimeout(5000, () => socket.destroy());
+  // Written, then the socket destroyed once the answer is flushed: Node's server sockets are
+  // half-open, so end() alone would let a slowloris keep sending. A client that does not read the
+  // answer loses the socket after a fixed delay (not an idle timer its bytes could reset).
+  const deadline = setTimeout(() => socket.destroy(), 5000).unref();
+  socket.once('close', () => clearTimeout(deadline));
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
 }

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import pg from 'pg';
+import { isTransientPgError } from '../db/pool.js';
 
 /**
  * An error that maps to an API response:
@@ -74,6 +75,13 @@ export function installErrorHandling(app: FastifyInstance): void {
       req.log.warn({ err }, 'database busy');
       reply.header('retry-after', '5');
       return sendError(reply, 503, 'busy', 'the database is busy; try again in a moment');
+    }
+    // the database away for a moment: restarting, failing over (read-only), a dropped connection,
+    // a serialization failure — nothing wrong with the request either
+    if (isTransientPgError(err) || (err as { code?: string }).code === '25006') {
+      req.log.warn({ err }, 'database unavailable');
+      reply.header('retry-after', '5');
+      return sendError(reply, 503, 'unavailable', 'the database is unavailable for a moment; try again shortly');
     }
     const status = fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 600 ? fe.statusCode : 500;
     if (status >= 500) {

@@ -9,6 +9,7 @@ import { LoginThrottle, RateLimiter, addressKey, networkKey } from '../../contro
 import { KNOWN_ADDRESSES_PER_ACCOUNT, SharedLoginLimits } from '../../control-plane/auth/shared-limits.js';
 import { migrate } from '../../control-plane/db/migrate.js';
 import { createPool } from '../../control-plane/db/pool.js';
+import pgModule from 'pg';
 import { DEVICE_TTL_SECONDS, DeviceCookies } from '../../control-plane/auth/device.js';
 import { createUser } from '../../control-plane/auth/users.js';
 import { MAX_HASHING, MAX_WAITING, hashingNow, inTurn } from '../../control-plane/auth/passwords.js';
@@ -251,6 +252,36 @@ describe('one account guessed from many addresses', () => {
     expect((await loginFrom(c, '127.0.5.1', OWNER, PASSWORD)).status).toBe(200);
   }, 60_000);
 
+  it('a database that turns read-only (a failover) or drops its connections makes a login 503 unavailable, not a 500; back, it signs in again', async () => {
+    const OWNER = 'failover@example.com';
+    const url = await pg.createDatabase();
+    const cp = await start({ perAccountMax: 100, perAccountUnknownMax: 20, perIpMax: 1000 }, url);
+    await new Api(cp.url).signup(OWNER, PASSWORD);
+    const name = new URL(url).pathname.slice(1);
+    const admin = new pgModule.Client({ connectionString: pg.url });
+    await admin.connect();
+    const readOnly = async (on: boolean) => {
+      await admin.query(`ALTER DATABASE ${name} SET default_transaction_read_only = ${on ? 'on' : 'off'}`);
+      // (the setting is read at connect: the control plane's connections are cut and made again)
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name]);
+    };
+    try {
+      await readOnly(true);
+      // from an address that never signed in: the login writes its count
+      const answers = [];
+      for (let i = 0; i < 3; i++) answers.push(await loginFrom(cp, `127.0.8.${i + 1}`, OWNER, PASSWORD));
+      for (const r of answers) expect([r.status, r.body.error.code, r.retryAfter]).toEqual([503, expect.stringMatching(/^(unavailable|busy)$/), expect.any(Number)]);
+      expect(answers[2].body.error.code).toBe('unavailable');
+      await readOnly(false);
+      let again = await loginFrom(cp, '127.0.8.9', OWNER, PASSWORD);
+      for (let i = 0; i < 5 && again.status === 503; i++) again = await loginFrom(cp, '127.0.8.9', OWNER, PASSWORD);
+      expect(again.status).toBe(200);
+    } finally {
+      await admin.query(`ALTER DATABASE ${name} SET default_transaction_read_only = off`).catch(() => {});
+      await admin.end();
+    }
+  }, 60_000);
+
   it('a device cookie that keeps failing is no longer a pass (a leaked one does not open the account to a botnet)', async () => {
     const OWNER = 'leak@example.com';
     const cp = await withOwner({ perAccountMax: 3, perAccountUnknownMax: 2, perAccountUnknownWindowMs: 60_000, perIpMax: 1000 }, OWNER);
@@ -412,13 +443,24 @@ describe('device cookies and known addresses (units)', () => {
     await k.giveBack('u:1');
     expect(await k.take('u:1')).toBe(0);
     expect(await k.take('u:1')).toBeGreaterThan(0);
-    // the window ends: counted afresh; the sweep forgets ended windows and old addresses
+    // the window ends: counted afresh
     await sleep(450);
     expect(await k.take('u:1')).toBe(0);
+    // a key given back to zero goes
+    expect(await k.take('u:3')).toBe(0);
+    await k.giveBack('u:3');
+    expect((await db.query("SELECT 1 FROM login_limits WHERE key = 'u:3'")).rowCount).toBe(0);
+    // the sweep forgets windows and addresses older than this control plane's settings, and never
+    // younger than the defaults (15 min, 30 days: another control plane on the database may use them)
     await sleep(450);
     await brief.sweep();
-    expect((await db.query('SELECT key FROM login_limits')).rowCount).toBe(0);
-    expect((await db.query('SELECT 1 FROM login_known_addresses')).rowCount).toBe(0);
+    expect((await db.query('SELECT key FROM login_limits')).rowCount).toBe(2);
+    expect((await db.query('SELECT 1 FROM login_known_addresses')).rowCount).toBe(KNOWN_ADDRESSES_PER_ACCOUNT);
+    await db.query("UPDATE login_limits SET window_start = window_start - interval '16 minutes' WHERE key = 'u:1'");
+    await db.query("UPDATE login_known_addresses SET last_at = last_at - interval '31 days' WHERE address <> '10.0.0.24'");
+    await brief.sweep();
+    expect((await db.query<{ key: string }>('SELECT key FROM login_limits')).rows.map((r) => r.key)).toEqual(['u:2']);
+    expect((await db.query<{ address: string }>('SELECT address FROM login_known_addresses')).rows.map((r) => r.address)).toEqual(['10.0.0.24']);
   });
 });
 

@@ -58,9 +58,10 @@ function expectApiError(raw: string, code: string): void {
 }
 
 /** A raw connection: `closedAfter` is the time from connecting to the server closing it. */
-function open(): Slow {
+function open(halfOpen = false): Slow {
   const started = Date.now();
-  const socket = connect(port, '127.0.0.1');
+  // (halfOpen: a client that keeps its side open and sending after the server's FIN, as a slowloris would)
+  const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: halfOpen });
   let data = '';
   socket.setEncoding('latin1');
   socket.on('data', (c: string) => { data += c; });
@@ -123,6 +124,10 @@ describe('slow clients are cut off, others are served', () => {
       trickle(s, headers, 100);
     }
     const silent = open();
+    // one that ignores the answer and goes on sending: its socket goes all the same
+    const stubborn = open(true);
+    stubborn.socket.write('GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    trickle(stubborn, headers, 100);
 
     // meanwhile, other clients are answered at once, again and again
     const served: { status: number; ms: number }[] = [];
@@ -133,9 +138,9 @@ describe('slow clients are cut off, others are served', () => {
       }
     })();
 
-    const took = await Promise.all([...slow, silent].map((s) => s.closedAfter));
+    const took = await Promise.all([...slow, silent, stubborn].map((s) => s.closedAfter));
     await busy;
-    for (const [i, s] of [...slow, silent].entries()) {
+    for (const [i, s] of [...slow, silent, stubborn].entries()) {
       expect(s.received(), `connection ${i}`).toMatch(/^HTTP\/1\.1 408 /);
       expectApiError(s.received(), 'request_timeout');
       expect(took[i], `connection ${i} closed after ${took[i]} ms`).toBeGreaterThanOrEqual(HEAD_MS - 100);
