@@ -78,11 +78,16 @@ describe('open streams per user', () => {
     const aImg = await buildingElsewhere(aliceId, 'alice-streams.example.com');
     const bImg = await buildingElsewhere(bobId, 'bob-streams.example.com');
     const open: Stream[] = [];
+    /** a follow, kept to be closed at the end, answered `status` */
+    const opened = async (who: Api, img: number, status: number) => {
+      const s = await follow(who, img);
+      open.push(s);
+      expect(s.status).toBe(status);
+      return s;
+    };
     try {
       for (let i = 0; i < 3; i++) {
-        const s = await follow(alice, aImg);
-        open.push(s);
-        expect(s.status).toBe(200);
+        const s = await opened(alice, aImg, 200);
         expect(s.contentType).toMatch(/^text\/event-stream/);
         expect(s.text).toBe('event: log\ndata: {"text":"step 1/2\\n"}\n\n');
       }
@@ -90,9 +95,7 @@ describe('open streams per user', () => {
 
       // one more: refused with a clear message, and the refusal holds nothing
       for (let i = 0; i < 3; i++) {
-        const over = await follow(alice, aImg);
-        open.push(over);
-        expect(over.status).toBe(429);
+        const over = await opened(alice, aImg, 429);
         expect(JSON.parse(over.text).error).toMatchObject({
           code: 'too_many_streams', message: 'you already have 3 open build log follow streams (at most 3); close one first',
         });
@@ -104,25 +107,15 @@ describe('open streams per user', () => {
       expect(plain.body).toMatchObject({ image_id: aImg, status: 'building', logs: 'step 1/2\n' });
 
       // bob's own 3, while alice is at her cap; then his own refusal
-      for (let i = 0; i < 3; i++) {
-        const s = await follow(bob, bImg);
-        open.push(s);
-        expect(s.status).toBe(200);
-      }
-      const bobOver = await follow(bob, bImg);
-      open.push(bobOver);
-      expect(bobOver.status).toBe(429);
+      for (let i = 0; i < 3; i++) await opened(bob, bImg, 200);
+      await opened(bob, bImg, 429);
       expect([limits.count(aliceId), limits.count(bobId), limits.count()]).toEqual([3, 3, 6]);
 
       // alice closes one: its slot is free as soon as the server hears the close, and she opens another
       open[0].close();
       await waitUntil('the closed follow gives its slot back', () => limits.count(aliceId) === 2);
-      const again = await follow(alice, aImg);
-      open.push(again);
-      expect(again.status).toBe(200);
-      const over = await follow(alice, aImg);
-      open.push(over);
-      expect(over.status).toBe(429);
+      await opened(alice, aImg, 200);
+      await opened(alice, aImg, 429);
     } finally {
       for (const s of open) s.close();
     }
