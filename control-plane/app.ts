@@ -29,6 +29,7 @@ import { eventRoutes } from './events/routes.js';
 import { EventRelay } from './events/outbox.js';
 import { createRuntime, type Runtime } from './runtime/docker.js';
 import { warnUntrustedForwarding } from './http/forwarding.js';
+import { capConnectionsPerAddress } from './http/connection-cap.js';
 import { EGRESS_RECHECK_MS, EgressGuard } from './runtime/egress.js';
 import { Periodic } from './periodic.js';
 import platformPlugin from './containers/platform.js';
@@ -146,6 +147,7 @@ export async function startControlPlane(
   app.decorate('builds', builds);
   installErrorHandling(app);
   warnUntrustedForwarding(app, log); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
+  capConnectionsPerAddress(app.server, config.connectionsPerAddress, config.trustProxy, log);
   installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
   hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
   installHttpMetrics(app, metrics);

@@ -179,6 +179,8 @@ export interface ControlPlaneOptions {
   eventRetentionDays?: number;
   /** Changes one user may make in a minute (default BERTH_WRITES_PER_MINUTE, 600). */
   writesPerMinute?: number;
+  /** Open connections to the API one client address may hold (BERTH_API_CONNECTIONS_PER_ADDRESS, default 256; http/connection-cap.ts). */
+  connectionsPerAddress?: number;
   /** Inactive revisions each app keeps (older ones are deleted, apps/retention.ts); null keeps all. Default 20 (Knative's). */
   revisionsKept?: number | null;
   /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
@@ -296,6 +298,7 @@ export interface ResolvedConfig {
   hostnameHoldDays: number;
   eventRetentionDays: number;
   writesPerMinute: number;
+  connectionsPerAddress: number;
   containerPidsLimit: number;
   containerMemoryDefaultBytes: number;
   appNetwork: string;
@@ -398,6 +401,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     hostnameHoldDays: o.hostnameHoldDays ?? envNumber('BERTH_HOSTNAME_HOLD_DAYS', 30, 0, 3650, true),
     eventRetentionDays: o.eventRetentionDays ?? envNumber('BERTH_EVENT_RETENTION_DAYS', 90, 0, 36_500, true),
     writesPerMinute: o.writesPerMinute ?? envNumber('BERTH_WRITES_PER_MINUTE', 600, 1, 1_000_000, true),
+    connectionsPerAddress: o.connectionsPerAddress ?? envNumber('BERTH_API_CONNECTIONS_PER_ADDRESS', 256, 1, 1_000_000, true),
     containerPidsLimit: Math.max(16, o.containerPidsLimit ?? 512),
     containerMemoryDefaultBytes: Math.max(6 * 1024 * 1024, o.containerMemoryDefaultBytes ?? 512 * 1024 * 1024),
     appNetwork: networkName(o.appNetwork ?? 'berth-apps', 'app network'),
