@@ -72,7 +72,13 @@ export async function deleteApp(
     }
     await tx.query('DELETE FROM apps WHERE app_hostname = $1', [a.app_hostname]);
     await holdHostname(tx, a.app_hostname, a.user_id, app.config.hostnameHoldDays, app.config.quotas.images);
-    await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: instances.length } });
+    // every instance this deletion removed, by whichever DELETE (a retried or concurrent one saw
+    // fewer than it did): those recorded since the deletion began
+    const { rows: [removed] } = await tx.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM events WHERE user_id = $2 AND app_hostname = $1 AND type = 'container.deleted' AND payload->>'reason' = $3
+         AND id > (SELECT coalesce(max(id), 0) FROM events WHERE user_id = $2 AND app_hostname = $1 AND type = 'app.deleting')`,
+      [a.app_hostname, a.user_id, REASON]);
+    await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: removed.n } });
     return imgs;
   });
   if (images === null) return;
