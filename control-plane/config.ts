@@ -461,7 +461,8 @@ function trustedProxies(list: string[]): string[] {
     const [ip, bits, extra] = a.split('/');
     const v = isIP(ip);
     // (a prefix of 0 is everyone)
-    const ok = v !== 0 && extra === undefined && (bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (v === 4 ? 32 : 128)));
+    // (no IPv6 zone: `fe80::1%eth0` — Fastify's proxy-addr refuses some and a zone names no peer address)
+    const ok = v !== 0 && !ip.includes('%') && extra === undefined && (bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (v === 4 ? 32 : 128)));
     if (!ok) throw new UsageError(`trust-proxy "${a}" is not an IP address or CIDR (10.0.0.1, 10.0.0.0/8, fd00::/8)`);
   }
   return list;

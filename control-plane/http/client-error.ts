@@ -22,10 +22,17 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): v
     : [400, 'bad_request', 'malformed HTTP request'];
   const requestId = randomUUID();
   const body = JSON.stringify({ error: { code, message, requestId } });
-  // Written, then the socket destroyed once the answer is flushed: Node's server sockets are
-  // half-open, so end() alone would let a slowloris keep sending. A client that does not read the
-  // answer loses the socket after a fixed delay (not an idle timer its bytes could reset).
-  const deadline = setTimeout(() => socket.destroy(), 5000).unref();
+  // A lingering close, as nginx makes: the answer written and our side closed; what the client
+  // still sends is read and dropped (closing with unread bytes would reset the connection, and the
+  // client's kernel could drop the answer with it) until it closes its side, or LINGER_MS at most —
+  // a fixed deadline, not an idle timer a slowloris's bytes could reset (Node's server sockets are
+  // half-open: end() alone let one keep sending for ever).
+  const deadline = setTimeout(() => socket.destroy(), LINGER_MS).unref();
   socket.once('close', () => clearTimeout(deadline));
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+  socket.once('end', () => socket.destroy());
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`);
+  socket.resume();
 }
+
+/** How long a refused client's socket is read (and dropped) after the answer. */
+const LINGER_MS = 1000;

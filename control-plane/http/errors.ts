@@ -1,6 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import pg from 'pg';
-import { isTransientPgError } from '../db/pool.js';
 
 /**
  * An error that maps to an API response:
@@ -76,9 +75,11 @@ export function installErrorHandling(app: FastifyInstance): void {
       reply.header('retry-after', '5');
       return sendError(reply, 503, 'busy', 'the database is busy; try again in a moment');
     }
-    // the database away for a moment: restarting, failing over (read-only), a dropped connection,
-    // a serialization failure — nothing wrong with the request either
-    if (isTransientPgError(err) || (err as { code?: string }).code === '25006') {
+    // the database away for a moment: restarting, failing over (read-only), out of connections, a
+    // connection dropped — nothing wrong with the request either. Only the database's own errors
+    // (a reset of a client's upload or of Docker's socket is not the database's; a deadlock is a
+    // bug, a 500)
+    if (databaseAway(err) && !(fe.statusCode !== undefined && fe.statusCode < 500)) {
       req.log.warn({ err }, 'database unavailable');
       reply.header('retry-after', '5');
       return sendError(reply, 503, 'unavailable', 'the database is unavailable for a moment; try again shortly');
@@ -97,4 +98,14 @@ const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export function genRequestId(header: string | string[] | undefined, fallback: () => string): string {
   const v = Array.isArray(header) ? header[0] : header;
   return v && SAFE_ID.test(v) ? v : fallback();
+}
+
+/** The database's SQLSTATEs for "not now": connection exceptions, shutting down or starting, too many connections, read-only. */
+const AWAY = /^(08...|57P0[123]|53300|25006)$/;
+
+/** Is this error the database being away for a moment (its own SQLSTATE, or the pg client's lost connection)? */
+function databaseAway(err: unknown): boolean {
+  if (err instanceof pg.DatabaseError) return AWAY.test(err.code ?? '');
+  const message = (err as { message?: unknown }).message;
+  return typeof message === 'string' && /^(Connection terminated|Client was closed and is not queryable)/.test(message);
 }

@@ -34,7 +34,7 @@ describe('BERTH_TRUST_PROXY: whose X-Forwarded-For the login limits believe', ()
   });
 
   it('takes addresses and CIDRs only, never "everyone"', async () => {
-    for (const bad of [['true'], ['*'], ['0.0.0.0/0'], ['::/0'], ['10.0.0.0/33'], ['fd00::/129'], ['10.0.0.1/8/1'], ['example.com']]) {
+    for (const bad of [['true'], ['*'], ['0.0.0.0/0'], ['::/0'], ['10.0.0.0/33'], ['fd00::/129'], ['10.0.0.1/8/1'], ['example.com'], ['fe80::1%eth0'], ['fe80::1%a:b']]) {
       await expect(startControlPlane({ port: 0, quiet: true, trustProxy: bad }), bad[0]).rejects.toThrow(/is not an IP address or CIDR/);
     }
   });
