@@ -250,6 +250,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       fileSource?.stop();
       cpSource?.stop();
       reporter?.stop();
+      await activator?.close();
       admin.close();
       admin.closeAllConnections();
       await meter?.halt();

@@ -1,9 +1,16 @@
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import type { Logger } from '../../shared/logging.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 
 /** Resend an activation this long after the last one while requests are still held. */
 export const ACTIVATE_EVERY_MS = 2000;
+
+/**
+ * Connections to the control plane for wake calls, at most: a burst over hundreds of
+ * scaled-to-zero routes queues here instead of opening a connection each (the API closes those
+ * past its per-address cap, BERTH_API_CONNECTIONS_PER_ADDRESS).
+ */
+export const ACTIVATE_CONNECTIONS = 16;
 
 /**
  * Wakes scaled-to-zero apps: `POST /v1/routes/:id/activate` (proxy token) to the control plane,
@@ -14,8 +21,16 @@ export const ACTIVATE_EVERY_MS = 2000;
 export class Activator {
   private readonly last = new Map<string, number>();
   private readonly deferred = new Map<string, NodeJS.Timeout>();
+  private readonly dispatcher = new Agent({ connections: ACTIVATE_CONNECTIONS });
 
   constructor(private readonly baseUrl: string, private readonly token: string, private readonly logger: Logger) {}
+
+  /** Stop: deferred asks are dropped, calls under way are cut, the connections close. */
+  async close(): Promise<void> {
+    for (const t of this.deferred.values()) clearTimeout(t);
+    this.deferred.clear();
+    await this.dispatcher.destroy();
+  }
 
   activate(routeId: string): void {
     const now = Date.now();
@@ -54,6 +69,7 @@ export class Activator {
     try {
       const res = await request(new URL(`/v1/routes/${encodeURIComponent(routeId)}/activate`, this.baseUrl), {
         method: 'POST',
+        dispatcher: this.dispatcher,
         headers: { authorization: `Bearer ${this.token}` },
         headersTimeout: 5000,
         bodyTimeout: 5000,
