@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
-import { defaultHostPorts, deniedRanges, egressGuardMode, parseEgressRanges, parseHostPorts, proxyAllow, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
+import { defaultHostPorts, deniedRanges, egressGuardMode, parseEgressRanges, parseHostPorts, proxyAllow, proxyUrlPorts, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -414,22 +414,11 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       hostPorts: o.egressHostPorts ?? (process.env.BERTH_EGRESS_HOST_PORTS?.trim()
         ? parseHostPorts(process.env.BERTH_EGRESS_HOST_PORTS)
         // the proxy's ports: the one workloads send through, the public URL's, and those `berth up` starts
-        : defaultHostPorts([urlPort(workloads.proxyUrl), urlPort(process.env.BERTH_PUBLIC_URL), ...(o.proxyPorts ?? [])])),
+        : defaultHostPorts([...proxyUrlPorts([workloads.proxyUrl, process.env.BERTH_PUBLIC_URL]), ...(o.proxyPorts ?? [])])),
     },
     autoscale: autoscaleConfig(o.autoscale),
     workloads,
   };
-}
-
-/** The port of an http(s) URL (0 when there is none, or it is not a URL: config checks it elsewhere). */
-function urlPort(url: string | undefined): number {
-  if (!url) return 0;
-  try {
-    const u = new URL(url.trim());
-    return u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : u.protocol === 'http:' ? 80 : 0;
-  } catch {
-    return 0;
-  }
 }
 
 function revisionsKept(n: number | null | undefined): number | null {

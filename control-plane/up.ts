@@ -88,13 +88,12 @@ export async function up(o: {
     await cp.close().catch(() => {});
     throw e;
   }
-  const shown = shownHost;
-  cp.config.workloads.proxyUrl = `http://${shown(px.host)}:${proxy.port}`; // workloads (/api/workloads) send their load through this proxy
-  cp.app.publicInfo.proxyUrl ??= `http://${shown(px.host)}:${proxy.port}`; // clients print app URLs from it (GET /api/info)
+  cp.config.workloads.proxyUrl = `http://${shownHost(px.host)}:${proxy.port}`; // workloads (/api/workloads) send their load through this proxy
+  cp.app.publicInfo.proxyUrl ??= `http://${shownHost(px.host)}:${proxy.port}`; // clients print app URLs from it (GET /api/info)
   return {
     cp, proxy,
-    proxyUrl: `http://${shown(px.host)}:${proxy.port}`,
-    adminUrl: `http://${shown(admin.host)}:${proxy.adminPort}`,
+    proxyUrl: `http://${shownHost(px.host)}:${proxy.port}`,
+    adminUrl: `http://${shownHost(admin.host)}:${proxy.adminPort}`,
     async close() {
       await proxy.close().catch(() => {});
       await cp.close();

@@ -77,7 +77,7 @@ export async function deleteApp(
     const { rows: [removed] } = await tx.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM events WHERE user_id = $2 AND app_hostname = $1 AND type = 'container.deleted' AND payload->>'reason' = $3
          AND id > (SELECT coalesce(max(id), 0) FROM events WHERE user_id = $2 AND app_hostname = $1 AND type = 'app.deleting')`,
-      [a.app_hostname, a.user_id, REASON]);
+      [a.app_hostname, userId, REASON]);
     await recordEvent(tx, { type: 'app.deleted', userId, appHostname: a.app_hostname, payload: { revisions: imgs.map((r) => r.revision), instances_removed: removed.n } });
     return imgs;
   });

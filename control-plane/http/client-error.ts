@@ -17,8 +17,8 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): v
     return;
   }
   const [status, code, message] =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'the request did not arrive in time: its head must arrive within 60 s, all of it within 10 minutes']
-    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request head is larger than 16 KiB']
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'the request did not arrive in time (its head, or all of it)']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request head is larger than the server accepts']
     : [400, 'bad_request', 'malformed HTTP request'];
   const requestId = randomUUID();
   const body = JSON.stringify({ error: { code, message, requestId } });

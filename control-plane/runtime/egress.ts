@@ -102,17 +102,16 @@ export function parseEgressRanges(text: string, what: 'deny' | 'allow'): string[
       for (const r of PRIVATE_RANGES) if (!out.includes(r)) out.push(r);
       continue;
     }
-    const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(item);
+    const m = /^([\d.]{7,15})(?:\/(\d{1,2}))?$/.exec(item);
     if (m === null) {
       const why = item.includes(':') ? ' (IPv6 ranges are not needed: berth networks have no IPv6)' : what === 'allow' ? ' or "private"' : '';
       throw new UsageError(`egress ${what} "${item}" is not an IPv4 address or range such as 10.0.0.0/8${why}; give a comma-separated list`);
     }
-    const octets = [m[1], m[2], m[3], m[4]].map(Number);
-    const bits = m[5] === undefined ? 32 : Number(m[5]);
-    if (octets.some((o, i) => o > 255 || (m[i + 1].length > 1 && m[i + 1].startsWith('0'))) || bits > 32 || bits < 1) {
+    const value = ipv4Value(m[1]);
+    const bits = m[2] === undefined ? 32 : Number(m[2]);
+    if (value === null || bits > 32 || bits < 1) {
       throw new UsageError(`egress ${what} "${item}" is not an IPv4 address or range (octets 0-255 without leading zeros, prefix 1-32)`);
     }
-    const value = ((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0;
     const net = (value & ((0xffffffff << (32 - bits)) >>> 0)) >>> 0;
     const cidr = `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${bits}`;
     if (!out.includes(cidr)) out.push(cidr);
@@ -137,6 +136,8 @@ function chainOf(bridge: string, h: Hook): string {
 }
 
 const COMMENT_ARGS = ['-m', 'comment', '--comment', COMMENT];
+/** Packets that belong to no connection conntrack knows: nothing a container needs sends them. */
+const UNPLACED_DROP = ['-m', 'conntrack', '--ctstate', 'INVALID,UNTRACKED', ...COMMENT_ARGS, '-j', 'DROP'];
 
 /**
  * A bridge's forwarded-traffic rules (arguments after `-A <chain>`), in order: traffic to the same
@@ -152,9 +153,6 @@ export function forwardRules(bridge: string, p: EgressPolicy): string[][] {
   out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r)), true));
   return out;
 }
-
-/** Packets that belong to no connection conntrack knows: nothing a container needs sends them. */
-const UNPLACED_DROP = ['-m', 'conntrack', '--ctstate', 'INVALID,UNTRACKED', ...COMMENT_ARGS, '-j', 'DROP'];
 
 /**
  * A bridge's rules for traffic to the host itself (arguments after `-A <chain>`), in order: the
@@ -203,14 +201,13 @@ export function defaultHostPorts(proxyPorts: readonly number[]): number[] {
  */
 export function denyRules(ranges: readonly string[], redirected = false): string[][] {
   const out: string[][] = [];
-  const comment = COMMENT_ARGS;
   for (const cidr of ranges) {
     // (ORIGINAL: packets of connections the container opened; the replies to connections the host
     // opened to it, the proxy's and the health checker's, travel the other way and pass)
     const dst = ['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL'];
-    for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...dst, '-m', proto, '--dport', '53', ...comment, '-j', 'RETURN']);
-    out.push([...dst, ...comment, '-j', 'DROP']);
-    if (redirected) out.push(['-m', 'conntrack', '--ctreplsrc', cidr, '--ctdir', 'ORIGINAL', ...comment, '-j', 'DROP']);
+    for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...dst, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
+    out.push([...dst, ...COMMENT_ARGS, '-j', 'DROP']);
+    if (redirected) out.push(['-m', 'conntrack', '--ctreplsrc', cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'DROP']);
   }
   return out;
 }
@@ -227,11 +224,26 @@ export function inRanges(address: string, ranges: readonly string[]): boolean {
   });
 }
 
+/** A dotted IPv4 address as a number (octets 0-255, no leading zeros), or null. */
 function ipv4Value(a: string): number | null {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(a);
   if (m === null) return null;
-  const o = [m[1], m[2], m[3], m[4]].map(Number);
-  return o.some((x) => x > 255) ? null : ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+  const parts = [m[1], m[2], m[3], m[4]];
+  if (parts.some((p) => Number(p) > 255 || (p.length > 1 && p.startsWith('0')))) return null;
+  const o = parts.map(Number);
+  return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+}
+
+/** An http(s) URL's host and port (the scheme's when it names none), or null when it is not one. */
+function hostPort(url: string | undefined): { host: string; port: number } | null {
+  if (!url) return null;
+  try {
+    const u = new URL(url.trim());
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
+    return { host: u.hostname, port: u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : 80 };
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -241,15 +253,15 @@ function ipv4Value(a: string): number | null {
 export function proxyAllow(urls: readonly (string | undefined)[]): string[] {
   const out: string[] = [];
   for (const url of urls) {
-    let host = '';
-    try {
-      host = url ? new URL(url.trim()).hostname : '';
-    } catch {
-      continue;
-    }
+    const host = hostPort(url)?.host ?? '';
     if (inRanges(host, PRIVATE_RANGES) && !out.includes(`${host}/32`)) out.push(`${host}/32`);
   }
   return out;
+}
+
+/** The ports of the proxy's URLs (0 for one that is not a URL: config checks those elsewhere). */
+export function proxyUrlPorts(urls: readonly (string | undefined)[]): number[] {
+  return urls.map((u) => hostPort(u)?.port ?? 0);
 }
 
 /** iptables-restore input that (re)builds a bridge's chains in one transaction. */
@@ -266,7 +278,7 @@ export function restoreInput(bridge: string, p: EgressPolicy): string {
 
 /** A hook's jump to a bridge's chain (arguments after `-I/-C/-D <hook>`). */
 function jumpRule(bridge: string, h: Hook): string[] {
-  return ['-i', bridge, '-m', 'comment', '--comment', COMMENT, '-j', chainOf(bridge, h)];
+  return ['-i', bridge, ...COMMENT_ARGS, '-j', chainOf(bridge, h)];
 }
 
 /** The bridges whose berth chain a hook jumps to, in `iptables -S <hook>` output. */

@@ -96,6 +96,9 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
 
 type StreamName = 'stdout' | 'stderr';
 
+/** A multiplexed frame larger than this is not one (Docker frames a container's writes, far smaller). */
+const MAX_FRAME_BYTES = 1024 * 1024;
+
 /**
  * Docker's log response → lines: the frames of a non-TTY container (8-byte header: stream type,
  * 3 zero bytes, big-endian length) undone, a character cut between two frames joined again, lines
@@ -126,7 +129,9 @@ export class LogLines {
     while (pending.length >= 8) {
       const type = pending[0];
       const size = pending.readUInt32BE(4);
-      if (type > 2 || pending[1] !== 0 || pending[2] !== 0 || pending[3] !== 0) {
+      // not a frame header, or one no Docker writes (a TTY app's output that merely looks like one
+      // must not make us buffer gigabytes waiting for its "frame")
+      if (type > 2 || pending[1] !== 0 || pending[2] !== 0 || pending[3] !== 0 || size > MAX_FRAME_BYTES) {
         this.raw = true;
         this.take('stdout', this.decoders.stdout.write(pending));
         pending = Buffer.alloc(0);

@@ -93,6 +93,23 @@ describe('an API error message, piped', () => {
 });
 
 describe('numbers that a hostile server sends as strings', () => {
+  it.skipIf(!built())('berth events: a page whose events are not objects is a clear error, not a crash', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ events: [null, 1], next_after: 2 }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const r = await berth(['events', '--api', api], { BERTH_TOKEN: 'berth_x' });
+      expect(r.code).toBe(1);
+      expect(r.err).toContain('answered GET /api/events with something that is not a page of events');
+      expect(r.err).not.toMatch(/TypeError|at .*\.js:\d+/);
+    } finally {
+      server.close();
+    }
+  });
+
   it.skipIf(!built())('berth logs: a container id of escape sequences is defused before it labels each line', async () => {
     const server = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

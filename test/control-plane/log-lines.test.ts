@@ -53,4 +53,13 @@ describe('LogLines: Docker log frames to lines', () => {
   it('the last line without a newline is given at the end', () => {
     expect(read([frame(1, `${T} last`)])).toEqual([{ stream: 'stdout', time: T, text: 'last' }]);
   });
+
+  it("a TTY app's output that looks like a frame header announcing gigabytes is read as text at once, not buffered", () => {
+    const fake = Buffer.alloc(8);
+    fake[0] = 1;
+    fake.writeUInt32BE(0xfffffff0, 4);
+    const out = read([Buffer.concat([fake, Buffer.from(`${T} after\n`)])]);
+    expect(out.map((l) => l.stream)).toEqual(['stdout']);
+    expect(out[0].text).toContain('after');
+  });
 });

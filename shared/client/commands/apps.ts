@@ -44,8 +44,7 @@ interface RevisionSettings {
 }
 
 async function describeOne(client: BerthClient, rawHost: string, json: boolean, out: NodeJS.WriteStream): Promise<number> {
-  appHostArg(rawHost);
-  const app = await client.get<App>(`/api/apps/${encodeURIComponent(rawHost)}`);
+  const app = await client.get<App>(`/api/apps/${encodeURIComponent(appHostArg(rawHost))}`);
   const images = (await client.get<{ images: RevisionSettings[] }>('/api/images')).images.filter((i) => i.app_hostname === app.app_hostname);
   const byId = new Map(images.map((i) => [i.id, i]));
   if (json) {

@@ -49,7 +49,8 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
     };
     const page = async (query: Record<string, string | number | undefined>) => {
       const r = await client.get<{ events: EventRecord[]; next_after: number }>('/api/events', { query: { app: host, ...query }, signal });
-      if (!Array.isArray(r?.events) || !Number.isSafeInteger(r.next_after) || r.next_after < 0) {
+      if (!Array.isArray(r?.events) || !Number.isSafeInteger(r.next_after) || r.next_after < 0 ||
+        !r.events.every((e) => typeof e === 'object' && e !== null && typeof e.type === 'string')) {
         throw new ClientError(`the API at ${client.api} answered GET /api/events with something that is not a page of events`);
       }
       return r;
