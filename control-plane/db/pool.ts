@@ -10,13 +10,44 @@ pg.types.setTypeParser(20, (v) => Number(v));
 pg.types.setTypeParser(1700, (v) => Number(v));
 
 /**
+ * Errors of connections the pool could not open because the database could not be reached (it
+ * refused, it is restarting, its host is gone). Marked where they happen: their codes
+ * (ECONNREFUSED, ENOENT for a socket path, ETIMEDOUT) are the same as a Docker socket's, so the
+ * code alone cannot say whose they are. The database's own refusals (a wrong password, "starting
+ * up") arrive as pg DatabaseErrors with a SQLSTATE and are not marked.
+ */
+const unreachable = new WeakSet<object>();
+
+/** Did the pool fail to reach the database for this error (see `unreachable`)? */
+export function isDatabaseUnreachable(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && unreachable.has(e);
+}
+
+type ConnectCallback = ((err: Error) => void) | ((err: null, c: pg.Client) => void);
+/** pg's client, marking the network errors of its connect (pg-pool connects with a callback). */
+class MarkingClient extends pg.Client {
+  override connect(): Promise<pg.Client>;
+  override connect(callback: ConnectCallback): void;
+  override connect(callback?: ConnectCallback): Promise<pg.Client> | void {
+    if (callback === undefined) return super.connect().catch((err: Error) => Promise.reject(markUnreachable(err)));
+    const done = callback as (err: Error | null, c?: pg.Client) => void;
+    super.connect((err: Error | null) => (err ? done(markUnreachable(err)) : done(null, this)));
+  }
+}
+
+function markUnreachable(err: Error): Error {
+  if (!(err instanceof pg.DatabaseError)) unreachable.add(err);
+  return err;
+}
+
+/**
  * `statementTimeoutMs` (0: none): a query running longer is cancelled by the server, so a slow
  * one (a tenant's metrics over years, a lock held by a stuck session) cannot hold a pool
  * connection for ever and starve every other request. Migrations lift it for their session.
  */
 export function createPool(connectionString: string, max = 10, statementTimeoutMs = 0): Db {
   const pool = new pg.Pool({
-    connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000,
+    Client: MarkingClient, connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000,
     ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
   });
   // An idle client losing its connection must not crash the process.

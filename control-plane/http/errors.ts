@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import pg from 'pg';
+import { isDatabaseUnreachable } from '../db/pool.js';
 
 /**
  * An error that maps to an API response:
@@ -103,9 +104,13 @@ export function genRequestId(header: string | string[] | undefined, fallback: ()
 /** The database's SQLSTATEs for "not now": connection exceptions, shutting down or starting, too many connections, read-only. */
 const AWAY = /^(08...|57P0[123]|53300|25006)$/;
 
-/** Is this error the database being away for a moment (its own SQLSTATE, or the pg client's lost connection)? */
+/**
+ * Is this error the database being away for a moment: its own SQLSTATE, a connection the pool
+ * could not open (refused while it restarts), or the pg client's lost connection?
+ */
 function databaseAway(err: unknown): boolean {
   if (err instanceof pg.DatabaseError) return AWAY.test(err.code ?? '');
+  if (isDatabaseUnreachable(err)) return true;
   const message = (err as { message?: unknown }).message;
   return typeof message === 'string' && /^(Connection terminated|Client was closed and is not queryable)/.test(message);
 }
