@@ -4,7 +4,7 @@ import type { ControlPlaneOptions } from './config.js';
 import { parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
 import { DEFAULT_REGISTRIES, parseRegistries } from './images/registries.js';
-import { egressGuardMode, parseEgressRanges, parseHostPorts } from './runtime/egress.js';
+import { egressGuardMode, parseDnsServers, parseEgressRanges, parseHostPorts } from './runtime/egress.js';
 
 
 /** Tenant isolation settings (docs/security.md), shared by `berth control-plane` and `berth up`. */
@@ -23,8 +23,9 @@ export const TENANT_SPECS: OptionSpec[] = [
   { name: 'app-network', env: 'BERTH_APP_NETWORK', default: 'berth-apps', help: 'Docker network for app containers (created; inter-container traffic disabled)' },
   { name: 'build-network', env: 'BERTH_BUILD_NETWORK', default: 'berth-builds', help: 'Docker network for build steps (created; inter-container traffic disabled)' },
   { name: 'egress-guard', env: 'BERTH_EGRESS_GUARD', default: 'auto', help: 'iptables rules that keep apps and builds from the cloud metadata services, the private ranges and --egress-deny: auto (when root beside the daemon; else a warning, an info line outside production), require (else nothing builds or runs) or off' },
-  { name: 'egress-deny', env: 'BERTH_EGRESS_DENY', help: 'more IPv4 ranges apps and builds may not reach (DNS excepted), comma separated, besides the cloud metadata services and the private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10)' },
+  { name: 'egress-deny', env: 'BERTH_EGRESS_DENY', help: 'more IPv4 ranges apps and builds may not reach (DNS to --egress-dns excepted), comma separated, besides the cloud metadata services and the private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10)' },
   { name: 'egress-host-ports', env: 'BERTH_EGRESS_HOST_PORTS', help: 'TCP ports apps and builds may open on the host\'s own addresses, comma separated, "all" or "none"; default 80, 443 and the proxy\'s ports (BERTH_PROXY_URL, BERTH_PUBLIC_URL, berth up\'s)' },
+  { name: 'egress-dns', env: 'BERTH_EGRESS_DNS', default: 'host', help: 'where apps and builds may send DNS queries in the denied ranges and on the host: "host" (the host\'s DNS servers, as Docker reads them), "any", or IPv4 addresses of DNS servers, comma separated' },
   { name: 'egress-allow', env: 'BERTH_EGRESS_ALLOW', help: 'IPv4 ranges in the private ones apps and builds may reach, comma separated, e.g. a package mirror 10.1.2.3 ("private": all of them); never the metadata services or --egress-deny' },
 ];
 
@@ -48,6 +49,7 @@ export function tenantOptions(o: Record<string, string | undefined>): Partial<Co
     egressDeny: o['egress-deny'] === undefined ? undefined : parseEgressRanges(o['egress-deny'], 'deny'),
     egressAllow: o['egress-allow'] === undefined ? undefined : parseEgressRanges(o['egress-allow'], 'allow'),
     egressHostPorts: o['egress-host-ports'] === undefined ? undefined : parseHostPorts(o['egress-host-ports']),
+    egressDns: o['egress-dns'] === undefined ? undefined : parseDnsServers(o['egress-dns']),
   };
 }
 

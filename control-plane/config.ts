@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { UsageError } from '../shared/cli/args.js';
 import { workloadConfig, type WorkloadConfig } from './workloads/config.js';
 import { envNumber } from './env.js';
-import { defaultHostPorts, deniedRanges, egressGuardMode, parseEgressRanges, parseHostPorts, proxyAllow, proxyUrlPorts, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
+import { defaultHostPorts, deniedRanges, egressGuardMode, parseDnsServers, parseEgressRanges, parseHostPorts, proxyAllow, proxyUrlPorts, type EgressGuardMode, type EgressPolicy } from './runtime/egress.js';
 import { cpus, totalmem } from 'node:os';
 import { parseCpu, parseMemory } from './images/fields.js';
 import { parseAppDomains } from './apps/domains.js';
@@ -201,6 +201,8 @@ export interface ControlPlaneOptions {
   egressAllow?: string[];
   /** TCP ports containers may open on the host's own addresses (BERTH_EGRESS_HOST_PORTS; default 80, 443 and the proxy's ports) */
   egressHostPorts?: number[] | 'all';
+  /** where containers may send DNS queries in the denied ranges and on the host (BERTH_EGRESS_DNS; default `host`: the host's DNS servers) */
+  egressDns?: readonly string[] | 'host' | 'any';
   /** the ports of the proxy `berth up` starts beside this control plane (opened to containers on the host) */
   proxyPorts?: number[];
   /** The autoscaler (apps with min_instances 0); defaults are Knative's, env BERTH_AUTOSCALE_* */
@@ -415,6 +417,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
         ? parseHostPorts(process.env.BERTH_EGRESS_HOST_PORTS)
         // the proxy's ports: the one workloads send through, the public URL's, and those `berth up` starts
         : defaultHostPorts([...proxyUrlPorts([workloads.proxyUrl, process.env.BERTH_PUBLIC_URL]), ...(o.proxyPorts ?? [])])),
+      dns: o.egressDns ?? parseDnsServers(process.env.BERTH_EGRESS_DNS ?? ''),
     },
     autoscale: autoscaleConfig(o.autoscale),
     workloads,

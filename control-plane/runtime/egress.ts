@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Logger } from '../../shared/logging.js';
 import { UsageError } from '../../shared/cli/args.js';
 
@@ -26,10 +26,17 @@ import { UsageError } from '../../shared/cli/args.js';
  * so apps can call each other through the proxy — and DNS; `all` opens every port (the metadata
  * ranges excepted).
  *
- * DNS (port 53, UDP and TCP) to a denied range is let through: Docker's embedded DNS forwards a
- * container's queries from inside the container's network namespace, and GCP's resolver is
- * 169.254.169.254 itself (AWS's 169.254.169.253, Azure's 168.63.129.16): dropping it would break
- * name resolution for every app and build on those clouds.
+ * DNS (port 53, UDP and TCP) is let through to the host's DNS servers, wherever they are:
+ * Docker's embedded DNS forwards a container's queries to them from inside the container's network
+ * namespace (a build step on the default bridge asks them itself), and they are often in a denied
+ * range — a resolver on the LAN, the VPC's (AWS 10.x.0.2, 169.254.169.253), GCP's 169.254.169.254,
+ * Azure's 168.63.129.16: dropping them would break name resolution for every app and build. Only
+ * them: port 53 is not a way into the rest of the denied ranges and the host (a DNS tunnel through
+ * an internal resolver, a TCP service on 53). By default (BERTH_EGRESS_DNS=host) they are the
+ * nameservers Docker copies — the host's /etc/resolv.conf, systemd-resolved's upstream servers
+ * when that names its local stub, the `dns` of /etc/docker/daemon.json — read again at every
+ * recheck (a DHCP lease may change them); the operator may name them, or say `any` (port 53 open
+ * to every address).
  *
  * Rules match the connection's original destination (conntrack), and for forwarded traffic also
  * where a redirect (DNAT) really took it: two iptables chains per bridge, rebuilt whole in one
@@ -71,7 +78,15 @@ export interface EgressPolicy {
   allow: readonly string[];
   /** TCP ports containers may open on the host's own addresses (parseHostPorts()), or all of them */
   hostPorts: readonly number[] | 'all';
+  /**
+   * where containers may send DNS queries in the denied ranges and on the host (parseDnsServers()):
+   * these ranges, `host` (the host's DNS servers, hostDnsServers(), read at every install) or
+   * `any` (every address)
+   */
+  dns: readonly string[] | 'host' | 'any';
 }
+/** A policy whose DNS servers are known: what the rules are written from. */
+export type EgressRules = EgressPolicy & { dns: readonly string[] | 'any' };
 
 /**
  * Where a bridge's traffic is checked, each hook by a chain of its own: forwarded traffic
@@ -80,8 +95,8 @@ export interface EgressPolicy {
  * the proxy, which apps may call (a private or operator's range must not cut them off from it).
  */
 const HOOKS = [
-  { hook: 'DOCKER-USER', prefix: 'BERTH-', rules: (bridge: string, p: EgressPolicy) => forwardRules(bridge, p) },
-  { hook: 'INPUT', prefix: 'BERTH-IN-', rules: (_bridge: string, p: EgressPolicy) => inputRules(p) },
+  { hook: 'DOCKER-USER', prefix: 'BERTH-', rules: (bridge: string, p: EgressRules) => forwardRules(bridge, p) },
+  { hook: 'INPUT', prefix: 'BERTH-IN-', rules: (_bridge: string, p: EgressRules) => inputRules(p) },
 ] as const;
 type Hook = (typeof HOOKS)[number];
 /** Linux interface names: at most 15 bytes; berth's bridges are `br-` and 12 hex digits */
@@ -141,30 +156,45 @@ const UNPLACED_DROP = ['-m', 'conntrack', '--ctstate', 'INVALID,UNTRACKED', ...C
 
 /**
  * A bridge's forwarded-traffic rules (arguments after `-A <chain>`), in order: traffic to the same
- * bridge left to Docker; the denied ranges dropped (DNS excepted); the allowed ranges let through;
- * the private ranges dropped (DNS excepted), those allowed whole left out.
+ * bridge left to Docker; DNS to the DNS servers let through; the denied ranges dropped; the allowed
+ * ranges let through; the private ranges dropped, those allowed whole left out.
  */
-export function forwardRules(bridge: string, p: EgressPolicy): string[][] {
-  const out: string[][] = [['-o', bridge, ...COMMENT_ARGS, '-j', 'RETURN'], UNPLACED_DROP];
-  out.push(...denyRules(p.deny, true));
+export function forwardRules(bridge: string, p: EgressRules): string[][] {
+  const out: string[][] = [['-o', bridge, ...COMMENT_ARGS, '-j', 'RETURN'], UNPLACED_DROP, ...dnsRules(p.dns)];
+  const anyDns = p.dns === 'any';
+  out.push(...denyRules(p.deny, true, anyDns));
   for (const cidr of p.allow) {
     for (const match of ['--ctorigdst', '--ctreplsrc']) out.push(['-m', 'conntrack', match, cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'RETURN']);
   }
-  out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r)), true));
+  out.push(...denyRules(PRIVATE_RANGES.filter((r) => !p.allow.includes(r)), true, anyDns));
+  return out;
+}
+
+/** DNS (UDP and TCP port 53) to these servers let through; none with `any` (denyRules() lets DNS through then). */
+function dnsRules(dns: readonly string[] | 'any'): string[][] {
+  const out: string[][] = [];
+  if (dns === 'any') return out;
+  for (const cidr of dns) {
+    for (const proto of ['udp', 'tcp']) {
+      out.push(['-p', proto, '-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL', '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
+    }
+  }
   return out;
 }
 
 /**
- * A bridge's rules for traffic to the host itself (arguments after `-A <chain>`), in order: the
- * metadata ranges dropped (DNS excepted: a redirected metadata address may be the resolver); DNS
- * and the host ports let through; every other connection a container opens to the host dropped.
- * Replies to the host's own connections (the proxy's, health checks) are the other direction.
+ * A bridge's rules for traffic to the host itself (arguments after `-A <chain>`), in order: DNS to
+ * the DNS servers let through (a resolver on the host's address; a metadata address the host
+ * redirects to itself may be one); the metadata ranges dropped; the host ports let through; every
+ * other connection a container opens to the host dropped. Replies to the host's own connections
+ * (the proxy's, health checks) are the other direction.
  */
-export function inputRules(p: EgressPolicy): string[][] {
-  const out = [UNPLACED_DROP, ...denyRules(METADATA_RANGES)];
+export function inputRules(p: EgressRules): string[][] {
+  const anyDns = p.dns === 'any';
+  const out = [UNPLACED_DROP, ...dnsRules(p.dns), ...denyRules(METADATA_RANGES, false, anyDns)];
   if (p.hostPorts === 'all') return out;
   const opened = ['-m', 'conntrack', '--ctdir', 'ORIGINAL'];
-  for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...opened, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
+  if (anyDns) for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...opened, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
   for (const port of p.hostPorts) out.push(['-p', 'tcp', ...opened, '-m', 'tcp', '--dport', String(port), ...COMMENT_ARGS, '-j', 'RETURN']);
   out.push([...opened, ...COMMENT_ARGS, '-j', 'DROP']);
   return out;
@@ -194,18 +224,18 @@ export function defaultHostPorts(proxyPorts: readonly number[]): number[] {
 }
 
 /**
- * Rules that drop these ranges (arguments after `-A <chain>`), in order: DNS through, the rest of
- * each range dropped — and, for forwarded traffic (`redirected`), connections a redirect (DNAT)
- * took into the range from an address outside it (a port the host forwards from its public
- * address to the LAN, an operator's container published on 0.0.0.0).
+ * Rules that drop these ranges (arguments after `-A <chain>`), in order: DNS through (`anyDns`:
+ * with BERTH_EGRESS_DNS=any), each range dropped — and, for forwarded traffic (`redirected`),
+ * connections a redirect (DNAT) took into the range from an address outside it (a port the host
+ * forwards from its public address to the LAN, an operator's container published on 0.0.0.0).
  */
-export function denyRules(ranges: readonly string[], redirected = false): string[][] {
+export function denyRules(ranges: readonly string[], redirected = false, anyDns = false): string[][] {
   const out: string[][] = [];
   for (const cidr of ranges) {
     // (ORIGINAL: packets of connections the container opened; the replies to connections the host
     // opened to it, the proxy's and the health checker's, travel the other way and pass)
     const dst = ['-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL'];
-    for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...dst, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
+    if (anyDns) for (const proto of ['udp', 'tcp']) out.push(['-p', proto, ...dst, '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
     out.push([...dst, ...COMMENT_ARGS, '-j', 'DROP']);
     if (redirected) out.push(['-m', 'conntrack', '--ctreplsrc', cidr, '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'DROP']);
   }
@@ -264,8 +294,65 @@ export function proxyUrlPorts(urls: readonly (string | undefined)[]): number[] {
   return urls.map((u) => hostPort(u)?.port ?? 0);
 }
 
+/**
+ * Where containers may send DNS queries (BERTH_EGRESS_DNS): `host` (the default, empty too), `any`,
+ * or IPv4 addresses and ranges, comma separated.
+ */
+export function parseDnsServers(text: string): readonly string[] | 'host' | 'any' {
+  const t = text.trim().toLowerCase();
+  if (t === '' || t === 'host') return 'host';
+  if (t === 'any') return 'any';
+  try {
+    return parseEgressRanges(t, 'deny');
+  } catch {
+    throw new UsageError(`egress DNS "${text.trim()}" must be "host", "any" or IPv4 addresses of DNS servers, comma separated`);
+  }
+}
+
+/** Where Docker and the host read DNS servers (tests give their own). */
+export interface DnsSources {
+  resolvConf: string;
+  /** systemd-resolved's list of upstream servers, which Docker reads when resolv.conf names only the local stub */
+  resolvedConf: string;
+  daemonJson: string;
+}
+const DNS_SOURCES: DnsSources = { resolvConf: '/etc/resolv.conf', resolvedConf: '/run/systemd/resolve/resolv.conf', daemonJson: '/etc/docker/daemon.json' };
+
+/**
+ * The host's DNS servers, as /32s: those Docker hands containers or forwards their queries to —
+ * the IPv4 nameservers of resolv.conf, of systemd-resolved's upstream list when resolv.conf names a
+ * loopback address (its stub: Docker skips those), and the daemon's own `dns` setting. Loopback
+ * addresses are left out (Docker asks them from the host's namespace, past these rules). Files
+ * that cannot be read add nothing.
+ */
+export function hostDnsServers(from: DnsSources = DNS_SOURCES): string[] {
+  const out = new Set<string>();
+  const add = (a: unknown) => {
+    if (typeof a === 'string' && ipv4Value(a) !== null && !a.startsWith('127.')) out.add(`${a}/32`);
+  };
+  const nameservers = (file: string): string[] => {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      return [];
+    }
+    return [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1]);
+  };
+  const listed = nameservers(from.resolvConf);
+  for (const a of listed) add(a);
+  if (listed.some((a) => a.startsWith('127.'))) for (const a of nameservers(from.resolvedConf)) add(a);
+  try {
+    const dns = (JSON.parse(readFileSync(from.daemonJson, 'utf8')) as { dns?: unknown }).dns;
+    if (Array.isArray(dns)) for (const a of dns) add(a);
+  } catch {
+    /* no daemon.json, or not JSON: Docker's defaults */
+  }
+  return [...out].sort();
+}
+
 /** iptables-restore input that (re)builds a bridge's chains in one transaction. */
-export function restoreInput(bridge: string, p: EgressPolicy): string {
+export function restoreInput(bridge: string, p: EgressRules): string {
   const quote = (a: string) => (/\s/.test(a) ? `"${a}"` : a);
   const lines = ['*filter'];
   for (const h of HOOKS) {
@@ -306,6 +393,8 @@ export interface EgressGuardOptions {
   hasInterface?: (name: string) => boolean;
   /** how `auto` says it could not install the guard: warn (production), or info (a laptop, where no metadata service is) */
   failLevel?: 'warn' | 'info';
+  /** where `dns: 'host'` reads the host's DNS servers (tests) */
+  dnsSources?: DnsSources;
 }
 
 export class EgressGuard {
@@ -316,6 +405,8 @@ export class EgressGuard {
   private built = new Map<string, string>();
   /** installs and checks one at a time (the recheck timer and a network setup may meet) */
   private turn: Promise<unknown> = Promise.resolve();
+  /** the DNS servers of the rules last installed */
+  private dns: readonly string[] | 'any' | null = null;
 
   constructor(private readonly o: EgressGuardOptions) {}
 
@@ -346,14 +437,22 @@ export class EgressGuard {
     if (this.o.mode === 'require' && this.state !== 'installed') throw new Error(NOT_IN_PLACE);
   }
 
+  /** The policy with its DNS servers known (`host`: read now). */
+  private rules(): EgressRules {
+    const p = this.o.policy;
+    return p.dns === 'host' ? { ...p, dns: hostDnsServers(this.o.dnsSources) } : (p as EgressRules);
+  }
+
   private async attempt(): Promise<boolean> {
-    const { policy, log, mode } = this.o;
-    const why = await this.install(this.bridges).then(() => null, (e: Error) => e.message);
+    const { log, mode } = this.o;
+    const rules = this.rules();
+    const why = await this.install(this.bridges, rules).then(() => null, (e: Error) => e.message);
     if (why === null) {
       if (this.state !== 'installed') {
-        log.info({ bridges: this.bridges, deny: [...policy.deny, ...PRIVATE_RANGES.filter((r) => !policy.allow.includes(r))], allow: policy.allow, hostPorts: policy.hostPorts },
-          'egress guard in place: apps and builds cannot reach the deny ranges (DNS excepted)');
+        log.info({ bridges: this.bridges, deny: [...rules.deny, ...PRIVATE_RANGES.filter((r) => !rules.allow.includes(r))], allow: rules.allow, hostPorts: rules.hostPorts, dns: rules.dns },
+          'egress guard in place: apps and builds cannot reach the deny ranges (DNS to the DNS servers excepted)');
       }
+      this.dns = rules.dns;
       this.state = 'installed';
       return true;
     }
@@ -376,6 +475,13 @@ export class EgressGuard {
     return this.serial(async () => {
       if (this.bridges.length === 0) return false;
       if (this.state !== 'installed') return this.attempt().catch(() => false);
+      if (this.o.policy.dns === 'host') {
+        const now = hostDnsServers(this.o.dnsSources);
+        if (String(now) !== String(this.dns)) {
+          this.o.log.info({ bridges: this.bridges, dns: now, was: this.dns }, 'the host\'s DNS servers changed; rebuilding the egress guard rules');
+          return this.attempt().then(() => true, () => false);
+        }
+      }
       if (await this.intact()) return false;
       this.o.log.warn({ bridges: this.bridges }, 'the egress guard rules were removed or changed (a firewall reload?); putting them back');
       this.state = 'none';
@@ -396,7 +502,7 @@ export class EgressGuard {
     return true;
   }
 
-  private async install(bridges: readonly string[]): Promise<void> {
+  private async install(bridges: readonly string[], rules: EgressRules): Promise<void> {
     const hasInterface = this.o.hasInterface ?? ((n: string) => existsSync(`/sys/class/net/${n}`));
     for (const b of bridges) {
       if (!BRIDGE_NAME.test(b)) throw new Error(`bridge "${b}" is not an interface name berth can write rules for`);
@@ -413,7 +519,7 @@ export class EgressGuard {
     }
     const built = new Map<string, string>();
     for (const b of bridges) {
-      await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, this.o.policy));
+      await run(this.o.iptablesRestore ?? 'iptables-restore', ['--wait=10', '--noflush'], restoreInput(b, rules));
       for (const h of HOOKS) {
         // checked just before inserting: another control plane on this host may have put it there
         if (!(await exists(iptables, h.hook, jumpRule(b, h)))) await run(iptables, ['-w', '10', '-I', h.hook, '1', ...jumpRule(b, h)]);

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime } from '../../control-plane/runtime/docker.js';
 import { resolveConfig } from '../../control-plane/config.js';
 import { tenantOptions } from '../../control-plane/cli.js';
-import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, inRanges, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, proxyAllow, restoreInput, type EgressPolicy } from '../../control-plane/runtime/egress.js';
+import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, hostDnsServers, inRanges, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, proxyAllow, restoreInput, type EgressPolicy, type EgressRules } from '../../control-plane/runtime/egress.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,15 +57,17 @@ describe('egress guard settings', () => {
     expect(() => egressGuardMode('yes')).toThrow(/must be one of auto, require, off/);
   });
 
-  it("a bridge's chain: its own bridge left to Docker, the denied ranges dropped (DNS through), the allowed let through, then the private ranges dropped", () => {
-    const rules = denyRules(['169.254.0.0/16']).map((r) => r.join(' '));
+  it("a bridge's chain: its own bridge left to Docker, DNS to the DNS servers through, the denied ranges dropped, the allowed let through, then the private ranges dropped", () => {
+    expect(denyRules(['169.254.0.0/16']).map((r) => r.join(' '))).toEqual([expect.stringMatching(/^-m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/)]);
+    // with BERTH_EGRESS_DNS=any: DNS to the range through first
+    const rules = denyRules(['169.254.0.0/16'], false, true).map((r) => r.join(' '));
     expect(rules).toHaveLength(3);
     expect(rules[0]).toMatch(/^-p udp -m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL -m udp --dport 53 .*-j RETURN$/);
-    expect(denyRules(['169.254.0.0/16'], true).map((r) => r.join(' '))[3]).toMatch(/^-m conntrack --ctreplsrc 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
+    expect(denyRules(['169.254.0.0/16'], true).map((r) => r.join(' '))[1]).toMatch(/^-m conntrack --ctreplsrc 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
     expect(rules[1]).toMatch(/^-p tcp .*--dport 53 .*-j RETURN$/);
     expect(rules[2]).toMatch(/^-m conntrack --ctorigdst 169\.254\.0\.0\/16 --ctdir ORIGINAL .*-j DROP$/);
     const bridge = 'br-0123456789ab';
-    const fwd = forwardRules(bridge, { deny: ['169.254.0.0/16', '10.1.0.0/16'], allow: ['10.0.0.0/8', '192.168.7.0/24'], hostPorts: 'all' }).map((r) => r.join(' '));
+    const fwd = forwardRules(bridge, { deny: ['169.254.0.0/16', '10.1.0.0/16'], allow: ['10.0.0.0/8', '192.168.7.0/24'], hostPorts: 'all', dns: ['10.1.0.2/32'] }).map((r) => r.join(' '));
     const at = (re: RegExp) => fwd.findIndex((r) => re.test(r));
     expect(fwd[0]).toMatch(/^-o br-0123456789ab .*-j RETURN$/);
     expect(fwd[1]).toMatch(/^-m conntrack --ctstate INVALID,UNTRACKED .*-j DROP$/);
@@ -80,10 +82,16 @@ describe('egress guard settings', () => {
     // a private range allowed whole is not dropped at all; the others are, after the allowed ones
     expect(at(/--ctorigdst 10\.0\.0\.0\/8 .*DROP$/)).toBe(-1);
     expect(at(/--ctorigdst 172\.16\.0\.0\/12 .*DROP$/)).toBeGreaterThan(at(/192\.168\.7\.0\/24 .*RETURN$/));
-    expect(at(/--ctorigdst 100\.64\.0\.0\/10 .*--dport 53 .*RETURN$/)).toBeGreaterThan(0);
-    const none = forwardRules(bridge, { deny: deniedRanges([]), allow: [], hostPorts: 'all' }).map((r) => r.join(' '));
+    // DNS: to the DNS server only (in a denied range), before any range is dropped; nowhere else
+    expect(at(/^-p udp -m conntrack --ctorigdst 10\.1\.0\.2\/32 --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/)).toBe(2);
+    expect(at(/^-p tcp -m conntrack --ctorigdst 10\.1\.0\.2\/32 --ctdir ORIGINAL -m tcp --dport 53 .*RETURN$/)).toBe(3);
+    expect(fwd.filter((r) => r.includes('--dport 53'))).toHaveLength(2);
+    const none = forwardRules(bridge, { deny: deniedRanges([]), allow: [], hostPorts: 'all', dns: [] }).map((r) => r.join(' '));
     for (const r of PRIVATE_RANGES) expect(none.some((l) => l.includes(`--ctorigdst ${r} `) && l.endsWith('DROP'))).toBe(true);
-    const input = restoreInput(bridge, { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }).split('\n');
+    expect(none.some((l) => l.includes('--dport 53'))).toBe(false);
+    const any = forwardRules(bridge, { deny: deniedRanges([]), allow: [], hostPorts: 'all', dns: 'any' }).map((r) => r.join(' '));
+    expect(any.findIndex((r) => /--ctorigdst 100\.64\.0\.0\/10 .*--dport 53 .*RETURN$/.test(r))).toBeGreaterThan(0);
+    const input = restoreInput(bridge, { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443], dns: [] }).split('\n');
     expect(input.slice(0, 2)).toEqual(['*filter', ':BERTH-br-0123456789ab - [0:0]']);
     expect(input[2]).toContain('--comment "berth egress guard"');
     expect(jumpsIn('-N DOCKER-USER\n-A DOCKER-USER -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-br-0123456789ab\n-A DOCKER-USER -i br-x -j BERTH-br-y\n-A DOCKER-USER -j RETURN', 'DOCKER-USER'))
@@ -91,24 +99,31 @@ describe('egress guard settings', () => {
     expect(jumpsIn('-A INPUT -i br-0123456789ab -m comment --comment "berth egress guard" -j BERTH-IN-br-0123456789ab\n-A INPUT -i br-0123456789ab -j BERTH-br-0123456789ab', 'INPUT'))
       .toEqual(['br-0123456789ab']);
     // the host itself is checked against the metadata ranges only: an operator's or a private range stays reachable there
-    const both = restoreInput(bridge, { deny: ['169.254.0.0/16', '10.0.0.0/8'], allow: [], hostPorts: [80, 443] });
+    const both = restoreInput(bridge, { deny: ['169.254.0.0/16', '10.0.0.0/8'], allow: [], hostPorts: [80, 443], dns: [] });
     expect(both).toMatch(/^-A BERTH-br-0123456789ab .*--ctorigdst 10\.0\.0\.0\/8 .*DROP$/m);
     expect(both).not.toMatch(/^-A BERTH-IN-br-0123456789ab .*(10\.0\.0\.0\/8|192\.168)/m);
     expect(both).toMatch(/^-A BERTH-IN-br-0123456789ab .*--ctorigdst 169\.254\.0\.0\/16 .*DROP$/m);
   });
 
-  it("the host's own addresses: DNS and the host ports open, every other connection a container opens dropped, the metadata ranges first", () => {
-    const rules = inputRules({ deny: deniedRanges([]), allow: [], hostPorts: [80, 8080] }).map((r) => r.join(' '));
+  it("the host's own addresses: DNS to the DNS servers and the host ports open, every other connection a container opens dropped, the metadata ranges first", () => {
+    const rules = inputRules({ deny: deniedRanges([]), allow: [], hostPorts: [80, 8080], dns: ['169.254.169.254/32', '10.0.0.2/32'] }).map((r) => r.join(' '));
     const at = (re: RegExp) => rules.findIndex((r) => re.test(r));
     expect(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/)).toBeGreaterThanOrEqual(0);
-    expect(at(/^-p udp -m conntrack --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/)).toBeGreaterThan(at(/--ctorigdst 100\.100\.100\.200\/32 .*DROP$/));
+    // a DNS server at a metadata address (GCP's) the host redirects to itself: before the metadata drop
+    expect(at(/^-p udp -m conntrack --ctorigdst 169\.254\.169\.254\/32 --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/)).toBeLessThan(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/));
+    expect(at(/^-p tcp -m conntrack --ctorigdst 10\.0\.0\.2\/32 --ctdir ORIGINAL -m tcp --dport 53 .*RETURN$/)).toBeGreaterThan(0);
+    // port 53 of the host's other addresses: closed like any other port
+    expect(rules.filter((r) => r.includes('--dport 53'))).toHaveLength(4);
+    const any = inputRules({ deny: deniedRanges([]), allow: [], hostPorts: [80, 8080], dns: 'any' }).map((r) => r.join(' '));
+    expect(any.findIndex((r) => /^-p udp -m conntrack --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/.test(r))).toBeGreaterThan(any.findIndex((r) => /--ctorigdst 100\.100\.100\.200\/32 .*DROP$/.test(r)));
     expect(at(/^-p tcp -m conntrack --ctdir ORIGINAL -m tcp --dport 8080 .*RETURN$/)).toBeGreaterThan(0);
     expect(rules[rules.length - 1]).toMatch(/^-m conntrack --ctdir ORIGINAL .*-j DROP$/);
     // (the private ranges and the operator's are for forwarded traffic: the host's LAN address serves the proxy)
     expect(rules.some((r) => /10\.0\.0\.0/.test(r))).toBe(false);
     expect(rules[0]).toMatch(/^-m conntrack --ctstate INVALID,UNTRACKED .*-j DROP$/);
     // all ports: the unplaced packets and the metadata ranges only
-    expect(inputRules({ deny: [], allow: [], hostPorts: 'all' })).toEqual([inputRules({ deny: [], allow: [], hostPorts: [] })[0], ...denyRules(deniedRanges([]))]);
+    expect(inputRules({ deny: [], allow: [], hostPorts: 'all', dns: [] })).toEqual([inputRules({ deny: [], allow: [], hostPorts: [], dns: [] })[0], ...denyRules(deniedRanges([]))]);
+    expect(inputRules({ deny: [], allow: [], hostPorts: 'all', dns: 'any' })).toEqual([inputRules({ deny: [], allow: [], hostPorts: [], dns: [] })[0], ...denyRules(deniedRanges([]), false, true)]);
     expect(inRanges('10.200.3.4', PRIVATE_RANGES)).toBe(true);
     expect(inRanges('172.32.0.1', PRIVATE_RANGES)).toBe(false);
     expect(inRanges('100.127.255.255', PRIVATE_RANGES)).toBe(true);
@@ -125,9 +140,9 @@ describe('egress guard settings', () => {
   it('the control plane: private ranges closed unless allowed, host ports from the proxy URLs, flags and variables read', () => {
     const saved = { ...process.env };
     try {
-      for (const k of ['BERTH_EGRESS_DENY', 'BERTH_EGRESS_ALLOW', 'BERTH_EGRESS_HOST_PORTS', 'BERTH_PROXY_URL', 'BERTH_PUBLIC_URL']) delete process.env[k];
+      for (const k of ['BERTH_EGRESS_DENY', 'BERTH_EGRESS_ALLOW', 'BERTH_EGRESS_HOST_PORTS', 'BERTH_EGRESS_DNS', 'BERTH_PROXY_URL', 'BERTH_PUBLIC_URL']) delete process.env[k];
       const plain = resolveConfig({}).egressPolicy;
-      expect(plain).toEqual({ deny: deniedRanges([]), allow: [], hostPorts: [80, 443, 8080] });
+      expect(plain).toEqual({ deny: deniedRanges([]), allow: [], hostPorts: [80, 443, 8080], dns: 'host' });
       process.env.BERTH_PROXY_URL = 'http://127.0.0.1:9080';
       process.env.BERTH_PUBLIC_URL = 'https://apps.example.com:8443';
       expect(resolveConfig({ proxyPorts: [0, 7443] }).egressPolicy.hostPorts).toEqual([80, 443, 9080, 8443, 7443]);
@@ -137,33 +152,60 @@ describe('egress guard settings', () => {
       process.env.BERTH_EGRESS_HOST_PORTS = 'all';
       process.env.BERTH_EGRESS_ALLOW = 'private';
       process.env.BERTH_EGRESS_DENY = '10.9.0.0/16';
-      expect(resolveConfig({}).egressPolicy).toEqual({ deny: deniedRanges(['10.9.0.0/16']), allow: [...PRIVATE_RANGES, '10.0.0.7/32'], hostPorts: 'all' });
+      process.env.BERTH_EGRESS_DNS = ' 10.0.0.2, 10.0.0.3/32 ';
+      expect(resolveConfig({}).egressPolicy).toEqual({ deny: deniedRanges(['10.9.0.0/16']), allow: [...PRIVATE_RANGES, '10.0.0.7/32'], hostPorts: 'all', dns: ['10.0.0.2/32', '10.0.0.3/32'] });
+      process.env.BERTH_EGRESS_DNS = 'ANY';
+      expect(resolveConfig({}).egressPolicy.dns).toBe('any');
+      process.env.BERTH_EGRESS_DNS = 'resolver.internal';
+      expect(() => resolveConfig({})).toThrow(/egress DNS "resolver.internal" must be "host", "any" or IPv4 addresses/);
+      delete process.env.BERTH_EGRESS_DNS;
       expect(resolveConfig({ egressHostPorts: [22], egressAllow: [] }).egressPolicy).toMatchObject({ allow: ['10.0.0.7/32'], hostPorts: [22] });
       process.env.BERTH_EGRESS_HOST_PORTS = '80,ssh';
       expect(() => resolveConfig({})).toThrow(/egress host port "ssh"/);
-      const flags = tenantOptions({ 'egress-host-ports': 'none', 'egress-allow': '10.1.2.3' });
-      expect(flags).toMatchObject({ egressHostPorts: [], egressAllow: ['10.1.2.3/32'] });
+      const flags = tenantOptions({ 'egress-host-ports': 'none', 'egress-allow': '10.1.2.3', 'egress-dns': '10.0.0.2' });
+      expect(flags).toMatchObject({ egressHostPorts: [], egressAllow: ['10.1.2.3/32'], egressDns: ['10.0.0.2/32'] });
+      expect(tenantOptions({ 'egress-dns': 'host' }).egressDns).toBe('host');
     } finally {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
       Object.assign(process.env, saved);
     }
   });
 
+  it("the host's DNS servers: resolv.conf's, systemd-resolved's upstream ones behind its stub, the daemon's; never loopback", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'berth-eg-dns-'));
+    try {
+      const f = (name: string) => join(dir, name);
+      const from = { resolvConf: f('resolv.conf'), resolvedConf: f('resolved.conf'), daemonJson: f('daemon.json') };
+      expect(hostDnsServers(from)).toEqual([]);
+      await writeFile(from.resolvConf, '# nameserver 10.9.9.9\nsearch corp.example\nnameserver 10.0.0.2\nnameserver fd00::53\n  nameserver 192.168.1.1  \n');
+      await writeFile(from.resolvedConf, 'nameserver 10.8.8.8\n');
+      // (the stub's upstream list is read only when resolv.conf names the stub)
+      expect(hostDnsServers(from)).toEqual(['10.0.0.2/32', '192.168.1.1/32']);
+      await writeFile(from.resolvConf, 'nameserver 127.0.0.53\noptions edns0\n');
+      await writeFile(from.daemonJson, JSON.stringify({ dns: ['10.7.7.7', 'not-an-address', 127, '127.0.0.1'], 'log-driver': 'json-file' }));
+      expect(hostDnsServers(from)).toEqual(['10.7.7.7/32', '10.8.8.8/32']);
+      await writeFile(from.daemonJson, '{ not json');
+      expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('auto: a guard that cannot be installed is one warning that says what is exposed; require: an error that names no detail', async () => {
     const m = memoryLog();
-    const auto = new EgressGuard({ mode: 'auto', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, iptables: '/nonexistent/iptables', hasInterface: () => true });
+    const auto = new EgressGuard({ mode: 'auto', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443], dns: [] }, log: m.log, iptables: '/nonexistent/iptables', hasInterface: () => true });
     await auto.apply(['br-0123456789ab']);
     await auto.apply(['br-0123456789ab']);
     expect(await auto.recheck()).toBe(false);
     const warnings = m.lines().filter((l) => l.level === 40);
     expect(warnings).toHaveLength(1);
     expect(warnings[0].msg).toMatch(/egress guard not installed: cannot read iptables .*metadata service \(169\.254\.169\.254\).*tried again every minute/);
-    const remote = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, hasInterface: () => false });
+    const remote = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443], dns: [] }, log: m.log, hasInterface: () => false });
     await expect(remote.apply(['br-0123456789ab'])).rejects.toThrow(/^the platform's network guard is not in place/);
     expect(m.lines().some((l) => l.level === 50 && /bridge br-0123456789ab is not on this machine \(a remote or rootless Docker daemon\)/.test(l.msg))).toBe(true);
-    const odd = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, hasInterface: () => true });
+    const odd = new EgressGuard({ mode: 'require', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443], dns: [] }, log: m.log, hasInterface: () => true });
     await expect(odd.apply(['br-x y'])).rejects.toThrow(/network guard is not in place/);
-    const off = new EgressGuard({ mode: 'off', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443] }, log: m.log, iptables: '/nonexistent/iptables' });
+    const off = new EgressGuard({ mode: 'off', policy: { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443], dns: [] }, log: m.log, iptables: '/nonexistent/iptables' });
     await off.apply(['br-0123456789ab']);
     expect(await off.recheck()).toBe(false);
     expect(m.lines().filter((l) => l.level === 40)).toHaveLength(1);
@@ -205,7 +247,8 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   const lan = `10.213.${octet}`;
   // a public address (TEST-NET-3) the host redirects to ${lan}.200
   const redirected = `203.0.113.${octet}`;
-  const policy: EgressPolicy = { deny: deniedRanges([`${lan}.77/32`]), allow: [`${lan}.0/25`], hostPorts: [8099] };
+  // the "metadata" address is the DNS server (as GCP's is); port 53 elsewhere in the denied ranges is closed
+  const policy: EgressPolicy = { deny: deniedRanges([`${lan}.77/32`]), allow: [`${lan}.0/25`], hostPorts: [8099], dns: [`${metadata}/32`] };
   let hostServer: ReturnType<typeof createServer> | undefined;
   let closedServer: ReturnType<typeof createServer> | undefined;
   const listeners: ChildProcess[] = [];
@@ -292,6 +335,7 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
       ...[77, 78, 200].map((host) => `require('net').createServer((s) => s.end('reached lan ${host}\\n')).listen(80, '${lan}.${host}', up)`),
       `require('net').createServer((s) => s.end('reached 53\\n')).listen(53, '${metadata}', up)`,
       `require('dgram').createSocket('udp4').on('message', () => console.log('udp')).bind(53, '${metadata}', up)`,
+      `require('net').createServer((s) => s.end('reached 53 at lan 200\\n')).listen(53, '${lan}.200', up)`,
     ];
     for (const code of servers) {
       const p = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', `const up = () => console.log('up'); ${code}`], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -341,6 +385,9 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await probe(guarded, 80, false, `${lan}.200`)).not.toContain('reached');
     expect(await probe(guarded, 80, false, `${lan}.77`)).not.toContain('reached');
     expect(await probe(guarded, 80, false, `${lan}.78`)).toContain('reached lan 78');
+    // port 53 is not a way in: only the DNS server answers there
+    expect(await probe(open, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
+    expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
     expect(await probe(guarded, 8099, false, `${lan}.1`)).toContain('reached the host');
     // the host's other ports: closed to containers on the berth network, open on an unguarded bridge
     expect(await probe(open, 8098, false, `${lan}.1`)).toContain('reached a closed host port');
@@ -396,7 +443,7 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await probe(guarded, 80)).not.toContain('reached');
     expect(await guard.recheck()).toBe(false);
     // a chain changed by hand (its DROP gone) is rebuilt too
-    const metadataDrop = forwardRules(bridge, policy).find((r) => /--ctorigdst 169\.254\.0\.0\/16 .*DROP$/.test(r.join(' ')))!;
+    const metadataDrop = forwardRules(bridge, policy as EgressRules).find((r) => /--ctorigdst 169\.254\.0\.0\/16 .*DROP$/.test(r.join(' ')))!;
     await run('iptables', ['-w', '10', '-D', `BERTH-${bridge}`, ...metadataDrop]);
     expect(await guard.recheck()).toBe(true);
     expect(m.lines().some((l) => l.level === 40 && /egress guard rules were removed or changed/.test(l.msg))).toBe(true);
@@ -438,5 +485,29 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await rulesOf(newBridge)).toContain(`-A INPUT -i ${newBridge} `);
     expect(await rulesOf(oldBridge)).toBe('');
     expect(await probe(guarded, 80)).not.toContain('reached');
+  }, 120_000);
+
+  it("dns 'host': the host's DNS servers are read at every recheck; a new one is reachable on 53 once the rules are rebuilt", async () => {
+    const bridge = await bridgeOf(guarded);
+    const resolvConf = join(scratch, 'resolv.conf');
+    const from = { resolvConf, resolvedConf: join(scratch, 'none'), daemonJson: join(scratch, 'none') };
+    await writeFile(resolvConf, `nameserver ${metadata}\n`);
+    const log = memoryLog();
+    const host = new EgressGuard({ mode: 'require', policy: { ...policy, dns: 'host' }, log: log.log, dnsSources: from });
+    try {
+      await host.apply([bridge]);
+      expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
+      expect(await host.recheck()).toBe(false);
+      // a new lease names the LAN's resolver
+      await writeFile(resolvConf, `nameserver ${metadata}\nnameserver ${lan}.200\n`);
+      expect(await host.recheck()).toBe(true);
+      expect(log.lines().some((l) => /DNS servers changed/.test(l.msg))).toBe(true);
+      expect(await probe(guarded, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
+      expect(await probe(guarded, 80, false, `${lan}.200`)).not.toContain('reached');
+      expect(await host.recheck()).toBe(false);
+    } finally {
+      // the other tests' guard takes the bridge back
+      await guard.apply([bridge]);
+    }
   }, 120_000);
 });
