@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from '../../shared/logging.js';
 import { UsageError } from '../../shared/cli/args.js';
 
@@ -33,10 +34,12 @@ import { UsageError } from '../../shared/cli/args.js';
  * Azure's 168.63.129.16: dropping them would break name resolution for every app and build. Only
  * them: port 53 is not a way into the rest of the denied ranges and the host (a DNS tunnel through
  * an internal resolver, a TCP service on 53). By default (BERTH_EGRESS_DNS=host) they are the
- * nameservers Docker copies — the host's /etc/resolv.conf, systemd-resolved's upstream servers
- * when that names its local stub, the `dns` of /etc/docker/daemon.json — read again at every
- * recheck (a DHCP lease may change them); the operator may name them, or say `any` (port 53 open
- * to every address).
+ * nameservers Docker uses — the host's /etc/resolv.conf, systemd-resolved's upstream servers
+ * when that names its stub, the daemon's `--dns` and the `dns` of its daemon.json — read again at
+ * every recheck (a DHCP lease may add one) and never forgotten while the control plane runs (a
+ * container keeps the servers it started with; a file read while it is being rewritten must not
+ * cut everyone off); the operator may name them, or say `any` (port 53 open to every address).
+ * Matched by the address and port the container dialled, before a redirect.
  *
  * Rules match the connection's original destination (conntrack), and for forwarded traffic also
  * where a redirect (DNAT) really took it: two iptables chains per bridge, rebuilt whole in one
@@ -80,8 +83,8 @@ export interface EgressPolicy {
   hostPorts: readonly number[] | 'all';
   /**
    * where containers may send DNS queries in the denied ranges and on the host (parseDnsServers()):
-   * these ranges, `host` (the host's DNS servers, hostDnsServers(), read at every install) or
-   * `any` (every address)
+   * these ranges, `host` (the host's DNS servers, hostDnsServers(), read at every install and
+   * recheck) or `any` (every address)
    */
   dns: readonly string[] | 'host' | 'any';
 }
@@ -170,13 +173,17 @@ export function forwardRules(bridge: string, p: EgressRules): string[][] {
   return out;
 }
 
-/** DNS (UDP and TCP port 53) to these servers let through; none with `any` (denyRules() lets DNS through then). */
+/**
+ * DNS (UDP and TCP port 53) to these servers let through; none with `any` (denyRules() lets DNS
+ * through then). The port is the one the container dialled (a server's other port the host
+ * redirects to some `:53` is not DNS to it).
+ */
 function dnsRules(dns: readonly string[] | 'any'): string[][] {
   const out: string[][] = [];
   if (dns === 'any') return out;
   for (const cidr of dns) {
     for (const proto of ['udp', 'tcp']) {
-      out.push(['-p', proto, '-m', 'conntrack', '--ctorigdst', cidr, '--ctdir', 'ORIGINAL', '-m', proto, '--dport', '53', ...COMMENT_ARGS, '-j', 'RETURN']);
+      out.push(['-p', proto, '-m', 'conntrack', '--ctproto', proto, '--ctorigdst', cidr, '--ctorigdstport', '53', '--ctdir', 'ORIGINAL', ...COMMENT_ARGS, '-j', 'RETURN']);
     }
   }
   return out;
@@ -309,44 +316,72 @@ export function parseDnsServers(text: string): readonly string[] | 'host' | 'any
   }
 }
 
-/** Where Docker and the host read DNS servers (tests give their own). */
+/** Where Docker and the host keep DNS servers (tests give their own). */
 export interface DnsSources {
   resolvConf: string;
-  /** systemd-resolved's list of upstream servers, which Docker reads when resolv.conf names only the local stub */
+  /** systemd-resolved's list of upstream servers, which Docker reads when resolv.conf names its stub 127.0.0.53 */
   resolvedConf: string;
+  /** the daemon's configuration file, unless its command line names another */
   daemonJson: string;
+  /** where the Docker daemon's command line is found (`<proc>/<pid>/comm` is `dockerd`) */
+  proc: string;
 }
-const DNS_SOURCES: DnsSources = { resolvConf: '/etc/resolv.conf', resolvedConf: '/run/systemd/resolve/resolv.conf', daemonJson: '/etc/docker/daemon.json' };
+const DNS_SOURCES: DnsSources = { resolvConf: '/etc/resolv.conf', resolvedConf: '/run/systemd/resolve/resolv.conf', daemonJson: '/etc/docker/daemon.json', proc: '/proc' };
+
+/** A file's text, or '' when it cannot be read. */
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** The command line of a running `dockerd` (the first found), or []. */
+function dockerdArgs(proc: string): string[] {
+  let pids: string[];
+  try {
+    pids = readdirSync(proc).filter((d) => /^[0-9]+$/.test(d));
+  } catch {
+    return [];
+  }
+  for (const pid of pids) {
+    if (readText(join(proc, pid, 'comm')).trim() !== 'dockerd') continue;
+    return readText(join(proc, pid, 'cmdline')).split('\0').filter((a) => a !== '');
+  }
+  return [];
+}
 
 /**
  * The host's DNS servers, as /32s: those Docker hands containers or forwards their queries to —
- * the IPv4 nameservers of resolv.conf, of systemd-resolved's upstream list when resolv.conf names a
- * loopback address (its stub: Docker skips those), and the daemon's own `dns` setting. Loopback
- * addresses are left out (Docker asks them from the host's namespace, past these rules). Files
- * that cannot be read add nothing.
+ * the IPv4 nameservers of resolv.conf, of systemd-resolved's upstream list when resolv.conf names
+ * its stub 127.0.0.53, the daemon's `--dns` flags and the `dns` of its configuration file (the
+ * `--config-file` it was started with, else daemon.json). Loopback addresses are left out (Docker
+ * asks them from the host's namespace, past these rules). What cannot be read adds nothing.
  */
 export function hostDnsServers(from: DnsSources = DNS_SOURCES): string[] {
   const out = new Set<string>();
   const add = (a: unknown) => {
     if (typeof a === 'string' && ipv4Value(a) !== null && !a.startsWith('127.')) out.add(`${a}/32`);
   };
-  const nameservers = (file: string): string[] => {
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      return [];
-    }
-    return [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1]);
-  };
+  const nameservers = (file: string): string[] => [...readText(file).matchAll(/^[ \t]*nameserver[ \t]+([^\s#;]+)/gm)].map((m) => m[1]);
   const listed = nameservers(from.resolvConf);
   for (const a of listed) add(a);
-  if (listed.some((a) => a.startsWith('127.'))) for (const a of nameservers(from.resolvedConf)) add(a);
+  if (listed.includes('127.0.0.53')) for (const a of nameservers(from.resolvedConf)) add(a);
+  const args = dockerdArgs(from.proc);
+  let config = from.daemonJson;
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i].startsWith('--') && args[i].includes('=') ? [args[i].slice(0, args[i].indexOf('=')), args[i].slice(args[i].indexOf('=') + 1)] : [args[i], undefined];
+    if (flag !== '--dns' && flag !== '--config-file') continue;
+    const value = inline ?? args[++i];
+    if (flag === '--dns') add(value);
+    else if (value) config = value;
+  }
   try {
-    const dns = (JSON.parse(readFileSync(from.daemonJson, 'utf8')) as { dns?: unknown }).dns;
+    const dns = (JSON.parse(readText(config)) as { dns?: unknown }).dns;
     if (Array.isArray(dns)) for (const a of dns) add(a);
   } catch {
-    /* no daemon.json, or not JSON: Docker's defaults */
+    /* no configuration file, or not JSON: Docker's defaults */
   }
   return [...out].sort();
 }
@@ -407,6 +442,8 @@ export class EgressGuard {
   private turn: Promise<unknown> = Promise.resolve();
   /** the DNS servers of the rules last installed */
   private dns: readonly string[] | 'any' | null = null;
+  /** with `dns: 'host'`: every DNS server the host has named since start (a running container keeps the ones it started with) */
+  private readonly seenDns = new Set<string>();
 
   constructor(private readonly o: EgressGuardOptions) {}
 
@@ -437,10 +474,12 @@ export class EgressGuard {
     if (this.o.mode === 'require' && this.state !== 'installed') throw new Error(NOT_IN_PLACE);
   }
 
-  /** The policy with its DNS servers known (`host`: read now). */
+  /** The policy with its DNS servers known (`host`: those named now and before). */
   private rules(): EgressRules {
     const p = this.o.policy;
-    return p.dns === 'host' ? { ...p, dns: hostDnsServers(this.o.dnsSources) } : (p as EgressRules);
+    if (p.dns !== 'host') return p as EgressRules;
+    for (const s of hostDnsServers(this.o.dnsSources)) this.seenDns.add(s);
+    return { ...p, dns: [...this.seenDns].sort() };
   }
 
   private async attempt(): Promise<boolean> {
@@ -475,11 +514,17 @@ export class EgressGuard {
     return this.serial(async () => {
       if (this.bridges.length === 0) return false;
       if (this.state !== 'installed') return this.attempt().catch(() => false);
-      if (this.o.policy.dns === 'host') {
-        const now = hostDnsServers(this.o.dnsSources);
-        if (String(now) !== String(this.dns)) {
-          this.o.log.info({ bridges: this.bridges, dns: now, was: this.dns }, 'the host\'s DNS servers changed; rebuilding the egress guard rules');
-          return this.attempt().then(() => true, () => false);
+      const rules = this.rules();
+      if (String(rules.dns) !== String(this.dns)) {
+        // a new DNS server (a DHCP lease, a VPN): the rules in place still guard if this fails
+        this.o.log.info({ bridges: this.bridges, dns: rules.dns, was: this.dns }, 'the host named a new DNS server; rebuilding the egress guard rules');
+        try {
+          await this.install(this.bridges, rules);
+          this.dns = rules.dns;
+          return true;
+        } catch (e) {
+          this.o.log.warn({ err: (e as Error).message }, 'could not rebuild the egress guard rules for the new DNS server; the rules in place stay (tried again in a minute)');
+          return false;
         }
       }
       if (await this.intact()) return false;

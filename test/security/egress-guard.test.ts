@@ -9,7 +9,7 @@ import { createRuntime } from '../../control-plane/runtime/docker.js';
 import { resolveConfig } from '../../control-plane/config.js';
 import { tenantOptions } from '../../control-plane/cli.js';
 import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, hostDnsServers, inRanges, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, proxyAllow, restoreInput, type EgressPolicy, type EgressRules } from '../../control-plane/runtime/egress.js';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE_IMAGE, docker, dockerRequired, dockerStatus } from '../helpers/docker.js';
@@ -83,12 +83,13 @@ describe('egress guard settings', () => {
     expect(at(/--ctorigdst 10\.0\.0\.0\/8 .*DROP$/)).toBe(-1);
     expect(at(/--ctorigdst 172\.16\.0\.0\/12 .*DROP$/)).toBeGreaterThan(at(/192\.168\.7\.0\/24 .*RETURN$/));
     // DNS: to the DNS server only (in a denied range), before any range is dropped; nowhere else
-    expect(at(/^-p udp -m conntrack --ctorigdst 10\.1\.0\.2\/32 --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/)).toBe(2);
-    expect(at(/^-p tcp -m conntrack --ctorigdst 10\.1\.0\.2\/32 --ctdir ORIGINAL -m tcp --dport 53 .*RETURN$/)).toBe(3);
-    expect(fwd.filter((r) => r.includes('--dport 53'))).toHaveLength(2);
+    // (the address and port the container dialled: a redirect of the server's other ports is not DNS)
+    expect(at(/^-p udp -m conntrack --ctproto udp --ctorigdst 10\.1\.0\.2\/32 --ctorigdstport 53 --ctdir ORIGINAL .*RETURN$/)).toBe(2);
+    expect(at(/^-p tcp -m conntrack --ctproto tcp --ctorigdst 10\.1\.0\.2\/32 --ctorigdstport 53 --ctdir ORIGINAL .*RETURN$/)).toBe(3);
+    expect(fwd.filter((r) => / 53 /.test(r))).toHaveLength(2);
     const none = forwardRules(bridge, { deny: deniedRanges([]), allow: [], hostPorts: 'all', dns: [] }).map((r) => r.join(' '));
     for (const r of PRIVATE_RANGES) expect(none.some((l) => l.includes(`--ctorigdst ${r} `) && l.endsWith('DROP'))).toBe(true);
-    expect(none.some((l) => l.includes('--dport 53'))).toBe(false);
+    expect(none.some((l) => / 53 /.test(l))).toBe(false);
     const any = forwardRules(bridge, { deny: deniedRanges([]), allow: [], hostPorts: 'all', dns: 'any' }).map((r) => r.join(' '));
     expect(any.findIndex((r) => /--ctorigdst 100\.64\.0\.0\/10 .*--dport 53 .*RETURN$/.test(r))).toBeGreaterThan(0);
     const input = restoreInput(bridge, { deny: ['169.254.0.0/16'], allow: [], hostPorts: [80, 443], dns: [] }).split('\n');
@@ -110,10 +111,10 @@ describe('egress guard settings', () => {
     const at = (re: RegExp) => rules.findIndex((r) => re.test(r));
     expect(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/)).toBeGreaterThanOrEqual(0);
     // a DNS server at a metadata address (GCP's) the host redirects to itself: before the metadata drop
-    expect(at(/^-p udp -m conntrack --ctorigdst 169\.254\.169\.254\/32 --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/)).toBeLessThan(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/));
-    expect(at(/^-p tcp -m conntrack --ctorigdst 10\.0\.0\.2\/32 --ctdir ORIGINAL -m tcp --dport 53 .*RETURN$/)).toBeGreaterThan(0);
+    expect(at(/^-p udp -m conntrack --ctproto udp --ctorigdst 169\.254\.169\.254\/32 --ctorigdstport 53 .*RETURN$/)).toBeLessThan(at(/--ctorigdst 169\.254\.0\.0\/16 .*DROP$/));
+    expect(at(/^-p tcp -m conntrack --ctproto tcp --ctorigdst 10\.0\.0\.2\/32 --ctorigdstport 53 .*RETURN$/)).toBeGreaterThan(0);
     // port 53 of the host's other addresses: closed like any other port
-    expect(rules.filter((r) => r.includes('--dport 53'))).toHaveLength(4);
+    expect(rules.filter((r) => / 53 /.test(r))).toHaveLength(4);
     const any = inputRules({ deny: deniedRanges([]), allow: [], hostPorts: [80, 8080], dns: 'any' }).map((r) => r.join(' '));
     expect(any.findIndex((r) => /^-p udp -m conntrack --ctdir ORIGINAL -m udp --dport 53 .*RETURN$/.test(r))).toBeGreaterThan(any.findIndex((r) => /--ctorigdst 100\.100\.100\.200\/32 .*DROP$/.test(r)));
     expect(at(/^-p tcp -m conntrack --ctdir ORIGINAL -m tcp --dport 8080 .*RETURN$/)).toBeGreaterThan(0);
@@ -171,21 +172,32 @@ describe('egress guard settings', () => {
     }
   });
 
-  it("the host's DNS servers: resolv.conf's, systemd-resolved's upstream ones behind its stub, the daemon's; never loopback", async () => {
+  it("the host's DNS servers: resolv.conf's, systemd-resolved's upstream ones behind its stub, the daemon's flags and configuration file; never loopback", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'berth-eg-dns-'));
     try {
       const f = (name: string) => join(dir, name);
-      const from = { resolvConf: f('resolv.conf'), resolvedConf: f('resolved.conf'), daemonJson: f('daemon.json') };
+      const from = { resolvConf: f('resolv.conf'), resolvedConf: f('resolved.conf'), daemonJson: f('daemon.json'), proc: f('proc') };
       expect(hostDnsServers(from)).toEqual([]);
-      await writeFile(from.resolvConf, '# nameserver 10.9.9.9\nsearch corp.example\nnameserver 10.0.0.2\nnameserver fd00::53\n  nameserver 192.168.1.1  \n');
+      await writeFile(from.resolvConf, '# nameserver 10.9.9.9\nsearch corp.example\nnameserver 10.0.0.2\nnameserver fd00::53\n\tnameserver 192.168.1.1  # the router\n');
       await writeFile(from.resolvedConf, 'nameserver 10.8.8.8\n');
-      // (the stub's upstream list is read only when resolv.conf names the stub)
+      // (the stub's upstream list is read only when resolv.conf names the stub: not NetworkManager's 127.0.1.1)
       expect(hostDnsServers(from)).toEqual(['10.0.0.2/32', '192.168.1.1/32']);
+      await writeFile(from.resolvConf, 'nameserver 127.0.1.1\n');
+      expect(hostDnsServers(from)).toEqual([]);
       await writeFile(from.resolvConf, 'nameserver 127.0.0.53\noptions edns0\n');
       await writeFile(from.daemonJson, JSON.stringify({ dns: ['10.7.7.7', 'not-an-address', 127, '127.0.0.1'], 'log-driver': 'json-file' }));
       expect(hostDnsServers(from)).toEqual(['10.7.7.7/32', '10.8.8.8/32']);
       await writeFile(from.daemonJson, '{ not json');
       expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
+      // a daemon started with --dns flags and a configuration file of its own (a systemd drop-in, snap)
+      await mkdir(join(from.proc, '4242'), { recursive: true });
+      await mkdir(join(from.proc, '7'), { recursive: true });
+      await writeFile(join(from.proc, '7', 'comm'), 'containerd\n');
+      await writeFile(join(from.proc, '7', 'cmdline'), 'containerd\0--dns\0' + '10.6.6.6\0');
+      await writeFile(join(from.proc, '4242', 'comm'), 'dockerd\n');
+      await writeFile(join(from.proc, '4242', 'cmdline'), ['/usr/bin/dockerd', '-H', 'fd://', '--dns', '10.5.5.5', '--dns=10.5.5.6', `--config-file=${f('snap.json')}`, ''].join('\0'));
+      await writeFile(f('snap.json'), JSON.stringify({ dns: ['10.4.4.4'] }));
+      expect(hostDnsServers(from)).toEqual(['10.4.4.4/32', '10.5.5.5/32', '10.5.5.6/32', '10.8.8.8/32']);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -258,6 +270,8 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   const bridges = new Set<string>();
   let scratch = '';
   let udpQueries = 0;
+  /** DNS queries that reached ${lan}.200:53 (UDP) */
+  let lanUdpQueries = 0;
 
   async function bridgeOf(network: string): Promise<string> {
     const info = await docker.getNetwork(network).inspect();
@@ -267,12 +281,16 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   }
 
   /** What a container on `network` gets from metadata:port (or its error). */
-  async function probe(network: string, port: number, udp = false, address = metadata): Promise<string> {
+  function probe(network: string, port: number, udp = false, address = metadata): Promise<string> {
     // (busybox nc has no UDP: a DNS query, which the UDP listener counts)
-    const nc = udp ? `busybox nslookup -timeout=2 -retry=1 berth.test ${address}` : `busybox nc -w 3 ${address} ${port} </dev/null`;
+    return inContainer(network, udp ? `busybox nslookup -timeout=2 -retry=1 berth.test ${address}` : `busybox nc -w 3 ${address} ${port} </dev/null`);
+  }
+
+  /** What a shell command prints in a container on `network`, and its exit code (`rc=N`). */
+  async function inContainer(network: string, command: string): Promise<string> {
     const c = await docker.createContainer({
       Image: BASE_IMAGE,
-      Cmd: ['busybox', 'sh', '-c', `${nc} 2>&1; echo "rc=$?"`],
+      Cmd: ['busybox', 'sh', '-c', `${command} 2>&1; echo "rc=$?"`],
       HostConfig: { NetworkMode: network },
       Labels: { 'berth.test': 'egress-guard' },
     });
@@ -336,11 +354,16 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
       `require('net').createServer((s) => s.end('reached 53\\n')).listen(53, '${metadata}', up)`,
       `require('dgram').createSocket('udp4').on('message', () => console.log('udp')).bind(53, '${metadata}', up)`,
       `require('net').createServer((s) => s.end('reached 53 at lan 200\\n')).listen(53, '${lan}.200', up)`,
+      `require('dgram').createSocket('udp4').on('message', () => console.log('udp200')).bind(53, '${lan}.200', up)`,
     ];
     for (const code of servers) {
       const p = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', `const up = () => console.log('up'); ${code}`], { stdio: ['ignore', 'pipe', 'inherit'] });
       listeners.push(p);
-      p.stdout!.on('data', (c: Buffer) => { udpQueries += c.toString().split('\n').filter((l) => l === 'udp').length; });
+      p.stdout!.on('data', (c: Buffer) => {
+        const lines = c.toString().split('\n');
+        udpQueries += lines.filter((l) => l === 'udp').length;
+        lanUdpQueries += lines.filter((l) => l === 'udp200').length;
+      });
       await new Promise<void>((resolve, reject) => {
         p.stdout!.once('data', () => resolve());
         p.once('exit', (code) => reject(new Error(`listener exited ${code}`)));
@@ -388,6 +411,13 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     // port 53 is not a way in: only the DNS server answers there
     expect(await probe(open, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
     expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
+    // (UDP too: the unguarded bridge's query arrives, the guarded one's does not)
+    const lanBefore = lanUdpQueries;
+    await probe(open, 53, true, `${lan}.200`);
+    expect(lanUdpQueries).toBeGreaterThan(lanBefore);
+    const afterOpen = lanUdpQueries;
+    await probe(guarded, 53, true, `${lan}.200`);
+    expect(lanUdpQueries).toBe(afterOpen);
     expect(await probe(guarded, 8099, false, `${lan}.1`)).toContain('reached the host');
     // the host's other ports: closed to containers on the berth network, open on an unguarded bridge
     expect(await probe(open, 8098, false, `${lan}.1`)).toContain('reached a closed host port');
@@ -487,10 +517,10 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     expect(await probe(guarded, 80)).not.toContain('reached');
   }, 120_000);
 
-  it("dns 'host': the host's DNS servers are read at every recheck; a new one is reachable on 53 once the rules are rebuilt", async () => {
+  it("dns 'host': the host's DNS servers are read at every recheck; a new one is reachable on 53 once the rules are rebuilt, and stays", async () => {
     const bridge = await bridgeOf(guarded);
     const resolvConf = join(scratch, 'resolv.conf');
-    const from = { resolvConf, resolvedConf: join(scratch, 'none'), daemonJson: join(scratch, 'none') };
+    const from = { resolvConf, resolvedConf: join(scratch, 'none'), daemonJson: join(scratch, 'none'), proc: join(scratch, 'none') };
     await writeFile(resolvConf, `nameserver ${metadata}\n`);
     const log = memoryLog();
     const host = new EgressGuard({ mode: 'require', policy: { ...policy, dns: 'host' }, log: log.log, dnsSources: from });
@@ -498,15 +528,45 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
       await host.apply([bridge]);
       expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
       expect(await host.recheck()).toBe(false);
-      // a new lease names the LAN's resolver
+      // a new lease names the LAN's resolver: reachable once a recheck has read it, not before
       await writeFile(resolvConf, `nameserver ${metadata}\nnameserver ${lan}.200\n`);
+      expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
       expect(await host.recheck()).toBe(true);
-      expect(log.lines().some((l) => /DNS servers changed/.test(l.msg))).toBe(true);
+      expect(log.lines().some((l) => /named a new DNS server/.test(l.msg))).toBe(true);
       expect(await probe(guarded, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
       expect(await probe(guarded, 80, false, `${lan}.200`)).not.toContain('reached');
       expect(await host.recheck()).toBe(false);
+      // a server the host stops naming stays open (running containers keep it), and a file read
+      // while it is rewritten (empty) cuts nobody off
+      await writeFile(resolvConf, '');
+      expect(await host.recheck()).toBe(false);
+      expect(await probe(guarded, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
     } finally {
       // the other tests' guard takes the bridge back
+      await guard.apply([bridge]);
+    }
+  }, 120_000);
+
+  it("dns 'host' on this machine: a name resolves through Docker's DNS on the guarded network as on an unguarded one (and not with no DNS server allowed)", async () => {
+    const bridge = await bridgeOf(guarded);
+    const name = 'registry.npmjs.org';
+    const lookup = (network: string) => inContainer(network, `busybox nslookup -timeout=3 -retry=2 ${name}`);
+    const control = await lookup(open);
+    if (!/rc=0/.test(control)) {
+      // no upstream DNS on this machine: nothing can be seen either way
+      console.warn(`egress guard: skipped the real DNS check: ${name} does not resolve from a Docker network here (${control.replace(/\s+/g, ' ').slice(0, 200)})`);
+      return;
+    }
+    const real = new EgressGuard({ mode: 'require', policy: { ...policy, dns: 'host' }, log: memoryLog().log });
+    const none = new EgressGuard({ mode: 'require', policy: { ...policy, dns: [] }, log: memoryLog().log });
+    try {
+      await real.apply([bridge]);
+      expect(await lookup(guarded)).toMatch(/rc=0/);
+      // the control: the host's servers are in a denied range here, or this proves nothing
+      await none.apply([bridge]);
+      const servers = hostDnsServers();
+      if (servers.some((s) => inRanges(s.split('/')[0], [...PRIVATE_RANGES, ...deniedRanges([])]))) expect(await lookup(guarded)).not.toMatch(/rc=0/);
+    } finally {
       await guard.apply([bridge]);
     }
   }, 120_000);
