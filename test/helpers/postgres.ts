@@ -1,9 +1,14 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
+import { promisify } from 'node:util';
 import { pino } from 'pino';
+import { inject } from 'vitest';
 import { startEmbeddedPostgres } from '../../control-plane/db/embedded.js';
 import { tempDir } from './tmp.js';
+
+const run = promisify(execFile);
 
 export interface TestPostgres {
   /** URL of the server's default database */
@@ -20,7 +25,12 @@ export interface TestPostgres {
  */
 export async function startTestPostgres(): Promise<TestPostgres> {
   const tmp = await tempDir('berth-pg-');
-  const handle = await startEmbeddedPostgres(join(tmp.dir, 'pg'), pino({ level: 'silent' }));
+  // a copy of the run's initialised cluster (helpers/global-setup.ts): no initdb per file. `cp -a`
+  // keeps its owner (the `postgres` user when tests run as root), which fs.cp does not
+  const template = inject('pgTemplate');
+  if (template) await run('cp', ['-a', `${template}/.`, tmp.dir]);
+  // (throwaway: nothing flushed to disk)
+  const handle = await startEmbeddedPostgres(join(tmp.dir, 'pg'), pino({ level: 'silent' }), { durable: false });
   return {
     url: handle.url,
     async createDatabase() {
