@@ -106,6 +106,11 @@ function checkShape(path: string, parsed: unknown): CredentialsFile {
   // (optional: entries that are not a device cookie value are dropped, never the file's logins)
   const devices: Record<string, string> = {};
   if (isObject(parsed.devices)) for (const [api, d] of Object.entries(parsed.devices)) if (typeof d === 'string' && DEVICE_VALUE.test(d)) devices[api] = d;
+  // a file written before the `devices` map kept the cookie in the login (`device`): still sent
+  for (const [api, login] of Object.entries(parsed.apis as Record<string, { device?: unknown }>)) {
+    const d = login.device;
+    if (devices[api] === undefined && typeof d === 'string' && DEVICE_VALUE.test(d)) devices[api] = d;
+  }
   return { current: parsed.current, apis, ...(Object.keys(devices).length === 0 ? {} : { devices }) };
 }
 

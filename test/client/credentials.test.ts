@@ -40,6 +40,15 @@ describe('readCredentials', () => {
     }
   });
 
+  it("a file from before the devices map: the login's own device cookie is still read (the map's wins)", async () => {
+    const c = await configWith(JSON.stringify({ apis: { 'http://a': { token: 'berth_x', device: 'v1.old.a' }, 'http://b': { token: 'berth_y', device: 'v1.old.b' }, 'http://c': { token: 'berth_z', device: 'x\r\ny' } }, devices: { 'http://b': 'v1.new.b' } }));
+    try {
+      expect((await readCredentials(c.env, quiet)).devices).toEqual({ 'http://a': 'v1.old.a', 'http://b': 'v1.new.b' });
+    } finally {
+      await c.cleanup();
+    }
+  });
+
   it('a missing file is no logins', async () => {
     const c = await configWith(null);
     try {
