@@ -4,6 +4,8 @@ import { dateTime, errorResponses, idSchema, nullableInteger, nullableString, ob
 import { listEvents } from './outbox.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest } from '../http/errors.js';
+import { EventWaiters } from './waiters.js';
+import type { Logger } from '../../shared/logging.js';
 
 /** An `EventRecord` (outbox.ts): the columns `listEvents` selects; `payload` is free-form per type. */
 export const eventSchema = object({
@@ -17,12 +19,21 @@ export const eventSchema = object({
   created_at: dateTime,
 });
 
+/** The longest `wait` of a long poll, in seconds (the CLI's requests wait 25). */
+export const MAX_EVENT_WAIT_S = 30;
+
 /**
  * `GET /api/events?after=ID&limit=N` — the caller's events, oldest first; `app=HOST` for one app's;
  * `tail=N` for the newest N (a starting point for `berth events`, which then follows with `after`).
+ * `wait=S` makes it a long poll: with nothing after `after` yet, the answer waits up to S seconds
+ * for the next event (events/waiters.ts), so a follower sees it at once instead of at its next poll.
  */
-export async function eventRoutes(app: FastifyInstance): Promise<void> {
-  app.get<{ Querystring: { after?: number; limit?: number; app?: string; tail?: number } }>('/api/events', {
+export async function eventRoutes(app: FastifyInstance, opts: { databaseUrl: string }): Promise<void> {
+  const waiters = new EventWaiters(opts.databaseUrl, (app.log as unknown as Logger).child({ component: 'events' }));
+  waiters.start();
+  // (before the server closes: a held poll answers at once instead of holding the close up)
+  app.addHook('preClose', async () => { await waiters.close(); });
+  app.get<{ Querystring: { after?: number; limit?: number; app?: string; tail?: number; wait?: number } }>('/api/events', {
     preHandler: app.authenticate,
     schema: {
       summary: 'Your lifecycle events after an id (or the newest N), oldest first; of one app with app=HOST',
@@ -35,6 +46,7 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
           limit: int(1, 1000, { default: 100 }),
           app: { type: 'string', minLength: 1, maxLength: 300, description: "only this app's events (its hostname)" },
           tail: { ...int(1, 1000), description: 'the newest N events instead of those after `after`' },
+          wait: { ...int(0, MAX_EVENT_WAIT_S, { default: 0 }), description: 'a long poll: with no event after `after` yet, wait up to this many seconds for the next one (not with `tail`)' },
         },
       },
       response: {
@@ -45,14 +57,40 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
         ...errorResponses,
       },
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const q = req.query;
     let host: string | undefined;
     if (q.app !== undefined) {
       host = normalizeHost(q.app);
       if (host === '') throw badRequest(`app "${q.app.slice(0, 80)}" is not a hostname`);
     }
-    const events = await listEvents(app.db, req.user!.id, q.after ?? 0, q.limit ?? 100, { app: host, tail: q.tail });
+    const waitS = q.wait ?? 0;
+    if (waitS > 0 && q.tail !== undefined) throw badRequest('wait is for following with after=, not with tail');
+    const user = req.user!.id;
+    const list = () => listEvents(app.db, user, q.after ?? 0, q.limit ?? 100, { app: host, tail: q.tail });
+    let events = await list();
+    if (events.length === 0 && waitS > 0) {
+      const deadline = Date.now() + waitS * 1000;
+      const gone = new AbortController();
+      const onClose = () => gone.abort();
+      reply.raw.once('close', onClose);
+      try {
+        // an event notified but not listed yet (an older transaction still running: listEvents
+        // waits for it) is looked for again shortly, not at the next notification
+        let soon = false;
+        for (let left = deadline - Date.now(); events.length === 0 && left > 0; left = deadline - Date.now()) {
+          const woke = waiters.wait(user, soon ? Math.min(left, 250) : left, gone.signal);
+          if (woke === null) break; // the user holds enough polls already: answer as without wait
+          const reason = await woke;
+          if (reason === 'closed') break;
+          if (reason === 'event') soon = true;
+          // (a timeout: the deadline, or the poll interval while nobody listens, or a 250 ms look again)
+          events = await list();
+        }
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    }
     return { events, next_after: events.length ? events[events.length - 1].id : q.tail !== undefined ? 0 : q.after ?? 0 };
   });
 }

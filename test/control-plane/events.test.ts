@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN } from '../e2e/support.js';
 import type { ControlPlane } from '../../control-plane/app.js';
@@ -68,6 +69,80 @@ describe('GET /api/events?after=', () => {
     expect((await api.get('/api/events?after=-1')).status).toBe(400);
     expect((await api.get('/api/events?limit=0')).status).toBe(400);
     expect((await api.get('/api/events?limit=5000')).status).toBe(400);
+    expect((await api.get('/api/events?wait=31')).status).toBe(400);
+    expect((await api.get('/api/events?wait=-1')).status).toBe(400);
+    const tail = await api.get('/api/events?wait=5&tail=2');
+    expect([tail.status, tail.body.error.message]).toEqual([400, 'wait is for following with after=, not with tail']);
+  });
+});
+
+describe('GET /api/events?after=&wait= (a long poll)', () => {
+  /** A poll's answer and how long it took. */
+  async function poll(api: Api, query: string): Promise<{ ms: number; status: number; types: string[]; next: number }> {
+    const t0 = Date.now();
+    const r = await api.get(`/api/events?${query}`);
+    return { ms: Date.now() - t0, status: r.status, types: (r.body.events ?? []).map((e: { type: string }) => e.type), next: r.body.next_after };
+  }
+
+  it('answers as soon as one of the user\'s events is recorded, never with another user\'s; with none, after the wait', async () => {
+    const api = await new Api(cp.url).signup('poll@example.com');
+    const other = await new Api(cp.url).signup('poll-other@example.com');
+    const me = (await api.get('/api/auth/me')).body.user.id as number;
+    const them = (await other.get('/api/auth/me')).body.user.id as number;
+    const after = (await api.get('/api/events?tail=1')).body.next_after as number;
+    const empty = await poll(api, `after=${after}&wait=1`);
+    expect([empty.status, empty.types, empty.next]).toEqual([200, [], after]);
+    expect(empty.ms).toBeGreaterThanOrEqual(900);
+    const held = poll(api, `after=${after}&wait=20`);
+    await new Promise((r) => setTimeout(r, 300));
+    await recordEvent(cp.db, { type: 'test.theirs', userId: them });
+    await new Promise((r) => setTimeout(r, 500));
+    const recorded = Date.now();
+    await recordEvent(cp.db, { type: 'test.mine', userId: me });
+    const r = await held;
+    expect([r.status, r.types]).toEqual([200, ['test.mine']]);
+    expect(Date.now() - recorded).toBeLessThan(1500);
+    expect(r.ms).toBeGreaterThanOrEqual(800);
+  });
+
+  it('an event held back by an older transaction still running is answered once that one ends (no notification of its own)', async () => {
+    const api = await new Api(cp.url).signup('poll-held@example.com');
+    const me = (await api.get('/api/auth/me')).body.user.id as number;
+    const a = await cp.db.connect();
+    try {
+      await a.query('BEGIN');
+      await a.query('SELECT pg_current_xact_id()');
+      const held = poll(api, 'after=0&wait=20');
+      await new Promise((r) => setTimeout(r, 200));
+      await recordEvent(cp.db, { type: 'test.behind', userId: me });
+      // notified, but not listed while the older transaction runs
+      await new Promise((r) => setTimeout(r, 700));
+      const ended = Date.now();
+      await a.query('COMMIT');
+      const r = await held;
+      expect(r.types).toEqual(['test.behind']);
+      expect(Date.now() - ended).toBeLessThan(1500);
+    } finally {
+      a.release();
+    }
+  });
+
+  it('a control plane closing answers its held polls at once instead of waiting for them', async () => {
+    const other = await startTestControlPlane({ env: 'development' });
+    let closed = false;
+    try {
+      const api = await new Api(other.cp.url).signup('poll-close@example.com');
+      const held = poll(api, 'after=0&wait=30');
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      await other.close();
+      closed = true;
+      const r = await held;
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect([r.status, r.types]).toEqual([200, []]);
+    } finally {
+      if (!closed) await other.close();
+    }
   });
 });
 
@@ -130,6 +205,51 @@ describe('one app\'s events, the newest first page, and `berth events`', () => {
     }
   });
 
+  it('berth events --follow: a control plane without long polls is asked every 2 s; one answering empty polls at once is not asked in a loop', async () => {
+    for (const mode of ['old', 'quick'] as const) {
+      const asked: string[] = [];
+      const server = createServer((req, res) => {
+        const url = new URL(req.url!, 'http://x');
+        asked.push(url.search);
+        const page = (events: object[], next: number) => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ events, next_after: next }));
+        };
+        if (url.searchParams.has('tail')) return page([], 5);
+        if (url.searchParams.has('wait') && mode === 'old') {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          return res.end(JSON.stringify({ error: { code: 'invalid_request', message: 'querystring must NOT have additional properties' } }));
+        }
+        if (url.searchParams.get('after') === '5' && asked.filter((q) => q.includes('after=5')).length === (mode === 'old' ? 2 : 1)) {
+          return page([{ id: 6, type: `test.${mode}`, app_hostname: null, image_id: null, container_id: null, payload: {}, created_at: '2026-12-02T00:00:00Z' }], 6);
+        }
+        return page([], Number(url.searchParams.get('after')));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const c = spawn(process.execPath, [BIN, 'events', '--follow', '--api', `http://127.0.0.1:${(server.address() as { port: number }).port}`], {
+        env: { ...process.env, BERTH_TOKEN: 'berth_x', NO_COLOR: '1', BERTH_CONFIG_DIR: '/nonexistent/berth-test' },
+      });
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d: Buffer) => { out += d; });
+      c.stderr.on('data', (d: Buffer) => { err += d; });
+      try {
+        const deadline = Date.now() + 10_000;
+        while (!out.includes(`test.${mode}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        expect(out, err).toContain(`test.${mode}`);
+        await new Promise((r) => setTimeout(r, 3000));
+        const waits = asked.filter((q) => q.includes('wait='));
+        if (mode === 'old') expect(waits).toHaveLength(1); // refused once: polled from then on
+        // polled every 2 s (old), or not asked again at once after an empty answer that came at once (quick)
+        expect(asked.length, asked.join(' ')).toBeLessThanOrEqual(8);
+      } finally {
+        c.kill('SIGINT');
+        await new Promise((r) => c.once('close', r));
+        server.close();
+      }
+    }
+  }, 40_000);
+
   it('berth events prints the newest events of an app, then follows new ones', async () => {
     const api = await new Api(cp.url).signup('events-cli@example.com');
     const me = (await api.get('/api/auth/me')).body.user.id as number;
@@ -154,11 +274,20 @@ describe('one app\'s events, the newest first page, and `berth events`', () => {
     try {
       const deadline = Date.now() + 15_000;
       while (!out.includes('"i":2') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      // (it is waiting in a long poll by now)
+      await new Promise((r) => setTimeout(r, 500));
       await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'other.example.com', payload: { i: 99 } });
-      await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'cli.example.com', payload: { i: 3 } });
-      while (!out.includes('"i":3') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      // each printed as it happens, not at the next poll (which came every 2 s: three in a row
+      // within 800 ms each would be luck)
+      for (const i of [3, 4, 5]) {
+        const recorded = Date.now();
+        await recordEvent(cp.db, { type: 'test.cli', userId: me, appHostname: 'cli.example.com', payload: { i } });
+        while (!out.includes(`"i":${i}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        expect(Date.now() - recorded).toBeLessThan(800);
+        await new Promise((r) => setTimeout(r, 300));
+      }
       const events = out.trim().split('\n').map((l) => JSON.parse(l) as { payload: { i: number } });
-      expect(events.map((e) => e.payload.i)).toEqual([2, 3]);
+      expect(events.map((e) => e.payload.i)).toEqual([2, 3, 4, 5]);
     } finally {
       c.kill('SIGINT');
       await new Promise((r) => c.once('close', r));

@@ -29,6 +29,7 @@ import { sql as m023 } from './023_hostname_holds_by_user.js';
 import { sql as m024 } from './024_invoices.js';
 import { sql as m025 } from './025_events_by_app.js';
 import { sql as m026 } from './026_login_limits.js';
+import { sql as m027 } from './027_events_notify.js';
 
 export interface Migration {
   version: number;
@@ -63,4 +64,5 @@ export const migrations: Migration[] = [
   { version: 24, name: '024_invoices', sql: m024 },
   { version: 25, name: '025_events_by_app', sql: m025 },
   { version: 26, name: '026_login_limits', sql: m026 },
+  { version: 27, name: '027_events_notify', sql: m027 },
 ];

@@ -14,7 +14,12 @@ interface EventRecord {
   created_at: string;
 }
 
-/** How often `--follow` asks for new events. */
+/**
+ * `--follow` long-polls (`wait`: the answer comes as soon as an event is recorded, or after this
+ * many seconds with none); a control plane from before long polls refuses `wait`, and is asked
+ * every FOLLOW_EVERY_MS instead.
+ */
+const FOLLOW_WAIT_S = 25;
 const FOLLOW_EVERY_MS = 2000;
 
 /**
@@ -60,8 +65,27 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
       r.events.forEach(print);
       if (!follow) return EXIT.ok;
       let after = r.next_after;
+      let longPoll = true;
       for (;;) {
-        await wait(FOLLOW_EVERY_MS, undefined, { signal });
+        if (longPoll) {
+          const asked = Date.now();
+          try {
+            r = await page({ after, limit: 1000, wait: FOLLOW_WAIT_S });
+          } catch (e) {
+            // (an older control plane: its query schema has no `wait`)
+            if (!(e instanceof ClientError) || e.api?.status !== 400 || signal.aborted) throw e;
+            longPoll = false;
+            continue;
+          }
+          r.events.forEach(print);
+          after = r.next_after;
+          // nothing new: the wait ran out, ask again at once — unless the answer came at once (the
+          // control plane holds enough of this user's polls already), then as when polling
+          if (r.events.length === 0) {
+            if (Date.now() - asked < 1000) await wait(FOLLOW_EVERY_MS, undefined, { signal });
+            continue;
+          }
+        } else await wait(FOLLOW_EVERY_MS, undefined, { signal });
         // a burst of events is printed whole, in pages of 1000, while the pages move on (at most
         // 20 a round: a server that answers full pages without end is not asked again at once)
         for (let pages = 0; pages < 20; pages++) {
