@@ -11,7 +11,7 @@ pg.types.setTypeParser(1700, (v) => Number(v));
 
 /**
  * Errors of connections the pool could not open because the database could not be reached (it
- * refused, it is restarting, its host is gone). Marked where they happen: their codes
+ * refused, it is restarting, the network is down). Marked where they happen: their codes
  * (ECONNREFUSED, ENOENT for a socket path, ETIMEDOUT) are the same as a Docker socket's, so the
  * code alone cannot say whose they are. The database's own refusals (a wrong password, "starting
  * up") arrive as pg DatabaseErrors with a SQLSTATE and are not marked.
@@ -35,8 +35,16 @@ class MarkingClient extends pg.Client {
   }
 }
 
+/**
+ * The network's "not now": refused (restarting), reset, unreachable, timed out, a socket path gone,
+ * a name server that did not answer. Not a TLS or authentication failure (a wrong certificate, an
+ * impostor server) nor a name that does not exist: those are configuration, a 500 to look at.
+ */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EPIPE', 'ENOENT', 'EAI_AGAIN']);
+
 function markUnreachable(err: Error): Error {
-  if (!(err instanceof pg.DatabaseError)) unreachable.add(err);
+  const code = (err as NodeJS.ErrnoException).code;
+  if (!(err instanceof pg.DatabaseError) && ((code !== undefined && UNREACHABLE_CODES.has(code)) || /^Connection terminated unexpectedly/.test(err.message))) unreachable.add(err);
   return err;
 }
 

@@ -78,6 +78,22 @@ export async function listEvents(q: Queryable, userId: number, after: number, li
   return rows.map(serialise);
 }
 
+/**
+ * Has the user (of one app, with `app`) events that committed but listEvents holds back, because
+ * an older transaction is still running? (A long poll looks again shortly then: their commit sent
+ * its notification already, and the older transaction's end sends none.)
+ */
+export async function hasHeldBack(q: Queryable, userId: number, app?: string): Promise<boolean> {
+  const params: unknown[] = [userId];
+  let where = 'user_id = $1 AND txid >= pg_snapshot_xmin(pg_current_snapshot())';
+  if (app !== undefined) {
+    params.push(app);
+    where += ` AND app_hostname = $2`;
+  }
+  const { rowCount } = await q.query(`SELECT 1 FROM events WHERE ${where} LIMIT 1`, params);
+  return (rowCount ?? 0) > 0;
+}
+
 function serialise(r: EventRecord): EventRecord {
   const created = r.created_at as unknown;
   return { ...r, created_at: created instanceof Date ? created.toISOString() : String(created) };

@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import { MAX_ID, int } from '../http/schemas.js';
 import { dateTime, errorResponses, idSchema, nullableInteger, nullableString, object } from '../http/responses.js';
-import { listEvents } from './outbox.js';
+import { hasHeldBack, listEvents } from './outbox.js';
 import { normalizeHost } from '../../shared/hostname.js';
 import { badRequest } from '../http/errors.js';
 import { EventWaiters } from './waiters.js';
+import { streamLimits } from '../http/stream-limits.js';
 import type { Logger } from '../../shared/logging.js';
 
 /** An `EventRecord` (outbox.ts): the columns `listEvents` selects; `payload` is free-form per type. */
@@ -68,27 +69,39 @@ export async function eventRoutes(app: FastifyInstance, opts: { databaseUrl: str
     if (waitS > 0 && q.tail !== undefined) throw badRequest('wait is for following with after=, not with tail');
     const user = req.user!.id;
     const list = () => listEvents(app.db, user, q.after ?? 0, q.limit ?? 100, { app: host, tail: q.tail });
+    // (marked before the list: an event notified while it runs ends the wait at once)
+    let mark = waiters.mark(user);
     let events = await list();
     if (events.length === 0 && waitS > 0) {
-      const deadline = Date.now() + waitS * 1000;
-      const gone = new AbortController();
-      const onClose = () => gone.abort();
-      reply.raw.once('close', onClose);
+      // a held poll is a stream: the per-user, per-address and total stream caps count it; past
+      // them the answer comes at once, as without wait
+      let release: (() => void) | null = null;
       try {
-        // an event notified but not listed yet (an older transaction still running: listEvents
-        // waits for it) is looked for again shortly, not at the next notification
-        let soon = false;
-        for (let left = deadline - Date.now(); events.length === 0 && left > 0; left = deadline - Date.now()) {
-          const woke = waiters.wait(user, soon ? Math.min(left, 250) : left, gone.signal);
-          if (woke === null) break; // the user holds enough polls already: answer as without wait
-          const reason = await woke;
-          if (reason === 'closed') break;
-          if (reason === 'event') soon = true;
-          // (a timeout: the deadline, or the poll interval while nobody listens, or a 250 ms look again)
-          events = await list();
+        release = streamLimits(app).acquire(user, 'events poll', req.ip);
+      } catch {
+        release = null;
+      }
+      if (release !== null) {
+        const deadline = Date.now() + waitS * 1000;
+        const gone = new AbortController();
+        const onClose = () => gone.abort();
+        reply.raw.once('close', onClose);
+        // (a client gone before the listener was there)
+        if (req.raw.socket?.destroyed) gone.abort();
+        try {
+          for (let left = deadline - Date.now(); events.length === 0 && left > 0 && !gone.signal.aborted; left = deadline - Date.now()) {
+            // an event committed but held back by an older transaction still running is looked
+            // for again shortly: that one's end sends no notification
+            const held = await hasHeldBack(app.db, user, host);
+            const reason = await waiters.wait(user, held ? Math.min(left, 250) : left, gone.signal, mark);
+            if (reason === 'closed') break;
+            mark = waiters.mark(user);
+            events = await list();
+          }
+        } finally {
+          reply.raw.off('close', onClose);
+          release();
         }
-      } finally {
-        reply.raw.off('close', onClose);
       }
     }
     return { events, next_after: events.length ? events[events.length - 1].id : q.tail !== undefined ? 0 : q.after ?? 0 };

@@ -66,35 +66,35 @@ replaced, autoscaler decisions, traffic and access changes, deletions.
       if (!follow) return EXIT.ok;
       let after = r.next_after;
       let longPoll = true;
+      // Paced so that no server makes this a hot loop: an answer with nothing new that came back
+      // at once (the control plane holds enough of this user's polls already), and every 20th
+      // answer in a row that came back within a second, are followed by a pause; a full page
+      // (a burst: more are waiting) is followed by the next at once.
+      let pause = false;
+      let quick = 0;
       for (;;) {
-        if (longPoll) {
-          const asked = Date.now();
-          try {
-            r = await page({ after, limit: 1000, wait: FOLLOW_WAIT_S });
-          } catch (e) {
-            // (an older control plane: its query schema has no `wait`)
-            if (!(e instanceof ClientError) || e.api?.status !== 400 || signal.aborted) throw e;
-            longPoll = false;
-            continue;
-          }
-          r.events.forEach(print);
-          after = r.next_after;
-          // nothing new: the wait ran out, ask again at once — unless the answer came at once (the
-          // control plane holds enough of this user's polls already), then as when polling
-          if (r.events.length === 0) {
-            if (Date.now() - asked < 1000) await wait(FOLLOW_EVERY_MS, undefined, { signal });
-            continue;
-          }
-        } else await wait(FOLLOW_EVERY_MS, undefined, { signal });
-        // a burst of events is printed whole, in pages of 1000, while the pages move on (at most
-        // 20 a round: a server that answers full pages without end is not asked again at once)
-        for (let pages = 0; pages < 20; pages++) {
-          r = await page({ after, limit: 1000 });
-          r.events.forEach(print);
-          const moved = r.next_after !== after;
-          after = r.next_after;
-          if (!moved || r.events.length < 1000) break;
+        if (pause) await wait(FOLLOW_EVERY_MS, undefined, { signal });
+        const asked = Date.now();
+        try {
+          r = await page({ after, limit: 1000, ...(longPoll ? { wait: FOLLOW_WAIT_S } : {}) });
+        } catch (e) {
+          // (a control plane from before long polls: its query schema has no `wait`)
+          if (!longPoll || !(e instanceof ClientError) || e.api?.status !== 400 || signal.aborted) throw e;
+          longPoll = false;
+          pause = true;
+          continue;
         }
+        r.events.forEach(print);
+        const moved = r.next_after !== after;
+        after = r.next_after;
+        const more = moved && r.events.length >= 1000;
+        const fast = Date.now() - asked < 1000;
+        quick = fast ? quick + 1 : 0;
+        if (quick >= 20) {
+          quick = 0;
+          pause = true;
+        } else if (longPoll) pause = !more && !moved && fast;
+        else pause = !more;
       }
     } catch (e) {
       if (signal.aborted) return EXIT.ok; // Ctrl-C while following is how one stops
