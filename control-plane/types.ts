@@ -13,6 +13,8 @@ export interface AuthUser {
   username: string | null;
   /** how this request authenticated */
   via: 'session' | 'api_token';
+  /** with `api_token`: that token's id */
+  tokenId?: number;
 }
 
 declare module 'fastify' {

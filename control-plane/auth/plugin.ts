@@ -113,6 +113,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     const header = req.headers.authorization;
     let userId: number | undefined;
     let via: 'session' | 'api_token' = 'session';
+    let tokenId: number | undefined;
     if (header !== undefined) {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
       if (!m) throw unauthorized('Authorization header must be "Bearer <token>"');
@@ -124,6 +125,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
            WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
            RETURNING id, user_id`, [sha256(token)]);
         userId = rows[0]?.user_id;
+        tokenId = rows[0]?.id;
       } else {
         userId = await liveSession(token);
       }
@@ -149,7 +151,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       if (wait > 0) throw new ApiError(429, 'too_many_requests', `more than ${writeLimiter.max} changes in a minute from your account; retry in ${wait}s`, { 'retry-after': String(wait) });
       writeLimiter.hit(key);
     }
-    req.user = { id: user.id, email: user.email, username: user.username, via };
+    req.user = { id: user.id, email: user.email, username: user.username, via, ...(tokenId === undefined ? {} : { tokenId }) };
     req.log = req.log.child({ userId: user.id });
   });
 
@@ -302,17 +304,28 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   }, async (req, reply) => {
     const t = newApiToken();
     const uid = req.user!.id;
+    // made with an API token (not a session): it expires no later than that one and is revoked
+    // with it, so a leaked short-lived token cannot mint itself a permanent one
+    const parent = req.user!.tokenId ?? null;
     const row = await withTransaction(app.db, async (tx) => {
       await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [uid]);
+      let parentExpires: Date | null = null;
+      if (parent !== null) {
+        const { rows: [p] } = await tx.query<{ expires_at: Date | null }>(
+          'SELECT expires_at FROM api_tokens WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) FOR SHARE', [parent, uid]);
+        if (p === undefined) throw unauthorized('invalid or expired token');
+        parentExpires = p.expires_at;
+      }
       // revoked and expired tokens are of no use to anyone: they go (they piled up without end)
       await tx.query('DELETE FROM api_tokens WHERE user_id = $1 AND (revoked_at IS NOT NULL OR expires_at <= now())', [uid]);
       const { rows: [{ n }] } = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM api_tokens WHERE user_id = $1', [uid]);
       if (n >= MAX_API_TOKENS) throw conflict(`you have ${n} API tokens, the most allowed; revoke one first (DELETE /api/auth/tokens/:id)`, 'too_many_tokens');
+      // (LEAST ignores NULLs: no expiry asked takes the parent's, a later one is cut to it)
       const { rows } = await tx.query<TokenRow>(
-        `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at)
-         VALUES ($1, $2, $3, $4, CASE WHEN $5::int IS NULL THEN NULL ELSE now() + make_interval(days => $5::int) END)
+        `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at, parent_id)
+         VALUES ($1, $2, $3, $4, LEAST(CASE WHEN $5::int IS NULL THEN NULL ELSE now() + make_interval(days => $5::int) END, $6::timestamptz), $7)
          RETURNING id, name, prefix, created_at, last_used_at, expires_at`,
-        [uid, req.body.name, t.hash, t.prefix, req.body.expires_in_days ?? null]);
+        [uid, req.body.name, t.hash, t.prefix, req.body.expires_in_days ?? null, parentExpires, parent]);
       return rows[0];
     });
     return reply.code(201).send({ ...publicToken(row), token: t.token });
@@ -327,9 +340,15 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
 
   app.delete<{ Params: { id: number } }>('/api/auth/tokens/:id', {
     preHandler: app.authenticate,
-    schema: { summary: 'Revoke an API token', tags: ['auth'], params: idParams(), response: { ...noContent, ...errorResponses } },
+    schema: { summary: 'Revoke an API token, and the tokens made with it', tags: ['auth'], params: idParams(), response: { ...noContent, ...errorResponses } },
   }, async (req, reply) => {
-    const res = await app.db.query('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL', [req.params.id, req.user!.id]);
+    // the token and every token made with it, and with those, …
+    const res = await app.db.query(
+      `WITH RECURSIVE gone AS (
+         SELECT id FROM api_tokens WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+         UNION SELECT c.id FROM api_tokens c JOIN gone ON c.parent_id = gone.id WHERE c.user_id = $2 AND c.revoked_at IS NULL
+       )
+       UPDATE api_tokens SET revoked_at = now() WHERE id IN (SELECT id FROM gone)`, [req.params.id, req.user!.id]);
     if (!res.rowCount) throw notFound('token');
     return reply.code(204).send();
   });

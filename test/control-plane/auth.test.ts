@@ -356,6 +356,35 @@ describe('API tokens', () => {
     for (const name of ['a\u001b[2Jb', 'x\ny', 'del\u007f']) expect((await hana.post('/api/auth/tokens', { name })).status, JSON.stringify(name)).toBe(400);
   });
 
+  it('a token made with a token expires no later than it and is revoked with it (a leaked short-lived one cannot mint a permanent one)', async () => {
+    const ivan = await api.signup('ivan@example.com');
+    const ci = await ivan.post('/api/auth/tokens', { name: 'ci', expires_in_days: 1 });
+    const viaCi = api.withToken(ci.body.token);
+    const forever = await viaCi.post('/api/auth/tokens', { name: 'forever' });
+    expect(forever.status, forever.text).toBe(201);
+    expect(forever.body.expires_at).toBe(ci.body.expires_at);
+    const longer = await viaCi.post('/api/auth/tokens', { name: 'longer', expires_in_days: 30 });
+    expect(longer.body.expires_at).toBe(ci.body.expires_at);
+    const shorter = await viaCi.post('/api/auth/tokens', { name: 'shorter', expires_in_days: 1 });
+    expect(new Date(shorter.body.expires_at).getTime()).toBeLessThanOrEqual(new Date(ci.body.expires_at).getTime());
+    // a grandchild too
+    const grandchild = await api.withToken(forever.body.token).post('/api/auth/tokens', { name: 'grandchild' });
+    expect(grandchild.body.expires_at).toBe(ci.body.expires_at);
+    // one made with the session (a sign-in) is not bound, nor revoked with them
+    const own = await ivan.post('/api/auth/tokens', { name: 'own' });
+    expect(own.body.expires_at).toBeNull();
+    // one made with a token that never expires: none either
+    const fromOwn = await api.withToken(own.body.token).post('/api/auth/tokens', { name: 'from-own' });
+    expect(fromOwn.body.expires_at).toBeNull();
+    // revoking the leaked one revokes what it made, and what those made
+    expect((await ivan.del(`/api/auth/tokens/${ci.body.id}`)).status).toBe(204);
+    for (const t of [ci, forever, longer, shorter, grandchild]) expect((await api.withToken(t.body.token).get('/api/auth/me')).status, t.body.name).toBe(401);
+    for (const t of [own, fromOwn]) expect((await api.withToken(t.body.token).get('/api/auth/me')).status, t.body.name).toBe(200);
+    // an expired token makes none
+    await cp.db.query(`UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1`, [own.body.id]);
+    expect((await api.withToken(own.body.token).post('/api/auth/tokens', { name: 'late' })).status).toBe(401);
+  });
+
   it('expired tokens are refused', async () => {
     const gina = await api.signup('gina@example.com');
     const t = await gina.post('/api/auth/tokens', { name: 'short' });

@@ -30,6 +30,7 @@ import { sql as m024 } from './024_invoices.js';
 import { sql as m025 } from './025_events_by_app.js';
 import { sql as m026 } from './026_login_limits.js';
 import { sql as m027 } from './027_events_notify.js';
+import { sql as m028 } from './028_token_parents.js';
 
 export interface Migration {
   version: number;
@@ -65,4 +66,5 @@ export const migrations: Migration[] = [
   { version: 25, name: '025_events_by_app', sql: m025 },
   { version: 26, name: '026_login_limits', sql: m026 },
   { version: 27, name: '027_events_notify', sql: m027 },
+  { version: 28, name: '028_token_parents', sql: m028 },
 ];
