@@ -374,6 +374,11 @@ export class UpstreamConnection implements ResponseSink {
   }
 
   private write(head: string): void {
+    // (behind bytes the stream still holds, never ahead of them: libuv keeps only its own order)
+    if (this.socket.writableLength > 0) {
+      this.socket.write(head, 'latin1');
+      return;
+    }
     const err = writeHead(this.socket, head);
     if (err !== 0) {
       // the close that follows tells the handler (as a connection closed before responding)
@@ -490,8 +495,12 @@ export class UpstreamConnection implements ResponseSink {
     if (h === null) return;
     this.handler = null;
     this.answered++;
-    // an upstream that answered before reading the whole request cannot be reused
-    const reuse = this.reusable && this.requestDone;
+    // an upstream that answered before reading the whole request cannot be reused, nor one whose
+    // request is not all handed to libuv yet: body bytes still in the stream's buffer (a write
+    // pending on a full socket) would go out after the next request's head, which writeHead
+    // hands to libuv directly — the app would read that head inside this body and the rest of
+    // this body as a request of its own (a client's request smuggled into another's connection)
+    const reuse = this.reusable && this.requestDone && this.socket.writableLength === 0;
     h.onUpstreamEnd();
     if (!reuse || this.state !== BUSY) {
       // pipelined requests behind learn of the close (onClose) and are sent again

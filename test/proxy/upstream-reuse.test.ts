@@ -1,0 +1,113 @@
+/**
+ * berth's upstream client (proxy/upstream/connection.ts) never puts a request head ahead of the
+ * previous request's body on a reused connection. Request heads go straight to libuv
+ * (stream-handle.ts writeHead) while body chunks go through the socket's stream, which holds
+ * them in its buffer while a write is pending on a full socket: a connection reused then sent the
+ * next head before that body's tail, and the app read a client's request inside another's body
+ * (found by a security review). In-process, against a raw upstream that reads nothing until told.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { afterEach, expect, it } from 'vitest';
+import { UpstreamPool } from '../../proxy/upstream/pool.js';
+import type { UpstreamConnection, UpstreamHandler } from '../../proxy/upstream/connection.js';
+
+class Request implements UpstreamHandler {
+  conn: UpstreamConnection | null = null;
+  failed: string | null = null;
+  readonly started: Promise<void>;
+  readonly ended: Promise<void>;
+  private onStart!: () => void;
+  private onEnd!: () => void;
+  readonly headPending = false;
+  readonly headRequest = false;
+  readonly pipeline = 1;
+  readonly pipelineGroup = '';
+  readonly headersTimeoutMs = 10_000;
+  readonly idleTimeoutMs = 10_000;
+  constructor(readonly upstreamHead: string, readonly hasBody: boolean) {
+    this.started = new Promise((r) => (this.onStart = r));
+    this.ended = new Promise((r) => (this.onEnd = r));
+  }
+  onUpstreamStart(conn: UpstreamConnection): void {
+    this.conn = conn;
+    this.onStart();
+  }
+  onUpstreamHead(): void {}
+  flushHead(): void {}
+  onUpstreamData(): boolean {
+    return true;
+  }
+  onUpstreamEnd(): void {
+    this.onEnd();
+  }
+  onUpstreamError(err: Error): void {
+    this.failed = err.message;
+    this.onEnd();
+  }
+  onUpstreamDrain(): void {}
+  onPipelineStall(): void {}
+}
+
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+});
+
+it('a connection whose request body is still in the stream\'s buffer when the answer ends is not reused: the next head never goes ahead of it', async () => {
+  // the upstream: each connection's bytes in order; the first connection reads nothing after the
+  // first request's head until told, and answers it at once; `GET /second` is answered anywhere
+  const received: string[] = [];
+  const sockets: Socket[] = [];
+  const server: Server = createServer((c) => {
+    const i = sockets.push(c) - 1;
+    received[i] = '';
+    c.on('error', () => {});
+    c.on('data', (d: Buffer) => {
+      received[i] += d.toString('latin1');
+      if (i === 0 && received[i].includes('\r\n\r\n') && !c.isPaused()) c.pause();
+      if (received[i].includes('GET /second ') && !received[i].endsWith('#answered')) {
+        received[i] += '#answered';
+        c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.push(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }));
+  const pool = new UpstreamPool(`127.0.0.1:${(server.address() as { port: number }).port}`, { connections: 4, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+
+  const first = new Request('POST /first HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked\r\n\r\n', true);
+  pool.dispatch(first);
+  await first.started;
+  const conn = first.conn!;
+  const socket = (conn as unknown as { socket: Socket }).socket;
+  // fill the socket until a write is pending (the upstream reads nothing), every write accepted
+  const fill = Buffer.alloc(8192, 'a');
+  for (let i = 0; socket.writableLength === 0; i++) {
+    expect(conn.writeBody(fill, true)).toBe(true);
+    if (i > 100_000) throw new Error('the socket never filled');
+    if (i % 64 === 63) await new Promise((r) => setImmediate(r));
+  }
+  // the body's tail, accepted into the stream's buffer, and its end: the request is whole
+  expect(conn.writeBody(Buffer.from('TAIL'), true)).toBe(true);
+  conn.endBody(true);
+  expect(socket.writableLength).toBeGreaterThan(0);
+  // the app answers without reading the body (keep-alive)
+  sockets[0].write('HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno');
+  await first.ended;
+  expect(first.failed).toBeNull();
+
+  const second = new Request('GET /second HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
+  pool.dispatch(second);
+  await new Promise((r) => setTimeout(r, 200));
+  sockets[0].resume();
+  await second.ended;
+  expect(second.failed).toBeNull();
+  await new Promise((r) => setTimeout(r, 200));
+  // wherever the second request went, it starts a connection or follows the first request whole
+  const at = received.findIndex((t) => t.includes('GET /second '));
+  expect(at).toBeGreaterThanOrEqual(0);
+  const before = received[at].slice(0, received[at].indexOf('GET /second '));
+  expect(before === '' || before.endsWith('TAIL\r\n0\r\n\r\n'), `the second head came after: …${JSON.stringify(before.slice(-40))}`).toBe(true);
+});
