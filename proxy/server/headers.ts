@@ -20,6 +20,14 @@ export const H_SW_ALLOWED = 8;
  */
 export const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade'] as const;
 
+/**
+ * Headers that say where a request came from, as the proxy saw it: its own to set, never a
+ * client's to pass on (frameworks believe them for the client's address, host, port and path
+ * prefix: a client could claim any). X-Forwarded-For is appended to instead (request-headers.ts).
+ * The one list of request-headers.ts and websocket.ts.
+ */
+export const PROXY_SET = ['x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-real-ip', 'forwarded'] as const;
+
 /** Is this (lower-case) name `proxy-*`? */
 export function isProxyHeader(name: string): boolean {
   return name.length > 6 && name.charCodeAt(5) === 45 && name.startsWith('proxy-');

@@ -6,7 +6,7 @@
 import { SESSION_COOKIE, withoutCookie } from '../../shared/session-cookie.js';
 import type { HttpRequest } from 'uWebSockets.js';
 import { forwardableValue, validContentLength, validTransferEncoding, type Refusal } from './admission.js';
-import { HOP_BY_HOP, connectionTokens, isProxyHeader } from './headers.js';
+import { HOP_BY_HOP, PROXY_SET, connectionTokens, isProxyHeader } from './headers.js';
 import { newTraceparent, validTraceparent } from './request-id.js';
 import { runtime } from './state.js';
 
@@ -44,12 +44,13 @@ export class ForwardedRequest {
 }
 
 
-// x-request-id, X-Forwarded-Host/-Proto and Expect are the proxy's to set (or not): dropped.
+// x-request-id, the forwarding headers (PROXY_SET) and Expect are the proxy's to set (or not): dropped.
 const R_DROP = 1, R_CONNECTION = 2, R_TE = 3, R_CL = 4, R_HOST = 5, R_XFF = 6, R_VIA = 7, R_AUTH = 8, R_COOKIE = 10, R_AE = 11, R_TRACE = 12;
 const requestHeaderClass = new Map<string, number>([
   ...HOP_BY_HOP.map((n): [string, number] => [n, R_DROP]),
   ['connection', R_CONNECTION], ['transfer-encoding', R_TE], ['content-length', R_CL], ['host', R_HOST],
-  ['x-forwarded-for', R_XFF], ['x-forwarded-host', R_DROP], ['x-forwarded-proto', R_DROP],
+  ...PROXY_SET.map((n): [string, number] => [n, R_DROP]),
+  ['x-forwarded-for', R_XFF],
   ['via', R_VIA], ['authorization', R_AUTH], ['x-request-id', R_DROP], ['expect', R_DROP],
   ['cookie', R_COOKIE], ['accept-encoding', R_AE], ['traceparent', R_TRACE],
   // a private app's token is the platform's: never forwarded (admission.ts)

@@ -21,7 +21,7 @@ import { admit, admitted, forwardableValue, type Refusal } from './admission.js'
 import { internalError, refuse, sendError } from './respond.js';
 import { runtime } from './state.js';
 import { peerAddress } from './peer.js';
-import { HOP_BY_HOP, isProxyHeader } from './headers.js';
+import { HOP_BY_HOP, PROXY_SET, isProxyHeader } from './headers.js';
 
 /** uWS copies the user-data object's properties on upgrade: keep the shared state one level down. */
 interface Slot {
@@ -62,7 +62,7 @@ function destroySocket(socket: Duplex): void { socket.destroy(); }
 const SKIP = new Set<string>([
   ...HOP_BY_HOP, 'host', 'content-length', 'expect',
   'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol',
-  'x-forwarded-host', 'x-forwarded-proto', 'x-request-id',
+  ...PROXY_SET, 'x-request-id',
   // a private app's token is the platform's (admission.ts): never forwarded
   'x-berth-authorization',
 ]);

@@ -117,10 +117,13 @@ describe('routing', () => {
 });
 
 describe('forwarding headers', () => {
-  it('adds X-Forwarded-*, Via, keeps the Host and drops hop-by-hop request headers', async () => {
+  it('adds X-Forwarded-*, Via, keeps the Host and drops hop-by-hop request headers and the forwarding headers a client sets', async () => {
     const r = await get(p, 'shop.example.com', '/', {
       headers: {
         'proxy-authorization': 'Basic x', 'x-forwarded-for': '10.0.0.1', via: '1.0 other', 'x-keep': 'k',
+        // a client claiming another address, host, port or prefix (frameworks believe these)
+        forwarded: 'for=127.0.0.1;host=evil.example;proto=https', 'x-real-ip': '127.0.0.1', 'x-forwarded-port': '443',
+        'x-forwarded-prefix': '/admin', 'x-forwarded-server': 'evil', 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https',
       },
     });
     const h = JSON.parse(r.body).headers;
@@ -131,6 +134,7 @@ describe('forwarding headers', () => {
     expect(h.host).toBe('shop.example.com');
     expect(h['x-keep']).toBe('k');
     expect(h['proxy-authorization']).toBeUndefined();
+    for (const n of ['forwarded', 'x-real-ip', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server']) expect(h[n], n).toBeUndefined();
   });
   it('keeps a client x-request-id and returns it; creates one otherwise', async () => {
     const r = await get(p, 'shop.example.com', '/', { headers: { 'x-request-id': 'abc-123' } });

@@ -35,7 +35,7 @@ async function wsUpstream(name: string) {
 /** undici's WebSocket client ignores a Host header, so tests address routes by /apps/{host}/. */
 function open(url: string, host: string, protocols?: string[]): Promise<{ ws: WebSocket; messages: Array<string | ArrayBuffer>; closed: Promise<{ code: number; reason: string }> }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers: { host, 'x-custom': 'yes' }, protocols });
+    const ws = new WebSocket(url, { headers: { host, 'x-custom': 'yes', forwarded: 'for=127.0.0.1', 'x-real-ip': '127.0.0.1', 'x-forwarded-host': 'evil.example' }, protocols });
     ws.binaryType = 'arraybuffer';
     const messages: Array<string | ArrayBuffer> = [];
     const closed = new Promise<{ code: number; reason: string }>((r) => ws.addEventListener('close', (e) => r({ code: e.code, reason: e.reason })));
@@ -87,6 +87,8 @@ describe('WebSocket pass-through', () => {
     const h = up.seen[up.seen.length - 1];
     expect(h.host).toBe('ws.test');
     expect(h['x-custom']).toBe('yes');
+    expect([h.forwarded, h['x-real-ip']]).toEqual([undefined, undefined]);
+    expect(h['x-forwarded-host']).not.toBe('evil.example');
     expect(h['x-forwarded-for']).toBe('127.0.0.1');
     expect(h.via).toBe('1.1 berth');
     expect(h['x-request-id']).toBeTruthy();
