@@ -85,6 +85,12 @@ export interface ControlPlaneOptions {
   containerDiskBytes?: number | null;
   containerDiskPollMs?: number;
   /**
+   * What a stopped instance keeps of what it wrote (containers/disk-watch.ts): a larger writable
+   * layer is removed, and the instance is made afresh at its next start. Default
+   * BERTH_CONTAINER_STOPPED_DISK (64m), `none` to keep everything.
+   */
+  containerStoppedDiskBytes?: number | null;
+  /**
    * Builds stop when the Docker daemon's disk has less free than this (runtime/build-disk.ts);
    * null: no floor. Default BERTH_BUILD_MIN_FREE (1g), `none` for no floor.
    */
@@ -266,6 +272,7 @@ export interface ResolvedConfig {
   buildDiskBytes: number | null;
   containerDiskBytes: number | null;
   containerDiskPollMs: number;
+  containerStoppedDiskBytes: number | null;
   buildMinFreeBytes: number | null;
   instanceMax: { cpus: number | null; memoryBytes: number | null };
   loginRateLimit: { perIpMax: number; perIpWindowMs: number; perAccountMax: number; perAccountWindowMs: number; backoffBaseMs: number; backoffMaxMs: number; maxTracked: number; perAccountUnknownMax: number; perAccountUnknownWindowMs: number; knownForMs: number };
@@ -344,6 +351,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     buildDiskBytes: o.buildDiskBytes !== undefined ? o.buildDiskBytes : envLimit('BERTH_BUILD_DISK', '10g', (v) => parseMemory(v).bytes),
     containerDiskBytes: o.containerDiskBytes !== undefined ? o.containerDiskBytes : envLimit('BERTH_CONTAINER_DISK', '10g', (v) => parseMemory(v).bytes),
     containerDiskPollMs: o.containerDiskPollMs ?? envNumber('BERTH_CONTAINER_DISK_POLL_MS', 30_000, 1000, 86_400_000, true),
+    containerStoppedDiskBytes: o.containerStoppedDiskBytes !== undefined ? o.containerStoppedDiskBytes : envLimit('BERTH_CONTAINER_STOPPED_DISK', '64m', (v) => parseMemory(v).bytes),
     buildMinFreeBytes: o.buildMinFreeBytes !== undefined ? o.buildMinFreeBytes : envLimit('BERTH_BUILD_MIN_FREE', '1g', (v) => parseMemory(v).bytes),
     instanceMax: o.instanceMax ?? {
       cpus: envLimit('BERTH_MAX_INSTANCE_CPUS', String(Math.max(1, cpus().length)), (v) => parseCpu(v)),

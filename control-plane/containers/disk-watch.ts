@@ -7,13 +7,15 @@ import type { ContainerService } from './service.js';
 
 export interface DiskWatchOptions {
   db: Db;
-  runtime: Pick<ContainerRuntime, 'writableBytes' | 'stop'>;
+  runtime: Pick<ContainerRuntime, 'writableBytes' | 'stop' | 'remove'>;
   service: Pick<ContainerService, 'locks' | 'markDied'>;
   log: Logger;
   /** only the reconcile leader acts */
   isLeader: () => boolean;
   /** what an instance may write to its own filesystem; null: not bounded */
   limitBytes: number | null;
+  /** what a stopped instance keeps of it (more: its container is removed, made afresh at its next start); null: everything */
+  stoppedLimitBytes?: number | null;
   intervalMs: number;
   /** an instance was stopped: counted for the reconcile loop's replacement backoff */
   onDied?: (c: ContainerRow) => void;
@@ -33,6 +35,14 @@ export interface DiskWatchOptions {
  * with the same backoff when it keeps doing it. A bound rather than a quota: an instance can
  * overshoot by what it writes between two looks. (Cloud Run counts an instance's file writes
  * against its memory; here they are counted on their own.)
+ *
+ * Stopped instances (by their user, by the autoscaler at zero) keep their container, so that the
+ * next start is quick — and with it what they wrote, outside every running limit: a user could
+ * stop instance after instance of an app that writes just under the limit and keep terabytes.
+ * So a stopped instance's writable layer larger than `stoppedLimitBytes` (BERTH_CONTAINER_STOPPED_DISK,
+ * 64 MiB) is removed with its container, as Cloud Run keeps nothing of a stopped instance's
+ * files; its next start makes a fresh container (a little slower). That also catches an instance
+ * stopped between two looks after writing past the running limit.
  */
 export class ContainerDiskWatch {
   private readonly rounds: Periodic;
@@ -42,7 +52,7 @@ export class ContainerDiskWatch {
   }
 
   start(): void {
-    if (this.o.limitBytes !== null) this.rounds.start();
+    if (this.o.limitBytes !== null || (this.o.stoppedLimitBytes ?? null) !== null) this.rounds.start();
   }
 
   stop(): Promise<void> {
@@ -51,8 +61,10 @@ export class ContainerDiskWatch {
 
   /** One round (tests call it directly). Returns the ids of the instances stopped. */
   async once(): Promise<number[]> {
+    if (!this.o.isLeader()) return [];
+    await this.trimStopped();
     const limit = this.o.limitBytes;
-    if (limit === null || !this.o.isLeader()) return [];
+    if (limit === null) return [];
     const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
       `SELECT id, docker_id FROM containers WHERE status = 'running' AND docker_id IS NOT NULL ORDER BY id`);
     const over: Array<{ id: number; dockerId: string; bytes: number }> = [];
@@ -64,6 +76,37 @@ export class ContainerDiskWatch {
     const stopped: number[] = [];
     for (const c of over) if (await this.stopOne(c, limit)) stopped.push(c.id);
     return stopped;
+  }
+
+  /** Remove the containers of stopped instances that keep more than stoppedLimitBytes. Returns their ids. */
+  async trimStopped(): Promise<number[]> {
+    const keep = this.o.stoppedLimitBytes ?? null;
+    if (keep === null) return [];
+    const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
+      `SELECT id, docker_id FROM containers WHERE desired = 'stopped' AND status IN ('stopped', 'exited', 'failed') AND docker_id IS NOT NULL ORDER BY id`);
+    const over: Array<{ id: number; dockerId: string; bytes: number }> = [];
+    await eachLimited(rows, 2, async (r) => {
+      const bytes = await this.o.runtime.writableBytes(r.docker_id).catch(() => null);
+      if (bytes !== null && bytes > keep) over.push({ id: r.id, dockerId: r.docker_id, bytes });
+    });
+    const trimmed: number[] = [];
+    for (const c of over) {
+      const done = await this.o.service.locks.run(c.id, async () => {
+        // still that container, still stopped (a start may have come meanwhile)
+        const { rowCount } = await this.o.db.query(
+          `SELECT 1 FROM containers WHERE id = $1 AND docker_id = $2 AND desired = 'stopped' AND status IN ('stopped', 'exited', 'failed')`, [c.id, c.dockerId]);
+        if (!rowCount) return false;
+        await this.o.runtime.remove(c.dockerId);
+        await this.o.db.query('UPDATE containers SET docker_id = NULL, host_port = NULL, updated_at = now() WHERE id = $1 AND docker_id = $2', [c.id, c.dockerId]);
+        this.o.log.info({ containerId: c.id, bytes: c.bytes, keepBytes: keep }, 'a stopped instance kept more than it may of what it wrote: its container is removed, made afresh at its next start');
+        return true;
+      }).catch((e: Error) => {
+        this.o.log.warn({ containerId: c.id, err: e.message }, 'could not remove the container of a stopped instance');
+        return false;
+      });
+      if (done) trimmed.push(c.id);
+    }
+    return trimmed;
   }
 
   private stopOne(c: { id: number; dockerId: string; bytes: number }, limit: number): Promise<boolean> {

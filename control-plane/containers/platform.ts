@@ -91,7 +91,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   });
   const diskWatch = new ContainerDiskWatch({
     db: app.db, runtime, service, log: log.child({ component: 'disk' }), isLeader: () => leader.isLeader,
-    limitBytes: cfg.containerDiskBytes, intervalMs: cfg.containerDiskPollMs, onDied: (c) => reconciler.noteDeath(c, true),
+    limitBytes: cfg.containerDiskBytes, stoppedLimitBytes: cfg.containerStoppedDiskBytes, intervalMs: cfg.containerDiskPollMs, onDied: (c) => reconciler.noteDeath(c, true),
   });
   app.decorate('platform', { clusterId, proxyTokens, runtime, hub, proxies, service, health, leader, reconciler, kafka, consul, autoscaler, activation, diskWatch } satisfies Platform);
 

@@ -238,8 +238,11 @@ export class Reconciler {
     const serving = await servingRevisions(db);
     // retention's grace runs from the last time a revision served (a minute's resolution: few writes)
     await db.query(`UPDATE images SET last_active_at = now() WHERE id = ANY($1::bigint[]) AND last_active_at < now() - interval '1 minute'`, [[...serving]]);
+    // (not those of an app being deleted: its DELETE removes them, with that reason)
     const { rows: idle } = await db.query<ContainerRow>(
-      `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE i.status = 'ready' ORDER BY c.id`);
+      `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id
+        WHERE i.status = 'ready' AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_hostname = i.app_hostname AND a.deleting_at IS NOT NULL)
+        ORDER BY c.id`);
     const byImage = new Map<number, ContainerRow[]>();
     for (const c of idle) {
       if (serving.has(c.image_id) || service.locks.isLocked(c.id)) continue;
@@ -295,7 +298,10 @@ export class Reconciler {
     const { db, service } = this.d;
     if ((await servingRevisions(db)).has(imageId)) return;
     await Promise.allSettled(cs.map((c) => service.locks.run(c.id, async () => {
-      const { rows: [cur] } = await db.query<ContainerRow>('SELECT * FROM containers WHERE id = $1', [c.id]);
+      // (gone meanwhile, or its app is being deleted since: that DELETE removes it)
+      const { rows: [cur] } = await db.query<ContainerRow>(
+        `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE c.id = $1
+           AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_hostname = i.app_hostname AND a.deleting_at IS NOT NULL)`, [c.id]);
       if (!cur) return;
       try {
         await service.removeLocked(cur, 'no traffic');

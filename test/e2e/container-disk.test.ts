@@ -33,7 +33,7 @@ await describeWithDocker('container disk: what an instance may write to its own 
   beforeAll(async () => {
     t = await startTestControlPlane({
       seedDefaultUser: false, health: { intervalMs: 100 }, autoscale: { enabled: false }, reconcileIntervalMs: 500,
-      containerDiskBytes: 16 * MiB, containerDiskPollMs: 3_600_000, // looked at by hand below
+      containerDiskBytes: 16 * MiB, containerStoppedDiskBytes: 24 * MiB, containerDiskPollMs: 3_600_000, // looked at by hand below
     });
     clusterId = t.cp.app.platform.clusterId;
     alice = await new Api(t.cp.url).signup(`alice-disk-${tag}@example.com`);
@@ -80,5 +80,27 @@ await describeWithDocker('container disk: what an instance may write to its own 
     await expect(docker.getContainer(before.docker_id).inspect()).rejects.toMatchObject({ statusCode: 404 });
     // the quiet one kept running as it was
     expect(await get(quiet.id)).toMatchObject({ status: 'running', docker_id: quiet.docker_id });
+  }, 120_000);
+
+  it('a stopped instance keeps at most BERTH_CONTAINER_STOPPED_DISK of what it wrote: a larger layer goes with its container, and the next start makes a fresh one', async () => {
+    const get = async (id: number) => (await alice.get(`/api/containers/${id}`)).body;
+    const filler = (await alice.get(`/api/containers?image_id=${ids.filler}`)).body.containers.find((c: any) => c.status === 'running')
+      ?? (await get((await alice.get(`/api/containers?image_id=${ids.filler}`)).body.containers[0].id));
+    const quiet = (await alice.get(`/api/containers?image_id=${ids.quiet}`)).body.containers[0];
+    await waitFor('both running', async () => (await get(filler.id)).status === 'running' && (await get(quiet.id)).status === 'running', 30_000, 200);
+    const fillerBefore = await get(filler.id);
+    const quietBefore = await get(quiet.id);
+    // stopped by their user: 32 MiB written (past the 24 MiB a stopped one keeps), and 1 MiB
+    for (const c of [fillerBefore, quietBefore]) expect((await alice.post(`/api/containers/${c.id}/stop`)).status).toBe(200);
+    expect(await t.cp.app.platform.diskWatch.trimStopped()).toEqual([filler.id]);
+    await expect(docker.getContainer(fillerBefore.docker_id).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    expect(await get(filler.id)).toMatchObject({ status: 'stopped', docker_id: null });
+    expect(await get(quiet.id)).toMatchObject({ status: 'stopped', docker_id: quietBefore.docker_id });
+    // started again: the filler in a fresh container, the quiet one in its own
+    for (const c of [fillerBefore, quietBefore]) expect((await alice.post(`/api/containers/${c.id}/start`)).status).toBe(200);
+    const fresh = await waitFor('filler running again', async () => { const c = await get(filler.id); return c.status === 'running' && c; }, 30_000, 200);
+    expect(fresh.docker_id).not.toBe(fillerBefore.docker_id);
+    expect(fresh.docker_id).toBeTruthy();
+    expect(await get(quiet.id)).toMatchObject({ status: 'running', docker_id: quietBefore.docker_id });
   }, 120_000);
 });
