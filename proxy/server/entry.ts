@@ -67,6 +67,7 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   }
   ex.authDigest = admitted.authDigest;
   ex.viaPath = admitted.viaPath;
+  ex.keyHost = admitted.rawHost;
   const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls, admitted.authHeader === 'authorization');
   if (refusal !== null) {
     route.stats.refused++;

@@ -96,6 +96,13 @@ export abstract class ClientResponse extends ForwardedRequest {
   captureBytes = 0;
   /** the response said `Vary: Accept-Encoding`: the fallback key includes the request's value */
   varyEncoding = false;
+  /**
+   * The Host as the app was sent it (entry.ts sets it), in the fallback key instead of the
+   * normalised one the route was found by: an app that builds a page from its Host (absolute
+   * links) answered `Host: shop.example.com:31337` with links to that port, which a copy keyed by
+   * `shop.example.com` served to everyone during an outage.
+   */
+  keyHost = '';
   /** why the proxy answered or ended the way it did ('' when the upstream's answer went through) */
   reason = '';
   /** the client came over TLS: the affinity cookie is Secure */
@@ -164,7 +171,7 @@ export abstract class ClientResponse extends ForwardedRequest {
       }
     }
     this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
-    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.host, this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
+    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.keyHost, this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
       this.capture = [];
       this.keptHeaders = this.endToEndHeaders(head);
     }
@@ -374,9 +381,9 @@ export abstract class ClientResponse extends ForwardedRequest {
 
   // ---- the fallback cache (resilience/fallback-cache.ts) -----------------------------------
 
-  /** Fallback key: host + path (+ the request's Accept-Encoding when the response varies on it). */
+  /** Fallback key: the Host as sent + path (+ the request's Accept-Encoding when the response varies on it). */
   cacheKey(): string {
-    return this.varyEncoding ? this.host + this.path + '\n' + this.acceptEncoding : this.host + this.path;
+    return this.varyEncoding ? this.keyHost + this.path + '\n' + this.acceptEncoding : this.keyHost + this.path;
   }
 
   private storeFallback(): void {
@@ -393,7 +400,7 @@ export abstract class ClientResponse extends ForwardedRequest {
   protected serveFallback(): boolean {
     if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth) return false;
     const cache = this.route.cache;
-    const key = this.host + this.path;
+    const key = this.keyHost + this.path;
     const hit = cache.get(key) ?? cache.get(key + '\n' + this.acceptEncoding);
     if (hit === undefined) return false;
     this.route.stats.fallbackHits++;
