@@ -287,9 +287,13 @@ export abstract class ClientResponse extends ForwardedRequest {
   /** The end-to-end headers as strings (a fallback capture keeps them past the read). */
   private endToEndHeaders(h: ResponseHead): string[] {
     const out: string[] = [];
+    const drop = this.dropNames;
     for (let i = 0; i < h.count; i++) {
       const c = fieldClass[i];
-      if (c === H_PASS || c === H_CACHE_CONTROL || c === H_VARY) out.push(h.name(i), h.value(i));
+      if (c !== H_PASS && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
+      // (named by the answer's Connection: hop-by-hop, as in writeHead)
+      if (drop !== null && drop.includes(h.name(i).toLowerCase())) continue;
+      out.push(h.name(i), h.value(i));
     }
     return out;
   }

@@ -154,18 +154,24 @@ describe('fallback cache', () => {
   it('a copy is kept by the Host as the app was sent it: a page built from a Host with another port or case is never served for the plain one', async () => {
     const a = await up('fbhost', (req, res) => {
       res.setHeader('content-type', 'text/html');
+      // a header the app names in Connection is hop-by-hop: dropped live, and from the copy
+      res.setHeader('connection', 'x-internal');
+      res.setHeader('x-internal', 'secret');
       res.end(`<a href="http://${req.headers.host}/next">next</a>`);
     });
     const p = await setup([route('fbhost', ['fbhost.test'], [a.address], { circuitBreaker: { consecutiveFailures: 1, openMs: 60_000 }, fallbackCache: { ttlMs: 60_000 } })]);
     // an attacker's requests come first: the only copies are of their Hosts
-    for (const host of ['fbhost.test:31337', 'FBHost.test']) expect((await get(p, host, '/home')).body).toBe(`<a href="http://${host}/next">next</a>`);
+    for (const host of ['fbhost.test:31337', 'FBHost.test']) {
+      const live = await get(p, host, '/home');
+      expect([live.body, live.headers['x-internal']]).toEqual([`<a href="http://${host}/next">next</a>`, undefined]);
+    }
     await a.close();
     const plain = await get(p, 'fbhost.test', '/home');
     expect(plain.headers['x-berth-fallback']).toBeUndefined();
     expect(plain.status).toBeGreaterThanOrEqual(502);
     // the attacker gets their own copy back, nobody else
     const own = await get(p, 'fbhost.test:31337', '/home');
-    expect([own.headers['x-berth-fallback'], own.body]).toEqual(['hit', '<a href="http://fbhost.test:31337/next">next</a>']);
+    expect([own.headers['x-berth-fallback'], own.body, own.headers['x-internal']]).toEqual(['hit', '<a href="http://fbhost.test:31337/next">next</a>', undefined]);
   });
 });
 
