@@ -1135,3 +1135,46 @@ describe('differential against llhttp (Node 20)', () => {
     expect(failures.map((f) => `${f.kind}: ${f.detail} — ${JSON.stringify(f.input)}`)).toEqual([]);
   });
 });
+
+describe('tiny chunks', () => {
+  /** Every piece handed on, and the order of what happened. */
+  function run(input: string): { pieces: number[]; body: string; log: string[] } {
+    const pieces: number[] = [];
+    const log: string[] = [];
+    let body = '';
+    const p = new ResponseParser({
+      parsedHead: () => { log.push('head'); return false; },
+      parsedBody: (c) => { pieces.push(c.length); body += Buffer.from(c).toString('latin1'); log.push('body'); },
+      parsedEnd: () => { log.push('end'); },
+      parsedError: (e) => { log.push(`error ${e.code}`); },
+    });
+    const b = Buffer.from(input, 'latin1');
+    p.execute(b, 0, b.length);
+    return { pieces, body, log };
+  }
+  const chunks = (text: string) => [...text].map((ch) => `1\r\n${ch}\r\n`).join('');
+
+  it('a byte per chunk is handed on gathered: one piece per read (or per 16 KiB), not one per chunk — one client write, not 40,000', () => {
+    const text = 'abcdefghij'.repeat(4000); // 40,000 one-byte chunks in one read
+    const r = run(`${CHUNKED}${chunks(text)}0\r\n\r\n`);
+    expect(r.body).toBe(text);
+    expect(r.pieces.length).toBeLessThanOrEqual(3);
+    expect(r.log.at(-1)).toBe('end');
+    expect(r.log.filter((x) => x === 'end')).toHaveLength(1);
+  });
+
+  it('keeps the order around large chunks, the end and an error; a read that ends mid-stream hands on what it has', () => {
+    const big = 'B'.repeat(2000);
+    const r = run(`${CHUNKED}${chunks('xy')}${big.length.toString(16)}\r\n${big}\r\n${chunks('z')}0\r\n\r\n`);
+    expect(r.body).toBe(`xy${big}z`);
+    expect(r.pieces).toEqual([2, 2000, 1]);
+    expect(r.log).toEqual(['head', 'body', 'body', 'body', 'end']);
+    // small chunks then bad framing: what came before the error first
+    const bad = run(`${CHUNKED}${chunks('ab')}zz\r\n`);
+    expect(bad.log).toEqual(['head', 'body', expect.stringMatching(/^error /)]);
+    expect(bad.body).toBe('ab');
+    // no end yet: the read's small chunks are not held back for the next one
+    const open = run(`${CHUNKED}${chunks('abc')}`);
+    expect([open.body, open.log]).toEqual(['abc', ['head', 'body']]);
+  });
+});
