@@ -17,8 +17,8 @@ const REASON = 'app deleted';
  *    its hostnames, and the reconcile loop, the autoscaler and wakes start nothing for it (they
  *    all go by `servingRevisions`).
  * 2. Each instance is drained from the proxies, stopped and removed, all at once, each under its
- *    row lock (the reconcile loop leaves a deleting app's instances alone; one it was already
- *    retiring before is removed by whichever holds the lock first).
+ *    row lock (the reconcile loop leaves the instances of an app deleting for less than ten minutes
+ *    alone; past that — a DELETE that stopped half-way — it retires them as any without traffic).
  * 3. The rows go in one transaction with their events, the Docker images after it.
  *
  * A failure in step 2 (Docker away) leaves the app deleting and unserved; the same DELETE,

@@ -342,13 +342,19 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     preHandler: app.authenticate,
     schema: { summary: 'Revoke an API token, and the tokens made with it', tags: ['auth'], params: idParams(), response: { ...noContent, ...errorResponses } },
   }, async (req, reply) => {
-    // the token and every token made with it, and with those, …
-    const res = await app.db.query(
-      `WITH RECURSIVE gone AS (
-         SELECT id FROM api_tokens WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
-         UNION SELECT c.id FROM api_tokens c JOIN gone ON c.parent_id = gone.id WHERE c.user_id = $2 AND c.revoked_at IS NULL
-       )
-       UPDATE api_tokens SET revoked_at = now() WHERE id IN (SELECT id FROM gone)`, [req.params.id, req.user!.id]);
+    // the token and every token made with it, and with those, … — under the user's row lock, which
+    // making a token takes too: a child made meanwhile is either seen here or made after (and then
+    // refused, its parent revoked)
+    const uid = req.user!.id;
+    const res = await withTransaction(app.db, async (tx) => {
+      await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [uid]);
+      return tx.query(
+        `WITH RECURSIVE gone AS (
+           SELECT id FROM api_tokens WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+           UNION SELECT c.id FROM api_tokens c JOIN gone ON c.parent_id = gone.id WHERE c.user_id = $2 AND c.revoked_at IS NULL
+         )
+         UPDATE api_tokens SET revoked_at = now() WHERE id IN (SELECT id FROM gone)`, [req.params.id, uid]);
+    });
     if (!res.rowCount) throw notFound('token');
     return reply.code(204).send();
   });

@@ -46,6 +46,8 @@ export interface DiskWatchOptions {
  */
 export class ContainerDiskWatch {
   private readonly rounds: Periodic;
+  /** stopped containers measured under the limit (their layers do not grow while stopped) */
+  private measuredStopped = new Set<string>();
 
   constructor(private readonly o: DiskWatchOptions) {
     this.rounds = new Periodic(o.intervalMs, () => this.once(), (e) => o.log.warn({ err: e.message }, 'container disk check failed'));
@@ -62,7 +64,12 @@ export class ContainerDiskWatch {
   /** One round (tests call it directly). Returns the ids of the instances stopped. */
   async once(): Promise<number[]> {
     if (!this.o.isLeader()) return [];
+    const stopped = await this.overLimit();
     await this.trimStopped();
+    return stopped;
+  }
+
+  private async overLimit(): Promise<number[]> {
     const limit = this.o.limitBytes;
     if (limit === null) return [];
     const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
@@ -78,26 +85,41 @@ export class ContainerDiskWatch {
     return stopped;
   }
 
-  /** Remove the containers of stopped instances that keep more than stoppedLimitBytes. Returns their ids. */
+  /**
+   * Remove the containers of stopped instances that keep more than stoppedLimitBytes. Returns
+   * their ids. A stopped container's layer does not grow: each is measured once per stop.
+   */
   async trimStopped(): Promise<number[]> {
     const keep = this.o.stoppedLimitBytes ?? null;
     if (keep === null) return [];
     const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
       `SELECT id, docker_id FROM containers WHERE desired = 'stopped' AND status IN ('stopped', 'exited', 'failed') AND docker_id IS NOT NULL ORDER BY id`);
+    const measured = new Set<string>();
     const over: Array<{ id: number; dockerId: string; bytes: number }> = [];
     await eachLimited(rows, 2, async (r) => {
+      if (this.measuredStopped.has(r.docker_id)) {
+        measured.add(r.docker_id);
+        return;
+      }
       const bytes = await this.o.runtime.writableBytes(r.docker_id).catch(() => null);
-      if (bytes !== null && bytes > keep) over.push({ id: r.id, dockerId: r.docker_id, bytes });
+      if (bytes === null) return;
+      // (one over the limit is measured again next time, should its removal fail)
+      if (bytes > keep) over.push({ id: r.id, dockerId: r.docker_id, bytes });
+      else measured.add(r.docker_id);
     });
+    this.measuredStopped = measured;
     const trimmed: number[] = [];
     for (const c of over) {
       const done = await this.o.service.locks.run(c.id, async () => {
-        // still that container, still stopped (a start may have come meanwhile)
+        // claimed in the database first, still that container and still stopped: a start on
+        // another control plane either comes before (and this does nothing) or finds no container
+        // to reuse and makes a fresh one
         const { rowCount } = await this.o.db.query(
-          `SELECT 1 FROM containers WHERE id = $1 AND docker_id = $2 AND desired = 'stopped' AND status IN ('stopped', 'exited', 'failed')`, [c.id, c.dockerId]);
+          `UPDATE containers SET docker_id = NULL, host_port = NULL, updated_at = now()
+            WHERE id = $1 AND docker_id = $2 AND desired = 'stopped' AND status IN ('stopped', 'exited', 'failed')`, [c.id, c.dockerId]);
         if (!rowCount) return false;
+        // (a removal that fails leaves a container no row names: the reconcile loop removes those)
         await this.o.runtime.remove(c.dockerId);
-        await this.o.db.query('UPDATE containers SET docker_id = NULL, host_port = NULL, updated_at = now() WHERE id = $1 AND docker_id = $2', [c.id, c.dockerId]);
         this.o.log.info({ containerId: c.id, bytes: c.bytes, keepBytes: keep }, 'a stopped instance kept more than it may of what it wrote: its container is removed, made afresh at its next start');
         return true;
       }).catch((e: Error) => {

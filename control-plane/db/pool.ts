@@ -96,7 +96,7 @@ export function isUniqueViolation(e: unknown, constraint?: string): boolean {
   return err?.code === '23505' && (constraint === undefined || err.constraint === constraint);
 }
 
-const TRANSIENT_PG = new Set(['57P01', '57P02', '57P03', '53300', '40001', '40P01', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+const TRANSIENT_PG = new Set(['57P01', '57P02', '57P03', '53300', '40001', '40P01', ...UNREACHABLE_CODES]);
 /**
  * Errors that typically pass: the server restarting or refusing connections for a moment,
  * a dropped connection, serialization failures and deadlocks. Constraint and syntax errors are not.

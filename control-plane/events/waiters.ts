@@ -33,6 +33,8 @@ export class EventWaiters {
   private readonly waiting = new Map<number, Set<Waiter>>();
   /** per user, the sequence number of their last notification (users notified lately) */
   private readonly notified = new LRUCache<number, number>({ max: 10_000 });
+  /** the sequence number of the last time every wait had to look again (listening began or stopped) */
+  private everyone = 0;
   private seq = 0;
   private closed = false;
   private retry: NodeJS.Timeout | null = null;
@@ -54,7 +56,8 @@ export class EventWaiters {
   private async connect(): Promise<void> {
     this.retry = null;
     if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.url, keepAlive: true });
+    // (as the reconcile leader's connection: a dead peer is noticed in seconds, not TCP's minutes)
+    const client = new pg.Client({ connectionString: this.url, keepAlive: true, keepAliveInitialDelayMillis: 5000, connectionTimeoutMillis: 5000, query_timeout: CHECK_WITHIN_MS });
     this.client = client;
     client.on('error', () => this.lost(client));
     client.on('end', () => this.lost(client));
@@ -78,8 +81,10 @@ export class EventWaiters {
         checked = () => resolve(true);
       });
       try {
-        await client.query('SELECT pg_notify($1, $2)', [CHANNEL, expected]);
-        if (!(await arrived)) throw new Error('a notification this connection sent itself did not come back (a connection pooler in transaction mode, or a cut connection?)');
+        // (the query and the notification within the one deadline: a cut connection answers neither)
+        const sent = client.query('SELECT pg_notify($1, $2)', [CHANNEL, expected]).then(() => true);
+        sent.catch(() => {});
+        if (!(await Promise.race([sent, arrived])) || !(await arrived)) throw new Error('a notification this connection sent itself did not come back (a connection pooler in transaction mode, or a cut connection?)');
       } finally {
         clearTimeout(timer);
         checked = null;
@@ -130,6 +135,8 @@ export class EventWaiters {
   }
 
   private wakeAll(): void {
+    // (a poll between its mark and its wait looks again too)
+    this.everyone = ++this.seq;
     for (const user of [...this.waiting.keys()]) this.wake(user, 'event');
   }
 
@@ -143,7 +150,8 @@ export class EventWaiters {
 
   /** Where `user`'s notifications stand: pass it to wait() to hear of any that come after it. */
   mark(user: number): number {
-    return this.notified.get(user) ?? 0;
+    const own = this.notified.get(user) ?? 0;
+    return own > this.everyone ? own : this.everyone;
   }
 
   /**
@@ -153,7 +161,7 @@ export class EventWaiters {
    */
   wait(user: number, ms: number, signal: AbortSignal, since: number): Promise<WakeReason> {
     if (this.closed || signal.aborted) return Promise.resolve('closed');
-    if ((this.notified.get(user) ?? 0) > since) return Promise.resolve('event');
+    if (this.mark(user) > since) return Promise.resolve('event');
     let set = this.waiting.get(user);
     if (set === undefined) this.waiting.set(user, (set = new Set()));
     const mine = set;

@@ -10,6 +10,9 @@ import { servingRevisions } from '../discovery/route-table.js';
 import { settlePending } from '../apps/repo.js';
 import { collectRevisions } from '../apps/retention.js';
 
+/** An app whose DELETE began less than ten minutes ago (SQL on `apps a`): that DELETE removes its instances. */
+const DELETING_LATELY = "a.deleting_at > now() - interval '10 minutes'";
+
 export interface ReconcileReport {
   skipped?: string;
   died: number;
@@ -238,10 +241,11 @@ export class Reconciler {
     const serving = await servingRevisions(db);
     // retention's grace runs from the last time a revision served (a minute's resolution: few writes)
     await db.query(`UPDATE images SET last_active_at = now() WHERE id = ANY($1::bigint[]) AND last_active_at < now() - interval '1 minute'`, [[...serving]]);
-    // (not those of an app being deleted: its DELETE removes them, with that reason)
+    // (not those of an app being deleted lately: its DELETE removes them, with that reason; one
+    // that stopped half-way — Docker away, its control plane gone — leaves them to this loop again)
     const { rows: idle } = await db.query<ContainerRow>(
       `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id
-        WHERE i.status = 'ready' AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_hostname = i.app_hostname AND a.deleting_at IS NOT NULL)
+        WHERE i.status = 'ready' AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_hostname = i.app_hostname AND ${DELETING_LATELY})
         ORDER BY c.id`);
     const byImage = new Map<number, ContainerRow[]>();
     for (const c of idle) {
@@ -301,7 +305,7 @@ export class Reconciler {
       // (gone meanwhile, or its app is being deleted since: that DELETE removes it)
       const { rows: [cur] } = await db.query<ContainerRow>(
         `SELECT c.* FROM containers c JOIN images i ON i.id = c.image_id WHERE c.id = $1
-           AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_hostname = i.app_hostname AND a.deleting_at IS NOT NULL)`, [c.id]);
+           AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.app_hostname = i.app_hostname AND ${DELETING_LATELY})`, [c.id]);
       if (!cur) return;
       try {
         await service.removeLocked(cur, 'no traffic');

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../shared/logging.js';
 import { UsageError } from '../../shared/cli/args.js';
@@ -323,10 +323,12 @@ export interface DnsSources {
   resolvedConf: string;
   /** the daemon's configuration file, unless its command line names another */
   daemonJson: string;
-  /** where the Docker daemon's command line is found (`<proc>/<pid>/comm` is `dockerd`) */
+  /** where the Docker daemon's command line is found: `<proc>/<pid>/cmdline` */
   proc: string;
+  /** the daemon's pid file (dockerd's `--pidfile` default) */
+  pidFile: string;
 }
-const DNS_SOURCES: DnsSources = { resolvConf: '/etc/resolv.conf', resolvedConf: '/run/systemd/resolve/resolv.conf', daemonJson: '/etc/docker/daemon.json', proc: '/proc' };
+const DNS_SOURCES: DnsSources = { resolvConf: '/etc/resolv.conf', resolvedConf: '/run/systemd/resolve/resolv.conf', daemonJson: '/etc/docker/daemon.json', proc: '/proc', pidFile: '/var/run/docker.pid' };
 
 /** A file's text, or '' when it cannot be read. */
 function readText(file: string): string {
@@ -337,26 +339,34 @@ function readText(file: string): string {
   }
 }
 
-/** The command line of a running `dockerd` (the first found), or []. */
-function dockerdArgs(proc: string): string[] {
-  let pids: string[];
-  try {
-    pids = readdirSync(proc).filter((d) => /^[0-9]+$/.test(d));
-  } catch {
-    return [];
-  }
-  for (const pid of pids) {
-    if (readText(join(proc, pid, 'comm')).trim() !== 'dockerd') continue;
-    return readText(join(proc, pid, 'cmdline')).split('\0').filter((a) => a !== '');
-  }
-  return [];
+/**
+ * The command line of the Docker daemon, or []: the process its pid file names, when that is a
+ * `dockerd` in this process's own pid namespace. Never found by name alone: a tenant's container
+ * can run a process called `dockerd` with `--dns` flags of its choosing, and its processes are in
+ * the host's /proc too (in a pid namespace of their own).
+ */
+function dockerdArgs(from: DnsSources): string[] {
+  const pid = readText(from.pidFile).trim();
+  if (!/^[1-9][0-9]{0,9}$/.test(pid)) return [];
+  if (readText(join(from.proc, pid, 'comm')).trim() !== 'dockerd') return [];
+  const ns = (of: string): string | null => {
+    try {
+      return readlinkSync(join(from.proc, of, 'ns', 'pid'));
+    } catch {
+      return null;
+    }
+  };
+  const mine = ns('self');
+  if (mine === null || ns(pid) !== mine) return [];
+  return readText(join(from.proc, pid, 'cmdline')).split('\0').filter((a) => a !== '');
 }
 
 /**
  * The host's DNS servers, as /32s: those Docker hands containers or forwards their queries to —
  * the IPv4 nameservers of resolv.conf, of systemd-resolved's upstream list when resolv.conf names
- * its stub 127.0.0.53, the daemon's `--dns` flags and the `dns` of its configuration file (the
- * `--config-file` it was started with, else daemon.json). Loopback addresses are left out (Docker
+ * its stub 127.0.0.53, the daemon's `--dns` flags (of the process its pid file names, see
+ * dockerdArgs) and the `dns` of its configuration file (the `--config-file` it was started with,
+ * else daemon.json). Loopback addresses are left out (Docker
  * asks them from the host's namespace, past these rules). What cannot be read adds nothing.
  */
 export function hostDnsServers(from: DnsSources = DNS_SOURCES): string[] {
@@ -368,7 +378,7 @@ export function hostDnsServers(from: DnsSources = DNS_SOURCES): string[] {
   const listed = nameservers(from.resolvConf);
   for (const a of listed) add(a);
   if (listed.includes('127.0.0.53')) for (const a of nameservers(from.resolvedConf)) add(a);
-  const args = dockerdArgs(from.proc);
+  const args = dockerdArgs(from);
   let config = from.daemonJson;
   for (let i = 0; i < args.length; i++) {
     const [flag, inline] = args[i].startsWith('--') && args[i].includes('=') ? [args[i].slice(0, args[i].indexOf('=')), args[i].slice(args[i].indexOf('=') + 1)] : [args[i], undefined];
@@ -514,6 +524,7 @@ export class EgressGuard {
     return this.serial(async () => {
       if (this.bridges.length === 0) return false;
       if (this.state !== 'installed') return this.attempt().catch(() => false);
+      if (this.o.policy.dns === 'host') await this.adoptDns();
       const rules = this.rules();
       if (String(rules.dns) !== String(this.dns)) {
         // a new DNS server (a DHCP lease, a VPN): the rules in place still guard if this fails
@@ -532,6 +543,20 @@ export class EgressGuard {
       this.state = 'none';
       return this.attempt().catch(() => false);
     });
+  }
+
+  /**
+   * The DNS servers the bridges' chains let through now join ours: another control plane on this
+   * host (one chain per bridge for both) may have seen a server this one never did, and each would
+   * take the other's rebuild for tampering and rebuild it back, every minute.
+   */
+  private async adoptDns(): Promise<void> {
+    const iptables = this.o.iptables ?? 'iptables';
+    const forward = HOOKS[0];
+    for (const b of this.bridges) {
+      const listing = await run(iptables, ['-w', '10', '-S', chainOf(b, forward)]).catch(() => '');
+      for (const m of listing.matchAll(/--ctorigdst (\d{1,3}(?:\.\d{1,3}){3}\/32) --ctorigdstport 53 /g)) this.seenDns.add(m[1]);
+    }
   }
 
   /** Is every bridge's chain as it was built, and jumped to from its hook? (a few runs of iptables: one per hook and chain) */

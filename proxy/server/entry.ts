@@ -61,13 +61,12 @@ function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
     return;
   }
   const ex = new Exchange(res, route, method, admitted.path, host, requestId);
-  if (route.byKey !== null) {
-    ex.affinity = admitted.affinity;
-    ex.secure = tls;
-  }
+  if (route.byKey !== null) ex.affinity = admitted.affinity;
+  ex.secure = tls;
   ex.authDigest = admitted.authDigest;
   ex.viaPath = admitted.viaPath;
-  ex.keyHost = admitted.rawHost;
+  // (normalizeHost gives back the very string when it is in normal form)
+  ex.canonicalHost = admitted.rawHost === host;
   const refusal = readRequestHeaders(req, ex, admitted.rawHost, peerAddress(res), requestId, tls, admitted.authHeader === 'authorization');
   if (refusal !== null) {
     route.stats.refused++;

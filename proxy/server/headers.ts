@@ -26,7 +26,11 @@ export const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfe
  * prefix: a client could claim any). X-Forwarded-For is appended to instead (request-headers.ts).
  * The one list of request-headers.ts and websocket.ts.
  */
-export const PROXY_SET = ['x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-real-ip', 'forwarded'] as const;
+export const PROXY_SET = [
+  'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server',
+  'x-forwarded-ssl', 'x-forwarded-scheme', 'forwarded',
+  'x-real-ip', 'x-client-ip', 'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip',
+] as const;
 
 /** Is this (lower-case) name `proxy-*`? */
 export function isProxyHeader(name: string): boolean {

@@ -97,15 +97,17 @@ export abstract class ClientResponse extends ForwardedRequest {
   /** the response said `Vary: Accept-Encoding`: the fallback key includes the request's value */
   varyEncoding = false;
   /**
-   * The Host as the app was sent it (entry.ts sets it), in the fallback key instead of the
-   * normalised one the route was found by: an app that builds a page from its Host (absolute
-   * links) answered `Host: shop.example.com:31337` with links to that port, which a copy keyed by
-   * `shop.example.com` served to everyone during an outage.
+   * The Host was sent in its normal form (entry.ts sets it): only then is an answer kept for the
+   * fallback cache or served from it. An app that builds a page from its Host (absolute links)
+   * answered `Host: shop.example.com:31337` with links to that port, which a copy keyed by
+   * `shop.example.com` served to everyone during an outage; keyed by the Host as sent instead,
+   * each port and letter case made a key of its own, and a client rotating them evicted the
+   * real copies. (Browsers send the normal form on ports 80 and 443.)
    */
-  keyHost = '';
+  canonicalHost = false;
   /** why the proxy answered or ended the way it did ('' when the upstream's answer went through) */
   reason = '';
-  /** the client came over TLS: the affinity cookie is Secure */
+  /** the client came over TLS: the affinity cookie is Secure, and the fallback key says so */
   secure = false;
   /** the key to hand the client in Set-Cookie (its cookie named another endpoint, or none) */
   setAffinity: string | null = null;
@@ -171,7 +173,7 @@ export abstract class ClientResponse extends ForwardedRequest {
       }
     }
     this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
-    if (cacheable && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.keyHost, this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
+    if (cacheable && this.canonicalHost && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.keyOrigin(), this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
       this.capture = [];
       this.keptHeaders = this.endToEndHeaders(head);
     }
@@ -385,9 +387,17 @@ export abstract class ClientResponse extends ForwardedRequest {
 
   // ---- the fallback cache (resilience/fallback-cache.ts) -----------------------------------
 
-  /** Fallback key: the Host as sent + path (+ the request's Accept-Encoding when the response varies on it). */
+  /**
+   * The fallback key's origin: the host, after `!` when the client came over TLS (a page an app
+   * built from X-Forwarded-Proto links to its own scheme; `!` is in no host).
+   */
+  private keyOrigin(): string {
+    return this.secure ? '!' + this.host : this.host;
+  }
+
+  /** Fallback key: origin + path (+ the request's Accept-Encoding when the response varies on it). */
   cacheKey(): string {
-    return this.varyEncoding ? this.keyHost + this.path + '\n' + this.acceptEncoding : this.keyHost + this.path;
+    return this.varyEncoding ? this.keyOrigin() + this.path + '\n' + this.acceptEncoding : this.keyOrigin() + this.path;
   }
 
   private storeFallback(): void {
@@ -402,9 +412,9 @@ export abstract class ClientResponse extends ForwardedRequest {
 
   /** Serve the last good response when no endpoint can answer. Returns false when there is none. */
   protected serveFallback(): boolean {
-    if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth) return false;
+    if ((this.method !== 'GET' && this.method !== 'HEAD') || this.hasAuth || !this.canonicalHost) return false;
     const cache = this.route.cache;
-    const key = this.keyHost + this.path;
+    const key = this.keyOrigin() + this.path;
     const hit = cache.get(key) ?? cache.get(key + '\n' + this.acceptEncoding);
     if (hit === undefined) return false;
     this.route.stats.fallbackHits++;

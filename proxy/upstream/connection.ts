@@ -496,10 +496,10 @@ export class UpstreamConnection implements ResponseSink {
     this.handler = null;
     this.answered++;
     // an upstream that answered before reading the whole request cannot be reused, nor one whose
-    // request is not all handed to libuv yet: body bytes still in the stream's buffer (a write
-    // pending on a full socket) would go out after the next request's head, which writeHead
-    // hands to libuv directly — the app would read that head inside this body and the rest of
-    // this body as a request of its own (a client's request smuggled into another's connection)
+    // request the socket has not all taken yet (a write pending on a full socket, the stream's
+    // buffer behind it): heads went to libuv directly, past that buffer, and the app read the next
+    // client's request inside this body (write() now queues behind it; an app that answered
+    // early must still not get a request while it may be discarding the rest of this body)
     const reuse = this.reusable && this.requestDone && this.socket.writableLength === 0;
     h.onUpstreamEnd();
     if (!reuse || this.state !== BUSY) {

@@ -28,7 +28,7 @@ export interface ParserError extends Error {
 export interface ResponseSink {
   /** A complete head. Return true when the response has no body whatever it says (a HEAD request). */
   parsedHead(head: ResponseHead): boolean;
-  /** A piece of (de-chunked) body: a view of the caller's buffer, valid only during this call. */
+  /** A piece of (de-chunked) body: a view of the caller's buffer (or, for small chunks gathered, of the parser's), valid only during this call. */
   parsedBody(chunk: Uint8Array): void;
   parsedEnd(): void;
   /** Malformed input; the parser ignores everything after it. */
@@ -118,7 +118,8 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
  * thread: it is always emptied before execute() returns.
  */
 const SMALL_CHUNK = 512;
-const GATHER = Buffer.allocUnsafe(16 * 1024);
+/** (what uWS's cork buffer holds in one write: server/response.ts CORKED_WRITE_MAX) */
+const GATHER = Buffer.allocUnsafe(16 * 1024 - 64);
 let gathered = 0;
 
 function parserError(code: string, message: string): ParserError {
@@ -192,14 +193,20 @@ export class ResponseParser {
         const avail = end - p;
         const n = avail < this.remaining ? avail : this.remaining;
         if (n < SMALL_CHUNK) {
-          if (gathered + n > GATHER.length) this.flushGathered();
+          if (gathered + n > GATHER.length) {
+            this.flushGathered();
+            if (this.state === S_DEAD) return; // (the sink stopped the parser)
+          }
           buf.copy(GATHER, gathered, p, p + n);
           gathered += n;
           p += n;
           if ((this.remaining -= n) === 0) this.state = S_CHUNK_DATA_CR;
           continue;
         }
-        if (gathered > 0) this.flushGathered();
+        if (gathered > 0) {
+          this.flushGathered();
+          if (this.state === S_DEAD) return;
+        }
         p = this.body(ab, base, p, end, S_CHUNK_DATA_CR);
         if (p < 0) return;
       } else if (s === S_DEAD) {
@@ -531,7 +538,10 @@ export class ResponseParser {
           if (this.lineLen > 0) return this.dead('HPE_INVALID_HEADER_TOKEN', 'trailer field without a colon');
           if (this.lineLen === 0) {
             // the empty line: the message is complete
-            if (gathered > 0) this.flushGathered();
+            if (gathered > 0) {
+              this.flushGathered();
+              if (this.state === S_DEAD) return end;
+            }
             this.state = S_HEAD;
             this.sink.parsedEnd();
             return p;

@@ -124,6 +124,8 @@ describe('forwarding headers', () => {
         // a client claiming another address, host, port or prefix (frameworks believe these)
         forwarded: 'for=127.0.0.1;host=evil.example;proto=https', 'x-real-ip': '127.0.0.1', 'x-forwarded-port': '443',
         'x-forwarded-prefix': '/admin', 'x-forwarded-server': 'evil', 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https',
+        'x-forwarded-ssl': 'on', 'x-forwarded-scheme': 'https', 'x-client-ip': '127.0.0.1', 'client-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1',
+        'cf-connecting-ip': '127.0.0.1', 'x-cluster-client-ip': '127.0.0.1',
       },
     });
     const h = JSON.parse(r.body).headers;
@@ -134,7 +136,8 @@ describe('forwarding headers', () => {
     expect(h.host).toBe('shop.example.com');
     expect(h['x-keep']).toBe('k');
     expect(h['proxy-authorization']).toBeUndefined();
-    for (const n of ['forwarded', 'x-real-ip', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server']) expect(h[n], n).toBeUndefined();
+    for (const n of ['forwarded', 'x-real-ip', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-forwarded-ssl', 'x-forwarded-scheme',
+      'x-client-ip', 'client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip']) expect(h[n], n).toBeUndefined();
   });
   it('keeps a client x-request-id and returns it; creates one otherwise', async () => {
     const r = await get(p, 'shop.example.com', '/', { headers: { 'x-request-id': 'abc-123' } });

@@ -9,7 +9,7 @@ import { createRuntime } from '../../control-plane/runtime/docker.js';
 import { resolveConfig } from '../../control-plane/config.js';
 import { tenantOptions } from '../../control-plane/cli.js';
 import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, hostDnsServers, inRanges, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, proxyAllow, restoreInput, type EgressPolicy, type EgressRules } from '../../control-plane/runtime/egress.js';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE_IMAGE, docker, dockerRequired, dockerStatus } from '../helpers/docker.js';
@@ -176,7 +176,7 @@ describe('egress guard settings', () => {
     const dir = await mkdtemp(join(tmpdir(), 'berth-eg-dns-'));
     try {
       const f = (name: string) => join(dir, name);
-      const from = { resolvConf: f('resolv.conf'), resolvedConf: f('resolved.conf'), daemonJson: f('daemon.json'), proc: f('proc') };
+      const from = { resolvConf: f('resolv.conf'), resolvedConf: f('resolved.conf'), daemonJson: f('daemon.json'), proc: f('proc'), pidFile: f('docker.pid') };
       expect(hostDnsServers(from)).toEqual([]);
       await writeFile(from.resolvConf, '# nameserver 10.9.9.9\nsearch corp.example\nnameserver 10.0.0.2\nnameserver fd00::53\n\tnameserver 192.168.1.1  # the router\n');
       await writeFile(from.resolvedConf, 'nameserver 10.8.8.8\n');
@@ -189,15 +189,27 @@ describe('egress guard settings', () => {
       expect(hostDnsServers(from)).toEqual(['10.7.7.7/32', '10.8.8.8/32']);
       await writeFile(from.daemonJson, '{ not json');
       expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
-      // a daemon started with --dns flags and a configuration file of its own (a systemd drop-in, snap)
-      await mkdir(join(from.proc, '4242'), { recursive: true });
-      await mkdir(join(from.proc, '7'), { recursive: true });
-      await writeFile(join(from.proc, '7', 'comm'), 'containerd\n');
-      await writeFile(join(from.proc, '7', 'cmdline'), 'containerd\0--dns\0' + '10.6.6.6\0');
-      await writeFile(join(from.proc, '4242', 'comm'), 'dockerd\n');
-      await writeFile(join(from.proc, '4242', 'cmdline'), ['/usr/bin/dockerd', '-H', 'fd://', '--dns', '10.5.5.5', '--dns=10.5.5.6', `--config-file=${f('snap.json')}`, ''].join('\0'));
+      // a daemon started with --dns flags and a configuration file of its own (a systemd drop-in,
+      // snap): the process its pid file names, in our pid namespace
+      const proc = async (pid: string, comm: string, args: string[], ns: string) => {
+        await mkdir(join(from.proc, pid, 'ns'), { recursive: true });
+        await writeFile(join(from.proc, pid, 'comm'), `${comm}\n`);
+        await writeFile(join(from.proc, pid, 'cmdline'), [...args, ''].join('\0'));
+        await symlink(ns, join(from.proc, pid, 'ns', 'pid'));
+      };
+      await proc('self', 'node', ['node'], 'pid:[4026531836]');
+      await proc('4242', 'dockerd', ['/usr/bin/dockerd', '-H', 'fd://', '--dns', '10.5.5.5', '--dns=10.5.5.6', `--config-file=${f('snap.json')}`], 'pid:[4026531836]');
+      // a tenant's process named dockerd (in a container's pid namespace), and one not in the pid file
+      await proc('5000', 'dockerd', ['dockerd', '--dns', '10.6.6.6'], 'pid:[4026532999]');
+      await proc('7', 'dockerd', ['dockerd', '--dns', '10.7.7.8'], 'pid:[4026531836]');
       await writeFile(f('snap.json'), JSON.stringify({ dns: ['10.4.4.4'] }));
+      expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']); // no pid file: no daemon flags
+      await writeFile(from.pidFile, '4242\n');
       expect(hostDnsServers(from)).toEqual(['10.4.4.4/32', '10.5.5.5/32', '10.5.5.6/32', '10.8.8.8/32']);
+      await writeFile(from.pidFile, '5000\n');
+      expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
+      await writeFile(from.pidFile, 'not a pid');
+      expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -520,7 +532,7 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
   it("dns 'host': the host's DNS servers are read at every recheck; a new one is reachable on 53 once the rules are rebuilt, and stays", async () => {
     const bridge = await bridgeOf(guarded);
     const resolvConf = join(scratch, 'resolv.conf');
-    const from = { resolvConf, resolvedConf: join(scratch, 'none'), daemonJson: join(scratch, 'none'), proc: join(scratch, 'none') };
+    const from = { resolvConf, resolvedConf: join(scratch, 'none'), daemonJson: join(scratch, 'none'), proc: join(scratch, 'none'), pidFile: join(scratch, 'none') };
     await writeFile(resolvConf, `nameserver ${metadata}\n`);
     const log = memoryLog();
     const host = new EgressGuard({ mode: 'require', policy: { ...policy, dns: 'host' }, log: log.log, dnsSources: from });
