@@ -9,7 +9,7 @@ import { createRuntime } from '../../control-plane/runtime/docker.js';
 import { resolveConfig } from '../../control-plane/config.js';
 import { tenantOptions } from '../../control-plane/cli.js';
 import { defaultHostPorts, deniedRanges, denyRules, EgressGuard, egressGuardMode, forwardRules, hostDnsServers, inRanges, inputRules, jumpsIn, parseEgressRanges, parseHostPorts, PRIVATE_RANGES, proxyAllow, restoreInput, type EgressPolicy, type EgressRules } from '../../control-plane/runtime/egress.js';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE_IMAGE, docker, dockerRequired, dockerStatus } from '../helpers/docker.js';
@@ -210,6 +210,61 @@ describe('egress guard settings', () => {
       expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
       await writeFile(from.pidFile, 'not a pid');
       expect(hostDnsServers(from)).toEqual(['10.8.8.8/32']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("dns 'host': DNS servers another control plane on this host put in the chains are kept, not rebuilt away every minute", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'berth-eg-two-'));
+    try {
+      const bridge = 'br-0123456789ab';
+      const state = join(dir, 'state');
+      await mkdir(state);
+      await writeFile(join(state, 'bridges'), bridge);
+      // an iptables that keeps chains in files, and its restore: enough for install and recheck
+      const iptables = join(dir, 'iptables');
+      await writeFile(iptables, `#!/bin/bash
+shift 2
+op=$1; chain=$2
+if [ "$op" = -S ]; then
+  echo "-N $chain"
+  if [ "$chain" = DOCKER-USER ] || [ "$chain" = INPUT ]; then
+    pre=BERTH-; [ "$chain" = INPUT ] && pre=BERTH-IN-
+    for b in $(cat ${state}/bridges); do echo "-A $chain -i $b -m comment --comment \"berth egress guard\" -j $pre$b"; done
+  else cat "${state}/$chain" 2>/dev/null; fi
+fi
+exit 0
+`, { mode: 0o755 });
+      const restore = join(dir, 'iptables-restore');
+      await writeFile(restore, `#!/bin/bash
+input=$(cat); printf '%s\n' "$input" > ${state}/last-restore
+printf '%s\n' "$input" | while IFS= read -r line; do
+  case "$line" in
+    :*) c=\${line#:}; c=\${c%% *}; : > "${state}/$c" ;;
+    "-A "*) c=\${line#-A }; c=\${c%% *}; printf '%s\n' "$line" >> "${state}/$c" ;;
+  esac
+done
+`, { mode: 0o755 });
+      await writeFile(join(dir, 'resolv.conf'), 'nameserver 10.0.0.2\n');
+      const none = join(dir, 'none');
+      const guard = new EgressGuard({
+        mode: 'require', policy: { deny: deniedRanges([]), allow: [], hostPorts: [80], dns: 'host' }, log: memoryLog().log, iptables, iptablesRestore: restore,
+        hasInterface: () => true, dnsSources: { resolvConf: join(dir, 'resolv.conf'), resolvedConf: none, daemonJson: none, proc: none, pidFile: none },
+      });
+      await guard.apply([bridge]);
+      expect(await guard.recheck()).toBe(false);
+      // the other control plane saw 10.9.9.9 (a server this one never read) and built its rules so
+      const chain = join(state, `BERTH-${bridge}`);
+      const theirs = (await readFile(chain, 'utf8')).split('\n').filter((l) => l.includes('10.0.0.2/32')).map((l) => l.replace('10.0.0.2/32', '10.9.9.9/32'));
+      expect(theirs).toHaveLength(2);
+      await writeFile(chain, (await readFile(chain, 'utf8')) + theirs.join('\n') + '\n');
+      expect(await guard.recheck()).toBe(true);
+      const rebuilt = await readFile(join(state, 'last-restore'), 'utf8');
+      expect(rebuilt).toContain('--ctorigdst 10.9.9.9/32 --ctorigdstport 53');
+      expect(rebuilt).toContain('--ctorigdst 10.0.0.2/32 --ctorigdstport 53');
+      // and it stays so: no rebuild a minute later
+      expect(await guard.recheck()).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
