@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonText, Status, table } from '../../shared/client/output.js';
 import { Api } from '../helpers/api.js';
@@ -37,6 +37,17 @@ function berth(args: string[], env: Record<string, string>): Promise<Run> {
   });
 }
 
+/** A hostile API on a free loopback port answering every request with `answer`; closed after `fn`. */
+async function withApi(answer: (req: IncomingMessage, res: ServerResponse) => void, fn: (api: string) => Promise<void>): Promise<void> {
+  const server = createServer(answer);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    await fn(`http://127.0.0.1:${(server.address() as { port: number }).port}`);
+  } finally {
+    server.close();
+  }
+}
+
 describe('the table and status helpers', () => {
   it('a table cell has its control characters defused and stays on one line', () => {
     const text = table([{ id: 1, reason: `${EVIL}\nsecond line` }], [
@@ -71,13 +82,10 @@ describe('JSON output (--json, berth logs --json)', () => {
 
 describe('an API error message, piped', () => {
   it.skipIf(!built())('is shown with its escape sequences defused, also in --json', async () => {
-    const server = createServer((_req, res) => {
+    await withApi((_req, res) => {
       res.writeHead(409, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: { code: `conflict${EVIL}`, message: `nope ${EVIL}` } }));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    try {
+    }, async (api) => {
       const r = await berth(['apps', '--api', api], { BERTH_TOKEN: 'berth_x' });
       expect(r.code).toBe(1);
       expect(r.err).toContain('berth apps: nope copy\ufffd]52;c;');
@@ -86,45 +94,33 @@ describe('an API error message, piped', () => {
       expect(j.code).toBe(1);
       expect(j.err + j.out).not.toMatch(RAW);
       expect((JSON.parse(j.out) as { error: { message: string } }).error.message).toContain('nope copy\ufffd]52');
-    } finally {
-      server.close();
-    }
+    });
   });
 });
 
 describe('numbers that a hostile server sends as strings', () => {
   it.skipIf(!built())('berth events: a page whose events are not objects is a clear error, not a crash', async () => {
-    const server = createServer((_req, res) => {
+    await withApi((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ events: [null, 1], next_after: 2 }));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    try {
+    }, async (api) => {
       const r = await berth(['events', '--api', api], { BERTH_TOKEN: 'berth_x' });
       expect(r.code).toBe(1);
       expect(r.err).toContain('answered GET /api/events with something that is not a page of events');
       expect(r.err).not.toMatch(/TypeError|at .*\.js:\d+/);
-    } finally {
-      server.close();
-    }
+    });
   });
 
   it.skipIf(!built())('berth logs: a container id of escape sequences is defused before it labels each line', async () => {
-    const server = createServer((_req, res) => {
+    await withApi((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end(`event: log\ndata: ${JSON.stringify({ container_id: EVIL, image_id: 1, stream: 'stdout', time: null, line: 'hello' })}\n\nevent: end\ndata: {}\n\n`);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    try {
+    }, async (api) => {
       const r = await berth(['logs', 'x.localhost', '--api', api], { BERTH_TOKEN: 'berth_x' });
       expect(r.out).toContain('[copy\ufffd]52;c;');
       expect(r.out).toContain('hello');
       expect(r.out + r.err).not.toMatch(RAW);
-    } finally {
-      server.close();
-    }
+    });
   });
 });
 
