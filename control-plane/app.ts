@@ -157,7 +157,7 @@ export async function startControlPlane(
   await app.register(healthPlugin, { isDraining: () => draining, metricsTokens: new BearerTokens(metricsAuth.tokens) });
   await app.register(authPlugin);
   await app.register(imagesPlugin);
-  await app.register(eventRoutes, { databaseUrl });
+  await app.register(eventRoutes);
   await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
   await app.register(logRoutes); // GET /api/containers/:id/logs, /api/apps/:host/logs
   await app.register(infoRoutes); // GET /api/info: the proxy's public URL for clients

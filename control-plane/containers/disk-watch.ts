@@ -46,7 +46,7 @@ export interface DiskWatchOptions {
  */
 export class ContainerDiskWatch {
   private readonly rounds: Periodic;
-  /** stopped containers measured under the limit (their layers do not grow while stopped) */
+  /** stops (container and when) measured under the limit: a layer does not grow while stopped */
   private measuredStopped = new Set<string>();
 
   constructor(private readonly o: DiskWatchOptions) {
@@ -92,20 +92,22 @@ export class ContainerDiskWatch {
   async trimStopped(): Promise<number[]> {
     const keep = this.o.stoppedLimitBytes ?? null;
     if (keep === null) return [];
-    const { rows } = await this.o.db.query<{ id: number; docker_id: string }>(
-      `SELECT id, docker_id FROM containers WHERE desired = 'stopped' AND status IN ('stopped', 'exited', 'failed') AND docker_id IS NOT NULL ORDER BY id`);
+    const { rows } = await this.o.db.query<{ id: number; docker_id: string; stop: string }>(
+      `SELECT id, docker_id, docker_id || '@' || coalesce(stopped_at::text, '') AS stop FROM containers
+        WHERE desired = 'stopped' AND status IN ('stopped', 'exited', 'failed') AND docker_id IS NOT NULL ORDER BY id`);
     const measured = new Set<string>();
     const over: Array<{ id: number; dockerId: string; bytes: number }> = [];
     await eachLimited(rows, 2, async (r) => {
-      if (this.measuredStopped.has(r.docker_id)) {
-        measured.add(r.docker_id);
+      // (once per stop: the same container started, written to and stopped again is a new stop)
+      if (this.measuredStopped.has(r.stop)) {
+        measured.add(r.stop);
         return;
       }
       const bytes = await this.o.runtime.writableBytes(r.docker_id).catch(() => null);
       if (bytes === null) return;
       // (one over the limit is measured again next time, should its removal fail)
       if (bytes > keep) over.push({ id: r.id, dockerId: r.docker_id, bytes });
-      else measured.add(r.docker_id);
+      else measured.add(r.stop);
     });
     this.measuredStopped = measured;
     const trimmed: number[] = [];

@@ -3,7 +3,7 @@ import { MAX_ID, int } from '../http/schemas.js';
 import { dateTime, errorResponses, idSchema, nullableInteger, nullableString, object } from '../http/responses.js';
 import { hasHeldBack, listEvents } from './outbox.js';
 import { normalizeHost } from '../../shared/hostname.js';
-import { badRequest } from '../http/errors.js';
+import { ApiError, badRequest } from '../http/errors.js';
 import { EventWaiters } from './waiters.js';
 import { streamLimits } from '../http/stream-limits.js';
 import type { Logger } from '../../shared/logging.js';
@@ -29,8 +29,8 @@ export const MAX_EVENT_WAIT_S = 30;
  * `wait=S` makes it a long poll: with nothing after `after` yet, the answer waits up to S seconds
  * for the next event (events/waiters.ts), so a follower sees it at once instead of at its next poll.
  */
-export async function eventRoutes(app: FastifyInstance, opts: { databaseUrl: string }): Promise<void> {
-  const waiters = new EventWaiters(opts.databaseUrl, (app.log as unknown as Logger).child({ component: 'events' }));
+export async function eventRoutes(app: FastifyInstance): Promise<void> {
+  const waiters = new EventWaiters(app.db.options.connectionString!, (app.log as unknown as Logger).child({ component: 'events' }));
   waiters.start();
   // (before the server closes: a held poll answers at once instead of holding the close up)
   app.addHook('preClose', async () => { await waiters.close(); });
@@ -78,8 +78,8 @@ export async function eventRoutes(app: FastifyInstance, opts: { databaseUrl: str
       let release: (() => void) | null = null;
       try {
         release = streamLimits(app).acquire(user, 'events poll', req.ip);
-      } catch {
-        release = null;
+      } catch (e) {
+        if (!(e instanceof ApiError)) throw e;
       }
       if (release !== null) {
         const deadline = Date.now() + waitS * 1000;

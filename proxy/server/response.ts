@@ -68,6 +68,10 @@ function putLatin1(out: Uint8Array, pos: number, s: string): number {
   return pos;
 }
 
+/** keyOrigin()'s last TLS origin, and the host it is of */
+let tlsHost = '';
+let tlsOrigin = '';
+
 export abstract class ClientResponse extends ForwardedRequest {
   aborted = false;
   resDone = false;
@@ -84,7 +88,6 @@ export abstract class ClientResponse extends ForwardedRequest {
   keptHeaders: string[] | null = null;
   contentLength = -1;
   noBody = false;
-  dropNames: string[] | null = null;
   pendingChunk: Buffer | null = null;
   pendingBase = 0;
   /** body bytes uWS has taken (its write offset, kept here to spare a call per chunk) */
@@ -146,6 +149,8 @@ export abstract class ClientResponse extends ForwardedRequest {
     const b = head.buf;
     const off = head.offsets;
     const n = head.count;
+    /** the field names the answer's Connection fields list: hop-by-hop too */
+    let dropNames: string[] | null = null;
     for (let i = 0; i < n; i++) {
       const c = classifyBytes(b, off[5 * i], off[5 * i + 1]);
       fieldClass[i] = c;
@@ -164,7 +169,7 @@ export abstract class ClientResponse extends ForwardedRequest {
         if (head.connectionTokens) {
           // every Connection field counts: the names of all of them are dropped
           const toks = connectionTokens(head.value(i));
-          if (toks.length > 0) this.dropNames = this.dropNames === null ? toks : this.dropNames.concat(toks);
+          if (toks.length > 0) dropNames = dropNames === null ? toks : dropNames.concat(toks);
         }
       } else if (c === H_VARY && cacheable) {
         const v = varyCacheable(head.value(i));
@@ -172,6 +177,8 @@ export abstract class ClientResponse extends ForwardedRequest {
         else if (v === 2) this.varyEncoding = true;
       }
     }
+    // (rare: a second pass, so that writing the head and keeping a copy both just skip H_DROP)
+    if (dropNames !== null) for (let i = 0; i < n; i++) if (dropNames.includes(head.name(i).toLowerCase())) fieldClass[i] = H_DROP;
     this.noBody = this.method === 'HEAD' || status === 204 || status === 304;
     if (cacheable && this.canonicalHost && this.contentLength <= MAX_ENTRY_BYTES && this.route.cache.wants(this.keyOrigin(), this.path, this.varyEncoding, this.acceptEncoding, clock.now)) {
       this.capture = [];
@@ -246,7 +253,6 @@ export abstract class ClientResponse extends ForwardedRequest {
     const b = h.buf;
     const off = h.offsets;
     const n = h.count;
-    const drop = this.dropNames;
     const status = statusLine(this.status, this.statusText);
     // the most this head can take: its own bytes re-framed (≤ 4 more per field), status, id
     const cookie = this.setAffinity === null ? null : affinityCookie(this.setAffinity, this.secure);
@@ -257,7 +263,6 @@ export abstract class ClientResponse extends ForwardedRequest {
       const c = fieldClass[i];
       // hop-by-hop, content-length (uWS writes it), date, x-request-id
       if (c !== H_PASS && c !== H_SET_COOKIE && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      if (drop !== null && drop.includes(h.name(i).toLowerCase())) continue;
       const i5 = 5 * i;
       out[pos++] = 13;
       out[pos++] = 10;
@@ -289,13 +294,9 @@ export abstract class ClientResponse extends ForwardedRequest {
   /** The end-to-end headers as strings (a fallback capture keeps them past the read). */
   private endToEndHeaders(h: ResponseHead): string[] {
     const out: string[] = [];
-    const drop = this.dropNames;
     for (let i = 0; i < h.count; i++) {
       const c = fieldClass[i];
-      if (c !== H_PASS && c !== H_CACHE_CONTROL && c !== H_VARY) continue;
-      // (named by the answer's Connection: hop-by-hop, as in writeHead)
-      if (drop !== null && drop.includes(h.name(i).toLowerCase())) continue;
-      out.push(h.name(i), h.value(i));
+      if (c === H_PASS || c === H_CACHE_CONTROL || c === H_VARY) out.push(h.name(i), h.value(i));
     }
     return out;
   }
@@ -392,7 +393,13 @@ export abstract class ClientResponse extends ForwardedRequest {
    * built from X-Forwarded-Proto links to its own scheme; `!` is in no host).
    */
   private keyOrigin(): string {
-    return this.secure ? '!' + this.host : this.host;
+    if (!this.secure) return this.host;
+    // (the last one made, kept: a route served over TLS does not build a string per response)
+    if (this.host !== tlsHost) {
+      tlsHost = this.host;
+      tlsOrigin = '!' + this.host;
+    }
+    return tlsOrigin;
   }
 
   /** Fallback key: origin + path (+ the request's Accept-Encoding when the response varies on it). */

@@ -374,11 +374,8 @@ export class UpstreamConnection implements ResponseSink {
   }
 
   private write(head: string): void {
-    // (behind bytes the stream still holds, never ahead of them: libuv keeps only its own order)
-    if (this.socket.writableLength > 0) {
-      this.socket.write(head, 'latin1');
-      return;
-    }
+    // (straight to libuv: a connection is idle, and written to again, only once the socket has
+    // taken all of the last request — parsedEnd — so no stream-buffered bytes are overtaken)
     const err = writeHead(this.socket, head);
     if (err !== 0) {
       // the close that follows tells the handler (as a connection closed before responding)
@@ -496,11 +493,10 @@ export class UpstreamConnection implements ResponseSink {
     this.handler = null;
     this.answered++;
     // an upstream that answered before reading the whole request cannot be reused, nor one whose
-    // request the socket has not all taken yet (a write pending on a full socket, the stream's
-    // buffer behind it): heads went to libuv directly, past that buffer, and the app read the next
-    // client's request inside this body (write() now queues behind it; an app that answered
-    // early must still not get a request while it may be discarding the rest of this body)
-    const reuse = this.reusable && this.requestDone && this.socket.writableLength === 0;
+    // request body the socket has not all taken yet (a write pending on a full socket, the
+    // stream's buffer behind it): the next head goes to libuv directly, past that buffer, and the
+    // app read the next client's request inside this body (a bodiless request never used it)
+    const reuse = this.reusable && this.requestDone && (!h.hasBody || this.socket.writableLength === 0);
     h.onUpstreamEnd();
     if (!reuse || this.state !== BUSY) {
       // pipelined requests behind learn of the close (onClose) and are sent again

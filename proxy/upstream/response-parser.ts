@@ -151,6 +151,8 @@ export class ResponseParser {
 
   /** Parse buf[start, end). */
   execute(buf: Buffer, start: number, end: number): void {
+    // (nothing left over from a read that threw half-way: those bytes were another connection's)
+    gathered = 0;
     this.run(buf, start, end);
     if (gathered > 0) this.flushGathered();
   }
@@ -597,8 +599,11 @@ export class ResponseParser {
 
   private dead(code: string, message: string): number {
     if (this.state !== S_DEAD) {
-      // (what was parsed before the error goes on first, in order)
-      if (gathered > 0) this.flushGathered();
+      // (what was parsed before the error goes on first, in order; unless that stopped the parser)
+      if (gathered > 0) {
+        this.flushGathered();
+        if (this.state === S_DEAD) return Number.MAX_SAFE_INTEGER;
+      }
       this.state = S_DEAD;
       this.carry = null;
       this.sink.parsedError(parserError(code, message));

@@ -98,18 +98,15 @@ function checkShape(path: string, parsed: unknown): CredentialsFile {
   if (!isObject(parsed)) throw bad('not a JSON object');
   if (!isObject(parsed.apis)) throw bad('"apis" is missing or not an object');
   if (parsed.current !== undefined && typeof parsed.current !== 'string') throw bad('"current" is not a string');
+  // (optional: entries that are not a device cookie value are dropped, never the file's logins)
+  const devices: Record<string, string> = {};
+  if (isObject(parsed.devices)) for (const [api, d] of Object.entries(parsed.devices)) if (typeof d === 'string' && DEVICE_VALUE.test(d)) devices[api] = d;
   const apis: Record<string, StoredLogin> = {};
   for (const [api, login] of Object.entries(parsed.apis)) {
     if (!isObject(login) || typeof login.token !== 'string' || login.token === '') throw bad(`the login for ${JSON.stringify(api)} has no "token" string`);
     apis[api] = login as unknown as StoredLogin;
-  }
-  // (optional: entries that are not a device cookie value are dropped, never the file's logins)
-  const devices: Record<string, string> = {};
-  if (isObject(parsed.devices)) for (const [api, d] of Object.entries(parsed.devices)) if (typeof d === 'string' && DEVICE_VALUE.test(d)) devices[api] = d;
-  // a file written before the `devices` map kept the cookie in the login (`device`): still sent
-  for (const [api, login] of Object.entries(parsed.apis as Record<string, { device?: unknown }>)) {
-    const d = login.device;
-    if (devices[api] === undefined && typeof d === 'string' && DEVICE_VALUE.test(d)) devices[api] = d;
+    // a file written before the `devices` map kept the cookie in the login (`device`): still sent
+    if (devices[api] === undefined && typeof login.device === 'string' && DEVICE_VALUE.test(login.device)) devices[api] = login.device;
   }
   return { current: parsed.current, apis, ...(Object.keys(devices).length === 0 ? {} : { devices }) };
 }

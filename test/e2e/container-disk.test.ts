@@ -102,5 +102,13 @@ await describeWithDocker('container disk: what an instance may write to its own 
     expect(fresh.docker_id).not.toBe(fillerBefore.docker_id);
     expect(fresh.docker_id).toBeTruthy();
     expect(await get(quiet.id)).toMatchObject({ status: 'running', docker_id: quietBefore.docker_id });
+    // measured once per stop, not once per container: restarted in the same container, written
+    // past the limit and stopped again, it is looked at again
+    const exec = await docker.getContainer(quietBefore.docker_id).exec({ Cmd: ['sh', '-c', 'dd if=/dev/zero of=/more bs=1048576 count=30 2>/dev/null'] });
+    await exec.start({});
+    await waitFor('written', async () => (await exec.inspect()).Running === false, 30_000, 100);
+    expect((await alice.post(`/api/containers/${quiet.id}/stop`)).status).toBe(200);
+    expect(await t.cp.app.platform.diskWatch.trimStopped()).toEqual([quiet.id]);
+    expect(await get(quiet.id)).toMatchObject({ status: 'stopped', docker_id: null });
   }, 120_000);
 });
