@@ -38,9 +38,18 @@ interface AppState {
   kpa: KpaState;
   samples: Sample[];
   last: Decision | null;
-  lastChange: { at: number; from: number; to: number; reason: string } | null;
+  lastChange: Change | null;
   actual: number;
   ready: number;
+}
+
+interface Change {
+  at: number;
+  from: number;
+  to: number;
+  reason: string;
+  /** carried out, and the instance count was no longer `from` after it */
+  took: boolean;
 }
 
 /** A decision that did not change the instance count is tried again after this long at the soonest. */
@@ -138,9 +147,7 @@ export class Autoscaler {
   }
 
   private async scale(img: ScaledImage, concurrency: number, now: number, blind: boolean): Promise<void> {
-    const { rows: cs } = await this.d.db.query<{ id: number; desired: string; status: string; health: string }>(
-      `SELECT id, desired, status, health FROM containers WHERE image_id = $1 ORDER BY id`, [img.id]);
-    const wanted = cs.filter((c) => c.desired === 'running');
+    const wanted = await this.wanted(img.id);
     let a = this.apps.get(img.id);
     if (!a) {
       a = { kpa: newKpaState(now), samples: [], last: null, lastChange: null, actual: 0, ready: 0 };
@@ -166,11 +173,14 @@ export class Autoscaler {
     const from = wanted.length;
     // the same move as last time, which changed nothing (a quota or max_instances in the way):
     // tried again, and recorded, at most every SAME_MOVE_RETRY_MS, not every tick (an event a tick
-    // per blocked app filled the shared events table)
+    // per blocked app filled the shared events table). One that took is made again at once: an
+    // app scaled to zero and woken a moment later goes back to zero when its windows say so,
+    // not half a minute later.
     const lc = a.lastChange;
-    if (lc !== null && lc.from === from && lc.to === d.desired && now - lc.at < SAME_MOVE_RETRY_MS) return;
+    if (lc !== null && !lc.took && lc.from === from && lc.to === d.desired && now - lc.at < SAME_MOVE_RETRY_MS) return;
     // the decision is recorded when it is made; the moves follow (a graceful stop takes seconds)
-    a.lastChange = { at: now, from, to: d.desired, reason: d.reason };
+    const change: Change = { at: now, from, to: d.desired, reason: d.reason, took: false };
+    a.lastChange = change;
     await recordEvent(this.d.db, {
       type: 'autoscale.decision', userId: img.user_id, imageId: img.id, appHostname: img.app_hostname,
       payload: { image_id: img.id, from, to: d.desired, reason: d.reason, observed_concurrency: d.observed, target_per_instance: d.targetPerInstance, panic: d.panic },
@@ -178,9 +188,17 @@ export class Autoscaler {
     this.d.events.nudge();
     this.d.log.info({ imageId: img.id, from, to: d.desired, reason: d.reason, observed: d.observed, panic: d.panic }, 'autoscale decision');
     // carried out beside the loop: one app's slow graceful stop does not hold up the others
-    const move = this.move(img, wanted, d.desired).catch((e: Error) =>
-      this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not carry out a decision'));
+    const move = this.move(img, wanted, d.desired)
+      .then(async () => { change.took = (await this.wanted(img.id)).length !== from; })
+      .catch((e: Error) => this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not carry out a decision'));
     this.moving.set(img.id, move.finally(() => this.moving.delete(img.id)));
+  }
+
+  /** The app's instances meant to run, oldest first. */
+  private async wanted(imageId: number): Promise<Array<{ id: number; status: string; health: string }>> {
+    const { rows } = await this.d.db.query<{ id: number; status: string; health: string }>(
+      `SELECT id, status, health FROM containers WHERE image_id = $1 AND desired = 'running' ORDER BY id`, [imageId]);
+    return rows;
   }
 
   private async move(img: ScaledImage, wanted: Array<{ id: number }>, desired: number): Promise<void> {

@@ -1,0 +1,103 @@
+/**
+ * The autoscaler's loop against a real database, with the moves it asks for carried out (or not)
+ * by stand-ins for the container service: a decision that took is made again as soon as the
+ * windows say so; one that changed nothing is recorded once, not every tick.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { Autoscaler } from '../../control-plane/autoscale/autoscaler.js';
+import { createPool, type Db } from '../../control-plane/db/pool.js';
+import { insertApp } from '../helpers/control-plane.js';
+import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+
+let pg: TestPostgres;
+let db: Db;
+let userId = 0;
+
+beforeAll(async () => {
+  pg = await startTestPostgres();
+  db = createPool(await pg.createDatabase(), 4);
+  const { rows: [u] } = await db.query<{ id: number }>(`INSERT INTO users (email, password_hash) VALUES ('scaler@example.com', 'x') RETURNING id`);
+  userId = Number(u.id);
+});
+
+afterAll(async () => {
+  await db?.end();
+  await pg?.stop();
+});
+
+/** An app that scales to zero with one running instance; returns its image and container ids. */
+async function appWithOneInstance(host: string): Promise<{ imageId: number; containerId: number }> {
+  const revision = await insertApp(db, userId, host);
+  const { rows: [i] } = await db.query<{ id: number }>(
+    `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances)
+     VALUES ($1, 'x', 'latest', $2, $3, 'ready', 'berth-test/none:1', 0, 3) RETURNING id`, [userId, host, revision]);
+  const { rows: [c] } = await db.query<{ id: number }>(
+    `INSERT INTO containers (user_id, image_id, status, health, desired) VALUES ($1, $2, 'running', 'healthy', 'running') RETURNING id`, [userId, i.id]);
+  return { imageId: Number(i.id), containerId: Number(c.id) };
+}
+
+/** An autoscaler with short windows; `stops` says whether a stop it asks for happens. */
+function scaler(stops: boolean): Autoscaler {
+  const setStopped = async (id: number) => {
+    await db.query(`UPDATE containers SET desired = 'stopped', status = 'stopped' WHERE id = $1`, [id]);
+  };
+  return new Autoscaler({
+    db,
+    // (only what the autoscaler calls)
+    service: { stop: async (_user: number, id: number) => { if (stops) await setStopped(id); } } as never,
+    // one live proxy that sees no traffic: zero is known, not guessed
+    proxies: { live: () => [{ report: { routes: [] } }] } as never,
+    leader: { isLeader: true } as never,
+    events: { nudge: () => {} } as never,
+    log: pino({ level: 'silent' }),
+    config: {
+      enabled: true, tickMs: 50, stableWindowMs: 200, scaleToZeroGraceMs: 100,
+      panicWindowPct: 10, panicThresholdPct: 200, maxScaleUpRate: 1000, maxScaleDownRate: 2,
+    },
+    activation: { isWaking: () => false, wokeWithin: () => false, ensure: async () => false },
+  });
+}
+
+const decisions = async (imageId: number) => (await db.query(
+  `SELECT payload FROM events WHERE type = 'autoscale.decision' AND (payload->>'image_id')::int = $1 ORDER BY id`, [imageId])).rows.map((r) => r.payload as { from: number; to: number });
+const desired = async (containerId: number) => (await db.query<{ desired: string }>('SELECT desired FROM containers WHERE id = $1', [containerId])).rows[0].desired;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Tick every 50 ms until `done` or `ms` pass. */
+async function tickUntil(a: Autoscaler, done: () => Promise<boolean>, ms: number): Promise<boolean> {
+  for (const until = Date.now() + ms; Date.now() < until;) {
+    await a.tick();
+    if (await done()) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+describe('the autoscaler', () => {
+  it('scales an app back to zero again at once when it was woken after the last scale-down (not half a minute later)', async () => {
+    const { imageId, containerId } = await appWithOneInstance('again.example.com');
+    const a = scaler(true);
+    expect(await tickUntil(a, async () => await desired(containerId) === 'stopped', 5000)).toBe(true);
+    expect(await decisions(imageId)).toMatchObject([{ from: 1, to: 0 }]);
+    // woken (a request came), then quiet again for the windows: the same move, 1 → 0, made again
+    await db.query(`UPDATE containers SET desired = 'running', status = 'running' WHERE id = $1`, [containerId]);
+    expect(await tickUntil(a, async () => await desired(containerId) === 'stopped', 5000)).toBe(true);
+    expect(await decisions(imageId)).toMatchObject([{ from: 1, to: 0 }, { from: 1, to: 0 }]);
+    await a.stop();
+  });
+
+  it('records a move that changed nothing once, and does not try it every tick', async () => {
+    const { imageId, containerId } = await appWithOneInstance('stuck.example.com');
+    const a = scaler(false);
+    expect(await tickUntil(a, async () => (await decisions(imageId)).length > 0, 5000)).toBe(true);
+    // twenty more ticks: still one decision, the instance still running
+    for (let i = 0; i < 20; i++) {
+      await a.tick();
+      await sleep(25);
+    }
+    expect(await decisions(imageId)).toHaveLength(1);
+    expect(await desired(containerId)).toBe('running');
+    await a.stop();
+  });
+});
