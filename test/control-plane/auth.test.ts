@@ -107,7 +107,7 @@ describe('process endpoints', () => {
   });
 
   it('migrations are safe to run again and concurrently', async () => {
-    const url = await pg.createDatabase();
+    const url = await pg.createDatabase({ empty: true });
     const a = createPool(url, 2);
     const b = createPool(url, 2);
     try {

@@ -13,7 +13,7 @@ let pg: TestPostgres;
 let db: Db;
 beforeAll(async () => {
   pg = await startTestPostgres();
-  db = createPool(await pg.createDatabase(), 2);
+  db = createPool(await pg.createDatabase({ empty: true }), 2);
 });
 afterAll(async () => {
   await db?.end();

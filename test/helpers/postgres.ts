@@ -13,14 +13,18 @@ const run = promisify(execFile);
 export interface TestPostgres {
   /** URL of the server's default database */
   url: string;
-  /** A new empty database on this server; returns its URL. */
-  createDatabase(): Promise<string>;
+  /**
+   * A new database on this server with every migration applied (cloned: a control plane started
+   * on it has nothing to migrate), or empty with `{ empty: true }` (tests of the migrations).
+   * Returns its URL.
+   */
+  createDatabase(opts?: { empty?: boolean }): Promise<string>;
   stop(): Promise<void>;
 }
 
 /**
- * One real embedded PostgreSQL per test file (about a second to start). Use `createDatabase()`
- * to give each control plane in the file its own empty database.
+ * One real embedded PostgreSQL per test file (about half a second to start). Use
+ * `createDatabase()` to give each control plane in the file its own database.
  * DATABASE_URL in the environment is ignored on purpose: tests never touch a real database.
  */
 export async function startTestPostgres(): Promise<TestPostgres> {
@@ -33,11 +37,16 @@ export async function startTestPostgres(): Promise<TestPostgres> {
   const handle = await startEmbeddedPostgres(join(tmp.dir, 'pg'), pino({ level: 'silent' }), { durable: false });
   return {
     url: handle.url,
-    async createDatabase() {
+    async createDatabase(opts = {}) {
       const name = `t_${randomBytes(6).toString('hex')}`;
       const c = new pg.Client({ connectionString: handle.url });
       await c.connect();
-      try { await c.query(`CREATE DATABASE ${name}`); } finally { await c.end(); }
+      const migrated = template ? inject('pgMigrated') : undefined;
+      try {
+        await c.query(migrated && !opts.empty ? `CREATE DATABASE ${name} TEMPLATE ${migrated}` : `CREATE DATABASE ${name}`);
+      } finally {
+        await c.end();
+      }
       const u = new URL(handle.url);
       u.pathname = `/${name}`;
       return u.toString();

@@ -430,7 +430,7 @@ describe('workload headers stored before redaction', () => {
     expect((await a.get(`/api/workloads/${w.id}`)).body.config.headers).toEqual(expected);
     expect((await a.get(`/api/workloads/${w.id}/report`)).text).not.toMatch(/old-value-(0|1|2|3|4|5|6|7|8|9|10)\b/);
 
-    const db = createPool(await t.pg.createDatabase(), 2);
+    const db = createPool(await t.pg.createDatabase({ empty: true }), 2);
     try {
       await migrate(db, migrations.filter((m) => m.version <= 12));
       const { rows: [u] } = await db.query(`INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x') RETURNING id`);
