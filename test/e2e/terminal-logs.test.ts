@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { Api } from '../helpers/api.js';
 import { freePort } from '../helpers/ports.js';
 import { tempDir } from '../helpers/tmp.js';
 import { BIN, built, sleep, waitFor } from './support.js';
@@ -39,11 +41,18 @@ async function startUp(onTerminal: boolean): Promise<{ out: () => string; api: n
   return { out: () => out, api };
 }
 
+/** Until the control plane has had a report from the proxy (its log line, if any, written). */
+async function reportArrived(api: number): Promise<void> {
+  const user = await new Api(`http://127.0.0.1:${api}`).signup(`tty-${randomBytes(3).toString('hex')}@example.com`);
+  await waitFor('a proxy report', async () => ((await user.get('/v1/proxies')).body.proxies as unknown[]).length > 0, 15_000, 100);
+  await sleep(300);
+}
+
 it('on a terminal: pretty one-liners, one line per API request, no proxy report lines', async () => {
   const s = await startUp(true);
   await fetch(`http://127.0.0.1:${s.api}/api/info`);
   await fetch(`http://127.0.0.1:${s.api}/api/nothing-here`);
-  await sleep(6_000); // past the proxy's idle report interval (5 s)
+  await reportArrived(s.api);
   const out = s.out();
   expect(out).toMatch(/\[\d\d:\d\d:\d\d\] .*INFO.*control-plane: control plane listening/);
   expect(out).toMatch(/GET \/api\/info → 200 \(\d+ ms\)/);
@@ -57,7 +66,7 @@ it('on a terminal: pretty one-liners, one line per API request, no proxy report 
 it('piped: JSON lines, and the proxy reports are not logged at info', async () => {
   const s = await startUp(false);
   await fetch(`http://127.0.0.1:${s.api}/api/info`);
-  await sleep(6_000);
+  await reportArrived(s.api);
   const lines = s.out().split('\n').filter((l) => l.startsWith('{'));
   expect(lines.length).toBeGreaterThan(5);
   const parsed = lines.map((l) => JSON.parse(l) as { level: number; msg: string; req?: { url?: string } });

@@ -460,42 +460,61 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     const bridge = await bridgeOf(guarded);
     expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'DOCKER-USER'])).stdout, 'DOCKER-USER')).toContain(bridge);
     expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'INPUT'])).stdout, 'INPUT')).toContain(bridge);
-    // the control: without the guard the address answers (so the probe can see a leak)
-    expect(await probe(open, 80)).toContain('reached 80');
-    const app = await probe(guarded, 80);
+    // (the probes are independent containers: run together, most of them wait out a drop)
+    const tcp = (network: string, port: number, address?: string) => probe(network, port, false, address);
+    const [
+      control, app, dns, lan77, lan78, lan200, app200, app77, app78, open53, app53, appHost, openClosed, appClosed,
+    ] = await Promise.all([
+      // the control: without the guard the address answers (so the probe can see a leak)
+      tcp(open, 80), tcp(guarded, 80), tcp(guarded, 53),
+      // a private range: dropped when forwarded unless allowed, and an address the operator denies
+      // stays dropped inside an allowed range; the host's own address in it still answers
+      tcp(open, 80, `${lan}.77`), tcp(open, 80, `${lan}.78`), tcp(open, 80, `${lan}.200`),
+      tcp(guarded, 80, `${lan}.200`), tcp(guarded, 80, `${lan}.77`), tcp(guarded, 80, `${lan}.78`),
+      // port 53 is not a way in: only the DNS server answers there
+      tcp(open, 53, `${lan}.200`), tcp(guarded, 53, `${lan}.200`),
+      tcp(guarded, 8099, `${lan}.1`),
+      // the host's other ports: closed to containers on the berth network, open on an unguarded bridge
+      tcp(open, 8098, `${lan}.1`), tcp(guarded, 8098, `${lan}.1`),
+      // (UDP counts queries per listener: one after the other where two probes share one)
+      (async () => {
+        const before = udpQueries;
+        await probe(guarded, 53, true);
+        expect(udpQueries, 'a DNS query from the guarded network').toBeGreaterThan(before);
+      })(),
+      (async () => {
+        // (UDP too: the unguarded bridge's query arrives, the guarded one's does not)
+        const lanBefore = lanUdpQueries;
+        await probe(open, 53, true, `${lan}.200`);
+        expect(lanUdpQueries, 'a query to the LAN from the unguarded bridge').toBeGreaterThan(lanBefore);
+        const afterOpen = lanUdpQueries;
+        await probe(guarded, 53, true, `${lan}.200`);
+        expect(lanUdpQueries, 'a query to the LAN from the guarded network').toBe(afterOpen);
+      })(),
+    ]);
+    expect(control).toContain('reached 80');
     expect(app).not.toContain('reached');
     expect(app).toMatch(/rc=[1-9]/);
-    expect(await probe(guarded, 53)).toContain('reached 53');
-    const before = udpQueries;
-    await probe(guarded, 53, true);
-    expect(udpQueries).toBeGreaterThan(before);
-    // a private range: dropped when forwarded unless allowed, and an address the operator denies
-    // stays dropped inside an allowed range; the host's own address in it still answers
-    for (const host of [77, 78, 200]) expect(await probe(open, 80, false, `${lan}.${host}`)).toContain(`reached lan ${host}`);
-    expect(await probe(guarded, 80, false, `${lan}.200`)).not.toContain('reached');
-    expect(await probe(guarded, 80, false, `${lan}.77`)).not.toContain('reached');
-    expect(await probe(guarded, 80, false, `${lan}.78`)).toContain('reached lan 78');
-    // port 53 is not a way in: only the DNS server answers there
-    expect(await probe(open, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
-    expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
-    // (UDP too: the unguarded bridge's query arrives, the guarded one's does not)
-    const lanBefore = lanUdpQueries;
-    await probe(open, 53, true, `${lan}.200`);
-    expect(lanUdpQueries).toBeGreaterThan(lanBefore);
-    const afterOpen = lanUdpQueries;
-    await probe(guarded, 53, true, `${lan}.200`);
-    expect(lanUdpQueries).toBe(afterOpen);
-    expect(await probe(guarded, 8099, false, `${lan}.1`)).toContain('reached the host');
-    // the host's other ports: closed to containers on the berth network, open on an unguarded bridge
-    expect(await probe(open, 8098, false, `${lan}.1`)).toContain('reached a closed host port');
-    expect(await probe(guarded, 8098, false, `${lan}.1`)).not.toContain('reached');
+    expect(dns).toContain('reached 53');
+    expect(lan77).toContain('reached lan 77');
+    expect(lan78).toContain('reached lan 78');
+    expect(lan200).toContain('reached lan 200');
+    expect(app200).not.toContain('reached');
+    expect(app77).not.toContain('reached');
+    expect(app78).toContain('reached lan 78');
+    expect(open53).toContain('reached 53 at lan 200');
+    expect(app53).not.toContain('reached');
+    expect(appHost).toContain('reached the host');
+    expect(openClosed).toContain('reached a closed host port');
+    expect(appClosed).not.toContain('reached');
     // a public address the host redirects (DNAT) into the private LAN is dropped like the address behind it
     const dnat = (b: string) => ['PREROUTING', '-i', b, '-d', redirected, '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `${lan}.200:80`];
     const openBridge = await bridgeOf(open);
     try {
       for (const b of [bridge, openBridge]) await run('iptables', ['-w', '10', '-t', 'nat', '-I', ...dnat(b)]);
-      expect(await probe(open, 80, false, redirected)).toContain('reached lan 200');
-      expect(await probe(guarded, 80, false, redirected)).not.toContain('reached');
+      const [viaOpen, viaGuarded] = await Promise.all([probe(open, 80, false, redirected), probe(guarded, 80, false, redirected)]);
+      expect(viaOpen).toContain('reached lan 200');
+      expect(viaGuarded).not.toContain('reached');
     } finally {
       for (const b of [bridge, openBridge]) await run('iptables', ['-w', '10', '-t', 'nat', '-D', ...dnat(b)]).catch(() => {});
     }
@@ -600,8 +619,9 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
       expect(await probe(guarded, 53, false, `${lan}.200`)).not.toContain('reached');
       expect(await host.recheck()).toBe(true);
       expect(log.lines().some((l) => /named a new DNS server/.test(l.msg))).toBe(true);
-      expect(await probe(guarded, 53, false, `${lan}.200`)).toContain('reached 53 at lan 200');
-      expect(await probe(guarded, 80, false, `${lan}.200`)).not.toContain('reached');
+      const [on53, on80] = await Promise.all([probe(guarded, 53, false, `${lan}.200`), probe(guarded, 80, false, `${lan}.200`)]);
+      expect(on53).toContain('reached 53 at lan 200');
+      expect(on80).not.toContain('reached');
       expect(await host.recheck()).toBe(false);
       // a server the host stops naming stays open (running containers keep it), and a file read
       // while it is rewritten (empty) cuts nobody off
