@@ -104,8 +104,11 @@ export async function startProxy(table: object | null, extraArgs: string[] = [],
       return code as number | null;
     },
   };
+  // (its output is whole once the pipes close; waitFor swallows throws, so an exit ends the wait)
+  let closed = false;
+  proc.once('close', () => { closed = true; });
   await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`proxy exited: ${out}`);
+    if (closed) return true;
     const r = await request(`${p.admin}/healthz`);
     await r.body.dump();
     return r.statusCode === 200;
@@ -113,6 +116,10 @@ export async function startProxy(table: object | null, extraArgs: string[] = [],
     proc.kill('SIGKILL');
     throw new Error(`proxy did not start: ${(e as Error).message}\n${out}`);
   });
+  if (closed) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`proxy exited: ${out}`);
+  }
   return p;
 }
 
