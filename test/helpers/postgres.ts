@@ -42,13 +42,25 @@ export async function startTestPostgres(): Promise<TestPostgres> {
       const c = new pg.Client({ connectionString: handle.url });
       await c.connect();
       const migrated = template ? inject('pgMigrated') : undefined;
+      const clone = migrated !== undefined && !opts.empty;
       try {
-        await c.query(migrated && !opts.empty ? `CREATE DATABASE ${name} TEMPLATE ${migrated}` : `CREATE DATABASE ${name}`);
+        await c.query(clone ? `CREATE DATABASE ${name} TEMPLATE ${migrated}` : `CREATE DATABASE ${name}`);
       } finally {
         await c.end();
       }
       const u = new URL(handle.url);
       u.pathname = `/${name}`;
+      if (clone) {
+        // the cluster id a migration drew is the template's: each clone draws its own (control
+        // planes with one id take each other's containers for their own)
+        const d = new pg.Client({ connectionString: u.toString() });
+        await d.connect();
+        try {
+          await d.query(`UPDATE berth_settings SET value = $1 WHERE key = 'cluster_id'`, [randomBytes(6).toString('hex')]);
+        } finally {
+          await d.end();
+        }
+      }
       return u.toString();
     },
     async stop() {
