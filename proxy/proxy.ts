@@ -166,7 +166,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   let applyChain: Promise<unknown> = Promise.resolve();
   const persistFile = join(o.dataDir, 'proxy-routes.json');
 
-  const apply = (spec: RouteTableSpec, from: string) => {
+  /** `text`: the table as the control plane sent it, kept on disk as it came */
+  const apply = (spec: RouteTableSpec, from: string, text?: string) => {
     // Serialise applies so tables land in the order they arrived.
     const p = applyChain.then(async () => {
       const r = plane ? plane.apply(spec) : await pool!.apply(spec);
@@ -176,7 +177,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       log.info({ version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from }, 'route table applied');
       if (from === 'control-plane') {
         reporter?.send();
-        await saveTable(persistFile, spec).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
+        await saveTable(persistFile, text ?? JSON.stringify(spec)).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
       }
       return r;
     });
@@ -210,7 +211,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       await apply(saved, 'persisted');
       log.info({ version: saved.version, file: persistFile }, 'serving the persisted route table until the control plane answers');
     }
-    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t) => (await apply(t, 'control-plane')).ms, log, o.watchIdleMs);
+    cpSource = new ControlPlaneSource(o.controlPlaneUrl, o.token!, async (t, text) => (await apply(t, 'control-plane', text)).ms, log, o.watchIdleMs);
     cpSource.start();
   }
 

@@ -33,7 +33,8 @@ export class ControlPlaneSource {
     private readonly baseUrl: string,
     private readonly token: string,
     /** applies a table; resolves with the ms the apply took on the serving threads (not its persisting) */
-    private readonly onTable: (t: RouteTableSpec) => Promise<number>,
+    /** a valid table and its text as sent; resolves to the ms the apply took */
+    private readonly onTable: (t: RouteTableSpec, text: string) => Promise<number>,
     private readonly logger: Logger,
     private readonly idleTimeoutMs = 45_000,
   ) {}
@@ -172,7 +173,7 @@ export class ControlPlaneSource {
       const spec = parseRouteTable(text);
       took = performance.now() - t0;
       this.lastVersion = spec.version;
-      took += await this.onTable(spec);
+      took += await this.onTable(spec, text);
     } catch (e) {
       this.logger.error({ err: (e as Error).message }, 'control plane sent an invalid route table; keeping the current one');
     }

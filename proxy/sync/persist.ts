@@ -8,11 +8,15 @@ import { parseRouteTable } from '../../shared/routes/validate.js';
  * written whole to a file of its own, flushed to the disk, then renamed over the last one (a
  * crash or a power cut leaves the old table or the new one, never half of one). Readable by the
  * proxy only: it names every app's endpoints and private apps' token digests.
+ *
+ * `text` is the table as the control plane sent it (validated when it was applied, and again by
+ * loadTable): not serialised again on the serving thread (some 6–13 ms for 10,000 routes, at
+ * every push).
  */
-export async function saveTable(file: string, spec: RouteTableSpec): Promise<void> {
+export async function saveTable(file: string, text: string): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(spec), { mode: 0o600, flush: true });
+  await writeFile(tmp, text, { mode: 0o600, flush: true });
   await rename(tmp, file);
 }
 
