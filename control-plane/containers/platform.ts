@@ -124,6 +124,7 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   });
   app.addHook('onClose', async () => {
     health!.stop();
+    runtime.shutdown();
     await reconciler.stop();
     await autoscaler.stop();
     await diskWatch.stop();

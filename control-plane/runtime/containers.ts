@@ -107,6 +107,12 @@ export interface ContainerRuntime {
   stats(dockerId: string): Promise<ContainerStats | null>;
   /** What the container has written to its own filesystem (its writable layer, Docker's SizeRw); null when unknown. A walk of the layer: not cheap. */
   writableBytes(dockerId: string): Promise<number | null>;
+  /**
+   * The control plane is closing: calls no longer wait between retries (a failed one fails at
+   * once, as with the daemon away), so a reconcile pass retrying an unreachable daemon ends now
+   * instead of holding up shutdown.
+   */
+  shutdown(): void;
 }
 
 export interface ContainerStats {
@@ -138,6 +144,8 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
   // failing every container it would create
   const logConfig = appLogConfig();
 
+  const closing = new AbortController();
+
   async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await withRetry(fn, {
@@ -145,6 +153,7 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
         baseMs: 200,
         maxMs: 3000,
         isTransient: isTransientDockerError,
+        signal: closing.signal,
         onRetry: (e, attempt, delay) => log.warn({ err: (e as Error).message, attempt, delayMs: Math.round(delay) }, `docker ${what} failed; retrying`),
       });
     } catch (e) {
@@ -359,5 +368,8 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     return typeof info?.SizeRw === 'number' ? info.SizeRw : null;
   }
 
-  return { network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats, writableBytes };
+  return {
+    network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats, writableBytes,
+    shutdown: () => closing.abort(),
+  };
 }

@@ -1,4 +1,7 @@
-/** Retry `fn` with exponential backoff (plus jitter) while `isTransient(err)` says so. */
+/**
+ * Retry `fn` with exponential backoff (plus jitter) while `isTransient(err)` says so. An aborted
+ * `signal` ends a wait between attempts at once, with the last error.
+ */
 export async function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
   opts: { attempts?: number; baseMs?: number; maxMs?: number; isTransient: (e: unknown) => boolean; onRetry?: (e: unknown, attempt: number, delayMs: number) => void; signal?: AbortSignal },
@@ -13,9 +16,22 @@ export async function withRetry<T>(
       if (attempt >= attempts || !opts.isTransient(e) || opts.signal?.aborted) throw e;
       const delay = Math.min(max, base * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
       opts.onRetry?.(e, attempt, delay);
-      await new Promise((r) => setTimeout(r, delay));
+      await pause(delay, opts.signal);
+      if (opts.signal?.aborted) throw e;
     }
   }
+}
+
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ENOENT', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ESOCKETTIMEDOUT', 'UND_ERR_SOCKET']);
