@@ -107,4 +107,37 @@ describe('GET /v1/routes/watch', () => {
     while (hub.subscriberCount > before && Date.now() - t2 < 5000) await new Promise((r) => setTimeout(r, 20));
     expect(hub.subscriberCount).toBe(before);
   });
+
+  it('each watcher reads the table its features allow, whoever subscribed first (one event text per table and set of features)', async () => {
+    const host = 'pipe-disc.example.com';
+    const id = await readyImage(aliceId, host);
+    await cp.db.query('UPDATE images SET upstream_pipeline = 4 WHERE id = $1', [id]);
+    await cp.app.platform.hub.rebuild();
+    const ac = new AbortController();
+    /** the first table a watcher with these features is sent, as its route for `host` */
+    const first = async (features: string | null) => {
+      const r = await fetch(`${cp.url}/v1/routes/watch${features === null ? '' : `?features=${features}`}`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: ac.signal });
+      const reader = r.body!.getReader();
+      let text = '';
+      for (;;) {
+        const m = /event: routes\ndata: (.*)\n\n/.exec(text);
+        if (m) {
+          void reader.cancel().catch(() => {});
+          return (JSON.parse(m[1]) as { routes: Array<{ id: string; pipeline?: number }> }).routes.find((x) => x.id === `img-${id}`);
+        }
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`stream ended: ${text}`);
+        text += new TextDecoder().decode(value);
+      }
+    };
+    try {
+      // one after the other, both orders: the second must not be handed the first one's text
+      expect((await first('split,affinity,auth,pipeline'))?.pipeline).toBe(4);
+      expect(await first(null)).toMatchObject({ id: `img-${id}` });
+      expect((await first(null))?.pipeline).toBeUndefined();
+      expect((await first('split,affinity,auth,pipeline'))?.pipeline).toBe(4);
+    } finally {
+      ac.abort();
+    }
+  });
 });
