@@ -1,6 +1,9 @@
 import { UsageError } from '../../shared/cli/args.js';
 import { envNumber } from '../env.js';
 
+/** Seconds between the heartbeats of a control plane's running workloads (and its looks for stale ones). */
+export const HEARTBEAT_S = 5;
+
 /** The workload generator's settings (`ControlPlaneOptions.workloads`, env BERTH_WORKLOAD_*). */
 export interface WorkloadConfig {
   /** the berth proxy runs send their load through (`berth up` sets it to its own proxy) */
@@ -18,6 +21,12 @@ export interface WorkloadConfig {
   maxRpsTotal: number;
   /** longest run (400 past it; the API's own bound is 3,600 s) */
   maxDurationSeconds: number;
+  /**
+   * ms between the heartbeats of this control plane's runs, and its looks for runs to end (another
+   * control plane's gone quiet, an app deleted): 5,000 unless given in code (tests); runs without
+   * a heartbeat for 30 s are failed, so at most 5,000
+   */
+  heartbeatMs: number;
 }
 
 function given(v: number | undefined, what: string, min: number, max: number): number | undefined {
@@ -42,6 +51,7 @@ export function workloadConfig(o: Partial<WorkloadConfig> | undefined): Workload
     maxRps: given(o?.maxRps, 'maxRps', 1, 50_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS', 10_000, 1, 50_000, true),
     maxRpsTotal: given(o?.maxRpsTotal, 'maxRpsTotal', 1, 1_000_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS_TOTAL', 0, 0, 1_000_000, true),
     maxDurationSeconds: given(o?.maxDurationSeconds, 'maxDurationSeconds', 1, 3600) ?? envNumber('BERTH_WORKLOAD_MAX_DURATION_S', 3600, 1, 3600, true),
+    heartbeatMs: given(o?.heartbeatMs, 'heartbeatMs', 100, 5000) ?? HEARTBEAT_S * 1000,
   };
   // unset (0): as much as one run may send
   return { ...c, maxRpsTotal: c.maxRpsTotal || c.maxRps };

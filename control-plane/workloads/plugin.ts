@@ -42,8 +42,7 @@ export function publicWorkload(r: WorkloadRow, live?: ReturnType<WorkloadRunner[
   };
 }
 
-/** Seconds between the heartbeats of a control plane's running workloads (and its looks for stale ones). */
-export const HEARTBEAT_S = 5;
+export { HEARTBEAT_S } from './config.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -82,8 +81,8 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
   });
 
   // Which control plane runs a workload: this instance's id is stored with each run it starts
-  // (workloads.runner) and its live runs heartbeat every HEARTBEAT_S (heartbeat_at). Any control
-  // plane on the database fails, at its start and then every HEARTBEAT_S, the `running` rows with
+  // (workloads.runner) and its live runs heartbeat every heartbeatMs (heartbeat_at, 5 s). Any control
+  // plane on the database fails, at its start and then at every heartbeat, the `running` rows with
   // no heartbeat for STALE_AFTER_S (repo.ts failInterrupted): those of a control plane that was
   // killed (its restart gets no special treatment: it has a new id and the old one's runs go stale)
   // but never those another live control plane is running. A run whose row someone else ended
@@ -118,7 +117,7 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
   const heartbeats = setInterval(() => {
     if (beating) return;
     beating = beat().catch((e) => log.warn({ err: (e as Error).message }, 'workload heartbeat failed')).finally(() => { beating = undefined; });
-  }, HEARTBEAT_S * 1000);
+  }, cfg.heartbeatMs);
   heartbeats.unref();
 
   const followers = new Set<() => void>();

@@ -47,7 +47,8 @@ beforeAll(async () => {
   proxy.keepAliveTimeout = 60_000;
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
   proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
-  t = await startTestControlPlane({ workloads: { proxyUrl, maxRps: 2000, maxDurationSeconds: 120, maxRunningPerUser: 1 } });
+  // (heartbeats every 0.5 s instead of 5: the tests that wait for one are quicker; the bounds below stay HEARTBEAT_S)
+  t = await startTestControlPlane({ workloads: { proxyUrl, maxRps: 2000, maxDurationSeconds: 120, maxRunningPerUser: 1, heartbeatMs: 500 } });
   anon = new Api(t.cp.url);
   a = await anon.signup('wl-a@example.com');
   b = await anon.signup('wl-b@example.com');
@@ -499,7 +500,7 @@ describe('persistence', () => {
     const status = async (id: number) => (await t.cp.db.query('SELECT status, status_reason FROM workloads WHERE id = $1', [id])).rows[0];
 
     const data = await tempDir();
-    const cp2 = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: t.cp.databaseUrl, quiet: true, workloads: { proxyUrl } });
+    const cp2 = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: t.cp.databaseUrl, quiet: true, workloads: { proxyUrl, heartbeatMs: 500 } });
     try {
       expect(await status(r.body.id)).toEqual({ status: 'running', status_reason: null });
       expect(await status(alive)).toEqual({ status: 'running', status_reason: null });
