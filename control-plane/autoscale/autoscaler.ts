@@ -48,7 +48,7 @@ interface Change {
   from: number;
   to: number;
   reason: string;
-  /** carried out, and the instance count was no longer `from` after it */
+  /** carried out: it started, made or stopped instances (what it did, not a count taken later that a wake meanwhile would blur) */
   took: boolean;
 }
 
@@ -189,7 +189,7 @@ export class Autoscaler {
     this.d.log.info({ imageId: img.id, from, to: d.desired, reason: d.reason, observed: d.observed, panic: d.panic }, 'autoscale decision');
     // carried out beside the loop: one app's slow graceful stop does not hold up the others
     const move = this.move(img, wanted, d.desired)
-      .then(async () => { change.took = (await this.wanted(img.id)).length !== from; })
+      .then((took) => { change.took = took; })
       .catch((e: Error) => this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not carry out a decision'));
     this.moving.set(img.id, move.finally(() => this.moving.delete(img.id)));
   }
@@ -201,13 +201,12 @@ export class Autoscaler {
     return rows;
   }
 
-  private async move(img: ScaledImage, wanted: Array<{ id: number }>, desired: number): Promise<void> {
-    if (desired > wanted.length) {
-      await this.d.activation.ensure(img.user_id, img.id, desired);
-    } else {
-      // newest first: the oldest instances are the warmest
-      const extra = wanted.slice(desired).reverse();
-      await Promise.all(extra.map((c) => this.d.service.stop(img.user_id, c.id, 'autoscale')));
-    }
+  /** Carry out a decision; true when it changed the instance count (started, made or stopped any). */
+  private async move(img: ScaledImage, wanted: Array<{ id: number }>, desired: number): Promise<boolean> {
+    if (desired > wanted.length) return this.d.activation.ensure(img.user_id, img.id, desired);
+    // newest first: the oldest instances are the warmest
+    const extra = wanted.slice(desired).reverse();
+    await Promise.all(extra.map((c) => this.d.service.stop(img.user_id, c.id, 'autoscale')));
+    return extra.length > 0;
   }
 }

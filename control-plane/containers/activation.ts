@@ -84,7 +84,8 @@ export class Activation {
    * Bring the app to at least `count` wanted-running instances: stopped ones are started first
    * (their containers exist), then new ones created (bounded by max_instances and the quota).
    * Used to wake an app and when a PATCH raises min_instances. Errors are logged, not thrown.
-   * True when it started or created any (false: enough were running already, or it failed).
+   * True when it started or created any (false: enough were running already, none could be made
+   * — max_instances, the quota — or it failed).
    */
   async ensure(userId: number, imageId: number, count: number): Promise<boolean> {
     const t0 = Date.now();
@@ -94,7 +95,7 @@ export class Activation {
            FROM containers c JOIN images i ON i.id = c.image_id WHERE c.image_id = $1 ORDER BY c.id`, [imageId]);
       let need = count - cs.filter((c) => c.desired === 'running').length;
       if (need <= 0) return false;
-      const started = need;
+      let reused = 0;
       for (const c of cs) {
         if (need === 0) break;
         // In an app with a floor, what its user stopped stays stopped (a new instance is made
@@ -103,10 +104,16 @@ export class Activation {
         if (c.desired === 'stopped' && !kept && (c.status === 'stopped' || c.status === 'exited' || c.status === 'failed')) {
           await this.service.start(userId, c.id);
           need--;
+          reused++;
         }
       }
-      if (need > 0) await this.service.create(userId, imageId, need, { cap: true });
-      this.log.info({ imageId, ms: Date.now() - t0, instances: started, reused: started - need }, 'started instances of an app');
+      // (capped by max_instances and the quota: it may make fewer, or none)
+      const made = need > 0 ? (await this.service.create(userId, imageId, need, { cap: true })).length : 0;
+      if (reused + made === 0) {
+        this.log.warn({ imageId, wanted: count }, 'could not start instances of an app: its max_instances or the container quota is reached');
+        return false;
+      }
+      this.log.info({ imageId, ms: Date.now() - t0, instances: reused + made, reused }, 'started instances of an app');
       return true;
     } catch (e) {
       this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app');

@@ -54,6 +54,16 @@ const reportSchema = {
  * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
  *   (a user sees their own apps; the proxy token sees all).
  */
+/**
+ * What a proxy says it reads (`GET /v1/routes/watch?features=a,b`), each with the table an older
+ * proxy gets instead (route-table.ts): without private apps' routes (it would serve them to
+ * anyone), each split host on its largest share only, routes without session affinity, without
+ * upstream pipelining.
+ */
+const WATCH_FEATURES: ReadonlyArray<readonly [string, (t: RouteTableSpec) => RouteTableSpec]> = [
+  ['auth', withoutAuth], ['split', withoutSplits], ['affinity', withoutAffinity], ['pipeline', withoutPipeline],
+];
+
 export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyTokens: BearerTokens; activation: Activation }): Promise<void> {
   const { hub, proxies, proxyTokens, activation } = opts;
   const streams = new Set<FastifyReply>();
@@ -82,17 +92,10 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     onRequest: requireProxy,
     schema: { querystring: { type: 'object', properties: { features: { type: 'string', maxLength: 200 } } } },
   }, async (req, reply) => {
-    // Proxies that split a host between revisions say so (`?features=split`); older ones get
-    // tables they can read: each shared host on its largest share only (route-table.ts).
-    const features = (req.query.features ?? '').split(',');
-    const splits = features.includes('split');
-    // and those that keep clients on an instance say `affinity`; older ones get the routes without it
-    const affinity = features.includes('affinity');
-    // and those that check private apps' tokens say `auth`; older ones do not get those routes
-    const auth = features.includes('auth');
-    // and those that pipeline to upstreams say `pipeline`; older ones get the routes without it
-    const pipeline = features.includes('pipeline');
-    const mask = (splits ? 1 : 0) | (affinity ? 2 : 0) | (auth ? 4 : 0) | (pipeline ? 8 : 0);
+    // what the proxy reads, as a bit per WATCH_FEATURES entry
+    const said = (req.query.features ?? '').split(',');
+    let mask = 0;
+    for (let i = 0; i < WATCH_FEATURES.length; i++) if (said.includes(WATCH_FEATURES[i][0])) mask |= 1 << i;
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
@@ -108,10 +111,8 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
       res.write(chunk);
     };
     const readable = (t: RouteTableSpec) => {
-      const a = auth ? t : withoutAuth(t);
-      const u = splits ? a : withoutSplits(a);
-      const f = affinity ? u : withoutAffinity(u);
-      return pipeline ? f : withoutPipeline(f);
+      for (let i = 0; i < WATCH_FEATURES.length; i++) if ((mask & (1 << i)) === 0) t = WATCH_FEATURES[i][1](t);
+      return t;
     };
     // A proxy still reading (or applying) the last table gets only the newest when it has: tables
     // published meanwhile are skipped, not queued (each is whole; a burst of changes costs the

@@ -1,6 +1,7 @@
 import { UsageError } from '../../shared/cli/args.js';
 import type Docker from 'dockerode';
 import type { Readable } from 'node:stream';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../../shared/logging.js';
 import { DockerUnavailableError, type Runtime } from './docker.js';
 import { isTransientDockerError, withRetry } from './retry.js';
@@ -110,7 +111,8 @@ export interface ContainerRuntime {
   /**
    * The control plane is closing: calls no longer wait between retries (a failed one fails at
    * once, as with the daemon away), so a reconcile pass retrying an unreachable daemon ends now
-   * instead of holding up shutdown.
+   * instead of holding up shutdown. Only this runtime's calls: the image and network calls of
+   * runtime/docker.ts, and the build queue's, keep their backoff.
    */
   shutdown(): void;
 }
@@ -145,6 +147,8 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
   const logConfig = appLogConfig();
 
   const closing = new AbortController();
+  // (every wait between retries listens on it: more than ten at once is normal, not a leak)
+  setMaxListeners(0, closing.signal);
 
   async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {

@@ -32,8 +32,7 @@ export class ControlPlaneSource {
   constructor(
     private readonly baseUrl: string,
     private readonly token: string,
-    /** applies a table; resolves with the ms the apply took on the serving threads (not its persisting) */
-    /** a valid table and its text as sent; resolves to the ms the apply took */
+    /** applies a valid table (and keeps its text, as sent); resolves with the ms the apply took on the serving threads (not its persisting) */
     private readonly onTable: (t: RouteTableSpec, text: string) => Promise<number>,
     private readonly logger: Logger,
     private readonly idleTimeoutMs = 45_000,

@@ -11,6 +11,8 @@ import { insertApp } from '../helpers/control-plane.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 
 let pg: TestPostgres;
+/** the routes of the apps made so far (what the stand-in proxy reports on) */
+const ids: string[] = [];
 let db: Db;
 let userId = 0;
 
@@ -34,20 +36,28 @@ async function appWithOneInstance(host: string): Promise<{ imageId: number; cont
      VALUES ($1, 'x', 'latest', $2, $3, 'ready', 'berth-test/none:1', 0, 3) RETURNING id`, [userId, host, revision]);
   const { rows: [c] } = await db.query<{ id: number }>(
     `INSERT INTO containers (user_id, image_id, status, health, desired) VALUES ($1, $2, 'running', 'healthy', 'running') RETURNING id`, [userId, i.id]);
+  ids.push(`img-${i.id}`);
   return { imageId: Number(i.id), containerId: Number(c.id) };
 }
 
-/** An autoscaler with short windows; `stops` says whether a stop it asks for happens. */
-function scaler(stops: boolean): Autoscaler {
-  const setStopped = async (id: number) => {
-    await db.query(`UPDATE containers SET desired = 'stopped', status = 'stopped' WHERE id = $1`, [id]);
-  };
+/**
+ * An autoscaler with short windows over stand-ins: stops happen; starts never do (as with the
+ * container quota reached); one live proxy reports `concurrency` for every route.
+ */
+function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: number) => Promise<void> = async () => {}): Autoscaler {
   return new Autoscaler({
     db,
     // (only what the autoscaler calls)
-    service: { stop: async (_user: number, id: number) => { if (stops) await setStopped(id); } } as never,
-    // one live proxy that sees no traffic: zero is known, not guessed
-    proxies: { live: () => [{ report: { routes: [] } }] } as never,
+    service: {
+      stop: async (_user: number, id: number) => {
+        await db.query(`UPDATE containers SET desired = 'stopped', status = 'stopped' WHERE id = $1`, [id]);
+        await onStopped(id);
+      },
+    } as never,
+    // no traffic is known, not guessed: a proxy reports
+    proxies: {
+      live: () => [{ report: { routes: ids.map((id) => ({ id, requests: 0, inflight: 0, concurrency: concurrency(id) })) } }],
+    } as never,
     leader: { isLeader: true } as never,
     events: { nudge: () => {} } as never,
     log: pino({ level: 'silent' }),
@@ -77,7 +87,7 @@ async function tickUntil(a: Autoscaler, done: () => Promise<boolean>, ms: number
 describe('the autoscaler', () => {
   it('scales an app back to zero again at once when it was woken after the last scale-down (not half a minute later)', async () => {
     const { imageId, containerId } = await appWithOneInstance('again.example.com');
-    const a = scaler(true);
+    const a = scaler();
     expect(await tickUntil(a, async () => await desired(containerId) === 'stopped', 5000)).toBe(true);
     expect(await decisions(imageId)).toMatchObject([{ from: 1, to: 0 }]);
     // woken (a request came), then quiet again for the windows: the same move, 1 → 0, made again
@@ -87,17 +97,31 @@ describe('the autoscaler', () => {
     await a.stop();
   });
 
-  it('records a move that changed nothing once, and does not try it every tick', async () => {
-    const { imageId, containerId } = await appWithOneInstance('stuck.example.com');
-    const a = scaler(false);
+  it('a wake that comes while the scale-down is carried out does not hold the next one back', async () => {
+    const { imageId, containerId } = await appWithOneInstance('woken.example.com');
+    // (the first stop is followed at once by a wake: the count is back at 1 when the move ends)
+    let wakes = 1;
+    const wake = async (id: number) => {
+      if (wakes-- > 0) await db.query(`UPDATE containers SET desired = 'running', status = 'running' WHERE id = $1`, [id]);
+    };
+    const a = scaler(undefined, wake);
+    expect(await tickUntil(a, async () => (await decisions(imageId)).length >= 2 && await desired(containerId) === 'stopped', 5000)).toBe(true);
+    expect(await decisions(imageId)).toMatchObject([{ from: 1, to: 0 }, { from: 1, to: 0 }]);
+    await a.stop();
+  });
+
+  it('records a move that changed nothing (no room for more instances) once, and does not try it every tick', async () => {
+    const { imageId } = await appWithOneInstance('stuck.example.com');
+    // far more traffic than one instance takes: it wants three, and none can be started
+    const a = scaler((id) => (id === `img-${imageId}` ? 500 : 0));
     expect(await tickUntil(a, async () => (await decisions(imageId)).length > 0, 5000)).toBe(true);
-    // twenty more ticks: still one decision, the instance still running
+    expect((await decisions(imageId))[0]).toMatchObject({ from: 1, to: 3 });
+    // twenty more ticks: still one decision
     for (let i = 0; i < 20; i++) {
       await a.tick();
       await sleep(25);
     }
     expect(await decisions(imageId)).toHaveLength(1);
-    expect(await desired(containerId)).toBe('running');
     await a.stop();
   });
 });

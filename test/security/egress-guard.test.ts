@@ -460,11 +460,10 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
     const bridge = await bridgeOf(guarded);
     expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'DOCKER-USER'])).stdout, 'DOCKER-USER')).toContain(bridge);
     expect(jumpsIn((await run('iptables', ['-w', '10', '-S', 'INPUT'])).stdout, 'INPUT')).toContain(bridge);
-    // (the probes are independent containers: run together, most of them wait out a drop)
+    // (the probes are independent containers: run together, most of them wait out a drop; all
+    // of them end before a failure is reported, so none is left running while the suite tears down)
     const tcp = (network: string, port: number, address?: string) => probe(network, port, false, address);
-    const [
-      control, app, dns, lan77, lan78, lan200, app200, app77, app78, open53, app53, appHost, openClosed, appClosed,
-    ] = await Promise.all([
+    const settled = await Promise.allSettled([
       // the control: without the guard the address answers (so the probe can see a leak)
       tcp(open, 80), tcp(guarded, 80), tcp(guarded, 53),
       // a private range: dropped when forwarded unless allowed, and an address the operator denies
@@ -492,6 +491,10 @@ describe.skipIf(unavailable !== null && !dockerRequired)('egress guard traffic',
         expect(lanUdpQueries, 'a query to the LAN from the guarded network').toBe(afterOpen);
       })(),
     ]);
+    for (const s of settled) if (s.status === 'rejected') throw s.reason;
+    const [
+      control, app, dns, lan77, lan78, lan200, app200, app77, app78, open53, app53, appHost, openClosed, appClosed,
+    ] = settled.map((s) => (s.status === 'fulfilled' ? s.value ?? '' : ''));
     expect(control).toContain('reached 80');
     expect(app).not.toContain('reached');
     expect(app).toMatch(/rc=[1-9]/);
