@@ -21,11 +21,10 @@ import {
 import { AFFINITY_COOKIE } from './admission.js';
 import { ForwardedRequest } from './request-headers.js';
 import { internalError, sendError } from './respond.js';
+import { CORKED_WRITE_MAX } from './uws.js';
 
 // ---- cork trampolines (no per-call closures) ---------------------------------------------
 
-/** Largest write that always fits uWS's 16 KiB cork buffer together with chunk framing. */
-const CORKED_WRITE_MAX = 16 * 1024 - 64;
 
 let cur: ClientResponse;
 let curChunk: Uint8Array;

@@ -4,6 +4,13 @@ import type * as UWS from 'uWebSockets.js';
 const require = createRequire(import.meta.url);
 
 /**
+ * Largest write that always fits uWS's 16 KiB cork buffer together with chunk framing: one
+ * send(), not two (server/response.ts writes body chunks at most this large; the upstream
+ * response parser gathers small chunks up to it).
+ */
+export const CORKED_WRITE_MAX = 16 * 1024 - 64;
+
+/**
  * Load uWebSockets.js and refuse its silent `ws` fallback: the fallback is an order of magnitude
  * slower and would turn a broken install into a quietly slow proxy.
  */

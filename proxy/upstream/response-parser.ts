@@ -20,6 +20,7 @@
  * - chunk sizes are hex within 2^53, chunk data must be followed by a line end;
  * - a head is at most 16 KiB and 128 fields.
  */
+import { CORKED_WRITE_MAX } from '../server/uws.js';
 
 export interface ParserError extends Error {
   code: string;
@@ -118,8 +119,7 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
  * thread: it is always emptied before execute() returns.
  */
 const SMALL_CHUNK = 512;
-/** (what uWS's cork buffer holds in one write: server/response.ts CORKED_WRITE_MAX) */
-const GATHER = Buffer.allocUnsafe(16 * 1024 - 64);
+const GATHER = Buffer.allocUnsafe(CORKED_WRITE_MAX);
 let gathered = 0;
 
 function parserError(code: string, message: string): ParserError {

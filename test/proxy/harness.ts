@@ -74,8 +74,22 @@ export async function waitFor(fn: () => Promise<boolean> | boolean, timeoutMs = 
   }
 }
 
-/** Start `berth proxy` with a routes file (table object written to a temp dir) or extra args. */
+/**
+ * Start `berth proxy` with a routes file (table object written to a temp dir) or extra args. On
+ * free ports: picked, then bound by the proxy, so another test file's process can take one in
+ * between (EADDRINUSE): then started again on new ones, up to three times.
+ */
 export async function startProxy(table: object | null, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ProxyProc> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startProxyOnce(table, extraArgs, env);
+    } catch (e) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+async function startProxyOnce(table: object | null, extraArgs: string[], env: Record<string, string>): Promise<ProxyProc> {
   const dir = mkdtempSync(join(tmpdir(), 'berth-proxy-test-'));
   const routesFile = join(dir, 'routes.json');
   const port = await freePort();
