@@ -45,16 +45,6 @@ const reportSchema = {
 } as const;
 
 /**
- * Discovery:
- * - `GET /v1/routes/watch` (bearer proxy token): Server-Sent Events, `event: routes` with the
- *   full table on connect and on every change; `: ping` every 15 s.
- * - `POST /v1/proxy/report` (bearer proxy token): a proxy's applied version and counters → 204.
- * - `GET /v1/proxies`: live proxies and their last report; the proxy token sees all, a signed-in
- *   user only the counters of their own routes and endpoints.
- * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
- *   (a user sees their own apps; the proxy token sees all).
- */
-/**
  * What a proxy says it reads (`GET /v1/routes/watch?features=a,b`), each with the table an older
  * proxy gets instead (route-table.ts): without private apps' routes (it would serve them to
  * anyone), each split host on its largest share only, routes without session affinity, without
@@ -64,6 +54,16 @@ const WATCH_FEATURES: ReadonlyArray<readonly [string, (t: RouteTableSpec) => Rou
   ['auth', withoutAuth], ['split', withoutSplits], ['affinity', withoutAffinity], ['pipeline', withoutPipeline],
 ];
 
+/**
+ * Discovery:
+ * - `GET /v1/routes/watch` (bearer proxy token): Server-Sent Events, `event: routes` with the
+ *   full table on connect and on every change; `: ping` every 15 s.
+ * - `POST /v1/proxy/report` (bearer proxy token): a proxy's applied version and counters → 204.
+ * - `GET /v1/proxies`: live proxies and their last report; the proxy token sees all, a signed-in
+ *   user only the counters of their own routes and endpoints.
+ * - `GET /api/services/healthy?website_url=…`: healthy containers behind a hostname
+ *   (a user sees their own apps; the proxy token sees all).
+ */
 export default async function discoveryPlugin(app: FastifyInstance, opts: { hub: RouteHub; proxies: ProxyRegistry; proxyTokens: BearerTokens; activation: Activation }): Promise<void> {
   const { hub, proxies, proxyTokens, activation } = opts;
   const streams = new Set<FastifyReply>();
