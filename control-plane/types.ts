@@ -7,15 +7,11 @@ import type { Metrics } from './http/metrics.js';
 import type { EventRelay } from './events/outbox.js';
 import type { Runtime } from './runtime/docker.js';
 
-export interface AuthUser {
-  id: number;
-  email: string;
-  username: string | null;
-  /** how this request authenticated */
-  via: 'session' | 'api_token';
-  /** with `api_token`: that token's id */
-  tokenId?: number;
-}
+/** Who a request is, and how it authenticated: a session (JWT, cookie or Bearer) or an API token (its id). */
+export type AuthUser = { id: number; email: string; username: string | null } & (
+  | { via: 'session' }
+  | { via: 'api_token'; tokenId: number }
+);
 
 declare module 'fastify' {
   interface FastifyInstance {

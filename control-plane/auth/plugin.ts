@@ -112,14 +112,13 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
   app.decorate('authenticate', async (req: FastifyRequest) => {
     const header = req.headers.authorization;
     let userId: number | undefined;
-    let via: 'session' | 'api_token' = 'session';
+    /** set when an API token authenticated the request */
     let tokenId: number | undefined;
     if (header !== undefined) {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
       if (!m) throw unauthorized('Authorization header must be "Bearer <token>"');
       const token = m[1];
       if (token.startsWith(API_TOKEN_PREFIX)) {
-        via = 'api_token';
         const { rows } = await app.db.query<{ id: number; user_id: number }>(
           `UPDATE api_tokens SET last_used_at = now()
            WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
@@ -151,7 +150,8 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
       if (wait > 0) throw new ApiError(429, 'too_many_requests', `more than ${writeLimiter.max} changes in a minute from your account; retry in ${wait}s`, { 'retry-after': String(wait) });
       writeLimiter.hit(key);
     }
-    req.user = { id: user.id, email: user.email, username: user.username, via, ...(tokenId === undefined ? {} : { tokenId }) };
+    const who = { id: user.id, email: user.email, username: user.username };
+    req.user = tokenId === undefined ? { ...who, via: 'session' } : { ...who, via: 'api_token', tokenId };
     req.log = req.log.child({ userId: user.id });
   });
 
@@ -306,7 +306,7 @@ async function authPlugin(app: FastifyInstance): Promise<void> {
     const uid = req.user!.id;
     // made with an API token (not a session): it expires no later than that one and is revoked
     // with it, so a leaked short-lived token cannot mint itself a permanent one
-    const parent = req.user!.tokenId ?? null;
+    const parent = req.user!.via === 'api_token' ? req.user!.tokenId : null;
     const row = await withTransaction(app.db, async (tx) => {
       await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [uid]);
       let parentExpires: Date | null = null;

@@ -40,6 +40,21 @@ export async function recordEvent(q: Queryable, ev: EventInput): Promise<EventRe
 }
 
 /**
+ * The SQL filter of a user's events (of one app, with `app`): those listEvents lists — committed
+ * before every transaction still running, so none can commit later with a smaller txid — or
+ * those it holds back for now.
+ */
+function scope(userId: number, app: string | undefined, which: 'listed' | 'held back'): { where: string; params: unknown[] } {
+  const params: unknown[] = [userId];
+  let where = `user_id = $1 AND txid ${which === 'listed' ? '<' : '>='} pg_snapshot_xmin(pg_current_snapshot())`;
+  if (app !== undefined) {
+    params.push(app);
+    where += ` AND app_hostname = $${params.length}`;
+  }
+  return { where, params };
+}
+
+/**
  * The user's events after event `after` (an id), oldest first, at most `limit`; with `app`, that
  * app's only. With `tail`, the newest `tail` instead (still oldest first), whatever `after` says.
  *
@@ -51,12 +66,8 @@ export async function recordEvent(q: Queryable, ev: EventInput): Promise<EventRe
  * event seen (its txid is looked up; an id retention already removed pages by id alone).
  */
 export async function listEvents(q: Queryable, userId: number, after: number, limit: number, o: { app?: string; tail?: number } = {}): Promise<EventRecord[]> {
-  const params: unknown[] = [userId];
-  let where = 'user_id = $1 AND txid < pg_snapshot_xmin(pg_current_snapshot())';
-  if (o.app !== undefined) {
-    params.push(o.app);
-    where += ` AND app_hostname = $${params.length}`;
-  }
+  const { params, where: scoped } = scope(userId, o.app, 'listed');
+  let where = scoped;
   if (o.tail !== undefined) {
     params.push(o.tail);
     const { rows } = await q.query<EventRecord>(
@@ -84,12 +95,7 @@ export async function listEvents(q: Queryable, userId: number, after: number, li
  * its notification already, and the older transaction's end sends none.)
  */
 export async function hasHeldBack(q: Queryable, userId: number, app?: string): Promise<boolean> {
-  const params: unknown[] = [userId];
-  let where = 'user_id = $1 AND txid >= pg_snapshot_xmin(pg_current_snapshot())';
-  if (app !== undefined) {
-    params.push(app);
-    where += ` AND app_hostname = $2`;
-  }
+  const { params, where } = scope(userId, app, 'held back');
   const { rowCount } = await q.query(`SELECT 1 FROM events WHERE ${where} LIMIT 1`, params);
   return (rowCount ?? 0) > 0;
 }
