@@ -206,7 +206,12 @@ export class Autoscaler {
     if (desired > wanted.length) return this.d.activation.ensure(img.user_id, img.id, desired);
     // newest first: the oldest instances are the warmest
     const extra = wanted.slice(desired).reverse();
-    await Promise.all(extra.map((c) => this.d.service.stop(img.user_id, c.id, 'autoscale')));
-    return extra.length > 0;
+    // each stop on its own: one that fails (its user stopped it meanwhile, Docker away) neither
+    // hides the others nor ends the move while they still drain
+    const settled = await Promise.allSettled(extra.map((c) => this.d.service.stop(img.user_id, c.id, 'autoscale')));
+    for (const s of settled) {
+      if (s.status === 'rejected') this.d.log.warn({ imageId: img.id, err: (s.reason as Error).message }, 'autoscaler could not stop an instance');
+    }
+    return settled.some((s) => s.status === 'fulfilled');
   }
 }

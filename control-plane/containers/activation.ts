@@ -89,13 +89,13 @@ export class Activation {
    */
   async ensure(userId: number, imageId: number, count: number): Promise<boolean> {
     const t0 = Date.now();
+    let reused = 0;
     try {
       const { rows: cs } = await this.db.query<{ id: number; desired: string; status: string; status_reason: string | null; min_instances: number }>(
         `SELECT c.id, c.desired, c.status, c.status_reason, i.min_instances
            FROM containers c JOIN images i ON i.id = c.image_id WHERE c.image_id = $1 ORDER BY c.id`, [imageId]);
       let need = count - cs.filter((c) => c.desired === 'running').length;
       if (need <= 0) return false;
-      let reused = 0;
       for (const c of cs) {
         if (need === 0) break;
         // In an app with a floor, what its user stopped stays stopped (a new instance is made
@@ -117,7 +117,8 @@ export class Activation {
       return true;
     } catch (e) {
       this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app');
-      return false;
+      // (those it started before the failure are started)
+      return reused > 0;
     }
   }
 }

@@ -25,7 +25,6 @@ import { CORKED_WRITE_MAX } from './uws.js';
 
 // ---- cork trampolines (no per-call closures) ---------------------------------------------
 
-
 let cur: ClientResponse;
 let curChunk: Uint8Array;
 let fallbackEntry: CachedResponse;

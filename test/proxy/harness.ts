@@ -84,7 +84,8 @@ export async function startProxy(table: object | null, extraArgs: string[] = [],
     try {
       return await startProxyOnce(table, extraArgs, env);
     } catch (e) {
-      if (attempt >= 3 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+      // (Node's admin listener says EADDRINUSE; uWS says it could not listen)
+      if (attempt >= 3 || !/EADDRINUSE|could not listen/.test((e as Error).message)) throw e;
     }
   }
 }
@@ -128,6 +129,7 @@ async function startProxyOnce(table: object | null, extraArgs: string[], env: Re
     return r.statusCode === 200;
   }, 15_000).catch((e) => {
     proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
     throw new Error(`proxy did not start: ${(e as Error).message}\n${out}`);
   });
   if (closed) {
