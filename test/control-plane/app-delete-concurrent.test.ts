@@ -48,7 +48,10 @@ await describeWithDocker('concurrent DELETE of one app', () => {
     let instances: { id: number; docker_id: string }[] = [];
     for (let i = 0; i < 150 && instances.length < 2; i++) { instances = await running(); if (instances.length < 2) await sleep(200); }
     expect(instances).toHaveLength(2);
-    // revision 2: a row without traffic or instances (no build needed)
+    // revision 2: a row without traffic or instances (no build needed). The traffic stays pinned
+    // on revision 1: following `latest`, revision 2 would take it, and the reconcile loop could
+    // retire revision 1's instances ("no traffic") before the DELETEs begin
+    await t.cp.db.query(`UPDATE apps SET traffic = $2::jsonb WHERE app_hostname = $1`, [host, JSON.stringify([{ image_id: up.body.id, percent: 100 }])]);
     const second = await insertReadyImage(t.cp, userId, host);
 
     const answers = await Promise.all([0, 1, 2].map(() => api.req('DELETE', `/api/apps/${host}`)));
