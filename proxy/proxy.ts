@@ -166,7 +166,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   let applyChain: Promise<unknown> = Promise.resolve();
   const persistFile = join(o.dataDir, 'proxy-routes.json');
 
-  /** `text`: the table as the control plane sent it, kept on disk as it came */
+  /** `text`: a control plane's table as it was sent, kept on disk as it came (the other sources' are not kept) */
   const apply = (spec: RouteTableSpec, from: string, text?: string) => {
     // Serialise applies so tables land in the order they arrived.
     const p = applyChain.then(async () => {
@@ -175,10 +175,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       source = from;
       activator?.served(spec);
       log.info({ version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from }, 'route table applied');
-      if (from === 'control-plane') {
-        reporter?.send();
-        await saveTable(persistFile, text ?? JSON.stringify(spec)).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
-      }
+      if (from === 'control-plane') reporter?.send();
+      if (text !== undefined) await saveTable(persistFile, text).catch((e: Error) => log.error({ err: e.message }, 'could not persist route table'));
       return r;
     });
     applyChain = p.catch(() => {});

@@ -79,7 +79,7 @@ export async function eventRoutes(app: FastifyInstance): Promise<void> {
       try {
         release = streamLimits(app).acquire(user, 'events poll', req.ip);
       } catch (e) {
-        if (!(e instanceof ApiError)) throw e;
+        if (!(e instanceof ApiError) || e.status !== 429) throw e;
       }
       if (release !== null) {
         const deadline = Date.now() + waitS * 1000;

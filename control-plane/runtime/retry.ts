@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 /**
  * Retry `fn` with exponential backoff (plus jitter) while `isTransient(err)` says so. An aborted
  * `signal` ends a wait between attempts at once, with the last error.
@@ -16,22 +18,11 @@ export async function withRetry<T>(
       if (attempt >= attempts || !opts.isTransient(e) || opts.signal?.aborted) throw e;
       const delay = Math.min(max, base * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
       opts.onRetry?.(e, attempt, delay);
-      await pause(delay, opts.signal);
+      // (an abort ends the wait early: rejected, and thrown below with the last error)
+      await sleep(delay, undefined, { signal: opts.signal }).catch(() => {});
       if (opts.signal?.aborted) throw e;
     }
   }
-}
-
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ENOENT', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ESOCKETTIMEDOUT', 'UND_ERR_SOCKET']);

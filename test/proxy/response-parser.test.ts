@@ -1163,11 +1163,18 @@ describe('tiny chunks', () => {
     expect(r.log.filter((x) => x === 'end')).toHaveLength(1);
   });
 
+  it('chunks just past a small size are gathered too: 100 chunks of 513 bytes are a few pieces, not 100 sends', () => {
+    const piece = 'q'.repeat(513);
+    const r = run(`${CHUNKED}${`201\r\n${piece}\r\n`.repeat(100)}0\r\n\r\n`);
+    expect(r.body).toBe(piece.repeat(100));
+    expect(r.pieces.length).toBeLessThanOrEqual(4);
+  });
+
   it('keeps the order around large chunks, the end and an error; a read that ends mid-stream hands on what it has', () => {
-    const big = 'B'.repeat(2000);
+    const big = 'B'.repeat(5000); // (larger than what is gathered)
     const r = run(`${CHUNKED}${chunks('xy')}${big.length.toString(16)}\r\n${big}\r\n${chunks('z')}0\r\n\r\n`);
     expect(r.body).toBe(`xy${big}z`);
-    expect(r.pieces).toEqual([2, 2000, 1]);
+    expect(r.pieces).toEqual([2, 5000, 1]);
     expect(r.log).toEqual(['head', 'body', 'body', 'body', 'end']);
     // small chunks then bad framing: what came before the error first
     const bad = run(`${CHUNKED}${chunks('ab')}zz\r\n`);

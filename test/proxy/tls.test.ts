@@ -126,6 +126,28 @@ describe('TLS termination', () => {
     }
   });
 
+  it('fallback copies made over TLS and over plain HTTP are kept apart: a page built for one scheme is never served on the other', async () => {
+    const own = await startUpstream('scheme');
+    const port = await freePort();
+    const w = await startProxy(table([route('fb', ['shop.example.com'], [own.address], { circuitBreaker: { consecutiveFailures: 1, openMs: 60_000 }, fallbackCache: { ttlMs: 60_000 } })]),
+      ['--tls-listen', `127.0.0.1:${port}`, '--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key'), '--tls-dir', certs]);
+    try {
+      // the echo's body says the scheme the app was told (X-Forwarded-Proto): TLS first, plain last
+      expect((await tlsGet(port, 'shop.example.com', 'shop.example.com')).proto).toBe('https');
+      const plain = await get(w, 'shop.example.com', '/hello');
+      expect(JSON.parse(plain.body).headers['x-forwarded-proto']).toBe('http');
+      await own.close();
+      // the app is down: each scheme gets its own copy
+      const overTls = await tlsGet(port, 'shop.example.com', 'shop.example.com');
+      expect([overTls.status, overTls.proto]).toEqual([200, 'https']);
+      const overPlain = await get(w, 'shop.example.com', '/hello');
+      expect(overPlain.headers['x-berth-fallback']).toBe('hit');
+      expect(JSON.parse(overPlain.body).headers['x-forwarded-proto']).toBe('http');
+    } finally {
+      await w.stop();
+    }
+  });
+
   it('--https-redirect: the plain listener answers routed requests with 308 to the same URL on HTTPS', async () => {
     const port = await freePort();
     const r = await startProxy(table([route('echo', ['shop.example.com'], [up.address])]),
