@@ -12,8 +12,8 @@
  * Timeouts are checked by one coarse sweep (timers.ts) instead of a timer per request; a
  * connection is on the sweep's list from its creation to its close (no per-request bookkeeping).
  *
- * A bodiless request's head is written at the end of the event-loop turn (`batches`, below).
- * Pipelining (RouteSpec.pipeline, opt-in): a bodiless GET of a pipelining route goes out in that
+ * A request's head is written at the end of the event-loop turn (`batches`, below), with the
+ * first piece of its body when it came in the same turn. Pipelining (RouteSpec.pipeline, opt-in): a bodiless GET of a pipelining route goes out in that
  * write together with those of the requests of the same route and turn that joined it
  * (`append`, up to the route's depth): one write and, usually, one read
  * for several requests. The answers come back in order: `handler` is the one being answered,
@@ -147,14 +147,15 @@ export const PIPELINE_PAUSE_MS = 10_000;
 
 /**
  * Connections whose request heads are written at the end of this event-loop turn (setImmediate:
- * after every socket event of the turn), one write each: every bodiless request's head, and the
- * heads pipelined behind it. Written as each request came, a turn that takes 20 requests woke the
- * upstream up to 20 times — on loopback each write delivers in the writer's context and wakes a
- * sleeping upstream, which answered one request and slept again (measured against nginx upstreams:
- * 0.7–1.0 sleeps of the upstream per request, 0.05 with the writes at the end of the turn). Envoy
- * defers its writes to the event loop the same way. The cost is where in the turn a head goes out:
- * at most the rest of the turn's work later, never a timer's wait. A request with a body is
- * written at once (its body follows, and must not overtake the head).
+ * after every socket event of the turn), one write each: the head, the heads pipelined behind it,
+ * or the head with the first piece of its body (and the body's end) when they came in the turn.
+ * Written as each request came, a turn that takes 20 requests woke the upstream up to 20 times —
+ * on loopback each write delivers in the writer's context and wakes a sleeping upstream, which
+ * answered one request and slept again (measured against nginx upstreams: 0.7–1.0 sleeps of the
+ * upstream per request, 0.05 with the writes at the end of the turn) — and a small POST took two
+ * writes, its head and its body. Envoy defers its writes to the event loop the same way. The cost
+ * is where in the turn a request goes out: at most the rest of the turn's work later, never a
+ * timer's wait.
  */
 let batches: UpstreamConnection[] = [];
 function writeBatches(): void {
@@ -208,6 +209,12 @@ export class UpstreamConnection implements ResponseSink {
   private behind: UpstreamHandler[] = [];
   /** request heads of this turn's batch, written by flush() at the end of the turn */
   private batch = '';
+  /** the first request body piece of the turn, written with the head by flush() */
+  private held: Buffer | null = null;
+  /** the request body ended (chunked: its last chunk) in the turn: flush() writes it too */
+  private heldEnd = false;
+  /** the held body is sent chunked (the client sent it so) */
+  private heldChunked = false;
   /** the batch's route and depth (its first request's) */
   private batchGroup = '';
   private batchDepth = 1;
@@ -321,8 +328,8 @@ export class UpstreamConnection implements ResponseSink {
   }
 
   /**
-   * Send a request on this (idle) connection: a bodiless one opens a batch, written at the end of
-   * the turn (writeBatches), which a pipelinable one's fellows may join (see append).
+   * Send a request on this (idle) connection: its head opens a batch, written at the end of the
+   * turn (writeBatches), which a pipelinable one's fellows may join (see append).
    */
   start(h: UpstreamHandler): void {
     this.handler = h;
@@ -340,18 +347,14 @@ export class UpstreamConnection implements ResponseSink {
     this.promoted = false;
     this.sawBytes = false;
     this.startedAt = clock.now;
-    if (h.hasBody) {
-      // its body follows the head at once (onUpstreamStart writes what came of it so far)
-      this.write(h.upstreamHead);
-    } else {
-      // written at the end of the turn, with the other heads of the turn (see writeBatches)
-      if (batches.length === 0) setImmediate(writeBatches);
-      batches.push(this);
-      this.batch = h.upstreamHead;
-      this.batchGroup = h.pipelineGroup;
-      this.batchDepth = h.pipeline;
-      this.turnStart = clock.now;
-    }
+    // written at the end of the turn, with the other heads of the turn (see writeBatches) and
+    // the first piece of its body, if one comes in the turn (writeBody)
+    if (batches.length === 0) setImmediate(writeBatches);
+    batches.push(this);
+    this.batch = h.upstreamHead;
+    this.batchGroup = h.pipelineGroup;
+    this.batchDepth = h.pipeline;
+    this.turnStart = clock.now;
     h.onUpstreamStart(this);
   }
 
@@ -367,13 +370,33 @@ export class UpstreamConnection implements ResponseSink {
     h.onUpstreamStart(this);
   }
 
-  /** The end of the turn: the batch's request head(s) in one write. */
+  /**
+   * The end of the turn: the batch's request head(s) in one write, with the body's first piece
+   * (and its end) when they came in the turn — a small POST is one write, as a GET is. Also
+   * called earlier by a second body piece of the turn (the head and the first go then).
+   */
   flush(): void {
     const data = this.batch;
+    if (data === '') return; // (written already: a second body piece came in the turn)
     this.batch = '';
+    const body = this.held;
+    const end = this.heldEnd;
+    this.held = null;
+    this.heldEnd = false;
     if (this.state !== BUSY) return;
     try {
-      this.write(data);
+      if (body === null && !end) this.write(data);
+      else {
+        // through the stream (as every body is, so `writableLength` still says when the socket
+        // has taken all of it), corked: one writev
+        const s = this.socket;
+        const chunked = this.heldChunked;
+        s.cork();
+        s.write(data, 'latin1');
+        if (body !== null) this.send(body, chunked);
+        if (end && chunked) s.write('0\r\n\r\n', 'latin1');
+        s.uncork();
+      }
     } catch (e) {
       // a bug must cost this connection's requests (told on its close), not every later batch
       process.stderr.write(`berth proxy: internal error writing a batch of request heads: ${(e as Error).stack}\n`);
@@ -413,6 +436,20 @@ export class UpstreamConnection implements ResponseSink {
         this.deadline = next < this.bodyEnd ? next : this.bodyEnd;
       }
     }
+    if (this.batch !== '') {
+      // the head is still to go, at the end of the turn: the first piece goes with it
+      if (this.held === null) {
+        this.held = chunk;
+        this.heldChunked = chunked;
+        return true;
+      }
+      this.flush();
+    }
+    return this.send(chunk, chunked);
+  }
+
+  /** A body piece to the socket (chunked: framed as one chunk). */
+  private send(chunk: Buffer, chunked: boolean): boolean {
     if (!chunked) return this.socket.write(chunk);
     const s = this.socket;
     s.cork();
@@ -426,7 +463,12 @@ export class UpstreamConnection implements ResponseSink {
   /** The request body is complete. */
   endBody(chunked: boolean): void {
     if (this.state !== BUSY) return;
-    if (chunked) this.socket.write('0\r\n\r\n', 'latin1');
+    if (this.batch !== '') {
+      // (goes with the head at the end of the turn)
+      this.heldEnd = true;
+      this.heldChunked = chunked;
+    }
+    else if (chunked) this.socket.write('0\r\n\r\n', 'latin1');
     this.requestDone = true;
     // the headers timeout runs from the end of the request
     if (!this.gotHead && this.handler !== null && this.handler.headersTimeoutMs > 0) this.deadline = clock.now + this.handler.headersTimeoutMs;

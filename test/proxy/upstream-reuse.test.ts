@@ -1,5 +1,11 @@
 /**
- * berth's upstream client (proxy/upstream/connection.ts) never puts a request head ahead of the
+ * What berth's upstream client (proxy/upstream/connection.ts) writes, and when.
+ *
+ * A request goes out at the end of the event-loop turn it was sent in, its head with the first
+ * piece of its body (and the body's end) when they came in that turn; later pieces follow, framed
+ * as sent; a request given up within its turn never reaches the upstream.
+ *
+ * It never puts a request head ahead of the
  * previous request's body on a reused connection. Request heads go straight to libuv
  * (stream-handle.ts writeHead) while body chunks go through the socket's stream, which holds
  * them in its buffer while a write is pending on a full socket: a connection reused then sent the
@@ -110,4 +116,69 @@ it('a connection whose request body is still in the stream\'s buffer when the an
   expect(at).toBeGreaterThanOrEqual(0);
   const before = received[at].slice(0, received[at].indexOf('GET /second '));
   expect(before === '' || before.endsWith('TAIL\r\n0\r\n\r\n'), `the second head came after: …${JSON.stringify(before.slice(-40))}`).toBe(true);
+});
+
+/** Sends its body pieces (and the end) in the very turn its connection is handed to it. */
+class WritingRequest extends Request {
+  constructor(upstreamHead: string, private readonly pieces: string[], private readonly chunked: boolean) {
+    super(upstreamHead, true);
+  }
+  override onUpstreamStart(conn: UpstreamConnection): void {
+    super.onUpstreamStart(conn);
+    for (const p of this.pieces) expect(conn.writeBody(Buffer.from(p), this.chunked)).toBe(true);
+    conn.endBody(this.chunked);
+  }
+}
+
+/** An upstream recording each connection's bytes; answers 200 once `done(bytes)` says the request is whole. */
+async function recordingUpstream(done: (bytes: string) => boolean) {
+  const received: string[] = [];
+  const closed: Array<Promise<unknown>> = [];
+  const sockets: Socket[] = [];
+  const server: Server = createServer((c) => {
+    const i = sockets.push(c) - 1;
+    received[i] = '';
+    closed[i] = once(c, 'close');
+    c.on('error', () => {});
+    c.on('data', (d: Buffer) => {
+      received[i] += d.toString('latin1');
+      if (done(received[i])) c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.push(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }));
+  const pool = new UpstreamPool(`127.0.0.1:${(server.address() as { port: number }).port}`, { connections: 4, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  return { received, closed, pool };
+}
+
+it.each([
+  ['chunked, two pieces', 'transfer-encoding: chunked', ['hello', ' world'], true, '5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n'],
+  ['chunked, one piece', 'transfer-encoding: chunked', ['hello'], true, '5\r\nhello\r\n0\r\n\r\n'],
+  ['content-length, two pieces', 'content-length: 11', ['hello', ' world'], false, 'hello world'],
+  ['content-length, one piece', 'content-length: 5', ['hello'], false, 'hello'],
+] as const)('a body sent in the turn its request went out follows the head whole and in order (%s)', async (_name, framing, pieces, chunked, body) => {
+  const head = `POST /up HTTP/1.1\r\nhost: app.test\r\n${framing}\r\n\r\n`;
+  const up = await recordingUpstream((b) => b === head + body);
+  const req = new WritingRequest(head, [...pieces], chunked);
+  up.pool.dispatch(req);
+  await req.ended;
+  expect(req.failed).toBeNull();
+  expect(up.received[0]).toBe(head + body);
+});
+
+it('a request given up in the turn it was sent never reaches the upstream', async () => {
+  const up = await recordingUpstream(() => false);
+  class Abandoned extends Request {
+    override onUpstreamStart(conn: UpstreamConnection): void {
+      super.onUpstreamStart(conn);
+      conn.abort(this);
+    }
+  }
+  const req = new Abandoned('GET /gone HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
+  up.pool.dispatch(req);
+  await req.started;
+  while (up.closed[0] === undefined) await new Promise((r) => setTimeout(r, 5));
+  await up.closed[0];
+  expect(up.received[0]).toBe('');
 });
