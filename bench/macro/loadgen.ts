@@ -30,6 +30,8 @@ export interface LoadOpts {
   durationS: number;
   cpu?: string;
   workDir: string;
+  /** a JSON request body: the requests are POSTs carrying it (Content-Type: application/json) */
+  body?: string;
 }
 
 export function chooseLoadgen(): { kind: LoadgenKind; reason: string } {
@@ -70,7 +72,7 @@ function collect(t: ReturnType<typeof spawnTracked>): Promise<{ code: number | n
 
 async function runWrk(o: LoadOpts): Promise<LoadResult> {
   const script = join(o.workDir, 'report.lua');
-  writeFileSync(script, WRK_LUA);
+  writeFileSync(script, (o.body === undefined ? '' : `wrk.method = "POST"\nwrk.body = ${JSON.stringify(o.body)}\nwrk.headers["Content-Type"] = "application/json"\n`) + WRK_LUA);
   const url = `http://127.0.0.1:${o.port}${o.path}`;
   const errFile = join(o.workDir, 'wrk.err');
   writeFileSync(errFile, '');
@@ -106,7 +108,8 @@ async function runAutocannon(o: LoadOpts): Promise<LoadResult> {
   writeFileSync(errFile, '');
   const t = spawnTracked(
     process.execPath,
-    [bin, '-c', String(o.connections), '-d', String(o.durationS), '-j', '-H', `host=${o.host}`, url],
+    [bin, '-c', String(o.connections), '-d', String(o.durationS), '-j', '-H', `host=${o.host}`,
+      ...(o.body === undefined ? [] : ['-m', 'POST', '-b', o.body, '-H', 'content-type=application/json']), url],
     { name: 'autocannon', cpu: o.cpu, captureStdout: true, logFile: errFile },
   );
   const { code, out } = await collect(t);

@@ -7,7 +7,7 @@
  *   BENCH_ROUNDS=4         rounds per scenario (medians are reported)
  *   BENCH_WARMUP=2         seconds of unmeasured warm-up per target and scenario (0 = none)
  *   BENCH_CONNECTIONS=50   concurrent connections
- *   BENCH_SCENARIOS=small,64k,rr3,conn1k,routes10k
+ *   BENCH_SCENARIOS=small,64k,rr3,post,conn1k,routes10k
  *   BENCH_TARGETS=direct,berth,berth-pipeline,nginx,fastify-http-proxy,http-proxy
  *                  (berth-pipeline: berth with RouteSpec.pipeline = 8 on the bench routes)
  *   BENCH_LOADGEN=wrk|autocannon   (default: wrk when installed)
@@ -50,15 +50,20 @@ const list = (name: string, def: string[]): string[] => {
 };
 
 interface Scenario {
-  id: 'small' | '64k' | 'rr3';
+  id: 'small' | '64k' | 'rr3' | 'post';
   title: string;
   host: string;
   path: string;
+  /** a JSON body: the scenario POSTs it (else GET) */
+  body?: string;
 }
+/** The `post` scenario's body: a small JSON document, as an API client sends. */
+const POST_BODY = JSON.stringify({ id: 'order-1042', items: [{ sku: 'A-17', qty: 2 }, { sku: 'B-3', qty: 1 }], note: 'leave at door..' });
 const SCENARIOS: Scenario[] = [
   { id: 'small', title: 'small response (2-byte body), 1 upstream', host: HOST_SINGLE, path: '/small' },
   { id: '64k', title: '64 KiB response, 1 upstream', host: HOST_SINGLE, path: '/64k' },
   { id: 'rr3', title: 'round robin over 3 upstream endpoints (2-byte body)', host: HOST_RR, path: '/small' },
+  { id: 'post', title: `small POST (${POST_BODY.length}-byte JSON body, 2-byte answer), 1 upstream`, host: HOST_SINGLE, path: '/small', body: POST_BODY },
 ];
 
 /** A row in a scenario: "direct" or a proxy. */
@@ -119,7 +124,7 @@ export interface MacroReport {
 async function measure(
   e: Entry,
   lg: LoadgenKind,
-  o: { host: string; path: string; connections: number; durationS: number; cpu?: string; workDir: string; proxyCore?: string },
+  o: { host: string; path: string; body?: string; connections: number; durationS: number; cpu?: string; workDir: string; proxyCore?: string },
   round: number,
 ): Promise<RunSample> {
   const pid = e.proc?.pid;
@@ -127,7 +132,7 @@ async function measure(
   const j0 = core !== undefined && e.id !== 'direct' ? cpuJiffies(core) : null;
   const cpu0 = pid ? treeCpuSeconds(pid) : 0;
   const sampler = pid ? rssSampler(pid) : undefined;
-  const r = await runLoad(lg, { port: e.port, host: o.host, path: o.path, connections: o.connections, durationS: o.durationS, cpu: o.cpu, workDir: o.workDir });
+  const r = await runLoad(lg, { port: e.port, host: o.host, path: o.path, body: o.body, connections: o.connections, durationS: o.durationS, cpu: o.cpu, workDir: o.workDir });
   const cpuS = pid ? treeCpuSeconds(pid) - cpu0 : NaN;
   const peak = sampler ? sampler.stop() : NaN;
   const j1 = j0 && core !== undefined ? cpuJiffies(core) : null;
@@ -238,7 +243,7 @@ export async function runMacro(): Promise<MacroReport> {
   const rounds = Math.max(1, Math.floor(num('BENCH_ROUNDS', 4)));
   const warmupS = num('BENCH_WARMUP', Math.min(2, durationS));
   const connections = Math.max(1, Math.floor(num('BENCH_CONNECTIONS', 50)));
-  const scenarioIds = list('BENCH_SCENARIOS', ['small', '64k', 'rr3', 'conn1k', 'routes10k']);
+  const scenarioIds = list('BENCH_SCENARIOS', ['small', '64k', 'rr3', 'post', 'conn1k', 'routes10k']);
   const targetIds = list('BENCH_TARGETS', ['direct', 'berth', 'berth-pipeline', 'nginx', 'fastify-http-proxy', 'http-proxy']);
   const conn1kS = num('BENCH_CONN1K_DURATION', 5);
   const conn1kC = Math.floor(num('BENCH_CONN1K_CONNECTIONS', 1000));
@@ -310,8 +315,8 @@ export async function runMacro(): Promise<MacroReport> {
 
     for (const sc of SCENARIOS.filter((s) => scenarioIds.includes(s.id))) {
       say();
-      say(`-- scenario ${sc.id}: ${sc.title}; Host: ${sc.host}, GET ${sc.path}`);
-      const base = { host: sc.host, path: sc.path, connections, cpu: loadCpu, workDir: dir, proxyCore: proxyCpu };
+      say(`-- scenario ${sc.id}: ${sc.title}; Host: ${sc.host}, ${sc.body === undefined ? 'GET' : 'POST'} ${sc.path}`);
+      const base = { host: sc.host, path: sc.path, body: sc.body, connections, cpu: loadCpu, workDir: dir, proxyCore: proxyCpu };
       if (warmupS > 0) {
         for (const e of live) {
           if (e.unavailable) continue;
