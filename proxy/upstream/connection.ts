@@ -35,7 +35,10 @@ import { clock, watch, unwatch } from './timers.js';
 
 /** What an exchange hears from its connection. */
 export interface UpstreamHandler {
-  /** The connection is ready and the head was written: request body chunks may follow. */
+  /**
+   * The request is under way on this connection (its head goes out at the end of the turn):
+   * request body chunks may follow.
+   */
   onUpstreamStart(conn: UpstreamConnection): void;
   /**
    * The response head, in place (valid until the read that brought it has been handled): the
@@ -269,8 +272,11 @@ export class UpstreamConnection implements ResponseSink {
   }
 
   onRead(n: number): boolean {
-    if (this.state !== BUSY) {
-      // bytes nobody asked for (an idle connection, or after the exchange let go)
+    if (this.state !== BUSY || this.batch !== '') {
+      // bytes nobody asked for: on an idle connection, after the exchange let go, or before the
+      // request went out (they came while the connection was idle, and are read in the turn it
+      // was given a request: taken as its answer, the request's real answer would come after,
+      // and the connection — reused — would hand it to the next one)
       this.destroy();
       return true;
     }
@@ -352,6 +358,8 @@ export class UpstreamConnection implements ResponseSink {
     if (batches.length === 0) setImmediate(writeBatches);
     batches.push(this);
     this.batch = h.upstreamHead;
+    this.held = null;
+    this.heldEnd = false;
     this.batchGroup = h.pipelineGroup;
     this.batchDepth = h.pipeline;
     this.turnStart = clock.now;

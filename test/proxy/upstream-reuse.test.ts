@@ -3,7 +3,8 @@
  *
  * A request goes out at the end of the event-loop turn it was sent in, its head with the first
  * piece of its body (and the body's end) when they came in that turn; later pieces follow, framed
- * as sent; a request given up within its turn never reaches the upstream.
+ * as sent; a request given up within its turn never reaches the upstream; bytes read before its
+ * head went out are never taken as its answer.
  *
  * It never puts a request head ahead of the
  * previous request's body on a reused connection. Request heads go straight to libuv
@@ -12,7 +13,7 @@
  * next head before that body's tail, and the app read a client's request inside another's body
  * (found by a security review). In-process, against a raw upstream that reads nothing until told.
  */
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, expect, it } from 'vitest';
 import { UpstreamPool } from '../../proxy/upstream/pool.js';
@@ -149,7 +150,7 @@ async function recordingUpstream(done: (bytes: string) => boolean) {
   await once(server, 'listening');
   cleanup.push(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }));
   const pool = new UpstreamPool(`127.0.0.1:${(server.address() as { port: number }).port}`, { connections: 4, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
-  return { received, closed, pool };
+  return { received, closed, sockets, pool };
 }
 
 it.each([
@@ -181,4 +182,31 @@ it('a request given up in the turn it was sent never reaches the upstream', asyn
   while (up.closed[0] === undefined) await new Promise((r) => setTimeout(r, 5));
   await up.closed[0];
   expect(up.received[0]).toBe('');
+});
+
+it('bytes an upstream sent on an idle connection, read in the turn a request is given it, are never taken as that request\'s answer', async () => {
+  const up = await recordingUpstream((b) => b.endsWith('\r\n\r\n'));
+  const first = new Request('GET /first HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
+  up.pool.dispatch(first);
+  await first.ended;
+  expect(first.failed).toBeNull();
+  // the connection is idle in the pool. A trigger socket becomes readable, then the upstream sends
+  // an answer nobody asked for: one poll of the event loop reads both, the trigger first, and its
+  // handler gives the idle connection a request — whose head goes out only at the end of the turn
+  const second = new Request('GET /second HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
+  const triggerServer = createServer();
+  triggerServer.listen(0, '127.0.0.1');
+  await once(triggerServer, 'listening');
+  const accepted = once(triggerServer, 'connection');
+  const trigger = connect((triggerServer.address() as { port: number }).port, '127.0.0.1');
+  const [peer] = (await accepted) as [Socket];
+  cleanup.push(() => new Promise<void>((r) => { trigger.destroy(); peer.destroy(); triggerServer.close(() => r()); }));
+  await once(trigger, 'connect');
+  trigger.on('data', () => up.pool.dispatch(second));
+  peer.write('x');
+  up.sockets[0].write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray');
+  await second.ended;
+  // the connection is closed instead (an exchange sends a bodiless GET again: E_STALE)
+  expect(second.failed).not.toBeNull();
+  expect(up.received[0]).not.toContain('GET /second');
 });
