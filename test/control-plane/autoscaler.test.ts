@@ -28,28 +28,33 @@ afterAll(async () => {
   await pg?.stop();
 });
 
-/** An app that scales to zero with one running instance; returns its image and container ids. */
-async function appWithOneInstance(host: string): Promise<{ imageId: number; containerId: number }> {
+/** An app that scales to zero (at most max(3, n) instances) with `n` running (default 1); returns its image and container ids, oldest first. */
+async function appWithInstances(host: string, n = 1): Promise<{ imageId: number; containerId: number; containerIds: number[] }> {
   const revision = await insertApp(db, userId, host);
   const { rows: [i] } = await db.query<{ id: number }>(
     `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances)
-     VALUES ($1, 'x', 'latest', $2, $3, 'ready', 'berth-test/none:1', 0, 3) RETURNING id`, [userId, host, revision]);
-  const { rows: [c] } = await db.query<{ id: number }>(
-    `INSERT INTO containers (user_id, image_id, status, health, desired) VALUES ($1, $2, 'running', 'healthy', 'running') RETURNING id`, [userId, i.id]);
+     VALUES ($1, 'x', 'latest', $2, $3, 'ready', 'berth-test/none:1', 0, $4) RETURNING id`, [userId, host, revision, Math.max(3, n)]);
+  const containerIds: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const { rows: [c] } = await db.query<{ id: number }>(
+      `INSERT INTO containers (user_id, image_id, status, health, desired) VALUES ($1, $2, 'running', 'healthy', 'running') RETURNING id`, [userId, i.id]);
+    containerIds.push(Number(c.id));
+  }
   ids.push(`img-${i.id}`);
-  return { imageId: Number(i.id), containerId: Number(c.id) };
+  return { imageId: Number(i.id), containerId: containerIds[0], containerIds };
 }
 
 /**
  * An autoscaler with short windows over stand-ins: stops happen; starts never do (as with the
  * container quota reached); one live proxy reports `concurrency` for every route.
  */
-function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: number) => Promise<void> = async () => {}): Autoscaler {
+function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: number) => Promise<void> = async () => {}, refuses: (id: number) => boolean = () => false): Autoscaler {
   return new Autoscaler({
     db,
     // (only what the autoscaler calls)
     service: {
       stop: async (_user: number, id: number) => {
+        if (refuses(id)) throw new Error(`the stand-in refuses to stop container ${id}`);
         await db.query(`UPDATE containers SET desired = 'stopped', status = 'stopped' WHERE id = $1`, [id]);
         await onStopped(id);
       },
@@ -86,7 +91,7 @@ async function tickUntil(a: Autoscaler, done: () => Promise<boolean>, ms: number
 
 describe('the autoscaler', () => {
   it('scales an app back to zero again at once when it was woken after the last scale-down (not half a minute later)', async () => {
-    const { imageId, containerId } = await appWithOneInstance('again.example.com');
+    const { imageId, containerId } = await appWithInstances('again.example.com');
     const a = scaler();
     expect(await tickUntil(a, async () => await desired(containerId) === 'stopped', 5000)).toBe(true);
     expect(await decisions(imageId)).toMatchObject([{ from: 1, to: 0 }]);
@@ -98,7 +103,7 @@ describe('the autoscaler', () => {
   });
 
   it('a wake that comes while the scale-down is carried out does not hold the next one back', async () => {
-    const { imageId, containerId } = await appWithOneInstance('woken.example.com');
+    const { imageId, containerId } = await appWithInstances('woken.example.com');
     // (the first stop is followed at once by a wake: the count is back at 1 when the move ends)
     let wakes = 1;
     const wake = async (id: number) => {
@@ -111,7 +116,7 @@ describe('the autoscaler', () => {
   });
 
   it('records a move that changed nothing (no room for more instances) once, and does not try it every tick', async () => {
-    const { imageId } = await appWithOneInstance('stuck.example.com');
+    const { imageId } = await appWithInstances('stuck.example.com');
     // far more traffic than one instance takes: it wants three, and none can be started
     const a = scaler((id) => (id === `img-${imageId}` ? 500 : 0));
     expect(await tickUntil(a, async () => (await decisions(imageId)).length > 0, 5000)).toBe(true);
@@ -123,5 +128,21 @@ describe('the autoscaler', () => {
     }
     expect(await decisions(imageId)).toHaveLength(1);
     await a.stop();
+  });
+
+  it('a scale-down whose stop of one instance fails still stops the others, and the app goes on down', async () => {
+    const { imageId, containerIds: [c1, c2, c3, c4] } = await appWithInstances('stubborn.example.com', 4);
+    // the newest instance refuses its first stop (its user stopped it meanwhile, Docker away…)
+    let refusals = 1;
+    const a = scaler(undefined, undefined, (id) => id === c4 && refusals-- > 0);
+    // the first decision (at most halving: 4 → 2) stops the two newest, each on its own
+    expect(await tickUntil(a, async () => (await decisions(imageId)).length > 0, 5000)).toBe(true);
+    await a.stop(); // (waits for the move to be carried out)
+    expect(await decisions(imageId)).toMatchObject([{ from: 4, to: 2 }]);
+    expect([await desired(c1), await desired(c2), await desired(c3), await desired(c4)]).toEqual(['running', 'running', 'stopped', 'running']);
+    // the move did something: the next ones follow as the windows say, down to zero
+    const b = scaler();
+    expect(await tickUntil(b, async () => (await Promise.all([c1, c2, c4].map(desired))).every((d) => d === 'stopped'), 5000)).toBe(true);
+    await b.stop();
   });
 });
