@@ -1,15 +1,60 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-/** A TCP port that was free a moment ago (bind to port 0, read it, close). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+/** Where ports are picked when the ephemeral range leaves room below it. */
+const PICK_FROM = 10_000;
+
+/**
+ * The first port of the kernel's ephemeral range (Linux: ip_local_port_range), or 0 when unknown.
+ * Read once per process.
+ */
+let ephemeralLow: number | undefined;
+function ephemeralStart(): number {
+  if (ephemeralLow === undefined) {
+    try {
+      const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]);
+      ephemeralLow = Number.isInteger(low) && low > 0 && low <= 65535 ? low : 0;
+    } catch {
+      ephemeralLow = 0;
+    }
+  }
+  return ephemeralLow;
+}
+
+/** Listen on `port` (0: any) and close again; the port it got, or null when it could not. */
+function probe(host: string, port: number): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.unref();
-    s.on('error', reject);
-    s.listen(0, host, () => {
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (port !== 0 && (e.code === 'EADDRINUSE' || e.code === 'EACCES')) resolve(null);
+      else reject(e);
+    });
+    s.listen(port, host, () => {
       const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
+      const got = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(got));
     });
   });
+}
+
+/**
+ * A TCP port that was free a moment ago, for a process about to listen on it.
+ *
+ * Picked at random below the kernel's ephemeral range where it leaves room (10,000 up to it:
+ * 10,000–32,767 on a default Linux), not by binding port 0: port 0 hands out a port of that very
+ * range, from which every outgoing connection also takes its local port — under load (a proxy
+ * opening upstream connections, tests making thousands of requests) one of them took such a port
+ * between the pick and the listen now and then, and the listen failed. Below the range only
+ * another pick can collide. Without the range (not Linux), or with no room below it, port 0.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const low = ephemeralStart();
+  if (low > PICK_FROM + 1000) {
+    for (let i = 0; i < 20; i++) {
+      const port = await probe(host, PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM)));
+      if (port !== null) return port;
+    }
+  }
+  return (await probe(host, 0))!;
 }
