@@ -13,12 +13,13 @@
  * connection is on the sweep's list from its creation to its close (no per-request bookkeeping).
  *
  * A request's head is written at the end of the event-loop turn (`batches`, below), with the
- * first piece of its body when it came in the same turn. Pipelining (RouteSpec.pipeline, opt-in): a bodiless GET of a pipelining route goes out in that
- * write together with those of the requests of the same route and turn that joined it
- * (`append`, up to the route's depth): one write and, usually, one read
- * for several requests. The answers come back in order: `handler` is the one being answered,
- * `behind` the ones after it. The ones behind are sent again, alone (E_PIPELINE_RESEND; the
- * exchange does it), whenever waiting could cost them more than a resend: the connection ends
+ * first piece of its body when it came in the same turn. Pipelining (RouteSpec.pipeline,
+ * opt-in): a bodiless GET of a pipelining route goes out in that write together with those of the
+ * requests of the same route and turn that joined it (`append`, up to the route's depth): one
+ * write and, usually, one read for several requests. The answers come back in order: `handler`
+ * is the one being answered, `behind` the ones after it. The ones behind are sent again, alone
+ * (E_PIPELINE_RESEND; the exchange does it), whenever waiting could cost them more than a
+ * resend: the connection ends
  * (or the next answer does not parse) before their answer began, the answer in front is not a
  * small one of known length (a stream, a download, 204/304 framing an app might get wrong), its
  * client reads slowly, or it is not whole PIPELINE_STALL_MS after its turn began. The connection
