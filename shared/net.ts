@@ -3,6 +3,9 @@ import { createServer } from 'node:net';
 
 /** Where ports are picked when the ephemeral range leaves room below it. */
 const PICK_FROM = 10_000;
+/** The ports this process was given last: not given again (each probe closes before it returns). */
+const given: number[] = [];
+const GIVEN_MAX = 256;
 
 /**
  * The first port of the kernel's ephemeral range (Linux: ip_local_port_range), or 0 when unknown.
@@ -46,15 +49,21 @@ function probe(host: string, port: number): Promise<number | null> {
  * range, from which every outgoing connection also takes its local port — under load (a proxy
  * opening upstream connections, tests making thousands of requests) one of them took such a port
  * between the pick and the listen now and then, and the listen failed. Below the range only
- * another pick can collide. Without the range (not Linux), or with no room below it, port 0.
+ * another process's pick, or a service started meanwhile on a fixed port, can collide; a port
+ * this process was given lately is not given again. Without the range (not Linux), or with no
+ * room below it, port 0.
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const low = ephemeralStart();
+  let port: number | null = null;
   if (low > PICK_FROM + 1000) {
-    for (let i = 0; i < 20; i++) {
-      const port = await probe(host, PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM)));
-      if (port !== null) return port;
+    for (let i = 0; i < 20 && port === null; i++) {
+      const p = PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM));
+      if (!given.includes(p)) port = await probe(host, p);
     }
   }
-  return (await probe(host, 0))!;
+  port ??= (await probe(host, 0))!;
+  given.push(port);
+  if (given.length > GIVEN_MAX) given.shift();
+  return port;
 }

@@ -55,6 +55,13 @@ done = function(summary, latency, requests)
 end
 `;
 
+/** A Lua string literal of `s`'s UTF-8 bytes: printable ASCII as is (but `"` and `\`), every other byte as `\ddd` (decimal). */
+function luaString(s: string): string {
+  let out = '"';
+  for (const b of Buffer.from(s, 'utf8')) out += b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c ? String.fromCharCode(b) : `\\${String(b).padStart(3, '0')}`;
+  return out + '"';
+}
+
 function lastLine(file: string): string {
   try {
     return readFileSync(file, 'utf8').trim().split('\n').slice(-3).join(' | ');
@@ -72,7 +79,7 @@ function collect(t: ReturnType<typeof spawnTracked>): Promise<{ code: number | n
 
 async function runWrk(o: LoadOpts): Promise<LoadResult> {
   const script = join(o.workDir, 'report.lua');
-  writeFileSync(script, (o.body === undefined ? '' : `wrk.method = "POST"\nwrk.body = ${JSON.stringify(o.body)}\nwrk.headers["Content-Type"] = "application/json"\n`) + WRK_LUA);
+  writeFileSync(script, (o.body === undefined ? '' : `wrk.method = "POST"\nwrk.body = ${luaString(o.body)}\nwrk.headers["Content-Type"] = "application/json"\n`) + WRK_LUA);
   const url = `http://127.0.0.1:${o.port}${o.path}`;
   const errFile = join(o.workDir, 'wrk.err');
   writeFileSync(errFile, '');

@@ -140,7 +140,7 @@ describe('the autoscaler', () => {
     await a.stop(); // (waits for the move to be carried out)
     expect(await decisions(imageId)).toMatchObject([{ from: 4, to: 2 }]);
     expect([await desired(c1), await desired(c2), await desired(c3), await desired(c4)]).toEqual(['running', 'running', 'stopped', 'running']);
-    // the move did something: the next ones follow as the windows say, down to zero
+    // and the app goes on down, as the windows say, to zero (the refused instance too)
     const b = scaler();
     expect(await tickUntil(b, async () => (await Promise.all([c1, c2, c4].map(desired))).every((d) => d === 'stopped'), 5000)).toBe(true);
     await b.stop();
