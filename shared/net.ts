@@ -41,8 +41,13 @@ function probe(host: string, port: number): Promise<number | null> {
   });
 }
 
+/** A TCP port that was free a moment ago (bind to port 0, read it, close): for a long-lived listener. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return (await probe(host, 0))!;
+}
+
 /**
- * A TCP port that was free a moment ago, for a process about to listen on it.
+ * A TCP port that was free a moment ago, for a process a test or a benchmark starts now.
  *
  * Picked at random below the kernel's ephemeral range where it leaves room (10,000 up to it:
  * 10,000–32,767 on a default Linux), not by binding port 0: port 0 hands out a port of that very
@@ -51,9 +56,10 @@ function probe(host: string, port: number): Promise<number | null> {
  * between the pick and the listen now and then, and the listen failed. Below the range only
  * another process's pick, or a service started meanwhile on a fixed port, can collide; a port
  * this process was given lately is not given again. Without the range (not Linux), or with no
- * room below it, port 0.
+ * room below it, port 0. Not for long-lived listeners (the embedded PostgreSQL takes freePort()):
+ * fixed-port services live in this range, and one started later would find its port taken.
  */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
+export async function freePortBelowEphemeral(host = '127.0.0.1'): Promise<number> {
   const low = ephemeralStart();
   let port: number | null = null;
   if (low > PICK_FROM + 1000) {

@@ -1,7 +1,7 @@
 /** Loopback helpers: free ports, one-shot HTTP requests, readiness polling. */
 import { request } from 'node:http';
 
-export { freePort } from '../../shared/net.js';
+export { freePortBelowEphemeral as freePort } from '../../shared/net.js';
 
 export interface SimpleResponse {
   status: number;

@@ -1,7 +1,7 @@
 /**
  * Fallback upstream when nginx is not installed: a bare uWebSockets.js server (never
  * node:http — the upstream must be much faster than any proxy under test).
- * Usage: node uws-upstream.js PORT [PORT...]   GET /small → "ok", GET /64k → 64 KiB.
+ * Usage: node uws-upstream.js PORT [PORT...]   GET /64k → 64 KiB, anything else (GET or POST /small) → "ok".
  */
 import uWS from 'uWebSockets.js';
 

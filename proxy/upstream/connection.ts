@@ -162,11 +162,18 @@ export const PIPELINE_PAUSE_MS = 10_000;
  * timer's wait.
  */
 let batches: UpstreamConnection[] = [];
+/** the list of the last turn, emptied, for the next (no array per turn) */
+let spare: UpstreamConnection[] = [];
 function writeBatches(): void {
   const list = batches;
-  batches = [];
+  batches = spare;
   for (let i = 0; i < list.length; i++) list[i].flush();
+  list.length = 0;
+  spare = list;
 }
+
+/** The last chunk of a chunked request body. */
+const LAST_CHUNK = '0\r\n\r\n';
 
 /**
  * Where the answer of a pipelined request whose client left goes: read to its end (framed as its
@@ -215,9 +222,7 @@ export class UpstreamConnection implements ResponseSink {
   private batch = '';
   /** the first request body piece of the turn, written with the head by flush() */
   private held: Buffer | null = null;
-  /** the request body ended (chunked: its last chunk) in the turn: flush() writes it too */
-  private heldEnd = false;
-  /** the held body is sent chunked (the client sent it so) */
+  /** the request body of the turn's request is sent chunked (the client sent it so) */
   private heldChunked = false;
   /** the batch's route and depth (its first request's) */
   private batchGroup = '';
@@ -359,8 +364,6 @@ export class UpstreamConnection implements ResponseSink {
     if (batches.length === 0) setImmediate(writeBatches);
     batches.push(this);
     this.batch = h.upstreamHead;
-    this.held = null;
-    this.heldEnd = false;
     this.batchGroup = h.pipelineGroup;
     this.batchDepth = h.pipeline;
     this.turnStart = clock.now;
@@ -389,10 +392,10 @@ export class UpstreamConnection implements ResponseSink {
     if (data === '') return; // (written already: a second body piece came in the turn)
     this.batch = '';
     const body = this.held;
-    const end = this.heldEnd;
     this.held = null;
-    this.heldEnd = false;
     if (this.state !== BUSY) return;
+    // the body ended in the turn (a bodiless request's is done from the start)
+    const end = this.requestDone && this.handler !== null && this.handler.hasBody;
     try {
       if (body === null && !end) this.write(data);
       else {
@@ -403,7 +406,7 @@ export class UpstreamConnection implements ResponseSink {
         s.cork();
         s.write(data, 'latin1');
         if (body !== null) this.send(body, chunked);
-        if (end && chunked) s.write('0\r\n\r\n', 'latin1');
+        if (end && chunked) s.write(LAST_CHUNK, 'latin1');
         s.uncork();
       }
     } catch (e) {
@@ -472,12 +475,9 @@ export class UpstreamConnection implements ResponseSink {
   /** The request body is complete. */
   endBody(chunked: boolean): void {
     if (this.state !== BUSY) return;
-    if (this.batch !== '') {
-      // (goes with the head at the end of the turn)
-      this.heldEnd = true;
-      this.heldChunked = chunked;
-    }
-    else if (chunked) this.socket.write('0\r\n\r\n', 'latin1');
+    // (with the head still to go, the end goes with it at the end of the turn: flush())
+    if (this.batch !== '') this.heldChunked = chunked;
+    else if (chunked) this.socket.write(LAST_CHUNK, 'latin1');
     this.requestDone = true;
     // the headers timeout runs from the end of the request
     if (!this.gotHead && this.handler !== null && this.handler.headersTimeoutMs > 0) this.deadline = clock.now + this.handler.headersTimeoutMs;

@@ -116,9 +116,9 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
  * per GATHER's worth: an app streaming a byte per chunk made one client write — one send() —
  * per byte, some 40,000 for one 256 KiB read, and one tenant could keep the proxy's thread busy
  * for everyone. 4 KiB, not less: chunks just past a smaller bound (513 bytes) still made some 500
-sends per read; copying 4 KiB costs less than one send. Larger chunks go on as views of the read
-buffer, as before (at most 64 sends per 256 KiB read). One buffer for the
- * thread: it is always emptied before execute() returns.
+ * sends per read; copying 4 KiB costs less than one send. Larger chunks go on as views of the
+ * read buffer (at most 64 sends per 256 KiB read). One buffer for the thread: it is always
+ * emptied before execute() returns.
  */
 const SMALL_CHUNK = 4096;
 const GATHER = Buffer.allocUnsafe(CORKED_WRITE_MAX);

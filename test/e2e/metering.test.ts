@@ -11,7 +11,7 @@ import { startControlPlane, type ControlPlane } from '../../control-plane/app.js
 import { Api } from '../helpers/api.js';
 import { insertReadyImage } from '../helpers/control-plane.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { freePort } from '../../shared/net.js';
+import { freePort } from '../helpers/ports.js';
 import { startProxy, type ProxyProc } from '../proxy/harness.js';
 import { METER_BUCKET_COUNT } from '../../shared/metering/schema.js';
 import { execFile } from 'node:child_process';

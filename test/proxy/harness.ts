@@ -60,8 +60,8 @@ export interface ProxyProc {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export { freePort } from '../../shared/net.js';
-import { freePort } from '../../shared/net.js';
+export { freePort } from '../helpers/ports.js';
+import { freePort } from '../helpers/ports.js';
 
 export async function waitFor(fn: () => Promise<boolean> | boolean, timeoutMs = 10_000, stepMs = 50): Promise<void> {
   const end = Date.now() + timeoutMs;

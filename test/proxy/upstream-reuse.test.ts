@@ -7,7 +7,7 @@
  * head went out are never taken as its answer.
  *
  * It never puts a request head ahead of the
- * previous request's body on a reused connection. Request heads go straight to libuv
+ * previous request's body on a reused connection. A head sent alone goes straight to libuv
  * (stream-handle.ts writeHead) while body chunks go through the socket's stream, which holds
  * them in its buffer while a write is pending on a full socket: a connection reused then sent the
  * next head before that body's tail, and the app read a client's request inside another's body
