@@ -210,15 +210,19 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     // one pass over the records (in batches), folded per image
     const accs = new Map<number, SummaryAcc>();
     // one snapshot: running records are priced at one instant
-    const [, reqs, { rows: imgs }] = await withSnapshot(app.db, (c) => Promise.all([
-      eachRecord(c, uid, undefined, (r) => {
+    // (one query after the other: a client runs one at a time anyway, and pg 9 refuses a second
+    // query while one runs)
+    const [reqs, { rows: imgs }] = await withSnapshot(app.db, async (c) => {
+      await eachRecord(c, uid, undefined, (r) => {
         let a = accs.get(r.image_id);
         if (!a) accs.set(r.image_id, (a = new SummaryAcc()));
         a.add(r);
-      }),
-      requestsByImage(c, uid),
-      c.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
-    ]));
+      });
+      return [
+        await requestsByImage(c, uid),
+        await c.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
+      ] as const;
+    });
     const ids = new Set<number>([...imgs.map((i) => Number(i.id)), ...accs.keys(), ...reqs.keys()]);
     const hostOf = new Map(imgs.map((i) => [Number(i.id), i.app_hostname]));
     const images = [...ids].sort((a, b) => a - b).map((id) => {
@@ -244,14 +248,16 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     const limit = req.query.limit ?? RECORDS_PAGE_DEFAULT;
     const acc = new SummaryAcc();
     // one snapshot: the summary and the page price a running record at the same instant
-    const [, reqs, { rows: imgs }, { rows: page }] = await withSnapshot(app.db, (c) => Promise.all([
-      eachRecord(c, uid, id, (r) => acc.add(r)),
-      requestsByImage(c, uid, id),
-      c.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
-      c.query<RecordRow>(
-        `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
-          WHERE user_id = $1 AND image_id = $2 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4`, [uid, id, req.query.before ?? null, limit + 1]),
-    ]));
+    const [reqs, { rows: imgs }, { rows: page }] = await withSnapshot(app.db, async (c) => {
+      await eachRecord(c, uid, id, (r) => acc.add(r));
+      return [
+        await requestsByImage(c, uid, id),
+        await c.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
+        await c.query<RecordRow>(
+          `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
+            WHERE user_id = $1 AND image_id = $2 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4`, [uid, id, req.query.before ?? null, limit + 1]),
+      ] as const;
+    });
     const rq = reqs.get(id);
     if (!imgs.length && !acc.runs && !rq) throw notFound('image');
     const more = page.length > limit;

@@ -54,6 +54,8 @@ await describeWithDocker('autoscaling an app with a floor', () => {
     const l = load(Number(new URL(px.url).port), HOST, 30, { path: '/cgi-bin/slow', timeoutMs: 30_000 });
     try {
       await waitFor('≥ 3 instances', async () => (await running()).length >= 3, 30_000, 200);
+      // (a quick scale-up may beat the load: it goes on until enough requests went through)
+      await waitFor('50 answers under load', async () => l.stats.ok > 50, 30_000, 100);
     } finally {
       await l.stop();
     }

@@ -169,7 +169,11 @@ describe('/api/workloads', () => {
   it('stop: 200 with the run stopped and its metrics so far; again 409', async () => {
     const r = await a.post('/api/workloads', { app_hostname: 'shop.localhost', rps: 100, duration_seconds: 60 });
     expect(r.status).toBe(201);
-    await new Promise((res) => setTimeout(res, 1500));
+    // (its live metrics past 100 requests first: a worker thread takes a while to start on a busy machine)
+    const deadline = Date.now() + 15_000;
+    while (((await a.get(`/api/workloads/${r.body.id}`)).body.metrics?.total_requests ?? 0) <= 100 && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 100));
+    }
     const s = await a.post(`/api/workloads/${r.body.id}/stop`);
     expect(s.status, s.text).toBe(200);
     expect(s.body.status).toBe('stopped');
