@@ -55,6 +55,16 @@ export function resendsStale(method: string, hasBody: boolean, resends: number):
   return !hasBody && resends < MAX_STALE_RESENDS && (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
 }
 
+/**
+ * A request given a connection that closed before its head went out (UPSTREAM_NOT_SENT): nothing
+ * of it reached the upstream, so any method, with its body, is sent again — up to the same cap
+ * (an upstream that closes every connection the moment it is used must not hold a request for
+ * ever), then judged as a close.
+ */
+export function resendsUnsent(resends: number): boolean {
+  return resends < MAX_STALE_RESENDS;
+}
+
 /** Judge an upstream error that happened before any response header reached the proxy. */
 export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict {
   const code = err.code;
@@ -86,6 +96,10 @@ export function judgeBeforeHeaders(err: UpstreamError, method: string): Verdict 
   }
   if (err.name === 'HTTPParserError' || (code !== undefined && code.startsWith('HPE_'))) {
     return { fault: FAULT_ENDPOINT, retry: false, status: 502, code: 'upstream_protocol_error', message: `upstream sent a malformed response: ${err.message}` };
+  }
+  if (code === 'UPSTREAM_NOT_SENT') {
+    // (after MAX_STALE_RESENDS of them: an endpoint that closes its connections as they are used)
+    return { fault: FAULT_ENDPOINT, retry: true, status: 502, code: 'upstream_error', message: `upstream closed the connection before the request went out (${code})` };
   }
   if (code === 'UPSTREAM_CLOSED' || code === 'UPSTREAM_STALE_CONNECTION' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE') {
     return { fault: FAULT_ENDPOINT, retry: IDEMPOTENT.has(method), status: 502, code: 'upstream_error', message: `upstream closed the connection (${code})` };

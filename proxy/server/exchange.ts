@@ -13,10 +13,10 @@ import type { HttpResponse } from 'uWebSockets.js';
 import { stickyTarget, type Target } from '../balancing/target.js';
 import { latencyBucket, type EndpointMeter } from '../metrics/meter.js';
 import { globalStats } from '../metrics/route-stats.js';
-import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, isConnectError, judgeBeforeHeaders, resendsStale } from '../resilience/failure-policy.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, faultAfterHeaders, isConnectError, judgeBeforeHeaders, resendsStale, resendsUnsent } from '../resilience/failure-policy.js';
 import type { RouteQueue } from '../routing/queue.js';
 import type { Route } from '../routing/route.js';
-import { E_INTERNAL, E_PIPELINE_RESEND, E_STALE, PIPELINE_MAX_BODY, PIPELINE_PAUSE_MS, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
+import { E_INTERNAL, E_NOT_SENT, E_PIPELINE_RESEND, E_STALE, PIPELINE_MAX_BODY, PIPELINE_PAUSE_MS, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../upstream/connection.js';
 import type { ResponseHead } from '../upstream/response-parser.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamPool } from '../upstream/pool.js';
@@ -294,6 +294,16 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     }
   }
 
+  /** Body pieces a connection had taken before it closed, its head unsent: first in line again. */
+  private takeBack(pieces: Buffer[]): void {
+    let n = 0;
+    for (let i = 0; i < pieces.length; i++) n += pieces[i].length;
+    const q = this.bodyQueue;
+    this.bodyQueue = q === null ? pieces : pieces.concat(q);
+    this.bodyQueued += n;
+    held.bytes += n;
+  }
+
   private pauseClient(): void {
     if (this.clientPaused) return;
     this.clientPaused = true;
@@ -360,13 +370,16 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (err.code === E_INTERNAL) internalError(null, (err.cause as Error | undefined) ?? err);
     if (this.upstreamDone) return;
     const code = err.code;
-    if ((code === E_PIPELINE_RESEND || (code === E_STALE && resendsStale(this.method, this.hasBody, this.staleResends))) && !this.aborted && ep !== null) {
-      // pipelined behind an answer that ended its connection, or would have held it up; or sent
-      // on a keep-alive connection the upstream was closing: sent again, alone and afresh, as any
-      // request is — balanced (its endpoint again, most likely), the breaker asked, the books
-      // settled; not an attempt in the retry policy's sense
+    if ((code === E_PIPELINE_RESEND || (code === E_NOT_SENT && resendsUnsent(this.staleResends)) ||
+      (code === E_STALE && resendsStale(this.method, this.hasBody, this.staleResends))) && !this.aborted && ep !== null) {
+      // pipelined behind an answer that ended its connection, or would have held it up; sent on
+      // a keep-alive connection the upstream was closing; or given one that closed before the
+      // request went out: sent again, alone and afresh, as any request is — balanced (its
+      // endpoint again, most likely), the breaker asked, the books settled; not an attempt in the
+      // retry policy's sense
       this.conn = null;
       this.pipeline = 1;
+      if (code === E_NOT_SENT && err.body) this.takeBack(err.body);
       if (code === E_PIPELINE_RESEND) this.route.stats.resent++;
       else {
         this.staleResends++;

@@ -101,11 +101,20 @@ export const E_PIPELINE_RESEND = 'UPSTREAM_PIPELINE_RESEND';
  * endpoint's failure); anything else is judged as a closed connection.
  */
 export const E_STALE = 'UPSTREAM_STALE_CONNECTION';
+/**
+ * the connection ended (or sent bytes nobody asked for) before the request's head went out at the
+ * end of its turn: not one byte of it reached the upstream, so any request may be sent again
+ * (another connection; the keep-alive race, caught before the write). `body`: the pieces of its
+ * body the connection had taken, in order, to be sent with it again.
+ */
+export const E_NOT_SENT = 'UPSTREAM_NOT_SENT';
 /** a bug while handling a read (the error is the `cause`): costs the exchange, never the process */
 export const E_INTERNAL = 'PROXY_INTERNAL';
 
 export interface UpstreamError extends Error {
   code: string;
+  /** E_NOT_SENT: the request body pieces the connection had taken (none: null) */
+  body?: Buffer[] | null;
 }
 
 export function upstreamError(code: string, message: string): UpstreamError {
@@ -222,6 +231,10 @@ export class UpstreamConnection implements ResponseSink {
   private batch = '';
   /** the first request body piece of the turn, written with the head by flush() */
   private held: Buffer | null = null;
+  /** the request's head has not gone out (from start() until flush() writes it) */
+  private unsent = false;
+  /** body pieces given to a connection that closed before the head went out (E_NOT_SENT) */
+  private kept: Buffer[] | null = null;
   /** the request body of the turn's request is sent chunked (the client sent it so) */
   private heldChunked = false;
   /** the batch's route and depth (its first request's) */
@@ -358,6 +371,7 @@ export class UpstreamConnection implements ResponseSink {
     } else this.deadline = h.headersTimeoutMs > 0 ? clock.now + h.headersTimeoutMs : 0;
     this.promoted = false;
     this.sawBytes = false;
+    this.unsent = true;
     this.startedAt = clock.now;
     // written at the end of the turn, with the other heads of the turn (see writeBatches) and
     // the first piece of its body, if one comes in the turn (writeBody)
@@ -391,9 +405,11 @@ export class UpstreamConnection implements ResponseSink {
     const data = this.batch;
     if (data === '') return; // (written already: a second body piece came in the turn)
     this.batch = '';
+    // (closed before its turn ended: the close hands the held piece back, E_NOT_SENT)
+    if (this.state !== BUSY) return;
     const body = this.held;
     this.held = null;
-    if (this.state !== BUSY) return;
+    this.unsent = false;
     // the body ended in the turn (a bodiless request's is done from the start)
     const end = this.requestDone && this.handler !== null && this.handler.hasBody;
     try {
@@ -438,7 +454,11 @@ export class UpstreamConnection implements ResponseSink {
 
   /** A request body chunk; false when the socket's buffer is full (wait for onUpstreamDrain). */
   writeBody(chunk: Buffer, chunked: boolean): boolean {
-    if (this.state !== BUSY) return true;
+    if (this.state !== BUSY) {
+      // closed in the turn, before the head went out: the piece goes back with the rest (E_NOT_SENT)
+      if (this.unsent && this.handler !== null) (this.kept ??= []).push(chunk);
+      return true;
+    }
     // a body that keeps coming keeps its request alive: each BODY_PROGRESS_BYTES push the deadline
     // back, up to the body's total (a trickle of a byte now and then never does)
     if ((this.bodyProgress += chunk.length) >= BODY_PROGRESS_BYTES) {
@@ -614,6 +634,12 @@ export class UpstreamConnection implements ResponseSink {
   private onEnd(): void {
     // (first: a pipelined request behind must not become the next to be answered)
     this.reusable = false;
+    if (this.state === BUSY && this.unsent) {
+      // the upstream closed the connection the turn it was given a request, whose head has not
+      // gone out: it never will (the close tells the request, E_NOT_SENT)
+      this.destroy();
+      return;
+    }
     // a response delimited by the end of the connection completes here
     if (this.state === BUSY) {
       const err = this.parser.finish();
@@ -639,7 +665,16 @@ export class UpstreamConnection implements ResponseSink {
       this.owner.connectFailed(this, err);
       return;
     }
-    if (h !== null && ((this.promoted && !this.gotHead) || (unanswered && this.behind.length > 0))) {
+    if (h !== null && this.unsent) {
+      // nothing of the request went out: it may go anywhere else, whatever its method (the
+      // requests pipelined behind it in its batch are told below, as always)
+      const err = upstreamError(E_NOT_SENT, `upstream closed the connection before the request went out${cause ? ` (${cause.message})` : ''}`);
+      const body = this.held === null ? this.kept : [this.held, ...(this.kept ?? [])];
+      err.body = body !== null && body.length > 0 ? body : null;
+      this.held = null;
+      this.kept = null;
+      h.onUpstreamError(err);
+    } else if (h !== null && ((this.promoted && !this.gotHead) || (unanswered && this.behind.length > 0))) {
       // pipelined, and the upstream closed after the answer in front of it; or the first of a
       // batch, and it closed before answering (an app that does not take pipelined requests may
       // close, or reset, the connection on seeing more than one)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { forwardableTarget, forwardableValue, validContentLength, validHost, validTransferEncoding } from '../../proxy/server/admission.js';
-import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, FAULT_PROTOCOL, faultAfterHeaders, judgeBeforeHeaders, MAX_STALE_RESENDS, resendsStale } from '../../proxy/resilience/failure-policy.js';
+import { FAULT_CLIENT, FAULT_ENDPOINT, FAULT_NEUTRAL, FAULT_PROTOCOL, faultAfterHeaders, judgeBeforeHeaders, MAX_STALE_RESENDS, resendsStale, resendsUnsent } from '../../proxy/resilience/failure-policy.js';
 import { varyCacheable, forbidsStore } from '../../proxy/server/headers.js';
 import { CircuitBreaker, HALF_OPEN, PROBE_LEASE_MS } from '../../proxy/resilience/circuit-breaker.js';
 
@@ -58,6 +58,14 @@ describe('failure policy', () => {
     // judged as any close when it is not sent again: idempotent methods may be retried by policy
     const v = judgeBeforeHeaders({ code: 'UPSTREAM_STALE_CONNECTION', message: '' }, 'POST');
     expect([v.fault, v.retry, v.status]).toEqual([FAULT_ENDPOINT, false, 502]);
+  });
+  it('a request whose connection closed before it went out is sent again whatever its method, a bounded number of times', () => {
+    expect(resendsUnsent(0)).toBe(true);
+    expect(resendsUnsent(MAX_STALE_RESENDS - 1)).toBe(true);
+    expect(resendsUnsent(MAX_STALE_RESENDS)).toBe(false);
+    // past that, the endpoint's fault, and another endpoint may be tried (nothing reached this one)
+    const v = judgeBeforeHeaders({ code: 'UPSTREAM_NOT_SENT', message: '' }, 'POST');
+    expect([v.fault, v.retry, v.status]).toEqual([FAULT_ENDPOINT, true, 502]);
   });
   it('a reset is retried only for idempotent methods; after headers only body failures count', () => {
     expect(judgeBeforeHeaders({ code: 'ECONNRESET', message: '' }, 'POST').retry).toBe(false);
