@@ -266,17 +266,21 @@ describe('archive attacks are rejected with the entry named', () => {
   it('entries deep in one tree cost about what shallow ones do (each new directory is checked once, not once per entry)', async () => {
     const time = async (depth: number) => {
       const base = Array.from({ length: depth }, (_, i) => `d${i}`).join('/');
-      const tar = await makeTar(Array.from({ length: 2000 }, (_, i) => ({ name: `${base}/f${i}`, content: 'x' })));
+      const tar = await makeTar(Array.from({ length: 1000 }, (_, i) => ({ name: `${base}/f${i}`, content: 'x' })));
       const t0 = performance.now();
       const dir = await extract(tar, { maxEntries: 5000, maxBytes: 1 << 20 });
       const ms = performance.now() - t0;
-      expect((await readdir(join(dir, base))).length).toBe(2000);
+      expect((await readdir(join(dir, base))).length).toBe(1000);
       return ms;
     };
-    const shallow = await time(1);
-    const deep = await time(60);
+    // each twice, in turn, the quicker of each: a busy machine slows one run, rarely both
+    const shallow = [await time(1)];
+    const deep = [await time(60)];
+    shallow.push(await time(1));
+    deep.push(await time(60));
+    const [s, d] = [Math.min(...shallow), Math.min(...deep)];
     // checked per entry and level it was ~4.4× (12.3 s against 2.8 s for 3,000 entries here)
-    expect(deep, `${deep.toFixed(0)} ms deep vs ${shallow.toFixed(0)} ms shallow`).toBeLessThan(2.5 * shallow + 500);
+    expect(d, `${d.toFixed(0)} ms deep vs ${s.toFixed(0)} ms shallow`).toBeLessThan(2.5 * s + 250);
   }, 60_000);
 
   it('a link replacing an earlier link is checked again for the entries through it (the checked-directory memo holds real directories only)', async () => {
