@@ -22,7 +22,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { route, rss, startProxy, table, type ProxyProc } from '../proxy/harness.js';
+import { putRoutes, route, rss, startProxy, table, type ProxyProc } from '../proxy/harness.js';
 
 // ---- raw upstreams -----------------------------------------------------------------------------
 
@@ -647,6 +647,15 @@ function writeLength(s: Socket, body: Buffer, extra = ''): void {
 
 describe('large bodies through the shared read buffer', () => {
   const MiB = 1024 * 1024;
+  // what is checked here is bytes, not timeouts: a busy machine (this process is the upstreams and
+  // the clients) once took longer than 1.5 s to answer a fast request behind 8 MiB
+  const withHeadersMs = async (headersMs: number) => {
+    const opts = { ...ROUTE_OPTS, timeouts: { ...ROUTE_OPTS.timeouts, headersMs } };
+    const r = await putRoutes(p, table(ups.map((u, i) => route(`u${i}`, [u.host], [u.address], opts)), Date.now()));
+    expect(r.status).toBe(200);
+  };
+  beforeAll(() => withHeadersMs(10_000));
+  afterAll(() => withHeadersMs(ROUTE_OPTS.timeouts.headersMs));
 
   // 1 MiB can fit in the kernel's socket buffers between the proxy and a client that does not
   // read (about 9 MiB were absorbed here before the proxy stopped reading its upstream); the 8 MiB
