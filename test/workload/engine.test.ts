@@ -149,8 +149,10 @@ describe('coordinated omission', () => {
     // late = sent > 10 ms after the intended start. Without enough connections every request from the
     // stall on would be late (and arrive after it, which the count above rules out). Some are late
     // for real: the 200 held answers arrive at once and take the loop a while, more so on a busy
-    // machine (which also delays a few anywhere): at most 15 % of the stalled seconds' sends, 10 % overall
-    for (const p of m.series.filter((x) => x.t === 1 || x.t === 2)) expect(p.late, `second ${p.t}`).toBeLessThanOrEqual(p.sent * 0.15);
+    // machine (which also delays a few anywhere): at most 25 % of the stalled seconds' sends (one
+    // busy run had 18 %; held back by the stall, the half of each of those seconds inside it would
+    // be late: 50 %), 10 % overall
+    for (const p of m.series.filter((x) => x.t === 1 || x.t === 2)) expect(p.late, `second ${p.t}`).toBeLessThanOrEqual(p.sent * 0.25);
     expect(m.late_requests).toBeLessThanOrEqual(80);
     expect(m.dropped_requests).toBe(0);
     expect(m.failed_requests).toBe(0);
