@@ -414,7 +414,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(Date.now() - t0).toBeLessThan(2900);
     expect(await viaProxy(host, '/www/index.html')).toEqual({ status: 200, body: 'ok' });
     // the next revision with room for it
-    const again = await berth(['deploy', app, '--host', host, '--request-timeout', '10']);
+    const again = await berth(['deploy', '--host', host, '--no-build', '--request-timeout', '10']); // (the same image: no build)
     expect(again.code, again.out + again.err).toBe(0);
     expect(await viaProxy(host, '/cgi-bin/slow')).toEqual({ status: 200, body: 'slow' });
     // --private: only callers with an invoker token (berth access) get through, from this deploy on
