@@ -302,6 +302,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.bodyQueue = q === null ? pieces : pieces.concat(q);
     this.bodyQueued += n;
     held.bytes += n;
+    // (as onChunk would have: the client waits while it has too much held)
+    if (!this.bodyEnded && (this.bodyQueued > BODY_QUEUE_MAX || held.bytes > HELD_BODIES_MAX)) this.pauseClient();
   }
 
   private pauseClient(): void {

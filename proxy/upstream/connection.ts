@@ -278,7 +278,12 @@ export class UpstreamConnection implements ResponseSink {
     takeReads(s, this);
     this.socket = s;
     s.on('connect', () => this.onConnect());
-    s.on('error', (e) => { this.pendingError = e; });
+    s.on('error', (e) => {
+      this.pendingError = e;
+      // a reset read the turn the connection was given a request, its head not out yet: the
+      // request goes elsewhere (E_NOT_SENT), as on an end (a write to the dead socket would fail)
+      if (this.state === BUSY && this.unsent) this.destroy();
+    });
     s.on('end', () => this.onEnd());
     s.on('close', () => this.onClose());
     s.on('drain', () => { if (this.handler !== null) this.handler.onUpstreamDrain(); });
@@ -665,27 +670,37 @@ export class UpstreamConnection implements ResponseSink {
       this.owner.connectFailed(this, err);
       return;
     }
-    if (h !== null && this.unsent) {
-      // nothing of the request went out: it may go anywhere else, whatever its method (the
-      // requests pipelined behind it in its batch are told below, as always)
-      const err = upstreamError(E_NOT_SENT, `upstream closed the connection before the request went out${cause ? ` (${cause.message})` : ''}`);
-      const body = this.held === null ? this.kept : [this.held, ...(this.kept ?? [])];
-      err.body = body !== null && body.length > 0 ? body : null;
-      this.held = null;
-      this.kept = null;
-      h.onUpstreamError(err);
-    } else if (h !== null && ((this.promoted && !this.gotHead) || (unanswered && this.behind.length > 0))) {
-      // pipelined, and the upstream closed after the answer in front of it; or the first of a
-      // batch, and it closed before answering (an app that does not take pipelined requests may
-      // close, or reset, the connection on seeing more than one)
-      h.onUpstreamError(upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began'));
-    } else if (h !== null && this.answered > 0 && unanswered && clock.now - this.startedAt <= STALE_WINDOW_MS) {
-      h.onUpstreamError(upstreamError(E_STALE, `upstream closed a reused keep-alive connection before answering${cause ? ` (${cause.message})` : ''}`));
-    } else if (h !== null) {
-      h.onUpstreamError(upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,
-        this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`));
-    }
+    // the pool first: a request sent again below may take the place this connection held
     this.owner.closed(this);
+    if (h !== null) {
+      let err: UpstreamError;
+      if (this.unsent) {
+        // nothing of the request went out: it may go anywhere else, whatever its method (the
+        // requests pipelined behind it in its batch are told below, as always)
+        err = upstreamError(E_NOT_SENT, `upstream closed the connection before the request went out${cause ? ` (${cause.message})` : ''}`);
+        const body = this.held === null ? this.kept : [this.held, ...(this.kept ?? [])];
+        err.body = body !== null && body.length > 0 ? body : null;
+        this.held = null;
+        this.kept = null;
+      } else if ((this.promoted && !this.gotHead) || (unanswered && this.behind.length > 0)) {
+        // pipelined, and the upstream closed after the answer in front of it; or the first of a
+        // batch, and it closed before answering (an app that does not take pipelined requests may
+        // close, or reset, the connection on seeing more than one)
+        err = upstreamError(E_PIPELINE_RESEND, 'the upstream connection closed before the answer to this pipelined request began');
+      } else if (this.answered > 0 && unanswered && clock.now - this.startedAt <= STALE_WINDOW_MS) {
+        err = upstreamError(E_STALE, `upstream closed a reused keep-alive connection before answering${cause ? ` (${cause.message})` : ''}`);
+      } else {
+        err = upstreamError(cause?.code === 'ECONNRESET' ? 'ECONNRESET' : E_CLOSED,
+          this.gotHead ? 'upstream closed the connection before the response ended' : `upstream closed the connection before responding${cause ? ` (${cause.message})` : ''}`);
+      }
+      // (a request sent again runs its dispatch right here: a bug in it must not keep the
+      // requests behind from being told)
+      try {
+        h.onUpstreamError(err);
+      } catch (e) {
+        process.stderr.write(`berth proxy: internal error handling a closed upstream connection: ${(e as Error).stack}\n`);
+      }
+    }
     tellResend(this.behind, 'the upstream connection closed before the answer to this pipelined request began');
   }
 

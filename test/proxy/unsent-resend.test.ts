@@ -14,6 +14,7 @@ import { once } from 'node:events';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { DataPlane } from '../../proxy/server/data-plane.js';
+import { runtime } from '../../proxy/server/state.js';
 import { validateRouteTable } from '../../shared/routes/validate.js';
 
 /** Each connection's bytes, in order; answers each whole request with its method, path and body. */
@@ -107,6 +108,8 @@ it.each([
   // (the one idle connection: the proxy reuses it for the next request)
   const warm = answeredOn;
   const seen = received.map((r) => r.length);
+  const stats = runtime.table!.routes.find((r) => r.id === 'app')!.stats;
+  const resent = stats.staleResent;
   // one turn: the client's POST, then the upstream's doing on the connection the POST will be given
   c.socket.write('POST /order HTTP/1.1\r\nhost: app.test\r\ncontent-length: 11\r\n\r\nhello world');
   act(sockets[warm]);
@@ -115,5 +118,7 @@ it.each([
   expect(received[warm].slice(seen[warm])).toBe('');
   const since = received.map((r, i) => r.slice(seen[i] ?? 0)).join('');
   expect(since.split('POST /order').length - 1).toBe(1);
+  // sent again because it was given that connection (not a new one, had the order of events differed)
+  expect(stats.staleResent).toBe(resent + 1);
   c.socket.destroy();
 });

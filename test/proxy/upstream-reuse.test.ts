@@ -237,6 +237,7 @@ async function inOnePoll(dispatch: () => void, upstream: () => void): Promise<vo
 it.each([
   ['ends the connection', (s: Socket) => s.end()],
   ['sends bytes nobody asked for', (s: Socket) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray')],
+  ['resets the connection', (s: Socket) => s.resetAndDestroy()],
 ] as const)('an upstream that %s in the turn a POST is given its idle connection: told E_NOT_SENT, with every body piece it took, nothing written', async (_what, act) => {
   const up = await recordingUpstream((b) => b.endsWith('\r\n\r\n'));
   const first = new Request('GET /first HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
