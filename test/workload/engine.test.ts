@@ -142,10 +142,11 @@ describe('coordinated omission', () => {
     expect(m.p99_latency_ms!).toBeGreaterThanOrEqual(500);
     expect(m.max_latency_ms!).toBeGreaterThanOrEqual(800);
     expect(m.p50_latency_ms!).toBeLessThan(100);
-    // and the sender did not slow down: ~200 requests arrived during the stalled second
+    // and the sender did not slow down: ~200 requests arrived during the stalled second (a busy
+    // machine's CI run had 178: at least 150; a sender held back by the stall gets few or none)
     const during = s.arrivals.filter((a) => a >= stallFrom && a < stallUntil).length;
-    expect(during).toBeGreaterThanOrEqual(180);
-    expect(during).toBeLessThanOrEqual(220);
+    expect(during).toBeGreaterThanOrEqual(150);
+    expect(during).toBeLessThanOrEqual(230);
     // late = sent > 10 ms after the intended start. Without enough connections every request from the
     // stall on would be late (and arrive after it, which the count above rules out). Some are late
     // for real: the 200 held answers arrive at once and take the loop a while, more so on a busy
