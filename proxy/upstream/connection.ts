@@ -31,7 +31,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
-import { readStart, readStop, takeReads, writeHead } from './stream-handle.js';
+import { readStart, readStop, takeReads, writeHead, writeParts } from './stream-handle.js';
 import { clock, watch, unwatch } from './timers.js';
 
 /** What an exchange hears from its connection. */
@@ -418,17 +418,16 @@ export class UpstreamConnection implements ResponseSink {
     // the body ended in the turn (a bodiless request's is done from the start)
     const end = this.requestDone && this.handler !== null && this.handler.hasBody;
     try {
-      if (body === null && !end) this.write(data);
+      const chunked = this.heldChunked;
+      if (body === null) this.write(end && chunked ? data + LAST_CHUNK : data);
       else {
-        // through the stream (as every body is, so `writableLength` still says when the socket
-        // has taken all of it), corked: one writev
-        const s = this.socket;
-        const chunked = this.heldChunked;
-        s.cork();
-        s.write(data, 'latin1');
-        if (body !== null) this.send(body, chunked);
-        if (end && chunked) s.write(LAST_CHUNK, 'latin1');
-        s.uncork();
+        // one writev straight to libuv (stream-handle.ts), as a head alone goes: libuv keeps the
+        // handle's writes in order, so later pieces through the stream follow it; the stream has
+        // nothing buffered here (a connection is reused only once it has taken all of a body)
+        const err = writeParts(this.socket, chunked
+          ? [data + body.length.toString(16) + '\r\n', 'latin1', body, 'buffer', end ? '\r\n' + LAST_CHUNK : '\r\n', 'latin1']
+          : [data, 'latin1', body, 'buffer']);
+        if (err !== 0) this.writeFailed(err);
       }
     } catch (e) {
       // a bug must cost this connection's requests (told on its close), not every later batch
@@ -450,11 +449,13 @@ export class UpstreamConnection implements ResponseSink {
     // (straight to libuv: a connection is idle, and written to again, only once the socket has
     // taken all of the last request — parsedEnd — so no stream-buffered bytes are overtaken)
     const err = writeHead(this.socket, head);
-    if (err !== 0) {
-      // the close that follows tells the handler (as a connection closed before responding)
-      this.pendingError = upstreamError('ECONNRESET', `writing the request failed (libuv error ${err})`);
-      this.destroy();
-    }
+    if (err !== 0) this.writeFailed(err);
+  }
+
+  private writeFailed(err: number): void {
+    // the close that follows tells the handler (as a connection closed before responding)
+    this.pendingError = upstreamError('ECONNRESET', `writing the request failed (libuv error ${err})`);
+    this.destroy();
   }
 
   /** A request body chunk; false when the socket's buffer is full (wait for onUpstreamDrain). */

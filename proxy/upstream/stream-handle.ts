@@ -8,6 +8,10 @@
  *   keeps writes to one handle in order, so body chunks written later through the stream still
  *   follow the head; a write that does not complete at once is finished by libuv (the string is
  *   copied into the request), and an error surfaces as the socket's error/close like any other.
+ * - `writeParts()` hands a head and a body piece (with its framing) to the handle's `writev` in one
+ *   call — what a corked `socket.write()` of each ends in — for a small POST: the stream's cork,
+ *   buffering and per-write callbacks cost more than the write. The body Buffer is kept by the
+ *   request until libuv has written it when the write does not complete at once.
  * - `takeReads()` has a socket's reads (made with `net.connect({ onread })`, into one caller's
  *   buffer) delivered straight from the handle, without the JS stream layer's `onStreamRead` in
  *   between; end of stream and errors still go to it (the socket's 'end', 'error', 'close').
@@ -17,6 +21,8 @@ import type { Socket } from 'node:net';
 
 interface Handle {
   writeLatin1String(req: WriteReq, data: string): number;
+  /** (all_buffers false) `chunks` alternates data and its encoding: 'latin1' strings, 'buffer' Buffers */
+  writev(req: WriteReq, chunks: Array<string | Buffer>, allBuffers: boolean): number;
   readStop(): number;
   readStart(): number;
   reading: boolean;
@@ -36,6 +42,8 @@ interface WriteReq {
   async: boolean;
   bytes: number;
   buffer: null;
+  /** what an asynchronous writev must keep alive until it completes (its Buffers are not copied) */
+  _chunks?: Array<string | Buffer> | null;
 }
 
 interface StreamWrapBinding {
@@ -68,10 +76,7 @@ function written(): void {}
  */
 let spare: WriteReq | null = null;
 
-/** Write a Latin-1 string on the socket's handle. Returns 0, or a negative libuv error code. */
-export function writeHead(socket: Socket, data: string): number {
-  const h = handleOf(socket);
-  if (h === null) return -9; // EBADF: the socket is already closed
+function writeReq(h: Handle): WriteReq {
   let req = spare;
   spare = null;
   if (req === null) {
@@ -80,11 +85,34 @@ export function writeHead(socket: Socket, data: string): number {
     req.async = false;
     req.bytes = 0;
     req.buffer = null;
+    req._chunks = null;
   }
   req.handle = h;
+  return req;
+}
+
+/** Write a Latin-1 string on the socket's handle. Returns 0, or a negative libuv error code. */
+export function writeHead(socket: Socket, data: string): number {
+  const h = handleOf(socket);
+  if (h === null) return -9; // EBADF: the socket is already closed
+  const req = writeReq(h);
   const err = h.writeLatin1String(req, data);
   // an asynchronous write keeps its request until libuv is done with it
   if (err === 0 && streamBaseState[kLastWriteWasAsync] === 0) spare = req;
+  return err;
+}
+
+/**
+ * Write `chunks` — data and encoding, alternating: a Latin-1 string and 'latin1', a Buffer and
+ * 'buffer' — on the socket's handle in one writev. Returns 0, or a negative libuv error code.
+ */
+export function writeParts(socket: Socket, chunks: Array<string | Buffer>): number {
+  const h = handleOf(socket);
+  if (h === null) return -9;
+  const req = writeReq(h);
+  const err = h.writev(req, chunks, false);
+  if (err === 0 && streamBaseState[kLastWriteWasAsync] !== 0) req._chunks = chunks; // (libuv still reads the Buffers)
+  else if (err === 0) spare = req;
   return err;
 }
 

@@ -6,8 +6,11 @@
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { createHash } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readStart, readStop, takeReads, writeHead } from '../../proxy/upstream/stream-handle.js';
+import { readStart, readStop, takeReads, writeHead, writeParts } from '../../proxy/upstream/stream-handle.js';
 
 let server: Server;
 let port = 0;
@@ -85,10 +88,50 @@ describe('stream-handle (Node internals)', () => {
     s.destroy();
   });
 
+  it('writeParts: a Latin-1 head, a Buffer and a Latin-1 tail in one write, whole and in order, before what the stream writes after', async () => {
+    const s = await connected();
+    await new Promise((r) => setTimeout(r, 20));
+    const conn = received.length - 1;
+    expect(writeParts(s, ['POST / HTTP/1.1\r\nx-caf\u00e9: 1\r\n\r\n5\r\n', 'latin1', Buffer.from([0x68, 0xff, 0x00, 0x6c, 0x6f]), 'buffer', '\r\n', 'latin1'])).toBe(0);
+    s.write(Buffer.from('0\r\n\r\n'));
+    const want = Buffer.concat([Buffer.from('POST / HTTP/1.1\r\nx-caf\u00e9: 1\r\n\r\n5\r\n', 'latin1'), Buffer.from([0x68, 0xff, 0x00, 0x6c, 0x6f]), Buffer.from('\r\n0\r\n\r\n')]);
+    expect((await waitForBytes(conn, want.length)).equals(want)).toBe(true);
+    s.destroy();
+  });
+
+  it('writeParts: a body too big to write at once still arrives whole and in order, its Buffer kept alive until written', async () => {
+    const s = await connected();
+    await new Promise((r) => setTimeout(r, 20));
+    const conn = received.length - 1;
+    // the only reference to the body is what writeParts keeps: collected, libuv would send freed memory
+    const SIZE = 16 * 1024 * 1024;
+    const digest = ((): string => {
+      const body = Buffer.alloc(SIZE);
+      for (let i = 0; i < SIZE; i += 4096) body[i] = ((i >> 12) & 0xff) || 1;
+      expect(writeParts(s, ['HEAD\r\n', 'latin1', body, 'buffer'])).toBe(0);
+      return createHash('sha256').update(body).digest('hex');
+    })();
+    // the next request's head, straight to libuv too, and a piece through the stream: both after
+    expect(writeHead(s, 'NEXT')).toBe(0);
+    s.write(Buffer.from('END'));
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    for (let i = 0; i < 3; i++) {
+      gc();
+      Buffer.alloc(SIZE).fill(0xee); // (freed memory would likely be reused, and differ)
+    }
+    const got = await waitForBytes(conn, 6 + SIZE + 7);
+    expect(got.subarray(0, 6).toString()).toBe('HEAD\r\n');
+    expect(createHash('sha256').update(got.subarray(6, 6 + SIZE)).digest('hex')).toBe(digest);
+    expect(got.subarray(6 + SIZE).toString()).toBe('NEXTEND');
+    s.destroy();
+  });
+
   it('a destroyed socket answers with an error code', async () => {
     const s = await connected();
     s.destroy();
     expect(writeHead(s, 'GET / HTTP/1.1\r\n\r\n')).toBeLessThan(0);
+    expect(writeParts(s, ['GET / HTTP/1.1\r\n\r\n', 'latin1', Buffer.from('x'), 'buffer'])).toBeLessThan(0);
   });
 
   it('readStop() pauses reads and readStart() resumes them (a socket read through onread, as the upstream client does)', async () => {
