@@ -587,9 +587,11 @@ export class UpstreamConnection implements ResponseSink {
     this.handler = null;
     this.answered++;
     // an upstream that answered before reading the whole request cannot be reused, nor one whose
-    // request body the socket has not all taken yet (a write pending on a full socket, the
-    // stream's buffer behind it): the next head goes to libuv directly, past that buffer, and the
-    // app read the next client's request inside this body (a bodiless request never used it)
+    // request body still sits in the stream's buffer (behind a write pending on a full socket):
+    // the next head goes to libuv directly, past that buffer, and the app read the next client's
+    // request inside this body (a bodiless request never used it). What is already in libuv's
+    // queue (a head and first piece written straight to it, flush()) is safe: libuv writes a
+    // handle's queue in order, and the next head queues behind it
     const reuse = this.reusable && this.requestDone && (!h.hasBody || this.socket.writableLength === 0);
     h.onUpstreamEnd();
     if (!reuse || this.state !== BUSY) {

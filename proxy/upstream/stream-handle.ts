@@ -66,7 +66,11 @@ function handleOf(socket: Socket): Handle | null {
   return (socket as unknown as { _handle: Handle | null })._handle;
 }
 
-/** An asynchronous completion needs nothing from us: failures close the socket. */
+/**
+ * An asynchronous completion needs nothing from us. Its failure is not reported here: the peer's
+ * reset or close reaches the read side (reads run until the answer's head at least), and the
+ * connection's deadlines cover the rest.
+ */
 function written(): void {}
 
 /**
