@@ -188,34 +188,6 @@ it('a request given up in the turn it was sent never reaches the upstream', asyn
   expect(up.received[0]).toBe('');
 });
 
-it('bytes an upstream sent on an idle connection, read in the turn a request is given it, are never taken as that request\'s answer', async () => {
-  const up = await recordingUpstream((b) => b.endsWith('\r\n\r\n'));
-  const first = new Request('GET /first HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
-  up.pool.dispatch(first);
-  await first.ended;
-  expect(first.failed).toBeNull();
-  // the connection is idle in the pool. A trigger socket becomes readable, then the upstream sends
-  // an answer nobody asked for: one poll of the event loop reads both, the trigger first, and its
-  // handler gives the idle connection a request — whose head goes out only at the end of the turn
-  const second = new Request('GET /second HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
-  const triggerServer = createServer();
-  triggerServer.listen(0, '127.0.0.1');
-  await once(triggerServer, 'listening');
-  const accepted = once(triggerServer, 'connection');
-  const trigger = connect((triggerServer.address() as { port: number }).port, '127.0.0.1');
-  const [peer] = (await accepted) as [Socket];
-  cleanup.push(() => new Promise<void>((r) => { trigger.destroy(); peer.destroy(); triggerServer.close(() => r()); }));
-  await once(trigger, 'connect');
-  trigger.on('data', () => up.pool.dispatch(second));
-  peer.write('x');
-  up.sockets[0].write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray');
-  await second.ended;
-  // the connection is closed instead, and the request told it never went out (an exchange sends
-  // it again, whatever its method)
-  expect(second.error?.code).toBe(E_NOT_SENT);
-  expect(up.received[0]).not.toContain('GET /second');
-});
-
 /**
  * One poll of the event loop reads a trigger socket's byte, whose handler calls `dispatch`, and
  * then what `upstream` does now (epoll reports sockets in the order they became readable).
@@ -234,16 +206,36 @@ async function inOnePoll(dispatch: () => void, upstream: () => void): Promise<vo
   upstream();
 }
 
-it.each([
-  ['ends the connection', (s: Socket) => s.end()],
-  ['sends bytes nobody asked for', (s: Socket) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray')],
-  ['resets the connection', (s: Socket) => s.resetAndDestroy()],
-] as const)('an upstream that %s in the turn a POST is given its idle connection: told E_NOT_SENT, with every body piece it took, nothing written', async (_what, act) => {
+/** A recording upstream whose pool holds one idle connection (a GET went out on it and was answered). */
+async function withIdleConnection() {
   const up = await recordingUpstream((b) => b.endsWith('\r\n\r\n'));
   const first = new Request('GET /first HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
   up.pool.dispatch(first);
   await first.ended;
   expect(first.failed).toBeNull();
+  return up;
+}
+
+it('bytes an upstream sent on an idle connection, read in the turn a request is given it, are never taken as that request\'s answer', async () => {
+  const up = await withIdleConnection();
+  // the connection is idle in the pool. A trigger socket becomes readable, then the upstream sends
+  // an answer nobody asked for: one poll of the event loop reads both, the trigger first, and its
+  // handler gives the idle connection a request — whose head goes out only at the end of the turn
+  const second = new Request('GET /second HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
+  await inOnePoll(() => up.pool.dispatch(second), () => up.sockets[0].write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray'));
+  await second.ended;
+  // the connection is closed instead, and the request told it never went out (an exchange sends
+  // it again, whatever its method)
+  expect(second.error?.code).toBe(E_NOT_SENT);
+  expect(up.received[0]).not.toContain('GET /second');
+});
+
+it.each([
+  ['ends the connection', (s: Socket) => s.end()],
+  ['sends bytes nobody asked for', (s: Socket) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray')],
+  ['resets the connection', (s: Socket) => s.resetAndDestroy()],
+] as const)('an upstream that %s in the turn a POST is given its idle connection: told E_NOT_SENT, with every body piece it took, nothing written', async (_what, act) => {
+  const up = await withIdleConnection();
   const post = new Request('POST /second HTTP/1.1\r\nhost: app.test\r\ncontent-length: 11\r\n\r\n', true);
   // the first piece comes with the request; the second after the upstream's doing was read and
   // the turn's heads went out (or would have), and the body's end
