@@ -308,7 +308,12 @@ export class ContainerService {
   /** Stop with the row lock held: stopping → drain → docker stop → stopped + container.stopped. */
   async stopLocked(c: ContainerRow, reason: string): Promise<ContainerRow> {
     const img = await imageOf(this.d.db, c);
-    await this.d.db.query(`UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, updated_at = now() WHERE id = $1`, [c.id]);
+    // its user's stop is marked from the moment it is no longer wanted running: the autoscaler
+    // takes such instances out of the app's floor, and while this one drained (seconds) it saw the
+    // floor one short and started another instance behind the user's back
+    await this.d.db.query(
+      `UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, status_reason = $2, updated_at = now() WHERE id = $1`,
+      [c.id, reason === 'api' ? USER_STOPPED : null]);
     if (c.status === 'running') await this.drain(c);
     if (c.docker_id) {
       try { await this.d.runtime.stop(c.docker_id, this.d.config.stopTimeoutSec); } catch (e) { throw dockerApiError(e); }

@@ -73,7 +73,17 @@ await describeWithDocker('autoscaling an app with a floor', () => {
 
   it('an instance its user stops stays stopped; starting it gives the app its floor back', async () => {
     const [c] = await running();
-    expect((await user.post(`/api/containers/${c.id}/stop`)).status).toBe(200);
+    const stopping = user.post(`/api/containers/${c.id}/stop`);
+    // its user's stop from the moment it is no longer wanted running (the autoscaler takes such
+    // instances out of the floor: marked only once stopped, the floor looked one short while it
+    // drained, and another instance was started)
+    let seen: { desired: string; status_reason: string | null } | undefined;
+    while (seen === undefined) {
+      const { rows: [r] } = await t.cp.db.query<{ desired: string; status_reason: string | null }>('SELECT desired, status_reason FROM containers WHERE id = $1', [c.id]);
+      if (r.desired === 'stopped') seen = r;
+    }
+    expect(seen.status_reason).toBe('stopped by its user');
+    expect((await stopping).status).toBe(200);
     await sleep(2000); // eight autoscaler ticks, four reconcile passes
     expect(await running()).toEqual([]);
     const stopped = (await containers()).find((x) => x.id === c.id)!;
