@@ -310,10 +310,12 @@ export class ContainerService {
     const img = await imageOf(this.d.db, c);
     // its user's stop is marked from the moment it is no longer wanted running: the autoscaler
     // takes such instances out of the app's floor, and while this one drained (seconds) it saw the
-    // floor one short and started another instance behind the user's back
+    // floor one short and started another instance behind the user's back. A user's stop that
+    // something else finishes (the reconcile loop, after a crash or a failed Docker stop) keeps it.
+    const mark = reason === 'api' || (c.desired === 'stopped' && c.status_reason === USER_STOPPED) ? USER_STOPPED : null;
     await this.d.db.query(
       `UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, status_reason = $2, updated_at = now() WHERE id = $1`,
-      [c.id, reason === 'api' ? USER_STOPPED : null]);
+      [c.id, mark]);
     if (c.status === 'running') await this.drain(c);
     if (c.docker_id) {
       try { await this.d.runtime.stop(c.docker_id, this.d.config.stopTimeoutSec); } catch (e) { throw dockerApiError(e); }
@@ -321,7 +323,7 @@ export class ContainerService {
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(
         `UPDATE containers SET status = 'stopped', health = 'unknown', desired = 'stopped', host_port = NULL, container_ip = NULL,
-           status_reason = $2, stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id, reason === 'api' ? USER_STOPPED : null]);
+           status_reason = $2, stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id, mark]);
       if (row) await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason }));
       await closeUsage(tx, c.id, `stopped (${reason})`);
       return row;

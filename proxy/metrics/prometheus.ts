@@ -97,7 +97,7 @@ export function formatPrometheus(s: StatsSnapshot, tableVersion: number | null):
   perRoute('berth_proxy_inflight_requests', 'gauge', 'Requests being proxied now.', (r) => r.inflight);
   perRoute('berth_proxy_proxy_errors_total', 'counter', 'Proxy-generated errors (502/503/504, truncations) by route.', (r) => r.errors);
   perRoute('berth_proxy_retries_total', 'counter', 'Requests retried on another endpoint after a connect failure.', (r) => r.retries);
-  perRoute('berth_proxy_stale_resent_total', 'counter', 'Requests sent again because the reused keep-alive connection they went out on ended (or was reset) before any byte of their answer: the upstream closed it as they were sent.', (r) => r.staleResent);
+  perRoute('berth_proxy_stale_resent_total', 'counter', 'Requests sent again on another connection because the one they were given was closed by the upstream as they were sent: a reused keep-alive connection ended or reset before any byte of their answer, or a connection ended, reset or sent stray bytes before they went out at all.', (r) => r.staleResent);
   perRoute('berth_proxy_pipeline_resent_total', 'counter', 'Pipelined requests sent again, alone: the answer in front would have held them up, or their upstream connection ended before their answer began.', (r) => r.resent);
   perRoute('berth_proxy_refused_requests_total', 'counter', 'Requests answered 400 as the client\'s fault (ambiguous framing, unforwardable bytes); never counted against an endpoint.', (r) => r.refused);
   perRoute('berth_proxy_fallback_hits_total', 'counter', 'Responses served from the fallback cache.', (r) => r.fallbackHits);

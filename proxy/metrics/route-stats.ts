@@ -21,7 +21,7 @@ export class RouteStats {
   retries = 0;
   /** pipelined requests sent again, alone: the answer in front would have held them up, or the connection ended first */
   resent = 0;
-  /** requests sent again after a reused keep-alive connection ended under them before any answer (the keep-alive race) */
+  /** requests sent again after their connection closed under them: a reused keep-alive connection before any answer (the keep-alive race), or any before they went out */
   staleResent = 0;
   /**
    * A pipelining route's GET answers: a moving average (1/8 per answer) of their announced length,

@@ -42,7 +42,7 @@ export interface UpstreamError {
   message: string;
 }
 
-/** a request is sent again after stale keep-alive connections at most this often (then judged as any close) */
+/** a request is sent again after connections closed under it (stale, or before it went out) at most this often; then judged as the error says */
 export const MAX_STALE_RESENDS = 8;
 
 /**
@@ -59,7 +59,8 @@ export function resendsStale(method: string, hasBody: boolean, resends: number):
  * A request given a connection that closed before its head went out (UPSTREAM_NOT_SENT): nothing
  * of it reached the upstream, so any method, with its body, is sent again — up to the same cap
  * (an upstream that closes every connection the moment it is used must not hold a request for
- * ever), then judged as a close.
+ * ever); then the endpoint's failure, another endpoint tried for a bodiless request (see
+ * judgeBeforeHeaders).
  */
 export function resendsUnsent(resends: number): boolean {
   return resends < MAX_STALE_RESENDS;

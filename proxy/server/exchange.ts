@@ -58,7 +58,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   finished = false;
   gotHeaders = false;
   attempts = 0;
-  /** times it was sent again after a stale keep-alive connection closed under it (E_STALE) */
+  /** times it was sent again after a connection closed under it: stale (E_STALE) or before it went out (E_NOT_SENT) */
   private staleResends = 0;
   endpoint: Endpoint | null = null;
   failedEndpoint: Endpoint | null = null;

@@ -31,7 +31,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
-import { readStart, readStop, takeReads, writeHead, writeParts } from './stream-handle.js';
+import { queuedBytes, readStart, readStop, takeReads, writeHead, writeParts } from './stream-handle.js';
 import { clock, watch, unwatch } from './timers.js';
 
 /** What an exchange hears from its connection. */
@@ -102,8 +102,8 @@ export const E_PIPELINE_RESEND = 'UPSTREAM_PIPELINE_RESEND';
  */
 export const E_STALE = 'UPSTREAM_STALE_CONNECTION';
 /**
- * the connection ended (or sent bytes nobody asked for) before the request's head went out at the
- * end of its turn: not one byte of it reached the upstream, so any request may be sent again
+ * the connection ended, was reset, or sent bytes nobody asked for before the request's head went
+ * out at the end of its turn: not one byte of it reached the upstream, so any request may be sent again
  * (another connection; the keep-alive race, caught before the write). `body`: the pieces of its
  * body the connection had taken, in order, to be sent with it again.
  */
@@ -587,12 +587,12 @@ export class UpstreamConnection implements ResponseSink {
     this.handler = null;
     this.answered++;
     // an upstream that answered before reading the whole request cannot be reused, nor one whose
-    // request body still sits in the stream's buffer (behind a write pending on a full socket):
-    // the next head goes to libuv directly, past that buffer, and the app read the next client's
-    // request inside this body (a bodiless request never used it). What is already in libuv's
-    // queue (a head and first piece written straight to it, flush()) is safe: libuv writes a
-    // handle's queue in order, and the next head queues behind it
-    const reuse = this.reusable && this.requestDone && (!h.hasBody || this.socket.writableLength === 0);
+    // request body the socket has not all taken yet — in the stream's buffer (the next head goes
+    // to libuv directly, past it) or in libuv's queue (a head and first piece written straight to
+    // it, flush()): an answer before the app read its whole request, and an app that then reads
+    // on takes the rest of this body for the next client's request (a bodiless request never
+    // used either)
+    const reuse = this.reusable && this.requestDone && (!h.hasBody || (this.socket.writableLength === 0 && queuedBytes(this.socket) === 0));
     h.onUpstreamEnd();
     if (!reuse || this.state !== BUSY) {
       // pipelined requests behind learn of the close (onClose) and are sent again

@@ -20,6 +20,8 @@
 import type { Socket } from 'node:net';
 
 interface Handle {
+  /** bytes libuv still has to write (what did not go at once) */
+  readonly writeQueueSize: number;
   writeLatin1String(req: WriteReq, data: string): number;
   /** (all_buffers false) `chunks` alternates data and its encoding: 'latin1' strings, 'buffer' Buffers */
   writev(req: WriteReq, chunks: Array<string | Buffer>, allBuffers: boolean): number;
@@ -104,6 +106,12 @@ export function writeHead(socket: Socket, data: string): number {
   // an asynchronous write keeps its request until libuv is done with it
   if (err === 0 && streamBaseState[kLastWriteWasAsync] === 0) spare = req;
   return err;
+}
+
+/** Bytes written straight to the socket's handle that libuv has not written yet. */
+export function queuedBytes(socket: Socket): number {
+  const h = handleOf(socket);
+  return h === null ? 0 : h.writeQueueSize;
 }
 
 /**

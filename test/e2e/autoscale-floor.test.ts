@@ -78,10 +78,11 @@ await describeWithDocker('autoscaling an app with a floor', () => {
     // instances out of the floor: marked only once stopped, the floor looked one short while it
     // drained, and another instance was started)
     let seen: { desired: string; status_reason: string | null } | undefined;
-    while (seen === undefined) {
+    for (const deadline = Date.now() + 10_000; seen === undefined && Date.now() < deadline;) {
       const { rows: [r] } = await t.cp.db.query<{ desired: string; status_reason: string | null }>('SELECT desired, status_reason FROM containers WHERE id = $1', [c.id]);
-      if (r.desired === 'stopped') seen = r;
+      if (r?.desired === 'stopped') seen = r;
     }
+    if (seen === undefined) throw new Error(`the stop never took: ${JSON.stringify((await stopping).body)}`);
     expect(seen.status_reason).toBe('stopped by its user');
     expect((await stopping).status).toBe(200);
     await sleep(2000); // eight autoscaler ticks, four reconcile passes

@@ -63,9 +63,12 @@ afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
-it('a connection whose request body is still in the stream\'s buffer when the answer ends is not reused: the next head never goes ahead of it', async () => {
-  // the upstream: each connection's bytes in order; the first connection reads nothing after the
-  // first request's head until told, and answers it at once; `GET /second` is answered anywhere
+/**
+ * An upstream recording each connection's bytes in order: the first connection stops reading
+ * after the first request's head (`onStall` runs then, given the socket); `GET /second` is
+ * answered anywhere.
+ */
+async function stallingUpstream(onStall: (c: Socket) => void) {
   const received: string[] = [];
   const sockets: Socket[] = [];
   const server: Server = createServer((c) => {
@@ -74,7 +77,11 @@ it('a connection whose request body is still in the stream\'s buffer when the an
     c.on('error', () => {});
     c.on('data', (d: Buffer) => {
       received[i] += d.toString('latin1');
-      if (i === 0 && received[i].includes('\r\n\r\n') && !c.isPaused()) c.pause();
+      if (i === 0 && received[i].includes('\r\n\r\n') && !c.isPaused() && !received[i].includes('#stalled')) {
+        c.pause();
+        received[i] += '#stalled';
+        onStall(c);
+      }
       if (received[i].includes('GET /second ') && !received[i].endsWith('#answered')) {
         received[i] += '#answered';
         c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
@@ -83,8 +90,15 @@ it('a connection whose request body is still in the stream\'s buffer when the an
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  cleanup.push(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }));
+  cleanup.push(() => new Promise<void>((r) => { for (const x of sockets) x.destroy(); server.close(() => r()); }));
   const pool = new UpstreamPool(`127.0.0.1:${(server.address() as { port: number }).port}`, { connections: 4, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  return { received, sockets, pool };
+}
+
+it('a connection whose request body is still in the stream\'s buffer when the answer ends is not reused: the next head never goes ahead of it', async () => {
+  // the upstream: each connection's bytes in order; the first connection reads nothing after the
+  // first request's head until told; `GET /second` is answered anywhere
+  const { received, sockets, pool } = await stallingUpstream(() => {});
 
   const first = new Request('POST /first HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked\r\n\r\n', true);
   pool.dispatch(first);
@@ -186,6 +200,23 @@ it('a request given up in the turn it was sent never reaches the upstream', asyn
   while (up.closed[0] === undefined) await new Promise((r) => setTimeout(r, 5));
   await up.closed[0];
   expect(up.received[0]).toBe('');
+});
+
+it('a connection whose head and first body piece libuv has not all written when the answer ends is not reused either', async () => {
+  // the app reads the head, stops reading and answers at once (keep-alive): the 8 MiB body sent
+  // with the head in one write straight to libuv is still in libuv's queue
+  const { received, pool } = await stallingUpstream((c) => c.write('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno'));
+  const size = 8 * 1024 * 1024;
+  const first = new WritingRequest(`POST /first HTTP/1.1\r\nhost: app.test\r\ncontent-length: ${size}\r\n\r\n`, ['x'.repeat(size)], false);
+  pool.dispatch(first);
+  await first.ended;
+  expect(first.failed).toBeNull();
+  const second = new Request('GET /second HTTP/1.1\r\nhost: app.test\r\n\r\n', false);
+  pool.dispatch(second);
+  await second.ended;
+  expect(second.failed).toBeNull();
+  // on another connection: on the first, it would have followed a body the app never read
+  expect(received[0]).not.toContain('GET /second');
 });
 
 /**
