@@ -65,11 +65,17 @@ export async function freePortBelowEphemeral(host = '127.0.0.1'): Promise<number
   if (low > PICK_FROM + 1000) {
     for (let i = 0; i < 20 && port === null; i++) {
       const p = PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM));
-      if (!given.includes(p)) port = await probe(host, p);
+      if (given.includes(p)) continue;
+      // noted before the probe: a pick made meanwhile (concurrent callers) must not take it too
+      remember(p);
+      port = await probe(host, p);
     }
   }
-  port ??= (await probe(host, 0))!;
+  if (port === null) remember((port = (await probe(host, 0))!));
+  return port;
+}
+
+function remember(port: number): void {
   given.push(port);
   if (given.length > GIVEN_MAX) given.shift();
-  return port;
 }

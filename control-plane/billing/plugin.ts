@@ -210,8 +210,8 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     // one pass over the records (in batches), folded per image
     const accs = new Map<number, SummaryAcc>();
     // one snapshot: running records are priced at one instant
-    // (one query after the other: a client runs one at a time anyway, and pg 9 refuses a second
-    // query while one runs)
+    // (one query after the other: a client runs one at a time anyway, and pg 8 warns of a second
+    // query while one runs — deprecated, pg 9 will refuse it)
     const [reqs, { rows: imgs }] = await withSnapshot(app.db, async (c) => {
       await eachRecord(c, uid, undefined, (r) => {
         let a = accs.get(r.image_id);

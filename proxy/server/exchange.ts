@@ -294,13 +294,15 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     }
   }
 
-  /** Body pieces a connection had taken before it closed, its head unsent: first in line again. */
+  /**
+   * Body pieces a connection had taken before it closed, its head unsent: the queue again (empty
+   * here: while a request has a connection its pieces go to it, not to the queue).
+   */
   private takeBack(pieces: Buffer[]): void {
     let n = 0;
     for (let i = 0; i < pieces.length; i++) n += pieces[i].length;
-    const q = this.bodyQueue;
-    this.bodyQueue = q === null ? pieces : pieces.concat(q);
-    this.bodyQueued += n;
+    this.bodyQueue = pieces;
+    this.bodyQueued = n;
     held.bytes += n;
     // (as onChunk would have: the client waits while it has too much held)
     if (!this.bodyEnded && (this.bodyQueued > BODY_QUEUE_MAX || held.bytes > HELD_BODIES_MAX)) this.pauseClient();

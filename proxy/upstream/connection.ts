@@ -681,8 +681,8 @@ export class UpstreamConnection implements ResponseSink {
         // nothing of the request went out: it may go anywhere else, whatever its method (the
         // requests pipelined behind it in its batch are told below, as always)
         err = upstreamError(E_NOT_SENT, `upstream closed the connection before the request went out${cause ? ` (${cause.message})` : ''}`);
-        const body = this.held === null ? this.kept : [this.held, ...(this.kept ?? [])];
-        err.body = body !== null && body.length > 0 ? body : null;
+        // (kept is never empty: made by its first piece)
+        err.body = this.held === null ? this.kept : [this.held, ...(this.kept ?? [])];
         this.held = null;
         this.kept = null;
       } else if ((this.promoted && !this.gotHead) || (unanswered && this.behind.length > 0)) {

@@ -6,25 +6,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Activation } from '../../control-plane/containers/activation.js';
-import { createPool, type Db } from '../../control-plane/db/pool.js';
+import type { Db } from '../../control-plane/db/pool.js';
 import { insertApp } from '../helpers/control-plane.js';
-import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { databaseWithUser } from '../helpers/postgres.js';
 
-let pg: TestPostgres;
+let stopDb: (() => Promise<void>) | undefined;
 let db: Db;
 let userId = 0;
 
 beforeAll(async () => {
-  pg = await startTestPostgres();
-  db = createPool(await pg.createDatabase(), 4);
-  const { rows: [u] } = await db.query<{ id: number }>(`INSERT INTO users (email, password_hash) VALUES ('waker@example.com', 'x') RETURNING id`);
-  userId = Number(u.id);
+  ({ db, userId, stop: stopDb } = await databaseWithUser('waker@example.com'));
 });
 
-afterAll(async () => {
-  await db?.end();
-  await pg?.stop();
-});
+afterAll(() => stopDb?.());
 
 /** An app scaled to zero with `stopped` stopped instances; its image id and theirs. */
 async function app(host: string, stopped: number): Promise<{ imageId: number; containerIds: number[] }> {

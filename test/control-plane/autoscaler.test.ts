@@ -6,27 +6,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Autoscaler } from '../../control-plane/autoscale/autoscaler.js';
-import { createPool, type Db } from '../../control-plane/db/pool.js';
+import type { Db } from '../../control-plane/db/pool.js';
 import { insertApp } from '../helpers/control-plane.js';
-import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { databaseWithUser } from '../helpers/postgres.js';
 
-let pg: TestPostgres;
+let stopDb: (() => Promise<void>) | undefined;
 /** the routes of the apps made so far (what the stand-in proxy reports on) */
 const ids: string[] = [];
 let db: Db;
 let userId = 0;
 
 beforeAll(async () => {
-  pg = await startTestPostgres();
-  db = createPool(await pg.createDatabase(), 4);
-  const { rows: [u] } = await db.query<{ id: number }>(`INSERT INTO users (email, password_hash) VALUES ('scaler@example.com', 'x') RETURNING id`);
-  userId = Number(u.id);
+  ({ db, userId, stop: stopDb } = await databaseWithUser('scaler@example.com'));
 });
 
-afterAll(async () => {
-  await db?.end();
-  await pg?.stop();
-});
+afterAll(() => stopDb?.());
 
 /** An app that scales to zero (at most max(3, n) instances) with `n` running (default 1); returns its image and container ids, oldest first. */
 async function appWithInstances(host: string, n = 1): Promise<{ imageId: number; containerId: number; containerIds: number[] }> {

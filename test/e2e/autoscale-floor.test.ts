@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { request } from 'undici';
+import { USER_STOPPED } from '../../control-plane/containers/service.js';
 import { Api } from '../helpers/api.js';
 import { makeTar } from '../helpers/archives.js';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
@@ -77,13 +78,11 @@ await describeWithDocker('autoscaling an app with a floor', () => {
     // its user's stop from the moment it is no longer wanted running (the autoscaler takes such
     // instances out of the floor: marked only once stopped, the floor looked one short while it
     // drained, and another instance was started)
-    let seen: { desired: string; status_reason: string | null } | undefined;
-    for (const deadline = Date.now() + 10_000; seen === undefined && Date.now() < deadline;) {
+    const seen = await waitFor('the stop to begin', async () => {
       const { rows: [r] } = await t.cp.db.query<{ desired: string; status_reason: string | null }>('SELECT desired, status_reason FROM containers WHERE id = $1', [c.id]);
-      if (r?.desired === 'stopped') seen = r;
-    }
-    if (seen === undefined) throw new Error(`the stop never took: ${JSON.stringify((await stopping).body)}`);
-    expect(seen.status_reason).toBe('stopped by its user');
+      return r?.desired === 'stopped' ? r : undefined;
+    }, 10_000, 5);
+    expect(seen.status_reason).toBe(USER_STOPPED);
     expect((await stopping).status).toBe(200);
     await sleep(2000); // eight autoscaler ticks, four reconcile passes
     expect(await running()).toEqual([]);

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { inject } from 'vitest';
 import { startEmbeddedPostgres } from '../../control-plane/db/embedded.js';
+import { createPool, type Db } from '../../control-plane/db/pool.js';
 import { tempDir } from './tmp.js';
 
 const run = promisify(execFile);
@@ -68,4 +69,15 @@ export async function startTestPostgres(): Promise<TestPostgres> {
       await tmp.cleanup();
     },
   };
+}
+
+/**
+ * A migrated database of its own embedded PostgreSQL with one user in it, for tests of a part that
+ * only needs the database (no control plane): its pool, the user's id, and how to stop both.
+ */
+export async function databaseWithUser(email: string): Promise<{ db: Db; userId: number; stop(): Promise<void> }> {
+  const pg = await startTestPostgres();
+  const db = createPool(await pg.createDatabase(), 4);
+  const { rows: [u] } = await db.query<{ id: number }>(`INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id`, [email]);
+  return { db, userId: Number(u.id), async stop() { await db.end(); await pg.stop(); } };
 }
