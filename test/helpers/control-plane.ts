@@ -9,9 +9,12 @@ export interface TestControlPlane {
   close(): Promise<void>;
 }
 
-/** A control plane on a free port with its own embedded Postgres and data dir, quiet. */
-export async function startTestControlPlane(opts: NonNullable<Parameters<typeof startControlPlane>[0]> = {}): Promise<TestControlPlane> {
-  const pg = await startTestPostgres();
+/**
+ * A control plane on a free port with a database of its own (on the run's shared Postgres, or on a
+ * server of its own with `ownPostgres`, for a test that stops it) and a data dir, quiet.
+ */
+export async function startTestControlPlane(opts: NonNullable<Parameters<typeof startControlPlane>[0]> = {}, test: { ownPostgres?: boolean } = {}): Promise<TestControlPlane> {
+  const pg = await startTestPostgres({ own: test.ownPostgres });
   const data = await tempDir();
   const cp = await startControlPlane({ port: 0, dataDir: data.dir, databaseUrl: await pg.createDatabase(), quiet: true, ...opts });
   return {

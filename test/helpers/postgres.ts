@@ -24,11 +24,19 @@ export interface TestPostgres {
 }
 
 /**
- * One real embedded PostgreSQL per test file (about half a second to start). Use
- * `createDatabase()` to give each control plane in the file its own database.
- * DATABASE_URL in the environment is ignored on purpose: tests never touch a real database.
+ * A real PostgreSQL for a test: by default its worker's shared server (helpers/global-setup.ts), where
+ * `createDatabase()` gives each control plane a database of its own and `stop()` drops the ones it
+ * gave; with `{ own: true }` an embedded server of the test's own (about half a second to start),
+ * for a test that stops or breaks it. DATABASE_URL in the environment is ignored on purpose: tests
+ * never touch a real database.
  */
-export async function startTestPostgres(): Promise<TestPostgres> {
+export async function startTestPostgres(opts: { own?: boolean } = {}): Promise<TestPostgres> {
+  const shared = opts.own ? undefined : inject('pgShared');
+  if (shared !== undefined && shared.length > 0) {
+    // this worker's (files run beside each other never share one: see global-setup.ts)
+    const pool = Number(process.env.VITEST_POOL_ID ?? 1);
+    return databasesOn(shared[(pool - 1) % shared.length], true, async () => {});
+  }
   const tmp = await tempDir('berth-pg-');
   // a copy of the run's initialised cluster (helpers/global-setup.ts): no initdb per file. `cp -a`
   // keeps its owner (the `postgres` user when tests run as root), which fs.cp does not
@@ -36,20 +44,30 @@ export async function startTestPostgres(): Promise<TestPostgres> {
   if (template) await run('cp', ['-a', `${template}/.`, tmp.dir]);
   // (throwaway: nothing flushed to disk)
   const handle = await startEmbeddedPostgres(join(tmp.dir, 'pg'), pino({ level: 'silent' }), { durable: false });
+  return databasesOn(handle.url, false, async () => {
+    await handle.stop();
+    await tmp.cleanup();
+  });
+}
+
+/** createDatabase() on the server at `url`; stop() drops what it created (`drop`), then calls `after`. */
+function databasesOn(url: string, drop: boolean, after: () => Promise<void>): TestPostgres {
+  const created: string[] = [];
+  const admin = async <T>(work: (c: pg.Client) => Promise<T>): Promise<T> => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try { return await work(c); } finally { await c.end(); }
+  };
+  let stopped = false;
   return {
-    url: handle.url,
+    url,
     async createDatabase(opts = {}) {
       const name = `t_${randomBytes(6).toString('hex')}`;
-      const c = new pg.Client({ connectionString: handle.url });
-      await c.connect();
-      const migrated = template ? inject('pgMigrated') : undefined;
+      const migrated = inject('pgTemplate') ? inject('pgMigrated') : undefined;
       const clone = migrated !== undefined && !opts.empty;
-      try {
-        await c.query(clone ? `CREATE DATABASE ${name} TEMPLATE ${migrated}` : `CREATE DATABASE ${name}`);
-      } finally {
-        await c.end();
-      }
-      const u = new URL(handle.url);
+      await admin((c) => c.query(clone ? `CREATE DATABASE ${name} TEMPLATE ${migrated}` : `CREATE DATABASE ${name}`));
+      created.push(name);
+      const u = new URL(url);
       u.pathname = `/${name}`;
       if (clone) {
         // the cluster id a migration drew is the template's: each clone draws its own (control
@@ -65,8 +83,13 @@ export async function startTestPostgres(): Promise<TestPostgres> {
       return u.toString();
     },
     async stop() {
-      await handle.stop();
-      await tmp.cleanup();
+      if (stopped) return;
+      stopped = true;
+      // (FORCE: a connection a test left open, or a child process still winding down, would keep it)
+      if (drop && created.length > 0) {
+        await admin(async (c) => { for (const name of created.splice(0)) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); });
+      }
+      await after();
     },
   };
 }
