@@ -19,6 +19,12 @@ export interface WorkloadConfig {
    * through the shared proxy, whoever starts them (default: maxRps)
    */
   maxRpsTotal: number;
+  /**
+   * the peaks of one user's runs going at once, added up (a run past it alone: 400; with the
+   * user's others: 429): so that one tenant never holds the whole of maxRpsTotal for an hour
+   * (default: half of it; a run of up to the other half can always start beside one user's)
+   */
+  maxRpsPerUser: number;
   /** longest run (400 past it; the API's own bound is 3,600 s) */
   maxDurationSeconds: number;
   /**
@@ -50,9 +56,13 @@ export function workloadConfig(o: Partial<WorkloadConfig> | undefined): Workload
     maxRunningTotal: given(o?.maxRunningTotal, 'maxRunningTotal', 1, 100) ?? envNumber('BERTH_WORKLOAD_MAX_RUNNING_TOTAL', 4, 1, 100, true),
     maxRps: given(o?.maxRps, 'maxRps', 1, 50_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS', 10_000, 1, 50_000, true),
     maxRpsTotal: given(o?.maxRpsTotal, 'maxRpsTotal', 1, 1_000_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS_TOTAL', 0, 0, 1_000_000, true),
+    maxRpsPerUser: given(o?.maxRpsPerUser, 'maxRpsPerUser', 1, 1_000_000) ?? envNumber('BERTH_WORKLOAD_MAX_RPS_PER_USER', 0, 0, 1_000_000, true),
     maxDurationSeconds: given(o?.maxDurationSeconds, 'maxDurationSeconds', 1, 3600) ?? envNumber('BERTH_WORKLOAD_MAX_DURATION_S', 3600, 1, 3600, true),
     heartbeatMs: given(o?.heartbeatMs, 'heartbeatMs', 100, 5000) ?? HEARTBEAT_S * 1000,
   };
   // unset (0): as much as one run may send
-  return { ...c, maxRpsTotal: c.maxRpsTotal || c.maxRps };
+  const maxRpsTotal = c.maxRpsTotal || c.maxRps;
+  // unset (0): half the total (all of a total of 1); never more than the total
+  const maxRpsPerUser = Math.min(c.maxRpsPerUser || Math.max(1, Math.floor(maxRpsTotal / 2)), maxRpsTotal);
+  return { ...c, maxRpsTotal, maxRpsPerUser };
 }

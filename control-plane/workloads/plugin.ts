@@ -129,9 +129,10 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
     checkpointing = new Set();
   });
 
-  /** starts past the checks but not yet running: counted against maxRunningTotal and maxRpsTotal (no await between check and count) */
+  /** starts past the checks but not yet running: counted against maxRunningTotal, maxRpsTotal and maxRpsPerUser (no await between check and count) */
   let starting = 0;
   let startingRps = 0;
+  const startingRpsOf = new Map<number, number>();
   const service: WorkloadService = {
     runner,
     async start(userId, b) {
@@ -163,6 +164,7 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
         throw new ApiError(400, 'workload_limit', `connections ${config.connections} is more than this workload needs (at most ${maxConnections} for a peak of ${peak} req/s)`);
       }
       if (peak > cfg.maxRps) throw new ApiError(400, 'workload_limit', `this workload peaks at ${peak} req/s; the most allowed is ${cfg.maxRps} req/s (BERTH_WORKLOAD_MAX_RPS)`);
+      if (peak > cfg.maxRpsPerUser) throw new ApiError(400, 'workload_limit', `this workload peaks at ${peak} req/s; one user's runs together may send at most ${cfg.maxRpsPerUser} req/s (BERTH_WORKLOAD_MAX_RPS_PER_USER)`);
       if (config.duration_seconds > cfg.maxDurationSeconds) throw new ApiError(400, 'workload_limit', `duration_seconds ${config.duration_seconds} is longer than allowed (${cfg.maxDurationSeconds} s, BERTH_WORKLOAD_MAX_DURATION_S)`);
       const options: WorkloadOptions = {
         url: cfg.proxyUrl, hosts, method: config.method, path: config.path, headers: config.headers, body: config.body,
@@ -182,8 +184,13 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
       if (runner.peakTotal + startingRps + peak > cfg.maxRpsTotal) {
         throw new ApiError(429, 'too_many_workloads', `the workloads running on this control plane already send up to ${runner.peakTotal + startingRps} req/s; with this one's ${peak} that is more than all of them may (${cfg.maxRpsTotal} req/s, BERTH_WORKLOAD_MAX_RPS_TOTAL); try again later or lower the rate`, { 'retry-after': '10' });
       }
+      const mine = runner.peakOf(userId) + (startingRpsOf.get(userId) ?? 0);
+      if (mine + peak > cfg.maxRpsPerUser) {
+        throw new ApiError(429, 'too_many_workloads', `your workloads running on this control plane already send up to ${mine} req/s; with this one's ${peak} that is more than one user's may (${cfg.maxRpsPerUser} req/s, BERTH_WORKLOAD_MAX_RPS_PER_USER); wait for one to finish or lower the rate`, { 'retry-after': '10' });
+      }
       starting++;
       startingRps += peak;
+      startingRpsOf.set(userId, (startingRpsOf.get(userId) ?? 0) + peak);
       let row: Awaited<ReturnType<typeof insertWorkload>>;
       try {
         row = await withTransaction(app.db, async (c) => {
@@ -205,8 +212,10 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
           throw e;
         }
       } finally {
-        starting--; // runner.size and runner.peakTotal count it from here (or it failed)
+        starting--; // runner.size, peakTotal and peakOf count it from here (or it failed)
         startingRps -= peak;
+        const left = startingRpsOf.get(userId)! - peak;
+        if (left === 0) startingRpsOf.delete(userId); else startingRpsOf.set(userId, left);
       }
       log.info({ id: row.id, userId, hosts, pattern: config.pattern, rps: config.rps, duration: config.duration_seconds }, 'workload started');
       return row;

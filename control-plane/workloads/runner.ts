@@ -78,6 +78,13 @@ export class WorkloadRunner {
     return n;
   }
 
+  /** The peaks of one user's runs going now, added up. */
+  peakOf(userId: number): number {
+    let n = 0;
+    for (const r of this.runs.values()) if (r.userId === userId) n += r.peak;
+    return n;
+  }
+
   start(id: number, userId: number, options: WorkloadOptions, peak = 0): LiveRun {
     const url = workerUrl();
     if (!existsSync(fileURLToPath(url))) throw new Error(`the workload worker is not built (${fileURLToPath(url)}); run npm run build`);

@@ -14,6 +14,7 @@ import { migrate } from '../../control-plane/db/migrate.js';
 import { migrations } from '../../control-plane/db/migrations/index.js';
 import { createPool } from '../../control-plane/db/pool.js';
 import { streamLimits } from '../../control-plane/http/stream-limits.js';
+import { workloadConfig } from '../../control-plane/workloads/config.js';
 import { HEARTBEAT_S } from '../../control-plane/workloads/plugin.js';
 import { INTERRUPTED_REASON, STALE_AFTER_S } from '../../control-plane/workloads/repo.js';
 import { Api } from '../helpers/api.js';
@@ -48,7 +49,8 @@ beforeAll(async () => {
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
   proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
   // (heartbeats every 0.5 s instead of 5: the tests that wait for one are quicker; the bounds below stay HEARTBEAT_S)
-  t = await startTestControlPlane({ workloads: { proxyUrl, maxRps: 2000, maxDurationSeconds: 120, maxRunningPerUser: 1, heartbeatMs: 500 } });
+  // (one user may take 1,500 of the 2,000 here: the total's test below needs one user's run past half of it)
+  t = await startTestControlPlane({ workloads: { proxyUrl, maxRps: 2000, maxRpsPerUser: 1500, maxDurationSeconds: 120, maxRunningPerUser: 1, heartbeatMs: 500 } });
   anon = new Api(t.cp.url);
   a = await anon.signup('wl-a@example.com');
   b = await anon.signup('wl-b@example.com');
@@ -271,6 +273,50 @@ describe('/api/workloads', () => {
     const r = await a.post('/api/workloads', body);
     expect(r.status, r.text).toBe(400);
     expect(r.body.error.message).toMatch(message);
+  });
+
+  it('one user\'s runs together peak at most BERTH_WORKLOAD_MAX_RPS_PER_USER (default: half the total): past it alone 400, with their others 429; another user still starts beside them', async () => {
+    // defaults: half the total, all of a total of 1, never more than the total; the variable
+    expect(workloadConfig({ proxyUrl, maxRps: 2000 }).maxRpsPerUser).toBe(1000);
+    expect(workloadConfig({ proxyUrl, maxRps: 2000, maxRpsTotal: 1 }).maxRpsPerUser).toBe(1);
+    expect(workloadConfig({ proxyUrl, maxRps: 2000, maxRpsTotal: 3000, maxRpsPerUser: 5000 }).maxRpsPerUser).toBe(3000);
+    process.env.BERTH_WORKLOAD_MAX_RPS_PER_USER = '700';
+    try {
+      expect(workloadConfig({ proxyUrl, maxRps: 2000 }).maxRpsPerUser).toBe(700);
+      process.env.BERTH_WORKLOAD_MAX_RPS_PER_USER = 'lots';
+      expect(() => workloadConfig({ proxyUrl, maxRps: 2000 })).toThrow(/BERTH_WORKLOAD_MAX_RPS_PER_USER/);
+    } finally {
+      delete process.env.BERTH_WORKLOAD_MAX_RPS_PER_USER;
+    }
+    const own = await startTestControlPlane({ workloads: { proxyUrl, maxRps: 300, maxRpsTotal: 400, maxRunningPerUser: 3, maxDurationSeconds: 120, heartbeatMs: 500 } });
+    const started: [Api, number][] = [];
+    try {
+      const o = new Api(own.cp.url);
+      const c = await o.signup('wl-share-c@example.com');
+      const d = await o.signup('wl-share-d@example.com');
+      await insertReadyImage(own.cp, await userId(c), 'share-c.localhost');
+      await insertReadyImage(own.cp, await userId(d), 'share-d.localhost');
+      const run = async (api: Api, host: string, rps: number) => {
+        const r = await api.post('/api/workloads', { app_hostname: host, rps, duration_seconds: 60 });
+        if (r.status === 201) started.push([api, r.body.id]);
+        return r;
+      };
+      const alone = await run(c, 'share-c.localhost', 250);
+      expect(alone.status, alone.text).toBe(400);
+      expect(alone.body.error).toMatchObject({ code: 'workload_limit', message: expect.stringMatching(/peaks at 250 req\/s; .* at most 200 req\/s \(BERTH_WORKLOAD_MAX_RPS_PER_USER\)/) });
+      expect((await run(c, 'share-c.localhost', 150)).status).toBe(201);
+      const more = await run(c, 'share-c.localhost', 60);
+      expect(more.status, more.text).toBe(429);
+      expect(more.body.error).toMatchObject({ code: 'too_many_workloads', message: expect.stringMatching(/already send up to 150 req\/s; with this one's 60 .* \(200 req\/s, BERTH_WORKLOAD_MAX_RPS_PER_USER\)/) });
+      expect(more.headers.get('retry-after')).toBeTruthy();
+      expect((await run(c, 'share-c.localhost', 50)).status).toBe(201);
+      // the other half is still there for someone else
+      const beside = await run(d, 'share-d.localhost', 190);
+      expect(beside.status, beside.text).toBe(201);
+    } finally {
+      for (const [api, id] of started) await api.post(`/api/workloads/${id}/stop`);
+      await own.close();
+    }
   });
 
   it('a live view whose client leaves while the run is looked up frees its stream slot (20 such would lock the user out of logs)', async () => {
