@@ -162,6 +162,10 @@ class Slot implements ConnectionOwner, UpstreamHandler {
     this.busy = false;
     this.run.failed(this.intended, errorKind(err));
   }
+  /** (counting the failure threw: there is no client to let go; the slot is no longer busy) */
+  abandon(): void {
+    this.busy = false;
+  }
   onUpstreamDrain(): void {}
   onPipelineStall(): void {}
 }

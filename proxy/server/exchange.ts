@@ -472,6 +472,37 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   // ---- outcomes -------------------------------------------------------------------------
 
+  /**
+   * Telling this request of a failure threw (a bug, logged by `tell`): whatever state that left,
+   * it is finished as the proxy's error, its client's connection is closed now (its onAborted
+   * finds the request finished and the upstream side done: nothing runs again), it leaves a pool
+   * queue it may be in, and the endpoint's books are settled unless they were. Not the connection
+   * it may still name: that one has moved on (closed, or serving the requests in front).
+   */
+  abandon(): void {
+    const ep = this.endpoint;
+    const settled = this.upstreamDone;
+    const pool = this.waitingOn;
+    this.upstreamDone = true;
+    this.conn = null;
+    this.waitingOn = null;
+    if (!this.finished) {
+      this.reason = 'internal_error';
+      this.finish(this.gotHeaders ? this.status : 502);
+    }
+    if (!this.resDone && !this.aborted) {
+      this.resDone = true;
+      this.res.close();
+    }
+    if (pool !== null) pool.cancel(this);
+    if (!settled && ep !== null) {
+      ep.inflight--;
+      ep.breaker.onNeutral();
+      this.freed();
+    }
+    this.destroyBody();
+  }
+
   onClientAborted(): void {
     this.aborted = true;
     // (if it was waiting, its place is dead weight until the queue drops it)

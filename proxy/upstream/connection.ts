@@ -54,6 +54,12 @@ export interface UpstreamHandler {
   onUpstreamData(chunk: Uint8Array): boolean;
   onUpstreamEnd(): void;
   onUpstreamError(err: UpstreamError): void;
+  /**
+   * Telling it of a failure threw (a bug, logged by `tell`): what it did is unknown, so it lets go
+   * of everything and closes its client's connection now, rather than leave the client waiting
+   * for its own timeout.
+   */
+  abandon(): void;
   /** the request body can be written again after `writeBody` returned false */
   onUpstreamDrain(): void;
   /** its answer was not whole PIPELINE_STALL_MS after its turn began: the requests pipelined behind it are being resent */
@@ -201,23 +207,38 @@ class Discard implements UpstreamHandler {
   onUpstreamData(): boolean { return true; }
   onUpstreamEnd(): void {}
   onUpstreamError(): void {}
+  abandon(): void {}
   onUpstreamDrain(): void {}
   onPipelineStall(): void {}
 }
 
 /**
+ * Tell a request of a failure. A throw there is a bug: it is logged and the request abandoned
+ * (its client let go), never thrown on — the callers are socket events and timers, where a throw
+ * would end the process and every tenant's requests with it, and loops that must go on to tell
+ * the others.
+ */
+export function tell(h: UpstreamHandler, err: UpstreamError, where: string): void {
+  try {
+    h.onUpstreamError(err);
+  } catch (e) {
+    process.stderr.write(`berth proxy: internal error ${where}: ${(e as Error).stack}\n`);
+    try {
+      h.abandon();
+    } catch (e2) {
+      process.stderr.write(`berth proxy: internal error abandoning a request: ${(e2 as Error).stack}\n`);
+    }
+  }
+}
+
+/**
  * Empty `behind`, telling each request in it (but a Discard) to be sent again. One at a time, each
- * guarded: a resend runs the exchange's dispatch right here, and a bug in one must not leave the
- * others waiting for ever.
+ * guarded (`tell`): a resend runs the exchange's dispatch right here, and a bug in one must not
+ * leave the others waiting for ever.
  */
 function tellResend(behind: UpstreamHandler[], why: string): void {
   for (let b = behind.shift(); b !== undefined; b = behind.shift()) {
-    if (b instanceof Discard) continue;
-    try {
-      b.onUpstreamError(upstreamError(E_PIPELINE_RESEND, why));
-    } catch (e) {
-      process.stderr.write(`berth proxy: internal error resending a pipelined request: ${(e as Error).stack}\n`);
-    }
+    if (!(b instanceof Discard)) tell(b, upstreamError(E_PIPELINE_RESEND, why), 'resending a pipelined request');
   }
 }
 
@@ -321,11 +342,7 @@ export class UpstreamConnection implements ResponseSink {
       const err = upstreamError(E_INTERNAL, 'the proxy failed while handling the response');
       (err as Error & { cause?: unknown }).cause = e;
       if (h === null) process.stderr.write(`berth proxy: internal error on an upstream read: ${(e as Error).stack}\n`);
-      else {
-        try {
-          h.onUpstreamError(err); // logs it, answers the client if it still can
-        } catch { /* the exchange is beyond help; its client's connection times out */ }
-      }
+      else tell(h, err, 'failing a request after an upstream read'); // logs it, answers the client if it still can
       return true;
     }
     if (this.releasePending) {
@@ -698,11 +715,7 @@ export class UpstreamConnection implements ResponseSink {
       }
       // (a request sent again runs its dispatch right here: a bug in it must not keep the
       // requests behind from being told)
-      try {
-        h.onUpstreamError(err);
-      } catch (e) {
-        process.stderr.write(`berth proxy: internal error handling a closed upstream connection: ${(e as Error).stack}\n`);
-      }
+      tell(h, err, 'handling a closed upstream connection');
     }
     tellResend(this.behind, 'the upstream connection closed before the answer to this pipelined request began');
   }
@@ -751,7 +764,7 @@ export class UpstreamConnection implements ResponseSink {
     const h = this.handler;
     this.handler = null;
     this.destroy();
-    if (h !== null) h.onUpstreamError(err as UpstreamError);
+    if (h !== null) tell(h, err as UpstreamError, 'failing a request on its upstream connection');
   }
 
   destroy(): void {

@@ -1,4 +1,4 @@
-import { E_POOL_FULL, UpstreamConnection, upstreamError, type ConnectionOwner, type UpstreamError, type UpstreamHandler } from './connection.js';
+import { E_POOL_FULL, UpstreamConnection, tell, upstreamError, type ConnectionOwner, type UpstreamError, type UpstreamHandler } from './connection.js';
 import { clock, unwatch, watch } from './timers.js';
 
 export interface PoolOptions {
@@ -44,7 +44,7 @@ export class UpstreamPool implements ConnectionOwner {
   /** Send a request as soon as a connection is free. */
   dispatch(h: UpstreamHandler): void {
     if (this.closing) {
-      h.onUpstreamError(upstreamError('UPSTREAM_CLOSED', 'the endpoint was removed'));
+      tell(h, upstreamError('UPSTREAM_CLOSED', 'the endpoint was removed'), 'telling a request its endpoint was removed');
       return;
     }
     if (h.pipeline > 1) {
@@ -62,7 +62,7 @@ export class UpstreamPool implements ConnectionOwner {
       return;
     }
     if (this.queue.length - this.queueHead >= this.maxQueue) {
-      h.onUpstreamError(upstreamError(E_POOL_FULL, `more than ${this.maxQueue} requests waiting for a connection to ${this.host}:${this.port}`));
+      tell(h, upstreamError(E_POOL_FULL, `more than ${this.maxQueue} requests waiting for a connection to ${this.host}:${this.port}`), 'refusing a request past the pool queue');
       return;
     }
     this.queue.push(h);
@@ -119,7 +119,7 @@ export class UpstreamPool implements ConnectionOwner {
     // the oldest waiting request learns why (and may retry elsewhere); the rest keep waiting
     // for the connections still open or opening, or for the next attempt
     const h = this.next();
-    if (h !== undefined) h.onUpstreamError(err);
+    if (h !== undefined) tell(h, err, 'telling a request its connection failed');
     if (this.queueHead < this.queue.length && this.total < this.opts.connections && !this.closing) this.open();
   }
 
@@ -158,7 +158,7 @@ export class UpstreamPool implements ConnectionOwner {
     this.closing = true;
     for (const c of this.idle.splice(0)) c.destroy();
     unwatch(this);
-    for (let h = this.next(); h !== undefined; h = this.next()) h.onUpstreamError(upstreamError('UPSTREAM_CLOSED', 'the endpoint was removed'));
+    for (let h = this.next(); h !== undefined; h = this.next()) tell(h, upstreamError('UPSTREAM_CLOSED', 'the endpoint was removed'), 'telling a request its endpoint was removed');
     const deadline = Date.now() + 10_000;
     while (this.total > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   }

@@ -1,0 +1,141 @@
+/**
+ * A bug that throws while a request is told of an upstream failure (upstream/connection.ts `tell`).
+ * Those calls come from socket events and timers: a throw there ended the whole proxy (an
+ * uncaught exception, every tenant's requests with it), or, where it was caught, left the client
+ * waiting for its own timeout. Now it is logged and the request abandoned: its client's
+ * connection closed at once, the request counted as the proxy's error, the endpoint's books
+ * settled. The bug is put in by hand here (a handler that throws; the exchange's method replaced
+ * for one request): no code path of the proxy is known to throw there.
+ */
+import { connect, createServer, type Server } from 'node:net';
+import { once } from 'node:events';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { DataPlane } from '../../proxy/server/data-plane.js';
+import { Exchange } from '../../proxy/server/exchange.js';
+import { runtime } from '../../proxy/server/state.js';
+import { UpstreamPool } from '../../proxy/upstream/pool.js';
+import type { UpstreamError, UpstreamHandler } from '../../proxy/upstream/connection.js';
+import { validateRouteTable } from '../../shared/routes/validate.js';
+import { freePort } from '../helpers/ports.js';
+
+/** What the proxy wrote to stderr meanwhile (tell logs the bug there). */
+const logged: string[] = [];
+const write = process.stderr.write.bind(process.stderr);
+beforeAll(() => {
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    logged.push(String(chunk));
+    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+});
+afterAll(() => {
+  process.stderr.write = write;
+});
+
+const undo: Array<() => unknown> = [];
+afterEach(async () => {
+  while (undo.length) await undo.pop()!();
+});
+
+/** A request whose failure handler throws, as a buggy one would. */
+class Throwing implements UpstreamHandler {
+  told = 0;
+  readonly abandoned: Promise<void>;
+  private onAbandon!: () => void;
+  readonly headPending = false;
+  readonly headRequest = false;
+  readonly pipeline = 1;
+  readonly pipelineGroup = '';
+  readonly headersTimeoutMs = 10_000;
+  readonly idleTimeoutMs = 10_000;
+  readonly hasBody = false;
+  readonly upstreamHead = 'GET / HTTP/1.1\r\nhost: app.test\r\n\r\n';
+  constructor() {
+    this.abandoned = new Promise((r) => (this.onAbandon = r));
+  }
+  onUpstreamStart(): void {}
+  onUpstreamHead(): void {}
+  flushHead(): void {}
+  onUpstreamData(): boolean {
+    return true;
+  }
+  onUpstreamEnd(): void {}
+  onUpstreamError(_err: UpstreamError): void {
+    this.told++;
+    throw new Error('a bug in the failure path');
+  }
+  abandon(): void {
+    this.onAbandon();
+  }
+  onUpstreamDrain(): void {}
+  onPipelineStall(): void {}
+}
+
+it('a refused connection whose request throws when told: logged, the request abandoned, the process goes on', async () => {
+  // (nothing listens there: the connect is refused, and the pool tells the waiting request from the socket's close event)
+  const pool = new UpstreamPool(`127.0.0.1:${await freePort()}`, { connections: 2, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  undo.push(() => pool.close());
+  const h = new Throwing();
+  pool.dispatch(h);
+  await h.abandoned;
+  expect(h.told).toBe(1);
+  expect(logged.join('')).toMatch(/internal error telling a request its connection failed: Error: a bug in the failure path/);
+  // (an uncaught exception would have failed this file: vitest reports errors thrown outside a test's promise)
+  await new Promise((r) => setTimeout(r, 100));
+}, 10_000);
+
+it('a request the data plane was failing is abandoned: its client is let go at once, the error counted, the endpoint\'s books settled', async () => {
+  // one route to a port nobody listens on (refused: no retry), one to a working upstream
+  const up: Server = createServer((c) => {
+    c.on('error', () => {});
+    c.on('data', () => c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  undo.push(() => new Promise<void>((r) => { up.closeAllConnections?.(); up.close(() => r()); }));
+  const plane = new DataPlane({ logger: pino({ level: 'silent' }), accessLogRate: 0, upstreamConnections: 4 });
+  await plane.listen('127.0.0.1', 0);
+  undo.push(() => plane.close(0));
+  plane.apply(validateRouteTable({
+    version: 1,
+    routes: [
+      { id: 'broken', hosts: ['broken.test'], endpoints: [{ id: 'e0', address: `127.0.0.1:${await freePort()}` }], retry: { attempts: 0 }, fallbackCache: { enabled: false } },
+      { id: 'fine', hosts: ['fine.test'], endpoints: [{ id: 'e1', address: `127.0.0.1:${(up.address() as { port: number }).port}` }] },
+    ],
+  }));
+  const route = runtime.table!.routes.find((r) => r.id === 'broken')!;
+  const errorsBefore = route.stats.errors;
+  // the bug: telling an exchange of its failure throws
+  const original = Exchange.prototype.onUpstreamError;
+  Exchange.prototype.onUpstreamError = function (this: Exchange) {
+    throw new Error('a bug in the exchange');
+  };
+  undo.push(() => { Exchange.prototype.onUpstreamError = original; });
+
+  const c = connect(plane.port, '127.0.0.1');
+  c.on('error', () => {});
+  await once(c, 'connect');
+  let got = '';
+  c.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  const t0 = Date.now();
+  c.write('GET / HTTP/1.1\r\nhost: broken.test\r\n\r\n');
+  await once(c, 'close');
+  // at once, not after a timeout (nothing can be said: the state the bug left is unknown)
+  expect(Date.now() - t0).toBeLessThan(2000);
+  expect(got).toBe('');
+  expect(logged.join('')).toMatch(/internal error telling a request its connection failed: Error: a bug in the exchange/);
+  expect(route.stats.errors).toBe(errorsBefore + 1);
+  expect(route.stats.inflight).toBe(0);
+  expect(route.targets[0].endpoint.inflight).toBe(0);
+
+  // the data plane serves on
+  Exchange.prototype.onUpstreamError = original;
+  const d = connect(plane.port, '127.0.0.1');
+  d.on('error', () => {});
+  let answer = '';
+  d.on('data', (b: Buffer) => { answer += b.toString('latin1'); });
+  d.write('GET / HTTP/1.1\r\nhost: fine.test\r\n\r\n');
+  for (let i = 0; i < 100 && !answer.endsWith('ok'); i++) await new Promise((r) => setTimeout(r, 20));
+  expect(answer).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*ok$/);
+  d.destroy();
+}, 10_000);
