@@ -5,7 +5,7 @@ const ISOLATED = ['test/control-plane/response-schemas.test.ts'];
 
 export default defineConfig({
   test: {
-    // one initialised Postgres cluster per run, copied by each test file's embedded Postgres
+    // one initialised, migrated Postgres cluster per run, and a running copy per worker (each control plane: a database of its own there)
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,

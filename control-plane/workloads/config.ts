@@ -20,9 +20,10 @@ export interface WorkloadConfig {
    */
   maxRpsTotal: number;
   /**
-   * the peaks of one user's runs going at once, added up (a run past it alone: 400; with the
-   * user's others: 429): so that one tenant never holds the whole of maxRpsTotal for an hour
-   * (default: half of it; a run of up to the other half can always start beside one user's)
+   * the peaks of one user's runs going at once on this control plane, added up (a run past it
+   * alone: 400; with the user's others: 429): so that one tenant never holds the whole of
+   * maxRpsTotal for an hour (default: half of it, at most the total). It caps a single run too:
+   * with the defaults a run may peak at 5,000 req/s, not maxRps's 10,000
    */
   maxRpsPerUser: number;
   /** longest run (400 past it; the API's own bound is 3,600 s) */

@@ -215,7 +215,7 @@ export default async function workloadsPlugin(app: FastifyInstance): Promise<voi
         starting--; // runner.size, peakTotal and peakOf count it from here (or it failed)
         startingRps -= peak;
         const left = startingRpsOf.get(userId)! - peak;
-        if (left === 0) startingRpsOf.delete(userId); else startingRpsOf.set(userId, left);
+        if (left <= 1e-9) startingRpsOf.delete(userId); else startingRpsOf.set(userId, left); // (peaks may be fractional)
       }
       log.info({ id: row.id, userId, hosts, pattern: config.pattern, rps: config.rps, duration: config.duration_seconds }, 'workload started');
       return row;

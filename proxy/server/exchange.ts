@@ -61,6 +61,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   /** times it was sent again after a connection closed under it: stale (E_STALE) or before it went out (E_NOT_SENT) */
   private staleResends = 0;
   endpoint: Endpoint | null = null;
+  /** counted in `endpoint.inflight` (from send() until its books are settled) */
+  private counted = false;
   failedEndpoint: Endpoint | null = null;
   t0 = 0;
   /** metering (metrics/meter.ts): the route/endpoint this request is counted on, body bytes each way */
@@ -227,6 +229,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     ep.breaker.acquire(now);
     this.endpoint = ep;
     ep.inflight++;
+    this.counted = true;
     ep.requests++;
     this.attempts++;
     this.t0 = performance.now();
@@ -237,6 +240,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       if (!this.upstreamDone) {
         this.upstreamDone = true;
         ep.inflight--;
+        this.counted = false;
         ep.breaker.onNeutral();
       }
       throw e;
@@ -356,6 +360,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.conn = null;
     const ep = this.endpoint!;
     ep.inflight--;
+    this.counted = false;
     this.freed();
     const ms = performance.now() - this.t0;
     const bucket = latencyBucket(ms);
@@ -408,6 +413,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       // the client went away: not the endpoint's failure, but a held probe slot must be released
       if (ep !== null) {
         ep.inflight--;
+        this.counted = false;
         ep.breaker.onNeutral();
         this.freed();
       }
@@ -460,6 +466,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   /** Settle the endpoint's books for a failed attempt: only its own faults reach its breaker. */
   private charge(ep: Endpoint, fault: number): void {
     ep.inflight--;
+    this.counted = false;
     if (fault === FAULT_ENDPOINT) {
       ep.failures++;
       ep.breaker.onFailure(Date.now());
@@ -475,14 +482,15 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
   /**
    * Telling this request of a failure threw (a bug, logged by `tell`): whatever state that left,
    * it is finished as the proxy's error, its client's connection is closed now (its onAborted
-   * finds the request finished and the upstream side done: nothing runs again), it leaves a pool
-   * queue it may be in, and the endpoint's books are settled unless they were. Not the connection
-   * it may still name: that one has moved on (closed, or serving the requests in front).
+   * finds the request finished and the upstream side done: nothing runs again), it leaves the
+   * pool queue or the connection it may be on (a resend may have got that far), and its
+   * endpoint's in-flight count is given back if it still holds it (`counted`: whether the throw
+   * came before or after the books were settled, or after a resend counted it again).
    */
   abandon(): void {
     const ep = this.endpoint;
-    const settled = this.upstreamDone;
     const pool = this.waitingOn;
+    const conn = this.conn;
     this.upstreamDone = true;
     this.conn = null;
     this.waitingOn = null;
@@ -495,8 +503,11 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       this.res.close();
     }
     if (pool !== null) pool.cancel(this);
-    if (!settled && ep !== null) {
+    // (only one it is on: a connection it was told about may serve the requests in front now)
+    if (conn !== null && conn.carries(this)) conn.abort(this);
+    if (this.counted && ep !== null) {
       ep.inflight--;
+      this.counted = false;
       ep.breaker.onNeutral();
       this.freed();
     }

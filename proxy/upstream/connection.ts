@@ -222,13 +222,19 @@ export function tell(h: UpstreamHandler, err: UpstreamError, where: string): voi
   try {
     h.onUpstreamError(err);
   } catch (e) {
-    process.stderr.write(`berth proxy: internal error ${where}: ${(e as Error).stack}\n`);
+    bug(where, e);
     try {
       h.abandon();
     } catch (e2) {
-      process.stderr.write(`berth proxy: internal error abandoning a request: ${(e2 as Error).stack}\n`);
+      bug('abandoning a request', e2);
     }
   }
+}
+
+let bugs = 0;
+/** One of the first ten, then every thousandth: a bug met by every request must not flood stderr. */
+function bug(where: string, e: unknown): void {
+  if (++bugs <= 10 || bugs % 1000 === 0) process.stderr.write(`berth proxy: internal error #${bugs} ${where}: ${(e as Error).stack}\n`);
 }
 
 /**
@@ -538,6 +544,11 @@ export class UpstreamConnection implements ResponseSink {
    * `h`'s client went away (or its exchange gave up): the connection cannot be reused — unless
    * other requests are pipelined on it, whose answers still come: `h`'s is then read and dropped.
    */
+  /** Whether `h` is this connection's request, or pipelined behind it. */
+  carries(h: UpstreamHandler): boolean {
+    return h === this.handler || this.behind.includes(h);
+  }
+
   abort(h: UpstreamHandler): void {
     const i = h === this.handler || this.state !== BUSY ? -1 : this.behind.indexOf(h);
     if (i === -1) {

@@ -36,7 +36,10 @@ declare module 'vitest' {
 const MIGRATED = 'berth_migrated';
 const run = promisify(execFile);
 
-export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  // vitest runs a global setup for the root and again for each project that has files (both
+  // inherit it); the projects see what the root provides, so the root alone sets up
+  if (!project.isRootProject()) return undefined;
   const t = await tempDir('berth-pg-template-');
   const shared = await tempDir('berth-pg-shared-');
   const handle = await startEmbeddedPostgres(join(t.dir, 'pg'), pino({ level: 'silent' }), { durable: false });

@@ -95,7 +95,7 @@ function databasesOn(url: string, drop: boolean, after: () => Promise<void>): Te
 }
 
 /**
- * A migrated database of its own embedded PostgreSQL with one user in it, for tests of a part that
+ * A migrated database of its own (on the worker's shared server) with one user in it, for tests of a part that
  * only needs the database (no control plane): its pool, the user's id, and how to stop both.
  */
 export async function databaseWithUser(email: string): Promise<{ db: Db; userId: number; stop(): Promise<void> }> {

@@ -7,7 +7,7 @@
  * settled. The bug is put in by hand here (a handler that throws; the exchange's method replaced
  * for one request): no code path of the proxy is known to throw there.
  */
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
@@ -79,20 +79,22 @@ it('a refused connection whose request throws when told: logged, the request aba
   pool.dispatch(h);
   await h.abandoned;
   expect(h.told).toBe(1);
-  expect(logged.join('')).toMatch(/internal error telling a request its connection failed: Error: a bug in the failure path/);
+  expect(logged.join('')).toMatch(/internal error #\d+ telling a request its connection failed: Error: a bug in the failure path/);
   // (an uncaught exception would have failed this file: vitest reports errors thrown outside a test's promise)
   await new Promise((r) => setTimeout(r, 100));
 }, 10_000);
 
 it('a request the data plane was failing is abandoned: its client is let go at once, the error counted, the endpoint\'s books settled', async () => {
   // one route to a port nobody listens on (refused: no retry), one to a working upstream
+  const conns = new Set<Socket>();
   const up: Server = createServer((c) => {
+    conns.add(c);
     c.on('error', () => {});
     c.on('data', () => c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
   });
   up.listen(0, '127.0.0.1');
   await once(up, 'listening');
-  undo.push(() => new Promise<void>((r) => { up.closeAllConnections?.(); up.close(() => r()); }));
+  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
   const plane = new DataPlane({ logger: pino({ level: 'silent' }), accessLogRate: 0, upstreamConnections: 4 });
   await plane.listen('127.0.0.1', 0);
   undo.push(() => plane.close(0));
@@ -123,7 +125,7 @@ it('a request the data plane was failing is abandoned: its client is let go at o
   // at once, not after a timeout (nothing can be said: the state the bug left is unknown)
   expect(Date.now() - t0).toBeLessThan(2000);
   expect(got).toBe('');
-  expect(logged.join('')).toMatch(/internal error telling a request its connection failed: Error: a bug in the exchange/);
+  expect(logged.join('')).toMatch(/internal error #\d+ telling a request its connection failed: Error: a bug in the exchange/);
   expect(route.stats.errors).toBe(errorsBefore + 1);
   expect(route.stats.inflight).toBe(0);
   expect(route.targets[0].endpoint.inflight).toBe(0);
@@ -138,4 +140,31 @@ it('a request the data plane was failing is abandoned: its client is let go at o
   for (let i = 0; i < 100 && !answer.endsWith('ok'); i++) await new Promise((r) => setTimeout(r, 20));
   expect(answer).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*ok$/);
   d.destroy();
+}, 10_000);
+
+it('a bug after the books were settled (answering a retry that found no other endpoint) does not give the endpoint back twice', async () => {
+  const plane = new DataPlane({ logger: pino({ level: 'silent' }), accessLogRate: 0, upstreamConnections: 4 });
+  await plane.listen('127.0.0.1', 0);
+  undo.push(() => plane.close(0));
+  // one refused endpoint, one retry: the failure is charged, the retry finds no other endpoint, and answering that throws
+  plane.apply(validateRouteTable({
+    version: 1,
+    routes: [{ id: 'lonely', hosts: ['lonely.test'], endpoints: [{ id: 'e0', address: `127.0.0.1:${await freePort()}` }], retry: { attempts: 1 }, fallbackCache: { enabled: false } }],
+  }));
+  const route = runtime.table!.routes.find((r) => r.id === 'lonely')!;
+  const proto = Exchange.prototype as unknown as { fail: (...a: unknown[]) => void };
+  const original = proto.fail;
+  proto.fail = function () {
+    throw new Error('a bug answering');
+  };
+  undo.push(() => { proto.fail = original; });
+  const c = connect(plane.port, '127.0.0.1');
+  c.on('error', () => {});
+  await once(c, 'connect');
+  c.write('GET / HTTP/1.1\r\nhost: lonely.test\r\n\r\n');
+  await once(c, 'close');
+  expect(logged.join('')).toMatch(/Error: a bug answering/);
+  // given back once (by the charge), not again by abandon: below zero it would count as free capacity
+  expect(route.targets[0].endpoint.inflight).toBe(0);
+  expect(route.stats.inflight).toBe(0);
 }, 10_000);

@@ -54,6 +54,7 @@ class Request implements UpstreamHandler {
     this.error = err;
     this.onEnd();
   }
+  abandon(): void {}
   onUpstreamDrain(): void {}
   onPipelineStall(): void {}
 }
