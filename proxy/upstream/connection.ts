@@ -222,12 +222,17 @@ export function tell(h: UpstreamHandler, err: UpstreamError, where: string): voi
   try {
     h.onUpstreamError(err);
   } catch (e) {
-    bug(where, e);
-    try {
-      h.abandon();
-    } catch (e2) {
-      bug('abandoning a request', e2);
-    }
+    abandonAfter(h, where, e);
+  }
+}
+
+/** A bug threw `e` while `h` was being handled (`where`): logged, and the request abandoned. */
+export function abandonAfter(h: UpstreamHandler, where: string, e: unknown): void {
+  bug(where, e);
+  try {
+    h.abandon();
+  } catch (e2) {
+    bug('abandoning a request', e2);
   }
 }
 

@@ -1,4 +1,4 @@
-import { E_POOL_FULL, UpstreamConnection, tell, upstreamError, type ConnectionOwner, type UpstreamError, type UpstreamHandler } from './connection.js';
+import { abandonAfter, E_POOL_FULL, UpstreamConnection, tell, upstreamError, type ConnectionOwner, type UpstreamError, type UpstreamHandler } from './connection.js';
 import { clock, unwatch, watch } from './timers.js';
 
 export interface PoolOptions {
@@ -80,13 +80,24 @@ export class UpstreamPool implements ConnectionOwner {
   /** Start `h` on `c`; a pipelinable request opens a batch, which requests waiting behind it join. */
   private start(c: UpstreamConnection, h: UpstreamHandler): void {
     c.start(h);
+    this.batchBehind(c, h);
+  }
+
+  /** A pipelinable request just started on `c`: requests waiting behind it join its batch. */
+  private batchBehind(c: UpstreamConnection, h: UpstreamHandler): void {
     if (h.pipeline <= 1) return;
     this.batch = c;
     const q = this.queue;
     while (this.queueHead < q.length) {
       const w = q[this.queueHead];
       if (w.pipeline <= 1 || !c.canAppend(w)) break;
-      c.append(this.next()!);
+      const n = this.next()!;
+      // (a bug in its start is its own: not the request being dispatched, nor a socket event's)
+      try {
+        c.append(n);
+      } catch (e) {
+        abandonAfter(n, 'pipelining a waiting request', e);
+      }
     }
   }
 
@@ -126,7 +137,14 @@ export class UpstreamPool implements ConnectionOwner {
   released(c: UpstreamConnection): void {
     const h = this.next();
     if (h !== undefined) {
-      this.start(c, h);
+      // (from a socket event: a bug in the waiting request's start must not end the process)
+      try {
+        c.start(h);
+      } catch (e) {
+        abandonAfter(h, 'starting a waiting request', e);
+        return;
+      }
+      this.batchBehind(c, h);
       return;
     }
     if (this.closing || this.idle.length >= this.maxIdle) {

@@ -15,7 +15,7 @@ import { DataPlane } from '../../proxy/server/data-plane.js';
 import { Exchange } from '../../proxy/server/exchange.js';
 import { runtime } from '../../proxy/server/state.js';
 import { UpstreamPool } from '../../proxy/upstream/pool.js';
-import type { UpstreamError, UpstreamHandler } from '../../proxy/upstream/connection.js';
+import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../../proxy/upstream/connection.js';
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import { freePort } from '../helpers/ports.js';
 
@@ -37,11 +37,15 @@ afterEach(async () => {
   while (undo.length) await undo.pop()!();
 });
 
-/** A request whose failure handler throws, as a buggy one would. */
+/** A request whose failure handler (or, with `on: 'start'`, its start) throws, as a buggy one would. */
 class Throwing implements UpstreamHandler {
   told = 0;
+  answered = false;
+  conn: UpstreamConnection | null = null;
   readonly abandoned: Promise<void>;
+  readonly ended: Promise<void>;
   private onAbandon!: () => void;
+  private onEnd!: () => void;
   readonly headPending = false;
   readonly headRequest = false;
   readonly pipeline = 1;
@@ -50,21 +54,31 @@ class Throwing implements UpstreamHandler {
   readonly idleTimeoutMs = 10_000;
   readonly hasBody = false;
   readonly upstreamHead = 'GET / HTTP/1.1\r\nhost: app.test\r\n\r\n';
-  constructor() {
+  constructor(private readonly on: 'error' | 'start' | 'nothing' = 'error') {
     this.abandoned = new Promise((r) => (this.onAbandon = r));
+    this.ended = new Promise((r) => (this.onEnd = r));
   }
-  onUpstreamStart(): void {}
+  onUpstreamStart(conn: UpstreamConnection): void {
+    this.conn = conn;
+    if (this.on === 'start') throw new Error('a bug in the start');
+  }
   onUpstreamHead(): void {}
   flushHead(): void {}
   onUpstreamData(): boolean {
     return true;
   }
-  onUpstreamEnd(): void {}
+  onUpstreamEnd(): void {
+    this.answered = true;
+    this.onEnd();
+  }
   onUpstreamError(_err: UpstreamError): void {
     this.told++;
-    throw new Error('a bug in the failure path');
+    if (this.on === 'error') throw new Error('a bug in the failure path');
+    this.onEnd();
   }
   abandon(): void {
+    // (as the exchange does: off the connection it is on)
+    if (this.conn !== null && this.conn.carries(this)) this.conn.abort(this);
     this.onAbandon();
   }
   onUpstreamDrain(): void {}
@@ -82,6 +96,33 @@ it('a refused connection whose request throws when told: logged, the request aba
   expect(logged.join('')).toMatch(/internal error #\d+ telling a request its connection failed: Error: a bug in the failure path/);
   // (an uncaught exception would have failed this file: vitest reports errors thrown outside a test's promise)
   await new Promise((r) => setTimeout(r, 100));
+}, 10_000);
+
+it('a waiting request whose start throws when a connection frees up: logged, abandoned (its connection with it), the pool serves on', async () => {
+  const conns = new Set<Socket>();
+  const up: Server = createServer((c) => {
+    conns.add(c);
+    c.on('error', () => {});
+    c.on('data', () => c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
+  // one connection: the second request waits for it, and is started from the first's answer (a socket read)
+  const pool = new UpstreamPool(`127.0.0.1:${(up.address() as { port: number }).port}`, { connections: 1, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  undo.push(() => pool.close());
+  const first = new Throwing('nothing');
+  const second = new Throwing('start');
+  pool.dispatch(first);
+  pool.dispatch(second);
+  await first.ended;
+  expect(first.answered).toBe(true);
+  await second.abandoned;
+  expect(logged.join('')).toMatch(/internal error #\d+ starting a waiting request: Error: a bug in the start/);
+  const third = new Throwing('nothing');
+  pool.dispatch(third);
+  await third.ended;
+  expect(third.answered).toBe(true);
 }, 10_000);
 
 it('a request the data plane was failing is abandoned: its client is let go at once, the error counted, the endpoint\'s books settled', async () => {
