@@ -318,7 +318,16 @@ export class UpstreamConnection implements ResponseSink {
     });
     s.on('end', () => this.onEnd());
     s.on('close', () => this.onClose());
-    s.on('drain', () => { if (this.handler !== null) this.handler.onUpstreamDrain(); });
+    s.on('drain', () => {
+      const h = this.handler;
+      if (h === null) return;
+      // (a socket event: a bug there is its request's, never the process's)
+      try {
+        h.onUpstreamDrain();
+      } catch (e) {
+        abandonAfter(h, 'resuming a request body', e);
+      }
+    });
   }
 
   private onConnect(): void {

@@ -52,9 +52,9 @@ class Throwing implements UpstreamHandler {
   readonly pipelineGroup = '';
   readonly headersTimeoutMs = 10_000;
   readonly idleTimeoutMs = 10_000;
-  readonly hasBody = false;
-  readonly upstreamHead = 'GET / HTTP/1.1\r\nhost: app.test\r\n\r\n';
-  constructor(private readonly on: 'error' | 'start' | 'nothing' = 'error') {
+  readonly hasBody: boolean = false;
+  readonly upstreamHead: string = 'GET / HTTP/1.1\r\nhost: app.test\r\n\r\n';
+  constructor(private readonly on: 'error' | 'start' | 'drain' | 'nothing' = 'error') {
     this.abandoned = new Promise((r) => (this.onAbandon = r));
     this.ended = new Promise((r) => (this.onEnd = r));
   }
@@ -81,8 +81,16 @@ class Throwing implements UpstreamHandler {
     if (this.conn !== null && this.conn.carries(this)) this.conn.abort(this);
     this.onAbandon();
   }
-  onUpstreamDrain(): void {}
+  onUpstreamDrain(): void {
+    if (this.on === 'drain') throw new Error('a bug resuming the body');
+  }
   onPipelineStall(): void {}
+}
+
+/** A chunked POST whose body the test writes itself. */
+class ThrowingUpload extends Throwing {
+  override readonly hasBody = true;
+  override readonly upstreamHead = 'POST / HTTP/1.1\r\nhost: app.test\r\ntransfer-encoding: chunked\r\n\r\n';
 }
 
 it('a refused connection whose request throws when told: logged, the request abandoned, the process goes on', async () => {
@@ -123,6 +131,38 @@ it('a waiting request whose start throws when a connection frees up: logged, aba
   pool.dispatch(third);
   await third.ended;
   expect(third.answered).toBe(true);
+}, 10_000);
+
+it('a request whose body drains into a handler that throws: logged, abandoned (its connection with it)', async () => {
+  // an upstream that reads nothing until told: the body fills the socket
+  const conns: Socket[] = [];
+  const up: Server = createServer((c) => {
+    conns.push(c);
+    c.on('error', () => {});
+    c.pause();
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
+  const pool = new UpstreamPool(`127.0.0.1:${(up.address() as { port: number }).port}`, { connections: 1, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  undo.push(() => pool.close());
+  const h = new ThrowingUpload('drain');
+  pool.dispatch(h);
+  for (let i = 0; i < 200 && (h.conn === null || conns.length === 0); i++) await new Promise((r) => setTimeout(r, 10));
+  const conn = h.conn!;
+  const fill = Buffer.alloc(65536, 'a');
+  let full = false;
+  for (let i = 0; i < 10_000 && !full; i++) {
+    full = !conn.writeBody(fill, true);
+    if (i % 16 === 15) await new Promise((r) => setImmediate(r));
+  }
+  expect(full).toBe(true);
+  // the upstream reads: the socket drains, and telling the request throws
+  conns[0].resume();
+  await h.abandoned;
+  expect(logged.join('')).toMatch(/internal error #\d+ resuming a request body: Error: a bug resuming the body/);
+  // off its connection: the upstream sees it close
+  await once(conns[0], 'close');
 }, 10_000);
 
 it('a request the data plane was failing is abandoned: its client is let go at once, the error counted, the endpoint\'s books settled', async () => {
