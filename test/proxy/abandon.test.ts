@@ -18,6 +18,7 @@ import { UpstreamPool } from '../../proxy/upstream/pool.js';
 import type { UpstreamConnection, UpstreamError, UpstreamHandler } from '../../proxy/upstream/connection.js';
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import { freePort } from '../helpers/ports.js';
+import { TestUpstreamRequest } from '../helpers/upstream-handler.js';
 
 /** What the proxy wrote to stderr meanwhile (tell logs the bug there). */
 const logged: string[] = [];
@@ -37,8 +38,25 @@ afterEach(async () => {
   while (undo.length) await undo.pop()!();
 });
 
+/** A loopback upstream (closed after the test): `onConnection` gets each connection; its port and connections. */
+async function upstream(onConnection: (c: Socket) => void): Promise<{ port: number; conns: Socket[] }> {
+  const conns: Socket[] = [];
+  const up: Server = createServer((c) => {
+    conns.push(c);
+    c.on('error', () => {});
+    onConnection(c);
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
+  return { port: (up.address() as { port: number }).port, conns };
+}
+
+/** Answers every read with a 200 "ok". */
+const answering = (c: Socket) => c.on('data', () => c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+
 /** A request whose failure handler (or, with `on: 'start'`, its start) throws, as a buggy one would. */
-class Throwing implements UpstreamHandler {
+class Throwing extends TestUpstreamRequest implements UpstreamHandler {
   told = 0;
   answered = false;
   conn: UpstreamConnection | null = null;
@@ -46,15 +64,10 @@ class Throwing implements UpstreamHandler {
   readonly ended: Promise<void>;
   private onAbandon!: () => void;
   private onEnd!: () => void;
-  readonly headPending = false;
-  readonly headRequest = false;
-  readonly pipeline = 1;
-  readonly pipelineGroup = '';
-  readonly headersTimeoutMs = 10_000;
-  readonly idleTimeoutMs = 10_000;
   readonly hasBody: boolean = false;
   readonly upstreamHead: string = 'GET / HTTP/1.1\r\nhost: app.test\r\n\r\n';
   constructor(private readonly on: 'error' | 'start' | 'drain' | 'nothing' = 'error') {
+    super();
     this.abandoned = new Promise((r) => (this.onAbandon = r));
     this.ended = new Promise((r) => (this.onEnd = r));
   }
@@ -107,17 +120,9 @@ it('a refused connection whose request throws when told: logged, the request aba
 }, 10_000);
 
 it('a waiting request whose start throws when a connection frees up: logged, abandoned (its connection with it), the pool serves on', async () => {
-  const conns = new Set<Socket>();
-  const up: Server = createServer((c) => {
-    conns.add(c);
-    c.on('error', () => {});
-    c.on('data', () => c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
-  });
-  up.listen(0, '127.0.0.1');
-  await once(up, 'listening');
-  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
+  const up = await upstream(answering);
   // one connection: the second request waits for it, and is started from the first's answer (a socket read)
-  const pool = new UpstreamPool(`127.0.0.1:${(up.address() as { port: number }).port}`, { connections: 1, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  const pool = new UpstreamPool(`127.0.0.1:${up.port}`, { connections: 1, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
   undo.push(() => pool.close());
   const first = new Throwing('nothing');
   const second = new Throwing('start');
@@ -135,16 +140,8 @@ it('a waiting request whose start throws when a connection frees up: logged, aba
 
 it('a request whose body drains into a handler that throws: logged, abandoned (its connection with it)', async () => {
   // an upstream that reads nothing until told: the body fills the socket
-  const conns: Socket[] = [];
-  const up: Server = createServer((c) => {
-    conns.push(c);
-    c.on('error', () => {});
-    c.pause();
-  });
-  up.listen(0, '127.0.0.1');
-  await once(up, 'listening');
-  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
-  const pool = new UpstreamPool(`127.0.0.1:${(up.address() as { port: number }).port}`, { connections: 1, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
+  const { port, conns } = await upstream((c) => c.pause());
+  const pool = new UpstreamPool(`127.0.0.1:${port}`, { connections: 1, keepAliveTimeoutMs: 10_000, connectMs: 2000 });
   undo.push(() => pool.close());
   const h = new ThrowingUpload('drain');
   pool.dispatch(h);
@@ -167,15 +164,7 @@ it('a request whose body drains into a handler that throws: logged, abandoned (i
 
 it('a request the data plane was failing is abandoned: its client is let go at once, the error counted, the endpoint\'s books settled', async () => {
   // one route to a port nobody listens on (refused: no retry), one to a working upstream
-  const conns = new Set<Socket>();
-  const up: Server = createServer((c) => {
-    conns.add(c);
-    c.on('error', () => {});
-    c.on('data', () => c.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
-  });
-  up.listen(0, '127.0.0.1');
-  await once(up, 'listening');
-  undo.push(() => new Promise<void>((r) => { for (const c of conns) c.destroy(); up.close(() => r()); }));
+  const up = await upstream(answering);
   const plane = new DataPlane({ logger: pino({ level: 'silent' }), accessLogRate: 0, upstreamConnections: 4 });
   await plane.listen('127.0.0.1', 0);
   undo.push(() => plane.close(0));
@@ -183,7 +172,7 @@ it('a request the data plane was failing is abandoned: its client is let go at o
     version: 1,
     routes: [
       { id: 'broken', hosts: ['broken.test'], endpoints: [{ id: 'e0', address: `127.0.0.1:${await freePort()}` }], retry: { attempts: 0 }, fallbackCache: { enabled: false } },
-      { id: 'fine', hosts: ['fine.test'], endpoints: [{ id: 'e1', address: `127.0.0.1:${(up.address() as { port: number }).port}` }] },
+      { id: 'fine', hosts: ['fine.test'], endpoints: [{ id: 'e1', address: `127.0.0.1:${up.port}` }] },
     ],
   }));
   const route = runtime.table!.routes.find((r) => r.id === 'broken')!;

@@ -17,9 +17,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, expect, it } from 'vitest';
 import { UpstreamPool } from '../../proxy/upstream/pool.js';
+import { TestUpstreamRequest } from '../helpers/upstream-handler.js';
 import { E_NOT_SENT, type UpstreamConnection, type UpstreamError, type UpstreamHandler } from '../../proxy/upstream/connection.js';
 
-class Request implements UpstreamHandler {
+class Request extends TestUpstreamRequest implements UpstreamHandler {
   conn: UpstreamConnection | null = null;
   failed: string | null = null;
   error: UpstreamError | null = null;
@@ -27,13 +28,8 @@ class Request implements UpstreamHandler {
   readonly ended: Promise<void>;
   private onStart!: () => void;
   private onEnd!: () => void;
-  readonly headPending = false;
-  readonly headRequest = false;
-  readonly pipeline = 1;
-  readonly pipelineGroup = '';
-  readonly headersTimeoutMs = 10_000;
-  readonly idleTimeoutMs = 10_000;
   constructor(readonly upstreamHead: string, readonly hasBody: boolean) {
+    super();
     this.started = new Promise((r) => (this.onStart = r));
     this.ended = new Promise((r) => (this.onEnd = r));
   }
