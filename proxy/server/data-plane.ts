@@ -54,6 +54,11 @@ export class DataPlane {
       keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 30_000,
       connectMs: 2000,
     });
+    // the thread's serving state is this data plane's from here: nothing of one before it in the
+    // thread (tests run several in one) — its table, redirect and activation — carries over
+    runtime.table = null;
+    runtime.httpsRedirect = null;
+    runtime.activate = null;
     runtime.ownNames = new Set(opts.ownNames ?? []);
     runtime.accessLog = opts.accessLogRate > 0 ? new AccessLog(opts.logger.child({ log: 'access' }), opts.accessLogRate) : null;
   }
