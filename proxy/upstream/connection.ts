@@ -554,15 +554,15 @@ export class UpstreamConnection implements ResponseSink {
     readStart(this.socket);
   }
 
-  /**
-   * `h`'s client went away (or its exchange gave up): the connection cannot be reused — unless
-   * other requests are pipelined on it, whose answers still come: `h`'s is then read and dropped.
-   */
   /** Whether `h` is this connection's request, or pipelined behind it. */
   carries(h: UpstreamHandler): boolean {
     return h === this.handler || this.behind.includes(h);
   }
 
+  /**
+   * `h`'s client went away (or its exchange gave up): the connection cannot be reused — unless
+   * other requests are pipelined on it, whose answers still come: `h`'s is then read and dropped.
+   */
   abort(h: UpstreamHandler): void {
     const i = h === this.handler || this.state !== BUSY ? -1 : this.behind.indexOf(h);
     if (i === -1) {
