@@ -239,8 +239,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
       // the pool reports failures through onUpstreamError; a throw here is a bug, and must not keep a probe slot
       if (!this.upstreamDone) {
         this.upstreamDone = true;
-        ep.inflight--;
-        this.counted = false;
+        this.leave(ep);
         ep.breaker.onNeutral();
       }
       throw e;
@@ -359,8 +358,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     this.upstreamDone = true;
     this.conn = null;
     const ep = this.endpoint!;
-    ep.inflight--;
-    this.counted = false;
+    this.leave(ep);
     this.freed();
     const ms = performance.now() - this.t0;
     const bucket = latencyBucket(ms);
@@ -412,8 +410,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (this.aborted) {
       // the client went away: not the endpoint's failure, but a held probe slot must be released
       if (ep !== null) {
-        ep.inflight--;
-        this.counted = false;
+        this.leave(ep);
         ep.breaker.onNeutral();
         this.freed();
       }
@@ -463,10 +460,15 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     return true;
   }
 
-  /** Settle the endpoint's books for a failed attempt: only its own faults reach its breaker. */
-  private charge(ep: Endpoint, fault: number): void {
+  /** Give back the place this request held in `ep`'s in-flight count (every settlement goes through here: abandon() relies on `counted`). */
+  private leave(ep: Endpoint): void {
     ep.inflight--;
     this.counted = false;
+  }
+
+  /** Settle the endpoint's books for a failed attempt: only its own faults reach its breaker. */
+  private charge(ep: Endpoint, fault: number): void {
+    this.leave(ep);
     if (fault === FAULT_ENDPOINT) {
       ep.failures++;
       ep.breaker.onFailure(Date.now());
@@ -506,8 +508,7 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     // (only one it is on: a connection it was told about may serve the requests in front now)
     if (conn !== null && conn.carries(this)) conn.abort(this);
     if (this.counted && ep !== null) {
-      ep.inflight--;
-      this.counted = false;
+      this.leave(ep);
       ep.breaker.onNeutral();
       this.freed();
     }

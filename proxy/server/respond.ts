@@ -3,6 +3,7 @@
  * error says who made it and which request it was), admission refusals, and the last-resort
  * 500 when a bug escapes. Safe inside or outside a uWS callback.
  */
+import { reportInternalError } from '../resilience/internal-errors.js';
 import type { HttpResponse } from 'uWebSockets.js';
 import { globalStats } from '../metrics/route-stats.js';
 import { REFUSALS, type Refusal } from './admission.js';
@@ -62,9 +63,8 @@ export function logRejected(requestId: string, method: string, host: string, pat
   if (log !== null && log.sample()) log.write(requestId, method, host, path, status, '', '', 0, reason);
 }
 
-let internalErrors = 0;
 export function internalError(res: HttpResponse | null, e: Error): void {
-  if (++internalErrors <= 10 || internalErrors % 1000 === 0) process.stderr.write(`berth proxy: internal error #${internalErrors}: ${e.stack}\n`);
+  reportInternalError('handling a request', e);
   if (res === null) return;
   try {
     sendError(res, 500, 'internal_error', newRequestId(), 'the proxy failed to handle this request');

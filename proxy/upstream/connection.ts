@@ -29,6 +29,7 @@
  * A request behind whose client left is swapped for a Discard, so the answers behind it still
  * reach theirs.
  */
+import { reportInternalError } from '../resilience/internal-errors.js';
 import { connect, type Socket } from 'node:net';
 import { ResponseHead, ResponseParser, type ParserError, type ResponseSink } from './response-parser.js';
 import { queuedBytes, readStart, readStop, takeReads, writeHead, writeParts } from './stream-handle.js';
@@ -228,18 +229,12 @@ export function tell(h: UpstreamHandler, err: UpstreamError, where: string): voi
 
 /** A bug threw `e` while `h` was being handled (`where`): logged, and the request abandoned. */
 export function abandonAfter(h: UpstreamHandler, where: string, e: unknown): void {
-  bug(where, e);
+  reportInternalError(where, e);
   try {
     h.abandon();
   } catch (e2) {
-    bug('abandoning a request', e2);
+    reportInternalError('abandoning a request', e2);
   }
-}
-
-let bugs = 0;
-/** One of the first ten, then every thousandth: a bug met by every request must not flood stderr. */
-function bug(where: string, e: unknown): void {
-  if (++bugs <= 10 || bugs % 1000 === 0) process.stderr.write(`berth proxy: internal error #${bugs} ${where}: ${(e as Error).stack}\n`);
 }
 
 /**
@@ -361,7 +356,7 @@ export class UpstreamConnection implements ResponseSink {
       this.destroy();
       const err = upstreamError(E_INTERNAL, 'the proxy failed while handling the response');
       (err as Error & { cause?: unknown }).cause = e;
-      if (h === null) process.stderr.write(`berth proxy: internal error on an upstream read: ${(e as Error).stack}\n`);
+      if (h === null) reportInternalError('on an upstream read', e);
       else tell(h, err, 'failing a request after an upstream read'); // logs it, answers the client if it still can
       return true;
     }
@@ -468,7 +463,7 @@ export class UpstreamConnection implements ResponseSink {
       }
     } catch (e) {
       // a bug must cost this connection's requests (told on its close), not every later batch
-      process.stderr.write(`berth proxy: internal error writing a batch of request heads: ${(e as Error).stack}\n`);
+      reportInternalError('writing a batch of request heads', e);
       this.destroy();
     }
   }

@@ -6,6 +6,8 @@
  * calling Date.now() (breaker timing is fine at 50 ms resolution). The sweep always runs
  * (unref'd), so the clock is never staler than one period.
  */
+import { reportInternalError } from '../resilience/internal-errors.js';
+
 export const SWEEP_MS = 50;
 
 export const clock = { now: Date.now() };
@@ -24,7 +26,7 @@ function sweep(): void {
       c.expire(now);
     } catch (e) {
       // a bug in one timeout must not stop the sweep (nor, in a timer callback, kill the process)
-      process.stderr.write(`berth proxy: internal error in the timeout sweep: ${(e as Error).stack}\n`);
+      reportInternalError('in the timeout sweep', e);
     }
   }
 }
