@@ -35,7 +35,7 @@ export async function startTestPostgres(opts: { own?: boolean } = {}): Promise<T
   if (shared !== undefined && shared.length > 0) {
     // this worker's (files run beside each other never share one: see global-setup.ts)
     const pool = Number(process.env.VITEST_POOL_ID ?? 1);
-    return databasesOn(shared[(pool - 1) % shared.length], true, async () => {});
+    return databasesOn(shared[(pool - 1) % shared.length], async () => {});
   }
   const tmp = await tempDir('berth-pg-');
   // a copy of the run's initialised cluster (helpers/global-setup.ts): no initdb per file. `cp -a`
@@ -44,14 +44,14 @@ export async function startTestPostgres(opts: { own?: boolean } = {}): Promise<T
   if (template) await run('cp', ['-a', `${template}/.`, tmp.dir]);
   // (throwaway: nothing flushed to disk)
   const handle = await startEmbeddedPostgres(join(tmp.dir, 'pg'), pino({ level: 'silent' }), { durable: false });
-  return databasesOn(handle.url, false, async () => {
+  return databasesOn(handle.url, async () => {
     await handle.stop();
     await tmp.cleanup();
   });
 }
 
-/** createDatabase() on the server at `url`; stop() drops what it created (`drop`), then calls `after`. */
-function databasesOn(url: string, drop: boolean, after: () => Promise<void>): TestPostgres {
+/** createDatabase() on the server at `url`; stop() drops what it created, then calls `after`. */
+function databasesOn(url: string, after: () => Promise<void>): TestPostgres {
   const created: string[] = [];
   const admin = async <T>(work: (c: pg.Client) => Promise<T>): Promise<T> => {
     const c = new pg.Client({ connectionString: url });
@@ -86,7 +86,7 @@ function databasesOn(url: string, drop: boolean, after: () => Promise<void>): Te
       if (stopped) return;
       stopped = true;
       // (FORCE: a connection a test left open, or a child process still winding down, would keep it)
-      if (drop && created.length > 0) {
+      if (created.length > 0) {
         await admin(async (c) => { for (const name of created.splice(0)) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); });
       }
       await after();
