@@ -7,7 +7,7 @@
  *   BENCH_ROUNDS=4         rounds per scenario (medians are reported)
  *   BENCH_WARMUP=2         seconds of unmeasured warm-up per target and scenario (0 = none)
  *   BENCH_CONNECTIONS=50   concurrent connections
- *   BENCH_SCENARIOS=small,64k,rr3,post,conn1k,routes10k
+ *   BENCH_SCENARIOS=small,64k,rr3,post,conn1k,routes10k,push10k
  *   BENCH_TARGETS=direct,berth,berth-pipeline,nginx,fastify-http-proxy,http-proxy
  *                  (berth-pipeline: berth with RouteSpec.pipeline = 8 on the bench routes)
  *   BENCH_LOADGEN=wrk|autocannon   (default: wrk when installed)
@@ -25,6 +25,7 @@ import { httpRequest, sleep } from '../lib/net.js';
 import { choosePinning, cpuJiffies, onExit, pinSelf, rssSampler, stopAll, treeCpuSeconds, which, type Pinning, type Tracked } from '../lib/proc.js';
 import { summariseProfile, type ProfileSummary } from './profile.js';
 import { chooseLoadgen, runLoad, type LoadResult, type LoadgenKind } from './loadgen.js';
+import { routePush } from './route-push.js';
 import {
   HOST_RR,
   HOST_SINGLE,
@@ -116,6 +117,7 @@ export interface MacroReport {
   scenarios: ScenarioReport[];
   conn1k?: { connections: number; durationS: number; entries: Array<EntrySummary & { idleRssMb?: number }> } | { skipped: string };
   routes10k?: Record<string, unknown>;
+  push10k?: Record<string, unknown>;
   targets?: Array<{ target: string; status: 'PASS' | 'FAIL' | 'n/a'; measured: string }>;
   profile?: Array<Omit<ProfileSummary, 'text'>>;
   text: string;
@@ -243,7 +245,7 @@ export async function runMacro(): Promise<MacroReport> {
   const rounds = Math.max(1, Math.floor(num('BENCH_ROUNDS', 4)));
   const warmupS = num('BENCH_WARMUP', Math.min(2, durationS));
   const connections = Math.max(1, Math.floor(num('BENCH_CONNECTIONS', 50)));
-  const scenarioIds = list('BENCH_SCENARIOS', ['small', '64k', 'rr3', 'post', 'conn1k', 'routes10k']);
+  const scenarioIds = list('BENCH_SCENARIOS', ['small', '64k', 'rr3', 'post', 'conn1k', 'routes10k', 'push10k']);
   const targetIds = list('BENCH_TARGETS', ['direct', 'berth', 'berth-pipeline', 'nginx', 'fastify-http-proxy', 'http-proxy']);
   const conn1kS = num('BENCH_CONN1K_DURATION', 5);
   const conn1kC = Math.floor(num('BENCH_CONN1K_CONNECTIONS', 1000));
@@ -406,6 +408,17 @@ export async function runMacro(): Promise<MacroReport> {
           say(`   n/a (failed: ${why})`);
           report.routes10k = { skipped: `failed: ${why}` };
         }
+      }
+    }
+
+    if (scenarioIds.includes('push10k')) {
+      say();
+      say('-- scenario push10k: a control plane pushes 10,002 routes, then one-route changes, each sent whole or as a delta (alternating, same proxy), while wrk runs c=50');
+      try {
+        report.push10k = await routePush(upstream.ports, lg.kind, { proxyCpu, loadCpu, workDir: dir, connections }, say);
+      } catch (err) {
+        say(`   n/a (failed: ${(err as Error).message})`);
+        report.push10k = { skipped: `failed: ${(err as Error).message}` };
       }
     }
 

@@ -184,15 +184,20 @@ export function berthHelp(): { ok: boolean; text: string } {
  * berth as shipped, or (`pipelined`) with RouteSpec.pipeline on both routes: a row of its own,
  * since pipelining is opt-in per route (not every app server answers pipelined requests well).
  */
-export async function startBerth(dir: string, ports: number[], cpu: string | undefined, pipelined = false): Promise<ProxyTarget> {
-  const t: ProxyTarget = pipelined
+export async function startBerth(dir: string, ports: number[], cpu: string | undefined, pipelined = false, controlPlane?: { url: string; token: string }): Promise<ProxyTarget> {
+  const t: ProxyTarget = controlPlane
+    ? { id: 'berth', label: 'berth (tables from a control plane)', port: await freePort(), adminPort: await freePort() }
+    : pipelined
     ? { id: 'berth-pipeline', label: `berth pipeline=${BENCH_PIPELINE}`, port: await freePort(), adminPort: await freePort() }
     : { id: 'berth', label: 'berth', port: await freePort(), adminPort: await freePort() };
   return guarded(t, async () => {
     const help = berthHelp();
     if (!help.ok) throw new Error(`\`berth proxy --help\` failed: ${help.text.trim().split('\n')[0]}`);
+    // each berth row runs in a directory of its own (its default data dir, admin token)
+    const cwd = controlPlane ? join(dir, 'berth-push') : pipelined ? join(dir, t.id) : dir;
+    mkdirSync(cwd, { recursive: true });
     const routes = join(dir, `${t.id}-routes.json`);
-    writeFileSync(routes, JSON.stringify(berthRouteTable(ports, 1, pipelined ? BENCH_PIPELINE : 1)));
+    if (!controlPlane) writeFileSync(routes, JSON.stringify(berthRouteTable(ports, 1, pipelined ? BENCH_PIPELINE : 1)));
     const args = [
       join(repoRoot, 'bin', 'berth.js'),
       'proxy',
@@ -200,8 +205,7 @@ export async function startBerth(dir: string, ports: number[], cpu: string | und
       `127.0.0.1:${t.port}`,
       '--admin',
       `127.0.0.1:${t.adminPort}`,
-      '--routes',
-      routes,
+      ...(controlPlane ? ['--control-plane', controlPlane.url, '--token', controlPlane.token] : ['--routes', routes]),
       '--workers',
       '1',
     ];
@@ -227,15 +231,13 @@ export async function startBerth(dir: string, ports: number[], cpu: string | und
       notes.push(`node ${nodeArgs.join(' ')}`);
       t.notes = notes.join(', ');
     }
-    // each berth row runs in a directory of its own (its default data dir, admin token)
-    const cwd = pipelined ? join(dir, t.id) : dir;
-    mkdirSync(cwd, { recursive: true });
     t.proc = spawnTracked(process.execPath, [...nodeArgs, ...args], {
       name: t.id,
       cpu,
       cwd,
-      env: { ...process.env, BERTH_ACCESS_LOG: process.env.BERTH_ACCESS_LOG ?? 'off', BERTH_LOG_LEVEL: process.env.BERTH_LOG_LEVEL ?? 'warn' },
-      logFile: join(dir, `${t.id}.log`),
+      // (fed by a control plane: info, for its "route table applied" lines; one per table)
+      env: { ...process.env, BERTH_ACCESS_LOG: process.env.BERTH_ACCESS_LOG ?? 'off', BERTH_LOG_LEVEL: process.env.BERTH_LOG_LEVEL ?? (controlPlane ? 'info' : 'warn') },
+      logFile: controlPlane ? join(cwd, 'berth.log') : join(dir, `${t.id}.log`),
     });
     await waitFor(
       `${t.id} /readyz`,

@@ -8,6 +8,7 @@ import { MAX_ID, int } from '../http/schemas.js';
 import { endpointAddress, withoutAffinity, withoutAuth, withoutPipeline, withoutSplits } from './route-table.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import type { RouteHub } from './hub.js';
+import { RouteEvents } from './route-events.js';
 import type { ProxyRegistry, ProxyReport } from './proxies.js';
 
 /** Bytes a route watcher may leave unread before its stream is closed (it reconnects). */
@@ -57,7 +58,9 @@ const WATCH_FEATURES: ReadonlyArray<readonly [string, (t: RouteTableSpec) => Rou
 /**
  * Discovery:
  * - `GET /v1/routes/watch` (bearer proxy token): Server-Sent Events, `event: routes` with the
- *   full table on connect and on every change; `: ping` every 15 s.
+ *   full table on connect and on every change (with `features=…,delta`: `event: delta` with the
+ *   routes changed and removed instead, when fewer than half changed: route-events.ts); `: ping`
+ *   every 15 s.
  * - `POST /v1/proxy/report` (bearer proxy token): a proxy's applied version and counters → 204.
  * - `GET /v1/proxies`: live proxies and their last report; the proxy token sees all, a signed-in
  *   user only the counters of their own routes and endpoints.
@@ -86,8 +89,11 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     streams.clear();
   });
 
-  /** each table's `routes` event, by the features of the proxies reading it (a bit mask) */
-  const routeEvents = new WeakMap<RouteTableSpec, Map<number, string>>();
+  // each table's events, by the features of the proxies reading it (a bit mask)
+  const events = new RouteEvents((t, mask) => {
+    for (let i = 0; i < WATCH_FEATURES.length; i++) if ((mask & (1 << i)) === 0) t = WATCH_FEATURES[i][1](t);
+    return t;
+  });
   app.get<{ Querystring: { features?: string } }>('/v1/routes/watch', {
     onRequest: requireProxy,
     schema: { querystring: { type: 'object', properties: { features: { type: 'string', maxLength: 200 } } } },
@@ -96,6 +102,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const said = (req.query.features ?? '').split(',');
     let mask = 0;
     for (let i = 0; i < WATCH_FEATURES.length; i++) if (said.includes(WATCH_FEATURES[i][0])) mask |= 1 << i;
+    const deltas = said.includes('delta');
     const res = startSse(req, reply);
     res.socket?.setNoDelay(true);
     // Backpressure: a proxy that stops reading must not make this process buffer table after
@@ -110,24 +117,19 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
       }
       res.write(chunk);
     };
-    const readable = (t: RouteTableSpec) => {
-      for (let i = 0; i < WATCH_FEATURES.length; i++) if ((mask & (1 << i)) === 0) t = WATCH_FEATURES[i][1](t);
-      return t;
-    };
     // A proxy still reading (or applying) the last table gets only the newest when it has: tables
-    // published meanwhile are skipped, not queued (each is whole; a burst of changes costs the
-    // proxy one apply, and this process one table per stream).
+    // published meanwhile are skipped, not queued (a burst of changes costs the proxy one apply,
+    // and this process one event per stream); a delta goes from the table it was sent last.
     let pending: RouteTableSpec | null = null;
+    let sent: RouteTableSpec | null = null;
     const send = (t: RouteTableSpec) => {
+      if (t === sent) return;
       if (res.writableNeedDrain) {
         pending = t;
         return;
       }
-      // (made once per table and set of features, not once per stream: 10,000 routes are 1.4 MB)
-      let events = routeEvents.get(t);
-      if (events === undefined) routeEvents.set(t, (events = new Map()));
-      let text = events.get(mask);
-      if (text === undefined) events.set(mask, (text = `event: routes\ndata: ${JSON.stringify(readable(t))}\n\n`));
+      const text = (deltas && sent !== null ? events.delta(sent, t, mask) : null) ?? events.table(t, mask);
+      sent = t;
       write(text);
     };
     res.on('drain', () => {

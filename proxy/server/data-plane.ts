@@ -1,5 +1,6 @@
 import type { us_listen_socket } from 'uWebSockets.js';
-import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
+import { mergeRouteDelta } from '../../shared/routes/delta.js';
 import type { Logger } from '../../shared/logging.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
 import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
@@ -46,6 +47,8 @@ export class DataPlane {
   private readonly sampler = new ConcurrencySampler(() => this.state.stats.values());
   /** metering reads this thread's meters (drainMeters was called): a gone route is forgotten only once reported */
   private metered = false;
+  /** the table this thread serves, as applied (what a delta applies to) */
+  private spec: RouteTableSpec | null = null;
 
   constructor(opts: DataPlaneOptions) {
     this.sampler.start();
@@ -147,10 +150,14 @@ export class DataPlane {
     });
   }
 
-  /** Swap in a validated table. In-flight requests keep the route objects they started with. */
+  /**
+   * Swap in a validated table. In-flight requests keep the route objects they started with. A
+   * route whose spec is the same object as in the table before is kept, not compiled again.
+   */
   apply(spec: RouteTableSpec): { version: number; routes: number; ms: number } {
     const t0 = performance.now();
     const table = compileRouteTable(spec, this.registry, this.state);
+    this.spec = spec;
     runtime.table = table;
     this.registry.sweep(this.state.generation);
     // requests held for a route (waking, or at its concurrency cap) go to endpoints that appeared
@@ -165,6 +172,21 @@ export class DataPlane {
     }
     this.state.prune(Date.now(), this.metered);
     return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };
+  }
+
+  /**
+   * Apply deltas the main thread has checked (shared/routes/delta.ts) to the table this thread
+   * serves: only the routes they name are compiled. Throws when they are not from that table
+   * (the main thread then sends the whole table).
+   */
+  applyDeltas(deltas: readonly RouteDelta[]): { version: number; routes: number; ms: number } {
+    const t0 = performance.now();
+    let spec = this.spec;
+    if (spec === null) throw new Error('no table to apply a delta to');
+    for (const d of deltas) spec = mergeRouteDelta(spec, d);
+    const r = this.apply(spec);
+    r.ms = performance.now() - t0;
+    return r;
   }
 
   get tableVersion(): number | null {

@@ -1,7 +1,8 @@
 import { StringDecoder } from 'node:string_decoder';
 import { request } from 'undici';
-import type { RouteTableSpec } from '../../shared/routes/schema.js';
-import { parseRouteTable } from '../../shared/routes/validate.js';
+import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
+import { applyRouteDeltas } from '../../shared/routes/delta.js';
+import { parseRouteDelta, parseRouteTable, RouteTableError } from '../../shared/routes/validate.js';
 import type { Logger } from '../../shared/logging.js';
 
 /** The longest rest after applying a table (see deliver()). */
@@ -10,30 +11,59 @@ const MAX_REST_MS = 1000;
 /** A stream up this long counts as healthy: the next reconnect starts the backoff over. */
 const STABLE_STREAM_MS = 30_000;
 
-/** The largest event the route stream may send (a table; the admin listener takes as much). */
+/** The largest event the route stream may send (a table; the admin listener takes as much), and the most held unapplied. */
 const MAX_EVENT_CHARS = 64 * 1024 * 1024;
 
+/** What a batch of deltas changed: applied to `from` (the table this source delivered before), in order. */
+export interface TableChange {
+  from: RouteTableSpec;
+  deltas: RouteDelta[];
+}
+
+/** How a table came from the control plane. */
+export interface Arrival {
+  /** the deltas that made it of the table delivered before; null: it came whole */
+  change: TableChange | null;
+  /** the table as sent, when it came whole and nothing after it (to keep on disk as it came) */
+  text: string | null;
+  /** ms spent reading and checking it (JSON, schema, the table whole) on the serving thread */
+  parseMs: number;
+}
+
+/** One event of the stream not applied yet: a whole table (`routes`) or a change to the one before (`delta`). */
+interface Held {
+  delta: boolean;
+  text: string;
+}
+
 /**
- * Subscribes to the control plane's `GET /v1/routes/watch` (Server-Sent Events; each `routes`
- * event carries a full table). Reconnects with jittered exponential backoff; while disconnected
- * the proxy keeps serving whatever it has.
+ * Subscribes to the control plane's `GET /v1/routes/watch` (Server-Sent Events): a `routes`
+ * event carries a whole table (the first on every stream), a `delta` event the routes changed and
+ * removed since the table before (shared/routes/schema.ts RouteDelta). Reconnects with jittered
+ * exponential backoff; while disconnected the proxy keeps serving whatever it has. A delta that
+ * does not fit the table it names (or a table that does not check) ends the stream: the next one
+ * starts with a whole table.
  */
 export class ControlPlaneSource {
   private stopped = false;
   private abort: AbortController | null = null;
   private attempt = 0;
   connected = false;
-  lastVersion: number | null = null;
   lastError = '';
-  /** the newest table not applied yet (SSE data), and whether one is being applied */
-  private pending: string | null = null;
+  /** events not applied yet, in order (a whole table drops those before it), their size, and whether a batch is being applied */
+  private pending: Held[] = [];
+  private pendingChars = 0;
   private applying = false;
+  /** the table this source delivered last (what the next delta applies to) */
+  private spec: RouteTableSpec | null = null;
+  /** why the stream was dropped to read the whole table again; deltas are ignored until it comes */
+  private resync: string | null = null;
 
   constructor(
     private readonly baseUrl: string,
     private readonly token: string,
-    /** applies a valid table (and keeps its text, as sent); resolves with the ms the apply took on the serving threads (not its persisting) */
-    private readonly onTable: (t: RouteTableSpec, text: string) => Promise<number>,
+    /** applies a valid table; resolves with the ms the apply took on the serving threads (not its persisting) */
+    private readonly onTable: (t: RouteTableSpec, how: Arrival) => Promise<number>,
     private readonly logger: Logger,
     private readonly idleTimeoutMs = 45_000,
   ) {}
@@ -47,10 +77,10 @@ export class ControlPlaneSource {
       const since = Date.now();
       try {
         await this.connectOnce();
-        this.lastError = 'stream ended';
+        this.lastError = this.resync ?? 'stream ended';
       } catch (e) {
         if (this.stopped) return;
-        this.lastError = (e as Error).message;
+        this.lastError = this.resync ?? (e as Error).message;
       }
       this.connected = false;
       if (this.stopped) return;
@@ -68,8 +98,8 @@ export class ControlPlaneSource {
   private async connectOnce(): Promise<void> {
     this.abort = new AbortController();
     const url = new URL('/v1/routes/watch', this.baseUrl);
-    // this proxy splits a host between revisions (trafficWeight): send it whole tables
-    url.searchParams.set('features', 'split,affinity,auth,pipeline');
+    // what this proxy reads: tables with splits, affinity, private routes and pipelining, and deltas
+    url.searchParams.set('features', 'split,affinity,auth,pipeline,delta');
     const res = await request(url, {
       method: 'GET',
       headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream' },
@@ -119,7 +149,7 @@ export class ControlPlaneSource {
         }
         if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
-          if (data.length > 0 && (event === 'routes' || event === 'message')) this.offer(data.join('\n'));
+          if (data.length > 0 && (event === 'routes' || event === 'message' || event === 'delta')) this.offer(event === 'delta', data.join('\n'));
           event = 'message';
           data = [];
           dataLen = 0;
@@ -141,42 +171,68 @@ export class ControlPlaneSource {
   }
 
   /**
-   * A table came: it is applied when the one being applied is done, unless a newer one comes
-   * first (each is whole: the tables in between are skipped, never parsed).
+   * An event came: it is applied with the others held when the batch being applied is done. A
+   * whole table makes those before it moot (they are dropped, never parsed); deltas are applied in
+   * order, all held ones at once (one compile for a burst).
    */
-  private offer(text: string): void {
-    this.pending = text;
+  private offer(delta: boolean, text: string): void {
+    if (delta && this.resync !== null) return;
+    if (!delta) {
+      this.resync = null;
+      this.pending = [];
+      this.pendingChars = 0;
+    }
+    this.pending.push({ delta, text });
+    this.pendingChars += text.length;
+    if (this.pendingChars > MAX_EVENT_CHARS) return this.lose(`more than ${MAX_EVENT_CHARS} characters of route changes came while one was being applied`);
     if (!this.applying) void this.applyPending();
   }
 
   private async applyPending(): Promise<void> {
     this.applying = true;
-    while (this.pending !== null && !this.stopped) {
-      const text = this.pending;
-      this.pending = null;
-      await this.deliver(text);
+    while (this.pending.length > 0 && !this.stopped) {
+      const batch = this.pending;
+      this.pending = [];
+      this.pendingChars = 0;
+      await this.deliver(batch);
     }
     this.applying = false;
   }
 
   /**
-   * Apply one table, then rest as long as that took (at most MAX_REST_MS) before the next:
-   * however fast tables come (a tenant toggling a setting in a loop), applying them takes at most
-   * about half of the serving thread, and only the newest of those that came meanwhile is applied.
+   * Apply one batch (a whole table and/or deltas), then rest as long as that took (at most
+   * MAX_REST_MS) before the next: however fast changes come (a tenant toggling a setting in a
+   * loop), applying them takes at most about half of the serving thread.
    */
-  private async deliver(text: string): Promise<void> {
+  private async deliver(batch: Held[]): Promise<void> {
     // the work the serving thread did: parsing and applying (not writing the table to disk)
     let took = 0;
     try {
       const t0 = performance.now();
-      const spec = parseRouteTable(text);
+      const from = this.spec;
+      // (offer() drops what came before a whole table: only the first can be one)
+      const whole = !batch[0].delta;
+      let spec = whole ? parseRouteTable(batch[0].text) : from;
+      if (spec === null) throw new RouteTableError('a delta came before any table', 'base');
+      const deltas: RouteDelta[] = [];
+      for (let i = whole ? 1 : 0; i < batch.length; i++) deltas.push(parseRouteDelta(batch[i].text));
+      if (deltas.length > 0) spec = applyRouteDeltas(spec, deltas);
       took = performance.now() - t0;
-      this.lastVersion = spec.version;
-      took += await this.onTable(spec, text);
+      took += await this.onTable(spec, { change: whole ? null : { from: from!, deltas }, text: whole && deltas.length === 0 ? batch[0].text : null, parseMs: took });
+      this.spec = spec;
     } catch (e) {
-      this.logger.error({ err: (e as Error).message }, 'control plane sent an invalid route table; keeping the current one');
+      this.lose(`the control plane sent a route ${batch.length === 1 && !batch[0].delta ? 'table' : 'change'} this proxy could not apply (${(e as Error).message}); keeping the current table and reading the whole one again`);
     }
     if (took >= 1 && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(took, MAX_REST_MS)).unref());
+  }
+
+  /** Lost track of the control plane's table: drop what is held and the stream; the next stream starts with the whole table. */
+  private lose(reason: string): void {
+    this.logger.error({ err: reason }, 'route stream out of step; reconnecting');
+    this.resync = reason;
+    this.pending = [];
+    this.pendingChars = 0;
+    this.abort?.abort();
   }
 
   stop(): void {

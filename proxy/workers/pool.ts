@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
 import type { StatsSnapshot } from '../metrics/prometheus.js';
 import type { TlsConfig } from '../server/tls.js';
@@ -19,7 +19,7 @@ export interface WorkerInit {
 type Msg =
   | { type: 'listening'; port: number; tlsPort?: number }
   | { type: 'error'; message: string }
-  | { type: 'applied'; seq: number; version: number; routes: number; ms: number }
+  | { type: 'applied'; seq: number; version: number; routes: number; ms: number; error?: string }
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
   | { type: 'meters'; seq: number; entries: MeterEntry[] }
   | { type: 'closed'; entries?: MeterEntry[] }
@@ -91,8 +91,22 @@ export class WorkerPool {
     });
   }
 
-  async apply(spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
-    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'applied' }>>(i, { type: 'apply', spec })));
+  apply(spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
+    return this.applyEach({ type: 'apply', spec });
+  }
+
+  /**
+   * Deltas to the table every worker serves (DataPlane.applyDeltas): a few routes posted, not
+   * 10,000 copied to each thread. Throws when a worker could not (the caller sends the table).
+   */
+  applyDeltas(deltas: readonly RouteDelta[]): Promise<{ version: number; routes: number; ms: number }> {
+    return this.applyEach({ type: 'apply-deltas', deltas });
+  }
+
+  private async applyEach(msg: object): Promise<{ version: number; routes: number; ms: number }> {
+    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'applied' }>>(i, msg)));
+    const failed = res.find((r) => r.error !== undefined);
+    if (failed !== undefined) throw new Error(`a worker could not apply the table: ${failed.error}`);
     return { version: res[0].version, routes: res[0].routes, ms: Math.max(...res.map((r) => r.ms)) };
   }
 

@@ -21,10 +21,14 @@ if (init.canActivate) runtime.activate = (route: string) => port.postMessage({ t
   (e: Error) => port.postMessage({ type: 'error', message: e.message }),
 );
 
-port.on('message', (m: { type: string; seq: number; spec?: never }) => {
-  if (m.type === 'apply') {
-    const r = plane.apply(m.spec!);
-    port.postMessage({ type: 'applied', seq: m.seq, ...r });
+port.on('message', (m: { type: string; seq: number; spec?: never; deltas?: never }) => {
+  if (m.type === 'apply' || m.type === 'apply-deltas') {
+    try {
+      const r = m.type === 'apply' ? plane.apply(m.spec!) : plane.applyDeltas(m.deltas!);
+      port.postMessage({ type: 'applied', seq: m.seq, ...r });
+    } catch (e) {
+      port.postMessage({ type: 'applied', seq: m.seq, version: 0, routes: 0, ms: 0, error: (e as Error).message });
+    }
   } else if (m.type === 'stats') {
     port.postMessage({ type: 'stats', seq: m.seq, stats: plane.snapshot() });
   } else if (m.type === 'meters') {

@@ -72,6 +72,19 @@ export interface RouteTableSpec {
   routes: RouteSpec[];
 }
 
+/**
+ * A change to a table (`GET /v1/routes/watch?features=…,delta`, `event: delta`): from the table
+ * of version `base` to the one of `version`, the routes added or changed (whole, by id) and the
+ * ids removed. Applies only to exactly its base; anything else means the reader lost track and
+ * reads the whole table again.
+ */
+export interface RouteDelta {
+  base: number;
+  version: number;
+  upsert: RouteSpec[];
+  remove: string[];
+}
+
 export const DEFAULTS = {
   policy: 'round_robin' as BalancingPolicy,
   circuitBreaker: { consecutiveFailures: 3, openMs: 15_000, failOn5xx: false },
@@ -169,5 +182,19 @@ export const routeTableSchema = {
         },
       },
     },
+  },
+} as const;
+
+/** A RouteDelta: its routes checked as a table's are (and then the table they make, whole). */
+export const routeDeltaSchema = {
+  $id: 'berth/route-delta',
+  type: 'object',
+  additionalProperties: false,
+  required: ['base', 'version', 'upsert', 'remove'],
+  properties: {
+    base: { type: 'integer', minimum: 0 },
+    version: { type: 'integer', minimum: 0 },
+    upsert: routeTableSchema.properties.routes,
+    remove: { type: 'array', maxItems: 200_000, items: routeTableSchema.properties.routes.items.properties.id },
   },
 } as const;

@@ -1,9 +1,10 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { isNormalHost, isValidHostPattern, normalizeHost } from '../hostname.js';
-import { routeTableSchema, type RouteTableSpec } from './schema.js';
+import { routeDeltaSchema, routeTableSchema, type RouteDelta, type RouteSpec, type RouteTableSpec } from './schema.js';
 
 const ajv = new Ajv({ allErrors: false, strict: false });
 const check = ajv.compile(routeTableSchema);
+const checkDelta = ajv.compile(routeDeltaSchema);
 
 export class RouteTableError extends Error {
   constructor(message: string, readonly field: string) {
@@ -65,7 +66,19 @@ export function isAddress(address: string): boolean {
  */
 export function validateRouteTable(input: unknown): RouteTableSpec {
   if (!check(input)) throw describe(check.errors![0]);
-  const table = input as unknown as RouteTableSpec;
+  return checkRoutes(input as unknown as RouteTableSpec);
+}
+
+/**
+ * What the schema cannot say about a table whose routes each passed it: ids unique, hosts valid
+ * and served by one route (or split by weight), addresses usable, endpoint ids unique per route.
+ * Normalises hostnames in place (a route object already in normal form is left as it is).
+ *
+ * `fresh` (a table a delta made): only these routes are new; the others passed this check in
+ * the table they came from, so only their ids and hosts are counted against the new ones (a
+ * one-route change to 10,000 routes costs Set inserts, not every hostname and address read again).
+ */
+export function checkRoutes(table: RouteTableSpec, fresh: ReadonlySet<RouteSpec> | null = null): RouteTableSpec {
   const routes = table.routes;
   // (a 10,000-route table is validated on the proxy's serving thread, so the common case costs
   // one Set insert per id and per host: no has() before add(), no object per host, hosts already
@@ -83,11 +96,12 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
     }
     const hs = route.hosts;
     const split = route.trafficWeight !== undefined;
+    const checked = fresh !== null && !fresh.has(route);
     let normal: string[] | null = null;
     for (let hi = 0; hi < hs.length; hi++) {
       const h = hs[hi];
-      const n = normalEntry(h);
-      if (!isValidHostPattern(n)) {
+      const n = checked ? h : normalEntry(h);
+      if (!checked && !isValidHostPattern(n)) {
         throw new RouteTableError(`routes.${ri}.hosts.${hi} "${h}" is not a valid hostname or *.wildcard`, `routes.${ri}.hosts.${hi}`);
       }
       size = hosts.size;
@@ -104,6 +118,7 @@ export function validateRouteTable(input: unknown): RouteTableSpec {
       if (n !== h) (normal ??= hs.slice())[hi] = n;
     }
     if (normal !== null) route.hosts = normal;
+    if (checked) continue;
     // endpoint ids unique within the route: compared pairwise when there are few (no Set per route)
     const eps = route.endpoints;
     const epIds = eps.length > 8 ? new Set<string>() : null;
@@ -146,13 +161,25 @@ function normalEntry(h: string): string {
   return '*.' + normalizeHost(t.slice(2));
 }
 
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new RouteTableError(`${what} is not valid JSON: ${(e as Error).message}`, '(root)');
+  }
+}
+
 /** Parse JSON text and validate. JSON syntax errors become RouteTableError too. */
 export function parseRouteTable(text: string): RouteTableSpec {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new RouteTableError(`route table is not valid JSON: ${(e as Error).message}`, '(root)');
-  }
-  return validateRouteTable(parsed);
+  return validateRouteTable(parseJson(text, 'route table'));
+}
+
+/**
+ * Parse a RouteDelta and check its shape (its routes as a table's). The table it makes is
+ * checked whole when it is applied (shared/routes/delta.ts applyRouteDelta).
+ */
+export function parseRouteDelta(text: string): RouteDelta {
+  const parsed = parseJson(text, 'route delta');
+  if (!checkDelta(parsed)) throw describe(checkDelta.errors![0]);
+  return parsed as unknown as RouteDelta;
 }

@@ -85,7 +85,7 @@ describe('GET /v1/routes/watch', () => {
     const off = hub.subscribe((t) => { newest = t.version; });
     const listeners = (hub as unknown as { listeners: Set<(t: unknown) => void> }).listeners;
     for (let i = 1; i <= 64; i++) {
-      const big = { version: 1_000_000 + i, routes: [], pad: 'x'.repeat(1024 * 1024) };
+      const big = { version: 1_000_000 + i, routes: [{ id: 'pad', hosts: ['pad.example.com'], endpoints: [], pad: 'x'.repeat(1024 * 1024) }] };
       for (const l of [...listeners]) l(big);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -138,6 +138,61 @@ describe('GET /v1/routes/watch', () => {
       expect((await first('split,affinity,auth,pipeline'))?.pipeline).toBe(4);
     } finally {
       ac.abort();
+    }
+  });
+
+  it('a watcher that reads deltas is sent the routes that changed (as its features allow it to read them), others the whole table', async () => {
+    const host = 'delta-disc.example.com';
+    const id = await readyImage(aliceId, host);
+    const hub = cp.app.platform.hub;
+    await hub.rebuild();
+    const ac = new AbortController();
+    /** the stream's events as they come: [event, data] */
+    const watch = async (features: string) => {
+      const r = await fetch(`${cp.url}/v1/routes/watch?features=${features}`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: ac.signal });
+      const reader = r.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = '';
+      const got: Array<[string, { version: number; base?: number; upsert?: Array<{ id: string; pipeline?: number }>; remove?: string[]; routes?: unknown[] }]> = [];
+      void (async () => {
+        for (;;) {
+          const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+          if (done) return;
+          text += decoder.decode(value, { stream: true });
+          let m: RegExpExecArray | null;
+          while ((m = /^(?::[^\n]*\n\n)*event: (\w+)\ndata: (.*)\n\n/.exec(text)) !== null) {
+            got.push([m[1], JSON.parse(m[2])]);
+            text = text.slice(m[0].length);
+          }
+        }
+      })();
+      return got;
+    };
+    const until = async (cond: () => boolean) => {
+      const t0 = Date.now();
+      while (!cond() && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+      expect(cond()).toBe(true);
+    };
+    try {
+      const all = await watch('split,affinity,auth,pipeline,delta');
+      const noPipeline = await watch('split,affinity,auth,delta');
+      const whole = await watch('split,affinity,auth,pipeline');
+      await until(() => all.length === 1 && noPipeline.length === 1 && whole.length === 1);
+      const v1 = all[0][1].version;
+      for (const w of [all, noPipeline, whole]) expect(w[0][0]).toBe('routes');
+
+      await cp.db.query('UPDATE images SET upstream_pipeline = 4 WHERE id = $1', [id]);
+      const v2 = await hub.rebuild();
+      await until(() => all.length === 2 && noPipeline.length === 2 && whole.length === 2);
+      expect(all[1]).toEqual(['delta', { base: v1, version: v2, upsert: [expect.objectContaining({ id: `img-${id}`, hosts: [host], pipeline: 4 })], remove: [] }]);
+      // the same change as a proxy that does not pipeline reads it: nothing but the version
+      expect(noPipeline[1]).toEqual(['delta', { base: v1, version: v2, upsert: [], remove: [] }]);
+      expect(whole[1][0]).toBe('routes');
+      expect(whole[1][1].version).toBe(v2);
+      expect(whole[1][1].routes).toContainEqual(expect.objectContaining({ id: `img-${id}`, pipeline: 4 }));
+    } finally {
+      ac.abort();
+      await cp.db.query('UPDATE images SET upstream_pipeline = 1 WHERE id = $1', [id]);
     }
   });
 });

@@ -51,6 +51,13 @@ function sseServer(token: string) {
       for (const c of clients) c.write(`event: routes\ndata: ${current}\n\n`);
     },
     publishRaw(s: string) { for (const c of clients) c.write(s); },
+    /** a route change (`event: delta`) to the clients; `current` is what a new stream starts with */
+    publishDelta(d: object, next: object) {
+      current = JSON.stringify(next);
+      for (const c of clients) c.write(`event: delta\ndata: ${JSON.stringify(d)}\n\n`);
+    },
+    /** the table a new stream starts with, sent to no one now */
+    setCurrent(t: object) { current = JSON.stringify(t); },
     async listen(port = 0) { server.listen(port, '127.0.0.1'); await once(server, 'listening'); return (server.address() as AddressInfo).port; },
     async close() { for (const c of clients) c.destroy(); server.closeAllConnections(); await new Promise((r) => server.close(r)); },
   };
@@ -75,7 +82,7 @@ describe('control-plane subscription', () => {
       expect(JSON.parse((await get(p, 'app.test')).body).name).toBe('a');
       await waitFor(() => cp.reports.some((r) => r.tableVersion === 100));
       // it asks for whole tables, traffic splits included (older proxies do not, and get them without)
-      expect(cp.watchUrls[0]).toBe('/v1/routes/watch?features=split%2Caffinity%2Cauth%2Cpipeline');
+      expect(cp.watchUrls[0]).toBe('/v1/routes/watch?features=split%2Caffinity%2Cauth%2Cpipeline%2Cdelta');
 
       // a change is pushed: applied within a moment
       cp.publish(table([route('img-1', ['app.test'], [b.address])], 101));
@@ -106,6 +113,85 @@ describe('control-plane subscription', () => {
       await cp2.close();
     } finally {
       // stop the proxies before removing the data dir they write (the persisted table)
+      for (const p of procs.splice(0)) await p.stop();
+      await a.close();
+      await b.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it.each([[1], [2]])('applies route deltas (%i worker threads): changed routes in place, removals, a delta that does not fit ends the stream for a whole table; the merged table is persisted', async (workers) => {
+    const a = await startUpstream('a');
+    const b = await startUpstream('b');
+    const cp = sseServer('tok');
+    const cpPort = await cp.listen();
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+    const name = async (p: ProxyProc, host: string) => {
+      const r = await get(p, host);
+      return r.status === 200 ? (JSON.parse(r.body) as { name: string }).name : r.status;
+    };
+    try {
+      const r1 = route('img-1', ['one.test'], [a.address]);
+      const r2 = route('img-2', ['two.test'], [a.address]);
+      cp.publish(table([r1, r2], 1));
+      const args = ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir, '--workers', String(workers)];
+      const p = await startProxy(null, args);
+      procs.push(p);
+      await waitFor(async () => (await name(p, 'one.test')) === 'a');
+
+      // a route changed: only it moves
+      const r1b = route('img-1', ['one.test'], [b.address]);
+      cp.publishDelta({ base: 1, version: 2, upsert: [r1b], remove: [] }, table([r1b, r2], 2));
+      await waitFor(async () => (await name(p, 'one.test')) === 'b', 3000);
+      expect(await name(p, 'two.test')).toBe('a');
+      await waitFor(() => cp.reports.some((r) => r.tableVersion === 2));
+
+      // one added, one removed, in one delta; then a second delta on top of it
+      const r3 = route('img-3', ['three.test'], [b.address]);
+      cp.publishDelta({ base: 2, version: 3, upsert: [r3], remove: ['img-2'] }, table([r1b, r3], 3));
+      const r3a = route('img-3', ['three.test', '*.three.test'], [a.address]);
+      cp.publishDelta({ base: 3, version: 4, upsert: [r3a], remove: [] }, table([r1b, r3a], 4));
+      await waitFor(async () => (await name(p, 'x.three.test')) === 'a', 3000);
+      expect(await name(p, 'two.test')).toBe(404);
+      expect(await name(p, 'three.test')).toBe('a');
+      expect(await name(p, 'one.test')).toBe('b');
+      expect(cp.watchUrls).toHaveLength(1);
+      // applied as deltas on every thread (not the whole table sent to each)
+      expect(p.logs()).toMatch(/"version":2,"routes":2,.*"deltas":1/);
+      expect(p.logs()).not.toMatch(/route deltas failed/);
+
+      // a delta from a table this proxy does not have: it keeps serving, drops the stream and
+      // reads the whole table again
+      const whole5 = table([route('img-1', ['one.test'], [a.address]), r3a], 5);
+      cp.publishDelta({ base: 3, version: 5, upsert: [], remove: ['img-1'] }, whole5);
+      await waitFor(() => cp.watchUrls.length === 2, 5000);
+      await waitFor(async () => (await name(p, 'one.test')) === 'a', 5000);
+      await waitFor(() => cp.reports.some((r) => r.tableVersion === 5));
+
+      // a delta that would make a bad table (a host served twice), or removes a route the table
+      // does not have: the same (the reconnects back off; the other refusals: units.test.ts)
+      for (const bad of [
+        `event: delta\ndata: ${JSON.stringify({ base: 5, version: 6, upsert: [route('img-9', ['one.test'], [b.address])], remove: [] })}\n\n`,
+        'event: delta\ndata: {"base": 5, "version": 6, "upsert": [], "remove": ["img-404"]}\n\n',
+      ]) {
+        const streams = cp.watchUrls.length;
+        cp.publishRaw(bad);
+        await waitFor(() => cp.watchUrls.length === streams + 1, 5000);
+        expect(await name(p, 'one.test')).toBe('a');
+        expect(await name(p, 'three.test')).toBe('a');
+      }
+
+      // the table deltas made is what a restarted proxy serves before the control plane answers
+      const r1c = route('img-1', ['one.test', 'uno.test'], [b.address]);
+      cp.publishDelta({ base: 5, version: 7, upsert: [r1c], remove: [] }, table([r1c, r3a], 7));
+      await waitFor(async () => (await name(p, 'uno.test')) === 'b', 3000);
+      await cp.close();
+      await p.stop();
+      const p2 = await startProxy(null, args);
+      procs.push(p2);
+      await waitFor(async () => (await name(p2, 'uno.test')) === 'b', 5000);
+      expect(await name(p2, 'x.three.test')).toBe('a');
+    } finally {
       for (const p of procs.splice(0)) await p.stop();
       await a.close();
       await b.close();
