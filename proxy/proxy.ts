@@ -195,7 +195,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     // Serialise applies so tables land in the order they arrived.
     const p = applyChain.then(async () => {
       let r: { version: number; routes: number; ms: number };
-      if (plane) r = plane.apply(spec);
+      if (plane && change && change.from === current) {
+        try {
+          r = plane.applyDeltas(change.deltas, spec);
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'route deltas failed; compiling the whole table');
+          r = plane.apply(spec);
+        }
+      } else if (plane) r = plane.apply(spec);
       else if (change && change.from === current) {
         r = await pool!.applyDeltas(change.deltas).catch((e: Error) => {
           log.warn({ err: e.message }, 'route deltas failed on a worker; sending every worker the whole table');

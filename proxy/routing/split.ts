@@ -21,7 +21,18 @@ export class Split {
    */
   readonly byKey: Map<string, Route> | null;
 
-  constructor(readonly routes: Route[], weights: number[], previous?: Split) {
+  readonly routes: Route[];
+
+  /**
+   * `routes` and their `weights` in any order: a split keeps them by route id, so the same routes
+   * make the same split (and carry its running weights on) however the table listing them was
+   * made — compiled whole, or patched by a delta (which adds a host's new owner last).
+   */
+  constructor(routes: Route[], weights: number[], previous?: Split) {
+    const order = routes.map((_, i) => i).sort((a, b) => (routes[a].id < routes[b].id ? -1 : routes[a].id > routes[b].id ? 1 : 0));
+    this.routes = order.map((i) => routes[i]);
+    weights = order.map((i) => weights[i]);
+    routes = this.routes;
     let g = 0;
     for (const w of weights) g = gcd(g, w);
     this.weights = Float64Array.from(weights, (w) => w / g);

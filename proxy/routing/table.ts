@@ -3,7 +3,8 @@ import { createBalancer } from '../balancing/index.js';
 import type { Target } from '../balancing/target.js';
 import { RouteStats } from '../metrics/route-stats.js';
 import { FallbackCache, type FallbackCacheConfig } from '../resilience/fallback-cache.js';
-import type { EndpointRegistry } from '../upstream/endpoint.js';
+import type { Endpoint, EndpointRegistry } from '../upstream/endpoint.js';
+import type { HostOwners } from '../../shared/routes/validate.js';
 import { RouteQueue } from './queue.js';
 import type { Route } from './route.js';
 import { Split } from './split.js';
@@ -16,8 +17,9 @@ export class RouteTable {
   constructor(
     readonly version: number,
     readonly routes: Route[],
-    private readonly exact: Map<string, Route | Split>,
-    private readonly wildcard: Map<string, Route | Split>,
+    /** (patchRouteTable hands them on to the next table) */
+    readonly exact: Map<string, Route | Split>,
+    readonly wildcard: Map<string, Route | Split>,
   ) {}
 
   /**
@@ -57,6 +59,8 @@ export class RouteHome {
   route: Route | null = null;
   /** the spec `route` was compiled from: the same object in the next table means the same route */
   spec: RouteSpec | null = null;
+  /** where `route` is in its table's `routes` (a patch replaces or removes it there) */
+  index = -1;
   /** the last compile (RouteState.generation) that had this id */
   seen = 0;
   /** when a table first left this id out (clock ms; 0 while it is in the table) */
@@ -146,6 +150,7 @@ function cookieKey(id: string): string {
  */
 export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegistry, state: RouteState): RouteTable {
   const generation = ++state.generation;
+  registry.recount();
   const exact = new Map<string, Route | Split>();
   const wildcard = new Map<string, Route | Split>();
   // hosts shared by several routes (validated: all of them carry a trafficWeight)
@@ -154,7 +159,9 @@ export function compileRouteTable(spec: RouteTableSpec, registry: EndpointRegist
   const routes: Route[] = new Array<Route>(specs.length);
   for (let i = 0; i < specs.length; i++) {
     const rs = specs[i];
-    const route = compileRoute(rs, registry, state.home(rs.id), generation);
+    const home = state.home(rs.id);
+    const route = compileRoute(rs, registry, home, generation);
+    home.index = i;
     routes[i] = route;
     // validated: a host is shared only by routes that all carry a trafficWeight
     if (rs.trafficWeight === undefined) addHosts(route, exact, wildcard);
@@ -250,10 +257,95 @@ function compileRoute(rs: RouteSpec, registry: EndpointRegistry, home: RouteHome
  */
 function keepRoute(route: Route, home: RouteHome, generation: number): Route {
   const targets = route.targets;
-  for (let i = 0; i < targets.length; i++) targets[i].endpoint.generation = generation;
+  for (let i = 0; i < targets.length; i++) {
+    const ep = targets[i].endpoint;
+    ep.generation = generation;
+    ep.refs++;
+  }
   home.seen = generation;
   home.goneAt = 0;
   return route;
+}
+
+/**
+ * The table after a change to a few routes (a delta), made of `prev` in place: `changed` names
+ * each route id the change touched with its spec now (null: removed), `owners` is the new spec's
+ * host index (shared/routes/validate.ts HostOwners). Only those routes are compiled, only their
+ * hosts' entries written, only their endpoints counted: a one-route change to a 10,000-route
+ * table costs about what one route does. `prev`'s maps and routes array become the new table's
+ * (the swap is one synchronous step: no request sees half of it); `prev` is not to be used again.
+ */
+export function patchRouteTable(
+  prev: RouteTable,
+  version: number,
+  changed: ReadonlyMap<string, RouteSpec | null>,
+  owners: HostOwners,
+  registry: EndpointRegistry,
+  state: RouteState,
+): RouteTable {
+  const generation = ++state.generation;
+  const routes = prev.routes;
+  // the host entries whose route or split may have changed (as listed: `*.x` for a wildcard)
+  const touched = new Set<string>();
+  // endpoints of the routes leaving: counted down once the new ones are counted up (one that
+  // stays in use moves to no drain)
+  const released: Endpoint[] = [];
+  let now = 0;
+  for (const [id, rs] of changed) {
+    const home = state.home(id);
+    const old = home.route;
+    if (old !== null && home.spec === rs) continue;
+    if (old !== null) {
+      for (const h of old.hosts) touched.add(h);
+      for (const t of old.targets) released.push(t.endpoint);
+    }
+    if (rs === null) {
+      if (old === null) continue;
+      // out of the table: as compileRouteTable does with an id it no longer has
+      const last = routes.pop()!;
+      if (last !== old) {
+        routes[home.index] = last;
+        last.home.index = home.index;
+      }
+      home.index = -1;
+      home.route = null;
+      home.spec = null;
+      home.cache = null;
+      if (home.goneAt === 0) home.goneAt = now === 0 ? (now = Date.now()) : now;
+      if (home.queue !== null && home.queue.length === 0) home.queue = null;
+      continue;
+    }
+    const route = compileRoute(rs, registry, home, generation);
+    for (const h of rs.hosts) touched.add(h);
+    if (old !== null) routes[home.index] = route;
+    else {
+      home.index = routes.length;
+      routes.push(route);
+    }
+  }
+  for (const ep of released) registry.release(ep);
+  registry.pruneDraining();
+  const exact = prev.exact;
+  const wildcard = prev.wildcard;
+  for (const h of touched) {
+    const star = h.charCodeAt(0) === 42 /* * */ && h.charCodeAt(1) === 46; /* . */
+    const map = star ? wildcard : exact;
+    const key = star ? h.slice(2) : h;
+    const o = owners.get(h);
+    if (o === undefined) {
+      map.delete(key);
+      state.splits.delete(h);
+    } else if (!Array.isArray(o)) {
+      map.set(key, state.homes.get(o.id)!.route!);
+      state.splits.delete(h);
+    } else {
+      const rs = o.map((x) => state.homes.get(x.id)!.route!);
+      const split = new Split(rs, o.map((x) => x.trafficWeight ?? 1), state.splits.get(h));
+      state.splits.set(h, split);
+      map.set(key, split);
+    }
+  }
+  return new RouteTable(version, routes, exact, wildcard);
 }
 
 /** A route that shares none of its hosts: one write each (`*.x` is kept as its suffix `x`). */

@@ -1,12 +1,13 @@
 import type { us_listen_socket } from 'uWebSockets.js';
-import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
-import { mergeRouteDelta } from '../../shared/routes/delta.js';
+import type { RouteDelta, RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
+import { applyRouteDeltas } from '../../shared/routes/delta.js';
+import { hostOwners } from '../../shared/routes/validate.js';
 import type { Logger } from '../../shared/logging.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
 import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
 import { ConcurrencySampler } from '../metrics/concurrency.js';
 import { globalStats } from '../metrics/route-stats.js';
-import { compileRouteTable, RouteState } from '../routing/table.js';
+import { compileRouteTable, patchRouteTable, RouteState } from '../routing/table.js';
 import { EndpointRegistry } from '../upstream/endpoint.js';
 import { AccessLog } from './access-log.js';
 import { handleRequest, handleTlsRequest } from './entry.js';
@@ -175,18 +176,42 @@ export class DataPlane {
   }
 
   /**
-   * Apply deltas the main thread has checked (shared/routes/delta.ts) to the table this thread
-   * serves: only the routes they name are compiled. Throws when they are not from that table
-   * (the main thread then sends the whole table).
+   * Apply deltas to the table this thread serves (they must be from it: throws otherwise, and the
+   * main thread sends the whole table): only the routes they name are compiled and only their
+   * hosts written (patchRouteTable). `merged`: the table they make, when the caller has it
+   * (applyRouteDeltas on this very table: the thread without workers).
    */
-  applyDeltas(deltas: readonly RouteDelta[]): { version: number; routes: number; ms: number } {
+  applyDeltas(deltas: readonly RouteDelta[], merged?: RouteTableSpec): { version: number; routes: number; ms: number } {
     const t0 = performance.now();
-    let spec = this.spec;
-    if (spec === null) throw new Error('no table to apply a delta to');
-    for (const d of deltas) spec = mergeRouteDelta(spec, d);
-    const r = this.apply(spec);
-    r.ms = performance.now() - t0;
-    return r;
+    const base = this.spec;
+    const prev = runtime.table;
+    if (base === null || prev === null) throw new Error('no table to apply a delta to');
+    const spec = merged ?? applyRouteDeltas(base, deltas);
+    const owners = hostOwners(spec);
+    if (owners === undefined) throw new Error('the table the deltas made has no host index');
+    // each id the deltas name, with its spec now (null: removed)
+    const changed = new Map<string, RouteSpec | null>();
+    for (const d of deltas) {
+      for (const r of d.upsert) changed.set(r.id, r);
+      for (const id of d.remove) changed.set(id, null);
+    }
+    const table = patchRouteTable(prev, spec.version, changed, owners, this.registry, this.state);
+    runtime.table = table;
+    this.spec = spec;
+    // as apply() does, for the routes that changed: held requests go to endpoints that appeared,
+    // or follow their host when their route left
+    for (const id of changed.keys()) {
+      const h = this.state.homes.get(id)!;
+      const r = h.route;
+      if (r !== null) {
+        if (r.queue !== null && r.queue.length > 0 && r.targets.length > 0) r.queue.releaseAll();
+      } else if (h.queue !== null) {
+        const q = h.queue;
+        h.queue = null;
+        for (const w of q.takeAll()) w.rehome();
+      }
+    }
+    return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };
   }
 
   get tableVersion(): number | null {

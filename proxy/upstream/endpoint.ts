@@ -21,6 +21,8 @@ export class Endpoint {
   readonly breaker: CircuitBreaker;
   /** generation of the last table that referenced this endpoint */
   generation = 0;
+  /** targets of the serving table naming it (a table patched by a delta retires it at zero) */
+  refs = 0;
   private connectMs: number;
 
   constructor(readonly address: string, threshold: number, openMs: number, private poolOpts: PoolOptions) {
@@ -84,7 +86,20 @@ export class EndpointRegistry {
       ep.configure(threshold, openMs, connectMs);
     }
     ep.generation = generation;
+    ep.refs++;
     return ep;
+  }
+
+  /** A whole table is compiled next: every endpoint's count of targets starts over. */
+  recount(): void {
+    for (const ep of this.byAddress.values()) ep.refs = 0;
+  }
+
+  /** A target naming `ep` left the table (patched by a delta): no target left, it drains. */
+  release(ep: Endpoint): void {
+    if (--ep.refs > 0 || this.byAddress.get(ep.address) !== ep) return;
+    this.byAddress.delete(ep.address);
+    this.draining.set(ep.address, ep);
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { RouteDelta, RouteSpec, RouteTableSpec } from './schema.js';
-import { checkRoutes, RouteTableError } from './validate.js';
+import { addOwner, checkRoute, checkRoutes, hostOwners, keepHostOwners, RouteTableError, taken, type HostOwners } from './validate.js';
 
 /**
  * The table a delta makes of `base` (which it must name by version): `base`'s routes in their
@@ -7,59 +7,115 @@ import { checkRoutes, RouteTableError } from './validate.js';
  * the delta does not name are `base`'s own objects (the proxy recompiles only the routes that
  * changed: proxy/routing/table.ts). `base` is not modified. Checks that the delta fits its base
  * (no id both changed and removed, no removal of a route the base does not have), not the table
- * it makes: applyRouteDelta does both.
+ * it makes: applyRouteDeltas does both.
  */
 export function mergeRouteDelta(base: RouteTableSpec, delta: RouteDelta): RouteTableSpec {
+  return merge(base, delta).table;
+}
+
+/** mergeRouteDelta, and the routes of `base` leaving: removed, or replaced by a new version (by id). */
+function merge(base: RouteTableSpec, delta: RouteDelta): { table: RouteTableSpec; removed: RouteSpec[]; replaced: Map<string, RouteSpec> } {
   if (delta.base !== base.version) {
     throw new RouteTableError(`the delta is from version ${delta.base}; the table here is version ${base.version}`, 'base');
   }
-  const upsert = new Map<string, RouteSpec>();
+  // each id the delta names: its new version, or null (removed); one lookup per route of `base`
+  const named = new Map<string, RouteSpec | null>();
   for (let i = 0; i < delta.upsert.length; i++) {
     const r = delta.upsert[i];
-    const size = upsert.size;
-    if (upsert.set(r.id, r).size === size) throw new RouteTableError(`upsert.${i}.id "${r.id}" is named twice in the delta`, `upsert.${i}.id`);
+    const size = named.size;
+    if (named.set(r.id, r).size === size) throw new RouteTableError(`upsert.${i}.id "${r.id}" is named twice in the delta`, `upsert.${i}.id`);
   }
-  const remove = new Set<string>();
   for (let i = 0; i < delta.remove.length; i++) {
     const id = delta.remove[i];
-    if (upsert.has(id)) throw new RouteTableError(`remove.${i} "${id}" is also in upsert`, `remove.${i}`);
-    remove.add(id);
+    const size = named.size;
+    if (named.set(id, null).size === size) {
+      throw new RouteTableError(delta.remove.indexOf(id) < i ? `remove.${i} "${id}" is named twice in the delta` : `remove.${i} "${id}" is also in upsert`, `remove.${i}`);
+    }
   }
-  let removed = 0;
+  const removed: RouteSpec[] = [];
+  const replaced = new Map<string, RouteSpec>();
   const routes: RouteSpec[] = [];
   for (const r of base.routes) {
-    if (remove.has(r.id)) {
-      removed++;
+    const next = named.get(r.id);
+    if (next === undefined) {
+      routes.push(r);
       continue;
     }
-    const changed = upsert.get(r.id);
-    if (changed === undefined) routes.push(r);
+    named.delete(r.id);
+    if (next === null) removed.push(r);
     else {
-      routes.push(changed);
-      upsert.delete(r.id);
+      replaced.set(r.id, r);
+      routes.push(next);
     }
   }
-  if (removed !== remove.size) {
-    const have = new Set(base.routes.map((r) => r.id));
-    const i = delta.remove.findIndex((id) => !have.has(id));
-    throw new RouteTableError(`remove.${i} "${delta.remove[i]}" is not a route of version ${base.version}`, `remove.${i}`);
+  // what is left: new routes, and removals of routes `base` does not have
+  for (const [id, r] of named) {
+    if (r !== null) {
+      routes.push(r);
+      continue;
+    }
+    const i = delta.remove.indexOf(id);
+    throw new RouteTableError(`remove.${i} "${id}" is not a route of version ${base.version}`, `remove.${i}`);
   }
-  for (const r of upsert.values()) routes.push(r);
-  return { version: delta.version, routes };
+  return { table: { version: delta.version, routes }, removed, replaced };
 }
 
 /**
- * `base` with `deltas` applied in order, the table they make checked whole (checkRoutes): what a
- * proxy serves after them. `base` must be a checked table (parseRouteTable, or this): its routes
- * are not read again, only counted against the new ones. Throws RouteTableError naming what does
- * not fit.
+ * `base` with `deltas` applied in order: what a proxy serves after them. `base` must be a checked
+ * table (parseRouteTable, or made by this); only what the deltas add is checked, as a whole table
+ * would be (each new route's hosts and endpoints, its hosts against the routes that stay), against
+ * the host index handed on from `base` (built here when it has none). Throws RouteTableError
+ * naming what does not fit.
  */
 export function applyRouteDeltas(base: RouteTableSpec, deltas: readonly RouteDelta[]): RouteTableSpec {
-  let t = base;
-  const fresh = new Set<RouteSpec>();
-  for (const d of deltas) {
-    t = mergeRouteDelta(t, d);
-    for (const r of d.upsert) fresh.add(r);
+  // taken from `base`: changed in place below (`base` builds another if it ever needs one)
+  let index = hostOwners(base);
+  if (index === undefined) {
+    // (a table checked without keeping its index: checked again, once, to build one)
+    const copy = { version: base.version, routes: base.routes };
+    index = hostOwners(checkRoutes(copy, true))!;
   }
-  return checkRoutes(t, fresh);
+  keepHostOwners(base, null);
+  let t = base;
+  for (const d of deltas) {
+    const { table: next, removed, replaced } = merge(t, d);
+    // owners stay in table order (a split's order is its routes' order, as compiled whole): a
+    // route replaced keeps its place among a host's owners, a new one comes last
+    for (const r of removed) for (const h of r.hosts) dropOwner(index, h, r);
+    for (let i = 0; i < d.upsert.length; i++) {
+      const r = d.upsert[i];
+      checkRoute(r, `upsert.${i}`);
+      const old = replaced.get(r.id);
+      if (old !== undefined) for (const h of old.hosts) if (!r.hosts.includes(h)) dropOwner(index, h, old);
+      for (let hi = 0; hi < r.hosts.length; hi++) {
+        const h = r.hosts[hi];
+        if (old !== undefined && old.hosts.includes(h)) swapOwner(index, h, old, r, `upsert.${i}.hosts.${hi}`);
+        else addOwner(index, h, r, `upsert.${i}.hosts.${hi}`);
+      }
+    }
+    t = next;
+  }
+  keepHostOwners(t, index);
+  return t;
+}
+
+/** `r` no longer serves `h`. */
+function dropOwner(index: HostOwners, h: string, r: RouteSpec): void {
+  const o = index.get(h)!;
+  if (!Array.isArray(o)) index.delete(h);
+  else if (o.length === 2) index.set(h, o[0] === r ? o[1] : o[0]);
+  else o.splice(o.indexOf(r), 1);
+}
+
+/** `r`, the new version of `old`, serves `h` in its place (checked as addOwner does). */
+function swapOwner(index: HostOwners, h: string, old: RouteSpec, r: RouteSpec, field: string): void {
+  const o = index.get(h)!;
+  if (o === r || (Array.isArray(o) && o.includes(r))) throw new RouteTableError(`${field} "${h}" is listed twice in this route`, field);
+  if (!Array.isArray(o)) {
+    index.set(h, r);
+    return;
+  }
+  const other = o[0] === old ? o[1] : o[0];
+  if (r.trafficWeight === undefined) throw taken(h, r, other, field);
+  o[o.indexOf(old)] = r;
 }

@@ -62,92 +62,115 @@ export function isAddress(address: string): boolean {
 
 /**
  * Validate a parsed route table whole. Throws RouteTableError naming the first bad field.
- * Returns the table with hostnames normalised.
+ * Returns the table with hostnames normalised. `keepOwners`: keep its host index for the deltas
+ * that may come (hostOwners; the proxy's tables).
  */
-export function validateRouteTable(input: unknown): RouteTableSpec {
+export function validateRouteTable(input: unknown, keepOwners = false): RouteTableSpec {
   if (!check(input)) throw describe(check.errors![0]);
-  return checkRoutes(input as unknown as RouteTableSpec);
+  return checkRoutes(input as unknown as RouteTableSpec, keepOwners);
+}
+
+/**
+ * Each host of a checked table and the route serving it, or the routes splitting it (in table
+ * order): what a delta's routes are checked against and the proxy's table is patched by.
+ */
+export type HostOwners = Map<string, RouteSpec | RouteSpec[]>;
+
+/** Kept host indexes: a table's is handed on to the table its delta makes (shared/routes/delta.ts). */
+const owners = new WeakMap<RouteTableSpec, HostOwners>();
+
+/** The host index kept for `table` (validateRouteTable with keepOwners, or a delta made it). */
+export function hostOwners(table: RouteTableSpec): HostOwners | undefined {
+  return owners.get(table);
+}
+
+/** Keep `index` as `table`'s host index (null: forget the one it has). */
+export function keepHostOwners(table: RouteTableSpec, index: HostOwners | null): void {
+  if (index === null) owners.delete(table);
+  else owners.set(table, index);
 }
 
 /**
  * What the schema cannot say about a table whose routes each passed it: ids unique, hosts valid
  * and served by one route (or split by weight), addresses usable, endpoint ids unique per route.
  * Normalises hostnames in place (a route object already in normal form is left as it is).
- *
- * `fresh` (a table a delta made): only these routes are new; the others passed this check in
- * the table they came from, so only their ids and hosts are counted against the new ones (a
- * one-route change to 10,000 routes costs Set inserts, not every hostname and address read again).
  */
-export function checkRoutes(table: RouteTableSpec, fresh: ReadonlySet<RouteSpec> | null = null): RouteTableSpec {
+export function checkRoutes(table: RouteTableSpec, keepOwners = false): RouteTableSpec {
   const routes = table.routes;
   // (a 10,000-route table is validated on the proxy's serving thread, so the common case costs
-  // one Set insert per id and per host: no has() before add(), no object per host, hosts already
+  // one Set insert per id and a Map lookup and write per host: no object per host, hosts already
   // in normal form kept as they are, array and strings alike)
   const ids = new Set<string>();
-  const hosts = new Set<string>();
-  // the hosts first listed by a route with a trafficWeight (a host may be shared only by routes
-  // that all say how to split it: revisions of one app)
-  const weighted = new Set<string>();
+  const hosts: HostOwners = new Map();
   for (let ri = 0; ri < routes.length; ri++) {
     const route = routes[ri];
-    let size = ids.size;
+    const size = ids.size;
     if (ids.add(route.id).size === size) {
       throw new RouteTableError(`routes.${ri}.id "${route.id}" is used by another route`, `routes.${ri}.id`);
     }
+    checkRoute(route, `routes.${ri}`);
     const hs = route.hosts;
-    const split = route.trafficWeight !== undefined;
-    const checked = fresh !== null && !fresh.has(route);
-    let normal: string[] | null = null;
-    for (let hi = 0; hi < hs.length; hi++) {
-      const h = hs[hi];
-      const n = checked ? h : normalEntry(h);
-      if (!checked && !isValidHostPattern(n)) {
-        throw new RouteTableError(`routes.${ri}.hosts.${hi} "${h}" is not a valid hostname or *.wildcard`, `routes.${ri}.hosts.${hi}`);
-      }
-      size = hosts.size;
-      if (hosts.add(n).size === size) {
-        // taken: fine only between different routes that all carry a trafficWeight, each listing
-        // it once (a split would count a second listing twice)
-        if (listedBefore(hs, hi, n)) throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is listed twice in this route`, `routes.${ri}.hosts.${hi}`);
-        if (!split || !weighted.has(n)) {
-          const other = routes[ownerOf(routes, n, ri)];
-          const why = split || other.trafficWeight !== undefined ? '; routes sharing a host must all have a trafficWeight' : '';
-          throw new RouteTableError(`routes.${ri}.hosts.${hi} "${n}" is already served by route "${other.id}"${why}`, `routes.${ri}.hosts.${hi}`);
-        }
-      } else if (split) weighted.add(n);
-      if (n !== h) (normal ??= hs.slice())[hi] = n;
-    }
-    if (normal !== null) route.hosts = normal;
-    if (checked) continue;
-    // endpoint ids unique within the route: compared pairwise when there are few (no Set per route)
-    const eps = route.endpoints;
-    const epIds = eps.length > 8 ? new Set<string>() : null;
-    for (let ei = 0; ei < eps.length; ei++) {
-      const ep = eps[ei];
-      if (!isAddress(ep.address)) {
-        throw new RouteTableError(`routes.${ri}.endpoints.${ei}.address "${ep.address}" must be host:port with a port 1-65535`, `routes.${ri}.endpoints.${ei}.address`);
-      }
-      let dup = false;
-      if (epIds !== null) {
-        size = epIds.size;
-        dup = epIds.add(ep.id).size === size;
-      } else for (let k = 0; k < ei && !dup; k++) dup = eps[k].id === ep.id;
-      if (dup) throw new RouteTableError(`routes.${ri}.endpoints.${ei}.id "${ep.id}" is duplicated in this route`, `routes.${ri}.endpoints.${ei}.id`);
-    }
+    for (let hi = 0; hi < hs.length; hi++) addOwner(hosts, hs[hi], route, `routes.${ri}.hosts.${hi}`);
   }
+  if (keepOwners) owners.set(table, hosts);
   return table;
 }
 
-/** Does a host entry before `hi` normalise to `n`? (only for a host already taken) */
-function listedBefore(hs: string[], hi: number, n: string): boolean {
-  for (let k = 0; k < hi; k++) if (normalEntry(hs[k]) === n) return true;
-  return false;
+/**
+ * `route` serves host `n` too (`field` names it in errors): a host may be shared only by routes
+ * that all say how to split it (a trafficWeight: revisions of one app), each listing it once (a
+ * split would count a second listing twice).
+ */
+export function addOwner(index: HostOwners, n: string, route: RouteSpec, field: string): void {
+  const o = index.get(n);
+  if (o === undefined) {
+    index.set(n, route);
+    return;
+  }
+  const all = Array.isArray(o) ? o : [o];
+  if (all.includes(route)) throw new RouteTableError(`${field} "${n}" is listed twice in this route`, field);
+  // (all routes already there have a weight, or there is one)
+  const other = all[0];
+  if (route.trafficWeight === undefined || other.trafficWeight === undefined) throw taken(n, route, other, field);
+  if (Array.isArray(o)) o.push(route);
+  else index.set(n, [o, route]);
 }
 
-/** The first route before `last` with host entry `n` (normalised): for an error message only. */
-function ownerOf(routes: RouteTableSpec['routes'], n: string, last: number): number {
-  for (let ri = 0; ri < last; ri++) if (routes[ri].hosts.some((h) => normalEntry(h) === n)) return ri;
-  return last;
+/** Host `n` of `route` is served by `other`, and they cannot share it. */
+export function taken(n: string, route: RouteSpec, other: RouteSpec, field: string): RouteTableError {
+  const why = route.trafficWeight !== undefined || other.trafficWeight !== undefined ? '; routes sharing a host must all have a trafficWeight' : '';
+  return new RouteTableError(`${field} "${n}" is already served by route "${other.id}"${why}`, field);
+}
+
+/**
+ * One route's own checks (`field` names it in errors): hosts valid (normalised in place; an
+ * array already in normal form is kept), endpoint addresses usable, endpoint ids unique.
+ */
+export function checkRoute(route: RouteSpec, field: string): void {
+  const hs = route.hosts;
+  let normal: string[] | null = null;
+  for (let hi = 0; hi < hs.length; hi++) {
+    const h = hs[hi];
+    const n = normalEntry(h);
+    if (!isValidHostPattern(n)) throw new RouteTableError(`${field}.hosts.${hi} "${h}" is not a valid hostname or *.wildcard`, `${field}.hosts.${hi}`);
+    if (n !== h) (normal ??= hs.slice())[hi] = n;
+  }
+  if (normal !== null) route.hosts = normal;
+  // endpoint ids unique within the route: compared pairwise when there are few (no Set per route)
+  const eps = route.endpoints;
+  const epIds = eps.length > 8 ? new Set<string>() : null;
+  for (let ei = 0; ei < eps.length; ei++) {
+    const ep = eps[ei];
+    if (!isAddress(ep.address)) {
+      throw new RouteTableError(`${field}.endpoints.${ei}.address "${ep.address}" must be host:port with a port 1-65535`, `${field}.endpoints.${ei}.address`);
+    }
+    let dup = false;
+    if (epIds !== null) {
+      const size = epIds.size;
+      dup = epIds.add(ep.id).size === size;
+    } else for (let k = 0; k < ei && !dup; k++) dup = eps[k].id === ep.id;
+    if (dup) throw new RouteTableError(`${field}.endpoints.${ei}.id "${ep.id}" is duplicated in this route`, `${field}.endpoints.${ei}.id`);
+  }
 }
 
 /** A host entry in normal form: the host normalised, or `*.` and the normalised rest. */
@@ -169,9 +192,12 @@ function parseJson(text: string, what: string): unknown {
   }
 }
 
-/** Parse JSON text and validate. JSON syntax errors become RouteTableError too. */
+/**
+ * Parse JSON text and validate (the proxy's tables: their host index is kept for deltas). JSON
+ * syntax errors become RouteTableError too.
+ */
 export function parseRouteTable(text: string): RouteTableSpec {
-  return validateRouteTable(parseJson(text, 'route table'));
+  return validateRouteTable(parseJson(text, 'route table'), true);
 }
 
 /**

@@ -2,7 +2,10 @@ import { describe, expect, it } from 'vitest';
 import type { RouteDelta, RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
 import { applyRouteDeltas, mergeRouteDelta } from '../../shared/routes/delta.js';
 import { parseRouteDelta, RouteTableError, validateRouteTable } from '../../shared/routes/validate.js';
-import { compileRouteTable, RouteState } from '../../proxy/routing/table.js';
+import { compileRouteTable, patchRouteTable, RouteState, type RouteTable } from '../../proxy/routing/table.js';
+import { Split } from '../../proxy/routing/split.js';
+import type { Route } from '../../proxy/routing/route.js';
+import { hostOwners } from '../../shared/routes/validate.js';
 import { EndpointRegistry } from '../../proxy/upstream/endpoint.js';
 import { RouteEvents } from '../../control-plane/discovery/route-events.js';
 
@@ -85,6 +88,105 @@ describe('compiling a table a delta made (proxy/routing/table.ts)', () => {
     const t3 = compileRouteTable(t(3, [r('a', ['a.test'], 1)]), registry, state);
     expect(t3.lookup('a.test')).not.toBe(t2.lookup('a.test'));
     expect(t3.lookup('a.test')!.targets[0].endpoint).toBe(t2.lookup('a.test')!.targets[0].endpoint);
+  });
+});
+
+describe('patching a table by a delta (patchRouteTable)', () => {
+  /** what a table serves, host by host: a route id, or a split's ids and weights; and its routes and endpoints */
+  const served = (table: RouteTable, registry: EndpointRegistry) => {
+    const entry = (e: Route | Split) => (e instanceof Split ? `split(${e.signature})` : e.id);
+    return {
+      exact: Object.fromEntries([...table.exact].map(([h, e]) => [h, entry(e)]).sort()),
+      wildcard: Object.fromEntries([...table.wildcard].map(([h, e]) => [h, entry(e)]).sort()),
+      routes: table.routes.map((r) => r.id).sort(),
+      endpoints: Object.fromEntries([...registry.byAddress].map(([a, ep]) => [a, ep.refs]).sort()),
+    };
+  };
+
+  it('serves what compiling the whole table would, delta after delta (splits, wildcards, shared endpoints, routes coming and going)', () => {
+    // a small deterministic PRNG (the same sequence every run)
+    let seed = 12345;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const apps = ['a', 'b', 'c', 'd', 'e', 'f'];
+    /** a route of app `app` (revision `rev`): split apps' revisions carry a weight */
+    const make = (app: string, rev: number, split: boolean): RouteSpec => ({
+      id: `${app}-${rev}`,
+      hosts: split || rev % 2 === 0 ? [`${app}.test`, `*.${app}.test`] : [`${app}.test`],
+      endpoints: Array.from({ length: 1 + rnd(3) }, (_, i) => ({ id: `e${i}`, address: `127.0.0.1:${1000 + rnd(6)}` })),
+      ...(split ? { trafficWeight: 1 + rnd(9) } : {}),
+    });
+    // app → its routes now (several only when split)
+    const now = new Map<string, RouteSpec[]>();
+    let rev = 0;
+    for (const app of apps.slice(0, 4)) now.set(app, [make(app, ++rev, false)]);
+    let spec = t(1, [...now.values()].flat());
+    const registry = new EndpointRegistry({ connections: 4, keepAliveTimeoutMs: 1000, connectMs: 1000 });
+    const state = new RouteState();
+    let table = compileRouteTable(spec, registry, state);
+    registry.sweep(state.generation);
+    for (let step = 0; step < 1000; step++) {
+      const upsert: RouteSpec[] = [];
+      const remove: string[] = [];
+      const app = apps[rnd(apps.length)];
+      const have = now.get(app) ?? [];
+      const what = rnd(5);
+      if (have.length === 0) {
+        // a new app, split from the start or not
+        const split = rnd(2) === 0;
+        const rs = split ? [make(app, ++rev, true), make(app, ++rev, true)] : [make(app, ++rev, false)];
+        upsert.push(...rs);
+        now.set(app, rs);
+      } else if (what === 0) {
+        // the app goes
+        remove.push(...have.map((r) => r.id));
+        now.delete(app);
+      } else if (what === 1 && have[0].trafficWeight !== undefined) {
+        // a split gains a revision, or loses one
+        if (have.length > 2 && rnd(2) === 0) {
+          const [gone, ...rest] = have;
+          remove.push(gone.id);
+          now.set(app, rest);
+        } else {
+          const r = make(app, ++rev, true);
+          upsert.push(r);
+          now.set(app, [...have, r]);
+        }
+      } else {
+        // a revision's instances, weight or hosts change: the same id, a new spec
+        const i = rnd(have.length);
+        const r = { ...make(app, 0, have[i].trafficWeight !== undefined), id: have[i].id, hosts: rnd(2) === 0 ? [`${app}.test`] : [`*.${app}.test`, `${app}.test`] };
+        upsert.push(r);
+        now.set(app, have.map((x, k) => (k === i ? r : x)));
+      }
+      const delta = d(spec.version, spec.version + 1, JSON.parse(JSON.stringify(upsert)) as RouteSpec[], remove);
+      const next = applyRouteDeltas(spec, [delta]);
+      const changed = new Map<string, RouteSpec | null>([...delta.upsert.map((r) => [r.id, r] as const), ...remove.map((id) => [id, null] as const)]);
+      table = patchRouteTable(table, next.version, changed, hostOwners(next)!, registry, state);
+      spec = next;
+      // the same table compiled whole, from nothing
+      const fresh = new EndpointRegistry({ connections: 4, keepAliveTimeoutMs: 1000, connectMs: 1000 });
+      const whole = compileRouteTable(t(spec.version, spec.routes), fresh, new RouteState());
+      fresh.sweep(1);
+      expect(served(table, registry), `step ${step}`).toEqual(served(whole, fresh));
+      expect(table.version).toBe(spec.version);
+    }
+    // every endpoint of a route that left drained (none in flight here): none kept past its last route
+    expect(registry.draining.size).toBe(0);
+  });
+
+  it('a split that goes on across a patch keeps its running weights; the routes it does not name keep theirs', () => {
+    const registry = new EndpointRegistry({ connections: 4, keepAliveTimeoutMs: 1000, connectMs: 1000 });
+    const state = new RouteState();
+    const base = t(1, [r('a1', ['a.test'], 1, { trafficWeight: 90 }), r('a2', ['a.test'], 2, { trafficWeight: 10 }), r('b', ['b.test'], 3)]);
+    const t1 = compileRouteTable(base, registry, state);
+    const picks = Array.from({ length: 5 }, () => t1.lookup('a.test')!.id);
+    const next = applyRouteDeltas(base, [d(1, 2, [r('c', ['c.test'], 4)])]);
+    const t2 = patchRouteTable(t1, 2, new Map([['c', next.routes[3]]]), hostOwners(next)!, registry, state);
+    // the split is the same object, so it carries on where it was (90/10 over every 10 picks)
+    const more = Array.from({ length: 5 }, () => t2.lookup('a.test')!.id);
+    expect([...picks, ...more].filter((x) => x === 'a2')).toHaveLength(1);
+    expect(t2.lookup('b.test')).toBe(t1.lookup('b.test'));
+    expect(t2.lookup('c.test')!.id).toBe('c');
   });
 });
 
