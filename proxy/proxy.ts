@@ -18,6 +18,7 @@ import { FileSource } from './sync/file-source.js';
 import { MeterOutbox, MeterReporter } from './sync/meter-outbox.js';
 import { loadTable, saveTable } from './sync/persist.js';
 import { Reporter } from './sync/reporter.js';
+import { mergeCounts } from './metrics/report-counts.js';
 import { WorkerPool } from './workers/pool.js';
 import { loadTlsConfig } from './server/tls.js';
 import { tlsExpiryMetrics } from './metrics/prometheus.js';
@@ -235,7 +236,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
 
   const stats = async (): Promise<StatsSnapshot> => (plane ? plane.snapshot() : merge(await pool!.stats()));
   const reporter: Reporter | null = o.controlPlaneUrl
-    ? new Reporter(o.controlPlaneUrl, o.token!, async () => ({ tableVersion: current?.version ?? null, stats: await stats() }), log)
+    ? new Reporter(o.controlPlaneUrl, o.token!, async () => ({ tableVersion: current?.version ?? null, counts: plane ? plane.reportCounts() : mergeCounts(await pool!.reportCounts()) }), log)
     : null;
   reporter?.start();
   // metering deltas (shared/metering/schema.ts): kept in <data-dir>/proxy-metering.json until acknowledged

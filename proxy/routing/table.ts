@@ -87,6 +87,8 @@ export class RouteState {
   /** traffic splits by host: their running weights outlive table swaps */
   splits = new Map<string, Split>();
   generation = 0;
+  /** bumped whenever a route id's stats come or go (the reporter's id list is kept until it changes) */
+  members = 0;
 
   home(id: string): RouteHome {
     let h = this.homes.get(id);
@@ -95,6 +97,7 @@ export class RouteState {
       h = new RouteHome(stats);
       this.homes.set(id, h);
       this.stats.set(id, stats);
+      this.members++;
     }
     return h;
   }
@@ -111,6 +114,7 @@ export class RouteState {
       if (h.route !== null || h.queue !== null || h.goneAt === 0 || now - h.goneAt < forgetMs || !h.stats.settled(metered)) continue;
       this.homes.delete(id);
       this.stats.delete(id);
+      this.members++;
       n++;
     }
     return n;

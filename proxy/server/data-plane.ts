@@ -6,7 +6,8 @@ import type { Logger } from '../../shared/logging.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
 import { snapshot, type StatsSnapshot } from '../metrics/prometheus.js';
 import { ConcurrencySampler } from '../metrics/concurrency.js';
-import { globalStats } from '../metrics/route-stats.js';
+import { globalStats, type RouteStats } from '../metrics/route-stats.js';
+import { reportCounts, type ReportCounts } from '../metrics/report-counts.js';
 import { compileRouteTable, patchRouteTable, RouteState } from '../routing/table.js';
 import { EndpointRegistry } from '../upstream/endpoint.js';
 import { AccessLog } from './access-log.js';
@@ -48,6 +49,8 @@ export class DataPlane {
   private readonly sampler = new ConcurrencySampler(() => this.state.stats.values());
   /** metering reads this thread's meters (drainMeters was called): a gone route is forgotten only once reported */
   private metered = false;
+  /** the route ids (and their stats) the last reportCounts() listed, as of RouteState.members */
+  private reported: { members: number; ids: string[]; stats: RouteStats[] } = { members: -1, ids: [], stats: [] };
   /** the table this thread serves, as applied (what a delta applies to) */
   private spec: RouteTableSpec | null = null;
 
@@ -216,6 +219,15 @@ export class DataPlane {
 
   get tableVersion(): number | null {
     return runtime.table?.version ?? null;
+  }
+
+  /** The reporter's counts (metrics/report-counts.ts): flat, the id list kept while the route ids are the same. */
+  reportCounts(): ReportCounts {
+    if (this.reported.members !== this.state.members) {
+      const stats = [...this.state.stats.values()];
+      this.reported = { members: this.state.members, ids: stats.map((x) => x.id), stats };
+    }
+    return reportCounts(this.reported.ids, this.reported.stats, this.registry);
   }
 
   snapshot(): StatsSnapshot {

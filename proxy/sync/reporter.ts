@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { request } from 'undici';
 import type { Logger } from '../../shared/logging.js';
-import type { StatsSnapshot } from '../metrics/prometheus.js';
+import type { ReportCounts } from '../metrics/report-counts.js';
 
 /**
  * Reports this proxy's view back to the control plane: the table version it serves (an ack the
@@ -21,7 +21,7 @@ export class Reporter {
   constructor(
     private readonly baseUrl: string,
     private readonly token: string,
-    private readonly collect: () => Promise<{ tableVersion: number | null; stats: StatsSnapshot }>,
+    private readonly collect: () => Promise<{ tableVersion: number | null; counts: ReportCounts }>,
     private readonly logger: Logger,
     private readonly intervalMs = 1000,
     private readonly idleMs = 5000,
@@ -30,8 +30,8 @@ export class Reporter {
   private lastSent = 0;
   private busy = false;
   private lastFull = 0;
-  /** what the control plane has of each route since the last report it accepted: "requests|inflight|concurrency" */
-  private sentRoutes = new Map<string, string>();
+  /** what the control plane has since the last report it accepted: the ids and counts then (concurrency rounded as sent) */
+  private sent: ReportCounts | null = null;
 
   start(): void {
     this.timer = setInterval(() => {
@@ -58,30 +58,43 @@ export class Reporter {
 
   private async post(): Promise<void> {
     try {
-      const { tableVersion, stats } = await this.collect();
+      const { tableVersion, counts } = await this.collect();
+      const { ids, counts: c } = counts;
       const now = Date.now();
       this.lastSent = now;
+      // (sent rounded to 1/100: compared as sent, so a jitter below that is no change)
+      for (let i = 2; i < c.length; i += 3) c[i] = Math.round(c[i] * 100) / 100;
       // report every second while any route carries traffic (or still has requests in flight)
-      this.busy = stats.routes.some((r) => r.concurrency > 0 || r.inflight > 0);
+      let busy = false;
+      for (let i = 0; i < c.length && !busy; i += 3) busy = c[i + 1] > 0 || c[i + 2] > 0;
+      this.busy = busy;
       // Between full reports (every idleMs) only the routes whose counters moved are sent
       // (`partial`): with 10,000 routes and traffic on a few, a report is a few hundred bytes, not
       // half a megabyte a second. The control plane lays a partial report over the last full one.
       // Endpoints always go whole: a drain waits on them.
-      const full = now - this.lastFull >= this.idleMs;
-      const next = new Map<string, string>();
+      const full = now - this.lastFull >= this.idleMs || this.sent === null;
       const routes = [];
-      for (const r of stats.routes) {
-        const concurrency = Math.round(r.concurrency * 100) / 100;
-        const key = `${r.requests}|${r.inflight}|${concurrency}`;
-        next.set(r.id, key);
-        if (full || this.sentRoutes.get(r.id) !== key) routes.push({ id: r.id, requests: r.requests, inflight: r.inflight, concurrency });
+      // where each id was in the counts last sent: the same places while the ids are the same array
+      const before = full ? null : this.sent!;
+      let at: Map<string, number> | null = null;
+      if (before !== null && before.ids !== ids) {
+        at = new Map();
+        for (let i = 0; i < before.ids.length; i++) at.set(before.ids[i], i);
+      }
+      for (let i = 0; i < ids.length; i++) {
+        const k = i * 3;
+        if (before !== null) {
+          const j = at === null ? i : at.get(ids[i]);
+          if (j !== undefined && before.counts[j * 3] === c[k] && before.counts[j * 3 + 1] === c[k + 1] && before.counts[j * 3 + 2] === c[k + 2]) continue;
+        }
+        routes.push({ id: ids[i], requests: c[k], inflight: c[k + 1], concurrency: c[k + 2] });
       }
       const body = JSON.stringify({
         proxyId: this.proxyId,
         tableVersion,
         ...(full ? {} : { partial: true }),
         routes,
-        endpoints: stats.endpoints.map((e) => ({ address: e.address, inflight: e.inflight, requests: e.requests, state: e.state })),
+        endpoints: counts.endpoints,
       });
       const res = await request(new URL('/v1/proxy/report', this.baseUrl), {
         method: 'POST',
@@ -92,14 +105,14 @@ export class Reporter {
       });
       await res.body.dump();
       if (res.statusCode < 300) {
-        this.sentRoutes = next;
+        this.sent = counts;
         if (full) this.lastFull = now;
       } else {
         this.lastFull = 0; // not taken: the next report is whole
       }
       // While removed endpoints still have requests in flight, report often: the control plane
       // waits for them to reach zero before it stops the container.
-      if (stats.endpoints.some((e) => e.state === 'draining')) setTimeout(() => this.send(), 200).unref();
+      if (counts.endpoints.some((e) => e.state === 'draining')) setTimeout(() => this.send(), 200).unref();
       if (res.statusCode >= 400 && res.statusCode !== 404) this.logger.warn({ status: res.statusCode }, 'control plane refused the proxy report');
     } catch (e) {
       this.lastFull = 0; // not delivered: the next report is whole

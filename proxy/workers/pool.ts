@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
 import type { StatsSnapshot } from '../metrics/prometheus.js';
+import type { ReportCounts } from '../metrics/report-counts.js';
 import type { TlsConfig } from '../server/tls.js';
 
 export interface WorkerInit {
@@ -21,6 +22,7 @@ type Msg =
   | { type: 'error'; message: string }
   | { type: 'applied'; seq: number; version: number; routes: number; ms: number; error?: string }
   | { type: 'stats'; seq: number; stats: StatsSnapshot }
+  | { type: 'report-counts'; seq: number; counts: ReportCounts }
   | { type: 'meters'; seq: number; entries: MeterEntry[] }
   | { type: 'closed'; entries?: MeterEntry[] }
   | { type: 'tls-reloaded'; seq: number; error?: string }
@@ -53,6 +55,7 @@ export class WorkerPool {
   private workers: Worker[] = [];
   private seq = 0;
   private waiters = new Map<string, (m: Msg) => void>();
+  private reportIds: readonly string[] = [];
 
   async start(n: number, init: WorkerInit): Promise<{ port: number; tlsPort: number }> {
     const url = new URL('./worker.js', import.meta.url);
@@ -108,6 +111,21 @@ export class WorkerPool {
     const failed = res.find((r) => r.error !== undefined);
     if (failed !== undefined) throw new Error(`a worker could not apply the table: ${failed.error}`);
     return { version: res[0].version, routes: res[0].routes, ms: Math.max(...res.map((r) => r.ms)) };
+  }
+
+  /**
+   * Every worker's report counts (merged by the caller: metrics/report-counts.ts mergeCounts). An
+   * id list equal to the one before is that very array (the reporter compares by identity first).
+   */
+  async reportCounts(): Promise<ReportCounts[]> {
+    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'report-counts' }>>(i, { type: 'report-counts' })));
+    const last = this.reportIds;
+    return res.map(({ counts }) => {
+      const ids = counts.ids;
+      if (ids.length === last.length && ids.every((id, k) => id === last[k])) return { ...counts, ids: last };
+      this.reportIds = ids;
+      return counts;
+    });
   }
 
   async stats(): Promise<StatsSnapshot[]> {

@@ -29,6 +29,9 @@ port.on('message', (m: { type: string; seq: number; spec?: never; deltas?: never
     } catch (e) {
       port.postMessage({ type: 'applied', seq: m.seq, version: 0, routes: 0, ms: 0, error: (e as Error).message });
     }
+  } else if (m.type === 'report-counts') {
+    const counts = plane.reportCounts();
+    port.postMessage({ type: 'report-counts', seq: m.seq, counts }, [counts.counts.buffer as ArrayBuffer]);
   } else if (m.type === 'stats') {
     port.postMessage({ type: 'stats', seq: m.seq, stats: plane.snapshot() });
   } else if (m.type === 'meters') {

@@ -1,0 +1,72 @@
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { Reporter } from '../../proxy/sync/reporter.js';
+import { mergeCounts, type ReportCounts } from '../../proxy/metrics/report-counts.js';
+
+type Report = { tableVersion: number | null; partial?: boolean; routes: Array<{ id: string; requests: number; inflight: number; concurrency: number }>; endpoints: unknown[] };
+
+const counts = (ids: readonly string[], values: number[][]): ReportCounts =>
+  ({ ids, counts: Float64Array.from(values.flat()), endpoints: [{ address: '127.0.0.1:1', inflight: 0, requests: 0, state: 'closed' }] });
+
+describe('proxy reports (sync/reporter.ts)', () => {
+  it('sends every route, then only the routes whose counts moved, by id when the ids change; whole again after a refused report', async () => {
+    const got: Report[] = [];
+    let status = 204;
+    const srv = createServer((req, res) => {
+      let b = '';
+      req.on('data', (c) => (b += c));
+      req.on('end', () => { got.push(JSON.parse(b) as Report); res.writeHead(status).end(); });
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    let now: ReportCounts = counts(['a', 'b', 'c'], [[1, 0, 0], [2, 0, 0], [3, 0, 0]]);
+    const r = new Reporter(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`, 't', async () => ({ tableVersion: 7, counts: now }), pino({ level: 'silent' }), 60_000, 60_000);
+    const next = async () => {
+      const n = got.length;
+      r.send();
+      const t0 = Date.now();
+      while (got.length === n && Date.now() - t0 < 5000) await new Promise((x) => setTimeout(x, 5));
+      return got[n];
+    };
+    try {
+      expect(await next()).toMatchObject({ tableVersion: 7, routes: [{ id: 'a', requests: 1 }, { id: 'b' }, { id: 'c' }], endpoints: [{ address: '127.0.0.1:1' }] });
+      expect(got[0].partial).toBeUndefined();
+      // the same ids array: compared place by place; only b moved (concurrency below 1/100 is no move)
+      const ids = now.ids;
+      now = counts(ids, [[1, 0, 0.001], [5, 1, 0.5], [3, 0, 0]]);
+      expect(await next()).toMatchObject({ partial: true, routes: [{ id: 'b', requests: 5, inflight: 1, concurrency: 0.5 }] });
+      // other ids (a table came): compared by id
+      now = counts(['d', 'c', 'b', 'a'], [[0, 0, 0], [3, 0, 0], [5, 1, 0.5], [1, 0, 0]]);
+      expect(await next()).toMatchObject({ partial: true, routes: [{ id: 'd', requests: 0 }] });
+      // refused: the next report is whole
+      status = 500;
+      now = counts(now.ids, [[0, 0, 0], [4, 0, 0], [5, 1, 0.5], [1, 0, 0]]);
+      expect((await next()).routes.map((x) => x.id)).toEqual(['c']);
+      status = 204;
+      const whole = await next();
+      expect(whole.partial).toBeUndefined();
+      expect(whole.routes.map((x) => x.id)).toEqual(['d', 'c', 'b', 'a']);
+    } finally {
+      r.stop();
+      srv.close();
+    }
+  });
+
+  it('merges worker threads by route id and by address (the worst breaker state wins)', () => {
+    const a = counts(['x', 'y'], [[1, 1, 0.5], [2, 0, 0]]);
+    const b = counts(['x', 'y'], [[3, 0, 0.25], [4, 2, 1]]);
+    b.endpoints[0] = { address: '127.0.0.1:1', inflight: 2, requests: 5, state: 'open' };
+    const m = mergeCounts([a, b]);
+    expect(m.ids).toBe(a.ids);
+    expect([...m.counts]).toEqual([4, 1, 0.75, 6, 2, 1]);
+    expect(m.endpoints).toEqual([{ address: '127.0.0.1:1', inflight: 2, requests: 5, state: 'open' }]);
+    // ids in another order or another set (a thread a table behind): by id
+    const c = counts(['y', 'z'], [[10, 0, 0], [1, 1, 1]]);
+    const n = mergeCounts([a, c]);
+    expect(n.ids).toEqual(['x', 'y', 'z']);
+    expect([...n.counts]).toEqual([1, 1, 0.5, 12, 0, 0, 1, 1, 1]);
+  });
+});
