@@ -278,6 +278,8 @@ function keepRoute(route: Route, home: RouteHome, generation: number): Route {
  * hosts' entries written, only their endpoints counted: a one-route change to a 10,000-route
  * table costs about what one route does. `prev`'s maps and routes array become the new table's
  * (the swap is one synchronous step: no request sees half of it); `prev` is not to be used again.
+ * (An endpoint address that routes with different breaker or connect settings share takes those
+ * of the route compiled last: in a patch, the changed one's.)
  */
 export function patchRouteTable(
   prev: RouteTable,
@@ -296,7 +298,9 @@ export function patchRouteTable(
   const released: Endpoint[] = [];
   let now = 0;
   for (const [id, rs] of changed) {
-    const home = state.home(id);
+    // (an id a batch added and removed again never had a home here: none is made for it)
+    const home = rs === null ? state.homes.get(id) : state.home(id);
+    if (home === undefined) continue;
     const old = home.route;
     if (old !== null && home.spec === rs) continue;
     if (old !== null) {

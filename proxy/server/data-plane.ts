@@ -204,7 +204,8 @@ export class DataPlane {
     // as apply() does, for the routes that changed: held requests go to endpoints that appeared,
     // or follow their host when their route left
     for (const id of changed.keys()) {
-      const h = this.state.homes.get(id)!;
+      const h = this.state.homes.get(id);
+      if (h === undefined) continue;
       const r = h.route;
       if (r !== null) {
         if (r.queue !== null && r.queue.length > 0 && r.targets.length > 0) r.queue.releaseAll();

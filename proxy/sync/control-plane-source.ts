@@ -30,10 +30,11 @@ export interface Arrival {
   parseMs: number;
 }
 
-/** One event of the stream not applied yet: a whole table (`routes`) or a change to the one before (`delta`). */
+/** One event not applied yet: a whole table (`routes`) or a change to the one before (`delta`), and the stream it came on. */
 interface Held {
   delta: boolean;
   text: string;
+  stream: number;
 }
 
 /**
@@ -58,6 +59,8 @@ export class ControlPlaneSource {
   private spec: RouteTableSpec | null = null;
   /** why the stream was dropped to read the whole table again; deltas are ignored until it comes */
   private resync: string | null = null;
+  /** which stream is open (counted from 1): a failure of an older one's event does not drop it */
+  private stream = 0;
 
   constructor(
     private readonly baseUrl: string,
@@ -97,6 +100,7 @@ export class ControlPlaneSource {
 
   private async connectOnce(): Promise<void> {
     this.abort = new AbortController();
+    const stream = ++this.stream;
     const url = new URL('/v1/routes/watch', this.baseUrl);
     // what this proxy reads: tables with splits, affinity, private routes and pipelining, and deltas
     url.searchParams.set('features', 'split,affinity,auth,pipeline,delta');
@@ -149,7 +153,7 @@ export class ControlPlaneSource {
         }
         if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
-          if (data.length > 0 && (event === 'routes' || event === 'message' || event === 'delta')) this.offer(event === 'delta', data.join('\n'));
+          if (data.length > 0 && (event === 'routes' || event === 'message' || event === 'delta')) this.offer(event === 'delta', data.join('\n'), stream);
           event = 'message';
           data = [];
           dataLen = 0;
@@ -175,16 +179,20 @@ export class ControlPlaneSource {
    * whole table makes those before it moot (they are dropped, never parsed); deltas are applied in
    * order, all held ones at once (one compile for a burst).
    */
-  private offer(delta: boolean, text: string): void {
+  private offer(delta: boolean, text: string, stream: number): void {
     if (delta && this.resync !== null) return;
     if (!delta) {
       this.resync = null;
       this.pending = [];
       this.pendingChars = 0;
     }
-    this.pending.push({ delta, text });
+    this.pending.push({ delta, text, stream });
     this.pendingChars += text.length;
-    if (this.pendingChars > MAX_EVENT_CHARS) return this.lose(`more than ${MAX_EVENT_CHARS} characters of route changes came while one was being applied`);
+    if (this.pendingChars > MAX_EVENT_CHARS) {
+      this.pending = [];
+      this.pendingChars = 0;
+      return this.lose(`more than ${MAX_EVENT_CHARS} characters of route changes came while one was being applied`, stream);
+    }
     if (!this.applying) void this.applyPending();
   }
 
@@ -221,17 +229,25 @@ export class ControlPlaneSource {
       took += await this.onTable(spec, { change: whole ? null : { from: from!, deltas }, text: whole && deltas.length === 0 ? batch[0].text : null, parseMs: took });
       this.spec = spec;
     } catch (e) {
-      this.lose(`the control plane sent a route ${batch.length === 1 && !batch[0].delta ? 'table' : 'change'} this proxy could not apply (${(e as Error).message}); keeping the current table and reading the whole one again`);
+      this.lose(`the control plane sent a route ${batch.length === 1 && !batch[0].delta ? 'table' : 'change'} this proxy could not apply (${(e as Error).message}); keeping the current table`, batch[batch.length - 1].stream);
     }
     if (took >= 1 && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(took, MAX_REST_MS)).unref());
   }
 
-  /** Lost track of the control plane's table: drop what is held and the stream; the next stream starts with the whole table. */
-  private lose(reason: string): void {
-    this.logger.error({ err: reason }, 'route stream out of step; reconnecting');
-    this.resync = reason;
+  /**
+   * Lost track of the control plane's table with what came on `stream`. A whole table already
+   * held (on that stream or a newer one) sets it right: it is applied next. Otherwise the deltas
+   * held are dropped and, when `stream` is still open, so is it: the next one starts with the
+   * whole table (a stream opened since does already).
+   */
+  private lose(reason: string, stream: number): void {
+    const whole = this.pending.length > 0 && !this.pending[0].delta;
+    this.logger.error({ err: reason }, whole ? 'route change not applied; a whole table follows' : 'route stream out of step; reading the whole table again');
+    if (whole) return;
     this.pending = [];
     this.pendingChars = 0;
+    if (stream !== this.stream) return;
+    this.resync = reason;
     this.abort?.abort();
   }
 

@@ -1,4 +1,4 @@
-import type { RouteDelta, RouteSpec, RouteTableSpec } from './schema.js';
+import { routeTableSchema, type RouteDelta, type RouteSpec, type RouteTableSpec } from './schema.js';
 import { addOwner, checkRoute, checkRoutes, hostOwners, keepHostOwners, RouteTableError, taken, type HostOwners } from './validate.js';
 
 /**
@@ -60,6 +60,9 @@ function merge(base: RouteTableSpec, delta: RouteDelta): { table: RouteTableSpec
   return { table: { version: delta.version, routes }, removed, replaced };
 }
 
+/** The most routes a table may have: the schema's limit, which a whole table is held to. */
+const MAX_ROUTES = routeTableSchema.properties.routes.maxItems;
+
 /**
  * `base` with `deltas` applied in order: what a proxy serves after them. `base` must be a checked
  * table (parseRouteTable, or made by this); only what the deltas add is checked, as a whole table
@@ -79,19 +82,27 @@ export function applyRouteDeltas(base: RouteTableSpec, deltas: readonly RouteDel
   let t = base;
   for (const d of deltas) {
     const { table: next, removed, replaced } = merge(t, d);
-    // owners stay in table order (a split's order is its routes' order, as compiled whole): a
-    // route replaced keeps its place among a host's owners, a new one comes last
+    if (next.routes.length > MAX_ROUTES) throw new RouteTableError(`the table the delta makes has ${next.routes.length} routes; at most ${MAX_ROUTES}`, 'upsert');
+    const up = d.upsert;
+    for (let i = 0; i < up.length; i++) checkRoute(up[i], `upsert.${i}`);
+    // Every host leaving first (the removed routes', and those a changed route no longer lists),
+    // then the hosts a changed route keeps, then the new ones: so the answer does not depend on
+    // the order of `upsert` (a host moving to a route listed before the one it leaves is fine).
     for (const r of removed) for (const h of r.hosts) dropOwner(index, h, r);
-    for (let i = 0; i < d.upsert.length; i++) {
-      const r = d.upsert[i];
-      checkRoute(r, `upsert.${i}`);
+    for (const r of up) {
       const old = replaced.get(r.id);
       if (old !== undefined) for (const h of old.hosts) if (!r.hosts.includes(h)) dropOwner(index, h, old);
-      for (let hi = 0; hi < r.hosts.length; hi++) {
-        const h = r.hosts[hi];
-        if (old !== undefined && old.hosts.includes(h)) swapOwner(index, h, old, r, `upsert.${i}.hosts.${hi}`);
-        else addOwner(index, h, r, `upsert.${i}.hosts.${hi}`);
-      }
+    }
+    for (let i = 0; i < up.length; i++) {
+      const old = replaced.get(up[i].id);
+      if (old === undefined) continue;
+      const hs = up[i].hosts;
+      for (let hi = 0; hi < hs.length; hi++) if (old.hosts.includes(hs[hi])) swapOwner(index, hs[hi], old, up[i], `upsert.${i}.hosts.${hi}`);
+    }
+    for (let i = 0; i < up.length; i++) {
+      const old = replaced.get(up[i].id);
+      const hs = up[i].hosts;
+      for (let hi = 0; hi < hs.length; hi++) if (old === undefined || !old.hosts.includes(hs[hi])) addOwner(index, hs[hi], up[i], `upsert.${i}.hosts.${hi}`);
     }
     t = next;
   }

@@ -71,8 +71,9 @@ export function validateRouteTable(input: unknown, keepOwners = false): RouteTab
 }
 
 /**
- * Each host of a checked table and the route serving it, or the routes splitting it (in table
- * order): what a delta's routes are checked against and the proxy's table is patched by.
+ * Each host of a checked table and the route serving it, or the routes splitting it (in no set
+ * order: a split orders its routes by id): what a delta's routes are checked against and the
+ * proxy's table is patched by.
  */
 export type HostOwners = Map<string, RouteSpec | RouteSpec[]>;
 

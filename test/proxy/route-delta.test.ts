@@ -54,6 +54,40 @@ describe('route deltas (shared/routes/delta.ts)', () => {
     expect(ok.routes.map((x) => [x.id, x.hosts])).toEqual([['b', ['b.test']], ['c', ['a.test']]]);
   });
 
+  it('checks a delta the same whatever the order of its routes: a host may move to a route listed before the one it leaves', () => {
+    const whole = (x: RouteTableSpec) => validateRouteTable(JSON.parse(JSON.stringify(x)));
+    const cases: Array<[RouteTableSpec, (order: 0 | 1) => RouteDelta]> = [
+      // two routes swap their hosts (a rollback of a custom domain to the older revision)
+      [t(1, [r('a', ['x.test'], 1), r('b', ['y.test'], 2)]), (o) => d(1, 2, o ? [r('b', ['x.test'], 2), r('a', ['z.test'], 1)] : [r('a', ['z.test'], 1), r('b', ['x.test'], 2)])],
+      [t(1, [r('a', ['x.test'], 1), r('b', ['y.test'], 2)]), (o) => d(1, 2, o ? [r('b', ['x.test'], 2), r('a', ['y.test'], 1)] : [r('a', ['y.test'], 1), r('b', ['x.test'], 2)])],
+      // a split ends: the revision that keeps the host loses its weight, the other leaves it
+      [t(1, [r('a', ['s.test'], 1, { trafficWeight: 1 }), r('b', ['s.test'], 2, { trafficWeight: 1 })]),
+        (o) => d(1, 2, o ? [r('a', ['s.test'], 1), r('b', ['t.test'], 2, { trafficWeight: 1 })] : [r('b', ['t.test'], 2, { trafficWeight: 1 }), r('a', ['s.test'], 1)])],
+      // a new route takes the host of one that is removed
+      [t(1, [r('a', ['x.test'], 1)]), () => d(1, 2, [r('n', ['x.test'], 3)], ['a'])],
+    ];
+    for (const [base, delta] of cases) {
+      for (const order of [0, 1] as const) {
+        const made = applyRouteDeltas(t(base.version, base.routes), [delta(order)]);
+        expect(whole(made).routes).toEqual(made.routes);
+      }
+    }
+    // and what a whole check refuses, either order
+    for (const order of [0, 1] as const) {
+      const base = t(1, [r('a', ['x.test'], 1), r('b', ['y.test'], 2)]);
+      const up = [r('a', ['x.test', 'y.test'], 1), r('b', ['y.test'], 3)];
+      expect(() => applyRouteDeltas(base, [d(1, 2, order ? up.reverse() : up)])).toThrow(/"y\.test" is already served by route/);
+    }
+  });
+
+  it('holds a table a delta makes to the schema\'s 200,000 routes', () => {
+    const base = t(1, Array.from({ length: 200_000 }, (_, i) => r(`r${i}`, [`h${i}.test`], 1000)));
+    const t0 = Date.now();
+    expect(() => applyRouteDeltas(base, [d(1, 2, [r('one-more', ['more.test'], 1)])])).toThrow(/has 200001 routes; at most 200000/);
+    expect(applyRouteDeltas(base, [d(1, 2, [r('one-more', ['more.test'], 1)], ['r0'])]).routes).toHaveLength(200_000);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+  });
+
   it('parses only what its schema says', () => {
     expect(parseRouteDelta('{"base":1,"version":2,"upsert":[],"remove":[]}')).toEqual(d(1, 2));
     for (const [text, why] of [
@@ -129,8 +163,24 @@ describe('patching a table by a delta (patchRouteTable)', () => {
       const remove: string[] = [];
       const app = apps[rnd(apps.length)];
       const have = now.get(app) ?? [];
-      const what = rnd(5);
-      if (have.length === 0) {
+      const what = rnd(6);
+      const plain = (x: string) => (now.get(x) ?? []).length === 1 && now.get(x)![0].trafficWeight === undefined;
+      if (what === 5 && plain(app)) {
+        // a custom domain moves to this app from whichever plain app has it: both routes in one
+        // delta, in either order
+        const from = [...now.keys()].find((x) => x !== app && now.get(x)!.some((y) => y.hosts.includes('moving.test')));
+        const to = { ...now.get(app)![0], hosts: [...now.get(app)![0].hosts.filter((h) => h !== 'moving.test'), 'moving.test'] };
+        const moves = [to];
+        if (from !== undefined) {
+          const left = { ...now.get(from)![0], hosts: now.get(from)![0].hosts.filter((h) => h !== 'moving.test') };
+          moves.push(left);
+          now.set(from, [left]);
+        }
+        now.set(app, [to]);
+        upsert.push(...(rnd(2) === 0 ? moves : moves.reverse()));
+      } else if (what === 5) {
+        continue;
+      } else if (have.length === 0) {
         // a new app, split from the start or not
         const split = rnd(2) === 0;
         const rs = split ? [make(app, ++rev, true), make(app, ++rev, true)] : [make(app, ++rev, false)];
@@ -154,7 +204,8 @@ describe('patching a table by a delta (patchRouteTable)', () => {
       } else {
         // a revision's instances, weight or hosts change: the same id, a new spec
         const i = rnd(have.length);
-        const r = { ...make(app, 0, have[i].trafficWeight !== undefined), id: have[i].id, hosts: rnd(2) === 0 ? [`${app}.test`] : [`*.${app}.test`, `${app}.test`] };
+        const keep = have[i].hosts.includes('moving.test') ? ['moving.test'] : [];
+        const r = { ...make(app, 0, have[i].trafficWeight !== undefined), id: have[i].id, hosts: [...(rnd(2) === 0 ? [`${app}.test`] : [`*.${app}.test`, `${app}.test`]), ...keep] };
         upsert.push(r);
         now.set(app, have.map((x, k) => (k === i ? r : x)));
       }
@@ -172,6 +223,20 @@ describe('patching a table by a delta (patchRouteTable)', () => {
     }
     // every endpoint of a route that left drained (none in flight here): none kept past its last route
     expect(registry.draining.size).toBe(0);
+  });
+
+  it('an id a batch of deltas adds and removes again leaves nothing behind', () => {
+    const registry = new EndpointRegistry({ connections: 4, keepAliveTimeoutMs: 1000, connectMs: 1000 });
+    const state = new RouteState();
+    const base = t(1, [r('a', ['a.test'], 1)]);
+    const t1 = compileRouteTable(base, registry, state);
+    const members = state.members;
+    const deltas = [d(1, 2, [r('tmp', ['tmp.test'], 2)]), d(2, 3, [], ['tmp'])];
+    const next = applyRouteDeltas(base, deltas);
+    const t2 = patchRouteTable(t1, 3, new Map([['tmp', null]]), hostOwners(next)!, registry, state);
+    expect(t2.routes.map((x) => x.id)).toEqual(['a']);
+    expect(state.homes.has('tmp')).toBe(false);
+    expect(state.members).toBe(members);
   });
 
   it('a split that goes on across a patch keeps its running weights; the routes it does not name keep theirs', () => {
