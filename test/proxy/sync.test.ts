@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { get, route, startProxy, startUpstream, table, waitFor, type ProxyProc } from './harness.js';
+import { get, route, startProxy, startUpstream, table, waitFor, type ProxyProc, type Upstream } from './harness.js';
 
 /**
  * The proxy's control-plane subscription against a real SSE server on loopback speaking the
@@ -66,14 +66,27 @@ function sseServer(token: string) {
 const procs: ProxyProc[] = [];
 afterAll(async () => { for (const p of procs) await p.stop(); });
 
+/** Two upstreams answering their names ('a', 'b'), a watch server and a data dir; all stopped and removed after `fn` (the proxies first: they write the data dir). */
+async function withRig(fn: (rig: { a: Upstream; b: Upstream; cp: ReturnType<typeof sseServer>; cpPort: number; dataDir: string }) => Promise<void>): Promise<void> {
+  const a = await startUpstream('a');
+  const b = await startUpstream('b');
+  const cp = sseServer('tok');
+  const cpPort = await cp.listen();
+  const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+  try {
+    await fn({ a, b, cp, cpPort, dataDir });
+  } finally {
+    for (const p of procs.splice(0)) await p.stop();
+    await cp.close();
+    await a.close();
+    await b.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 describe('control-plane subscription', () => {
   it('applies pushed tables, reports back, survives the control plane going away, and restarts from the persisted table', async () => {
-    const a = await startUpstream('a');
-    const b = await startUpstream('b');
-    const cp = sseServer('tok');
-    const cpPort = await cp.listen();
-    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
-    try {
+    await withRig(async ({ a, b, cp, cpPort, dataDir }) => {
       cp.publish(table([route('img-1', ['app.test'], [a.address])], 100));
       const args = ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir];
       const p = await startProxy(null, args);
@@ -111,26 +124,15 @@ describe('control-plane subscription', () => {
       cp2.publish(table([route('img-1', ['app.test'], [a.address])], 103));
       await waitFor(async () => JSON.parse((await get(p2, 'app.test')).body).name === 'a', 15_000);
       await cp2.close();
-    } finally {
-      // stop the proxies before removing the data dir they write (the persisted table)
-      for (const p of procs.splice(0)) await p.stop();
-      await a.close();
-      await b.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 
   it.each([[1], [2]])('applies route deltas (%i worker threads): changed routes in place, removals, a delta that does not fit ends the stream for a whole table; the merged table is persisted', async (workers) => {
-    const a = await startUpstream('a');
-    const b = await startUpstream('b');
-    const cp = sseServer('tok');
-    const cpPort = await cp.listen();
-    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+    await withRig(async ({ a, b, cp, cpPort, dataDir }) => {
     const name = async (p: ProxyProc, host: string) => {
       const r = await get(p, host);
       return r.status === 200 ? (JSON.parse(r.body) as { name: string }).name : r.status;
     };
-    try {
       const r1 = route('img-1', ['one.test'], [a.address]);
       const r2 = route('img-2', ['two.test'], [a.address]);
       cp.publish(table([r1, r2], 1));
@@ -191,12 +193,7 @@ describe('control-plane subscription', () => {
       procs.push(p2);
       await waitFor(async () => (await name(p2, 'uno.test')) === 'b', 5000);
       expect(await name(p2, 'x.three.test')).toBe('a');
-    } finally {
-      for (const p of procs.splice(0)) await p.stop();
-      await a.close();
-      await b.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 
   it.each([
