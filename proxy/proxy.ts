@@ -195,21 +195,16 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     const text = how?.text;
     // Serialise applies so tables land in the order they arrived.
     const p = applyChain.then(async () => {
+      const whole = () => (plane ? plane.apply(spec) : pool!.apply(spec));
       let r: { version: number; routes: number; ms: number };
-      if (plane && change && change.from === current) {
+      if (change && change.from === current) {
         try {
-          r = plane.applyDeltas(change.deltas, spec);
+          r = plane ? plane.applyDeltas(change.deltas, spec) : await pool!.applyDeltas(change.deltas);
         } catch (e) {
-          log.warn({ err: (e as Error).message }, 'route deltas failed; compiling the whole table');
-          r = plane.apply(spec);
+          log.warn({ err: (e as Error).message }, 'route deltas could not be applied; applying the whole table');
+          r = await whole();
         }
-      } else if (plane) r = plane.apply(spec);
-      else if (change && change.from === current) {
-        r = await pool!.applyDeltas(change.deltas).catch((e: Error) => {
-          log.warn({ err: e.message }, 'route deltas failed on a worker; sending every worker the whole table');
-          return pool!.apply(spec);
-        });
-      } else r = await pool!.apply(spec);
+      } else r = await whole();
       current = spec;
       source = from;
       activator?.served(spec);

@@ -21,7 +21,7 @@ import { fmt, median, table } from '../lib/format.js';
 import { httpRequest, sleep } from '../lib/net.js';
 import { stop } from '../lib/proc.js';
 import { runLoad, type LoadgenKind } from './loadgen.js';
-import { HOST_SINGLE, berthRouteTable, startBerth } from './targets.js';
+import { HOST_SINGLE, buildBigTable, startBerth } from './targets.js';
 
 const TOKEN = 'bench-push-token';
 
@@ -82,18 +82,6 @@ async function watchServer() {
   };
 }
 
-function bigTable(ports: number[], n: number, version: number): RouteTableSpec {
-  const t = berthRouteTable(ports, version) as RouteTableSpec;
-  for (let i = 0; i < n; i++) {
-    t.routes.push({
-      id: `app-${i}`,
-      hosts: [`app-${i}.push.bench.local`, `*.app-${i}.push.bench.local`],
-      endpoints: [{ id: `c-${i}`, address: `127.0.0.1:${ports[i % ports.length]}` }],
-    });
-  }
-  return validateRouteTable(t);
-}
-
 export async function routePush(
   ports: number[],
   lg: LoadgenKind,
@@ -103,7 +91,7 @@ export async function routePush(
   const N = 10_000;
   const changes = 6;
   const cp = await watchServer();
-  let spec = bigTable(ports, N, 1);
+  let spec: RouteTableSpec = validateRouteTable(buildBigTable(ports, N, 1, 'push'));
   cp.send(spec, false);
   const berth = await startBerth(o.workDir, ports, o.proxyCpu, false, { url: cp.url, token: TOKEN });
   try {

@@ -29,7 +29,7 @@ import { routePush } from './route-push.js';
 import {
   HOST_RR,
   HOST_SINGLE,
-  berthRouteTable,
+  buildBigTable,
   startBerth,
   startNginxProxy,
   startNodePeer,
@@ -226,18 +226,6 @@ function tailOf(file: string, n = 400): string {
 function versionOf(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? '';
-}
-
-function buildBigTable(ports: number[], n: number, version: number, tag: string): object {
-  const base = berthRouteTable(ports, version) as { version: number; routes: object[] };
-  for (let i = 0; i < n; i++) {
-    base.routes.push({
-      id: `app-${i}`,
-      hosts: [`app-${i}.${tag}.bench.local`, `*.app-${i}.${tag}.bench.local`],
-      endpoints: [{ id: `c-${i}`, address: `127.0.0.1:${ports[i % ports.length]}` }],
-    });
-  }
-  return base;
 }
 
 export async function runMacro(): Promise<MacroReport> {

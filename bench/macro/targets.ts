@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, httpRequest, waitFor } from '../lib/net.js';
+import type { RouteSpec } from '../../shared/routes/schema.js';
 import { spawnTracked, stop, which, type Tracked } from '../lib/proc.js';
 
 export const HOST_SINGLE = 'bench.local';
@@ -172,6 +173,19 @@ export function berthRouteTable(ports: number[], version = 1, pipeline = 1): obj
       },
     ],
   };
+}
+
+/** The bench routes and `n` more (`app-{i}.{tag}.bench.local` and its wildcard, over `ports`): the 10,000-route scenarios. */
+export function buildBigTable(ports: number[], n: number, version: number, tag: string): { version: number; routes: RouteSpec[] } {
+  const base = berthRouteTable(ports, version) as { version: number; routes: RouteSpec[] };
+  for (let i = 0; i < n; i++) {
+    base.routes.push({
+      id: `app-${i}`,
+      hosts: [`app-${i}.${tag}.bench.local`, `*.app-${i}.${tag}.bench.local`],
+      endpoints: [{ id: `c-${i}`, address: `127.0.0.1:${ports[i % ports.length]}` }],
+    });
+  }
+  return base;
 }
 
 /** berth proxy --help, to find out which switches this build has (access log off). */

@@ -38,13 +38,19 @@ export function snapshot(stats: Iterable<RouteStats>, table: RouteTable | null, 
   };
 }
 
+const STATE_RANK: Record<string, number> = { closed: 0, half_open: 1, open: 2, draining: 3 };
+
+/** Of one endpoint's states on two worker threads, the one to report: the worse (draining worst). */
+export function worseState(a: string, b: string): string {
+  return (STATE_RANK[b] ?? 0) > (STATE_RANK[a] ?? 0) ? b : a;
+}
+
 /** Merge snapshots of several worker threads (sum counters; breaker state: worst wins). */
 export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
   if (snaps.length === 1) return snaps[0];
   const out: StatsSnapshot = { global: { requests: 0, noRoute: 0, badRequest: 0, notReady: 0, inflight: 0 }, routes: [], endpoints: [] };
   const routes = new Map<string, StatsSnapshot['routes'][number]>();
   const eps = new Map<string, StatsSnapshot['endpoints'][number]>();
-  const rank: Record<string, number> = { closed: 0, half_open: 1, open: 2, draining: 3 };
   for (const s of snaps) {
     for (const k of Object.keys(out.global) as Array<keyof typeof globalStats>) out.global[k] += s.global[k];
     for (const r of s.routes) {
@@ -59,7 +65,7 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
       const m = eps.get(e.address);
       if (!m) { eps.set(e.address, { ...e }); continue; }
       m.inflight += e.inflight; m.requests += e.requests; m.failures += e.failures; m.opens += e.opens;
-      if (rank[e.state] > rank[m.state]) m.state = e.state;
+      m.state = worseState(m.state, e.state);
     }
   }
   out.routes = [...routes.values()];

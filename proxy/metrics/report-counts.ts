@@ -1,5 +1,6 @@
 import type { RouteStats } from './route-stats.js';
 import type { EndpointRegistry } from '../upstream/endpoint.js';
+import { worseState } from './prometheus.js';
 
 /**
  * What the proxy reports to the control plane (sync/reporter.ts): per route its requests,
@@ -67,7 +68,6 @@ export function mergeCounts(all: readonly ReportCounts[]): ReportCounts {
       }
     }
   }
-  const rank: Record<string, number> = { closed: 0, half_open: 1, open: 2, draining: 3 };
   const eps = new Map<string, ReportEndpoint>();
   for (const c of all) {
     for (const e of c.endpoints) {
@@ -78,7 +78,7 @@ export function mergeCounts(all: readonly ReportCounts[]): ReportCounts {
       }
       m.inflight += e.inflight;
       m.requests += e.requests;
-      if ((rank[e.state] ?? 0) > (rank[m.state] ?? 0)) m.state = e.state;
+      m.state = worseState(m.state, e.state);
     }
   }
   return { ids, counts, endpoints: [...eps.values()] };

@@ -26,7 +26,7 @@ export interface Arrival {
   change: TableChange | null;
   /** the table as sent, when it came whole and nothing after it (to keep on disk as it came) */
   text: string | null;
-  /** ms spent reading and checking it (JSON, schema, the table whole) on the serving thread */
+  /** ms spent reading and checking it (JSON, schema, hosts and addresses) on the serving thread */
   parseMs: number;
 }
 

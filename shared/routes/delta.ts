@@ -3,17 +3,13 @@ import { addOwner, checkRoute, checkRoutes, hostOwners, keepHostOwners, RouteTab
 
 /**
  * The table a delta makes of `base` (which it must name by version): `base`'s routes in their
- * order, each changed one in its place, the removed ones left out, new ones at the end. Routes
+ * order, each changed one in its place, the removed ones left out, new ones at the end; routes
  * the delta does not name are `base`'s own objects (the proxy recompiles only the routes that
- * changed: proxy/routing/table.ts). `base` is not modified. Checks that the delta fits its base
- * (no id both changed and removed, no removal of a route the base does not have), not the table
- * it makes: applyRouteDeltas does both.
+ * changed: proxy/routing/table.ts), `base` is not modified. With it, the routes of `base`
+ * leaving: removed, or replaced by a new version (by id). Checks that the delta fits its base (no
+ * id named twice or both changed and removed, no removal of a route the base does not have), not
+ * what it adds: applyRouteDeltas does.
  */
-export function mergeRouteDelta(base: RouteTableSpec, delta: RouteDelta): RouteTableSpec {
-  return merge(base, delta).table;
-}
-
-/** mergeRouteDelta, and the routes of `base` leaving: removed, or replaced by a new version (by id). */
 function merge(base: RouteTableSpec, delta: RouteDelta): { table: RouteTableSpec; removed: RouteSpec[]; replaced: Map<string, RouteSpec> } {
   if (delta.base !== base.version) {
     throw new RouteTableError(`the delta is from version ${delta.base}; the table here is version ${base.version}`, 'base');

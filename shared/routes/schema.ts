@@ -185,7 +185,7 @@ export const routeTableSchema = {
   },
 } as const;
 
-/** A RouteDelta: its routes checked as a table's are (and then the table they make, whole). */
+/** A RouteDelta's shape: its routes as a table's (what they add is checked against the table they make: shared/routes/delta.ts). */
 export const routeDeltaSchema = {
   $id: 'berth/route-delta',
   type: 'object',
@@ -195,6 +195,6 @@ export const routeDeltaSchema = {
     base: { type: 'integer', minimum: 0 },
     version: { type: 'integer', minimum: 0 },
     upsert: routeTableSchema.properties.routes,
-    remove: { type: 'array', maxItems: 200_000, items: routeTableSchema.properties.routes.items.properties.id },
+    remove: { type: 'array', maxItems: routeTableSchema.properties.routes.maxItems, items: routeTableSchema.properties.routes.items.properties.id },
   },
 } as const;

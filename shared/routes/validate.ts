@@ -202,8 +202,8 @@ export function parseRouteTable(text: string): RouteTableSpec {
 }
 
 /**
- * Parse a RouteDelta and check its shape (its routes as a table's). The table it makes is
- * checked whole when it is applied (shared/routes/delta.ts applyRouteDelta).
+ * Parse a RouteDelta and check its shape (its routes as a table's). What it adds is checked
+ * against the table it makes when it is applied (shared/routes/delta.ts applyRouteDeltas).
  */
 export function parseRouteDelta(text: string): RouteDelta {
   const parsed = parseJson(text, 'route delta');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RouteDelta, RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
-import { applyRouteDeltas, mergeRouteDelta } from '../../shared/routes/delta.js';
+import { applyRouteDeltas } from '../../shared/routes/delta.js';
 import { parseRouteDelta, RouteTableError, validateRouteTable } from '../../shared/routes/validate.js';
 import { compileRouteTable, patchRouteTable, RouteState, type RouteTable } from '../../proxy/routing/table.js';
 import { Split } from '../../proxy/routing/split.js';
@@ -18,7 +18,7 @@ describe('route deltas (shared/routes/delta.ts)', () => {
   it('keeps the base order and its route objects, changes in place, appends new ones, and leaves the base alone', () => {
     const base = t(1, [r('a', ['a.test'], 1), r('b', ['b.test'], 2), r('c', ['c.test'], 3)]);
     const copy = JSON.stringify(base);
-    const next = mergeRouteDelta(base, d(1, 2, [r('d', ['d.test'], 4), r('b', ['b.test', 'bb.test'], 5)], ['a']));
+    const next = applyRouteDeltas(base, [d(1, 2, [r('d', ['d.test'], 4), r('b', ['b.test', 'bb.test'], 5)], ['a'])]);
     expect(next.version).toBe(2);
     expect(next.routes.map((x) => x.id)).toEqual(['b', 'c', 'd']);
     expect(next.routes[1]).toBe(base.routes[2]);
