@@ -1,4 +1,4 @@
-import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import type { RouteSpec, RouteTableSpec } from '../../shared/routes/schema.js';
 
 /** A table as one set of proxies reads it: each route's JSON, by id, in the table's order. */
 type RouteTexts = Map<string, string>;
@@ -23,6 +23,13 @@ export class RouteEvents {
    * would hold the one before it, and so on back to the first
    */
   private readonly deltas = new WeakMap<RouteTableSpec, Map<number, { from: number; text: string | null }>>();
+  /**
+   * each route's JSON, by the route object: a table the hub made from the last by a delta keeps
+   * the last one's objects for the routes that did not change (and so do the downgrades), so a
+   * change serialises the routes it changed, not the 10,000 others again. Tables are never
+   * modified once published.
+   */
+  private readonly text = new WeakMap<RouteSpec, string>();
 
   /** `readable`: the table as proxies reading the features in `mask` read it (route-table.ts's downgrades) */
   constructor(private readonly readable: (t: RouteTableSpec, mask: number) => RouteTableSpec) {}
@@ -78,7 +85,11 @@ export class RouteEvents {
     let texts = byMask.get(mask);
     if (texts === undefined) {
       texts = new Map();
-      for (const r of this.readable(t, mask).routes) texts.set(r.id, JSON.stringify(r));
+      for (const r of this.readable(t, mask).routes) {
+        let text = this.text.get(r);
+        if (text === undefined) this.text.set(r, (text = JSON.stringify(r)));
+        texts.set(r.id, text);
+      }
       byMask.set(mask, texts);
     }
     return texts;

@@ -162,9 +162,12 @@ function groupApps(rows: RouteRow[]): AppRevisions[] {
   return apps;
 }
 
-/** A complete table, validated exactly as the proxy will validate it. */
+/**
+ * A complete table, validated exactly as the proxy will validate it (its host index kept: the
+ * hub makes the next tables from it by deltas).
+ */
 export function makeTable(version: number, routes: RouteSpec[]): RouteTableSpec {
-  return validateRouteTable(JSON.parse(JSON.stringify({ version, routes })));
+  return validateRouteTable(JSON.parse(JSON.stringify({ version, routes })), true);
 }
 
 /**
@@ -199,13 +202,23 @@ export const withoutAffinity = withoutField('affinity');
  */
 export const withoutPipeline = withoutField('pipeline');
 
-/** The same routes without an optional field an older proxy's schema would refuse. */
+/**
+ * The same routes without an optional field an older proxy's schema would refuse. A route without
+ * it is the same object, one with it the same copy from table to table (route-events.ts
+ * serialises each route object once).
+ */
 function withoutField(key: 'affinity' | 'pipeline'): (t: RouteTableSpec) => RouteTableSpec {
+  const copies = new WeakMap<RouteSpec, RouteSpec>();
   return downgrade((r) => r[key] !== undefined, (t) => ({
     ...t,
     routes: t.routes.map((r) => {
-      const rest = { ...r };
-      delete rest[key];
+      if (r[key] === undefined) return r;
+      let rest = copies.get(r);
+      if (rest === undefined) {
+        rest = { ...r };
+        delete rest[key];
+        copies.set(r, rest);
+      }
       return rest;
     }),
   }));
@@ -227,8 +240,13 @@ export const withoutSplits = downgrade((r) => r.trafficWeight !== undefined, (t)
   }
   const routes: RouteSpec[] = [];
   for (const r of t.routes) {
+    // (a route that splits nothing is the same object)
+    if (r.trafficWeight === undefined) {
+      routes.push(r);
+      continue;
+    }
     const { trafficWeight, ...rest } = r;
-    const hosts = trafficWeight === undefined ? r.hosts : r.hosts.filter((h) => best.get(h) === r);
+    const hosts = r.hosts.filter((h) => best.get(h) === r);
     if (hosts.length > 0) routes.push({ ...rest, hosts });
   }
   return { ...t, routes };

@@ -1,6 +1,8 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlPlane } from '../../control-plane/app.js';
+import { buildRoutes, makeTable } from '../../control-plane/discovery/route-table.js';
+import type { RouteSpec } from '../../shared/routes/schema.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
@@ -194,5 +196,53 @@ describe('GET /v1/routes/watch', () => {
       ac.abort();
       await cp.db.query('UPDATE images SET upstream_pipeline = 1 WHERE id = $1', [id]);
     }
+  });
+});
+
+describe('the route hub', () => {
+  const byId = (routes: RouteSpec[]) => new Map(routes.map((r) => [r.id, r]));
+  const sorted = (routes: RouteSpec[]) => [...routes].sort((x, y) => (x.id < y.id ? -1 : 1));
+
+  it('makes each table from the last by what changed: the routes that stay are the same objects, and the table is the one a whole build makes', async () => {
+    const hub = cp.app.platform.hub;
+    const a = await readyImage(aliceId, 'hub-a.example.com');
+    const b = await readyImage(bobId, 'hub-b.example.com');
+    await cp.db.query(`INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, host_port)
+                       VALUES ($1, $2, 'hub-ca', 'running', 'healthy', 8080, 'running', 41101), ($3, $4, 'hub-cb', 'running', 'healthy', 8080, 'running', 41102)`,
+    [aliceId, a, bobId, b]);
+    const whole = async () => sorted(makeTable(0, await buildRoutes(cp.db, cp.app.config.endpointHost)).routes);
+    await hub.rebuild();
+    const t1 = hub.table!;
+    expect(byId(t1.routes).get(`img-${a}`)!.endpoints).toHaveLength(1);
+
+    // a's instance fails its probe: a's route changes, b's does not
+    await cp.db.query(`UPDATE containers SET health = 'unhealthy' WHERE name = 'hub-ca'`);
+    const v2 = await hub.rebuild();
+    const t2 = hub.table!;
+    expect(t2.version).toBe(v2);
+    expect(v2).toBeGreaterThan(t1.version);
+    expect(byId(t2.routes).get(`img-${b}`)).toBe(byId(t1.routes).get(`img-${b}`));
+    expect(byId(t2.routes).get(`img-${a}`)!.endpoints).toEqual([]);
+    expect(sorted(t2.routes)).toEqual(await whole());
+    // t1 is left as it was (proxies' streams may still be sending it)
+    expect(byId(t1.routes).get(`img-${a}`)!.endpoints).toHaveLength(1);
+
+    // nothing changed: no new table
+    expect(await hub.rebuild()).toBe(v2);
+    expect(hub.table).toBe(t2);
+
+    // b's app goes (its route leaves), a's hostname moves to a new revision with a tag on the old
+    // one (the host changes route within one change)
+    const a2 = await readyImage(aliceId, 'hub-a.example.com');
+    await cp.db.query(`UPDATE apps SET traffic = $2 WHERE app_hostname = $1`,
+      ['hub-a.example.com', JSON.stringify([{ image_id: a2, percent: 100 }, { image_id: a, percent: 0, tag: 'old' }])]);
+    await cp.db.query(`UPDATE apps SET deleting_at = now() WHERE app_hostname = 'hub-b.example.com'`);
+    await hub.rebuild();
+    const t3 = hub.table!;
+    expect(byId(t3.routes).has(`img-${b}`)).toBe(false);
+    expect(byId(t3.routes).get(`img-${a2}`)!.hosts).toEqual(['hub-a.example.com']);
+    expect(byId(t3.routes).get(`img-${a}`)!.hosts).toEqual(['old---hub-a.example.com']);
+    expect(sorted(t3.routes)).toEqual(await whole());
+    await cp.db.query(`UPDATE apps SET deleting_at = NULL WHERE app_hostname = 'hub-b.example.com'`);
   });
 });
