@@ -8,6 +8,21 @@ import { buildRoutes, makeTable } from './route-table.js';
 export type TableListener = (table: RouteTableSpec) => void;
 
 /**
+ * Rows inserted, updated or deleted in the tables the routes are read from (route-table.ts), as
+ * Postgres's statistics count them. A session reports its counts after its transaction ends
+ * (committed or not; within about a second), so when the count is what it was when a rebuild
+ * began, that rebuild saw every write counted: a poll that finds it unchanged has nothing to read.
+ */
+const WRITES = `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text AS n FROM pg_stat_user_tables
+  WHERE relid = ANY (ARRAY['apps', 'images', 'containers', 'app_invokers']::regclass[])`;
+/**
+ * The longest a poll trusts an unchanged count: then it rebuilds anyway (a server whose
+ * statistics are off — track_counts — or were reset to the same sum still gets the changes of
+ * other control planes, this late).
+ */
+const FULL_POLL_MS = 30_000;
+
+/**
  * The current route table and its subscribers (proxy watch streams).
  *
  * `schedule()` after any change coalesces a burst into one rebuild `debounceMs` later;
@@ -15,11 +30,14 @@ export type TableListener = (table: RouteTableSpec) => void;
  * (graceful stop waits for proxies to acknowledge exactly that version). A rebuild whose routes
  * equal the current ones publishes nothing; one that changed some makes the new table from the
  * current one as a proxy does from a delta (shared/routes/delta.ts): only the changed routes are
- * checked, the others stay the same objects (route-events.ts serialises each once). A poll every `pollMs` picks up changes made by other
- * control planes sharing the database — less often when a rebuild is costly: it waits ten times
- * as long as the last rebuild took (10,000 apps take 90–170 ms to read and compare, which every
- * second was 10–17 % of this event loop for nothing). Versions come from a Postgres sequence, so
- * they only ever grow, across restarts and across control planes.
+ * checked, the others stay the same objects (route-events.ts serialises each once).
+ *
+ * A poll every `pollMs` picks up changes made by other control planes sharing the database. It
+ * rebuilds only when Postgres counts rows written to the tables routes are read from since the
+ * last rebuild began (WRITES), or FULL_POLL_MS after the last rebuild whatever the counts say —
+ * and waits ten times as long as the last rebuild took when that is longer (10,000 apps take
+ * 90–170 ms to read and compare: every second, 10–17 % of this event loop for nothing). Versions
+ * come from a Postgres sequence, so they only ever grow, across restarts and across control planes.
  */
 export class RouteHub {
   private current: RouteTableSpec | null = null;
@@ -30,6 +48,9 @@ export class RouteHub {
   private poller: NodeJS.Timeout | undefined;
   /** how long the last rebuild took (ms): the poll waits at least ten times as long */
   private lastBuildMs = 0;
+  /** WRITES when the last rebuild that succeeded began (null: unknown), and when that was */
+  private writes: string | null = null;
+  private builtAt = 0;
   /** a scheduled rebuild runs, and changes came while it did (another follows) */
   private building = false;
   private again = false;
@@ -59,10 +80,29 @@ export class RouteHub {
   private poll(): void {
     if (this.stopped) return;
     this.poller = setTimeout(() => {
-      this.schedule();
-      this.poll();
+      this.poller = undefined;
+      void this.changedSince().then((changed) => {
+        if (changed) this.schedule();
+        this.poll();
+      });
     }, Math.max(this.pollMs, 10 * this.lastBuildMs));
     this.poller.unref();
+  }
+
+  /** Whether the tables may have changed since the last rebuild began (true when unsure). */
+  private async changedSince(): Promise<boolean> {
+    if (this.writes === null || Date.now() - this.builtAt >= FULL_POLL_MS) return true;
+    return (await this.countWrites()) !== this.writes;
+  }
+
+  /** WRITES now; null when it cannot be read (the rebuild, or the poll, goes ahead). */
+  private async countWrites(): Promise<string | null> {
+    try {
+      const { rows } = await this.db.query<{ n: string }>(WRITES);
+      return typeof rows[0]?.n === 'string' ? rows[0].n : null;
+    } catch {
+      return null;
+    }
   }
 
   stop(): void {
@@ -135,6 +175,9 @@ export class RouteHub {
     const p = this.chain.then(async () => {
       const t0 = performance.now();
       try {
+        // (read first: every write it counts is committed, so the routes read next include it)
+        const writes = await this.countWrites();
+        const startedAt = Date.now();
         const routes = await buildRoutes(this.db, this.endpointHost, this.hold);
         // each route against its version in the current table: changed (or new), or gone
         const texts = new Map<string, string>();
@@ -146,8 +189,10 @@ export class RouteHub {
         }
         const remove: string[] = [];
         for (const id of this.built.keys()) if (!texts.has(id)) remove.push(id);
-        if (this.current && upsert.length === 0 && remove.length === 0) return this.current.version;
-        return await this.publish(routes, texts, upsert, remove);
+        const version = this.current && upsert.length === 0 && remove.length === 0 ? this.current.version : await this.publish(routes, texts, upsert, remove);
+        this.writes = writes;
+        this.builtAt = startedAt;
+        return version;
       } finally {
         this.lastBuildMs = performance.now() - t0;
       }

@@ -1,6 +1,9 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlPlane } from '../../control-plane/app.js';
+import { pino } from 'pino';
+import type { Db } from '../../control-plane/db/pool.js';
+import { RouteHub } from '../../control-plane/discovery/hub.js';
 import { buildRoutes, makeTable } from '../../control-plane/discovery/route-table.js';
 import type { RouteSpec } from '../../shared/routes/schema.js';
 import { Api } from '../helpers/api.js';
@@ -244,5 +247,40 @@ describe('the route hub', () => {
     expect(byId(t3.routes).get(`img-${a}`)!.hosts).toEqual(['old---hub-a.example.com']);
     expect(sorted(t3.routes)).toEqual(await whole());
     await cp.db.query(`UPDATE apps SET deleting_at = NULL WHERE app_hostname = 'hub-b.example.com'`);
+  });
+
+  it("polls for other control planes' changes by Postgres's count of writes: an idle database is not read again, a change it counts is", async () => {
+    const a = await readyImage(aliceId, 'hub-poll.example.com');
+    let reads = 0;
+    // this database, its route reads counted (another control plane's writes: cp.db below)
+    const db = new Proxy(cp.db, {
+      get(target, key) {
+        if (key !== 'query') return Reflect.get(target, key);
+        return (sql: string, params?: unknown[]) => {
+          if (sql.includes('FROM apps a')) reads++;
+          return target.query(sql, params);
+        };
+      },
+    }) as Db;
+    const hub = new RouteHub(db, cp.app.config.endpointHost, pino({ level: 'silent' }), 5, 20);
+    await hub.start();
+    try {
+      // the writes of the tests before may still be counted late (a session reports within about
+      // a second): then reads settle
+      await new Promise((r) => setTimeout(r, 2500));
+      const idle = reads;
+      await new Promise((r) => setTimeout(r, 1000));
+      // ~40 polls of an idle database: none read the routes (a poll every 20 ms read them all before)
+      expect(reads - idle).toBeLessThanOrEqual(1);
+
+      await cp.db.query(`INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, host_port)
+                         VALUES ($1, $2, 'hub-poll-c', 'running', 'healthy', 8080, 'running', 41201)`, [aliceId, a]);
+      const t0 = Date.now();
+      const has = () => hub.table?.routes.find((r) => r.id === `img-${a}`)?.endpoints.length === 1;
+      while (!has() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+      expect(has()).toBe(true);
+    } finally {
+      hub.stop();
+    }
   });
 });
