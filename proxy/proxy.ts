@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
-import type { RouteTableSpec } from '../shared/routes/schema.js';
+import type { RouteDelta, RouteTableSpec } from '../shared/routes/schema.js';
+import { applyRouteDeltas } from '../shared/routes/delta.js';
 import type { Logger } from '../shared/logging.js';
 import { createAdminServer, type AdminAuth } from './admin/server.js';
 import { merge, type StatsSnapshot } from './metrics/prometheus.js';
@@ -191,42 +192,65 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
    * (worker threads are sent those, not the table), and how long reading it took.
    */
   const apply = (spec: RouteTableSpec, from: string, how?: Arrival) => {
-    const change = how?.change;
-    const text = how?.text;
     // Serialise applies so tables land in the order they arrived.
-    const p = applyChain.then(async () => {
-      const whole = () => (plane ? plane.apply(spec) : pool!.apply(spec));
-      let r: { version: number; routes: number; ms: number };
-      if (change && change.from === current) {
-        try {
-          r = plane ? plane.applyDeltas(change.deltas, spec) : await pool!.applyDeltas(change.deltas);
-        } catch (e) {
-          log.warn({ err: (e as Error).message }, 'route deltas could not be applied; applying the whole table');
-          r = await whole();
-        }
-      } else r = await whole();
-      current = spec;
-      source = from;
-      activator?.served(spec);
-      log.info({
-        version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from,
-        ...(how ? { parseMs: Math.round(how.parseMs * 100) / 100 } : {}), ...(change ? { deltas: change.deltas.length } : {}),
-      }, 'route table applied');
-      if (from === 'control-plane') {
-        reporter?.send();
-        if (typeof text === 'string') {
-          unsaved = null;
-          await save(() => text);
-        } else {
-          unsaved = spec;
-          saveTimer ??= setTimeout(() => void saveUnsaved(), 1000);
-          saveTimer.unref();
-        }
+    const p = applyChain.then(() => install(spec, from, how));
+    applyChain = p.catch(() => {});
+    return p;
+  };
+
+  /**
+   * A delta sent to the admin listener (PATCH /routes), applied to the table served when its turn
+   * comes: it must name that table as its base (409 otherwise: another table came first).
+   */
+  const applyDelta = (delta: RouteDelta, from: string) => {
+    const p = applyChain.then(() => {
+      const base = current;
+      if (base === null || base.version !== delta.base) {
+        throw Object.assign(new Error(base === null
+          ? 'no route table is served yet: PUT a whole one first'
+          : `the delta is from version ${delta.base}; the table served is version ${base.version} (GET /routes, then send a delta from it, or PUT the whole table)`), { status: 409 });
       }
-      return r;
+      const t0 = performance.now();
+      const spec = applyRouteDeltas(base, [delta]);
+      return install(spec, from, { change: { from: base, deltas: [delta] }, text: null, parseMs: performance.now() - t0 });
     });
     applyChain = p.catch(() => {});
     return p;
+  };
+
+  /** A checked table served: patched by the deltas that made it when it is made of the one served now, else whole. */
+  const install = async (spec: RouteTableSpec, from: string, how?: Arrival) => {
+    const change = how?.change;
+    const text = how?.text;
+    const whole = () => (plane ? plane.apply(spec) : pool!.apply(spec));
+    let r: { version: number; routes: number; ms: number };
+    if (change && change.from === current) {
+      try {
+        r = plane ? plane.applyDeltas(change.deltas, spec) : await pool!.applyDeltas(change.deltas);
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'route deltas could not be applied; applying the whole table');
+        r = await whole();
+      }
+    } else r = await whole();
+    current = spec;
+    source = from;
+    activator?.served(spec);
+    log.info({
+      version: r.version, routes: r.routes, applyMs: Math.round(r.ms * 100) / 100, source: from,
+      ...(how ? { parseMs: Math.round(how.parseMs * 100) / 100 } : {}), ...(change ? { deltas: change.deltas.length } : {}),
+    }, 'route table applied');
+    if (from === 'control-plane') {
+      reporter?.send();
+      if (typeof text === 'string') {
+        unsaved = null;
+        await save(() => text);
+      } else {
+        unsaved = spec;
+        saveTimer ??= setTimeout(() => void saveUnsaved(), 1000);
+        saveTimer.unref();
+      }
+    }
+    return r;
   };
 
   const stats = async (): Promise<StatsSnapshot> => (plane ? plane.snapshot() : merge(await pool!.stats()));
@@ -263,6 +287,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     ready: () => current !== null,
     table: () => current,
     apply,
+    applyDelta,
     stats,
     reloadTls,
     status: () => ({

@@ -384,7 +384,7 @@ export async function runMacro(): Promise<MacroReport> {
     const berth = proxies.find((p) => p.id === 'berth');
     if (scenarioIds.includes('routes10k')) {
       say();
-      say('-- scenario routes10k: PUT /routes with 10,002 routes (20,004 hostnames) while wrk runs c=50 on bench.local (target: < 100 ms, no failed request)');
+      say('-- scenario routes10k: PUT /routes with 10,002 routes (20,004 hostnames), then PATCH /routes with one-route deltas, while wrk runs c=50 on bench.local (target: < 100 ms, no failed request)');
       if (!berth || berth.unavailable) {
         say(`   n/a (berth not running${berth?.unavailable ? `: ${berth.unavailable.slice(0, 160)}` : ''})`);
         report.routes10k = { skipped: 'berth not running' };
@@ -448,7 +448,19 @@ async function routes10k(
   const N = 10_000;
   const puts = 3;
   const bodies = Array.from({ length: puts }, (_, i) => JSON.stringify(buildBigTable(ports, N, 100 + i, `v${i}`)));
-  const loadS = Math.ceil(Math.max(4, puts * 1.5 + 1));
+  // then as many deltas to the last table (PATCH /routes): one route added (and the one before removed)
+  const last = 100 + puts - 1;
+  const patches = Array.from({ length: puts }, (_, i) => JSON.stringify({
+    base: last + i,
+    version: last + i + 1,
+    upsert: [{ id: `patch-${i}`, hosts: [`p${i}.patch.bench.local`], endpoints: [{ id: 'e0', address: `127.0.0.1:${ports[0]}` }] }],
+    remove: i === 0 ? [] : [`patch-${i - 1}`],
+  }));
+  const steps = [
+    ...bodies.map((body, i) => ({ name: `PUT #${i + 1}`, method: 'PUT', body, probe: `x.app-${4321 + i}.v${i}.bench.local` })),
+    ...patches.map((body, i) => ({ name: `PATCH #${i + 1}`, method: 'PATCH', body, probe: `p${i}.patch.bench.local` })),
+  ];
+  const loadS = Math.ceil(Math.max(4, steps.length * 1.5 + 1));
   const loadP = runLoad(lg, { port: berth.port, host: HOST_SINGLE, path: '/small', connections: o.connections, durationS: loadS, cpu: o.cpu, workDir: o.workDir });
   // settle now so a failing load generator is reported, not an unhandled rejection
   const load = loadP.then(
@@ -456,8 +468,8 @@ async function routes10k(
     (e: Error) => ({ ok: false as const, e }),
   );
   await sleep(1000);
-  const applies: Array<{ ms: number; serverMs?: number; parseMs?: number; status: number; body: string; probe: number }> = [];
-  for (let i = 0; i < puts; i++) {
+  const applies: Array<{ name: string; ms: number; serverMs?: number; parseMs?: number; status: number; body: string; probe: number }> = [];
+  for (const step of steps) {
     const t0 = process.hrtime.bigint();
     let status = 0;
     let body = '';
@@ -465,8 +477,8 @@ async function routes10k(
       const r = await httpRequest({
         port: berth.adminPort!,
         path: '/routes',
-        method: 'PUT',
-        body: bodies[i],
+        method: step.method,
+        body: step.body,
         headers: { 'content-type': 'application/json', ...(berth.adminToken ? { authorization: `Bearer ${berth.adminToken}` } : {}) },
         timeoutMs: 30_000,
       });
@@ -479,7 +491,7 @@ async function routes10k(
     // the new table must serve: a host that only exists in it
     let probe = 0;
     try {
-      probe = (await httpRequest({ port: berth.port, path: '/small', host: `x.app-${4321 + i}.v${i}.bench.local` })).status;
+      probe = (await httpRequest({ port: berth.port, path: '/small', host: step.probe })).status;
     } catch {
       probe = -1;
     }
@@ -492,15 +504,15 @@ async function routes10k(
     } catch {
       /* not JSON */
     }
-    applies.push({ ms, serverMs, parseMs, status, body, probe });
+    applies.push({ name: step.name, ms, serverMs, parseMs, status, body, probe });
     await sleep(1000);
   }
   const settled = await load;
   if (!settled.ok) throw new Error(`load generator failed during routes10k: ${settled.e.message}`);
   const r = settled.r;
   const okAll = applies.every((a) => a.status >= 200 && a.status < 300);
-  const rows = applies.map((a, i) => [
-    `PUT #${i + 1}`,
+  const rows = applies.map((a) => [
+    a.name,
     fmt(a.ms, 1),
     a.parseMs === undefined ? '—' : fmt(a.parseMs, 1),
     a.serverMs === undefined ? '—' : fmt(a.serverMs, 1),
@@ -510,14 +522,17 @@ async function routes10k(
   ]);
   say(table(['apply', 'client round trip ms', 'proxy parse+validate ms', 'proxy-reported applyMs', 'HTTP', 'new host served', 'note'], rows, 1));
   say(`   load during the applies: ${fmt(r.rps)} req/s over ${r.durationS.toFixed(1)} s, ${r.requests} requests, errors ${r.errors}${r.errors ? ` (${r.errorDetail})` : ''}`);
-  say(`   body size ${(Buffer.byteLength(bodies[0]) / 1024).toFixed(0)} KiB; time includes upload, JSON parse, validation and table build on the proxy's (busy) core`);
+  say(`   PUT body ${(Buffer.byteLength(bodies[0]) / 1024).toFixed(0)} KiB (the whole table), PATCH body ${Buffer.byteLength(patches[1])} B (a delta: one route added, one removed); time includes upload, JSON parse, validation and table build (or patch) on the proxy's (busy) core`);
+  const whole = applies.filter((a) => a.name.startsWith('PUT'));
+  const delta = applies.filter((a) => a.name.startsWith('PATCH'));
   return {
     routes: N + 2,
     applies,
-    medianMs: median(applies.map((a) => a.ms)),
-    medianServerMs: median(applies.map((a) => a.serverMs ?? NaN)),
-    medianParseMs: median(applies.map((a) => a.parseMs ?? NaN)),
-    maxMs: Math.max(...applies.map((a) => a.ms)),
+    medianMs: median(whole.map((a) => a.ms)),
+    medianServerMs: median(whole.map((a) => a.serverMs ?? NaN)),
+    medianParseMs: median(whole.map((a) => a.parseMs ?? NaN)),
+    maxMs: Math.max(...whole.map((a) => a.ms)),
+    patch: { medianMs: median(delta.map((a) => a.ms)), medianServerMs: median(delta.map((a) => a.serverMs ?? NaN)), maxMs: Math.max(...delta.map((a) => a.ms)) },
     allAccepted: okAll,
     load: r,
   };
@@ -574,7 +589,7 @@ function checkTargets(report: MacroReport, say: (s?: string) => void): MacroRepo
       });
   }
   if (report.routes10k) {
-    const r = report.routes10k as { medianMs?: number; medianServerMs?: number; maxMs?: number; allAccepted?: boolean; load?: LoadResult; skipped?: string };
+    const r = report.routes10k as { medianMs?: number; medianServerMs?: number; maxMs?: number; patch?: { medianMs: number; maxMs: number }; allAccepted?: boolean; load?: LoadResult; skipped?: string };
     if (r.skipped) rows.push({ target: '10,000-route table applied < 100 ms, no failed request', status: 'n/a', measured: r.skipped });
     else {
       const base = !!r.allAccepted && r.load!.errors === 0;
@@ -589,6 +604,13 @@ function checkTargets(report: MacroReport, say: (s?: string) => void): MacroRepo
         status: base && r.medianMs! < 100 ? 'PASS' : 'FAIL',
         measured: `median ${fmt(r.medianMs, 1)} ms, max ${fmt(r.maxMs, 1)} ms, ${tail}`,
       });
+      if (r.patch && Number.isFinite(r.patch.medianMs)) {
+        rows.push({
+          target: '10k routes: PATCH (one-route delta) round trip < 100 ms (median), no failed request',
+          status: base && r.patch.medianMs < 100 ? 'PASS' : 'FAIL',
+          measured: `median ${fmt(r.patch.medianMs, 1)} ms, max ${fmt(r.patch.maxMs, 1)} ms, ${tail}`,
+        });
+      }
     }
   }
   if (rows.length) {

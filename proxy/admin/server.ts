@@ -1,14 +1,19 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { isAddressName } from '../../shared/hostname.js';
-import type { RouteTableSpec } from '../../shared/routes/schema.js';
-import { parseRouteTable, RouteTableError } from '../../shared/routes/validate.js';
+import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
+import { parseRouteDelta, parseRouteTable, RouteTableError } from '../../shared/routes/validate.js';
 import { formatPrometheus, type StatsSnapshot } from '../metrics/prometheus.js';
 
 export interface AdminBackend {
   ready(): boolean;
   table(): RouteTableSpec | null;
   apply(spec: RouteTableSpec, source: string): Promise<{ version: number; routes: number; ms: number }>;
+  /**
+   * `delta` applied to the table served now, which it must name as its base (else an error with
+   * `status` 409: another table came first, or none has); one that does not fit: RouteTableError.
+   */
+  applyDelta(delta: RouteDelta, source: string): Promise<{ version: number; routes: number; ms: number }>;
   stats(): Promise<StatsSnapshot>;
   status(): Record<string, unknown>;
   /** more Prometheus text (the certificates' expiry) */
@@ -82,11 +87,11 @@ export interface AdminAuth {
 
 /**
  * The admin listener (not on the request path): health, readiness, Prometheus metrics, the route
- * table (GET/PUT) and JSON stats.
+ * table (GET, PUT whole, PATCH with a delta) and JSON stats.
  *
  * What it trusts: `/healthz` and `/readyz` answer anyone. Everything else refuses requests a web
  * browser could have been tricked into sending (an `Origin` header, `Sec-Fetch-Site` other than
- * `none`/`same-origin`, a Host that is not an IP literal or localhost); writes (`PUT`/`POST
+ * `none`/`same-origin`, a Host that is not an IP literal or localhost); writes (`PUT`/`POST`/`PATCH
  * /routes`) always need `Authorization: Bearer <token>` and an `application/json` body; reads need
  * the token when the operator configured one. Any request target is parsed without throwing:
  * one bad request is one 400, never a crashed process.
@@ -133,18 +138,20 @@ export function createAdminServer(backend: AdminBackend, auth: AdminAuth): Serve
         const t = backend.table();
         return t ? send(res, 200, t) : error(res, 404, 'no_table', 'no route table loaded yet');
       }
-      if (req.method === 'PUT' || req.method === 'POST') {
+      const patch = req.method === 'PATCH';
+      if (req.method === 'PUT' || req.method === 'POST' || patch) {
+        const what = patch ? 'route delta' : 'route table';
         const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
         if (type !== 'application/json') {
           req.resume();
-          return error(res, 415, 'unsupported_media_type', 'the route table must be sent as Content-Type: application/json');
+          return error(res, 415, 'unsupported_media_type', `the ${what} must be sent as Content-Type: application/json`);
         }
-        let spec: RouteTableSpec;
+        let spec: RouteTableSpec | RouteDelta;
         let parseMs: number;
         try {
           const text = await readBody(req);
           const t0 = performance.now();
-          spec = parseRouteTable(text);
+          spec = patch ? parseRouteDelta(text) : parseRouteTable(text);
           parseMs = performance.now() - t0;
         } catch (e) {
           const status = (e as { status?: number }).status ?? 400;
@@ -153,14 +160,24 @@ export function createAdminServer(backend: AdminBackend, auth: AdminAuth): Serve
             res.setHeader('connection', 'close');
             res.on('finish', () => req.destroy());
           }
-          return error(res, status, status === 413 ? 'too_large' : 'invalid_route_table', (e as Error).message,
+          return error(res, status, status === 413 ? 'too_large' : patch ? 'invalid_route_delta' : 'invalid_route_table', (e as Error).message,
             e instanceof RouteTableError ? { field: e.field } : {});
         }
-        const r = await backend.apply(spec, 'admin');
-        // (parseMs: JSON parse and validation; applyMs: the table built and swapped in)
+        let r: { version: number; routes: number; ms: number };
+        try {
+          r = patch ? await backend.applyDelta(spec as RouteDelta, 'admin') : await backend.apply(spec as RouteTableSpec, 'admin');
+        } catch (e) {
+          // a delta that does not fit the table served now (the table keeps serving)
+          if (!patch) throw e;
+          const status = (e as { status?: number }).status;
+          if (status === 409) return error(res, 409, 'base_mismatch', (e as Error).message, { tableVersion: backend.table()?.version ?? null });
+          if (e instanceof RouteTableError) return error(res, 400, 'invalid_route_delta', e.message, { field: e.field });
+          throw e;
+        }
+        // (parseMs: JSON parse and validation; applyMs: the table built (patched) and swapped in)
         return send(res, 200, { applied: true, version: r.version, routes: r.routes, parseMs: Math.round(parseMs * 1000) / 1000, applyMs: Math.round(r.ms * 1000) / 1000 });
       }
-      return error(res, 405, 'method_not_allowed', 'use GET or PUT on /routes');
+      return error(res, 405, 'method_not_allowed', 'use GET, PUT or PATCH on /routes');
     }
     if (path === '/tls/reload') {
       req.resume();

@@ -3,7 +3,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
-import { freePort, get, putRoutes, ROOT, route, startProxy, startUpstream, table, waitFor, type ProxyProc, type Upstream } from './harness.js';
+import { freePort, get, patchRoutes, putRoutes, ROOT, route, startProxy, startUpstream, table, waitFor, type ProxyProc, type Upstream } from './harness.js';
 
 let a: Upstream;
 let b: Upstream;
@@ -55,6 +55,47 @@ describe('admin listener', () => {
     expect(ok.status).toBe(200);
     expect(JSON.parse(ok.body).version).toBe(5);
     expect(JSON.parse((await get(p, 'main.test')).body).name).toBe('b');
+  });
+
+  it('PATCH /routes applies a delta to the table served: routes added, changed and removed; the rest keep serving', async () => {
+    expect((await putRoutes(p, table([route('main', ['main.test'], [a.address]), route('old', ['old.test'], [a.address])], 10))).status).toBe(200);
+    const ok = await patchRoutes(p, { base: 10, version: 11, upsert: [route('main', ['main.test'], [b.address]), route('new', ['new.test'], [b.address])], remove: ['old'] });
+    expect(ok.status).toBe(200);
+    expect(JSON.parse(ok.body)).toMatchObject({ applied: true, version: 11, routes: 2 });
+    expect(JSON.parse((await get(p, 'main.test')).body).name).toBe('b');
+    expect(JSON.parse((await get(p, 'new.test')).body).name).toBe('b');
+    expect((await get(p, 'old.test')).status).toBe(404);
+    const served = (await json(`${p.admin}/routes`)).body;
+    expect(served.version).toBe(11);
+    expect(served.routes.map((r: { id: string }) => r.id).sort()).toEqual(['main', 'new']);
+  });
+
+  it('PATCH /routes refuses a delta from another version (409), one that does not fit the table (400 naming the field), malformed ones and writes without the token; the table keeps serving', async () => {
+    expect((await putRoutes(p, table([route('main', ['main.test'], [a.address]), route('two', ['two.test'], [b.address])], 20))).status).toBe(200);
+    const stale = await patchRoutes(p, { base: 19, version: 21, upsert: [], remove: ['two'] });
+    expect(stale.status).toBe(409);
+    expect(JSON.parse(stale.body).error).toMatchObject({ code: 'base_mismatch', tableVersion: 20 });
+    // a host another route serves
+    const taken = await patchRoutes(p, { base: 20, version: 21, upsert: [route('three', ['two.test'], [a.address])], remove: [] });
+    expect(taken.status).toBe(400);
+    expect(JSON.parse(taken.body).error).toMatchObject({ code: 'invalid_route_delta', field: 'upsert.0.hosts.0' });
+    const gone = await patchRoutes(p, { base: 20, version: 21, upsert: [], remove: ['nope'] });
+    expect(gone.status).toBe(400);
+    expect(JSON.parse(gone.body).error.message).toContain('"nope" is not a route of version 20');
+    for (const bad of ['{"base": 20', '[]', JSON.stringify({ base: 20, version: 21, upsert: [{ id: 'x' }], remove: [] })]) {
+      const r = await patchRoutes(p, bad);
+      expect(r.status).toBe(400);
+      expect(JSON.parse(r.body).error.code).toBe('invalid_route_delta');
+    }
+    expect((await patchRoutes(p, { base: 20, version: 21, upsert: [], remove: ['two'] }, 'wrong-token')).status).toBe(401);
+    expect((await json(`${p.admin}/routes`)).body.version).toBe(20);
+    expect(JSON.parse((await get(p, 'two.test')).body).name).toBe('b');
+    // the index a refused delta used is rebuilt: a good one from the same table still applies
+    expect((await patchRoutes(p, { base: 20, version: 21, upsert: [route('three', ['three.test'], [a.address])], remove: ['two'] })).status).toBe(200);
+    expect(JSON.parse((await get(p, 'three.test')).body).name).toBe('a');
+    expect((await get(p, 'two.test')).status).toBe(404);
+    // (the table the tests below expect)
+    expect((await putRoutes(p, table([route('main', ['main.test'], [b.address])], 5))).status).toBe(200);
   });
 
   it('/metrics is Prometheus text with requests, latency histogram, breaker state, in-flight, fallback hits', async () => {
@@ -197,6 +238,11 @@ describe('worker threads', () => {
       const s = (await json(`${q.admin}/stats`)).body;
       expect(s.workers).toBe(2);
       expect(s.global.requests).toBe(60);
+      // a delta reaches every worker
+      expect((await patchRoutes(q, { base: 2, version: 3, upsert: [route('w3', ['w3.test'], [a.address])], remove: ['w2'] })).status).toBe(200);
+      const patched = await Promise.all(Array.from({ length: 20 }, () => get(q, 'w3.test')));
+      expect(patched.every((r) => r.status === 200 && JSON.parse(r.body).name === 'a')).toBe(true);
+      expect((await get(q, 'w2.test')).status).toBe(404);
     } finally {
       await q.stop();
     }

@@ -170,6 +170,16 @@ export async function putRoutes(p: ProxyProc, table: unknown, token = adminToken
   return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
 }
 
+/** PATCH /routes: a route delta (shared/routes/schema.ts RouteDelta) to the table served. */
+export async function patchRoutes(p: ProxyProc, delta: unknown, token = adminToken(p)): Promise<Resp> {
+  const r = await request(`${p.admin}/routes`, {
+    method: 'PATCH',
+    body: typeof delta === 'string' ? delta : JSON.stringify(delta),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+  });
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
+}
+
 export function table(routes: object[], version = 1): { version: number; routes: object[] } {
   return { version, routes };
 }
