@@ -64,7 +64,8 @@ async function platformPlugin(app: FastifyInstance): Promise<void> {
   else if (tokens.length > 1) log.info({ tokens: tokens.length }, 'proxy tokens: the first is current, the others are accepted while proxies move off them');
 
   const runtime = createContainerRuntime(app.runtime, log);
-  const hub = new RouteHub(app.db, cfg.endpointHost, log.child({ component: 'routes' }), cfg.routeDebounceMs, 1000, cfg.hold);
+  // (it LISTENs for the apps whose rows changed, on any control plane: migration 029)
+  const hub = new RouteHub(app.db, cfg.endpointHost, log.child({ component: 'routes' }), cfg.routeDebounceMs, 1000, cfg.hold, app.db.options.connectionString);
   const proxies = new ProxyRegistry();
   const leader = new Leadership(app.db, log);
   let health: HealthChecker | undefined;

@@ -280,7 +280,9 @@ export class ContainerService {
   async drain(c: ContainerRow): Promise<void> {
     if (c.host_port === null) return;
     const address = endpointAddress(this.d.config.endpointHost, c.host_port);
-    const version = await this.d.hub.refresh();
+    // (its app's routes read again: not every app's)
+    const { rows: [img] } = await this.d.db.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE id = $1', [c.image_id]);
+    const version = await this.d.hub.refresh(img === undefined ? undefined : [img.app_hostname]);
     const r = await this.d.proxies.waitDrained(version, address, this.d.config.drainTimeoutMs);
     if (r.proxies === 0 && this.d.hub.subscriberCount > 0) {
       // proxies are subscribed but none reports: give them the grace period to apply and drain

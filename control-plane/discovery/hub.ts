@@ -3,9 +3,13 @@ import { applyRouteDeltas } from '../../shared/routes/delta.js';
 import { parseRouteDelta, RouteTableError } from '../../shared/routes/validate.js';
 import type { Logger } from '../../shared/logging.js';
 import type { Db } from '../db/pool.js';
-import { buildRoutes, makeTable } from './route-table.js';
+import { Listener } from '../db/listen.js';
+import { makeTable, readAppRoutes, type Hold } from './route-table.js';
 
 export type TableListener = (table: RouteTableSpec) => void;
+
+/** The channel migration 029's triggers notify, with the hostname of the app whose rows changed. */
+const CHANNEL = 'berth_routes';
 
 /**
  * Rows inserted, updated or deleted in the tables the routes are read from (route-table.ts), as
@@ -43,12 +47,19 @@ export class RouteHub {
   private current: RouteTableSpec | null = null;
   /** the routes the current table was made of, as built (before checking), each as JSON, by id */
   private built = new Map<string, string>();
+  /** each app read for it (not being deleted, with a revision) and its routes' ids */
+  private appRoutes = new Map<string, string[]>();
+  /** apps whose routes are to be read again (notified, or named by refresh/schedule) */
+  private dirty = new Set<string>();
+  /** every app's: at the start, while nobody listens for changes, after a failed read */
+  private dirtyAll = true;
+  private listener: Listener | null = null;
   private listeners = new Set<TableListener>();
   private timer: NodeJS.Timeout | undefined;
   private poller: NodeJS.Timeout | undefined;
-  /** how long the last rebuild took (ms): the poll waits at least ten times as long */
+  /** how long the last rebuild of every app took (ms): the poll waits at least ten times as long */
   private lastBuildMs = 0;
-  /** WRITES when the last rebuild that succeeded began (null: unknown), and when that was */
+  /** WRITES when the last rebuild of every app that succeeded began (null: unknown), and when that was */
   private writes: string | null = null;
   private builtAt = 0;
   /** a scheduled rebuild runs, and changes came while it did (another follows) */
@@ -61,35 +72,61 @@ export class RouteHub {
   /** when each published version was built (ms since epoch), for latency measurements */
   readonly publishedAt = new Map<number, number>();
 
+  /** `listenUrl`: the database to LISTEN on for `berth_routes` (none: every change reads every app) */
   constructor(
     private readonly db: Db,
     private readonly endpointHost: string,
     private readonly log: Logger,
     private readonly debounceMs = 50,
     private readonly pollMs = 1000,
-    private readonly hold?: { maxQueue: number; timeoutMs: number },
+    private readonly hold?: Hold,
+    private readonly listenUrl?: string,
   ) {}
 
   async start(): Promise<void> {
     this.stopped = false;
+    if (this.listenUrl !== undefined && this.listener === null) {
+      this.listener = new Listener(this.listenUrl, CHANNEL, this.log, {
+        cannot: 'routes: cannot listen for route changes; every change reads every app until it can',
+        again: 'routes: listening for route changes again',
+        stopped: 'routes: the connection listening for route changes stopped hearing them; making it again',
+      }, {
+        notify: (host) => {
+          this.dirty.add(host);
+          this.kick();
+        },
+        // changes made while nobody listened (or while it starts): every app is read again
+        up: () => this.everything(),
+        down: () => this.everything(),
+      });
+      this.listener.start();
+    }
     await this.rebuild().catch((e) => this.log.error({ err: e }, 'initial route table build failed'));
     this.poll();
   }
 
-  /** Look for other control planes' changes: after pollMs, or ten times the last rebuild if longer. */
+  private everything(): void {
+    this.dirtyAll = true;
+    this.kick();
+  }
+
+  /**
+   * Look for other control planes' changes, in case a notification was missed: after pollMs (or
+   * ten times the last rebuild of every app, if longer); every FULL_POLL_MS while listening.
+   */
   private poll(): void {
     if (this.stopped) return;
     this.poller = setTimeout(() => {
       this.poller = undefined;
       void this.changedSince().then((changed) => {
-        if (changed) this.schedule();
+        if (changed) this.everything();
         this.poll();
       });
-    }, Math.max(this.pollMs, 10 * this.lastBuildMs));
+    }, this.listener?.listening ? FULL_POLL_MS : Math.max(this.pollMs, 10 * this.lastBuildMs));
     this.poller.unref();
   }
 
-  /** Whether the tables may have changed since the last rebuild began (true when unsure). */
+  /** Whether the tables may have changed since the last rebuild of every app began (true when unsure). */
   private async changedSince(): Promise<boolean> {
     if (this.writes === null || Date.now() - this.builtAt >= FULL_POLL_MS) return true;
     return (await this.countWrites()) !== this.writes;
@@ -113,10 +150,17 @@ export class RouteHub {
     for (const f of this.failed) f(new Error('route hub stopped'));
     this.waiters = [];
     this.failed = [];
+    void this.listener?.close();
+    this.listener = null;
   }
 
   get table(): RouteTableSpec | null {
     return this.current;
+  }
+
+  /** Told of changes by Postgres (LISTEN): a change reads its apps' routes only. */
+  get listening(): boolean {
+    return this.listener?.listening ?? false;
   }
 
   get subscriberCount(): number {
@@ -129,13 +173,22 @@ export class RouteHub {
     return () => this.listeners.delete(fn);
   }
 
-  /** Rebuild soon (coalesced). */
-  schedule(): void {
+  /**
+   * Rebuild soon (coalesced) after a change to the database: of the apps `hosts` names, or (none
+   * named) of those the change's notifications name — every app while nobody listens.
+   */
+  schedule(hosts?: Iterable<string>): void {
+    if (hosts !== undefined) for (const h of hosts) this.dirty.add(h);
+    else if (!this.listener?.listening) this.dirtyAll = true;
+    this.kick();
+  }
+
+  private kick(): void {
     if (this.stopped || this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       // one rebuild at a time, and at most one more after it: changes coming faster than a
-      // rebuild takes (10,000 apps: 90-170 ms) wait for the next, not each for one of their own
+      // rebuild takes wait for the next, not each for one of their own
       if (this.building) this.again = true;
       else this.run();
     }, this.debounceMs);
@@ -149,7 +202,9 @@ export class RouteHub {
     this.waiters = [];
     this.failed = [];
     this.building = true;
-    this.rebuild().then((v) => waiters.forEach((w) => w(v)), (e) => {
+    const p = this.chain.then(() => this.build());
+    this.chain = p.catch(() => {});
+    p.then((v) => waiters.forEach((w) => w(v)), (e) => {
       this.log.error({ err: e }, 'route table rebuild failed');
       failed.forEach((f) => f(e));
     }).finally(() => {
@@ -160,76 +215,150 @@ export class RouteHub {
     });
   }
 
-  /** Rebuild (coalesced) and resolve with the version that reflects the database as of now. */
-  refresh(): Promise<number> {
+  /**
+   * Rebuild (coalesced) and resolve with the version of a table that reflects the database as of
+   * now: for the apps `hosts` names (the caller's change), or every app.
+   */
+  refresh(hosts?: Iterable<string>): Promise<number> {
     if (this.stopped) return Promise.reject(new Error('route hub stopped'));
+    if (hosts !== undefined) for (const h of hosts) this.dirty.add(h);
+    else this.dirtyAll = true;
     return new Promise<number>((resolve, reject) => {
       this.waiters.push(resolve);
       this.failed.push(reject);
-      this.schedule();
+      this.kick();
     });
   }
 
-  /** Build now; publish when the routes changed. Serialised. Returns the current version. */
+  /** Read every app's routes now; publish when they changed. Serialised. Returns the current version. */
   rebuild(): Promise<number> {
-    const p = this.chain.then(async () => {
-      const t0 = performance.now();
-      try {
-        // (read first: every write it counts is committed, so the routes read next include it)
-        const writes = await this.countWrites();
-        const startedAt = Date.now();
-        const routes = await buildRoutes(this.db, this.endpointHost, this.hold);
-        // each route against its version in the current table: changed (or new), or gone
-        const texts = new Map<string, string>();
-        const upsert: string[] = [];
-        for (const r of routes) {
-          const text = JSON.stringify(r);
-          texts.set(r.id, text);
-          if (this.built.get(r.id) !== text) upsert.push(text);
-        }
-        const remove: string[] = [];
-        for (const id of this.built.keys()) if (!texts.has(id)) remove.push(id);
-        const version = this.current && upsert.length === 0 && remove.length === 0 ? this.current.version : await this.publish(routes, texts, upsert, remove);
-        this.writes = writes;
-        this.builtAt = startedAt;
-        return version;
-      } finally {
-        this.lastBuildMs = performance.now() - t0;
-      }
-    });
+    const p = this.chain.then(() => this.readAll());
     this.chain = p.catch(() => {});
     return p;
   }
 
-  private async publish(routes: RouteSpec[], texts: Map<string, string>, upsert: string[], remove: string[]): Promise<number> {
+  /** What is dirty: the apps named (or every app when many are, or nobody listened), read again. */
+  private async build(): Promise<number> {
+    if (this.dirtyAll || this.current === null || this.dirty.size > 16 + this.appRoutes.size / 4) return this.readAll();
+    const hosts = [...this.dirty];
+    this.dirty = new Set();
+    if (hosts.length === 0) return this.current.version;
+    try {
+      return await this.readSome(hosts);
+    } catch (e) {
+      // (read again next time: not lost)
+      for (const h of hosts) this.dirty.add(h);
+      throw e;
+    }
+  }
+
+  private async readAll(): Promise<number> {
+    // what was dirty is read now (notifications that come while it reads mark it again)
+    this.dirtyAll = false;
+    this.dirty = new Set();
+    const t0 = performance.now();
+    try {
+      // (read first: every write it counts is committed, so the routes read next include it)
+      const writes = await this.countWrites();
+      const startedAt = Date.now();
+      const byApp = await readAppRoutes(this.db, this.endpointHost, this.hold);
+      // each route against its version in the current table: changed (or new), or gone
+      const routes: RouteSpec[] = [];
+      const texts = new Map<string, string>();
+      const appRoutes = new Map<string, string[]>();
+      const upsert: string[] = [];
+      for (const [host, rs] of byApp) {
+        const ids: string[] = [];
+        for (const r of rs) {
+          const text = JSON.stringify(r);
+          routes.push(r);
+          ids.push(r.id);
+          texts.set(r.id, text);
+          if (this.built.get(r.id) !== text) upsert.push(text);
+        }
+        appRoutes.set(host, ids);
+      }
+      const remove: string[] = [];
+      for (const id of this.built.keys()) if (!texts.has(id)) remove.push(id);
+      const version = this.current && upsert.length === 0 && remove.length === 0 ? this.current.version : await this.publish(upsert, remove, routes);
+      this.built = texts;
+      this.appRoutes = appRoutes;
+      this.writes = writes;
+      this.builtAt = startedAt;
+      return version;
+    } catch (e) {
+      this.dirtyAll = true;
+      throw e;
+    } finally {
+      this.lastBuildMs = performance.now() - t0;
+    }
+  }
+
+  /**
+   * The routes of the apps `hosts` names, read again. An app that came or went changes which tag
+   * hosts other apps may claim (route-table.ts): every app is read then.
+   */
+  private async readSome(hosts: string[]): Promise<number> {
+    const byApp = await readAppRoutes(this.db, this.endpointHost, this.hold, { hosts, appHosts: new Set(this.appRoutes.keys()) });
+    for (const h of hosts) if (byApp.has(h) !== this.appRoutes.has(h)) return this.readAll();
+    const texts = new Map<string, string>();
+    const upsert: string[] = [];
+    const remove: string[] = [];
+    for (const [host, rs] of byApp) {
+      for (const r of rs) {
+        const text = JSON.stringify(r);
+        texts.set(r.id, text);
+        if (this.built.get(r.id) !== text) upsert.push(text);
+      }
+      for (const id of this.appRoutes.get(host)!) if (!texts.has(id)) remove.push(id);
+    }
+    if (upsert.length === 0 && remove.length === 0) return this.current!.version;
+    let version: number;
+    try {
+      version = await this.publish(upsert, remove, null);
+    } catch (e) {
+      // (a change that does not fit the table this way: made whole, or the error a whole one gives)
+      if (e instanceof RouteTableError) return this.readAll();
+      throw e;
+    }
+    for (const id of remove) this.built.delete(id);
+    for (const [id, text] of texts) this.built.set(id, text);
+    for (const [host, rs] of byApp) this.appRoutes.set(host, rs.map((r) => r.id));
+    return version;
+  }
+
+  /**
+   * The new table: made from the current one by the routes that changed (JSON) and the ids gone,
+   * checked as a proxy checks a delta — what changed, against the hosts of what stays (at 10,000
+   * apps a whole table took 40–80 ms of this event loop to copy and check for a change of one
+   * route) — or whole from `routes` (every app's) when there is no table yet or most changed. A
+   * change that does not check that way is made whole from `routes` (the same table, or the error
+   * a whole one throws); without `routes`, its RouteTableError is thrown.
+   */
+  private async publish(upsert: string[], remove: string[], routes: RouteSpec[] | null): Promise<number> {
     const { rows } = await this.db.query<{ v: number }>(`SELECT nextval('route_table_version_seq')::bigint AS v`);
     const version = rows[0].v;
-    const table = this.current === null || upsert.length > routes.length / 2 ? makeTable(version, routes) : this.patch(version, upsert, remove, routes);
+    const base = this.current;
+    let table: RouteTableSpec;
+    if (routes !== null && (base === null || upsert.length > routes.length / 2)) table = makeTable(version, routes);
+    else {
+      try {
+        const delta = parseRouteDelta(`{"base":${base!.version},"version":${version},"upsert":[${upsert.join(',')}],"remove":${JSON.stringify(remove)}}`);
+        table = applyRouteDeltas(base!, [delta]);
+      } catch (e) {
+        if (!(e instanceof RouteTableError) || routes === null) throw e;
+        table = makeTable(version, routes);
+      }
+    }
     this.current = table;
-    this.built = texts;
     this.publishedAt.set(table.version, Date.now());
     if (this.publishedAt.size > 1000) this.publishedAt.delete(this.publishedAt.keys().next().value!);
-    this.log.info({ version: table.version, routes: routes.length, changed: upsert.length + remove.length, endpoints: routes.reduce((n, r) => n + r.endpoints.length, 0), proxies: this.listeners.size }, 'route table published');
+    let endpoints = 0;
+    for (const r of table.routes) endpoints += r.endpoints.length;
+    this.log.info({ version: table.version, routes: table.routes.length, changed: upsert.length + remove.length, endpoints, proxies: this.listeners.size }, 'route table published');
     for (const l of this.listeners) {
       try { l(table); } catch (e) { this.log.warn({ err: e }, 'route table listener failed'); }
     }
     return table.version;
-  }
-
-  /**
-   * The current table with the routes that changed (JSON) and without the ids gone, checked as a
-   * proxy checks a delta: what changed, against the hosts of what stays. At 10,000 apps a whole
-   * table took 40-80 ms of this event loop to copy and check for a change of one route. A table
-   * that does not check that way is made whole (the same table, or the error a whole one throws).
-   */
-  private patch(version: number, upsert: string[], remove: string[], routes: RouteSpec[]): RouteTableSpec {
-    const base = this.current!;
-    try {
-      const delta = parseRouteDelta(`{"base":${base.version},"version":${version},"upsert":[${upsert.join(',')}],"remove":${JSON.stringify(remove)}}`);
-      return applyRouteDeltas(base, [delta]);
-    } catch (e) {
-      if (!(e instanceof RouteTableError)) throw e;
-      return makeTable(version, routes);
-    }
   }
 }

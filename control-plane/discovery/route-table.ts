@@ -40,7 +40,21 @@ interface RouteRow {
  * endpoints, so the proxy answers 503 (known app, no capacity) rather than 404, or holds the
  * request and wakes it (`wake`).
  */
-export async function buildRoutes(q: Queryable, endpointHost: string, hold: { maxQueue: number; timeoutMs: number } = { maxQueue: DEFAULTS.concurrency.maxQueue, timeoutMs: DEFAULTS.concurrency.queueTimeoutMs }): Promise<RouteSpec[]> {
+export async function buildRoutes(q: Queryable, endpointHost: string, hold?: Hold): Promise<RouteSpec[]> {
+  return [...(await readAppRoutes(q, endpointHost, hold)).values()].flat();
+}
+
+/** How long and how many requests proxies hold for a route (when it waits for an instance or a slot). */
+export interface Hold { maxQueue: number; timeoutMs: number }
+
+/**
+ * buildRoutes by app: each app read (not being deleted) and its routes, in the order of
+ * buildRoutes (an app without any: an empty list). With `only`, just the apps `hosts` names (those
+ * that exist), their tag hosts claimed as if every app of `appHosts` had been read too (a tag host
+ * never takes another app's hostname); an app's routes depend on nothing else of other apps (tag
+ * hosts of two apps never collide: a tag has no `---`).
+ */
+export async function readAppRoutes(q: Queryable, endpointHost: string, hold: Hold = { maxQueue: DEFAULTS.concurrency.maxQueue, timeoutMs: DEFAULTS.concurrency.queueTimeoutMs }, only?: { hosts: readonly string[]; appHosts: ReadonlySet<string> }): Promise<Map<string, RouteSpec[]>> {
   // how long and how many requests proxies hold (only written when not the proxies' defaults)
   const holdSpec = {
     ...(hold.maxQueue !== DEFAULTS.concurrency.maxQueue ? { maxQueue: hold.maxQueue } : {}),
@@ -57,23 +71,24 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
        JOIN images i ON i.app_hostname = a.app_hostname
        LEFT JOIN containers c ON c.image_id = i.id AND c.status = 'running' AND c.desired = 'running'
                               AND c.health = 'healthy' AND c.host_port IS NOT NULL
-      WHERE a.deleting_at IS NULL
-      ORDER BY a.app_hostname, i.id, c.id`);
+      WHERE a.deleting_at IS NULL${only ? ' AND a.app_hostname = ANY ($1::text[])' : ''}
+      ORDER BY a.app_hostname, i.id, c.id`, only ? [only.hosts] : []);
   // private apps: the digests of their invoker tokens (none: nobody may call it). Read after the
   // rows: an app that turned public meanwhile fails closed for one table, never open.
   const { rows: invokers } = await q.query<{ app_hostname: string; token_sha256: string }>(
     `SELECT v.app_hostname, v.token_sha256 FROM app_invokers v JOIN apps a ON a.app_hostname = v.app_hostname
-      WHERE a.private ORDER BY v.id`);
+      WHERE a.private${only ? ' AND a.app_hostname = ANY ($1::text[])' : ''} ORDER BY v.id`, only ? [only.hosts] : []);
   const tokensOf = new Map<string, string[]>();
   for (const v of invokers) tokensOf.set(v.app_hostname, [...(tokensOf.get(v.app_hostname) ?? []), v.token_sha256]);
   const isPrivate = new Set(rows.filter((r) => r.private).map((r) => r.app_hostname));
-  const routes: RouteSpec[] = [];
+  const byApp = new Map<string, RouteSpec[]>();
   const apps = groupApps(rows);
   // A host claimed twice, or one no proxy accepts, would make the whole table invalid (every proxy
   // would refuse it, for every tenant): each is dropped on its own here. App hostnames are claimed
   // before any tag host, so a tag can never take an app's own hostname (the upload refuses `---`
   // in new hostnames; older ones may have it).
   const claimed = new Map<string, string>();
+  if (only) for (const h of only.appHosts) claimed.set(h, h);
   for (const app of apps) if (!claimed.has(app.host)) claimed.set(app.host, app.host);
   const claim = (host: string, app: string) => {
     if (!isValidHostPattern(host)) return false;
@@ -82,6 +97,8 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
     return owner === app;
   };
   for (const app of apps) {
+    const routes: RouteSpec[] = [];
+    byApp.set(app.host, routes);
     const resolved = resolveTraffic(app.traffic, app.revisions, app.pending);
     const weighted = resolved.percent.size > 1;
     for (const rev of app.revisions) {
@@ -119,7 +136,7 @@ export async function buildRoutes(q: Queryable, endpointHost: string, hold: { ma
       routes.push(route);
     }
   }
-  return routes;
+  return byApp;
 }
 
 /** Image ids that should have instances now (see ResolvedTraffic.serving), over every app; an app being deleted has none. */

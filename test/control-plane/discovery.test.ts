@@ -283,4 +283,58 @@ describe('the route hub', () => {
       hub.stop();
     }
   });
+
+  it('is told by Postgres which apps changed, on any control plane, and reads only their routes (every app when one comes or goes)', async () => {
+    const a = await readyImage(aliceId, 'hub-notify-a.example.com');
+    const b = await readyImage(bobId, 'hub-notify-b.example.com');
+    const reads: Array<string[] | 'all'> = [];
+    // this database, its route reads recorded (another control plane's writes: cp.db below)
+    const db = new Proxy(cp.db, {
+      get(target, key) {
+        if (key !== 'query') return Reflect.get(target, key);
+        return (sql: string, params?: unknown[]) => {
+          if (sql.includes('FROM apps a\n')) reads.push(sql.includes('ANY') ? (params![0] as string[]) : 'all');
+          return target.query(sql, params);
+        };
+      },
+    }) as Db;
+    const hub = new RouteHub(db, cp.app.config.endpointHost, pino({ level: 'silent' }), 5, 60_000, undefined, cp.db.options.connectionString);
+    await hub.start();
+    const until = async (what: string, cond: () => boolean) => {
+      const t0 = Date.now();
+      while (!cond() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 10));
+      expect(cond(), what).toBe(true);
+    };
+    const route = (id: number) => hub.table?.routes.find((r) => r.id === `img-${id}`);
+    try {
+      await until('listening', () => hub.listening);
+      // (listening began: every app was read once more)
+      await until('read after listening began', () => reads.length >= 2);
+      await new Promise((r) => setTimeout(r, 100));
+      const from = reads.length;
+
+      await cp.db.query(`INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, host_port)
+                         VALUES ($1, $2, 'hub-notify-ca', 'running', 'healthy', 8080, 'running', 41301)`, [aliceId, a]);
+      await until('a has its endpoint', () => route(a)?.endpoints.length === 1);
+      // (other apps' rows may change meanwhile — this control plane's own loops —, each read on its own)
+      expect(reads.slice(from)).toContainEqual(['hub-notify-a.example.com']);
+      expect(reads.slice(from)).not.toContain('all');
+
+      // private, with a token: the invoker's row names the app too
+      await cp.db.query(`UPDATE apps SET private = true WHERE app_hostname = 'hub-notify-b.example.com'`);
+      await cp.db.query(`INSERT INTO app_invokers (app_hostname, name, token_sha256) VALUES ('hub-notify-b.example.com', 'ci', $1)`, ['ab'.repeat(32)]);
+      await until('b needs the token', () => route(b)?.auth?.tokens.length === 1);
+      expect(reads.slice(from).every((r) => r !== 'all')).toBe(true);
+      expect(sorted(hub.table!.routes)).toEqual(sorted(makeTable(0, await buildRoutes(cp.db, cp.app.config.endpointHost)).routes));
+
+      // an app that goes: every app is read (other apps' tag hosts may claim its name now)
+      const before = reads.length;
+      await cp.db.query(`UPDATE apps SET deleting_at = now() WHERE app_hostname = 'hub-notify-a.example.com'`);
+      await until('a is gone', () => route(a) === undefined);
+      expect(reads.slice(before)).toContain('all');
+    } finally {
+      hub.stop();
+      await cp.db.query(`UPDATE apps SET deleting_at = NULL WHERE app_hostname = 'hub-notify-a.example.com'`);
+    }
+  });
 });

@@ -31,6 +31,7 @@ import { sql as m025 } from './025_events_by_app.js';
 import { sql as m026 } from './026_login_limits.js';
 import { sql as m027 } from './027_events_notify.js';
 import { sql as m028 } from './028_token_parents.js';
+import { sql as m029 } from './029_routes_notify.js';
 
 export interface Migration {
   version: number;
@@ -67,4 +68,5 @@ export const migrations: Migration[] = [
   { version: 26, name: '026_login_limits', sql: m026 },
   { version: 27, name: '027_events_notify', sql: m027 },
   { version: 28, name: '028_token_parents', sql: m028 },
+  { version: 29, name: '029_routes_notify', sql: m029 },
 ];
