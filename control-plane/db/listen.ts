@@ -39,6 +39,12 @@ export class Listener {
   private backoffMs = 1000;
   private warned = false;
   private on = false;
+  /** the payload of the check under way, and what its arrival calls */
+  private expected = '';
+  private arrived: (() => void) | null = null;
+  /** the last check asked for, settled either way (null once it has), and the one not started yet */
+  private running: Promise<void> | null = null;
+  private next: Promise<void> | null = null;
 
   constructor(
     private readonly url: string,
@@ -63,39 +69,19 @@ export class Listener {
     // (as the reconcile leader's connection: a dead peer is noticed in seconds, not TCP's minutes)
     const client = new pg.Client({ connectionString: this.url, keepAlive: true, keepAliveInitialDelayMillis: 5000, connectionTimeoutMillis: 5000, query_timeout: CHECK_WITHIN_MS });
     this.client = client;
+    this.expected = '';
     client.on('error', () => this.lost(client));
     client.on('end', () => this.lost(client));
-    // (the checks this connection sends itself: a payload no trigger sends)
-    let expected = '';
-    let checked: (() => void) | null = null;
     client.on('notification', (n) => {
       if (n.channel !== this.channel) return;
       const payload = n.payload ?? '';
-      if (payload === expected) return checked?.();
+      if (payload === this.expected) return this.arrived?.();
       this.handlers.notify(payload);
     });
-    const selfCheck = async (): Promise<void> => {
-      expected = `check-${Math.random().toString(36).slice(2)}`;
-      let timer: NodeJS.Timeout | undefined;
-      const arrived = new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), CHECK_WITHIN_MS);
-        timer.unref();
-        checked = () => resolve(true);
-      });
-      try {
-        // (the query is bounded by query_timeout, the notification by the timer: a cut connection
-        // answers neither within CHECK_WITHIN_MS)
-        await client.query('SELECT pg_notify($1, $2)', [this.channel, expected]);
-        if (!(await arrived)) throw new Error('a notification this connection sent itself did not come back (a connection pooler in transaction mode, or a cut connection?)');
-      } finally {
-        clearTimeout(timer);
-        checked = null;
-      }
-    };
     try {
       await client.connect();
       await client.query(`LISTEN ${this.channel}`);
-      await selfCheck();
+      await this.selfCheck(client);
     } catch (e) {
       if (this.closed) return;
       // (said once until it works: tried again with backoff)
@@ -109,15 +95,64 @@ export class Listener {
     this.warned = false;
     this.on = true;
     this.backoffMs = 1000;
-    this.checker = setInterval(() => {
-      selfCheck().catch((e: Error) => {
-        if (this.client !== client) return;
-        this.log.warn({ err: e.message }, this.messages.stopped);
-        this.lost(client);
-      });
-    }, CHECK_EVERY_MS);
+    this.checker = setInterval(() => void this.check().catch(() => {}), CHECK_EVERY_MS);
     this.checker.unref();
     this.handlers.up();
+  }
+
+  /**
+   * A notification of its own, sent now, comes back: every notification of a transaction that
+   * committed before this call has arrived (Postgres delivers them in commit order). Checks run
+   * one at a time; a call while one runs joins the next (its notification is sent after the
+   * call). One that fails: the connection is lost (made again), and this rejects.
+   */
+  check(): Promise<void> {
+    if (this.next !== null) return this.next;
+    const p = (this.running ?? Promise.resolve()).then(() => {
+      this.next = null;
+      return this.runCheck();
+    });
+    this.next = p;
+    const settled = p.then(() => {}, () => {});
+    this.running = settled;
+    void settled.then(() => {
+      if (this.running === settled) this.running = null;
+    });
+    return p;
+  }
+
+  private async runCheck(): Promise<void> {
+    const client = this.client;
+    if (client === null || !this.on) throw new Error('not listening');
+    try {
+      await this.selfCheck(client);
+    } catch (e) {
+      if (this.client === client) {
+        this.log.warn({ err: (e as Error).message }, this.messages.stopped);
+        this.lost(client);
+      }
+      throw e;
+    }
+  }
+
+  private async selfCheck(client: pg.Client): Promise<void> {
+    const expected = `check-${Math.random().toString(36).slice(2)}`;
+    this.expected = expected;
+    let timer: NodeJS.Timeout | undefined;
+    const arrived = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), CHECK_WITHIN_MS);
+      timer.unref();
+      this.arrived = () => resolve(true);
+    });
+    try {
+      // (the query is bounded by query_timeout, the notification by the timer: a cut connection
+      // answers neither within CHECK_WITHIN_MS)
+      await client.query('SELECT pg_notify($1, $2)', [this.channel, expected]);
+      if (!(await arrived)) throw new Error('a notification this connection sent itself did not come back (a connection pooler in transaction mode, or a cut connection?)');
+    } finally {
+      clearTimeout(timer);
+      this.arrived = null;
+    }
   }
 
   private lost(client: pg.Client): void {

@@ -36,7 +36,15 @@ const FULL_POLL_MS = 30_000;
  * current one as a proxy does from a delta (shared/routes/delta.ts): only the changed routes are
  * checked, the others stay the same objects (route-events.ts serialises each once).
  *
- * A poll every `pollMs` picks up changes made by other control planes sharing the database. It
+ * A change reads only the routes of the apps it touched: triggers NOTIFY `berth_routes` with the
+ * app's hostname at each commit (migration 029), on whichever control plane, and the hub LISTENs
+ * (`listenUrl`; db/listen.ts). `schedule()` with no hosts waits for a notification of the
+ * listener's own to come back — those of every transaction committed before come first — and
+ * reads every app when it does not. Every app is read at the start, when one comes or goes, when
+ * many changed, and while nobody listens. A rebuild that fails is tried again (1 s, doubling to 30 s).
+ *
+ * A poll every `pollMs` (every FULL_POLL_MS while listening, as a net) picks up changes made by
+ * other control planes sharing the database. It
  * rebuilds only when Postgres counts rows written to the tables routes are read from since the
  * last rebuild began (WRITES), or FULL_POLL_MS after the last rebuild whatever the counts say —
  * and waits ten times as long as the last rebuild took when that is longer (10,000 apps take
@@ -57,6 +65,9 @@ export class RouteHub {
   private listeners = new Set<TableListener>();
   private timer: NodeJS.Timeout | undefined;
   private poller: NodeJS.Timeout | undefined;
+  /** after a failed rebuild: the next try, and how long it waited (doubling to 30 s) */
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 0;
   /** how long the last rebuild of every app took (ms): the poll waits at least ten times as long */
   private lastBuildMs = 0;
   /** WRITES when the last rebuild of every app that succeeded began (null: unknown), and when that was */
@@ -95,14 +106,34 @@ export class RouteHub {
           this.dirty.add(host);
           this.kick();
         },
-        // changes made while nobody listened (or while it starts): every app is read again
+        // changes made while nobody listened (or while it starts): every app is read again;
+        // and until it listens again, the poll looks every pollMs
         up: () => this.everything(),
-        down: () => this.everything(),
+        down: () => {
+          this.everything();
+          if (this.poller === undefined) return;
+          clearTimeout(this.poller);
+          this.poll();
+        },
       });
       this.listener.start();
     }
-    await this.rebuild().catch((e) => this.log.error({ err: e }, 'initial route table build failed'));
+    await this.rebuild().catch((e) => {
+      this.log.error({ err: e }, 'initial route table build failed');
+      this.retryLater();
+    });
     this.poll();
+  }
+
+  /** A rebuild failed (the database away?): what it was to read is read again, later each time. */
+  private retryLater(): void {
+    if (this.stopped || this.retryTimer !== undefined) return;
+    this.retryMs = Math.min(30_000, this.retryMs === 0 ? 1000 : this.retryMs * 2);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.kick();
+    }, this.retryMs);
+    this.retryTimer.unref();
   }
 
   private everything(): void {
@@ -146,7 +177,9 @@ export class RouteHub {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.poller) clearTimeout(this.poller);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.timer = undefined;
+    this.retryTimer = undefined;
     for (const f of this.failed) f(new Error('route hub stopped'));
     this.waiters = [];
     this.failed = [];
@@ -174,12 +207,17 @@ export class RouteHub {
   }
 
   /**
-   * Rebuild soon (coalesced) after a change to the database: of the apps `hosts` names, or (none
-   * named) of those the change's notifications name — every app while nobody listens.
+   * Rebuild soon (coalesced) after a change to the database (committed): of the apps `hosts`
+   * names, or (none named) of those the change's notifications name — every app while nobody
+   * listens, or when a notification of the listener's own, sent after this call, does not come
+   * back (then the change's may not have either).
    */
   schedule(hosts?: Iterable<string>): void {
     if (hosts !== undefined) for (const h of hosts) this.dirty.add(h);
-    else if (!this.listener?.listening) this.dirtyAll = true;
+    else if (this.listener?.listening) {
+      this.listener.check().catch(() => this.everything());
+      return;
+    } else this.dirtyAll = true;
     this.kick();
   }
 
@@ -204,9 +242,13 @@ export class RouteHub {
     this.building = true;
     const p = this.chain.then(() => this.build());
     this.chain = p.catch(() => {});
-    p.then((v) => waiters.forEach((w) => w(v)), (e) => {
+    p.then((v) => {
+      this.retryMs = 0;
+      waiters.forEach((w) => w(v));
+    }, (e) => {
       this.log.error({ err: e }, 'route table rebuild failed');
       failed.forEach((f) => f(e));
+      this.retryLater();
     }).finally(() => {
       this.building = false;
       if (!this.again || this.stopped) return;

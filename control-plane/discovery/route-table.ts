@@ -60,6 +60,8 @@ export async function readAppRoutes(q: Queryable, endpointHost: string, hold: Ho
     ...(hold.maxQueue !== DEFAULTS.concurrency.maxQueue ? { maxQueue: hold.maxQueue } : {}),
     ...(hold.timeoutMs !== DEFAULTS.concurrency.queueTimeoutMs ? { queueTimeoutMs: hold.timeoutMs } : {}),
   };
+  // (every column read here is in the UPDATE OF lists of migration 029's triggers: a change to
+  // one must tell the control planes which app it touched)
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.private, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
             ${routableSql('i')} AS routable,
@@ -252,7 +254,8 @@ export const withoutSplits = downgrade((r) => r.trafficWeight !== undefined, (t)
     if (r.trafficWeight === undefined) continue;
     for (const h of r.hosts) {
       const b = best.get(h);
-      if (b === undefined || r.trafficWeight > (b.trafficWeight ?? 0)) best.set(h, r);
+      // (a tie goes to the lower id: the same whatever order the table's routes are in)
+      if (b === undefined || r.trafficWeight > (b.trafficWeight ?? 0) || (r.trafficWeight === b.trafficWeight && r.id < b.id)) best.set(h, r);
     }
   }
   const routes: RouteSpec[] = [];

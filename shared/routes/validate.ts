@@ -208,5 +208,8 @@ export function parseRouteTable(text: string): RouteTableSpec {
 export function parseRouteDelta(text: string): RouteDelta {
   const parsed = parseJson(text, 'route delta');
   if (!checkDelta(parsed)) throw describe(checkDelta.errors![0]);
-  return parsed as unknown as RouteDelta;
+  const d = parsed as unknown as RouteDelta;
+  // (versions only grow: a delta never goes back, and a version past 2^53 would not compare)
+  if (!Number.isSafeInteger(d.version) || d.version <= d.base) throw new RouteTableError(`version ${d.version} must be an integer greater than base ${d.base} (and at most ${Number.MAX_SAFE_INTEGER})`, 'version');
+  return d;
 }

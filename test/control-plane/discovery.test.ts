@@ -4,7 +4,8 @@ import type { ControlPlane } from '../../control-plane/app.js';
 import { pino } from 'pino';
 import type { Db } from '../../control-plane/db/pool.js';
 import { RouteHub } from '../../control-plane/discovery/hub.js';
-import { buildRoutes, makeTable } from '../../control-plane/discovery/route-table.js';
+import { buildRoutes, makeTable, readAppRoutes } from '../../control-plane/discovery/route-table.js';
+import { routableSql } from '../../control-plane/apps/repo.js';
 import type { RouteSpec } from '../../shared/routes/schema.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
@@ -336,5 +337,20 @@ describe('the route hub', () => {
       hub.stop();
       await cp.db.query(`UPDATE apps SET deleting_at = NULL WHERE app_hostname = 'hub-notify-a.example.com'`);
     }
+  });
+
+  it('every column the routes are read from tells the control planes when an UPDATE sets it (migration 029)', async () => {
+    // the columns readAppRoutes' queries read, by table
+    const tables: Record<string, string> = { a: 'apps', i: 'images', c: 'containers', w: 'containers', v: 'app_invokers' };
+    const sql = (readAppRoutes.toString().match(/SELECT[\s\S]*?ORDER BY[^`]*/g) ?? []).join(' ') + routableSql('i');
+    const read = new Set<string>();
+    for (const m of sql.matchAll(/\b([aicwv])\.([a-z_]+)\b/g)) if (m[2] !== 'id') read.add(`${tables[m[1]]}.${m[2]}`);
+    expect(read.size).toBeGreaterThan(15);
+    const { rows } = await cp.db.query<{ t: string; col: string }>(
+      `SELECT c.relname AS t, a.attname AS col FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+         JOIN pg_attribute a ON a.attrelid = g.tgrelid AND a.attnum = ANY (g.tgattr::int2[])
+        WHERE g.tgname LIKE '%\\_routes\\_notify'`);
+    const told = new Set(rows.map((r) => `${r.t}.${r.col}`));
+    expect([...read].filter((col) => !told.has(col))).toEqual([]);
   });
 });

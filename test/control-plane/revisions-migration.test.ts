@@ -68,4 +68,12 @@ it('a proxy that predates splits gets each shared host on its largest share, and
   // and it is a table the old validation (one route per host) accepts
   expect(() => makeTable(7, JSON.parse(JSON.stringify(old.routes)))).not.toThrow();
   expect(withoutSplits(t)).toBe(old); // computed once per table
+  // a route that splits nothing is passed on as it is (its JSON is made once: route-events.ts)
+  expect(old.routes[2]).toBe(t.routes[2]);
+  // an even split goes to the lower id, whatever order the table lists them in
+  for (const order of [[0, 1], [1, 0]]) {
+    const even = [{ id: 'img-4', hosts: ['e.example.com'], endpoints: [], trafficWeight: 50 }, { id: 'img-5', hosts: ['e.example.com'], endpoints: [], trafficWeight: 50 }];
+    const got = withoutSplits(makeTable(8, order.map((i) => even[i])));
+    expect(got.routes.map((r) => r.id)).toEqual(['img-4']);
+  }
 });

@@ -68,4 +68,36 @@ describe('route hub (control-plane/discovery/hub.ts)', () => {
       hub.stop();
     }
   });
+
+  it('a rebuild that fails is tried again by itself, sooner than the poll would (later each time)', async () => {
+    let failing = 3;
+    const tries: number[] = [];
+    const db = {
+      async query(sql: string) {
+        if (sql.includes('nextval')) return { rows: [{ v: tries.length + 1 }] };
+        if (sql.includes('pg_stat_user_tables')) return { rows: [{ n: '1' }] };
+        if (!sql.includes('app_invokers')) {
+          tries.push(Date.now());
+          if (failing-- > 0) throw new Error('the database is away');
+        }
+        return { rows: [] };
+      },
+    } as unknown as Db;
+    // (a poll an hour apart: only the retries can bring the table)
+    const hub = new RouteHub(db, '127.0.0.1', pino({ level: 'silent' }), 5, 3_600_000);
+    await hub.start();
+    try {
+      const t0 = Date.now();
+      while (hub.table === null && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 20));
+      expect(hub.table).not.toBeNull();
+      expect(tries.length).toBe(4);
+      // 1 s, 2 s, 4 s after each failure
+      const gaps = tries.slice(1).map((t, i) => t - tries[i]);
+      expect(gaps[0]).toBeGreaterThanOrEqual(900);
+      expect(gaps[1]).toBeGreaterThan(gaps[0]);
+      expect(gaps[2]).toBeGreaterThan(gaps[1]);
+    } finally {
+      hub.stop();
+    }
+  }, 20_000);
 });

@@ -82,7 +82,8 @@ describe('admin listener', () => {
     const gone = await patchRoutes(p, { base: 20, version: 21, upsert: [], remove: ['nope'] });
     expect(gone.status).toBe(400);
     expect(JSON.parse(gone.body).error.message).toContain('"nope" is not a route of version 20');
-    for (const bad of ['{"base": 20', '[]', JSON.stringify({ base: 20, version: 21, upsert: [{ id: 'x' }], remove: [] })]) {
+    for (const bad of ['{"base": 20', '[]', JSON.stringify({ base: 20, version: 21, upsert: [{ id: 'x' }], remove: [] }),
+      JSON.stringify({ base: 20, version: 20, upsert: [], remove: [] }), JSON.stringify({ base: 20, version: 1e300, upsert: [], remove: [] })]) {
       const r = await patchRoutes(p, bad);
       expect(r.status).toBe(400);
       expect(JSON.parse(r.body).error.code).toBe('invalid_route_delta');

@@ -4,6 +4,10 @@
  * control plane's route hub (discovery/hub.ts) reads again the routes of the apps that changed —
  * on whichever control plane they changed — not those of every app. (Postgres sends a
  * transaction's notifications at its commit, once per distinct payload, and none for a rollback.)
+ *
+ * An UPDATE notifies only when it sets a column the routes are read from (readAppRoutes' query):
+ * a build's log written every second, a revision's last_active_at every minute, tell nobody. A
+ * column that query comes to read must be added to its table's list here (in a new migration).
  */
 export const sql = `
 CREATE OR REPLACE FUNCTION berth_routes_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -33,11 +37,16 @@ BEGIN
 END
 $$;
 DROP TRIGGER IF EXISTS apps_routes_notify ON apps;
-CREATE TRIGGER apps_routes_notify AFTER INSERT OR UPDATE OR DELETE ON apps FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
+CREATE TRIGGER apps_routes_notify AFTER INSERT OR DELETE OR UPDATE OF app_hostname, private, traffic, pending_image_id, deleting_at
+  ON apps FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
 DROP TRIGGER IF EXISTS images_routes_notify ON images;
-CREATE TRIGGER images_routes_notify AFTER INSERT OR UPDATE OR DELETE ON images FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
+CREATE TRIGGER images_routes_notify AFTER INSERT OR DELETE OR UPDATE OF app_hostname, revision, status, routable_at, min_instances,
+  min_instances_provisioned, container_concurrency, request_timeout_s, session_affinity, upstream_pipeline
+  ON images FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
 DROP TRIGGER IF EXISTS containers_routes_notify ON containers;
-CREATE TRIGGER containers_routes_notify AFTER INSERT OR UPDATE OR DELETE ON containers FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
+CREATE TRIGGER containers_routes_notify AFTER INSERT OR DELETE OR UPDATE OF image_id, status, desired, health, host_port
+  ON containers FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
 DROP TRIGGER IF EXISTS app_invokers_routes_notify ON app_invokers;
-CREATE TRIGGER app_invokers_routes_notify AFTER INSERT OR UPDATE OR DELETE ON app_invokers FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
+CREATE TRIGGER app_invokers_routes_notify AFTER INSERT OR DELETE OR UPDATE OF app_hostname, token_sha256
+  ON app_invokers FOR EACH ROW EXECUTE FUNCTION berth_routes_notify();
 `;
