@@ -141,7 +141,7 @@ export class Autoscaler {
   private observed(): Map<string, number> {
     const out = new Map<string, number>();
     for (const p of this.d.proxies.live()) {
-      for (const r of p.report.routes) out.set(r.id, (out.get(r.id) ?? 0) + (r.concurrency ?? r.inflight));
+      for (const r of p.routes.values()) out.set(r.id, (out.get(r.id) ?? 0) + (r.concurrency ?? r.inflight));
     }
     return out;
   }

@@ -14,7 +14,8 @@ const CHANNEL = 'berth_routes';
 /**
  * Rows inserted, updated or deleted in the tables the routes are read from (route-table.ts), as
  * Postgres's statistics count them. A session reports its counts after its transaction ends
- * (committed or not; within about a second), so when the count is what it was when a rebuild
+ * (committed or not; at most once a second, so up to ~10 s later when it then goes idle: Postgres's
+ * PGSTAT_MIN_INTERVAL and PGSTAT_IDLE_INTERVAL), so when the count is what it was when a rebuild
  * began, that rebuild saw every write counted: a poll that finds it unchanged has nothing to read.
  */
 const WRITES = `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text AS n FROM pg_stat_user_tables

@@ -28,6 +28,8 @@ const reportSchema = {
     proxyId: { type: 'string', minLength: 1, maxLength: 200 },
     tableVersion: { type: ['integer', 'null'], minimum: 0, maximum: MAX_ID },
     partial: { type: 'boolean' },
+    endpointsPartial: { type: 'boolean' },
+    gone: { type: 'array', maxItems: 200_000, items: { type: 'string', maxLength: 300 } },
     routes: {
       type: 'array', maxItems: 200_000,
       items: {
@@ -165,7 +167,9 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
   });
 
   app.post<{ Body: ProxyReport }>('/v1/proxy/report', { onRequest: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {
-    proxies.record(req.body, req.ip, tokenLabel(req));
+    if (!proxies.record(req.body, req.ip, tokenLabel(req))) {
+      throw conflict('a partial report needs a whole one to lay it over, and this control plane has none from this proxy (it restarted?): send a whole report', 'whole_report_needed');
+    }
     return reply.code(204).send();
   });
 
@@ -187,10 +191,10 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     const list = proxies.list().map((p) => ({
       proxy_id: p.proxyId,
       ...(viaProxy ? { remote_address: p.remoteAddress, token: p.token } : {}),
-      table_version: p.report.tableVersion,
+      table_version: p.tableVersion,
       last_report_at: new Date(p.receivedAt).toISOString(),
-      routes: p.report.routes.filter((r) => routeOk(r.id)),
-      endpoints: p.report.endpoints.filter((e) => addressOk(e.address)),
+      routes: [...p.routes.values()].filter((r) => routeOk(r.id)),
+      endpoints: [...p.endpoints.values()].filter((e) => addressOk(e.address)),
     }));
     return { current_version: hub.table?.version ?? null, watchers: hub.subscriberCount, proxies: list, count: list.length };
   });

@@ -1,18 +1,28 @@
 import { EventEmitter } from 'node:events';
 
+export interface RouteReport { id: string; requests: number; inflight: number; concurrency?: number }
+export interface EndpointReport { address: string; inflight: number; requests?: number; state?: string }
+
 /** What a proxy POSTs to /v1/proxy/report. */
 export interface ProxyReport {
   proxyId: string;
   tableVersion: number | null;
   /** concurrency: the route's in-flight average over the proxy's last second (autoscaler input) */
-  routes: { id: string; requests: number; inflight: number; concurrency?: number }[];
-  endpoints: { address: string; inflight: number; requests: number; state: string }[];
-  /** only the routes that changed since the proxy's last report: laid over it (endpoints are whole) */
+  routes: RouteReport[];
+  endpoints: EndpointReport[];
+  /** only the routes that changed since the proxy's last report: laid over it */
   partial?: boolean;
+  /** (with partial) only the endpoints that changed too, and the addresses of those `gone` */
+  endpointsPartial?: boolean;
+  gone?: string[];
 }
 
+/** A proxy as its reports add up: the last whole one with every partial one laid over it. */
 export interface ProxyEntry {
-  report: ProxyReport;
+  proxyId: string;
+  tableVersion: number | null;
+  routes: Map<string, RouteReport>;
+  endpoints: Map<string, EndpointReport>;
   receivedAt: number;
   remoteAddress: string;
   /** which accepted proxy token it reports with: "current", or "retiring #n" (see BearerTokens) */
@@ -31,7 +41,9 @@ export interface DrainResult {
 /**
  * The latest report of every proxy (in memory: reports arrive every few seconds, so a restarted
  * control plane knows its proxies again within one interval). A proxy is live while it has
- * reported within `staleMs`.
+ * reported within `staleMs`. A partial report is laid over the proxy's entry in place: what it
+ * costs is what it carries (at 10,000 routes a proxy's whole report is ~1 MB; its partial ones,
+ * with traffic on a few apps, a few hundred bytes).
  */
 export class ProxyRegistry {
   private entries = new Map<string, ProxyEntry>();
@@ -41,17 +53,35 @@ export class ProxyRegistry {
     this.emitter.setMaxListeners(0);
   }
 
-  record(report: ProxyReport, remoteAddress: string, token = 'current'): void {
+  /**
+   * Take a report. False (not taken) for a partial endpoint list with nothing to lay it over
+   * (this control plane restarted, or forgot the proxy): the proxy sends a whole one next.
+   */
+  record(report: ProxyReport, remoteAddress: string, token = 'current'): boolean {
     const prev = this.entries.get(report.proxyId);
-    if (report.partial && prev) {
-      const routes = new Map(prev.report.routes.map((r) => [r.id, r]));
+    if (report.partial && report.endpointsPartial && prev === undefined) return false;
+    let routes: Map<string, RouteReport>;
+    let endpoints: Map<string, EndpointReport>;
+    if (report.partial && prev !== undefined) {
+      routes = prev.routes;
       for (const r of report.routes) routes.set(r.id, r);
-      report = { ...report, routes: [...routes.values()], partial: false };
+    } else {
+      // (a partial route list with nothing to lay it over — an older proxy's, with every endpoint —
+      // is what it has until the next whole one, at most its idleMs later)
+      routes = new Map();
+      for (const r of report.routes) routes.set(r.id, r);
     }
-    // a partial report with nothing to lay it over (this control plane restarted): what it has
-    // until the next whole one, at most idleMs later
-    this.entries.set(report.proxyId, { report, receivedAt: Date.now(), remoteAddress, token });
+    if (report.partial && report.endpointsPartial && prev !== undefined) {
+      endpoints = prev.endpoints;
+      for (const e of report.endpoints) endpoints.set(e.address, e);
+      for (const address of report.gone ?? []) endpoints.delete(address);
+    } else {
+      endpoints = new Map();
+      for (const e of report.endpoints) endpoints.set(e.address, e);
+    }
+    this.entries.set(report.proxyId, { proxyId: report.proxyId, tableVersion: report.tableVersion, routes, endpoints, receivedAt: Date.now(), remoteAddress, token });
     this.emitter.emit('report');
+    return true;
   }
 
   /** Live proxies (stale ones are forgotten). */
@@ -64,8 +94,8 @@ export class ProxyRegistry {
     return out;
   }
 
-  list(): (ProxyEntry & { proxyId: string })[] {
-    return this.live().map((e) => ({ proxyId: e.report.proxyId, ...e }));
+  list(): ProxyEntry[] {
+    return this.live();
   }
 
   /**
@@ -77,8 +107,8 @@ export class ProxyRegistry {
     const started = Date.now();
     const check = () => {
       const live = this.live();
-      const acked = live.every((e) => e.report.tableVersion !== null && e.report.tableVersion >= version);
-      const drained = acked && live.every((e) => !e.report.endpoints.some((ep) => ep.address === address && ep.inflight > 0));
+      const acked = live.every((e) => e.tableVersion !== null && e.tableVersion >= version);
+      const drained = acked && live.every((e) => !((e.endpoints.get(address)?.inflight ?? 0) > 0));
       return { acked, drained, proxies: live.length };
     };
     let s = check();

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { request } from 'undici';
 import type { Logger } from '../../shared/logging.js';
-import type { ReportCounts } from '../metrics/report-counts.js';
+import type { ReportCounts, ReportEndpoint } from '../metrics/report-counts.js';
 
 /**
  * Reports this proxy's view back to the control plane: the table version it serves (an ack the
@@ -10,7 +10,10 @@ import type { ReportCounts } from '../metrics/report-counts.js';
  * Sent right after every applied control-plane table, every second while a route has traffic
  * (each route's `concurrency` is its average over the last second: the autoscaler's input), and
  * every `idleMs` otherwise. A report is whole every `idleMs`; in between it carries only the
- * routes that changed (`partial: true`).
+ * routes and endpoints that changed (`partial: true`; endpoints no longer counted by address in
+ * `gone`, with `endpointsPartial: true`). A control plane that cannot lay a partial report over a
+ * whole one answers 409 (it restarted): the next report, at once, is whole; one too old to read
+ * `endpointsPartial` (400) gets whole endpoints from then on.
  */
 export class Reporter {
   readonly proxyId = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -32,6 +35,10 @@ export class Reporter {
   private lastFull = 0;
   /** what the control plane has since the last report it accepted: the ids and counts then (concurrency rounded as sent) */
   private sent: ReportCounts | null = null;
+  /** the endpoints as of that report */
+  private sentEndpoints: readonly ReportEndpoint[] = [];
+  /** the control plane reads partial endpoint lists (until it refuses one) */
+  private endpointsPartial = true;
 
   start(): void {
     this.timer = setInterval(() => {
@@ -89,12 +96,35 @@ export class Reporter {
         }
         routes.push({ id: ids[i], requests: c[k], inflight: c[k + 1], concurrency: c[k + 2] });
       }
+      // the endpoints: every one in a whole report; else those whose counts or state moved, and
+      // the addresses no longer counted (a drained endpoint: the control plane waits on it)
+      // (compared place by place while the list has the same addresses in the same places, as a
+      // rule — the registry's order —, else by address: no map per report at 10,000 endpoints)
+      const all = counts.endpoints;
+      const partialEndpoints = !full && this.endpointsPartial;
+      let endpoints = all;
+      const gone: string[] = [];
+      if (partialEndpoints) {
+        endpoints = [];
+        const was = this.sentEndpoints;
+        let same = was.length === all.length;
+        for (let i = 0; i < all.length && same; i++) same = was[i].address === all[i].address;
+        const byAddress = same ? null : new Map(was.map((e) => [e.address, e]));
+        for (let i = 0; i < all.length; i++) {
+          const e = all[i];
+          const w = byAddress === null ? was[i] : byAddress.get(e.address);
+          if (w === undefined || w.inflight !== e.inflight || w.requests !== e.requests || w.state !== e.state) endpoints.push(e);
+          byAddress?.delete(e.address);
+        }
+        if (byAddress !== null) for (const address of byAddress.keys()) gone.push(address);
+      }
       const body = JSON.stringify({
         proxyId: this.proxyId,
         tableVersion,
         ...(full ? {} : { partial: true }),
+        ...(partialEndpoints ? { endpointsPartial: true, gone } : {}),
         routes,
-        endpoints: counts.endpoints,
+        endpoints,
       });
       const res = await request(new URL('/v1/proxy/report', this.baseUrl), {
         method: 'POST',
@@ -106,14 +136,21 @@ export class Reporter {
       await res.body.dump();
       if (res.statusCode < 300) {
         this.sent = counts;
+        this.sentEndpoints = all;
         if (full) this.lastFull = now;
       } else {
         this.lastFull = 0; // not taken: the next report is whole
       }
       // While removed endpoints still have requests in flight, report often: the control plane
       // waits for them to reach zero before it stops the container.
-      if (counts.endpoints.some((e) => e.state === 'draining')) setTimeout(() => this.send(), 200).unref();
-      if (res.statusCode >= 400 && res.statusCode !== 404) this.logger.warn({ status: res.statusCode }, 'control plane refused the proxy report');
+      if (all.some((e) => e.state === 'draining')) setTimeout(() => this.send(), 200).unref();
+      if (res.statusCode === 409) {
+        // (it has nothing to lay this one over: the whole one goes now)
+        this.again = true;
+      } else if (res.statusCode === 400 && partialEndpoints) {
+        this.endpointsPartial = false;
+        this.logger.warn('the control plane does not read partial endpoint lists (an older version): reports carry every endpoint');
+      } else if (res.statusCode >= 400 && res.statusCode !== 404) this.logger.warn({ status: res.statusCode }, 'control plane refused the proxy report');
     } catch (e) {
       this.lastFull = 0; // not delivered: the next report is whole
       this.logger.debug({ err: (e as Error).message }, 'proxy report not delivered');

@@ -55,7 +55,7 @@ function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: n
     } as never,
     // no traffic is known, not guessed: a proxy reports
     proxies: {
-      live: () => [{ report: { routes: ids.map((id) => ({ id, requests: 0, inflight: 0, concurrency: concurrency(id) })) } }],
+      live: () => [{ routes: new Map(ids.map((id) => [id, { id, requests: 0, inflight: 0, concurrency: concurrency(id) }])) }],
     } as never,
     leader: { isLeader: true } as never,
     events: { nudge: () => {} } as never,

@@ -271,14 +271,16 @@ describe('the route hub', () => {
       await new Promise((r) => setTimeout(r, 2500));
       const idle = reads;
       await new Promise((r) => setTimeout(r, 1000));
-      // ~40 polls of an idle database: none read the routes (a poll every 20 ms read them all before)
-      expect(reads - idle).toBeLessThanOrEqual(1);
+      // ~40 polls of an idle database: none read the routes (a poll every 20 ms read them all
+      // before) but for counts of earlier writes reported late (a session idle after a write: ~10 s)
+      expect(reads - idle).toBeLessThanOrEqual(2);
 
       await cp.db.query(`INSERT INTO containers (user_id, image_id, name, status, health, internal_port, desired, host_port)
                          VALUES ($1, $2, 'hub-poll-c', 'running', 'healthy', 8080, 'running', 41201)`, [aliceId, a]);
       const t0 = Date.now();
       const has = () => hub.table?.routes.find((r) => r.id === `img-${a}`)?.endpoints.length === 1;
-      while (!has() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+      // (a session reports its counts at most once a second: when it then goes idle, up to ~10 s later)
+      while (!has() && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 20));
       expect(has()).toBe(true);
     } finally {
       hub.stop();

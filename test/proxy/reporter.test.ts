@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { Reporter } from '../../proxy/sync/reporter.js';
 import { mergeCounts, type ReportCounts } from '../../proxy/metrics/report-counts.js';
 
-type Report = { tableVersion: number | null; partial?: boolean; routes: Array<{ id: string; requests: number; inflight: number; concurrency: number }>; endpoints: unknown[] };
+type Endpoint = { address: string; inflight: number; requests: number; state: string };
+type Report = { tableVersion: number | null; partial?: boolean; endpointsPartial?: boolean; gone?: string[]; routes: Array<{ id: string; requests: number; inflight: number; concurrency: number }>; endpoints: Endpoint[] };
 
 const counts = (ids: readonly string[], values: number[][]): ReportCounts =>
   ({ ids, counts: Float64Array.from(values.flat()), endpoints: [{ address: '127.0.0.1:1', inflight: 0, requests: 0, state: 'closed' }] });
@@ -49,6 +50,60 @@ describe('proxy reports (sync/reporter.ts)', () => {
       const whole = await next();
       expect(whole.partial).toBeUndefined();
       expect(whole.routes.map((x) => x.id)).toEqual(['d', 'c', 'b', 'a']);
+    } finally {
+      r.stop();
+      srv.close();
+    }
+  });
+
+  it('sends every endpoint, then only those whose counts or state moved and the addresses gone; whole again when the control plane has nothing to lay them over (409); whole lists for one that cannot read them (400)', async () => {
+    const got: Report[] = [];
+    const statuses: number[] = [];
+    const srv = createServer((req, res) => {
+      let b = '';
+      req.on('data', (c) => (b += c));
+      req.on('end', () => { got.push(JSON.parse(b) as Report); res.writeHead(statuses.shift() ?? 204).end(); });
+    });
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const ep = (port: number, inflight: number, requests: number, state = 'closed'): Endpoint => ({ address: `127.0.0.1:${port}`, inflight, requests, state });
+    let endpoints = [ep(1, 0, 0), ep(2, 1, 5), ep(3, 0, 9)];
+    const ids = ['a'];
+    const r = new Reporter(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`, 't',
+      async () => ({ tableVersion: 7, counts: { ids, counts: Float64Array.from([1, 0, 0]), endpoints } }), pino({ level: 'silent' }), 60_000, 60_000);
+    const next = async (n = 1) => {
+      const from = got.length;
+      r.send();
+      const t0 = Date.now();
+      while (got.length < from + n && Date.now() - t0 < 5000) await new Promise((x) => setTimeout(x, 5));
+      await new Promise((x) => setTimeout(x, 20));
+      return got.slice(from);
+    };
+    try {
+      expect((await next())[0].endpoints).toEqual(endpoints);
+      // :2 moved, :3's breaker opened, :1 is gone, :4 is new
+      endpoints = [ep(2, 0, 6), ep(3, 0, 9, 'open'), ep(4, 0, 0)];
+      const [p1] = await next();
+      expect(p1).toMatchObject({ partial: true, endpointsPartial: true, gone: ['127.0.0.1:1'], endpoints: [ep(2, 0, 6), ep(3, 0, 9, 'open'), ep(4, 0, 0)] });
+      const [p2] = await next();
+      expect(p2).toMatchObject({ endpointsPartial: true, gone: [], endpoints: [] });
+      // a control plane that restarted: 409, and the whole report goes at once
+      statuses.push(409);
+      endpoints = [ep(2, 1, 7), ep(3, 0, 9, 'open'), ep(4, 0, 0)];
+      const [refused, whole] = await next(2);
+      expect(refused).toMatchObject({ endpointsPartial: true, endpoints: [ep(2, 1, 7)] });
+      expect(whole.partial).toBeUndefined();
+      expect(whole.endpointsPartial).toBeUndefined();
+      expect(whole.endpoints).toEqual(endpoints);
+      // an older control plane refuses the fields (400): every endpoint from then on
+      statuses.push(400);
+      endpoints = [ep(2, 0, 8), ep(3, 0, 9, 'open'), ep(4, 0, 0)];
+      await next();
+      await next(); // (whole: the one after a refused report)
+      const [p3] = await next();
+      expect(p3.partial).toBe(true);
+      expect(p3.endpointsPartial).toBeUndefined();
+      expect(p3.endpoints).toEqual(endpoints);
     } finally {
       r.stop();
       srv.close();
