@@ -29,6 +29,8 @@ const reportSchema = {
     tableVersion: { type: ['integer', 'null'], minimum: 0, maximum: MAX_ID },
     partial: { type: 'boolean' },
     endpointsPartial: { type: 'boolean' },
+    seq: int(1, MAX_ID),
+    base: int(1, MAX_ID),
     gone: { type: 'array', maxItems: 200_000, items: { type: 'string', maxLength: 300 } },
     routes: {
       type: 'array', maxItems: 200_000,
@@ -168,7 +170,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
 
   app.post<{ Body: ProxyReport }>('/v1/proxy/report', { onRequest: requireProxy, bodyLimit: 16 * 1024 * 1024, schema: { body: reportSchema } }, async (req, reply) => {
     if (!proxies.record(req.body, req.ip, tokenLabel(req))) {
-      throw conflict('a partial report needs a whole one to lay it over, and this control plane has none from this proxy (it restarted?): send a whole report', 'whole_report_needed');
+      throw conflict('this report does not follow the last one this control plane took from this proxy (it restarted, another control plane took reports in between, or the report came late): send a whole report', 'whole_report_needed');
     }
     return reply.code(204).send();
   });

@@ -15,7 +15,13 @@ export interface ProxyReport {
   /** (with partial) only the endpoints that changed too, and the addresses of those `gone` */
   endpointsPartial?: boolean;
   gone?: string[];
+  /** the report's number (it grows with each report of the proxy), and a partial one's: the report it follows */
+  seq?: number;
+  base?: number;
 }
+
+/** The most routes, or endpoints, one proxy's entry holds (the schema's limit for one report). */
+const MAX_ENTRIES = 200_000;
 
 /** A proxy as its reports add up: the last whole one with every partial one laid over it. */
 export interface ProxyEntry {
@@ -23,6 +29,8 @@ export interface ProxyEntry {
   tableVersion: number | null;
   routes: Map<string, RouteReport>;
   endpoints: Map<string, EndpointReport>;
+  /** the last report's number (none: a proxy that does not number them) */
+  seq: number | undefined;
   receivedAt: number;
   remoteAddress: string;
   /** which accepted proxy token it reports with: "current", or "retiring #n" (see BearerTokens) */
@@ -54,12 +62,20 @@ export class ProxyRegistry {
   }
 
   /**
-   * Take a report. False (not taken) for a partial endpoint list with nothing to lay it over
-   * (this control plane restarted, or forgot the proxy): the proxy sends a whole one next.
+   * Take a report. False (not taken; the proxy sends a whole one next) for a numbered one older
+   * than the last, and for a partial one that does not follow the last report taken here (this
+   * control plane restarted, or another one behind the same address took reports in between:
+   * laid over another base, its changes would not add up — a drain could find an endpoint idle
+   * that is not) or that would hold more than MAX_ENTRIES.
    */
   record(report: ProxyReport, remoteAddress: string, token = 'current'): boolean {
     const prev = this.entries.get(report.proxyId);
-    if (report.partial && report.endpointsPartial && prev === undefined) return false;
+    if (report.seq !== undefined && prev?.seq !== undefined && report.seq <= prev.seq) return false;
+    if (report.endpointsPartial && report.base === undefined) return false;
+    if (report.partial && report.base !== undefined) {
+      if (prev === undefined || prev.seq !== report.base || Date.now() - prev.receivedAt > this.staleMs) return false;
+      if (prev.routes.size + report.routes.length > MAX_ENTRIES || prev.endpoints.size + report.endpoints.length > MAX_ENTRIES) return false;
+    }
     let routes: Map<string, RouteReport>;
     let endpoints: Map<string, EndpointReport>;
     if (report.partial && prev !== undefined) {
@@ -79,7 +95,7 @@ export class ProxyRegistry {
       endpoints = new Map();
       for (const e of report.endpoints) endpoints.set(e.address, e);
     }
-    this.entries.set(report.proxyId, { proxyId: report.proxyId, tableVersion: report.tableVersion, routes, endpoints, receivedAt: Date.now(), remoteAddress, token });
+    this.entries.set(report.proxyId, { proxyId: report.proxyId, tableVersion: report.tableVersion, routes, endpoints, seq: report.seq, receivedAt: Date.now(), remoteAddress, token });
     this.emitter.emit('report');
     return true;
   }

@@ -11,9 +11,12 @@ import type { ReportCounts, ReportEndpoint } from '../metrics/report-counts.js';
  * (each route's `concurrency` is its average over the last second: the autoscaler's input), and
  * every `idleMs` otherwise. A report is whole every `idleMs`; in between it carries only the
  * routes and endpoints that changed (`partial: true`; endpoints no longer counted by address in
- * `gone`, with `endpointsPartial: true`). A control plane that cannot lay a partial report over a
- * whole one answers 409 (it restarted): the next report, at once, is whole; one too old to read
- * `endpointsPartial` (400) gets whole endpoints from then on.
+ * `gone`, with `endpointsPartial: true`), from the last report the control plane accepted: each
+ * report has a number (`seq`), a partial one names the one it follows (`base`), and a control
+ * plane whose last report of this proxy is not that one — it restarted, or another control plane
+ * behind the same address took it — answers 409: the next report, at once, is whole. One too old
+ * to read these fields (400) gets reports as it knew them (partial routes, every endpoint) for
+ * the next 5 minutes.
  */
 export class Reporter {
   readonly proxyId = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -37,8 +40,11 @@ export class Reporter {
   private sent: ReportCounts | null = null;
   /** the endpoints as of that report */
   private sentEndpoints: readonly ReportEndpoint[] = [];
-  /** the control plane reads partial endpoint lists (until it refuses one) */
-  private endpointsPartial = true;
+  /** the last report's number, and the one of the last report accepted (0: none) */
+  private seq = 0;
+  private acceptedSeq = 0;
+  /** until when reports go as a control plane that refused `seq` and partial endpoints reads them */
+  private plainUntil = 0;
 
   start(): void {
     this.timer = setInterval(() => {
@@ -79,7 +85,9 @@ export class Reporter {
       // (`partial`): with 10,000 routes and traffic on a few, a report is a few hundred bytes, not
       // half a megabyte a second. The control plane lays a partial report over the last full one.
       // Endpoints always go whole: a drain waits on them.
-      const full = now - this.lastFull >= this.idleMs || this.sent === null;
+      // (numbered reports: whole until one was accepted, as after a plain one)
+      const extended = now >= this.plainUntil;
+      const full = now - this.lastFull >= this.idleMs || this.sent === null || (extended && this.acceptedSeq === 0);
       const routes = [];
       // where each id was in the counts last sent: the same places while the ids are the same array
       const before = full ? null : this.sent!;
@@ -101,7 +109,8 @@ export class Reporter {
       // (compared place by place while the list has the same addresses in the same places, as a
       // rule — the registry's order —, else by address: no map per report at 10,000 endpoints)
       const all = counts.endpoints;
-      const partialEndpoints = !full && this.endpointsPartial;
+      const partialEndpoints = !full && extended;
+      const seq = ++this.seq;
       let endpoints = all;
       const gone: string[] = [];
       if (partialEndpoints) {
@@ -121,8 +130,9 @@ export class Reporter {
       const body = JSON.stringify({
         proxyId: this.proxyId,
         tableVersion,
+        ...(extended ? { seq } : {}),
         ...(full ? {} : { partial: true }),
-        ...(partialEndpoints ? { endpointsPartial: true, gone } : {}),
+        ...(partialEndpoints ? { base: this.acceptedSeq, endpointsPartial: true, gone } : {}),
         routes,
         endpoints,
       });
@@ -137,6 +147,7 @@ export class Reporter {
       if (res.statusCode < 300) {
         this.sent = counts;
         this.sentEndpoints = all;
+        this.acceptedSeq = extended ? seq : 0;
         if (full) this.lastFull = now;
       } else {
         this.lastFull = 0; // not taken: the next report is whole
@@ -147,9 +158,10 @@ export class Reporter {
       if (res.statusCode === 409) {
         // (it has nothing to lay this one over: the whole one goes now)
         this.again = true;
-      } else if (res.statusCode === 400 && partialEndpoints) {
-        this.endpointsPartial = false;
-        this.logger.warn('the control plane does not read partial endpoint lists (an older version): reports carry every endpoint');
+      } else if (res.statusCode === 400 && extended) {
+        this.plainUntil = now + 5 * 60_000;
+        this.again = true;
+        this.logger.warn('the control plane refused a report with numbers and partial endpoint lists (an older version?): reports carry every endpoint for the next 5 minutes');
       } else if (res.statusCode >= 400 && res.statusCode !== 404) this.logger.warn({ status: res.statusCode }, 'control plane refused the proxy report');
     } catch (e) {
       this.lastFull = 0; // not delivered: the next report is whole

@@ -107,7 +107,8 @@ describe('GET /v1/routes/watch', () => {
     // what the socket already held, then the newest alone
     expect(newest).toBeGreaterThan(0);
     expect(versions.at(-1)).toBe(newest);
-    expect(versions.length).toBeLessThan(8);
+    // (the kernel's socket buffers hold a few 1 MiB tables: 5-8 seen; queued, it would be 64)
+    expect(versions.length).toBeLessThan(12);
     s.destroy();
     const t2 = Date.now();
     while (hub.subscriberCount > before && Date.now() - t2 < 5000) await new Promise((r) => setTimeout(r, 20));

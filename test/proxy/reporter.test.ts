@@ -7,7 +7,7 @@ import { Reporter } from '../../proxy/sync/reporter.js';
 import { mergeCounts, type ReportCounts } from '../../proxy/metrics/report-counts.js';
 
 type Endpoint = { address: string; inflight: number; requests: number; state: string };
-type Report = { tableVersion: number | null; partial?: boolean; endpointsPartial?: boolean; gone?: string[]; routes: Array<{ id: string; requests: number; inflight: number; concurrency: number }>; endpoints: Endpoint[] };
+type Report = { tableVersion: number | null; seq?: number; base?: number; partial?: boolean; endpointsPartial?: boolean; gone?: string[]; routes: Array<{ id: string; requests: number; inflight: number; concurrency: number }>; endpoints: Endpoint[] };
 
 const counts = (ids: readonly string[], values: number[][]): ReportCounts =>
   ({ ids, counts: Float64Array.from(values.flat()), endpoints: [{ address: '127.0.0.1:1', inflight: 0, requests: 0, state: 'closed' }] });
@@ -56,7 +56,7 @@ describe('proxy reports (sync/reporter.ts)', () => {
     }
   });
 
-  it('sends every endpoint, then only those whose counts or state moved and the addresses gone; whole again when the control plane has nothing to lay them over (409); whole lists for one that cannot read them (400)', async () => {
+  it('sends every endpoint, then only those whose counts or state moved and the addresses gone, each report numbered after the last accepted; whole again when the control plane cannot lay it over that (409); plain reports for one that cannot read them (400)', async () => {
     const got: Report[] = [];
     const statuses: number[] = [];
     const srv = createServer((req, res) => {
@@ -80,28 +80,37 @@ describe('proxy reports (sync/reporter.ts)', () => {
       return got.slice(from);
     };
     try {
-      expect((await next())[0].endpoints).toEqual(endpoints);
+      const [first] = await next();
+      expect(first.endpoints).toEqual(endpoints);
+      expect(first.seq).toBe(1);
+      expect(first.base).toBeUndefined();
       // :2 moved, :3's breaker opened, :1 is gone, :4 is new
       endpoints = [ep(2, 0, 6), ep(3, 0, 9, 'open'), ep(4, 0, 0)];
       const [p1] = await next();
-      expect(p1).toMatchObject({ partial: true, endpointsPartial: true, gone: ['127.0.0.1:1'], endpoints: [ep(2, 0, 6), ep(3, 0, 9, 'open'), ep(4, 0, 0)] });
+      expect(p1).toMatchObject({ seq: 2, base: 1, partial: true, endpointsPartial: true, gone: ['127.0.0.1:1'], endpoints: [ep(2, 0, 6), ep(3, 0, 9, 'open'), ep(4, 0, 0)] });
       const [p2] = await next();
-      expect(p2).toMatchObject({ endpointsPartial: true, gone: [], endpoints: [] });
+      expect(p2).toMatchObject({ seq: 3, base: 2, endpointsPartial: true, gone: [], endpoints: [] });
       // a control plane that restarted: 409, and the whole report goes at once
       statuses.push(409);
       endpoints = [ep(2, 1, 7), ep(3, 0, 9, 'open'), ep(4, 0, 0)];
       const [refused, whole] = await next(2);
-      expect(refused).toMatchObject({ endpointsPartial: true, endpoints: [ep(2, 1, 7)] });
+      expect(refused).toMatchObject({ seq: 4, base: 3, endpointsPartial: true, endpoints: [ep(2, 1, 7)] });
       expect(whole.partial).toBeUndefined();
       expect(whole.endpointsPartial).toBeUndefined();
+      expect(whole.base).toBeUndefined();
+      expect(whole.seq).toBe(5);
       expect(whole.endpoints).toEqual(endpoints);
-      // an older control plane refuses the fields (400): every endpoint from then on
+      // an older control plane refuses the fields (400): reports as it knew them, at once (routes
+      // partial, every endpoint, no numbers)
       statuses.push(400);
       endpoints = [ep(2, 0, 8), ep(3, 0, 9, 'open'), ep(4, 0, 0)];
-      await next();
-      await next(); // (whole: the one after a refused report)
+      const [old, plain] = await next(2);
+      expect(old.seq).toBe(6);
+      expect(plain.seq).toBeUndefined();
+      expect(plain.partial).toBeUndefined();
       const [p3] = await next();
       expect(p3.partial).toBe(true);
+      expect(p3.seq).toBeUndefined();
       expect(p3.endpointsPartial).toBeUndefined();
       expect(p3.endpoints).toEqual(endpoints);
     } finally {
