@@ -161,20 +161,19 @@ export function adminToken(p: ProxyProc): string {
   return readFileSync(join(p.dir, 'admin-token'), 'utf8').trim();
 }
 
-export async function putRoutes(p: ProxyProc, table: unknown, token = adminToken(p)): Promise<Resp> {
-  const r = await request(`${p.admin}/routes`, {
-    method: 'PUT',
-    body: typeof table === 'string' ? table : JSON.stringify(table),
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-  });
-  return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
+export function putRoutes(p: ProxyProc, table: unknown, token = adminToken(p)): Promise<Resp> {
+  return writeRoutes(p, 'PUT', table, token);
 }
 
 /** PATCH /routes: a route delta (shared/routes/schema.ts RouteDelta) to the table served. */
-export async function patchRoutes(p: ProxyProc, delta: unknown, token = adminToken(p)): Promise<Resp> {
+export function patchRoutes(p: ProxyProc, delta: unknown, token = adminToken(p)): Promise<Resp> {
+  return writeRoutes(p, 'PATCH', delta, token);
+}
+
+async function writeRoutes(p: ProxyProc, method: 'PUT' | 'PATCH', body: unknown, token: string): Promise<Resp> {
   const r = await request(`${p.admin}/routes`, {
-    method: 'PATCH',
-    body: typeof delta === 'string' ? delta : JSON.stringify(delta),
+    method,
+    body: typeof body === 'string' ? body : JSON.stringify(body),
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
   });
   return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
