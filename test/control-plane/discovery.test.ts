@@ -26,7 +26,9 @@ const proxy = () => new Api(cp.url, TOKEN);
 const readyImage = (userId: number, host: string, max = 2) => insertReadyImage(cp, userId, host, max);
 
 beforeAll(async () => {
-  t = await startTestControlPlane({ seedDefaultUser: false, proxyToken: TOKEN, dockerHost: 'unix:///nonexistent/docker.sock' });
+  // (no health probes: the containers these tests insert listen nowhere — or on a port another
+  // test's server took —, and a probe flipping one mid-test would race the tables compared)
+  t = await startTestControlPlane({ seedDefaultUser: false, proxyToken: TOKEN, dockerHost: 'unix:///nonexistent/docker.sock', health: { intervalMs: 3_600_000 } });
   cp = t.cp;
   alice = await new Api(cp.url).signup('alice-disc@example.com');
   bob = await new Api(cp.url).signup('bob-disc@example.com');
@@ -329,7 +331,14 @@ describe('the route hub', () => {
       await cp.db.query(`INSERT INTO app_invokers (app_hostname, name, token_sha256) VALUES ('hub-notify-b.example.com', 'ci', $1)`, ['ab'.repeat(32)]);
       await until('b needs the token', () => route(b)?.auth?.tokens.length === 1);
       expect(reads.slice(from).every((r) => r !== 'all')).toBe(true);
-      expect(sorted(hub.table!.routes)).toEqual(sorted(makeTable(0, await buildRoutes(cp.db, cp.app.config.endpointHost)).routes));
+      // the table a whole build makes (compared until a change made meanwhile has reached the hub)
+      const whole = async () => sorted(makeTable(0, await buildRoutes(cp.db, cp.app.config.endpointHost)).routes);
+      let want = await whole();
+      for (let i = 0; i < 50 && JSON.stringify(sorted(hub.table!.routes)) !== JSON.stringify(want); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        want = await whole();
+      }
+      expect(sorted(hub.table!.routes)).toEqual(want);
 
       // an app that goes: every app is read (other apps' tag hosts may claim its name now)
       const before = reads.length;
