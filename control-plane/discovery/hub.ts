@@ -41,8 +41,8 @@ const FULL_POLL_MS = 30_000;
  * app's hostname at each commit (migration 029), on whichever control plane, and the hub LISTENs
  * (`listenUrl`; db/listen.ts). `schedule()` with no hosts waits for a notification of the
  * listener's own to come back — those of every transaction committed before come first — and
- * reads every app when it does not. Every app is read at the start, when one comes or goes, when
- * many changed, and while nobody listens. A rebuild that fails is tried again (1 s, doubling to 30 s).
+ * reads every app when it does not. Every app is read at the start, when many changed, when an
+ * app whose hostname has `---` (an older one) comes or goes, and while nobody listens. A rebuild that fails is tried again (1 s, doubling to 30 s).
  *
  * A poll every `pollMs` (every FULL_POLL_MS while listening, as a net) picks up changes made by
  * other control planes sharing the database. It
@@ -338,12 +338,15 @@ export class RouteHub {
   }
 
   /**
-   * The routes of the apps `hosts` names, read again. An app that came or went changes which tag
-   * hosts other apps may claim (route-table.ts): every app is read then.
+   * The routes of the apps `hosts` names, read again (an app that came: its routes added; one
+   * that went: its routes removed). Other apps' routes depend on which apps exist only through
+   * their tag hosts (`{tag}---{host}`), which an app hostname takes from them (route-table.ts):
+   * an app hostname without `---` (the upload refuses it in new ones) is never one; one that came
+   * or went with it — an older app's — has every app read.
    */
   private async readSome(hosts: string[]): Promise<number> {
     const byApp = await readAppRoutes(this.db, this.endpointHost, this.hold, { hosts, appHosts: new Set(this.appRoutes.keys()) });
-    for (const h of hosts) if (byApp.has(h) !== this.appRoutes.has(h)) return this.readAll();
+    for (const h of hosts) if (byApp.has(h) !== this.appRoutes.has(h) && h.includes('---')) return this.readAll();
     const texts = new Map<string, string>();
     const upsert: string[] = [];
     const remove: string[] = [];
@@ -353,20 +356,25 @@ export class RouteHub {
         texts.set(r.id, text);
         if (this.built.get(r.id) !== text) upsert.push(text);
       }
-      for (const id of this.appRoutes.get(host)!) if (!texts.has(id)) remove.push(id);
+      for (const id of this.appRoutes.get(host) ?? []) if (!texts.has(id)) remove.push(id);
     }
-    if (upsert.length === 0 && remove.length === 0) return this.current!.version;
-    let version: number;
-    try {
-      version = await this.publish(upsert, remove, null);
-    } catch (e) {
-      // (a change that does not fit the table this way: made whole, or the error a whole one gives)
-      if (e instanceof RouteTableError) return this.readAll();
-      throw e;
+    // (apps gone: deleted, being deleted, or without a revision any more)
+    const gone = hosts.filter((h) => !byApp.has(h) && this.appRoutes.has(h));
+    for (const h of gone) for (const id of this.appRoutes.get(h)!) remove.push(id);
+    let version = this.current!.version;
+    if (upsert.length > 0 || remove.length > 0) {
+      try {
+        version = await this.publish(upsert, remove, null);
+      } catch (e) {
+        // (a change that does not fit the table this way: made whole, or the error a whole one gives)
+        if (e instanceof RouteTableError) return this.readAll();
+        throw e;
+      }
     }
     for (const id of remove) this.built.delete(id);
     for (const [id, text] of texts) this.built.set(id, text);
     for (const [host, rs] of byApp) this.appRoutes.set(host, rs.map((r) => r.id));
+    for (const h of gone) this.appRoutes.delete(h);
     return version;
   }
 

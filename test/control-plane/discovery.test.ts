@@ -290,7 +290,7 @@ describe('the route hub', () => {
     }
   });
 
-  it('is told by Postgres which apps changed, on any control plane, and reads only their routes (every app when one comes or goes)', async () => {
+  it('is told by Postgres which apps changed, on any control plane, and reads only their routes (every app when an older one with `---` in its name comes or goes)', async () => {
     const a = await readyImage(aliceId, 'hub-notify-a.example.com');
     const b = await readyImage(bobId, 'hub-notify-b.example.com');
     const reads: Array<string[] | 'all'> = [];
@@ -331,20 +331,34 @@ describe('the route hub', () => {
       await cp.db.query(`INSERT INTO app_invokers (app_hostname, name, token_sha256) VALUES ('hub-notify-b.example.com', 'ci', $1)`, ['ab'.repeat(32)]);
       await until('b needs the token', () => route(b)?.auth?.tokens.length === 1);
       expect(reads.slice(from).every((r) => r !== 'all')).toBe(true);
-      // the table a whole build makes (compared until a change made meanwhile has reached the hub)
+      // the table a whole build makes (compared once a change made meanwhile has reached the hub)
       const whole = async () => sorted(makeTable(0, await buildRoutes(cp.db, cp.app.config.endpointHost)).routes);
-      let want = await whole();
-      for (let i = 0; i < 50 && JSON.stringify(sorted(hub.table!.routes)) !== JSON.stringify(want); i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        want = await whole();
-      }
+      const settled = async () => {
+        let want = await whole();
+        for (let i = 0; i < 50 && JSON.stringify(sorted(hub.table!.routes)) !== JSON.stringify(want); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          want = await whole();
+        }
+        return want;
+      };
+      const want = await settled();
       expect(sorted(hub.table!.routes)).toEqual(want);
 
-      // an app that goes: every app is read (other apps' tag hosts may claim its name now)
-      const before = reads.length;
+      // an app that goes, or comes: its own routes only
+      let before = reads.length;
       await cp.db.query(`UPDATE apps SET deleting_at = now() WHERE app_hostname = 'hub-notify-a.example.com'`);
       await until('a is gone', () => route(a) === undefined);
-      expect(reads.slice(before)).toContain('all');
+      const c = await readyImage(aliceId, 'hub-notify-c.example.com');
+      await until('c is there', () => route(c) !== undefined);
+      expect(reads.slice(before)).not.toContain('all');
+      expect(reads.slice(before)).toContainEqual(['hub-notify-a.example.com']);
+      // an older app whose hostname has `---` (it could take another app's tag host): every app
+      before = reads.length;
+      await readyImage(bobId, 'old---hub-notify-c.example.com');
+      await until('every app read', () => reads.slice(before).includes('all'));
+      await cp.db.query(`UPDATE apps SET deleting_at = now() WHERE app_hostname = 'old---hub-notify-c.example.com'`);
+      const end = await settled();
+      expect(sorted(hub.table!.routes)).toEqual(end);
     } finally {
       hub.stop();
       await cp.db.query(`UPDATE apps SET deleting_at = NULL WHERE app_hostname = 'hub-notify-a.example.com'`);
