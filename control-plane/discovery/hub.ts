@@ -26,6 +26,8 @@ const WRITES = `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text
  * other control planes, this late).
  */
 const FULL_POLL_MS = 30_000;
+/** The same while listening (the poll is a net for a notification missed, not the way changes come). */
+const LISTENING_FULL_POLL_MS = 10 * 60_000;
 
 /**
  * The current route table and its subscribers (proxy watch streams).
@@ -42,15 +44,15 @@ const FULL_POLL_MS = 30_000;
  * (`listenUrl`; db/listen.ts). `schedule()` with no hosts waits for a notification of the
  * listener's own to come back — those of every transaction committed before come first — and
  * reads every app when it does not. Every app is read at the start, when many changed, when an
- * app whose hostname has `---` (an older one) comes or goes, and while nobody listens. A rebuild that fails is tried again (1 s, doubling to 30 s).
+ * app whose hostname has `---` (an older one) comes or goes, and while nobody listens. A rebuild
+ * that fails is tried again (1 s, doubling to 30 s).
  *
  * A poll every `pollMs` (every FULL_POLL_MS while listening, as a net) picks up changes made by
- * other control planes sharing the database. It
- * rebuilds only when Postgres counts rows written to the tables routes are read from since the
- * last rebuild began (WRITES), or FULL_POLL_MS after the last rebuild whatever the counts say —
- * and waits ten times as long as the last rebuild took when that is longer (10,000 apps take
- * 90–170 ms to read and compare: every second, 10–17 % of this event loop for nothing). Versions
- * come from a Postgres sequence, so they only ever grow, across restarts and across control planes.
+ * other control planes sharing the database. It reads every app only when Postgres counts rows
+ * written to the tables routes are read from since the last such read began (WRITES), or
+ * FULL_POLL_MS after it whatever the counts say (LISTENING_FULL_POLL_MS while listening) — and waits ten times as long as the last such
+ * read took when that is longer (10,000 apps take 95–215 ms). Versions come from a Postgres
+ * sequence, so they only ever grow, across restarts and across control planes.
  */
 export class RouteHub {
   private current: RouteTableSpec | null = null;
@@ -160,7 +162,8 @@ export class RouteHub {
 
   /** Whether the tables may have changed since the last rebuild of every app began (true when unsure). */
   private async changedSince(): Promise<boolean> {
-    if (this.writes === null || Date.now() - this.builtAt >= FULL_POLL_MS) return true;
+    const trust = this.listener?.listening ? LISTENING_FULL_POLL_MS : FULL_POLL_MS;
+    if (this.writes === null || Date.now() - this.builtAt >= trust) return true;
     return (await this.countWrites()) !== this.writes;
   }
 
