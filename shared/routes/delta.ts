@@ -77,10 +77,19 @@ export function applyRouteDeltas(base: RouteTableSpec, deltas: readonly RouteDel
   keepHostOwners(base, null);
   let t = base;
   for (const d of deltas) {
-    const { table: next, removed, replaced } = merge(t, d);
-    if (next.routes.length > MAX_ROUTES) throw new RouteTableError(`the table the delta makes has ${next.routes.length} routes; at most ${MAX_ROUTES}`, 'upsert');
+    let merged: ReturnType<typeof merge>;
     const up = d.upsert;
-    for (let i = 0; i < up.length; i++) checkRoute(up[i], `upsert.${i}`);
+    try {
+      merged = merge(t, d);
+      if (merged.table.routes.length > MAX_ROUTES) throw new RouteTableError(`the table the delta makes has ${merged.table.routes.length} routes; at most ${MAX_ROUTES}`, 'upsert');
+      for (let i = 0; i < up.length; i++) checkRoute(up[i], `upsert.${i}`);
+    } catch (e) {
+      // (refused before the index was touched: `t` keeps it, so a table a bad delta — or an
+      // admin's bad PATCH — was refused against is not checked whole again for the next one)
+      keepHostOwners(t, index);
+      throw e;
+    }
+    const { table: next, removed, replaced } = merged;
     // Every host leaving first (the removed routes', and those a changed route no longer lists),
     // then the hosts a changed route keeps, then the new ones: so the answer does not depend on
     // the order of `upsert` (a host moving to a route listed before the one it leaves is fine).

@@ -54,6 +54,22 @@ describe('route deltas (shared/routes/delta.ts)', () => {
     expect(ok.routes.map((x) => [x.id, x.hosts])).toEqual([['b', ['b.test']], ['c', ['a.test']]]);
   });
 
+  it('a delta refused before its hosts are looked at leaves the base its host index (the next delta is not checked against the whole table again)', () => {
+    const base = validateRouteTable(JSON.parse(JSON.stringify({ version: 5, routes: [r('a', ['a.test'], 1), r('b', ['b.test'], 2)] })), true);
+    const index = hostOwners(base);
+    expect(index).toBeDefined();
+    for (const bad of [d(4, 6), d(5, 6, [], ['zz']), d(5, 6, [{ ...r('c', ['c.test'], 3), endpoints: [{ id: 'x', address: 'nope' }] }])]) {
+      expect(() => applyRouteDeltas(base, [bad])).toThrow(RouteTableError);
+      expect(hostOwners(base)).toBe(index);
+    }
+    // refused on a host (the index was being changed): dropped, and built again when needed
+    expect(() => applyRouteDeltas(base, [d(5, 6, [r('c', ['a.test'], 3)])])).toThrow(/already served/);
+    expect(hostOwners(base)).toBeUndefined();
+    const next = applyRouteDeltas(base, [d(5, 6, [r('c', ['c.test'], 3)])]);
+    expect(next.routes.map((x) => x.id)).toEqual(['a', 'b', 'c']);
+    expect([...hostOwners(next)!.keys()].sort()).toEqual(['a.test', 'b.test', 'c.test']);
+  });
+
   it('checks a delta the same whatever the order of its routes: a host may move to a route listed before the one it leaves', () => {
     const whole = (x: RouteTableSpec) => validateRouteTable(JSON.parse(JSON.stringify(x)));
     const cases: Array<[RouteTableSpec, (order: 0 | 1) => RouteDelta]> = [
