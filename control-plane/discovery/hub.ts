@@ -308,25 +308,10 @@ export class RouteHub {
       const writes = await this.countWrites();
       const startedAt = Date.now();
       const byApp = await readAppRoutes(this.db, this.endpointHost, this.hold);
-      // each route against its version in the current table: changed (or new), or gone
-      const routes: RouteSpec[] = [];
-      const texts = new Map<string, string>();
-      const appRoutes = new Map<string, string[]>();
-      const upsert: string[] = [];
-      for (const [host, rs] of byApp) {
-        const ids: string[] = [];
-        for (const r of rs) {
-          const text = JSON.stringify(r);
-          routes.push(r);
-          ids.push(r.id);
-          texts.set(r.id, text);
-          if (this.built.get(r.id) !== text) upsert.push(text);
-        }
-        appRoutes.set(host, ids);
-      }
+      const { texts, upsert, appRoutes } = this.compare(byApp);
       const remove: string[] = [];
       for (const id of this.built.keys()) if (!texts.has(id)) remove.push(id);
-      const version = this.current && upsert.length === 0 && remove.length === 0 ? this.current.version : await this.publish(upsert, remove, routes);
+      const version = this.current && upsert.length === 0 && remove.length === 0 ? this.current.version : await this.publish(upsert, remove, [...byApp.values()].flat());
       this.built = texts;
       this.appRoutes = appRoutes;
       this.writes = writes;
@@ -350,17 +335,9 @@ export class RouteHub {
   private async readSome(hosts: string[]): Promise<number> {
     const byApp = await readAppRoutes(this.db, this.endpointHost, this.hold, { hosts, appHosts: new Set(this.appRoutes.keys()) });
     for (const h of hosts) if (byApp.has(h) !== this.appRoutes.has(h) && h.includes('---')) return this.readAll();
-    const texts = new Map<string, string>();
-    const upsert: string[] = [];
+    const { texts, upsert, appRoutes } = this.compare(byApp);
     const remove: string[] = [];
-    for (const [host, rs] of byApp) {
-      for (const r of rs) {
-        const text = JSON.stringify(r);
-        texts.set(r.id, text);
-        if (this.built.get(r.id) !== text) upsert.push(text);
-      }
-      for (const id of this.appRoutes.get(host) ?? []) if (!texts.has(id)) remove.push(id);
-    }
+    for (const host of byApp.keys()) for (const id of this.appRoutes.get(host) ?? []) if (!texts.has(id)) remove.push(id);
     // (apps gone: deleted, being deleted, or without a revision any more)
     const gone = hosts.filter((h) => !byApp.has(h) && this.appRoutes.has(h));
     for (const h of gone) for (const id of this.appRoutes.get(h)!) remove.push(id);
@@ -376,9 +353,27 @@ export class RouteHub {
     }
     for (const id of remove) this.built.delete(id);
     for (const [id, text] of texts) this.built.set(id, text);
-    for (const [host, rs] of byApp) this.appRoutes.set(host, rs.map((r) => r.id));
+    for (const [host, ids] of appRoutes) this.appRoutes.set(host, ids);
     for (const h of gone) this.appRoutes.delete(h);
     return version;
+  }
+
+  /** Each route read, as JSON, against the current table's: those changed (or new), and each app's route ids. */
+  private compare(byApp: Map<string, RouteSpec[]>): { texts: Map<string, string>; upsert: string[]; appRoutes: Map<string, string[]> } {
+    const texts = new Map<string, string>();
+    const upsert: string[] = [];
+    const appRoutes = new Map<string, string[]>();
+    for (const [host, rs] of byApp) {
+      const ids: string[] = [];
+      for (const r of rs) {
+        const text = JSON.stringify(r);
+        texts.set(r.id, text);
+        ids.push(r.id);
+        if (this.built.get(r.id) !== text) upsert.push(text);
+      }
+      appRoutes.set(host, ids);
+    }
+    return { texts, upsert, appRoutes };
   }
 
   /**

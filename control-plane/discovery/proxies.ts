@@ -72,10 +72,10 @@ export class ProxyRegistry {
     const prev = this.entries.get(report.proxyId);
     if (report.seq !== undefined && prev?.seq !== undefined && report.seq <= prev.seq) return false;
     if (report.endpointsPartial && report.base === undefined) return false;
-    if (report.partial && report.base !== undefined) {
-      if (prev === undefined || prev.seq !== report.base || Date.now() - prev.receivedAt > this.staleMs) return false;
-      if (prev.routes.size + report.routes.length > MAX_ENTRIES || prev.endpoints.size + report.endpoints.length > MAX_ENTRIES) return false;
-    }
+    if (report.partial && report.base !== undefined && (prev === undefined || prev.seq !== report.base || Date.now() - prev.receivedAt > this.staleMs)) return false;
+    // (an older proxy's partial reports, not numbered, are held to it too)
+    if (report.partial && prev !== undefined && (prev.routes.size + report.routes.length > MAX_ENTRIES ||
+      (report.endpointsPartial && prev.endpoints.size + report.endpoints.length > MAX_ENTRIES))) return false;
     let routes: Map<string, RouteReport>;
     let endpoints: Map<string, EndpointReport>;
     if (report.partial && prev !== undefined) {
