@@ -53,3 +53,12 @@ it('a partial report is taken only over the report it follows: not by a control 
   // partial endpoints without a base: not taken
   expect(b.record({ proxyId: 'p', seq: 9, tableVersion: 1, partial: true, endpointsPartial: true, routes: [], endpoints: [] }, '127.0.0.1')).toBe(false);
 });
+
+it('a partial report that would make a proxy hold more than 200,000 routes is not taken, numbered or not', () => {
+  const reg = new ProxyRegistry();
+  const routes = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: `r${from + i}`, requests: 0, inflight: 0 }));
+  expect(reg.record({ proxyId: 'o', tableVersion: 1, routes: routes(0, 150_000), endpoints: [] }, '127.0.0.1')).toBe(true);
+  expect(reg.record({ proxyId: 'o', tableVersion: 1, partial: true, routes: routes(150_000, 60_000), endpoints: [] }, '127.0.0.1')).toBe(false);
+  expect(reg.live()[0].routes.size).toBe(150_000);
+  expect(reg.record({ proxyId: 'o', tableVersion: 1, partial: true, routes: routes(150_000, 10), endpoints: [] }, '127.0.0.1')).toBe(true);
+});
