@@ -22,7 +22,7 @@ import { Reporter } from './sync/reporter.js';
 import { mergeCounts } from './metrics/report-counts.js';
 import { WorkerPool } from './workers/pool.js';
 import { loadTlsConfig } from './server/tls.js';
-import { tlsExpiryMetrics } from './metrics/prometheus.js';
+import { tlsExpiryMetrics, workerRestartMetric } from './metrics/prometheus.js';
 
 export interface ProxyOptions {
   listenHost: string;
@@ -123,7 +123,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     port = await plane.listen(o.listenHost, o.listenPort);
     if (tls) tlsPort = await plane.listenTls(tls.host, tls.port, tls.config, tls.redirect);
   } else {
-    pool = new WorkerPool();
+    pool = new WorkerPool(log);
     pool.onActivate = activator ? (id) => activator.activate(id) : null;
     ({ port, tlsPort } = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames, canActivate: activator !== null, tls }));
   }
@@ -226,7 +226,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     let r: { version: number; routes: number; ms: number };
     if (change && change.from === current) {
       try {
-        r = plane ? plane.applyDeltas(change.deltas, spec) : await pool!.applyDeltas(change.deltas);
+        r = plane ? plane.applyDeltas(change.deltas, spec) : await pool!.applyDeltas(change.deltas, spec);
       } catch (e) {
         log.warn({ err: (e as Error).message }, 'route deltas could not be applied; applying the whole table');
         r = await whole();
@@ -294,12 +294,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       tableVersion: current?.version ?? null,
       source,
       workers: Math.max(1, o.workers),
+      // worker threads started again after one died (pool.ts)
+      workerRestarts: pool?.restarts ?? 0,
       controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError, proxyId: reporter!.proxyId } : null,
       metering: meter ? { stream: meter.outbox.stream, pendingBatches: meter.outbox.pending, lastError: meter.lastError } : null,
       // when each certificate expires (renew, then SIGHUP / POST /tls/reload)
       tls: tls ? { listen: `${tls.host}:${tlsPort}`, certificates: tls.config.expiry } : null,
     }),
-    extraMetrics: () => (tls ? tlsExpiryMetrics(tls.config.expiry) : ''),
+    extraMetrics: () => (tls ? tlsExpiryMetrics(tls.config.expiry) : '') + (pool ? workerRestartMetric(pool.restarts) : ''),
   }, adminAuth);
   admin.listen(o.adminPort, o.adminHost);
   await once(admin, 'listening');

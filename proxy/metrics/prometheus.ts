@@ -146,3 +146,10 @@ export function tlsExpiryMetrics(expiry: { name: string; notAfter: string }[]): 
   for (const e of expiry) L.push(`berth_proxy_tls_certificate_expiry_seconds{name="${esc(e.name)}"} ${Math.floor(Date.parse(e.notAfter) / 1000)}`);
   return L.join('\n') + '\n';
 }
+
+/** How many worker threads were started again after one died (workers/pool.ts). */
+export function workerRestartMetric(restarts: number): string {
+  return '# HELP berth_proxy_worker_restarts_total Worker threads started again in the place of one that died.\n' +
+    '# TYPE berth_proxy_worker_restarts_total counter\n' +
+    `berth_proxy_worker_restarts_total ${restarts}\n`;
+}

@@ -4,6 +4,7 @@ import type { MeterEntry } from '../../shared/metering/schema.js';
 import type { StatsSnapshot } from '../metrics/prometheus.js';
 import type { ReportCounts } from '../metrics/report-counts.js';
 import type { TlsConfig } from '../server/tls.js';
+import type { Logger } from '../../shared/logging.js';
 
 export interface WorkerInit {
   host: string;
@@ -15,6 +16,8 @@ export interface WorkerInit {
   canActivate?: boolean;
   /** an HTTPS listener too, on every worker (SO_REUSEPORT, as the plain one) */
   tls?: { host: string; port: number; config: TlsConfig; redirect?: boolean };
+  /** served before it listens (a worker started again in a dead one's place) */
+  table?: RouteTableSpec;
 }
 
 type Msg =
@@ -26,7 +29,8 @@ type Msg =
   | { type: 'meters'; seq: number; entries: MeterEntry[] }
   | { type: 'closed'; entries?: MeterEntry[] }
   | { type: 'tls-reloaded'; seq: number; error?: string }
-  | { type: 'activate'; route: string };
+  | { type: 'activate'; route: string }
+  | { type: 'fatal'; error: string };
 
 /**
  * Apply `next` on threads 0..n-1 at once; when any fails, the threads that took it apply
@@ -45,35 +49,101 @@ export async function allOrNone<C>(n: number, apply: (i: number, c: C) => Promis
     : `${failed}; ${stuck} of ${n} threads could not go back and serve the new certificates, the others the ones in use: reload again`;
 }
 
+/** How soon a worker that died is started again: at once, unless it lived less than this. */
+const SHORT_LIFE_MS = 10_000;
+const RESPAWN_MAX_DELAY_MS = 30_000;
+
 /**
  * N data planes on worker threads sharing one port (uWS listens with SO_REUSEPORT, the kernel
  * spreads connections). The main thread owns the table and posts it to every worker.
+ *
+ * A worker that dies (an uncaught exception in it, or it ran out of memory) is started again in
+ * its place, as nginx's master starts a dead worker process again: the others go on serving,
+ * the new one takes the table served now before it listens, and a worker that keeps dying soon
+ * after its start waits longer each time (1 s doubling to 30 s). What the dead one had in flight
+ * is lost: its requests' connections, and its metering counts since the last drain.
  */
 export class WorkerPool {
   /** a worker holds requests for a scaled-to-zero route: wake it (set by the proxy) */
   onActivate: ((routeId: string) => void) | null = null;
+  /** workers started again since the pool started */
+  restarts = 0;
   private workers: Worker[] = [];
   private seq = 0;
-  private waiters = new Map<string, (m: Msg) => void>();
+  private waiters = new Map<string, (m: Msg | null) => void>();
   private reportIds: readonly string[] = [];
+  /** how long each worker waited before its last start (doubling while it keeps dying young) */
+  private delays: number[] = [];
+  /** worker i's thread has ended (until the one in its place starts) */
+  private gone: boolean[] = [];
+  private init: WorkerInit | null = null;
+  /** the table the workers were last told to serve (a worker started again is given it) */
+  private table: RouteTableSpec | null = null;
+  private closing = false;
+
+  /** `script`: the worker's module (tests run it with a way to crash it beside it) */
+  constructor(private readonly log: Logger | null = null, private readonly script = new URL('./worker.js', import.meta.url)) {}
 
   async start(n: number, init: WorkerInit): Promise<{ port: number; tlsPort: number }> {
-    const url = new URL('./worker.js', import.meta.url);
     let port = init.port;
     let tlsPort = init.tls?.port ?? 0;
     for (let i = 0; i < n; i++) {
       // the first worker may be given port 0: the others take the port it got
-      const w = new Worker(url, { workerData: { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}), index: i } });
-      this.workers.push(w);
-      w.on('message', (m: Msg) => this.onMessage(i, m));
-      w.on('error', (e) => { process.stderr.write(`berth proxy worker ${i} crashed: ${e.stack}\n`); process.exit(1); });
-      const m = await new Promise<Msg & { type: 'listening' }>((resolve, reject) => {
-        this.waiters.set(`${i}:listen`, (r) => (r.type === 'listening' ? resolve(r) : reject(new Error((r as { message: string }).message))));
-      });
+      const m = await this.spawn(i, { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}) });
       port = m.port;
       tlsPort = m.tlsPort ?? 0;
     }
+    this.init = { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}) };
     return { port, tlsPort };
+  }
+
+  /** Worker i started (again) with `init`; answers when it listens, throws when it could not. */
+  private spawn(i: number, init: WorkerInit): Promise<Msg & { type: 'listening' }> {
+    const w = new Worker(this.script, { workerData: { ...init, index: i } });
+    const born = Date.now();
+    this.workers[i] = w;
+    this.gone[i] = false;
+    w.on('message', (m: Msg) => { if (this.workers[i] === w) this.onMessage(i, m); });
+    w.on('error', (e) => this.report({ worker: i, err: e.stack ?? String(e) }, 'proxy worker crashed'));
+    w.on('exit', (code) => {
+      if (this.workers[i] !== w) return;
+      this.gone[i] = true;
+      // whatever waited for it is answered now, not after a timeout (or never)
+      for (const [key, resolve] of this.waiters) {
+        if (key.startsWith(`${i}:`)) { this.waiters.delete(key); resolve(null); }
+      }
+      if (this.closing || this.init === null) return;
+      // a worker that keeps dying soon after its start waits longer each time
+      const delay = Date.now() - born < SHORT_LIFE_MS ? Math.min(RESPAWN_MAX_DELAY_MS, Math.max(1000, 2 * (this.delays[i] ?? 0))) : 0;
+      this.delays[i] = delay;
+      this.report({ worker: i, code, restartInMs: delay }, 'proxy worker exited; starting it again');
+      setTimeout(() => this.respawn(i), delay).unref();
+    });
+    return new Promise((resolve, reject) => {
+      this.waiters.set(`${i}:listen`, (r) => {
+        if (r?.type === 'listening') resolve(r);
+        else reject(new Error(r?.type === 'error' ? r.message : `worker ${i} exited before it listened`));
+      });
+    });
+  }
+
+  /** Worker i again, given the table served now; one that cannot listen goes (its exit tries again later). */
+  private respawn(i: number): void {
+    if (this.closing || this.init === null) return;
+    const table = this.table;
+    this.restarts++;
+    this.spawn(i, { ...this.init, ...(table ? { table } : {}) }).then(
+      () => this.log?.info({ worker: i, tableVersion: table?.version ?? null }, 'proxy worker started again'),
+      (e: Error) => {
+        this.report({ worker: i, err: e.message }, 'proxy worker could not start again');
+        void this.workers[i].terminate();
+      },
+    );
+  }
+
+  private report(fields: Record<string, unknown>, msg: string): void {
+    if (this.log) this.log.error(fields, msg);
+    else process.stderr.write(`berth proxy: ${msg} ${JSON.stringify(fields)}\n`);
   }
 
   private onMessage(i: number, m: Msg): void {
@@ -81,44 +151,64 @@ export class WorkerPool {
       this.onActivate?.(m.route);
       return;
     }
+    if (m.type === 'fatal') {
+      this.report({ worker: i, err: m.error }, 'proxy worker crashed (an uncaught exception); it exits and is started again');
+      return;
+    }
     const key = m.type === 'listening' || m.type === 'error' ? `${i}:listen` : m.type === 'closed' ? `${i}:closed` : `${i}:${m.seq}`;
     const w = this.waiters.get(key);
     if (w) { this.waiters.delete(key); w(m); }
   }
 
-  private request<T extends Msg>(i: number, msg: object): Promise<T> {
+  /** Worker i's answer, or null when it died first (it is being started again). */
+  private request<T extends Msg>(i: number, msg: object): Promise<T | null> {
     const seq = ++this.seq;
     return new Promise((resolve) => {
-      this.waiters.set(`${i}:${seq}`, (m) => resolve(m as T));
+      // (a message to a thread that has ended is dropped: nothing would answer)
+      if (this.gone[i]) return resolve(null);
+      this.waiters.set(`${i}:${seq}`, (m) => resolve(m as T | null));
       this.workers[i].postMessage({ ...msg, seq });
     });
   }
 
   apply(spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
-    return this.applyEach({ type: 'apply', spec });
+    return this.applyEach({ type: 'apply', spec }, spec);
   }
 
   /**
    * Deltas to the table every worker serves (DataPlane.applyDeltas): a few routes posted, not
-   * 10,000 copied to each thread. Throws when a worker could not (the caller sends the table).
+   * 10,000 copied to each thread; `spec` is the table they make (a worker started again is given
+   * it whole). Throws when a worker could not (the caller sends the table).
    */
-  applyDeltas(deltas: readonly RouteDelta[]): Promise<{ version: number; routes: number; ms: number }> {
-    return this.applyEach({ type: 'apply-deltas', deltas });
+  applyDeltas(deltas: readonly RouteDelta[], spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
+    return this.applyEach({ type: 'apply-deltas', deltas }, spec);
   }
 
-  private async applyEach(msg: object): Promise<{ version: number; routes: number; ms: number }> {
-    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'applied' }>>(i, msg)));
+  private async applyEach(msg: object, spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
+    const before = this.table;
+    // from here a worker started again is given this table: one that dies meanwhile serves it too
+    this.table = spec;
+    const res = (await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'applied' }>>(i, msg))))
+      .filter((r) => r !== null);
     const failed = res.find((r) => r.error !== undefined);
-    if (failed !== undefined) throw new Error(`a worker could not apply the table: ${failed.error}`);
-    return { version: res[0].version, routes: res[0].routes, ms: Math.max(...res.map((r) => r.ms)) };
+    if (failed !== undefined) {
+      this.table = before;
+      throw new Error(`a worker could not apply the table: ${failed.error}`);
+    }
+    return res.length === 0
+      ? { version: spec.version, routes: spec.routes.length, ms: 0 }
+      : { version: res[0].version, routes: res[0].routes, ms: Math.max(...res.map((r) => r.ms)) };
   }
 
   /**
    * Every worker's report counts (merged by the caller: metrics/report-counts.ts mergeCounts). An
    * id list equal to the one before is that very array (the reporter compares by identity first).
+   * A worker started again counts from zero.
    */
   async reportCounts(): Promise<ReportCounts[]> {
-    const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'report-counts' }>>(i, { type: 'report-counts' })));
+    const res = (await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'report-counts' }>>(i, { type: 'report-counts' }))))
+      .filter((r) => r !== null);
+    if (res.length === 0) throw new Error('no worker answered (they are starting again)');
     const last = this.reportIds;
     return res.map(({ counts }) => {
       const ids = counts.ids;
@@ -130,24 +220,31 @@ export class WorkerPool {
 
   async stats(): Promise<StatsSnapshot[]> {
     const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'stats' }>>(i, { type: 'stats' })));
-    return res.map((r) => r.stats);
+    const stats = res.flatMap((r) => (r === null ? [] : [r.stats]));
+    if (stats.length === 0) throw new Error('no worker answered (they are starting again)');
+    return stats;
   }
 
-  /** Metering deltas of every worker (each worker's counters restart at zero). */
+  /** Metering deltas of every worker (each worker's counters restart at zero; a dead one's are lost). */
   async drainMeters(): Promise<MeterEntry[]> {
     const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'meters' }>>(i, { type: 'meters' })));
-    return res.flatMap((r) => r.entries);
+    return res.flatMap((r) => (r === null ? [] : r.entries));
   }
 
   /**
    * New certificates on every worker's HTTPS listener (DataPlane.reloadTls), all or none: when
    * one worker fails, those that took them go back to `previous` (still on disk until a reload
-   * succeeds). Throws the first failure, saying what the threads serve now.
+   * succeeds). Throws the first failure, saying what the threads serve now. A worker that dies
+   * meanwhile fails it (it starts again with the certificates in use: reload again).
    */
   async reloadTls(config: TlsConfig, previous: TlsConfig): Promise<void> {
-    const problem = await allOrNone(this.workers.length, async (i, c) =>
-      (await this.request<Extract<Msg, { type: 'tls-reloaded' }>>(i, { type: 'tls', config: c })).error, config, previous);
+    const problem = await allOrNone(this.workers.length, async (i, c) => {
+      const r = await this.request<Extract<Msg, { type: 'tls-reloaded' }>>(i, { type: 'tls', config: c });
+      return r === null ? `worker ${i} exited` : r.error;
+    }, config, previous);
     if (problem !== null) throw new Error(problem);
+    // a worker started again from here listens with them
+    if (this.init?.tls) this.init = { ...this.init, tls: { ...this.init.tls, config } };
   }
 
   /**
@@ -155,15 +252,18 @@ export class WorkerPool {
    * counts. The threads stay until `terminate()` (the caller persists the counts first).
    */
   async close(): Promise<MeterEntry[]> {
+    this.closing = true;
     const last = await Promise.all(this.workers.map((w, i) => new Promise<MeterEntry[]>((resolve) => {
+      if (this.gone[i]) return resolve([]);
       const t = setTimeout(() => resolve([]), 7000);
-      this.waiters.set(`${i}:closed`, (m) => { clearTimeout(t); resolve((m as { entries?: MeterEntry[] }).entries ?? []); });
+      this.waiters.set(`${i}:closed`, (m) => { clearTimeout(t); resolve((m as { entries?: MeterEntry[] } | null)?.entries ?? []); });
       w.postMessage({ type: 'close' });
     })));
     return last.flat();
   }
 
   async terminate(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

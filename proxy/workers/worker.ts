@@ -12,7 +12,26 @@ const port = parentPort!;
 // held requests of a scaled-to-zero route: the main thread owns the control-plane connection
 if (init.canActivate) runtime.activate = (route: string) => port.postMessage({ type: 'activate', route });
 
+/**
+ * The last resort for a bug nothing caught (a timer's, a socket event's): the listeners and every
+ * client connection close at once, the main thread is told why, and the thread exits for the
+ * pool to start another in its place. Exiting with uWS sockets open would abort the whole
+ * process (Node closes a worker's loop and finds uWS's handles on it), so they close first.
+ */
+let dying = false;
+process.on('uncaughtException', (e) => {
+  if (dying) return;
+  dying = true;
+  port.postMessage({ type: 'fatal', error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+  const exit = () => process.exit(70);
+  plane.close(0).then(exit, exit);
+  // (a close that hangs on a broken thread: the sockets are closed by then, out it goes)
+  setTimeout(exit, 2000).unref();
+});
+
 (async () => {
+  // a worker started in a dead one's place serves the table before it takes a connection
+  if (init.table) plane.apply(init.table);
   const p = await plane.listen(init.host, init.port);
   const tlsPort = init.tls ? await plane.listenTls(init.tls.host, init.tls.port, init.tls.config, init.tls.redirect) : undefined;
   return { p, tlsPort };

@@ -238,7 +238,9 @@ describe('worker threads', () => {
       expect(after.every((r) => r.status === 200 && JSON.parse(r.body).name === 'b')).toBe(true);
       const s = (await json(`${q.admin}/stats`)).body;
       expect(s.workers).toBe(2);
+      expect(s.workerRestarts).toBe(0);
       expect(s.global.requests).toBe(60);
+      expect((await json(`${q.admin}/metrics`)).body).toContain('berth_proxy_worker_restarts_total 0\n');
       // a delta reaches every worker
       expect((await patchRoutes(q, { base: 2, version: 3, upsert: [route('w3', ['w3.test'], [a.address])], remove: ['w2'] })).status).toBe(200);
       const patched = await Promise.all(Array.from({ length: 20 }, () => get(q, 'w3.test')));

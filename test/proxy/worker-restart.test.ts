@@ -1,0 +1,129 @@
+/**
+ * A worker thread that dies is started again in its place (proxy/workers/pool.ts), as nginx's
+ * master starts a dead worker process again: the others go on serving, the new one serves the
+ * table the proxy serves now before it takes a connection, whatever waited for the dead one is
+ * answered, and one that keeps dying young waits longer each time.
+ *
+ * The pool runs in this process, its workers the built worker (dist/proxy/workers/worker.js)
+ * with a way to crash them beside it (test/helpers/crashing-proxy-worker.mjs): an exception
+ * thrown from the thread's event loop that nothing catches. (Worker.terminate() would not do:
+ * a thread that ends with uWS's sockets open aborts the whole process — which is why the worker
+ * closes them before it exits.)
+ */
+import { request as httpRequest } from 'node:http';
+import type { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WorkerPool as Pool } from '../../proxy/workers/pool.js';
+import type { RouteTableSpec } from '../../shared/routes/schema.js';
+import { applyRouteDeltas } from '../../shared/routes/delta.js';
+import { ROOT, freePort, route, startUpstream, table, waitFor, type Upstream } from './harness.js';
+
+let a: Upstream;
+let b: Upstream;
+let pool: Pool;
+let port = 0;
+
+const workersOf = (p: Pool) => (p as unknown as { workers: Worker[] }).workers;
+
+/** Worker i throws an exception nothing catches; answers when its thread has ended. */
+async function crash(i: number): Promise<void> {
+  const w = workersOf(pool)[i];
+  const exited = new Promise((resolve) => w.once('exit', resolve));
+  w.postMessage({ type: 'crash' });
+  expect(await exited).toBe(70);
+}
+
+/** One request on a connection of its own (so the kernel picks a worker for each): the upstream's name, or the status. */
+function fresh(host: string): Promise<string> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve(res.statusCode === 200 ? (JSON.parse(body) as { name: string }).name : String(res.statusCode)));
+    });
+    req.on('error', (e) => resolve(`error ${e.message}`));
+    req.end();
+  });
+}
+
+/** What 24 fresh connections were answered (both workers take some of them, as a rule). */
+async function answers(host: string): Promise<Set<string>> {
+  return new Set(await Promise.all(Array.from({ length: 24 }, () => fresh(host))));
+}
+
+beforeAll(async () => {
+  a = await startUpstream('a');
+  b = await startUpstream('b');
+  const { WorkerPool } = await import(pathToFileURL(join(ROOT, 'dist', 'proxy', 'workers', 'pool.js')).href) as { WorkerPool: typeof Pool };
+  pool = new WorkerPool(null, new URL('../helpers/crashing-proxy-worker.mjs', import.meta.url));
+  // (a port of its own: uWS sets SO_REUSEPORT only on a port it is given, not on port 0)
+  ({ port } = await pool.start(2, { host: '127.0.0.1', port: await freePort(), accessLogRate: 0, upstreamConnections: 8 }));
+  await pool.apply(table([route('r', ['r.test'], [a.address])], 1) as RouteTableSpec);
+});
+
+afterAll(async () => {
+  await pool?.close();
+  await pool?.terminate();
+  await a?.close();
+  await b?.close();
+});
+
+describe('a worker thread that dies', () => {
+  it('is started again with the table served now; the other serves meanwhile; a stats request waiting for it is answered', async () => {
+    expect(await answers('r.test')).toEqual(new Set(['a']));
+    const v1 = table([route('r', ['r.test'], [a.address])], 1) as RouteTableSpec;
+    const v2 = applyRouteDeltas(v1, [{ base: 1, version: 2, upsert: [route('r', ['r.test'], [b.address]) as RouteTableSpec['routes'][number]], remove: [] }]);
+    const dead = workersOf(pool)[0];
+    const stats = pool.stats();
+    await crash(0);
+    // the survivor answered, the dead one is left out: no wait for a thread that is gone
+    expect((await stats).length).toBeGreaterThanOrEqual(1);
+    // the other thread takes every new connection meanwhile
+    expect(await answers('r.test')).toEqual(new Set(['a']));
+    // a delta while it is gone: the survivor applies it, the new worker is given the table it makes
+    await pool.applyDeltas([{ base: 1, version: 2, upsert: [route('r', ['r.test'], [b.address]) as RouteTableSpec['routes'][number]], remove: [] }], v2);
+    await waitFor(() => pool.restarts === 1 && workersOf(pool)[0] !== dead, 5000);
+    await waitFor(async () => (await pool.stats()).length === 2, 5000);
+    // every connection, whichever thread takes it, is served by the table of version 2
+    expect(await answers('r.test')).toEqual(new Set(['b']));
+    const s = await pool.stats();
+    expect(s.length).toBe(2);
+  });
+
+  it('one that dies while a table is applied does not fail the apply, and starts with that table', async () => {
+    const dead = workersOf(pool)[1];
+    const killed = crash(1);
+    await pool.apply(table([route('r', ['r.test'], [a.address])], 3) as RouteTableSpec);
+    await killed;
+    await waitFor(() => pool.restarts === 2 && workersOf(pool)[1] !== dead, 5000);
+    await waitFor(async () => (await pool.stats()).length === 2, 5000);
+    expect(await answers('r.test')).toEqual(new Set(['a']));
+  });
+
+  it('one that keeps dying soon after its start waits longer each time (at least 1 s, then twice that)', async () => {
+    // worker 1 was started moments ago: it dies young (1 s, or 2 s if its last start was young too)
+    const t0 = Date.now();
+    await crash(1);
+    await waitFor(() => pool.restarts === 3, 5000, 20);
+    const first = Date.now() - t0;
+    expect(first).toBeGreaterThanOrEqual(900);
+    await waitFor(async () => (await pool.stats()).length === 2, 5000);
+    const t1 = Date.now();
+    await crash(1);
+    await waitFor(() => pool.restarts === 4, 10_000, 20);
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(2 * first - 250);
+    await waitFor(async () => (await pool.stats()).length === 2, 5000);
+    expect(await answers('r.test')).toEqual(new Set(['a']));
+  }, 30_000);
+
+  it('is not started again once the pool closes', async () => {
+    const restarts = pool.restarts;
+    await pool.close();
+    await pool.terminate();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(pool.restarts).toBe(restarts);
+  });
+});
