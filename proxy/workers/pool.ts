@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
@@ -85,16 +86,30 @@ export class WorkerPool {
   constructor(private readonly log: Logger | null = null, private readonly script = new URL('./worker.js', import.meta.url)) {}
 
   async start(n: number, init: WorkerInit): Promise<{ port: number; tlsPort: number }> {
-    let port = init.port;
-    let tlsPort = init.tls?.port ?? 0;
-    for (let i = 0; i < n; i++) {
-      // the first worker may be given port 0: the others take the port it got
-      const m = await this.spawn(i, { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}) });
-      port = m.port;
-      tlsPort = m.tlsPort ?? 0;
+    // uWS sets SO_REUSEPORT only on a port it is given, so port 0 cannot be shared as is: the
+    // kernel picks one first (another process could take it in between: tried again then)
+    const pick = n > 1 && (init.port === 0 || init.tls?.port === 0);
+    for (let attempt = 1; ; attempt++) {
+      const port = pick && init.port === 0 ? await freePort(init.host) : init.port;
+      const tlsPort = init.tls ? (pick && init.tls.port === 0 ? await freePort(init.tls.host) : init.tls.port) : 0;
+      const with_ = { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}) };
+      try {
+        let got = { port, tlsPort };
+        for (let i = 0; i < n; i++) {
+          const m = await this.spawn(i, with_);
+          got = { port: m.port, tlsPort: m.tlsPort ?? 0 };
+        }
+        this.init = { ...with_, port: got.port, ...(init.tls ? { tls: { ...init.tls, port: got.tlsPort } } : {}) };
+        return got;
+      } catch (e) {
+        // the threads that listen close first: one ending with uWS's sockets open aborts the process
+        await this.close();
+        await this.terminate();
+        this.closing = false;
+        this.workers = [];
+        if (!pick || attempt >= 3 || !/could not listen/.test((e as Error).message)) throw e;
+      }
     }
-    this.init = { ...init, port, ...(init.tls ? { tls: { ...init.tls, port: tlsPort } } : {}) };
-    return { port, tlsPort };
   }
 
   /** Worker i started (again) with `init`; answers when it listens, throws when it could not. */
@@ -266,4 +281,16 @@ export class WorkerPool {
     this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
+}
+
+/** A port the kernel has free on `host` now (for worker threads to share: see WorkerPool.start). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }

@@ -11,6 +11,7 @@
  * closes them before it exits.)
  */
 import { request as httpRequest } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import type { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -59,7 +60,6 @@ beforeAll(async () => {
   b = await startUpstream('b');
   const { WorkerPool } = await import(pathToFileURL(join(ROOT, 'dist', 'proxy', 'workers', 'pool.js')).href) as { WorkerPool: typeof Pool };
   pool = new WorkerPool(null, new URL('../helpers/crashing-proxy-worker.mjs', import.meta.url));
-  // (a port of its own: uWS sets SO_REUSEPORT only on a port it is given, not on port 0)
   ({ port } = await pool.start(2, { host: '127.0.0.1', port: await freePort(), accessLogRate: 0, upstreamConnections: 8 }));
   await pool.apply(table([route('r', ['r.test'], [a.address])], 1) as RouteTableSpec);
 });
@@ -125,5 +125,37 @@ describe('a worker thread that dies', () => {
     await pool.terminate();
     await new Promise((r) => setTimeout(r, 300));
     expect(pool.restarts).toBe(restarts);
+  });
+});
+
+describe('starting worker threads', () => {
+  it('port 0 is one port for every thread (picked first: uWS shares only a port it is given)', async () => {
+    const { WorkerPool } = await import(pathToFileURL(join(ROOT, 'dist', 'proxy', 'workers', 'pool.js')).href) as { WorkerPool: typeof Pool };
+    const p = new WorkerPool(null);
+    try {
+      const got = await p.start(2, { host: '127.0.0.1', port: 0, accessLogRate: 0, upstreamConnections: 8 });
+      expect(got.port).toBeGreaterThan(0);
+      port = got.port;
+      await p.apply(table([route('r', ['r.test'], [a.address])], 1) as RouteTableSpec);
+      expect(await answers('r.test')).toEqual(new Set(['a']));
+      expect((await p.stats()).length).toBe(2);
+    } finally {
+      await p.close();
+      await p.terminate();
+    }
+  });
+
+  it('a port taken fails the start with the reason, the process living on', async () => {
+    const { WorkerPool } = await import(pathToFileURL(join(ROOT, 'dist', 'proxy', 'workers', 'pool.js')).href) as { WorkerPool: typeof Pool };
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const p = new WorkerPool(null);
+    try {
+      await expect(p.start(2, { host: '127.0.0.1', port: (taken.address() as AddressInfo).port, accessLogRate: 0, upstreamConnections: 8 }))
+        .rejects.toThrow(/could not listen on 127\.0\.0\.1:\d+/);
+      expect(p.restarts).toBe(0);
+    } finally {
+      taken.close();
+    }
   });
 });
