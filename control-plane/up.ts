@@ -81,7 +81,7 @@ export async function up(o: {
     proxy = await startProxy({
       listenHost: px.host, listenPort: px.port, adminHost: admin.host, adminPort: admin.port,
       adminToken: process.env.BERTH_ADMIN_TOKEN, controlPlaneUrl: cp.url, token,
-      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, accessLogRate: 1, upstreamConnections: 256, tls: o.tls, ownNames,
+      dataDir: join(cp.config.dataDir, 'proxy'), workers: 1, threaded: true, accessLogRate: 1, upstreamConnections: 256, tls: o.tls, ownNames,
       logger: o.quiet ? cp.log : createLogger('berth-proxy'),
     });
   } catch (e) {

@@ -35,6 +35,12 @@ export interface ProxyOptions {
   token?: string;
   dataDir: string;
   workers: number;
+  /**
+   * the data plane on a worker thread even with one worker (`berth up`: the control plane's
+   * event loop and the proxy's do not hold each other up, and a bug in the proxy costs a thread
+   * that is started again, not the process)
+   */
+  threaded?: boolean;
   accessLogRate: number;
   upstreamConnections: number;
   /** the proxy's own names (`--apps-path-hosts`): `/apps/{host}/` reaches an app on them, as on an IP address or localhost */
@@ -117,7 +123,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     }
   };
   if (tls) warnExpiry(tls.config.expiry);
-  if (o.workers <= 1) {
+  if (o.workers <= 1 && o.threaded !== true) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames });
     runtime.activate = activator ? (id) => activator.activate(id) : null;
     port = await plane.listen(o.listenHost, o.listenPort);
@@ -125,7 +131,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   } else {
     pool = new WorkerPool(log);
     pool.onActivate = activator ? (id) => activator.activate(id) : null;
-    ({ port, tlsPort } = await pool.start(o.workers, { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames, canActivate: activator !== null, tls }));
+    ({ port, tlsPort } = await pool.start(Math.max(1, o.workers), { host: o.listenHost, port: o.listenPort, accessLogRate: o.accessLogRate, logLevel: log.level, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames, canActivate: activator !== null, tls }));
   }
 
   // SIGHUP (cli.ts) and POST /tls/reload: the files read and checked again, then a new HTTPS

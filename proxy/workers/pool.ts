@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
@@ -11,6 +13,8 @@ export interface WorkerInit {
   host: string;
   port: number;
   accessLogRate: number;
+  /** the proxy's log level (its logger's: `silent` when the caller's is) */
+  logLevel?: string;
   upstreamConnections: number;
   ownNames?: readonly string[];
   /** the main thread can wake scaled-to-zero routes (it talks to a control plane) */
@@ -83,7 +87,7 @@ export class WorkerPool {
   private closing = false;
 
   /** `script`: the worker's module (tests run it with a way to crash it beside it) */
-  constructor(private readonly log: Logger | null = null, private readonly script = new URL('./worker.js', import.meta.url)) {}
+  constructor(private readonly log: Logger | null = null, private readonly script = workerScript()) {}
 
   async start(n: number, init: WorkerInit): Promise<{ port: number; tlsPort: number }> {
     // uWS sets SO_REUSEPORT only on a port it is given, so port 0 cannot be shared as is: the
@@ -293,4 +297,17 @@ function freePort(host: string): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * The worker's module beside this one (dist/proxy/workers/worker.js), or — when this module runs
+ * from its TypeScript source (tests that start `berth up` in their own process) — the built one:
+ * a worker thread cannot load TypeScript.
+ */
+function workerScript(): URL {
+  const here = new URL('./worker.js', import.meta.url);
+  if (!import.meta.url.endsWith('.ts')) return here;
+  const built = new URL('../../dist/proxy/workers/worker.js', import.meta.url);
+  if (!existsSync(built)) throw new Error(`the proxy's worker threads need the build (${fileURLToPath(built)} is missing): npm run build`);
+  return built;
 }

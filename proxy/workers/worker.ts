@@ -6,7 +6,7 @@ import type { TlsConfig } from '../server/tls.js';
 import type { WorkerInit } from './pool.js';
 
 const init = workerData as WorkerInit & { index: number };
-const logger = createLogger('berth-proxy').child({ worker: init.index });
+const logger = createLogger('berth-proxy', init.logLevel ? { level: init.logLevel } : {}).child({ worker: init.index });
 const plane = new DataPlane({ logger, accessLogRate: init.accessLogRate, upstreamConnections: init.upstreamConnections, ownNames: init.ownNames });
 const port = parentPort!;
 // held requests of a scaled-to-zero route: the main thread owns the control-plane connection
