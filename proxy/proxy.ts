@@ -290,7 +290,8 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   }
 
   const admin: Server = createAdminServer({
-    ready: () => current !== null,
+    // (and a data plane listens: all of a pool's workers may be starting again)
+    ready: () => current !== null && (pool === null || pool.serving > 0),
     table: () => current,
     apply,
     applyDelta,

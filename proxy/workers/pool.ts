@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { RouteDelta, RouteTableSpec } from '../../shared/routes/schema.js';
 import type { MeterEntry } from '../../shared/metering/schema.js';
-import type { StatsSnapshot } from '../metrics/prometheus.js';
+import { merge, type StatsSnapshot } from '../metrics/prometheus.js';
 import type { ReportCounts } from '../metrics/report-counts.js';
 import type { TlsConfig } from '../server/tls.js';
 import type { Logger } from '../../shared/logging.js';
@@ -35,7 +35,7 @@ type Msg =
   | { type: 'closed'; entries?: MeterEntry[] }
   | { type: 'tls-reloaded'; seq: number; error?: string }
   | { type: 'activate'; route: string }
-  | { type: 'fatal'; error: string };
+  | { type: 'fatal'; error: string; entries?: MeterEntry[]; stats?: StatsSnapshot };
 
 /**
  * Apply `next` on threads 0..n-1 at once; when any fails, the threads that took it apply
@@ -62,11 +62,12 @@ const RESPAWN_MAX_DELAY_MS = 30_000;
  * N data planes on worker threads sharing one port (uWS listens with SO_REUSEPORT, the kernel
  * spreads connections). The main thread owns the table and posts it to every worker.
  *
- * A worker that dies (an uncaught exception in it, or it ran out of memory) is started again in
- * its place, as nginx's master starts a dead worker process again: the others go on serving,
- * the new one takes the table served now before it listens, and a worker that keeps dying soon
- * after its start waits longer each time (1 s doubling to 30 s). What the dead one had in flight
- * is lost: its requests' connections, and its metering counts since the last drain.
+ * A worker that dies of an exception nothing caught is started again in its place, as nginx's
+ * master starts a dead worker process again: the others go on serving, the new one takes the
+ * table served now before it listens, and one that keeps dying soon after its start waits longer
+ * each time (at once, then 1 s doubling to 30 s). What it had in flight is lost (its requests'
+ * connections); what it counted is not: its metering counts go out with the next drain, and its
+ * counters are added to its successor's in stats(), so sums in /metrics do not fall back.
  */
 export class WorkerPool {
   /** a worker holds requests for a scaled-to-zero route: wake it (set by the proxy) */
@@ -77,10 +78,18 @@ export class WorkerPool {
   private seq = 0;
   private waiters = new Map<string, (m: Msg | null) => void>();
   private reportIds: readonly string[] = [];
-  /** how long each worker waited before its last start (doubling while it keeps dying young) */
-  private delays: number[] = [];
+  /** how many times in a row each worker died young (its next start waits longer each time) */
+  private youngDeaths: number[] = [];
   /** worker i's thread has ended (until the one in its place starts) */
   private gone: boolean[] = [];
+  /** worker i listens (from its `listening` to its exit) */
+  private listening: boolean[] = [];
+  /** metering counts of workers that died, for the next drain */
+  private leftMeters: MeterEntry[] = [];
+  /** the counters of workers that died (gauges zeroed), added to the live ones' in stats() */
+  private carried: StatsSnapshot | null = null;
+  /** a TLS reload under way: a worker started again waits for it, to listen with what it leaves */
+  private reloading: Promise<unknown> = Promise.resolve();
   private init: WorkerInit | null = null;
   /** the table the workers were last told to serve (a worker started again is given it) */
   private table: RouteTableSpec | null = null;
@@ -104,6 +113,8 @@ export class WorkerPool {
           got = { port: m.port, tlsPort: m.tlsPort ?? 0 };
         }
         this.init = { ...with_, port: got.port, ...(init.tls ? { tls: { ...init.tls, port: got.tlsPort } } : {}) };
+        // (one that died while the others were starting is started again now)
+        for (let i = 0; i < n; i++) if (this.gone[i]) this.respawn(i);
         return got;
       } catch (e) {
         // the threads that listen close first: one ending with uWS's sockets open aborts the process
@@ -122,25 +133,31 @@ export class WorkerPool {
     const born = Date.now();
     this.workers[i] = w;
     this.gone[i] = false;
+    this.listening[i] = false;
     w.on('message', (m: Msg) => { if (this.workers[i] === w) this.onMessage(i, m); });
     w.on('error', (e) => this.report({ worker: i, err: e.stack ?? String(e) }, 'proxy worker crashed'));
     w.on('exit', (code) => {
       if (this.workers[i] !== w) return;
       this.gone[i] = true;
+      this.listening[i] = false;
       // whatever waited for it is answered now, not after a timeout (or never)
       for (const [key, resolve] of this.waiters) {
         if (key.startsWith(`${i}:`)) { this.waiters.delete(key); resolve(null); }
       }
       if (this.closing || this.init === null) return;
-      // a worker that keeps dying soon after its start waits longer each time
-      const delay = Date.now() - born < SHORT_LIFE_MS ? Math.min(RESPAWN_MAX_DELAY_MS, Math.max(1000, 2 * (this.delays[i] ?? 0))) : 0;
-      this.delays[i] = delay;
+      // a worker that keeps dying soon after its start waits longer each time: at once, 1 s, 2 s… 30 s
+      const young = Date.now() - born < SHORT_LIFE_MS ? (this.youngDeaths[i] ?? 0) + 1 : 0;
+      this.youngDeaths[i] = young;
+      const delay = young <= 1 ? 0 : Math.min(RESPAWN_MAX_DELAY_MS, 1000 * 2 ** (young - 2));
       this.report({ worker: i, code, restartInMs: delay }, 'proxy worker exited; starting it again');
       setTimeout(() => this.respawn(i), delay).unref();
     });
     return new Promise((resolve, reject) => {
       this.waiters.set(`${i}:listen`, (r) => {
-        if (r?.type === 'listening') resolve(r);
+        if (r?.type === 'listening') {
+          this.listening[i] = true;
+          resolve(r);
+        }
         else reject(new Error(r?.type === 'error' ? r.message : `worker ${i} exited before it listened`));
       });
     });
@@ -148,7 +165,11 @@ export class WorkerPool {
 
   /** Worker i again, given the table served now; one that cannot listen goes (its exit tries again later). */
   private respawn(i: number): void {
-    if (this.closing || this.init === null) return;
+    void this.reloading.then(() => this.spawnAgain(i));
+  }
+
+  private spawnAgain(i: number): void {
+    if (this.closing || this.init === null || !this.gone[i]) return;
     const table = this.table;
     this.restarts++;
     this.spawn(i, { ...this.init, ...(table ? { table } : {}) }).then(
@@ -172,6 +193,8 @@ export class WorkerPool {
     }
     if (m.type === 'fatal') {
       this.report({ worker: i, err: m.error }, 'proxy worker crashed (an uncaught exception); it exits and is started again');
+      if (m.entries) for (const e of m.entries) this.leftMeters.push(e);
+      if (m.stats) this.carry(m.stats);
       return;
     }
     const key = m.type === 'listening' || m.type === 'error' ? `${i}:listen` : m.type === 'closed' ? `${i}:closed` : `${i}:${m.seq}`;
@@ -237,17 +260,49 @@ export class WorkerPool {
     });
   }
 
+  /**
+   * Every live worker's stats, and the counters of those that died (their routes and endpoints
+   * that live ones still list: one the table dropped is forgotten as a live thread forgets it).
+   */
   async stats(): Promise<StatsSnapshot[]> {
     const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'stats' }>>(i, { type: 'stats' })));
     const stats = res.flatMap((r) => (r === null ? [] : [r.stats]));
-    if (stats.length === 0) throw new Error('no worker answered (they are starting again)');
-    return stats;
+    const c = this.carried;
+    if (c === null) return stats;
+    if (stats.length === 0) return [c];
+    const routes = new Set<string>();
+    const addresses = new Set<string>();
+    for (const s of stats) {
+      for (const r of s.routes) routes.add(r.id);
+      for (const e of s.endpoints) addresses.add(e.address);
+    }
+    this.carried = { global: c.global, routes: c.routes.filter((r) => routes.has(r.id)), endpoints: c.endpoints.filter((e) => addresses.has(e.address)) };
+    return [...stats, this.carried];
   }
 
-  /** Metering deltas of every worker (each worker's counters restart at zero; a dead one's are lost). */
+  /** A dead worker's last stats, kept as counters: its gauges (in flight, concurrency, cache) are no more. */
+  private carry(s: StatsSnapshot): void {
+    const counters: StatsSnapshot = {
+      global: { ...s.global, inflight: 0 },
+      routes: s.routes.map((r) => ({ ...r, inflight: 0, concurrency: 0, cacheEntries: 0, cacheBytes: 0 })),
+      endpoints: s.endpoints.map((e) => ({ ...e, inflight: 0, state: 'closed' })),
+    };
+    this.carried = this.carried === null ? counters : merge([this.carried, counters]);
+  }
+
+  /** Metering deltas of every worker (each worker's counters restart at zero), and those a dead one left. */
   async drainMeters(): Promise<MeterEntry[]> {
     const res = await Promise.all(this.workers.map((_, i) => this.request<Extract<Msg, { type: 'meters' }>>(i, { type: 'meters' })));
-    return res.flatMap((r) => (r === null ? [] : r.entries));
+    const left = this.leftMeters;
+    this.leftMeters = [];
+    return left.concat(res.flatMap((r) => (r === null ? [] : r.entries)));
+  }
+
+  /** How many workers listen now (none: the proxy is not ready). */
+  get serving(): number {
+    let n = 0;
+    for (let i = 0; i < this.workers.length; i++) if (this.listening[i]) n++;
+    return n;
   }
 
   /**
@@ -256,7 +311,13 @@ export class WorkerPool {
    * succeeds). Throws the first failure, saying what the threads serve now. A worker that dies
    * meanwhile fails it (it starts again with the certificates in use: reload again).
    */
-  async reloadTls(config: TlsConfig, previous: TlsConfig): Promise<void> {
+  reloadTls(config: TlsConfig, previous: TlsConfig): Promise<void> {
+    const p = this.reloadEach(config, previous);
+    this.reloading = p.catch(() => {});
+    return p;
+  }
+
+  private async reloadEach(config: TlsConfig, previous: TlsConfig): Promise<void> {
     const problem = await allOrNone(this.workers.length, async (i, c) => {
       const r = await this.request<Extract<Msg, { type: 'tls-reloaded' }>>(i, { type: 'tls', config: c });
       return r === null ? `worker ${i} exited` : r.error;
@@ -278,7 +339,9 @@ export class WorkerPool {
       this.waiters.set(`${i}:closed`, (m) => { clearTimeout(t); resolve((m as { entries?: MeterEntry[] } | null)?.entries ?? []); });
       w.postMessage({ type: 'close' });
     })));
-    return last.flat();
+    const left = this.leftMeters;
+    this.leftMeters = [];
+    return left.concat(last.flat());
   }
 
   async terminate(): Promise<void> {

@@ -22,12 +22,36 @@ let dying = false;
 process.on('uncaughtException', (e) => {
   if (dying) return;
   dying = true;
-  port.postMessage({ type: 'fatal', error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
   const exit = () => process.exit(70);
-  plane.close(0).then(exit, exit);
+  try {
+    // what it counted goes with it: metering since the last drain, and its counters (the pool
+    // keeps adding them to its successor's, so /metrics' sums do not fall back)
+    port.postMessage({ type: 'fatal', error: describe(e), entries: tryOr(() => plane.drainMeters(), []), stats: tryOr(() => plane.snapshot(), undefined) });
+  } catch { /* the close below matters more */ }
+  try {
+    plane.close(0).then(exit, exit);
+  } catch {
+    exit();
+  }
   // (a close that hangs on a broken thread: the sockets are closed by then, out it goes)
   setTimeout(exit, 2000).unref();
 });
+
+function describe(e: unknown): string {
+  try {
+    return e instanceof Error ? (e.stack ?? e.message) : String(e);
+  } catch {
+    return 'an exception that cannot be shown as text';
+  }
+}
+
+function tryOr<T>(f: () => T, fallback: T): T {
+  try {
+    return f();
+  } catch {
+    return fallback;
+  }
+}
 
 (async () => {
   // a worker started in a dead one's place serves the table before it takes a connection
@@ -37,7 +61,8 @@ process.on('uncaughtException', (e) => {
   return { p, tlsPort };
 })().then(
   ({ p, tlsPort }) => port.postMessage({ type: 'listening', port: p, tlsPort }),
-  (e: Error) => port.postMessage({ type: 'error', message: e.message }),
+  // (a listener that did open closes first: the pool ends this thread, which must hold no uWS socket then)
+  (e: Error) => plane.close(0).catch(() => {}).then(() => port.postMessage({ type: 'error', message: e.message })),
 );
 
 port.on('message', (m: { type: string; seq: number; spec?: never; deltas?: never }) => {
