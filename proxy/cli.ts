@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { ownNamesOption } from '../shared/own-names.js';
 import { resolve } from 'node:path';
 import { formatHelp, parseArgs, parseListen, resolveOptions, UsageError, type OptionSpec } from '../shared/cli/args.js';
@@ -42,7 +43,7 @@ const OPTIONS: OptionSpec[] = [
   { name: 'control-plane', env: 'BERTH_CONTROL_PLANE_URL', help: 'control plane URL to subscribe to for route tables' },
   { name: 'token', env: 'BERTH_PROXY_TOKEN', help: 'proxy token for the control plane (of a list "new,old", the first)' },
   { name: 'data-dir', env: 'BERTH_DATA_DIR', default: './.berth', help: 'where the last control-plane table is persisted' },
-  { name: 'workers', env: 'BERTH_PROXY_WORKERS', default: '1', help: 'uWS listeners on worker threads sharing the port' },
+  { name: 'workers', env: 'BERTH_PROXY_WORKERS', default: '1', help: 'uWS listeners on worker threads sharing the port (1: on the main thread), or auto: one per CPU; a thread that dies is started again' },
   { name: 'access-log', env: 'BERTH_ACCESS_LOG', default: 'on', help: 'on, off, or a sampling rate such as 0.01' },
   { name: 'watch-idle-ms', env: 'BERTH_PROXY_WATCH_IDLE_MS', default: '45000', help: 'reconnect to the control plane after this much silence on its stream' },
   { name: 'upstream-connections', env: 'BERTH_UPSTREAM_CONNECTIONS', default: '256', help: 'max keep-alive connections per upstream endpoint' },
@@ -50,7 +51,7 @@ const OPTIONS: OptionSpec[] = [
   ...TLS_SPECS,
 ];
 
-const USAGE = 'berth proxy --listen HOST:PORT --admin HOST:PORT (--routes FILE | --control-plane URL --token T) [--workers N]';
+const USAGE = 'berth proxy --listen HOST:PORT --admin HOST:PORT (--routes FILE | --control-plane URL --token T) [--workers N|auto]';
 
 export async function run(argv: string[]): Promise<void> {
   const args = parseArgs(argv);
@@ -61,8 +62,9 @@ export async function run(argv: string[]): Promise<void> {
   const o = resolveOptions(args, OPTIONS);
   const listen = parseListen(o.listen!, 'listen');
   const admin = parseListen(o.admin!, 'admin');
-  const workers = Number(o.workers);
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError('--workers must be an integer 1-64');
+  // (auto: one per CPU this process may use, as nginx's worker_processes auto)
+  const workers = o.workers === 'auto' ? Math.min(64, availableParallelism()) : Number(o.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError('--workers must be an integer 1-64, or auto');
   const conns = Number(o['upstream-connections']);
   if (!Number.isInteger(conns) || conns < 1) throw new UsageError('--upstream-connections must be a positive integer');
   const watchIdleMs = Number(o['watch-idle-ms']);

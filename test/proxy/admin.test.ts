@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { request } from 'undici';
 import { freePort, get, patchRoutes, putRoutes, ROOT, route, startProxy, startUpstream, table, waitFor, type ProxyProc, type Upstream } from './harness.js';
 
@@ -208,6 +209,11 @@ describe('CLI', () => {
     const missing = cli('proxy', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--routes', '/nonexistent/routes.json');
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('cannot read route table');
+    for (const w of ['0', '65', '1.5', 'many']) {
+      const bad = cli('proxy', '--listen', '127.0.0.1:0', '--routes', p.routesFile, '--workers', w);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain('--workers must be an integer 1-64, or auto');
+    }
   });
   it('refuses a non-loopback admin listener without a token', async () => {
     const r = cli('proxy', '--listen', '127.0.0.1:0', '--admin', `0.0.0.0:${await freePort()}`, '--routes', p.routesFile);
@@ -246,6 +252,16 @@ describe('worker threads', () => {
       const patched = await Promise.all(Array.from({ length: 20 }, () => get(q, 'w3.test')));
       expect(patched.every((r) => r.status === 200 && JSON.parse(r.body).name === 'a')).toBe(true);
       expect((await get(q, 'w2.test')).status).toBe(404);
+    } finally {
+      await q.stop();
+    }
+  });
+
+  it('--workers auto: one thread per CPU the process may use', async () => {
+    const q = await startProxy(table([route('w', ['w.test'], [a.address])]), ['--workers', 'auto']);
+    try {
+      expect((await json(`${q.admin}/stats`)).body.workers).toBe(Math.min(64, availableParallelism()));
+      expect((await get(q, 'w.test')).status).toBe(200);
     } finally {
       await q.stop();
     }
