@@ -14,7 +14,7 @@ import { resolveConfig, type ControlPlaneOptions, type ResolvedConfig } from './
 import { createPool, type Db } from './db/pool.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
-import { genRequestId, installErrorHandling } from './http/errors.js';
+import { answerFrameworkError, genRequestId, installErrorHandling } from './http/errors.js';
 import { installTraceLogging } from './http/trace.js';
 import { hardenNumberSchemas, numberAjvOptions } from './http/schemas.js';
 import { createMetrics, installHttpMetrics } from './http/metrics.js';
@@ -130,6 +130,8 @@ export async function startControlPlane(
     requestTimeout: 10 * 60_000,
     // (past those limits, or bytes Node's parser refuses: the API's error body, http/client-error.ts)
     clientErrorHandler: answerClientError,
+    // (a URL Fastify refuses before routing — bad percent-encoding, a segment past maxParamLength — too)
+    frameworkErrors: answerFrameworkError,
     // an app's hostname is up to 253 characters: /api/apps/:host with a longer one found no route
     routerOptions: { maxParamLength: 300 },
   }) as unknown as FastifyInstance;

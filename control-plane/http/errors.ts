@@ -94,6 +94,23 @@ export function installErrorHandling(app: FastifyInstance): void {
   });
 }
 
+/**
+ * Fastify's own refusals before any route runs (its `frameworkErrors`): a URL whose
+ * percent-encoding is not UTF-8, a path segment past `maxParamLength`. In the API's error shape
+ * like every other answer (Fastify's default is a shape of its own), without echoing the URL.
+ */
+export function answerFrameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', String(req.id));
+  if (err.code === 'FST_ERR_BAD_URL') {
+    sendError(reply, 400, 'invalid_request', 'the URL path holds a percent-encoding that is not UTF-8 text');
+  } else if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    sendError(reply, 414, 'uri_too_long', 'a segment of the URL path is longer than any identifier here (300 characters)');
+  } else {
+    req.log.error({ err }, 'request failed before routing');
+    sendError(reply, 500, 'internal_error', 'internal server error');
+  }
+}
+
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Keep a sane incoming x-request-id, otherwise make one. */
 export function genRequestId(header: string | string[] | undefined, fallback: () => string): string {
