@@ -47,6 +47,73 @@ const HOSTILE_BODIES: Array<[string | null, string]> = [
 
 const QUERIES = ['?limit=-1', '?limit=1e400&limit=2', '?since=%00', '?follow=maybe&tail=99999999999', '?x[y]=1&__proto__[a]=1', '?month=2026-13', '?' + 'a=1&'.repeat(2000)];
 
+type Schema = {
+  type?: string | string[]; enum?: unknown[]; properties?: Record<string, Schema>; required?: string[]; items?: Schema;
+  additionalProperties?: boolean | Schema; minLength?: number; maxLength?: number; minimum?: number; maximum?: number;
+  exclusiveMinimum?: number; minItems?: number; maxItems?: number; maxProperties?: number; pattern?: string; format?: string;
+  oneOf?: Schema[]; anyOf?: Schema[]; default?: unknown;
+};
+type Mode = 'typical' | 'least' | 'most';
+
+/** A value `s` accepts: a plain one, the least it takes (required fields, lower bounds), the most (every field, upper bounds, full lengths). */
+function valueOf(s: Schema, mode: Mode, depth = 0): unknown {
+  const alt = s.oneOf ?? s.anyOf;
+  if (alt) return valueOf(alt[mode === 'most' ? alt.length - 1 : 0], mode, depth);
+  if (s.enum) return s.enum[mode === 'most' ? s.enum.length - 1 : 0];
+  const type = Array.isArray(s.type) ? s.type.find((x) => x !== 'null') : s.type;
+  if (type === 'string') {
+    if (s.format === 'date-time') return mode === 'least' ? '1970-01-01T00:00:00Z' : '2026-11-30T12:00:00Z';
+    if (s.pattern !== undefined) return typeof s.default === 'string' ? s.default : 'a';
+    // (full lengths near the top; deeper ones shorter, or arrays of them make gigabytes)
+    if (mode === 'most') return 'x'.repeat(Math.min(s.maxLength ?? 4096, depth <= 1 ? 70_000 : 256));
+    if (mode === 'least') return 'x'.repeat(s.minLength ?? 0);
+    return typeof s.default === 'string' ? s.default : 'x'.repeat(Math.max(1, s.minLength ?? 1));
+  }
+  if (type === 'integer' || type === 'number') {
+    const lo = s.minimum ?? (s.exclusiveMinimum !== undefined ? s.exclusiveMinimum + 1 : 0);
+    const hi = s.maximum ?? 2 ** 31 - 1;
+    return mode === 'most' ? hi : mode === 'least' ? lo : typeof s.default === 'number' ? s.default : Math.min(hi, Math.max(lo, 1));
+  }
+  if (type === 'boolean') return mode === 'most';
+  if (type === 'array') {
+    const n = mode === 'most' ? Math.min(s.maxItems ?? 50, depth <= 1 ? 1000 : 20) : mode === 'least' ? (s.minItems ?? 0) : Math.max(1, s.minItems ?? 1);
+    return depth > 6 ? [] : Array.from({ length: n }, () => valueOf(s.items ?? {}, mode, depth + 1));
+  }
+  if (type === 'object' || s.properties) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(s.properties ?? {})) {
+      if (mode === 'least' && !(s.required ?? []).includes(k)) continue;
+      out[k] = valueOf(v, mode, depth + 1);
+    }
+    if (mode === 'most' && typeof s.additionalProperties === 'object') {
+      for (let i = 0; i < Math.min(s.maxProperties ?? 50, 200); i++) out[`k${i}`] = valueOf(s.additionalProperties, mode, depth + 1);
+    }
+    return out;
+  }
+  return mode === 'most' ? 'x'.repeat(1000) : 'x';
+}
+
+/** Strings with what text columns and parsers trip on: NUL, a lone surrogate, right-to-left, emoji, SQL. */
+const STRANGE = ['\u0000', '\ud800', 'a\u202Eb', '\u{1F4A9}'.repeat(10), "x'); DROP TABLE users; --", '../../etc/passwd', '%s%n', ' '];
+
+/** A query value's encoding (a lone surrogate as the bytes UTF-8 forbids, which is what a client could send). */
+const queryText = (v: string) => (v === '\ud800' ? '%ED%A0%80' : encodeURIComponent(v));
+
+/** `base` with the string at `path` replaced by each strange string (one field at a time). */
+function* strangeVariants(base: unknown, s: Schema, path: string[] = []): Generator<[string, unknown]> {
+  const type = Array.isArray(s.type) ? s.type.find((x) => x !== 'null') : s.type;
+  if (type === 'string' && !s.enum && s.pattern === undefined && s.format === undefined) {
+    for (const v of STRANGE) yield [path.join('.') + '=' + JSON.stringify(v), v];
+    return;
+  }
+  if ((type === 'object' || s.properties) && base !== null && typeof base === 'object' && !Array.isArray(base)) {
+    for (const [k, v] of Object.entries(s.properties ?? {})) {
+      if (!(k in (base as Record<string, unknown>))) continue;
+      for (const [what, x] of strangeVariants((base as Record<string, unknown>)[k], v, [...path, k])) yield [what, { ...(base as object), [k]: x }];
+    }
+  }
+}
+
 interface Finding { what: string; status: number | string; body?: string }
 
 /** One request with a deadline; answers the status (or 'timeout'/'error') and the start of the body. */
@@ -163,6 +230,47 @@ describe('every route, hostile input', () => {
         if (bad(res)) findings.push({ what: `${r.method} ${path.slice(0, 120)}`, status: res.status, body: res.text.slice(0, 300) });
       }
     }
+    expect(findings).toEqual([]);
+  }, 600_000);
+
+  it('bodies and query strings the schemas accept — the least, the most, strange text — never 5xx or a hang', async () => {
+    const doc = await (await fetch(`${t.cp.url}/docs/json`)).json() as { paths: Record<string, Record<string, { requestBody?: { content?: Record<string, { schema: Schema }> }; parameters?: Array<{ in: string; name: string; schema: Schema }> }>> };
+    const findings: Finding[] = [];
+    let sent = 0;
+    for (const [p, ops] of Object.entries(doc.paths)) {
+      for (const [m, op] of Object.entries(ops)) {
+        const method = m.toUpperCase();
+        const url = p.replace(/\{([A-Za-z0-9_]+)\}/g, ':$1');
+        if (DESTRUCTIVE({ method, url })) continue;
+        const token = url.startsWith('/v1/') ? PROXY_TOKEN : owner.token!;
+        const path = fill(url, null, '');
+        const schema = op.requestBody?.content?.['application/json']?.schema;
+        const bodies: Array<[string, unknown]> = [];
+        if (schema) {
+          for (const mode of ['typical', 'least', 'most'] as const) bodies.push([mode, valueOf(schema, mode)]);
+          for (const v of strangeVariants(valueOf(schema, 'typical'), schema)) bodies.push(v);
+        }
+        const query = (op.parameters ?? []).filter((x) => x.in === 'query');
+        const queries: string[] = [''];
+        for (const mode of ['typical', 'least', 'most'] as const) {
+          if (query.length === 0) break;
+          // (a long poll waits at most a second here; a stream answers its head)
+          queries.push('?' + query.map((x) => `${x.name}=${encodeURIComponent(String(x.name === 'wait' ? 1 : valueOf(x.schema, mode)))}`).join('&'));
+        }
+        for (const q of query) {
+          if (q.schema.type !== 'string' || q.schema.enum || q.schema.pattern || q.schema.format) continue;
+          for (const v of STRANGE) queries.push(`?${q.name}=${queryText(v)}`);
+        }
+        for (const [what, body] of bodies.length > 0 ? bodies : [['none', undefined] as [string, unknown]]) {
+          for (const q of bodies.length > 0 ? [''] : queries) {
+            const res = await probe(t.cp.url, method, path + q, { token, type: body === undefined ? null : 'application/json', body: body === undefined ? undefined : JSON.stringify(body) });
+            sent++;
+            if (bad(res)) findings.push({ what: `${method} ${path}${q.slice(0, 100)} ${what.slice(0, 80)}`, status: res.status, body: res.text.slice(0, 300) });
+          }
+        }
+      }
+    }
+    expect(sent).toBeGreaterThan(200);
     expect(findings).toEqual([]);
   }, 600_000);
 
