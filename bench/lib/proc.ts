@@ -241,23 +241,33 @@ function ticksPerSecond(): number {
   return clkTck;
 }
 
-/** User+system CPU seconds of one process (all its threads). */
-function cpuSecondsOf(pid: number): number {
+/** User and system CPU seconds of one process (all its threads). */
+function cpuSecondsOf(pid: number): { user: number; sys: number } {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     // after the comm field: state is f[0]; utime = field 14 → f[11], stime = 15 → f[12]
-    return (Number(f[11]) + Number(f[12])) / ticksPerSecond();
+    return { user: Number(f[11]) / ticksPerSecond(), sys: Number(f[12]) / ticksPerSecond() };
   } catch {
-    return 0;
+    return { user: 0, sys: 0 };
   }
 }
 
-/** CPU seconds consumed by a process tree (threads included: worker threads count). */
-export function treeCpuSeconds(pid: number): number {
-  let sum = 0;
-  for (const p of processTree(pid)) sum += cpuSecondsOf(p);
-  return sum;
+/**
+ * CPU seconds consumed by a process tree (threads included: worker threads count), as user and
+ * system (kernel) seconds: a proxy's system time is mostly its syscalls
+ * and the loopback TCP work they do, the same for every proxy making the same syscalls; its
+ * user time is its own code.
+ */
+export function treeCpuSplit(pid: number): { user: number; sys: number } {
+  let user = 0;
+  let sys = 0;
+  for (const p of processTree(pid)) {
+    const c = cpuSecondsOf(p);
+    user += c.user;
+    sys += c.sys;
+  }
+  return { user, sys };
 }
 
 function statusKb(pid: number, key: string): number {

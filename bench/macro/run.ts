@@ -22,7 +22,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fmt, median, ratio, table } from '../lib/format.js';
 import { httpRequest, sleep } from '../lib/net.js';
-import { choosePinning, cpuJiffies, onExit, pinSelf, rssSampler, stopAll, treeCpuSeconds, which, type Pinning, type Tracked } from '../lib/proc.js';
+import { choosePinning, cpuJiffies, onExit, pinSelf, rssSampler, stopAll, treeCpuSplit, which, type Pinning, type Tracked } from '../lib/proc.js';
 import { summariseProfile, type ProfileSummary } from './profile.js';
 import { chooseLoadgen, runLoad, type LoadResult, type LoadgenKind } from './loadgen.js';
 import { routePush } from './route-push.js';
@@ -81,6 +81,8 @@ export interface RunSample extends LoadResult {
   round: number;
   cpuS: number;
   cpuUsPerReq: number;
+  /** of which user time (the rest is the kernel's: syscalls, loopback TCP) */
+  userUsPerReq: number;
   cpuUtil: number;
   peakRssMb: number;
   /** fraction of the proxy's core busy with other processes during the run (NaN unpinned) */
@@ -97,6 +99,7 @@ export interface EntrySummary {
   p50Ms?: number;
   p99Ms?: number;
   cpuUsPerReq?: number;
+  userUsPerReq?: number;
   cpuUtil?: number;
   peakRssMb?: number;
   otherLoad?: number;
@@ -132,10 +135,12 @@ async function measure(
   const pid = e.proc?.pid;
   const core = o.proxyCore;
   const j0 = core !== undefined && e.id !== 'direct' ? cpuJiffies(core) : null;
-  const cpu0 = pid ? treeCpuSeconds(pid) : 0;
+  const cpu0 = pid ? treeCpuSplit(pid) : { user: 0, sys: 0 };
   const sampler = pid ? rssSampler(pid) : undefined;
   const r = await runLoad(lg, { port: e.port, host: o.host, path: o.path, body: o.body, connections: o.connections, durationS: o.durationS, cpu: o.cpu, workDir: o.workDir });
-  const cpuS = pid ? treeCpuSeconds(pid) - cpu0 : NaN;
+  const cpu1 = pid ? treeCpuSplit(pid) : { user: NaN, sys: NaN };
+  const userS = cpu1.user - cpu0.user;
+  const cpuS = userS + cpu1.sys - cpu0.sys;
   const peak = sampler ? sampler.stop() : NaN;
   const j1 = j0 && core !== undefined ? cpuJiffies(core) : null;
   // share of the proxy's core used by anything but the proxy: other jobs on a shared machine
@@ -146,6 +151,7 @@ async function measure(
     round,
     cpuS,
     cpuUsPerReq: r.requests > 0 ? (cpuS * 1e6) / r.requests : NaN,
+    userUsPerReq: r.requests > 0 ? (userS * 1e6) / r.requests : NaN,
     cpuUtil: cpuS / r.durationS,
     peakRssMb: peak / 1024,
     otherLoad: Number.isFinite(coreBusy) ? Math.max(0, coreBusy - cpuS / r.durationS) : NaN,
@@ -165,6 +171,7 @@ function summarise(e: Entry, samples: RunSample[]): EntrySummary {
     p50Ms: median(samples.map((s) => s.p50Ms)),
     p99Ms: median(samples.map((s) => s.p99Ms)),
     cpuUsPerReq: median(samples.map((s) => s.cpuUsPerReq)),
+    userUsPerReq: median(samples.map((s) => s.userUsPerReq)),
     cpuUtil: median(samples.map((s) => s.cpuUtil)),
     peakRssMb: Math.max(...samples.map((s) => s.peakRssMb)),
     otherLoad: median(samples.map((s) => s.otherLoad)),
@@ -198,6 +205,7 @@ function scenarioTable(sc: ScenarioReport): string {
       ratio(x.p99Ms, direct?.p99Ms),
       isNgx ? '' : ratio(x.p99Ms, ngx?.p99Ms),
       fmt(x.cpuUsPerReq, 1),
+      fmt(x.userUsPerReq, 1),
       x.id === 'direct' ? '' : ratio(x.cpuUsPerReq, direct?.cpuUsPerReq),
       isNgx ? '' : ratio(x.cpuUsPerReq, ngx?.cpuUsPerReq),
       `${fmt((x.cpuUtil ?? NaN) * 100)}%`,
@@ -209,7 +217,7 @@ function scenarioTable(sc: ScenarioReport): string {
     ]);
   }
   return table(
-    ['target', 'req/s', 'spread', '×direct', '×nginx', 'p50 ms', '×direct', '×nginx', 'p99 ms', '×direct', '×nginx', 'CPU µs/req', '×direct', '×nginx', 'CPU', 'RSS MB', '×direct', '×nginx', 'noise', 'errors'],
+    ['target', 'req/s', 'spread', '×direct', '×nginx', 'p50 ms', '×direct', '×nginx', 'p99 ms', '×direct', '×nginx', 'CPU µs/req', 'of it user', '×direct', '×nginx', 'CPU', 'RSS MB', '×direct', '×nginx', 'noise', 'errors'],
     rows,
   );
 }
@@ -346,6 +354,7 @@ export async function runMacro(): Promise<MacroReport> {
     }
     if (report.scenarios.length) {
       say('   spread = half the min–max range of req/s across rounds; CPU = proxy CPU time ÷ wall time (100% = one core saturated);');
+      say('   of it user = the part of CPU µs/req in the proxy\'s own code (the rest is the kernel\'s: its syscalls and the loopback TCP work they do);');
       say('   noise = share of the proxy\'s core used by OTHER processes during the run (shared machine); rows with high noise are not comparable;');
       say('   the direct row\'s CPU µs/req and RSS are the origin server\'s own, so ×direct there reads "proxy cost vs origin cost".');
     }
