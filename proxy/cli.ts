@@ -1,3 +1,5 @@
+import type { AcmeOptions } from './acme/manager.js';
+import { isAddressName, isLoopbackName, isValidHostPattern } from '../shared/hostname.js';
 import { availableParallelism } from 'node:os';
 import { ownNamesOption } from '../shared/own-names.js';
 import { resolve } from 'node:path';
@@ -14,7 +16,47 @@ export const TLS_SPECS: OptionSpec[] = [
   { name: 'tls-key', env: 'BERTH_TLS_KEY', help: 'the default certificate\'s key (PEM)' },
   { name: 'tls-dir', env: 'BERTH_TLS_DIR', help: 'a certificate per server name by SNI: NAME.crt + NAME.key (shop.example.com.crt, *.example.com.crt)' },
   { name: 'https-redirect', env: 'BERTH_HTTPS_REDIRECT', boolean: true, help: 'the plain listener answers every routed request with 308 to the same URL on the HTTPS listener' },
+  { name: 'acme-domains', env: 'BERTH_ACME_DOMAINS', help: 'names (comma separated) to get certificates for from an ACME CA, proven over HTTP-01 on the plain listener (port 80 as the CA reaches it); written into --tls-dir, renewed 30 days before expiry' },
+  { name: 'acme-email', env: 'BERTH_ACME_EMAIL', help: 'the ACME account\'s contact (the CA writes about expiry and problems)' },
+  { name: 'acme-directory', env: 'BERTH_ACME_DIRECTORY', help: 'the CA\'s ACME directory URL (default: Let\'s Encrypt; ordering accepts the CA\'s terms)' },
 ];
+
+/** The most names --acme-domains may list (each is its own order and certificate). */
+const MAX_ACME_DOMAINS = 100;
+
+/** --acme-*: checked here, so a typo stops the start instead of failing orders later. */
+function acmeOptions(o: Record<string, string | undefined>, hasDir: boolean): AcmeOptions | undefined {
+  if (o['acme-domains'] === undefined) {
+    if (o['acme-email'] !== undefined || o['acme-directory'] !== undefined) throw new UsageError('--acme-email and --acme-directory need --acme-domains');
+    return undefined;
+  }
+  if (!hasDir) throw new UsageError('--acme-domains needs --tls-dir (where the certificates are written)');
+  const domains = [...new Set(o['acme-domains'].split(',').map((d) => d.trim().toLowerCase()).filter((d) => d !== ''))];
+  if (domains.length === 0) throw new UsageError('--acme-domains lists no name');
+  if (domains.length > MAX_ACME_DOMAINS) throw new UsageError(`--acme-domains lists ${domains.length} names; at most ${MAX_ACME_DOMAINS}`);
+  for (const d of domains) {
+    if (d.startsWith('*.')) throw new UsageError(`--acme-domains: "${d}" is a wildcard; HTTP-01 proves one name at a time (list each name)`);
+    if (!isValidHostPattern(d) || d.startsWith('[') || isAddressName(d) || isLoopbackName(d) || !d.includes('.')) {
+      throw new UsageError(`--acme-domains: "${d}" is not a public DNS name a CA can reach`);
+    }
+  }
+  const email = o['acme-email']?.trim();
+  if (!email || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email) || email.length > 254) throw new UsageError('--acme-domains needs --acme-email ADDRESS (the account\'s contact)');
+  const directory = o['acme-directory'];
+  if (directory === undefined) return { domains, email };
+  let url: URL;
+  try {
+    url = new URL(directory);
+  } catch {
+    throw new UsageError(`--acme-directory "${directory}" is not a URL`);
+  }
+  // the account key signs what it sends, but the certificates come back as the answer: https
+  // (plain http only to a CA on this machine, as a test CA is)
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackName(url.hostname))) {
+    throw new UsageError('--acme-directory must be an https:// URL (http:// only on loopback)');
+  }
+  return { domains, email, directory };
+}
 
 /** Where `/apps/{host}/` (access without DNS) is served besides IP addresses and localhost (also `berth up`'s). */
 export const APPS_PATH_SPEC: OptionSpec = {
@@ -27,12 +69,13 @@ export function tlsOptions(o: Record<string, string | undefined>): ProxyOptions[
   const redirect = o['https-redirect'] === 'true' || o['https-redirect'] === '1';
   if (o['https-redirect'] !== undefined && !redirect && o['https-redirect'] !== 'false' && o['https-redirect'] !== '0') throw new UsageError(`--https-redirect takes no value (got "${o['https-redirect']}")`);
   if (o['tls-listen'] === undefined) {
-    if (o['tls-cert'] || o['tls-key'] || o['tls-dir'] || redirect) throw new UsageError('--tls-cert, --tls-key, --tls-dir and --https-redirect need --tls-listen HOST:PORT');
+    if (o['tls-cert'] || o['tls-key'] || o['tls-dir'] || redirect || o['acme-domains']) throw new UsageError('--tls-cert, --tls-key, --tls-dir, --https-redirect and --acme-domains need --tls-listen HOST:PORT');
     return undefined;
   }
   if (!o['tls-cert'] || !o['tls-key']) throw new UsageError('--tls-listen needs --tls-cert and --tls-key (the default certificate)');
   const l = parseListen(o['tls-listen'], 'tls-listen');
-  return { host: l.host, port: l.port, cert: o['tls-cert'], key: o['tls-key'], ...(o['tls-dir'] ? { dir: o['tls-dir'] } : {}), redirect };
+  const acmeOpts = acmeOptions(o, o['tls-dir'] !== undefined && o['tls-dir'] !== '');
+  return { host: l.host, port: l.port, cert: o['tls-cert'], key: o['tls-key'], ...(o['tls-dir'] ? { dir: o['tls-dir'] } : {}), redirect, ...(acmeOpts ? { acme: acmeOpts } : {}) };
 }
 
 const OPTIONS: OptionSpec[] = [

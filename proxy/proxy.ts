@@ -22,6 +22,8 @@ import { Reporter } from './sync/reporter.js';
 import { mergeCounts } from './metrics/report-counts.js';
 import { WorkerPool } from './workers/pool.js';
 import { loadTlsConfig } from './server/tls.js';
+import type { AcmeManager, AcmeOptions } from './acme/manager.js';
+import { setChallenge } from './server/acme-challenge.js';
 import { tlsExpiryMetrics, workerRestartMetric } from './metrics/prometheus.js';
 
 export interface ProxyOptions {
@@ -48,7 +50,7 @@ export interface ProxyOptions {
   /** reconnect when the control-plane stream is silent this long (it pings every 15 s) */
   watchIdleMs?: number;
   /** an HTTPS listener too: TLS terminated here, certificates checked at start (server/tls.ts) */
-  tls?: { host: string; port: number; cert: string; key: string; dir?: string; redirect?: boolean };
+  tls?: { host: string; port: number; cert: string; key: string; dir?: string; redirect?: boolean; acme?: AcmeOptions };
   logger: Logger;
 }
 
@@ -168,6 +170,16 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     tlsChain = p.catch(() => {});
     return p;
   };
+
+  // certificates from an ACME CA for the names listed (acme/manager.ts): HTTP-01 answered by every
+  // listener thread, the results written into --tls-dir, then reloaded as a SIGHUP would
+  // (loaded only then: the ACME client's modules take ~0.3 s to load)
+  const acmeManager: AcmeManager | null = o.tls?.acme && o.tls.dir !== undefined
+    ? new (await import('./acme/manager.js')).AcmeManager(o.tls.acme, o.tls.dir, join(o.dataDir, 'acme'), log,
+      async (token, answer) => { if (plane) setChallenge(token, answer); else await pool!.setChallenge(token, answer); },
+      reloadTls)
+    : null;
+  acmeManager?.start();
 
   let current: RouteTableSpec | null = null;
   let source = 'none';
@@ -306,7 +318,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       controlPlane: cpSource ? { url: o.controlPlaneUrl, connected: cpSource.connected, lastError: cpSource.lastError, proxyId: reporter!.proxyId } : null,
       metering: meter ? { stream: meter.outbox.stream, pendingBatches: meter.outbox.pending, lastError: meter.lastError } : null,
       // when each certificate expires (renew, then SIGHUP / POST /tls/reload)
-      tls: tls ? { listen: `${tls.host}:${tlsPort}`, certificates: tls.config.expiry } : null,
+      tls: tls ? { listen: `${tls.host}:${tlsPort}`, certificates: tls.config.expiry, ...(acmeManager ? { acme: acmeManager.list() } : {}) } : null,
     }),
     extraMetrics: () => (tls ? tlsExpiryMetrics(tls.config.expiry) : '') + (pool ? workerRestartMetric(pool.restarts) : ''),
   }, adminAuth);
@@ -328,6 +340,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     async close() {
       fileSource?.stop();
       cpSource?.stop();
+      await acmeManager?.stop();
       await applyChain;
       await saveUnsaved();
       reporter?.stop();

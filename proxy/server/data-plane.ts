@@ -66,6 +66,7 @@ export class DataPlane {
     runtime.table = null;
     runtime.httpsRedirect = null;
     runtime.activate = null;
+    runtime.acmeChallenges = null;
     runtime.ownNames = new Set(opts.ownNames ?? []);
     runtime.accessLog = opts.accessLogRate > 0 ? new AccessLog(opts.logger.child({ log: 'access' }), opts.accessLogRate) : null;
   }

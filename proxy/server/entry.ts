@@ -13,6 +13,7 @@ import { peerAddress } from './peer.js';
 import { readRequestHeaders, requestHead } from './request-headers.js';
 import { internalError, logRejected, redirect, refuse } from './respond.js';
 import { runtime } from './state.js';
+import { answerChallenge } from './acme-challenge.js';
 
 /** `https://` + the Host without its port + the HTTPS listener's (none for 443) + the same path. */
 function toHttps(res: HttpResponse, req: HttpRequest, method: string): void {
@@ -45,6 +46,9 @@ export function handleTlsRequest(res: HttpResponse, req: HttpRequest): void {
 function route(res: HttpResponse, req: HttpRequest, tls: boolean): void {
   globalStats.requests++;
   const method = req.getCaseSensitiveMethod();
+  // (only while a certificate is being ordered: null otherwise)
+  const acme = runtime.acmeChallenges;
+  if (acme !== null && !tls && answerChallenge(res, req, method, acme)) return;
   if (!admit(res, req, method)) return;
   if (!tls && runtime.httpsRedirect !== null) {
     toHttps(res, req, method);

@@ -12,6 +12,8 @@ export const runtime: {
   httpsRedirect: string | null;
   /** the proxy's own names (`--apps-path-hosts`, normalised): `/apps/{host}/` is served on them, IP addresses and localhost */
   ownNames: ReadonlySet<string>;
+  /** ACME HTTP-01 answers by token while certificates are being ordered (acme/), else null: not looked at */
+  acmeChallenges: Map<string, string> | null;
 } = {
   table: null,
   accessLog: null,
@@ -19,4 +21,5 @@ export const runtime: {
   activate: null,
   httpsRedirect: null,
   ownNames: new Set(),
+  acmeChallenges: null,
 };

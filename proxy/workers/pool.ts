@@ -35,6 +35,7 @@ type Msg =
   | { type: 'closed'; entries?: MeterEntry[] }
   | { type: 'tls-reloaded'; seq: number; error?: string }
   | { type: 'activate'; route: string }
+  | { type: 'acme-set'; seq: number }
   | { type: 'fatal'; error: string; entries?: MeterEntry[]; stats?: StatsSnapshot };
 
 /**
@@ -296,6 +297,14 @@ export class WorkerPool {
     const left = this.leftMeters;
     this.leftMeters = [];
     return left.concat(res.flatMap((r) => (r === null ? [] : r.entries)));
+  }
+
+  /**
+   * An ACME HTTP-01 answer on every worker (null: dropped), resolved once each has it. A worker
+   * started again later does not get it: the order that needed it fails and is tried again.
+   */
+  async setChallenge(token: string, answer: string | null): Promise<void> {
+    await Promise.all(this.workers.map((_, i) => this.request(i, { type: 'acme', token, answer })));
   }
 
   /** How many workers listen now (none: the proxy is not ready). */

@@ -2,6 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { createLogger } from '../../shared/logging.js';
 import { DataPlane } from '../server/data-plane.js';
 import { runtime } from '../server/state.js';
+import { setChallenge } from '../server/acme-challenge.js';
 import type { TlsConfig } from '../server/tls.js';
 import type { WorkerInit } from './pool.js';
 
@@ -85,6 +86,10 @@ port.on('message', (m: { type: string; seq: number; spec?: never; deltas?: never
       () => port.postMessage({ type: 'tls-reloaded', seq: m.seq }),
       (e: Error) => port.postMessage({ type: 'tls-reloaded', seq: m.seq, error: e.message }),
     );
+  } else if (m.type === 'acme') {
+    const c = m as unknown as { token: string; answer: string | null };
+    setChallenge(c.token, c.answer);
+    port.postMessage({ type: 'acme-set', seq: m.seq });
   } else if (m.type === 'close') {
     // the last metering counts (requests that finished while draining) go to the main thread
     void plane.close().then(() => port.postMessage({ type: 'closed', entries: plane.drainMeters() }));
