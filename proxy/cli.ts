@@ -36,12 +36,14 @@ function acmeOptions(o: Record<string, string | undefined>, hasDir: boolean): Ac
   if (domains.length > MAX_ACME_DOMAINS) throw new UsageError(`--acme-domains lists ${domains.length} names; at most ${MAX_ACME_DOMAINS}`);
   for (const d of domains) {
     if (d.startsWith('*.')) throw new UsageError(`--acme-domains: "${d}" is a wildcard; HTTP-01 proves one name at a time (list each name)`);
-    if (!isValidHostPattern(d) || d.startsWith('[') || isAddressName(d) || isLoopbackName(d) || !d.includes('.')) {
+    // (underscores pass as hostnames here, but CAs refuse them in certificates)
+    if (!isValidHostPattern(d) || d.startsWith('[') || d.includes('_') || isAddressName(d) || isLoopbackName(d) || !d.includes('.')) {
       throw new UsageError(`--acme-domains: "${d}" is not a public DNS name a CA can reach`);
     }
   }
   const email = o['acme-email']?.trim();
-  if (!email || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email) || email.length > 254) throw new UsageError('--acme-domains needs --acme-email ADDRESS (the account\'s contact)');
+  // (it goes into a mailto: URL: a plain address only)
+  if (!email || !/^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(email) || email.length > 254) throw new UsageError('--acme-domains needs --acme-email ADDRESS (the account\'s contact)');
   const directory = o['acme-directory'];
   if (directory === undefined) return { domains, email };
   let url: URL;

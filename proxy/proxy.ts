@@ -118,13 +118,16 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls, join(tlsRoot, String(++tlsLoads))), redirect: o.tls.redirect === true } : undefined;
   let tlsPort = 0;
   // a certificate close to its end is said at every load (renew it, then SIGHUP)
+  const warnSkipped = (c: { skipped?: { name: string; reason: string }[] }) => {
+    for (const k of c.skipped ?? []) log.warn({ certificate: k.name, err: k.reason }, 'TLS: an ACME certificate does not fit its key; not served, ordered again');
+  };
   const warnExpiry = (expiry: { name: string; notAfter: string }[]) => {
     for (const e of expiry) {
       const days = (Date.parse(e.notAfter) - Date.now()) / 86_400_000;
       if (days < 14) log.warn({ certificate: e.name, notAfter: e.notAfter, days: Math.floor(days) }, days < 0 ? 'TLS certificate has expired' : 'TLS certificate expires within 14 days');
     }
   };
-  if (tls) warnExpiry(tls.config.expiry);
+  if (tls) { warnExpiry(tls.config.expiry); warnSkipped(tls.config); }
   if (o.workers <= 1 && o.threaded !== true) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames });
     runtime.activate = activator ? (id) => activator.activate(id) : null;
@@ -163,6 +166,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       if (tls.config.snapshot) rmSync(tls.config.snapshot, { recursive: true, force: true });
       tls.config = config;
       warnExpiry(config.expiry);
+      warnSkipped(config);
       const certificates = 1 + config.names.length;
       log.info({ certificates }, 'TLS certificates reloaded');
       return { certificates };

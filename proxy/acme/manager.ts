@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
 import * as acme from 'acme-client';
 import type { Logger } from '../../shared/logging.js';
@@ -8,8 +9,21 @@ import type { Logger } from '../../shared/logging.js';
 const RENEW_BEFORE_MS = 30 * 86_400_000;
 /** How often the certificates are looked at. */
 const CHECK_EVERY_MS = 12 * 3_600_000;
-/** A failed order is tried again after this long, doubling to CHECK_EVERY_MS (CAs limit failed validations). */
-const RETRY_FIRST_MS = 60_000;
+/**
+ * A failed order is tried again after this long, doubling to CHECK_EVERY_MS: Let's Encrypt allows
+ * 5 failed validations per name and account an hour.
+ */
+const RETRY_FIRST_MS = 10 * 60_000;
+/** An order that has not ended by then has failed (a CA that stopped answering). */
+const ORDER_DEADLINE_MS = 10 * 60_000;
+/** Largest certificate chain taken from a CA (a few certificates are a few KiB). */
+const MAX_CHAIN_BYTES = 1024 * 1024;
+
+// the CA's answers: bounded in time and size, no redirects (one could lead from https to http)
+acme.axios.defaults.timeout = 30_000;
+acme.axios.defaults.maxContentLength = MAX_CHAIN_BYTES;
+acme.axios.defaults.maxBodyLength = MAX_CHAIN_BYTES;
+acme.axios.defaults.maxRedirects = 0;
 
 export interface AcmeOptions {
   /** the names to hold certificates for (each its own certificate, proven by HTTP-01) */
@@ -47,6 +61,8 @@ export class AcmeManager {
   private retryMs = 0;
   private readonly status = new Map<string, AcmeStatus>();
   private client: acme.Client | null = null;
+  /** certificates written but not yet served (the reload failed): reloaded at the next check */
+  private reloadPending = false;
 
   constructor(
     private readonly o: AcmeOptions,
@@ -102,39 +118,49 @@ export class AcmeManager {
   }
 
   private async checkAll(): Promise<void> {
-    let issued = 0;
+    const issued: string[] = [];
     for (const d of this.o.domains) {
       if (this.stopped) break;
-      const exp = this.expiry(d);
-      if (exp !== null && exp.getTime() - Date.now() > RENEW_BEFORE_MS) continue;
       const st = this.status.get(d)!;
+      const exp = this.expiry(d);
+      if (exp !== null && exp.getTime() - Date.now() > RENEW_BEFORE_MS) {
+        st.notAfter = exp.toISOString();
+        if (!this.reloadPending) st.lastError = null;
+        continue;
+      }
       st.lastOrder = new Date().toISOString();
       try {
-        await this.order(d);
+        await withDeadline(this.order(d), ORDER_DEADLINE_MS, `the CA did not finish the order within ${ORDER_DEADLINE_MS / 60_000} minutes`);
         st.notAfter = this.expiry(d)?.toISOString() ?? null;
         st.lastError = null;
-        issued++;
+        issued.push(d);
         this.log.info({ domain: d, notAfter: st.notAfter }, 'ACME: certificate issued');
       } catch (e) {
         st.lastError = (e as Error).message;
         this.log.error({ domain: d, err: st.lastError }, 'ACME: could not get a certificate (tried again later)');
       }
     }
-    if (issued > 0) {
+    if (issued.length > 0 || this.reloadPending) {
       try {
         await this.reload();
+        this.reloadPending = false;
       } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'ACME: the new certificates could not be loaded');
+        // on disk, not served: the next check (on the failure schedule) reloads again
+        this.reloadPending = true;
+        const err = `the new certificates could not be loaded: ${(e as Error).message}`;
+        for (const st of this.status.values()) st.lastError = err;
+        this.log.error({ err }, 'ACME: the new certificates could not be loaded (tried again later)');
       }
     }
   }
 
-  /** When the certificate held for `domain` expires (null: none, or it does not parse). */
+  /** When the certificate held for `domain` expires (null: none, or not a pair that can be served: ordered again). */
   private expiry(domain: string): Date | null {
-    const file = join(this.certDir, `${domain}.crt`);
-    if (!existsSync(file)) return null;
+    const cert = join(this.certDir, `${domain}.crt`);
+    const key = join(this.certDir, `${domain}.key`);
+    if (!existsSync(cert) || !existsSync(key)) return null;
     try {
-      return new Date(new X509Certificate(readFileSync(file)).validTo);
+      return checkIssued(readFileSync(cert), readFileSync(key), domain);
     } catch {
       return null;
     }
@@ -148,7 +174,7 @@ export class AcmeManager {
     if (existsSync(file)) key = readFileSync(file);
     else {
       key = await acme.crypto.createPrivateEcdsaKey();
-      writeFileSync(file, key, { mode: 0o600 });
+      writeAtomically(this.stateDir, 'account.key', key, 0o600);
     }
     this.client = new acme.Client({ directoryUrl: this.o.directory ?? acme.directory.letsencrypt.production, accountKey: key });
     return this.client;
@@ -170,15 +196,45 @@ export class AcmeManager {
       challengeCreateFn: (_authz, challenge, keyAuthorization) => this.setChallenge(challenge.token, keyAuthorization),
       challengeRemoveFn: (_authz, challenge) => this.setChallenge(challenge.token, null),
     });
-    // the pair replaces the old one file by file (rename is atomic); the key first, 0600
+    if (Buffer.byteLength(cert) > MAX_CHAIN_BYTES) throw new Error(`the CA's certificate chain is larger than ${MAX_CHAIN_BYTES} bytes`);
+    // what the CA sent is served only if it is a certificate for this name that fits the key
+    checkIssued(Buffer.from(cert), key, domain);
+    // the pair replaces the old one file by file (each rename is atomic; both files are written
+    // before either is renamed). A crash between the renames leaves a pair that does not fit:
+    // the TLS loader skips it (tls.ts, `managed`) and it is ordered again.
     mkdirSync(this.certDir, { recursive: true });
-    const write = (name: string, data: Buffer | string, mode: number) => {
-      const tmp = join(this.certDir, `.${name}.tmp`);
-      writeFileSync(tmp, data, { mode });
-      chmodSync(tmp, mode);
-      renameSync(tmp, join(this.certDir, name));
-    };
-    write(`${domain}.key`, key, 0o600);
-    write(`${domain}.crt`, cert, 0o644);
+    const keyTmp = writeTemp(this.certDir, `${domain}.key`, key, 0o600);
+    const certTmp = writeTemp(this.certDir, `${domain}.crt`, cert, 0o644);
+    renameSync(keyTmp, join(this.certDir, `${domain}.key`));
+    renameSync(certTmp, join(this.certDir, `${domain}.crt`));
   }
+}
+
+/** The certificate's expiry, if it is one for `domain`, not expired, whose key is `key`; throws saying why not. */
+function checkIssued(cert: Buffer, key: Buffer, domain: string): Date {
+  const x = new X509Certificate(cert);
+  if (x.checkHost(domain) === undefined) throw new Error(`the certificate is not for ${domain}`);
+  const end = new Date(x.validTo);
+  if (!(end.getTime() > Date.now())) throw new Error(`the certificate for ${domain} has expired`);
+  createSecureContext({ cert, key });
+  return end;
+}
+
+/** `data` in a fresh temporary file beside `name` (a leftover one removed first: its mode would stay). */
+function writeTemp(dir: string, name: string, data: Buffer | string, mode: number): string {
+  const tmp = join(dir, `.${name}.tmp`);
+  rmSync(tmp, { force: true });
+  writeFileSync(tmp, data, { mode, flag: 'wx' });
+  return tmp;
+}
+
+function writeAtomically(dir: string, name: string, data: Buffer | string, mode: number): void {
+  renameSync(writeTemp(dir, name, data, mode), join(dir, name));
+}
+
+/** `p`, or a rejection with `why` after `ms` (the work goes on, its outcome unused). */
+function withDeadline<T>(p: Promise<T>, ms: number, why: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const deadline = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(why)), ms); timer.unref(); });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }

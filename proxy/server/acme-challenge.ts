@@ -18,14 +18,19 @@ export function answerChallenge(res: HttpResponse, req: HttpRequest, method: str
   if (req.getHeader('content-length') !== '' || req.getHeader('transfer-encoding') !== '') return false;
   const answer = tokens.get(url.slice(PREFIX.length));
   if (answer === undefined) return false;
-  res.cork(() => {
-    res.writeStatus('200 OK').writeHeader('content-type', 'text/plain').writeHeader('cache-control', 'no-store');
-    // (HEAD: endWithoutBody(0) — with a length this uWS build does not count it as an answer and
-    // aborts the process; see server/respond.ts)
-    if (method === 'HEAD') res.endWithoutBody(0);
-    else res.end(answer);
-  });
+  ansRes = res; ansBody = answer; ansHead = method === 'HEAD';
+  res.cork(corkedAnswer);
   return true;
+}
+
+let ansRes: HttpResponse;
+let ansBody = '', ansHead = false;
+function corkedAnswer(): void {
+  ansRes.writeStatus('200 OK').writeHeader('content-type', 'text/plain').writeHeader('cache-control', 'no-store');
+  // (HEAD: endWithoutBody(0) — with a length this uWS build does not count it as an answer and
+  // aborts the process; see server/respond.ts)
+  if (ansHead) ansRes.endWithoutBody(0);
+  else ansRes.end(ansBody);
 }
 
 /** Set (or, with null, drop) the answer for `token` on this thread. */

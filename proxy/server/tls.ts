@@ -23,6 +23,8 @@ export interface TlsConfig {
   snapshot?: string;
   /** when each certificate (the first of each chain) expires: `default`, then each server name */
   expiry: { name: string; notAfter: string }[];
+  /** pairs of ACME-managed names left out because they do not fit (ordered again), and why */
+  skipped?: { name: string; reason: string }[];
 }
 
 /** The expiry of the first certificate in a PEM chain (null when it does not parse as X.509). */
@@ -66,10 +68,14 @@ export function checkPair(pair: CertFiles): { cert: Buffer; key: Buffer } {
  * the check and that read (a renewal in progress when SIGHUP comes) would reach it unchecked —
  * an SNI pair whose key no longer matches takes the whole process down inside uWS.
  */
-export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, snapshot?: string): TlsConfig {
+export function loadTlsConfig(o: { cert: string; key: string; dir?: string; acme?: { domains: readonly string[] } }, snapshot?: string): TlsConfig {
   const def = { cert: resolve(o.cert), key: resolve(o.key) };
   const bytes = [checkPair(def)];
   const names: TlsConfig['names'] = [];
+  const skipped: { name: string; reason: string }[] = [];
+  // a pair the ACME manager writes is skipped, not fatal, when it does not fit (a crash between
+  // its two renames): the proxy starts, and the name is ordered again
+  const managed = new Set(o.acme?.domains ?? []);
   if (o.dir !== undefined) {
     const dir = resolve(o.dir);
     let entries: string[];
@@ -82,13 +88,21 @@ export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, sn
       const serverName = f.slice(0, -4).toLowerCase();
       if (!isValidHostPattern(serverName)) throw new Error(`--tls-dir ${dir}: "${f}" is not named after a hostname (shop.example.com.crt, *.example.com.crt)`);
       const pair = { serverName, cert: join(dir, f), key: join(dir, `${f.slice(0, -4)}.key`) };
-      bytes.push(checkPair(pair));
+      let checked: { cert: Buffer; key: Buffer };
+      try {
+        checked = checkPair(pair);
+      } catch (e) {
+        if (!managed.has(serverName)) throw e;
+        skipped.push({ name: serverName, reason: (e as Error).message });
+        continue;
+      }
+      bytes.push(checked);
       names.push(pair);
     }
   }
   const expiry = [{ name: 'default', notAfter: notAfter(bytes[0].cert) }, ...names.map((n, i) => ({ name: n.serverName, notAfter: notAfter(bytes[i + 1].cert) }))]
     .filter((e): e is { name: string; notAfter: string } => e.notAfter !== null);
-  if (snapshot === undefined) return { default: def, names, expiry };
+  if (snapshot === undefined) return { default: def, names, expiry, skipped };
   // the certificates were fine; failing to copy them is the proxy's own trouble (a full disk), so
   // it is thrown marked `local` (the admin answers 500, not 422 "bad certificate")
   try {
@@ -99,7 +113,7 @@ export function loadTlsConfig(o: { cert: string; key: string; dir?: string }, sn
       writeFileSync(files.key, bytes[i].key, { mode: 0o600 });
       return files;
     };
-    return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot, expiry };
+    return { default: copy(0), names: names.map((n, i) => ({ serverName: n.serverName, ...copy(i + 1) })), snapshot, expiry, skipped };
   } catch (e) {
     throw Object.assign(new Error(`could not keep a private copy of the certificates under ${snapshot}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { local: true });
   }

@@ -23,6 +23,8 @@ export interface WorkerInit {
   tls?: { host: string; port: number; config: TlsConfig; redirect?: boolean };
   /** served before it listens (a worker started again in a dead one's place) */
   table?: RouteTableSpec;
+  /** ACME HTTP-01 answers of an order under way, by token (the same) */
+  challenges?: Array<[string, string]>;
 }
 
 type Msg =
@@ -92,6 +94,8 @@ export class WorkerPool {
   /** a TLS reload under way: a worker started again waits for it, to listen with what it leaves */
   private reloading: Promise<unknown> = Promise.resolve();
   private init: WorkerInit | null = null;
+  /** ACME answers on every worker now (a worker started again is given them) */
+  private challenges = new Map<string, string>();
   /** the table the workers were last told to serve (a worker started again is given it) */
   private table: RouteTableSpec | null = null;
   private closing = false;
@@ -173,7 +177,7 @@ export class WorkerPool {
     if (this.closing || this.init === null || !this.gone[i]) return;
     const table = this.table;
     this.restarts++;
-    this.spawn(i, { ...this.init, ...(table ? { table } : {}) }).then(
+    this.spawn(i, { ...this.init, ...(table ? { table } : {}), ...(this.challenges.size > 0 ? { challenges: [...this.challenges] } : {}) }).then(
       () => this.log?.info({ worker: i, tableVersion: table?.version ?? null }, 'proxy worker started again'),
       (e: Error) => {
         this.report({ worker: i, err: e.message }, 'proxy worker could not start again');
@@ -300,10 +304,12 @@ export class WorkerPool {
   }
 
   /**
-   * An ACME HTTP-01 answer on every worker (null: dropped), resolved once each has it. A worker
-   * started again later does not get it: the order that needed it fails and is tried again.
+   * An ACME HTTP-01 answer on every worker (null: dropped), resolved once each has it; a worker
+   * started again meanwhile is given those of the order under way before it listens.
    */
   async setChallenge(token: string, answer: string | null): Promise<void> {
+    if (answer === null) this.challenges.delete(token);
+    else this.challenges.set(token, answer);
     await Promise.all(this.workers.map((_, i) => this.request(i, { type: 'acme', token, answer })));
   }
 

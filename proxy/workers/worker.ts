@@ -57,6 +57,7 @@ function tryOr<T>(f: () => T, fallback: T): T {
 (async () => {
   // a worker started in a dead one's place serves the table before it takes a connection
   if (init.table) plane.apply(init.table);
+  for (const [token, answer] of init.challenges ?? []) setChallenge(token, answer);
   const p = await plane.listen(init.host, init.port);
   const tlsPort = init.tls ? await plane.listenTls(init.tls.host, init.tls.port, init.tls.config, init.tls.redirect) : undefined;
   return { p, tlsPort };

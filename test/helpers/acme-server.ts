@@ -23,7 +23,7 @@ export interface TestAcme {
   /** the CA's own certificate (PEM): what issued certificates chain to */
   caPem: string;
   /** names validated (each HTTP-01 fetch: the name, and whether the answer matched) */
-  validations: Array<{ domain: string; ok: boolean; got: string }>;
+  validations: Array<{ domain: string; ok: boolean; got: string; head: number | string }>;
   /** certificates issued, by name */
   issued: string[];
   /** days the next certificates last */
@@ -78,18 +78,20 @@ export async function startAcmeServer(validationPort: () => number | Promise<num
   };
 
   /** GET the answer from the validation port with the name as Host. */
+  // (a HEAD first, as some clients and monitors send: the answer's status is recorded)
   const fetchAnswer = async (domain: string, token: string) => {
     const port = await validationPort();
-    return fetchFrom(port, domain, token);
+    const head = await fetchFrom(port, domain, token, 'HEAD');
+    return { head: head.status, body: await fetchFrom(port, domain, token, 'GET').then((r) => r.body) };
   };
-  const fetchFrom = (port: number, domain: string, token: string) => new Promise<string>((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path: `/.well-known/acme-challenge/${token}`, headers: { host: domain } }, (r) => {
+  const fetchFrom = (port: number, domain: string, token: string, method: string) => new Promise<{ status: number | string; body: string }>((resolve) => {
+    const req = request({ host: '127.0.0.1', port, method, path: `/.well-known/acme-challenge/${token}`, headers: { host: domain } }, (r) => {
       let body = '';
       r.setEncoding('utf8');
       r.on('data', (c: string) => (body += c));
-      r.on('end', () => resolve(r.statusCode === 200 ? body : `status ${r.statusCode}`));
+      r.on('end', () => resolve({ status: r.statusCode!, body: r.statusCode === 200 ? body : `status ${r.statusCode}` }));
     });
-    req.on('error', (e) => resolve(`error ${e.message}`));
+    req.on('error', (e) => resolve({ status: `error ${e.message}`, body: `error ${e.message}` }));
     req.end();
   });
 
@@ -145,8 +147,8 @@ export async function startAcmeServer(validationPort: () => number | Promise<num
       const a = authzs.get(id)!;
       if (a.status === 'pending' && payload !== null) {
         const want = `${a.token}.${accounts.get(account)!.thumbprint}`;
-        const got = await fetchAnswer(a.domain, a.token);
-        acme.validations.push({ domain: a.domain, ok: got === want, got });
+        const { head, body: got } = await fetchAnswer(a.domain, a.token);
+        acme.validations.push({ domain: a.domain, ok: got === want, got, head });
         a.status = got === want ? 'valid' : 'invalid';
         if (a.status === 'invalid') a.error = `the answer at /.well-known/acme-challenge/${a.token} was "${got.slice(0, 100)}"`;
       }

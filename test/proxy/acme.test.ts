@@ -86,6 +86,8 @@ describe('ACME certificates', () => {
       expect((await stats(p)).tls.acme.map((a) => [a.domain, a.lastError])).toEqual([['shop.acme.test', null], ['own.acme.test', null]]);
       expect([...ca.issued].sort()).toEqual(['own.acme.test', 'shop.acme.test']);
       expect(ca.validations.every((v) => v.ok)).toBe(true);
+      // a HEAD for the answer is answered too (without a body), the process unharmed
+      expect(ca.validations.map((v) => v.head)).toEqual([200, 200]);
       // an app's name, and a name of the proxy's own with no app behind it: both served
       expect(await tlsGet(tlsPort, 'shop.acme.test')).toMatchObject({ status: 200, names: 'DNS:shop.acme.test' });
       expect(await tlsGet(tlsPort, 'own.acme.test')).toMatchObject({ status: 404, names: 'DNS:own.acme.test' });
@@ -132,6 +134,21 @@ describe('ACME certificates', () => {
     }
   }, 90_000);
 
+  it('a pair of its own that does not fit (a crash between writing the key and the certificate) is skipped, not fatal, and ordered again', async () => {
+    // shop.acme.test's key replaced by another: the pair on disk no longer fits
+    const r = spawnSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(certs, 'shop.acme.test.key')], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const before = ca.issued.filter((d) => d === 'shop.acme.test').length;
+    const { p, tlsPort } = await start('shop.acme.test', '1');
+    try {
+      expect(p.logs()).toContain('does not fit its key');
+      await waitFor(() => ca.issued.filter((d) => d === 'shop.acme.test').length === before + 1, 30_000);
+      await waitFor(async () => (await tlsGet(tlsPort, 'shop.acme.test').catch(() => ({ status: 0 }))).status === 200, 10_000);
+    } finally {
+      await p.stop();
+    }
+  }, 60_000);
+
   it('bad flags stop the start with the reason', () => {
     const base = ['proxy', '--listen', '127.0.0.1:0', '--routes', '/nonexistent.json', '--tls-listen', '127.0.0.1:0', '--tls-cert', 'c', '--tls-key', 'k'];
     const cases: Array<[string[], RegExp]> = [
@@ -140,6 +157,8 @@ describe('ACME certificates', () => {
       [['--tls-dir', certs, '--acme-domains', 'localhost,a.example.com', '--acme-email', 'o@example.com'], /not a public DNS name/],
       [['--tls-dir', certs, '--acme-domains', '10.0.0.1', '--acme-email', 'o@example.com'], /not a public DNS name/],
       [['--tls-dir', certs, '--acme-domains', 'a.example.com'], /needs --acme-email/],
+      [['--tls-dir', certs, '--acme-domains', 'a_b.example.com', '--acme-email', 'o@example.com'], /not a public DNS name/],
+      [['--tls-dir', certs, '--acme-domains', 'a.example.com', '--acme-email', 'o@example.com,x@evil.test'], /needs --acme-email/],
       [['--tls-dir', certs, '--acme-domains', 'a.example.com', '--acme-email', 'o@example.com', '--acme-directory', 'http://ca.example.com/dir'], /https/],
       [['--tls-dir', certs, '--acme-email', 'o@example.com'], /need --acme-domains/],
     ];
