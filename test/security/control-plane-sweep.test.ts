@@ -221,9 +221,14 @@ describe('every route, hostile input', () => {
   }, 600_000);
 
   it('query strings: 4xx, never 5xx or a hang', async () => {
+    // (the routes that read a query string: elsewhere it is not looked at — and a start against
+    // the absent Docker daemon takes seconds each)
+    const doc = await (await fetch(`${t.cp.url}/docs/json`)).json() as { paths: Record<string, Record<string, { parameters?: Array<{ in: string }> }>> };
+    const readsQuery = (r: { method: string; url: string }) =>
+      doc.paths[r.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}')]?.[r.method.toLowerCase()]?.parameters?.some((x) => x.in === 'query') === true;
     const findings: Finding[] = [];
     for (const r of t.cp.app.apiRoutes) {
-      if (DESTRUCTIVE(r)) continue;
+      if (DESTRUCTIVE(r) || !readsQuery(r)) continue;
       for (const q of QUERIES) {
         const path = fill(r.url, null, '') + q;
         const res = await probe(t.cp.url, r.method, path, { token: owner.token!, type: r.method === 'GET' || r.method === 'DELETE' ? null : 'application/json', body: r.method === 'GET' || r.method === 'DELETE' ? undefined : '{}' });
