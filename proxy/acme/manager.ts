@@ -16,6 +16,7 @@ const CHECK_EVERY_MS = 12 * 3_600_000;
 const RETRY_FIRST_MS = 10 * 60_000;
 /** An order that has not ended by then has failed (a CA that stopped answering). */
 const ORDER_DEADLINE_MS = 10 * 60_000;
+const RELOAD_FAILED = 'the new certificates could not be loaded';
 /** Largest certificate chain taken from a CA (a few certificates are a few KiB). */
 const MAX_CHAIN_BYTES = 1024 * 1024;
 
@@ -143,11 +144,12 @@ export class AcmeManager {
     if (issued.length > 0 || this.reloadPending) {
       try {
         await this.reload();
+        if (this.reloadPending) for (const st of this.status.values()) if (st.lastError?.startsWith(RELOAD_FAILED)) st.lastError = null;
         this.reloadPending = false;
       } catch (e) {
         // on disk, not served: the next check (on the failure schedule) reloads again
         this.reloadPending = true;
-        const err = `the new certificates could not be loaded: ${(e as Error).message}`;
+        const err = `${RELOAD_FAILED}: ${(e as Error).message}`;
         for (const st of this.status.values()) st.lastError = err;
         this.log.error({ err }, 'ACME: the new certificates could not be loaded (tried again later)');
       }
