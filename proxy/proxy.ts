@@ -117,10 +117,11 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   rmSync(tlsRoot, { recursive: true, force: true });
   const tls = o.tls ? { host: o.tls.host, port: o.tls.port, config: loadTlsConfig(o.tls, join(tlsRoot, String(++tlsLoads))), redirect: o.tls.redirect === true } : undefined;
   let tlsPort = 0;
-  // a certificate close to its end is said at every load (renew it, then SIGHUP)
+  // an ACME pair that does not fit is left out at every load (tls.ts), and said
   const warnSkipped = (c: { skipped?: { name: string; reason: string }[] }) => {
     for (const k of c.skipped ?? []) log.warn({ certificate: k.name, err: k.reason }, 'TLS: an ACME certificate does not fit its key; not served, ordered again');
   };
+  // a certificate close to its end is said at every load (renew it, then SIGHUP)
   const warnExpiry = (expiry: { name: string; notAfter: string }[]) => {
     for (const e of expiry) {
       const days = (Date.parse(e.notAfter) - Date.now()) / 86_400_000;
