@@ -78,6 +78,16 @@ async function start(domains: string, workers = '2'): Promise<{ p: ProxyProc; tl
   return { p, tlsPort };
 }
 
+/** `fn` with a proxy holding certificates for `domains`, stopped after. */
+async function during(domains: string, workers: string, fn: (p: ProxyProc, tlsPort: number) => Promise<void>): Promise<void> {
+  const { p, tlsPort } = await start(domains, workers);
+  try {
+    await fn(p, tlsPort);
+  } finally {
+    await p.stop();
+  }
+}
+
 describe('ACME certificates', () => {
   it('orders one per name at start, proven on the plain listener by every worker, and serves them by SNI without a restart', async () => {
     const { p, tlsPort } = await start('shop.acme.test,own.acme.test');
@@ -107,31 +117,22 @@ describe('ACME certificates', () => {
   it('keeps a certificate with more than 30 days left across restarts, and renews one with fewer', async () => {
     const before = ca.issued.length;
     // 60 days left: nothing ordered
-    const first = await start('shop.acme.test', '1');
-    try {
+    await during('shop.acme.test', '1', async (_p, tlsPort) => {
       await new Promise((r) => setTimeout(r, 1500));
       expect(ca.issued.length).toBe(before);
-      expect((await tlsGet(first.tlsPort, 'shop.acme.test')).status).toBe(200);
-    } finally {
-      await first.p.stop();
-    }
+      expect((await tlsGet(tlsPort, 'shop.acme.test')).status).toBe(200);
+    });
     // a certificate with 10 days left (this CA's next ones last 10): ordered at start, then renewed at the next
     ca.days = 10;
-    const second = await start('short.acme.test', '1');
-    try {
-      await waitFor(async () => (await stats(second.p)).tls.acme[0].notAfter !== null, 30_000);
-      expect((await tlsGet(second.tlsPort, 'short.acme.test')).days).toBeLessThan(11);
-    } finally {
-      await second.p.stop();
-    }
+    await during('short.acme.test', '1', async (p, tlsPort) => {
+      await waitFor(async () => (await stats(p)).tls.acme[0].notAfter !== null, 30_000);
+      expect((await tlsGet(tlsPort, 'short.acme.test')).days).toBeLessThan(11);
+    });
     ca.days = 60;
-    const third = await start('short.acme.test', '1');
-    try {
+    await during('short.acme.test', '1', async (_p, tlsPort) => {
       await waitFor(async () => ca.issued.filter((d) => d === 'short.acme.test').length === 2, 30_000);
-      await waitFor(async () => (await tlsGet(third.tlsPort, 'short.acme.test')).days > 50, 10_000);
-    } finally {
-      await third.p.stop();
-    }
+      await waitFor(async () => (await tlsGet(tlsPort, 'short.acme.test')).days > 50, 10_000);
+    });
   }, 90_000);
 
   it('a pair of its own that does not fit (a crash between writing the key and the certificate) is skipped, not fatal, and ordered again', async () => {
