@@ -20,8 +20,6 @@ interface ScaledImage {
   container_concurrency: number;
   target_utilization: number;
   scale_down_delay_s: number;
-  /** instances its user stopped (USER_STOPPED) */
-  user_stopped: number;
 }
 
 export interface AutoscaleStatus {
@@ -115,9 +113,8 @@ export class Autoscaler {
       // and removed); one with a floor once the reconcile loop has provisioned it
       const { rows } = await this.d.db.query<ScaledImage>(
         `SELECT i.id, i.user_id, i.app_hostname, i.min_instances, i.max_instances, i.container_concurrency, i.target_utilization,
-                i.scale_down_delay_s,
-                (SELECT count(*)::int FROM containers c WHERE c.image_id = i.id AND c.desired = 'stopped' AND c.status_reason = $1) AS user_stopped
-           FROM images i WHERE i.status = 'ready' AND (i.min_instances = 0 OR i.min_instances_provisioned)`, [USER_STOPPED]);
+                i.scale_down_delay_s
+           FROM images i WHERE i.status = 'ready' AND (i.min_instances = 0 OR i.min_instances_provisioned)`);
       const serving = await servingRevisions(this.d.db);
       const seen = new Set<number>();
       const observed = this.observed();
@@ -147,7 +144,7 @@ export class Autoscaler {
   }
 
   private async scale(img: ScaledImage, concurrency: number, now: number, blind: boolean): Promise<void> {
-    const wanted = await this.wanted(img.id);
+    const { wanted, userStopped } = await this.instances(img.id);
     let a = this.apps.get(img.id);
     if (!a) {
       a = { kpa: newKpaState(now), samples: [], last: null, lastChange: null, actual: 0, ready: 0 };
@@ -161,7 +158,7 @@ export class Autoscaler {
     const settings: AppSettings = {
       // instances its user stopped are taken out of the floor: they stay stopped, and the app is
       // not refilled behind the user's back (demand beyond the floor still scales it)
-      minInstances: Math.max(0, img.min_instances - img.user_stopped),
+      minInstances: Math.max(0, img.min_instances - userStopped),
       maxInstances: img.max_instances,
       containerConcurrency: img.container_concurrency,
       targetUtilization: img.target_utilization,
@@ -194,11 +191,18 @@ export class Autoscaler {
     this.moving.set(img.id, move.finally(() => this.moving.delete(img.id)));
   }
 
-  /** The app's instances meant to run, oldest first. */
-  private async wanted(imageId: number): Promise<Array<{ id: number; status: string; health: string }>> {
-    const { rows } = await this.d.db.query<{ id: number; status: string; health: string }>(
-      `SELECT id, status, health FROM containers WHERE image_id = $1 AND desired = 'running' ORDER BY id`, [imageId]);
-    return rows;
+  /**
+   * The app's instances meant to run, oldest first, and how many its user stopped — read in one
+   * statement, so one snapshot: counted apart, a user's stop committing between the two reads
+   * made an instance leave `wanted` before it counted as stopped by its user, the floor looked one
+   * short, and another instance was started behind the user's back (CI caught it).
+   */
+  private async instances(imageId: number): Promise<{ wanted: Array<{ id: number; status: string; health: string }>; userStopped: number }> {
+    const { rows } = await this.d.db.query<{ id: number; status: string; health: string; desired: string }>(
+      `SELECT id, status, health, desired FROM containers
+        WHERE image_id = $1 AND (desired = 'running' OR (desired = 'stopped' AND status_reason = $2)) ORDER BY id`, [imageId, USER_STOPPED]);
+    const wanted = rows.filter((r) => r.desired === 'running');
+    return { wanted, userStopped: rows.length - wanted.length };
   }
 
   /** Carry out a decision; true when it changed the instance count (started, made or stopped any). */

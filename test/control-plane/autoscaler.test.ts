@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Autoscaler } from '../../control-plane/autoscale/autoscaler.js';
+import { USER_STOPPED } from '../../control-plane/containers/service.js';
 import type { Db } from '../../control-plane/db/pool.js';
 import { insertApp } from '../helpers/control-plane.js';
 import { databaseWithUser } from '../helpers/postgres.js';
@@ -138,5 +139,44 @@ describe('the autoscaler', () => {
     const b = scaler();
     expect(await tickUntil(b, async () => (await Promise.all([c1, c2, c4].map(desired))).every((d) => d === 'stopped'), 5000)).toBe(true);
     await b.stop();
+  });
+  it("an instance its user stops while a tick reads is never refilled: the floor and the instances are read in one snapshot", async () => {
+    // a floor of one, provisioned, its one instance running
+    const { imageId, containerId } = await appWithInstances('user-stop-race.example.com');
+    await db.query('UPDATE images SET min_instances = 1, min_instances_provisioned = true WHERE id = $1', [imageId]);
+    let stopped = false;
+    const ensured: number[] = [];
+    // the user's stop commits right after the tick has read the apps, before it reads their instances
+    const racing = new Proxy(db, {
+      get(target, key) {
+        if (key !== 'query') return Reflect.get(target, key);
+        return async (sql: string, params?: unknown[]) => {
+          const r = await target.query(sql, params);
+          if (!stopped && sql.includes('FROM images i WHERE')) {
+            stopped = true;
+            await target.query(`UPDATE containers SET desired = 'stopped', status_reason = $2 WHERE id = $1`, [containerId, USER_STOPPED]);
+          }
+          return r;
+        };
+      },
+    }) as Db;
+    const a = new Autoscaler({
+      db: racing,
+      service: { stop: async () => {} } as never,
+      proxies: { live: () => [{ routes: new Map([[`img-${imageId}`, { id: `img-${imageId}`, requests: 0, inflight: 0, concurrency: 0 }]]) }] } as never,
+      leader: { isLeader: true } as never,
+      events: { nudge: () => {} } as never,
+      log: pino({ level: 'silent' }),
+      config: { enabled: true, tickMs: 50, stableWindowMs: 200, scaleToZeroGraceMs: 100, panicWindowPct: 10, panicThresholdPct: 200, maxScaleUpRate: 1000, maxScaleDownRate: 2 },
+      activation: { isWaking: () => false, wokeWithin: () => false, ensure: async (_u: number, id: number, n: number) => { ensured.push(id, n); return true; } },
+    });
+    for (let i = 0; i < 5; i++) {
+      await a.tick();
+      await sleep(20);
+    }
+    expect(stopped).toBe(true);
+    expect(ensured).toEqual([]);
+    expect((await decisions(imageId)).filter((d) => d.to > 0)).toEqual([]);
+    await a.stop();
   });
 });
