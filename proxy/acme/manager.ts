@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
 import * as acme from 'acme-client';
@@ -98,8 +99,8 @@ export class AcmeManager {
     return [...this.status.values()].map((s) => ({ ...s }));
   }
 
-  /** Order what is missing or due now (also what the timer runs); resolves when done. */
-  check(): Promise<void> {
+  /** Order what is missing or due now (what the timer runs); resolves when done. */
+  private check(): Promise<void> {
     this.running ??= this.checkAll().finally(() => { this.running = null; });
     return this.running;
   }
@@ -176,7 +177,7 @@ export class AcmeManager {
     if (existsSync(file)) key = readFileSync(file);
     else {
       key = await acme.crypto.createPrivateEcdsaKey();
-      writeAtomically(this.stateDir, 'account.key', key, 0o600);
+      await writeFileAtomic(file, key, 0o600);
     }
     this.client = new acme.Client({ directoryUrl: this.o.directory ?? acme.directory.letsencrypt.production, accountKey: key });
     return this.client;
@@ -201,14 +202,11 @@ export class AcmeManager {
     if (Buffer.byteLength(cert) > MAX_CHAIN_BYTES) throw new Error(`the CA's certificate chain is larger than ${MAX_CHAIN_BYTES} bytes`);
     // what the CA sent is served only if it is a certificate for this name that fits the key
     checkIssued(Buffer.from(cert), key, domain);
-    // the pair replaces the old one file by file (each rename is atomic; both files are written
-    // before either is renamed). A crash between the renames leaves a pair that does not fit:
-    // the TLS loader skips it (tls.ts, `managed`) and it is ordered again.
-    mkdirSync(this.certDir, { recursive: true });
-    const keyTmp = writeTemp(this.certDir, `${domain}.key`, key, 0o600);
-    const certTmp = writeTemp(this.certDir, `${domain}.crt`, cert, 0o644);
-    renameSync(keyTmp, join(this.certDir, `${domain}.key`));
-    renameSync(certTmp, join(this.certDir, `${domain}.crt`));
+    // the pair replaces the old one file by file, each whole (shared/atomic-file.ts). A crash
+    // between the two leaves a pair that does not fit: the TLS loader skips it (tls.ts, `acme`)
+    // and it is ordered again.
+    await writeFileAtomic(join(this.certDir, `${domain}.key`), key, 0o600);
+    await writeFileAtomic(join(this.certDir, `${domain}.crt`), cert, 0o644);
   }
 }
 
@@ -220,18 +218,6 @@ function checkIssued(cert: Buffer, key: Buffer, domain: string): Date {
   if (!(end.getTime() > Date.now())) throw new Error(`the certificate for ${domain} has expired`);
   createSecureContext({ cert, key });
   return end;
-}
-
-/** `data` in a fresh temporary file beside `name` (a leftover one removed first: its mode would stay). */
-function writeTemp(dir: string, name: string, data: Buffer | string, mode: number): string {
-  const tmp = join(dir, `.${name}.tmp`);
-  rmSync(tmp, { force: true });
-  writeFileSync(tmp, data, { mode, flag: 'wx' });
-  return tmp;
-}
-
-function writeAtomically(dir: string, name: string, data: Buffer | string, mode: number): void {
-  renameSync(writeTemp(dir, name, data, mode), join(dir, name));
 }
 
 /** `p`, or a rejection with `why` after `ms` (the work goes on, its outcome unused). */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 import { request } from 'undici';
 import type { Logger } from '../../shared/logging.js';
 import { Ajv } from 'ajv';
@@ -146,12 +146,7 @@ export class MeterOutbox {
     const text = JSON.stringify({ stream: this.stream, nextSeq: this.nextSeq, batches: this.batches } satisfies Saved);
     this.dirty = false;
     this.lastSaveAt = Date.now();
-    this.saving = this.saving.catch(() => {}).then(async () => {
-      await mkdir(dirname(this.file), { recursive: true });
-      const tmp = `${this.file}.${process.pid}.tmp`;
-      await writeFile(tmp, text, { mode: 0o600, flush: true });
-      await rename(tmp, this.file);
-    }).catch((e: unknown) => {
+    this.saving = this.saving.catch(() => {}).then(() => writeFileAtomic(this.file, text)).catch((e: unknown) => {
       // not on disk: the next tick tries again, not only the next change
       this.dirty = true;
       throw e;

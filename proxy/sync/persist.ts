@@ -1,5 +1,5 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../shared/atomic-file.js';
 import type { RouteTableSpec } from '../../shared/routes/schema.js';
 import { parseRouteTable } from '../../shared/routes/validate.js';
 
@@ -13,11 +13,8 @@ import { parseRouteTable } from '../../shared/routes/validate.js';
  * loadTable): not serialised again on the serving thread (some 6–13 ms for 10,000 routes, at
  * every push).
  */
-export async function saveTable(file: string, text: string): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600, flush: true });
-  await rename(tmp, file);
+export function saveTable(file: string, text: string): Promise<void> {
+  return writeFileAtomic(file, text);
 }
 
 export async function loadTable(file: string): Promise<RouteTableSpec | null> {
