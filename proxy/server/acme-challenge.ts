@@ -14,8 +14,10 @@ export function answerChallenge(res: HttpResponse, req: HttpRequest, method: str
   if (method !== 'GET' && method !== 'HEAD') return false;
   const url = req.getUrl();
   if (!url.startsWith(PREFIX)) return false;
-  // (a body would be left unread in the connection: such a request is routed as any other)
-  if (req.getHeader('content-length') !== '' || req.getHeader('transfer-encoding') !== '') return false;
+  // (a body would be left unread in the connection: such a request is routed as any other;
+  // `Content-Length: 0` is no body)
+  const length = req.getHeader('content-length');
+  if ((length !== '' && length !== '0') || req.getHeader('transfer-encoding') !== '') return false;
   const answer = tokens.get(url.slice(PREFIX.length));
   if (answer === undefined) return false;
   ansRes = res; ansBody = answer; ansHead = method === 'HEAD';

@@ -85,7 +85,8 @@ export async function startAcmeServer(validationPort: () => number | Promise<num
     return { head: head.status, body: await fetchFrom(port, domain, token, 'GET').then((r) => r.body) };
   };
   const fetchFrom = (port: number, domain: string, token: string, method: string) => new Promise<{ status: number | string; body: string }>((resolve) => {
-    const req = request({ host: '127.0.0.1', port, method, path: `/.well-known/acme-challenge/${token}`, headers: { host: domain } }, (r) => {
+    // (the GET says `Content-Length: 0`, as some clients do: no body)
+    const req = request({ host: '127.0.0.1', port, method, path: `/.well-known/acme-challenge/${token}`, headers: { host: domain, ...(method === 'GET' ? { 'content-length': '0' } : {}) } }, (r) => {
       let body = '';
       r.setEncoding('utf8');
       r.on('data', (c: string) => (body += c));
