@@ -7,14 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
 
 let t: TestControlPlane;
-let stopped = false;
 
 beforeAll(async () => {
   t = await startTestControlPlane({ seedDefaultUser: false, metricsToken: 'bmt_new-0123456789,bmt_old-0123456789', dockerHost: 'unix:///nonexistent/docker.sock' }, { ownPostgres: true });
 });
 afterAll(async () => {
-  await t?.cp.close().catch(() => {});
-  if (!stopped) await t?.pg.stop();
+  // (its database was stopped by a test: closing the control plane may fail, the data dir still goes)
+  await t?.close().catch(() => {});
 });
 
 const get = (path: string, token?: string) => fetch(`${t.cp.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -31,7 +30,6 @@ describe('readiness and metrics tokens', () => {
     expect(await ok.json()).toEqual({ status: 'ready', checks: { database: 'ok' } });
     const port = new URL(t.pg.url).port;
     await t.pg.stop();
-    stopped = true;
     const down = await get('/readyz');
     expect(down.status).toBe(503);
     const text = await down.text();

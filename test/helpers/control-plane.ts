@@ -21,9 +21,12 @@ export async function startTestControlPlane(opts: NonNullable<Parameters<typeof 
     cp,
     pg,
     async close() {
-      await cp.close();
-      await pg.stop();
-      await data.cleanup();
+      // (each part goes even when one before it fails: a test that broke the database)
+      try {
+        await cp.close();
+      } finally {
+        try { await pg.stop(); } finally { await data.cleanup(); }
+      }
     },
   };
 }

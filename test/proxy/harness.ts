@@ -110,13 +110,17 @@ async function startProxyOnce(table: object | null, extraArgs: string[], env: Re
     admin: `http://127.0.0.1:${adminPort}`,
     logs: () => out,
     async stop(signal = 'SIGTERM') {
-      if (proc.exitCode !== null) return proc.exitCode;
-      proc.kill(signal);
-      const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
-      const [code] = await once(proc, 'exit');
-      clearTimeout(t);
-      rmSync(dir, { recursive: true, force: true });
-      return code as number | null;
+      // (the directory goes whether this stops the proxy or it had exited already)
+      try {
+        if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+        proc.kill(signal);
+        const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
+        const [code] = await once(proc, 'exit');
+        clearTimeout(t);
+        return code as number | null;
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   };
   // (its output is whole once the pipes close; waitFor swallows throws, so an exit ends the wait)

@@ -20,7 +20,6 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { putRoutes, route, rss, startProxy, table, type ProxyProc } from '../proxy/harness.js';
 
@@ -253,7 +252,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await p?.stop();
-  if (p) rmSync(p.dir, { recursive: true, force: true });
   await Promise.all(ups.map((u) => u.close()));
 });
 afterEach(() => {
@@ -754,7 +752,6 @@ describe('status lines of codes without a standard reason phrase (own proxy)', (
   });
   afterAll(async () => {
     await p2?.stop();
-    if (p2) rmSync(p2.dir, { recursive: true, force: true }); // stop() leaves it when the proxy had exited
     await a?.close();
     await b?.close();
   });
