@@ -9,6 +9,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import cookie from '@fastify/cookie';
 import { pino } from 'pino';
 import { createLogger, logFormat, type Logger } from '../shared/logging.js';
+import { lockDataDir } from '../shared/data-dir-lock.js';
 import './types.js';
 import { resolveConfig, type ControlPlaneOptions, type ResolvedConfig } from './config.js';
 import { createPool, type Db } from './db/pool.js';
@@ -75,15 +76,23 @@ export async function startControlPlane(
   const config = resolveConfig(opts);
   const log = opts.logger ?? (config.quiet ? pino({ level: 'silent' }) : createLogger('control-plane', { level: config.logLevel }));
   await mkdir(config.dataDir, { recursive: true });
+  // one control plane per data directory: a second one would stop the first one's embedded
+  // Postgres as a leftover, and sweep its uploads and build contexts as a dead process's
+  const lock = await lockDataDir(config.dataDir, 'control-plane');
 
   let embedded: EmbeddedPostgresHandle | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
-    embedded = await startEmbeddedPostgres(join(config.dataDir, 'pg'), log);
+    try {
+      embedded = await startEmbeddedPostgres(join(config.dataDir, 'pg'), log);
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
     databaseUrl = embedded.url;
   }
   const db = createPool(databaseUrl, config.dbPoolMax, config.dbStatementTimeoutMs);
-  const cleanupEarly = async () => { await db.end().catch(() => {}); await embedded?.stop().catch(() => {}); };
+  const cleanupEarly = async () => { await db.end().catch(() => {}); await embedded?.stop().catch(() => {}); await lock.release(); };
   try {
     const applied = await migrate(db);
     if (applied.length) log.info({ applied }, 'database migrations applied');
@@ -208,6 +217,7 @@ export async function startControlPlane(
       await events.stop();
       await db.end();
       await embedded?.stop();
+      await lock.release();
       log.info('control plane stopped');
     })();
     return closing;

@@ -9,6 +9,7 @@ import { rmSync } from 'node:fs';
 import type { RouteDelta, RouteTableSpec } from '../shared/routes/schema.js';
 import { applyRouteDeltas } from '../shared/routes/delta.js';
 import type { Logger } from '../shared/logging.js';
+import { lockDataDir, type DataDirLock } from '../shared/data-dir-lock.js';
 import { createAdminServer, type AdminAuth } from './admin/server.js';
 import { merge, type StatsSnapshot } from './metrics/prometheus.js';
 import { DataPlane } from './server/data-plane.js';
@@ -100,7 +101,20 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   }
   if (o.controlPlaneUrl && !o.token) throw new Error('--control-plane needs --token (or BERTH_PROXY_TOKEN)');
   if (o.routesFile && o.controlPlaneUrl) throw new Error('use either --routes or --control-plane, not both');
+  // one proxy per data directory: two would overwrite each other's route table and metering
+  // batches (counts lost, or billed twice)
+  await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
+  const lock = await lockDataDir(o.dataDir, 'proxy');
+  try {
+    return await start(o, lock);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
 
+async function start(o: ProxyOptions, lock: DataDirLock): Promise<ProxyHandle> {
+  const log = o.logger;
   const adminAuth = await resolveAdminAuth(o.adminToken, o.dataDir, log);
 
   // Data plane: in this thread for one worker, on worker threads otherwise.
@@ -360,6 +374,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       if (pool) await pool.terminate();
       // the private copies of the TLS keys uWS read go with the proxy
       if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
+      await lock.release();
     },
   };
 }

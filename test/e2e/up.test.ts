@@ -53,5 +53,15 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   }
   const other = await viaPath('unlisted.example.test');
   expect([other.status, other.body.includes('"unlisted.example.test"'), other.body.includes('--apps-path-hosts')]).toEqual([404, true, true]);
+
+  // a second `berth up` on the same data directory (other ports) stops itself, naming the first;
+  // it used to take the first one's embedded Postgres for a leftover and stop it
+  const [api2, px2, admin2] = [await freePort(), await freePort(), await freePort()];
+  const second = new Proc(['up', '--api-listen', `127.0.0.1:${api2}`, '--proxy-listen', `127.0.0.1:${px2}`, '--admin-listen', `127.0.0.1:${admin2}`, '--data-dir', `${dir.dir}/data`],
+    { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_METRICS_TOKEN: '', BERTH_ENV: 'development' });
+  expect(await second.exited).toBe(1);
+  expect(second.out).toContain(`the data directory ${dir.dir}/data is in use by another berth control plane (pid ${proc.child.pid})`);
+  expect(await (await fetch(`http://127.0.0.1:${api}/readyz`)).json()).toEqual({ status: 'ready', checks: { database: 'ok' } });
+  expect((await fetch(`http://127.0.0.1:${api}/api/apps`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
   expect(await proc.kill('SIGTERM')).toBe(0);
 });
