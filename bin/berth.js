@@ -1,5 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --
 // berth CLI entry point. The TypeScript sources compile to dist/ (npm install runs `prepare`).
+// (`--`: Node 20 reads `--env-file` anywhere on its command line, the script's arguments included,
+// and exits with code 9 when the file is missing; `berth deploy --env-file F` is berth's flag)
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';

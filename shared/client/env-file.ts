@@ -32,7 +32,9 @@ export function readEnvFile(file: string): [string, string][] {
     if (st.size > MAX_FILE_BYTES) throw new Error(`${st.size} bytes; at most ${MAX_FILE_BYTES}`);
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new UsageError(`--env-file ${file}: ${(e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
+    throw new UsageError(`--env-file ${file}: ${why}`);
   }
   const out: [string, string][] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
