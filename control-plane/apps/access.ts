@@ -53,7 +53,7 @@ export function accessRoutes(app: FastifyInstance, own: Own): void {
       return updated;
     });
     changed();
-    return describeApp(app.db, a);
+    return describeApp(app.db, a, app.publicInfo.proxyUrl);
   });
 
   app.get<HostReq>('/api/apps/:host/invokers', {

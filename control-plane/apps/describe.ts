@@ -1,6 +1,7 @@
 import type { Queryable } from '../db/pool.js';
 import { routableSql, type AppRow } from './repo.js';
 import { resolveTraffic, tagHost, type RevisionState } from './traffic.js';
+import { hostUrl } from '../../shared/client/urls.js';
 
 /** One revision with what the app's description needs: its state and its instance counts. */
 interface RevisionSummary extends RevisionState {
@@ -33,7 +34,7 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
 }
 
 /** The API shape of an app from its row and its revisions. */
-function appView(a: AppRow, revisions: RevisionSummary[]) {
+function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | null) {
   const r = resolveTraffic(a.traffic, revisions, a.pending_image_id);
   const traffic = r.promoted ?? a.traffic;
   // an app being deleted serves nothing (its split is shown as stored)
@@ -42,7 +43,7 @@ function appView(a: AppRow, revisions: RevisionSummary[]) {
   const revisionOf = new Map(revisions.map((i) => [i.id, i.revision]));
   return {
     app_hostname: host,
-    url: `http://${host}/`,
+    url: hostUrl(host, proxyUrl),
     path: `/apps/${host}/`,
     latest_image_id: r.latest,
     revisions: revisions.map((i) => {
@@ -55,8 +56,8 @@ function appView(a: AppRow, revisions: RevisionSummary[]) {
         ready_instances: i.ready_instances,
         traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,
         traffic_tag: tags[0] ?? null,
-        tag_url: tags[0] ? `http://${tagHost(tags[0], host)}/` : null,
-        tag_urls: tags.map((t) => `http://${tagHost(t, host)}/`),
+        tag_url: tags[0] ? hostUrl(tagHost(tags[0], host), proxyUrl) : null,
+        tag_urls: tags.map((t) => hostUrl(tagHost(t, host), proxyUrl)),
         serving: !deleting && r.serving.has(i.id),
         created_at: new Date(i.created_at).toISOString(),
       };
@@ -82,12 +83,12 @@ export type AppView = ReturnType<typeof appView>;
  * The API shape of apps (in the order given): their revisions with their share, tags and instance
  * counts, and the split as stored. One query for any number of apps (not one or more per app).
  */
-export async function describeApps(q: Queryable, apps: AppRow[]): Promise<AppView[]> {
+export async function describeApps(q: Queryable, apps: AppRow[], proxyUrl: string | null): Promise<AppView[]> {
   const revisions = await revisionSummaries(q, apps.map((a) => a.app_hostname));
-  return apps.map((a) => appView(a, revisions.get(a.app_hostname) ?? []));
+  return apps.map((a) => appView(a, revisions.get(a.app_hostname) ?? [], proxyUrl));
 }
 
 /** One app's API shape (one query). */
-export async function describeApp(q: Queryable, a: AppRow): Promise<AppView> {
-  return (await describeApps(q, [a]))[0];
+export async function describeApp(q: Queryable, a: AppRow, proxyUrl: string | null): Promise<AppView> {
+  return (await describeApps(q, [a], proxyUrl))[0];
 }

@@ -54,11 +54,11 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
   app.get('/api/apps', { preHandler: app.authenticate, schema: { summary: 'List your apps with their revisions and traffic split', response: { 200: appListSchema, ...errorResponses } } }, async (req) => {
     // two queries whatever the number of apps: the rows, then every revision of them (describeApps)
     const { rows } = await app.db.query<AppRow>('SELECT * FROM apps WHERE user_id = $1 ORDER BY app_hostname', [req.user!.id]);
-    return { apps: await describeApps(app.db, rows) };
+    return { apps: await describeApps(app.db, rows, app.publicInfo.proxyUrl) };
   });
 
   app.get<HostReq>('/api/apps/:host', { preHandler: app.authenticate, schema: { summary: 'One app: its revisions, instances and traffic split', params: hostParams, response: { 200: appSchema, ...errorResponses } } }, async (req) => {
-    return describeApp(app.db, await own(app.db, req.user!.id, req.params.host));
+    return describeApp(app.db, await own(app.db, req.user!.id, req.params.host), app.publicInfo.proxyUrl);
   });
 
   app.put<HostReq & { Body: { traffic: TrafficEntry[] } }>('/api/apps/:host/traffic', {
@@ -88,7 +88,7 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
     // instances and those left without are drained and removed by the reconcile loop
     app.platform.hub.schedule();
     app.platform.reconciler.kick();
-    return describeApp(app.db, a);
+    return describeApp(app.db, a, app.publicInfo.proxyUrl);
   });
 
   app.post<HostReq & { Body: ReviseBody }>('/api/apps/:host/revisions', {

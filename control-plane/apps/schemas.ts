@@ -22,7 +22,7 @@ const revisionSchema = object({
   ready_instances: { type: 'integer', minimum: 0, description: 'running and healthy' },
   traffic_percent: { type: 'integer', minimum: 0, maximum: 100 },
   traffic_tag: nullableString,
-  tag_url: nullableString,
+  tag_url: { ...nullableString, description: 'the revision by its (first) tag, on the proxy\'s scheme and port as url' },
   tag_urls: { type: 'array', items: { type: 'string' } },
   serving: { type: 'boolean', description: 'has a share or a tag (or is about to take latest): it keeps instances' },
   created_at: dateTime,
@@ -30,7 +30,7 @@ const revisionSchema = object({
 
 export const appSchema = object({
   app_hostname: { type: 'string' },
-  url: { type: 'string' },
+  url: { type: 'string', description: 'the app on the proxy, by its hostname: the scheme and port of the proxy\'s public URL (`berth up`\'s proxy, BERTH_PUBLIC_URL), http://HOST/ when it is unknown' },
   path: { type: 'string', description: 'the same app through the proxy at /apps/{app_hostname}/' },
   latest_image_id: { ...nullableInteger, description: 'the revision `latest` stands for now' },
   revisions: { type: 'array', items: revisionSchema },

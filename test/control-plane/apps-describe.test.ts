@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Queryable } from '../../control-plane/db/pool.js';
-import { describeApp, describeApps } from '../../control-plane/apps/describe.js';
+import { describeApp, describeApps, type AppView } from '../../control-plane/apps/describe.js';
 import { revisionStates, settlePending, type AppRow } from '../../control-plane/apps/repo.js';
 import { resolveTraffic, tagHost } from '../../control-plane/apps/traffic.js';
 import type { ImageRow } from '../../control-plane/images/repo.js';
@@ -159,17 +159,25 @@ describe('describing apps', () => {
       expect(rows.map((a) => a.app_hostname)).toEqual(HOSTS);
 
       const q = counting(c);
-      const all = await describeApps(q, rows);
+      const all = await describeApps(q, rows, null);
       expect(q.n).toBe(1);
       const before = [];
       for (const a of rows) before.push(await describeBefore(c, a));
       expect(JSON.stringify(all)).toBe(JSON.stringify(before));
 
       const one = counting(c);
-      expect(JSON.stringify(await describeApp(one, rows[1]))).toBe(JSON.stringify(before[1]));
+      expect(JSON.stringify(await describeApp(one, rows[1], null))).toBe(JSON.stringify(before[1]));
       expect(one.n).toBe(1);
 
-      expect(await describeApps(counting(c), [])).toEqual([]);
+      expect(await describeApps(counting(c), [], null)).toEqual([]);
+      // the proxy's public URL known: the URLs are on its scheme and port (an app's copied URL works)
+      const k = before.findIndex((v) => v.revisions.some((r) => r.tag_urls.length > 0));
+      expect(k).toBeGreaterThanOrEqual(0);
+      const [https, plain] = [await describeApp(c, rows[k], 'https://apps.example.test:8443'), await describeApp(c, rows[k], 'http://127.0.0.1:8080')];
+      expect([https.url, plain.url]).toEqual([`https://${rows[k].app_hostname}:8443/`, `http://${rows[k].app_hostname}:8080/`]);
+      const urls = (v: AppView) => v.revisions.flatMap((r) => [r.tag_url, ...r.tag_urls]).filter((u) => u !== null);
+      expect(urls(plain)).toEqual(urls(before[k]).map((u) => u.replace(/\/$/, ':8080/')));
+      expect(urls(https)).toEqual(urls(before[k]).map((u) => u.replace(/^http:(.*)\/$/, 'https:$1:8443/')));
       await c.query('COMMIT');
     } finally {
       c.release();
