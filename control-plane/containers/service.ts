@@ -142,7 +142,8 @@ export class ContainerService {
       const { rows: [img] } = await tx.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [imageId, userId]);
       if (!img) throw notFound('image');
       if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}, not ready: containers can only run built images`, 'image_not_ready');
-      const { rows: [{ n }] } = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE image_id = $1', [img.id]);
+      const { rows: [{ n, stopped }] } = await tx.query<{ n: number; stopped: number }>(
+        `SELECT count(*)::int AS n, count(*) FILTER (WHERE desired = 'stopped')::int AS stopped FROM containers WHERE image_id = $1`, [img.id]);
       let want = count;
       if (opts.provision) {
         if (img.min_instances_provisioned) return { img, rows: [] as ContainerRow[] };
@@ -162,7 +163,11 @@ export class ContainerService {
           await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);
         }
       } else if (n + count > img.max_instances) {
-        if (!opts.cap) throw conflict(`image ${img.id} has ${n} of max_instances ${img.max_instances} containers; ${count} more would pass it`, 'max_instances_exceeded');
+        if (!opts.cap) {
+          // (stopped ones count: the autoscaler starts them again before it makes new ones)
+          const hint = stopped > 0 ? ` (${stopped} of them stopped: POST /api/containers/:id/start starts one)` : '';
+          throw conflict(`image ${img.id} has ${n} of max_instances ${img.max_instances} containers${hint}; ${count} more would pass it`, 'max_instances_exceeded');
+        }
         want = Math.max(0, img.max_instances - n);
       }
       if (!opts.provision && want > room) {

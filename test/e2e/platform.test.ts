@@ -170,6 +170,9 @@ await describeWithDocker('e2e: upload → build → run → route', () => {
     const again = await user.post(`/api/containers/${victim.id}/stop`);
     expect(again.status).toBe(409);
     expect(again.body.error.code).toBe('already_stopped');
+    // the stopped one still counts against max_instances, and the refusal says how to use it
+    const full = await user.post(`/api/containers/${imageId}`, { count: 1 });
+    expect([full.status, full.body.error.message]).toEqual([409, `image ${imageId} has 3 of max_instances 3 containers (1 of them stopped: POST /api/containers/:id/start starts one); 1 more would pass it`]);
   });
 
   it('starts it again and it returns to the rotation once healthy', async () => {
