@@ -132,7 +132,8 @@ export interface ControlPlaneOptions {
   /** Address proxies and health checks use to reach published ports (default: publishHost, 127.0.0.1 for 0.0.0.0). */
   endpointHost?: string;
   /** Active health checks: interval, timeout, consecutive results to flip state (defaults 1000 / 1000 / 1 / 2). */
-  health?: { intervalMs?: number; timeoutMs?: number; healthyThreshold?: number; unhealthyThreshold?: number };
+  /** probes of app instances; `startupGraceMs`: how long a starting instance that does not answer is not yet said to be unhealthy (30 s) */
+  health?: { intervalMs?: number; timeoutMs?: number; healthyThreshold?: number; unhealthyThreshold?: number; startupGraceMs?: number };
   /** Reconcile loop period (default 3000 ms; Docker events trigger it sooner). */
   reconcileIntervalMs?: number;
   /** Labelled containers unknown to the database are removed once older than this (default 10 s). */
@@ -285,7 +286,7 @@ export interface ResolvedConfig {
   metricsToken: string | undefined;
   publishHost: string;
   endpointHost: string;
-  health: { intervalMs: number; timeoutMs: number; healthyThreshold: number; unhealthyThreshold: number };
+  health: { intervalMs: number; timeoutMs: number; healthyThreshold: number; unhealthyThreshold: number; startupGraceMs: number };
   reconcileIntervalMs: number;
   orphanGraceMs: number;
   drainTimeoutMs: number;
@@ -383,6 +384,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
       timeoutMs: o.health?.timeoutMs ?? 1000,
       healthyThreshold: Math.max(1, o.health?.healthyThreshold ?? 1),
       unhealthyThreshold: Math.max(1, o.health?.unhealthyThreshold ?? 2),
+      startupGraceMs: Math.max(0, o.health?.startupGraceMs ?? 30_000),
     },
     reconcileIntervalMs: o.reconcileIntervalMs ?? 3000,
     orphanGraceMs: o.orphanGraceMs ?? 10_000,

@@ -69,6 +69,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     h = await up({
       apiListen: '127.0.0.1:0', proxyListen: '127.0.0.1:0', adminListen: '127.0.0.1:0', dataDir: join(tmp.dir, 'data'),
       databaseUrl: await pg.createDatabase(), quiet: true,
+      // (an instance that does not answer is said to be unhealthy after 3 s, not 30: the deploy to the wrong port)
+      tenant: { health: { startupGraceMs: 3000 } },
     });
     env = { BERTH_CONFIG_DIR: join(tmp.dir, 'config'), BERTH_API: h.cp.url, BERTH_TOKEN: '', NO_COLOR: '' };
   });
@@ -202,6 +204,28 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(j).toMatchObject({ ok: false, status: 'build_failed', app_hostname: 'broken.localhost' });
     expect(j.log_tail.join('\n')).toContain('boom');
   });
+
+  it('an app that exits at start fails the deploy within seconds, with its last output; one listening on another port is told about $PORT', async () => {
+    const crash = join(tmp.dir, 'crash');
+    await mkdir(crash, { recursive: true });
+    await writeFile(join(crash, 'Dockerfile'), `FROM ${BASE_IMAGE}\nCMD ["sh", "-c", "echo starting; echo 'config: DATABASE_URL is not set' >&2; exit 3"]\n`);
+    const t0 = Date.now();
+    const r = await berth(['deploy', crash, '--host', 'crash.localhost']);
+    expect(r.code, r.err).toBe(1);
+    // (its stdout and stderr lines, in whichever order Docker gives two streams written at once)
+    const shown = /its instance exits at start \(exited with code 3, [3-9] times\)\. Its last output:\n((?: {2}\| .*\n)+)/.exec(r.err);
+    expect(shown?.[1].split('\n').sort(), r.err).toEqual(['', '  | config: DATABASE_URL is not set', '  | starting']);
+    expect(r.err).toContain('fix the app and deploy again');
+    expect(Date.now() - t0).toBeLessThan(45_000); // (it waited out --timeout, 10 minutes)
+
+    const other = join(tmp.dir, 'otherport');
+    await mkdir(join(other, 'www'), { recursive: true });
+    await writeFile(join(other, 'Dockerfile'), `FROM ${BASE_IMAGE}\nCMD ["httpd", "-f", "-p", "9999", "-h", "/"]\n`);
+    const w = await berth(['deploy', other, '--host', 'otherport.localhost', '--timeout', '9']);
+    expect(w.code, w.err).toBe(1);
+    expect(w.err).toContain('nothing listens on port 8080 in the container: the app must listen on $PORT (8080), or deploy with --port N');
+    for (const host of ['crash.localhost', 'otherport.localhost']) expect((await berth(['delete', host, '--yes'])).code).toBe(0);
+  }, 90_000);
 
   it('logs: the tail of every instance, prefixed by container; --json is one object per line', async () => {
     await viaProxy(HOST, '/www/index.html');

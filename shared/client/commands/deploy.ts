@@ -31,7 +31,7 @@ interface Image {
   id: number; app_hostname: string; status: string; status_reason?: string | null; min_instances: number;
   revision?: number; name: string;
 }
-interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null }
+interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
 interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean }
 interface App { app_hostname: string; url: string; revisions: AppRevision[] }
 
@@ -390,24 +390,62 @@ export async function followBuild(client: BerthClient, imageId: number, out: Nod
   return { status, tail };
 }
 
+/** Exits at start before the deploy gives up on a revision (as Cloud Run fails a revision whose container exits at start). */
+const CRASHES_AT_START = 3;
+/** Lines of a crashed instance's output shown with the error. */
+const CRASH_OUTPUT_LINES = 20;
+
+/** What a health check refused on the container's port says to a person: listen on $PORT. */
+function portHint(c: Container): string {
+  return c.status === 'running' && c.internal_port != null && /ECONNREFUSED/.test(c.status_reason ?? '')
+    ? ` — nothing listens on port ${c.internal_port} in the container: the app must listen on $PORT (${c.internal_port}), or deploy with --port N`
+    : '';
+}
+
+/** The last lines the container printed (its Docker container's, until the next replacement removes it); [] when unreadable. */
+async function lastOutput(client: BerthClient, id: number, signal: AbortSignal): Promise<string[]> {
+  try {
+    const res = await client.stream('GET', `/api/containers/${id}/logs`, { query: { tail: CRASH_OUTPUT_LINES }, signal });
+    let text = '';
+    for await (const chunk of res.body) {
+      text += String(chunk);
+      if (text.length > 64 * 1024) { res.body.destroy(); break; }
+    }
+    return text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l !== '').slice(-CRASH_OUTPUT_LINES);
+  } catch (e) {
+    if (signal.aborted) throw e;
+    return [];
+  }
+}
+
 async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string): Promise<void> {
   const s = new Status(out);
   let last: Container[] = [];
+  let crashed: Container | undefined;
   try {
     for (;;) {
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
       const healthy = last.filter((c) => c.status === 'running' && c.health === 'healthy').length;
       if (healthy >= want) { s.clear(); return; }
+      // an instance that never became healthy and keeps exiting: waiting out --timeout shows nothing more
+      crashed = healthy === 0 ? last.find((c) => c.status === 'exited' && c.healthy_at == null && (c.restart_count ?? 0) >= CRASHES_AT_START - 1) : undefined;
+      if (crashed) break;
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
-      s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${failing[0].status_reason ?? failing[0].status})` : ''}`);
+      s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})` : ''}`);
       if (Date.now() > deadline) break;
       await wait(500, undefined, { signal });
     }
   } finally {
     s.clear();
   }
+  if (crashed) {
+    const lines = await lastOutput(client, crashed.id, signal);
+    const output = lines.length ? `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n` : 'It printed nothing.\n';
+    throw new ClientError(`image ${imageId} built, but its instance exits at start (${printable(crashed.status_reason ?? 'exited')}, ${(crashed.restart_count ?? 0) + 1} times). ${output}`
+      + `The revision takes no traffic until an instance is healthy, and berth keeps starting it (waiting longer each time): fix the app and deploy again. See \`berth logs ${host}\`.`, EXIT.failed);
+  }
   // the reasons quote Docker and the app: printable before they become the error message
-  const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}`).join('; ')) || 'no containers yet';
+  const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; ')) || 'no containers yet';
   throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
 }
 
