@@ -32,6 +32,25 @@ export function isAddressName(name: string): boolean {
   return n === 'localhost' || isIP(n) !== 0;
 }
 
+/**
+ * Why `host` (normalised) cannot be an app's own hostname, or null. It must name one site: no
+ * wildcard (it would claim every subdomain of someone else's domain, or a whole TLD), no single
+ * label (`com`, `intranet`), not `localhost` itself (`app.localhost` is fine: the walkthrough uses
+ * it), no IP literal (every request by address would land on this app), and no `---` in the first
+ * label (tag URLs). One set of words for the API's 400 and `berth deploy --host`'s usage error.
+ */
+export function appHostnameProblem(host: string): string | null {
+  if (host.includes('*')) return 'is a wildcard; give one exact hostname';
+  if (host.startsWith('[') || isIP(host)) return 'is an IP address; give a DNS name';
+  if (host === 'localhost') return 'is the loopback name; a name under it like app.localhost works for local use';
+  const labels = host.split('.');
+  if (labels.length < 2) return 'has a single label; give a fully qualified name like app.example.com';
+  if (/^\d+$/.test(labels[labels.length - 1])) return 'ends in a numeric label, which no DNS name does';
+  // `{tag}---{app}` names a revision's tag URL (docs/revisions.md): one user's app must never claim another's tag host
+  if (labels[0].includes('---')) return 'has "---" in its first label, which is reserved for revision tag URLs ({tag}---{app_hostname})';
+  return null;
+}
+
 /** `[v6]` → `v6`; anything else as it is. */
 function unbracket(name: string): string {
   return name.length > 1 && name.charCodeAt(0) === 91 /* [ */ && name.endsWith(']') ? name.slice(1, -1) : name;

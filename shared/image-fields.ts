@@ -3,8 +3,8 @@
  * of POST and PATCH /api/images in control-plane/images/fields.ts is built from these) and the CLI
  * (`berth deploy` refuses a bad flag with the same words before it packs and uploads anything).
  * Like shared/tag.ts for traffic tags. What needs more than a pattern stays on the control plane:
- * the CPU (0.01–256) and memory (6m–1t) amounts, the app hostname (shared/hostname.ts and
- * checkAppHostname), min ≤ max.
+ * the CPU (0.01–256) and memory (6m–1t) amounts (and the operator's maxima, which only it
+ * knows). The app hostname's rules are shared/hostname.ts appHostnameProblem, used by both.
  *
  * Patterns are JSON-schema strings (ajv compiles them with the `u` flag; `fieldProblem` does too).
  * cpu_limit and memory_limit have no minLength: their patterns refuse "" with the helpful words.

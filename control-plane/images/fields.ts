@@ -1,7 +1,6 @@
 import { TAG_MAX_LENGTH } from '../../shared/tag.js';
-import { isIP } from 'node:net';
 import { Ajv } from 'ajv';
-import { isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
+import { appHostnameProblem, isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
 import { IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T, type ImageTextField } from '../../shared/image-fields.js';
 import { ApiError, badRequest } from '../http/errors.js';
 import { hardenNumbers, int, numberAjvOptions } from '../http/schemas.js';
@@ -159,21 +158,10 @@ export function parseImageFields(raw: Record<string, string>): UploadFields {
   };
 }
 
-/**
- * An app's own hostname must name one site: no wildcard (it would claim every subdomain of
- * someone else's domain, or a whole TLD), no single label (`com`, `intranet`), not `localhost`
- * itself (`app.localhost` is fine: the walkthrough uses it), and no IP literal (every request by address would land on this app).
- */
+/** The rules of shared/hostname.ts appHostnameProblem as the API's 400. */
 export function checkAppHostname(host: string): void {
-  const bad = (why: string) => badRequest(`field "app_hostname": "${host}" ${why}`);
-  if (host.includes('*')) throw bad('is a wildcard; give one exact hostname');
-  if (host.startsWith('[') || isIP(host)) throw bad('is an IP address; give a DNS name');
-  if (host === 'localhost') throw bad('is the loopback name; a name under it like app.localhost works for local use');
-  const labels = host.split('.');
-  if (labels.length < 2) throw bad('has a single label; give a fully qualified name like app.example.com');
-  if (/^\d+$/.test(labels[labels.length - 1])) throw bad('ends in a numeric label, which no DNS name does');
-  // `{tag}---{app}` names a revision's tag URL (docs/revisions.md): one user's app must never claim another's tag host
-  if (labels[0].includes('---')) throw bad('has "---" in its first label, which is reserved for revision tag URLs ({tag}---{app_hostname})');
+  const why = appHostnameProblem(host);
+  if (why !== null) throw badRequest(`field "app_hostname": "${host}" ${why}`);
 }
 
 /** "0.5" → 0.5 CPUs, "500m" → 0.5. Between 0.01 and 256. */

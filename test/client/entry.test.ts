@@ -30,3 +30,15 @@ it('deploy --env-file with a missing file or a directory is berth\'s usage error
     }
   }
 });
+
+it('deploy --host that no app may have is refused before anything is packed, in the API\'s words (exit 2)', async () => {
+  for (const [host, why] of [
+    ['localhost', 'is the loopback name; a name under it like app.localhost works for local use'],
+    ['127.0.0.1', 'is an IP address; give a DNS name'],
+    ['a---b.localhost', 'has "---" in its first label, which is reserved for revision tag URLs ({tag}---{app_hostname})'],
+    ['intranet', 'has a single label; give a fully qualified name like app.example.com'],
+  ]) {
+    const r = await run(['deploy', dir, '--host', host]);
+    expect([r.code, r.err.split('\n')[0]], host).toEqual([2, `berth deploy: --host "${host}" ${why}`]);
+  }
+});

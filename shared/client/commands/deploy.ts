@@ -2,6 +2,7 @@ import { setTimeout as wait } from 'node:timers/promises';
 import { credentialsPath } from '../credentials.js';
 import { IMAGE_INT_FIELDS as N, fieldProblem, type ImageTextField } from '../../image-fields.js';
 import { tagProblem } from '../../tag.js';
+import { appHostnameProblem, normalizeHost } from '../../hostname.js';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -77,6 +78,8 @@ DIR defaults to the current directory.`,
     const host = opts.host?.trim();
     if (!host) throw new UsageError('--host HOST is required (the app hostname, e.g. --host hello.localhost)');
     if (host.length > 253 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`--host "${host.slice(0, 80)}" is not a hostname`);
+    const hostProblem = appHostnameProblem(normalizeHost(host));
+    if (hostProblem !== null) throw new UsageError(`--host "${host}" ${hostProblem}`);
     // the control plane's own rules (shared/image-fields.ts), checked before anything is packed or uploaded
     const min = intOption(opts.min, 'min', N.min_instances.min, N.min_instances.max);
     const max = intOption(opts.max, 'max', N.max_instances.min, N.max_instances.max);
