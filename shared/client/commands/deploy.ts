@@ -41,7 +41,10 @@ const TAIL_LINES = 25;
 const MAX_LINE = 1024 * 1024;
 
 export const run = defineClientCommand({
-  usage: 'berth deploy [DIR] --host HOST [--env NAME=VALUE …] [--env-file F] [--min N] [--max N] [--concurrency N] [--request-timeout 5m] [--session-affinity | --no-session-affinity] [--upstream-pipeline N] [--private | --public] [--no-traffic] [--tag T] [--no-build]',
+  usage: `berth deploy [DIR] --host HOST [--min N] [--max N] [--concurrency N] [--port N] [--cpu C] [--memory M]
+                    [--health-path P] [--request-timeout 5m] [--env NAME=VALUE …] [--env-file F]
+                    [--unset-env NAME] [--clear-env] [--session-affinity | --no-session-affinity]
+                    [--upstream-pipeline N] [--private | --public] [--no-traffic] [--tag T] [--no-build] [--name N] [--timeout S]`,
   description: `Deploy a folder with a Dockerfile at its root to a URL: pack it (honouring .dockerignore,
 refusing symlinks that lead out of it), upload it, stream the build log, wait until the new
 revision is ready and its instances are healthy, then print its URLs and how long each phase took.
@@ -52,7 +55,7 @@ DIR defaults to the current directory.`,
     { name: 'host', env: 'BERTH_HOST', help: 'the app hostname (e.g. hello.localhost, shop.example.com)' },
     { name: 'name', help: 'image name (default: from the hostname; kept by later revisions)' },
     { name: 'min', help: 'min_instances (0 = scale to zero; default 1)' },
-    { name: 'max', help: 'max_instances' },
+    { name: 'max', help: 'max_instances: how far the autoscaler may scale it out (1–100; default: --min, at least 1, so it does not scale out until given; a later revision keeps the last one)' },
     { name: 'concurrency', help: 'container_concurrency: requests per instance at once (0 = no limit; default 80)' },
     { name: 'port', help: 'container_port the app listens on, also given as $PORT (default 8080)' },
     { name: 'cpu', help: 'cpu_limit, e.g. 0.5 or 500m' },
