@@ -319,6 +319,18 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
     over: () => string | undefined;
   }
 
+  /**
+   * The daemon refusing the build outright (a Dockerfile it cannot parse: 400) says why in its own
+   * words, without dockerode's "(HTTP code 400) unexpected - " in front.
+   */
+  function refusedBuild(e: unknown): unknown {
+    const err = e as { statusCode?: unknown; json?: { message?: unknown } | null; message?: unknown };
+    if (typeof err.statusCode !== 'number' || err.statusCode < 400 || err.statusCode >= 500) return e;
+    // (docker-modem has the body in `json` when it parsed, else in its message after the status)
+    const said = typeof err.json?.message === 'string' ? err.json.message : String(err.message ?? '').replace(/^\(HTTP code \d+\) [^-]*- /, '');
+    return said.trim() === '' ? e : new BuildError(said.trim());
+  }
+
   async function build(b: BuildImageOptions, w: Watched, context: () => tarStream.Pack): Promise<{ imageId: string }> {
     const { signal, disk } = w;
     const began = Date.now();
@@ -342,7 +354,7 @@ export function createRuntime(opts: { dockerHost?: string; log: Logger; pingTime
         // and bounded processes: every step's container goes under a cgroup with pids.max
         ...(w.cgroupParent ? { cgroupparent: w.cgroupParent } : {}),
         abortSignal: signal,
-      } as Docker.ImageBuildOptions), signal)) as Readable;
+      } as Docker.ImageBuildOptions), signal).catch((e: unknown) => { throw refusedBuild(e); })) as Readable;
     disk?.start();
     // the images its steps committed are removed when they lead to no tagged image: all of a
     // failed build's, and a successful multi-stage build's earlier stages (build-leftovers.ts)

@@ -118,6 +118,13 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
     const ev = (await alice.get('/api/events')).body.events.filter((e: any) => e.image_id === img.id);
     expect(ev.map((e: any) => e.type)).toEqual(['image.building', 'image.build_failed']);
     expect(ev[1].payload.reason).toMatch(/non-zero code: 3/);
+
+    // a Dockerfile the daemon cannot parse: its words, without the HTTP client's in front
+    const typo = await alice.upload({ name: 'typo', app_hostname: host() }, await makeTar([{ name: 'Dockerfile', content: 'FROMM berth-test/busybox:1\n' }]));
+    const bad = await alice.waitForBuild(typo.body.id);
+    expect(bad.status).toBe('build_failed');
+    expect(bad.status_reason).toMatch(/^dockerfile parse error.*unknown instruction: FROMM/i);
+    expect((await alice.get(`/api/images/${bad.id}/build-logs`)).body.logs).toMatch(/BUILD FAILED: dockerfile parse error/i);
   });
 
   it("a failed build leaves none of its steps' images in the daemon; ids a step prints are not removed", async () => {
