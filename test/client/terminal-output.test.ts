@@ -17,17 +17,17 @@ const EVIL = 'copy\x1b]52;c;cm0gLXJmIH4K\x07 clear\x1b[2J\x1b[H c1\x9b31m bell\x
 describe('a failed build', () => {
   it('on a terminal: the reason and the log tail have their escape sequences defused', () => {
     const out = stream(true);
-    printBuildFailure(out, 7, 1200, `RUN failed: ${EVIL}`, ['step 1', `boom ${EVIL}`]);
+    printBuildFailure(out, 'shop.localhost', 3, 1200, `RUN failed: ${EVIL}`, ['step 1', `boom ${EVIL}`]);
     expect(out.text).toContain('Build failed after');
     expect(out.text).toContain('boom copy\ufffd]52;c;cm0gLXJmIH4K\ufffd clear\ufffd[2J\ufffd[H c1\ufffd31m bell\ufffd');
     expect(out.text).toContain('RUN failed: copy\ufffd]52');
     expect(out.text).not.toMatch(/\x1b\]52|\x1b\[2J|\x9b|\x07/);
-    expect(out.text).toContain('GET /api/images/7/build-logs');
+    expect(out.text).toContain('full log: berth logs shop.localhost --build --revision 3');
   });
 
   it('piped: byte for byte', () => {
     const out = stream(false);
-    printBuildFailure(out, 7, 1200, EVIL, [EVIL]);
+    printBuildFailure(out, 'shop.localhost', 3, 1200, EVIL, [EVIL]);
     expect(out.text.split(EVIL)).toHaveLength(3);
   });
 });

@@ -203,6 +203,15 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const j = JSON.parse(r.out);
     expect(j).toMatchObject({ ok: false, status: 'build_failed', app_hostname: 'broken.localhost' });
     expect(j.log_tail.join('\n')).toContain('boom');
+    // the whole log, as the failure says
+    expect(r.err).toContain('full log: berth logs broken.localhost --build --revision 1');
+    const full = await berth(['logs', 'broken.localhost', '--build', '--revision', '1']);
+    expect([full.code, full.out], full.err).toEqual([1, expect.stringMatching(/Step 1\/\d+ : FROM [\s\S]*about to fail: boom[\s\S]*berth: BUILD FAILED: .*non-zero code: 3\n$/)]);
+    expect((await berth(['logs', 'broken.localhost', '--build'])).out).toBe(full.out);
+    const none = await berth(['logs', 'broken.localhost', '--build', '--revision', '9']);
+    expect([none.code, none.err.trim()]).toEqual([1, 'berth logs: broken.localhost has no revision 9 (it has 1)']);
+    expect((await berth(['logs', 'broken.localhost', '--build', '--tail', '5'])).code).toBe(2);
+    expect((await berth(['logs', 'broken.localhost', '--revision', '1'])).code).toBe(2);
   });
 
   it('an app that exits at start fails the deploy within seconds, with its last output; one listening on another port is told about $PORT', async () => {

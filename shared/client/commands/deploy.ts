@@ -216,7 +216,7 @@ DIR defaults to the current directory.`,
       phases.build = Date.now() - t;
       if (status !== 'ready') {
         const final = await client.get<Image>(`/api/images/${img.id}`, { signal });
-        printBuildFailure(stderr, img.id, phases.build, final.status_reason, tail);
+        printBuildFailure(stderr, img.app_hostname, img.revision ?? null, phases.build, final.status_reason, tail);
         if (json) printJson({ ok: false, app_hostname: img.app_hostname, image_id: img.id, revision: img.revision ?? null, status: final.status, status_reason: final.status_reason ?? null, log_tail: tail });
         return EXIT.failed;
       }
@@ -286,10 +286,10 @@ DIR defaults to the current directory.`,
  * A failed build's reason and log tail. Both come from the build (the server's reason quotes the
  * Dockerfile's output): on a terminal their control characters are defused like the live log.
  */
-export function printBuildFailure(out: NodeJS.WriteStream, imageId: number, ms: number, reason: string | null | undefined, tail: string[]): void {
+export function printBuildFailure(out: NodeJS.WriteStream, host: string, revision: number | null, ms: number, reason: string | null | undefined, tail: string[]): void {
   out.write(`\n${paint(out, 'red', '✘')} Build failed after ${formatDuration(ms)}${reason ? `: ${terminalSafe(out, reason)}` : ''}\n`);
   if (tail.length) out.write(`  last lines of the build log:\n${tail.map((l) => `    ${terminalSafe(out, l)}`).join('\n')}\n`);
-  out.write(`  full log: berth's API GET /api/images/${num(imageId)}/build-logs\n`);
+  out.write(`  full log: berth logs ${terminalSafe(out, host)} --build${revision === null ? '' : ` --revision ${num(revision)}`}\n`);
 }
 
 /** A flag that becomes an upload field: refused here, in the control plane's words, when the control plane would refuse it. */

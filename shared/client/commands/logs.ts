@@ -1,5 +1,5 @@
 import { UsageError } from '../../cli/args.js';
-import { EXIT } from '../client.js';
+import { ClientError, EXIT, type BerthClient } from '../client.js';
 import { appHostArg, booleanOption, defineClientCommand, intOption } from '../command.js';
 import { readSse } from '../sse.js';
 import { jsonText } from '../output.js';
@@ -11,9 +11,11 @@ import { colours, num, printable, terminalSafe } from '../style.js';
  * `--json` prints one JSON object per line (NDJSON).
  */
 export const run = defineClientCommand({
-  usage: 'berth logs HOST [--follow] [--since 10m] [--tail N] [--container ID] [--timestamps]',
+  usage: 'berth logs HOST [--follow] [--since 10m] [--tail N] [--container ID] [--timestamps] | --build [--revision N] [--follow]',
   description: `Print the logs of an app's instances (stdout and stderr), each line prefixed by its container id.
---follow streams new lines until interrupted, including instances that start later.`,
+--follow streams new lines until interrupted, including instances that start later.
+--build prints the build log of the app's newest revision (or of --revision N) instead; with
+--follow, a build under way is followed until it ends.`,
   positional: { min: 1, max: 1, names: 'HOST (the app hostname)' },
   options: [
     { name: 'follow', boolean: true, help: 'keep streaming new lines (Ctrl-C to stop)' },
@@ -21,10 +23,18 @@ export const run = defineClientCommand({
     { name: 'tail', help: 'last N lines per container (default 200, at most 10000)' },
     { name: 'container', help: 'only this instance (a container id of the app)' },
     { name: 'timestamps', boolean: true, help: "prefix each line with Docker's timestamp" },
+    { name: 'build', boolean: true, help: "the build log instead (of the newest revision, or --revision's)" },
+    { name: 'revision', help: 'with --build: this revision number' },
   ],
   async run({ opts, args, json, client, stdout, signal }) {
     const host = appHostArg(args[0]);
     const follow = booleanOption(opts.follow, 'follow');
+    const revision = intOption(opts.revision, 'revision', 1, Number.MAX_SAFE_INTEGER);
+    if (booleanOption(opts.build, 'build')) {
+      for (const f of ['since', 'tail', 'container', 'timestamps'] as const) if (opts[f] !== undefined) throw new UsageError(`--${f} is for instance logs, not with --build`);
+      return buildLog(client, host, revision, follow, json, stdout, signal);
+    }
+    if (revision !== undefined) throw new UsageError('--revision goes with --build (instance logs: --container ID)');
     const stamps = booleanOption(opts.timestamps, 'timestamps');
     const tail = intOption(opts.tail, 'tail', 0, 10_000);
     const container = intOption(opts.container, 'container', 1, Number.MAX_SAFE_INTEGER);
@@ -71,3 +81,47 @@ export const run = defineClientCommand({
     return EXIT.failed;
   },
 });
+
+interface RevisionRef { image_id: number; revision: number; status: string }
+
+/**
+ * `--build`: the build log of a revision (GET /api/images/:id/build-logs; with --follow its SSE
+ * stream, which ends with the build). The revision is found among the app's (GET /api/apps/:host).
+ */
+async function buildLog(client: BerthClient, host: string, revision: number | undefined, follow: boolean, json: boolean, stdout: NodeJS.WriteStream, signal: AbortSignal): Promise<number> {
+  const app = await client.get<{ revisions: RevisionRef[] }>(`/api/apps/${encodeURIComponent(host)}`, { signal });
+  const newest = app.revisions.reduce<RevisionRef | undefined>((a, r) => (a === undefined || r.revision > a.revision ? r : a), undefined);
+  const rev = revision === undefined ? newest : app.revisions.find((r) => r.revision === revision);
+  if (rev === undefined) {
+    throw new ClientError(revision === undefined ? `${host} has no revisions` : `${host} has no revision ${revision} (it has ${app.revisions.map((r) => r.revision).sort((a, b) => a - b).join(', ') || 'none'})`, EXIT.failed);
+  }
+  if (!follow || rev.status !== 'building') {
+    const b = await client.get<{ status: string; logs: string; truncated: boolean }>(`/api/images/${rev.image_id}/build-logs`, { signal });
+    if (json) stdout.write(jsonText({ app_hostname: host, revision: rev.revision, image_id: rev.image_id, status: b.status, truncated: b.truncated, logs: b.logs }) + '\n');
+    else {
+      if (b.truncated) process.stderr.write('berth logs: the stored build log was cut to its last part\n');
+      stdout.write(terminalSafe(stdout, b.logs));
+      if (b.logs !== '' && !b.logs.endsWith('\n')) stdout.write('\n');
+    }
+    return b.status === 'build_failed' ? EXIT.failed : EXIT.ok;
+  }
+  try {
+    const res = await client.stream('GET', `/api/images/${rev.image_id}/build-logs`, { query: { follow: 1 }, headers: { accept: 'text/event-stream' }, signal });
+    for await (const ev of readSse(res.body)) {
+      if (ev.event === 'log') {
+        const text = (JSON.parse(ev.data) as { text: string }).text;
+        stdout.write(json ? jsonText({ revision: rev.revision, image_id: rev.image_id, text }) + '\n' : terminalSafe(stdout, text));
+      } else if (ev.event === 'end') {
+        const status = (JSON.parse(ev.data) as { status: string }).status;
+        if (json) stdout.write(jsonText({ revision: rev.revision, image_id: rev.image_id, status }) + '\n');
+        return status === 'build_failed' ? EXIT.failed : EXIT.ok;
+      }
+    }
+  } catch (e) {
+    if (signal.aborted) return EXIT.ok;
+    throw e;
+  }
+  if (signal.aborted) return EXIT.ok;
+  process.stderr.write('berth logs: the build log stream ended before the build did (the control plane restarted, or the connection broke)\n');
+  return EXIT.failed;
+}
