@@ -295,6 +295,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const missing = await berth(['traffic', HOST, '9=100']);
     expect(missing.code).toBe(2);
     expect(missing.err).toContain('has no revision 9');
+    const typo = await berth(['traffic', HOST, '--remove-tag', 'canray']);
+    expect([typo.code, typo.err.trim()]).toEqual([2, `berth traffic: ${HOST} has no tag "canray" to remove; its tags: canary`]);
     const split = await berth(['traffic', HOST, '2=50', '3=50']);
     expect(split.code, split.err).toBe(0);
     expect(split.out).toMatch(/^3\s.*50%\s+http:\/\/canary---/m); // the tag is kept

@@ -63,6 +63,11 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     }
     // tags stay unless named again (or removed with --remove-tag), as Cloud Run's update-traffic keeps them
     const removed = new Set(opts['remove-tag'] === undefined ? [] : opts['remove-tag'].split(',').map((t) => t.trim()));
+    // (a tag that is not there: a typo, which would otherwise change nothing and say it was done)
+    const present = new Set(app.traffic.map((e) => e.tag).filter((t) => t));
+    for (const t of removed) {
+      if (!present.has(t)) throw new ClientError(`${host} has no tag "${t}" to remove; its tags: ${[...present].join(', ') || 'none'}`, EXIT.usage);
+    }
     for (const e of app.traffic) {
       if (!e.tag || removed.has(e.tag) || tags.some(([t]) => t === e.tag)) continue;
       const id = e.latest ? app.latest_image_id ?? undefined : e.image_id;
