@@ -388,7 +388,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const failed = failedThresholds(thresholds, m);
   for (const f of failed) out.write(`  FAIL ${f.threshold.text} (actual ${f.actual === null ? 'n/a' : Math.round(f.actual * 1000) / 1000})\n`);
-  if (thresholds.length && !failed.length) out.write(`  thresholds passed: ${thresholds.map((t) => t.text).join(', ')}\n`);
+  if (thresholds.length && !failed.length) out.write(`  passed: no --fail-on condition held (${thresholds.map((t) => t.text).join(', ')})\n`);
   if (interrupted) process.exit(130);
   if (failed.length || runFailed) process.exit(1);
   if (m.successful_requests === 0) {

@@ -93,13 +93,14 @@ class SummaryAcc {
   }
 }
 
-function summary(imageId: number, host: string, acc: SummaryAcc, requests: number, lastRequestAt: Date | null, p: Pricing) {
+function summary(imageId: number, host: string, revision: number | null, acc: SummaryAcc, requests: number, lastRequestAt: Date | null, p: Pricing) {
   const last = Math.max(acc.last, lastRequestAt ? lastRequestAt.getTime() : 0);
   const reqCost = requestsCost(requests, p);
   const total = acc.runCosts + reqCost;
   return {
     image_id: imageId,
     app_hostname: host,
+    revision,
     total_containers: acc.containers.size,
     active_containers: acc.active,
     total_runs: acc.runs,
@@ -220,15 +221,16 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       });
       return [
         await requestsByImage(c, uid),
-        await c.query<{ id: string; app_hostname: string }>('SELECT id, app_hostname FROM images WHERE user_id = $1', [uid]),
+        await c.query<{ id: string; app_hostname: string; revision: number | null }>('SELECT id, app_hostname, revision FROM images WHERE user_id = $1', [uid]),
       ] as const;
     });
     const ids = new Set<number>([...imgs.map((i) => Number(i.id)), ...accs.keys(), ...reqs.keys()]);
     const hostOf = new Map(imgs.map((i) => [Number(i.id), i.app_hostname]));
+    const revisionOf = new Map(imgs.map((i) => [Number(i.id), i.revision]));
     const images = [...ids].sort((a, b) => a - b).map((id) => {
       const acc = accs.get(id) ?? new SummaryAcc();
       const rq = reqs.get(id);
-      return summary(id, hostOf.get(id) || acc.host || rq?.host || '', acc, rq?.requests ?? 0, rq?.last ?? null, pricing);
+      return summary(id, hostOf.get(id) || acc.host || rq?.host || '', revisionOf.get(id) ?? null, acc, rq?.requests ?? 0, rq?.last ?? null, pricing);
     });
     const total = images.reduce((s, i) => s + BigInt(i.total_cost), 0n);
     return { user_id: uid, currency: pricing.currency, plan: pricing.plan, pricing: pricingView(), images, total_cost: Number(total), total_cost_formatted: formatMicros(total) };
@@ -252,7 +254,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
       await eachRecord(c, uid, id, (r) => acc.add(r));
       return [
         await requestsByImage(c, uid, id),
-        await c.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
+        await c.query<{ app_hostname: string; revision: number | null }>('SELECT app_hostname, revision FROM images WHERE user_id = $1 AND id = $2', [uid, id]),
         await c.query<RecordRow>(
           `SELECT ${RECORD_COLUMNS}, ${DURATION} FROM usage_records
             WHERE user_id = $1 AND image_id = $2 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4`, [uid, id, req.query.before ?? null, limit + 1]),
@@ -263,7 +265,7 @@ async function billingPlugin(app: FastifyInstance): Promise<void> {
     const more = page.length > limit;
     const records = page.slice(0, limit).reverse().map(priced);
     return {
-      ...summary(id, imgs[0]?.app_hostname || acc.host || rq?.host || '', acc, rq?.requests ?? 0, rq?.last ?? null, pricing),
+      ...summary(id, imgs[0]?.app_hostname || acc.host || rq?.host || '', imgs[0]?.revision ?? null, acc, rq?.requests ?? 0, rq?.last ?? null, pricing),
       plan: pricing.plan,
       records,
       next_before: more && records.length ? records[0].id : null,

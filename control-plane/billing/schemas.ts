@@ -25,6 +25,7 @@ export const pricingSchema = object({
 const summaryProperties = {
   image_id: idSchema,
   app_hostname: { type: 'string' },
+  revision: { ...nullableInteger, description: 'the app revision the image is (null once the image is deleted: its usage stays billed)' },
   total_containers: { type: 'integer' },
   active_containers: { type: 'integer' },
   total_runs: { type: 'integer' },

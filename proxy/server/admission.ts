@@ -79,6 +79,14 @@ export function validTransferEncoding(v: string): boolean {
  * wildcard DNS name nobody has deployed yet): what another app left in that origin (cookies,
  * storage, caches) would then be the new app's visitors'. Off the hot path: `/apps/` requests only.
  */
+/** What a 404 no_route says: the host, and what went wrong with an `/apps/{host}/` path. */
+function noRouteMessage(host: string, path: string, table: RouteTable): string {
+  if (path !== '/apps' && !path.startsWith('/apps/')) return `no route for host "${host}"`;
+  // `/apps/` itself on the proxy's own address: the path names no app
+  if (path.length <= 6 && pathFormHost(host, table)) return 'no app hostname in the path: /apps/{host}/ names one, as in /apps/hello.example.com/';
+  return `no route for host "${host}" (/apps/{host}/ is served on the proxy's own address: an IP address, localhost or a name in --apps-path-hosts)`;
+}
+
 function pathFormHost(header: string, table: RouteTable): boolean {
   if (!validHost(header)) return false;
   const name = normalizeHost(header);
@@ -245,8 +253,7 @@ export function admit(res: HttpResponse, req: HttpRequest, method: string): bool
   const found = table.entry(host);
   if (found === undefined) {
     globalStats.noRoute++;
-    const hint = target.path.startsWith('/apps/') ? ` (/apps/{host}/ is served on the proxy's own address: an IP address, localhost or a name in --apps-path-hosts)` : '';
-    sendError(res, 404, 'no_route', requestId, `no route for host "${host}"${hint}`, head);
+    sendError(res, 404, 'no_route', requestId, noRouteMessage(host, target.path, table), head);
     logRejected(requestId, method, host, target.path, 404, 'no_route');
     return false;
   }

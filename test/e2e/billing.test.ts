@@ -173,6 +173,12 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     expect(j.total_cost).toBe(api.total_cost);
     const text = await berth();
     expect(text).toContain(IDLE_HOST);
+    // each line names its app's revision, as every other command does (the image id is in --json)
+    expect(text.split('\n')[0]).toMatch(/^app\s+revision\s+runs/i);
+    const idleLine = text.split('\n').find((l) => l.startsWith(IDLE_HOST));
+    const idle = api.images.find((i: { app_hostname: string }) => i.app_hostname === IDLE_HOST);
+    expect(idle.revision).toEqual(expect.any(Number));
+    expect(idleLine).toMatch(new RegExp(`^${IDLE_HOST.replace(/\./g, '\\.')}\\s+${idle.revision}\\s`));
     expect(text).toContain(`Total: ${api.total_cost_formatted} USD`);
     const month = new Date().toISOString().slice(0, 7);
     expect(await berth('--month', month)).toContain(`Total: ${(await alice.get(`/api/billing/invoices/${month}`)).body.total_formatted} USD`);

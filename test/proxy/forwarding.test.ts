@@ -84,6 +84,13 @@ describe('routing', () => {
       expect(r.body).toContain('--apps-path-hosts');
     }
   });
+  it('/apps/ without a hostname on the proxy\'s own address says the path names no app', async () => {
+    for (const [h, path] of [['127.0.0.1', '/apps/'], ['localhost', '/apps'], ['berth.example.net', '/apps/']]) {
+      const r = await get(p, h, path);
+      expect([r.status, r.body.split('\n')[0]], `${h}${path}`)
+        .toEqual([404, '404 no_route: no app hostname in the path: /apps/{host}/ names one, as in /apps/hello.example.com/']);
+    }
+  });
   it('/apps/{host}/ on a Host that names an app is that app\'s own path: no app is served in another\'s origin', async () => {
     // (else https://shop.example.com/apps/special.test/ would run special.test's script as shop.example.com)
     for (const h of ['shop.example.com', 'Shop.Example.com:443', 'x.wild.example.com']) {

@@ -6,7 +6,7 @@ import { printJson, table } from '../output.js';
 import { printable, terminalSafe } from '../style.js';
 
 interface ImageBill {
-  image_id: number; app_hostname: string; total_containers: number; active_containers: number; total_runs: number; total_minutes: number;
+  image_id: number; app_hostname: string; revision?: number | null; total_containers: number; active_containers: number; total_runs: number; total_minutes: number;
   vcpu_seconds: number; gib_seconds: number; cpu_seconds_used: number; requests: number; total_cost: number; total_cost_formatted: string; last_activity: string | null;
 }
 interface Bill { currency: string; plan: string; images: ImageBill[]; total_cost: number; total_cost_formatted: string }
@@ -70,7 +70,7 @@ Amounts are exact (the control plane computes in micro-units of the currency).`,
     if (!images.length) { stdout.write(app ? `No usage for ${app}.\n` : 'No usage yet.\n'); return EXIT.ok; }
     stdout.write(table(images, [
       { header: 'app', value: (i) => i.app_hostname },
-      { header: 'image', value: (i) => i.image_id },
+      { header: 'revision', value: (i) => i.revision ?? `(image ${i.image_id}, deleted)` },
       { header: 'runs', value: (i) => `${i.total_runs}${i.active_containers ? ` (${i.active_containers} active)` : ''}` },
       { header: 'minutes', value: (i) => i.total_minutes.toFixed(1) },
       { header: 'vcpu-s', value: (i) => i.vcpu_seconds.toFixed(1) },
