@@ -1,3 +1,5 @@
+import { didYouMean } from './suggest.js';
+
 /** Minimal flag parsing shared by every berth subcommand: flags > BERTH_* env > defaults. */
 export interface ParsedArgs {
   /** each flag's last value */
@@ -60,7 +62,7 @@ export interface OptionSpec {
 
 export function resolveOptions(args: ParsedArgs, specs: OptionSpec[], env = process.env): Record<string, string | undefined> {
   const known = new Set(specs.map((s) => s.name).concat('help'));
-  for (const k of args.flags.keys()) if (!known.has(k)) throw new UsageError(`unknown flag --${k}`);
+  for (const k of args.flags.keys()) if (!known.has(k)) throw new UsageError(`unknown flag --${k}${didYouMean(k, [...known], '--')}`);
   const out: Record<string, string | undefined> = {};
   for (const s of specs) {
     const f = args.flags.get(s.name);

@@ -1,3 +1,4 @@
+import { didYouMean } from './suggest.js';
 import { UsageError, describeError } from './args.js';
 
 const COMMANDS: Record<string, { module: string; summary: string }> = {
@@ -34,7 +35,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   const entry = COMMANDS[cmd];
   if (!entry) {
-    process.stderr.write(`berth: unknown command "${cmd}"\n\n${topHelp()}`);
+    process.stderr.write(`berth: unknown command "${cmd}"${didYouMean(cmd, Object.keys(COMMANDS))}\n\n${topHelp()}`);
     process.exit(2);
   }
   let mod: { run(argv: string[]): Promise<void> };

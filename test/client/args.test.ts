@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { UsageError, listOption, parseArgs, resolveOptions, type OptionSpec } from '../../shared/cli/args.js';
+import { didYouMean } from '../../shared/cli/suggest.js';
 
 const specs: OptionSpec[] = [
   { name: 'min', help: '' },
@@ -30,5 +31,14 @@ describe('shared/cli/args', () => {
     expect(() => resolveOptions(parseArgs(['--min']), specs, {})).toThrow(/--min needs a value/);
     expect(() => resolveOptions(parseArgs(['--env', 'A=1', '--env']), specs, {})).toThrow(/--env needs a value/);
     expect(resolveOptions(parseArgs(['--yes']), specs, {}).yes).toBe('true');
+  });
+
+  it('a mistyped flag or command gets the nearest known one, two edits away at most', () => {
+    expect(() => resolveOptions(parseArgs(['--hots', 'x']), specs, {})).toThrow('unknown flag --hots (did you mean --host?)');
+    expect(() => resolveOptions(parseArgs(['--mni', '1']), specs, {})).toThrow('unknown flag --mni (did you mean --min?)');
+    expect(() => resolveOptions(parseArgs(['--colour']), specs, {})).toThrow(/^unknown flag --colour$/);
+    expect(didYouMean('deplyo', ['deploy', 'delete', 'logs'])).toBe(' (did you mean deploy?)');
+    expect(didYouMean('x', ['yes'])).toBe('');
+    expect(didYouMean('', ['yes'])).toBe('');
   });
 });
