@@ -278,6 +278,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const cs = await berth(['containers', '--app', HOST]);
     expect(cs.code).toBe(0);
     expect(cs.out).toMatch(/running\s+healthy/);
+    const typo = await berth(['containers', '--app', 'cli-helo.localhost']);
+    expect([typo.code, typo.err.trim()]).toEqual([1, `berth containers: you have no app cli-helo.localhost (did you mean ${HOST}?)`]);
   });
 
   it('traffic: a tagged revision without traffic, a split, validation, then back to latest', async () => {

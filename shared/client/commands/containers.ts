@@ -1,5 +1,6 @@
 import { UsageError } from '../../cli/args.js';
-import { EXIT } from '../client.js';
+import { ClientError, EXIT } from '../client.js';
+import { didYouMean } from '../../cli/suggest.js';
 import { defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
 
@@ -18,6 +19,10 @@ export const run = defineClientCommand({
     const app = opts.app?.toLowerCase().replace(/\.$/, '');
     if (app !== undefined && !/^[a-z0-9.-]{1,300}$/.test(app)) throw new UsageError(`--app "${opts.app}" is not an app hostname`);
     const { images } = await client.get<{ images: Image[] }>('/api/images/with-containers');
+    // (a typo in --app is not "no containers": say the app is not there, as berth logs and apps do)
+    if (app !== undefined && !images.some((i) => i.app_hostname === app)) {
+      throw new ClientError(`you have no app ${app}${didYouMean(app, [...new Set(images.map((i) => i.app_hostname))])}`, EXIT.failed);
+    }
     const rows = images
       .filter((i) => app === undefined || i.app_hostname === app)
       .flatMap((i) => i.containers.map((c) => ({ ...c, app_hostname: i.app_hostname, revision: i.revision ?? null })))
