@@ -24,5 +24,5 @@ COPY --from=build /app/bin bin
 # The control plane talks to the Docker socket that compose mounts, which needs root here.
 VOLUME ["/data"]
 ENV BERTH_DATA_DIR=/data
-ENTRYPOINT ["node", "bin/berth.js"]
+ENTRYPOINT ["node", "--", "bin/berth.js"]
 CMD ["--help"]

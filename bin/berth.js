@@ -1,7 +1,11 @@
-#!/usr/bin/env -S node --
+#!/bin/sh
+':' //; exec node -- "$0" "$@"
 // berth CLI entry point. The TypeScript sources compile to dist/ (npm install runs `prepare`).
-// (`--`: Node 20 reads `--env-file` anywhere on its command line, the script's arguments included,
-// and exits with code 9 when the file is missing; `berth deploy --env-file F` is berth's flag)
+// The two lines above are sh and JavaScript at once: sh runs `node -- THIS-FILE ARGS` (the `:`
+// line), Node reads a string and a comment. The `--`: Node 20 reads `--env-file` anywhere on its
+// command line, the script's arguments included, and exits with code 9 when the file is missing;
+// `berth deploy --env-file F` is berth's flag. (`env -S node --` would do it in one line, but
+// BusyBox's env, Alpine's, has no -S.)
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';

@@ -156,27 +156,40 @@ export async function startControlPlane(
   app.decorate('events', events);
   app.decorate('runtime', runtime);
   app.decorate('builds', builds);
-  installErrorHandling(app);
-  warnUntrustedForwarding(app, log); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
-  capConnectionsPerAddress(app.server, config.connectionsPerAddress, config.trustProxy, log);
-  installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
-  hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
-  installHttpMetrics(app, metrics);
-  if (logFormat() === 'pretty') installRequestLog(app);
-  await registerOpenApi(app); // before any route: OpenAPI at /docs is generated from the route schemas
-  await app.register(cookie);
-  await app.register(healthPlugin, { isDraining: () => draining, metricsTokens: new BearerTokens(metricsAuth.tokens) });
-  await app.register(authPlugin);
-  await app.register(imagesPlugin);
-  await app.register(eventRoutes);
-  await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
-  await app.register(logRoutes); // GET /api/containers/:id/logs, /api/apps/:host/logs
-  await app.register(infoRoutes); // GET /api/info: the proxy's public URL for clients
-  await app.register(appsPlugin); // apps: revisions and traffic splitting
-  await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
-  await app.register(workloadsPlugin); // the workload generator: /api/workloads, /workload/*
-  await app.register(billingPlugin); // usage records' stats sampling, /api/billing, invoices
-  for (const p of opts.plugins ?? []) await app.register(p);
+  try {
+    await registerModules();
+  } catch (e) {
+    // (a module that refuses its configuration — BERTH_PUBLIC_URL, the JWT key — must not leave
+    // the pool, the embedded Postgres and the data directory's lock behind)
+    await app.close().catch(() => {});
+    await builds.close().catch(() => {});
+    await cleanupEarly();
+    throw e;
+  }
+
+  async function registerModules(): Promise<void> {
+    installErrorHandling(app);
+    warnUntrustedForwarding(app, log); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
+    capConnectionsPerAddress(app.server, config.connectionsPerAddress, config.trustProxy, log);
+    installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
+    hardenNumberSchemas(app); // before any route: every integer/number in a schema must be finite (400 otherwise)
+    installHttpMetrics(app, metrics);
+    if (logFormat() === 'pretty') installRequestLog(app);
+    await registerOpenApi(app); // before any route: OpenAPI at /docs is generated from the route schemas
+    await app.register(cookie);
+    await app.register(healthPlugin, { isDraining: () => draining, metricsTokens: new BearerTokens(metricsAuth.tokens) });
+    await app.register(authPlugin);
+    await app.register(imagesPlugin);
+    await app.register(eventRoutes);
+    await app.register(platformPlugin); // containers, health, discovery + route push, reconcile, relays
+    await app.register(logRoutes); // GET /api/containers/:id/logs, /api/apps/:host/logs
+    await app.register(infoRoutes); // GET /api/info: the proxy's public URL for clients
+    await app.register(appsPlugin); // apps: revisions and traffic splitting
+    await app.register(meteringPlugin); // proxies' metering deltas, /api/metrics
+    await app.register(workloadsPlugin); // the workload generator: /api/workloads, /workload/*
+    await app.register(billingPlugin); // usage records' stats sampling, /api/billing, invoices
+    for (const p of opts.plugins ?? []) await app.register(p);
+  }
 
   // the berth networks (no inter-container traffic); builds and containers ensure them again, so a
   // daemon that is away now only delays this
@@ -215,9 +228,12 @@ export async function startControlPlane(
       await app.close(); // stops accepting, waits for in-flight requests
       await builds.close();
       await events.stop();
-      await db.end();
-      await embedded?.stop();
-      await lock.release();
+      try {
+        await db.end();
+        await embedded?.stop();
+      } finally {
+        await lock.release();
+      }
       log.info('control plane stopped');
     })();
     return closing;

@@ -102,18 +102,23 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   if (o.controlPlaneUrl && !o.token) throw new Error('--control-plane needs --token (or BERTH_PROXY_TOKEN)');
   if (o.routesFile && o.controlPlaneUrl) throw new Error('use either --routes or --control-plane, not both');
   // one proxy per data directory: two would overwrite each other's route table and metering
-  // batches (counts lost, or billed twice)
-  await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
-  const lock = await lockDataDir(o.dataDir, 'proxy');
+  // batches (counts lost, or billed twice). A proxy that writes nothing there (a routes file, an
+  // admin token given, no TLS) takes no lock: its directory may be read-only.
+  const writes = o.controlPlaneUrl !== undefined || o.tls !== undefined || !o.adminToken;
+  let lock: DataDirLock | null = null;
+  if (writes) {
+    await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
+    lock = await lockDataDir(o.dataDir, 'proxy');
+  }
   try {
     return await start(o, lock);
   } catch (e) {
-    await lock.release();
+    await lock?.release();
     throw e;
   }
 }
 
-async function start(o: ProxyOptions, lock: DataDirLock): Promise<ProxyHandle> {
+async function start(o: ProxyOptions, lock: DataDirLock | null): Promise<ProxyHandle> {
   const log = o.logger;
   const adminAuth = await resolveAdminAuth(o.adminToken, o.dataDir, log);
 
@@ -357,24 +362,31 @@ async function start(o: ProxyOptions, lock: DataDirLock): Promise<ProxyHandle> {
     apply,
     reloadTls,
     async close() {
-      fileSource?.stop();
-      cpSource?.stop();
-      await acmeManager?.stop();
-      await applyChain;
-      await saveUnsaved();
-      reporter?.stop();
-      await activator?.close();
-      admin.close();
-      admin.closeAllConnections();
-      await meter?.halt();
-      if (plane) await plane.close();
-      const last = pool ? await pool.close() : undefined;
-      // what the last requests counted: persisted, and delivered if the control plane answers
-      await meter?.flush(last).catch((e: Error) => log.error({ err: e.message }, 'metering: final flush failed'));
-      if (pool) await pool.terminate();
-      // the private copies of the TLS keys uWS read go with the proxy
-      if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
-      await lock.release();
+      try {
+        await closeAll();
+      } finally {
+        await lock?.release();
+      }
     },
   };
+
+  async function closeAll(): Promise<void> {
+    fileSource?.stop();
+    cpSource?.stop();
+    await acmeManager?.stop();
+    await applyChain;
+    await saveUnsaved();
+    reporter?.stop();
+    await activator?.close();
+    admin.close();
+    admin.closeAllConnections();
+    await meter?.halt();
+    if (plane) await plane.close();
+    const last = pool ? await pool.close() : undefined;
+    // what the last requests counted: persisted, and delivered if the control plane answers
+    await meter?.flush(last).catch((e: Error) => log.error({ err: e.message }, 'metering: final flush failed'));
+    if (pool) await pool.terminate();
+    // the private copies of the TLS keys uWS read go with the proxy
+    if (o.tls) rmSync(tlsRoot, { recursive: true, force: true });
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * bin/berth.js as a user runs it (its shebang, `./bin/berth.js` or npm's link): Node 20 itself
- * reads `--env-file` anywhere on its command line and exits 9 on a missing file; the shebang's
- * `--` leaves the flag to berth, which answers with a usage error of its own.
+ * reads `--env-file` anywhere on its command line and exits 9 on a missing file; its first two
+ * lines run Node with `--`, which leaves the flag to berth: a usage error of its own.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';

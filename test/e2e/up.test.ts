@@ -60,7 +60,7 @@ it('berth up starts both, prints URLs and the default login, and the proxy subsc
   const second = new Proc(['up', '--api-listen', `127.0.0.1:${api2}`, '--proxy-listen', `127.0.0.1:${px2}`, '--admin-listen', `127.0.0.1:${admin2}`, '--data-dir', `${dir.dir}/data`],
     { BERTH_LOG_LEVEL: 'warn', BERTH_PROXY_TOKEN: '', BERTH_METRICS_TOKEN: '', BERTH_ENV: 'development' });
   expect(await second.exited).toBe(1);
-  expect(second.out).toContain(`the data directory ${dir.dir}/data is in use by another berth control plane (pid ${proc.child.pid})`);
+  expect(second.out).toContain(`the data directory ${dir.dir}/data is in use by another berth control plane (pid ${proc.child.pid}; ${dir.dir}/data/control-plane.lock)`);
   expect(await (await fetch(`http://127.0.0.1:${api}/readyz`)).json()).toEqual({ status: 'ready', checks: { database: 'ok' } });
   expect((await fetch(`http://127.0.0.1:${api}/api/apps`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
   expect(await proc.kill('SIGTERM')).toBe(0);

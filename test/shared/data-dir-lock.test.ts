@@ -22,10 +22,10 @@ describe('one process per data directory', () => {
 
   it('a second lock is refused while the first is held, naming its pid; released, it is taken again', async () => {
     const a = await lockDataDir(t.dir, 'control-plane');
-    expect(readFileSync(a.file, 'utf8')).toMatch(new RegExp(`^${process.pid} \\d+\\n$`));
+    expect(readFileSync(a.file, 'utf8')).toMatch(new RegExp(`^${process.pid} \\d+ [0-9a-f-]{36}\\n$`));
     const err = await lockDataDir(t.dir, 'control-plane').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DataDirInUseError);
-    expect((err as Error).message).toBe(`the data directory ${t.dir} is in use by another berth control plane (pid ${process.pid}, this process): stop it first, or give this one another data directory (--data-dir)`);
+    expect((err as Error).message).toBe(`the data directory ${t.dir} is in use by another berth control plane (pid ${process.pid}, this process; ${a.file}): stop it first, or give this one another data directory (--data-dir)`);
     // another role has a lock of its own
     const p = await lockDataDir(t.dir, 'proxy');
     await a.release();
@@ -61,7 +61,34 @@ describe('one process per data directory', () => {
     }
   });
 
-  it('an empty lock (its owner died between creating and writing it) and garbage are taken', async () => {
+  it('a lock of a live pid from another boot, or of a zombie, is taken', async () => {
+    const file = join(t.dir, 'control-plane.lock');
+    const s = await sleeper();
+    try {
+      writeFileSync(file, `${s.child.pid} ${s.start} 00000000-0000-0000-0000-000000000000\n`);
+      const a = await lockDataDir(t.dir, 'control-plane');
+      await a.release();
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      writeFileSync(file, `${s.child.pid} ${s.start} ${boot}\n`);
+      await expect(lockDataDir(t.dir, 'control-plane')).rejects.toThrow(`(pid ${s.child.pid}; ${file})`);
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+    // a child that exited under a parent that never reaps it: a zombie, which kill(pid, 0) still finds
+    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const [out] = await once(parent.stdout!, 'data') as [Buffer];
+      const zombie = Number(String(out).trim());
+      await expect.poll(() => readFileSync(`/proc/${zombie}/stat`, 'utf8').split(') ')[1]?.[0]).toBe('Z');
+      writeFileSync(file, `${zombie}\n`);
+      const z = await lockDataDir(t.dir, 'control-plane');
+      await z.release();
+    } finally {
+      parent.kill('SIGKILL');
+    }
+  });
+
+  it('garbage is taken', async () => {
     const file = join(t.dir, 'proxy.lock');
     for (const content of ['', 'not a pid\n', '-1 0\n', '0\n']) {
       writeFileSync(file, content);

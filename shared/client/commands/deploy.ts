@@ -289,7 +289,7 @@ DIR defaults to the current directory.`,
 export function printBuildFailure(out: NodeJS.WriteStream, host: string, revision: number | null, ms: number, reason: string | null | undefined, tail: string[]): void {
   out.write(`\n${paint(out, 'red', '✘')} Build failed after ${formatDuration(ms)}${reason ? `: ${terminalSafe(out, reason)}` : ''}\n`);
   if (tail.length) out.write(`  last lines of the build log:\n${tail.map((l) => `    ${terminalSafe(out, l)}`).join('\n')}\n`);
-  out.write(`  full log: berth logs ${terminalSafe(out, host)} --build${revision === null ? '' : ` --revision ${num(revision)}`}\n`);
+  out.write(`  full log: berth logs ${printable(host)} --build${revision === null ? '' : ` --revision ${num(revision)}`}\n`);
 }
 
 /** A flag that becomes an upload field: refused here, in the control plane's words, when the control plane would refuse it. */
@@ -403,18 +403,21 @@ const CRASH_OUTPUT_LINES = 20;
 
 /** What a health check refused on the container's port says to a person: listen on $PORT. */
 function portHint(c: Container): string {
-  return c.status === 'running' && c.internal_port != null && /ECONNREFUSED/.test(c.status_reason ?? '')
-    ? ` — nothing listens on port ${c.internal_port} in the container: the app must listen on $PORT (${c.internal_port}), or deploy with --port N`
+  // (refused by the container's address; reset or closed at once through its published port)
+  return c.status === 'running' && c.internal_port != null && /ECONNREFUSED|ECONNRESET|socket hang up|closed at once/.test(c.status_reason ?? '')
+    ? ` — nothing listens on port ${num(c.internal_port)} in the container: the app must listen on $PORT (${num(c.internal_port)}), or deploy with --port N`
     : '';
 }
 
 /** The last lines the container printed (its Docker container's, until the next replacement removes it); [] when unreadable. */
 async function lastOutput(client: BerthClient, id: number, signal: AbortSignal): Promise<string[]> {
   try {
-    const res = await client.stream('GET', `/api/containers/${id}/logs`, { query: { tail: CRASH_OUTPUT_LINES }, signal });
+    // (bounded in time and size: a control plane that stalls or floods cannot hold the deploy)
+    const res = await client.stream('GET', `/api/containers/${id}/logs`, { query: { tail: CRASH_OUTPUT_LINES }, signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) });
+    res.body.setEncoding('utf8');
     let text = '';
     for await (const chunk of res.body) {
-      text += String(chunk);
+      text += chunk as string;
       if (text.length > 64 * 1024) { res.body.destroy(); break; }
     }
     return text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l !== '').slice(-CRASH_OUTPUT_LINES);
@@ -447,7 +450,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   if (crashed) {
     const lines = await lastOutput(client, crashed.id, signal);
     const output = lines.length ? `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n` : 'It printed nothing.\n';
-    throw new ClientError(`image ${imageId} built, but its instance exits at start (${printable(crashed.status_reason ?? 'exited')}, ${(crashed.restart_count ?? 0) + 1} times). ${output}`
+    throw new ClientError(`image ${imageId} built, but its instance exits at start (${printable(crashed.status_reason ?? 'exited')}, ${num(Number(crashed.restart_count ?? 0) + 1)} times). ${output}`
       + `The revision takes no traffic until an instance is healthy, and berth keeps starting it (waiting longer each time): fix the app and deploy again. See \`berth logs ${host}\`.`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message

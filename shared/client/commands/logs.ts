@@ -96,7 +96,8 @@ async function buildLog(client: BerthClient, host: string, revision: number | un
     throw new ClientError(revision === undefined ? `${host} has no revisions` : `${host} has no revision ${revision} (it has ${app.revisions.map((r) => r.revision).sort((a, b) => a - b).join(', ') || 'none'})`, EXIT.failed);
   }
   if (!follow || rev.status !== 'building') {
-    const b = await client.get<{ status: string; logs: string; truncated: boolean }>(`/api/images/${rev.image_id}/build-logs`, { signal });
+    const got = await client.get<{ status: string; logs: unknown; truncated: boolean }>(`/api/images/${rev.image_id}/build-logs`, { signal });
+    const b = { ...got, logs: typeof got.logs === 'string' ? got.logs : '' };
     if (json) stdout.write(jsonText({ app_hostname: host, revision: rev.revision, image_id: rev.image_id, status: b.status, truncated: b.truncated, logs: b.logs }) + '\n');
     else {
       if (b.truncated) process.stderr.write('berth logs: the stored build log was cut to its last part\n');
@@ -109,7 +110,7 @@ async function buildLog(client: BerthClient, host: string, revision: number | un
     const res = await client.stream('GET', `/api/images/${rev.image_id}/build-logs`, { query: { follow: 1 }, headers: { accept: 'text/event-stream' }, signal });
     for await (const ev of readSse(res.body)) {
       if (ev.event === 'log') {
-        const text = (JSON.parse(ev.data) as { text: string }).text;
+        const text = String((JSON.parse(ev.data) as { text: unknown }).text ?? '');
         stdout.write(json ? jsonText({ revision: rev.revision, image_id: rev.image_id, text }) + '\n' : terminalSafe(stdout, text));
       } else if (ev.event === 'end') {
         const status = (JSON.parse(ev.data) as { status: string }).status;
