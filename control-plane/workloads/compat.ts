@@ -11,6 +11,7 @@ import { idParams } from '../http/schemas.js';
 import type { WorkloadService } from './plugin.js';
 import { startBody, type StartBody } from './schema.js';
 import { listWorkloads, publicConfig, userHostnames } from './repo.js';
+import { hostUrl } from '../../shared/client/urls.js';
 
 const compatBody = {
   ...startBody,
@@ -90,6 +91,6 @@ export async function compatRoutes(app: FastifyInstance, service: WorkloadServic
     schema: { summary: 'The apps you can send a workload to (original platform path)', tags: ['workloads'] } as Record<string, unknown>,
   }, async (req) => {
     const hosts = await userHostnames(app.db, req.user!.id);
-    return { services: hosts.map((h) => ({ app_hostname: h, name: h, url: `http://${h}/` })) };
+    return { services: hosts.map((h) => ({ app_hostname: h, name: h, url: hostUrl(h, app.publicInfo.proxyUrl) })) };
   });
 }
