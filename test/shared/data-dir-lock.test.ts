@@ -53,7 +53,7 @@ describe('one process per data directory', () => {
       // a live owner is never taken over, and its lock is not removed by another's release
       writeFileSync(file, `${s.child.pid} ${s.start}\n`);
       const err = await lockDataDir(t.dir, 'control-plane').catch((e: Error) => e);
-      expect((err as Error).message).toContain(`(pid ${s.child.pid})`);
+      expect((err as Error).message).toContain(`(pid ${s.child.pid}; ${file})`);
       await b.release();
       expect(readFileSync(file, 'utf8')).toBe(`${s.child.pid} ${s.start}\n`);
     } finally {
