@@ -70,7 +70,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
       apiListen: '127.0.0.1:0', proxyListen: '127.0.0.1:0', adminListen: '127.0.0.1:0', dataDir: join(tmp.dir, 'data'),
       databaseUrl: await pg.createDatabase(), quiet: true,
       // (an instance that does not answer is said to be unhealthy after 3 s, not 30: the deploy to the wrong port)
-      tenant: { health: { startupGraceMs: 3000 } },
+      // (and a crashed instance is replaced within a second, not three: the deploy that crashes)
+      tenant: { health: { startupGraceMs: 3000 }, reconcileIntervalMs: 1000 },
     });
     env = { BERTH_CONFIG_DIR: join(tmp.dir, 'config'), BERTH_API: h.cp.url, BERTH_TOKEN: '', NO_COLOR: '' };
   });
