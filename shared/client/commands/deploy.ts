@@ -431,20 +431,18 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   const s = new Status(out);
   let last: Container[] = [];
   let crashed: Container | undefined;
-  let loopingSince = 0;
   try {
     for (;;) {
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
       const healthy = last.filter((c) => c.status === 'running' && c.health === 'healthy').length;
       if (healthy >= want) { s.clear(); return; }
-      // an instance that never became healthy and was replaced twice (it exits, or Docker cannot
-      // start it): waiting out --timeout shows nothing more. Its output is read while it is down
-      // (the replacement removes that Docker container; the wait before each grows), or after 10 s.
+      // an instance that never became healthy, started twice again, and down a third time (it
+      // exits, or Docker cannot start it): waiting out --timeout shows nothing more. Seen while it
+      // is down, so its output is still there (a replacement removes that Docker container; the
+      // wait before each grows, and an instance that may fail a third time is polled more often).
+      // One that came up on its third start is left to become healthy.
       const looping = healthy === 0 ? last.find((c) => c.healthy_at == null && Number(c.restart_count ?? 0) >= CRASHES_AT_START - 1) : undefined;
-      if (looping !== undefined) {
-        loopingSince ||= Date.now();
-        if (looping.status === 'exited' || looping.status === 'failed' || Date.now() - loopingSince > 10_000) { crashed = looping; break; }
-      } else loopingSince = 0;
+      if (looping !== undefined && (looping.status === 'exited' || looping.status === 'failed')) { crashed = looping; break; }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
       s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})` : ''}`);
       if (Date.now() > deadline) break;
@@ -456,9 +454,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   if (crashed) {
     const lines = await lastOutput(client, crashed.id, signal);
     const output = lines.length ? `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n` : 'It printed nothing.\n';
-    const down = crashed.status === 'exited' || crashed.status === 'failed';
-    const times = Number(crashed.restart_count ?? 0) + (down ? 1 : 0);
-    throw new ClientError(`image ${imageId} built, but its instance ${crashed.status === 'failed' ? 'cannot be started' : 'exits at start'} (${printable(down ? crashed.status_reason ?? crashed.status : 'started again')}, ${num(times)} times). ${output}`
+    throw new ClientError(`image ${imageId} built, but its instance ${crashed.status === 'failed' ? 'cannot be started' : 'exits at start'} (${printable(crashed.status_reason ?? crashed.status)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times). ${output}`
       + `The revision takes no traffic until an instance is healthy, and berth keeps starting it (waiting longer each time): fix the app and deploy again. See \`berth logs ${host}\`.`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message
