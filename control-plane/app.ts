@@ -223,12 +223,13 @@ export async function startControlPlane(
     closing ??= (async () => {
       draining = true;
       log.info('control plane shutting down');
-      await stopEventRetention();
-      await egressWatch.stop();
-      await app.close(); // stops accepting, waits for in-flight requests
-      await builds.close();
-      await events.stop();
+      // (the data directory's lock goes whatever fails on the way: this process is done with it)
       try {
+        await stopEventRetention();
+        await egressWatch.stop();
+        await app.close(); // stops accepting, waits for in-flight requests
+        await builds.close();
+        await events.stop();
         await db.end();
         await embedded?.stop();
       } finally {
