@@ -270,6 +270,10 @@ export class BerthClient {
         : `run \`berth login${this.api === DEFAULT_API ? '' : ` --api ${this.api}`}\` again`;
       return new ClientError(`${printable(String(err?.message ?? 'unauthorized'))} (401 from ${this.api}): ${hint}.`, EXIT.auth, { status, code, requestId });
     }
+    // (a control plane that is stopping answers in its HTTP server's words, not the API's)
+    if (status === 503 && (err === null || typeof err !== 'object')) {
+      return new ClientError(`the API at ${this.api} is not serving (503 on ${method} ${path}): a control plane answers so while it stops or restarts; try again in a moment`, EXIT.unreachable, { status, code: 'unavailable' });
+    }
     const message = printable(String(err?.message ?? `${method} ${path} answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`));
     return new ClientError(`${message} (${status} ${code})`, EXIT.failed, { status, code, requestId });
   }

@@ -23,6 +23,8 @@ beforeAll(async () => {
       return;
     }
     if (req.url === '/api/plain') { res.writeHead(502, { 'content-type': 'text/html' }); res.end('<html>bad gateway</html>'); return; }
+    if (req.url === '/api/closing') { res.writeHead(503, { 'content-type': 'application/json' }); res.end('{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}'); return; }
+    if (req.url === '/api/busy') { res.writeHead(503, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'unavailable', message: 'the database is unavailable for a moment' } })); return; }
     if (req.url === '/api/html-ok') { res.writeHead(200); res.end('<html>not json</html>'); return; }
     if (req.url === '/api/conflict') { res.writeHead(409, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'hostname_taken', message: 'app_hostname "x" is already in use', requestId: 'r1' } })); return; }
     if (req.url === '/api/who') {
@@ -94,6 +96,13 @@ describe('errors for a person', () => {
     expect(e.exitCode).toBe(EXIT.failed);
     expect(e.message).toBe('app_hostname "x" is already in use (409 hostname_taken)');
     expect(e.api).toEqual({ status: 409, code: 'hostname_taken', requestId: 'r1' });
+  });
+
+  it('a control plane that is stopping (503 in its HTTP server\'s words) is said so, exit 4; the API\'s own 503 as it is', async () => {
+    const e = await err(new BerthClient(base, 'good').get('/api/closing'));
+    expect([e.exitCode, e.message]).toEqual([EXIT.unreachable, `the API at ${base} is not serving (503 on GET /api/closing): a control plane answers so while it stops or restarts; try again in a moment`]);
+    const b = await err(new BerthClient(base, 'good').get('/api/busy'));
+    expect([b.exitCode, b.message]).toEqual([EXIT.failed, 'the database is unavailable for a moment (503 unavailable)']);
   });
 
   it('something that is not berth: a non-JSON error and a non-JSON success are said plainly', async () => {
