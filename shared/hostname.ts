@@ -36,8 +36,8 @@ export function isAddressName(name: string): boolean {
  * Why `host` (normalised) cannot be an app's own hostname, or null. It must name one site: no
  * wildcard (it would claim every subdomain of someone else's domain, or a whole TLD), no single
  * label (`com`, `intranet`), not `localhost` itself (`app.localhost` is fine: the walkthrough uses
- * it), no IP literal (every request by address would land on this app), and no `---` in the first
- * label (tag URLs). One set of words for the API's 400 and `berth deploy --host`'s usage error.
+ * it), no IP literal (every request by address would land on this app), no `---` in the first
+ * label (tag URLs), and no `_` (a DNS name may hold one, a hostname may not). One set of words for the API's 400 and `berth deploy --host`'s usage error.
  */
 export function appHostnameProblem(host: string): string | null {
   if (host.includes('*')) return 'is a wildcard; give one exact hostname';
@@ -48,6 +48,8 @@ export function appHostnameProblem(host: string): string | null {
   if (/^\d+$/.test(labels[labels.length - 1])) return 'ends in a numeric label, which no DNS name does';
   // `{tag}---{app}` names a revision's tag URL (docs/revisions.md): one user's app must never claim another's tag host
   if (labels[0].includes('---')) return 'has "---" in its first label, which is reserved for revision tag URLs ({tag}---{app_hostname})';
+  // (DNS names may hold "_", hostnames may not: browsers and certificates refuse them)
+  if (host.includes('_')) return 'has "_", which no hostname may have; use "-"';
   return null;
 }
 

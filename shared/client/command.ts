@@ -50,7 +50,8 @@ export const COMMON_OPTIONS: OptionSpec[] = [
 
 /** An app hostname argument as the API takes it (letters, digits, `.`, `-`; up to 300), else a usage error. */
 export function appHostArg(host: string): string {
-  if (host.length > 300 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
+  // (`_` too: new apps may not have one, an older app that has one is still managed)
+  if (host.length > 300 || !/^[A-Za-z0-9._-]+$/.test(host)) throw new UsageError(`"${host.slice(0, 80)}" is not an app hostname`);
   return host;
 }
 
