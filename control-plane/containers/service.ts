@@ -80,6 +80,13 @@ async function imageOf(q: Queryable, c: ContainerRow): Promise<ImageRow> {
  * `POST …/start` does. An app that scales to zero runs on demand: a request wakes it anyway.
  */
 export const USER_STOPPED = 'stopped by its user';
+/**
+ * `status_reason` of an instance on its way out for good (DELETE, its app deleted): it drains,
+ * then its row goes. It no longer counts against max_instances, so the autoscaler can start the
+ * floor's replacement at once (with max_instances 1 it was refused until the row went, then
+ * retried half a minute later: the app answered 503 meanwhile).
+ */
+export const DELETING = 'being deleted';
 
 /**
  * Container lifecycle: database row first (with its event, same transaction), then Docker, then
@@ -143,7 +150,8 @@ export class ContainerService {
       if (!img) throw notFound('image');
       if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}, not ready: containers can only run built images`, 'image_not_ready');
       const { rows: [{ n, stopped }] } = await tx.query<{ n: number; stopped: number }>(
-        `SELECT count(*)::int AS n, count(*) FILTER (WHERE desired = 'stopped')::int AS stopped FROM containers WHERE image_id = $1`, [img.id]);
+        `SELECT count(*)::int AS n, count(*) FILTER (WHERE desired = 'stopped')::int AS stopped FROM containers
+          WHERE image_id = $1 AND status_reason IS DISTINCT FROM $2`, [img.id, DELETING]);
       let want = count;
       if (opts.provision) {
         if (img.min_instances_provisioned) return { img, rows: [] as ContainerRow[] };
@@ -429,7 +437,7 @@ export class ContainerService {
 
   async removeLocked(c: ContainerRow, reason: string): Promise<void> {
     const img = await imageOf(this.d.db, c);
-    await this.d.db.query(`UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, updated_at = now() WHERE id = $1`, [c.id]);
+    await this.d.db.query(`UPDATE containers SET desired = 'stopped', status = CASE WHEN status = 'running' THEN 'stopping' ELSE status END, status_reason = $2, updated_at = now() WHERE id = $1`, [c.id, DELETING]);
     if (c.status === 'running') await this.drain(c);
     if (c.docker_id) {
       try {

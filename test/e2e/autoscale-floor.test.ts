@@ -97,4 +97,29 @@ await describeWithDocker('autoscaling an app with a floor', () => {
     await sleep(1000);
     expect((await running()).length).toBe(1);
   }, 60_000);
+
+  it('the only instance of a revision at its max_instances deleted: the floor\'s replacement starts while it drains', async () => {
+    // revision 2, no build: a floor of 1 and a max of 1
+    const r2 = await user.post(`/api/apps/${HOST}/revisions`, { min_instances: 1, max_instances: 1 });
+    expect(r2.status, r2.text).toBe(201);
+    const id2 = Number(r2.body.id);
+    const [c] = await waitFor('revision 2 serving on its instance', async () => {
+      const cs = await runningOf<C & { health: string }>(user, id2);
+      const app = (await user.get(`/api/apps/${HOST}`)).body;
+      return cs.length === 1 && cs[0].health === 'healthy' && app.revisions.find((r: { image_id: number }) => r.image_id === id2)?.traffic_percent === 100 && cs;
+    }, 60_000, 200);
+    const t0 = Date.now();
+    const deleting = user.del(`/api/containers/${c.id}`);
+    // (its row still there, draining; it counted against max_instances 1, and nothing could start
+    // until it went — then the autoscaler's same move waited 30 s)
+    const next = await waitFor('another instance', async () => (await runningOf<C>(user, id2)).find((x) => x.id !== c.id), 15_000, 100);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect((await deleting).status).toBe(204);
+    await waitFor('it serves', async () => {
+      const r = await request(`${px.url}/`, { headers: { host: HOST } });
+      await r.body.dump();
+      return r.statusCode === 200;
+    }, 30_000, 200);
+    expect((await runningOf<C>(user, id2)).map((x) => x.id)).toEqual([next.id]);
+  }, 120_000);
 });
