@@ -124,8 +124,12 @@ export class Autoscaler {
       for (const img of rows) {
         if (!serving.has(img.id)) continue;
         seen.add(img.id);
-        if (this.d.activation.isWaking(img.id) || this.d.activation.wokeWithin(img.id, this.d.config.stableWindowMs) || this.moving.has(img.id)) continue;
-        await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now, blind).catch((e: Error) =>
+        if (this.d.activation.isWaking(img.id) || this.moving.has(img.id)) continue;
+        // just woken: the requests the proxies held reach the new instance only after it is up, so
+        // the traffic seen lags the wake. For a stable window the app may grow (the burst that woke
+        // it) but not shrink (it was left alone altogether: no scaling out for a minute after a wake)
+        const woke = this.d.activation.wokeWithin(img.id, this.d.config.stableWindowMs);
+        await this.scale(img, observed.get(`img-${img.id}`) ?? 0, now, blind || woke).catch((e: Error) =>
           this.d.log.warn({ imageId: img.id, err: e.message }, 'autoscaler could not scale an app'));
       }
       for (const id of this.apps.keys()) if (!seen.has(id)) this.apps.delete(id);
@@ -143,7 +147,7 @@ export class Autoscaler {
     return out;
   }
 
-  private async scale(img: ScaledImage, concurrency: number, now: number, blind: boolean): Promise<void> {
+  private async scale(img: ScaledImage, concurrency: number, now: number, noShrink: boolean): Promise<void> {
     const { wanted, userStopped } = await this.instances(img.id);
     let a = this.apps.get(img.id);
     if (!a) {
@@ -166,7 +170,7 @@ export class Autoscaler {
     };
     const d = decide(now, wanted.length, a.samples, settings, a.kpa, this.d.config);
     a.last = d;
-    if (d.desired === wanted.length || (blind && d.desired < wanted.length)) return;
+    if (d.desired === wanted.length || (noShrink && d.desired < wanted.length)) return;
     const from = wanted.length;
     // the same move as last time, which changed nothing (a quota or max_instances in the way):
     // tried again, and recorded, at most every SAME_MOVE_RETRY_MS, not every tick (an event a tick

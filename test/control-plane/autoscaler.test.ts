@@ -43,7 +43,8 @@ async function appWithInstances(host: string, n = 1): Promise<{ imageId: number;
  * An autoscaler with short windows over stand-ins: stops happen; starts never do (as with the
  * container quota reached); one live proxy reports `concurrency` for every route.
  */
-function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: number) => Promise<void> = async () => {}, refuses: (id: number) => boolean = () => false): Autoscaler {
+function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: number) => Promise<void> = async () => {}, refuses: (id: number) => boolean = () => false,
+  activation: { woke?: (imageId: number) => boolean; ensured?: number[] } = {}): Autoscaler {
   return new Autoscaler({
     db,
     // (only what the autoscaler calls)
@@ -65,7 +66,11 @@ function scaler(concurrency: (id: string) => number = () => 0, onStopped: (id: n
       enabled: true, tickMs: 50, stableWindowMs: 200, scaleToZeroGraceMs: 100,
       panicWindowPct: 10, panicThresholdPct: 200, maxScaleUpRate: 1000, maxScaleDownRate: 2,
     },
-    activation: { isWaking: () => false, wokeWithin: () => false, ensure: async () => false },
+    activation: {
+      isWaking: () => false,
+      wokeWithin: (id: number) => activation.woke?.(id) ?? false,
+      ensure: async (_u: number, id: number, n: number) => { activation.ensured?.push(id, n); return false; },
+    },
   });
 }
 
@@ -140,6 +145,21 @@ describe('the autoscaler', () => {
     expect(await tickUntil(b, async () => (await Promise.all([c1, c2, c4].map(desired))).every((d) => d === 'stopped'), 5000)).toBe(true);
     await b.stop();
   });
+  it('just woken, an app grows with the burst that woke it, and does not shrink until its stable window is over', async () => {
+    const burst = await appWithInstances('burst.example.com');
+    const ensured: number[] = [];
+    // far more traffic than one instance takes, within the wake's window: scaled out (it was left alone a minute)
+    const a = scaler((id) => (id === `img-${burst.imageId}` ? 500 : 0), undefined, undefined, { woke: () => true, ensured });
+    expect(await tickUntil(a, async () => ensured.length > 0, 3000)).toBe(true);
+    expect(ensured).toEqual([burst.imageId, 3]);
+    await a.stop();
+    // no traffic yet (the held requests have not reached it): within the window it is not taken away
+    const quiet = await appWithInstances('quiet-wake.example.com');
+    const b = scaler(() => 0, undefined, undefined, { woke: (id) => id === quiet.imageId });
+    expect(await tickUntil(b, async () => await desired(quiet.containerId) === 'stopped', 1500)).toBe(false);
+    await b.stop();
+  });
+
   it("an instance its user stops while a tick reads is never refilled: the floor and the instances are read in one snapshot", async () => {
     // a floor of one, provisioned, its one instance running
     const { imageId, containerId } = await appWithInstances('user-stop-race.example.com');
