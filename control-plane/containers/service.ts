@@ -88,6 +88,19 @@ export const USER_STOPPED = 'stopped by its user';
  */
 export const DELETING = 'being deleted';
 
+/** A container that exited as it was started (the app's own failure, not Docker's). */
+class ExitedAtOnce extends ContainerRuntimeError {}
+
+/** Lines of an instance's output kept in its status_reason when it exits at once (its container is removed). */
+const EXIT_OUTPUT_LINES = 5;
+
+/** `; its last output: a ⏎ b` (control characters out, at most 600 characters), or '' for none. */
+export function lastOutputNote(lines: string[]): string {
+  const text = lines.map((l) => l.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').trim()).filter((l) => l !== '').join(' ⏎ ');
+  if (text === '') return '';
+  return `; its last output: ${text.length > 600 ? `…${text.slice(-600)}` : text}`;
+}
+
 /**
  * Container lifecycle: database row first (with its event, same transaction), then Docker, then
  * the row again. Stop and delete are graceful: the container leaves the route table, every live
@@ -248,7 +261,9 @@ export class ContainerService {
       await this.d.runtime.start(dockerId);
       return await this.markStarted(c.id, dockerId, img);
     } catch (e) {
-      const reason = (e as Error).message;
+      let reason = (e as Error).message;
+      // the app's own words on why it stopped, before its container goes (with it, its log)
+      if (e instanceof ExitedAtOnce && dockerId) reason += lastOutputNote(await this.d.runtime.lastLines(dockerId, EXIT_OUTPUT_LINES).catch(() => []));
       this.log.warn({ containerId: c.id, err: reason }, 'container failed to start');
       if (dockerId) await this.d.runtime.remove(dockerId).catch(() => {});
       await withTransaction(this.d.db, async (tx) => {
@@ -267,7 +282,7 @@ export class ContainerService {
   private async markStarted(id: number, dockerId: string, img: ImageRow): Promise<ContainerRow> {
     const st = await this.d.runtime.inspect(dockerId, img.container_port);
     if (!st) throw new ContainerRuntimeError(`container ${dockerId.slice(0, 12)} vanished right after it started`);
-    if (!st.running) throw new ContainerRuntimeError(`container exited at once (exit code ${st.exitCode}${st.oomKilled ? ', out of memory' : ''})`);
+    if (!st.running) throw new ExitedAtOnce(`container exited at once (exit code ${st.exitCode}${st.oomKilled ? ', out of memory' : ''})`);
     if (!st.hostPort) throw new ContainerRuntimeError(`Docker published no host port for ${img.container_port}/tcp`);
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(

@@ -5,6 +5,7 @@ import { setMaxListeners } from 'node:events';
 import type { Logger } from '../../shared/logging.js';
 import { DockerUnavailableError, type Runtime } from './docker.js';
 import { isTransientDockerError, withRetry } from './retry.js';
+import { containerLogs } from './logs.js';
 
 /**
  * Container lifecycle on Docker (the runtime module stays the only dockerode user).
@@ -108,6 +109,8 @@ export interface ContainerRuntime {
   stats(dockerId: string): Promise<ContainerStats | null>;
   /** What the container has written to its own filesystem (its writable layer, Docker's SizeRw); null when unknown. A walk of the layer: not cheap. */
   writableBytes(dockerId: string): Promise<number | null>;
+  /** The last `n` lines it printed (stdout and stderr), read within 2 s; [] when there are none or Docker cannot say. */
+  lastLines(dockerId: string, n: number): Promise<string[]>;
   /**
    * The control plane is closing: calls no longer wait between retries (a failed one fails at
    * once, as with the daemon away), so a reconcile pass retrying an unreachable daemon ends now
@@ -372,8 +375,19 @@ export function createContainerRuntime(runtime: Runtime, parentLog: Logger): Con
     return typeof info?.SizeRw === 'number' ? info.SizeRw : null;
   }
 
+  async function lastLines(id: string, n: number): Promise<string[]> {
+    const s = await containerLogs(runtime, id, { follow: false, tail: n }).catch(() => null);
+    if (s === null) return [];
+    return new Promise((resolve) => {
+      const out: string[] = [];
+      const t = setTimeout(() => s.close(), 2000);
+      s.onLine((l) => { out.push(l.text); });
+      s.onEnd(() => { clearTimeout(t); resolve(out.slice(-n)); });
+    });
+  }
+
   return {
-    network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats, writableBytes,
+    network: runtime.networks.app, create, start, stop, remove, inspect, listByLabel, watchEvents, stats, writableBytes, lastLines,
     shutdown: () => closing.abort(),
   };
 }

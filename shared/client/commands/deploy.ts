@@ -400,6 +400,8 @@ export async function followBuild(client: BerthClient, imageId: number, out: Nod
 const CRASHES_AT_START = 3;
 /** Lines of a crashed instance's output shown with the error. */
 const CRASH_OUTPUT_LINES = 20;
+/** How the control plane appends an instance's last lines to its status_reason (containers/service.ts lastOutputNote). */
+const OUTPUT_NOTE = '; its last output: ';
 
 /** What a health check refused on the container's port says to a person: listen on $PORT. */
 function portHint(c: Container): string {
@@ -452,9 +454,20 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     s.clear();
   }
   if (crashed) {
-    const lines = await lastOutput(client, crashed.id, signal);
-    const output = lines.length ? `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n` : 'It printed nothing.\n';
-    throw new ClientError(`image ${imageId} built, but its instance ${crashed.status === 'failed' ? 'cannot be started' : 'exits at start'} (${printable(crashed.status_reason ?? crashed.status)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times). ${output}`
+    // one that exited as Docker started it is removed at once: the control plane keeps its last
+    // lines in the reason (`; its last output: a ⏎ b`); one that exited later is read from Docker
+    let reason = String(crashed.status_reason ?? crashed.status);
+    const at = reason.indexOf(OUTPUT_NOTE);
+    let lines: string[];
+    if (at >= 0) {
+      lines = reason.slice(at + OUTPUT_NOTE.length).split(' ⏎ ');
+      reason = reason.slice(0, at);
+    } else {
+      lines = crashed.status === 'exited' ? await lastOutput(client, crashed.id, signal) : [];
+    }
+    const exits = crashed.status === 'exited' || /exited at once/.test(reason);
+    const output = lines.length ? `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n` : exits ? 'It printed nothing.\n' : '';
+    throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times). ${output}`
       + `The revision takes no traffic until an instance is healthy, and berth keeps starting it (waiting longer each time): fix the app and deploy again. See \`berth logs ${host}\`.`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message
