@@ -75,7 +75,8 @@ describe('one process per data directory', () => {
       s.child.kill('SIGKILL');
     }
     // a child that exited under a parent that never reaps it: a zombie, which kill(pid, 0) still finds
-    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // (python: a shell may reap its finished background job before it execs)
+    const parent = spawn('python3', ['-c', 'import os, time\npid = os.fork()\nif pid == 0: os._exit(0)\nprint(pid, flush=True)\ntime.sleep(60)'], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       const [out] = await once(parent.stdout!, 'data') as [Buffer];
       const zombie = Number(String(out).trim());
