@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { domainToASCII } from 'node:url';
+import { domainToASCII, domainToUnicode } from 'node:url';
 
 /**
  * Normalise a hostname the way every part of berth compares them:
@@ -37,7 +37,8 @@ export function isAddressName(name: string): boolean {
  * wildcard (it would claim every subdomain of someone else's domain, or a whole TLD), no single
  * label (`com`, `intranet`), not `localhost` itself (`app.localhost` is fine: the walkthrough uses
  * it), no IP literal (every request by address would land on this app), no `---` in the first
- * label (tag URLs), and no `_` (a DNS name may hold one, a hostname may not). One set of words for the API's 400 and `berth deploy --host`'s usage error.
+ * label (tag URLs), no `_` (a DNS name may hold one, a hostname may not), and IDN labels that are
+ * valid punycode in one of the Latin-like scripts at most (no homograph of another app's name). One set of words for the API's 400 and `berth deploy --host`'s usage error.
  */
 export function appHostnameProblem(host: string): string | null {
   if (host.includes('*')) return 'is a wildcard; give one exact hostname';
@@ -50,8 +51,20 @@ export function appHostnameProblem(host: string): string | null {
   if (labels[0].includes('---')) return 'has "---" in its first label, which is reserved for revision tag URLs ({tag}---{app_hostname})';
   // (DNS names may hold "_", hostnames may not: browsers and certificates refuse them)
   if (host.includes('_')) return 'has "_", which no hostname may have; use "-"';
+  for (const label of labels) {
+    if (!label.startsWith('xn--')) continue;
+    // an IDN label (normalizeHost gives punycode): one that decodes and encodes back to itself, in
+    // one of the scripts that look like Latin at most (a Cyrillic "о" in "bоb" is a lookalike of
+    // someone's "bob"; Han, kana and the rest mix freely)
+    const text = domainToUnicode(label);
+    if (text === '' || domainToASCII(text) !== label) return `has "${label}", which is not valid punycode`;
+    if (LOOKALIKE_SCRIPTS.filter((re) => re.test(text)).length > 1) return `mixes Latin, Cyrillic or Greek letters in "${text}" (a lookalike of another name); use one script per label`;
+  }
   return null;
 }
+
+/** Scripts whose letters pass for one another in a hostname (Unicode's confusables are mostly between these). */
+const LOOKALIKE_SCRIPTS = [/\p{Script=Latin}/u, /\p{Script=Cyrillic}/u, /\p{Script=Greek}/u, /\p{Script=Armenian}/u, /\p{Script=Cherokee}/u];
 
 /** `[v6]` → `v6`; anything else as it is. */
 function unbracket(name: string): string {

@@ -91,6 +91,7 @@ describe('upload validation', () => {
     ['an IPv6 literal', { name: 'a', app_hostname: '[::1]' }, /"app_hostname": "\[::1\]" is an IP address/],
     ['a numeric last label', { name: 'a', app_hostname: '10.0.0.300' }, /"app_hostname": "10.0.0.300" ends in a numeric label/],
     ['an underscore', { name: 'a', app_hostname: 'b_b.localhost' }, /"app_hostname": "b_b.localhost" has "_", which no hostname may have/],
+    ['a lookalike (Cyrillic о in a Latin name)', { name: 'a', app_hostname: 'bоb.localhost' }, /"app_hostname": "xn--bb-fmc.localhost" mixes Latin, Cyrillic or Greek letters in "bоb"/],
     ['port 0', { name: 'a', app_hostname: 'x7.example.com', container_port: 0 }, /"container_port" must be >= 1/],
     ['port 65536', { name: 'a', app_hostname: 'x8.example.com', container_port: 65536 }, /"container_port" must be <= 65535/],
     ['port not a number', { name: 'a', app_hostname: 'x9.example.com', container_port: 'http' }, /"container_port" must be integer/],
