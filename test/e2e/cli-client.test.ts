@@ -213,6 +213,22 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect([none.code, none.err.trim()]).toEqual([1, 'berth logs: broken.localhost has no revision 9 (it has 1)']);
     expect((await berth(['logs', 'broken.localhost', '--build', '--tail', '5'])).code).toBe(2);
     expect((await berth(['logs', 'broken.localhost', '--revision', '1'])).code).toBe(2);
+
+    // --follow on a build under way: its lines as they come, each once, until it ends
+    const slow = join(tmp.dir, 'slowbuild');
+    await mkdir(slow, { recursive: true });
+    await writeFile(join(slow, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN echo step-one && sleep 3 && echo step-two\nCMD ["sh", "-c", "exec httpd -f -p $PORT -h /"]\n`);
+    const deploying = berth(['deploy', slow, '--host', 'slowbuild.localhost']);
+    await waitFor('the build under way', async () => {
+      const a = await berth(['apps', 'slowbuild.localhost', '--json']);
+      return a.code === 0 && JSON.parse(a.out).revisions?.[0]?.status === 'building';
+    }, 30_000, 100);
+    const followed = await berth(['logs', 'slowbuild.localhost', '--build', '--follow']);
+    expect(followed.code, followed.err).toBe(0);
+    expect(followed.out.split('\n').filter((l) => l === 'step-two')).toHaveLength(1);
+    expect(followed.out).toContain('berth: build succeeded');
+    expect((await deploying).code).toBe(0);
+    expect((await berth(['delete', 'slowbuild.localhost', '--yes'])).code).toBe(0);
   });
 
   it('an app that exits at start fails the deploy within seconds, with its last output; one listening on another port is told about $PORT', async () => {

@@ -338,18 +338,24 @@ function multipart(fields: Record<string, string>, file: string, size: number, o
   return { boundary, length: headBuf.length + size + tailBuf.length, stream: Readable.from(stream(), { objectMode: false }) };
 }
 
-/** Stream the build log to `out` until the build ends; returns its status and the log's last lines. */
-export async function followBuild(client: BerthClient, imageId: number, out: NodeJS.WriteStream, signal: AbortSignal, deadline: number): Promise<{ status: string; tail: string[] }> {
+/**
+ * Stream the build log until the build ends (following it again when the stream breaks, without
+ * repeating what was shown); returns its status and the log's last lines. Each line goes to
+ * `write`, by default to `out` under the deploy's bar.
+ */
+export async function followBuild(client: BerthClient, imageId: number, out: NodeJS.WriteStream, signal: AbortSignal, deadline: number,
+  write?: (line: string) => void): Promise<{ status: string; tail: string[] }> {
   const tail: string[] = [];
   let partial = '';
   const bar = paint(out, 'dim', '│');
+  const show = write ?? ((line: string) => out.write(`  ${bar} ${terminalSafe(out, line)}\n`));
   const take = (text: string) => {
     partial += text;
     let i: number;
     while ((i = partial.indexOf('\n')) !== -1) {
       const line = partial.slice(0, i).replace(/\r$/, '');
       partial = partial.slice(i + 1);
-      out.write(`  ${bar} ${terminalSafe(out, line)}\n`);
+      show(line);
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
     }
@@ -369,7 +375,7 @@ export async function followBuild(client: BerthClient, imageId: number, out: Nod
       for await (const ev of readSse(res.body)) {
         if (ev.event === 'log') {
           // after a reconnect the whole log comes again: skip what was shown
-          const text = (JSON.parse(ev.data) as { text: string }).text;
+          const text = String((JSON.parse(ev.data) as { text: unknown }).text ?? '');
           const fresh = offset + text.length <= seen ? '' : text.slice(Math.max(0, seen - offset));
           offset += text.length;
           if (fresh) { seen += fresh.length; take(fresh); }

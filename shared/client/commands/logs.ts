@@ -1,5 +1,6 @@
 import { UsageError } from '../../cli/args.js';
 import { ClientError, EXIT, type BerthClient } from '../client.js';
+import { followBuild } from './deploy.js';
 import { appHostArg, booleanOption, defineClientCommand, intOption } from '../command.js';
 import { readSse } from '../sse.js';
 import { jsonText } from '../output.js';
@@ -84,6 +85,9 @@ export const run = defineClientCommand({
 
 interface RevisionRef { image_id: number; revision: number; status: string }
 
+/** How long `--build --follow` follows a build (the control plane's own build timeout is shorter). */
+const BUILD_FOLLOW_MS = 6 * 3600_000;
+
 /**
  * `--build`: the build log of a revision (GET /api/images/:id/build-logs; with --follow its SSE
  * stream, which ends with the build). The revision is found among the app's (GET /api/apps/:host).
@@ -96,33 +100,26 @@ async function buildLog(client: BerthClient, host: string, revision: number | un
     throw new ClientError(revision === undefined ? `${host} has no revisions` : `${host} has no revision ${revision} (it has ${app.revisions.map((r) => r.revision).sort((a, b) => a - b).join(', ') || 'none'})`, EXIT.failed);
   }
   if (!follow || rev.status !== 'building') {
-    const got = await client.get<{ status: string; logs: unknown; truncated: boolean }>(`/api/images/${rev.image_id}/build-logs`, { signal });
-    const b = { ...got, logs: typeof got.logs === 'string' ? got.logs : '' };
-    if (json) stdout.write(jsonText({ app_hostname: host, revision: rev.revision, image_id: rev.image_id, status: b.status, truncated: b.truncated, logs: b.logs }) + '\n');
+    const b = await client.get<{ status: string; logs: unknown; truncated: boolean }>(`/api/images/${rev.image_id}/build-logs`, { signal });
+    const logs = typeof b.logs === 'string' ? b.logs : '';
+    if (json) stdout.write(jsonText({ app_hostname: host, revision: rev.revision, image_id: rev.image_id, status: b.status, truncated: b.truncated, logs }) + '\n');
     else {
       if (b.truncated) process.stderr.write('berth logs: the stored build log was cut to its last part\n');
-      stdout.write(terminalSafe(stdout, b.logs));
-      if (b.logs !== '' && !b.logs.endsWith('\n')) stdout.write('\n');
+      stdout.write(terminalSafe(stdout, logs));
+      if (logs !== '' && !logs.endsWith('\n')) stdout.write('\n');
     }
     return b.status === 'build_failed' ? EXIT.failed : EXIT.ok;
   }
+  // (deploy's follower: it follows again when the stream breaks, and shows nothing twice)
+  const write = json
+    ? (line: string) => stdout.write(jsonText({ revision: rev.revision, image_id: rev.image_id, line }) + '\n')
+    : (line: string) => stdout.write(`${terminalSafe(stdout, line)}\n`);
   try {
-    const res = await client.stream('GET', `/api/images/${rev.image_id}/build-logs`, { query: { follow: 1 }, headers: { accept: 'text/event-stream' }, signal });
-    for await (const ev of readSse(res.body)) {
-      if (ev.event === 'log') {
-        const text = String((JSON.parse(ev.data) as { text: unknown }).text ?? '');
-        stdout.write(json ? jsonText({ revision: rev.revision, image_id: rev.image_id, text }) + '\n' : terminalSafe(stdout, text));
-      } else if (ev.event === 'end') {
-        const status = (JSON.parse(ev.data) as { status: string }).status;
-        if (json) stdout.write(jsonText({ revision: rev.revision, image_id: rev.image_id, status }) + '\n');
-        return status === 'build_failed' ? EXIT.failed : EXIT.ok;
-      }
-    }
+    const { status } = await followBuild(client, rev.image_id, stdout, signal, Date.now() + BUILD_FOLLOW_MS, write);
+    if (json) stdout.write(jsonText({ revision: rev.revision, image_id: rev.image_id, status }) + '\n');
+    return status === 'build_failed' ? EXIT.failed : EXIT.ok;
   } catch (e) {
-    if (signal.aborted) return EXIT.ok;
+    if (signal.aborted) return EXIT.ok; // Ctrl-C while following is how one stops
     throw e;
   }
-  if (signal.aborted) return EXIT.ok;
-  process.stderr.write('berth logs: the build log stream ended before the build did (the control plane restarted, or the connection broke)\n');
-  return EXIT.failed;
 }
