@@ -511,7 +511,8 @@ export class EgressGuard {
       else log[this.o.failLevel ?? 'warn'](`${message}; tried again every minute`);
     }
     this.state = 'failed';
-    if (mode === 'require') throw new Error(NOT_IN_PLACE);
+    // (the operator's reason as the cause: a caller that shows only the message tells a tenant nothing more)
+    if (mode === 'require') throw new Error(NOT_IN_PLACE, { cause: new Error(why) });
     return false;
   }
 
