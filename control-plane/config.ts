@@ -192,6 +192,8 @@ export interface ControlPlaneOptions {
   revisionsKept?: number | null;
   /** and any revision active this recently (default BERTH_REVISIONS_GRACE_H, 15 h as Knative's retain-since-last-active-time) */
   revisionsGraceMs?: number;
+  /** How long an instance of a revision that never served may run without passing its health check before the revision is given up on (apps/start-failure.ts; default BERTH_REVISION_START_DEADLINE_S, 600 s as Knative's progress deadline). */
+  revisionStartDeadlineMs?: number;
   /** Container hardening: PID limit (default 512) and the memory limit of images that set none (bytes; default 512 MiB). */
   containerPidsLimit?: number;
   containerMemoryDefaultBytes?: number;
@@ -299,6 +301,7 @@ export interface ResolvedConfig {
   quotas: { images: number; containers: number; builds: number };
   revisionsKept: number | null;
   revisionsGraceMs: number;
+  revisionStartDeadlineMs: number;
   appDomains: string[];
   registries: string[];
   reservedHostnames: string[];
@@ -405,6 +408,7 @@ export function resolveConfig(o: ControlPlaneOptions): ResolvedConfig {
     },
     revisionsKept: revisionsKept(o.revisionsKept),
     revisionsGraceMs: o.revisionsGraceMs ?? Math.round(envNumber('BERTH_REVISIONS_GRACE_H', 15, 0, 87_600) * 3_600_000),
+    revisionStartDeadlineMs: Math.max(1000, o.revisionStartDeadlineMs ?? Math.round(envNumber('BERTH_REVISION_START_DEADLINE_S', 600, 10, 86_400) * 1000)),
     appDomains: parseAppDomains(o.appDomains?.join(',')),
     registries: o.registries ?? parseRegistries(process.env.BERTH_REGISTRIES),
     reservedHostnames: (o.reservedHostnames ?? ownNamesOption(process.env.BERTH_APPS_PATH_HOSTS)).map((h) => normalizeHost(h)),

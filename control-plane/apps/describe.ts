@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.js';
-import { routableSql, type AppRow } from './repo.js';
+import { routableSql, startFailedSql, type AppRow } from './repo.js';
 import { resolveTraffic, tagHost, type RevisionState } from './traffic.js';
 import { hostUrl } from '../../shared/client/urls.js';
 
@@ -8,6 +8,7 @@ interface RevisionSummary extends RevisionState {
   app_hostname: string;
   instances: number;
   ready_instances: number;
+  start_failure: string | null;
   created_at: Date;
 }
 
@@ -20,7 +21,8 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
   const out = new Map<string, RevisionSummary[]>(hosts.map((h) => [h, []]));
   if (hosts.length === 0) return out;
   const { rows } = await q.query<RevisionSummary>(
-    `SELECT i.id, i.app_hostname, i.revision, i.status, ${routableSql('i')} AS routable, i.created_at,
+    `SELECT i.id, i.app_hostname, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed,
+            i.start_failure, i.created_at,
             c.instances, c.ready_instances
        FROM images i
        CROSS JOIN LATERAL (
@@ -54,6 +56,8 @@ function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | nul
         status: i.status,
         instances: i.instances,
         ready_instances: i.ready_instances,
+        /** why it could not start (it takes no traffic; apps/start-failure.ts), else null */
+        start_failure: i.failed ? i.start_failure ?? 'could not start' : null,
         traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,
         traffic_tag: tags[0] ?? null,
         tag_url: tags[0] ? hostUrl(tagHost(tags[0], host), proxyUrl) : null,

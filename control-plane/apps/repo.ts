@@ -67,10 +67,13 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
  */
 export const routableSql = (alias: string) => `(${alias}.routable_at IS NOT NULL OR (${alias}.status = 'ready' AND ${alias}.min_instances = 0))`;
 
+/** SQL for RevisionState.failed on the images row `alias` (apps/start-failure.ts). */
+export const startFailedSql = (alias: string) => `(${alias}.start_failed_at IS NOT NULL)`;
+
 /** Every revision of an app, as the traffic resolution sees them. */
 export async function revisionStates(q: Queryable, host: string): Promise<RevisionState[]> {
   const { rows } = await q.query<RevisionState>(
-    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable
+    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed
        FROM images i WHERE i.app_hostname = $1 ORDER BY i.revision`, [host]);
   return rows;
 }
@@ -100,7 +103,8 @@ export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: n
 /**
  * Store what a pending revision's promotion or failure means (the reconcile loop, leader only):
  * a routable pending revision's split is written with `app.traffic_changed` (reason `deploy`); a
- * pending revision whose build failed, or that is gone, is dropped (the split never changed).
+ * pending revision whose build failed, that could not start, or that is gone, is dropped (the
+ * split never changed).
  * Each app in its own transaction, re-checked under its row lock.
  */
 export async function settlePending(db: Db): Promise<number> {
@@ -112,7 +116,7 @@ export async function settlePending(db: Db): Promise<number> {
       if (!a || a.pending_image_id === null) return;
       const revisions = await revisionStates(tx, app_hostname);
       const pend = revisions.find((r) => r.id === Number(a.pending_image_id));
-      if (pend === undefined || pend.status === 'build_failed') {
+      if (pend === undefined || pend.status === 'build_failed' || pend.failed) {
         await tx.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1', [app_hostname]);
         changed++;
         return;

@@ -2,7 +2,7 @@ import type { Db, Queryable } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import type { ImageRow } from '../images/repo.js';
-import { routableSql, type AppRow } from './repo.js';
+import { routableSql, startFailedSql, type AppRow } from './repo.js';
 import { resolveTraffic, type RevisionState } from './traffic.js';
 
 /**
@@ -50,11 +50,11 @@ export function revisionsToCollect(
 }
 
 /** An app's revisions as retention judges them (`lock`: inside the deleting transaction). */
-async function judged(q: Queryable, host: string, lock: boolean): Promise<{ app: AppRow; images: (ImageRow & { routable: boolean })[]; revisions: RetainedRevision[]; now: number } | undefined> {
+async function judged(q: Queryable, host: string, lock: boolean): Promise<{ app: AppRow; images: (ImageRow & { routable: boolean; failed: boolean })[]; revisions: RetainedRevision[]; now: number } | undefined> {
   const { rows: [app] } = await q.query<AppRow>(`SELECT * FROM apps WHERE app_hostname = $1 AND deleting_at IS NULL${lock ? ' FOR UPDATE' : ''}`, [host]);
   if (!app) return undefined;
-  const { rows: images } = await q.query<ImageRow & { routable: boolean }>(
-    `SELECT i.*, ${routableSql('i')} AS routable FROM images i WHERE i.app_hostname = $1 ORDER BY i.id${lock ? ' FOR UPDATE' : ''}`, [host]);
+  const { rows: images } = await q.query<ImageRow & { routable: boolean; failed: boolean }>(
+    `SELECT i.*, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed FROM images i WHERE i.app_hostname = $1 ORDER BY i.id${lock ? ' FOR UPDATE' : ''}`, [host]);
   // under the image locks a container being created holds its image row's key lock, so none can
   // appear for these revisions until the deleting transaction ends
   const { rows: counts } = await q.query<{ image_id: number; n: number }>(
@@ -62,7 +62,7 @@ async function judged(q: Queryable, host: string, lock: boolean): Promise<{ app:
   const { rows: [{ now }] } = await q.query<{ now: Date }>('SELECT now() AS now');
   const containers = new Map(counts.map((c) => [Number(c.image_id), c.n]));
   const revisions = images.map((i) => ({
-    id: Number(i.id), revision: i.revision, status: i.status, routable: i.routable, containers: containers.get(Number(i.id)) ?? 0, last_active_at: i.last_active_at,
+    id: Number(i.id), revision: i.revision, status: i.status, routable: i.routable, failed: i.failed, containers: containers.get(Number(i.id)) ?? 0, last_active_at: i.last_active_at,
   }));
   return { app, images, revisions, now: new Date(now).getTime() };
 }

@@ -22,6 +22,11 @@ export interface RevisionState {
   status: 'building' | 'ready' | 'build_failed';
   /** it can take traffic: built and, unless it scales from zero, an instance was healthy once */
   routable: boolean;
+  /**
+   * it could not start (apps/start-failure.ts): built, but never served and given up on. It is
+   * treated as a revision that is not ready: no share, no tag host, never `latest`, no instances.
+   */
+  failed: boolean;
 }
 
 export interface ResolvedTraffic {
@@ -57,7 +62,7 @@ export function checkTag(tag: string, host: string, field: string): void {
 /**
  * Resolve stored entries against the app's revisions. `latest` is the newest routable revision
  * (falling back to the newest ready one, so a first deploy shows up as 503 or wakes, not 404);
- * entries naming a revision that is not ready (or gone) are skipped.
+ * entries naming a revision that is not ready (or gone, or could not start) are skipped.
  *
  * `pending` is a revision deployed with traffic that has not taken it yet: until it is routable
  * the stored split keeps serving unchanged (so a canary or a rolled-back revision that happens to
@@ -66,12 +71,12 @@ export function checkTag(tag: string, host: string, field: string): void {
  * it (`promoted` tells it so).
  */
 export function resolveTraffic(stored: TrafficEntry[], revisions: RevisionState[], pending: number | null = null): ResolvedTraffic {
-  const ready = revisions.filter((r) => r.status === 'ready').sort((a, b) => b.revision - a.revision);
+  const ready = revisions.filter((r) => r.status === 'ready' && !r.failed).sort((a, b) => b.revision - a.revision);
   const newestRoutable = ready.find((r) => r.routable);
   const latest = (newestRoutable ?? ready[0])?.id ?? null;
   const readyIds = new Set(ready.map((r) => r.id));
   const pend = pending === null ? undefined : revisions.find((r) => r.id === pending);
-  const promoted = pend !== undefined && pend.status === 'ready' && pend.routable;
+  const promoted = pend !== undefined && readyIds.has(pend.id) && pend.routable;
   const entries = promoted ? promote(stored, pend.id, latest === pend.id) : stored;
   const out: ResolvedTraffic = { percent: new Map(), tags: new Map(), latest, serving: new Set(), promoted: promoted ? entries : null };
   let wantsLatest = false;
@@ -86,7 +91,7 @@ export function resolveTraffic(stored: TrafficEntry[], revisions: RevisionState[
   for (const id of out.tags.keys()) out.serving.add(id);
   // the revision that will take `latest` (or the pending one) must start to get there
   if (wantsLatest && ready[0]) out.serving.add(ready[0].id);
-  if (pend !== undefined && pend.status === 'ready') out.serving.add(pend.id);
+  if (pend !== undefined && readyIds.has(pend.id)) out.serving.add(pend.id);
   return out;
 }
 
@@ -130,6 +135,7 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: R
       const r = byId.get(e.image_id);
       if (!r) throw badRequest(`${at}: image ${e.image_id} is not a revision of ${host}`);
       if (r.status !== 'ready') throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) is ${r.status}, not ready`);
+      if (r.failed) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) could not start (GET /api/images/${r.id} says why) and takes no traffic; deploy a fixed revision, or a new one from it with other settings (POST /api/apps/${host}/revisions)`);
       if (seen.has(e.image_id)) throw badRequest(`${at}: image ${e.image_id} appears twice`);
       seen.add(e.image_id);
     } else {

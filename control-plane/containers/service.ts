@@ -94,11 +94,14 @@ class ExitedAtOnce extends ContainerRuntimeError {}
 /** Lines of an instance's output kept in its status_reason when it exits at once (its container is removed). */
 const EXIT_OUTPUT_LINES = 5;
 
+/** How the note of an instance's last output begins in its status_reason. */
+export const OUTPUT_NOTE = '; its last output: ';
+
 /** `; its last output: a ⏎ b` (control characters out, at most 600 characters), or '' for none. */
 export function lastOutputNote(lines: string[]): string {
   const text = lines.map((l) => l.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').trim()).filter((l) => l !== '').join(' ⏎ ');
   if (text === '') return '';
-  return `; its last output: ${text.length > 600 ? `…${text.slice(-600)}` : text}`;
+  return `${OUTPUT_NOTE}${text.length > 600 ? `…${text.slice(-600)}` : text}`;
 }
 
 /**

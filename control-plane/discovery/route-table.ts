@@ -2,7 +2,7 @@ import { DEFAULTS, type RouteSpec, type RouteTableSpec } from '../../shared/rout
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import type { Queryable } from '../db/pool.js';
 import { isValidHostPattern } from '../../shared/hostname.js';
-import { routableSql } from '../apps/repo.js';
+import { routableSql, startFailedSql } from '../apps/repo.js';
 import { resolveTraffic, tagHost, type RevisionState, type TrafficEntry } from '../apps/traffic.js';
 
 /** Address proxies use for a container published on `host_port`. */
@@ -19,6 +19,7 @@ interface RouteRow {
   revision: number;
   status: RevisionState['status'];
   routable: boolean;
+  failed: boolean;
   container_concurrency: number;
   request_timeout_s: number;
   session_affinity: boolean;
@@ -64,7 +65,7 @@ export async function readAppRoutes(q: Queryable, endpointHost: string, hold: Ho
   // one must tell the control planes which app it touched)
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.private, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
-            ${routableSql('i')} AS routable,
+            ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed,
             i.container_concurrency, i.request_timeout_s, i.session_affinity, i.upstream_pipeline, i.min_instances, i.min_instances_provisioned,
             EXISTS (SELECT 1 FROM containers w WHERE w.image_id = i.id AND w.desired = 'running'
                       AND (w.status = 'creating' OR (w.status = 'running' AND w.health = 'unknown'))) AS starting,
@@ -146,7 +147,7 @@ export async function servingRevisions(q: Queryable, host?: string): Promise<Set
   // one app's (a wake asks about one revision), or every app's
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
-            ${routableSql('i')} AS routable
+            ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed
        FROM apps a JOIN images i ON i.app_hostname = a.app_hostname
       WHERE a.deleting_at IS NULL${host === undefined ? '' : ' AND a.app_hostname = $1'}
       ORDER BY a.app_hostname, i.id`, host === undefined ? [] : [host]);
@@ -173,7 +174,7 @@ function groupApps(rows: RouteRow[]): AppRevisions[] {
     }
     let rev = app.revisions[app.revisions.length - 1];
     if (rev?.id !== r.image_id) {
-      rev = { id: r.image_id, revision: r.revision, status: r.status, routable: r.routable, first: r, rows: [] };
+      rev = { id: r.image_id, revision: r.revision, status: r.status, routable: r.routable, failed: r.failed, first: r, rows: [] };
       app.revisions.push(rev);
     }
     rev.rows.push(r);

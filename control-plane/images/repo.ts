@@ -13,6 +13,9 @@ export interface ImageRow extends ImageFields {
   env: Record<string, string>;
   /** when it could first take traffic (see migration 007); null until then */
   routable_at: Date | null;
+  /** when it was given up on, never having served, and why (apps/start-failure.ts, migration 030) */
+  start_failed_at: Date | null;
+  start_failure: string | null;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
@@ -56,6 +59,8 @@ export function publicImage(r: ImageRow) {
     upstream_pipeline: r.upstream_pipeline,
     status: r.status,
     status_reason: r.status_reason,
+    start_failed_at: iso(r.start_failed_at),
+    start_failure: r.start_failed_at ? r.start_failure : null,
     docker_image: r.docker_image,
     docker_image_id: r.docker_image_id,
     build_logs_truncated: r.build_logs_truncated,

@@ -29,6 +29,8 @@ export const imageSchema = object({
   env_names: { type: 'array', items: { type: 'string' }, description: 'names of the environment variables the revision runs with (values are never shown)' },
   status: { type: 'string', enum: ['building', 'ready', 'build_failed'] },
   status_reason: nullableString,
+  start_failed_at: { ...nullableDateTime, description: 'set when the revision could not start (its instances exit at start, or none became healthy in time): it takes no traffic and runs nothing' },
+  start_failure: { ...nullableString, description: 'why it could not start: the instance\'s reason and its last output' },
   docker_image: { type: 'string' },
   docker_image_id: nullableString,
   build_logs_truncated: { type: 'boolean' },

@@ -8,6 +8,7 @@ import { dockerTime, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
 import { settlePending } from '../apps/repo.js';
+import { judgeStarts } from '../apps/start-failure.js';
 import { collectRevisions } from '../apps/retention.js';
 
 /** An app whose DELETE began less than ten minutes ago (SQL on `apps a`): that DELETE removes its instances. */
@@ -231,9 +232,13 @@ export class Reconciler {
       }
     }
 
+    // Revisions that never served and cannot start are given up on (apps/start-failure.ts): no
+    // traffic, and their instances retire below with those of other revisions that serve nothing.
+    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs, lastLines: (id, n) => runtime.lastLines(id, n) });
     // Deploys waiting for their revision to serve: promoted (stored) once it can, dropped when its
-    // build failed. The route table already routes a routable pending revision; this stores it.
-    if (await settlePending(db)) this.d.service.routesChanged();
+    // build failed or it could not start. The route table already routes a routable pending
+    // revision; this stores it.
+    if ((await settlePending(db)) || gaveUp) this.d.service.routesChanged();
 
     // Revisions left with no traffic and no tag are scaled to zero: their image owes them its
     // min_instances again (provisioned anew if traffic comes back) and each container is drained

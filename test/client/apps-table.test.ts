@@ -23,6 +23,13 @@ describe('berth apps', () => {
     expect(appsTable([shop], true).trimEnd().split('\n')).toHaveLength(5);
   });
 
+  it('a revision the control plane gave up says it could not start', () => {
+    const failed = { ...shop, revisions: [rev(1, 100), { ...rev(2, 0), start_failure: 'exited with code 3, 3 times at start' }] };
+    const lines = appsTable([failed], false).trimEnd().split('\n');
+    expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+could not start\s+1\/1\s+0%$/);
+    expect(lines[2]).toMatch(/^\s+1 \(image 11\)\s+ready\s/);
+  });
+
   it('marks an app being deleted', () => {
     const out = appsTable([{ ...shop, deleting_at: '2026-12-01T03:00:00.000Z' }, { ...shop, app_hostname: 'b.localhost' }], false);
     expect(out).toContain('shop.localhost (deleting)');

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import type { Db } from '../../control-plane/db/pool.js';
 import { RouteHub } from '../../control-plane/discovery/hub.js';
 import { buildRoutes, makeTable, readAppRoutes } from '../../control-plane/discovery/route-table.js';
-import { routableSql } from '../../control-plane/apps/repo.js';
+import { routableSql, startFailedSql } from '../../control-plane/apps/repo.js';
 import type { RouteSpec } from '../../shared/routes/schema.js';
 import { Api } from '../helpers/api.js';
 import { insertReadyImage, startTestControlPlane, type TestControlPlane } from '../helpers/control-plane.js';
@@ -368,7 +368,7 @@ describe('the route hub', () => {
   it('every column the routes are read from tells the control planes when an UPDATE sets it (migration 029)', async () => {
     // the columns readAppRoutes' queries read, by table
     const tables: Record<string, string> = { a: 'apps', i: 'images', c: 'containers', w: 'containers', v: 'app_invokers' };
-    const sql = (readAppRoutes.toString().match(/SELECT[\s\S]*?ORDER BY[^`]*/g) ?? []).join(' ') + routableSql('i');
+    const sql = (readAppRoutes.toString().match(/SELECT[\s\S]*?ORDER BY[^`]*/g) ?? []).join(' ') + routableSql('i') + startFailedSql('i');
     const read = new Set<string>();
     for (const m of sql.matchAll(/\b([aicwv])\.([a-z_]+)\b/g)) if (m[2] !== 'id') read.add(`${tables[m[1]]}.${m[2]}`);
     expect(read.size).toBeGreaterThan(15);

@@ -21,7 +21,7 @@ const HOUR = 3_600_000;
 /** revisions 1..n, ready and routable unless told otherwise, last active a day ago (id = 100 + revision) */
 function revs(n: number, over: Record<number, Partial<RetainedRevision>> = {}): RetainedRevision[] {
   return Array.from({ length: n }, (_, i) => ({
-    id: 101 + i, revision: i + 1, status: 'ready' as const, routable: true, containers: 0, last_active_at: new Date(NOW - 24 * HOUR), ...over[i + 1],
+    id: 101 + i, revision: i + 1, status: 'ready' as const, routable: true, failed: false, containers: 0, last_active_at: new Date(NOW - 24 * HOUR), ...over[i + 1],
   }));
 }
 const collect = (a: ReturnType<typeof app>, list: RetainedRevision[], kept: number, graceMs = 15 * HOUR) => revisionsToCollect(a, list, kept, graceMs, NOW);

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { checkAppHostname } from '../../control-plane/images/fields.js';
 import { checkTag, checkTraffic, promote, resolveTraffic, trafficAfterDeploy, type RevisionState } from '../../control-plane/apps/traffic.js';
 
-const rev = (id: number, revision: number, status: RevisionState['status'] = 'ready', routable = true): RevisionState => ({ id, revision, status, routable });
+const rev = (id: number, revision: number, status: RevisionState['status'] = 'ready', routable = true, failed = false): RevisionState => ({ id, revision, status, routable, failed });
 
 describe('resolveTraffic', () => {
   it('latest is the newest routable revision; the newest ready one is serving too while it boots', () => {
@@ -26,6 +26,20 @@ describe('resolveTraffic', () => {
     expect([...r.percent]).toEqual([[1, 90], [2, 10]]);
     expect([...r.tags]).toEqual([[2, ['b']], [3, ['c']]]);
     expect([...r.serving].sort()).toEqual([1, 2, 3]);
+  });
+
+  it('a revision that could not start is as one not ready: no share, no tag, never latest, nothing to run', () => {
+    // v3 (routable: it scales from zero) could not start: latest goes back to v2
+    const r = resolveTraffic([{ latest: true, percent: 100 }, { image_id: 3, percent: 0, tag: 'canary' }], [rev(1, 1), rev(2, 2), rev(3, 3, 'ready', true, true)]);
+    expect(r.latest).toBe(2);
+    expect([...r.percent]).toEqual([[2, 100]]);
+    expect([...r.tags]).toEqual([]);
+    expect([...r.serving]).toEqual([2]);
+    // the only revision failed: nothing serves (the app has no route), nothing runs
+    const only = resolveTraffic([{ latest: true, percent: 100 }], [rev(1, 1, 'ready', false, true)]);
+    expect([only.latest, [...only.percent], [...only.serving]]).toEqual([null, [], []]);
+    // a pinned share of it goes nowhere; the rest serves as split
+    expect([...resolveTraffic([{ image_id: 1, percent: 50 }, { image_id: 2, percent: 50 }], [rev(1, 1), rev(2, 2, 'ready', false, true)]).percent]).toEqual([[1, 50]]);
   });
 });
 
@@ -49,6 +63,9 @@ describe('trafficAfterDeploy and the pending revision', () => {
     expect([...served.serving].sort()).toEqual([3, 4]);
     // a pending revision whose build failed changes nothing
     expect([...resolveTraffic(stored, [rev(2, 2), rev(4, 4, 'build_failed', false)], 4).percent]).toEqual([[2, 100]]);
+    // nor one that could not start: it is not promoted, and runs nothing
+    const failed = resolveTraffic(stored, [rev(2, 2), rev(3, 3), rev(4, 4, 'ready', true, true)], 4);
+    expect([[...failed.percent], failed.promoted, [...failed.serving].sort()]).toEqual([[[2, 100]], null, [2, 3]]);
   });
 
   it('promote pins the revision when a newer one is already routable', () => {
@@ -83,7 +100,7 @@ describe('trafficAfterDeploy and the pending revision', () => {
 });
 
 describe('checkTraffic', () => {
-  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false)];
+  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false), rev(4, 4, 'ready', false, true)];
   const bad = (entries: unknown[]) => {
     try { checkTraffic(entries as never, 'shop.example.com', revs); } catch (e) { return (e as Error).message; }
     return 'accepted';
@@ -92,6 +109,7 @@ describe('checkTraffic', () => {
     expect(bad([{ image_id: 1, percent: 60 }, { image_id: 2, percent: 30 }])).toMatch(/sum to 100, not 90/);
     expect(bad([{ image_id: 9, percent: 100 }])).toMatch(/traffic\[0\]: image 9 is not a revision/);
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 3, percent: 50 }])).toMatch(/traffic\[1\].*building/);
+    expect(bad([{ image_id: 1, percent: 50 }, { image_id: 4, percent: 50 }])).toMatch(/traffic\[1\]: revision 4 \(image 4\) could not start \(GET \/api\/images\/4 says why\)/);
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 1, percent: 50 }])).toMatch(/traffic\[1\].*twice/);
     expect(bad([{ latest: true, percent: 50 }, { latest: true, percent: 50 }])).toMatch(/traffic\[1\].*latest/);
     expect(bad([{ percent: 100 }])).toMatch(/traffic\[0\] must name either/);

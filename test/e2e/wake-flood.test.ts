@@ -1,6 +1,6 @@
 /**
- * The hold queue is bounded: flooding a scaled-to-zero app whose image cannot start (its process
- * exits at once) answers every request, quickly, with 503 `overloaded` past the queue bound and
+ * The hold queue is bounded: flooding a scaled-to-zero app that cannot wake (its process listens
+ * on nothing: one that exits instead is given up on, and its route goes) answers every request, quickly, with 503 `overloaded` past the queue bound and
  * 504 `queue_timeout` for the ones held past the hold timeout — each with x-berth-error — and the
  * proxy's memory stays bounded, POST bodies included. Real Docker, real proxy process.
  */
@@ -26,7 +26,7 @@ await describeWithDocker('a flood on an app that cannot wake', () => {
     clusterId = t.cp.app.platform.clusterId;
     const user = await new Api(t.cp.url).signup('flood@example.com');
     const up = await user.upload({ name: 'dead', app_hostname: HOST, min_instances: 0, health_path: '/' },
-      await makeTar([{ name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCMD ["sh", "-c", "exit 3"]\n' }]));
+      await makeTar([{ name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 3600 & wait"]\n' }]));
     expect(up.status, up.text).toBe(201);
     dockerImage = up.body.docker_image;
     expect((await user.waitForBuild(up.body.id, 90_000)).status).toBe('ready');

@@ -32,6 +32,7 @@ import { sql as m026 } from './026_login_limits.js';
 import { sql as m027 } from './027_events_notify.js';
 import { sql as m028 } from './028_token_parents.js';
 import { sql as m029 } from './029_routes_notify.js';
+import { sql as m030 } from './030_revision_start_failure.js';
 
 export interface Migration {
   version: number;
@@ -69,4 +70,5 @@ export const migrations: Migration[] = [
   { version: 27, name: '027_events_notify', sql: m027 },
   { version: 28, name: '028_token_parents', sql: m028 },
   { version: 29, name: '029_routes_notify', sql: m029 },
+  { version: 30, name: '030_revision_start_failure', sql: m030 },
 ];

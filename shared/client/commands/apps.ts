@@ -7,7 +7,12 @@ import { printJson, table } from '../output.js';
 export interface AppRevision {
   image_id: number; revision: number; status: string; instances: number; ready_instances?: number;
   traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; created_at?: string;
+  /** set when the control plane gave the revision up (it could not start) */
+  start_failure?: string | null;
 }
+
+/** A revision's status as shown: `could not start` once the control plane gave it up. */
+const statusOf = (r: AppRevision) => (r.start_failure ? 'could not start' : r.status);
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */
@@ -55,7 +60,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
   out.write(`${printable(app.app_hostname)}  ${printable(app.url)}${app.private ? '  (private: invoker tokens only)' : ''}${app.deleting_at ? `  (being deleted since ${printable(app.deleting_at)}: serves nothing)` : ''}\n`);
   out.write(table(rows, [
     { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
-    { header: 'status', value: (x) => x.r.status },
+    { header: 'status', value: (x) => statusOf(x.r) },
     { header: 'instances', value: (x) => `${x.r.ready_instances ?? x.r.instances}/${x.r.instances}${x.s ? ` (${x.s.min_instances}–${x.s.max_instances})` : ''}` },
     { header: 'concurrency', value: (x) => (x.s ? (x.s.container_concurrency === 0 ? 'no limit' : x.s.container_concurrency) : null) },
     { header: 'timeout', value: (x) => (x.s?.request_timeout_s !== undefined ? `${x.s.request_timeout_s}s` : null) },
@@ -65,6 +70,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
     { header: 'traffic', value: (x) => `${x.r.traffic_percent}%${x.r.traffic_tag ? `  tag ${x.r.traffic_tag}` : ''}` },
     { header: 'env', value: (x) => (x.s?.env_names?.length ? x.s.env_names.join(', ') : null) },
   ]));
+  for (const { r } of rows) if (r.start_failure) out.write(`revision ${r.revision} could not start: ${printable(r.start_failure)}\n`);
   return EXIT.ok;
 }
 
@@ -82,7 +88,7 @@ export function appsTable(apps: App[], all: boolean): string {
   return table(rows, [
     { header: 'host', value: (x) => x.host },
     { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
-    { header: 'status', value: (x) => x.r.status },
+    { header: 'status', value: (x) => statusOf(x.r) },
     { header: 'instances', value: (x) => (x.r.ready_instances !== undefined ? `${x.r.ready_instances}/${x.r.instances}` : x.r.instances) },
     { header: 'traffic', value: (x) => `${x.r.traffic_percent}%${x.r.traffic_tag ? `  tag ${x.r.traffic_tag}` : ''}` },
   ]);

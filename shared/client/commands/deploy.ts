@@ -31,6 +31,8 @@ import { num, paint, printable, terminalSafe } from '../style.js';
 interface Image {
   id: number; app_hostname: string; status: string; status_reason?: string | null; min_instances: number;
   revision?: number; name: string;
+  /** set when the control plane gave the revision up (it could not start) */
+  start_failure?: string | null;
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
 interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean }
@@ -439,6 +441,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   const s = new Status(out);
   let last: Container[] = [];
   let crashed: Container | undefined;
+  let failure: string | undefined;
   try {
     for (;;) {
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
@@ -451,6 +454,11 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       // One that came up on its third start is left to become healthy.
       const looping = healthy === 0 ? last.find((c) => c.healthy_at == null && Number(c.restart_count ?? 0) >= CRASHES_AT_START - 1) : undefined;
       if (looping !== undefined && (looping.status === 'exited' || looping.status === 'failed')) { crashed = looping; break; }
+      // the control plane gave the revision up (apps/start-failure.ts): its instances are going
+      if (healthy === 0) {
+        const img = await client.get<Image>(`/api/images/${imageId}`, { signal });
+        if (img.start_failure) { failure = img.start_failure; break; }
+      }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
       s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})` : ''}`);
       if (Date.now() > deadline) break;
@@ -458,6 +466,15 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     }
   } finally {
     s.clear();
+  }
+  const givenUp = `The revision takes no traffic, and the control plane gives it up (its instances are stopped): fix the app and deploy again. See \`berth logs ${host}\`.`;
+  const shown = (lines: string[]) => `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n`;
+  if (failure !== undefined) {
+    // given up by the control plane (apps/start-failure.ts): its reason, its output as a note
+    const at = failure.indexOf(OUTPUT_NOTE);
+    const [why, lines] = at >= 0 ? [failure.slice(0, at), failure.slice(at + OUTPUT_NOTE.length).split(' ⏎ ')] : [failure, []];
+    const exits = /times at start$/.test(why) && /exited|out of memory/.test(why);
+    throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}). ${lines.length ? shown(lines) : ''}${givenUp}`, EXIT.failed);
   }
   if (crashed) {
     // one that exited as Docker started it is removed at once: the control plane keeps its last
@@ -472,9 +489,8 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       lines = crashed.status === 'exited' ? await lastOutput(client, crashed.id, signal) : [];
     }
     const exits = crashed.status === 'exited' || /exited at once/.test(reason);
-    const output = lines.length ? `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n` : exits ? 'It printed nothing.\n' : '';
-    throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times). ${output}`
-      + `The revision takes no traffic until an instance is healthy, and berth keeps starting it (waiting longer each time): fix the app and deploy again. See \`berth logs ${host}\`.`, EXIT.failed);
+    const output = lines.length ? shown(lines) : exits ? 'It printed nothing.\n' : '';
+    throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times at start). ${output}${givenUp}`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message
   const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; ')) || 'no containers yet';
