@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.js';
-import { routableSql, startFailedSql, type AppRow } from './repo.js';
+import { provingSql, routableSql, startFailedSql, type AppRow } from './repo.js';
 import { resolveTraffic, tagHost, type RevisionState } from './traffic.js';
 import { hostUrl } from '../../shared/client/urls.js';
 
@@ -9,6 +9,7 @@ interface RevisionSummary extends RevisionState {
   instances: number;
   ready_instances: number;
   start_failure: string | null;
+  proving: boolean;
   created_at: Date;
 }
 
@@ -22,7 +23,7 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
   if (hosts.length === 0) return out;
   const { rows } = await q.query<RevisionSummary>(
     `SELECT i.id, i.app_hostname, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed,
-            i.start_failure, i.created_at,
+            i.start_failure, ${provingSql('i')} AS proving, i.created_at,
             c.instances, c.ready_instances
        FROM images i
        CROSS JOIN LATERAL (
@@ -58,6 +59,8 @@ function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | nul
         ready_instances: i.ready_instances,
         /** why it could not start (it takes no traffic; apps/start-failure.ts), else null */
         start_failure: i.failed ? i.start_failure ?? 'could not start' : null,
+        /** it scales from zero and runs one instance to prove it can serve before it takes the traffic */
+        proving: i.proving,
         traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,
         traffic_tag: tags[0] ?? null,
         tag_url: tags[0] ? hostUrl(tagHost(tags[0], host), proxyUrl) : null,

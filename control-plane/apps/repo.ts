@@ -62,10 +62,25 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
 }
 
 /**
- * SQL for "this revision can take traffic" (RevisionState.routable) on the images row `alias`:
- * healthy once, or ready and scaling from zero. The one definition every query uses.
+ * SQL for "this revision is started once to prove it can serve before it takes the traffic" on
+ * the images row `alias`: a revision that scales from zero, deployed with traffic (pending) over
+ * an app with a revision that served, and not healthy yet — as Cloud Run starts every new
+ * revision before it routes to it. Its floor is one instance until then (the reconcile loop
+ * starts it, the autoscaler keeps it); a first deploy has nothing to protect and wakes on its
+ * first request instead.
  */
-export const routableSql = (alias: string) => `(${alias}.routable_at IS NOT NULL OR (${alias}.status = 'ready' AND ${alias}.min_instances = 0))`;
+export const provingSql = (alias: string) => `(${alias}.min_instances = 0 AND ${alias}.routable_at IS NULL AND ${alias}.status = 'ready'
+  AND ${alias}.start_failed_at IS NULL
+  AND EXISTS (SELECT 1 FROM apps pa WHERE pa.app_hostname = ${alias}.app_hostname AND pa.pending_image_id = ${alias}.id)
+  AND EXISTS (SELECT 1 FROM images po WHERE po.app_hostname = ${alias}.app_hostname AND po.id <> ${alias}.id
+                AND po.routable_at IS NOT NULL AND po.start_failed_at IS NULL))`;
+
+/**
+ * SQL for "this revision can take traffic" (RevisionState.routable) on the images row `alias`:
+ * healthy once, or ready and scaling from zero (unless it is being proven first: provingSql).
+ * The one definition every query uses.
+ */
+export const routableSql = (alias: string) => `(${alias}.routable_at IS NOT NULL OR (${alias}.status = 'ready' AND ${alias}.min_instances = 0 AND NOT ${provingSql(alias)}))`;
 
 /** SQL for RevisionState.failed on the images row `alias` (apps/start-failure.ts). */
 export const startFailedSql = (alias: string) => `(${alias}.start_failed_at IS NOT NULL)`;

@@ -9,6 +9,7 @@ import type { Leadership } from '../reconcile/leader.js';
 import type { Activation } from '../containers/activation.js';
 import { USER_STOPPED } from '../containers/service.js';
 import { servingRevisions } from '../discovery/route-table.js';
+import { provingSql } from '../apps/repo.js';
 import { decide, newKpaState, type AppSettings, type Decision, type KpaState, type Sample } from './kpa.js';
 
 interface ScaledImage {
@@ -16,6 +17,8 @@ interface ScaledImage {
   user_id: number;
   app_hostname: string;
   min_instances: number;
+  /** started once to prove it can serve before it takes the traffic (apps/repo.ts provingSql) */
+  proving: boolean;
   max_instances: number;
   container_concurrency: number;
   target_utilization: number;
@@ -113,7 +116,7 @@ export class Autoscaler {
       // and removed); one with a floor once the reconcile loop has provisioned it
       const { rows } = await this.d.db.query<ScaledImage>(
         `SELECT i.id, i.user_id, i.app_hostname, i.min_instances, i.max_instances, i.container_concurrency, i.target_utilization,
-                i.scale_down_delay_s
+                i.scale_down_delay_s, ${provingSql('i')} AS proving
            FROM images i WHERE i.status = 'ready' AND (i.min_instances = 0 OR i.min_instances_provisioned)`);
       const serving = await servingRevisions(this.d.db);
       const seen = new Set<number>();
@@ -162,7 +165,8 @@ export class Autoscaler {
     const settings: AppSettings = {
       // instances its user stopped are taken out of the floor: they stay stopped, and the app is
       // not refilled behind the user's back (demand beyond the floor still scales it)
-      minInstances: Math.max(0, img.min_instances - userStopped),
+      // (one that scales from zero keeps the instance that proves it can serve: apps/repo.ts provingSql)
+      minInstances: Math.max(img.proving ? 1 : 0, img.min_instances - userStopped),
       maxInstances: img.max_instances,
       containerConcurrency: img.container_concurrency,
       targetUtilization: img.target_utilization,

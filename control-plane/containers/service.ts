@@ -156,10 +156,11 @@ export class ContainerService {
    * in one transaction) and the Docker error is the API error, so a client can simply retry.
    *
    * `provision` (the reconcile loop): create the image's `min_instances` containers once, if not
-   * done yet, and set `min_instances_provisioned` in the same transaction; count is ignored.
+   * done yet (at least `atLeast`), and set `min_instances_provisioned` in the same transaction;
+   * count is ignored.
    * Those rows are kept as `failed` when Docker refuses them (the loop retries with backoff).
    */
-  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean; provision?: boolean } = {}): Promise<ContainerRow[]> {
+  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean; provision?: boolean; atLeast?: number } = {}): Promise<ContainerRow[]> {
     const { img, rows } = await withTransaction(this.d.db, async (tx) => {
       const room = await this.containerRoom(tx, userId);
       const { rows: [img] } = await tx.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [imageId, userId]);
@@ -175,7 +176,8 @@ export class ContainerService {
         // Counted: instances wanted running (a revision that got its traffic back may still be
         // draining the ones it had; those are on their way out).
         const { rows: [{ n: wanted }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
-        want = Math.max(0, Math.min(img.min_instances, img.max_instances) - wanted);
+        // (`atLeast`: a revision being proven before it takes the traffic runs one; apps/repo.ts provingSql)
+        want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances) - wanted);
         if (want > room) {
           // As many as fit now; the image stays owed the rest, and the reconcile loop tries again
           // (a rollout frees the old revision's share of the quota as it retires it).

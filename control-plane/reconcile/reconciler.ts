@@ -7,7 +7,7 @@ import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runt
 import { dockerTime, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
-import { settlePending } from '../apps/repo.js';
+import { provingSql, settlePending } from '../apps/repo.js';
 import { judgeStarts } from '../apps/start-failure.js';
 import { collectRevisions } from '../apps/retention.js';
 
@@ -271,13 +271,16 @@ export class Reconciler {
     // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
     // container is replaced under the same row above), a user-stopped one stays stopped and a
     // user-deleted one is not recreated: explicit user intent wins over min_instances.
-    const { rows: pending } = await db.query<ImageRow>(
-      `SELECT * FROM images WHERE status = 'ready' AND min_instances > 0 AND NOT min_instances_provisioned ORDER BY id`);
+    // A revision that scales from zero, deployed over one that serves, gets one instance to prove
+    // it can serve before it takes the traffic (apps/repo.ts provingSql).
+    const { rows: pending } = await db.query<ImageRow & { proving: boolean }>(
+      `SELECT i.*, ${provingSql('i')} AS proving FROM images i
+        WHERE i.status = 'ready' AND (i.min_instances > 0 OR ${provingSql('i')}) AND NOT i.min_instances_provisioned ORDER BY i.id`);
     for (const img of pending) {
       if (this.stopped) break;
       if (!serving.has(img.id)) continue; // a revision nobody sends traffic to runs nothing
       try {
-        const made = await service.create(img.user_id, img.id, 0, { provision: true });
+        const made = await service.create(img.user_id, img.id, 0, { provision: true, atLeast: img.proving ? 1 : 0 });
         rep.created += made.length;
         if (made.length) this.log.info({ imageId: img.id, created: made.length, min: img.min_instances }, 'started containers for min_instances');
       } catch (e) {

@@ -34,8 +34,8 @@ const otherPort = (): TarEntry[] => [
   { name: 'www/index.html', content: 'v3\n' },
 ];
 
-async function deploy(files: TarEntry[]): Promise<number> {
-  const up = await user.upload({ name: 'startfail', app_hostname: HOST, min_instances: 1, max_instances: 1, health_path: '/' }, await makeTar(files));
+async function deploy(files: TarEntry[], min = 1): Promise<number> {
+  const up = await user.upload({ name: 'startfail', app_hostname: HOST, min_instances: min, max_instances: 1, health_path: '/' }, await makeTar(files));
   expect(up.status, up.text).toBe(201);
   dockerImages.push(up.body.docker_image);
   expect((await user.waitForBuild(up.body.id, 90_000)).status).toBe('ready');
@@ -113,4 +113,25 @@ await describeWithDocker('a revision that cannot start', () => {
     expect((await viaProxy(port(), HOST, '/')).body).toBe('v1');
     expect((await app()).latest_image_id).toBe(first);
   }, 120_000);
+
+  it('one that scales from zero, deployed over a revision that serves, is started first: a broken one never takes the traffic, a good one once healthy', async () => {
+    const l = load(port(), HOST, 4, { path: '/' });
+    try {
+      const bad = await deploy(crashing(), 0);
+      const seen = (await app()).revisions.find((r: { image_id: number }) => r.image_id === bad);
+      expect(seen.traffic_percent).toBe(0);
+      expect(seen.proving || seen.start_failure !== null).toBe(true);
+      expect((await givenUp(bad)).start_failure).toMatch(/3 times at start; its last output: .*DATABASE_URL/);
+      expect((await viaProxy(port(), HOST, '/')).body).toBe('v1');
+      const good = await deploy(httpdApp([{ name: 'index.html', content: 'v4\n' }]), 0);
+      await waitFor('v4 served', async () => (await viaProxy(port(), HOST, '/')).body === 'v4', 60_000, 200);
+      const a = await app();
+      expect(a.latest_image_id).toBe(good);
+      expect(a.revisions.find((r: { image_id: number }) => r.image_id === good)).toMatchObject({ proving: false, traffic_percent: 100, start_failure: null });
+    } finally {
+      await l.stop();
+    }
+    expect(l.stats.failures).toEqual([]);
+    expect(l.stats.ok).toBeGreaterThan(20);
+  }, 180_000);
 });

@@ -35,7 +35,7 @@ interface Image {
   start_failure?: string | null;
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
-interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean }
+interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; proving?: boolean }
 interface App { app_hostname: string; url: string; revisions: AppRevision[] }
 
 const TAIL_LINES = 25;
@@ -228,7 +228,10 @@ DIR defaults to the current directory.`,
 
       // instances healthy (a revision that scales from zero, or waits untagged without traffic, has none)
       t = Date.now();
-      const wantInstances = noTraffic && opts.tag === undefined ? 0 : img.min_instances;
+      let wantInstances = noTraffic && opts.tag === undefined ? 0 : img.min_instances;
+      // one that scales from zero, deployed over a revision that serves, is started once to prove
+      // it can serve before it takes the traffic (the control plane says so)
+      if (wantInstances === 0 && !noTraffic && (await proving(client, img.app_hostname, img.id, signal))) wantInstances = 1;
       if (wantInstances > 0) {
         await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname);
         phases.start = Date.now() - t;
@@ -495,6 +498,17 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   // the reasons quote Docker and the app: printable before they become the error message
   const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; ')) || 'no containers yet';
   throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
+}
+
+/** Is this revision started once to prove it can serve before it takes the traffic (GET /api/apps/:host)? */
+async function proving(client: BerthClient, host: string, imageId: number, signal: AbortSignal): Promise<boolean> {
+  try {
+    const app = await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal });
+    return app.revisions?.find((r) => r.image_id === imageId)?.proving === true;
+  } catch (e) {
+    if (e instanceof ClientError && e.api?.status === 404) return false; // an API without revisions
+    throw e;
+  }
 }
 
 /** With revisions (GET /api/apps/:host): wait until the new revision serves (unless --no-traffic). */
