@@ -63,17 +63,13 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
 
 /**
  * SQL for "this revision is started once to prove it can serve before it takes the traffic" on
- * the images row `alias`: a revision that scales from zero, deployed with traffic (pending) over
- * an app with a revision that served, and not healthy yet — as Cloud Run starts every new
- * revision before it routes to it. Its floor is one instance until then (the reconcile loop
- * starts it, the autoscaler keeps it); a first deploy has nothing to protect and wakes on its
- * first request instead.
+ * the images row `alias`: one that scales from zero, deployed with traffic over an app with a
+ * revision that served (`proof_required`, decided then by joinTraffic), not healthy yet and not
+ * given up — as Cloud Run starts every new revision before it routes to it. Its floor is one
+ * instance until then (the reconcile loop starts it, the autoscaler keeps it). A first deploy
+ * has nothing to protect and wakes on its first request instead.
  */
-export const provingSql = (alias: string) => `(${alias}.min_instances = 0 AND ${alias}.routable_at IS NULL AND ${alias}.status = 'ready'
-  AND ${alias}.start_failed_at IS NULL
-  AND EXISTS (SELECT 1 FROM apps pa WHERE pa.app_hostname = ${alias}.app_hostname AND pa.pending_image_id = ${alias}.id)
-  AND EXISTS (SELECT 1 FROM images po WHERE po.app_hostname = ${alias}.app_hostname AND po.id <> ${alias}.id
-                AND po.routable_at IS NOT NULL AND po.start_failed_at IS NULL))`;
+export const provingSql = (alias: string) => `(${alias}.proof_required AND ${alias}.routable_at IS NULL AND ${alias}.start_failed_at IS NULL)`;
 
 /**
  * SQL for "this revision can take traffic" (RevisionState.routable) on the images row `alias`:
@@ -112,7 +108,14 @@ export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: n
   const next = trafficAfterDeploy(app.traffic, { imageId: opts.imageId, noTraffic: opts.noTraffic, tag: opts.tag, latestNow });
   await setTraffic(tx, app, next, 'deploy', opts.imageId);
   // a plain deploy: the new revision takes the traffic once it can serve (the newest deploy wins)
-  if (!opts.noTraffic) await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
+  if (!opts.noTraffic) {
+    await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
+    // one that scales from zero over a revision that served proves itself first (provingSql)
+    await tx.query(
+      `UPDATE images i SET proof_required = true WHERE i.id = $1 AND i.min_instances = 0
+          AND EXISTS (SELECT 1 FROM images o WHERE o.app_hostname = i.app_hostname AND o.id <> i.id
+                        AND o.routable_at IS NOT NULL AND o.start_failed_at IS NULL)`, [opts.imageId]);
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { withTransaction, type Db } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
-import { lastOutputNote, OUTPUT_NOTE } from '../containers/service.js';
+import { OUTPUT_NOTE } from '../containers/service.js';
 import type { ContainerRow } from '../images/repo.js';
 
 /**
@@ -10,12 +10,13 @@ import type { ContainerRow } from '../images/repo.js';
  * its progress deadline: a revision that never served (no instance of it was ever healthy) is
  * marked failed (`images.start_failed_at`, `start_failure`) when
  *
- * - one of its instances, never healthy, went down a third time at start, by its own doing: it
- *   exited (or was killed for its memory), or could not be run at all (its command is not in the
- *   image). Docker being away or a port clash is the platform's trouble, not the revision's;
- * - or one of its instances has been running for the start deadline (since it last started)
- *   without passing its health check (an app listening on another port than $PORT, or stuck at
- *   boot).
+ * - the app of one of its instances exited a third time (or was killed for its memory, or could not
+ *   be run at all: its command is not in the image), however long each run lasted. Docker being
+ *   away, a port clash or a container removed by hand are the platform's trouble, not the
+ *   revision's (containers/service.ts counts `app_exits` and keeps `last_exit` with the output);
+ * - or one of its instances has been running for the start deadline since it last started, and
+ *   its health check, run since that start, fails (an app listening on another port than $PORT,
+ *   or stuck at boot).
  *
  * A failed revision is treated as one that is not ready (apps/traffic.ts): a deploy waiting for
  * it is dropped (the split that served before keeps serving), it is never `latest`, it has no tag
@@ -28,41 +29,42 @@ import type { ContainerRow } from '../images/repo.js';
 export const CRASHES_AT_START = 3;
 
 /** What the verdict reads of an instance of a revision that never served. */
-export type StartAttempt = Pick<ContainerRow, 'id' | 'status' | 'status_reason' | 'restart_count' | 'docker_id'> & { started_at: Date | string | null };
+export type StartAttempt = Pick<ContainerRow, 'id' | 'status' | 'status_reason' | 'health' | 'app_exits' | 'last_exit'> & {
+  started_at: Date | string | null;
+  health_checked_at: Date | string | null;
+};
 
-/** The instance's own failure to run (not the platform's): exited, killed for memory, or its command cannot be run. */
-function ownFailure(c: StartAttempt): boolean {
-  const why = c.status_reason ?? '';
-  if (c.status === 'exited') return why !== 'container vanished';
-  if (c.status === 'failed') return /^container exited at once|executable file not found|no such file or directory|permission denied/i.test(why);
-  return false;
-}
+const time = (d: Date | string | null) => (d === null ? NaN : new Date(d).getTime());
 
 /**
  * Why a revision that never served is given up on now, and the instance that says so; null while
  * it may still come up. Pure: `now` and the deadline are the caller's.
  */
 export function startVerdict(instances: readonly StartAttempt[], now: number, deadlineMs: number): { instance: StartAttempt; reason: string } | null {
-  const crashed = instances.find((c) => c.restart_count >= CRASHES_AT_START - 1 && ownFailure(c));
+  // its app exited, or could not be run, a third time (containers/service.ts counts only those:
+  // Docker away, a port taken or a container removed by hand are the platform's, not the app's)
+  const crashed = instances.find((c) => c.app_exits >= CRASHES_AT_START);
   if (crashed) {
-    // (an instance that exited as Docker started it has its last output in its reason: kept last)
-    const why = crashed.status_reason ?? crashed.status;
+    // (the last exit's output note stays last)
+    const why = crashed.last_exit ?? 'exited';
     const at = why.indexOf(OUTPUT_NOTE);
     const [own, note] = at >= 0 ? [why.slice(0, at), why.slice(at)] : [why, ''];
-    return { instance: crashed, reason: `${own}, ${crashed.restart_count + 1} times at start${note}` };
+    return { instance: crashed, reason: `${own}, ${crashed.app_exits} times at start${note}` };
   }
-  // (since this run of it started: a row replaced after a crash keeps its id, not its start)
-  const running = instances.filter((c) => c.status === 'running' && c.started_at !== null);
-  const oldest = running.reduce<StartAttempt | undefined>((m, c) => (m === undefined || new Date(c.started_at!) < new Date(m.started_at!) ? c : m), undefined);
-  if (oldest !== undefined && now - new Date(oldest.started_at!).getTime() >= deadlineMs) {
-    return { instance: oldest, reason: `no instance became healthy within ${Math.round(deadlineMs / 1000)} s (${oldest.status_reason ?? 'its health check never passed'})` };
+  // running since its last start past the deadline, and probed unhealthy since that start (not
+  // merely unprobed: a control plane back from an outage judges nothing it has not looked at)
+  const stuck = instances.filter((c) => c.status === 'running' && c.health === 'unhealthy'
+    && now - time(c.started_at) >= deadlineMs && time(c.health_checked_at) > time(c.started_at));
+  const oldest = stuck.reduce<StartAttempt | undefined>((m, c) => (m === undefined || time(c.started_at) < time(m.started_at) ? c : m), undefined);
+  if (oldest !== undefined) {
+    return { instance: oldest, reason: `no instance became healthy within ${Math.round(deadlineMs / 1000)} s (${oldest.status_reason ?? 'its health check fails'})` };
   }
   return null;
 }
 
-/** The reason as stored: the instance's output read from Docker as a note at its end (unless it has one), control characters out, bounded. */
-export function startFailureText(reason: string, output: string[]): string {
-  const text = (reason.includes(OUTPUT_NOTE) ? reason : reason + lastOutputNote(output)).replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+/** The reason as stored: control characters out, bounded. */
+export function startFailureText(reason: string): string {
+  const text = reason.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
   return text.length > 1000 ? `${text.slice(0, 999)}…` : text;
 }
 
@@ -71,14 +73,12 @@ export interface StartJudge {
   log: FastifyBaseLogger;
   /** how long an instance may run without passing its health check (BERTH_REVISION_START_DEADLINE_S) */
   deadlineMs: number;
-  /** the last lines of a Docker container's output (runtime) */
-  lastLines: (dockerId: string, n: number) => Promise<string[]>;
 }
 
 /** Judge every ready revision that never served and has instances; returns how many were given up on. */
 export async function judgeStarts(j: StartJudge): Promise<number> {
   const { rows } = await j.db.query<StartAttempt & { image_id: number }>(
-    `SELECT c.id, c.image_id, c.status, c.status_reason, c.restart_count, c.docker_id, c.started_at
+    `SELECT c.id, c.image_id, c.status, c.status_reason, c.health, c.app_exits, c.last_exit, c.started_at, c.health_checked_at
        FROM containers c JOIN images i ON i.id = c.image_id
       WHERE i.status = 'ready' AND i.routable_at IS NULL AND i.start_failed_at IS NULL AND c.desired = 'running'
       ORDER BY c.image_id, c.id`);
@@ -89,10 +89,8 @@ export async function judgeStarts(j: StartJudge): Promise<number> {
   for (const [imageId, instances] of byImage) {
     const verdict = startVerdict(instances, new Date(now).getTime(), j.deadlineMs);
     if (verdict === null) continue;
-    // an instance that exited once running still has its container (and its output) until replaced
+    const reason = startFailureText(verdict.reason);
     const d = verdict.instance;
-    const output = d.status === 'exited' && d.docker_id ? await j.lastLines(d.docker_id, 5).catch(() => []) : [];
-    const reason = startFailureText(verdict.reason, output);
     const marked = await withTransaction(j.db, async (tx) => {
       // the app row first (the order uploads and settlePending lock in), then the revision, checked
       // again: an instance may have become healthy meanwhile
@@ -113,7 +111,10 @@ export async function judgeStarts(j: StartJudge): Promise<number> {
     });
     if (!marked) continue;
     failed++;
-    j.log.warn({ imageId, app: marked.app_hostname, revision: marked.revision, reason }, 'revision could not start: it takes no traffic and its instances are stopped');
+    // (the app's output stays out of the operator's log: its owner reads it in the API)
+    const at = reason.indexOf(OUTPUT_NOTE);
+    j.log.warn({ imageId, app: marked.app_hostname, revision: marked.revision, reason: at >= 0 ? reason.slice(0, at) : reason },
+      'revision could not start: it takes no traffic and its instances are stopped');
   }
   return failed;
 }

@@ -20,7 +20,7 @@ export interface RevisionState {
   id: number;
   revision: number;
   status: 'building' | 'ready' | 'build_failed';
-  /** it can take traffic: built and, unless it scales from zero, an instance was healthy once */
+  /** it can take traffic: built and an instance was healthy once, or it scales from zero and needs no proof (apps/repo.ts routableSql) */
   routable: boolean;
   /**
    * it could not start (apps/start-failure.ts): built, but never served and given up on. It is

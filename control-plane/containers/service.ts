@@ -91,6 +91,12 @@ export const DELETING = 'being deleted';
 /** A container that exited as it was started (the app's own failure, not Docker's). */
 class ExitedAtOnce extends ContainerRuntimeError {}
 
+/** The reason the reconcile loop gives a container removed behind berth's back. */
+export const VANISHED = 'container vanished';
+
+/** Docker could not run the image's command (not in the image, not executable): the image's fault, not Docker's. */
+const CANNOT_EXEC = /unable to start container process: exec:|starting container process caused:? "?exec:|exec format error/i;
+
 /** Lines of an instance's output kept in its status_reason when it exits at once (its container is removed). */
 const EXIT_OUTPUT_LINES = 5;
 
@@ -271,10 +277,13 @@ export class ContainerService {
       if (e instanceof ExitedAtOnce && dockerId) reason += lastOutputNote(await this.d.runtime.lastLines(dockerId, EXIT_OUTPUT_LINES).catch(() => []));
       this.log.warn({ containerId: c.id, err: reason }, 'container failed to start');
       if (dockerId) await this.d.runtime.remove(dockerId).catch(() => {});
+      // the app's own failure (it exited at once, or its command cannot be run) counts; Docker's does not
+      const own = e instanceof ExitedAtOnce || CANNOT_EXEC.test(reason);
       await withTransaction(this.d.db, async (tx) => {
         const { rows: [row] } = await tx.query<ContainerRow>(
           `UPDATE containers SET status = 'failed', health = 'unknown', status_reason = $2, docker_id = NULL, host_port = NULL,
-             stopped_at = now(), updated_at = now() WHERE id = $1 RETURNING *`, [c.id, reason]);
+             stopped_at = now(), updated_at = now(), app_exits = app_exits + $3::int, last_exit = CASE WHEN $3::int > 0 THEN $2 ELSE last_exit END
+           WHERE id = $1 RETURNING *`, [c.id, reason, own ? 1 : 0]);
         if (row) await recordEvent(tx, this.eventFor('container.failed', row, img, { reason }));
         await closeUsage(tx, c.id, `failed: ${reason}`);
       });
@@ -480,10 +489,15 @@ export class ContainerService {
    */
   async markDied(c: ContainerRow, why: { reason: string; exitCode: number | null }): Promise<ContainerRow | undefined> {
     const img = await imageOf(this.d.db, c);
+    // the app's own exit (not a container removed behind berth's back) counts, with its last words
+    // while its container is still there (apps/start-failure.ts gives a revision that never served up)
+    const own = why.reason !== VANISHED;
+    const lastExit = own ? why.reason + (c.docker_id ? lastOutputNote(await this.d.runtime.lastLines(c.docker_id, EXIT_OUTPUT_LINES).catch(() => [])) : '') : null;
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(
-        `UPDATE containers SET status = 'exited', health = 'unknown', exit_code = $2, status_reason = $3, stopped_at = now(), updated_at = now()
-         WHERE id = $1 AND status = 'running' RETURNING *`, [c.id, why.exitCode, why.reason]);
+        `UPDATE containers SET status = 'exited', health = 'unknown', exit_code = $2, status_reason = $3, stopped_at = now(), updated_at = now(),
+           app_exits = app_exits + $4::int, last_exit = COALESCE($5, last_exit)
+         WHERE id = $1 AND status = 'running' RETURNING *`, [c.id, why.exitCode, why.reason, own ? 1 : 0, lastExit]);
       if (row) {
         await recordEvent(tx, this.eventFor('container.stopped', { ...row, host_port: c.host_port }, img, { reason: why.reason, exit_code: why.exitCode, unexpected: true }));
         await closeUsage(tx, c.id, `crashed: ${why.reason}`);
@@ -557,7 +571,8 @@ export class ContainerService {
       const { rows: [img] } = await tx.query<ImageRow>('SELECT app_hostname FROM images WHERE id = $1', [row.image_id]);
       await recordEvent(tx, this.eventFor(`container.${health}`, row, img, { detail }));
       // the revision can take traffic from now on (`latest` moves to it; see apps/traffic.ts)
-      if (health === 'healthy') await tx.query('UPDATE images SET routable_at = now() WHERE id = $1 AND routable_at IS NULL', [row.image_id]);
+      // (not once given up on: apps/start-failure.ts; its instances are on their way out)
+      if (health === 'healthy') await tx.query('UPDATE images SET routable_at = now() WHERE id = $1 AND routable_at IS NULL AND start_failed_at IS NULL', [row.image_id]);
       return row;
     });
     if (row) {

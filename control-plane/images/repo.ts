@@ -16,6 +16,8 @@ export interface ImageRow extends ImageFields {
   /** when it was given up on, never having served, and why (apps/start-failure.ts, migration 030) */
   start_failed_at: Date | null;
   start_failure: string | null;
+  /** started once to prove it can serve before it takes the traffic (apps/repo.ts provingSql, migration 031) */
+  proof_required: boolean;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
@@ -87,6 +89,9 @@ export interface ContainerRow {
   container_ip: string | null;
   exit_code: number | null;
   restart_count: number;
+  /** times its app exited (or could not be run) by its own doing, and the last such reason with its output (migration 031) */
+  app_exits: number;
+  last_exit: string | null;
   started_at: Date | null;
   stopped_at: Date | null;
   health_checked_at: Date | null;

@@ -4,7 +4,7 @@ import type { Db } from '../db/pool.js';
 import type { ContainerRow, ImageRow } from '../images/repo.js';
 import { DockerUnavailableError } from '../runtime/docker.js';
 import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runtime/containers.js';
-import { dockerTime, type ContainerService } from '../containers/service.js';
+import { dockerTime, VANISHED, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
 import { provingSql, settlePending } from '../apps/repo.js';
@@ -176,7 +176,7 @@ export class Reconciler {
                 if (this.isNewIncarnation(c, st) && (await service.noteRestarted(c, st))) rep.corrected++;
                 return;
               }
-              const reason = !st ? 'container vanished' : st.oomKilled ? 'out of memory' : `exited with code ${st.exitCode}`;
+              const reason = !st ? VANISHED : st.oomKilled ? 'out of memory' : `exited with code ${st.exitCode}`;
               const died = await service.markDied(c, { reason, exitCode: st?.exitCode ?? null });
               if (!died) return;
               rep.died++;
@@ -234,7 +234,7 @@ export class Reconciler {
 
     // Revisions that never served and cannot start are given up on (apps/start-failure.ts): no
     // traffic, and their instances retire below with those of other revisions that serve nothing.
-    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs, lastLines: (id, n) => runtime.lastLines(id, n) });
+    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs });
     // Deploys waiting for their revision to serve: promoted (stored) once it can, dropped when its
     // build failed or it could not start. The route table already routes a routable pending
     // revision; this stores it.

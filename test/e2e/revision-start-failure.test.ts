@@ -115,16 +115,23 @@ await describeWithDocker('a revision that cannot start', () => {
   }, 120_000);
 
   it('one that scales from zero, deployed over a revision that serves, is started first: a broken one never takes the traffic, a good one once healthy', async () => {
+    // alone, the broken one is given up on, and the app keeps serving what it served
+    const alone = await deploy(crashing(), 0);
+    expect((await givenUp(alone)).start_failure).toMatch(/3 times at start; its last output: .*DATABASE_URL/);
+    expect((await viaProxy(port(), HOST, '/')).body).toBe('v1');
     const l = load(port(), HOST, 4, { path: '/' });
     try {
       const bad = await deploy(crashing(), 0);
       const seen = (await app()).revisions.find((r: { image_id: number }) => r.image_id === bad);
       expect(seen.traffic_percent).toBe(0);
       expect(seen.proving || seen.start_failure !== null).toBe(true);
-      expect((await givenUp(bad)).start_failure).toMatch(/3 times at start; its last output: .*DATABASE_URL/);
-      expect((await viaProxy(port(), HOST, '/')).body).toBe('v1');
+      // a fix deployed at once, while the broken one is still being proven: the broken one does
+      // not take the traffic when the fix takes its place as the deploy waiting (it serves
+      // nothing from then on: its instance goes, given up on or not)
       const good = await deploy(httpdApp([{ name: 'index.html', content: 'v4\n' }]), 0);
       await waitFor('v4 served', async () => (await viaProxy(port(), HOST, '/')).body === 'v4', 60_000, 200);
+      await waitFor('the broken one\'s instance gone', async () => (await runningOf(user, bad)).length === 0, 30_000, 200);
+      expect((await app()).revisions.find((r: { image_id: number }) => r.image_id === bad)).toMatchObject({ traffic_percent: 0, serving: false });
       const a = await app();
       expect(a.latest_image_id).toBe(good);
       expect(a.revisions.find((r: { image_id: number }) => r.image_id === good)).toMatchObject({ proving: false, traffic_percent: 100, start_failure: null });

@@ -35,7 +35,7 @@ interface Image {
   start_failure?: string | null;
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
-interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; proving?: boolean }
+interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; proving?: boolean; start_failure?: string | null }
 interface App { app_hostname: string; url: string; revisions: AppRevision[] }
 
 const TAIL_LINES = 25;
@@ -231,6 +231,7 @@ DIR defaults to the current directory.`,
       let wantInstances = noTraffic && opts.tag === undefined ? 0 : img.min_instances;
       // one that scales from zero, deployed over a revision that serves, is started once to prove
       // it can serve before it takes the traffic (the control plane says so)
+      // (or one given up on already: waitHealthy says why at once)
       if (wantInstances === 0 && !noTraffic && (await proving(client, img.app_hostname, img.id, signal))) wantInstances = 1;
       if (wantInstances > 0) {
         await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname);
@@ -493,18 +494,21 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     }
     const exits = crashed.status === 'exited' || /exited at once/.test(reason);
     const output = lines.length ? shown(lines) : exits ? 'It printed nothing.\n' : '';
-    throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times at start). ${output}${givenUp}`, EXIT.failed);
+    // (Docker's own trouble starting it is not the app's: the control plane keeps trying)
+    const next = exits ? givenUp : `The revision takes no traffic until an instance is healthy, and berth keeps starting it (waiting longer each time). See \`berth logs ${host}\`.`;
+    throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times at start). ${output}${next}`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message
   const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; ')) || 'no containers yet';
   throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
 }
 
-/** Is this revision started once to prove it can serve before it takes the traffic (GET /api/apps/:host)? */
+/** Is this revision started once to prove it can serve before it takes the traffic, or given up on already (GET /api/apps/:host)? */
 async function proving(client: BerthClient, host: string, imageId: number, signal: AbortSignal): Promise<boolean> {
   try {
     const app = await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal });
-    return app.revisions?.find((r) => r.image_id === imageId)?.proving === true;
+    const mine = app.revisions?.find((r) => r.image_id === imageId);
+    return mine?.proving === true || (mine?.start_failure ?? null) !== null;
   } catch (e) {
     if (e instanceof ClientError && e.api?.status === 404) return false; // an API without revisions
     throw e;
