@@ -15,7 +15,7 @@ import { resolveConfig, type ControlPlaneOptions, type ResolvedConfig } from './
 import { createPool, type Db } from './db/pool.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
-import { answerFrameworkError, genRequestId, installErrorHandling } from './http/errors.js';
+import { answerFrameworkError, genRequestId, installErrorHandling, sendError } from './http/errors.js';
 import { installTraceLogging } from './http/trace.js';
 import { hardenNumberSchemas, numberAjvOptions } from './http/schemas.js';
 import { createMetrics, installHttpMetrics } from './http/metrics.js';
@@ -124,6 +124,7 @@ export async function startControlPlane(
   });
 
   let draining = false;
+  let stopping = false;
   const app = Fastify({
     loggerInstance: log,
     genReqId: (req) => genRequestId(req.headers['x-request-id'], randomUUID),
@@ -131,7 +132,8 @@ export async function startControlPlane(
     forceCloseConnections: 'idle',
     // on a terminal one line per request instead of two (http/request-log.ts)
     ...(logFormat() === 'pretty' ? { logController: new LogController({ disableRequestLogging: true }) } : {}),
-    return503OnClosing: true,
+    // (a stopping control plane answers in the API's shape: see the onRequest hook below)
+    return503OnClosing: false,
     // behind a reverse proxy: its X-Forwarded-* are believed from the configured addresses only
     ...(config.trustProxy.length > 0 ? { trustProxy: config.trustProxy } : {}),
     // the whole request (headers and body) within 10 minutes, a 200 MiB upload included: a body
@@ -169,6 +171,14 @@ export async function startControlPlane(
 
   async function registerModules(): Promise<void> {
     installErrorHandling(app);
+    // Requests that reach a control plane while it stops (on a keep-alive connection, or
+    // pipelined: closing only reaps idle ones) are answered 503 `shutting_down` in the API's shape,
+    // with Retry-After, and the connection closes (Fastify's own 503 for them has its own body).
+    app.addHook('onRequest', (_req, reply, done) => {
+      if (!stopping) { done(); return; }
+      reply.header('connection', 'close').header('retry-after', '1');
+      sendError(reply, 503, 'shutting_down', 'the control plane is stopping; try again in a moment');
+    });
     warnUntrustedForwarding(app, log); // X-Forwarded-For from an address BERTH_TRUST_PROXY does not name
     capConnectionsPerAddress(app.server, config.connectionsPerAddress, config.trustProxy, log);
     installTraceLogging(app); // the trace id of a W3C traceparent on every log line of the request
@@ -227,6 +237,7 @@ export async function startControlPlane(
       try {
         await stopEventRetention();
         await egressWatch.stop();
+        stopping = true;
         await app.close(); // stops accepting, waits for in-flight requests
         await builds.close();
         await events.stop();

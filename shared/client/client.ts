@@ -275,6 +275,8 @@ export class BerthClient {
       return new ClientError(`the API at ${this.api} is not serving (503 on ${method} ${path}): a control plane answers so while it stops or restarts; try again in a moment`, EXIT.unreachable, { status, code: 'unavailable' });
     }
     const message = printable(String(err?.message ?? `${method} ${path} answered ${status}${text ? `: ${text.slice(0, 200)}` : ''}`));
-    return new ClientError(`${message} (${status} ${code})`, EXIT.failed, { status, code, requestId });
+    // (a control plane that is stopping: not serving, as when it is away)
+    const exit = status === 503 && code === 'shutting_down' ? EXIT.unreachable : EXIT.failed;
+    return new ClientError(`${message} (${status} ${code})`, exit, { status, code, requestId });
   }
 }

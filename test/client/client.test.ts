@@ -24,6 +24,7 @@ beforeAll(async () => {
     }
     if (req.url === '/api/plain') { res.writeHead(502, { 'content-type': 'text/html' }); res.end('<html>bad gateway</html>'); return; }
     if (req.url === '/api/closing') { res.writeHead(503, { 'content-type': 'application/json' }); res.end('{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}'); return; }
+    if (req.url === '/api/stopping') { res.writeHead(503, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'shutting_down', message: 'the control plane is stopping; try again in a moment' } })); return; }
     if (req.url === '/api/busy') { res.writeHead(503, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'unavailable', message: 'the database is unavailable for a moment' } })); return; }
     if (req.url === '/api/html-ok') { res.writeHead(200); res.end('<html>not json</html>'); return; }
     if (req.url === '/api/conflict') { res.writeHead(409, { 'content-type': 'application/json' }); res.end(JSON.stringify({ error: { code: 'hostname_taken', message: 'app_hostname "x" is already in use', requestId: 'r1' } })); return; }
@@ -103,6 +104,8 @@ describe('errors for a person', () => {
     expect([e.exitCode, e.message]).toEqual([EXIT.unreachable, `the API at ${base} is not serving (503 on GET /api/closing): a control plane answers so while it stops or restarts; try again in a moment`]);
     const b = await err(new BerthClient(base, 'good').get('/api/busy'));
     expect([b.exitCode, b.message]).toEqual([EXIT.failed, 'the database is unavailable for a moment (503 unavailable)']);
+    const s = await err(new BerthClient(base, 'good').get('/api/stopping'));
+    expect([s.exitCode, s.message]).toEqual([EXIT.unreachable, 'the control plane is stopping; try again in a moment (503 shutting_down)']);
   });
 
   it('something that is not berth: a non-JSON error and a non-JSON success are said plainly', async () => {
