@@ -59,8 +59,8 @@ function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | nul
         ready_instances: i.ready_instances,
         /** why it could not start (it takes no traffic; apps/start-failure.ts), else null */
         start_failure: i.failed ? i.start_failure ?? 'could not start' : null,
-        /** it scales from zero and runs one instance to prove it can serve before it takes the traffic */
-        proving: i.proving,
+        /** it scales from zero and runs one instance to prove it can serve before it takes the traffic (not once superseded) */
+        proving: i.proving && !deleting && r.serving.has(i.id),
         traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,
         traffic_tag: tags[0] ?? null,
         tag_url: tags[0] ? hostUrl(tagHost(tags[0], host), proxyUrl) : null,
