@@ -2,12 +2,18 @@ import type { RouteStats } from './route-stats.js';
 
 export const SAMPLE_MS = 100;
 const SAMPLES_PER_SECOND = 1000 / SAMPLE_MS;
+/** The concurrency of a second in which requests were answered in no measurable time: above zero. */
+const MIN_BUSY = 0.001;
 
 /**
  * Per-route concurrency for the autoscaler: every 100 ms each route's in-flight count (held
- * requests included) is added up, and every second the average becomes `stats.concurrency`.
- * Off the hot path (a timer over the routes, no work per request). `active()` says whether any
- * route had traffic in the last second, which sets how often the proxy reports.
+ * requests included) is added up, and every second the average becomes `stats.concurrency` —
+ * or, when more, the time the requests answered in that second took (their latencies summed):
+ * samples alone miss short requests (4 a second of 1 ms each were sampled as 0, and an app under
+ * steady light traffic was scaled to zero), where the time they took says 0.004. Any request
+ * answered in the second makes it above zero. Off the hot path (a timer over the routes, no work
+ * per request). `active()` says whether any route had traffic in the last second, which sets how
+ * often the proxy reports.
  */
 export class ConcurrencySampler {
   private timer: NodeJS.Timeout | null = null;
@@ -38,8 +44,12 @@ export class ConcurrencySampler {
     for (const s of this.routes()) {
       s.concurrencySum += s.inflight;
       if (last) {
-        s.concurrency = s.concurrencySum / SAMPLES_PER_SECOND;
-        if (s.concurrencySum > 0) busy = true;
+        const answered = s.latencyCount - s.latencyCountSeen;
+        const took = s.latencySum - s.latencySumSeen;
+        s.latencyCountSeen = s.latencyCount;
+        s.latencySumSeen = s.latencySum;
+        s.concurrency = Math.max(s.concurrencySum / SAMPLES_PER_SECOND, took, answered > 0 ? MIN_BUSY : 0);
+        if (s.concurrencySum > 0 || answered > 0) busy = true;
         s.concurrencySum = 0;
       }
     }

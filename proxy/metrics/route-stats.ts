@@ -43,6 +43,9 @@ export class RouteStats {
   concurrencySum = 0;
   /** average concurrency over the last whole second, for the autoscaler */
   concurrency = 0;
+  /** latencySum and latencyCount when concurrency was last computed (concurrency.ts) */
+  latencySumSeen = 0;
+  latencyCountSeen = 0;
 
   /** metering per endpoint (meter.ts), by the endpoint object (pools are keyed by address) */
   readonly meters = new Map<Endpoint, EndpointMeter>();
