@@ -135,7 +135,9 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: R
       const r = byId.get(e.image_id);
       if (!r) throw badRequest(`${at}: image ${e.image_id} is not a revision of ${host}`);
       if (r.status !== 'ready') throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) is ${r.status}, not ready`);
-      if (r.failed) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) could not start (GET /api/images/${r.id} says why) and takes no traffic; deploy a fixed revision, or a new one from it with other settings (POST /api/apps/${host}/revisions)`);
+      if (r.failed) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) could not start (\`berth apps ${host}\` or GET /api/images/${r.id} says why) and takes no traffic; deploy a fixed revision, or a new one from it with other settings (\`berth deploy --no-build\`, POST /api/apps/${host}/revisions)`);
+      // (as Cloud Run routes only to a ready revision: one that never served could take the app down)
+      if (!r.routable && e.percent > 0) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) has not served yet (no instance of it has been healthy), so it takes no share; a deploy with traffic moves it there once it is healthy, and a tag (percent 0) starts it to try it first`);
       if (seen.has(e.image_id)) throw badRequest(`${at}: image ${e.image_id} appears twice`);
       seen.add(e.image_id);
     } else {

@@ -28,6 +28,14 @@ function topHelp(): string {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `berth apps | head`: the reader went away; what is left to print has nobody to read it (a
+  // stack trace of the EPIPE helped nobody). Exit as `head` itself would have the writer end.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(0);
+      throw e;
+    });
+  }
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(topHelp());

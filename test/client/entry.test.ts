@@ -42,3 +42,13 @@ it('deploy --host that no app may have is refused before anything is packed, in 
     expect([r.code, r.err.split('\n')[0]], host).toEqual([2, `berth deploy: --host "${host}" ${why}`]);
   }
 });
+
+it('a reader that goes away (`berth … | head`) ends the CLI quietly, not with an EPIPE stack trace', async () => {
+  // stdout is a pipe closed before the CLI writes to it
+  const child = spawn(BIN, ['--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.destroy();
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const [code] = await once(child, 'exit');
+  expect([code, err]).toEqual([0, '']);
+});

@@ -100,7 +100,7 @@ describe('trafficAfterDeploy and the pending revision', () => {
 });
 
 describe('checkTraffic', () => {
-  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false), rev(4, 4, 'ready', false, true)];
+  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false), rev(4, 4, 'ready', false, true), rev(5, 5, 'ready', false)];
   const bad = (entries: unknown[]) => {
     try { checkTraffic(entries as never, 'shop.example.com', revs); } catch (e) { return (e as Error).message; }
     return 'accepted';
@@ -109,7 +109,10 @@ describe('checkTraffic', () => {
     expect(bad([{ image_id: 1, percent: 60 }, { image_id: 2, percent: 30 }])).toMatch(/sum to 100, not 90/);
     expect(bad([{ image_id: 9, percent: 100 }])).toMatch(/traffic\[0\]: image 9 is not a revision/);
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 3, percent: 50 }])).toMatch(/traffic\[1\].*building/);
-    expect(bad([{ image_id: 1, percent: 50 }, { image_id: 4, percent: 50 }])).toMatch(/traffic\[1\]: revision 4 \(image 4\) could not start \(GET \/api\/images\/4 says why\)/);
+    // one that never served: no share (the app would go down with it), a tag to try it is fine
+    expect(bad([{ image_id: 1, percent: 50 }, { image_id: 5, percent: 50 }])).toMatch(/traffic\[1\]: revision 5 \(image 5\) has not served yet/);
+    expect(bad([{ image_id: 1, percent: 100 }, { image_id: 5, percent: 0, tag: 'try' }])).toBe('accepted');
+    expect(bad([{ image_id: 1, percent: 50 }, { image_id: 4, percent: 50 }])).toMatch(/traffic\[1\]: revision 4 \(image 4\) could not start \(`berth apps shop\.example\.com` or GET \/api\/images\/4 says why\)/);
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 1, percent: 50 }])).toMatch(/traffic\[1\].*twice/);
     expect(bad([{ latest: true, percent: 50 }, { latest: true, percent: 50 }])).toMatch(/traffic\[1\].*latest/);
     expect(bad([{ percent: 100 }])).toMatch(/traffic\[0\] must name either/);

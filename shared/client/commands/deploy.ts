@@ -414,6 +414,8 @@ const CRASHES_AT_START = 3;
 const CRASH_OUTPUT_LINES = 20;
 /** How the control plane appends an instance's last lines to its status_reason (containers/service.ts lastOutputNote). */
 const OUTPUT_NOTE = '; its last output: ';
+/** The status_reason of an instance the control plane is deleting (containers/service.ts DELETING). */
+const BEING_DELETED = 'being deleted';
 
 /** What a health check refused on the container's port says to a person: listen on $PORT. */
 function portHint(c: Container): string {
@@ -446,6 +448,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   let last: Container[] = [];
   let crashed: Container | undefined;
   let failure: string | undefined;
+  let superseded = false;
   try {
     for (;;) {
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
@@ -456,12 +459,16 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       // is down, so its output is still there (a replacement removes that Docker container; the
       // wait before each grows, and an instance that may fail a third time is polled more often).
       // One that came up on its third start is left to become healthy.
-      const looping = healthy === 0 ? last.find((c) => c.healthy_at == null && Number(c.restart_count ?? 0) >= CRASHES_AT_START - 1) : undefined;
+      // (one being deleted is the control plane's doing: its verdict, below, says why)
+      const looping = healthy === 0 ? last.find((c) => c.healthy_at == null && Number(c.restart_count ?? 0) >= CRASHES_AT_START - 1 && c.status_reason !== BEING_DELETED) : undefined;
       if (looping !== undefined && (looping.status === 'exited' || looping.status === 'failed')) { crashed = looping; break; }
-      // the control plane gave the revision up (apps/start-failure.ts): its instances are going
       if (healthy === 0) {
+        // the control plane gave the revision up (apps/start-failure.ts): its instances are going
         const img = await client.get<Image>(`/api/images/${imageId}`, { signal });
         if (img.start_failure) { failure = img.start_failure; break; }
+        // a later deploy (or a traffic change) took its place before it served: it runs nothing now
+        const mine = (await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined))?.revisions?.find((r) => r.image_id === imageId);
+        if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
       s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})` : ''}`);
@@ -473,6 +480,9 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   }
   const givenUp = `The revision takes no traffic, and the control plane gives it up (its instances are stopped): fix the app and deploy again. See \`berth logs ${host}\`.`;
   const shown = (lines: string[]) => `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n`;
+  if (superseded) {
+    throw new ClientError(`image ${imageId} built, but a later deploy or traffic change took its place before it served: it takes no traffic and runs nothing. See \`berth apps ${host}\`.`, EXIT.failed);
+  }
   if (failure !== undefined) {
     // given up by the control plane (apps/start-failure.ts): its reason, its output as a note
     const at = failure.indexOf(OUTPUT_NOTE);
