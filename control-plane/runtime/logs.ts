@@ -96,6 +96,9 @@ export async function containerLogs(runtime: Runtime, dockerId: string, o: LogOp
 
 type StreamName = 'stdout' | 'stderr';
 
+/** Docker's timestamp and the space after it, as the logs API writes them with `timestamps`. */
+const STAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z /;
+
 /** A multiplexed frame larger than this is not one (Docker frames a container's writes, far smaller). */
 const MAX_FRAME_BYTES = 1024 * 1024;
 
@@ -115,6 +118,8 @@ export class LogLines {
    * follow, which shows lines newer than the last one seen).
    */
   private readonly cut: Record<StreamName, string | null> = { stdout: null, stderr: null };
+  /** the stream's last frame ended inside a line (Docker's next piece of it starts with a time of Docker's) */
+  private readonly open: Record<StreamName, boolean> = { stdout: false, stderr: false };
   /** the response is not multiplexed (a TTY container): raw text from then on */
   private raw = false;
 
@@ -139,7 +144,16 @@ export class LogLines {
       }
       if (pending.length < 8 + size) break;
       const which = type === 2 ? 'stderr' : 'stdout';
-      this.take(which, this.decoders[which].write(pending.subarray(8, 8 + size)));
+      let payload = pending.subarray(8, 8 + size);
+      // Docker cuts a line longer than 16 KiB into messages of its own, each framed with its own
+      // timestamp: the one a piece that goes on a line begins with is Docker's, not the app's (it
+      // was spliced into the line, every 16 KiB). Only that one: a time the app wrote stays text.
+      if (this.open[which] && size > 0) {
+        const m = STAMP.exec(payload.subarray(0, 40).toString('latin1'));
+        if (m) payload = payload.subarray(m[0].length);
+      }
+      if (size > 0) this.open[which] = pending[8 + size - 1] !== 0x0a;
+      this.take(which, this.decoders[which].write(payload));
       pending = pending.subarray(8 + size);
     }
     this.pending = pending;

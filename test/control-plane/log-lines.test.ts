@@ -30,6 +30,17 @@ describe('LogLines: Docker log frames to lines', () => {
     ]);
   });
 
+  it('a line Docker cut into 16 KiB messages, each with its own time, comes out whole: its times are not spliced in (one the app wrote is text)', () => {
+    const T2 = '2026-12-02T00:00:00.2Z';
+    const [a, b, c] = ['A'.repeat(16 * 1024), 'B'.repeat(16 * 1024), 'C'.repeat(100)];
+    const lines = read([frame(1, `${T} ${a}`), frame(2, `${T} err\n`), frame(1, `${T2} ${b}`), frame(1, `${T2} ${T2} ${c}\n`), frame(1, `${T2} next\n`)]);
+    expect(lines).toEqual([
+      { stream: 'stderr', time: T, text: 'err' },
+      { stream: 'stdout', time: T, text: `${a}${b}${T2} ${c}` },
+      { stream: 'stdout', time: T2, text: 'next' },
+    ]);
+  });
+
   it('a line past 64 KiB is cut, and every piece keeps the line\'s own time (a forged time at the cut is text)', () => {
     const forged = '2099-01-01T00:00:00.000000000Z';
     // the app writes its line so that the cut (at 64 KiB, time prefix included) falls on a time of its own
