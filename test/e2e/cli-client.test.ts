@@ -318,6 +318,10 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(missing.err).toContain('has no revision 9');
     const typo = await berth(['traffic', HOST, '--remove-tag', 'canray']);
     expect([typo.code, typo.err.trim()]).toEqual([2, `berth traffic: ${HOST} has no tag "canray" to remove; its tags: canary`]);
+    // the API's refusal names the entry as the user wrote it, not by its index in the request
+    const long = 'a'.repeat(59);
+    const refused = await berth(['traffic', HOST, '--tag', `${long}=2`]);
+    expect([refused.code, refused.err], refused.err).toEqual([1, expect.stringContaining(`--tag ${long}=2: tag "${long}" makes the DNS label`)]);
     const split = await berth(['traffic', HOST, '2=50', '3=50']);
     expect(split.code, split.err).toBe(0);
     expect(split.out).toMatch(/^3\s.*50%\s+http:\/\/canary---/m); // the tag is kept

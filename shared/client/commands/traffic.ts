@@ -55,11 +55,20 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     };
     type Entry = { image_id?: number; latest?: boolean; percent: number; tag?: string };
     const entries: Entry[] = [];
+    /** what each entry stands for in the user's words (the API's refusals name `traffic[i]`) */
+    const origin: string[] = [];
     if (split.length) {
-      for (const [rev, pct] of split) entries.push(rev === 'latest' ? { latest: true, percent: Number(pct) } : { image_id: image(rev, `in ${rev}=${pct}`), percent: Number(pct) });
+      for (const [rev, pct] of split) {
+        entries.push(rev === 'latest' ? { latest: true, percent: Number(pct) } : { image_id: image(rev, `in ${rev}=${pct}`), percent: Number(pct) });
+        origin.push(`${rev}=${pct}`);
+      }
     } else {
       // only tags change: keep the split as it is
-      for (const e of app.traffic) if (e.percent > 0) entries.push({ ...(e.latest ? { latest: true } : { image_id: e.image_id }), percent: e.percent });
+      for (const e of app.traffic) {
+        if (e.percent <= 0) continue;
+        entries.push({ ...(e.latest ? { latest: true } : { image_id: e.image_id }), percent: e.percent });
+        origin.push(`the current ${e.latest ? 'latest' : `revision ${e.revision ?? '?'}`}=${e.percent}`);
+      }
     }
     // tags stay unless named again (or removed with --remove-tag), as Cloud Run's update-traffic keeps them
     const removed = new Set(opts['remove-tag'] === undefined ? [] : opts['remove-tag'].split(',').map((t) => t.trim()));
@@ -74,16 +83,25 @@ Percents are whole numbers summing to 100; the change is atomic.`,
       if (id === undefined) continue;
       const same = entries.find((x) => (x.image_id === id || (e.latest && x.latest)) && x.tag === undefined);
       if (same) same.tag = e.tag;
-      else entries.push({ image_id: id, percent: 0, tag: e.tag });
+      else { entries.push({ image_id: id, percent: 0, tag: e.tag }); origin.push(`the kept tag ${e.tag}`); }
     }
     for (const [tag, rev] of tags) {
       if (rev === 'latest') throw new UsageError('--tag needs a revision number (a tag names one revision)');
       const id = image(rev, `in --tag ${tag}=${rev}`);
       const same = entries.find((e) => e.image_id === id && e.tag === undefined);
-      if (same) same.tag = tag;
-      else entries.push({ image_id: id, percent: 0, tag });
+      // (a tag given to an entry of the split: a refusal of that entry is likelier the tag's)
+      if (same) { same.tag = tag; origin[entries.indexOf(same)] = `--tag ${tag}=${rev}`; }
+      else { entries.push({ image_id: id, percent: 0, tag }); origin.push(`--tag ${tag}=${rev}`); }
     }
-    const updated = await client.put<App>(`${path}/traffic`, { traffic: entries });
+    let updated: App;
+    try {
+      updated = await client.put<App>(`${path}/traffic`, { traffic: entries });
+    } catch (e) {
+      // `traffic[1]: …` said as the user wrote it: `--tag bad=2: …`
+      const m = e instanceof ClientError ? /^traffic\[(\d+)\]/.exec(e.message) : null;
+      if (m && origin[Number(m[1])] !== undefined) (e as Error).message = `${printable(origin[Number(m[1])])}${e instanceof Error ? e.message.slice(m[0].length) : ''}`;
+      throw e;
+    }
     const after = updated?.revisions ? updated : await client.get<App>(path);
     if (json) printJson(after);
     else stdout.write(`Traffic of ${host} updated.\n${splitTable(after, await proxyUrl(client))}`);
