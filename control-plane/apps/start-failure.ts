@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { withTransaction, type Db } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
-import { OUTPUT_NOTE } from '../containers/service.js';
+import { OUTPUT_NOTE, withoutControls } from '../containers/service.js';
 import type { ContainerRow } from '../images/repo.js';
 
 /**
@@ -64,7 +64,7 @@ export function startVerdict(instances: readonly StartAttempt[], now: number, de
 
 /** The reason as stored: control characters out, bounded. */
 export function startFailureText(reason: string): string {
-  const text = reason.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+  const text = withoutControls(reason);
   return text.length > 1000 ? `${text.slice(0, 999)}…` : text;
 }
 

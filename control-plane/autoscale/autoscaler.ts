@@ -165,8 +165,8 @@ export class Autoscaler {
     const settings: AppSettings = {
       // instances its user stopped are taken out of the floor: they stay stopped, and the app is
       // not refilled behind the user's back (demand beyond the floor still scales it)
-      // (one that scales from zero keeps the instance that proves it can serve: apps/repo.ts provingSql)
-      // (unless its user stopped that one too)
+      // (one that scales from zero keeps the instance that proves it can serve, apps/repo.ts
+      // provingSql, unless its user stopped that one too)
       minInstances: Math.max(img.proving && userStopped === 0 ? 1 : 0, img.min_instances - userStopped),
       maxInstances: img.max_instances,
       containerConcurrency: img.container_concurrency,

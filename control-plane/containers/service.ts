@@ -103,9 +103,12 @@ const EXIT_OUTPUT_LINES = 5;
 /** How the note of an instance's last output begins in its status_reason. */
 export const OUTPUT_NOTE = '; its last output: ';
 
+/** A tenant's text with its control characters (C0, DEL, C1) as spaces: it reaches reasons, events, logs and terminals. */
+export const withoutControls = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+
 /** `; its last output: a ⏎ b` (control characters out, at most 600 characters), or '' for none. */
 export function lastOutputNote(lines: string[]): string {
-  const text = lines.map((l) => l.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').trim()).filter((l) => l !== '').join(' ⏎ ');
+  const text = lines.map((l) => withoutControls(l).trim()).filter((l) => l !== '').join(' ⏎ ');
   if (text === '') return '';
   return `${OUTPUT_NOTE}${text.length > 600 ? `…${text.slice(-600)}` : text}`;
 }

@@ -8,11 +8,12 @@ const MIN_BUSY = 0.001;
 /**
  * Per-route concurrency for the autoscaler: every 100 ms each route's in-flight count (held
  * requests included) is added up, and every second the average becomes `stats.concurrency` —
- * or, when more, the time the requests answered in that second took (their latencies summed):
+ * or, when more, the time the requests answered in that second took (each up to one second: a
+ * long one is in the samples already, and its whole life must not land in the second it ends):
  * samples alone miss short requests (4 a second of 1 ms each were sampled as 0, and an app under
  * steady light traffic was scaled to zero), where the time they took says 0.004. Any request
- * answered in the second makes it above zero. Off the hot path (a timer over the routes, no work
- * per request). `active()` says whether any route had traffic in the last second, which sets how
+ * answered in the second makes it above zero. Off the hot path (a timer over the routes; per
+ * request, one add beside the latency histogram's). `active()` says whether any route had traffic in the last second, which sets how
  * often the proxy reports.
  */
 export class ConcurrencySampler {
@@ -45,9 +46,9 @@ export class ConcurrencySampler {
       s.concurrencySum += s.inflight;
       if (last) {
         const answered = s.latencyCount - s.latencyCountSeen;
-        const took = s.latencySum - s.latencySumSeen;
+        const took = s.busySeconds - s.busySecondsSeen;
         s.latencyCountSeen = s.latencyCount;
-        s.latencySumSeen = s.latencySum;
+        s.busySecondsSeen = s.busySeconds;
         s.concurrency = Math.max(s.concurrencySum / SAMPLES_PER_SECOND, took, answered > 0 ? MIN_BUSY : 0);
         if (s.concurrencySum > 0 || answered > 0) busy = true;
         s.concurrencySum = 0;

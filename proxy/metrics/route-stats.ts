@@ -43,8 +43,10 @@ export class RouteStats {
   concurrencySum = 0;
   /** average concurrency over the last whole second, for the autoscaler */
   concurrency = 0;
-  /** latencySum and latencyCount when concurrency was last computed (concurrency.ts) */
-  latencySumSeen = 0;
+  /** seconds its answered requests took, each counted up to one second (concurrency.ts: a long one must not count its whole life in the second it ends) */
+  busySeconds = 0;
+  /** busySeconds and latencyCount when concurrency was last computed (concurrency.ts) */
+  busySecondsSeen = 0;
   latencyCountSeen = 0;
 
   /** metering per endpoint (meter.ts), by the endpoint object (pools are keyed by address) */
@@ -117,6 +119,7 @@ export class RouteStats {
   observeLatency(ms: number, bucket = latencyBucket(ms)): void {
     this.latencyBuckets[bucket]++;
     this.latencySum += ms / 1000;
+    this.busySeconds += ms < 1000 ? ms / 1000 : 1;
     this.latencyCount++;
   }
 }

@@ -27,6 +27,13 @@ it('short requests answered between samples are not zero; a second without any i
   light.observeLatency(0);
   vi.advanceTimersByTime(1000);
   expect(light.concurrency).toBeGreaterThan(0);
+  // a request of a minute that ends: in flight at every sample, and one second's worth, not 60
+  held.inflight = 1;
+  vi.advanceTimersByTime(900);
+  held.inflight = 0;
+  held.observeLatency(60_000);
+  vi.advanceTimersByTime(100);
+  expect(held.concurrency).toBe(1);
   // a quiet second: zero again, and the proxy is not busy
   held.inflight = 0;
   vi.advanceTimersByTime(1000);

@@ -99,7 +99,8 @@ Percents are whole numbers summing to 100; the change is atomic.`,
     } catch (e) {
       // `traffic[1]: …` said as the user wrote it: `--tag bad=2: …`
       const m = e instanceof ClientError ? /^traffic\[(\d+)\]/.exec(e.message) : null;
-      if (m && origin[Number(m[1])] !== undefined) (e as Error).message = `${printable(origin[Number(m[1])])}${e instanceof Error ? e.message.slice(m[0].length) : ''}`;
+      const said = m ? origin[Number(m[1])] : undefined;
+      if (m && said !== undefined) (e as ClientError).message = printable(said) + (e as ClientError).message.slice(m[0].length);
       throw e;
     }
     const after = updated?.revisions ? updated : await client.get<App>(path);
