@@ -63,11 +63,11 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
 
 /**
  * SQL for "this revision is started once to prove it can serve before it takes the traffic" on
- * the images row `alias`: one that scales from zero, deployed with traffic over an app with a
- * revision that served (`proof_required`, decided then by joinTraffic), not healthy yet and not
- * given up — as Cloud Run starts every new revision before it routes to it. Its floor is one
- * instance until then (the reconcile loop starts it, the autoscaler keeps it). A first deploy
- * has nothing to protect and wakes on its first request instead.
+ * the images row `alias`: one that scales from zero, deployed with traffic (`proof_required`,
+ * decided then by joinTraffic), not healthy yet and not given up — as Cloud Run starts every new
+ * revision before it routes to it, an app's first one too (Knative's initial scale of one). Its
+ * floor is one instance until then (the reconcile loop starts it, the autoscaler keeps it); once
+ * proven, that instance scales to zero when idle like any other.
  */
 export const provingSql = (alias: string) => `(${alias}.proof_required AND ${alias}.routable_at IS NULL AND ${alias}.start_failed_at IS NULL)`;
 
@@ -110,11 +110,8 @@ export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: n
   // a plain deploy: the new revision takes the traffic once it can serve (the newest deploy wins)
   if (!opts.noTraffic) {
     await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
-    // one that scales from zero over a revision that served proves itself first (provingSql)
-    await tx.query(
-      `UPDATE images i SET proof_required = true WHERE i.id = $1 AND i.min_instances = 0
-          AND EXISTS (SELECT 1 FROM images o WHERE o.app_hostname = i.app_hostname AND o.id <> i.id
-                        AND o.routable_at IS NOT NULL AND o.start_failed_at IS NULL)`, [opts.imageId]);
+    // one that scales from zero proves itself first, an app's first revision too (provingSql)
+    await tx.query('UPDATE images SET proof_required = true WHERE id = $1 AND min_instances = 0', [opts.imageId]);
   }
 }
 

@@ -20,7 +20,7 @@ const revisionSchema = object({
   status: { type: 'string', enum: ['building', 'ready', 'build_failed'] },
   instances: { type: 'integer', minimum: 0, description: 'instances meant to run' },
   ready_instances: { type: 'integer', minimum: 0, description: 'running and healthy' },
-  proving: { type: 'boolean', description: 'it scales from zero and was deployed over a revision that serves: one instance is started to prove it can serve before it takes the traffic' },
+  proving: { type: 'boolean', description: 'it scales from zero and was deployed with traffic: one instance is started to prove it can serve before it takes the traffic (it then scales to zero when idle)' },
   start_failure: { ...nullableString, description: 'set when the revision could not start (GET /api/images/:id says when): it takes no traffic and runs nothing' },
   traffic_percent: { type: 'integer', minimum: 0, maximum: 100 },
   traffic_tag: nullableString,

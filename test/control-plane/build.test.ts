@@ -347,9 +347,10 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   });
 
   it('DELETE removes the Docker image and the stored context', async () => {
-    // min_instances 0: otherwise the reconcile loop starts the image's min_instances container and DELETE
-    // answers 409 until that container is deleted (see test/e2e/reconcile-health.test.ts)
-    const r = await alice.upload({ name: 'gone', app_hostname: host(), min_instances: 0 }, await makeTar(appFiles()));
+    // min_instances 0 and no traffic: otherwise the reconcile loop starts a container (min_instances,
+    // or one to prove a revision that scales from zero) and DELETE answers 409 until that container
+    // is deleted (see test/e2e/reconcile-health.test.ts)
+    const r = await alice.upload({ name: 'gone', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar(appFiles()));
     const img = await alice.waitForBuild(r.body.id);
     expect(img.status).toBe('ready');
     const ctx = join(data.dir, 'builds', String(img.user_id), String(img.id));

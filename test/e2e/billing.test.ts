@@ -44,9 +44,11 @@ await describeWithDocker('billing: usage records from the container lifecycle, p
     clusterId = t.cp.app.platform.clusterId;
     alice = await new Api(t.cp.url).signup(`alice-bill-${tag}@example.com`);
     bob = await new Api(t.cp.url).signup(`bob-bill-${tag}@example.com`);
+    // no traffic: nothing starts on its own (a revision that scales from zero deployed with traffic is
+    // started once to prove it can serve); the containers are made by hand below
     const ups = await Promise.all([
-      alice.upload({ name: 'idle', app_hostname: IDLE_HOST, min_instances: 0, max_instances: 2, cpu_limit: '0.5', memory_limit: '64m', health_path: '/' }, await makeTar(app(false))),
-      alice.upload({ name: 'busy', app_hostname: BUSY_HOST, min_instances: 0, max_instances: 2, cpu_limit: '0.5', memory_limit: '64m', health_path: '/' }, await makeTar(app(true))),
+      alice.upload({ name: 'idle', app_hostname: IDLE_HOST, min_instances: 0, no_traffic: 'true', max_instances: 2, cpu_limit: '0.5', memory_limit: '64m', health_path: '/' }, await makeTar(app(false))),
+      alice.upload({ name: 'busy', app_hostname: BUSY_HOST, min_instances: 0, no_traffic: 'true', max_instances: 2, cpu_limit: '0.5', memory_limit: '64m', health_path: '/' }, await makeTar(app(true))),
     ]);
     for (const u of ups) { expect(u.status, u.text).toBe(201); dockerImages.push(u.body.docker_image); }
     [idleImage, busyImage] = ups.map((u) => u.body.id);

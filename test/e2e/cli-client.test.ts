@@ -167,12 +167,12 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect((await viaProxy(HOST, '/www/index.html')).body).toBe('<h1>v2</h1>'); // deploy returns once the proxies route to it
   });
 
-  it('deploy --min 0: ready without an instance, and the URL answers at once (the first request wakes it)', async () => {
+  it('deploy --min 0: proven with one instance first, and the URL answers at once', async () => {
     const app = join(tmp.dir, 'zero');
     await writeApp(app, 'from zero\n');
     const r = await berth(['deploy', app, '--host', 'zero.localhost', '--min', '0']);
     expect(r.code, r.out + r.err).toBe(0);
-    expect(r.err).toContain('scales from zero');
+    expect(r.err).toContain('1 instance healthy: it can serve, and scales from zero when idle');
     expect(await viaProxy('zero.localhost', '/www/index.html')).toEqual({ status: 200, body: 'from zero' });
   });
 

@@ -37,9 +37,11 @@ await describeWithDocker('container disk: what an instance may write to its own 
     });
     clusterId = t.cp.app.platform.clusterId;
     alice = await new Api(t.cp.url).signup(`alice-disk-${tag}@example.com`);
+    // no traffic: nothing starts on its own (a revision that scales from zero deployed with traffic is
+    // started once to prove it can serve); the containers are made by hand below
     const ups = await Promise.all([
-      alice.upload({ name: 'filler', app_hostname: `filler-${tag}.example.com`, min_instances: 0, max_instances: 1, health_path: '/' }, await makeTar(app(32))),
-      alice.upload({ name: 'quiet', app_hostname: `quiet-${tag}.example.com`, min_instances: 0, max_instances: 1, health_path: '/' }, await makeTar(app(1))),
+      alice.upload({ name: 'filler', app_hostname: `filler-${tag}.example.com`, min_instances: 0, no_traffic: 'true', max_instances: 1, health_path: '/' }, await makeTar(app(32))),
+      alice.upload({ name: 'quiet', app_hostname: `quiet-${tag}.example.com`, min_instances: 0, no_traffic: 'true', max_instances: 1, health_path: '/' }, await makeTar(app(1))),
     ]);
     for (const u of ups) { expect(u.status, u.text).toBe(201); dockerImages.push(u.body.docker_image); }
     [ids.filler, ids.quiet] = ups.map((u) => u.body.id);

@@ -12,9 +12,9 @@ import { Proc, built, idApp, load, removeClusterContainers, sleep, viaProxy, wai
 /**
  * The whole loop with real processes: `berth control-plane` and `berth proxy` as child processes
  * (so they can be SIGKILLed), real Docker, one embedded Postgres. Steps run in order and share
- * state: upload → build → three containers → healthy → spread by Host → stop one under load →
- * start it → docker kill one → control plane killed → proxy restarted while it is down →
- * control plane back with its state → image delete blocked.
+ * state: upload → build → the instance that proves it and two more → healthy → spread by Host →
+ * stop one under load → start it → docker kill one → control plane killed → proxy restarted
+ * while it is down → control plane back with its state → image delete blocked.
  */
 const HOST = `app-${randomBytes(3).toString('hex')}.example.com`;
 const TOKEN = `t_${randomBytes(12).toString('hex')}`;
@@ -102,11 +102,15 @@ await describeWithDocker('e2e: upload → build → run → route', () => {
   });
 
   it('runs three containers with labels, PORT, limits, a loopback port and no restart policy; 409 past max_instances', async () => {
-    const r = await user.post(`/api/containers/${imageId}`, { count: 3 });
+    // the reconcile loop starts one to prove the revision (it scales from zero: docs/revisions.md)
+    const [first] = await waitFor('the proving instance', async () => { const l = await containers(); return l.length === 1 && l; }, 30_000, 100);
+    const r = await user.post(`/api/containers/${imageId}`, { count: 2 });
     expect(r.status, r.text).toBe(201);
-    expect(r.body.containers).toHaveLength(3);
-    ids = r.body.containers.map((c: any) => c.id);
-    for (const c of r.body.containers) {
+    expect(r.body.containers).toHaveLength(2);
+    ids = [first.id, ...r.body.containers.map((c: any) => c.id)];
+    const all = (await containers()).sort((x, y) => x.id - y.id);
+    expect(all.map((c) => c.id)).toEqual(ids);
+    for (const c of all) {
       expect(c).toMatchObject({ image_id: imageId, status: 'running', internal_port: 8080 });
       expect(c.host_port).toBeGreaterThan(0);
       // opaque: Docker's DNS answers reverse lookups with it (no user or app ids for other tenants)

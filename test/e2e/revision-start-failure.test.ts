@@ -34,8 +34,8 @@ const otherPort = (): TarEntry[] => [
   { name: 'www/index.html', content: 'v3\n' },
 ];
 
-async function deploy(files: TarEntry[], min = 1): Promise<number> {
-  const up = await user.upload({ name: 'startfail', app_hostname: HOST, min_instances: min, max_instances: 1, health_path: '/' }, await makeTar(files));
+async function deploy(files: TarEntry[], min = 1, host = HOST): Promise<number> {
+  const up = await user.upload({ name: 'startfail', app_hostname: host, min_instances: min, max_instances: 1, health_path: '/' }, await makeTar(files));
   expect(up.status, up.text).toBe(201);
   dockerImages.push(up.body.docker_image);
   expect((await user.waitForBuild(up.body.id, 90_000)).status).toBe('ready');
@@ -140,5 +140,19 @@ await describeWithDocker('a revision that cannot start', () => {
     }
     expect(l.stats.failures).toEqual([]);
     expect(l.stats.ok).toBeGreaterThan(20);
+  }, 180_000);
+
+  it('an app\'s first revision that scales from zero is proven too: a broken one is given up on without a request, a good one serves', async () => {
+    const host = `first-${HOST}`;
+    const bad = await deploy(crashing(), 0, host);
+    // given up on by itself (it once waited for a first request that then failed)
+    expect((await givenUp(bad)).start_failure).toMatch(/3 times at start; its last output: .*DATABASE_URL/);
+    await waitFor('its instances gone', async () => (await runningOf(user, bad)).length === 0, 30_000, 200);
+    await waitFor('no route', async () => (await viaProxy(port(), host, '/')).status === 404, 10_000, 100);
+    const good = await deploy(httpdApp([{ name: 'index.html', content: 'first\n' }]), 0, host);
+    await waitFor('proven', async () => (await user.get(`/api/apps/${host}`)).body.revisions
+      ?.find((r: { image_id: number }) => r.image_id === good)?.serving === true, 60_000, 200);
+    expect((await runningOf(user, good)).length).toBe(1);
+    expect(await viaProxy(port(), host, '/')).toMatchObject({ status: 200, body: 'first' });
   }, 180_000);
 });

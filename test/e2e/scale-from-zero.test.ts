@@ -60,8 +60,16 @@ await describeWithDocker('scale from zero: the proxy holds requests while the ap
 
   afterAll(() => teardownStack({ px, cp: t, clusterId, dockerImage }));
 
-  it('starts at zero instances', async () => {
-    expect(await running()).toEqual([]);
+  it('is started once to prove it can serve, then scales to zero when idle', async () => {
+    // Cloud Run's and Knative's initial scale of one: a broken revision fails its deploy instead
+    // of its first request (docs/revisions.md)
+    await waitFor('the proving instance', async () => (await running()).length === 1, 30_000, 50);
+    const app = await waitFor('proven', async () => {
+      const a = (await user.get(`/api/apps/${HOST}`)).body;
+      return a.revisions?.[0]?.proving === false && a;
+    }, 30_000, 50);
+    expect(app.revisions[0]).toMatchObject({ image_id: imageId, traffic_percent: 100, serving: true, start_failure: null });
+    await waitFor('scaled to zero', async () => (await running()).length === 0, 30_000, 100);
   });
 
   it('the first requests are held and answered in order, a POST body intact', async () => {

@@ -229,14 +229,16 @@ DIR defaults to the current directory.`,
       // instances healthy (a revision that scales from zero, or waits untagged without traffic, has none)
       t = Date.now();
       let wantInstances = noTraffic && opts.tag === undefined ? 0 : img.min_instances;
-      // one that scales from zero, deployed over a revision that serves, is started once to prove
-      // it can serve before it takes the traffic (the control plane says so)
+      // one that scales from zero, deployed with traffic, is started once to prove it can serve
+      // before it takes the traffic (the control plane says so)
       // (or one given up on already: waitHealthy says why at once)
-      if (wantInstances === 0 && !noTraffic && (await proving(client, img.app_hostname, img.id, signal))) wantInstances = 1;
+      const proven = wantInstances === 0 && !noTraffic && (await proving(client, img.app_hostname, img.id, signal));
+      if (proven) wantInstances = 1;
       if (wantInstances > 0) {
         await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname);
         phases.start = Date.now() - t;
-        say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy ${dim(stderr, formatDuration(phases.start))}`);
+        const then = proven ? ': it can serve, and scales from zero when idle' : '';
+        say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
       } else {
         say(`${ok} Ready; ${img.min_instances === 0 ? 'scales from zero: the first request starts an instance' : 'takes no traffic, so no instance runs yet'}`);
       }
