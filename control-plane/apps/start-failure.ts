@@ -16,7 +16,10 @@ import type { ContainerRow } from '../images/repo.js';
  *   revision's (containers/service.ts counts `app_exits` and keeps `last_exit` with the output);
  * - or one of its instances has been running for the start deadline since it last started, and
  *   its health check, run since that start, fails (an app listening on another port than $PORT,
- *   or stuck at boot).
+ *   or stuck at boot);
+ * - or none of its instances could be made for the start deadline (`images.start_blocked`: the
+ *   user's container quota is full; containers/service.ts says so when it provisions), as
+ *   Knative gives up a revision whose pods cannot be scheduled by its progress deadline.
  *
  * A failed revision is treated as one that is not ready (apps/traffic.ts): a deploy waiting for
  * it is dropped (the split that served before keeps serving), it is never `latest`, it has no tag
@@ -62,6 +65,15 @@ export function startVerdict(instances: readonly StartAttempt[], now: number, de
   return null;
 }
 
+/**
+ * Why a revision that never served, none of whose instances could be made since `blockedAt`
+ * (`reason`), is given up on now; null while the deadline has not passed. Pure.
+ */
+export function blockedVerdict(blockedAt: Date | string | null, reason: string | null, now: number, deadlineMs: number): string | null {
+  if (blockedAt === null || now - time(blockedAt) < deadlineMs) return null;
+  return `no instance could be started within ${Math.round(deadlineMs / 1000)} s (${reason ?? 'none could be made'})`;
+}
+
 /** The reason as stored: control characters out, bounded. */
 export function startFailureText(reason: string): string {
   const text = withoutControls(reason);
@@ -75,8 +87,12 @@ export interface StartJudge {
   deadlineMs: number;
 }
 
-/** Judge every ready revision that never served and has instances; returns how many were given up on. */
-export async function judgeStarts(j: StartJudge): Promise<number> {
+/**
+ * Judge every ready revision that never served and has instances, or has none because none can
+ * be made (`serving`: the revisions the reconcile loop provisions, route-table.ts
+ * servingRevisions; one it no longer tries is not judged for it); returns how many were given up on.
+ */
+export async function judgeStarts(j: StartJudge, serving: ReadonlySet<number>): Promise<number> {
   const { rows } = await j.db.query<StartAttempt & { image_id: number }>(
     `SELECT c.id, c.image_id, c.status, c.status_reason, c.health, c.app_exits, c.last_exit, c.started_at, c.health_checked_at
        FROM containers c JOIN images i ON i.id = c.image_id
@@ -85,12 +101,25 @@ export async function judgeStarts(j: StartJudge): Promise<number> {
   const byImage = new Map<number, StartAttempt[]>();
   for (const r of rows) byImage.set(Number(r.image_id), [...(byImage.get(Number(r.image_id)) ?? []), r]);
   const { rows: [{ now }] } = await j.db.query<{ now: Date }>('SELECT now() AS now');
-  let failed = 0;
+  const verdicts: Array<{ imageId: number; reason: string; containerId: number | null }> = [];
   for (const [imageId, instances] of byImage) {
     const verdict = startVerdict(instances, new Date(now).getTime(), j.deadlineMs);
-    if (verdict === null) continue;
-    const reason = startFailureText(verdict.reason);
-    const d = verdict.instance;
+    if (verdict !== null) verdicts.push({ imageId, reason: verdict.reason, containerId: verdict.instance.id });
+  }
+  const { rows: blocked } = await j.db.query<{ id: number; start_blocked: string | null; start_blocked_at: Date }>(
+    `SELECT i.id, i.start_blocked, i.start_blocked_at FROM images i
+      WHERE i.status = 'ready' AND i.routable_at IS NULL AND i.start_failed_at IS NULL AND i.start_blocked_at IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.image_id = i.id AND c.desired = 'running')
+      ORDER BY i.id`);
+  for (const b of blocked) {
+    if (!serving.has(Number(b.id))) continue;
+    const reason = blockedVerdict(b.start_blocked_at, b.start_blocked, new Date(now).getTime(), j.deadlineMs);
+    if (reason !== null) verdicts.push({ imageId: Number(b.id), reason, containerId: null });
+  }
+  let failed = 0;
+  for (const v of verdicts) {
+    const { imageId } = v;
+    const reason = startFailureText(v.reason);
     const marked = await withTransaction(j.db, async (tx) => {
       // the app row first (the order uploads and settlePending lock in), then the revision, checked
       // again: an instance may have become healthy meanwhile
@@ -105,7 +134,7 @@ export async function judgeStarts(j: StartJudge): Promise<number> {
       const { rowCount } = await tx.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1 AND pending_image_id = $2', [row.app_hostname, imageId]);
       await recordEvent(tx, {
         type: 'image.start_failed', userId: row.user_id, imageId, appHostname: row.app_hostname,
-        payload: { revision: row.revision, reason, container_id: d.id, deploy_dropped: (rowCount ?? 0) > 0 },
+        payload: { revision: row.revision, reason, container_id: v.containerId, deploy_dropped: (rowCount ?? 0) > 0 },
       });
       return row;
     });

@@ -187,6 +187,12 @@ export class ContainerService {
         const { rows: [{ n: wanted }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
         // (`atLeast`: a revision being proven before it takes the traffic runs one; apps/repo.ts provingSql)
         want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances) - wanted);
+        // none can be made now: said on the revision, since when (a revision that never served is
+        // given up on past the start deadline: apps/start-failure.ts); cleared once one can be
+        const blocked = want > 0 && room === 0 && wanted === 0 ? `the per-user container quota is full: ${this.quotaError(room).message}` : null;
+        await tx.query(
+          `UPDATE images SET start_blocked = $2, start_blocked_at = CASE WHEN $2::text IS NULL THEN NULL ELSE COALESCE(start_blocked_at, now()) END
+            WHERE id = $1 AND start_blocked IS DISTINCT FROM $2::text`, [img.id, blocked]);
         if (want > room) {
           // As many as fit now; the image stays owed the rest, and the reconcile loop tries again
           // (a rollout frees the old revision's share of the quota as it retires it).

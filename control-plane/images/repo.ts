@@ -18,6 +18,9 @@ export interface ImageRow extends ImageFields {
   start_failure: string | null;
   /** started once to prove it can serve before it takes the traffic (apps/repo.ts provingSql, migration 031) */
   proof_required: boolean;
+  /** why none of its instances can be made now (the container quota is full), since when (migration 032) */
+  start_blocked: string | null;
+  start_blocked_at: Date | null;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
@@ -63,6 +66,7 @@ export function publicImage(r: ImageRow) {
     status_reason: r.status_reason,
     start_failed_at: iso(r.start_failed_at),
     start_failure: r.start_failed_at ? r.start_failure : null,
+    start_blocked: r.start_failed_at || r.routable_at ? null : r.start_blocked,
     docker_image: r.docker_image,
     docker_image_id: r.docker_image_id,
     build_logs_truncated: r.build_logs_truncated,

@@ -31,6 +31,7 @@ export const imageSchema = object({
   status_reason: nullableString,
   start_failed_at: { ...nullableDateTime, description: 'set when the revision could not start (its instances exit at start, or none became healthy in time): it takes no traffic and runs nothing' },
   start_failure: { ...nullableString, description: 'why it could not start: the instance\'s reason and its last output' },
+  start_blocked: { ...nullableString, description: 'while it has not served: why none of its instances can be made now (the per-user container quota is full); past the start deadline it is given up on' },
   docker_image: { type: 'string' },
   docker_image_id: nullableString,
   build_logs_truncated: { type: 'boolean' },

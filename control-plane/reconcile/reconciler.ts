@@ -234,7 +234,7 @@ export class Reconciler {
 
     // Revisions that never served and cannot start are given up on (apps/start-failure.ts): no
     // traffic, and their instances retire below with those of other revisions that serve nothing.
-    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs });
+    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs }, await servingRevisions(db));
     // Deploys waiting for their revision to serve: promoted (stored) once it can, dropped when its
     // build failed or it could not start. The route table already routes a routable pending
     // revision; this stores it.
@@ -244,6 +244,8 @@ export class Reconciler {
     // min_instances again (provisioned anew if traffic comes back) and each container is drained
     // from every proxy, then removed. One image at a time, checked again under the lock.
     const serving = await servingRevisions(db);
+    // one no longer tried is not blocked (apps/start-failure.ts would judge an old time if it is tried again)
+    await db.query(`UPDATE images SET start_blocked = NULL, start_blocked_at = NULL WHERE start_blocked_at IS NOT NULL AND NOT (id = ANY($1::bigint[]))`, [[...serving]]);
     // retention's grace runs from the last time a revision served (a minute's resolution: few writes)
     await db.query(`UPDATE images SET last_active_at = now() WHERE id = ANY($1::bigint[]) AND last_active_at < now() - interval '1 minute'`, [[...serving]]);
     // (not those of an app being deleted lately: its DELETE removes them, with that reason; one

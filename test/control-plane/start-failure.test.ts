@@ -2,10 +2,11 @@
  * The verdict on a revision that never served (control-plane/apps/start-failure.ts): given up on
  * at the third exit of an instance's app by its own doing (counted by containers/service.ts,
  * however long each run lasted), or when an instance has run past the start deadline since it
- * last started with its health check, run since that start, failing; never for what is not seen.
+ * last started with its health check, run since that start, failing, or when none of its
+ * instances could be made (the container quota full) past the deadline; never for what is not seen.
  */
 import { expect, it } from 'vitest';
-import { startFailureText, startVerdict, type StartAttempt } from '../../control-plane/apps/start-failure.js';
+import { blockedVerdict, startFailureText, startVerdict, type StartAttempt } from '../../control-plane/apps/start-failure.js';
 
 const NOW = Date.parse('2026-12-03T12:00:00Z');
 const at = (msAgo: number) => new Date(NOW - msAgo);
@@ -35,6 +36,13 @@ it('an instance running past the deadline, probed unhealthy since it started, gi
   expect(startVerdict([inst({ health: 'unknown', started_at: at(3_600_000), health_checked_at: null })], NOW, 600_000)).toBeNull();
   // a stuck creating or an exited instance is not running
   expect(startVerdict([inst({ ...failing, status: 'creating', started_at: null, health_checked_at: at(1000) })], NOW, 600_000)).toBeNull();
+});
+
+it('none of its instances could be made since the deadline gives it up, with why; younger or never blocked does not', () => {
+  const why = 'the per-user container quota is full: you have 20 running container(s) of the 20 allowed; stop or delete some first';
+  expect(blockedVerdict(at(599_000), why, NOW, 600_000)).toBeNull();
+  expect(blockedVerdict(null, null, NOW, 600_000)).toBeNull();
+  expect(blockedVerdict(at(600_000).toISOString(), why, NOW, 600_000)).toBe(`no instance could be started within 600 s (${why})`);
 });
 
 it('the stored reason: control characters out, bounded', () => {

@@ -34,6 +34,7 @@ import { sql as m028 } from './028_token_parents.js';
 import { sql as m029 } from './029_routes_notify.js';
 import { sql as m030 } from './030_revision_start_failure.js';
 import { sql as m031 } from './031_start_proof.js';
+import { sql as m032 } from './032_start_blocked.js';
 
 export interface Migration {
   version: number;
@@ -73,4 +74,5 @@ export const migrations: Migration[] = [
   { version: 29, name: '029_routes_notify', sql: m029 },
   { version: 30, name: '030_revision_start_failure', sql: m030 },
   { version: 31, name: '031_start_proof', sql: m031 },
+  { version: 32, name: '032_start_blocked', sql: m032 },
 ];

@@ -33,6 +33,8 @@ interface Image {
   revision?: number; name: string;
   /** set when the control plane gave the revision up (it could not start) */
   start_failure?: string | null;
+  /** while it has not served: why none of its instances can be made now (the container quota is full) */
+  start_blocked?: string | null;
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
 interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; proving?: boolean; start_failure?: string | null }
@@ -451,6 +453,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   let crashed: Container | undefined;
   let failure: string | undefined;
   let superseded = false;
+  let blocked: string | null = null;
   try {
     for (;;) {
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
@@ -468,12 +471,16 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         // the control plane gave the revision up (apps/start-failure.ts): its instances are going
         const img = await client.get<Image>(`/api/images/${imageId}`, { signal });
         if (img.start_failure) { failure = img.start_failure; break; }
+        // none of its instances can be made now (the container quota is full): said while waiting
+        blocked = img.start_blocked ?? null;
         // a later deploy (or a traffic change) took its place before it served: it runs nothing now
         const mine = (await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined))?.revisions?.find((r) => r.image_id === imageId);
         if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
-      s.set(`Starting instances: ${healthy}/${want} healthy${failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})` : ''}`);
+      const why = failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})`
+        : blocked !== null && last.length === 0 ? ` (none can start now: ${printable(blocked)})` : '';
+      s.set(`Starting instances: ${healthy}/${want} healthy${why}`);
       if (Date.now() > deadline) break;
       await wait(looping !== undefined ? 200 : 500, undefined, { signal });
     }
@@ -490,7 +497,10 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     const at = failure.indexOf(OUTPUT_NOTE);
     const [why, lines] = at >= 0 ? [failure.slice(0, at), failure.slice(at + OUTPUT_NOTE.length).split(' ⏎ ')] : [failure, []];
     const exits = /times at start$/.test(why) && /exited|out of memory/.test(why);
-    throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}). ${lines.length ? shown(lines) : ''}${givenUp}`, EXIT.failed);
+    // (none could be made: the app is not at fault)
+    const next = /^no instance could be started/.test(why)
+      ? 'The revision takes no traffic: stop or delete some of your containers (`berth containers`), then deploy again.' : givenUp;
+    throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}). ${lines.length ? shown(lines) : ''}${next}`, EXIT.failed);
   }
   if (crashed) {
     // one that exited as Docker started it is removed at once: the control plane keeps its last
@@ -511,7 +521,8 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times at start). ${output}${next}`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message
-  const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; ')) || 'no containers yet';
+  const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; '))
+    || (blocked !== null ? `none can start: ${printable(blocked)}` : 'no containers yet');
   throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
 }
 
