@@ -170,7 +170,7 @@ await describeWithDocker('image builds with a real Docker daemon', () => {
   }, 150_000);
 
   it("a multi-stage build leaves no earlier stage's image behind; the final image keeps its own steps", async () => {
-    const r = await alice.upload({ name: 'stages', app_hostname: host(), min_instances: 0 }, await makeTar([{
+    const r = await alice.upload({ name: 'stages', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar([{
       name: 'Dockerfile',
       content: 'FROM berth-test/busybox:1 AS first\nRUN echo one > /one\nFROM berth-test/busybox:1 AS second\nRUN echo two > /two\nFROM berth-test/busybox:1\nCOPY --from=first /one /one\nCOPY --from=second /two /two\nRUN cat /one /two > /both\nCMD ["cat", "/both"]\n',
     }]));

@@ -25,7 +25,9 @@ let seq = 0;
 const host = () => `tenant${++seq}-${process.pid}.example.com`;
 
 async function deploy(api: Api, marker: string): Promise<{ img: any; c: any }> {
-  const up = await api.upload({ name: 'web', app_hostname: host(), min_instances: 0, health_path: '/' }, await makeTar(appFiles({ index: `${marker}\n` })));
+  // no traffic: nothing starts on its own (a revision that scales from zero deployed with traffic
+  // is started once to prove it can serve); the container is made by hand below
+  const up = await api.upload({ name: 'web', app_hostname: host(), min_instances: 0, no_traffic: 'true', health_path: '/' }, await makeTar(appFiles({ index: `${marker}\n` })));
   expect(up.status, up.text).toBe(201);
   images.push(up.body.docker_image);
   const img = await api.waitForBuild(up.body.id, 90_000);
@@ -81,7 +83,7 @@ await describeWithDocker('tenant isolation: networks and container hardening', (
     // the markers are assembled by the shell, so the echoed command line never matches them
     // (a nonce, so the step never comes from the build cache)
     const probe = `RUN echo ${Date.now()}-${Math.random()} && if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 ${bobIp} 8080 | grep -q bob-secret; then echo "LEAK""ED"; else echo "ISOLA""TED"; fi\n`;
-    const up = await alice.upload({ name: 'probe', app_hostname: host(), min_instances: 0 }, await makeTar(appFiles({ extraDockerfile: probe })));
+    const up = await alice.upload({ name: 'probe', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar(appFiles({ extraDockerfile: probe })));
     expect(up.status, up.text).toBe(201);
     images.push(up.body.docker_image);
     const img = await alice.waitForBuild(up.body.id, 90_000);
@@ -117,7 +119,7 @@ await describeWithDocker('tenant isolation: networks and container hardening', (
   });
 
   it('an upload that sets memory_limit gets that limit instead of the default', async () => {
-    const up = await alice.upload({ name: 'mem', app_hostname: host(), min_instances: 0, memory_limit: '64m' }, await makeTar(appFiles()));
+    const up = await alice.upload({ name: 'mem', app_hostname: host(), min_instances: 0, no_traffic: 'true', memory_limit: '64m' }, await makeTar(appFiles()));
     expect(up.status, up.text).toBe(201);
     images.push(up.body.docker_image);
     const img = await alice.waitForBuild(up.body.id, 90_000);

@@ -79,7 +79,7 @@ describe('upload: the Dockerfile policy (no Docker needed)', () => {
   it('stage names, stage indexes and the own berth images are accepted', async () => {
     const me = (await alice.get('/api/auth/me')).body.user.id;
     const df = `FROM berth-test/busybox:1 AS build\nRUN echo hi > /out\nFROM berth-u${me}-i99:latest\nCOPY --from=build /out /a\nCOPY --from=0 /out /b\n`;
-    const r = await alice.upload({ name: 'ok', app_hostname: host(), min_instances: 0 }, await dockerfile(df));
+    const r = await alice.upload({ name: 'ok', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await dockerfile(df));
     expect(r.status, r.text).toBe(201);
   });
 });
@@ -98,7 +98,7 @@ await describeWithDocker("builds cannot read another user's image", () => {
     const api = new Api(t.cp.url);
     alice = await api.signup('img-alice@example.com');
     bob = await api.signup('img-bob@example.com');
-    const up = await bob.upload({ name: 'secret', app_hostname: host(), min_instances: 0 }, await makeTar([
+    const up = await bob.upload({ name: 'secret', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar([
       { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY secret.txt /secret.txt\n' },
       { name: 'secret.txt', content: 'bob-database-password\n' },
     ]));
@@ -118,12 +118,12 @@ await describeWithDocker("builds cannot read another user's image", () => {
   });
 
   it("FROM bob's image by its tag is refused at upload; bob's secret never reaches alice's build", async () => {
-    const r = await alice.upload({ name: 'steal', app_hostname: host(), min_instances: 0 }, await dockerfile(`FROM ${bobImage.docker_image}\nRUN cat /secret.txt\n`));
+    const r = await alice.upload({ name: 'steal', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await dockerfile(`FROM ${bobImage.docker_image}\nRUN cat /secret.txt\n`));
     expectRefused(r, 1, /another user's image/);
   });
 
   it("no layer cache is shared: alice cannot confirm a guess at bob's file by building the same steps", async () => {
-    const r = await alice.upload({ name: 'guess', app_hostname: host(), min_instances: 0 }, await makeTar([
+    const r = await alice.upload({ name: 'guess', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar([
       { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY secret.txt /secret.txt\n' },
       { name: 'secret.txt', content: 'bob-database-password\n' },
     ]));
@@ -138,7 +138,7 @@ await describeWithDocker("builds cannot read another user's image", () => {
 
   it("an image that is bob's under another name (an operator's tag) fails alice's build", async () => {
     await docker.getImage(bobImage.docker_image_id).tag({ repo: alias.split(':')[0], tag: '1' });
-    const r = await alice.upload({ name: 'alias', app_hostname: host(), min_instances: 0 }, await dockerfile(`FROM ${alias}\nRUN cat /secret.txt\n`));
+    const r = await alice.upload({ name: 'alias', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await dockerfile(`FROM ${alias}\nRUN cat /secret.txt\n`));
     expect(r.status, r.text).toBe(201);
     refs.push(r.body.docker_image);
     const img = await alice.waitForBuild(r.body.id, 90_000);
@@ -155,7 +155,7 @@ await describeWithDocker("builds cannot read another user's image", () => {
     const out = await docker.buildImage(Readable.from([ctx]) as unknown as NodeJS.ReadableStream, { t: evil });
     await new Promise((resolve, reject) => docker.modem.followProgress(out, (e: Error | null) => (e ? reject(e) : resolve(null))));
     refs.push(evil);
-    const r = await alice.upload({ name: 'onbuild', app_hostname: host(), min_instances: 0 }, await dockerfile(`FROM ${evil}\nRUN true\n`));
+    const r = await alice.upload({ name: 'onbuild', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await dockerfile(`FROM ${evil}\nRUN true\n`));
     expect(r.status, r.text).toBe(201);
     refs.push(r.body.docker_image);
     const img = await alice.waitForBuild(r.body.id, 90_000);
@@ -172,7 +172,7 @@ await describeWithDocker("builds cannot read another user's image", () => {
     const tar = await makeTar([{ name: 'inner.txt', content: 'x' }]);
     const files = [{ name: 'notes.txt', content: 'plain\n' }, { name: 'bomb.gz', content: gz }, { name: 'sub/dir/bundle.tar', content: tar }];
     for (const add of ['bomb.gz', './sub/dir/*.tar', '["notes.txt", "bomb.gz", "/d/"]', 'sub/../bomb.gz']) {
-      const r = await alice.upload({ name: `add-${add.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
+      const r = await alice.upload({ name: `add-${add.length}`, app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar([
         { name: 'Dockerfile', content: `FROM berth-test/busybox:1\nADD ${add.startsWith('[') ? add : `${add} /d/`}\nRUN echo step-ran\n` }, ...files,
       ]));
       expect(r.status, r.text).toBe(201);
@@ -183,7 +183,7 @@ await describeWithDocker("builds cannot read another user's image", () => {
       expect((await alice.get(`/api/images/${img.id}/build-logs`)).body.logs).not.toMatch(/^Step \d+\//m);
     }
     for (const step of ['COPY bomb.gz /bomb.gz', 'ADD notes.txt /notes.txt', 'ADD . /app', 'ADD sub /sub']) {
-      const r = await alice.upload({ name: `ok-${step.length}`, app_hostname: host(), min_instances: 0 }, await makeTar([
+      const r = await alice.upload({ name: `ok-${step.length}`, app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar([
         { name: 'Dockerfile', content: `FROM berth-test/busybox:1\n${step}\n` }, ...files,
       ]));
       refs.push(r.body.docker_image);
@@ -193,11 +193,11 @@ await describeWithDocker("builds cannot read another user's image", () => {
   });
 
   it("the own images build, and FROM an own image works", async () => {
-    const base = await alice.upload({ name: 'base', app_hostname: host(), min_instances: 0 }, await makeTar(appFiles({ index: 'alice-base\n' })));
+    const base = await alice.upload({ name: 'base', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await makeTar(appFiles({ index: 'alice-base\n' })));
     refs.push(base.body.docker_image);
     const b = await alice.waitForBuild(base.body.id, 90_000);
     expect(b.status, b.status_reason).toBe('ready');
-    const child = await alice.upload({ name: 'child', app_hostname: host(), min_instances: 0 }, await dockerfile(`FROM ${b.docker_image}\nRUN cat /www/index.html\n`));
+    const child = await alice.upload({ name: 'child', app_hostname: host(), min_instances: 0, no_traffic: 'true' }, await dockerfile(`FROM ${b.docker_image}\nRUN cat /www/index.html\n`));
     expect(child.status, child.text).toBe(201);
     refs.push(child.body.docker_image);
     const c = await alice.waitForBuild(child.body.id, 90_000);

@@ -30,7 +30,7 @@ async function walk(dir: string, out: { path: string; mode: number; dir: boolean
 beforeAll(async () => {
   t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
   alice = await new Api(t.cp.url).signup('files-alice@example.com');
-  const r = await alice.upload({ name: 'files', app_hostname: `files-${process.pid}.example.com`, min_instances: 0 }, await makeTar([
+  const r = await alice.upload({ name: 'files', app_hostname: `files-${process.pid}.example.com`, min_instances: 0, no_traffic: 'true' }, await makeTar([
     { name: 'Dockerfile', content: 'FROM berth-test/busybox:1\nCOPY . /app\n' },
     { name: 'src/', type: 'directory', mode: 0o777 },
     { name: 'src/config.json', content: '{"db_password":"hunter2"}\n', mode: 0o666 },
