@@ -30,6 +30,12 @@ describe('berth apps', () => {
     expect(lines[2]).toMatch(/^\s+1 \(image 11\)\s+ready\s/);
   });
 
+  it('a revision being proven before it takes the traffic says it is starting', () => {
+    const lines = appsTable([{ ...shop, revisions: [rev(1, 100), { ...rev(2, 0), proving: true, ready_instances: 0 }] }], false).trimEnd().split('\n');
+    expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+starting\s+0\/1\s+0%$/);
+    expect(lines[2]).toMatch(/^\s+1 \(image 11\)\s+ready\s/);
+  });
+
   it('marks an app being deleted', () => {
     const out = appsTable([{ ...shop, deleting_at: '2026-12-01T03:00:00.000Z' }, { ...shop, app_hostname: 'b.localhost' }], false);
     expect(out).toContain('shop.localhost (deleting)');

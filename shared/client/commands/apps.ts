@@ -9,10 +9,15 @@ export interface AppRevision {
   traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; created_at?: string;
   /** set when the control plane gave the revision up (it could not start) */
   start_failure?: string | null;
+  /** one instance is being started to prove it can serve before it takes the traffic */
+  proving?: boolean;
 }
 
-/** A revision's status as shown: `could not start` once the control plane gave it up. */
-const statusOf = (r: AppRevision) => (r.start_failure ? 'could not start' : r.status);
+/**
+ * A revision's status as shown: `could not start` once the control plane gave it up, `starting`
+ * while it is being proven before it takes the traffic (Cloud Run's revision "deploying").
+ */
+const statusOf = (r: AppRevision) => (r.start_failure ? 'could not start' : r.proving ? 'starting' : r.status);
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */
