@@ -3,6 +3,7 @@ import { withTransaction, type Db } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import { OUTPUT_NOTE, withoutControls } from '../containers/service.js';
 import type { ContainerRow } from '../images/repo.js';
+import { provingSql } from './repo.js';
 
 /**
  * Revisions that cannot start, given up on by the server (the reconcile loop, leader only), as
@@ -87,12 +88,8 @@ export interface StartJudge {
   deadlineMs: number;
 }
 
-/**
- * Judge every ready revision that never served and has instances, or has none because none can
- * be made (`serving`: the revisions the reconcile loop provisions, route-table.ts
- * servingRevisions; one it no longer tries is not judged for it); returns how many were given up on.
- */
-export async function judgeStarts(j: StartJudge, serving: ReadonlySet<number>): Promise<number> {
+/** Judge every ready revision that never served and has instances; returns how many were given up on. */
+export async function judgeStarts(j: StartJudge): Promise<number> {
   const { rows } = await j.db.query<StartAttempt & { image_id: number }>(
     `SELECT c.id, c.image_id, c.status, c.status_reason, c.health, c.app_exits, c.last_exit, c.started_at, c.health_checked_at
        FROM containers c JOIN images i ON i.id = c.image_id
@@ -101,49 +98,66 @@ export async function judgeStarts(j: StartJudge, serving: ReadonlySet<number>): 
   const byImage = new Map<number, StartAttempt[]>();
   for (const r of rows) byImage.set(Number(r.image_id), [...(byImage.get(Number(r.image_id)) ?? []), r]);
   const { rows: [{ now }] } = await j.db.query<{ now: Date }>('SELECT now() AS now');
-  const verdicts: Array<{ imageId: number; reason: string; containerId: number | null }> = [];
+  let failed = 0;
   for (const [imageId, instances] of byImage) {
     const verdict = startVerdict(instances, new Date(now).getTime(), j.deadlineMs);
-    if (verdict !== null) verdicts.push({ imageId, reason: verdict.reason, containerId: verdict.instance.id });
-  }
-  const { rows: blocked } = await j.db.query<{ id: number; start_blocked: string | null; start_blocked_at: Date }>(
-    `SELECT i.id, i.start_blocked, i.start_blocked_at FROM images i
-      WHERE i.status = 'ready' AND i.routable_at IS NULL AND i.start_failed_at IS NULL AND i.start_blocked_at IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.image_id = i.id AND c.desired = 'running')
-      ORDER BY i.id`);
-  for (const b of blocked) {
-    if (!serving.has(Number(b.id))) continue;
-    const reason = blockedVerdict(b.start_blocked_at, b.start_blocked, new Date(now).getTime(), j.deadlineMs);
-    if (reason !== null) verdicts.push({ imageId: Number(b.id), reason, containerId: null });
-  }
-  let failed = 0;
-  for (const v of verdicts) {
-    const { imageId } = v;
-    const reason = startFailureText(v.reason);
-    const marked = await withTransaction(j.db, async (tx) => {
-      // the app row first (the order uploads and settlePending lock in), then the revision, checked
-      // again: an instance may have become healthy meanwhile
-      const { rows: [img] } = await tx.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE id = $1', [imageId]);
-      if (!img) return null;
-      await tx.query('SELECT 1 FROM apps WHERE app_hostname = $1 FOR UPDATE', [img.app_hostname]);
-      const { rows: [row] } = await tx.query<{ id: number; user_id: number; app_hostname: string; revision: number }>(
-        `UPDATE images SET start_failed_at = now(), start_failure = $2, updated_at = now()
-          WHERE id = $1 AND status = 'ready' AND routable_at IS NULL AND start_failed_at IS NULL
-          RETURNING id, user_id, app_hostname, revision`, [imageId, reason]);
-      if (!row) return null;
-      const { rowCount } = await tx.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1 AND pending_image_id = $2', [row.app_hostname, imageId]);
-      await recordEvent(tx, {
-        type: 'image.start_failed', userId: row.user_id, imageId, appHostname: row.app_hostname,
-        payload: { revision: row.revision, reason, container_id: v.containerId, deploy_dropped: (rowCount ?? 0) > 0 },
-      });
-      return row;
-    });
-    if (!marked) continue;
-    failed++;
-    // (the app's output stays out of the operator's log: its owner reads it in the API)
-    const at = reason.indexOf(OUTPUT_NOTE);
-    j.log.warn({ imageId, app: marked.app_hostname, revision: marked.revision, reason: at >= 0 ? reason.slice(0, at) : reason },
-      'revision could not start: it takes no traffic and its instances are stopped');
+    if (verdict !== null && (await giveUp(j, imageId, verdict.reason, verdict.instance.id))) failed++;
   }
   return failed;
+}
+
+/**
+ * Judge the revisions the reconcile loop has just tried to provision (`tried`) and found none of
+ * whose instances can be made (containers/service.ts wrote `start_blocked`): a block is judged
+ * only as seen in this pass (a control plane back from an outage, or a quota raised since, looks
+ * again first). Checked again as it is marked: still owed its instances, still none.
+ */
+export async function judgeBlocked(j: StartJudge, tried: readonly number[]): Promise<number> {
+  if (tried.length === 0) return 0;
+  const { rows } = await j.db.query<{ id: number; start_blocked: string | null; start_blocked_at: Date; now: Date }>(
+    `SELECT i.id, i.start_blocked, i.start_blocked_at, now() AS now FROM images i
+      WHERE i.id = ANY($1::bigint[]) AND i.start_blocked_at IS NOT NULL ORDER BY i.id`, [[...tried]]);
+  let failed = 0;
+  for (const b of rows) {
+    const reason = blockedVerdict(b.start_blocked_at, b.start_blocked, new Date(b.now).getTime(), j.deadlineMs);
+    if (reason !== null && (await giveUp(j, Number(b.id), reason, null, STILL_BLOCKED))) failed++;
+  }
+  return failed;
+}
+
+/** What a blocked revision must still be when it is given up on (images row `images`). */
+const STILL_BLOCKED = `start_blocked_at IS NOT NULL AND NOT min_instances_provisioned
+  AND (min_instances > 0 OR ${provingSql('images')})
+  AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.image_id = images.id AND c.desired = 'running')`;
+
+/**
+ * Mark one revision failed with its `image.start_failed` event, in one transaction; false when it
+ * no longer qualifies (an instance became healthy meanwhile, or `still` no longer holds).
+ */
+async function giveUp(j: StartJudge, imageId: number, why: string, containerId: number | null, still?: string): Promise<boolean> {
+  const reason = startFailureText(why);
+  const marked = await withTransaction(j.db, async (tx) => {
+    // the app row first (the order uploads and settlePending lock in), then the revision, checked
+    // again: an instance may have become healthy meanwhile
+    const { rows: [img] } = await tx.query<{ app_hostname: string }>('SELECT app_hostname FROM images WHERE id = $1', [imageId]);
+    if (!img) return null;
+    await tx.query('SELECT 1 FROM apps WHERE app_hostname = $1 FOR UPDATE', [img.app_hostname]);
+    const { rows: [row] } = await tx.query<{ id: number; user_id: number; app_hostname: string; revision: number }>(
+      `UPDATE images SET start_failed_at = now(), start_failure = $2, start_blocked = NULL, start_blocked_at = NULL, updated_at = now()
+        WHERE id = $1 AND status = 'ready' AND routable_at IS NULL AND start_failed_at IS NULL${still ? ` AND ${still}` : ''}
+        RETURNING id, user_id, app_hostname, revision`, [imageId, reason]);
+    if (!row) return null;
+    const { rowCount } = await tx.query('UPDATE apps SET pending_image_id = NULL WHERE app_hostname = $1 AND pending_image_id = $2', [row.app_hostname, imageId]);
+    await recordEvent(tx, {
+      type: 'image.start_failed', userId: row.user_id, imageId, appHostname: row.app_hostname,
+      payload: { revision: row.revision, reason, container_id: containerId, deploy_dropped: (rowCount ?? 0) > 0 },
+    });
+    return row;
+  });
+  if (!marked) return false;
+  // (the app's output stays out of the operator's log: its owner reads it in the API)
+  const at = reason.indexOf(OUTPUT_NOTE);
+  j.log.warn({ imageId, app: marked.app_hostname, revision: marked.revision, reason: at >= 0 ? reason.slice(0, at) : reason },
+    'revision could not start: it takes no traffic and its instances are stopped');
+  return true;
 }

@@ -2,6 +2,7 @@ import type { Db } from '../db/pool.js';
 import type { Logger } from '../../shared/logging.js';
 import { USER_STOPPED, type ContainerService } from './service.js';
 import { servingRevisions } from '../discovery/route-table.js';
+import { provingSql } from '../apps/repo.js';
 
 export type ActivationResult = 'starting' | 'already_running' | 'not_found' | 'not_scaled_to_zero';
 
@@ -51,12 +52,15 @@ export class Activation {
     this.waking.add(imageId);
     let keep = false;
     try {
-      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string; min_instances_provisioned: boolean; app_hostname: string | null }>(
-        'SELECT id, user_id, min_instances, status, min_instances_provisioned, app_hostname FROM images WHERE id = $1', [imageId]);
+      const { rows: [img] } = await this.db.query<{ id: number; user_id: number; min_instances: number; status: string; min_instances_provisioned: boolean; app_hostname: string | null; proving: boolean }>(
+        `SELECT i.id, i.user_id, i.min_instances, i.status, i.min_instances_provisioned, i.app_hostname, ${provingSql('i')} AS proving
+           FROM images i WHERE i.id = $1`, [imageId]);
       if (!img || img.status !== 'ready' || img.app_hostname === null) return 'not_found';
       // a revision that lost its traffic meanwhile is not woken (proxies move its held requests)
       if (!(await servingRevisions(this.db, img.app_hostname)).has(img.id)) return 'not_found';
-      if (img.min_instances > 0) {
+      // (one being proven, its instance not made yet: that one, as the reconcile loop makes it —
+      // whichever comes first — not one more besides)
+      if (img.min_instances > 0 || (img.proving && !img.min_instances_provisioned)) {
         if (img.min_instances_provisioned) {
           // its first instances are on their way (the proxies hold requests until one is healthy)
           const { rows } = await this.db.query(`SELECT 1 FROM containers WHERE image_id = $1 AND desired = 'running' LIMIT 1`, [imageId]);
@@ -65,7 +69,7 @@ export class Activation {
         // a revision that got traffic back (or was just built): its min_instances, once, exactly
         // as the reconcile loop provisions them (whichever comes first does it)
         keep = true;
-        void this.service.create(img.user_id, img.id, 0, { provision: true })
+        void this.service.create(img.user_id, img.id, 0, { provision: true, atLeast: img.proving ? 1 : 0 })
           .then(() => this.done(imageId, true), (e) => {
             this.log.warn({ imageId, err: (e as Error).message }, 'could not start instances of an app');
             this.done(imageId, false);

@@ -8,7 +8,7 @@ import { dockerTime, VANISHED, type ContainerService } from '../containers/servi
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
 import { provingSql, settlePending } from '../apps/repo.js';
-import { judgeStarts } from '../apps/start-failure.js';
+import { judgeBlocked, judgeStarts } from '../apps/start-failure.js';
 import { collectRevisions } from '../apps/retention.js';
 
 /** An app whose DELETE began less than ten minutes ago (SQL on `apps a`): that DELETE removes its instances. */
@@ -234,7 +234,7 @@ export class Reconciler {
 
     // Revisions that never served and cannot start are given up on (apps/start-failure.ts): no
     // traffic, and their instances retire below with those of other revisions that serve nothing.
-    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs }, await servingRevisions(db));
+    const gaveUp = await judgeStarts({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs });
     // Deploys waiting for their revision to serve: promoted (stored) once it can, dropped when its
     // build failed or it could not start. The route table already routes a routable pending
     // revision; this stores it.
@@ -244,8 +244,6 @@ export class Reconciler {
     // min_instances again (provisioned anew if traffic comes back) and each container is drained
     // from every proxy, then removed. One image at a time, checked again under the lock.
     const serving = await servingRevisions(db);
-    // one no longer tried is not blocked (apps/start-failure.ts would judge an old time if it is tried again)
-    await db.query(`UPDATE images SET start_blocked = NULL, start_blocked_at = NULL WHERE start_blocked_at IS NOT NULL AND NOT (id = ANY($1::bigint[]))`, [[...serving]]);
     // retention's grace runs from the last time a revision served (a minute's resolution: few writes)
     await db.query(`UPDATE images SET last_active_at = now() WHERE id = ANY($1::bigint[]) AND last_active_at < now() - interval '1 minute'`, [[...serving]]);
     // (not those of an app being deleted lately: its DELETE removes them, with that reason; one
@@ -273,14 +271,21 @@ export class Reconciler {
     // min_instances: provisioned once per ready image. Afterwards the rows keep existing (a dead
     // container is replaced under the same row above), a user-stopped one stays stopped and a
     // user-deleted one is not recreated: explicit user intent wins over min_instances.
-    // A revision that scales from zero, deployed over one that serves, gets one instance to prove
-    // it can serve before it takes the traffic (apps/repo.ts provingSql).
+    // A revision that scales from zero, deployed with traffic, gets one instance to prove it can
+    // serve before it takes the traffic (apps/repo.ts provingSql).
+    const owed = `i.status = 'ready' AND (i.min_instances > 0 OR ${provingSql('i')}) AND NOT i.min_instances_provisioned`;
+    // a revision no longer owed instances, or no longer served, is not blocked: an old time would
+    // be judged if it were tried again (apps/start-failure.ts judgeBlocked)
+    await db.query(
+      `UPDATE images i SET start_blocked = NULL, start_blocked_at = NULL
+        WHERE i.start_blocked_at IS NOT NULL AND NOT (${owed} AND i.id = ANY($1::bigint[]))`, [[...serving]]);
     const { rows: pending } = await db.query<ImageRow & { proving: boolean }>(
-      `SELECT i.*, ${provingSql('i')} AS proving FROM images i
-        WHERE i.status = 'ready' AND (i.min_instances > 0 OR ${provingSql('i')}) AND NOT i.min_instances_provisioned ORDER BY i.id`);
+      `SELECT i.*, ${provingSql('i')} AS proving FROM images i WHERE ${owed} ORDER BY i.id`);
+    const tried: number[] = [];
     for (const img of pending) {
       if (this.stopped) break;
       if (!serving.has(img.id)) continue; // a revision nobody sends traffic to runs nothing
+      tried.push(img.id);
       try {
         const made = await service.create(img.user_id, img.id, 0, { provision: true, atLeast: img.proving ? 1 : 0 });
         rep.created += made.length;
@@ -288,6 +293,12 @@ export class Reconciler {
       } catch (e) {
         this.log.warn({ imageId: img.id, err: (e as Error).message }, 'could not start min_instances containers');
       }
+    }
+    // those none of whose instances could be made since the start deadline, as seen just now, are
+    // given up on (their deploys dropped: stored at once, as above)
+    if (!this.stopped && (await judgeBlocked({ db, log: this.log, deadlineMs: this.d.config.revisionStartDeadlineMs }, tried))) {
+      await settlePending(db);
+      this.d.service.routesChanged();
     }
     // Old inactive revisions beyond what the platform keeps (apps/retention.ts); their Docker
     // images and build directories go after the commit, best effort, outside the pass (removing

@@ -172,7 +172,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     await writeApp(app, 'from zero\n');
     const r = await berth(['deploy', app, '--host', 'zero.localhost', '--min', '0']);
     expect(r.code, r.out + r.err).toBe(0);
-    expect(r.err).toContain('1 instance healthy: it can serve, and scales from zero when idle');
+    expect(r.err).toContain('1 instance healthy: it can serve (the autoscaler scales it to zero when idle)');
     expect(await viaProxy('zero.localhost', '/www/index.html')).toEqual({ status: 200, body: 'from zero' });
   });
 

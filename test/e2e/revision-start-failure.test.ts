@@ -150,8 +150,11 @@ await describeWithDocker('a revision that cannot start', () => {
     await waitFor('its instances gone', async () => (await runningOf(user, bad)).length === 0, 30_000, 200);
     await waitFor('no route', async () => (await viaProxy(port(), host, '/')).status === 404, 10_000, 100);
     const good = await deploy(httpdApp([{ name: 'index.html', content: 'first\n' }]), 0, host);
-    await waitFor('proven', async () => (await user.get(`/api/apps/${host}`)).body.revisions
-      ?.find((r: { image_id: number }) => r.image_id === good)?.serving === true, 60_000, 200);
+    // (it serves meanwhile as the app's only revision: requests are held until it is healthy)
+    await waitFor('proven', async () => {
+      const r = (await user.get(`/api/apps/${host}`)).body.revisions?.find((x: { image_id: number }) => x.image_id === good);
+      return r?.serving === true && r.proving === false;
+    }, 60_000, 200);
     expect((await runningOf(user, good)).length).toBe(1);
     expect(await viaProxy(port(), host, '/')).toMatchObject({ status: 200, body: 'first' });
   }, 180_000);

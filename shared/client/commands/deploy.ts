@@ -239,7 +239,7 @@ DIR defaults to the current directory.`,
       if (wantInstances > 0) {
         await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname);
         phases.start = Date.now() - t;
-        const then = proven ? ': it can serve, and scales from zero when idle' : '';
+        const then = proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
         say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
       } else {
         say(`${ok} Ready; ${img.min_instances === 0 ? 'scales from zero: the first request starts an instance' : 'takes no traffic, so no instance runs yet'}`);
@@ -479,7 +479,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
       const why = failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})`
-        : blocked !== null && last.length === 0 ? ` (none can start now: ${printable(blocked)})` : '';
+        : blocked !== null ? ` (none can start now: ${printable(blocked)})` : '';
       s.set(`Starting instances: ${healthy}/${want} healthy${why}`);
       if (Date.now() > deadline) break;
       await wait(looping !== undefined ? 200 : 500, undefined, { signal });
@@ -521,8 +521,10 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     throw new ClientError(`image ${imageId} built, but its instance ${exits ? 'exits at start' : 'cannot be started'} (${printable(reason)}, ${num(Number(crashed.restart_count ?? 0) + 1)} times at start). ${output}${next}`, EXIT.failed);
   }
   // the reasons quote Docker and the app: printable before they become the error message
-  const summary = printable(last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`).join('; '))
-    || (blocked !== null ? `none can start: ${printable(blocked)}` : 'no containers yet');
+  const summary = [
+    ...last.map((c) => `container ${c.id}: ${c.status}/${c.health}${c.status_reason ? ` (${c.status_reason})` : ''}${portHint(c)}`),
+    ...(blocked !== null ? [`none can start now: ${blocked} (the control plane gives the revision up at its start deadline)`] : []),
+  ].map(printable).join('; ') || 'no containers yet';
   throw new ClientError(`image ${imageId} built, but its instances did not become healthy in time: ${summary}. See \`berth logs ${host}\`.`, EXIT.failed);
 }
 
