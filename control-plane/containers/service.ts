@@ -189,16 +189,16 @@ export class ContainerService {
         want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances) - wanted);
         // none can be made now: said on the revision, since when (a revision that never served is
         // given up on past the start deadline: apps/start-failure.ts); cleared once one can be
-        const blocked = want > 0 && room === 0 && wanted === 0 ? `the per-user container quota is full: ${this.quotaError(room).message}` : null;
+        const blocked = want > 0 && room <= 0 && wanted === 0 ? `the per-user container quota is full: ${this.quotaError(room).message}` : null;
         await tx.query(
           `UPDATE images SET start_blocked = $2, start_blocked_at = CASE WHEN $2::text IS NULL THEN NULL ELSE COALESCE(start_blocked_at, now()) END
             WHERE id = $1 AND start_blocked IS DISTINCT FROM $2::text`, [img.id, blocked]);
-        if (want > room) {
+        if (want > Math.max(0, room)) {
           // As many as fit now; the image stays owed the rest, and the reconcile loop tries again
           // (a rollout frees the old revision's share of the quota as it retires it).
           if (!this.quotaShort.has(img.id)) this.log.warn({ userId, imageId: img.id, wanted: want, quota: this.d.config.quotas.containers }, 'min_instances capped by the per-user container quota for now');
           this.quotaShort.add(img.id);
-          want = room;
+          want = Math.max(0, room);
         } else {
           this.quotaShort.delete(img.id);
           await tx.query('UPDATE images SET min_instances_provisioned = true WHERE id = $1', [img.id]);
@@ -211,9 +211,9 @@ export class ContainerService {
         }
         want = Math.max(0, img.max_instances - n);
       }
-      if (!opts.provision && want > room) {
+      if (!opts.provision && want > Math.max(0, room)) {
         if (!opts.cap) throw this.quotaError(room);
-        want = room;
+        want = Math.max(0, room);
       }
       const out: ContainerRow[] = [];
       for (let i = 0; i < want; i++) {
@@ -239,14 +239,15 @@ export class ContainerService {
   }
 
   /**
-   * How many more containers the user may have that should run (per-user quota). Locks the user
+   * How many more containers the user may have that should run (per-user quota; below zero when
+   * a lowered quota is already passed, so the refusal says what the user has). Locks the user
    * row (FOR NO KEY UPDATE) for the caller's transaction, so concurrent creates and starts of
    * one user are counted one after the other.
    */
   private async containerRoom(tx: DbClient, userId: number): Promise<number> {
     await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [userId]);
     const { rows: [{ n }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE user_id = $1 AND desired = 'running'`, [userId]);
-    return Math.max(0, this.d.config.quotas.containers - n);
+    return this.d.config.quotas.containers - n;
   }
 
   private quotaError(room: number): ApiError {

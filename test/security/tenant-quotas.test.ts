@@ -129,4 +129,11 @@ describe('per-user quotas', () => {
     const { rows: [{ n }] } = await t.cp.db.query<{ n: number }>('SELECT count(*)::int AS n FROM containers WHERE user_id = $1', [dave.id]);
     expect(n).toBe(3);
   });
+
+  it('a user past a quota lowered since is told what they have', async () => {
+    const erin = await user('q-erin@example.com');
+    const img = await insertImage(erin.id, 'ready');
+    for (let i = 0; i < 3; i++) await insertContainer(erin.id, img, 'running');
+    expectError(await erin.api.post(`/api/containers/${img}`, { count: 1 }), 409, 'container_quota_exceeded', /^you have 3 running container\(s\) of the 2 allowed/);
+  });
 });
