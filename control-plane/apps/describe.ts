@@ -9,6 +9,7 @@ interface RevisionSummary extends RevisionState {
   instances: number;
   ready_instances: number;
   start_failure: string | null;
+  start_blocked: string | null;
   proving: boolean;
   created_at: Date;
 }
@@ -23,7 +24,7 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
   if (hosts.length === 0) return out;
   const { rows } = await q.query<RevisionSummary>(
     `SELECT i.id, i.app_hostname, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed,
-            i.start_failure, ${provingSql('i')} AS proving, i.created_at,
+            i.start_failure, i.start_blocked, ${provingSql('i')} AS proving, i.created_at,
             c.instances, c.ready_instances
        FROM images i
        CROSS JOIN LATERAL (
@@ -59,6 +60,8 @@ function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | nul
         ready_instances: i.ready_instances,
         /** why it could not start (it takes no traffic; apps/start-failure.ts), else null */
         start_failure: i.failed ? i.start_failure ?? 'could not start' : null,
+        /** why none of its instances can be made now (the container quota is full), while it has not served */
+        start_blocked: i.failed || i.routable || deleting ? null : i.start_blocked,
         /** it scales from zero and runs one instance to prove it can serve before it takes the traffic (not once superseded) */
         proving: i.proving && !deleting && r.serving.has(i.id),
         traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,

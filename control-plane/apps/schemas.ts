@@ -22,6 +22,7 @@ const revisionSchema = object({
   ready_instances: { type: 'integer', minimum: 0, description: 'running and healthy' },
   proving: { type: 'boolean', description: 'it scales from zero and was deployed with traffic: one instance is started to prove it can serve before it takes the traffic (it then scales to zero when idle)' },
   start_failure: { ...nullableString, description: 'set when the revision could not start (GET /api/images/:id says when): it takes no traffic and runs nothing' },
+  start_blocked: { ...nullableString, description: 'while it has not served: why none of its instances can be made now (the per-user container quota is full); past the start deadline it is given up on' },
   traffic_percent: { type: 'integer', minimum: 0, maximum: 100 },
   traffic_tag: nullableString,
   tag_url: { ...nullableString, description: 'the revision by its (first) tag, on the proxy\'s scheme and port as url' },

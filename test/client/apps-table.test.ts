@@ -36,6 +36,11 @@ describe('berth apps', () => {
     expect(lines[2]).toMatch(/^\s+1 \(image 11\)\s+ready\s/);
   });
 
+  it('a revision none of whose instances can be made says the quota is full', () => {
+    const lines = appsTable([{ ...shop, revisions: [rev(1, 100), { ...rev(2, 0), proving: true, instances: 0, ready_instances: 0, start_blocked: 'the per-user container quota is full: …' }] }], false).trimEnd().split('\n');
+    expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+quota full\s+0\/0\s+0%$/);
+  });
+
   it('marks an app being deleted', () => {
     const out = appsTable([{ ...shop, deleting_at: '2026-12-01T03:00:00.000Z' }, { ...shop, app_hostname: 'b.localhost' }], false);
     expect(out).toContain('shop.localhost (deleting)');

@@ -55,6 +55,7 @@ await describeWithDocker('a revision none of whose instances can be made', () =>
     const waiting = await waitFor('blocked', async () => { const i = await image(b); return i.start_blocked ? i : undefined; }, 10_000, 100);
     expect(waiting).toMatchObject({ start_failed_at: null, start_failure: null });
     expect(waiting.start_blocked).toBe('the per-user container quota is full: you have 1 running container(s) of the 1 allowed; stop or delete some first');
+    expect((await user.get(`/api/apps/second-${tag}.example.com`)).body.revisions[0]).toMatchObject({ start_blocked: waiting.start_blocked, start_failure: null });
     const t0 = Date.now();
     const failed = await waitFor('given up', async () => { const i = await image(b); return i.start_failed_at ? i : undefined; }, 20_000, 100);
     expect(Date.now() - t0).toBeGreaterThan(DEADLINE_MS - 2000);

@@ -11,13 +11,16 @@ export interface AppRevision {
   start_failure?: string | null;
   /** one instance is being started to prove it can serve before it takes the traffic */
   proving?: boolean;
+  /** why none of its instances can be made now (the container quota is full) */
+  start_blocked?: string | null;
 }
 
 /**
- * A revision's status as shown: `could not start` once the control plane gave it up, `starting`
- * while it is being proven before it takes the traffic (Cloud Run's revision "deploying").
+ * A revision's status as shown: `could not start` once the control plane gave it up, `quota full`
+ * while none of its instances can be made, `starting` while it is being proven before it takes the
+ * traffic (Cloud Run's revision "deploying").
  */
-const statusOf = (r: AppRevision) => (r.start_failure ? 'could not start' : r.proving ? 'starting' : r.status);
+const statusOf = (r: AppRevision) => (r.start_failure ? 'could not start' : r.start_blocked ? 'quota full' : r.proving ? 'starting' : r.status);
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */
@@ -75,7 +78,10 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
     { header: 'traffic', value: (x) => `${x.r.traffic_percent}%${x.r.traffic_tag ? `  tag ${x.r.traffic_tag}` : ''}` },
     { header: 'env', value: (x) => (x.s?.env_names?.length ? x.s.env_names.join(', ') : null) },
   ]));
-  for (const { r } of rows) if (r.start_failure) out.write(`revision ${r.revision} could not start: ${printable(r.start_failure)}\n`);
+  for (const { r } of rows) {
+    if (r.start_failure) out.write(`revision ${r.revision} could not start: ${printable(r.start_failure)}\n`);
+    else if (r.start_blocked) out.write(`revision ${r.revision} cannot start yet: ${printable(r.start_blocked)}\n`);
+  }
   return EXIT.ok;
 }
 
