@@ -3,7 +3,7 @@ import { recordEvent } from '../events/outbox.js';
 import { INHERITED_FIELDS } from '../images/fields.js';
 import type { ImageRow } from '../images/repo.js';
 import { conflict } from '../http/errors.js';
-import { canonical, resolveTraffic, tagHost, trafficAfterDeploy, type RevisionState, type TrafficEntry } from './traffic.js';
+import { canonical, resolveTraffic, tagHost, trafficAfterDeploy, type TrafficEntry, type TrafficRevision } from './traffic.js';
 
 /** An `apps` row: one user's hostname, its revision counter and its traffic split. */
 export interface AppRow {
@@ -81,10 +81,10 @@ export const routableSql = (alias: string) => `(${alias}.routable_at IS NOT NULL
 /** SQL for RevisionState.failed on the images row `alias` (apps/start-failure.ts). */
 export const startFailedSql = (alias: string) => `(${alias}.start_failed_at IS NOT NULL)`;
 
-/** Every revision of an app, as the traffic resolution sees them. */
-export async function revisionStates(q: Queryable, host: string): Promise<RevisionState[]> {
-  const { rows } = await q.query<RevisionState>(
-    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed
+/** Every revision of an app, as the traffic resolution (and a split by hand: checkTraffic) sees them. */
+export async function revisionStates(q: Queryable, host: string): Promise<TrafficRevision[]> {
+  const { rows } = await q.query<TrafficRevision>(
+    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed, i.routable_at IS NOT NULL AS served
        FROM images i WHERE i.app_hostname = $1 ORDER BY i.revision`, [host]);
   return rows;
 }

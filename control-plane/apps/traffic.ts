@@ -29,6 +29,15 @@ export interface RevisionState {
   failed: boolean;
 }
 
+/** What checking a split by hand needs besides (apps/repo.ts revisionStates). */
+export interface TrafficRevision extends RevisionState {
+  /**
+   * an instance of it was healthy once (`routable_at`): one that scales from zero is routable
+   * without it, but a share by hand for it could take the app down if it cannot start
+   */
+  served: boolean;
+}
+
 export interface ResolvedTraffic {
   /** image id → percent of the app's hostname (only revisions with a share above 0) */
   percent: Map<number, number>;
@@ -119,7 +128,7 @@ export function canonical(e: TrafficEntry): TrafficEntry {
  * Validate a split a user sent for this app (400 naming the entry): one of image_id / latest per
  * entry, each revision once and `ready`, integer percents summing to 100, unique valid tags.
  */
-export function checkTraffic(entries: TrafficEntry[], host: string, revisions: RevisionState[]): TrafficEntry[] {
+export function checkTraffic(entries: TrafficEntry[], host: string, revisions: TrafficRevision[]): TrafficEntry[] {
   if (entries.length === 0) throw badRequest('traffic must have at least one entry');
   const byId = new Map(revisions.map((r) => [r.id, r]));
   const seen = new Set<number>();
@@ -137,7 +146,7 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: R
       if (r.status !== 'ready') throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) is ${r.status}, not ready`);
       if (r.failed) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) could not start (\`berth apps ${host}\` or GET /api/images/${r.id} says why) and takes no traffic; deploy a fixed revision, or a new one from it with other settings (\`berth deploy --no-build\`, POST /api/apps/${host}/revisions)`);
       // (as Cloud Run routes only to a ready revision: one that never served could take the app down)
-      if (!r.routable && e.percent > 0) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) has not served yet (no instance of it has been healthy), so it takes no share; a deploy with traffic moves it there once it is healthy, and a tag (percent 0) starts it to try it first`);
+      if (!r.served && e.percent > 0) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) has not served yet (no instance of it has been healthy), so it takes no share; a deploy with traffic moves it there once it is healthy, and a tag (percent 0) lets you try it first (a request to its tag URL starts it)`);
       if (seen.has(e.image_id)) throw badRequest(`${at}: image ${e.image_id} appears twice`);
       seen.add(e.image_id);
     } else {

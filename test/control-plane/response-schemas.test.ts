@@ -256,6 +256,8 @@ describe('response schemas', () => {
     const host = 'apps-schemas.example.com';
     const v1 = await insertReadyImage(t.cp, me, host);
     const v2 = await insertReadyImage(t.cp, me, host);
+    // v1 served once (a share by hand goes only to a revision that did)
+    await t.cp.db.query('UPDATE images SET routable_at = now() WHERE id = $1', [v1]);
     const list = same(await api.get('/api/apps'), 200);
     expect(list.apps.map((a: { app_hostname: string }) => a.app_hostname)).toContain(host);
     // a split with a pinned revision, a tag and latest: every kind of traffic entry
