@@ -493,6 +493,17 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect((await berth(['delete', host, '--yes'])).code).toBe(0);
   }, 120_000);
 
+  it('deploy of an app deleted while it builds says so', async () => {
+    const app = join(tmp.dir, 'doomed');
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN sleep 4\nCMD ["sh", "-c", "exec httpd -f -p $PORT"]\n`);
+    const deploying = berth(['deploy', app, '--host', 'cli-doomed.localhost']);
+    await waitFor('building', async () => (await h.cp.db.query(`SELECT 1 FROM images WHERE app_hostname = 'cli-doomed.localhost' AND status = 'building'`)).rows.length > 0, 30_000, 50);
+    expect((await berth(['delete', 'cli-doomed.localhost', '--yes'])).code).toBe(0);
+    const r = await deploying;
+    expect([r.code, r.err]).toEqual([1, expect.stringMatching(/berth deploy: image \d+ of cli-doomed\.localhost is gone: it, or its app, was deleted while it deployed\n$/)]);
+  }, 120_000);
+
   it('delete: needs --yes off a terminal, then drains and removes a running app; its URL stops answering', async () => {
     const app = join(tmp.dir, 'bye');
     await writeApp(app, 'bye\n');

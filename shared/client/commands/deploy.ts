@@ -145,8 +145,10 @@ DIR defaults to the current directory.`,
 
     let t = Date.now();
     let packed: Awaited<ReturnType<typeof packDirectory>> | null = null;
+    // what the server goes on doing if the command is interrupted now
+    let onServer = 'goes on building and starting';
+    let img: Image | undefined;
     try {
-      let img: Image;
       if (noBuild) {
         // a new revision from the image the app has: the settings and environment change, nothing is built
         const body: Record<string, unknown> = {};
@@ -209,7 +211,7 @@ DIR defaults to the current directory.`,
       progress.done(`${ok} Uploaded ${formatBytes(packed.bytes)} ${dim(stderr, formatDuration(phases.upload))}`);
       await setAccess(img.app_hostname);
       signal.addEventListener('abort', () => {
-        stderr.write(`\ninterrupted: image ${num(img.id)} of ${shownHost} goes on building and starting on the server (berth apps, berth logs ${shownHost})\n`);
+        stderr.write(`\ninterrupted: image ${num(img!.id)} of ${shownHost} ${onServer} on the server (berth apps ${shownHost}, berth logs ${shownHost})\n`);
       }, { once: true });
       const rev = img.revision ? `revision ${num(img.revision)} of ` : '';
       say(`  Building ${rev}${shownHost} (image ${num(img.id)})…`);
@@ -225,6 +227,7 @@ DIR defaults to the current directory.`,
         return EXIT.failed;
       }
       say(`${ok} Built image ${num(img.id)} ${dim(stderr, formatDuration(phases.build))}`);
+      onServer = 'goes on starting';
       }
       const shownHost = printable(img.app_hostname);
 
@@ -241,6 +244,7 @@ DIR defaults to the current directory.`,
         phases.start = Date.now() - t;
         const then = proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
         say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
+        onServer = 'is up';
       } else {
         say(`${ok} Ready; ${img.min_instances === 0 ? 'scales from zero: the first request starts an instance' : 'takes no traffic, so no instance runs yet'}`);
       }
@@ -248,7 +252,8 @@ DIR defaults to the current directory.`,
       // traffic (with revisions): until the new revision serves its share
       t = Date.now();
       const app = await waitTraffic(client, img.app_hostname, img.id, noTraffic, deadline, signal);
-      const mine = app?.revisions.find((r) => r.image_id === img.id);
+      const imageId = img.id;
+      const mine = app?.revisions.find((r) => r.image_id === imageId);
       if (app && !noTraffic) phases.traffic = Date.now() - t;
 
       // every proxy has the new table (and, when it serves, the revision's instances): curl works now
@@ -286,6 +291,12 @@ DIR defaults to the current directory.`,
         ].join('\n'));
       }
       return EXIT.ok;
+    } catch (e) {
+      // deleted meanwhile (berth delete, DELETE /api/images/:id): the server stopped its build or its instances
+      if (img !== undefined && e instanceof ClientError && e.api?.status === 404 && e.api.code === 'not_found') {
+        throw new ClientError(`image ${img.id} of ${printable(img.app_hostname)} is gone: it, or its app, was deleted while it deployed`, EXIT.failed, e.api);
+      }
+      throw e;
     } finally {
       await packed?.cleanup();
     }
@@ -487,7 +498,8 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   } finally {
     s.clear();
   }
-  const givenUp = `The revision takes no traffic, and the control plane gives it up (its instances are stopped): fix the app and deploy again. See \`berth logs ${host}\`.`;
+  // (its instances go with it: `berth apps HOST` keeps the reason and the last output)
+  const givenUp = `The revision takes no traffic, and the control plane gives it up (its instances are stopped): fix the app and deploy again. \`berth apps ${host}\` keeps why.`;
   const shown = (lines: string[]) => `Its last output:\n${lines.map((l) => `  | ${printable(l)}`).join('\n')}\n`;
   if (superseded) {
     throw new ClientError(`image ${imageId} built, but a later deploy or traffic change took its place before it served: it takes no traffic and runs nothing. See \`berth apps ${host}\`.`, EXIT.failed);
@@ -499,7 +511,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     const exits = /times at start$/.test(why) && /exited|out of memory/.test(why);
     // (none could be made: the app is not at fault)
     const next = /^no instance could be started/.test(why)
-      ? 'The revision takes no traffic: stop or delete some of your containers (`berth containers`), then deploy again.' : givenUp;
+      ? `The revision takes no traffic: make room (\`berth containers\` lists yours; \`berth delete HOST\` removes an app, \`berth deploy --no-build --min 0\` lets one scale to zero), then deploy again.` : givenUp;
     throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}). ${lines.length ? shown(lines) : ''}${next}`, EXIT.failed);
   }
   if (crashed) {
