@@ -2,9 +2,9 @@
  * The shape of an image's upload fields, one set of rules for the control plane (the JSON schema
  * of POST and PATCH /api/images in control-plane/images/fields.ts is built from these) and the CLI
  * (`berth deploy` refuses a bad flag with the same words before it packs and uploads anything).
- * Like shared/tag.ts for traffic tags. What needs more than a pattern stays on the control plane:
- * the CPU (0.01–256) and memory (6m–1t) amounts (and the operator's maxima, which only it
- * knows). The app hostname's rules are shared/hostname.ts appHostnameProblem, used by both.
+ * Like shared/tag.ts for traffic tags. The CPU amount (0.01–256) is cpuAmount's; what needs more
+ * than that stays on the control plane: the memory amount (6m–1t) and the operator's maxima,
+ * which only it knows. The app hostname's rules are shared/hostname.ts appHostnameProblem, used by both.
  *
  * Patterns are JSON-schema strings (ajv compiles them with the `u` flag; `fieldProblem` does too).
  * cpu_limit and memory_limit have no minLength: their patterns refuse "" with the helpful words.
@@ -58,3 +58,10 @@ export function fieldProblem(field: ImageTextField, value: string): string | nul
   if (!PATTERNS[field].test(value)) return `must be ${rule.help}`;
   return null;
 }
+
+/** "0.5" → 0.5 CPUs, "500m" → 0.5 (to the millicore); null when not between 0.01 and 256 (CPU_RANGE). */
+export function cpuAmount(s: string): number | null {
+  const v = s.endsWith('m') ? Number(s.slice(0, -1)) / 1000 : Number(s);
+  return Number.isFinite(v) && v >= 0.01 && v <= 256 ? Math.round(v * 1000) / 1000 : null;
+}
+export const CPU_RANGE = 'between 0.01 and 256 CPUs';

@@ -1,4 +1,4 @@
-import { ENV_LIMITS, envNameProblem } from '../../shared/env-vars.js';
+import { envNameProblem, envSetProblem } from '../../shared/env-vars.js';
 import { badRequest } from '../http/errors.js';
 
 /**
@@ -43,15 +43,12 @@ export function nextEnv(previous: Env, fields: { env?: string; env_unset?: strin
       const problem = envNameProblem(name);
       if (problem) throw badRequest(`field "env": the name "${name.slice(0, 80)}" ${problem}`);
       if (typeof value !== 'string') throw badRequest(`field "env": the value of ${name} must be a string`);
-      if (value.includes('\0')) throw badRequest(`field "env": the value of ${name} contains a NUL byte, which no environment can hold`);
-      if (Buffer.byteLength(value) > ENV_LIMITS.valueBytes) throw badRequest(`field "env": the value of ${name} is longer than ${ENV_LIMITS.valueBytes} bytes`);
       out.set(name, value);
     }
   }
+  const problem = envSetProblem(out);
+  if (problem !== null) throw badRequest(`field "env": ${problem}`);
   const names = [...out.keys()].sort();
-  if (names.length > ENV_LIMITS.vars) throw badRequest(`field "env": ${names.length} variables; at most ${ENV_LIMITS.vars}`);
-  const total = names.reduce((n, k) => n + Buffer.byteLength(k) + Buffer.byteLength(out.get(k)!) + 2, 0);
-  if (total > ENV_LIMITS.totalBytes) throw badRequest(`field "env": the variables take ${total} bytes; at most ${ENV_LIMITS.totalBytes}`);
   // stored as JSONB and spread into the container's environment: own keys only, no prototype
   const env: Env = Object.create(null) as Env;
   for (const k of names) env[k] = out.get(k)!;

@@ -1,7 +1,7 @@
 import { TAG_MAX_LENGTH } from '../../shared/tag.js';
 import { Ajv } from 'ajv';
 import { appHostnameProblem, isValidHostPattern, normalizeHost } from '../../shared/hostname.js';
-import { IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T, type ImageTextField } from '../../shared/image-fields.js';
+import { CPU_RANGE, cpuAmount, IMAGE_INT_FIELDS as N, IMAGE_TEXT_FIELDS as T, type ImageTextField } from '../../shared/image-fields.js';
 import { ApiError, badRequest } from '../http/errors.js';
 import { hardenNumbers, int, numberAjvOptions } from '../http/schemas.js';
 
@@ -164,11 +164,11 @@ export function checkAppHostname(host: string): void {
   if (why !== null) throw badRequest(`field "app_hostname": "${host}" ${why}`);
 }
 
-/** "0.5" → 0.5 CPUs, "500m" → 0.5. Between 0.01 and 256. */
+/** "0.5" → 0.5 CPUs, "500m" → 0.5 (shared/image-fields.ts cpuAmount). Between 0.01 and 256. */
 export function parseCpu(s: string): number {
-  const v = s.endsWith('m') ? Number(s.slice(0, -1)) / 1000 : Number(s);
-  if (!Number.isFinite(v) || v < 0.01 || v > 256) throw badRequest(`field "cpu_limit": "${s}" must be between 0.01 and 256 CPUs`);
-  return Math.round(v * 1000) / 1000;
+  const v = cpuAmount(s);
+  if (v === null) throw badRequest(`field "cpu_limit": "${s}" must be ${CPU_RANGE}`);
+  return v;
 }
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };

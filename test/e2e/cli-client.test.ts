@@ -106,6 +106,17 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const tag = await berth(['deploy', '--tag', '1canary', '--host', HOST]);
     expect(tag.code).toBe(2);
     expect(tag.err).toContain('starting with a letter');
+    // the server's hostname, CPU and environment rules too (they were found only after the upload)
+    const label = 'x'.repeat(64);
+    for (const [flags, says] of [
+      [['--host', '-x.localhost'], 'is not a valid hostname'], [['--host', 'a..localhost'], 'is not a valid hostname'],
+      [['--host', `${label}.localhost`], 'is not a valid hostname'], [['--host', HOST, '--cpu', '0'], 'must be between 0.01 and 256 CPUs'],
+      [['--host', HOST, '--cpu', '1000'], 'must be between 0.01 and 256 CPUs'], [['--host', HOST, '--env', `A=${'v'.repeat(33 * 1024)}`], '--env: the value of A is longer than 32768 bytes'],
+      [['--host', HOST, ...Array.from({ length: 201 }, (_, i) => ['--env', `V${i}=1`]).flat()], '--env: 201 variables; at most 200'],
+    ] as const) {
+      const r = await berth(['deploy', ...flags]);
+      expect([r.code, r.err], flags.join(' ').slice(0, 80)).toEqual([2, expect.stringContaining(says)]);
+    }
   });
 
   it('login reads email and password from stdin and stores an API token, mode 0600', async () => {

@@ -1,8 +1,9 @@
 import { setTimeout as wait } from 'node:timers/promises';
 import { credentialsPath } from '../credentials.js';
-import { IMAGE_INT_FIELDS as N, fieldProblem, type ImageTextField } from '../../image-fields.js';
+import { CPU_RANGE, cpuAmount, IMAGE_INT_FIELDS as N, fieldProblem, type ImageTextField } from '../../image-fields.js';
 import { tagProblem } from '../../tag.js';
-import { appHostnameProblem, normalizeHost } from '../../hostname.js';
+import { appHostnameProblem, isValidHostPattern, normalizeHost } from '../../hostname.js';
+import { envSetProblem } from '../../env-vars.js';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -87,6 +88,10 @@ DIR defaults to the current directory.`,
     if (host.length > 253 || !/^[A-Za-z0-9.-]+$/.test(host)) throw new UsageError(`--host "${host.slice(0, 80)}" is not a hostname`);
     const hostProblem = appHostnameProblem(normalizeHost(host));
     if (hostProblem !== null) throw new UsageError(`--host "${host}" ${hostProblem}`);
+    // (the control plane's rule: labels of 1–63 characters, not starting or ending with "-")
+    if (host.startsWith('*') || !isValidHostPattern(normalizeHost(host))) {
+      throw new UsageError(`--host "${host.slice(0, 80)}" is not a valid hostname: labels of 1–63 letters, digits and "-", not starting or ending with "-", joined by single dots`);
+    }
     // the control plane's own rules (shared/image-fields.ts), checked before anything is packed or uploaded
     const min = intOption(opts.min, 'min', N.min_instances.min, N.min_instances.max);
     const max = intOption(opts.max, 'max', N.max_instances.min, N.max_instances.max);
@@ -112,6 +117,7 @@ DIR defaults to the current directory.`,
       say(`${paint(stderr, 'green', '✔')} ${printable(appHost)} is ${makePrivate ? 'private: only callers with an invoker token reach it (berth access)' : 'public'}`);
     };
     checkField('cpu', 'cpu_limit', opts.cpu);
+    if (opts.cpu !== undefined && cpuAmount(opts.cpu) === null) throw new UsageError(`--cpu "${opts.cpu}" must be ${CPU_RANGE}`);
     checkField('memory', 'memory_limit', opts.memory);
     checkField('health-path', 'health_path', opts['health-path']);
     const tagBad = opts.tag === undefined ? null : tagProblem(opts.tag);
@@ -122,6 +128,8 @@ DIR defaults to the current directory.`,
       const [k, v] = envAssignment(a, '--env');
       env.set(k, v);
     }
+    const envProblem = envSetProblem(env);
+    if (envProblem !== null) throw new UsageError(`--env: ${envProblem}`);
     const unset = list('unset-env').flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
     for (const n of unset) {
       if (env.has(n)) throw new UsageError(`--unset-env ${n} and --env ${n}=… contradict each other`);
