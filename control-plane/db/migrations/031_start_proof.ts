@@ -2,8 +2,8 @@
  * What giving a revision up at start (apps/start-failure.ts) and proving one before it takes the
  * traffic (apps/repo.ts provingSql) read, each from its own row:
  * - `images.proof_required`: decided once, when a revision that scales from zero is deployed with
- *   traffic over an app with a revision that served (apps/repo.ts joinTraffic; since, with traffic
- *   at all: an app's first revision is proven too). Read from other
+ *   traffic over an app with a revision that served (apps/repo.ts joinTraffic; later, every
+ *   one deployed with traffic: an app's first revision is proven too). Read from other
  *   rows at every resolution, the rule let a proving revision become routable the moment a later
  *   deploy took the pending slot. The route table reads it: the images trigger gains it.
  * - `containers.app_exits` and `last_exit`: how many times an instance's app exited (or could not
