@@ -473,9 +473,11 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
   let failure: string | undefined;
   let superseded = false;
   let blocked: string | null = null;
+  let portSeen = '';
   try {
     for (;;) {
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
+      portSeen = last.map(portHint).find((h) => h !== '') ?? portSeen;
       const healthy = last.filter((c) => c.status === 'running' && c.health === 'healthy').length;
       if (healthy >= want) { s.clear(); return; }
       // an instance that never became healthy, started twice again, and down a third time (it
@@ -520,7 +522,9 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     // (none could be made: the app is not at fault)
     const next = /^no instance could be started/.test(why)
       ? `The revision takes no traffic: make room (\`berth containers\` lists yours; \`berth delete HOST\` removes an app, \`berth deploy --no-build --min 0\` lets one scale to zero), then deploy again.` : givenUp;
-    throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}). ${lines.length ? shown(lines) : ''}${next}`, EXIT.failed);
+    // (the wrong-port hint shown while waiting stays in the verdict at the start deadline)
+    const hint = /^no instance became healthy/.test(why) ? portSeen : '';
+    throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}${hint}). ${lines.length ? shown(lines) : ''}${next}`, EXIT.failed);
   }
   if (crashed) {
     // one that exited as Docker started it is removed at once: the control plane keeps its last
