@@ -312,6 +312,24 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect([typo.code, typo.err.trim()]).toEqual([1, `berth containers: you have no app cli-helo.localhost (did you mean ${HOST}?)`]);
   });
 
+  it('containers stop|start: by id; bad ids and actions are usage errors', async () => {
+    // (the app that scales from zero: stopping its instance scales it to zero, nothing else waits on it)
+    const list = JSON.parse((await berth(['containers', '--app', 'zero.localhost', '--json'])).out).containers as { id: number; desired: string }[];
+    const c = list.find((x) => x.desired === 'running')!;
+    expect(c).toBeDefined();
+    const stop = await berth(['containers', 'stop', String(c.id)]);
+    expect([stop.code, stop.out]).toEqual([0, `container ${c.id}: stopped (stopped by its user)\n`]);
+    const again = await berth(['containers', 'stop', String(c.id)]);
+    expect([again.code, again.err]).toEqual([1, expect.stringContaining(`container ${c.id} is already stopped`)]);
+    const start = await berth(['containers', 'start', String(c.id), '--json']);
+    expect(start.code, start.err).toBe(0);
+    expect(JSON.parse(start.out).containers[0]).toMatchObject({ id: c.id, status: 'running' });
+    for (const bad of [['kill', '1'], ['stop'], ['stop', 'x1'], ['stop', '0'], ['stop', '99999999999999999999']]) {
+      expect((await berth(['containers', ...bad])).code, bad.join(' ')).toBe(2);
+    }
+    expect((await berth(['containers', 'stop', '999999'])).code).toBe(1);
+  });
+
   it('traffic: a tagged revision without traffic, a split, validation, then back to latest', async () => {
     const app = join(tmp.dir, 'app');
     await writeFile(join(app, 'www', 'index.html'), '<h1>v3</h1>\n');

@@ -1,5 +1,6 @@
 import { UsageError } from '../../cli/args.js';
-import { ClientError, EXIT } from '../client.js';
+import { ClientError, EXIT, type BerthClient } from '../client.js';
+import { num, printable } from '../style.js';
 import { didYouMean } from '../../cli/suggest.js';
 import { defineClientCommand } from '../command.js';
 import { printJson, table } from '../output.js';
@@ -10,12 +11,24 @@ interface Container {
 }
 interface Image { id: number; app_hostname: string; revision?: number; containers: Container[] }
 
-/** `berth containers [--app HOST]`: every instance with its app, revision, status and health. */
+/** Most containers one `stop`/`start` names (each is one API call). */
+const MAX_IDS = 100;
+
+/**
+ * `berth containers [--app HOST]`: every instance with its app, revision, status and health.
+ * `berth containers stop|start ID…`: POST /api/containers/:id/stop|start, one after the other.
+ */
 export const run = defineClientCommand({
-  usage: 'berth containers [--app HOST] [--json]',
-  description: 'List your containers (instances): app, revision, status, health, host port and age.',
+  usage: 'berth containers [--app HOST] [--json] | berth containers stop|start ID…',
+  description: `List your containers (instances): app, revision, status, health, host port and age.
+  berth containers stop 12 13    stop instances (drained from the proxies first); they stay stopped:
+                                 an app with a floor runs that many fewer, one that scales from zero
+                                 is at zero until its next request (docs/containers.md)
+  berth containers start 12      start a stopped instance again (it counts against your quota)`,
+  positional: { min: 0, max: 1 + MAX_IDS, names: 'stop|start ID…' },
   options: [{ name: 'app', help: 'only the instances of this app hostname' }],
-  async run({ opts, json, client, stdout }) {
+  async run({ opts, args, json, client, stdout }) {
+    if (args.length > 0) return act(client, args, json, stdout);
     const app = opts.app?.toLowerCase().replace(/\.$/, '');
     if (app !== undefined && !/^[a-z0-9.-]{1,300}$/.test(app)) throw new UsageError(`--app "${opts.app}" is not an app hostname`);
     const { images } = await client.get<{ images: Image[] }>('/api/images/with-containers');
@@ -42,6 +55,24 @@ export const run = defineClientCommand({
     return EXIT.ok;
   },
 });
+
+async function act(client: BerthClient, args: string[], json: boolean, out: NodeJS.WriteStream): Promise<number> {
+  const [verb, ...rest] = args;
+  if (verb !== 'stop' && verb !== 'start') throw new UsageError(`unknown action "${verb.slice(0, 40)}": berth containers stop|start ID…`);
+  if (rest.length === 0) throw new UsageError(`berth containers ${verb} needs the id of a container (berth containers lists them)`);
+  const ids = rest.map((a) => {
+    if (!/^[1-9]\d{0,15}$/.test(a) || !Number.isSafeInteger(Number(a))) throw new UsageError(`"${a.slice(0, 40)}" is not a container id (berth containers lists them)`);
+    return Number(a);
+  });
+  const done: Container[] = [];
+  for (const id of ids) {
+    const c = await client.post<Container>(`/api/containers/${id}/${verb}`);
+    done.push(c);
+    if (!json) out.write(`container ${num(c.id)}: ${printable(c.status)}${c.status_reason ? ` (${printable(c.status_reason)})` : ''}\n`);
+  }
+  if (json) printJson({ containers: done });
+  return EXIT.ok;
+}
 
 function age(iso: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
