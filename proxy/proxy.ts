@@ -148,6 +148,8 @@ async function start(o: ProxyOptions, lock: DataDirLock | null): Promise<ProxyHa
     }
   };
   if (tls) { warnExpiry(tls.config.expiry); warnSkipped(tls.config); }
+  // a wake the control plane cannot do now: the held requests are answered at once (either mode)
+  if (activator) activator.onRefused = (id) => { if (plane) plane.refuseWake(id); else pool?.refuseWake(id); };
   if (o.workers <= 1 && o.threaded !== true) {
     plane = new DataPlane({ logger: log, accessLogRate: o.accessLogRate, upstreamConnections: o.upstreamConnections, ownNames: o.ownNames });
     runtime.activate = activator ? (id) => activator.activate(id) : null;

@@ -4,7 +4,7 @@ import { USER_STOPPED, type ContainerService } from './service.js';
 import { servingRevisions } from '../discovery/route-table.js';
 import { provingSql } from '../apps/repo.js';
 
-export type ActivationResult = 'starting' | 'already_running' | 'not_found' | 'not_scaled_to_zero';
+export type ActivationResult = 'starting' | 'already_running' | 'not_found' | 'not_scaled_to_zero' | 'no_room';
 
 /**
  * Waking a scaled-to-zero app (min_instances 0) when a proxy holds requests for it
@@ -58,6 +58,10 @@ export class Activation {
       if (!img || img.status !== 'ready' || img.app_hostname === null) return 'not_found';
       // a revision that lost its traffic meanwhile is not woken (proxies move its held requests)
       if (!(await servingRevisions(this.db, img.app_hostname)).has(img.id)) return 'not_found';
+      // nothing of it wanted running and no room in its owner's quota for one: said now, so the
+      // proxies answer the requests they hold at once rather than at the hold's timeout
+      const { rows: [w] } = await this.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
+      if (w.n === 0 && (await this.service.roomNow(img.user_id)) <= 0) return 'no_room';
       // (one being proven, its instance not made yet: that one, as the reconcile loop makes it —
       // whichever comes first — not one more besides)
       if (img.min_instances > 0 || (img.proving && !img.min_instances_provisioned)) {

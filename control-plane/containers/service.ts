@@ -250,6 +250,12 @@ export class ContainerService {
     return this.d.config.quotas.containers - n;
   }
 
+  /** How many more containers the user may have that should run, read now (no lock: a hint, as for a wake's quick refusal). */
+  async roomNow(userId: number): Promise<number> {
+    const { rows: [{ n }] } = await this.d.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE user_id = $1 AND desired = 'running'`, [userId]);
+    return this.d.config.quotas.containers - n;
+  }
+
   private quotaError(room: number): ApiError {
     const max = this.d.config.quotas.containers;
     return conflict(`you have ${max - room} running container(s) of the ${max} allowed; stop or delete some first`, 'container_quota_exceeded');

@@ -164,6 +164,7 @@ export default async function discoveryPlugin(app: FastifyInstance, opts: { hub:
     if (!Number.isSafeInteger(imageId)) throw badRequest('route id out of range');
     const r = await activation.request(imageId);
     if (r === 'not_found') throw notFound('route');
+    if (r === 'no_room') throw conflict(`route ${req.params.id} has no instance and its owner's container quota is full: none can start now`, 'container_quota_exceeded');
     if (r === 'not_scaled_to_zero') throw conflict(`route ${req.params.id} does not scale to zero (min_instances > 0); its instances are managed by the reconcile loop`, 'not_scaled_to_zero');
     return reply.code(202).send({ route: req.params.id, result: r });
   });

@@ -8,6 +8,8 @@ export interface Waiting {
   expireWait(): void;
   /** Its route left the table (traffic moved to another revision): route it again by its host. */
   rehome(): void;
+  /** Its route is asleep and cannot be woken now (no room for an instance): answer 503 at once. */
+  refuseWake(): void;
   /** the client went away, or the request was answered otherwise */
   readonly gone: boolean;
   waitingSince: number;

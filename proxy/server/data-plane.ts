@@ -219,6 +219,20 @@ export class DataPlane {
     return { version: table.version, routes: table.routes.length, ms: performance.now() - t0 };
   }
 
+  /**
+   * The control plane cannot start an instance for `routeId` now (its owner's container quota is
+   * full): the requests held for its wake are answered 503 `not_started` at once instead of at the
+   * hold's timeout. Not those of a route that has endpoints (they wait for a slot, not a wake).
+   */
+  refuseWake(routeId: string): number {
+    const h = this.state.homes.get(routeId);
+    const q = h?.queue ?? null;
+    if (h === undefined || q === null || q.length === 0 || (h.route !== null && h.route.targets.length > 0)) return 0;
+    const held = q.takeAll();
+    for (const w of held) w.refuseWake();
+    return held.length;
+  }
+
   get tableVersion(): number | null {
     return runtime.table?.version ?? null;
   }

@@ -206,6 +206,11 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
     if (this.pipeline > 1) this.pipeline = r.pipeline > 1 ? r.pipeline : 1;
   }
 
+  refuseWake(): void {
+    this.destroyBody();
+    this.fail(503, 'not_started', `route "${this.route.id}": the app is at zero instances and cannot start one now (its owner has no room for another); try again later`);
+  }
+
   expireWait(): void {
     this.destroyBody();
     this.fail(504, 'queue_timeout', `route "${this.route.id}": no endpoint could take the request within ${this.route.queue!.timeoutMs} ms`);

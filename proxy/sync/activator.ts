@@ -19,6 +19,8 @@ export const ACTIVATE_CONNECTIONS = 16;
  * that brings the new endpoint, and time out (504 queue_timeout) if it never comes.
  */
 export class Activator {
+  /** the control plane answered that it cannot start an instance for the route now (its owner's quota is full) */
+  onRefused: ((routeId: string) => void) | null = null;
   private readonly last = new Map<string, number>();
   private readonly deferred = new Map<string, NodeJS.Timeout>();
   private readonly dispatcher = new Agent({ connections: ACTIVATE_CONNECTIONS });
@@ -75,10 +77,26 @@ export class Activator {
         bodyTimeout: 5000,
       });
       const text = await res.body.text();
+      // no room for an instance: the held requests are answered now, not at the hold's timeout
+      if (res.statusCode === 409 && errorCode(text) === 'container_quota_exceeded') {
+        this.logger.warn({ route: routeId }, 'the app cannot be woken now: its owner\'s container quota is full');
+        this.onRefused?.(routeId);
+        return;
+      }
       if (res.statusCode >= 400) this.logger.warn({ route: routeId, status: res.statusCode, body: text.slice(0, 300) }, 'control plane refused to wake the app');
       else this.logger.info({ route: routeId }, 'asked the control plane to wake the app');
     } catch (e) {
       this.logger.warn({ route: routeId, err: (e as Error).message }, 'could not reach the control plane to wake the app');
     }
+  }
+}
+
+/** The API error's code in a body, or null (not the hot path: a wake call answered). */
+function errorCode(text: string): string | null {
+  try {
+    const code = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
+    return typeof code === 'string' ? code : null;
+  } catch {
+    return null;
   }
 }

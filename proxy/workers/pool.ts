@@ -218,6 +218,11 @@ export class WorkerPool {
     });
   }
 
+  /** The control plane cannot wake this route now: every thread answers the requests it holds for it (DataPlane.refuseWake). */
+  refuseWake(routeId: string): void {
+    for (let i = 0; i < this.workers.length; i++) if (!this.gone[i]) this.workers[i].postMessage({ type: 'wake-refused', route: routeId });
+  }
+
   apply(spec: RouteTableSpec): Promise<{ version: number; routes: number; ms: number }> {
     return this.applyEach({ type: 'apply', spec }, spec);
   }

@@ -91,6 +91,8 @@ port.on('message', (m: { type: string; seq: number; spec?: never; deltas?: never
     const c = m as unknown as { token: string; answer: string | null };
     setChallenge(c.token, c.answer);
     port.postMessage({ type: 'acme-set', seq: m.seq });
+  } else if (m.type === 'wake-refused') {
+    plane.refuseWake((m as unknown as { route: string }).route);
   } else if (m.type === 'close') {
     // the last metering counts (requests that finished while draining) go to the main thread
     void plane.close().then(() => port.postMessage({ type: 'closed', entries: plane.drainMeters() }));

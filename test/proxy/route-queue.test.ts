@@ -10,6 +10,7 @@ class W implements Waiting {
   resume(): boolean { if (!this.room()) return false; this.resumed++; return true; }
   expireWait(): void { this.gone = true; }
   rehome(): void {}
+  refuseWake(): void { this.gone = true; }
 }
 
 describe('RouteQueue', () => {

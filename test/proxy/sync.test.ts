@@ -18,6 +18,8 @@ function sseServer(token: string) {
   const activations: string[] = [];
   const watchUrls: string[] = [];
   let current = '';
+  /** what a wake call is answered (the control plane's: 202 starting, or 409 when no instance can start) */
+  const wakeAnswer = { status: 202, body: '{"starting":true}' };
   const server = createServer((req, res) => {
     if (req.headers.authorization !== `Bearer ${token}`) { res.writeHead(401); res.end('{"error":{"code":"unauthorized"}}'); return; }
     if (req.url?.split('?')[0] === '/v1/routes/watch') {
@@ -38,14 +40,14 @@ function sseServer(token: string) {
     const wake = /^\/v1\/routes\/([^/]+)\/activate$/.exec(req.url ?? '');
     if (wake !== null && req.method === 'POST') {
       activations.push(decodeURIComponent(wake[1]));
-      res.writeHead(202, { 'content-type': 'application/json' });
-      res.end('{"starting":true}');
+      res.writeHead(wakeAnswer.status, { 'content-type': 'application/json' });
+      res.end(wakeAnswer.body);
       return;
     }
     res.writeHead(404); res.end();
   });
   return {
-    server, reports, watchUrls, activations,
+    server, reports, watchUrls, activations, wakeAnswer,
     publish(t: object) {
       current = JSON.stringify(t);
       for (const c of clients) c.write(`event: routes\ndata: ${current}\n\n`);
@@ -226,6 +228,45 @@ describe('control-plane subscription', () => {
       for (const p of procs.splice(0)) await p.stop();
       await cp.close();
       await b?.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it.each([['one thread', []], ['two worker threads', ['--workers', '2']]] as const)('a wake the control plane cannot do (its owner\'s quota is full) answers the held requests 503 at once (%s)', async (_what, workers) => {
+    const cp = sseServer('tok');
+    const cpPort = await cp.listen();
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-sync-'));
+    try {
+      cp.wakeAnswer.status = 409;
+      cp.wakeAnswer.body = '{"error":{"code":"container_quota_exceeded","message":"route img-1 has no instance and its owner\'s container quota is full: none can start now"}}';
+      // scaled to zero: no endpoint, held for a wake (for up to 30 s by default)
+      cp.publish(table([route('img-1', ['app.test'], [], { wake: true })], 300));
+      const p = await startProxy(null, ['--control-plane', `http://127.0.0.1:${cpPort}`, '--token', 'tok', '--data-dir', dataDir, ...workers]);
+      procs.push(p);
+      await waitFor(async () => (await get(p, 'other.test')).status === 404); // the table is in
+      const t0 = Date.now();
+      const rs = await Promise.all([get(p, 'app.test'), get(p, 'app.test', '/x')]);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      for (const r of rs) {
+        expect([r.status, r.headers['x-berth-error']]).toEqual([503, 'not_started']);
+        expect(r.body).toMatch(/^503 not_started: route "img-1": the app is at zero instances and cannot start one now/);
+      }
+      expect(cp.activations).toContain('img-1');
+      // a wake that works again: the next request is held and answered by the new instance
+      cp.wakeAnswer.status = 202;
+      cp.wakeAnswer.body = '{"starting":true}';
+      const a = await startUpstream('a');
+      try {
+        const held = get(p, 'app.test');
+        await waitFor(() => cp.activations.length >= 2, 10_000);
+        cp.publish(table([route('img-1', ['app.test'], [a.address], { wake: true })], 301));
+        expect((await held).status).toBe(200);
+      } finally {
+        await a.close();
+      }
+    } finally {
+      for (const p of procs.splice(0)) await p.stop();
+      await cp.close();
       rmSync(dataDir, { recursive: true, force: true });
     }
   }, 30_000);

@@ -130,6 +130,18 @@ describe('per-user quotas', () => {
     expect(n).toBe(3);
   });
 
+  it('a wake of an app at zero with no room in its owner\'s quota is refused at once (the proxies answer their held requests 503)', async () => {
+    const fay = await user('q-fay@example.com');
+    const asleep = await insertImage(fay.id, 'ready'); // min_instances 0, no instance: scaled to zero
+    const other = await insertImage(fay.id, 'ready');
+    const filled = [await insertContainer(fay.id, other, 'running'), await insertContainer(fay.id, other, 'running')];
+    const wake = () => new Api(t.cp.url).req('POST', `/v1/routes/img-${asleep}/activate`, { token: t.cp.app.platform.proxyTokens.current });
+    expectError(await wake(), 409, 'container_quota_exceeded', new RegExp(`^route img-${asleep} has no instance and its owner's container quota is full: none can start now$`));
+    // room again: the wake is taken (Docker is away here: it fails after the answer, logged)
+    await t.cp.db.query('DELETE FROM containers WHERE id = $1', [filled[0]]);
+    expect((await wake()).status).toBe(202);
+  });
+
   it('a user past a quota lowered since is told what they have', async () => {
     const erin = await user('q-erin@example.com');
     const img = await insertImage(erin.id, 'ready');
