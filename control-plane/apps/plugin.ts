@@ -16,7 +16,7 @@ import { errorResponses, noContent } from '../http/responses.js';
 import { appListSchema, appSchema } from './schemas.js';
 import { describeApp, describeApps } from './describe.js';
 import { checkTagHostsFree, revisionStates, setTraffic, type AppRow } from './repo.js';
-import { checkTraffic, type TrafficEntry } from './traffic.js';
+import { checkTraffic, resolveTraffic, type TrafficEntry } from './traffic.js';
 
 type HostReq = { Params: { host: string } };
 
@@ -67,7 +67,9 @@ export default async function appsPlugin(app: FastifyInstance): Promise<void> {
   }, async (req) => {
     const a = await withTransaction(app.db, async (c) => {
       const a = await own(c, req.user!.id, req.params.host, true);
-      const next = checkTraffic(req.body.traffic, a.app_hostname, await revisionStates(c, a.app_hostname));
+      const revisions = await revisionStates(c, a.app_hostname);
+      // (a revision that never served keeps what share it has, no more)
+      const next = checkTraffic(req.body.traffic, a.app_hostname, revisions, resolveTraffic(a.traffic, revisions, a.pending_image_id).percent);
       await checkTagHostsFree(c, a.app_hostname, next.flatMap((e) => (e.tag ? [e.tag] : [])));
       const changed = await setTraffic(c, a, next, 'api');
       // an explicit split overrides a deploy that was waiting to take the traffic; when the split

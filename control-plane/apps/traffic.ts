@@ -126,11 +126,17 @@ export function canonical(e: TrafficEntry): TrafficEntry {
 
 /**
  * Validate a split a user sent for this app (400 naming the entry): one of image_id / latest per
- * entry, each revision once and `ready`, integer percents summing to 100, unique valid tags.
+ * entry, each revision once and `ready`, integer percents summing to 100, unique valid tags, and
+ * no more share than it has now (`now`: image id → percent, the stored split resolved) for a
+ * revision that has not served, named or as `latest`.
  */
-export function checkTraffic(entries: TrafficEntry[], host: string, revisions: TrafficRevision[]): TrafficEntry[] {
+export function checkTraffic(entries: TrafficEntry[], host: string, revisions: TrafficRevision[], now: ReadonlyMap<number, number> = new Map()): TrafficEntry[] {
   if (entries.length === 0) throw badRequest('traffic must have at least one entry');
   const byId = new Map(revisions.map((r) => [r.id, r]));
+  const latestNow = resolveTraffic([], revisions).latest;
+  // (as Cloud Run routes only to a ready revision: one that never served could take the app down)
+  const unproven = (r: TrafficRevision | undefined, percent: number) => r !== undefined && !r.served && percent > (now.get(r.id) ?? 0);
+  const why = 'has not served yet (no instance of it has been healthy), so it takes no more share than it has; a deploy with traffic moves it there once it is healthy, and a tag (percent 0) lets you try it first (a request to its tag URL starts it)';
   const seen = new Set<number>();
   const tags = new Set<string>();
   let latest = false;
@@ -145,13 +151,14 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: T
       if (!r) throw badRequest(`${at}: image ${e.image_id} is not a revision of ${host}`);
       if (r.status !== 'ready') throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) is ${r.status}, not ready`);
       if (r.failed) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) could not start (\`berth apps ${host}\` or GET /api/images/${r.id} says why) and takes no traffic; deploy a fixed revision, or a new one from it with other settings (\`berth deploy --no-build\`, POST /api/apps/${host}/revisions)`);
-      // (as Cloud Run routes only to a ready revision: one that never served could take the app down)
-      if (!r.served && e.percent > 0) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) has not served yet (no instance of it has been healthy), so it takes no share; a deploy with traffic moves it there once it is healthy, and a tag (percent 0) lets you try it first (a request to its tag URL starts it)`);
+      if (unproven(r, e.percent)) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) ${why}`);
       if (seen.has(e.image_id)) throw badRequest(`${at}: image ${e.image_id} appears twice`);
       seen.add(e.image_id);
     } else {
       if (latest) throw badRequest(`${at}: "latest" appears twice`);
       latest = true;
+      const r = latestNow === null ? undefined : byId.get(latestNow);
+      if (unproven(r, e.percent)) throw badRequest(`${at}: "latest" is revision ${r!.revision} (image ${r!.id}), which ${why}`);
     }
     if (!Number.isInteger(e.percent) || e.percent < 0 || e.percent > 100) throw badRequest(`${at}: percent must be an integer from 0 to 100`);
     if (e.percent === 0 && e.tag === undefined) throw badRequest(`${at}: a 0 % entry needs a tag (it would say nothing)`);

@@ -405,7 +405,10 @@ export class ContainerService {
       const img = await imageOf(this.d.db, c);
       if (img.status !== 'ready') throw conflict(`image ${img.id} is ${img.status}`, 'image_not_ready');
       await withTransaction(this.d.db, async (tx) => {
-        if (c.desired !== 'running' && (await this.containerRoom(tx, userId)) < 1) throw this.quotaError(0);
+        if (c.desired !== 'running') {
+          const room = await this.containerRoom(tx, userId);
+          if (room < 1) throw this.quotaError(room);
+        }
         await tx.query(`UPDATE containers SET desired = 'running', status = 'creating', status_reason = NULL, updated_at = now() WHERE id = $1`, [c.id]);
       });
       try {

@@ -208,7 +208,8 @@ export class Exchange extends ClientResponse implements UpstreamHandler {
 
   refuseWake(): void {
     this.destroyBody();
-    this.fail(503, 'not_started', `route "${this.route.id}": the app is at zero instances and cannot start one now (its owner has no room for another); try again later`);
+    // (the owner's quota is theirs to know: the visitor is told only that none can start now)
+    this.fail(503, 'not_started', `route "${this.route.id}": the app is at zero instances and cannot start one now; try again later`);
   }
 
   expireWait(): void {

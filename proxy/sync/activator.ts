@@ -15,8 +15,9 @@ export const ACTIVATE_CONNECTIONS = 16;
 /**
  * Wakes scaled-to-zero apps: `POST /v1/routes/:id/activate` (proxy token) to the control plane,
  * at most once per route every ACTIVATE_EVERY_MS however many requests are waiting — one call
- * per burst, not per request. Fire and forget: held requests are released by the route table
- * that brings the new endpoint, and time out (504 queue_timeout) if it never comes.
+ * per burst, not per request. Held requests are released by the route table that brings the new
+ * endpoint, and time out (504 queue_timeout) if it never comes; a wake the control plane refuses
+ * for want of room (409 container_quota_exceeded) has them answered at once (onRefused).
  */
 export class Activator {
   /** the control plane answered that it cannot start an instance for the route now (its owner's quota is full) */
@@ -80,6 +81,10 @@ export class Activator {
       // no room for an instance: the held requests are answered now, not at the hold's timeout
       if (res.statusCode === 409 && errorCode(text) === 'container_quota_exceeded') {
         this.logger.warn({ route: routeId }, 'the app cannot be woken now: its owner\'s container quota is full');
+        // (the ask already due for this burst would only be refused again: a later request asks
+        // anew, once per window as before)
+        const t = this.deferred.get(routeId);
+        if (t) { clearTimeout(t); this.deferred.delete(routeId); }
         this.onRefused?.(routeId);
         return;
       }

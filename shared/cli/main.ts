@@ -13,7 +13,7 @@ const COMMANDS: Record<string, { module: string; summary: string }> = {
   apps: { module: '../client/commands/apps.js', summary: 'list your apps: revisions, status, instances, traffic' },
   logs: { module: '../client/commands/logs.js', summary: "print or follow an app's logs (every instance)" },
   events: { module: '../client/commands/events.js', summary: 'what happened to your apps: builds, instances, autoscaling, traffic (--follow)' },
-  containers: { module: '../client/commands/containers.js', summary: 'list your containers (instances)' },
+  containers: { module: '../client/commands/containers.js', summary: 'list your containers (instances); stop or start one' },
   traffic: { module: '../client/commands/traffic.js', summary: "show or set an app's traffic split between revisions" },
   access: { module: '../client/commands/access.js', summary: 'who may call an app: public, or private with invoker tokens' },
   delete: { module: '../client/commands/delete.js', summary: 'delete an app: stop serving, remove its instances, then every revision' },

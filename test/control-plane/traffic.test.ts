@@ -2,7 +2,7 @@
 import { TAG_MAX_LENGTH, tagProblem } from '../../shared/tag.js';
 import { describe, expect, it } from 'vitest';
 import { checkAppHostname } from '../../control-plane/images/fields.js';
-import { checkTag, checkTraffic, promote, resolveTraffic, trafficAfterDeploy, type RevisionState, type TrafficRevision } from '../../control-plane/apps/traffic.js';
+import { checkTag, checkTraffic, promote, resolveTraffic, trafficAfterDeploy, type RevisionState, type TrafficEntry, type TrafficRevision } from '../../control-plane/apps/traffic.js';
 
 const rev = (id: number, revision: number, status: RevisionState['status'] = 'ready', routable = true, failed = false, served = routable): TrafficRevision => ({ id, revision, status, routable, failed, served });
 
@@ -100,7 +100,9 @@ describe('trafficAfterDeploy and the pending revision', () => {
 });
 
 describe('checkTraffic', () => {
-  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false), rev(4, 4, 'ready', false, true), rev(5, 5, 'ready', false), rev(6, 6, 'ready', true, false, false)];
+  const revs = [rev(1, 1), rev(2, 2), rev(3, 3, 'building', false), rev(4, 4, 'ready', false, true), rev(5, 5, 'ready', false)];
+  // the newest, scaling from zero (routable without a proof), never woken
+  const fresh = [...revs, rev(6, 6, 'ready', true, false, false)];
   const bad = (entries: unknown[]) => {
     try { checkTraffic(entries as never, 'shop.example.com', revs); } catch (e) { return (e as Error).message; }
     return 'accepted';
@@ -112,9 +114,18 @@ describe('checkTraffic', () => {
     // one that never served: no share (the app would go down with it), a tag to try it is fine
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 5, percent: 50 }])).toMatch(/traffic\[1\]: revision 5 \(image 5\) has not served yet/);
     expect(bad([{ image_id: 1, percent: 100 }, { image_id: 5, percent: 0, tag: 'try' }])).toBe('accepted');
-    // one that scales from zero (routable without a proof) but never woke: the same
-    expect(bad([{ image_id: 6, percent: 100 }])).toMatch(/traffic\[0\]: revision 6 \(image 6\) has not served yet/);
-    expect(bad([{ image_id: 1, percent: 100 }, { image_id: 6, percent: 0, tag: 'try' }])).toBe('accepted');
+    // one that scales from zero (routable without a proof) but never woke: the same, named or as
+    // `latest`, unless it has that share already (a split stored before, sent again with a new tag)
+    const check = (entries: TrafficEntry[], now?: Map<number, number>) => {
+      try { return checkTraffic(entries, 'shop.example.com', fresh, now); } catch (e) { return (e as Error).message; }
+    };
+    expect(check([{ image_id: 6, percent: 100 }])).toMatch(/traffic\[0\]: revision 6 \(image 6\) has not served yet/);
+    expect(check([{ image_id: 1, percent: 100 }, { image_id: 6, percent: 0, tag: 'try' }])).toEqual([{ image_id: 1, percent: 100 }, { image_id: 6, percent: 0, tag: 'try' }]);
+    expect(check([{ latest: true, percent: 100 }])).toMatch(/traffic\[0\]: "latest" is revision 6 \(image 6\), which has not served yet/);
+    expect(check([{ latest: true, percent: 100 }], new Map([[6, 100]]))).toEqual([{ latest: true, percent: 100 }]);
+    expect(check([{ image_id: 6, percent: 50 }, { image_id: 1, percent: 50, tag: 'old' }], new Map([[6, 50], [1, 50]])))
+      .toEqual([{ image_id: 6, percent: 50 }, { image_id: 1, percent: 50, tag: 'old' }]);
+    expect(check([{ image_id: 6, percent: 60 }, { image_id: 1, percent: 40 }], new Map([[6, 50], [1, 50]]))).toMatch(/traffic\[0\]: revision 6 \(image 6\) has not served yet/);
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 4, percent: 50 }])).toMatch(/traffic\[1\]: revision 4 \(image 4\) could not start \(`berth apps shop\.example\.com` or GET \/api\/images\/4 says why\)/);
     expect(bad([{ image_id: 1, percent: 50 }, { image_id: 1, percent: 50 }])).toMatch(/traffic\[1\].*twice/);
     expect(bad([{ latest: true, percent: 50 }, { latest: true, percent: 50 }])).toMatch(/traffic\[1\].*latest/);

@@ -28,7 +28,10 @@ export const run = defineClientCommand({
   positional: { min: 0, max: 1 + MAX_IDS, names: 'stop|start ID…' },
   options: [{ name: 'app', help: 'only the instances of this app hostname' }],
   async run({ opts, args, json, client, stdout }) {
-    if (args.length > 0) return act(client, args, json, stdout);
+    if (args.length > 0) {
+      if (opts.app !== undefined) throw new UsageError('--app lists one app\'s containers; stop and start take container ids');
+      return act(client, args, json, stdout);
+    }
     const app = opts.app?.toLowerCase().replace(/\.$/, '');
     if (app !== undefined && !/^[a-z0-9.-]{1,300}$/.test(app)) throw new UsageError(`--app "${opts.app}" is not an app hostname`);
     const { images } = await client.get<{ images: Image[] }>('/api/images/with-containers');

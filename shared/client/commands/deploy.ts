@@ -521,7 +521,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
     const exits = /times at start$/.test(why) && /exited|out of memory/.test(why);
     // (none could be made: the app is not at fault)
     const next = /^no instance could be started/.test(why)
-      ? `The revision takes no traffic: make room (\`berth containers\` lists yours, \`berth containers stop ID\` stops one; \`berth delete HOST\` removes an app, \`berth deploy --host HOST --no-build --min 0\` lets one scale to zero), then deploy again.` : givenUp;
+      ? `The revision takes no traffic: make room (\`berth containers\` lists yours, \`berth containers stop ID\` stops one, \`berth delete HOST\` removes an app), then deploy again.` : givenUp;
     // (the wrong-port hint shown while waiting stays in the verdict at the start deadline)
     const hint = /^no instance became healthy/.test(why) ? portSeen : '';
     throw new ClientError(`image ${imageId} built, but ${exits ? 'its instance exits at start' : 'it could not start'} (${printable(why)}${hint}). ${lines.length ? shown(lines) : ''}${next}`, EXIT.failed);
