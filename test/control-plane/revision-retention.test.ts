@@ -90,8 +90,8 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
     t = await startTestControlPlane({ seedDefaultUser: false, revisionsKept: 2, revisionsGraceMs: 0, reconcileIntervalMs: 60_000, autoscale: { enabled: false } });
     alice = await new Api(t.cp.url).signup('retention@example.com');
     userId = Number((await alice.get('/api/auth/me')).body.user.id);
-    // five revisions, each with its own Docker tag and build directory, and all traffic pinned to
-    // revision 1 (a rollback): 1 and 5 (latest, newest) are active. One transaction, so the loop's
+    // five revisions that served once, each with its own Docker tag and build directory, and all
+    // traffic pinned to revision 1 (a rollback): 1 and 5 (latest, newest) are active. One transaction, so the loop's
     // own first pass never sees the app half made (with `latest` taking the traffic, it would
     // rightly delete revision 1 first).
     for (let r = 1; r <= 5; r++) await docker.getImage(BASE_IMAGE).tag({ repo, tag: String(r) });
@@ -99,8 +99,8 @@ await describeWithDocker('the reconcile loop deletes old inactive revisions', ()
       for (let r = 1; r <= 5; r++) {
         const rev = await insertApp(c, userId, host);
         const { rows: [row] } = await c.query<{ id: number }>(
-          `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances)
-           VALUES ($1, 'x', 'latest', $2, $3, 'ready', $4, 0, 1) RETURNING id`, [userId, host, rev, `${repo}:${r}`]);
+          `INSERT INTO images (user_id, name, tag, app_hostname, revision, status, docker_image, min_instances, max_instances, routable_at)
+           VALUES ($1, 'x', 'latest', $2, $3, 'ready', $4, 0, 1, now()) RETURNING id`, [userId, host, rev, `${repo}:${r}`]);
         ids.push(Number(row.id));
         await mkdir(buildDir(t.cp.config.dataDir, userId, Number(row.id)), { recursive: true });
       }
