@@ -17,16 +17,19 @@ export interface AppRevision {
 
 /**
  * A revision's status as shown: `could not start` once the control plane gave it up, `quota full`
- * while none of its instances can be made, `starting` while it is being proven before it takes the
- * traffic (Cloud Run's revision "deploying").
+ * while none of its instances can be made, `starting` while it is being proven or is the deploy
+ * waiting to take the traffic once an instance is healthy (Cloud Run's revision "deploying").
  */
-const statusOf = (r: AppRevision) => (r.start_failure ? 'could not start' : r.start_blocked ? 'quota full' : r.proving ? 'starting' : r.status);
+const statusOf = (r: AppRevision, a: App) =>
+  (r.start_failure ? 'could not start' : r.start_blocked ? 'quota full' : r.proving || a.pending_image_id === r.image_id ? 'starting' : r.status);
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */
   deleting_at?: string | null;
   /** only callers with an invoker token reach it (berth access) */
   private?: boolean;
+  /** a revision deployed with traffic that takes it once an instance of it is healthy */
+  pending_image_id?: number | null;
   revisions: AppRevision[];
   traffic: { image_id?: number; latest?: boolean; percent: number; tag?: string; revision?: number | null }[];
 }
@@ -68,7 +71,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
   out.write(`${printable(app.app_hostname)}  ${printable(app.url)}${app.private ? '  (private: invoker tokens only)' : ''}${app.deleting_at ? `  (being deleted since ${printable(app.deleting_at)}: serves nothing)` : ''}\n`);
   out.write(table(rows, [
     { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
-    { header: 'status', value: (x) => statusOf(x.r) },
+    { header: 'status', value: (x) => statusOf(x.r, app) },
     { header: 'instances', value: (x) => `${x.r.ready_instances ?? x.r.instances}/${x.r.instances}${x.s ? ` (${x.s.min_instances}–${x.s.max_instances})` : ''}` },
     { header: 'concurrency', value: (x) => (x.s ? (x.s.container_concurrency === 0 ? 'no limit' : x.s.container_concurrency) : null) },
     { header: 'timeout', value: (x) => (x.s?.request_timeout_s !== undefined ? `${x.s.request_timeout_s}s` : null) },
@@ -86,20 +89,20 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
 }
 
 export function appsTable(apps: App[], all: boolean): string {
-  const rows: { host: string; r: AppRevision }[] = [];
+  const rows: { host: string; r: AppRevision; a: App }[] = [];
   for (const a of apps) {
     const newest = Math.max(...a.revisions.map((r) => r.revision));
     let first = true;
     for (const r of [...a.revisions].sort((x, y) => y.revision - x.revision)) {
       if (!all && r.traffic_percent === 0 && !r.traffic_tag && r.revision !== newest) continue;
-      rows.push({ host: first ? `${a.app_hostname}${a.deleting_at ? ' (deleting)' : ''}` : '', r });
+      rows.push({ host: first ? `${a.app_hostname}${a.deleting_at ? ' (deleting)' : ''}` : '', r, a });
       first = false;
     }
   }
   return table(rows, [
     { header: 'host', value: (x) => x.host },
     { header: 'revision', value: (x) => `${x.r.revision} (image ${x.r.image_id})` },
-    { header: 'status', value: (x) => statusOf(x.r) },
+    { header: 'status', value: (x) => statusOf(x.r, x.a) },
     { header: 'instances', value: (x) => (x.r.ready_instances !== undefined ? `${x.r.ready_instances}/${x.r.instances}` : x.r.instances) },
     { header: 'traffic', value: (x) => `${x.r.traffic_percent}%${x.r.traffic_tag ? `  tag ${x.r.traffic_tag}` : ''}` },
   ]);
