@@ -72,6 +72,14 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
 export const provingSql = (alias: string) => `(${alias}.proof_required AND ${alias}.routable_at IS NULL AND ${alias}.start_failed_at IS NULL)`;
 
 /**
+ * SQL for "the reconcile loop owes this revision its first instances" on the images row `alias`:
+ * built, with a floor or being proven, and not provisioned yet. One definition for the loop's
+ * provisioning and the verdict on a revision none of whose instances can be made
+ * (apps/start-failure.ts judgeBlocked).
+ */
+export const owedSql = (alias: string) => `(${alias}.status = 'ready' AND (${alias}.min_instances > 0 OR ${provingSql(alias)}) AND NOT ${alias}.min_instances_provisioned)`;
+
+/**
  * SQL for "this revision can take traffic" (RevisionState.routable) on the images row `alias`:
  * healthy once, or ready and scaling from zero (unless it is being proven first: provingSql).
  * The one definition every query uses.

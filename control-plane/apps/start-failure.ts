@@ -3,7 +3,7 @@ import { withTransaction, type Db } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import { OUTPUT_NOTE, withoutControls } from '../containers/service.js';
 import type { ContainerRow } from '../images/repo.js';
-import { provingSql } from './repo.js';
+import { owedSql } from './repo.js';
 
 /**
  * Revisions that cannot start, given up on by the server (the reconcile loop, leader only), as
@@ -126,8 +126,7 @@ export async function judgeBlocked(j: StartJudge, tried: readonly number[]): Pro
 }
 
 /** What a blocked revision must still be when it is given up on (images row `images`). */
-const STILL_BLOCKED = `start_blocked_at IS NOT NULL AND NOT min_instances_provisioned
-  AND (min_instances > 0 OR ${provingSql('images')})
+const STILL_BLOCKED = `start_blocked_at IS NOT NULL AND ${owedSql('images')}
   AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.image_id = images.id AND c.desired = 'running')`;
 
 /**

@@ -246,13 +246,12 @@ export class ContainerService {
    */
   private async containerRoom(tx: DbClient, userId: number): Promise<number> {
     await tx.query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [userId]);
-    const { rows: [{ n }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE user_id = $1 AND desired = 'running'`, [userId]);
-    return this.d.config.quotas.containers - n;
+    return this.roomNow(userId, tx);
   }
 
-  /** How many more containers the user may have that should run, read now (no lock: a hint, as for a wake's quick refusal). */
-  async roomNow(userId: number): Promise<number> {
-    const { rows: [{ n }] } = await this.d.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE user_id = $1 AND desired = 'running'`, [userId]);
+  /** How many more containers the user may have that should run, read now (without containerRoom's lock: a hint, as for a wake's quick refusal). */
+  async roomNow(userId: number, q: Queryable = this.d.db): Promise<number> {
+    const { rows: [{ n }] } = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE user_id = $1 AND desired = 'running'`, [userId]);
     return this.d.config.quotas.containers - n;
   }
 

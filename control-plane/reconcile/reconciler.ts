@@ -7,7 +7,7 @@ import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runt
 import { dockerTime, VANISHED, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
-import { provingSql, settlePending } from '../apps/repo.js';
+import { owedSql, provingSql, settlePending } from '../apps/repo.js';
 import { judgeBlocked, judgeStarts } from '../apps/start-failure.js';
 import { collectRevisions } from '../apps/retention.js';
 
@@ -273,7 +273,7 @@ export class Reconciler {
     // user-deleted one is not recreated: explicit user intent wins over min_instances.
     // A revision that scales from zero, deployed with traffic, gets one instance to prove it can
     // serve before it takes the traffic (apps/repo.ts provingSql).
-    const owed = `i.status = 'ready' AND (i.min_instances > 0 OR ${provingSql('i')}) AND NOT i.min_instances_provisioned`;
+    const owed = owedSql('i');
     // a revision no longer owed instances, or no longer served, is not blocked: an old time would
     // be judged if it were tried again (apps/start-failure.ts judgeBlocked)
     await db.query(

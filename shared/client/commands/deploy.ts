@@ -89,7 +89,7 @@ DIR defaults to the current directory.`,
     const hostProblem = appHostnameProblem(normalizeHost(host));
     if (hostProblem !== null) throw new UsageError(`--host "${host}" ${hostProblem}`);
     // (the control plane's rule: labels of 1–63 characters, not starting or ending with "-")
-    if (host.startsWith('*') || !isValidHostPattern(normalizeHost(host))) {
+    if (!isValidHostPattern(normalizeHost(host))) {
       throw new UsageError(`--host "${host.slice(0, 80)}" is not a valid hostname: labels of 1–63 letters, digits and "-", not starting or ending with "-", joined by single dots`);
     }
     // the control plane's own rules (shared/image-fields.ts), checked before anything is packed or uploaded
