@@ -8,8 +8,10 @@
  *   BENCH_WARMUP=2         seconds of unmeasured warm-up per target and scenario (0 = none)
  *   BENCH_CONNECTIONS=50   concurrent connections
  *   BENCH_SCENARIOS=small,64k,rr3,post,conn1k,routes10k,push10k
- *   BENCH_TARGETS=direct,berth,berth-pipeline,nginx,fastify-http-proxy,http-proxy
- *                  (berth-pipeline: berth with RouteSpec.pipeline = 8 on the bench routes)
+ *   BENCH_TARGETS=direct,berth,berth-pipeline,uws-floor,nginx,fastify-http-proxy,http-proxy
+ *                  (berth-pipeline: berth with RouteSpec.pipeline = 8 on the bench routes;
+ *                  uws-floor: not a proxy, the least uWS + Node can do to relay a request:
+ *                  the ceiling of berth's runtime on this machine, see peers/uws-floor.ts)
  *   BENCH_LOADGEN=wrk|autocannon   (default: wrk when installed)
  *   BENCH_UPSTREAM=nginx|uws       (default: nginx when installed)
  *   BENCH_PIN=0                    do not pin with taskset
@@ -242,7 +244,7 @@ export async function runMacro(): Promise<MacroReport> {
   const warmupS = num('BENCH_WARMUP', Math.min(2, durationS));
   const connections = Math.max(1, Math.floor(num('BENCH_CONNECTIONS', 50)));
   const scenarioIds = list('BENCH_SCENARIOS', ['small', '64k', 'rr3', 'post', 'conn1k', 'routes10k', 'push10k']);
-  const targetIds = list('BENCH_TARGETS', ['direct', 'berth', 'berth-pipeline', 'nginx', 'fastify-http-proxy', 'http-proxy']);
+  const targetIds = list('BENCH_TARGETS', ['direct', 'berth', 'berth-pipeline', 'uws-floor', 'nginx', 'fastify-http-proxy', 'http-proxy']);
   const conn1kS = num('BENCH_CONN1K_DURATION', 5);
   const conn1kC = Math.floor(num('BENCH_CONN1K_CONNECTIONS', 1000));
   const pin: Pinning = choosePinning();
@@ -303,6 +305,7 @@ export async function runMacro(): Promise<MacroReport> {
     if (want('nginx')) proxies.push(await startNginxProxy(dir, upstream.ports, proxyCpu));
     if (want('fastify-http-proxy')) proxies.push(await startNodePeer(dir, 'fastify-http-proxy', upstream.ports, proxyCpu));
     if (want('http-proxy')) proxies.push(await startNodePeer(dir, 'http-proxy', upstream.ports, proxyCpu));
+    if (want('uws-floor')) proxies.push(await startNodePeer(dir, 'uws-floor', upstream.ports, proxyCpu));
     for (const p of proxies) say(`   ${p.label.padEnd(20)} ${p.unavailable ? `n/a (${p.unavailable})` : `:${p.port}  ${p.notes ?? ''}`}`);
     environment.targets = proxies.map((p) => ({ id: p.id, port: p.port, notes: p.notes, unavailable: p.unavailable }));
 
@@ -581,8 +584,10 @@ function checkTargets(report: MacroReport, say: (s?: string) => void): MacroRepo
       if (!b || !q) rows.push({ target: `${sc}: berth ≥ 5× ${peer}`, status: 'n/a', measured: !b ? 'berth not measured' : `${peer} not measured` });
       else {
         const r = b.rps! / q.rps!;
-        // what the goal asks of anyone on this machine: nginx's own multiple of the peer
-        const ref = n ? `; nginx itself ${(n.rps! / q.rps!).toFixed(2)}×` : '';
+        // what the goal asks of anyone on this machine: nginx's own multiple of the peer, and the
+        // most a proxy on berth's runtime reaches (the uWS floor, which does none of a proxy's work)
+        const f = get(sc, 'uws-floor');
+        const ref = (n ? `; nginx itself ${(n.rps! / q.rps!).toFixed(2)}×` : '') + (f ? `; the uWS floor ${(f.rps! / q.rps!).toFixed(2)}×` : '');
         rows.push({ target: `${sc}: berth ≥ 5× ${peer}`, status: r >= 5 ? 'PASS' : 'FAIL', measured: `${r.toFixed(2)}× (${fmt(b.rps)} vs ${fmt(q.rps)}${ref})` });
       }
     }

@@ -26,7 +26,7 @@ export interface Upstream {
 }
 
 export interface ProxyTarget {
-  id: 'berth' | 'berth-pipeline' | 'nginx' | 'fastify-http-proxy' | 'http-proxy';
+  id: 'berth' | 'berth-pipeline' | 'nginx' | 'fastify-http-proxy' | 'http-proxy' | 'uws-floor';
   label: string;
   port: number;
   proc?: Tracked;
@@ -308,12 +308,16 @@ ${up('rr', ports)}
 
 export async function startNodePeer(
   dir: string,
-  id: 'fastify-http-proxy' | 'http-proxy',
+  id: 'fastify-http-proxy' | 'http-proxy' | 'uws-floor',
   ports: number[],
   cpu: string | undefined,
 ): Promise<ProxyTarget> {
-  const t: ProxyTarget = { id, label: id === 'fastify-http-proxy' ? '@fastify/http-proxy' : 'http-proxy', port: await freePort() };
-  t.notes = id === 'fastify-http-proxy' ? 'fastify 5 + reply-from (undici), logger off' : 'node:http + keep-alive agent, xfwd';
+  const label = id === 'fastify-http-proxy' ? '@fastify/http-proxy' : id === 'uws-floor' ? 'uWS floor (no proxy)' : 'http-proxy';
+  const t: ProxyTarget = { id, label, port: await freePort() };
+  t.notes =
+    id === 'fastify-http-proxy' ? 'fastify 5 + reply-from (undici), logger off'
+    : id === 'uws-floor' ? "not a proxy: uWS 20.30 + berth's socket primitives with no checks, no books (bench/macro/peers/uws-floor.ts)"
+    : 'node:http + keep-alive agent, xfwd';
   return guarded(t, async () => {
     t.proc = spawnTracked(process.execPath, [join(here, 'peers', `${id}.js`)], {
       name: id,
