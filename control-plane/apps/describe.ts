@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.js';
-import { provingSql, routableSql, startFailedSql, type AppRow } from './repo.js';
+import { provingAsideSql, provingSql, routableSql, startFailedSql, type AppRow } from './repo.js';
 import { resolveTraffic, tagHost, type RevisionState } from './traffic.js';
 import { hostUrl } from '../../shared/client/urls.js';
 
@@ -24,7 +24,7 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
   if (hosts.length === 0) return out;
   const { rows } = await q.query<RevisionSummary>(
     `SELECT i.id, i.app_hostname, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed,
-            i.start_failure, i.start_blocked, ${provingSql('i')} AS proving, i.created_at,
+            i.start_failure, i.start_blocked, ${provingSql('i')} AS proving, ${provingAsideSql('i')} AS aside, i.created_at,
             c.instances, c.ready_instances
        FROM images i
        CROSS JOIN LATERAL (

@@ -1,7 +1,7 @@
 import { withTransaction, type Db, type Queryable } from '../db/pool.js';
 import { recordEvent } from '../events/outbox.js';
 import { INHERITED_FIELDS } from '../images/fields.js';
-import type { ImageRow } from '../images/repo.js';
+import type { ImageRow, JoinsTraffic } from '../images/repo.js';
 import { conflict } from '../http/errors.js';
 import { canonical, resolveTraffic, tagHost, trafficAfterDeploy, type TrafficEntry, type TrafficRevision } from './traffic.js';
 
@@ -72,6 +72,15 @@ export async function claimRevision(tx: Queryable, host: string, userId: number)
 export const provingSql = (alias: string) => `(${alias}.proof_required AND ${alias}.routable_at IS NULL AND ${alias}.start_failed_at IS NULL)`;
 
 /**
+ * SQL for "this revision is proven outside the split" (RevisionState.aside): a plain deploy into a
+ * split set by hand that gives it no share (`joins_traffic` none, not `no_traffic`) is started
+ * once all the same, as Cloud Run makes every deployed revision ready, so that the deploy says
+ * whether it can serve and a split may name it afterwards (a share by hand needs a revision that
+ * served: checkTraffic). Once proven it is scaled to zero until a split names it.
+ */
+export const provingAsideSql = (alias: string) => `(${provingSql(alias)} AND ${alias}.joins_traffic = 'none')`;
+
+/**
  * SQL for "the reconcile loop owes this revision its first instances" on the images row `alias`:
  * built, with a floor or being proven, and not provisioned yet. One definition for the loop's
  * provisioning and the verdict on a revision none of whose instances can be made
@@ -92,7 +101,8 @@ export const startFailedSql = (alias: string) => `(${alias}.start_failed_at IS N
 /** Every revision of an app, as the traffic resolution (and a split by hand: checkTraffic) sees them. */
 export async function revisionStates(q: Queryable, host: string): Promise<TrafficRevision[]> {
   const { rows } = await q.query<TrafficRevision>(
-    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed, i.routable_at IS NOT NULL AS served
+    `SELECT i.id, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed, i.routable_at IS NOT NULL AS served,
+            ${provingAsideSql('i')} AS aside
        FROM images i WHERE i.app_hostname = $1 ORDER BY i.revision`, [host]);
   return rows;
 }
@@ -109,18 +119,35 @@ export async function setTraffic(tx: Queryable, app: AppRow, next: TrafficEntry[
   return true;
 }
 
-/** A new revision joins the app's traffic (trafficAfterDeploy), in the upload's transaction. */
-export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: number; userId: number; noTraffic: boolean; tag: string | null }): Promise<void> {
+/**
+ * A new revision joins the app's traffic (trafficAfterDeploy), in the upload's transaction, and
+ * says how (`images.joins_traffic`, returned):
+ * - `all`: the split is `latest` alone (the default): the new revision takes all the traffic once
+ *   it can serve (pending; tags stay where they are);
+ * - `latest`: the split was set by hand (a revision named with a share): deploys keep it, as Cloud
+ *   Run's "all subsequent deployments use that traffic splitting pattern"; the split's `latest`
+ *   entries move to the new revision once it can serve (it is the newest that can);
+ * - `none`: `no_traffic` (a `latest` entry is pinned to the revision it stands for now), or a split
+ *   by hand with no `latest` share: the revision gets nothing until a split names it.
+ */
+export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: number; userId: number; noTraffic: boolean; tag: string | null }): Promise<JoinsTraffic> {
   const revisions = await revisionStates(tx, app.app_hostname);
   const latestNow = resolveTraffic(app.traffic, revisions).latest;
   const next = trafficAfterDeploy(app.traffic, { imageId: opts.imageId, noTraffic: opts.noTraffic, tag: opts.tag, latestNow });
   await setTraffic(tx, app, next, 'deploy', opts.imageId);
-  // a plain deploy: the new revision takes the traffic once it can serve (the newest deploy wins)
-  if (!opts.noTraffic) {
-    await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
-    // one that scales from zero proves itself first, an app's first revision too (provingSql)
-    await tx.query('UPDATE images SET proof_required = true WHERE id = $1 AND min_instances = 0', [opts.imageId]);
-  }
+  const byHand = app.traffic.some((e) => !e.latest && e.percent > 0);
+  const latestShare = app.traffic.reduce((a, e) => a + (e.latest ? e.percent : 0), 0);
+  const joins: JoinsTraffic = opts.noTraffic ? 'none' : !byHand ? 'all' : latestShare > 0 ? 'latest' : 'none';
+  await tx.query('UPDATE images SET joins_traffic = $2 WHERE id = $1', [opts.imageId, joins]);
+  // a plain deploy over `latest` alone: the new revision takes the traffic once it can serve (the newest deploy wins)
+  if (joins === 'all') await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
+  // one that scales from zero and will take a share proves itself first, an app's first revision
+  // too (provingSql): `latest` moves to it only once it is proven
+  if (joins !== 'none') await tx.query('UPDATE images SET proof_required = true WHERE id = $1 AND min_instances = 0', [opts.imageId]);
+  // a plain deploy the split set by hand gives no share is proven all the same, whatever its
+  // floor (provingAsideSql): the deploy says whether it can serve, and a split may name it after
+  else if (!opts.noTraffic) await tx.query('UPDATE images SET proof_required = true WHERE id = $1', [opts.imageId]);
+  return joins;
 }
 
 /**

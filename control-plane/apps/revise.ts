@@ -84,7 +84,7 @@ export async function reviseApp(app: FastifyInstance, userId: number, own: (q: Q
         payload: { status: 'ready', docker_image: ref, docker_image_id: source.docker_image_id, revision: claim.revision, from_revision: source.revision, build: false },
       });
       if (fields.traffic_tag !== null) await checkTagHostsFree(c, a.app_hostname, [fields.traffic_tag]);
-      await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
+      row.joins_traffic = await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
       return row;
     });
     app.events.nudge();

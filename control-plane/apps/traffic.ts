@@ -27,6 +27,12 @@ export interface RevisionState {
    * treated as a revision that is not ready: no share, no tag host, never `latest`, no instances.
    */
   failed: boolean;
+  /**
+   * being proven outside the split (apps/repo.ts provingAsideSql): deployed into a split set by
+   * hand that gives it no share, it runs until one instance was healthy (so a split may name it
+   * then), and is scaled to zero after, as any revision with no share
+   */
+  aside?: boolean;
 }
 
 /** What checking a split by hand needs besides (apps/repo.ts revisionStates). */
@@ -47,8 +53,9 @@ export interface ResolvedTraffic {
   latest: number | null;
   /**
    * Revisions that should have instances: every revision with a share or a tag, plus the newest
-   * ready revision while `latest` waits for it to become routable (it must start to get there).
-   * Every other ready revision is scaled to zero (drained first).
+   * ready revision while `latest` waits for it to become routable (it must start to get there),
+   * and one being proven outside the split (`aside`). Every other ready revision is scaled to
+   * zero (drained first).
    */
   serving: Set<number>;
   /** the split with a pending revision promoted, when it is routable now (to be stored) */
@@ -101,6 +108,7 @@ export function resolveTraffic(stored: TrafficEntry[], revisions: RevisionState[
   // the revision that will take `latest` (or the pending one) must start to get there
   if (wantsLatest && ready[0]) out.serving.add(ready[0].id);
   if (pend !== undefined && readyIds.has(pend.id)) out.serving.add(pend.id);
+  for (const r of revisions) if (r.aside === true && readyIds.has(r.id)) out.serving.add(r.id);
   return out;
 }
 
@@ -136,7 +144,7 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: T
   const latestNow = resolveTraffic([], revisions).latest;
   // (as Cloud Run routes only to a ready revision: one that never served could take the app down)
   const unproven = (r: TrafficRevision | undefined, percent: number) => r !== undefined && !r.served && percent > (now.get(r.id) ?? 0);
-  const why = 'has not served yet (no instance of it has been healthy), so it takes no more share than it has; a deploy with traffic moves it there once it is healthy, and a tag (percent 0) lets you try it first (a request to its tag URL starts it)';
+  const why = 'has not served yet (no instance of it has been healthy), so it takes no more share than it has; a deploy with traffic starts it once to prove it (after which a split may name it), and a tag (percent 0) lets you try it first (a request to its tag URL starts it)';
   const seen = new Set<number>();
   const tags = new Set<string>();
   let latest = false;

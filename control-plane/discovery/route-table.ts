@@ -2,7 +2,7 @@ import { DEFAULTS, type RouteSpec, type RouteTableSpec } from '../../shared/rout
 import { validateRouteTable } from '../../shared/routes/validate.js';
 import type { Queryable } from '../db/pool.js';
 import { isValidHostPattern } from '../../shared/hostname.js';
-import { routableSql, startFailedSql } from '../apps/repo.js';
+import { provingAsideSql, routableSql, startFailedSql } from '../apps/repo.js';
 import { resolveTraffic, tagHost, type RevisionState, type TrafficEntry } from '../apps/traffic.js';
 
 /** Address proxies use for a container published on `host_port`. */
@@ -20,6 +20,8 @@ interface RouteRow {
   status: RevisionState['status'];
   routable: boolean;
   failed: boolean;
+  /** being proven outside the split (servingRevisions reads it; the route table does not need it) */
+  aside?: boolean;
   container_concurrency: number;
   request_timeout_s: number;
   session_affinity: boolean;
@@ -147,7 +149,7 @@ export async function servingRevisions(q: Queryable, host?: string): Promise<Set
   // one app's (a wake asks about one revision), or every app's
   const { rows } = await q.query<RouteRow>(
     `SELECT a.app_hostname, a.traffic, a.pending_image_id, i.id AS image_id, i.revision, i.status,
-            ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed
+            ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed, ${provingAsideSql('i')} AS aside
        FROM apps a JOIN images i ON i.app_hostname = a.app_hostname
       WHERE a.deleting_at IS NULL${host === undefined ? '' : ' AND a.app_hostname = $1'}
       ORDER BY a.app_hostname, i.id`, host === undefined ? [] : [host]);
@@ -174,7 +176,7 @@ function groupApps(rows: RouteRow[]): AppRevisions[] {
     }
     let rev = app.revisions[app.revisions.length - 1];
     if (rev?.id !== r.image_id) {
-      rev = { id: r.image_id, revision: r.revision, status: r.status, routable: r.routable, failed: r.failed, first: r, rows: [] };
+      rev = { id: r.image_id, revision: r.revision, status: r.status, routable: r.routable, failed: r.failed, aside: r.aside === true, first: r, rows: [] };
       app.revisions.push(rev);
     }
     rev.rows.push(r);

@@ -197,7 +197,7 @@ export default async function imagesPlugin(app: FastifyInstance): Promise<void> 
               app.builds.runner, fields.session_affinity, fields.upstream_pipeline]);
           await recordEvent(c, { type: 'image.building', userId, imageId: id, appHostname: fields.app_hostname, payload: { name: fields.name, tag: fields.tag, docker_image: rows[0].docker_image, revision: claim.revision } });
           if (fields.traffic_tag !== null) await checkTagHostsFree(c, fields.app_hostname, [fields.traffic_tag]);
-          await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
+          rows[0].joins_traffic = await joinTraffic(c, claim, { imageId: id, userId, noTraffic: fields.no_traffic, tag: fields.traffic_tag });
           return rows[0];
         });
       } catch (e) {

@@ -3,6 +3,13 @@ import type { ImageFields } from './fields.js';
 
 export type ImageStatus = 'building' | 'ready' | 'build_failed';
 
+/**
+ * How a deploy joined its app's traffic: `all` once it can serve (the split was `latest` alone),
+ * `latest` (a split set by hand is kept, as Cloud Run keeps it: the revision takes its `latest`
+ * share), `none` (`no_traffic`, or a split by hand with no `latest` share).
+ */
+export type JoinsTraffic = 'all' | 'latest' | 'none';
+
 /** An images row: the validated upload fields plus build state. */
 export interface ImageRow extends ImageFields {
   id: number;
@@ -21,6 +28,8 @@ export interface ImageRow extends ImageFields {
   /** why none of its instances can be made now (the container quota is full), since when (migration 032) */
   start_blocked: string | null;
   start_blocked_at: Date | null;
+  /** how it joined the app's traffic when deployed (apps/repo.ts joinTraffic, migration 033); null before */
+  joins_traffic: JoinsTraffic | null;
   status: ImageStatus;
   status_reason: string | null;
   docker_image: string;
@@ -67,6 +76,7 @@ export function publicImage(r: ImageRow) {
     start_failed_at: iso(r.start_failed_at),
     start_failure: r.start_failed_at ? r.start_failure : null,
     start_blocked: r.start_failed_at || r.routable_at ? null : r.start_blocked,
+    joins_traffic: r.joins_traffic ?? null,
     docker_image: r.docker_image,
     docker_image_id: r.docker_image_id,
     build_logs_truncated: r.build_logs_truncated,

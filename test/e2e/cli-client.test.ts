@@ -330,7 +330,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect((await berth(['containers', 'stop', '999999'])).code).toBe(1);
   });
 
-  it('traffic: a tagged revision without traffic, a split, validation, then back to latest', async () => {
+  it('traffic: a tagged revision without traffic, a split, validation, a deploy that keeps the split, then back to latest', async () => {
     const app = join(tmp.dir, 'app');
     await writeFile(join(app, 'www', 'index.html'), '<h1>v3</h1>\n');
     const d = await berth(['deploy', app, '--host', HOST, '--no-traffic', '--tag', 'canary', '--json']);
@@ -357,6 +357,18 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const seen = new Set<string>();
     for (let i = 0; i < 10; i++) seen.add((await viaProxy(HOST, '/www/index.html')).body);
     expect(seen).toEqual(new Set(['<h1>v2</h1>', '<h1>v3</h1>']));
+    // a plain deploy keeps this split set by hand, as Cloud Run does: no share (proven, then idle)
+    await writeFile(join(app, 'www', 'index.html'), '<h1>v4</h1>\n');
+    const kept = await berth(['deploy', app, '--host', HOST]);
+    expect(kept.code, kept.err).toBe(0);
+    expect(kept.err).toContain('1 instance healthy: it can serve (it runs nothing until a split names it)');
+    expect(kept.out).toContain('revision 4 (image');
+    expect(kept.out).toContain('serving 0% of traffic');
+    expect(kept.out).toContain(`deploys keep the split, as Cloud Run does: this revision has no share of it (berth traffic ${HOST} 4=100 sends it all)`);
+    expect(kept.out).toContain(`berth traffic ${HOST} latest=100 sends all of it to each new deploy again`);
+    const after = new Set<string>();
+    for (let i = 0; i < 10; i++) after.add((await viaProxy(HOST, '/www/index.html')).body);
+    expect(after).toEqual(new Set(['<h1>v2</h1>', '<h1>v3</h1>']));
     const back = await berth(['traffic', HOST, 'latest=100', '--json']);
     expect(back.code, back.err).toBe(0);
     expect(JSON.parse(back.out).traffic).toEqual([expect.objectContaining({ latest: true, percent: 100 }), expect.objectContaining({ tag: 'canary' })]);

@@ -154,7 +154,7 @@ await describeWithDocker('revisions: deploy, split, tag, promote, roll back', ()
     expect(await tally(100)).toEqual({ v1: 90, v2: 10 });
   }, 120_000);
 
-  it('a no_traffic revision with a tag answers at its tag host only; promote it, then roll back', async () => {
+  it('a no_traffic revision with a tag answers at its tag host only; a plain deploy keeps a split set by hand; promote, then roll back', async () => {
     const [v1, v2] = ids;
     const v3 = await deploy('v3', { no_traffic: 'true', traffic_tag: 'canary' });
     const view = await appView();
@@ -173,15 +173,27 @@ await describeWithDocker('revisions: deploy, split, tag, promote, roll back', ()
     const main = await tally(20);
     expect(main.v3).toBeUndefined();
 
-    // a plain deploy while the canary is healthy: until v4 serves, the split that served keeps
-    // serving (the newer canary does not get the traffic meanwhile); then v4 has it all
+    // a plain deploy over this split set by hand keeps it, as Cloud Run does: v4 gets no share
+    // (the newer canary none either), but it is started once to prove it can serve
     const up4 = await user.upload({ app_hostname: HOST }, await versionApp('v4'));
     expect(up4.status, up4.text).toBe(201);
-    ids.push(up4.body.id);
+    expect(up4.body.joins_traffic).toBe('none');
+    const v4 = up4.body.id as number;
+    ids.push(v4);
     dockerImages.push(up4.body.docker_image);
-    const during = await tally(20);
-    expect(Object.keys(during).sort()).toEqual(['v1', 'v2']);
-    expect((await user.waitForBuild(up4.body.id, 90_000)).status).toBe('ready');
+    expect(Object.keys(await tally(20)).sort()).toEqual(['v1', 'v2']);
+    expect((await user.waitForBuild(v4, 90_000)).status).toBe('ready');
+    const rev4 = async () => (await appView()).revisions.find((r: { image_id: number }) => r.image_id === v4);
+    await waitFor('v4 proven', async () => {
+      const r = await rev4();
+      return r.proving === false && r.start_failure === null && (await user.get(`/api/images/${v4}/containers`)).body.containers.some((c: { health: string }) => c.health === 'healthy') ? true : undefined;
+    }, 60_000);
+    expect((await appView()).traffic.filter((e: { percent: number }) => e.percent > 0)).toEqual([{ image_id: v1, percent: 90, revision: 1 }, { image_id: v2, percent: 10, revision: 2 }]);
+    expect(Object.keys(await tally(20)).sort()).toEqual(['v1', 'v2']);
+    // proven, it runs nothing until a split names it (scaled to zero by the reconcile loop)
+    await waitFor('v4 scaled to zero', async () => ((await rev4()).instances === 0 ? true : undefined), 30_000);
+    // `latest` (v4 now: it served) follows deploys again; the canary tag kept
+    expect((await putTraffic([{ latest: true, percent: 100 }, { image_id: v3, percent: 0, tag: 'canary' }])).status).toBe(200);
     await waitFor('v4 to take the traffic', async () => (await hit()).body === 'v4', 30_000);
     expect(await tally(10)).toEqual({ v4: 10 });
     expect(await tally(5, `canary---${HOST}`)).toEqual({ v3: 5 });

@@ -35,6 +35,7 @@ import { sql as m029 } from './029_routes_notify.js';
 import { sql as m030 } from './030_revision_start_failure.js';
 import { sql as m031 } from './031_start_proof.js';
 import { sql as m032 } from './032_start_blocked.js';
+import { sql as m033 } from './033_joins_traffic.js';
 
 export interface Migration {
   version: number;
@@ -75,4 +76,5 @@ export const migrations: Migration[] = [
   { version: 30, name: '030_revision_start_failure', sql: m030 },
   { version: 31, name: '031_start_proof', sql: m031 },
   { version: 32, name: '032_start_blocked', sql: m032 },
+  { version: 33, name: '033_joins_traffic', sql: m033 },
 ];

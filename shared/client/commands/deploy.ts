@@ -36,6 +36,11 @@ interface Image {
   start_failure?: string | null;
   /** while it has not served: why none of its instances can be made now (the container quota is full) */
   start_blocked?: string | null;
+  /**
+   * how the deploy joined the app's traffic (absent from older control planes): all, latest (a
+   * split set by hand is kept, as Cloud Run keeps it: the `latest` share), none
+   */
+  joins_traffic?: 'all' | 'latest' | 'none' | null;
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
 interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; proving?: boolean; start_failure?: string | null }
@@ -239,18 +244,26 @@ DIR defaults to the current directory.`,
       }
       const shownHost = printable(img.app_hostname);
 
+      // how it joined the traffic (the control plane's word): a split set by hand is kept, as Cloud
+      // Run keeps it, so a plain deploy may take only the split's `latest` share, or nothing
+      const joins = img.joins_traffic ?? (noTraffic ? 'none' : 'all');
+      const quiet = joins === 'none';
+      // (no share, but deployed with traffic: the control plane proves it all the same, outside the split)
+      const aside = quiet && !noTraffic;
+
       // instances healthy (a revision that scales from zero, or waits untagged without traffic, has none)
       t = Date.now();
-      let wantInstances = noTraffic && opts.tag === undefined ? 0 : img.min_instances;
+      // (one proven outside the split is proven by its first healthy instance, then runs nothing)
+      let wantInstances = aside ? 1 : quiet && opts.tag === undefined ? 0 : img.min_instances;
       // one that scales from zero, deployed with traffic, is started once to prove it can serve
       // before it takes the traffic (the control plane says so)
       // (or one given up on already: waitHealthy says why at once)
-      const proven = wantInstances === 0 && !noTraffic && (await proving(client, img.app_hostname, img.id, signal));
+      const proven = wantInstances === 0 && !quiet && (await proving(client, img.app_hostname, img.id, signal));
       if (proven) wantInstances = 1;
       if (wantInstances > 0) {
-        await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname);
+        await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname, aside);
         phases.start = Date.now() - t;
-        const then = proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
+        const then = aside ? ': it can serve (it runs nothing until a split names it)' : proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
         say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
         onServer = 'is up';
       } else {
@@ -259,16 +272,16 @@ DIR defaults to the current directory.`,
 
       // traffic (with revisions): until the new revision serves its share
       t = Date.now();
-      const app = await waitTraffic(client, img.app_hostname, img.id, noTraffic, deadline, signal);
+      const app = await waitTraffic(client, img.app_hostname, img.id, quiet, deadline, signal);
       const imageId = img.id;
       const mine = app?.revisions.find((r) => r.image_id === imageId);
-      if (app && !noTraffic) phases.traffic = Date.now() - t;
+      if (app && !quiet) phases.traffic = Date.now() - t;
 
       // every proxy has the new table (and, when it serves, the revision's instances): curl works now
       t = Date.now();
       const ports = wantInstances > 0 ? (await client.get<{ containers: Container[] }>(`/api/images/${img.id}/containers`, { signal })).containers
         .filter((c) => c.status === 'running' && c.health === 'healthy' && c.host_port).map((c) => c.host_port!) : [];
-      const routed = !noTraffic || opts.tag !== undefined;
+      const routed = !quiet || opts.tag !== undefined;
       const proxies = await waitPropagated(client, routed ? `img-${img.id}` : undefined, ports, signal);
       phases.proxies = Date.now() - t;
       if (proxies === 0) say(`${paint(stderr, 'yellow', '!')} no proxy is connected to the control plane: the app is ready but nothing routes to it yet`);
@@ -278,12 +291,16 @@ DIR defaults to the current directory.`,
       const urls = appUrls(img.app_hostname, info.proxy_url ?? null);
       const tagUrls = mine?.traffic_tag ? appUrls(`${mine.traffic_tag}---${img.app_hostname}`, info.proxy_url ?? null) : [];
       const total = Date.now() - t0;
-      const share = mine ? `${num(mine.traffic_percent)}% of traffic` : noTraffic ? 'no traffic' : 'all traffic';
+      const share = mine ? `${num(mine.traffic_percent)}% of traffic` : quiet ? 'no traffic' : 'all traffic';
+      // a split set by hand (berth traffic) outlives deploys: say so, and how to follow deploys again
+      const kept = joins === 'latest' || (joins === 'none' && !noTraffic)
+        ? `  the app's traffic was split by hand (berth traffic) and deploys keep the split, as Cloud Run does: ${joins === 'latest' ? 'this revision took its "latest" share' : `this revision has no share of it (berth traffic ${shownHost} ${num(mine?.revision ?? img.revision ?? 0)}=100 sends it all)`};\n  berth traffic ${shownHost} latest=100 sends all of it to each new deploy again`
+        : null;
       if (json) {
         printJson({
           ok: true, app_hostname: img.app_hostname, image_id: img.id, revision: mine?.revision ?? img.revision ?? null,
-          traffic_percent: mine?.traffic_percent ?? (noTraffic ? 0 : 100), traffic_tag: mine?.traffic_tag ?? opts.tag ?? null,
-          urls, tag_urls: tagUrls, timings_ms: { ...phases, total },
+          traffic_percent: mine?.traffic_percent ?? (quiet ? 0 : 100), traffic_tag: mine?.traffic_tag ?? opts.tag ?? null,
+          joins_traffic: joins, urls, tag_urls: tagUrls, timings_ms: { ...phases, total },
         });
       } else {
         const revision = mine?.revision ?? img.revision;
@@ -291,6 +308,7 @@ DIR defaults to the current directory.`,
           '',
           `${ok} Deployed ${shownHost}${revision ? ` revision ${num(revision)}` : ''} (image ${num(img.id)}), serving ${share}, in ${formatDuration(total)}`,
           `  ${Object.entries(phases).map(([k, v]) => `${k} ${formatDuration(v)}`).join(' · ')}`,
+          ...(kept === null ? [] : [kept]),
           '',
           ...urls.map((u, i) => `  ${i === 0 ? 'URL ' : '    '}  ${printable(u)}`),
           ...tagUrls.map((u, i) => `  ${i === 0 ? 'tag ' : '    '}  ${printable(u)}`),
@@ -466,7 +484,7 @@ async function lastOutput(client: BerthClient, id: number, signal: AbortSignal):
   }
 }
 
-async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string): Promise<void> {
+async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<void> {
   const s = new Status(out);
   let last: Container[] = [];
   let crashed: Container | undefined;
@@ -496,6 +514,8 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         blocked = img.start_blocked ?? null;
         // a later deploy (or a traffic change) took its place before it served: it runs nothing now
         const mine = (await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined))?.revisions?.find((r) => r.image_id === imageId);
+        // (one proven outside the split runs nothing once it was healthy: done, not superseded)
+        if (mine?.serving === false && aside && mine.proving === false && !mine.start_failure) { s.clear(); return; }
         if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
