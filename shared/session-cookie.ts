@@ -25,6 +25,18 @@ export function setCookieName(setCookie: string): string | null {
   return eq === -1 || (semi !== -1 && semi < eq) ? null : setCookie.slice(0, eq).trim();
 }
 
+/**
+ * An app may not set this on `/apps/{host}/` (proxy/server/response.ts): a cookie of the control
+ * plane's names, or a nameless one. A browser keeps `Set-Cookie: berth_session; Path=/api` and
+ * `=berth_session=x` as cookies with an empty name and sends their value alone — `berth_session`,
+ * `berth_session=x` — which the API reads as a second session cookie (a lockout) or a planted one.
+ * A nameless cookie has no other use (RFC 6265 names are tokens).
+ */
+export function platformCookie(setCookie: string): boolean {
+  const name = setCookieName(setCookie);
+  return name === null || name === '' || name === SESSION_COOKIE || name === DEVICE_COOKIE;
+}
+
 /** A Cookie header without the pairs named `name` ('' when nothing is left). */
 export function withoutCookie(header: string, name: string): string {
   if (!header.includes(name)) return header;

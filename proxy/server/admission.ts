@@ -96,7 +96,8 @@ function pathFormHost(header: string, table: RouteTable): boolean {
 
 /**
  * Is this a Host (or `/apps/{host}` segment) of the form `host[:port]`? Host is a DNS name
- * (letters, digits, `-`, `_`, `.`) or a bracketed IPv6/IPvFuture literal; port is 1–5 digits.
+ * (letters, digits, `-`, `_`, `.`; no empty label but the root's trailing dot) or a bracketed
+ * IPv6/IPvFuture literal; port is 1–5 digits, at most 65535.
  * Userinfo, paths, `#`, `?`, schemes, spaces and non-ASCII bytes are refused (browsers send IDNs
  * as punycode).
  */
@@ -115,24 +116,29 @@ export function validHost(raw: string): boolean {
     i = close + 1;
     if (i === n) return true;
   } else {
+    // (no empty label: no leading dot, no two in a row; one trailing dot, the root, is fine)
+    let prev = 46;
     for (; i < n; i++) {
       const c = raw.charCodeAt(i);
       if (c === 58 /* : */) break;
-      const ok = (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95;
+      const ok = (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || (c === 46 && prev !== 46) || c === 95;
       if (!ok) return false;
+      prev = c;
     }
     if (i === 0) return false;
     if (i === n) return true;
   }
-  // ":" port
+  // ":" port, 0–65535
   if (raw.charCodeAt(i) !== 58) return false;
   const digits = n - i - 1;
   if (digits < 1 || digits > 5) return false;
+  let port = 0;
   for (i++; i < n; i++) {
     const c = raw.charCodeAt(i);
     if (c < 48 || c > 57) return false;
+    port = port * 10 + c - 48;
   }
-  return true;
+  return port <= 65535;
 }
 
 /** Why a request was refused at admission: the `x-berth-error` code and a message. */

@@ -7,7 +7,7 @@
  * uWS rules respected here: every write outside a uWS callback is corked (module-level
  * trampolines, no closures), the response is never touched after onAborted or after it ended.
  */
-import { DEVICE_COOKIE, SESSION_COOKIE, setCookieName } from '../../shared/session-cookie.js';
+import { platformCookie } from '../../shared/session-cookie.js';
 import type { HttpResponse } from 'uWebSockets.js';
 import type { CachedResponse } from '../resilience/fallback-cache.js';
 import { MAX_ENTRY_BYTES } from '../resilience/fallback-cache.js';
@@ -156,11 +156,9 @@ export abstract class ClientResponse extends ForwardedRequest {
       if (c === H_SW_ALLOWED) fieldClass[i] = this.viaPath ? H_DROP : H_PASS;
       else if (c === H_SET_COOKIE) {
         cacheable = false;
-        // on /apps/{host}/ an app may not set the control plane's cookies (same host name)
-        if (this.viaPath) {
-          const name = setCookieName(head.value(i));
-          if (name === SESSION_COOKIE || name === DEVICE_COOKIE) fieldClass[i] = H_DROP;
-        }
+        // on /apps/{host}/ an app may not set the control plane's cookies (same host name), nor a
+        // nameless one a browser sends back looking like them
+        if (this.viaPath && platformCookie(head.value(i))) fieldClass[i] = H_DROP;
       }
       else if (c === H_CACHE_CONTROL) { if (cacheable && forbidsStore(head.value(i))) cacheable = false; }
       else if (c === H_CONNECTION) {

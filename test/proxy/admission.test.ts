@@ -10,6 +10,9 @@ describe('admission', () => {
     ['a_b-c.d', true], ['', false], ['x@app.test', false], ['app.test/x', false], ['app.test#f', false],
     ['http://app.test', false], ['app.test:', false], ['app.test:123456', false], ['app.test:8x', false],
     [':80', false], ['[::1', false], ['[zz]', false], ['bücher.example', false], ['a b', false], ['app.test?', false],
+    // an empty label, a port past 65535 (from an attack on a running instance: both reached the app)
+    ['app.test.', true], ['app.test.:80', true], ['app.test..', false], ['app..test', false], ['.app.test', false],
+    ['app.test:65535', true], ['app.test:65536', false], ['app.test:99999', false],
   ])('validHost(%j) = %s', (h, ok) => expect(validHost(h)).toBe(ok));
 
   it('Content-Length and Transfer-Encoding', () => {

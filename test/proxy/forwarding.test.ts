@@ -28,7 +28,9 @@ beforeAll(async () => {
     if (u === '/sw.js') { res.writeHead(200, { 'Service-Worker-Allowed': '/', 'content-type': 'text/javascript', 'x-kept': 'yes' }); return res.end('// sw'); }
     if (u === '/status/418') { res.writeHead(418); return res.end('teapot'); }
     if (u === '/multi-cookie') { res.setHeader('set-cookie', ['a=1', 'b=2']); return res.end('ok'); }
-    if (u === '/session') { res.setHeader('set-cookie', ['a=1', ' berth_session=planted; Path=/api', 'b=2', 'berth_device=planted; Path=/api/auth/login']); return res.end(req.headers.cookie ?? '(none)'); }
+    if (u === '/session') { res.setHeader('set-cookie', ['a=1', ' berth_session=planted; Path=/api', 'b=2', 'berth_device=planted; Path=/api/auth/login',
+      // nameless: a browser sends back `berth_session` and `berth_session=x` (a lockout, a planted session)
+      'berth_session; Path=/api', '=berth_session=x; Path=/api', '=berth_device=y']); return res.end(req.headers.cookie ?? '(none)'); }
     res.end('default');
   });
   p = await startProxy(table([
@@ -65,7 +67,7 @@ describe('routing', () => {
       expect((await get(p, h, '/apps/special.test/length')).body, h).toBe('hello');
     }
   });
-  it('on /apps/{host}/ the control plane\'s sign-in cookie neither reaches the app nor is set by it (nor its device cookie); on its own name, cookies pass', async () => {
+  it('on /apps/{host}/ the control plane\'s sign-in cookie neither reaches the app nor is set by it (nor its device cookie, nor a nameless one); on its own name, cookies pass', async () => {
     const via = await get(p, '127.0.0.1:8080', '/apps/special.test/session', { headers: { cookie: 'x=1; berth_session=secret; y=2' } });
     expect(via.status).toBe(200);
     expect(via.body).toBe('x=1; y=2');
@@ -74,7 +76,7 @@ describe('routing', () => {
     expect(alone.body).toBe('(none)');
     const own = await get(p, 'special.test', '/session', { headers: { cookie: 'x=1; berth_session=other' } });
     expect(own.body).toBe('x=1; berth_session=other');
-    expect(own.headers['set-cookie']).toHaveLength(4);
+    expect(own.headers['set-cookie']).toHaveLength(7);
   });
   it('/apps/{host}/ on any other name is that name\'s own path: 404, not an app in an origin an app may claim later', async () => {
     for (const h of ['unclaimed.example.com', 'x', 'a.berth.example.net', 'localhost.evil', 'example.net', '127.0.0.1.nip.io']) {
