@@ -11,6 +11,7 @@ interface RevisionSummary extends RevisionState {
   start_failure: string | null;
   start_blocked: string | null;
   proving: boolean;
+  served: boolean;
   created_at: Date;
 }
 
@@ -24,7 +25,7 @@ async function revisionSummaries(q: Queryable, hosts: string[]): Promise<Map<str
   if (hosts.length === 0) return out;
   const { rows } = await q.query<RevisionSummary>(
     `SELECT i.id, i.app_hostname, i.revision, i.status, ${routableSql('i')} AS routable, ${startFailedSql('i')} AS failed,
-            i.start_failure, i.start_blocked, ${provingSql('i')} AS proving, ${provingAsideSql('i')} AS aside, i.created_at,
+            i.start_failure, i.start_blocked, ${provingSql('i')} AS proving, ${provingAsideSql('i')} AS aside, i.routable_at IS NOT NULL AS served, i.created_at,
             c.instances, c.ready_instances
        FROM images i
        CROSS JOIN LATERAL (
@@ -69,6 +70,7 @@ function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | nul
         tag_url: tags[0] ? hostUrl(tagHost(tags[0], host), proxyUrl) : null,
         tag_urls: tags.map((t) => hostUrl(tagHost(t, host), proxyUrl)),
         serving: !deleting && r.serving.has(i.id),
+        served: i.served,
         created_at: new Date(i.created_at).toISOString(),
       };
     }),

@@ -73,12 +73,17 @@ export const provingSql = (alias: string) => `(${alias}.proof_required AND ${ali
 
 /**
  * SQL for "this revision is proven outside the split" (RevisionState.aside): a plain deploy into a
- * split set by hand that gives it no share (`joins_traffic` none, not `no_traffic`) is started
- * once all the same, as Cloud Run makes every deployed revision ready, so that the deploy says
- * whether it can serve and a split may name it afterwards (a share by hand needs a revision that
- * served: checkTraffic). Once proven it is scaled to zero until a split names it.
+ * kept split that gives it no share (`joins_traffic` none, not `no_traffic`; joinTraffic) is
+ * started once all the same, as Cloud Run makes every deployed revision ready, so that the deploy
+ * says whether it can serve and a split may name it afterwards (a share by hand needs a revision
+ * that served: checkTraffic). One instance (the reconcile loop), until it is healthy once, given
+ * up on, or superseded by any newer revision of the app (the newest deploy wins: it stays
+ * unproven, as a superseded pending one does, so never `latest`); then it is scaled to zero until
+ * a split names it. One the split names (a tag) is not aside: it serves its tag, proven as any other.
  */
-export const provingAsideSql = (alias: string) => `(${provingSql(alias)} AND ${alias}.joins_traffic = 'none')`;
+export const provingAsideSql = (alias: string) => `(${provingSql(alias)} AND ${alias}.joins_traffic = 'none'
+  AND NOT EXISTS (SELECT 1 FROM images pn WHERE pn.app_hostname = ${alias}.app_hostname AND pn.revision > ${alias}.revision)
+  AND NOT EXISTS (SELECT 1 FROM apps pa WHERE pa.app_hostname = ${alias}.app_hostname AND pa.traffic @> jsonb_build_array(jsonb_build_object('image_id', ${alias}.id))))`;
 
 /**
  * SQL for "the reconcile loop owes this revision its first instances" on the images row `alias`:
@@ -122,31 +127,42 @@ export async function setTraffic(tx: Queryable, app: AppRow, next: TrafficEntry[
 /**
  * A new revision joins the app's traffic (trafficAfterDeploy), in the upload's transaction, and
  * says how (`images.joins_traffic`, returned):
- * - `all`: the split is `latest` alone (the default): the new revision takes all the traffic once
- *   it can serve (pending; tags stay where they are);
- * - `latest`: the split was set by hand (a revision named with a share): deploys keep it, as Cloud
- *   Run's "all subsequent deployments use that traffic splitting pattern"; the split's `latest`
- *   entries move to the new revision once it can serve (it is the newest that can);
- * - `none`: `no_traffic` (a `latest` entry is pinned to the revision it stands for now), or a split
- *   by hand with no `latest` share: the revision gets nothing until a split names it.
+ * - `all`: the split is `latest` alone (the default), or a deploy waits to take it all already:
+ *   the new revision takes all the traffic once it can serve (pending: the newest deploy wins;
+ *   tags stay where they are). An app's first revision deployed with `no_traffic` too: with no
+ *   other revision, `latest` stays on it (not pending, not proven: as asked, it wakes on its first
+ *   request);
+ * - `latest`: the split names a revision with a share — set by `PUT …/traffic`, or pinned by a
+ *   `no_traffic` deploy — and deploys keep it, as Cloud Run's "all subsequent deployments use that
+ *   traffic splitting pattern": the split's `latest` entries move to the new revision once it can
+ *   serve (it is the newest that can);
+ * - `none`: `no_traffic` (a `latest` entry is pinned to the revision it stands for now), or such a
+ *   split with no `latest` share: the revision gets nothing until a split names it. One deployed
+ *   with traffic is proven all the same (provingAsideSql) while it is the app's newest.
+ * A share counts only on a revision that is ready and did not fail: a split pinned to one that was
+ * given up on (the app serves nothing) is no split to keep.
  */
 export async function joinTraffic(tx: Queryable, app: AppRow, opts: { imageId: number; userId: number; noTraffic: boolean; tag: string | null }): Promise<JoinsTraffic> {
-  const revisions = await revisionStates(tx, app.app_hostname);
+  // (the new revision itself is not a candidate for `latest` now: one made without a build is
+  // ready already, and would pin a no_traffic deploy's `latest` to itself)
+  const revisions = (await revisionStates(tx, app.app_hostname)).filter((r) => r.id !== opts.imageId);
   const latestNow = resolveTraffic(app.traffic, revisions).latest;
   const next = trafficAfterDeploy(app.traffic, { imageId: opts.imageId, noTraffic: opts.noTraffic, tag: opts.tag, latestNow });
   await setTraffic(tx, app, next, 'deploy', opts.imageId);
-  const byHand = app.traffic.some((e) => !e.latest && e.percent > 0);
+  const live = new Set(revisions.filter((r) => r.status === 'ready' && !r.failed).map((r) => r.id));
+  const pinned = app.pending_image_id === null && app.traffic.some((e) => !e.latest && e.percent > 0 && live.has(Number(e.image_id)));
   const latestShare = app.traffic.reduce((a, e) => a + (e.latest ? e.percent : 0), 0);
-  const joins: JoinsTraffic = opts.noTraffic ? 'none' : !byHand ? 'all' : latestShare > 0 ? 'latest' : 'none';
+  const joins: JoinsTraffic = opts.noTraffic ? (latestNow === null && !pinned ? 'all' : 'none') : !pinned ? 'all' : latestShare > 0 ? 'latest' : 'none';
   await tx.query('UPDATE images SET joins_traffic = $2 WHERE id = $1', [opts.imageId, joins]);
+  if (opts.noTraffic) return joins;
   // a plain deploy over `latest` alone: the new revision takes the traffic once it can serve (the newest deploy wins)
   if (joins === 'all') await tx.query('UPDATE apps SET pending_image_id = $2 WHERE app_hostname = $1', [app.app_hostname, opts.imageId]);
   // one that scales from zero and will take a share proves itself first, an app's first revision
   // too (provingSql): `latest` moves to it only once it is proven
   if (joins !== 'none') await tx.query('UPDATE images SET proof_required = true WHERE id = $1 AND min_instances = 0', [opts.imageId]);
-  // a plain deploy the split set by hand gives no share is proven all the same, whatever its
-  // floor (provingAsideSql): the deploy says whether it can serve, and a split may name it after
-  else if (!opts.noTraffic) await tx.query('UPDATE images SET proof_required = true WHERE id = $1', [opts.imageId]);
+  // a plain deploy the kept split gives no share is proven all the same, whatever its floor
+  // (provingAsideSql): the deploy says whether it can serve, and a split may name it after
+  else await tx.query('UPDATE images SET proof_required = true WHERE id = $1', [opts.imageId]);
   return joins;
 }
 

@@ -165,11 +165,11 @@ export class ContainerService {
    * in one transaction) and the Docker error is the API error, so a client can simply retry.
    *
    * `provision` (the reconcile loop): create the image's `min_instances` containers once, if not
-   * done yet (at least `atLeast`), and set `min_instances_provisioned` in the same transaction;
+   * done yet (at least `atLeast`, at most `atMost`), and set `min_instances_provisioned` in the same transaction;
    * count is ignored.
    * Those rows are kept as `failed` when Docker refuses them (the loop retries with backoff).
    */
-  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean; provision?: boolean; atLeast?: number } = {}): Promise<ContainerRow[]> {
+  async create(userId: number, imageId: number, count: number, opts: { cap?: boolean; provision?: boolean; atLeast?: number; atMost?: number } = {}): Promise<ContainerRow[]> {
     const { img, rows } = await withTransaction(this.d.db, async (tx) => {
       const room = await this.containerRoom(tx, userId);
       const { rows: [img] } = await tx.query<ImageRow>('SELECT * FROM images WHERE id = $1 AND user_id = $2 FOR UPDATE', [imageId, userId]);
@@ -186,7 +186,8 @@ export class ContainerService {
         // draining the ones it had; those are on their way out).
         const { rows: [{ n: wanted }] } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM containers WHERE image_id = $1 AND desired = 'running'`, [img.id]);
         // (`atLeast`: a revision being proven before it takes the traffic runs one; apps/repo.ts provingSql)
-        want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances) - wanted);
+        // (`atMost`: one proven outside the split runs one, whatever its floor: apps/repo.ts provingAsideSql)
+        want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances, opts.atMost ?? Infinity) - wanted);
         // none can be made now: said on the revision, since when (a revision that never served is
         // given up on past the start deadline: apps/start-failure.ts); cleared once one can be
         const blocked = want > 0 && room <= 0 && wanted === 0 ? `the per-user container quota is full: ${this.quotaError(room).message}` : null;

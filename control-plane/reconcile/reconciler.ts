@@ -7,7 +7,7 @@ import type { ContainerRuntime, ContainerState, ManagedContainer } from '../runt
 import { dockerTime, VANISHED, type ContainerService } from '../containers/service.js';
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
-import { owedSql, provingSql, settlePending } from '../apps/repo.js';
+import { owedSql, provingAsideSql, provingSql, settlePending } from '../apps/repo.js';
 import { judgeBlocked, judgeStarts } from '../apps/start-failure.js';
 import { collectRevisions } from '../apps/retention.js';
 
@@ -279,15 +279,15 @@ export class Reconciler {
     await db.query(
       `UPDATE images i SET start_blocked = NULL, start_blocked_at = NULL
         WHERE i.start_blocked_at IS NOT NULL AND NOT (${owed} AND i.id = ANY($1::bigint[]))`, [[...serving]]);
-    const { rows: pending } = await db.query<ImageRow & { proving: boolean }>(
-      `SELECT i.*, ${provingSql('i')} AS proving FROM images i WHERE ${owed} ORDER BY i.id`);
+    const { rows: pending } = await db.query<ImageRow & { proving: boolean; aside: boolean }>(
+      `SELECT i.*, ${provingSql('i')} AS proving, ${provingAsideSql('i')} AS aside FROM images i WHERE ${owed} ORDER BY i.id`);
     const tried: number[] = [];
     for (const img of pending) {
       if (this.stopped) break;
       if (!serving.has(img.id)) continue; // a revision nobody sends traffic to runs nothing
       tried.push(img.id);
       try {
-        const made = await service.create(img.user_id, img.id, 0, { provision: true, atLeast: img.proving ? 1 : 0 });
+        const made = await service.create(img.user_id, img.id, 0, { provision: true, atLeast: img.proving ? 1 : 0, atMost: img.aside ? 1 : undefined });
         rep.created += made.length;
         if (made.length) this.log.info({ imageId: img.id, created: made.length, min: img.min_instances }, 'started containers for min_instances');
       } catch (e) {

@@ -53,6 +53,7 @@ async function describeBefore(q: Queryable, a: AppRow) {
         tag_url: tags[0] ? `http://${tagHost(tags[0], host)}/` : null,
         tag_urls: tags.map((tg) => `http://${tagHost(tg, host)}/`),
         serving: r.serving.has(i.id),
+        served: i.routable_at !== null,
         created_at: new Date(i.created_at).toISOString(),
       };
     }),

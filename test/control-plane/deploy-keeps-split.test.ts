@@ -17,7 +17,7 @@ let archive: Buffer;
 
 beforeAll(async () => {
   // no Docker: builds fail later, which does not matter here (the upload's answer and the split do)
-  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock' });
+  t = await startTestControlPlane({ seedDefaultUser: false, dockerHost: 'unix:///nonexistent/docker.sock', quotas: { builds: 100 } });
   alice = await new Api(t.cp.url).signup('keeps-split@example.com');
   aliceId = (await alice.get('/api/auth/me')).body.user.id;
   archive = await makeTar([{ name: 'Dockerfile', content: 'FROM scratch\n' }]);
@@ -102,6 +102,60 @@ describe('a plain deploy and a split set by hand', () => {
     expect(s.img.proof_required).toBe(true);
     expect(s.img.joins_traffic).toBe('all');
     void v2;
+  });
+
+  it('a split pinned by a no_traffic deploy is kept too (Cloud Run\'s --no-traffic); a deploy waiting to take all of it wins over it', async () => {
+    const host = 'pinned-by-deploy.example.com';
+    const [, v2] = await twoServed(host);
+    const quiet = await alice.upload({ app_hostname: host, no_traffic: 'true' }, archive);
+    expect(quiet.body.joins_traffic).toBe('none');
+    expect((await state(host, quiet.body.id)).traffic).toEqual([{ image_id: v2, percent: 100 }]);
+    const next = await alice.upload({ app_hostname: host }, archive);
+    expect(next.body.joins_traffic).toBe('none');
+    // a plain deploy over `latest` waits to take it all (pending); a no_traffic deploy meanwhile
+    // pins `latest`; the next plain deploy replaces the waiting one rather than keep that pin
+    const host2 = 'pending-wins.example.com';
+    const [, w2] = await twoServed(host2);
+    const waiting = await alice.upload({ app_hostname: host2 }, archive);
+    expect(waiting.body.joins_traffic).toBe('all');
+    expect((await state(host2, waiting.body.id)).pending).toBe(waiting.body.id);
+    expect((await alice.upload({ app_hostname: host2, no_traffic: 'true' }, archive)).body.joins_traffic).toBe('none');
+    expect((await state(host2, waiting.body.id)).traffic).toEqual([{ image_id: w2, percent: 100 }]);
+    const newest = await alice.upload({ app_hostname: host2 }, archive);
+    expect(newest.body.joins_traffic).toBe('all');
+    expect((await state(host2, newest.body.id)).pending).toBe(newest.body.id);
+  });
+
+  it('a split naming only a revision that could not start is no split to keep; an app\'s first no_traffic revision takes all', async () => {
+    const host = 'pinned-to-failed.example.com';
+    const [v1] = await twoServed(host);
+    expect((await alice.req('PUT', `/api/apps/${host}/traffic`, { json: { traffic: [{ image_id: v1, percent: 100 }] } })).status).toBe(200);
+    await t.cp.db.query(`UPDATE images SET start_failed_at = now(), start_failure = 'x', routable_at = NULL WHERE id = $1`, [v1]);
+    const up = await alice.upload({ app_hostname: host }, archive);
+    expect(up.body.joins_traffic).toBe('all');
+    const first = await alice.upload({ name: 'first', app_hostname: 'first-quiet.example.com', no_traffic: 'true' }, archive);
+    expect(first.status, first.text).toBe(201);
+    // (its split is `latest` and it is the only revision: it takes the traffic, unproven, as asked)
+    expect(first.body.joins_traffic).toBe('all');
+    expect((await state('first-quiet.example.com', first.body.id)).img.proof_required).toBe(false);
+  });
+
+  it('only the newest revision is proven aside: a newer deploy supersedes an unproven one', async () => {
+    const host = 'aside-superseded.example.com';
+    const [v1, v2] = await twoServed(host);
+    expect((await alice.req('PUT', `/api/apps/${host}/traffic`, { json: { traffic: [{ image_id: v1, percent: 100 }] } })).status).toBe(200);
+    const a = await alice.upload({ app_hostname: host }, archive);
+    const b = await alice.upload({ app_hostname: host }, archive);
+    expect([a.body.joins_traffic, b.body.joins_traffic]).toEqual(['none', 'none']);
+    await t.cp.db.query(`UPDATE images SET status = 'ready' WHERE id = ANY($1::bigint[])`, [[a.body.id, b.body.id]]);
+    const revs = (await alice.get(`/api/apps/${host}`)).body.revisions;
+    const of = (id: number) => revs.find((r: { image_id: number }) => r.image_id === id);
+    expect(of(a.body.id)).toMatchObject({ serving: false, proving: false, served: false });
+    expect(of(b.body.id)).toMatchObject({ serving: true, proving: true, served: false });
+    // unproven, neither is `latest`: `latest=100` goes to the newest revision that served
+    const latest = await alice.req('PUT', `/api/apps/${host}/traffic`, { json: { traffic: [{ latest: true, percent: 100 }] } });
+    expect(latest.status, latest.text).toBe(200);
+    expect(latest.body.latest_image_id).toBe(v2);
   });
 
   it('no_traffic: none, whatever the split; the `latest` share is pinned where it is', async () => {

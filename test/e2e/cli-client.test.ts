@@ -364,7 +364,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect(kept.err).toContain('1 instance healthy: it can serve (it runs nothing until a split names it)');
     expect(kept.out).toContain('revision 4 (image');
     expect(kept.out).toContain('serving 0% of traffic');
-    expect(kept.out).toContain(`deploys keep the split, as Cloud Run does: this revision has no share of it (berth traffic ${HOST} 4=100 sends it all)`);
+    expect(kept.out).toContain(`deploys keep that split, as Cloud Run does: this revision has no share of it (berth traffic ${HOST} 4=100 sends it all)`);
     expect(kept.out).toContain(`berth traffic ${HOST} latest=100 sends all of it to each new deploy again`);
     const after = new Set<string>();
     for (let i = 0; i < 10; i++) after.add((await viaProxy(HOST, '/www/index.html')).body);
@@ -463,7 +463,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const seen3 = (await viaProxy(host, '/env.txt')).body.split('\n');
     expect(seen3).toEqual(expect.arrayContaining(['EXTRA=2', 'MODE=prod', 'API_KEY=s3cr3t-value', `K_REVISION=${host}-00003`]));
     const revs = (JSON.parse(await (await fetch(`${h.cp.url}/api/images`, { headers: { authorization: `Bearer ${await apiToken()}` } })).text()).images as
-      { app_hostname: string; revision: number; docker_image: string; docker_image_id: string; request_timeout_s: number; session_affinity: boolean; upstream_pipeline: number }[]).filter((i) => i.app_hostname === host);
+      { id: number; app_hostname: string; revision: number; docker_image: string; docker_image_id: string; request_timeout_s: number; session_affinity: boolean; upstream_pipeline: number }[]).filter((i) => i.app_hostname === host);
     const [r2, r3] = [revs.find((i) => i.revision === 2)!, revs.find((i) => i.revision === 3)!];
     expect(r3.docker_image_id).toBe(r2.docker_image_id);
     expect(r3.docker_image).not.toBe(r2.docker_image);
@@ -490,6 +490,15 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const detailJson = JSON.parse((await berth(['apps', host, '--json'])).out);
     expect(detailJson.revisions.find((r: { revision: number }) => r.revision === 3).settings).toMatchObject({ request_timeout_s: 42, upstream_pipeline: 4, env_names: ['API_KEY', 'EXTRA', 'MODE'] });
     expect((await berth(['apps', 'nobody.localhost'])).code).toBe(1);
+
+    // no build and no traffic: `latest` is pinned to revision 3, which serves, not to the new one
+    // (made ready at once, it looked like the newest that could serve)
+    const hidden = await berth(['deploy', '--host', host, '--no-build', '--no-traffic', '--env', 'EXTRA=3', '--json']);
+    expect(hidden.code, hidden.out + hidden.err).toBe(0);
+    expect(JSON.parse(hidden.out)).toMatchObject({ ok: true, revision: 4, traffic_percent: 0, joins_traffic: 'none' });
+    const pinned = JSON.parse((await berth(['traffic', host, '--json'])).out).traffic;
+    expect(pinned).toEqual([expect.objectContaining({ image_id: r3.id, percent: 100 })]);
+    expect((await viaProxy(host, '/env.txt')).body).toContain(`K_REVISION=${host}-00003`);
 
     // refused before anything is packed: a reserved name, a contradiction
     const reserved = await berth(['deploy', app, '--host', host, '--env', 'PORT=1']);

@@ -43,7 +43,7 @@ interface Image {
   joins_traffic?: 'all' | 'latest' | 'none' | null;
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
-interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; proving?: boolean; start_failure?: string | null }
+interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; served?: boolean; proving?: boolean; start_failure?: string | null }
 interface App { app_hostname: string; url: string; revisions: AppRevision[] }
 
 const TAIL_LINES = 25;
@@ -263,7 +263,8 @@ DIR defaults to the current directory.`,
       if (wantInstances > 0) {
         await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname, aside);
         phases.start = Date.now() - t;
-        const then = aside ? ': it can serve (it runs nothing until a split names it)' : proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
+        const then = aside ? (opts.tag === undefined ? ': it can serve (it runs nothing until a split names it)' : ': it can serve (its tag URL answers; no share until a split gives it one)')
+          : proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
         say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
         onServer = 'is up';
       } else {
@@ -279,9 +280,10 @@ DIR defaults to the current directory.`,
 
       // every proxy has the new table (and, when it serves, the revision's instances): curl works now
       t = Date.now();
-      const ports = wantInstances > 0 ? (await client.get<{ containers: Container[] }>(`/api/images/${img.id}/containers`, { signal })).containers
-        .filter((c) => c.status === 'running' && c.health === 'healthy' && c.host_port).map((c) => c.host_port!) : [];
       const routed = !quiet || opts.tag !== undefined;
+      // (one with no route — no share, no tag — is never listed by a proxy: nothing to wait for)
+      const ports = wantInstances > 0 && routed ? (await client.get<{ containers: Container[] }>(`/api/images/${img.id}/containers`, { signal })).containers
+        .filter((c) => c.status === 'running' && c.health === 'healthy' && c.host_port).map((c) => c.host_port!) : [];
       const proxies = await waitPropagated(client, routed ? `img-${img.id}` : undefined, ports, signal);
       phases.proxies = Date.now() - t;
       if (proxies === 0) say(`${paint(stderr, 'yellow', '!')} no proxy is connected to the control plane: the app is ready but nothing routes to it yet`);
@@ -294,7 +296,7 @@ DIR defaults to the current directory.`,
       const share = mine ? `${num(mine.traffic_percent)}% of traffic` : quiet ? 'no traffic' : 'all traffic';
       // a split set by hand (berth traffic) outlives deploys: say so, and how to follow deploys again
       const kept = joins === 'latest' || (joins === 'none' && !noTraffic)
-        ? `  the app's traffic was split by hand (berth traffic) and deploys keep the split, as Cloud Run does: ${joins === 'latest' ? 'this revision took its "latest" share' : `this revision has no share of it (berth traffic ${shownHost} ${num(mine?.revision ?? img.revision ?? 0)}=100 sends it all)`};\n  berth traffic ${shownHost} latest=100 sends all of it to each new deploy again`
+        ? `  the app's traffic names revisions (set by berth traffic, or pinned by a --no-traffic deploy) and deploys keep that split, as Cloud Run does: ${joins === 'latest' ? 'this revision took its "latest" share' : `this revision has no share of it (berth traffic ${shownHost} ${num(mine?.revision ?? img.revision ?? 0)}=100 sends it all)`};\n  berth traffic ${shownHost} latest=100 sends all of it to each new deploy again`
         : null;
       if (json) {
         printJson({
@@ -515,7 +517,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         // a later deploy (or a traffic change) took its place before it served: it runs nothing now
         const mine = (await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined))?.revisions?.find((r) => r.image_id === imageId);
         // (one proven outside the split runs nothing once it was healthy: done, not superseded)
-        if (mine?.serving === false && aside && mine.proving === false && !mine.start_failure) { s.clear(); return; }
+        if (mine?.serving === false && aside && mine.served === true) { s.clear(); return; }
         if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
