@@ -61,8 +61,8 @@ function appView(a: AppRow, revisions: RevisionSummary[], proxyUrl: string | nul
         ready_instances: i.ready_instances,
         /** why it could not start (it takes no traffic; apps/start-failure.ts), else null */
         start_failure: i.failed ? i.start_failure ?? 'could not start' : null,
-        /** why none of its instances can be made now (the container quota is full), while it has not served */
-        start_blocked: i.failed || i.routable || deleting ? null : i.start_blocked,
+        /** why none, or not all, of its instances can be made now (the container quota is full) */
+        start_blocked: i.failed || deleting ? null : i.start_blocked,
         /** it scales from zero and runs one instance to prove it can serve before it takes the traffic (not once superseded) */
         proving: i.proving && !deleting && r.serving.has(i.id),
         traffic_percent: deleting ? 0 : r.percent.get(i.id) ?? 0,

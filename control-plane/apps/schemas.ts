@@ -22,7 +22,7 @@ const revisionSchema = object({
   ready_instances: { type: 'integer', minimum: 0, description: 'running and healthy' },
   proving: { type: 'boolean', description: 'it scales from zero and was deployed with traffic, or was deployed into a split set by hand that gives it no share: one instance is started to prove it can serve before it takes the traffic, or a split may name it (it then scales to zero when idle, or as soon as it is proven when it has no share)' },
   start_failure: { ...nullableString, description: 'set when the revision could not start (GET /api/images/:id says when): it takes no traffic and runs nothing' },
-  start_blocked: { ...nullableString, description: 'while it has not served: why none of its instances can be made now (the per-user container quota is full); past the start deadline it is given up on' },
+  start_blocked: { ...nullableString, description: 'why none, or not all, of its instances can be made now (the per-user container quota is full); one none of whose instances runs is given up on past the start deadline' },
   traffic_percent: { type: 'integer', minimum: 0, maximum: 100 },
   traffic_tag: nullableString,
   tag_url: { ...nullableString, description: 'the revision by its (first) tag, on the proxy\'s scheme and port as url' },

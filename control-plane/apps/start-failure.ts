@@ -116,7 +116,8 @@ export async function judgeBlocked(j: StartJudge, tried: readonly number[]): Pro
   if (tried.length === 0) return 0;
   const { rows } = await j.db.query<{ id: number; start_blocked: string | null; start_blocked_at: Date; now: Date }>(
     `SELECT i.id, i.start_blocked, i.start_blocked_at, now() AS now FROM images i
-      WHERE i.id = ANY($1::bigint[]) AND i.start_blocked_at IS NOT NULL ORDER BY i.id`, [[...tried]]);
+      WHERE i.id = ANY($1::bigint[]) AND i.start_blocked_at IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.image_id = i.id AND c.desired = 'running') ORDER BY i.id`, [[...tried]]);
   let failed = 0;
   for (const b of rows) {
     const reason = blockedVerdict(b.start_blocked_at, b.start_blocked, new Date(b.now).getTime(), j.deadlineMs);

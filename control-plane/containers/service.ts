@@ -188,9 +188,14 @@ export class ContainerService {
         // (`atLeast`: a revision being proven before it takes the traffic runs one; apps/repo.ts provingSql)
         // (`atMost`: one proven outside the split runs one, whatever its floor: apps/repo.ts provingAsideSql)
         want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances, opts.atMost ?? Infinity) - wanted);
-        // none can be made now: said on the revision, since when (a revision that never served is
-        // given up on past the start deadline: apps/start-failure.ts); cleared once one can be
-        const blocked = want > 0 && room <= 0 && wanted === 0 ? `the per-user container quota is full: ${this.quotaError(room).message}` : null;
+        // none (or not all) can be made now: said on the revision, since when (a revision none of
+        // whose instances runs is given up on past the start deadline: apps/start-failure.ts);
+        // cleared once they can be
+        // (or only some: how many can run is said, and the revision serves with them meanwhile)
+        const short = want > Math.max(0, room);
+        const blocked = !short ? null
+          : wanted === 0 && room <= 0 ? `the per-user container quota is full: ${this.quotaError(room).message}`
+          : `the per-user container quota is full: ${wanted + Math.max(0, room)} of its ${wanted + want} instances can run; ${this.quotaError(Math.min(0, room)).message}`;
         await tx.query(
           `UPDATE images SET start_blocked = $2, start_blocked_at = CASE WHEN $2::text IS NULL THEN NULL ELSE COALESCE(start_blocked_at, now()) END
             WHERE id = $1 AND start_blocked IS DISTINCT FROM $2::text`, [img.id, blocked]);

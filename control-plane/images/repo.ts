@@ -75,7 +75,7 @@ export function publicImage(r: ImageRow) {
     status_reason: r.status_reason,
     start_failed_at: iso(r.start_failed_at),
     start_failure: r.start_failed_at ? r.start_failure : null,
-    start_blocked: r.start_failed_at || r.routable_at ? null : r.start_blocked,
+    start_blocked: r.start_failed_at ? null : r.start_blocked,
     joins_traffic: r.joins_traffic ?? null,
     docker_image: r.docker_image,
     docker_image_id: r.docker_image_id,

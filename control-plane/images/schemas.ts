@@ -31,7 +31,7 @@ export const imageSchema = object({
   status_reason: nullableString,
   start_failed_at: { ...nullableDateTime, description: 'set when the revision could not start (its instances exit at start, or none became healthy in time): it takes no traffic and runs nothing' },
   start_failure: { ...nullableString, description: 'why it could not start: the instance\'s reason and its last output' },
-  start_blocked: { ...nullableString, description: 'while it has not served: why none of its instances can be made now (the per-user container quota is full); past the start deadline it is given up on' },
+  start_blocked: { ...nullableString, description: 'why none, or not all, of its instances can be made now (the per-user container quota is full); one none of whose instances runs is given up on past the start deadline' },
   joins_traffic: {
     type: ['string', 'null'], enum: ['all', 'latest', 'none', null],
     description: "how the deploy joined the app's traffic: all (it takes all of it once it can serve), latest (the app's split was set by hand and is kept, as Cloud Run keeps it: it takes the split's `latest` share), none (no_traffic, or a split by hand with no `latest` share); null for revisions deployed before this was recorded",

@@ -46,7 +46,7 @@ async function describeBefore(q: Queryable, a: AppRow) {
         instances: byImage.get(i.id)?.instances ?? 0,
         ready_instances: byImage.get(i.id)?.ready ?? 0,
         start_failure: i.start_failed_at ? i.start_failure ?? 'could not start' : null,
-        start_blocked: i.start_failed_at || states.find((x) => x.id === i.id)?.routable ? null : i.start_blocked,
+        start_blocked: i.start_failed_at ? null : i.start_blocked,
         proving: i.proof_required && i.routable_at === null && i.start_failed_at === null && r.serving.has(i.id),
         traffic_percent: r.percent.get(i.id) ?? 0,
         traffic_tag: tags[0] ?? null,

@@ -19,8 +19,8 @@ let user: Api;
 let clusterId = '';
 const dockerImages: string[] = [];
 
-async function deploy(name: string, min: number): Promise<number> {
-  const up = await user.upload({ name, app_hostname: `${name}-${tag}.example.com`, min_instances: min, max_instances: 1, health_path: '/' },
+async function deploy(name: string, min: number, max = 1): Promise<number> {
+  const up = await user.upload({ name, app_hostname: `${name}-${tag}.example.com`, min_instances: min, max_instances: max, health_path: '/' },
     await makeTar(httpdApp([{ name: 'index.html', content: `${name}\n` }])));
   expect(up.status, up.text).toBe(201);
   dockerImages.push(up.body.docker_image);
@@ -90,5 +90,23 @@ await describeWithDocker('a revision none of whose instances can be made', () =>
     await waitFor('the note gone', async () => (await image(d)).start_blocked === null, 10_000, 100);
     await new Promise((r) => setTimeout(r, DEADLINE_MS + 1000));
     expect(await image(d)).toMatchObject({ start_blocked: null, start_failed_at: null, start_failure: null });
+  }, 180_000);
+
+  it('one only some of whose instances can be made serves with them, says how many can run, and is not given up on', async () => {
+    // room for one: every other app goes
+    for (const a of (await user.get('/api/apps')).body.apps as { app_hostname: string }[]) {
+      expect((await user.req('DELETE', `/api/apps/${a.app_hostname}`)).status).toBe(204);
+    }
+    await waitFor('no container left', async () => (await t.cp.db.query(`SELECT 1 FROM containers WHERE desired = 'running'`)).rowCount === 0, 30_000, 100);
+    const p = await deploy('partial', 2, 2);
+    const note = await waitFor('one healthy, the other blocked', async () => {
+      const cs = await runningOf<{ desired: string; health: string }>(user, p);
+      const i = await image(p);
+      return cs.length === 1 && cs[0].health === 'healthy' && i.start_blocked ? i.start_blocked as string : undefined;
+    }, 30_000, 100);
+    expect(note).toBe('the per-user container quota is full: 1 of its 2 instances can run; you have 1 running container(s) of the 1 allowed; stop or delete some first');
+    expect((await user.get(`/api/apps/partial-${tag}.example.com`)).body.revisions[0]).toMatchObject({ start_blocked: note, traffic_percent: 100, ready_instances: 1 });
+    await new Promise((r) => setTimeout(r, DEADLINE_MS + 1000));
+    expect(await image(p)).toMatchObject({ start_blocked: note, start_failed_at: null, start_failure: null });
   }, 180_000);
 });

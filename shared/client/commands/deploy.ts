@@ -261,8 +261,12 @@ DIR defaults to the current directory.`,
       const proven = wantInstances === 0 && !quiet && (await proving(client, img.app_hostname, img.id, signal));
       if (proven) wantInstances = 1;
       if (wantInstances > 0) {
-        await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname, aside);
+        const short = await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname, aside);
         phases.start = Date.now() - t;
+        if (short !== null) {
+          say(`${paint(stderr, 'yellow', '!')} ${num(short.healthy)} of ${num(wantInstances)} instances healthy; no more can start now (${printable(short.blocked)}). It serves with these; the rest start as room frees.`);
+          wantInstances = short.healthy;
+        }
         const then = aside ? (opts.tag === undefined ? ': it can serve (it runs nothing until a split names it)' : ': it can serve (its tag URL answers; no share until a split gives it one)')
           : proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
         say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
@@ -486,7 +490,12 @@ async function lastOutput(client: BerthClient, id: number, signal: AbortSignal):
   }
 }
 
-async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<void> {
+/**
+ * Until `want` instances are healthy (or the revision is done otherwise: see below). Returns null,
+ * or — when some are healthy and the rest cannot be made now (the container quota) — how many
+ * are and why: the revision serves with them, and waiting out --timeout would say nothing more.
+ */
+async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<{ healthy: number; blocked: string } | null> {
   const s = new Status(out);
   let last: Container[] = [];
   let crashed: Container | undefined;
@@ -499,7 +508,12 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       last = (await client.get<{ containers: Container[] }>(`/api/images/${imageId}/containers`, { signal })).containers;
       portSeen = last.map(portHint).find((h) => h !== '') ?? portSeen;
       const healthy = last.filter((c) => c.status === 'running' && c.health === 'healthy').length;
-      if (healthy >= want) { s.clear(); return; }
+      if (healthy >= want) { s.clear(); return null; }
+      // some healthy, none on its way, and the quota keeps the rest from being made
+      if (healthy > 0 && last.every((c) => c.desired === 'stopped' || (c.status === 'running' && c.health === 'healthy'))) {
+        const short = (await client.get<Image>(`/api/images/${imageId}`, { signal })).start_blocked ?? null;
+        if (short !== null) { s.clear(); return { healthy, blocked: short }; }
+      }
       // an instance that never became healthy, started twice again, and down a third time (it
       // exits, or Docker cannot start it): waiting out --timeout shows nothing more. Seen while it
       // is down, so its output is still there (a replacement removes that Docker container; the
@@ -517,7 +531,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         // a later deploy (or a traffic change) took its place before it served: it runs nothing now
         const mine = (await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined))?.revisions?.find((r) => r.image_id === imageId);
         // (one proven outside the split runs nothing once it was healthy: done, not superseded)
-        if (mine?.serving === false && aside && mine.served === true) { s.clear(); return; }
+        if (mine?.serving === false && aside && mine.served === true) { s.clear(); return null; }
         if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
