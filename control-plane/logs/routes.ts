@@ -215,6 +215,15 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
           s.onEnd(() => { streams.delete(s); resolve(); });
         });
       };
+      // an instance its app crashed was replaced under the same id, and Docker's log with it: what
+      // the last run said as it ended (kept by the reconcile loop) comes first, as a notice
+      for (const c of initial) {
+        if (done || !c.last_exit || c.restart_count === 0) continue;
+        // (not when the reader asked for lines after this run began: that end is older)
+        if (since !== undefined && c.started_at !== null && new Date(c.started_at).getTime() / 1000 < since) continue;
+        const note = `container ${c.id} was restarted ${c.restart_count} time(s); its last run ended: ${c.last_exit}`;
+        res.write(sse ? `event: notice\ndata: ${JSON.stringify({ message: note })}\n\n` : `berth: ${note}\n`);
+      }
       if (initial.length <= 1) {
         // one container: its lines go straight through, paused while the client is behind
         if (initial[0]) await read(initial[0], (l) => write(initial[0], l));

@@ -210,6 +210,12 @@ await describeWithDocker('e2e: upload → build → run → route', () => {
     const started = mine.filter((e) => e.type === 'container.started').pop();
     expect(started.payload.host_port).toBe(after.host_port);
     expect(ev.some((e) => e.type === 'container.stopped' && e.container_id === ids[0] && e.payload.reason === 'api')).toBe(true);
+    // its logs are the new run's (Docker's went with the old container): how the last run ended comes first
+    const logs = await user.get(`/api/containers/${ids[1]}/logs`);
+    expect(logs.status).toBe(200);
+    expect(logs.text).toMatch(new RegExp(`^berth: container ${ids[1]} was restarted 1 time\\(s\\); its last run ended: \\S`));
+    // (not for lines asked after the new run began)
+    expect((await user.get(`/api/containers/${ids[1]}/logs?since=${Math.floor(Date.now() / 1000) + 60}`)).text).not.toContain('was restarted');
   });
 
   it('keeps serving while the control plane is killed, and after a proxy restart while it is down', async () => {
