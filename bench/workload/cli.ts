@@ -12,11 +12,12 @@ import { num, printable, terminalSafe } from '../../shared/client/style.js';
 import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } from './engine.js';
 import { redactHeaders } from './redact.js';
 import { runRemote } from './remote.js';
+import { API_MAX_DURATION_S } from '../../control-plane/workloads/schema.js';
 import type { WorkloadMetrics } from './metrics.js';
 import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
 import { renderReport } from './report.js';
 import { MAX_BODY_BYTES, RequestSpecError, prepareRequest } from './request.js';
-import { ThresholdError, failedThresholds, parseThresholds, type Threshold } from './thresholds.js';
+import { ThresholdError, failedThresholds, parseThresholds, shownValue, type Threshold } from './thresholds.js';
 
 /** Where --app goes when neither --proxy-url nor the control plane says (berth up's default proxy). */
 const FALLBACK_PROXY_URL = 'http://127.0.0.1:8080';
@@ -86,7 +87,7 @@ function positiveNumber(v: string | undefined, flag: string, max: number, intege
   if (v === undefined) return undefined;
   const n = Number(v);
   if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max || (integer && !Number.isInteger(n))) {
-    throw new UsageError(`--${flag} "${v}" must be ${integer ? 'a whole number' : 'a number'} between ${integer ? 1 : 'above 0'} and ${max}`);
+    throw new UsageError(`--${flag} "${v}" must be ${integer ? `a whole number from 1 to ${max}` : `a number above 0, at most ${max}`}`);
   }
   return n;
 }
@@ -232,6 +233,8 @@ export function loadOptions(argv: string[], env = process.env): {
   const remote = o.remote === 'true';
   if (remote && !o.app) throw new UsageError('--remote runs on the control plane against one of your apps: give --app HOST (not --url)');
   if (remote && options.precise) throw new UsageError('--precise is for local runs; the control plane picks the timing itself');
+  // (the API's own bound, in the flag's words: its answer names the API field)
+  if (remote && options.duration_seconds > API_MAX_DURATION_S) throw new UsageError(`--duration: a --remote run lasts at most ${API_MAX_DURATION_S / 3600}h (the control plane's limit; a control plane may set a lower one)`);
   const target = remote ? `${host} (on the control plane)` : o.app ? `${host} via ${url}` : url;
   const askProxy = !remote && o.app !== undefined && o['proxy-url'] === undefined;
   return { options, json: o.json, html: o.html, thresholds, quiet: o.quiet === 'true', target, remote, api: o.api, askProxy };
@@ -387,7 +390,7 @@ export async function run(argv: string[]): Promise<void> {
     out.write(`  report written to ${html}\n`);
   }
   const failed = failedThresholds(thresholds, m);
-  for (const f of failed) out.write(`  FAIL ${f.threshold.text} (actual ${f.actual === null ? 'n/a' : Math.round(f.actual * 1000) / 1000})\n`);
+  for (const f of failed) out.write(`  FAIL ${f.threshold.text} (actual ${shownValue(f.threshold.metric, f.actual)})\n`);
   if (thresholds.length && !failed.length) out.write(`  passed: no --fail-on condition held (${thresholds.map((t) => t.text).join(', ')})\n`);
   if (interrupted) process.exit(130);
   if (failed.length || runFailed) process.exit(1);

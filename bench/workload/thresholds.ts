@@ -24,6 +24,13 @@ const COUNTS = ['errors', 'failed', 'late', 'dropped', 'total', 'rps', 'error_ra
 
 export class ThresholdError extends Error {}
 
+/** A metric's value as a person reads it: latencies in ms, rates in percent, counts as they are. */
+export function shownValue(metric: string, v: number | null): string {
+  if (v === null) return 'n/a';
+  const n = Math.round(v * 1000) / 1000;
+  return metric in LATENCY ? `${n} ms` : metric === 'error_rate' || metric === 'achieved_pct' ? `${n}%` : metric === 'rps' ? `${n} req/s` : String(n);
+}
+
 export function parseThresholds(spec: string): Threshold[] {
   const out: Threshold[] = [];
   for (const raw of spec.split(',')) {

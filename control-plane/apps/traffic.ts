@@ -160,7 +160,7 @@ export function checkTraffic(entries: TrafficEntry[], host: string, revisions: T
       if (r.status !== 'ready') throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) is ${r.status}, not ready`);
       if (r.failed) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) could not start (\`berth apps ${host}\` or GET /api/images/${r.id} says why) and takes no traffic; deploy a fixed revision, or a new one from it with other settings (\`berth deploy --no-build\`, POST /api/apps/${host}/revisions)`);
       if (unproven(r, e.percent)) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) ${why}`);
-      if (seen.has(e.image_id)) throw badRequest(`${at}: image ${e.image_id} appears twice`);
+      if (seen.has(e.image_id)) throw badRequest(`${at}: revision ${r.revision} (image ${r.id}) appears twice`);
       seen.add(e.image_id);
     } else {
       if (latest) throw badRequest(`${at}: "latest" appears twice`);

@@ -35,12 +35,13 @@ async function infoRoutes(app: FastifyInstance): Promise<void> {
           name: { type: 'string', description: '"berth"' },
           proxy_url: { ...nullableString, description: 'the proxy as users reach it, e.g. http://127.0.0.1:8080; null: unknown' },
           app_domains: { type: 'array', items: { type: 'string' }, description: 'DNS names new apps must be under (a new app is NAME.DOMAIN); empty: any hostname' },
+          max_upload_bytes: { type: 'integer', description: 'the largest source archive an upload may be (413 past it): a client can say so before it sends one' },
           docs_url: { type: 'string' },
           openapi_url: { type: 'string' },
         }),
       },
     },
-  }, async () => ({ name: 'berth', proxy_url: app.publicInfo.proxyUrl, app_domains: app.config.appDomains, docs_url: '/docs', openapi_url: '/docs/json' }));
+  }, async () => ({ name: 'berth', proxy_url: app.publicInfo.proxyUrl, app_domains: app.config.appDomains, max_upload_bytes: app.config.maxUploadBytes, docs_url: '/docs', openapi_url: '/docs/json' }));
 }
 
 export default fp(infoRoutes, 'berth-info');

@@ -42,6 +42,11 @@ describe('berth apps', () => {
     expect(lines[2]).toMatch(/^\s+1 \(image 11\)\s+ready\s/);
   });
 
+  it('the deploy waiting to take the traffic says building until it is built (from a walkthrough: it said starting)', () => {
+    const lines = appsTable([{ ...shop, pending_image_id: 12, revisions: [rev(1, 100), { ...rev(2, 0), status: 'building', instances: 0, ready_instances: 0 }] }], false).trimEnd().split('\n');
+    expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+building\s+0\/0\s+0%$/);
+  });
+
   it('a revision none of whose instances can be made says the quota is full', () => {
     const lines = appsTable([{ ...shop, revisions: [rev(1, 100), { ...rev(2, 0), proving: true, instances: 0, ready_instances: 0, start_blocked: 'the per-user container quota is full: …' }] }], false).trimEnd().split('\n');
     expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+quota full\s+0\/0\s+0%$/);

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { request } from 'undici';
 import { up, type UpHandle } from '../../control-plane/up.js';
@@ -71,7 +72,8 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
       databaseUrl: await pg.createDatabase(), quiet: true,
       // (an instance that does not answer is said to be unhealthy after 3 s, not 30: the deploy to the wrong port)
       // (and a crashed instance is replaced within a second, not three: the deploy that crashes)
-      tenant: { health: { startupGraceMs: 3000 }, reconcileIntervalMs: 1000 },
+      // (and an upload limit of 4 MiB: the deploy past it is refused before anything is sent)
+      tenant: { health: { startupGraceMs: 3000 }, reconcileIntervalMs: 1000, maxUploadBytes: 4 * 1024 * 1024 },
     });
     env = { BERTH_CONFIG_DIR: join(tmp.dir, 'config'), BERTH_API: h.cp.url, BERTH_TOKEN: '', NO_COLOR: '' };
   });
@@ -224,6 +226,18 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     expect([none.code, none.err.trim()]).toEqual([1, 'berth logs: broken.localhost has no revision 9 (it has 1)']);
     expect((await berth(['logs', 'broken.localhost', '--build', '--tail', '5'])).code).toBe(2);
     expect((await berth(['logs', 'broken.localhost', '--revision', '1'])).code).toBe(2);
+    // a folder past the platform's upload limit is refused once packed, before it is sent (from a
+    // walkthrough: a 200 MiB folder was refused at the end of its upload)
+    const big = join(tmp.dir, 'big');
+    await mkdir(big, { recursive: true });
+    await writeFile(join(big, 'Dockerfile'), `FROM ${BASE_IMAGE}\nCOPY . /x\n`);
+    await writeFile(join(big, 'noise.bin'), randomBytes(5 * 1024 * 1024));
+    const tooBig = await berth(['deploy', big, '--host', 'big.localhost']);
+    expect([tooBig.code, tooBig.err]).toEqual([1, expect.stringContaining("more than this platform's upload limit of 4.0 MiB: leave out what the build does not need with a .dockerignore")]);
+    expect(tooBig.err).not.toContain('Uploaded');
+    // its instance logs: none, and where to look instead (from a walkthrough: it printed nothing)
+    const empty = await berth(['logs', 'broken.localhost']);
+    expect([empty.code, empty.out, empty.err.trim()]).toEqual([0, '', 'berth logs: no instance of broken.localhost printed anything; `berth apps broken.localhost` shows its revisions, `berth logs broken.localhost --build` the build log']);
 
     // --follow on a build under way: its lines as they come, each once, until it ends
     const slow = join(tmp.dir, 'slowbuild');

@@ -35,6 +35,13 @@ describe('berth load options', () => {
     expect(() => loadOptions([...base, '--rps', '10', '--body', `@${big}`])).toThrow(/at most/);
   });
 
+  it('flag words, not API fields: a --remote run past the API\'s hour, a rate of 0 (from a walkthrough)', () => {
+    expect(() => loadOptions(['--app', 'a.localhost', '--rps', '1', '--remote', '--duration', '2h'])).toThrow(/^--duration: a --remote run lasts at most 1h/);
+    expect(loadOptions(['--app', 'a.localhost', '--rps', '1', '--remote', '--duration', '1h']).options.duration_seconds).toBe(3600);
+    expect(loadOptions(['--app', 'a.localhost', '--rps', '1', '--duration', '2h']).options.duration_seconds).toBe(7200);
+    expect(() => loadOptions([...base, '--rps', '0'])).toThrow(/^--rps "0" must be a number above 0, at most \d+$/);
+  });
+
   it('--json / --html naming a directory is refused up front', () => {
     expect(() => loadOptions([...base, '--rps', '10', '--json', dir])).toThrow(/is a directory/);
     expect(() => loadOptions([...base, '--rps', '10', '--html', dir])).toThrow(/is a directory/);

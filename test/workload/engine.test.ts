@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { runWorkload } from '../../bench/workload/engine.js';
 import { checkPattern, createSchedule, expectedRequests, peakRate, rateAt } from '../../bench/workload/patterns.js';
 import { prepareRequest } from '../../bench/workload/request.js';
-import { failedThresholds, parseThresholds } from '../../bench/workload/thresholds.js';
+import { failedThresholds, parseThresholds, shownValue } from '../../bench/workload/thresholds.js';
 import { freePort } from '../helpers/ports.js';
 
 interface TestServer {
@@ -285,6 +285,9 @@ describe('inputs', () => {
     expect(ts.map((t) => [t.metric, t.op, t.value])).toEqual([['p99', '>', 200], ['error_rate', '>', 1], ['dropped', '>', 0], ['p50', '>=', 1000]]);
     const m = { p99_latency_ms: 250, p50_latency_ms: 3, error_rate: 0.5, dropped_requests: 0 } as never;
     expect(failedThresholds(ts, m).map((f) => f.threshold.text)).toEqual(['p99>200ms']);
+    // the actual value with its unit (from a walkthrough: "actual 25.039", of what?)
+    expect([shownValue('p99', 25.0391), shownValue('error_rate', 1.5), shownValue('rps', 99.5), shownValue('dropped', 3), shownValue('p50', null)])
+      .toEqual(['25.039 ms', '1.5%', '99.5 req/s', '3', 'n/a']);
     expect(() => parseThresholds('p99>>1')).toThrow(/not a condition/);
     expect(() => parseThresholds('latency>1ms')).toThrow(/unknown metric/);
     expect(() => parseThresholds('p99>1%')).toThrow(/latency/);

@@ -18,10 +18,11 @@ export interface AppRevision {
 /**
  * A revision's status as shown: `could not start` once the control plane gave it up, `quota full`
  * while none of its instances can be made, `starting` while it is being proven or is the deploy
- * waiting to take the traffic once an instance is healthy (Cloud Run's revision "deploying").
+ * waiting to take the traffic once an instance is healthy (Cloud Run's revision "deploying"), once
+ * built (`building` before).
  */
 const statusOf = (r: AppRevision, a: App) =>
-  (r.start_failure ? 'could not start' : r.start_blocked ? 'quota full' : r.proving || a.pending_image_id === r.image_id ? 'starting' : r.status);
+  (r.start_failure ? 'could not start' : r.start_blocked ? 'quota full' : r.status === 'ready' && (r.proving || a.pending_image_id === r.image_id) ? 'starting' : r.status);
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */

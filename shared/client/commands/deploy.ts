@@ -194,6 +194,12 @@ DIR defaults to the current directory.`,
       for (const w of packed.warnings) say(`warning: ${printable(w)}`);
       say(`${ok} Packed ${resolve(dir)}: ${packed.files} files, ${formatBytes(packed.rawBytes)} → ${formatBytes(packed.bytes)} gzipped${packed.ignored ? ` (${packed.ignored} ignored by .dockerignore)` : ''} ${dim(stderr, formatDuration(phases.pack))}`);
 
+      // past the platform's upload limit: said now, not after sending it (older control planes do not say)
+      const limit = (await client.get<{ max_upload_bytes?: number }>('/api/info', { anonymous: true, signal }).catch(() => ({ max_upload_bytes: undefined }))).max_upload_bytes;
+      if (typeof limit === 'number' && packed.bytes > limit) {
+        throw new ClientError(`the packed folder is ${formatBytes(packed.bytes)}, more than this platform's upload limit of ${formatBytes(limit)}: leave out what the build does not need with a .dockerignore`, EXIT.failed);
+      }
+
       // upload
       const fields: Record<string, string> = { app_hostname: host };
       if (name !== undefined) fields.name = name;

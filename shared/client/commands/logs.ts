@@ -54,8 +54,10 @@ export const run = defineClientCommand({
         query: { follow, since: opts.since?.trim(), tail, container },
         headers: { accept: 'text/event-stream' }, signal,
       });
+      let lines = 0;
       for await (const ev of readSse(res.body)) {
         if (ev.event === 'log') {
+          lines++;
           const l = JSON.parse(ev.data) as { container_id: number; image_id: number; stream: string; time: string | null; line: string };
           if (json) stdout.write(jsonText(l) + '\n');
           else {
@@ -68,6 +70,10 @@ export const run = defineClientCommand({
         } else if (ev.event === 'notice') {
           process.stderr.write(`berth logs: ${terminalSafe(process.stderr, (JSON.parse(ev.data) as { message: string }).message)}\n`);
         } else if (ev.event === 'end') {
+          // nothing at all: say where else to look (an app whose build failed has no instance)
+          if (lines === 0 && !json && container === undefined) {
+            process.stderr.write(`berth logs: no instance of ${printable(host)} printed anything${opts.since !== undefined ? ' in that time' : ''}; \`berth apps ${printable(host)}\` shows its revisions, \`berth logs ${printable(host)} --build\` the build log\n`);
+          }
           return EXIT.ok;
         }
       }
