@@ -188,10 +188,9 @@ export class ContainerService {
         // (`atLeast`: a revision being proven before it takes the traffic runs one; apps/repo.ts provingSql)
         // (`atMost`: one proven outside the split runs one, whatever its floor: apps/repo.ts provingAsideSql)
         want = Math.max(0, Math.min(Math.max(img.min_instances, opts.atLeast ?? 0), img.max_instances, opts.atMost ?? Infinity) - wanted);
-        // none (or not all) can be made now: said on the revision, since when (a revision none of
-        // whose instances runs is given up on past the start deadline: apps/start-failure.ts);
-        // cleared once they can be
-        // (or only some: how many can run is said, and the revision serves with them meanwhile)
+        // none, or only some, can be made now: said on the revision (with how many can run), since
+        // when; cleared once they can be. One none of whose instances runs is given up on past the
+        // start deadline (apps/start-failure.ts); one with some serves with them meanwhile
         const short = want > Math.max(0, room);
         const blocked = !short ? null
           : wanted === 0 && room <= 0 ? `the per-user container quota is full: ${this.quotaError(room).message}`

@@ -34,7 +34,7 @@ interface Image {
   revision?: number; name: string;
   /** set when the control plane gave the revision up (it could not start) */
   start_failure?: string | null;
-  /** while it has not served: why none of its instances can be made now (the container quota is full) */
+  /** why none, or not all, of its instances can be made now (the container quota is full) */
   start_blocked?: string | null;
   /**
    * how the deploy joined the app's traffic (absent from older control planes): all, latest (a
