@@ -291,7 +291,7 @@ describe('response schemas', () => {
 
   it('info and health answers: exactly what the handlers send; metrics stay Prometheus text', async () => {
     const info = same(await api.req('GET', '/api/info', { token: null }), 200);
-    expect(info).toEqual({ name: 'berth', proxy_url: null, app_domains: [], docs_url: '/docs', openapi_url: '/docs/json' });
+    expect(info).toEqual({ name: 'berth', proxy_url: null, app_domains: [], max_upload_bytes: 200 * 1024 * 1024, docs_url: '/docs', openapi_url: '/docs/json' });
     expect(same(await api.req('GET', '/healthz', { token: null }), 200)).toEqual({ status: 'ok' });
     expect(same(await api.req('GET', '/readyz', { token: null }), 200)).toEqual({ status: 'ready', checks: { database: 'ok' } });
     const denied = same(await api.req('GET', '/metrics', { token: null }), 401);
