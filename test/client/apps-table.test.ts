@@ -47,6 +47,11 @@ describe('berth apps', () => {
     expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+building\s+0\/0\s+0%$/);
   });
 
+  it('one only some of whose instances can be made serves with them: its status is not "quota full" (from a walkthrough)', () => {
+    const lines = appsTable([{ ...shop, revisions: [{ ...rev(1, 100), instances: 3, ready_instances: 3, start_blocked: 'the per-user container quota is full: 3 of its 4 instances can run; …' }] }], false).trimEnd().split('\n');
+    expect(lines[1]).toMatch(/^shop\.localhost\s+1 \(image 11\)\s+ready\s+3\/3\s+100%$/);
+  });
+
   it('a revision none of whose instances can be made says the quota is full', () => {
     const lines = appsTable([{ ...shop, revisions: [rev(1, 100), { ...rev(2, 0), proving: true, instances: 0, ready_instances: 0, start_blocked: 'the per-user container quota is full: …' }] }], false).trimEnd().split('\n');
     expect(lines[1]).toMatch(/^shop\.localhost\s+2 \(image 12\)\s+quota full\s+0\/0\s+0%$/);

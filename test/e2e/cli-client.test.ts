@@ -368,6 +368,7 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const split = await berth(['traffic', HOST, '2=50', '3=50']);
     expect(split.code, split.err).toBe(0);
     expect(split.out).toMatch(/^3\s.*50%\s+http:\/\/canary---/m); // the tag is kept
+    expect(split.out).toContain('split: 2=50 3=50; deploys keep this split: a new revision gets no traffic until a split names it');
     const seen = new Set<string>();
     for (let i = 0; i < 10; i++) seen.add((await viaProxy(HOST, '/www/index.html')).body);
     expect(seen).toEqual(new Set(['<h1>v2</h1>', '<h1>v3</h1>']));
@@ -383,6 +384,20 @@ await describeWithDocker('berth client commands (login, deploy, logs, apps, cont
     const after = new Set<string>();
     for (let i = 0; i < 10; i++) after.add((await viaProxy(HOST, '/www/index.html')).body);
     expect(after).toEqual(new Set(['<h1>v2</h1>', '<h1>v3</h1>']));
+    // two deploys in a row into the kept split: the first, superseded before it was proven, says so
+    // and succeeds (from a walkthrough: it failed, "a later deploy took its place")
+    const slowStart = join(tmp.dir, 'slowstart');
+    await mkdir(join(slowStart, 'www'), { recursive: true });
+    await writeFile(join(slowStart, 'www', 'index.html'), '<h1>v5</h1>\n');
+    await writeFile(join(slowStart, 'Dockerfile'), `FROM ${BASE_IMAGE}\nCOPY . /www\nCMD ["sh", "-c", "sleep 5; exec httpd -f -p $PORT -h /www"]\n`);
+    const first = berth(['deploy', slowStart, '--host', HOST]);
+    await waitFor('the first upload', async () => ((await h.cp.db.query('SELECT 1 FROM images WHERE app_hostname = $1 AND revision = 5', [HOST])).rowCount === 1 ? true : undefined), 30_000);
+    const second = await berth(['deploy', app, '--host', HOST]);
+    const superseded = await first;
+    expect([second.code, superseded.code], superseded.err).toEqual([0, 0]);
+    expect(superseded.err).toContain('a newer revision was deployed before this one was proven: it is proven instead, and this one is not started');
+    expect(superseded.out).toContain('this revision has no share of it (a newer one is proven in its place)');
+    expect(second.out).toContain('revision 6 (image');
     const back = await berth(['traffic', HOST, 'latest=100', '--json']);
     expect(back.code, back.err).toBe(0);
     expect(JSON.parse(back.out).traffic).toEqual([expect.objectContaining({ latest: true, percent: 100 }), expect.objectContaining({ tag: 'canary' })]);

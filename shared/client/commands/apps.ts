@@ -17,12 +17,12 @@ export interface AppRevision {
 
 /**
  * A revision's status as shown: `could not start` once the control plane gave it up, `quota full`
- * while none of its instances can be made, `starting` while it is being proven or is the deploy
+ * while none of its instances can be made (one only some of whose can serves with them: a note says so), `starting` while it is being proven or is the deploy
  * waiting to take the traffic once an instance is healthy (Cloud Run's revision "deploying"), once
  * built (`building` before).
  */
 const statusOf = (r: AppRevision, a: App) =>
-  (r.start_failure ? 'could not start' : r.start_blocked ? 'quota full' : r.status === 'ready' && (r.proving || a.pending_image_id === r.image_id) ? 'starting' : r.status);
+  (r.start_failure ? 'could not start' : r.start_blocked && r.instances === 0 ? 'quota full' : r.status === 'ready' && (r.proving || a.pending_image_id === r.image_id) ? 'starting' : r.status);
 export interface App {
   app_hostname: string; url: string; path?: string; latest_image_id?: number | null;
   /** set while the app is being deleted (it serves nothing) */
@@ -84,7 +84,7 @@ async function describeOne(client: BerthClient, rawHost: string, json: boolean, 
   ]));
   for (const { r } of rows) {
     if (r.start_failure) out.write(`revision ${r.revision} could not start: ${printable(r.start_failure)}\n`);
-    else if (r.start_blocked) out.write(`revision ${r.revision} cannot start yet: ${printable(r.start_blocked)}\n`);
+    else if (r.start_blocked) out.write(`revision ${r.revision} ${r.instances > 0 ? 'runs fewer instances than it asks' : 'cannot start yet'}: ${printable(r.start_blocked)}\n`);
   }
   return EXIT.ok;
 }

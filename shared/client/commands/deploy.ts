@@ -44,7 +44,7 @@ interface Image {
 }
 interface Container { id: number; status: string; health: string; status_reason: string | null; desired?: string; host_port?: number | null; internal_port?: number | null; restart_count?: number; healthy_at?: string | null }
 interface AppRevision { image_id: number; revision: number; traffic_percent: number; traffic_tag: string | null; tag_url: string | null; serving?: boolean; served?: boolean; proving?: boolean; start_failure?: string | null }
-interface App { app_hostname: string; url: string; revisions: AppRevision[] }
+interface App { app_hostname: string; url: string; revisions: AppRevision[]; deleting_at?: string | null }
 
 const TAIL_LINES = 25;
 /** A build log line longer than this (no newline in 1 MiB) stops the deploy rather than fill memory. */
@@ -265,18 +265,26 @@ DIR defaults to the current directory.`,
       // before it takes the traffic (the control plane says so)
       // (or one given up on already: waitHealthy says why at once)
       const proven = wantInstances === 0 && !quiet && (await proving(client, img.app_hostname, img.id, signal));
+      /** proven outside the split, a newer deploy took its place first */
+      let replaced = false;
       if (proven) wantInstances = 1;
       if (wantInstances > 0) {
         const short = await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname, aside);
         phases.start = Date.now() - t;
-        if (short !== null) {
+        if (short?.superseded) {
+          replaced = true;
+          say(`${paint(stderr, 'yellow', '!')} a newer revision was deployed before this one was proven: it is proven instead, and this one is not started (it has no share of the traffic)`);
+          wantInstances = 0;
+        } else if (short !== null) {
           say(`${paint(stderr, 'yellow', '!')} ${num(short.healthy)} of ${num(wantInstances)} instances healthy; no more can start now (${printable(short.blocked)}). It serves with these; the rest start as room frees.`);
           wantInstances = short.healthy;
         }
-        const then = aside ? (opts.tag === undefined ? ': it can serve (it runs nothing until a split names it)' : ': it can serve (its tag URL answers; no share until a split gives it one)')
-          : proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
-        say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
-        onServer = 'is up';
+        if (wantInstances > 0) {
+          const then = aside ? (opts.tag === undefined ? ': it can serve (it runs nothing until a split names it)' : ': it can serve (its tag URL answers; no share until a split gives it one)')
+            : proven ? ': it can serve (the autoscaler scales it to zero when idle)' : '';
+          say(`${ok} ${wantInstances} instance${wantInstances === 1 ? '' : 's'} healthy${then} ${dim(stderr, formatDuration(phases.start))}`);
+          onServer = 'is up';
+        }
       } else {
         say(`${ok} Ready; ${img.min_instances === 0 ? 'scales from zero: the first request starts an instance' : 'takes no traffic, so no instance runs yet'}`);
       }
@@ -306,7 +314,7 @@ DIR defaults to the current directory.`,
       const share = mine ? `${num(mine.traffic_percent)}% of traffic` : quiet ? 'no traffic' : 'all traffic';
       // a split set by hand (berth traffic) outlives deploys: say so, and how to follow deploys again
       const kept = joins === 'latest' || (joins === 'none' && !noTraffic)
-        ? `  the app's traffic names revisions (set by berth traffic, or pinned by a --no-traffic deploy) and deploys keep that split, as Cloud Run does: ${joins === 'latest' ? 'this revision took its "latest" share' : `this revision has no share of it (berth traffic ${shownHost} ${num(mine?.revision ?? img.revision ?? 0)}=100 sends it all)`};\n  berth traffic ${shownHost} latest=100 sends all of it to each new deploy again`
+        ? `  the app's traffic names revisions (set by berth traffic, or pinned by a --no-traffic deploy) and deploys keep that split, as Cloud Run does: ${joins === 'latest' ? 'this revision took its "latest" share' : replaced ? 'this revision has no share of it (a newer one is proven in its place)' : `this revision has no share of it (berth traffic ${shownHost} ${num(mine?.revision ?? img.revision ?? 0)}=100 sends it all)`};\n  berth traffic ${shownHost} latest=100 sends all of it to each new deploy again`
         : null;
       if (json) {
         printJson({
@@ -499,9 +507,10 @@ async function lastOutput(client: BerthClient, id: number, signal: AbortSignal):
 /**
  * Until `want` instances are healthy (or the revision is done otherwise: see below). Returns null,
  * or — when some are healthy and the rest cannot be made now (the container quota) — how many
- * are and why: the revision serves with them, and waiting out --timeout would say nothing more.
+ * are and why: the revision serves with them, and waiting out --timeout would say nothing more;
+ * or `superseded` for one proven outside the split that a newer deploy replaced before it was.
  */
-async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<{ healthy: number; blocked: string } | null> {
+async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<{ healthy: number; blocked: string; superseded?: true } | null> {
   const s = new Status(out);
   let last: Container[] = [];
   let crashed: Container | undefined;
@@ -535,14 +544,19 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         // none of its instances can be made now (the container quota is full): said while waiting
         blocked = img.start_blocked ?? null;
         // a later deploy (or a traffic change) took its place before it served: it runs nothing now
-        const mine = (await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined))?.revisions?.find((r) => r.image_id === imageId);
+        const app = await client.get<App>(`/api/apps/${encodeURIComponent(host)}`, { signal }).catch(() => undefined);
+        // (the app deleted meanwhile: its revisions serve nothing, and none took this one's place)
+        if (app?.deleting_at) throw new ClientError(`image ${imageId} of ${printable(host)} is gone: its app was deleted while it deployed`, EXIT.failed);
+        const mine = app?.revisions?.find((r) => r.image_id === imageId);
         // (one proven outside the split runs nothing once it was healthy: done, not superseded)
         if (mine?.serving === false && aside && mine.served === true) { s.clear(); return null; }
+        // (one a newer deploy superseded before it was proven would have had no share anyway: said, not a failure)
+        if (mine?.serving === false && aside) { s.clear(); return { healthy: 0, blocked: '', superseded: true }; }
         if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
       const why = failing.length ? ` (${failing.length} failing: ${printable(failing[0].status_reason ?? failing[0].status)}${portHint(failing[0])})`
-        : blocked !== null ? ` (none can start now: ${printable(blocked)})` : '';
+        : blocked !== null ? ` (${/ instances can run;/.test(blocked) ? '' : 'none can start now: '}${printable(blocked)})` : '';
       s.set(`Starting instances: ${healthy}/${want} healthy${why}`);
       if (Date.now() > deadline) break;
       await wait(looping !== undefined ? 200 : 500, undefined, { signal });

@@ -123,11 +123,25 @@ async function proxyUrl(client: BerthClient): Promise<string | null> {
   return (await client.get<{ proxy_url?: string | null }>('/api/info', { anonymous: true }).catch(() => ({ proxy_url: null }))).proxy_url ?? null;
 }
 
+/**
+ * The split as stored (`latest=10` stays `latest`, not the revision it stands for now) and what
+ * the next deploy does with it: deploys keep shares given to revision numbers, as Cloud Run does.
+ */
+export function splitRule(app: Pick<App, 'app_hostname' | 'traffic'>): string {
+  const shares = app.traffic.filter((e) => e.percent > 0);
+  const said = shares.map((e) => `${e.latest ? 'latest' : e.revision ?? `image ${e.image_id}`}=${e.percent}`).join(' ');
+  const latest = shares.reduce((a, e) => a + (e.latest ? e.percent : 0), 0);
+  const rule = latest === 100 || shares.length === 0 ? 'each deploy takes all the traffic once it can serve'
+    : latest > 0 ? `deploys keep the shares given to revision numbers; each new one takes the latest share (${latest}%)`
+    : `deploys keep this split: a new revision gets no traffic until a split names it (berth traffic ${printable(app.app_hostname)} latest=100 to follow deploys)`;
+  return `split: ${said || '(none)'}; ${rule}\n`;
+}
+
 function splitTable(app: App, proxy: string | null): string {
   const rows = [...app.revisions].sort((a, b) => b.revision - a.revision).filter((r) => r.traffic_percent > 0 || r.traffic_tag);
   const head = `${printable(`${app.app_hostname}  ${proxy ? appUrls(app.app_hostname, proxy)[0] : app.url}`)}\n`;
   if (!rows.length) return `${head}(no revision serves yet)\n`;
-  return head + table(rows, [
+  return head + splitRule(app) + table(rows, [
     { header: 'revision', value: (r) => `${r.revision}${r.image_id === app.latest_image_id ? ' (latest)' : ''}` },
     { header: 'image', value: (r) => r.image_id },
     { header: 'status', value: (r) => r.status },
