@@ -548,6 +548,8 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         // (the app deleted meanwhile: its revisions serve nothing, and none took this one's place)
         if (app?.deleting_at) throw new ClientError(`image ${imageId} of ${printable(host)} is gone: its app was deleted while it deployed`, EXIT.failed);
         const mine = app?.revisions?.find((r) => r.image_id === imageId);
+        // (given up on between the two reads: that is why it serves nothing)
+        if (mine?.start_failure) { failure = mine.start_failure; break; }
         // (one proven outside the split runs nothing once it was healthy: done, not superseded)
         if (mine?.serving === false && aside && mine.served === true) { s.clear(); return null; }
         // (one a newer deploy superseded before it was proven would have had no share anyway: said, not a failure)
