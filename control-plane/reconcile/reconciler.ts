@@ -176,7 +176,7 @@ export class Reconciler {
                 if (this.isNewIncarnation(c, st) && (await service.noteRestarted(c, st))) rep.corrected++;
                 return;
               }
-              const reason = !st ? VANISHED : st.oomKilled ? 'out of memory' : `exited with code ${st.exitCode}`;
+              const reason = !st ? VANISHED : st.oomKilled ? 'out of memory' : exitReason(st.exitCode);
               const died = await service.markDied(c, { reason, exitCode: st?.exitCode ?? null });
               if (!died) return;
               rep.died++;
@@ -373,4 +373,13 @@ export class Reconciler {
       return false;
     }
   }
+}
+
+/** The signals a process is most often ended by, as a shell reports them (exit code 128 + signal). */
+const SIGNALS: Record<number, string> = { 2: 'interrupted by SIGINT', 6: 'aborted (SIGABRT)', 9: 'killed by SIGKILL', 11: 'segmentation fault (SIGSEGV)', 15: 'terminated by SIGTERM' };
+
+/** `exited with code 137, killed by SIGKILL`: an exit code a signal explains says which. */
+export function exitReason(code: number | null | undefined): string {
+  const signal = typeof code === 'number' && code > 128 ? SIGNALS[code - 128] : undefined;
+  return `exited with code ${code ?? 'unknown'}${signal ? `, ${signal}` : ''}`;
 }
