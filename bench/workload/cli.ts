@@ -13,6 +13,7 @@ import { PRECISE_FROM_RPS, runWorkload, type Progress, type WorkloadOptions } fr
 import { redactHeaders } from './redact.js';
 import { runRemote } from './remote.js';
 import { API_MAX_DURATION_S } from '../../control-plane/workloads/schema.js';
+import { msText } from './units.js';
 import type { WorkloadMetrics } from './metrics.js';
 import { PATTERNS, checkPattern, peakRate, type PatternName, type Stage } from './patterns.js';
 import { renderReport } from './report.js';
@@ -278,7 +279,6 @@ export async function proxyFromControlPlane(api: string | undefined, warn: (line
 }
 
 const n0 = (n: number) => Math.round(n).toLocaleString('en-US');
-const msText = (v: number | null) => (v === null ? '—' : v < 10 ? `${v.toFixed(2)}ms` : v < 1000 ? `${v.toFixed(1)}ms` : `${(v / 1000).toFixed(2)}s`);
 
 function liveLine(p: Progress): string {
   const errPct = p.total_requests > 0 ? (100 * p.errors) / p.total_requests : 0;

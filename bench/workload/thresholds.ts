@@ -8,6 +8,7 @@
  * achieved_pct (achieved ÷ target rate, percent).
  */
 import type { WorkloadMetrics } from './metrics.js';
+import { msText } from './units.js';
 
 export interface Threshold {
   text: string;
@@ -24,11 +25,12 @@ const COUNTS = ['errors', 'failed', 'late', 'dropped', 'total', 'rps', 'error_ra
 
 export class ThresholdError extends Error {}
 
-/** A metric's value as a person reads it: latencies in ms, rates in percent, counts as they are. */
+/** A metric's value as `berth load` prints it elsewhere: latencies as its summary does, rates in percent. */
 export function shownValue(metric: string, v: number | null): string {
   if (v === null) return 'n/a';
+  if (metric in LATENCY) return msText(v);
   const n = Math.round(v * 1000) / 1000;
-  return metric in LATENCY ? `${n} ms` : metric === 'error_rate' || metric === 'achieved_pct' ? `${n}%` : metric === 'rps' ? `${n} req/s` : String(n);
+  return metric === 'error_rate' || metric === 'achieved_pct' ? `${n}%` : metric === 'rps' ? `${n} req/s` : String(n);
 }
 
 export function parseThresholds(spec: string): Threshold[] {

@@ -12,6 +12,7 @@ import type { ProxyRegistry } from '../discovery/proxies.js';
 import { endpointAddress } from '../discovery/route-table.js';
 import { closeUsage, instanceSize, openUsage } from '../billing/usage.js';
 import { containerEnv } from '../images/env.js';
+import { signalNote } from './exit-reason.js';
 
 /** One operation per container at a time, in this process. */
 export class KeyedMutex {
@@ -316,7 +317,7 @@ export class ContainerService {
   private async markStarted(id: number, dockerId: string, img: ImageRow): Promise<ContainerRow> {
     const st = await this.d.runtime.inspect(dockerId, img.container_port);
     if (!st) throw new ContainerRuntimeError(`container ${dockerId.slice(0, 12)} vanished right after it started`);
-    if (!st.running) throw new ExitedAtOnce(`container exited at once (exit code ${st.exitCode}${st.oomKilled ? ', out of memory' : ''})`);
+    if (!st.running) throw new ExitedAtOnce(`container exited at once (exit code ${st.exitCode}${st.oomKilled ? ', out of memory' : signalNote(st.exitCode)})`);
     if (!st.hostPort) throw new ContainerRuntimeError(`Docker published no host port for ${img.container_port}/tcp`);
     const row = await withTransaction(this.d.db, async (tx) => {
       const { rows: [row] } = await tx.query<ContainerRow>(

@@ -190,6 +190,10 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
       res.on('drain', go);
       res.on('close', go);
     });
+    /** A line about the logs, not of them: an SSE `notice`, or `berth: …` in text. */
+    const notice = (note: string) => {
+      res.write(sse ? `event: notice\ndata: ${JSON.stringify({ message: note })}\n\n` : `berth: ${note}\n`);
+    };
     const end = (status: string) => {
       if (done) return;
       if (sse) res.write(`event: end\ndata: ${JSON.stringify({ status })}\n\n`);
@@ -221,8 +225,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
         if (done || !c.last_exit || c.restart_count === 0) continue;
         // (not when the reader asked for lines after this run began: that end is older)
         if (since !== undefined && c.started_at !== null && new Date(c.started_at).getTime() / 1000 < since) continue;
-        const note = `container ${c.id} was restarted ${c.restart_count} time(s); its last run ended: ${c.last_exit}`;
-        res.write(sse ? `event: notice\ndata: ${JSON.stringify({ message: note })}\n\n` : `berth: ${note}\n`);
+        notice(`container ${c.id} was restarted ${c.restart_count} time(s); its last run ended: ${c.last_exit}`);
       }
       if (initial.length <= 1) {
         // one container: its lines go straight through, paused while the client is behind
@@ -231,8 +234,7 @@ export default async function logRoutes(app: FastifyInstance): Promise<void> {
         // several: each instance's last lines, merged by time from a bounded backlog
         const merged = await mergedBacklog(initial, read);
         if (merged.skipped && !done) {
-          const note = `${merged.skipped} older lines skipped: an app's merged backlog is at most ${MAX_BACKLOG_BYTES / 1024 / 1024} MiB (narrow it with tail, since or container)`;
-          res.write(sse ? `event: notice\ndata: ${JSON.stringify({ message: note })}\n\n` : `berth: ${note}\n`);
+          notice(`${merged.skipped} older lines skipped: an app's merged backlog is at most ${MAX_BACKLOG_BYTES / 1024 / 1024} MiB (narrow it with tail, since or container)`);
         }
         for (const { c, l } of merged.lines) {
           if (done) return;

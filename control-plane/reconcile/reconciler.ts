@@ -8,6 +8,7 @@ import { dockerTime, VANISHED, type ContainerService } from '../containers/servi
 import type { Leadership } from './leader.js';
 import { servingRevisions } from '../discovery/route-table.js';
 import { owedSql, provingAsideSql, provingSql, settlePending } from '../apps/repo.js';
+import { exitReason } from '../containers/exit-reason.js';
 import { judgeBlocked, judgeStarts } from '../apps/start-failure.js';
 import { collectRevisions } from '../apps/retention.js';
 
@@ -373,13 +374,4 @@ export class Reconciler {
       return false;
     }
   }
-}
-
-/** The signals a process is most often ended by, as a shell reports them (exit code 128 + signal). */
-const SIGNALS: Record<number, string> = { 2: 'interrupted by SIGINT', 6: 'aborted (SIGABRT)', 9: 'killed by SIGKILL', 11: 'segmentation fault (SIGSEGV)', 15: 'terminated by SIGTERM' };
-
-/** `exited with code 137, killed by SIGKILL`: an exit code a signal explains says which. */
-export function exitReason(code: number | null | undefined): string {
-  const signal = typeof code === 'number' && code > 128 ? SIGNALS[code - 128] : undefined;
-  return `exited with code ${code ?? 'unknown'}${signal ? `, ${signal}` : ''}`;
 }

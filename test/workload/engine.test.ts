@@ -287,7 +287,7 @@ describe('inputs', () => {
     expect(failedThresholds(ts, m).map((f) => f.threshold.text)).toEqual(['p99>200ms']);
     // the actual value with its unit (from a walkthrough: "actual 25.039", of what?)
     expect([shownValue('p99', 25.0391), shownValue('error_rate', 1.5), shownValue('rps', 99.5), shownValue('dropped', 3), shownValue('p50', null)])
-      .toEqual(['25.039 ms', '1.5%', '99.5 req/s', '3', 'n/a']);
+      .toEqual(['25.0ms', '1.5%', '99.5 req/s', '3', 'n/a']);
     expect(() => parseThresholds('p99>>1')).toThrow(/not a condition/);
     expect(() => parseThresholds('latency>1ms')).toThrow(/unknown metric/);
     expect(() => parseThresholds('p99>1%')).toThrow(/latency/);

@@ -161,6 +161,11 @@ DIR defaults to the current directory.`,
     // what the server goes on doing if the command is interrupted now
     let onServer = 'goes on building and starting';
     let img: Image | undefined;
+    // the platform's public facts (GET /api/info, no login): its upload limit, the proxy's URL; read
+    // once (an older control plane, or none reachable: neither is known)
+    type PlatformInfo = { proxy_url?: string | null; max_upload_bytes?: number };
+    let info: PlatformInfo | undefined;
+    const platformInfo = async (): Promise<PlatformInfo> => (info ??= await client.get<PlatformInfo>('/api/info', { anonymous: true, signal }).catch((): PlatformInfo => ({})));
     try {
       if (noBuild) {
         // a new revision from the image the app has: the settings and environment change, nothing is built
@@ -195,7 +200,7 @@ DIR defaults to the current directory.`,
       say(`${ok} Packed ${resolve(dir)}: ${packed.files} files, ${formatBytes(packed.rawBytes)} → ${formatBytes(packed.bytes)} gzipped${packed.ignored ? ` (${packed.ignored} ignored by .dockerignore)` : ''} ${dim(stderr, formatDuration(phases.pack))}`);
 
       // past the platform's upload limit: said now, not after sending it (older control planes do not say)
-      const limit = (await client.get<{ max_upload_bytes?: number }>('/api/info', { anonymous: true, signal }).catch(() => ({ max_upload_bytes: undefined }))).max_upload_bytes;
+      const limit = (await platformInfo()).max_upload_bytes;
       if (typeof limit === 'number' && packed.bytes > limit) {
         throw new ClientError(`the packed folder is ${formatBytes(packed.bytes)}, more than this platform's upload limit of ${formatBytes(limit)}: leave out what the build does not need with a .dockerignore`, EXIT.failed);
       }
@@ -271,7 +276,7 @@ DIR defaults to the current directory.`,
       if (wantInstances > 0) {
         const short = await waitHealthy(client, img.id, wantInstances, deadline, stderr, signal, img.app_hostname, aside);
         phases.start = Date.now() - t;
-        if (short?.superseded) {
+        if (short?.superseded === true) {
           replaced = true;
           say(`${paint(stderr, 'yellow', '!')} a newer revision was deployed before this one was proven: it is proven instead, and this one is not started (it has no share of the traffic)`);
           wantInstances = 0;
@@ -307,9 +312,9 @@ DIR defaults to the current directory.`,
       if (proxies === 0) say(`${paint(stderr, 'yellow', '!')} no proxy is connected to the control plane: the app is ready but nothing routes to it yet`);
 
       // URLs
-      const info = await client.get<{ proxy_url?: string | null }>('/api/info', { anonymous: true, signal }).catch(() => ({ proxy_url: null }));
-      const urls = appUrls(img.app_hostname, info.proxy_url ?? null);
-      const tagUrls = mine?.traffic_tag ? appUrls(`${mine.traffic_tag}---${img.app_hostname}`, info.proxy_url ?? null) : [];
+      const proxyUrl = (await platformInfo()).proxy_url ?? null;
+      const urls = appUrls(img.app_hostname, proxyUrl);
+      const tagUrls = mine?.traffic_tag ? appUrls(`${mine.traffic_tag}---${img.app_hostname}`, proxyUrl) : [];
       const total = Date.now() - t0;
       const share = mine ? `${num(mine.traffic_percent)}% of traffic` : quiet ? 'no traffic' : 'all traffic';
       // a split set by hand (berth traffic) outlives deploys: say so, and how to follow deploys again
@@ -510,7 +515,7 @@ async function lastOutput(client: BerthClient, id: number, signal: AbortSignal):
  * are and why: the revision serves with them, and waiting out --timeout would say nothing more;
  * or `superseded` for one proven outside the split that a newer deploy replaced before it was.
  */
-async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<{ healthy: number; blocked: string; superseded?: true } | null> {
+async function waitHealthy(client: BerthClient, imageId: number, want: number, deadline: number, out: NodeJS.WriteStream, signal: AbortSignal, host: string, aside = false): Promise<{ superseded: true } | { superseded: false; healthy: number; blocked: string } | null> {
   const s = new Status(out);
   let last: Container[] = [];
   let crashed: Container | undefined;
@@ -527,7 +532,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
       // some healthy, none on its way, and the quota keeps the rest from being made
       if (healthy > 0 && last.every((c) => c.desired === 'stopped' || (c.status === 'running' && c.health === 'healthy'))) {
         const short = (await client.get<Image>(`/api/images/${imageId}`, { signal })).start_blocked ?? null;
-        if (short !== null) { s.clear(); return { healthy, blocked: short }; }
+        if (short !== null) { s.clear(); return { superseded: false, healthy, blocked: short }; }
       }
       // an instance that never became healthy, started twice again, and down a third time (it
       // exits, or Docker cannot start it): waiting out --timeout shows nothing more. Seen while it
@@ -553,7 +558,7 @@ async function waitHealthy(client: BerthClient, imageId: number, want: number, d
         // (one proven outside the split runs nothing once it was healthy: done, not superseded)
         if (mine?.serving === false && aside && mine.served === true) { s.clear(); return null; }
         // (one a newer deploy superseded before it was proven would have had no share anyway: said, not a failure)
-        if (mine?.serving === false && aside) { s.clear(); return { healthy: 0, blocked: '', superseded: true }; }
+        if (mine?.serving === false && aside) { s.clear(); return { superseded: true }; }
         if (mine?.serving === false) { superseded = true; break; }
       }
       const failing = last.filter((c) => c.status === 'failed' || c.status === 'exited' || c.health === 'unhealthy');
